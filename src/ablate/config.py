@@ -1,0 +1,202 @@
+"""Structured configs: every key a job reads is declared here, with its type and default.
+
+Hydra composes YAML from ``conf/`` onto these dataclasses, so a misspelled key or a wrong type
+fails at composition time instead of being silently ignored. Defaults live in code; YAML only
+overrides. A job directory's ``config.yaml`` is loaded back through the same schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.data.config import DataConfig
+from ablate.errors import ConfigError
+from models.config import ModelConfig
+
+
+@dataclass
+class StepConfig:
+    """One architecture step of a matrix (V0, V16, ...): its name and its label in the report."""
+
+    name: str = "V0"
+    """Short step id; the job directory and the report's Step column use it."""
+    architecture: str = "Baseline"
+    """Label for the report's Architecture column, printed exactly as written here."""
+    description: Optional[str] = None
+    """One sentence on what the step changes relative to the baseline."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay to min_lr."""
+
+    lr: float = 6e-4
+    """Peak learning rate, reached after warmup_iters."""
+    min_lr: float = 6e-5
+    """Learning rate at the end of the schedule (end of the time box or max_iters)."""
+    warmup_iters: int = 200
+    """Linear warmup length in iterations."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay, applied to matrix weights (see decay_embeddings, decay_gates)."""
+    decay_embeddings: bool = False
+    """Also decay the token/position embeddings (tied with the LM head)."""
+    decay_gates: bool = False
+    """Also decay the learned gates (w_std, w_rec); off so decay does not pull gates to 0."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    tokens_per_iter: int = 65536
+    """Global batch in tokens per optimizer step, the same for any world size."""
+
+
+@dataclass
+class BudgetConfig:
+    """How long a job trains: a time box (train_seconds) or an iteration budget (max_iters)."""
+
+    train_seconds: Optional[float] = 7200.0
+    """Time box in seconds of training iterations only (evals and checkpoints excluded)."""
+    max_iters: Optional[int] = None
+    """Iteration budget; when set together with train_seconds, whichever ends first stops the job,
+    and the schedule follows max_iters."""
+    eval_interval: int = 100
+    """Evaluate on the fixed validation windows every this many iterations (and at the end)."""
+    log_interval: int = 10
+    """Write a metrics line and a progress line every this many iterations."""
+    checkpoint_interval_iters: Optional[int] = None
+    """Checkpoint every this many iterations (None: only by time and on signals)."""
+    checkpoint_interval_seconds: float = 900.0
+    """Checkpoint when this much wall time has passed since the last checkpoint."""
+    grace_seconds: float = 600.0
+    """Extra wall time a launcher allows beyond train_seconds (startup, evals, compile) before it
+    kills the job."""
+
+
+@dataclass
+class HardwareConfig:
+    """Where and how a job runs."""
+
+    device: str = "auto"
+    """auto | cuda | cpu."""
+    nproc_per_node: int = 1
+    """Processes (GPUs) per job; torchrun starts this many ranks."""
+    gpus: Optional[int] = None
+    """GPUs the launcher may use on this box (None: all visible). Jobs needing fewer are packed."""
+    micro_batch: int = 8
+    """Sequences per rank per forward pass; gradient accumulation makes up the global batch."""
+    precision: str = "auto"
+    """auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32."""
+    compile: bool = False
+    """torch.compile the model (CUDA only; ignored with a warning on CPU)."""
+    tf32: bool = True
+    """Allow TF32 matmuls on CUDA."""
+    threads: Optional[int] = None
+    """torch CPU threads per process (None: torch's default)."""
+
+
+@dataclass
+class SlurmConfig:
+    """Slurm submission through submitit (launcher.name=slurm)."""
+
+    partition: Optional[str] = None
+    """Partition to submit to (None: the cluster default)."""
+    account: Optional[str] = None
+    """Account to charge."""
+    qos: Optional[str] = None
+    """Quality of service."""
+    constraint: Optional[str] = None
+    """Node feature constraint (e.g. a GPU type)."""
+    nodes: int = 1
+    """Nodes per job; ranks = nodes x hardware.nproc_per_node."""
+    gpus_per_node: Optional[int] = None
+    """GPUs to request per node (None: hardware.nproc_per_node on CUDA, 0 on CPU)."""
+    cpus_per_task: int = 1
+    """CPUs per task (per rank)."""
+    mem_gb: Optional[int] = None
+    """Memory per node in GB (None: the cluster default)."""
+    time_margin_min: int = 15
+    """Minutes added to the time box for the Slurm time limit."""
+    signal_delay_s: int = 120
+    """Seconds before the time limit at which Slurm sends the checkpoint signal (USR2 via submitit)."""
+    max_num_timeout: int = 3
+    """How many times a job may be requeued after hitting its time limit."""
+    array_parallelism: int = 64
+    """Maximum array tasks running at once."""
+    wait: bool = True
+    """Wait for the jobs and write the report; false returns once the array is queued."""
+    folder: Optional[str] = None
+    """submitit log folder (None: <matrix dir>/.submitit)."""
+
+
+@dataclass
+class LauncherConfig:
+    """Which launcher runs the matrix's jobs."""
+
+    name: str = "local"
+    """local | slurm."""
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    """Slurm options (used when name=slurm)."""
+
+
+@dataclass
+class RunConfig:
+    """Everything one job of a matrix needs; what Hydra composes and what config.yaml stores."""
+
+    step: StepConfig = field(default_factory=StepConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    seed: int = 1
+    """Seeds init, dropout and data order. Same seed, same step, same machine: same loss curve."""
+    experiment: Optional[str] = None
+    """Name of the preset that was applied (set by the experiment YAML)."""
+    results_root: str = "results"
+    """Where new matrix directories are created."""
+    resume: Optional[str] = None
+    """An existing matrix directory: run only its unfinished jobs, each from its checkpoint."""
+    plan: bool = False
+    """Print the jobs and their cost, then exit without running anything."""
+    preflight: bool = True
+    """Check every job (config, causality, data, output dir, GPUs, batch) before any trains."""
+    report: bool = True
+    """Write REPORT.md into the matrix directory when the last job ends."""
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+
+
+def load_job_config(path: Path | str) -> DictConfig:
+    """Load a job's config.yaml back through the schema (unknown keys fail here too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: job config is missing; a job directory needs config.yaml")
+    try:
+        loaded = OmegaConf.load(path)
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), loaded)
+    except Exception as e:  # omegaconf raises several types; all mean "this file does not fit"
+        raise ConfigError(f"{path}: does not match the config schema: {_one_line(e)}") from None
+    return cfg  # type: ignore[return-value]
+
+
+def to_container(cfg: Any) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())

@@ -1,0 +1,61 @@
+"""DataConfig: where a job's tokens come from (the ``data`` group of the Hydra config).
+
+Only this module is imported by ``ablate.config``; it must stay light (no torch, no datasets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+SOURCES = ("embedded", "finewebedu", "shards", "textdir", "files")
+
+DEFAULT_FINEWEBEDU_PATH = "data/finewebedu10B"
+DEFAULT_FILES_PATH = "data/files"
+
+
+@dataclass
+class DataConfig:
+    """Token data for training and validation. Every source ends as llm.c-format shards
+    (a 256 x int32 header, then uint16 GPT-2 tokens); the first shard is validation."""
+
+    source: str = "embedded"
+    """embedded | finewebedu | shards | textdir | files.
+    embedded: Python's own English docs (pydoc_data.topics), no network; tokenized once into cache_dir.
+    finewebedu: shards prepared by `python -m ablate.data prepare --source finewebedu` in path.
+    shards: existing llm.c / modded-nanogpt shards matched by the glob in path.
+    textdir: every .txt/.md file under the folder in path (sorted), tokenized once into cache_dir.
+    files: shards prepared by `python -m ablate.data prepare --source files` from local
+    jsonl/parquet/text files (data_files) into path."""
+    path: Optional[str] = None
+    """finewebedu/files: folder of prepared shards + meta.json (default data/finewebedu10B,
+    data/files); shards: a glob of .bin files; textdir: the folder; embedded: unused.
+    Relative paths are relative to the working directory of the process."""
+    cache_dir: Optional[str] = None
+    """Where embedded/textdir corpora are tokenized to (None: $ABLATE_DATA_CACHE, else
+    ~/.cache/ablate/data). Writes are atomic, so concurrent jobs may share it."""
+    val_windows: int = 8
+    """Fixed validation windows per eval. Window k is tokens [k*T, k*T+T+1) of the validation
+    shard (T = model block_size): inputs k*T..k*T+T-1, targets shifted by one. The same windows
+    at every eval and for every step; the val shard needs val_windows*T+1 tokens."""
+    val_fraction: float = 0.1
+    """embedded/textdir: share of the tokens (the first documents) put in the validation shard;
+    at least 8*1024+1 tokens when the corpus has twice that."""
+
+    # --- prepare (finewebedu / files); also what the "not prepared" error message proposes ---
+    hf_path: str = "HuggingFaceFW/fineweb-edu"
+    """finewebedu: Hugging Face dataset id streamed by prepare."""
+    hf_config: Optional[str] = "sample-10BT"
+    """finewebedu: dataset config name."""
+    split: str = "train"
+    """finewebedu: dataset split."""
+    data_files: Optional[str] = None
+    """files: glob of local .jsonl/.json/.parquet/.txt files (sorted; one format) to prepare."""
+    text_field: str = "text"
+    """Column holding each document's text (json/parquet)."""
+    total_tokens: Optional[int] = None
+    """prepare: stop after this many tokens in total, val shard included (None: whole stream)."""
+    shard_tokens: int = 100_000_000
+    """prepare: tokens per shard (the last shard may be shorter); the first shard is validation."""
+    workers: Optional[int] = None
+    """prepare: tokenizer processes (None: cpu_count - 1, at least 1; 0: tokenize in-process)."""

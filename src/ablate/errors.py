@@ -1,0 +1,32 @@
+"""User-facing errors.
+
+An ``AblateError`` is a mistake the user can fix (bad config, missing data, a leaking step).
+Command-line entry points catch it and print one line, ``error: <message>``, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+
+class AblateError(Exception):
+    """A problem in the user's input, with a message that says what is wrong and how to fix it."""
+
+
+class DataError(AblateError):
+    """Missing, corrupt or unsuitable token data."""
+
+
+class ConfigError(AblateError):
+    """A configuration that cannot run as written."""
+
+
+class PreflightError(AblateError):
+    """One or more jobs of a matrix failed the checks made before any job trains."""
+
+
+def die(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` on stderr and exit; the single-line form every CLI uses."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)

@@ -1,0 +1,181 @@
+"""Run a matrix's jobs on this machine: each job a torchrun process group on its own devices.
+
+Jobs run one after another, or side by side when a job needs fewer devices than the box has
+(4 jobs x 1 GPU on a 4-GPU box), each pinned with CUDA_VISIBLE_DEVICES. Hydra's own local
+launchers run jobs in-process and do not spread them across GPUs, hence this module.
+
+Every job has a hard wall-clock limit (time box + grace): past it the process group gets SIGTERM
+(the trainer checkpoints and exits), then SIGKILL. If this launcher itself is stopped, its jobs
+are stopped the same way, so no orphan keeps training into a directory that a resume will reuse.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from ablate.launch.job import EXIT_PREEMPTED, LaunchJob, describe_exit
+
+STOP_GRACE_S = 60.0
+"""Seconds between SIGTERM and SIGKILL: time for a checkpoint of a large model."""
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    """Linux: the child gets SIGTERM if the launcher dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:  # not Linux: the launcher's own stop handling still applies
+        pass
+
+
+def torchrun_command(job_dir: Path, nproc: int) -> list[str]:
+    """An argument list (never a shell string): values from config cannot inject commands."""
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        "--standalone", f"--nproc_per_node={int(nproc)}",
+        "-m", "ablate.train", str(job_dir),
+    ]
+
+
+@dataclass
+class _Running:
+    job: LaunchJob
+    proc: subprocess.Popen
+    slots: list[int]
+    started: float
+    pump: threading.Thread
+    term_sent: Optional[float] = None
+    reason: Optional[str] = None
+
+
+@dataclass
+class LocalLauncher:
+    """Schedules jobs over ``slots`` device slots (GPUs, or CPU stand-ins for tests)."""
+
+    slots: int = 1
+    device: str = "cpu"
+    echo: bool = True
+    on_start: Callable[[LaunchJob], None] = lambda job: None
+    on_end: Callable[[LaunchJob, int, Optional[str]], None] = lambda job, code, error: None
+    poll_s: float = 0.2
+    stop_grace_s: float = STOP_GRACE_S
+    _stopping: bool = field(default=False, init=False)
+
+    def request_stop(self) -> None:
+        self._stopping = True
+
+    def run(self, jobs: list[LaunchJob]) -> dict[str, int]:
+        """Run every job; return exit codes by job name. A failing job never stops the others."""
+        for job in jobs:
+            if job.nproc > self.slots:
+                raise ValueError(f"job {job.name} needs {job.nproc} slots; only {self.slots} exist")
+        pending = list(jobs)
+        running: list[_Running] = []
+        free = list(range(self.slots))
+        codes: dict[str, int] = {}
+        print_lock = threading.Lock()
+        try:
+            while pending or running:
+                # FIFO: the head job waits for enough slots, so the matrix order is kept.
+                while pending and not self._stopping and len(free) >= pending[0].nproc:
+                    job = pending.pop(0)
+                    slots, free = free[: job.nproc], free[job.nproc:]
+                    running.append(self._start(job, slots, print_lock, concurrent=len(running) + 1))
+                if self._stopping and pending:
+                    for job in pending:
+                        codes[job.name] = EXIT_PREEMPTED
+                        self.on_end(job, EXIT_PREEMPTED, "not started: the matrix was stopped")
+                    pending.clear()
+                for r in list(running):
+                    code = r.proc.poll()
+                    if code is None:
+                        self._enforce_limits(r)
+                        continue
+                    r.pump.join(timeout=5)
+                    running.remove(r)
+                    free = sorted(free + r.slots)
+                    codes[r.job.name] = code
+                    self.on_end(r.job, code, r.reason or (None if code == 0 else describe_exit(code)))
+                time.sleep(self.poll_s)
+        finally:
+            for r in running:  # only on an exception in this loop: leave no orphans behind
+                self._terminate(r, "the launcher stopped")
+            for r in running:
+                try:
+                    r.proc.wait(timeout=self.stop_grace_s)
+                except subprocess.TimeoutExpired:
+                    os.killpg(r.proc.pid, signal.SIGKILL)
+        return codes
+
+    def _start(self, job: LaunchJob, slots: list[int], lock: threading.Lock, concurrent: int) -> _Running:
+        env = dict(os.environ)
+        env.update(job.env)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(s) for s in slots)
+        env["ABLATE_DEVICE_SLOTS"] = env["CUDA_VISIBLE_DEVICES"]
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.device == "cpu" and self.slots > 1 and "OMP_NUM_THREADS" not in job.env:
+            # Side-by-side CPU jobs share the cores instead of oversubscribing them.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.slots))
+        job.job_dir.mkdir(parents=True, exist_ok=True)
+        self.on_start(job)
+        proc = subprocess.Popen(
+            job.command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: one killpg stops torchrun and ranks
+            preexec_fn=_set_pdeathsig,
+        )
+        pump = threading.Thread(
+            target=_pump_output, args=(proc, job, self.echo, lock), daemon=True
+        )
+        pump.start()
+        return _Running(job=job, proc=proc, slots=slots, started=time.monotonic(), pump=pump)
+
+    def _enforce_limits(self, r: _Running) -> None:
+        now = time.monotonic()
+        if self._stopping and r.term_sent is None:
+            self._terminate(r, "the matrix was stopped")
+        limit = r.job.wall_limit_s
+        if limit is not None and r.term_sent is None and now - r.started > limit:
+            self._terminate(r, f"exceeded its wall-clock limit of {limit:.0f} s (time box + budget.grace_seconds)")
+        if r.term_sent is not None and now - r.term_sent > self.stop_grace_s:
+            try:
+                os.killpg(r.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _terminate(self, r: _Running, reason: str) -> None:
+        if r.term_sent is not None:
+            return
+        r.reason = reason
+        r.term_sent = time.monotonic()
+        try:
+            os.killpg(r.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def _pump_output(proc: subprocess.Popen, job: LaunchJob, echo: bool, lock: threading.Lock) -> None:
+    """Copy a job's output to <job>/stdout.log and, prefixed with its name, to our stdout."""
+    assert proc.stdout is not None
+    with open(job.job_dir / "stdout.log", "ab") as log:
+        for raw in iter(proc.stdout.readline, b""):
+            log.write(raw)
+            log.flush()
+            if echo:
+                line = raw.decode("utf-8", errors="replace").rstrip("\n")
+                with lock:
+                    print(f"[{job.name}] {line}", flush=True)
+    proc.stdout.close()

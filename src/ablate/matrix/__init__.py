@@ -1,0 +1,1 @@
+"""The matrix runner: ``python -m ablate.matrix step=V0,V16,V17,V18 --multirun``."""

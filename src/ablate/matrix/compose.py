@@ -1,0 +1,206 @@
+"""From a command line to a list of composed job configs.
+
+The command line uses Hydra's override grammar (``step=V0,V16 seed=1,2 model.dropout=0.1``).
+Sweeps are expanded the way Hydra's basic sweeper does (cartesian product, in the order given),
+and each job is composed with Hydra's compose API against ``conf/``. We drive composition
+ourselves instead of through Hydra's launcher plugin mechanism because the matrix must see every
+job before any of them trains: preflight all, then create one matrix directory, then launch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.config import register_configs
+from ablate.errors import ConfigError
+
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def conf_dir() -> Path:
+    """The Hydra config root: $ABLATE_CONF_DIR, else ``conf/`` at the repository root."""
+    env = os.environ.get("ABLATE_CONF_DIR")
+    path = Path(env) if env else _REPO_ROOT / "conf"
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(
+            f"config root {path} has no config.yaml; install ablate from its repository "
+            "(pip install -e .) or set ABLATE_CONF_DIR to the conf/ folder"
+        )
+    return path
+
+
+def matrix_file(name: str) -> Path:
+    """A named matrix: ``matrix/<name>.yaml`` (cwd first, then the repository), or a path."""
+    candidates = [Path(name)]
+    if not name.endswith((".yaml", ".yml")):
+        candidates += [Path.cwd() / "matrix" / f"{name}.yaml", _REPO_ROOT / "matrix" / f"{name}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in (_REPO_ROOT / "matrix").glob("*.yaml"))
+    raise ConfigError(f"unknown matrix {name!r}; available: {', '.join(known) or 'none'} (files in matrix/)")
+
+
+_MATRIX_KEYS = {"experiment", "steps", "seeds", "overrides", "description"}
+
+
+def expand_matrix_file(name: str) -> list[str]:
+    """A matrix file stands for a command line; return its overrides (sweeps included)."""
+    path = matrix_file(name)
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: expected a mapping with keys {sorted(_MATRIX_KEYS)}")
+    unknown = set(spec) - _MATRIX_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_MATRIX_KEYS)}")
+    out: list[str] = []
+    if spec.get("experiment"):
+        out.append(f"experiment={spec['experiment']}")
+    steps = spec.get("steps") or []
+    if steps:
+        out.append("step=" + ",".join(str(s) for s in steps))
+    seeds = spec.get("seeds") or []
+    if seeds:
+        out.append("seed=" + ",".join(str(s) for s in seeds))
+    out += [str(o) for o in spec.get("overrides") or []]
+    return out
+
+
+@dataclass
+class JobSpec:
+    """One cell of the matrix: its name, the overrides that make it, and its composed config."""
+
+    name: str
+    overrides: list[str]
+    cfg: DictConfig
+    swept: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def step(self) -> str:
+        return str(self.cfg.step.name)
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.seed)
+
+
+def parse_overrides(args: list[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(args)
+    except HydraException as e:
+        raise ConfigError(_first_line(e)) from None
+
+
+def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
+    """Cartesian product of the sweep overrides, as Hydra's basic sweeper orders it."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.errors import HydraException
+
+    overrides = parse_overrides(args)
+    has_sweep = any(o.is_sweep_override() for o in overrides)
+    if has_sweep and not multirun:
+        swept = [o.get_key_element() for o in overrides if o.is_sweep_override()]
+        raise ConfigError(f"{', '.join(swept)} list several values; add --multirun to run one job per value")
+    if not multirun:
+        return [list(args)]
+    try:
+        return BasicSweeper.split_arguments(overrides, None)[0]
+    except HydraException as e:
+        raise ConfigError(_first_line(e)) from None
+
+
+def compose_job(overrides: list[str]) -> DictConfig:
+    """Compose one job's config; Hydra's own error (e.g. the list of step options) becomes one line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_composition_message(e)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    OmegaConf.set_readonly(cfg, False)
+    return cfg
+
+
+def build_jobs(args: list[str], multirun: bool) -> list[JobSpec]:
+    """Expand and compose every job; name each after its step and the other swept values."""
+    job_overrides = expand_sweeps(args, multirun)
+    swept_keys = _swept_keys(job_overrides)
+    jobs: list[JobSpec] = []
+    for overrides in job_overrides:
+        cfg = compose_job(overrides)
+        swept = {k: v for k, v in (_split(o) for o in overrides) if k in swept_keys}
+        jobs.append(JobSpec(name="", overrides=overrides, cfg=cfg, swept=swept))
+    _name_jobs(jobs)
+    return jobs
+
+
+def _name_jobs(jobs: list[JobSpec]) -> None:
+    from ablate.results import job_name
+
+    for job in jobs:
+        others = {k: v for k, v in job.swept.items() if k != "step"}
+        job.name = job_name(job.step, others)
+    seen: dict[str, int] = {}
+    for job in jobs:
+        seen[job.name] = seen.get(job.name, 0) + 1
+    dupes = sorted(n for n, c in seen.items() if c > 1)
+    if dupes:
+        raise ConfigError(
+            f"jobs would share a directory ({', '.join(dupes)}): two sweep values give the same step "
+            "and seed; remove the duplicate values"
+        )
+
+
+def _swept_keys(job_overrides: list[list[str]]) -> set[str]:
+    values: dict[str, set[str]] = {}
+    for overrides in job_overrides:
+        for o in overrides:
+            k, v = _split(o)
+            values.setdefault(k, set()).add(v)
+    return {k for k, vs in values.items() if len(vs) > 1}
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _composition_message(e: BaseException) -> str:
+    """Hydra's message for a missing group option lists the options on later lines; keep them."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(e, MissingConfigException) and e.options:
+        first = _first_line(e)
+        return f"{first} Available: {', '.join(sorted(e.options))}"
+    text = " ".join(str(e).split())
+    # OmegaConf appends "full_key: ..., object_type=..." detail; the first sentence carries the fix.
+    return text.split("    full_key")[0]
+
+
+def config_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,182 @@
+"""Checks made before any job of a matrix trains.
+
+A matrix that will fail should fail in seconds, not after hours of GPU time: every job's config
+builds a model, every step's model is causal (the leak that produced the seed's "12%"), the data
+is there and valid, the output directory is writable, and GPUs and batch arithmetic fit.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ablate.errors import AblateError
+from ablate.matrix.compose import JobSpec
+
+
+@dataclass
+class PreflightResult:
+    job: str
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _causality_config(model_cfg: dict) -> dict:
+    """The causal property is structural: check a 2-layer copy with a short context, so a
+    124M-parameter step costs a second on CPU instead of minutes. Every option that selects
+    code (attention, mlp, ranks, gates) stays as configured."""
+    small = dict(model_cfg)
+    small["n_layer"] = min(int(small.get("n_layer", 2)), 2)
+    small["block_size"] = min(int(small.get("block_size", 64)), 64)
+    small["dropout"] = max(float(small.get("dropout", 0.0)), 0.1)  # exercise train-mode dropout too
+    small["init_from"] = None
+    return small
+
+
+def check_model(model_cfg: dict, causality: bool = True) -> list[str]:
+    """Build the step's model; verify causality. Returns problems (empty when fine)."""
+    import torch
+
+    import models
+
+    try:
+        models.build_model(dict(model_cfg))  # full size: catches size errors as the job would
+    except models.ModelConfigError as e:
+        return [str(e)]
+    if not causality:
+        return []
+    torch.manual_seed(0)
+    small = models.build_model(_causality_config(model_cfg))
+    report = models.check_causal(small)
+    if not report.ok:
+        return [f"model is not causal: {report.message}; refusing to train a step that sees future tokens"]
+    return []
+
+
+def check_batch(cfg, world_size: int) -> list[str]:
+    block = int(cfg.model.block_size)
+    micro = int(cfg.hardware.micro_batch)
+    tokens = int(cfg.optim.tokens_per_iter)
+    per_step = block * micro * world_size
+    if tokens % per_step != 0:
+        return [
+            f"optim.tokens_per_iter={tokens} is not a multiple of block_size x micro_batch x world size "
+            f"= {block} x {micro} x {world_size} = {per_step}; choose a multiple of {per_step}"
+        ]
+    return []
+
+
+def check_hardware(cfg, gpus_available: int) -> list[str]:
+    device = str(cfg.hardware.device)
+    nproc = int(cfg.hardware.nproc_per_node)
+    if nproc < 1:
+        return [f"hardware.nproc_per_node={nproc} must be at least 1"]
+    if device not in ("auto", "cpu", "cuda"):
+        return [f"hardware.device={device!r} must be one of auto, cpu, cuda"]
+    launcher = str(cfg.launcher.name)
+    if device == "cuda" and launcher == "local":
+        limit = cfg.hardware.gpus if cfg.hardware.gpus is not None else gpus_available
+        if gpus_available == 0:
+            return ["hardware.device=cuda but no CUDA GPU is visible; use hardware=cpu or run on a GPU machine"]
+        if nproc > min(limit, gpus_available):
+            return [
+                f"hardware.nproc_per_node={nproc} needs {nproc} GPUs per job but {gpus_available} are visible; "
+                f"lower hardware.nproc_per_node"
+            ]
+    if str(cfg.hardware.precision) not in ("auto", "bf16", "fp32"):
+        return [f"hardware.precision={cfg.hardware.precision!r} must be one of auto, bf16, fp32"]
+    return []
+
+
+def check_data(cfg) -> list[str]:
+    from ablate.data import ValWindows, resolve_dataset
+
+    try:
+        ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
+        ValWindows(ds.val_path, int(cfg.model.block_size), int(cfg.data.val_windows))
+    except AblateError as e:
+        return [str(e)]
+    return []
+
+
+def check_output_dir(root: Path) -> list[str]:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".writable-"):
+            pass
+    except OSError as e:
+        return [f"output directory {root} is not writable ({e.strerror}); set results_root to a writable path"]
+    return []
+
+
+def check_budget(cfg) -> list[str]:
+    b = cfg.budget
+    if b.train_seconds is None and b.max_iters is None:
+        return ["budget.train_seconds and budget.max_iters are both unset; set one so the job ends"]
+    if b.train_seconds is not None and float(b.train_seconds) <= 0:
+        return [f"budget.train_seconds={b.train_seconds} must be positive"]
+    if b.max_iters is not None and int(b.max_iters) <= 0:
+        return [f"budget.max_iters={b.max_iters} must be positive"]
+    if int(b.eval_interval) <= 0 or int(b.log_interval) <= 0:
+        return ["budget.eval_interval and budget.log_interval must be positive"]
+    return []
+
+
+def world_size(cfg) -> int:
+    nodes = int(cfg.launcher.slurm.nodes) if str(cfg.launcher.name) == "slurm" else 1
+    return nodes * int(cfg.hardware.nproc_per_node)
+
+
+def preflight(
+    jobs: list[JobSpec],
+    results_root: Path,
+    progress: Optional[Callable[[str], None]] = None,
+) -> list[PreflightResult]:
+    """Run every check for every job. Model and data checks run once per distinct config."""
+    from ablate.config import to_container
+
+    gpus = visible_gpus()
+    results: list[PreflightResult] = []
+    model_cache: dict[str, list[str]] = {}
+    data_cache: dict[str, list[str]] = {}
+    out_problems = check_output_dir(results_root)
+    for job in jobs:
+        cfg = job.cfg
+        if progress:
+            progress(f"preflight {job.name}")
+        problems: list[str] = []
+        problems += check_budget(cfg)
+        problems += check_hardware(cfg, gpus)
+        problems += check_batch(cfg, world_size(cfg))
+        model_cfg = to_container(cfg.model)
+        key = repr(sorted(model_cfg.items()))
+        if key not in model_cache:
+            model_cache[key] = check_model(model_cfg)
+        problems += model_cache[key]
+        dkey = repr(sorted(to_container(cfg.data).items())) + str(cfg.model.block_size) + str(cfg.model.vocab_size)
+        if dkey not in data_cache:
+            data_cache[dkey] = check_data(cfg)
+        problems += data_cache[dkey]
+        problems += out_problems
+        results.append(PreflightResult(job.name, problems))
+    return results
+
+
+def describe_failures(results: list[PreflightResult]) -> str:
+    lines = []
+    for r in results:
+        for p in r.problems:
+            lines.append(f"preflight failed for {r.job}: {p}")
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""One matrix, start to end: plan, preflight, a fresh results directory, launch, report.
+
+Also resumes a matrix directory: only jobs without a DONE marker run again, each from its own
+checkpoint and its stored config.yaml; completed jobs are never rerun or overwritten.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig
+
+from ablate import results
+from ablate.config import load_job_config
+from ablate.errors import AblateError, ConfigError, PreflightError
+from ablate.launch.job import EXIT_PREEMPTED, LaunchJob
+from ablate.matrix.compose import JobSpec, config_yaml
+from ablate.matrix.plan import format_plan
+from ablate.matrix.preflight import describe_failures, preflight, visible_gpus, world_size
+
+INTERRUPTED = "interrupted"
+
+
+def say(message: str) -> None:
+    print(f"[ablate] {message}", flush=True)
+
+
+def wall_limit(cfg: DictConfig) -> Optional[float]:
+    if cfg.budget.train_seconds is None:
+        return None
+    return float(cfg.budget.train_seconds) + float(cfg.budget.grace_seconds)
+
+
+def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
+    """Run a freshly composed matrix. Returns the process exit code."""
+    first = jobs[0].cfg
+    launcher = str(first.launcher.name)
+    if any(str(j.cfg.launcher.name) != launcher for j in jobs):
+        raise ConfigError("all jobs of a matrix must use the same launcher; do not sweep launcher=")
+    root = Path(str(first.results_root))
+    if first.plan:
+        print(format_plan(jobs, root))
+        return 0
+    if first.preflight:
+        say(f"preflight: {len(jobs)} job(s): config, causality, data, output directory, devices, batch")
+        checks = preflight(jobs, root)
+        if not all(c.ok for c in checks):
+            raise PreflightError(describe_failures(checks))
+        say("preflight passed")
+    matrix_dir = results.new_matrix_dir(root)
+    manifest = results.Manifest.create(
+        matrix_dir,
+        command=["python", "-m", "ablate.matrix", *argv],
+        launcher=launcher,
+        order=_unique([j.step for j in jobs]),
+        baseline=None,
+    )
+    for job in jobs:
+        jd = results.JobDir(matrix_dir / job.name)
+        jd.path.mkdir()
+        results.atomic_write_text(jd.config, config_yaml(job.cfg))
+        manifest.add_job(job.name, job.overrides, step=job.step, seed=job.seed)
+    say(f"matrix directory: {matrix_dir}")
+    return _launch_and_report(manifest, {j.name: j.cfg for j in jobs})
+
+
+def run_resume(path: str) -> int:
+    manifest = results.Manifest.load(path)
+    cfgs: dict[str, DictConfig] = {}
+    for job in manifest.jobs:
+        jd = manifest.job_dir(job["name"])
+        if jd.is_done():
+            if job["status"] != results.COMPLETED:
+                manifest.update_job(job["name"], status=results.COMPLETED)
+            continue
+        cfgs[job["name"]] = load_job_config(jd.config)
+    done = len(manifest.jobs) - len(cfgs)
+    say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
+    if not cfgs:
+        return _finish(manifest, {})
+    return _launch_and_report(manifest, cfgs)
+
+
+def _launch_and_report(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> int:
+    first = next(iter(cfgs.values()))
+    if str(first.launcher.name) == "slurm":
+        from ablate.launch.slurm import submit_matrix
+
+        outcome = submit_matrix(manifest, cfgs)
+        if outcome is None:  # queued without waiting: status and report come later from the files
+            return 0
+        return _finish(manifest, outcome)
+    return _finish(manifest, _run_local(manifest, cfgs))
+
+
+def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[str, int]:
+    from ablate.launch.local import LocalLauncher, torchrun_command
+
+    first = next(iter(cfgs.values()))
+    device = str(first.hardware.device)
+    if device == "auto":
+        device = "cuda" if visible_gpus() else "cpu"
+    if first.hardware.gpus is not None:
+        slots = int(first.hardware.gpus)
+    else:
+        slots = visible_gpus() if device == "cuda" else 1
+    jobs = [
+        LaunchJob(
+            name=name,
+            job_dir=manifest.job_dir(name).path,
+            command=torchrun_command(manifest.job_dir(name).path, int(cfg.hardware.nproc_per_node)),
+            nproc=int(cfg.hardware.nproc_per_node) if device == "cuda" or slots > 1 else 1,
+            wall_limit_s=wall_limit(cfg),
+        )
+        for name, cfg in cfgs.items()
+    ]
+
+    def on_start(job: LaunchJob) -> None:
+        entry = manifest.job(job.name)
+        manifest.update_job(
+            job.name, status=results.RUNNING, started=results.now_iso(), ended=None,
+            exit_code=None, error=None, attempts=int(entry.get("attempts") or 0) + 1,
+        )
+        say(f"start {job.name} ({job.nproc} process(es)); log: {job.job_dir / 'stdout.log'}")
+
+    def on_end(job: LaunchJob, code: int, error: Optional[str]) -> None:
+        status, error = _job_outcome(manifest.job_dir(job.name), code, error)
+        manifest.update_job(job.name, status=status, ended=results.now_iso(), exit_code=code, error=error)
+        say(f"end {job.name}: {status}" + (f" ({error})" if error and status != results.COMPLETED else ""))
+
+    launcher = LocalLauncher(slots=slots, device=device, on_start=on_start, on_end=on_end)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum, frame):  # SIGTERM/SIGINT: stop jobs cleanly (they checkpoint), keep the manifest true
+        say("stop requested: stopping running jobs (they checkpoint); resume later with resume=<matrix dir>")
+        launcher.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return launcher.run(jobs)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _job_outcome(jd: results.JobDir, code: int, error: Optional[str]) -> tuple[str, Optional[str]]:
+    """The job's status comes from its files: DONE means completed, whatever the exit code said."""
+    if jd.is_done():
+        return results.COMPLETED, None
+    summary = None
+    try:
+        summary = jd.read_summary()
+    except AblateError:
+        pass
+    if summary and summary.get("status") == results.FAILED:
+        return results.FAILED, str(summary.get("error") or error or "failed").strip().splitlines()[-1][:500]
+    if code == EXIT_PREEMPTED or (error and "stopped" in error):
+        return INTERRUPTED, error or "stopped after checkpointing"
+    return results.FAILED, error or f"exited with code {code} without completing"
+
+
+def _finish(manifest: results.Manifest, codes: dict[str, int]) -> int:
+    first_cfg = None
+    for job in manifest.jobs:
+        if job["name"] in codes:
+            first_cfg = load_job_config(manifest.job_dir(job["name"]).config)
+            break
+    statuses = [j["status"] for j in manifest.jobs]
+    manifest.update(ended=results.now_iso())
+    want_report = True if first_cfg is None else bool(first_cfg.report)
+    if want_report:
+        try:
+            from ablate.report import write_report
+
+            markdown = write_report([manifest.dir])
+            print(markdown, flush=True)
+            say(f"report: {manifest.dir / results.REPORT}")
+        except AblateError as e:
+            say(f"report not written: {e}")
+        except Exception as e:  # a report bug must not hide the jobs' outcome
+            say(f"report failed ({type(e).__name__}: {e}); results are intact in {manifest.dir}")
+    bad = [j["name"] for j in manifest.jobs if j["status"] != results.COMPLETED]
+    say(f"{len(statuses) - len(bad)}/{len(statuses)} job(s) completed" + (f"; not completed: {', '.join(bad)}" if bad else ""))
+    if bad:
+        interrupted = all(manifest.job(n)["status"] == INTERRUPTED for n in bad)
+        say(f"resume with: python -m ablate.matrix resume={manifest.dir}")
+        return 3 if interrupted else 1
+    return 0
+
+
+def _unique(items: list[str]) -> list[str]:
+    seen: list[str] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def gpu_hours(cfg: DictConfig) -> float:
+    if cfg.budget.train_seconds is None:
+        return math.nan
+    gpus = world_size(cfg) if str(cfg.hardware.device) != "cpu" else 0
+    return gpus * float(cfg.budget.train_seconds) / 3600.0

@@ -1,0 +1,442 @@
+"""The results-directory format: one module owns it, the trainer writes it, the reporter reads it.
+
+Layout (documented for users in docs/results-format.md)::
+
+    results/test_matrix_results_YYYYMMDD_HHMMSS[_N]/
+      matrix.json           manifest of the matrix (jobs, overrides, status, times, exit codes)
+      REPORT.md, *.png      the report
+      <job>/                one directory per job, named after its step and swept values
+        config.yaml         resolved config that ran
+        env.json            git SHA/dirty, versions, hostname, device name/count, world size
+        metrics.jsonl       one JSON object per line; appended as training goes
+        summary.json        status and results; rewritten atomically after every eval
+        train.log           human-readable progress
+        checkpoint.pt       latest checkpoint (atomic)
+        DONE                written last, when the job completed
+
+Every write that replaces a file goes through a temporary file and ``os.replace``, so a crash
+leaves either the old or the new version, never a torn one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+from ablate.errors import AblateError
+
+FORMAT_VERSION = 1
+
+MATRIX_PREFIX = "test_matrix_results_"
+MANIFEST = "matrix.json"
+REPORT = "REPORT.md"
+CONFIG = "config.yaml"
+ENV = "env.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+LOG = "train.log"
+CHECKPOINT = "checkpoint.pt"
+DONE = "DONE"
+SBATCH = "submission.sbatch"
+
+# Job status values, in summary.json and matrix.json.
+PENDING = "pending"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
+
+# Keys summary.json always carries (values may be null while unknown).
+SUMMARY_KEYS = (
+    "format_version",
+    "step",
+    "architecture",
+    "seed",
+    "status",
+    "best_val_loss",
+    "best_val_iter",
+    "final_val_loss",
+    "iterations",
+    "tokens_seen",
+    "train_seconds",
+    "eval_seconds",
+    "checkpoint_seconds",
+    "warmup_seconds",
+    "ms_per_iter",
+    "tokens_per_s",
+    "mfu",
+    "peak_memory_mb",
+    "world_size",
+    "device",
+    "device_count",
+    "precision",
+    "resumed",
+    "gates",
+    "error",
+    "failed_iter",
+)
+
+
+class ResultsFormatError(AblateError):
+    """A results file that cannot be read as the documented format."""
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def atomic_write_text(path: os.PathLike | str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def _clean(obj: Any) -> Any:
+    """NaN/inf are not JSON: store them as strings so the file stays standard JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)  # "nan", "inf", "-inf"
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, indent: Optional[int] = None) -> str:
+    return json.dumps(_clean(obj), indent=indent, default=_json_default, allow_nan=False)
+
+
+def atomic_write_json(path: os.PathLike | str, obj: Any) -> None:
+    atomic_write_text(path, to_json(obj, indent=2) + "\n")
+
+
+def read_json(path: os.PathLike | str) -> dict:
+    """Read a JSON object; a missing or corrupt file is a ResultsFormatError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsFormatError(f"{path}: file is missing") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ResultsFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt") from None
+    if not isinstance(obj, dict):
+        raise ResultsFormatError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def as_float(value: Any) -> Optional[float]:
+    """A stored number back as float; "nan"/"inf" strings (see _clean) become float nan/inf."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return float(value)
+    raise ResultsFormatError(f"expected a number, found {value!r}")
+
+
+# --------------------------------------------------------------------------- names and directories
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
+
+
+def sanitize_name(name: str) -> str:
+    """A job or step name made safe as one path component (no separators, no leading dots)."""
+    cleaned = _UNSAFE.sub("-", str(name)).strip("-.")
+    if not cleaned:
+        raise AblateError(f"name {name!r} has no usable characters; use letters, digits, '.', '_' or '-'")
+    return cleaned[:120]
+
+
+def job_name(step: str, swept: dict[str, Any]) -> str:
+    """Job directory name: the step, then each swept value other than the step (``V16_seed2``).
+
+    ``swept`` maps override keys (``seed``, ``optim.lr``) to values; keys are shortened to their
+    last component so names stay readable.
+    """
+    parts = [str(step)]
+    for key, value in swept.items():
+        if key in ("step",):
+            continue
+        short = key.rsplit(".", 1)[-1]
+        parts.append(f"{short}{value}")
+    return sanitize_name("_".join(parts))
+
+
+def new_matrix_dir(root: os.PathLike | str, now: Optional[_dt.datetime] = None) -> Path:
+    """Create a fresh ``test_matrix_results_YYYYMMDD_HHMMSS`` directory; never reuse one.
+
+    Two matrices started in the same second get ``..._2``, ``..._3``: ``mkdir`` without
+    ``exist_ok`` is the atomic claim.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d_%H%M%S")
+    base = root / f"{MATRIX_PREFIX}{stamp}"
+    for n in range(1, 10_000):
+        candidate = base if n == 1 else Path(f"{base}_{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise AblateError(f"could not create a new matrix directory under {root}")
+
+
+def is_matrix_dir(path: os.PathLike | str) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class JobDir:
+    """Paths inside one job directory."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    config = property(lambda self: self.path / CONFIG)
+    env = property(lambda self: self.path / ENV)
+    metrics = property(lambda self: self.path / METRICS)
+    summary = property(lambda self: self.path / SUMMARY)
+    log = property(lambda self: self.path / LOG)
+    checkpoint = property(lambda self: self.path / CHECKPOINT)
+    done = property(lambda self: self.path / DONE)
+    sbatch = property(lambda self: self.path / SBATCH)
+
+    def is_done(self) -> bool:
+        return self.done.is_file()
+
+    def mark_done(self) -> None:
+        atomic_write_text(self.done, now_iso() + "\n")
+
+    def read_summary(self) -> Optional[dict]:
+        return read_json(self.summary) if self.summary.is_file() else None
+
+    def write_summary(self, summary: dict) -> None:
+        full = {key: None for key in SUMMARY_KEYS}
+        full.update(summary)
+        full["format_version"] = FORMAT_VERSION
+        atomic_write_json(self.summary, full)
+
+
+# --------------------------------------------------------------------------- metrics.jsonl
+
+
+class MetricsWriter:
+    """Appends one JSON object per line and flushes it, so a crash loses at most the line in flight."""
+
+    def __init__(self, path: os.PathLike | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._file.write(to_json(record) + "\n")
+        self._file.flush()
+
+    def sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def truncate_metrics_after(path: os.PathLike | str, iteration: int) -> None:
+    """Drop records past ``iteration`` (a resumed run re-logs them) and any torn last line."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    records, _ = read_metrics(path)
+    kept = [r for r in records if int(r.get("iter", 0)) <= iteration]
+    atomic_write_text(path, "".join(to_json(r) + "\n" for r in kept))
+
+
+def read_metrics(path: os.PathLike | str) -> tuple[list[dict], list[str]]:
+    """Read metrics.jsonl. Returns (records, problems): a torn last line is a problem, not an error.
+
+    A corrupt line in the middle is also reported and skipped, so one bad byte never hides a run.
+    """
+    path = Path(path)
+    records: list[dict] = []
+    problems: list[str] = []
+    if not path.is_file():
+        return records, [f"{path}: no metrics file"]
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            where = "last line (truncated)" if lineno == len(lines) else f"line {lineno}"
+            problems.append(f"{path}: {where} is not valid JSON; skipped")
+            continue
+        if isinstance(obj, dict):
+            records.append(obj)
+        else:
+            problems.append(f"{path}: line {lineno} is not a JSON object; skipped")
+    return records, problems
+
+
+# --------------------------------------------------------------------------- matrix.json
+
+
+class Manifest:
+    """The matrix manifest: which jobs exist, with what overrides, and how each one ended.
+
+    Rewritten atomically on every change, so ``matrix.json`` is always current and whole.
+    """
+
+    def __init__(self, path: os.PathLike | str, data: dict):
+        self.path = Path(path)
+        self.data = data
+
+    @classmethod
+    def create(cls, matrix_dir: os.PathLike | str, **fields: Any) -> "Manifest":
+        data = {"format_version": FORMAT_VERSION, "created": now_iso(), "jobs": []}
+        data.update(fields)
+        manifest = cls(Path(matrix_dir) / MANIFEST, data)
+        manifest.save()
+        return manifest
+
+    @classmethod
+    def load(cls, matrix_dir: os.PathLike | str) -> "Manifest":
+        matrix_dir = Path(matrix_dir)
+        if not matrix_dir.is_dir():
+            raise ResultsFormatError(f"{matrix_dir}: no such directory")
+        if not is_matrix_dir(matrix_dir):
+            raise ResultsFormatError(
+                f"{matrix_dir} is not a matrix directory (no {MANIFEST}); "
+                f"point at a results/{MATRIX_PREFIX}* directory"
+            )
+        data = read_json(matrix_dir / MANIFEST)
+        if not isinstance(data.get("jobs"), list):
+            raise ResultsFormatError(f"{matrix_dir / MANIFEST}: has no 'jobs' list; the file is corrupt")
+        return cls(matrix_dir / MANIFEST, data)
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def jobs(self) -> list[dict]:
+        return self.data["jobs"]
+
+    def job(self, name: str) -> dict:
+        for job in self.jobs:
+            if job["name"] == name:
+                return job
+        raise KeyError(name)
+
+    def job_dir(self, name: str) -> JobDir:
+        return JobDir(self.dir / name)
+
+    def add_job(self, name: str, overrides: list[str], **fields: Any) -> dict:
+        job = {
+            "name": name,
+            "overrides": list(overrides),
+            "status": PENDING,
+            "started": None,
+            "ended": None,
+            "exit_code": None,
+            "error": None,
+            "attempts": 0,
+        }
+        job.update(fields)
+        self.jobs.append(job)
+        self.save()
+        return job
+
+    def update_job(self, name: str, **fields: Any) -> None:
+        self.job(name).update(fields)
+        self.save()
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data)
+
+
+# --------------------------------------------------------------------------- discovery for readers
+
+
+def find_matrix_dirs(patterns: Iterable[str]) -> list[Path]:
+    """Expand paths/globs into matrix directories; a pattern matching nothing is an error."""
+    import glob
+
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) or ([pattern] if Path(pattern).exists() else [])
+        if not matches:
+            raise AblateError(f"no directory matches {pattern!r}; run a matrix first or check the path")
+        for match in matches:
+            p = Path(match)
+            if p.is_dir() and p not in found:
+                found.append(p)
+    if not found:
+        raise AblateError("none of the given paths is a directory")
+    return found
+
+
+def iter_job_dirs(matrix_dir: os.PathLike | str) -> Iterator[JobDir]:
+    """Job directories of a matrix: from the manifest when present, else every subdirectory
+    holding a summary.json or config.yaml (so a hand-copied job still reads)."""
+    matrix_dir = Path(matrix_dir)
+    if is_matrix_dir(matrix_dir):
+        for job in Manifest.load(matrix_dir).jobs:
+            yield JobDir(matrix_dir / job["name"])
+        return
+    for sub in sorted(p for p in matrix_dir.iterdir() if p.is_dir()):
+        if (sub / SUMMARY).is_file() or (sub / CONFIG).is_file():
+            yield JobDir(sub)

@@ -1,0 +1,106 @@
+"""Checkpoints: atomic save, ``weights_only`` load, and RNG states as plain types.
+
+A checkpoint holds everything needed to continue a job exactly: the unwrapped model, the
+optimizer, the iteration (which is also the loader position: data order is a pure function of
+(seed, iteration)), the elapsed training seconds and the other counters, the best validation
+loss so far, and the RNG states of every rank (torch CPU/CUDA, numpy, python). RNG states are
+stored as tensors, ints and lists so ``torch.load(..., weights_only=True)`` can read them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ablate.errors import AblateError
+
+CHECKPOINT_FORMAT = 1
+
+
+# --------------------------------------------------------------------------- RNG states
+
+
+def capture_rng(device: torch.device) -> dict:
+    """This process's RNG states as weights_only-loadable types."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64).copy()),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {
+            "version": int(py_state[0]),
+            "state": [int(v) for v in py_state[1]],
+            "gauss": None if py_state[2] is None else float(py_state[2]),
+        },
+        "cuda": None,
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
+    npst = state["numpy"]
+    np.random.set_state((
+        npst["name"],
+        npst["keys"].numpy().astype(np.uint32),
+        int(npst["pos"]),
+        int(npst["has_gauss"]),
+        float(npst["cached_gaussian"]),
+    ))
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(v) for v in py["state"]), py["gauss"]))
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"].to("cpu", torch.uint8), device)
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def save_checkpoint(path: os.PathLike | str, payload: dict) -> None:
+    """torch.save to a temporary file in the same directory, fsync, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": CHECKPOINT_FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_checkpoint(path: os.PathLike | str) -> Optional[dict]:
+    """The checkpoint at ``path`` (on CPU), or None when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise AblateError(
+            f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
+            f"delete it to restart the job from scratch"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise AblateError(f"{path}: unknown checkpoint format; delete it to restart the job from scratch")
+    return ckpt

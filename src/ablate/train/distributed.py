@@ -1,0 +1,117 @@
+"""Process-group setup and the few collectives the trainer needs.
+
+A job is distributed when WORLD_SIZE > 1 (torchrun and submitit set RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR and MASTER_PORT) or when ``run_job`` is given ranks explicitly.
+NCCL on CUDA, gloo on CPU. With one process every collective is a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+
+from ablate.errors import ConfigError
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    backend: Optional[str] = None
+    owns_group: bool = False  # we initialized the group, so we destroy it
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str) -> Optional[int]:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def resolve(rank: Optional[int] = None, world_size: Optional[int] = None,
+            local_rank: Optional[int] = None) -> DistInfo:
+    """Ranks from explicit arguments, else from the environment, else a single process."""
+    world_size = world_size if world_size is not None else (_env_int("WORLD_SIZE") or 1)
+    rank = rank if rank is not None else (_env_int("RANK") or 0)
+    if local_rank is None:
+        local_rank = _env_int("LOCAL_RANK")
+        if local_rank is None:
+            local_rank = rank if world_size > 1 else 0
+    local_world = _env_int("LOCAL_WORLD_SIZE") or (world_size if world_size > 1 else 1)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} is not within world size {world_size}")
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, local_world_size=local_world)
+
+
+def init(info: DistInfo, device: torch.device, timeout_s: float = 1800.0) -> None:
+    """Join (or create) the default process group when the job has more than one rank."""
+    if not info.enabled:
+        return
+    info.backend = "nccl" if device.type == "cuda" else "gloo"
+    if dist.is_initialized():
+        if dist.get_world_size() != info.world_size:
+            raise ConfigError(
+                f"a process group of {dist.get_world_size()} ranks already exists, job expects {info.world_size}"
+            )
+        return
+    for var in ("MASTER_ADDR", "MASTER_PORT"):
+        if not os.environ.get(var):
+            raise ConfigError(
+                f"world size {info.world_size} needs {var} in the environment; start the job with torchrun "
+                f"(python -m torch.distributed.run --standalone --nproc_per_node N -m ablate.train JOB_DIR)"
+            )
+    kwargs: dict[str, Any] = {}
+    if device.type == "cuda":
+        kwargs["device_id"] = device
+    dist.init_process_group(
+        backend=info.backend,
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=_dt.timedelta(seconds=timeout_s),
+        **kwargs,
+    )
+    info.owns_group = True
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+        info.owns_group = False
+
+
+def all_reduce(tensor: torch.Tensor, op: str, info: DistInfo) -> torch.Tensor:
+    """In-place all_reduce ("sum" | "max") when distributed; returns the tensor."""
+    if info.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return tensor
+
+
+def all_gather_object(obj: Any, info: DistInfo) -> list:
+    if not info.enabled:
+        return [obj]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

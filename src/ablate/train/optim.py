@@ -1,0 +1,168 @@
+"""AdamW parameter groups, gradient accumulation and the learning-rate schedule.
+
+Weight decay goes to matrix weights only; embeddings and gates are decayed only when
+``optim.decay_embeddings`` / ``optim.decay_gates`` say so (the model classifies each parameter
+with ``model.param_kind(name)``). Parameters with ``requires_grad=False`` (V17's frozen
+reciprocal weights) are left out of the optimizer entirely, and the groups actually built are
+returned as a plain record so the trainer can log them.
+
+Schedule: linear warmup over ``warmup_iters`` iterations, then cosine decay from ``lr`` to
+``min_lr``. Decay progress is
+
+* iteration mode (``budget.max_iters`` set): ``(iter - warmup) / (max_iters - warmup)``;
+* time-box mode: ``(t - t_w) / (box - t_w)`` where ``t`` is the elapsed *training* time and
+  ``t_w`` the elapsed training time when warmup ended, so every run ends its schedule exactly at
+  the end of its box whatever its speed (the seed's runs decayed over a fixed iteration count
+  they never reached).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ablate.errors import ConfigError
+
+KINDS = ("matrix", "embedding", "gate", "other")
+
+
+def grad_accum_for(tokens_per_iter: int, block_size: int, micro_batch: int, world_size: int) -> int:
+    """Micro-steps per rank so that the global batch is ``tokens_per_iter`` for any world size."""
+    per_micro = int(block_size) * int(micro_batch) * int(world_size)
+    if tokens_per_iter <= 0 or micro_batch <= 0 or block_size <= 0:
+        raise ConfigError(
+            f"optim.tokens_per_iter={tokens_per_iter}, hardware.micro_batch={micro_batch} and "
+            f"model.block_size={block_size} must all be positive"
+        )
+    if tokens_per_iter % per_micro != 0:
+        lower = (tokens_per_iter // per_micro) * per_micro
+        fixes = " or ".join(str(c) for c in (lower, lower + per_micro) if c > 0)
+        raise ConfigError(
+            f"optim.tokens_per_iter={tokens_per_iter} is not a multiple of model.block_size x hardware.micro_batch "
+            f"x world size = {block_size} x {micro_batch} x {world_size} = {per_micro}; "
+            f"set optim.tokens_per_iter to {fixes}, or change hardware.micro_batch / the process count"
+        )
+    return tokens_per_iter // per_micro
+
+
+def param_groups(model, optim_cfg) -> tuple[list[dict], dict]:
+    """AdamW groups for ``model`` and a JSON-able record of what was built.
+
+    Returns ``(groups, record)``; ``record`` = {"groups": [{"name", "weight_decay", "kinds",
+    "tensors", "params", "names"}...], "frozen": {"tensors", "params", "names"}}.
+    """
+    decay_kinds = {"matrix"}
+    if optim_cfg.decay_embeddings:
+        decay_kinds.add("embedding")
+    if optim_cfg.decay_gates:
+        decay_kinds.add("gate")
+    decay: list[tuple[str, torch.nn.Parameter]] = []
+    no_decay: list[tuple[str, torch.nn.Parameter]] = []
+    frozen: list[tuple[str, torch.nn.Parameter]] = []
+    kinds_seen: dict[str, set] = {"decay": set(), "no_decay": set()}
+    for name, p in model.named_parameters():  # tied weights appear once
+        if not p.requires_grad:
+            frozen.append((name, p))
+            continue
+        kind = model.param_kind(name)
+        if kind not in KINDS:
+            raise ConfigError(f"model.param_kind({name!r}) returned {kind!r}, expected one of {', '.join(KINDS)}")
+        if kind in decay_kinds:
+            decay.append((name, p))
+            kinds_seen["decay"].add(kind)
+        else:
+            no_decay.append((name, p))
+            kinds_seen["no_decay"].add(kind)
+    wd = float(optim_cfg.weight_decay)
+    groups = []
+    record_groups = []
+    for gname, members, gwd in (("decay", decay, wd), ("no_decay", no_decay, 0.0)):
+        if not members:
+            continue
+        groups.append({"params": [p for _, p in members], "weight_decay": gwd, "name": gname})
+        record_groups.append({
+            "name": gname,
+            "weight_decay": gwd,
+            "kinds": sorted(kinds_seen[gname]),
+            "tensors": len(members),
+            "params": sum(p.numel() for _, p in members),
+            "names": [n for n, _ in members],
+        })
+    record = {
+        "groups": record_groups,
+        "frozen": {
+            "tensors": len(frozen),
+            "params": sum(p.numel() for _, p in frozen),
+            "names": [n for n, _ in frozen],
+        },
+    }
+    return groups, record
+
+
+def build_optimizer(model, optim_cfg, device_type: str) -> tuple[torch.optim.AdamW, dict]:
+    groups, record = param_groups(model, optim_cfg)
+    if not groups:
+        raise ConfigError("the model has no trainable parameters")
+    kwargs = {}
+    if device_type == "cuda":
+        kwargs["fused"] = True
+    opt = torch.optim.AdamW(
+        groups,
+        lr=float(optim_cfg.lr),
+        betas=(float(optim_cfg.beta1), float(optim_cfg.beta2)),
+        eps=float(optim_cfg.eps),
+        **kwargs,
+    )
+    record["optimizer"] = "AdamW" + (" (fused)" if kwargs.get("fused") else "")
+    return opt, record
+
+
+def describe_groups(record: dict) -> list[str]:
+    """One line per group for train.log."""
+    lines = []
+    for g in record["groups"]:
+        lines.append(
+            f"optim group {g['name']}: weight_decay={g['weight_decay']} kinds={','.join(g['kinds'])} "
+            f"tensors={g['tensors']} params={g['params']:,}"
+        )
+    fr = record["frozen"]
+    lines.append(f"frozen (not in optimizer): tensors={fr['tensors']} params={fr['params']:,}")
+    return lines
+
+
+class Schedule:
+    """Warmup then cosine to min_lr; see the module docstring for the decay progress."""
+
+    def __init__(self, optim_cfg, max_iters: Optional[int], box_seconds: Optional[float]):
+        self.lr = float(optim_cfg.lr)
+        self.min_lr = float(optim_cfg.min_lr)
+        self.warmup = max(0, int(optim_cfg.warmup_iters))
+        self.max_iters = int(max_iters) if max_iters else None
+        self.box = float(box_seconds) if box_seconds else None
+        if self.max_iters is None and self.box is None:
+            raise ConfigError("set budget.train_seconds (a time box) or budget.max_iters (an iteration budget)")
+
+    @property
+    def by_iters(self) -> bool:
+        return self.max_iters is not None
+
+    def progress(self, it: int, elapsed: float, warmup_end_elapsed: Optional[float]) -> float:
+        """Decay progress in [0, 1] for the iteration about to run (0-based ``it``)."""
+        if self.by_iters:
+            span = self.max_iters - self.warmup
+            if span <= 0:
+                return 1.0 if it >= self.max_iters else 0.0
+            return min(1.0, max(0.0, (it - self.warmup) / span))
+        t_w = warmup_end_elapsed if warmup_end_elapsed is not None else 0.0
+        span = self.box - t_w
+        if span <= 0:
+            return 1.0
+        return min(1.0, max(0.0, (elapsed - t_w) / span))
+
+    def __call__(self, it: int, elapsed: float = 0.0, warmup_end_elapsed: Optional[float] = None) -> float:
+        if it < self.warmup:
+            return self.lr * (it + 1) / self.warmup
+        p = self.progress(it, elapsed, warmup_end_elapsed)
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * p)) * (self.lr - self.min_lr)

@@ -1,0 +1,64 @@
+"""models: GPT-2 and the ablation ideas built on it, one file per idea.
+
+    from models import ModelConfig, build_model, check_causal, ModelConfigError
+    model = build_model({"n_layer": 2, "n_head": 4, "n_embd": 64, "attention": "ra"})
+    logits, loss = model(idx, targets)
+
+Steps of the RA / R-MLP ablation, as model options:
+
+    V0   attention="causal", mlp="standard"                     GPT-2 baseline      (gpt2.py)
+    V16  attention="ra",     mlp="standard"                     Reciprocal Attention (reciprocal_attention.py)
+    V17  attention="ra",     mlp="rmlp", rmlp_frozen=True       RA + frozen R-MLP   (reciprocal_mlp.py)
+    V18  attention="ra",     mlp="rmlp"                         RA + R-MLP
+
+A new idea is a new module that registers itself in ``REGISTRY`` / ``ATTENTION`` / ``MLPS``
+(see registry.py) and is imported below. This package imports nothing from ``ablate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .config import ModelConfig, ModelConfigError, to_model_config, validate_config
+from .registry import ATTENTION, MLPS, REGISTRY, register_arch, register_attention, register_mlp
+from . import gpt2  # noqa: F401  (registers "gpt2", "causal", "standard")
+from . import reciprocal_attention  # noqa: F401  (registers "ra")
+from . import reciprocal_mlp  # noqa: F401  (registers "rmlp")
+from .causality import CausalityReport, check_causal
+from .gpt2 import GPT
+
+__all__ = [
+    "ATTENTION", "MLPS", "REGISTRY", "GPT", "CausalityReport", "ModelConfig", "ModelConfigError",
+    "build_model", "check_causal", "check_config", "register_arch", "register_attention",
+    "register_mlp",
+]
+
+
+def _choice(key: str, value: str, table: dict) -> None:
+    if value not in table:
+        raise ModelConfigError(f"model.{key}={value!r} is unknown (allowed: {', '.join(sorted(table))})")
+
+
+def check_config(cfg: Any) -> ModelConfig:
+    """Convert cfg (ModelConfig, dict or DictConfig) to a ModelConfig and validate it without
+    building anything; raises ModelConfigError naming the first bad key."""
+    config = to_model_config(cfg)
+    validate_config(config)
+    _choice("arch", config.arch, REGISTRY)
+    _choice("attention", config.attention, ATTENTION)
+    _choice("mlp", config.mlp, MLPS)
+    for component in (ATTENTION[config.attention], MLPS[config.mlp]):
+        check = getattr(component, "check_config", None)
+        if check is not None:
+            check(config)
+    return config
+
+
+def build_model(cfg: Any) -> nn.Module:
+    """Build the model described by cfg (ModelConfig, dict or OmegaConf DictConfig with
+    ModelConfig's keys). Weights are drawn from torch's global RNG: seed it first for
+    reproducibility. With ``init_from`` the shared weights come from a local HF GPT-2 folder."""
+    config = check_config(cfg)
+    return REGISTRY[config.arch](config)

@@ -1,0 +1,23 @@
+"""Shared fixtures: one tokenized embedded corpus per test session, repository paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_cache(tmp_path_factory):
+    """Tokenize the embedded corpus once per session, in a temporary cache (never the user's)."""
+    if "ABLATE_DATA_CACHE" not in os.environ or os.environ.get("ABLATE_TEST_KEEP_CACHE") != "1":
+        os.environ["ABLATE_DATA_CACHE"] = str(tmp_path_factory.mktemp("data-cache"))
+    yield os.environ["ABLATE_DATA_CACHE"]
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,108 @@
+"""The Hydra app's composition: steps from config, sweep naming, plan, and bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ablate.errors import AblateError
+from ablate.matrix.__main__ import main, parse_argv
+from ablate.matrix.compose import build_jobs, expand_matrix_file
+
+
+def test_steps_compose_with_their_labels_and_model_options():
+    jobs = build_jobs(["experiment=smoke", "step=V0,V16,V17,V18"], multirun=True)
+    by_step = {j.step: j.cfg for j in jobs}
+    assert [j.name for j in jobs] == ["V0", "V16", "V17", "V18"]
+    assert by_step["V0"].step.architecture == "Baseline"
+    assert by_step["V16"].step.architecture == "RA v5 only"
+    assert by_step["V17"].step.architecture == "RA + frozen"
+    assert by_step["V18"].step.architecture == "RA + R-MLP"
+    assert (by_step["V0"].model.attention, by_step["V0"].model.mlp) == ("causal", "standard")
+    assert (by_step["V16"].model.attention, by_step["V16"].model.mlp) == ("ra", "standard")
+    assert by_step["V17"].model.mlp == "rmlp" and by_step["V17"].model.rmlp_frozen is True
+    assert by_step["V18"].model.mlp == "rmlp" and by_step["V18"].model.rmlp_frozen is False
+
+
+def test_sweep_over_steps_and_seeds_names_jobs_by_step_and_seed():
+    jobs = build_jobs(["experiment=smoke", "step=V0,V16", "seed=1,2"], multirun=True)
+    assert [j.name for j in jobs] == ["V0_seed1", "V0_seed2", "V16_seed1", "V16_seed2"]
+    assert [j.seed for j in jobs] == [1, 2, 1, 2]
+
+
+def test_seed_preset_is_the_seed_papers_setup():
+    (job,) = build_jobs(["experiment=seed_ra_ablation"], multirun=False)
+    c = job.cfg
+    assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.block_size) == (12, 12, 768, 1024)
+    assert c.model.dropout == 0.1 and c.data.source == "finewebedu"
+    assert (c.hardware.micro_batch, c.optim.tokens_per_iter, c.hardware.nproc_per_node) == (8, 65536, 4)
+    assert (c.optim.lr, c.optim.warmup_iters, c.optim.min_lr) == (6e-4, 200, 6e-5)
+    assert (c.budget.train_seconds, c.budget.eval_interval) == (7200, 100)
+    assert c.hardware.precision == "bf16" and c.hardware.compile is True
+
+
+def test_named_matrix_expands_to_its_command_line():
+    assert expand_matrix_file("ra-ablation") == ["experiment=seed_ra_ablation", "step=V0,V16,V17,V18", "seed=1"]
+    overrides, multirun, _ = parse_argv(["matrix=smoke", "budget.train_seconds=5"])
+    assert multirun and "step=V0,V16,V17,V18" in overrides and overrides[-1] == "budget.train_seconds=5"
+
+
+def test_smoke_box_can_be_shortened_by_environment(monkeypatch):
+    monkeypatch.setenv("ABLATE_SMOKE_SECONDS", "7")
+    (job,) = build_jobs(["experiment=smoke"], multirun=False)
+    assert job.cfg.budget.train_seconds == 7.0
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["step=V99"], "Available: V0, V16, V17, V18"),
+        (["model.n_layr=3"], "n_layr"),
+        (["budget.train_seconds=abc"], "train_seconds"),
+        (["step=V0,V16"], "--multirun"),
+        (["matrix=nope"], "unknown matrix 'nope'"),
+        (["--bogus"], "unknown option --bogus"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err
+    assert "Traceback" not in err
+
+
+def test_plan_prints_jobs_and_cost_and_runs_nothing(tmp_path, capsys):
+    rc = main(["experiment=seed_ra_ablation", "step=V0,V16,V17,V18", f"results_root={tmp_path}", "--plan", "--multirun"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for step in ("V0", "V16", "V17", "V18"):
+        assert f"| {step} " in out
+    assert "4 x cuda" in out and "8.00" in out  # 4 GPUs x 2 h per job
+    assert "Total: 32.00 device-hours" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plan_for_slurm_shows_the_submission(tmp_path, capsys):
+    rc = main(["experiment=seed_ra_ablation", "launcher=slurm", "launcher.slurm.partition=gpu",
+               "step=V0,V16", f"results_root={tmp_path}", "--plan", "--multirun"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "one job array of 2 task(s)" in out
+    assert "ntasks_per_node = 4" in out and "gpus_per_node = 4" in out and "partition = gpu" in out
+    assert "time = 165" in out  # 120 min box + 30 min grace + 15 min margin
+
+
+def test_cfg_job_prints_the_resolved_config(capsys):
+    assert main(["experiment=smoke", "step=V18", "--cfg", "job"]) == 0
+    out = capsys.readouterr().out
+    assert "architecture: RA + R-MLP" in out and "mlp: rmlp" in out
+
+
+def test_module_entry_point_reports_errors_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "ablate.matrix", "step=V99"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
