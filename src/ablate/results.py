@@ -110,6 +110,25 @@ def atomic_write_text(path: os.PathLike | str, text: str) -> None:
         raise
 
 
+def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
+    """Binary twin of atomic_write_text (plots, for instance): temporary file, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):  # numpy / torch scalars
         return obj.item()
@@ -150,6 +169,30 @@ def read_json(path: os.PathLike | str) -> dict:
         raise ResultsFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt") from None
     if not isinstance(obj, dict):
         raise ResultsFormatError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def read_yaml(path: os.PathLike | str) -> dict:
+    """Read a YAML mapping (a job's config.yaml); missing or corrupt is a ResultsFormatError.
+
+    Plain YAML on purpose: readers of old results must not depend on today's config schema.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsFormatError(f"{path}: file is missing") from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster on big matrices
+    try:
+        obj = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ResultsFormatError(f"{path}: not valid YAML{at}; the file is corrupt") from None
+    if not isinstance(obj, dict):
+        raise ResultsFormatError(f"{path}: expected a YAML mapping, found {type(obj).__name__}")
     return obj
 
 

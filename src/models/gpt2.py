@@ -38,10 +38,14 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused projection, x (B, T, C) -> (B, T, 3C) = [q | k | v]."""
+        return self.c_attn(x)
+
     def qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Project x (B, T, C) to per-head q, k, v, each (B, nh, T, hs)."""
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = self.project(x).split(self.n_embd, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -155,9 +159,8 @@ class GPT(nn.Module):
         trainer decays "matrix" (and optionally embeddings / gates), never "other". Prefixes added
         by torch.compile ("_orig_mod.") or DDP ("module.") are accepted."""
         key = name
-        for prefix in ("_orig_mod.", "module."):
-            while key.startswith(prefix):
-                key = key[len(prefix):]
+        while key.startswith(("_orig_mod.", "module.")):
+            key = key.split(".", 1)[1]
         try:
             return self._kinds[key]
         except KeyError:

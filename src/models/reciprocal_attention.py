@@ -20,8 +20,9 @@ explicitly (SDPA would otherwise use 1/sqrt(last dim), the same here, but we do 
 The product is exactly the score above for any sign of the gates, and
 d score / d w_rec = <K_low_i, Q_low_j> / sqrt(D) does not depend on w_rec, so the gradient is
 non-zero at and near w_rec = 0. (The replaced system used sqrt(clamp(w, 1e-8)) on both sides,
-whose gradient is 0 for w <= 1e-8: its w_rec never left 0.) Cost: one elementwise multiply of q
-per layer; parameters: V0's + 2 * n_head per layer.
+whose gradient is 0 for w <= 1e-8: its w_rec never left 0.) The scaling is applied to the query
+rows of c_attn's weight and bias (gate * (x W^T + b) = x (gate * W)^T + gate * b), which costs
+(3C, C) multiplies per layer instead of (B, T, C). Parameters: V0's + 2 * n_head per layer.
 
 Defaults: w_std = D_std / D and w_rec = R / D (``ra_w_std_init`` / ``ra_w_rec_init`` override).
 """
@@ -32,6 +33,7 @@ import math
 from typing import Dict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, ModelConfigError
@@ -73,12 +75,17 @@ class ReciprocalAttention(CausalSelfAttention):
     def gates(self) -> Dict[str, torch.Tensor]:
         return {"ra_w_std": self.w_std, "ra_w_rec": self.w_rec}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv(x)  # (B, nh, T, hs); q = [Q_std | K_low], k = [K_std | Q_low]
-        # per-head scale over the head dim: w_std on the D_std dims, w_rec on the R dims
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        # per output row of c_attn: w_std on each head's D_std query dims, w_rec on its R dims,
+        # 1 on k and v. Folded into the weight, (3C, C) multiplies, instead of scaling q, (B, T, C).
         gate = torch.cat(
             (self.w_std[:, None].expand(-1, self.std_dim), self.w_rec[:, None].expand(-1, self.rank)),
             dim=1,
-        )  # (nh, hs)
-        q = q * gate[None, :, None, :].to(q.dtype)  # (B, nh, T, hs)
+        ).flatten()  # (C,) in head-major order, like q's features
+        scale = torch.cat((gate, gate.new_ones(2 * self.n_embd)))  # (3C,)
+        bias = None if self.c_attn.bias is None else self.c_attn.bias * scale
+        return F.linear(x, self.c_attn.weight * scale[:, None], bias)  # (B, T, 3C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x)  # (B, nh, T, hs); q = [w_std Q_std | w_rec K_low], k = [K_std | Q_low]
         return self.attend(q, k, v, scale=1.0 / math.sqrt(self.head_dim))

@@ -17,7 +17,9 @@ reciprocal down projection has no bias: MLP_std's c_proj bias is the one output 
 so the parameter count is exactly V0's + 2 gates per layer (with or without ``bias``).
 
 Gates are used linearly (d out / d w_rec = reciprocal signal), so they keep a gradient at 0 and
-may change sign. Defaults: w_std = (D_ff - R_ff) / D_ff, w_rec = R_ff / D_ff ("near zero").
+may change sign. They are folded into the down projections' weights (w_std * (h W^T + b) =
+h (w_std W)^T + w_std b), the same product at (C, D_ff) multiplies instead of (B, T, C).
+Defaults: w_std = (D_ff - R_ff) / D_ff, w_rec = R_ff / D_ff ("near zero").
 ``rmlp_frozen`` (V17): W_up_rec and W_down_rec keep their initial values (requires_grad=False,
 so they get no gradient and an optimizer built from trainable parameters never sees them); the
 gates still learn.
@@ -31,6 +33,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, ModelConfigError
@@ -86,8 +89,13 @@ class ReciprocalMLP(MLP):
     def forward(self, x: torch.Tensor, attn_out: Optional[torch.Tensor] = None) -> torch.Tensor:
         if attn_out is None:
             raise ValueError("ReciprocalMLP needs the block's attention output (attn_out)")
-        std = self.c_proj(self.gelu(self.c_fc(x)))  # (B, T, C)
-        # the gate is applied to the narrow (B, T, R_ff) hidden: same product, fewer multiplies
-        h_rec = self.gelu(self.up_rec(x + attn_out)) * self.w_rec.to(x.dtype)  # (B, T, R_ff)
-        out = std * self.w_std.to(x.dtype) + self.down_rec(h_rec)  # (B, T, C)
+        B, T, C = x.size()
+        h_std = self.gelu(self.c_fc(x))  # (B, T, D_ff - R_ff)
+        h_rec = self.gelu(self.up_rec(x + attn_out))  # (B, T, R_ff)
+        # the gates are folded into the down projections' weights ((C, D_ff) multiplies instead
+        # of (B, T, C)), and the sum of the two paths is fused into the second GEMM (addmm)
+        bias = None if self.c_proj.bias is None else self.c_proj.bias * self.w_std
+        std = F.linear(h_std, self.c_proj.weight * self.w_std, bias)  # (B, T, C)
+        rec_w = self.down_rec.weight * self.w_rec  # (C, R_ff)
+        out = torch.addmm(std.view(-1, C), h_rec.view(-1, self.rank), rec_w.t()).view(B, T, C)
         return self.dropout(out)

@@ -44,11 +44,14 @@ class TrainTask(Checkpointable):
         summary = run_job(
             self.job_dir, rank=dist_env.rank, world_size=dist_env.world_size, local_rank=dist_env.local_rank
         )
-        if not results.JobDir(Path(self.job_dir)).is_done() and summary.get("stopped_by_signal"):
-            # The trainer checkpointed on Slurm's warning signal; let submitit requeue us.
-            handler = signal.getsignal(signal.SIGUSR2)
+        stopped_by = summary.get("stopped_by")
+        if stopped_by and not results.JobDir(Path(self.job_dir)).is_done():
+            # The trainer checkpointed on Slurm's warning signal and restored submitit's handler:
+            # hand the signal on, so submitit requeues this task (or gives up after max_num_timeout).
+            signum = getattr(signal, str(stopped_by), signal.SIGUSR2)
+            handler = signal.getsignal(signum)
             if callable(handler):
-                handler(signal.SIGUSR2, None)
+                handler(signum, None)
         return summary
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> "submitit.helpers.DelayedSubmission":
@@ -150,7 +153,7 @@ def wait_for(manifest: results.Manifest, jobs: dict[str, Any], poll_s: float = 2
                 code, status = EXIT_FAILED, results.FAILED
                 if summary and summary.get("error"):
                     error = str(summary["error"]).strip().splitlines()[-1][:500]
-                elif summary and summary.get("stopped_by_signal"):
+                elif summary and summary.get("stopped_by"):
                     code, status = EXIT_PREEMPTED, "interrupted"
             codes[name] = code
             manifest.update_job(name, status=status, ended=results.now_iso(), exit_code=code, error=error)

@@ -30,11 +30,11 @@ def format_plan(jobs: list[JobSpec], results_root: Path) -> str:
             "-" if box is None else f"{float(box):.0f}",
             cfg.budget.max_iters if cfg.budget.max_iters is not None else "-",
             f"{dev_h:.2f}",
-            " ".join(job.overrides),
+            " ".join(o for o in job.overrides if not o.startswith("plan=")),
         ])
     headers = ["job", "step", "architecture", "seed", "ranks x device", "box s", "max iters", "device-hours", "overrides"]
     out = [f"Plan: {len(jobs)} job(s) into {results_root}/test_matrix_results_<timestamp>/", ""]
-    out.append(tabulate(rows, headers=headers, tablefmt="pipe"))
+    out.append(tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True))
     out.append("")
     out.append(f"Total: {total_dev_h:.2f} device-hours of training (boxes only; evals and startup come on top).")
     launcher = str(jobs[0].cfg.launcher.name)

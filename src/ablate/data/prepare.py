@@ -1,0 +1,357 @@
+"""Prepare token shards from a stream of documents (FineWebEdu on the Hugging Face hub, or local
+jsonl / parquet / text files through the same ``datasets`` streaming path).
+
+Output, in llm.c's layout (``fineweb.py``): ``<prefix>_val_000000.bin`` (the first shard is
+validation), then ``<prefix>_train_000001.bin`` ...; each shard holds ``shard_tokens`` tokens
+(the last may be shorter). Every document is tokenized with GPT-2's encoding (``encode_ordinary``:
+special-token text inside a document is ordinary text) and preceded by ``<|endoftext|>`` (50256).
+Documents run across shard boundaries, as in llm.c.
+
+Determinism and resume. Worker processes tokenize with ``Pool.imap`` (ordered), so the token
+stream is a pure function of the input. ``meta.json`` (rewritten atomically after every finished
+shard) records for each shard its position in that stream: ``start``/``end`` = [document index,
+token offset inside that document's tokens]. A shard is written to a temporary name and renamed
+when complete. A rerun with the same settings keeps the finished shards whose size and sha256
+still match, skips the documents they consumed without tokenizing them, drops the first
+``offset`` tokens of the straddling document, and rewrites everything after -- producing the
+same files and the same meta.json as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+
+from ablate.data.shards import max_token, read_header, shard_sha256, write_shard
+from ablate.data.tokenizer import EOT, get_gpt2_encoding
+from ablate.errors import DataError
+
+log = logging.getLogger("ablate.data")
+
+META = "meta.json"
+META_FORMAT = "ablate-shards-1"
+FILE_FORMATS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",
+                ".parquet": "parquet", ".txt": "text", ".md": "text"}
+
+
+@dataclass
+class PrepareSpec:
+    """What identifies a prepared dataset; a resume must match it exactly."""
+
+    source: str  # "huggingface" | "files"
+    hf_path: Optional[str] = None
+    hf_config: Optional[str] = None
+    split: Optional[str] = None
+    data_files: Optional[list] = None  # sorted absolute paths
+    file_format: Optional[str] = None  # json | parquet | text
+    text_field: str = "text"
+    shard_tokens: int = 100_000_000
+    total_tokens: Optional[int] = None
+    prefix: str = "data"
+    tokenizer: str = "gpt2"
+    eot: int = EOT
+    eot_position: str = "before each document"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def expand_data_files(patterns: Iterable[str]) -> list[str]:
+    """Expand globs/paths to a sorted list of absolute file paths; DataError if none match."""
+    out: set[str] = set()
+    for pat in patterns:
+        hits = [p for p in glob.glob(os.path.expanduser(pat), recursive=True) if os.path.isfile(p)]
+        if not hits:
+            raise DataError(f"{pat}: no file matches; give existing .jsonl/.parquet/.txt files "
+                            "or a glob that matches them")
+        out.update(os.path.abspath(p) for p in hits)
+    return sorted(out)
+
+
+def infer_format(files: list[str]) -> str:
+    fmts = set()
+    for f in files:
+        name = f.lower()
+        fmt = next((v for k, v in FILE_FORMATS.items() if name.endswith(k)), None)
+        if fmt is None:
+            raise DataError(f"{f}: unknown file type; use .jsonl/.json/.parquet/.txt/.md files "
+                            "or pass --format json|parquet|text")
+        fmts.add(fmt)
+    if len(fmts) != 1:
+        raise DataError(f"{files[0]}: input files mix formats {sorted(fmts)}; prepare one format "
+                        "at a time")
+    return fmts.pop()
+
+
+def _hf_error(spec: PrepareSpec, e: BaseException) -> DataError:
+    what = (f"{spec.hf_path} ({spec.hf_config}, {spec.split})" if spec.source == "huggingface"
+            else (spec.data_files or ["?"])[0])
+    msg = " ".join(str(e).split())[:300]
+    fix = ("check network access to huggingface.co (and HF_TOKEN), or prepare local files with "
+           "--source files --files ..." if spec.source == "huggingface"
+           else "check the files and --format/--text-field")
+    return DataError(f"{what}: cannot stream documents ({type(e).__name__}: {msg}); {fix}")
+
+
+def open_documents(spec: PrepareSpec) -> Iterator[str]:
+    """The documents' texts, in a deterministic order, streamed with ``datasets``."""
+    import datasets
+
+    try:
+        if spec.source == "huggingface":
+            ds = datasets.load_dataset(spec.hf_path, name=spec.hf_config, split=spec.split,
+                                       streaming=True)
+        else:
+            kwargs = {"sample_by": "document"} if spec.file_format == "text" else {}
+            ds = datasets.load_dataset(spec.file_format, data_files=list(spec.data_files),
+                                       split="train", streaming=True, **kwargs)
+        it = iter(ds)
+        first = next(it, None)
+    except DataError:
+        raise
+    except Exception as e:  # hub/network/parse errors come in many types
+        raise _hf_error(spec, e) from None
+    if first is None:
+        return
+    field_ = spec.text_field
+    if field_ not in first:
+        what = spec.hf_path if spec.source == "huggingface" else spec.data_files[0]
+        raise DataError(f"{what}: documents have no {field_!r} field (fields: {sorted(first)}); "
+                        "pass --text-field with the column that holds the text")
+    yield first[field_] or ""
+    while True:
+        try:
+            row = next(it)
+        except StopIteration:
+            return
+        except Exception as e:
+            raise DataError(f"{_hf_error(spec, e)}; re-run the same command to resume") from None
+        yield row[field_] or ""
+
+
+# ---- tokenization (worker processes) ----
+
+_ENC = None
+
+
+def _init_worker() -> None:
+    global _ENC
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent
+    _ENC = get_gpt2_encoding()
+
+
+def tokenize_document(text: str) -> np.ndarray:
+    """<|endoftext|> followed by the document's GPT-2 tokens, as uint16."""
+    enc = _ENC if _ENC is not None else get_gpt2_encoding()
+    ids = enc.encode_ordinary(text)
+    out = np.empty(len(ids) + 1, dtype=np.uint16)
+    out[0] = EOT
+    out[1:] = ids
+    return out
+
+
+def _tokenized(texts: Iterable[str], workers: int) -> Iterator[np.ndarray]:
+    if workers <= 0:
+        for t in texts:
+            yield tokenize_document(t)
+        return
+    with mp.Pool(workers, initializer=_init_worker) as pool:  # exit terminates the workers
+        yield from pool.imap(tokenize_document, texts, chunksize=16)
+
+
+# ---- resume bookkeeping ----
+
+def _shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}_{'val' if index == 0 else 'train'}_{index:06d}.bin"
+
+
+def _new_meta(spec: PrepareSpec) -> dict:
+    return {"format": META_FORMAT, "spec": asdict(spec), "complete": False, "shards": [],
+            "tokens": 0, "val_tokens": 0, "train_tokens": 0, "documents": None}
+
+
+def _finished_shards(out: Path, spec: PrepareSpec) -> list[dict]:
+    """Shards of an earlier run with the same spec that are still intact (in order)."""
+    path = out / META
+    if not path.exists():
+        return []
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("%s: unreadable; preparing from scratch", path)
+        return []
+    if meta.get("format") != META_FORMAT or meta.get("spec") != asdict(spec):
+        old = meta.get("spec", {})
+        diff = sorted(k for k in set(old) | set(asdict(spec)) if old.get(k) != asdict(spec).get(k))
+        raise DataError(f"{path}: {out} was prepared with other settings (differ: "
+                        f"{', '.join(diff) or 'format'}); use another --out or delete {out}")
+    kept = []
+    for s in meta.get("shards", []):
+        f = out / s["file"]
+        try:
+            ok = read_header(f) == s["tokens"] and shard_sha256(f) == s["sha256"]
+        except DataError:
+            ok = False
+        if not ok:
+            log.warning("%s: missing or changed; it and later shards are rewritten", f)
+            break
+        kept.append(s)
+    return kept
+
+
+def _remove_stale_temp_files(out: Path) -> None:
+    """Delete temp files (``.<name>.<pid>.<id>.tmp``) left by a killed process."""
+    for tmp in out.glob(".*.tmp"):
+        parts = tmp.name.split(".")
+        try:
+            pid = int(parts[-3])
+            os.kill(pid, 0)
+            alive = pid != os.getpid()
+        except (ValueError, IndexError, ProcessLookupError):
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:
+            tmp.unlink(missing_ok=True)
+
+
+def _summarize(meta: dict) -> dict:
+    shards = meta["shards"]
+    meta["tokens"] = sum(s["tokens"] for s in shards)
+    meta["val_tokens"] = sum(s["tokens"] for s in shards if s["split"] == "val")
+    meta["train_tokens"] = meta["tokens"] - meta["val_tokens"]
+    return meta
+
+
+def prepare(out_dir: str | os.PathLike, spec: PrepareSpec, workers: Optional[int] = None,
+            progress: bool = True) -> dict:
+    """Tokenize ``spec``'s documents into shards under ``out_dir``; return meta.json's content.
+
+    Resumes a previous, interrupted run with the same spec (see the module docstring)."""
+    out = Path(out_dir)
+    if spec.shard_tokens <= 0:
+        raise DataError(f"{out}: shard_tokens must be positive (got {spec.shard_tokens})")
+    if spec.total_tokens is not None and spec.total_tokens <= 0:
+        raise DataError(f"{out}: total_tokens must be positive (got {spec.total_tokens})")
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_files(out)
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 2) - 1)
+
+    meta = _new_meta(spec)
+    meta["shards"] = _finished_shards(out, spec)
+    old = out / META
+    if old.exists() and meta["shards"]:
+        prev = json.loads(old.read_text())
+        if prev.get("complete") and len(prev["shards"]) == len(meta["shards"]):
+            log.info("%s: already prepared (%d shards, %d tokens)", out, len(meta["shards"]),
+                     prev["tokens"])
+            return prev
+    _summarize(meta)
+    write_json_atomic(out / META, meta)
+
+    enc = get_gpt2_encoding()  # fail early, and forked workers inherit it
+    del enc
+    done_tokens = meta["tokens"]
+    doc0, off0 = meta["shards"][-1]["end"] if meta["shards"] else (0, 0)
+    if meta["shards"]:
+        log.info("%s: resuming after %d finished shards (%d tokens, document %d)", out,
+                 len(meta["shards"]), done_tokens, doc0)
+
+    def target_for(index: int, written: int) -> int:
+        left = spec.shard_tokens if spec.total_tokens is None else spec.total_tokens - written
+        return min(spec.shard_tokens, left)
+
+    index = len(meta["shards"])
+    target = target_for(index, done_tokens)
+    buf = np.empty(max(target, 0), dtype=np.uint16)
+    fill = 0
+    start = [doc0, off0]
+    doc_idx = doc0 - 1
+    t0 = time.time()
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=spec.total_tokens, initial=done_tokens, unit="tok", unit_scale=True,
+               desc=f"prepare {out.name}", disable=not progress, smoothing=0.1)
+
+    def flush(end: list[int]) -> None:
+        nonlocal index, fill, start, done_tokens
+        name = _shard_name(spec.prefix, index)
+        toks = buf[:fill]
+        digest = write_shard(out / name, toks)
+        meta["shards"].append({"file": name, "split": "val" if index == 0 else "train",
+                               "tokens": int(fill), "sha256": digest,
+                               "max_token_id": int(toks.max()), "start": list(start),
+                               "end": list(end)})
+        write_json_atomic(out / META, _summarize(meta))
+        done_tokens += fill
+        log.info("%s: wrote %s (%d tokens)", out, name, fill)
+        index += 1
+        start = list(end)
+        fill = 0
+
+    stream = None
+    try:
+        if target > 0:
+            texts = itertools.islice(open_documents(spec), doc0, None)
+            stream = _tokenized(texts, workers)
+            for doc_idx, toks in enumerate(stream, start=doc0):
+                pos = off0 if doc_idx == doc0 else 0
+                n = len(toks)
+                bar.update(n - pos)
+                while pos < n:
+                    take = min(n - pos, target - fill)
+                    buf[fill:fill + take] = toks[pos:pos + take]
+                    fill += take
+                    pos += take
+                    if fill == target:
+                        flush([doc_idx, pos] if pos < n else [doc_idx + 1, 0])
+                        target = target_for(index, done_tokens)
+                        if target == 0:
+                            break
+                if target == 0:
+                    break
+            if fill > 0:  # the stream ended inside a shard: it is the last one
+                flush([doc_idx + 1, 0])
+    finally:
+        if stream is not None:
+            stream.close()  # stops the worker pool
+        bar.close()
+
+    if not meta["shards"]:
+        raise DataError(f"{out}: the input has no documents; check --files / the dataset")
+    meta["complete"] = True
+    meta["documents"] = meta["shards"][-1]["end"][0] + (1 if meta["shards"][-1]["end"][1] else 0)
+    write_json_atomic(out / META, _summarize(meta))
+    dt = time.time() - t0
+    log.info("%s: done, %d shards, %d tokens (val %d, train %d) in %.1fs", out,
+             len(meta["shards"]), meta["tokens"], meta["val_tokens"], meta["train_tokens"], dt)
+    if meta["train_tokens"] == 0:
+        log.warning("%s: only a validation shard was written; re-run with a smaller "
+                    "--shard-tokens to get train shards", out)
+    return meta

@@ -1,0 +1,65 @@
+"""``python -m ablate.report DIR_OR_GLOB...`` (console script ``ablate-report``).
+
+Markdown (default): printed on stdout and written as REPORT.md plus PNG plots into the first
+matrix directory, or into ``--out DIR``. ``--format csv|json``: only the per-step table, at full
+precision, on stdout; nothing is written, so the output can be piped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ablate.errors import AblateError, die
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ablate-report",
+        description="Report one or more ablation matrices from their stored results.",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="matrix directories or globs, e.g. 'results/test_matrix_results_*'")
+    p.add_argument("--baseline", metavar="STEP",
+                   help="step the others are compared with (default: matrix.json's baseline, else V0)")
+    p.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown",
+                   help="markdown report (default), or the per-step table as csv/json on stdout")
+    p.add_argument("--out", metavar="DIR", help="write REPORT.md and plots here instead of the first matrix dir")
+    p.add_argument("--no-write", action="store_true", help="print the markdown only; write no files")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return p
+
+
+def run(argv: Optional[Sequence[str]] = None) -> str:
+    args = _parser().parse_args(argv)
+    from ablate import report
+
+    if args.format != "markdown":
+        coll, stats = report.build(args.dirs, args.baseline)
+        table = report.aggregate(coll, stats)
+        if args.format == "csv":
+            return table.to_csv(index=False)
+        return table.to_json(orient="records", indent=2) + "\n"
+    if args.no_write:
+        coll, stats = report.build(args.dirs, args.baseline)
+        where = Path(args.out) if args.out else Path(coll.matrix_dirs[0])
+        return report.render_markdown(coll, stats, where, None)
+    return report.write_report(args.dirs, args.baseline, out_dir=args.out, plots=not args.no_plots)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    try:
+        text = run(argv)
+    except AblateError as e:
+        die(" ".join(str(e).split()))
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `ablate-report ... | head` is fine
+        sys.stderr.close()
+
+
+if __name__ == "__main__":
+    main()

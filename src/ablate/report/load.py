@@ -1,0 +1,402 @@
+"""Collect the jobs of one or more matrix directories into pandas tables.
+
+Everything is read through ``ablate.results``. A damaged job (torn metrics line, corrupt or
+missing summary, a job still running) becomes a note in the report, never an exception: one bad
+file must not hide the other runs. Only user mistakes (no jobs at all, no usable baseline) raise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import pandas as pd
+
+from ablate import results as R
+from ablate.errors import AblateError
+
+DEFAULT_BASELINE = "V0"
+
+# Columns of Collection.jobs, in order (one row per job).
+JOB_COLUMNS = [
+    "key", "matrix_dir", "job", "job_dir", "step", "architecture", "seed", "status",
+    "best_val_loss", "best_val_iter", "final_val_loss", "iterations", "tokens_seen",
+    "train_seconds", "ms_per_iter", "tokens_per_s", "mfu", "peak_memory_mb",
+    "world_size", "device", "device_count", "precision", "resumed", "error", "failed_iter",
+    "nan", "has_rmlp", "rmlp_w_rec", "rmlp_w_rec_mean", "ra_w_rec", "git_sha", "git_dirty",
+    "config_path", "source",
+]
+CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss"]
+
+# Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
+_NUMERIC = (
+    "best_val_loss", "best_val_iter", "final_val_loss", "iterations", "tokens_seen",
+    "train_seconds", "ms_per_iter", "tokens_per_s", "mfu", "peak_memory_mb", "failed_iter",
+)
+
+
+@dataclass
+class Collection:
+    """What the report is made of: jobs, validation curves, step order, baseline, notes."""
+
+    matrix_dirs: list[Path]
+    jobs: pd.DataFrame
+    curves: pd.DataFrame
+    order: list[str]
+    baseline: str
+    baseline_reason: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _num(value: Any) -> float:
+    """A stored number as float, NaN when absent or unreadable (pandas-friendly)."""
+    try:
+        out = R.as_float(value)
+    except R.ResultsFormatError:
+        return math.nan
+    return math.nan if out is None else out
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _gates_from_summary(gates: Any) -> dict:
+    return gates if isinstance(gates, dict) else {}
+
+
+def _gates_from_record(record: dict) -> dict:
+    """``gates/<layer>/<name>`` keys of one eval record back into the summary's layout."""
+    per_name: dict[str, dict[int, Any]] = {}
+    for key, value in record.items():
+        if not key.startswith("gates/"):
+            continue
+        parts = key.split("/")
+        if len(parts) != 3:
+            continue
+        try:
+            layer = int(parts[1])
+        except ValueError:
+            continue
+        per_name.setdefault(parts[2], {})[layer] = value
+    return {name: [vals[i] for i in sorted(vals)] for name, vals in per_name.items()}
+
+
+def _from_metrics(records: list[dict]) -> tuple[dict, list[dict], Optional[int], dict]:
+    """Derive summary values from metrics records. Returns (values, eval curve, first NaN iter, gates)."""
+    values: dict[str, Any] = {}
+    curve: list[dict] = []
+    nan_iter: Optional[int] = None
+    last_train: Optional[dict] = None
+    last_any: Optional[dict] = None
+    last_gates: dict = {}
+    best = math.nan
+    best_iter = None
+    peak = math.nan
+    for rec in records:
+        kind = rec.get("kind")
+        it = rec.get("iter")
+        if kind == "eval":
+            v = _num(rec.get("loss/val"))
+            curve.append({
+                "iter": _num(it), "tokens_seen": _num(rec.get("tokens_seen")),
+                "train_seconds": _num(rec.get("train_seconds")), "val_loss": v,
+            })
+            if not math.isfinite(v):
+                nan_iter = it if nan_iter is None else nan_iter
+            elif not (best <= v):  # also true while best is still NaN
+                best, best_iter = v, it
+            if any(k.startswith("gates/") for k in rec):
+                last_gates = rec
+            last_any = rec
+        elif kind == "train":
+            if not math.isfinite(_num(rec.get("loss/train"))) and rec.get("loss/train") is not None:
+                nan_iter = it if nan_iter is None else nan_iter
+            mem = _num(rec.get("memory/peak_mb"))
+            if math.isfinite(mem) and not (peak >= mem):
+                peak = mem
+            last_train = rec
+            last_any = rec
+    values["best_val_loss"] = best
+    values["best_val_iter"] = best_iter
+    values["final_val_loss"] = curve[-1]["val_loss"] if curve else math.nan
+    if last_any is not None:
+        values["iterations"] = last_any.get("iter")
+        values["tokens_seen"] = last_any.get("tokens_seen")
+        values["train_seconds"] = last_any.get("train_seconds")
+    if last_train is not None:
+        values["ms_per_iter"] = last_train.get("time/ms_per_iter")
+        values["tokens_per_s"] = last_train.get("throughput/tokens_per_s")
+        values["mfu"] = last_train.get("throughput/mfu")
+    values["peak_memory_mb"] = peak
+    return values, curve, nan_iter, (_gates_from_record(last_gates) if last_gates else {})
+
+
+def _mean(values: Iterable[Any]) -> float:
+    xs = [_num(v) for v in values]
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def _flatten(nested: Any) -> list[float]:
+    out: list[float] = []
+    for row in nested or []:
+        if isinstance(row, (list, tuple)):
+            out.extend(_num(v) for v in row)
+        else:
+            out.append(_num(row))
+    return out
+
+
+def _read_job(
+    matrix_dir: Path, jd: R.JobDir, entry: dict, key: str, notes: list[str]
+) -> tuple[dict, list[dict]]:
+    label = key
+    summary: Optional[dict] = None
+    summary_problem: Optional[str] = None
+    if jd.summary.is_file():
+        try:
+            summary = jd.read_summary()
+        except R.ResultsFormatError as e:
+            summary_problem = str(e)
+    config: dict = {}
+    if jd.config.is_file():
+        try:
+            config = R.read_yaml(jd.config)
+        except R.ResultsFormatError as e:
+            notes.append(f"{label}: {e}")
+    env: dict = {}
+    if jd.env.is_file():
+        try:
+            env = R.read_json(jd.env)
+        except R.ResultsFormatError as e:
+            notes.append(f"{label}: {e}")
+
+    records: list[dict] = []
+    if jd.metrics.is_file():
+        records, problems = R.read_metrics(jd.metrics)
+        notes.extend(f"{label}: {p}" for p in problems)
+    derived, curve, nan_iter, metric_gates = _from_metrics(records)
+
+    s = summary or {}
+    step_cfg = config.get("step") if isinstance(config.get("step"), dict) else {}
+    step = step_cfg.get("name") or s.get("step") or entry.get("step") or jd.name.split("_")[0]
+    architecture = step_cfg.get("architecture")
+    if architecture is None and s.get("architecture") is not None:
+        architecture = s["architecture"]
+        notes.append(f"{label}: no readable config.yaml; architecture label taken from summary.json")
+    seed = config.get("seed", s.get("seed", entry.get("seed")))
+
+    # The status: the trainer's own word first, but a launcher that saw the process die knows
+    # better than a summary frozen at "running".
+    manifest_status = entry.get("status")
+    status = s.get("status") or manifest_status
+    if status in (None, R.PENDING, R.RUNNING) and manifest_status == R.FAILED:
+        if s.get("status"):
+            notes.append(f"{label}: summary.json says {s['status']!r} but matrix.json says 'failed' "
+                         f"(exit code {entry.get('exit_code')}); reported as failed")
+        status = R.FAILED
+    if status is None:
+        status = R.COMPLETED if jd.is_done() else ("unknown" if records else R.PENDING)
+    error = s.get("error") or entry.get("error")
+
+    if summary is None and records:
+        why = f"summary.json is unreadable ({summary_problem})" if summary_problem else "summary.json is missing"
+        notes.append(f"{label}: {why}; values derived from metrics.jsonl")
+        source = "metrics.jsonl"
+    elif summary is None:
+        if summary_problem:
+            notes.append(f"{label}: {summary_problem}; no metrics either, nothing to report")
+        source = "-"
+    else:
+        source = "summary.json"
+
+    row: dict[str, Any] = {
+        "key": key, "matrix_dir": str(matrix_dir), "job": jd.name, "job_dir": str(jd.path),
+        "step": str(step), "architecture": architecture, "seed": seed, "status": status,
+        "error": error,
+    }
+    for name in _NUMERIC:
+        value = _num(s.get(name))
+        if math.isnan(value) and s.get(name) is None:
+            value = _num(derived.get(name))
+        row[name] = value
+    row["world_size"] = _first(s.get("world_size"), env.get("world_size"))
+    row["device"] = _first(s.get("device"), env.get("device"), env.get("device_name"))
+    row["device_count"] = _first(s.get("device_count"), env.get("device_count"))
+    row["precision"] = s.get("precision")
+    row["resumed"] = s.get("resumed")
+
+    for name in ("best_val_loss", "final_val_loss"):
+        raw = s.get(name)
+        if raw is not None and not math.isfinite(_num(raw)) and nan_iter is None:
+            nan_iter = -1
+    row["nan"] = nan_iter is not None
+    if nan_iter is not None:
+        where = f" at iteration {nan_iter}" if nan_iter != -1 else ""
+        notes.append(f"{label}: non-finite loss (NaN/inf){where}")
+
+    gates = _gates_from_summary(s.get("gates")) or metric_gates
+    rmlp = gates.get("rmlp_w_rec")
+    model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
+    row["has_rmlp"] = bool(rmlp) or model_cfg.get("mlp") == "rmlp"
+    row["rmlp_w_rec"] = [_num(v) for v in rmlp] if rmlp else None
+    row["rmlp_w_rec_mean"] = _mean(rmlp) if rmlp else math.nan
+    ra = gates.get("ra_w_rec")
+    row["ra_w_rec"] = [[_num(v) for v in layer] for layer in ra] if ra else None
+    if row["has_rmlp"] and not rmlp and status == R.COMPLETED:
+        notes.append(f"{label}: config.yaml has an R-MLP but no rmlp_w_rec gate values were recorded")
+    for name, vals in (("R-MLP w_rec", rmlp), ("RA w_rec", _flatten(ra) if ra else None)):
+        flat = [_num(v) for v in vals] if vals else []
+        if len(flat) > 1 and status == R.COMPLETED and all(v == flat[0] for v in flat):
+            notes.append(f"{label}: every {name} value is exactly {flat[0]:+g}; the gate may never "
+                         f"have moved from its initial value (a dead gradient?)")
+
+    # The trainer nests git facts ({"git": {"sha", "dirty"}}); flat keys are accepted too.
+    git = env.get("git") if isinstance(env.get("git"), dict) else {}
+    row["git_sha"] = _first(git.get("sha"), env.get("git_sha"))
+    row["git_dirty"] = _first(git.get("dirty"), env.get("git_dirty"))
+    row["config_path"] = str(jd.config) if jd.config.is_file() else None
+    row["source"] = source
+
+    if status == R.RUNNING:
+        notes.append(f"{label}: still running (iteration {_fmt_int(row['iterations'])}); its numbers may change")
+    elif status == R.PENDING:
+        notes.append(f"{label}: not started (pending)")
+    elif status == R.FAILED:
+        at = f" at iteration {_fmt_int(row['failed_iter'])}" if _finite(row["failed_iter"]) else ""
+        notes.append(f"{label}: failed{at}: {_last_line(error) or 'no error message recorded'}")
+    elif status == "unknown":
+        notes.append(f"{label}: no summary.json, no matrix.json status and no DONE marker; status unknown")
+    elif status == R.COMPLETED and not jd.is_done():
+        notes.append(f"{label}: completed per summary.json but the DONE marker is missing "
+                     f"(interrupted while finishing?)")
+    if s.get("post_training_error"):
+        notes.append(f"{label}: a step after training failed (the result was saved first): "
+                     f"{_last_line(s['post_training_error'])}")
+    trainer_notes = s.get("notes")
+    if isinstance(trainer_notes, list):
+        notes.extend(f"{label}: trainer: {_last_line(n)}" for n in trainer_notes if n)
+    if _finite(row["resumed"]) and row["resumed"] > 0:
+        notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
+
+    curve_rows = [{"key": key, "step": row["step"], "seed": seed, **c} for c in curve]
+    return row, curve_rows
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None (0 and "" count as recorded values)."""
+    return next((v for v in values if v is not None), None)
+
+
+def _last_line(text: Any) -> str:
+    """A traceback tail's last line: what went wrong, in one line of the Notes list."""
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _fmt_int(x: Any) -> str:
+    return str(int(x)) if _finite(x) else "?"
+
+
+def _jobs_of(matrix_dir: Path, notes: list[str]) -> tuple[list[tuple[R.JobDir, dict]], dict]:
+    """(job dir, manifest entry) pairs and the manifest data ({} when there is none)."""
+    if R.is_matrix_dir(matrix_dir):
+        manifest = R.Manifest.load(matrix_dir)
+        return [(manifest.job_dir(j["name"]), j) for j in manifest.jobs], manifest.data
+    pairs = [(jd, {}) for jd in R.iter_job_dirs(matrix_dir)]
+    if pairs:
+        notes.append(f"{matrix_dir}: no {R.MANIFEST}; jobs found by scanning its subdirectories")
+    return pairs, {}
+
+
+def _no_jobs_error(matrix_dir: Path) -> AblateError:
+    hint = ""
+    if any(p.is_dir() and R.is_matrix_dir(p) for p in matrix_dir.iterdir()):
+        hint = f"; it holds matrix directories, point at {matrix_dir}/{R.MATRIX_PREFIX}* instead"
+    return AblateError(f"{matrix_dir}: no jobs found (no {R.MANIFEST} listing jobs, no job directories){hint}")
+
+
+def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collection:
+    """Read every job of ``matrix_dirs``; ``baseline`` overrides the manifests' choice."""
+    notes: list[str] = []
+    rows: list[dict] = []
+    curves: list[dict] = []
+    order: list[str] = []
+    per_matrix_steps: list[tuple[Path, list[str], Optional[str]]] = []
+    seen_keys: dict[tuple[str, Any], str] = {}
+    multi = len(matrix_dirs) > 1
+    for mdir in matrix_dirs:
+        pairs, manifest = _jobs_of(mdir, notes)
+        if not pairs:
+            raise _no_jobs_error(mdir)
+        steps_here: list[str] = []
+        for jd, entry in pairs:
+            key = f"{mdir.name}/{jd.name}" if multi else jd.name
+            row, curve = _read_job(mdir, jd, entry, key, notes)
+            rows.append(row)
+            curves.extend(curve)
+            if row["step"] not in steps_here:
+                steps_here.append(row["step"])
+            dup = (row["step"], row["seed"])
+            if dup in seen_keys and row["seed"] is not None:
+                notes.append(f"{key}: step {row['step']} seed {row['seed']} also ran as {seen_keys[dup]}; "
+                             f"both are counted, and equal seeds understate the noise")
+            seen_keys.setdefault(dup, key)
+        declared = manifest.get("order")
+        if isinstance(declared, list) and declared:
+            steps_here = [s for s in map(str, declared) if s in steps_here] + [
+                s for s in steps_here if s not in map(str, declared)]
+        for s in steps_here:
+            if s not in order:
+                order.append(s)
+        per_matrix_steps.append((mdir, steps_here, manifest.get("baseline")))
+
+    chosen, reason = _resolve_baseline(per_matrix_steps, baseline, notes)
+    jobs = pd.DataFrame(rows, columns=JOB_COLUMNS)
+    curve_df = pd.DataFrame(curves, columns=CURVE_COLUMNS)
+    return Collection(list(matrix_dirs), jobs, curve_df, order, chosen, reason, notes)
+
+
+def _resolve_baseline(
+    per_matrix: list[tuple[Path, list[str], Optional[str]]], explicit: Optional[str], notes: list[str]
+) -> tuple[str, str]:
+    all_steps = [s for _, steps, _ in per_matrix for s in steps]
+    if explicit is not None:
+        if explicit not in all_steps:
+            raise AblateError(f"baseline step {explicit!r} has no job in the given matrices "
+                              f"(steps: {', '.join(dict.fromkeys(all_steps))})")
+        for mdir, steps, _ in per_matrix:
+            if explicit not in steps:
+                notes.append(f"{mdir}: has no {explicit} job; its steps are compared with {explicit} "
+                             f"from another matrix (different runs, maybe different code)")
+        return explicit, "--baseline"
+    declared = {str(b) for _, _, b in per_matrix if b}
+    if len(declared) > 1:
+        which = ", ".join(f"{m.name} says {b}" for m, _, b in per_matrix if b)
+        raise AblateError(f"the matrices declare different baselines ({which}); "
+                          f"report them separately or pass --baseline STEP")
+    chosen = declared.pop() if declared else DEFAULT_BASELINE
+    reason = "matrix.json" if any(b for _, _, b in per_matrix) else "default"
+    missing = [m for m, steps, _ in per_matrix if chosen not in steps]
+    if missing and len(missing) == len(per_matrix):
+        raise AblateError(f"baseline step {chosen!r} has no job in {', '.join(str(m) for m in missing)}; "
+                          f"pass --baseline STEP (steps: {', '.join(dict.fromkeys(all_steps))})")
+    if missing:
+        raise AblateError(f"{', '.join(str(m) for m in missing)} has no {chosen} job, so its steps share no "
+                          f"baseline with the other matrices; report them separately or pass --baseline {chosen} "
+                          f"to compare across matrices anyway")
+    return chosen, reason
+
+
+def relpath(path: Optional[str], start: Path) -> str:
+    """A path as the report prints it: relative to where REPORT.md lives, so links stay valid."""
+    if not path:
+        return "-"
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:  # another drive on Windows
+        return str(path)

@@ -1,0 +1,115 @@
+"""PNG plots beside REPORT.md.
+
+Figures are built with ``matplotlib.figure.Figure`` and rendered by the Agg canvas directly, never
+through pyplot: no global backend switch, no display needed, safe inside the matrix runner.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+from ablate import results as R
+from ablate.report.load import Collection
+from ablate.report.stats import StepStats
+
+VAL_VS_ITER = "val_loss_vs_iter.png"
+VAL_VS_TIME = "val_loss_vs_time.png"
+W_REC = "w_rec_per_layer.png"
+
+
+def _figure(width: float = 8.0, height: float = 5.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    R.atomic_write_bytes(path, buf.getvalue())
+
+
+def _colors(order: list[str]) -> dict[str, object]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(order) <= 10 else "tab20"]
+    return {step: cmap(i % cmap.N) for i, step in enumerate(order)}
+
+
+def _val_loss(coll: Collection, x: str, xlabel: str, title: str, path: Path) -> bool:
+    curves = coll.curves
+    if curves.empty:
+        return False
+    curves = curves[curves["val_loss"].map(math.isfinite) & curves[x].map(math.isfinite)]
+    if curves.empty:
+        return False
+    colors = _colors(coll.order)
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    labelled: set[str] = set()
+    # One line per job; seeds of a step share a colour and one legend entry.
+    for key, g in curves.groupby("key", sort=False):
+        step = g["step"].iloc[0]
+        ax.plot(g[x].to_numpy(), g["val_loss"].to_numpy(), color=colors.get(step), linewidth=1.2,
+                alpha=0.85, label=None if step in labelled else step)
+        labelled.add(step)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation loss")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="step")
+    _save(fig, path)
+    return True
+
+
+def write_plots(coll: Collection, stats: dict[str, StepStats], out_dir: Path) -> list[tuple[str, str]]:
+    """Write the plots into ``out_dir``; returns (file name, caption) for those written."""
+    written = []
+    if _val_loss(coll, "iter", "iteration", "Validation loss against iterations", out_dir / VAL_VS_ITER):
+        written.append((VAL_VS_ITER, "Validation loss against iterations"))
+    if _val_loss(coll, "train_seconds", "training seconds (evals excluded)",
+                 "Validation loss against training time", out_dir / VAL_VS_TIME):
+        written.append((VAL_VS_TIME, "Validation loss against training time"))
+    if _gates(coll, stats, out_dir / W_REC):
+        written.append((W_REC, "Final w_rec per layer"))
+    return written
+
+
+def _gates(coll: Collection, stats: dict[str, StepStats], path: Path) -> bool:
+    rmlp = [s for s in coll.order if stats[s].rmlp_layers]
+    ra = [s for s in coll.order if stats[s].ra_layers]
+    if not rmlp and not ra:
+        return False
+    from matplotlib.ticker import MaxNLocator
+
+    colors = _colors(coll.order)
+    panels = [p for p in (("R-MLP w_rec", rmlp), ("RA w_rec (mean over heads)", ra)) if p[1]]
+    fig = _figure(8.0, 3.6 * len(panels))
+    for i, (title, steps) in enumerate(panels):
+        ax = fig.add_subplot(len(panels), 1, i + 1)
+        for s in steps:
+            if title.startswith("R-MLP"):
+                ys = stats[s].rmlp_layers or []
+            else:
+                ys = [_mean(layer) for layer in stats[s].ra_layers or []]
+            ax.plot(range(len(ys)), ys, marker="o", color=colors.get(s), label=s)
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer")
+        ax.set_ylabel("w_rec")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(title="step")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def _mean(xs: list[float]) -> float:
+    ys = [x for x in xs if math.isfinite(x)]
+    return sum(ys) / len(ys) if ys else math.nan

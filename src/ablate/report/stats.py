@@ -1,0 +1,250 @@
+"""Per-step statistics over seeds, improvements and their 95% intervals.
+
+The interval is Welch's t-interval on the difference of mean best validation loss
+(baseline - step), divided by the baseline mean to read as a percentage. Dividing by the
+baseline mean treats it as exact; with a spread of a few thousandths on a loss near 3.5 that
+ignores well under 0.1% of relative error. No interval exists unless both sides have two or
+more usable seeds. scipy is not a dependency, so the t quantile is computed here from the
+regularized incomplete beta function.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from ablate import results as R
+
+CONFIDENCE = 0.95
+
+# The only outside yardstick we have when every step ran once (docs/LESSONS.md in the seed):
+# 80 reruns of a GPT-2 124M FineWeb speedrun, final val loss std ~ 0.002.
+REFERENCE_STD = 0.002
+
+
+# --------------------------------------------------------------------------- Student t
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    front = math.exp(lbeta + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` (real, > 0) degrees of freedom."""
+    x = df / (df + t * t)
+    tail = 0.5 * _betainc(df / 2.0, 0.5, x)
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Inverse of t_cdf by bisection (monotone, so exact to float precision)."""
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Baseline-minus-step difference of means and its interval, in loss units."""
+
+    diff: float
+    low: float
+    high: float
+    df: float
+
+    @property
+    def within_noise(self) -> bool:
+        return self.low <= 0.0 <= self.high
+
+    def percent_of(self, base: float) -> tuple[float, float]:
+        return 100.0 * self.low / base, 100.0 * self.high / base
+
+
+def welch_interval(base: Sequence[float], other: Sequence[float], confidence: float = CONFIDENCE) -> Optional[Interval]:
+    """Welch t-interval for mean(base) - mean(other); None unless both have n >= 2."""
+    a, b = [float(x) for x in base], [float(x) for x in other]
+    if len(a) < 2 or len(b) < 2:
+        return None
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    qa, qb = va / len(a), vb / len(b)
+    se = math.sqrt(qa + qb)
+    diff = ma - mb
+    if se == 0.0:
+        # Identical losses across seeds: no spread to estimate; the caller notes it.
+        return Interval(diff, diff, diff, math.inf)
+    df = (qa + qb) ** 2 / (qa**2 / (len(a) - 1) + qb**2 / (len(b) - 1))
+    half = t_quantile(0.5 + confidence / 2.0, df) * se
+    return Interval(diff, diff - half, diff + half, df)
+
+
+# --------------------------------------------------------------------------- per step
+
+
+@dataclass
+class StepStats:
+    step: str
+    architecture: Optional[str]
+    values: list[float]          # best val losses the statistics use
+    flag: Optional[str]          # None: completed runs; else why the value is partial or missing
+    n_jobs: int
+    counts: dict                 # status -> number of jobs
+    nan_jobs: int
+    resumed_jobs: int
+    resumes: int
+    has_rmlp: bool
+    rmlp_w_rec: float            # mean over the used jobs of the mean over layers; NaN if none
+    rmlp_layers: Optional[list[float]]  # per-layer mean over used jobs
+    ra_layers: Optional[list[list[float]]]  # per layer, per head, mean over used jobs
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        if len(self.values) < 2:
+            return math.nan
+        m = self.mean
+        return math.sqrt(sum((x - m) ** 2 for x in self.values) / (len(self.values) - 1))
+
+
+def _mean_lists(lists: list[list[float]]) -> Optional[list[float]]:
+    lists = [x for x in lists if x]
+    if not lists:
+        return None
+    width = min(len(x) for x in lists)
+    return [_nanmean([x[i] for x in lists]) for i in range(width)]
+
+
+def _nanmean(xs: Sequence[float]) -> float:
+    ys = [x for x in xs if x is not None and not math.isnan(x)]
+    return sum(ys) / len(ys) if ys else math.nan
+
+
+def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
+    """One StepStats per step in ``order``: completed finite runs when there are any, else the
+    partial ones (failed or running), flagged, so a failed step stays visible."""
+    out: dict[str, StepStats] = {}
+    for step in order:
+        sub = jobs[jobs["step"] == step]
+        finite = sub["best_val_loss"].map(lambda v: isinstance(v, float) and math.isfinite(v))
+        done = sub[(sub["status"] == R.COMPLETED) & finite]
+        if len(done):
+            used, flag = done, None
+        else:
+            used = sub[finite]
+            statuses = list(dict.fromkeys(sub["status"]))
+            flag = "/".join(statuses) if statuses else "no jobs"
+            if len(used) == 0 and (sub["status"] == R.COMPLETED).any():
+                flag = "no finite loss"
+        counts = sub["status"].value_counts().to_dict()
+        archs = [a for a in dict.fromkeys(sub["architecture"]) if a is not None]
+        resumed = pd.to_numeric(sub["resumed"], errors="coerce").fillna(0)
+        rm_src = used if len(used) else sub
+        ra_layers = None
+        ra_lists = [r for r in rm_src["ra_w_rec"] if r]
+        if ra_lists:
+            n_layers = min(len(r) for r in ra_lists)
+            ra_layers = [_mean_lists([r[i] for r in ra_lists]) or [] for i in range(n_layers)]
+        out[step] = StepStats(
+            step=step,
+            architecture=" / ".join(archs) if archs else None,
+            values=[float(v) for v in used["best_val_loss"]],
+            flag=flag,
+            n_jobs=len(sub),
+            counts=counts,
+            nan_jobs=int(sub["nan"].sum()),
+            resumed_jobs=int((resumed > 0).sum()),
+            resumes=int(resumed.sum()),
+            has_rmlp=bool(sub["has_rmlp"].any()),
+            rmlp_w_rec=_nanmean(list(rm_src["rmlp_w_rec_mean"])),
+            rmlp_layers=_mean_lists([r for r in rm_src["rmlp_w_rec"] if r]),
+            ra_layers=ra_layers,
+        )
+    return out
+
+
+@dataclass
+class Comparison:
+    """``step`` against ``ref``: improvement = (ref - step) / ref, in percent (positive = better)."""
+
+    step: str
+    ref: str
+    ref_mean: float
+    diff: float          # ref mean - step mean (loss units)
+    pct: float
+    interval: Optional[Interval]
+    flag: Optional[str]  # set when either side is a partial value
+
+    @property
+    def pct_interval(self) -> Optional[tuple[float, float]]:
+        return None if self.interval is None else self.interval.percent_of(self.ref_mean)
+
+
+def compare(step: StepStats, ref: StepStats) -> Comparison:
+    diff = ref.mean - step.mean
+    pct = 100.0 * diff / ref.mean if ref.values and step.values else math.nan
+    flags = [f for f in (step.flag, ref.flag and f"{ref.step} {ref.flag}") if f]
+    return Comparison(step.step, ref.step, ref.mean, diff, pct,
+                      welch_interval(ref.values, step.values), "; ".join(flags) or None)

@@ -1,0 +1,376 @@
+"""Markdown sections of the report; each function turns collected data into one section's text.
+
+Numbers are rounded only here, at the last moment, and always half away from zero, so that a
+printed value is the stored one rounded the way a reader rounds by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pandas as pd
+from tabulate import tabulate
+
+from ablate import results as R
+from ablate.report.load import Collection, relpath
+from ablate.report.stats import REFERENCE_STD, Comparison, StepStats, compare
+
+MAIN_HEADERS = ["Step", "Architecture", "Best Val Loss", "Improvement", "RMLP w_rec"]
+
+
+# --------------------------------------------------------------------------- number formats
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def rounded(x: float, digits: int) -> str:
+    """``x`` to ``digits`` decimals, half away from zero, never "-0"."""
+    d = Decimal(repr(float(x))).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    if d == 0:
+        d = abs(d)
+    return f"{d:f}"
+
+
+def signed(x: float, digits: int) -> str:
+    s = rounded(x, digits)
+    return s if s.startswith("-") else "+" + s
+
+
+def fmt_pct(x: float, digits: int = 0, plus: bool = False) -> str:
+    s = rounded(x, digits)
+    if plus and not s.startswith("-"):
+        s = "+" + s
+    return s + "%"
+
+
+def fmt_w(x: float) -> str:
+    return signed(x, 3)
+
+
+def fmt_num(x: Any, digits: int = 0, thousands: bool = True) -> str:
+    if not _finite(x):
+        return "-"
+    if digits == 0:
+        return f"{int(round(x)):,}" if thousands else str(int(round(x)))
+    return f"{x:,.{digits}f}" if thousands else f"{x:.{digits}f}"
+
+
+def pipe(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    # disable_numparse: cells are already formatted strings; tabulate must not re-round them.
+    return tabulate(rows, headers=list(headers), tablefmt="pipe", disable_numparse=True)
+
+
+def bold(cell: str) -> str:
+    return f"**{cell}**"
+
+
+# --------------------------------------------------------------------------- main table
+
+
+def best_steps(stats: dict[str, StepStats]) -> set[str]:
+    """Steps with the lowest mean best val loss among those with completed runs."""
+    clean = {s: st.mean for s, st in stats.items() if st.flag is None and st.values}
+    if not clean:
+        return set()
+    low = min(clean.values())
+    return {s for s, m in clean.items() if m == low}
+
+
+def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
+    base = stats[coll.baseline]
+    winners = best_steps(stats)
+    multi = any(st.n > 1 for st in stats.values())
+    rows = []
+    for step in coll.order:
+        st = stats[step]
+        if st.values:
+            loss = rounded(st.mean, 2) + (f" ({st.flag})" if st.flag else "")
+        else:
+            loss = st.flag or "-"
+        if step == coll.baseline:
+            impr = "-"
+        else:
+            c = compare(st, base)
+            if math.isnan(c.pct):
+                impr = "n/a"
+            else:
+                impr = fmt_pct(c.pct)
+                if multi and c.interval is not None and c.interval.within_noise:
+                    impr += " (within noise)"
+                if c.flag:
+                    impr += f" ({c.flag})"
+        if not st.has_rmlp:
+            w = "N/A"
+        elif _finite(st.rmlp_w_rec):
+            w = fmt_w(st.rmlp_w_rec)
+        else:
+            w = "not recorded"
+        if step in winners:
+            loss = bold(loss)
+            impr = impr if impr in ("-", "n/a") else bold(impr)
+            w = w if w in ("N/A", "not recorded") else bold(w)
+        rows.append([step, st.architecture or "?", loss, impr, w])
+    return rows
+
+
+def main_table(coll: Collection, stats: dict[str, StepStats]) -> str:
+    return pipe(main_rows(coll, stats), MAIN_HEADERS)
+
+
+def main_legend(coll: Collection, stats: dict[str, StepStats]) -> str:
+    multi = any(st.n > 1 for st in stats.values())
+    parts = [
+        f"Best Val Loss: lowest validation loss of the run"
+        + (" (mean over seeds; see Seeds and noise)" if multi else "")
+        + f". Improvement: (baseline - step) / baseline, baseline {coll.baseline} "
+        f"({_baseline_reason(coll.baseline_reason)}), from unrounded losses; negative means worse. "
+        "RMLP w_rec: final R-MLP reciprocal gate, mean over layers; N/A for steps without an R-MLP. "
+        "Bold: lowest best val loss among completed steps.",
+    ]
+    if any(st.flag for st in stats.values()):
+        parts.append("A value followed by a status in parentheses comes from runs that did not "
+                     "complete (best loss reached before failing or so far); a status alone means the "
+                     "step has no validation loss at all.")
+    return " ".join(parts)
+
+
+def _baseline_reason(reason: str) -> str:
+    return {"--baseline": "chosen with --baseline", "matrix.json": "declared in matrix.json",
+            "default": "the default"}.get(reason, reason)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
+    base = stats[coll.baseline]
+    if all(st.n <= 1 for st in stats.values()):
+        return (
+            "Every step has at most one usable run (one seed), so this report has **no noise "
+            "estimate**: a difference between two steps cannot be told apart from seed-to-seed "
+            f"variation. For scale only: 80 reruns of a GPT-2 124M FineWeb speedrun gave a final "
+            f"validation loss standard deviation of about {REFERENCE_STD} (seed LESSONS.md), so a "
+            "difference of a few thousandths needs more seeds before it means anything. Add seeds as "
+            "a matrix axis (for example `matrix=ra-ablation-3seeds`)."
+        )
+    rows = []
+    for step in coll.order:
+        st = stats[step]
+        if step == coll.baseline:
+            impr, ci, verdict = "-", "-", "baseline"
+        else:
+            c = compare(st, base)
+            impr = fmt_pct(c.pct, 1, plus=True) if not math.isnan(c.pct) else "n/a"
+            ci, verdict = _interval_cells(c, st, base)
+        rows.append([
+            step, str(st.n), rounded(st.mean, 4) if st.values else "-",
+            rounded(st.std, 4) if _finite(st.std) else "-",
+            rounded(min(st.values), 4) if st.values else "-",
+            rounded(max(st.values), 4) if st.values else "-", impr, ci, verdict,
+        ])
+    table = pipe(rows, ["Step", "n", "Mean best val loss", "Std", "Min", "Max",
+                        f"Improvement vs {coll.baseline}", "95% interval", "Verdict"])
+    method = (
+        "n counts completed runs with a finite loss. Std is the sample standard deviation (n-1). "
+        "The 95% interval is Welch's t-interval for the difference of mean best val loss "
+        f"(baseline minus step), divided by the baseline mean; it needs n >= 2 on both sides. "
+        "\"within noise\" means the interval includes 0: these seeds cannot tell the step from the baseline."
+    )
+    return table + "\n\n" + method
+
+
+def _interval_cells(c: Comparison, st: StepStats, ref: StepStats) -> tuple[str, str]:
+    if c.interval is None:
+        short = [s.step for s in (ref, st) if s.n < 2]
+        return "-", f"no interval (n < 2 for {', '.join(short)})" if short else "no interval"
+    lo, hi = c.pct_interval  # type: ignore[misc]
+    ci = f"[{fmt_pct(lo, 1, plus=True)}, {fmt_pct(hi, 1, plus=True)}]"
+    if c.interval.low == c.interval.high:
+        return ci, "no spread (identical losses across seeds)"
+    if c.interval.within_noise:
+        return ci, "within noise"
+    return ci, "better" if c.interval.low > 0 else "worse"
+
+
+# --------------------------------------------------------------------------- progression
+
+
+def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
+    base = stats[coll.baseline]
+    rows = []
+    bullets = []
+    prev: Optional[StepStats] = None
+    for step in coll.order:
+        st = stats[step]
+        refs = []
+        if prev is not None:
+            refs.append((prev, "previous"))
+        if step != coll.baseline and (prev is None or prev.step != coll.baseline):
+            refs.append((base, "baseline"))
+        elif prev is not None and prev.step == coll.baseline:
+            refs[-1] = (prev, "previous, baseline")
+        for ref, why in refs:
+            c = compare(st, ref)
+            if math.isnan(c.pct):
+                rows.append([step, f"{ref.step} ({why})", _loss_pair(ref, st), "-", "n/a", "-"])
+                continue
+            ci = "-"
+            if c.interval is not None:
+                lo, hi = c.pct_interval  # type: ignore[misc]
+                ci = f"[{fmt_pct(lo, 1, plus=True)}, {fmt_pct(hi, 1, plus=True)}]"
+                if c.interval.within_noise and c.interval.low != c.interval.high:
+                    ci += " within noise"
+            flag = f" ({c.flag})" if c.flag else ""
+            rows.append([step, f"{ref.step} ({why})", _loss_pair(ref, st),
+                         signed(-c.diff, 4), fmt_pct(c.pct, 1, plus=True) + flag, ci])
+            if "previous" in why:
+                bullets.append(f"- {ref.step} → {step}: {fmt_pct(c.pct, 1, plus=True)}{flag} "
+                               f"({rounded(ref.mean, 4)} → {rounded(st.mean, 4)})")
+        prev = st
+    if not rows:
+        return "Only one step; nothing to compare."
+    total = [f"{s}: {fmt_pct(compare(stats[s], base).pct, 1, plus=True)}"
+             for s in coll.order if s != coll.baseline and stats[s].values and base.values]
+    text = pipe(rows, ["Step", "Against", "Best val loss", "Loss change", "Improvement", "95% interval"])
+    text += ("\n\nImprovement = (reference - step) / reference best val loss: positive means the step's "
+             "loss is lower. Steps follow the matrix order.\n\n")
+    text += "\n".join(bullets)
+    if total:
+        text += f"\n- Against the baseline {coll.baseline}: " + ", ".join(total)
+    return text
+
+
+def _loss_pair(ref: StepStats, st: StepStats) -> str:
+    a = rounded(ref.mean, 4) if ref.values else "-"
+    b = rounded(st.mean, 4) if st.values else "-"
+    return f"{a} → {b}"
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def hardware(row: pd.Series) -> str:
+    ws = row["world_size"]
+    dev = row["device"]
+    if ws is None and dev is None:
+        return "-"
+    ws_s = str(int(ws)) if _finite(ws) else "?"
+    return f"{ws_s} x {dev or '?'}"
+
+
+def runs_table(coll: Collection) -> str:
+    rows = []
+    for _, r in coll.jobs.iterrows():
+        mfu = f"{100 * r['mfu']:.1f}%" if _finite(r["mfu"]) else "-"
+        rows.append([
+            r["key"], r["step"], "-" if r["seed"] is None else str(r["seed"]), r["status"],
+            rounded(r["best_val_loss"], 4) if _finite(r["best_val_loss"]) else ("NaN" if r["nan"] else "-"),
+            fmt_num(r["iterations"]), fmt_num(r["tokens_seen"]), fmt_num(r["train_seconds"], 1),
+            fmt_num(r["ms_per_iter"], 1), fmt_num(r["tokens_per_s"]), mfu, fmt_num(r["peak_memory_mb"]),
+            hardware(r), r["precision"] or "-",
+            str(int(r["resumed"])) if _finite(r["resumed"]) else "-",
+        ])
+    return pipe(rows, ["Job", "Step", "Seed", "Status", "Best val loss", "Iterations", "Tokens seen",
+                       "Train s", "ms/iter", "Tokens/s", "MFU", "Peak MB", "World size x device",
+                       "Precision", "Resumed"])
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def rmlp_section(coll: Collection, stats: dict[str, StepStats]) -> str:
+    steps = [s for s in coll.order if stats[s].rmlp_layers]
+    if not steps:
+        return "No step recorded R-MLP gate values."
+    n_layers = max(len(stats[s].rmlp_layers or []) for s in steps)
+    rows = []
+    for i in range(n_layers):
+        rows.append([str(i)] + [_cell(stats[s].rmlp_layers, i) for s in steps])
+    for name, fn in (("min", min), ("max", max), ("mean", lambda xs: sum(xs) / len(xs))):
+        cells = []
+        for s in steps:
+            xs = [x for x in stats[s].rmlp_layers or [] if _finite(x)]
+            cells.append(fmt_w(fn(xs)) if xs else "-")
+        rows.append([f"**{name}**"] + cells)
+    note = ("Final R-MLP w_rec per layer" + (" (mean over seeds)" if _multi(stats, steps) else "")
+            + "; positive: the MLP adds the reciprocal signal, negative: it subtracts it.")
+    return pipe(rows, ["Layer"] + steps) + "\n\n" + note
+
+
+def ra_section(coll: Collection, stats: dict[str, StepStats]) -> str:
+    steps = [s for s in coll.order if stats[s].ra_layers]
+    if not steps:
+        return "No step recorded RA gate values."
+    rows = []
+    for s in steps:
+        flat = [x for layer in stats[s].ra_layers or [] for x in layer if _finite(x)]
+        layers = stats[s].ra_layers or []
+        heads = max((len(layer) for layer in layers), default=0)
+        if not flat:
+            rows.append([s, f"{len(layers)} x {heads}", "-", "-", "-"])
+            continue
+        rows.append([s, f"{len(layers)} x {heads}", fmt_w(sum(flat) / len(flat)), fmt_w(min(flat)), fmt_w(max(flat))])
+    summary = pipe(rows, ["Step", "Layers x heads", "Mean", "Min", "Max"])
+    n_layers = max(len(stats[s].ra_layers or []) for s in steps)
+    per_layer = []
+    for i in range(n_layers):
+        cells = []
+        for s in steps:
+            layers = stats[s].ra_layers or []
+            xs = [x for x in layers[i] if _finite(x)] if i < len(layers) else []
+            cells.append(fmt_w(sum(xs) / len(xs)) if xs else "-")
+        per_layer.append([str(i)] + cells)
+    note = ("Final RA w_rec over every layer and head" + (" (mean over seeds)" if _multi(stats, steps) else "")
+            + "; below, the mean over heads per layer.")
+    return summary + "\n\n" + note + "\n\n" + pipe(per_layer, ["Layer"] + steps)
+
+
+def _cell(values: Optional[list[float]], i: int) -> str:
+    if not values or i >= len(values) or not _finite(values[i]):
+        return "-"
+    return fmt_w(values[i])
+
+
+def _multi(stats: dict[str, StepStats], steps: list[str]) -> bool:
+    return any(stats[s].n > 1 for s in steps)
+
+
+# --------------------------------------------------------------------------- stability, sources
+
+
+def stability_table(coll: Collection, stats: dict[str, StepStats]) -> str:
+    rows = []
+    for step in coll.order:
+        st = stats[step]
+        other = st.n_jobs - sum(st.counts.get(k, 0) for k in R.STATUSES)
+        rows.append([
+            step, str(st.n_jobs), str(st.counts.get(R.COMPLETED, 0)), str(st.counts.get(R.FAILED, 0)),
+            str(st.counts.get(R.RUNNING, 0)), str(st.counts.get(R.PENDING, 0) + other), str(st.nan_jobs),
+            f"{st.resumed_jobs} ({st.resumes} resumes)" if st.resumed_jobs else "0",
+        ])
+    return pipe(rows, ["Step", "Jobs", "Completed", "Failed", "Running", "Pending/unknown",
+                       "NaN loss", "Resumed from checkpoint"])
+
+
+def sources_section(coll: Collection, where: Path) -> str:
+    dirs = "\n".join(f"- `{Path(d).resolve()}`" for d in coll.matrix_dirs)
+    rows = []
+    for _, r in coll.jobs.iterrows():
+        sha = r["git_sha"] or "-"
+        if sha != "-" and r["git_dirty"]:
+            sha += " (dirty)"
+        rows.append([r["key"], f"`{sha}`" if sha != "-" else "-",
+                     f"`{relpath(r['config_path'], where)}`" if r["config_path"] else "missing",
+                     r["source"]])
+    return (f"Matrix directories:\n\n{dirs}\n\n"
+            + pipe(rows, ["Job", "git SHA", "Config", "Values from"])
+            + "\n\nPaths are relative to the directory of this report.")
+
+
+def notes_section(notes: list[str]) -> str:
+    return "\n".join(f"- {n}" for n in notes)

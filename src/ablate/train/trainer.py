@@ -1,0 +1,845 @@
+"""One training job: ``run_job(job_dir)`` reads ``config.yaml`` and writes the job's results.
+
+Outline of a job (every rank runs this; only rank 0 writes files):
+
+1. ``config.yaml`` -> RunConfig; device, precision and the process group; global batch ->
+   gradient accumulation (a batch that does not divide is an AblateError).
+2. ``torch.manual_seed(seed)`` then ``build_model`` (identical init on every rank); AdamW groups
+   from ``model.param_kind``; then each rank reseeds its dropout RNG with ``seed + rank offset``.
+3. ``checkpoint.pt`` present -> restore model, optimizer, counters and every rank's RNG state;
+   metrics past the checkpoint's iteration are truncated and re-logged as training redoes them.
+4. The loop. Iteration ``i`` trains on ``TrainBatches.get(i)`` (a pure function of seed and i).
+   The host never waits for the device except at *sync points*; see "Time accounting" below.
+5. Evals every ``budget.eval_interval`` iterations and at the end; checkpoints every
+   ``checkpoint_interval_iters`` / ``checkpoint_interval_seconds`` and on SIGTERM/SIGUSR1/SIGUSR2;
+   ``summary.json`` rewritten atomically after every eval and at the end; DONE written last.
+
+Time accounting
+---------------
+``train_seconds`` (the box) counts wall time spent in training iterations only. The first
+iteration of every process start (compile, allocator warm-up) goes to ``warmup_seconds``, evals to
+``eval_seconds`` and checkpoints to ``checkpoint_seconds``.
+
+On CUDA the host runs ahead of the GPU, so a wall-clock reading means something only after
+``torch.cuda.synchronize()``. The trainer therefore synchronizes only at sync points: log, eval
+and checkpoint iterations, the planned last iteration, and otherwise every ``~SYNC_SECONDS`` of
+training (at most ``log_interval`` iterations apart; this bounds how late a signal is noticed).
+At a sync point every rank adds its measured time to its clock and one small ``all_reduce(MAX)``
+of [elapsed, signal flag, seconds since the last checkpoint, first non-finite iteration] makes all
+decisions collective: every rank sees the same elapsed time (rank-local clocks differ by
+microseconds; MAX takes the slowest), so all ranks stop at the same iteration and compute the same
+learning rate, and no rank can leave a collective the others still wait in.
+
+Between sync points elapsed time is extrapolated from the last sync with the measured seconds per
+iteration; the stop iteration is *planned* from that estimate (``it + round(remaining / t_iter)``)
+so the job ends within half an iteration of its box instead of overshooting by a whole sync
+interval. On CPU every iteration is a sync point (no device queue to drain; the collective
+costs well under a millisecond), so both the clock and the learning rate are exact there.
+
+NaN checks use no host sync either: a device tensor records the first iteration whose loss was
+non-finite, and it is read (as part of the sync vector) at sync points, so no NaN is missed.
+
+Exactness of resume: in iteration mode (``budget.max_iters``) the schedule depends on the
+iteration only, so an interrupted-and-resumed CPU run reproduces the uninterrupted loss curve
+exactly. In time-box mode the learning rate follows elapsed training time, which is different in
+every run; resume continues the box from the checkpoint's elapsed seconds but is not bit-exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ablate import results
+from ablate.config import load_job_config, to_container
+from ablate.errors import AblateError, ConfigError
+from ablate.results import JobDir, MetricsWriter
+from ablate.train import checkpoint as ckpt_mod
+from ablate.train import distributed as dist_mod
+from ablate.train import env as env_mod
+from ablate.train.device import DeviceSetup, setup_device
+from ablate.train.optim import Schedule, build_optimizer, describe_groups, grad_accum_for
+
+# Exit codes of `python -m ablate.train` (and the "exit_code" run_job returns).
+EXIT_COMPLETED = 0
+EXIT_FAILED = 1
+EXIT_USER_ERROR = 2
+EXIT_PREEMPTED = 3
+
+SYNC_SECONDS = 5.0  # on CUDA, at most this much training between two sync points
+ERROR_CHARS = 2000
+RANK_SEED_OFFSET = 1_000_003  # dropout RNG of rank r: seed + r * offset (after model init)
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+
+
+def _tail(text: str, n: int = ERROR_CHARS) -> str:
+    return text if len(text) <= n else "..." + text[-(n - 3):]
+
+
+class _Log:
+    """train.log plus stdout, rank 0 only."""
+
+    def __init__(self, path: Optional[Path], enabled: bool):
+        self.enabled = enabled
+        self._file = open(path, "a", encoding="utf-8") if (enabled and path is not None) else None
+
+    def __call__(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        if self._file is not None:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+
+
+class _Stop(Exception):
+    """Internal: leave the loop (completed, failed or preempted) with a result already decided."""
+
+
+class Trainer:
+    def __init__(self, job_dir: Path | str, dinfo: dist_mod.DistInfo):
+        self.jd = JobDir(Path(job_dir))
+        self.dinfo = dinfo
+        self.is_main = dinfo.is_main
+        self.cfg = None
+        self.dev: Optional[DeviceSetup] = None
+        self.log = _Log(None, False)
+        self.metrics: Optional[MetricsWriter] = None
+        self.signal_received: Optional[int] = None
+        self._old_handlers: dict = {}
+        # counters (restored from a checkpoint)
+        self.iter = 0
+        self.train_seconds = 0.0
+        self.warmup_seconds = 0.0
+        self.eval_seconds = 0.0
+        self.checkpoint_seconds = 0.0
+        self.timed_iters = 0
+        self.warmup_end_elapsed: Optional[float] = None
+        self.best_val_loss: Optional[float] = None
+        self.best_val_iter: Optional[int] = None
+        self.final_val_loss: Optional[float] = None
+        self.last_train_loss: Optional[float] = None
+        self.peak_memory_mb: Optional[float] = None
+        self.resumed = 0
+        self.gates: dict = {}
+        self.optim_record: Optional[dict] = None
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------------ summary
+
+    def summary(self, status: str, **extra: Any) -> dict:
+        cfg = self.cfg
+        tpi = int(cfg.optim.tokens_per_iter) if cfg is not None else None
+        ms = tps = mfu = None
+        if self.timed_iters > 0 and self.train_seconds > 0 and tpi:
+            ms = 1000.0 * self.train_seconds / self.timed_iters
+            tps = tpi * self.timed_iters / self.train_seconds
+            mfu = self._mfu(tps)
+        s = {
+            "step": cfg.step.name if cfg is not None else None,
+            "architecture": cfg.step.architecture if cfg is not None else None,
+            "seed": int(cfg.seed) if cfg is not None else None,
+            "status": status,
+            "best_val_loss": self.best_val_loss,
+            "best_val_iter": self.best_val_iter,
+            "final_val_loss": self.final_val_loss,
+            "last_train_loss": self.last_train_loss,
+            "iterations": self.iter,
+            "max_iters": (int(cfg.budget.max_iters) if cfg is not None and cfg.budget.max_iters else None),
+            "box_seconds": (float(cfg.budget.train_seconds) if cfg is not None and cfg.budget.train_seconds else None),
+            "tokens_per_iter": tpi,
+            "tokens_seen": (self.iter * tpi) if tpi else None,
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            "checkpoint_seconds": self.checkpoint_seconds,
+            "warmup_seconds": self.warmup_seconds,
+            "timed_iters": self.timed_iters,
+            "ms_per_iter": ms,
+            "tokens_per_s": tps,
+            "mfu": mfu,
+            "peak_memory_mb": self.peak_memory_mb,
+            "world_size": self.dinfo.world_size,
+            "device": self.dev.name if self.dev else None,
+            "device_count": self._device_count(),
+            "precision": self.dev.precision if self.dev else None,
+            "resumed": self.resumed,
+            "gates": self.gates,
+            "optim_groups": self._optim_counts(),
+            "error": None,
+            "failed_iter": None,
+            "notes": list(self.notes),
+            "updated": results.now_iso(),
+        }
+        s.update(extra)
+        return s
+
+    def _device_count(self) -> Optional[int]:
+        if self.dev is None:
+            return None
+        if self.dev.is_cuda:
+            return self.dinfo.world_size  # one GPU per rank
+        return max(1, self.dinfo.world_size // max(1, self.dinfo.local_world_size))  # CPU: one per node
+
+    def _optim_counts(self) -> Optional[list]:
+        if not self.optim_record:
+            return None
+        out = [{k: g[k] for k in ("name", "weight_decay", "kinds", "tensors", "params")} for g in self.optim_record["groups"]]
+        fr = self.optim_record["frozen"]
+        out.append({"name": "frozen", "weight_decay": None, "kinds": [], "tensors": fr["tensors"], "params": fr["params"]})
+        return out
+
+    def _mfu(self, tokens_per_s: float) -> Optional[float]:
+        if self.dev is None or self.flops_per_token is None:
+            return None
+        peak = self.dev.peak_flops()
+        if not peak:
+            return None
+        return self.flops_per_token * tokens_per_s / (peak * self.dinfo.world_size)
+
+    def write_summary(self, status: str, **extra: Any) -> dict:
+        s = self.summary(status, **extra)
+        if self.is_main:
+            self.jd.write_summary(s)
+        return s
+
+    # ------------------------------------------------------------------ setup
+
+    flops_per_token: Optional[float] = None
+
+    def setup(self) -> None:
+        import models
+        from ablate.data import TrainBatches, ValWindows, resolve_dataset
+
+        cfg = self.cfg = load_job_config(self.jd.config)
+        b = cfg.budget
+        if b.train_seconds is not None and float(b.train_seconds) <= 0:
+            raise ConfigError(f"budget.train_seconds={b.train_seconds} must be positive (or null with budget.max_iters)")
+        if b.max_iters is not None and int(b.max_iters) <= 0:
+            raise ConfigError(f"budget.max_iters={b.max_iters} must be positive (or null)")
+        for key in ("eval_interval", "log_interval"):
+            if int(getattr(b, key)) < 1:
+                raise ConfigError(f"budget.{key}={getattr(b, key)} must be at least 1")
+        self.schedule = Schedule(cfg.optim, b.max_iters, b.train_seconds)
+
+        self.dev = dev = setup_device(cfg.hardware, self.dinfo.local_rank)
+        if self.is_main:
+            self.log = _Log(self.jd.log, True)
+        dist_mod.init(self.dinfo, dev.device)
+        ws, rank = self.dinfo.world_size, self.dinfo.rank
+        self.grad_accum = grad_accum_for(int(cfg.optim.tokens_per_iter), int(cfg.model.block_size),
+                                         int(cfg.hardware.micro_batch), ws)
+
+        # Data: rank 0 resolves first (it may tokenize into a cache), then the others.
+        if self.is_main:
+            ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
+        dist_mod.barrier(self.dinfo)
+        if not self.is_main:
+            ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
+        self.dataset = ds
+        self.batches = TrainBatches(ds.train_paths, int(cfg.model.block_size), int(cfg.hardware.micro_batch),
+                                    self.grad_accum, ws, rank, int(cfg.seed))
+        self.val_batches = ValWindows(ds.val_path, int(cfg.model.block_size), int(cfg.data.val_windows),
+                                      ws, rank).batches(int(cfg.hardware.micro_batch))
+        if dev.is_cuda:
+            self.val_batches = [(x.pin_memory(), y.pin_memory()) for x, y in self.val_batches]
+
+        # Model: identical init on every rank.
+        seed = int(cfg.seed)
+        _seed_all(seed)
+        model = models.build_model(cfg.model)
+        model.to(dev.device)
+        self.raw_model = model
+        self.flops_per_token = float(model.flops_per_token())
+        self.optimizer, self.optim_record = build_optimizer(model, cfg.optim, dev.device.type)
+        self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+
+        # Resume, or seed this rank's dropout RNG.
+        ck = ckpt_mod.load_checkpoint(self.jd.checkpoint)
+        if ck is not None:
+            self._restore(ck)
+        else:
+            _seed_all(seed + rank * RANK_SEED_OFFSET, device=dev.device)
+
+        fwd = model
+        if dev.compile:
+            fwd = torch.compile(model)
+        self.fwd_model = fwd  # eval forward (no DDP wrapper)
+        if self.dinfo.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.train_model = DDP(fwd, device_ids=[dev.device.index] if dev.is_cuda else None)
+        else:
+            self.train_model = fwd
+
+        # Files (rank 0).
+        if self.is_main:
+            results.truncate_metrics_after(self.jd.metrics, self.iter)
+            self.metrics = MetricsWriter(self.jd.metrics)
+            env = env_mod.collect(dev.name, dev.device.type, ws, dev.precision, extra={
+                "device_count": self._device_count(),
+                "local_world_size": self.dinfo.local_world_size,
+                "backend": self.dinfo.backend,
+                "tf32": dev.tf32,
+                "compile": dev.compile,
+                "grad_accum": self.grad_accum,
+                "micro_batch": int(cfg.hardware.micro_batch),
+                "tokens_per_iter": int(cfg.optim.tokens_per_iter),
+                "num_params": int(model.num_params()),
+                "flops_per_token": self.flops_per_token,
+                "peak_flops": dev.peak_flops(),
+                "dataset": _describe(ds),
+                "optim_groups": self.optim_record,
+                "resumed": self.resumed,
+                "start_iter": self.iter,
+            })
+            prev = None
+            if self.jd.env.is_file():
+                try:
+                    prev = results.read_json(self.jd.env)
+                except AblateError:
+                    prev = None
+            if prev is not None:
+                history = prev.pop("previous", [])
+                env["previous"] = history + [prev]
+            results.atomic_write_json(self.jd.env, env)
+            self._log_header(model)
+        self.write_summary(results.RUNNING)
+
+    def _log_header(self, model) -> None:
+        cfg, dev = self.cfg, self.dev
+        self.log(f"job {self.jd.path} step {cfg.step.name} ({cfg.step.architecture}) seed {cfg.seed}")
+        self.log(f"device {dev.name} x{self._device_count()} | world size {self.dinfo.world_size} | precision {dev.precision}"
+                 f" | tf32 {dev.tf32} | compile {dev.compile} | threads {torch.get_num_threads()}")
+        want = int(cfg.hardware.nproc_per_node)
+        if want != self.dinfo.local_world_size:
+            self.log(f"note: hardware.nproc_per_node={want} but this job runs {self.dinfo.local_world_size} "
+                     f"process(es) per node (world size {self.dinfo.world_size}); the global batch is unchanged")
+        for w in dev.warnings:
+            self.log(f"warning: {w}")
+        self.log(f"model {model.num_params():,} params | {self.flops_per_token:.4g} FLOPs/token | "
+                 f"batch {cfg.optim.tokens_per_iter} tokens/iter = {cfg.model.block_size} x {cfg.hardware.micro_batch} "
+                 f"x {self.dinfo.world_size} ranks x {self.grad_accum} accum")
+        self.log(f"data {_describe(self.dataset)}")
+        for line in describe_groups(self.optim_record):
+            self.log(line)
+        b = cfg.budget
+        self.log(f"budget: box {b.train_seconds}s of training | max_iters {b.max_iters} | "
+                 f"schedule by {'iterations' if self.schedule.by_iters else 'elapsed training time'}")
+        if self.resumed:
+            self.log(f"resumed from checkpoint at iteration {self.iter} ({self.train_seconds:.1f}s of the box used; "
+                     f"resume #{self.resumed})")
+
+    def _restore(self, ck: dict) -> None:
+        st = ck["state"]
+        self.raw_model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.iter = int(st["iter"])
+        self.train_seconds = float(st["train_seconds"])
+        self.warmup_seconds = float(st["warmup_seconds"])
+        self.eval_seconds = float(st["eval_seconds"])
+        self.checkpoint_seconds = float(st["checkpoint_seconds"])
+        self.timed_iters = int(st["timed_iters"])
+        self.warmup_end_elapsed = st.get("warmup_end_elapsed")
+        self.best_val_loss = st.get("best_val_loss")
+        self.best_val_iter = st.get("best_val_iter")
+        self.final_val_loss = st.get("final_val_loss")
+        self.last_train_loss = st.get("last_train_loss")
+        self.peak_memory_mb = st.get("peak_memory_mb")
+        self.gates = st.get("gates") or {}
+        self.notes = list(st.get("notes") or [])
+        self.resumed = int(st.get("resumed", 0)) + 1
+        rngs = ck.get("rng") or []
+        if len(rngs) == self.dinfo.world_size:
+            ckpt_mod.restore_rng(rngs[self.dinfo.rank], self.dev.device)
+        else:
+            _seed_all(int(self.cfg.seed) + self.dinfo.rank * RANK_SEED_OFFSET + self.iter, device=self.dev.device)
+            self.notes.append(f"resumed at iteration {self.iter} with world size {self.dinfo.world_size} "
+                              f"(checkpoint had {len(rngs)}): dropout RNG reseeded")
+
+    # ------------------------------------------------------------------ signals
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in STOP_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:  # only sets a flag; the loop acts on it
+        self.signal_received = signum
+
+    def _restore_signals(self) -> None:
+        for sig, old in self._old_handlers.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, TypeError):
+                pass
+        self._old_handlers.clear()
+
+    # ------------------------------------------------------------------ checkpoint / eval
+
+    def save_checkpoint(self) -> None:
+        t0 = time.perf_counter()
+        rngs = dist_mod.all_gather_object(ckpt_mod.capture_rng(self.dev.device), self.dinfo)
+        if self.is_main:
+            state = {
+                "iter": self.iter,
+                "train_seconds": self.train_seconds,
+                "warmup_seconds": self.warmup_seconds,
+                "eval_seconds": self.eval_seconds,
+                "checkpoint_seconds": self.checkpoint_seconds,
+                "timed_iters": self.timed_iters,
+                "warmup_end_elapsed": self.warmup_end_elapsed,
+                "best_val_loss": self.best_val_loss,
+                "best_val_iter": self.best_val_iter,
+                "final_val_loss": self.final_val_loss,
+                "last_train_loss": self.last_train_loss,
+                "peak_memory_mb": self.peak_memory_mb,
+                "gates": self.gates,
+                "notes": self.notes,
+                "resumed": self.resumed,
+                "world_size": self.dinfo.world_size,
+                "seed": int(self.cfg.seed),
+                "step": str(self.cfg.step.name),
+            }
+            ckpt_mod.save_checkpoint(self.jd.checkpoint, {
+                "model": self.raw_model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "state": state,
+                "rng": rngs,
+            })
+            if self.metrics is not None:
+                self.metrics.sync()
+        dist_mod.barrier(self.dinfo)  # nobody runs ahead (or exits) before the file is whole
+        dt = time.perf_counter() - t0
+        self.checkpoint_seconds += dt
+        self.log(f"checkpoint at iteration {self.iter} ({dt:.2f}s)")
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        dev = self.dev
+        model = self.fwd_model
+        model.eval()
+        total = torch.zeros((), device=dev.device, dtype=torch.float64)
+        count = 0
+        for x, y in self.val_batches:
+            x = x.to(dev.device, non_blocking=True)
+            y = y.to(dev.device, non_blocking=True)
+            with dev.autocast():
+                _, loss = model(x, y)
+            total += loss.double() * x.size(0)
+            count += x.size(0)
+        model.train()
+        vec = torch.stack([total, torch.tensor(float(count), device=dev.device, dtype=torch.float64)])
+        dist_mod.all_reduce(vec, "sum", self.dinfo)
+        total_all, count_all = vec.tolist()
+        if count_all <= 0:
+            raise AblateError("no validation windows: raise data.val_windows or check the validation split")
+        return total_all / count_all
+
+    def _eval_and_record(self) -> None:
+        t0 = time.perf_counter()
+        val = self.evaluate()
+        self.final_val_loss = val
+        if math.isfinite(val) and (self.best_val_loss is None or val < self.best_val_loss):
+            self.best_val_loss = val
+            self.best_val_iter = self.iter
+        self.gates = _plain(self.raw_model.gate_stats()) if self.is_main else {}
+        if self.is_main:
+            rec = {
+                "kind": "eval",
+                "iter": self.iter,
+                "tokens_seen": self.iter * int(self.cfg.optim.tokens_per_iter),
+                "train_seconds": self.train_seconds,
+                "loss/val": val,
+                "loss/val_best": self.best_val_loss,
+            }
+            for key, per_layer in self.gates.items():
+                for layer, value in enumerate(per_layer):
+                    rec[f"gates/{layer}/{key}"] = value
+            self.metrics.write(rec)
+            self.write_summary(results.RUNNING)
+        self.eval_seconds += time.perf_counter() - t0
+        self.log(f"eval iter {self.iter}: val loss {val:.4f} (best {self.best_val_loss:.4f} at {self.best_val_iter})"
+                 if self.best_val_loss is not None else f"eval iter {self.iter}: val loss {val}")
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self) -> dict:
+        cfg, dev, dinfo = self.cfg, self.dev, self.dinfo
+        b = cfg.budget
+        tpi = int(cfg.optim.tokens_per_iter)
+        box = float(b.train_seconds) if b.train_seconds else None
+        max_iters = int(b.max_iters) if b.max_iters else None
+        log_every, eval_every = int(b.log_interval), int(b.eval_interval)
+        ck_iters = int(b.checkpoint_interval_iters) if b.checkpoint_interval_iters else None
+        ck_secs = float(b.checkpoint_interval_seconds) if b.checkpoint_interval_seconds else None
+        clip = float(cfg.optim.grad_clip)
+        n_micro = self.grad_accum
+        sync_every_iter = not dev.is_cuda
+        model, opt, sched = self.train_model, self.optimizer, self.schedule
+        ddp = dinfo.enabled
+        device = dev.device
+        non_blocking = dev.is_cuda
+
+        if max_iters is not None and self.iter >= max_iters:
+            return self._complete()
+        if box is not None and self.train_seconds >= box:
+            return self._complete()
+
+        # State kept on the device; read only at sync points.
+        first_bad = torch.zeros((), dtype=torch.int64, device=device)
+        it_dev = torch.full((), self.iter, dtype=torch.int64, device=device)
+        grad_norm = None
+        loss_iter = None
+
+        t_iter = None  # seconds per training iteration (collective estimate)
+        sync_iter, sync_elapsed = self.iter, self.train_seconds
+        next_sync = self.iter + 1
+        box_stop: Optional[int] = None
+        log_elapsed, log_timed = self.train_seconds, self.timed_iters
+        first = True
+        seg_start = time.perf_counter()  # start of the warm-up iteration
+        seg_timed_from = self.iter
+        last_ckpt_wall = time.perf_counter()
+        self._install_signals()
+
+        while True:
+            it = self.iter
+            # ---- learning rate from the collective clock (extrapolated between sync points)
+            est = sync_elapsed + (it - sync_iter) * (t_iter or 0.0)
+            if box is not None:
+                est = min(est, box)
+            if self.warmup_end_elapsed is None and it >= sched.warmup:
+                self.warmup_end_elapsed = est
+            lr = sched(it, est, self.warmup_end_elapsed)
+            for g in opt.param_groups:
+                g["lr"] = lr
+
+            # ---- one optimizer step over n_micro micro-batches
+            micro = self.batches.get(it)
+            loss_iter = None
+            for k, (x, y) in enumerate(micro):
+                if non_blocking:
+                    x = x.pin_memory().to(device, non_blocking=True)
+                    y = y.pin_memory().to(device, non_blocking=True)
+                ctx = model.no_sync() if (ddp and k < n_micro - 1) else contextlib.nullcontext()
+                with ctx:
+                    with dev.autocast():
+                        _, loss = model(x, y)
+                    loss = loss / n_micro
+                    loss.backward()
+                ld = loss.detach()
+                loss_iter = ld if loss_iter is None else loss_iter + ld
+            if clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            self.iter = it = it + 1
+            it_dev += 1
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss_iter), it_dev, first_bad)
+
+            # ---- sync point?
+            planned_end = (max_iters is not None and it >= max_iters) or (box_stop is not None and it >= box_stop)
+            is_log = it % log_every == 0
+            is_eval = it % eval_every == 0
+            is_ck_iter = ck_iters is not None and it % ck_iters == 0
+            if not (first or sync_every_iter or planned_end or is_log or is_eval or is_ck_iter or it >= next_sync):
+                continue
+
+            dev.synchronize()
+            now = time.perf_counter()
+            if first:
+                self.warmup_seconds += now - seg_start
+            else:
+                self.train_seconds += now - seg_start
+                self.timed_iters += it - seg_timed_from
+            vec = torch.tensor(
+                [self.train_seconds, float(self.signal_received or 0), now - last_ckpt_wall, 0.0],
+                dtype=torch.float64, device=device,
+            )
+            vec[3] = first_bad.to(torch.float64)
+            dist_mod.all_reduce(vec, "max", dinfo)
+            elapsed, sig, since_ckpt, bad = vec.tolist()
+            # Collective clock: every rank now holds the same elapsed time.
+            if not first and it > sync_iter and (it - seg_timed_from) > 0:
+                dt_iter = (elapsed - sync_elapsed) / (it - sync_iter)
+                t_iter = dt_iter if t_iter is None or sync_every_iter is False else 0.8 * t_iter + 0.2 * dt_iter
+                if t_iter is not None and dt_iter > 0 and sync_every_iter:
+                    pass
+            self.train_seconds = elapsed
+            sync_iter, sync_elapsed = it, elapsed
+
+            # ---- non-finite loss: fail (no checkpoint of a broken model)
+            if bad > 0:
+                bad_iter = int(bad)
+                loss_val = self._reduce_loss(loss_iter)
+                self.last_train_loss = loss_val
+                self._log_train(it, loss_val, lr, grad_norm, log_elapsed, log_timed, box, max_iters) if is_log else None
+                msg = (f"non-finite training loss at iteration {bad_iter} (loss {loss_val} at iteration {it}); "
+                       f"the run diverged: lower optim.lr (now {cfg.optim.lr}) or check the data")
+                self.log(f"FAILED: {msg}")
+                self.result = self.write_summary(results.FAILED, error=msg, failed_iter=bad_iter,
+                                                 exit_code=EXIT_FAILED)
+                raise _Stop()
+
+            # ---- stop planning for the time box
+            if box is not None:
+                remaining = box - elapsed
+                if t_iter and t_iter > 0:
+                    left = int(math.floor(remaining / t_iter + 0.5))
+                    box_stop = it + max(0, left)
+                elif remaining <= 0:
+                    box_stop = it
+            end = (max_iters is not None and it >= max_iters) or (box_stop is not None and it >= box_stop)
+
+            # ---- log
+            if is_log or end:
+                loss_val = self._reduce_loss(loss_iter)
+                self.last_train_loss = loss_val
+                if dev.is_cuda:
+                    pm = dev.peak_memory_mb()
+                    self.peak_memory_mb = max(self.peak_memory_mb or 0.0, pm) if pm is not None else None
+                if self.is_main:
+                    self._log_train(it, loss_val, lr, grad_norm, log_elapsed, log_timed, box, max_iters)
+                log_elapsed, log_timed = self.train_seconds, self.timed_iters
+
+            # ---- eval, checkpoint, signal (all excluded from the box)
+            if is_eval or end:
+                self._eval_and_record()
+            if sig > 0 and not end:
+                self.save_checkpoint()
+                name = _signal_name(int(sig))
+                self.notes.append(f"stopped by {name} at iteration {it}; checkpointed, resumable")
+                self.log(f"{name} received: checkpointed at iteration {it}; exiting with code {EXIT_PREEMPTED} "
+                         f"(start the job again to resume)")
+                self.result = self.write_summary(results.RUNNING, stopped_by=name, exit_code=EXIT_PREEMPTED)
+                raise _Stop()
+            if not end and (is_ck_iter or (ck_secs is not None and since_ckpt >= ck_secs)):
+                self.save_checkpoint()
+                last_ckpt_wall = time.perf_counter()
+                if self.is_main:
+                    self.write_summary(results.RUNNING)
+            if end:
+                break
+
+            # ---- next sync point
+            if sync_every_iter or t_iter is None:
+                next_sync = it + 1
+            else:
+                n = int(max(1, min(log_every, SYNC_SECONDS // max(t_iter, 1e-9))))
+                next_sync = it + n
+            first = False
+            dev.synchronize()  # evals/checkpoints queued nothing, but be exact about the segment start
+            seg_start = time.perf_counter()
+            seg_timed_from = it
+
+        return self._complete()
+
+    def _reduce_loss(self, loss_iter: torch.Tensor) -> float:
+        v = loss_iter.detach().to(torch.float64).clone()
+        dist_mod.all_reduce(v, "sum", self.dinfo)
+        return v.item() / self.dinfo.world_size
+
+    def _log_train(self, it, loss_val, lr, grad_norm, log_elapsed, log_timed, box, max_iters) -> None:
+        if not self.is_main:
+            return
+        tpi = int(self.cfg.optim.tokens_per_iter)
+        d_t = self.train_seconds - log_elapsed
+        d_n = self.timed_iters - log_timed
+        ms = 1000.0 * d_t / d_n if d_n > 0 and d_t > 0 else None
+        tps = tpi * d_n / d_t if d_n > 0 and d_t > 0 else None
+        mfu = self._mfu(tps) if tps else None
+        gn = float(grad_norm.item()) if grad_norm is not None else None
+        rec = {
+            "kind": "train",
+            "iter": it,
+            "tokens_seen": it * tpi,
+            "train_seconds": self.train_seconds,
+            "loss/train": loss_val,
+            "lr": lr,
+            "grad_norm": gn,
+            "time/ms_per_iter": ms,
+            "throughput/tokens_per_s": tps,
+            "throughput/mfu": mfu,
+            "memory/peak_mb": self.dev.peak_memory_mb(),
+        }
+        self.metrics.write(rec)
+        total = f"/{max_iters}" if max_iters else ""
+        parts = [f"iter {it}{total}", f"loss {loss_val:.4f}", f"lr {lr:.3e}"]
+        parts.append(f"{ms:.1f} ms/iter" if ms is not None else "- ms/iter (warm-up)")
+        parts.append(f"{tps:,.0f} tok/s" if tps is not None else "- tok/s")
+        if mfu is not None:
+            parts.append(f"mfu {100 * mfu:.1f}%")
+        if box is not None:
+            parts.append(f"box {self.train_seconds:.1f}s/{box:.0f}s ({max(0.0, box - self.train_seconds):.1f}s left)")
+        else:
+            parts.append(f"train {self.train_seconds:.1f}s")
+        self.log(" | ".join(parts))
+
+    # ------------------------------------------------------------------ the end
+
+    def _complete(self) -> dict:
+        if self.final_val_loss is None or (self.best_val_iter is not None and self.best_val_iter > self.iter):
+            self._eval_and_record()
+        # The measured result goes to disk first; nothing after this may lose it.
+        result = self.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
+        try:
+            self._final_report(result)
+        except Exception as e:  # a report line must never turn a measured run into a failed one
+            note = f"post-training step failed after the result was saved: {type(e).__name__}: {e}"
+            try:
+                self.notes.append(_tail(note, 500))
+                result = self.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED,
+                                            post_training_error=_tail(traceback.format_exc()))
+                self.log(f"warning: {note}")
+            except Exception:
+                pass
+        if self.is_main:
+            self.jd.mark_done()
+        dist_mod.barrier(self.dinfo)
+        return result
+
+    def _final_report(self, s: dict) -> None:
+        if not self.is_main:
+            return
+        fmt = lambda v, f: ("-" if v is None else format(v, f))  # noqa: E731
+        self.log(
+            f"done: {s['iterations']} iterations, {s['tokens_seen']:,} tokens, train {s['train_seconds']:.1f}s "
+            f"(+ warm-up {s['warmup_seconds']:.1f}s, eval {s['eval_seconds']:.1f}s, checkpoint {s['checkpoint_seconds']:.1f}s)"
+        )
+        self.log(
+            f"best val loss {fmt(s['best_val_loss'], '.4f')} at iteration {s['best_val_iter']} | final "
+            f"{fmt(s['final_val_loss'], '.4f')} | {fmt(s['ms_per_iter'], '.1f')} ms/iter | "
+            f"{fmt(s['tokens_per_s'], ',.0f')} tok/s | mfu {fmt(s['mfu'], '.3f')}"
+        )
+
+    # ------------------------------------------------------------------ entry
+
+    def run(self) -> dict:
+        try:
+            self.setup()
+            try:
+                return self.train()
+            except _Stop:
+                return self.result
+        except AblateError as e:
+            msg = " ".join(str(e).split())
+            self._record_failure(msg, exit_code=EXIT_USER_ERROR)
+            raise
+        except Exception:
+            self._record_failure(_tail(traceback.format_exc()), exit_code=EXIT_FAILED)
+            raise
+        finally:
+            self._restore_signals()
+            if self.metrics is not None:
+                self.metrics.close()
+            self.log.close()
+            dist_mod.shutdown(self.dinfo)
+
+    def _record_failure(self, error: str, exit_code: int) -> None:
+        if not self.is_main:
+            return
+        try:
+            self.log(f"FAILED at iteration {self.iter}: {error.strip().splitlines()[-1] if error.strip() else error}")
+        except Exception:
+            pass
+        try:
+            if self.jd.path.is_dir():
+                self.write_summary(results.FAILED, error=error, failed_iter=self.iter, exit_code=exit_code)
+        except Exception:
+            pass
+
+
+def _describe(ds) -> Any:
+    try:
+        return ds.describe()
+    except Exception as e:  # a description is informative only
+        return f"<describe failed: {type(e).__name__}>"
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (int, float, str)):
+        return obj.item()
+    return obj
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _seed_all(seed: int, device: Optional[torch.device] = None) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def run_job(job_dir: str | Path, *, rank: Optional[int] = None, world_size: Optional[int] = None,
+            local_rank: Optional[int] = None) -> dict:
+    """Train the job in ``job_dir`` (or resume it from its checkpoint) and return its summary.
+
+    The returned dict is what summary.json holds plus ``exit_code``: 0 completed, 1 failed
+    (non-finite loss), 3 stopped by a signal after checkpointing (resumable). A job directory
+    with DONE is not retrained (exit_code 0, ``already_done`` true). Exceptions are recorded in
+    summary.json (status failed, traceback tail) and then re-raised: an AblateError means a user
+    mistake (exit code 2 at the command line), anything else a failure (exit code 1).
+    """
+    jd = JobDir(Path(job_dir))
+    dinfo = dist_mod.resolve(rank, world_size, local_rank)
+    if jd.is_done():
+        if dinfo.is_main:
+            print(f"{jd.path}: already complete (DONE exists); not retraining", flush=True)
+        summary = jd.read_summary() or {}
+        summary.update(exit_code=EXIT_COMPLETED, already_done=True)
+        return summary
+    if not jd.path.is_dir():
+        raise ConfigError(f"{jd.path}: no such job directory")
+    return Trainer(jd.path, dinfo).run()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ablate.train",
+        description="Train one job directory (config.yaml inside). Exit codes: 0 completed, 1 failed, "
+                    "2 user error, 3 stopped by a signal after checkpointing (run again to resume).",
+    )
+    parser.add_argument("job_dir", help="job directory holding config.yaml")
+    args = parser.parse_args(argv)
+    try:
+        summary = run_job(args.job_dir)
+    except AblateError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except Exception:
+        traceback.print_exc()
+        return EXIT_FAILED
+    return int(summary.get("exit_code", EXIT_COMPLETED))

@@ -1,0 +1,161 @@
+"""Write matrix directories in the documented format, the way the trainer and matrix runner do,
+through ablate.results (Manifest, JobDir.write_summary, MetricsWriter)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ablate import results as R
+
+
+@dataclass
+class Job:
+    step: str
+    architecture: str
+    best: Optional[float]
+    seed: int = 1
+    name: Optional[str] = None
+    status: str = R.COMPLETED
+    rmlp_w_rec: Optional[list[float]] = None   # per layer
+    ra_w_rec: Optional[list[list[float]]] = None  # per layer, per head
+    evals: int = 6
+    eval_every: int = 100
+    ms_per_iter: float = 2572.0
+    world_size: int = 1
+    device: str = "cpu"
+    resumed: int = 0
+    error: Optional[str] = None
+    failed_iter: Optional[int] = None
+    write_summary: bool = True
+    write_metrics: bool = True
+    done: Optional[bool] = None            # default: status == completed
+    manifest_status: Optional[str] = None  # default: status
+    summary_overrides: dict = field(default_factory=dict)
+    git_sha: str = "0123456789abcdef0123456789abcdef01234567"
+
+    @property
+    def job_name(self) -> str:
+        return self.name or (self.step if self.seed == 1 else f"{self.step}_seed{self.seed}")
+
+
+def _curve(job: Job) -> list[float]:
+    """Validation losses that fall to ``best`` at the last eval."""
+    if job.best is None:
+        return []
+    return [job.best + 0.5 * (job.evals - 1 - i) / max(job.evals - 1, 1) for i in range(job.evals)]
+
+
+def write_job(mdir: Path, job: Job) -> R.JobDir:
+    jd = R.JobDir(mdir / job.job_name)
+    jd.path.mkdir(parents=True, exist_ok=True)
+    model = {"n_layer": len(job.rmlp_w_rec or job.ra_w_rec or [0, 0]), "n_head": 2,
+             "attention": "ra" if job.ra_w_rec is not None else "causal",
+             "mlp": "rmlp" if job.rmlp_w_rec is not None else "standard"}
+    config = {"step": {"name": job.step, "architecture": job.architecture, "description": None},
+              "seed": job.seed, "model": model, "optim": {"lr": 6e-4}, "budget": {"train_seconds": 7200.0}}
+    jd.config.write_text(yaml.safe_dump(config, sort_keys=False))
+    R.atomic_write_json(jd.env, {"git_sha": job.git_sha, "git_dirty": False, "torch": "2.5.0",
+                                 "python": "3.11.2", "hostname": "box", "device_name": job.device,
+                                 "device_count": job.world_size, "world_size": job.world_size})
+    curve = _curve(job)
+    last_iter = (len(curve) - 1) * job.eval_every if curve else 0
+    gates: dict[str, Any] = {}
+    if job.rmlp_w_rec is not None:
+        gates["rmlp_w_rec"] = job.rmlp_w_rec
+        gates["rmlp_w_std"] = [1.0] * len(job.rmlp_w_rec)
+    if job.ra_w_rec is not None:
+        gates["ra_w_rec"] = job.ra_w_rec
+        gates["ra_w_std"] = [[1.0] * len(layer) for layer in job.ra_w_rec]
+    tokens_per_iter = 65536
+    if job.write_metrics and curve:
+        with R.MetricsWriter(jd.metrics) as w:
+            for i, loss in enumerate(curve):
+                it = i * job.eval_every
+                sec = it * job.ms_per_iter / 1000.0
+                w.write({"kind": "train", "iter": it, "tokens_seen": it * tokens_per_iter, "train_seconds": sec,
+                         "loss/train": loss + 0.05, "lr": 6e-4, "time/ms_per_iter": job.ms_per_iter,
+                         "throughput/tokens_per_s": tokens_per_iter / job.ms_per_iter * 1000.0,
+                         "throughput/mfu": 0.31, "memory/peak_mb": 20000.0 + i})
+                rec = {"kind": "eval", "iter": it, "tokens_seen": it * tokens_per_iter, "train_seconds": sec,
+                       "loss/val": loss, "loss/val_best": min(curve[: i + 1])}
+                for layer, v in enumerate(job.rmlp_w_rec or []):
+                    rec[f"gates/{layer}/rmlp_w_rec"] = v
+                    rec[f"gates/{layer}/rmlp_w_std"] = 1.0
+                for layer, heads in enumerate(job.ra_w_rec or []):
+                    rec[f"gates/{layer}/ra_w_rec"] = heads
+                    rec[f"gates/{layer}/ra_w_std"] = [1.0] * len(heads)
+                w.write(rec)
+    if job.write_summary:
+        summary = {
+            "step": job.step, "architecture": job.architecture, "seed": job.seed, "status": job.status,
+            "best_val_loss": job.best, "best_val_iter": last_iter if curve else None,
+            "final_val_loss": curve[-1] if curve else None, "iterations": last_iter,
+            "tokens_seen": last_iter * tokens_per_iter, "train_seconds": last_iter * job.ms_per_iter / 1000.0,
+            "ms_per_iter": job.ms_per_iter, "tokens_per_s": tokens_per_iter / job.ms_per_iter * 1000.0,
+            "mfu": 0.31, "peak_memory_mb": 20000.0, "world_size": job.world_size, "device": job.device,
+            "device_count": job.world_size, "precision": "bf16", "resumed": job.resumed,
+            "gates": gates, "error": job.error, "failed_iter": job.failed_iter,
+        }
+        summary.update(job.summary_overrides)
+        jd.write_summary(summary)
+    if job.done if job.done is not None else job.status == R.COMPLETED:
+        jd.mark_done()
+    return jd
+
+
+def make_matrix(root: Path, jobs: list[Job], name: str = "test_matrix_results_20251111_170325",
+                **manifest_fields: Any) -> Path:
+    mdir = Path(root) / name
+    mdir.mkdir(parents=True)
+    manifest = R.Manifest.create(mdir, **manifest_fields)
+    for job in jobs:
+        manifest.add_job(job.job_name, [f"step={job.step}", f"seed={job.seed}"], step=job.step, seed=job.seed,
+                         status=job.manifest_status or job.status,
+                         exit_code=0 if job.status == R.COMPLETED else (1 if job.status == R.FAILED else None),
+                         error=job.error)
+        write_job(mdir, job)
+    return mdir
+
+
+def seed_jobs() -> list[Job]:
+    """The seed document's four steps with its numbers (R-MLP-validation-results.md)."""
+    return [
+        Job("V0", "Baseline", 3.7521, world_size=4, device="NVIDIA A10G"),
+        Job("V16", "RA v5 only", 3.38, ra_w_rec=[[0.1, 0.2], [0.3, -0.2]], ms_per_iter=2572.0),
+        Job("V17", "RA + frozen", 3.38, ra_w_rec=[[0.1, 0.1], [0.0, 0.2]], rmlp_w_rec=[-0.05, -0.032]),
+        Job("V18", "RA + R-MLP", 3.3222, ra_w_rec=[[0.2, 0.0], [0.1, 0.3]], rmlp_w_rec=[0.57, -0.57, 0.264, 0.264],
+            ms_per_iter=2576.0),
+    ]
+
+
+def table_rows(markdown: str, first_header: str = "| Step ") -> list[list[str]]:
+    """Cells of the first pipe table whose header starts with ``first_header``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def header_cells(markdown: str, first_header: str = "| Step ") -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith(first_header))
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def section(markdown: str, title: str) -> str:
+    """Text of a ``## title`` section up to the next ``## `` heading."""
+    parts = markdown.split(f"\n## {title}\n", 1)
+    assert len(parts) == 2, f"no section {title!r}"
+    return parts[1].split("\n## ", 1)[0]
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj)

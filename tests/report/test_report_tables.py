@@ -1,0 +1,237 @@
+"""The report's tables from matrix directories written in the documented format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from report_factory import Job, make_matrix, section, seed_jobs, table_rows, write_job
+
+from ablate import results as R
+from ablate.report import build, render_markdown
+from ablate.report.tables import MAIN_HEADERS, rounded
+
+
+def report_of(mdir: Path, baseline=None) -> str:
+    coll, stats = build([mdir], baseline)
+    return render_markdown(coll, stats, mdir, None)
+
+
+SEED_TABLE = [
+    ["V0", "Baseline", "3.75", "-", "N/A"],
+    ["V16", "RA v5 only", "3.38", "10%", "N/A"],
+    ["V17", "RA + frozen", "3.38", "10%", "-0.041"],
+    # The seed printed 12% here; (3.7521 - 3.3222) / 3.7521 = 11.46%.
+    ["V18", "RA + R-MLP", "**3.32**", "**11%**", "**+0.132**"],
+]
+
+
+def test_seed_numbers_give_the_seed_table(tmp_path):
+    md = report_of(make_matrix(tmp_path, seed_jobs()))
+    header = md.split("## Results\n\n", 1)[1].splitlines()[0]
+    assert [c.strip() for c in header.strip("|").split("|")] == MAIN_HEADERS
+    assert table_rows(md) == SEED_TABLE
+
+
+def test_architecture_comes_from_config_not_summary(tmp_path):
+    jobs = seed_jobs()
+    jobs[1].summary_overrides = {"architecture": "typed by hand"}
+    mdir = make_matrix(tmp_path, jobs)
+    cfg = (mdir / "V16" / "config.yaml")
+    cfg.write_text(cfg.read_text().replace("RA v5 only", "RA from config"))
+    rows = table_rows(report_of(mdir))
+    assert rows[1][1] == "RA from config"
+
+
+def test_negative_improvement_and_the_honest_v16(tmp_path):
+    # LESSONS.md: V16's real best val loss was 3.84, worse than V0.
+    jobs = [Job("V0", "Baseline", 3.75), Job("V16", "RA v5 only", 3.84)]
+    rows = table_rows(report_of(make_matrix(tmp_path, jobs)))
+    assert rows[1][3] == "-2%"
+    assert rows[0][2] == "**3.75**"  # the baseline is the best row; its "-" stays plain
+    assert rows[0][3] == "-"
+
+
+def test_rounding_is_half_away_from_zero():
+    assert rounded(2.5, 0) == "3"
+    assert rounded(-2.5, 0) == "-3"
+    assert rounded(3.125, 2) == "3.13"
+    assert rounded(-0.3, 0) == "0"
+
+
+def test_improvement_uses_unrounded_losses(tmp_path):
+    # Unrounded: (3.7549 - 3.6951) / 3.7549 = 1.593% -> 2%. From the printed cells 3.75 and 3.70
+    # it would be 1.333% -> 1%.
+    jobs = [Job("V0", "Baseline", 3.7549), Job("V16", "RA", 3.6951)]
+    md = report_of(make_matrix(tmp_path, jobs))
+    assert table_rows(md)[1][2:4] == ["**3.70**", "**2%**"]
+    assert "- V0 → V16: +1.6%" in section(md, "Progression")
+
+
+def test_baseline_option_and_manifest_baseline(tmp_path):
+    mdir = make_matrix(tmp_path, seed_jobs())
+    rows = table_rows(report_of(mdir, baseline="V16"))
+    assert rows[1][3] == "-"
+    assert rows[0][3] == "-11%"  # (3.38 - 3.7521) / 3.38
+    m2 = make_matrix(tmp_path / "m2", seed_jobs(), baseline="V17")
+    assert table_rows(report_of(m2))[2][3] == "-"
+
+
+def test_manifest_order_decides_row_order(tmp_path):
+    mdir = make_matrix(tmp_path, seed_jobs(), order=["V0", "V18", "V17", "V16"])
+    assert [r[0] for r in table_rows(report_of(mdir))] == ["V0", "V18", "V17", "V16"]
+
+
+def test_progression_against_previous_and_baseline(tmp_path):
+    md = report_of(make_matrix(tmp_path, seed_jobs()))
+    prog = section(md, "Progression")
+    assert "- V17 → V18: +1.7% (3.3800 → 3.3222)" in prog  # (3.38 - 3.3222) / 3.38 = 1.71%
+    assert "- V0 → V16: +9.9% (3.7521 → 3.3800)" in prog
+    assert "V18: +11.5%" in prog
+
+
+def test_single_seed_says_there_is_no_noise_estimate(tmp_path):
+    md = report_of(make_matrix(tmp_path, seed_jobs()))
+    seeds = section(md, "Seeds and noise")
+    assert "no noise estimate" in seeds and "0.002" in seeds
+
+
+def test_gate_sections(tmp_path):
+    md = report_of(make_matrix(tmp_path, seed_jobs()))
+    rows = table_rows(md, "| Layer    |")
+    assert rows[0] == ["0", "-0.050", "+0.570"]
+    assert rows[-3:] == [["**min**", "-0.050", "-0.570"], ["**max**", "-0.032", "+0.570"],
+                         ["**mean**", "-0.041", "+0.132"]]
+    ra = table_rows(md, "| Step   | Layers x heads")
+    assert ra[0] == ["V16", "2 x 2", "+0.100", "-0.200", "+0.300"]
+
+
+def test_runs_table_hardware_and_sources(tmp_path):
+    md = report_of(make_matrix(tmp_path, seed_jobs()))
+    runs = {r[0]: r for r in table_rows(md, "| Job   | Step")}
+    assert runs["V0"][12] == "4 x NVIDIA A10G"
+    assert runs["V16"][12] == "1 x cpu"
+    assert runs["V18"][8] == "2,576.0"
+    sources = section(md, "Sources")
+    assert "`V18/config.yaml`" in sources and "0123456789abcdef" in sources
+    assert str(tmp_path.resolve()) in sources
+
+
+def test_failed_step_stays_with_its_status(tmp_path):
+    jobs = seed_jobs()
+    jobs[1].status = R.FAILED
+    jobs[1].error = "CUDA out of memory"
+    jobs[1].failed_iter = 500
+    jobs[2].status = R.FAILED
+    jobs[2].error = "killed"
+    jobs[2].best = None  # failed before its first eval
+    md = report_of(make_matrix(tmp_path, jobs))
+    rows = table_rows(md)
+    assert rows[1][2] == "3.38 (failed)"
+    assert rows[1][3] == "10% (failed)"
+    assert rows[2][2] == "failed" and rows[2][3] == "n/a"
+    assert rows[3][2] == "**3.32**"  # the best row is chosen among completed steps
+    notes = section(md, "Notes")
+    assert "V16: failed at iteration 500: CUDA out of memory" in notes
+    stab = {r[0]: r for r in table_rows(md, "| Step   | Jobs")}
+    assert stab["V16"][3] == "1" and stab["V0"][2] == "1"
+
+
+def test_launcher_failure_beats_a_frozen_running_summary(tmp_path):
+    jobs = seed_jobs()
+    jobs[3].status = R.RUNNING
+    jobs[3].manifest_status = R.FAILED
+    md = report_of(make_matrix(tmp_path, jobs))
+    assert table_rows(md)[3][2] == "3.32 (failed)"
+    assert "matrix.json says 'failed'" in section(md, "Notes")
+
+
+def test_running_and_pending_jobs(tmp_path):
+    jobs = seed_jobs()
+    jobs[3].status = R.RUNNING
+    jobs[2].status = R.PENDING
+    jobs[2].best = None
+    jobs[2].write_summary = False
+    md = report_of(make_matrix(tmp_path, jobs))
+    rows = table_rows(md)
+    assert rows[3][2] == "3.32 (running)"
+    assert rows[2][2] == "pending"
+    assert rows[1][2] == "**3.38**"
+    notes = section(md, "Notes")
+    assert "V18: still running (iteration 500)" in notes and "V17: not started" in notes
+
+
+def test_truncated_metrics_line_is_a_note(tmp_path):
+    jobs = seed_jobs()
+    mdir = make_matrix(tmp_path, jobs)
+    with open(mdir / "V18" / R.METRICS, "a") as f:
+        f.write('{"kind": "eval", "iter": 600, "loss/v')
+    coll, stats = build([mdir])
+    assert any("V18" in n and "truncated" in n for n in coll.notes)
+    assert len(coll.curves[coll.curves["key"] == "V18"]) == 6
+    assert table_rows(render_markdown(coll, stats, mdir, None)) == SEED_TABLE
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_values_derived_from_metrics_without_a_summary(tmp_path, damage):
+    jobs = seed_jobs()
+    jobs[3].done = False
+    mdir = make_matrix(tmp_path, jobs)
+    summary = mdir / "V18" / R.SUMMARY
+    if damage == "missing":
+        summary.unlink()
+    else:
+        summary.write_text('{"status": "compl')
+    md = report_of(mdir)
+    notes = section(md, "Notes")
+    assert "V18: summary.json is " + ("missing" if damage == "missing" else "unreadable") in notes
+    assert "values derived from metrics.jsonl" in notes
+    # Status comes from matrix.json (completed); values and gates from the metrics lines.
+    assert table_rows(md)[3] == SEED_TABLE[3]
+    runs = {r[0]: r for r in table_rows(md, "| Job   | Step")}
+    assert runs["V18"][5] == "500" and runs["V18"][10] == "31.0%"
+    assert "| V18   | `0123" in md and "metrics.jsonl" in section(md, "Sources")
+
+
+def test_nan_and_resumed_are_counted(tmp_path):
+    jobs = seed_jobs()
+    jobs[2].summary_overrides = {"best_val_loss": float("nan")}
+    jobs[2].status = R.FAILED
+    jobs[3].resumed = 2
+    mdir = make_matrix(tmp_path, jobs)
+    summary = json.loads((mdir / "V17" / R.SUMMARY).read_text())
+    assert summary["best_val_loss"] == "nan"  # stored as the format says
+    md = report_of(mdir)
+    stab = {r[0]: r for r in table_rows(md, "| Step   | Jobs")}
+    assert stab["V17"][6] == "1"
+    assert stab["V18"][7] == "1 (2 resumes)"
+    assert "resumed from a checkpoint 2 time(s)" in section(md, "Notes")
+
+
+def test_dead_gate_is_flagged(tmp_path):
+    jobs = seed_jobs()
+    jobs[1].ra_w_rec = [[0.0, 0.0], [0.0, 0.0]]
+    md = report_of(make_matrix(tmp_path, jobs))
+    assert "V16: every RA w_rec value is exactly +0" in section(md, "Notes")
+
+
+def test_rmlp_step_without_gate_values_says_so(tmp_path):
+    jobs = seed_jobs()
+    mdir = make_matrix(tmp_path, jobs)
+    summary = json.loads((mdir / "V18" / R.SUMMARY).read_text())
+    summary["gates"] = {}
+    R.JobDir(mdir / "V18").write_summary(summary)
+    lines = (mdir / "V18" / R.METRICS).read_text().splitlines()
+    stripped = [json.dumps({k: v for k, v in json.loads(x).items() if not k.startswith("gates/")}) for x in lines]
+    (mdir / "V18" / R.METRICS).write_text("\n".join(stripped) + "\n")
+    assert table_rows(report_of(mdir))[3][4] == "not recorded"
+
+
+def test_directory_without_manifest_is_scanned(tmp_path):
+    mdir = tmp_path / "copied"
+    for job in seed_jobs():
+        write_job(mdir, job)
+    coll, stats = build([mdir])
+    assert coll.order == ["V0", "V16", "V17", "V18"]
+    assert any("no matrix.json" in n for n in coll.notes)

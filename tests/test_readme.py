@@ -1,0 +1,44 @@
+"""README.md's commands are the ones CI runs, and every config name it mentions exists."""
+
+from __future__ import annotations
+
+import re
+
+from readme_commands import REPO, readme_commands
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    _, test_cmd = readme_commands()
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert test_cmd in ci, ".ci/run must run README.md's test command verbatim"
+
+
+def test_run_command_is_the_four_step_smoke_matrix():
+    run_cmd, _ = readme_commands()
+    assert "experiment=smoke" in run_cmd and "step=V0,V16,V17,V18" in run_cmd and "--multirun" in run_cmd
+
+
+def test_every_step_the_readme_names_has_a_config_file():
+    text = (REPO / "README.md").read_text()
+    examples = set(re.findall(r"# conf/step/(V\d+)\.yaml", text))  # composed by the test below
+    for step in set(re.findall(r"step=((?:V\d+,?)+)", text)):
+        for name in set(step.strip(",").split(",")) - examples:
+            assert (REPO / "conf" / "step" / f"{name}.yaml").is_file(), name
+
+
+def test_the_readme_example_step_is_one_yaml_file_that_composes(tmp_path, monkeypatch):
+    import shutil
+
+    from ablate.matrix.compose import build_jobs
+
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```yaml\n# conf/step/(V\d+)\.yaml\n(.*?)```", text, flags=re.S)
+    assert block, "README.md should show how to add a step"
+    name, body = block.group(1), block.group(2)
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "step" / f"{name}.yaml").write_text(body)
+    monkeypatch.setenv("ABLATE_CONF_DIR", str(conf))
+    jobs = build_jobs(["experiment=smoke", f"step=V0,{name}"], multirun=True)
+    assert [j.name for j in jobs] == ["V0", name]
+    assert jobs[1].cfg.model.attention == "ra" and jobs[1].cfg.model.ra_rank == 8
