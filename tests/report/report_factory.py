@@ -3,7 +3,6 @@ through ablate.results (Manifest, JobDir.write_summary, MetricsWriter)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -59,8 +58,9 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
     config = {"step": {"name": job.step, "architecture": job.architecture, "description": None},
               "seed": job.seed, "model": model, "optim": {"lr": 6e-4}, "budget": {"train_seconds": 7200.0}}
     jd.config.write_text(yaml.safe_dump(config, sort_keys=False))
-    R.atomic_write_json(jd.env, {"git_sha": job.git_sha, "git_dirty": False, "torch": "2.5.0",
-                                 "python": "3.11.2", "hostname": "box", "device_name": job.device,
+    # The trainer's shape (src/ablate/train/env.py): git facts nested, "device" for the name.
+    R.atomic_write_json(jd.env, {"git": {"sha": job.git_sha, "dirty": False, "root": "/src"}, "torch": "2.5.0",
+                                 "python": "3.11.2", "hostname": "box", "device": job.device,
                                  "device_count": job.world_size, "world_size": job.world_size})
     curve = _curve(job)
     last_iter = (len(curve) - 1) * job.eval_every if curve else 0
@@ -155,7 +155,3 @@ def section(markdown: str, title: str) -> str:
     parts = markdown.split(f"\n## {title}\n", 1)
     assert len(parts) == 2, f"no section {title!r}"
     return parts[1].split("\n## ", 1)[0]
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj)

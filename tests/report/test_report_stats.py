@@ -22,6 +22,8 @@ def test_t_quantile_matches_tables(df, expected):
 def test_t_quantile_properties():
     assert t_quantile(0.975, 1e7) == pytest.approx(1.959964, abs=1e-5)  # the normal limit
     assert t_quantile(0.025, 4) == pytest.approx(-2.7764, abs=1e-4)
+    assert t_cdf(-2.7764, 4) == pytest.approx(0.025, abs=1e-5)
+    assert t_cdf(0.0, 3) == pytest.approx(0.5)
     q = t_quantile(0.975, 2.4)  # Welch gives non-integer df
     assert T975[3] < q < T975[2]
     assert t_cdf(q, 2.4) == pytest.approx(0.975, abs=1e-10)
@@ -83,11 +85,16 @@ def test_multi_seed_markdown(tmp_path):
     assert main["V17"][3] == "0% (within noise)"  # -0.04% rounds to 0
     assert main["V18"][2:4] == ["**3.60**", "**4%**"]
     seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
-    # [100 * (0.04 -+ 0.0226696) / 3.75] = [+0.46%, +1.67%]
-    assert seeds["V16"] == ["V16", "3", "3.7100", "0.0100", "3.7000", "3.7200", "+1.1%", "[+0.5%, +1.7%]", "better"]
+    # 100 * 0.04 / 3.75 = 1.0667%; [100 * (0.04 -+ 0.0226696) / 3.75] = [+0.4621%, +1.6712%]
+    assert seeds["V16"] == ["V16", "3", "3.7100", "0.0100", "3.7000", "3.7200", "+1.07%", "[+0.46%, +1.67%]", "better"]
     assert seeds["V17"][-1] == "within noise"
     assert seeds["V18"][-1] == "no interval (n < 2 for V18)"
     assert "no noise estimate" not in md
+    prog = table_rows(section(md, "Progression"))
+    assert prog[0] == ["V16", "V0 (previous, baseline)", "3.7500 → 3.7100", "-0.0400", "+1.1%", "[+0.46%, +1.67%]"]
+    v17_vs_v16 = prog[1]
+    assert v17_vs_v16[:2] == ["V17", "V16 (previous)"] and v17_vs_v16[4] == "-1.1%"  # (3.71 - 3.751667) / 3.71
+    assert prog[3][:2] == ["V18", "V17 (previous)"] and prog[3][5] == "-"  # V18 has one seed
 
 
 def test_seeds_from_two_matrices_are_pooled(tmp_path):

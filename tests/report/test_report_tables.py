@@ -235,3 +235,47 @@ def test_directory_without_manifest_is_scanned(tmp_path):
     coll, stats = build([mdir])
     assert coll.order == ["V0", "V16", "V17", "V18"]
     assert any("no matrix.json" in n for n in coll.notes)
+
+
+def test_trainer_error_traceback_and_notes_become_one_line_notes(tmp_path):
+    jobs = seed_jobs()
+    jobs[1].status = R.FAILED
+    jobs[1].error = "Traceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: loss is NaN\n"
+    jobs[1].failed_iter = 120
+    jobs[3].summary_overrides = {"notes": ["resumed at iteration 300 with world size 1"],
+                                 "post_training_error": "Traceback ...\nValueError: bad format"}
+    notes = section(report_of(make_matrix(tmp_path, jobs)), "Notes")
+    assert "- V16: failed at iteration 120: RuntimeError: loss is NaN\n" in notes
+    assert "V18: trainer: resumed at iteration 300 with world size 1" in notes
+    assert "V18: a step after training failed (the result was saved first): ValueError: bad format" in notes
+
+
+def test_flat_env_keys_are_read_too(tmp_path):
+    mdir = make_matrix(tmp_path, seed_jobs())
+    R.atomic_write_json(mdir / "V16" / R.ENV, {"git_sha": "feedbeef", "git_dirty": True, "device_name": "NVIDIA H100",
+                                               "world_size": 8})
+    summary = json.loads((mdir / "V16" / R.SUMMARY).read_text())
+    summary.update(device=None, world_size=None)
+    R.JobDir(mdir / "V16").write_summary(summary)
+    md = report_of(mdir)
+    runs = {r[0]: r for r in table_rows(md, "| Job   | Step")}
+    assert runs["V16"][12] == "8 x NVIDIA H100"
+    assert "`feedbeef (dirty)`" in section(md, "Sources")
+
+
+def test_malformed_gates_cost_one_job_its_numbers_not_the_report(tmp_path):
+    jobs = seed_jobs()
+    jobs[2].summary_overrides = {"gates": {"ra_w_rec": [1.0, 2.0]}}  # per layer must be a list of heads
+    md = report_of(make_matrix(tmp_path, jobs))
+    rows = table_rows(md)
+    assert rows[2][:3] == ["V17", "?", "unreadable"]
+    assert rows[3] == SEED_TABLE[3]
+    assert "V17: could not be read (TypeError" in section(md, "Notes")
+
+
+def test_pipe_in_a_label_does_not_split_the_cell(tmp_path):
+    jobs = seed_jobs()
+    jobs[1].architecture = "RA | v5"
+    md = report_of(make_matrix(tmp_path, jobs))
+    line = next(x for x in md.splitlines() if x.startswith("| V16 "))
+    assert "RA \\| v5" in line and line.count(" | ") == 4

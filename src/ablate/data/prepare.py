@@ -133,6 +133,8 @@ def open_documents(spec: PrepareSpec) -> Iterator[str]:
         first = next(it, None)
     except DataError:
         raise
+    except StopIteration:  # datasets raises it for an empty json file
+        return
     except Exception as e:  # hub/network/parse errors come in many types
         raise _hf_error(spec, e) from None
     if first is None:

@@ -107,7 +107,8 @@ def render_markdown(coll: Collection, stats: dict[str, StepStats], where: Path,
         "## Runs", "", T.runs_table(coll), "",
         "Iterations, tokens seen and train seconds are as recorded at the run's last summary or "
         "metrics line; train seconds count training iterations only. ms/iter, tokens/s and MFU are "
-        "the last logged values; peak memory is per rank. World size x device is what the run recorded.",
+        "averages over the run's timed iterations (summary.json; for a job without one, the last "
+        "logged interval). Peak memory is rank 0's, in MiB. World size x device is what the run recorded.",
         "",
         "## Gates", "",
         "### R-MLP w_rec per layer", "", T.rmlp_section(coll, stats), "",

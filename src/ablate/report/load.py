@@ -8,6 +8,7 @@ file must not hide the other runs. Only user mistakes (no jobs at all, no usable
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ JOB_COLUMNS = [
     "nan", "has_rmlp", "rmlp_w_rec", "rmlp_w_rec_mean", "ra_w_rec", "git_sha", "git_dirty",
     "config_path", "source",
 ]
+_TEXT_COLUMNS = ["step", "architecture", "seed", "status", "error", "world_size", "device", "device_count",
+                 "precision", "resumed", "git_sha", "git_dirty", "config_path", "source"]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss"]
 
 # Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
@@ -53,6 +56,8 @@ class Collection:
 
 def _num(value: Any) -> float:
     """A stored number as float, NaN when absent or unreadable (pandas-friendly)."""
+    if type(value) is float:  # the common case, half a million times on a big matrix
+        return value
     try:
         out = R.as_float(value)
     except R.ResultsFormatError:
@@ -61,7 +66,8 @@ def _num(value: Any) -> float:
 
 
 def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+    # numbers.Real also admits numpy scalars, which pandas hands back from its columns.
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _gates_from_summary(gates: Any) -> dict:
@@ -274,12 +280,11 @@ def _read_job(
     elif status == R.COMPLETED and not jd.is_done():
         notes.append(f"{label}: completed per summary.json but the DONE marker is missing "
                      f"(interrupted while finishing?)")
-    if s.get("post_training_error"):
+    trainer_notes = s.get("notes") if isinstance(s.get("notes"), list) else []
+    if s.get("post_training_error") and not any("post-training" in str(n) for n in trainer_notes):
         notes.append(f"{label}: a step after training failed (the result was saved first): "
                      f"{_last_line(s['post_training_error'])}")
-    trainer_notes = s.get("notes")
-    if isinstance(trainer_notes, list):
-        notes.extend(f"{label}: trainer: {_last_line(n)}" for n in trainer_notes if n)
+    notes.extend(f"{label}: trainer: {_last_line(n)}" for n in trainer_notes if n)
     if _finite(row["resumed"]) and row["resumed"] > 0:
         notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
 
@@ -336,7 +341,16 @@ def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collecti
         steps_here: list[str] = []
         for jd, entry in pairs:
             key = f"{mdir.name}/{jd.name}" if multi else jd.name
-            row, curve = _read_job(mdir, jd, entry, key, notes)
+            try:
+                row, curve = _read_job(mdir, jd, entry, key, notes)
+            except Exception as e:  # a malformed file must cost one job its numbers, not the report
+                notes.append(f"{key}: could not be read ({type(e).__name__}: {e}); shown without numbers")
+                row = {c: None for c in JOB_COLUMNS}
+                row.update(key=key, matrix_dir=str(mdir), job=jd.name, job_dir=str(jd.path),
+                           step=str(entry.get("step") or jd.name.split("_")[0]), seed=entry.get("seed"),
+                           status="unreadable", nan=False, has_rmlp=False, source="-",
+                           **{n: math.nan for n in _NUMERIC}, rmlp_w_rec_mean=math.nan)
+                curve = []
             rows.append(row)
             curves.extend(curve)
             if row["step"] not in steps_here:
@@ -357,6 +371,9 @@ def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collecti
 
     chosen, reason = _resolve_baseline(per_matrix_steps, baseline, notes)
     jobs = pd.DataFrame(rows, columns=JOB_COLUMNS)
+    # pandas turns None into NaN in some columns; text columns keep None so "missing" stays falsy.
+    for col in _TEXT_COLUMNS:
+        jobs[col] = jobs[col].astype(object).where(jobs[col].notna(), None)
     curve_df = pd.DataFrame(curves, columns=CURVE_COLUMNS)
     return Collection(list(matrix_dirs), jobs, curve_df, order, chosen, reason, notes)
 

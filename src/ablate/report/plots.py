@@ -51,13 +51,17 @@ def _val_loss(coll: Collection, x: str, xlabel: str, title: str, path: Path) -> 
     colors = _colors(coll.order)
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
-    labelled: set[str] = set()
-    # One line per job; seeds of a step share a colour and one legend entry.
-    for key, g in curves.groupby("key", sort=False):
-        step = g["step"].iloc[0]
-        ax.plot(g[x].to_numpy(), g["val_loss"].to_numpy(), color=colors.get(step), linewidth=1.2,
-                alpha=0.85, label=None if step in labelled else step)
-        labelled.add(step)
+    # One Line2D per step, jobs separated by NaN breaks: a thousand seeds draw in one call, and
+    # seeds of a step share a colour and one legend entry.
+    import numpy as np
+
+    for step, g in curves.groupby("step", sort=False):
+        xs, ys = [], []
+        for _, job in g.groupby("key", sort=False):
+            xs += [job[x].to_numpy(), [np.nan]]
+            ys += [job["val_loss"].to_numpy(), [np.nan]]
+        ax.plot(np.concatenate(xs), np.concatenate(ys), color=colors.get(step), linewidth=1.2,
+                alpha=0.85, label=step)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss")
     ax.set_title(title)

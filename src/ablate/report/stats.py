@@ -199,7 +199,7 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
             if len(used) == 0 and (sub["status"] == R.COMPLETED).any():
                 flag = "no finite loss"
         counts = sub["status"].value_counts().to_dict()
-        archs = [a for a in dict.fromkeys(sub["architecture"]) if a is not None]
+        archs = [a for a in dict.fromkeys(sub["architecture"]) if isinstance(a, str)]
         resumed = pd.to_numeric(sub["resumed"], errors="coerce").fillna(0)
         rm_src = used if len(used) else sub
         ra_layers = None

@@ -7,6 +7,7 @@ printed value is the stored one rounded the way a reader rounds by hand.
 from __future__ import annotations
 
 import math
+import numbers
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -19,13 +20,16 @@ from ablate.report.load import Collection, relpath
 from ablate.report.stats import REFERENCE_STD, Comparison, StepStats, compare
 
 MAIN_HEADERS = ["Step", "Architecture", "Best Val Loss", "Improvement", "RMLP w_rec"]
+# Seed noise is ~0.002 on a loss near 3.5, i.e. ~0.05%: intervals need two decimals to show it.
+CI_DIGITS = 2
 
 
 # --------------------------------------------------------------------------- number formats
 
 
 def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    # numbers.Real also admits numpy scalars, which pandas hands back from its columns.
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def rounded(x: float, digits: int) -> str:
@@ -62,6 +66,8 @@ def fmt_num(x: Any, digits: int = 0, thousands: bool = True) -> str:
 
 def pipe(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     # disable_numparse: cells are already formatted strings; tabulate must not re-round them.
+    # A "|" inside a label (architecture names are free text) would split the cell: escape it.
+    rows = [[str(c).replace("|", "\\|") for c in row] for row in rows]
     return tabulate(rows, headers=list(headers), tablefmt="pipe", disable_numparse=True)
 
 
@@ -165,7 +171,7 @@ def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
             impr, ci, verdict = "-", "-", "baseline"
         else:
             c = compare(st, base)
-            impr = fmt_pct(c.pct, 1, plus=True) if not math.isnan(c.pct) else "n/a"
+            impr = fmt_pct(c.pct, CI_DIGITS, plus=True) if not math.isnan(c.pct) else "n/a"
             ci, verdict = _interval_cells(c, st, base)
         rows.append([
             step, str(st.n), rounded(st.mean, 4) if st.values else "-",
@@ -189,7 +195,7 @@ def _interval_cells(c: Comparison, st: StepStats, ref: StepStats) -> tuple[str, 
         short = [s.step for s in (ref, st) if s.n < 2]
         return "-", f"no interval (n < 2 for {', '.join(short)})" if short else "no interval"
     lo, hi = c.pct_interval  # type: ignore[misc]
-    ci = f"[{fmt_pct(lo, 1, plus=True)}, {fmt_pct(hi, 1, plus=True)}]"
+    ci = f"[{fmt_pct(lo, CI_DIGITS, plus=True)}, {fmt_pct(hi, CI_DIGITS, plus=True)}]"
     if c.interval.low == c.interval.high:
         return ci, "no spread (identical losses across seeds)"
     if c.interval.within_noise:
@@ -222,7 +228,7 @@ def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
             ci = "-"
             if c.interval is not None:
                 lo, hi = c.pct_interval  # type: ignore[misc]
-                ci = f"[{fmt_pct(lo, 1, plus=True)}, {fmt_pct(hi, 1, plus=True)}]"
+                ci = f"[{fmt_pct(lo, CI_DIGITS, plus=True)}, {fmt_pct(hi, CI_DIGITS, plus=True)}]"
                 if c.interval.within_noise and c.interval.low != c.interval.high:
                     ci += " within noise"
             flag = f" ({c.flag})" if c.flag else ""
@@ -239,10 +245,9 @@ def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     text = pipe(rows, ["Step", "Against", "Best val loss", "Loss change", "Improvement", "95% interval"])
     text += ("\n\nImprovement = (reference - step) / reference best val loss: positive means the step's "
              "loss is lower. Steps follow the matrix order.\n\n")
-    text += "\n".join(bullets)
     if total:
-        text += f"\n- Against the baseline {coll.baseline}: " + ", ".join(total)
-    return text
+        bullets.append(f"- Against the baseline {coll.baseline}: " + ", ".join(total))
+    return text + "\n".join(bullets)
 
 
 def _loss_pair(ref: StepStats, st: StepStats) -> str:

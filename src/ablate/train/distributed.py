@@ -61,8 +61,13 @@ def resolve(rank: Optional[int] = None, world_size: Optional[int] = None,
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, local_world_size=local_world)
 
 
-def init(info: DistInfo, device: torch.device, timeout_s: float = 1800.0) -> None:
-    """Join (or create) the default process group when the job has more than one rank."""
+def init(info: DistInfo, device: torch.device, timeout_s: float = 900.0) -> None:
+    """Join (or create) the default process group when the job has more than one rank.
+
+    ``timeout_s`` bounds how long a rank waits in a collective for the others (first-iteration
+    compile, rank 0 writing a checkpoint): if a rank dies outside torchrun (which stops the other
+    ranks itself), the survivors fail after this long instead of hanging.
+    """
     if not info.enabled:
         return
     info.backend = "nccl" if device.type == "cuda" else "gloo"

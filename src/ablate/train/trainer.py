@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import threading
 import time
@@ -59,7 +60,7 @@ from typing import Any, Optional
 import torch
 
 from ablate import results
-from ablate.config import load_job_config, to_container
+from ablate.config import load_job_config
 from ablate.errors import AblateError, ConfigError
 from ablate.results import JobDir, MetricsWriter
 from ablate.train import checkpoint as ckpt_mod
@@ -137,6 +138,7 @@ class Trainer:
         self.gates: dict = {}
         self.optim_record: Optional[dict] = None
         self.notes: list[str] = []
+        self.last_eval_iter: Optional[int] = None
 
     # ------------------------------------------------------------------ summary
 
@@ -259,7 +261,10 @@ class Trainer:
         # Model: identical init on every rank.
         seed = int(cfg.seed)
         _seed_all(seed)
-        model = models.build_model(cfg.model)
+        try:
+            model = models.build_model(cfg.model)
+        except models.ModelConfigError as e:
+            raise ConfigError(str(e)) from None
         model.to(dev.device)
         self.raw_model = model
         self.flops_per_token = float(model.flops_per_token())
@@ -280,7 +285,13 @@ class Trainer:
         if self.dinfo.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.train_model = DDP(fwd, device_ids=[dev.device.index] if dev.is_cuda else None)
+            # Buffers are created identically on every rank (same seed); no per-forward broadcast.
+            import inspect
+
+            no_buffer_sync = ({"forward_sync_buffers": False}
+                              if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+                              else {"broadcast_buffers": False})
+            self.train_model = DDP(fwd, device_ids=[dev.device.index] if dev.is_cuda else None, **no_buffer_sync)
         else:
             self.train_model = fwd
 
@@ -455,6 +466,7 @@ class Trainer:
     def _eval_and_record(self) -> None:
         t0 = time.perf_counter()
         val = self.evaluate()
+        self.last_eval_iter = self.iter
         self.final_val_loss = val
         if math.isfinite(val) and (self.best_val_loss is None or val < self.best_val_loss):
             self.best_val_loss = val
@@ -483,7 +495,6 @@ class Trainer:
     def train(self) -> dict:
         cfg, dev, dinfo = self.cfg, self.dev, self.dinfo
         b = cfg.budget
-        tpi = int(cfg.optim.tokens_per_iter)
         box = float(b.train_seconds) if b.train_seconds else None
         max_iters = int(b.max_iters) if b.max_iters else None
         log_every, eval_every = int(b.log_interval), int(b.eval_interval)
@@ -491,7 +502,7 @@ class Trainer:
         ck_secs = float(b.checkpoint_interval_seconds) if b.checkpoint_interval_seconds else None
         clip = float(cfg.optim.grad_clip)
         n_micro = self.grad_accum
-        sync_every_iter = not dev.is_cuda
+        sync_every_iter = _sync_every_iter(dev)
         model, opt, sched = self.train_model, self.optimizer, self.schedule
         ddp = dinfo.enabled
         device = dev.device
@@ -577,11 +588,14 @@ class Trainer:
             dist_mod.all_reduce(vec, "max", dinfo)
             elapsed, sig, since_ckpt, bad = vec.tolist()
             # Collective clock: every rank now holds the same elapsed time.
-            if not first and it > sync_iter and (it - seg_timed_from) > 0:
+            if not first and it > sync_iter:
+                # Seconds per iteration since the last sync point (collective values only, so every
+                # rank computes the same estimate). CPU syncs every iteration: smooth the noise.
                 dt_iter = (elapsed - sync_elapsed) / (it - sync_iter)
-                t_iter = dt_iter if t_iter is None or sync_every_iter is False else 0.8 * t_iter + 0.2 * dt_iter
-                if t_iter is not None and dt_iter > 0 and sync_every_iter:
-                    pass
+                if t_iter is None or not sync_every_iter:
+                    t_iter = dt_iter
+                else:
+                    t_iter = 0.8 * t_iter + 0.2 * dt_iter
             self.train_seconds = elapsed
             sync_iter, sync_elapsed = it, elapsed
 
@@ -590,7 +604,8 @@ class Trainer:
                 bad_iter = int(bad)
                 loss_val = self._reduce_loss(loss_iter)
                 self.last_train_loss = loss_val
-                self._log_train(it, loss_val, lr, grad_norm, log_elapsed, log_timed, box, max_iters) if is_log else None
+                if is_log:
+                    self._log_train(it, loss_val, lr, grad_norm, log_elapsed, log_timed, box, max_iters)
                 msg = (f"non-finite training loss at iteration {bad_iter} (loss {loss_val} at iteration {it}); "
                        f"the run diverged: lower optim.lr (now {cfg.optim.lr}) or check the data")
                 self.log(f"FAILED: {msg}")
@@ -695,7 +710,7 @@ class Trainer:
     # ------------------------------------------------------------------ the end
 
     def _complete(self) -> dict:
-        if self.final_val_loss is None or (self.best_val_iter is not None and self.best_val_iter > self.iter):
+        if self.last_eval_iter != self.iter:
             self._eval_and_record()
         # The measured result goes to disk first; nothing after this may lose it.
         result = self.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
@@ -781,6 +796,22 @@ def _plain(obj: Any) -> Any:
     if hasattr(obj, "item") and not isinstance(obj, (int, float, str)):
         return obj.item()
     return obj
+
+
+def _sync_every_iter(dev: DeviceSetup) -> bool:
+    """Sync at every iteration (CPU default) or only at sync points (CUDA default).
+
+    ``ABLATE_TRAIN_SYNC=every|sparse`` overrides the default; the tests use ``sparse`` to run the
+    CUDA bookkeeping (planned stop, sparse collective checks) on CPU.
+    """
+    mode = os.environ.get("ABLATE_TRAIN_SYNC", "auto").strip().lower()
+    if mode == "every":
+        return True
+    if mode == "sparse":
+        return False
+    if mode not in ("", "auto"):
+        raise ConfigError(f"ABLATE_TRAIN_SYNC={mode!r} is not one of auto, every, sparse")
+    return not dev.is_cuda
 
 
 def _signal_name(signum: int) -> str:

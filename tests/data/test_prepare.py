@@ -1,0 +1,278 @@
+"""prepare: local jsonl/parquet/text through the real `datasets` streaming path -> llm.c shards
+that round-trip; deterministic for any worker count; resumable after a crash or a SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ablate.data import get_gpt2_encoding, read_header, read_shard
+from ablate.data import prepare as P
+from ablate.data.shards import HEADER_BYTES, shard_sha256
+from ablate.errors import DataError
+
+SHARD = 9000  # tokens per shard: ~60k tokens of docs -> 7 shards
+
+
+def spec_for(files, fmt=None, **kw) -> P.PrepareSpec:
+    files = P.expand_data_files([str(f) for f in files])
+    return P.PrepareSpec(source="files", data_files=files, file_format=fmt or P.infer_format(files),
+                         shard_tokens=kw.pop("shard_tokens", SHARD), **kw)
+
+
+def expected_text(docs):
+    return "".join("<|endoftext|>" + d for d in docs)
+
+
+def folder_state(folder: Path) -> dict:
+    """Every file of a prepared folder -> its bytes (meta.json included)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _write_jsonl(path, docs):
+    with open(path, "w") as f:
+        for i, d in enumerate(docs):
+            f.write(json.dumps({"id": i, "text": d}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory, docs):
+    root = tmp_path_factory.mktemp("ref")
+    src = _write_jsonl(root / "docs.jsonl", docs)
+    out = root / "out"
+    meta = P.prepare(out, spec_for([src]), workers=0, progress=False)
+    return src, out, meta
+
+
+def test_jsonl_roundtrip(ref, docs):
+    src, out, meta = ref
+    enc = get_gpt2_encoding()
+    assert meta["complete"] and meta["documents"] == len(docs)
+    names = [s["file"] for s in meta["shards"]]
+    assert names[0] == "data_val_000000.bin" and names[1] == "data_train_000001.bin"
+    assert [s["split"] for s in meta["shards"]] == ["val"] + ["train"] * (len(names) - 1)
+    assert all(s["tokens"] == SHARD for s in meta["shards"][:-1])
+    for s in meta["shards"]:
+        f = out / s["file"]
+        header = np.fromfile(f, dtype="<i4", count=256)
+        assert list(header[:3]) == [20240520, 1, s["tokens"]] and not header[3:].any()
+        assert f.stat().st_size == HEADER_BYTES + 2 * s["tokens"]
+        assert shard_sha256(f) == s["sha256"]
+        assert int(np.max(read_shard(f))) == s["max_token_id"]
+    allt = np.concatenate([np.asarray(read_shard(out / n)) for n in names])
+    assert len(allt) == meta["tokens"] == meta["val_tokens"] + meta["train_tokens"]
+    assert enc.decode(allt.tolist()) == expected_text(docs)
+    # separators: exactly one 50256 before each document, none inside ("<|endoftext|>" as text)
+    starts = np.nonzero(allt == 50256)[0]
+    assert len(starts) == len(docs) and starts[0] == 0
+    pieces = np.split(allt, starts[1:])
+    assert [enc.decode(p[1:].tolist()) for p in pieces] == docs
+    # meta positions: shard k starts where shard k-1 ended
+    for a, b in zip(meta["shards"], meta["shards"][1:]):
+        assert a["end"] == b["start"]
+    assert json.loads((out / "meta.json").read_text()) == meta
+
+
+def test_parquet_and_workers_give_identical_shards(ref, docs, tmp_path, dh):
+    _, out_ref, meta_ref = ref
+    pq = dh.write_parquet(tmp_path / "docs.parquet", docs)
+    out = tmp_path / "pq"
+    meta = P.prepare(out, spec_for([pq]), workers=2, progress=False)
+    assert meta["spec"]["file_format"] == "parquet"
+    assert [s["sha256"] for s in meta["shards"]] == [s["sha256"] for s in meta_ref["shards"]]
+    for s in meta["shards"]:
+        assert (out / s["file"]).read_bytes() == (out_ref / s["file"]).read_bytes()
+
+
+def test_text_files_are_documents_in_sorted_order(tmp_path):
+    d = tmp_path / "txt"
+    d.mkdir()
+    texts = {"b.txt": "second file\nwith two lines\n", "a.txt": "first file", "c.txt": "third"}
+    for name, t in texts.items():
+        (d / name).write_text(t)
+    out = tmp_path / "out"
+    meta = P.prepare(out, spec_for([d / "*.txt"], shard_tokens=5), workers=0, progress=False)
+    allt = np.concatenate([np.asarray(read_shard(out / s["file"])) for s in meta["shards"]])
+    assert get_gpt2_encoding().decode(allt.tolist()) == expected_text(
+        [texts["a.txt"], texts["b.txt"], texts["c.txt"]])
+
+
+def test_total_tokens_limit(ref, tmp_path):
+    src, out_ref, meta_ref = ref
+    out = tmp_path / "lim"
+    total = 2 * SHARD + 123
+    meta = P.prepare(out, spec_for([src], total_tokens=total), workers=0, progress=False)
+    assert [s["tokens"] for s in meta["shards"]] == [SHARD, SHARD, 123]
+    assert meta["tokens"] == total
+    head = np.asarray(read_shard(out_ref / meta_ref["shards"][2]["file"]))[:123]
+    assert np.array_equal(np.asarray(read_shard(out / meta["shards"][2]["file"])), head)
+
+
+def test_resume_after_injected_failure(ref, monkeypatch, tmp_path):
+    """Crash while writing shard 3 (a torn temp file is left); the rerun keeps shards 0-2
+    untouched, skips their documents without tokenizing them, and ends byte-identical."""
+    src, out_ref, meta_ref = ref
+    out = tmp_path / "crash"
+    real_write = P.write_shard
+    calls = {"n": 0}
+
+    def failing_write(path, tokens):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            Path(path).with_name(f".{Path(path).name}.999999999.dead.tmp").write_bytes(b"torn")
+            raise RuntimeError("injected crash")
+        return real_write(path, tokens)
+
+    monkeypatch.setattr(P, "write_shard", failing_write)
+    with pytest.raises(RuntimeError, match="injected"):
+        P.prepare(out, spec_for([src]), workers=0, progress=False)
+    partial = json.loads((out / "meta.json").read_text())
+    assert not partial["complete"] and len(partial["shards"]) == 3
+    kept = {n: (out / n).stat().st_mtime_ns for n in (s["file"] for s in partial["shards"])}
+
+    monkeypatch.setattr(P, "write_shard", real_write)
+    tokenized = []
+    real_tok = P.tokenize_document
+    monkeypatch.setattr(P, "tokenize_document", lambda t: tokenized.append(t) or real_tok(t))
+    meta = P.prepare(out, spec_for([src]), workers=0, progress=False)
+    assert meta == meta_ref
+    assert folder_state(out) == folder_state(out_ref)  # no temp files left either
+    assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept
+    skipped = partial["shards"][-1]["end"][0]
+    assert skipped > 0 and len(tokenized) == meta_ref["documents"] - skipped
+    # a third run finds everything done and writes nothing
+    tokenized.clear()
+    assert P.prepare(out, spec_for([src]), workers=0, progress=False) == meta_ref
+    assert tokenized == []
+
+
+def test_resume_after_sigkill(ref, tmp_path):
+    """A real SIGKILL (with tokenizer worker processes) in the middle of writing shard 3."""
+    src, out_ref, meta_ref = ref
+    out = tmp_path / "killed"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from ablate.data import prepare as P
+        real = P.write_shard
+        n = [0]
+        def write(path, tokens):
+            n[0] += 1
+            if n[0] == 3:
+                tmp = Path(path).with_name("." + Path(path).name + "." + str(os.getpid()) + ".x.tmp")
+                tmp.write_bytes(b"partial")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(path, tokens)
+        P.write_shard = write
+        files = P.expand_data_files([{str(src)!r}])
+        spec = P.PrepareSpec(source="files", data_files=files, file_format="json",
+                             shard_tokens={SHARD})
+        P.prepare({str(out)!r}, spec, workers=2, progress=False)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == -9, r.stderr
+    assert len(json.loads((out / "meta.json").read_text())["shards"]) == 2
+    assert list(out.glob(".*.tmp"))  # the torn file is there ...
+    meta = P.prepare(out, spec_for([src]), workers=2, progress=False)
+    assert meta == meta_ref
+    assert folder_state(out) == folder_state(out_ref)  # ... and gone, all identical
+
+
+def test_changed_shard_is_rewritten(ref, tmp_path):
+    import shutil
+
+    src, out_ref, meta_ref = ref
+    out = tmp_path / "copy"
+    shutil.copytree(out_ref, out)
+    victim = out / meta_ref["shards"][2]["file"]
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 1
+    victim.write_bytes(bytes(data))
+    assert P.prepare(out, spec_for([src]), workers=0, progress=False) == meta_ref
+    assert folder_state(out) == folder_state(out_ref)
+
+
+def test_other_settings_in_same_folder_refused(ref, tmp_path):
+    src, out_ref, _ = ref
+    with pytest.raises(DataError, match=r"meta\.json: .*prepared with other settings.*shard_tokens"):
+        P.prepare(out_ref, spec_for([src], shard_tokens=SHARD + 1), workers=0, progress=False)
+
+
+def test_huggingface_spec_streams_through_load_dataset(ref, monkeypatch, tmp_path, docs):
+    """The finewebedu path calls datasets.load_dataset(hf_path, name=config, split, streaming)."""
+    import datasets
+
+    src, out_ref, meta_ref = ref
+    calls = []
+    real = datasets.load_dataset
+
+    def fake(path, name=None, split=None, streaming=False, **kw):
+        calls.append((path, name, split, streaming))
+        return real("json", data_files=[str(src)], split="train", streaming=True)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    spec = P.PrepareSpec(source="huggingface", hf_path="HuggingFaceFW/fineweb-edu",
+                         hf_config="sample-10BT", split="train", shard_tokens=SHARD,
+                         total_tokens=SHARD + 10, prefix="finewebedu")
+    meta = P.prepare(tmp_path / "fw", spec, workers=0, progress=False)
+    assert calls == [("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", True)]
+    assert [s["file"] for s in meta["shards"]] == ["finewebedu_val_000000.bin",
+                                                   "finewebedu_train_000001.bin"]
+    assert meta["shards"][0]["sha256"] == meta_ref["shards"][0]["sha256"]
+
+
+def test_hub_unreachable_is_a_data_error(monkeypatch, tmp_path):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'HuggingFaceFW/fineweb-edu' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    spec = P.PrepareSpec(source="huggingface", hf_path="HuggingFaceFW/fineweb-edu",
+                         hf_config="sample-10BT", split="train")
+    with pytest.raises(DataError, match=r"^HuggingFaceFW/fineweb-edu \(sample-10BT, train\): "
+                                        r"cannot stream.*network"):
+        P.prepare(tmp_path / "fw", spec, workers=0, progress=False)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(DataError, match=r"nothing\*\.jsonl: no file matches"):
+        P.expand_data_files([str(tmp_path / "nothing*.jsonl")])
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match=r"x\.csv: unknown file type"):
+        P.infer_format([str(tmp_path / "x.csv")])
+    f = tmp_path / "notext.jsonl"
+    f.write_text(json.dumps({"body": "hi"}) + "\n")
+    with pytest.raises(DataError, match=r"notext\.jsonl: documents have no 'text' field.*--text-field"):
+        P.prepare(tmp_path / "o", spec_for([f]), workers=0, progress=False)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError, match="no documents"):
+        P.prepare(tmp_path / "o2", spec_for([empty]), workers=0, progress=False)
+
+
+def test_cli_prepare_and_errors(ref, tmp_path, capsys):
+    from ablate.data.__main__ import main, parse_count
+
+    assert parse_count("100M") == 100_000_000 and parse_count("10B") == 10**10
+    assert parse_count("2.5k") == 2500
+    src, out_ref, meta_ref = ref
+    out = tmp_path / "cli"
+    main(["-q", "prepare", "--source", "files", "--files", str(src), "--out", str(out),
+          "--shard-tokens", str(SHARD), "--workers", "0"])
+    assert json.loads((out / "meta.json").read_text()) == meta_ref
+    with pytest.raises(SystemExit) as e:
+        main(["-q", "prepare", "--source", "files", "--out", str(out)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith("error: prepare --source files: give the input")
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "prepare" in capsys.readouterr().out

@@ -1,0 +1,24 @@
+"""Fixtures of the trainer tests; helpers live in train_helpers.py (importable whatever pytest's
+import mode)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_helpers import make_job  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory) -> Path:
+    """One uninterrupted 1-process run of TINY (in-process), shared by the comparison tests."""
+    from ablate.train import run_job
+
+    job = make_job(tmp_path_factory.mktemp("reference"), "ref")
+    result = run_job(job)
+    assert result["status"] == "completed", result
+    return job

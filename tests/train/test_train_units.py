@@ -1,0 +1,194 @@
+"""Unit tests of the trainer's parts: optimizer groups, batch arithmetic, schedule, checkpoint
+RNG states, peak FLOP/s table. No training here."""
+
+from __future__ import annotations
+
+import math
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import models
+from ablate.errors import ConfigError
+from ablate.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from ablate.train.device import peak_flops
+from ablate.train.optim import Schedule, build_optimizer, grad_accum_for, param_groups
+
+TINY_MODEL = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, rmlp_rank=8)
+STEPS = {
+    "V0": dict(attention="causal", mlp="standard"),
+    "V16": dict(attention="ra", mlp="standard"),
+    "V17": dict(attention="ra", mlp="rmlp", rmlp_frozen=True),
+    "V18": dict(attention="ra", mlp="rmlp"),
+}
+
+
+def optim_cfg(**kw):
+    base = dict(lr=1e-3, min_lr=1e-4, warmup_iters=10, weight_decay=0.1, decay_embeddings=False,
+                decay_gates=False, beta1=0.9, beta2=0.95, eps=1e-8)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def build(step: str):
+    return models.build_model({**TINY_MODEL, **STEPS[step]})
+
+
+# --------------------------------------------------------------------------- weight-decay groups
+
+
+@pytest.mark.parametrize("step", ["V0", "V16", "V17", "V18"])
+def test_decay_goes_to_matrix_weights_only(step):
+    model = build(step)
+    _, rec = param_groups(model, optim_cfg())
+    groups = {g["name"]: g for g in rec["groups"]}
+    decayed = set(groups["decay"]["names"])
+    matrices = {n for n, p in model.named_parameters() if p.requires_grad and model.param_kind(n) == "matrix"}
+    assert decayed == matrices
+    assert groups["decay"]["weight_decay"] == 0.1 and groups["no_decay"]["weight_decay"] == 0.0
+    # every nn.Linear weight that trains is decayed; no bias / LayerNorm / embedding / gate is
+    for name in decayed:
+        assert name.endswith(".weight") and "ln" not in name and "wte" not in name and "wpe" not in name
+    for name in groups["no_decay"]["names"]:
+        assert model.param_kind(name) in ("embedding", "gate", "other")
+    if step != "V0":
+        gates = [n for n in groups["no_decay"]["names"] if model.param_kind(n) == "gate"]
+        assert gates, "RA/R-MLP gates must be in the optimizer (undecayed by default)"
+
+
+def test_embedding_and_gate_flags():
+    model = build("V18")
+    _, rec = param_groups(model, optim_cfg(decay_embeddings=True, decay_gates=True))
+    decay = {g["name"]: g for g in rec["groups"]}["decay"]
+    kinds = {model.param_kind(n) for n in decay["names"]}
+    assert kinds == {"matrix", "embedding", "gate"}
+    assert "transformer.wte.weight" in decay["names"]
+    _, rec = param_groups(model, optim_cfg(decay_embeddings=False, decay_gates=True))
+    decay = {g["name"]: g for g in rec["groups"]}["decay"]
+    assert {model.param_kind(n) for n in decay["names"]} == {"matrix", "gate"}
+
+
+def test_frozen_v17_weights_are_not_in_the_optimizer():
+    model = build("V17")
+    opt, rec = build_optimizer(model, optim_cfg(), "cpu")
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen, "V17 must have frozen reciprocal weights"
+    assert set(rec["frozen"]["names"]) == frozen
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    for n, p in model.named_parameters():
+        assert (id(p) in in_opt) == p.requires_grad, n
+    listed = [n for g in rec["groups"] for n in g["names"]]
+    assert not frozen & set(listed)
+    assert sum(g["params"] for g in rec["groups"]) + rec["frozen"]["params"] == model.num_params()
+
+
+# --------------------------------------------------------------------------- batch arithmetic
+
+
+def test_grad_accum_keeps_the_global_batch():
+    assert grad_accum_for(65536, 1024, 8, 4) == 2
+    assert grad_accum_for(65536, 1024, 8, 1) == 8
+    assert grad_accum_for(128, 32, 2, 2) == 1
+
+
+def test_grad_accum_error_names_the_numbers_and_a_fix():
+    with pytest.raises(ConfigError) as e:
+        grad_accum_for(65536, 1024, 6, 4)
+    msg = str(e.value)
+    assert "65536" in msg and "1024 x 6 x 4 = 24576" in msg
+    assert "49152 or 73728" in msg  # the multiples around it
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_schedule_by_iterations():
+    s = Schedule(optim_cfg(warmup_iters=10), max_iters=110, box_seconds=None)
+    assert s.by_iters
+    assert s(0) == pytest.approx(1e-4)  # (0 + 1) / 10 * lr
+    assert s(9) == pytest.approx(1e-3)
+    assert s(10) == pytest.approx(1e-3)
+    assert s(60) == pytest.approx(1e-4 + 0.5 * 0.9e-3)  # half-way: cos(pi/2) = 0
+    assert s(110) == pytest.approx(1e-4)
+    assert s(500) == pytest.approx(1e-4)  # stays at min_lr
+
+
+def test_schedule_by_time_ends_at_the_box():
+    s = Schedule(optim_cfg(warmup_iters=5), max_iters=None, box_seconds=100.0)
+    assert not s.by_iters
+    t_w = 10.0  # training time used by warmup
+    assert s(5, elapsed=10.0, warmup_end_elapsed=t_w) == pytest.approx(1e-3)
+    assert s(1000, elapsed=55.0, warmup_end_elapsed=t_w) == pytest.approx(1e-4 + 0.5 * 0.9e-3)
+    assert s(1000, elapsed=100.0, warmup_end_elapsed=t_w) == pytest.approx(1e-4)
+    # the iteration count does not matter in time mode, only elapsed training time
+    assert s(50, elapsed=77.0, warmup_end_elapsed=t_w) == s(5000, elapsed=77.0, warmup_end_elapsed=t_w)
+
+
+def test_schedule_follows_max_iters_when_both_are_set():
+    s = Schedule(optim_cfg(warmup_iters=0), max_iters=100, box_seconds=10.0)
+    assert s.by_iters
+    assert s(50, elapsed=9.9) == pytest.approx(1e-4 + 0.5 * 0.9e-3)
+
+
+def test_schedule_needs_a_budget():
+    with pytest.raises(ConfigError):
+        Schedule(optim_cfg(), max_iters=None, box_seconds=None)
+
+
+# --------------------------------------------------------------------------- checkpoint
+
+
+def test_checkpoint_rng_roundtrip_weights_only(tmp_path):
+    torch.manual_seed(123)
+    np.random.seed(5)
+    random.seed(7)
+    torch.rand(3), np.random.rand(2), random.random()
+    state = capture_rng(torch.device("cpu"))
+    expect = (torch.rand(4), np.random.rand(3), [random.random() for _ in range(3)])
+    save_checkpoint(tmp_path / "ck.pt", {"rng": [state], "state": {"iter": 7}})
+    assert not list(tmp_path.glob(".ck.pt.*")), "temporary file left behind"
+    ck = load_checkpoint(tmp_path / "ck.pt")  # weights_only=True inside
+    assert ck["state"]["iter"] == 7
+    torch.manual_seed(999), np.random.seed(999), random.seed(999)
+    restore_rng(ck["rng"][0], torch.device("cpu"))
+    got = (torch.rand(4), np.random.rand(3), [random.random() for _ in range(3)])
+    assert torch.equal(got[0], expect[0])
+    assert np.array_equal(got[1], expect[1])
+    assert got[2] == expect[2]
+
+
+def test_checkpoint_corrupt_is_a_clear_error(tmp_path):
+    from ablate.errors import AblateError
+
+    (tmp_path / "ck.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(AblateError, match="delete it to restart"):
+        load_checkpoint(tmp_path / "ck.pt")
+    assert load_checkpoint(tmp_path / "missing.pt") is None
+
+
+# --------------------------------------------------------------------------- device peaks
+
+
+@pytest.mark.parametrize("name,precision,expect", [
+    ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
+    ("NVIDIA A10G", "bf16", 70e12),
+    ("NVIDIA A10", "bf16", 125e12),
+    ("NVIDIA H100 80GB HBM3", "bf16", 989e12),
+    ("NVIDIA H100 PCIe", "bf16", 756e12),
+    ("NVIDIA H200", "bf16", 989e12),
+    ("NVIDIA L4", "bf16", 121e12),
+    ("Tesla V100-SXM2-16GB", "bf16", 125e12),
+    ("NVIDIA A100-SXM4-80GB", "fp32", 156e12),
+    ("cpu (Intel Xeon)", "fp32", None),
+    ("Some Future GPU", "bf16", None),
+])
+def test_peak_flops_table(name, precision, expect):
+    got = peak_flops(name, precision, tf32=True)
+    assert got == expect if expect is None else math.isclose(got, expect)
+
+
+def test_peak_flops_fp32_without_tf32_is_unknown():
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "fp32", tf32=False) is None

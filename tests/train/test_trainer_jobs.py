@@ -1,0 +1,282 @@
+"""End-to-end trainer tests: real (tiny) jobs, in-process and through the CLI / torchrun.
+
+Exact-equality tests use iteration budgets (budget.max_iters): in a time box the learning rate
+follows elapsed training time, which differs between any two runs.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+import torch
+from train_helpers import (
+    curve,
+    make_job,
+    records,
+    run_cli,
+    start_cli,
+    summary,
+    train_records,
+    val_curve,
+    wait_for_iter,
+)
+
+from ablate import results
+from ablate.train import main, run_job
+
+
+@pytest.fixture(scope="session")
+def reference_dropout(tmp_path_factory):
+    """An uninterrupted in-process run with dropout 0.1 (so RNG state matters on resume)."""
+    job = make_job(tmp_path_factory.mktemp("reference-dropout"), "ref", model__dropout=0.1)
+    assert run_job(job)["status"] == "completed"
+    return job
+
+
+def assert_same_curves(job, ref, tol=0.0):
+    got, want = curve(job), curve(ref)
+    assert [i for i, _ in got] == [i for i, _ in want], "logged iterations differ"
+    for (i, a), (_, b) in zip(got, want):
+        assert abs(a - b) <= tol, f"train loss at iteration {i}: {a} vs {b}"
+    gv, wv = val_curve(job), val_curve(ref)
+    assert [i for i, _ in gv] == [i for i, _ in wv]
+    for (i, a), (_, b) in zip(gv, wv):
+        assert abs(a - b) <= tol, f"val loss at iteration {i}: {a} vs {b}"
+
+
+# --------------------------------------------------------------------------- the files of a run
+
+
+def test_reference_run_writes_the_documented_files(reference):
+    s = summary(reference)
+    for key in results.SUMMARY_KEYS:
+        assert key in s, key
+    assert s["status"] == "completed" and s["exit_code"] == 0
+    assert s["iterations"] == 12 and s["tokens_seen"] == 12 * 128
+    assert s["step"] == "V0" and s["architecture"] == "Baseline" and s["seed"] == 1
+    assert s["world_size"] == 1 and s["device"].startswith("cpu") and s["precision"] == "fp32"
+    assert s["mfu"] is None and s["peak_memory_mb"] is None  # CPU: no peak, no CUDA memory
+    assert s["best_val_loss"] == min(v for _, v in val_curve(reference))
+    assert s["final_val_loss"] == val_curve(reference)[-1][1]
+    assert s["gates"] == {}  # V0 has no gates
+    assert s["timed_iters"] == 11  # the first iteration is warm-up, outside the measured time
+    assert (reference / "DONE").is_file() and (reference / "checkpoint.pt").is_file()
+    tr = train_records(reference)
+    assert [r["iter"] for r in tr] == list(range(1, 13))
+    for key in ("tokens_seen", "train_seconds", "loss/train", "lr", "time/ms_per_iter",
+                "throughput/tokens_per_s", "throughput/mfu", "memory/peak_mb"):
+        assert key in tr[-1], key
+    assert tr[-1]["loss/train"] < tr[0]["loss/train"], "tiny model should learn something in 12 steps"
+    ev = records(reference, "eval")
+    assert [r["iter"] for r in ev] == [6, 12]
+    assert not any(k.startswith("gates/") for k in ev[0])
+    env = json.loads((reference / "env.json").read_text())
+    for key in ("git", "python", "torch", "hostname", "device", "device_count", "world_size", "optim_groups"):
+        assert key in env, key
+    log = (reference / "train.log").read_text()
+    assert "optim group decay" in log and "ms/iter" in log and "tok/s" in log
+
+
+# --------------------------------------------------------------------------- DDP
+
+
+def test_ddp_two_processes_give_the_one_process_curve(reference, tmp_path):
+    job = make_job(tmp_path)  # same config: 2 ranks x 1 micro-step = 1 rank x 2 micro-steps
+    r = run_cli(job, nproc=2)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = summary(job)
+    assert s["world_size"] == 2 and s["status"] == "completed"
+    assert json.loads((job / "env.json").read_text())["world_size"] == 2
+    assert_same_curves(job, reference, tol=1e-5)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def test_same_seed_same_curve_different_seed_differs(reference_dropout, tmp_path):
+    same = make_job(tmp_path, "same", model__dropout=0.1)
+    run_job(same)
+    assert_same_curves(same, reference_dropout)  # exactly, dropout included
+    other = make_job(tmp_path, "other", model__dropout=0.1, seed=2, budget__max_iters=3, budget__eval_interval=3)
+    run_job(other)
+    a, b = curve(other), curve(reference_dropout)[:3]
+    assert all(x[1] != y[1] for x, y in zip(a, b)), (a, b)
+
+
+# --------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("signame,sync", [("SIGTERM", "every"), ("SIGUSR1", "every"), ("SIGUSR2", "sparse")])
+def test_signal_checkpoints_exits_3_and_resumes_exactly(reference_dropout, tmp_path, signame, sync):
+    job = make_job(tmp_path, model__dropout=0.1)
+    proc = start_cli(job, ABLATE_TRAIN_SYNC=sync)
+    wait_for_iter(job, proc, 3)
+    proc.send_signal(getattr(signal, signame))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out[-3000:]
+    s = summary(job)
+    assert s["status"] == "running" and s["stopped_by"] == signame and s["exit_code"] == 3
+    stopped = s["iterations"]
+    assert 3 <= stopped < 12, stopped
+    ck = torch.load(job / "checkpoint.pt", weights_only=True)
+    assert ck["state"]["iter"] == stopped
+    assert not (job / "DONE").exists()
+
+    r = run_cli(job)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = summary(job)
+    assert s["status"] == "completed" and s["resumed"] == 1 and s["iterations"] == 12
+    assert_same_curves(job, reference_dropout)
+    assert s["best_val_loss"] == summary(reference_dropout)["best_val_loss"]
+
+
+def test_kill9_between_checkpoints_resumes_exactly(reference, tmp_path):
+    job = make_job(tmp_path)  # checkpoints at iterations 4 and 8
+    proc = start_cli(job)
+    wait_for_iter(job, proc, 6)
+    proc.kill()
+    proc.wait(timeout=30)
+    ck_iter = torch.load(job / "checkpoint.pt", weights_only=True)["state"]["iter"]
+    logged = max(r["iter"] for r in train_records(job))
+    assert ck_iter < logged, "the kill must land between checkpoints for this test to mean anything"
+    assert summary(job)["status"] == "running"
+
+    r = run_cli(job)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert_same_curves(job, reference)  # records past the checkpoint were dropped and re-logged
+    s = summary(job)
+    assert s["resumed"] == 1 and s["status"] == "completed"
+    assert s["best_val_loss"] == summary(reference)["best_val_loss"]
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_nan_loss_fails_with_the_iteration(tmp_path):
+    over = dict(optim__lr=1e6, optim__min_lr=1e6, optim__warmup_iters=0, budget__max_iters=40,
+                budget__eval_interval=100, budget__checkpoint_interval_iters=None)
+    job = make_job(tmp_path, "cli", **over)
+    r = run_cli(job)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    s = summary(job)
+    assert s["status"] == "failed" and s["exit_code"] == 1
+    assert isinstance(s["failed_iter"], int) and 1 <= s["failed_iter"] < 40
+    assert "non-finite" in s["error"]
+    assert not (job / "DONE").exists()
+    # Checking only at sparse sync points (the CUDA mode) must find the same first bad iteration.
+    sparse = make_job(tmp_path, "sparse", **{**over, "budget__log_interval": 10})
+    import os
+
+    os.environ["ABLATE_TRAIN_SYNC"] = "sparse"
+    try:
+        res = run_job(sparse)
+    finally:
+        del os.environ["ABLATE_TRAIN_SYNC"]
+    assert res["exit_code"] == 1 and res["status"] == "failed"
+    assert res["failed_iter"] == s["failed_iter"]
+
+
+def test_failure_after_training_keeps_the_completed_result(tmp_path, monkeypatch):
+    from ablate.train import trainer
+
+    def boom(self, s):
+        raise RuntimeError("the final progress print exploded")
+
+    monkeypatch.setattr(trainer.Trainer, "_final_report", boom)
+    job = make_job(tmp_path, budget__max_iters=3, budget__eval_interval=3)
+    res = run_job(job)
+    assert res["exit_code"] == 0
+    s = summary(job)
+    assert s["status"] == "completed" and s["iterations"] == 3
+    assert s["best_val_loss"] is not None and s["final_val_loss"] is not None
+    assert "the final progress print exploded" in s["post_training_error"]
+    assert (job / "DONE").is_file()
+
+
+def test_batch_that_does_not_divide_is_a_user_error(tmp_path):
+    job = make_job(tmp_path, hardware__micro_batch=3)  # 128 tokens / (32 x 3) does not divide
+    r = run_cli(job)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), r.stderr
+    assert "tokens_per_iter=128" in errors[0] and "32 x 3 x 1 = 96" in errors[0] and "96 or 192" in errors[0]
+    assert "Traceback" not in r.stderr
+    s = summary(job)
+    assert s["status"] == "failed" and "tokens_per_iter" in s["error"]
+    assert not (job / "checkpoint.pt").exists() and not records(job)
+
+
+def test_done_job_is_not_retrained(tmp_path, capsys):
+    job = make_job(tmp_path)
+    results.JobDir(job).write_summary({"status": "completed", "best_val_loss": 1.5})
+    results.JobDir(job).mark_done()
+    before = (job / "summary.json").read_text()
+    assert main([str(job)]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert not (job / "metrics.jsonl").exists() and not (job / "checkpoint.pt").exists()
+    assert (job / "summary.json").read_text() == before
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def test_v18_gates_in_eval_records_and_summary(tmp_path):
+    import models
+
+    over = dict(model__attention="ra", model__mlp="rmlp", step__name="V18", step__architecture="RA + R-MLP",
+                budget__max_iters=4, budget__eval_interval=2)
+    job = make_job(tmp_path, **over)
+    s = run_job(job)
+    n_layer, n_head = 2, 2
+    evals = records(job, "eval")
+    assert [e["iter"] for e in evals] == [2, 4]
+    for e in evals:
+        for layer in range(n_layer):
+            for key in ("ra_w_std", "ra_w_rec"):
+                v = e[f"gates/{layer}/{key}"]
+                assert isinstance(v, list) and len(v) == n_head and all(isinstance(x, float) for x in v)
+            for key in ("rmlp_w_std", "rmlp_w_rec"):
+                assert isinstance(e[f"gates/{layer}/{key}"], float)
+    g = summary(job)["gates"]
+    assert set(g) == {"ra_w_std", "ra_w_rec", "rmlp_w_std", "rmlp_w_rec"}
+    assert len(g["ra_w_rec"]) == n_layer and len(g["ra_w_rec"][0]) == n_head and len(g["rmlp_w_rec"]) == n_layer
+    last = evals[-1]
+    assert g["ra_w_rec"][1] == last["gates/1/ra_w_rec"] and g["rmlp_w_rec"][0] == last["gates/0/rmlp_w_rec"]
+    assert s["architecture"] == "RA + R-MLP"
+    # the gates trained: they moved away from their initial values
+    init = models.build_model(dict(n_layer=2, n_head=2, n_embd=64, block_size=32, attention="ra", mlp="rmlp"))
+    assert init.gate_stats()["rmlp_w_rec"] != g["rmlp_w_rec"]
+    assert init.gate_stats()["ra_w_rec"] != g["ra_w_rec"]
+
+
+# --------------------------------------------------------------------------- the time box
+
+
+def test_time_box_of_20_seconds_under_ddp(tmp_path):
+    """Two ranks, CUDA-style sparse syncs (stop planned from the measured iteration time)."""
+    box = 20.0
+    job = make_job(tmp_path, budget__train_seconds=box, budget__max_iters=None, budget__log_interval=5,
+                   budget__eval_interval=40, budget__checkpoint_interval_iters=None,
+                   budget__checkpoint_interval_seconds=6.0, optim__warmup_iters=5)
+    t0 = time.monotonic()
+    r = run_cli(job, nproc=2, timeout=180, ABLATE_TRAIN_SYNC="sparse")
+    wall = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = summary(job)
+    assert s["status"] == "completed" and s["world_size"] == 2
+    assert abs(s["train_seconds"] - box) <= 0.02 * box, s["train_seconds"]
+    assert s["iterations"] == s["timed_iters"] + 1  # exactly one warm-up iteration
+    assert s["tokens_seen"] == s["iterations"] * 128
+    assert s["warmup_seconds"] > 0 and s["eval_seconds"] > 0 and s["checkpoint_seconds"] > 0
+    assert wall > box + s["eval_seconds"] + s["checkpoint_seconds"] * 0.5
+    assert s["ms_per_iter"] == pytest.approx(1000 * s["train_seconds"] / s["timed_iters"])
+    tr = train_records(job)
+    assert tr[-1]["iter"] == s["iterations"] and tr[-1]["train_seconds"] == pytest.approx(s["train_seconds"])
+    # the schedule ends with the box: the last step ran at (almost exactly) min_lr
+    assert tr[-1]["lr"] <= 3e-4 * 1.05
+    log = (job / "train.log").read_text()
+    assert "checkpoint at iteration" in log and "s left)" in log
+    assert records(job, "eval")[-1]["iter"] == s["iterations"]  # final eval
