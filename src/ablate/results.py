@@ -91,27 +91,18 @@ class ResultsFormatError(AblateError):
 # --------------------------------------------------------------------------- atomic writes
 
 
-def atomic_write_text(path: os.PathLike | str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def _file_mode() -> int:
+    # mkstemp creates 0600; results are shared with colleagues, so honour the umask like open() does.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
-    """Binary twin of atomic_write_text (plots, for instance): temporary file, fsync, rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync, rename.
+
+    A reader sees the old file or the new one, never a half-written one, even after a crash.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -119,6 +110,7 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), _file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -127,6 +119,11 @@ def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_text(path: os.PathLike | str, text: str) -> None:
+    """Text twin of atomic_write_bytes (UTF-8)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _json_default(obj: Any) -> Any:

@@ -159,6 +159,9 @@ def _job_outcome(jd: results.JobDir, code: int, error: Optional[str]) -> tuple[s
         pass
     if summary and summary.get("status") == results.FAILED:
         return results.FAILED, str(summary.get("error") or error or "failed").strip().splitlines()[-1][:500]
+    if summary and summary.get("stopped_by"):
+        # torchrun reports any worker exit other than 0 as 1, so the trainer's own record decides.
+        return INTERRUPTED, f"stopped by {summary['stopped_by']} after checkpointing"
     if code == EXIT_PREEMPTED or (error and "stopped" in error):
         return INTERRUPTED, error or "stopped after checkpointing"
     return results.FAILED, error or f"exited with code {code} without completing"
