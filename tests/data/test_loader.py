@@ -33,6 +33,7 @@ def cat(micro):
 def test_shapes_dtype_and_shift(shards):
     paths, _ = shards
     b = TrainBatches(paths, 64, 4, 3, 1, 0, 7)
+    assert all(isinstance(s, np.memmap) for s in b.shards)  # memory-mapped, never loaded whole
     micro = b.get(0)
     assert len(micro) == 3
     for x, y in micro:
@@ -91,8 +92,13 @@ def test_state_roundtrip_resumes_with_next_batch(shards):
     b.load_state_dict(state)
     assert b.iteration == 4
     assert torch.equal(cat(b.next())[0], cat(a.get(4))[0])
-    # the same global batch on another world size may resume the checkpoint
-    TrainBatches(paths, 64, 4, 1, 2, 1, seed=5).load_state_dict(state)
+    # the same global batch on another world size resumes with its share of the next batch
+    r1 = TrainBatches(paths, 64, 4, 1, 2, 1, seed=5)
+    r1.load_state_dict(state)
+    assert torch.equal(cat(r1.next())[0], cat(a.get(4))[0][4:])
+    assert r1.state_dict()["iteration"] == 5
+    with pytest.raises(DataError, match="global_batch: checkpoint 8 vs now 4"):
+        TrainBatches(paths, 64, 4, 1, 1, 0, seed=5).load_state_dict(state)
     with pytest.raises(DataError, match="seed: checkpoint 5 vs now 6"):
         TrainBatches(paths, 64, 4, 2, 1, 0, seed=6).load_state_dict(state)
     with pytest.raises(DataError, match="block_size"):

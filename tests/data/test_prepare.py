@@ -4,7 +4,6 @@ that round-trip; deterministic for any worker count; resumable after a crash or 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablate.data import get_gpt2_encoding, read_header, read_shard
+from ablate.data import get_gpt2_encoding, read_shard
 from ablate.data import prepare as P
 from ablate.data.shards import HEADER_BYTES, shard_sha256
 from ablate.errors import DataError
@@ -202,8 +201,65 @@ def test_changed_shard_is_rewritten(ref, tmp_path):
 
 def test_other_settings_in_same_folder_refused(ref, tmp_path):
     src, out_ref, _ = ref
-    with pytest.raises(DataError, match=r"meta\.json: .*prepared with other settings.*shard_tokens"):
+    before = folder_state(out_ref)
+    with pytest.raises(DataError, match=r"meta\.json: .*prepared with other settings \(differ: "
+                                        r"shard_tokens\); use another data\.path"):
         P.prepare(out_ref, spec_for([src], shard_tokens=SHARD + 1), workers=0, progress=False)
+    with pytest.raises(DataError, match=r"differ: text_field"):
+        P.prepare(out_ref, spec_for([src], text_field="body"), workers=0, progress=False)
+    assert folder_state(out_ref) == before
+
+
+def test_total_tokens_change_keeps_common_shards(ref, monkeypatch, tmp_path):
+    """Prepare 2 shards + 123 tokens, then the whole input into the same folder: the two full
+    shards are kept (not re-tokenized), the cut one is rewritten, and the folder equals an
+    uninterrupted full run. Then cut it back: equal to a fresh limited run, no stray shard."""
+    src, out_ref, meta_ref = ref
+    out = tmp_path / "grow"
+    small = P.prepare(out, spec_for([src], total_tokens=2 * SHARD + 123), workers=0,
+                      progress=False)
+    assert not small["exhausted"] and [s["tokens"] for s in small["shards"]] == [SHARD, SHARD, 123]
+    small_state = folder_state(out)
+    kept = {s["file"]: (out / s["file"]).stat().st_mtime_ns for s in small["shards"][:2]}
+
+    tokenized = []
+    real_tok = P.tokenize_document
+    monkeypatch.setattr(P, "tokenize_document", lambda t: tokenized.append(t) or real_tok(t))
+    assert P.prepare(out, spec_for([src]), workers=0, progress=False) == meta_ref
+    assert folder_state(out) == folder_state(out_ref)
+    assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept
+    assert len(tokenized) == meta_ref["documents"] - small["shards"][1]["end"][0]
+
+    tokenized.clear()
+    assert P.prepare(out, spec_for([src], total_tokens=2 * SHARD + 123), workers=0,
+                     progress=False) == small
+    assert folder_state(out) == small_state  # shards 3.. deleted, shard 2 cut again
+    # a total the input cannot fill, on a folder that holds all of it: nothing to stream
+    P.prepare(out, spec_for([src]), workers=0, progress=False)
+    tokenized.clear()
+    more = P.prepare(out, spec_for([src], total_tokens=10**9), workers=0, progress=False)
+    assert tokenized == [] and more["exhausted"] and more["spec"]["total_tokens"] == 10**9
+    assert [s["sha256"] for s in more["shards"]] == [s["sha256"] for s in meta_ref["shards"]]
+
+
+def test_read_ahead_is_bounded():
+    """The worker pool never reads the input far ahead of the consumer (a 10B-token stream
+    must not be pulled into memory), and yields documents in input order."""
+    pulled = []
+
+    def texts():
+        for i in range(100_000):
+            pulled.append(i)
+            yield f"document {i}"
+
+    stream = P._tokenized(texts(), workers=1, batch_docs=8)
+    first = [next(stream) for _ in range(3)]
+    assert len(pulled) <= (2 * 1 + 2) * 8 + 8
+    stream.close()
+    enc_ids = [P.tokenize_document(f"document {i}") for i in range(3)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, enc_ids))
+    out = list(P._tokenized((f"d {i}" for i in range(50)), workers=2, batch_docs=7))
+    assert [P.get_gpt2_encoding().decode(t[1:].tolist()) for t in out] == [f"d {i}" for i in range(50)]
 
 
 def test_huggingface_spec_streams_through_load_dataset(ref, monkeypatch, tmp_path, docs):
@@ -224,6 +280,15 @@ def test_huggingface_spec_streams_through_load_dataset(ref, monkeypatch, tmp_pat
                          total_tokens=SHARD + 10, prefix="finewebedu")
     meta = P.prepare(tmp_path / "fw", spec, workers=0, progress=False)
     assert calls == [("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", True)]
+    # meta.json records source, config, tokenizer, counts and a sha256 per shard
+    on_disk = json.loads((tmp_path / "fw" / "meta.json").read_text())
+    assert on_disk == meta and meta["complete"]
+    assert (meta["spec"]["source"], meta["spec"]["hf_path"], meta["spec"]["hf_config"],
+            meta["spec"]["split"], meta["spec"]["tokenizer"]) == (
+        "huggingface", "HuggingFaceFW/fineweb-edu", "sample-10BT", "train", "gpt2")
+    assert (meta["tokens"], meta["val_tokens"], meta["train_tokens"]) == (SHARD + 10, SHARD, 10)
+    for s in meta["shards"]:
+        assert shard_sha256(tmp_path / "fw" / s["file"]) == s["sha256"]
     assert [s["file"] for s in meta["shards"]] == ["finewebedu_val_000000.bin",
                                                    "finewebedu_train_000001.bin"]
     assert meta["shards"][0]["sha256"] == meta_ref["shards"][0]["sha256"]
@@ -239,8 +304,9 @@ def test_hub_unreachable_is_a_data_error(monkeypatch, tmp_path):
     spec = P.PrepareSpec(source="huggingface", hf_path="HuggingFaceFW/fineweb-edu",
                          hf_config="sample-10BT", split="train")
     with pytest.raises(DataError, match=r"^HuggingFaceFW/fineweb-edu \(sample-10BT, train\): "
-                                        r"cannot stream.*network"):
+                                        r"cannot stream.*network.*data=files"):
         P.prepare(tmp_path / "fw", spec, workers=0, progress=False)
+    assert not (tmp_path / "fw").exists()  # nothing is created before a document arrives
 
 
 def test_bad_inputs(tmp_path):
@@ -251,28 +317,14 @@ def test_bad_inputs(tmp_path):
         P.infer_format([str(tmp_path / "x.csv")])
     f = tmp_path / "notext.jsonl"
     f.write_text(json.dumps({"body": "hi"}) + "\n")
-    with pytest.raises(DataError, match=r"notext\.jsonl: documents have no 'text' field.*--text-field"):
+    with pytest.raises(DataError, match=r"notext\.jsonl: documents have no 'text' field.*data\.text_field"):
         P.prepare(tmp_path / "o", spec_for([f]), workers=0, progress=False)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(DataError, match="no documents"):
+    with pytest.raises(DataError, match=r"o2: the input has no documents"):
         P.prepare(tmp_path / "o2", spec_for([empty]), workers=0, progress=False)
-
-
-def test_cli_prepare_and_errors(ref, tmp_path, capsys):
-    from ablate.data.__main__ import main, parse_count
-
-    assert parse_count("100M") == 100_000_000 and parse_count("10B") == 10**10
-    assert parse_count("2.5k") == 2500
-    src, out_ref, meta_ref = ref
-    out = tmp_path / "cli"
-    main(["-q", "prepare", "--source", "files", "--files", str(src), "--out", str(out),
-          "--shard-tokens", str(SHARD), "--workers", "0"])
-    assert json.loads((out / "meta.json").read_text()) == meta_ref
-    with pytest.raises(SystemExit) as e:
-        main(["-q", "prepare", "--source", "files", "--out", str(out)])
-    assert e.value.code == 2
-    assert capsys.readouterr().err.startswith("error: prepare --source files: give the input")
-    with pytest.raises(SystemExit) as e:
-        main(["--help"])
-    assert e.value.code == 0 and "prepare" in capsys.readouterr().out
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o").exists()
+    with pytest.raises(DataError, match="shard_tokens must be positive"):
+        P.prepare(tmp_path / "o3", spec_for([f], shard_tokens=0), workers=0, progress=False)
+    with pytest.raises(DataError, match="total_tokens must be positive"):
+        P.prepare(tmp_path / "o3", spec_for([f], total_tokens=0), workers=0, progress=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablate.data import (DataConfig, ValWindows, get_gpt2_encoding, read_header, read_shard,
+from ablate.data import (DataConfig, TrainBatches, ValWindows, get_gpt2_encoding, read_header, read_shard,
                          resolve_dataset, write_shard)
 from ablate.data import corpus as C
 from ablate.errors import AblateError, DataError
@@ -46,6 +46,15 @@ def test_embedded_default(tmp_path):
     mtime = Path(ds.val_path).stat().st_mtime_ns
     assert resolve_dataset({"source": "embedded"}, 50304).val_path == ds.val_path
     assert Path(ds.val_path).stat().st_mtime_ns == mtime
+
+
+def test_corrupt_embedded_cache_says_delete_it(tmp_path):
+    ds = resolve_dataset(DataConfig(cache_dir=str(tmp_path / "c")), 50304)
+    victim = Path(ds.train_paths[0])
+    victim.write_bytes(victim.read_bytes()[:2000])
+    with pytest.raises(DataError) as e:
+        resolve_dataset(DataConfig(cache_dir=str(tmp_path / "c")), 50304)
+    one_line_error(e, str(victim), "truncated", f"delete {victim.parent} and run again")
 
 
 def test_cache_dir_config_beats_env(tmp_path):
@@ -162,9 +171,11 @@ def test_corrupt_shard(glob_dir, dh, kind):
         expect = "header says 1500 tokens"
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="shards", path=str(glob_dir / "*.bin")), 50304)
-    one_line_error(e, str(bad), expect)
+    one_line_error(e, str(bad), expect, "re-create it", "or remove it from data.path")
     with pytest.raises(DataError, match=expect):
         read_shard(bad)
+    with pytest.raises(DataError, match=expect):
+        TrainBatches([str(bad)], 16, 2, 1)
 
 
 def test_token_id_beyond_model_vocab(glob_dir):
@@ -180,16 +191,21 @@ def test_token_id_beyond_model_vocab(glob_dir):
 def test_finewebedu_not_prepared_says_how(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError) as e:
-        resolve_dataset(DataConfig(source="finewebedu"), 50304)
-    one_line_error(e, str(tmp_path / "data/finewebedu10B"), "no prepared finewebedu shards",
-                   "python -m ablate.data prepare --source finewebedu --out data/finewebedu10B")
+        resolve_dataset(DataConfig(source="finewebedu", path="data/finewebedu10B"), 50304)
+    one_line_error(e, f"{tmp_path / 'data/finewebedu10B'}: no prepared finewebedu shards here",
+                   "prepare them with: python -m ablate.data data=finewebedu")
+    assert str(e.value).endswith("prepare them with: python -m ablate.data data=finewebedu")
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="finewebedu", path="x/y", total_tokens=10**9,
                                    hf_config="sample-100BT"), 50304)
-    one_line_error(e, "--out x/y", "--hf-config sample-100BT", "--total-tokens 1000000000")
+    one_line_error(e, "python -m ablate.data data=finewebedu data.path=x/y "
+                      "data.hf_config=sample-100BT data.total_tokens=1000000000")
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="files", data_files="corpus/*.jsonl"), 50304)
-    one_line_error(e, "prepare --source files --out data/files --files 'corpus/*.jsonl'")
+    one_line_error(e, "python -m ablate.data data=files 'data.data_files=corpus/*.jsonl'")
+    with pytest.raises(DataError) as e:
+        resolve_dataset(DataConfig(source="files"), 50304)
+    one_line_error(e, "data=files data.data_files=<glob of your .jsonl/.parquet/.txt files>")
 
 
 def _prepared(tmp_path, docs, **kw):
@@ -215,27 +231,45 @@ def test_prepared_files_source(tmp_path, docs):
     (out / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="files", path=str(out)), 50304)
-    one_line_error(e, str(out), "did not finish", "re-run the same command to resume")
+    one_line_error(e, str(out), "did not finish", "re-run the same command to resume: "
+                   f"python -m ablate.data data=files data.path={out}")
+    (out / "meta.json").write_text("{not json")
+    with pytest.raises(DataError) as e:
+        resolve_dataset(DataConfig(source="files", path=str(out)), 50304)
+    one_line_error(e, str(out / "meta.json"), "unreadable", "re-run the prepare command")
 
 
 def test_prepared_shard_damaged_after_prepare(tmp_path, docs):
     out = _prepared(tmp_path, docs)
     victim = out / "data_train_000002.bin"
     victim.write_bytes(victim.read_bytes()[:-2])
+    cfg = DataConfig(source="files", path=str(out), data_files=str(tmp_path / "d.jsonl"),
+                     shard_tokens=20000)
+    fix = f"re-run the prepare command (it keeps intact shards and rewrites the rest): " \
+          f"python -m ablate.data data=files data.path={out} data.data_files={tmp_path / 'd.jsonl'} " \
+          f"data.shard_tokens=20000"
     with pytest.raises(DataError) as e:
-        resolve_dataset(DataConfig(source="files", path=str(out)), 50304)
-    one_line_error(e, str(victim), "truncated")
+        resolve_dataset(cfg, 50304)
+    one_line_error(e, str(victim), "truncated", fix)
     victim.unlink()
     with pytest.raises(DataError) as e:
-        resolve_dataset(DataConfig(source="files", path=str(out)), 50304)
-    one_line_error(e, str(victim), "not found")
+        resolve_dataset(cfg, 50304)
+    one_line_error(e, str(victim), "not found", fix)
+    # the fix works: the command's prepare rewrites exactly the damaged shard
+    from ablate.data.dataset import prepare_target
+    from ablate.data.prepare import prepare
+
+    spec, root = prepare_target(cfg)
+    prepare(root, spec, workers=0, progress=False)
+    assert resolve_dataset(cfg, 50304).train_paths[1] == str(victim)
 
 
 def test_prepared_val_only(tmp_path, docs):
     out = _prepared(tmp_path, docs, shard_tokens=10**6)
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="files", path=str(out)), 50304)
-    one_line_error(e, "only a validation shard", "--shard-tokens")
+    one_line_error(e, "only a validation shard", "raise data.total_tokens",
+                   "smaller data.shard_tokens", "python -m ablate.data data=files")
 
 
 def test_config_errors():

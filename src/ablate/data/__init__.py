@@ -6,7 +6,7 @@ batches = TrainBatches(ds.train_paths, block_size, micro_batch, grad_accum, worl
 micro = batches.get(iteration)                         # this rank's grad_accum (x, y) pairs
 val = ValWindows(ds.val_path, block_size, n_windows, world_size, rank)
 ```
-Prepare shards with ``python -m ablate.data prepare --help``.
+Prepare shards with ``python -m ablate.data data=finewebedu`` (``--help`` for the rest).
 
 Only DataConfig is imported eagerly (``ablate.config`` needs it); the rest (torch, tiktoken)
 loads on first use.

@@ -1,9 +1,28 @@
-"""``python -m ablate.data``: prepare token shards, build the embedded corpus, inspect shards.
+"""python -m ablate.data: make the token data a config names, ready to train on.
 
-  python -m ablate.data prepare --source finewebedu --out data/finewebedu10B [--total-tokens 10B]
-  python -m ablate.data prepare --source files --files 'corpus/*.jsonl' --out data/mycorpus
-  python -m ablate.data embedded            # tokenize the embedded corpus into the cache
-  python -m ablate.data info data/finewebedu10B [--verify]
+It takes the same Hydra overrides as `python -m ablate.matrix` (composed from conf/), but
+only data=..., data.<key>=... and experiment=..., and prepares what `data` names:
+
+  python -m ablate.data data=finewebedu                       # FineWebEdu sample-10BT -> data/finewebedu10B
+  python -m ablate.data data=finewebedu data.total_tokens=1B data.path=data/fwe1B
+  python -m ablate.data data=files data.data_files='corpus/*.jsonl' data.path=data/mycorpus
+  python -m ablate.data data=textdir data.path=notes/         # every .txt/.md file, into the cache
+  python -m ablate.data data=shards data.path='/data/fineweb10B/fineweb_*.bin'   # check them
+  python -m ablate.data                                       # the default: the embedded corpus
+  python -m ablate.data experiment=seed_ra_ablation           # the data an experiment trains on
+  python -m ablate.data info data/finewebedu10B [--verify]    # describe / check prepared shards
+
+finewebedu and files stream documents with `datasets`, tokenize them with GPT-2 in worker
+processes (data.workers; a progress bar shows tokens/s), and write llm.c shards (the first is
+validation) plus meta.json into data.path. Rerun the same command to resume after a stop; a
+larger data.total_tokens extends a prepared folder. Token counts take suffixes: 100M, 10B.
+Every run ends by checking the result as a training job would (headers, token ids < the
+model's vocab_size, one eval fits in the validation shard) and printing one line about it.
+
+Options: -q/--quiet (no progress bar, warnings only), -h/--help.
+Keys of data (conf/data/*.yaml presets: embedded, finewebedu, files, shards, textdir):
+  source, path, cache_dir, val_windows, val_fraction, hf_path, hf_config, split, data_files,
+  text_field, total_tokens, shard_tokens, workers (see src/ablate/data/config.py).
 """
 
 from __future__ import annotations
@@ -11,121 +30,124 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Optional
 
-from ablate.data.config import DEFAULT_FILES_PATH, DEFAULT_FINEWEBEDU_PATH, DataConfig
-from ablate.errors import AblateError, die
+from ablate.errors import AblateError, ConfigError, DataError, die
+
+COUNT_KEYS = ("data.total_tokens", "data.shard_tokens")
+_OVERRIDE = re.compile(r"([+~]{0,2})([A-Za-z_][\w.]*)(=(.*))?", re.S)
 
 
 def parse_count(text: str) -> int:
     """'100M', '10B', '2.5e6', '1_000' -> int."""
     m = re.fullmatch(r"\s*([0-9_.eE+]+)\s*([kKmMbBgG]?)\s*", text)
     if not m:
-        raise argparse.ArgumentTypeError(f"not a token count: {text!r} (e.g. 100M, 10B, 5000)")
+        raise ValueError(f"not a token count: {text!r} (e.g. 100M, 10B, 5000)")
     scale = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}[m.group(2).lower()]
     try:
         value = float(m.group(1).replace("_", "")) * scale
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a token count: {text!r}") from None
+        raise ValueError(f"not a token count: {text!r} (e.g. 100M, 10B, 5000)") from None
     if value <= 0 or value != int(value):
-        raise argparse.ArgumentTypeError(f"token count must be a positive integer: {text!r}")
+        raise ValueError(f"token count must be a positive integer: {text!r}")
     return int(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d = DataConfig()
-    p = argparse.ArgumentParser(prog="python -m ablate.data", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
-    sub = p.add_subparsers(dest="command", required=True)
+def normalize_overrides(args: list[str]) -> list[str]:
+    """Check that every argument is a data/experiment override; expand 10B-style counts."""
+    from ablate.matrix.compose import parse_overrides
 
-    pr = sub.add_parser("prepare", help="tokenize FineWebEdu or local files into llm.c shards",
-                        description="Stream documents with `datasets`, tokenize them with GPT-2 "
-                        "(<|endoftext|> before each) in worker processes, and write llm.c shards "
-                        "(first = validation) plus meta.json. Rerun the same command to resume.")
-    pr.add_argument("--source", choices=("finewebedu", "files"), default="finewebedu")
-    pr.add_argument("--out", help=f"output folder (default {DEFAULT_FINEWEBEDU_PATH} for "
-                    f"finewebedu, {DEFAULT_FILES_PATH} for files)")
-    pr.add_argument("--files", nargs="+", metavar="GLOB",
-                    help="files: local .jsonl/.json/.parquet/.txt/.md files or globs (sorted)")
-    pr.add_argument("--format", choices=("json", "parquet", "text"),
-                    help="files: input format (default: from the file extension)")
-    pr.add_argument("--hf-path", default=d.hf_path, help=f"default {d.hf_path}")
-    pr.add_argument("--hf-config", default=d.hf_config, help=f"default {d.hf_config}")
-    pr.add_argument("--split", default=d.split, help=f"default {d.split}")
-    pr.add_argument("--text-field", default=d.text_field, help="column with the document text")
-    pr.add_argument("--total-tokens", type=parse_count, default=None,
-                    help="stop after this many tokens, e.g. 1B (default: the whole stream)")
-    pr.add_argument("--shard-tokens", type=parse_count, default=d.shard_tokens,
-                    help="tokens per shard (default 100M)")
-    pr.add_argument("--workers", type=int, default=None,
-                    help="tokenizer processes (default: CPUs - 1; 0: in-process)")
-    pr.add_argument("--prefix", default=None,
-                    help="shard file prefix (default finewebedu / data)")
-
-    em = sub.add_parser("embedded", help="tokenize the embedded corpus into the cache")
-    em.add_argument("--cache-dir", default=None, help="default $ABLATE_DATA_CACHE or "
-                    "~/.cache/ablate/data")
-
-    info = sub.add_parser("info", help="describe prepared shards (a folder with meta.json, or "
-                          "a glob of .bin shards)")
-    info.add_argument("path")
-    info.add_argument("--verify", action="store_true", help="also check every shard's sha256")
-    return p
+    out = []
+    for arg in args:
+        m = _OVERRIDE.fullmatch(arg)
+        if not m or m.group(3) is None:
+            raise ConfigError(f"{arg}: not understood; give Hydra overrides such as data=finewebedu "
+                              "data.total_tokens=10B (python -m ablate.data --help)")
+        prefix, key, value = m.group(1), m.group(2), m.group(4)
+        if not (key in ("data", "experiment") or key.startswith("data.")):
+            raise ConfigError(f"{arg}: python -m ablate.data takes only data=<preset>, "
+                              "data.<key>=<value> and experiment=<name> overrides")
+        if key in COUNT_KEYS and not prefix and value.strip().lower() not in ("null", "none", ""):
+            try:
+                value = str(parse_count(value))
+            except ValueError as e:
+                raise ConfigError(f"{arg}: {e}") from None
+            arg = f"{key}={value}"
+        out.append(arg)
+    for o in parse_overrides(out):
+        if o.is_sweep_override():
+            raise ConfigError(f"{o.input_line}: lists several values; prepare one dataset per "
+                              "command")
+    return out
 
 
-def _prepare(args: argparse.Namespace) -> None:
-    from ablate.data.prepare import PrepareSpec, expand_data_files, infer_format, prepare
-    from ablate.errors import DataError
+def compose(overrides: list[str]):
+    """The full job config the overrides make (the matrix's own composition)."""
+    from ablate.matrix.compose import compose_job
 
-    if args.source == "files":
-        if not args.files:
-            raise DataError("prepare --source files: give the input files with --files GLOB...")
-        files = expand_data_files(args.files)
-        spec = PrepareSpec(source="files", data_files=files,
-                           file_format=args.format or infer_format(files),
-                           text_field=args.text_field, shard_tokens=args.shard_tokens,
-                           total_tokens=args.total_tokens, prefix=args.prefix or "data")
-        out = args.out or DEFAULT_FILES_PATH
-    else:
-        if args.files:
-            raise DataError("prepare --source finewebedu: --files is for --source files")
-        spec = PrepareSpec(source="huggingface", hf_path=args.hf_path, hf_config=args.hf_config,
-                           split=args.split, text_field=args.text_field,
-                           shard_tokens=args.shard_tokens, total_tokens=args.total_tokens,
-                           prefix=args.prefix or "finewebedu")
-        out = args.out or DEFAULT_FINEWEBEDU_PATH
-    meta = prepare(out, spec, workers=args.workers, progress=not args.quiet)
-    print(f"{out}: {len(meta['shards'])} shards, {meta['tokens']:,} tokens "
-          f"(val {meta['val_tokens']:,}, train {meta['train_tokens']:,})")
+    return compose_job(normalize_overrides(overrides))
 
 
-def _info(args: argparse.Namespace) -> None:
+def run(overrides: list[str], quiet: bool = False) -> str:
+    """Prepare (or build, or check) the data the composed config names; return a summary line."""
+    from ablate.data.dataset import _as_config, prepare_target, resolve_dataset
+    from ablate.data.loader import ValWindows
+    from ablate.data.prepare import prepare
+
+    cfg = compose(overrides)
+    data = _as_config(cfg.data)
+    vocab_size, block_size = int(cfg.model.vocab_size), int(cfg.model.block_size)
+    if data.source in ("finewebedu", "files"):
+        spec, out = prepare_target(data)
+        prepare(out, spec, workers=data.workers, progress=not quiet)
+    ds = resolve_dataset(data, vocab_size)
+    ValWindows(ds.val_path, block_size, int(data.val_windows))
+    return (f"{ds.describe()}\nready: one eval = {data.val_windows} windows x model.block_size "
+            f"{block_size}, token ids < model.vocab_size {vocab_size}")
+
+
+def _info(argv: list[str]) -> None:
+    from ablate.data.config import DataConfig
     from ablate.data.dataset import resolve_dataset
     from ablate.data.shards import read_header, shard_sha256
-    from ablate.errors import DataError
 
-    p = Path(args.path)
-    if p.is_dir():
-        meta_path = p / "meta.json"
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # one line, like every other error of this command
+            die(f"info: {message} (python -m ablate.data info --help)")
+
+    p = Parser(prog="python -m ablate.data info",
+                                description="Describe prepared shards: a folder with meta.json, "
+                                "or a glob of llm.c .bin shards.")
+    p.add_argument("path")
+    p.add_argument("--verify", action="store_true", help="also check every shard's sha256")
+    args = p.parse_args(argv)
+    path = Path(args.path)
+    if path.is_dir():
+        meta_path = path / "meta.json"
         if not meta_path.is_file():
-            raise DataError(f"{p}: no meta.json here; give a prepared folder or a glob of shards")
-        meta = json.loads(meta_path.read_text())
-        print(f"{p}: complete={meta.get('complete')} tokens={meta.get('tokens'):,} "
-              f"val={meta.get('val_tokens'):,} train={meta.get('train_tokens'):,}")
-        for s in meta["shards"]:
-            f = p / s["file"]
-            n = read_header(f)
-            status = "ok" if n == s["tokens"] else f"COUNT {n} != meta {s['tokens']}"
+            raise DataError(f"{path}: no meta.json here; give a folder made by python -m "
+                            "ablate.data, or a glob of .bin shards")
+        try:
+            meta = json.loads(meta_path.read_text())
+            shards = meta["shards"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{meta_path}: unreadable ({type(e).__name__}); prepare the folder "
+                            "again") from None
+        print(f"{path}: complete={meta.get('complete')} tokens={meta.get('tokens', 0):,} "
+              f"val={meta.get('val_tokens', 0):,} train={meta.get('train_tokens', 0):,}")
+        fix = "re-run the command that prepared it (python -m ablate.data data=...)"
+        for s in shards:
+            f = path / s["file"]
+            n = read_header(f, fix=fix)
+            status = "ok" if n == s["tokens"] else f"count {n} != meta.json {s['tokens']}"
             if args.verify and status == "ok" and shard_sha256(f) != s["sha256"]:
-                status = "SHA256 MISMATCH"
+                status = "sha256 differs from meta.json"
             print(f"  {s['file']}  {s['split']:5s} {s['tokens']:>12,}  {status}")
             if status != "ok":
-                raise DataError(f"{f}: {status.lower()}; re-run the prepare command for {p}")
+                raise DataError(f"{f}: {status}; {fix}")
     else:
         ds = resolve_dataset(DataConfig(source="shards", path=args.path), vocab_size=2**16)
         print(ds.describe())
@@ -134,23 +156,23 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    quiet = any(a in ("-q", "--quiet") for a in argv)
+    argv = [a for a in argv if a not in ("-q", "--quiet")]
+    if any(a in ("-h", "--help") for a in argv) and not argv[:1] == ["info"]:
+        print(__doc__)
+        raise SystemExit(0)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("ablate").setLevel(logging.WARNING if quiet else logging.INFO)
     try:
-        if args.command == "prepare":
-            _prepare(args)
-        elif args.command == "embedded":
-            from ablate.data.dataset import resolve_dataset
-
-            print(resolve_dataset(DataConfig(source="embedded", cache_dir=args.cache_dir),
-                                  vocab_size=50257).describe())
-        elif args.command == "info":
-            _info(args)
+        if argv[:1] == ["info"]:
+            _info(argv[1:])
+        else:
+            print(run(argv, quiet))
     except AblateError as e:
         die(str(e))
     except KeyboardInterrupt:
-        die("interrupted; re-run the same command to resume", code=130)
+        die("interrupted; re-run the same command to resume (finished shards are kept)", code=130)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ class DataConfig:
     source: str = "embedded"
     """embedded | finewebedu | shards | textdir | files.
     embedded: Python's own English docs (pydoc_data.topics), no network; tokenized once into cache_dir.
-    finewebedu: shards prepared by `python -m ablate.data prepare --source finewebedu` in path.
+    finewebedu: shards prepared into path by `python -m ablate.data data=finewebedu`.
     shards: existing llm.c / modded-nanogpt shards matched by the glob in path.
     textdir: every .txt/.md file under the folder in path (sorted), tokenized once into cache_dir.
-    files: shards prepared by `python -m ablate.data prepare --source files` from local
-    jsonl/parquet/text files (data_files) into path."""
+    files: shards prepared into path by `python -m ablate.data data=files data.data_files=GLOB`
+    from local jsonl/parquet/text files."""
     path: Optional[str] = None
     """finewebedu/files: folder of prepared shards + meta.json (default data/finewebedu10B,
     data/files); shards: a glob of .bin files; textdir: the folder; embedded: unused.
@@ -50,12 +50,15 @@ class DataConfig:
     split: str = "train"
     """finewebedu: dataset split."""
     data_files: Optional[str] = None
-    """files: glob of local .jsonl/.json/.parquet/.txt files (sorted; one format) to prepare."""
+    """files: glob of local .jsonl/.json/.parquet/.txt/.md files (sorted; one format; ``**``
+    recurses) to prepare. Each json/parquet row, or each whole text file, is one document."""
     text_field: str = "text"
     """Column holding each document's text (json/parquet)."""
     total_tokens: Optional[int] = None
-    """prepare: stop after this many tokens in total, val shard included (None: whole stream)."""
+    """prepare: stop after this many tokens in total, val shard included (None: whole stream).
+    The command line also takes 100M / 10B. Changing it later keeps the shards already written."""
     shard_tokens: int = 100_000_000
-    """prepare: tokens per shard (the last shard may be shorter); the first shard is validation."""
+    """prepare: tokens per shard (the last shard may be shorter); the first shard is validation,
+    so one eval needs shard_tokens >= val_windows * block_size + 1."""
     workers: Optional[int] = None
     """prepare: tokenizer processes (None: cpu_count - 1, at least 1; 0: tokenize in-process)."""

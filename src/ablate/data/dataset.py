@@ -7,6 +7,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,68 +71,129 @@ def _as_config(cfg: Any) -> DataConfig:
     return DataConfig(**cfg)
 
 
-def prepare_command(cfg: DataConfig) -> str:
-    """The exact `python -m ablate.data prepare ...` command that makes cfg's shards."""
+_HYDRA_PLAIN = re.compile(r"[A-Za-z0-9_./*?+:@%~-]+")
+
+
+def _hydra_value(value: Any) -> str:
+    """``value`` as a Hydra override value (quoted when the grammar needs it)."""
+    if value is None:
+        return "null"
+    text = str(value)
+    if _HYDRA_PLAIN.fullmatch(text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def prepare_command(cfg: Any) -> str:
+    """The exact ``python -m ablate.data data=... data.key=...`` command that makes cfg's shards
+    (Hydra overrides; keys left at their preset value are omitted)."""
+    cfg = _as_config(cfg)
     d = DataConfig()
     source = cfg.source
-    out = cfg.path or (DEFAULT_FINEWEBEDU_PATH if source == "finewebedu" else DEFAULT_FILES_PATH)
-    parts = ["python", "-m", "ablate.data", "prepare", "--source", source, "--out", out]
+    parts = ["python", "-m", "ablate.data", f"data={source}"]
+    default_path = DEFAULT_FINEWEBEDU_PATH if source == "finewebedu" else DEFAULT_FILES_PATH
+    keys = ["path"]
     if source == "files":
-        parts += ["--files", cfg.data_files or "'<your *.jsonl|*.parquet|*.txt files>'"]
-        if cfg.text_field != d.text_field:
-            parts += ["--text-field", cfg.text_field]
+        keys.append("data_files")
     else:
-        for flag, name in (("--hf-path", "hf_path"), ("--hf-config", "hf_config"),
-                           ("--split", "split"), ("--text-field", "text_field")):
-            if getattr(cfg, name) != getattr(d, name):
-                parts += [flag, str(getattr(cfg, name))]
-    if cfg.total_tokens is not None:
-        parts += ["--total-tokens", str(cfg.total_tokens)]
-    if cfg.shard_tokens != d.shard_tokens:
-        parts += ["--shard-tokens", str(cfg.shard_tokens)]
-    return " ".join(p if p.startswith("'") else shlex.quote(p) for p in parts)
+        keys += ["hf_path", "hf_config", "split"]
+    keys += ["text_field", "total_tokens", "shard_tokens"]
+    placeholder = "data.data_files=<glob of your .jsonl/.parquet/.txt files>"
+    for key in keys:
+        value = getattr(cfg, key)
+        if key == "path":
+            if not value or value == default_path:
+                continue
+        elif key == "data_files":
+            if not value:
+                parts.append(placeholder)
+                continue
+        elif value == getattr(d, key):
+            continue
+        parts.append(f"data.{key}={_hydra_value(value)}")
+    return " ".join(p if p == placeholder else shlex.quote(p) for p in parts)
+
+
+def prepare_target(cfg: Any) -> tuple[Any, Path]:
+    """(PrepareSpec, output folder) that ``prepare`` needs for a finewebedu/files config."""
+    from ablate.data.prepare import PrepareSpec, expand_data_files, infer_format
+
+    cfg = _as_config(cfg)
+    if cfg.source == "files":
+        if not cfg.data_files:
+            raise DataError("data.data_files: the files source needs a glob of local "
+                            ".jsonl/.parquet/.txt files, e.g. data.data_files='corpus/*.jsonl'")
+        files = expand_data_files([cfg.data_files])
+        spec = PrepareSpec(source="files", data_files=files, file_format=infer_format(files),
+                           text_field=cfg.text_field, shard_tokens=cfg.shard_tokens,
+                           total_tokens=cfg.total_tokens, prefix="data")
+        return spec, Path(os.path.expanduser(cfg.path or DEFAULT_FILES_PATH))
+    if cfg.source == "finewebedu":
+        spec = PrepareSpec(source="huggingface", hf_path=cfg.hf_path, hf_config=cfg.hf_config,
+                           split=cfg.split, text_field=cfg.text_field,
+                           shard_tokens=cfg.shard_tokens, total_tokens=cfg.total_tokens,
+                           prefix="finewebedu")
+        return spec, Path(os.path.expanduser(cfg.path or DEFAULT_FINEWEBEDU_PATH))
+    raise DataError(f"data.source={cfg.source!r}: nothing to prepare with the files/finewebedu "
+                    "preparer")
+
+
+def _fix(cfg: DataConfig, root: Path) -> str:
+    """How to rebuild the shards of a folder made by prepare or the corpus cache."""
+    if cfg.source in ("finewebedu", "files"):
+        return (f"re-run the prepare command (it keeps intact shards and rewrites the rest): "
+                f"{prepare_command(cfg)}")
+    return f"delete {root} and run again (the {cfg.source} corpus is rebuilt from its text)"
 
 
 def _load_meta(root: Path, cfg: DataConfig) -> dict:
     path = root / META
-    cmd = prepare_command(cfg) if cfg.source in ("finewebedu", "files") else None
     if not path.is_file():
-        if cmd:
+        if cfg.source in ("finewebedu", "files"):
             raise DataError(f"{root.resolve()}: no prepared {cfg.source} shards here (no {META}); "
-                            f"prepare them with: {cmd}")
-        raise DataError(f"{path}: missing; delete {root} and run again to rebuild it")
+                            f"prepare them with: {prepare_command(cfg)}")
+        raise DataError(f"{path}: missing; {_fix(cfg, root)}")
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable ({e}); re-run: {cmd or 'delete the folder'}") from None
-    if meta.get("format") != META_FORMAT:
-        raise DataError(f"{path}: unknown format {meta.get('format')!r}; re-prepare with: "
-                        f"{cmd or 'delete the folder and run again'}")
+        raise DataError(f"{path}: unreadable ({' '.join(str(e).split())}); "
+                        f"{_fix(cfg, root)}") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        what = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"{path}: unknown format {what!r} (expected {META_FORMAT!r}); "
+                        f"{_fix(cfg, root)}")
     if not meta.get("complete"):
         raise DataError(f"{root}: preparation did not finish ({len(meta.get('shards', []))} "
-                        f"shards so far); re-run the same command to resume: {cmd}")
+                        f"shards so far); re-run the same command to resume: "
+                        f"{prepare_command(cfg)}")
     return meta
 
 
 def _from_meta(source: str, root: Path, meta: dict, vocab_size: int, cfg: DataConfig) -> Dataset:
     val, train = None, []
+    fix = _fix(cfg, root)
     for s in meta["shards"]:
         p = root / s["file"]
-        n = read_header(p)
+        n = read_header(p, fix=fix)
         if n != s["tokens"]:
-            raise DataError(f"{p}: has {n} tokens but {META} records {s['tokens']}; re-prepare "
-                            "the data (delete the folder and run the prepare command again)")
+            raise DataError(f"{p}: has {n} tokens but {META} records {s['tokens']}; {fix}")
         check_vocab(p, int(s["max_token_id"]), vocab_size)
         if s["split"] == "val":
             val = str(p)
         else:
             train.append(str(p))
     if val is None:
-        raise DataError(f"{root}: {META} lists no validation shard; re-prepare the data")
+        raise DataError(f"{root}: {META} lists no validation shard; {fix}")
     if not train:
-        fix = (f"re-prepare with a smaller --shard-tokens ({prepare_command(cfg)} "
-               f"--shard-tokens N)" if source in ("finewebedu", "files") else "add more text")
-        raise DataError(f"{root}: only a validation shard, no training shard; {fix}")
+        if source in ("finewebedu", "files"):
+            fix = (f"prepare more tokens than data.shard_tokens={cfg.shard_tokens}: raise "
+                   f"data.total_tokens (the shards written are kept), or use a smaller "
+                   f"data.shard_tokens with another data.path; the command now: "
+                   f"{prepare_command(cfg)}")
+        else:
+            fix = "add more text"
+        raise DataError(f"{root}: only a validation shard ({meta['shards'][0]['tokens']} tokens), "
+                        f"no training shard; {fix}")
     return Dataset(source=source, train_paths=train, val_path=val, meta=meta, root=str(root))
 
 
@@ -160,8 +222,9 @@ def _from_glob(cfg: DataConfig, vocab_size: int) -> Dataset:
     pattern = os.path.expanduser(cfg.path)
     files = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
     if not files:
-        raise DataError(f"{cfg.path}: no shard matches this glob; fix data.path or prepare the "
-                        "data (python -m ablate.data prepare --help)")
+        raise DataError(f"{cfg.path}: no shard matches this glob; fix data.path (a glob of "
+                        "llm.c .bin shards), or prepare FineWebEdu with `python -m ablate.data "
+                        "data=finewebedu` and use data=finewebedu")
     vals = [f for f in files if "val" in os.path.basename(f)]
     if len(vals) > 1:
         raise DataError(f"{cfg.path}: several files have 'val' in their name ({vals[:3]}...); "
@@ -190,7 +253,7 @@ def resolve_dataset(data_cfg: Any, vocab_size: int) -> Dataset:
     """Validated shards for ``data_cfg`` (DataConfig, dict or DictConfig).
 
     embedded/textdir are tokenized into the cache on first use. finewebedu/files need shards made
-    by ``python -m ablate.data prepare``; shards reads existing llm.c shards. Headers are checked
+    by ``python -m ablate.data data=finewebedu|files``; shards reads existing llm.c shards. Headers are checked
     (magic, version, count vs size) and every shard's max token id must be < ``vocab_size``.
     Anything missing or wrong raises DataError with the fix; there is no fallback data."""
     cfg = _as_config(data_cfg)

@@ -157,8 +157,9 @@ class ValWindows:
         if len(tokens) < need:
             raise DataError(f"{val_path}: validation shard has {len(tokens)} tokens, one eval of "
                             f"{n_windows} windows x block_size {T} needs {need}; lower "
-                            "data.val_windows or model.block_size, or use a larger validation "
-                            "shard")
+                            "data.val_windows or model.block_size, or make a larger validation "
+                            "shard (prepared data: a larger data.shard_tokens; embedded/textdir: "
+                            "a larger data.val_fraction)")
         self.path, self.block_size, self.n_windows = str(val_path), T, n_windows
         self.lo = rank * n_windows // world_size
         self.hi = (rank + 1) * n_windows // world_size

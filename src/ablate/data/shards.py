@@ -67,16 +67,21 @@ def write_shard(path: PathLike, tokens: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def read_header(path: PathLike) -> int:
-    """Validate ``path``'s header against its size; return the token count. DataError if bad."""
+DEFAULT_FIX = ("re-create it with the tool that wrote it (python -m ablate.data for prepared "
+               "data), or remove it from data.path")
+
+
+def read_header(path: PathLike, fix: str = DEFAULT_FIX) -> int:
+    """Validate ``path``'s header against its size; return the token count.
+
+    DataError naming the file, what is wrong and ``fix`` (how to get a good file) if bad."""
     path = Path(path)
-    fix = "re-create it (re-run the prepare command, or delete it and its meta.json)"
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             raw = f.read(HEADER_BYTES)
     except FileNotFoundError:
-        raise DataError(f"{path}: shard file not found; check the data path or prepare the data") from None
+        raise DataError(f"{path}: shard file not found; {fix}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read shard ({e.strerror}); check its permissions") from None
     if len(raw) < HEADER_BYTES:
@@ -96,9 +101,9 @@ def read_header(path: PathLike) -> int:
     return count
 
 
-def read_shard(path: PathLike) -> np.ndarray:
+def read_shard(path: PathLike, fix: str = DEFAULT_FIX) -> np.ndarray:
     """The tokens of a validated shard, memory-mapped read-only (uint16, length = header count)."""
-    count = read_header(path)
+    count = read_header(path, fix)
     if count == 0:
         return np.zeros(0, dtype=TOKEN_DTYPE)
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(count,))

@@ -1,0 +1,215 @@
+"""``python -m ablate.data``: Hydra overrides (data=<preset>, data.<key>=..., experiment=...)
+composed from conf/, prepared through the real code path; one `error:` line (exit 2) for any bad
+argument or input, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ablate.data import DataConfig, prepare_command, read_shard, resolve_dataset, write_shard
+from ablate.data.__main__ import main, normalize_overrides, parse_count
+from ablate.errors import ConfigError, DataError
+
+SHARD = 9000
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory, docs):
+    path = tmp_path_factory.mktemp("cli") / "docs.jsonl"
+    with open(path, "w") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d}) + "\n")
+    return path
+
+
+def cli(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ablate.data", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_prepare_files_subprocess(src, tmp_path, docs):
+    """The documented form, in a fresh process: worker processes, a progress bar in tokens/s,
+    count suffixes, then the result checked as a training job would load it."""
+    r = cli("data=files", f"data.data_files={src}", "data.path=prepared", "data.shard_tokens=9k",
+            "data.workers=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "tok/s" in r.stderr  # tqdm's rate
+    assert r.stdout.startswith("data files: local files;") and "ready: one eval" in r.stdout
+    out = tmp_path / "prepared"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["complete"] and meta["spec"]["shard_tokens"] == SHARD
+    assert meta["spec"]["data_files"] == [str(src)] and meta["spec"]["tokenizer"] == "gpt2"
+    assert [s["file"] for s in meta["shards"]][:2] == ["data_val_000000.bin", "data_train_000001.bin"]
+    from ablate.data import get_gpt2_encoding
+
+    allt = np.concatenate([np.asarray(read_shard(out / s["file"])) for s in meta["shards"]])
+    assert get_gpt2_encoding().decode(allt.tolist()) == "".join("<|endoftext|>" + d for d in docs)
+    # a rerun finds it done: same files, nothing rewritten
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    r = cli("-q", "data=files", f"data.data_files={src}", "data.path=prepared",
+            "data.shard_tokens=9000", cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--source", "files"], "--source: not understood; give Hydra overrides such as data=finewebedu"),
+    (["prepare"], "prepare: not understood"),
+    (["model=gpt2"], "model=gpt2: python -m ablate.data takes only data=<preset>"),
+    (["data=nope"], "Could not find 'data/nope' Available: embedded, files, finewebedu, shards, textdir"),
+    (["data.total_tokens=ten"], "data.total_tokens=ten: not a token count"),
+    (["data.shard_tokens=-5"], "data.shard_tokens=-5: not a token count"),
+    (["data.bogus=1"], "Could not override 'data.bogus'"),
+    (["data=files"], "data.data_files: the files source needs a glob"),
+    (["data=files", "data.data_files=nothing*.jsonl"], "nothing*.jsonl: no file matches"),
+    (["data=textdir"], "data.path: the textdir source needs a folder"),
+    (["data=shards", "data.path=none_*.bin"], "none_*.bin: no shard matches this glob"),
+    (["data=files", "data.path=a,b"], "data.path=a,b: lists several values"),
+    (["info"], "info: the following arguments are required: path"),
+    (["info", "nowhere"], "nowhere: no shard matches this glob"),
+])
+def test_bad_arguments_one_error_line(capsys, tmp_path, monkeypatch, args, expect):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and expect in err, err
+    assert not (tmp_path / "data").exists()
+
+
+def test_bad_argument_subprocess_has_no_traceback(tmp_path):
+    r = cli("data=files", "data.data_files=missing.jsonl", cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == ["error: missing.jsonl: no file matches; set "
+                                             "data.data_files to existing .jsonl/.parquet/.txt "
+                                             "files or a glob that matches them"]
+
+
+def test_help(capsys):
+    code, out, err = run_main(capsys, "--help")
+    assert code == 0 and err == ""
+    for text in ("data=finewebedu", "data.total_tokens", "data=files data.data_files=",
+                 "data=textdir", "data=shards", "info", "tokens/s"):
+        assert text in out, text
+
+
+def test_counts_and_overrides():
+    assert parse_count("100M") == 100_000_000 and parse_count("10B") == 10**10
+    assert parse_count("2.5k") == 2500 and parse_count("1_000") == 1000
+    for bad in ("0", "1.5", "x", "-3", "10T"):
+        with pytest.raises(ValueError):
+            parse_count(bad)
+    assert normalize_overrides(["data=finewebedu", "data.total_tokens=1B",
+                                "data.shard_tokens=50M", "data.total_tokens=null"]) == [
+        "data=finewebedu", "data.total_tokens=1000000000", "data.shard_tokens=50000000",
+        "data.total_tokens=null"]
+    with pytest.raises(ConfigError, match="seed=1: python -m ablate.data takes only"):
+        normalize_overrides(["seed=1"])
+
+
+def test_experiment_selects_its_data(capsys, monkeypatch, tmp_path):
+    """experiment=seed_ra_ablation means FineWebEdu at block 1024: not prepared here, so the
+    error says where and gives the command."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("ablate.data.prepare.open_documents", _no_hub)
+    code, _, err = run_main(capsys, "experiment=seed_ra_ablation")
+    assert code == 2 and "HuggingFaceFW/fineweb-edu (sample-10BT, train): cannot stream" in err
+    code, out, err = run_main(capsys, "-q", "experiment=smoke")
+    assert code == 0 and out.startswith("data embedded:") and "block_size 128" in out
+
+
+def _no_hub(spec):
+    from ablate.data.prepare import _hf_error
+
+    raise _hf_error(spec, ConnectionError("Couldn't reach the Hub"))
+    yield  # pragma: no cover
+
+
+def test_missing_data_message_command_prepares_it(src, tmp_path, monkeypatch, capsys):
+    """The command the 'not prepared' error proposes, run as given, makes data that resolves."""
+    monkeypatch.chdir(tmp_path)
+    cfg = DataConfig(source="files", path="my corpus/out", data_files=str(src), shard_tokens=SHARD,
+                     total_tokens=4 * SHARD)
+    with pytest.raises(DataError) as e:
+        resolve_dataset(cfg, 50304)
+    msg = str(e.value)
+    assert msg.startswith(str(tmp_path / "my corpus/out") + ": no prepared files shards here")
+    command = msg.split("prepare them with: ", 1)[1]
+    assert command == prepare_command(cfg)
+    argv = shlex.split(command)
+    assert argv[:4] == ["python", "-m", "ablate.data", "data=files"]
+    code, out, err = run_main(capsys, "-q", *argv[3:])
+    assert code == 0, err
+    ds = resolve_dataset(cfg, 50304)
+    assert ds.meta["tokens"] == 4 * SHARD and len(ds.train_paths) == 3
+
+
+def test_not_prepared_command_for_finewebedu_round_trips(tmp_path, monkeypatch):
+    """Non-default keys appear as overrides that compose back to the same data config."""
+    from ablate.data.__main__ import compose
+
+    cfg = DataConfig(source="finewebedu", path="x/y z", total_tokens=10**9,
+                     hf_config="sample-100BT", shard_tokens=5 * 10**7)
+    command = prepare_command(cfg)
+    assert command.startswith("python -m ablate.data data=finewebedu ")
+    composed = compose(shlex.split(command)[3:]).data
+    for key in ("source", "path", "total_tokens", "hf_config", "shard_tokens", "hf_path", "split"):
+        assert composed[key] == getattr(cfg, key), key
+    assert prepare_command(DataConfig(source="finewebedu", path="data/finewebedu10B")) == \
+        "python -m ablate.data data=finewebedu"
+
+
+def test_info(src, tmp_path, capsys):
+    from ablate.data import prepare as P
+
+    out = tmp_path / "p"
+    spec = P.PrepareSpec(source="files", data_files=[str(src)], file_format="json",
+                         shard_tokens=SHARD)
+    meta = P.prepare(out, spec, workers=0, progress=False)
+    code, text, err = run_main(capsys, "info", str(out), "--verify")
+    assert code == 0 and f"tokens={meta['tokens']:,}" in text
+    assert text.count(" ok\n") == len(meta["shards"])
+    victim = out / meta["shards"][1]["file"]
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 1
+    victim.write_bytes(bytes(data))
+    code, text, err = run_main(capsys, "info", str(out), "--verify")
+    assert code == 2 and err.startswith(f"error: {victim}: sha256 differs from meta.json")
+    code, text, err = run_main(capsys, "info", str(out / "*.bin"))
+    assert code == 0 and "data shards:" in text
+    write_shard(tmp_path / "a_val.bin", np.arange(10))
+    write_shard(tmp_path / "bad.bin", np.arange(10))
+    (tmp_path / "bad.bin").write_bytes((tmp_path / "bad.bin").read_bytes()[:-4])
+    code, text, err = run_main(capsys, "info", str(tmp_path / "*.bin"))
+    assert code == 2 and err.startswith(f"error: {tmp_path / 'bad.bin'}: header says 10 tokens")
+
+
+def test_val_shard_smaller_than_one_eval_is_refused_after_prepare(src, tmp_path, capsys):
+    """The default model (block 128, 8 val windows) needs 1025 validation tokens."""
+    out = tmp_path / "small"
+    code, _, err = run_main(capsys, "-q", "data=files", f"data.data_files={src}",
+                            f"data.path={out}", "data.shard_tokens=1000", "data.total_tokens=5k")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {out / 'data_val_000000.bin'}: validation shard has 1000 "
+                          "tokens, one eval of 8 windows x block_size 128 needs 1025")
+    assert "data.shard_tokens" in err
+    code, out_text, err = run_main(capsys, "-q", "data=files", f"data.data_files={src}",
+                                   f"data.path={out}", "data.shard_tokens=1000",
+                                   "data.total_tokens=5k", "data.val_windows=7")
+    assert code == 0 and "one eval = 7 windows" in out_text

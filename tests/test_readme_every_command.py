@@ -1,0 +1,98 @@
+"""Every command README.md shows is exercised: run here, or named to the test that runs it.
+
+A command added to the README that no rule below covers fails this test, so the README cannot
+drift into advice nobody has tried.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from readme_commands import REPO, readme_commands
+
+TESTS = REPO / "tests"
+
+
+def _readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)\n```", text, flags=re.S):
+        for line in block.splitlines():
+            line = line.split("  #", 1)[0].strip()  # trailing "# comment"
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def _test_exists(nodeid: str) -> bool:
+    path, name = nodeid.split("::")
+    return f"def {name}(" in (REPO / path).read_text()
+
+
+# Commands a test elsewhere runs for real (training jobs, a fresh venv, a Slurm cluster).
+COVERED_ELSEWHERE = {
+    "resume=": "tests/matrix/test_matrix_e2e.py::test_resume_after_killing_the_runner_reruns_only_unfinished_jobs",
+}
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _python_module_args(command: str) -> list[str]:
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "-m"], f"README command {command!r}: expected 'python -m ...'"
+    return argv[1:]
+
+
+@pytest.fixture(scope="module")
+def seed_matrix(tmp_path_factory):
+    """A results/ folder holding one matrix in the documented format, named as the README names it."""
+    sys.path.insert(0, str(TESTS / "report"))
+    from report_factory import make_matrix, seed_jobs
+
+    cwd = tmp_path_factory.mktemp("readme")
+    make_matrix(cwd / "results", seed_jobs(), name="test_matrix_results_20251111_170325")
+    return cwd
+
+
+def test_every_readme_command_is_covered(seed_matrix):
+    run_cmd, test_cmd = readme_commands()
+    unexplained = []
+    for command in _readme_commands():
+        if command in (run_cmd, test_cmd):
+            continue  # CI runs the test command; tests/test_newcomer.py runs the run command
+        covered = [t for key, t in COVERED_ELSEWHERE.items() if key in command]
+        if covered:
+            assert _test_exists(covered[0]), covered[0]
+            continue
+        if command.startswith("python -m ablate.matrix"):
+            args = _python_module_args(command)
+            if "--plan" not in args and "--cfg" not in args:
+                args.append("--plan")  # compose and show every job the command would run; train nothing
+            proc = _run(args, cwd=REPO)
+            assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            assert "Nothing was run" in proc.stdout or "# job " in proc.stdout, command
+        elif command.startswith("python -m ablate.report"):
+            proc = _run(_python_module_args(command), cwd=seed_matrix)
+            assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            assert "V18" in proc.stdout, command
+        elif command.startswith("python -m ablate.data"):
+            # The hub is unreachable here: the command must get as far as asking for the data and
+            # stop with one clear line (tests/data run the same code path on local files).
+            proc = _run(_python_module_args(command), cwd=seed_matrix, timeout=120)
+            err = proc.stderr.strip().splitlines()
+            assert proc.returncode != 0 and err and err[-1].startswith("error:"), f"{command}\n{proc.stderr[-2000:]}"
+            assert "Traceback" not in proc.stderr and "usage:" not in proc.stderr, proc.stderr[-2000:]
+        else:
+            unexplained.append(command)
+    assert not unexplained, f"README commands no test exercises: {unexplained}"
