@@ -25,11 +25,11 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from ablate.atomic import atomic_open, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from ablate.errors import AblateError
 
 FORMAT_VERSION = 1
@@ -89,41 +89,6 @@ class ResultsFormatError(AblateError):
 
 
 # --------------------------------------------------------------------------- atomic writes
-
-
-def _file_mode() -> int:
-    # mkstemp creates 0600; results are shared with colleagues, so honour the umask like open() does.
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: os.PathLike | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync, rename.
-
-    A reader sees the old file or the new one, never a half-written one, even after a crash.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), _file_mode())
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: os.PathLike | str, text: str) -> None:
-    """Text twin of atomic_write_bytes (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _json_default(obj: Any) -> Any:

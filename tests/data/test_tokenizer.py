@@ -4,7 +4,6 @@ pure-Python BPE, and a refusal (never a substitute) when the files are wrong."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import shutil
 
 import pytest

@@ -7,7 +7,6 @@ import sys
 
 import pytest
 
-from ablate.errors import AblateError
 from ablate.matrix.__main__ import main, parse_argv
 from ablate.matrix.compose import build_jobs, expand_matrix_file
 

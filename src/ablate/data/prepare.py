@@ -30,7 +30,6 @@ import multiprocessing as mp
 import os
 import signal
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -39,6 +38,7 @@ import numpy as np
 
 from ablate.data.shards import read_header, shard_sha256, write_shard
 from ablate.data.tokenizer import EOT, get_gpt2_encoding
+from ablate.atomic import atomic_open
 from ablate.errors import DataError
 
 log = logging.getLogger("ablate.data")
@@ -69,18 +69,9 @@ class PrepareSpec:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
 
 
 def expand_data_files(patterns: Iterable[str]) -> list[str]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 
+from ablate.atomic import atomic_open
 from ablate.errors import DataError
 
 MAGIC = 20240520
@@ -52,18 +52,9 @@ def write_shard(path: PathLike, tokens: np.ndarray) -> str:
     body = tokens.tobytes()
     digest = hashlib.sha256(header)
     digest.update(body)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "wb") as f:
+        f.write(header)
+        f.write(body)
     return digest.hexdigest()
 
 

@@ -7,7 +7,6 @@ is there and valid, the output directory is writable, and GPUs and batch arithme
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path

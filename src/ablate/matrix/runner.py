@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 from pathlib import Path
 from typing import Optional
 

@@ -131,7 +131,7 @@ def main_table(coll: Collection, stats: dict[str, StepStats]) -> str:
 def main_legend(coll: Collection, stats: dict[str, StepStats]) -> str:
     multi = any(st.n > 1 for st in stats.values())
     parts = [
-        f"Best Val Loss: lowest validation loss of the run"
+        "Best Val Loss: lowest validation loss of the run"
         + (" (mean over seeds; see Seeds and noise)" if multi else "")
         + f". Improvement: (baseline - step) / baseline, baseline {coll.baseline} "
         f"({_baseline_reason(coll.baseline_reason)}), from unrounded losses; negative means worse. "
@@ -184,7 +184,7 @@ def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     method = (
         "n counts completed runs with a finite loss. Std is the sample standard deviation (n-1). "
         "The 95% interval is Welch's t-interval for the difference of mean best val loss "
-        f"(baseline minus step), divided by the baseline mean; it needs n >= 2 on both sides. "
+        "(baseline minus step), divided by the baseline mean; it needs n >= 2 on both sides. "
         "\"within noise\" means the interval includes 0: these seeds cannot tell the step from the baseline."
     )
     return table + "\n\n" + method

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from ablate.atomic import atomic_open
 from ablate.errors import AblateError
 
 CHECKPOINT_FORMAT = 1
@@ -71,22 +71,9 @@ def restore_rng(state: dict, device: torch.device) -> None:
 
 
 def save_checkpoint(path: os.PathLike | str, payload: dict) -> None:
-    """torch.save to a temporary file in the same directory, fsync, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": CHECKPOINT_FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """torch.save through ablate.atomic: a crash mid-save leaves the previous checkpoint intact."""
+    with atomic_open(path, "wb") as f:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, f)
 
 
 def load_checkpoint(path: os.PathLike | str) -> Optional[dict]:
