@@ -55,7 +55,6 @@ import getpass
 import glob
 import os
 import pwd
-import grp
 import shutil
 import signal
 import socket

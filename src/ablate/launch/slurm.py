@@ -87,7 +87,7 @@ class TrainTask(Checkpointable):
         if dist_env.rank == 0:
             _link_stdout(Path(self.job_dir))
         summary = run_job(
-            self.job_dir, rank=dist_env.rank, world_size=dist_env.world_size, local_rank=dist_env.local_rank
+            self.job_dir, rank=dist_env.rank, world_size=dist_env.world_size, local_rank=_device_index(dist_env)
         )
         stopped_by = summary.get("stopped_by")
         if stopped_by and not results.JobDir(Path(self.job_dir)).is_done():
@@ -104,6 +104,17 @@ class TrainTask(Checkpointable):
         # The trainer owns the real checkpoint (model, optimizer, RNG, loader position) in the
         # job directory; the requeued task only needs to know which directory to resume.
         return submitit.helpers.DelayedSubmission(TrainTask(self.job_dir))
+
+
+def _device_index(dist_env) -> int:
+    """The CUDA device of this rank: its local rank, unless Slurm bound one GPU to each task
+    (``--gpu-bind``, per-task gres): then the only visible device, 0."""
+    if dist_env.local_world_size > 1:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() == 1:
+            return 0
+    return dist_env.local_rank
 
 
 def _link_stdout(job_dir: Path) -> None:
@@ -204,7 +215,7 @@ def describe_submission(cfgs: dict[str, DictConfig], folder: Optional[str] = Non
     lines.append("  each rank runs: ablate.train.run_job(<job dir>) (a submitit Checkpointable)")
     lines.append("  array tasks, in order: " + ", ".join(cfgs))
     folder = folder or first.launcher.slurm.folder or f"{first.results_root}/test_matrix_results_<timestamp>/.submitit"
-    script = sbatch_script(first, n, folder)
+    script = sbatch_script(first, n, Path(folder).expanduser().absolute())
     if script:
         lines.append("")
         lines.append(f"sbatch script (kept as <job dir>/{results.SBATCH}):")
