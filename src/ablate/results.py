@@ -51,7 +51,9 @@ PENDING = "pending"
 RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
-STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
+# Stopped on a signal after checkpointing (preempted, time limit, Ctrl-C): resumable, not failed.
+INTERRUPTED = "interrupted"
+STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, INTERRUPTED)
 
 # Keys summary.json always carries (values may be null while unknown).
 SUMMARY_KEYS = (

@@ -162,6 +162,23 @@ def test_running_and_pending_jobs(tmp_path):
     assert "V18: still running (iteration 500)" in notes and "V17: not started" in notes
 
 
+def test_a_job_stopped_after_checkpointing_is_interrupted_not_running(tmp_path):
+    jobs = seed_jobs()
+    jobs[3].status = R.RUNNING  # the trainer's last summary, written as it checkpointed and stopped
+    jobs[3].summary_overrides = {"stopped_by": "SIGTERM", "exit_code": 3}
+    jobs[3].manifest_status = R.INTERRUPTED
+    jobs[2].status = R.RUNNING  # a stale "running" manifest (the runner was killed): stopped_by decides
+    jobs[2].summary_overrides = {"stopped_by": "SIGUSR1"}
+    md = report_of(make_matrix(tmp_path, jobs))
+    rows = table_rows(md)
+    assert rows[3][2] == "3.32 (interrupted)" and rows[2][2] == "3.38 (interrupted)"
+    notes = section(md, "Notes")
+    assert "V18: interrupted by SIGTERM at iteration 500 after checkpointing" in notes
+    assert "resume=" in notes and "still running" not in notes
+    stab = {r[0]: r for r in table_rows(md, "| Step   | Jobs")}
+    assert stab["V18"][4] == "0" and stab["V18"][5] == "1"
+
+
 def test_truncated_metrics_line_is_a_note(tmp_path):
     jobs = seed_jobs()
     mdir = make_matrix(tmp_path, jobs)
@@ -204,8 +221,8 @@ def test_nan_and_resumed_are_counted(tmp_path):
     assert summary["best_val_loss"] == "nan"  # stored as the format says
     md = report_of(mdir)
     stab = {r[0]: r for r in table_rows(md, "| Step   | Jobs")}
-    assert stab["V17"][6] == "1"
-    assert stab["V18"][7] == "1 (2 resumes)"
+    assert stab["V17"][7] == "1"
+    assert stab["V18"][8] == "1 (2 resumes)"
     assert "resumed from a checkpoint 2 time(s)" in section(md, "Notes")
 
 

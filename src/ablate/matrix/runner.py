@@ -21,7 +21,7 @@ from ablate.matrix.compose import JobSpec, config_yaml
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import describe_failures, preflight, visible_gpus, world_size
 
-INTERRUPTED = "interrupted"
+INTERRUPTED = results.INTERRUPTED
 
 
 def say(message: str) -> None:

@@ -205,6 +205,11 @@ def _read_job(
             notes.append(f"{label}: summary.json says {s['status']!r} but matrix.json says 'failed' "
                          f"(exit code {entry.get('exit_code')}); reported as failed")
         status = R.FAILED
+    if status in (None, R.PENDING, R.RUNNING) and not jd.is_done() and (
+            manifest_status == R.INTERRUPTED or s.get("stopped_by")):
+        # The trainer checkpointed and stopped; a "running" manifest is stale (runner killed) or
+        # Slurm has requeued the job, which then rewrites its summary when it starts again.
+        status = R.INTERRUPTED
     if status is None:
         status = R.COMPLETED if jd.is_done() else ("unknown" if records else R.PENDING)
     error = s.get("error") or entry.get("error")
@@ -272,6 +277,10 @@ def _read_job(
         notes.append(f"{label}: still running (iteration {_fmt_int(row['iterations'])}); its numbers may change")
     elif status == R.PENDING:
         notes.append(f"{label}: not started (pending)")
+    elif status == R.INTERRUPTED:
+        by = f" by {s['stopped_by']}" if s.get("stopped_by") else ""
+        notes.append(f"{label}: interrupted{by} at iteration {_fmt_int(row['iterations'])} after checkpointing; "
+                     f"`python -m ablate.matrix resume={matrix_dir}` continues it")
     elif status == R.FAILED:
         at = f" at iteration {_fmt_int(row['failed_iter'])}" if _finite(row["failed_iter"]) else ""
         notes.append(f"{label}: failed{at}: {_last_line(error) or 'no error message recorded'}")

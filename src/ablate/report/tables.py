@@ -355,10 +355,11 @@ def stability_table(coll: Collection, stats: dict[str, StepStats]) -> str:
         other = st.n_jobs - sum(st.counts.get(k, 0) for k in R.STATUSES)
         rows.append([
             step, str(st.n_jobs), str(st.counts.get(R.COMPLETED, 0)), str(st.counts.get(R.FAILED, 0)),
-            str(st.counts.get(R.RUNNING, 0)), str(st.counts.get(R.PENDING, 0) + other), str(st.nan_jobs),
+            str(st.counts.get(R.RUNNING, 0)), str(st.counts.get(R.INTERRUPTED, 0)),
+            str(st.counts.get(R.PENDING, 0) + other), str(st.nan_jobs),
             f"{st.resumed_jobs} ({st.resumes} resumes)" if st.resumed_jobs else "0",
         ])
-    return pipe(rows, ["Step", "Jobs", "Completed", "Failed", "Running", "Pending/unknown",
+    return pipe(rows, ["Step", "Jobs", "Completed", "Failed", "Running", "Interrupted", "Pending/unknown",
                        "NaN loss", "Resumed from checkpoint"])
 
 
