@@ -95,6 +95,16 @@ def test_plan_for_slurm_shows_the_submission(tmp_path, capsys):
     assert "time = 165" in out  # 120 min box + 30 min grace + 15 min margin
 
 
+@pytest.mark.parametrize("value", ["gpu\n#SBATCH --uid=0", "gpu --exclusive", "a;rm"])
+def test_slurm_names_cannot_smuggle_lines_into_the_sbatch_script(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["experiment=seed_ra_ablation", "launcher=slurm", f"launcher.slurm.partition={value}",
+              "step=V0", f"results_root={tmp_path}", "--plan"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "launcher.slurm.partition=" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_cfg_job_prints_the_resolved_config(capsys):
     assert main(["experiment=smoke", "step=V18", "--cfg", "job"]) == 0
     out = capsys.readouterr().out

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shlex
 import shutil
 import signal
@@ -133,6 +134,9 @@ def _link_stdout(job_dir: Path) -> None:
 # --------------------------------------------------------------------------- submission
 
 
+_SBATCH_VALUE = re.compile(r"[A-Za-z0-9._,:&|!\[\]()*@+-]+")
+
+
 def executor_parameters(cfg: DictConfig) -> dict:
     s = cfg.launcher.slurm
     nproc = int(cfg.hardware.nproc_per_node)
@@ -168,6 +172,12 @@ def executor_parameters(cfg: DictConfig) -> dict:
     for key in ("partition", "account", "qos", "constraint"):
         value = s.get(key)
         if value:
+            # These become "#SBATCH --key=value" lines: a newline or space would smuggle in more.
+            if not _SBATCH_VALUE.fullmatch(str(value)):
+                raise ConfigError(
+                    f"launcher.slurm.{key}={str(value)!r} has characters Slurm names do not use; "
+                    f"allowed: letters, digits and . _ - , : & | ! [ ] ( ) * @ +"
+                )
             params[key] = str(value)
     if s.mem_gb:
         params["mem"] = f"{int(s.mem_gb)}GB"
