@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import stat
 
 import pytest
@@ -13,14 +12,13 @@ from ablate import results
 from ablate.errors import AblateError
 
 
-def test_atomic_write_replaces_whole_files_and_honours_the_umask(tmp_path):
+def test_atomic_write_replaces_whole_files_and_honours_the_umask(tmp_path, monkeypatch):
+    import ablate.atomic
+
     path = tmp_path / "sub" / "summary.json"
     results.atomic_write_json(path, {"best_val_loss": 3.5, "nan": float("nan")})
-    old = os.umask(0o027)
-    try:
-        results.atomic_write_json(path, {"best_val_loss": 3.4})
-    finally:
-        os.umask(old)
+    monkeypatch.setattr(ablate.atomic, "_UMASK", 0o027)  # the umask is read once, at import
+    results.atomic_write_json(path, {"best_val_loss": 3.4})
     assert json.loads(path.read_text()) == {"best_val_loss": 3.4}
     assert stat.S_IMODE(path.stat().st_mode) == 0o640  # not mkstemp's 0600
     assert [p.name for p in path.parent.iterdir()] == ["summary.json"]  # no temp file left

@@ -14,11 +14,20 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _read_umask() -> int:
+    # Read once, at import: os.umask can only be read by setting it, and setting it while other
+    # threads create files (the launcher's log pumps) would give those files the wrong mode.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def _file_mode() -> int:
     # mkstemp creates 0600; results are shared with colleagues, so honour the umask as open() does.
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager

@@ -115,3 +115,18 @@ def test_module_entry_point_reports_errors_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "ablate.matrix", "step=V99"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_a_slurm_log_folder_with_a_space_is_refused_before_submitting(tmp_path):
+    from omegaconf import OmegaConf
+
+    from ablate import results
+    from ablate.errors import ConfigError
+    from ablate.launch import slurm
+
+    mdir = tmp_path / "my results"
+    mdir.mkdir()
+    manifest = results.Manifest.create(mdir)
+    cfg = OmegaConf.create({"launcher": {"slurm": {"folder": None}}})
+    with pytest.raises(ConfigError, match="spaces or control characters"):
+        slurm._folder(manifest, cfg)

@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from ablate.errors import ConfigError
 from ablate.launch.job import LaunchJob
 from ablate.launch.local import LocalLauncher
 
@@ -22,6 +25,11 @@ time.sleep(float(sys.argv[2]))
 json.dump({"slots": os.environ["CUDA_VISIBLE_DEVICES"], "start": start, "end": time.time()}, open(out, "w"))
 sys.exit(int(sys.argv[3]))
 """
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_gpu_list(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
 def _job(tmp: Path, name: str, nproc: int, sleep: float = 1.0, code: int = 0, limit=None) -> LaunchJob:
@@ -92,3 +100,16 @@ def test_output_is_kept_in_the_job_directory(tmp_path):
     job = LaunchJob(name="echo", job_dir=d, command=[sys.executable, "-c", "print('hello from job')"])
     LocalLauncher(slots=1, echo=False, poll_s=0.05).run([job])
     assert "hello from job" in (d / "stdout.log").read_text()
+
+
+def test_slots_map_onto_the_devices_the_launcher_was_given(tmp_path, monkeypatch):
+    # A Slurm allocation or a shared box hands us GPUs 4,6,7,9: slot k is the k-th of those.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7,9")
+    jobs = [_job(tmp_path, "A", 2, sleep=0.5), _job(tmp_path, "B", 2, sleep=0.5)]
+    LocalLauncher(slots=4, echo=False, poll_s=0.05).run(jobs)
+    assert {_rec(tmp_path, "A")["slots"], _rec(tmp_path, "B")["slots"]} == {"4,6", "7,9"}
+
+
+def test_a_job_larger_than_the_box_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="needs 4 device slot"):
+        LocalLauncher(slots=2, echo=False).run([_job(tmp_path, "big", 4)])

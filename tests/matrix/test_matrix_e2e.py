@@ -161,6 +161,8 @@ def test_preflight_refuses_a_leaking_step_before_anything_trains(tmp_path, repo,
         (["optim.tokens_per_iter=1000"], "optim.tokens_per_iter=1000 is not a multiple of"),
         (["model.ra_rank=32", "step=V16"], "ra_rank"),
         (["data.source=shards", "data.path=/nonexistent/*.bin"], "/nonexistent"),
+        (["hardware.micro_batch=0"], "hardware.micro_batch=0"),
+        (["seed=-1"], "seed=-1 must be a non-negative integer"),
     ],
 )
 def test_preflight_bad_input_is_one_line_per_job(args, expected, tmp_path, capsys):

@@ -220,6 +220,17 @@ def test_done_job_is_not_retrained(tmp_path, capsys):
     assert (job / "summary.json").read_text() == before
 
 
+def test_completed_summary_without_done_marker_is_not_retrained(tmp_path, capsys):
+    # The process died after writing the completed summary but before DONE: keep the result.
+    job = make_job(tmp_path)
+    results.JobDir(job).write_summary({"status": "completed", "best_val_loss": 1.5})
+    before = (job / "summary.json").read_text()
+    assert main([str(job)]) == 0
+    assert "writing the missing DONE marker" in capsys.readouterr().out
+    assert results.JobDir(job).is_done() and not (job / "metrics.jsonl").exists()
+    assert (job / "summary.json").read_text() == before
+
+
 # --------------------------------------------------------------------------- gates
 
 

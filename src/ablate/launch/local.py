@@ -21,21 +21,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from ablate.errors import ConfigError
 from ablate.launch.job import EXIT_PREEMPTED, LaunchJob, describe_exit
 
 STOP_GRACE_S = 60.0
 """Seconds between SIGTERM and SIGKILL: time for a checkpoint of a large model."""
 
 
+try:  # loaded here, not in the forked child: importing or dlopen-ing after fork can deadlock
+    import ctypes
+
+    _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except Exception:  # not Linux: the launcher's own stop handling still applies
+    _PRCTL = None
+
+
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     """Linux: the child gets SIGTERM if the launcher dies, even by SIGKILL."""
-    try:
-        import ctypes
-
+    if _PRCTL is not None:
         PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:  # not Linux: the launcher's own stop handling still applies
-        pass
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def visible_device_ids() -> Optional[list[str]]:
+    """The CUDA_VISIBLE_DEVICES this launcher was given (a Slurm allocation, a shared box), or None."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def torchrun_command(job_dir: Path, nproc: int) -> list[str]:
@@ -78,7 +91,8 @@ class LocalLauncher:
         """Run every job; return exit codes by job name. A failing job never stops the others."""
         for job in jobs:
             if job.nproc > self.slots:
-                raise ValueError(f"job {job.name} needs {job.nproc} slots; only {self.slots} exist")
+                raise ConfigError(f"job {job.name} needs {job.nproc} device slot(s) but only {self.slots} "
+                                  f"are visible here; lower hardware.nproc_per_node or run on a bigger machine")
         pending = list(jobs)
         running: list[_Running] = []
         free = list(range(self.slots))
@@ -120,7 +134,13 @@ class LocalLauncher:
     def _start(self, job: LaunchJob, slots: list[int], lock: threading.Lock, concurrent: int) -> _Running:
         env = dict(os.environ)
         env.update(job.env)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(s) for s in slots)
+        # Slot k is the k-th device this launcher may use, which is not physical GPU k when the
+        # launcher itself was started with CUDA_VISIBLE_DEVICES (torch.cuda counts only those).
+        parent = visible_device_ids()
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(parent[s] if parent is not None and s < len(parent) else str(s)
+                                               for s in slots)
+        # torchrun gives its ranks 30 s after our SIGTERM before SIGKILL; a big checkpoint needs ours.
+        env.setdefault("PET_SHUTDOWN_TIMEOUT", str(int(self.stop_grace_s * 0.9)))
         env["ABLATE_DEVICE_SLOTS"] = env["CUDA_VISIBLE_DEVICES"]
         env["PYTHONUNBUFFERED"] = "1"
         if self.device == "cpu" and self.slots > 1 and "OMP_NUM_THREADS" not in job.env:
@@ -176,6 +196,11 @@ def _pump_output(proc: subprocess.Popen, job: LaunchJob, echo: bool, lock: threa
             log.flush()
             if echo:
                 line = raw.decode("utf-8", errors="replace").rstrip("\n")
-                with lock:
-                    print(f"[{job.name}] {line}", flush=True)
+                try:
+                    with lock:
+                        print(f"[{job.name}] {line}", flush=True)
+                except (OSError, ValueError):
+                    # Our stdout went away (a closed pipe): keep draining into stdout.log, or the
+                    # job would block on a full pipe and stall until its wall limit.
+                    echo = False
     proc.stdout.close()

@@ -185,7 +185,13 @@ def executor_parameters(cfg: DictConfig) -> dict:
 
 
 def _folder(manifest: results.Manifest, cfg: DictConfig) -> Path:
-    return Path(cfg.launcher.slurm.folder or (manifest.dir / ".submitit")).expanduser().absolute()
+    folder = Path(cfg.launcher.slurm.folder or (manifest.dir / ".submitit")).expanduser().absolute()
+    # submitit writes it unquoted into "#SBATCH --output=" lines: a space breaks the script and a
+    # newline would add lines to it.
+    if any(c.isspace() or not c.isprintable() for c in str(folder)):
+        raise ConfigError(f"Slurm log folder {str(folder)!r} contains spaces or control characters, which "
+                          f"sbatch cannot take; use a results_root / launcher.slurm.folder without them")
+    return folder
 
 
 def _executor(folder: Path, cfg: DictConfig) -> "submitit.SlurmExecutor":

@@ -68,6 +68,9 @@ def check_batch(cfg, world_size: int) -> list[str]:
     block = int(cfg.model.block_size)
     micro = int(cfg.hardware.micro_batch)
     tokens = int(cfg.optim.tokens_per_iter)
+    if block < 1 or micro < 1 or world_size < 1:
+        return [f"model.block_size={block}, hardware.micro_batch={micro} and the world size ({world_size}) "
+                f"must all be at least 1"]
     per_step = block * micro * world_size
     if tokens % per_step != 0:
         return [
@@ -85,6 +88,8 @@ def check_hardware(cfg, gpus_available: int) -> list[str]:
     if device not in ("auto", "cpu", "cuda"):
         return [f"hardware.device={device!r} must be one of auto, cpu, cuda"]
     launcher = str(cfg.launcher.name)
+    if device == "auto" and launcher == "local":
+        device = "cuda" if gpus_available else "cpu"  # what the local launcher will pick
     if device == "cuda" and launcher == "local":
         limit = cfg.hardware.gpus if cfg.hardware.gpus is not None else gpus_available
         if gpus_available == 0:
@@ -130,6 +135,8 @@ def check_budget(cfg) -> list[str]:
         return [f"budget.max_iters={b.max_iters} must be positive"]
     if int(b.eval_interval) <= 0 or int(b.log_interval) <= 0:
         return ["budget.eval_interval and budget.log_interval must be positive"]
+    if not 0 <= int(cfg.seed) < 2**63:
+        return [f"seed={cfg.seed} must be a non-negative integer below 2**63"]
     return []
 
 
@@ -169,6 +176,11 @@ def preflight(
             data_cache[dkey] = check_data(cfg)
         problems += data_cache[dkey]
         problems += out_problems
+        if str(cfg.launcher.name) == "slurm":
+            folder = str(cfg.launcher.slurm.folder or results_root.expanduser().absolute())
+            if any(c.isspace() or not c.isprintable() for c in folder):
+                problems.append(f"Slurm logs would go under {folder!r}, which has spaces or control characters "
+                                f"sbatch cannot take; choose results_root / launcher.slurm.folder without them")
         results.append(PreflightResult(job.name, problems))
     return results
 

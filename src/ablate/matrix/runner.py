@@ -103,10 +103,11 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
     device = str(first.hardware.device)
     if device == "auto":
         device = "cuda" if visible_gpus() else "cpu"
-    if first.hardware.gpus is not None:
-        slots = int(first.hardware.gpus)
+    if device == "cuda":
+        visible = visible_gpus()
+        slots = visible if first.hardware.gpus is None else min(int(first.hardware.gpus), visible)
     else:
-        slots = visible_gpus() if device == "cuda" else 1
+        slots = int(first.hardware.gpus) if first.hardware.gpus is not None else 1
     jobs = [
         LaunchJob(
             name=name,

@@ -851,6 +851,14 @@ def run_job(job_dir: str | Path, *, rank: Optional[int] = None, world_size: Opti
         return summary
     if not jd.path.is_dir():
         raise ConfigError(f"{jd.path}: no such job directory")
+    summary = jd.read_summary() if jd.summary.is_file() else None
+    if summary and summary.get("status") == results.COMPLETED:
+        # Died between the completed summary and DONE: the result is measured; never retrain it.
+        if dinfo.is_main:
+            print(f"{jd.path}: summary.json says completed; writing the missing DONE marker", flush=True)
+            jd.mark_done()
+        summary.update(exit_code=EXIT_COMPLETED, already_done=True)
+        return summary
     return Trainer(jd.path, dinfo).run()
 
 
