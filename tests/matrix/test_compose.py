@@ -130,3 +130,11 @@ def test_a_slurm_log_folder_with_a_space_is_refused_before_submitting(tmp_path):
     cfg = OmegaConf.create({"launcher": {"slurm": {"folder": None}}})
     with pytest.raises(ConfigError, match="spaces or control characters"):
         slurm._folder(manifest, cfg)
+
+
+def test_preflight_refuses_a_slurm_results_root_with_a_space(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["experiment=smoke", "launcher=slurm", f"results_root={tmp_path / 'my results'}", "step=V0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "spaces or control characters" in err and "Traceback" not in err
+    assert not list((tmp_path / "my results").glob("test_matrix_results_*")), "nothing may be created"

@@ -184,13 +184,23 @@ def executor_parameters(cfg: DictConfig) -> dict:
     return params
 
 
+def log_folder_problem(folder: os.PathLike | str) -> Optional[str]:
+    """Why sbatch cannot take ``folder`` for its logs, or None.
+
+    submitit writes it unquoted into "#SBATCH --output=" lines: a space breaks the script and a
+    newline would add lines to it.
+    """
+    if any(c.isspace() or not c.isprintable() for c in str(folder)):
+        return (f"Slurm logs would go under {str(folder)!r}, which has spaces or control characters sbatch "
+                f"cannot take; choose results_root / launcher.slurm.folder without them")
+    return None
+
+
 def _folder(manifest: results.Manifest, cfg: DictConfig) -> Path:
     folder = Path(cfg.launcher.slurm.folder or (manifest.dir / ".submitit")).expanduser().absolute()
-    # submitit writes it unquoted into "#SBATCH --output=" lines: a space breaks the script and a
-    # newline would add lines to it.
-    if any(c.isspace() or not c.isprintable() for c in str(folder)):
-        raise ConfigError(f"Slurm log folder {str(folder)!r} contains spaces or control characters, which "
-                          f"sbatch cannot take; use a results_root / launcher.slurm.folder without them")
+    problem = log_folder_problem(folder)
+    if problem:
+        raise ConfigError(problem)
     return folder
 
 

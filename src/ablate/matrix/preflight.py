@@ -177,10 +177,11 @@ def preflight(
         problems += data_cache[dkey]
         problems += out_problems
         if str(cfg.launcher.name) == "slurm":
-            folder = str(cfg.launcher.slurm.folder or results_root.expanduser().absolute())
-            if any(c.isspace() or not c.isprintable() for c in folder):
-                problems.append(f"Slurm logs would go under {folder!r}, which has spaces or control characters "
-                                f"sbatch cannot take; choose results_root / launcher.slurm.folder without them")
+            from ablate.launch.slurm import log_folder_problem
+
+            problem = log_folder_problem(cfg.launcher.slurm.folder or results_root.expanduser().absolute())
+            if problem:
+                problems.append(problem)
         results.append(PreflightResult(job.name, problems))
     return results
 
