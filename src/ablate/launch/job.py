@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ablate import results
+from ablate.errors import AblateError
+
 # Exit codes of `python -m ablate.train` (see ablate.train).
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -40,3 +43,22 @@ class LaunchJob:
     nproc: int = 1
     wall_limit_s: Optional[float] = None
     env: dict[str, str] = field(default_factory=dict)
+
+
+def job_outcome(jd: results.JobDir, code: int, error: Optional[str]) -> tuple[str, Optional[str]]:
+    """The job's status comes from its files: DONE means completed, whatever the exit code said."""
+    if jd.is_done():
+        return results.COMPLETED, None
+    summary = None
+    try:
+        summary = jd.read_summary()
+    except AblateError:
+        pass
+    if summary and summary.get("status") == results.FAILED:
+        return results.FAILED, str(summary.get("error") or error or "failed").strip().splitlines()[-1][:500]
+    if summary and summary.get("stopped_by"):
+        # torchrun reports any worker exit other than 0 as 1, so the trainer's own record decides.
+        return results.INTERRUPTED, f"stopped by {summary['stopped_by']} after checkpointing"
+    if code == EXIT_PREEMPTED or (error and "stopped" in error):
+        return results.INTERRUPTED, error or "stopped after checkpointing"
+    return results.FAILED, error or f"exited with code {code} without completing"

@@ -45,7 +45,7 @@ from omegaconf import DictConfig
 
 from ablate import results
 from ablate.errors import AblateError, ConfigError
-from ablate.launch.job import EXIT_FAILED, EXIT_OK
+from ablate.launch.job import EXIT_FAILED, EXIT_OK, job_outcome
 
 try:  # submitit is a declared dependency; keep the import error readable if it is missing
     import submitit
@@ -362,8 +362,6 @@ def _task0_result(folder: Path, job_id: str) -> Optional[tuple[str, Any]]:
 
 def _outcome(manifest: results.Manifest, name: str, job_id: str, state: str, folder: Path) -> tuple[str, int, Optional[str]]:
     """(status, exit code, error) of a job whose Slurm job ended, from its files first."""
-    from ablate.matrix.runner import _job_outcome
-
     jd = manifest.job_dir(name)
     if jd.is_done():
         return results.COMPLETED, EXIT_OK, None
@@ -381,7 +379,7 @@ def _outcome(manifest: results.Manifest, name: str, job_id: str, state: str, fol
         log = folder / f"{job_id}_0_log.err"
         error = f"Slurm job {job_id} ended in state {state} without a result (see {log})"
     code = int(summary["exit_code"]) if summary and summary.get("exit_code") is not None else EXIT_FAILED
-    status, error = _job_outcome(jd, code, error)
+    status, error = job_outcome(jd, code, error)
     return status, code, error
 
 

@@ -16,12 +16,11 @@ from omegaconf import DictConfig
 from ablate import results
 from ablate.config import load_job_config
 from ablate.errors import AblateError, ConfigError, PreflightError
-from ablate.launch.job import EXIT_PREEMPTED, LaunchJob
+from ablate.launch.job import LaunchJob, job_outcome
 from ablate.matrix.compose import JobSpec, config_yaml
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import describe_failures, preflight, visible_gpus, world_size
 
-INTERRUPTED = results.INTERRUPTED
 
 
 def say(message: str) -> None:
@@ -128,7 +127,7 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
         say(f"start {job.name} ({job.nproc} process(es)); log: {job.job_dir / 'stdout.log'}")
 
     def on_end(job: LaunchJob, code: int, error: Optional[str]) -> None:
-        status, error = _job_outcome(manifest.job_dir(job.name), code, error)
+        status, error = job_outcome(manifest.job_dir(job.name), code, error)
         manifest.update_job(job.name, status=status, ended=results.now_iso(), exit_code=code, error=error)
         say(f"end {job.name}: {status}" + (f" ({error})" if error and status != results.COMPLETED else ""))
 
@@ -146,25 +145,6 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _job_outcome(jd: results.JobDir, code: int, error: Optional[str]) -> tuple[str, Optional[str]]:
-    """The job's status comes from its files: DONE means completed, whatever the exit code said."""
-    if jd.is_done():
-        return results.COMPLETED, None
-    summary = None
-    try:
-        summary = jd.read_summary()
-    except AblateError:
-        pass
-    if summary and summary.get("status") == results.FAILED:
-        return results.FAILED, str(summary.get("error") or error or "failed").strip().splitlines()[-1][:500]
-    if summary and summary.get("stopped_by"):
-        # torchrun reports any worker exit other than 0 as 1, so the trainer's own record decides.
-        return INTERRUPTED, f"stopped by {summary['stopped_by']} after checkpointing"
-    if code == EXIT_PREEMPTED or (error and "stopped" in error):
-        return INTERRUPTED, error or "stopped after checkpointing"
-    return results.FAILED, error or f"exited with code {code} without completing"
 
 
 def _finish(manifest: results.Manifest, codes: dict[str, int]) -> int:
@@ -190,7 +170,7 @@ def _finish(manifest: results.Manifest, codes: dict[str, int]) -> int:
     bad = [j["name"] for j in manifest.jobs if j["status"] != results.COMPLETED]
     say(f"{len(statuses) - len(bad)}/{len(statuses)} job(s) completed" + (f"; not completed: {', '.join(bad)}" if bad else ""))
     if bad:
-        interrupted = all(manifest.job(n)["status"] == INTERRUPTED for n in bad)
+        interrupted = all(manifest.job(n)["status"] == results.INTERRUPTED for n in bad)
         say(f"resume with: python -m ablate.matrix resume={manifest.dir}")
         return 3 if interrupted else 1
     return 0
