@@ -159,6 +159,13 @@ class RunConfig:
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     seed: int = 1
     """Seeds init, dropout and data order. Same seed, same step, same machine: same loss curve."""
+    plugins: list[str] = field(default_factory=list)
+    """Your own Python modules (dotted paths, e.g. [my_attention]) imported before any model is
+    built, in the matrix process, its preflight and every job process; they register attention,
+    MLP or arch classes (see models.registry)."""
+    plugin_path: Optional[list[str]] = None
+    """Folders put first on sys.path to import ``plugins`` from (None: the directory the matrix
+    was started in). Stored absolute in each job's config.yaml, so jobs find them anywhere."""
     experiment: Optional[str] = None
     """Name of the preset that was applied (set by the experiment YAML)."""
     results_root: str = "results"

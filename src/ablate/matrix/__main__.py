@@ -7,6 +7,15 @@ Examples::
     python -m ablate.matrix matrix=ra-ablation --plan       # what would run, and its cost
     python -m ablate.matrix experiment=smoke step=V16 --cfg job
     python -m ablate.matrix resume=results/test_matrix_results_20251111_170325
+
+Your own steps and code, outside this repository::
+
+    python -m ablate.matrix --config-dir ~/myidea/conf plugins=[my_attention] plugin_path=[~/myidea] \
+        experiment=smoke step=V0,V19 --multirun
+
+``--config-dir DIR`` adds DIR to Hydra's search path (same as ``hydra.searchpath=[file://DIR]``):
+its ``step/V19.yaml`` etc. are found next to ours. ``plugins`` are imported in this process, the
+preflight and every job.
 """
 
 from __future__ import annotations
@@ -23,12 +32,18 @@ def parse_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
     from ablate.matrix.compose import expand_matrix_file
 
     overrides: list[str] = []
+    config_dirs: list[str] = []
     multirun = False
     show_cfg = False
     it = iter(argv)
     for arg in it:
         if arg in ("--multirun", "-m"):
             multirun = True
+        elif arg in ("--config-dir", "-cd") or arg.startswith("--config-dir="):
+            value = arg.split("=", 1)[1] if "=" in arg else next(it, None)
+            if not value:
+                raise AblateError("--config-dir needs a folder (one holding step/, model/, ... YAML groups)")
+            config_dirs.append(value)
         elif arg == "--plan":
             overrides.append("plan=true")
         elif arg in ("--cfg", "-c"):
@@ -43,7 +58,25 @@ def parse_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
             raise AblateError(f"unknown option {arg}; see python -m ablate.matrix --help")
         else:
             overrides.append(arg)
+    if config_dirs:
+        if any(o.startswith("hydra.searchpath=") for o in overrides):
+            raise AblateError("use either --config-dir or hydra.searchpath=, not both")
+        overrides.append(searchpath_override(config_dirs))
     return overrides, multirun, show_cfg
+
+
+def searchpath_override(folders: list[str]) -> str:
+    """``hydra.searchpath=['file:///abs/conf', ...]`` for --config-dir folders (quoted: any path)."""
+    from pathlib import Path
+
+    entries = []
+    for folder in folders:
+        path = Path(folder).expanduser().resolve()
+        if not path.is_dir():
+            raise AblateError(f"--config-dir {folder}: no such folder")
+        quoted = str(path).replace("\\", "\\\\").replace("'", "\\'")
+        entries.append(f"'file://{quoted}'")
+    return "hydra.searchpath=[" + ",".join(entries) + "]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     try:
+        from ablate.plugins import check_models_package
+
+        check_models_package()  # before `import models`: a user's own package of that name must not load
         import models
         from ablate.matrix import runner
         from ablate.matrix.compose import build_jobs, config_yaml

@@ -148,10 +148,21 @@ def build_jobs(args: list[str], multirun: bool) -> list[JobSpec]:
     jobs: list[JobSpec] = []
     for overrides in job_overrides:
         cfg = compose_job(overrides)
+        resolve_plugins(cfg)
         swept = {k: v for k, v in (_split(o) for o in overrides) if k in swept_keys}
         jobs.append(JobSpec(name="", overrides=overrides, cfg=cfg, swept=swept))
     _name_jobs(jobs)
     return jobs
+
+
+def resolve_plugins(cfg: DictConfig) -> None:
+    """Store plugin_path absolute (jobs run elsewhere) and import the plugins here, so a missing
+    module is one error line before anything runs and the preflight sees what they register."""
+    from ablate import plugins
+
+    if cfg.plugins:
+        cfg.plugin_path = plugins.resolve_paths(cfg.plugin_path)
+        plugins.load_for(cfg)
 
 
 def _name_jobs(jobs: list[JobSpec]) -> None:

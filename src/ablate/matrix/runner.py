@@ -13,7 +13,7 @@ from typing import Optional
 
 from omegaconf import DictConfig
 
-from ablate import results
+from ablate import plugins, results
 from ablate.config import load_job_config
 from ablate.errors import AblateError, ConfigError, PreflightError
 from ablate.launch.job import LaunchJob, job_outcome
@@ -76,6 +76,7 @@ def run_resume(path: str) -> int:
                 manifest.update_job(job["name"], status=results.COMPLETED)
             continue
         cfgs[job["name"]] = load_job_config(jd.config)
+        plugins.load_for(cfgs[job["name"]])  # a plugin gone since the first run: one line, before any job
     done = len(manifest.jobs) - len(cfgs)
     say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
     if not cfgs:

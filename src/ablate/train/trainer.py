@@ -59,6 +59,7 @@ from typing import Any, Optional
 
 import torch
 
+from ablate import plugins as plugins_mod
 from ablate import results
 from ablate.config import load_job_config
 from ablate.errors import AblateError, ConfigError
@@ -139,6 +140,7 @@ class Trainer:
         self.optim_record: Optional[dict] = None
         self.notes: list[str] = []
         self.last_eval_iter: Optional[int] = None
+        self.plugins: dict = {}
 
     # ------------------------------------------------------------------ summary
 
@@ -258,7 +260,8 @@ class Trainer:
         if dev.is_cuda:
             self.val_batches = [(x.pin_memory(), y.pin_memory()) for x, y in self.val_batches]
 
-        # Model: identical init on every rank.
+        # Model: identical init on every rank; the researcher's own modules first (same as preflight).
+        self.plugins = plugins_mod.load_for(cfg)
         seed = int(cfg.seed)
         _seed_all(seed)
         try:
@@ -315,6 +318,7 @@ class Trainer:
                 "optim_groups": self.optim_record,
                 "resumed": self.resumed,
                 "start_iter": self.iter,
+                "plugins": self.plugins,
             })
             prev = None
             if self.jd.env.is_file():
