@@ -39,6 +39,7 @@ def _test_exists(nodeid: str) -> bool:
 # Commands a test elsewhere runs for real (training jobs, a fresh venv, a Slurm cluster).
 COVERED_ELSEWHERE = {
     "resume=": "tests/matrix/test_matrix_e2e.py::test_resume_after_killing_the_runner_reruns_only_unfinished_jobs",
+    "status=": "tests/matrix/test_progress.py::test_status_command_prints_every_job_and_says_it_is_still_running",
     "plugins=[my_attention]": "tests/matrix/test_plugins.py::"
                               "test_user_folder_outside_the_repo_runs_a_matrix_and_gets_a_report",
     "python -m ablate.launch.slurm ": "tests/slurm/test_matrix_slurm.py::"

@@ -178,6 +178,9 @@ class RunConfig:
     """Check every job (config, causality, data, output dir, GPUs, batch) before any trains."""
     report: bool = True
     """Write REPORT.md into the matrix directory when the last job ends."""
+    progress: bool = True
+    """Live progress view (one line per running job, counts, ETA) while a local matrix runs, when
+    stdout is a terminal; job output then goes to <job>/stdout.log only. false: echo job output."""
 
 
 def register_configs() -> None:

@@ -7,6 +7,7 @@ Examples::
     python -m ablate.matrix matrix=ra-ablation --plan       # what would run, and its cost
     python -m ablate.matrix experiment=smoke step=V16 --cfg job
     python -m ablate.matrix resume=results/test_matrix_results_20251111_170325
+    python -m ablate.matrix status=results/test_matrix_results_20251111_170325   # progress, from the files
 
 Your own steps and code, outside this repository::
 
@@ -101,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"resume= runs a matrix as it was configured; drop the other overrides ({' '.join(others)})"
                 )
             return runner.run_resume(resume[0].split("=", 1)[1])
+        status = [o for o in overrides if o.startswith("status=")]
+        if status:
+            if len(overrides) > 1:
+                raise AblateError("status=DIR prints a matrix's progress; it takes no other overrides")
+            from ablate.matrix.progress import status as print_status
+
+            return print_status(status[0].split("=", 1)[1])
         jobs = build_jobs(overrides, multirun)
         if show_cfg:
             for job in jobs:

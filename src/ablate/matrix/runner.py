@@ -18,13 +18,14 @@ from ablate.config import load_job_config
 from ablate.errors import AblateError, ConfigError, PreflightError
 from ablate.launch.job import LaunchJob, job_outcome
 from ablate.matrix.compose import JobSpec, config_yaml
+from ablate.matrix import progress
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import describe_failures, preflight, visible_gpus, world_size
 
 
 
 def say(message: str) -> None:
-    print(f"[ablate] {message}", flush=True)
+    progress.emit(f"[ablate] {message}")  # above the live progress view when one is drawn
 
 
 def wall_limit(cfg: DictConfig) -> Optional[float]:
@@ -132,7 +133,9 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
         manifest.update_job(job.name, status=status, ended=results.now_iso(), exit_code=code, error=error)
         say(f"end {job.name}: {status}" + (f" ({error})" if error and status != results.COMPLETED else ""))
 
-    launcher = LocalLauncher(slots=slots, device=device, on_start=on_start, on_end=on_end)
+    live = bool(first.get("progress", True)) and progress.LiveView.wanted()
+    # With the live view, job output stays in each <job>/stdout.log: one compact view, not N logs.
+    launcher = LocalLauncher(slots=slots, device=device, on_start=on_start, on_end=on_end, echo=not live)
     previous = signal.getsignal(signal.SIGTERM)
 
     def stop(signum, frame):  # SIGTERM/SIGINT: stop jobs cleanly (they checkpoint), keep the manifest true
@@ -142,6 +145,9 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
+        if live:
+            with progress.LiveView(manifest):
+                return launcher.run(jobs)
         return launcher.run(jobs)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,304 @@
+"""How far along a matrix is, from its files alone: matrix.json, each job's metrics.jsonl and
+summary.json. The same reading serves the live terminal view of a running matrix and
+``python -m ablate.matrix status=DIR`` for a matrix running elsewhere (another shell, Slurm).
+
+The live view is a block of lines at the bottom of the terminal, redrawn in place about once a
+second; the matrix's own messages scroll above it. It is drawn only when stdout is a terminal, so
+CI logs and pipes get the plain line-by-line output and no escape codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, TextIO
+
+from ablate import results
+
+TAIL_BYTES = 65536  # the last train record is near the end of metrics.jsonl; never read it whole
+
+
+@dataclass
+class JobProgress:
+    name: str
+    status: str
+    iter: Optional[int] = None
+    max_iters: Optional[int] = None
+    box_seconds: Optional[float] = None
+    train_seconds: Optional[float] = None
+    loss: Optional[float] = None
+    tokens_per_s: Optional[float] = None
+
+    @property
+    def fraction(self) -> Optional[float]:
+        """Fraction of the budget used: time box or iterations, whichever ends first."""
+        parts = []
+        if self.box_seconds and self.train_seconds is not None:
+            parts.append(self.train_seconds / self.box_seconds)
+        if self.max_iters and self.iter is not None:
+            parts.append(self.iter / self.max_iters)
+        if self.status == results.COMPLETED:
+            return 1.0
+        return min(1.0, max(parts)) if parts else None
+
+    def remaining_seconds(self) -> Optional[float]:
+        """Training seconds this job still needs (evals and start-up not counted)."""
+        if self.status == results.COMPLETED:
+            return 0.0
+        options = []
+        done_s = self.train_seconds or 0.0
+        if self.box_seconds:
+            options.append(max(0.0, self.box_seconds - done_s))
+        if self.max_iters:
+            if self.iter and self.train_seconds:
+                options.append(max(0, self.max_iters - self.iter) * self.train_seconds / self.iter)
+            elif not self.box_seconds:
+                return None
+        return min(options) if options else None
+
+
+@dataclass
+class MatrixProgress:
+    dir: Path
+    jobs: list[JobProgress] = field(default_factory=list)
+
+    def count(self, *statuses: str) -> int:
+        return sum(1 for j in self.jobs if j.status in statuses)
+
+    @property
+    def eta_seconds(self) -> Optional[float]:
+        """Training time left for the whole matrix at the current parallelism; None if unknown."""
+        pending = [j for j in self.jobs if j.status in (results.PENDING, results.RUNNING)]
+        if not pending:
+            return 0.0
+        total = 0.0
+        for j in pending:
+            r = j.remaining_seconds()
+            if r is None:
+                return None
+            total += r
+        return total / max(1, self.count(results.RUNNING))
+
+
+def last_train_record(path: Path) -> Optional[dict]:
+    """The last complete ``kind: train`` line of a metrics.jsonl (read from its tail)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
+    except OSError:
+        return None
+    for raw in reversed(tail.split(b"\n")):
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue  # a torn line being written, or the cut at the start of the tail
+        if isinstance(rec, dict) and rec.get("kind") == "train":
+            return rec
+    return None
+
+
+def _summary(jd: results.JobDir) -> dict:
+    try:
+        return jd.read_summary() or {}
+    except Exception:  # a summary being replaced or damaged: show the job without it
+        return {}
+
+
+def _budget(jd: results.JobDir, cache: dict) -> tuple[Optional[int], Optional[float]]:
+    """(max_iters, train_seconds) from the job's config.yaml, which exists before the job starts."""
+    key = str(jd.config)
+    if key not in cache:
+        try:
+            budget = (results.read_yaml(jd.config) or {}).get("budget") or {}
+            cache[key] = (budget.get("max_iters"), budget.get("train_seconds"))
+        except Exception:  # unreadable now; try again at the next refresh
+            return None, None
+    return cache[key]
+
+
+def read(manifest: results.Manifest, cache: Optional[dict] = None) -> MatrixProgress:
+    out = MatrixProgress(manifest.dir)
+    cache = {} if cache is None else cache
+    for entry in list(manifest.jobs):
+        jd = manifest.job_dir(entry["name"])
+        job = JobProgress(entry["name"], str(entry.get("status") or results.PENDING))
+        summary = _summary(jd)
+        job.max_iters, job.box_seconds = _budget(jd, cache)
+        job.iter = summary.get("iterations")
+        job.train_seconds = summary.get("train_seconds")
+        job.loss = summary.get("last_train_loss")
+        job.tokens_per_s = summary.get("tokens_per_s")
+        rec = last_train_record(jd.metrics)
+        if rec is not None and (job.iter is None or int(rec.get("iter") or 0) >= int(job.iter)):
+            job.iter = rec.get("iter")
+            job.train_seconds = rec.get("train_seconds")
+            job.loss = rec.get("loss/train")
+            job.tokens_per_s = rec.get("throughput/tokens_per_s") or job.tokens_per_s
+        out.jobs.append(job)
+    return out
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def _bar(fraction: Optional[float], width: int) -> str:
+    if fraction is None:
+        return "[" + "?" * width + "]"
+    filled = int(round(fraction * width))
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -> list[str]:
+    """The compact view: one counts line, then one line per running job (every job if all_jobs)."""
+    c = progress.count
+    head = (f"{c(results.COMPLETED)} done, {c(results.RUNNING)} running, {c(results.PENDING)} queued"
+            + (f", {c(results.FAILED)} failed" if c(results.FAILED) else "")
+            + (f", {c(results.INTERRUPTED)} interrupted" if c(results.INTERRUPTED) else "")
+            + f" of {len(progress.jobs)} | ETA ~{_duration(progress.eta_seconds)} of training")
+    lines = [f"[matrix] {head}"]
+    name_w = max([len(j.name) for j in progress.jobs] + [4])
+    for j in progress.jobs:
+        if not all_jobs and j.status != results.RUNNING:
+            continue
+        frac = j.fraction
+        pct = f"{100 * frac:3.0f}%" if frac is not None else "  ?%"
+        parts = [f"  {j.name:<{name_w}}", _bar(frac, 20), pct]
+        if j.status != results.RUNNING:
+            parts.append(j.status)
+        if j.iter is None and j.status == results.RUNNING:
+            parts.append("starting")
+        if j.iter is not None:
+            parts.append(f"iter {j.iter}" + (f"/{j.max_iters}" if j.max_iters else ""))
+        if j.loss is not None:
+            parts.append(f"loss {j.loss:.4f}")
+        if j.tokens_per_s:
+            parts.append(f"{j.tokens_per_s:,.0f} tok/s")
+        if j.box_seconds and j.train_seconds is not None and j.status == results.RUNNING:
+            parts.append(f"box {j.train_seconds:.0f}/{j.box_seconds:.0f}s")
+        lines.append(" ".join(parts)[:width])
+    return [ln[:width] for ln in lines]
+
+
+# --------------------------------------------------------------------------- the live view
+
+_current: Optional["LiveView"] = None
+
+
+def emit(line: str) -> None:
+    """Print one message line; above the live view when one is drawn."""
+    view = _current
+    if view is not None:
+        view.print(line)
+    else:
+        print(line, flush=True)
+
+
+class LiveView:
+    """Redraws ``render(read(manifest))`` at the bottom of a terminal while a matrix runs."""
+
+    def __init__(self, manifest: results.Manifest, stream: Optional[TextIO] = None, interval_s: float = 1.0):
+        self.manifest = manifest
+        self.stream = stream or sys.stdout
+        self.interval_s = interval_s
+        self._lock = threading.RLock()  # a signal handler may print while the main thread draws
+        self._drawn = 0
+        self._budgets: dict = {}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    @staticmethod
+    def wanted(stream: Optional[TextIO] = None) -> bool:
+        stream = stream or sys.stdout
+        try:
+            return stream.isatty() and os.environ.get("TERM") != "dumb"
+        except (AttributeError, ValueError):
+            return False
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self.stream.write(f"\x1b[{self._drawn}F\x1b[J")  # up to the block's first line, clear below
+            self._drawn = 0
+
+    def _draw(self) -> None:
+        try:
+            lines = render(read(self.manifest, self._budgets), width=max(40, shutil.get_terminal_size().columns - 1))
+        except Exception as e:  # the view must never stop a matrix
+            lines = [f"[matrix] progress unavailable: {type(e).__name__}"]
+        self._clear()
+        self.stream.write("\n".join(lines) + "\n")
+        self._drawn = len(lines)
+
+    def print(self, line: str) -> None:
+        with self._lock:
+            try:
+                self._clear()
+                self.stream.write(line + "\n")
+                self._draw()
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def refresh(self) -> None:
+        with self._lock:
+            try:
+                self._draw()
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.refresh()
+
+    def __enter__(self) -> "LiveView":
+        global _current
+        _current = self
+        self.refresh()
+        self._thread = threading.Thread(target=self._loop, name="ablate-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _current
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.refresh()  # leave the final state on screen
+        _current = None
+
+
+def status(path: str) -> int:
+    """``python -m ablate.matrix status=DIR``: every job's progress, once, as plain lines.
+
+    Exit code: 0 every job completed, 3 some job is queued or running, 1 otherwise."""
+    manifest = results.Manifest.load(path)
+    if manifest.data.get("launcher") == "slurm":
+        from ablate.launch.slurm import refresh
+
+        refresh(manifest)  # Slurm's view first: a job that ended there is not shown as running
+    progress = read(manifest)
+    print(f"matrix {manifest.dir}")
+    for line in render(progress, width=10_000, all_jobs=True):
+        print(line, flush=True)
+    statuses = [j.status for j in progress.jobs]
+    if all(s == results.COMPLETED for s in statuses):
+        return 0
+    if any(s in (results.PENDING, results.RUNNING) for s in statuses):
+        return 3
+    return 1
