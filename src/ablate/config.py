@@ -95,7 +95,8 @@ class HardwareConfig:
     precision: str = "auto"
     """auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32."""
     compile: bool = False
-    """torch.compile the model (CUDA only; ignored with a warning on CPU)."""
+    """torch.compile the model (inductor; on CPU too). If compiling fails the job runs eager, says so
+    in train.log and records it in summary.json (``compile``, ``compile_error``)."""
     tf32: bool = True
     """Allow TF32 matmuls on CUDA."""
     threads: Optional[int] = None

@@ -90,6 +90,8 @@ class DeviceSetup:
     tf32: bool
     compile: bool
     warnings: list
+    sdpa: Optional[dict] = None  # see probe_sdpa
+
 
     @property
     def is_cuda(self) -> bool:
@@ -177,8 +179,35 @@ def setup_device(hw, local_rank: int) -> DeviceSetup:
         torch.backends.cuda.enable_flash_sdp(True)
         torch.backends.cuda.enable_mem_efficient_sdp(True)
 
-    do_compile = bool(hw.compile)
-    if do_compile and not use_cuda:
-        warnings.append("hardware.compile=true is ignored on CPU (compile is for CUDA jobs)")
-        do_compile = False
-    return DeviceSetup(device=device, name=name, precision=precision, tf32=tf32, compile=do_compile, warnings=warnings)
+    # compile works on CPU too (inductor's C++ backend); whether it really ran is decided by the
+    # trainer's compile probe (ablate.train.compile), which may fall back to eager and say so.
+    return DeviceSetup(device=device, name=name, precision=precision, tf32=tf32, compile=bool(hw.compile),
+                       warnings=warnings)
+
+
+def probe_sdpa(dev: DeviceSetup, n_head: int, head_dim: int) -> dict:
+    """Which scaled_dot_product_attention kernels are enabled, and whether the flash kernel can
+    run at the job's dtype and head dim on this device (one tiny causal call restricted to it).
+
+    Returns ``{"enabled": [...], "flash": bool, "flash_error": str | None}``. SDPA picks flash
+    first where it can, so ``flash: false`` means attention silently takes a slower kernel; the
+    trainer logs that as a warning.
+    """
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    b = torch.backends.cuda
+    enabled = [name for name, on in (("flash", b.flash_sdp_enabled()), ("mem_efficient", b.mem_efficient_sdp_enabled()),
+                                     ("cudnn", b.cudnn_sdp_enabled()), ("math", b.math_sdp_enabled())) if on]
+    dtype = dev.autocast_dtype or torch.float32
+    q = torch.zeros(1, n_head, 16, head_dim, device=dev.device, dtype=dtype)
+    error = None
+    if "flash" not in enabled:
+        error = "the flash kernel is disabled (torch.backends.cuda.enable_flash_sdp(False))"
+    else:
+        try:
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                F.scaled_dot_product_attention(q, q, q, is_causal=True, scale=head_dim ** -0.5)
+        except RuntimeError as e:
+            error = " ".join(str(e).split())[:300]
+    return {"enabled": enabled, "flash": error is None, "flash_error": error}

@@ -102,21 +102,30 @@ def param_groups(model, optim_cfg) -> tuple[list[dict], dict]:
 
 
 def build_optimizer(model, optim_cfg, device_type: str) -> tuple[torch.optim.AdamW, dict]:
+    """Fused AdamW on CUDA and CPU alike (torch >= 2.4 has the CPU kernel), so the CPU tests run
+    the optimizer the GPU jobs use. Where torch refuses fused, the for-each implementation runs and
+    ``record["optimizer"]`` says so with the reason; ``record["fused"]`` is what was built."""
     groups, record = param_groups(model, optim_cfg)
     if not groups:
         raise ConfigError("the model has no trainable parameters")
-    kwargs = {}
-    if device_type == "cuda":
-        kwargs["fused"] = True
-    opt = torch.optim.AdamW(
-        groups,
-        lr=float(optim_cfg.lr),
-        betas=(float(optim_cfg.beta1), float(optim_cfg.beta2)),
-        eps=float(optim_cfg.eps),
-        **kwargs,
-    )
-    record["optimizer"] = "AdamW" + (" (fused)" if kwargs.get("fused") else "")
+    kwargs = dict(lr=float(optim_cfg.lr), betas=(float(optim_cfg.beta1), float(optim_cfg.beta2)),
+                  eps=float(optim_cfg.eps))
+    try:
+        opt = torch.optim.AdamW(groups, fused=True, **kwargs)
+        record["optimizer"], record["fused"] = "AdamW (fused)", True
+    except (RuntimeError, ValueError) as e:
+        opt = torch.optim.AdamW(groups, foreach=True, **kwargs)
+        reason = " ".join(str(e).split())[:200]
+        record["optimizer"], record["fused"] = f"AdamW (foreach; fused unavailable on {device_type}: {reason})", False
     return opt, record
+
+
+def keep_implementation(opt: torch.optim.Optimizer, record: dict) -> None:
+    """After ``opt.load_state_dict``: the loaded groups carry the saving run's fused/foreach flags
+    (a checkpoint from before fused CPU AdamW says ``fused: None``); run what ``record`` says."""
+    for g in opt.param_groups:
+        g["fused"] = bool(record.get("fused"))
+        g["foreach"] = None if record.get("fused") else True
 
 
 def describe_groups(record: dict) -> list[str]:

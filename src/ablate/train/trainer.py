@@ -67,8 +67,9 @@ from ablate.results import JobDir, MetricsWriter
 from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
 from ablate.train import env as env_mod
-from ablate.train.device import DeviceSetup, setup_device
-from ablate.train.optim import Schedule, build_optimizer, describe_groups, grad_accum_for
+from ablate.train.compile import CompileResult, compile_model
+from ablate.train.device import DeviceSetup, probe_sdpa, setup_device
+from ablate.train.optim import Schedule, build_optimizer, describe_groups, grad_accum_for, keep_implementation
 
 # Exit codes of `python -m ablate.train` (and the "exit_code" run_job returns).
 EXIT_COMPLETED = 0
@@ -141,6 +142,7 @@ class Trainer:
         self.notes: list[str] = []
         self.last_eval_iter: Optional[int] = None
         self.plugins: dict = {}
+        self.compiled = CompileResult(requested=False, compiled=False)  # set in setup
 
     # ------------------------------------------------------------------ summary
 
@@ -179,6 +181,10 @@ class Trainer:
             "device": self.dev.name if self.dev else None,
             "device_count": self._device_count(),
             "precision": self.dev.precision if self.dev else None,
+            "autocast_dtype": _dtype_name(self.dev.autocast_dtype) if self.dev else None,
+            "optimizer": self.optim_record.get("optimizer") if self.optim_record else None,
+            "sdpa_flash": self.dev.sdpa["flash"] if self.dev and self.dev.sdpa else None,
+            **self.compiled.record(),
             "resumed": self.resumed,
             "gates": self.gates,
             "optim_groups": self._optim_counts(),
@@ -239,6 +245,7 @@ class Trainer:
         self.schedule = Schedule(cfg.optim, b.max_iters, b.train_seconds)
 
         self.dev = dev = setup_device(cfg.hardware, self.dinfo.local_rank)
+        self.compiled = CompileResult(requested=bool(cfg.hardware.compile), compiled=False)
         if self.is_main:
             self.log = _Log(self.jd.log, True)
         dist_mod.init(self.dinfo, dev.device)
@@ -270,6 +277,7 @@ class Trainer:
             raise ConfigError(str(e)) from None
         model.to(dev.device)
         self.raw_model = model
+        dev.sdpa = probe_sdpa(dev, int(cfg.model.n_head), int(cfg.model.n_embd) // int(cfg.model.n_head))
         self.flops_per_token = float(model.flops_per_token())
         self.optimizer, self.optim_record = build_optimizer(model, cfg.optim, dev.device.type)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -283,7 +291,14 @@ class Trainer:
 
         fwd = model
         if dev.compile:
-            fwd = torch.compile(model)
+            t0 = time.perf_counter()
+            val0 = self.val_batches[0] if self.val_batches else None
+            fwd, self.compiled = compile_model(model, dev.autocast, self.batches.get(self.iter)[0], val0,
+                                               dev.device, self.dinfo)
+            self.warmup_seconds += time.perf_counter() - t0  # compilation is warm-up, not training
+            dev.compile = self.compiled.compiled  # from here on: what really runs
+            if self.compiled.error:
+                self.notes.append(f"torch.compile failed, ran eager: {self.compiled.error}")
         self.fwd_model = fwd  # eval forward (no DDP wrapper)
         if self.dinfo.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -307,7 +322,9 @@ class Trainer:
                 "local_world_size": self.dinfo.local_world_size,
                 "backend": self.dinfo.backend,
                 "tf32": dev.tf32,
-                "compile": dev.compile,
+                **self.compiled.record(),
+                "autocast_dtype": _dtype_name(dev.autocast_dtype),
+                "sdpa": dev.sdpa,
                 "grad_accum": self.grad_accum,
                 "micro_batch": int(cfg.hardware.micro_batch),
                 "tokens_per_iter": int(cfg.optim.tokens_per_iter),
@@ -337,13 +354,22 @@ class Trainer:
         cfg, dev = self.cfg, self.dev
         self.log(f"job {self.jd.path} step {cfg.step.name} ({cfg.step.architecture}) seed {cfg.seed}")
         self.log(f"device {dev.name} x{self._device_count()} | world size {self.dinfo.world_size} | precision {dev.precision}"
-                 f" | tf32 {dev.tf32} | compile {dev.compile} | threads {torch.get_num_threads()}")
+                 f" (autocast {_dtype_name(dev.autocast_dtype)}) | tf32 {dev.tf32} | compile {dev.compile}"
+                 f" | {self.optim_record['optimizer']} | SDPA flash {dev.sdpa['flash'] if dev.sdpa else None}"
+                 f" | threads {torch.get_num_threads()}")
         want = int(cfg.hardware.nproc_per_node)
         if want != self.dinfo.local_world_size:
             self.log(f"note: hardware.nproc_per_node={want} but this job runs {self.dinfo.local_world_size} "
                      f"process(es) per node (world size {self.dinfo.world_size}); the global batch is unchanged")
         for w in dev.warnings:
             self.log(f"warning: {w}")
+        if dev.sdpa is not None and not dev.sdpa["flash"]:
+            self.log(f"warning: attention cannot use the flash SDPA kernel here, a slower one runs: {dev.sdpa['flash_error']}")
+        c = self.compiled
+        if c.error:
+            self.log(f"warning: torch.compile ({c.backend}) failed for step {cfg.step.name}, running eager: {c.error}")
+        elif c.compiled:
+            self.log(f"compiled ({c.backend}) in {c.seconds:.1f}s: {c.graphs} graph(s), {c.graph_breaks} graph break(s)")
         self.log(f"model {model.num_params():,} params | {self.flops_per_token:.4g} FLOPs/token | "
                  f"batch {cfg.optim.tokens_per_iter} tokens/iter = {cfg.model.block_size} x {cfg.hardware.micro_batch} "
                  f"x {self.dinfo.world_size} ranks x {self.grad_accum} accum")
@@ -361,6 +387,7 @@ class Trainer:
         st = ck["state"]
         self.raw_model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
+        keep_implementation(self.optimizer, self.optim_record)
         self.iter = int(st["iter"])
         self.train_seconds = float(st["train_seconds"])
         self.warmup_seconds = float(st["warmup_seconds"])
@@ -816,6 +843,10 @@ def _sync_every_iter(dev: DeviceSetup) -> bool:
     if mode not in ("", "auto"):
         raise ConfigError(f"ABLATE_TRAIN_SYNC={mode!r} is not one of auto, every, sparse")
     return not dev.is_cuda
+
+
+def _dtype_name(dtype: Optional[torch.dtype]) -> Optional[str]:
+    return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def _signal_name(signum: int) -> str:
