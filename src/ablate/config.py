@@ -148,6 +148,29 @@ class LauncherConfig:
 
 
 @dataclass
+class TrackerConfig:
+    """An experiment tracker that receives the same values as metrics.jsonl (rank 0 only).
+
+    metrics.jsonl stays the record the report is built from; a tracker is a live view of it and
+    its failure never stops training (see ablate.train.trackers)."""
+
+    name: str = "none"
+    """none | tensorboard | wandb | mlflow (choose with tracker=<name>)."""
+    dir: Optional[str] = None
+    """Where local tracker files go: TensorBoard event files under <dir>/<matrix dir name>/<job>
+    (None: <matrix dir>/tensorboard/<job>); W&B's run folders (None: the matrix directory)."""
+    project: str = "ablate"
+    """W&B project (runs of one matrix share a group named after the matrix directory)."""
+    entity: Optional[str] = None
+    """W&B entity (team or user; None: your default)."""
+    mode: Optional[str] = None
+    """W&B mode: online | offline | disabled (None: $WANDB_MODE, else online)."""
+    uri: Optional[str] = None
+    """MLflow tracking URI, e.g. http://host:5000 or sqlite:///mlflow.db (None: $MLFLOW_TRACKING_URI
+    or MLflow's default); the experiment is named after the matrix directory."""
+
+
+@dataclass
 class RunConfig:
     """Everything one job of a matrix needs; what Hydra composes and what config.yaml stores."""
 
@@ -158,6 +181,7 @@ class RunConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
     seed: int = 1
     """Seeds init, dropout and data order. Same seed, same step, same machine: same loss curve."""
     plugins: list[str] = field(default_factory=list)

@@ -21,6 +21,7 @@ from ablate.matrix.compose import JobSpec, config_yaml
 from ablate.matrix import progress
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import describe_failures, preflight, visible_gpus, world_size
+from ablate.train.trackers import check_installed
 
 
 
@@ -41,6 +42,8 @@ def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
     if any(str(j.cfg.launcher.name) != launcher for j in jobs):
         raise ConfigError("all jobs of a matrix must use the same launcher; do not sweep launcher=")
     root = Path(str(first.results_root))
+    for name in sorted({str(j.cfg.tracker.name) for j in jobs}):
+        check_installed(name)  # one line before any job starts, not one failed job per cell
     if first.plan:
         print(format_plan(jobs, root))
         return 0
@@ -78,6 +81,8 @@ def run_resume(path: str) -> int:
             continue
         cfgs[job["name"]] = load_job_config(jd.config)
         plugins.load_for(cfgs[job["name"]])  # a plugin gone since the first run: one line, before any job
+    for name in sorted({str(c.tracker.name) for c in cfgs.values()}):
+        check_installed(name)
     done = len(manifest.jobs) - len(cfgs)
     say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
     if not cfgs:

@@ -67,6 +67,7 @@ from ablate.results import JobDir, MetricsWriter
 from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
 from ablate.train import env as env_mod
+from ablate.train import trackers
 from ablate.train.compile import CompileResult, compile_model
 from ablate.train.device import DeviceSetup, probe_sdpa, setup_device
 from ablate.train.optim import Schedule, build_optimizer, describe_groups, grad_accum_for, keep_implementation
@@ -316,7 +317,8 @@ class Trainer:
         # Files (rank 0).
         if self.is_main:
             results.truncate_metrics_after(self.jd.metrics, self.iter)
-            self.metrics = MetricsWriter(self.jd.metrics)
+            self.metrics = trackers.open_metrics(cfg, self.jd, MetricsWriter(self.jd.metrics), self.iter,
+                                                 self._tracker_warning)
             env = env_mod.collect(dev.name, dev.device.type, ws, dev.precision, extra={
                 "device_count": self._device_count(),
                 "local_world_size": self.dinfo.local_world_size,
@@ -349,6 +351,10 @@ class Trainer:
             results.atomic_write_json(self.jd.env, env)
             self._log_header(model)
         self.write_summary(results.RUNNING)
+
+    def _tracker_warning(self, message: str) -> None:
+        self.notes.append(message)
+        self.log(f"warning: {message}")
 
     def _log_header(self, model) -> None:
         cfg, dev = self.cfg, self.dev

@@ -1,0 +1,237 @@
+"""Experiment trackers (``tracker=tensorboard|wandb|mlflow``): a live copy of metrics.jsonl.
+
+Rank 0 writes each metrics record to metrics.jsonl first, then hands the same values to the
+tracker (``iter`` is the step; list values such as per-head gates are flattened to
+``key/<index>``). Runs of one matrix are grouped under the matrix directory's name (W&B group,
+MLflow experiment, TensorBoard folder), named after the job, tagged with step and seed, and carry
+the resolved config.
+
+A tracker is never allowed to cost a result: any exception from a backend (not installed, disk
+full, server down) is logged once in train.log and summary.json's notes, the tracker is switched
+off for the rest of the job, and training and metrics.jsonl carry on. The matrix checks that the
+chosen tracker is installed before any job starts (:func:`check_installed`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from ablate import results
+from ablate.errors import ConfigError
+
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
+PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def check_installed(name: str) -> None:
+    """One line, before any job starts, when the chosen tracker cannot run here."""
+    if name not in TRACKERS:
+        raise ConfigError(f"tracker.name={name!r} is unknown (allowed: {', '.join(TRACKERS)})")
+    package = PACKAGES.get(name)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"tracker={name} needs the {package} package, which is not installed: "
+                          f"pip install -e '.[{name}]' (or tracker=none)")
+
+
+def values(record: dict) -> Iterator[tuple[str, float]]:
+    """The numeric values of one metrics.jsonl record, as (key, value); lists become key/<i>."""
+
+    def walk(key: str, v: Any) -> Iterator[tuple[str, float]]:
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return
+        if isinstance(v, (int, float)):
+            yield key, float(v)
+        elif isinstance(v, (list, tuple)):
+            for i, item in enumerate(v):
+                yield from walk(f"{key}/{i}", item)
+
+    for k, v in record.items():
+        if k not in ("kind", "iter"):
+            yield from walk(k, v)
+
+
+class Tracker:
+    """Backend interface: log(step, values), close(status)."""
+
+    def log(self, step: int, vals: dict[str, float]) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, status: str) -> None:
+        pass
+
+
+class TensorBoardTracker(Tracker):
+    def __init__(self, cfg, jd: results.JobDir, config_yaml: str, start_iter: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        matrix = jd.path.parent
+        root = Path(str(cfg.tracker.dir)).expanduser() / matrix.name if cfg.tracker.dir else matrix / "tensorboard"
+        self.log_dir = root / jd.path.name
+        # A resumed job re-logs iterations after its checkpoint: purge_step hides the old ones.
+        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=start_iter or None)
+        self.writer.add_text("config", "```\n" + config_yaml + "\n```", global_step=start_iter)
+        self.writer.add_text("tags", f"step={cfg.step.name} seed={cfg.seed} matrix={matrix.name}",
+                             global_step=start_iter)
+
+    def log(self, step: int, vals: dict[str, float]) -> None:
+        for k, v in vals.items():
+            self.writer.add_scalar(k, v, global_step=step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self, status: str) -> None:
+        self.writer.close()
+
+
+class WandbTracker(Tracker):
+    def __init__(self, cfg, jd: results.JobDir, config: dict, start_iter: int):
+        import wandb
+
+        matrix = jd.path.parent
+        folder = Path(str(cfg.tracker.dir)).expanduser() if cfg.tracker.dir else matrix
+        folder.mkdir(parents=True, exist_ok=True)
+        # One W&B run per job, also across resumes: the id is derived from the job directory.
+        run_id = hashlib.sha256(str(jd.path.resolve()).encode()).hexdigest()[:24]
+        self.run = wandb.init(
+            project=str(cfg.tracker.project), entity=cfg.tracker.entity, group=matrix.name, name=jd.path.name,
+            job_type=str(cfg.step.name), tags=[f"step:{cfg.step.name}", f"seed:{cfg.seed}"], config=config,
+            dir=str(folder), mode=cfg.tracker.mode, id=run_id, resume="allow",
+            settings=wandb.Settings(console="off", silent=True),
+        )
+
+    def log(self, step: int, vals: dict[str, float]) -> None:
+        self.run.log(vals, step=step)
+
+    def close(self, status: str) -> None:
+        self.run.finish(exit_code=0 if status == results.COMPLETED else 1)
+
+
+class MlflowTracker(Tracker):
+    def __init__(self, cfg, jd: results.JobDir, config: dict, config_yaml: str, start_iter: int):
+        from mlflow.tracking import MlflowClient
+
+        self.client = client = MlflowClient(tracking_uri=cfg.tracker.uri)
+        matrix = jd.path.parent
+        exp = client.get_experiment_by_name(matrix.name)
+        if exp is None:
+            try:
+                exp_id = client.create_experiment(matrix.name)
+            except Exception:  # a parallel job of the same matrix created it first
+                exp_id = client.get_experiment_by_name(matrix.name).experiment_id
+        else:
+            exp_id = exp.experiment_id
+        # One run per job, also across resumes: find it by its job tag.
+        found = client.search_runs([exp_id], filter_string=f"tags.`ablate.job` = '{jd.path.name}'", max_results=1)
+        if found:
+            self.run_id = found[0].info.run_id
+        else:
+            tags = {"step": str(cfg.step.name), "seed": str(cfg.seed), "ablate.job": jd.path.name,
+                    "ablate.matrix": matrix.name, "ablate.job_dir": str(jd.path.resolve())}
+            self.run_id = client.create_run(exp_id, run_name=jd.path.name, tags=tags).info.run_id
+            client.log_text(self.run_id, config_yaml, "config.yaml")
+            from mlflow.entities import Param
+
+            params = [Param(k, str(v)[:6000]) for k, v in _flat(config)]
+            for i in range(0, len(params), 100):
+                client.log_batch(self.run_id, params=params[i:i + 100])
+
+    def log(self, step: int, vals: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, step) for k, v in vals.items()])
+
+    def close(self, status: str) -> None:
+        state = {results.COMPLETED: "FINISHED", results.FAILED: "FAILED"}.get(status, "KILLED")
+        self.client.set_terminated(self.run_id, state)
+
+
+def _flat(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _flat(v, key + ".")
+        else:
+            yield key, v
+
+
+class TrackedMetrics:
+    """metrics.jsonl first, then the tracker; a tracker failure switches the tracker off, only."""
+
+    def __init__(self, writer: results.MetricsWriter, jd: results.JobDir, name: str,
+                 opener: Callable[[], Tracker], warn: Callable[[str], None]):
+        self.writer = writer
+        self.jd = jd
+        self.name = name
+        self.warn = warn
+        self.tracker: Optional[Tracker] = None
+        self._guard("start", lambda: setattr(self, "tracker", opener()))
+
+    def _guard(self, what: str, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - a tracker must not end training, whatever it raises
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            self.tracker = None
+            msg = " ".join(str(e).split())[:300]
+            self.warn(f"tracker {self.name} failed at {what} ({type(e).__name__}: {msg}); it is off for the "
+                      f"rest of this job; training and metrics.jsonl are unaffected")
+
+    def write(self, record: dict) -> None:
+        self.writer.write(record)
+        if self.tracker is not None:
+            tracker = self.tracker
+            step = int(record.get("iter") or 0)
+            vals = dict(values(record))
+            self._guard(f"iteration {step}", lambda: tracker.log(step, vals))
+
+    def sync(self) -> None:
+        self.writer.sync()
+        if self.tracker is not None:
+            self._guard("flush", self.tracker.flush)
+
+    def close(self) -> None:
+        self.writer.close()
+        if self.tracker is not None:
+            tracker = self.tracker
+            self.tracker = None
+            try:
+                status = (self.jd.read_summary() or {}).get("status") or results.RUNNING
+            except Exception:
+                status = results.RUNNING
+            try:
+                tracker.close(status)
+            except Exception as e:  # noqa: BLE001
+                self.warn(f"tracker {self.name} failed at close ({type(e).__name__}: {e}); metrics.jsonl is complete")
+
+
+def open_metrics(cfg, jd: results.JobDir, writer: results.MetricsWriter, start_iter: int,
+                 warn: Callable[[str], None]) -> Any:
+    """The metrics sink of rank 0: the writer itself, or the writer plus the configured tracker."""
+    name = str(cfg.tracker.name)
+    if name == "none":
+        return writer
+    from omegaconf import OmegaConf
+
+    def opener() -> Tracker:
+        check_installed(name)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        if name == "tensorboard":
+            return TensorBoardTracker(cfg, jd, config_yaml, start_iter)
+        if name == "wandb":
+            return WandbTracker(cfg, jd, config, start_iter)
+        return MlflowTracker(cfg, jd, config, config_yaml, start_iter)
+
+    return TrackedMetrics(writer, jd, name, opener, warn)
+
+
