@@ -3,7 +3,7 @@
     python benchmarks/bench_report.py [--jobs 1000] [--lines 50] [--keep DIR]
 
 Writes ``--jobs`` job directories (10 steps x jobs/10 seeds, GPT-2 124M-sized gates: 12 layers x
-12 heads) with ``--lines`` metrics lines each, through ablate.results like the trainer does, then
+12 heads) with ``--lines`` metrics lines each and a final eval of ``--windows`` per-window losses, through ablate.results like the trainer does, then
 times: reading + statistics + markdown (the target: under 5 s for 1,000 jobs) and, separately,
 the plots. Generation is not timed.
 """
@@ -48,8 +48,10 @@ def _config(step: str, arch: str, attention: str, mlp: str, seed: int) -> dict:
     }
 
 
-def make(root: Path, n_jobs: int, n_lines: int) -> Path:
+def make(root: Path, n_jobs: int, n_lines: int, n_windows: int = 2048) -> Path:
     rng = random.Random(0)
+    wrng = random.Random(1)
+    shared = [wrng.gauss(0, 0.5) for _ in range(n_windows)]  # hard and easy windows, common to all jobs
     mdir = R.new_matrix_dir(root)
     manifest = R.Manifest.create(mdir, baseline="V0")
     n_eval = max(1, n_lines // 5)
@@ -87,8 +89,17 @@ def make(root: Path, n_jobs: int, n_lines: int) -> Path:
                            "loss/train": base + 2.1 / (1 + k), "lr": 6e-4, "time/ms_per_iter": 2572.0,
                            "throughput/tokens_per_s": 25480.0, "throughput/mfu": 0.31, "memory/peak_mb": 20000.0}
                 w.write(rec)
+        final = None
+        if n_windows:
+            # The final full-set eval: per-window losses around the run's level; the same windows
+            # for every job (one fingerprint), so every seed pairs with the baseline's.
+            wl = [base + wrng.gauss(0, 0.3) + shared[i] for i in range(n_windows)]
+            final = sum(wl) / n_windows
+            R.write_final_eval(jd.final_eval, loss=final, window_losses=wl, block_size=1024,
+                               fingerprint="0123456789abcdef", iteration=(n_lines - 1) * 40,
+                               tokens_seen=(n_lines - 1) * 40 * 65536, train_seconds=7200.0, periodic_windows=8)
         jd.write_summary({"step": step, "architecture": arch, "seed": seed, "status": R.COMPLETED,
-                          "best_val_loss": best, "iterations": (n_lines - 1) * 40, "world_size": 4,
+                          "best_val_loss": best, "final_val_loss": final, "iterations": (n_lines - 1) * 40, "world_size": 4,
                           "device": "NVIDIA A10G", "device_count": 4, "resumed": 0, "gates": gates,
                           "ms_per_iter": 2572.0, "tokens_per_s": 25480.0, "mfu": 0.31})
         jd.mark_done()
@@ -103,12 +114,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=1000)
     ap.add_argument("--lines", type=int, default=50)
+    ap.add_argument("--windows", type=int, default=2048,
+                    help="final-eval windows per job (final_eval.json; 2,048 = 2M tokens at block 1024; 0: none)")
     ap.add_argument("--keep", help="write the synthetic matrix under this directory and keep it")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep) if args.keep else Path(tmp)
         t0 = time.perf_counter()
-        mdir = make(root, args.jobs, args.lines)
+        mdir = make(root, args.jobs, args.lines, args.windows)
         print(f"generated {args.jobs} jobs x {args.lines} metrics lines in {time.perf_counter() - t0:.1f}s: {mdir}")
 
         from ablate.report import render_markdown

@@ -168,3 +168,28 @@ def test_val_token_beyond_vocab(tmp_path):
     write_shard(p, np.full(300, 50300))
     with pytest.raises(DataError, match=r"v\.bin: contains token id 50300"):
         ValWindows(p, 16, 4, vocab_size=50257)
+
+
+def test_final_eval_budget(shards, tmp_path):
+    from ablate.data import final_val_windows
+    from ablate.data.config import DEFAULT_VAL_TOKENS
+
+    _, val = shards  # 5000 tokens: 49 windows of 100
+    # Default (null): up to 2M tokens, here the whole shard, and a note that says so.
+    n, note = final_val_windows(val, 100, None, 8)
+    assert n == 49 and "whole validation shard: 49 windows = 4,900 tokens" in note
+    assert f"{DEFAULT_VAL_TOKENS:,}" in note
+    # An explicit budget the shard holds: exactly that many windows, no note.
+    assert final_val_windows(val, 100, 1000, 8) == (10, None)
+    # An explicit budget it cannot hold is an error, never a silent shrink.
+    with pytest.raises(DataError, match=r"data\.val_tokens=10000 needs 100 windows .* holds 49"):
+        final_val_windows(val, 100, 10_000, 8)
+    with pytest.raises(DataError, match=r"fewer than the periodic evals' data\.val_windows=8"):
+        final_val_windows(val, 100, 500, 8)
+    # A shard with 2M tokens to spare: the default is 2M, no note.
+    big = str(tmp_path / "big_val.bin")
+    write_shard(big, np.zeros(DEFAULT_VAL_TOKENS + 1, dtype=np.int64))
+    assert final_val_windows(big, 1024, None, 8) == (DEFAULT_VAL_TOKENS // 1024, None)
+    # The fingerprint names the tokens scored: same windows, same hash; other tokens, another.
+    assert ValWindows(val, 100, 10).fingerprint() == ValWindows(val, 100, 10, 2, 1).fingerprint()
+    assert ValWindows(val, 100, 10).fingerprint() != ValWindows(val, 100, 11).fingerprint()

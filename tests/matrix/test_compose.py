@@ -82,6 +82,9 @@ def test_plan_prints_jobs_and_cost_and_runs_nothing(tmp_path, capsys):
         assert f"| {step} " in out
     assert "4 x cuda" in out and "8.00" in out  # 4 GPUs x 2 h per job
     assert "Total: 32.00 device-hours" in out
+    # Eval cost next to the box: 8 x 1024 tokens every 100 iterations of 65,536 (a forward costs
+    # ~1/3 of a training token): 0.04% of training; the final 2M-token eval ~ 2,097,152 / 3 / 65,536.
+    assert "| 0.0%" in out and "<= 2,097,152 (~11 iters)" in out
     assert list(tmp_path.iterdir()) == []
 
 

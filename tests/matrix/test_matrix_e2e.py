@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 # A model small enough that a torchrun job is dominated by process start-up.
 TINY = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64",
-        "hardware.micro_batch=4", "optim.tokens_per_iter=512", "data.val_windows=4",
+        "hardware.micro_batch=4", "optim.tokens_per_iter=512", "data.val_windows=4", "data.val_tokens=1024",
         "budget.eval_interval=5", "budget.log_interval=5"]
 
 

@@ -36,6 +36,14 @@ class Job:
     manifest_status: Optional[str] = None  # default: status
     summary_overrides: dict = field(default_factory=dict)
     git_sha: str = "0123456789abcdef0123456789abcdef01234567"
+    # Per-window final-eval losses (final_eval.json); their mean becomes final_val_loss and best.
+    window_losses: Optional[list[float]] = None
+    block_size: int = 1024
+    val_fingerprint: Optional[str] = "0123456789abcdef"
+
+    def __post_init__(self) -> None:
+        if self.window_losses is not None:
+            self.best = sum(self.window_losses) / len(self.window_losses)
 
     @property
     def job_name(self) -> str:
@@ -90,6 +98,12 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
                     rec[f"gates/{layer}/ra_w_rec"] = heads
                     rec[f"gates/{layer}/ra_w_std"] = [1.0] * len(heads)
                 w.write(rec)
+    if job.window_losses is not None:
+        R.write_final_eval(jd.final_eval, loss=sum(job.window_losses) / len(job.window_losses),
+                           window_losses=job.window_losses, block_size=job.block_size,
+                           fingerprint=job.val_fingerprint, iteration=last_iter,
+                           tokens_seen=last_iter * tokens_per_iter, train_seconds=last_iter * job.ms_per_iter / 1000.0,
+                           periodic_windows=8)
     if job.write_summary:
         summary = {
             "step": job.step, "architecture": job.architecture, "seed": job.seed, "status": job.status,

@@ -86,7 +86,8 @@ def test_multi_seed_markdown(tmp_path):
     assert main["V18"][2:4] == ["**3.60**", "**4%**"]
     seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
     # 100 * 0.04 / 3.75 = 1.0667%; [100 * (0.04 -+ 0.0226696) / 3.75] = [+0.4621%, +1.6712%]
-    assert seeds["V16"] == ["V16", "3", "3.7100", "0.0100", "3.7000", "3.7200", "+1.07%", "[+0.46%, +1.67%]", "better"]
+    assert seeds["V16"] == ["V16", "3", "3.7100", "-", "0.0100", "3.7000", "3.7200", "+1.07%", "[+0.46%, +1.67%]",
+                            "seeds (Welch)", "better"]
     assert seeds["V17"][-1] == "within noise"
     assert seeds["V18"][-1] == "no interval (n < 2 for V18)"
     assert "no noise estimate" not in md

@@ -60,7 +60,16 @@ def test_reference_run_writes_the_documented_files(reference):
     assert s["world_size"] == 1 and s["device"].startswith("cpu") and s["precision"] == "fp32"
     assert s["mfu"] is None and s["peak_memory_mb"] is None  # CPU: no peak, no CUDA memory
     assert s["best_val_loss"] == min(v for _, v in val_curve(reference))
-    assert s["final_val_loss"] == val_curve(reference)[-1][1]
+    # The final eval scores data.val_tokens (512 = 16 windows of 32), a superset of the 4 periodic
+    # windows: its per-window losses are stored; the last periodic point is their first 4.
+    fe = json.loads((reference / results.FINAL_EVAL).read_text())
+    assert fe["n_windows"] == 16 == len(fe["window_losses"]) and fe["block_size"] == 32 and fe["iter"] == 12
+    assert s["final_val_loss"] == pytest.approx(sum(fe["window_losses"]) / 16, abs=1e-12) == fe["loss"]
+    assert s["final_val_windows"] == 16 and s["final_val_tokens"] == 512 and s["val_windows"] == 4
+    assert val_curve(reference)[-1][1] == pytest.approx(sum(fe["window_losses"][:4]) / 4, abs=1e-12)
+    assert records(reference, "eval")[-1]["loss/val_full"] == fe["loss"]
+    got, problem = results.read_final_eval(reference / results.FINAL_EVAL)
+    assert problem is None and got.n_windows == 16 and got.fingerprint == fe["val_fingerprint"]
     assert s["gates"] == {}  # V0 has no gates
     assert s["timed_iters"] == 11  # the first iteration is warm-up, outside the measured time
     assert (reference / "DONE").is_file() and (reference / "checkpoint.pt").is_file()
@@ -91,6 +100,10 @@ def test_ddp_two_processes_give_the_one_process_curve(reference, tmp_path):
     assert s["world_size"] == 2 and s["status"] == "completed"
     assert json.loads((job / "env.json").read_text())["world_size"] == 2
     assert_same_curves(job, reference, tol=1e-5)
+    # The final eval's windows are split over the ranks and gathered back in window order.
+    a, _ = results.read_final_eval(job / results.FINAL_EVAL)
+    b, _ = results.read_final_eval(reference / results.FINAL_EVAL)
+    assert a.fingerprint == b.fingerprint and a.window_losses == pytest.approx(b.window_losses, abs=1e-5)
 
 
 # --------------------------------------------------------------------------- seeds

@@ -31,6 +31,7 @@ TINY = {
     "model.dropout": 0.0,
     "data.source": "embedded",
     "data.val_windows": 4,
+    "data.val_tokens": 512,  # 16 windows: the final eval stays cheap
     "hardware.device": "cpu",
     "hardware.micro_batch": 2,
     "hardware.threads": 1,

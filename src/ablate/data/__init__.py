@@ -25,6 +25,7 @@ _LAZY = {
     "prepare_command": "ablate.data.dataset",
     "TrainBatches": "ablate.data.loader",
     "ValWindows": "ablate.data.loader",
+    "final_val_windows": "ablate.data.loader",
     "read_shard": "ablate.data.shards",
     "read_header": "ablate.data.shards",
     "write_shard": "ablate.data.shards",

@@ -12,6 +12,8 @@ SOURCES = ("embedded", "finewebedu", "shards", "textdir", "files")
 
 DEFAULT_FINEWEBEDU_PATH = "data/finewebedu10B"
 DEFAULT_FILES_PATH = "data/files"
+# The final eval's default budget (data.val_tokens=None): 2M tokens, or the whole shard if smaller.
+DEFAULT_VAL_TOKENS = 2_097_152
 
 
 @dataclass
@@ -35,9 +37,17 @@ class DataConfig:
     """Where embedded/textdir corpora are tokenized to (None: $ABLATE_DATA_CACHE, else
     ~/.cache/ablate/data). Writes are atomic, so concurrent jobs may share it."""
     val_windows: int = 8
-    """Fixed validation windows per eval. Window k is tokens [k*T, k*T+T+1) of the validation
-    shard (T = model block_size): inputs k*T..k*T+T-1, targets shifted by one. The same windows
-    at every eval and for every step; the val shard needs val_windows*T+1 tokens."""
+    """Fixed validation windows of each *periodic* eval (the curve; a cheap subset). Window k is
+    tokens [k*T, k*T+T+1) of the validation shard (T = model block_size): inputs k*T..k*T+T-1,
+    targets shifted by one. The same windows at every eval and for every step; they are the first
+    val_windows windows of the final eval's set. The val shard needs val_windows*T+1 tokens."""
+    val_tokens: Optional[int] = None
+    """Tokens scored by the *final* eval at the end of the box, the number the report compares
+    (val_tokens // T windows from the start of the validation shard; its per-window losses are
+    stored so the report can compute noise). None: 2,097,152 (2M) or the whole validation shard
+    when it holds fewer (the embedded/smoke corpora: the job and the report say so). An explicit
+    value the shard cannot hold is an error. With a per-token loss spread near 2.5 nats, 2M
+    tokens give a standard error of the order of 0.002-0.005; 8 windows of 1,024 give ~0.03."""
     val_fraction: float = 0.1
     """embedded/textdir: share of the tokens (the first documents) put in the validation shard;
     at least 8*1024+1 tokens when the corpus has twice that."""

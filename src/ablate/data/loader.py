@@ -143,6 +143,40 @@ class TrainBatches:
         self.iteration = int(state["iteration"])
 
 
+def final_val_windows(val_path: str, block_size: int, val_tokens: Optional[int],
+                      periodic_windows: int) -> tuple[int, Optional[str]]:
+    """How many windows the final eval scores, and a one-line note when the default budget had
+    to shrink to what the validation shard holds (None otherwise).
+
+    ``val_tokens`` None means DEFAULT_VAL_TOKENS or the whole shard if it holds fewer; an
+    explicit value the shard cannot hold is a DataError (no silent fallback)."""
+    from ablate.data.config import DEFAULT_VAL_TOKENS
+
+    _positive(block_size=block_size, periodic_windows=periodic_windows)
+    available = max(0, (len(read_shard(val_path)) - 1) // block_size)
+    if val_tokens is not None:
+        if int(val_tokens) < 1:
+            raise DataError(f"data.val_tokens={val_tokens}: must be positive (or null for the default)")
+        want = int(val_tokens) // block_size
+        if want < periodic_windows:
+            raise DataError(f"data.val_tokens={val_tokens} gives {want} windows of block_size {block_size}, "
+                            f"fewer than the periodic evals' data.val_windows={periodic_windows}; raise "
+                            "data.val_tokens (the final eval scores a superset of the periodic windows)")
+        if want > available:
+            raise DataError(f"{val_path}: data.val_tokens={val_tokens} needs {want} windows of "
+                            f"{block_size} tokens but the validation shard holds {available}; lower "
+                            "data.val_tokens (null: what the shard holds, up to 2M) or use a larger "
+                            "validation shard")
+        return want, None
+    want = DEFAULT_VAL_TOKENS // block_size
+    if available >= want:
+        return want, None
+    n = max(available, periodic_windows)  # fewer than the periodic windows fails in ValWindows
+    return n, (f"final eval on the whole validation shard: {n} windows = {n * block_size:,} tokens, fewer "
+               f"than the default {DEFAULT_VAL_TOKENS:,}; differences smaller than a few times its "
+               "standard error cannot be resolved")
+
+
 class ValWindows:
     """The fixed validation windows, this rank's share (see module docstring)."""
 
@@ -181,6 +215,16 @@ class ValWindows:
     def tokens_per_eval(self) -> int:
         """Target tokens scored per eval over all ranks."""
         return self.n_windows * self.block_size
+
+    def fingerprint(self) -> str:
+        """sha256 (hex, 16 chars) of the token ids every rank scores together: the full set of
+        windows ``[0, n_windows)``, whatever this rank's share. Two jobs with equal fingerprints
+        scored the same tokens, so their per-window losses pair."""
+        import hashlib
+
+        tokens = read_shard(self.path)
+        return hashlib.sha256(np.ascontiguousarray(
+            tokens[:self.n_windows * self.block_size + 1]).astype("<u2").tobytes()).hexdigest()[:16]
 
     def batches(self, micro_batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's windows as (x, y) int64 batches of at most ``micro_batch`` windows."""

@@ -14,6 +14,26 @@ def _hours(seconds) -> str:
     return "-" if seconds is None else f"{float(seconds) / 3600:.2f}"
 
 
+def eval_cost(cfg) -> tuple[str, str]:
+    """What the evals cost next to training, estimated from FLOPs: an eval token is a forward
+    pass only, ~1/3 of a training token (forward + backward). Returns (periodic share of the
+    training time, final eval as tokens and training-iteration equivalents)."""
+    from ablate.data.config import DEFAULT_VAL_TOKENS
+
+    T = int(cfg.model.block_size)
+    tpi = int(cfg.optim.tokens_per_iter)
+    periodic = int(cfg.data.val_windows) * T
+    share = periodic / (3.0 * int(cfg.budget.eval_interval) * tpi) if tpi > 0 else 0.0
+    if cfg.data.val_tokens is None:
+        final = (DEFAULT_VAL_TOKENS // T) * T
+        final_s = f"<= {final:,}"
+    else:
+        final = (int(cfg.data.val_tokens) // T) * T
+        final_s = f"{final:,}"
+    iters = final / (3.0 * tpi) if tpi > 0 else 0.0
+    return f"{100 * share:.1f}%", f"{final_s} (~{iters:.0f} iters)"
+
+
 def format_plan(jobs: list[JobSpec], results_root: Path) -> str:
     rows = []
     total_dev_h = 0.0
@@ -30,13 +50,20 @@ def format_plan(jobs: list[JobSpec], results_root: Path) -> str:
             "-" if box is None else f"{float(box):.0f}",
             cfg.budget.max_iters if cfg.budget.max_iters is not None else "-",
             f"{dev_h:.2f}",
+            *eval_cost(cfg),
             " ".join(o for o in job.overrides if not o.startswith("plan=")),
         ])
-    headers = ["job", "step", "architecture", "seed", "ranks x device", "box s", "max iters", "device-hours", "overrides"]
+    headers = ["job", "step", "architecture", "seed", "ranks x device", "box s", "max iters", "device-hours",
+               "periodic evals", "final eval tokens", "overrides"]
     out = [f"Plan: {len(jobs)} job(s) into {results_root}/test_matrix_results_<timestamp>/", ""]
     out.append(tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True))
     out.append("")
     out.append(f"Total: {total_dev_h:.2f} device-hours of training (boxes only; evals and startup come on top).")
+    out.append("Evals (outside the box, estimated from FLOPs: an eval token costs ~1/3 of a training token): "
+               "periodic evals on data.val_windows windows every budget.eval_interval iterations add the "
+               "share shown to the training time; the final eval on the full validation set "
+               "(data.val_tokens; null: up to 2M, or what the validation shard holds) costs about as "
+               "long as the training iterations shown.")
     launcher = str(jobs[0].cfg.launcher.name)
     if launcher == "slurm":
         from ablate.launch.slurm import describe_submission

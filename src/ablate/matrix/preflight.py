@@ -105,11 +105,12 @@ def check_hardware(cfg, gpus_available: int) -> list[str]:
 
 
 def check_data(cfg) -> list[str]:
-    from ablate.data import ValWindows, resolve_dataset
+    from ablate.data import ValWindows, final_val_windows, resolve_dataset
 
     try:
         ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
         ValWindows(ds.val_path, int(cfg.model.block_size), int(cfg.data.val_windows))
+        final_val_windows(ds.val_path, int(cfg.model.block_size), cfg.data.val_tokens, int(cfg.data.val_windows))
     except AblateError as e:
         return [str(e)]
     return []

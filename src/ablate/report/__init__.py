@@ -70,6 +70,10 @@ def aggregate(coll: Collection, stats: dict[str, StepStats]) -> pd.DataFrame:
             "improvement_ci_low_pct": lo,
             "improvement_ci_high_pct": hi,
             "within_noise": (c.interval.within_noise if c is not None and c.interval is not None else None),
+            "interval_method": (c.interval.method if c is not None and c.interval is not None else None),
+            "eval_se": st.eval_se,
+            "best_periodic_val_loss_mean": (sum(st.best_periodic) / len(st.best_periodic)
+                                            if st.best_periodic else math.nan),
             "vs_previous_step": prev.step if prev is not None else None,
             "vs_previous_pct": p.pct if p is not None else math.nan,
             "rmlp_w_rec_mean": st.rmlp_w_rec if st.has_rmlp else math.nan,
@@ -105,6 +109,10 @@ def render_markdown(coll: Collection, stats: dict[str, StepStats], where: Path,
         "## Seeds and noise", "", T.seeds_section(coll, stats), "",
         "## Progression", "", T.progression_section(coll, stats), "",
         "## Runs", "", T.runs_table(coll), "",
+        "Final val loss: the final eval on the full validation set (Val tokens scored; Eval SE from "
+        "its per-window losses); the main table compares it. Best periodic val loss: the lowest of the "
+        "periodic evals on the small fixed subset (data.val_windows), biased low (a minimum over noisy "
+        "evals) and shown for reference only. "
         "Iterations, tokens seen and train seconds are as recorded at the run's last summary or "
         "metrics line; train seconds count training iterations only. ms/iter, tokens/s and MFU are "
         "averages over the run's timed iterations (summary.json; for a job without one, the last "

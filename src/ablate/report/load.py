@@ -18,6 +18,7 @@ import pandas as pd
 
 from ablate import results as R
 from ablate.errors import AblateError
+from ablate.report.noise import block_se
 
 DEFAULT_BASELINE = "V0"
 
@@ -28,10 +29,10 @@ JOB_COLUMNS = [
     "train_seconds", "ms_per_iter", "tokens_per_s", "mfu", "peak_memory_mb",
     "world_size", "device", "device_count", "precision", "resumed", "error", "failed_iter",
     "nan", "has_rmlp", "rmlp_w_rec", "rmlp_w_rec_mean", "ra_w_rec", "git_sha", "git_dirty",
-    "config_path", "source",
+    "config_path", "source", "val_loss", "final_eval", "val_se", "final_val_tokens",
 ]
 _TEXT_COLUMNS = ["step", "architecture", "seed", "status", "error", "world_size", "device", "device_count",
-                 "precision", "resumed", "git_sha", "git_dirty", "config_path", "source"]
+                 "precision", "resumed", "git_sha", "git_dirty", "config_path", "source", "final_eval"]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss"]
 
 # Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
@@ -128,7 +129,10 @@ def _from_metrics(records: list[dict]) -> tuple[dict, list[dict], Optional[int],
             last_any = rec
     values["best_val_loss"] = best
     values["best_val_iter"] = best_iter
-    values["final_val_loss"] = curve[-1]["val_loss"] if curve else math.nan
+    # The final full-set eval when recorded; results older than it only have the periodic curve.
+    full = [r for r in records if r.get("kind") == "eval" and r.get("loss/val_full") is not None]
+    values["final_val_loss"] = (_num(full[-1]["loss/val_full"]) if full
+                                else curve[-1]["val_loss"] if curve else math.nan)
     if last_any is not None:
         values["iterations"] = last_any.get("iter")
         values["tokens_seen"] = last_any.get("tokens_seen")
@@ -240,6 +244,31 @@ def _read_job(
     row["device_count"] = _first(s.get("device_count"), env.get("device_count"))
     row["precision"] = s.get("precision")
     row["resumed"] = s.get("resumed")
+
+    # The primary number: the final full-set eval (final_eval.json, else summary.json's
+    # final_val_loss); a run without one (failed, running, old results) falls back to its best
+    # periodic val loss, and a completed one says so.
+    fe, fe_problem = R.read_final_eval(jd.final_eval)
+    if fe_problem:
+        notes.append(f"{label}: {fe_problem}")
+    row["final_eval"] = fe
+    if fe is not None:
+        if _finite(row["final_val_loss"]) and abs(row["final_val_loss"] - fe.loss) > 1e-6 * max(1.0, abs(fe.loss)):
+            notes.append(f"{label}: summary.json's final_val_loss {row['final_val_loss']:.6f} differs from "
+                         f"final_eval.json's {fe.loss:.6f}; the per-window file is used")
+        row["final_val_loss"] = fe.loss
+        est = block_se(fe.window_losses)
+        row["val_se"] = est.se if est is not None else math.nan
+        row["final_val_tokens"] = fe.tokens
+    else:
+        row["val_se"] = math.nan
+        row["final_val_tokens"] = _num(s.get("final_val_tokens"))
+    if _finite(row["final_val_loss"]):
+        row["val_loss"] = row["final_val_loss"]
+    else:
+        row["val_loss"] = row["best_val_loss"]
+        if status == R.COMPLETED and _finite(row["best_val_loss"]):
+            notes.append(f"{label}: no final full-set eval recorded; its best periodic val loss is used")
 
     for name in ("best_val_loss", "final_val_loss"):
         raw = s.get(name)
@@ -358,7 +387,8 @@ def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collecti
                 row.update(key=key, matrix_dir=str(mdir), job=jd.name, job_dir=str(jd.path),
                            step=str(entry.get("step") or jd.name.split("_")[0]), seed=entry.get("seed"),
                            status="unreadable", nan=False, has_rmlp=False, source="-",
-                           **{n: math.nan for n in _NUMERIC}, rmlp_w_rec_mean=math.nan)
+                           **{n: math.nan for n in _NUMERIC}, rmlp_w_rec_mean=math.nan,
+                           val_loss=math.nan, val_se=math.nan, final_val_tokens=math.nan)
                 curve = []
             rows.append(row)
             curves.extend(curve)

@@ -1,28 +1,34 @@
 """Per-step statistics over seeds, improvements and their 95% intervals.
 
-The interval is Welch's t-interval on the difference of mean best validation loss
-(baseline - step), divided by the baseline mean to read as a percentage. Dividing by the
-baseline mean treats it as exact; with a spread of a few thousandths on a loss near 3.5 that
-ignores well under 0.1% of relative error. No interval exists unless both sides have two or
-more usable seeds. scipy is not a dependency, so the t quantile is computed here from the
-regularized incomplete beta function.
+The compared number is each run's final full-set validation loss (the "val loss" below; runs
+without one fall back to their best periodic val loss, see load.py). Intervals, in order of
+preference:
+
+1. **paired**: when every run of both steps has per-window final-eval losses and the two steps
+   ran the same seeds, the per-seed paired differences over the same windows, combined over
+   seeds with the eval noise (report/noise.py). With one seed this is eval noise only.
+2. **Welch**: else, with two or more seeds on both sides, Welch's t-interval on the difference
+   of mean val loss over seeds (it ignores eval noise: every seed scored the same windows).
+3. none.
+
+Differences are baseline - step, divided by the baseline mean to read as a percentage (the
+baseline mean is treated as exact; with a spread of a few thousandths on a loss near 3.5 that
+ignores well under 0.1% of relative error). scipy is not a dependency, so the t quantile is
+computed here from the regularized incomplete beta function.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import pandas as pd
 
 from ablate import results as R
+from ablate.report.noise import Combined, combine, paired
 
 CONFIDENCE = 0.95
-
-# The only outside yardstick we have when every step ran once (docs/LESSONS.md in the seed):
-# 80 reruns of a GPT-2 124M FineWeb speedrun, final val loss std ~ 0.002.
-REFERENCE_STD = 0.002
 
 
 # --------------------------------------------------------------------------- Student t
@@ -106,6 +112,9 @@ class Interval:
     low: float
     high: float
     df: float
+    method: str = "Welch"             # "Welch" (over seeds) or "paired" (same windows, per seed)
+    se: Optional[float] = None
+    combined: Optional[Combined] = None  # paired only: the parts of the noise
 
     @property
     def within_noise(self) -> bool:
@@ -131,7 +140,32 @@ def welch_interval(base: Sequence[float], other: Sequence[float], confidence: fl
         return Interval(diff, diff, diff, math.inf)
     df = (qa + qb) ** 2 / (qa**2 / (len(a) - 1) + qb**2 / (len(b) - 1))
     half = t_quantile(0.5 + confidence / 2.0, df) * se
-    return Interval(diff, diff - half, diff + half, df)
+    return Interval(diff, diff - half, diff + half, df, se=se)
+
+
+def paired_interval(base: "StepStats", step: "StepStats", confidence: float = CONFIDENCE) -> Optional[Interval]:
+    """The paired interval when both steps ran the same seeds and every run's window losses pair."""
+    if not base.evals or len(base.evals) != base.n or len(step.evals) != step.n:
+        return None
+    bs, ss = dict(zip(base.seeds, base.evals)), dict(zip(step.seeds, step.evals))
+    if set(bs) != set(ss) or len(bs) != base.n or len(ss) != step.n:
+        return None
+    pairs = []
+    for seed in bs:
+        a, b = bs[seed], ss[seed]
+        if a is None or b is None:
+            return None
+        p = paired(a, b)
+        if p is None:
+            return None
+        pairs.append(p)
+    c = combine(pairs)
+    if c is None or not c.df > 0:
+        return None
+    if c.se == 0.0:
+        return Interval(c.diff, c.diff, c.diff, math.inf, "paired", 0.0, c)
+    half = t_quantile(0.5 + confidence / 2.0, c.df) * c.se
+    return Interval(c.diff, c.diff - half, c.diff + half, c.df, "paired", c.se, c)
 
 
 # --------------------------------------------------------------------------- per step
@@ -141,7 +175,7 @@ def welch_interval(base: Sequence[float], other: Sequence[float], confidence: fl
 class StepStats:
     step: str
     architecture: Optional[str]
-    values: list[float]          # best val losses the statistics use
+    values: list[float]          # val losses the statistics use (final full-set eval; see load.py)
     flag: Optional[str]          # None: completed runs; else why the value is partial or missing
     n_jobs: int
     counts: dict                 # status -> number of jobs
@@ -152,6 +186,18 @@ class StepStats:
     rmlp_w_rec: float            # mean over the used jobs of the mean over layers; NaN if none
     rmlp_layers: Optional[list[float]]  # per-layer mean over used jobs
     ra_layers: Optional[list[list[float]]]  # per layer, per head, mean over used jobs
+    seeds: list = field(default_factory=list)        # seed of each value
+    evals: list = field(default_factory=list)        # FinalEval (or None) of each value
+    val_se: list = field(default_factory=list)       # eval SE of each value (NaN: unknown)
+    best_periodic: list = field(default_factory=list)  # best periodic val loss of each used run
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # compare() results
+
+    @property
+    def eval_se(self) -> float:
+        """Root mean square of the runs' eval SEs (NaN unless every run has one)."""
+        if not self.val_se or not all(math.isfinite(x) for x in self.val_se):
+            return math.nan
+        return math.sqrt(sum(x * x for x in self.val_se) / len(self.val_se))
 
     @property
     def n(self) -> int:
@@ -188,7 +234,7 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
     out: dict[str, StepStats] = {}
     for step in order:
         sub = jobs[jobs["step"] == step]
-        finite = sub["best_val_loss"].map(lambda v: isinstance(v, float) and math.isfinite(v))
+        finite = sub["val_loss"].map(lambda v: isinstance(v, float) and math.isfinite(v))
         done = sub[(sub["status"] == R.COMPLETED) & finite]
         if len(done):
             used, flag = done, None
@@ -210,7 +256,7 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
         out[step] = StepStats(
             step=step,
             architecture=" / ".join(archs) if archs else None,
-            values=[float(v) for v in used["best_val_loss"]],
+            values=[float(v) for v in used["val_loss"]],
             flag=flag,
             n_jobs=len(sub),
             counts=counts,
@@ -221,6 +267,10 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
             rmlp_w_rec=_nanmean(list(rm_src["rmlp_w_rec_mean"])),
             rmlp_layers=_mean_lists([r for r in rm_src["rmlp_w_rec"] if r]),
             ra_layers=ra_layers,
+            seeds=list(used["seed"]),
+            evals=[fe if isinstance(fe, R.FinalEval) else None for fe in used["final_eval"]],
+            val_se=[float(v) for v in used["val_se"]],
+            best_periodic=[float(v) for v in used["best_val_loss"]],
         )
     return out
 
@@ -243,8 +293,20 @@ class Comparison:
 
 
 def compare(step: StepStats, ref: StepStats) -> Comparison:
+    """``step`` against ``ref``; computed once per pair (the report asks many times)."""
+    key = (ref.step, id(ref))
+    if key not in step.cache:
+        step.cache[key] = _compare(step, ref)
+    return step.cache[key]
+
+
+def _compare(step: StepStats, ref: StepStats) -> Comparison:
     diff = ref.mean - step.mean
     pct = 100.0 * diff / ref.mean if ref.values and step.values else math.nan
     flags = [f for f in (step.flag, ref.flag and f"{ref.step} {ref.flag}") if f]
-    return Comparison(step.step, ref.step, ref.mean, diff, pct,
-                      welch_interval(ref.values, step.values), "; ".join(flags) or None)
+    interval = None
+    if step.flag is None and ref.flag is None:
+        interval = paired_interval(ref, step)
+    if interval is None:
+        interval = welch_interval(ref.values, step.values)
+    return Comparison(step.step, ref.step, ref.mean, diff, pct, interval, "; ".join(flags) or None)

@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from ablate import results as R
 from ablate.report.load import Collection, relpath
-from ablate.report.stats import REFERENCE_STD, Comparison, StepStats, compare
+from ablate.report.stats import Comparison, StepStats, compare
 
 MAIN_HEADERS = ["Step", "Architecture", "Best Val Loss", "Improvement", "RMLP w_rec"]
 # Seed noise is ~0.002 on a loss near 3.5, i.e. ~0.05%: intervals need two decimals to show it.
@@ -79,18 +79,34 @@ def bold(cell: str) -> str:
 
 
 def best_steps(stats: dict[str, StepStats]) -> set[str]:
-    """Steps with the lowest mean best val loss among those with completed runs."""
+    """Steps with the lowest mean val loss among those with completed runs, unless a noise
+    estimate says the difference to another completed step is within noise: a lead that the
+    data cannot resolve is not marked."""
     clean = {s: st.mean for s, st in stats.items() if st.flag is None and st.values}
     if not clean:
         return set()
     low = min(clean.values())
-    return {s for s, m in clean.items() if m == low}
+    winners = {s for s, m in clean.items() if m == low}
+    for w in winners:
+        for other in clean:
+            if other in winners:
+                continue
+            iv = compare(stats[w], stats[other]).interval
+            if iv is not None and iv.within_noise:
+                return set()
+    return winners
+
+
+def noise_verdict(c: Comparison) -> Optional[str]:
+    """"within noise" when the comparison has an interval that includes 0, else None."""
+    if c.interval is not None and c.interval.within_noise:
+        return "within noise"
+    return None
 
 
 def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
     base = stats[coll.baseline]
     winners = best_steps(stats)
-    multi = any(st.n > 1 for st in stats.values())
     rows = []
     for step in coll.order:
         st = stats[step]
@@ -106,7 +122,7 @@ def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
                 impr = "n/a"
             else:
                 impr = fmt_pct(c.pct)
-                if multi and c.interval is not None and c.interval.within_noise:
+                if noise_verdict(c) and c.interval.low != c.interval.high:  # type: ignore[union-attr]
                     impr += " (within noise)"
                 if c.flag:
                     impr += f" ({c.flag})"
@@ -118,7 +134,7 @@ def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
             w = "not recorded"
         if step in winners:
             loss = bold(loss)
-            impr = impr if impr in ("-", "n/a") else bold(impr)
+            impr = impr if impr in ("-", "n/a") or "within noise" in impr else bold(impr)
             w = w if w in ("N/A", "not recorded") else bold(w)
         rows.append([step, st.architecture or "?", loss, impr, w])
     return rows
@@ -131,12 +147,16 @@ def main_table(coll: Collection, stats: dict[str, StepStats]) -> str:
 def main_legend(coll: Collection, stats: dict[str, StepStats]) -> str:
     multi = any(st.n > 1 for st in stats.values())
     parts = [
-        "Best Val Loss: lowest validation loss of the run"
+        "Best Val Loss: the run's final validation loss on the full validation set at the end of its "
+        "box (the column keeps the seed document's name; the best of the noisier periodic evals is "
+        "listed under Runs as Best periodic)"
         + (" (mean over seeds; see Seeds and noise)" if multi else "")
         + f". Improvement: (baseline - step) / baseline, baseline {coll.baseline} "
-        f"({_baseline_reason(coll.baseline_reason)}), from unrounded losses; negative means worse. "
+        f"({_baseline_reason(coll.baseline_reason)}), from unrounded losses; negative means worse; "
+        "\"within noise\" when its 95% interval (Seeds and noise) includes 0. "
         "RMLP w_rec: final R-MLP reciprocal gate, mean over layers; N/A for steps without an R-MLP. "
-        "Bold: lowest best val loss among completed steps.",
+        "Bold: lowest val loss among completed steps, unless an interval puts another completed "
+        "step within noise of it.",
     ]
     if any(st.flag for st in stats.values()):
         parts.append("A value followed by a status in parentheses comes from runs that did not "
@@ -155,39 +175,61 @@ def _baseline_reason(reason: str) -> str:
 
 def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     base = stats[coll.baseline]
-    if all(st.n <= 1 for st in stats.values()):
+    comps = {step: compare(stats[step], base) for step in coll.order if step != coll.baseline}
+    any_interval = any(c.interval is not None for c in comps.values())
+    if all(st.n <= 1 for st in stats.values()) and not any_interval:
         return (
-            "Every step has at most one usable run (one seed), so this report has **no noise "
-            "estimate**: a difference between two steps cannot be told apart from seed-to-seed "
-            f"variation. For scale only: 80 reruns of a GPT-2 124M FineWeb speedrun gave a final "
-            f"validation loss standard deviation of about {REFERENCE_STD} (seed LESSONS.md), so a "
-            "difference of a few thousandths needs more seeds before it means anything. Add seeds as "
-            "a matrix axis (for example `matrix=ra-ablation-3seeds`)."
+            "Every step has at most one usable run (one seed) and no run stored per-window final-eval "
+            "losses (final_eval.json), so this report has **no noise estimate**: a difference between "
+            "two steps cannot be told apart from validation sampling error or seed-to-seed variation. "
+            "Add seeds as a matrix axis (for example `matrix=ra-ablation-3seeds`)."
         )
     rows = []
     for step in coll.order:
         st = stats[step]
         if step == coll.baseline:
-            impr, ci, verdict = "-", "-", "baseline"
+            impr, ci, verdict, noise = "-", "-", "baseline", "-"
         else:
-            c = compare(st, base)
+            c = comps[step]
             impr = fmt_pct(c.pct, CI_DIGITS, plus=True) if not math.isnan(c.pct) else "n/a"
             ci, verdict = _interval_cells(c, st, base)
+            noise = _noise_cell(c)
         rows.append([
             step, str(st.n), rounded(st.mean, 4) if st.values else "-",
+            rounded(st.eval_se, 4) if _finite(st.eval_se) else "-",
             rounded(st.std, 4) if _finite(st.std) else "-",
             rounded(min(st.values), 4) if st.values else "-",
-            rounded(max(st.values), 4) if st.values else "-", impr, ci, verdict,
+            rounded(max(st.values), 4) if st.values else "-", impr, ci, noise, verdict,
         ])
-    table = pipe(rows, ["Step", "n", "Mean best val loss", "Std", "Min", "Max",
-                        f"Improvement vs {coll.baseline}", "95% interval", "Verdict"])
+    table = pipe(rows, ["Step", "n", "Mean val loss", "Eval SE", "Std", "Min", "Max",
+                        f"Improvement vs {coll.baseline}", "95% interval", "Noise", "Verdict"])
     method = (
-        "n counts completed runs with a finite loss. Std is the sample standard deviation (n-1). "
-        "The 95% interval is Welch's t-interval for the difference of mean best val loss "
-        "(baseline minus step), divided by the baseline mean; it needs n >= 2 on both sides. "
-        "\"within noise\" means the interval includes 0: these seeds cannot tell the step from the baseline."
+        "n counts completed runs with a finite loss; the val loss is the final full-set eval. Eval SE: "
+        "standard error of a run's final val loss from its per-window losses, in blocks of consecutive "
+        "windows (neighbouring windows are correlated); root mean square over the step's runs. Std: "
+        "sample standard deviation over seeds (n-1). 95% interval on (baseline - step) / baseline mean: "
+        "**paired** when both steps ran the same seeds and stored per-window losses: per seed, the "
+        "difference over the same windows (its SE from blocks of windows), combined over seeds with "
+        "between-seed variance, t with seeds - 1 degrees of freedom (one seed: window blocks - 1, and "
+        "the interval covers validation sampling only, not seed-to-seed variation); else Welch's "
+        "t-interval over seeds (needs n >= 2 on both sides; it ignores validation sampling, since "
+        "every seed scored the same windows). Noise: which part dominates a paired interval. "
+        "\"within noise\" means the interval includes 0: the data cannot tell the step from the baseline."
     )
     return table + "\n\n" + method
+
+
+def _noise_cell(c: Comparison) -> str:
+    iv = c.interval
+    if iv is None:
+        return "-"
+    if iv.method != "paired" or iv.combined is None:
+        return "seeds (Welch)"
+    cb = iv.combined
+    if cb.seed_var is None:
+        return f"eval SE {rounded(cb.se, 4)}; seeds unknown (1 seed)"
+    return (f"{cb.dominant} dominate (seed SD {rounded(math.sqrt(cb.seed_var), 4)}, "
+            f"eval SE {rounded(math.sqrt(cb.eval_var), 4)})")
 
 
 def _interval_cells(c: Comparison, st: StepStats, ref: StepStats) -> tuple[str, str]:
@@ -274,13 +316,17 @@ def runs_table(coll: Collection) -> str:
         mfu = f"{100 * r['mfu']:.1f}%" if _finite(r["mfu"]) else "-"
         rows.append([
             r["key"], r["step"], "-" if r["seed"] is None else str(r["seed"]), r["status"],
+            rounded(r["final_val_loss"], 4) if _finite(r["final_val_loss"]) else ("NaN" if r["nan"] else "-"),
+            rounded(r["val_se"], 4) if _finite(r["val_se"]) else "-",
+            fmt_num(r["final_val_tokens"]),
             rounded(r["best_val_loss"], 4) if _finite(r["best_val_loss"]) else ("NaN" if r["nan"] else "-"),
             fmt_num(r["iterations"]), fmt_num(r["tokens_seen"]), fmt_num(r["train_seconds"], 1),
             fmt_num(r["ms_per_iter"], 1), fmt_num(r["tokens_per_s"]), mfu, fmt_num(r["peak_memory_mb"]),
             hardware(r), r["precision"] or "-",
             str(int(r["resumed"])) if _finite(r["resumed"]) else "-",
         ])
-    return pipe(rows, ["Job", "Step", "Seed", "Status", "Best val loss", "Iterations", "Tokens seen",
+    return pipe(rows, ["Job", "Step", "Seed", "Status", "Final val loss", "Eval SE", "Val tokens",
+                       "Best periodic val loss", "Iterations", "Tokens seen",
                        "Train s", "ms/iter", "Tokens/s", "MFU", "Peak MB", "World size x device",
                        "Precision", "Resumed"])
 

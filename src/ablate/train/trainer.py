@@ -144,6 +144,8 @@ class Trainer:
         self.last_eval_iter: Optional[int] = None
         self.plugins: dict = {}
         self.compiled = CompileResult(requested=False, compiled=False)  # set in setup
+        self.final_windows = None  # ValWindows of the final eval (set in setup)
+        self.final_eval_seconds: Optional[float] = None
 
     # ------------------------------------------------------------------ summary
 
@@ -163,6 +165,10 @@ class Trainer:
             "best_val_loss": self.best_val_loss,
             "best_val_iter": self.best_val_iter,
             "final_val_loss": self.final_val_loss,
+            "final_val_windows": self.final_windows.n_windows if self.final_windows is not None else None,
+            "final_val_tokens": self.final_windows.tokens_per_eval if self.final_windows is not None else None,
+            "val_windows": int(cfg.data.val_windows) if cfg is not None else None,
+            "final_eval_seconds": self.final_eval_seconds,
             "last_train_loss": self.last_train_loss,
             "iterations": self.iter,
             "max_iters": (int(cfg.budget.max_iters) if cfg is not None and cfg.budget.max_iters else None),
@@ -232,7 +238,7 @@ class Trainer:
 
     def setup(self) -> None:
         import models
-        from ablate.data import TrainBatches, ValWindows, resolve_dataset
+        from ablate.data import TrainBatches, ValWindows, final_val_windows, resolve_dataset
 
         cfg = self.cfg = load_job_config(self.jd.config)
         b = cfg.budget
@@ -263,10 +269,16 @@ class Trainer:
         self.dataset = ds
         self.batches = TrainBatches(ds.train_paths, int(cfg.model.block_size), int(cfg.hardware.micro_batch),
                                     self.grad_accum, ws, rank, int(cfg.seed))
-        self.val_batches = ValWindows(ds.val_path, int(cfg.model.block_size), int(cfg.data.val_windows),
+        T = int(cfg.model.block_size)
+        self.val_batches = ValWindows(ds.val_path, T, int(cfg.data.val_windows),
                                       ws, rank).batches(int(cfg.hardware.micro_batch))
         if dev.is_cuda:
             self.val_batches = [(x.pin_memory(), y.pin_memory()) for x, y in self.val_batches]
+        # The final eval: a superset of the periodic windows, sized by data.val_tokens.
+        n_final, val_note = final_val_windows(ds.val_path, T, cfg.data.val_tokens, int(cfg.data.val_windows))
+        self.final_windows = ValWindows(ds.val_path, T, n_final, ws, rank)
+        self.val_fingerprint = self.final_windows.fingerprint() if self.is_main else None
+        self.val_note = val_note
 
         # Model: identical init on every rank; the researcher's own modules first (same as preflight).
         self.plugins = plugins_mod.load_for(cfg)
@@ -289,6 +301,8 @@ class Trainer:
             self._restore(ck)
         else:
             _seed_all(seed + rank * RANK_SEED_OFFSET, device=dev.device)
+        if self.val_note and self.val_note not in self.notes:
+            self.notes.append(self.val_note)
 
         fwd = model
         if dev.compile:
@@ -479,51 +493,87 @@ class Trainer:
         self.log(f"checkpoint at iteration {self.iter} ({dt:.2f}s)")
 
     @torch.no_grad()
-    def evaluate(self) -> float:
+    def _window_losses(self, batches) -> torch.Tensor:
+        """Mean cross-entropy of each of this rank's windows (float64, on the device)."""
         dev = self.dev
         model = self.fwd_model
         model.eval()
-        total = torch.zeros((), device=dev.device, dtype=torch.float64)
-        count = 0
-        for x, y in self.val_batches:
+        out = []
+        for x, y in batches:
             x = x.to(dev.device, non_blocking=True)
             y = y.to(dev.device, non_blocking=True)
             with dev.autocast():
-                _, loss = model(x, y)
-            total += loss.double() * x.size(0)
-            count += x.size(0)
+                logits, _ = model(x, y)  # the signature the compile probe compiled for evals
+            ce = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
+                                                   reduction="none")
+            out.append(ce.view(x.size(0), -1).double().mean(1))
         model.train()
-        vec = torch.stack([total, torch.tensor(float(count), device=dev.device, dtype=torch.float64)])
+        return torch.cat(out) if out else torch.zeros(0, device=dev.device, dtype=torch.float64)
+
+    def evaluate(self) -> float:
+        """Mean validation loss over the periodic windows (all ranks)."""
+        dev = self.dev
+        losses = self._window_losses(self.val_batches)
+        vec = torch.stack([losses.sum(), torch.tensor(float(losses.numel()), device=dev.device, dtype=torch.float64)])
         dist_mod.all_reduce(vec, "sum", self.dinfo)
         total_all, count_all = vec.tolist()
         if count_all <= 0:
             raise AblateError("no validation windows: raise data.val_windows or check the validation split")
         return total_all / count_all
 
-    def _eval_and_record(self) -> None:
+    def evaluate_final(self) -> list[float]:
+        """Every final-eval window's loss, in window order (on every rank)."""
+        local = self._window_losses(self.final_windows.batches(int(self.cfg.hardware.micro_batch)))
+        parts = dist_mod.all_gather_object(local.cpu().tolist(), self.dinfo)  # ranks hold consecutive windows
+        return [v for part in parts for v in part]
+
+    def _eval_and_record(self, final: bool = False) -> None:
         t0 = time.perf_counter()
-        val = self.evaluate()
+        full: Optional[list[float]] = None
+        if final:
+            full = self.evaluate_final()
+            k = int(self.cfg.data.val_windows)
+            val = sum(full[:k]) / k  # the periodic windows are the first k: one curve, same windows
+            full_loss = sum(full) / len(full)
+        else:
+            val = self.evaluate()
         self.last_eval_iter = self.iter
-        self.final_val_loss = val
+        if full is not None:
+            self.final_val_loss = full_loss
         if math.isfinite(val) and (self.best_val_loss is None or val < self.best_val_loss):
             self.best_val_loss = val
             self.best_val_iter = self.iter
         self.gates = _plain(self.raw_model.gate_stats()) if self.is_main else {}
         if self.is_main:
+            tokens = self.iter * int(self.cfg.optim.tokens_per_iter)
             rec = {
                 "kind": "eval",
                 "iter": self.iter,
-                "tokens_seen": self.iter * int(self.cfg.optim.tokens_per_iter),
+                "tokens_seen": tokens,
                 "train_seconds": self.train_seconds,
+                "flops": self.flops_per_token * tokens if self.flops_per_token is not None else None,
                 "loss/val": val,
                 "loss/val_best": self.best_val_loss,
             }
+            if full is not None:
+                rec["loss/val_full"] = full_loss
+                rec["val_full_windows"] = len(full)
+                results.write_final_eval(
+                    self.jd.final_eval, loss=full_loss, window_losses=full,
+                    block_size=int(self.cfg.model.block_size), fingerprint=self.val_fingerprint,
+                    iteration=self.iter, tokens_seen=tokens, train_seconds=self.train_seconds,
+                    periodic_windows=int(self.cfg.data.val_windows), val_path=self.final_windows.path)
             for key, per_layer in self.gates.items():
                 for layer, value in enumerate(per_layer):
                     rec[f"gates/{layer}/{key}"] = value
             self.metrics.write(rec)
             self.write_summary(results.RUNNING)
-        self.eval_seconds += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.eval_seconds += dt
+        if final:
+            self.final_eval_seconds = dt
+            self.log(f"final eval on {len(full)} windows ({self.final_windows.tokens_per_eval:,} tokens): "
+                     f"val loss {full_loss:.4f} ({dt:.1f}s)")
         self.log(f"eval iter {self.iter}: val loss {val:.4f} (best {self.best_val_loss:.4f} at {self.best_val_iter})"
                  if self.best_val_loss is not None else f"eval iter {self.iter}: val loss {val}")
 
@@ -673,7 +723,7 @@ class Trainer:
 
             # ---- eval, checkpoint, signal (all excluded from the box)
             if is_eval or end:
-                self._eval_and_record()
+                self._eval_and_record(final=end)
             if sig > 0 and not end:
                 self.save_checkpoint()
                 name = _signal_name(int(sig))
@@ -747,8 +797,8 @@ class Trainer:
     # ------------------------------------------------------------------ the end
 
     def _complete(self) -> dict:
-        if self.last_eval_iter != self.iter:
-            self._eval_and_record()
+        if self.last_eval_iter != self.iter or self.final_val_loss is None:
+            self._eval_and_record(final=True)
         # The measured result goes to disk first; nothing after this may lose it.
         result = self.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
         try:
@@ -776,8 +826,8 @@ class Trainer:
             f"(+ warm-up {s['warmup_seconds']:.1f}s, eval {s['eval_seconds']:.1f}s, checkpoint {s['checkpoint_seconds']:.1f}s)"
         )
         self.log(
-            f"best val loss {fmt(s['best_val_loss'], '.4f')} at iteration {s['best_val_iter']} | final "
-            f"{fmt(s['final_val_loss'], '.4f')} | {fmt(s['ms_per_iter'], '.1f')} ms/iter | "
+            f"final val loss (full set, {s['final_val_tokens']} tokens) {fmt(s['final_val_loss'], '.4f')} | best "
+            f"periodic {fmt(s['best_val_loss'], '.4f')} at iteration {s['best_val_iter']} | {fmt(s['ms_per_iter'], '.1f')} ms/iter | "
             f"{fmt(s['tokens_per_s'], ',.0f')} tok/s | mfu {fmt(s['mfu'], '.3f')}"
         )
 
