@@ -55,6 +55,17 @@ def test_progress_is_read_from_the_files(tmp_path):
         "V16", "[##########----------]", "50%", "iter", "40", "loss", "4.6000", "1,234", "tok/s", "box", "50/100s"]
 
 
+def test_the_job_files_correct_a_lagging_manifest(tmp_path):
+    m = _matrix(tmp_path)
+    (m.dir / "V17" / "summary.json").write_text(json.dumps({"status": "running", "iterations": 0}))
+    (m.dir / "V16" / "DONE").write_text("")
+    jobs = {j.name: j.status for j in progress.read(m).jobs}
+    assert jobs == {"V0": "completed", "V16": "completed", "V17": "running"}
+    # A summary left by an attempt that was stopped is not a running job.
+    (m.dir / "V17" / "summary.json").write_text(json.dumps({"status": "running", "stopped_by": "SIGTERM"}))
+    assert {j.name: j.status for j in progress.read(m).jobs}["V17"] == "pending"
+
+
 def test_status_command_prints_every_job_and_says_it_is_still_running(tmp_path, capsys):
     m = _matrix(tmp_path)
     assert main([f"status={m.dir}"]) == 3

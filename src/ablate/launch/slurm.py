@@ -43,7 +43,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from ablate import results
+from ablate import console, results
 from ablate.errors import AblateError, ConfigError
 from ablate.launch.job import EXIT_FAILED, EXIT_OK, job_outcome
 
@@ -69,7 +69,7 @@ SLURM_POLL_S = 15.0  # squeue/sacct: at most this often (sooner when a task's pr
 
 
 def say(message: str) -> None:
-    print(f"[ablate] {message}", flush=True)
+    console.emit(f"[ablate] {message}")  # above the matrix's live view when one is drawn
 
 
 # --------------------------------------------------------------------------- what each task runs

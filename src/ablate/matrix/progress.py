@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, TextIO
 
-from ablate import results
+from ablate import console, results
 
 TAIL_BYTES = 65536  # the last train record is near the end of metrics.jsonl; never read it whole
 
@@ -131,6 +131,13 @@ def read(manifest: results.Manifest, cache: Optional[dict] = None) -> MatrixProg
         jd = manifest.job_dir(entry["name"])
         job = JobProgress(entry["name"], str(entry.get("status") or results.PENDING))
         summary = _summary(jd)
+        # The manifest can lag the job (Slurm's queue is polled every few seconds); the job's own
+        # files cannot: DONE means done, a fresh "running" summary means it trains now.
+        if job.status in (results.PENDING, results.RUNNING) and jd.is_done():
+            job.status = results.COMPLETED
+        elif job.status == results.PENDING and summary.get("status") == results.RUNNING \
+                and not summary.get("stopped_by"):
+            job.status = results.RUNNING
         job.max_iters, job.box_seconds = _budget(jd, cache)
         job.iter = summary.get("iterations")
         job.train_seconds = summary.get("train_seconds")
@@ -197,16 +204,7 @@ def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -
 
 # --------------------------------------------------------------------------- the live view
 
-_current: Optional["LiveView"] = None
-
-
-def emit(line: str) -> None:
-    """Print one message line; above the live view when one is drawn."""
-    view = _current
-    if view is not None:
-        view.print(line)
-    else:
-        print(line, flush=True)
+emit = console.emit  # one message line; above the live view when one is drawn
 
 
 class LiveView:
@@ -219,6 +217,7 @@ class LiveView:
         self._lock = threading.RLock()  # a signal handler may print while the main thread draws
         self._drawn = 0
         self._budgets: dict = {}
+        self._previous_sink = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -267,20 +266,18 @@ class LiveView:
             self.refresh()
 
     def __enter__(self) -> "LiveView":
-        global _current
-        _current = self
+        self._previous_sink = console.set_sink(self.print)
         self.refresh()
         self._thread = threading.Thread(target=self._loop, name="ablate-progress", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        global _current
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.refresh()  # leave the final state on screen
-        _current = None
+        console.set_sink(self._previous_sink)
 
 
 def status(path: str) -> int:

@@ -95,11 +95,19 @@ def _launch_and_report(manifest: results.Manifest, cfgs: dict[str, DictConfig]) 
     if str(first.launcher.name) == "slurm":
         from ablate.launch.slurm import submit_matrix
 
-        outcome = submit_matrix(manifest, cfgs)
+        if bool(first.launcher.slurm.wait) and _live(first):
+            with progress.LiveView(manifest):
+                outcome = submit_matrix(manifest, cfgs)
+        else:
+            outcome = submit_matrix(manifest, cfgs)
         if outcome is None:  # queued without waiting: status and report come later from the files
             return 0
         return _finish(manifest, outcome)
     return _finish(manifest, _run_local(manifest, cfgs))
+
+
+def _live(cfg: DictConfig) -> bool:
+    return bool(cfg.get("progress", True)) and progress.LiveView.wanted()
 
 
 def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[str, int]:
@@ -138,7 +146,7 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
         manifest.update_job(job.name, status=status, ended=results.now_iso(), exit_code=code, error=error)
         say(f"end {job.name}: {status}" + (f" ({error})" if error and status != results.COMPLETED else ""))
 
-    live = bool(first.get("progress", True)) and progress.LiveView.wanted()
+    live = _live(first)
     # With the live view, job output stays in each <job>/stdout.log: one compact view, not N logs.
     launcher = LocalLauncher(slots=slots, device=device, on_start=on_start, on_end=on_end, echo=not live)
     previous = signal.getsignal(signal.SIGTERM)

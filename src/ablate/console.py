@@ -1,0 +1,26 @@
+"""Where the matrix's own message lines go: stdout, or above a live progress view when one is drawn.
+
+Launchers print through :func:`emit`; the matrix's live view (ablate.matrix.progress) installs
+itself as the sink while it runs, so launch code never imports the matrix package.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+_sink: Optional[Callable[[str], None]] = None
+
+
+def emit(line: str) -> None:
+    sink = _sink
+    if sink is not None:
+        sink(line)
+    else:
+        print(line, flush=True)
+
+
+def set_sink(sink: Optional[Callable[[str], None]]) -> Optional[Callable[[str], None]]:
+    """Install a sink (None: plain stdout); returns the previous one."""
+    global _sink
+    previous, _sink = _sink, sink
+    return previous
