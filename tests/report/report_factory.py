@@ -40,6 +40,14 @@ class Job:
     window_losses: Optional[list[float]] = None
     block_size: int = 1024
     val_fingerprint: Optional[str] = "0123456789abcdef"
+    warmup_iters: Optional[int] = None       # config.yaml optim.warmup_iters
+    box: float = 7200.0                      # config.yaml budget.train_seconds
+    experiment: Optional[str] = None         # config.yaml experiment (smoke: a pipeline check)
+    flops_per_token: Optional[float] = None  # env.json
+    # Issue 11's record (summary.json "causality"); None: the run has none.
+    causality: Optional[dict] = field(default_factory=lambda: {
+        "init": {"ok": True, "method": "perturb", "max_leak": 0.0, "seconds": 0.1},
+        "trained": {"ok": True, "method": "perturb", "max_leak": 0.0, "seconds": 0.1}, "checked": True})
 
     def __post_init__(self) -> None:
         if self.window_losses is not None:
@@ -63,13 +71,18 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
     model = {"n_layer": len(job.rmlp_w_rec or job.ra_w_rec or [0, 0]), "n_head": 2,
              "attention": "ra" if job.ra_w_rec is not None else "causal",
              "mlp": "rmlp" if job.rmlp_w_rec is not None else "standard"}
+    optim: dict[str, Any] = {"lr": 6e-4}
+    if job.warmup_iters is not None:
+        optim["warmup_iters"] = job.warmup_iters
     config = {"step": {"name": job.step, "architecture": job.architecture, "description": None},
-              "seed": job.seed, "model": model, "optim": {"lr": 6e-4}, "budget": {"train_seconds": 7200.0}}
+              "seed": job.seed, "model": model, "optim": optim, "budget": {"train_seconds": job.box},
+              "experiment": job.experiment}
     jd.config.write_text(yaml.safe_dump(config, sort_keys=False))
     # The trainer's shape (src/ablate/train/env.py): git facts nested, "device" for the name.
     R.atomic_write_json(jd.env, {"git": {"sha": job.git_sha, "dirty": False, "root": "/src"}, "torch": "2.5.0",
                                  "python": "3.11.2", "hostname": "box", "device": job.device,
-                                 "device_count": job.world_size, "world_size": job.world_size})
+                                 "device_count": job.world_size, "world_size": job.world_size,
+                                 "flops_per_token": job.flops_per_token})
     curve = _curve(job)
     last_iter = (len(curve) - 1) * job.eval_every if curve else 0
     gates: dict[str, Any] = {}
@@ -115,6 +128,8 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
             "device_count": job.world_size, "precision": "bf16", "resumed": job.resumed,
             "gates": gates, "error": job.error, "failed_iter": job.failed_iter,
         }
+        if job.causality is not None:
+            summary["causality"] = job.causality
         summary.update(job.summary_overrides)
         jd.write_summary(summary)
     if job.done if job.done is not None else job.status == R.COMPLETED:

@@ -205,8 +205,10 @@ def test_values_derived_from_metrics_without_a_summary(tmp_path, damage):
     notes = section(md, "Notes")
     assert "V18: summary.json is " + ("missing" if damage == "missing" else "unreadable") in notes
     assert "values derived from metrics.jsonl" in notes
-    # Status comes from matrix.json (completed); values and gates from the metrics lines.
-    assert table_rows(md)[3] == SEED_TABLE[3]
+    # Status comes from matrix.json (completed); values and gates from the metrics lines. Without
+    # summary.json there is no causality record: the row is marked and the top says why.
+    assert table_rows(md)[3] == ["V18 ⚠"] + SEED_TABLE[3][1:]
+    assert "no causality record in summary.json for 1 of 4 run(s) (V18)" in section(md, "Warnings")
     runs = {r[0]: r for r in table_rows(md, "| Job   | Step")}
     assert runs["V18"][8] == "500" and runs["V18"][13] == "31.0%"
     assert "| V18   | `0123" in md and "metrics.jsonl" in section(md, "Sources")
@@ -286,7 +288,7 @@ def test_malformed_gates_cost_one_job_its_numbers_not_the_report(tmp_path):
     jobs[2].summary_overrides = {"gates": {"ra_w_rec": [1.0, 2.0]}}  # per layer must be a list of heads
     md = report_of(make_matrix(tmp_path, jobs))
     rows = table_rows(md)
-    assert rows[2][:3] == ["V17", "?", "unreadable"]
+    assert rows[2][:3] == ["V17 ⚠", "?", "unreadable"]  # no readable causality record either
     assert rows[3] == SEED_TABLE[3]
     assert "V17: could not be read (TypeError" in section(md, "Notes")
 

@@ -30,9 +30,12 @@ JOB_COLUMNS = [
     "world_size", "device", "device_count", "precision", "resumed", "error", "failed_iter",
     "nan", "has_rmlp", "rmlp_w_rec", "rmlp_w_rec_mean", "ra_w_rec", "git_sha", "git_dirty",
     "config_path", "source", "val_loss", "final_eval", "val_se", "final_val_tokens",
+    # for the warnings (report/warnings.py)
+    "n_evals", "warmup_iters", "box_seconds", "flops_per_token", "causality", "experiment",
 ]
 _TEXT_COLUMNS = ["step", "architecture", "seed", "status", "error", "world_size", "device", "device_count",
-                 "precision", "resumed", "git_sha", "git_dirty", "config_path", "source", "final_eval"]
+                 "precision", "resumed", "git_sha", "git_dirty", "config_path", "source", "final_eval", "causality",
+                 "experiment"]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss"]
 
 # Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
@@ -53,6 +56,8 @@ class Collection:
     baseline: str
     baseline_reason: str
     notes: list[str] = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # report.warnings.Warn, set by report.build
+    pipeline_check: bool = False  # every job ran the smoke preset: no verdicts (set by report.build)
 
 
 def _num(value: Any) -> float:
@@ -301,6 +306,15 @@ def _read_job(
     row["git_dirty"] = _first(git.get("dirty"), env.get("git_dirty"))
     row["config_path"] = str(jd.config) if jd.config.is_file() else None
     row["source"] = source
+    row["n_evals"] = len(curve)
+    optim_cfg = config.get("optim") if isinstance(config.get("optim"), dict) else {}
+    budget_cfg = config.get("budget") if isinstance(config.get("budget"), dict) else {}
+    row["warmup_iters"] = _num(optim_cfg.get("warmup_iters"))
+    row["box_seconds"] = _num(_first(s.get("box_seconds"), budget_cfg.get("train_seconds")))
+    row["flops_per_token"] = _num(env.get("flops_per_token"))
+    # Issue 11's record: {"init": {...}|None, "trained": {...}|None, "checked": bool}; absent = none.
+    row["causality"] = s.get("causality") if isinstance(s.get("causality"), dict) else None
+    row["experiment"] = config.get("experiment") if isinstance(config.get("experiment"), str) else None
 
     if status == R.RUNNING:
         notes.append(f"{label}: still running (iteration {_fmt_int(row['iterations'])}); its numbers may change")
@@ -388,7 +402,8 @@ def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collecti
                            step=str(entry.get("step") or jd.name.split("_")[0]), seed=entry.get("seed"),
                            status="unreadable", nan=False, has_rmlp=False, source="-",
                            **{n: math.nan for n in _NUMERIC}, rmlp_w_rec_mean=math.nan,
-                           val_loss=math.nan, val_se=math.nan, final_val_tokens=math.nan)
+                           val_loss=math.nan, val_se=math.nan, final_val_tokens=math.nan, n_evals=0,
+                           warmup_iters=math.nan, box_seconds=math.nan, flops_per_token=math.nan)
                 curve = []
             rows.append(row)
             curves.extend(curve)

@@ -78,13 +78,32 @@ def bold(cell: str) -> str:
 # --------------------------------------------------------------------------- main table
 
 
-def best_steps(stats: dict[str, StepStats]) -> set[str]:
+def blocked_steps(coll: Collection) -> set[str]:
+    """Steps whose comparisons make no verdict (report/warnings.py)."""
+    from ablate.report.warnings import no_verdict
+
+    return {s for s in coll.order if no_verdict(coll.warnings, coll.pipeline_check, s, coll.baseline)}
+
+
+def _verdict_block(coll: Collection, step: str) -> Optional[str]:
+    from ablate.report.warnings import no_verdict
+
+    return no_verdict(coll.warnings, coll.pipeline_check, step, coll.baseline)
+
+
+def _step_cell(coll: Collection, step: str) -> str:
+    from ablate.report.warnings import MARK, marked
+
+    return f"{step} {MARK}" if marked(coll.warnings, step) else step
+
+
+def best_steps(stats: dict[str, StepStats], blocked: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
     """Steps with the lowest mean val loss among those with completed runs, unless a noise
     estimate says the difference to another completed step is within noise: a lead that the
     data cannot resolve is not marked."""
     clean = {s: st.mean for s, st in stats.items() if st.flag is None and st.values}
-    if not clean:
-        return set()
+    if not clean or blocked & set(clean):
+        return set()  # a comparison without a verdict cannot crown a winner
     low = min(clean.values())
     winners = {s for s, m in clean.items() if m == low}
     for w in winners:
@@ -106,7 +125,7 @@ def noise_verdict(c: Comparison) -> Optional[str]:
 
 def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
     base = stats[coll.baseline]
-    winners = best_steps(stats)
+    winners = best_steps(stats, blocked_steps(coll))
     rows = []
     for step in coll.order:
         st = stats[step]
@@ -122,7 +141,10 @@ def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
                 impr = "n/a"
             else:
                 impr = fmt_pct(c.pct)
-                if noise_verdict(c) and c.interval.low != c.interval.high:  # type: ignore[union-attr]
+                block = _verdict_block(coll, step)
+                if block:
+                    impr += " (no verdict)"
+                elif noise_verdict(c) and c.interval.low != c.interval.high:  # type: ignore[union-attr]
                     impr += " (within noise)"
                 if c.flag:
                     impr += f" ({c.flag})"
@@ -136,7 +158,7 @@ def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
             loss = bold(loss)
             impr = impr if impr in ("-", "n/a") or "within noise" in impr else bold(impr)
             w = w if w in ("N/A", "not recorded") else bold(w)
-        rows.append([step, st.architecture or "?", loss, impr, w])
+        rows.append([_step_cell(coll, step), st.architecture or "?", loss, impr, w])
     return rows
 
 
@@ -156,7 +178,7 @@ def main_legend(coll: Collection, stats: dict[str, StepStats]) -> str:
         "\"within noise\" when its 95% interval (Seeds and noise) includes 0. "
         "RMLP w_rec: final R-MLP reciprocal gate, mean over layers; N/A for steps without an R-MLP. "
         "Bold: lowest val loss among completed steps, unless an interval puts another completed "
-        "step within noise of it.",
+        "step within noise of it or a warning takes the verdict away (\"no verdict\").",
     ]
     if any(st.flag for st in stats.values()):
         parts.append("A value followed by a status in parentheses comes from runs that did not "
@@ -194,6 +216,9 @@ def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
             impr = fmt_pct(c.pct, CI_DIGITS, plus=True) if not math.isnan(c.pct) else "n/a"
             ci, verdict = _interval_cells(c, st, base)
             noise = _noise_cell(c)
+            block = _verdict_block(coll, step)
+            if block:
+                verdict = f"no verdict ({block})"
         rows.append([
             step, str(st.n), rounded(st.mean, 4) if st.values else "-",
             rounded(st.eval_se, 4) if _finite(st.eval_se) else "-",
@@ -271,7 +296,9 @@ def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
             if c.interval is not None:
                 lo, hi = c.pct_interval  # type: ignore[misc]
                 ci = f"[{fmt_pct(lo, CI_DIGITS, plus=True)}, {fmt_pct(hi, CI_DIGITS, plus=True)}]"
-                if c.interval.within_noise and c.interval.low != c.interval.high:
+                if _verdict_block(coll, step) or _verdict_block(coll, ref.step):
+                    ci += " (no verdict)"
+                elif c.interval.within_noise and c.interval.low != c.interval.high:
                     ci += " within noise"
             flag = f" ({c.flag})" if c.flag else ""
             rows.append([step, f"{ref.step} ({why})", _loss_pair(ref, st),

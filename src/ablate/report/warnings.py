@@ -1,0 +1,145 @@
+"""What makes a comparison untrustworthy, found in the stored files and put at the top of REPORT.md.
+
+Each check returns a ``Warn``: one line for the Warnings section, the steps whose row in the
+main table gets a mark, and whether it takes away the step's verdicts (bold, better/worse,
+within noise): a run that never left warmup, or that was evaluated fewer than MIN_EVALS times,
+measured the start of training, not the architecture. A matrix whose every job ran the smoke
+preset is a pipeline check: it gets a different title and no verdicts at all.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pandas as pd
+
+from ablate import results as R
+
+MIN_EVALS = 3
+BOX_TOLERANCE = 0.05         # training time over the box by more than this share
+THROUGHPUT_TOLERANCE = 0.25  # achieved FLOP/s of a step below the fastest step's by more than this share
+SMOKE_EXPERIMENT = "smoke"
+MARK = "⚠"
+
+
+@dataclass
+class Warn:
+    kind: str
+    text: str
+    steps: set = field(default_factory=set)  # rows marked in the main table
+    blocks_verdict: bool = False             # those steps get no verdict
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _names(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def is_pipeline_check(jobs: pd.DataFrame) -> bool:
+    exps = [e for e in jobs["experiment"]]
+    return bool(exps) and all(e == SMOKE_EXPERIMENT for e in exps)
+
+
+def collect_warnings(jobs: pd.DataFrame, stats: dict, order: list[str]) -> list[Warn]:
+    out: list[Warn] = []
+    done = jobs[jobs["status"] == R.COMPLETED]
+
+    warm = [(r["key"], r["step"], int(r["iterations"]), int(r["warmup_iters"])) for _, r in done.iterrows()
+            if _finite(r["warmup_iters"]) and _finite(r["iterations"]) and r["iterations"] < r["warmup_iters"]]
+    if warm:
+        out.append(Warn("warmup", "ended in warmup (the learning rate never reached its peak, so the run "
+                        "measured the start of training, not the architecture): "
+                        + _names([f"{k} (iteration {i} of {w} warmup)" for k, _, i, w in warm])
+                        + "; no verdicts for these steps. Give the box more time or shorten optim.warmup_iters.",
+                        {s for _, s, _, _ in warm}, True))
+
+    few = [(r["key"], r["step"], int(r["n_evals"])) for _, r in done.iterrows()
+           if _finite(r["n_evals"]) and r["n_evals"] < MIN_EVALS]
+    if few:
+        out.append(Warn("evals", f"fewer than {MIN_EVALS} evals: "
+                        + _names([f"{k} ({n})" for k, _, n in few])
+                        + "; no verdicts for these steps. Lower budget.eval_interval or give the box more time.",
+                        {s for _, s, _ in few}, True))
+
+    over = [(r["key"], r["step"], float(r["train_seconds"]), float(r["box_seconds"])) for _, r in jobs.iterrows()
+            if _finite(r["train_seconds"]) and _finite(r["box_seconds"]) and r["box_seconds"] > 0
+            and r["train_seconds"] > (1 + BOX_TOLERANCE) * r["box_seconds"]]
+    if over:
+        out.append(Warn("box", f"trained more than {100 * BOX_TOLERANCE:.0f}% past the time box (more time, "
+                        "more tokens): " + _names([f"{k} ({t:.1f} s of {b:.0f} s)" for k, _, t, b in over]),
+                        {s for _, s, _, _ in over}))
+
+    w = _throughput(done, order)
+    if w is not None:
+        out.append(w)
+
+    unchecked = [r["key"] for _, r in jobs.iterrows() if r["status"] != "leaked"
+                 and not (isinstance(r["causality"], dict) and r["causality"].get("checked") is True)]
+    leaked = [r["key"] for _, r in jobs.iterrows() if r["status"] == "leaked"]
+    if leaked:
+        out.append(Warn("leaked", "failed the causality check after training (the model sees future tokens; "
+                        "its loss is not a language-modelling loss): " + _names(leaked),
+                        {r["step"] for _, r in jobs.iterrows() if r["status"] == "leaked"}, True))
+    if unchecked:
+        steps = {r["step"] for _, r in jobs.iterrows() if r["key"] in set(unchecked)}
+        out.append(Warn("causality", f"no causality record in summary.json for {len(unchecked)} of {len(jobs)} "
+                        f"run(s) ({_names(unchecked)}): nothing shows these models could not see future tokens",
+                        steps))
+
+    single = [s for s in order if s in stats and stats[s].n == 1]
+    if single and len(single) == len([s for s in order if stats.get(s) is not None and stats[s].n >= 1]):
+        out.append(Warn("seeds", "one seed per step: no seed-noise estimate; intervals, where shown, cover "
+                        "validation sampling only. Add seeds (e.g. seed=1,2,3)."))
+    elif single:
+        out.append(Warn("seeds", f"one seed for {_names(single)}: no seed-noise estimate for these steps."))
+    return out
+
+
+def _throughput(done: pd.DataFrame, order: list[str]) -> Optional[Warn]:
+    """Tokens per second should differ between steps only as their FLOPs per token do; achieved
+    FLOP/s that differ more say the machine, not the model, set the pace (contention)."""
+    rows = []
+    for step in order:
+        sub = done[done["step"] == step]
+        tps = [float(x) for x in sub["tokens_per_s"] if _finite(x)]
+        fpt = [float(x) for x in sub["flops_per_token"] if _finite(x)]
+        if tps and fpt:
+            t, f = sum(tps) / len(tps), sum(fpt) / len(fpt)
+            rows.append((step, t, f, t * f))
+    if len(rows) < 2:
+        return None
+    top = max(r[3] for r in rows)
+    off = [r for r in rows if top > 0 and r[3] < (1 - THROUGHPUT_TOLERANCE) * top]
+    if not off:
+        return None
+    numbers_ = "; ".join(f"{s}: {t:,.0f} tokens/s x {f:.3g} FLOPs/token = {a / 1e12:.3g} TFLOP/s"
+                         for s, t, f, a in rows)
+    return Warn("throughput", "tokens per second differ between steps more than their FLOPs per token explain "
+                f"(achieved FLOP/s more than {100 * THROUGHPUT_TOLERANCE:.0f}% below the fastest step's for "
+                f"{', '.join(r[0] for r in off)}): machine contention or a different device, so equal time was not "
+                f"equal work. {numbers_}", {r[0] for r in off})
+
+
+def no_verdict(warnings: list[Warn], pipeline: bool, step: str, baseline: str) -> Optional[str]:
+    """Why ``step`` compared with the baseline gets no verdict, or None."""
+    if pipeline:
+        return "pipeline check"
+    for w in warnings:
+        if w.blocks_verdict and (step in w.steps or baseline in w.steps):
+            return w.kind
+    return None
+
+
+def marked(warnings: list[Warn], step: str) -> bool:
+    return any(step in w.steps for w in warnings)
+
+
+def section(warnings: list[Warn]) -> str:
+    return "\n".join(f"- {MARK} {w.text}" for w in warnings)

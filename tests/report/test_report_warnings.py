@@ -1,0 +1,108 @@
+"""Warnings at the top of REPORT.md, marks in the main table, and verdicts taken away.
+
+The factory's jobs train 500 iterations in 1,286 s (2,572 ms/iter), with 6 evals and a
+causality record; each test breaks one of those facts.
+"""
+
+from __future__ import annotations
+
+from report_factory import Job, make_matrix, section, table_rows
+
+from ablate.report import aggregate, build, render_markdown
+
+
+def report(jobs, tmp_path):
+    mdir = make_matrix(tmp_path, jobs)
+    coll, stats = build([mdir])
+    return coll, stats, render_markdown(coll, stats, mdir, None)
+
+
+def clean_pair(**v16):
+    return [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.60, **v16)]
+
+
+def no_bold(md):
+    return "**" not in section(md, "Results").split("\n\n")[1]
+
+
+def test_a_clean_matrix_has_only_the_one_seed_warning(tmp_path):
+    _, _, md = report(clean_pair(), tmp_path)
+    warnings = section(md, "Warnings")
+    assert warnings.count("- ⚠") == 1 and "one seed per step: no seed-noise estimate" in warnings
+    assert table_rows(md)[1] == ["V16", "RA", "**3.60**", "**4%**", "N/A"]
+    assert md.index("## Warnings") < md.index("## Results")  # at the top
+
+
+def test_ended_in_warmup_warns_marks_and_takes_the_verdict_away(tmp_path):
+    coll, stats, md = report(clean_pair(warmup_iters=1000), tmp_path)
+    assert "ended in warmup" in section(md, "Warnings") and "V16 (iteration 500 of 1000 warmup)" in md
+    assert table_rows(md)[1] == ["V16 ⚠", "RA", "3.60", "4% (no verdict)", "N/A"]
+    assert no_bold(md)
+    agg = aggregate(coll, stats).set_index("step")
+    assert agg.loc["V16", "no_verdict"] == "warmup" and not agg["is_best"].any()
+
+
+def test_warmup_on_the_baseline_takes_every_verdict_away(tmp_path):
+    jobs = [Job("V0", "Baseline", 3.75, warmup_iters=1000), Job("V16", "RA", 3.60), Job("V17", "RA+", 3.70)]
+    _, _, md = report(jobs, tmp_path)
+    rows = table_rows(md)
+    assert rows[0][0] == "V0 ⚠" and rows[1][3] == rows[2][3].replace("1%", "4%") == "4% (no verdict)"
+    assert no_bold(md)
+
+
+def test_fewer_than_three_evals(tmp_path):
+    _, _, md = report(clean_pair(evals=2), tmp_path)
+    assert "fewer than 3 evals: V16 (2)" in section(md, "Warnings")
+    assert table_rows(md)[1][3] == "4% (no verdict)"
+
+
+def test_training_past_the_box(tmp_path):
+    # 1,286 s of training in a 1,200 s box: 7% over.
+    _, _, md = report(clean_pair(box=1200.0), tmp_path)
+    assert "V16 (1286.0 s of 1200 s)" in section(md, "Warnings")
+    assert table_rows(md)[1][0] == "V16 ⚠"
+    _, _, md = report(clean_pair(box=1240.0), tmp_path / "b")  # 3.7% over: within tolerance
+    assert "past the time box" not in md
+
+
+def test_throughput_not_explained_by_flops(tmp_path):
+    # V16 runs at half the tokens/s with the same FLOPs per token: contention, with the numbers.
+    jobs = [Job("V0", "Baseline", 3.75, flops_per_token=1e9),
+            Job("V16", "RA", 3.60, flops_per_token=1e9, ms_per_iter=5144.0)]
+    _, _, md = report(jobs, tmp_path)
+    w = section(md, "Warnings")
+    assert "more than their FLOPs per token explain" in w and "for V16" in w
+    assert "V0: 25,481 tokens/s x 1e+09 FLOPs/token = 25.5 TFLOP/s" in w and "V16: 12,740 tokens/s" in w
+    # Half the tokens/s at twice the FLOPs per token is explained: no warning.
+    jobs[1] = Job("V16", "RA", 3.60, flops_per_token=2e9, ms_per_iter=5144.0)
+    _, _, md = report(jobs, tmp_path / "b")
+    assert "FLOPs per token explain" not in md
+
+
+def test_causality_record(tmp_path):
+    jobs = clean_pair(causality=None) + [Job("V17", "RA+", 3.7, causality={"init": None, "trained": None,
+                                                                            "checked": False})]
+    _, _, md = report(jobs, tmp_path)
+    assert "no causality record in summary.json for 2 of 3 run(s) (V16, V17)" in section(md, "Warnings")
+    assert [r[0] for r in table_rows(md)] == ["V0", "V16 ⚠", "V17 ⚠"]
+
+
+def test_leaked_status_warns_and_has_no_verdict(tmp_path):
+    jobs = clean_pair() + [Job("V17", "RA+", 3.3, status="leaked", done=False)]
+    _, _, md = report(jobs, tmp_path)
+    assert "failed the causality check after training" in section(md, "Warnings")
+    assert table_rows(md)[2][0] == "V17 ⚠" and "no verdict" in table_rows(md)[2][3]
+
+
+def test_smoke_preset_is_a_pipeline_check_without_verdicts(tmp_path):
+    jobs = [Job("V0", "Baseline", 3.75, experiment="smoke"), Job("V16", "RA", 3.60, experiment="smoke")]
+    coll, stats, md = report(jobs, tmp_path)
+    assert md.startswith("# Pipeline check (smoke preset), not evidence about the architectures")
+    assert "makes no verdicts" in md.split("## ")[0]
+    assert table_rows(md)[1][3] == "4% (no verdict)" and no_bold(md)
+    seeds = section(md, "Seeds and noise")
+    assert "better" not in seeds and "worse" not in seeds
+    # One job of another preset: a real comparison, the ordinary title.
+    jobs[0] = Job("V0", "Baseline", 3.75)
+    _, _, md = report(jobs, tmp_path / "b")
+    assert md.startswith("# Ablation report")
