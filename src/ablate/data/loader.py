@@ -99,6 +99,19 @@ class TrainBatches:
         shard = np.searchsorted(self._ends, u, side="right")
         return shard, u - (self._ends[shard] - self.n_starts[shard])
 
+    def global_fingerprint(self, iteration: int) -> str:
+        """sha256 (16 hex digits) of the token ids of the whole global batch of ``iteration``
+        (all ranks' windows, in order). Read from the memory map on the calling rank alone, so
+        it costs no collective; every step of a matrix with the same seed must record the same."""
+        import hashlib
+
+        shard, start = self.global_starts(iteration)
+        T1 = self.block_size + 1
+        h = hashlib.sha256()
+        for s, o in zip(shard.tolist(), start.tolist()):
+            h.update(np.ascontiguousarray(self.shards[s][o:o + T1]).astype("<u2").tobytes())
+        return h.hexdigest()[:16]
+
     def get(self, iteration: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``grad_accum`` (x, y) pairs of int64 tensors (micro_batch, block_size) for this rank."""
         lo = self.rank * self.local_batch

@@ -32,10 +32,11 @@ JOB_COLUMNS = [
     "config_path", "source", "val_loss", "final_eval", "val_se", "final_val_tokens",
     # for the warnings (report/warnings.py)
     "n_evals", "warmup_iters", "box_seconds", "flops_per_token", "causality", "experiment",
+    "batch_fingerprints",
 ]
 _TEXT_COLUMNS = ["step", "architecture", "seed", "status", "error", "world_size", "device", "device_count",
                  "precision", "resumed", "git_sha", "git_dirty", "config_path", "source", "final_eval", "causality",
-                 "experiment"]
+                 "experiment", "batch_fingerprints"]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss"]
 
 # Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
@@ -307,6 +308,10 @@ def _read_job(
     row["config_path"] = str(jd.config) if jd.config.is_file() else None
     row["source"] = source
     row["n_evals"] = len(curve)
+    # {batch iteration: fingerprint of the global batch} from "batch" and eval records.
+    fps = {rec["batch_iter"]: rec["batch_fingerprint"] for rec in records
+           if isinstance(rec.get("batch_iter"), int) and isinstance(rec.get("batch_fingerprint"), str)}
+    row["batch_fingerprints"] = fps or None
     optim_cfg = config.get("optim") if isinstance(config.get("optim"), dict) else {}
     budget_cfg = config.get("budget") if isinstance(config.get("budget"), dict) else {}
     row["warmup_iters"] = _num(optim_cfg.get("warmup_iters"))

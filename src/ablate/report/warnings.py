@@ -79,6 +79,7 @@ def collect_warnings(jobs: pd.DataFrame, stats: dict, order: list[str]) -> list[
     w = _throughput(done, order)
     if w is not None:
         out.append(w)
+    out += _batches(jobs, order)
 
     unchecked = [r["key"] for _, r in jobs.iterrows() if r["status"] != "leaked"
                  and not (isinstance(r["causality"], dict) and r["causality"].get("checked") is True)]
@@ -125,6 +126,31 @@ def _throughput(done: pd.DataFrame, order: list[str]) -> Optional[Warn]:
                 f"(achieved FLOP/s more than {100 * THROUGHPUT_TOLERANCE:.0f}% below the fastest step's for "
                 f"{', '.join(r[0] for r in off)}): machine contention or a different device, so equal time was not "
                 f"equal work. {numbers_}", {r[0] for r in off})
+
+
+def _batches(jobs: pd.DataFrame, order: list[str]) -> list[Warn]:
+    """Every step of one seed must have trained on the same global batches: compare each job's
+    batch fingerprints (metrics.jsonl) with those of the first job of its seed in matrix order
+    (the baseline when it comes first), at the iterations both recorded."""
+    out = []
+    rank = {s: i for i, s in enumerate(order)}
+    by_seed: dict[Any, list] = {}
+    for _, r in jobs.iterrows():
+        if isinstance(r["batch_fingerprints"], dict):
+            by_seed.setdefault(r["seed"], []).append(r)
+    for seed, rows in by_seed.items():
+        rows.sort(key=lambda r: rank.get(r["step"], len(rank)))
+        ref = rows[0]
+        for r in rows[1:]:
+            common = sorted(set(ref["batch_fingerprints"]) & set(r["batch_fingerprints"]))
+            bad = [i for i in common if ref["batch_fingerprints"][i] != r["batch_fingerprints"][i]]
+            if bad:
+                out.append(Warn("batches", f"{r['key']} (step {r['step']}, seed {seed}) did not see the training "
+                                f"batches {ref['key']} saw: the global batch of iteration {bad[0]} differs "
+                                f"({r['batch_fingerprints'][bad[0]]} vs {ref['batch_fingerprints'][bad[0]]}; "
+                                f"{len(bad)} of {len(common)} recorded batches differ), so the comparison mixes "
+                                "architecture and data; no verdict for this step.", {r["step"]}, True))
+    return out
 
 
 def no_verdict(warnings: list[Warn], pipeline: bool, step: str, baseline: str) -> Optional[str]:

@@ -330,9 +330,14 @@ class Trainer:
 
         # Files (rank 0).
         if self.is_main:
-            results.truncate_metrics_after(self.jd.metrics, self.iter)
+            # From iteration 0 nothing of an earlier start is kept (its batch record would repeat).
+            results.truncate_metrics_after(self.jd.metrics, self.iter if self.iter > 0 else -1)
             self.metrics = trackers.open_metrics(cfg, self.jd, MetricsWriter(self.jd.metrics), self.iter,
                                                  self._tracker_warning)
+            if self.iter == 0:
+                # The data every step of this seed must share, proven per run (the report compares).
+                self.metrics.write({"kind": "batch", "iter": 0, "tokens_seen": 0, "train_seconds": 0.0,
+                                    "batch_iter": 0, "batch_fingerprint": self.batches.global_fingerprint(0)})
             env = env_mod.collect(dev.name, dev.device.type, ws, dev.precision, extra={
                 "device_count": self._device_count(),
                 "local_world_size": self.dinfo.local_world_size,
@@ -555,6 +560,9 @@ class Trainer:
                 "loss/val": val,
                 "loss/val_best": self.best_val_loss,
             }
+            if self.iter > 0:  # the global batch of the last iteration trained
+                rec["batch_iter"] = self.iter - 1
+                rec["batch_fingerprint"] = self.batches.global_fingerprint(self.iter - 1)
             if full is not None:
                 rec["loss/val_full"] = full_loss
                 rec["val_full_windows"] = len(full)
