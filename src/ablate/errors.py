@@ -30,3 +30,15 @@ def die(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr and exit; the single-line form every CLI uses."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+
+def exit_quietly_on_closed_pipe() -> None:
+    """After a BrokenPipeError on stdout (``... | head``): point stdout at /dev/null so the
+    interpreter's final flush does not print a second error, and let the caller exit normally."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -57,8 +57,8 @@ def test_smoke_box_can_be_shortened_by_environment(monkeypatch):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["step=V99"], "Available: V0, V16, V17, V18"),
-        (["model.n_layr=3"], "n_layr"),
+        (["step=V99"], "the step options are: V0, V16, V17, V18"),
+        (["model.n_layr=3"], "model.n_layr is not a config key; did you mean model.n_layer?"),
         (["budget.train_seconds=abc"], "train_seconds"),
         (["step=V0,V16"], "--multirun"),
         (["matrix=nope"], "unknown matrix 'nope'"),
@@ -75,9 +75,15 @@ def test_bad_input_is_one_clear_line(args, expected, capsys):
 
 
 def test_plan_prints_jobs_and_cost_and_runs_nothing(tmp_path, capsys):
-    rc = main(["experiment=seed_ra_ablation", "step=V0,V16,V17,V18", f"results_root={tmp_path}", "--plan", "--multirun"])
-    out = capsys.readouterr().out
-    assert rc == 0
+    results_root = tmp_path / "results"
+    with pytest.raises(SystemExit) as exit_info:  # no FineWebEdu shards here: the plan says it would fail
+        main(["experiment=seed_ra_ablation", "step=V0,V16,V17,V18", f"results_root={results_root}",
+              f"data.path={tmp_path / 'no_data'}", "--plan", "--multirun"])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and "Traceback" not in err
+    data_lines = [ln for ln in err.splitlines() if "no_data" in ln]
+    assert len(data_lines) == 1 and "for all 4 jobs:" in data_lines[0], err  # once, naming the jobs
     for step in ("V0", "V16", "V17", "V18"):
         assert f"| {step} " in out
     assert "4 x cuda" in out and "8.00" in out  # 4 GPUs x 2 h per job
@@ -85,12 +91,12 @@ def test_plan_prints_jobs_and_cost_and_runs_nothing(tmp_path, capsys):
     # Eval cost next to the box: 8 x 1024 tokens every 100 iterations of 65,536 (a forward costs
     # ~1/3 of a training token): 0.04% of training; the final 2M-token eval ~ 2,097,152 / 3 / 65,536.
     assert "| 0.0%" in out and "<= 2,097,152 (~11 iters)" in out
-    assert list(tmp_path.iterdir()) == []
+    assert not results_root.exists()  # the plan writes nothing, not even the results folder
 
 
 def test_plan_for_slurm_shows_the_submission(tmp_path, capsys):
     rc = main(["experiment=seed_ra_ablation", "launcher=slurm", "launcher.slurm.partition=gpu",
-               "step=V0,V16", f"results_root={tmp_path}", "--plan", "--multirun"])
+               "step=V0,V16", f"results_root={tmp_path}", "preflight=false", "--plan", "--multirun"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "one job array of 2 task(s)" in out

@@ -1,31 +1,98 @@
-"""``python -m ablate.matrix [overrides] [--multirun] [--plan] [--cfg job]``
-
-Examples::
-
-    python -m ablate.matrix experiment=smoke step=V0,V16,V17,V18 --multirun
-    python -m ablate.matrix matrix=ra-ablation              # a named matrix from matrix/
-    python -m ablate.matrix matrix=ra-ablation --plan       # what would run, and its cost
-    python -m ablate.matrix experiment=smoke step=V16 --cfg job
-    python -m ablate.matrix resume=results/test_matrix_results_20251111_170325
-    python -m ablate.matrix status=results/test_matrix_results_20251111_170325   # progress, from the files
-
-Your own steps and code, outside this repository::
-
-    python -m ablate.matrix --config-dir ~/myidea/conf plugins=[my_attention] plugin_path=[~/myidea] \
-        experiment=smoke step=V0,V19 --multirun
-
-``--config-dir DIR`` adds DIR to Hydra's search path (same as ``hydra.searchpath=[file://DIR]``):
-its ``step/V19.yaml`` etc. are found next to ours. ``plugins`` are imported in this process, the
-preflight and every job.
-"""
+"""``python -m ablate.matrix [KEY=VALUE ...] [--multirun] [--plan] [--cfg job]``; ``--help`` for more."""
 
 from __future__ import annotations
 
 import sys
 
-from ablate.errors import AblateError, die
+from ablate.errors import AblateError, die, exit_quietly_on_closed_pipe
 
-USAGE = __doc__
+# Keys the README, scripts and users rely on; they keep their names across versions.
+STABLE_KEYS = [
+    ("experiment", "preset of groups and values (an experiment option, e.g. smoke)"),
+    ("step", "architecture step (a step option, e.g. V0,V16,V17,V18 with --multirun)"),
+    ("seed", "random seed of init, dropout and data order (e.g. seed=1,2,3 with --multirun)"),
+    ("budget.train_seconds", "time box in seconds of training iterations"),
+    ("budget.max_iters", "iteration budget (with train_seconds: whichever ends first)"),
+    ("results_root", "where new matrix directories are created (default: results)"),
+    ("hardware.nproc_per_node", "processes (GPUs) per job"),
+]
+
+EXAMPLES = [
+    ("python -m ablate.matrix experiment=smoke step=V0,V16,V17,V18 --multirun",
+     "the four-step CPU smoke matrix"),
+    ("python -m ablate.matrix matrix=ra-ablation", "a named matrix from matrix/"),
+    ("python -m ablate.matrix matrix=ra-ablation --plan", "what would run, its cost, what would fail"),
+    ("python -m ablate.matrix experiment=smoke step=V16 --cfg job", "the resolved config of one job"),
+    ("python -m ablate.matrix resume=results/test_matrix_results_20251111_170325",
+     "run the unfinished jobs of a matrix"),
+    ("python -m ablate.matrix status=results/test_matrix_results_20251111_170325",
+     "progress of a matrix, read from its files"),
+    ("python -m ablate.matrix --config-dir ~/myidea/conf plugins=[my_attention] plugin_path=[~/myidea] "
+     "experiment=smoke step=V0,V19 --multirun",
+     "your own step and model code, outside this repository"),
+]
+
+
+def help_text(argv: list[str] | None = None) -> str:
+    """Plain text, in the spirit of Hydra's --help: groups and their options, keys, examples.
+
+    With ``--config-dir DIR`` (or ``hydra.searchpath=``) on the command line, the groups listed
+    include that folder's options."""
+    out = [
+        "usage: python -m ablate.matrix [KEY=VALUE ...] [--multirun] [--plan] [--cfg job] [--config-dir DIR]",
+        "       python -m ablate.matrix matrix=NAME [--plan]",
+        "       python -m ablate.matrix resume=MATRIX_DIR",
+        "       python -m ablate.matrix status=MATRIX_DIR",
+        "",
+        "Run an architecture-ablation matrix: one time-boxed training job per step x seed (x any other",
+        "swept value). Every job is checked before any trains (config, causality, data, devices, batch);",
+        "results go to <results_root>/test_matrix_results_<timestamp>/, the report to REPORT.md there.",
+        "Overrides use Hydra's grammar: GROUP=OPTION chooses a config file, KEY=VALUE sets a value,",
+        "a comma-separated list (step=V0,V16) sweeps it with --multirun.",
+        "",
+    ]
+    try:
+        from ablate.matrix.compose import group_choices, matrix_names
+
+        searchpath = []
+        try:
+            overrides, _, _ = parse_argv(list(argv or []))
+            searchpath = [o for o in overrides if o.startswith("hydra.searchpath=")]
+        except AblateError:
+            pass
+        groups, defaults = group_choices(searchpath)
+        width = max(len(g) for g in groups) if groups else 0
+        out.append("Config groups (GROUP=OPTION; one YAML file per option in conf/GROUP/):")
+        for group, options in groups.items():
+            default = defaults.get(group)
+            out.append(f"  {group:<{width}}  {', '.join(options)}  (default: {default or 'none'})")
+        out.append("")
+        names = matrix_names()
+        if names:
+            out += ["Named matrices (matrix=NAME; files in matrix/):", "  " + ", ".join(names), ""]
+    except AblateError as e:  # help must still print without a config root
+        out += [f"Config groups: not available ({e})", ""]
+    width = max(len(k) for k, _ in STABLE_KEYS)
+    out.append("Stable keys (their names do not change between versions):")
+    out += [f"  {k:<{width}}  {what}" for k, what in STABLE_KEYS]
+    out += [
+        "Every other key, with its value for one job: python -m ablate.matrix experiment=smoke --cfg job",
+        "(each key is documented in src/ablate/config.py). A misspelled key or option is an error that",
+        "names the nearest one.",
+        "",
+        "Options:",
+        "  --multirun, -m    one job per combination of the comma-separated values",
+        "  --plan            list the jobs and their cost and run the preflight; train nothing",
+        "  --cfg job         print the resolved config of every job; train nothing",
+        "  --config-dir DIR  also look for config groups in DIR (your own step/V19.yaml, ...);",
+        "                    with plugins=[module] plugin_path=[folder] your own model code is imported",
+        "  -h, --help        this text (add --config-dir DIR to list that folder's options too)",
+        "",
+        "Examples:",
+    ]
+    for cmd, what in EXAMPLES:
+        out += [f"  {cmd}", f"      {what}"]
+    return "\n".join(out)
 
 
 def parse_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
@@ -82,8 +149,16 @@ def searchpath_override(folders: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `... --cfg job | head`: the reader has what it wanted
+        exit_quietly_on_closed_pipe()
+        return 0
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
+        print(help_text([a for a in argv if a not in ("-h", "--help")]), flush=True)
         return 0
     try:
         from ablate.plugins import check_models_package
@@ -113,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         if show_cfg:
             for job in jobs:
                 print(f"# job {job.name}: {' '.join(job.overrides)}")
-                print(config_yaml(job.cfg))
+                print(config_yaml(job.cfg), flush=True)
             return 0
         return runner.run_new(jobs, argv)
     except AblateError as e:

@@ -10,9 +10,10 @@ job before any of them trains: preflight all, then create one matrix directory, 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -43,8 +44,14 @@ def matrix_file(name: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    known = sorted(p.stem for p in (_REPO_ROOT / "matrix").glob("*.yaml"))
+    known = matrix_names()
     raise ConfigError(f"unknown matrix {name!r}; available: {', '.join(known) or 'none'} (files in matrix/)")
+
+
+def matrix_names() -> list[str]:
+    """Names of the matrix files in ``matrix/`` (the current directory's and the repository's)."""
+    dirs = {Path.cwd() / "matrix", _REPO_ROOT / "matrix"}
+    return sorted({p.stem for d in dirs for p in d.glob("*.yaml")})
 
 
 _MATRIX_KEYS = {"experiment", "steps", "seeds", "overrides", "description"}
@@ -111,8 +118,8 @@ def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
     overrides = parse_overrides(args)
     has_sweep = any(o.is_sweep_override() for o in overrides)
     if has_sweep and not multirun:
-        swept = [o.get_key_element() for o in overrides if o.is_sweep_override()]
-        raise ConfigError(f"{', '.join(swept)} list several values; add --multirun to run one job per value")
+        swept = [o.input_line for o in overrides if o.is_sweep_override()]
+        raise ConfigError(f"{' '.join(swept)}: a list of values needs --multirun (one job per value)")
     if not multirun:
         return [list(args)]
     try:
@@ -122,23 +129,77 @@ def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
 
 
 def compose_job(overrides: list[str]) -> DictConfig:
-    """Compose one job's config; Hydra's own error (e.g. the list of step options) becomes one line."""
+    """Compose one job's config; Hydra's own error (e.g. the list of step options) becomes one line.
+
+    Every override is checked first (``ablate.matrix.schema``): a group option that does not
+    exist, optional groups included, and a key the schema lacks are errors that name the options
+    or the nearest key, never something Hydra would skip or tell the user to add with ``+``.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from ablate.matrix import schema
+
     register_configs()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(_composition_message(e)) from None
+            repo = _repository(overrides)
+            groups = schema.config_groups(repo)
+            parsed = parse_overrides(list(overrides))
+            schema.check_overrides(parsed, groups)
+            chosen: dict[str, set[str]] = {}
+            for o in parsed:
+                if o.key_or_group in groups and isinstance(o.value(), str):
+                    chosen.setdefault(o.key_or_group, set()).add(o.value())
+            schema.check_package_headers(repo, groups, chosen)
+            try:
+                cfg = compose(config_name="config", overrides=list(overrides))
+            except (HydraException, OmegaConfBaseException) as e:
+                # Hydra names the file it was merging ("In 'step/V19': ..."); a file chosen
+                # indirectly (an experiment's defaults) may have its package header misplaced.
+                where = re.match(r"In '(.+)/([^/']+)'", str(e))
+                if where:
+                    schema.check_package_headers(repo, groups, {where.group(1): {where.group(2)}})
+                raise ConfigError(_composition_message(e, groups)) from None
+    except HydraException as e:
+        raise ConfigError(_composition_message(e, {})) from None
     finally:
         GlobalHydra.instance().clear()
     OmegaConf.set_readonly(cfg, False)
     return cfg
+
+
+def _repository(overrides: list[str]):
+    """Hydra's config repository with the command line's ``hydra.searchpath`` applied (inside an
+    initialized Hydra): the groups and options that this composition will see."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().hydra.config_loader  # type: ignore[union-attr]
+    searchpath = [o for o in overrides if o.lstrip("+").startswith("hydra.searchpath=")]
+    return loader._parse_overrides_and_create_caching_repo("config", searchpath)[1]
+
+
+def group_choices(overrides: Optional[list[str]] = None) -> tuple[dict[str, list[str]], dict[str, Optional[str]]]:
+    """({group: options}, {group: default option}) of the config root, as Hydra sees it
+    (``overrides``: a ``hydra.searchpath=`` override adds folders)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ablate.matrix import schema
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            groups = schema.config_groups(_repository(list(overrides or [])))
+            cfg = compose(config_name="config", overrides=list(overrides or []), return_hydra_config=True)
+            defaults = {g: cfg.hydra.runtime.choices.get(g) for g in groups}
+    finally:
+        GlobalHydra.instance().clear()
+    return groups, defaults
 
 
 def build_jobs(args: list[str], multirun: bool) -> list[JobSpec]:
@@ -201,16 +262,30 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def _composition_message(e: BaseException) -> str:
-    """Hydra's message for a missing group option lists the options on later lines; keep them."""
+def _composition_message(e: BaseException, groups: dict[str, list[str]]) -> str:
+    """Hydra's message for a missing group option lists the options on later lines; keep them.
+    An unknown key in a YAML file gets the schema's nearest key instead of Hydra's '+' hint."""
     from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigKeyError
+
+    from ablate.matrix import schema
 
     if isinstance(e, MissingConfigException) and e.options:
         first = _first_line(e)
         return f"{first} Available: {', '.join(sorted(e.options))}"
     text = " ".join(str(e).split())
+    full_key = getattr(e, "full_key", None)
+    if not full_key and "ConfigKeyError" in text:  # Hydra wraps it: "In 'experiment/x': ConfigKeyError ..."
+        found = re.search(r"full_key: (\S+)", text)
+        full_key = found.group(1) if found else None
+    if (isinstance(e, ConfigKeyError) or "ConfigKeyError" in text) and full_key \
+            and full_key not in schema.schema_keys():
+        where = re.match(r"In '([^']+)'", text)
+        prefix = f"conf/{where.group(1)}.yaml: " if where else ""
+        return prefix + schema.unknown_key_message(str(full_key), groups)
+    text = text.split(" To append to your config use +")[0]
     # OmegaConf appends "full_key: ..., object_type=..." detail; the first sentence carries the fix.
-    return text.split("    full_key")[0]
+    return text.split(" full_key:")[0]
 
 
 def config_yaml(cfg: DictConfig) -> str:

@@ -7,6 +7,7 @@ is there and valid, the output directory is writable, and GPUs and batch arithme
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,16 @@ def check_data(cfg) -> list[str]:
     return []
 
 
-def check_output_dir(root: Path) -> list[str]:
+def check_output_dir(root: Path, create: bool = True) -> list[str]:
+    """``create=False`` (the plan) leaves the disk alone: the nearest existing folder must be writable."""
+    if not create:
+        existing = root.expanduser().absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+            return []
+        return [f"output directory {root} is not writable ({existing} is not a writable folder); "
+                "set results_root to a writable path"]
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".writable-"):
@@ -150,15 +160,17 @@ def preflight(
     jobs: list[JobSpec],
     results_root: Path,
     progress: Optional[Callable[[str], None]] = None,
+    create_output_dir: bool = True,
 ) -> list[PreflightResult]:
-    """Run every check for every job. Model and data checks run once per distinct config."""
+    """Run every check for every job. Model and data checks run once per distinct config.
+    ``create_output_dir=False`` (the plan) writes nothing to disk."""
     from ablate.config import to_container
 
     gpus = visible_gpus()
     results: list[PreflightResult] = []
     model_cache: dict[str, list[str]] = {}
     data_cache: dict[str, list[str]] = {}
-    out_problems = check_output_dir(results_root)
+    out_problems = check_output_dir(results_root, create=create_output_dir)
     for job in jobs:
         cfg = job.cfg
         if progress:
@@ -188,8 +200,19 @@ def preflight(
 
 
 def describe_failures(results: list[PreflightResult]) -> str:
-    lines = []
+    """One line per distinct problem, naming the jobs it concerns (a missing data directory
+    shared by 40 jobs is one line, not 40)."""
+    jobs_of: dict[str, list[str]] = {}
     for r in results:
         for p in r.problems:
-            lines.append(f"preflight failed for {r.job}: {p}")
+            names = jobs_of.setdefault(p, [])
+            if r.job not in names:
+                names.append(r.job)
+    lines = []
+    for problem, names in jobs_of.items():
+        if len(names) == len(results) and len(results) > 1:
+            who = f"all {len(results)} jobs"
+        else:
+            who = ", ".join(names)
+        lines.append(f"preflight failed for {who}: {problem}")
     return "\n".join(lines)

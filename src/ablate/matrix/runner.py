@@ -45,7 +45,14 @@ def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
     for name in sorted({str(j.cfg.tracker.name) for j in jobs}):
         check_installed(name)  # one line before any job starts, not one failed job per cell
     if first.plan:
-        print(format_plan(jobs, root))
+        print(format_plan(jobs, root), flush=True)
+        if not first.preflight:
+            print("Preflight: skipped (preflight=false).", flush=True)
+            return 0
+        checks = preflight(jobs, root, create_output_dir=False)
+        if not all(c.ok for c in checks):
+            raise PreflightError(describe_failures(checks) + "\n(the plan above would stop here, before any job trains)")
+        print("Preflight: passed (config, causality, data, output directory, devices, batch).", flush=True)
         return 0
     if first.preflight:
         say(f"preflight: {len(jobs)} job(s): config, causality, data, output directory, devices, batch")

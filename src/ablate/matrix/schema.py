@@ -1,0 +1,185 @@
+"""What a command line may say: the config groups with their options, and the schema's keys.
+
+Hydra accepts a missing option of an ``optional`` group (``experiment=smok`` silently composes
+the code defaults) and answers an unknown key with a hint to add it with ``+``. Both send a
+typo into a training run, so every override is checked here before Hydra composes it: a group
+choice must be one of the group's options, a key must exist in the schema (``ablate.config``),
+and a near miss is named ("did you mean budget.train_seconds?").
+
+Groups and options come from Hydra's own config repository, so every directory on its search
+path counts, not only ``conf/``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from ablate.errors import ConfigError
+
+# Hydra's own groups and keys (hydra/launcher, hydra.run.dir, ...) are not ours to check.
+_HYDRA_PREFIX = "hydra"
+
+
+def schema_keys() -> set[str]:
+    """Every dotted key of the run schema, nodes included (``budget``, ``budget.train_seconds``)."""
+    from ablate.config import RunConfig
+
+    keys: set[str] = set()
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in fields(obj):
+            key = f"{prefix}{f.name}"
+            keys.add(key)
+            value = getattr(obj, f.name)
+            if is_dataclass(value):
+                walk(value, key + ".")
+
+    walk(RunConfig(), "")
+    return keys
+
+
+def config_groups(repo) -> dict[str, list[str]]:
+    """{group: sorted options} from Hydra's config repository (inside an initialized Hydra)."""
+    groups: dict[str, list[str]] = {}
+    for group in _all_groups(repo):
+        if group == _HYDRA_PREFIX or group.startswith(_HYDRA_PREFIX + "/"):
+            continue
+        groups[group] = sorted(repo.get_group_options(group))
+    return groups
+
+
+def _all_groups(repo, parent: str = "") -> list[str]:
+    from hydra.core.object_type import ObjectType
+
+    out = []
+    for name in repo.get_group_options(parent, ObjectType.GROUP):
+        group = f"{parent}/{name}" if parent else name
+        out.append(group)
+        out += _all_groups(repo, group)
+    return sorted(set(out))
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> Optional[str]:
+    """The closest candidate to ``word`` (also matching on the last dotted part), or None."""
+    # A node that only prefixes the word ("budget" for "budget.foo") is no suggestion.
+    candidates = sorted(c for c in set(candidates) if not word.startswith(c + "."))
+    close = difflib.get_close_matches(word, candidates, n=4, cutoff=0.75)
+    if close:
+        top = difflib.SequenceMatcher(None, word, close[0]).ratio()
+        tied = [c for c in close if difflib.SequenceMatcher(None, word, c).ratio() == top]
+        return " or ".join(tied)  # optim.beta: optim.beta1 or optim.beta2
+    last = word.rsplit(".", 1)[-1]
+    by_last: dict[str, list[str]] = {}
+    for c in candidates:
+        by_last.setdefault(c.rsplit(".", 1)[-1], []).append(c)
+    close = difflib.get_close_matches(last, list(by_last), n=1, cutoff=0.8)
+    if close and len(by_last[close[0]]) == 1:
+        return by_last[close[0]][0]
+    return None
+
+
+def _mean(word: str, candidates: Iterable[str]) -> str:
+    guess = did_you_mean(word, candidates)
+    return f"; did you mean {guess}?" if guess else ""
+
+
+def unknown_key_message(key: str, groups: Iterable[str] = ()) -> str:
+    return (f"{key} is not a config key{_mean(key, schema_keys() | set(groups))} "
+            "(python -m ablate.matrix --help lists the groups and common keys; "
+            "--cfg job prints every key of a job)")
+
+
+def check_overrides(overrides: Iterable[Any], groups: dict[str, list[str]]) -> None:
+    """Refuse a group choice that does not exist and a key the schema does not have.
+
+    ``overrides`` are Hydra ``Override`` objects (sweeps included, so a typo in one sweep value is
+    reported once, before any job is composed).
+    """
+    keys = schema_keys()
+    for o in overrides:
+        name = o.key_or_group
+        if name == _HYDRA_PREFIX or name.startswith((_HYDRA_PREFIX + ".", _HYDRA_PREFIX + "/")):
+            continue
+        if name in groups and o.package is None:
+            if o.is_delete():
+                continue
+            options = groups[name]
+            for value in _values(o):
+                if value is None:
+                    raise ConfigError(f"{name}=null: choose one of the {name} options "
+                                      f"({', '.join(options)}) or leave {name} out")
+                if str(value) not in options:
+                    guess = did_you_mean(str(value), options)
+                    raise ConfigError(
+                        f"{name}={value}: no such {name}" + (f" (did you mean {guess}?)" if guess else "")
+                        + f"; the {name} options are: {', '.join(options) or 'none'} (files in conf/{name}/)"
+                    )
+            continue
+        if name in keys:
+            continue
+        raise ConfigError(unknown_key_message(name, groups))
+
+
+def _values(o) -> list[Any]:
+    if o.is_sweep_override():
+        return list(o.sweep_string_iterator())
+    value = o.value()
+    return [value]
+
+
+# --------------------------------------------------------------------------- package header
+
+_PACKAGE_LINE = re.compile(r"^\s*#\s*@package\b")
+
+
+def misplaced_package_header(text: str) -> Optional[int]:
+    """Line number (1-based) of a ``# @package`` line Hydra will not read, else None.
+
+    Hydra reads ``# @...`` directives only from the file's leading lines (blank lines aside); any
+    other line, a comment included, ends the header, and a later ``# @package _global_`` is then
+    an ordinary comment: the file's keys land under its group (``step.step.name``).
+    """
+    in_header = True
+    for i, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if in_header:
+            if not stripped or re.match(r"^\s*#\s*@", stripped):
+                continue
+            in_header = False
+        if _PACKAGE_LINE.match(stripped):
+            return i
+    return None
+
+
+def check_package_headers(repo, groups: dict[str, list[str]], chosen: Optional[dict[str, set[str]]] = None) -> None:
+    """Refuse a group option file whose ``# @package`` line is not in its header.
+
+    ``chosen`` limits the check to those options ({group: {option}}); None checks every option.
+    Only file-system config sources are read (packaged configs are ours and tested).
+    """
+    for source in repo.get_sources():
+        if source.scheme() != "file":
+            continue
+        root = Path(source.path)
+        for group, options in groups.items():
+            for option in options:
+                if chosen is not None and option not in chosen.get(group, set()):
+                    continue
+                for suffix in (".yaml", ".yml"):
+                    path = root / group / f"{option}{suffix}"
+                    if not path.is_file():
+                        continue
+                    try:
+                        text = path.read_text(encoding="utf-8")
+                    except (OSError, UnicodeDecodeError):
+                        continue
+                    line = misplaced_package_header(text)
+                    if line is not None:
+                        raise ConfigError(
+                            f"{path}: '# @package' is on line {line}, where Hydra ignores it; "
+                            "move it to the first line of the file (a comment before it ends the header)"
+                        )
