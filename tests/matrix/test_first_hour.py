@@ -169,8 +169,8 @@ def test_every_example_in_help_composes(capsys):
 
     for command, _ in EXAMPLES:
         args = command.split()[3:]
-        if any(a.startswith("resume=") for a in args):
-            continue  # tests/matrix/test_matrix_e2e.py resumes a real matrix
+        if any(a.startswith(("resume=", "status=", "--config-dir")) for a in args):
+            continue  # test_matrix_e2e.py, test_progress.py and test_plugins.py run these for real
         overrides, multirun, _ = parse_argv([a for a in args if a != "--cfg" and a != "job"])
         assert build_jobs(overrides, multirun)
 
