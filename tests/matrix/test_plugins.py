@@ -75,17 +75,18 @@ def clean_imports():
 
 
 @pytest.mark.slow
-def test_user_folder_outside_the_repo_runs_a_matrix_and_gets_a_report(tmp_path, monkeypatch, clean_imports, capsys):
+def test_user_folder_outside_the_repo_runs_a_matrix_and_gets_a_report(tmp_path):
     user, module, attn = make_user_folder(tmp_path / "myidea", "V19")
     elsewhere = tmp_path / "elsewhere"  # not the user folder: jobs must find it through the config
     elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
     out = tmp_path / "results"
-    rc = main(["--config-dir", str(user / "conf"), f"plugins=[{module}]", f"plugin_path=[{user}]",
-               "experiment=smoke", "step=V0,V19", "--multirun", "budget.max_iters=6", "budget.train_seconds=30",
-               f"results_root={out}", *TINY])
-    text = capsys.readouterr().out
-    assert rc == 0, text[-3000:]
+    proc = _run_cli(["--config-dir", str(user / "conf"), f"plugins=[{module}]", f"plugin_path=[{user}]",
+                     "experiment=smoke", "step=V0,V19", "--multirun", "budget.max_iters=6",
+                     "budget.train_seconds=30", f"results_root={out}", *TINY], cwd=elsewhere)
+    text = proc.stdout
+    assert proc.returncode == 0, text[-3000:] + proc.stderr[-2000:]
+    # Piped output (this run's stdout is a pipe): plain lines, no live progress view.
+    assert "[matrix]" not in text and "\x1b[" not in text and "[V19] " in text
     mdir = next(out.glob("test_matrix_results_*"))
     assert all(j["status"] == "completed" for j in results.Manifest.load(mdir).jobs)
     # The job process imported the user's module (recorded with its hash) and trained with it.
