@@ -39,7 +39,13 @@ class OptimConfig:
     min_lr: float = 6e-5
     """Learning rate at the end of the schedule (end of the time box or max_iters)."""
     warmup_iters: int = 200
-    """Linear warmup length in iterations."""
+    """Linear warmup length in iterations. Iteration mode (budget.max_iters): warmup and decay
+    both count iterations. Time-box mode: converted to training time once the iteration rate is
+    measured (warmup_iters x seconds per iteration, at most the box), after which warmup and
+    decay both follow elapsed training time (one clock); warmup_fraction overrides it."""
+    warmup_fraction: Optional[float] = None
+    """Time-box mode only: warmup as a share of the box's training time (0.1: the first 10%),
+    whatever the iteration rate. None: warmup_iters at the measured rate."""
     weight_decay: float = 0.1
     """Decoupled weight decay, applied to matrix weights (see decay_embeddings, decay_gates)."""
     decay_embeddings: bool = False

@@ -92,6 +92,15 @@ def test_plan_prints_jobs_and_cost_and_runs_nothing(tmp_path, capsys):
     # ~1/3 of a training token): 0.04% of training; the final 2M-token eval ~ 2,097,152 / 3 / 65,536.
     assert "| 0.0%" in out and "<= 2,097,152 (~11 iters)" in out
     assert not results_root.exists()  # the plan writes nothing, not even the results folder
+    assert "warning:" not in out
+
+
+def test_plan_flags_a_budget_too_short_for_its_warmup(tmp_path, capsys):
+    rc = main(["experiment=smoke", "budget.max_iters=12", "optim.warmup_iters=20", f"results_root={tmp_path}",
+               "--plan"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "warning: V0: optim.warmup_iters=20 >= budget.max_iters=12: the run ends in warmup" in out
 
 
 def test_plan_for_slurm_shows_the_submission(tmp_path, capsys):

@@ -127,6 +127,28 @@ def test_schedule_by_time_ends_at_the_box():
     assert s(50, elapsed=77.0, warmup_end_elapsed=t_w) == s(5000, elapsed=77.0, warmup_end_elapsed=t_w)
 
 
+def test_schedule_by_time_warms_up_on_the_same_clock():
+    # warmup_iters=5 at a measured 2 s/iteration: warmup is the first 10 s of training, then decay.
+    s = Schedule(optim_cfg(warmup_iters=5), max_iters=None, box_seconds=100.0)
+    assert s.warmup_time(None, 1, 2.0) is None  # rate not measured yet: iterations count
+    assert s(1, elapsed=2.0) == pytest.approx(2 / 5 * 1e-3)
+    t_w = s.warmup_time(2.0, 2, 4.0)
+    assert t_w == pytest.approx(10.0)
+    assert s(2, elapsed=4.0, warmup_end_elapsed=t_w) == pytest.approx(0.4e-3)  # lr * t / t_w
+    # the same elapsed time gives the same lr whatever the iteration (slow or fast machine)
+    assert s(3, elapsed=5.0, warmup_end_elapsed=t_w) == s(300, elapsed=5.0, warmup_end_elapsed=t_w)
+    assert s(5, elapsed=10.0, warmup_end_elapsed=t_w) == pytest.approx(1e-3)
+    assert s(9, elapsed=55.0, warmup_end_elapsed=t_w) == pytest.approx(1e-4 + 0.5 * 0.9e-3)
+    # A box too short for its warmup: capped at the box (the trainer warns; the lr never peaks).
+    assert s.warmup_time(50.0, 2, 100.0) == 100.0
+    # warmup_fraction: a share of the box from the first iteration, whatever the rate.
+    f = Schedule(optim_cfg(warmup_iters=5, warmup_fraction=0.2), max_iters=None, box_seconds=100.0)
+    assert f.warmup_time(None, 0, 0.0) == pytest.approx(20.0) == f.warmup_time(0.001, 0, 0.0)
+    assert f(0, elapsed=10.0, warmup_end_elapsed=20.0) == pytest.approx(0.5e-3)
+    with pytest.raises(ConfigError, match="warmup_fraction"):
+        Schedule(optim_cfg(warmup_fraction=1.5), max_iters=None, box_seconds=100.0)
+
+
 def test_schedule_follows_max_iters_when_both_are_set():
     s = Schedule(optim_cfg(warmup_iters=0), max_iters=100, box_seconds=10.0)
     assert s.by_iters

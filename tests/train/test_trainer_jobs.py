@@ -304,6 +304,24 @@ def test_time_box_of_20_seconds_under_ddp(tmp_path):
     log = (job / "train.log").read_text()
     assert "checkpoint at iteration" in log and "s left)" in log
     assert records(job, "eval")[-1]["iter"] == s["iterations"]  # final eval
+    # One clock: the 5 warmup iterations became training seconds at the measured rate.
+    assert 0 < s["warmup_end_seconds"] < box / 2
+
+
+def test_a_box_too_short_for_its_warmup_says_so(tmp_path):
+    from ablate.report import build
+
+    job = make_job(tmp_path / "m", "V0", budget__train_seconds=1.5, budget__max_iters=None,
+                   optim__warmup_iters=100_000, budget__checkpoint_interval_iters=None)
+    s = run_job(job)
+    assert s["status"] == "completed" and s["warmup_end_seconds"] == 1.5  # capped at the box
+    assert any("box too short for its warmup: 100000 warmup iterations" in n for n in s["notes"])
+    assert "warning: box too short for its warmup" in (job / "train.log").read_text()
+    lrs = [r["lr"] for r in train_records(job)]
+    assert max(lrs) < 3e-3 and lrs == sorted(lrs)  # still rising when the box ended
+    coll, _ = build([tmp_path / "m"])
+    (w,) = [w for w in coll.warnings if w.kind == "warmup"]
+    assert w.blocks_verdict and "warmup ends at 1.5 s of training" in w.text
 
 
 # --------------------------------------------------------------------------- same data for every step

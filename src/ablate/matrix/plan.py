@@ -34,6 +34,19 @@ def eval_cost(cfg) -> tuple[str, str]:
     return f"{100 * share:.1f}%", f"{final_s} (~{iters:.0f} iters)"
 
 
+def warmup_warnings(jobs: list[JobSpec]) -> list[str]:
+    """Jobs whose budget cannot leave warmup, known before running: an iteration budget no longer
+    than the warmup. (In a time box the warmup becomes time at the measured rate; the job warns
+    at run time if the box is too short, and the report flags runs that ended in warmup.)"""
+    out = []
+    for job in jobs:
+        o, b = job.cfg.optim, job.cfg.budget
+        if b.max_iters is not None and int(o.warmup_iters) >= int(b.max_iters):
+            out.append(f"warning: {job.name}: optim.warmup_iters={o.warmup_iters} >= budget.max_iters={b.max_iters}: "
+                       "the run ends in warmup and its report will make no verdict")
+    return out
+
+
 def format_plan(jobs: list[JobSpec], results_root: Path) -> str:
     rows = []
     total_dev_h = 0.0
@@ -64,6 +77,8 @@ def format_plan(jobs: list[JobSpec], results_root: Path) -> str:
                "share shown to the training time; the final eval on the full validation set "
                "(data.val_tokens; null: up to 2M, or what the validation shard holds) costs about as "
                "long as the training iterations shown.")
+    for line in warmup_warnings(jobs):
+        out.append(line)
     launcher = str(jobs[0].cfg.launcher.name)
     if launcher == "slurm":
         from ablate.launch.slurm import describe_submission

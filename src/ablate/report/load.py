@@ -32,7 +32,7 @@ JOB_COLUMNS = [
     "config_path", "source", "val_loss", "final_eval", "val_se", "final_val_tokens",
     # for the warnings (report/warnings.py)
     "n_evals", "warmup_iters", "box_seconds", "flops_per_token", "causality", "experiment",
-    "batch_fingerprints",
+    "batch_fingerprints", "warmup_end_seconds",
 ]
 _TEXT_COLUMNS = ["step", "architecture", "seed", "status", "error", "world_size", "device", "device_count",
                  "precision", "resumed", "git_sha", "git_dirty", "config_path", "source", "final_eval", "causality",
@@ -317,6 +317,7 @@ def _read_job(
     row["warmup_iters"] = _num(optim_cfg.get("warmup_iters"))
     row["box_seconds"] = _num(_first(s.get("box_seconds"), budget_cfg.get("train_seconds")))
     row["flops_per_token"] = _num(env.get("flops_per_token"))
+    row["warmup_end_seconds"] = _num(s.get("warmup_end_seconds"))  # time-box mode: warmup on the clock
     # Issue 11's record: {"init": {...}|None, "trained": {...}|None, "checked": bool}; absent = none.
     row["causality"] = s.get("causality") if isinstance(s.get("causality"), dict) else None
     row["experiment"] = config.get("experiment") if isinstance(config.get("experiment"), str) else None
@@ -408,7 +409,8 @@ def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collecti
                            status="unreadable", nan=False, has_rmlp=False, source="-",
                            **{n: math.nan for n in _NUMERIC}, rmlp_w_rec_mean=math.nan,
                            val_loss=math.nan, val_se=math.nan, final_val_tokens=math.nan, n_evals=0,
-                           warmup_iters=math.nan, box_seconds=math.nan, flops_per_token=math.nan)
+                           warmup_iters=math.nan, box_seconds=math.nan, flops_per_token=math.nan,
+                           warmup_end_seconds=math.nan)
                 curve = []
             rows.append(row)
             curves.extend(curve)

@@ -51,14 +51,14 @@ def collect_warnings(jobs: pd.DataFrame, stats: dict, order: list[str]) -> list[
     out: list[Warn] = []
     done = jobs[jobs["status"] == R.COMPLETED]
 
-    warm = [(r["key"], r["step"], int(r["iterations"]), int(r["warmup_iters"])) for _, r in done.iterrows()
-            if _finite(r["warmup_iters"]) and _finite(r["iterations"]) and r["iterations"] < r["warmup_iters"]]
+    warm = [(r["key"], r["step"], _in_warmup(r)) for _, r in done.iterrows()]
+    warm = [w for w in warm if w[2]]
     if warm:
         out.append(Warn("warmup", "ended in warmup (the learning rate never reached its peak, so the run "
                         "measured the start of training, not the architecture): "
-                        + _names([f"{k} (iteration {i} of {w} warmup)" for k, _, i, w in warm])
-                        + "; no verdicts for these steps. Give the box more time or shorten optim.warmup_iters.",
-                        {s for _, s, _, _ in warm}, True))
+                        + _names([f"{k} ({why})" for k, _, why in warm])
+                        + "; no verdicts for these steps. Give the box more time or shorten the warmup "
+                        "(optim.warmup_iters, optim.warmup_fraction).", {s for _, s, _ in warm}, True))
 
     few = [(r["key"], r["step"], int(r["n_evals"])) for _, r in done.iterrows()
            if _finite(r["n_evals"]) and r["n_evals"] < MIN_EVALS]
@@ -101,6 +101,19 @@ def collect_warnings(jobs: pd.DataFrame, stats: dict, order: list[str]) -> list[
     elif single:
         out.append(Warn("seeds", f"one seed for {_names(single)}: no seed-noise estimate for these steps."))
     return out
+
+
+def _in_warmup(r: Any) -> Optional[str]:
+    """Why a run ended in warmup, or None. A time box records when its warmup ends
+    (summary.json ``warmup_end_seconds``, training seconds); otherwise iterations count."""
+    end, t, box = r["warmup_end_seconds"], r["train_seconds"], r["box_seconds"]
+    if _finite(end) and end > 0 and _finite(t):
+        if t < end or (_finite(box) and end >= box):
+            return f"warmup ends at {end:.1f} s of training, the run trained {t:.1f} s"
+        return None
+    if _finite(r["warmup_iters"]) and _finite(r["iterations"]) and r["iterations"] < r["warmup_iters"]:
+        return f"iteration {int(r['iterations'])} of {int(r['warmup_iters'])} warmup"
+    return None
 
 
 def _throughput(done: pd.DataFrame, order: list[str]) -> Optional[Warn]:

@@ -6,14 +6,18 @@ with ``model.param_kind(name)``). Parameters with ``requires_grad=False`` (V17's
 reciprocal weights) are left out of the optimizer entirely, and the groups actually built are
 returned as a plain record so the trainer can log them.
 
-Schedule: linear warmup over ``warmup_iters`` iterations, then cosine decay from ``lr`` to
-``min_lr``. Decay progress is
+Schedule: linear warmup, then cosine decay from ``lr`` to ``min_lr``, warmup and decay on one
+clock:
 
-* iteration mode (``budget.max_iters`` set): ``(iter - warmup) / (max_iters - warmup)``;
-* time-box mode: ``(t - t_w) / (box - t_w)`` where ``t`` is the elapsed *training* time and
-  ``t_w`` the elapsed training time when warmup ended, so every run ends its schedule exactly at
-  the end of its box whatever its speed (the seed's runs decayed over a fixed iteration count
-  they never reached).
+* iteration mode (``budget.max_iters`` set): warmup over ``warmup_iters`` iterations, decay
+  progress ``(iter - warmup) / (max_iters - warmup)``;
+* time-box mode: warmup over ``t_w`` seconds of *training* time, ``lr * t / t_w``, then decay
+  progress ``(t - t_w) / (box - t_w)``, so every run ends its schedule exactly at the end of its
+  box whatever its speed (the seed's runs decayed over a fixed iteration count they never
+  reached). ``t_w`` is ``warmup_fraction x box`` when set, else ``warmup_iters`` times the
+  measured seconds per iteration, fixed the first time the rate is measured (capped at the box:
+  a box too short for its warmup never reaches the peak, and the trainer says so). Before that
+  first measurement (the first iteration or two) warmup counts iterations.
 """
 
 from __future__ import annotations
@@ -150,6 +154,10 @@ class Schedule:
         self.warmup = max(0, int(optim_cfg.warmup_iters))
         self.max_iters = int(max_iters) if max_iters else None
         self.box = float(box_seconds) if box_seconds else None
+        frac = getattr(optim_cfg, "warmup_fraction", None)
+        self.warmup_fraction = float(frac) if frac is not None else None
+        if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"optim.warmup_fraction={frac} must be in [0, 1) (a share of the box)")
         if self.max_iters is None and self.box is None:
             raise ConfigError("set budget.train_seconds (a time box) or budget.max_iters (an iteration budget)")
 
@@ -170,8 +178,28 @@ class Schedule:
             return 1.0
         return min(1.0, max(0.0, (elapsed - t_w) / span))
 
+    def warmup_time(self, t_iter: Optional[float], it: int, elapsed: float) -> Optional[float]:
+        """Time-box mode: the training seconds warmup lasts, once it can be fixed (None before
+        the iteration rate is measured). Iteration mode: the elapsed time warmup ended at."""
+        if self.by_iters:
+            return elapsed if it >= self.warmup else None
+        if self.warmup_fraction is not None:
+            return self.warmup_fraction * self.box
+        if self.warmup == 0:
+            return 0.0
+        if t_iter:
+            return min(self.box, self.warmup * t_iter)
+        return elapsed if it >= self.warmup else None
+
     def __call__(self, it: int, elapsed: float = 0.0, warmup_end_elapsed: Optional[float] = None) -> float:
+        if not self.by_iters and warmup_end_elapsed is not None:
+            if elapsed < warmup_end_elapsed:
+                return self.lr * max(elapsed, 0.0) / warmup_end_elapsed
+            return self._decayed(it, elapsed, warmup_end_elapsed)
         if it < self.warmup:
             return self.lr * (it + 1) / self.warmup
+        return self._decayed(it, elapsed, warmup_end_elapsed)
+
+    def _decayed(self, it: int, elapsed: float, warmup_end_elapsed: Optional[float]) -> float:
         p = self.progress(it, elapsed, warmup_end_elapsed)
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * p)) * (self.lr - self.min_lr)

@@ -145,6 +145,7 @@ class Trainer:
         self.plugins: dict = {}
         self.compiled = CompileResult(requested=False, compiled=False)  # set in setup
         self.final_windows = None  # ValWindows of the final eval (set in setup)
+        self.schedule: Optional[Schedule] = None
         self.final_eval_seconds: Optional[float] = None
 
     # ------------------------------------------------------------------ summary
@@ -169,6 +170,8 @@ class Trainer:
             "final_val_tokens": self.final_windows.tokens_per_eval if self.final_windows is not None else None,
             "val_windows": int(cfg.data.val_windows) if cfg is not None else None,
             "final_eval_seconds": self.final_eval_seconds,
+            "warmup_end_seconds": (self.warmup_end_elapsed if self.schedule is not None
+                                   and not self.schedule.by_iters else None),
             "last_train_loss": self.last_train_loss,
             "iterations": self.iter,
             "max_iters": (int(cfg.budget.max_iters) if cfg is not None and cfg.budget.max_iters else None),
@@ -403,7 +406,7 @@ class Trainer:
             self.log(line)
         b = cfg.budget
         self.log(f"budget: box {b.train_seconds}s of training | max_iters {b.max_iters} | "
-                 f"schedule by {'iterations' if self.schedule.by_iters else 'elapsed training time'}")
+                 f"schedule (warmup and decay) by {'iterations' if self.schedule.by_iters else 'elapsed training time'}")
         if self.resumed:
             self.log(f"resumed from checkpoint at iteration {self.iter} ({self.train_seconds:.1f}s of the box used; "
                      f"resume #{self.resumed})")
@@ -631,8 +634,17 @@ class Trainer:
             est = sync_elapsed + (it - sync_iter) * (t_iter or 0.0)
             if box is not None:
                 est = min(est, box)
-            if self.warmup_end_elapsed is None and it >= sched.warmup:
-                self.warmup_end_elapsed = est
+            if self.warmup_end_elapsed is None:
+                # One clock: in a time box the warmup becomes training time once the rate is known.
+                self.warmup_end_elapsed = sched.warmup_time(t_iter, it, est)
+                if (self.warmup_end_elapsed is not None and box is not None and not sched.by_iters
+                        and self.warmup_end_elapsed >= box and sched.warmup > 0):
+                    msg = (f"box too short for its warmup: {sched.warmup} warmup iterations at the measured "
+                           f"{t_iter:.3g} s/iteration take {sched.warmup * (t_iter or 0):.1f} s of a {box:.0f} s box; "
+                           "the learning rate never reaches its peak (lower optim.warmup_iters, set "
+                           "optim.warmup_fraction, or give the box more time)")
+                    self.notes.append(msg)
+                    self.log(f"warning: {msg}")
             lr = sched(it, est, self.warmup_end_elapsed)
             for g in opt.param_groups:
                 g["lr"] = lr
