@@ -9,7 +9,7 @@
      (build_model, build_optimizer, forward + backward over grad_accum micro-batches, clip,
      AdamW step) in tokens/s;
    - the ratio loader / trainer (target >= 20x: the loader is never the bottleneck).
-   Also the loader at the seed's shapes (8 x 1024, grad_accum 8) for reference.
+   Also the loader at the R-MLP validation table's shapes (8 x 1024, grad_accum 8) for reference.
 2. prepare() of a local jsonl (Python's topic docs, repeated) through the real `datasets`
    streaming path into 1M-token shards, in-process and with 1 and 2 tokenizer worker processes.
    The timings include `datasets` streaming, the pool start and the shard writes.

@@ -1,4 +1,4 @@
-"""GPU throughput of the ablation steps at the seed's shapes: tokens/s, MFU, peak memory.
+"""GPU throughput of the ablation steps at the R-MLP validation table's shapes: tokens/s, MFU, peak memory.
 
 GPT-2 124M (12 layers, 12 heads, 768 wide, block 1024, vocab 50304), micro-batch 8 x 1024
 tokens, bf16 autocast, TF32, flash SDPA, fused AdamW, torch.compile (``--no-compile`` to skip);

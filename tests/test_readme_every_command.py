@@ -20,15 +20,31 @@ from readme_commands import REPO, readme_commands
 TESTS = REPO / "tests"
 
 
-def _readme_commands() -> list[str]:
+def _readme_blocks() -> list[tuple[str, str, str]]:
+    """The code blocks a user would paste, in README order: ("yaml", path, body) for a config file
+    (its path is the last `conf/...yaml` named in the text before it) and ("bash", command, "")
+    for each command line."""
     text = (REPO / "README.md").read_text()
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)\n```", text, flags=re.S):
-        for line in block.splitlines():
-            line = line.split("  #", 1)[0].strip()  # trailing "# comment"
-            if line and not line.startswith("#"):
-                commands.append(line)
-    return commands
+    out: list[tuple[str, str, str]] = []
+    previous_end = 0
+    for m in re.finditer(r"```(\w*)\n(.*?)\n```", text, flags=re.S):
+        lang, body = m.group(1), m.group(2)
+        before = text[previous_end:m.start()]
+        previous_end = m.end()
+        if lang == "yaml":
+            paths = re.findall(r"`(conf/[\w/.-]+\.yaml)`", before)
+            assert paths, f"README.md: say where this YAML goes (`conf/.../NAME.yaml`) before it:\n{body}"
+            out.append(("yaml", paths[-1], body + "\n"))
+        elif lang == "bash":
+            for line in body.splitlines():
+                line = line.split("  #", 1)[0].strip()  # trailing "# comment"
+                if line and not line.startswith("#"):
+                    out.append(("bash", line, ""))
+    return out
+
+
+def _readme_commands() -> list[str]:
+    return [what for kind, what, _ in _readme_blocks() if kind == "bash"]
 
 
 def _test_exists(nodeid: str) -> bool:
@@ -47,8 +63,10 @@ COVERED_ELSEWHERE = {
 }
 
 
-def _run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def _run(args: list[str], cwd: Path, timeout: int = 300, conf: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if conf is not None:
+        env["ABLATE_CONF_DIR"] = str(conf)
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -74,10 +92,21 @@ def seed_matrix(tmp_path_factory):
     return cwd
 
 
-def test_every_readme_command_is_covered(seed_matrix):
+def test_every_readme_block_runs_in_order(seed_matrix, tmp_path):
+    """YAML blocks are written where the README says (into a copy of conf/), then every command
+    after them runs against that copy, as a user pasting the README top to bottom would."""
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
     run_cmd, test_cmd = readme_commands()
     unexplained = []
-    for command in _readme_commands():
+    for kind, command, body in _readme_blocks():
+        if kind == "yaml":
+            target = conf / Path(command).relative_to("conf")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(body)
+            continue
         if command in (run_cmd, test_cmd):
             continue  # CI runs the test command; tests/test_newcomer.py runs the run command
         covered = [t for key, t in COVERED_ELSEWHERE.items() if key in command]
@@ -88,10 +117,10 @@ def test_every_readme_command_is_covered(seed_matrix):
             args = _python_module_args(command)
             if "--plan" not in args and "--cfg" not in args:
                 # Compose and show every job the command would run; train nothing. The preflight
-                # (a causality check per step) runs for the README's own --plan command only.
-                args += ["--plan", "preflight=false"]
-            proc = _run(args, cwd=REPO)
-            assert "Nothing was run" in proc.stdout or "# job " in proc.stdout, command
+                # (a causality check per step) runs for --plan as written and for smoke commands.
+                args += ["--plan"] + ([] if "experiment=smoke" in command else ["preflight=false"])
+            proc = _run(args, cwd=REPO, conf=conf)
+            assert "Nothing was run" in proc.stdout or "# job " in proc.stdout, f"{command}\n{proc.stderr[-2000:]}"
             if proc.returncode != 0:
                 # The plan runs the preflight: on this machine the real setup has no FineWebEdu shards
                 # and no GPU. Those, and only those, may stop it.
@@ -112,3 +141,19 @@ def test_every_readme_command_is_covered(seed_matrix):
         else:
             unexplained.append(command)
     assert not unexplained, f"README commands no test exercises: {unexplained}"
+
+
+def test_the_readme_step_example_is_refused_when_its_header_is_moved(tmp_path):
+    """The fix the README gives for the package header is the one the tool enforces."""
+    import shutil
+
+    (kind, path, body), = [b for b in _readme_blocks() if b[0] == "yaml" and "conf/step/" in b[1]]
+    assert body.startswith("# @package _global_\n")
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    target = conf / Path(path).relative_to("conf")
+    lines = body.splitlines(keepends=True)
+    target.write_text(lines[1] + lines[0] + "".join(lines[2:]))  # the comment first, as the old README had it
+    proc = _run(["-m", "ablate.matrix", "experiment=smoke", f"step=V0,{target.stem}", "--multirun", "--plan"],
+                cwd=REPO, conf=conf)
+    assert proc.returncode == 2 and "move it to the first line" in proc.stderr, proc.stderr[-2000:]

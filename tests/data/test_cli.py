@@ -124,11 +124,11 @@ def test_counts_and_overrides():
 
 
 def test_experiment_selects_its_data(capsys, monkeypatch, tmp_path):
-    """experiment=seed_ra_ablation means FineWebEdu at block 1024: not prepared here, so the
+    """experiment=ra_ablation means FineWebEdu at block 1024: not prepared here, so the
     error says where and gives the command."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("ablate.data.prepare.open_documents", _no_hub)
-    code, _, err = run_main(capsys, "experiment=seed_ra_ablation")
+    code, _, err = run_main(capsys, "experiment=ra_ablation")
     assert code == 2 and "HuggingFaceFW/fineweb-edu (sample-10BT, train): cannot stream" in err
     code, out, err = run_main(capsys, "-q", "experiment=smoke")
     assert code == 0 and out.startswith("data embedded:") and "block_size 128" in out

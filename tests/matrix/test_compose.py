@@ -32,7 +32,7 @@ def test_sweep_over_steps_and_seeds_names_jobs_by_step_and_seed():
 
 
 def test_seed_preset_is_the_seed_papers_setup():
-    (job,) = build_jobs(["experiment=seed_ra_ablation"], multirun=False)
+    (job,) = build_jobs(["experiment=ra_ablation"], multirun=False)
     c = job.cfg
     assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.block_size) == (12, 12, 768, 1024)
     assert c.model.dropout == 0.1 and c.data.source == "finewebedu"
@@ -43,7 +43,7 @@ def test_seed_preset_is_the_seed_papers_setup():
 
 
 def test_named_matrix_expands_to_its_command_line():
-    assert expand_matrix_file("ra-ablation") == ["experiment=seed_ra_ablation", "step=V0,V16,V17,V18", "seed=1"]
+    assert expand_matrix_file("ra-ablation") == ["experiment=ra_ablation", "step=V0,V16,V17,V18", "seed=1"]
     overrides, multirun, _ = parse_argv(["matrix=smoke", "budget.train_seconds=5"])
     assert multirun and "step=V0,V16,V17,V18" in overrides and overrides[-1] == "budget.train_seconds=5"
 
@@ -77,7 +77,7 @@ def test_bad_input_is_one_clear_line(args, expected, capsys):
 def test_plan_prints_jobs_and_cost_and_runs_nothing(tmp_path, capsys):
     results_root = tmp_path / "results"
     with pytest.raises(SystemExit) as exit_info:  # no FineWebEdu shards here: the plan says it would fail
-        main(["experiment=seed_ra_ablation", "step=V0,V16,V17,V18", f"results_root={results_root}",
+        main(["experiment=ra_ablation", "step=V0,V16,V17,V18", f"results_root={results_root}",
               f"data.path={tmp_path / 'no_data'}", "--plan", "--multirun"])
     assert exit_info.value.code == 2
     out, err = capsys.readouterr()
@@ -104,7 +104,7 @@ def test_plan_flags_a_budget_too_short_for_its_warmup(tmp_path, capsys):
 
 
 def test_plan_for_slurm_shows_the_submission(tmp_path, capsys):
-    rc = main(["experiment=seed_ra_ablation", "launcher=slurm", "launcher.slurm.partition=gpu",
+    rc = main(["experiment=ra_ablation", "launcher=slurm", "launcher.slurm.partition=gpu",
                "step=V0,V16", f"results_root={tmp_path}", "preflight=false", "--plan", "--multirun"])
     out = capsys.readouterr().out
     assert rc == 0
@@ -116,7 +116,7 @@ def test_plan_for_slurm_shows_the_submission(tmp_path, capsys):
 @pytest.mark.parametrize("value", ["gpu\n#SBATCH --uid=0", "gpu --exclusive", "a;rm"])
 def test_slurm_names_cannot_smuggle_lines_into_the_sbatch_script(value, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["experiment=seed_ra_ablation", "launcher=slurm", f"launcher.slurm.partition={value}",
+        main(["experiment=ra_ablation", "launcher=slurm", f"launcher.slurm.partition={value}",
               "step=V0", f"results_root={tmp_path}", "--plan"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "launcher.slurm.partition=" in err and "Traceback" not in err

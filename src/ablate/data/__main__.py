@@ -9,7 +9,7 @@ only data=..., data.<key>=... and experiment=..., and prepares what `data` names
   python -m ablate.data data=textdir data.path=notes/         # every .txt/.md file, into the cache
   python -m ablate.data data=shards data.path='/data/fineweb10B/fineweb_*.bin'   # check them
   python -m ablate.data                                       # the default: the embedded corpus
-  python -m ablate.data experiment=seed_ra_ablation           # the data an experiment trains on
+  python -m ablate.data experiment=ra_ablation           # the data an experiment trains on
   python -m ablate.data info data/finewebedu10B [--verify]    # describe / check prepared shards
 
 finewebedu and files stream documents with `datasets`, tokenize them with GPT-2 in worker

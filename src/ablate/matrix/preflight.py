@@ -1,7 +1,7 @@
 """Checks made before any job of a matrix trains.
 
 A matrix that will fail should fail in seconds, not after hours of GPU time: every job's config
-builds a model, every step's model is causal (the leak that produced the seed's "12%"), the data
+builds a model, every step's model is causal (the leak behind the R-MLP validation table's "12%"), the data
 is there and valid, the output directory is writable, and GPUs and batch arithmetic fit.
 """
 

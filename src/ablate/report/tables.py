@@ -170,7 +170,7 @@ def main_legend(coll: Collection, stats: dict[str, StepStats]) -> str:
     multi = any(st.n > 1 for st in stats.values())
     parts = [
         "Best Val Loss: the run's final validation loss on the full validation set at the end of its "
-        "box (the column keeps the seed document's name; the best of the noisier periodic evals is "
+        "box (the column keeps the name it has in the R-MLP validation table; the best of the noisier periodic evals is "
         "listed under Runs as Best periodic)"
         + (" (mean over seeds; see Seeds and noise)" if multi else "")
         + f". Improvement: (baseline - step) / baseline, baseline {coll.baseline} "

@@ -13,7 +13,7 @@ clock:
   progress ``(iter - warmup) / (max_iters - warmup)``;
 * time-box mode: warmup over ``t_w`` seconds of *training* time, ``lr * t / t_w``, then decay
   progress ``(t - t_w) / (box - t_w)``, so every run ends its schedule exactly at the end of its
-  box whatever its speed (the seed's runs decayed over a fixed iteration count they never
+  box whatever its speed (the R-MLP validation table's runs decayed over a fixed iteration count they never
   reached). ``t_w`` is ``warmup_fraction x box`` when set, else ``warmup_iters`` times the
   measured seconds per iteration, fixed the first time the rate is measured (capped at the box:
   a box too short for its warmup never reaches the peak, and the trainer says so). Before that

@@ -401,7 +401,7 @@ class Trainer:
         self.log(f"model {model.num_params():,} params | {self.flops_per_token:.4g} FLOPs/token | "
                  f"batch {cfg.optim.tokens_per_iter} tokens/iter = {cfg.model.block_size} x {cfg.hardware.micro_batch} "
                  f"x {self.dinfo.world_size} ranks x {self.grad_accum} accum")
-        self.log(f"data {_describe(self.dataset)}")
+        self.log(str(_describe(self.dataset)))  # "data <source>: ..."
         for line in describe_groups(self.optim_record):
             self.log(line)
         b = cfg.budget
