@@ -178,7 +178,8 @@ class Checks:
     def trainer(self, shard_glob: str) -> None:
         root = self.work / "results"
         argv = [sys.executable, "-m", "ablate.matrix", "experiment=seed_ra_ablation", "hardware=gpu", "step=V0",
-                "data=shards", f"data.path={shard_glob}", "model.dropout=0.0", f"results_root={root}"]
+                "data=shards", f"data.path={shard_glob}", f"data.val_tokens={1024 if self.dry else 131072}",
+                "model.dropout=0.0", f"results_root={root}"]
         if self.dry:
             argv += [f"model.{k}={v}" for k, v in TINY.items()] + [
                 "hardware.device=cpu", "hardware.compile=false", "hardware.micro_batch=2", "optim.tokens_per_iter=128",
@@ -222,7 +223,8 @@ class Checks:
         cfg = OmegaConf.structured(RunConfig)
         shape, mb = (TINY, 2) if self.dry else (GPT2, 8)
         values = {**{f"model.{k}": v for k, v in shape.items()}, "model.dropout": 0.0,
-                  "data.source": "shards", "data.path": shard_glob, "hardware.device": "cpu" if self.dry else "cuda",
+                  "data.source": "shards", "data.path": shard_glob,
+                  "data.val_tokens": 16 * shape["block_size"], "hardware.device": "cpu" if self.dry else "cuda",
                   "hardware.precision": "bf16", "hardware.compile": not self.dry, "hardware.micro_batch": mb,
                   "optim.tokens_per_iter": 2 * mb * shape["block_size"],  # 2 micro-steps: DDP's no_sync runs
                   "budget.train_seconds": None, "budget.max_iters": 4, "budget.eval_interval": 4,
