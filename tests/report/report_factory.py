@@ -104,6 +104,8 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
                          "throughput/mfu": 0.31, "memory/peak_mb": 20000.0 + i})
                 rec = {"kind": "eval", "iter": it, "tokens_seen": it * tokens_per_iter, "train_seconds": sec,
                        "loss/val": loss, "loss/val_best": min(curve[: i + 1])}
+                if job.flops_per_token is not None:
+                    rec["flops"] = job.flops_per_token * it * tokens_per_iter
                 for layer, v in enumerate(job.rmlp_w_rec or []):
                     rec[f"gates/{layer}/rmlp_w_rec"] = v
                     rec[f"gates/{layer}/rmlp_w_std"] = 1.0

@@ -21,6 +21,7 @@ from ablate import __version__
 from ablate import results as R
 from ablate.report import tables as T
 from ablate.report import warnings as W
+from ablate.report.matched import matched_section
 from ablate.report.load import Collection, collect
 from ablate.report.stats import StepStats, compare, step_stats
 
@@ -35,10 +36,11 @@ def _dirs(matrix_dirs: Union[PathLike, Iterable[PathLike]]) -> list[Path]:
     return R.find_matrix_dirs([str(p) for p in matrix_dirs])
 
 
-def build(matrix_dirs: Union[PathLike, Iterable[PathLike]], baseline: Optional[str] = None
-          ) -> tuple[Collection, dict[str, StepStats]]:
+def build(matrix_dirs: Union[PathLike, Iterable[PathLike]], baseline: Optional[str] = None,
+          target_loss: Optional[float] = None) -> tuple[Collection, dict[str, StepStats]]:
     """Read the matrices and compute per-step statistics (no files written)."""
     coll = collect(_dirs(matrix_dirs), baseline)
+    coll.target_loss = target_loss
     stats = step_stats(coll.jobs, coll.order)
     coll.pipeline_check = W.is_pipeline_check(coll.jobs)
     coll.warnings = W.collect_warnings(coll.jobs, stats, coll.order)
@@ -128,6 +130,7 @@ def render_markdown(coll: Collection, stats: dict[str, StepStats], where: Path,
     out += [
         "## Seeds and noise", "", T.seeds_section(coll, stats), "",
         "## Progression", "", T.progression_section(coll, stats), "",
+        "## Matched work", "", matched_section(coll, coll.target_loss), "",
         "## Runs", "", T.runs_table(coll), "",
         "Final val loss: the final eval on the full validation set (Val tokens scored; Eval SE from "
         "its per-window losses); the main table compares it. Best periodic val loss: the lowest of the "
@@ -154,13 +157,14 @@ def render_markdown(coll: Collection, stats: dict[str, StepStats], where: Path,
 
 
 def write_report(matrix_dirs: Union[PathLike, Iterable[PathLike]], baseline: Optional[str] = None,
-                 out_dir: Optional[PathLike] = None, plots: bool = True) -> str:
+                 out_dir: Optional[PathLike] = None, plots: bool = True,
+                 target_loss: Optional[float] = None) -> str:
     """Write REPORT.md (atomically) and the plots; return the markdown.
 
     The report goes into ``out_dir`` when given, else into the first matrix directory: with
     several matrices, one report covers them all and the others are left untouched.
     """
-    coll, stats = build(matrix_dirs, baseline)
+    coll, stats = build(matrix_dirs, baseline, target_loss)
     where = Path(out_dir) if out_dir is not None else Path(coll.matrix_dirs[0])
     try:
         where.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ precision, on stdout; nothing is written, so the output can be piped.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -29,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write REPORT.md and plots here instead of the first matrix dir")
     p.add_argument("--no-write", action="store_true", help="print the markdown only; write no files")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--target-loss", type=float, metavar="LOSS",
+                   help="val loss for the matched-work section's tokens/time to target "
+                        "(default: the baseline's final periodic val loss)")
     return p
 
 
@@ -36,17 +40,21 @@ def run(argv: Optional[Sequence[str]] = None) -> str:
     args = _parser().parse_args(argv)
     from ablate import report
 
+    if args.target_loss is not None and not (math.isfinite(args.target_loss) and args.target_loss > 0):
+        raise AblateError(f"--target-loss {args.target_loss}: must be a positive finite validation loss")
+
     if args.format != "markdown":
-        coll, stats = report.build(args.dirs, args.baseline)
+        coll, stats = report.build(args.dirs, args.baseline, args.target_loss)
         table = report.aggregate(coll, stats)
         if args.format == "csv":
             return table.to_csv(index=False)
         return table.to_json(orient="records", indent=2) + "\n"
     if args.no_write:
-        coll, stats = report.build(args.dirs, args.baseline)
+        coll, stats = report.build(args.dirs, args.baseline, args.target_loss)
         where = Path(args.out) if args.out else Path(coll.matrix_dirs[0])
         return report.render_markdown(coll, stats, where, None)
-    return report.write_report(args.dirs, args.baseline, out_dir=args.out, plots=not args.no_plots)
+    return report.write_report(args.dirs, args.baseline, out_dir=args.out, plots=not args.no_plots,
+                               target_loss=args.target_loss)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

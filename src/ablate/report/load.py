@@ -37,7 +37,7 @@ JOB_COLUMNS = [
 _TEXT_COLUMNS = ["step", "architecture", "seed", "status", "error", "world_size", "device", "device_count",
                  "precision", "resumed", "git_sha", "git_dirty", "config_path", "source", "final_eval", "causality",
                  "experiment", "batch_fingerprints"]
-CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss"]
+CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss", "flops"]
 
 # Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
 _NUMERIC = (
@@ -58,6 +58,7 @@ class Collection:
     baseline_reason: str
     notes: list[str] = field(default_factory=list)
     warnings: list = field(default_factory=list)  # report.warnings.Warn, set by report.build
+    target_loss: Optional[float] = None  # --target-loss for the matched-work section (report.build)
     pipeline_check: bool = False  # every job ran the smoke preset: no verdicts (set by report.build)
 
 
@@ -116,7 +117,7 @@ def _from_metrics(records: list[dict]) -> tuple[dict, list[dict], Optional[int],
             v = _num(rec.get("loss/val"))
             curve.append({
                 "iter": _num(it), "tokens_seen": _num(rec.get("tokens_seen")),
-                "train_seconds": _num(rec.get("train_seconds")), "val_loss": v,
+                "train_seconds": _num(rec.get("train_seconds")), "val_loss": v, "flops": _num(rec.get("flops")),
             })
             if not math.isfinite(v):
                 nan_iter = it if nan_iter is None else nan_iter
