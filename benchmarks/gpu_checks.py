@@ -12,7 +12,7 @@ are rewritten after every part, so a run cut short still leaves what it measured
    against V0, dynamo graphs and graph breaks, the attention kernel that ran; the top kernels of
    3 profiled iterations per step go to profiles.txt. Targets: V0 MFU >= 45%; V16-V18 step time
    within 3% of V0's.
-2. ``trainer``: the real job, ``python -m ablate.matrix experiment=seed_ra_ablation hardware=gpu
+2. ``trainer``: the real job, ``python -m ablate.matrix experiment=ra_ablation hardware=gpu
    step=V0`` (torchrun, one rank, cuda) on a local shard set made here (random GPT-2 token ids,
    llm.c format; throughput does not depend on the data), dropout 0 like the bench, a short box;
    its tokens/s (summary.json: training iterations only) against the bare step's (part 1, V0).
@@ -177,7 +177,7 @@ class Checks:
 
     def trainer(self, shard_glob: str) -> None:
         root = self.work / "results"
-        argv = [sys.executable, "-m", "ablate.matrix", "experiment=seed_ra_ablation", "hardware=gpu", "step=V0",
+        argv = [sys.executable, "-m", "ablate.matrix", "experiment=ra_ablation", "hardware=gpu", "step=V0",
                 "data=shards", f"data.path={shard_glob}", f"data.val_tokens={1024 if self.dry else 131072}",
                 "model.dropout=0.0", f"results_root={root}"]
         if self.dry:
@@ -314,7 +314,7 @@ def render(res: dict) -> str:
     lines.append("")
     if t and t.get("summary"):
         s = t["summary"]
-        lines.append(f"`python -m ablate.matrix experiment=seed_ra_ablation hardware=gpu step=V0 data=shards ...` "
+        lines.append(f"`python -m ablate.matrix experiment=ra_ablation hardware=gpu step=V0 data=shards ...` "
                      f"(torchrun, 1 rank): {s['status']}, {s['iterations']} iterations in a {_f(s['train_seconds'], '.0f')} s box "
                      f"(+ {_f(s['warmup_seconds'], '.0f')} s warm-up incl. compile {_f(s['compile_seconds'], '.0f')} s), "
                      f"compile {s['compile']} ({_f(s['compile_graphs'], 'd')} graphs, {_f(s['compile_graph_breaks'], 'd')} breaks"
