@@ -27,11 +27,12 @@ from . import gpt2  # noqa: F401  (registers "gpt2", "causal", "standard")
 from . import reciprocal_attention  # noqa: F401  (registers "ra")
 from . import reciprocal_mlp  # noqa: F401  (registers "rmlp")
 from .causality import CausalityReport, check_causal
+from .gate_shares import gate_shares
 from .gpt2 import GPT
 
 __all__ = [
     "ATTENTION", "MLPS", "REGISTRY", "GPT", "CausalityReport", "ModelConfig", "ModelConfigError",
-    "build_model", "check_causal", "check_config", "register_arch", "register_attention",
+    "build_model", "check_causal", "check_config", "gate_shares", "register_arch", "register_attention",
     "register_mlp",
 ]
 

@@ -44,6 +44,7 @@ class Job:
     box: float = 7200.0                      # config.yaml budget.train_seconds
     experiment: Optional[str] = None         # config.yaml experiment (smoke: a pipeline check)
     flops_per_token: Optional[float] = None  # env.json
+    gate_shares: Optional[dict] = None       # summary.json gate_shares
     # Issue 11's record (summary.json "causality"); None: the run has none.
     causality: Optional[dict] = field(default_factory=lambda: {
         "init": {"ok": True, "method": "perturb", "max_leak": 0.0, "seconds": 0.1},
@@ -132,6 +133,8 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
         }
         if job.causality is not None:
             summary["causality"] = job.causality
+        if job.gate_shares is not None:
+            summary["gate_shares"] = job.gate_shares
         summary.update(job.summary_overrides)
         jd.write_summary(summary)
     if job.done if job.done is not None else job.status == R.COMPLETED:

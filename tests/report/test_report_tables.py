@@ -299,3 +299,15 @@ def test_pipe_in_a_label_does_not_split_the_cell(tmp_path):
     md = report_of(make_matrix(tmp_path, jobs))
     line = next(x for x in md.splitlines() if x.startswith("| V16 "))
     assert "RA \\| v5" in line and line.count(" | ") == 4
+
+
+def test_gate_shares_section(tmp_path):
+    jobs = seed_jobs()
+    jobs[1].gate_shares = {"ra_share": [0.1, 0.3]}
+    jobs[3].gate_shares = {"ra_share": [0.2, 0.4], "rmlp_share": [0.05, 0.0004]}
+    jobs.append(Job("V18", "RA + R-MLP", 3.33, seed=2, gate_shares={"ra_share": [0.4, 0.2], "rmlp_share": [0.15, 0.0]}))
+    md = report_of(make_matrix(tmp_path, jobs))
+    text = md.split("### Reciprocal share of the block output per layer\n\n", 1)[1]
+    rows = table_rows(text, "| Layer ")
+    assert rows == [["0", "0.100", "0.300", "0.100"], ["1", "0.300", "0.300", "0.000"]]
+    assert "| Layer   | V16 RA   | V18 RA   | V18 R-MLP   |" in text

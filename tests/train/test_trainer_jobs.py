@@ -270,6 +270,10 @@ def test_v18_gates_in_eval_records_and_summary(tmp_path):
     last = evals[-1]
     assert g["ra_w_rec"][1] == last["gates/1/ra_w_rec"] and g["rmlp_w_rec"][0] == last["gates/0/rmlp_w_rec"]
     assert s["architecture"] == "RA + R-MLP"
+    # the paths' shares of their block output, per layer, measured at the final eval
+    sh = summary(job)["gate_shares"]
+    assert set(sh) == {"ra_share", "rmlp_share"}
+    assert all(len(sh[k]) == n_layer and all(0 < v < 10 for v in sh[k]) for k in sh)
     # the gates trained: they moved away from their initial values
     init = models.build_model(dict(n_layer=2, n_head=2, n_embd=64, block_size=32, attention="ra", mlp="rmlp"))
     assert init.gate_stats()["rmlp_w_rec"] != g["rmlp_w_rec"]

@@ -144,6 +144,7 @@ def render_markdown(coll: Collection, stats: dict[str, StepStats], where: Path,
         "## Gates", "",
         "### R-MLP w_rec per layer", "", T.rmlp_section(coll, stats), "",
         "### RA w_rec per head", "", T.ra_section(coll, stats), "",
+        "### Reciprocal share of the block output per layer", "", T.share_section(coll), "",
         "## Stability", "", T.stability_table(coll, stats), "",
     ]
     if plots is not None:

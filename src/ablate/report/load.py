@@ -32,11 +32,11 @@ JOB_COLUMNS = [
     "config_path", "source", "val_loss", "final_eval", "val_se", "final_val_tokens",
     # for the warnings (report/warnings.py)
     "n_evals", "warmup_iters", "box_seconds", "flops_per_token", "causality", "experiment",
-    "batch_fingerprints", "warmup_end_seconds",
+    "batch_fingerprints", "warmup_end_seconds", "gate_shares",
 ]
 _TEXT_COLUMNS = ["step", "architecture", "seed", "status", "error", "world_size", "device", "device_count",
                  "precision", "resumed", "git_sha", "git_dirty", "config_path", "source", "final_eval", "causality",
-                 "experiment", "batch_fingerprints"]
+                 "experiment", "batch_fingerprints", "gate_shares"]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss", "flops"]
 
 # Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
@@ -319,6 +319,9 @@ def _read_job(
     row["box_seconds"] = _num(_first(s.get("box_seconds"), budget_cfg.get("train_seconds")))
     row["flops_per_token"] = _num(env.get("flops_per_token"))
     row["warmup_end_seconds"] = _num(s.get("warmup_end_seconds"))  # time-box mode: warmup on the clock
+    shares = s.get("gate_shares")
+    row["gate_shares"] = ({k: [_num(v) for v in vals] for k, vals in shares.items() if isinstance(vals, list)}
+                          if isinstance(shares, dict) and shares else None)
     # Issue 11's record: {"init": {...}|None, "trained": {...}|None, "checked": bool}; absent = none.
     row["causality"] = s.get("causality") if isinstance(s.get("causality"), dict) else None
     row["experiment"] = config.get("experiment") if isinstance(config.get("experiment"), str) else None

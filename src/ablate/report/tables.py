@@ -408,6 +408,31 @@ def ra_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     return summary + "\n\n" + note + "\n\n" + pipe(per_layer, ["Layer"] + steps)
 
 
+def share_section(coll: Collection) -> str:
+    """Per layer, the reciprocal paths' share of their block output (summary.json gate_shares),
+    mean over a step's completed runs."""
+    cols: list[tuple[str, list[float]]] = []
+    done = coll.jobs[coll.jobs["status"] == R.COMPLETED]
+    for step in coll.order:
+        recs = [g for g in done.loc[done["step"] == step, "gate_shares"] if isinstance(g, dict)]
+        for key, label in (("ra_share", "RA"), ("rmlp_share", "R-MLP")):
+            lists = [g[key] for g in recs if g.get(key)]
+            if lists:
+                width = min(len(x) for x in lists)
+                cols.append((f"{step} {label}", [sum(x[i] for x in lists) / len(lists) for i in range(width)]))
+    if not cols:
+        return "No run recorded gate shares (summary.json gate_shares; written by the final eval)."
+    n_layers = max(len(v) for _, v in cols)
+    rows = [[str(i)] + [rounded(v[i], 3) if i < len(v) and _finite(v[i]) else "-" for _, v in cols]
+            for i in range(n_layers)]
+    return (pipe(rows, ["Layer"] + [c for c, _ in cols]) + "\n\n"
+            "What each reciprocal path contributes, measured on fixed validation windows at the final eval "
+            "(unlike raw gates, these compare across steps: rescaling a gate against its path's weights "
+            "leaves them unchanged). R-MLP: RMS(w_rec x reciprocal path) / RMS(MLP output). RA: RMS of the "
+            "reciprocal score term / RMS of the whole attention score, over causal entries of all heads. "
+            "0: the path contributes nothing; mean over completed runs.")
+
+
 def _cell(values: Optional[list[float]], i: int) -> str:
     if not values or i >= len(values) or not _finite(values[i]):
         return "-"

@@ -145,6 +145,7 @@ class Trainer:
         self.plugins: dict = {}
         self.compiled = CompileResult(requested=False, compiled=False)  # set in setup
         self.final_windows = None  # ValWindows of the final eval (set in setup)
+        self.gate_shares: dict = {}  # set by the final eval
         self.schedule: Optional[Schedule] = None
         self.final_eval_seconds: Optional[float] = None
 
@@ -197,6 +198,7 @@ class Trainer:
             **self.compiled.record(),
             "resumed": self.resumed,
             "gates": self.gates,
+            "gate_shares": self.gate_shares,
             "optim_groups": self._optim_counts(),
             "error": None,
             "failed_iter": None,
@@ -518,6 +520,15 @@ class Trainer:
         model.train()
         return torch.cat(out) if out else torch.zeros(0, device=dev.device, dtype=torch.float64)
 
+    def _gate_shares(self) -> dict:
+        """Reciprocal paths' share of their block output (models/gate_shares.py), on rank 0's
+        first periodic validation windows: fixed inputs, so runs and steps compare."""
+        import models
+
+        x, _ = self.val_batches[0]
+        with self.dev.autocast():
+            return _plain(models.gate_shares(self.raw_model, x.to(self.dev.device)))
+
     def evaluate(self) -> float:
         """Mean validation loss over the periodic windows (all ranks)."""
         dev = self.dev
@@ -552,6 +563,8 @@ class Trainer:
             self.best_val_loss = val
             self.best_val_iter = self.iter
         self.gates = _plain(self.raw_model.gate_stats()) if self.is_main else {}
+        if final and self.is_main and self.val_batches:
+            self.gate_shares = self._gate_shares()
         if self.is_main:
             tokens = self.iter * int(self.cfg.optim.tokens_per_iter)
             rec = {
