@@ -178,12 +178,14 @@ class GPT(nn.Module):
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), nanoGPT's estimate_mfu / PaLM appendix B:
         6 * N + 12 * L * H * Q * T with N = num_params(non_embedding=True), L layers, H heads,
-        Q head dim, T = block_size. Elementwise ops (gates, GELU, LayerNorm) are not counted;
-        frozen weights are counted as if trained (their weight gradients are skipped in reality)."""
+        Q head dim, T = block_size. Elementwise ops (gates, GELU, LayerNorm) are not counted.
+        Frozen weights (requires_grad False, V17's reciprocal MLP) cost 4 per parameter instead
+        of 6: forward and the gradient w.r.t. their input, but no weight gradient."""
         cfg = self.config
         N = self.num_params(non_embedding=True)
+        frozen = sum(p.numel() for p in self.parameters() if not p.requires_grad)
         L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
-        return float(6 * N + 12 * L * H * Q * T)
+        return float(6 * (N - frozen) + 4 * frozen + 12 * L * H * Q * T)
 
     @torch.no_grad()
     def gate_stats(self) -> Dict[str, List]:

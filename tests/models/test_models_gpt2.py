@@ -76,6 +76,13 @@ def test_flops_per_token_follows_nanogpt(make):
     assert m.flops_per_token() == 6 * N + 12 * 2 * 4 * 8 * 16
 
 
+def test_flops_per_token_counts_no_weight_gradients_for_frozen_weights(make):
+    v17, v18 = make("V17"), make("V18")
+    frozen = sum(p.numel() for p in v17.parameters() if not p.requires_grad)
+    assert frozen > 0 and v17.num_params() == v18.num_params()
+    assert v18.flops_per_token() - v17.flops_per_token() == 2 * frozen  # 6 -> 4 FLOPs per frozen weight
+
+
 @pytest.mark.parametrize("step", ALL_STEPS)
 def test_param_kind_covers_every_parameter(step, make):
     m = make(step)

@@ -139,3 +139,24 @@ def test_single_sdpa_call_with_explicit_scale(make, monkeypatch):
 
 def test_class_is_registered_as_ra(make):
     assert isinstance(make("V16").transformer.h[0].attn, ReciprocalAttention)
+
+
+@torch.no_grad()
+def test_ra_is_v0_reparametrised_and_starts_from_v0s_weights(make, tokens):
+    """What the step docs say about V16: with one seed it starts from V0's weight matrices, and
+    folding its gates into c_attn's query rows gives V0 exactly (nothing V0 cannot express)."""
+    v0, v16 = make("V0", seed=3), make("V16", seed=3)
+    p0 = dict(v0.named_parameters())
+    shared = {n: p for n, p in v16.named_parameters() if not n.endswith(("w_std", "w_rec"))}
+    assert set(shared) == set(p0) and all(torch.equal(p, p0[n]) for n, p in shared.items())
+    sd = {n: t.clone() for n, t in v16.state_dict().items() if not n.endswith(("w_std", "w_rec"))}
+    for i, blk in enumerate(v16.transformer.h):
+        a = blk.attn
+        gate = torch.cat((a.w_std[:, None].expand(-1, a.std_dim), a.w_rec[:, None].expand(-1, a.rank)), 1).flatten()
+        scale = torch.cat((gate, gate.new_ones(2 * a.n_embd)))
+        sd[f"transformer.h.{i}.attn.c_attn.weight"] = a.c_attn.weight * scale[:, None]
+        if a.c_attn.bias is not None:
+            sd[f"transformer.h.{i}.attn.c_attn.bias"] = a.c_attn.bias * scale
+    v0.load_state_dict(sd)
+    idx = tokens(v0, batch=2)
+    assert (v0(idx)[0] - v16(idx)[0]).abs().max() < 1e-5

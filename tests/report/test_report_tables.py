@@ -311,3 +311,12 @@ def test_gate_shares_section(tmp_path):
     rows = table_rows(text, "| Layer ")
     assert rows == [["0", "0.100", "0.300", "0.100"], ["1", "0.300", "0.300", "0.000"]]
     assert "| Layer   | V16 RA   | V18 RA   | V18 R-MLP   |" in text
+
+
+def test_steps_section_prints_each_steps_description_from_its_config(tmp_path):
+    mdir = make_matrix(tmp_path, seed_jobs())
+    cfg = mdir / "V16" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("description: null", "description: 'Folds into V0:\n    a reparametrisation.'"))
+    rows = {r[0]: r for r in table_rows(section(report_of(mdir), "Steps"))}
+    assert rows["V16"] == ["V16", "RA v5 only", "Folds into V0: a reparametrisation."]
+    assert rows["V0"] == ["V0", "Baseline", "-"]

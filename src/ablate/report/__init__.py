@@ -125,6 +125,7 @@ def render_markdown(coll: Collection, stats: dict[str, StepStats], where: Path,
         T.main_legend(coll, stats),
         "",
     ]
+    out += ["## Steps", "", T.steps_section(coll), ""]
     if coll.notes:
         out += ["## Notes", "", T.notes_section(coll.notes), ""]
     out += [

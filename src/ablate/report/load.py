@@ -32,11 +32,12 @@ JOB_COLUMNS = [
     "config_path", "source", "val_loss", "final_eval", "val_se", "final_val_tokens",
     # for the warnings (report/warnings.py)
     "n_evals", "warmup_iters", "box_seconds", "flops_per_token", "causality", "experiment",
-    "batch_fingerprints", "warmup_end_seconds", "gate_shares",
+    "batch_fingerprints", "warmup_end_seconds", "gate_shares", "description",
 ]
 _TEXT_COLUMNS = ["step", "architecture", "seed", "status", "error", "world_size", "device", "device_count",
                  "precision", "resumed", "git_sha", "git_dirty", "config_path", "source", "final_eval", "causality",
-                 "experiment", "batch_fingerprints", "gate_shares"]
+                 "experiment", "batch_fingerprints", "gate_shares",
+                 "description"]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss", "flops"]
 
 # Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
@@ -318,6 +319,7 @@ def _read_job(
     row["warmup_iters"] = _num(optim_cfg.get("warmup_iters"))
     row["box_seconds"] = _num(_first(s.get("box_seconds"), budget_cfg.get("train_seconds")))
     row["flops_per_token"] = _num(env.get("flops_per_token"))
+    row["description"] = step_cfg.get("description") if isinstance(step_cfg.get("description"), str) else None
     row["warmup_end_seconds"] = _num(s.get("warmup_end_seconds"))  # time-box mode: warmup on the clock
     shares = s.get("gate_shares")
     row["gate_shares"] = ({k: [_num(v) for v in vals] for k, vals in shares.items() if isinstance(vals, list)}

@@ -408,6 +408,18 @@ def ra_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     return summary + "\n\n" + note + "\n\n" + pipe(per_layer, ["Layer"] + steps)
 
 
+def steps_section(coll: Collection) -> str:
+    """Each step's description from its config.yaml: what it changes and what it can express
+    that the baseline cannot, so a reader knows what a difference measures."""
+    rows = []
+    for step in coll.order:
+        sub = coll.jobs[coll.jobs["step"] == step]
+        descs = [d for d in dict.fromkeys(sub["description"]) if isinstance(d, str) and d.strip()]
+        archs = [a for a in dict.fromkeys(sub["architecture"]) if isinstance(a, str)]
+        rows.append([step, " / ".join(archs) or "?", " / ".join(" ".join(d.split()) for d in descs) or "-"])
+    return pipe(rows, ["Step", "Architecture", "What it is (config.yaml step.description)"])
+
+
 def share_section(coll: Collection) -> str:
     """Per layer, the reciprocal paths' share of their block output (summary.json gate_shares),
     mean over a step's completed runs."""
