@@ -81,6 +81,10 @@ class BudgetConfig:
     """Checkpoint every this many iterations (None: only by time and on signals)."""
     checkpoint_interval_seconds: float = 900.0
     """Checkpoint when this much wall time has passed since the last checkpoint."""
+    keep: str = "weights"
+    """What a completed job keeps of its model once DONE is written: "weights" (model.safetensors,
+    the final weights; checkpoint.pt with the optimizer state is deleted), "checkpoint" (both),
+    or "none" (neither). A job that is not DONE always keeps its full checkpoint for resume."""
     grace_seconds: float = 600.0
     """Extra wall time a launcher allows beyond train_seconds (startup, evals, compile) before it
     kills the job."""
@@ -211,7 +215,7 @@ class RunConfig:
     """Write REPORT.md into the matrix directory when the last job ends."""
     progress: bool = True
     """Live progress view (one line per running job, counts, ETA) while a local matrix runs, when
-    stdout is a terminal; job output then goes to <job>/stdout.log only. false: echo job output."""
+    stdout is a terminal; job output then goes to <job>/train.log only. false: echo job output."""
 
 
 def register_configs() -> None:

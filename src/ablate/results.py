@@ -11,8 +11,9 @@ Layout (documented for users in docs/results-format.md)::
         metrics.jsonl       one JSON object per line; appended as training goes
         summary.json        status and results; rewritten atomically after every eval
         final_eval.json     the final full-set eval's per-window losses (the report's noise)
-        train.log           human-readable progress
-        checkpoint.pt       latest checkpoint (atomic)
+        train.log           the job's log (local launcher: everything it printed)
+        checkpoint.pt       latest checkpoint (atomic); deleted after DONE unless budget.keep=checkpoint
+        model.safetensors   the final model weights, written before DONE (budget.keep=weights|checkpoint)
         DONE                written last, when the job completed
 
 Every write that replaces a file goes through a temporary file and ``os.replace``, so a crash
@@ -43,6 +44,10 @@ ENV = "env.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 LOG = "train.log"
+# Set by the local launcher, which writes a job's whole output to train.log itself: the trainer
+# then only prints, so the job has one log, not two copies of it.
+LOG_CAPTURED_ENV = "ABLATE_LOG_CAPTURED"
+WEIGHTS = "model.safetensors"
 CHECKPOINT = "checkpoint.pt"
 DONE = "DONE"
 FINAL_EVAL = "final_eval.json"
@@ -248,6 +253,7 @@ class JobDir:
     summary = property(lambda self: self.path / SUMMARY)
     log = property(lambda self: self.path / LOG)
     checkpoint = property(lambda self: self.path / CHECKPOINT)
+    weights = property(lambda self: self.path / WEIGHTS)
     done = property(lambda self: self.path / DONE)
     final_eval = property(lambda self: self.path / FINAL_EVAL)
     sbatch = property(lambda self: self.path / SBATCH)

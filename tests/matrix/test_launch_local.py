@@ -99,7 +99,7 @@ def test_output_is_kept_in_the_job_directory(tmp_path):
     d.mkdir()
     job = LaunchJob(name="echo", job_dir=d, command=[sys.executable, "-c", "print('hello from job')"])
     LocalLauncher(slots=1, echo=False, poll_s=0.05).run([job])
-    assert "hello from job" in (d / "stdout.log").read_text()
+    assert "hello from job" in (d / "train.log").read_text()
 
 
 def test_slots_map_onto_the_devices_the_launcher_was_given(tmp_path, monkeypatch):

@@ -59,7 +59,24 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
     assert "**" not in results_table and results_table.count("(no verdict)") == 3
     for name in ("V0", "V16", "V17", "V18"):
         assert (mdir / name / results.FINAL_EVAL).is_file()
-    assert "| Step" in out and "| V18" in out  # the table is printed at the end
+    # The end of the output: warnings, the main table and where the full report is; not the report.
+    tail = out[out.rfind("## Warnings"):]
+    assert "| Step" in tail and "| V18" in tail and "ended in warmup" in tail
+    assert f"Full report: {mdir / results.REPORT}" in tail and "## Runs" not in out
+    # Disk: the smoke preset keeps no model files once DONE; one log per job; well under 50 MB.
+    for name in ("V0", "V16", "V17", "V18"):
+        jd = results.JobDir(mdir / name)
+        assert not jd.checkpoint.exists() and not jd.weights.exists() and not (jd.path / "stdout.log").exists()
+        log = jd.log.read_text()
+        assert log.count("optim group decay") == 1, "train.log holds each line once"
+    size = sum(p.stat().st_size for p in mdir.rglob("*") if p.is_file())
+    assert size < 50 * 2**20, f"smoke matrix results take {size / 2**20:.1f} MB"
+    # Resuming a finished matrix changes nothing on disk: bytes and mtimes stay as they were.
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in mdir.rglob("*") if p.is_file()}
+    assert main([f"resume={mdir}"]) == 0
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in mdir.rglob("*") if p.is_file()}
+    assert after == before
+    assert "| V18" in capsys.readouterr().out  # the summary is printed again
 
 
 def test_a_failing_job_is_isolated_and_the_matrix_exits_nonzero(tmp_path, capsys):

@@ -120,6 +120,6 @@ def test_live_progress_is_drawn_in_a_terminal(tmp_path):
     assert running and "iter " in running[-1] and "loss " in running[-1] and "%" in running[-1], out[-3000:]
     assert "\x1b[" in out  # redrawn in place
     assert "[matrix] 1 done, 0 running, 0 queued of 1" in out  # the final state stays on screen
-    assert "[V0] " not in out  # job output is in V0/stdout.log, not interleaved with the view
+    assert "[V0] " not in out  # job output is in V0/train.log, not interleaved with the view
     mdir = next(tmp_path.glob("test_matrix_results_*"))
-    assert "loss" in (mdir / "V0" / "stdout.log").read_text()
+    assert "loss" in (mdir / "V0" / "train.log").read_text()

@@ -72,7 +72,8 @@ def test_reference_run_writes_the_documented_files(reference):
     assert problem is None and got.n_windows == 16 and got.fingerprint == fe["val_fingerprint"]
     assert s["gates"] == {}  # V0 has no gates
     assert s["timed_iters"] == 11  # the first iteration is warm-up, outside the measured time
-    assert (reference / "DONE").is_file() and (reference / "checkpoint.pt").is_file()
+    assert (reference / "DONE").is_file() and (reference / results.WEIGHTS).is_file()
+    assert not (reference / "checkpoint.pt").exists()  # optimizer state is dropped once DONE
     tr = train_records(reference)
     assert [r["iter"] for r in tr] == list(range(1, 13))
     for key in ("tokens_seen", "train_seconds", "loss/train", "lr", "time/ms_per_iter",
@@ -359,3 +360,41 @@ def test_two_steps_of_one_seed_train_on_the_same_batches(reference, tmp_path):
     coll, _ = build([mdir])
     (w,) = [w for w in coll.warnings if w.kind == "batches"]
     assert w.steps == {"V16"} and w.blocks_verdict and "iteration 5 differs" in w.text
+
+
+# --------------------------------------------------------------------------- what a DONE job keeps
+
+
+def test_done_job_keeps_final_weights_loadable_into_build_model(tmp_path):
+    import models
+    from ablate.config import load_job_config, to_container
+    from ablate.train.checkpoint import load_final_weights
+
+    job = make_job(tmp_path, budget__keep="checkpoint")  # both files, to compare them
+    assert run_job(job)["status"] == "completed"
+    jd = results.JobDir(job)
+    assert jd.is_done() and jd.weights.is_file() and jd.checkpoint.is_file()
+    ck = torch.load(jd.checkpoint, weights_only=True)
+    model = load_final_weights(jd.weights)
+    state = model.state_dict()
+    assert set(state) == set(ck["model"])
+    for name, t in ck["model"].items():
+        assert torch.equal(state[name], t), name
+    # The same file into a model built from the job's own config, the way a user would.
+    from safetensors.torch import load_file
+
+    fresh = models.build_model(to_container(load_job_config(jd.config).model))
+    missing, _ = fresh.load_state_dict(load_file(jd.weights), strict=False)
+    assert all(torch.equal(fresh.state_dict()[k], state[k]) for k in state)
+    assert set(missing) <= {k for k in state if k not in load_file(jd.weights)}  # only tied aliases
+
+
+def test_done_job_drops_the_optimizer_state_by_default_and_keeps_nothing_with_none(tmp_path):
+    job = make_job(tmp_path)  # default budget.keep=weights
+    assert run_job(job)["status"] == "completed"
+    jd = results.JobDir(job)
+    assert jd.weights.is_file() and not jd.checkpoint.exists()
+    job = make_job(tmp_path, "none", budget__keep="none")
+    assert run_job(job)["status"] == "completed"
+    jd = results.JobDir(job)
+    assert jd.is_done() and not jd.weights.exists() and not jd.checkpoint.exists()

@@ -23,6 +23,7 @@ from typing import Callable, Optional
 
 from ablate.errors import ConfigError
 from ablate.launch.job import EXIT_PREEMPTED, LaunchJob, describe_exit
+from ablate.results import LOG, LOG_CAPTURED_ENV
 
 STOP_GRACE_S = 60.0
 """Seconds between SIGTERM and SIGKILL: time for a checkpoint of a large model."""
@@ -143,6 +144,7 @@ class LocalLauncher:
         env.setdefault("PET_SHUTDOWN_TIMEOUT", str(int(self.stop_grace_s * 0.9)))
         env["ABLATE_DEVICE_SLOTS"] = env["CUDA_VISIBLE_DEVICES"]
         env["PYTHONUNBUFFERED"] = "1"
+        env[LOG_CAPTURED_ENV] = "1"  # we write its output to train.log: the trainer must not as well
         if self.device == "cpu" and self.slots > 1 and "OMP_NUM_THREADS" not in job.env:
             # Side-by-side CPU jobs share the cores instead of oversubscribing them.
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.slots))
@@ -188,9 +190,10 @@ class LocalLauncher:
 
 
 def _pump_output(proc: subprocess.Popen, job: LaunchJob, echo: bool, lock: threading.Lock) -> None:
-    """Copy a job's output to <job>/stdout.log and, prefixed with its name, to our stdout."""
+    """Copy a job's output to <job>/train.log (its one log: every rank's lines, warnings and
+    tracebacks) and, prefixed with its name, to our stdout."""
     assert proc.stdout is not None
-    with open(job.job_dir / "stdout.log", "ab") as log:
+    with open(job.job_dir / LOG, "ab") as log:
         for raw in iter(proc.stdout.readline, b""):
             log.write(raw)
             log.flush()
@@ -200,7 +203,7 @@ def _pump_output(proc: subprocess.Popen, job: LaunchJob, echo: bool, lock: threa
                     with lock:
                         print(f"[{job.name}] {line}", flush=True)
                 except (OSError, ValueError):
-                    # Our stdout went away (a closed pipe): keep draining into stdout.log, or the
+                    # Our stdout went away (a closed pipe): keep draining into train.log, or the
                     # job would block on a full pipe and stall until its wall limit.
                     echo = False
     proc.stdout.close()

@@ -144,6 +144,8 @@ def check_budget(cfg) -> list[str]:
         return [f"budget.train_seconds={b.train_seconds} must be positive"]
     if b.max_iters is not None and int(b.max_iters) <= 0:
         return [f"budget.max_iters={b.max_iters} must be positive"]
+    if str(b.keep) not in ("weights", "checkpoint", "none"):
+        return [f"budget.keep={b.keep} must be one of weights, checkpoint, none"]
     if int(b.eval_interval) <= 0 or int(b.log_interval) <= 0:
         return ["budget.eval_interval and budget.log_interval must be positive"]
     if not 0 <= int(cfg.seed) < 2**63:

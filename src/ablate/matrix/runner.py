@@ -93,7 +93,7 @@ def run_resume(path: str) -> int:
     done = len(manifest.jobs) - len(cfgs)
     say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
     if not cfgs:
-        return _finish(manifest, {})
+        return _already_finished(manifest)
     return _launch_and_report(manifest, cfgs)
 
 
@@ -146,7 +146,7 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
             job.name, status=results.RUNNING, started=results.now_iso(), ended=None,
             exit_code=None, error=None, attempts=int(entry.get("attempts") or 0) + 1,
         )
-        say(f"start {job.name} ({job.nproc} process(es)); log: {job.job_dir / 'stdout.log'}")
+        say(f"start {job.name} ({job.nproc} process(es)); log: {job.job_dir / results.LOG}")
 
     def on_end(job: LaunchJob, code: int, error: Optional[str]) -> None:
         status, error = job_outcome(manifest.job_dir(job.name), code, error)
@@ -154,7 +154,7 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
         say(f"end {job.name}: {status}" + (f" ({error})" if error and status != results.COMPLETED else ""))
 
     live = _live(first)
-    # With the live view, job output stays in each <job>/stdout.log: one compact view, not N logs.
+    # With the live view, job output stays in each <job>/train.log: one compact view, not N logs.
     launcher = LocalLauncher(slots=slots, device=device, on_start=on_start, on_end=on_end, echo=not live)
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -188,8 +188,7 @@ def _finish(manifest: results.Manifest, codes: dict[str, int]) -> int:
             from ablate.report import write_report
 
             markdown = write_report([manifest.dir])
-            print(markdown, flush=True)
-            say(f"report: {manifest.dir / results.REPORT}")
+            _print_summary(markdown, manifest.dir / results.REPORT)
         except AblateError as e:
             say(f"report not written: {e}")
         except Exception as e:  # a report bug must not hide the jobs' outcome
@@ -200,6 +199,29 @@ def _finish(manifest: results.Manifest, codes: dict[str, int]) -> int:
         interrupted = all(manifest.job(n)["status"] == results.INTERRUPTED for n in bad)
         say(f"resume with: python -m ablate.matrix resume={manifest.dir}")
         return 3 if interrupted else 1
+    return 0
+
+
+def _print_summary(markdown: str, path: Path) -> None:
+    from ablate.report import terminal_summary
+
+    try:
+        print("\n" + terminal_summary(markdown, path), end="", flush=True)
+    except (BrokenPipeError, OSError, ValueError):  # a closed stdout must not turn results into a failure
+        pass
+
+
+def _already_finished(manifest: results.Manifest) -> int:
+    """Resume of a matrix whose jobs are all DONE: nothing on disk changes (no new `ended`, no
+    rewritten report); the existing report's summary is printed. A report that was never
+    written (report=false, or it failed) is written now."""
+    report = manifest.dir / results.REPORT
+    wanted = not manifest.jobs or bool(load_job_config(manifest.job_dir(manifest.jobs[0]["name"]).config).report)
+    if wanted and not report.is_file():
+        return _finish(manifest, {})
+    if report.is_file():
+        _print_summary(report.read_text(encoding="utf-8"), report)
+    say(f"{len(manifest.jobs)}/{len(manifest.jobs)} job(s) completed; nothing to run")
     return 0
 
 

@@ -182,3 +182,33 @@ def write_report(matrix_dirs: Union[PathLike, Iterable[PathLike]], baseline: Opt
 
         raise AblateError(f"cannot write the report into {where}: {e.strerror}; pass --out DIR") from None
     return text
+
+
+def terminal_summary(markdown: str, report_path: Optional[PathLike] = None) -> str:
+    """What a command prints at the end of a matrix: the title, the warnings, the main table and
+    any notes, then where the full report is. The full report (legends, noise, runs, gates,
+    sources) stays in REPORT.md; its 250-character rows do not belong on a terminal."""
+    lines = markdown.splitlines()
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    for line in lines:
+        if line.startswith("## "):
+            sections.append((line[3:].strip(), [line]))
+        else:
+            sections[-1][1].append(line)
+    out = [lines[0]] if lines and lines[0].startswith("# ") else []
+    for title, body in sections[1:]:
+        if title == "Results":
+            # The heading and the table: stop at the first blank line after the table starts.
+            table, started = [body[0]], False
+            for line in body[1:]:
+                if line.startswith("|"):
+                    started = True
+                elif started:
+                    break
+                table.append(line)
+            out += [""] + [ln for ln in table if ln.strip() or ln is table[0]]
+        elif title in ("Warnings", "Notes"):
+            out += [""] + [ln for ln in body if ln.strip()]
+    if report_path is not None:
+        out += ["", f"Full report: {report_path}"]
+    return "\n".join(out).strip() + "\n"

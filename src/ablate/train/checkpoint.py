@@ -91,3 +91,62 @@ def load_checkpoint(path: os.PathLike | str) -> Optional[dict]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise AblateError(f"{path}: unknown checkpoint format; delete it to restart the job from scratch")
     return ckpt
+
+
+# --------------------------------------------------------------------------- final weights
+
+WEIGHTS_FORMAT = "ablate-final-weights-1"
+KEEP_CHOICES = ("weights", "checkpoint", "none")
+
+
+def save_final_weights(path: os.PathLike | str, model: torch.nn.Module, model_config: dict) -> None:
+    """The model's weights as safetensors (atomic), with the model config in the metadata so
+    ``load_final_weights`` rebuilds the model through ``models.build_model``.
+
+    Tied tensors (the token embedding and the LM head) share storage; safetensors refuses
+    aliases, so each storage is stored once and the aliases are listed in the metadata.
+    """
+    import json
+
+    from safetensors.torch import save
+
+    from ablate.atomic import atomic_write_bytes
+
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, t in model.state_dict().items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = t.detach().to("cpu").contiguous()
+    metadata = {"format": WEIGHTS_FORMAT, "model_config": json.dumps(model_config, sort_keys=True),
+                "aliases": json.dumps(aliases, sort_keys=True)}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_final_weights(path: os.PathLike | str) -> torch.nn.Module:
+    """A job's ``model.safetensors`` back as a model (``models.build_model`` + its weights, CPU)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    import models
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as e:
+        raise AblateError(f"{path}: cannot be read as safetensors ({type(e).__name__}: {e})") from None
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise AblateError(f"{path}: not an ablate weights file (format {meta.get('format')!r})")
+    model = models.build_model(json.loads(meta["model_config"]))
+    for alias, name in json.loads(meta.get("aliases", "{}")).items():
+        state[alias] = state[name]
+    model.load_state_dict(state)
+    return model

@@ -61,7 +61,7 @@ import torch
 
 from ablate import plugins as plugins_mod
 from ablate import results
-from ablate.config import load_job_config
+from ablate.config import load_job_config, to_container
 from ablate.errors import AblateError, ConfigError
 from ablate.results import JobDir, MetricsWriter
 from ablate.train import checkpoint as ckpt_mod
@@ -89,7 +89,7 @@ def _tail(text: str, n: int = ERROR_CHARS) -> str:
 
 
 class _Log:
-    """train.log plus stdout, rank 0 only."""
+    """train.log plus stdout, rank 0 only (stdout only when the launcher captures it into train.log)."""
 
     def __init__(self, path: Optional[Path], enabled: bool):
         self.enabled = enabled
@@ -259,7 +259,9 @@ class Trainer:
         self.dev = dev = setup_device(cfg.hardware, self.dinfo.local_rank)
         self.compiled = CompileResult(requested=bool(cfg.hardware.compile), compiled=False)
         if self.is_main:
-            self.log = _Log(self.jd.log, True)
+            # Under the local launcher our stdout already goes to train.log: do not write it twice.
+            captured = os.environ.get(results.LOG_CAPTURED_ENV) == "1"
+            self.log = _Log(None if captured else self.jd.log, True)
         dist_mod.init(self.dinfo, dev.device)
         ws, rank = self.dinfo.world_size, self.dinfo.rank
         self.grad_accum = grad_accum_for(int(cfg.optim.tokens_per_iter), int(cfg.model.block_size),
@@ -845,8 +847,24 @@ class Trainer:
                 self.log(f"warning: {note}")
             except Exception:
                 pass
+        keep = str(self.cfg.budget.keep)
+        if keep not in ckpt_mod.KEEP_CHOICES:  # the preflight refuses it; never delete on a typo
+            keep = "checkpoint"
+        if keep == "checkpoint":
+            self.save_checkpoint()  # all ranks: the full state at the end, not the last periodic one
+        if self.is_main and keep in ("weights", "checkpoint"):
+            # Before DONE: a DONE job has its weights. A failure here loses nothing measured.
+            try:
+                ckpt_mod.save_final_weights(self.jd.weights, self.raw_model, to_container(self.cfg.model))
+            except Exception as e:
+                keep = "checkpoint"  # the weights are still in checkpoint.pt
+                self.log(f"warning: final weights not written ({type(e).__name__}: {e}); checkpoint.pt kept")
         if self.is_main:
             self.jd.mark_done()
+            if keep != "checkpoint":
+                # Optimizer state is only for resume, and a DONE job is never resumed.
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.jd.checkpoint)
         dist_mod.barrier(self.dinfo)
         return result
 
