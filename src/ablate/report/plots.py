@@ -16,6 +16,7 @@ from ablate.report.stats import StepStats
 
 VAL_VS_ITER = "val_loss_vs_iter.png"
 VAL_VS_TIME = "val_loss_vs_time.png"
+VAL_VS_TOKENS = "val_loss_vs_tokens.png"
 W_REC = "w_rec_per_layer.png"
 
 
@@ -42,12 +43,24 @@ def _colors(order: list[str]) -> dict[str, object]:
 
 
 def _val_loss(coll: Collection, x: str, xlabel: str, title: str, path: Path) -> bool:
+    fig = val_loss_figure(coll, x, xlabel, title)
+    if fig is None:
+        return False
+    _save(fig, path)
+    return True
+
+
+def val_loss_figure(coll: Collection, x: str, xlabel: str, title: str):
+    """The validation-loss figure against column ``x`` of the curves, or None with nothing to plot.
+
+    Every eval is a marker, so a run with one eval (a smoke run) is a visible point, not an empty
+    line; when no run has two evals the figure says so instead of looking like a broken curve."""
     curves = coll.curves
     if curves.empty:
-        return False
+        return None
     curves = curves[curves["val_loss"].map(math.isfinite) & curves[x].map(math.isfinite)]
     if curves.empty:
-        return False
+        return None
     colors = _colors(coll.order)
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
@@ -61,14 +74,16 @@ def _val_loss(coll: Collection, x: str, xlabel: str, title: str, path: Path) -> 
             xs += [job[x].to_numpy(), [np.nan]]
             ys += [job["val_loss"].to_numpy(), [np.nan]]
         ax.plot(np.concatenate(xs), np.concatenate(ys), color=colors.get(step), linewidth=1.2,
-                alpha=0.85, label=step)
+                alpha=0.85, label=step, marker="o", markersize=4 if len(g) <= 200 else 1.5)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(title="step")
-    _save(fig, path)
-    return True
+    if curves.groupby("key").size().max() < 2:
+        ax.text(0.5, 0.02, "each run has a single evaluation: one point per run, no curve",
+                transform=ax.transAxes, ha="center", va="bottom", fontsize=9, style="italic")
+    return fig
 
 
 def write_plots(coll: Collection, stats: dict[str, StepStats], out_dir: Path) -> list[tuple[str, str]]:
@@ -76,6 +91,8 @@ def write_plots(coll: Collection, stats: dict[str, StepStats], out_dir: Path) ->
     written = []
     if _val_loss(coll, "iter", "iteration", "Validation loss against iterations", out_dir / VAL_VS_ITER):
         written.append((VAL_VS_ITER, "Validation loss against iterations"))
+    if _val_loss(coll, "tokens_seen", "tokens seen", "Validation loss against tokens seen", out_dir / VAL_VS_TOKENS):
+        written.append((VAL_VS_TOKENS, "Validation loss against tokens seen"))
     if _val_loss(coll, "train_seconds", "training seconds (evals excluded)",
                  "Validation loss against training time", out_dir / VAL_VS_TIME):
         written.append((VAL_VS_TIME, "Validation loss against training time"))
