@@ -79,7 +79,7 @@ def test_paired_interval_matches_the_analytic_value(tmp_path):
     # The paired SE (0.0013) is far below either job's own SE (0.005): shared windows cancel.
     assert se_of(0.01) < stats["V16"].eval_se / 3
     main = {r[0]: r for r in table_rows(md)}
-    assert main["V16"][2:4] == ["**3.70**", "**1%**"]
+    assert main["V16"][2:4] == ["**3.70**", "**+1.3%**"]
     seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
     assert seeds["V16"][-1] == "better"
     assert "seeds unknown (1 seed)" in seeds["V16"][-2]
@@ -98,7 +98,7 @@ def test_a_gap_of_0_0008_with_se_0_01_is_within_noise_and_not_bold(tmp_path):
     assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(100 * (0.0008 - half) / 3.75, rel=1e-9)
     assert agg.loc["V16", "within_noise"] == True  # noqa: E712
     main = {r[0]: r for r in table_rows(md)}
-    assert main["V16"][3] == "0% (within noise)"
+    assert main["V16"][3] == "+0.0% (within noise)"
     assert "**" not in section(md, "Results").split("\n\n")[0]  # nothing in the table is bold
     assert not agg["is_best"].any()
     seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}

@@ -81,9 +81,9 @@ def test_multi_seed_markdown(tmp_path):
     coll, stats = build([mdir])
     md = render_markdown(coll, stats, mdir, None)
     main = {r[0]: r for r in table_rows(md)}
-    assert main["V16"][3] == "1%"
-    assert main["V17"][3] == "0% (within noise)"  # -0.04% rounds to 0
-    assert main["V18"][2:4] == ["**3.60**", "**4%**"]
+    assert main["V16"][3] == "+1.1%"
+    assert main["V17"][3] == "+0.0% (within noise)"  # -0.04% rounds to 0, never "-0"
+    assert main["V18"][2:4] == ["**3.60**", "**+4.0%**"]
     seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
     # 100 * 0.04 / 3.75 = 1.0667%; [100 * (0.04 -+ 0.0226696) / 3.75] = [+0.4621%, +1.6712%]
     assert seeds["V16"] == ["V16", "3", "3.7100", "-", "0.0100", "3.7000", "3.7200", "+1.07%", "[+0.46%, +1.67%]",

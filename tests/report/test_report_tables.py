@@ -20,10 +20,10 @@ def report_of(mdir: Path, baseline=None) -> str:
 
 SEED_TABLE = [
     ["V0", "Baseline", "3.75", "-", "N/A"],
-    ["V16", "RA v5 only", "3.38", "10%", "N/A"],
-    ["V17", "RA + frozen", "3.38", "10%", "-0.041"],
-    # The seed printed 12% here; (3.7521 - 3.3222) / 3.7521 = 11.46%.
-    ["V18", "RA + R-MLP", "**3.32**", "**11%**", "**+0.132**"],
+    ["V16", "RA v5 only", "3.38", "+9.9%", "N/A"],
+    ["V17", "RA + frozen", "3.38", "+9.9%", "-0.041"],
+    # The R-MLP validation table printed 12% here; (3.7521 - 3.3222) / 3.7521 = 11.46% -> +11.5%.
+    ["V18", "RA + R-MLP", "**3.32**", "**+11.5%**", "**+0.132**"],
 ]
 
 
@@ -48,7 +48,7 @@ def test_negative_improvement_and_the_honest_v16(tmp_path):
     # LESSONS.md: V16's real best val loss was 3.84, worse than V0.
     jobs = [Job("V0", "Baseline", 3.75), Job("V16", "RA v5 only", 3.84)]
     rows = table_rows(report_of(make_matrix(tmp_path, jobs)))
-    assert rows[1][3] == "-2%"
+    assert rows[1][3] == "-2.4%"
     assert rows[0][2] == "**3.75**"  # the baseline is the best row; its "-" stays plain
     assert rows[0][3] == "-"
 
@@ -61,11 +61,11 @@ def test_rounding_is_half_away_from_zero():
 
 
 def test_improvement_uses_unrounded_losses(tmp_path):
-    # Unrounded: (3.7549 - 3.6951) / 3.7549 = 1.593% -> 2%. From the printed cells 3.75 and 3.70
-    # it would be 1.333% -> 1%.
+    # Unrounded: (3.7549 - 3.6951) / 3.7549 = 1.593% -> +1.6%. From the printed cells 3.75 and 3.70
+    # it would be 1.333% -> +1.3%.
     jobs = [Job("V0", "Baseline", 3.7549), Job("V16", "RA", 3.6951)]
     md = report_of(make_matrix(tmp_path, jobs))
-    assert table_rows(md)[1][2:4] == ["**3.70**", "**2%**"]
+    assert table_rows(md)[1][2:4] == ["**3.70**", "**+1.6%**"]
     assert "- V0 → V16: +1.6%" in section(md, "Progression")
 
 
@@ -73,7 +73,7 @@ def test_baseline_option_and_manifest_baseline(tmp_path):
     mdir = make_matrix(tmp_path, seed_jobs())
     rows = table_rows(report_of(mdir, baseline="V16"))
     assert rows[1][3] == "-"
-    assert rows[0][3] == "-11%"  # (3.38 - 3.7521) / 3.38
+    assert rows[0][3] == "-11.0%"  # (3.38 - 3.7521) / 3.38
     m2 = make_matrix(tmp_path / "m2", seed_jobs(), baseline="V17")
     assert table_rows(report_of(m2))[2][3] == "-"
 
@@ -130,7 +130,7 @@ def test_failed_step_stays_with_its_status(tmp_path):
     md = report_of(make_matrix(tmp_path, jobs))
     rows = table_rows(md)
     assert rows[1][2] == "3.38 (failed)"
-    assert rows[1][3] == "10% (failed)"
+    assert rows[1][3] == "+9.9% (failed)"
     assert rows[2][2] == "failed" and rows[2][3] == "n/a"
     assert rows[3][2] == "**3.32**"  # the best row is chosen among completed steps
     notes = section(md, "Notes")

@@ -29,14 +29,14 @@ def test_a_clean_matrix_has_only_the_one_seed_warning(tmp_path):
     _, _, md = report(clean_pair(), tmp_path)
     warnings = section(md, "Warnings")
     assert warnings.count("- ⚠") == 1 and "one seed per step: no seed-noise estimate" in warnings
-    assert table_rows(md)[1] == ["V16", "RA", "**3.60**", "**4%**", "N/A"]
+    assert table_rows(md)[1] == ["V16", "RA", "**3.60**", "**+4.0%**", "N/A"]
     assert md.index("## Warnings") < md.index("## Results")  # at the top
 
 
 def test_ended_in_warmup_warns_marks_and_takes_the_verdict_away(tmp_path):
     coll, stats, md = report(clean_pair(warmup_iters=1000), tmp_path)
     assert "ended in warmup" in section(md, "Warnings") and "V16 (iteration 500 of 1000 warmup)" in md
-    assert table_rows(md)[1] == ["V16 ⚠", "RA", "3.60", "4% (no verdict)", "N/A"]
+    assert table_rows(md)[1] == ["V16 ⚠", "RA", "3.60", "+4.0% (no verdict)", "N/A"]
     assert no_bold(md)
     agg = aggregate(coll, stats).set_index("step")
     assert agg.loc["V16", "no_verdict"] == "warmup" and not agg["is_best"].any()
@@ -46,14 +46,14 @@ def test_warmup_on_the_baseline_takes_every_verdict_away(tmp_path):
     jobs = [Job("V0", "Baseline", 3.75, warmup_iters=1000), Job("V16", "RA", 3.60), Job("V17", "RA+", 3.70)]
     _, _, md = report(jobs, tmp_path)
     rows = table_rows(md)
-    assert rows[0][0] == "V0 ⚠" and rows[1][3] == rows[2][3].replace("1%", "4%") == "4% (no verdict)"
+    assert rows[0][0] == "V0 ⚠" and rows[1][3] == "+4.0% (no verdict)" and rows[2][3].endswith("% (no verdict)")
     assert no_bold(md)
 
 
 def test_fewer_than_three_evals(tmp_path):
     _, _, md = report(clean_pair(evals=2), tmp_path)
     assert "fewer than 3 evals: V16 (2)" in section(md, "Warnings")
-    assert table_rows(md)[1][3] == "4% (no verdict)"
+    assert table_rows(md)[1][3] == "+4.0% (no verdict)"
 
 
 def test_training_past_the_box(tmp_path):
@@ -99,7 +99,7 @@ def test_smoke_preset_is_a_pipeline_check_without_verdicts(tmp_path):
     coll, stats, md = report(jobs, tmp_path)
     assert md.startswith("# Pipeline check (smoke preset), not evidence about the architectures")
     assert "makes no verdicts" in md.split("## ")[0]
-    assert table_rows(md)[1][3] == "4% (no verdict)" and no_bold(md)
+    assert table_rows(md)[1][3] == "+4.0% (no verdict)" and no_bold(md)
     seeds = section(md, "Seeds and noise")
     assert "better" not in seeds and "worse" not in seeds
     # One job of another preset: a real comparison, the ordinary title.

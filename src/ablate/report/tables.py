@@ -140,7 +140,7 @@ def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
             if math.isnan(c.pct):
                 impr = "n/a"
             else:
-                impr = fmt_pct(c.pct)
+                impr = fmt_pct(c.pct, 1, plus=True)  # as in Progression: "+9.9%", not "10%"
                 block = _verdict_block(coll, step)
                 if block:
                     impr += " (no verdict)"
