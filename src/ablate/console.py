@@ -15,8 +15,15 @@ def emit(line: str) -> None:
     sink = _sink
     if sink is not None:
         sink(line)
-    else:
+        return
+    try:
         print(line, flush=True)
+    except (BrokenPipeError, ValueError):
+        # stdout was closed (`python -m ablate.matrix ... | head`): the jobs and the report matter
+        # more than our messages, so the matrix goes on quietly instead of dying mid-run.
+        from ablate.errors import exit_quietly_on_closed_pipe
+
+        exit_quietly_on_closed_pipe()
 
 
 def set_sink(sink: Optional[Callable[[str], None]]) -> Optional[Callable[[str], None]]:

@@ -243,3 +243,11 @@ def test_report_into_a_closed_pipe_exits_quietly(tmp_path):
     for extra in ([], ["--format", "csv"]):
         proc = _into_closed_pipe(["-m", "ablate.report", str(mdir), "--no-write", *extra], tmp_path)
         assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_matrix_messages_into_a_closed_pipe_do_not_stop_the_matrix(tmp_path):
+    code = ("import sys\nfrom ablate import console\n"
+            "for i in range(100):\n    console.emit('[ablate] a message line ' * 20)\n"
+            "print('the matrix went on', file=sys.stderr)\n")
+    proc = _into_closed_pipe(["-c", code], tmp_path)
+    assert proc.returncode == 0 and proc.stderr == "the matrix went on\n", proc.stderr
