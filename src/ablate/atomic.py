@@ -8,10 +8,52 @@ shards, metadata) goes through ``atomic_open``: a temporary file in the same dir
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Optional
+
+from ablate.errors import DiskFullError, UnwritableError
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen = 0
+    while exc is not None and seen < 10:
+        yield exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+
+
+def is_disk_full(exc: BaseException, directory: Optional[os.PathLike | str] = None) -> bool:
+    """Whether a failed write failed for lack of space.
+
+    torch.save reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]``
+    with no errno, so when the error itself does not say, an empty filesystem decides."""
+    if isinstance(exc, DiskFullError):
+        return True
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            return True
+        if any(t in str(e) for t in _FULL_TEXT):
+            return True
+    if directory is not None:
+        try:
+            st = os.statvfs(directory)
+            return st.f_bavail * st.f_frsize < 64 * 1024
+        except OSError:
+            return False
+    return False
+
+
+def disk_full_error(path: os.PathLike | str) -> DiskFullError:
+    return DiskFullError(f"no space left on device while writing {path}; free space there (or move "
+                         f"results_root) and resume")
 
 
 def _read_umask() -> int:
@@ -39,8 +81,15 @@ def atomic_open(path: os.PathLike | str, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not 'w' or 'wb'")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(path) from e
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST):
+            raise UnwritableError(f"cannot write {path}: {e.strerror}") from None
+        raise
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
@@ -48,9 +97,12 @@ def atomic_open(path: os.PathLike | str, mode: str = "wb") -> Iterator[IO]:
             os.fchmod(f.fileno(), _file_mode())
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = is_disk_full(e, path.parent)  # before unlinking: the temp file is what filled it
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full and not isinstance(e, DiskFullError):
+            raise disk_full_error(path) from e
         raise
 
 

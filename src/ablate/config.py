@@ -7,6 +7,8 @@ overrides. A job directory's ``config.yaml`` is loaded back through the same sch
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -218,6 +220,182 @@ class RunConfig:
     stdout is a terminal; job output then goes to <job>/train.log only. false: echo job output."""
 
 
+# --------------------------------------------------------------------------- validation
+#
+# One function per dataclass, each returning the problems it finds as "key=value must ..." lines.
+# ``validate_run`` calls them all once a job's config is composed (and when a stored config.yaml
+# is loaded back), before any directory is created: a value that would only fail hours later, or
+# inside torch, is refused here with the key that holds it.
+
+def _num(value: Any) -> Optional[float]:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _finite(name: str, value: Any, *, low: float = 0.0, strict: bool = True, none_ok: bool = False) -> list[str]:
+    """``value`` is a finite number > low (strict) or >= low; None only when ``none_ok``."""
+    if value is None:
+        return [] if none_ok else [f"{name}=null must be a number"]
+    v = _num(value)
+    if v is None or not math.isfinite(v):
+        return [f"{name}={value} must be a finite number"]
+    if (strict and v <= low) or (not strict and v < low):
+        return [f"{name}={value} must be {'>' if strict else '>='} {low:g}"]
+    return []
+
+
+def _count(name: str, value: Any, *, low: int = 1, none_ok: bool = False) -> list[str]:
+    """``value`` is an integer >= low; None only when ``none_ok``."""
+    if value is None:
+        return [] if none_ok else [f"{name}=null must be an integer"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        return [f"{name}={value!r} must be an integer"]
+    if value < low:
+        return [f"{name}={value} must be at least {low}"]
+    return []
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> list[str]:
+    return [] if value in allowed else [f"{name}={value!r} must be one of {', '.join(allowed)}"]
+
+
+def validate_budget(b: Any) -> list[str]:
+    out = _finite("budget.train_seconds", b.train_seconds, none_ok=True)
+    out += _count("budget.max_iters", b.max_iters, none_ok=True)
+    if b.train_seconds is None and b.max_iters is None:
+        out.append("budget.train_seconds and budget.max_iters are both unset; set one so the job ends")
+    out += _count("budget.eval_interval", b.eval_interval)
+    out += _count("budget.log_interval", b.log_interval)
+    out += _count("budget.checkpoint_interval_iters", b.checkpoint_interval_iters, none_ok=True)
+    out += _finite("budget.checkpoint_interval_seconds", b.checkpoint_interval_seconds)
+    out += _finite("budget.grace_seconds", b.grace_seconds, strict=False)
+    return out
+
+
+def validate_optim(o: Any) -> list[str]:
+    out = _finite("optim.lr", o.lr)
+    out += _finite("optim.min_lr", o.min_lr, strict=False)
+    if not out and float(o.min_lr) > float(o.lr):
+        out.append(f"optim.min_lr={o.min_lr} must not exceed optim.lr={o.lr}")
+    out += _count("optim.warmup_iters", o.warmup_iters, low=0)
+    out += _finite("optim.weight_decay", o.weight_decay, strict=False)
+    for key in ("beta1", "beta2"):
+        v = _num(getattr(o, key))
+        if v is None or not 0.0 <= v < 1.0:
+            out.append(f"optim.{key}={getattr(o, key)} must be in [0, 1)")
+    out += _finite("optim.eps", o.eps)
+    out += _finite("optim.grad_clip", o.grad_clip, strict=False)
+    out += _count("optim.tokens_per_iter", o.tokens_per_iter)
+    return out
+
+
+def validate_hardware(h: Any) -> list[str]:
+    out = _choice("hardware.device", h.device, ("auto", "cuda", "cpu"))
+    out += _count("hardware.nproc_per_node", h.nproc_per_node)
+    out += _count("hardware.gpus", h.gpus, none_ok=True)
+    out += _count("hardware.micro_batch", h.micro_batch)
+    out += _choice("hardware.precision", h.precision, ("auto", "bf16", "fp32"))
+    out += _count("hardware.threads", h.threads, none_ok=True)
+    return out
+
+
+LAUNCHERS = ("local", "slurm")
+
+
+def validate_launcher(launcher: Any) -> list[str]:
+    out = _choice("launcher.name", launcher.name, LAUNCHERS)
+    sl = launcher.slurm
+    out += _count("launcher.slurm.nodes", sl.nodes)
+    out += _count("launcher.slurm.gpus_per_node", sl.gpus_per_node, low=0, none_ok=True)
+    out += _count("launcher.slurm.cpus_per_task", sl.cpus_per_task)
+    out += _count("launcher.slurm.mem_gb", sl.mem_gb, none_ok=True)
+    out += _count("launcher.slurm.time_margin_min", sl.time_margin_min, low=0)
+    out += _count("launcher.slurm.signal_delay_s", sl.signal_delay_s, low=0)
+    out += _count("launcher.slurm.max_num_timeout", sl.max_num_timeout, low=0)
+    out += _count("launcher.slurm.array_parallelism", sl.array_parallelism)
+    return out
+
+
+def validate_data(d: Any) -> list[str]:
+    out = _count("data.val_windows", d.val_windows)
+    v = _num(d.val_fraction)
+    if v is None or not 0.0 < v < 1.0:
+        out.append(f"data.val_fraction={d.val_fraction} must be in (0, 1)")
+    out += _count("data.total_tokens", d.total_tokens, none_ok=True)
+    out += _count("data.shard_tokens", d.shard_tokens)
+    out += _count("data.workers", d.workers, none_ok=True)
+    out += _choice("data.verify", d.verify, ("quick", "full"))
+    return out
+
+
+def host_memory_bytes() -> Optional[int]:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def validate_model(m: Any) -> list[str]:
+    """Ranges (models.validate_config) and size: a model whose fp32 weights alone exceed this host's
+    memory is refused from its sizes, before anything builds it."""
+    from models import ModelConfigError
+    from models.config import estimate_params, to_model_config, validate_config
+
+    try:
+        mc = to_model_config(m)
+        validate_config(mc)
+    except ModelConfigError as e:
+        return [str(e)]
+    need = 4 * estimate_params(mc)
+    have = host_memory_bytes()
+    if have and need > have:
+        return [f"model sizes (n_layer={mc.n_layer}, n_embd={mc.n_embd}, block_size={mc.block_size}, "
+                f"vocab_size={mc.vocab_size}) give about {estimate_params(mc):,} parameters, "
+                f"{need / 2**30:.1f} GiB in fp32 before training starts, more than this machine's "
+                f"{have / 2**30:.1f} GiB of memory; lower them"]
+    return []
+
+
+def validate_run(cfg: Any) -> None:
+    """Every check above for one composed job; raises ConfigError with all problems on one line."""
+    problems: list[str] = []
+    problems += validate_budget(cfg.budget)
+    problems += validate_optim(cfg.optim)
+    problems += validate_hardware(cfg.hardware)
+    problems += validate_launcher(cfg.launcher)
+    problems += validate_data(cfg.data)
+    problems += validate_model(cfg.model)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:
+        problems.append(f"seed={cfg.seed} must be a non-negative integer below 2**63")
+    if not str(cfg.results_root or "").strip():
+        problems.append("results_root='' must name a folder")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _positive_seconds(value: str) -> bool:
+    v = _num(value)
+    return v is not None and math.isfinite(v) and v > 0
+
+
+ENVIRONMENT: dict[str, tuple[str, Any]] = {
+    "ABLATE_SMOKE_SECONDS": ("a positive number of seconds (the smoke preset's time box)", _positive_seconds),
+    "ABLATE_TRAIN_SYNC": ("one of auto, every, sparse", lambda v: v.strip().lower() in ("", "auto", "every", "sparse")),
+    "ABLATE_LOCKS": ("one of strict, warn", lambda v: v.strip().lower() in ("strict", "warn")),
+}
+"""Environment variables ablate reads, with what each must hold; checked before composing."""
+
+
+def check_environment() -> None:
+    """A set but unusable variable is one clear line, not an interpolation traceback later."""
+    for name, (what, ok) in ENVIRONMENT.items():
+        value = os.environ.get(name)
+        if value is not None and not ok(value):
+            raise ConfigError(f"environment variable {name}={value!r} must be {what}; fix or unset it")
+
+
 def register_configs() -> None:
     """Register the schema with Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
@@ -236,6 +414,10 @@ def load_job_config(path: Path | str) -> DictConfig:
         cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), loaded)
     except Exception as e:  # omegaconf raises several types; all mean "this file does not fit"
         raise ConfigError(f"{path}: does not match the config schema: {_one_line(e)}") from None
+    try:
+        validate_run(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return cfg  # type: ignore[return-value]
 
 

@@ -26,6 +26,14 @@ class PreflightError(AblateError):
     """One or more jobs of a matrix failed the checks made before any job trains."""
 
 
+class UnwritableError(AblateError):
+    """A place ablate must write to is read-only or not a directory; names the place."""
+
+
+class DiskFullError(AblateError):
+    """A write failed because the filesystem (or the user's quota) is full; names the file."""
+
+
 def die(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr and exit; the single-line form every CLI uses."""
     print(f"error: {message}", file=sys.stderr, flush=True)

@@ -361,24 +361,49 @@ def read_final_eval(path: os.PathLike | str) -> tuple[Optional[FinalEval], Optio
 
 
 class MetricsWriter:
-    """Appends one JSON object per line and flushes it, so a crash loses at most the line in flight."""
+    """Appends one JSON object per line, so a crash loses at most the line in flight.
+
+    A write that fails partway (disk full) is cut back to the last whole line, so the next append
+    never merges with a torn one and every line already written stays readable."""
 
     def __init__(self, path: os.PathLike | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._fd: Optional[int] = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        if end > 0 and os.pread(self._fd, 1, end - 1) != b"\n":
+            self._append(b"\n")  # a torn last line from a killed writer stays one (skipped) line
+
+    def _append(self, data: bytes) -> None:
+        from ablate.atomic import disk_full_error, is_disk_full
+
+        assert self._fd is not None, "metrics file is closed"
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except BaseException as e:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            if is_disk_full(e):
+                raise disk_full_error(self.path) from e
+            raise
 
     def write(self, record: dict) -> None:
-        self._file.write(to_json(record) + "\n")
-        self._file.flush()
+        self._append((to_json(record) + "\n").encode("utf-8"))
 
     def sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        if self._fd is not None:
+            os.fsync(self._fd)
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "MetricsWriter":
         return self
@@ -387,14 +412,42 @@ class MetricsWriter:
         self.close()
 
 
-def truncate_metrics_after(path: os.PathLike | str, iteration: int) -> None:
-    """Drop records past ``iteration`` (a resumed run re-logs them) and any torn last line."""
+def truncate_metrics_after(path: os.PathLike | str, iteration: int) -> list[str]:
+    """Drop records past ``iteration`` (a resumed run re-logs them), torn and unreadable lines.
+
+    Returns the problems found (lines dropped), for the caller to note once."""
     path = Path(path)
     if not path.is_file():
-        return
-    records, _ = read_metrics(path)
-    kept = [r for r in records if int(r.get("iter", 0)) <= iteration]
+        return []
+    records, problems = read_metrics(path)
+    kept = [r for r in records if r.get("iter", 0) <= iteration]
     atomic_write_text(path, "".join(to_json(r) + "\n" for r in kept))
+    return problems
+
+
+# Keys whose values must be numbers (or null, or the "nan"/"inf" strings of _clean).
+_INT_KEYS = ("iter", "tokens_seen")
+_NUM_KEYS = ("lr", "grad_norm", "train_seconds")
+_NUM_PREFIXES = ("loss/", "time/", "throughput/", "memory/", "gates/")
+
+
+def _record_problem(obj: dict) -> Optional[str]:
+    """Why a parsed metrics line cannot be used, or None. Readers must never crash on a value."""
+    for key in _INT_KEYS:
+        v = obj.get(key)
+        if key in obj and (isinstance(v, bool) or not isinstance(v, int)) and v is not None:
+            return f"{key!r} is {v!r}, not an integer"
+    if "iter" not in obj or obj["iter"] is None:
+        return "no 'iter'"
+    if "kind" in obj and not isinstance(obj["kind"], str):
+        return f"'kind' is {obj['kind']!r}, not a string"
+    for key, v in obj.items():
+        numeric = key in _NUM_KEYS or key.startswith(_NUM_PREFIXES)
+        if not numeric or v is None or isinstance(v, (list, dict)):  # per-head gates are lists
+            continue
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) or v in ("nan", "inf", "-inf")):
+            return f"{key!r} is {v!r}, not a number"
+    return None
 
 
 def read_metrics(path: os.PathLike | str) -> tuple[list[dict], list[str]]:
@@ -419,10 +472,14 @@ def read_metrics(path: os.PathLike | str) -> tuple[list[dict], list[str]]:
             where = "last line (truncated)" if lineno == len(lines) else f"line {lineno}"
             problems.append(f"{path}: {where} is not valid JSON; skipped")
             continue
-        if isinstance(obj, dict):
-            records.append(obj)
-        else:
+        if not isinstance(obj, dict):
             problems.append(f"{path}: line {lineno} is not a JSON object; skipped")
+            continue
+        why = _record_problem(obj)
+        if why:
+            problems.append(f"{path}: line {lineno}: {why}; skipped")
+            continue
+        records.append(obj)
     return records, problems
 
 
@@ -438,6 +495,9 @@ class Manifest:
     def __init__(self, path: os.PathLike | str, data: dict):
         self.path = Path(path)
         self.data = data
+        self.problems: list[str] = []  # entries skipped on load, one line each
+        self._unusable: list[Any] = []  # kept as they were when the file is rewritten
+        self.readonly = False  # a reader that must not write (another process holds the lock)
 
     @classmethod
     def create(cls, matrix_dir: os.PathLike | str, **fields: Any) -> "Manifest":
@@ -460,7 +520,31 @@ class Manifest:
         data = read_json(matrix_dir / MANIFEST)
         if not isinstance(data.get("jobs"), list):
             raise ResultsFormatError(f"{matrix_dir / MANIFEST}: has no 'jobs' list; the file is corrupt")
-        return cls(matrix_dir / MANIFEST, data)
+        manifest = cls(matrix_dir / MANIFEST, data)
+        good: list[dict] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(data["jobs"]):
+            why = _entry_problem(entry, seen)
+            if why:
+                manifest.problems.append(f"{matrix_dir / MANIFEST}: jobs[{i}] {why}; skipped")
+                manifest._unusable.append(entry)
+                continue
+            for key, default in (("status", PENDING), ("overrides", []), ("attempts", 0)):
+                entry.setdefault(key, default)
+            for key in ("attempts", "exit_code"):  # counters a writer does arithmetic with
+                v = entry.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                    manifest.problems.append(f"{matrix_dir / MANIFEST}: job {entry['name']} has {key}={v!r}, "
+                                             f"not an integer; ignored")
+                    entry[key] = 0 if key == "attempts" else None
+            if entry["status"] not in STATUSES:
+                manifest.problems.append(f"{matrix_dir / MANIFEST}: job {entry['name']} has unknown status "
+                                         f"{entry['status']!r}; treated as {PENDING}")
+                entry["status"] = PENDING
+            seen.add(entry["name"])
+            good.append(entry)
+        data["jobs"] = good
+        return manifest
 
     @property
     def dir(self) -> Path:
@@ -504,7 +588,32 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.data)
+        if self.readonly:
+            return
+        data = self.data
+        if self._unusable:
+            data = {**self.data, "jobs": self.data["jobs"] + self._unusable}
+        atomic_write_json(self.path, data)
+
+
+def _entry_problem(entry: Any, seen: set[str]) -> Optional[str]:
+    """Why a matrix.json job entry cannot be used, or None."""
+    if not isinstance(entry, dict):
+        return f"is {type(entry).__name__} {str(entry)[:40]!r}, not a job object"
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        return "has no 'name'"
+    try:
+        ok = sanitize_name(name) == name
+    except AblateError:
+        ok = False
+    if not ok:  # a name like '../x' would read or write outside the matrix directory
+        return f"has name {name!r}, which is not a plain directory name"
+    if name in seen:
+        return f"repeats job {name!r}"
+    if "overrides" in entry and not isinstance(entry["overrides"], list):
+        return f"({name}) has 'overrides' that is not a list"
+    return None
 
 
 # --------------------------------------------------------------------------- discovery for readers

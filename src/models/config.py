@@ -152,3 +152,12 @@ def validate_config(cfg: ModelConfig) -> None:
         cfg.init_from is None or cfg.init_from.strip() != "",
         "model.init_from='' must be a folder path or null",
     )
+
+
+def estimate_params(cfg: ModelConfig) -> int:
+    """Parameter count from the sizes alone (embeddings + blocks of the GPT-2 layout), so a caller
+    can refuse a model that will not fit before building it. Gates and low-rank extras are small
+    next to these and are left out."""
+    d, h = cfg.n_embd, cfg.mlp_hidden
+    per_layer = 4 * d * d + 4 * d + 2 * d * h + h + d + 4 * d
+    return cfg.vocab_size * d + cfg.block_size * d + cfg.n_layer * per_layer + 2 * d

@@ -103,9 +103,13 @@ def run(overrides: list[str], quiet: bool = False) -> str:
     if data.source in ("finewebedu", "files"):
         spec, out = prepare_target(data)
         prepare(out, spec, workers=data.workers, progress=not quiet)
+    from ablate.data.verify import verify_dataset
+
     ds = resolve_dataset(data, vocab_size)
     ValWindows(ds.val_path, block_size, int(data.val_windows))
-    return (f"{ds.describe()}\nready: one eval = {data.val_windows} windows x model.block_size "
+    checked = verify_dataset(ds, block_size, vocab_size, str(data.verify), data.cache_dir)
+    notes = "".join(f"\nnote: {n}" for n in checked.notes)
+    return (f"{ds.describe()}\n{checked.describe()}{notes}\nready: one eval = {data.val_windows} windows x model.block_size "
             f"{block_size}, token ids < model.vocab_size {vocab_size}")
 
 

@@ -72,3 +72,7 @@ class DataConfig:
     so one eval needs shard_tokens >= val_windows * block_size + 1."""
     workers: Optional[int] = None
     """prepare: tokenizer processes (None: cpu_count - 1, at least 1; 0: tokenize in-process)."""
+    verify: str = "quick"
+    """Before training, check each shard's sha256 against meta.json: quick hashes a shard once and
+    then trusts it while its size and mtime are unchanged; full hashes every shard every time.
+    The max token id of every shard is scanned either way."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ablate.errors import ConfigError
-from ablate.launch.job import EXIT_PREEMPTED, LaunchJob, describe_exit
+from ablate.launch.job import ATTEMPT_MARK, EXIT_PREEMPTED, LaunchJob, describe_exit
 from ablate.results import LOG, LOG_CAPTURED_ENV
 
 STOP_GRACE_S = 60.0
@@ -194,6 +194,7 @@ def _pump_output(proc: subprocess.Popen, job: LaunchJob, echo: bool, lock: threa
     tracebacks) and, prefixed with its name, to our stdout."""
     assert proc.stdout is not None
     with open(job.job_dir / LOG, "ab") as log:
+        log.write(f"{ATTEMPT_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         for raw in iter(proc.stdout.readline, b""):
             log.write(raw)
             log.flush()

@@ -467,9 +467,27 @@ def status(path: str) -> int:
     """Refresh matrix.json from Slurm and the job directories; print one line per job.
 
     Exit code: 0 every job completed, 3 some job is still queued or running, 1 otherwise."""
-    from tabulate import tabulate
+    from ablate.lock import LockHeld, LockUnavailable, lock_matrix
 
     manifest = _slurm_manifest(path)
+    try:
+        lock = lock_matrix(manifest.dir)
+    except (LockHeld, LockUnavailable) as e:  # a waiting runner writes matrix.json, or read-only: only show
+        say(f"note: {e.args[0].split(';')[0]}; showing the states without updating matrix.json")
+        lock = None
+        manifest.readonly = True
+    try:
+        if lock is not None:
+            manifest = _slurm_manifest(path)  # re-read under the lock
+        return _status(manifest)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _status(manifest: results.Manifest) -> int:
+    from tabulate import tabulate
+
     states = refresh(manifest)
     rows = []
     for job in manifest.jobs:
@@ -495,9 +513,15 @@ def status(path: str) -> int:
 
 def wait(path: str) -> int:
     """Wait for a queued matrix's Slurm jobs, then write the report (as the submitting run would)."""
+    from ablate.lock import lock_matrix
     from ablate.matrix.runner import _finish
 
-    manifest = _slurm_manifest(path)
+    _slurm_manifest(path)
+    with lock_matrix(path):
+        return _wait(_slurm_manifest(path), _finish)
+
+
+def _wait(manifest: results.Manifest, _finish) -> int:
     refresh(manifest)
     jobs = {j["name"]: str(j["slurm_job_id"]) for j in manifest.jobs
             if j.get("slurm_job_id") and j["status"] in (results.PENDING, results.RUNNING)}
@@ -526,6 +550,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return status(argv[1]) if argv[0] == "status" else wait(argv[1])
     except AblateError as e:
         die(str(e))
+    except KeyboardInterrupt:
+        die("interrupted; the Slurm jobs are not affected (status/wait again later)", code=130)
 
 
 if __name__ == "__main__":

@@ -193,6 +193,9 @@ def _main(argv: list[str]) -> int:
         return runner.run_new(jobs, argv)
     except AblateError as e:
         die(str(e))
+    except KeyboardInterrupt:
+        die("interrupted; no job was left half-written (a matrix directory, if one was created, "
+            "continues with resume=<matrix dir>)", code=130)
     except models.ModelConfigError as e:
         die(str(e))
 

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from ablate.config import register_configs
+from ablate.config import check_environment, register_configs, validate_run
 from ablate.errors import ConfigError
 
 _REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -140,6 +140,7 @@ def compose_job(overrides: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    check_environment()
     from ablate.matrix import schema
 
     register_configs()
@@ -213,6 +214,11 @@ def build_jobs(args: list[str], multirun: bool) -> list[JobSpec]:
         swept = {k: v for k, v in (_split(o) for o in overrides) if k in swept_keys}
         jobs.append(JobSpec(name="", overrides=overrides, cfg=cfg, swept=swept))
     _name_jobs(jobs)
+    for job in jobs:  # every value checked once, here, before any directory exists
+        try:
+            validate_run(job.cfg)
+        except ConfigError as e:
+            raise ConfigError(f"{e}" + (f" (job {job.name})" if len(jobs) > 1 else "")) from None
     return jobs
 
 

@@ -105,15 +105,22 @@ def check_hardware(cfg, gpus_available: int) -> list[str]:
     return []
 
 
-def check_data(cfg) -> list[str]:
+def check_data(cfg, progress: Optional[Callable[[str], None]] = None) -> list[str]:
     from ablate.data import ValWindows, final_val_windows, resolve_dataset
+    from ablate.data.verify import verify_dataset
 
     try:
         ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
         ValWindows(ds.val_path, int(cfg.model.block_size), int(cfg.data.val_windows))
         final_val_windows(ds.val_path, int(cfg.model.block_size), cfg.data.val_tokens, int(cfg.data.val_windows))
+        checked = verify_dataset(ds, int(cfg.model.block_size), int(cfg.model.vocab_size),
+                                 str(cfg.data.verify), cfg.data.cache_dir)
     except AblateError as e:
         return [str(e)]
+    if progress:
+        progress(f"data: {checked.describe()}")
+        for note in checked.notes:
+            progress(f"data: note: {note}")
     return []
 
 
@@ -181,15 +188,17 @@ def preflight(
         problems += check_budget(cfg)
         problems += check_hardware(cfg, gpus)
         problems += check_batch(cfg, world_size(cfg))
-        model_cfg = to_container(cfg.model)
-        key = repr(sorted(model_cfg.items()))
-        if key not in model_cache:
-            model_cache[key] = check_model(model_cfg)
-        problems += model_cache[key]
         dkey = repr(sorted(to_container(cfg.data).items())) + str(cfg.model.block_size) + str(cfg.model.vocab_size)
         if dkey not in data_cache:
-            data_cache[dkey] = check_data(cfg)
+            data_cache[dkey] = check_data(cfg, progress)
         problems += data_cache[dkey]
+        # Building the model is the costly check (a big step allocates its full weights): only
+        # when the cheap ones passed, so a wrong batch or missing data is reported in seconds.
+        model_cfg = to_container(cfg.model)
+        key = repr(sorted(model_cfg.items()))
+        if key not in model_cache and not problems:
+            model_cache[key] = check_model(model_cfg)
+        problems += model_cache.get(key, [])
         problems += out_problems
         if str(cfg.launcher.name) == "slurm":
             from ablate.launch.slurm import log_folder_problem

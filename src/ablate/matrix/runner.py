@@ -6,6 +6,7 @@ checkpoint and its stored config.yaml; completed jobs are never rerun or overwri
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 from pathlib import Path
@@ -15,8 +16,9 @@ from omegaconf import DictConfig
 
 from ablate import plugins, results
 from ablate.config import load_job_config
+from ablate.lock import DirLock, describe_holder, lock_job, lock_matrix, probe
 from ablate.errors import AblateError, ConfigError, PreflightError
-from ablate.launch.job import LaunchJob, job_outcome
+from ablate.launch.job import LaunchJob, job_outcome, record_in_summary
 from ablate.matrix.compose import JobSpec, config_yaml
 from ablate.matrix import progress
 from ablate.matrix.plan import format_plan
@@ -56,45 +58,70 @@ def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
         return 0
     if first.preflight:
         say(f"preflight: {len(jobs)} job(s): config, causality, data, output directory, devices, batch")
-        checks = preflight(jobs, root)
+        checks = preflight(jobs, root, progress=lambda m: say(m) if m.startswith("data:") else None)
         if not all(c.ok for c in checks):
             raise PreflightError(describe_failures(checks))
         say("preflight passed")
-    matrix_dir = results.new_matrix_dir(root)
-    manifest = results.Manifest.create(
-        matrix_dir,
-        command=["python", "-m", "ablate.matrix", *argv],
-        launcher=launcher,
-        order=_unique([j.step for j in jobs]),
-        baseline=None,
-    )
-    for job in jobs:
-        jd = results.JobDir(matrix_dir / job.name)
-        jd.path.mkdir()
-        results.atomic_write_text(jd.config, config_yaml(job.cfg))
-        manifest.add_job(job.name, job.overrides, step=job.step, seed=job.seed)
-    say(f"matrix directory: {matrix_dir}")
-    return _launch_and_report(manifest, {j.name: j.cfg for j in jobs})
+    lock: Optional[DirLock] = None
+    try:
+        with _deferred_interrupt():  # Ctrl-C waits until the directory is whole, so it is resumable
+            matrix_dir = results.new_matrix_dir(root)
+            try:
+                lock = lock_matrix(matrix_dir)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    matrix_dir.rmdir()
+                raise
+            manifest = results.Manifest.create(
+                matrix_dir,
+                command=["python", "-m", "ablate.matrix", *argv],
+                launcher=launcher,
+                order=_unique([j.step for j in jobs]),
+                baseline=None,
+            )
+            for job in jobs:
+                jd = results.JobDir(matrix_dir / job.name)
+                jd.path.mkdir()
+                results.atomic_write_text(jd.config, config_yaml(job.cfg))
+                manifest.add_job(job.name, job.overrides, step=job.step, seed=job.seed)
+        say(f"matrix directory: {matrix_dir}")
+        return _launch_and_report(manifest, {j.name: j.cfg for j in jobs})
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def run_resume(path: str) -> int:
-    manifest = results.Manifest.load(path)
-    cfgs: dict[str, DictConfig] = {}
-    for job in manifest.jobs:
-        jd = manifest.job_dir(job["name"])
-        if jd.is_done():
-            if job["status"] != results.COMPLETED:
-                manifest.update_job(job["name"], status=results.COMPLETED)
-            continue
-        cfgs[job["name"]] = load_job_config(jd.config)
-        plugins.load_for(cfgs[job["name"]])  # a plugin gone since the first run: one line, before any job
-    for name in sorted({str(c.tracker.name) for c in cfgs.values()}):
-        check_installed(name)
-    done = len(manifest.jobs) - len(cfgs)
-    say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
-    if not cfgs:
-        return _already_finished(manifest)
-    return _launch_and_report(manifest, cfgs)
+    results.Manifest.load(path)  # a clear error for a path that is not a matrix, before locking
+    with lock_matrix(path):
+        # Read under the lock: what another runner wrote up to its end is what we resume.
+        manifest = results.Manifest.load(path)
+        for problem in manifest.problems:
+            say(f"note: {problem}")
+        if not manifest.jobs:
+            raise ConfigError(f"{manifest.path}: lists no usable job entry; nothing to resume")
+        cfgs: dict[str, DictConfig] = {}
+        for job in manifest.jobs:
+            jd = manifest.job_dir(job["name"])
+            if jd.is_done():
+                if job["status"] != results.COMPLETED:
+                    manifest.update_job(job["name"], status=results.COMPLETED)
+                continue
+            if not jd.path.is_dir():
+                raise ConfigError(f"{jd.path}: job directory of {job['name']} is missing; cannot resume it")
+            holder = probe(jd.path)
+            if holder is not None:  # e.g. a job a killed runner left behind, still checkpointing
+                raise ConfigError(f"job {job['name']} of {manifest.dir} is still being run by "
+                                  f"{describe_holder(holder)}; wait for it to end and resume again")
+            cfgs[job["name"]] = load_job_config(jd.config)
+            plugins.load_for(cfgs[job["name"]])  # a plugin gone since the first run: one line, before any job
+        for name in sorted({str(c.tracker.name) for c in cfgs.values()}):
+            check_installed(name)
+        done = len(manifest.jobs) - len(cfgs)
+        say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
+        if not cfgs:
+            return _already_finished(manifest)
+        return _launch_and_report(manifest, cfgs)
 
 
 def _launch_and_report(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> int:
@@ -150,6 +177,7 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
 
     def on_end(job: LaunchJob, code: int, error: Optional[str]) -> None:
         status, error = job_outcome(manifest.job_dir(job.name), code, error)
+        record_in_summary(manifest.job_dir(job.name), status, error)
         manifest.update_job(job.name, status=status, ended=results.now_iso(), exit_code=code, error=error)
         say(f"end {job.name}: {status}" + (f" ({error})" if error and status != results.COMPLETED else ""))
 
@@ -223,6 +251,25 @@ def _already_finished(manifest: results.Manifest) -> int:
         _print_summary(report.read_text(encoding="utf-8"), report)
     say(f"{len(manifest.jobs)}/{len(manifest.jobs)} job(s) completed; nothing to run")
     return 0
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Hold SIGINT/SIGTERM back while a block runs, then act on them (as KeyboardInterrupt)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if got:
+        raise KeyboardInterrupt
 
 
 def _unique(items: list[str]) -> list[str]:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ablate import __version__
 from ablate import results as R
+from ablate.errors import UnwritableError
 from ablate.report import tables as T
 from ablate.report import warnings as W
 from ablate.report.matched import matched_section
@@ -177,10 +178,16 @@ def write_report(matrix_dirs: Union[PathLike, Iterable[PathLike]], baseline: Opt
             written = write_plots(coll, stats, where)
         text = render_markdown(coll, stats, where, written)
         R.atomic_write_text(where / R.REPORT, text)
-    except PermissionError as e:
+    except UnwritableError as e:
+        raise UnwritableError(f"{e}; pass --out DIR (a writable folder)") from None
+    except OSError as e:  # read-only results, --out under a file, a full disk: one line, not a traceback
+        from ablate.atomic import disk_full_error, is_disk_full
         from ablate.errors import AblateError
 
-        raise AblateError(f"cannot write the report into {where}: {e.strerror}; pass --out DIR") from None
+        if is_disk_full(e):
+            raise disk_full_error(where / R.REPORT) from None
+        raise AblateError(f"cannot write the report into {where}: {e.strerror or e}; pass --out DIR "
+                          f"(a writable folder)") from None
     return text
 
 

@@ -62,6 +62,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         text = run(argv)
     except AblateError as e:
         die(" ".join(str(e).split()))
+    except KeyboardInterrupt:
+        die("interrupted; nothing was changed", code=130)
     try:
         sys.stdout.write(text)
         sys.stdout.flush()

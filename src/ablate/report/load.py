@@ -375,6 +375,7 @@ def _jobs_of(matrix_dir: Path, notes: list[str]) -> tuple[list[tuple[R.JobDir, d
     """(job dir, manifest entry) pairs and the manifest data ({} when there is none)."""
     if R.is_matrix_dir(matrix_dir):
         manifest = R.Manifest.load(matrix_dir)
+        notes.extend(manifest.problems)
         return [(manifest.job_dir(j["name"]), j) for j in manifest.jobs], manifest.data
     pairs = [(jd, {}) for jd in R.iter_job_dirs(matrix_dir)]
     if pairs:

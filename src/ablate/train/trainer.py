@@ -62,7 +62,7 @@ import torch
 from ablate import plugins as plugins_mod
 from ablate import results
 from ablate.config import load_job_config, to_container
-from ablate.errors import AblateError, ConfigError
+from ablate.errors import AblateError, ConfigError, DiskFullError
 from ablate.results import JobDir, MetricsWriter
 from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
@@ -141,6 +141,7 @@ class Trainer:
         self.gates: dict = {}
         self.optim_record: Optional[dict] = None
         self.notes: list[str] = []
+        self._pending_log: list[str] = []
         self.last_eval_iter: Optional[int] = None
         self.plugins: dict = {}
         self.compiled = CompileResult(requested=False, compiled=False)  # set in setup
@@ -338,7 +339,11 @@ class Trainer:
         # Files (rank 0).
         if self.is_main:
             # From iteration 0 nothing of an earlier start is kept (its batch record would repeat).
-            results.truncate_metrics_after(self.jd.metrics, self.iter if self.iter > 0 else -1)
+            dropped = results.truncate_metrics_after(self.jd.metrics, self.iter if self.iter > 0 else -1)
+            if dropped:
+                note = f"{len(dropped)} unreadable metrics line(s) dropped on resume (first: {dropped[0]})"
+                self.notes.append(note)
+                self._pending_log = [f"note: {note}"]
             self.metrics = trackers.open_metrics(cfg, self.jd, MetricsWriter(self.jd.metrics), self.iter,
                                                  self._tracker_warning)
             if self.iter == 0:
@@ -411,6 +416,8 @@ class Trainer:
         b = cfg.budget
         self.log(f"budget: box {b.train_seconds}s of training | max_iters {b.max_iters} | "
                  f"schedule (warmup and decay) by {'iterations' if self.schedule.by_iters else 'elapsed training time'}")
+        for line in self._pending_log:
+            self.log(line)
         if self.resumed:
             self.log(f"resumed from checkpoint at iteration {self.iter} ({self.train_seconds:.1f}s of the box used; "
                      f"resume #{self.resumed})")
@@ -891,11 +898,21 @@ class Trainer:
                 return self.train()
             except _Stop:
                 return self.result
+        except DiskFullError as e:
+            self._record_failure(str(e), exit_code=EXIT_FAILED)
+            raise
         except AblateError as e:
             msg = " ".join(str(e).split())
             self._record_failure(msg, exit_code=EXIT_USER_ERROR)
             raise
-        except Exception:
+        except Exception as e:
+            from ablate.atomic import is_disk_full
+
+            if is_disk_full(e, self.jd.path):  # e.g. train.log or a torch write: name the cause
+                where = getattr(e, "filename", None) or self.jd.path
+                msg = f"no space left on device while writing {where}; free space there and resume"
+                self._record_failure(msg, exit_code=EXIT_FAILED)
+                raise DiskFullError(msg) from e
             self._record_failure(_tail(traceback.format_exc()), exit_code=EXIT_FAILED)
             raise
         finally:
@@ -985,15 +1002,34 @@ def run_job(job_dir: str | Path, *, rank: Optional[int] = None, world_size: Opti
     """
     jd = JobDir(Path(job_dir))
     dinfo = dist_mod.resolve(rank, world_size, local_rank)
-    if jd.is_done():
+    if not jd.path.is_dir():
+        raise ConfigError(f"{jd.path}: no such job directory")
+    # One process per job directory: rank 0 holds its lock for the whole job (the other ranks
+    # write nothing). A second trainer of the same job, from a second runner, a resume or by hand,
+    # is refused here before it reads or writes anything.
+    lock = None
+    if dinfo.is_main and not jd.is_done():
+        from ablate.lock import lock_job
+
+        lock = lock_job(jd.path)
+    try:
+        return _run_locked(jd, dinfo)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(jd: JobDir, dinfo: dist_mod.DistInfo) -> dict:
+    if jd.is_done():  # checked again under the lock: a DONE job is never retrained or rewritten
         if dinfo.is_main:
             print(f"{jd.path}: already complete (DONE exists); not retraining", flush=True)
         summary = jd.read_summary() or {}
         summary.update(exit_code=EXIT_COMPLETED, already_done=True)
         return summary
-    if not jd.path.is_dir():
-        raise ConfigError(f"{jd.path}: no such job directory")
-    summary = jd.read_summary() if jd.summary.is_file() else None
+    try:
+        summary = jd.read_summary() if jd.summary.is_file() else None
+    except AblateError:  # a damaged summary is rewritten by the run; it must not block a resume
+        summary = None
     if summary and summary.get("status") == results.COMPLETED:
         # Died between the completed summary and DONE: the result is measured; never retrain it.
         if dinfo.is_main:
@@ -1017,6 +1053,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = run_job(args.job_dir)
+    except DiskFullError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again to resume from the last checkpoint",
+              file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     except AblateError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
