@@ -324,6 +324,7 @@ def validate_data(d: Any) -> list[str]:
     if v is None or not 0.0 < v < 1.0:
         out.append(f"data.val_fraction={d.val_fraction} must be in (0, 1)")
     out += _count("data.total_tokens", d.total_tokens, none_ok=True)
+    out += _count("data.val_tokens", getattr(d, "val_tokens", None), none_ok=True)
     out += _count("data.shard_tokens", d.shard_tokens)
     out += _count("data.workers", d.workers, none_ok=True)
     out += _choice("data.verify", d.verify, ("quick", "full"))
