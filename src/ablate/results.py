@@ -212,8 +212,16 @@ def new_matrix_dir(root: os.PathLike | str, now: Optional[_dt.datetime] = None) 
     Two matrices started in the same second get ``..._2``, ``..._3``: ``mkdir`` without
     ``exist_ok`` is the atomic claim.
     """
+    from ablate.errors import UnwritableError
+
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+    except OSError as e:
+        raise UnwritableError(f"results_root {root} cannot hold matrix directories ({e.strerror}); "
+                              f"set results_root to a writable folder") from None
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d_%H%M%S")
     base = root / f"{MATRIX_PREFIX}{stamp}"
     for n in range(1, 10_000):
@@ -223,6 +231,9 @@ def new_matrix_dir(root: os.PathLike | str, now: Optional[_dt.datetime] = None) 
             return candidate
         except FileExistsError:
             continue
+        except OSError as e:
+            raise UnwritableError(f"cannot create {candidate} ({e.strerror}); set results_root to a writable "
+                                  f"folder") from None
     raise AblateError(f"could not create a new matrix directory under {root}")
 
 

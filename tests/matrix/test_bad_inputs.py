@@ -252,3 +252,14 @@ def test_read_only_results_report_elsewhere_and_resume_says_so(readonly_matrix, 
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not writable" in err
+
+
+@pytest.mark.parametrize("extra", [[], ["preflight=false"]])
+def test_results_root_under_a_file_is_one_line(extra, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as e:
+        main([*BASE, f"results_root={blocker}/results", *extra])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "results_root" in err

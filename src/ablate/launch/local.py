@@ -193,18 +193,46 @@ def _pump_output(proc: subprocess.Popen, job: LaunchJob, echo: bool, lock: threa
     """Copy a job's output to <job>/train.log (its one log: every rank's lines, warnings and
     tracebacks) and, prefixed with its name, to our stdout."""
     assert proc.stdout is not None
-    with open(job.job_dir / LOG, "ab") as log:
+    path = job.job_dir / LOG
+    try:
+        log = open(path, "ab")
         log.write(f"{ATTEMPT_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-        for raw in iter(proc.stdout.readline, b""):
-            log.write(raw)
-            log.flush()
-            if echo:
-                line = raw.decode("utf-8", errors="replace").rstrip("\n")
+    except OSError as e:
+        log = None
+        _say_once(lock, job, f"cannot write {path} ({e.strerror}); output only shown here")
+    for raw in iter(proc.stdout.readline, b""):
+        if log is not None:
+            try:
+                log.write(raw)
+                log.flush()
+            except OSError as e:
+                # A full disk must not stop the draining: the job would block on a full pipe.
+                _say_once(lock, job, f"cannot write {path} ({e.strerror}); output only shown here from now on")
                 try:
-                    with lock:
-                        print(f"[{job.name}] {line}", flush=True)
-                except (OSError, ValueError):
-                    # Our stdout went away (a closed pipe): keep draining into train.log, or the
-                    # job would block on a full pipe and stall until its wall limit.
-                    echo = False
+                    log.close()
+                except OSError:
+                    pass
+                log = None
+        if echo:
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            try:
+                with lock:
+                    print(f"[{job.name}] {line}", flush=True)
+            except (OSError, ValueError):
+                # Our stdout went away (a closed pipe): keep draining into train.log, or the
+                # job would block on a full pipe and stall until its wall limit.
+                echo = False
+    if log is not None:
+        try:
+            log.close()
+        except OSError:
+            pass
     proc.stdout.close()
+
+
+def _say_once(lock: threading.Lock, job: LaunchJob, message: str) -> None:
+    try:
+        with lock:
+            print(f"[ablate] {job.name}: warning: {message}", flush=True)
+    except (OSError, ValueError):
+        pass
