@@ -6,7 +6,7 @@
 Parts, each a subprocess with its own time limit (one failure does not hide the others; the files
 are rewritten after every part, so a run cut short still leaves what it measured):
 
-1. ``bench``: benchmarks/bench_gpu.py for V0, V16, V17, V18 at the seed's shapes (GPT-2 124M,
+1. ``bench``: benchmarks/bench_gpu.py for V0, V16, V17, V18 at the R-MLP validation table's shapes (GPT-2 124M,
    block 1024, micro-batch 8, 8 micro-steps = 65,536 tokens per iteration, bf16, compile, fused
    AdamW, dropout 0): tokens/s, MFU against the device's dense bf16 peak, peak memory, step time
    against V0, dynamo graphs and graph breaks, the attention kernel that ran; the top kernels of
