@@ -95,7 +95,8 @@ def test_wandb_offline_run_files_equal_metrics(tmp_path, monkeypatch):
         which = rec.WhichOneof("record_type")
         if which == "history":
             items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
-            step = items.pop("_step")
+            step = items.pop("iter")  # the x-axis; W&B's _step counts log calls
+            assert (step, "iter") not in got
             got.update({(k, step): v for k, v in items.items() if not k.startswith("_")})
         elif which == "run":
             run = rec.run
@@ -187,3 +188,26 @@ def test_tracker_group_lists_its_options(tmp_path, capsys):
         main(["experiment=smoke", "tracker=tensorbord", f"results_root={tmp_path}"])
     err = capsys.readouterr().err
     assert "mlflow" in err and "tensorboard" in err and "wandb" in err and "none" in err
+
+
+def test_a_hanging_tracker_never_stalls_training(tmp_path, monkeypatch):
+    release = __import__("threading").Event()
+
+    class Hangs(trackers.Tracker):
+        def __init__(self, *a, **k):
+            pass
+
+        def log(self, step, vals):
+            release.wait(60)  # a tracking server that does not answer
+
+    monkeypatch.setattr(trackers, "TensorBoardTracker", Hangs)
+    monkeypatch.setattr(trackers, "check_installed", lambda name: None)
+    monkeypatch.setattr(trackers.TrackedMetrics, "WAIT_S", 0.2)
+    job = make_job(tmp_path, "V0", tracker__name="tensorboard")
+    try:
+        s = run_job(job)
+    finally:
+        release.set()
+    assert s["status"] == "completed"
+    assert [r["iter"] for r in records(job, "train")] == list(range(1, 13))
+    assert any("tracker tensorboard did not keep up" in n for n in s["notes"])

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -106,12 +108,22 @@ class WandbTracker(Tracker):
             dir=str(folder), mode=cfg.tracker.mode, id=run_id, resume="allow",
             settings=wandb.Settings(console="off", silent=True),
         )
+        # The iteration is an ordinary value and the x-axis of every chart; W&B's own step only
+        # counts log calls. So a train and an eval record of one iteration are two rows, never a
+        # merge, and a resumed job's re-logged iterations are kept instead of dropped as "old steps".
+        self.run.define_metric("iter")
+        self.run.define_metric("*", step_metric="iter")
 
     def log(self, step: int, vals: dict[str, float]) -> None:
-        self.run.log(vals, step=step)
+        self.run.log({"iter": step, **vals})
 
     def close(self, status: str) -> None:
+        import wandb
+
         self.run.finish(exit_code=0 if status == results.COMPLETED else 1)
+        # finish() can return before W&B's service has written everything; teardown waits for it
+        # (at process exit it runs anyway, but run_job also runs in-process: Slurm tasks, tests).
+        wandb.teardown()
 
 
 class MlflowTracker(Tracker):
@@ -163,8 +175,20 @@ def _flat(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield key, v
 
 
+_STOP = object()
+
+
 class TrackedMetrics:
-    """metrics.jsonl first, then the tracker; a tracker failure switches the tracker off, only."""
+    """metrics.jsonl first, then the tracker; a tracker failure switches the tracker off, only.
+
+    The tracker is opened here (setup, outside the time box) but fed by a worker thread: a slow
+    or hanging backend (an HTTP tracking server that retries for minutes) never stalls an
+    iteration. ``sync`` (at checkpoints) waits a bounded time for the worker to catch up; a
+    backlog beyond ``MAX_BACKLOG`` records is dropped with one warning rather than blocking.
+    """
+
+    MAX_BACKLOG = 10_000
+    WAIT_S = 30.0
 
     def __init__(self, writer: results.MetricsWriter, jd: results.JobDir, name: str,
                  opener: Callable[[], Tracker], warn: Callable[[str], None]):
@@ -173,45 +197,94 @@ class TrackedMetrics:
         self.name = name
         self.warn = warn
         self.tracker: Optional[Tracker] = None
+        self._dropped = 0
         self._guard("start", lambda: setattr(self, "tracker", opener()))
+        self._queue: queue.Queue = queue.Queue(maxsize=self.MAX_BACKLOG)
+        self._thread: Optional[threading.Thread] = None
+        if self.tracker is not None:
+            self._thread = threading.Thread(target=self._work, name=f"ablate-tracker-{name}", daemon=True)
+            self._thread.start()
 
     def _guard(self, what: str, fn: Callable[[], Any]) -> None:
         try:
             fn()
         except BaseException as e:  # noqa: BLE001 - a tracker must not end training, whatever it raises
-            if isinstance(e, KeyboardInterrupt):
+            if isinstance(e, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
                 raise
             self.tracker = None
             msg = " ".join(str(e).split())[:300]
             self.warn(f"tracker {self.name} failed at {what} ({type(e).__name__}: {msg}); it is off for the "
                       f"rest of this job; training and metrics.jsonl are unaffected")
 
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, threading.Event):  # a flush request: everything before it is sent
+                tracker = self.tracker
+                if tracker is not None:
+                    self._guard("flush", tracker.flush)
+                item.set()
+                continue
+            step, vals = item
+            tracker = self.tracker
+            if tracker is not None:
+                self._guard(f"iteration {step}", lambda: tracker.log(step, vals))
+
     def write(self, record: dict) -> None:
         self.writer.write(record)
-        if self.tracker is not None:
-            tracker = self.tracker
-            step = int(record.get("iter") or 0)
-            vals = dict(values(record))
-            self._guard(f"iteration {step}", lambda: tracker.log(step, vals))
+        if self.tracker is None:
+            return
+        try:
+            self._queue.put_nowait((int(record.get("iter") or 0), dict(values(record))))
+        except queue.Full:
+            self._dropped += 1
+            if self._dropped == 1:
+                self.warn(f"tracker {self.name} is falling behind ({self.MAX_BACKLOG} records queued); records "
+                          "are dropped for it until it catches up; metrics.jsonl is complete")
+
+    def _wait(self, timeout: float) -> bool:
+        """Wait until the worker has handled everything queued so far; False if it did not in time."""
+        if self._thread is None or not self._thread.is_alive():
+            return True
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
 
     def sync(self) -> None:
         self.writer.sync()
-        if self.tracker is not None:
-            self._guard("flush", self.tracker.flush)
+        if self.tracker is not None and not self._wait(self.WAIT_S):
+            self.warn(f"tracker {self.name} did not keep up within {self.WAIT_S:.0f} s; training goes on")
 
     def close(self) -> None:
         self.writer.close()
-        if self.tracker is not None:
-            tracker = self.tracker
-            self.tracker = None
-            try:
-                status = (self.jd.read_summary() or {}).get("status") or results.RUNNING
-            except Exception:
-                status = results.RUNNING
-            try:
-                tracker.close(status)
-            except Exception as e:  # noqa: BLE001
-                self.warn(f"tracker {self.name} failed at close ({type(e).__name__}: {e}); metrics.jsonl is complete")
+        if self._thread is None:
+            return
+        finished = self._wait(self.WAIT_S)
+        try:
+            self._queue.put(_STOP, timeout=1.0)
+        except queue.Full:
+            pass
+        self._thread.join(timeout=1.0 if finished else 0.0)
+        tracker, self.tracker = self.tracker, None
+        if tracker is None:
+            return
+        if not finished:
+            self.warn(f"tracker {self.name} did not send its last records within {self.WAIT_S:.0f} s; "
+                      "metrics.jsonl is complete")
+            return
+        try:
+            status = (self.jd.read_summary() or {}).get("status") or results.RUNNING
+        except Exception:
+            status = results.RUNNING
+        try:
+            tracker.close(status)
+        except Exception as e:  # noqa: BLE001
+            self.warn(f"tracker {self.name} failed at close ({type(e).__name__}: {e}); metrics.jsonl is complete")
 
 
 def open_metrics(cfg, jd: results.JobDir, writer: results.MetricsWriter, start_iter: int,
