@@ -280,6 +280,11 @@ def validate_optim(o: Any) -> list[str]:
     if not out and float(o.min_lr) > float(o.lr):
         out.append(f"optim.min_lr={o.min_lr} must not exceed optim.lr={o.lr}")
     out += _count("optim.warmup_iters", o.warmup_iters, low=0)
+    frac = getattr(o, "warmup_fraction", None)
+    if frac is not None:
+        v = _num(frac)
+        if v is None or not math.isfinite(v) or not 0.0 <= v < 1.0:
+            out.append(f"optim.warmup_fraction={frac} must be in [0, 1) (a share of the box)")
     out += _finite("optim.weight_decay", o.weight_decay, strict=False)
     for key in ("beta1", "beta2"):
         v = _num(getattr(o, key))

@@ -168,6 +168,9 @@ def _main(argv: list[str]) -> int:
         from ablate.matrix import runner
         from ablate.matrix.compose import build_jobs, config_yaml
 
+        from ablate.config import check_environment
+
+        check_environment()  # resume= composes nothing, so check here too
         overrides, multirun, show_cfg = parse_argv(argv)
         resume = [o for o in overrides if o.startswith("resume=")]
         if resume:

@@ -287,8 +287,20 @@ def status(path: str) -> int:
     manifest = results.Manifest.load(path)
     if manifest.data.get("launcher") == "slurm":
         from ablate.launch.slurm import refresh
+        from ablate.lock import LockHeld, LockUnavailable, lock_matrix
 
-        refresh(manifest)  # Slurm's view first: a job that ended there is not shown as running
+        try:  # refresh writes matrix.json: only as its one writer, else show Slurm's view unsaved
+            lock = lock_matrix(manifest.dir)
+        except (LockHeld, LockUnavailable):
+            lock = None
+            manifest.readonly = True
+        try:
+            if lock is not None:
+                manifest = results.Manifest.load(path)
+            refresh(manifest)  # Slurm's view first: a job that ended there is not shown as running
+        finally:
+            if lock is not None:
+                lock.release()
     progress = read(manifest)
     print(f"matrix {manifest.dir}")
     for line in render(progress, width=10_000, all_jobs=True):
