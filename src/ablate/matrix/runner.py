@@ -109,11 +109,14 @@ def run_resume(path: str) -> int:
                 continue
             if not jd.path.is_dir():
                 raise ConfigError(f"{jd.path}: job directory of {job['name']} is missing; cannot resume it")
-            holder = probe(jd.path)
-            if holder is not None:  # e.g. a job a killed runner left behind, still checkpointing
+            cfgs[job["name"]] = load_job_config(jd.config)
+            # A Slurm task that holds its job is still active there: submit_matrix waits for it
+            # instead of resubmitting. Locally, a holder is a process no runner of ours controls
+            # (e.g. a job a killed runner left behind, still checkpointing): refuse.
+            holder = probe(jd.path) if str(cfgs[job["name"]].launcher.name) != "slurm" else None
+            if holder is not None:
                 raise ConfigError(f"job {job['name']} of {manifest.dir} is still being run by "
                                   f"{describe_holder(holder)}; wait for it to end and resume again")
-            cfgs[job["name"]] = load_job_config(jd.config)
             plugins.load_for(cfgs[job["name"]])  # a plugin gone since the first run: one line, before any job
         for name in sorted({str(c.tracker.name) for c in cfgs.values()}):
             check_installed(name)
