@@ -34,7 +34,9 @@ from typing import Any, Iterable, Iterator, Optional
 from ablate.atomic import atomic_open, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from ablate.errors import AblateError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: summary.json has "causality" and status may be "leaked". Readers accept 1 and 2."""
+READABLE_VERSIONS = (1, 2)
 
 MATRIX_PREFIX = "test_matrix_results_"
 MANIFEST = "matrix.json"
@@ -52,6 +54,7 @@ CHECKPOINT = "checkpoint.pt"
 DONE = "DONE"
 FINAL_EVAL = "final_eval.json"
 SBATCH = "submission.sbatch"
+CAUSALITY = "causality.json"
 
 # Job status values, in summary.json and matrix.json.
 PENDING = "pending"
@@ -60,7 +63,9 @@ COMPLETED = "completed"
 FAILED = "failed"
 # Stopped on a signal after checkpointing (preempted, time limit, Ctrl-C): resumable, not failed.
 INTERRUPTED = "interrupted"
-STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, INTERRUPTED)
+# Trained to the end, but its trained weights failed the causality recheck: excluded from comparisons.
+LEAKED = "leaked"
+STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, INTERRUPTED, LEAKED)
 
 # Keys summary.json always carries (values may be null while unknown).
 SUMMARY_KEYS = (
@@ -90,6 +95,7 @@ SUMMARY_KEYS = (
     "gates",
     "error",
     "failed_iter",
+    "causality",
 )
 
 
@@ -268,6 +274,7 @@ class JobDir:
     done = property(lambda self: self.path / DONE)
     final_eval = property(lambda self: self.path / FINAL_EVAL)
     sbatch = property(lambda self: self.path / SBATCH)
+    causality = property(lambda self: self.path / CAUSALITY)
 
     def is_done(self) -> bool:
         return self.done.is_file()
@@ -366,6 +373,59 @@ def read_final_eval(path: os.PathLike | str) -> tuple[Optional[FinalEval], Optio
     fp = data.get("val_fingerprint")
     return FinalEval(mean, values, block, fp if isinstance(fp, str) else None, _int(data.get("iter")),
                      _int(data.get("tokens_seen")), _int(data.get("periodic_windows"))), None
+# --------------------------------------------------------------------------- causality records
+
+# What the report says about a job's causality (causality_state).
+CHECKED = "checked"          # preflight passed on the job's model config and the trained weights passed
+UNCHECKED = "unchecked"      # preflight=false: the model was never checked before training
+TRAINED_UNCHECKED = "trained weights unchecked"  # preflight passed, the trained recheck did not run (yet)
+UNRECORDED = "no causality record"  # results written before format 2, or a summary without the key
+CAUSALITY_STATES = (CHECKED, UNCHECKED, TRAINED_UNCHECKED, UNRECORDED, LEAKED)
+
+
+def write_causality_init(jd: "JobDir", record: Optional[dict]) -> None:
+    """The matrix runner's preflight record for this job (None: preflight=false), read by the
+    trainer into summary.json's "causality"."""
+    atomic_write_json(jd.causality, {"init": record, "preflight": record is not None})
+
+
+def read_causality_init(jd: "JobDir") -> Optional[dict]:
+    """The preflight record the runner left in the job directory, or None (not checked)."""
+    if not jd.causality.is_file():
+        return None
+    init = read_json(jd.causality).get("init")
+    return init if isinstance(init, dict) else None
+
+
+def causality_entry(init: Optional[dict], trained: Optional[dict] = None,
+                    resume: Optional[list] = None) -> dict:
+    """summary.json's "causality": {"init", "trained", "checked", "resume_checks"}."""
+    return {
+        "init": init,
+        "trained": trained,
+        "checked": bool(init is not None and init.get("ok") is True),
+        "resume_checks": list(resume or []),
+    }
+
+
+def causality_state(summary: Optional[dict]) -> str:
+    """One of CAUSALITY_STATES for a job's summary (None or old format: UNRECORDED)."""
+    if not summary:
+        return UNRECORDED
+    if summary.get("status") == LEAKED:
+        return LEAKED
+    c = summary.get("causality")
+    if not isinstance(c, dict):
+        return UNRECORDED
+    records = [c.get("init"), c.get("trained"), *(c.get("resume_checks") or [])]
+    if any(isinstance(r, dict) and r.get("ok") is False for r in records):
+        return LEAKED
+    if not c.get("checked") or not isinstance(c.get("init"), dict):
+        return UNCHECKED
+    trained = c.get("trained")
+    if not isinstance(trained, dict) or trained.get("ok") is not True:
+        return TRAINED_UNCHECKED
+    return CHECKED
 
 
 # --------------------------------------------------------------------------- metrics.jsonl

@@ -47,6 +47,9 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
             assert f.is_file(), f
         s = jd.read_summary()
         assert s["status"] == "completed" and s["step"] == name and s["iterations"] > 0
+        c = s["causality"]  # checked by the preflight at the job's shapes and again on the trained weights
+        assert c["checked"] is True and c["init"]["ok"] is True and c["trained"]["ok"] is True
+        assert c["init"]["shapes"] == [[3, 63], [3, 64]] and c["trained"]["weights"] == "trained"
     assert "RA + R-MLP" in (mdir / "V18" / "config.yaml").read_text()
     report = (mdir / results.REPORT).read_text()
     for row in ("| V0", "| V16", "| V17", "| V18"):
@@ -77,6 +80,7 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in mdir.rglob("*") if p.is_file()}
     assert after == before
     assert "| V18" in capsys.readouterr().out  # the summary is printed again
+    assert "causality V0: causal, 10 probe(s)" in out  # the preflight prints each config's cost
 
 
 def test_a_failing_job_is_isolated_and_the_matrix_exits_nonzero(tmp_path, capsys):

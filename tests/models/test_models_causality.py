@@ -1,4 +1,5 @@
-"""check_causal: every step passes; deliberately leaking models are caught."""
+"""check_causal: every step passes; deliberately leaking models are caught. The zoo of leaks that
+hide (tests/causality) checks the probes one by one."""
 
 from __future__ import annotations
 
@@ -57,18 +58,25 @@ def test_all_steps_are_causal(step, dropout, make):
     m = make(step, dropout=dropout)
     report = check_causal(m)
     assert report.ok, report.message
-    assert report.max_leak <= report.threshold and report.leaking_positions == []
-    assert report.positions == [1, 8, 15] and report.sensitive
+    assert report.max_leak == 0.0 and report.leaking_positions == []  # exact: bit-identical logits, zero gradients
+    assert report.sensitive and report.planned == len(report.probes) == 10
+    # block 16: a short odd length (15) and the block; cuts from the start to the last pair
+    assert report.shapes == [[3, 15], [3, 16]]
+    assert report.positions[0] == 0 and report.positions[-1] == 14 and len(report.positions) >= 8
+    assert {(p.method, p.mode) for p in report.probes} == {(m, mode) for m in ("gradient", "perturbation")
+                                                           for mode in ("train", "eval")}
+    assert {p.precision for p in report.probes if p.method == "perturbation"} == {"fp32", "bf16"}
+    assert {p.weights for p in report.probes} == {"given", "random"}
     assert report.message.startswith("causal")
 
 
 @pytest.mark.parametrize(
     "component,name,cls,expected",
     [
-        ("attention", "bidirectional", BidirectionalAttention, [1, 8, 15]),
-        ("attention", "off_by_one", OffByOneAttention, [1, 8, 15]),
-        ("attention", "train_only_leak", TrainOnlyLeakAttention, [1, 8, 15]),
-        ("mlp", "future_mixing", FutureMixingMLP, [1, 8, 15]),
+        ("attention", "bidirectional", BidirectionalAttention, [0, 7, 8]),
+        ("attention", "off_by_one", OffByOneAttention, [0, 7, 8]),
+        ("attention", "train_only_leak", TrainOnlyLeakAttention, [0, 7, 8]),
+        ("mlp", "future_mixing", FutureMixingMLP, [0, 7, 8]),
     ],
 )
 def test_leaks_are_caught(component, name, cls, expected, make, monkeypatch):
@@ -77,7 +85,8 @@ def test_leaks_are_caught(component, name, cls, expected, make, monkeypatch):
     m = make("V0", **{component: name})
     report = check_causal(m)
     assert not report.ok and not bool(report)
-    assert report.leaking_positions == expected
+    assert report.leaking_positions == expected  # the first pass's cuts: it stops at the first failure
+    assert len(report.probes) == 1 and report.probes[0].method == "gradient"
     assert report.max_leak > report.threshold
     assert report.message.startswith("model is not causal")
 
@@ -85,8 +94,10 @@ def test_leaks_are_caught(component, name, cls, expected, make, monkeypatch):
 def test_off_by_one_leak_is_only_at_the_previous_position(make, monkeypatch):
     monkeypatch.setitem(models.ATTENTION, "off_by_one", OffByOneAttention)
     m = make("V0", attention="off_by_one", n_layer=1)
-    # with one layer, perturbing t moves position t - 1 only: t = 5 leaks, positions < 4 do not
-    assert check_causal(m, positions=[5]).leaking_positions == [5]
+    # with one layer, position i sees i + 1 only: every cut leaks (its last position sees the next)
+    assert check_causal(m, positions=[5, 9, 12]).leaking_positions == [5, 9, 12]
+    r = check_causal(m, positions=[5, 9, 12], methods=("perturbation",), stop_early=False)
+    assert r.leaking_positions == [5, 9, 12] and all(not p.ok for p in r.probes)
 
 
 def test_leak_in_train_mode_only_is_caught_and_mode_restored(make, monkeypatch):
@@ -121,16 +132,47 @@ class IgnoresInput(torch.nn.Module):
 
 
 def test_a_model_that_ignores_its_input_does_not_pass():
-    report = check_causal(IgnoresInput())
+    m = IgnoresInput()
+    m.transformer = torch.nn.Module()
+    m.transformer.wte = torch.nn.Embedding(10, 4)  # present but unused: the gradient probe sees no path
+    report = check_causal(m)
     assert not report.ok and not report.sensitive and report.leaking_positions == []
     assert "vacuous" in report.message
+    report = check_causal(m, methods=("perturbation",))
+    assert not report.ok and not report.sensitive and "vacuous" in report.message
 
 
-def test_positions_are_validated(make):
+def test_positions_and_arguments_are_validated(make):
     m = make()
-    with pytest.raises(ValueError, match=r"position 0 must be in \[1, 15\]"):
-        check_causal(m, positions=[0])
-    with pytest.raises(ValueError, match=r"position 16 must be in \[1, 15\]"):
-        check_causal(m, positions=[16])
+    with pytest.raises(ValueError, match=r"position -1 must be in \[0, 14\]"):
+        check_causal(m, positions=[-1])
+    with pytest.raises(ValueError, match=r"position 15 must be in \[0, 14\]"):
+        check_causal(m, positions=[15])
+    with pytest.raises(ValueError, match=r"batch=2 must be >= 3"):
+        check_causal(m, batch=2)
+    with pytest.raises(ValueError, match=r"precision 'fp16'"):
+        check_causal(m, precisions=("fp16",))
     r = check_causal(m, positions=[3, 4], seq_len=8)
-    assert r.ok and r.positions == [3, 4]
+    assert r.ok and r.positions == [3, 4] and r.shapes == [[3, 8]]
+
+
+def test_the_check_leaves_weights_flags_and_the_rng_as_they_were(make):
+    m = make("V17", dropout=0.1)  # V17 has frozen parameters (requires_grad False)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    flags = [p.requires_grad for p in m.parameters()]
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    report = check_causal(m)
+    assert report.ok and torch.equal(torch.rand(3), expected)  # a resumed job trains on identically
+    assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())  # random weights live in a copy
+    assert flags == [p.requires_grad for p in m.parameters()]
+
+
+def test_the_record_has_the_documented_keys(make):
+    rec = check_causal(make("V16")).to_record()
+    assert {"ok", "method", "shapes", "positions", "max_leak", "seconds", "message", "probes"} <= set(rec)
+    assert rec["ok"] is True and rec["method"] == "gradient+perturbation" and rec["max_leak"] == 0.0
+    assert {"method", "weights", "mode", "precision", "shape", "positions", "max_leak", "ok"} <= set(rec["probes"][0])
+    import json
+    json.dumps(rec)  # plain JSON for summary.json

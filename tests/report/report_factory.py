@@ -45,10 +45,9 @@ class Job:
     experiment: Optional[str] = None         # config.yaml experiment (smoke: a pipeline check)
     flops_per_token: Optional[float] = None  # env.json
     gate_shares: Optional[dict] = None       # summary.json gate_shares
-    # Issue 11's record (summary.json "causality"); None: the run has none.
-    causality: Optional[dict] = field(default_factory=lambda: {
-        "init": {"ok": True, "method": "perturb", "max_leak": 0.0, "seconds": 0.1},
-        "trained": {"ok": True, "method": "perturb", "max_leak": 0.0, "seconds": 0.1}, "checked": True})
+    # summary.json "causality": a kind for causality_record ("checked" | "unchecked" | "leaked"),
+    # a dict written as is, or None (the run has none).
+    causality: Any = "checked"
 
     def __post_init__(self) -> None:
         if self.window_losses is not None:
@@ -132,7 +131,8 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
             "gates": gates, "error": job.error, "failed_iter": job.failed_iter,
         }
         if job.causality is not None:
-            summary["causality"] = job.causality
+            summary["causality"] = (causality_record(job.causality) if isinstance(job.causality, str)
+                                    else job.causality)
         if job.gate_shares is not None:
             summary["gate_shares"] = job.gate_shares
         summary.update(job.summary_overrides)
@@ -140,6 +140,21 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
     if job.done if job.done is not None else job.status == R.COMPLETED:
         jd.mark_done()
     return jd
+
+
+def causality_record(kind: str) -> dict:
+    """summary.json's "causality" as the runner and trainer write it (docs/results-format.md)."""
+    def rec(ok: bool) -> dict:
+        return {"ok": ok, "method": "gradient+perturbation", "shapes": [[3, 129], [3, 1024]],
+                "positions": [0, 63, 64, 1022], "max_leak": 0.0 if ok else 0.23, "seconds": 12.5,
+                "message": "causal" if ok else "model is not causal: ..."}
+    if kind == "checked":
+        return R.causality_entry(rec(True), rec(True))
+    if kind == "unchecked":
+        return R.causality_entry(None, rec(True))
+    if kind == "leaked":
+        return R.causality_entry(rec(True), rec(False))
+    raise ValueError(kind)
 
 
 def make_matrix(root: Path, jobs: list[Job], name: str = "test_matrix_results_20251111_170325",

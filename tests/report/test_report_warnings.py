@@ -91,7 +91,8 @@ def test_leaked_status_warns_and_has_no_verdict(tmp_path):
     jobs = clean_pair() + [Job("V17", "RA+", 3.3, status="leaked", done=False)]
     _, _, md = report(jobs, tmp_path)
     assert "failed the causality check after training" in section(md, "Warnings")
-    assert table_rows(md)[2][0] == "V17 ⚠" and "no verdict" in table_rows(md)[2][3]
+    # no verdict: its improvement is not shown at all (issue 11), and it is not bold
+    assert table_rows(md)[2][0] == "V17 ⚠" and table_rows(md)[2][3] == "not shown (V17 leaked)"
 
 
 def test_smoke_preset_is_a_pipeline_check_without_verdicts(tmp_path):

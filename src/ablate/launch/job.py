@@ -96,14 +96,17 @@ class LaunchJob:
 
 
 def job_outcome(jd: results.JobDir, code: int, error: Optional[str]) -> tuple[str, Optional[str]]:
-    """The job's status comes from its files: DONE means completed, whatever the exit code said."""
-    if jd.is_done():
-        return results.COMPLETED, None
+    """The job's status comes from its files: DONE means completed (or leaked: trained to the end
+    but its trained weights failed the causality recheck), whatever the exit code said."""
     summary = None
     try:
         summary = jd.read_summary()
     except AblateError:
         pass
+    if summary and summary.get("status") == results.LEAKED:
+        return results.LEAKED, str(summary.get("error") or "trained weights failed the causality check")[:500]
+    if jd.is_done():
+        return results.COMPLETED, None
     if summary and summary.get("status") == results.FAILED:
         return results.FAILED, str(summary.get("error") or error or "failed").strip().splitlines()[-1][:500]
     if summary and summary.get("stopped_by"):

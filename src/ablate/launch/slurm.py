@@ -364,7 +364,8 @@ def _outcome(manifest: results.Manifest, name: str, job_id: str, state: str, fol
     """(status, exit code, error) of a job whose Slurm job ended, from its files first."""
     jd = manifest.job_dir(name)
     if jd.is_done():
-        return results.COMPLETED, EXIT_OK, None
+        status, error = job_outcome(jd, EXIT_OK, None)  # completed, or leaked
+        return status, (EXIT_OK if status == results.COMPLETED else EXIT_FAILED), error
     summary = None
     try:
         summary = jd.read_summary()
@@ -396,8 +397,10 @@ def refresh(manifest: results.Manifest, names: Optional[list[str]] = None) -> di
         state = states.get(jid, "UNKNOWN") if jid else "-"
         shown[name] = state
         if manifest.job_dir(name).is_done() and state not in ACTIVE_STATES:
-            if job["status"] != results.COMPLETED:
-                manifest.update_job(name, status=results.COMPLETED, exit_code=EXIT_OK, error=None,
+            done_status, done_error = job_outcome(manifest.job_dir(name), EXIT_OK, None)  # completed, or leaked
+            if job["status"] != done_status:
+                manifest.update_job(name, status=done_status, error=done_error,
+                                    exit_code=EXIT_OK if done_status == results.COMPLETED else EXIT_FAILED,
                                     ended=job.get("ended") or results.now_iso())
         elif state in RUNNING_STATES and job["status"] == results.PENDING:
             manifest.update_job(name, status=results.RUNNING, started=results.now_iso())

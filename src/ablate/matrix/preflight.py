@@ -21,6 +21,8 @@ from ablate.matrix.compose import JobSpec
 class PreflightResult:
     job: str
     problems: list[str]
+    causality: Optional[dict] = None
+    """The causality record of this job's model config (shared by jobs with the same config)."""
 
     @property
     def ok(self) -> bool:
@@ -33,36 +35,25 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _causality_config(model_cfg: dict) -> dict:
-    """The causal property is structural: check a 2-layer copy with a short context, so a
-    124M-parameter step costs a second on CPU instead of minutes. Every option that selects
-    code (attention, mlp, ranks, gates) stays as configured."""
-    small = dict(model_cfg)
-    small["n_layer"] = min(int(small.get("n_layer", 2)), 2)
-    small["block_size"] = min(int(small.get("block_size", 64)), 64)
-    small["dropout"] = max(float(small.get("dropout", 0.0)), 0.1)  # exercise train-mode dropout too
-    small["init_from"] = None
-    return small
-
-
-def check_model(model_cfg: dict, causality: bool = True) -> list[str]:
-    """Build the step's model; verify causality. Returns problems (empty when fine)."""
+def check_model(model_cfg: dict, causality: bool = True, seed: int = 0) -> tuple[list[str], Optional[dict]]:
+    """Build the step's model at the job's own shapes and prove it causal (both probes, see
+    models/causality.py). Returns (problems, causality record or None when not checked)."""
     import torch
 
     import models
 
     try:
-        models.build_model(dict(model_cfg))  # full size: catches size errors as the job would
+        torch.manual_seed(seed)
+        model = models.build_model(dict(model_cfg))  # full size: what the job will train
     except models.ModelConfigError as e:
-        return [str(e)]
+        return [str(e)], None
     if not causality:
-        return []
-    torch.manual_seed(0)
-    small = models.build_model(_causality_config(model_cfg))
-    report = models.check_causal(small)
+        return [], None
+    report = models.check_causal(model, seed=seed)
+    record = report.to_record()
     if not report.ok:
-        return [f"model is not causal: {report.message}; refusing to train a step that sees future tokens"]
-    return []
+        return [f"{report.message}; refusing to train a step that sees future tokens or other rows"], record
+    return [], record
 
 
 def check_batch(cfg, world_size: int) -> list[str]:
@@ -170,14 +161,17 @@ def preflight(
     results_root: Path,
     progress: Optional[Callable[[str], None]] = None,
     create_output_dir: bool = True,
+    causality: bool = True,
 ) -> list[PreflightResult]:
     """Run every check for every job. Model and data checks run once per distinct config.
-    ``create_output_dir=False`` (the plan) writes nothing to disk."""
+    ``create_output_dir=False`` (the plan) writes nothing to disk; ``causality=False`` (the plan)
+    builds each model but leaves the causality probes (seconds to a minute per config on CPU at
+    the seed's shapes) to the run itself."""
     from ablate.config import to_container
 
     gpus = visible_gpus()
     results: list[PreflightResult] = []
-    model_cache: dict[str, list[str]] = {}
+    model_cache: dict[str, tuple[list[str], Optional[dict]]] = {}
     data_cache: dict[str, list[str]] = {}
     out_problems = check_output_dir(results_root, create=create_output_dir)
     for job in jobs:
@@ -197,8 +191,16 @@ def preflight(
         model_cfg = to_container(cfg.model)
         key = repr(sorted(model_cfg.items()))
         if key not in model_cache and not problems:
-            model_cache[key] = check_model(model_cfg)
-        problems += model_cache.get(key, [])
+            if progress and causality:
+                progress(f"causality check of {job.name}'s model ({len(model_cache) + 1} distinct so far)")
+            model_cache[key] = check_model(model_cfg, causality=causality,
+                                           seed=int(cfg.seed) if int(cfg.seed) >= 0 else 0)
+            rec = model_cache[key][1]
+            if progress and rec is not None:
+                progress(f"causality {job.name}: {'causal' if rec['ok'] else 'LEAKS'}, "
+                         f"{rec['probes_run']} probe(s), {rec['seconds']:.1f}s")
+        model_problems, record = model_cache.get(key, ([], None))
+        problems += model_problems
         problems += out_problems
         if str(cfg.launcher.name) == "slurm":
             from ablate.launch.slurm import log_folder_problem
@@ -206,7 +208,7 @@ def preflight(
             problem = log_folder_problem(cfg.launcher.slurm.folder or results_root.expanduser().absolute())
             if problem:
                 problems.append(problem)
-        results.append(PreflightResult(job.name, problems))
+        results.append(PreflightResult(job.name, problems, record))
     return results
 
 

@@ -51,17 +51,22 @@ def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
         if not first.preflight:
             print("Preflight: skipped (preflight=false).", flush=True)
             return 0
-        checks = preflight(jobs, root, create_output_dir=False)
+        checks = preflight(jobs, root, create_output_dir=False, causality=False)
         if not all(c.ok for c in checks):
             raise PreflightError(describe_failures(checks) + "\n(the plan above would stop here, before any job trains)")
-        print("Preflight: passed (config, causality, data, output directory, devices, batch).", flush=True)
+        print("Preflight: passed (config, data, output directory, devices, batch); the causality probes run "
+              "when the matrix runs.", flush=True)
         return 0
+    causality: dict[str, Optional[dict]] = {}
     if first.preflight:
         say(f"preflight: {len(jobs)} job(s): config, causality, data, output directory, devices, batch")
-        checks = preflight(jobs, root, progress=lambda m: say(m) if m.startswith("data:") else None)
+        checks = preflight(jobs, root, progress=lambda m: say(m) if m.startswith(("data:", "causality")) else None)
         if not all(c.ok for c in checks):
             raise PreflightError(describe_failures(checks))
+        causality = {c.job: c.causality for c in checks}
         say("preflight passed")
+    else:
+        say("preflight=false: nothing is checked before training; the report marks every step unchecked")
     lock: Optional[DirLock] = None
     try:
         with _deferred_interrupt():  # Ctrl-C waits until the directory is whole, so it is resumable
@@ -83,6 +88,7 @@ def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
                 jd = results.JobDir(matrix_dir / job.name)
                 jd.path.mkdir()
                 results.atomic_write_text(jd.config, config_yaml(job.cfg))
+                results.write_causality_init(jd, causality.get(job.name))
                 manifest.add_job(job.name, job.overrides, step=job.step, seed=job.seed)
         say(f"matrix directory: {matrix_dir}")
         return _launch_and_report(manifest, {j.name: j.cfg for j in jobs})
@@ -104,8 +110,9 @@ def run_resume(path: str) -> int:
         for job in manifest.jobs:
             jd = manifest.job_dir(job["name"])
             if jd.is_done():
-                if job["status"] != results.COMPLETED:
-                    manifest.update_job(job["name"], status=results.COMPLETED)
+                status, _ = job_outcome(jd, 0, None)  # completed, or leaked
+                if job["status"] != status:
+                    manifest.update_job(job["name"], status=status)
                 continue
             if not jd.path.is_dir():
                 raise ConfigError(f"{jd.path}: job directory of {job['name']} is missing; cannot resume it")

@@ -64,6 +64,7 @@ def aggregate(coll: Collection, stats: dict[str, StepStats]) -> pd.DataFrame:
             "architecture": st.architecture,
             "is_baseline": step == coll.baseline,
             "is_best": step in winners,
+            "causality": st.causality,
             "n": st.n,
             "jobs": st.n_jobs,
             "completed": st.counts.get(R.COMPLETED, 0),
@@ -133,6 +134,7 @@ def render_markdown(coll: Collection, stats: dict[str, StepStats], where: Path,
         "## Seeds and noise", "", T.seeds_section(coll, stats), "",
         "## Progression", "", T.progression_section(coll, stats), "",
         "## Matched work", "", matched_section(coll, coll.target_loss), "",
+        "## Causality", "", T.causality_section(coll, stats), "",
         "## Runs", "", T.runs_table(coll), "",
         "Final val loss: the final eval on the full validation set (Val tokens scored; Eval SE from "
         "its per-window losses); the main table compares it. Best periodic val loss: the lowest of the "

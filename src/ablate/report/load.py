@@ -33,11 +33,13 @@ JOB_COLUMNS = [
     # for the warnings (report/warnings.py)
     "n_evals", "warmup_iters", "box_seconds", "flops_per_token", "causality", "experiment",
     "batch_fingerprints", "warmup_end_seconds", "gate_shares", "description",
+    # the job's causality state (ablate.results.causality_state) and its records' verdicts
+    "causality_state", "causality_init", "causality_trained", "causality_max_leak", "causality_seconds",
 ]
 _TEXT_COLUMNS = ["step", "architecture", "seed", "status", "error", "world_size", "device", "device_count",
                  "precision", "resumed", "git_sha", "git_dirty", "config_path", "source", "final_eval", "causality",
                  "experiment", "batch_fingerprints", "gate_shares",
-                 "description"]
+                 "description", "causality_state", "causality_init", "causality_trained"]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss", "flops"]
 
 # Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
@@ -352,8 +354,43 @@ def _read_job(
     if _finite(row["resumed"]) and row["resumed"] > 0:
         notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
 
+    _causality_columns(row, summary, label, notes)
     curve_rows = [{"key": key, "step": row["step"], "seed": seed, **c} for c in curve]
     return row, curve_rows
+
+
+def _verdict(record: Any) -> str:
+    if not isinstance(record, dict):
+        return "not run"
+    return {True: "ok", False: "leaked"}.get(record.get("ok"), "error")
+
+
+def _causality_columns(row: dict, summary: Optional[dict], label: str, notes: list[str]) -> None:
+    """The job's causality state (ablate.results.causality_state) and its two records."""
+    state = R.causality_state(summary)
+    c = (summary or {}).get("causality")
+    c = c if isinstance(c, dict) else {}
+    records = [r for r in (c.get("init"), c.get("trained"), *(c.get("resume_checks") or [])) if isinstance(r, dict)]
+    row["causality_state"] = state
+    row["causality_init"] = _verdict(c.get("init")) if c else "-"
+    row["causality_trained"] = _verdict(c.get("trained")) if c else "-"
+    leaks = [_num(r.get("max_leak")) for r in records]
+    leaks = [x for x in leaks if not math.isnan(x)]
+    row["causality_max_leak"] = max(leaks) if leaks else math.nan
+    secs = [_num(r.get("seconds")) for r in records]
+    row["causality_seconds"] = sum(x for x in secs if not math.isnan(x)) if records else math.nan
+    if state == R.LEAKED:
+        bad = next((r for r in records if r.get("ok") is False), {})
+        notes.append(f"{label}: LEAKED: its model sees later tokens or other rows "
+                     f"({_last_line(bad.get('message')) or 'see summary.json causality'}); excluded from comparisons")
+    elif state == R.UNCHECKED:
+        notes.append(f"{label}: unchecked: it trained without the causality preflight (preflight=false); "
+                     f"its numbers are not presented as a result")
+    elif state == R.TRAINED_UNCHECKED and row["status"] == R.COMPLETED:
+        notes.append(f"{label}: its trained weights were not rechecked for causality "
+                     f"({_last_line((c.get('trained') or {}).get('message')) or 'no record'}); not presented as a result")
+    elif state == R.UNRECORDED and row["status"] == R.COMPLETED:
+        notes.append(f"{label}: no causality record (results written before format 2?); not presented as a result")
 
 
 def _first(*values: Any) -> Any:
@@ -417,7 +454,8 @@ def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collecti
                            **{n: math.nan for n in _NUMERIC}, rmlp_w_rec_mean=math.nan,
                            val_loss=math.nan, val_se=math.nan, final_val_tokens=math.nan, n_evals=0,
                            warmup_iters=math.nan, box_seconds=math.nan, flops_per_token=math.nan,
-                           warmup_end_seconds=math.nan)
+                           warmup_end_seconds=math.nan, causality_state=R.UNRECORDED,
+                           causality_max_leak=math.nan, causality_seconds=math.nan)
                 curve = []
             rows.append(row)
             curves.extend(curve)

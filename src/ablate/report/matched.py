@@ -36,7 +36,8 @@ class Matched:
 def _completed_curves(jobs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     done = set(jobs.loc[jobs["status"] == R.COMPLETED, "key"])
     c = curves[curves["key"].isin(done)]
-    return c[c["val_loss"].map(lambda v: isinstance(v, float) and math.isfinite(v))]
+    # astype(bool): on an empty frame the mask would be an object Series, read as column labels
+    return c[c["val_loss"].map(lambda v: isinstance(v, float) and math.isfinite(v)).astype(bool)]
 
 
 def matched_work(jobs: pd.DataFrame, curves: pd.DataFrame, order: list[str], baseline: str,

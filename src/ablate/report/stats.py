@@ -198,6 +198,7 @@ class StepStats:
         if not self.val_se or not all(math.isfinite(x) for x in self.val_se):
             return math.nan
         return math.sqrt(sum(x * x for x in self.val_se) / len(self.val_se))
+    causality: str = R.CHECKED   # R.CAUSALITY_STATES: leaked if any job leaked, else the weakest used job's
 
     @property
     def n(self) -> int:
@@ -253,6 +254,12 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
         if ra_lists:
             n_layers = min(len(r) for r in ra_lists)
             ra_layers = [_mean_lists([r[i] for r in ra_lists]) or [] for i in range(n_layers)]
+        states = list(sub["causality_state"]) if "causality_state" in sub else []
+        used_states = list(used["causality_state"]) if "causality_state" in used else []
+        if R.LEAKED in states:
+            causality = R.LEAKED
+        else:
+            causality = next((x for x in used_states or states if x != R.CHECKED), R.CHECKED)
         out[step] = StepStats(
             step=step,
             architecture=" / ".join(archs) if archs else None,
@@ -271,6 +278,7 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
             evals=[fe if isinstance(fe, R.FinalEval) else None for fe in used["final_eval"]],
             val_se=[float(v) for v in used["val_se"]],
             best_periodic=[float(v) for v in used["best_val_loss"]],
+            causality=causality,
         )
     return out
 
@@ -286,6 +294,7 @@ class Comparison:
     pct: float
     interval: Optional[Interval]
     flag: Optional[str]  # set when either side is a partial value
+    withheld: Optional[str] = None  # why no improvement is presented (a side leaked or is unchecked)
 
     @property
     def pct_interval(self) -> Optional[tuple[float, float]]:
@@ -301,6 +310,11 @@ def compare(step: StepStats, ref: StepStats) -> Comparison:
 
 
 def _compare(step: StepStats, ref: StepStats) -> Comparison:
+    """An improvement is a result only between causality-checked steps: otherwise it is withheld
+    (NaN, no interval) and ``withheld`` says why."""
+    blocked = [f"{s.step} {s.causality}" for s in (step, ref) if s.causality != R.CHECKED]
+    if blocked:
+        return Comparison(step.step, ref.step, ref.mean, math.nan, math.nan, None, None, "; ".join(blocked))
     diff = ref.mean - step.mean
     pct = 100.0 * diff / ref.mean if ref.values and step.values else math.nan
     flags = [f for f in (step.flag, ref.flag and f"{ref.step} {ref.flag}") if f]

@@ -101,7 +101,8 @@ def best_steps(stats: dict[str, StepStats], blocked: set[str] = frozenset()) -> 
     """Steps with the lowest mean val loss among those with completed runs, unless a noise
     estimate says the difference to another completed step is within noise: a lead that the
     data cannot resolve is not marked."""
-    clean = {s: st.mean for s, st in stats.items() if st.flag is None and st.values}
+    # An unchecked or leaking step is never bold (and cannot be the winner others are measured by).
+    clean = {s: st.mean for s, st in stats.items() if st.flag is None and st.values and st.causality == R.CHECKED}
     if not clean or blocked & set(clean):
         return set()  # a comparison without a verdict cannot crown a winner
     low = min(clean.values())
@@ -137,7 +138,9 @@ def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
             impr = "-"
         else:
             c = compare(st, base)
-            if math.isnan(c.pct):
+            if c.withheld:
+                impr = f"not shown ({c.withheld})"
+            elif math.isnan(c.pct):
                 impr = "n/a"
             else:
                 impr = fmt_pct(c.pct, 1, plus=True)  # as in Progression: "+9.9%", not "10%"
@@ -178,7 +181,9 @@ def main_legend(coll: Collection, stats: dict[str, StepStats]) -> str:
         "\"within noise\" when its 95% interval (Seeds and noise) includes 0. "
         "RMLP w_rec: final R-MLP reciprocal gate, mean over layers; N/A for steps without an R-MLP. "
         "Bold: lowest val loss among completed steps, unless an interval puts another completed "
-        "step within noise of it or a warning takes the verdict away (\"no verdict\").",
+        "step within noise of it or a warning takes the verdict away (\"no verdict\"); a step whose "
+        "model leaked or was not causality-checked (before training and on its trained weights) is "
+        "never bold and no improvement involving it is shown (see Causality).",
     ]
     if any(st.flag for st in stats.values()):
         parts.append("A value followed by a status in parentheses comes from runs that did not "
@@ -219,6 +224,8 @@ def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
             block = _verdict_block(coll, step)
             if block:
                 verdict = f"no verdict ({block})"
+            if c.withheld:
+                impr, ci, verdict = "not shown", "-", c.withheld
         rows.append([
             step, str(st.n), rounded(st.mean, 4) if st.values else "-",
             rounded(st.eval_se, 4) if _finite(st.eval_se) else "-",
@@ -290,7 +297,8 @@ def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
         for ref, why in refs:
             c = compare(st, ref)
             if math.isnan(c.pct):
-                rows.append([step, f"{ref.step} ({why})", _loss_pair(ref, st), "-", "n/a", "-"])
+                rows.append([step, f"{ref.step} ({why})", _loss_pair(ref, st), "-",
+                             f"not shown ({c.withheld})" if c.withheld else "n/a", "-"])
                 continue
             ci = "-"
             if c.interval is not None:
@@ -310,7 +318,8 @@ def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     if not rows:
         return "Only one step; nothing to compare."
     total = [f"{s}: {fmt_pct(compare(stats[s], base).pct, 1, plus=True)}"
-             for s in coll.order if s != coll.baseline and stats[s].values and base.values]
+             for s in coll.order if s != coll.baseline and stats[s].values and base.values
+             and not compare(stats[s], base).withheld]
     text = pipe(rows, ["Step", "Against", "Best val loss", "Loss change", "Improvement", "95% interval"])
     text += ("\n\nImprovement = (reference - step) / reference best val loss: positive means the step's "
              "loss is lower. Steps follow the matrix order.\n\n")
@@ -486,6 +495,24 @@ def sources_section(coll: Collection, where: Path) -> str:
     return (f"Matrix directories:\n\n{dirs}\n\n"
             + pipe(rows, ["Job", "git SHA", "Config", "Values from"])
             + "\n\nPaths are relative to the directory of this report.")
+
+
+def causality_section(coll: Collection, stats: dict[str, StepStats]) -> str:
+    """Per step and per job: was the model checked before training and on its trained weights."""
+    rows = []
+    for _, r in coll.jobs.iterrows():
+        leak = r["causality_max_leak"]
+        rows.append([r["key"], r["step"], r["causality_state"] or "-", r["causality_init"] or "-",
+                     r["causality_trained"] or "-", f"{leak:.3g}" if _finite(leak) else "-",
+                     fmt_num(r["causality_seconds"], 1)])
+    steps = ", ".join(f"{s}: {stats[s].causality}" for s in coll.order)
+    text = pipe(rows, ["Checked job", "Step", "Causality", "Before training", "Trained weights", "Largest leak",
+                       "Check s"])
+    return (f"Steps: {steps}.\n\n" + text + "\n\nBefore training: the preflight's gradient and perturbation "
+            "probes on the job's model config (random and initial weights); trained weights: the same probes "
+            "on the weights the job ended (or resumed) with. `checked` needs both; `unchecked` ran with "
+            "preflight=false; `leaked` failed one and is excluded from comparisons. Check seconds are outside "
+            "the training time box.")
 
 
 def notes_section(notes: list[str]) -> str:

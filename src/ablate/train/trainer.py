@@ -149,6 +149,8 @@ class Trainer:
         self.gate_shares: dict = {}  # set by the final eval
         self.schedule: Optional[Schedule] = None
         self.final_eval_seconds: Optional[float] = None
+        self.causality: dict = results.causality_entry(None)
+        self.resumed_this_start = False
 
     # ------------------------------------------------------------------ summary
 
@@ -203,6 +205,7 @@ class Trainer:
             "optim_groups": self._optim_counts(),
             "error": None,
             "failed_iter": None,
+            "causality": self.causality,
             "notes": list(self.notes),
             "updated": results.now_iso(),
         }
@@ -247,6 +250,10 @@ class Trainer:
         from ablate.data import TrainBatches, ValWindows, final_val_windows, resolve_dataset
 
         cfg = self.cfg = load_job_config(self.jd.config)
+        try:
+            self.causality = results.causality_entry(results.read_causality_init(self.jd))
+        except AblateError as e:  # an unreadable preflight record: the job is reported unchecked
+            self.notes.append(f"preflight causality record unreadable ({e}); reported as unchecked")
         b = cfg.budget
         if b.train_seconds is not None and float(b.train_seconds) <= 0:
             raise ConfigError(f"budget.train_seconds={b.train_seconds} must be positive (or null with budget.max_iters)")
@@ -307,6 +314,7 @@ class Trainer:
         ck = ckpt_mod.load_checkpoint(self.jd.checkpoint)
         if ck is not None:
             self._restore(ck)
+            self.resumed_this_start = True
         else:
             _seed_all(seed + rank * RANK_SEED_OFFSET, device=dev.device)
         if self.val_note and self.val_note not in self.notes:
@@ -441,6 +449,10 @@ class Trainer:
         self.peak_memory_mb = st.get("peak_memory_mb")
         self.gates = st.get("gates") or {}
         self.notes = list(st.get("notes") or [])
+        saved = st.get("causality")
+        if isinstance(saved, dict):
+            self.causality["trained"] = saved.get("trained")
+            self.causality["resume_checks"] = list(saved.get("resume_checks") or [])
         self.resumed = int(st.get("resumed", 0)) + 1
         rngs = ck.get("rng") or []
         if len(rngs) == self.dinfo.world_size:
@@ -493,6 +505,7 @@ class Trainer:
                 "peak_memory_mb": self.peak_memory_mb,
                 "gates": self.gates,
                 "notes": self.notes,
+                "causality": self.causality,
                 "resumed": self.resumed,
                 "world_size": self.dinfo.world_size,
                 "seed": int(self.cfg.seed),
@@ -628,6 +641,8 @@ class Trainer:
         device = dev.device
         non_blocking = dev.is_cuda
 
+        if self.resumed_this_start and not self._recheck_causality("resume"):
+            return self._leaked("resume")
         if max_iters is not None and self.iter >= max_iters:
             return self._complete()
         if box is not None and self.train_seconds >= box:
@@ -843,6 +858,9 @@ class Trainer:
             self._eval_and_record(final=True)
         # The measured result goes to disk first; nothing after this may lose it.
         result = self.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
+        if not self._recheck_causality("final"):
+            return self._leaked("final")
+        result = self.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
         try:
             self._final_report(result)
         except Exception as e:  # a report line must never turn a measured run into a failed one
@@ -874,6 +892,52 @@ class Trainer:
                     os.remove(self.jd.checkpoint)
         dist_mod.barrier(self.dinfo)
         return result
+
+    # ------------------------------------------------------------------ causality of the trained weights
+
+    def _recheck_causality(self, when: str) -> bool:
+        """Probe the trained weights (models.check_causal, given weights only, the job's precision
+        and fp32) on rank 0, outside the time box; every rank learns the verdict. A check that
+        cannot run is recorded with ``ok: null`` and does not stop the job (the report then says
+        the trained weights are unchecked)."""
+        import models
+
+        leaked = torch.zeros(1, dtype=torch.float64, device=self.dev.device)
+        if self.is_main:
+            t0 = time.perf_counter()
+            try:
+                precisions = ["fp32"] + (["bf16"] if self.dev.precision == "bf16" else [])
+                report = models.check_causal(self.raw_model, seed=int(self.cfg.seed), randomize=False,
+                                             precisions=precisions)
+                record = report.to_record()
+                if not report.ok:
+                    leaked.fill_(1.0)
+            except Exception as e:  # a bug in the check must not turn a measured run into a failed one
+                record = {"ok": None, "method": None, "shapes": [], "positions": [], "max_leak": None,
+                          "seconds": round(time.perf_counter() - t0, 3),
+                          "message": f"the check could not run: {type(e).__name__}: {e}"}
+                self.notes.append(_tail(f"causality recheck ({when}) could not run: {type(e).__name__}: {e}", 500))
+            record.update(weights="trained", when=when, iteration=self.iter)
+            self.causality["trained"] = record
+            if when == "resume":
+                self.causality["resume_checks"].append(record)
+            self.log(f"causality recheck of the trained weights ({when}, iteration {self.iter}): "
+                     f"{record['message']} [{record['seconds']:.1f}s, not counted in the box]")
+        dist_mod.all_reduce(leaked, "max", self.dinfo)
+        return float(leaked.item()) == 0.0
+
+    def _leaked(self, when: str) -> dict:
+        """The trained weights see the future: the run is kept on disk but marked leaked (and DONE,
+        since training it again would leak again)."""
+        msg = (f"the trained weights failed the causality recheck ({when}, iteration {self.iter}): "
+               f"{(self.causality.get('trained') or {}).get('message', '')}")
+        self.log(f"LEAKED: {msg}")
+        self.notes.append(_tail(msg, 500))
+        self.result = self.write_summary(results.LEAKED, error=msg, exit_code=EXIT_FAILED)
+        if self.is_main:
+            self.jd.mark_done()
+        dist_mod.barrier(self.dinfo)
+        return self.result
 
     def _final_report(self, s: dict) -> None:
         if not self.is_main:

@@ -1,0 +1,78 @@
+"""Seconds the causality preflight spends per distinct model config, at the smoke and seed shapes.
+
+    python benchmarks/bench_causality.py                        # smoke (tiny) and seed (gpt2) shapes, 4 steps
+    python benchmarks/bench_causality.py --presets tiny --steps V0,V18
+    python benchmarks/bench_causality.py --presets gpt2 --threads 2 --trained
+
+Each config is what ``ablate.matrix.preflight.check_model`` runs before a matrix trains: the
+job's own model (conf/model/<preset>.yaml plus the step's options) built at full size and probed
+by ``models.check_causal`` (gradient and perturbation probes, given and random weights, fp32 and
+bf16, a short odd length and the block size). ``--trained`` also times the recheck every job runs
+on its trained weights (given weights only, fp32). The target: at most 60 s per config for GPT-2
+124M at block 1024 on 2 CPU cores, a few seconds at the smoke shapes. The machine's load is
+printed: on a shared box the figures scale with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+import models
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = {
+    "V0": dict(attention="causal", mlp="standard"),
+    "V16": dict(attention="ra", mlp="standard"),
+    "V17": dict(attention="ra", mlp="rmlp", rmlp_frozen=True),
+    "V18": dict(attention="ra", mlp="rmlp"),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--presets", default="tiny,gpt2", help="conf/model presets (default tiny,gpt2)")
+    ap.add_argument("--steps", default="V0,V16,V17,V18")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--trained", action="store_true", help="also time the trained-weights recheck")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"load average {load:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'preset':8s} {'step':5s} {'shapes':>16s} {'probes':>6s} {'build s':>8s} {'check s':>8s}"
+          + (f" {'trained s':>9s}" if args.trained else "") + "  slowest probe")
+    ok = True
+    for preset in args.presets.split(","):
+        base = yaml.safe_load((REPO / "conf" / "model" / f"{preset}.yaml").read_text())
+        for step in args.steps.split(","):
+            t0 = time.perf_counter()
+            torch.manual_seed(1)
+            model = models.build_model({**base, **STEPS[step]}).to(args.device)
+            build = time.perf_counter() - t0
+            report = models.check_causal(model, seed=1)
+            ok &= report.ok
+            shapes = ",".join(f"{b}x{t}" for b, t in report.shapes)
+            slow = max(report.probes, key=lambda p: p.seconds)
+            line = (f"{preset:8s} {step:5s} {shapes:>16s} {len(report.probes):6d} {build:8.1f} "
+                    f"{report.seconds:8.1f}")
+            if args.trained:
+                trained = models.check_causal(model, seed=1, randomize=False, precisions=("fp32",))
+                ok &= trained.ok
+                line += f" {trained.seconds:9.1f}"
+            print(line + f"  {slow.method} {slow.mode} {slow.precision} {slow.shape[0]}x{slow.shape[1]} "
+                         f"{slow.seconds:.1f}s" + ("" if report.ok else "  LEAKS: " + report.message), flush=True)
+            del model
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
