@@ -67,28 +67,37 @@ def test_a_gate_that_opens_during_training_is_refused_at_the_end_of_its_job(tmp_
     assert "VGATE: LEAKED" in md and "**" not in md.split("## Results")[1].split("##")[0]
 
 
-def test_a_resumed_job_rechecks_its_weights_before_training_on(tmp_path):
-    job = make_job(tmp_path, "V0", budget__max_iters=6, budget__checkpoint_interval_iters=4)
-    R.write_causality_init(R.JobDir(job), INIT_OK)
-    run_job(job)
+def _reopen(job: Path, max_iters: int) -> None:
+    """As if the job had stopped at its last checkpoint with a longer budget to go."""
+    from omegaconf import OmegaConf
+
     jd = R.JobDir(job)
     jd.done.unlink()
-    jd.summary.unlink()  # as if the job had died after its checkpoint at iteration 4
+    jd.summary.unlink()
+    cfg = OmegaConf.load(jd.config)
+    cfg.budget.max_iters = max_iters
+    OmegaConf.save(cfg, jd.config)
+
+
+def test_a_resumed_job_rechecks_its_weights_before_training_on(tmp_path):
+    job = make_job(tmp_path, "V0", budget__max_iters=4, budget__checkpoint_interval_iters=None,
+                   budget__keep="checkpoint")
+    R.write_causality_init(R.JobDir(job), INIT_OK)
+    run_job(job)
+    _reopen(job, 6)
     s = run_job(job)
     c = s["causality"]
-    assert s["status"] == R.COMPLETED and s["resumed"] == 1
+    assert s["status"] == R.COMPLETED and s["resumed"] == 1 and s["iterations"] == 6
     assert [r["when"] for r in c["resume_checks"]] == ["resume"] and c["resume_checks"][0]["iteration"] == 4
     assert c["resume_checks"][0]["ok"] is True and c["trained"]["when"] == "final"
 
 
 def test_a_leak_found_on_resume_stops_the_job(tmp_path):
     with leak_zoo.registered():
-        job = make_job(tmp_path, "VGATE", model__attention="zoo_gate0", budget__max_iters=6,
-                       budget__checkpoint_interval_iters=4)
+        job = make_job(tmp_path, "VGATE", model__attention="zoo_gate0", budget__max_iters=4,
+                       budget__checkpoint_interval_iters=None, budget__keep="checkpoint")
         run_job(job)
-        jd = R.JobDir(job)
-        jd.done.unlink()
-        jd.summary.unlink()
+        _reopen(job, 8)
         s = run_job(job)
     assert s["status"] == R.LEAKED and s["iterations"] == 4  # not one more step on leaking weights
     assert s["causality"]["resume_checks"][0]["ok"] is False

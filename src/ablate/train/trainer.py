@@ -872,6 +872,11 @@ class Trainer:
                 self.log(f"warning: {note}")
             except Exception:
                 pass
+        self._keep_model_and_mark_done()
+        return result
+
+    def _keep_model_and_mark_done(self) -> None:
+        """What budget.keep says a DONE job keeps of its model, then DONE (all ranks call this)."""
         keep = str(self.cfg.budget.keep)
         if keep not in ckpt_mod.KEEP_CHOICES:  # the preflight refuses it; never delete on a typo
             keep = "checkpoint"
@@ -891,7 +896,6 @@ class Trainer:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.jd.checkpoint)
         dist_mod.barrier(self.dinfo)
-        return result
 
     # ------------------------------------------------------------------ causality of the trained weights
 
@@ -934,9 +938,7 @@ class Trainer:
         self.log(f"LEAKED: {msg}")
         self.notes.append(_tail(msg, 500))
         self.result = self.write_summary(results.LEAKED, error=msg, exit_code=EXIT_FAILED)
-        if self.is_main:
-            self.jd.mark_done()
-        dist_mod.barrier(self.dinfo)
+        self._keep_model_and_mark_done()  # the leaking weights stay inspectable, as budget.keep says
         return self.result
 
     def _final_report(self, s: dict) -> None:
