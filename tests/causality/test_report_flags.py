@@ -20,7 +20,8 @@ def _report(mdir: Path) -> str:
 def test_checked_steps_are_compared_as_before(tmp_path):
     md = _report(make_matrix(tmp_path, seed_jobs()))
     rows = table_rows(md)
-    assert rows[3] == ["V18", "RA + R-MLP", "**3.32**", "**11%**", "**+0.132**"]
+    assert rows[3][:3] == ["V18", "RA + R-MLP", "**3.32**"] and rows[3][4] == "**+0.132**"
+    assert rows[3][3].startswith("**+11") and rows[3][3].endswith("%**")  # an improvement, bold
     assert "Steps: V0: checked, V16: checked, V17: checked, V18: checked." in section(md, "Causality")
 
 
