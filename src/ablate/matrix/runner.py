@@ -98,7 +98,11 @@ def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
 
 
 def run_resume(path: str) -> int:
-    results.Manifest.load(path)  # a clear error for a path that is not a matrix, before locking
+    first = results.Manifest.load(path)  # a clear error for a path that is not a matrix, before locking
+    if _finished_as_recorded(first):
+        # Nothing to run and nothing to repair: read only, not even the lock file is touched.
+        say(f"resuming {first.dir}: {len(first.jobs)} job(s) complete, 0 to run")
+        return _already_finished(first)
     with lock_matrix(path):
         # Read under the lock: what another runner wrote up to its end is what we resume.
         manifest = results.Manifest.load(path)
@@ -247,6 +251,14 @@ def _print_summary(markdown: str, path: Path) -> None:
         print("\n" + terminal_summary(markdown, path), end="", flush=True)
     except (BrokenPipeError, OSError, ValueError):  # a closed stdout must not turn results into a failure
         pass
+
+
+def _finished_as_recorded(manifest: results.Manifest) -> bool:
+    """Every job DONE and recorded completed, and the report written: a resume has nothing to do."""
+    return (bool(manifest.jobs) and not manifest.problems
+            and (manifest.dir / results.REPORT).is_file()
+            and all(j["status"] == results.COMPLETED and manifest.job_dir(j["name"]).is_done()
+                    for j in manifest.jobs))
 
 
 def _already_finished(manifest: results.Manifest) -> int:
