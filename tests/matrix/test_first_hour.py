@@ -196,7 +196,8 @@ def test_plan_names_the_jobs_a_problem_concerns(tmp_path, capsys):
 
 def test_plan_says_the_preflight_passed(tmp_path, capsys):
     assert main(["experiment=smoke", "step=V17", f"results_root={tmp_path / 'r'}", "--multirun", "--plan"]) == 0
-    assert "Preflight: passed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Preflight: passed (config, causality" in out and "causality V17: causal" in out
     assert not (tmp_path / "r").exists()
 
 

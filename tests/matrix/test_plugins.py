@@ -99,13 +99,14 @@ def test_user_folder_outside_the_repo_runs_a_matrix_and_gets_a_report(tmp_path):
     assert "| V19" in report and f"My RA ({attn})" in report
 
 
-def test_a_leaking_user_module_is_refused_by_the_preflight(tmp_path, monkeypatch, clean_imports, capsys):
+@pytest.mark.parametrize("plan", [[], ["--plan"]], ids=["run", "plan"])
+def test_a_leaking_user_module_is_refused_by_the_preflight(tmp_path, monkeypatch, clean_imports, capsys, plan):
     user, module, _ = make_user_folder(tmp_path / "myidea", "VLEAK", causal=False)
     monkeypatch.chdir(user)  # plugin_path defaults to the working directory
     out = tmp_path / "results"
     with pytest.raises(SystemExit) as e:
         main(["--config-dir", str(user / "conf"), f"plugins=[{module}]", "experiment=smoke", "step=V0,VLEAK",
-              "--multirun", f"results_root={out}", *TINY])
+              "--multirun", f"results_root={out}", *TINY, *plan])
     err = capsys.readouterr().err
     assert e.value.code == 2, err
     assert "preflight failed for VLEAK: model is not causal" in err

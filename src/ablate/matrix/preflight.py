@@ -164,9 +164,9 @@ def preflight(
     causality: bool = True,
 ) -> list[PreflightResult]:
     """Run every check for every job. Model and data checks run once per distinct config.
-    ``create_output_dir=False`` (the plan) writes nothing to disk; ``causality=False`` (the plan)
-    builds each model but leaves the causality probes (seconds to a minute per config on CPU at
-    the seed's shapes) to the run itself."""
+    ``create_output_dir=False`` (the plan) writes nothing to disk; ``causality=False`` builds each
+    model but skips the causality probes (seconds to a minute or two per config on CPU at GPT-2
+    124M shapes)."""
     from ablate.config import to_container
 
     gpus = visible_gpus()
