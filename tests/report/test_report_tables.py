@@ -209,7 +209,7 @@ def test_values_derived_from_metrics_without_a_summary(tmp_path, damage):
     # summary.json there is no causality record: the row is marked, the top says why, and it is
     # neither bold nor given an improvement (issue 11).
     assert table_rows(md)[3] == ["V18 ⚠", "RA + R-MLP", "3.32", "not shown (V18 no causality record)", "+0.132"]
-    assert "no causality record in summary.json for 1 of 4 run(s) (V18)" in section(md, "Warnings")
+    assert "1 of 4 run(s) without a causality check (no causality record in summary.json: V18)" in section(md, "Warnings")
     assert "V18: no causality record" in notes
     runs = {r[0]: r for r in table_rows(md, "| Job   | Step")}
     assert runs["V18"][8] == "500" and runs["V18"][13] == "31.0%"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from report_factory import Job, make_matrix, section, table_rows
 
+from ablate import results as R
 from ablate.report import aggregate, build, render_markdown
 
 
@@ -83,8 +84,19 @@ def test_causality_record(tmp_path):
     jobs = clean_pair(causality=None) + [Job("V17", "RA+", 3.7, causality={"init": None, "trained": None,
                                                                             "checked": False})]
     _, _, md = report(jobs, tmp_path)
-    assert "no causality record in summary.json for 2 of 3 run(s) (V16, V17)" in section(md, "Warnings")
+    w = section(md, "Warnings")
+    assert "2 of 3 run(s) without a causality check" in w
+    # each run says why: an old summary without the record vs a run with preflight=false
+    assert "no causality record in summary.json: V16" in w
+    assert "not checked before training (preflight=false): V17" in w
     assert [r[0] for r in table_rows(md)] == ["V0", "V16 ⚠", "V17 ⚠"]
+
+
+def test_trained_weights_not_rechecked_is_a_causality_warning(tmp_path):
+    jobs = clean_pair() + [Job("V17", "RA+", 3.7, causality=R.causality_entry({"ok": True}, None))]
+    _, _, md = report(jobs, tmp_path)
+    assert "1 of 3 run(s) without a causality check (trained weights not rechecked: V17)" in section(md, "Warnings")
+    assert [r[0] for r in table_rows(md)] == ["V0", "V16", "V17 ⚠"]
 
 
 def test_leaked_status_warns_and_has_no_verdict(tmp_path):

@@ -84,17 +84,27 @@ def collect_warnings(jobs: pd.DataFrame, stats: dict, order: list[str]) -> list[
     out += _batches(rows, order)
 
     unchecked = [r["key"] for r in rows if r["status"] != "leaked"
-                 and not (isinstance(r["causality"], dict) and r["causality"].get("checked") is True)]
+                 and r.get("causality_state") not in (R.CHECKED, R.LEAKED)]
     leaked = [r["key"] for r in rows if r["status"] == "leaked"]
     if leaked:
         out.append(Warn("leaked", "failed the causality check after training (the model sees future tokens; "
                         "its loss is not a language-modelling loss): " + _names(leaked),
                         {r["step"] for r in rows if r["status"] == "leaked"}, True))
     if unchecked:
-        unchecked_set = set(unchecked)
-        steps = {r["step"] for r in rows if r["key"] in unchecked_set}
-        out.append(Warn("causality", f"no causality record in summary.json for {len(unchecked)} of {len(jobs)} "
-                        f"run(s) ({_names(unchecked)}): nothing shows these models could not see future tokens",
+        # Say why each run is unchecked: a user who set preflight=false needs a different fix
+        # from one whose summary.json predates the causality record.
+        why = {R.UNCHECKED: "not checked before training (preflight=false)",
+               R.TRAINED_UNCHECKED: "trained weights not rechecked",
+               R.UNRECORDED: "no causality record in summary.json"}
+        by_reason: dict[str, list[str]] = {}
+        for r in rows:
+            if r["key"] in unchecked:
+                reason = why.get(r.get("causality_state"), why[R.UNRECORDED])
+                by_reason.setdefault(reason, []).append(r["key"])
+        parts = [f"{reason}: {_names(keys)}" for reason, keys in by_reason.items()]
+        steps = {r["step"] for r in rows if r["key"] in set(unchecked)}
+        out.append(Warn("causality", f"{len(unchecked)} of {len(jobs)} run(s) without a causality check "
+                        f"({'; '.join(parts)}): nothing shows these models could not see future tokens",
                         steps))
 
     single = [s for s in order if s in stats and stats[s].n == 1]
