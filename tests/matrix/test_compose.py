@@ -103,6 +103,38 @@ def test_plan_flags_a_budget_too_short_for_its_warmup(tmp_path, capsys):
     assert "warning: V0: optim.warmup_iters=20 >= budget.max_iters=12: the run ends in warmup" in out
 
 
+def test_plan_flags_a_time_box_too_short_for_its_warmup_at_the_estimated_rate(tmp_path, capsys):
+    rc = main(["experiment=smoke", "budget.train_seconds=2", "optim.warmup_iters=100000",
+               f"results_root={tmp_path}", "--plan"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "warning: V0: optim.warmup_iters=100000 at an estimated" in out
+    assert "the box ends in warmup and its report will make no verdict" in out
+    # the same box with warmup as a share of the box always fits: no warning
+    rc = main(["experiment=smoke", "budget.train_seconds=2", "optim.warmup_iters=100000",
+               "optim.warmup_fraction=0.1", f"results_root={tmp_path}", "--plan"])
+    assert rc == 0 and "at an estimated" not in capsys.readouterr().out
+
+
+def test_warmup_box_check_uses_the_estimated_rate_and_skips_what_cannot_end_in_warmup():
+    from ablate.matrix.plan import estimate_iter_seconds, warmup_box_warnings
+
+    (job,) = build_jobs(["experiment=smoke", "budget.train_seconds=10", "optim.warmup_iters=20"], multirun=False)
+    assert estimate_iter_seconds(job.cfg) > 0  # a real forward + backward on this machine
+    assert warmup_box_warnings([job], estimate=lambda cfg: 0.1) == []  # 2 s of a 10 s box
+    (w,) = warmup_box_warnings([job], estimate=lambda cfg: 0.3)  # 6 s: past half the box
+    assert "~6 s of its 10 s box: warmup fills 60% of the box" in w
+    (w,) = warmup_box_warnings([job], estimate=lambda cfg: 1.0)
+    assert "the box ends in warmup" in w
+    assert warmup_box_warnings([job], estimate=lambda cfg: None) == []  # no such device here: run-time warning
+    calls = []
+    jobs = build_jobs(["experiment=smoke", "step=V0,V16", "seed=1,2", "budget.train_seconds=10"], multirun=True)
+    warmup_box_warnings(jobs, estimate=lambda cfg: calls.append(cfg.model.attention) or 0.0)
+    assert sorted(calls) == ["causal", "ra"]  # one estimate per distinct model, not per seed
+    (iters,) = build_jobs(["experiment=smoke", "budget.max_iters=5", "optim.warmup_iters=20"], multirun=False)
+    assert warmup_box_warnings([iters], estimate=lambda cfg: 1.0) == []  # warmup_warnings covers it
+
+
 def test_plan_for_slurm_shows_the_submission(tmp_path, capsys):
     rc = main(["experiment=ra_ablation", "launcher=slurm", "launcher.slurm.partition=gpu",
                "step=V0,V16", f"results_root={tmp_path}", "preflight=false", "--plan", "--multirun"])
