@@ -40,7 +40,7 @@ def rate(fn, tokens_per_call: int, seconds: float) -> float:
 def bench_loader_vs_trainer(seconds: float) -> None:
     import models
     from ablate.data import TrainBatches, resolve_dataset
-    from ablate.matrix.compose import compose_job
+    from ablate.compose import compose_job
     from ablate.train.optim import build_optimizer, grad_accum_for
 
     cfg = compose_job(["experiment=smoke"])

@@ -29,7 +29,7 @@ def test_every_step_the_readme_names_has_a_config_file():
 def test_the_readme_example_step_is_one_yaml_file_that_composes(tmp_path, monkeypatch):
     import shutil
 
-    from ablate.matrix.compose import build_jobs
+    from ablate.compose import build_jobs
 
     text = (REPO / "README.md").read_text()
     block = re.search(r"`conf/step/(V\d+)\.yaml`.*?```yaml\n(.*?)```", text, flags=re.S)

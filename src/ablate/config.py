@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.data.config import DataConfig
 from ablate.errors import ConfigError
-from models.config import ModelConfig
+from models import ModelConfigError
+from models.config import ModelConfig, estimate_params, to_model_config, validate_config
 
 
 @dataclass
@@ -90,6 +91,16 @@ class BudgetConfig:
     grace_seconds: float = 600.0
     """Extra wall time a launcher allows beyond train_seconds (startup, evals, compile) before it
     kills the job."""
+
+
+def wall_seconds(budget: Any) -> Optional[float]:
+    """The wall limit a launcher gives a job: ``train_seconds + grace_seconds`` (None: no box).
+
+    The one place the limit is computed; the local launcher kills a job past it, and Slurm's time
+    limit is it plus ``launcher.slurm.time_margin_min``."""
+    if budget.train_seconds is None:
+        return None
+    return float(budget.train_seconds) + float(budget.grace_seconds)
 
 
 @dataclass
@@ -346,9 +357,6 @@ def host_memory_bytes() -> Optional[int]:
 def validate_model(m: Any) -> list[str]:
     """Ranges (models.validate_config) and size: a model whose fp32 weights alone exceed this host's
     memory is refused from its sizes, before anything builds it."""
-    from models import ModelConfigError
-    from models.config import estimate_params, to_model_config, validate_config
-
     try:
         mc = to_model_config(m)
         validate_config(mc)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from ablate.errors import exit_quietly_on_closed_pipe
+
 _sink: Optional[Callable[[str], None]] = None
 
 
@@ -21,8 +23,6 @@ def emit(line: str) -> None:
     except (BrokenPipeError, ValueError):
         # stdout was closed (`python -m ablate.matrix ... | head`): the jobs and the report matter
         # more than our messages, so the matrix goes on quietly instead of dying mid-run.
-        from ablate.errors import exit_quietly_on_closed_pipe
-
         exit_quietly_on_closed_pipe()
 
 

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from ablate.atomic import atomic_open, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
-from ablate.errors import AblateError
+from ablate.atomic import disk_full_error, is_disk_full
+from ablate.errors import AblateError, UnwritableError
 
 FORMAT_VERSION = 2
 """2: summary.json has "causality" and status may be "leaked". Readers accept 1 and 2."""
@@ -55,6 +56,7 @@ DONE = "DONE"
 FINAL_EVAL = "final_eval.json"
 SBATCH = "submission.sbatch"
 CAUSALITY = "causality.json"
+STDOUT = "stdout.log"  # the job's processes' output (local: a file; Slurm: a link to the task's log)
 
 # Job status values, in summary.json and matrix.json.
 PENDING = "pending"
@@ -218,8 +220,6 @@ def new_matrix_dir(root: os.PathLike | str, now: Optional[_dt.datetime] = None) 
     Two matrices started in the same second get ``..._2``, ``..._3``: ``mkdir`` without
     ``exist_ok`` is the atomic claim.
     """
-    from ablate.errors import UnwritableError
-
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -275,6 +275,7 @@ class JobDir:
     final_eval = property(lambda self: self.path / FINAL_EVAL)
     sbatch = property(lambda self: self.path / SBATCH)
     causality = property(lambda self: self.path / CAUSALITY)
+    stdout = property(lambda self: self.path / STDOUT)
 
     def is_done(self) -> bool:
         return self.done.is_file()
@@ -446,8 +447,6 @@ class MetricsWriter:
             self._append(b"\n")  # a torn last line from a killed writer stays one (skipped) line
 
     def _append(self, data: bytes) -> None:
-        from ablate.atomic import disk_full_error, is_disk_full
-
         assert self._fd is not None, "metrics file is closed"
         start = os.lseek(self._fd, 0, os.SEEK_END)
         try:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .hf_import import load_hf_gpt2
 from .registry import ATTENTION, MLPS, register_arch, register_attention, register_mlp
 
 
@@ -228,7 +229,5 @@ def build_gpt2(config: ModelConfig) -> GPT:
     """Build a GPT from a validated config; copy a local Hugging Face checkpoint if init_from."""
     model = GPT(config)
     if config.init_from is not None:
-        from .hf_import import load_hf_gpt2
-
         load_hf_gpt2(model, config.init_from)
     return model

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ablate.matrix.__main__ import main, parse_argv
-from ablate.matrix.compose import build_jobs, expand_matrix_file
+from ablate.compose import build_jobs, expand_matrix_file
 
 
 def test_steps_compose_with_their_labels_and_model_options():
@@ -179,7 +179,7 @@ def test_a_slurm_log_folder_with_a_space_is_refused_before_submitting(tmp_path):
     manifest = results.Manifest.create(mdir)
     cfg = OmegaConf.create({"launcher": {"slurm": {"folder": None}}})
     with pytest.raises(ConfigError, match="spaces or control characters"):
-        slurm._folder(manifest, cfg)
+        slurm.log_folder(manifest, cfg)
 
 
 def test_preflight_refuses_a_slurm_results_root_with_a_space(tmp_path, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ablate import results
-from ablate.launch.job import ATTEMPT_MARK, job_outcome, record_in_summary
+from ablate.outcome import ATTEMPT_MARK, job_outcome, record_in_summary
 
 TORCHRUN_SIGKILL = """\
 [2026-01-01 10:00:00] iter 5/40 | loss 10.4

@@ -15,8 +15,8 @@ import pytest
 
 from ablate.errors import ConfigError
 from ablate.matrix.__main__ import main
-from ablate.matrix.compose import build_jobs, group_choices, parse_overrides
-from ablate.matrix.schema import check_overrides, misplaced_package_header, schema_keys
+from ablate.compose import build_jobs, group_choices, parse_overrides
+from ablate.schema import check_overrides, misplaced_package_header, schema_keys
 
 REPO = Path(__file__).resolve().parents[2]
 GROUPS, DEFAULTS = group_choices()
@@ -169,8 +169,8 @@ def test_every_example_in_help_composes(capsys):
 
     for command, _ in EXAMPLES:
         args = command.split()[3:]
-        if any(a.startswith(("resume=", "status=", "--config-dir")) for a in args):
-            continue  # test_matrix_e2e.py, test_progress.py and test_plugins.py run these for real
+        if any(a.startswith(("resume=", "status=", "wait=", "--config-dir")) for a in args):
+            continue  # test_matrix_e2e.py, test_progress.py, test_plugins.py and tests/slurm run these for real
         overrides, multirun, _ = parse_argv([a for a in args if a != "--cfg" and a != "job"])
         assert build_jobs(overrides, multirun)
 

@@ -36,7 +36,7 @@ def _job(tmp: Path, name: str, nproc: int, sleep: float = 1.0, code: int = 0, li
     d = tmp / name
     d.mkdir()
     cmd = [sys.executable, "-c", RECORDER, str(d / "rec.json"), str(sleep), str(code)]
-    return LaunchJob(name=name, job_dir=d, command=cmd, nproc=nproc, wall_limit_s=limit)
+    return LaunchJob(name=name, job_dir=d, command=cmd, nproc=nproc, wall_seconds=limit)
 
 
 def _rec(tmp: Path, name: str) -> dict:

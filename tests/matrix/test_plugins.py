@@ -115,7 +115,7 @@ def test_a_leaking_user_module_is_refused_by_the_preflight(tmp_path, monkeypatch
 
 
 def test_hydra_searchpath_override_finds_the_user_steps(tmp_path, clean_imports):
-    from ablate.matrix.compose import build_jobs
+    from ablate.compose import build_jobs
 
     user, module, attn = make_user_folder(tmp_path / "myidea", "V19")
     jobs = build_jobs([f"hydra.searchpath=[file://{user / 'conf'}]", "step=V19", f"plugins=[{module}]",

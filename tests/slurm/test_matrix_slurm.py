@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from ablate import results
-from ablate.launch import slurm as slurm_launcher
 from ablate.matrix.__main__ import main
 from slurm_background import in_background
 
@@ -133,7 +132,7 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(ba
     started = background.result(TIME_LIMIT_TEST)
     assert started["rc"] == 0, started["out"][-4000:]
     mdir = _only_matrix_dir(started["root"])
-    rc = slurm_launcher.main(["wait", str(mdir)])
+    rc = main([f"wait={mdir}"])
     out = capsys.readouterr().out
     assert rc == 0, out[-4000:]
     assert (mdir / results.REPORT).is_file()
@@ -177,11 +176,11 @@ def test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files(
     jid = job["slurm_job_id"]
     assert job["status"] == "pending" and jid and not (mdir / "V0" / "DONE").exists()
     assert not (mdir / results.REPORT).exists()
-    assert f"python -m ablate.launch.slurm wait {mdir}" in out
+    assert f"python -m ablate.matrix wait={mdir}" in out
     assert submit_s < 30, f"queueing took {submit_s:.1f}s"
 
     # Status while it is queued or running (a 2-rank torch job needs seconds just to start).
-    assert slurm_launcher.main(["status", str(mdir)]) == 3
+    assert main([f"status={mdir}"]) == 3
     status_out = capsys.readouterr().out
     assert re.search(rf"\| V0 +\| (pending|running) +\| {jid} +\| (PENDING|RUNNING|CONFIGURING) +\|", status_out), status_out
 
@@ -195,7 +194,7 @@ def test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files(
     assert not set(_squeue(slurm_cluster)) - queued, "resume submitted a job"
 
     # Later, from another process: wait for the job, then the report is written.
-    proc = subprocess.run([sys.executable, "-m", "ablate.launch.slurm", "wait", str(mdir)],
+    proc = subprocess.run([sys.executable, "-m", "ablate.matrix", f"wait={mdir}"],
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     job = results.Manifest.load(mdir).job("V0")
@@ -206,7 +205,7 @@ def test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files(
     env = json.loads((mdir / "V0" / "env.json").read_text())
     assert env["world_size"] == 2 and env["backend"] == "gloo"
     assert "#SBATCH --ntasks-per-node=2" in (mdir / "V0" / "submission.sbatch").read_text()
-    assert slurm_launcher.main(["status", str(mdir)]) == 0
+    assert main([f"status={mdir}"]) == 0
     assert "completed" in capsys.readouterr().out
 
 

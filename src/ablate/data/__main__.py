@@ -35,6 +35,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from ablate.compose import compose_job, parse_overrides
+from ablate.data.config import DataConfig
+from ablate.data.dataset import _as_config, prepare_target, resolve_dataset
+from ablate.data.loader import ValWindows
+from ablate.data.prepare import prepare
+from ablate.data.shards import read_header, shard_sha256
+from ablate.data.verify import verify_dataset
 from ablate.errors import AblateError, ConfigError, DataError, die
 
 COUNT_KEYS = ("data.total_tokens", "data.shard_tokens")
@@ -58,8 +65,6 @@ def parse_count(text: str) -> int:
 
 def normalize_overrides(args: list[str]) -> list[str]:
     """Check that every argument is a data/experiment override; expand 10B-style counts."""
-    from ablate.matrix.compose import parse_overrides
-
     out = []
     for arg in args:
         m = _OVERRIDE.fullmatch(arg)
@@ -86,25 +91,17 @@ def normalize_overrides(args: list[str]) -> list[str]:
 
 def compose(overrides: list[str]):
     """The full job config the overrides make (the matrix's own composition)."""
-    from ablate.matrix.compose import compose_job
-
     return compose_job(normalize_overrides(overrides))
 
 
 def run(overrides: list[str], quiet: bool = False) -> str:
     """Prepare (or build, or check) the data the composed config names; return a summary line."""
-    from ablate.data.dataset import _as_config, prepare_target, resolve_dataset
-    from ablate.data.loader import ValWindows
-    from ablate.data.prepare import prepare
-
     cfg = compose(overrides)
     data = _as_config(cfg.data)
     vocab_size, block_size = int(cfg.model.vocab_size), int(cfg.model.block_size)
     if data.source in ("finewebedu", "files"):
         spec, out = prepare_target(data)
         prepare(out, spec, workers=data.workers, progress=not quiet)
-    from ablate.data.verify import verify_dataset
-
     ds = resolve_dataset(data, vocab_size)
     ValWindows(ds.val_path, block_size, int(data.val_windows))
     checked = verify_dataset(ds, block_size, vocab_size, str(data.verify), data.cache_dir)
@@ -114,10 +111,6 @@ def run(overrides: list[str], quiet: bool = False) -> str:
 
 
 def _info(argv: list[str]) -> None:
-    from ablate.data.config import DataConfig
-    from ablate.data.dataset import resolve_dataset
-    from ablate.data.shards import read_header, shard_sha256
-
     class Parser(argparse.ArgumentParser):
         def error(self, message: str):  # one line, like every other error of this command
             die(f"info: {message} (python -m ablate.data info --help)")

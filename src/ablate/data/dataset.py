@@ -116,6 +116,7 @@ def prepare_command(cfg: Any) -> str:
 
 def prepare_target(cfg: Any) -> tuple[Any, Path]:
     """(PrepareSpec, output folder) that ``prepare`` needs for a finewebedu/files config."""
+    # deferred: prepare pulls in `datasets` (seconds to import); only finewebedu/files need it
     from ablate.data.prepare import PrepareSpec, expand_data_files, infer_format
 
     cfg = _as_config(cfg)

@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ablate.data.config import DEFAULT_VAL_TOKENS
 from ablate.data.shards import read_shard
 from ablate.errors import DataError
 
@@ -163,8 +164,6 @@ def final_val_windows(val_path: str, block_size: int, val_tokens: Optional[int],
 
     ``val_tokens`` None means DEFAULT_VAL_TOKENS or the whole shard if it holds fewer; an
     explicit value the shard cannot hold is a DataError (no silent fallback)."""
-    from ablate.data.config import DEFAULT_VAL_TOKENS
-
     _positive(block_size=block_size, periodic_windows=periodic_windows)
     available = max(0, (len(read_shard(val_path)) - 1) // block_size)
     if val_tokens is not None:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ablate.errors import ConfigError
-from ablate.launch.job import ATTEMPT_MARK, EXIT_PREEMPTED, LaunchJob, describe_exit
+from ablate.launch.job import LaunchJob
+from ablate.outcome import ATTEMPT_MARK, EXIT_PREEMPTED, describe_exit
 from ablate.results import LOG, LOG_CAPTURED_ENV
 
 STOP_GRACE_S = 60.0
@@ -142,7 +143,6 @@ class LocalLauncher:
                                                for s in slots)
         # torchrun gives its ranks 30 s after our SIGTERM before SIGKILL; a big checkpoint needs ours.
         env.setdefault("PET_SHUTDOWN_TIMEOUT", str(int(self.stop_grace_s * 0.9)))
-        env["ABLATE_DEVICE_SLOTS"] = env["CUDA_VISIBLE_DEVICES"]
         env["PYTHONUNBUFFERED"] = "1"
         env[LOG_CAPTURED_ENV] = "1"  # we write its output to train.log: the trainer must not as well
         if self.device == "cpu" and self.slots > 1 and "OMP_NUM_THREADS" not in job.env:
@@ -169,7 +169,7 @@ class LocalLauncher:
         now = time.monotonic()
         if self._stopping and r.term_sent is None:
             self._terminate(r, "the matrix was stopped")
-        limit = r.job.wall_limit_s
+        limit = r.job.wall_seconds
         if limit is not None and r.term_sent is None and now - r.started > limit:
             self._terminate(r, f"exceeded its wall-clock limit of {limit:.0f} s (time box + budget.grace_seconds)")
         if r.term_sent is not None and now - r.term_sent > self.stop_grace_s:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ablate.errors import AblateError, die, exit_quietly_on_closed_pipe
+from ablate.plugins import check_models_package
 
 # Keys the README, scripts and users rely on; they keep their names across versions.
 STABLE_KEYS = [
@@ -26,7 +27,9 @@ EXAMPLES = [
     ("python -m ablate.matrix resume=results/test_matrix_results_20251111_170325",
      "run the unfinished jobs of a matrix"),
     ("python -m ablate.matrix status=results/test_matrix_results_20251111_170325",
-     "progress of a matrix, read from its files"),
+     "progress of a matrix, read from its files (and from Slurm for a Slurm matrix)"),
+    ("python -m ablate.matrix wait=results/test_matrix_results_20251111_170325",
+     "wait for a queued Slurm matrix's jobs, then write its report"),
     ("python -m ablate.matrix --config-dir ~/myidea/conf plugins=[my_attention] plugin_path=[~/myidea] "
      "experiment=smoke step=V0,V19 --multirun",
      "your own step and model code, outside this repository"),
@@ -43,6 +46,7 @@ def help_text(argv: list[str] | None = None) -> str:
         "       python -m ablate.matrix matrix=NAME [--plan]",
         "       python -m ablate.matrix resume=MATRIX_DIR",
         "       python -m ablate.matrix status=MATRIX_DIR",
+        "       python -m ablate.matrix wait=MATRIX_DIR      (a Slurm matrix queued with launcher.slurm.wait=false)",
         "",
         "Run an architecture-ablation matrix: one time-boxed training job per step x seed (x any other",
         "swept value). Every job is checked before any trains (config, causality, data, devices, batch);",
@@ -52,7 +56,8 @@ def help_text(argv: list[str] | None = None) -> str:
         "",
     ]
     try:
-        from ablate.matrix.compose import group_choices, matrix_names
+        # deferred: compose imports `models` (via ablate.config), which must come after check_models_package()
+        from ablate.compose import group_choices, matrix_names
 
         searchpath = []
         try:
@@ -97,7 +102,7 @@ def help_text(argv: list[str] | None = None) -> str:
 
 def parse_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
     """Split our flags from Hydra overrides. Returns (overrides, multirun, show_cfg)."""
-    from ablate.matrix.compose import expand_matrix_file
+    from ablate.compose import expand_matrix_file  # deferred: as in help_text
 
     overrides: list[str] = []
     config_dirs: list[str] = []
@@ -161,14 +166,12 @@ def _main(argv: list[str]) -> int:
         print(help_text([a for a in argv if a not in ("-h", "--help")]), flush=True)
         return 0
     try:
-        from ablate.plugins import check_models_package
-
         check_models_package()  # before `import models`: a user's own package of that name must not load
+        # deferred: everything below imports `models`, which must come after check_models_package()
         import models
-        from ablate.matrix import runner
-        from ablate.matrix.compose import build_jobs, config_yaml
-
-        from ablate.config import check_environment
+        from ablate.compose import build_jobs, config_yaml  # deferred: see above
+        from ablate.config import check_environment  # deferred: see above
+        from ablate.matrix import progress, runner  # deferred: see above
 
         check_environment()  # resume= composes nothing, so check here too
         overrides, multirun, show_cfg = parse_argv(argv)
@@ -180,13 +183,14 @@ def _main(argv: list[str]) -> int:
                     f"resume= runs a matrix as it was configured; drop the other overrides ({' '.join(others)})"
                 )
             return runner.run_resume(resume[0].split("=", 1)[1])
-        status = [o for o in overrides if o.startswith("status=")]
-        if status:
+        for command in ("status", "wait"):
+            given = [o for o in overrides if o.startswith(f"{command}=")]
+            if not given:
+                continue
             if len(overrides) > 1:
-                raise AblateError("status=DIR prints a matrix's progress; it takes no other overrides")
-            from ablate.matrix.progress import status as print_status
-
-            return print_status(status[0].split("=", 1)[1])
+                raise AblateError(f"{command}=DIR reads a matrix directory; it takes no other overrides")
+            path = given[0].split("=", 1)[1]
+            return progress.status(path) if command == "status" else runner.run_wait(path)
         jobs = build_jobs(overrides, multirun)
         if show_cfg:
             for job in jobs:
@@ -197,6 +201,8 @@ def _main(argv: list[str]) -> int:
     except AblateError as e:
         die(str(e))
     except KeyboardInterrupt:
+        if any(a.startswith(("wait=", "status=")) for a in argv):
+            die("interrupted; the Slurm jobs are not affected (status=/wait= again later)", code=130)
         die("interrupted; no job was left half-written (a matrix directory, if one was created, "
             "continues with resume=<matrix dir>)", code=130)
     except models.ModelConfigError as e:

@@ -8,22 +8,18 @@ from typing import Optional
 
 from tabulate import tabulate
 
+import models
+from ablate.compose import JobSpec
 from ablate.config import to_container
-
-from ablate.matrix.compose import JobSpec
+from ablate.data.config import DEFAULT_VAL_TOKENS
+from ablate.launch.slurm import describe_submission
 from ablate.matrix.preflight import world_size
-
-
-def _hours(seconds) -> str:
-    return "-" if seconds is None else f"{float(seconds) / 3600:.2f}"
 
 
 def eval_cost(cfg) -> tuple[str, str]:
     """What the evals cost next to training, estimated from FLOPs: an eval token is a forward
     pass only, ~1/3 of a training token (forward + backward). Returns (periodic share of the
     training time, final eval as tokens and training-iteration equivalents)."""
-    from ablate.data.config import DEFAULT_VAL_TOKENS
-
     T = int(cfg.model.block_size)
     tpi = int(cfg.optim.tokens_per_iter)
     periodic = int(cfg.data.val_windows) * T
@@ -67,8 +63,6 @@ def estimate_iter_seconds(cfg) -> Optional[float]:
     micro-batch would take minutes there); on CUDA at the full micro-batch. None when this machine
     has no device of the job's kind (a plan on a login node): the job warns at run time instead."""
     import torch
-
-    import models
 
     device = _job_device(cfg)
     if device == "cuda" and not torch.cuda.is_available():
@@ -163,8 +157,6 @@ def format_plan(jobs: list[JobSpec], results_root: Path) -> str:
         out.append(line)
     launcher = str(jobs[0].cfg.launcher.name)
     if launcher == "slurm":
-        from ablate.launch.slurm import describe_submission
-
         out.append("")
         out.append(describe_submission({j.name: j.cfg for j in jobs}))
     else:

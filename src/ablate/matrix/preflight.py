@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+
+import models
+from ablate.compose import JobSpec
+from ablate.config import to_container
+from ablate.data import ValWindows, final_val_windows, resolve_dataset
+from ablate.data.verify import verify_dataset
 from ablate.errors import AblateError
-from ablate.matrix.compose import JobSpec
+from ablate.launch.slurm import log_folder_problem
 
 
 @dataclass
@@ -38,10 +45,6 @@ def visible_gpus() -> int:
 def check_model(model_cfg: dict, causality: bool = True, seed: int = 0) -> tuple[list[str], Optional[dict]]:
     """Build the step's model at the job's own shapes and prove it causal (both probes, see
     models/causality.py). Returns (problems, causality record or None when not checked)."""
-    import torch
-
-    import models
-
     try:
         torch.manual_seed(seed)
         model = models.build_model(dict(model_cfg))  # full size: what the job will train
@@ -97,9 +100,6 @@ def check_hardware(cfg, gpus_available: int) -> list[str]:
 
 
 def check_data(cfg, progress: Optional[Callable[[str], None]] = None) -> list[str]:
-    from ablate.data import ValWindows, final_val_windows, resolve_dataset
-    from ablate.data.verify import verify_dataset
-
     try:
         ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
         ValWindows(ds.val_path, int(cfg.model.block_size), int(cfg.data.val_windows))
@@ -167,8 +167,6 @@ def preflight(
     ``create_output_dir=False`` (the plan) writes nothing to disk; ``causality=False`` builds each
     model but skips the causality probes (seconds to a minute or two per config on CPU at GPT-2
     124M shapes)."""
-    from ablate.config import to_container
-
     gpus = visible_gpus()
     results: list[PreflightResult] = []
     model_cache: dict[str, tuple[list[str], Optional[dict]]] = {}
@@ -203,8 +201,6 @@ def preflight(
         problems += model_problems
         problems += out_problems
         if str(cfg.launcher.name) == "slurm":
-            from ablate.launch.slurm import log_folder_problem
-
             problem = log_folder_problem(cfg.launcher.slurm.folder or results_root.expanduser().absolute())
             if problem:
                 problems.append(problem)

@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, TextIO
 
+from tabulate import tabulate
+
 from ablate import console, results
+from ablate.errors import AblateError
+from ablate.launch import slurm
+from ablate.lock import LockHeld, LockUnavailable, lock_matrix
 
 TAIL_BYTES = 65536  # the last train record is near the end of metrics.jsonl; never read it whole
 
@@ -283,12 +288,13 @@ class LiveView:
 def status(path: str) -> int:
     """``python -m ablate.matrix status=DIR``: every job's progress, once, as plain lines.
 
+    For a Slurm matrix, Slurm's view comes first (a job that ended there is not shown as running),
+    as a table of each job's Slurm job id and state.
+
     Exit code: 0 every job completed, 3 some job is queued or running, 1 otherwise."""
     manifest = results.Manifest.load(path)
-    if manifest.data.get("launcher") == "slurm":
-        from ablate.launch.slurm import refresh
-        from ablate.lock import LockHeld, LockUnavailable, lock_matrix
-
+    states: dict[str, str] = {}
+    if manifest.data.get("launcher") == "slurm" or any(j.get("slurm_job_id") for j in manifest.jobs):
         try:  # refresh writes matrix.json: only as its one writer, else show Slurm's view unsaved
             lock = lock_matrix(manifest.dir)
         except (LockHeld, LockUnavailable):
@@ -297,10 +303,11 @@ def status(path: str) -> int:
         try:
             if lock is not None:
                 manifest = results.Manifest.load(path)
-            refresh(manifest)  # Slurm's view first: a job that ended there is not shown as running
+            states = slurm.refresh(manifest)  # Slurm's view first: a job that ended there is not shown as running
         finally:
             if lock is not None:
                 lock.release()
+        print(slurm_table(manifest, states), flush=True)
     progress = read(manifest)
     print(f"matrix {manifest.dir}")
     for line in render(progress, width=10_000, all_jobs=True):
@@ -308,6 +315,25 @@ def status(path: str) -> int:
     statuses = [j.status for j in progress.jobs]
     if all(s == results.COMPLETED for s in statuses):
         return 0
-    if any(s in (results.PENDING, results.RUNNING) for s in statuses):
+    if any(s in (results.PENDING, results.RUNNING) for s in statuses) \
+            or any(state in slurm.ACTIVE_STATES for state in states.values()):
         return 3
+    if states:
+        console.emit(f"[ablate] resume the jobs that did not complete with: python -m ablate.matrix resume={manifest.dir}")
     return 1
+
+
+def slurm_table(manifest: results.Manifest, states: dict[str, str]) -> str:
+    """One row per job: status, Slurm job id and state, iterations, resumed, error."""
+    rows = []
+    for job in manifest.jobs:
+        summary = None
+        try:
+            summary = manifest.job_dir(job["name"]).read_summary()
+        except AblateError:
+            pass
+        rows.append([job["name"], job["status"], job.get("slurm_job_id") or "-", states.get(job["name"], "-"),
+                     (summary or {}).get("iterations", "-"), (summary or {}).get("resumed", "-"),
+                     job.get("error") or ""])
+    return tabulate(rows, headers=["job", "status", "Slurm job", "Slurm state", "iterations", "resumed", "error"],
+                    tablefmt="pipe", disable_numparse=True)

@@ -7,7 +7,6 @@ checkpoint and its stored config.yaml; completed jobs are never rerun or overwri
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 from pathlib import Path
 from typing import Optional
@@ -15,26 +14,23 @@ from typing import Optional
 from omegaconf import DictConfig
 
 from ablate import plugins, results
-from ablate.config import load_job_config
-from ablate.lock import DirLock, describe_holder, lock_job, lock_matrix, probe
+from ablate.compose import JobSpec, config_yaml
+from ablate.config import load_job_config, wall_seconds
 from ablate.errors import AblateError, ConfigError, PreflightError
-from ablate.launch.job import LaunchJob, job_outcome, record_in_summary
-from ablate.matrix.compose import JobSpec, config_yaml
+from ablate.launch import slurm
+from ablate.launch.job import LaunchJob
+from ablate.launch.local import LocalLauncher, torchrun_command
+from ablate.lock import DirLock, describe_holder, lock_job, lock_matrix, probe
 from ablate.matrix import progress
 from ablate.matrix.plan import format_plan
-from ablate.matrix.preflight import describe_failures, preflight, visible_gpus, world_size
+from ablate.matrix.preflight import describe_failures, preflight, visible_gpus
+from ablate.outcome import job_outcome, record_in_summary
+from ablate.report import terminal_summary, write_report
 from ablate.train.trackers import check_installed
-
 
 
 def say(message: str) -> None:
     progress.emit(f"[ablate] {message}")  # above the live progress view when one is drawn
-
-
-def wall_limit(cfg: DictConfig) -> Optional[float]:
-    if cfg.budget.train_seconds is None:
-        return None
-    return float(cfg.budget.train_seconds) + float(cfg.budget.grace_seconds)
 
 
 def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
@@ -143,13 +139,11 @@ def run_resume(path: str) -> int:
 def _launch_and_report(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> int:
     first = next(iter(cfgs.values()))
     if str(first.launcher.name) == "slurm":
-        from ablate.launch.slurm import submit_matrix
-
         if bool(first.launcher.slurm.wait) and _live(first):
             with progress.LiveView(manifest):
-                outcome = submit_matrix(manifest, cfgs)
+                outcome = slurm.submit_matrix(manifest, cfgs)
         else:
-            outcome = submit_matrix(manifest, cfgs)
+            outcome = slurm.submit_matrix(manifest, cfgs)
         if outcome is None:  # queued without waiting: status and report come later from the files
             return 0
         return _finish(manifest, outcome)
@@ -161,8 +155,6 @@ def _live(cfg: DictConfig) -> bool:
 
 
 def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[str, int]:
-    from ablate.launch.local import LocalLauncher, torchrun_command
-
     first = next(iter(cfgs.values()))
     device = str(first.hardware.device)
     if device == "auto":
@@ -178,7 +170,7 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
             job_dir=manifest.job_dir(name).path,
             command=torchrun_command(manifest.job_dir(name).path, int(cfg.hardware.nproc_per_node)),
             nproc=int(cfg.hardware.nproc_per_node) if device == "cuda" or slots > 1 else 1,
-            wall_limit_s=wall_limit(cfg),
+            wall_seconds=wall_seconds(cfg.budget),
         )
         for name, cfg in cfgs.items()
     ]
@@ -218,6 +210,26 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def run_wait(path: str) -> int:
+    """``python -m ablate.matrix wait=DIR``: wait for a queued Slurm matrix's jobs, then write the
+    report (as the submitting run would have). Holds the matrix lock: matrix.json's one writer."""
+    slurm.load_manifest(path)
+    with lock_matrix(path):
+        return _wait(slurm.load_manifest(path))
+
+
+def _wait(manifest: results.Manifest) -> int:
+    slurm.refresh(manifest)
+    jobs = {j["name"]: str(j["slurm_job_id"]) for j in manifest.jobs
+            if j.get("slurm_job_id") and j["status"] in (results.PENDING, results.RUNNING)}
+    say(f"waiting for {len(jobs)} Slurm job(s) of {manifest.dir}")
+    codes = slurm.wait_for(manifest, jobs) if jobs else {}
+    for job in manifest.jobs:  # jobs that had ended before: their codes as recorded
+        if job["name"] not in codes and job.get("exit_code") is not None:
+            codes[job["name"]] = int(job["exit_code"])
+    return _finish(manifest, codes)
+
+
 def _finish(manifest: results.Manifest, codes: dict[str, int]) -> int:
     first_cfg = None
     for job in manifest.jobs:
@@ -229,8 +241,6 @@ def _finish(manifest: results.Manifest, codes: dict[str, int]) -> int:
     want_report = True if first_cfg is None else bool(first_cfg.report)
     if want_report:
         try:
-            from ablate.report import write_report
-
             markdown = write_report([manifest.dir])
             _print_summary(markdown, manifest.dir / results.REPORT)
         except AblateError as e:
@@ -247,8 +257,6 @@ def _finish(manifest: results.Manifest, codes: dict[str, int]) -> int:
 
 
 def _print_summary(markdown: str, path: Path) -> None:
-    from ablate.report import terminal_summary
-
     try:
         print("\n" + terminal_summary(markdown, path), end="", flush=True)
     except (BrokenPipeError, OSError, ValueError):  # a closed stdout must not turn results into a failure
@@ -303,9 +311,3 @@ def _unique(items: list[str]) -> list[str]:
             seen.append(item)
     return seen
 
-
-def gpu_hours(cfg: DictConfig) -> float:
-    if cfg.budget.train_seconds is None:
-        return math.nan
-    gpus = world_size(cfg) if str(cfg.hardware.device) != "cpu" else 0
-    return gpus * float(cfg.budget.train_seconds) / 3600.0

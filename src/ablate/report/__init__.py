@@ -19,7 +19,8 @@ import pandas as pd
 
 from ablate import __version__
 from ablate import results as R
-from ablate.errors import UnwritableError
+from ablate.atomic import disk_full_error, is_disk_full
+from ablate.errors import AblateError, UnwritableError
 from ablate.report import tables as T
 from ablate.report import warnings as W
 from ablate.report.matched import matched_section
@@ -175,6 +176,7 @@ def write_report(matrix_dirs: Union[PathLike, Iterable[PathLike]], baseline: Opt
         where.mkdir(parents=True, exist_ok=True)
         written = None
         if plots:
+            # deferred: matplotlib (seconds to import) only when plots are wanted
             from ablate.report.plots import write_plots
 
             written = write_plots(coll, stats, where)
@@ -183,9 +185,6 @@ def write_report(matrix_dirs: Union[PathLike, Iterable[PathLike]], baseline: Opt
     except UnwritableError as e:
         raise UnwritableError(f"{e}; pass --out DIR (a writable folder)") from None
     except OSError as e:  # read-only results, --out under a file, a full disk: one line, not a traceback
-        from ablate.atomic import disk_full_error, is_disk_full
-        from ablate.errors import AblateError
-
         if is_disk_full(e):
             raise disk_full_error(where / R.REPORT) from None
         raise AblateError(f"cannot write the report into {where}: {e.strerror or e}; pass --out DIR "

@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: Optional[Sequence[str]] = None) -> str:
     args = _parser().parse_args(argv)
-    from ablate import report
+    from ablate import report  # deferred: pandas and the report modules load after argument parsing (fast --help)
 
     if args.target_loss is not None and not (math.isfinite(args.target_loss) and args.target_loss > 0):
         raise AblateError(f"--target-loss {args.target_loss}: must be a positive finite validation loss")

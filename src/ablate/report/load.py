@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 from ablate import results as R
+from ablate.outcome import reported_status
 from ablate.errors import AblateError
 from ablate.report.noise import block_se
 
@@ -210,22 +211,11 @@ def _read_job(
         notes.append(f"{label}: no readable config.yaml; architecture label taken from summary.json")
     seed = config.get("seed", s.get("seed", entry.get("seed")))
 
-    # The status: the trainer's own word first, but a launcher that saw the process die knows
-    # better than a summary frozen at "running".
     manifest_status = entry.get("status")
-    status = s.get("status") or manifest_status
-    if status in (None, R.PENDING, R.RUNNING) and manifest_status == R.FAILED:
-        if s.get("status"):
-            notes.append(f"{label}: summary.json says {s['status']!r} but matrix.json says 'failed' "
-                         f"(exit code {entry.get('exit_code')}); reported as failed")
-        status = R.FAILED
-    if status in (None, R.PENDING, R.RUNNING) and not jd.is_done() and (
-            manifest_status == R.INTERRUPTED or s.get("stopped_by")):
-        # The trainer checkpointed and stopped; a "running" manifest is stale (runner killed) or
-        # Slurm has requeued the job, which then rewrites its summary when it starts again.
-        status = R.INTERRUPTED
-    if status is None:
-        status = R.COMPLETED if jd.is_done() else ("unknown" if records else R.PENDING)
+    status = reported_status(jd, summary, manifest_status, bool(records))
+    if status == R.FAILED and s.get("status") in (R.PENDING, R.RUNNING) and manifest_status == R.FAILED:
+        notes.append(f"{label}: summary.json says {s['status']!r} but matrix.json says 'failed' "
+                     f"(exit code {entry.get('exit_code')}); reported as failed")
     error = s.get("error") or entry.get("error")
 
     if summary is None and records:

@@ -22,6 +22,7 @@ from typing import Optional
 import pandas as pd
 
 from ablate import results as R
+from ablate.report.tables import fmt_num, pipe, rounded
 
 
 @dataclass
@@ -80,8 +81,6 @@ def matched_work(jobs: pd.DataFrame, curves: pd.DataFrame, order: list[str], bas
 
 
 def matched_section(coll, target_loss: Optional[float] = None) -> str:
-    from ablate.report.tables import fmt_num, pipe, rounded
-
     m = matched_work(coll.jobs, coll.curves, coll.order, coll.baseline, target_loss)
     if not m.loss_at_tokens and not m.reach:
         return "No completed run recorded a validation curve."

@@ -18,6 +18,7 @@ from tabulate import tabulate
 from ablate import results as R
 from ablate.report.load import Collection, relpath
 from ablate.report.stats import Comparison, StepStats, compare
+from ablate.report.warnings import MARK, marked, no_verdict
 
 MAIN_HEADERS = ["Step", "Architecture", "Best Val Loss", "Improvement", "RMLP w_rec"]
 # Seed noise is ~0.002 on a loss near 3.5, i.e. ~0.05%: intervals need two decimals to show it.
@@ -80,19 +81,16 @@ def bold(cell: str) -> str:
 
 def blocked_steps(coll: Collection) -> set[str]:
     """Steps whose comparisons make no verdict (report/warnings.py)."""
-    from ablate.report.warnings import no_verdict
 
     return {s for s in coll.order if no_verdict(coll.warnings, coll.pipeline_check, s, coll.baseline)}
 
 
 def _verdict_block(coll: Collection, step: str) -> Optional[str]:
-    from ablate.report.warnings import no_verdict
 
     return no_verdict(coll.warnings, coll.pipeline_check, step, coll.baseline)
 
 
 def _step_cell(coll: Collection, step: str) -> str:
-    from ablate.report.warnings import MARK, marked
 
     return f"{step} {MARK}" if marked(coll.warnings, step) else step
 

@@ -9,6 +9,7 @@ stored as tensors, ints and lists so ``torch.load(..., weights_only=True)`` can 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -16,8 +17,11 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 
-from ablate.atomic import atomic_open
+import models
+from ablate.atomic import atomic_open, atomic_write_bytes
 from ablate.errors import AblateError
 
 CHECKPOINT_FORMAT = 1
@@ -106,12 +110,6 @@ def save_final_weights(path: os.PathLike | str, model: torch.nn.Module, model_co
     Tied tensors (the token embedding and the LM head) share storage; safetensors refuses
     aliases, so each storage is stored once and the aliases are listed in the metadata.
     """
-    import json
-
-    from safetensors.torch import save
-
-    from ablate.atomic import atomic_write_bytes
-
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
@@ -129,13 +127,6 @@ def save_final_weights(path: os.PathLike | str, model: torch.nn.Module, model_co
 
 def load_final_weights(path: os.PathLike | str) -> torch.nn.Module:
     """A job's ``model.safetensors`` back as a model (``models.build_model`` + its weights, CPU)."""
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    import models
-
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -59,10 +59,15 @@ from typing import Any, Optional
 
 import torch
 
+import models
 from ablate import plugins as plugins_mod
 from ablate import results
+from ablate.atomic import is_disk_full
 from ablate.config import load_job_config, to_container
+from ablate.data import TrainBatches, ValWindows, final_val_windows, resolve_dataset
 from ablate.errors import AblateError, ConfigError, DiskFullError
+from ablate.lock import lock_job
+from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
 from ablate.results import JobDir, MetricsWriter
 from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
@@ -72,11 +77,6 @@ from ablate.train.compile import CompileResult, compile_model
 from ablate.train.device import DeviceSetup, probe_sdpa, setup_device
 from ablate.train.optim import Schedule, build_optimizer, describe_groups, grad_accum_for, keep_implementation
 
-# Exit codes of `python -m ablate.train` (and the "exit_code" run_job returns).
-EXIT_COMPLETED = 0
-EXIT_FAILED = 1
-EXIT_USER_ERROR = 2
-EXIT_PREEMPTED = 3
 
 SYNC_SECONDS = 5.0  # on CUDA, at most this much training between two sync points
 ERROR_CHARS = 2000
@@ -246,9 +246,6 @@ class Trainer:
     flops_per_token: Optional[float] = None
 
     def setup(self) -> None:
-        import models
-        from ablate.data import TrainBatches, ValWindows, final_val_windows, resolve_dataset
-
         cfg = self.cfg = load_job_config(self.jd.config)
         try:
             self.causality = results.causality_entry(results.read_causality_init(self.jd))
@@ -316,7 +313,7 @@ class Trainer:
             self._restore(ck)
             self.resumed_this_start = True
         else:
-            _seed_all(seed + rank * RANK_SEED_OFFSET, device=dev.device)
+            _seed_all(seed + rank * RANK_SEED_OFFSET)
         if self.val_note and self.val_note not in self.notes:
             self.notes.append(self.val_note)
 
@@ -458,7 +455,7 @@ class Trainer:
         if len(rngs) == self.dinfo.world_size:
             ckpt_mod.restore_rng(rngs[self.dinfo.rank], self.dev.device)
         else:
-            _seed_all(int(self.cfg.seed) + self.dinfo.rank * RANK_SEED_OFFSET + self.iter, device=self.dev.device)
+            _seed_all(int(self.cfg.seed) + self.dinfo.rank * RANK_SEED_OFFSET + self.iter)
             self.notes.append(f"resumed at iteration {self.iter} with world size {self.dinfo.world_size} "
                               f"(checkpoint had {len(rngs)}): dropout RNG reseeded")
 
@@ -545,8 +542,6 @@ class Trainer:
     def _gate_shares(self) -> dict:
         """Reciprocal paths' share of their block output (models/gate_shares.py), on rank 0's
         first periodic validation windows: fixed inputs, so runs and steps compare."""
-        import models
-
         x, _ = self.val_batches[0]
         with self.dev.autocast():
             return _plain(models.gate_shares(self.raw_model, x.to(self.dev.device)))
@@ -904,8 +899,6 @@ class Trainer:
         and fp32) on rank 0, outside the time box; every rank learns the verdict. A check that
         cannot run is recorded with ``ok: null`` and does not stop the job (the report then says
         the trained weights are unchecked)."""
-        import models
-
         leaked = torch.zeros(1, dtype=torch.float64, device=self.dev.device)
         if self.is_main:
             t0 = time.perf_counter()
@@ -972,8 +965,6 @@ class Trainer:
             self._record_failure(msg, exit_code=EXIT_USER_ERROR)
             raise
         except Exception as e:
-            from ablate.atomic import is_disk_full
-
             if is_disk_full(e, self.jd.path):  # e.g. train.log or a torch write: name the cause
                 where = getattr(e, "filename", None) or self.jd.path
                 msg = f"no space left on device while writing {where}; free space there and resume"
@@ -1046,7 +1037,7 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _seed_all(seed: int, device: Optional[torch.device] = None) -> None:
+def _seed_all(seed: int) -> None:
     import random
 
     import numpy as np
@@ -1075,8 +1066,6 @@ def run_job(job_dir: str | Path, *, rank: Optional[int] = None, world_size: Opti
     # is refused here before it reads or writes anything.
     lock = None
     if dinfo.is_main and not jd.is_done():
-        from ablate.lock import lock_job
-
         lock = lock_job(jd.path)
     try:
         return _run_locked(jd, dinfo)

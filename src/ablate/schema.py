@@ -18,6 +18,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from ablate.config import RunConfig
 from ablate.errors import ConfigError
 
 # Hydra's own groups and keys (hydra/launcher, hydra.run.dir, ...) are not ours to check.
@@ -26,8 +27,6 @@ _HYDRA_PREFIX = "hydra"
 
 def schema_keys() -> set[str]:
     """Every dotted key of the run schema, nodes included (``budget``, ``budget.train_seconds``)."""
-    from ablate.config import RunConfig
-
     keys: set[str] = set()
 
     def walk(obj: Any, prefix: str) -> None:

@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from ablate import plugins, schema
 from ablate.config import check_environment, register_configs, validate_run
 from ablate.errors import ConfigError
+from ablate.results import job_name
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def conf_dir() -> Path:
@@ -101,9 +109,6 @@ class JobSpec:
 
 
 def parse_overrides(args: list[str]) -> list[Any]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
     try:
         return OverridesParser.create().parse_overrides(args)
     except HydraException as e:
@@ -112,9 +117,6 @@ def parse_overrides(args: list[str]) -> list[Any]:
 
 def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
     """Cartesian product of the sweep overrides, as Hydra's basic sweeper orders it."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.errors import HydraException
-
     overrides = parse_overrides(args)
     has_sweep = any(o.is_sweep_override() for o in overrides)
     if has_sweep and not multirun:
@@ -131,17 +133,11 @@ def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
 def compose_job(overrides: list[str]) -> DictConfig:
     """Compose one job's config; Hydra's own error (e.g. the list of step options) becomes one line.
 
-    Every override is checked first (``ablate.matrix.schema``): a group option that does not
+    Every override is checked first (``ablate.schema``): a group option that does not
     exist, optional groups included, and a key the schema lacks are errors that name the options
     or the nearest key, never something Hydra would skip or tell the user to add with ``+``.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     check_environment()
-    from ablate.matrix import schema
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -176,7 +172,6 @@ def compose_job(overrides: list[str]) -> DictConfig:
 def _repository(overrides: list[str]):
     """Hydra's config repository with the command line's ``hydra.searchpath`` applied (inside an
     initialized Hydra): the groups and options that this composition will see."""
-    from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().hydra.config_loader  # type: ignore[union-attr]
     searchpath = [o for o in overrides if o.lstrip("+").startswith("hydra.searchpath=")]
@@ -186,10 +181,6 @@ def _repository(overrides: list[str]):
 def group_choices(overrides: Optional[list[str]] = None) -> tuple[dict[str, list[str]], dict[str, Optional[str]]]:
     """({group: options}, {group: default option}) of the config root, as Hydra sees it
     (``overrides``: a ``hydra.searchpath=`` override adds folders)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from ablate.matrix import schema
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -225,7 +216,6 @@ def build_jobs(args: list[str], multirun: bool) -> list[JobSpec]:
 def resolve_plugins(cfg: DictConfig) -> None:
     """Store plugin_path absolute (jobs run elsewhere) and import the plugins here, so a missing
     module is one error line before anything runs and the preflight sees what they register."""
-    from ablate import plugins
 
     if cfg.plugins:
         cfg.plugin_path = plugins.resolve_paths(cfg.plugin_path)
@@ -233,7 +223,6 @@ def resolve_plugins(cfg: DictConfig) -> None:
 
 
 def _name_jobs(jobs: list[JobSpec]) -> None:
-    from ablate.results import job_name
 
     for job in jobs:
         others = {k: v for k, v in job.swept.items() if k != "step"}
@@ -271,10 +260,7 @@ def _first_line(e: BaseException) -> str:
 def _composition_message(e: BaseException, groups: dict[str, list[str]]) -> str:
     """Hydra's message for a missing group option lists the options on later lines; keep them.
     An unknown key in a YAML file gets the schema's nearest key instead of Hydra's '+' hint."""
-    from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigKeyError
 
-    from ablate.matrix import schema
 
     if isinstance(e, MissingConfigException) and e.options:
         first = _first_line(e)

@@ -1,0 +1,129 @@
+"""From a job config to submitit's SlurmExecutor parameters (the sbatch script), with their checks."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import submitit
+from omegaconf import DictConfig
+from submitit.slurm.slurm import _make_sbatch_string
+
+from ablate import results
+from ablate.config import wall_seconds
+from ablate.errors import ConfigError
+
+
+_SBATCH_VALUE = re.compile(r"[A-Za-z0-9._,:&|!\[\]()*@+-]+")
+
+
+def executor_parameters(cfg: DictConfig) -> dict:
+    s = cfg.launcher.slurm
+    nproc = int(cfg.hardware.nproc_per_node)
+    on_gpu = str(cfg.hardware.device) != "cpu"
+    gpus = s.gpus_per_node if s.gpus_per_node is not None else (nproc if on_gpu else None)
+    box_min = (wall_seconds(cfg.budget) or 0.0) / 60.0
+    time_min = int(box_min + int(s.time_margin_min) + 0.999)
+    if time_min < 1:
+        raise ConfigError(
+            f"Slurm time limit {time_min} min (box + budget.grace_seconds + launcher.slurm.time_margin_min) "
+            f"must be at least 1 minute"
+        )
+    if not 0 < int(s.signal_delay_s) < 60 * time_min:
+        raise ConfigError(
+            f"launcher.slurm.signal_delay_s={s.signal_delay_s} must be positive and shorter than the time limit "
+            f"({60 * time_min} s), else the checkpoint signal comes at the start of the job"
+        )
+    if int(s.nodes) < 1 or int(s.cpus_per_task) < 1 or int(s.array_parallelism) < 1:
+        raise ConfigError("launcher.slurm.nodes, cpus_per_task and array_parallelism must be at least 1")
+    if int(s.max_num_timeout) < 0:
+        raise ConfigError(f"launcher.slurm.max_num_timeout={s.max_num_timeout} must not be negative")
+    params: dict[str, Any] = {
+        "job_name": f"ablate-{results.sanitize_name(str(cfg.experiment or 'matrix'))}",
+        "nodes": int(s.nodes),
+        "ntasks_per_node": nproc,
+        "cpus_per_task": int(s.cpus_per_task),
+        "time": time_min,
+        "signal_delay_s": int(s.signal_delay_s),
+        "array_parallelism": int(s.array_parallelism),
+    }
+    if gpus:
+        params["gpus_per_node"] = int(gpus)
+    for key in ("partition", "account", "qos", "constraint"):
+        value = s.get(key)
+        if value:
+            # These become "#SBATCH --key=value" lines: a newline or space would smuggle in more.
+            if not _SBATCH_VALUE.fullmatch(str(value)):
+                raise ConfigError(
+                    f"launcher.slurm.{key}={str(value)!r} has characters Slurm names do not use; "
+                    f"allowed: letters, digits and . _ - , : & | ! [ ] ( ) * @ +"
+                )
+            params[key] = str(value)
+    if s.mem_gb:
+        params["mem"] = f"{int(s.mem_gb)}GB"
+    return params
+
+
+def log_folder_problem(folder: os.PathLike | str) -> Optional[str]:
+    """Why sbatch cannot take ``folder`` for its logs, or None.
+
+    submitit writes it unquoted into "#SBATCH --output=" lines: a space breaks the script and a
+    newline would add lines to it.
+    """
+    if any(c.isspace() or not c.isprintable() for c in str(folder)):
+        return (f"Slurm logs would go under {str(folder)!r}, which has spaces or control characters sbatch "
+                f"cannot take; choose results_root / launcher.slurm.folder without them")
+    return None
+
+
+def log_folder(manifest: results.Manifest, cfg: DictConfig) -> Path:
+    folder = Path(cfg.launcher.slurm.folder or (manifest.dir / ".submitit")).expanduser().absolute()
+    problem = log_folder_problem(folder)
+    if problem:
+        raise ConfigError(problem)
+    return folder
+
+
+def executor(folder: Path, cfg: DictConfig) -> "submitit.SlurmExecutor":
+    try:
+        executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=int(cfg.launcher.slurm.max_num_timeout))
+    except RuntimeError as e:  # submitit: "Could not detect srun, are you indeed on a slurm cluster?"
+        raise ConfigError(f"launcher=slurm: {e} (submit from a Slurm login node)") from None
+    executor.update_parameters(**executor_parameters(cfg))
+    return executor
+
+
+def sbatch_script(cfg: DictConfig, n_jobs: int, folder: str | Path) -> Optional[str]:
+    """The sbatch script submitit would write for ``n_jobs`` array tasks (None if unavailable)."""
+    try:
+        command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+        return _make_sbatch_string(
+            command=command, folder=str(folder), map_count=n_jobs if n_jobs > 1 else None,
+            **executor_parameters(cfg),
+        )
+    except TypeError:  # submitit's private helper changed its signature
+        return None
+
+
+def describe_submission(cfgs: dict[str, DictConfig], folder: Optional[str] = None) -> str:
+    first = next(iter(cfgs.values()))
+    params = executor_parameters(first)
+    n = len(cfgs)
+    kind = "one job array" if n > 1 else "one job"
+    lines = [f"Slurm submission: {kind} of {n} task(s) through submitit, each with:"]
+    lines += [f"  {k} = {v}" for k, v in params.items()]
+    lines.append(f"  requeued on USR2 {params['signal_delay_s']} s before the time limit "
+                 f"(at most {int(first.launcher.slurm.max_num_timeout)} time limits per job)")
+    lines.append("  each rank runs: ablate.train.run_job(<job dir>) (a submitit Checkpointable)")
+    lines.append("  array tasks, in order: " + ", ".join(cfgs))
+    folder = folder or first.launcher.slurm.folder or f"{first.results_root}/test_matrix_results_<timestamp>/.submitit"
+    script = sbatch_script(first, n, Path(folder).expanduser().absolute())
+    if script:
+        lines.append("")
+        lines.append(f"sbatch script (kept as <job dir>/{results.SBATCH}):")
+        lines.append(script.rstrip("\n"))
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""What one Slurm array task runs on the compute node: the trainer on its job directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import submitit
+import torch
+from submitit.helpers import Checkpointable
+
+from ablate import results
+from ablate.train import run_job
+
+class TrainTask(Checkpointable):
+    """What one array task runs: the trainer on a job directory, as one rank of the job."""
+
+    def __init__(self, job_dir: str):
+        self.job_dir = job_dir
+
+    def __call__(self) -> dict:
+        dist_env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        if dist_env.rank == 0:
+            _link_stdout(Path(self.job_dir))
+        summary = run_job(
+            self.job_dir, rank=dist_env.rank, world_size=dist_env.world_size, local_rank=_device_index(dist_env)
+        )
+        stopped_by = summary.get("stopped_by")
+        if stopped_by and not results.JobDir(Path(self.job_dir)).is_done():
+            # The trainer checkpointed on a signal and put submitit's handler back: hand the signal
+            # on. For USR2 (time limit, preemption) submitit requeues this task and exits (on rank
+            # 0; or gives up after max_num_timeout time limits); for TERM it only logs.
+            signum = getattr(signal, str(stopped_by), None)
+            handler = signal.getsignal(signum) if signum is not None else None
+            if callable(handler):
+                handler(signum, None)
+        return summary
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> "submitit.helpers.DelayedSubmission":
+        # The trainer owns the real checkpoint (model, optimizer, RNG, loader position) in the
+        # job directory; the requeued task only needs to know which directory to resume.
+        return submitit.helpers.DelayedSubmission(TrainTask(self.job_dir))
+
+
+def _device_index(dist_env) -> int:
+    """The CUDA device of this rank: its local rank, unless Slurm bound one GPU to each task
+    (``--gpu-bind``, per-task gres): then the only visible device, 0."""
+    if dist_env.local_world_size > 1:
+        if torch.cuda.is_available() and torch.cuda.device_count() == 1:
+            return 0
+    return dist_env.local_rank
+
+
+def _link_stdout(job_dir: Path) -> None:
+    """``<job>/stdout.log`` -> this task's submitit log (what the local launcher's stdout.log holds)."""
+    try:
+        target = submitit.JobEnvironment().paths.stdout
+        link = results.JobDir(job_dir).stdout
+        tmp = job_dir / f".{link.name}.link.tmp"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(os.path.relpath(target, job_dir))
+        os.replace(tmp, link)
+    except Exception as e:  # a missing convenience link must never stop training
+        print(f"warning: could not link {results.JobDir(job_dir).stdout}: {e}", flush=True)

@@ -1,0 +1,117 @@
+"""The import contract (docs/architecture.md): one-way layers, read from every module's source.
+
+    models  <-  core  <-  config  <-  data  <-  train  <-  launch  <-  matrix
+                core  <-  report  <-  matrix
+
+A module imports from its own layer or a lower one; ``report`` reads files through ``results``
+(core) only; ``models`` never imports ``ablate``. Imports inside functions count too, and one of
+our own modules imported inside a function needs a ``# deferred:`` comment saying why (on its
+line or the line above), so the graph stays visible at the top of each file.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# Lowest first. A module belongs to the longest prefix listed.
+LAYERS = {
+    "models": 0,
+    "ablate": 1,  # core: errors, atomic, console, results, outcome, plugins
+    "ablate.config": 2,
+    "ablate.schema": 2,
+    "ablate.compose": 2,
+    "ablate.data.config": 2,  # DataConfig: a leaf of the config schema (imports nothing of ours)
+    "ablate.data": 3,
+    "ablate.train": 4,
+    "ablate.launch": 5,
+    "ablate.report": 5,  # beside launch; may import only core (checked below)
+    "ablate.matrix": 6,
+}
+REPORT_MAY_IMPORT = {"ablate", "ablate.errors", "ablate.results", "ablate.outcome", "ablate.atomic"}
+
+
+def _layer(module: str) -> tuple[str, int]:
+    best = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    return best, LAYERS[best]
+
+
+def _modules():
+    for path in sorted(SRC.rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        if is_pkg:
+            parts = parts[:-1]
+        yield ".".join(parts), path, is_pkg
+
+
+def _imports(module: str, path: Path, is_pkg: bool):
+    """(imported module, line, nested) for every import of our own packages."""
+    package = module.split(".") if is_pkg else module.split(".")[:-1]
+    tree = ast.parse(path.read_text(), str(path))
+    top = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            # `from ablate import results` imports the module ablate.results
+            names = [f"{mod}.{a.name}" if (SRC / Path(*f"{mod}.{a.name}".split("."))).with_suffix(".py").exists()
+                     or (SRC / Path(*f"{mod}.{a.name}".split("."))).is_dir() else mod for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] in ("ablate", "models"):
+                yield name, node.lineno, id(node) not in top and not _module_level(tree, node)
+
+
+def _module_level(tree: ast.Module, node: ast.AST) -> bool:
+    """True for imports under a module-level ``if``/``try`` (not inside a def or class)."""
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if any(n is node for n in ast.walk(stmt)):
+            return True
+    return False
+
+
+def test_imports_go_one_way_only():
+    wrong = []
+    for module, path, is_pkg in _modules():
+        src_layer, src_rank = _layer(module)
+        for name, line, _ in _imports(module, path, is_pkg):
+            dst_layer, dst_rank = _layer(name)
+            where = f"{path.relative_to(SRC)}:{line}: {module} imports {name}"
+            if dst_rank > src_rank:
+                wrong.append(f"{where} ({src_layer} is below {dst_layer})")
+            elif src_layer == "ablate.report" and dst_layer != "ablate.report" and name not in REPORT_MAY_IMPORT:
+                wrong.append(f"{where} (the report reads files through ablate.results only)")
+            elif src_layer == "ablate.launch" and dst_layer == "ablate.report" or \
+                    src_layer == "ablate.report" and dst_layer == "ablate.launch":
+                wrong.append(f"{where} (launch and report do not know each other)")
+    assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
+
+
+def test_our_own_modules_are_imported_at_the_top_or_say_why_not():
+    hidden = []
+    for module, path, is_pkg in _modules():
+        lines = path.read_text().splitlines()
+        for name, line, nested in _imports(module, path, is_pkg):
+            if not nested:
+                continue
+            here = lines[line - 1] + (lines[line - 2] if line >= 2 else "")
+            if "# deferred:" not in here:
+                hidden.append(f"{path.relative_to(SRC)}:{line}: {name}")
+    assert not hidden, ("imports of our own modules inside functions, without a '# deferred:' reason:\n"
+                        + "\n".join(hidden))
+
+
+def test_the_contract_catches_a_back_arrow(tmp_path):
+    # The checker itself: a data module importing the matrix is a violation.
+    assert _layer("ablate.data.loader")[1] < _layer("ablate.matrix.runner")[1]
+    assert _layer("ablate.data.config")[1] < _layer("ablate.data.loader")[1]
+    assert _layer("models.gpt2")[1] < _layer("ablate.errors")[1]
+    assert _layer("ablate.launch.slurm.poll")[1] < _layer("ablate.matrix")[1]
