@@ -2,7 +2,7 @@
 
 import sys
 
-from ablate.train.trainer import main
+from ablate.train.job import main
 
 if __name__ == "__main__":
     sys.exit(main())

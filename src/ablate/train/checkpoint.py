@@ -30,6 +30,13 @@ CHECKPOINT_FORMAT = 1
 # --------------------------------------------------------------------------- RNG states
 
 
+def seed_all(seed: int) -> None:
+    """Python's, numpy's and torch's generators (every CUDA device's too) from one seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def capture_rng(device: torch.device) -> dict:
     """This process's RNG states as weights_only-loadable types."""
     np_state = np.random.get_state()

@@ -1,0 +1,92 @@
+"""The job entry: ``run_job(job_dir)`` and ``python -m ablate.train JOB_DIR``.
+
+A job directory with DONE, or whose summary.json already says completed, is never retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+from ablate import results
+from ablate.errors import AblateError, ConfigError, DiskFullError
+from ablate.lock import lock_job
+from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
+from ablate.results import JobDir
+from ablate.train import distributed as dist_mod
+from ablate.train.trainer import Trainer
+
+
+def run_job(job_dir: str | Path, *, rank: Optional[int] = None, world_size: Optional[int] = None,
+            local_rank: Optional[int] = None) -> dict:
+    """Train the job in ``job_dir`` (or resume it from its checkpoint) and return its summary.
+
+    The returned dict is what summary.json holds plus ``exit_code``: 0 completed, 1 failed
+    (non-finite loss), 3 stopped by a signal after checkpointing (resumable). A job directory
+    with DONE is not retrained (exit_code 0, ``already_done`` true). Exceptions are recorded in
+    summary.json (status failed, traceback tail) and then re-raised: an AblateError means a user
+    mistake (exit code 2 at the command line), anything else a failure (exit code 1).
+    """
+    jd = JobDir(Path(job_dir))
+    dinfo = dist_mod.resolve(rank, world_size, local_rank)
+    if not jd.path.is_dir():
+        raise ConfigError(f"{jd.path}: no such job directory")
+    # One process per job directory: rank 0 holds its lock for the whole job (the other ranks
+    # write nothing). A second trainer of the same job, from a second runner, a resume or by hand,
+    # is refused here before it reads or writes anything.
+    lock = lock_job(jd.path) if dinfo.is_main and not jd.is_done() else None
+    try:
+        return _run_locked(jd, dinfo)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(jd: JobDir, dinfo: dist_mod.DistInfo) -> dict:
+    if jd.is_done():  # checked again under the lock: a DONE job is never retrained or rewritten
+        if dinfo.is_main:
+            print(f"{jd.path}: already complete (DONE exists); not retraining", flush=True)
+        summary = jd.read_summary() or {}
+        summary.update(exit_code=EXIT_COMPLETED, already_done=True)
+        return summary
+    try:
+        summary = jd.read_summary() if jd.summary.is_file() else None
+    except AblateError:  # a damaged summary is rewritten by the run; it must not block a resume
+        summary = None
+    if summary and summary.get("status") == results.COMPLETED:
+        # Died between the completed summary and DONE: the result is measured; never retrain it.
+        if dinfo.is_main:
+            print(f"{jd.path}: summary.json says completed; writing the missing DONE marker", flush=True)
+            jd.mark_done()
+        summary.update(exit_code=EXIT_COMPLETED, already_done=True)
+        return summary
+    return Trainer(jd.path, dinfo).run()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ablate.train",
+        description="Train one job directory (config.yaml inside). Exit codes: 0 completed, 1 failed, "
+                    "2 user error, 3 stopped by a signal after checkpointing (run again to resume).",
+    )
+    parser.add_argument("job_dir", help="job directory holding config.yaml")
+    args = parser.parse_args(argv)
+    try:
+        summary = run_job(args.job_dir)
+    except DiskFullError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again to resume from the last checkpoint",
+              file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
+    except AblateError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except Exception:
+        traceback.print_exc()
+        return EXIT_FAILED
+    return int(summary.get("exit_code", EXIT_COMPLETED))

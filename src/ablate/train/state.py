@@ -1,0 +1,49 @@
+"""RunState: the counters of one run, defined once; what a checkpoint saves and restores."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+
+@dataclass
+class RunState:
+    """Everything a resumed run continues from (besides model, optimizer and RNG states)."""
+
+    iter: int = 0
+    """Optimizer steps done; also the loader position (the batch of iteration i is a function of i)."""
+    train_seconds: float = 0.0
+    """Measured wall time of training iterations: the clock the box (budget.train_seconds) runs on."""
+    warmup_seconds: float = 0.0
+    """First iteration of every process start (compile, allocator warm-up): not training time."""
+    eval_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    timed_iters: int = 0
+    """Iterations inside train_seconds (warm-up iterations excluded): ms/iter = train_seconds / timed_iters."""
+    warmup_end_elapsed: Optional[float] = None
+    """Training seconds at which the LR warmup ends (time box: set once the iteration rate is known)."""
+    best_val_loss: Optional[float] = None
+    best_val_iter: Optional[int] = None
+    final_val_loss: Optional[float] = None
+    last_train_loss: Optional[float] = None
+    peak_memory_mb: Optional[float] = None
+    gates: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    resumed: int = 0
+    """How many times this run was resumed from a checkpoint."""
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, st: dict) -> None:
+        """Restore from a checkpoint's ``state`` (written by this version or an earlier one): one
+        more resume."""
+        fresh = RunState()
+        for f in fields(self):
+            value = st.get(f.name, getattr(fresh, f.name))
+            if value is not None and f.type in ("int", "float"):
+                value = int(value) if f.type == "int" else float(value)
+            elif f.type in ("dict", "list"):
+                value = type(getattr(fresh, f.name))(value or ())
+            setattr(self, f.name, value)
+        self.resumed += 1
