@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ablate import results as R
-from ablate.launch.job import job_outcome
+from ablate.outcome import job_outcome
 from ablate.train import run_job
 
 import leak_zoo

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+# How a job ended is decided in ablate.outcome; these names stay importable from here for scripts
+# written against earlier versions.
+from ablate.outcome import (EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR,  # noqa: F401
+                            describe_exit, job_outcome, record_in_summary)
+
 
 @dataclass
 class LaunchJob:
