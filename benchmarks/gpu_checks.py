@@ -368,7 +368,7 @@ def _failure(part: Optional[dict]) -> str:
 def one_rank_job(job_dir: str) -> int:
     """Inside torchrun: train ``job_dir`` with the distributed path on although WORLD_SIZE is 1."""
     from ablate.train import distributed as dist_mod
-    from ablate.train.trainer import main as train_main
+    from ablate.train import main as train_main
 
     dist_mod.DistInfo.enabled = property(lambda self: True)  # one-rank process group, DDP, collectives
     return train_main([job_dir])

@@ -147,15 +147,19 @@ class SlurmConfig:
     mem_gb: Optional[int] = None
     """Memory per node in GB (None: the cluster default)."""
     time_margin_min: int = 15
-    """Minutes added to the time box for the Slurm time limit."""
+    """Minutes added to the wall limit (budget.train_seconds + budget.grace_seconds) for the Slurm
+    time limit, in whole minutes."""
     signal_delay_s: int = 120
-    """Seconds before the time limit at which Slurm sends the checkpoint signal (USR2 via submitit)."""
+    """Seconds before the time limit at which Slurm sends the checkpoint signal (USR2 via submitit;
+    slurmctld may send it up to 30 s earlier): the trainer checkpoints and the task is requeued."""
     max_num_timeout: int = 3
-    """How many times a job may be requeued after hitting its time limit."""
+    """How many times a job may be requeued after hitting its time limit (it resumes from its
+    checkpoint); preemptions do not count."""
     array_parallelism: int = 64
     """Maximum array tasks running at once."""
     wait: bool = True
-    """Wait for the jobs and write the report; false returns once the array is queued."""
+    """Wait for the jobs and write the report; false returns once the array is queued (later:
+    ``python -m ablate.matrix status=<matrix dir>`` / ``wait=<matrix dir>``)."""
     folder: Optional[str] = None
     """submitit log folder (None: <matrix dir>/.submitit)."""
 
@@ -272,6 +276,9 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> list[str]:
     return [] if value in allowed else [f"{name}={value!r} must be one of {', '.join(allowed)}"]
 
 
+KEEP_CHOICES = ("weights", "checkpoint", "none")
+
+
 def validate_budget(b: Any) -> list[str]:
     out = _finite("budget.train_seconds", b.train_seconds, none_ok=True)
     out += _count("budget.max_iters", b.max_iters, none_ok=True)
@@ -282,6 +289,7 @@ def validate_budget(b: Any) -> list[str]:
     out += _count("budget.checkpoint_interval_iters", b.checkpoint_interval_iters, none_ok=True)
     out += _finite("budget.checkpoint_interval_seconds", b.checkpoint_interval_seconds)
     out += _finite("budget.grace_seconds", b.grace_seconds, strict=False)
+    out += _choice("budget.keep", b.keep, KEEP_CHOICES)
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 # How a job ended is decided in ablate.outcome; these names stay importable from here for scripts
 # written against earlier versions.
 from ablate.outcome import (EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR,  # noqa: F401
-                            describe_exit, job_outcome, record_in_summary)
+                            ATTEMPT_MARK, describe_exit, job_outcome, record_in_summary)
 
 
 @dataclass

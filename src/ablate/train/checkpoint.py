@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save
 
 import models
 from ablate.atomic import atomic_open, atomic_write_bytes
+from ablate.config import KEEP_CHOICES  # noqa: F401 (budget.keep's options; validated in ablate.config)
 from ablate.errors import AblateError
 
 CHECKPOINT_FORMAT = 1
@@ -107,7 +108,6 @@ def load_checkpoint(path: os.PathLike | str) -> Optional[dict]:
 # --------------------------------------------------------------------------- final weights
 
 WEIGHTS_FORMAT = "ablate-final-weights-1"
-KEEP_CHOICES = ("weights", "checkpoint", "none")
 
 
 def save_final_weights(path: os.PathLike | str, model: torch.nn.Module, model_config: dict) -> None:

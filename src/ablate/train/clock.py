@@ -1,6 +1,6 @@
 """The time box's clock: sync points, collective elapsed time, stop planning.
 
-``RunState.train_seconds`` counts wall time spent in training iterations only; the box is
+``RunState.trained_seconds`` counts wall time spent in training iterations only; the box is
 ``budget.train_seconds``. The first iteration of every process start (compile, allocator warm-up)
 goes to ``warmup_seconds``; evals and checkpoints are timed by the trainer and kept out.
 
@@ -60,7 +60,7 @@ class BoxClock:
         self.log_interval = log_interval
         self.every_iter = sync_every_iter(dev)
         self.t_iter: Optional[float] = None  # seconds per training iteration (collective estimate)
-        self.sync_iter, self.sync_elapsed = state.iter, state.train_seconds
+        self.sync_iter, self.sync_elapsed = state.iter, state.trained_seconds
         self.next_sync = state.iter + 1
         self.box_stop: Optional[int] = None
         self.first = True  # the first iteration of this process start: warm-up, not training
@@ -71,7 +71,7 @@ class BoxClock:
     def spent(self) -> bool:
         """The budget is used up already (a job resumed from its last checkpoint)."""
         return ((self.max_iters is not None and self.state.iter >= self.max_iters)
-                or (self.train_seconds is not None and self.state.train_seconds >= self.train_seconds))
+                or (self.train_seconds is not None and self.state.trained_seconds >= self.train_seconds))
 
     def estimate(self, it: int) -> float:
         """Elapsed training seconds at iteration ``it``, extrapolated from the last sync point."""
@@ -93,9 +93,9 @@ class BoxClock:
         if self.first:
             st.warmup_seconds += now - self.seg_start
         else:
-            st.train_seconds += now - self.seg_start
+            st.trained_seconds += now - self.seg_start
             st.timed_iters += it - self.seg_timed_from
-        vec = torch.tensor([st.train_seconds, float(signal or 0), now - self.last_checkpoint, 0.0],
+        vec = torch.tensor([st.trained_seconds, float(signal or 0), now - self.last_checkpoint, 0.0],
                            dtype=torch.float64, device=self.dev.device)
         vec[3] = first_bad.to(torch.float64)
         dist_mod.all_reduce(vec, "max", self.dinfo)
@@ -105,7 +105,7 @@ class BoxClock:
             # rank computes the same estimate). CPU syncs every iteration: smooth the noise.
             dt_iter = (elapsed - self.sync_elapsed) / (it - self.sync_iter)
             self.t_iter = dt_iter if self.t_iter is None or not self.every_iter else 0.8 * self.t_iter + 0.2 * dt_iter
-        st.train_seconds = elapsed  # every rank now holds the same elapsed time
+        st.trained_seconds = elapsed  # every rank now holds the same elapsed time
         self.sync_iter, self.sync_elapsed = it, elapsed
         if self.train_seconds is not None:  # plan the stop: within half an iteration of the box
             remaining = self.train_seconds - elapsed

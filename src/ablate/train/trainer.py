@@ -97,7 +97,7 @@ class Trainer:
         # Read only at sync points: the first iteration with a non-finite loss (0: none yet).
         first_bad = torch.zeros((), dtype=torch.int64, device=self.dev.device)
         it_dev = torch.full((), st.iter, dtype=torch.int64, device=self.dev.device)
-        self._since_log = (st.train_seconds, st.timed_iters)
+        self._since_log = (st.trained_seconds, st.timed_iters)
         with StopSignals() as signals:
             if self.resumed_this_start and not causality.recheck(self, "resume"):
                 return self._leaked("resume")
@@ -156,7 +156,7 @@ class Trainer:
 
     def _set_lr(self, clock: BoxClock, it: int) -> float:
         """The learning rate from the collective clock (extrapolated between sync points)."""
-        st, sched, box = self.state, self.schedule, clock.train_seconds
+        st, sched, box = self.state, self.schedule, clock.train_seconds  # box: budget.train_seconds
         est = clock.estimate(it)
         if st.warmup_end_elapsed is None:
             # One clock: in a time box the warmup becomes training time once the rate is known.
@@ -187,7 +187,7 @@ class Trainer:
             pm = self.dev.peak_memory_mb()
             st.peak_memory_mb = max(st.peak_memory_mb or 0.0, pm) if pm is not None else None
         self._write_train_row(it, loss_val, lr, grad_norm)
-        self._since_log = (st.train_seconds, st.timed_iters)
+        self._since_log = (st.trained_seconds, st.timed_iters)
 
     def _write_train_row(self, it: int, loss_val: float, lr: float, grad_norm) -> None:
         if self.is_main:
@@ -223,14 +223,7 @@ class Trainer:
             self.causality = results.causality_entry(results.read_causality_init(self.jd))
         except AblateError as e:  # an unreadable preflight record: the job is reported unchecked
             self.state.notes.append(f"preflight causality record unreadable ({e}); reported as unchecked")
-        b = cfg.budget
-        if b.train_seconds is not None and float(b.train_seconds) <= 0:
-            raise ConfigError(f"budget.train_seconds={b.train_seconds} must be positive (or null with budget.max_iters)")
-        if b.max_iters is not None and int(b.max_iters) <= 0:
-            raise ConfigError(f"budget.max_iters={b.max_iters} must be positive (or null)")
-        for key in ("eval_interval", "log_interval"):
-            if int(getattr(b, key)) < 1:
-                raise ConfigError(f"budget.{key}={getattr(b, key)} must be at least 1")
+        b = cfg.budget  # every value was validated by load_job_config (ablate.config.validate_run)
         self.schedule = Schedule(cfg.optim, b.max_iters, b.train_seconds)
         self.clip = float(cfg.optim.grad_clip)
 
@@ -403,7 +396,7 @@ class Trainer:
     def _keep_model_and_mark_done(self) -> None:
         """What budget.keep says a DONE job keeps of its model, then DONE (all ranks call this)."""
         keep = str(self.cfg.budget.keep)
-        if keep not in ckpt_mod.KEEP_CHOICES:  # the preflight refuses it; never delete on a typo
+        if keep not in ckpt_mod.KEEP_CHOICES:  # validate_budget refuses it; never delete on a typo
             keep = "checkpoint"
         if keep == "checkpoint":
             self.save_checkpoint()  # all ranks: the full state at the end, not the last periodic one

@@ -38,10 +38,6 @@ def executor_parameters(cfg: DictConfig) -> dict:
             f"launcher.slurm.signal_delay_s={s.signal_delay_s} must be positive and shorter than the time limit "
             f"({60 * time_min} s), else the checkpoint signal comes at the start of the job"
         )
-    if int(s.nodes) < 1 or int(s.cpus_per_task) < 1 or int(s.array_parallelism) < 1:
-        raise ConfigError("launcher.slurm.nodes, cpus_per_task and array_parallelism must be at least 1")
-    if int(s.max_num_timeout) < 0:
-        raise ConfigError(f"launcher.slurm.max_num_timeout={s.max_num_timeout} must not be negative")
     params: dict[str, Any] = {
         "job_name": f"ablate-{results.sanitize_name(str(cfg.experiment or 'matrix'))}",
         "nodes": int(s.nodes),
