@@ -16,6 +16,11 @@ Exactness of resume: in iteration mode (``budget.max_iters``) the schedule depen
 iteration only, so an interrupted-and-resumed CPU run reproduces the uninterrupted loss curve
 exactly. In time-box mode the learning rate follows elapsed training time, which is different in
 every run; resume continues the box from the checkpoint's elapsed seconds but is not bit-exact.
+
+Why this file is over 400 lines: setup (data, model, resume, compile, DDP, files) and the end of a
+run (final eval, causality verdict, what is kept, DONE) set the trainer's own attributes, so they
+stay with the loop; what does not (clock, state, signals, evals, records, the job entry) lives in
+its own module. ``train()`` itself is one screen.
 """
 
 from __future__ import annotations
