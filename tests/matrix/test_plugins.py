@@ -66,9 +66,15 @@ def make_user_folder(root: Path, step: str, causal: bool = True) -> tuple[Path, 
 
 @pytest.fixture
 def clean_imports():
+    from models import registry
+
     path, mods = list(sys.path), set(sys.modules)
+    tables = [(t, dict(t)) for t in (registry.REGISTRY, registry.ATTENTION, registry.MLPS)]
     yield
     sys.path[:] = path
+    for table, before in tables:  # the user's registrations must not leak into later tests
+        table.clear()
+        table.update(before)
     for name in set(sys.modules) - mods:
         if name.startswith("my_attention_"):
             del sys.modules[name]

@@ -27,7 +27,8 @@ TINY_D = {"model.n_layer": "2", "model.n_head": "2", "model.n_embd": "64", "mode
           "hardware.micro_batch": "4", "optim.tokens_per_iter": "512", "data.val_windows": "4",
           "budget.eval_interval": "5", "budget.log_interval": "5", "hardware.threads": "1"}
 TINY = [f"{k}={v}" for k, v in TINY_D.items()]
-JOB_FILES = {"config.yaml", "env.json", "metrics.jsonl", "summary.json", "train.log", "DONE", "stdout.log"}
+JOB_FILES = {"config.yaml", "env.json", "metrics.jsonl", "summary.json", "train.log", "DONE", "causality.json",
+             "final_eval.json"}
 
 
 def _only_matrix_dir(root: Path) -> Path:
@@ -89,7 +90,8 @@ def test_smoke_matrix_on_slurm_matches_the_local_launcher(slurm_cluster, tmp_pat
 
     for name in ("V0", "V16"):
         s, loc = sdir / name, ldir / name
-        assert _files(s) == JOB_FILES | {"submission.sbatch"}, sorted(_files(s))
+        # Slurm keeps its own capture of the task's output (stdout.log) beside train.log.
+        assert _files(s) == JOB_FILES | {"submission.sbatch", "stdout.log"}, sorted(_files(s))
         assert _files(loc) == JOB_FILES, sorted(_files(loc))
         sbatch = (s / "submission.sbatch").read_text()
         assert "#SBATCH --array=0-1%2" in sbatch and "#SBATCH --ntasks-per-node=1" in sbatch
@@ -232,7 +234,8 @@ def test_plan_prints_the_submission_without_submitting(slurm_cluster, tmp_path, 
     before = _squeue(slurm_cluster)
     rc = main(["experiment=smoke", "step=V0,V16,V17", "launcher=slurm", "launcher.slurm.partition=gpu",
                "launcher.slurm.account=acct1", "launcher.slurm.qos=high", "launcher.slurm.constraint=h100",
-               "hardware.nproc_per_node=4", "hardware.device=cuda", f"results_root={tmp_path}", "--multirun", "--plan"])
+               "hardware.nproc_per_node=4", "hardware.device=cuda", f"results_root={tmp_path}", "--multirun", "--plan",
+               "preflight=false"])  # no GPUs here: the plan's preflight would refuse (tested in tests/matrix)
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "Slurm submission: one job array of 3 task(s)" in out
