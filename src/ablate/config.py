@@ -315,12 +315,16 @@ def validate_optim(o: Any) -> list[str]:
     return out
 
 
+DEVICES = ("auto", "cuda", "cpu")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 def validate_hardware(h: Any) -> list[str]:
-    out = _choice("hardware.device", h.device, ("auto", "cuda", "cpu"))
+    out = _choice("hardware.device", h.device, DEVICES)
     out += _count("hardware.nproc_per_node", h.nproc_per_node)
     out += _count("hardware.gpus", h.gpus, none_ok=True)
     out += _count("hardware.micro_batch", h.micro_batch)
-    out += _choice("hardware.precision", h.precision, ("auto", "bf16", "fp32"))
+    out += _choice("hardware.precision", h.precision, PRECISIONS)
     out += _count("hardware.threads", h.threads, none_ok=True)
     return out
 
