@@ -115,3 +115,15 @@ def test_the_contract_catches_a_back_arrow(tmp_path):
     assert _layer("ablate.data.config")[1] < _layer("ablate.data.loader")[1]
     assert _layer("models.gpt2")[1] < _layer("ablate.errors")[1]
     assert _layer("ablate.launch.slurm.poll")[1] < _layer("ablate.matrix")[1]
+
+
+def test_a_long_module_says_at_its_top_why_it_is_long():
+    # Small readable modules: past ~400 lines a module's docstring says why it is not split.
+    long = []
+    for module, path, _ in _modules():
+        text = path.read_text()
+        if len(text.splitlines()) > 420:
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            if "over 400 lines" not in doc.lower():
+                long.append(f"{path.relative_to(SRC)} ({len(text.splitlines())} lines)")
+    assert not long, "modules over 400 lines without a reason at their top:\n" + "\n".join(long)

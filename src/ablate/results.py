@@ -18,6 +18,9 @@ Layout (documented for users in docs/results-format.md)::
 
 Every write that replaces a file goes through a temporary file and ``os.replace``, so a crash
 leaves either the old or the new version, never a torn one.
+
+Over 400 lines: this is the one owner of the results format (every file name and every
+reader/writer of a job or matrix directory); keeping it whole is the point.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ still match, skips the documents they consumed without tokenizing them, drops th
 ``offset`` tokens of the straddling document, and rewrites everything after -- producing the
 same files and the same meta.json as an uninterrupted run. A rerun with another
 ``total_tokens`` keeps the shards the two runs share and extends (or cuts) from there.
+
+Over 400 lines: streaming, the worker pool and the exact-resume bookkeeping share one state
+(the shard being written and its straddling document); split, each part would pass it around.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Everything is read through ``ablate.results``. A damaged job (torn metrics line, corrupt or
 missing summary, a job still running) becomes a note in the report, never an exception: one bad
 file must not hide the other runs. Only user mistakes (no jobs at all, no usable baseline) raise.
+
+Over 400 lines: one reader per result file, each with the fallbacks for damaged or older files
+(format 1 and 2); they fill the same job row, so they stay together.
 """
 
 from __future__ import annotations

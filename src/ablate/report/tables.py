@@ -2,6 +2,9 @@
 
 Numbers are rounded only here, at the last moment, and always half away from zero, so that a
 printed value is the stored one rounded the way a reader rounds by hand.
+
+Over 400 lines: every table of REPORT.md goes through the same rounding and marks, kept in
+one file so no table rounds differently.
 """
 
 from __future__ import annotations
