@@ -97,7 +97,8 @@ class Trainer:
         st, b = self.state, self.cfg.budget
         clock = BoxClock(st, self.dev, self.dinfo, float(b.train_seconds) if b.train_seconds else None,
                          int(b.max_iters) if b.max_iters else None, int(b.log_interval))
-        eval_every, ck_iters = int(b.eval_interval), int(b.checkpoint_interval_iters or 0)
+        log_every, eval_every = int(b.log_interval), int(b.eval_interval)  # plain ints: read every iteration
+        ck_iters = int(b.checkpoint_interval_iters or 0)
         ck_secs = float(b.checkpoint_interval_seconds) if b.checkpoint_interval_seconds else None
         # Read only at sync points: the first iteration with a non-finite loss (0: none yet).
         first_bad = torch.zeros((), dtype=torch.int64, device=self.dev.device)
@@ -115,7 +116,7 @@ class Trainer:
                 it_dev += 1
                 first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), it_dev, first_bad)
 
-                is_log, is_eval = it % int(b.log_interval) == 0, it % eval_every == 0
+                is_log, is_eval = it % log_every == 0, it % eval_every == 0
                 is_ck = ck_iters > 0 and it % ck_iters == 0
                 if not clock.is_sync_point(it, is_log or is_eval or is_ck):
                     continue
