@@ -24,14 +24,9 @@ import torch
 import yaml
 
 import models
+from _steps import STEPS  # the step files' model options (benchmarks/ is on sys.path as a script)
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = {
-    "V0": dict(attention="causal", mlp="standard"),
-    "V16": dict(attention="ra", mlp="standard"),
-    "V17": dict(attention="ra", mlp="rmlp", rmlp_frozen=True),
-    "V18": dict(attention="ra", mlp="rmlp"),
-}
 TARGET = 1.05
 
 

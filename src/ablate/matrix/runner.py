@@ -20,7 +20,7 @@ from ablate.errors import AblateError, ConfigError, PreflightError
 from ablate.launch import slurm
 from ablate.launch.job import LaunchJob
 from ablate.launch.local import LocalLauncher, torchrun_command
-from ablate.lock import DirLock, describe_holder, lock_job, lock_matrix, probe
+from ablate.lock import DirLock, describe_holder, lock_matrix, probe
 from ablate.matrix import progress
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import describe_failures, preflight, visible_gpus
