@@ -38,7 +38,7 @@ def _config(step: str, arch: str, attention: str, mlp: str, seed: int) -> dict:
         "optim": {"lr": 6e-4, "min_lr": 6e-5, "warmup_iters": 200, "weight_decay": 0.1,
                   "decay_embeddings": False, "decay_gates": False, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,
                   "grad_clip": 1.0, "tokens_per_iter": 65536},
-        "budget": {"train_seconds": 7200.0, "max_iters": None, "eval_interval": 100, "log_interval": 10,
+        "budget": {"box_seconds": 7200.0, "max_iters": None, "eval_interval": 100, "log_interval": 10,
                    "checkpoint_interval_iters": None, "checkpoint_interval_seconds": 900.0, "grace_seconds": 600.0},
         "hardware": {"device": "auto", "nproc_per_node": 4, "gpus": None, "micro_batch": 8, "precision": "auto",
                      "compile": True, "tf32": True, "threads": None},

@@ -1,15 +1,18 @@
-"""Trainer overhead on CPU: the trainer's tokens/s against a bare hand-written loop.
+"""Trainer overhead on CPU: seconds per iteration of the trainer against a bare hand-written loop.
 
 Both train the same tiny GPT-2 (same seed, same config) on the same batches (TrainBatches of the
-embedded corpus) with AdamW (same decay groups), gradient clipping and the same gradient
-accumulation. They run alternately in one process, ``--rounds`` times, so machine noise hits
-both alike; the medians are compared. The trainer's tokens/s is its own measured figure
-(summary.json: training iterations only, the first warm-up iteration, evals and checkpoints
-excluded); the bare loop is timed the same way (its first iteration excluded).
+embedded corpus) with fused AdamW (same decay groups, a learning rate set every iteration),
+gradient clipping and the same gradient accumulation. Each side is timed from outside, by wall
+clock, over a short and a long run; the difference of the two divided by the difference in
+iterations is the cost of one iteration, so one-off costs (process setup, data, the final eval,
+the causality recheck, writing the summary) cancel and everything the trainer does per iteration
+(clock, logging, metrics lines, progress output) is in it. The trainer's figures are not its own
+report of itself. The four runs of a round go back to back, ``--rounds`` times, so machine noise
+hits both sides alike; the medians are compared.
 
-    python benchmarks/bench_trainer.py [--iters 30] [--rounds 3] [--threads 2]
+    python benchmarks/bench_trainer.py [--iters 20,80] [--rounds 5] [--threads 2]
 
-Target: trainer / bare >= 0.95.
+Target (issue 10): trainer / bare-loop seconds per iteration <= 1.03.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def make_cfg(iters: int, threads: int, micro_batch: int, tokens_per_iter: int):
         "hardware.micro_batch": micro_batch,
         "optim.tokens_per_iter": tokens_per_iter,
         "optim.warmup_iters": 5,
-        "budget.train_seconds": None,
+        "budget.box_seconds": None,
         "budget.max_iters": iters,
         "budget.eval_interval": 10**9,  # only the final eval (outside the measured time anyway)
         "budget.log_interval": 10,
@@ -59,20 +62,26 @@ def make_cfg(iters: int, threads: int, micro_batch: int, tokens_per_iter: int):
     return cfg
 
 
-def run_trainer(cfg, root: Path, n: int) -> float:
-    job = root / f"trainer{n}"
-    job.mkdir()
-    OmegaConf.save(cfg, job / "config.yaml")
+def run_trainer(cfg, root: Path, name: str, iters: int) -> float:
+    """Wall seconds of a whole job of ``iters`` iterations (``run_job``: setup, loop, final eval)."""
     import contextlib
     import io
 
+    job = root / name
+    job.mkdir()
+    OmegaConf.update(cfg, "budget.max_iters", iters)
+    OmegaConf.save(cfg, job / "config.yaml")
+    t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # progress lines off the benchmark's output
         s = run_job(job)
-    assert s["status"] == "completed", s
-    return float(s["tokens_per_s"])
+    dt = time.perf_counter() - t0
+    assert s["status"] == "completed" and s["iterations"] == iters, s
+    return dt
 
 
 def run_bare(cfg, iters: int) -> float:
+    """Wall seconds of a bare loop of ``iters`` iterations, setup included (as for the trainer)."""
+    t0 = time.perf_counter()
     torch.set_num_threads(int(cfg.hardware.threads))
     ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
     accum = grad_accum_for(int(cfg.optim.tokens_per_iter), int(cfg.model.block_size), int(cfg.hardware.micro_batch), 1)
@@ -81,47 +90,53 @@ def run_bare(cfg, iters: int) -> float:
     torch.manual_seed(int(cfg.seed))
     model = models.build_model(cfg.model)
     groups, _ = param_groups(model, cfg.optim)
-    opt = torch.optim.AdamW(groups, lr=float(cfg.optim.lr), betas=(cfg.optim.beta1, cfg.optim.beta2))
+    opt = torch.optim.AdamW(groups, lr=float(cfg.optim.lr), betas=(cfg.optim.beta1, cfg.optim.beta2),
+                            eps=float(cfg.optim.eps), fused=True)
     params = [p for g in groups for p in g["params"]]
-    t0 = None
+    lr, warmup = float(cfg.optim.lr), max(1, int(cfg.optim.warmup_iters))
     for it in range(iters):
-        if it == 1:
-            t0 = time.perf_counter()  # the first iteration is warm-up, as in the trainer
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (it + 1) / warmup)
         for x, y in batches.get(it):
             _, loss = model(x, y)
             (loss / accum).backward()
         torch.nn.utils.clip_grad_norm_(params, float(cfg.optim.grad_clip))
         opt.step()
         opt.zero_grad(set_to_none=True)
-    dt = time.perf_counter() - t0
-    return int(cfg.optim.tokens_per_iter) * (iters - 1) / dt
+    return time.perf_counter() - t0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iters", default="20,80", help="short,long run lengths in iterations")
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--tokens-per-iter", type=int, default=512)
     args = ap.parse_args()
-    cfg = make_cfg(args.iters, args.threads, args.micro_batch, args.tokens_per_iter)
+    short, long_ = (int(v) for v in args.iters.split(","))
+    if not 0 < short < long_:
+        ap.error("--iters needs SHORT,LONG with 0 < SHORT < LONG")
+    cfg = make_cfg(long_, args.threads, args.micro_batch, args.tokens_per_iter)
     accum = grad_accum_for(args.tokens_per_iter, MODEL["block_size"], args.micro_batch, 1)
     print(f"model {MODEL} vocab {cfg.model.vocab_size}; {args.tokens_per_iter} tokens/iter = "
-          f"{MODEL['block_size']} x {args.micro_batch} x {accum} accum; {args.iters} iterations x {args.rounds} rounds; "
-          f"{args.threads} threads; torch {torch.__version__}")
+          f"{MODEL['block_size']} x {args.micro_batch} x {accum} accum; runs of {short} and {long_} iterations, "
+          f"{args.rounds} rounds; {args.threads} threads; torch {torch.__version__}")
     resolve_dataset(cfg.data, int(cfg.model.vocab_size))  # tokenize the corpus before timing anything
+    n = long_ - short
     trainer, bare = [], []
     with tempfile.TemporaryDirectory(prefix="bench_trainer_") as tmp:
         for r in range(args.rounds):
-            trainer.append(run_trainer(cfg, Path(tmp), r))
-            bare.append(run_bare(cfg, args.iters))
-            print(f"round {r + 1}: trainer {trainer[-1]:,.0f} tok/s | bare loop {bare[-1]:,.0f} tok/s | "
-                  f"ratio {trainer[-1] / bare[-1]:.3f}", flush=True)
+            t = (run_trainer(cfg, Path(tmp), f"long{r}", long_) - run_trainer(cfg, Path(tmp), f"short{r}", short)) / n
+            b = (run_bare(cfg, long_) - run_bare(cfg, short)) / n
+            trainer.append(t)
+            bare.append(b)
+            print(f"round {r + 1}: trainer {1000 * t:.2f} ms/iter | bare loop {1000 * b:.2f} ms/iter | "
+                  f"ratio {t / b:.3f}", flush=True)
     t, b = statistics.median(trainer), statistics.median(bare)
     ratio = t / b
-    print(f"median: trainer {t:,.0f} tok/s | bare loop {b:,.0f} tok/s | ratio {ratio:.3f} "
-          f"({'meets' if ratio >= 0.95 else 'BELOW'} the 0.95 target)")
+    print(f"median: trainer {1000 * t:.2f} ms/iter | bare loop {1000 * b:.2f} ms/iter | trainer/bare {ratio:.3f} "
+          f"({'meets' if ratio <= 1.03 else 'ABOVE'} the 1.03 target)")
     return 0
 
 

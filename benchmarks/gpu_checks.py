@@ -183,9 +183,9 @@ class Checks:
         if self.dry:
             argv += [f"model.{k}={v}" for k, v in TINY.items()] + [
                 "hardware.device=cpu", "hardware.compile=false", "hardware.micro_batch=2", "optim.tokens_per_iter=128",
-                "budget.train_seconds=3", "budget.eval_interval=20", "budget.log_interval=5"]
+                "budget.box_seconds=3", "budget.eval_interval=20", "budget.log_interval=5"]
         else:
-            argv += ["budget.train_seconds=40"]
+            argv += ["budget.box_seconds=40"]
         rc, text = self.sh(argv, limit=240)
         found = sorted(glob.glob(str(root / "*" / "V0" / "summary.json")))
         if rc != 0 or not found:
@@ -227,7 +227,7 @@ class Checks:
                   "data.val_tokens": 16 * shape["block_size"], "hardware.device": "cpu" if self.dry else "cuda",
                   "hardware.precision": "bf16", "hardware.compile": not self.dry, "hardware.micro_batch": mb,
                   "optim.tokens_per_iter": 2 * mb * shape["block_size"],  # 2 micro-steps: DDP's no_sync runs
-                  "budget.train_seconds": None, "budget.max_iters": 4, "budget.eval_interval": 4,
+                  "budget.box_seconds": None, "budget.max_iters": 4, "budget.eval_interval": 4,
                   "budget.log_interval": 1, "budget.checkpoint_interval_iters": 2}
         for k, v in values.items():
             OmegaConf.update(cfg, k, v, merge=False)

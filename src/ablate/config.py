@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ablate.data.config import DataConfig
 from ablate.errors import ConfigError
+from ablate.results import upgrade_job_config
 from models import ModelConfigError
 from models.config import ModelConfig, estimate_params, to_model_config, validate_config
 
@@ -72,12 +73,16 @@ class OptimConfig:
 
 @dataclass
 class BudgetConfig:
-    """How long a job trains: a time box (train_seconds) or an iteration budget (max_iters)."""
+    """How long a job trains: a time box (box_seconds) or an iteration budget (max_iters).
 
-    train_seconds: Optional[float] = 7200.0
-    """Time box in seconds of training iterations only (evals and checkpoints excluded)."""
+    One name per quantity: ``box_seconds`` is the budget; ``train_seconds`` (summary.json,
+    metrics.jsonl) is the training time a job measured against it."""
+
+    box_seconds: Optional[float] = 7200.0
+    """Time box in seconds of training iterations only (evals and checkpoints excluded). Called
+    ``budget.train_seconds`` before results format 3."""
     max_iters: Optional[int] = None
-    """Iteration budget; when set together with train_seconds, whichever ends first stops the job,
+    """Iteration budget; when set together with box_seconds, whichever ends first stops the job,
     and the schedule follows max_iters."""
     eval_interval: int = 100
     """Evaluate on the fixed validation windows every this many iterations (and at the end)."""
@@ -92,18 +97,18 @@ class BudgetConfig:
     the final weights; checkpoint.pt with the optimizer state is deleted), "checkpoint" (both),
     or "none" (neither). A job that is not DONE always keeps its full checkpoint for resume."""
     grace_seconds: float = 600.0
-    """Extra wall time a launcher allows beyond train_seconds (startup, evals, compile) before it
+    """Extra wall time a launcher allows beyond box_seconds (startup, evals, compile) before it
     kills the job."""
 
 
 def wall_seconds(budget: Any) -> Optional[float]:
-    """The wall limit a launcher gives a job: ``train_seconds + grace_seconds`` (None: no box).
+    """The wall limit a launcher gives a job: ``box_seconds + grace_seconds`` (None: no box).
 
     The one place the limit is computed; the local launcher kills a job past it, and Slurm's time
     limit is it plus ``launcher.slurm.time_margin_min``."""
-    if budget.train_seconds is None:
+    if budget.box_seconds is None:
         return None
-    return float(budget.train_seconds) + float(budget.grace_seconds)
+    return float(budget.box_seconds) + float(budget.grace_seconds)
 
 
 @dataclass
@@ -150,7 +155,7 @@ class SlurmConfig:
     mem_gb: Optional[int] = None
     """Memory per node in GB (None: the cluster default)."""
     time_margin_min: int = 15
-    """Minutes added to the wall limit (budget.train_seconds + budget.grace_seconds) for the Slurm
+    """Minutes added to the wall limit (budget.box_seconds + budget.grace_seconds) for the Slurm
     time limit, in whole minutes."""
     signal_delay_s: int = 120
     """Seconds before the time limit at which Slurm sends the checkpoint signal (USR2 via submitit;
@@ -283,10 +288,10 @@ KEEP_CHOICES = ("weights", "checkpoint", "none")
 
 
 def validate_budget(b: Any) -> list[str]:
-    out = _finite("budget.train_seconds", b.train_seconds, none_ok=True)
+    out = _finite("budget.box_seconds", b.box_seconds, none_ok=True)
     out += _count("budget.max_iters", b.max_iters, none_ok=True)
-    if b.train_seconds is None and b.max_iters is None:
-        out.append("budget.train_seconds and budget.max_iters are both unset; set one so the job ends")
+    if b.box_seconds is None and b.max_iters is None:
+        out.append("budget.box_seconds and budget.max_iters are both unset; set one so the job ends")
     out += _count("budget.eval_interval", b.eval_interval)
     out += _count("budget.log_interval", b.log_interval)
     out += _count("budget.checkpoint_interval_iters", b.checkpoint_interval_iters, none_ok=True)
@@ -439,7 +444,8 @@ def load_job_config(path: Path | str) -> DictConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: job config is missing; a job directory needs config.yaml")
     try:
-        loaded = OmegaConf.load(path)
+        # An older format's layout is brought up to date first (ablate.results.upgrade_job_config).
+        loaded = upgrade_job_config(OmegaConf.to_container(OmegaConf.load(path)))
         cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), loaded)
     except Exception as e:  # omegaconf raises several types; all mean "this file does not fit"
         raise ConfigError(f"{path}: does not match the config schema: {_one_line(e)}") from None

@@ -38,9 +38,14 @@ from ablate.atomic import atomic_open, atomic_write_bytes, atomic_write_text  # 
 from ablate.atomic import disk_full_error, is_disk_full
 from ablate.errors import AblateError, UnwritableError
 
-FORMAT_VERSION = 2
-"""2: summary.json has "causality" and status may be "leaked". Readers accept 1 and 2."""
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+"""2: summary.json has "causality" and status may be "leaked". 3: config.yaml's time box is
+``budget.box_seconds`` (was ``budget.train_seconds``, the name summary.json and metrics.jsonl use
+for the measured training time). Readers accept 1 to 3: ``read_job_config`` upgrades old layouts."""
+READABLE_VERSIONS = (1, 2, 3)
+
+RENAMED_CONFIG_KEYS = {"budget.train_seconds": ("budget.box_seconds", 3)}
+"""Keys a config.yaml of an older format stored under another name: {old: (new, format that renamed it)}."""
 
 MATRIX_PREFIX = "test_matrix_results_"
 MANIFEST = "matrix.json"
@@ -176,6 +181,37 @@ def read_yaml(path: os.PathLike | str) -> dict:
     if not isinstance(obj, dict):
         raise ResultsFormatError(f"{path}: expected a YAML mapping, found {type(obj).__name__}")
     return obj
+
+
+def upgrade_job_config(config: dict) -> dict:
+    """A job's config.yaml as read (a plain mapping) in today's layout: the one place that knows
+    old layouts. Renamed keys move to their new name (an old directory's ``budget.train_seconds``
+    is its box); a key present under both names keeps the new one."""
+    for old, (new, _version) in RENAMED_CONFIG_KEYS.items():
+        old_parent, old_leaf = _node(config, old)
+        if old_parent is None or old_leaf not in old_parent:
+            continue
+        value = old_parent.pop(old_leaf)
+        new_parent, new_leaf = _node(config, new, create=True)
+        new_parent.setdefault(new_leaf, value)
+    return config
+
+
+def _node(config: dict, dotted: str, create: bool = False) -> tuple[Optional[dict], str]:
+    *parents, leaf = dotted.split(".")
+    node: Any = config
+    for key in parents:
+        if create and key not in node:
+            node[key] = {}
+        node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return None, leaf
+    return node, leaf
+
+
+def read_job_config(path: os.PathLike | str) -> dict:
+    """A job's config.yaml as a plain mapping in today's layout (see ``upgrade_job_config``)."""
+    return upgrade_job_config(read_yaml(path))
 
 
 def as_float(value: Any) -> Optional[float]:

@@ -4,7 +4,7 @@ Hydra accepts a missing option of an ``optional`` group (``experiment=smok`` sil
 the code defaults) and answers an unknown key with a hint to add it with ``+``. Both send a
 typo into a training run, so every override is checked here before Hydra composes it: a group
 choice must be one of the group's options, a key must exist in the schema (``ablate.config``),
-and a near miss is named ("did you mean budget.train_seconds?").
+and a near miss is named ("did you mean budget.box_seconds?").
 
 Groups and options come from Hydra's own config repository, so every directory on its search
 path counts, not only ``conf/``.
@@ -20,13 +20,14 @@ from typing import Any, Iterable, Optional
 
 from ablate.config import RunConfig
 from ablate.errors import ConfigError
+from ablate.results import RENAMED_CONFIG_KEYS
 
 # Hydra's own groups and keys (hydra/launcher, hydra.run.dir, ...) are not ours to check.
 _HYDRA_PREFIX = "hydra"
 
 
 def schema_keys() -> set[str]:
-    """Every dotted key of the run schema, nodes included (``budget``, ``budget.train_seconds``)."""
+    """Every dotted key of the run schema, nodes included (``budget``, ``budget.box_seconds``)."""
     keys: set[str] = set()
 
     def walk(obj: Any, prefix: str) -> None:
@@ -81,13 +82,15 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> Optional[str]:
     return None
 
 
-def _mean(word: str, candidates: Iterable[str]) -> str:
-    guess = did_you_mean(word, candidates)
-    return f"; did you mean {guess}?" if guess else ""
-
-
 def unknown_key_message(key: str, groups: Iterable[str] = ()) -> str:
-    return (f"{key} is not a config key{_mean(key, schema_keys() | set(groups))} "
+    if key in RENAMED_CONFIG_KEYS:  # a name from an older version: say the new one, never guess
+        new, version = RENAMED_CONFIG_KEYS[key]
+        return f"{key} is now called {new} (renamed in ablate's results format {version}); write {new}"
+    guess = did_you_mean(key, schema_keys() | set(groups) | set(RENAMED_CONFIG_KEYS))
+    if guess:  # a near miss of an old name means its new name
+        guess = " or ".join(f"{RENAMED_CONFIG_KEYS[g][0]} (called {g} before format {RENAMED_CONFIG_KEYS[g][1]})"
+                            if g in RENAMED_CONFIG_KEYS else g for g in guess.split(" or "))
+    return (f"{key} is not a config key{f'; did you mean {guess}?' if guess else ''} "
             "(python -m ablate.matrix --help lists the groups and common keys; "
             "--cfg job prints every key of a job)")
 

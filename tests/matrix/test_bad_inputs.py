@@ -28,9 +28,9 @@ def _refused(capsys, argv, root: Path) -> str:
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("budget.train_seconds=nan", "budget.train_seconds=nan must be a finite number"),
-    ("budget.train_seconds=inf", "budget.train_seconds=inf must be a finite number"),
-    ("budget.train_seconds=-5", "budget.train_seconds=-5"),
+    ("budget.box_seconds=nan", "budget.box_seconds=nan must be a finite number"),
+    ("budget.box_seconds=inf", "budget.box_seconds=inf must be a finite number"),
+    ("budget.box_seconds=-5", "budget.box_seconds=-5"),
     ("model.block_size=0", "model.block_size=0"),
     ("optim.tokens_per_iter=0", "optim.tokens_per_iter=0"),
     ("optim.tokens_per_iter=-512", "optim.tokens_per_iter=-512"),

@@ -38,20 +38,20 @@ def test_seed_preset_is_the_seed_papers_setup():
     assert c.model.dropout == 0.1 and c.data.source == "finewebedu"
     assert (c.hardware.micro_batch, c.optim.tokens_per_iter, c.hardware.nproc_per_node) == (8, 65536, 4)
     assert (c.optim.lr, c.optim.warmup_iters, c.optim.min_lr) == (6e-4, 200, 6e-5)
-    assert (c.budget.train_seconds, c.budget.eval_interval) == (7200, 100)
+    assert (c.budget.box_seconds, c.budget.eval_interval) == (7200, 100)
     assert c.hardware.precision == "bf16" and c.hardware.compile is True
 
 
 def test_named_matrix_expands_to_its_command_line():
     assert expand_matrix_file("ra-ablation") == ["experiment=ra_ablation", "step=V0,V16,V17,V18", "seed=1"]
-    overrides, multirun, _ = parse_argv(["matrix=smoke", "budget.train_seconds=5"])
-    assert multirun and "step=V0,V16,V17,V18" in overrides and overrides[-1] == "budget.train_seconds=5"
+    overrides, multirun, _ = parse_argv(["matrix=smoke", "budget.box_seconds=5"])
+    assert multirun and "step=V0,V16,V17,V18" in overrides and overrides[-1] == "budget.box_seconds=5"
 
 
 def test_smoke_box_can_be_shortened_by_environment(monkeypatch):
     monkeypatch.setenv("ABLATE_SMOKE_SECONDS", "7")
     (job,) = build_jobs(["experiment=smoke"], multirun=False)
-    assert job.cfg.budget.train_seconds == 7.0
+    assert job.cfg.budget.box_seconds == 7.0
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_smoke_box_can_be_shortened_by_environment(monkeypatch):
     [
         (["step=V99"], "the step options are: V0, V16, V17, V18"),
         (["model.n_layr=3"], "model.n_layr is not a config key; did you mean model.n_layer?"),
-        (["budget.train_seconds=abc"], "train_seconds"),
+        (["budget.box_seconds=abc"], "box_seconds"),
         (["step=V0,V16"], "--multirun"),
         (["matrix=nope"], "unknown matrix 'nope'"),
         (["--bogus"], "unknown option --bogus"),
@@ -104,14 +104,14 @@ def test_plan_flags_a_budget_too_short_for_its_warmup(tmp_path, capsys):
 
 
 def test_plan_flags_a_time_box_too_short_for_its_warmup_at_the_estimated_rate(tmp_path, capsys):
-    rc = main(["experiment=smoke", "budget.train_seconds=2", "optim.warmup_iters=100000",
+    rc = main(["experiment=smoke", "budget.box_seconds=2", "optim.warmup_iters=100000",
                f"results_root={tmp_path}", "--plan"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "warning: V0: optim.warmup_iters=100000 at an estimated" in out
     assert "the box ends in warmup and its report will make no verdict" in out
     # the same box with warmup as a share of the box always fits: no warning
-    rc = main(["experiment=smoke", "budget.train_seconds=2", "optim.warmup_iters=100000",
+    rc = main(["experiment=smoke", "budget.box_seconds=2", "optim.warmup_iters=100000",
                "optim.warmup_fraction=0.1", f"results_root={tmp_path}", "--plan"])
     assert rc == 0 and "at an estimated" not in capsys.readouterr().out
 
@@ -119,7 +119,7 @@ def test_plan_flags_a_time_box_too_short_for_its_warmup_at_the_estimated_rate(tm
 def test_warmup_box_check_uses_the_estimated_rate_and_skips_what_cannot_end_in_warmup():
     from ablate.matrix.plan import estimate_iter_seconds, warmup_box_warnings
 
-    (job,) = build_jobs(["experiment=smoke", "budget.train_seconds=10", "optim.warmup_iters=20"], multirun=False)
+    (job,) = build_jobs(["experiment=smoke", "budget.box_seconds=10", "optim.warmup_iters=20"], multirun=False)
     assert estimate_iter_seconds(job.cfg) > 0  # a real forward + backward on this machine
     assert warmup_box_warnings([job], estimate=lambda cfg: 0.1) == []  # 2 s of a 10 s box
     (w,) = warmup_box_warnings([job], estimate=lambda cfg: 0.3)  # 6 s: past half the box
@@ -128,7 +128,7 @@ def test_warmup_box_check_uses_the_estimated_rate_and_skips_what_cannot_end_in_w
     assert "the box ends in warmup" in w
     assert warmup_box_warnings([job], estimate=lambda cfg: None) == []  # no such device here: run-time warning
     calls = []
-    jobs = build_jobs(["experiment=smoke", "step=V0,V16", "seed=1,2", "budget.train_seconds=10"], multirun=True)
+    jobs = build_jobs(["experiment=smoke", "step=V0,V16", "seed=1,2", "budget.box_seconds=10"], multirun=True)
     warmup_box_warnings(jobs, estimate=lambda cfg: calls.append(cfg.model.attention) or 0.0)
     assert sorted(calls) == ["causal", "ra"]  # one estimate per distinct model, not per seed
     (iters,) = build_jobs(["experiment=smoke", "budget.max_iters=5", "optim.warmup_iters=20"], multirun=False)

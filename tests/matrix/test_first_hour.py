@@ -89,7 +89,7 @@ def test_every_schema_key_misspelled_gets_did_you_mean_and_never_the_plus_hint()
 @pytest.mark.parametrize("spelled", ["budget.train_second=10", "+budget.train_second=10"])
 def test_budget_train_second_is_the_reported_case(spelled, capsys):
     err = _error(capsys, spelled)
-    assert "did you mean budget.train_seconds?" in err and "+budget" not in err
+    assert "did you mean budget.box_seconds (called budget.train_seconds before format 3)?" in err and "+budget" not in err
 
 
 def test_an_unknown_key_under_a_known_node_is_refused_even_with_plus():
@@ -100,7 +100,7 @@ def test_an_unknown_key_under_a_known_node_is_refused_even_with_plus():
 def test_an_unknown_key_inside_a_yaml_file_names_the_file_and_the_nearest_key(tmp_path, monkeypatch):
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
-    (conf / "experiment" / "typo.yaml").write_text("# @package _global_\nbudgt:\n  train_seconds: 3\n")
+    (conf / "experiment" / "typo.yaml").write_text("# @package _global_\nbudgt:\n  box_seconds: 3\n")
     monkeypatch.setenv("ABLATE_CONF_DIR", str(conf))
     with pytest.raises(ConfigError) as info:
         build_jobs(["experiment=typo"], multirun=False)
@@ -155,7 +155,7 @@ def test_help_lists_every_group_with_its_options_the_stable_keys_and_examples(ca
         assert line is not None, f"--help does not list the group {group}"
         for option in options:
             assert option in line
-    for key in ("experiment", "step", "seed", "budget.train_seconds", "budget.max_iters", "results_root",
+    for key in ("experiment", "step", "seed", "budget.box_seconds", "budget.max_iters", "results_root",
                 "hardware.nproc_per_node"):
         assert f"  {key} " in out
     assert "ra-ablation" in out  # the named matrices

@@ -33,7 +33,7 @@ def _only_matrix_dir(root: Path) -> Path:
 
 def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
     # warmup_iters=20 > max_iters=12: the box is too short to leave warmup (issue 12).
-    rc = main(["experiment=smoke", "step=V0,V16,V17,V18", "budget.train_seconds=3", "budget.max_iters=12",
+    rc = main(["experiment=smoke", "step=V0,V16,V17,V18", "budget.box_seconds=3", "budget.max_iters=12",
                "optim.warmup_iters=20", f"results_root={tmp_path}", "--multirun", *TINY])
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
@@ -99,7 +99,7 @@ def test_a_failing_job_is_isolated_and_the_matrix_exits_nonzero(tmp_path, capsys
 
 
 def test_resume_after_killing_the_runner_reruns_only_unfinished_jobs(tmp_path):
-    args = ["experiment=smoke", "step=V0,V16", "budget.train_seconds=600", "budget.max_iters=40",
+    args = ["experiment=smoke", "step=V0,V16", "budget.box_seconds=600", "budget.max_iters=40",
             "budget.checkpoint_interval_iters=10", f"results_root={tmp_path}", "--multirun", *TINY]
     runner = subprocess.Popen([sys.executable, "-m", "ablate.matrix", *args],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

@@ -170,7 +170,7 @@ def _resume(mdir: Path) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_two_resumes_at_once_one_is_refused_nothing_trains_twice(tmp_path, monkeypatch):
-    mdir = _new_matrix(tmp_path, monkeypatch, "step=V0", "budget.max_iters=8", "budget.train_seconds=600",
+    mdir = _new_matrix(tmp_path, monkeypatch, "step=V0", "budget.max_iters=8", "budget.box_seconds=600",
                        "report=false", "preflight=false")
     a, b = _resume(mdir), _resume(mdir)
     outs = [p.communicate(timeout=600) for p in (a, b)]
@@ -191,7 +191,7 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
     """The original runner holds the matrix, its job process the job directory. A resume is refused;
     then the job process is killed with SIGKILL (as the OOM killer does): the runner records the
     signal in matrix.json and summary.json, and neither lock outlives its holder."""
-    args = [*TINY, "step=V0", "budget.max_iters=400", "budget.train_seconds=600", "report=false",
+    args = [*TINY, "step=V0", "budget.max_iters=400", "budget.box_seconds=600", "report=false",
             f"results_root={tmp_path}"]
     original = subprocess.Popen([sys.executable, "-m", "ablate.matrix", *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -88,7 +88,7 @@ def test_user_folder_outside_the_repo_runs_a_matrix_and_gets_a_report(tmp_path):
     out = tmp_path / "results"
     proc = _run_cli(["--config-dir", str(user / "conf"), f"plugins=[{module}]", f"plugin_path=[{user}]",
                      "experiment=smoke", "step=V0,V19", "--multirun", "budget.max_iters=6",
-                     "budget.train_seconds=30", f"results_root={out}", *TINY], cwd=elsewhere)
+                     "budget.box_seconds=30", f"results_root={out}", *TINY], cwd=elsewhere)
     text = proc.stdout
     assert proc.returncode == 0, text[-3000:] + proc.stderr[-2000:]
     # Piped output (this run's stdout is a pipe): plain lines, no live progress view.

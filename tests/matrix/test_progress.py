@@ -33,7 +33,7 @@ def _matrix(tmp_path: Path) -> results.Manifest:
     m = results.Manifest.create(mdir, command=["x"], launcher="local", order=["V0", "V16", "V17"], baseline=None)
     for name, status in (("V0", "completed"), ("V16", "running"), ("V17", "pending")):
         (mdir / name).mkdir()
-        (mdir / name / "config.yaml").write_text("budget:\n  train_seconds: 100.0\n  max_iters: null\n")
+        (mdir / name / "config.yaml").write_text("budget:\n  box_seconds: 100.0\n  max_iters: null\n")
         m.add_job(name, [f"step={name}"], step=name, seed=1)
         m.update_job(name, status=status)
     with open(mdir / "V16" / "metrics.jsonl", "w") as f:
@@ -92,7 +92,7 @@ def _env() -> dict:
 
 @pytest.mark.slow
 def test_live_progress_is_drawn_in_a_terminal(tmp_path):
-    args = [sys.executable, "-m", "ablate.matrix", "experiment=smoke", "budget.train_seconds=3",
+    args = [sys.executable, "-m", "ablate.matrix", "experiment=smoke", "budget.box_seconds=3",
             f"results_root={tmp_path}", *TINY]
     master, slave = pty.openpty()
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=_env(), close_fds=True)

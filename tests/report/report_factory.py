@@ -41,7 +41,7 @@ class Job:
     block_size: int = 1024
     val_fingerprint: Optional[str] = "0123456789abcdef"
     warmup_iters: Optional[int] = None       # config.yaml optim.warmup_iters
-    box: float = 7200.0                      # config.yaml budget.train_seconds
+    box: float = 7200.0                      # config.yaml budget.box_seconds
     experiment: Optional[str] = None         # config.yaml experiment (smoke: a pipeline check)
     flops_per_token: Optional[float] = None  # env.json
     gate_shares: Optional[dict] = None       # summary.json gate_shares
@@ -75,7 +75,7 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
     if job.warmup_iters is not None:
         optim["warmup_iters"] = job.warmup_iters
     config = {"step": {"name": job.step, "architecture": job.architecture, "description": None},
-              "seed": job.seed, "model": model, "optim": optim, "budget": {"train_seconds": job.box},
+              "seed": job.seed, "model": model, "optim": optim, "budget": {"box_seconds": job.box},
               "experiment": job.experiment}
     jd.config.write_text(yaml.safe_dump(config, sort_keys=False))
     # The trainer's shape (src/ablate/train/env.py): git facts nested, "device" for the name.

@@ -121,7 +121,7 @@ def _start_time_limit_job(cluster, tmp_path: Path) -> dict:
     overrides = {**TINY_D, "budget.eval_interval": "1000", "budget.log_interval": "10"}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = main(["experiment=smoke", "step=V0", "budget.train_seconds=45", "budget.grace_seconds=0",
+        rc = main(["experiment=smoke", "step=V0", "budget.box_seconds=45", "budget.grace_seconds=0",
                    "budget.checkpoint_interval_seconds=100000", "launcher=slurm", "launcher.slurm.time_margin_min=0",
                    "launcher.slurm.signal_delay_s=15", "launcher.slurm.max_num_timeout=5",
                    "launcher.slurm.wait=false", f"results_root={tmp_path}",

@@ -8,11 +8,11 @@ import signal
 
 
 def test_state_round_trips_and_counts_a_resume():
-    st = RunState(iter=7, trained_seconds=12.5, timed_iters=6, best_val_loss=3.2, best_val_iter=5,
+    st = RunState(iter=7, train_seconds=12.5, timed_iters=6, best_val_loss=3.2, best_val_iter=5,
                   gates={"ra_w_rec": [0.1]}, notes=["x"], resumed=1)
     back = RunState()
     back.load_state_dict(st.state_dict())
-    assert back.iter == 7 and back.trained_seconds == 12.5 and back.timed_iters == 6
+    assert back.iter == 7 and back.train_seconds == 12.5 and back.timed_iters == 6
     assert back.best_val_loss == 3.2 and back.best_val_iter == 5 and back.gates == {"ra_w_rec": [0.1]}
     assert back.notes == ["x"] and back.resumed == 2
 
@@ -25,7 +25,7 @@ def test_a_checkpoint_written_before_the_split_still_loads():
            "gates": None, "notes": None, "resumed": 0, "world_size": 1, "seed": 1, "step": "V0"}
     st = RunState()
     st.load_state_dict(old)
-    assert st.iter == 40 and st.trained_seconds == 31.0 and st.timed_iters == 39 and st.resumed == 1
+    assert st.iter == 40 and st.train_seconds == 31.0 and st.timed_iters == 39 and st.resumed == 1
     assert st.gates == {} and st.notes == [] and st.warmup_end_elapsed == 3.0
     assert st.state_dict()["train_seconds"] == 31.0  # the checkpoint key is unchanged
 

@@ -287,7 +287,7 @@ def test_v18_gates_in_eval_records_and_summary(tmp_path):
 def test_time_box_of_20_seconds_under_ddp(tmp_path):
     """Two ranks, CUDA-style sparse syncs (stop planned from the measured iteration time)."""
     box = 20.0
-    job = make_job(tmp_path, budget__train_seconds=box, budget__max_iters=None, budget__log_interval=5,
+    job = make_job(tmp_path, budget__box_seconds=box, budget__max_iters=None, budget__log_interval=5,
                    budget__eval_interval=40, budget__checkpoint_interval_iters=None,
                    budget__checkpoint_interval_seconds=6.0, optim__warmup_iters=5)
     t0 = time.monotonic()
@@ -316,7 +316,7 @@ def test_time_box_of_20_seconds_under_ddp(tmp_path):
 def test_a_box_too_short_for_its_warmup_says_so(tmp_path):
     from ablate.report import build
 
-    job = make_job(tmp_path / "m", "V0", budget__train_seconds=1.5, budget__max_iters=None,
+    job = make_job(tmp_path / "m", "V0", budget__box_seconds=1.5, budget__max_iters=None,
                    optim__warmup_iters=100_000, budget__checkpoint_interval_iters=None)
     s = run_job(job)
     assert s["status"] == "completed" and s["warmup_end_seconds"] == 1.5  # capped at the box

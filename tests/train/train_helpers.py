@@ -39,7 +39,7 @@ TINY = {
     "optim.lr": 3e-3,
     "optim.min_lr": 3e-4,
     "optim.warmup_iters": 3,
-    "budget.train_seconds": None,
+    "budget.box_seconds": None,
     "budget.max_iters": 12,
     "budget.eval_interval": 6,
     "budget.log_interval": 1,

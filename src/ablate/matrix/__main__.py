@@ -12,7 +12,7 @@ STABLE_KEYS = [
     ("experiment", "preset of groups and values (an experiment option, e.g. smoke)"),
     ("step", "architecture step (a step option, e.g. V0,V16,V17,V18 with --multirun)"),
     ("seed", "random seed of init, dropout and data order (e.g. seed=1,2,3 with --multirun)"),
-    ("budget.train_seconds", "time box in seconds of training iterations"),
+    ("budget.box_seconds", "time box in seconds of training iterations"),
     ("budget.max_iters", "iteration budget (with train_seconds: whichever ends first)"),
     ("results_root", "where new matrix directories are created (default: results)"),
     ("hardware.nproc_per_node", "processes (GPUs) per job"),

@@ -100,7 +100,7 @@ def warmup_box_warnings(jobs: list[JobSpec], estimate=estimate_iter_seconds) -> 
     for job in jobs:
         cfg = job.cfg
         o, b = cfg.optim, cfg.budget
-        if b.max_iters is not None or b.train_seconds is None or o.warmup_fraction is not None:
+        if b.max_iters is not None or b.box_seconds is None or o.warmup_fraction is not None:
             continue  # iteration budgets: warmup_warnings; warmup_fraction always fits the box
         warm = int(o.warmup_iters)
         if warm <= 0:
@@ -112,7 +112,7 @@ def warmup_box_warnings(jobs: list[JobSpec], estimate=estimate_iter_seconds) -> 
         s_iter = cache[key]
         if s_iter is None:
             continue
-        box = float(b.train_seconds)
+        box = float(b.box_seconds)
         warm_s = warm * s_iter
         if warm_s >= 0.5 * box:
             end = ("the box ends in warmup and its report will make no verdict" if warm_s >= box
@@ -129,7 +129,7 @@ def format_plan(jobs: list[JobSpec], results_root: Path) -> str:
     for job in jobs:
         cfg = job.cfg
         ws = world_size(cfg)
-        box = cfg.budget.train_seconds
+        box = cfg.budget.box_seconds
         device = str(cfg.hardware.device)
         dev_h = ws * float(box) / 3600 if box is not None else 0.0
         total_dev_h += dev_h

@@ -118,12 +118,12 @@ def _summary(jd: results.JobDir) -> dict:
 
 
 def _budget(jd: results.JobDir, cache: dict) -> tuple[Optional[int], Optional[float]]:
-    """(max_iters, train_seconds) from the job's config.yaml, which exists before the job starts."""
+    """(max_iters, box_seconds) from the job's config.yaml, which exists before the job starts."""
     key = str(jd.config)
     if key not in cache:
         try:
-            budget = (results.read_yaml(jd.config) or {}).get("budget") or {}
-            cache[key] = (budget.get("max_iters"), budget.get("train_seconds"))
+            budget = results.read_job_config(jd.config).get("budget") or {}
+            cache[key] = (budget.get("max_iters"), budget.get("box_seconds"))
         except Exception:  # unreadable now; try again at the next refresh
             return None, None
     return cache[key]

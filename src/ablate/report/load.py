@@ -189,7 +189,7 @@ def _read_job(
     config: dict = {}
     if jd.config.is_file():
         try:
-            config = R.read_yaml(jd.config)
+            config = R.read_job_config(jd.config)
         except R.ResultsFormatError as e:
             notes.append(f"{label}: {e}")
     env: dict = {}
@@ -312,7 +312,7 @@ def _read_job(
     optim_cfg = config.get("optim") if isinstance(config.get("optim"), dict) else {}
     budget_cfg = config.get("budget") if isinstance(config.get("budget"), dict) else {}
     row["warmup_iters"] = _num(optim_cfg.get("warmup_iters"))
-    row["box_seconds"] = _num(_first(s.get("box_seconds"), budget_cfg.get("train_seconds")))
+    row["box_seconds"] = _num(_first(s.get("box_seconds"), budget_cfg.get("box_seconds")))
     row["flops_per_token"] = _num(env.get("flops_per_token"))
     row["description"] = step_cfg.get("description") if isinstance(step_cfg.get("description"), str) else None
     row["warmup_end_seconds"] = _num(s.get("warmup_end_seconds"))  # time-box mode: warmup on the clock

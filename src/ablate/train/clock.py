@@ -1,7 +1,7 @@
 """The time box's clock: sync points, collective elapsed time, stop planning.
 
-``RunState.trained_seconds`` counts wall time spent in training iterations only; the box is
-``budget.train_seconds``. The first iteration of every process start (compile, allocator warm-up)
+``RunState.train_seconds`` counts wall time spent in training iterations only; the box is
+``budget.box_seconds``. The first iteration of every process start (compile, allocator warm-up)
 goes to ``warmup_seconds``; evals and checkpoints are timed by the trainer and kept out.
 
 On CUDA the host runs ahead of the GPU, so a wall-clock reading means something only after
@@ -53,14 +53,14 @@ class Sync:
 
 class BoxClock:
     def __init__(self, state: RunState, dev: DeviceSetup, dinfo: dist_mod.DistInfo,
-                 train_seconds: Optional[float], max_iters: Optional[int], log_interval: int):
+                 box_seconds: Optional[float], max_iters: Optional[int], log_interval: int):
         self.state, self.dev, self.dinfo = state, dev, dinfo
-        self.train_seconds = train_seconds  # the box (budget.train_seconds), or None
+        self.box_seconds = box_seconds  # the box (budget.box_seconds), or None
         self.max_iters = max_iters
         self.log_interval = log_interval
         self.every_iter = sync_every_iter(dev)
         self.t_iter: Optional[float] = None  # seconds per training iteration (collective estimate)
-        self.sync_iter, self.sync_elapsed = state.iter, state.trained_seconds
+        self.sync_iter, self.sync_elapsed = state.iter, state.train_seconds
         self.next_sync = state.iter + 1
         self.box_stop: Optional[int] = None
         self.first = True  # the first iteration of this process start: warm-up, not training
@@ -71,12 +71,12 @@ class BoxClock:
     def spent(self) -> bool:
         """The budget is used up already (a job resumed from its last checkpoint)."""
         return ((self.max_iters is not None and self.state.iter >= self.max_iters)
-                or (self.train_seconds is not None and self.state.trained_seconds >= self.train_seconds))
+                or (self.box_seconds is not None and self.state.train_seconds >= self.box_seconds))
 
     def estimate(self, it: int) -> float:
         """Elapsed training seconds at iteration ``it``, extrapolated from the last sync point."""
         est = self.sync_elapsed + (it - self.sync_iter) * (self.t_iter or 0.0)
-        return min(est, self.train_seconds) if self.train_seconds is not None else est
+        return min(est, self.box_seconds) if self.box_seconds is not None else est
 
     def is_sync_point(self, it: int, due: bool) -> bool:
         return self.first or self.every_iter or due or it >= self.next_sync or self.end(it)
@@ -93,9 +93,9 @@ class BoxClock:
         if self.first:
             st.warmup_seconds += now - self.seg_start
         else:
-            st.trained_seconds += now - self.seg_start
+            st.train_seconds += now - self.seg_start
             st.timed_iters += it - self.seg_timed_from
-        vec = torch.tensor([st.trained_seconds, float(signal or 0), now - self.last_checkpoint, 0.0],
+        vec = torch.tensor([st.train_seconds, float(signal or 0), now - self.last_checkpoint, 0.0],
                            dtype=torch.float64, device=self.dev.device)
         vec[3] = first_bad.to(torch.float64)
         dist_mod.all_reduce(vec, "max", self.dinfo)
@@ -105,10 +105,10 @@ class BoxClock:
             # rank computes the same estimate). CPU syncs every iteration: smooth the noise.
             dt_iter = (elapsed - self.sync_elapsed) / (it - self.sync_iter)
             self.t_iter = dt_iter if self.t_iter is None or not self.every_iter else 0.8 * self.t_iter + 0.2 * dt_iter
-        st.trained_seconds = elapsed  # every rank now holds the same elapsed time
+        st.train_seconds = elapsed  # every rank now holds the same elapsed time
         self.sync_iter, self.sync_elapsed = it, elapsed
-        if self.train_seconds is not None:  # plan the stop: within half an iteration of the box
-            remaining = self.train_seconds - elapsed
+        if self.box_seconds is not None:  # plan the stop: within half an iteration of the box
+            remaining = self.box_seconds - elapsed
             if self.t_iter and self.t_iter > 0:
                 self.box_stop = it + max(0, int(math.floor(remaining / self.t_iter + 0.5)))
             elif remaining <= 0:

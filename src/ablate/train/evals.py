@@ -90,7 +90,7 @@ def eval_and_record(tr: "Trainer", final: bool = False) -> None:
             "kind": "eval",
             "iter": st.iter,
             "tokens_seen": tokens,
-            "train_seconds": st.trained_seconds,
+            "train_seconds": st.train_seconds,
             "flops": tr.flops_per_token * tokens if tr.flops_per_token is not None else None,
             "loss/val": val,
             "loss/val_best": st.best_val_loss,
@@ -104,7 +104,7 @@ def eval_and_record(tr: "Trainer", final: bool = False) -> None:
             results.write_final_eval(
                 tr.jd.final_eval, loss=full_loss, window_losses=full,
                 block_size=int(tr.cfg.model.block_size), fingerprint=tr.val_fingerprint,
-                iteration=st.iter, tokens_seen=tokens, train_seconds=st.trained_seconds,
+                iteration=st.iter, tokens_seen=tokens, train_seconds=st.train_seconds,
                 periodic_windows=int(tr.cfg.data.val_windows), val_path=tr.final_windows.path)
         for key, per_layer in st.gates.items():
             for layer, value in enumerate(per_layer):

@@ -153,13 +153,13 @@ class Schedule:
         self.min_lr = float(optim_cfg.min_lr)
         self.warmup = max(0, int(optim_cfg.warmup_iters))
         self.max_iters = int(max_iters) if max_iters else None
-        self.box = float(box_seconds) if box_seconds else None
+        self.box_seconds = float(box_seconds) if box_seconds else None
         frac = getattr(optim_cfg, "warmup_fraction", None)
         self.warmup_fraction = float(frac) if frac is not None else None
         if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(f"optim.warmup_fraction={frac} must be in [0, 1) (a share of the box)")
-        if self.max_iters is None and self.box is None:
-            raise ConfigError("set budget.train_seconds (a time box) or budget.max_iters (an iteration budget)")
+        if self.max_iters is None and self.box_seconds is None:
+            raise ConfigError("set budget.box_seconds (a time box) or budget.max_iters (an iteration budget)")
 
     @property
     def by_iters(self) -> bool:
@@ -173,7 +173,7 @@ class Schedule:
                 return 1.0 if it >= self.max_iters else 0.0
             return min(1.0, max(0.0, (it - self.warmup) / span))
         t_w = warmup_end_elapsed if warmup_end_elapsed is not None else 0.0
-        span = self.box - t_w
+        span = self.box_seconds - t_w
         if span <= 0:
             return 1.0
         return min(1.0, max(0.0, (elapsed - t_w) / span))
@@ -184,11 +184,11 @@ class Schedule:
         if self.by_iters:
             return elapsed if it >= self.warmup else None
         if self.warmup_fraction is not None:
-            return self.warmup_fraction * self.box
+            return self.warmup_fraction * self.box_seconds
         if self.warmup == 0:
             return 0.0
         if t_iter:
-            return min(self.box, self.warmup * t_iter)
+            return min(self.box_seconds, self.warmup * t_iter)
         return elapsed if it >= self.warmup else None
 
     def __call__(self, it: int, elapsed: float = 0.0, warmup_end_elapsed: Optional[float] = None) -> float:

@@ -69,7 +69,7 @@ def summary(tr: "Trainer", status: str, **extra: Any) -> dict:
     """summary.json's content (docs/results-format.md)."""
     cfg, st, dev = tr.cfg, tr.state, tr.dev
     tpi = int(cfg.optim.tokens_per_iter) if cfg is not None else None
-    rate = throughput(tr, st.timed_iters, st.trained_seconds)
+    rate = throughput(tr, st.timed_iters, st.train_seconds)
     s = {
         "step": cfg.step.name if cfg is not None else None,
         "architecture": cfg.step.architecture if cfg is not None else None,
@@ -87,10 +87,10 @@ def summary(tr: "Trainer", status: str, **extra: Any) -> dict:
         "last_train_loss": st.last_train_loss,
         "iterations": st.iter,
         "max_iters": (int(cfg.budget.max_iters) if cfg is not None and cfg.budget.max_iters else None),
-        "box_seconds": (float(cfg.budget.train_seconds) if cfg is not None and cfg.budget.train_seconds else None),
+        "box_seconds": (float(cfg.budget.box_seconds) if cfg is not None and cfg.budget.box_seconds else None),
         "tokens_per_iter": tpi,
         "tokens_seen": (st.iter * tpi) if tpi else None,
-        "train_seconds": st.trained_seconds,
+        "train_seconds": st.train_seconds,
         "eval_seconds": st.eval_seconds,
         "checkpoint_seconds": st.checkpoint_seconds,
         "warmup_seconds": st.warmup_seconds,
@@ -125,12 +125,12 @@ def train_row(tr: "Trainer", it: int, loss: float, lr: float, grad_norm: Optiona
               since: tuple[float, int]) -> dict:
     """The metrics.jsonl row of a log iteration; throughput over the iterations since the last one."""
     st = tr.state
-    rate = throughput(tr, st.timed_iters - since[1], st.trained_seconds - since[0])
+    rate = throughput(tr, st.timed_iters - since[1], st.train_seconds - since[0])
     return {
         "kind": "train",
         "iter": it,
         "tokens_seen": it * int(tr.cfg.optim.tokens_per_iter),
-        "train_seconds": st.trained_seconds,
+        "train_seconds": st.train_seconds,
         "loss/train": loss,
         "lr": lr,
         "grad_norm": float(grad_norm.item()) if grad_norm is not None else None,
@@ -151,11 +151,11 @@ def train_line(tr: "Trainer", row: dict) -> str:
     parts.append(f"{tps:,.0f} tok/s" if tps is not None else "- tok/s")
     if mfu is not None:
         parts.append(f"mfu {100 * mfu:.1f}%")
-    if b.train_seconds:
-        box = float(b.train_seconds)
-        parts.append(f"box {st.trained_seconds:.1f}s/{box:.0f}s ({max(0.0, box - st.trained_seconds):.1f}s left)")
+    if b.box_seconds:
+        box = float(b.box_seconds)
+        parts.append(f"box {st.train_seconds:.1f}s/{box:.0f}s ({max(0.0, box - st.train_seconds):.1f}s left)")
     else:
-        parts.append(f"train {st.trained_seconds:.1f}s")
+        parts.append(f"train {st.train_seconds:.1f}s")
     return " | ".join(parts)
 
 
@@ -220,11 +220,11 @@ def header_lines(tr: "Trainer", model, notes_now: list[str]) -> list[str]:
     out.append(str(describe(tr.dataset)))  # "data <source>: ..."
     out += describe_groups(tr.optim_record)
     b = cfg.budget
-    out.append(f"budget: box {b.train_seconds}s of training | max_iters {b.max_iters} | "
+    out.append(f"budget: box {b.box_seconds}s of training | max_iters {b.max_iters} | "
                f"schedule (warmup and decay) by {'iterations' if tr.schedule.by_iters else 'elapsed training time'}")
     out += notes_now
     if st.resumed:
-        out.append(f"resumed from checkpoint at iteration {st.iter} ({st.trained_seconds:.1f}s of the box used; "
+        out.append(f"resumed from checkpoint at iteration {st.iter} ({st.train_seconds:.1f}s of the box used; "
                    f"resume #{st.resumed})")
     return out
 

@@ -6,25 +6,21 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 
-# Fields stored in checkpoint.pt under another key (the name they had when the format was set).
-_CHECKPOINT_KEYS = {"trained_seconds": "train_seconds"}
-
-
 @dataclass
 class RunState:
     """Everything a resumed run continues from (besides model, optimizer and RNG states)."""
 
     iter: int = 0
     """Optimizer steps done; also the loader position (the batch of iteration i is a function of i)."""
-    trained_seconds: float = 0.0
-    """Measured wall time of training iterations: the clock the box (budget.train_seconds) runs on.
-    (summary.json, metrics.jsonl and final_eval.json keep their key "train_seconds" for it.)"""
+    train_seconds: float = 0.0
+    """Measured wall time of training iterations: the clock the box (budget.box_seconds) runs on;
+    the same key in summary.json, metrics.jsonl, final_eval.json and checkpoint.pt."""
     warmup_seconds: float = 0.0
     """First iteration of every process start (compile, allocator warm-up): not training time."""
     eval_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
     timed_iters: int = 0
-    """Iterations inside trained_seconds (warm-up excluded): ms/iter = trained_seconds / timed_iters."""
+    """Iterations inside train_seconds (warm-up excluded): ms/iter = train_seconds / timed_iters."""
     warmup_end_elapsed: Optional[float] = None
     """Training seconds at which the LR warmup ends (time box: set once the iteration rate is known)."""
     best_val_loss: Optional[float] = None
@@ -38,16 +34,14 @@ class RunState:
     """How many times this run was resumed from a checkpoint."""
 
     def state_dict(self) -> dict:
-        state = asdict(self)
-        state[_CHECKPOINT_KEYS["trained_seconds"]] = state.pop("trained_seconds")
-        return state
+        return asdict(self)
 
     def load_state_dict(self, st: dict) -> None:
         """Restore from a checkpoint's ``state`` (written by this version or an earlier one): one
         more resume."""
         fresh = RunState()
         for f in fields(self):
-            value = st.get(_CHECKPOINT_KEYS.get(f.name, f.name), getattr(fresh, f.name))
+            value = st.get(f.name, getattr(fresh, f.name))
             if value is not None and f.type in ("int", "float"):
                 value = int(value) if f.type == "int" else float(value)
             elif f.type in ("dict", "list"):

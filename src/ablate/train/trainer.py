@@ -95,7 +95,7 @@ class Trainer:
 
     def train(self) -> dict:
         st, b = self.state, self.cfg.budget
-        clock = BoxClock(st, self.dev, self.dinfo, float(b.train_seconds) if b.train_seconds else None,
+        clock = BoxClock(st, self.dev, self.dinfo, float(b.box_seconds) if b.box_seconds else None,
                          int(b.max_iters) if b.max_iters else None, int(b.log_interval))
         log_every, eval_every = int(b.log_interval), int(b.eval_interval)  # plain ints: read every iteration
         ck_iters = int(b.checkpoint_interval_iters or 0)
@@ -103,7 +103,7 @@ class Trainer:
         # Read only at sync points: the first iteration with a non-finite loss (0: none yet).
         first_bad = torch.zeros((), dtype=torch.int64, device=self.dev.device)
         it_dev = torch.full((), st.iter, dtype=torch.int64, device=self.dev.device)
-        self._since_log = (st.trained_seconds, st.timed_iters)
+        self._since_log = (st.train_seconds, st.timed_iters)
         with StopSignals() as signals:
             if self.resumed_this_start and not causality.recheck(self, "resume"):
                 return self._leaked("resume")
@@ -162,7 +162,7 @@ class Trainer:
 
     def _set_lr(self, clock: BoxClock, it: int) -> float:
         """The learning rate from the collective clock (extrapolated between sync points)."""
-        st, sched, box = self.state, self.schedule, clock.train_seconds  # box: budget.train_seconds
+        st, sched, box = self.state, self.schedule, clock.box_seconds
         est = clock.estimate(it)
         if st.warmup_end_elapsed is None:
             # One clock: in a time box the warmup becomes training time once the rate is known.
@@ -193,7 +193,7 @@ class Trainer:
             pm = self.dev.peak_memory_mb()
             st.peak_memory_mb = max(st.peak_memory_mb or 0.0, pm) if pm is not None else None
         self._write_train_row(it, loss_val, lr, grad_norm)
-        self._since_log = (st.trained_seconds, st.timed_iters)
+        self._since_log = (st.train_seconds, st.timed_iters)
 
     def _write_train_row(self, it: int, loss_val: float, lr: float, grad_norm) -> None:
         if self.is_main:
@@ -230,7 +230,7 @@ class Trainer:
         except AblateError as e:  # an unreadable preflight record: the job is reported unchecked
             self.state.notes.append(f"preflight causality record unreadable ({e}); reported as unchecked")
         b = cfg.budget  # every value was validated by load_job_config (ablate.config.validate_run)
-        self.schedule = Schedule(cfg.optim, b.max_iters, b.train_seconds)
+        self.schedule = Schedule(cfg.optim, b.max_iters, b.box_seconds)
         self.clip = float(cfg.optim.grad_clip)
 
         self.dev = dev = setup_device(cfg.hardware, self.dinfo.local_rank)

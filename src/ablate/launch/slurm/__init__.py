@@ -3,7 +3,7 @@
 Each task has ``tasks per node = hardware.nproc_per_node`` ranks (times ``launcher.slurm.nodes``);
 every rank runs the trainer in-process with the torch.distributed variables that submitit derives
 from the Slurm environment (multi-node DDP included). The time limit is the box
-(``budget.train_seconds + budget.grace_seconds``) plus ``launcher.slurm.time_margin_min``.
+(``budget.box_seconds + budget.grace_seconds``) plus ``launcher.slurm.time_margin_min``.
 
 Slurm sends USR2 ``signal_delay_s`` before the time limit, or up to 30 s earlier (slurmctld checks
 time limits every 30 s and sends the warning early rather than late). The trainer checkpoints at the next iteration and returns; the
