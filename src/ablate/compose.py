@@ -21,7 +21,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ablate import plugins, schema
@@ -153,7 +153,7 @@ def compose_job(overrides: list[str]) -> DictConfig:
                     chosen.setdefault(o.key_or_group, set()).add(o.value())
             schema.check_package_headers(repo, groups, chosen)
             try:
-                cfg = compose(config_name="config", overrides=list(overrides))
+                cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
             except (HydraException, OmegaConfBaseException) as e:
                 # Hydra names the file it was merging ("In 'step/V19': ..."); a file chosen
                 # indirectly (an experiment's defaults) may have its package header misplaced.
@@ -161,6 +161,9 @@ def compose_job(overrides: list[str]) -> DictConfig:
                 if where:
                     schema.check_package_headers(repo, groups, {where.group(1): {where.group(2)}})
                 raise ConfigError(_composition_message(e, groups)) from None
+            schema.check_step_file(repo, cfg.hydra.runtime.choices.get("step"))
+            with open_dict(cfg):  # the choices were needed for the check above; a job's config has no hydra node
+                del cfg["hydra"]
     except HydraException as e:
         raise ConfigError(_composition_message(e, {})) from None
     finally:

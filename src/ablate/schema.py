@@ -185,3 +185,33 @@ def check_package_headers(repo, groups: dict[str, list[str]], chosen: Optional[d
                             f"{path}: '# @package' is on line {line}, where Hydra ignores it; "
                             "move it to the first line of the file (a comment before it ends the header)"
                         )
+
+
+# --------------------------------------------------------------------------- step files
+
+STEP_IDENTITY = ("name", "architecture")
+
+
+def check_step_file(repo, choice: Optional[str]) -> None:
+    """Refuse a step option file that does not say which step it is.
+
+    StepConfig's defaults are V0's name and label, so a new step file (a copy of V16.yaml with the
+    ``step:`` lines left out) would otherwise train and be reported as "V0 / Baseline": a second
+    baseline that is really the new model. Each step file sets ``step.name`` and
+    ``step.architecture`` itself.
+    """
+    if not choice:
+        return
+    result = repo.load_config(f"step/{choice}")
+    if result is None:
+        return
+    package = (result.header or {}).get("package")
+    node = result.config.get("step") if package == "_global_" else result.config
+    missing = [f"step.{k}" for k in STEP_IDENTITY if not (hasattr(node, "keys") and k in node)]
+    if missing:
+        where = f"{result.path.removeprefix('file://')}/step/{choice}.yaml" if result.path else f"step/{choice}"
+        raise ConfigError(
+            f"{where} does not set {' and '.join(missing)}; a step file names itself "
+            f"(step: {{name: {choice}, architecture: <the report's label>}}), otherwise its jobs would run "
+            "under the defaults' name and label (V0, Baseline)"
+        )

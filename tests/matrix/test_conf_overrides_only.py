@@ -63,6 +63,15 @@ def test_an_option_file_sets_only_values_that_change_something(path, tmp_path, m
     bare = tmp_path / "conf"
     shutil.copytree(CONF, bare)
     kept = {"defaults": body["defaults"]} if "defaults" in body else {}
+    for key in ALWAYS_WRITTEN:  # kept in the bare file too (a step file without them is refused)
+        if not is_global and not key.startswith(group + "."):
+            continue
+        in_file = key if is_global else key.split(".", 1)[1]
+        value = OmegaConf.select(OmegaConf.create(body), in_file)
+        if value is not None:
+            bare_cfg = OmegaConf.create(kept)
+            OmegaConf.update(bare_cfg, in_file, value)
+            kept = OmegaConf.to_container(bare_cfg)
     (bare / group / path.name).write_text(_header(text) + (yaml.safe_dump(kept) if kept else ""))
 
     monkeypatch.setenv("ABLATE_CONF_DIR", str(CONF))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ablate.errors import ConfigError
-from ablate.matrix.__main__ import main
+from ablate.matrix.__main__ import main, searchpath_override
 from ablate.compose import build_jobs, group_choices, parse_overrides
 from ablate.schema import check_overrides, misplaced_package_header, schema_keys
 
@@ -252,3 +252,27 @@ def test_matrix_messages_into_a_closed_pipe_do_not_stop_the_matrix(tmp_path):
             "print('the matrix went on', file=sys.stderr)\n")
     proc = _into_closed_pipe(["-c", code], tmp_path)
     assert proc.returncode == 0 and proc.stderr == "the matrix went on\n", proc.stderr
+
+
+@pytest.mark.parametrize("body, missing", [
+    ("# @package _global_\nmodel:\n  attention: ra\n", "step.name and step.architecture"),
+    ("# @package _global_\nstep:\n  name: V19\nmodel:\n  attention: ra\n", "step.architecture"),
+    ("# @package _global_\nstep:\n  architecture: mine\n", "step.name"),
+    ("description: group package, no name\n", "step.name and step.architecture"),
+])
+def test_a_step_file_that_does_not_name_itself_is_refused(body, missing, tmp_path, capsys):
+    # Left out, the step would train and be reported as V0 / Baseline: a second "baseline".
+    (tmp_path / "step").mkdir()
+    (tmp_path / "step" / "V19.yaml").write_text(body)
+    with pytest.raises(SystemExit) as e:
+        main(["--config-dir", str(tmp_path), "experiment=smoke", "step=V19", "--cfg", "job"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"V19.yaml does not set {missing};" in err, err
+
+
+def test_a_step_file_in_the_group_package_that_names_itself_composes(tmp_path):
+    (tmp_path / "step").mkdir()
+    (tmp_path / "step" / "V19.yaml").write_text("name: V19\narchitecture: mine\n")
+    jobs = build_jobs(["experiment=smoke", "step=V19", searchpath_override([str(tmp_path)])], multirun=False)
+    assert jobs[0].cfg.step.name == "V19" and jobs[0].cfg.step.architecture == "mine"
