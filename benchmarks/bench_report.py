@@ -42,9 +42,7 @@ def _config(step: str, arch: str, attention: str, mlp: str, seed: int) -> dict:
                    "checkpoint_interval_iters": None, "checkpoint_interval_seconds": 900.0, "grace_seconds": 600.0},
         "hardware": {"device": "auto", "nproc_per_node": 4, "gpus": None, "micro_batch": 8, "precision": "auto",
                      "compile": True, "tf32": True, "threads": None},
-        "launcher": {"name": "local", "slurm": {"partition": None, "account": None, "nodes": 1}},
-        "seed": seed, "experiment": "ra_ablation", "results_root": "results", "resume": None,
-        "plan": False, "preflight": True, "report": True,
+        "seed": seed, "experiment": "ra_ablation",
     }
 
 

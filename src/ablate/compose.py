@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ablate import plugins, schema
-from ablate.config import check_environment, register_configs, validate_run
+from ablate.config import (MatrixSettings, RunConfig, check_environment, register_configs, to_container,
+                           validate_run, validate_settings)
 from ablate.errors import ConfigError
 from ablate.results import job_name
 
@@ -130,8 +131,34 @@ def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
         raise ConfigError(_first_line(e)) from None
 
 
+class Matrix(list):
+    """The jobs of one matrix (a list of JobSpec) and its one ``settings`` (MatrixSettings)."""
+
+    def __init__(self, jobs: list[JobSpec], settings: DictConfig):
+        super().__init__(jobs)
+        self.settings = settings
+
+
 def compose_job(overrides: list[str]) -> DictConfig:
-    """Compose one job's config; Hydra's own error (e.g. the list of step options) becomes one line.
+    """One job's config (RunConfig) from a command line; the matrix settings on it are dropped."""
+    return split_settings(compose_config(overrides))[0]
+
+
+def split_settings(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
+    """A composed root (ComposedConfig) as (the job's RunConfig, the matrix's MatrixSettings).
+
+    Resolved first: an interpolation may refer across the split."""
+    OmegaConf.resolve(cfg)
+
+    def part(schema: type) -> DictConfig:
+        return OmegaConf.merge(OmegaConf.structured(schema), {f.name: cfg[f.name] for f in fields(schema)})
+
+    return part(RunConfig), part(MatrixSettings)
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose one command line (a job's keys and the matrix settings, ComposedConfig); Hydra's
+    own error (e.g. the list of step options) becomes one line.
 
     Every override is checked first (``ablate.schema``): a group option that does not
     exist, optional groups included, and a key the schema lacks are errors that name the options
@@ -197,23 +224,54 @@ def group_choices(overrides: Optional[list[str]] = None) -> tuple[dict[str, list
     return groups, defaults
 
 
-def build_jobs(args: list[str], multirun: bool) -> list[JobSpec]:
-    """Expand and compose every job; name each after its step and the other swept values."""
+def build_jobs(args: list[str], multirun: bool) -> Matrix:
+    """Expand and compose every job; name each after its step and the other swept values.
+
+    The matrix settings must come out the same for every job (a matrix has one launcher, one
+    results folder, ...): a sweep that varies them is refused here."""
     job_overrides = expand_sweeps(args, multirun)
     swept_keys = _swept_keys(job_overrides)
     jobs: list[JobSpec] = []
+    settings: list[DictConfig] = []
     for overrides in job_overrides:
-        cfg = compose_job(overrides)
+        cfg, matrix = split_settings(compose_config(overrides))
         resolve_plugins(cfg)
         swept = {k: v for k, v in (_split(o) for o in overrides) if k in swept_keys}
         jobs.append(JobSpec(name="", overrides=overrides, cfg=cfg, swept=swept))
+        settings.append(matrix)
+    _check_one_setting(settings)
+    validate_settings(settings[0])
     _name_jobs(jobs)
     for job in jobs:  # every value checked once, here, before any directory exists
         try:
             validate_run(job.cfg)
         except ConfigError as e:
             raise ConfigError(f"{e}" + (f" (job {job.name})" if len(jobs) > 1 else "")) from None
-    return jobs
+    return Matrix(jobs, settings[0])
+
+
+def _check_one_setting(settings: list[DictConfig]) -> None:
+    values: dict[str, list[Any]] = {}
+    for one in settings:
+        for key, value in _flat(to_container(one)).items():
+            if value not in values.setdefault(key, []):
+                values[key].append(value)
+    for key, seen in values.items():
+        if len(seen) > 1:
+            raise ConfigError(
+                f"{key} is a setting of the whole matrix (one value per matrix), but this sweep gives it "
+                f"{len(seen)} values ({', '.join(str(v) for v in seen)}); run one matrix per value"
+            )
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def resolve_plugins(cfg: DictConfig) -> None:
@@ -284,4 +342,5 @@ def _composition_message(e: BaseException, groups: dict[str, list[str]]) -> str:
 
 
 def config_yaml(cfg: DictConfig) -> str:
+    """A job's config.yaml (or the matrix settings) as written and as ``--cfg job`` prints it."""
     return OmegaConf.to_yaml(cfg, resolve=True)

@@ -207,7 +207,8 @@ class TrackerConfig:
 
 @dataclass
 class RunConfig:
-    """Everything one job of a matrix needs; what Hydra composes and what config.yaml stores."""
+    """Everything one job of a matrix needs: what its config.yaml stores and the trainer reads.
+    How the matrix around it runs (launcher, results_root, ...) is MatrixSettings."""
 
     step: StepConfig = field(default_factory=StepConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -215,7 +216,6 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
-    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     seed: int = 1
     """Seeds init, dropout and data order. Same seed, same step, same machine: same loss curve."""
@@ -228,10 +228,22 @@ class RunConfig:
     was started in). Stored absolute in each job's config.yaml, so jobs find them anywhere."""
     experiment: Optional[str] = None
     """Name of the preset that was applied (set by the experiment YAML)."""
+
+
+@dataclass
+class MatrixSettings:
+    """How a matrix as a whole runs: one value per matrix, never one per job.
+
+    Given on the same command line as the job keys (``launcher=slurm results_root=x plan=true``):
+    Hydra composes both into one root (``ComposedConfig``) and ``ablate.compose`` splits it, so a
+    job's config.yaml holds what the job trains with and nothing about how the matrix was run.
+    The settings are stored once, in matrix.json ("settings"), where ``resume=``, ``wait=``,
+    ``status=`` and the report read them."""
+
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    """Which launcher runs the jobs, and its options."""
     results_root: str = "results"
     """Where new matrix directories are created."""
-    resume: Optional[str] = None
-    """An existing matrix directory: run only its unfinished jobs, each from its checkpoint."""
     plan: bool = False
     """Print the jobs and their cost, then exit without running anything."""
     preflight: bool = True
@@ -241,6 +253,18 @@ class RunConfig:
     progress: bool = True
     """Live progress view (one line per running job, counts, ETA) while a local matrix runs, when
     stdout is a terminal; job output then goes to <job>/train.log only. false: echo job output."""
+
+
+@dataclass
+class ComposedConfig(MatrixSettings, RunConfig):
+    """What Hydra composes from one command line: a job's fields (RunConfig) and the matrix's
+    (MatrixSettings) side by side, so the command line stays flat; ``ablate.compose`` splits it
+    into the two before anything else reads it."""
+
+
+def job_nodes(settings: Any) -> int:
+    """Nodes each job spans: ``launcher.slurm.nodes`` on Slurm, one machine otherwise."""
+    return int(settings.launcher.slurm.nodes) if str(settings.launcher.name) == "slurm" else 1
 
 
 # --------------------------------------------------------------------------- validation
@@ -398,12 +422,18 @@ def validate_run(cfg: Any) -> None:
     problems += validate_budget(cfg.budget)
     problems += validate_optim(cfg.optim)
     problems += validate_hardware(cfg.hardware)
-    problems += validate_launcher(cfg.launcher)
     problems += validate_data(cfg.data)
     problems += validate_model(cfg.model)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:
         problems.append(f"seed={cfg.seed} must be a non-negative integer below 2**63")
-    if not str(cfg.results_root or "").strip():
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def validate_settings(s: Any) -> None:
+    """Every check of a matrix's settings; raises ConfigError with all problems on one line."""
+    problems = validate_launcher(s.launcher)
+    if not str(s.results_root or "").strip():
         problems.append("results_root='' must name a folder")
     if problems:
         raise ConfigError("; ".join(problems))
@@ -435,7 +465,7 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunConfig)
+    cs.store(name="run_schema", node=ComposedConfig)
 
 
 def load_job_config(path: Path | str) -> DictConfig:
@@ -454,6 +484,20 @@ def load_job_config(path: Path | str) -> DictConfig:
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return cfg  # type: ignore[return-value]
+
+
+def load_matrix_settings(stored: dict, where: Path | str) -> DictConfig:
+    """A matrix's settings as stored (``ablate.results.read_matrix_settings``) through the schema;
+    ``where`` names the file they came from in an error."""
+    try:
+        settings = OmegaConf.merge(OmegaConf.structured(MatrixSettings), stored)
+    except Exception as e:  # omegaconf raises several types; all mean "this does not fit"
+        raise ConfigError(f"{where}: matrix settings do not match the schema: {_one_line(e)}") from None
+    try:
+        validate_settings(settings)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return settings  # type: ignore[return-value]
 
 
 def to_container(cfg: Any) -> dict:

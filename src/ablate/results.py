@@ -41,7 +41,9 @@ from ablate.errors import AblateError, UnwritableError
 FORMAT_VERSION = 3
 """2: summary.json has "causality" and status may be "leaked". 3: config.yaml's time box is
 ``budget.box_seconds`` (was ``budget.train_seconds``, the name summary.json and metrics.jsonl use
-for the measured training time). Readers accept 1 to 3: ``read_job_config`` upgrades old layouts."""
+for the measured training time), and the matrix-wide settings (launcher, results_root, ...) left
+every job's config.yaml for matrix.json's "settings". Readers accept 1 to 3: ``read_job_config``
+upgrades old layouts, ``read_matrix_settings`` finds an old matrix's settings."""
 READABLE_VERSIONS = (1, 2, 3)
 
 RENAMED_CONFIG_KEYS = {"budget.train_seconds": ("budget.box_seconds", 3)}
@@ -183,10 +185,17 @@ def read_yaml(path: os.PathLike | str) -> dict:
     return obj
 
 
+MATRIX_SETTINGS_KEYS = ("launcher", "results_root", "plan", "preflight", "report", "progress")
+"""The matrix-wide settings (ablate.config.MatrixSettings): matrix.json's "settings" since format 3;
+before it, every job's config.yaml carried a copy of them at its top level (and ``resume``)."""
+_OLD_JOB_ONLY_KEYS = ("resume",)  # in a format 1/2 config.yaml, a matrix key nothing reads any more
+
+
 def upgrade_job_config(config: dict) -> dict:
     """A job's config.yaml as read (a plain mapping) in today's layout: the one place that knows
     old layouts. Renamed keys move to their new name (an old directory's ``budget.train_seconds``
-    is its box); a key present under both names keeps the new one."""
+    is its box); a key present under both names keeps the new one. The matrix-wide settings a
+    format 1/2 config.yaml carried are the matrix's now (``read_matrix_settings``): dropped."""
     for old, (new, _version) in RENAMED_CONFIG_KEYS.items():
         old_parent, old_leaf = _node(config, old)
         if old_parent is None or old_leaf not in old_parent:
@@ -194,6 +203,8 @@ def upgrade_job_config(config: dict) -> dict:
         value = old_parent.pop(old_leaf)
         new_parent, new_leaf = _node(config, new, create=True)
         new_parent.setdefault(new_leaf, value)
+    for key in MATRIX_SETTINGS_KEYS + _OLD_JOB_ONLY_KEYS:
+        config.pop(key, None)
     return config
 
 
@@ -212,6 +223,36 @@ def _node(config: dict, dotted: str, create: bool = False) -> tuple[Optional[dic
 def read_job_config(path: os.PathLike | str) -> dict:
     """A job's config.yaml as a plain mapping in today's layout (see ``upgrade_job_config``)."""
     return upgrade_job_config(read_yaml(path))
+
+
+def read_matrix_settings(manifest: "Manifest") -> tuple[dict, Path]:
+    """A matrix's settings as stored, a plain mapping, and the file they came from.
+
+    matrix.json's "settings" since format 3. An older matrix has none there: every job's
+    config.yaml carried the same copy, so the first readable one is read (its matrix-wide keys
+    only). Keys missing from both take the code defaults; the launcher's name falls back to
+    matrix.json's "launcher", which every format has."""
+    stored = manifest.data.get("settings")
+    if isinstance(stored, dict):
+        return stored, manifest.path
+    if stored is not None:
+        raise ResultsFormatError(f"{manifest.path}: 'settings' is {type(stored).__name__}, not an object; "
+                                 f"the file is corrupt")
+    settings: dict = {}
+    source = manifest.path
+    for job in manifest.jobs:
+        path = manifest.job_dir(job["name"]).config
+        try:
+            config = read_yaml(path)
+        except ResultsFormatError:
+            continue
+        settings = {k: config[k] for k in MATRIX_SETTINGS_KEYS if k in config}
+        source = path
+        break
+    launcher = manifest.data.get("launcher")
+    if isinstance(launcher, str) and not isinstance(settings.get("launcher"), dict):
+        settings["launcher"] = {"name": launcher}
+    return settings, source
 
 
 def as_float(value: Any) -> Optional[float]:

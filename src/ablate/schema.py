@@ -18,16 +18,21 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from ablate.config import RunConfig
+from ablate.config import ComposedConfig
 from ablate.errors import ConfigError
 from ablate.results import RENAMED_CONFIG_KEYS
 
 # Hydra's own groups and keys (hydra/launcher, hydra.run.dir, ...) are not ours to check.
 _HYDRA_PREFIX = "hydra"
 
+# python -m ablate.matrix resume=DIR / status=DIR / wait=DIR: commands, not config keys (the entry
+# point takes them before composing); named only so that a misspelled one gets a suggestion.
+COMMANDS = ("resume", "status", "wait")
+
 
 def schema_keys() -> set[str]:
-    """Every dotted key of the run schema, nodes included (``budget``, ``budget.box_seconds``)."""
+    """Every dotted key a command line may set, nodes included (``budget``, ``budget.box_seconds``):
+    a job's (RunConfig) and the matrix settings (MatrixSettings)."""
     keys: set[str] = set()
 
     def walk(obj: Any, prefix: str) -> None:
@@ -38,7 +43,7 @@ def schema_keys() -> set[str]:
             if is_dataclass(value):
                 walk(value, key + ".")
 
-    walk(RunConfig(), "")
+    walk(ComposedConfig(), "")
     return keys
 
 
@@ -86,7 +91,7 @@ def unknown_key_message(key: str, groups: Iterable[str] = ()) -> str:
     if key in RENAMED_CONFIG_KEYS:  # a name from an older version: say the new one, never guess
         new, version = RENAMED_CONFIG_KEYS[key]
         return f"{key} is now called {new} (renamed in ablate's results format {version}); write {new}"
-    guess = did_you_mean(key, schema_keys() | set(groups) | set(RENAMED_CONFIG_KEYS))
+    guess = did_you_mean(key, schema_keys() | set(groups) | set(COMMANDS) | set(RENAMED_CONFIG_KEYS))
     if guess:  # a near miss of an old name means its new name
         guess = " or ".join(f"{RENAMED_CONFIG_KEYS[g][0]} (called {g} before format {RENAMED_CONFIG_KEYS[g][1]})"
                             if g in RENAMED_CONFIG_KEYS else g for g in guess.split(" or "))

@@ -28,7 +28,7 @@ TINY = ["experiment=smoke", "model.n_layer=2", "model.n_head=2", "model.n_embd=6
 
 def _new_matrix(root: Path, monkeypatch, *args: str) -> Path:
     """A matrix directory as a new run creates it, with nothing launched."""
-    monkeypatch.setattr(runner, "_launch_and_report", lambda manifest, cfgs: 0)
+    monkeypatch.setattr(runner, "_launch_and_report", lambda manifest, cfgs, settings: 0)
     assert main([*TINY, f"results_root={root}", *args]) == 0
     monkeypatch.undo()
     dirs = sorted(root.glob("test_matrix_results_*"))

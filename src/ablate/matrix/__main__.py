@@ -88,7 +88,7 @@ def help_text(argv: list[str] | None = None) -> str:
         "Options:",
         "  --multirun, -m    one job per combination of the comma-separated values",
         "  --plan            list the jobs and their cost and run the preflight; train nothing",
-        "  --cfg job         print the resolved config of every job; train nothing",
+        "  --cfg job         print the resolved config of every job, then the matrix settings once; train nothing",
         "  --config-dir DIR  also look for config groups in DIR (your own step/V19.yaml, ...);",
         "                    with plugins=[module] plugin_path=[folder] your own model code is imported",
         "  -h, --help        this text (add --config-dir DIR to list that folder's options too)",
@@ -194,10 +194,13 @@ def _main(argv: list[str]) -> int:
         jobs = build_jobs(overrides, multirun)
         if show_cfg:
             for job in jobs:
-                print(f"# job {job.name}: {' '.join(job.overrides)}")
+                print(f"# job {job.name}: {' '.join(job.overrides)}  (its config.yaml)")
                 print(config_yaml(job.cfg), flush=True)
+            # One block, not one per job: launcher, results_root, ... are the matrix's (matrix.json).
+            print("# matrix settings, one set for the whole matrix (matrix.json \"settings\", not in a job's config.yaml)")
+            print(config_yaml(jobs.settings), flush=True)
             return 0
-        return runner.run_new(jobs, argv)
+        return runner.run_new(jobs, jobs.settings, argv)
     except AblateError as e:
         die(str(e))
     except KeyboardInterrupt:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Optional
 
 from tabulate import tabulate
 
 import models
 from ablate.compose import JobSpec
-from ablate.config import to_container
+from ablate.config import job_nodes, to_container
 from ablate.data.config import DEFAULT_VAL_TOKENS
 from ablate.launch.slurm import describe_submission
 from ablate.matrix.preflight import world_size
@@ -56,7 +55,7 @@ def _job_device(cfg) -> str:
     return device
 
 
-def estimate_iter_seconds(cfg) -> Optional[float]:
+def estimate_iter_seconds(cfg, nodes: int = 1) -> Optional[float]:
     """Seconds per training iteration of this job, estimated on this machine: one timed forward +
     backward of the job's model (eager, after one untimed pass) scaled to the iteration's
     micro-batches. On CPU the pass runs at one sequence and scales linearly (a 124M model's full
@@ -69,7 +68,7 @@ def estimate_iter_seconds(cfg) -> Optional[float]:
         return None
     T, micro = int(cfg.model.block_size), int(cfg.hardware.micro_batch)
     rows = 1 if device == "cpu" else micro
-    micro_steps = int(cfg.optim.tokens_per_iter) // (T * micro * world_size(cfg))
+    micro_steps = int(cfg.optim.tokens_per_iter) // (T * micro * world_size(cfg, nodes))
     torch.manual_seed(0)
     model = models.build_model(dict(to_container(cfg.model))).to(device).train()
     dtype = torch.bfloat16 if str(cfg.hardware.precision) == "bf16" else None
@@ -92,10 +91,13 @@ def estimate_iter_seconds(cfg) -> Optional[float]:
     return seconds * (micro / rows) * micro_steps
 
 
-def warmup_box_warnings(jobs: list[JobSpec], estimate=estimate_iter_seconds) -> list[str]:
+def warmup_box_warnings(jobs: list[JobSpec], estimate=None, nodes: int = 1) -> list[str]:
     """Time-box jobs whose warmup (optim.warmup_iters, counted at the measured rate) would fill
-    half the box or more at the rate estimated on this machine. One estimate per distinct model
-    and batch shape."""
+    half the box or more at the rate estimated on this machine (``estimate(cfg)``; default:
+    estimate_iter_seconds at ``nodes`` per job). One estimate per distinct model and batch shape."""
+    if estimate is None:
+        def estimate(cfg):
+            return estimate_iter_seconds(cfg, nodes)
     out, cache = [], {}
     for job in jobs:
         cfg = job.cfg
@@ -106,7 +108,7 @@ def warmup_box_warnings(jobs: list[JobSpec], estimate=estimate_iter_seconds) -> 
         if warm <= 0:
             continue
         key = (repr(sorted(to_container(cfg.model).items())), int(cfg.hardware.micro_batch),
-               int(cfg.optim.tokens_per_iter), world_size(cfg), _job_device(cfg), str(cfg.hardware.precision))
+               int(cfg.optim.tokens_per_iter), world_size(cfg, nodes), _job_device(cfg), str(cfg.hardware.precision))
         if key not in cache:
             cache[key] = estimate(cfg)
         s_iter = cache[key]
@@ -123,12 +125,14 @@ def warmup_box_warnings(jobs: list[JobSpec], estimate=estimate_iter_seconds) -> 
     return out
 
 
-def format_plan(jobs: list[JobSpec], results_root: Path) -> str:
+def format_plan(jobs: list[JobSpec], settings) -> str:
+    """The plan of a matrix with these settings (MatrixSettings)."""
+    nodes = job_nodes(settings)
     rows = []
     total_dev_h = 0.0
     for job in jobs:
         cfg = job.cfg
-        ws = world_size(cfg)
+        ws = world_size(cfg, nodes)
         box = cfg.budget.box_seconds
         device = str(cfg.hardware.device)
         dev_h = ws * float(box) / 3600 if box is not None else 0.0
@@ -144,7 +148,7 @@ def format_plan(jobs: list[JobSpec], results_root: Path) -> str:
         ])
     headers = ["job", "step", "architecture", "seed", "ranks x device", "box s", "max iters", "device-hours",
                "periodic evals", "final eval tokens", "overrides"]
-    out = [f"Plan: {len(jobs)} job(s) into {results_root}/test_matrix_results_<timestamp>/", ""]
+    out = [f"Plan: {len(jobs)} job(s) into {settings.results_root}/test_matrix_results_<timestamp>/", ""]
     out.append(tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True))
     out.append("")
     out.append(f"Total: {total_dev_h:.2f} device-hours of training (boxes only; evals and startup come on top).")
@@ -153,12 +157,11 @@ def format_plan(jobs: list[JobSpec], results_root: Path) -> str:
                "share shown to the training time; the final eval on the full validation set "
                "(data.val_tokens; null: up to 2M, or what the validation shard holds) costs about as "
                "long as the training iterations shown.")
-    for line in warmup_warnings(jobs) + warmup_box_warnings(jobs):
+    for line in warmup_warnings(jobs) + warmup_box_warnings(jobs, nodes=nodes):
         out.append(line)
-    launcher = str(jobs[0].cfg.launcher.name)
-    if launcher == "slurm":
+    if str(settings.launcher.name) == "slurm":
         out.append("")
-        out.append(describe_submission({j.name: j.cfg for j in jobs}))
+        out.append(describe_submission({j.name: j.cfg for j in jobs}, settings))
     else:
         out.append("Launcher: local (torchrun per job; jobs packed onto free devices).")
     out.append("Nothing was run (plan=true).")

@@ -17,7 +17,7 @@ import torch
 
 import models
 from ablate.compose import JobSpec
-from ablate.config import to_container
+from ablate.config import job_nodes, to_container
 from ablate.data import ValWindows, final_val_windows, resolve_dataset
 from ablate.data.verify import verify_dataset
 from ablate.errors import AblateError
@@ -75,10 +75,9 @@ def check_batch(cfg, world_size: int) -> list[str]:
     return []
 
 
-def check_hardware(cfg, gpus_available: int) -> list[str]:
+def check_hardware(cfg, gpus_available: int, launcher: str) -> list[str]:
     device = str(cfg.hardware.device)
     nproc = int(cfg.hardware.nproc_per_node)  # values were validated at composition (ablate.config)
-    launcher = str(cfg.launcher.name)
     if device == "auto" and launcher == "local":
         device = "cuda" if gpus_available else "cpu"  # what the local launcher will pick
     if device == "cuda" and launcher == "local":
@@ -128,22 +127,25 @@ def check_output_dir(root: Path, create: bool = True) -> list[str]:
     return []
 
 
-def world_size(cfg) -> int:
-    nodes = int(cfg.launcher.slurm.nodes) if str(cfg.launcher.name) == "slurm" else 1
+def world_size(cfg, nodes: int = 1) -> int:
+    """Ranks of one job: ``nodes`` (ablate.config.job_nodes of the matrix settings) x processes per node."""
     return nodes * int(cfg.hardware.nproc_per_node)
 
 
 def preflight(
     jobs: list[JobSpec],
-    results_root: Path,
+    settings,
     progress: Optional[Callable[[str], None]] = None,
     create_output_dir: bool = True,
     causality: bool = True,
 ) -> list[PreflightResult]:
-    """Run every check for every job. Model and data checks run once per distinct config.
-    ``create_output_dir=False`` (the plan) writes nothing to disk; ``causality=False`` builds each
-    model but skips the causality probes (seconds to a minute or two per config on CPU at GPT-2
-    124M shapes)."""
+    """Run every check for every job of a matrix with these settings (MatrixSettings). Model and
+    data checks run once per distinct config. ``create_output_dir=False`` (the plan) writes
+    nothing to disk; ``causality=False`` builds each model but skips the causality probes (seconds
+    to a minute or two per config on CPU at GPT-2 124M shapes)."""
+    results_root = Path(str(settings.results_root))
+    launcher = str(settings.launcher.name)
+    nodes = job_nodes(settings)
     gpus = visible_gpus()
     results: list[PreflightResult] = []
     model_cache: dict[str, tuple[list[str], Optional[dict]]] = {}
@@ -154,8 +156,8 @@ def preflight(
         if progress:
             progress(f"preflight {job.name}")
         problems: list[str] = []
-        problems += check_hardware(cfg, gpus)
-        problems += check_batch(cfg, world_size(cfg))
+        problems += check_hardware(cfg, gpus, launcher)
+        problems += check_batch(cfg, world_size(cfg, nodes))
         dkey = repr(sorted(to_container(cfg.data).items())) + str(cfg.model.block_size) + str(cfg.model.vocab_size)
         if dkey not in data_cache:
             data_cache[dkey] = check_data(cfg, progress)
@@ -176,8 +178,8 @@ def preflight(
         model_problems, record = model_cache.get(key, ([], None))
         problems += model_problems
         problems += out_problems
-        if str(cfg.launcher.name) == "slurm":
-            problem = log_folder_problem(cfg.launcher.slurm.folder or results_root.expanduser().absolute())
+        if launcher == "slurm":
+            problem = log_folder_problem(settings.launcher.slurm.folder or results_root.expanduser().absolute())
             if problem:
                 problems.append(problem)
         results.append(PreflightResult(job.name, problems, record))

@@ -2,6 +2,10 @@
 
 Also resumes a matrix directory: only jobs without a DONE marker run again, each from its own
 checkpoint and its stored config.yaml; completed jobs are never rerun or overwritten.
+
+The matrix settings (launcher, report, progress, ...; ablate.config.MatrixSettings) come from the
+command line for a new matrix and from matrix.json for everything after it (resume, wait), never
+from a job's config.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from omegaconf import DictConfig
 
 from ablate import plugins, results
 from ablate.compose import JobSpec, config_yaml
-from ablate.config import load_job_config, wall_seconds
+from ablate.config import load_job_config, load_matrix_settings, to_container, wall_seconds
 from ablate.errors import AblateError, ConfigError, PreflightError
 from ablate.launch import slurm
 from ablate.launch.job import LaunchJob
@@ -33,32 +37,36 @@ def say(message: str) -> None:
     progress.emit(f"[ablate] {message}")  # above the live progress view when one is drawn
 
 
-def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
-    """Run a freshly composed matrix. Returns the process exit code."""
-    first = jobs[0].cfg
-    launcher = str(first.launcher.name)
-    if any(str(j.cfg.launcher.name) != launcher for j in jobs):
-        raise ConfigError("all jobs of a matrix must use the same launcher; do not sweep launcher=")
-    root = Path(str(first.results_root))
+def matrix_settings(manifest: results.Manifest) -> DictConfig:
+    """The settings a matrix was started with (matrix.json; an older matrix: its first job's
+    config.yaml), through the schema."""
+    stored, source = results.read_matrix_settings(manifest)
+    return load_matrix_settings(stored, source)
+
+
+def run_new(jobs: list[JobSpec], settings: DictConfig, argv: list[str]) -> int:
+    """Run a freshly composed matrix with its settings. Returns the process exit code."""
+    launcher = str(settings.launcher.name)
+    root = Path(str(settings.results_root))
     for name in sorted({str(j.cfg.tracker.name) for j in jobs}):
         check_installed(name)  # one line before any job starts, not one failed job per cell
-    if first.plan:
-        print(format_plan(jobs, root), flush=True)
-        if not first.preflight:
+    if settings.plan:
+        print(format_plan(jobs, settings), flush=True)
+        if not settings.preflight:
             print("Preflight: skipped (preflight=false).", flush=True)
             return 0
         # The plan runs the whole preflight, causality probes included: a leaking step found here
         # costs a minute, found by the real run it costs the queue wait before it.
-        checks = preflight(jobs, root, create_output_dir=False,
+        checks = preflight(jobs, settings, create_output_dir=False,
                            progress=lambda m: print(m, flush=True) if m.startswith(("data:", "causality")) else None)
         if not all(c.ok for c in checks):
             raise PreflightError(describe_failures(checks) + "\n(the plan above would stop here, before any job trains)")
         print("Preflight: passed (config, causality, data, output directory, devices, batch).", flush=True)
         return 0
     causality: dict[str, Optional[dict]] = {}
-    if first.preflight:
+    if settings.preflight:
         say(f"preflight: {len(jobs)} job(s): config, causality, data, output directory, devices, batch")
-        checks = preflight(jobs, root, progress=lambda m: say(m) if m.startswith(("data:", "causality")) else None)
+        checks = preflight(jobs, settings, progress=lambda m: say(m) if m.startswith(("data:", "causality")) else None)
         if not all(c.ok for c in checks):
             raise PreflightError(describe_failures(checks))
         causality = {c.job: c.causality for c in checks}
@@ -81,6 +89,7 @@ def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
                 launcher=launcher,
                 order=_unique([j.step for j in jobs]),
                 baseline=None,
+                settings=to_container(settings),
             )
             for job in jobs:
                 jd = results.JobDir(matrix_dir / job.name)
@@ -89,7 +98,7 @@ def run_new(jobs: list[JobSpec], argv: list[str]) -> int:
                 results.write_causality_init(jd, causality.get(job.name))
                 manifest.add_job(job.name, job.overrides, step=job.step, seed=job.seed)
         say(f"matrix directory: {matrix_dir}")
-        return _launch_and_report(manifest, {j.name: j.cfg for j in jobs})
+        return _launch_and_report(manifest, {j.name: j.cfg for j in jobs}, settings)
     finally:
         if lock is not None:
             lock.release()
@@ -100,7 +109,7 @@ def run_resume(path: str) -> int:
     if _finished_as_recorded(first):
         # Nothing to run and nothing to repair: read only, not even the lock file is touched.
         say(f"resuming {first.dir}: {len(first.jobs)} job(s) complete, 0 to run")
-        return _already_finished(first)
+        return _already_finished(first, matrix_settings(first))
     with lock_matrix(path):
         # Read under the lock: what another runner wrote up to its end is what we resume.
         manifest = results.Manifest.load(path)
@@ -108,6 +117,7 @@ def run_resume(path: str) -> int:
             say(f"note: {problem}")
         if not manifest.jobs:
             raise ConfigError(f"{manifest.path}: lists no usable job entry; nothing to resume")
+        settings = matrix_settings(manifest)
         cfgs: dict[str, DictConfig] = {}
         for job in manifest.jobs:
             jd = manifest.job_dir(job["name"])
@@ -122,7 +132,7 @@ def run_resume(path: str) -> int:
             # A Slurm task that holds its job is still active there: submit_matrix waits for it
             # instead of resubmitting. Locally, a holder is a process no runner of ours controls
             # (e.g. a job a killed runner left behind, still checkpointing): refuse.
-            holder = probe(jd.path) if str(cfgs[job["name"]].launcher.name) != "slurm" else None
+            holder = probe(jd.path) if str(settings.launcher.name) != "slurm" else None
             if holder is not None:
                 raise ConfigError(f"job {job['name']} of {manifest.dir} is still being run by "
                                   f"{describe_holder(holder)}; wait for it to end and resume again")
@@ -132,29 +142,28 @@ def run_resume(path: str) -> int:
         done = len(manifest.jobs) - len(cfgs)
         say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
         if not cfgs:
-            return _already_finished(manifest)
-        return _launch_and_report(manifest, cfgs)
+            return _already_finished(manifest, settings)
+        return _launch_and_report(manifest, cfgs, settings)
 
 
-def _launch_and_report(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> int:
-    first = next(iter(cfgs.values()))
-    if str(first.launcher.name) == "slurm":
-        if bool(first.launcher.slurm.wait) and _live(first):
+def _launch_and_report(manifest: results.Manifest, cfgs: dict[str, DictConfig], settings: DictConfig) -> int:
+    if str(settings.launcher.name) == "slurm":
+        if bool(settings.launcher.slurm.wait) and _live(settings):
             with progress.LiveView(manifest):
-                outcome = slurm.submit_matrix(manifest, cfgs)
+                outcome = slurm.submit_matrix(manifest, cfgs, settings)
         else:
-            outcome = slurm.submit_matrix(manifest, cfgs)
+            outcome = slurm.submit_matrix(manifest, cfgs, settings)
         if outcome is None:  # queued without waiting: status and report come later from the files
             return 0
-        return _finish(manifest, outcome)
-    return _finish(manifest, _run_local(manifest, cfgs))
+        return _finish(manifest, outcome, settings)
+    return _finish(manifest, _run_local(manifest, cfgs, settings), settings)
 
 
-def _live(cfg: DictConfig) -> bool:
-    return bool(cfg.get("progress", True)) and progress.LiveView.wanted()
+def _live(settings: DictConfig) -> bool:
+    return bool(settings.progress) and progress.LiveView.wanted()
 
 
-def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[str, int]:
+def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig], settings: DictConfig) -> dict[str, int]:
     first = next(iter(cfgs.values()))
     device = str(first.hardware.device)
     if device == "auto":
@@ -189,7 +198,7 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> dict[
         manifest.update_job(job.name, status=status, ended=results.now_iso(), exit_code=code, error=error)
         say(f"end {job.name}: {status}" + (f" ({error})" if error and status != results.COMPLETED else ""))
 
-    live = _live(first)
+    live = _live(settings)
     # With the live view, job output stays in each <job>/train.log: one compact view, not N logs.
     launcher = LocalLauncher(slots=slots, device=device, on_start=on_start, on_end=on_end, echo=not live)
     previous = signal.getsignal(signal.SIGTERM)
@@ -215,10 +224,11 @@ def run_wait(path: str) -> int:
     report (as the submitting run would have). Holds the matrix lock: matrix.json's one writer."""
     slurm.load_manifest(path)
     with lock_matrix(path):
-        return _wait(slurm.load_manifest(path))
+        manifest = slurm.load_manifest(path)
+        return _wait(manifest, matrix_settings(manifest))
 
 
-def _wait(manifest: results.Manifest) -> int:
+def _wait(manifest: results.Manifest, settings: DictConfig) -> int:
     slurm.refresh(manifest)
     jobs = {j["name"]: str(j["slurm_job_id"]) for j in manifest.jobs
             if j.get("slurm_job_id") and j["status"] in (results.PENDING, results.RUNNING)}
@@ -227,19 +237,13 @@ def _wait(manifest: results.Manifest) -> int:
     for job in manifest.jobs:  # jobs that had ended before: their codes as recorded
         if job["name"] not in codes and job.get("exit_code") is not None:
             codes[job["name"]] = int(job["exit_code"])
-    return _finish(manifest, codes)
+    return _finish(manifest, codes, settings)
 
 
-def _finish(manifest: results.Manifest, codes: dict[str, int]) -> int:
-    first_cfg = None
-    for job in manifest.jobs:
-        if job["name"] in codes:
-            first_cfg = load_job_config(manifest.job_dir(job["name"]).config)
-            break
+def _finish(manifest: results.Manifest, codes: dict[str, int], settings: DictConfig) -> int:
     statuses = [j["status"] for j in manifest.jobs]
     manifest.update(ended=results.now_iso())
-    want_report = True if first_cfg is None else bool(first_cfg.report)
-    if want_report:
+    if settings.report:
         try:
             markdown = write_report([manifest.dir])
             _print_summary(markdown, manifest.dir / results.REPORT)
@@ -271,14 +275,13 @@ def _finished_as_recorded(manifest: results.Manifest) -> bool:
                     for j in manifest.jobs))
 
 
-def _already_finished(manifest: results.Manifest) -> int:
+def _already_finished(manifest: results.Manifest, settings: DictConfig) -> int:
     """Resume of a matrix whose jobs are all DONE: nothing on disk changes (no new `ended`, no
     rewritten report); the existing report's summary is printed. A report that was never
-    written (report=false, or it failed) is written now."""
+    written (it failed) is written now, unless the matrix ran with report=false."""
     report = manifest.dir / results.REPORT
-    wanted = not manifest.jobs or bool(load_job_config(manifest.job_dir(manifest.jobs[0]["name"]).config).report)
-    if wanted and not report.is_file():
-        return _finish(manifest, {})
+    if settings.report and not report.is_file():
+        return _finish(manifest, {}, settings)
     if report.is_file():
         _print_summary(report.read_text(encoding="utf-8"), report)
     say(f"{len(manifest.jobs)}/{len(manifest.jobs)} job(s) completed; nothing to run")

@@ -52,15 +52,17 @@ __all__ = ["submit_matrix", "describe_submission", "executor_parameters", "log_f
            "ACTIVE_STATES", "RUNNING_STATES", "GONE"]
 
 
-def submit_matrix(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> Optional[dict[str, int]]:
+def submit_matrix(manifest: results.Manifest, cfgs: dict[str, DictConfig],
+                  settings: DictConfig) -> Optional[dict[str, int]]:
     """Submit the jobs as one array, or wait for those Slurm still has (a resumed matrix).
 
-    Returns exit codes by job name once every job ended, or None when ``launcher.slurm.wait`` is
-    false (the array is queued; nothing waits for it).
+    ``settings`` are the matrix's (ablate.config.MatrixSettings: ``launcher.slurm``). Returns exit
+    codes by job name once every job ended, or None when ``launcher.slurm.wait`` is false (the
+    array is queued; nothing waits for it).
     """
     first = next(iter(cfgs.values()))
-    folder = log_folder(manifest, first)
-    executor_parameters(first)  # a bad Slurm setting fails here, before anything is submitted
+    folder = log_folder(manifest, settings)
+    executor_parameters(first, settings)  # a bad Slurm setting fails here, before anything is submitted
     if manifest.data.get("slurm_folder") and Path(manifest.data["slurm_folder"]) != folder:
         say(f"note: earlier submissions of this matrix logged to {manifest.data['slurm_folder']}")
     manifest.update(slurm_folder=str(folder))
@@ -75,7 +77,7 @@ def submit_matrix(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> Op
 
     submitted: dict[str, str] = {}
     if to_submit:
-        executor = make_executor(folder, first)
+        executor = make_executor(folder, first, settings)
         with executor.batch():
             jobs = [executor.submit(TrainTask(str(manifest.job_dir(n).path))) for n in to_submit]
         for name, job in zip(to_submit, jobs):
@@ -96,7 +98,7 @@ def submit_matrix(manifest: results.Manifest, cfgs: dict[str, DictConfig]) -> Op
         say(f"submitted {len(jobs)} job(s) as Slurm " + (f"job array {array}: " if len(jobs) > 1 else "job ")
             + ", ".join(f"{n}={j}" for n, j in submitted.items()))
     waiting = {**attached, **submitted}
-    if not bool(first.launcher.slurm.wait):
+    if not bool(settings.launcher.slurm.wait):
         say("queued; nothing waits for the jobs. Later, from the files:")
         say(f"  status:          python -m ablate.matrix status={manifest.dir}")
         say(f"  wait and report: python -m ablate.matrix wait={manifest.dir}")

@@ -1,4 +1,6 @@
-"""From a job config to submitit's SlurmExecutor parameters (the sbatch script), with their checks."""
+"""From a job config and the matrix settings to submitit's SlurmExecutor parameters (the sbatch
+script), with their checks. ``settings`` is the matrix's (ablate.config.MatrixSettings): the Slurm
+options are ``settings.launcher.slurm``, never read from a job's config."""
 
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ from ablate.errors import ConfigError
 _SBATCH_VALUE = re.compile(r"[A-Za-z0-9._,:&|!\[\]()*@+-]+")
 
 
-def executor_parameters(cfg: DictConfig) -> dict:
-    s = cfg.launcher.slurm
+def executor_parameters(cfg: DictConfig, settings: DictConfig) -> dict:
+    s = settings.launcher.slurm
     nproc = int(cfg.hardware.nproc_per_node)
     on_gpu = str(cfg.hardware.device) != "cpu"
     gpus = s.gpus_per_node if s.gpus_per_node is not None else (nproc if on_gpu else None)
@@ -76,48 +78,49 @@ def log_folder_problem(folder: os.PathLike | str) -> Optional[str]:
     return None
 
 
-def log_folder(manifest: results.Manifest, cfg: DictConfig) -> Path:
-    folder = Path(cfg.launcher.slurm.folder or (manifest.dir / ".submitit")).expanduser().absolute()
+def log_folder(manifest: results.Manifest, settings: DictConfig) -> Path:
+    folder = Path(settings.launcher.slurm.folder or (manifest.dir / ".submitit")).expanduser().absolute()
     problem = log_folder_problem(folder)
     if problem:
         raise ConfigError(problem)
     return folder
 
 
-def executor(folder: Path, cfg: DictConfig) -> "submitit.SlurmExecutor":
+def executor(folder: Path, cfg: DictConfig, settings: DictConfig) -> "submitit.SlurmExecutor":
     try:
-        executor = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=int(cfg.launcher.slurm.max_num_timeout))
+        executor = submitit.SlurmExecutor(folder=str(folder),
+                                          max_num_timeout=int(settings.launcher.slurm.max_num_timeout))
     except RuntimeError as e:  # submitit: "Could not detect srun, are you indeed on a slurm cluster?"
         raise ConfigError(f"launcher=slurm: {e} (submit from a Slurm login node)") from None
-    executor.update_parameters(**executor_parameters(cfg))
+    executor.update_parameters(**executor_parameters(cfg, settings))
     return executor
 
 
-def sbatch_script(cfg: DictConfig, n_jobs: int, folder: str | Path) -> Optional[str]:
+def sbatch_script(cfg: DictConfig, settings: DictConfig, n_jobs: int, folder: str | Path) -> Optional[str]:
     """The sbatch script submitit would write for ``n_jobs`` array tasks (None if unavailable)."""
     try:
         command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
         return _make_sbatch_string(
             command=command, folder=str(folder), map_count=n_jobs if n_jobs > 1 else None,
-            **executor_parameters(cfg),
+            **executor_parameters(cfg, settings),
         )
     except TypeError:  # submitit's private helper changed its signature
         return None
 
 
-def describe_submission(cfgs: dict[str, DictConfig], folder: Optional[str] = None) -> str:
+def describe_submission(cfgs: dict[str, DictConfig], settings: DictConfig, folder: Optional[str] = None) -> str:
     first = next(iter(cfgs.values()))
-    params = executor_parameters(first)
+    params = executor_parameters(first, settings)
     n = len(cfgs)
     kind = "one job array" if n > 1 else "one job"
     lines = [f"Slurm submission: {kind} of {n} task(s) through submitit, each with:"]
     lines += [f"  {k} = {v}" for k, v in params.items()]
     lines.append(f"  requeued on USR2 {params['signal_delay_s']} s before the time limit "
-                 f"(at most {int(first.launcher.slurm.max_num_timeout)} time limits per job)")
+                 f"(at most {int(settings.launcher.slurm.max_num_timeout)} time limits per job)")
     lines.append("  each rank runs: ablate.train.run_job(<job dir>) (a submitit Checkpointable)")
     lines.append("  array tasks, in order: " + ", ".join(cfgs))
-    folder = folder or first.launcher.slurm.folder or f"{first.results_root}/test_matrix_results_<timestamp>/.submitit"
-    script = sbatch_script(first, n, Path(folder).expanduser().absolute())
+    folder = folder or settings.launcher.slurm.folder or f"{settings.results_root}/test_matrix_results_<timestamp>/.submitit"
+    script = sbatch_script(first, settings, n, Path(folder).expanduser().absolute())
     if script:
         lines.append("")
         lines.append(f"sbatch script (kept as <job dir>/{results.SBATCH}):")

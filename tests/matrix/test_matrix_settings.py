@@ -1,0 +1,180 @@
+"""Matrix-wide settings (ablate.config.MatrixSettings): one set per matrix, stored in matrix.json.
+
+launcher, results_root, plan, preflight, report and progress are set on the same command line as
+a job's keys, but they belong to the matrix: a job's config.yaml does not hold them, a sweep may
+not vary them, and resume=/wait=/status= read them from matrix.json. A matrix directory written
+before that (format 1/2: the settings copied into every job's config.yaml, none in matrix.json)
+still resumes and reports, with the settings it was started with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ablate import results
+from ablate.config import RunConfig
+from ablate.matrix import runner
+from ablate.matrix.__main__ import main
+
+TINY = ["experiment=smoke", "model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64",
+        "hardware.micro_batch=4", "optim.tokens_per_iter=512", "data.val_windows=4", "data.val_tokens=1024",
+        "budget.eval_interval=2", "budget.log_interval=2", "budget.max_iters=4"]
+
+
+def _capture_launch(monkeypatch) -> list[tuple]:
+    """Replace the launch by a recorder of what the runner would launch: (cfgs, settings)."""
+    seen: list[tuple] = []
+    monkeypatch.setattr(runner, "_launch_and_report",
+                        lambda manifest, cfgs, settings: seen.append((cfgs, settings)) or 0)
+    return seen
+
+
+def _only_matrix_dir(root: Path) -> Path:
+    dirs = sorted(root.glob("test_matrix_results_*"))
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+@pytest.mark.parametrize("sweep, key", [
+    (["results_root={a},{b}"], "results_root"),
+    (["launcher=local,slurm"], "launcher.name"),
+    (["report=true,false"], "report"),
+    (["launcher=slurm", "launcher.slurm.partition=p1,p2"], "launcher.slurm.partition"),
+])
+def test_a_sweep_that_varies_a_matrix_setting_is_refused_in_one_line(sweep, key, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = [s.format(a=a, b=b) for s in sweep]
+    if not any(s.startswith("results_root=") for s in args):
+        args.append(f"results_root={a}")
+    with pytest.raises(SystemExit) as e:
+        main([*TINY, "step=V0,V16", *args, "--multirun"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {key} is a setting of the whole matrix (one value per matrix), "
+                          f"but this sweep gives it 2 values"), err
+    assert not a.exists() and not b.exists(), "nothing may be created"
+
+
+def test_a_sweep_of_job_keys_beside_one_matrix_setting_is_fine(tmp_path, monkeypatch):
+    seen = _capture_launch(monkeypatch)
+    assert main([*TINY, "step=V0,V16", "seed=1,2", "launcher.slurm.partition=p1", "preflight=false",
+                 f"results_root={tmp_path}", "--multirun"]) == 0
+    ((cfgs, settings),) = seen
+    assert len(cfgs) == 4 and settings.launcher.slurm.partition == "p1"
+
+
+def test_job_config_holds_only_the_job_and_matrix_json_holds_the_settings(tmp_path, monkeypatch):
+    seen = _capture_launch(monkeypatch)
+    assert main([*TINY, "step=V0,V16", f"results_root={tmp_path}", "preflight=false", "report=false",
+                 "progress=false", "launcher.slurm.partition=gpu", "launcher.slurm.wait=false",
+                 "--multirun"]) == 0
+    mdir = _only_matrix_dir(tmp_path)
+    job_keys = {f.name for f in fields(RunConfig)}
+    for name in ("V0", "V16"):
+        stored = yaml.safe_load((mdir / name / results.CONFIG).read_text())
+        assert set(stored) == job_keys, set(stored) ^ job_keys
+        for key in (*results.MATRIX_SETTINGS_KEYS, "resume"):
+            assert key not in stored
+    data = json.loads((mdir / results.MANIFEST).read_text())
+    s = data["settings"]
+    assert set(s) == set(results.MATRIX_SETTINGS_KEYS)
+    assert s["results_root"] == str(tmp_path) and s["preflight"] is False and s["report"] is False
+    assert s["progress"] is False and s["plan"] is False
+    assert s["launcher"]["name"] == "local" == data["launcher"]
+    assert s["launcher"]["slurm"]["partition"] == "gpu" and s["launcher"]["slurm"]["wait"] is False
+    # The run itself was handed the same one settings object.
+    ((_, settings),) = seen
+    assert settings.report is False and settings.launcher.slurm.partition == "gpu"
+
+    # resume= reads them back from matrix.json, not from a job (no job config has them).
+    seen.clear()
+    assert main([f"resume={mdir}"]) == 0
+    ((cfgs, settings),) = seen
+    assert sorted(cfgs) == ["V0", "V16"] and "launcher" not in cfgs["V0"]
+    assert settings.report is False and settings.progress is False
+    assert settings.launcher.slurm.partition == "gpu" and settings.launcher.slurm.wait is False
+
+
+def test_cfg_job_prints_each_job_and_the_matrix_settings_once(capsys):
+    assert main([*TINY, "step=V0,V16", "results_root=/somewhere", "--multirun", "--cfg", "job"]) == 0
+    out = capsys.readouterr().out
+    jobs_part, settings_part = out.split("# matrix settings", 1)
+    assert jobs_part.count("# job ") == 2
+    job_yaml = "\n".join(line for line in jobs_part.splitlines() if not line.startswith("# job "))
+    assert "results_root" not in job_yaml and "launcher" not in job_yaml
+    assert "results_root: /somewhere" in settings_part and "launcher:" in settings_part
+    assert "# job " not in settings_part
+
+
+def test_settings_of_an_old_matrix_come_from_its_first_readable_job_config(tmp_path):
+    mdir = tmp_path / "test_matrix_results_20250101_000000"
+    mdir.mkdir()
+    m = results.Manifest.create(mdir, launcher="slurm")
+    m.add_job("V0", ["step=V0"])
+    m.add_job("V16", ["step=V16"])
+    # Neither job has a readable config: the defaults, with matrix.json's launcher.
+    stored, source = results.read_matrix_settings(results.Manifest.load(mdir))
+    assert stored == {"launcher": {"name": "slurm"}} and source == mdir / results.MANIFEST
+    (mdir / "V16").mkdir()
+    (mdir / "V16" / results.CONFIG).write_text(yaml.safe_dump(
+        {"seed": 1, "report": False, "resume": None, "launcher": {"name": "slurm", "slurm": {"nodes": 2}}}))
+    stored, source = results.read_matrix_settings(results.Manifest.load(mdir))
+    assert stored == {"report": False, "launcher": {"name": "slurm", "slurm": {"nodes": 2}}}
+    assert source == mdir / "V16" / results.CONFIG
+
+
+def _to_old_layout(mdir: Path, **old: object) -> None:
+    """Rewrite a matrix directory as format 2 wrote it: no "settings" in matrix.json, the settings
+    (and resume: null) at the top of every job's config.yaml, the box under budget.train_seconds."""
+    data = json.loads((mdir / results.MANIFEST).read_text())
+    settings = {**data.pop("settings"), **old}
+    data["format_version"] = 2
+    (mdir / results.MANIFEST).write_text(json.dumps(data, indent=1))
+    for job in data["jobs"]:
+        path = mdir / job["name"] / results.CONFIG
+        cfg = yaml.safe_load(path.read_text())
+        budget = cfg["budget"]
+        if "box_seconds" in budget:  # format 3 renamed it
+            budget["train_seconds"] = budget.pop("box_seconds")
+        cfg.update(settings)
+        cfg["resume"] = None
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_an_old_layout_matrix_still_resumes_reports_and_shows_status(tmp_path, monkeypatch, capsys):
+    _capture_launch(monkeypatch)
+    assert main([*TINY, f"results_root={tmp_path}", "preflight=false"]) == 0
+    monkeypatch.undo()
+    mdir = _only_matrix_dir(tmp_path)
+    _to_old_layout(mdir, report=False, progress=False)
+    capsys.readouterr()
+
+    # Resume trains the unfinished job from its old config.yaml, with the old settings (report=false).
+    assert main([f"resume={mdir}"]) == 0, capsys.readouterr()
+    jd = results.JobDir(mdir / "V0")
+    assert jd.is_done() and jd.read_summary()["status"] == results.COMPLETED
+    assert not (mdir / results.REPORT).exists(), "report=false of the old config.yaml was not honoured"
+    assert "report" in yaml.safe_load(jd.config.read_text()), "a resume rewrote the old job's config.yaml"
+
+    assert main([f"status={mdir}"]) == 0
+    assert "V0" in capsys.readouterr().out
+
+    from ablate.report.__main__ import main as report_main
+
+    report_main([str(mdir)])
+    assert "| V0" in (mdir / results.REPORT).read_text()
+
+    # The same old directory saying report=true: a resume with nothing to run writes the missing report.
+    (mdir / results.REPORT).unlink()
+    cfg = yaml.safe_load(jd.config.read_text())
+    cfg["report"] = True
+    jd.config.write_text(yaml.safe_dump(cfg))
+    assert main([f"resume={mdir}"]) == 0
+    assert (mdir / results.REPORT).is_file()
