@@ -148,7 +148,10 @@ def split_settings(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
     """A composed root (ComposedConfig) as (the job's RunConfig, the matrix's MatrixSettings).
 
     Resolved first: an interpolation may refer across the split."""
-    OmegaConf.resolve(cfg)
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:  # e.g. an ${oc.env:...} interpolation that does not resolve
+        raise ConfigError(_composition_message(e, {})) from None
 
     def part(schema: type) -> DictConfig:
         return OmegaConf.merge(OmegaConf.structured(schema), {f.name: cfg[f.name] for f in fields(schema)})
