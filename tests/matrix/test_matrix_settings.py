@@ -3,13 +3,14 @@
 launcher, results_root, plan, preflight, report and progress are set on the same command line as
 a job's keys, but they belong to the matrix: a job's config.yaml does not hold them, a sweep may
 not vary them, and resume=/wait=/status= read them from matrix.json. A matrix directory written
-before that (format 1/2: the settings copied into every job's config.yaml, none in matrix.json)
-still resumes and reports, with the settings it was started with.
+before that (format 1/2: the settings copied into every job's config.yaml, none in matrix.json;
+tests/fixtures/format2) still resumes and reports, with the settings it was started with.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import fields
 from pathlib import Path
 
@@ -17,9 +18,10 @@ import pytest
 import yaml
 
 from ablate import results
-from ablate.config import RunConfig
+from ablate.config import RunConfig, load_job_config
 from ablate.matrix import runner
 from ablate.matrix.__main__ import main
+from ablate.report.__main__ import main as report_main
 
 TINY = ["experiment=smoke", "model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64",
         "hardware.micro_batch=4", "optim.tokens_per_iter=512", "data.val_windows=4", "data.val_tokens=1024",
@@ -129,52 +131,59 @@ def test_settings_of_an_old_matrix_come_from_its_first_readable_job_config(tmp_p
     assert source == mdir / "V16" / results.CONFIG
 
 
-def _to_old_layout(mdir: Path, **old: object) -> None:
-    """Rewrite a matrix directory as format 2 wrote it: no "settings" in matrix.json, the settings
-    (and resume: null) at the top of every job's config.yaml, the box under budget.train_seconds."""
-    data = json.loads((mdir / results.MANIFEST).read_text())
-    settings = {**data.pop("settings"), **old}
-    data["format_version"] = 2
-    (mdir / results.MANIFEST).write_text(json.dumps(data, indent=1))
-    for job in data["jobs"]:
-        path = mdir / job["name"] / results.CONFIG
-        cfg = yaml.safe_load(path.read_text())
-        budget = cfg["budget"]
-        if "box_seconds" in budget:  # format 3 renamed it
-            budget["train_seconds"] = budget.pop("box_seconds")
-        cfg.update(settings)
-        cfg["resume"] = None
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+FORMAT2 = Path(__file__).parents[1] / "fixtures" / "format2" / "test_matrix_results_20261201_175006"
+"""A real format-2 matrix directory (tests/test_old_results.py): V0, V16 completed, V17 pending;
+every job's config.yaml carries the settings (results_root: /tmp/oldfmt, progress: false, ...)."""
+
+
+@pytest.fixture
+def old_dir(tmp_path) -> Path:
+    dst = tmp_path / FORMAT2.name
+    shutil.copytree(FORMAT2, dst)
+    return dst
+
+
+def _set_old_setting(job_dir: Path, key: str, value: object) -> None:
+    path = job_dir / results.CONFIG
+    cfg = yaml.safe_load(path.read_text())
+    cfg[key] = value
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def test_an_old_job_config_loads_without_the_matrix_settings(old_dir):
+    assert "results_root" in (old_dir / "V0" / results.CONFIG).read_text()  # the old layout
+    cfg = load_job_config(old_dir / "V0" / results.CONFIG)
+    for key in (*results.MATRIX_SETTINGS_KEYS, "resume"):
+        assert key not in cfg
+    assert cfg.step.name == "V0" and cfg.budget.max_iters == 6
+
+
+def test_an_old_matrix_reads_its_settings_from_its_first_job(old_dir):
+    _set_old_setting(old_dir / "V16", "report", False)  # only the first job's copy counts
+    settings = runner.matrix_settings(results.Manifest.load(old_dir))
+    assert settings.results_root == "/tmp/oldfmt" and settings.progress is False and settings.report is True
+    assert settings.launcher.name == "local"
 
 
 @pytest.mark.slow
-def test_an_old_layout_matrix_still_resumes_reports_and_shows_status(tmp_path, monkeypatch, capsys):
-    _capture_launch(monkeypatch)
-    assert main([*TINY, f"results_root={tmp_path}", "preflight=false"]) == 0
-    monkeypatch.undo()
-    mdir = _only_matrix_dir(tmp_path)
-    _to_old_layout(mdir, report=False, progress=False)
+def test_an_old_matrix_resumes_with_its_settings_reports_and_shows_status(old_dir, capsys):
+    _set_old_setting(old_dir / "V0", "report", False)
+    # Resume trains the pending job from its old config.yaml, with the old settings (report=false).
+    assert main([f"resume={old_dir}"]) == 0, capsys.readouterr()
+    assert results.JobDir(old_dir / "V17").read_summary()["status"] == results.COMPLETED
+    assert not (old_dir / results.REPORT).exists(), "report=false of the old config.yaml was not honoured"
+    assert "results_root" in (old_dir / "V17" / results.CONFIG).read_text(), "resume rewrote an old config.yaml"
+
     capsys.readouterr()
+    assert main([f"status={old_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("V0", "V16", "V17"))
 
-    # Resume trains the unfinished job from its old config.yaml, with the old settings (report=false).
-    assert main([f"resume={mdir}"]) == 0, capsys.readouterr()
-    jd = results.JobDir(mdir / "V0")
-    assert jd.is_done() and jd.read_summary()["status"] == results.COMPLETED
-    assert not (mdir / results.REPORT).exists(), "report=false of the old config.yaml was not honoured"
-    assert "report" in yaml.safe_load(jd.config.read_text()), "a resume rewrote the old job's config.yaml"
+    report_main([str(old_dir)])
+    assert "| V17 " in (old_dir / results.REPORT).read_text()
 
-    assert main([f"status={mdir}"]) == 0
-    assert "V0" in capsys.readouterr().out
-
-    from ablate.report.__main__ import main as report_main
-
-    report_main([str(mdir)])
-    assert "| V0" in (mdir / results.REPORT).read_text()
-
-    # The same old directory saying report=true: a resume with nothing to run writes the missing report.
-    (mdir / results.REPORT).unlink()
-    cfg = yaml.safe_load(jd.config.read_text())
-    cfg["report"] = True
-    jd.config.write_text(yaml.safe_dump(cfg))
-    assert main([f"resume={mdir}"]) == 0
-    assert (mdir / results.REPORT).is_file()
+    # The same directory saying report=true: a resume with nothing to run writes the missing report.
+    (old_dir / results.REPORT).unlink()
+    _set_old_setting(old_dir / "V0", "report", True)
+    assert main([f"resume={old_dir}"]) == 0
+    assert (old_dir / results.REPORT).is_file()
