@@ -16,7 +16,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from ablate.compose import compose_job
+from ablate.compose import compose_config  # the whole root: job keys and matrix settings (launcher/...)
 
 REPO = Path(__file__).resolve().parents[2]
 # A step file always says which step it is, even the step whose name and label are the code's
@@ -75,9 +75,9 @@ def test_an_option_file_sets_only_values_that_change_something(path, tmp_path, m
     (bare / group / path.name).write_text(_header(text) + (yaml.safe_dump(kept) if kept else ""))
 
     monkeypatch.setenv("ABLATE_CONF_DIR", str(CONF))
-    with_file = compose_job([f"{group}={option}"])
+    with_file = compose_config([f"{group}={option}"])
     monkeypatch.setenv("ABLATE_CONF_DIR", str(bare))
-    without = compose_job([f"{group}={option}"])
+    without = compose_config([f"{group}={option}"])
     same = [f"{k}={OmegaConf.select(with_file, k)!r}" for k in keys
             if k not in ALWAYS_WRITTEN and OmegaConf.select(with_file, k) == OmegaConf.select(without, k)]
     assert not same, (f"conf/{group}/{path.name} repeats what the job gets without it: {', '.join(same)}; "
