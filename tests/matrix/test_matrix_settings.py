@@ -187,3 +187,20 @@ def test_an_old_matrix_resumes_with_its_settings_reports_and_shows_status(old_di
     _set_old_setting(old_dir / "V0", "report", True)
     assert main([f"resume={old_dir}"]) == 0
     assert (old_dir / results.REPORT).is_file()
+
+
+@pytest.mark.parametrize("sweep, key", [
+    ("budget.box_seconds=60,7200", "time (46 and 165 min)"),
+    ("hardware.nproc_per_node=1,2", "gpus_per_node (1 and 2)"),  # (and ntasks_per_node)
+])
+@pytest.mark.parametrize("plan", [True, False])
+def test_a_slurm_matrix_whose_jobs_need_different_sbatch_scripts_is_refused(sweep, key, plan, tmp_path, capsys):
+    """One job array, one sbatch script: a second job under the first one's time limit or task
+    count would be killed early or run with the wrong ranks."""
+    with pytest.raises(SystemExit) as e:
+        main(["experiment=ra_ablation", "launcher=slurm", "step=V0", sweep, f"results_root={tmp_path}",
+              "preflight=false", "--multirun", *(["--plan"] if plan else [])])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "one job array with one sbatch script" in err and f"need different {key}" in err
+    assert not list(tmp_path.glob("test_matrix_results_*")), "nothing may be created"

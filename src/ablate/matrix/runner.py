@@ -50,6 +50,8 @@ def run_new(jobs: list[JobSpec], settings: DictConfig, argv: list[str]) -> int:
     root = Path(str(settings.results_root))
     for name in sorted({str(j.cfg.tracker.name) for j in jobs}):
         check_installed(name)  # one line before any job starts, not one failed job per cell
+    if launcher == "slurm":  # plan, preflight or not: one sbatch script must fit every job, checked first
+        slurm.array_parameters({j.name: j.cfg for j in jobs}, settings)
     if settings.plan:
         print(format_plan(jobs, settings), flush=True)
         if not settings.preflight:

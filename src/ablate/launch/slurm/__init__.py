@@ -42,12 +42,12 @@ from omegaconf import DictConfig
 from ablate import results
 from ablate.launch.slurm.poll import (ACTIVE_STATES, GONE, RUNNING_STATES, load_manifest, refresh, say,
                                       slurm_states, wait_for)
-from ablate.launch.slurm.sbatch import (describe_submission, executor_parameters, log_folder,
+from ablate.launch.slurm.sbatch import (array_parameters, describe_submission, executor_parameters, log_folder,
                                         log_folder_problem, sbatch_script)
 from ablate.launch.slurm.sbatch import executor as make_executor
 from ablate.launch.slurm.task import TrainTask
 
-__all__ = ["submit_matrix", "describe_submission", "executor_parameters", "log_folder", "log_folder_problem",
+__all__ = ["submit_matrix", "array_parameters", "describe_submission", "executor_parameters", "log_folder", "log_folder_problem",
            "sbatch_script", "load_manifest", "refresh", "slurm_states", "wait_for", "TrainTask",
            "ACTIVE_STATES", "RUNNING_STATES", "GONE"]
 
@@ -62,7 +62,7 @@ def submit_matrix(manifest: results.Manifest, cfgs: dict[str, DictConfig],
     """
     first = next(iter(cfgs.values()))
     folder = log_folder(manifest, settings)
-    executor_parameters(first, settings)  # a bad Slurm setting fails here, before anything is submitted
+    array_parameters(cfgs, settings)  # a bad Slurm setting fails here, before anything is submitted
     if manifest.data.get("slurm_folder") and Path(manifest.data["slurm_folder"]) != folder:
         say(f"note: earlier submissions of this matrix logged to {manifest.data['slurm_folder']}")
     manifest.update(slurm_folder=str(folder))

@@ -66,6 +66,26 @@ def executor_parameters(cfg: DictConfig, settings: DictConfig) -> dict:
     return params
 
 
+def array_parameters(cfgs: dict[str, DictConfig], settings: DictConfig) -> dict:
+    """The sbatch parameters of a matrix's one job array. One array has one sbatch script, so every
+    job must need the same: a sweep that changes them (budget.box_seconds: the time limit;
+    hardware.nproc_per_node: the tasks) would run its other jobs under the first one's, and is
+    refused before anything is created or submitted."""
+    (first_name, first), *others = cfgs.items()
+    params = executor_parameters(first, settings)
+    for name, cfg in others:
+        other = executor_parameters(cfg, settings)
+        for key in sorted(set(params) | set(other)):
+            if key != "job_name" and params.get(key) != other.get(key):
+                raise ConfigError(
+                    f"launcher=slurm submits a matrix as one job array with one sbatch script, but jobs "
+                    f"{first_name} and {name} need different {key} ({params.get(key)} and {other.get(key)}"
+                    f"{' min' if key == 'time' else ''}); "
+                    f"run one matrix per value"
+                )
+    return params
+
+
 def log_folder_problem(folder: os.PathLike | str) -> Optional[str]:
     """Why sbatch cannot take ``folder`` for its logs, or None.
 
@@ -110,7 +130,7 @@ def sbatch_script(cfg: DictConfig, settings: DictConfig, n_jobs: int, folder: st
 
 def describe_submission(cfgs: dict[str, DictConfig], settings: DictConfig, folder: Optional[str] = None) -> str:
     first = next(iter(cfgs.values()))
-    params = executor_parameters(first, settings)
+    params = array_parameters(cfgs, settings)
     n = len(cfgs)
     kind = "one job array" if n > 1 else "one job"
     lines = [f"Slurm submission: {kind} of {n} task(s) through submitit, each with:"]
