@@ -268,3 +268,18 @@ def test_results_root_under_a_file_is_one_line(extra, tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "results_root" in err
+
+
+def test_a_missing_dependency_is_one_line_not_a_traceback(tmp_path):
+    # `import models` failing used to end in UnboundLocalError from the handler that named it.
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from ablate.matrix.__main__ import main\n"
+            "main(['experiment=smoke', '--cfg', 'job'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: cannot import what ablate needs (") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "torch" in proc.stderr and "Traceback" not in proc.stderr

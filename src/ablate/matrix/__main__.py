@@ -167,11 +167,15 @@ def _main(argv: list[str]) -> int:
         return 0
     try:
         check_models_package()  # before `import models`: a user's own package of that name must not load
-        # deferred: everything below imports `models`, which must come after check_models_package()
-        import models
-        from ablate.compose import build_jobs, config_yaml  # deferred: see above
-        from ablate.config import check_environment  # deferred: see above
-        from ablate.matrix import progress, runner  # deferred: see above
+        try:
+            # deferred: everything below imports `models`, which must come after check_models_package()
+            import models
+            from ablate.compose import build_jobs, config_yaml  # deferred: see above
+            from ablate.config import check_environment  # deferred: see above
+            from ablate.matrix import progress, runner  # deferred: see above
+        except ImportError as e:  # torch, hydra, ... missing: an installation problem, not a bug
+            raise AblateError(f"cannot import what ablate needs ({e}); install it with its dependencies "
+                              "as README.md says (pip install torch==... && pip install -e .)") from None
 
         check_environment()  # resume= composes nothing, so check here too
         overrides, multirun, show_cfg = parse_argv(argv)
@@ -208,8 +212,12 @@ def _main(argv: list[str]) -> int:
             die("interrupted; the Slurm jobs are not affected (status=/wait= again later)", code=130)
         die("interrupted; no job was left half-written (a matrix directory, if one was created, "
             "continues with resume=<matrix dir>)", code=130)
-    except models.ModelConfigError as e:
-        die(str(e))
+    except Exception as e:
+        # `models` may not have been imported at all (the import above failed): look it up, never by name.
+        loaded = sys.modules.get("models")
+        if loaded is not None and isinstance(e, loaded.ModelConfigError):
+            die(str(e))
+        raise
 
 
 if __name__ == "__main__":
