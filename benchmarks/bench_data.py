@@ -44,13 +44,13 @@ def bench_loader_vs_trainer(seconds: float) -> None:
     from ablate.train.optim import build_optimizer, grad_accum_for
 
     cfg = compose_job(["experiment=smoke"])
-    T, B = int(cfg.model.block_size), int(cfg.hardware.micro_batch)
-    accum = grad_accum_for(int(cfg.optim.tokens_per_iter), T, B, 1)
+    T, B = cfg.model.block_size, cfg.hardware.micro_batch
+    accum = grad_accum_for(cfg.optim.tokens_per_iter, T, B, 1)
     tokens_per_iter = T * B * accum
-    ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
+    ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
     print(ds.describe())
 
-    b = TrainBatches(ds.train_paths, T, B, accum, 1, 0, seed=int(cfg.seed))
+    b = TrainBatches(ds.train_paths, T, B, accum, 1, 0, seed=cfg.seed)
     it = iter(range(10**9))
     loader = rate(lambda: b.get(next(it)), tokens_per_iter, seconds)
     print(f"loader   smoke TrainBatches.get ({accum} x {B} x {T}):   {loader:14,.0f} tokens/s "
@@ -61,7 +61,7 @@ def bench_loader_vs_trainer(seconds: float) -> None:
     print(f"loader   seed-shape TrainBatches.get (8 x 8 x 1024): {big:14,.0f} tokens/s "
           f"({8 * 8 * 1024 / big * 1e6:8.1f} us/iteration)")
 
-    torch.manual_seed(int(cfg.seed))
+    torch.manual_seed(cfg.seed)
     model = models.build_model(cfg.model)
     opt, _ = build_optimizer(model, cfg.optim, "cpu")
     clip = float(getattr(cfg.optim, "grad_clip", 1.0) or 0.0)

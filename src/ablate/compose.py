@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ablate import plugins, schema
-from ablate.config import (MatrixSettings, RunConfig, check_environment, register_configs, to_container,
-                           validate_run, validate_settings)
+from ablate.config import (MatrixSettings, RunConfig, check_environment, choice_error,
+                           config_yaml, register_configs, to_container, validate_run, validate_settings)  # noqa: F401 (config_yaml: re-exported)
 from ablate.errors import ConfigError
 from ablate.results import job_name
 
@@ -97,16 +97,16 @@ class JobSpec:
 
     name: str
     overrides: list[str]
-    cfg: DictConfig
+    cfg: RunConfig
     swept: dict[str, str] = field(default_factory=dict)
 
     @property
     def step(self) -> str:
-        return str(self.cfg.step.name)
+        return self.cfg.step.name
 
     @property
     def seed(self) -> int:
-        return int(self.cfg.seed)
+        return self.cfg.seed
 
 
 def parse_overrides(args: list[str]) -> list[Any]:
@@ -134,18 +134,19 @@ def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
 class Matrix(list):
     """The jobs of one matrix (a list of JobSpec) and its one ``settings`` (MatrixSettings)."""
 
-    def __init__(self, jobs: list[JobSpec], settings: DictConfig):
+    def __init__(self, jobs: list[JobSpec], settings: MatrixSettings):
         super().__init__(jobs)
         self.settings = settings
 
 
-def compose_job(overrides: list[str]) -> DictConfig:
+def compose_job(overrides: list[str]) -> RunConfig:
     """One job's config (RunConfig) from a command line; the matrix settings on it are dropped."""
     return split_settings(compose_config(overrides))[0]
 
 
-def split_settings(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
-    """A composed root (ComposedConfig) as (the job's RunConfig, the matrix's MatrixSettings).
+def split_settings(cfg: DictConfig) -> tuple[RunConfig, MatrixSettings]:
+    """A composed root (ComposedConfig) as (the job's RunConfig, the matrix's MatrixSettings), as
+    the dataclasses of ``ablate.config`` that every later stage reads (typed values, enums).
 
     Resolved first: an interpolation may refer across the split."""
     try:
@@ -153,8 +154,9 @@ def split_settings(cfg: DictConfig) -> tuple[DictConfig, DictConfig]:
     except OmegaConfBaseException as e:  # e.g. an ${oc.env:...} interpolation that does not resolve
         raise ConfigError(_composition_message(e, {})) from None
 
-    def part(schema: type) -> DictConfig:
-        return OmegaConf.merge(OmegaConf.structured(schema), {f.name: cfg[f.name] for f in fields(schema)})
+    def part(schema: type) -> Any:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema),
+                                                   {f.name: cfg[f.name] for f in fields(schema)}))
 
     return part(RunConfig), part(MatrixSettings)
 
@@ -235,7 +237,7 @@ def build_jobs(args: list[str], multirun: bool) -> Matrix:
     job_overrides = expand_sweeps(args, multirun)
     swept_keys = _swept_keys(job_overrides)
     jobs: list[JobSpec] = []
-    settings: list[DictConfig] = []
+    settings: list[MatrixSettings] = []
     for overrides in job_overrides:
         cfg, matrix = split_settings(compose_config(overrides))
         resolve_plugins(cfg)
@@ -253,7 +255,7 @@ def build_jobs(args: list[str], multirun: bool) -> Matrix:
     return Matrix(jobs, settings[0])
 
 
-def _check_one_setting(settings: list[DictConfig]) -> None:
+def _check_one_setting(settings: list[MatrixSettings]) -> None:
     values: dict[str, list[Any]] = {}
     for one in settings:
         for key, value in _flat(to_container(one)).items():
@@ -277,7 +279,7 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def resolve_plugins(cfg: DictConfig) -> None:
+def resolve_plugins(cfg: RunConfig) -> None:
     """Store plugin_path absolute (jobs run elsewhere) and import the plugins here, so a missing
     module is one error line before anything runs and the preflight sees what they register."""
 
@@ -326,6 +328,9 @@ def _composition_message(e: BaseException, groups: dict[str, list[str]]) -> str:
     An unknown key in a YAML file gets the schema's nearest key instead of Hydra's '+' hint."""
 
 
+    choice = choice_error(e)  # hardware.device=gpu: the enum's values, not "Error merging override"
+    if choice:
+        return choice
     if isinstance(e, MissingConfigException) and e.options:
         first = _first_line(e)
         return f"{first} Available: {', '.join(sorted(e.options))}"
@@ -343,7 +348,3 @@ def _composition_message(e: BaseException, groups: dict[str, list[str]]) -> str:
     # OmegaConf appends "full_key: ..., object_type=..." detail; the first sentence carries the fix.
     return text.split(" full_key:")[0]
 
-
-def config_yaml(cfg: DictConfig) -> str:
-    """A job's config.yaml (or the matrix settings) as written and as ``--cfg job`` prints it."""
-    return OmegaConf.to_yaml(cfg, resolve=True)

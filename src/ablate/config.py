@@ -2,7 +2,10 @@
 
 Hydra composes YAML from ``conf/`` onto these dataclasses, so a misspelled key or a wrong type
 fails at composition time instead of being silently ignored. Defaults live in code; YAML only
-overrides. A job directory's ``config.yaml`` is loaded back through the same schema.
+overrides. A job directory's ``config.yaml`` is loaded back through the same schema. After
+composition (``ablate.compose``) and loading (``load_job_config``) the config *is* these
+dataclasses (``OmegaConf.to_object``): every stage reads typed values, and a choice (device,
+precision, keep) is an enum the schema enforces.
 
 Over 400 lines: every field with its docstring, and each group's validation next to its
 dataclass (one place per rule); splitting them apart is what this file exists to avoid.
@@ -10,14 +13,15 @@ dataclass (one place per rule); splitting them apart is what this file exists to
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 
+from ablate.checks import Choice, choice, count, finite, share
 from ablate.data.config import DataConfig
 from ablate.errors import ConfigError
 from ablate.results import upgrade_job_config
@@ -70,6 +74,30 @@ class OptimConfig:
     tokens_per_iter: int = 65536
     """Global batch in tokens per optimizer step, the same for any world size."""
 
+    def problems(self) -> list[str]:
+        out = finite("optim.lr", self.lr)
+        out += finite("optim.min_lr", self.min_lr, strict=False)
+        if not out and self.min_lr > self.lr:
+            out.append(f"optim.min_lr={self.min_lr} must not exceed optim.lr={self.lr}")
+        out += count("optim.warmup_iters", self.warmup_iters, low=0)
+        if self.warmup_fraction is not None and share("optim.warmup_fraction", self.warmup_fraction, closed_low=True):
+            out.append(f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1) (a share of the box)")
+        out += finite("optim.weight_decay", self.weight_decay, strict=False)
+        out += share("optim.beta1", self.beta1, closed_low=True)
+        out += share("optim.beta2", self.beta2, closed_low=True)
+        out += finite("optim.eps", self.eps)
+        out += finite("optim.grad_clip", self.grad_clip, strict=False)
+        out += count("optim.tokens_per_iter", self.tokens_per_iter)
+        return out
+
+
+class Keep(Choice):
+    """budget.keep: what a completed job keeps of its model."""
+
+    weights = "weights"
+    checkpoint = "checkpoint"
+    none = "none"
+
 
 @dataclass
 class BudgetConfig:
@@ -92,13 +120,25 @@ class BudgetConfig:
     """Checkpoint every this many iterations (None: only by time and on signals)."""
     checkpoint_interval_seconds: float = 900.0
     """Checkpoint when this much wall time has passed since the last checkpoint."""
-    keep: str = "weights"
+    keep: Keep = Keep.weights
     """What a completed job keeps of its model once DONE is written: "weights" (model.safetensors,
     the final weights; checkpoint.pt with the optimizer state is deleted), "checkpoint" (both),
     or "none" (neither). A job that is not DONE always keeps its full checkpoint for resume."""
     grace_seconds: float = 600.0
     """Extra wall time a launcher allows beyond box_seconds (startup, evals, compile) before it
     kills the job."""
+
+    def problems(self) -> list[str]:
+        out = finite("budget.box_seconds", self.box_seconds, none_ok=True)
+        out += count("budget.max_iters", self.max_iters, none_ok=True)
+        if self.box_seconds is None and self.max_iters is None:
+            out.append("budget.box_seconds and budget.max_iters are both unset; set one so the job ends")
+        out += count("budget.eval_interval", self.eval_interval)
+        out += count("budget.log_interval", self.log_interval)
+        out += count("budget.checkpoint_interval_iters", self.checkpoint_interval_iters, none_ok=True)
+        out += finite("budget.checkpoint_interval_seconds", self.checkpoint_interval_seconds)
+        out += finite("budget.grace_seconds", self.grace_seconds, strict=False)
+        return out
 
 
 def wall_seconds(budget: Any) -> Optional[float]:
@@ -108,22 +148,38 @@ def wall_seconds(budget: Any) -> Optional[float]:
     limit is it plus ``launcher.slurm.time_margin_min``."""
     if budget.box_seconds is None:
         return None
-    return float(budget.box_seconds) + float(budget.grace_seconds)
+    return budget.box_seconds + budget.grace_seconds
+
+
+class Device(Choice):
+    """hardware.device: where a job trains."""
+
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+class Precision(Choice):
+    """hardware.precision: the numerics a job trains with."""
+
+    auto = "auto"
+    bf16 = "bf16"
+    fp32 = "fp32"
 
 
 @dataclass
 class HardwareConfig:
     """Where and how a job runs."""
 
-    device: str = "auto"
-    """auto | cuda | cpu."""
+    device: Device = Device.auto
+    """auto (CUDA when torch sees a GPU, else CPU) | cuda | cpu."""
     nproc_per_node: int = 1
     """Processes (GPUs) per job; torchrun starts this many ranks."""
     gpus: Optional[int] = None
     """GPUs the launcher may use on this box (None: all visible). Jobs needing fewer are packed."""
     micro_batch: int = 8
     """Sequences per rank per forward pass; gradient accumulation makes up the global batch."""
-    precision: str = "auto"
+    precision: Precision = Precision.auto
     """auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32."""
     compile: bool = False
     """torch.compile the model (inductor; on CPU too). If compiling fails the job runs eager, says so
@@ -132,6 +188,14 @@ class HardwareConfig:
     """Allow TF32 matmuls on CUDA."""
     threads: Optional[int] = None
     """torch CPU threads per process (None: torch's default)."""
+
+    def problems(self) -> list[str]:
+        # device and precision are enums: the schema itself refuses any other value.
+        out = count("hardware.nproc_per_node", self.nproc_per_node)
+        out += count("hardware.gpus", self.gpus, none_ok=True)
+        out += count("hardware.micro_batch", self.micro_batch)
+        out += count("hardware.threads", self.threads, none_ok=True)
+        return out
 
 
 @dataclass
@@ -171,6 +235,17 @@ class SlurmConfig:
     folder: Optional[str] = None
     """submitit log folder (None: <matrix dir>/.submitit)."""
 
+    def problems(self) -> list[str]:
+        out = count("launcher.slurm.nodes", self.nodes)
+        out += count("launcher.slurm.gpus_per_node", self.gpus_per_node, low=0, none_ok=True)
+        out += count("launcher.slurm.cpus_per_task", self.cpus_per_task)
+        out += count("launcher.slurm.mem_gb", self.mem_gb, none_ok=True)
+        out += count("launcher.slurm.time_margin_min", self.time_margin_min, low=0)
+        out += count("launcher.slurm.signal_delay_s", self.signal_delay_s, low=0)
+        out += count("launcher.slurm.max_num_timeout", self.max_num_timeout, low=0)
+        out += count("launcher.slurm.array_parallelism", self.array_parallelism)
+        return out
+
 
 @dataclass
 class LauncherConfig:
@@ -180,6 +255,12 @@ class LauncherConfig:
     """local | slurm."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     """Slurm options (used when name=slurm)."""
+
+    def problems(self) -> list[str]:
+        return choice("launcher.name", self.name, LAUNCHERS) + self.slurm.problems()
+
+
+LAUNCHERS = ("local", "slurm")
 
 
 @dataclass
@@ -229,6 +310,14 @@ class RunConfig:
     experiment: Optional[str] = None
     """Name of the preset that was applied (set by the experiment YAML)."""
 
+    def problems(self) -> list[str]:
+        """Every group's problems, then the model's (ranges, and whether it fits this host)."""
+        out = self.budget.problems() + self.optim.problems() + self.hardware.problems()
+        out += self.data.problems() + model_problems(self.model)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            out.append(f"seed={self.seed} must be a non-negative integer below 2**63")
+        return out
+
 
 @dataclass
 class MatrixSettings:
@@ -254,6 +343,12 @@ class MatrixSettings:
     """Live progress view (one line per running job, counts, ETA) while a local matrix runs, when
     stdout is a terminal; job output then goes to <job>/train.log only. false: echo job output."""
 
+    def problems(self) -> list[str]:
+        out = self.launcher.problems()
+        if not self.results_root.strip():
+            out.append("results_root='' must name a folder")
+        return out
+
 
 @dataclass
 class ComposedConfig(MatrixSettings, RunConfig):
@@ -264,132 +359,17 @@ class ComposedConfig(MatrixSettings, RunConfig):
 
 def job_nodes(settings: Any) -> int:
     """Nodes each job spans: ``launcher.slurm.nodes`` on Slurm, one machine otherwise."""
-    return int(settings.launcher.slurm.nodes) if str(settings.launcher.name) == "slurm" else 1
+    return settings.launcher.slurm.nodes if settings.launcher.name == "slurm" else 1
 
 
 # --------------------------------------------------------------------------- validation
 #
-# One function per dataclass, each returning the problems it finds as "key=value must ..." lines.
-# ``validate_run`` calls them all once a job's config is composed (and when a stored config.yaml
-# is loaded back), before any directory is created: a value that would only fail hours later, or
-# inside torch, is refused here with the key that holds it.
-
-def _num(value: Any) -> Optional[float]:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _finite(name: str, value: Any, *, low: float = 0.0, strict: bool = True, none_ok: bool = False) -> list[str]:
-    """``value`` is a finite number > low (strict) or >= low; None only when ``none_ok``."""
-    if value is None:
-        return [] if none_ok else [f"{name}=null must be a number"]
-    v = _num(value)
-    if v is None or not math.isfinite(v):
-        return [f"{name}={value} must be a finite number"]
-    if (strict and v <= low) or (not strict and v < low):
-        return [f"{name}={value} must be {'>' if strict else '>='} {low:g}"]
-    return []
-
-
-def _count(name: str, value: Any, *, low: int = 1, none_ok: bool = False) -> list[str]:
-    """``value`` is an integer >= low; None only when ``none_ok``."""
-    if value is None:
-        return [] if none_ok else [f"{name}=null must be an integer"]
-    if isinstance(value, bool) or not isinstance(value, int):
-        return [f"{name}={value!r} must be an integer"]
-    if value < low:
-        return [f"{name}={value} must be at least {low}"]
-    return []
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> list[str]:
-    return [] if value in allowed else [f"{name}={value!r} must be one of {', '.join(allowed)}"]
-
-
-KEEP_CHOICES = ("weights", "checkpoint", "none")
-
-
-def validate_budget(b: Any) -> list[str]:
-    out = _finite("budget.box_seconds", b.box_seconds, none_ok=True)
-    out += _count("budget.max_iters", b.max_iters, none_ok=True)
-    if b.box_seconds is None and b.max_iters is None:
-        out.append("budget.box_seconds and budget.max_iters are both unset; set one so the job ends")
-    out += _count("budget.eval_interval", b.eval_interval)
-    out += _count("budget.log_interval", b.log_interval)
-    out += _count("budget.checkpoint_interval_iters", b.checkpoint_interval_iters, none_ok=True)
-    out += _finite("budget.checkpoint_interval_seconds", b.checkpoint_interval_seconds)
-    out += _finite("budget.grace_seconds", b.grace_seconds, strict=False)
-    out += _choice("budget.keep", b.keep, KEEP_CHOICES)
-    return out
-
-
-def validate_optim(o: Any) -> list[str]:
-    out = _finite("optim.lr", o.lr)
-    out += _finite("optim.min_lr", o.min_lr, strict=False)
-    if not out and float(o.min_lr) > float(o.lr):
-        out.append(f"optim.min_lr={o.min_lr} must not exceed optim.lr={o.lr}")
-    out += _count("optim.warmup_iters", o.warmup_iters, low=0)
-    frac = getattr(o, "warmup_fraction", None)
-    if frac is not None:
-        v = _num(frac)
-        if v is None or not math.isfinite(v) or not 0.0 <= v < 1.0:
-            out.append(f"optim.warmup_fraction={frac} must be in [0, 1) (a share of the box)")
-    out += _finite("optim.weight_decay", o.weight_decay, strict=False)
-    for key in ("beta1", "beta2"):
-        v = _num(getattr(o, key))
-        if v is None or not 0.0 <= v < 1.0:
-            out.append(f"optim.{key}={getattr(o, key)} must be in [0, 1)")
-    out += _finite("optim.eps", o.eps)
-    out += _finite("optim.grad_clip", o.grad_clip, strict=False)
-    out += _count("optim.tokens_per_iter", o.tokens_per_iter)
-    return out
-
-
-DEVICES = ("auto", "cuda", "cpu")
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-def validate_hardware(h: Any) -> list[str]:
-    out = _choice("hardware.device", h.device, DEVICES)
-    out += _count("hardware.nproc_per_node", h.nproc_per_node)
-    out += _count("hardware.gpus", h.gpus, none_ok=True)
-    out += _count("hardware.micro_batch", h.micro_batch)
-    out += _choice("hardware.precision", h.precision, PRECISIONS)
-    out += _count("hardware.threads", h.threads, none_ok=True)
-    return out
-
-
-LAUNCHERS = ("local", "slurm")
-
-
-def validate_launcher(launcher: Any) -> list[str]:
-    out = _choice("launcher.name", launcher.name, LAUNCHERS)
-    sl = launcher.slurm
-    out += _count("launcher.slurm.nodes", sl.nodes)
-    out += _count("launcher.slurm.gpus_per_node", sl.gpus_per_node, low=0, none_ok=True)
-    out += _count("launcher.slurm.cpus_per_task", sl.cpus_per_task)
-    out += _count("launcher.slurm.mem_gb", sl.mem_gb, none_ok=True)
-    out += _count("launcher.slurm.time_margin_min", sl.time_margin_min, low=0)
-    out += _count("launcher.slurm.signal_delay_s", sl.signal_delay_s, low=0)
-    out += _count("launcher.slurm.max_num_timeout", sl.max_num_timeout, low=0)
-    out += _count("launcher.slurm.array_parallelism", sl.array_parallelism)
-    return out
-
-
-def validate_data(d: Any) -> list[str]:
-    out = _count("data.val_windows", d.val_windows)
-    v = _num(d.val_fraction)
-    if v is None or not 0.0 < v < 1.0:
-        out.append(f"data.val_fraction={d.val_fraction} must be in (0, 1)")
-    out += _count("data.total_tokens", d.total_tokens, none_ok=True)
-    out += _count("data.val_tokens", getattr(d, "val_tokens", None), none_ok=True)
-    out += _count("data.shard_tokens", d.shard_tokens)
-    out += _count("data.workers", d.workers, none_ok=True)
-    out += _choice("data.verify", d.verify, ("quick", "full"))
-    return out
-
+# Each group's rules are its dataclass's ``problems()`` (above, and DataConfig's in
+# ablate.data.config); choices are enums the schema enforces. ``validate_run`` (a job's) and
+# ``validate_settings`` (the matrix's) collect them once a command line is composed (and when a
+# stored config.yaml or matrix.json is loaded back), before any directory is created: a value that would only fail hours later, or inside torch, is refused here with the key
+# that holds it. Code downstream trusts these values; what depends on the machine (a visible GPU,
+# bf16 support, the data on disk) is checked by the preflight and the device setup.
 
 def host_memory_bytes() -> Optional[int]:
     try:
@@ -398,7 +378,7 @@ def host_memory_bytes() -> Optional[int]:
         return None
 
 
-def validate_model(m: Any) -> list[str]:
+def model_problems(m: Any) -> list[str]:
     """Ranges (models.validate_config) and size: a model whose fp32 weights alone exceed this host's
     memory is refused from its sizes, before anything builds it."""
     try:
@@ -416,32 +396,24 @@ def validate_model(m: Any) -> list[str]:
     return []
 
 
-def validate_run(cfg: Any) -> None:
-    """Every check above for one composed job; raises ConfigError with all problems on one line."""
-    problems: list[str] = []
-    problems += validate_budget(cfg.budget)
-    problems += validate_optim(cfg.optim)
-    problems += validate_hardware(cfg.hardware)
-    problems += validate_data(cfg.data)
-    problems += validate_model(cfg.model)
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:
-        problems.append(f"seed={cfg.seed} must be a non-negative integer below 2**63")
+def validate_run(cfg: RunConfig) -> None:
+    """Every rule of one job's config (``RunConfig.problems``); raises ConfigError with all
+    problems on one line."""
+    problems = cfg.problems()
     if problems:
         raise ConfigError("; ".join(problems))
 
 
-def validate_settings(s: Any) -> None:
-    """Every check of a matrix's settings; raises ConfigError with all problems on one line."""
-    problems = validate_launcher(s.launcher)
-    if not str(s.results_root or "").strip():
-        problems.append("results_root='' must name a folder")
+def validate_settings(s: MatrixSettings) -> None:
+    """Every rule of a matrix's settings (``MatrixSettings.problems``); raises ConfigError with all
+    problems on one line."""
+    problems = s.problems()
     if problems:
         raise ConfigError("; ".join(problems))
 
 
 def _positive_seconds(value: str) -> bool:
-    v = _num(value)
-    return v is not None and math.isfinite(v) and v > 0
+    return not finite("", value)  # a finite number > 0
 
 
 ENVIRONMENT: dict[str, tuple[str, Any]] = {
@@ -468,40 +440,64 @@ def register_configs() -> None:
     cs.store(name="run_schema", node=ComposedConfig)
 
 
-def load_job_config(path: Path | str) -> DictConfig:
-    """Load a job's config.yaml back through the schema (unknown keys fail here too)."""
+def load_job_config(path: Path | str) -> RunConfig:
+    """A job's config.yaml read back through the schema, as the dataclasses the trainer and the
+    launchers use (unknown keys, wrong types and values outside an enum fail here too)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: job config is missing; a job directory needs config.yaml")
     try:
         # An older format's layout is brought up to date first (ablate.results.upgrade_job_config).
         loaded = upgrade_job_config(OmegaConf.to_container(OmegaConf.load(path)))
-        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), loaded)
+        cfg: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), loaded))  # type: ignore[assignment]
     except Exception as e:  # omegaconf raises several types; all mean "this file does not fit"
-        raise ConfigError(f"{path}: does not match the config schema: {_one_line(e)}") from None
+        raise ConfigError(f"{path}: {choice_error(e) or 'does not match the config schema: ' + _one_line(e)}") from None
     try:
         validate_run(cfg)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return cfg  # type: ignore[return-value]
+    return cfg
 
 
-def load_matrix_settings(stored: dict, where: Path | str) -> DictConfig:
-    """A matrix's settings as stored (``ablate.results.read_matrix_settings``) through the schema;
-    ``where`` names the file they came from in an error."""
+def choice_error(e: Optional[BaseException]) -> Optional[str]:
+    """OmegaConf's refusal of a value outside an enum field (``hardware.device=gpu``), found in
+    ``e`` or what it wraps (Hydra wraps it), as ``key='value' must be one of ...``; else None."""
+    while e is not None and not isinstance(e, ValidationError):
+        e = e.__cause__ or e.__context__
+    if e is None or not is_dataclass(e.object_type) or not isinstance(e.key, str):
+        return None
+    kind = get_type_hints(e.object_type).get(e.key)
+    if not (isinstance(kind, type) and issubclass(kind, Choice)):
+        return None
+    return f"{e.full_key}={e.value!r} must be one of {', '.join(kind.values())}"
+
+
+def load_matrix_settings(stored: dict, where: Path | str) -> MatrixSettings:
+    """A matrix's settings as stored (``ablate.results.read_matrix_settings``) through the schema,
+    as the dataclass; ``where`` names the file they came from in an error."""
     try:
-        settings = OmegaConf.merge(OmegaConf.structured(MatrixSettings), stored)
+        settings: MatrixSettings = OmegaConf.to_object(  # type: ignore[assignment]
+            OmegaConf.merge(OmegaConf.structured(MatrixSettings), stored))
     except Exception as e:  # omegaconf raises several types; all mean "this does not fit"
-        raise ConfigError(f"{where}: matrix settings do not match the schema: {_one_line(e)}") from None
+        raise ConfigError(f"{where}: {choice_error(e) or 'matrix settings do not match the schema: ' + _one_line(e)}") from None
     try:
         validate_settings(settings)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
-    return settings  # type: ignore[return-value]
+    return settings
 
 
 def to_container(cfg: Any) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+    """A config (a dataclass such as ``cfg.model``, or a DictConfig) as plain dicts, lists and
+    values, enums as their strings."""
+    node = OmegaConf.structured(cfg) if is_dataclass(cfg) else cfg
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+def config_yaml(cfg: Any) -> str:
+    """config.yaml's text for a job config; enums are written as their plain values (``cpu``)."""
+    node = OmegaConf.structured(cfg) if is_dataclass(cfg) else cfg
+    return OmegaConf.to_yaml(node, resolve=True)
 
 
 def _one_line(e: BaseException) -> str:

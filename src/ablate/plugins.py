@@ -108,9 +108,8 @@ def load(plugins: Optional[Iterable[Any]], plugin_path: Optional[Iterable[Any]])
 
 
 def load_for(cfg: Any) -> dict[str, dict]:
-    """Import the plugins a composed or stored job config lists."""
-    plugins = cfg.get("plugins") if hasattr(cfg, "get") else None
-    return load(plugins, cfg.get("plugin_path") if hasattr(cfg, "get") else None)
+    """Import the plugins a composed or stored job config (a RunConfig) lists."""
+    return load(getattr(cfg, "plugins", None), getattr(cfg, "plugin_path", None))
 
 
 def _describe(module: Any) -> dict:

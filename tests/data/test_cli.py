@@ -170,7 +170,7 @@ def test_not_prepared_command_for_finewebedu_round_trips(tmp_path, monkeypatch):
     assert command.startswith("python -m ablate.data data=finewebedu ")
     composed = compose(shlex.split(command)[3:]).data
     for key in ("source", "path", "total_tokens", "hf_config", "shard_tokens", "hf_path", "split"):
-        assert composed[key] == getattr(cfg, key), key
+        assert getattr(composed, key) == getattr(cfg, key), key
     assert prepare_command(DataConfig(source="finewebedu", path="data/finewebedu10B")) == \
         "python -m ablate.data data=finewebedu"
 

@@ -275,7 +275,7 @@ def test_prepared_val_only(tmp_path, docs):
 def test_config_errors():
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="random"), 50304)
-    one_line_error(e, "data.source='random': unknown")
+    one_line_error(e, "data.source='random' must be one of embedded")
     with pytest.raises(DataError) as e:
         resolve_dataset({"source": "embedded", "pth": "x"}, 50304)
     one_line_error(e, "unknown key(s) ['pth']")

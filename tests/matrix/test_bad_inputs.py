@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +49,39 @@ def _refused(capsys, argv, root: Path) -> str:
     ("launcher.name=bogus", "launcher.name='bogus' must be one of local, slurm"),
     ("budget.grace_seconds=inf", "budget.grace_seconds=inf"),
     ("data.verify=sometimes", "data.verify='sometimes'"),
+    ("data.source=random", "data.source='random' must be one of embedded, finewebedu, shards, textdir, files"),
+    ("budget.keep=all", "budget.keep='all' must be one of weights, checkpoint, none"),
     ("model.block_size=100000000", "more than this machine's"),
 ])
 def test_bad_value_is_one_line_before_any_directory(override, expected, tmp_path, capsys):
     root = tmp_path / "results"
     err = _refused(capsys, [*BASE, override, f"results_root={root}"], root)
     assert expected in err
+
+
+# device and precision are enums of the schema: Hydra refuses the value while composing, and the
+# line names the key and the allowed values (not Hydra's "Error merging override").
+@pytest.mark.parametrize("override, line", [
+    ("hardware.device=gpu", "error: hardware.device='gpu' must be one of auto, cuda, cpu"),
+    ("hardware.precision=fp16", "error: hardware.precision='fp16' must be one of auto, bf16, fp32"),
+])
+def test_a_device_or_precision_outside_the_enum_is_one_line_from_the_real_cli(override, line, tmp_path):
+    root = tmp_path / "results"
+    r = subprocess.run([sys.executable, "-m", "ablate.matrix", *BASE, override, f"results_root={root}"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [line], r.stderr
+    assert not root.exists()
+
+
+def test_a_preset_file_with_a_bad_device_is_one_line(tmp_path, capsys):
+    conf = tmp_path / "conf" / "hardware"
+    conf.mkdir(parents=True)
+    (conf / "mine.yaml").write_text("device: gpu\nprecision: fp32\n")
+    root = tmp_path / "results"
+    err = _refused(capsys, [*BASE, "hardware=mine", "--config-dir", str(tmp_path / "conf"),
+                            f"results_root={root}"], root)
+    assert err == "error: hardware.device='gpu' must be one of auto, cuda, cpu\n"
 
 
 @pytest.mark.parametrize("value", ["abc", "", "nan", "-3"])

@@ -37,7 +37,7 @@ from typing import Optional
 
 from ablate.compose import compose_job, parse_overrides
 from ablate.data.config import DataConfig
-from ablate.data.dataset import _as_config, prepare_target, resolve_dataset
+from ablate.data.dataset import prepare_target, resolve_dataset
 from ablate.data.loader import ValWindows
 from ablate.data.prepare import prepare
 from ablate.data.shards import read_header, shard_sha256
@@ -97,14 +97,17 @@ def compose(overrides: list[str]):
 def run(overrides: list[str], quiet: bool = False) -> str:
     """Prepare (or build, or check) the data the composed config names; return a summary line."""
     cfg = compose(overrides)
-    data = _as_config(cfg.data)
-    vocab_size, block_size = int(cfg.model.vocab_size), int(cfg.model.block_size)
+    data = cfg.data
+    problems = data.problems()  # what the matrix refuses at composition, refused here before any work
+    if problems:
+        raise ConfigError("; ".join(problems))
+    vocab_size, block_size = cfg.model.vocab_size, cfg.model.block_size
     if data.source in ("finewebedu", "files"):
         spec, out = prepare_target(data)
         prepare(out, spec, workers=data.workers, progress=not quiet)
     ds = resolve_dataset(data, vocab_size)
-    ValWindows(ds.val_path, block_size, int(data.val_windows))
-    checked = verify_dataset(ds, block_size, vocab_size, str(data.verify), data.cache_dir)
+    ValWindows(ds.val_path, block_size, data.val_windows)
+    checked = verify_dataset(ds, block_size, vocab_size, data.verify, data.cache_dir)
     notes = "".join(f"\nnote: {n}" for n in checked.notes)
     return (f"{ds.describe()}\n{checked.describe()}{notes}\nready: one eval = {data.val_windows} windows x model.block_size "
             f"{block_size}, token ids < model.vocab_size {vocab_size}")

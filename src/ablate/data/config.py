@@ -8,7 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from ablate.checks import choice, count, share
+
 SOURCES = ("embedded", "finewebedu", "shards", "textdir", "files")
+VERIFY_MODES = ("quick", "full")
 
 DEFAULT_FINEWEBEDU_PATH = "data/finewebedu10B"
 DEFAULT_FILES_PATH = "data/files"
@@ -76,3 +79,14 @@ class DataConfig:
     """Before training, check each shard's sha256 against meta.json: quick hashes a shard once and
     then trusts it while its size and mtime are unchanged; full hashes every shard every time.
     The max token id of every shard is scanned either way."""
+
+    def problems(self) -> list[str]:
+        out = choice("data.source", self.source, SOURCES)
+        out += count("data.val_windows", self.val_windows)
+        out += share("data.val_fraction", self.val_fraction, closed_low=False)
+        out += count("data.total_tokens", self.total_tokens, none_ok=True)
+        out += count("data.val_tokens", self.val_tokens, none_ok=True)
+        out += count("data.shard_tokens", self.shard_tokens)
+        out += count("data.workers", self.workers, none_ok=True)
+        out += choice("data.verify", self.verify, VERIFY_MODES)
+        return out

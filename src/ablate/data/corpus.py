@@ -80,8 +80,7 @@ def textdir_documents(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
 
 
 def _val_count(n: int, val_fraction: float) -> int:
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"data.val_fraction={val_fraction}: must be between 0 and 1 (exclusive)")
+    """Validation tokens of an ``n``-token corpus (val_fraction in (0, 1): DataConfig.problems)."""
     return max(math.ceil(n * val_fraction), min(MIN_VAL_TOKENS, n // 2))
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ablate.data.config import DEFAULT_FILES_PATH, DEFAULT_FINEWEBEDU_PATH, SOURCES, DataConfig
+from ablate.data.config import DEFAULT_FILES_PATH, DEFAULT_FINEWEBEDU_PATH, DataConfig
 from ablate.data.corpus import cache_root, embedded_corpus, textdir_corpus
 from ablate.data.prepare import META, META_FORMAT, write_json_atomic
 from ablate.data.shards import check_vocab, max_token, read_header, read_shard
@@ -258,10 +258,9 @@ def resolve_dataset(data_cfg: Any, vocab_size: int) -> Dataset:
     (magic, version, count vs size) and every shard's max token id must be < ``vocab_size``.
     Anything missing or wrong raises DataError with the fix; there is no fallback data."""
     cfg = _as_config(data_cfg)
-    if cfg.source not in SOURCES:
-        raise DataError(f"data.source={cfg.source!r}: unknown; use one of {', '.join(SOURCES)}")
-    if cfg.val_windows <= 0:
-        raise DataError(f"data.val_windows={cfg.val_windows}: must be at least 1")
+    problems = cfg.problems()  # the rules of DataConfig (a dict or a test's DataConfig is unchecked)
+    if problems:
+        raise DataError("; ".join(problems))
     if cfg.source == "embedded":
         root = embedded_corpus(cfg.cache_dir, cfg.val_fraction)
         return _from_meta("embedded", root, _load_meta(root, cfg), vocab_size, cfg)

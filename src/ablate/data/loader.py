@@ -167,9 +167,7 @@ def final_val_windows(val_path: str, block_size: int, val_tokens: Optional[int],
     _positive(block_size=block_size, periodic_windows=periodic_windows)
     available = max(0, (len(read_shard(val_path)) - 1) // block_size)
     if val_tokens is not None:
-        if int(val_tokens) < 1:
-            raise DataError(f"data.val_tokens={val_tokens}: must be positive (or null for the default)")
-        want = int(val_tokens) // block_size
+        want = val_tokens // block_size  # >= 1: DataConfig.problems
         if want < periodic_windows:
             raise DataError(f"data.val_tokens={val_tokens} gives {want} windows of block_size {block_size}, "
                             f"fewer than the periodic evals' data.val_windows={periodic_windows}; raise "

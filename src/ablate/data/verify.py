@@ -27,9 +27,6 @@ from ablate.data.corpus import cache_root
 from ablate.data.shards import max_token, read_shard, shard_sha256
 from ablate.errors import DataError
 
-MODES = ("quick", "full")
-
-
 @dataclass
 class Verified:
     """What ``verify_dataset`` looked at and how long it took."""
@@ -72,9 +69,8 @@ def _check_sha(path: Path, sha: str, mode: str, cache_dir: Optional[str], out: V
 
 def verify_dataset(ds: Any, block_size: int, vocab_size: int, mode: str = "quick",
                    cache_dir: Optional[str] = None, fix: str = "prepare the data again") -> Verified:
-    """Raise DataError naming the shard and the fix if a job could not train on ``ds``."""
-    if mode not in MODES:
-        raise DataError(f"data.verify={mode!r} must be one of {', '.join(MODES)}")
+    """Raise DataError naming the shard and the fix if a job could not train on ``ds``
+    (``mode``: data.verify, one of VERIFY_MODES by DataConfig.problems)."""
     out = Verified()
     recorded = {}
     for s in (ds.meta or {}).get("shards", []) or []:

@@ -9,27 +9,27 @@ from tabulate import tabulate
 
 import models
 from ablate.compose import JobSpec
-from ablate.config import job_nodes, to_container
+from ablate.config import MatrixSettings, RunConfig, job_nodes, to_container
 from ablate.data.config import DEFAULT_VAL_TOKENS
 from ablate.launch.slurm import describe_submission
 from ablate.matrix.preflight import world_size
 
 
-def eval_cost(cfg) -> tuple[str, str]:
+def eval_cost(cfg: RunConfig) -> tuple[str, str]:
     """What the evals cost next to training, estimated from FLOPs: an eval token is a forward
     pass only, ~1/3 of a training token (forward + backward). Returns (periodic share of the
     training time, final eval as tokens and training-iteration equivalents)."""
-    T = int(cfg.model.block_size)
-    tpi = int(cfg.optim.tokens_per_iter)
-    periodic = int(cfg.data.val_windows) * T
-    share = periodic / (3.0 * int(cfg.budget.eval_interval) * tpi) if tpi > 0 else 0.0
+    T = cfg.model.block_size
+    tpi = cfg.optim.tokens_per_iter  # >= 1 (ablate.config)
+    periodic = cfg.data.val_windows * T
+    share = periodic / (3.0 * cfg.budget.eval_interval * tpi)
     if cfg.data.val_tokens is None:
         final = (DEFAULT_VAL_TOKENS // T) * T
         final_s = f"<= {final:,}"
     else:
-        final = (int(cfg.data.val_tokens) // T) * T
+        final = (cfg.data.val_tokens // T) * T
         final_s = f"{final:,}"
-    iters = final / (3.0 * tpi) if tpi > 0 else 0.0
+    iters = final / (3.0 * tpi)
     return f"{100 * share:.1f}%", f"{final_s} (~{iters:.0f} iters)"
 
 
@@ -40,14 +40,14 @@ def warmup_warnings(jobs: list[JobSpec]) -> list[str]:
     out = []
     for job in jobs:
         o, b = job.cfg.optim, job.cfg.budget
-        if b.max_iters is not None and int(o.warmup_iters) >= int(b.max_iters):
+        if b.max_iters is not None and o.warmup_iters >= b.max_iters:
             out.append(f"warning: {job.name}: optim.warmup_iters={o.warmup_iters} >= budget.max_iters={b.max_iters}: "
                        "the run ends in warmup and its report will make no verdict")
     return out
 
 
-def _job_device(cfg) -> str:
-    device = str(cfg.hardware.device)
+def _job_device(cfg: RunConfig) -> str:
+    device = str(cfg.hardware.device)  # the Device enum as the plain string torch takes
     if device == "auto":
         import torch
 
@@ -55,7 +55,7 @@ def _job_device(cfg) -> str:
     return device
 
 
-def estimate_iter_seconds(cfg, nodes: int = 1) -> Optional[float]:
+def estimate_iter_seconds(cfg: RunConfig, nodes: int = 1) -> Optional[float]:
     """Seconds per training iteration of this job, estimated on this machine: one timed forward +
     backward of the job's model (eager, after one untimed pass) scaled to the iteration's
     micro-batches. On CPU the pass runs at one sequence and scales linearly (a 124M model's full
@@ -66,13 +66,13 @@ def estimate_iter_seconds(cfg, nodes: int = 1) -> Optional[float]:
     device = _job_device(cfg)
     if device == "cuda" and not torch.cuda.is_available():
         return None
-    T, micro = int(cfg.model.block_size), int(cfg.hardware.micro_batch)
+    T, micro = cfg.model.block_size, cfg.hardware.micro_batch
     rows = 1 if device == "cpu" else micro
-    micro_steps = int(cfg.optim.tokens_per_iter) // (T * micro * world_size(cfg, nodes))
+    micro_steps = cfg.optim.tokens_per_iter // (T * micro * world_size(cfg, nodes))
     torch.manual_seed(0)
-    model = models.build_model(dict(to_container(cfg.model))).to(device).train()
-    dtype = torch.bfloat16 if str(cfg.hardware.precision) == "bf16" else None
-    idx = torch.randint(0, int(cfg.model.vocab_size), (rows, T), device=device)
+    model = models.build_model(cfg.model).to(device).train()
+    dtype = torch.bfloat16 if cfg.hardware.precision == "bf16" else None
+    idx = torch.randint(0, cfg.model.vocab_size, (rows, T), device=device)
 
     def step() -> None:
         with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
@@ -104,17 +104,17 @@ def warmup_box_warnings(jobs: list[JobSpec], estimate=None, nodes: int = 1) -> l
         o, b = cfg.optim, cfg.budget
         if b.max_iters is not None or b.box_seconds is None or o.warmup_fraction is not None:
             continue  # iteration budgets: warmup_warnings; warmup_fraction always fits the box
-        warm = int(o.warmup_iters)
+        warm = o.warmup_iters
         if warm <= 0:
             continue
-        key = (repr(sorted(to_container(cfg.model).items())), int(cfg.hardware.micro_batch),
-               int(cfg.optim.tokens_per_iter), world_size(cfg, nodes), _job_device(cfg), str(cfg.hardware.precision))
+        key = (repr(sorted(to_container(cfg.model).items())), cfg.hardware.micro_batch,
+               cfg.optim.tokens_per_iter, world_size(cfg, nodes), _job_device(cfg), cfg.hardware.precision)
         if key not in cache:
             cache[key] = estimate(cfg)
         s_iter = cache[key]
         if s_iter is None:
             continue
-        box = float(b.box_seconds)
+        box = b.box_seconds
         warm_s = warm * s_iter
         if warm_s >= 0.5 * box:
             end = ("the box ends in warmup and its report will make no verdict" if warm_s >= box
@@ -125,7 +125,7 @@ def warmup_box_warnings(jobs: list[JobSpec], estimate=None, nodes: int = 1) -> l
     return out
 
 
-def format_plan(jobs: list[JobSpec], settings) -> str:
+def format_plan(jobs: list[JobSpec], settings: MatrixSettings) -> str:
     """The plan of a matrix with these settings (MatrixSettings)."""
     nodes = job_nodes(settings)
     rows = []
@@ -134,13 +134,13 @@ def format_plan(jobs: list[JobSpec], settings) -> str:
         cfg = job.cfg
         ws = world_size(cfg, nodes)
         box = cfg.budget.box_seconds
-        device = str(cfg.hardware.device)
-        dev_h = ws * float(box) / 3600 if box is not None else 0.0
+        device = cfg.hardware.device
+        dev_h = ws * box / 3600 if box is not None else 0.0
         total_dev_h += dev_h
         rows.append([
-            job.name, job.step, str(cfg.step.architecture), job.seed,
+            job.name, job.step, cfg.step.architecture, job.seed,
             f"{ws} x {device}",
-            "-" if box is None else f"{float(box):.0f}",
+            "-" if box is None else f"{box:.0f}",
             cfg.budget.max_iters if cfg.budget.max_iters is not None else "-",
             f"{dev_h:.2f}",
             *eval_cost(cfg),
@@ -159,7 +159,7 @@ def format_plan(jobs: list[JobSpec], settings) -> str:
                "long as the training iterations shown.")
     for line in warmup_warnings(jobs) + warmup_box_warnings(jobs, nodes=nodes):
         out.append(line)
-    if str(settings.launcher.name) == "slurm":
+    if settings.launcher.name == "slurm":
         out.append("")
         out.append(describe_submission({j.name: j.cfg for j in jobs}, settings))
     else:

@@ -17,11 +17,12 @@ import torch
 
 import models
 from ablate.compose import JobSpec
-from ablate.config import job_nodes, to_container
+from ablate.config import MatrixSettings, RunConfig, job_nodes, to_container
 from ablate.data import ValWindows, final_val_windows, resolve_dataset
 from ablate.data.verify import verify_dataset
-from ablate.errors import AblateError
+from ablate.errors import AblateError, ConfigError
 from ablate.launch.slurm import log_folder_problem
+from ablate.train.optim import grad_accum_for
 
 
 @dataclass
@@ -59,25 +60,19 @@ def check_model(model_cfg: dict, causality: bool = True, seed: int = 0) -> tuple
     return [], record
 
 
-def check_batch(cfg, world_size: int) -> list[str]:
-    block = int(cfg.model.block_size)
-    micro = int(cfg.hardware.micro_batch)
-    tokens = int(cfg.optim.tokens_per_iter)
-    if block < 1 or micro < 1 or world_size < 1:
-        return [f"model.block_size={block}, hardware.micro_batch={micro} and the world size ({world_size}) "
-                f"must all be at least 1"]
-    per_step = block * micro * world_size
-    if tokens % per_step != 0:
-        return [
-            f"optim.tokens_per_iter={tokens} is not a multiple of block_size x micro_batch x world size "
-            f"= {block} x {micro} x {world_size} = {per_step}; choose a multiple of {per_step}"
-        ]
+def check_batch(cfg: RunConfig, world_size: int) -> list[str]:
+    """The global batch splits into micro-batches at the world size the job will launch with (the
+    trainer's own rule, ``grad_accum_for``, checked here before anything runs)."""
+    try:
+        grad_accum_for(cfg.optim.tokens_per_iter, cfg.model.block_size, cfg.hardware.micro_batch, world_size)
+    except ConfigError as e:
+        return [str(e)]
     return []
 
 
-def check_hardware(cfg, gpus_available: int, launcher: str) -> list[str]:
-    device = str(cfg.hardware.device)
-    nproc = int(cfg.hardware.nproc_per_node)  # values were validated at composition (ablate.config)
+def check_hardware(cfg: RunConfig, gpus_available: int, launcher: str) -> list[str]:
+    device = cfg.hardware.device  # values were validated at composition (ablate.config)
+    nproc = cfg.hardware.nproc_per_node
     if device == "auto" and launcher == "local":
         device = "cuda" if gpus_available else "cpu"  # what the local launcher will pick
     if device == "cuda" and launcher == "local":
@@ -92,13 +87,13 @@ def check_hardware(cfg, gpus_available: int, launcher: str) -> list[str]:
     return []
 
 
-def check_data(cfg, progress: Optional[Callable[[str], None]] = None) -> list[str]:
+def check_data(cfg: RunConfig, progress: Optional[Callable[[str], None]] = None) -> list[str]:
+    d, T, vocab = cfg.data, cfg.model.block_size, cfg.model.vocab_size
     try:
-        ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
-        ValWindows(ds.val_path, int(cfg.model.block_size), int(cfg.data.val_windows))
-        final_val_windows(ds.val_path, int(cfg.model.block_size), cfg.data.val_tokens, int(cfg.data.val_windows))
-        checked = verify_dataset(ds, int(cfg.model.block_size), int(cfg.model.vocab_size),
-                                 str(cfg.data.verify), cfg.data.cache_dir)
+        ds = resolve_dataset(d, vocab)
+        ValWindows(ds.val_path, T, d.val_windows)
+        final_val_windows(ds.val_path, T, d.val_tokens, d.val_windows)
+        checked = verify_dataset(ds, T, vocab, d.verify, d.cache_dir)
     except AblateError as e:
         return [str(e)]
     if progress:
@@ -127,14 +122,14 @@ def check_output_dir(root: Path, create: bool = True) -> list[str]:
     return []
 
 
-def world_size(cfg, nodes: int = 1) -> int:
+def world_size(cfg: RunConfig, nodes: int = 1) -> int:
     """Ranks of one job: ``nodes`` (ablate.config.job_nodes of the matrix settings) x processes per node."""
-    return nodes * int(cfg.hardware.nproc_per_node)
+    return nodes * cfg.hardware.nproc_per_node
 
 
 def preflight(
     jobs: list[JobSpec],
-    settings,
+    settings: MatrixSettings,
     progress: Optional[Callable[[str], None]] = None,
     create_output_dir: bool = True,
     causality: bool = True,
@@ -143,8 +138,8 @@ def preflight(
     data checks run once per distinct config. ``create_output_dir=False`` (the plan) writes
     nothing to disk; ``causality=False`` builds each model but skips the causality probes (seconds
     to a minute or two per config on CPU at GPT-2 124M shapes)."""
-    results_root = Path(str(settings.results_root))
-    launcher = str(settings.launcher.name)
+    results_root = Path(settings.results_root)
+    launcher = settings.launcher.name
     nodes = job_nodes(settings)
     gpus = visible_gpus()
     results: list[PreflightResult] = []
@@ -158,7 +153,7 @@ def preflight(
         problems: list[str] = []
         problems += check_hardware(cfg, gpus, launcher)
         problems += check_batch(cfg, world_size(cfg, nodes))
-        dkey = repr(sorted(to_container(cfg.data).items())) + str(cfg.model.block_size) + str(cfg.model.vocab_size)
+        dkey = repr((sorted(to_container(cfg.data).items()), cfg.model.block_size, cfg.model.vocab_size))
         if dkey not in data_cache:
             data_cache[dkey] = check_data(cfg, progress)
         problems += data_cache[dkey]
@@ -169,8 +164,7 @@ def preflight(
         if key not in model_cache and not problems:
             if progress and causality:
                 progress(f"causality check of {job.name}'s model ({len(model_cache) + 1} distinct so far)")
-            model_cache[key] = check_model(model_cfg, causality=causality,
-                                           seed=int(cfg.seed) if int(cfg.seed) >= 0 else 0)
+            model_cache[key] = check_model(model_cfg, causality=causality, seed=cfg.seed)
             rec = model_cache[key][1]
             if progress and rec is not None:
                 progress(f"causality {job.name}: {'causal' if rec['ok'] else 'LEAKS'}, "

@@ -15,11 +15,9 @@ import signal
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig
-
 from ablate import plugins, results
 from ablate.compose import JobSpec, config_yaml
-from ablate.config import load_job_config, load_matrix_settings, to_container, wall_seconds
+from ablate.config import MatrixSettings, RunConfig, load_job_config, load_matrix_settings, to_container, wall_seconds
 from ablate.errors import AblateError, ConfigError, PreflightError
 from ablate.launch import slurm
 from ablate.launch.job import LaunchJob
@@ -37,18 +35,18 @@ def say(message: str) -> None:
     progress.emit(f"[ablate] {message}")  # above the live progress view when one is drawn
 
 
-def matrix_settings(manifest: results.Manifest) -> DictConfig:
+def matrix_settings(manifest: results.Manifest) -> MatrixSettings:
     """The settings a matrix was started with (matrix.json; an older matrix: its first job's
     config.yaml), through the schema."""
     stored, source = results.read_matrix_settings(manifest)
     return load_matrix_settings(stored, source)
 
 
-def run_new(jobs: list[JobSpec], settings: DictConfig, argv: list[str]) -> int:
+def run_new(jobs: list[JobSpec], settings: MatrixSettings, argv: list[str]) -> int:
     """Run a freshly composed matrix with its settings. Returns the process exit code."""
-    launcher = str(settings.launcher.name)
-    root = Path(str(settings.results_root))
-    for name in sorted({str(j.cfg.tracker.name) for j in jobs}):
+    launcher = settings.launcher.name
+    root = Path(settings.results_root)
+    for name in sorted({j.cfg.tracker.name for j in jobs}):
         check_installed(name)  # one line before any job starts, not one failed job per cell
     if launcher == "slurm":  # plan, preflight or not: one sbatch script must fit every job, checked first
         slurm.array_parameters({j.name: j.cfg for j in jobs}, settings)
@@ -120,7 +118,7 @@ def run_resume(path: str) -> int:
         if not manifest.jobs:
             raise ConfigError(f"{manifest.path}: lists no usable job entry; nothing to resume")
         settings = matrix_settings(manifest)
-        cfgs: dict[str, DictConfig] = {}
+        cfgs: dict[str, RunConfig] = {}
         for job in manifest.jobs:
             jd = manifest.job_dir(job["name"])
             if jd.is_done():
@@ -134,12 +132,12 @@ def run_resume(path: str) -> int:
             # A Slurm task that holds its job is still active there: submit_matrix waits for it
             # instead of resubmitting. Locally, a holder is a process no runner of ours controls
             # (e.g. a job a killed runner left behind, still checkpointing): refuse.
-            holder = probe(jd.path) if str(settings.launcher.name) != "slurm" else None
+            holder = probe(jd.path) if settings.launcher.name != "slurm" else None
             if holder is not None:
                 raise ConfigError(f"job {job['name']} of {manifest.dir} is still being run by "
                                   f"{describe_holder(holder)}; wait for it to end and resume again")
             plugins.load_for(cfgs[job["name"]])  # a plugin gone since the first run: one line, before any job
-        for name in sorted({str(c.tracker.name) for c in cfgs.values()}):
+        for name in sorted({c.tracker.name for c in cfgs.values()}):
             check_installed(name)
         done = len(manifest.jobs) - len(cfgs)
         say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
@@ -148,9 +146,9 @@ def run_resume(path: str) -> int:
         return _launch_and_report(manifest, cfgs, settings)
 
 
-def _launch_and_report(manifest: results.Manifest, cfgs: dict[str, DictConfig], settings: DictConfig) -> int:
-    if str(settings.launcher.name) == "slurm":
-        if bool(settings.launcher.slurm.wait) and _live(settings):
+def _launch_and_report(manifest: results.Manifest, cfgs: dict[str, RunConfig], settings: MatrixSettings) -> int:
+    if settings.launcher.name == "slurm":
+        if settings.launcher.slurm.wait and _live(settings):
             with progress.LiveView(manifest):
                 outcome = slurm.submit_matrix(manifest, cfgs, settings)
         else:
@@ -161,26 +159,26 @@ def _launch_and_report(manifest: results.Manifest, cfgs: dict[str, DictConfig], 
     return _finish(manifest, _run_local(manifest, cfgs, settings), settings)
 
 
-def _live(settings: DictConfig) -> bool:
-    return bool(settings.progress) and progress.LiveView.wanted()
+def _live(settings: MatrixSettings) -> bool:
+    return settings.progress and progress.LiveView.wanted()
 
 
-def _run_local(manifest: results.Manifest, cfgs: dict[str, DictConfig], settings: DictConfig) -> dict[str, int]:
+def _run_local(manifest: results.Manifest, cfgs: dict[str, RunConfig], settings: MatrixSettings) -> dict[str, int]:
     first = next(iter(cfgs.values()))
-    device = str(first.hardware.device)
+    device = str(first.hardware.device)  # the Device enum as the plain string the launcher takes
     if device == "auto":
         device = "cuda" if visible_gpus() else "cpu"
     if device == "cuda":
         visible = visible_gpus()
-        slots = visible if first.hardware.gpus is None else min(int(first.hardware.gpus), visible)
+        slots = visible if first.hardware.gpus is None else min(first.hardware.gpus, visible)
     else:
-        slots = int(first.hardware.gpus) if first.hardware.gpus is not None else 1
+        slots = first.hardware.gpus if first.hardware.gpus is not None else 1
     jobs = [
         LaunchJob(
             name=name,
             job_dir=manifest.job_dir(name).path,
-            command=torchrun_command(manifest.job_dir(name).path, int(cfg.hardware.nproc_per_node)),
-            nproc=int(cfg.hardware.nproc_per_node) if device == "cuda" or slots > 1 else 1,
+            command=torchrun_command(manifest.job_dir(name).path, cfg.hardware.nproc_per_node),
+            nproc=cfg.hardware.nproc_per_node if device == "cuda" or slots > 1 else 1,
             wall_seconds=wall_seconds(cfg.budget),
         )
         for name, cfg in cfgs.items()
@@ -230,7 +228,7 @@ def run_wait(path: str) -> int:
         return _wait(manifest, matrix_settings(manifest))
 
 
-def _wait(manifest: results.Manifest, settings: DictConfig) -> int:
+def _wait(manifest: results.Manifest, settings: MatrixSettings) -> int:
     slurm.refresh(manifest)
     jobs = {j["name"]: str(j["slurm_job_id"]) for j in manifest.jobs
             if j.get("slurm_job_id") and j["status"] in (results.PENDING, results.RUNNING)}
@@ -242,7 +240,7 @@ def _wait(manifest: results.Manifest, settings: DictConfig) -> int:
     return _finish(manifest, codes, settings)
 
 
-def _finish(manifest: results.Manifest, codes: dict[str, int], settings: DictConfig) -> int:
+def _finish(manifest: results.Manifest, codes: dict[str, int], settings: MatrixSettings) -> int:
     statuses = [j["status"] for j in manifest.jobs]
     manifest.update(ended=results.now_iso())
     if settings.report:
@@ -277,7 +275,7 @@ def _finished_as_recorded(manifest: results.Manifest) -> bool:
                     for j in manifest.jobs))
 
 
-def _already_finished(manifest: results.Manifest, settings: DictConfig) -> int:
+def _already_finished(manifest: results.Manifest, settings: MatrixSettings) -> int:
     """Resume of a matrix whose jobs are all DONE: nothing on disk changes (no new `ended`, no
     rewritten report); the existing report's summary is printed. A report that was never
     written (it failed) is written now, unless the matrix ran with report=false."""

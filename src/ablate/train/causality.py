@@ -25,7 +25,7 @@ def recheck(tr: "Trainer", when: str) -> bool:
         t0 = time.perf_counter()
         try:
             precisions = ["fp32"] + (["bf16"] if tr.dev.precision == "bf16" else [])
-            report = models.check_causal(tr.raw_model, seed=int(tr.cfg.seed), randomize=False,
+            report = models.check_causal(tr.raw_model, seed=tr.cfg.seed, randomize=False,
                                          precisions=precisions)
             record = report.to_record()
             if not report.ok:

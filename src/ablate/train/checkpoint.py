@@ -22,7 +22,6 @@ from safetensors.torch import load_file, save
 
 import models
 from ablate.atomic import atomic_open, atomic_write_bytes
-from ablate.config import KEEP_CHOICES  # noqa: F401 (budget.keep's options; validated in ablate.config)
 from ablate.errors import AblateError
 
 CHECKPOINT_FORMAT = 1

@@ -123,12 +123,12 @@ class DeviceSetup:
 def setup_device(hw, local_rank: int) -> DeviceSetup:
     """Resolve hardware.device / precision / tf32 / compile / threads for this rank.
 
-    ``hw`` is the RunConfig's ``hardware`` node, its values validated by ablate.config
-    (validate_hardware). Raises ConfigError for requests this machine cannot meet (cuda asked for
+    ``hw`` is the RunConfig's ``hardware`` (a HardwareConfig, its values validated by
+    ablate.config). Raises ConfigError for requests this machine cannot meet (cuda asked for
     where there is none, bf16 on a device without it).
     """
     warnings: list[str] = []
-    want = str(hw.device).lower()
+    want = hw.device
     has_cuda = torch.cuda.is_available()
     if want == "cuda" and not has_cuda:
         raise ConfigError(
@@ -137,7 +137,7 @@ def setup_device(hw, local_rank: int) -> DeviceSetup:
         )
     use_cuda = has_cuda and want in ("auto", "cuda")
     if hw.threads is not None:
-        torch.set_num_threads(int(hw.threads))
+        torch.set_num_threads(hw.threads)
 
     if use_cuda:
         n = torch.cuda.device_count()
@@ -153,7 +153,7 @@ def setup_device(hw, local_rank: int) -> DeviceSetup:
         device = torch.device("cpu")
         name = cpu_name()
 
-    precision = str(hw.precision).lower()
+    precision = hw.precision.value  # what this rank trains in, as summary.json says it: "bf16" | "fp32"
     if precision == "auto":
         if use_cuda:
             if torch.cuda.is_bf16_supported():
@@ -166,7 +166,7 @@ def setup_device(hw, local_rank: int) -> DeviceSetup:
     elif precision == "bf16" and use_cuda and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"hardware.precision=bf16 but {name} does not support bf16; use hardware.precision=fp32")
 
-    tf32 = bool(hw.tf32) and use_cuda
+    tf32 = hw.tf32 and use_cuda
     if use_cuda:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
@@ -176,7 +176,7 @@ def setup_device(hw, local_rank: int) -> DeviceSetup:
 
     # compile works on CPU too (inductor's C++ backend); whether it really ran is decided by the
     # trainer's compile probe (ablate.train.compile), which may fall back to eager and say so.
-    return DeviceSetup(device=device, name=name, precision=precision, tf32=tf32, compile=bool(hw.compile),
+    return DeviceSetup(device=device, name=name, precision=precision, tf32=tf32, compile=hw.compile,
                        warnings=warnings)
 
 

@@ -61,7 +61,7 @@ def evaluate(tr: "Trainer") -> float:
 
 def evaluate_final(tr: "Trainer") -> list[float]:
     """Every final-eval window's loss, in window order (on every rank)."""
-    local = window_losses(tr, tr.final_windows.batches(int(tr.cfg.hardware.micro_batch)))
+    local = window_losses(tr, tr.final_windows.batches(tr.cfg.hardware.micro_batch))
     parts = dist_mod.all_gather_object(local.cpu().tolist(), tr.dinfo)  # ranks hold consecutive windows
     return [v for part in parts for v in part]
 
@@ -71,7 +71,7 @@ def eval_and_record(tr: "Trainer", final: bool = False) -> None:
     full: Optional[list[float]] = None
     if final:
         full = evaluate_final(tr)
-        k = int(tr.cfg.data.val_windows)
+        k = tr.cfg.data.val_windows
         val = sum(full[:k]) / k  # the periodic windows are the first k: one curve, same windows
         full_loss = sum(full) / len(full)
         st.final_val_loss = full_loss
@@ -85,7 +85,7 @@ def eval_and_record(tr: "Trainer", final: bool = False) -> None:
     if final and tr.is_main and tr.val_batches:
         tr.gate_shares = gate_shares(tr)
     if tr.is_main:
-        tokens = st.iter * int(tr.cfg.optim.tokens_per_iter)
+        tokens = st.iter * tr.cfg.optim.tokens_per_iter
         rec = {
             "kind": "eval",
             "iter": st.iter,
@@ -103,9 +103,9 @@ def eval_and_record(tr: "Trainer", final: bool = False) -> None:
             rec["val_full_windows"] = len(full)
             results.write_final_eval(
                 tr.jd.final_eval, loss=full_loss, window_losses=full,
-                block_size=int(tr.cfg.model.block_size), fingerprint=tr.val_fingerprint,
+                block_size=tr.cfg.model.block_size, fingerprint=tr.val_fingerprint,
                 iteration=st.iter, tokens_seen=tokens, train_seconds=st.train_seconds,
-                periodic_windows=int(tr.cfg.data.val_windows), val_path=tr.final_windows.path)
+                periodic_windows=tr.cfg.data.val_windows, val_path=tr.final_windows.path)
         for key, per_layer in st.gates.items():
             for layer, value in enumerate(per_layer):
                 rec[f"gates/{layer}/{key}"] = value

@@ -33,13 +33,12 @@ KINDS = ("matrix", "embedding", "gate", "other")
 
 
 def grad_accum_for(tokens_per_iter: int, block_size: int, micro_batch: int, world_size: int) -> int:
-    """Micro-steps per rank so that the global batch is ``tokens_per_iter`` for any world size."""
-    per_micro = int(block_size) * int(micro_batch) * int(world_size)
-    if tokens_per_iter <= 0 or micro_batch <= 0 or block_size <= 0:
-        raise ConfigError(
-            f"optim.tokens_per_iter={tokens_per_iter}, hardware.micro_batch={micro_batch} and "
-            f"model.block_size={block_size} must all be positive"
-        )
+    """Micro-steps per rank so that the global batch is ``tokens_per_iter`` for any world size.
+
+    Each size is at least 1 (ablate.config refuses others at composition); whether they divide
+    depends on the world size, so this is the one place that rule is checked (the preflight calls
+    it with the world size it will launch)."""
+    per_micro = block_size * micro_batch * world_size
     if tokens_per_iter % per_micro != 0:
         lower = (tokens_per_iter // per_micro) * per_micro
         fixes = " or ".join(str(c) for c in (lower, lower + per_micro) if c > 0)
@@ -79,7 +78,7 @@ def param_groups(model, optim_cfg) -> tuple[list[dict], dict]:
         else:
             no_decay.append((name, p))
             kinds_seen["no_decay"].add(kind)
-    wd = float(optim_cfg.weight_decay)
+    wd = optim_cfg.weight_decay
     groups = []
     record_groups = []
     for gname, members, gwd in (("decay", decay, wd), ("no_decay", no_decay, 0.0)):
@@ -112,8 +111,7 @@ def build_optimizer(model, optim_cfg, device_type: str) -> tuple[torch.optim.Ada
     groups, record = param_groups(model, optim_cfg)
     if not groups:
         raise ConfigError("the model has no trainable parameters")
-    kwargs = dict(lr=float(optim_cfg.lr), betas=(float(optim_cfg.beta1), float(optim_cfg.beta2)),
-                  eps=float(optim_cfg.eps))
+    kwargs = dict(lr=optim_cfg.lr, betas=(optim_cfg.beta1, optim_cfg.beta2), eps=optim_cfg.eps)
     try:
         opt = torch.optim.AdamW(groups, fused=True, **kwargs)
         record["optimizer"], record["fused"] = "AdamW (fused)", True
@@ -146,20 +144,18 @@ def describe_groups(record: dict) -> list[str]:
 
 
 class Schedule:
-    """Warmup then cosine to min_lr; see the module docstring for the decay progress."""
+    """Warmup then cosine to min_lr; see the module docstring for the decay progress.
+
+    Takes the validated OptimConfig and budget (ablate.config: warmup_fraction in [0, 1), at least
+    one of max_iters and box_seconds set)."""
 
     def __init__(self, optim_cfg, max_iters: Optional[int], box_seconds: Optional[float]):
-        self.lr = float(optim_cfg.lr)
-        self.min_lr = float(optim_cfg.min_lr)
-        self.warmup = max(0, int(optim_cfg.warmup_iters))
-        self.max_iters = int(max_iters) if max_iters else None
-        self.box_seconds = float(box_seconds) if box_seconds else None
-        frac = getattr(optim_cfg, "warmup_fraction", None)
-        self.warmup_fraction = float(frac) if frac is not None else None
-        if self.warmup_fraction is not None and not 0.0 <= self.warmup_fraction < 1.0:
-            raise ConfigError(f"optim.warmup_fraction={frac} must be in [0, 1) (a share of the box)")
-        if self.max_iters is None and self.box_seconds is None:
-            raise ConfigError("set budget.box_seconds (a time box) or budget.max_iters (an iteration budget)")
+        self.lr = optim_cfg.lr
+        self.min_lr = optim_cfg.min_lr
+        self.warmup = optim_cfg.warmup_iters
+        self.max_iters = max_iters
+        self.box_seconds = box_seconds
+        self.warmup_fraction = optim_cfg.warmup_fraction
 
     @property
     def by_iters(self) -> bool:

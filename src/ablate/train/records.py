@@ -54,7 +54,7 @@ class Throughput:
 
 def throughput(tr: "Trainer", iters: int, seconds: float) -> Throughput:
     """ms/iter, tokens/s and MFU of ``iters`` training iterations in ``seconds`` (all ranks)."""
-    tpi = int(tr.cfg.optim.tokens_per_iter) if tr.cfg is not None else 0
+    tpi = tr.cfg.optim.tokens_per_iter if tr.cfg is not None else 0
     if iters <= 0 or seconds <= 0 or not tpi:
         return Throughput()
     tps = tpi * iters / seconds
@@ -68,26 +68,26 @@ def throughput(tr: "Trainer", iters: int, seconds: float) -> Throughput:
 def summary(tr: "Trainer", status: str, **extra: Any) -> dict:
     """summary.json's content (docs/results-format.md)."""
     cfg, st, dev = tr.cfg, tr.state, tr.dev
-    tpi = int(cfg.optim.tokens_per_iter) if cfg is not None else None
+    tpi = cfg.optim.tokens_per_iter if cfg is not None else None
     rate = throughput(tr, st.timed_iters, st.train_seconds)
     s = {
         "step": cfg.step.name if cfg is not None else None,
         "architecture": cfg.step.architecture if cfg is not None else None,
-        "seed": int(cfg.seed) if cfg is not None else None,
+        "seed": cfg.seed if cfg is not None else None,
         "status": status,
         "best_val_loss": st.best_val_loss,
         "best_val_iter": st.best_val_iter,
         "final_val_loss": st.final_val_loss,
         "final_val_windows": tr.final_windows.n_windows if tr.final_windows is not None else None,
         "final_val_tokens": tr.final_windows.tokens_per_eval if tr.final_windows is not None else None,
-        "val_windows": int(cfg.data.val_windows) if cfg is not None else None,
+        "val_windows": cfg.data.val_windows if cfg is not None else None,
         "final_eval_seconds": tr.final_eval_seconds,
         "warmup_end_seconds": (st.warmup_end_elapsed if tr.schedule is not None
                                and not tr.schedule.by_iters else None),
         "last_train_loss": st.last_train_loss,
         "iterations": st.iter,
-        "max_iters": (int(cfg.budget.max_iters) if cfg is not None and cfg.budget.max_iters else None),
-        "box_seconds": (float(cfg.budget.box_seconds) if cfg is not None and cfg.budget.box_seconds else None),
+        "max_iters": cfg.budget.max_iters if cfg is not None else None,
+        "box_seconds": cfg.budget.box_seconds if cfg is not None else None,
         "tokens_per_iter": tpi,
         "tokens_seen": (st.iter * tpi) if tpi else None,
         "train_seconds": st.train_seconds,
@@ -129,7 +129,7 @@ def train_row(tr: "Trainer", it: int, loss: float, lr: float, grad_norm: Optiona
     return {
         "kind": "train",
         "iter": it,
-        "tokens_seen": it * int(tr.cfg.optim.tokens_per_iter),
+        "tokens_seen": it * tr.cfg.optim.tokens_per_iter,
         "train_seconds": st.train_seconds,
         "loss/train": loss,
         "lr": lr,
@@ -152,7 +152,7 @@ def train_line(tr: "Trainer", row: dict) -> str:
     if mfu is not None:
         parts.append(f"mfu {100 * mfu:.1f}%")
     if b.box_seconds:
-        box = float(b.box_seconds)
+        box = b.box_seconds
         parts.append(f"box {st.train_seconds:.1f}s/{box:.0f}s ({max(0.0, box - st.train_seconds):.1f}s left)")
     else:
         parts.append(f"train {st.train_seconds:.1f}s")
@@ -171,8 +171,8 @@ def env_record(tr: "Trainer", model) -> dict:
         "autocast_dtype": dtype_name(dev.autocast_dtype),
         "sdpa": dev.sdpa,
         "grad_accum": tr.grad_accum,
-        "micro_batch": int(cfg.hardware.micro_batch),
-        "tokens_per_iter": int(cfg.optim.tokens_per_iter),
+        "micro_batch": cfg.hardware.micro_batch,
+        "tokens_per_iter": cfg.optim.tokens_per_iter,
         "num_params": int(model.num_params()),
         "flops_per_token": tr.flops_per_token,
         "peak_flops": dev.peak_flops(),
@@ -202,7 +202,7 @@ def header_lines(tr: "Trainer", model, notes_now: list[str]) -> list[str]:
            f" (autocast {dtype_name(dev.autocast_dtype)}) | tf32 {dev.tf32} | compile {dev.compile}"
            f" | {tr.optim_record['optimizer']} | SDPA flash {dev.sdpa['flash'] if dev.sdpa else None}"
            f" | threads {torch.get_num_threads()}"]
-    want = int(cfg.hardware.nproc_per_node)
+    want = cfg.hardware.nproc_per_node
     if want != tr.dinfo.local_world_size:
         out.append(f"note: hardware.nproc_per_node={want} but this job runs {tr.dinfo.local_world_size} "
                    f"process(es) per node (world size {tr.dinfo.world_size}); the global batch is unchanged")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from ablate import results
+from ablate.config import config_yaml, to_container
 from ablate.errors import ConfigError
 
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
@@ -74,7 +75,7 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard import SummaryWriter
 
         matrix = jd.path.parent
-        root = Path(str(cfg.tracker.dir)).expanduser() / matrix.name if cfg.tracker.dir else matrix / "tensorboard"
+        root = Path(cfg.tracker.dir).expanduser() / matrix.name if cfg.tracker.dir else matrix / "tensorboard"
         self.log_dir = root / jd.path.name
         # A resumed job re-logs iterations after its checkpoint: purge_step hides the old ones.
         self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=start_iter or None)
@@ -98,13 +99,13 @@ class WandbTracker(Tracker):
         import wandb
 
         matrix = jd.path.parent
-        folder = Path(str(cfg.tracker.dir)).expanduser() if cfg.tracker.dir else matrix
+        folder = Path(cfg.tracker.dir).expanduser() if cfg.tracker.dir else matrix
         folder.mkdir(parents=True, exist_ok=True)
         # One W&B run per job, also across resumes: the id is derived from the job directory.
         run_id = hashlib.sha256(str(jd.path.resolve()).encode()).hexdigest()[:24]
         self.run = wandb.init(
-            project=str(cfg.tracker.project), entity=cfg.tracker.entity, group=matrix.name, name=jd.path.name,
-            job_type=str(cfg.step.name), tags=[f"step:{cfg.step.name}", f"seed:{cfg.seed}"], config=config,
+            project=cfg.tracker.project, entity=cfg.tracker.entity, group=matrix.name, name=jd.path.name,
+            job_type=cfg.step.name, tags=[f"step:{cfg.step.name}", f"seed:{cfg.seed}"], config=config,
             dir=str(folder), mode=cfg.tracker.mode, id=run_id, resume="allow",
             settings=wandb.Settings(console="off", silent=True),
         )
@@ -145,7 +146,7 @@ class MlflowTracker(Tracker):
         if found:
             self.run_id = found[0].info.run_id
         else:
-            tags = {"step": str(cfg.step.name), "seed": str(cfg.seed), "ablate.job": jd.path.name,
+            tags = {"step": cfg.step.name, "seed": str(cfg.seed), "ablate.job": jd.path.name,
                     "ablate.matrix": matrix.name, "ablate.job_dir": str(jd.path.resolve())}
             self.run_id = client.create_run(exp_id, run_name=jd.path.name, tags=tags).info.run_id
             client.log_text(self.run_id, config_yaml, "config.yaml")
@@ -290,20 +291,18 @@ class TrackedMetrics:
 def open_metrics(cfg, jd: results.JobDir, writer: results.MetricsWriter, start_iter: int,
                  warn: Callable[[str], None]) -> Any:
     """The metrics sink of rank 0: the writer itself, or the writer plus the configured tracker."""
-    name = str(cfg.tracker.name)
+    name = cfg.tracker.name
     if name == "none":
         return writer
-    from omegaconf import OmegaConf
 
     def opener() -> Tracker:
         check_installed(name)
-        config = OmegaConf.to_container(cfg, resolve=True)
-        config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        config, text = to_container(cfg), config_yaml(cfg)
         if name == "tensorboard":
-            return TensorBoardTracker(cfg, jd, config_yaml, start_iter)
+            return TensorBoardTracker(cfg, jd, text, start_iter)
         if name == "wandb":
             return WandbTracker(cfg, jd, config, start_iter)
-        return MlflowTracker(cfg, jd, config, config_yaml, start_iter)
+        return MlflowTracker(cfg, jd, config, text, start_iter)
 
     return TrackedMetrics(writer, jd, name, opener, warn)
 

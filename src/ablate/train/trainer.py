@@ -40,7 +40,7 @@ import models
 from ablate import plugins as plugins_mod
 from ablate import results
 from ablate.atomic import is_disk_full
-from ablate.config import load_job_config, to_container
+from ablate.config import Keep, RunConfig, load_job_config, to_container
 from ablate.data import TrainBatches, ValWindows, final_val_windows, resolve_dataset
 from ablate.errors import AblateError, ConfigError, DiskFullError
 from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
@@ -68,7 +68,7 @@ class Trainer:
         self.dinfo = dinfo
         self.is_main = dinfo.is_main
         self.state = RunState()  # the counters; restored from a checkpoint
-        self.cfg = None
+        self.cfg: Optional[RunConfig] = None  # set in setup
         self.dev: Optional[DeviceSetup] = None
         self.log = records.TrainLog(None, False)
         self.metrics: Optional[MetricsWriter] = None
@@ -95,11 +95,10 @@ class Trainer:
 
     def train(self) -> dict:
         st, b = self.state, self.cfg.budget
-        clock = BoxClock(st, self.dev, self.dinfo, float(b.box_seconds) if b.box_seconds else None,
-                         int(b.max_iters) if b.max_iters else None, int(b.log_interval))
-        log_every, eval_every = int(b.log_interval), int(b.eval_interval)  # plain ints: read every iteration
-        ck_iters = int(b.checkpoint_interval_iters or 0)
-        ck_secs = float(b.checkpoint_interval_seconds) if b.checkpoint_interval_seconds else None
+        clock = BoxClock(st, self.dev, self.dinfo, b.box_seconds, b.max_iters, b.log_interval)
+        log_every, eval_every = b.log_interval, b.eval_interval  # locals: read every iteration
+        ck_iters = b.checkpoint_interval_iters or 0
+        ck_secs = b.checkpoint_interval_seconds
         # Read only at sync points: the first iteration with a non-finite loss (0: none yet).
         first_bad = torch.zeros((), dtype=torch.int64, device=self.dev.device)
         it_dev = torch.full((), st.iter, dtype=torch.int64, device=self.dev.device)
@@ -231,23 +230,22 @@ class Trainer:
             self.state.notes.append(f"preflight causality record unreadable ({e}); reported as unchecked")
         b = cfg.budget  # every value was validated by load_job_config (ablate.config.validate_run)
         self.schedule = Schedule(cfg.optim, b.max_iters, b.box_seconds)
-        self.clip = float(cfg.optim.grad_clip)
+        self.clip = cfg.optim.grad_clip
 
         self.dev = dev = setup_device(cfg.hardware, self.dinfo.local_rank)
-        self.compiled = CompileResult(requested=bool(cfg.hardware.compile), compiled=False)
+        self.compiled = CompileResult(requested=cfg.hardware.compile, compiled=False)
         if self.is_main:
             # Under the local launcher our stdout already goes to train.log: do not write it twice.
             captured = os.environ.get(results.LOG_CAPTURED_ENV) == "1"
             self.log = records.TrainLog(None if captured else self.jd.log, True)
         dist_mod.init(self.dinfo, dev.device)
         ws, rank = self.dinfo.world_size, self.dinfo.rank
-        self.grad_accum = grad_accum_for(int(cfg.optim.tokens_per_iter), int(cfg.model.block_size),
-                                         int(cfg.hardware.micro_batch), ws)
+        self.grad_accum = grad_accum_for(cfg.optim.tokens_per_iter, cfg.model.block_size, cfg.hardware.micro_batch, ws)
         self._setup_data()
 
         # Model: identical init on every rank; the researcher's own modules first (same as preflight).
         self.plugins = plugins_mod.load_for(cfg)
-        seed = int(cfg.seed)
+        seed = cfg.seed
         ckpt_mod.seed_all(seed)
         try:
             model = models.build_model(cfg.model)
@@ -255,7 +253,7 @@ class Trainer:
             raise ConfigError(str(e)) from None
         model.to(dev.device)
         self.raw_model = model
-        dev.sdpa = probe_sdpa(dev, int(cfg.model.n_head), int(cfg.model.n_embd) // int(cfg.model.n_head))
+        dev.sdpa = probe_sdpa(dev, cfg.model.n_head, cfg.model.n_embd // cfg.model.n_head)
         self.flops_per_token = float(model.flops_per_token())
         self.optimizer, self.optim_record = build_optimizer(model, cfg.optim, dev.device.type)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -295,20 +293,18 @@ class Trainer:
         cfg, ws, rank = self.cfg, self.dinfo.world_size, self.dinfo.rank
         # Rank 0 resolves first (it may tokenize into a cache), then the others.
         if self.is_main:
-            ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
+            ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
         dist_mod.barrier(self.dinfo)
         if not self.is_main:
-            ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
+            ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
         self.dataset = ds
-        self.batches = TrainBatches(ds.train_paths, int(cfg.model.block_size), int(cfg.hardware.micro_batch),
-                                    self.grad_accum, ws, rank, int(cfg.seed))
-        T = int(cfg.model.block_size)
-        self.val_batches = ValWindows(ds.val_path, T, int(cfg.data.val_windows),
-                                      ws, rank).batches(int(cfg.hardware.micro_batch))
+        T, micro = cfg.model.block_size, cfg.hardware.micro_batch
+        self.batches = TrainBatches(ds.train_paths, T, micro, self.grad_accum, ws, rank, cfg.seed)
+        self.val_batches = ValWindows(ds.val_path, T, cfg.data.val_windows, ws, rank).batches(micro)
         if self.dev.is_cuda:
             self.val_batches = [(x.pin_memory(), y.pin_memory()) for x, y in self.val_batches]
         # The final eval: a superset of the periodic windows, sized by data.val_tokens.
-        n_final, self.val_note = final_val_windows(ds.val_path, T, cfg.data.val_tokens, int(cfg.data.val_windows))
+        n_final, self.val_note = final_val_windows(ds.val_path, T, cfg.data.val_tokens, cfg.data.val_windows)
         self.final_windows = ValWindows(ds.val_path, T, n_final, ws, rank)
         self.val_fingerprint = self.final_windows.fingerprint() if self.is_main else None
 
@@ -352,7 +348,7 @@ class Trainer:
         if len(rngs) == self.dinfo.world_size:
             ckpt_mod.restore_rng(rngs[self.dinfo.rank], self.dev.device)
         else:
-            ckpt_mod.seed_all(int(self.cfg.seed) + self.dinfo.rank * RANK_SEED_OFFSET + self.state.iter)
+            ckpt_mod.seed_all(self.cfg.seed + self.dinfo.rank * RANK_SEED_OFFSET + self.state.iter)
             self.state.notes.append(f"resumed at iteration {self.state.iter} with world size {self.dinfo.world_size} "
                                     f"(checkpoint had {len(rngs)}): dropout RNG reseeded")
 
@@ -361,7 +357,7 @@ class Trainer:
         rngs = dist_mod.all_gather_object(ckpt_mod.capture_rng(self.dev.device), self.dinfo)
         if self.is_main:
             state = {**self.state.state_dict(), "causality": self.causality, "world_size": self.dinfo.world_size,
-                     "seed": int(self.cfg.seed), "step": str(self.cfg.step.name)}
+                     "seed": self.cfg.seed, "step": self.cfg.step.name}
             ckpt_mod.save_checkpoint(self.jd.checkpoint, {
                 "model": self.raw_model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -401,21 +397,19 @@ class Trainer:
 
     def _keep_model_and_mark_done(self) -> None:
         """What budget.keep says a DONE job keeps of its model, then DONE (all ranks call this)."""
-        keep = str(self.cfg.budget.keep)
-        if keep not in ckpt_mod.KEEP_CHOICES:  # validate_budget refuses it; never delete on a typo
-            keep = "checkpoint"
-        if keep == "checkpoint":
+        keep = self.cfg.budget.keep  # a Keep: the schema refuses any other value
+        if keep == Keep.checkpoint:
             self.save_checkpoint()  # all ranks: the full state at the end, not the last periodic one
-        if self.is_main and keep in ("weights", "checkpoint"):
+        if self.is_main and keep in (Keep.weights, Keep.checkpoint):
             # Before DONE: a DONE job has its weights. A failure here loses nothing measured.
             try:
                 ckpt_mod.save_final_weights(self.jd.weights, self.raw_model, to_container(self.cfg.model))
             except Exception as e:
-                keep = "checkpoint"  # the weights are still in checkpoint.pt
+                keep = Keep.checkpoint  # the weights are still in checkpoint.pt
                 self.log(f"warning: final weights not written ({type(e).__name__}: {e}); checkpoint.pt kept")
         if self.is_main:
             self.jd.mark_done()
-            if keep != "checkpoint":
+            if keep != Keep.checkpoint:
                 # Optimizer state is only for resume, and a DONE job is never resumed.
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.jd.checkpoint)

@@ -37,9 +37,8 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import DictConfig
-
 from ablate import results
+from ablate.config import MatrixSettings, RunConfig
 from ablate.launch.slurm.poll import (ACTIVE_STATES, GONE, RUNNING_STATES, load_manifest, refresh, say,
                                       slurm_states, wait_for)
 from ablate.launch.slurm.sbatch import (array_parameters, describe_submission, executor_parameters, log_folder,
@@ -52,8 +51,8 @@ __all__ = ["submit_matrix", "array_parameters", "describe_submission", "executor
            "ACTIVE_STATES", "RUNNING_STATES", "GONE"]
 
 
-def submit_matrix(manifest: results.Manifest, cfgs: dict[str, DictConfig],
-                  settings: DictConfig) -> Optional[dict[str, int]]:
+def submit_matrix(manifest: results.Manifest, cfgs: dict[str, RunConfig],
+                  settings: MatrixSettings) -> Optional[dict[str, int]]:
     """Submit the jobs as one array, or wait for those Slurm still has (a resumed matrix).
 
     ``settings`` are the matrix's (ablate.config.MatrixSettings: ``launcher.slurm``). Returns exit
@@ -98,7 +97,7 @@ def submit_matrix(manifest: results.Manifest, cfgs: dict[str, DictConfig],
         say(f"submitted {len(jobs)} job(s) as Slurm " + (f"job array {array}: " if len(jobs) > 1 else "job ")
             + ", ".join(f"{n}={j}" for n, j in submitted.items()))
     waiting = {**attached, **submitted}
-    if not bool(settings.launcher.slurm.wait):
+    if not settings.launcher.slurm.wait:
         say("queued; nothing waits for the jobs. Later, from the files:")
         say(f"  status:          python -m ablate.matrix status={manifest.dir}")
         say(f"  wait and report: python -m ablate.matrix wait={manifest.dir}")

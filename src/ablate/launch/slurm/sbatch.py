@@ -12,61 +12,60 @@ from pathlib import Path
 from typing import Any, Optional
 
 import submitit
-from omegaconf import DictConfig
 from submitit.slurm.slurm import _make_sbatch_string
 
 from ablate import results
-from ablate.config import wall_seconds
+from ablate.config import MatrixSettings, RunConfig, wall_seconds
 from ablate.errors import ConfigError
 
 
 _SBATCH_VALUE = re.compile(r"[A-Za-z0-9._,:&|!\[\]()*@+-]+")
 
 
-def executor_parameters(cfg: DictConfig, settings: DictConfig) -> dict:
+def executor_parameters(cfg: RunConfig, settings: MatrixSettings) -> dict:
     s = settings.launcher.slurm
-    nproc = int(cfg.hardware.nproc_per_node)
-    on_gpu = str(cfg.hardware.device) != "cpu"
+    nproc = cfg.hardware.nproc_per_node
+    on_gpu = cfg.hardware.device != "cpu"
     gpus = s.gpus_per_node if s.gpus_per_node is not None else (nproc if on_gpu else None)
     box_min = (wall_seconds(cfg.budget) or 0.0) / 60.0
-    time_min = int(box_min + int(s.time_margin_min) + 0.999)
+    time_min = int(box_min + s.time_margin_min + 0.999)  # whole minutes, rounded up
     if time_min < 1:
         raise ConfigError(
             f"Slurm time limit {time_min} min (box + budget.grace_seconds + launcher.slurm.time_margin_min) "
             f"must be at least 1 minute"
         )
-    if not 0 < int(s.signal_delay_s) < 60 * time_min:
+    if not 0 < s.signal_delay_s < 60 * time_min:
         raise ConfigError(
             f"launcher.slurm.signal_delay_s={s.signal_delay_s} must be positive and shorter than the time limit "
             f"({60 * time_min} s), else the checkpoint signal comes at the start of the job"
         )
     params: dict[str, Any] = {
-        "job_name": f"ablate-{results.sanitize_name(str(cfg.experiment or 'matrix'))}",
-        "nodes": int(s.nodes),
+        "job_name": f"ablate-{results.sanitize_name(cfg.experiment or 'matrix')}",
+        "nodes": s.nodes,
         "ntasks_per_node": nproc,
-        "cpus_per_task": int(s.cpus_per_task),
+        "cpus_per_task": s.cpus_per_task,
         "time": time_min,
-        "signal_delay_s": int(s.signal_delay_s),
-        "array_parallelism": int(s.array_parallelism),
+        "signal_delay_s": s.signal_delay_s,
+        "array_parallelism": s.array_parallelism,
     }
     if gpus:
-        params["gpus_per_node"] = int(gpus)
+        params["gpus_per_node"] = gpus
     for key in ("partition", "account", "qos", "constraint"):
-        value = s.get(key)
+        value = getattr(s, key)
         if value:
             # These become "#SBATCH --key=value" lines: a newline or space would smuggle in more.
-            if not _SBATCH_VALUE.fullmatch(str(value)):
+            if not _SBATCH_VALUE.fullmatch(value):
                 raise ConfigError(
-                    f"launcher.slurm.{key}={str(value)!r} has characters Slurm names do not use; "
+                    f"launcher.slurm.{key}={value!r} has characters Slurm names do not use; "
                     f"allowed: letters, digits and . _ - , : & | ! [ ] ( ) * @ +"
                 )
-            params[key] = str(value)
+            params[key] = value
     if s.mem_gb:
-        params["mem"] = f"{int(s.mem_gb)}GB"
+        params["mem"] = f"{s.mem_gb}GB"
     return params
 
 
-def array_parameters(cfgs: dict[str, DictConfig], settings: DictConfig) -> dict:
+def array_parameters(cfgs: dict[str, RunConfig], settings: MatrixSettings) -> dict:
     """The sbatch parameters of a matrix's one job array. One array has one sbatch script, so every
     job must need the same: a sweep that changes them (budget.box_seconds: the time limit;
     hardware.nproc_per_node: the tasks) would run its other jobs under the first one's, and is
@@ -98,7 +97,7 @@ def log_folder_problem(folder: os.PathLike | str) -> Optional[str]:
     return None
 
 
-def log_folder(manifest: results.Manifest, settings: DictConfig) -> Path:
+def log_folder(manifest: results.Manifest, settings: MatrixSettings) -> Path:
     folder = Path(settings.launcher.slurm.folder or (manifest.dir / ".submitit")).expanduser().absolute()
     problem = log_folder_problem(folder)
     if problem:
@@ -106,17 +105,17 @@ def log_folder(manifest: results.Manifest, settings: DictConfig) -> Path:
     return folder
 
 
-def executor(folder: Path, cfg: DictConfig, settings: DictConfig) -> "submitit.SlurmExecutor":
+def executor(folder: Path, cfg: RunConfig, settings: MatrixSettings) -> "submitit.SlurmExecutor":
     try:
         executor = submitit.SlurmExecutor(folder=str(folder),
-                                          max_num_timeout=int(settings.launcher.slurm.max_num_timeout))
+                                          max_num_timeout=settings.launcher.slurm.max_num_timeout)
     except RuntimeError as e:  # submitit: "Could not detect srun, are you indeed on a slurm cluster?"
         raise ConfigError(f"launcher=slurm: {e} (submit from a Slurm login node)") from None
     executor.update_parameters(**executor_parameters(cfg, settings))
     return executor
 
 
-def sbatch_script(cfg: DictConfig, settings: DictConfig, n_jobs: int, folder: str | Path) -> Optional[str]:
+def sbatch_script(cfg: RunConfig, settings: MatrixSettings, n_jobs: int, folder: str | Path) -> Optional[str]:
     """The sbatch script submitit would write for ``n_jobs`` array tasks (None if unavailable)."""
     try:
         command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
@@ -128,7 +127,7 @@ def sbatch_script(cfg: DictConfig, settings: DictConfig, n_jobs: int, folder: st
         return None
 
 
-def describe_submission(cfgs: dict[str, DictConfig], settings: DictConfig, folder: Optional[str] = None) -> str:
+def describe_submission(cfgs: dict[str, RunConfig], settings: MatrixSettings, folder: Optional[str] = None) -> str:
     first = next(iter(cfgs.values()))
     params = array_parameters(cfgs, settings)
     n = len(cfgs)
@@ -136,7 +135,7 @@ def describe_submission(cfgs: dict[str, DictConfig], settings: DictConfig, folde
     lines = [f"Slurm submission: {kind} of {n} task(s) through submitit, each with:"]
     lines += [f"  {k} = {v}" for k, v in params.items()]
     lines.append(f"  requeued on USR2 {params['signal_delay_s']} s before the time limit "
-                 f"(at most {int(settings.launcher.slurm.max_num_timeout)} time limits per job)")
+                 f"(at most {settings.launcher.slurm.max_num_timeout} time limits per job)")
     lines.append("  each rank runs: ablate.train.run_job(<job dir>) (a submitit Checkpointable)")
     lines.append("  array tasks, in order: " + ", ".join(cfgs))
     folder = folder or settings.launcher.slurm.folder or f"{settings.results_root}/test_matrix_results_<timestamp>/.submitit"
