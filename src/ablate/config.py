@@ -449,14 +449,9 @@ def load_job_config(path: Path | str) -> RunConfig:
     try:
         # An older format's layout is brought up to date first (ablate.results.upgrade_job_config).
         loaded = upgrade_job_config(OmegaConf.to_container(OmegaConf.load(path)))
-        cfg: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), loaded))  # type: ignore[assignment]
-    except Exception as e:  # omegaconf raises several types; all mean "this file does not fit"
-        raise ConfigError(f"{path}: {choice_error(e) or 'does not match the config schema: ' + _one_line(e)}") from None
-    try:
-        validate_run(cfg)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    return cfg
+    except Exception as e:  # not YAML, or not a mapping
+        raise ConfigError(f"{path}: does not match the config schema: {_one_line(e)}") from None
+    return _typed(RunConfig, loaded, path, "does not match the config schema", validate_run)
 
 
 def choice_error(e: Optional[BaseException]) -> Optional[str]:
@@ -475,16 +470,21 @@ def choice_error(e: Optional[BaseException]) -> Optional[str]:
 def load_matrix_settings(stored: dict, where: Path | str) -> MatrixSettings:
     """A matrix's settings as stored (``ablate.results.read_matrix_settings``) through the schema,
     as the dataclass; ``where`` names the file they came from in an error."""
+    return _typed(MatrixSettings, stored, where, "matrix settings do not match the schema", validate_settings)
+
+
+def _typed(schema: type, stored: Any, where: Path | str, mismatch: str, validate: Any) -> Any:
+    """``stored`` (plain values) through ``schema`` to its dataclass, then its rules; every refusal
+    is one line starting with ``where``."""
     try:
-        settings: MatrixSettings = OmegaConf.to_object(  # type: ignore[assignment]
-            OmegaConf.merge(OmegaConf.structured(MatrixSettings), stored))
+        obj = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), stored))
     except Exception as e:  # omegaconf raises several types; all mean "this does not fit"
-        raise ConfigError(f"{where}: {choice_error(e) or 'matrix settings do not match the schema: ' + _one_line(e)}") from None
+        raise ConfigError(f"{where}: {choice_error(e) or mismatch + ': ' + _one_line(e)}") from None
     try:
-        validate_settings(settings)
+        validate(obj)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
-    return settings
+    return obj
 
 
 def to_container(cfg: Any) -> dict:
