@@ -501,4 +501,7 @@ def config_yaml(cfg: Any) -> str:
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
+    """OmegaConf's message on one line, its "full_key: ... object_type=..." detail as just the key."""
+    text = " ".join(str(e).split()).split(" full_key:")[0]
+    key = getattr(e, "full_key", None)
+    return f"{text} (key {key})" if key else text
