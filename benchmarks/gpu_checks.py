@@ -194,7 +194,7 @@ class Checks:
         self._keep_log(job, "trainer (python -m ablate.matrix ... hardware=gpu step=V0)")
         s = json.loads((job / "summary.json").read_text())
         env = json.loads((job / "env.json").read_text())
-        keys = ("status", "iterations", "timed_iters", "train_seconds", "warmup_seconds", "tokens_per_iter",
+        keys = ("status", "iterations", "timed_iters", "train_seconds", "box_seconds", "warmup_seconds", "tokens_per_iter",
                 "tokens_per_s", "ms_per_iter", "mfu", "peak_memory_mb", "precision", "autocast_dtype", "compile",
                 "compile_error", "compile_seconds", "compile_graphs", "compile_graph_breaks", "optimizer",
                 "sdpa_flash", "world_size", "device", "best_val_loss")
@@ -315,7 +315,7 @@ def render(res: dict) -> str:
     if t and t.get("summary"):
         s = t["summary"]
         lines.append(f"`python -m ablate.matrix experiment=ra_ablation hardware=gpu step=V0 data=shards ...` "
-                     f"(torchrun, 1 rank): {s['status']}, {s['iterations']} iterations in a {_f(s['train_seconds'], '.0f')} s box "
+                     f"(torchrun, 1 rank): {s['status']}, {s['iterations']} iterations in {_f(s['train_seconds'], '.0f')} s of training (a {_f(s['box_seconds'], '.0f')} s box) "
                      f"(+ {_f(s['warmup_seconds'], '.0f')} s warm-up incl. compile {_f(s['compile_seconds'], '.0f')} s), "
                      f"compile {s['compile']} ({_f(s['compile_graphs'], 'd')} graphs, {_f(s['compile_graph_breaks'], 'd')} breaks"
                      f"{', error: ' + s['compile_error'] if s['compile_error'] else ''}), {s['precision']} "

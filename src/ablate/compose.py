@@ -323,6 +323,13 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+def _option_file(option: str) -> str:
+    """Where Hydra found ``group/option`` (its message names only that): conf/ first, as Hydra looks
+    there first; else a --config-dir folder, which the message cannot name."""
+    path = conf_dir() / f"{option}.yaml"
+    return str(path) if path.is_file() else f"{option}.yaml (in a --config-dir folder)"
+
+
 def _composition_message(e: BaseException, groups: dict[str, list[str]]) -> str:
     """Hydra's message for a missing group option lists the options on later lines; keep them.
     An unknown key in a YAML file gets the schema's nearest key instead of Hydra's '+' hint."""
@@ -342,7 +349,7 @@ def _composition_message(e: BaseException, groups: dict[str, list[str]]) -> str:
     if (isinstance(e, ConfigKeyError) or "ConfigKeyError" in text) and full_key \
             and full_key not in schema.schema_keys():
         where = re.match(r"In '([^']+)'", text)
-        prefix = f"conf/{where.group(1)}.yaml: " if where else ""
+        prefix = f"{_option_file(where.group(1))}: " if where else ""
         return prefix + schema.unknown_key_message(str(full_key), groups)
     text = text.split(" To append to your config use +")[0]
     # OmegaConf appends "full_key: ..., object_type=..." detail; the first sentence carries the fix.

@@ -24,6 +24,7 @@ from omegaconf.errors import ValidationError
 from ablate.checks import Choice, choice, count, finite, share
 from ablate.data.config import DataConfig
 from ablate.errors import ConfigError
+from ablate.lock import POLICIES as LOCK_POLICIES
 from ablate.results import upgrade_job_config
 from models import ModelConfigError
 from models.config import ModelConfig, estimate_params, to_model_config, validate_config
@@ -285,6 +286,16 @@ class TrackerConfig:
     """MLflow tracking URI, e.g. http://host:5000 or sqlite:///mlflow.db (None: $MLFLOW_TRACKING_URI
     or MLflow's default); the experiment is named after the matrix directory."""
 
+    def problems(self) -> list[str]:
+        out = choice("tracker.name", self.name, TRACKERS)
+        if self.mode is not None:
+            out += choice("tracker.mode", self.mode, WANDB_MODES)
+        return out
+
+
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
+WANDB_MODES = ("online", "offline", "disabled")
+
 
 @dataclass
 class RunConfig:
@@ -313,7 +324,7 @@ class RunConfig:
     def problems(self) -> list[str]:
         """Every group's problems, then the model's (ranges, and whether it fits this host)."""
         out = self.budget.problems() + self.optim.problems() + self.hardware.problems()
-        out += self.data.problems() + model_problems(self.model)
+        out += self.data.problems() + self.tracker.problems() + model_problems(self.model)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             out.append(f"seed={self.seed} must be a non-negative integer below 2**63")
         return out
@@ -416,10 +427,15 @@ def _positive_seconds(value: str) -> bool:
     return not finite("", value)  # a finite number > 0
 
 
+TRAIN_SYNC_MODES = ("auto", "every", "sparse")
+"""ABLATE_TRAIN_SYNC: sync every iteration, only at sync points, or auto (every on CPU, sparse on
+CUDA); read by ablate.train.clock."""
+
 ENVIRONMENT: dict[str, tuple[str, Any]] = {
     "ABLATE_SMOKE_SECONDS": ("a positive number of seconds (the smoke preset's time box)", _positive_seconds),
-    "ABLATE_TRAIN_SYNC": ("one of auto, every, sparse", lambda v: v.strip().lower() in ("", "auto", "every", "sparse")),
-    "ABLATE_LOCKS": ("one of strict, warn", lambda v: v.strip().lower() in ("strict", "warn")),
+    "ABLATE_TRAIN_SYNC": (f"one of {', '.join(TRAIN_SYNC_MODES)}",
+                          lambda v: v.strip().lower() in ("",) + TRAIN_SYNC_MODES),
+    "ABLATE_LOCKS": (f"one of {', '.join(LOCK_POLICIES)}", lambda v: v.strip().lower() in LOCK_POLICIES),
 }
 """Environment variables ablate reads, with what each must hold; checked before composing."""
 

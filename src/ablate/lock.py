@@ -38,9 +38,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ablate import results
 from ablate.errors import AblateError, ConfigError
 
-LOCK_FILE = ".ablate.lock"
+LOCK_FILE = results.LOCK
 POLICIES = ("strict", "warn")
 
 # errno values meaning "this filesystem does not do locks", as opposed to "someone holds it".

@@ -22,6 +22,15 @@ EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 3  # stopped by a signal after checkpointing; resumable
 
+# Exit codes of `python -m ablate.matrix` (a run, resume=, wait=, status=): the same numbers, for the
+# matrix as a whole. 3 means the matrix is not finished but nothing went wrong: every job that did
+# not complete was stopped after checkpointing (resume= continues it), or is still queued or
+# running (status=/wait= again later).
+MATRIX_COMPLETED = 0  # every job completed (or --plan / --cfg job printed what would run)
+MATRIX_NOT_COMPLETED = 1  # a job failed or leaked
+MATRIX_USER_ERROR = 2  # refused before anything ran: one `error:` line says why
+MATRIX_UNFINISHED = 3
+
 
 def describe_exit(code: int) -> str:
     if code == EXIT_COMPLETED:
@@ -120,6 +129,14 @@ def job_outcome(jd: results.JobDir, code: int, error: Optional[str]) -> tuple[st
     if logged:
         return results.FAILED, logged
     return results.FAILED, error or f"exited with code {code} without completing"
+
+
+def done_status(jd: results.JobDir) -> Optional[str]:
+    """How a job with DONE ended: completed, or leaked (its trained weights failed the causality
+    recheck; DONE too, since training it again would leak again). None while it has no DONE."""
+    if not jd.is_done():
+        return None
+    return job_outcome(jd, EXIT_COMPLETED, None)[0]
 
 
 def record_in_summary(jd: results.JobDir, status: str, error: Optional[str]) -> None:

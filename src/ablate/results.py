@@ -66,6 +66,8 @@ DONE = "DONE"
 FINAL_EVAL = "final_eval.json"
 SBATCH = "submission.sbatch"
 CAUSALITY = "causality.json"
+SUBMITIT = ".submitit"  # Slurm: submitit's folder in the matrix directory (unless launcher.slurm.folder)
+LOCK = ".ablate.lock"  # in the matrix directory and in each job directory: see ablate.lock
 STDOUT = "stdout.log"  # the job's processes' output (local: a file; Slurm: a link to the task's log)
 
 # Job status values, in summary.json and matrix.json.

@@ -37,6 +37,8 @@ def _refused(capsys, argv, root: Path) -> str:
     ("optim.tokens_per_iter=0", "optim.tokens_per_iter=0"),
     ("optim.tokens_per_iter=-512", "optim.tokens_per_iter=-512"),
     ("hardware.threads=0", "hardware.threads=0"),
+    ("tracker.name=tensorbord", "tracker.name='tensorbord' must be one of none, tensorboard, wandb, mlflow"),
+    ("tracker.mode=bogus", "tracker.mode='bogus' must be one of online, offline, disabled"),
     ("hardware.micro_batch=0", "hardware.micro_batch=0"),
     ("optim.lr=-0.001", "optim.lr=-0.001"),
     ("optim.lr=nan", "optim.lr=nan"),

@@ -70,6 +70,13 @@ def test_the_job_files_correct_a_lagging_manifest(tmp_path):
     assert {j.name: j.status for j in progress.read(m).jobs}["V17"] == "pending"
 
 
+def test_a_done_job_whose_weights_leaked_is_shown_leaked_not_completed(tmp_path):
+    m = _matrix(tmp_path)
+    (m.dir / "V16" / "summary.json").write_text(json.dumps({"status": "leaked", "error": "leaks at position 3"}))
+    (m.dir / "V16" / "DONE").write_text("")  # a leaked job is DONE too: training it again would leak again
+    assert {j.name: j.status for j in progress.read(m).jobs}["V16"] == "leaked"
+
+
 def test_status_command_prints_every_job_and_says_it_is_still_running(tmp_path, capsys):
     m = _matrix(tmp_path)
     assert main([f"status={m.dir}"]) == 3

@@ -88,7 +88,7 @@ def test_causality_record(tmp_path):
     assert "2 of 3 run(s) without a causality check" in w
     # each run says why: an old summary without the record vs a run with preflight=false
     assert "no causality record in summary.json: V16" in w
-    assert "not checked before training (preflight=false): V17" in w
+    assert "not checked before training (preflight=false, or no causality.json): V17" in w
     assert [r[0] for r in table_rows(md)] == ["V0", "V16 ⚠", "V17 ⚠"]
 
 

@@ -13,7 +13,7 @@ STABLE_KEYS = [
     ("step", "architecture step (a step option, e.g. V0,V16,V17,V18 with --multirun)"),
     ("seed", "random seed of init, dropout and data order (e.g. seed=1,2,3 with --multirun)"),
     ("budget.box_seconds", "time box in seconds of training iterations"),
-    ("budget.max_iters", "iteration budget (with train_seconds: whichever ends first)"),
+    ("budget.max_iters", "iteration budget (with box_seconds: whichever ends first)"),
     ("results_root", "where new matrix directories are created (default: results)"),
     ("hardware.nproc_per_node", "processes (GPUs) per job"),
 ]
@@ -92,6 +92,10 @@ def help_text(argv: list[str] | None = None) -> str:
         "  --config-dir DIR  also look for config groups in DIR (your own step/V19.yaml, ...);",
         "                    with plugins=[module] plugin_path=[folder] your own model code is imported",
         "  -h, --help        this text (add --config-dir DIR to list that folder's options too)",
+        "",
+        "Exit codes: 0 every job completed (or --plan / --cfg job printed what would run); 1 a job failed or",
+        "leaked; 2 refused before anything ran (the error line says why); 3 not finished, nothing wrong: the",
+        "jobs left were stopped after checkpointing (resume= continues them) or are still queued or running.",
         "",
         "Examples:",
     ]

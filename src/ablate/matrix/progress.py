@@ -21,6 +21,7 @@ from typing import Optional, TextIO
 from tabulate import tabulate
 
 from ablate import console, results
+from ablate.outcome import MATRIX_COMPLETED, MATRIX_NOT_COMPLETED, MATRIX_UNFINISHED, done_status
 from ablate.errors import AblateError
 from ablate.launch import slurm
 from ablate.lock import LockHeld, LockUnavailable, lock_matrix
@@ -138,8 +139,9 @@ def read(manifest: results.Manifest, cache: Optional[dict] = None) -> MatrixProg
         summary = _summary(jd)
         # The manifest can lag the job (Slurm's queue is polled every few seconds); the job's own
         # files cannot: DONE means done, a fresh "running" summary means it trains now.
-        if job.status in (results.PENDING, results.RUNNING) and jd.is_done():
-            job.status = results.COMPLETED
+        done = done_status(jd) if job.status in (results.PENDING, results.RUNNING) else None
+        if done:
+            job.status = done
         elif job.status == results.PENDING and summary.get("status") == results.RUNNING \
                 and not summary.get("stopped_by"):
             job.status = results.RUNNING
@@ -182,6 +184,7 @@ def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -
     head = (f"{c(results.COMPLETED)} done, {c(results.RUNNING)} running, {c(results.PENDING)} queued"
             + (f", {c(results.FAILED)} failed" if c(results.FAILED) else "")
             + (f", {c(results.INTERRUPTED)} interrupted" if c(results.INTERRUPTED) else "")
+            + (f", {c(results.LEAKED)} leaked" if c(results.LEAKED) else "")
             + f" of {len(progress.jobs)} | ETA ~{_duration(progress.eta_seconds)} of training")
     lines = [f"[matrix] {head}"]
     name_w = max([len(j.name) for j in progress.jobs] + [4])
@@ -314,13 +317,13 @@ def status(path: str) -> int:
         print(line, flush=True)
     statuses = [j.status for j in progress.jobs]
     if all(s == results.COMPLETED for s in statuses):
-        return 0
+        return MATRIX_COMPLETED
     if any(s in (results.PENDING, results.RUNNING) for s in statuses) \
             or any(state in slurm.ACTIVE_STATES for state in states.values()):
-        return 3
+        return MATRIX_UNFINISHED
     if states:
         console.emit(f"[ablate] resume the jobs that did not complete with: python -m ablate.matrix resume={manifest.dir}")
-    return 1
+    return MATRIX_NOT_COMPLETED
 
 
 def slurm_table(manifest: results.Manifest, states: dict[str, str]) -> str:

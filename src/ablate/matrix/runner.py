@@ -26,7 +26,8 @@ from ablate.lock import DirLock, describe_holder, lock_matrix, probe
 from ablate.matrix import progress
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import describe_failures, preflight, visible_gpus
-from ablate.outcome import job_outcome, record_in_summary
+from ablate.outcome import (MATRIX_COMPLETED, MATRIX_NOT_COMPLETED, MATRIX_UNFINISHED, done_status, job_outcome,
+                            record_in_summary)
 from ablate.report import terminal_summary, write_report
 from ablate.train.trackers import check_installed
 
@@ -121,8 +122,8 @@ def run_resume(path: str) -> int:
         cfgs: dict[str, RunConfig] = {}
         for job in manifest.jobs:
             jd = manifest.job_dir(job["name"])
-            if jd.is_done():
-                status, _ = job_outcome(jd, 0, None)  # completed, or leaked
+            status = done_status(jd)
+            if status:
                 if job["status"] != status:
                     manifest.update_job(job["name"], status=status)
                 continue
@@ -256,8 +257,8 @@ def _finish(manifest: results.Manifest, codes: dict[str, int], settings: MatrixS
     if bad:
         interrupted = all(manifest.job(n)["status"] == results.INTERRUPTED for n in bad)
         say(f"resume with: python -m ablate.matrix resume={manifest.dir}")
-        return 3 if interrupted else 1
-    return 0
+        return MATRIX_UNFINISHED if interrupted else MATRIX_NOT_COMPLETED
+    return MATRIX_COMPLETED
 
 
 def _print_summary(markdown: str, path: Path) -> None:

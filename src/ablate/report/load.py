@@ -377,7 +377,8 @@ def _causality_columns(row: dict, summary: Optional[dict], label: str, notes: li
         notes.append(f"{label}: LEAKED: its model sees later tokens or other rows "
                      f"({_last_line(bad.get('message')) or 'see summary.json causality'}); excluded from comparisons")
     elif state == R.UNCHECKED:
-        notes.append(f"{label}: unchecked: it trained without the causality preflight (preflight=false); "
+        notes.append(f"{label}: unchecked: it trained without a causality preflight record (preflight=false, or "
+                     f"its causality.json is missing); "
                      f"its numbers are not presented as a result")
     elif state == R.TRAINED_UNCHECKED and row["status"] == R.COMPLETED:
         notes.append(f"{label}: its trained weights were not rechecked for causality "

@@ -93,7 +93,7 @@ def collect_warnings(jobs: pd.DataFrame, stats: dict, order: list[str]) -> list[
     if unchecked:
         # Say why each run is unchecked: a user who set preflight=false needs a different fix
         # from one whose summary.json predates the causality record.
-        why = {R.UNCHECKED: "not checked before training (preflight=false)",
+        why = {R.UNCHECKED: "not checked before training (preflight=false, or no causality.json)",
                R.TRAINED_UNCHECKED: "trained weights not rechecked",
                R.UNRECORDED: "no causality record in summary.json"}
         by_reason: dict[str, list[str]] = {}

@@ -34,6 +34,7 @@ from typing import Optional
 
 import torch
 
+from ablate.config import TRAIN_SYNC_MODES
 from ablate.errors import ConfigError
 from ablate.train import distributed as dist_mod
 from ablate.train.device import DeviceSetup
@@ -142,6 +143,6 @@ def sync_every_iter(dev: DeviceSetup) -> bool:
         return True
     if mode == "sparse":
         return False
-    if mode not in ("", "auto"):
-        raise ConfigError(f"ABLATE_TRAIN_SYNC={mode!r} is not one of auto, every, sparse")
+    if mode not in ("",) + TRAIN_SYNC_MODES:
+        raise ConfigError(f"ABLATE_TRAIN_SYNC={mode!r} is not one of {', '.join(TRAIN_SYNC_MODES)}")
     return not dev.is_cuda

@@ -26,14 +26,12 @@ from ablate import results
 from ablate.config import config_yaml, to_container
 from ablate.errors import ConfigError
 
-TRACKERS = ("none", "tensorboard", "wandb", "mlflow")
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
 def check_installed(name: str) -> None:
-    """One line, before any job starts, when the chosen tracker cannot run here."""
-    if name not in TRACKERS:
-        raise ConfigError(f"tracker.name={name!r} is unknown (allowed: {', '.join(TRACKERS)})")
+    """One line, before any job starts, when the chosen tracker cannot run here (its name was
+    checked with the config: TrackerConfig.problems)."""
     package = PACKAGES.get(name)
     if package and importlib.util.find_spec(package) is None:
         raise ConfigError(f"tracker={name} needs the {package} package, which is not installed: "

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from ablate import console, results
 from ablate.errors import AblateError
-from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, job_outcome, recorded_code
+from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, done_status, job_outcome, recorded_code
 
 # Slurm job states (first word of sacct/squeue's State) in which a job may still run.
 ACTIVE_STATES = frozenset({
@@ -95,8 +95,8 @@ def _task0_result(folder: Path, job_id: str) -> Optional[tuple[str, Any]]:
 def outcome(manifest: results.Manifest, name: str, job_id: str, state: str, folder: Path) -> tuple[str, int, Optional[str]]:
     """(status, exit code, error) of a job whose Slurm job ended, from its files first."""
     jd = manifest.job_dir(name)
-    if jd.is_done():
-        status, error = job_outcome(jd, EXIT_COMPLETED, None)  # completed, or leaked
+    if done_status(jd):
+        status, error = job_outcome(jd, EXIT_COMPLETED, None)  # completed, or leaked, with its error
         return status, (EXIT_COMPLETED if status == results.COMPLETED else EXIT_FAILED), error
     summary = None
     try:
@@ -118,7 +118,7 @@ def outcome(manifest: results.Manifest, name: str, job_id: str, state: str, fold
 
 def refresh(manifest: results.Manifest, names: Optional[list[str]] = None) -> dict[str, str]:
     """One look at Slurm and the files: update matrix.json, return each job's Slurm state."""
-    folder = Path(manifest.data.get("slurm_folder") or manifest.dir / ".submitit")
+    folder = Path(manifest.data.get("slurm_folder") or manifest.dir / results.SUBMITIT)
     entries = [j for j in manifest.jobs if names is None or j["name"] in names]
     ids = {j["name"]: str(j["slurm_job_id"]) for j in entries if j.get("slurm_job_id")}
     states = slurm_states(list(ids.values()))
@@ -148,7 +148,7 @@ def wait_for(manifest: results.Manifest, jobs: dict[str, str]) -> dict[str, int]
     A job has ended when Slurm no longer has it (squeue/sacct), or when its rank-0 task returned
     and its DONE marker exists. A requeued job (time limit, preemption) is still waited for.
     """
-    folder = Path(manifest.data.get("slurm_folder") or manifest.dir / ".submitit")
+    folder = Path(manifest.data.get("slurm_folder") or manifest.dir / results.SUBMITIT)
     codes: dict[str, int] = {}
     last_slurm = 0.0
     states: dict[str, str] = {}

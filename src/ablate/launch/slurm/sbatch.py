@@ -27,8 +27,8 @@ def executor_parameters(cfg: RunConfig, settings: MatrixSettings) -> dict:
     nproc = cfg.hardware.nproc_per_node
     on_gpu = cfg.hardware.device != "cpu"
     gpus = s.gpus_per_node if s.gpus_per_node is not None else (nproc if on_gpu else None)
-    box_min = (wall_seconds(cfg.budget) or 0.0) / 60.0
-    time_min = int(box_min + s.time_margin_min + 0.999)  # whole minutes, rounded up
+    wall_min = (wall_seconds(cfg.budget) or 0.0) / 60.0
+    time_min = int(wall_min + s.time_margin_min + 0.999)  # whole minutes, rounded up
     if time_min < 1:
         raise ConfigError(
             f"Slurm time limit {time_min} min (box + budget.grace_seconds + launcher.slurm.time_margin_min) "
@@ -98,7 +98,7 @@ def log_folder_problem(folder: os.PathLike | str) -> Optional[str]:
 
 
 def log_folder(manifest: results.Manifest, settings: MatrixSettings) -> Path:
-    folder = Path(settings.launcher.slurm.folder or (manifest.dir / ".submitit")).expanduser().absolute()
+    folder = Path(settings.launcher.slurm.folder or (manifest.dir / results.SUBMITIT)).expanduser().absolute()
     problem = log_folder_problem(folder)
     if problem:
         raise ConfigError(problem)
@@ -138,7 +138,7 @@ def describe_submission(cfgs: dict[str, RunConfig], settings: MatrixSettings, fo
                  f"(at most {settings.launcher.slurm.max_num_timeout} time limits per job)")
     lines.append("  each rank runs: ablate.train.run_job(<job dir>) (a submitit Checkpointable)")
     lines.append("  array tasks, in order: " + ", ".join(cfgs))
-    folder = folder or settings.launcher.slurm.folder or f"{settings.results_root}/test_matrix_results_<timestamp>/.submitit"
+    folder = folder or settings.launcher.slurm.folder or f"{settings.results_root}/{results.MATRIX_PREFIX}<timestamp>/{results.SUBMITIT}"
     script = sbatch_script(first, settings, n, Path(folder).expanduser().absolute())
     if script:
         lines.append("")
