@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from ablate import console, results
 from ablate.errors import AblateError
-from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, done_status, job_outcome, recorded_code
+from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, job_outcome, recorded_code
 
 # Slurm job states (first word of sacct/squeue's State) in which a job may still run.
 ACTIVE_STATES = frozenset({
@@ -95,7 +95,7 @@ def _task0_result(folder: Path, job_id: str) -> Optional[tuple[str, Any]]:
 def outcome(manifest: results.Manifest, name: str, job_id: str, state: str, folder: Path) -> tuple[str, int, Optional[str]]:
     """(status, exit code, error) of a job whose Slurm job ended, from its files first."""
     jd = manifest.job_dir(name)
-    if done_status(jd):
+    if jd.is_done():
         status, error = job_outcome(jd, EXIT_COMPLETED, None)  # completed, or leaked, with its error
         return status, (EXIT_COMPLETED if status == results.COMPLETED else EXIT_FAILED), error
     summary = None
