@@ -164,7 +164,7 @@ def bench_step(name: str, args, peak, prof_out=None) -> dict:
             out["attention_kernel"] = _profile(step, dev, name, prof_out)
         except Exception as e:  # the profiler is a diagnosis; never lose the figures to it
             out["attention_kernel"] = f"profiler failed: {type(e).__name__}: {str(e)[:120]}"
-    del model, opt, fwd, params, x, y
+    model = opt = fwd = params = x = y = None  # free the GPU memory before empty_cache
     torch._dynamo.reset()
     gc.collect()
     if dev == "cuda":

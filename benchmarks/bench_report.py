@@ -53,7 +53,6 @@ def make(root: Path, n_jobs: int, n_lines: int, n_windows: int = 2048) -> Path:
     mdir = R.new_matrix_dir(root)
     manifest = R.Manifest.create(mdir, baseline="V0")
     n_eval = max(1, n_lines // 5)
-    n_train = n_lines - n_eval
     seeds = max(1, n_jobs // len(STEPS))
     for j in range(n_jobs):
         step, arch, attention, mlp = STEPS[j // seeds % len(STEPS)]

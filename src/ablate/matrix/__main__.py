@@ -173,7 +173,7 @@ def _main(argv: list[str]) -> int:
         check_models_package()  # before `import models`: a user's own package of that name must not load
         try:
             # deferred: everything below imports `models`, which must come after check_models_package()
-            import models
+            import models  # noqa: F401  (importing it is the check)
             from ablate.compose import build_jobs, config_yaml  # deferred: see above
             from ablate.config import check_environment  # deferred: see above
             from ablate.matrix import progress, runner  # deferred: see above

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import functools
 import queue
 import threading
 import time
@@ -229,7 +230,7 @@ class TrackedMetrics:
             step, vals = item
             tracker = self.tracker
             if tracker is not None:
-                self._guard(f"iteration {step}", lambda: tracker.log(step, vals))
+                self._guard(f"iteration {step}", functools.partial(tracker.log, step, vals))
 
     def write(self, record: dict) -> None:
         self.writer.write(record)
