@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 import yaml
+from _steps import STEPS  # the step files' model options (benchmarks/ is on sys.path as a script)
 
 import models
-from _steps import STEPS  # the step files' model options (benchmarks/ is on sys.path as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,17 +34,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", default="tiny,gpt2", help="conf/model presets (default tiny,gpt2)")
     ap.add_argument("--steps", default="V0,V16,V17,V18")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--trained", action="store_true", help="also time the trained-weights recheck")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-          f"load average {load:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'preset':8s} {'step':5s} {'shapes':>16s} {'probes':>6s} {'build s':>8s} {'check s':>8s}"
-          + (f" {'trained s':>9s}" if args.trained else "") + "  slowest probe")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+        f"load average {load:.1f} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'preset':8s} {'step':5s} {'shapes':>16s} {'probes':>6s} {'build s':>8s} {'check s':>8s}"
+        + (f" {'trained s':>9s}" if args.trained else "")
+        + "  slowest probe"
+    )
     ok = True
     for preset in args.presets.split(","):
         base = yaml.safe_load((REPO / "conf" / "model" / f"{preset}.yaml").read_text())
@@ -57,14 +64,20 @@ def main(argv=None) -> int:
             ok &= report.ok
             shapes = ",".join(f"{b}x{t}" for b, t in report.shapes)
             slow = max(report.probes, key=lambda p: p.seconds)
-            line = (f"{preset:8s} {step:5s} {shapes:>16s} {len(report.probes):6d} {build:8.1f} "
-                    f"{report.seconds:8.1f}")
+            line = (
+                f"{preset:8s} {step:5s} {shapes:>16s} {len(report.probes):6d} {build:8.1f} "
+                f"{report.seconds:8.1f}"
+            )
             if args.trained:
                 trained = models.check_causal(model, seed=1, randomize=False, precisions=("fp32",))
                 ok &= trained.ok
                 line += f" {trained.seconds:9.1f}"
-            print(line + f"  {slow.method} {slow.mode} {slow.precision} {slow.shape[0]}x{slow.shape[1]} "
-                         f"{slow.seconds:.1f}s" + ("" if report.ok else "  LEAKS: " + report.message), flush=True)
+            print(
+                line
+                + f"  {slow.method} {slow.mode} {slow.precision} {slow.shape[0]}x{slow.shape[1]} "
+                f"{slow.seconds:.1f}s" + ("" if report.ok else "  LEAKS: " + report.message),
+                flush=True,
+            )
             del model
     return 0 if ok else 1
 

@@ -39,8 +39,8 @@ def rate(fn, tokens_per_call: int, seconds: float) -> float:
 
 def bench_loader_vs_trainer(seconds: float) -> None:
     import models
-    from ablate.data import TrainBatches, resolve_dataset
     from ablate.compose import compose_job
+    from ablate.data import TrainBatches, resolve_dataset
     from ablate.train.optim import build_optimizer, grad_accum_for
 
     cfg = compose_job(["experiment=smoke"])
@@ -53,13 +53,17 @@ def bench_loader_vs_trainer(seconds: float) -> None:
     b = TrainBatches(ds.train_paths, T, B, accum, 1, 0, seed=cfg.seed)
     it = iter(range(10**9))
     loader = rate(lambda: b.get(next(it)), tokens_per_iter, seconds)
-    print(f"loader   smoke TrainBatches.get ({accum} x {B} x {T}):   {loader:14,.0f} tokens/s "
-          f"({tokens_per_iter / loader * 1e6:8.1f} us/iteration)")
+    print(
+        f"loader   smoke TrainBatches.get ({accum} x {B} x {T}):   {loader:14,.0f} tokens/s "
+        f"({tokens_per_iter / loader * 1e6:8.1f} us/iteration)"
+    )
     b8 = TrainBatches(ds.train_paths, 1024, 8, 8, 1, 0, seed=1)
     it8 = iter(range(10**9))
     big = rate(lambda: b8.get(next(it8)), 8 * 8 * 1024, seconds)
-    print(f"loader   seed-shape TrainBatches.get (8 x 8 x 1024): {big:14,.0f} tokens/s "
-          f"({8 * 8 * 1024 / big * 1e6:8.1f} us/iteration)")
+    print(
+        f"loader   seed-shape TrainBatches.get (8 x 8 x 1024): {big:14,.0f} tokens/s "
+        f"({8 * 8 * 1024 / big * 1e6:8.1f} us/iteration)"
+    )
 
     torch.manual_seed(cfg.seed)
     model = models.build_model(cfg.model)
@@ -77,13 +81,17 @@ def bench_loader_vs_trainer(seconds: float) -> None:
         opt.zero_grad(set_to_none=True)
 
     trainer = rate(step, tokens_per_iter, seconds)
-    print(f"trainer  smoke {cfg.model.arch} {cfg.model.n_layer}x{cfg.model.n_head}x"
-          f"{cfg.model.n_embd}, fwd+bwd+AdamW per iteration: {trainer:10,.0f} tokens/s "
-          f"({tokens_per_iter / trainer * 1e3:.1f} ms/iteration)")
+    print(
+        f"trainer  smoke {cfg.model.arch} {cfg.model.n_layer}x{cfg.model.n_head}x"
+        f"{cfg.model.n_embd}, fwd+bwd+AdamW per iteration: {trainer:10,.0f} tokens/s "
+        f"({tokens_per_iter / trainer * 1e3:.1f} ms/iteration)"
+    )
     ratio = loader / trainer
-    print(f"ratio    loader / smoke trainer = {ratio:,.0f}x  (target >= 20x: "
-          f"{'met' if ratio >= 20 else 'NOT MET'}); the loader takes "
-          f"{100 / ratio:.3f}% of an iteration")
+    print(
+        f"ratio    loader / smoke trainer = {ratio:,.0f}x  (target >= 20x: "
+        f"{'met' if ratio >= 20 else 'NOT MET'}); the loader takes "
+        f"{100 / ratio:.3f}% of an iteration"
+    )
 
 
 def bench_prepare(n_tokens: int) -> None:
@@ -99,8 +107,9 @@ def bench_prepare(n_tokens: int) -> None:
             for c in range(copies):
                 for t in texts:
                     f.write(json.dumps({"text": f"[copy {c}] " + t}) + "\n")
-        spec = P.PrepareSpec(source="files", data_files=[str(src)], file_format="json",
-                             shard_tokens=1_000_000)
+        spec = P.PrepareSpec(
+            source="files", data_files=[str(src)], file_format="json", shard_tokens=1_000_000
+        )
         warm = P.PrepareSpec(**{**spec.__dict__, "total_tokens": 1000, "shard_tokens": 500})
         P.prepare(Path(tmp) / "warm", warm, workers=0, progress=False)  # imports, tokenizer
         shas = set()
@@ -110,17 +119,24 @@ def bench_prepare(n_tokens: int) -> None:
             dt = time.perf_counter() - t0
             shas.add(tuple(s["sha256"] for s in meta["shards"]))
             what = "in-process      " if w == 0 else f"{w} worker process{'es' if w > 1 else '  '}"
-            print(f"prepare  {what}: {meta['tokens']:,} tokens in {dt:5.2f}s = "
-                  f"{meta['tokens'] / dt:12,.0f} tokens/s")
+            print(
+                f"prepare  {what}: {meta['tokens']:,} tokens in {dt:5.2f}s = "
+                f"{meta['tokens'] / dt:12,.0f} tokens/s"
+            )
         print(f"prepare  identical shards for 0/1/2 workers: {len(shas) == 1}")
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
-    ap.add_argument("--prepare-tokens", type=int, default=2_000_000,
-                    help="approximate size of the jsonl prepared in part 2")
+    ap.add_argument(
+        "--prepare-tokens",
+        type=int,
+        default=2_000_000,
+        help="approximate size of the jsonl prepared in part 2",
+    )
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     bench_loader_vs_trainer(args.seconds)

@@ -34,7 +34,9 @@ STEPS = {
     "V17": dict(attention="ra", mlp="rmlp", rmlp_frozen=True),
     "V18": dict(attention="ra", mlp="rmlp"),
 }
-GPT2_124M = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, dropout=0.0, bias=True)
+GPT2_124M = dict(
+    n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, dropout=0.0, bias=True
+)
 TINY = dict(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=50304, dropout=0.0, bias=True)
 # Kernel-name fragments of scaled_dot_product_attention's implementations, checked in this order.
 ATTENTION_KERNELS = ("flash", "cudnn", "efficient_attention", "fmha", "scaled_dot_product", "_sdpa")
@@ -53,8 +55,12 @@ def _attention_kernel(prof) -> str:
         names = []
         for e in evs:
             n = e.key
-            if (n.startswith("aten::") and not allow_aten) or n.endswith("Backward0") or n in names \
-                    or n == "aten::scaled_dot_product_attention":
+            if (
+                (n.startswith("aten::") and not allow_aten)
+                or n.endswith("Backward0")
+                or n in names
+                or n == "aten::scaled_dot_product_attention"
+            ):
                 continue
             if any(frag in n.lower() for frag in ATTENTION_KERNELS):
                 names.append(n)
@@ -86,9 +92,10 @@ def _profile(step, device: str, name: str, out) -> str:
 def bench_step(name: str, args, peak, prof_out=None) -> dict:
     from types import SimpleNamespace
 
+    from torch._dynamo.utils import counters
+
     import models
     from ablate.train.optim import build_optimizer
-    from torch._dynamo.utils import counters
 
     dev = args.device
     torch.manual_seed(0)
@@ -96,8 +103,15 @@ def bench_step(name: str, args, peak, prof_out=None) -> dict:
     cfg = {**shape, "dropout": args.dropout, **STEPS[name]}
     model = models.build_model(cfg).to(dev)
     fpt = model.flops_per_token()
-    optim_cfg = SimpleNamespace(lr=6e-4, weight_decay=0.1, decay_embeddings=False, decay_gates=False,
-                                beta1=0.9, beta2=0.95, eps=1e-8)
+    optim_cfg = SimpleNamespace(
+        lr=6e-4,
+        weight_decay=0.1,
+        decay_embeddings=False,
+        decay_gates=False,
+        beta1=0.9,
+        beta2=0.95,
+        eps=1e-8,
+    )
     opt, record = build_optimizer(model, optim_cfg, dev)  # fused AdamW, decay on matrices only
     params = [p for g in opt.param_groups for p in g["params"]]
     torch._dynamo.reset()  # each step compiles afresh
@@ -138,7 +152,9 @@ def bench_step(name: str, args, peak, prof_out=None) -> dict:
         ms = start.elapsed_time(end) / args.iters
     else:
         ms = 1000 * (time.perf_counter() - t0) / args.iters
-    recompiled = int(counters["stats"]["unique_graphs"]) - graphs  # timed iterations must not compile
+    recompiled = (
+        int(counters["stats"]["unique_graphs"]) - graphs
+    )  # timed iterations must not compile
     tokens = B * T * args.grad_accum
     tps = tokens / (ms / 1000)
     out = {
@@ -176,19 +192,31 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
     ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=10, help="untimed steps first (compile, autotune)")
+    ap.add_argument(
+        "--warmup", type=int, default=10, help="untimed steps first (compile, autotune)"
+    )
     ap.add_argument("--micro-batch", type=int, default=8)
     ap.add_argument("--grad-accum", type=int, default=1)
     ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    ap.add_argument("--tiny", action="store_true", help="a 2-layer 64-wide model, block 32 (dry runs)")
-    ap.add_argument("--json", help="also write the rows (and the device, torch and CUDA versions) here")
-    ap.add_argument("--profile", help="profile 3 iterations per step: top kernels to this file, attention kernel to the rows")
+    ap.add_argument(
+        "--tiny", action="store_true", help="a 2-layer 64-wide model, block 32 (dry runs)"
+    )
+    ap.add_argument(
+        "--json", help="also write the rows (and the device, torch and CUDA versions) here"
+    )
+    ap.add_argument(
+        "--profile",
+        help="profile 3 iterations per step: top kernels to this file, attention kernel to the rows",
+    )
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench_gpu.py needs a CUDA GPU and torch sees none here "
-              f"(torch {torch.__version__}, cuda {torch.version.cuda}); run it on a GPU machine.", file=sys.stderr)
+        print(
+            "bench_gpu.py needs a CUDA GPU and torch sees none here "
+            f"(torch {torch.__version__}, cuda {torch.version.cuda}); run it on a GPU machine.",
+            file=sys.stderr,
+        )
         return 2
     from ablate.train.device import cpu_name, peak_flops
 
@@ -201,12 +229,20 @@ def main(argv=None) -> int:
     peak = peak_flops(name, "bf16")
     shape = TINY if args.tiny else GPT2_124M
     L, H, E, T = shape["n_layer"], shape["n_head"], shape["n_embd"], shape["block_size"]
-    print(f"device {name} | bf16 peak {peak / 1e12:.0f} TFLOP/s" if peak else f"device {name} | bf16 peak unknown (MFU n/a)")
-    print(f"torch {torch.__version__} | cuda {torch.version.cuda} | compile {args.compile} | micro-batch "
-          f"{args.micro_batch} x {T} | grad accum {args.grad_accum} | dropout {args.dropout} | "
-          f"{args.iters} timed iterations after {args.warmup} warm-up")
-    print(f"FLOPs/token = 6*N + 12*L*H*Q*T  (N = params without the position embedding, L={L}, H={H}, "
-          f"Q={E // H}, T={T}; forward + backward, PaLM appendix B / nanoGPT)")
+    print(
+        f"device {name} | bf16 peak {peak / 1e12:.0f} TFLOP/s"
+        if peak
+        else f"device {name} | bf16 peak unknown (MFU n/a)"
+    )
+    print(
+        f"torch {torch.__version__} | cuda {torch.version.cuda} | compile {args.compile} | micro-batch "
+        f"{args.micro_batch} x {T} | grad accum {args.grad_accum} | dropout {args.dropout} | "
+        f"{args.iters} timed iterations after {args.warmup} warm-up"
+    )
+    print(
+        f"FLOPs/token = 6*N + 12*L*H*Q*T  (N = params without the position embedding, L={L}, H={H}, "
+        f"Q={E // H}, T={T}; forward + backward, PaLM appendix B / nanoGPT)"
+    )
     rows = []
     prof_out = open(args.profile, "w", encoding="utf-8") if args.profile else None
     try:
@@ -217,10 +253,15 @@ def main(argv=None) -> int:
             peak_mb = f"{r['peak_mb']:,.0f} MB" if r["peak_mb"] is not None else "n/a"
             extra = f", graphs {r['graphs']}, breaks {r['graph_breaks']}" if args.compile else ""
             extra += f", attention {r['attention_kernel']}" if r["attention_kernel"] else ""
-            _write_json(args, name, peak, T, rows)  # after every step: a run cut short keeps its rows
-            print(f"{step:4s} N={r['params'] / 1e6:.1f}M  {r['flops_per_token'] / 1e6:.0f} MFLOP/token  "
-                  f"{r['ms_per_iter']:.1f} ms/iter  {r['tokens_per_s']:,.0f} tok/s  MFU {mfu}  "
-                  f"peak {peak_mb}  (warm-up {r['warmup_s']:.0f}s, loss {r['loss']:.2f}{extra})", flush=True)
+            _write_json(
+                args, name, peak, T, rows
+            )  # after every step: a run cut short keeps its rows
+            print(
+                f"{step:4s} N={r['params'] / 1e6:.1f}M  {r['flops_per_token'] / 1e6:.0f} MFLOP/token  "
+                f"{r['ms_per_iter']:.1f} ms/iter  {r['tokens_per_s']:,.0f} tok/s  MFU {mfu}  "
+                f"peak {peak_mb}  (warm-up {r['warmup_s']:.0f}s, loss {r['loss']:.2f}{extra})",
+                flush=True,
+            )
     finally:
         if prof_out is not None:
             prof_out.close()
@@ -228,7 +269,10 @@ def main(argv=None) -> int:
     if base:
         for r in rows:
             r["step_time_vs_v0"] = r["ms_per_iter"] / base["ms_per_iter"]
-        print("step time vs V0: " + ", ".join(f"{r['step']} {r['step_time_vs_v0']:.3f}x" for r in rows))
+        print(
+            "step time vs V0: "
+            + ", ".join(f"{r['step']} {r['step_time_vs_v0']:.3f}x" for r in rows)
+        )
     _write_json(args, name, peak, T, rows)
     return 0
 
@@ -236,10 +280,20 @@ def main(argv=None) -> int:
 def _write_json(args, device_name: str, peak, block_size: int, rows: list) -> None:
     if not args.json:
         return
-    meta = {"device": device_name, "peak_flops": peak, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "micro_batch": args.micro_batch, "block_size": block_size, "grad_accum": args.grad_accum,
-            "dropout": args.dropout, "compile": args.compile, "iters": args.iters, "warmup": args.warmup,
-            "tiny": args.tiny}
+    meta = {
+        "device": device_name,
+        "peak_flops": peak,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "micro_batch": args.micro_batch,
+        "block_size": block_size,
+        "grad_accum": args.grad_accum,
+        "dropout": args.dropout,
+        "compile": args.compile,
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "tiny": args.tiny,
+    }
     tmp = args.json + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 import yaml
+from _steps import STEPS  # the step files' model options (benchmarks/ is on sys.path as a script)
 
 import models
-from _steps import STEPS  # the step files' model options (benchmarks/ is on sys.path as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 1.05
@@ -35,14 +35,22 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="tiny", help="conf/model/<preset>.yaml (default tiny)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=None, help="sequence length (default block_size)")
-    ap.add_argument("--vocab", type=int, default=None,
-                    help="override vocab_size; a small vocab takes the LM head out of the timing so "
-                         "the blocks (where V0..V18 differ) dominate")
+    ap.add_argument(
+        "--vocab",
+        type=int,
+        default=None,
+        help="override vocab_size; a small vocab takes the LM head out of the timing so "
+        "the blocks (where V0..V18 differ) dominate",
+    )
     ap.add_argument("--reps", type=int, default=15, help="timed reps per step (median reported)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                    help="autocast dtype (bfloat16 uses torch.autocast)")
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="autocast dtype (bfloat16 uses torch.autocast)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = ap.parse_args(argv)
     if args.threads:
@@ -56,8 +64,11 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, base["vocab_size"], (args.batch, T), generator=g).to(device)
     targets = torch.randint(0, base["vocab_size"], (args.batch, T), generator=g).to(device)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16"
-                else nullcontext())
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if args.dtype == "bfloat16"
+        else nullcontext()
+    )
 
     def sync():
         if device.type == "cuda":
@@ -89,16 +100,20 @@ def main(argv=None) -> int:
             times[name].append(time.perf_counter() - t0)
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"preset={args.preset} vocab={base['vocab_size']} batch={args.batch} seq={T} "
-          f"device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
-          f"reps={args.reps} (median, after {args.warmup} warm-up)")
+    print(
+        f"preset={args.preset} vocab={base['vocab_size']} batch={args.batch} seq={T} "
+        f"device={args.device} dtype={args.dtype} threads={torch.get_num_threads()} "
+        f"reps={args.reps} (median, after {args.warmup} warm-up)"
+    )
     print(f"torch {torch.__version__}")
     print()
     print("| step | params | fwd+bwd ms (median) | min ms | ratio to V0 | tokens/s |")
     print("|------|--------|---------------------|--------|-------------|----------|")
     for name, m in built.items():
-        print(f"| {name} | {m.num_params():,} | {med[name] * 1e3:.2f} | {min(times[name]) * 1e3:.2f} | "
-              f"{med[name] / med['V0']:.3f} | {args.batch * T / med[name]:,.0f} |")
+        print(
+            f"| {name} | {m.num_params():,} | {med[name] * 1e3:.2f} | {min(times[name]) * 1e3:.2f} | "
+            f"{med[name] / med['V0']:.3f} | {args.batch * T / med[name]:,.0f} |"
+        )
     print()
     r16 = med["V16"] / med["V0"]
     r18 = med["V18"] / med["V16"]

@@ -84,14 +84,28 @@ def run_bare(cfg, iters: int) -> float:
     t0 = time.perf_counter()
     torch.set_num_threads(int(cfg.hardware.threads))
     ds = resolve_dataset(cfg.data, int(cfg.model.vocab_size))
-    accum = grad_accum_for(int(cfg.optim.tokens_per_iter), int(cfg.model.block_size), int(cfg.hardware.micro_batch), 1)
-    batches = TrainBatches(ds.train_paths, int(cfg.model.block_size), int(cfg.hardware.micro_batch), accum, 1, 0,
-                           int(cfg.seed))
+    accum = grad_accum_for(
+        int(cfg.optim.tokens_per_iter), int(cfg.model.block_size), int(cfg.hardware.micro_batch), 1
+    )
+    batches = TrainBatches(
+        ds.train_paths,
+        int(cfg.model.block_size),
+        int(cfg.hardware.micro_batch),
+        accum,
+        1,
+        0,
+        int(cfg.seed),
+    )
     torch.manual_seed(int(cfg.seed))
     model = models.build_model(cfg.model)
     groups, _ = param_groups(model, cfg.optim)
-    opt = torch.optim.AdamW(groups, lr=float(cfg.optim.lr), betas=(cfg.optim.beta1, cfg.optim.beta2),
-                            eps=float(cfg.optim.eps), fused=True)
+    opt = torch.optim.AdamW(
+        groups,
+        lr=float(cfg.optim.lr),
+        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=float(cfg.optim.eps),
+        fused=True,
+    )
     params = [p for g in groups for p in g["params"]]
     lr, warmup = float(cfg.optim.lr), max(1, int(cfg.optim.warmup_iters))
     for it in range(iters):
@@ -119,24 +133,36 @@ def main() -> int:
         ap.error("--iters needs SHORT,LONG with 0 < SHORT < LONG")
     cfg = make_cfg(long_, args.threads, args.micro_batch, args.tokens_per_iter)
     accum = grad_accum_for(args.tokens_per_iter, MODEL["block_size"], args.micro_batch, 1)
-    print(f"model {MODEL} vocab {cfg.model.vocab_size}; {args.tokens_per_iter} tokens/iter = "
-          f"{MODEL['block_size']} x {args.micro_batch} x {accum} accum; runs of {short} and {long_} iterations, "
-          f"{args.rounds} rounds; {args.threads} threads; torch {torch.__version__}")
-    resolve_dataset(cfg.data, int(cfg.model.vocab_size))  # tokenize the corpus before timing anything
+    print(
+        f"model {MODEL} vocab {cfg.model.vocab_size}; {args.tokens_per_iter} tokens/iter = "
+        f"{MODEL['block_size']} x {args.micro_batch} x {accum} accum; runs of {short} and {long_} iterations, "
+        f"{args.rounds} rounds; {args.threads} threads; torch {torch.__version__}"
+    )
+    resolve_dataset(
+        cfg.data, int(cfg.model.vocab_size)
+    )  # tokenize the corpus before timing anything
     n = long_ - short
     trainer, bare = [], []
     with tempfile.TemporaryDirectory(prefix="bench_trainer_") as tmp:
         for r in range(args.rounds):
-            t = (run_trainer(cfg, Path(tmp), f"long{r}", long_) - run_trainer(cfg, Path(tmp), f"short{r}", short)) / n
+            t = (
+                run_trainer(cfg, Path(tmp), f"long{r}", long_)
+                - run_trainer(cfg, Path(tmp), f"short{r}", short)
+            ) / n
             b = (run_bare(cfg, long_) - run_bare(cfg, short)) / n
             trainer.append(t)
             bare.append(b)
-            print(f"round {r + 1}: trainer {1000 * t:.2f} ms/iter | bare loop {1000 * b:.2f} ms/iter | "
-                  f"ratio {t / b:.3f}", flush=True)
+            print(
+                f"round {r + 1}: trainer {1000 * t:.2f} ms/iter | bare loop {1000 * b:.2f} ms/iter | "
+                f"ratio {t / b:.3f}",
+                flush=True,
+            )
     t, b = statistics.median(trainer), statistics.median(bare)
     ratio = t / b
-    print(f"median: trainer {1000 * t:.2f} ms/iter | bare loop {1000 * b:.2f} ms/iter | trainer/bare {ratio:.3f} "
-          f"({'meets' if ratio <= 1.03 else 'ABOVE'} the 1.03 target)")
+    print(
+        f"median: trainer {1000 * t:.2f} ms/iter | bare loop {1000 * b:.2f} ms/iter | trainer/bare {ratio:.3f} "
+        f"({'meets' if ratio <= 1.03 else 'ABOVE'} the 1.03 target)"
+    )
     return 0
 
 

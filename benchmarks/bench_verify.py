@@ -21,7 +21,12 @@ from ablate.data.shards import max_token, read_shard, shard_sha256, write_shard
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--tokens", type=int, default=100_000_000, help="tokens in the shard (default: data.shard_tokens)")
+    p.add_argument(
+        "--tokens",
+        type=int,
+        default=100_000_000,
+        help="tokens in the shard (default: data.shard_tokens)",
+    )
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:

@@ -71,9 +71,25 @@ DB_USER = "slurm"
 DB_PASS = "ablate-test"
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
-REQUIRED = ("munged", "munge", "unmunge", "mariadbd", "mariadb-install-db", "mariadb",
-            "slurmdbd", "slurmctld", "slurmd", "sacctmgr", "sacct", "sbatch", "srun",
-            "squeue", "sinfo", "scontrol", "scancel")
+REQUIRED = (
+    "munged",
+    "munge",
+    "unmunge",
+    "mariadbd",
+    "mariadb-install-db",
+    "mariadb",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sacctmgr",
+    "sacct",
+    "sbatch",
+    "srun",
+    "squeue",
+    "sinfo",
+    "scontrol",
+    "scancel",
+)
 
 
 class SlurmSetupError(RuntimeError):
@@ -265,22 +281,37 @@ class SlurmCluster:
         if user is not None:
             pw = pwd.getpwnam(user)
             kwargs = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
-        proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=self.tmpdir,
-                                start_new_session=True, **kwargs)
+        proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.tmpdir,
+            start_new_session=True,
+            **kwargs,
+        )
         log.close()
         self._procs[name] = proc
         with open(self._p("pids"), "a") as f:
             f.write(f"{name} {proc.pid}\n")
         return proc
 
-    def _run(self, cmd: list[str], check: bool = True, timeout: float = 15, **kw) -> subprocess.CompletedProcess:
-        res = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout, **kw)
+    def _run(
+        self, cmd: list[str], check: bool = True, timeout: float = 15, **kw
+    ) -> subprocess.CompletedProcess:
+        res = subprocess.run(
+            cmd, env=self.env, capture_output=True, text=True, timeout=timeout, **kw
+        )
         if check and res.returncode != 0:
-            raise SlurmSetupError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}{res.stderr}")
+            raise SlurmSetupError(
+                f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout}{res.stderr}"
+            )
         return res
 
-    def _wait(self, what: str, cond, timeout: float | None = None, daemons: tuple[str, ...] = ()) -> None:
+    def _wait(
+        self, what: str, cond, timeout: float | None = None, daemons: tuple[str, ...] = ()
+    ) -> None:
         deadline = time.monotonic() + (timeout or self.timeout)
         last_exc = None
         while time.monotonic() < deadline:
@@ -294,8 +325,10 @@ class SlurmCluster:
             except (subprocess.SubprocessError, OSError) as exc:
                 last_exc = exc
             time.sleep(0.1)
-        raise SlurmSetupError(f"timed out after {timeout or self.timeout:.0f}s waiting for {what}"
-                              + (f" (last error: {last_exc})" if last_exc else ""))
+        raise SlurmSetupError(
+            f"timed out after {timeout or self.timeout:.0f}s waiting for {what}"
+            + (f" (last error: {last_exc})" if last_exc else "")
+        )
 
     def _ok(self, cmd: list[str], timeout: float = 5) -> bool:
         return self._run(cmd, check=False, timeout=timeout).returncode == 0
@@ -314,7 +347,7 @@ class SlurmCluster:
         return "\n".join(out)
 
     # ------------------------------------------------------------------ setup
-    def __enter__(self) -> "SlurmCluster":
+    def __enter__(self) -> SlurmCluster:
         t0 = time.monotonic()
         try:
             self._setup()
@@ -337,8 +370,9 @@ class SlurmCluster:
     def _setup(self) -> None:
         missing = missing_binaries()
         if missing:
-            raise SlurmSetupError(f"missing Slurm/munge/MariaDB binaries: {missing} "
-                                  f"(run .ci/install-slurm.sh)")
+            raise SlurmSetupError(
+                f"missing Slurm/munge/MariaDB binaries: {missing} (run .ci/install-slurm.sh)"
+            )
         if os.geteuid() != 0:
             raise SlurmSetupError("starting a test Slurm needs root")
         cleanup_stale_runs(verbose=self.verbose)
@@ -362,7 +396,11 @@ class SlurmCluster:
         # Slurm's clients (sacctmgr, and so submitit's sacct) ignore AuthInfo=socket= on their
         # slurmdbd connection and always use munge's default socket, so munged must serve it.
         self.munge_socket = MUNGE_SOCKET
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_"))}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_"))
+        }
         self._own_munged = not (os.path.exists(MUNGE_SOCKET) and self._munge_ok())
         self.env["SLURM_CONF"] = self._p("slurm.conf")
         self._write_configs()
@@ -373,40 +411,79 @@ class SlurmCluster:
         else:
             self._log(f"using the munged already serving {MUNGE_SOCKET}")
         init = subprocess.Popen(
-            ["mariadb-install-db", "--no-defaults", f"--datadir={self._p('db')}", "--user=root",
-             "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"],
-            stdout=open(self._p("log", "mariadb-install-db.out"), "wb"), stderr=subprocess.STDOUT,
-            env=self.env, cwd=self.tmpdir)
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self._p('db')}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+            ],
+            stdout=open(self._p("log", "mariadb-install-db.out"), "wb"),
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.tmpdir,
+        )
         self._wait("munged", self._munge_ok, daemons=("munged",))
         if init.wait(timeout=self.timeout) != 0:
             raise SlurmSetupError("mariadb-install-db failed")
 
-        self._start("mariadbd", [
-            _which("mariadbd"), "--no-defaults", f"--datadir={self._p('db')}", "--user=root",
-            f"--socket={self._p('run', 'mysql.sock')}", f"--pid-file={self._p('run', 'mariadbd.pid')}",
-            "--bind-address=127.0.0.1", f"--port={self.ports['mysql']}", "--skip-name-resolve",
-            f"--log-error={self._p('log', 'mariadbd.log')}", "--innodb-buffer-pool-size=32M",
-            "--innodb-log-file-size=16M", "--skip-log-bin", "--innodb-flush-log-at-trx-commit=0",
-            "--performance-schema=OFF"])
+        self._start(
+            "mariadbd",
+            [
+                _which("mariadbd"),
+                "--no-defaults",
+                f"--datadir={self._p('db')}",
+                "--user=root",
+                f"--socket={self._p('run', 'mysql.sock')}",
+                f"--pid-file={self._p('run', 'mariadbd.pid')}",
+                "--bind-address=127.0.0.1",
+                f"--port={self.ports['mysql']}",
+                "--skip-name-resolve",
+                f"--log-error={self._p('log', 'mariadbd.log')}",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-log-file-size=16M",
+                "--skip-log-bin",
+                "--innodb-flush-log-at-trx-commit=0",
+                "--performance-schema=OFF",
+            ],
+        )
         sql = ["mariadb", "--no-defaults", "-uroot", f"--socket={self._p('run', 'mysql.sock')}"]
         self._wait("mariadbd", lambda: self._ok(sql + ["-e", "SELECT 1"]), daemons=("mariadbd",))
-        self._run(sql + ["-e",
-                         f"CREATE DATABASE IF NOT EXISTS {DB_NAME};"
-                         f"CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASS}';"
-                         f"CREATE USER '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASS}';"
-                         f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'127.0.0.1';"
-                         f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'localhost';"])
+        self._run(
+            sql
+            + [
+                "-e",
+                f"CREATE DATABASE IF NOT EXISTS {DB_NAME};"
+                f"CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASS}';"
+                f"CREATE USER '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASS}';"
+                f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'127.0.0.1';"
+                f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'localhost';",
+            ]
+        )
 
         self._start("slurmdbd", [_which("slurmdbd"), "-D"])
-        self._wait("slurmdbd", lambda: self._ok(["sacctmgr", "-n", "-P", "show", "cluster"]),
-                   daemons=("slurmdbd",))
-        if CLUSTER_NAME not in self._run(["sacctmgr", "-n", "-P", "show", "cluster", "format=cluster"]).stdout.split():
+        self._wait(
+            "slurmdbd",
+            lambda: self._ok(["sacctmgr", "-n", "-P", "show", "cluster"]),
+            daemons=("slurmdbd",),
+        )
+        if (
+            CLUSTER_NAME
+            not in self._run(
+                ["sacctmgr", "-n", "-P", "show", "cluster", "format=cluster"]
+            ).stdout.split()
+        ):
             self._run(["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME])
 
         self._start("slurmctld", [_which("slurmctld"), "-D", "-f", self._p("slurm.conf")])
         self._start("slurmd", [_which("slurmd"), "-D", "-f", self._p("slurm.conf")])
-        self._wait(f"node {self.nodename} to be idle", self._node_idle,
-                   daemons=("slurmdbd", "slurmctld", "slurmd"))
+        self._wait(
+            f"node {self.nodename} to be idle",
+            self._node_idle,
+            daemons=("slurmdbd", "slurmctld", "slurmd"),
+        )
         self._wait("sacct", lambda: self._ok(["sacct", "-n", "-X", "-a"]), daemons=("slurmdbd",))
 
         self._old_slurm_conf = os.environ.get("SLURM_CONF")
@@ -425,8 +502,12 @@ class SlurmCluster:
         cred = self._run(["munge", "-n", "-S", self.munge_socket], check=False, timeout=5)
         if cred.returncode != 0:
             return False
-        return self._run(["unmunge", "-S", self.munge_socket], check=False, timeout=5,
-                         input=cred.stdout).returncode == 0
+        return (
+            self._run(
+                ["unmunge", "-S", self.munge_socket], check=False, timeout=5, input=cred.stdout
+            ).returncode
+            == 0
+        )
 
     def _start_munged(self) -> None:
         key = "/etc/munge/munge.key"
@@ -439,8 +520,13 @@ class SlurmCluster:
                 os.chmod(key, 0o400)
         else:
             key = self._p("munge", "munge.key")
-            subprocess.run(["mungekey", "--create", f"--keyfile={key}"], check=True,
-                           user=mpw.pw_uid, group=mpw.pw_gid, extra_groups=[])
+            subprocess.run(
+                ["mungekey", "--create", f"--keyfile={key}"],
+                check=True,
+                user=mpw.pw_uid,
+                group=mpw.pw_gid,
+                extra_groups=[],
+            )
         run_dir = os.path.dirname(self.munge_socket)
         os.makedirs(run_dir, exist_ok=True)  # nothing creates /run/munge without systemd
         os.chown(run_dir, mpw.pw_uid, mpw.pw_gid)
@@ -448,13 +534,25 @@ class SlurmCluster:
         for stale in (self.munge_socket, self.munge_socket + ".lock"):
             if os.path.exists(stale):
                 os.unlink(stale)
-        self._start("munged", [
-            _which("munged"), "--foreground", f"--socket={self.munge_socket}", f"--key-file={key}",
-            f"--pid-file={self._p('munge', 'munged.pid')}", f"--log-file={self._p('munge', 'munged.log')}",
-            f"--seed-file={self._p('munge', 'munged.seed')}", "--num-threads=2"], user="munge")
+        self._start(
+            "munged",
+            [
+                _which("munged"),
+                "--foreground",
+                f"--socket={self.munge_socket}",
+                f"--key-file={key}",
+                f"--pid-file={self._p('munge', 'munged.pid')}",
+                f"--log-file={self._p('munge', 'munged.log')}",
+                f"--seed-file={self._p('munge', 'munged.seed')}",
+                "--num-threads=2",
+            ],
+            user="munge",
+        )
 
     def _node_idle(self) -> bool:
-        res = self._run(["sinfo", "-h", "-N", "-n", self.nodename, "-o", "%t"], check=False, timeout=5)
+        res = self._run(
+            ["sinfo", "-h", "-N", "-n", self.nodename, "-o", "%t"], check=False, timeout=5
+        )
         states = set(res.stdout.split())  # one line per partition the node is in
         return res.returncode == 0 and states == {"idle"}
 
@@ -472,19 +570,19 @@ class SlurmCluster:
 # generated by tests/slurm_cluster.py
 ClusterName={CLUSTER_NAME}
 SlurmctldHost={self.nodename}(127.0.0.1)
-SlurmctldPort={self.ports['ctld']}
-SlurmdPort={self.ports['slurmd']}
+SlurmctldPort={self.ports["ctld"]}
+SlurmdPort={self.ports["slurmd"]}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket},cred_expire=5
-StateSaveLocation={p('state')}
-SlurmdSpoolDir={p('spool')}
-SlurmctldPidFile={p('run', 'slurmctld.pid')}
-SlurmdPidFile={p('run', 'slurmd.pid')}
-SlurmctldLogFile={p('log', 'slurmctld.log')}
-SlurmdLogFile={p('log', 'slurmd.log')}
+StateSaveLocation={p("state")}
+SlurmdSpoolDir={p("spool")}
+SlurmctldPidFile={p("run", "slurmctld.pid")}
+SlurmdPidFile={p("run", "slurmd.pid")}
+SlurmctldLogFile={p("log", "slurmctld.log")}
+SlurmdLogFile={p("log", "slurmd.log")}
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -499,7 +597,7 @@ SchedulerParameters=bf_interval=1,sched_interval=1
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
-AccountingStoragePort={self.ports['dbd']}
+AccountingStoragePort={self.ports["dbd"]}
 JobCompType=jobcomp/none
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
@@ -523,14 +621,14 @@ AuthType=auth/munge
 AuthInfo=socket={self.munge_socket}
 DbdHost=localhost
 DbdAddr=127.0.0.1
-DbdPort={self.ports['dbd']}
+DbdPort={self.ports["dbd"]}
 SlurmUser=root
-PidFile={p('run', 'slurmdbd.pid')}
-LogFile={p('log', 'slurmdbd.log')}
+PidFile={p("run", "slurmdbd.pid")}
+LogFile={p("log", "slurmdbd.log")}
 DebugLevel=info
 StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
-StoragePort={self.ports['mysql']}
+StoragePort={self.ports["mysql"]}
 StorageUser={DB_USER}
 StoragePass={DB_PASS}
 StorageLoc={DB_NAME}
@@ -589,7 +687,9 @@ if pytest is not None:
         problem = None
         missing = missing_binaries()
         if missing:
-            problem = f"Slurm not installed (missing {', '.join(missing)}); run .ci/install-slurm.sh"
+            problem = (
+                f"Slurm not installed (missing {', '.join(missing)}); run .ci/install-slurm.sh"
+            )
         elif os.geteuid() != 0:
             problem = "the test Slurm cluster must be started as root"
         if problem:

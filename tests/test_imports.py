@@ -56,11 +56,16 @@ def _imports(module: str, path: Path, is_pkg: bool):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             mod = ".".join(base + ([node.module] if node.module else []))
             # `from ablate import results` imports the module ablate.results
-            names = [f"{mod}.{a.name}" if (SRC / Path(*f"{mod}.{a.name}".split("."))).with_suffix(".py").exists()
-                     or (SRC / Path(*f"{mod}.{a.name}".split("."))).is_dir() else mod for a in node.names]
+            names = [
+                f"{mod}.{a.name}"
+                if (SRC / Path(*f"{mod}.{a.name}".split("."))).with_suffix(".py").exists()
+                or (SRC / Path(*f"{mod}.{a.name}".split("."))).is_dir()
+                else mod
+                for a in node.names
+            ]
         else:
             continue
         for name in names:
@@ -87,10 +92,18 @@ def test_imports_go_one_way_only():
             where = f"{path.relative_to(SRC)}:{line}: {module} imports {name}"
             if dst_rank > src_rank:
                 wrong.append(f"{where} ({src_layer} is below {dst_layer})")
-            elif src_layer == "ablate.report" and dst_layer != "ablate.report" and name not in REPORT_MAY_IMPORT:
+            elif (
+                src_layer == "ablate.report"
+                and dst_layer != "ablate.report"
+                and name not in REPORT_MAY_IMPORT
+            ):
                 wrong.append(f"{where} (the report reads files through ablate.results only)")
-            elif src_layer == "ablate.launch" and dst_layer == "ablate.report" or \
-                    src_layer == "ablate.report" and dst_layer == "ablate.launch":
+            elif (
+                src_layer == "ablate.launch"
+                and dst_layer == "ablate.report"
+                or src_layer == "ablate.report"
+                and dst_layer == "ablate.launch"
+            ):
                 wrong.append(f"{where} (launch and report do not know each other)")
     assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
 
@@ -105,8 +118,10 @@ def test_our_own_modules_are_imported_at_the_top_or_say_why_not():
             here = lines[line - 1] + (lines[line - 2] if line >= 2 else "")
             if "# deferred:" not in here:
                 hidden.append(f"{path.relative_to(SRC)}:{line}: {name}")
-    assert not hidden, ("imports of our own modules inside functions, without a '# deferred:' reason:\n"
-                        + "\n".join(hidden))
+    assert not hidden, (
+        "imports of our own modules inside functions, without a '# deferred:' reason:\n"
+        + "\n".join(hidden)
+    )
 
 
 def test_the_contract_catches_a_back_arrow(tmp_path):

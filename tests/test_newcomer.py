@@ -10,7 +10,6 @@ import os
 import subprocess
 
 import pytest
-
 from readme_commands import REPO, readme_commands
 
 pytestmark = pytest.mark.slow
@@ -23,9 +22,11 @@ def test_readme_run_command_from_a_clean_clone(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if "venv" not in p)
     env["ABLATE_SMOKE_SECONDS"] = "5"
-    proc = subprocess.run(["bash", "-c", run_cmd], cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        ["bash", "-c", run_cmd], cwd=clone, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    table = proc.stdout[proc.stdout.rfind("| Step"):]
+    table = proc.stdout[proc.stdout.rfind("| Step") :]
     for step in ("V0", "V16", "V17", "V18"):
         assert f"| {step} " in table, proc.stdout[-3000:]
     assert list((clone / "results").glob("test_matrix_results_*/REPORT.md"))

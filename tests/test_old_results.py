@@ -42,7 +42,9 @@ def test_an_old_job_config_loads_with_its_box_under_the_new_name(old_dir):
 
 
 def test_upgrade_moves_a_renamed_key_and_keeps_a_new_one_given_too():
-    assert results.upgrade_job_config({"budget": {"train_seconds": 60.0}}) == {"budget": {"box_seconds": 60.0}}
+    assert results.upgrade_job_config({"budget": {"train_seconds": 60.0}}) == {
+        "budget": {"box_seconds": 60.0}
+    }
     both = {"budget": {"train_seconds": 60.0, "box_seconds": 30.0}}
     assert results.upgrade_job_config(both) == {"budget": {"box_seconds": 30.0}}
     assert results.upgrade_job_config({"budget": "damaged"}) == {"budget": "damaged"}
@@ -77,12 +79,16 @@ def test_resume_of_an_old_directory_trains_its_pending_job(old_dir, capsys):
     assert summary["box_seconds"] == 45.0  # the old config's budget.train_seconds, read as the box
     # the completed jobs were not touched
     assert json.loads((old_dir / "V0" / results.SUMMARY).read_text()) == json.loads(
-        (FIXTURE / "V0" / results.SUMMARY).read_text())
+        (FIXTURE / "V0" / results.SUMMARY).read_text()
+    )
 
 
-@pytest.mark.parametrize("argv", [
-    ["experiment=smoke", "budget.train_seconds=30", "--cfg", "job"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["experiment=smoke", "budget.train_seconds=30", "--cfg", "job"],
+    ],
+)
 def test_the_old_key_on_a_command_line_is_refused_with_the_new_name(argv, capsys):
     with pytest.raises(SystemExit) as e:
         matrix_main(argv)

@@ -15,12 +15,18 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 def test_run_command_is_the_four_step_smoke_matrix():
     run_cmd, _ = readme_commands()
-    assert "experiment=smoke" in run_cmd and "step=V0,V16,V17,V18" in run_cmd and "--multirun" in run_cmd
+    assert (
+        "experiment=smoke" in run_cmd
+        and "step=V0,V16,V17,V18" in run_cmd
+        and "--multirun" in run_cmd
+    )
 
 
 def test_every_step_the_readme_names_has_a_config_file():
     text = (REPO / "README.md").read_text()
-    examples = set(re.findall(r"`conf/step/(V\d+)\.yaml`", text))  # written by test_readme_every_command
+    examples = set(
+        re.findall(r"`conf/step/(V\d+)\.yaml`", text)
+    )  # written by test_readme_every_command
     for step in set(re.findall(r"step=((?:V\d+,?)+)", text)):
         for name in set(step.strip(",").split(",")) - examples:
             assert (REPO / "conf" / "step" / f"{name}.yaml").is_file(), name

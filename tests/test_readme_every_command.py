@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from readme_commands import REPO, readme_commands
 
 TESTS = REPO / "tests"
@@ -29,11 +28,13 @@ def _readme_blocks() -> list[tuple[str, str, str]]:
     previous_end = 0
     for m in re.finditer(r"```(\w*)\n(.*?)\n```", text, flags=re.S):
         lang, body = m.group(1), m.group(2)
-        before = text[previous_end:m.start()]
+        before = text[previous_end : m.start()]
         previous_end = m.end()
         if lang == "yaml":
             paths = re.findall(r"`(conf/[\w/.-]+\.yaml)`", before)
-            assert paths, f"README.md: say where this YAML goes (`conf/.../NAME.yaml`) before it:\n{body}"
+            assert paths, (
+                f"README.md: say where this YAML goes (`conf/.../NAME.yaml`) before it:\n{body}"
+            )
             out.append(("yaml", paths[-1], body + "\n"))
         elif lang == "bash":
             for line in body.splitlines():
@@ -57,19 +58,22 @@ COVERED_ELSEWHERE = {
     "resume=": "tests/matrix/test_matrix_e2e.py::test_resume_after_killing_the_runner_reruns_only_unfinished_jobs",
     "status=": "tests/matrix/test_progress.py::test_status_command_prints_every_job_and_says_it_is_still_running",
     "plugins=[my_attention]": "tests/matrix/test_plugins.py::"
-                              "test_user_folder_outside_the_repo_runs_a_matrix_and_gets_a_report",
+    "test_user_folder_outside_the_repo_runs_a_matrix_and_gets_a_report",
     "benchmarks/gpu_checks.py": "tests/test_gpu_checks.py::test_gpu_checks_dry_run_runs_every_part_and_writes_the_files",
     "python -m ablate.matrix wait=": "tests/slurm/test_matrix_slurm.py::"
-                                     "test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files",
+    "test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files",
 }
 
 
-def _run(args: list[str], cwd: Path, timeout: int = 300, conf: Path | None = None) -> subprocess.CompletedProcess:
+def _run(
+    args: list[str], cwd: Path, timeout: int = 300, conf: Path | None = None
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     if conf is not None:
         env["ABLATE_CONF_DIR"] = str(conf)
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _environment_problem(line: str) -> bool:
@@ -121,13 +125,19 @@ def test_every_readme_block_runs_in_order(seed_matrix, tmp_path):
                 # (a causality check per step) runs for --plan as written and for smoke commands.
                 args += ["--plan"] + ([] if "experiment=smoke" in command else ["preflight=false"])
             proc = _run(args, cwd=REPO, conf=conf)
-            assert "Nothing was run" in proc.stdout or "# job " in proc.stdout, f"{command}\n{proc.stderr[-2000:]}"
+            assert "Nothing was run" in proc.stdout or "# job " in proc.stdout, (
+                f"{command}\n{proc.stderr[-2000:]}"
+            )
             if proc.returncode != 0:
                 # The plan runs the preflight: on this machine the real setup has no FineWebEdu shards
                 # and no GPU. Those, and only those, may stop it.
                 assert proc.returncode == 2, f"{command}\n{proc.stderr[-2000:]}"
-                problems = [ln for ln in proc.stderr.splitlines() if ln.startswith(("error:", "preflight"))]
-                assert problems and all(_environment_problem(p) for p in problems), proc.stderr[-3000:]
+                problems = [
+                    ln for ln in proc.stderr.splitlines() if ln.startswith(("error:", "preflight"))
+                ]
+                assert problems and all(_environment_problem(p) for p in problems), proc.stderr[
+                    -3000:
+                ]
         elif command.startswith("python -m ablate.report"):
             proc = _run(_python_module_args(command), cwd=seed_matrix)
             assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
@@ -137,8 +147,12 @@ def test_every_readme_block_runs_in_order(seed_matrix, tmp_path):
             # stop with one clear line (tests/data run the same code path on local files).
             proc = _run(_python_module_args(command), cwd=seed_matrix, timeout=120)
             err = proc.stderr.strip().splitlines()
-            assert proc.returncode != 0 and err and err[-1].startswith("error:"), f"{command}\n{proc.stderr[-2000:]}"
-            assert "Traceback" not in proc.stderr and "usage:" not in proc.stderr, proc.stderr[-2000:]
+            assert proc.returncode != 0 and err and err[-1].startswith("error:"), (
+                f"{command}\n{proc.stderr[-2000:]}"
+            )
+            assert "Traceback" not in proc.stderr and "usage:" not in proc.stderr, proc.stderr[
+                -2000:
+            ]
         else:
             unexplained.append(command)
     assert not unexplained, f"README commands no test exercises: {unexplained}"
@@ -148,13 +162,25 @@ def test_the_readme_step_example_is_refused_when_its_header_is_moved(tmp_path):
     """The fix the README gives for the package header is the one the tool enforces."""
     import shutil
 
-    (kind, path, body), = [b for b in _readme_blocks() if b[0] == "yaml" and "conf/step/" in b[1]]
+    ((kind, path, body),) = [b for b in _readme_blocks() if b[0] == "yaml" and "conf/step/" in b[1]]
     assert body.startswith("# @package _global_\n")
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
     target = conf / Path(path).relative_to("conf")
     lines = body.splitlines(keepends=True)
-    target.write_text(lines[1] + lines[0] + "".join(lines[2:]))  # the comment first, as the old README had it
-    proc = _run(["-m", "ablate.matrix", "experiment=smoke", f"step=V0,{target.stem}", "--multirun", "--plan"],
-                cwd=REPO, conf=conf)
+    target.write_text(
+        lines[1] + lines[0] + "".join(lines[2:])
+    )  # the comment first, as the old README had it
+    proc = _run(
+        [
+            "-m",
+            "ablate.matrix",
+            "experiment=smoke",
+            f"step=V0,{target.stem}",
+            "--multirun",
+            "--plan",
+        ],
+        cwd=REPO,
+        conf=conf,
+    )
     assert proc.returncode == 2 and "move it to the first line" in proc.stderr, proc.stderr[-2000:]

@@ -46,10 +46,13 @@ def test_non_finite_numbers_round_trip_as_strings(tmp_path):
     assert results.as_float(obj["loss"]) != results.as_float(obj["loss"])
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"status": "comp', "not valid JSON"),
-    ("[1, 2]", "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"status": "comp', "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+    ],
+)
 def test_corrupt_json_names_the_file(tmp_path, content, message):
     path = tmp_path / "summary.json"
     path.write_text(content)
@@ -82,12 +85,15 @@ def test_truncate_metrics_after_drops_later_iterations_and_torn_lines(tmp_path):
     assert [r["iter"] for r in records] == [1, 2, 3] and problems == []
 
 
-@pytest.mark.parametrize("raw, safe", [
-    ("V16", "V16"),
-    ("../../etc/passwd", "etc-passwd"),
-    ("V16 seed=2/x", "V16-seed=2-x"),
-    (".hidden", "hidden"),
-])
+@pytest.mark.parametrize(
+    "raw, safe",
+    [
+        ("V16", "V16"),
+        ("../../etc/passwd", "etc-passwd"),
+        ("V16 seed=2/x", "V16-seed=2-x"),
+        (".hidden", "hidden"),
+    ],
+)
 def test_names_are_sanitized_before_they_become_paths(raw, safe):
     assert results.sanitize_name(raw) == safe
     assert "/" not in results.sanitize_name(raw)

@@ -8,14 +8,25 @@ from readme_commands import REPO
 
 # What the text once said about the document the tool reproduces ("the seed's setup", "the seed
 # document's columns", "(seed LESSONS.md)"): words that mean nothing to a user and clash with seed=.
-BANNED = re.compile(r"the seed's|seed document|seed table|seed LESSONS|seed_ra_ablation|LESSONS\.md", re.I)
+BANNED = re.compile(
+    r"the seed's|seed document|seed table|seed LESSONS|seed_ra_ablation|LESSONS\.md", re.I
+)
 
 
 def _user_facing_files():
     yield REPO / "README.md"
-    for folder, pattern in (("docs", "*.md"), ("conf", "*.yaml"), ("matrix", "*.yaml"), ("src", "*.py"),
-                            ("benchmarks", "*")):
-        yield from (p for p in (REPO / folder).rglob(pattern) if p.is_file() and p.suffix in (".md", ".yaml", ".py"))
+    for folder, pattern in (
+        ("docs", "*.md"),
+        ("conf", "*.yaml"),
+        ("matrix", "*.yaml"),
+        ("src", "*.py"),
+        ("benchmarks", "*"),
+    ):
+        yield from (
+            p
+            for p in (REPO / folder).rglob(pattern)
+            if p.is_file() and p.suffix in (".md", ".yaml", ".py")
+        )
 
 
 def test_no_seed_for_anything_but_the_random_seed():

@@ -11,8 +11,9 @@ import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator, Optional
+from typing import IO
 
 from ablate.errors import DiskFullError, UnwritableError
 
@@ -28,7 +29,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen += 1
 
 
-def is_disk_full(exc: BaseException, directory: Optional[os.PathLike | str] = None) -> bool:
+def is_disk_full(exc: BaseException, directory: os.PathLike | str | None = None) -> bool:
     """Whether a failed write failed for lack of space.
 
     torch.save reports a failed write as ``RuntimeError: [enforce fail at inline_container.cc]``
@@ -52,8 +53,10 @@ def is_disk_full(exc: BaseException, directory: Optional[os.PathLike | str] = No
 
 
 def disk_full_error(path: os.PathLike | str) -> DiskFullError:
-    return DiskFullError(f"no space left on device while writing {path}; free space there (or move "
-                         f"results_root) and resume")
+    return DiskFullError(
+        f"no space left on device while writing {path}; free space there (or move "
+        f"results_root) and resume"
+    )
 
 
 def _read_umask() -> int:

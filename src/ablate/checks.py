@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 
 class Choice(str, Enum):
@@ -30,14 +30,16 @@ class Choice(str, Enum):
         return tuple(m.value for m in cls)
 
 
-def number(value: Any) -> Optional[float]:
+def number(value: Any) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):
         return None
 
 
-def finite(name: str, value: Any, *, low: float = 0.0, strict: bool = True, none_ok: bool = False) -> list[str]:
+def finite(
+    name: str, value: Any, *, low: float = 0.0, strict: bool = True, none_ok: bool = False
+) -> list[str]:
     """``value`` is a finite number > low (strict) or >= low; None only when ``none_ok``."""
     if value is None:
         return [] if none_ok else [f"{name}=null must be a number"]

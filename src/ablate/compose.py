@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from hydra import compose, initialize_config_dir
@@ -25,8 +25,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ablate import plugins, schema
-from ablate.config import (MatrixSettings, RunConfig, check_environment, choice_error,
-                           config_yaml, register_configs, to_container, validate_run, validate_settings)  # noqa: F401 (config_yaml: re-exported)
+from ablate.config import (
+    MatrixSettings,
+    RunConfig,
+    check_environment,
+    choice_error,
+    config_yaml,  # noqa: F401 (config_yaml: re-exported)
+    register_configs,
+    to_container,
+    validate_run,
+    validate_settings,
+)
 from ablate.errors import ConfigError
 from ablate.results import job_name
 
@@ -49,12 +58,17 @@ def matrix_file(name: str) -> Path:
     """A named matrix: ``matrix/<name>.yaml`` (cwd first, then the repository), or a path."""
     candidates = [Path(name)]
     if not name.endswith((".yaml", ".yml")):
-        candidates += [Path.cwd() / "matrix" / f"{name}.yaml", _REPO_ROOT / "matrix" / f"{name}.yaml"]
+        candidates += [
+            Path.cwd() / "matrix" / f"{name}.yaml",
+            _REPO_ROOT / "matrix" / f"{name}.yaml",
+        ]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     known = matrix_names()
-    raise ConfigError(f"unknown matrix {name!r}; available: {', '.join(known) or 'none'} (files in matrix/)")
+    raise ConfigError(
+        f"unknown matrix {name!r}; available: {', '.join(known) or 'none'} (files in matrix/)"
+    )
 
 
 def matrix_names() -> list[str]:
@@ -77,7 +91,9 @@ def expand_matrix_file(name: str) -> list[str]:
         raise ConfigError(f"{path}: expected a mapping with keys {sorted(_MATRIX_KEYS)}")
     unknown = set(spec) - _MATRIX_KEYS
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_MATRIX_KEYS)}")
+        raise ConfigError(
+            f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_MATRIX_KEYS)}"
+        )
     out: list[str] = []
     if spec.get("experiment"):
         out.append(f"experiment={spec['experiment']}")
@@ -122,7 +138,9 @@ def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
     has_sweep = any(o.is_sweep_override() for o in overrides)
     if has_sweep and not multirun:
         swept = [o.input_line for o in overrides if o.is_sweep_override()]
-        raise ConfigError(f"{' '.join(swept)}: a list of values needs --multirun (one job per value)")
+        raise ConfigError(
+            f"{' '.join(swept)}: a list of values needs --multirun (one job per value)"
+        )
     if not multirun:
         return [list(args)]
     try:
@@ -155,8 +173,11 @@ def split_settings(cfg: DictConfig) -> tuple[RunConfig, MatrixSettings]:
         raise ConfigError(_composition_message(e, {})) from None
 
     def part(schema: type) -> Any:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema),
-                                                   {f.name: cfg[f.name] for f in fields(schema)}))
+        return OmegaConf.to_object(
+            OmegaConf.merge(
+                OmegaConf.structured(schema), {f.name: cfg[f.name] for f in fields(schema)}
+            )
+        )
 
     return part(RunConfig), part(MatrixSettings)
 
@@ -185,7 +206,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
                     chosen.setdefault(o.key_or_group, set()).add(o.value())
             schema.check_package_headers(repo, groups, chosen)
             try:
-                cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+                cfg = compose(
+                    config_name="config", overrides=list(overrides), return_hydra_config=True
+                )
             except (HydraException, OmegaConfBaseException) as e:
                 # Hydra names the file it was merging ("In 'step/V19': ..."); a file chosen
                 # indirectly (an experiment's defaults) may have its package header misplaced.
@@ -194,7 +217,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
                     schema.check_package_headers(repo, groups, {where.group(1): {where.group(2)}})
                 raise ConfigError(_composition_message(e, groups)) from None
             schema.check_step_file(repo, cfg.hydra.runtime.choices.get("step"))
-            with open_dict(cfg):  # the choices were needed for the check above; a job's config has no hydra node
+            with open_dict(
+                cfg
+            ):  # the choices were needed for the check above; a job's config has no hydra node
                 del cfg["hydra"]
     except HydraException as e:
         raise ConfigError(_composition_message(e, {})) from None
@@ -213,7 +238,9 @@ def _repository(overrides: list[str]):
     return loader._parse_overrides_and_create_caching_repo("config", searchpath)[1]
 
 
-def group_choices(overrides: Optional[list[str]] = None) -> tuple[dict[str, list[str]], dict[str, Optional[str]]]:
+def group_choices(
+    overrides: list[str] | None = None,
+) -> tuple[dict[str, list[str]], dict[str, str | None]]:
     """({group: options}, {group: default option}) of the config root, as Hydra sees it
     (``overrides``: a ``hydra.searchpath=`` override adds folders)."""
 
@@ -222,7 +249,9 @@ def group_choices(overrides: Optional[list[str]] = None) -> tuple[dict[str, list
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             groups = schema.config_groups(_repository(list(overrides or [])))
-            cfg = compose(config_name="config", overrides=list(overrides or []), return_hydra_config=True)
+            cfg = compose(
+                config_name="config", overrides=list(overrides or []), return_hydra_config=True
+            )
             defaults = {g: cfg.hydra.runtime.choices.get(g) for g in groups}
     finally:
         GlobalHydra.instance().clear()
@@ -334,7 +363,6 @@ def _composition_message(e: BaseException, groups: dict[str, list[str]]) -> str:
     """Hydra's message for a missing group option lists the options on later lines; keep them.
     An unknown key in a YAML file gets the schema's nearest key instead of Hydra's '+' hint."""
 
-
     choice = choice_error(e)  # hardware.device=gpu: the enum's values, not "Error merging override"
     if choice:
         return choice
@@ -343,15 +371,19 @@ def _composition_message(e: BaseException, groups: dict[str, list[str]]) -> str:
         return f"{first} Available: {', '.join(sorted(e.options))}"
     text = " ".join(str(e).split())
     full_key = getattr(e, "full_key", None)
-    if not full_key and "ConfigKeyError" in text:  # Hydra wraps it: "In 'experiment/x': ConfigKeyError ..."
+    if (
+        not full_key and "ConfigKeyError" in text
+    ):  # Hydra wraps it: "In 'experiment/x': ConfigKeyError ..."
         found = re.search(r"full_key: (\S+)", text)
         full_key = found.group(1) if found else None
-    if (isinstance(e, ConfigKeyError) or "ConfigKeyError" in text) and full_key \
-            and full_key not in schema.schema_keys():
+    if (
+        (isinstance(e, ConfigKeyError) or "ConfigKeyError" in text)
+        and full_key
+        and full_key not in schema.schema_keys()
+    ):
         where = re.match(r"In '([^']+)'", text)
         prefix = f"{_option_file(where.group(1))}: " if where else ""
         return prefix + schema.unknown_key_message(str(full_key), groups)
     text = text.split(" To append to your config use +")[0]
     # OmegaConf appends "full_key: ..., object_type=..." detail; the first sentence carries the fix.
     return text.split(" full_key:")[0]
-

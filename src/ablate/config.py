@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, get_type_hints
+from typing import Any, get_type_hints
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
@@ -38,7 +38,7 @@ class StepConfig:
     """Short step id; the job directory and the report's Step column use it."""
     architecture: str = "Baseline"
     """Label for the report's Architecture column, printed exactly as written here."""
-    description: Optional[str] = None
+    description: str | None = None
     """One sentence on what the step changes relative to the baseline."""
 
 
@@ -55,7 +55,7 @@ class OptimConfig:
     both count iterations. Time-box mode: converted to training time once the iteration rate is
     measured (warmup_iters x seconds per iteration, at most the box), after which warmup and
     decay both follow elapsed training time (one clock); warmup_fraction overrides it."""
-    warmup_fraction: Optional[float] = None
+    warmup_fraction: float | None = None
     """Time-box mode only: warmup as a share of the box's training time (0.1: the first 10%),
     whatever the iteration rate. None: warmup_iters at the measured rate."""
     weight_decay: float = 0.1
@@ -81,8 +81,12 @@ class OptimConfig:
         if not out and self.min_lr > self.lr:
             out.append(f"optim.min_lr={self.min_lr} must not exceed optim.lr={self.lr}")
         out += count("optim.warmup_iters", self.warmup_iters, low=0)
-        if self.warmup_fraction is not None and share("optim.warmup_fraction", self.warmup_fraction, closed_low=True):
-            out.append(f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1) (a share of the box)")
+        if self.warmup_fraction is not None and share(
+            "optim.warmup_fraction", self.warmup_fraction, closed_low=True
+        ):
+            out.append(
+                f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1) (a share of the box)"
+            )
         out += finite("optim.weight_decay", self.weight_decay, strict=False)
         out += share("optim.beta1", self.beta1, closed_low=True)
         out += share("optim.beta2", self.beta2, closed_low=True)
@@ -107,17 +111,17 @@ class BudgetConfig:
     One name per quantity: ``box_seconds`` is the budget; ``train_seconds`` (summary.json,
     metrics.jsonl) is the training time a job measured against it."""
 
-    box_seconds: Optional[float] = 7200.0
+    box_seconds: float | None = 7200.0
     """Time box in seconds of training iterations only (evals and checkpoints excluded). Called
     ``budget.train_seconds`` before results format 3."""
-    max_iters: Optional[int] = None
+    max_iters: int | None = None
     """Iteration budget; when set together with box_seconds, whichever ends first stops the job,
     and the schedule follows max_iters."""
     eval_interval: int = 100
     """Evaluate on the fixed validation windows every this many iterations (and at the end)."""
     log_interval: int = 10
     """Write a metrics line and a progress line every this many iterations."""
-    checkpoint_interval_iters: Optional[int] = None
+    checkpoint_interval_iters: int | None = None
     """Checkpoint every this many iterations (None: only by time and on signals)."""
     checkpoint_interval_seconds: float = 900.0
     """Checkpoint when this much wall time has passed since the last checkpoint."""
@@ -133,16 +137,20 @@ class BudgetConfig:
         out = finite("budget.box_seconds", self.box_seconds, none_ok=True)
         out += count("budget.max_iters", self.max_iters, none_ok=True)
         if self.box_seconds is None and self.max_iters is None:
-            out.append("budget.box_seconds and budget.max_iters are both unset; set one so the job ends")
+            out.append(
+                "budget.box_seconds and budget.max_iters are both unset; set one so the job ends"
+            )
         out += count("budget.eval_interval", self.eval_interval)
         out += count("budget.log_interval", self.log_interval)
-        out += count("budget.checkpoint_interval_iters", self.checkpoint_interval_iters, none_ok=True)
+        out += count(
+            "budget.checkpoint_interval_iters", self.checkpoint_interval_iters, none_ok=True
+        )
         out += finite("budget.checkpoint_interval_seconds", self.checkpoint_interval_seconds)
         out += finite("budget.grace_seconds", self.grace_seconds, strict=False)
         return out
 
 
-def wall_seconds(budget: Any) -> Optional[float]:
+def wall_seconds(budget: Any) -> float | None:
     """The wall limit a launcher gives a job: ``box_seconds + grace_seconds`` (None: no box).
 
     The one place the limit is computed; the local launcher kills a job past it, and Slurm's time
@@ -176,7 +184,7 @@ class HardwareConfig:
     """auto (CUDA when torch sees a GPU, else CPU) | cuda | cpu."""
     nproc_per_node: int = 1
     """Processes (GPUs) per job; torchrun starts this many ranks."""
-    gpus: Optional[int] = None
+    gpus: int | None = None
     """GPUs the launcher may use on this box (None: all visible). Jobs needing fewer are packed."""
     micro_batch: int = 8
     """Sequences per rank per forward pass; gradient accumulation makes up the global batch."""
@@ -187,7 +195,7 @@ class HardwareConfig:
     in train.log and records it in summary.json (``compile``, ``compile_error``)."""
     tf32: bool = True
     """Allow TF32 matmuls on CUDA."""
-    threads: Optional[int] = None
+    threads: int | None = None
     """torch CPU threads per process (None: torch's default)."""
 
     def problems(self) -> list[str]:
@@ -203,21 +211,21 @@ class HardwareConfig:
 class SlurmConfig:
     """Slurm submission through submitit (launcher.name=slurm)."""
 
-    partition: Optional[str] = None
+    partition: str | None = None
     """Partition to submit to (None: the cluster default)."""
-    account: Optional[str] = None
+    account: str | None = None
     """Account to charge."""
-    qos: Optional[str] = None
+    qos: str | None = None
     """Quality of service."""
-    constraint: Optional[str] = None
+    constraint: str | None = None
     """Node feature constraint (e.g. a GPU type)."""
     nodes: int = 1
     """Nodes per job; ranks = nodes x hardware.nproc_per_node."""
-    gpus_per_node: Optional[int] = None
+    gpus_per_node: int | None = None
     """GPUs to request per node (None: hardware.nproc_per_node on CUDA, 0 on CPU)."""
     cpus_per_task: int = 1
     """CPUs per task (per rank)."""
-    mem_gb: Optional[int] = None
+    mem_gb: int | None = None
     """Memory per node in GB (None: the cluster default)."""
     time_margin_min: int = 15
     """Minutes added to the wall limit (budget.box_seconds + budget.grace_seconds) for the Slurm
@@ -233,7 +241,7 @@ class SlurmConfig:
     wait: bool = True
     """Wait for the jobs and write the report; false returns once the array is queued (later:
     ``python -m ablate.matrix status=<matrix dir>`` / ``wait=<matrix dir>``)."""
-    folder: Optional[str] = None
+    folder: str | None = None
     """submitit log folder (None: <matrix dir>/.submitit)."""
 
     def problems(self) -> list[str]:
@@ -273,16 +281,16 @@ class TrackerConfig:
 
     name: str = "none"
     """none | tensorboard | wandb | mlflow (choose with tracker=<name>)."""
-    dir: Optional[str] = None
+    dir: str | None = None
     """Where local tracker files go: TensorBoard event files under <dir>/<matrix dir name>/<job>
     (None: <matrix dir>/tensorboard/<job>); W&B's run folders (None: the matrix directory)."""
     project: str = "ablate"
     """W&B project (runs of one matrix share a group named after the matrix directory)."""
-    entity: Optional[str] = None
+    entity: str | None = None
     """W&B entity (team or user; None: your default)."""
-    mode: Optional[str] = None
+    mode: str | None = None
     """W&B mode: online | offline | disabled (None: $WANDB_MODE, else online)."""
-    uri: Optional[str] = None
+    uri: str | None = None
     """MLflow tracking URI, e.g. http://host:5000 or sqlite:///mlflow.db (None: $MLFLOW_TRACKING_URI
     or MLflow's default); the experiment is named after the matrix directory."""
 
@@ -315,17 +323,21 @@ class RunConfig:
     """Your own Python modules (dotted paths, e.g. [my_attention]) imported before any model is
     built, in the matrix process, its preflight and every job process; they register attention,
     MLP or arch classes (see models.registry)."""
-    plugin_path: Optional[list[str]] = None
+    plugin_path: list[str] | None = None
     """Folders put first on sys.path to import ``plugins`` from (None: the directory the matrix
     was started in). Stored absolute in each job's config.yaml, so jobs find them anywhere."""
-    experiment: Optional[str] = None
+    experiment: str | None = None
     """Name of the preset that was applied (set by the experiment YAML)."""
 
     def problems(self) -> list[str]:
         """Every group's problems, then the model's (ranges, and whether it fits this host)."""
         out = self.budget.problems() + self.optim.problems() + self.hardware.problems()
         out += self.data.problems() + self.tracker.problems() + model_problems(self.model)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**63
+        ):
             out.append(f"seed={self.seed} must be a non-negative integer below 2**63")
         return out
 
@@ -382,7 +394,8 @@ def job_nodes(settings: Any) -> int:
 # that holds it. Code downstream trusts these values; what depends on the machine (a visible GPU,
 # bf16 support, the data on disk) is checked by the preflight and the device setup.
 
-def host_memory_bytes() -> Optional[int]:
+
+def host_memory_bytes() -> int | None:
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
@@ -400,10 +413,12 @@ def model_problems(m: Any) -> list[str]:
     need = 4 * estimate_params(mc)
     have = host_memory_bytes()
     if have and need > have:
-        return [f"model sizes (n_layer={mc.n_layer}, n_embd={mc.n_embd}, block_size={mc.block_size}, "
-                f"vocab_size={mc.vocab_size}) give about {estimate_params(mc):,} parameters, "
-                f"{need / 2**30:.1f} GiB in fp32 before training starts, more than this machine's "
-                f"{have / 2**30:.1f} GiB of memory; lower them"]
+        return [
+            f"model sizes (n_layer={mc.n_layer}, n_embd={mc.n_embd}, block_size={mc.block_size}, "
+            f"vocab_size={mc.vocab_size}) give about {estimate_params(mc):,} parameters, "
+            f"{need / 2**30:.1f} GiB in fp32 before training starts, more than this machine's "
+            f"{have / 2**30:.1f} GiB of memory; lower them"
+        ]
     return []
 
 
@@ -432,10 +447,18 @@ TRAIN_SYNC_MODES = ("auto", "every", "sparse")
 CUDA); read by ablate.train.clock."""
 
 ENVIRONMENT: dict[str, tuple[str, Any]] = {
-    "ABLATE_SMOKE_SECONDS": ("a positive number of seconds (the smoke preset's time box)", _positive_seconds),
-    "ABLATE_TRAIN_SYNC": (f"one of {', '.join(TRAIN_SYNC_MODES)}",
-                          lambda v: v.strip().lower() in ("",) + TRAIN_SYNC_MODES),
-    "ABLATE_LOCKS": (f"one of {', '.join(LOCK_POLICIES)}", lambda v: v.strip().lower() in LOCK_POLICIES),
+    "ABLATE_SMOKE_SECONDS": (
+        "a positive number of seconds (the smoke preset's time box)",
+        _positive_seconds,
+    ),
+    "ABLATE_TRAIN_SYNC": (
+        f"one of {', '.join(TRAIN_SYNC_MODES)}",
+        lambda v: v.strip().lower() in ("",) + TRAIN_SYNC_MODES,
+    ),
+    "ABLATE_LOCKS": (
+        f"one of {', '.join(LOCK_POLICIES)}",
+        lambda v: v.strip().lower() in LOCK_POLICIES,
+    ),
 }
 """Environment variables ablate reads, with what each must hold; checked before composing."""
 
@@ -445,7 +468,9 @@ def check_environment() -> None:
     for name, (what, ok) in ENVIRONMENT.items():
         value = os.environ.get(name)
         if value is not None and not ok(value):
-            raise ConfigError(f"environment variable {name}={value!r} must be {what}; fix or unset it")
+            raise ConfigError(
+                f"environment variable {name}={value!r} must be {what}; fix or unset it"
+            )
 
 
 def register_configs() -> None:
@@ -470,7 +495,7 @@ def load_job_config(path: Path | str) -> RunConfig:
     return _typed(RunConfig, loaded, path, "does not match the config schema", validate_run)
 
 
-def choice_error(e: Optional[BaseException]) -> Optional[str]:
+def choice_error(e: BaseException | None) -> str | None:
     """OmegaConf's refusal of a value outside an enum field (``hardware.device=gpu``), found in
     ``e`` or what it wraps (Hydra wraps it), as ``key='value' must be one of ...``; else None."""
     while e is not None and not isinstance(e, ValidationError):
@@ -486,7 +511,9 @@ def choice_error(e: Optional[BaseException]) -> Optional[str]:
 def load_matrix_settings(stored: dict, where: Path | str) -> MatrixSettings:
     """A matrix's settings as stored (``ablate.results.read_matrix_settings``) through the schema,
     as the dataclass; ``where`` names the file they came from in an error."""
-    return _typed(MatrixSettings, stored, where, "matrix settings do not match the schema", validate_settings)
+    return _typed(
+        MatrixSettings, stored, where, "matrix settings do not match the schema", validate_settings
+    )
 
 
 def _typed(schema: type, stored: Any, where: Path | str, mismatch: str, validate: Any) -> Any:

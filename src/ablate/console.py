@@ -6,11 +6,11 @@ itself as the sink while it runs, so launch code never imports the matrix packag
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from ablate.errors import exit_quietly_on_closed_pipe
 
-_sink: Optional[Callable[[str], None]] = None
+_sink: Callable[[str], None] | None = None
 
 
 def emit(line: str) -> None:
@@ -26,7 +26,7 @@ def emit(line: str) -> None:
         exit_quietly_on_closed_pipe()
 
 
-def set_sink(sink: Optional[Callable[[str], None]]) -> Optional[Callable[[str], None]]:
+def set_sink(sink: Callable[[str], None] | None) -> Callable[[str], None] | None:
     """Install a sink (None: plain stdout); returns the previous one."""
     global _sink
     previous, _sink = _sink, sink

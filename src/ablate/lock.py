@@ -36,7 +36,6 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from ablate import results
 from ablate.errors import AblateError, ConfigError
@@ -76,8 +75,10 @@ def lock_policy() -> str:
 def describe_holder(holder: dict) -> str:
     if not holder:
         return "another process (it has not written its name yet)"
-    return (f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')} since {holder.get('since', '?')}"
-            + (f" ({holder['command']})" if holder.get("command") else ""))
+    return (
+        f"PID {holder.get('pid', '?')} on host {holder.get('host', '?')} since {holder.get('since', '?')}"
+        + (f" ({holder['command']})" if holder.get("command") else "")
+    )
 
 
 def read_holder(path: os.PathLike | str) -> dict:
@@ -95,10 +96,10 @@ class DirLock:
         self.directory = Path(directory)
         self.what = what
         self.path = self.directory / LOCK_FILE
-        self.fd: Optional[int] = None
+        self.fd: int | None = None
         self.locked = False
 
-    def acquire(self) -> "DirLock":
+    def acquire(self) -> DirLock:
         import fcntl
 
         try:
@@ -111,7 +112,9 @@ class DirLock:
                 ) from None
             if e.errno == errno.ENOENT:
                 raise LockUnavailable(f"{self.directory}: no such directory") from None
-            raise LockUnavailable(f"{self.path}: cannot create the lock file ({e.strerror})") from None
+            raise LockUnavailable(
+                f"{self.path}: cannot create the lock file ({e.strerror})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -132,17 +135,26 @@ class DirLock:
                         f"(NFS with lockd, Lustre mounted with -o flock), or set ABLATE_LOCKS=warn and make sure "
                         f"yourself that no other run or resume of this matrix is active"
                     ) from None
-                print(f"warning: {self.directory}: file locks do not work here ({e.strerror}); running without "
-                      f"the {self.what} lock (ABLATE_LOCKS=warn): a second run or resume of this matrix at the "
-                      f"same time could train a job twice and overwrite its results", file=sys.stderr, flush=True)
+                print(
+                    f"warning: {self.directory}: file locks do not work here ({e.strerror}); running without "
+                    f"the {self.what} lock (ABLATE_LOCKS=warn): a second run or resume of this matrix at the "
+                    f"same time could train a job twice and overwrite its results",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self.fd = fd
                 return self
             os.close(fd)
             raise
         self.fd, self.locked = fd, True
-        holder = {"host": socket.gethostname(), "pid": os.getpid(),
-                  "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                  "command": " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}
+        holder = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "command": " ".join(
+                os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv)
+            )[:300],
+        }
         try:  # informative only: a full disk must not stop the holder
             data = json.dumps(holder).encode()
             os.ftruncate(fd, 0)
@@ -162,7 +174,7 @@ class DirLock:
             os.close(self.fd)  # closing drops the flock
             self.fd, self.locked = None, False
 
-    def __enter__(self) -> "DirLock":
+    def __enter__(self) -> DirLock:
         if self.fd is None:
             self.acquire()
         return self
@@ -181,7 +193,7 @@ def lock_job(job_dir: os.PathLike | str) -> DirLock:
     return DirLock(job_dir, "job").acquire()
 
 
-def probe(directory: os.PathLike | str) -> Optional[dict]:
+def probe(directory: os.PathLike | str) -> dict | None:
     """The holder of ``directory``'s lock if a live process holds it, else None (takes nothing)."""
     lock = DirLock(directory, "job")
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import signal
 from pathlib import Path
-from typing import Optional
 
 from ablate import results
 from ablate.errors import AblateError
@@ -76,7 +75,7 @@ def _tail_text(path: Path, limit: int = 64 * 1024) -> str:
             text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    return text[text.rfind(ATTEMPT_MARK) + 1:] if ATTEMPT_MARK in text else text
+    return text[text.rfind(ATTEMPT_MARK) + 1 :] if ATTEMPT_MARK in text else text
 
 
 def _job_output(job_dir: Path) -> str:
@@ -85,7 +84,7 @@ def _job_output(job_dir: Path) -> str:
     return _tail_text(job_dir / results.LOG) + "\n" + _tail_text(job_dir / results.STDOUT)
 
 
-def signal_from_log(job_dir: Path) -> Optional[int]:
+def signal_from_log(job_dir: Path) -> int | None:
     """The signal that ended a job's worker, from its output (torchrun's report), if any."""
     found = None
     for m in _SIGNAL_LINE.finditer(_job_output(job_dir)):
@@ -93,30 +92,34 @@ def signal_from_log(job_dir: Path) -> Optional[int]:
     return found
 
 
-def error_from_log(job_dir: Path) -> Optional[str]:
+def error_from_log(job_dir: Path) -> str | None:
     """The last ``error: ...`` line a job printed (e.g. disk full when summary.json could not be written)."""
     lines = _ERROR_LINE.findall(_job_output(job_dir))
     return lines[-1].strip()[:500] if lines else None
 
 
-def _summary(jd: results.JobDir) -> Optional[dict]:
+def _summary(jd: results.JobDir) -> dict | None:
     try:
         return jd.read_summary()
     except AblateError:
         return None
 
 
-def job_outcome(jd: results.JobDir, code: int, error: Optional[str]) -> tuple[str, Optional[str]]:
+def job_outcome(jd: results.JobDir, code: int, error: str | None) -> tuple[str, str | None]:
     """(status, error) of a job whose process ended with ``code``: DONE means completed (or
     leaked: trained to the end but its trained weights failed the causality recheck), whatever
     the exit code said; then the trainer's own record; then the code."""
     summary = _summary(jd)
     if summary and summary.get("status") == results.LEAKED:
-        return results.LEAKED, str(summary.get("error") or "trained weights failed the causality check")[:500]
+        return results.LEAKED, str(
+            summary.get("error") or "trained weights failed the causality check"
+        )[:500]
     if jd.is_done():
         return results.COMPLETED, None
     if summary and summary.get("status") == results.FAILED:
-        return results.FAILED, str(summary.get("error") or error or "failed").strip().splitlines()[-1][:500]
+        return results.FAILED, str(summary.get("error") or error or "failed").strip().splitlines()[
+            -1
+        ][:500]
     if summary and summary.get("stopped_by"):
         # torchrun reports any worker exit other than 0 as 1, so the trainer's own record decides.
         return results.INTERRUPTED, f"stopped by {summary['stopped_by']} after checkpointing"
@@ -124,14 +127,16 @@ def job_outcome(jd: results.JobDir, code: int, error: Optional[str]) -> tuple[st
         return results.INTERRUPTED, error or "stopped after checkpointing"
     signum = -code if code < 0 else signal_from_log(jd.path)
     if signum:
-        return results.FAILED, describe_signal(signum) + (f"; {error}" if error and "killed by" not in error else "")
+        return results.FAILED, describe_signal(signum) + (
+            f"; {error}" if error and "killed by" not in error else ""
+        )
     logged = error_from_log(jd.path)
     if logged:
         return results.FAILED, logged
     return results.FAILED, error or f"exited with code {code} without completing"
 
 
-def done_status(jd: results.JobDir) -> Optional[str]:
+def done_status(jd: results.JobDir) -> str | None:
     """How a job with DONE ended: completed, or leaked (its trained weights failed the causality
     recheck; DONE too, since training it again would leak again). None while it has no DONE."""
     if not jd.is_done():
@@ -139,7 +144,7 @@ def done_status(jd: results.JobDir) -> Optional[str]:
     return job_outcome(jd, EXIT_COMPLETED, None)[0]
 
 
-def record_in_summary(jd: results.JobDir, status: str, error: Optional[str]) -> None:
+def record_in_summary(jd: results.JobDir, status: str, error: str | None) -> None:
     """Write how a job ended into its summary.json when the job could not (killed by a signal).
 
     Only for a job that is not DONE, whose summary does not already say how it ended, and whose
@@ -162,15 +167,16 @@ def record_in_summary(jd: results.JobDir, status: str, error: Optional[str]) -> 
         pass
 
 
-def recorded_code(summary: Optional[dict]) -> int:
+def recorded_code(summary: dict | None) -> int:
     """The exit code a job's summary.json records (EXIT_FAILED when it records none)."""
     if summary and summary.get("exit_code") is not None:
         return int(summary["exit_code"])
     return EXIT_FAILED
 
 
-def reported_status(jd: results.JobDir, summary: Optional[dict], manifest_status: Optional[str],
-                    has_records: bool) -> str:
+def reported_status(
+    jd: results.JobDir, summary: dict | None, manifest_status: str | None, has_records: bool
+) -> str:
     """The status a report shows for a job, read later from its files and matrix.json.
 
     The trainer's own word first, but a launcher that saw the process die knows better than a
@@ -179,11 +185,16 @@ def reported_status(jd: results.JobDir, summary: Optional[dict], manifest_status
     status = s.get("status") or manifest_status
     if status in (None, results.PENDING, results.RUNNING) and manifest_status == results.FAILED:
         status = results.FAILED
-    if status in (None, results.PENDING, results.RUNNING) and not jd.is_done() and (
-            manifest_status == results.INTERRUPTED or s.get("stopped_by")):
+    if (
+        status in (None, results.PENDING, results.RUNNING)
+        and not jd.is_done()
+        and (manifest_status == results.INTERRUPTED or s.get("stopped_by"))
+    ):
         # The trainer checkpointed and stopped; a "running" manifest is stale (runner killed) or
         # Slurm has requeued the job, which then rewrites its summary when it starts again.
         status = results.INTERRUPTED
     if status is None:
-        status = results.COMPLETED if jd.is_done() else ("unknown" if has_records else results.PENDING)
+        status = (
+            results.COMPLETED if jd.is_done() else ("unknown" if has_records else results.PENDING)
+        )
     return status

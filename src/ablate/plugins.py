@@ -20,8 +20,9 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from ablate.errors import ConfigError
 
@@ -33,15 +34,21 @@ def check_models_package() -> None:
     loaded = sys.modules.get("models")
     if loaded is not None:
         origin = getattr(loaded, "__file__", None)
-        where = Path(origin).resolve().parent if origin else Path(list(getattr(loaded, "__path__", ["?"]))[0])
+        where = (
+            Path(origin).resolve().parent
+            if origin
+            else Path(list(getattr(loaded, "__path__", ["?"]))[0])
+        )
     else:
         try:
             spec = importlib.util.find_spec("models")
         except (ImportError, ValueError):
             spec = None
         if spec is None:
-            raise ConfigError(f"ablate's model package 'models' is not importable (expected {_OUR_MODELS}); "
-                              "install ablate (pip install -e .)")
+            raise ConfigError(
+                f"ablate's model package 'models' is not importable (expected {_OUR_MODELS}); "
+                "install ablate (pip install -e .)"
+            )
         if spec.origin and spec.origin not in ("namespace", "built-in", "frozen"):
             where = Path(spec.origin).resolve().parent
         else:  # a folder named models without __init__.py (a namespace package) found first
@@ -53,7 +60,7 @@ def check_models_package() -> None:
         )
 
 
-def resolve_paths(paths: Optional[Iterable[Any]], base: Optional[Path] = None) -> list[str]:
+def resolve_paths(paths: Iterable[Any] | None, base: Path | None = None) -> list[str]:
     """Absolute folders for ``plugin_path``; None means the working directory."""
     base = Path.cwd() if base is None else base
     if paths is None:
@@ -72,7 +79,7 @@ def _check_path(folder: str) -> None:
             )
 
 
-def load(plugins: Optional[Iterable[Any]], plugin_path: Optional[Iterable[Any]]) -> dict[str, dict]:
+def load(plugins: Iterable[Any] | None, plugin_path: Iterable[Any] | None) -> dict[str, dict]:
     """Import each plugin module (``plugin_path`` folders first on sys.path).
 
     Returns {module: {"file": ..., "sha256": ...}} for env.json. Raises ConfigError naming the
@@ -91,7 +98,9 @@ def load(plugins: Optional[Iterable[Any]], plugin_path: Optional[Iterable[Any]])
     loaded: dict[str, dict] = {}
     for name in names:
         if not name or name.split(".")[0] == "models" or name.split(".")[0] == "ablate":
-            raise ConfigError(f"plugins entry {name!r}: list your own modules (not ablate's 'models' or 'ablate')")
+            raise ConfigError(
+                f"plugins entry {name!r}: list your own modules (not ablate's 'models' or 'ablate')"
+            )
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -102,7 +111,9 @@ def load(plugins: Optional[Iterable[Any]], plugin_path: Optional[Iterable[Any]])
                 ) from None
             raise ConfigError(f"plugin module {name!r} failed to import: {_one_line(e)}") from None
         except Exception as e:  # the user's module raised while importing: say where
-            raise ConfigError(f"plugin module {name!r} failed to import: {type(e).__name__}: {_one_line(e)}") from None
+            raise ConfigError(
+                f"plugin module {name!r} failed to import: {type(e).__name__}: {_one_line(e)}"
+            ) from None
         loaded[name] = _describe(module)
     return loaded
 

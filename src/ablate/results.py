@@ -30,12 +30,18 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
-from ablate.atomic import atomic_open, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
-from ablate.atomic import disk_full_error, is_disk_full
+from ablate.atomic import (  # noqa: F401 (re-exported)
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_text,
+    disk_full_error,
+    is_disk_full,
+)
 from ablate.errors import AblateError, UnwritableError
 
 FORMAT_VERSION = 3
@@ -66,9 +72,13 @@ DONE = "DONE"
 FINAL_EVAL = "final_eval.json"
 SBATCH = "submission.sbatch"
 CAUSALITY = "causality.json"
-SUBMITIT = ".submitit"  # Slurm: submitit's folder in the matrix directory (unless launcher.slurm.folder)
+SUBMITIT = (
+    ".submitit"  # Slurm: submitit's folder in the matrix directory (unless launcher.slurm.folder)
+)
 LOCK = ".ablate.lock"  # in the matrix directory and in each job directory: see ablate.lock
-STDOUT = "stdout.log"  # the job's processes' output (local: a file; Slurm: a link to the task's log)
+STDOUT = (
+    "stdout.log"  # the job's processes' output (local: a file; Slurm: a link to the task's log)
+)
 
 # Job status values, in summary.json and matrix.json.
 PENDING = "pending"
@@ -139,7 +149,7 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def to_json(obj: Any, indent: Optional[int] = None) -> str:
+def to_json(obj: Any, indent: int | None = None) -> str:
     return json.dumps(_clean(obj), indent=indent, default=_json_default, allow_nan=False)
 
 
@@ -157,7 +167,9 @@ def read_json(path: os.PathLike | str) -> dict:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ResultsFormatError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt") from None
+        raise ResultsFormatError(
+            f"{path}: not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt"
+        ) from None
     if not isinstance(obj, dict):
         raise ResultsFormatError(f"{path}: expected a JSON object, found {type(obj).__name__}")
     return obj
@@ -175,7 +187,9 @@ def read_yaml(path: os.PathLike | str) -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ResultsFormatError(f"{path}: file is missing") from None
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster on big matrices
+    loader = getattr(
+        yaml, "CSafeLoader", yaml.SafeLoader
+    )  # the C loader is ~10x faster on big matrices
     try:
         obj = yaml.load(text, Loader=loader)
     except yaml.YAMLError as e:
@@ -210,7 +224,7 @@ def upgrade_job_config(config: dict) -> dict:
     return config
 
 
-def _node(config: dict, dotted: str, create: bool = False) -> tuple[Optional[dict], str]:
+def _node(config: dict, dotted: str, create: bool = False) -> tuple[dict | None, str]:
     *parents, leaf = dotted.split(".")
     node: Any = config
     for key in parents:
@@ -227,7 +241,7 @@ def read_job_config(path: os.PathLike | str) -> dict:
     return upgrade_job_config(read_yaml(path))
 
 
-def read_matrix_settings(manifest: "Manifest") -> tuple[dict, Path]:
+def read_matrix_settings(manifest: Manifest) -> tuple[dict, Path]:
     """A matrix's settings as stored, a plain mapping, and the file they came from.
 
     matrix.json's "settings" since format 3. An older matrix has none there: every job's
@@ -238,8 +252,10 @@ def read_matrix_settings(manifest: "Manifest") -> tuple[dict, Path]:
     if isinstance(stored, dict):
         return stored, manifest.path
     if stored is not None:
-        raise ResultsFormatError(f"{manifest.path}: 'settings' is {type(stored).__name__}, not an object; "
-                                 f"the file is corrupt")
+        raise ResultsFormatError(
+            f"{manifest.path}: 'settings' is {type(stored).__name__}, not an object; "
+            f"the file is corrupt"
+        )
     settings: dict = {}
     source = manifest.path
     for job in manifest.jobs:
@@ -257,7 +273,7 @@ def read_matrix_settings(manifest: "Manifest") -> tuple[dict, Path]:
     return settings, source
 
 
-def as_float(value: Any) -> Optional[float]:
+def as_float(value: Any) -> float | None:
     """A stored number back as float; "nan"/"inf" strings (see _clean) become float nan/inf."""
     if value is None:
         return None
@@ -277,7 +293,9 @@ def sanitize_name(name: str) -> str:
     """A job or step name made safe as one path component (no separators, no leading dots)."""
     cleaned = _UNSAFE.sub("-", str(name)).strip("-.")
     if not cleaned:
-        raise AblateError(f"name {name!r} has no usable characters; use letters, digits, '.', '_' or '-'")
+        raise AblateError(
+            f"name {name!r} has no usable characters; use letters, digits, '.', '_' or '-'"
+        )
     return cleaned[:120]
 
 
@@ -296,7 +314,7 @@ def job_name(step: str, swept: dict[str, Any]) -> str:
     return sanitize_name("_".join(parts))
 
 
-def new_matrix_dir(root: os.PathLike | str, now: Optional[_dt.datetime] = None) -> Path:
+def new_matrix_dir(root: os.PathLike | str, now: _dt.datetime | None = None) -> Path:
     """Create a fresh ``test_matrix_results_YYYYMMDD_HHMMSS`` directory; never reuse one.
 
     Two matrices started in the same second get ``..._2``, ``..._3``: ``mkdir`` without
@@ -308,8 +326,10 @@ def new_matrix_dir(root: os.PathLike | str, now: Optional[_dt.datetime] = None) 
         if not root.is_dir():
             raise NotADirectoryError(20, "Not a directory")
     except OSError as e:
-        raise UnwritableError(f"results_root {root} cannot hold matrix directories ({e.strerror}); "
-                              f"set results_root to a writable folder") from None
+        raise UnwritableError(
+            f"results_root {root} cannot hold matrix directories ({e.strerror}); "
+            f"set results_root to a writable folder"
+        ) from None
     stamp = (now or _dt.datetime.now()).strftime("%Y%m%d_%H%M%S")
     base = root / f"{MATRIX_PREFIX}{stamp}"
     for n in range(1, 10_000):
@@ -320,8 +340,9 @@ def new_matrix_dir(root: os.PathLike | str, now: Optional[_dt.datetime] = None) 
         except FileExistsError:
             continue
         except OSError as e:
-            raise UnwritableError(f"cannot create {candidate} ({e.strerror}); set results_root to a writable "
-                                  f"folder") from None
+            raise UnwritableError(
+                f"cannot create {candidate} ({e.strerror}); set results_root to a writable folder"
+            ) from None
     raise AblateError(f"could not create a new matrix directory under {root}")
 
 
@@ -365,7 +386,7 @@ class JobDir:
     def mark_done(self) -> None:
         atomic_write_text(self.done, now_iso() + "\n")
 
-    def read_summary(self) -> Optional[dict]:
+    def read_summary(self) -> dict | None:
         return read_json(self.summary) if self.summary.is_file() else None
 
     def write_summary(self, summary: dict) -> None:
@@ -389,10 +410,10 @@ class FinalEval:
     loss: float
     window_losses: Any  # read-only numpy float64 array, one loss per window
     block_size: int
-    fingerprint: Optional[str]
-    iter: Optional[int]
-    tokens_seen: Optional[int]
-    periodic_windows: Optional[int]
+    fingerprint: str | None
+    iter: int | None
+    tokens_seen: int | None
+    periodic_windows: int | None
 
     @property
     def n_windows(self) -> int:
@@ -403,20 +424,43 @@ class FinalEval:
         return self.n_windows * self.block_size
 
 
-def write_final_eval(path: os.PathLike | str, *, loss: float, window_losses: list[float], block_size: int,
-                     fingerprint: Optional[str], iteration: int, tokens_seen: Optional[int],
-                     train_seconds: float, periodic_windows: int, val_path: Optional[str] = None) -> None:
+def write_final_eval(
+    path: os.PathLike | str,
+    *,
+    loss: float,
+    window_losses: list[float],
+    block_size: int,
+    fingerprint: str | None,
+    iteration: int,
+    tokens_seen: int | None,
+    train_seconds: float,
+    periodic_windows: int,
+    val_path: str | None = None,
+) -> None:
     # One line: a 2,048-window list would otherwise take 2,048 lines (and twice the reading time).
-    atomic_write_text(path, to_json({
-        "format_version": FORMAT_VERSION, "iter": iteration, "tokens_seen": tokens_seen,
-        "train_seconds": train_seconds, "block_size": block_size, "n_windows": len(window_losses),
-        "tokens": len(window_losses) * block_size, "periodic_windows": periodic_windows,
-        "val_path": val_path, "val_fingerprint": fingerprint, "loss": loss,
-        "window_losses": [float(v) for v in window_losses],
-    }) + "\n")
+    atomic_write_text(
+        path,
+        to_json(
+            {
+                "format_version": FORMAT_VERSION,
+                "iter": iteration,
+                "tokens_seen": tokens_seen,
+                "train_seconds": train_seconds,
+                "block_size": block_size,
+                "n_windows": len(window_losses),
+                "tokens": len(window_losses) * block_size,
+                "periodic_windows": periodic_windows,
+                "val_path": val_path,
+                "val_fingerprint": fingerprint,
+                "loss": loss,
+                "window_losses": [float(v) for v in window_losses],
+            }
+        )
+        + "\n",
+    )
 
 
-def read_final_eval(path: os.PathLike | str) -> tuple[Optional[FinalEval], Optional[str]]:
+def read_final_eval(path: os.PathLike | str) -> tuple[FinalEval | None, str | None]:
     """(final eval, None), or (None, why it cannot be used). Never raises: a missing, corrupt or
     inconsistent file costs the job its noise estimate, not the report."""
     path = Path(path)
@@ -436,43 +480,63 @@ def read_final_eval(path: os.PathLike | str) -> tuple[Optional[FinalEval], Optio
         values = np.asarray(losses, dtype=np.float64)
         loss = as_float(data.get("loss"))
     except (ResultsFormatError, TypeError, ValueError):
-        return None, f"{path}: 'window_losses' holds a value that is not a number; per-window noise unknown"
+        return (
+            None,
+            f"{path}: 'window_losses' holds a value that is not a number; per-window noise unknown",
+        )
     if not np.isfinite(values).all():
         return None, f"{path}: non-finite window losses; per-window noise unknown"
     values.setflags(write=False)
     n = data.get("n_windows")
     if isinstance(n, int) and n != len(values):
-        return None, f"{path}: says {n} windows but holds {len(values)} losses (truncated?); per-window noise unknown"
+        return (
+            None,
+            f"{path}: says {n} windows but holds {len(values)} losses (truncated?); per-window noise unknown",
+        )
     mean = float(values.mean())
     if loss is not None and math.isfinite(loss) and abs(loss - mean) > 1e-6 * max(1.0, abs(mean)):
-        return None, f"{path}: 'loss' {loss} is not the mean of its window losses ({mean}); the file is inconsistent"
+        return (
+            None,
+            f"{path}: 'loss' {loss} is not the mean of its window losses ({mean}); the file is inconsistent",
+        )
     block = data.get("block_size")
     if not isinstance(block, int) or block < 1:
         return None, f"{path}: no valid 'block_size'; per-window noise unknown"
 
-    def _int(v: Any) -> Optional[int]:
+    def _int(v: Any) -> int | None:
         return v if isinstance(v, int) and not isinstance(v, bool) else None
 
     fp = data.get("val_fingerprint")
-    return FinalEval(mean, values, block, fp if isinstance(fp, str) else None, _int(data.get("iter")),
-                     _int(data.get("tokens_seen")), _int(data.get("periodic_windows"))), None
+    return FinalEval(
+        mean,
+        values,
+        block,
+        fp if isinstance(fp, str) else None,
+        _int(data.get("iter")),
+        _int(data.get("tokens_seen")),
+        _int(data.get("periodic_windows")),
+    ), None
+
+
 # --------------------------------------------------------------------------- causality records
 
 # What the report says about a job's causality (causality_state).
-CHECKED = "checked"          # preflight passed on the job's model config and the trained weights passed
-UNCHECKED = "unchecked"      # preflight=false: the model was never checked before training
-TRAINED_UNCHECKED = "trained weights unchecked"  # preflight passed, the trained recheck did not run (yet)
+CHECKED = "checked"  # preflight passed on the job's model config and the trained weights passed
+UNCHECKED = "unchecked"  # preflight=false: the model was never checked before training
+TRAINED_UNCHECKED = (
+    "trained weights unchecked"  # preflight passed, the trained recheck did not run (yet)
+)
 UNRECORDED = "no causality record"  # results written before format 2, or a summary without the key
 CAUSALITY_STATES = (CHECKED, UNCHECKED, TRAINED_UNCHECKED, UNRECORDED, LEAKED)
 
 
-def write_causality_init(jd: "JobDir", record: Optional[dict]) -> None:
+def write_causality_init(jd: JobDir, record: dict | None) -> None:
     """The matrix runner's preflight record for this job (None: preflight=false), read by the
     trainer into summary.json's "causality"."""
     atomic_write_json(jd.causality, {"init": record, "preflight": record is not None})
 
 
-def read_causality_init(jd: "JobDir") -> Optional[dict]:
+def read_causality_init(jd: JobDir) -> dict | None:
     """The preflight record the runner left in the job directory, or None (not checked)."""
     if not jd.causality.is_file():
         return None
@@ -480,8 +544,9 @@ def read_causality_init(jd: "JobDir") -> Optional[dict]:
     return init if isinstance(init, dict) else None
 
 
-def causality_entry(init: Optional[dict], trained: Optional[dict] = None,
-                    resume: Optional[list] = None) -> dict:
+def causality_entry(
+    init: dict | None, trained: dict | None = None, resume: list | None = None
+) -> dict:
     """summary.json's "causality": {"init", "trained", "checked", "resume_checks"}."""
     return {
         "init": init,
@@ -491,7 +556,7 @@ def causality_entry(init: Optional[dict], trained: Optional[dict] = None,
     }
 
 
-def causality_state(summary: Optional[dict]) -> str:
+def causality_state(summary: dict | None) -> str:
     """One of CAUSALITY_STATES for a job's summary (None or old format: UNRECORDED)."""
     if not summary:
         return UNRECORDED
@@ -523,7 +588,9 @@ class MetricsWriter:
     def __init__(self, path: os.PathLike | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: Optional[int] = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        self._fd: int | None = os.open(
+            self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666
+        )
         end = os.lseek(self._fd, 0, os.SEEK_END)
         if end > 0 and os.pread(self._fd, 1, end - 1) != b"\n":
             self._append(b"\n")  # a torn last line from a killed writer stays one (skipped) line
@@ -557,7 +624,7 @@ class MetricsWriter:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "MetricsWriter":
+    def __enter__(self) -> MetricsWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -583,7 +650,7 @@ _NUM_KEYS = ("lr", "grad_norm", "train_seconds")
 _NUM_PREFIXES = ("loss/", "time/", "throughput/", "memory/", "gates/")
 
 
-def _record_problem(obj: dict) -> Optional[str]:
+def _record_problem(obj: dict) -> str | None:
     """Why a parsed metrics line cannot be used, or None. Readers must never crash on a value."""
     for key in _INT_KEYS:
         v = obj.get(key)
@@ -652,7 +719,7 @@ class Manifest:
         self.readonly = False  # a reader that must not write (another process holds the lock)
 
     @classmethod
-    def create(cls, matrix_dir: os.PathLike | str, **fields: Any) -> "Manifest":
+    def create(cls, matrix_dir: os.PathLike | str, **fields: Any) -> Manifest:
         data = {"format_version": FORMAT_VERSION, "created": now_iso(), "jobs": []}
         data.update(fields)
         manifest = cls(Path(matrix_dir) / MANIFEST, data)
@@ -660,7 +727,7 @@ class Manifest:
         return manifest
 
     @classmethod
-    def load(cls, matrix_dir: os.PathLike | str) -> "Manifest":
+    def load(cls, matrix_dir: os.PathLike | str) -> Manifest:
         matrix_dir = Path(matrix_dir)
         if not matrix_dir.is_dir():
             raise ResultsFormatError(f"{matrix_dir}: no such directory")
@@ -671,7 +738,9 @@ class Manifest:
             )
         data = read_json(matrix_dir / MANIFEST)
         if not isinstance(data.get("jobs"), list):
-            raise ResultsFormatError(f"{matrix_dir / MANIFEST}: has no 'jobs' list; the file is corrupt")
+            raise ResultsFormatError(
+                f"{matrix_dir / MANIFEST}: has no 'jobs' list; the file is corrupt"
+            )
         manifest = cls(matrix_dir / MANIFEST, data)
         good: list[dict] = []
         seen: set[str] = set()
@@ -686,12 +755,16 @@ class Manifest:
             for key in ("attempts", "exit_code"):  # counters a writer does arithmetic with
                 v = entry.get(key)
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-                    manifest.problems.append(f"{matrix_dir / MANIFEST}: job {entry['name']} has {key}={v!r}, "
-                                             f"not an integer; ignored")
+                    manifest.problems.append(
+                        f"{matrix_dir / MANIFEST}: job {entry['name']} has {key}={v!r}, "
+                        f"not an integer; ignored"
+                    )
                     entry[key] = 0 if key == "attempts" else None
             if entry["status"] not in STATUSES:
-                manifest.problems.append(f"{matrix_dir / MANIFEST}: job {entry['name']} has unknown status "
-                                         f"{entry['status']!r}; treated as {PENDING}")
+                manifest.problems.append(
+                    f"{matrix_dir / MANIFEST}: job {entry['name']} has unknown status "
+                    f"{entry['status']!r}; treated as {PENDING}"
+                )
                 entry["status"] = PENDING
             seen.add(entry["name"])
             good.append(entry)
@@ -748,7 +821,7 @@ class Manifest:
         atomic_write_json(self.path, data)
 
 
-def _entry_problem(entry: Any, seen: set[str]) -> Optional[str]:
+def _entry_problem(entry: Any, seen: set[str]) -> str | None:
     """Why a matrix.json job entry cannot be used, or None."""
     if not isinstance(entry, dict):
         return f"is {type(entry).__name__} {str(entry)[:40]!r}, not a job object"
@@ -779,7 +852,9 @@ def find_matrix_dirs(patterns: Iterable[str]) -> list[Path]:
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) or ([pattern] if Path(pattern).exists() else [])
         if not matches:
-            raise AblateError(f"no directory matches {pattern!r}; run a matrix first or check the path")
+            raise AblateError(
+                f"no directory matches {pattern!r}; run a matrix first or check the path"
+            )
         for match in matches:
             p = Path(match)
             if p.is_dir() and p not in found:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from ablate.config import ComposedConfig
 from ablate.errors import ConfigError
@@ -68,7 +69,7 @@ def _all_groups(repo, parent: str = "") -> list[str]:
     return sorted(set(out))
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> Optional[str]:
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """The closest candidate to ``word`` (also matching on the last dotted part), or None."""
     # A node that only prefixes the word ("budget" for "budget.foo") is no suggestion.
     candidates = sorted(c for c in set(candidates) if not word.startswith(c + "."))
@@ -90,14 +91,24 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> Optional[str]:
 def unknown_key_message(key: str, groups: Iterable[str] = ()) -> str:
     if key in RENAMED_CONFIG_KEYS:  # a name from an older version: say the new one, never guess
         new, version = RENAMED_CONFIG_KEYS[key]
-        return f"{key} is now called {new} (renamed in ablate's results format {version}); write {new}"
-    guess = did_you_mean(key, schema_keys() | set(groups) | set(COMMANDS) | set(RENAMED_CONFIG_KEYS))
+        return (
+            f"{key} is now called {new} (renamed in ablate's results format {version}); write {new}"
+        )
+    guess = did_you_mean(
+        key, schema_keys() | set(groups) | set(COMMANDS) | set(RENAMED_CONFIG_KEYS)
+    )
     if guess:  # a near miss of an old name means its new name
-        guess = " or ".join(f"{RENAMED_CONFIG_KEYS[g][0]} (called {g} before format {RENAMED_CONFIG_KEYS[g][1]})"
-                            if g in RENAMED_CONFIG_KEYS else g for g in guess.split(" or "))
-    return (f"{key} is not a config key{f'; did you mean {guess}?' if guess else ''} "
-            "(python -m ablate.matrix --help lists the groups and common keys; "
-            "--cfg job prints every key of a job)")
+        guess = " or ".join(
+            f"{RENAMED_CONFIG_KEYS[g][0]} (called {g} before format {RENAMED_CONFIG_KEYS[g][1]})"
+            if g in RENAMED_CONFIG_KEYS
+            else g
+            for g in guess.split(" or ")
+        )
+    return (
+        f"{key} is not a config key{f'; did you mean {guess}?' if guess else ''} "
+        "(python -m ablate.matrix --help lists the groups and common keys; "
+        "--cfg job prints every key of a job)"
+    )
 
 
 def check_overrides(overrides: Iterable[Any], groups: dict[str, list[str]]) -> None:
@@ -117,12 +128,15 @@ def check_overrides(overrides: Iterable[Any], groups: dict[str, list[str]]) -> N
             options = groups[name]
             for value in _values(o):
                 if value is None:
-                    raise ConfigError(f"{name}=null: choose one of the {name} options "
-                                      f"({', '.join(options)}) or leave {name} out")
+                    raise ConfigError(
+                        f"{name}=null: choose one of the {name} options "
+                        f"({', '.join(options)}) or leave {name} out"
+                    )
                 if str(value) not in options:
                     guess = did_you_mean(str(value), options)
                     raise ConfigError(
-                        f"{name}={value}: no such {name}" + (f" (did you mean {guess}?)" if guess else "")
+                        f"{name}={value}: no such {name}"
+                        + (f" (did you mean {guess}?)" if guess else "")
                         + f"; the {name} options are: {', '.join(options) or 'none'} (files in conf/{name}/)"
                     )
             continue
@@ -143,7 +157,7 @@ def _values(o) -> list[Any]:
 _PACKAGE_LINE = re.compile(r"^\s*#\s*@package\b")
 
 
-def misplaced_package_header(text: str) -> Optional[int]:
+def misplaced_package_header(text: str) -> int | None:
     """Line number (1-based) of a ``# @package`` line Hydra will not read, else None.
 
     Hydra reads ``# @...`` directives only from the file's leading lines (blank lines aside); any
@@ -162,7 +176,9 @@ def misplaced_package_header(text: str) -> Optional[int]:
     return None
 
 
-def check_package_headers(repo, groups: dict[str, list[str]], chosen: Optional[dict[str, set[str]]] = None) -> None:
+def check_package_headers(
+    repo, groups: dict[str, list[str]], chosen: dict[str, set[str]] | None = None
+) -> None:
     """Refuse a group option file whose ``# @package`` line is not in its header.
 
     ``chosen`` limits the check to those options ({group: {option}}); None checks every option.
@@ -197,7 +213,7 @@ def check_package_headers(repo, groups: dict[str, list[str]], chosen: Optional[d
 STEP_IDENTITY = ("name", "architecture")
 
 
-def check_step_file(repo, choice: Optional[str]) -> None:
+def check_step_file(repo, choice: str | None) -> None:
     """Refuse a step option file that does not say which step it is.
 
     StepConfig's defaults are V0's name and label, so a new step file (a copy of V16.yaml with the
@@ -214,7 +230,11 @@ def check_step_file(repo, choice: Optional[str]) -> None:
     node = result.config.get("step") if package == "_global_" else result.config
     missing = [f"step.{k}" for k in STEP_IDENTITY if not (hasattr(node, "keys") and k in node)]
     if missing:
-        where = f"{result.path.removeprefix('file://')}/step/{choice}.yaml" if result.path else f"step/{choice}"
+        where = (
+            f"{result.path.removeprefix('file://')}/step/{choice}.yaml"
+            if result.path
+            else f"step/{choice}"
+        )
         raise ConfigError(
             f"{where} does not set {' and '.join(missing)}; a step file names itself "
             f"(step: {{name: {choice}, architecture: <the report's label>}}), otherwise its jobs would run "

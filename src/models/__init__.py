@@ -21,25 +21,40 @@ from typing import Any
 
 from torch import nn
 
-from .config import ModelConfig, ModelConfigError, to_model_config, validate_config
-from .registry import ATTENTION, MLPS, REGISTRY, register_arch, register_attention, register_mlp
-from . import gpt2  # noqa: F401  (registers "gpt2", "causal", "standard")
-from . import reciprocal_attention  # noqa: F401  (registers "ra")
-from . import reciprocal_mlp  # noqa: F401  (registers "rmlp")
+from . import (
+    gpt2,  # noqa: F401  (registers "gpt2", "causal", "standard")
+    reciprocal_attention,  # noqa: F401  (registers "ra")
+    reciprocal_mlp,  # noqa: F401  (registers "rmlp")
+)
 from .causality import CausalityReport, check_causal
+from .config import ModelConfig, ModelConfigError, to_model_config, validate_config
 from .gate_shares import gate_shares
 from .gpt2 import GPT
+from .registry import ATTENTION, MLPS, REGISTRY, register_arch, register_attention, register_mlp
 
 __all__ = [
-    "ATTENTION", "MLPS", "REGISTRY", "GPT", "CausalityReport", "ModelConfig", "ModelConfigError",
-    "build_model", "check_causal", "check_config", "gate_shares", "register_arch", "register_attention",
+    "ATTENTION",
+    "MLPS",
+    "REGISTRY",
+    "GPT",
+    "CausalityReport",
+    "ModelConfig",
+    "ModelConfigError",
+    "build_model",
+    "check_causal",
+    "check_config",
+    "gate_shares",
+    "register_arch",
+    "register_attention",
     "register_mlp",
 ]
 
 
 def _choice(key: str, value: str, table: dict) -> None:
     if value not in table:
-        raise ModelConfigError(f"model.{key}={value!r} is unknown (allowed: {', '.join(sorted(table))})")
+        raise ModelConfigError(
+            f"model.{key}={value!r} is unknown (allowed: {', '.join(sorted(table))})"
+        )
 
 
 def check_config(cfg: Any) -> ModelConfig:

@@ -42,8 +42,8 @@ type (a CUDA-only kernel is checked when the job rechecks its trained weights on
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -73,17 +73,17 @@ class CausalityReport:
     each saw the model respond where it may."""
     max_leak: float
     """Largest leak over the probes that ran (gradient magnitude or logit change)."""
-    leaking_positions: List[int] = field(default_factory=list)
+    leaking_positions: list[int] = field(default_factory=list)
     """Cuts t at which a leak was seen (logits at positions <= t depended on later tokens)."""
     message: str = ""
     """One line for logs and error messages."""
     threshold: float = 0.0
     """Largest threshold of the probes that ran (0 for the gradient probe: exact)."""
-    positions: List[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
     """Every cut that was probed, sorted."""
     sensitive: bool = True
     """Whether every probe saw the logits respond to the tokens they may depend on."""
-    probes: List[ProbeResult] = field(default_factory=list)
+    probes: list[ProbeResult] = field(default_factory=list)
     """Each probe pass, in the order it ran (the failing one last when stopped early)."""
     seconds: float = 0.0
     """Wall time of the whole check, including the randomised copy."""
@@ -98,8 +98,8 @@ class CausalityReport:
         return "+".join(dict.fromkeys(p.method for p in self.probes)) or "none"
 
     @property
-    def shapes(self) -> List[List[int]]:
-        out: List[List[int]] = []
+    def shapes(self) -> list[list[int]]:
+        out: list[list[int]] = []
         for p in self.probes:
             if list(p.shape) not in out:
                 out.append(list(p.shape))
@@ -131,19 +131,27 @@ class _Step:
     descending: bool
 
 
-def _plan(lengths: Sequence[int], weights: Sequence[str], precisions: Sequence[str],
-          modes: Sequence[str], methods: Sequence[str]) -> List[_Step]:
+def _plan(
+    lengths: Sequence[int],
+    weights: Sequence[str],
+    precisions: Sequence[str],
+    modes: Sequence[str],
+    methods: Sequence[str],
+) -> list[_Step]:
     """Cheap and telling first: at each length, the gradient probes (they see most leaks), then
     the perturbation probes. Perturbation configurations (weights x precision x mode) run in full
     at the short length when there are at most 4, else as the half fraction in which every pair
     of settings still meets (a leak that needs a specific pair is seen); at the full length, two
     that differ in every setting."""
     grad_weights = "random" if "random" in weights else weights[0]
-    steps: List[_Step] = []
+    steps: list[_Step] = []
     configs = [(w, p, m) for w in weights for p in precisions for m in modes]
     if len(configs) > 4:
-        half = [c for c in configs
-                if (weights.index(c[0]) + precisions.index(c[1]) + modes.index(c[2])) % 2 == 1]
+        half = [
+            c
+            for c in configs
+            if (weights.index(c[0]) + precisions.index(c[1]) + modes.index(c[2])) % 2 == 1
+        ]
     else:
         half = configs
     for i, length in enumerate(lengths):
@@ -167,11 +175,11 @@ def _complementary_pair(configs: list) -> list:
 
 def check_causal(
     model: nn.Module,
-    positions: Optional[Sequence[int]] = None,
+    positions: Sequence[int] | None = None,
     seed: int = 0,
     batch: int = 3,
     tol: float = 1e-6,
-    seq_len: Optional[int] = None,
+    seq_len: int | None = None,
     *,
     randomize: bool = True,
     precisions: Sequence[str] = PRECISIONS,
@@ -180,7 +188,7 @@ def check_causal(
     kinds: Sequence[str] = KINDS,
     eot_token: int = EOT_TOKEN,
     stop_early: bool = True,
-    embedding: Optional[nn.Module] = None,
+    embedding: nn.Module | None = None,
 ) -> CausalityReport:
     """Run the gradient and perturbation probes (see the module docstring) on ``model``.
 
@@ -196,8 +204,8 @@ def check_causal(
     """
     t_start = time.perf_counter()
     cfg = getattr(model, "config", None)
-    block = int(getattr(cfg, "block_size"))
-    vocab = int(getattr(cfg, "vocab_size"))
+    block = int(cfg.block_size)
+    vocab = int(cfg.vocab_size)
     if batch < 3:
         raise ValueError(f"batch={batch} must be >= 3 (a leak between rows can hide at batch 2)")
     for p in precisions:
@@ -216,26 +224,58 @@ def check_causal(
         longest = max(lengths)
         for t in positions:
             if not 0 <= t <= longest - 2:
-                raise ValueError(f"position {t} must be in [0, {longest - 2}] (seq_len is {longest})")
+                raise ValueError(
+                    f"position {t} must be in [0, {longest - 2}] (seq_len is {longest})"
+                )
         lengths = [L for L in lengths if max(positions) <= L - 2] or [longest]
 
     weights = ["given", "random"] if randomize else ["given"]
     steps = _plan(lengths, weights, list(precisions), list(modes), list(methods))
     device = next(model.parameters()).device
     plans = {L: CutPlan(L, batch, positions) for L in lengths}
-    results: List[ProbeResult] = []
+    results: list[ProbeResult] = []
     # The probes seed torch's RNG (same dropout masks for base and perturbed runs); the caller's
     # RNG stream is restored, so a job that rechecks its weights on resume trains on identically.
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    cuda = (
+        [device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
+        else []
+    )
     with torch.random.fork_rng(devices=cuda):
-        _run(steps, model, plans, batch, vocab, device, seed, kinds, tol, eot_token, embedding,
-             stop_early, results)
+        _run(
+            steps,
+            model,
+            plans,
+            batch,
+            vocab,
+            device,
+            seed,
+            kinds,
+            tol,
+            eot_token,
+            embedding,
+            stop_early,
+            results,
+        )
     return _summarize(results, len(steps), time.perf_counter() - t_start)
 
 
-def _run(steps, model, plans, batch, vocab, device, seed, kinds, tol, eot_token, embedding, stop_early,
-         results) -> None:
-    random_model: Optional[nn.Module] = None
+def _run(
+    steps,
+    model,
+    plans,
+    batch,
+    vocab,
+    device,
+    seed,
+    kinds,
+    tol,
+    eot_token,
+    embedding,
+    stop_early,
+    results,
+) -> None:
+    random_model: nn.Module | None = None
     try:
         for i, step in enumerate(steps):
             if step.weights == "random" and random_model is None:
@@ -244,12 +284,28 @@ def _run(steps, model, plans, batch, vocab, device, seed, kinds, tol, eot_token,
             cuts = plans[step.length].take(step.descending)
             tokens = random_tokens(batch, step.length, vocab, seed + 31 * i).to(device)
             if step.method == "gradient":
-                res = gradient_probe(target, tokens, cuts, mode=step.mode, weights=step.weights,
-                                     embedding=_embedding_in(target, model, embedding), seed=seed + i)
+                res = gradient_probe(
+                    target,
+                    tokens,
+                    cuts,
+                    mode=step.mode,
+                    weights=step.weights,
+                    embedding=_embedding_in(target, model, embedding),
+                    seed=seed + i,
+                )
             else:
-                res = perturbation_probe(target, tokens, cuts, mode=step.mode, precision=step.precision,
-                                         kinds=[kinds[(i + b) % len(kinds)] for b in range(batch)],
-                                         weights=step.weights, tol=tol, eot=eot_token, seed=seed + i)
+                res = perturbation_probe(
+                    target,
+                    tokens,
+                    cuts,
+                    mode=step.mode,
+                    precision=step.precision,
+                    kinds=[kinds[(i + b) % len(kinds)] for b in range(batch)],
+                    weights=step.weights,
+                    tol=tol,
+                    eot=eot_token,
+                    seed=seed + i,
+                )
             results.append(res)
             if stop_early and not res.ok:
                 break
@@ -257,7 +313,9 @@ def _run(steps, model, plans, batch, vocab, device, seed, kinds, tol, eot_token,
         del random_model
 
 
-def _embedding_in(target: nn.Module, model: nn.Module, embedding: Optional[nn.Module]) -> Optional[nn.Module]:
+def _embedding_in(
+    target: nn.Module, model: nn.Module, embedding: nn.Module | None
+) -> nn.Module | None:
     """The user's embedding module, found again by name inside a randomised copy."""
     if embedding is None or target is model:
         return embedding
@@ -267,7 +325,7 @@ def _embedding_in(target: nn.Module, model: nn.Module, embedding: Optional[nn.Mo
     return embedding
 
 
-def _summarize(results: List[ProbeResult], planned: int, seconds: float) -> CausalityReport:
+def _summarize(results: list[ProbeResult], planned: int, seconds: float) -> CausalityReport:
     leaking = sorted({t for r in results for t in r.leaking_positions})
     positions = sorted({t for r in results for t in r.positions})
     sensitive = all(r.sensitive for r in results)
@@ -277,19 +335,32 @@ def _summarize(results: List[ProbeResult], planned: int, seconds: float) -> Caus
     if not results:
         message, ok = "nothing was probed", False
     elif failed is not None and failed.leaking_positions:
-        message = (f"model is not causal: {failed.describe()}: {failed.detail} "
-                   f"(leaking cuts {failed.leaking_positions})")
+        message = (
+            f"model is not causal: {failed.describe()}: {failed.detail} "
+            f"(leaking cuts {failed.leaking_positions})"
+        )
         ok = False
     elif failed is not None:
         message = f"causality check is vacuous: {failed.describe()}: {failed.detail}"
         ok = False
     else:
         shapes = sorted({tuple(r.shape) for r in results})
-        message = (f"causal: {len(results)} probes ({', '.join(dict.fromkeys(r.method for r in results))}; "
-                   f"shapes {', '.join(f'{b}x{t}' for b, t in shapes)}; cuts {positions[:3]}.."
-                   f"{positions[-1]}) found no dependence on later tokens or other rows "
-                   f"(max {max_leak:.3g}) in {seconds:.1f}s")
+        message = (
+            f"causal: {len(results)} probes ({', '.join(dict.fromkeys(r.method for r in results))}; "
+            f"shapes {', '.join(f'{b}x{t}' for b, t in shapes)}; cuts {positions[:3]}.."
+            f"{positions[-1]}) found no dependence on later tokens or other rows "
+            f"(max {max_leak:.3g}) in {seconds:.1f}s"
+        )
         ok = True
-    return CausalityReport(ok=ok, max_leak=max_leak, leaking_positions=leaking, message=message,
-                           threshold=threshold, positions=positions, sensitive=sensitive,
-                           probes=results, seconds=seconds, planned=planned)
+    return CausalityReport(
+        ok=ok,
+        max_leak=max_leak,
+        leaking_positions=leaking,
+        message=message,
+        threshold=threshold,
+        positions=positions,
+        sensitive=sensitive,
+        probes=results,
+        seconds=seconds,
+        planned=planned,
+    )

@@ -27,8 +27,8 @@ import contextlib
 import copy
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -49,22 +49,22 @@ class ProbeResult:
     """"train" or "eval"."""
     precision: str
     """"fp32" or "bf16" (autocast)."""
-    shape: List[int]
+    shape: list[int]
     """[batch, seq_len] of the probe batch."""
-    positions: List[int]
+    positions: list[int]
     """The cut of each row: logits at positions <= cut must not depend on later tokens."""
     max_leak: float
     """Largest |gradient| (gradient probe) or |logit change| (perturbation) where it must be 0."""
     threshold: float
     """A value above this counts as a leak (0 for the gradient probe)."""
-    leaking_positions: List[int] = field(default_factory=list)
+    leaking_positions: list[int] = field(default_factory=list)
     """Cuts whose rows showed a leak."""
     sensitive: bool = True
     """The probe saw the model respond where it may (else the pass proves nothing)."""
     detail: str = ""
     """Where the first leak was seen, for messages."""
     seconds: float = 0.0
-    kinds: List[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
     """Perturbation kind of each row (perturbation probe only)."""
 
     @property
@@ -73,16 +73,26 @@ class ProbeResult:
 
     def describe(self) -> str:
         w = "random weights" if self.weights == "random" else "given weights"
-        return (f"{self.method} probe ({w}, {self.mode} mode, {self.precision}, "
-                f"batch {self.shape[0]} x {self.shape[1]} tokens)")
+        return (
+            f"{self.method} probe ({w}, {self.mode} mode, {self.precision}, "
+            f"batch {self.shape[0]} x {self.shape[1]} tokens)"
+        )
 
     def as_dict(self) -> dict:
         return {
-            "method": self.method, "weights": self.weights, "mode": self.mode,
-            "precision": self.precision, "shape": list(self.shape), "positions": list(self.positions),
-            "kinds": list(self.kinds), "max_leak": _plain_float(self.max_leak),
-            "threshold": self.threshold, "leaking_positions": list(self.leaking_positions),
-            "sensitive": self.sensitive, "ok": self.ok, "seconds": round(self.seconds, 4),
+            "method": self.method,
+            "weights": self.weights,
+            "mode": self.mode,
+            "precision": self.precision,
+            "shape": list(self.shape),
+            "positions": list(self.positions),
+            "kinds": list(self.kinds),
+            "max_leak": _plain_float(self.max_leak),
+            "threshold": self.threshold,
+            "leaking_positions": list(self.leaking_positions),
+            "sensitive": self.sensitive,
+            "ok": self.ok,
+            "seconds": round(self.seconds, 4),
         }
 
 
@@ -93,7 +103,7 @@ def _plain_float(x: float) -> float:
 # --------------------------------------------------------------------------- shapes and cuts
 
 
-def probe_lengths(block_size: int) -> List[int]:
+def probe_lengths(block_size: int) -> list[int]:
     """A shorter odd length first (cheap, catches most leaks), then the full block size.
 
     The short length is about block_size / 8 but at least 97, so that it is past the common
@@ -108,7 +118,7 @@ def probe_lengths(block_size: int) -> List[int]:
     return [short, full] if 3 <= short < full else [full]
 
 
-def cut_positions(length: int) -> List[int]:
+def cut_positions(length: int) -> list[int]:
     """Cuts to probe at this length, most telling first: start (everything after 0 must be
     invisible), end (the last pair), middle, then around every power of two (block-wise kernels
     go wrong at block boundaries), largest first, then the rest of the start and the end."""
@@ -122,7 +132,7 @@ def cut_positions(length: int) -> List[int]:
         p *= 2
     cand += sorted(set(around), reverse=True)
     cand += [1, last - 1, 2, last - 2]
-    out: List[int] = []
+    out: list[int] = []
     for c in cand:
         if 0 <= c <= last and c not in out:
             out.append(c)
@@ -133,14 +143,14 @@ class CutPlan:
     """Hands out ``batch`` cuts per pass: each pass starts with the start or the end cut (the
     strongest single probes), then takes the next cuts of the priority list, round robin."""
 
-    def __init__(self, length: int, batch: int, positions: Optional[Sequence[int]] = None):
+    def __init__(self, length: int, batch: int, positions: Sequence[int] | None = None):
         self.batch = batch
         self.fixed = positions is not None
         self.cuts = list(positions) if positions is not None else cut_positions(length)
         self._anchor = 0
         self._next = 0
 
-    def take(self, descending: bool) -> List[int]:
+    def take(self, descending: bool) -> list[int]:
         cuts = self.cuts
         if not cuts:
             return []
@@ -179,11 +189,15 @@ def find_embedding(model: nn.Module, vocab_size: int) -> nn.Module:
     wte = getattr(getattr(model, "transformer", None), "wte", None)
     if isinstance(wte, nn.Module):
         return wte
-    found = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.num_embeddings == vocab_size]
+    found = [
+        m for m in model.modules() if isinstance(m, nn.Embedding) and m.num_embeddings == vocab_size
+    ]
     if len(found) == 1:
         return found[0]
-    raise ValueError("the gradient probe needs the token embedding module; pass embedding=<module> "
-                     f"(found {len(found)} nn.Embedding with {vocab_size} rows)")
+    raise ValueError(
+        "the gradient probe needs the token embedding module; pass embedding=<module> "
+        f"(found {len(found)} nn.Embedding with {vocab_size} rows)"
+    )
 
 
 @contextlib.contextmanager
@@ -254,7 +268,7 @@ def gradient_probe(
     *,
     mode: str,
     weights: str = "given",
-    embedding: Optional[nn.Module] = None,
+    embedding: nn.Module | None = None,
     seed: int = 0,
 ) -> ProbeResult:
     """Row b: d <r_b, logits[b, :t_b+1]> / d emb must be exactly 0 at positions > t_b, where
@@ -265,7 +279,7 @@ def gradient_probe(
     vocab = int(model.config.vocab_size)
     device = tokens.device
     emb = embedding if embedding is not None else find_embedding(model, vocab)
-    captured: List[torch.Tensor] = []
+    captured: list[torch.Tensor] = []
 
     def hook(module, inputs, output):
         leaf = output.detach().requires_grad_(True)
@@ -280,15 +294,28 @@ def gradient_probe(
     finally:
         handle.remove()
     if not captured:  # the logits do not come from the token embedding at all: nothing is proven
-        return ProbeResult("gradient", weights, mode, "fp32", [B, T], cuts, 0.0, 0.0, [], False,
-                           "the token embedding was not used in the forward pass (pass embedding=<module>)",
-                           time.perf_counter() - t0)
+        return ProbeResult(
+            "gradient",
+            weights,
+            mode,
+            "fp32",
+            [B, T],
+            cuts,
+            0.0,
+            0.0,
+            [],
+            False,
+            "the token embedding was not used in the forward pass (pass embedding=<module>)",
+            time.perf_counter() - t0,
+        )
     gen = torch.Generator().manual_seed(seed + 1)
     weight = torch.randn(B, T, generator=gen)
     for b, t in enumerate(cuts):
-        weight[b, t + 1:] = 0.0
+        weight[b, t + 1 :] = 0.0
     direction = torch.randn(B, vocab, 1, generator=gen)
-    projected = torch.matmul(logits, direction.to(device)).squeeze(-1)  # (B, T), no (B, T, V) temporary
+    projected = torch.matmul(logits, direction.to(device)).squeeze(
+        -1
+    )  # (B, T), no (B, T, V) temporary
     loss = (projected * weight.to(device)).sum()
     if not loss.requires_grad:  # the logits do not depend on the embedding output
         grads = [None] * len(captured)
@@ -301,24 +328,39 @@ def gradient_probe(
     dep = dep.cpu()
     leaking, sensitive, max_leak, detail = [], True, 0.0, ""
     for b, t in enumerate(cuts):
-        after = dep[b, t + 1:]
+        after = dep[b, t + 1 :]
         worst = float(after.max()) if after.numel() else 0.0
         max_leak = max(max_leak, worst)
         if worst > 0.0:
             leaking.append(t)
             if not detail:
                 pos = int(t + 1 + int(after.argmax()))
-                detail = (f"the logits at positions <= {t} of row {b} (or of another row) have a nonzero "
-                          f"gradient ({worst:.3g}) with respect to the token at position {pos} of row {b}")
+                detail = (
+                    f"the logits at positions <= {t} of row {b} (or of another row) have a nonzero "
+                    f"gradient ({worst:.3g}) with respect to the token at position {pos} of row {b}"
+                )
         if float(dep[b, : t + 1].max()) == 0.0:
             sensitive = False
             detail = detail or f"row {b}: the logits at positions <= {t} do not depend on any token"
-    return ProbeResult("gradient", weights, mode, "fp32", [B, T], cuts, max_leak, 0.0,
-                       sorted(set(leaking)), sensitive, detail, time.perf_counter() - t0)
+    return ProbeResult(
+        "gradient",
+        weights,
+        mode,
+        "fp32",
+        [B, T],
+        cuts,
+        max_leak,
+        0.0,
+        sorted(set(leaking)),
+        sensitive,
+        detail,
+        time.perf_counter() - t0,
+    )
 
 
-def perturb(tokens: torch.Tensor, cuts: Sequence[int], kinds: Sequence[str], vocab: int, eot: int,
-            seed: int) -> torch.Tensor:
+def perturb(
+    tokens: torch.Tensor, cuts: Sequence[int], kinds: Sequence[str], vocab: int, eot: int, seed: int
+) -> torch.Tensor:
     """Row b with every token after cuts[b] replaced, by kinds[b]: random different tokens,
     the EOT token, or copies of the row's earliest tokens (repeated as needed)."""
     gen = torch.Generator().manual_seed(seed + 2)
@@ -330,11 +372,13 @@ def perturb(tokens: torch.Tensor, cuts: Sequence[int], kinds: Sequence[str], voc
         if n <= 0:
             continue
         if kind == "random":
-            alt[b, t + 1:] = (src[b, t + 1:] + torch.randint(1, vocab, (n,), generator=gen)) % vocab
+            alt[b, t + 1 :] = (
+                src[b, t + 1 :] + torch.randint(1, vocab, (n,), generator=gen)
+            ) % vocab
         elif kind == "eot":
-            alt[b, t + 1:] = eot
+            alt[b, t + 1 :] = eot
         elif kind == "copy":
-            alt[b, t + 1:] = src[b, torch.arange(n) % (t + 1)]
+            alt[b, t + 1 :] = src[b, torch.arange(n) % (t + 1)]
         else:
             raise ValueError(f"perturbation kind {kind!r} must be one of {', '.join(KINDS)}")
     return alt.to(tokens.device)
@@ -384,14 +428,32 @@ def perturbation_probe(
             leaking.append(t)
             if not detail:
                 pos = int(diff[b, : t + 1].argmax())
-                detail = (f"replacing the tokens after position {t} of row {b} ({kinds[b]}) changed the "
-                          f"logits at position {pos} by {before:.3g} (threshold {threshold:.3g})")
-        if t + 1 < T and float(diff[b, t + 1:].max()) > 0.0:
+                detail = (
+                    f"replacing the tokens after position {t} of row {b} ({kinds[b]}) changed the "
+                    f"logits at position {pos} by {before:.3g} (threshold {threshold:.3g})"
+                )
+        if t + 1 < T and float(diff[b, t + 1 :].max()) > 0.0:
             moved = True
     if not math.isfinite(scale):
         detail = detail or "the logits are not finite"
     sensitive = moved or all(t + 1 >= T for t in cuts)
     if not sensitive:
-        detail = detail or "changing the later tokens changed no logit at all (the check would be vacuous)"
-    return ProbeResult("perturbation", weights, mode, precision, [B, T], cuts, max_leak, threshold,
-                       sorted(set(leaking)), sensitive, detail, time.perf_counter() - t0, kinds)
+        detail = (
+            detail
+            or "changing the later tokens changed no logit at all (the check would be vacuous)"
+        )
+    return ProbeResult(
+        "perturbation",
+        weights,
+        mode,
+        precision,
+        [B, T],
+        cuts,
+        max_leak,
+        threshold,
+        sorted(set(leaking)),
+        sensitive,
+        detail,
+        time.perf_counter() - t0,
+        kinds,
+    )

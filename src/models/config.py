@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 
 class ModelConfigError(ValueError):
@@ -48,9 +49,9 @@ class ModelConfig:
     Attention, V16-V18)."""
     ra_rank: int = 4
     """RA: reciprocal dims R per head, in [1, head_dim - 1]."""
-    ra_w_std_init: Optional[float] = None
+    ra_w_std_init: float | None = None
     """RA: initial per-head standard gate w_std; None means (head_dim - R) / head_dim."""
-    ra_w_rec_init: Optional[float] = None
+    ra_w_rec_init: float | None = None
     """RA: initial per-head reciprocal gate w_rec; None means R / head_dim."""
     mlp: str = "standard"
     """MLP component, a key of ``models.MLPS``: "standard" (V0, V16) or "rmlp" (V17, V18)."""
@@ -59,11 +60,11 @@ class ModelConfig:
     path keeps 4 * n_embd - R_ff so the total hidden width (and FLOPs) match V0."""
     rmlp_frozen: bool = False
     """R-MLP: keep the reciprocal path's weights at initialization (V17); the gates still learn."""
-    rmlp_w_std_init: Optional[float] = None
+    rmlp_w_std_init: float | None = None
     """R-MLP: initial per-layer gate w_std; None means (D_ff - R_ff) / D_ff."""
-    rmlp_w_rec_init: Optional[float] = None
+    rmlp_w_rec_init: float | None = None
     """R-MLP: initial per-layer gate w_rec; None means R_ff / D_ff."""
-    init_from: Optional[str] = None
+    init_from: str | None = None
     """Local folder with a Hugging Face GPT-2 checkpoint (config.json + model.safetensors or
     pytorch_model.bin) to copy the shared weights from; None trains from scratch."""
 
@@ -105,7 +106,7 @@ def _check_type(name: str, value: Any) -> Any:
     return value
 
 
-def to_model_config(cfg: Union[ModelConfig, Mapping[str, Any], Any]) -> ModelConfig:
+def to_model_config(cfg: ModelConfig | Mapping[str, Any] | Any) -> ModelConfig:
     """Build a ModelConfig from a ModelConfig, dict or OmegaConf DictConfig; unknown keys and
     wrong types raise ModelConfigError. Does not validate ranges (see ``validate_config``)."""
     if isinstance(cfg, ModelConfig):

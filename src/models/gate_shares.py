@@ -17,8 +17,6 @@ paths cancel). Both are invariant to rescaling a gate against its path's weights
 
 from __future__ import annotations
 
-from typing import Dict, List
-
 import torch
 
 from .reciprocal_attention import ReciprocalAttention
@@ -48,19 +46,25 @@ def _rmlp_share(mlp: ReciprocalMLP, x: torch.Tensor, attn_out: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def gate_shares(model: torch.nn.Module, idx: torch.Tensor) -> Dict[str, List[float]]:
+def gate_shares(model: torch.nn.Module, idx: torch.Tensor) -> dict[str, list[float]]:
     """Per-layer shares on the token windows ``idx`` (B, T): ``{"ra_share": [...],
     "rmlp_share": [...]}``, keys only for the paths the model has. Runs in eval mode."""
-    ra: Dict[int, float] = {}
-    rmlp: Dict[int, float] = {}
+    ra: dict[int, float] = {}
+    rmlp: dict[int, float] = {}
     hooks = []
     for i, block in enumerate(model.transformer.h):
         if isinstance(block.attn, ReciprocalAttention):
-            hooks.append(block.attn.register_forward_hook(
-                lambda mod, inp, out, i=i: ra.__setitem__(i, _ra_share(mod, inp[0]))))
+            hooks.append(
+                block.attn.register_forward_hook(
+                    lambda mod, inp, out, i=i: ra.__setitem__(i, _ra_share(mod, inp[0]))
+                )
+            )
         if isinstance(block.mlp, ReciprocalMLP):
-            hooks.append(block.mlp.register_forward_hook(
-                lambda mod, inp, out, i=i: rmlp.__setitem__(i, _rmlp_share(mod, inp[0], inp[1]))))
+            hooks.append(
+                block.mlp.register_forward_hook(
+                    lambda mod, inp, out, i=i: rmlp.__setitem__(i, _rmlp_share(mod, inp[0], inp[1]))
+                )
+            )
     if not hooks:
         return {}
     was_training = model.training
@@ -71,7 +75,7 @@ def gate_shares(model: torch.nn.Module, idx: torch.Tensor) -> Dict[str, List[flo
         for h in hooks:
             h.remove()
         model.train(was_training)
-    out: Dict[str, List[float]] = {}
+    out: dict[str, list[float]] = {}
     if ra:
         out["ra_share"] = [ra[i] for i in sorted(ra)]
     if rmlp:

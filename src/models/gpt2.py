@@ -14,7 +14,6 @@ the standard MLP ignores it).
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +42,7 @@ class CausalSelfAttention(nn.Module):
         """The fused projection, x (B, T, C) -> (B, T, 3C) = [q | k | v]."""
         return self.c_attn(x)
 
-    def qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Project x (B, T, C) to per-head q, k, v, each (B, nh, T, hs)."""
         B, T, C = x.size()
         q, k, v = self.project(x).split(self.n_embd, dim=2)
@@ -52,12 +51,17 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         return q, k, v
 
-    def attend(self, q, k, v, scale: Optional[float] = None) -> torch.Tensor:
+    def attend(self, q, k, v, scale: float | None = None) -> torch.Tensor:
         """Causal SDPA on (B, nh, T, hs) tensors, heads merged back to (B, T, C) and projected."""
         B, _, T, _ = q.size()
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=True, scale=scale,
+            q,
+            k,
+            v,
+            attn_mask=None,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=True,
+            scale=scale,
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, self.n_embd)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -71,7 +75,7 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """GPT-2 MLP: Linear(C, 4C) -> GELU(tanh) -> Linear(4C, C) -> dropout."""
 
-    def __init__(self, config: ModelConfig, layer_idx: int = 0, hidden: Optional[int] = None):
+    def __init__(self, config: ModelConfig, layer_idx: int = 0, hidden: int | None = None):
         super().__init__()
         hidden = config.mlp_hidden if hidden is None else hidden
         self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
@@ -79,7 +83,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, attn_out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_out: torch.Tensor | None = None) -> torch.Tensor:
         # attn_out is part of the MLP interface (see registry); the standard MLP does not use it
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
@@ -107,13 +111,15 @@ class GPT(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying (Press & Wolf 2017); named_parameters() lists it once, as transformer.wte
         self.transformer.wte.weight = self.lm_head.weight
@@ -139,7 +145,7 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def _build_param_kinds(self) -> Dict[str, str]:
+    def _build_param_kinds(self) -> dict[str, str]:
         kinds = {}
         for name, _ in self.named_parameters():
             mod_name, _, pname = name.rpartition(".")
@@ -156,7 +162,7 @@ class GPT(nn.Module):
         return kinds
 
     def param_kind(self, name: str) -> str:
-        """"matrix" | "embedding" | "gate" | "other" for a name from named_parameters(); the
+        """ "matrix" | "embedding" | "gate" | "other" for a name from named_parameters(); the
         trainer decays "matrix" (and optionally embeddings / gates), never "other". Prefixes added
         by torch.compile ("_orig_mod.") or DDP ("module.") are accepted."""
         key = name
@@ -189,10 +195,10 @@ class GPT(nn.Module):
         return float(6 * (N - frozen) + 4 * frozen + 12 * L * H * Q * T)
 
     @torch.no_grad()
-    def gate_stats(self) -> Dict[str, List]:
+    def gate_stats(self) -> dict[str, list]:
         """Learned gate values per layer as plain floats, e.g. {"ra_w_rec": [[per head] per
         layer], "rmlp_w_rec": [per layer]}; keys are absent when no layer has such a gate."""
-        per_key: Dict[str, List[torch.Tensor]] = {}
+        per_key: dict[str, list[torch.Tensor]] = {}
         for block in self.transformer.h:
             for module in (block.attn, block.mlp):
                 if hasattr(module, "gates"):
@@ -201,8 +207,8 @@ class GPT(nn.Module):
         return {k: torch.stack(v).cpu().tolist() for k, v in per_key.items()}
 
     def forward(
-        self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) int64 -> logits (B, T, vocab_size) and, with targets (B, T), the mean
         cross-entropy over all positions (targets == -1 are ignored)."""
         B, T = idx.size()

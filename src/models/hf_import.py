@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict
 
 import torch
 
@@ -32,7 +31,7 @@ from .config import ModelConfigError
 _GELU_TANH = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
-def _read_state_dict(folder: Path) -> Dict[str, torch.Tensor]:
+def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     st = folder / "model.safetensors"
     if st.is_file():
         from safetensors.torch import load_file
@@ -47,7 +46,7 @@ def _read_state_dict(folder: Path) -> Dict[str, torch.Tensor]:
     # GPT2LMHeadModel prefixes "transformer."; GPT2Model and the original OpenAI export do not
     out = {}
     for k, v in sd.items():
-        k = k[len("transformer."):] if k.startswith("transformer.") else k
+        k = k[len("transformer.") :] if k.startswith("transformer.") else k
         out[k] = v
     return out
 
@@ -74,7 +73,9 @@ def _check_hf_config(model, hf: dict, folder: Path) -> None:
             f"model.block_size={cfg.block_size} must be <= the checkpoint's n_positions={n_pos} {where}"
         )
     if not cfg.bias:
-        raise ModelConfigError(f"model.bias=False cannot load GPT-2 weights, which have biases {where}")
+        raise ModelConfigError(
+            f"model.bias=False cannot load GPT-2 weights, which have biases {where}"
+        )
     act = hf.get("activation_function", "gelu_new")
     if act not in _GELU_TANH:
         raise ModelConfigError(
@@ -131,7 +132,9 @@ def load_hf_gpt2(model, folder: str) -> None:
     n_real = wte.size(0)
     tr.wte.weight[:n_real].copy_(wte)
     if n_real < cfg.vocab_size:
-        tr.wte.weight[n_real:].copy_(wte.mean(dim=0, keepdim=True).expand(cfg.vocab_size - n_real, -1))
+        tr.wte.weight[n_real:].copy_(
+            wte.mean(dim=0, keepdim=True).expand(cfg.vocab_size - n_real, -1)
+        )
     copy(tr.wpe.weight, take("wpe.weight")[: cfg.block_size], "wpe.weight")
     copy(tr.ln_f.weight, take("ln_f.weight"), "ln_f.weight")
     copy(tr.ln_f.bias, take("ln_f.bias"), "ln_f.bias")
@@ -175,8 +178,13 @@ def load_hf_gpt2(model, folder: str) -> None:
         copy(mlp.c_proj.bias, proj_b, p + "mlp.c_proj.bias")
 
     # anything else is either the tied lm_head, attention mask buffers, or a layer we lack
-    left = [k for k in sd if k not in used and not k.endswith((".attn.bias", ".attn.masked_bias"))
-            and k != "lm_head.weight"]
+    left = [
+        k
+        for k in sd
+        if k not in used
+        and not k.endswith((".attn.bias", ".attn.masked_bias"))
+        and k != "lm_head.weight"
+    ]
     if left:
         raise ModelConfigError(
             f"model.init_from={folder!r}: checkpoint tensors not used: {', '.join(sorted(left)[:5])}"

@@ -30,7 +30,6 @@ Defaults: w_std = D_std / D and w_rec = R / D (``ra_w_std_init`` / ``ra_w_rec_in
 from __future__ import annotations
 
 import math
-from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -72,14 +71,17 @@ class ReciprocalAttention(CausalSelfAttention):
         self.w_std.fill_(self.w_std_init)
         self.w_rec.fill_(self.w_rec_init)
 
-    def gates(self) -> Dict[str, torch.Tensor]:
+    def gates(self) -> dict[str, torch.Tensor]:
         return {"ra_w_std": self.w_std, "ra_w_rec": self.w_rec}
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         # per output row of c_attn: w_std on each head's D_std query dims, w_rec on its R dims,
         # 1 on k and v. Folded into the weight, (3C, C) multiplies, instead of scaling q, (B, T, C).
         gate = torch.cat(
-            (self.w_std[:, None].expand(-1, self.std_dim), self.w_rec[:, None].expand(-1, self.rank)),
+            (
+                self.w_std[:, None].expand(-1, self.std_dim),
+                self.w_rec[:, None].expand(-1, self.rank),
+            ),
             dim=1,
         ).flatten()  # (C,) in head-major order, like q's features
         scale = torch.cat((gate, gate.new_ones(2 * self.n_embd)))  # (3C,)
@@ -87,5 +89,7 @@ class ReciprocalAttention(CausalSelfAttention):
         return F.linear(x, self.c_attn.weight * scale[:, None], bias)  # (B, T, 3C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv(x)  # (B, nh, T, hs); q = [w_std Q_std | w_rec K_low], k = [K_std | Q_low]
+        q, k, v = self.qkv(
+            x
+        )  # (B, nh, T, hs); q = [w_std Q_std | w_rec K_low], k = [K_std | Q_low]
         return self.attend(q, k, v, scale=1.0 / math.sqrt(self.head_dim))

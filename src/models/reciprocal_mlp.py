@@ -30,8 +30,6 @@ c_fc / c_proj, the reciprocal path the last R_ff (see hf_import.py).
 
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,14 +77,14 @@ class ReciprocalMLP(MLP):
         self.w_std.fill_(self.w_std_init)
         self.w_rec.fill_(self.w_rec_init)
 
-    def gates(self) -> Dict[str, torch.Tensor]:
+    def gates(self) -> dict[str, torch.Tensor]:
         return {"rmlp_w_std": self.w_std, "rmlp_w_rec": self.w_rec}
 
     def reciprocal_signal(self, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
         """W_down_rec(GELU(W_up_rec(x + a))), (B, T, C)."""
         return self.down_rec(self.gelu(self.up_rec(x + attn_out)))
 
-    def forward(self, x: torch.Tensor, attn_out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_out: torch.Tensor | None = None) -> torch.Tensor:
         if attn_out is None:
             raise ValueError("ReciprocalMLP needs the block's attention output (attn_out)")
         B, T, C = x.size()

@@ -13,13 +13,13 @@ A component class may define ``check_config(config)`` (a classmethod) that raise
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Type
+from collections.abc import Callable
 
 from torch import nn
 
-REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
-ATTENTION: Dict[str, Type[nn.Module]] = {}
-MLPS: Dict[str, Type[nn.Module]] = {}
+REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+ATTENTION: dict[str, type[nn.Module]] = {}
+MLPS: dict[str, type[nn.Module]] = {}
 
 
 def register_arch(name: str):

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,9 @@ class _Base(CausalSelfAttention):
 
     def merge(self, y: torch.Tensor) -> torch.Tensor:
         B, _, T, _ = y.shape
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, self.n_embd)))
+        return self.resid_dropout(
+            self.c_proj(y.transpose(1, 2).contiguous().view(B, T, self.n_embd))
+        )
 
     def full(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x)
@@ -112,9 +114,12 @@ class AntiCausalReciprocalAttention(ReciprocalAttention):
         B, T, C = x.shape
         q, k, v = CausalSelfAttention.qkv(self, x)  # ungated [Q_std | K_low], [K_std | Q_low]
         D, R = self.head_dim, self.rank
-        std = torch.cat((self.w_std[None, :, None, None] * q[..., : D - R], torch.zeros_like(q[..., D - R:])), -1)
+        std = torch.cat(
+            (self.w_std[None, :, None, None] * q[..., : D - R], torch.zeros_like(q[..., D - R :])),
+            -1,
+        )
         y = F.scaled_dot_product_attention(std, k, v, is_causal=True, scale=1 / math.sqrt(D))
-        rec = F.scaled_dot_product_attention(q[..., D - R:], k[..., D - R:], v, is_causal=False)
+        rec = F.scaled_dot_product_attention(q[..., D - R :], k[..., D - R :], v, is_causal=False)
         y = y + self.w_rec[None, :, None, None] * rec
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
@@ -162,13 +167,17 @@ class KVPruningLeak(_Base):
             return super().forward(x)
         q, k, v = self.qkv(x)
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, T), no mask
-        importance = scores.softmax(dim=-1).sum(dim=-2)  # (B, nh, T): attention each key receives from ALL queries
+        importance = scores.softmax(dim=-1).sum(
+            dim=-2
+        )  # (B, nh, T): attention each key receives from ALL queries
         keep_n = T // 2
         kept = torch.zeros_like(importance, dtype=torch.bool)
         kept.scatter_(-1, importance.topk(keep_n, dim=-1).indices, True)
         i = torch.arange(T, device=x.device)
         causal = i[None, :] <= i[:, None]
-        allowed = causal & (kept[:, :, None, :] | (i[:, None] == i[None, :]))  # a query always keeps itself
+        allowed = causal & (
+            kept[:, :, None, :] | (i[:, None] == i[None, :])
+        )  # a query always keeps itself
         return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=allowed))
 
 
@@ -187,7 +196,9 @@ class EotPositionsGPT(GPT):
     def forward(self, idx, targets=None):
         B, T = idx.size()
         ar = torch.arange(T, device=idx.device)
-        nxt = torch.where(idx == EOT, ar, T).flip(1).cummin(dim=1).values.flip(1)  # next EOT at or after i
+        nxt = (
+            torch.where(idx == EOT, ar, T).flip(1).cummin(dim=1).values.flip(1)
+        )  # next EOT at or after i
         pos = torch.where(nxt < T, nxt - ar, ar).clamp(max=self.config.block_size - 1)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
@@ -195,7 +206,9 @@ class EotPositionsGPT(GPT):
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+            )
         return logits, loss
 
 
@@ -226,22 +239,35 @@ ZOO = [
     Member("zoo_tiny1e9", "attention", TinyLeak, "a 1e-9 path"),
     Member("zoo_tiny1e7", "attention", SmallLeak, "a 1e-7 path"),
     Member("zoo_gate0", "attention", GateAtZeroLeak, "behind a learnable gate at 0"),
-    Member("zoo_ra_anticausal", "attention", AntiCausalReciprocalAttention,
-           "RA with an anti-causal reciprocal term and ra_w_rec_init=0", (("ra_w_rec_init", 0.0),)),
+    Member(
+        "zoo_ra_anticausal",
+        "attention",
+        AntiCausalReciprocalAttention,
+        "RA with an anti-causal reciprocal term and ra_w_rec_init=0",
+        (("ra_w_rec_init", 0.0),),
+    ),
     Member("zoo_batchrow", "attention", BatchRowLeak, "between batch rows, only at batch >= 3"),
     Member("zoo_gradonly", "attention", GradOnlyLeak, "only with gradients on"),
     Member("zoo_evalonly", "attention", EvalOnlyLeak, "only in eval mode"),
     Member("zoo_autocast", "attention", AutocastOnlyLeak, "only under autocast"),
-    Member("zoo_kvprune", "attention", KVPruningLeak, "KV-pruning top-k, causal fast path for T <= 64"),
+    Member(
+        "zoo_kvprune", "attention", KVPruningLeak, "KV-pruning top-k, causal fast path for T <= 64"
+    ),
     Member("zoo_mlp_future", "mlp", FutureMixingMLP, "outside attention, in the MLP"),
-    Member("zoo_eot_positions", "arch", build_eot_positions, "token-dependent position ids (EOT only)"),
+    Member(
+        "zoo_eot_positions", "arch", build_eot_positions, "token-dependent position ids (EOT only)"
+    ),
 ]
 
 
 @contextlib.contextmanager
 def registered() -> Iterator[list]:
     """Register every member through the public decorators; remove them afterwards."""
-    deco = {"attention": models.register_attention, "mlp": models.register_mlp, "arch": models.register_arch}
+    deco = {
+        "attention": models.register_attention,
+        "mlp": models.register_mlp,
+        "arch": models.register_arch,
+    }
     table = {"attention": models.ATTENTION, "mlp": models.MLPS, "arch": models.REGISTRY}
     for m in ZOO:
         deco[m.table](m.name)(m.obj)

@@ -6,19 +6,24 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
+import leak_zoo
 
 from ablate import results as R
 from ablate.outcome import job_outcome
 from ablate.train import run_job
 
-import leak_zoo
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 from train_helpers import make_job  # noqa: E402
 
-INIT_OK = {"ok": True, "method": "gradient+perturbation", "shapes": [[3, 31], [3, 32]], "positions": [0, 30],
-           "max_leak": 0.0, "seconds": 0.5, "message": "causal"}
+INIT_OK = {
+    "ok": True,
+    "method": "gradient+perturbation",
+    "shapes": [[3, 31], [3, 32]],
+    "positions": [0, 30],
+    "max_leak": 0.0,
+    "seconds": 0.5,
+    "message": "causal",
+}
 
 
 def test_a_clean_job_records_both_checks_and_is_checked(tmp_path):
@@ -29,7 +34,12 @@ def test_a_clean_job_records_both_checks_and_is_checked(tmp_path):
     c = R.JobDir(job).read_summary()["causality"]
     assert c["init"] == INIT_OK and c["checked"] is True and c["resume_checks"] == []
     t = c["trained"]
-    assert t["ok"] is True and t["weights"] == "trained" and t["when"] == "final" and t["iteration"] == 4
+    assert (
+        t["ok"] is True
+        and t["weights"] == "trained"
+        and t["when"] == "final"
+        and t["iteration"] == 4
+    )
     assert t["max_leak"] == 0.0 and t["shapes"] == [[3, 31], [3, 32]] and t["seconds"] > 0
     assert {p["weights"] for p in t["probes"]} == {"given"}  # trained weights, not re-drawn
     assert R.causality_state(R.JobDir(job).read_summary()) == R.CHECKED
@@ -46,14 +56,23 @@ def test_a_job_without_preflight_is_unchecked_but_still_rechecked(tmp_path):
 
 def test_a_gate_that_opens_during_training_is_refused_at_the_end_of_its_job(tmp_path):
     with leak_zoo.registered():
-        job = make_job(tmp_path, "VGATE", model__attention="zoo_gate0", budget__max_iters=6,
-                       budget__checkpoint_interval_iters=None, step__name="VGATE")
+        job = make_job(
+            tmp_path,
+            "VGATE",
+            model__attention="zoo_gate0",
+            budget__max_iters=6,
+            budget__checkpoint_interval_iters=None,
+            step__name="VGATE",
+        )
         s = run_job(job)
     jd = R.JobDir(job)
     summary = jd.read_summary()
     assert s["status"] == summary["status"] == R.LEAKED and s["exit_code"] == 1
     assert summary["best_val_loss"] is not None  # the measured numbers are kept, marked leaked
-    assert summary["causality"]["trained"]["ok"] is False and summary["causality"]["trained"]["max_leak"] > 0
+    assert (
+        summary["causality"]["trained"]["ok"] is False
+        and summary["causality"]["trained"]["max_leak"] > 0
+    )
     assert "causality recheck" in summary["error"] and jd.is_done()
     assert job_outcome(jd, 1, None)[0] == R.LEAKED
     assert R.causality_state(summary) == R.LEAKED
@@ -80,22 +99,35 @@ def _reopen(job: Path, max_iters: int) -> None:
 
 
 def test_a_resumed_job_rechecks_its_weights_before_training_on(tmp_path):
-    job = make_job(tmp_path, "V0", budget__max_iters=4, budget__checkpoint_interval_iters=None,
-                   budget__keep="checkpoint")
+    job = make_job(
+        tmp_path,
+        "V0",
+        budget__max_iters=4,
+        budget__checkpoint_interval_iters=None,
+        budget__keep="checkpoint",
+    )
     R.write_causality_init(R.JobDir(job), INIT_OK)
     run_job(job)
     _reopen(job, 6)
     s = run_job(job)
     c = s["causality"]
     assert s["status"] == R.COMPLETED and s["resumed"] == 1 and s["iterations"] == 6
-    assert [r["when"] for r in c["resume_checks"]] == ["resume"] and c["resume_checks"][0]["iteration"] == 4
+    assert [r["when"] for r in c["resume_checks"]] == ["resume"] and c["resume_checks"][0][
+        "iteration"
+    ] == 4
     assert c["resume_checks"][0]["ok"] is True and c["trained"]["when"] == "final"
 
 
 def test_a_leak_found_on_resume_stops_the_job(tmp_path):
     with leak_zoo.registered():
-        job = make_job(tmp_path, "VGATE", model__attention="zoo_gate0", budget__max_iters=4,
-                       budget__checkpoint_interval_iters=None, budget__keep="checkpoint")
+        job = make_job(
+            tmp_path,
+            "VGATE",
+            model__attention="zoo_gate0",
+            budget__max_iters=4,
+            budget__checkpoint_interval_iters=None,
+            budget__keep="checkpoint",
+        )
         run_job(job)
         _reopen(job, 8)
         s = run_job(job)

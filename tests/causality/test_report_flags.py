@@ -22,7 +22,9 @@ def test_checked_steps_are_compared_as_before(tmp_path):
     rows = table_rows(md)
     assert rows[3][:3] == ["V18", "RA + R-MLP", "**3.32**"] and rows[3][4] == "**+0.132**"
     assert rows[3][3].startswith("**+11") and rows[3][3].endswith("%**")  # an improvement, bold
-    assert "Steps: V0: checked, V16: checked, V17: checked, V18: checked." in section(md, "Causality")
+    assert "Steps: V0: checked, V16: checked, V17: checked, V18: checked." in section(
+        md, "Causality"
+    )
 
 
 def test_a_leaked_step_is_never_bold_and_its_improvement_is_not_shown(tmp_path):
@@ -32,12 +34,16 @@ def test_a_leaked_step_is_never_bold_and_its_improvement_is_not_shown(tmp_path):
     rows = table_rows(md)
     assert rows[3][2] == "3.32 (leaked)" and rows[3][3] == "not shown (V18 leaked)"
     assert "**" not in "".join(rows[3])
-    assert rows[1][2] == "**3.38**" and rows[2][2] == "**3.38**"  # the best checked steps are bold instead
+    assert (
+        rows[1][2] == "**3.38**" and rows[2][2] == "**3.38**"
+    )  # the best checked steps are bold instead
     caus = section(md, "Causality")
     assert "V18: leaked" in caus and "| leaked" in caus
     assert "V18: LEAKED" in section(md, "Notes")
     prog = section(md, "Progression")
-    assert "11" not in prog.split("V18")[-1].split("\n")[0]  # no percentage on V18's progression row
+    assert (
+        "11" not in prog.split("V18")[-1].split("\n")[0]
+    )  # no percentage on V18's progression row
     coll, stats = build([tmp_path / "test_matrix_results_20251111_170325"])
     agg = aggregate(coll, stats).set_index("step")
     assert agg.loc["V18", "causality"] == "leaked" and not agg.loc["V18", "is_best"]
@@ -45,8 +51,19 @@ def test_a_leaked_step_is_never_bold_and_its_improvement_is_not_shown(tmp_path):
 
 
 def test_unchecked_steps_are_flagged_and_not_presented(tmp_path):
-    jobs = [Job(j.step, j.architecture, j.best, ra_w_rec=j.ra_w_rec, rmlp_w_rec=j.rmlp_w_rec,
-                world_size=j.world_size, device=j.device, causality="unchecked") for j in seed_jobs()]
+    jobs = [
+        Job(
+            j.step,
+            j.architecture,
+            j.best,
+            ra_w_rec=j.ra_w_rec,
+            rmlp_w_rec=j.rmlp_w_rec,
+            world_size=j.world_size,
+            device=j.device,
+            causality="unchecked",
+        )
+        for j in seed_jobs()
+    ]
     md = _report(make_matrix(tmp_path, jobs))
     rows = table_rows(md)
     assert all("**" not in "".join(r) for r in rows)
@@ -71,7 +88,9 @@ def test_causality_state_of_each_record_combination():
     assert R.causality_state({"status": "completed"}) == R.UNRECORDED
     assert R.causality_state({"causality": R.causality_entry(ok, ok)}) == R.CHECKED
     assert R.causality_state({"causality": R.causality_entry(ok, None)}) == R.TRAINED_UNCHECKED
-    assert R.causality_state({"causality": R.causality_entry(ok, {"ok": None})}) == R.TRAINED_UNCHECKED
+    assert (
+        R.causality_state({"causality": R.causality_entry(ok, {"ok": None})}) == R.TRAINED_UNCHECKED
+    )
     assert R.causality_state({"causality": R.causality_entry(None, ok)}) == R.UNCHECKED
     assert R.causality_state({"causality": R.causality_entry(ok, {"ok": False})}) == R.LEAKED
     assert R.causality_state({"causality": R.causality_entry(ok, ok, [{"ok": False}])}) == R.LEAKED

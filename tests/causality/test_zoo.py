@@ -3,15 +3,14 @@ and each hiding trick really defeats the probe it was built against (so every pr
 
 from __future__ import annotations
 
+import leak_zoo
 import pytest
 import torch
+from leak_zoo import ZOO
 
 import models
 from ablate.matrix.preflight import check_model
 from models.causality_probes import gradient_probe, perturbation_probe, random_tokens
-
-import leak_zoo
-from leak_zoo import ZOO
 
 # conf/model/tiny.yaml: the smoke preset's model
 SMOKE = dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=50304)
@@ -35,8 +34,11 @@ def test_the_zoo_is_registered_through_the_public_registry_and_removed_again():
     before = (set(models.ATTENTION), set(models.MLPS), set(models.REGISTRY))
     with leak_zoo.registered() as members:
         assert len(members) >= 12 and len({m.hides for m in members}) == len(members)
-        assert all(m.name in {"attention": models.ATTENTION, "mlp": models.MLPS, "arch": models.REGISTRY}[m.table]
-                   for m in members)
+        assert all(
+            m.name
+            in {"attention": models.ATTENTION, "mlp": models.MLPS, "arch": models.REGISTRY}[m.table]
+            for m in members
+        )
     assert (set(models.ATTENTION), set(models.MLPS), set(models.REGISTRY)) == before
 
 
@@ -48,10 +50,15 @@ def test_every_zoo_member_is_refused_at_the_smoke_shapes(name, zoo):
     assert record["probes_run"] <= record["probes_planned"]  # stops at the first failing probe
 
 
-@pytest.mark.parametrize("step,dropout", [
-    pytest.param("V0", 0.0, marks=pytest.mark.slow), pytest.param("V16", 0.0, marks=pytest.mark.slow),
-    pytest.param("V17", 0.0, marks=pytest.mark.slow), ("V18", 0.1),  # all four at tiny shapes: tests/models
-])
+@pytest.mark.parametrize(
+    "step,dropout",
+    [
+        pytest.param("V0", 0.0, marks=pytest.mark.slow),
+        pytest.param("V16", 0.0, marks=pytest.mark.slow),
+        pytest.param("V17", 0.0, marks=pytest.mark.slow),
+        ("V18", 0.1),  # all four at tiny shapes: tests/models
+    ],
+)
 def test_the_real_steps_pass_at_the_smoke_shapes(step, dropout):
     problems, record = check_model({**SMOKE, **STEPS[step], "dropout": dropout}, seed=1)
     assert problems == [] and record["ok"] is True, record["message"]
@@ -86,7 +93,9 @@ def test_a_gate_at_zero_hides_from_the_gradient_at_init_weights_not_from_random_
 def test_a_tiny_leak_hides_from_the_perturbation_probe_not_from_the_gradient(zoo):
     m = _build(zoo, "zoo_tiny1e9")
     idx = random_tokens(3, 97, 50304, 0)
-    assert perturbation_probe(m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=["random"]).ok
+    assert perturbation_probe(
+        m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=["random"]
+    ).ok
     assert not gradient_probe(m, idx, [0, 40, 90], mode="eval").ok
 
 
@@ -97,21 +106,28 @@ def test_choices_without_gradient_hide_from_the_gradient_probe_not_from_perturba
     for mode in ("train", "eval"):
         assert gradient_probe(m, idx, [0, 40, 90], mode=mode).ok
     kinds = ["random", "eot", "copy"]
-    assert not perturbation_probe(m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=kinds).ok
+    assert not perturbation_probe(
+        m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=kinds
+    ).ok
 
 
 def test_eot_dependent_positions_need_the_eot_perturbation(zoo):
     m = _build(zoo, "zoo_eot_positions")
     idx = random_tokens(3, 97, 50304, 0)
-    assert perturbation_probe(m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=["random", "copy"]).ok
-    assert not perturbation_probe(m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=["eot"]).ok
+    assert perturbation_probe(
+        m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=["random", "copy"]
+    ).ok
+    assert not perturbation_probe(
+        m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=["eot"]
+    ).ok
 
 
 def test_kv_pruning_hides_below_65_tokens(zoo):
     m = _build(zoo, "zoo_kvprune")
     kinds = ["random", "eot", "copy"]
-    assert perturbation_probe(m, random_tokens(3, 64, 50304, 0), [0, 30, 62], mode="eval", precision="fp32",
-                              kinds=kinds).ok
+    assert perturbation_probe(
+        m, random_tokens(3, 64, 50304, 0), [0, 30, 62], mode="eval", precision="fp32", kinds=kinds
+    ).ok
 
 
 def test_a_batch_row_leak_hides_at_batch_2_and_from_equal_cuts(zoo):
@@ -125,14 +141,19 @@ def test_mode_grad_and_autocast_leaks_hide_outside_their_condition(zoo):
     idx = random_tokens(3, 97, 50304, 0)
     kinds = ["random"]
     m = _build(zoo, "zoo_evalonly")
-    assert gradient_probe(m, idx, [0, 40, 90], mode="train").ok and not gradient_probe(m, idx, [0, 40, 90], mode="eval").ok
+    assert (
+        gradient_probe(m, idx, [0, 40, 90], mode="train").ok
+        and not gradient_probe(m, idx, [0, 40, 90], mode="eval").ok
+    )
     m = _build(zoo, "zoo_gradonly")
     assert perturbation_probe(m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=kinds).ok
     assert not gradient_probe(m, idx, [0, 40, 90], mode="eval").ok
     m = _build(zoo, "zoo_autocast")
     assert perturbation_probe(m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=kinds).ok
     assert gradient_probe(m, idx, [0, 40, 90], mode="eval").ok
-    assert not perturbation_probe(m, idx, [0, 40, 90], mode="eval", precision="bf16", kinds=kinds).ok
+    assert not perturbation_probe(
+        m, idx, [0, 40, 90], mode="eval", precision="bf16", kinds=kinds
+    ).ok
 
 
 def test_layer_context_and_position_leaks_hide_from_the_old_preflight_shapes(zoo):

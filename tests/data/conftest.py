@@ -46,8 +46,7 @@ def write_parquet(path: Path, docs: list[str]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"text": docs, "id": list(range(len(docs)))}), path,
-                   row_group_size=7)
+    pq.write_table(pa.table({"text": docs, "id": list(range(len(docs)))}), path, row_group_size=7)
     return path
 
 
@@ -71,6 +70,10 @@ def dh():
     """Helper functions for the data tests (conftest modules are not importable by name)."""
     import types
 
-    return types.SimpleNamespace(write_jsonl=write_jsonl, write_parquet=write_parquet,
-                                 make_shard=make_shard, concat_shards=concat_shards,
-                                 special_docs=list(SPECIAL_DOCS))
+    return types.SimpleNamespace(
+        write_jsonl=write_jsonl,
+        write_parquet=write_parquet,
+        make_shard=make_shard,
+        concat_shards=concat_shards,
+        special_docs=list(SPECIAL_DOCS),
+    )

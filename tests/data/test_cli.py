@@ -30,8 +30,13 @@ def src(tmp_path_factory, docs):
 
 
 def cli(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ablate.data", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ablate.data", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_main(capsys, *args: str) -> tuple[int, str, str]:
@@ -47,8 +52,14 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
 def test_prepare_files_subprocess(src, tmp_path, docs):
     """The documented form, in a fresh process: worker processes, a progress bar in tokens/s,
     count suffixes, then the result checked as a training job would load it."""
-    r = cli("data=files", f"data.data_files={src}", "data.path=prepared", "data.shard_tokens=9k",
-            "data.workers=2", cwd=tmp_path)
+    r = cli(
+        "data=files",
+        f"data.data_files={src}",
+        "data.path=prepared",
+        "data.shard_tokens=9k",
+        "data.workers=2",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "tok/s" in r.stderr  # tqdm's rate
     assert r.stdout.startswith("data files: local files;") and "ready: one eval" in r.stdout
@@ -56,35 +67,53 @@ def test_prepare_files_subprocess(src, tmp_path, docs):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["complete"] and meta["spec"]["shard_tokens"] == SHARD
     assert meta["spec"]["data_files"] == [str(src)] and meta["spec"]["tokenizer"] == "gpt2"
-    assert [s["file"] for s in meta["shards"]][:2] == ["data_val_000000.bin", "data_train_000001.bin"]
+    assert [s["file"] for s in meta["shards"]][:2] == [
+        "data_val_000000.bin",
+        "data_train_000001.bin",
+    ]
     from ablate.data import get_gpt2_encoding
 
     allt = np.concatenate([np.asarray(read_shard(out / s["file"])) for s in meta["shards"]])
     assert get_gpt2_encoding().decode(allt.tolist()) == "".join("<|endoftext|>" + d for d in docs)
     # a rerun finds it done: same files, nothing rewritten
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    r = cli("-q", "data=files", f"data.data_files={src}", "data.path=prepared",
-            "data.shard_tokens=9000", cwd=tmp_path)
+    r = cli(
+        "-q",
+        "data=files",
+        f"data.data_files={src}",
+        "data.path=prepared",
+        "data.shard_tokens=9000",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0 and r.stderr == "", r.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["--source", "files"], "--source: not understood; give Hydra overrides such as data=finewebedu"),
-    (["prepare"], "prepare: not understood"),
-    (["model=gpt2"], "model=gpt2: python -m ablate.data takes only data=<preset>"),
-    (["data=nope"], "data=nope: no such data; the data options are: embedded, files, finewebedu, shards, textdir"),
-    (["data.total_tokens=ten"], "data.total_tokens=ten: not a token count"),
-    (["data.shard_tokens=-5"], "data.shard_tokens=-5: not a token count"),
-    (["data.bogus=1"], "data.bogus is not a config key"),
-    (["data=files"], "data.data_files: the files source needs a glob"),
-    (["data=files", "data.data_files=nothing*.jsonl"], "nothing*.jsonl: no file matches"),
-    (["data=textdir"], "data.path: the textdir source needs a folder"),
-    (["data=shards", "data.path=none_*.bin"], "none_*.bin: no shard matches this glob"),
-    (["data=files", "data.path=a,b"], "data.path=a,b: lists several values"),
-    (["info"], "info: the following arguments are required: path"),
-    (["info", "nowhere"], "nowhere: no shard matches this glob"),
-])
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (
+            ["--source", "files"],
+            "--source: not understood; give Hydra overrides such as data=finewebedu",
+        ),
+        (["prepare"], "prepare: not understood"),
+        (["model=gpt2"], "model=gpt2: python -m ablate.data takes only data=<preset>"),
+        (
+            ["data=nope"],
+            "data=nope: no such data; the data options are: embedded, files, finewebedu, shards, textdir",
+        ),
+        (["data.total_tokens=ten"], "data.total_tokens=ten: not a token count"),
+        (["data.shard_tokens=-5"], "data.shard_tokens=-5: not a token count"),
+        (["data.bogus=1"], "data.bogus is not a config key"),
+        (["data=files"], "data.data_files: the files source needs a glob"),
+        (["data=files", "data.data_files=nothing*.jsonl"], "nothing*.jsonl: no file matches"),
+        (["data=textdir"], "data.path: the textdir source needs a folder"),
+        (["data=shards", "data.path=none_*.bin"], "none_*.bin: no shard matches this glob"),
+        (["data=files", "data.path=a,b"], "data.path=a,b: lists several values"),
+        (["info"], "info: the following arguments are required: path"),
+        (["info", "nowhere"], "nowhere: no shard matches this glob"),
+    ],
+)
 def test_bad_arguments_one_error_line(capsys, tmp_path, monkeypatch, args, expect):
     monkeypatch.chdir(tmp_path)
     code, out, err = run_main(capsys, *args)
@@ -96,16 +125,25 @@ def test_bad_arguments_one_error_line(capsys, tmp_path, monkeypatch, args, expec
 def test_bad_argument_subprocess_has_no_traceback(tmp_path):
     r = cli("data=files", "data.data_files=missing.jsonl", cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip().splitlines() == ["error: missing.jsonl: no file matches; set "
-                                             "data.data_files to existing .jsonl/.parquet/.txt "
-                                             "files or a glob that matches them"]
+    assert r.stderr.strip().splitlines() == [
+        "error: missing.jsonl: no file matches; set "
+        "data.data_files to existing .jsonl/.parquet/.txt "
+        "files or a glob that matches them"
+    ]
 
 
 def test_help(capsys):
     code, out, err = run_main(capsys, "--help")
     assert code == 0 and err == ""
-    for text in ("data=finewebedu", "data.total_tokens", "data=files data.data_files=",
-                 "data=textdir", "data=shards", "info", "tokens/s"):
+    for text in (
+        "data=finewebedu",
+        "data.total_tokens",
+        "data=files data.data_files=",
+        "data=textdir",
+        "data=shards",
+        "info",
+        "tokens/s",
+    ):
         assert text in out, text
 
 
@@ -115,10 +153,19 @@ def test_counts_and_overrides():
     for bad in ("0", "1.5", "x", "-3", "10T"):
         with pytest.raises(ValueError):
             parse_count(bad)
-    assert normalize_overrides(["data=finewebedu", "data.total_tokens=1B",
-                                "data.shard_tokens=50M", "data.total_tokens=null"]) == [
-        "data=finewebedu", "data.total_tokens=1000000000", "data.shard_tokens=50000000",
-        "data.total_tokens=null"]
+    assert normalize_overrides(
+        [
+            "data=finewebedu",
+            "data.total_tokens=1B",
+            "data.shard_tokens=50M",
+            "data.total_tokens=null",
+        ]
+    ) == [
+        "data=finewebedu",
+        "data.total_tokens=1000000000",
+        "data.shard_tokens=50000000",
+        "data.total_tokens=null",
+    ]
     with pytest.raises(ConfigError, match="seed=1: python -m ablate.data takes only"):
         normalize_overrides(["seed=1"])
 
@@ -144,8 +191,13 @@ def _no_hub(spec):
 def test_missing_data_message_command_prepares_it(src, tmp_path, monkeypatch, capsys):
     """The command the 'not prepared' error proposes, run as given, makes data that resolves."""
     monkeypatch.chdir(tmp_path)
-    cfg = DataConfig(source="files", path="my corpus/out", data_files=str(src), shard_tokens=SHARD,
-                     total_tokens=4 * SHARD)
+    cfg = DataConfig(
+        source="files",
+        path="my corpus/out",
+        data_files=str(src),
+        shard_tokens=SHARD,
+        total_tokens=4 * SHARD,
+    )
     with pytest.raises(DataError) as e:
         resolve_dataset(cfg, 50304)
     msg = str(e.value)
@@ -164,23 +216,31 @@ def test_not_prepared_command_for_finewebedu_round_trips(tmp_path, monkeypatch):
     """Non-default keys appear as overrides that compose back to the same data config."""
     from ablate.data.__main__ import compose
 
-    cfg = DataConfig(source="finewebedu", path="x/y z", total_tokens=10**9,
-                     hf_config="sample-100BT", shard_tokens=5 * 10**7)
+    cfg = DataConfig(
+        source="finewebedu",
+        path="x/y z",
+        total_tokens=10**9,
+        hf_config="sample-100BT",
+        shard_tokens=5 * 10**7,
+    )
     command = prepare_command(cfg)
     assert command.startswith("python -m ablate.data data=finewebedu ")
     composed = compose(shlex.split(command)[3:]).data
     for key in ("source", "path", "total_tokens", "hf_config", "shard_tokens", "hf_path", "split"):
         assert getattr(composed, key) == getattr(cfg, key), key
-    assert prepare_command(DataConfig(source="finewebedu", path="data/finewebedu10B")) == \
-        "python -m ablate.data data=finewebedu"
+    assert (
+        prepare_command(DataConfig(source="finewebedu", path="data/finewebedu10B"))
+        == "python -m ablate.data data=finewebedu"
+    )
 
 
 def test_info(src, tmp_path, capsys):
     from ablate.data import prepare as P
 
     out = tmp_path / "p"
-    spec = P.PrepareSpec(source="files", data_files=[str(src)], file_format="json",
-                         shard_tokens=SHARD)
+    spec = P.PrepareSpec(
+        source="files", data_files=[str(src)], file_format="json", shard_tokens=SHARD
+    )
     meta = P.prepare(out, spec, workers=0, progress=False)
     code, text, err = run_main(capsys, "info", str(out), "--verify")
     assert code == 0 and f"tokens={meta['tokens']:,}" in text
@@ -203,13 +263,29 @@ def test_info(src, tmp_path, capsys):
 def test_val_shard_smaller_than_one_eval_is_refused_after_prepare(src, tmp_path, capsys):
     """The default model (block 128, 8 val windows) needs 1025 validation tokens."""
     out = tmp_path / "small"
-    code, _, err = run_main(capsys, "-q", "data=files", f"data.data_files={src}",
-                            f"data.path={out}", "data.shard_tokens=1000", "data.total_tokens=5k")
+    code, _, err = run_main(
+        capsys,
+        "-q",
+        "data=files",
+        f"data.data_files={src}",
+        f"data.path={out}",
+        "data.shard_tokens=1000",
+        "data.total_tokens=5k",
+    )
     assert code == 2 and err.count("\n") == 1
-    assert err.startswith(f"error: {out / 'data_val_000000.bin'}: validation shard has 1000 "
-                          "tokens, one eval of 8 windows x block_size 128 needs 1025")
+    assert err.startswith(
+        f"error: {out / 'data_val_000000.bin'}: validation shard has 1000 "
+        "tokens, one eval of 8 windows x block_size 128 needs 1025"
+    )
     assert "data.shard_tokens" in err
-    code, out_text, err = run_main(capsys, "-q", "data=files", f"data.data_files={src}",
-                                   f"data.path={out}", "data.shard_tokens=1000",
-                                   "data.total_tokens=5k", "data.val_windows=7")
+    code, out_text, err = run_main(
+        capsys,
+        "-q",
+        "data=files",
+        f"data.data_files={src}",
+        f"data.path={out}",
+        "data.shard_tokens=1000",
+        "data.total_tokens=5k",
+        "data.val_windows=7",
+    )
     assert code == 0 and "one eval = 7 windows" in out_text

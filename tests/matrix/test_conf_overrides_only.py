@@ -16,7 +16,9 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from ablate.compose import compose_config  # the whole root: job keys and matrix settings (launcher/...)
+from ablate.compose import (
+    compose_config,  # the whole root: job keys and matrix settings (launcher/...)
+)
 
 REPO = Path(__file__).resolve().parents[2]
 # A step file always says which step it is, even the step whose name and label are the code's
@@ -47,8 +49,17 @@ def _header(text: str) -> str:
 
 
 def test_every_option_file_is_checked():
-    assert len(OPTIONS) > 20 and {p.parent.name for p in OPTIONS} >= {"budget", "data", "hardware", "model", "optim",
-                                                                        "step", "experiment", "launcher", "tracker"}
+    assert len(OPTIONS) > 20 and {p.parent.name for p in OPTIONS} >= {
+        "budget",
+        "data",
+        "hardware",
+        "model",
+        "optim",
+        "step",
+        "experiment",
+        "launcher",
+        "tracker",
+    }
 
 
 @pytest.mark.parametrize("path", OPTIONS, ids=lambda p: f"{p.parent.name}/{p.stem}")
@@ -78,7 +89,13 @@ def test_an_option_file_sets_only_values_that_change_something(path, tmp_path, m
     with_file = compose_config([f"{group}={option}"])
     monkeypatch.setenv("ABLATE_CONF_DIR", str(bare))
     without = compose_config([f"{group}={option}"])
-    same = [f"{k}={OmegaConf.select(with_file, k)!r}" for k in keys
-            if k not in ALWAYS_WRITTEN and OmegaConf.select(with_file, k) == OmegaConf.select(without, k)]
-    assert not same, (f"conf/{group}/{path.name} repeats what the job gets without it: {', '.join(same)}; "
-                      "remove those lines (defaults live in src/ablate/config.py)")
+    same = [
+        f"{k}={OmegaConf.select(with_file, k)!r}"
+        for k in keys
+        if k not in ALWAYS_WRITTEN
+        and OmegaConf.select(with_file, k) == OmegaConf.select(without, k)
+    ]
+    assert not same, (
+        f"conf/{group}/{path.name} repeats what the job gets without it: {', '.join(same)}; "
+        "remove those lines (defaults live in src/ablate/config.py)"
+    )

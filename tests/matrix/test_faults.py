@@ -42,7 +42,9 @@ def test_a_worker_killed_by_sigkill_is_named_and_recorded(tmp_path):
 
 
 def test_a_signal_from_an_earlier_attempt_is_not_blamed(tmp_path):
-    jd = _job(tmp_path, f"{ATTEMPT_MARK} 1\n{TORCHRUN_SIGKILL}{ATTEMPT_MARK} 2\nerror: something else\n")
+    jd = _job(
+        tmp_path, f"{ATTEMPT_MARK} 1\n{TORCHRUN_SIGKILL}{ATTEMPT_MARK} 2\nerror: something else\n"
+    )
     status, error = job_outcome(jd, 1, None)
     assert status == results.FAILED and error == "something else"
 
@@ -53,5 +55,6 @@ def test_a_done_job_summary_is_never_rewritten(tmp_path):
     before = jd.summary.read_bytes()
     record_in_summary(jd, results.FAILED, "killed by SIGKILL")
     assert jd.summary.read_bytes() == before
+
 
 # A real SIGKILL of a running job: tests/matrix/test_one_writer.py (resume while the original runs).

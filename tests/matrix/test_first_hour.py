@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from ablate.compose import build_jobs, group_choices, parse_overrides
 from ablate.errors import ConfigError
 from ablate.matrix.__main__ import main, searchpath_override
-from ablate.compose import build_jobs, group_choices, parse_overrides
 from ablate.schema import check_overrides, misplaced_package_header, schema_keys
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +80,9 @@ def test_every_schema_key_misspelled_gets_did_you_mean_and_never_the_plus_hint()
             with pytest.raises(ConfigError) as info:
                 check_overrides(parse_overrides([spelled]), GROUPS)
             msg = str(info.value)
-            assert f"{typo} is not a config key; did you mean " in msg and key in msg.split("?")[0], msg
+            assert (
+                f"{typo} is not a config key; did you mean " in msg and key in msg.split("?")[0]
+            ), msg
             assert "+" not in msg, msg
         checked += 1
     assert checked > 40  # every section of the schema, not a sample
@@ -89,7 +91,10 @@ def test_every_schema_key_misspelled_gets_did_you_mean_and_never_the_plus_hint()
 @pytest.mark.parametrize("spelled", ["budget.train_second=10", "+budget.train_second=10"])
 def test_budget_train_second_is_the_reported_case(spelled, capsys):
     err = _error(capsys, spelled)
-    assert "did you mean budget.box_seconds (called budget.train_seconds before format 3)?" in err and "+budget" not in err
+    assert (
+        "did you mean budget.box_seconds (called budget.train_seconds before format 3)?" in err
+        and "+budget" not in err
+    )
 
 
 def test_an_unknown_key_under_a_known_node_is_refused_even_with_plus():
@@ -97,10 +102,14 @@ def test_an_unknown_key_under_a_known_node_is_refused_even_with_plus():
         build_jobs(["+budget.foo=3"], multirun=False)
 
 
-def test_an_unknown_key_inside_a_yaml_file_names_the_file_and_the_nearest_key(tmp_path, monkeypatch):
+def test_an_unknown_key_inside_a_yaml_file_names_the_file_and_the_nearest_key(
+    tmp_path, monkeypatch
+):
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
-    (conf / "experiment" / "typo.yaml").write_text("# @package _global_\nbudgt:\n  box_seconds: 3\n")
+    (conf / "experiment" / "typo.yaml").write_text(
+        "# @package _global_\nbudgt:\n  box_seconds: 3\n"
+    )
     monkeypatch.setenv("ABLATE_CONF_DIR", str(conf))
     with pytest.raises(ConfigError) as info:
         build_jobs(["experiment=typo"], multirun=False)
@@ -120,11 +129,16 @@ def test_misplaced_package_header_is_detected_only_outside_the_header():
 
 
 @pytest.mark.parametrize("group", ["step", "experiment"])
-def test_a_step_or_experiment_with_the_header_on_line_2_is_refused_with_the_fix(group, tmp_path, monkeypatch):
+def test_a_step_or_experiment_with_the_header_on_line_2_is_refused_with_the_fix(
+    group, tmp_path, monkeypatch
+):
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
-    body = ("step:\n  name: V19\n  architecture: RA R=8\nmodel:\n  attention: ra\n" if group == "step"
-            else "experiment: mine\n")
+    body = (
+        "step:\n  name: V19\n  architecture: RA R=8\nmodel:\n  attention: ra\n"
+        if group == "step"
+        else "experiment: mine\n"
+    )
     path = conf / group / ("V19.yaml" if group == "step" else "mine.yaml")
     path.write_text(f"# conf/{group}/{path.name}\n# @package _global_\n{body}")
     monkeypatch.setenv("ABLATE_CONF_DIR", str(conf))
@@ -135,7 +149,9 @@ def test_a_step_or_experiment_with_the_header_on_line_2_is_refused_with_the_fix(
     assert str(path) in msg and "line 2" in msg and "move it to the first line" in msg, msg
     # Chosen indirectly, through an experiment's defaults, it is named too.
     if group == "step":
-        (conf / "experiment" / "via.yaml").write_text("# @package _global_\ndefaults:\n  - override /step: V19\n")
+        (conf / "experiment" / "via.yaml").write_text(
+            "# @package _global_\ndefaults:\n  - override /step: V19\n"
+        )
         with pytest.raises(ConfigError, match="move it to the first line"):
             build_jobs(["experiment=via"], multirun=False)
     # The fix the message gives works.
@@ -155,8 +171,15 @@ def test_help_lists_every_group_with_its_options_the_stable_keys_and_examples(ca
         assert line is not None, f"--help does not list the group {group}"
         for option in options:
             assert option in line
-    for key in ("experiment", "step", "seed", "budget.box_seconds", "budget.max_iters", "results_root",
-                "hardware.nproc_per_node"):
+    for key in (
+        "experiment",
+        "step",
+        "seed",
+        "budget.box_seconds",
+        "budget.max_iters",
+        "results_root",
+        "hardware.nproc_per_node",
+    ):
         assert f"  {key} " in out
     assert "ra-ablation" in out  # the named matrices
     assert "python -m ablate.matrix experiment=smoke step=V0,V16,V17,V18 --multirun" in out
@@ -180,22 +203,53 @@ def test_every_example_in_help_composes(capsys):
 
 def test_plan_runs_the_preflight_and_reports_a_missing_data_directory_once(tmp_path, capsys):
     missing = tmp_path / "nowhere"
-    err = _error_multi(capsys, "experiment=smoke", "step=V0", "seed=1,2,3", "data=shards",
-                       f"data.path={missing}/*.bin", f"results_root={tmp_path / 'results'}", "--multirun", "--plan")
+    err = _error_multi(
+        capsys,
+        "experiment=smoke",
+        "step=V0",
+        "seed=1,2,3",
+        "data=shards",
+        f"data.path={missing}/*.bin",
+        f"results_root={tmp_path / 'results'}",
+        "--multirun",
+        "--plan",
+    )
     lines = [ln for ln in err.splitlines() if "nowhere" in ln]
     assert len(lines) == 1 and "all 3 jobs" in lines[0], err
     assert not (tmp_path / "results").exists()
 
 
 def test_plan_names_the_jobs_a_problem_concerns(tmp_path, capsys):
-    err = _error_multi(capsys, "experiment=smoke", "step=V0", "seed=1,2", "optim.tokens_per_iter=1000,2048",
-                       f"results_root={tmp_path}", "--multirun", "--plan")
+    err = _error_multi(
+        capsys,
+        "experiment=smoke",
+        "step=V0",
+        "seed=1,2",
+        "optim.tokens_per_iter=1000,2048",
+        f"results_root={tmp_path}",
+        "--multirun",
+        "--plan",
+    )
     lines = [ln for ln in err.splitlines() if "tokens_per_iter=1000 " in ln]
-    assert len(lines) == 1 and "for V0_seed1_tokens_per_iter1000, V0_seed2_tokens_per_iter1000:" in lines[0], err
+    assert (
+        len(lines) == 1
+        and "for V0_seed1_tokens_per_iter1000, V0_seed2_tokens_per_iter1000:" in lines[0]
+    ), err
 
 
 def test_plan_says_the_preflight_passed(tmp_path, capsys):
-    assert main(["experiment=smoke", "step=V17", f"results_root={tmp_path / 'r'}", "--multirun", "--plan"]) == 0
+    assert (
+        main(
+            [
+                "experiment=smoke",
+                "step=V17",
+                f"results_root={tmp_path / 'r'}",
+                "--multirun",
+                "--plan",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Preflight: passed (config, causality" in out and "causality V17: causal" in out
     assert not (tmp_path / "r").exists()
@@ -206,7 +260,11 @@ def _error_multi(capsys, *args: str) -> str:
         main(list(args))
     assert exit_info.value.code == 2
     out, err = capsys.readouterr()
-    assert "Nothing was run" in out and err.startswith("error: preflight failed") and "Traceback" not in err, err
+    assert (
+        "Nothing was run" in out
+        and err.startswith("error: preflight failed")
+        and "Traceback" not in err
+    ), err
     return err
 
 
@@ -219,15 +277,24 @@ def _into_closed_pipe(args: list[str], cwd: Path) -> subprocess.CompletedProcess
     read, write = os.pipe()
     os.close(read)
     try:
-        return subprocess.run([sys.executable, *args], cwd=cwd, env=env, stdout=write,
-                              stderr=subprocess.PIPE, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, *args],
+            cwd=cwd,
+            env=env,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
     finally:
         os.close(write)
 
 
 def test_cfg_job_into_a_closed_pipe_exits_quietly(tmp_path):
-    proc = _into_closed_pipe(["-m", "ablate.matrix", "experiment=smoke", "step=V0,V16", "--multirun",
-                              "--cfg", "job"], tmp_path)
+    proc = _into_closed_pipe(
+        ["-m", "ablate.matrix", "experiment=smoke", "step=V0,V16", "--multirun", "--cfg", "job"],
+        tmp_path,
+    )
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
@@ -240,26 +307,33 @@ def test_report_into_a_closed_pipe_exits_quietly(tmp_path):
     sys.path.insert(0, str(REPO / "tests" / "report"))
     from report_factory import make_matrix, seed_jobs
 
-    mdir = make_matrix(tmp_path / "results", seed_jobs(), name="test_matrix_results_20251111_170325")
+    mdir = make_matrix(
+        tmp_path / "results", seed_jobs(), name="test_matrix_results_20251111_170325"
+    )
     for extra in ([], ["--format", "csv"]):
         proc = _into_closed_pipe(["-m", "ablate.report", str(mdir), "--no-write", *extra], tmp_path)
         assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 def test_matrix_messages_into_a_closed_pipe_do_not_stop_the_matrix(tmp_path):
-    code = ("import sys\nfrom ablate import console\n"
-            "for i in range(100):\n    console.emit('[ablate] a message line ' * 20)\n"
-            "print('the matrix went on', file=sys.stderr)\n")
+    code = (
+        "import sys\nfrom ablate import console\n"
+        "for i in range(100):\n    console.emit('[ablate] a message line ' * 20)\n"
+        "print('the matrix went on', file=sys.stderr)\n"
+    )
     proc = _into_closed_pipe(["-c", code], tmp_path)
     assert proc.returncode == 0 and proc.stderr == "the matrix went on\n", proc.stderr
 
 
-@pytest.mark.parametrize("body, missing", [
-    ("# @package _global_\nmodel:\n  attention: ra\n", "step.name and step.architecture"),
-    ("# @package _global_\nstep:\n  name: V19\nmodel:\n  attention: ra\n", "step.architecture"),
-    ("# @package _global_\nstep:\n  architecture: mine\n", "step.name"),
-    ("description: group package, no name\n", "step.name and step.architecture"),
-])
+@pytest.mark.parametrize(
+    "body, missing",
+    [
+        ("# @package _global_\nmodel:\n  attention: ra\n", "step.name and step.architecture"),
+        ("# @package _global_\nstep:\n  name: V19\nmodel:\n  attention: ra\n", "step.architecture"),
+        ("# @package _global_\nstep:\n  architecture: mine\n", "step.name"),
+        ("description: group package, no name\n", "step.name and step.architecture"),
+    ],
+)
 def test_a_step_file_that_does_not_name_itself_is_refused(body, missing, tmp_path, capsys):
     # Left out, the step would train and be reported as V0 / Baseline: a second "baseline".
     (tmp_path / "step").mkdir()
@@ -274,5 +348,7 @@ def test_a_step_file_that_does_not_name_itself_is_refused(body, missing, tmp_pat
 def test_a_step_file_in_the_group_package_that_names_itself_composes(tmp_path):
     (tmp_path / "step").mkdir()
     (tmp_path / "step" / "V19.yaml").write_text("name: V19\narchitecture: mine\n")
-    jobs = build_jobs(["experiment=smoke", "step=V19", searchpath_override([str(tmp_path)])], multirun=False)
+    jobs = build_jobs(
+        ["experiment=smoke", "step=V19", searchpath_override([str(tmp_path)])], multirun=False
+    )
     assert jobs[0].cfg.step.name == "V19" and jobs[0].cfg.step.architecture == "mine"

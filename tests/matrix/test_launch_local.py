@@ -32,7 +32,9 @@ def _no_inherited_gpu_list(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
-def _job(tmp: Path, name: str, nproc: int, sleep: float = 1.0, code: int = 0, limit=None) -> LaunchJob:
+def _job(
+    tmp: Path, name: str, nproc: int, sleep: float = 1.0, code: int = 0, limit=None
+) -> LaunchJob:
     d = tmp / name
     d.mkdir()
     cmd = [sys.executable, "-c", RECORDER, str(d / "rec.json"), str(sleep), str(code)]
@@ -53,7 +55,9 @@ def test_four_single_slot_jobs_pack_onto_four_slots(tmp_path):
     assert codes == {f"J{i}": 0 for i in range(4)}
     recs = [_rec(tmp_path, f"J{i}") for i in range(4)]
     assert sorted(r["slots"] for r in recs) == ["0", "1", "2", "3"]
-    assert all(_overlap(recs[0], r) for r in recs[1:]), "jobs needing one slot each should run side by side"
+    assert all(_overlap(recs[0], r) for r in recs[1:]), (
+        "jobs needing one slot each should run side by side"
+    )
 
 
 def test_jobs_needing_two_slots_share_a_four_slot_box_two_at_a_time(tmp_path):
@@ -75,7 +79,9 @@ def test_one_slot_runs_jobs_one_after_another(tmp_path):
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
     ended = {}
     jobs = [_job(tmp_path, "bad", 1, sleep=0.1, code=1), _job(tmp_path, "good", 1, sleep=0.1)]
-    launcher = LocalLauncher(slots=1, echo=False, poll_s=0.05, on_end=lambda j, c, e: ended.update({j.name: (c, e)}))
+    launcher = LocalLauncher(
+        slots=1, echo=False, poll_s=0.05, on_end=lambda j, c, e: ended.update({j.name: (c, e)})
+    )
     codes = launcher.run(jobs)
     assert codes == {"bad": 1, "good": 0}
     assert ended["bad"][1] and ended["good"] == (0, None)
@@ -85,8 +91,13 @@ def test_wall_clock_limit_stops_a_job(tmp_path):
     ended = {}
     job = _job(tmp_path, "slow", 1, sleep=30, limit=1.0)
     t0 = time.monotonic()
-    launcher = LocalLauncher(slots=1, echo=False, poll_s=0.05, stop_grace_s=2.0,
-                             on_end=lambda j, c, e: ended.update({j.name: (c, e)}))
+    launcher = LocalLauncher(
+        slots=1,
+        echo=False,
+        poll_s=0.05,
+        stop_grace_s=2.0,
+        on_end=lambda j, c, e: ended.update({j.name: (c, e)}),
+    )
     codes = launcher.run([job])
     assert time.monotonic() - t0 < 10
     assert codes["slow"] != 0
@@ -97,7 +108,9 @@ def test_wall_clock_limit_stops_a_job(tmp_path):
 def test_output_is_kept_in_the_job_directory(tmp_path):
     d = tmp_path / "echo"
     d.mkdir()
-    job = LaunchJob(name="echo", job_dir=d, command=[sys.executable, "-c", "print('hello from job')"])
+    job = LaunchJob(
+        name="echo", job_dir=d, command=[sys.executable, "-c", "print('hello from job')"]
+    )
     LocalLauncher(slots=1, echo=False, poll_s=0.05).run([job])
     assert "hello from job" in (d / "train.log").read_text()
 

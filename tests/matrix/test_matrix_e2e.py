@@ -20,9 +20,18 @@ from ablate.matrix.__main__ import main
 pytestmark = pytest.mark.slow
 
 # A model small enough that a torchrun job is dominated by process start-up.
-TINY = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64",
-        "hardware.micro_batch=4", "optim.tokens_per_iter=512", "data.val_windows=4", "data.val_tokens=1024",
-        "budget.eval_interval=5", "budget.log_interval=5"]
+TINY = [
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=64",
+    "model.block_size=64",
+    "hardware.micro_batch=4",
+    "optim.tokens_per_iter=512",
+    "data.val_windows=4",
+    "data.val_tokens=1024",
+    "budget.eval_interval=5",
+    "budget.log_interval=5",
+]
 
 
 def _only_matrix_dir(root: Path) -> Path:
@@ -33,8 +42,18 @@ def _only_matrix_dir(root: Path) -> Path:
 
 def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
     # warmup_iters=20 > max_iters=12: the box is too short to leave warmup (issue 12).
-    rc = main(["experiment=smoke", "step=V0,V16,V17,V18", "budget.box_seconds=3", "budget.max_iters=12",
-               "optim.warmup_iters=20", f"results_root={tmp_path}", "--multirun", *TINY])
+    rc = main(
+        [
+            "experiment=smoke",
+            "step=V0,V16,V17,V18",
+            "budget.box_seconds=3",
+            "budget.max_iters=12",
+            "optim.warmup_iters=20",
+            f"results_root={tmp_path}",
+            "--multirun",
+            *TINY,
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
     mdir = _only_matrix_dir(tmp_path)
@@ -47,7 +66,9 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
             assert f.is_file(), f
         s = jd.read_summary()
         assert s["status"] == "completed" and s["step"] == name and s["iterations"] > 0
-        c = s["causality"]  # checked by the preflight at the job's shapes and again on the trained weights
+        c = s[
+            "causality"
+        ]  # checked by the preflight at the job's shapes and again on the trained weights
         assert c["checked"] is True and c["init"]["ok"] is True and c["trained"]["ok"] is True
         assert c["init"]["shapes"] == [[3, 63], [3, 64]] and c["trained"]["weights"] == "trained"
     assert "RA + R-MLP" in (mdir / "V18" / "config.yaml").read_text()
@@ -55,7 +76,9 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
     for row in ("| V0", "| V16", "| V17", "| V18"):
         assert row in report
     # A smoke matrix is a pipeline check that never left warmup: said at the top, no verdicts.
-    assert report.startswith("# Pipeline check (smoke preset), not evidence about the architectures")
+    assert report.startswith(
+        "# Pipeline check (smoke preset), not evidence about the architectures"
+    )
     top = report.split("## Results", 1)[0]
     assert "## Warnings" in top and "ended in warmup" in top and "of 20 warmup" in top
     results_table = report.split("## Results", 1)[1].split("\n\n")[1]
@@ -63,13 +86,17 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
     for name in ("V0", "V16", "V17", "V18"):
         assert (mdir / name / results.FINAL_EVAL).is_file()
     # The end of the output: warnings, the main table and where the full report is; not the report.
-    tail = out[out.rfind("## Warnings"):]
+    tail = out[out.rfind("## Warnings") :]
     assert "| Step" in tail and "| V18" in tail and "ended in warmup" in tail
     assert f"Full report: {mdir / results.REPORT}" in tail and "## Runs" not in out
     # Disk: the smoke preset keeps no model files once DONE; one log per job; well under 50 MB.
     for name in ("V0", "V16", "V17", "V18"):
         jd = results.JobDir(mdir / name)
-        assert not jd.checkpoint.exists() and not jd.weights.exists() and not (jd.path / "stdout.log").exists()
+        assert (
+            not jd.checkpoint.exists()
+            and not jd.weights.exists()
+            and not (jd.path / "stdout.log").exists()
+        )
         log = jd.log.read_text()
         assert log.count("optim group decay") == 1, "train.log holds each line once"
     size = sum(p.stat().st_size for p in mdir.rglob("*") if p.is_file())
@@ -84,8 +111,19 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
 
 
 def test_a_failing_job_is_isolated_and_the_matrix_exits_nonzero(tmp_path, capsys):
-    rc = main(["experiment=smoke", "step=V0", "optim.lr=0.001,1000000.0", "optim.warmup_iters=0",
-               "optim.grad_clip=0", "budget.max_iters=30", f"results_root={tmp_path}", "--multirun", *TINY])
+    rc = main(
+        [
+            "experiment=smoke",
+            "step=V0",
+            "optim.lr=0.001,1000000.0",
+            "optim.warmup_iters=0",
+            "optim.grad_clip=0",
+            "budget.max_iters=30",
+            f"results_root={tmp_path}",
+            "--multirun",
+            *TINY,
+        ]
+    )
     capsys.readouterr()
     assert rc == 1
     manifest = results.Manifest.load(_only_matrix_dir(tmp_path))
@@ -99,22 +137,40 @@ def test_a_failing_job_is_isolated_and_the_matrix_exits_nonzero(tmp_path, capsys
 
 
 def test_resume_after_killing_the_runner_reruns_only_unfinished_jobs(tmp_path):
-    args = ["experiment=smoke", "step=V0,V16", "budget.box_seconds=600", "budget.max_iters=40",
-            "budget.checkpoint_interval_iters=10", f"results_root={tmp_path}", "--multirun", *TINY]
-    runner = subprocess.Popen([sys.executable, "-m", "ablate.matrix", *args],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    args = [
+        "experiment=smoke",
+        "step=V0,V16",
+        "budget.box_seconds=600",
+        "budget.max_iters=40",
+        "budget.checkpoint_interval_iters=10",
+        f"results_root={tmp_path}",
+        "--multirun",
+        *TINY,
+    ]
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "ablate.matrix", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         ckpt = None
         while time.monotonic() < deadline:
             dirs = list(tmp_path.glob("test_matrix_results_*"))
-            if dirs and (dirs[0] / "V0" / "DONE").exists() and (dirs[0] / "V16" / "checkpoint.pt").exists():
+            if (
+                dirs
+                and (dirs[0] / "V0" / "DONE").exists()
+                and (dirs[0] / "V16" / "checkpoint.pt").exists()
+            ):
                 ckpt = dirs[0] / "V16" / "checkpoint.pt"
                 break
             assert runner.poll() is None, runner.stdout.read().decode()[-3000:]
             time.sleep(0.2)
         assert ckpt is not None, "V16 never checkpointed"
-        os.kill(runner.pid, signal.SIGKILL)  # the hardest stop: the runner gets no chance to clean up
+        os.kill(
+            runner.pid, signal.SIGKILL
+        )  # the hardest stop: the runner gets no chance to clean up
         runner.wait(timeout=30)
     finally:
         if runner.poll() is None:
@@ -129,15 +185,23 @@ def test_resume_after_killing_the_runner_reruns_only_unfinished_jobs(tmp_path):
     v0_metrics = (mdir / "V0" / "metrics.jsonl").read_text()
     assert not (mdir / "V16" / "DONE").exists()
 
-    proc = subprocess.run([sys.executable, "-m", "ablate.matrix", f"resume={mdir}"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablate.matrix", f"resume={mdir}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "1 job(s) complete, 1 to run" in proc.stdout
     assert (mdir / "V0" / "DONE").stat().st_mtime_ns == v0_done
     assert (mdir / "V0" / "metrics.jsonl").read_text() == v0_metrics
     s16 = results.JobDir(mdir / "V16").read_summary()
     assert s16["status"] == "completed" and s16["resumed"] >= 1 and s16["iterations"] == 40
-    iters = [r["iter"] for r in results.read_metrics(mdir / "V16" / "metrics.jsonl")[0] if r.get("kind") == "train"]
+    iters = [
+        r["iter"]
+        for r in results.read_metrics(mdir / "V16" / "metrics.jsonl")[0]
+        if r.get("kind") == "train"
+    ]
     assert iters == sorted(set(iters)), "a resumed job must not log an iteration twice"
     assert all(j["status"] == "completed" for j in results.Manifest.load(mdir).jobs)
 
@@ -164,7 +228,9 @@ class LeakyAttention(nn.Module):
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
-def test_preflight_refuses_a_leaking_step_before_anything_trains(tmp_path, repo, monkeypatch, capsys):
+def test_preflight_refuses_a_leaking_step_before_anything_trains(
+    tmp_path, repo, monkeypatch, capsys
+):
     import models
 
     monkeypatch.setitem(models.ATTENTION, "leaky", LeakyAttention)

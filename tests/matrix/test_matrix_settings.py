@@ -23,16 +23,30 @@ from ablate.matrix import runner
 from ablate.matrix.__main__ import main
 from ablate.report.__main__ import main as report_main
 
-TINY = ["experiment=smoke", "model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64",
-        "hardware.micro_batch=4", "optim.tokens_per_iter=512", "data.val_windows=4", "data.val_tokens=1024",
-        "budget.eval_interval=2", "budget.log_interval=2", "budget.max_iters=4"]
+TINY = [
+    "experiment=smoke",
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=64",
+    "model.block_size=64",
+    "hardware.micro_batch=4",
+    "optim.tokens_per_iter=512",
+    "data.val_windows=4",
+    "data.val_tokens=1024",
+    "budget.eval_interval=2",
+    "budget.log_interval=2",
+    "budget.max_iters=4",
+]
 
 
 def _capture_launch(monkeypatch) -> list[tuple]:
     """Replace the launch by a recorder of what the runner would launch: (cfgs, settings)."""
     seen: list[tuple] = []
-    monkeypatch.setattr(runner, "_launch_and_report",
-                        lambda manifest, cfgs, settings: seen.append((cfgs, settings)) or 0)
+    monkeypatch.setattr(
+        runner,
+        "_launch_and_report",
+        lambda manifest, cfgs, settings: seen.append((cfgs, settings)) or 0,
+    )
     return seen
 
 
@@ -42,12 +56,15 @@ def _only_matrix_dir(root: Path) -> Path:
     return dirs[0]
 
 
-@pytest.mark.parametrize("sweep, key", [
-    (["results_root={a},{b}"], "results_root"),
-    (["launcher=local,slurm"], "launcher.name"),
-    (["report=true,false"], "report"),
-    (["launcher=slurm", "launcher.slurm.partition=p1,p2"], "launcher.slurm.partition"),
-])
+@pytest.mark.parametrize(
+    "sweep, key",
+    [
+        (["results_root={a},{b}"], "results_root"),
+        (["launcher=local,slurm"], "launcher.name"),
+        (["report=true,false"], "report"),
+        (["launcher=slurm", "launcher.slurm.partition=p1,p2"], "launcher.slurm.partition"),
+    ],
+)
 def test_a_sweep_that_varies_a_matrix_setting_is_refused_in_one_line(sweep, key, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     args = [s.format(a=a, b=b) for s in sweep]
@@ -58,24 +75,51 @@ def test_a_sweep_that_varies_a_matrix_setting_is_refused_in_one_line(sweep, key,
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
-    assert err.startswith(f"error: {key} is a setting of the whole matrix (one value per matrix), "
-                          f"but this sweep gives it 2 values"), err
+    assert err.startswith(
+        f"error: {key} is a setting of the whole matrix (one value per matrix), "
+        f"but this sweep gives it 2 values"
+    ), err
     assert not a.exists() and not b.exists(), "nothing may be created"
 
 
 def test_a_sweep_of_job_keys_beside_one_matrix_setting_is_fine(tmp_path, monkeypatch):
     seen = _capture_launch(monkeypatch)
-    assert main([*TINY, "step=V0,V16", "seed=1,2", "launcher.slurm.partition=p1", "preflight=false",
-                 f"results_root={tmp_path}", "--multirun"]) == 0
+    assert (
+        main(
+            [
+                *TINY,
+                "step=V0,V16",
+                "seed=1,2",
+                "launcher.slurm.partition=p1",
+                "preflight=false",
+                f"results_root={tmp_path}",
+                "--multirun",
+            ]
+        )
+        == 0
+    )
     ((cfgs, settings),) = seen
     assert len(cfgs) == 4 and settings.launcher.slurm.partition == "p1"
 
 
 def test_job_config_holds_only_the_job_and_matrix_json_holds_the_settings(tmp_path, monkeypatch):
     seen = _capture_launch(monkeypatch)
-    assert main([*TINY, "step=V0,V16", f"results_root={tmp_path}", "preflight=false", "report=false",
-                 "progress=false", "launcher.slurm.partition=gpu", "launcher.slurm.wait=false",
-                 "--multirun"]) == 0
+    assert (
+        main(
+            [
+                *TINY,
+                "step=V0,V16",
+                f"results_root={tmp_path}",
+                "preflight=false",
+                "report=false",
+                "progress=false",
+                "launcher.slurm.partition=gpu",
+                "launcher.slurm.wait=false",
+                "--multirun",
+            ]
+        )
+        == 0
+    )
     mdir = _only_matrix_dir(tmp_path)
     job_keys = {f.name for f in fields(RunConfig)}
     for name in ("V0", "V16"):
@@ -98,13 +142,17 @@ def test_job_config_holds_only_the_job_and_matrix_json_holds_the_settings(tmp_pa
     seen.clear()
     assert main([f"resume={mdir}"]) == 0
     ((cfgs, settings),) = seen
-    assert sorted(cfgs) == ["V0", "V16"] and not hasattr(cfgs["V0"], "launcher")  # a RunConfig: the job only
+    assert sorted(cfgs) == ["V0", "V16"] and not hasattr(
+        cfgs["V0"], "launcher"
+    )  # a RunConfig: the job only
     assert settings.report is False and settings.progress is False
     assert settings.launcher.slurm.partition == "gpu" and settings.launcher.slurm.wait is False
 
 
 def test_cfg_job_prints_each_job_and_the_matrix_settings_once(capsys):
-    assert main([*TINY, "step=V0,V16", "results_root=/somewhere", "--multirun", "--cfg", "job"]) == 0
+    assert (
+        main([*TINY, "step=V0,V16", "results_root=/somewhere", "--multirun", "--cfg", "job"]) == 0
+    )
     out = capsys.readouterr().out
     jobs_part, settings_part = out.split("# matrix settings", 1)
     assert jobs_part.count("# job ") == 2
@@ -124,8 +172,16 @@ def test_settings_of_an_old_matrix_come_from_its_first_readable_job_config(tmp_p
     stored, source = results.read_matrix_settings(results.Manifest.load(mdir))
     assert stored == {"launcher": {"name": "slurm"}} and source == mdir / results.MANIFEST
     (mdir / "V16").mkdir()
-    (mdir / "V16" / results.CONFIG).write_text(yaml.safe_dump(
-        {"seed": 1, "report": False, "resume": None, "launcher": {"name": "slurm", "slurm": {"nodes": 2}}}))
+    (mdir / "V16" / results.CONFIG).write_text(
+        yaml.safe_dump(
+            {
+                "seed": 1,
+                "report": False,
+                "resume": None,
+                "launcher": {"name": "slurm", "slurm": {"nodes": 2}},
+            }
+        )
+    )
     stored, source = results.read_matrix_settings(results.Manifest.load(mdir))
     assert stored == {"report": False, "launcher": {"name": "slurm", "slurm": {"nodes": 2}}}
     assert source == mdir / "V16" / results.CONFIG
@@ -161,7 +217,11 @@ def test_an_old_job_config_loads_without_the_matrix_settings(old_dir):
 def test_an_old_matrix_reads_its_settings_from_its_first_job(old_dir):
     _set_old_setting(old_dir / "V16", "report", False)  # only the first job's copy counts
     settings = runner.matrix_settings(results.Manifest.load(old_dir))
-    assert settings.results_root == "/tmp/oldfmt" and settings.progress is False and settings.report is True
+    assert (
+        settings.results_root == "/tmp/oldfmt"
+        and settings.progress is False
+        and settings.report is True
+    )
     assert settings.launcher.name == "local"
 
 
@@ -171,8 +231,12 @@ def test_an_old_matrix_resumes_with_its_settings_reports_and_shows_status(old_di
     # Resume trains the pending job from its old config.yaml, with the old settings (report=false).
     assert main([f"resume={old_dir}"]) == 0, capsys.readouterr()
     assert results.JobDir(old_dir / "V17").read_summary()["status"] == results.COMPLETED
-    assert not (old_dir / results.REPORT).exists(), "report=false of the old config.yaml was not honoured"
-    assert "results_root" in (old_dir / "V17" / results.CONFIG).read_text(), "resume rewrote an old config.yaml"
+    assert not (old_dir / results.REPORT).exists(), (
+        "report=false of the old config.yaml was not honoured"
+    )
+    assert "results_root" in (old_dir / "V17" / results.CONFIG).read_text(), (
+        "resume rewrote an old config.yaml"
+    )
 
     capsys.readouterr()
     assert main([f"status={old_dir}"]) == 0
@@ -189,17 +253,32 @@ def test_an_old_matrix_resumes_with_its_settings_reports_and_shows_status(old_di
     assert (old_dir / results.REPORT).is_file()
 
 
-@pytest.mark.parametrize("sweep, key", [
-    ("budget.box_seconds=60,7200", "time (46 and 165 min)"),
-    ("hardware.nproc_per_node=1,2", "gpus_per_node (1 and 2)"),  # (and ntasks_per_node)
-])
+@pytest.mark.parametrize(
+    "sweep, key",
+    [
+        ("budget.box_seconds=60,7200", "time (46 and 165 min)"),
+        ("hardware.nproc_per_node=1,2", "gpus_per_node (1 and 2)"),  # (and ntasks_per_node)
+    ],
+)
 @pytest.mark.parametrize("plan", [True, False])
-def test_a_slurm_matrix_whose_jobs_need_different_sbatch_scripts_is_refused(sweep, key, plan, tmp_path, capsys):
+def test_a_slurm_matrix_whose_jobs_need_different_sbatch_scripts_is_refused(
+    sweep, key, plan, tmp_path, capsys
+):
     """One job array, one sbatch script: a second job under the first one's time limit or task
     count would be killed early or run with the wrong ranks."""
     with pytest.raises(SystemExit) as e:
-        main(["experiment=ra_ablation", "launcher=slurm", "step=V0", sweep, f"results_root={tmp_path}",
-              "preflight=false", "--multirun", *(["--plan"] if plan else [])])
+        main(
+            [
+                "experiment=ra_ablation",
+                "launcher=slurm",
+                "step=V0",
+                sweep,
+                f"results_root={tmp_path}",
+                "preflight=false",
+                "--multirun",
+                *(["--plan"] if plan else []),
+            ]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "one job array with one sbatch script" in err and f"need different {key}" in err

@@ -21,9 +21,18 @@ from ablate.lock import LockHeld, LockUnavailable, lock_job, lock_matrix, probe
 from ablate.matrix import runner
 from ablate.matrix.__main__ import main
 
-TINY = ["experiment=smoke", "model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64",
-        "hardware.micro_batch=4", "optim.tokens_per_iter=512", "data.val_windows=4",
-        "budget.eval_interval=5", "budget.log_interval=5"]
+TINY = [
+    "experiment=smoke",
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=64",
+    "model.block_size=64",
+    "hardware.micro_batch=4",
+    "optim.tokens_per_iter=512",
+    "data.val_windows=4",
+    "budget.eval_interval=5",
+    "budget.log_interval=5",
+]
 
 
 def _new_matrix(root: Path, monkeypatch, *args: str) -> Path:
@@ -38,9 +47,13 @@ def _new_matrix(root: Path, monkeypatch, *args: str) -> Path:
 
 def _holder(directory: Path, kind: str = "matrix") -> subprocess.Popen:
     """A separate process that takes a lock and keeps it until killed."""
-    code = (f"import sys,time; from ablate.lock import lock_{kind}; l = lock_{kind}(sys.argv[1]); "
-            "print('locked', flush=True); time.sleep(600)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True)
+    code = (
+        f"import sys,time; from ablate.lock import lock_{kind}; l = lock_{kind}(sys.argv[1]); "
+        "print('locked', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -92,7 +105,9 @@ def test_the_job_process_refuses_a_job_another_process_holds(tmp_path):
         before = {p.name: p.read_bytes() for p in job.iterdir()}
         with pytest.raises(LockHeld, match=f"PID {os.getpid()}"):
             run_job(job)
-        assert {p.name: p.read_bytes() for p in job.iterdir()} == before, "the refused trainer wrote something"
+        assert {p.name: p.read_bytes() for p in job.iterdir()} == before, (
+            "the refused trainer wrote something"
+        )
 
 
 # --------------------------------------------------------------------------- counting launches
@@ -116,7 +131,9 @@ def _count_launches(monkeypatch) -> list[str]:
 
 
 def test_resume_never_launches_a_done_job(tmp_path, monkeypatch):
-    mdir = _new_matrix(tmp_path, monkeypatch, "step=V0,V16", "budget.max_iters=4", "report=false", "--multirun")
+    mdir = _new_matrix(
+        tmp_path, monkeypatch, "step=V0,V16", "budget.max_iters=4", "report=false", "--multirun"
+    )
     done = results.JobDir(mdir / "V0")
     done.mark_done()
     stamp = done.done.stat().st_mtime_ns
@@ -144,7 +161,9 @@ def test_the_trainer_never_retrains_a_done_job(tmp_path, monkeypatch):
     assert {p.name: p.stat().st_mtime_ns for p in job.iterdir()} == files
 
 
-def test_resume_is_refused_while_a_job_process_still_holds_its_directory(tmp_path, monkeypatch, capsys):
+def test_resume_is_refused_while_a_job_process_still_holds_its_directory(
+    tmp_path, monkeypatch, capsys
+):
     mdir = _new_matrix(tmp_path, monkeypatch, "step=V0", "budget.max_iters=4", "report=false")
     launched = _count_launches(monkeypatch)
     holder = _holder(mdir / "V0", "job")
@@ -164,26 +183,41 @@ def test_resume_is_refused_while_a_job_process_still_holds_its_directory(tmp_pat
 
 
 def _resume(mdir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ablate.matrix", f"resume={mdir}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ablate.matrix", f"resume={mdir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
 def test_two_resumes_at_once_one_is_refused_nothing_trains_twice(tmp_path, monkeypatch):
-    mdir = _new_matrix(tmp_path, monkeypatch, "step=V0", "budget.max_iters=8", "budget.box_seconds=600",
-                       "report=false", "preflight=false")
+    mdir = _new_matrix(
+        tmp_path,
+        monkeypatch,
+        "step=V0",
+        "budget.max_iters=8",
+        "budget.box_seconds=600",
+        "report=false",
+        "preflight=false",
+    )
     a, b = _resume(mdir), _resume(mdir)
     outs = [p.communicate(timeout=600) for p in (a, b)]
     codes = sorted([a.returncode, b.returncode])
     assert codes == [0, 2], outs
     refused = outs[[a.returncode, b.returncode].index(2)]
-    assert refused[1].startswith("error: ") and refused[1].count("\n") == 1 and "in use" in refused[1]
+    assert (
+        refused[1].startswith("error: ") and refused[1].count("\n") == 1 and "in use" in refused[1]
+    )
     job = results.Manifest.load(mdir).job("V0")
     assert job["status"] == "completed" and job["attempts"] == 1
     s = results.JobDir(mdir / "V0").read_summary()
     assert s["resumed"] == 0 and s["iterations"] == 8
     iters = [r["iter"] for r in results.read_metrics(mdir / "V0" / results.METRICS)[0]]
-    assert len(iters) == len(set((r["kind"], r["iter"]) for r in results.read_metrics(mdir / "V0" / results.METRICS)[0]))
+    assert len(iters) == len(
+        set((r["kind"], r["iter"]) for r in results.read_metrics(mdir / "V0" / results.METRICS)[0])
+    )
 
 
 @pytest.mark.slow
@@ -191,10 +225,21 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
     """The original runner holds the matrix, its job process the job directory. A resume is refused;
     then the job process is killed with SIGKILL (as the OOM killer does): the runner records the
     signal in matrix.json and summary.json, and neither lock outlives its holder."""
-    args = [*TINY, "step=V0", "budget.max_iters=400", "budget.box_seconds=600", "report=false",
-            f"results_root={tmp_path}"]
-    original = subprocess.Popen([sys.executable, "-m", "ablate.matrix", *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    args = [
+        *TINY,
+        "step=V0",
+        "budget.max_iters=400",
+        "budget.box_seconds=600",
+        "report=false",
+        f"results_root={tmp_path}",
+    ]
+    original = subprocess.Popen(
+        [sys.executable, "-m", "ablate.matrix", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         mdir, worker = None, None
@@ -202,12 +247,18 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
             dirs = list(tmp_path.glob("test_matrix_results_*"))
             if dirs and (dirs[0] / "V0" / results.METRICS).is_file():
                 mdir = dirs[0]
-                worker = (probe(mdir / "V0") or {}).get("pid")  # the job lock names the training process
+                worker = (probe(mdir / "V0") or {}).get(
+                    "pid"
+                )  # the job lock names the training process
             assert original.poll() is None
             time.sleep(0.2)
         assert worker, "the job never started training"
-        proc = subprocess.run([sys.executable, "-m", "ablate.matrix", f"resume={mdir}"],
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "ablate.matrix", f"resume={mdir}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert f"PID {original.pid}" in proc.stderr and proc.stderr.count("\n") == 1
         assert "resuming" not in proc.stdout
@@ -218,7 +269,10 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
             os.killpg(original.pid, signal.SIGKILL)
     assert original.returncode == 1, out[-2000:]
     job = results.Manifest.load(mdir).job("V0")
-    assert job["status"] == "failed" and "killed by SIGKILL (killed, possibly out of memory" in job["error"]
+    assert (
+        job["status"] == "failed"
+        and "killed by SIGKILL (killed, possibly out of memory" in job["error"]
+    )
     s = results.JobDir(mdir / "V0").read_summary()
     assert s["status"] == "failed" and "SIGKILL" in s["error"]
     assert probe(mdir / "V0") is None  # the killed job process left no lock

@@ -15,9 +15,17 @@ from ablate import results
 from ablate.matrix.__main__ import main
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64",
-        "hardware.micro_batch=4", "optim.tokens_per_iter=512", "data.val_windows=4",
-        "budget.eval_interval=3", "budget.log_interval=3"]
+TINY = [
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=64",
+    "model.block_size=64",
+    "hardware.micro_batch=4",
+    "optim.tokens_per_iter=512",
+    "data.val_windows=4",
+    "budget.eval_interval=3",
+    "budget.log_interval=3",
+]
 
 ATTENTION = '''
 """My attention, in my own repository."""
@@ -52,14 +60,16 @@ def make_user_folder(root: Path, step: str, causal: bool = True) -> tuple[Path, 
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{module}.py").write_text(ATTENTION.format(name=attn, causal=causal))
     (root / "conf" / "step").mkdir(parents=True)
-    (root / "conf" / "step" / f"{step}.yaml").write_text(textwrap.dedent(f"""\
+    (root / "conf" / "step" / f"{step}.yaml").write_text(
+        textwrap.dedent(f"""\
         # @package _global_
         step:
           name: {step}
           architecture: My RA ({attn})
         model:
           attention: {attn}
-        """))
+        """)
+    )
     assert REPO not in root.resolve().parents
     return root, module, attn
 
@@ -86,9 +96,22 @@ def test_user_folder_outside_the_repo_runs_a_matrix_and_gets_a_report(tmp_path):
     elsewhere = tmp_path / "elsewhere"  # not the user folder: jobs must find it through the config
     elsewhere.mkdir()
     out = tmp_path / "results"
-    proc = _run_cli(["--config-dir", str(user / "conf"), f"plugins=[{module}]", f"plugin_path=[{user}]",
-                     "experiment=smoke", "step=V0,V19", "--multirun", "budget.max_iters=6",
-                     "budget.box_seconds=30", f"results_root={out}", *TINY], cwd=elsewhere)
+    proc = _run_cli(
+        [
+            "--config-dir",
+            str(user / "conf"),
+            f"plugins=[{module}]",
+            f"plugin_path=[{user}]",
+            "experiment=smoke",
+            "step=V0,V19",
+            "--multirun",
+            "budget.max_iters=6",
+            "budget.box_seconds=30",
+            f"results_root={out}",
+            *TINY,
+        ],
+        cwd=elsewhere,
+    )
     text = proc.stdout
     assert proc.returncode == 0, text[-3000:] + proc.stderr[-2000:]
     # Piped output (this run's stdout is a pipe): plain lines, no live progress view.
@@ -106,13 +129,26 @@ def test_user_folder_outside_the_repo_runs_a_matrix_and_gets_a_report(tmp_path):
 
 
 @pytest.mark.parametrize("plan", [[], ["--plan"]], ids=["run", "plan"])
-def test_a_leaking_user_module_is_refused_by_the_preflight(tmp_path, monkeypatch, clean_imports, capsys, plan):
+def test_a_leaking_user_module_is_refused_by_the_preflight(
+    tmp_path, monkeypatch, clean_imports, capsys, plan
+):
     user, module, _ = make_user_folder(tmp_path / "myidea", "VLEAK", causal=False)
     monkeypatch.chdir(user)  # plugin_path defaults to the working directory
     out = tmp_path / "results"
     with pytest.raises(SystemExit) as e:
-        main(["--config-dir", str(user / "conf"), f"plugins=[{module}]", "experiment=smoke", "step=V0,VLEAK",
-              "--multirun", f"results_root={out}", *TINY, *plan])
+        main(
+            [
+                "--config-dir",
+                str(user / "conf"),
+                f"plugins=[{module}]",
+                "experiment=smoke",
+                "step=V0,VLEAK",
+                "--multirun",
+                f"results_root={out}",
+                *TINY,
+                *plan,
+            ]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2, err
     assert "preflight failed for VLEAK: model is not causal" in err
@@ -124,8 +160,15 @@ def test_hydra_searchpath_override_finds_the_user_steps(tmp_path, clean_imports)
     from ablate.compose import build_jobs
 
     user, module, attn = make_user_folder(tmp_path / "myidea", "V19")
-    jobs = build_jobs([f"hydra.searchpath=[file://{user / 'conf'}]", "step=V19", f"plugins=[{module}]",
-                       f"plugin_path=[{user}]"], multirun=False)
+    jobs = build_jobs(
+        [
+            f"hydra.searchpath=[file://{user / 'conf'}]",
+            "step=V19",
+            f"plugins=[{module}]",
+            f"plugin_path=[{user}]",
+        ],
+        multirun=False,
+    )
     assert jobs[0].cfg.model.attention == attn and jobs[0].cfg.step.name == "V19"
     import models
 
@@ -135,26 +178,39 @@ def test_hydra_searchpath_override_finds_the_user_steps(tmp_path, clean_imports)
 def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "src")
-    return subprocess.run([sys.executable, "-m", "ablate.matrix", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ablate.matrix", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_missing_plugin_module_is_one_line_before_any_job(tmp_path):
-    proc = _run_cli(["experiment=smoke", "plugins=[no_such_module_xyz]", f"results_root={tmp_path / 'r'}"],
-                    cwd=tmp_path)
+    proc = _run_cli(
+        ["experiment=smoke", "plugins=[no_such_module_xyz]", f"results_root={tmp_path / 'r'}"],
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: plugin module 'no_such_module_xyz' not found"), lines
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: plugin module 'no_such_module_xyz' not found"
+    ), lines
     assert str(tmp_path) in lines[0]  # says where it looked
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").glob("test_matrix_results_*"))
 
 
 def test_a_plugin_that_raises_on_import_is_one_line(tmp_path):
-    (tmp_path / "broken_idea.py").write_text("import math\nraise RuntimeError('forgot to finish this')\n")
+    (tmp_path / "broken_idea.py").write_text(
+        "import math\nraise RuntimeError('forgot to finish this')\n"
+    )
     proc = _run_cli(["experiment=smoke", "plugins=[broken_idea]", "--plan"], cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: plugin module 'broken_idea' failed to import: "
-                                   "RuntimeError: forgot to finish this"), proc.stderr
+    assert proc.stderr.strip() == (
+        "error: plugin module 'broken_idea' failed to import: RuntimeError: forgot to finish this"
+    ), proc.stderr
 
 
 def test_a_users_own_models_package_is_refused_not_mixed_up(tmp_path):
@@ -163,10 +219,14 @@ def test_a_users_own_models_package_is_refused_not_mixed_up(tmp_path):
     # In the working directory, it would shadow ablate's models for python -m.
     proc = _run_cli(["experiment=smoke", "--plan"], cwd=tmp_path)
     assert proc.returncode == 2
-    assert "shadows ablate's own 'models'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "shadows ablate's own 'models'" in proc.stderr and "Traceback" not in proc.stderr, (
+        proc.stderr
+    )
     # On plugin_path, it is refused too.
     other = tmp_path / "run"
     other.mkdir()
-    proc = _run_cli(["experiment=smoke", "plugins=[x]", f"plugin_path=[{tmp_path}]", "--plan"], cwd=other)
+    proc = _run_cli(
+        ["experiment=smoke", "plugins=[x]", f"plugin_path=[{tmp_path}]", "--plan"], cwd=other
+    )
     assert proc.returncode == 2
     assert "is named 'models', the name of ablate's model package" in proc.stderr, proc.stderr

@@ -22,24 +22,47 @@ from ablate.matrix import progress
 from ablate.matrix.__main__ import main
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.block_size=64",
-        "hardware.micro_batch=4", "optim.tokens_per_iter=512", "data.val_windows=4",
-        "budget.eval_interval=1000", "budget.log_interval=1", "report=false"]
+TINY = [
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=64",
+    "model.block_size=64",
+    "hardware.micro_batch=4",
+    "optim.tokens_per_iter=512",
+    "data.val_windows=4",
+    "budget.eval_interval=1000",
+    "budget.log_interval=1",
+    "report=false",
+]
 
 
 def _matrix(tmp_path: Path) -> results.Manifest:
     """Three jobs: one done, one half way through a 100 s box, one queued."""
     mdir = results.new_matrix_dir(tmp_path)
-    m = results.Manifest.create(mdir, command=["x"], launcher="local", order=["V0", "V16", "V17"], baseline=None)
+    m = results.Manifest.create(
+        mdir, command=["x"], launcher="local", order=["V0", "V16", "V17"], baseline=None
+    )
     for name, status in (("V0", "completed"), ("V16", "running"), ("V17", "pending")):
         (mdir / name).mkdir()
-        (mdir / name / "config.yaml").write_text("budget:\n  box_seconds: 100.0\n  max_iters: null\n")
+        (mdir / name / "config.yaml").write_text(
+            "budget:\n  box_seconds: 100.0\n  max_iters: null\n"
+        )
         m.add_job(name, [f"step={name}"], step=name, seed=1)
         m.update_job(name, status=status)
     with open(mdir / "V16" / "metrics.jsonl", "w") as f:
         for it in range(1, 41):
-            f.write(json.dumps({"kind": "train", "iter": it, "train_seconds": it * 1.25, "loss/train": 5.0 - it / 100,
-                                "throughput/tokens_per_s": 1234.0}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "kind": "train",
+                        "iter": it,
+                        "train_seconds": it * 1.25,
+                        "loss/train": 5.0 - it / 100,
+                        "throughput/tokens_per_s": 1234.0,
+                    }
+                )
+                + "\n"
+            )
         f.write(json.dumps({"kind": "eval", "iter": 40, "loss/val": 4.9}) + "\n")
         f.write('{"kind": "train", "iter": 41, "train_sec')  # a line being written right now
     return m
@@ -56,7 +79,18 @@ def test_progress_is_read_from_the_files(tmp_path):
     lines = progress.render(p)
     assert lines[0] == "[matrix] 1 done, 1 running, 1 queued of 3 | ETA ~2m30s of training"
     assert len(lines) == 2 and lines[1].split() == [
-        "V16", "[##########----------]", "50%", "iter", "40", "loss", "4.6000", "1,234", "tok/s", "box", "50/100s"]
+        "V16",
+        "[##########----------]",
+        "50%",
+        "iter",
+        "40",
+        "loss",
+        "4.6000",
+        "1,234",
+        "tok/s",
+        "box",
+        "50/100s",
+    ]
 
 
 def test_the_job_files_correct_a_lagging_manifest(tmp_path):
@@ -66,14 +100,20 @@ def test_the_job_files_correct_a_lagging_manifest(tmp_path):
     jobs = {j.name: j.status for j in progress.read(m).jobs}
     assert jobs == {"V0": "completed", "V16": "completed", "V17": "running"}
     # A summary left by an attempt that was stopped is not a running job.
-    (m.dir / "V17" / "summary.json").write_text(json.dumps({"status": "running", "stopped_by": "SIGTERM"}))
+    (m.dir / "V17" / "summary.json").write_text(
+        json.dumps({"status": "running", "stopped_by": "SIGTERM"})
+    )
     assert {j.name: j.status for j in progress.read(m).jobs}["V17"] == "pending"
 
 
 def test_a_done_job_whose_weights_leaked_is_shown_leaked_not_completed(tmp_path):
     m = _matrix(tmp_path)
-    (m.dir / "V16" / "summary.json").write_text(json.dumps({"status": "leaked", "error": "leaks at position 3"}))
-    (m.dir / "V16" / "DONE").write_text("")  # a leaked job is DONE too: training it again would leak again
+    (m.dir / "V16" / "summary.json").write_text(
+        json.dumps({"status": "leaked", "error": "leaks at position 3"})
+    )
+    (m.dir / "V16" / "DONE").write_text(
+        ""
+    )  # a leaked job is DONE too: training it again would leak again
     assert {j.name: j.status for j in progress.read(m).jobs}["V16"] == "leaked"
 
 
@@ -99,10 +139,19 @@ def _env() -> dict:
 
 @pytest.mark.slow
 def test_live_progress_is_drawn_in_a_terminal(tmp_path):
-    args = [sys.executable, "-m", "ablate.matrix", "experiment=smoke", "budget.box_seconds=3",
-            f"results_root={tmp_path}", *TINY]
+    args = [
+        sys.executable,
+        "-m",
+        "ablate.matrix",
+        "experiment=smoke",
+        "budget.box_seconds=3",
+        f"results_root={tmp_path}",
+        *TINY,
+    ]
     master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=_env(), close_fds=True)
+    proc = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=_env(), close_fds=True
+    )
     os.close(slave)
     chunks = []
     deadline = time.monotonic() + 300
@@ -124,7 +173,9 @@ def test_live_progress_is_drawn_in_a_terminal(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     assert "[matrix] 0 done, 1 running, 0 queued of 1" in out
     running = [ln for ln in out.splitlines() if ln.strip().startswith("V0 ") and "tok/s" in ln]
-    assert running and "iter " in running[-1] and "loss " in running[-1] and "%" in running[-1], out[-3000:]
+    assert running and "iter " in running[-1] and "loss " in running[-1] and "%" in running[-1], (
+        out[-3000:]
+    )
     assert "\x1b[" in out  # redrawn in place
     assert "[matrix] 1 done, 0 running, 0 queued of 1" in out  # the final state stays on screen
     assert "[V0] " not in out  # job output is in V0/train.log, not interleaved with the view

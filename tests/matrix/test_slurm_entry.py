@@ -13,10 +13,16 @@ from ablate.matrix.__main__ import main
 
 
 def test_old_launcher_command_points_to_the_matrix_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "ablate.launch.slurm", "wait", "results/m"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablate.launch.slurm", "wait", "results/m"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == "error: this command moved: python -m ablate.matrix wait=results/m"
+    assert (
+        proc.stderr.strip() == "error: this command moved: python -m ablate.matrix wait=results/m"
+    )
 
 
 def test_wait_on_a_matrix_that_did_not_use_slurm_is_one_error_line(tmp_path, capsys):
@@ -27,4 +33,8 @@ def test_wait_on_a_matrix_that_did_not_use_slurm_is_one_error_line(tmp_path, cap
         main([f"wait={mdir}"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "not run with launcher=slurm" in err and "Traceback" not in err
+    assert (
+        err.startswith("error: ")
+        and "not run with launcher=slurm" in err
+        and "Traceback" not in err
+    )

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import models
 from models import check_causal
-from models.gpt2 import CausalSelfAttention, MLP
+from models.gpt2 import MLP, CausalSelfAttention
 
 
 class BidirectionalAttention(CausalSelfAttention):
@@ -58,13 +58,16 @@ def test_all_steps_are_causal(step, dropout, make):
     m = make(step, dropout=dropout)
     report = check_causal(m)
     assert report.ok, report.message
-    assert report.max_leak == 0.0 and report.leaking_positions == []  # exact: bit-identical logits, zero gradients
+    assert (
+        report.max_leak == 0.0 and report.leaking_positions == []
+    )  # exact: bit-identical logits, zero gradients
     assert report.sensitive and report.planned == len(report.probes) == 10
     # block 16: a short odd length (15) and the block; cuts from the start to the last pair
     assert report.shapes == [[3, 15], [3, 16]]
     assert report.positions[0] == 0 and report.positions[-1] == 14 and len(report.positions) >= 8
-    assert {(p.method, p.mode) for p in report.probes} == {(m, mode) for m in ("gradient", "perturbation")
-                                                           for mode in ("train", "eval")}
+    assert {(p.method, p.mode) for p in report.probes} == {
+        (m, mode) for m in ("gradient", "perturbation") for mode in ("train", "eval")
+    }
     assert {p.precision for p in report.probes if p.method == "perturbation"} == {"fp32", "bf16"}
     assert {p.weights for p in report.probes} == {"given", "random"}
     assert report.message.startswith("causal")
@@ -85,7 +88,9 @@ def test_leaks_are_caught(component, name, cls, expected, make, monkeypatch):
     m = make("V0", **{component: name})
     report = check_causal(m)
     assert not report.ok and not bool(report)
-    assert report.leaking_positions == expected  # the first pass's cuts: it stops at the first failure
+    assert (
+        report.leaking_positions == expected
+    )  # the first pass's cuts: it stops at the first failure
     assert len(report.probes) == 1 and report.probes[0].method == "gradient"
     assert report.max_leak > report.threshold
     assert report.message.startswith("model is not causal")
@@ -134,7 +139,9 @@ class IgnoresInput(torch.nn.Module):
 def test_a_model_that_ignores_its_input_does_not_pass():
     m = IgnoresInput()
     m.transformer = torch.nn.Module()
-    m.transformer.wte = torch.nn.Embedding(10, 4)  # present but unused: the gradient probe sees no path
+    m.transformer.wte = torch.nn.Embedding(
+        10, 4
+    )  # present but unused: the gradient probe sees no path
     report = check_causal(m)
     assert not report.ok and not report.sensitive and report.leaking_positions == []
     assert "vacuous" in report.message
@@ -165,14 +172,35 @@ def test_the_check_leaves_weights_flags_and_the_rng_as_they_were(make):
     torch.manual_seed(123)
     report = check_causal(m)
     assert report.ok and torch.equal(torch.rand(3), expected)  # a resumed job trains on identically
-    assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())  # random weights live in a copy
+    assert all(
+        torch.equal(state[k], v) for k, v in m.state_dict().items()
+    )  # random weights live in a copy
     assert flags == [p.requires_grad for p in m.parameters()]
 
 
 def test_the_record_has_the_documented_keys(make):
     rec = check_causal(make("V16")).to_record()
-    assert {"ok", "method", "shapes", "positions", "max_leak", "seconds", "message", "probes"} <= set(rec)
+    assert {
+        "ok",
+        "method",
+        "shapes",
+        "positions",
+        "max_leak",
+        "seconds",
+        "message",
+        "probes",
+    } <= set(rec)
     assert rec["ok"] is True and rec["method"] == "gradient+perturbation" and rec["max_leak"] == 0.0
-    assert {"method", "weights", "mode", "precision", "shape", "positions", "max_leak", "ok"} <= set(rec["probes"][0])
+    assert {
+        "method",
+        "weights",
+        "mode",
+        "precision",
+        "shape",
+        "positions",
+        "max_leak",
+        "ok",
+    } <= set(rec["probes"][0])
     import json
+
     json.dumps(rec)  # plain JSON for summary.json

@@ -65,8 +65,10 @@ BAD = [
     (dict(arch="llama"), r"model\.arch='llama' is unknown \(allowed: gpt2\)"),
     (dict(attention="flash"), r"model\.attention='flash' is unknown \(allowed: causal, ra\)"),
     (dict(mlp="moe"), r"model\.mlp='moe' is unknown \(allowed: rmlp, standard\)"),
-    (dict(n_embd=128, attention="ra", ra_rank=32),
-     r"^model\.ra_rank=32 must be in \[1, 31\] \(head dim is 32\)$"),
+    (
+        dict(n_embd=128, attention="ra", ra_rank=32),
+        r"^model\.ra_rank=32 must be in \[1, 31\] \(head dim is 32\)$",
+    ),
     (dict(n_embd=128, attention="ra", ra_rank=64), r"model\.ra_rank=64 must be in \[1, 31\]"),
     (dict(attention="ra", ra_rank=0), r"model\.ra_rank=0 must be in \[1, 7\] \(head dim is 8\)"),
     (dict(mlp="rmlp", rmlp_rank=128), r"model\.rmlp_rank=128 must be in \[1, 127\]"),
@@ -107,7 +109,9 @@ def test_component_options_are_checked_only_when_used(tiny_cfg):
 def test_conf_model_yaml_has_only_model_config_keys(name, steps):
     text = (CONF_MODEL / f"{name}.yaml").read_text()
     assert "@package" not in text
-    data = yaml.safe_load(text) or {}  # gpt2.yaml sets nothing: ModelConfig's defaults are GPT-2 124M
+    data = (
+        yaml.safe_load(text) or {}
+    )  # gpt2.yaml sets nothing: ModelConfig's defaults are GPT-2 124M
     assert set(data) <= {f.name for f in dataclasses.fields(ModelConfig)}
     for step in steps.values():  # every step's options are valid on every preset
         check_config({**data, **step})

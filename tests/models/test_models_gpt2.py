@@ -57,7 +57,14 @@ def v0_params(V, T, C, L, bias=True):
     """GPT-2 parameter count by hand: embeddings, per block (LN, c_attn, c_proj, LN, c_fc,
     c_proj), final LN; the LM head is tied."""
     if bias:
-        block = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) + (4 * C * C + C)
+        block = (
+            2 * C
+            + (3 * C * C + 3 * C)
+            + (C * C + C)
+            + 2 * C
+            + (4 * C * C + 4 * C)
+            + (4 * C * C + C)
+        )
         return V * C + T * C + L * block + 2 * C
     block = C + 3 * C * C + C * C + C + 4 * C * C + 4 * C * C
     return V * C + T * C + L * block + C
@@ -80,7 +87,9 @@ def test_flops_per_token_counts_no_weight_gradients_for_frozen_weights(make):
     v17, v18 = make("V17"), make("V18")
     frozen = sum(p.numel() for p in v17.parameters() if not p.requires_grad)
     assert frozen > 0 and v17.num_params() == v18.num_params()
-    assert v18.flops_per_token() - v17.flops_per_token() == 2 * frozen  # 6 -> 4 FLOPs per frozen weight
+    assert (
+        v18.flops_per_token() - v17.flops_per_token() == 2 * frozen
+    )  # 6 -> 4 FLOPs per frozen weight
 
 
 @pytest.mark.parametrize("step", ALL_STEPS)
@@ -143,7 +152,9 @@ def test_gate_stats_layout(make):
     s16 = make("V16", n_layer=3, ra_w_std_init=0.9, ra_w_rec_init=-0.2).gate_stats()
     assert set(s16) == {"ra_w_std", "ra_w_rec"}
     assert len(s16["ra_w_std"]) == 3 and all(len(row) == 4 for row in s16["ra_w_rec"])
-    assert s16["ra_w_std"][2][3] == pytest.approx(0.9) and s16["ra_w_rec"][0][0] == pytest.approx(-0.2)
+    assert s16["ra_w_std"][2][3] == pytest.approx(0.9) and s16["ra_w_rec"][0][0] == pytest.approx(
+        -0.2
+    )
     assert all(type(v) is float for row in s16["ra_w_std"] for v in row)
     s18 = make("V18", n_layer=3).gate_stats()
     assert set(s18) == {"ra_w_std", "ra_w_rec", "rmlp_w_std", "rmlp_w_rec"}
@@ -176,7 +187,7 @@ def test_mlp_is_tanh_gelu(make):
     mlp = m.transformer.h[0].mlp
     x = torch.randn(2, 5, 32)
     h = x @ mlp.c_fc.weight.T + mlp.c_fc.bias
-    h = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
+    h = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
     ref = h @ mlp.c_proj.weight.T + mlp.c_proj.bias
     assert torch.allclose(mlp(x, None), ref, atol=1e-6)
 

@@ -16,8 +16,16 @@ BASE = dict(n_layer=2, n_head=4, n_embd=32, block_size=32, vocab_size=128, dropo
 @pytest.fixture(scope="module")
 def hf_model():
     cfg = transformers.GPT2Config(
-        n_layer=2, n_head=4, n_embd=32, n_positions=N_POS, vocab_size=HF_VOCAB,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+        n_layer=2,
+        n_head=4,
+        n_embd=32,
+        n_positions=N_POS,
+        vocab_size=HF_VOCAB,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(cfg).eval()
@@ -84,7 +92,9 @@ def test_rmlp_takes_first_units_for_std_and_last_for_rec(hf_model, hf_dirs):
         hf = hf_model.transformer.h[i].mlp
         mlp = m.transformer.h[i].mlp
         fc_w, proj_w = hf.c_fc.weight.T, hf.c_proj.weight.T  # Conv1D (in, out) -> (out, in)
-        assert torch.equal(mlp.c_fc.weight, fc_w[:112]) and torch.equal(mlp.up_rec.weight, fc_w[112:])
+        assert torch.equal(mlp.c_fc.weight, fc_w[:112]) and torch.equal(
+            mlp.up_rec.weight, fc_w[112:]
+        )
         assert torch.equal(mlp.c_fc.bias, hf.c_fc.bias[:112])
         assert torch.equal(mlp.up_rec.bias, hf.c_fc.bias[112:])
         assert torch.equal(mlp.c_proj.weight, proj_w[:, :112])
@@ -97,7 +107,9 @@ def test_rmlp_takes_first_units_for_std_and_last_for_rec(hf_model, hf_dirs):
         mlp.w_std.fill_(1.0)
         mlp.w_rec.fill_(1.0)
         x = torch.randn(2, 5, 32)
-        assert torch.allclose(mlp(x, torch.zeros_like(x)), hf_model.transformer.h[0].mlp(x), atol=1e-5)
+        assert torch.allclose(
+            mlp(x, torch.zeros_like(x)), hf_model.transformer.h[0].mlp(x), atol=1e-5
+        )
 
 
 @pytest.mark.parametrize(

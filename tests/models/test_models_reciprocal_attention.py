@@ -18,8 +18,8 @@ def reference_ra(attn, x, w_std, w_rec):
     w_rec <K_low_i, Q_low_j>) / sqrt(D)."""
     qkv = x @ attn.c_attn.weight.T + attn.c_attn.bias
     q, k, v = (t.reshape(B, T, NH, D).transpose(1, 2) for t in qkv.split(C, dim=2))
-    q_std, k_low_i = q[..., : D - R], q[..., D - R:]
-    k_std, q_low_j = k[..., : D - R], k[..., D - R:]
+    q_std, k_low_i = q[..., : D - R], q[..., D - R :]
+    k_std, q_low_j = k[..., : D - R], k[..., D - R :]
     std = torch.einsum("bhid,bhjd->bhij", q_std, k_std)
     rec = torch.einsum("bhid,bhjd->bhij", k_low_i, q_low_j)
     scores = (w_std[None, :, None, None] * std + w_rec[None, :, None, None] * rec) / math.sqrt(D)
@@ -152,7 +152,9 @@ def test_ra_is_v0_reparametrised_and_starts_from_v0s_weights(make, tokens):
     sd = {n: t.clone() for n, t in v16.state_dict().items() if not n.endswith(("w_std", "w_rec"))}
     for i, blk in enumerate(v16.transformer.h):
         a = blk.attn
-        gate = torch.cat((a.w_std[:, None].expand(-1, a.std_dim), a.w_rec[:, None].expand(-1, a.rank)), 1).flatten()
+        gate = torch.cat(
+            (a.w_std[:, None].expand(-1, a.std_dim), a.w_rec[:, None].expand(-1, a.rank)), 1
+        ).flatten()
         scale = torch.cat((gate, gate.new_ones(2 * a.n_embd)))
         sd[f"transformer.h.{i}.attn.c_attn.weight"] = a.c_attn.weight * scale[:, None]
         if a.c_attn.bias is not None:

@@ -13,7 +13,7 @@ C, D_FF, R_FF, L, NH = 32, 128, 16, 2, 4
 
 
 def gelu_tanh(h):
-    return 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))
+    return 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
 
 
 def reference_rmlp(mlp, x, a, w_std, w_rec):
@@ -86,9 +86,11 @@ def test_parameter_counts(bias, make):
     frozen = 2 * C * R_FF + (R_FF if bias else 0)  # up_rec (+ bias) and down_rec, per layer
     trainable17 = sum(p.numel() for p in v17.parameters() if p.requires_grad)
     assert trainable17 == v18.num_params() - L * frozen
+
     # matrix FLOPs match V0: the same number of matrix parameters
     def matrix(m):
         return sum(p.numel() for n, p in m.named_parameters() if m.param_kind(n) == "matrix")
+
     assert matrix(v18) == matrix(v0)
 
 
@@ -118,7 +120,10 @@ REC = ("up_rec.weight", "up_rec.bias", "down_rec.weight")
 def test_v17_reciprocal_weights_stay_frozen_gates_learn(all_params, make, tokens):
     m = make("V17", rmlp_w_rec_init=0.0)
     for block in m.transformer.h:
-        assert not block.mlp.up_rec.weight.requires_grad and not block.mlp.down_rec.weight.requires_grad
+        assert (
+            not block.mlp.up_rec.weight.requires_grad
+            and not block.mlp.down_rec.weight.requires_grad
+        )
         assert block.mlp.w_rec.requires_grad and block.mlp.c_fc.weight.requires_grad
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
     # even an optimizer handed every parameter (weight decay on) must not move them

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -16,35 +16,35 @@ from ablate import results as R
 class Job:
     step: str
     architecture: str
-    best: Optional[float]
+    best: float | None
     seed: int = 1
-    name: Optional[str] = None
+    name: str | None = None
     status: str = R.COMPLETED
-    rmlp_w_rec: Optional[list[float]] = None   # per layer
-    ra_w_rec: Optional[list[list[float]]] = None  # per layer, per head
+    rmlp_w_rec: list[float] | None = None  # per layer
+    ra_w_rec: list[list[float]] | None = None  # per layer, per head
     evals: int = 6
     eval_every: int = 100
     ms_per_iter: float = 2572.0
     world_size: int = 1
     device: str = "cpu"
     resumed: int = 0
-    error: Optional[str] = None
-    failed_iter: Optional[int] = None
+    error: str | None = None
+    failed_iter: int | None = None
     write_summary: bool = True
     write_metrics: bool = True
-    done: Optional[bool] = None            # default: status == completed
-    manifest_status: Optional[str] = None  # default: status
+    done: bool | None = None  # default: status == completed
+    manifest_status: str | None = None  # default: status
     summary_overrides: dict = field(default_factory=dict)
     git_sha: str = "0123456789abcdef0123456789abcdef01234567"
     # Per-window final-eval losses (final_eval.json); their mean becomes final_val_loss and best.
-    window_losses: Optional[list[float]] = None
+    window_losses: list[float] | None = None
     block_size: int = 1024
-    val_fingerprint: Optional[str] = "0123456789abcdef"
-    warmup_iters: Optional[int] = None       # config.yaml optim.warmup_iters
-    box: float = 7200.0                      # config.yaml budget.box_seconds
-    experiment: Optional[str] = None         # config.yaml experiment (smoke: a pipeline check)
-    flops_per_token: Optional[float] = None  # env.json
-    gate_shares: Optional[dict] = None       # summary.json gate_shares
+    val_fingerprint: str | None = "0123456789abcdef"
+    warmup_iters: int | None = None  # config.yaml optim.warmup_iters
+    box: float = 7200.0  # config.yaml budget.box_seconds
+    experiment: str | None = None  # config.yaml experiment (smoke: a pipeline check)
+    flops_per_token: float | None = None  # env.json
+    gate_shares: dict | None = None  # summary.json gate_shares
     # summary.json "causality": a kind for causality_record ("checked" | "unchecked" | "leaked"),
     # a dict written as is, or None (the run has none).
     causality: Any = "checked"
@@ -68,21 +68,38 @@ def _curve(job: Job) -> list[float]:
 def write_job(mdir: Path, job: Job) -> R.JobDir:
     jd = R.JobDir(mdir / job.job_name)
     jd.path.mkdir(parents=True, exist_ok=True)
-    model = {"n_layer": len(job.rmlp_w_rec or job.ra_w_rec or [0, 0]), "n_head": 2,
-             "attention": "ra" if job.ra_w_rec is not None else "causal",
-             "mlp": "rmlp" if job.rmlp_w_rec is not None else "standard"}
+    model = {
+        "n_layer": len(job.rmlp_w_rec or job.ra_w_rec or [0, 0]),
+        "n_head": 2,
+        "attention": "ra" if job.ra_w_rec is not None else "causal",
+        "mlp": "rmlp" if job.rmlp_w_rec is not None else "standard",
+    }
     optim: dict[str, Any] = {"lr": 6e-4}
     if job.warmup_iters is not None:
         optim["warmup_iters"] = job.warmup_iters
-    config = {"step": {"name": job.step, "architecture": job.architecture, "description": None},
-              "seed": job.seed, "model": model, "optim": optim, "budget": {"box_seconds": job.box},
-              "experiment": job.experiment}
+    config = {
+        "step": {"name": job.step, "architecture": job.architecture, "description": None},
+        "seed": job.seed,
+        "model": model,
+        "optim": optim,
+        "budget": {"box_seconds": job.box},
+        "experiment": job.experiment,
+    }
     jd.config.write_text(yaml.safe_dump(config, sort_keys=False))
     # The trainer's shape (src/ablate/train/env.py): git facts nested, "device" for the name.
-    R.atomic_write_json(jd.env, {"git": {"sha": job.git_sha, "dirty": False, "root": "/src"}, "torch": "2.5.0",
-                                 "python": "3.11.2", "hostname": "box", "device": job.device,
-                                 "device_count": job.world_size, "world_size": job.world_size,
-                                 "flops_per_token": job.flops_per_token})
+    R.atomic_write_json(
+        jd.env,
+        {
+            "git": {"sha": job.git_sha, "dirty": False, "root": "/src"},
+            "torch": "2.5.0",
+            "python": "3.11.2",
+            "hostname": "box",
+            "device": job.device,
+            "device_count": job.world_size,
+            "world_size": job.world_size,
+            "flops_per_token": job.flops_per_token,
+        },
+    )
     curve = _curve(job)
     last_iter = (len(curve) - 1) * job.eval_every if curve else 0
     gates: dict[str, Any] = {}
@@ -98,12 +115,28 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
             for i, loss in enumerate(curve):
                 it = i * job.eval_every
                 sec = it * job.ms_per_iter / 1000.0
-                w.write({"kind": "train", "iter": it, "tokens_seen": it * tokens_per_iter, "train_seconds": sec,
-                         "loss/train": loss + 0.05, "lr": 6e-4, "time/ms_per_iter": job.ms_per_iter,
-                         "throughput/tokens_per_s": tokens_per_iter / job.ms_per_iter * 1000.0,
-                         "throughput/mfu": 0.31, "memory/peak_mb": 20000.0 + i})
-                rec = {"kind": "eval", "iter": it, "tokens_seen": it * tokens_per_iter, "train_seconds": sec,
-                       "loss/val": loss, "loss/val_best": min(curve[: i + 1])}
+                w.write(
+                    {
+                        "kind": "train",
+                        "iter": it,
+                        "tokens_seen": it * tokens_per_iter,
+                        "train_seconds": sec,
+                        "loss/train": loss + 0.05,
+                        "lr": 6e-4,
+                        "time/ms_per_iter": job.ms_per_iter,
+                        "throughput/tokens_per_s": tokens_per_iter / job.ms_per_iter * 1000.0,
+                        "throughput/mfu": 0.31,
+                        "memory/peak_mb": 20000.0 + i,
+                    }
+                )
+                rec = {
+                    "kind": "eval",
+                    "iter": it,
+                    "tokens_seen": it * tokens_per_iter,
+                    "train_seconds": sec,
+                    "loss/val": loss,
+                    "loss/val_best": min(curve[: i + 1]),
+                }
                 if job.flops_per_token is not None:
                     rec["flops"] = job.flops_per_token * it * tokens_per_iter
                 for layer, v in enumerate(job.rmlp_w_rec or []):
@@ -114,25 +147,46 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
                     rec[f"gates/{layer}/ra_w_std"] = [1.0] * len(heads)
                 w.write(rec)
     if job.window_losses is not None:
-        R.write_final_eval(jd.final_eval, loss=sum(job.window_losses) / len(job.window_losses),
-                           window_losses=job.window_losses, block_size=job.block_size,
-                           fingerprint=job.val_fingerprint, iteration=last_iter,
-                           tokens_seen=last_iter * tokens_per_iter, train_seconds=last_iter * job.ms_per_iter / 1000.0,
-                           periodic_windows=8)
+        R.write_final_eval(
+            jd.final_eval,
+            loss=sum(job.window_losses) / len(job.window_losses),
+            window_losses=job.window_losses,
+            block_size=job.block_size,
+            fingerprint=job.val_fingerprint,
+            iteration=last_iter,
+            tokens_seen=last_iter * tokens_per_iter,
+            train_seconds=last_iter * job.ms_per_iter / 1000.0,
+            periodic_windows=8,
+        )
     if job.write_summary:
         summary = {
-            "step": job.step, "architecture": job.architecture, "seed": job.seed, "status": job.status,
-            "best_val_loss": job.best, "best_val_iter": last_iter if curve else None,
-            "final_val_loss": curve[-1] if curve else None, "iterations": last_iter,
-            "tokens_seen": last_iter * tokens_per_iter, "train_seconds": last_iter * job.ms_per_iter / 1000.0,
-            "ms_per_iter": job.ms_per_iter, "tokens_per_s": tokens_per_iter / job.ms_per_iter * 1000.0,
-            "mfu": 0.31, "peak_memory_mb": 20000.0, "world_size": job.world_size, "device": job.device,
-            "device_count": job.world_size, "precision": "bf16", "resumed": job.resumed,
-            "gates": gates, "error": job.error, "failed_iter": job.failed_iter,
+            "step": job.step,
+            "architecture": job.architecture,
+            "seed": job.seed,
+            "status": job.status,
+            "best_val_loss": job.best,
+            "best_val_iter": last_iter if curve else None,
+            "final_val_loss": curve[-1] if curve else None,
+            "iterations": last_iter,
+            "tokens_seen": last_iter * tokens_per_iter,
+            "train_seconds": last_iter * job.ms_per_iter / 1000.0,
+            "ms_per_iter": job.ms_per_iter,
+            "tokens_per_s": tokens_per_iter / job.ms_per_iter * 1000.0,
+            "mfu": 0.31,
+            "peak_memory_mb": 20000.0,
+            "world_size": job.world_size,
+            "device": job.device,
+            "device_count": job.world_size,
+            "precision": "bf16",
+            "resumed": job.resumed,
+            "gates": gates,
+            "error": job.error,
+            "failed_iter": job.failed_iter,
         }
         if job.causality is not None:
-            summary["causality"] = (causality_record(job.causality) if isinstance(job.causality, str)
-                                    else job.causality)
+            summary["causality"] = (
+                causality_record(job.causality) if isinstance(job.causality, str) else job.causality
+            )
         if job.gate_shares is not None:
             summary["gate_shares"] = job.gate_shares
         summary.update(job.summary_overrides)
@@ -144,10 +198,18 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
 
 def causality_record(kind: str) -> dict:
     """summary.json's "causality" as the runner and trainer write it (docs/results-format.md)."""
+
     def rec(ok: bool) -> dict:
-        return {"ok": ok, "method": "gradient+perturbation", "shapes": [[3, 129], [3, 1024]],
-                "positions": [0, 63, 64, 1022], "max_leak": 0.0 if ok else 0.23, "seconds": 12.5,
-                "message": "causal" if ok else "model is not causal: ..."}
+        return {
+            "ok": ok,
+            "method": "gradient+perturbation",
+            "shapes": [[3, 129], [3, 1024]],
+            "positions": [0, 63, 64, 1022],
+            "max_leak": 0.0 if ok else 0.23,
+            "seconds": 12.5,
+            "message": "causal" if ok else "model is not causal: ...",
+        }
+
     if kind == "checked":
         return R.causality_entry(rec(True), rec(True))
     if kind == "unchecked":
@@ -157,16 +219,25 @@ def causality_record(kind: str) -> dict:
     raise ValueError(kind)
 
 
-def make_matrix(root: Path, jobs: list[Job], name: str = "test_matrix_results_20251111_170325",
-                **manifest_fields: Any) -> Path:
+def make_matrix(
+    root: Path,
+    jobs: list[Job],
+    name: str = "test_matrix_results_20251111_170325",
+    **manifest_fields: Any,
+) -> Path:
     mdir = Path(root) / name
     mdir.mkdir(parents=True)
     manifest = R.Manifest.create(mdir, **manifest_fields)
     for job in jobs:
-        manifest.add_job(job.job_name, [f"step={job.step}", f"seed={job.seed}"], step=job.step, seed=job.seed,
-                         status=job.manifest_status or job.status,
-                         exit_code=0 if job.status == R.COMPLETED else (1 if job.status == R.FAILED else None),
-                         error=job.error)
+        manifest.add_job(
+            job.job_name,
+            [f"step={job.step}", f"seed={job.seed}"],
+            step=job.step,
+            seed=job.seed,
+            status=job.manifest_status or job.status,
+            exit_code=0 if job.status == R.COMPLETED else (1 if job.status == R.FAILED else None),
+            error=job.error,
+        )
         write_job(mdir, job)
     return mdir
 
@@ -176,9 +247,21 @@ def seed_jobs() -> list[Job]:
     return [
         Job("V0", "Baseline", 3.7521, world_size=4, device="NVIDIA A10G"),
         Job("V16", "RA v5 only", 3.38, ra_w_rec=[[0.1, 0.2], [0.3, -0.2]], ms_per_iter=2572.0),
-        Job("V17", "RA + frozen", 3.38, ra_w_rec=[[0.1, 0.1], [0.0, 0.2]], rmlp_w_rec=[-0.05, -0.032]),
-        Job("V18", "RA + R-MLP", 3.3222, ra_w_rec=[[0.2, 0.0], [0.1, 0.3]], rmlp_w_rec=[0.57, -0.57, 0.264, 0.264],
-            ms_per_iter=2576.0),
+        Job(
+            "V17",
+            "RA + frozen",
+            3.38,
+            ra_w_rec=[[0.1, 0.1], [0.0, 0.2]],
+            rmlp_w_rec=[-0.05, -0.032],
+        ),
+        Job(
+            "V18",
+            "RA + R-MLP",
+            3.3222,
+            ra_w_rec=[[0.2, 0.0], [0.1, 0.3]],
+            rmlp_w_rec=[0.57, -0.57, 0.264, 0.264],
+            ms_per_iter=2576.0,
+        ),
     ]
 
 
@@ -187,7 +270,7 @@ def table_rows(markdown: str, first_header: str = "| Step ") -> list[list[str]]:
     lines = markdown.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(first_header))
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([c.strip() for c in line.strip().strip("|").split("|")])

@@ -44,7 +44,10 @@ def test_out_dir_and_no_write(tmp_path, capsys):
     capsys.readouterr()
     assert (out_dir / R.REPORT).is_file() and (out_dir / W_REC).is_file()
     assert not (mdir / R.REPORT).exists()
-    assert "`../test_matrix_results_20251111_170325/V0/config.yaml`" in (out_dir / R.REPORT).read_text()
+    assert (
+        "`../test_matrix_results_20251111_170325/V0/config.yaml`"
+        in (out_dir / R.REPORT).read_text()
+    )
     main([str(mdir), "--no-write"])
     assert "## Results" in capsys.readouterr().out
     assert not (mdir / R.REPORT).exists()
@@ -52,11 +55,16 @@ def test_out_dir_and_no_write(tmp_path, capsys):
 
 def test_several_matrices_report_into_the_first(tmp_path, capsys):
     a = make_matrix(tmp_path, seed_jobs(), name="test_matrix_results_20250101_000000")
-    b = make_matrix(tmp_path, [Job("V0", "Baseline", 3.70, seed=2)], name="test_matrix_results_20250102_000000")
+    b = make_matrix(
+        tmp_path, [Job("V0", "Baseline", 3.70, seed=2)], name="test_matrix_results_20250102_000000"
+    )
     main([str(tmp_path / "test_matrix_results_*"), "--no-plots"])
     out = capsys.readouterr().out
     assert (a / R.REPORT).is_file() and not (b / R.REPORT).exists()
-    assert str(b.resolve()) in out and "../test_matrix_results_20250102_000000/V0_seed2/config.yaml" in out
+    assert (
+        str(b.resolve()) in out
+        and "../test_matrix_results_20250102_000000/V0_seed2/config.yaml" in out
+    )
 
 
 def test_format_csv(tmp_path, capsys):
@@ -107,11 +115,17 @@ ERRORS = {
     "corrupt manifest": (_corrupt_manifest, "not valid JSON"),
     "conflicting baselines": (
         lambda p: _two(p, seed_jobs(), seed_jobs(), {"baseline": "V0"}, {"baseline": "V16"}),
-        "declare different baselines"),
+        "declare different baselines",
+    ),
     "no common baseline": (
-        lambda p: _two(p, seed_jobs()[:2], seed_jobs()[2:]), "share no baseline"),
+        lambda p: _two(p, seed_jobs()[:2], seed_jobs()[2:]),
+        "share no baseline",
+    ),
     "no V0": (lambda p: [str(make_matrix(p, seed_jobs()[1:]))], "pass --baseline STEP"),
-    "unknown --baseline": (lambda p: [str(make_matrix(p, seed_jobs())), "--baseline", "V99"], "'V99' has no job"),
+    "unknown --baseline": (
+        lambda p: [str(make_matrix(p, seed_jobs())), "--baseline", "V99"],
+        "'V99' has no job",
+    ),
 }
 
 
@@ -128,8 +142,12 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, case):
 
 
 def test_cli_subprocess_error_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ablate.report", str(tmp_path / "missing_*")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablate.report", str(tmp_path / "missing_*")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: no directory matches") and "Traceback" not in proc.stderr
     assert proc.stdout == ""

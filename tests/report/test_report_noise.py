@@ -15,7 +15,7 @@ from report_factory import Job, make_matrix, section, table_rows
 
 from ablate import results as R
 from ablate.report import aggregate, build, render_markdown
-from ablate.report.noise import block_se, combine, Paired
+from ablate.report.noise import Paired, block_se, combine
 from ablate.report.stats import t_quantile
 
 N = 128  # windows: 64 blocks of 2
@@ -68,13 +68,22 @@ def test_paired_interval_matches_the_analytic_value(tmp_path):
     # Step = baseline - 0.05 - pattern: paired diff per window 0.05 + pattern, block SE se_of(0.01).
     base = windows(3.75, 0.04)
     step = [w - 0.05 - (0.01 if (i // 2) % 2 == 0 else -0.01) for i, w in enumerate(base)]
-    mdir = make_matrix(tmp_path, [Job("V0", "Baseline", None, window_losses=base),
-                                  Job("V16", "RA", None, window_losses=step)])
+    mdir = make_matrix(
+        tmp_path,
+        [
+            Job("V0", "Baseline", None, window_losses=base),
+            Job("V16", "RA", None, window_losses=step),
+        ],
+    )
     coll, stats, md = report(mdir)
     agg = aggregate(coll, stats).set_index("step")
     half = t_quantile(0.975, 63) * se_of(0.01)
-    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(100 * (0.05 - half) / 3.75, rel=1e-9)
-    assert agg.loc["V16", "improvement_ci_high_pct"] == pytest.approx(100 * (0.05 + half) / 3.75, rel=1e-9)
+    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(
+        100 * (0.05 - half) / 3.75, rel=1e-9
+    )
+    assert agg.loc["V16", "improvement_ci_high_pct"] == pytest.approx(
+        100 * (0.05 + half) / 3.75, rel=1e-9
+    )
     assert agg.loc["V16", "within_noise"] == False  # noqa: E712 (numpy bool)
     # The paired SE (0.0013) is far below either job's own SE (0.005): shared windows cancel.
     assert se_of(0.01) < stats["V16"].eval_se / 3
@@ -87,15 +96,22 @@ def test_paired_interval_matches_the_analytic_value(tmp_path):
 
 def test_a_gap_of_0_0008_with_se_0_01_is_within_noise_and_not_bold(tmp_path):
     base = windows(3.75, 0.01 * math.sqrt(63))  # job SE 0.01
-    pattern = 0.01 * math.sqrt(63)               # paired SE 0.01
+    pattern = 0.01 * math.sqrt(63)  # paired SE 0.01
     step = [w - 0.0008 - (pattern if (i // 2) % 2 == 0 else -pattern) for i, w in enumerate(base)]
-    mdir = make_matrix(tmp_path, [Job("V0", "Baseline", None, window_losses=base),
-                                  Job("V16", "RA", None, window_losses=step)])
+    mdir = make_matrix(
+        tmp_path,
+        [
+            Job("V0", "Baseline", None, window_losses=base),
+            Job("V16", "RA", None, window_losses=step),
+        ],
+    )
     coll, stats, md = report(mdir)
     assert stats["V0"].eval_se == pytest.approx(0.01)
     agg = aggregate(coll, stats).set_index("step")
     half = t_quantile(0.975, 63) * 0.01
-    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(100 * (0.0008 - half) / 3.75, rel=1e-9)
+    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(
+        100 * (0.0008 - half) / 3.75, rel=1e-9
+    )
     assert agg.loc["V16", "within_noise"] == True  # noqa: E712
     main = {r[0]: r for r in table_rows(md)}
     assert main["V16"][3] == "+0.0% (within noise)"
@@ -120,22 +136,30 @@ def test_paired_over_seeds_in_the_report(tmp_path):
     jobs = []
     for seed, gap in ((1, 0.01), (2, 0.03), (3, 0.05)):
         base = windows(3.75 + 0.001 * seed, 0.04)
-        jobs += [Job("V0", "Baseline", None, seed=seed, window_losses=base),
-                 Job("V16", "RA", None, seed=seed, window_losses=[w - gap for w in base])]
+        jobs += [
+            Job("V0", "Baseline", None, seed=seed, window_losses=base),
+            Job("V16", "RA", None, seed=seed, window_losses=[w - gap for w in base]),
+        ]
     coll, stats, md = report(make_matrix(tmp_path, jobs))
     agg = aggregate(coll, stats).set_index("step")
     base_mean = sum(3.75 + 0.001 * s for s in (1, 2, 3)) / 3
     half = t_quantile(0.975, 2) * math.sqrt(4e-4 / 3)  # eval SE 0: the seeds are all the noise
-    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(100 * (0.03 - half) / base_mean, rel=1e-6)
+    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(
+        100 * (0.03 - half) / base_mean, rel=1e-6
+    )
     seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
     assert seeds["V16"][-2].startswith("seeds dominate")
 
 
 def test_unpairable_windows_fall_back_and_damaged_files_cost_only_the_noise(tmp_path):
-    jobs = [Job("V0", "Baseline", None, window_losses=windows(3.75, 0.04)),
-            Job("V16", "RA", None, window_losses=windows(3.70, 0.04), val_fingerprint="ffffffffffffffff"),
-            Job("V17", "RA + frozen", None, window_losses=windows(3.72, 0.04)),
-            Job("V18", "RA + R-MLP", None, window_losses=windows(3.71, 0.04))]
+    jobs = [
+        Job("V0", "Baseline", None, window_losses=windows(3.75, 0.04)),
+        Job(
+            "V16", "RA", None, window_losses=windows(3.70, 0.04), val_fingerprint="ffffffffffffffff"
+        ),
+        Job("V17", "RA + frozen", None, window_losses=windows(3.72, 0.04)),
+        Job("V18", "RA + R-MLP", None, window_losses=windows(3.71, 0.04)),
+    ]
     mdir = make_matrix(tmp_path, jobs)
     (mdir / "V17" / R.FINAL_EVAL).write_text('{"window_losses": [3.7, 3.')  # torn
     fe = json.loads((mdir / "V18" / R.FINAL_EVAL).read_text())
@@ -147,5 +171,9 @@ def test_unpairable_windows_fall_back_and_damaged_files_cost_only_the_noise(tmp_
     assert "V18: " in notes and "holds 127 losses" in notes
     assert [r[0] for r in table_rows(md)] == ["V0", "V16", "V17", "V18"]
     agg = aggregate(coll, stats).set_index("step")
-    assert agg.loc["V16", "within_noise"] is None  # different validation tokens: no pairing, one seed
-    assert agg.loc["V17", "best_val_loss_mean"] == pytest.approx(3.72)  # summary.json still has the loss
+    assert (
+        agg.loc["V16", "within_noise"] is None
+    )  # different validation tokens: no pairing, one seed
+    assert agg.loc["V17", "best_val_loss_mean"] == pytest.approx(
+        3.72
+    )  # summary.json still has the loss

@@ -15,10 +15,25 @@ def _coll(points_per_job: int) -> Collection:
     rows = []
     for job, step in (("V0", "V0"), ("V16", "V16")):
         for i in range(1, points_per_job + 1):
-            rows.append({"key": job, "step": step, "seed": 1, "iter": 25 * i, "tokens_seen": 25 * i * 512,
-                         "train_seconds": 1.5 * i, "val_loss": 5.0 - 0.01 * i - (0.1 if step == "V16" else 0)})
-    return Collection(matrix_dirs=[], jobs=pd.DataFrame(), curves=pd.DataFrame(rows, columns=CURVE_COLUMNS),
-                      order=["V0", "V16"], baseline="V0", baseline_reason="default")
+            rows.append(
+                {
+                    "key": job,
+                    "step": step,
+                    "seed": 1,
+                    "iter": 25 * i,
+                    "tokens_seen": 25 * i * 512,
+                    "train_seconds": 1.5 * i,
+                    "val_loss": 5.0 - 0.01 * i - (0.1 if step == "V16" else 0),
+                }
+            )
+    return Collection(
+        matrix_dirs=[],
+        jobs=pd.DataFrame(),
+        curves=pd.DataFrame(rows, columns=CURVE_COLUMNS),
+        order=["V0", "V16"],
+        baseline="V0",
+        baseline_reason="default",
+    )
 
 
 def _drawn_points(fig) -> list[tuple[float, float]]:

@@ -47,16 +47,19 @@ def test_welch_interval_by_hand():
 
 
 SEEDS = {
-    "V0": [3.75, 3.76, 3.74],    # mean 3.75, std 0.01
-    "V16": [3.70, 3.72, 3.71],   # mean 3.71, std 0.01
+    "V0": [3.75, 3.76, 3.74],  # mean 3.75, std 0.01
+    "V16": [3.70, 3.72, 3.71],  # mean 3.71, std 0.01
     "V17": [3.745, 3.76, 3.75],  # mean 3.751667: within noise of V0
-    "V18": [3.60],               # one seed: no interval
+    "V18": [3.60],  # one seed: no interval
 }
 
 
 def multi_seed_matrix(tmp_path):
-    jobs = [Job(step, {"V0": "Baseline"}.get(step, f"arch {step}"), loss, seed=i + 1)
-            for step, losses in SEEDS.items() for i, loss in enumerate(losses)]
+    jobs = [
+        Job(step, {"V0": "Baseline"}.get(step, f"arch {step}"), loss, seed=i + 1)
+        for step, losses in SEEDS.items()
+        for i, loss in enumerate(losses)
+    ]
     return make_matrix(tmp_path, jobs)
 
 
@@ -69,8 +72,12 @@ def test_multi_seed_statistics_by_hand(tmp_path):
     # Equal variances, equal n: Welch's df is 2(n-1) = 4; se = sqrt(2 * 0.01^2 / 3).
     half = 2.776445 * math.sqrt(2 * 0.0001 / 3)
     assert agg.loc["V16", "improvement_pct"] == pytest.approx(100 * 0.04 / 3.75)
-    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(100 * (0.04 - half) / 3.75, rel=1e-5)
-    assert agg.loc["V16", "improvement_ci_high_pct"] == pytest.approx(100 * (0.04 + half) / 3.75, rel=1e-5)
+    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(
+        100 * (0.04 - half) / 3.75, rel=1e-5
+    )
+    assert agg.loc["V16", "improvement_ci_high_pct"] == pytest.approx(
+        100 * (0.04 + half) / 3.75, rel=1e-5
+    )
     assert agg.loc["V16", "within_noise"] == False  # noqa: E712 (numpy bool)
     assert agg.loc["V17", "within_noise"] == True  # noqa: E712
     assert agg.loc["V18", "within_noise"] is None
@@ -86,32 +93,68 @@ def test_multi_seed_markdown(tmp_path):
     assert main["V18"][2:4] == ["**3.60**", "**+4.0%**"]
     seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
     # 100 * 0.04 / 3.75 = 1.0667%; [100 * (0.04 -+ 0.0226696) / 3.75] = [+0.4621%, +1.6712%]
-    assert seeds["V16"] == ["V16", "3", "3.7100", "-", "0.0100", "3.7000", "3.7200", "+1.07%", "[+0.46%, +1.67%]",
-                            "seeds (Welch)", "better"]
+    assert seeds["V16"] == [
+        "V16",
+        "3",
+        "3.7100",
+        "-",
+        "0.0100",
+        "3.7000",
+        "3.7200",
+        "+1.07%",
+        "[+0.46%, +1.67%]",
+        "seeds (Welch)",
+        "better",
+    ]
     assert seeds["V17"][-1] == "within noise"
     assert seeds["V18"][-1] == "no interval (n < 2 for V18)"
     assert "no noise estimate" not in md
     prog = table_rows(section(md, "Progression"))
-    assert prog[0] == ["V16", "V0 (previous, baseline)", "3.7500 → 3.7100", "-0.0400", "+1.1%", "[+0.46%, +1.67%]"]
+    assert prog[0] == [
+        "V16",
+        "V0 (previous, baseline)",
+        "3.7500 → 3.7100",
+        "-0.0400",
+        "+1.1%",
+        "[+0.46%, +1.67%]",
+    ]
     v17_vs_v16 = prog[1]
-    assert v17_vs_v16[:2] == ["V17", "V16 (previous)"] and v17_vs_v16[4] == "-1.1%"  # (3.71 - 3.751667) / 3.71
+    assert (
+        v17_vs_v16[:2] == ["V17", "V16 (previous)"] and v17_vs_v16[4] == "-1.1%"
+    )  # (3.71 - 3.751667) / 3.71
     assert prog[3][:2] == ["V18", "V17 (previous)"] and prog[3][5] == "-"  # V18 has one seed
 
 
 def test_seeds_from_two_matrices_are_pooled(tmp_path):
-    a = make_matrix(tmp_path, [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.70)],
-                    name="test_matrix_results_20250101_000000")
-    b = make_matrix(tmp_path, [Job("V0", "Baseline", 3.76, seed=2), Job("V16", "RA", 3.72, seed=2)],
-                    name="test_matrix_results_20250102_000000")
+    a = make_matrix(
+        tmp_path,
+        [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.70)],
+        name="test_matrix_results_20250101_000000",
+    )
+    b = make_matrix(
+        tmp_path,
+        [Job("V0", "Baseline", 3.76, seed=2), Job("V16", "RA", 3.72, seed=2)],
+        name="test_matrix_results_20250102_000000",
+    )
     coll, stats = build([str(tmp_path / "test_matrix_results_*")])
     assert coll.matrix_dirs == [a, b]
     assert stats["V0"].values == [3.75, 3.76] and stats["V16"].n == 2
-    assert set(coll.jobs["key"]) == {f"{a.name}/V0", f"{a.name}/V16", f"{b.name}/V0_seed2", f"{b.name}/V16_seed2"}
+    assert set(coll.jobs["key"]) == {
+        f"{a.name}/V0",
+        f"{a.name}/V16",
+        f"{b.name}/V0_seed2",
+        f"{b.name}/V16_seed2",
+    }
 
 
 def test_identical_seeds_are_not_called_noise_free(tmp_path):
-    jobs = [Job("V0", "B", 3.75, seed=s) for s in (1, 2)] + [Job("V16", "R", 3.70, seed=s) for s in (1, 2)]
+    jobs = [Job("V0", "B", 3.75, seed=s) for s in (1, 2)] + [
+        Job("V16", "R", 3.70, seed=s) for s in (1, 2)
+    ]
     mdir = make_matrix(tmp_path, jobs)
     coll, stats = build([mdir])
-    seeds = {r[0]: r for r in table_rows(section(render_markdown(coll, stats, mdir, None), "Seeds and noise"))}
+    seeds = {
+        r[0]: r
+        for r in table_rows(section(render_markdown(coll, stats, mdir, None), "Seeds and noise"))
+    }
     assert seeds["V16"][-1] == "no spread (identical losses across seeds)"

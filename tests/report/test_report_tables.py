@@ -38,7 +38,7 @@ def test_architecture_comes_from_config_not_summary(tmp_path):
     jobs = seed_jobs()
     jobs[1].summary_overrides = {"architecture": "typed by hand"}
     mdir = make_matrix(tmp_path, jobs)
-    cfg = (mdir / "V16" / "config.yaml")
+    cfg = mdir / "V16" / "config.yaml"
     cfg.write_text(cfg.read_text().replace("RA v5 only", "RA from config"))
     rows = table_rows(report_of(mdir))
     assert rows[1][1] == "RA from config"
@@ -102,8 +102,11 @@ def test_gate_sections(tmp_path):
     md = report_of(make_matrix(tmp_path, seed_jobs()))
     rows = table_rows(md, "| Layer    |")
     assert rows[0] == ["0", "-0.050", "+0.570"]
-    assert rows[-3:] == [["**min**", "-0.050", "-0.570"], ["**max**", "-0.032", "+0.570"],
-                         ["**mean**", "-0.041", "+0.132"]]
+    assert rows[-3:] == [
+        ["**min**", "-0.050", "-0.570"],
+        ["**max**", "-0.032", "+0.570"],
+        ["**mean**", "-0.041", "+0.132"],
+    ]
     ra = table_rows(md, "| Step   | Layers x heads")
     assert ra[0] == ["V16", "2 x 2", "+0.100", "-0.200", "+0.300"]
 
@@ -168,7 +171,9 @@ def test_a_job_stopped_after_checkpointing_is_interrupted_not_running(tmp_path):
     jobs[3].status = R.RUNNING  # the trainer's last summary, written as it checkpointed and stopped
     jobs[3].summary_overrides = {"stopped_by": "SIGTERM", "exit_code": 3}
     jobs[3].manifest_status = R.INTERRUPTED
-    jobs[2].status = R.RUNNING  # a stale "running" manifest (the runner was killed): stopped_by decides
+    jobs[
+        2
+    ].status = R.RUNNING  # a stale "running" manifest (the runner was killed): stopped_by decides
     jobs[2].summary_overrides = {"stopped_by": "SIGUSR1"}
     md = report_of(make_matrix(tmp_path, jobs))
     rows = table_rows(md)
@@ -208,8 +213,17 @@ def test_values_derived_from_metrics_without_a_summary(tmp_path, damage):
     # Status comes from matrix.json (completed); values and gates from the metrics lines. Without
     # summary.json there is no causality record: the row is marked, the top says why, and it is
     # neither bold nor given an improvement (issue 11).
-    assert table_rows(md)[3] == ["V18 ⚠", "RA + R-MLP", "3.32", "not shown (V18 no causality record)", "+0.132"]
-    assert "1 of 4 run(s) without a causality check (no causality record in summary.json: V18)" in section(md, "Warnings")
+    assert table_rows(md)[3] == [
+        "V18 ⚠",
+        "RA + R-MLP",
+        "3.32",
+        "not shown (V18 no causality record)",
+        "+0.132",
+    ]
+    assert (
+        "1 of 4 run(s) without a causality check (no causality record in summary.json: V18)"
+        in section(md, "Warnings")
+    )
     assert "V18: no causality record" in notes
     runs = {r[0]: r for r in table_rows(md, "| Job   | Step")}
     assert runs["V18"][8] == "500" and runs["V18"][13] == "31.0%"
@@ -245,7 +259,10 @@ def test_rmlp_step_without_gate_values_says_so(tmp_path):
     summary["gates"] = {}
     R.JobDir(mdir / "V18").write_summary(summary)
     lines = (mdir / "V18" / R.METRICS).read_text().splitlines()
-    stripped = [json.dumps({k: v for k, v in json.loads(x).items() if not k.startswith("gates/")}) for x in lines]
+    stripped = [
+        json.dumps({k: v for k, v in json.loads(x).items() if not k.startswith("gates/")})
+        for x in lines
+    ]
     (mdir / "V18" / R.METRICS).write_text("\n".join(stripped) + "\n")
     assert table_rows(report_of(mdir))[3][4] == "not recorded"
 
@@ -262,20 +279,31 @@ def test_directory_without_manifest_is_scanned(tmp_path):
 def test_trainer_error_traceback_and_notes_become_one_line_notes(tmp_path):
     jobs = seed_jobs()
     jobs[1].status = R.FAILED
-    jobs[1].error = "Traceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: loss is NaN\n"
+    jobs[
+        1
+    ].error = (
+        'Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: loss is NaN\n'
+    )
     jobs[1].failed_iter = 120
-    jobs[3].summary_overrides = {"notes": ["resumed at iteration 300 with world size 1"],
-                                 "post_training_error": "Traceback ...\nValueError: bad format"}
+    jobs[3].summary_overrides = {
+        "notes": ["resumed at iteration 300 with world size 1"],
+        "post_training_error": "Traceback ...\nValueError: bad format",
+    }
     notes = section(report_of(make_matrix(tmp_path, jobs)), "Notes")
     assert "- V16: failed at iteration 120: RuntimeError: loss is NaN\n" in notes
     assert "V18: trainer: resumed at iteration 300 with world size 1" in notes
-    assert "V18: a step after training failed (the result was saved first): ValueError: bad format" in notes
+    assert (
+        "V18: a step after training failed (the result was saved first): ValueError: bad format"
+        in notes
+    )
 
 
 def test_flat_env_keys_are_read_too(tmp_path):
     mdir = make_matrix(tmp_path, seed_jobs())
-    R.atomic_write_json(mdir / "V16" / R.ENV, {"git_sha": "feedbeef", "git_dirty": True, "device_name": "NVIDIA H100",
-                                               "world_size": 8})
+    R.atomic_write_json(
+        mdir / "V16" / R.ENV,
+        {"git_sha": "feedbeef", "git_dirty": True, "device_name": "NVIDIA H100", "world_size": 8},
+    )
     summary = json.loads((mdir / "V16" / R.SUMMARY).read_text())
     summary.update(device=None, world_size=None)
     R.JobDir(mdir / "V16").write_summary(summary)
@@ -287,7 +315,9 @@ def test_flat_env_keys_are_read_too(tmp_path):
 
 def test_malformed_gates_cost_one_job_its_numbers_not_the_report(tmp_path):
     jobs = seed_jobs()
-    jobs[2].summary_overrides = {"gates": {"ra_w_rec": [1.0, 2.0]}}  # per layer must be a list of heads
+    jobs[2].summary_overrides = {
+        "gates": {"ra_w_rec": [1.0, 2.0]}
+    }  # per layer must be a list of heads
     md = report_of(make_matrix(tmp_path, jobs))
     rows = table_rows(md)
     assert rows[2][:3] == ["V17 ⚠", "?", "unreadable"]  # no readable causality record either
@@ -307,7 +337,15 @@ def test_gate_shares_section(tmp_path):
     jobs = seed_jobs()
     jobs[1].gate_shares = {"ra_share": [0.1, 0.3]}
     jobs[3].gate_shares = {"ra_share": [0.2, 0.4], "rmlp_share": [0.05, 0.0004]}
-    jobs.append(Job("V18", "RA + R-MLP", 3.33, seed=2, gate_shares={"ra_share": [0.4, 0.2], "rmlp_share": [0.15, 0.0]}))
+    jobs.append(
+        Job(
+            "V18",
+            "RA + R-MLP",
+            3.33,
+            seed=2,
+            gate_shares={"ra_share": [0.4, 0.2], "rmlp_share": [0.15, 0.0]},
+        )
+    )
     md = report_of(make_matrix(tmp_path, jobs))
     text = md.split("### Reciprocal share of the block output per layer\n\n", 1)[1]
     rows = table_rows(text, "| Layer ")
@@ -318,7 +356,11 @@ def test_gate_shares_section(tmp_path):
 def test_steps_section_prints_each_steps_description_from_its_config(tmp_path):
     mdir = make_matrix(tmp_path, seed_jobs())
     cfg = mdir / "V16" / "config.yaml"
-    cfg.write_text(cfg.read_text().replace("description: null", "description: 'Folds into V0:\n    a reparametrisation.'"))
+    cfg.write_text(
+        cfg.read_text().replace(
+            "description: null", "description: 'Folds into V0:\n    a reparametrisation.'"
+        )
+    )
     rows = {r[0]: r for r in table_rows(section(report_of(mdir), "Steps"))}
     assert rows["V16"] == ["V16", "RA v5 only", "Folds into V0: a reparametrisation."]
     assert rows["V0"] == ["V0", "Baseline", "-"]

@@ -36,7 +36,9 @@ def test_a_clean_matrix_has_only_the_one_seed_warning(tmp_path):
 
 def test_ended_in_warmup_warns_marks_and_takes_the_verdict_away(tmp_path):
     coll, stats, md = report(clean_pair(warmup_iters=1000), tmp_path)
-    assert "ended in warmup" in section(md, "Warnings") and "V16 (iteration 500 of 1000 warmup)" in md
+    assert (
+        "ended in warmup" in section(md, "Warnings") and "V16 (iteration 500 of 1000 warmup)" in md
+    )
     assert table_rows(md)[1] == ["V16 ⚠", "RA", "3.60", "+4.0% (no verdict)", "N/A"]
     assert no_bold(md)
     agg = aggregate(coll, stats).set_index("step")
@@ -44,10 +46,18 @@ def test_ended_in_warmup_warns_marks_and_takes_the_verdict_away(tmp_path):
 
 
 def test_warmup_on_the_baseline_takes_every_verdict_away(tmp_path):
-    jobs = [Job("V0", "Baseline", 3.75, warmup_iters=1000), Job("V16", "RA", 3.60), Job("V17", "RA+", 3.70)]
+    jobs = [
+        Job("V0", "Baseline", 3.75, warmup_iters=1000),
+        Job("V16", "RA", 3.60),
+        Job("V17", "RA+", 3.70),
+    ]
     _, _, md = report(jobs, tmp_path)
     rows = table_rows(md)
-    assert rows[0][0] == "V0 ⚠" and rows[1][3] == "+4.0% (no verdict)" and rows[2][3].endswith("% (no verdict)")
+    assert (
+        rows[0][0] == "V0 ⚠"
+        and rows[1][3] == "+4.0% (no verdict)"
+        and rows[2][3].endswith("% (no verdict)")
+    )
     assert no_bold(md)
 
 
@@ -68,12 +78,17 @@ def test_training_past_the_box(tmp_path):
 
 def test_throughput_not_explained_by_flops(tmp_path):
     # V16 runs at half the tokens/s with the same FLOPs per token: contention, with the numbers.
-    jobs = [Job("V0", "Baseline", 3.75, flops_per_token=1e9),
-            Job("V16", "RA", 3.60, flops_per_token=1e9, ms_per_iter=5144.0)]
+    jobs = [
+        Job("V0", "Baseline", 3.75, flops_per_token=1e9),
+        Job("V16", "RA", 3.60, flops_per_token=1e9, ms_per_iter=5144.0),
+    ]
     _, _, md = report(jobs, tmp_path)
     w = section(md, "Warnings")
     assert "more than their FLOPs per token explain" in w and "for V16" in w
-    assert "V0: 25,481 tokens/s x 1e+09 FLOPs/token = 25.5 TFLOP/s" in w and "V16: 12,740 tokens/s" in w
+    assert (
+        "V0: 25,481 tokens/s x 1e+09 FLOPs/token = 25.5 TFLOP/s" in w
+        and "V16: 12,740 tokens/s" in w
+    )
     # Half the tokens/s at twice the FLOPs per token is explained: no warning.
     jobs[1] = Job("V16", "RA", 3.60, flops_per_token=2e9, ms_per_iter=5144.0)
     _, _, md = report(jobs, tmp_path / "b")
@@ -81,8 +96,9 @@ def test_throughput_not_explained_by_flops(tmp_path):
 
 
 def test_causality_record(tmp_path):
-    jobs = clean_pair(causality=None) + [Job("V17", "RA+", 3.7, causality={"init": None, "trained": None,
-                                                                            "checked": False})]
+    jobs = clean_pair(causality=None) + [
+        Job("V17", "RA+", 3.7, causality={"init": None, "trained": None, "checked": False})
+    ]
     _, _, md = report(jobs, tmp_path)
     w = section(md, "Warnings")
     assert "2 of 3 run(s) without a causality check" in w
@@ -95,7 +111,10 @@ def test_causality_record(tmp_path):
 def test_trained_weights_not_rechecked_is_a_causality_warning(tmp_path):
     jobs = clean_pair() + [Job("V17", "RA+", 3.7, causality=R.causality_entry({"ok": True}, None))]
     _, _, md = report(jobs, tmp_path)
-    assert "1 of 3 run(s) without a causality check (trained weights not rechecked: V17)" in section(md, "Warnings")
+    assert (
+        "1 of 3 run(s) without a causality check (trained weights not rechecked: V17)"
+        in section(md, "Warnings")
+    )
     assert [r[0] for r in table_rows(md)] == ["V0", "V16", "V17 ⚠"]
 
 
@@ -108,7 +127,10 @@ def test_leaked_status_warns_and_has_no_verdict(tmp_path):
 
 
 def test_smoke_preset_is_a_pipeline_check_without_verdicts(tmp_path):
-    jobs = [Job("V0", "Baseline", 3.75, experiment="smoke"), Job("V16", "RA", 3.60, experiment="smoke")]
+    jobs = [
+        Job("V0", "Baseline", 3.75, experiment="smoke"),
+        Job("V16", "RA", 3.60, experiment="smoke"),
+    ]
     coll, stats, md = report(jobs, tmp_path)
     assert md.startswith("# Pipeline check (smoke preset), not evidence about the architectures")
     assert "makes no verdicts" in md.split("## ")[0]

@@ -10,7 +10,8 @@ meanwhile. A starter that raises fails only its own test.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _STARTERS: dict[str, Callable[[Any, Any], Any]] = {}
 

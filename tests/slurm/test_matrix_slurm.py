@@ -16,19 +16,36 @@ import time
 from pathlib import Path
 
 import pytest
+from slurm_background import in_background
 
 from ablate import results
 from ablate.matrix.__main__ import main
-from slurm_background import in_background
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-TINY_D = {"model.n_layer": "2", "model.n_head": "2", "model.n_embd": "64", "model.block_size": "64",
-          "hardware.micro_batch": "4", "optim.tokens_per_iter": "512", "data.val_windows": "4",
-          "budget.eval_interval": "5", "budget.log_interval": "5", "hardware.threads": "1"}
+TINY_D = {
+    "model.n_layer": "2",
+    "model.n_head": "2",
+    "model.n_embd": "64",
+    "model.block_size": "64",
+    "hardware.micro_batch": "4",
+    "optim.tokens_per_iter": "512",
+    "data.val_windows": "4",
+    "budget.eval_interval": "5",
+    "budget.log_interval": "5",
+    "hardware.threads": "1",
+}
 TINY = [f"{k}={v}" for k, v in TINY_D.items()]
-JOB_FILES = {"config.yaml", "env.json", "metrics.jsonl", "summary.json", "train.log", "DONE", "causality.json",
-             "final_eval.json"}
+JOB_FILES = {
+    "config.yaml",
+    "env.json",
+    "metrics.jsonl",
+    "summary.json",
+    "train.log",
+    "DONE",
+    "causality.json",
+    "final_eval.json",
+}
 
 
 def _only_matrix_dir(root: Path) -> Path:
@@ -43,7 +60,9 @@ def _files(job_dir: Path) -> set[str]:
 
 def _curve(job_dir: Path) -> list[tuple]:
     records, _ = results.read_metrics(job_dir / "metrics.jsonl")
-    return [(r["kind"], r["iter"], r.get("loss/train"), r.get("loss/val"), r.get("lr")) for r in records]
+    return [
+        (r["kind"], r["iter"], r.get("loss/train"), r.get("loss/val"), r.get("lr")) for r in records
+    ]
 
 
 def _train_iters(job_dir: Path) -> list[int]:
@@ -52,23 +71,39 @@ def _train_iters(job_dir: Path) -> list[int]:
 
 
 def _squeue(cluster) -> list[str]:
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, env=cluster.env,
-                         check=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-o", "%i"],
+        capture_output=True,
+        text=True,
+        env=cluster.env,
+        check=True,
+    ).stdout
     return out.split()
 
 
 def _sacct(cluster, job_id: str) -> list[str]:
     """Every record of a job, requeued attempts included (--duplicates)."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-D", "-o", "JobID,State", "-j", job_id.split("_")[0]],
-                         capture_output=True, text=True, env=cluster.env, check=True).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-D", "-o", "JobID,State", "-j", job_id.split("_")[0]],
+        capture_output=True,
+        text=True,
+        env=cluster.env,
+        check=True,
+    ).stdout
     return [line for line in out.splitlines() if line.split("|")[0] == job_id]
 
 
 def test_smoke_matrix_on_slurm_matches_the_local_launcher(slurm_cluster, tmp_path, capsys):
     common = ["experiment=smoke", "step=V0,V16", "budget.max_iters=12", "--multirun", *TINY]
     t0 = time.monotonic()
-    rc = main([*common, "launcher=slurm", f"launcher.slurm.partition={slurm_cluster.partition}",
-               f"results_root={tmp_path / 'slurm'}"])
+    rc = main(
+        [
+            *common,
+            "launcher=slurm",
+            f"launcher.slurm.partition={slurm_cluster.partition}",
+            f"results_root={tmp_path / 'slurm'}",
+        ]
+    )
     slurm_s = time.monotonic() - t0
     out = capsys.readouterr().out
     assert rc == 0, out[-4000:]
@@ -81,7 +116,9 @@ def test_smoke_matrix_on_slurm_matches_the_local_launcher(slurm_cluster, tmp_pat
     manifest = results.Manifest.load(sdir)
     assert manifest.data["launcher"] == "slurm"
     assert [j["name"] for j in manifest.jobs] == ["V0", "V16"]
-    assert all(j["status"] == "completed" and j["exit_code"] == 0 for j in manifest.jobs), manifest.jobs
+    assert all(j["status"] == "completed" and j["exit_code"] == 0 for j in manifest.jobs), (
+        manifest.jobs
+    )
     # One job array: tasks <array>_0 and <array>_1, in matrix order.
     array = manifest.data["slurm_array"]
     assert [j["slurm_job_id"] for j in manifest.jobs] == [f"{array}_0", f"{array}_1"]
@@ -99,7 +136,9 @@ def test_smoke_matrix_on_slurm_matches_the_local_launcher(slurm_cluster, tmp_pat
         assert "#SBATCH --signal=USR2@120" in sbatch
         # time limit = box (45 s smoke) + grace (300 s) + margin (15 min), rounded up: 21 min
         assert "#SBATCH --time=21" in sbatch
-        assert "Starting with JobEnvironment" in (s / "stdout.log").read_text()  # the task's own log
+        assert (
+            "Starting with JobEnvironment" in (s / "stdout.log").read_text()
+        )  # the task's own log
         ss, ls_ = results.JobDir(s).read_summary(), results.JobDir(loc).read_summary()
         assert ss["status"] == ls_["status"] == "completed"
         assert ss["iterations"] == ls_["iterations"] == 12
@@ -121,15 +160,28 @@ def _start_time_limit_job(cluster, tmp_path: Path) -> dict:
     overrides = {**TINY_D, "budget.eval_interval": "1000", "budget.log_interval": "10"}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        rc = main(["experiment=smoke", "step=V0", "budget.box_seconds=45", "budget.grace_seconds=0",
-                   "budget.checkpoint_interval_seconds=100000", "launcher=slurm", "launcher.slurm.time_margin_min=0",
-                   "launcher.slurm.signal_delay_s=15", "launcher.slurm.max_num_timeout=5",
-                   "launcher.slurm.wait=false", f"results_root={tmp_path}",
-                   *[f"{k}={v}" for k, v in overrides.items()]])
+        rc = main(
+            [
+                "experiment=smoke",
+                "step=V0",
+                "budget.box_seconds=45",
+                "budget.grace_seconds=0",
+                "budget.checkpoint_interval_seconds=100000",
+                "launcher=slurm",
+                "launcher.slurm.time_margin_min=0",
+                "launcher.slurm.signal_delay_s=15",
+                "launcher.slurm.max_num_timeout=5",
+                "launcher.slurm.wait=false",
+                f"results_root={tmp_path}",
+                *[f"{k}={v}" for k, v in overrides.items()],
+            ]
+        )
     return {"rc": rc, "out": out.getvalue(), "root": tmp_path}
 
 
-def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(background, slurm_cluster, capsys):
+def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(
+    background, slurm_cluster, capsys
+):
     # Queued at the start of the session; the runner waits for it here, as a user would later.
     started = background.result(TIME_LIMIT_TEST)
     assert started["rc"] == 0, started["out"][-4000:]
@@ -147,13 +199,23 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(ba
     assert s["status"] == "completed" and s["resumed"] >= 1, s
     assert s["train_seconds"] >= 45 - 1, s  # the whole box was trained, across the attempts
     iters = _train_iters(jd.path)
-    assert iters == sorted(set(iters)) and iters[-1] == s["iterations"], "a resumed job must not log an iteration twice"
+    assert iters == sorted(set(iters)) and iters[-1] == s["iterations"], (
+        "a resumed job must not log an iteration twice"
+    )
     log = jd.log.read_text()
-    stopped = [int(line.split("checkpointed at iteration ")[1].split(";")[0])
-               for line in log.splitlines() if "SIGUSR2 received: checkpointed at iteration" in line]
-    resumed = [int(line.split("resumed from checkpoint at iteration ")[1].split()[0])
-               for line in log.splitlines() if "resumed from checkpoint at iteration" in line]
-    assert stopped and resumed == stopped, log[-3000:]  # each attempt began where the signal stopped the last
+    stopped = [
+        int(line.split("checkpointed at iteration ")[1].split(";")[0])
+        for line in log.splitlines()
+        if "SIGUSR2 received: checkpointed at iteration" in line
+    ]
+    resumed = [
+        int(line.split("resumed from checkpoint at iteration ")[1].split()[0])
+        for line in log.splitlines()
+        if "resumed from checkpoint at iteration" in line
+    ]
+    assert stopped and resumed == stopped, log[
+        -3000:
+    ]  # each attempt began where the signal stopped the last
     assert s["resumed"] == len(stopped) and 0 < stopped[0] < s["iterations"]
     # Slurm's own record: the same job, requeued once per signal, then completed.
     deadline = time.monotonic() + 30  # slurmctld hands the end of a job to slurmdbd a moment later
@@ -165,11 +227,23 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(ba
     assert records.count("REQUEUED") == len(stopped) and records[-1] == "COMPLETED", records
 
 
-def test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files(slurm_cluster, tmp_path, capsys):
+def test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files(
+    slurm_cluster, tmp_path, capsys
+):
     # Two ranks (DDP over gloo) from the Slurm environment: ntasks-per-node = nproc_per_node.
     t0 = time.monotonic()
-    rc = main(["experiment=smoke", "step=V0", "budget.max_iters=10", "hardware.nproc_per_node=2",
-               "launcher=slurm", "launcher.slurm.wait=false", f"results_root={tmp_path}", *TINY])
+    rc = main(
+        [
+            "experiment=smoke",
+            "step=V0",
+            "budget.max_iters=10",
+            "hardware.nproc_per_node=2",
+            "launcher=slurm",
+            "launcher.slurm.wait=false",
+            f"results_root={tmp_path}",
+            *TINY,
+        ]
+    )
     submit_s = time.monotonic() - t0
     out = capsys.readouterr().out
     assert rc == 0, out[-4000:]
@@ -184,7 +258,9 @@ def test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files(
     # Status while it is queued or running (a 2-rank torch job needs seconds just to start).
     assert main([f"status={mdir}"]) == 3
     status_out = capsys.readouterr().out
-    assert re.search(rf"\| V0 +\| (pending|running) +\| {jid} +\| (PENDING|RUNNING|CONFIGURING) +\|", status_out), status_out
+    assert re.search(
+        rf"\| V0 +\| (pending|running) +\| {jid} +\| (PENDING|RUNNING|CONFIGURING) +\|", status_out
+    ), status_out
 
     # Resuming a matrix whose job Slurm still has must not submit it again.
     queued = set(_squeue(slurm_cluster))
@@ -196,11 +272,17 @@ def test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files(
     assert not set(_squeue(slurm_cluster)) - queued, "resume submitted a job"
 
     # Later, from another process: wait for the job, then the report is written.
-    proc = subprocess.run([sys.executable, "-m", "ablate.matrix", f"wait={mdir}"],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablate.matrix", f"wait={mdir}"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     job = results.Manifest.load(mdir).job("V0")
-    assert job["status"] == "completed" and job["exit_code"] == 0 and job["started"] and job["ended"], job
+    assert (
+        job["status"] == "completed" and job["exit_code"] == 0 and job["started"] and job["ended"]
+    ), job
     assert (mdir / results.REPORT).is_file() and "| V0" in (mdir / results.REPORT).read_text()
     s = results.JobDir(mdir / "V0").read_summary()
     assert s["status"] == "completed" and s["iterations"] == 10
@@ -214,8 +296,20 @@ def test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files(
 def test_a_failing_job_on_slurm_is_isolated_and_recorded(slurm_cluster, tmp_path, capsys):
     # lr 1e6 without clipping: the loss turns non-finite within a few iterations and the trainer
     # records the failure; the other array task completes; the matrix exits 1.
-    rc = main(["experiment=smoke", "step=V0", "optim.lr=0.001,1000000.0", "optim.warmup_iters=0", "optim.grad_clip=0",
-               "budget.max_iters=6", "launcher=slurm", f"results_root={tmp_path}", "--multirun", *TINY])
+    rc = main(
+        [
+            "experiment=smoke",
+            "step=V0",
+            "optim.lr=0.001,1000000.0",
+            "optim.warmup_iters=0",
+            "optim.grad_clip=0",
+            "budget.max_iters=6",
+            "launcher=slurm",
+            f"results_root={tmp_path}",
+            "--multirun",
+            *TINY,
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 1, out[-4000:]
     mdir = _only_matrix_dir(tmp_path)
@@ -232,18 +326,41 @@ def test_a_failing_job_on_slurm_is_isolated_and_recorded(slurm_cluster, tmp_path
 
 def test_plan_prints_the_submission_without_submitting(slurm_cluster, tmp_path, capsys):
     before = _squeue(slurm_cluster)
-    rc = main(["experiment=smoke", "step=V0,V16,V17", "launcher=slurm", "launcher.slurm.partition=gpu",
-               "launcher.slurm.account=acct1", "launcher.slurm.qos=high", "launcher.slurm.constraint=h100",
-               "hardware.nproc_per_node=4", "hardware.device=cuda", f"results_root={tmp_path}", "--multirun", "--plan",
-               "preflight=false"])  # no GPUs here: the plan's preflight would refuse (tested in tests/matrix)
+    rc = main(
+        [
+            "experiment=smoke",
+            "step=V0,V16,V17",
+            "launcher=slurm",
+            "launcher.slurm.partition=gpu",
+            "launcher.slurm.account=acct1",
+            "launcher.slurm.qos=high",
+            "launcher.slurm.constraint=h100",
+            "hardware.nproc_per_node=4",
+            "hardware.device=cuda",
+            f"results_root={tmp_path}",
+            "--multirun",
+            "--plan",
+            "preflight=false",
+        ]
+    )  # no GPUs here: the plan's preflight would refuse (tested in tests/matrix)
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "Slurm submission: one job array of 3 task(s)" in out
-    for line in ("#SBATCH --array=0-2%3", "#SBATCH --partition=gpu", "#SBATCH --account=acct1",
-                 "#SBATCH --qos=high", "#SBATCH --constraint=h100", "#SBATCH --ntasks-per-node=4",
-                 "#SBATCH --gpus-per-node=4", "#SBATCH --signal=USR2@120", "#SBATCH --time=21",
-                 "-m submitit.core._submit"):
+    for line in (
+        "#SBATCH --array=0-2%3",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=acct1",
+        "#SBATCH --qos=high",
+        "#SBATCH --constraint=h100",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --time=21",
+        "-m submitit.core._submit",
+    ):
         assert line in out, line
     assert "Nothing was run" in out
-    assert not list(tmp_path.glob("test_matrix_results_*")), "a plan must not create a matrix directory"
+    assert not list(tmp_path.glob("test_matrix_results_*")), (
+        "a plan must not create a matrix directory"
+    )
     assert not set(_squeue(slurm_cluster)) - set(before), "a plan must not submit anything"

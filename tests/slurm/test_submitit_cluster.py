@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from slurm_background import in_background
 
 submitit = pytest.importorskip("submitit")
@@ -22,8 +21,10 @@ cloudpickle.register_pickle_by_value(slurm_jobs)  # the job cannot import it
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
-def _executor(folder: Path, cluster, **params) -> "submitit.SlurmExecutor":
-    ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=params.pop("max_num_timeout", 3))
+def _executor(folder: Path, cluster, **params) -> submitit.SlurmExecutor:
+    ex = submitit.SlurmExecutor(
+        folder=str(folder), max_num_timeout=params.pop("max_num_timeout", 3)
+    )
     ex.update_parameters(partition=cluster.partition, time=params.pop("time", 5), **params)
     return ex
 

@@ -51,7 +51,11 @@ def test_bf16_autocast_job_runs_each_step_and_records_it(tmp_path, step):
     assert s["compile"] is False and s["compile_requested"] is False and s["compile_error"] is None
     assert s["optimizer"] == "AdamW (fused)" and s["sdpa_flash"] is True
     env = json.loads((bf16 / "env.json").read_text())
-    assert env["precision"] == "bf16" and env["autocast_dtype"] == "bfloat16" and env["compile"] is False
+    assert (
+        env["precision"] == "bf16"
+        and env["autocast_dtype"] == "bfloat16"
+        and env["compile"] is False
+    )
     assert env["optim_groups"]["fused"] is True and env["sdpa"]["flash"] is True
     # autocast really ran: bf16 matmuls move the first loss (same weights, same batch), a little
     first16, first32 = curve(bf16)[0][1], curve(fp32)[0][1]
@@ -66,21 +70,29 @@ def test_compiled_bf16_job_runs_each_step_and_matches_eager(tmp_path, step):
     from torch._dynamo.utils import counters
 
     graphs_before = counters["stats"]["unique_graphs"]
-    compiled = step_job(tmp_path, "compiled", step, **{"hardware.precision": "bf16", "hardware.compile": True})
+    compiled = step_job(
+        tmp_path, "compiled", step, **{"hardware.precision": "bf16", "hardware.compile": True}
+    )
     eager = step_job(tmp_path, "eager", step, **{"hardware.precision": "bf16"})
     run_job(compiled)
     assert counters["stats"]["unique_graphs"] > graphs_before  # dynamo really compiled something
     run_job(eager)
     s = assert_finite_run(compiled)
     assert s["compile"] is True and s["compile_requested"] is True and s["compile_error"] is None
-    assert s["compile_backend"] == "inductor" and s["compile_graphs"] == 2 and s["compile_graph_breaks"] == 0
+    assert (
+        s["compile_backend"] == "inductor"
+        and s["compile_graphs"] == 2
+        and s["compile_graph_breaks"] == 0
+    )
     assert (s["precision"], s["autocast_dtype"]) == ("bf16", "bfloat16")
     assert s["warmup_seconds"] >= s["compile_seconds"] > 0  # compilation is not training time
     assert json.loads((compiled / "env.json").read_text())["compile"] is True
     log = (compiled / "train.log").read_text()
     assert "compiled (inductor)" in log and "torch.compile" not in log  # no failure line
     # inductor fuses differently (bf16 rounding moves), the model is the same
-    for (i, a), (_, b) in zip(curve(compiled) + val_curve(compiled), curve(eager) + val_curve(eager)):
+    for (i, a), (_, b) in zip(
+        curve(compiled) + val_curve(compiled), curve(eager) + val_curve(eager)
+    ):
         assert abs(a - b) < 0.05, (i, a, b)
 
 
@@ -89,7 +101,9 @@ def _failing_backend(gm, example_inputs):
 
 
 @pytest.mark.parametrize("how", ["backend raises", "unknown backend"])
-def test_compile_failure_runs_eager_says_so_in_one_line_and_leaves_no_trace(tmp_path, monkeypatch, how):
+def test_compile_failure_runs_eager_says_so_in_one_line_and_leaves_no_trace(
+    tmp_path, monkeypatch, how
+):
     if how == "backend raises":
         monkeypatch.setattr(compile_mod, "backend_name", lambda: _failing_backend)
         expect = "forced compile failure for the test"
@@ -103,10 +117,20 @@ def test_compile_failure_runs_eager_says_so_in_one_line_and_leaves_no_trace(tmp_
     run_job(eager)
     s = assert_finite_run(failed)
     assert s["compile"] is False and s["compile_requested"] is True
-    assert expect in s["compile_error"] and "\n" not in s["compile_error"] and "second line" not in s["compile_error"]
-    assert [n for n in s["notes"] if "torch.compile" in n] == [f"torch.compile failed, ran eager: {s['compile_error']}"]
+    assert (
+        expect in s["compile_error"]
+        and "\n" not in s["compile_error"]
+        and "second line" not in s["compile_error"]
+    )
+    assert [n for n in s["notes"] if "torch.compile" in n] == [
+        f"torch.compile failed, ran eager: {s['compile_error']}"
+    ]
     env = json.loads((failed / "env.json").read_text())
-    assert env["compile"] is False and env["compile_requested"] is True and expect in env["compile_error"]
+    assert (
+        env["compile"] is False
+        and env["compile_requested"] is True
+        and expect in env["compile_error"]
+    )
     said = [ln for ln in (failed / "train.log").read_text().splitlines() if "torch.compile" in ln]
     assert len(said) == 1 and "running eager" in said[0] and expect in said[0], said
     # the failed probe left nothing behind: same gradients, same RNG, same curve as plain eager
@@ -120,8 +144,15 @@ def test_fused_adamw_on_cpu_is_built_recorded_and_kept_across_a_resume(monkeypat
     from ablate.train.optim import build_optimizer, keep_implementation, param_groups
 
     model = models.build_model(dict(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64))
-    cfg = SimpleNamespace(lr=1e-3, weight_decay=0.1, decay_embeddings=False, decay_gates=False,
-                          beta1=0.9, beta2=0.95, eps=1e-8)
+    cfg = SimpleNamespace(
+        lr=1e-3,
+        weight_decay=0.1,
+        decay_embeddings=False,
+        decay_gates=False,
+        beta1=0.9,
+        beta2=0.95,
+        eps=1e-8,
+    )
     opt, record = build_optimizer(model, cfg, "cpu")
     assert record["fused"] is True and record["optimizer"] == "AdamW (fused)"
     assert all(g["fused"] is True for g in opt.param_groups)
@@ -141,7 +172,9 @@ def test_fused_adamw_on_cpu_is_built_recorded_and_kept_across_a_resume(monkeypat
 
     monkeypatch.setattr(torch.optim, "AdamW", no_fused)
     opt, record = build_optimizer(model, cfg, "cpu")
-    assert record["fused"] is False and record["optimizer"].startswith("AdamW (foreach; fused unavailable on cpu")
+    assert record["fused"] is False and record["optimizer"].startswith(
+        "AdamW (foreach; fused unavailable on cpu"
+    )
     assert "supported device" in record["optimizer"]
 
 
@@ -157,4 +190,6 @@ def test_sdpa_probe_reports_whether_flash_can_run():
         got = probe_sdpa(dev, n_head=2, head_dim=32)
     finally:
         torch.backends.cuda.enable_flash_sdp(True)
-    assert got["flash"] is False and "disabled" in got["flash_error"] and "flash" not in got["enabled"]
+    assert (
+        got["flash"] is False and "disabled" in got["flash_error"] and "flash" not in got["enabled"]
+    )

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from train_helpers import make_job, records, run_cli, summary
 
-from ablate.train import run_job
-from ablate.train import trackers
+from ablate.train import run_job, trackers
 
 GATES = {"model__attention": "ra", "model__mlp": "rmlp"}  # per-layer (and per-head) gate values too
 
@@ -29,13 +28,22 @@ def expected(job: Path) -> dict[tuple[str, int], float]:
 def assert_same(got: dict[tuple[str, int], float], job: Path) -> None:
     want = expected(job)
     assert any(k.startswith("gates/") for k, _ in want) and any(k == "loss/val" for k, _ in want)
-    assert set(got) == set(want), (sorted(set(want) - set(got))[:5], sorted(set(got) - set(want))[:5])
+    assert set(got) == set(want), (
+        sorted(set(want) - set(got))[:5],
+        sorted(set(got) - set(want))[:5],
+    )
     for key, value in want.items():
         assert math.isclose(got[key], value, rel_tol=1e-6, abs_tol=1e-9), (key, got[key], value)
 
 
 def _matrix_job(tmp_path: Path, **overrides) -> Path:
-    return make_job(tmp_path / "test_matrix_results_20260101_000000", "V16", step__name="V16", **GATES, **overrides)
+    return make_job(
+        tmp_path / "test_matrix_results_20260101_000000",
+        "V16",
+        step__name="V16",
+        **GATES,
+        **overrides,
+    )
 
 
 @pytest.mark.slow
@@ -46,14 +54,22 @@ def test_tensorboard_event_files_equal_metrics_from_rank_0_only(tmp_path):
     proc = run_cli(job, nproc=2, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_dir = job.parent / "tensorboard" / "V16"
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1, "only rank 0 streams to the tracker"
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1, (
+        "only rank 0 streams to the tracker"
+    )
     assert [p.name for p in (job.parent / "tensorboard").iterdir()] == ["V16"]
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     got = {(tag, e.step): e.value for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
     assert_same(got, job)
-    text = {tag: acc.Tensors(tag)[0].tensor_proto.string_val[0].decode() for tag in acc.Tags()["tensors"]}
-    assert "step=V16 seed=1" in text["tags/text_summary"] and "attention: ra" in text["config/text_summary"]
+    text = {
+        tag: acc.Tensors(tag)[0].tensor_proto.string_val[0].decode()
+        for tag in acc.Tags()["tensors"]
+    }
+    assert (
+        "step=V16 seed=1" in text["tags/text_summary"]
+        and "attention: ra" in text["config/text_summary"]
+    )
 
 
 def _wandb_records(path: Path):
@@ -68,8 +84,8 @@ def _wandb_records(path: Path):
         if block - pos % block < 7:
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 0 and length == 0:
             continue
@@ -83,7 +99,11 @@ def _wandb_records(path: Path):
 
 @pytest.mark.slow
 def test_wandb_offline_run_files_equal_metrics(tmp_path, monkeypatch):
-    for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data")):
+    for var, sub in (
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_DATA_DIR", "data"),
+    ):
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("WANDB_SILENT", "true")
     job = _matrix_job(tmp_path, tracker__name="wandb", tracker__mode="offline")
@@ -94,15 +114,28 @@ def test_wandb_offline_run_files_equal_metrics(tmp_path, monkeypatch):
     for rec in _wandb_records(log):
         which = rec.WhichOneof("record_type")
         if which == "history":
-            items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
+            items = {
+                (i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                for i in rec.history.item
+            }
             step = items.pop("iter")  # the x-axis; W&B's _step counts log calls
             assert (step, "iter") not in got
             got.update({(k, step): v for k, v in items.items() if not k.startswith("_")})
         elif which == "run":
             run = rec.run
-            config.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in rec.run.config.update})
+            config.update(
+                {
+                    u.key or "/".join(u.nested_key): json.loads(u.value_json)
+                    for u in rec.run.config.update
+                }
+            )
         elif which == "config":
-            config.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in rec.config.update})
+            config.update(
+                {
+                    u.key or "/".join(u.nested_key): json.loads(u.value_json)
+                    for u in rec.config.update
+                }
+            )
     assert_same(got, job)
     assert run.run_group == "test_matrix_results_20260101_000000" and run.display_name == "V16"
     assert set(run.tags) == {"step:V16", "seed:1"}
@@ -124,7 +157,11 @@ def test_mlflow_local_file_store_equals_metrics(tmp_path, monkeypatch):
     assert run.info.run_name == "V16" and run.info.status == "FINISHED"
     assert run.data.tags["step"] == "V16" and run.data.tags["seed"] == "1"
     assert run.data.params["model.attention"] == "ra"
-    got = {(key, m.step): m.value for key in run.data.metrics for m in client.get_metric_history(run.info.run_id, key)}
+    got = {
+        (key, m.step): m.value
+        for key in run.data.metrics
+        for m in client.get_metric_history(run.info.run_id, key)
+    }
     assert_same(got, job)
 
 
@@ -149,10 +186,15 @@ def test_a_tracker_that_raises_mid_run_costs_no_metrics(tmp_path, monkeypatch):
     job = make_job(tmp_path, "V0", tracker__name="tensorboard")
     s = run_job(job)
     assert s["status"] == "completed" and s["exit_code"] == 0
-    assert [r["iter"] for r in records(job, "train")] == list(range(1, 13))  # every line, after the failure too
+    assert [r["iter"] for r in records(job, "train")] == list(
+        range(1, 13)
+    )  # every line, after the failure too
     assert [r["iter"] for r in records(job, "eval")] == [6, 12]
     assert max(calls) == 5, "a failed tracker is switched off, not retried every iteration"
-    assert any("tracker tensorboard failed at iteration 5" in n and "No space left" in n for n in summary(job)["notes"])
+    assert any(
+        "tracker tensorboard failed at iteration 5" in n and "No space left" in n
+        for n in summary(job)["notes"]
+    )
     assert "tracker tensorboard failed" in (job / "train.log").read_text()
 
 
@@ -165,7 +207,9 @@ def test_a_tracker_that_cannot_start_costs_nothing(tmp_path, monkeypatch):
     job = make_job(tmp_path, "V0", tracker__name="mlflow", budget__max_iters=4)
     s = run_job(job)
     assert s["status"] == "completed" and len(records(job, "train")) == 4
-    assert any("tracker mlflow failed at start (ConnectionError: server down)" in n for n in s["notes"])
+    assert any(
+        "tracker mlflow failed at start (ConnectionError: server down)" in n for n in s["notes"]
+    )
 
 
 def test_a_tracker_not_installed_is_one_line_before_any_job(tmp_path, monkeypatch, capsys):
@@ -173,11 +217,21 @@ def test_a_tracker_not_installed_is_one_line_before_any_job(tmp_path, monkeypatc
 
     monkeypatch.setitem(trackers.PACKAGES, "wandb", "wandb_is_not_installed_here")
     with pytest.raises(SystemExit) as e:
-        main(["experiment=smoke", "tracker=wandb", "step=V0,V16", "--multirun", f"results_root={tmp_path}"])
+        main(
+            [
+                "experiment=smoke",
+                "tracker=wandb",
+                "step=V0,V16",
+                "--multirun",
+                f"results_root={tmp_path}",
+            ]
+        )
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2
-    assert err == ["error: tracker=wandb needs the wandb_is_not_installed_here package, which is not installed: "
-                   "pip install -e '.[wandb]' (or tracker=none)"]
+    assert err == [
+        "error: tracker=wandb needs the wandb_is_not_installed_here package, which is not installed: "
+        "pip install -e '.[wandb]' (or tracker=none)"
+    ]
     assert not list(tmp_path.glob("test_matrix_results_*"))
 
 

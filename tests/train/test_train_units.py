@@ -27,8 +27,17 @@ STEPS = {
 
 
 def optim_cfg(**kw):
-    base = dict(lr=1e-3, min_lr=1e-4, warmup_iters=10, weight_decay=0.1, decay_embeddings=False,
-                decay_gates=False, beta1=0.9, beta2=0.95, eps=1e-8)
+    base = dict(
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_iters=10,
+        weight_decay=0.1,
+        decay_embeddings=False,
+        decay_gates=False,
+        beta1=0.9,
+        beta2=0.95,
+        eps=1e-8,
+    )
     base.update(kw)
     return OptimConfig(**base)
 
@@ -46,12 +55,21 @@ def test_decay_goes_to_matrix_weights_only(step):
     _, rec = param_groups(model, optim_cfg())
     groups = {g["name"]: g for g in rec["groups"]}
     decayed = set(groups["decay"]["names"])
-    matrices = {n for n, p in model.named_parameters() if p.requires_grad and model.param_kind(n) == "matrix"}
+    matrices = {
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and model.param_kind(n) == "matrix"
+    }
     assert decayed == matrices
     assert groups["decay"]["weight_decay"] == 0.1 and groups["no_decay"]["weight_decay"] == 0.0
     # every nn.Linear weight that trains is decayed; no bias / LayerNorm / embedding / gate is
     for name in decayed:
-        assert name.endswith(".weight") and "ln" not in name and "wte" not in name and "wpe" not in name
+        assert (
+            name.endswith(".weight")
+            and "ln" not in name
+            and "wte" not in name
+            and "wpe" not in name
+        )
     for name in groups["no_decay"]["names"]:
         assert model.param_kind(name) in ("embedding", "gate", "other")
     if step != "V0":
@@ -124,7 +142,9 @@ def test_schedule_by_time_ends_at_the_box():
     assert s(1000, elapsed=55.0, warmup_end_elapsed=t_w) == pytest.approx(1e-4 + 0.5 * 0.9e-3)
     assert s(1000, elapsed=100.0, warmup_end_elapsed=t_w) == pytest.approx(1e-4)
     # the iteration count does not matter in time mode, only elapsed training time
-    assert s(50, elapsed=77.0, warmup_end_elapsed=t_w) == s(5000, elapsed=77.0, warmup_end_elapsed=t_w)
+    assert s(50, elapsed=77.0, warmup_end_elapsed=t_w) == s(
+        5000, elapsed=77.0, warmup_end_elapsed=t_w
+    )
 
 
 def test_schedule_by_time_warms_up_on_the_same_clock():
@@ -147,7 +167,8 @@ def test_schedule_by_time_warms_up_on_the_same_clock():
     assert f(0, elapsed=10.0, warmup_end_elapsed=20.0) == pytest.approx(0.5e-3)
     # A share outside [0, 1) never reaches the schedule: OptimConfig's rules refuse it.
     assert optim_cfg(warmup_fraction=1.5).problems() == [
-        "optim.warmup_fraction=1.5 must be in [0, 1) (a share of the box)"]
+        "optim.warmup_fraction=1.5 must be in [0, 1) (a share of the box)"
+    ]
 
 
 def test_schedule_follows_max_iters_when_both_are_set():
@@ -195,19 +216,22 @@ def test_checkpoint_corrupt_is_a_clear_error(tmp_path):
 # --------------------------------------------------------------------------- device peaks
 
 
-@pytest.mark.parametrize("name,precision,expect", [
-    ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
-    ("NVIDIA A10G", "bf16", 70e12),
-    ("NVIDIA A10", "bf16", 125e12),
-    ("NVIDIA H100 80GB HBM3", "bf16", 989e12),
-    ("NVIDIA H100 PCIe", "bf16", 756e12),
-    ("NVIDIA H200", "bf16", 989e12),
-    ("NVIDIA L4", "bf16", 121e12),
-    ("Tesla V100-SXM2-16GB", "bf16", 125e12),
-    ("NVIDIA A100-SXM4-80GB", "fp32", 156e12),
-    ("cpu (Intel Xeon)", "fp32", None),
-    ("Some Future GPU", "bf16", None),
-])
+@pytest.mark.parametrize(
+    "name,precision,expect",
+    [
+        ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
+        ("NVIDIA A10G", "bf16", 70e12),
+        ("NVIDIA A10", "bf16", 125e12),
+        ("NVIDIA H100 80GB HBM3", "bf16", 989e12),
+        ("NVIDIA H100 PCIe", "bf16", 756e12),
+        ("NVIDIA H200", "bf16", 989e12),
+        ("NVIDIA L4", "bf16", 121e12),
+        ("Tesla V100-SXM2-16GB", "bf16", 125e12),
+        ("NVIDIA A100-SXM4-80GB", "fp32", 156e12),
+        ("cpu (Intel Xeon)", "fp32", None),
+        ("Some Future GPU", "bf16", None),
+    ],
+)
 def test_peak_flops_table(name, precision, expect):
     got = peak_flops(name, precision, tf32=True)
     assert got == expect if expect is None else math.isclose(got, expect)

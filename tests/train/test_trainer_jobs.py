@@ -63,8 +63,14 @@ def test_reference_run_writes_the_documented_files(reference):
     # The final eval scores data.val_tokens (512 = 16 windows of 32), a superset of the 4 periodic
     # windows: its per-window losses are stored; the last periodic point is their first 4.
     fe = json.loads((reference / results.FINAL_EVAL).read_text())
-    assert fe["n_windows"] == 16 == len(fe["window_losses"]) and fe["block_size"] == 32 and fe["iter"] == 12
-    assert s["final_val_loss"] == pytest.approx(sum(fe["window_losses"]) / 16, abs=1e-12) == fe["loss"]
+    assert (
+        fe["n_windows"] == 16 == len(fe["window_losses"])
+        and fe["block_size"] == 32
+        and fe["iter"] == 12
+    )
+    assert (
+        s["final_val_loss"] == pytest.approx(sum(fe["window_losses"]) / 16, abs=1e-12) == fe["loss"]
+    )
     assert s["final_val_windows"] == 16 and s["final_val_tokens"] == 512 and s["val_windows"] == 4
     assert val_curve(reference)[-1][1] == pytest.approx(sum(fe["window_losses"][:4]) / 4, abs=1e-12)
     assert records(reference, "eval")[-1]["loss/val_full"] == fe["loss"]
@@ -76,15 +82,34 @@ def test_reference_run_writes_the_documented_files(reference):
     assert not (reference / "checkpoint.pt").exists()  # optimizer state is dropped once DONE
     tr = train_records(reference)
     assert [r["iter"] for r in tr] == list(range(1, 13))
-    for key in ("tokens_seen", "train_seconds", "loss/train", "lr", "time/ms_per_iter",
-                "throughput/tokens_per_s", "throughput/mfu", "memory/peak_mb"):
+    for key in (
+        "tokens_seen",
+        "train_seconds",
+        "loss/train",
+        "lr",
+        "time/ms_per_iter",
+        "throughput/tokens_per_s",
+        "throughput/mfu",
+        "memory/peak_mb",
+    ):
         assert key in tr[-1], key
-    assert tr[-1]["loss/train"] < tr[0]["loss/train"], "tiny model should learn something in 12 steps"
+    assert tr[-1]["loss/train"] < tr[0]["loss/train"], (
+        "tiny model should learn something in 12 steps"
+    )
     ev = records(reference, "eval")
     assert [r["iter"] for r in ev] == [6, 12]
     assert not any(k.startswith("gates/") for k in ev[0])
     env = json.loads((reference / "env.json").read_text())
-    for key in ("git", "python", "torch", "hostname", "device", "device_count", "world_size", "optim_groups"):
+    for key in (
+        "git",
+        "python",
+        "torch",
+        "hostname",
+        "device",
+        "device_count",
+        "world_size",
+        "optim_groups",
+    ):
         assert key in env, key
     log = (reference / "train.log").read_text()
     assert "optim group decay" in log and "ms/iter" in log and "tok/s" in log
@@ -104,7 +129,9 @@ def test_ddp_two_processes_give_the_one_process_curve(reference, tmp_path):
     # The final eval's windows are split over the ranks and gathered back in window order.
     a, _ = results.read_final_eval(job / results.FINAL_EVAL)
     b, _ = results.read_final_eval(reference / results.FINAL_EVAL)
-    assert a.fingerprint == b.fingerprint and a.window_losses == pytest.approx(b.window_losses, abs=1e-5)
+    assert a.fingerprint == b.fingerprint and a.window_losses == pytest.approx(
+        b.window_losses, abs=1e-5
+    )
 
 
 # --------------------------------------------------------------------------- seeds
@@ -114,7 +141,9 @@ def test_same_seed_same_curve_different_seed_differs(reference_dropout, tmp_path
     same = make_job(tmp_path, "same", model__dropout=0.1)
     run_job(same)
     assert_same_curves(same, reference_dropout)  # exactly, dropout included
-    other = make_job(tmp_path, "other", model__dropout=0.1, seed=2, budget__max_iters=3, budget__eval_interval=3)
+    other = make_job(
+        tmp_path, "other", model__dropout=0.1, seed=2, budget__max_iters=3, budget__eval_interval=3
+    )
     run_job(other)
     a, b = curve(other), curve(reference_dropout)[:3]
     assert all(x[1] != y[1] for x, y in zip(a, b)), (a, b)
@@ -123,7 +152,9 @@ def test_same_seed_same_curve_different_seed_differs(reference_dropout, tmp_path
 # --------------------------------------------------------------------------- resume
 
 
-@pytest.mark.parametrize("signame,sync", [("SIGTERM", "every"), ("SIGUSR1", "every"), ("SIGUSR2", "sparse")])
+@pytest.mark.parametrize(
+    "signame,sync", [("SIGTERM", "every"), ("SIGUSR1", "every"), ("SIGUSR2", "sparse")]
+)
 def test_signal_checkpoints_exits_3_and_resumes_exactly(reference_dropout, tmp_path, signame, sync):
     job = make_job(tmp_path, model__dropout=0.1)
     proc = start_cli(job, ABLATE_TRAIN_SYNC=sync)
@@ -170,8 +201,14 @@ def test_kill9_between_checkpoints_resumes_exactly(reference, tmp_path):
 
 
 def test_nan_loss_fails_with_the_iteration(tmp_path):
-    over = dict(optim__lr=1e6, optim__min_lr=1e6, optim__warmup_iters=0, budget__max_iters=40,
-                budget__eval_interval=100, budget__checkpoint_interval_iters=None)
+    over = dict(
+        optim__lr=1e6,
+        optim__min_lr=1e6,
+        optim__warmup_iters=0,
+        budget__max_iters=40,
+        budget__eval_interval=100,
+        budget__checkpoint_interval_iters=None,
+    )
     job = make_job(tmp_path, "cli", **over)
     r = run_cli(job)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
@@ -216,7 +253,11 @@ def test_batch_that_does_not_divide_is_a_user_error(tmp_path):
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     errors = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: "), r.stderr
-    assert "tokens_per_iter=128" in errors[0] and "32 x 3 x 1 = 96" in errors[0] and "96 or 192" in errors[0]
+    assert (
+        "tokens_per_iter=128" in errors[0]
+        and "32 x 3 x 1 = 96" in errors[0]
+        and "96 or 192" in errors[0]
+    )
     assert "Traceback" not in r.stderr
     s = summary(job)
     assert s["status"] == "failed" and "tokens_per_iter" in s["error"]
@@ -251,8 +292,14 @@ def test_completed_summary_without_done_marker_is_not_retrained(tmp_path, capsys
 def test_v18_gates_in_eval_records_and_summary(tmp_path):
     import models
 
-    over = dict(model__attention="ra", model__mlp="rmlp", step__name="V18", step__architecture="RA + R-MLP",
-                budget__max_iters=4, budget__eval_interval=2)
+    over = dict(
+        model__attention="ra",
+        model__mlp="rmlp",
+        step__name="V18",
+        step__architecture="RA + R-MLP",
+        budget__max_iters=4,
+        budget__eval_interval=2,
+    )
     job = make_job(tmp_path, **over)
     s = run_job(job)
     n_layer, n_head = 2, 2
@@ -262,21 +309,34 @@ def test_v18_gates_in_eval_records_and_summary(tmp_path):
         for layer in range(n_layer):
             for key in ("ra_w_std", "ra_w_rec"):
                 v = e[f"gates/{layer}/{key}"]
-                assert isinstance(v, list) and len(v) == n_head and all(isinstance(x, float) for x in v)
+                assert (
+                    isinstance(v, list)
+                    and len(v) == n_head
+                    and all(isinstance(x, float) for x in v)
+                )
             for key in ("rmlp_w_std", "rmlp_w_rec"):
                 assert isinstance(e[f"gates/{layer}/{key}"], float)
     g = summary(job)["gates"]
     assert set(g) == {"ra_w_std", "ra_w_rec", "rmlp_w_std", "rmlp_w_rec"}
-    assert len(g["ra_w_rec"]) == n_layer and len(g["ra_w_rec"][0]) == n_head and len(g["rmlp_w_rec"]) == n_layer
+    assert (
+        len(g["ra_w_rec"]) == n_layer
+        and len(g["ra_w_rec"][0]) == n_head
+        and len(g["rmlp_w_rec"]) == n_layer
+    )
     last = evals[-1]
-    assert g["ra_w_rec"][1] == last["gates/1/ra_w_rec"] and g["rmlp_w_rec"][0] == last["gates/0/rmlp_w_rec"]
+    assert (
+        g["ra_w_rec"][1] == last["gates/1/ra_w_rec"]
+        and g["rmlp_w_rec"][0] == last["gates/0/rmlp_w_rec"]
+    )
     assert s["architecture"] == "RA + R-MLP"
     # the paths' shares of their block output, per layer, measured at the final eval
     sh = summary(job)["gate_shares"]
     assert set(sh) == {"ra_share", "rmlp_share"}
     assert all(len(sh[k]) == n_layer and all(0 < v < 10 for v in sh[k]) for k in sh)
     # the gates trained: they moved away from their initial values
-    init = models.build_model(dict(n_layer=2, n_head=2, n_embd=64, block_size=32, attention="ra", mlp="rmlp"))
+    init = models.build_model(
+        dict(n_layer=2, n_head=2, n_embd=64, block_size=32, attention="ra", mlp="rmlp")
+    )
     assert init.gate_stats()["rmlp_w_rec"] != g["rmlp_w_rec"]
     assert init.gate_stats()["ra_w_rec"] != g["ra_w_rec"]
 
@@ -287,9 +347,16 @@ def test_v18_gates_in_eval_records_and_summary(tmp_path):
 def test_time_box_of_20_seconds_under_ddp(tmp_path):
     """Two ranks, CUDA-style sparse syncs (stop planned from the measured iteration time)."""
     box = 20.0
-    job = make_job(tmp_path, budget__box_seconds=box, budget__max_iters=None, budget__log_interval=5,
-                   budget__eval_interval=40, budget__checkpoint_interval_iters=None,
-                   budget__checkpoint_interval_seconds=6.0, optim__warmup_iters=5)
+    job = make_job(
+        tmp_path,
+        budget__box_seconds=box,
+        budget__max_iters=None,
+        budget__log_interval=5,
+        budget__eval_interval=40,
+        budget__checkpoint_interval_iters=None,
+        budget__checkpoint_interval_seconds=6.0,
+        optim__warmup_iters=5,
+    )
     t0 = time.monotonic()
     r = run_cli(job, nproc=2, timeout=180, ABLATE_TRAIN_SYNC="sparse")
     wall = time.monotonic() - t0
@@ -303,7 +370,9 @@ def test_time_box_of_20_seconds_under_ddp(tmp_path):
     assert wall > box + s["eval_seconds"] + s["checkpoint_seconds"] * 0.5
     assert s["ms_per_iter"] == pytest.approx(1000 * s["train_seconds"] / s["timed_iters"])
     tr = train_records(job)
-    assert tr[-1]["iter"] == s["iterations"] and tr[-1]["train_seconds"] == pytest.approx(s["train_seconds"])
+    assert tr[-1]["iter"] == s["iterations"] and tr[-1]["train_seconds"] == pytest.approx(
+        s["train_seconds"]
+    )
     # the schedule ends with the box: the last step ran at (almost exactly) min_lr
     assert tr[-1]["lr"] <= 3e-4 * 1.05
     log = (job / "train.log").read_text()
@@ -316,8 +385,14 @@ def test_time_box_of_20_seconds_under_ddp(tmp_path):
 def test_a_box_too_short_for_its_warmup_says_so(tmp_path):
     from ablate.report import build
 
-    job = make_job(tmp_path / "m", "V0", budget__box_seconds=1.5, budget__max_iters=None,
-                   optim__warmup_iters=100_000, budget__checkpoint_interval_iters=None)
+    job = make_job(
+        tmp_path / "m",
+        "V0",
+        budget__box_seconds=1.5,
+        budget__max_iters=None,
+        optim__warmup_iters=100_000,
+        budget__checkpoint_interval_iters=None,
+    )
     s = run_job(job)
     assert s["status"] == "completed" and s["warmup_end_seconds"] == 1.5  # capped at the box
     assert any("box too short for its warmup: 100000 warmup iterations" in n for n in s["notes"])
@@ -347,7 +422,10 @@ def test_two_steps_of_one_seed_train_on_the_same_batches(reference, tmp_path):
     assert run_job(v16)["status"] == "completed"
 
     def fingerprints(job):
-        return {r["batch_iter"]: r["batch_fingerprint"] for r in records(job, "batch") + records(job, "eval")}
+        return {
+            r["batch_iter"]: r["batch_fingerprint"]
+            for r in records(job, "batch") + records(job, "eval")
+        }
 
     fp0, fp16 = fingerprints(mdir / "V0"), fingerprints(v16)
     assert sorted(fp0) == [0, 5, 11]  # iteration 0, then the last batch before each eval

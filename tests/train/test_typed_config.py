@@ -10,8 +10,17 @@ import pytest
 from omegaconf import DictConfig
 from train_helpers import make_job, run_cli, summary
 
-from ablate.config import (BudgetConfig, Device, HardwareConfig, Keep, Precision, RunConfig, config_yaml,
-                           load_job_config, to_container)
+from ablate.config import (
+    BudgetConfig,
+    Device,
+    HardwareConfig,
+    Keep,
+    Precision,
+    RunConfig,
+    config_yaml,
+    load_job_config,
+    to_container,
+)
 from ablate.errors import ConfigError
 from ablate.train import run_job, trainer
 
@@ -44,9 +53,14 @@ def test_enum_values_read_and_write_as_their_plain_strings():
     assert json.dumps({"device": d}) == '{"device": "cuda"}'
     cfg = RunConfig(hardware=HardwareConfig(device=Device.cuda, precision=Precision.bf16))
     text = config_yaml(cfg)
-    assert "  device: cuda\n" in text and "  precision: bf16\n" in text and "  keep: weights\n" in text
+    assert (
+        "  device: cuda\n" in text and "  precision: bf16\n" in text and "  keep: weights\n" in text
+    )
     assert "Device" not in text and "!!" not in text
-    assert to_container(cfg.hardware)["device"] == "cuda" and type(to_container(cfg.hardware)["device"]) is str
+    assert (
+        to_container(cfg.hardware)["device"] == "cuda"
+        and type(to_container(cfg.hardware)["device"]) is str
+    )
 
 
 def test_a_stored_config_with_plain_strings_loads_as_enums(tmp_path):
@@ -59,10 +73,17 @@ def test_a_stored_config_with_plain_strings_loads_as_enums(tmp_path):
     assert config_yaml(cfg) == config_yaml(load_job_config(job / "config.yaml"))
 
 
-@pytest.mark.parametrize("key, bad, line", [
-    ("device: cpu", "device: gpu", "hardware.device='gpu' must be one of auto, cuda, cpu"),
-    ("precision: auto", "precision: fp16", "hardware.precision='fp16' must be one of auto, bf16, fp32"),
-])
+@pytest.mark.parametrize(
+    "key, bad, line",
+    [
+        ("device: cpu", "device: gpu", "hardware.device='gpu' must be one of auto, cuda, cpu"),
+        (
+            "precision: auto",
+            "precision: fp16",
+            "hardware.precision='fp16' must be one of auto, bf16, fp32",
+        ),
+    ],
+)
 def test_a_bad_enum_in_a_stored_config_is_refused_with_one_line(tmp_path, key, bad, line):
     job = make_job(tmp_path)
     path = job / "config.yaml"
@@ -80,4 +101,6 @@ def test_the_trainer_cli_refuses_a_bad_enum_in_config_yaml_with_one_line(tmp_pat
     r = run_cli(job)
     assert r.returncode == 2
     errors = [line for line in r.stderr.splitlines() if line.strip()]
-    assert errors == [f"error: {path}: hardware.device='gpu' must be one of auto, cuda, cpu"], r.stderr
+    assert errors == [f"error: {path}: hardware.device='gpu' must be one of auto, cuda, cpu"], (
+        r.stderr
+    )

@@ -70,7 +70,11 @@ def fail_writes(tmp_path, monkeypatch):
 
         def fake_fdopen(fd, mode="r", *a, **k):
             f = real_fdopen(fd, mode, *a, **k)
-            return _TornFile(f, budget) if any(c in mode for c in "wax+") and under(os.readlink(f"/proc/self/fd/{fd}")) else f
+            return (
+                _TornFile(f, budget)
+                if any(c in mode for c in "wax+") and under(os.readlink(f"/proc/self/fd/{fd}"))
+                else f
+            )
 
         def fake_write(fd, data):
             try:
@@ -163,9 +167,13 @@ def test_a_failed_write_on_a_full_disk_names_the_cause(tmp_path, fail_writes):
     jd = results.JobDir(tmp_path / "job")
     jd.path.mkdir()
     fail_writes(8)
-    with pytest.raises(DiskFullError, match=r"no space left on device while writing .*summary\.json"):
+    with pytest.raises(
+        DiskFullError, match=r"no space left on device while writing .*summary\.json"
+    ):
         jd.write_summary({"status": "running", **BIG})
-    with pytest.raises(DiskFullError, match=r"no space left on device while writing .*metrics\.jsonl"):
+    with pytest.raises(
+        DiskFullError, match=r"no space left on device while writing .*metrics\.jsonl"
+    ):
         with results.MetricsWriter(jd.metrics) as w:
             w.write({"iter": 1, "pad": "p" * 100})
 
@@ -179,8 +187,12 @@ def small_tmpfs(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
     try:
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         pytest.skip(f"cannot mount a tmpfs here: {e}")
     if proc.returncode != 0:
@@ -195,10 +207,14 @@ def test_disk_full_during_a_checkpoint_says_so_and_keeps_the_old_one(small_tmpfs
     path = small_tmpfs / "job" / results.CHECKPOINT
     ckpt.save_checkpoint(path, {"model": {"w": torch.ones(1000)}, "state": {"iter": 4}})
     before = path.read_bytes()
-    with pytest.raises(DiskFullError, match=r"no space left on device while writing .*checkpoint\.pt"):
+    with pytest.raises(
+        DiskFullError, match=r"no space left on device while writing .*checkpoint\.pt"
+    ):
         ckpt.save_checkpoint(path, {"model": {"w": torch.ones(2_000_000)}, "state": {"iter": 8}})
     assert path.read_bytes() == before
-    assert [p.name for p in path.parent.iterdir()] == [results.CHECKPOINT], "the partial temp file is removed"
+    assert [p.name for p in path.parent.iterdir()] == [results.CHECKPOINT], (
+        "the partial temp file is removed"
+    )
 
 
 def test_disk_full_in_a_job_is_recorded_with_its_cause(small_tmpfs):

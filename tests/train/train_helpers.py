@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from omegaconf import OmegaConf
 
@@ -76,18 +75,38 @@ def child_env(**extra: str) -> dict:
 def cli_command(job: Path, nproc: int = 1) -> list[str]:
     if nproc == 1:
         return [sys.executable, "-m", "ablate.train", str(job)]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "ablate.train", str(job)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "ablate.train",
+        str(job),
+    ]
 
 
 def run_cli(job: Path, nproc: int = 1, timeout: float = 120, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command(job, nproc), env=child_env(**env), capture_output=True, text=True,
-                          timeout=timeout, cwd=str(job.parent))
+    return subprocess.run(
+        cli_command(job, nproc),
+        env=child_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(job.parent),
+    )
 
 
 def start_cli(job: Path, nproc: int = 1, **env) -> subprocess.Popen:
-    return subprocess.Popen(cli_command(job, nproc), env=child_env(**env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=str(job.parent))
+    return subprocess.Popen(
+        cli_command(job, nproc),
+        env=child_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=str(job.parent),
+    )
 
 
 def wait_for_iter(job: Path, proc: subprocess.Popen, iteration: int, timeout: float = 60) -> int:
@@ -96,7 +115,9 @@ def wait_for_iter(job: Path, proc: subprocess.Popen, iteration: int, timeout: fl
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"job ended (rc {proc.returncode}) before iteration {iteration}:\n{out[-3000:]}")
+            raise AssertionError(
+                f"job ended (rc {proc.returncode}) before iteration {iteration}:\n{out[-3000:]}"
+            )
         seen = max((r["iter"] for r in train_records(job)), default=0)
         if seen >= iteration:
             return seen
@@ -104,7 +125,7 @@ def wait_for_iter(job: Path, proc: subprocess.Popen, iteration: int, timeout: fl
     raise AssertionError(f"no iteration {iteration} within {timeout}s")
 
 
-def records(job: Path, kind: Optional[str] = None) -> list[dict]:
+def records(job: Path, kind: str | None = None) -> list[dict]:
     recs, _ = read_metrics(JobDir(job).metrics)
     return [r for r in recs if kind is None or r.get("kind") == kind]
 

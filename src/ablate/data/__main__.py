@@ -33,7 +33,6 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Optional
 
 from ablate.compose import compose_job, parse_overrides
 from ablate.data.config import DataConfig
@@ -69,12 +68,16 @@ def normalize_overrides(args: list[str]) -> list[str]:
     for arg in args:
         m = _OVERRIDE.fullmatch(arg)
         if not m or m.group(3) is None:
-            raise ConfigError(f"{arg}: not understood; give Hydra overrides such as data=finewebedu "
-                              "data.total_tokens=10B (python -m ablate.data --help)")
+            raise ConfigError(
+                f"{arg}: not understood; give Hydra overrides such as data=finewebedu "
+                "data.total_tokens=10B (python -m ablate.data --help)"
+            )
         prefix, key, value = m.group(1), m.group(2), m.group(4)
         if not (key in ("data", "experiment") or key.startswith("data.")):
-            raise ConfigError(f"{arg}: python -m ablate.data takes only data=<preset>, "
-                              "data.<key>=<value> and experiment=<name> overrides")
+            raise ConfigError(
+                f"{arg}: python -m ablate.data takes only data=<preset>, "
+                "data.<key>=<value> and experiment=<name> overrides"
+            )
         if key in COUNT_KEYS and not prefix and value.strip().lower() not in ("null", "none", ""):
             try:
                 value = str(parse_count(value))
@@ -84,8 +87,9 @@ def normalize_overrides(args: list[str]) -> list[str]:
         out.append(arg)
     for o in parse_overrides(out):
         if o.is_sweep_override():
-            raise ConfigError(f"{o.input_line}: lists several values; prepare one dataset per "
-                              "command")
+            raise ConfigError(
+                f"{o.input_line}: lists several values; prepare one dataset per command"
+            )
     return out
 
 
@@ -98,7 +102,9 @@ def run(overrides: list[str], quiet: bool = False) -> str:
     """Prepare (or build, or check) the data the composed config names; return a summary line."""
     cfg = compose(overrides)
     data = cfg.data
-    problems = data.problems()  # what the matrix refuses at composition, refused here before any work
+    problems = (
+        data.problems()
+    )  # what the matrix refuses at composition, refused here before any work
     if problems:
         raise ConfigError("; ".join(problems))
     vocab_size, block_size = cfg.model.vocab_size, cfg.model.block_size
@@ -109,8 +115,10 @@ def run(overrides: list[str], quiet: bool = False) -> str:
     ValWindows(ds.val_path, block_size, data.val_windows)
     checked = verify_dataset(ds, block_size, vocab_size, data.verify, data.cache_dir)
     notes = "".join(f"\nnote: {n}" for n in checked.notes)
-    return (f"{ds.describe()}\n{checked.describe()}{notes}\nready: one eval = {data.val_windows} windows x model.block_size "
-            f"{block_size}, token ids < model.vocab_size {vocab_size}")
+    return (
+        f"{ds.describe()}\n{checked.describe()}{notes}\nready: one eval = {data.val_windows} windows x model.block_size "
+        f"{block_size}, token ids < model.vocab_size {vocab_size}"
+    )
 
 
 def _info(argv: list[str]) -> None:
@@ -118,9 +126,11 @@ def _info(argv: list[str]) -> None:
         def error(self, message: str):  # one line, like every other error of this command
             die(f"info: {message} (python -m ablate.data info --help)")
 
-    p = Parser(prog="python -m ablate.data info",
-                                description="Describe prepared shards: a folder with meta.json, "
-                                "or a glob of llm.c .bin shards.")
+    p = Parser(
+        prog="python -m ablate.data info",
+        description="Describe prepared shards: a folder with meta.json, "
+        "or a glob of llm.c .bin shards.",
+    )
     p.add_argument("path")
     p.add_argument("--verify", action="store_true", help="also check every shard's sha256")
     args = p.parse_args(argv)
@@ -128,16 +138,21 @@ def _info(argv: list[str]) -> None:
     if path.is_dir():
         meta_path = path / "meta.json"
         if not meta_path.is_file():
-            raise DataError(f"{path}: no meta.json here; give a folder made by python -m "
-                            "ablate.data, or a glob of .bin shards")
+            raise DataError(
+                f"{path}: no meta.json here; give a folder made by python -m "
+                "ablate.data, or a glob of .bin shards"
+            )
         try:
             meta = json.loads(meta_path.read_text())
             shards = meta["shards"]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{meta_path}: unreadable ({type(e).__name__}); prepare the folder "
-                            "again") from None
-        print(f"{path}: complete={meta.get('complete')} tokens={meta.get('tokens', 0):,} "
-              f"val={meta.get('val_tokens', 0):,} train={meta.get('train_tokens', 0):,}")
+            raise DataError(
+                f"{meta_path}: unreadable ({type(e).__name__}); prepare the folder again"
+            ) from None
+        print(
+            f"{path}: complete={meta.get('complete')} tokens={meta.get('tokens', 0):,} "
+            f"val={meta.get('val_tokens', 0):,} train={meta.get('train_tokens', 0):,}"
+        )
         fix = "re-run the command that prepared it (python -m ablate.data data=...)"
         for s in shards:
             f = path / s["file"]
@@ -155,7 +170,7 @@ def _info(argv: list[str]) -> None:
             print(f"  {s['file']}  {s['split']:5s} {s['tokens']:>12,}  max id {s['max_token_id']}")
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet = any(a in ("-q", "--quiet") for a in argv)
     argv = [a for a in argv if a not in ("-q", "--quiet")]

@@ -6,7 +6,6 @@ Only this module is imported by ``ablate.config``; it must stay light (no torch,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from ablate.checks import choice, count, share
 
@@ -32,11 +31,11 @@ class DataConfig:
     textdir: every .txt/.md file under the folder in path (sorted), tokenized once into cache_dir.
     files: shards prepared into path by `python -m ablate.data data=files data.data_files=GLOB`
     from local jsonl/parquet/text files."""
-    path: Optional[str] = None
+    path: str | None = None
     """finewebedu/files: folder of prepared shards + meta.json (default data/finewebedu10B,
     data/files); shards: a glob of .bin files; textdir: the folder; embedded: unused.
     Relative paths are relative to the working directory of the process."""
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     """Where embedded/textdir corpora are tokenized to (None: $ABLATE_DATA_CACHE, else
     ~/.cache/ablate/data). Writes are atomic, so concurrent jobs may share it."""
     val_windows: int = 8
@@ -44,7 +43,7 @@ class DataConfig:
     tokens [k*T, k*T+T+1) of the validation shard (T = model block_size): inputs k*T..k*T+T-1,
     targets shifted by one. The same windows at every eval and for every step; they are the first
     val_windows windows of the final eval's set. The val shard needs val_windows*T+1 tokens."""
-    val_tokens: Optional[int] = None
+    val_tokens: int | None = None
     """Tokens scored by the *final* eval at the end of the box, the number the report compares
     (val_tokens // T windows from the start of the validation shard; its per-window losses are
     stored so the report can compute noise). None: 2,097,152 (2M) or the whole validation shard
@@ -58,22 +57,22 @@ class DataConfig:
     # --- prepare (finewebedu / files); also what the "not prepared" error message proposes ---
     hf_path: str = "HuggingFaceFW/fineweb-edu"
     """finewebedu: Hugging Face dataset id streamed by prepare."""
-    hf_config: Optional[str] = "sample-10BT"
+    hf_config: str | None = "sample-10BT"
     """finewebedu: dataset config name."""
     split: str = "train"
     """finewebedu: dataset split."""
-    data_files: Optional[str] = None
+    data_files: str | None = None
     """files: glob of local .jsonl/.json/.parquet/.txt/.md files (sorted; one format; ``**``
     recurses) to prepare. Each json/parquet row, or each whole text file, is one document."""
     text_field: str = "text"
     """Column holding each document's text (json/parquet)."""
-    total_tokens: Optional[int] = None
+    total_tokens: int | None = None
     """prepare: stop after this many tokens in total, val shard included (None: whole stream).
     The command line also takes 100M / 10B. Changing it later keeps the shards already written."""
     shard_tokens: int = 100_000_000
     """prepare: tokens per shard (the last shard may be shorter); the first shard is validation,
     so one eval needs shard_tokens >= val_windows * block_size + 1."""
-    workers: Optional[int] = None
+    workers: int | None = None
     """prepare: tokenizer processes (None: cpu_count - 1, at least 1; 0: tokenize in-process)."""
     verify: str = "quick"
     """Before training, check each shard's sha256 against meta.json: quick hashes a shard once and

@@ -25,7 +25,6 @@ import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -41,7 +40,7 @@ MIN_VAL_TOKENS = 8 * 1024 + 1  # the default eval (8 windows) at block_size 1024
 TEXT_SUFFIXES = (".txt", ".md")
 
 
-def cache_root(cache_dir: Optional[str] = None) -> Path:
+def cache_root(cache_dir: str | None = None) -> Path:
     """cache_dir, else $ABLATE_DATA_CACHE, else ~/.cache/ablate/data."""
     root = cache_dir or os.environ.get("ABLATE_DATA_CACHE") or "~/.cache/ablate/data"
     return Path(os.path.expanduser(root))
@@ -52,8 +51,10 @@ def embedded_documents() -> tuple[list[str], list[str]]:
     try:
         from pydoc_data.topics import topics
     except ImportError:
-        raise DataError("pydoc_data.topics: this Python has no pydoc_data module; use "
-                        "data.source=textdir or finewebedu instead") from None
+        raise DataError(
+            "pydoc_data.topics: this Python has no pydoc_data module; use "
+            "data.source=textdir or finewebedu instead"
+        ) from None
     names = sorted(topics)
     return names, [topics[k] for k in names]
 
@@ -62,13 +63,18 @@ def textdir_documents(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
     """(relative paths, texts) of every .txt/.md file under ``folder``, sorted by path."""
     root = Path(os.path.expanduser(str(folder)))
     if not root.is_dir():
-        raise DataError(f"{root}: textdir folder not found; set data.path to a folder of .txt/.md "
-                        "files")
-    files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES),
-                   key=lambda p: p.relative_to(root).as_posix())
+        raise DataError(
+            f"{root}: textdir folder not found; set data.path to a folder of .txt/.md files"
+        )
+    files = sorted(
+        (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
     if not files:
-        raise DataError(f"{root}: no .txt or .md files in this folder; add text files or point "
-                        "data.path elsewhere")
+        raise DataError(
+            f"{root}: no .txt or .md files in this folder; add text files or point "
+            "data.path elsewhere"
+        )
     names, texts = [], []
     for p in files:
         try:
@@ -84,12 +90,22 @@ def _val_count(n: int, val_fraction: float) -> int:
     return max(math.ceil(n * val_fraction), min(MIN_VAL_TOKENS, n // 2))
 
 
-def build_corpus(kind: str, names: list[str], texts: list[str], root: Path,
-                 val_fraction: float, info: dict) -> Path:
+def build_corpus(
+    kind: str, names: list[str], texts: list[str], root: Path, val_fraction: float, info: dict
+) -> Path:
     """Tokenize (names, texts) into ``root/<kind>-<hash>`` unless already there; return it."""
     h = hashlib.sha256()
-    h.update(json.dumps({"v": CORPUS_VERSION, "kind": kind, "tokenizer": "gpt2",
-                         "val_fraction": val_fraction, "min_val": MIN_VAL_TOKENS}).encode())
+    h.update(
+        json.dumps(
+            {
+                "v": CORPUS_VERSION,
+                "kind": kind,
+                "tokenizer": "gpt2",
+                "val_fraction": val_fraction,
+                "min_val": MIN_VAL_TOKENS,
+            }
+        ).encode()
+    )
     for name, text in zip(names, texts):
         h.update(hashlib.sha256(name.encode()).digest())
         h.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
@@ -104,12 +120,14 @@ def build_corpus(kind: str, names: list[str], texts: list[str], root: Path,
     pos = 0
     for x in ids:
         tokens[pos] = EOT
-        tokens[pos + 1:pos + 1 + len(x)] = x
+        tokens[pos + 1 : pos + 1 + len(x)] = x
         pos += len(x) + 1
     n_val = _val_count(len(tokens), val_fraction)
     if len(tokens) - n_val < 2:
-        raise DataError(f"{info.get('path', kind)}: only {len(tokens)} tokens, too few to split "
-                        "into validation and training; add more text")
+        raise DataError(
+            f"{info.get('path', kind)}: only {len(tokens)} tokens, too few to split "
+            "into validation and training; add more text"
+        )
 
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
@@ -119,22 +137,47 @@ def build_corpus(kind: str, names: list[str], texts: list[str], root: Path,
         for i, (split, part) in enumerate((("val", tokens[:n_val]), ("train", tokens[n_val:]))):
             name = f"{kind}_{split}_{i:06d}.bin"
             sha = write_shard(tmp / name, part)
-            shards.append({"file": name, "split": split, "tokens": int(len(part)), "sha256": sha,
-                           "max_token_id": int(part.max())})
-        meta = {"format": META_FORMAT, "complete": True, "kind": kind, "corpus_sha256": digest,
-                "documents": len(texts), "tokens": int(len(tokens)), "val_tokens": int(n_val),
-                "train_tokens": int(len(tokens) - n_val), "val_fraction": val_fraction,
-                "tokenizer": "gpt2", "eot": EOT, "eot_position": "before each document",
-                "shards": shards, **info}
+            shards.append(
+                {
+                    "file": name,
+                    "split": split,
+                    "tokens": int(len(part)),
+                    "sha256": sha,
+                    "max_token_id": int(part.max()),
+                }
+            )
+        meta = {
+            "format": META_FORMAT,
+            "complete": True,
+            "kind": kind,
+            "corpus_sha256": digest,
+            "documents": len(texts),
+            "tokens": int(len(tokens)),
+            "val_tokens": int(n_val),
+            "train_tokens": int(len(tokens) - n_val),
+            "val_fraction": val_fraction,
+            "tokenizer": "gpt2",
+            "eot": EOT,
+            "eot_position": "before each document",
+            "shards": shards,
+            **info,
+        }
         write_json_atomic(tmp / META, meta)
         try:
             os.rename(tmp, final)
-            log.info("%s corpus: tokenized %d documents, %d tokens into %s", kind, len(texts),
-                     len(tokens), final)
+            log.info(
+                "%s corpus: tokenized %d documents, %d tokens into %s",
+                kind,
+                len(texts),
+                len(tokens),
+                final,
+            )
         except OSError:
             if not (final / META).is_file():
-                raise DataError(f"{final}: an incomplete corpus cache folder is in the way; "
-                                "delete it and run again") from None
+                raise DataError(
+                    f"{final}: an incomplete corpus cache folder is in the way; "
+                    "delete it and run again"
+                ) from None
             # another process finished first: use its copy (identical content)
     finally:
         if tmp.exists():
@@ -142,15 +185,17 @@ def build_corpus(kind: str, names: list[str], texts: list[str], root: Path,
     return final
 
 
-def embedded_corpus(cache_dir: Optional[str] = None, val_fraction: float = 0.1) -> Path:
+def embedded_corpus(cache_dir: str | None = None, val_fraction: float = 0.1) -> Path:
     names, texts = embedded_documents()
-    info = {"source": "embedded", "origin": "pydoc_data.topics",
-            "python": sys.version.split()[0]}
+    info = {"source": "embedded", "origin": "pydoc_data.topics", "python": sys.version.split()[0]}
     return build_corpus("embedded", names, texts, cache_root(cache_dir), val_fraction, info)
 
 
-def textdir_corpus(folder: str, cache_dir: Optional[str] = None, val_fraction: float = 0.1) -> Path:
+def textdir_corpus(folder: str, cache_dir: str | None = None, val_fraction: float = 0.1) -> Path:
     names, texts = textdir_documents(folder)
-    info = {"source": "textdir", "path": str(Path(os.path.expanduser(folder)).resolve()),
-            "files": len(names)}
+    info = {
+        "source": "textdir",
+        "path": str(Path(os.path.expanduser(folder)).resolve()),
+        "files": len(names),
+    }
     return build_corpus("textdir", names, texts, cache_root(cache_dir), val_fraction, info)

@@ -11,7 +11,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ablate.data.config import DEFAULT_FILES_PATH, DEFAULT_FINEWEBEDU_PATH, DataConfig
 from ablate.data.corpus import cache_root, embedded_corpus, textdir_corpus
@@ -28,7 +28,7 @@ class Dataset:
     train_paths: list[str]
     val_path: str
     meta: dict = field(default_factory=dict)
-    root: Optional[str] = None
+    root: str | None = None
 
     @property
     def train_tokens(self) -> int:
@@ -41,14 +41,19 @@ class Dataset:
     def describe(self) -> str:
         """One line: source, token counts, shard counts and where the shards are."""
         where = self.root or os.path.dirname(self.val_path)
-        origin = {"embedded": f"pydoc_data.topics (Python {self.meta.get('python', '?')})",
-                  "finewebedu": f"{self.meta.get('spec', {}).get('hf_path')} "
-                                f"{self.meta.get('spec', {}).get('hf_config')}",
-                  "files": "local files", "textdir": self.meta.get("path", "textdir"),
-                  "shards": self.meta.get("glob", "shards")}.get(self.source, self.source)
-        return (f"data {self.source}: {origin}; {self.train_tokens:,} train tokens in "
-                f"{len(self.train_paths)} shard(s), {self.val_tokens:,} val tokens; GPT-2 "
-                f"tokens; {where}")
+        origin = {
+            "embedded": f"pydoc_data.topics (Python {self.meta.get('python', '?')})",
+            "finewebedu": f"{self.meta.get('spec', {}).get('hf_path')} "
+            f"{self.meta.get('spec', {}).get('hf_config')}",
+            "files": "local files",
+            "textdir": self.meta.get("path", "textdir"),
+            "shards": self.meta.get("glob", "shards"),
+        }.get(self.source, self.source)
+        return (
+            f"data {self.source}: {origin}; {self.train_tokens:,} train tokens in "
+            f"{len(self.train_paths)} shard(s), {self.val_tokens:,} val tokens; GPT-2 "
+            f"tokens; {where}"
+        )
 
 
 def _as_config(cfg: Any) -> DataConfig:
@@ -62,8 +67,11 @@ def _as_config(cfg: Any) -> DataConfig:
 
             cfg = OmegaConf.to_container(cfg, resolve=True)
         except Exception:
-            cfg = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DataConfig)
-                   if hasattr(cfg, f.name)}
+            cfg = {
+                f.name: getattr(cfg, f.name)
+                for f in dataclasses.fields(DataConfig)
+                if hasattr(cfg, f.name)
+            }
     names = {f.name for f in dataclasses.fields(DataConfig)}
     unknown = sorted(set(cfg) - names)
     if unknown:
@@ -122,28 +130,45 @@ def prepare_target(cfg: Any) -> tuple[Any, Path]:
     cfg = _as_config(cfg)
     if cfg.source == "files":
         if not cfg.data_files:
-            raise DataError("data.data_files: the files source needs a glob of local "
-                            ".jsonl/.parquet/.txt files, e.g. data.data_files='corpus/*.jsonl'")
+            raise DataError(
+                "data.data_files: the files source needs a glob of local "
+                ".jsonl/.parquet/.txt files, e.g. data.data_files='corpus/*.jsonl'"
+            )
         files = expand_data_files([cfg.data_files])
-        spec = PrepareSpec(source="files", data_files=files, file_format=infer_format(files),
-                           text_field=cfg.text_field, shard_tokens=cfg.shard_tokens,
-                           total_tokens=cfg.total_tokens, prefix="data")
+        spec = PrepareSpec(
+            source="files",
+            data_files=files,
+            file_format=infer_format(files),
+            text_field=cfg.text_field,
+            shard_tokens=cfg.shard_tokens,
+            total_tokens=cfg.total_tokens,
+            prefix="data",
+        )
         return spec, Path(os.path.expanduser(cfg.path or DEFAULT_FILES_PATH))
     if cfg.source == "finewebedu":
-        spec = PrepareSpec(source="huggingface", hf_path=cfg.hf_path, hf_config=cfg.hf_config,
-                           split=cfg.split, text_field=cfg.text_field,
-                           shard_tokens=cfg.shard_tokens, total_tokens=cfg.total_tokens,
-                           prefix="finewebedu")
+        spec = PrepareSpec(
+            source="huggingface",
+            hf_path=cfg.hf_path,
+            hf_config=cfg.hf_config,
+            split=cfg.split,
+            text_field=cfg.text_field,
+            shard_tokens=cfg.shard_tokens,
+            total_tokens=cfg.total_tokens,
+            prefix="finewebedu",
+        )
         return spec, Path(os.path.expanduser(cfg.path or DEFAULT_FINEWEBEDU_PATH))
-    raise DataError(f"data.source={cfg.source!r}: nothing to prepare with the files/finewebedu "
-                    "preparer")
+    raise DataError(
+        f"data.source={cfg.source!r}: nothing to prepare with the files/finewebedu preparer"
+    )
 
 
 def _fix(cfg: DataConfig, root: Path) -> str:
     """How to rebuild the shards of a folder made by prepare or the corpus cache."""
     if cfg.source in ("finewebedu", "files"):
-        return (f"re-run the prepare command (it keeps intact shards and rewrites the rest): "
-                f"{prepare_command(cfg)}")
+        return (
+            f"re-run the prepare command (it keeps intact shards and rewrites the rest): "
+            f"{prepare_command(cfg)}"
+        )
     return f"delete {root} and run again (the {cfg.source} corpus is rebuilt from its text)"
 
 
@@ -151,22 +176,28 @@ def _load_meta(root: Path, cfg: DataConfig) -> dict:
     path = root / META
     if not path.is_file():
         if cfg.source in ("finewebedu", "files"):
-            raise DataError(f"{root.resolve()}: no prepared {cfg.source} shards here (no {META}); "
-                            f"prepare them with: {prepare_command(cfg)}")
+            raise DataError(
+                f"{root.resolve()}: no prepared {cfg.source} shards here (no {META}); "
+                f"prepare them with: {prepare_command(cfg)}"
+            )
         raise DataError(f"{path}: missing; {_fix(cfg, root)}")
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable ({' '.join(str(e).split())}); "
-                        f"{_fix(cfg, root)}") from None
+        raise DataError(
+            f"{path}: unreadable ({' '.join(str(e).split())}); {_fix(cfg, root)}"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         what = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise DataError(f"{path}: unknown format {what!r} (expected {META_FORMAT!r}); "
-                        f"{_fix(cfg, root)}")
+        raise DataError(
+            f"{path}: unknown format {what!r} (expected {META_FORMAT!r}); {_fix(cfg, root)}"
+        )
     if not meta.get("complete"):
-        raise DataError(f"{root}: preparation did not finish ({len(meta.get('shards', []))} "
-                        f"shards so far); re-run the same command to resume: "
-                        f"{prepare_command(cfg)}")
+        raise DataError(
+            f"{root}: preparation did not finish ({len(meta.get('shards', []))} "
+            f"shards so far); re-run the same command to resume: "
+            f"{prepare_command(cfg)}"
+        )
     return meta
 
 
@@ -187,14 +218,18 @@ def _from_meta(source: str, root: Path, meta: dict, vocab_size: int, cfg: DataCo
         raise DataError(f"{root}: {META} lists no validation shard; {fix}")
     if not train:
         if source in ("finewebedu", "files"):
-            fix = (f"prepare more tokens than data.shard_tokens={cfg.shard_tokens}: raise "
-                   f"data.total_tokens (the shards written are kept), or use a smaller "
-                   f"data.shard_tokens with another data.path; the command now: "
-                   f"{prepare_command(cfg)}")
+            fix = (
+                f"prepare more tokens than data.shard_tokens={cfg.shard_tokens}: raise "
+                f"data.total_tokens (the shards written are kept), or use a smaller "
+                f"data.shard_tokens with another data.path; the command now: "
+                f"{prepare_command(cfg)}"
+            )
         else:
             fix = "add more text"
-        raise DataError(f"{root}: only a validation shard ({meta['shards'][0]['tokens']} tokens), "
-                        f"no training shard; {fix}")
+        raise DataError(
+            f"{root}: only a validation shard ({meta['shards'][0]['tokens']} tokens), "
+            f"no training shard; {fix}"
+        )
     return Dataset(source=source, train_paths=train, val_path=val, meta=meta, root=str(root))
 
 
@@ -218,36 +253,54 @@ def _shard_max(path: Path, cfg: DataConfig) -> int:
 
 def _from_glob(cfg: DataConfig, vocab_size: int) -> Dataset:
     if not cfg.path:
-        raise DataError("data.path: the shards source needs a glob of .bin shards, e.g. "
-                        "data.path='data/fineweb10B/fineweb_*.bin'")
+        raise DataError(
+            "data.path: the shards source needs a glob of .bin shards, e.g. "
+            "data.path='data/fineweb10B/fineweb_*.bin'"
+        )
     pattern = os.path.expanduser(cfg.path)
     files = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
     if not files:
-        raise DataError(f"{cfg.path}: no shard matches this glob; fix data.path (a glob of "
-                        "llm.c .bin shards), or prepare FineWebEdu with `python -m ablate.data "
-                        "data=finewebedu` and use data=finewebedu")
+        raise DataError(
+            f"{cfg.path}: no shard matches this glob; fix data.path (a glob of "
+            "llm.c .bin shards), or prepare FineWebEdu with `python -m ablate.data "
+            "data=finewebedu` and use data=finewebedu"
+        )
     vals = [f for f in files if "val" in os.path.basename(f)]
     if len(vals) > 1:
-        raise DataError(f"{cfg.path}: several files have 'val' in their name ({vals[:3]}...); "
-                        "narrow the glob so exactly one validation shard matches")
+        raise DataError(
+            f"{cfg.path}: several files have 'val' in their name ({vals[:3]}...); "
+            "narrow the glob so exactly one validation shard matches"
+        )
     val = vals[0] if vals else files[0]
     train = [f for f in files if f != val]
     if not train:
-        raise DataError(f"{cfg.path}: matches only {val}, used for validation; the glob must "
-                        "also match training shards")
+        raise DataError(
+            f"{cfg.path}: matches only {val}, used for validation; the glob must "
+            "also match training shards"
+        )
     shards = []
     for f in files:
         n = read_header(f)
         m = _shard_max(Path(f), cfg)
         check_vocab(f, m, vocab_size)
-        shards.append({"file": f, "split": "val" if f == val else "train", "tokens": n,
-                       "max_token_id": m})
-    meta = {"source": "shards", "glob": cfg.path, "shards": shards,
-            "val_tokens": sum(s["tokens"] for s in shards if s["split"] == "val"),
-            "train_tokens": sum(s["tokens"] for s in shards if s["split"] == "train")}
+        shards.append(
+            {"file": f, "split": "val" if f == val else "train", "tokens": n, "max_token_id": m}
+        )
+    meta = {
+        "source": "shards",
+        "glob": cfg.path,
+        "shards": shards,
+        "val_tokens": sum(s["tokens"] for s in shards if s["split"] == "val"),
+        "train_tokens": sum(s["tokens"] for s in shards if s["split"] == "train"),
+    }
     meta["tokens"] = meta["val_tokens"] + meta["train_tokens"]
-    return Dataset(source="shards", train_paths=train, val_path=val, meta=meta,
-                   root=os.path.dirname(os.path.abspath(val)))
+    return Dataset(
+        source="shards",
+        train_paths=train,
+        val_path=val,
+        meta=meta,
+        root=os.path.dirname(os.path.abspath(val)),
+    )
 
 
 def resolve_dataset(data_cfg: Any, vocab_size: int) -> Dataset:
@@ -258,7 +311,9 @@ def resolve_dataset(data_cfg: Any, vocab_size: int) -> Dataset:
     (magic, version, count vs size) and every shard's max token id must be < ``vocab_size``.
     Anything missing or wrong raises DataError with the fix; there is no fallback data."""
     cfg = _as_config(data_cfg)
-    problems = cfg.problems()  # the rules of DataConfig (a dict or a test's DataConfig is unchecked)
+    problems = (
+        cfg.problems()
+    )  # the rules of DataConfig (a dict or a test's DataConfig is unchecked)
     if problems:
         raise DataError("; ".join(problems))
     if cfg.source == "embedded":
@@ -266,8 +321,10 @@ def resolve_dataset(data_cfg: Any, vocab_size: int) -> Dataset:
         return _from_meta("embedded", root, _load_meta(root, cfg), vocab_size, cfg)
     if cfg.source == "textdir":
         if not cfg.path:
-            raise DataError("data.path: the textdir source needs a folder of .txt/.md files, "
-                            "e.g. data.path=/path/to/texts")
+            raise DataError(
+                "data.path: the textdir source needs a folder of .txt/.md files, "
+                "e.g. data.path=/path/to/texts"
+            )
         root = textdir_corpus(cfg.path, cfg.cache_dir, cfg.val_fraction)
         return _from_meta("textdir", root, _load_meta(root, cfg), vocab_size, cfg)
     if cfg.source == "shards":

@@ -20,7 +20,7 @@ divide n; the trainer should all-reduce the summed loss and the window count).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -61,11 +61,24 @@ def _positive(**kw: int) -> None:
 class TrainBatches:
     """This rank's share of the global training batch of any iteration (see module docstring)."""
 
-    def __init__(self, train_paths: Sequence[str], block_size: int, micro_batch: int,
-                 grad_accum: int, world_size: int = 1, rank: int = 0, seed: int = 0,
-                 *, vocab_size: Optional[int] = None):
-        _positive(block_size=block_size, micro_batch=micro_batch, grad_accum=grad_accum,
-                  world_size=world_size)
+    def __init__(
+        self,
+        train_paths: Sequence[str],
+        block_size: int,
+        micro_batch: int,
+        grad_accum: int,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        *,
+        vocab_size: int | None = None,
+    ):
+        _positive(
+            block_size=block_size,
+            micro_batch=micro_batch,
+            grad_accum=grad_accum,
+            world_size=world_size,
+        )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
         if not (0 <= seed < 2**63):
@@ -81,9 +94,11 @@ class TrainBatches:
         self.n_starts = np.maximum(lengths - block_size, 0)
         self.total_starts = int(self.n_starts.sum())
         if self.total_starts == 0:
-            raise DataError(f"{self.paths[0]}: training shards hold at most {lengths.max()} tokens "
-                            f"per shard, fewer than block_size+1 = {block_size + 1}; use more data "
-                            "or a smaller model.block_size")
+            raise DataError(
+                f"{self.paths[0]}: training shards hold at most {lengths.max()} tokens "
+                f"per shard, fewer than block_size+1 = {block_size + 1}; use more data "
+                "or a smaller model.block_size"
+            )
         self._ends = np.cumsum(self.n_starts)
         self.global_batch = micro_batch * grad_accum * world_size
         self.local_batch = micro_batch * grad_accum
@@ -110,7 +125,7 @@ class TrainBatches:
         T1 = self.block_size + 1
         h = hashlib.sha256()
         for s, o in zip(shard.tolist(), start.tolist()):
-            h.update(np.ascontiguousarray(self.shards[s][o:o + T1]).astype("<u2").tobytes())
+            h.update(np.ascontiguousarray(self.shards[s][o : o + T1]).astype("<u2").tobytes())
         return h.hexdigest()[:16]
 
     def get(self, iteration: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -120,26 +135,33 @@ class TrainBatches:
         T1 = self.block_size + 1
         buf = np.empty((self.local_batch, T1), dtype=np.uint16)
         for r, (s, o) in enumerate(zip(shard.tolist(), start.tolist())):
-            buf[r] = self.shards[s][o:o + T1]
+            buf[r] = self.shards[s][o : o + T1]
         if self.vocab_size is not None:
             m = int(buf.max())
             if m >= self.vocab_size:
                 bad = self.paths[int(shard[np.nonzero((buf >= self.vocab_size).any(1))[0][0]])]
-                raise DataError(f"{bad}: contains token id {m} >= the model's vocab_size "
-                                f"{self.vocab_size}; use GPT-2 tokenized data or raise "
-                                "model.vocab_size")
+                raise DataError(
+                    f"{bad}: contains token id {m} >= the model's vocab_size "
+                    f"{self.vocab_size}; use GPT-2 tokenized data or raise "
+                    "model.vocab_size"
+                )
         x = torch.from_numpy(buf[:, :-1].astype(np.int64))
         y = torch.from_numpy(buf[:, 1:].astype(np.int64))
         self.iteration = iteration + 1
         B = self.micro_batch
-        return [(x[k * B:(k + 1) * B], y[k * B:(k + 1) * B]) for k in range(self.grad_accum)]
+        return [(x[k * B : (k + 1) * B], y[k * B : (k + 1) * B]) for k in range(self.grad_accum)]
 
     def next(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.get(self.iteration)
 
     def _fingerprint(self) -> dict:
-        return {"scheme": SCHEME, "seed": self.seed, "block_size": self.block_size,
-                "global_batch": self.global_batch, "total_starts": self.total_starts}
+        return {
+            "scheme": SCHEME,
+            "seed": self.seed,
+            "block_size": self.block_size,
+            "global_batch": self.global_batch,
+            "total_starts": self.total_starts,
+        }
 
     def state_dict(self) -> dict:
         """The loader position (the next iteration) plus what defines the order, for checks."""
@@ -151,14 +173,17 @@ class TrainBatches:
         diff = {k: (state.get(k), v) for k, v in fp.items() if state.get(k) != v}
         if diff:
             what = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in diff.items())
-            raise DataError(f"{self.paths[0]}: the checkpoint's data order differs ({what}); "
-                            "resume with the same data, seed, block size and global batch, or "
-                            "start the job afresh")
+            raise DataError(
+                f"{self.paths[0]}: the checkpoint's data order differs ({what}); "
+                "resume with the same data, seed, block size and global batch, or "
+                "start the job afresh"
+            )
         self.iteration = int(state["iteration"])
 
 
-def final_val_windows(val_path: str, block_size: int, val_tokens: Optional[int],
-                      periodic_windows: int) -> tuple[int, Optional[str]]:
+def final_val_windows(
+    val_path: str, block_size: int, val_tokens: int | None, periodic_windows: int
+) -> tuple[int, str | None]:
     """How many windows the final eval scores, and a one-line note when the default budget had
     to shrink to what the validation shard holds (None otherwise).
 
@@ -169,29 +194,43 @@ def final_val_windows(val_path: str, block_size: int, val_tokens: Optional[int],
     if val_tokens is not None:
         want = val_tokens // block_size  # >= 1: DataConfig.problems
         if want < periodic_windows:
-            raise DataError(f"data.val_tokens={val_tokens} gives {want} windows of block_size {block_size}, "
-                            f"fewer than the periodic evals' data.val_windows={periodic_windows}; raise "
-                            "data.val_tokens (the final eval scores a superset of the periodic windows)")
+            raise DataError(
+                f"data.val_tokens={val_tokens} gives {want} windows of block_size {block_size}, "
+                f"fewer than the periodic evals' data.val_windows={periodic_windows}; raise "
+                "data.val_tokens (the final eval scores a superset of the periodic windows)"
+            )
         if want > available:
-            raise DataError(f"{val_path}: data.val_tokens={val_tokens} needs {want} windows of "
-                            f"{block_size} tokens but the validation shard holds {available}; lower "
-                            "data.val_tokens (null: what the shard holds, up to 2M) or use a larger "
-                            "validation shard")
+            raise DataError(
+                f"{val_path}: data.val_tokens={val_tokens} needs {want} windows of "
+                f"{block_size} tokens but the validation shard holds {available}; lower "
+                "data.val_tokens (null: what the shard holds, up to 2M) or use a larger "
+                "validation shard"
+            )
         return want, None
     want = DEFAULT_VAL_TOKENS // block_size
     if available >= want:
         return want, None
     n = max(available, periodic_windows)  # fewer than the periodic windows fails in ValWindows
-    return n, (f"final eval on the whole validation shard: {n} windows = {n * block_size:,} tokens, fewer "
-               f"than the default {DEFAULT_VAL_TOKENS:,}; differences smaller than a few times its "
-               "standard error cannot be resolved")
+    return n, (
+        f"final eval on the whole validation shard: {n} windows = {n * block_size:,} tokens, fewer "
+        f"than the default {DEFAULT_VAL_TOKENS:,}; differences smaller than a few times its "
+        "standard error cannot be resolved"
+    )
 
 
 class ValWindows:
     """The fixed validation windows, this rank's share (see module docstring)."""
 
-    def __init__(self, val_path: str, block_size: int, n_windows: int, world_size: int = 1,
-                 rank: int = 0, *, vocab_size: Optional[int] = None):
+    def __init__(
+        self,
+        val_path: str,
+        block_size: int,
+        n_windows: int,
+        world_size: int = 1,
+        rank: int = 0,
+        *,
+        vocab_size: int | None = None,
+    ):
         _positive(block_size=block_size, n_windows=n_windows, world_size=world_size)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
@@ -199,22 +238,26 @@ class ValWindows:
         T = block_size
         need = n_windows * T + 1
         if len(tokens) < need:
-            raise DataError(f"{val_path}: validation shard has {len(tokens)} tokens, one eval of "
-                            f"{n_windows} windows x block_size {T} needs {need}; lower "
-                            "data.val_windows or model.block_size, or make a larger validation "
-                            "shard (prepared data: a larger data.shard_tokens; embedded/textdir: "
-                            "a larger data.val_fraction)")
+            raise DataError(
+                f"{val_path}: validation shard has {len(tokens)} tokens, one eval of "
+                f"{n_windows} windows x block_size {T} needs {need}; lower "
+                "data.val_windows or model.block_size, or make a larger validation "
+                "shard (prepared data: a larger data.shard_tokens; embedded/textdir: "
+                "a larger data.val_fraction)"
+            )
         self.path, self.block_size, self.n_windows = str(val_path), T, n_windows
         self.lo = rank * n_windows // world_size
         self.hi = (rank + 1) * n_windows // world_size
-        part = np.asarray(tokens[self.lo * T:self.hi * T + 1]).astype(np.int64)
+        part = np.asarray(tokens[self.lo * T : self.hi * T + 1]).astype(np.int64)
         if vocab_size is not None and part.size and int(part.max()) >= vocab_size:
-            raise DataError(f"{val_path}: contains token id {int(part.max())} >= the model's "
-                            f"vocab_size {vocab_size}; use GPT-2 tokenized data or raise "
-                            "model.vocab_size")
+            raise DataError(
+                f"{val_path}: contains token id {int(part.max())} >= the model's "
+                f"vocab_size {vocab_size}; use GPT-2 tokenized data or raise "
+                "model.vocab_size"
+            )
         n = self.hi - self.lo
-        self._x = part[:n * T].reshape(n, T)
-        self._y = part[1:n * T + 1].reshape(n, T)
+        self._x = part[: n * T].reshape(n, T)
+        self._y = part[1 : n * T + 1].reshape(n, T)
 
     @property
     def n_local(self) -> int:
@@ -233,12 +276,19 @@ class ValWindows:
         import hashlib
 
         tokens = read_shard(self.path)
-        return hashlib.sha256(np.ascontiguousarray(
-            tokens[:self.n_windows * self.block_size + 1]).astype("<u2").tobytes()).hexdigest()[:16]
+        return hashlib.sha256(
+            np.ascontiguousarray(tokens[: self.n_windows * self.block_size + 1])
+            .astype("<u2")
+            .tobytes()
+        ).hexdigest()[:16]
 
     def batches(self, micro_batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's windows as (x, y) int64 batches of at most ``micro_batch`` windows."""
         _positive(micro_batch=micro_batch)
-        return [(torch.from_numpy(self._x[i:i + micro_batch].copy()),
-                 torch.from_numpy(self._y[i:i + micro_batch].copy()))
-                for i in range(0, self.n_local, micro_batch)]
+        return [
+            (
+                torch.from_numpy(self._x[i : i + micro_batch].copy()),
+                torch.from_numpy(self._y[i : i + micro_batch].copy()),
+            )
+            for i in range(0, self.n_local, micro_batch)
+        ]

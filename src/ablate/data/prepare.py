@@ -33,23 +33,31 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 import numpy as np
 
+from ablate.atomic import atomic_open
 from ablate.data.shards import read_header, shard_sha256, write_shard
 from ablate.data.tokenizer import EOT, get_gpt2_encoding
-from ablate.atomic import atomic_open
 from ablate.errors import DataError
 
 log = logging.getLogger("ablate.data")
 
 META = "meta.json"
 META_FORMAT = "ablate-shards-1"
-FILE_FORMATS = {".jsonl": "json", ".json": "json", ".jsonl.gz": "json", ".json.gz": "json",
-                ".parquet": "parquet", ".txt": "text", ".md": "text"}
+FILE_FORMATS = {
+    ".jsonl": "json",
+    ".json": "json",
+    ".jsonl.gz": "json",
+    ".json.gz": "json",
+    ".parquet": "parquet",
+    ".txt": "text",
+    ".md": "text",
+}
 
 
 @dataclass
@@ -57,14 +65,14 @@ class PrepareSpec:
     """What identifies a prepared dataset; a resume must match it exactly."""
 
     source: str  # "huggingface" | "files"
-    hf_path: Optional[str] = None
-    hf_config: Optional[str] = None
-    split: Optional[str] = None
-    data_files: Optional[list] = None  # sorted absolute paths
-    file_format: Optional[str] = None  # json | parquet | text
+    hf_path: str | None = None
+    hf_config: str | None = None
+    split: str | None = None
+    data_files: list | None = None  # sorted absolute paths
+    file_format: str | None = None  # json | parquet | text
     text_field: str = "text"
     shard_tokens: int = 100_000_000
-    total_tokens: Optional[int] = None
+    total_tokens: int | None = None
     prefix: str = "data"
     tokenizer: str = "gpt2"
     eot: int = EOT
@@ -83,8 +91,10 @@ def expand_data_files(patterns: Iterable[str]) -> list[str]:
     for pat in patterns:
         hits = [p for p in glob.glob(os.path.expanduser(pat), recursive=True) if os.path.isfile(p)]
         if not hits:
-            raise DataError(f"{pat}: no file matches; set data.data_files to existing "
-                            ".jsonl/.parquet/.txt files or a glob that matches them")
+            raise DataError(
+                f"{pat}: no file matches; set data.data_files to existing "
+                ".jsonl/.parquet/.txt files or a glob that matches them"
+            )
         out.update(os.path.abspath(p) for p in hits)
     return sorted(out)
 
@@ -95,22 +105,31 @@ def infer_format(files: list[str]) -> str:
         name = f.lower()
         fmt = next((v for k, v in FILE_FORMATS.items() if name.endswith(k)), None)
         if fmt is None:
-            raise DataError(f"{f}: unknown file type; data.data_files must match .jsonl, .json, "
-                            ".jsonl.gz, .parquet, .txt or .md files")
+            raise DataError(
+                f"{f}: unknown file type; data.data_files must match .jsonl, .json, "
+                ".jsonl.gz, .parquet, .txt or .md files"
+            )
         fmts.add(fmt)
     if len(fmts) != 1:
-        raise DataError(f"{files[0]}: input files mix formats {sorted(fmts)}; prepare one format "
-                        "at a time")
+        raise DataError(
+            f"{files[0]}: input files mix formats {sorted(fmts)}; prepare one format at a time"
+        )
     return fmts.pop()
 
 
 def _hf_error(spec: PrepareSpec, e: BaseException) -> DataError:
-    what = (f"{spec.hf_path} ({spec.hf_config}, {spec.split})" if spec.source == "huggingface"
-            else (spec.data_files or ["?"])[0])
+    what = (
+        f"{spec.hf_path} ({spec.hf_config}, {spec.split})"
+        if spec.source == "huggingface"
+        else (spec.data_files or ["?"])[0]
+    )
     msg = " ".join(str(e).split())[:300]
-    fix = ("check network access to huggingface.co (and HF_TOKEN), or prepare local files with "
-           "data=files data.data_files='<glob>'" if spec.source == "huggingface"
-           else "check that the files are valid json lines / parquet / UTF-8 text")
+    fix = (
+        "check network access to huggingface.co (and HF_TOKEN), or prepare local files with "
+        "data=files data.data_files='<glob>'"
+        if spec.source == "huggingface"
+        else "check that the files are valid json lines / parquet / UTF-8 text"
+    )
     return DataError(f"{what}: cannot stream documents ({type(e).__name__}: {msg}); {fix}")
 
 
@@ -120,12 +139,18 @@ def open_documents(spec: PrepareSpec) -> Iterator[str]:
 
     try:
         if spec.source == "huggingface":
-            ds = datasets.load_dataset(spec.hf_path, name=spec.hf_config, split=spec.split,
-                                       streaming=True)
+            ds = datasets.load_dataset(
+                spec.hf_path, name=spec.hf_config, split=spec.split, streaming=True
+            )
         else:
             kwargs = {"sample_by": "document"} if spec.file_format == "text" else {}
-            ds = datasets.load_dataset(spec.file_format, data_files=list(spec.data_files),
-                                       split="train", streaming=True, **kwargs)
+            ds = datasets.load_dataset(
+                spec.file_format,
+                data_files=list(spec.data_files),
+                split="train",
+                streaming=True,
+                **kwargs,
+            )
         it = iter(ds)
         first = next(it, None)
     except DataError:
@@ -139,8 +164,10 @@ def open_documents(spec: PrepareSpec) -> Iterator[str]:
     field_ = spec.text_field
     if field_ not in first:
         what = spec.hf_path if spec.source == "huggingface" else spec.data_files[0]
-        raise DataError(f"{what}: documents have no {field_!r} field (fields: {sorted(first)}); "
-                        "set data.text_field to the column that holds the text")
+        raise DataError(
+            f"{what}: documents have no {field_!r} field (fields: {sorted(first)}); "
+            "set data.text_field to the column that holds the text"
+        )
     yield first[field_] or ""
     while True:
         try:
@@ -182,8 +209,9 @@ BATCH_DOCS = 64
 """Documents per worker task."""
 
 
-def _tokenized(texts: Iterable[str], workers: int, batch_docs: int = BATCH_DOCS
-               ) -> Iterator[np.ndarray]:
+def _tokenized(
+    texts: Iterable[str], workers: int, batch_docs: int = BATCH_DOCS
+) -> Iterator[np.ndarray]:
     """Each text's tokens, in input order; ``workers`` processes (0: in this process).
 
     At most ``2 * workers + 2`` batches are read ahead of the consumer, so memory stays bounded
@@ -210,13 +238,23 @@ def _tokenized(texts: Iterable[str], workers: int, batch_docs: int = BATCH_DOCS
 
 # ---- resume bookkeeping ----
 
+
 def _shard_name(prefix: str, index: int) -> str:
     return f"{prefix}_{'val' if index == 0 else 'train'}_{index:06d}.bin"
 
 
 def _new_meta(spec: PrepareSpec) -> dict:
-    return {"format": META_FORMAT, "spec": asdict(spec), "complete": False, "exhausted": False,
-            "shards": [], "tokens": 0, "val_tokens": 0, "train_tokens": 0, "documents": None}
+    return {
+        "format": META_FORMAT,
+        "spec": asdict(spec),
+        "complete": False,
+        "exhausted": False,
+        "shards": [],
+        "tokens": 0,
+        "val_tokens": 0,
+        "train_tokens": 0,
+        "documents": None,
+    }
 
 
 def _expected_tokens(spec: PrepareSpec, written: int) -> int:
@@ -245,12 +283,17 @@ def _previous_run(out: Path, spec: PrepareSpec) -> tuple[list[dict], list[str], 
         log.warning("%s: unreadable; preparing from scratch", path)
         return [], [], False
     new_spec = asdict(spec)
-    diff = sorted(k for k in set(old_spec) | set(new_spec)
-                  if k != "total_tokens" and old_spec.get(k) != new_spec.get(k))
+    diff = sorted(
+        k
+        for k in set(old_spec) | set(new_spec)
+        if k != "total_tokens" and old_spec.get(k) != new_spec.get(k)
+    )
     if meta.get("format") != META_FORMAT or diff:
-        raise DataError(f"{path}: {out} was prepared with other settings (differ: "
-                        f"{', '.join(diff) or 'format'}); use another data.path (output folder) "
-                        f"or delete {out}")
+        raise DataError(
+            f"{path}: {out} was prepared with other settings (differ: "
+            f"{', '.join(diff) or 'format'}); use another data.path (output folder) "
+            f"or delete {out}"
+        )
     exhausted = bool(meta.get("complete") and meta.get("exhausted"))
     kept: list[dict] = []
     written = 0
@@ -269,7 +312,7 @@ def _previous_run(out: Path, spec: PrepareSpec) -> tuple[list[dict], list[str], 
             break
         kept.append(s)
         written += s["tokens"]
-    stale = [s["file"] for s in shards[len(kept):]]
+    stale = [s["file"] for s in shards[len(kept) :]]
     return kept, stale, exhausted and not stale
 
 
@@ -308,16 +351,20 @@ def _finish(out: Path, meta: dict, exhausted: bool) -> dict:
     if not (out / META).is_file() or json.loads((out / META).read_text()) != meta:
         write_json_atomic(out / META, meta)
     if meta["train_tokens"] == 0:
-        log.warning("%s: only a validation shard was written; use a smaller data.shard_tokens "
-                    "(or a larger data.total_tokens) to get training shards", out)
+        log.warning(
+            "%s: only a validation shard was written; use a smaller data.shard_tokens "
+            "(or a larger data.total_tokens) to get training shards",
+            out,
+        )
     return meta
 
 
 _END = object()
 
 
-def prepare(out_dir: str | os.PathLike, spec: PrepareSpec, workers: Optional[int] = None,
-            progress: bool = True) -> dict:
+def prepare(
+    out_dir: str | os.PathLike, spec: PrepareSpec, workers: int | None = None, progress: bool = True
+) -> dict:
     """Tokenize ``spec``'s documents into shards under ``out_dir``; return meta.json's content.
 
     Resumes a previous, interrupted run with the same spec (see the module docstring); a run
@@ -339,8 +386,9 @@ def prepare(out_dir: str | os.PathLike, spec: PrepareSpec, workers: Optional[int
         for name in stale:
             (out / name).unlink(missing_ok=True)
         log.info("%s: already prepared (%d shards, %d tokens)", out, len(kept), done_tokens)
-        return _finish(out, meta, exhausted and (spec.total_tokens is None
-                                                 or done_tokens < spec.total_tokens))
+        return _finish(
+            out, meta, exhausted and (spec.total_tokens is None or done_tokens < spec.total_tokens)
+        )
 
     get_gpt2_encoding()  # fail early (before any file is written); forked workers inherit it
     doc0, off0 = kept[-1]["end"] if kept else (0, 0)
@@ -356,8 +404,13 @@ def prepare(out_dir: str | os.PathLike, spec: PrepareSpec, workers: Optional[int
         (out / name).unlink(missing_ok=True)
     write_json_atomic(out / META, _summarize(meta))
     if kept:
-        log.info("%s: resuming after %d finished shards (%d tokens, document %d)", out,
-                 len(kept), done_tokens, doc0)
+        log.info(
+            "%s: resuming after %d finished shards (%d tokens, document %d)",
+            out,
+            len(kept),
+            done_tokens,
+            doc0,
+        )
 
     index = len(kept)
     target = _expected_tokens(spec, done_tokens)
@@ -370,18 +423,32 @@ def prepare(out_dir: str | os.PathLike, spec: PrepareSpec, workers: Optional[int
 
     from tqdm import tqdm
 
-    bar = tqdm(total=spec.total_tokens, initial=done_tokens, unit="tok", unit_scale=True,
-               desc=f"prepare {out.name}", disable=not progress, smoothing=0.1)
+    bar = tqdm(
+        total=spec.total_tokens,
+        initial=done_tokens,
+        unit="tok",
+        unit_scale=True,
+        desc=f"prepare {out.name}",
+        disable=not progress,
+        smoothing=0.1,
+    )
 
     def flush(end: list[int]) -> None:
         nonlocal index, fill, start, done_tokens
         name = _shard_name(spec.prefix, index)
         toks = buf[:fill]
         digest = write_shard(out / name, toks)
-        meta["shards"].append({"file": name, "split": "val" if index == 0 else "train",
-                               "tokens": int(fill), "sha256": digest,
-                               "max_token_id": int(toks.max()), "start": list(start),
-                               "end": list(end)})
+        meta["shards"].append(
+            {
+                "file": name,
+                "split": "val" if index == 0 else "train",
+                "tokens": int(fill),
+                "sha256": digest,
+                "max_token_id": int(toks.max()),
+                "start": list(start),
+                "end": list(end),
+            }
+        )
         write_json_atomic(out / META, _summarize(meta))
         done_tokens += fill
         log.info("%s: wrote %s (%d tokens)", out, name, fill)
@@ -397,7 +464,7 @@ def prepare(out_dir: str | os.PathLike, spec: PrepareSpec, workers: Optional[int
             bar.update(n - pos)
             while pos < n:
                 take = min(n - pos, target - fill)
-                buf[fill:fill + take] = toks[pos:pos + take]
+                buf[fill : fill + take] = toks[pos : pos + take]
                 fill += take
                 pos += take
                 if fill == target:
@@ -416,7 +483,13 @@ def prepare(out_dir: str | os.PathLike, spec: PrepareSpec, workers: Optional[int
         bar.close()
 
     meta = _finish(out, meta, exhausted)
-    log.info("%s: done, %d shards, %d tokens (val %d, train %d) in %.1fs", out,
-             len(meta["shards"]), meta["tokens"], meta["val_tokens"], meta["train_tokens"],
-             time.time() - t0)
+    log.info(
+        "%s: done, %d shards, %d tokens (val %d, train %d) in %.1fs",
+        out,
+        len(meta["shards"]),
+        meta["tokens"],
+        meta["val_tokens"],
+        meta["train_tokens"],
+        time.time() - t0,
+    )
     return meta

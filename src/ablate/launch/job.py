@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 # How a job ended is decided in ablate.outcome; these names stay importable from here for scripts
 # written against earlier versions.
-from ablate.outcome import (EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR,  # noqa: F401
-                            ATTEMPT_MARK, describe_exit, job_outcome, record_in_summary)
+from ablate.outcome import (  # noqa: F401
+    ATTEMPT_MARK,
+    EXIT_COMPLETED,
+    EXIT_FAILED,
+    EXIT_PREEMPTED,
+    EXIT_USER_ERROR,
+    describe_exit,
+    job_outcome,
+    record_in_summary,
+)
 
 
 @dataclass
@@ -18,6 +25,6 @@ class LaunchJob:
     job_dir: Path
     command: list[str]
     nproc: int = 1
-    wall_seconds: Optional[float] = None
+    wall_seconds: float | None = None
     """Kill the job's processes past this many seconds (``ablate.config.wall_seconds``)."""
     env: dict[str, str] = field(default_factory=dict)

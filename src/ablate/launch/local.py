@@ -17,9 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 from ablate.errors import ConfigError
 from ablate.launch.job import LaunchJob
@@ -45,7 +45,7 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
         _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def visible_device_ids() -> Optional[list[str]]:
+def visible_device_ids() -> list[str] | None:
     """The CUDA_VISIBLE_DEVICES this launcher was given (a Slurm allocation, a shared box), or None."""
     value = os.environ.get("CUDA_VISIBLE_DEVICES")
     if value is None:
@@ -56,9 +56,14 @@ def visible_device_ids() -> Optional[list[str]]:
 def torchrun_command(job_dir: Path, nproc: int) -> list[str]:
     """An argument list (never a shell string): values from config cannot inject commands."""
     return [
-        sys.executable, "-m", "torch.distributed.run",
-        "--standalone", f"--nproc_per_node={int(nproc)}",
-        "-m", "ablate.train", str(job_dir),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={int(nproc)}",
+        "-m",
+        "ablate.train",
+        str(job_dir),
     ]
 
 
@@ -69,8 +74,8 @@ class _Running:
     slots: list[int]
     started: float
     pump: threading.Thread
-    term_sent: Optional[float] = None
-    reason: Optional[str] = None
+    term_sent: float | None = None
+    reason: str | None = None
 
 
 @dataclass
@@ -81,7 +86,7 @@ class LocalLauncher:
     device: str = "cpu"
     echo: bool = True
     on_start: Callable[[LaunchJob], None] = lambda job: None
-    on_end: Callable[[LaunchJob, int, Optional[str]], None] = lambda job, code, error: None
+    on_end: Callable[[LaunchJob, int, str | None], None] = lambda job, code, error: None
     poll_s: float = 0.2
     stop_grace_s: float = STOP_GRACE_S
     _stopping: bool = field(default=False, init=False)
@@ -93,8 +98,10 @@ class LocalLauncher:
         """Run every job; return exit codes by job name. A failing job never stops the others."""
         for job in jobs:
             if job.nproc > self.slots:
-                raise ConfigError(f"job {job.name} needs {job.nproc} device slot(s) but only {self.slots} "
-                                  f"are visible here; lower hardware.nproc_per_node or run on a bigger machine")
+                raise ConfigError(
+                    f"job {job.name} needs {job.nproc} device slot(s) but only {self.slots} "
+                    f"are visible here; lower hardware.nproc_per_node or run on a bigger machine"
+                )
         pending = list(jobs)
         running: list[_Running] = []
         free = list(range(self.slots))
@@ -105,7 +112,7 @@ class LocalLauncher:
                 # FIFO: the head job waits for enough slots, so the matrix order is kept.
                 while pending and not self._stopping and len(free) >= pending[0].nproc:
                     job = pending.pop(0)
-                    slots, free = free[: job.nproc], free[job.nproc:]
+                    slots, free = free[: job.nproc], free[job.nproc :]
                     running.append(self._start(job, slots, print_lock, concurrent=len(running) + 1))
                 if self._stopping and pending:
                     for job in pending:
@@ -121,7 +128,9 @@ class LocalLauncher:
                     running.remove(r)
                     free = sorted(free + r.slots)
                     codes[r.job.name] = code
-                    self.on_end(r.job, code, r.reason or (None if code == 0 else describe_exit(code)))
+                    self.on_end(
+                        r.job, code, r.reason or (None if code == 0 else describe_exit(code))
+                    )
                 time.sleep(self.poll_s)
         finally:
             for r in running:  # only on an exception in this loop: leave no orphans behind
@@ -133,18 +142,23 @@ class LocalLauncher:
                     os.killpg(r.proc.pid, signal.SIGKILL)
         return codes
 
-    def _start(self, job: LaunchJob, slots: list[int], lock: threading.Lock, concurrent: int) -> _Running:
+    def _start(
+        self, job: LaunchJob, slots: list[int], lock: threading.Lock, concurrent: int
+    ) -> _Running:
         env = dict(os.environ)
         env.update(job.env)
         # Slot k is the k-th device this launcher may use, which is not physical GPU k when the
         # launcher itself was started with CUDA_VISIBLE_DEVICES (torch.cuda counts only those).
         parent = visible_device_ids()
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(parent[s] if parent is not None and s < len(parent) else str(s)
-                                               for s in slots)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(
+            parent[s] if parent is not None and s < len(parent) else str(s) for s in slots
+        )
         # torchrun gives its ranks 30 s after our SIGTERM before SIGKILL; a big checkpoint needs ours.
         env.setdefault("PET_SHUTDOWN_TIMEOUT", str(int(self.stop_grace_s * 0.9)))
         env["PYTHONUNBUFFERED"] = "1"
-        env[LOG_CAPTURED_ENV] = "1"  # we write its output to train.log: the trainer must not as well
+        env[LOG_CAPTURED_ENV] = (
+            "1"  # we write its output to train.log: the trainer must not as well
+        )
         if self.device == "cpu" and self.slots > 1 and "OMP_NUM_THREADS" not in job.env:
             # Side-by-side CPU jobs share the cores instead of oversubscribing them.
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.slots))
@@ -159,9 +173,7 @@ class LocalLauncher:
             start_new_session=True,  # its own process group: one killpg stops torchrun and ranks
             preexec_fn=_set_pdeathsig,
         )
-        pump = threading.Thread(
-            target=_pump_output, args=(proc, job, self.echo, lock), daemon=True
-        )
+        pump = threading.Thread(target=_pump_output, args=(proc, job, self.echo, lock), daemon=True)
         pump.start()
         return _Running(job=job, proc=proc, slots=slots, started=time.monotonic(), pump=pump)
 
@@ -171,7 +183,10 @@ class LocalLauncher:
             self._terminate(r, "the matrix was stopped")
         limit = r.job.wall_seconds
         if limit is not None and r.term_sent is None and now - r.started > limit:
-            self._terminate(r, f"exceeded its wall-clock limit of {limit:.0f} s (time box + budget.grace_seconds)")
+            self._terminate(
+                r,
+                f"exceeded its wall-clock limit of {limit:.0f} s (time box + budget.grace_seconds)",
+            )
         if r.term_sent is not None and now - r.term_sent > self.stop_grace_s:
             try:
                 os.killpg(r.proc.pid, signal.SIGKILL)
@@ -207,7 +222,11 @@ def _pump_output(proc: subprocess.Popen, job: LaunchJob, echo: bool, lock: threa
                 log.flush()
             except OSError as e:
                 # A full disk must not stop the draining: the job would block on a full pipe.
-                _say_once(lock, job, f"cannot write {path} ({e.strerror}); output only shown here from now on")
+                _say_once(
+                    lock,
+                    job,
+                    f"cannot write {path} ({e.strerror}); output only shown here from now on",
+                )
                 try:
                     log.close()
                 except OSError:

@@ -19,20 +19,36 @@ STABLE_KEYS = [
 ]
 
 EXAMPLES = [
-    ("python -m ablate.matrix experiment=smoke step=V0,V16,V17,V18 --multirun",
-     "the four-step CPU smoke matrix"),
+    (
+        "python -m ablate.matrix experiment=smoke step=V0,V16,V17,V18 --multirun",
+        "the four-step CPU smoke matrix",
+    ),
     ("python -m ablate.matrix matrix=ra-ablation", "a named matrix from matrix/"),
-    ("python -m ablate.matrix matrix=ra-ablation --plan", "what would run, its cost, what would fail"),
-    ("python -m ablate.matrix experiment=smoke step=V16 --cfg job", "the resolved config of one job"),
-    ("python -m ablate.matrix resume=results/test_matrix_results_20251111_170325",
-     "run the unfinished jobs of a matrix"),
-    ("python -m ablate.matrix status=results/test_matrix_results_20251111_170325",
-     "progress of a matrix, read from its files (and from Slurm for a Slurm matrix)"),
-    ("python -m ablate.matrix wait=results/test_matrix_results_20251111_170325",
-     "wait for a queued Slurm matrix's jobs, then write its report"),
-    ("python -m ablate.matrix --config-dir ~/myidea/conf plugins=[my_attention] plugin_path=[~/myidea] "
-     "experiment=smoke step=V0,V19 --multirun",
-     "your own step and model code, outside this repository"),
+    (
+        "python -m ablate.matrix matrix=ra-ablation --plan",
+        "what would run, its cost, what would fail",
+    ),
+    (
+        "python -m ablate.matrix experiment=smoke step=V16 --cfg job",
+        "the resolved config of one job",
+    ),
+    (
+        "python -m ablate.matrix resume=results/test_matrix_results_20251111_170325",
+        "run the unfinished jobs of a matrix",
+    ),
+    (
+        "python -m ablate.matrix status=results/test_matrix_results_20251111_170325",
+        "progress of a matrix, read from its files (and from Slurm for a Slurm matrix)",
+    ),
+    (
+        "python -m ablate.matrix wait=results/test_matrix_results_20251111_170325",
+        "wait for a queued Slurm matrix's jobs, then write its report",
+    ),
+    (
+        "python -m ablate.matrix --config-dir ~/myidea/conf plugins=[my_attention] plugin_path=[~/myidea] "
+        "experiment=smoke step=V0,V19 --multirun",
+        "your own step and model code, outside this repository",
+    ),
 ]
 
 
@@ -119,14 +135,18 @@ def parse_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
         elif arg in ("--config-dir", "-cd") or arg.startswith("--config-dir="):
             value = arg.split("=", 1)[1] if "=" in arg else next(it, None)
             if not value:
-                raise AblateError("--config-dir needs a folder (one holding step/, model/, ... YAML groups)")
+                raise AblateError(
+                    "--config-dir needs a folder (one holding step/, model/, ... YAML groups)"
+                )
             config_dirs.append(value)
         elif arg == "--plan":
             overrides.append("plan=true")
         elif arg in ("--cfg", "-c"):
             what = next(it, "job")
             if what != "job":
-                raise AblateError(f"--cfg {what}: only '--cfg job' is supported (prints each job's config)")
+                raise AblateError(
+                    f"--cfg {what}: only '--cfg job' is supported (prints each job's config)"
+                )
             show_cfg = True
         elif arg.startswith("matrix="):
             overrides += expand_matrix_file(arg.split("=", 1)[1])
@@ -178,8 +198,10 @@ def _main(argv: list[str]) -> int:
             from ablate.config import check_environment  # deferred: see above
             from ablate.matrix import progress, runner  # deferred: see above
         except ImportError as e:  # torch, hydra, ... missing: an installation problem, not a bug
-            raise AblateError(f"cannot import what ablate needs ({e}); install it with its dependencies "
-                              "as README.md says (pip install torch==... && pip install -e .)") from None
+            raise AblateError(
+                f"cannot import what ablate needs ({e}); install it with its dependencies "
+                "as README.md says (pip install torch==... && pip install -e .)"
+            ) from None
 
         check_environment()  # resume= composes nothing, so check here too
         overrides, multirun, show_cfg = parse_argv(argv)
@@ -196,7 +218,9 @@ def _main(argv: list[str]) -> int:
             if not given:
                 continue
             if len(overrides) > 1:
-                raise AblateError(f"{command}=DIR reads a matrix directory; it takes no other overrides")
+                raise AblateError(
+                    f"{command}=DIR reads a matrix directory; it takes no other overrides"
+                )
             path = given[0].split("=", 1)[1]
             return progress.status(path) if command == "status" else runner.run_wait(path)
         jobs = build_jobs(overrides, multirun)
@@ -205,7 +229,9 @@ def _main(argv: list[str]) -> int:
                 print(f"# job {job.name}: {' '.join(job.overrides)}  (its config.yaml)")
                 print(config_yaml(job.cfg), flush=True)
             # One block, not one per job: launcher, results_root, ... are the matrix's (matrix.json).
-            print("# matrix settings, one set for the whole matrix (matrix.json \"settings\", not in a job's config.yaml)")
+            print(
+                '# matrix settings, one set for the whole matrix (matrix.json "settings", not in a job\'s config.yaml)'
+            )
             print(config_yaml(jobs.settings), flush=True)
             return 0
         return runner.run_new(jobs, jobs.settings, argv)
@@ -213,9 +239,14 @@ def _main(argv: list[str]) -> int:
         die(str(e))
     except KeyboardInterrupt:
         if any(a.startswith(("wait=", "status=")) for a in argv):
-            die("interrupted; the Slurm jobs are not affected (status=/wait= again later)", code=130)
-        die("interrupted; no job was left half-written (a matrix directory, if one was created, "
-            "continues with resume=<matrix dir>)", code=130)
+            die(
+                "interrupted; the Slurm jobs are not affected (status=/wait= again later)", code=130
+            )
+        die(
+            "interrupted; no job was left half-written (a matrix directory, if one was created, "
+            "continues with resume=<matrix dir>)",
+            code=130,
+        )
     except Exception as e:
         # `models` may not have been imported at all (the import above failed): look it up, never by name.
         loaded = sys.modules.get("models")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 from tabulate import tabulate
 
@@ -41,8 +40,10 @@ def warmup_warnings(jobs: list[JobSpec]) -> list[str]:
     for job in jobs:
         o, b = job.cfg.optim, job.cfg.budget
         if b.max_iters is not None and o.warmup_iters >= b.max_iters:
-            out.append(f"warning: {job.name}: optim.warmup_iters={o.warmup_iters} >= budget.max_iters={b.max_iters}: "
-                       "the run ends in warmup and its report will make no verdict")
+            out.append(
+                f"warning: {job.name}: optim.warmup_iters={o.warmup_iters} >= budget.max_iters={b.max_iters}: "
+                "the run ends in warmup and its report will make no verdict"
+            )
     return out
 
 
@@ -55,7 +56,7 @@ def _job_device(cfg: RunConfig) -> str:
     return device
 
 
-def estimate_iter_seconds(cfg: RunConfig, nodes: int = 1) -> Optional[float]:
+def estimate_iter_seconds(cfg: RunConfig, nodes: int = 1) -> float | None:
     """Seconds per training iteration of this job, estimated on this machine: one timed forward +
     backward of the job's model (eager, after one untimed pass) scaled to the iteration's
     micro-batches. On CPU the pass runs at one sequence and scales linearly (a 124M model's full
@@ -96,8 +97,10 @@ def warmup_box_warnings(jobs: list[JobSpec], estimate=None, nodes: int = 1) -> l
     half the box or more at the rate estimated on this machine (``estimate(cfg)``; default:
     estimate_iter_seconds at ``nodes`` per job). One estimate per distinct model and batch shape."""
     if estimate is None:
+
         def estimate(cfg):
             return estimate_iter_seconds(cfg, nodes)
+
     out, cache = [], {}
     for job in jobs:
         cfg = job.cfg
@@ -107,8 +110,14 @@ def warmup_box_warnings(jobs: list[JobSpec], estimate=None, nodes: int = 1) -> l
         warm = o.warmup_iters
         if warm <= 0:
             continue
-        key = (repr(sorted(to_container(cfg.model).items())), cfg.hardware.micro_batch,
-               cfg.optim.tokens_per_iter, world_size(cfg, nodes), _job_device(cfg), cfg.hardware.precision)
+        key = (
+            repr(sorted(to_container(cfg.model).items())),
+            cfg.hardware.micro_batch,
+            cfg.optim.tokens_per_iter,
+            world_size(cfg, nodes),
+            _job_device(cfg),
+            cfg.hardware.precision,
+        )
         if key not in cache:
             cache[key] = estimate(cfg)
         s_iter = cache[key]
@@ -117,11 +126,16 @@ def warmup_box_warnings(jobs: list[JobSpec], estimate=None, nodes: int = 1) -> l
         box = b.box_seconds
         warm_s = warm * s_iter
         if warm_s >= 0.5 * box:
-            end = ("the box ends in warmup and its report will make no verdict" if warm_s >= box
-                   else f"warmup fills {100 * warm_s / box:.0f}% of the box")
-            out.append(f"warning: {job.name}: optim.warmup_iters={warm} at an estimated {s_iter:.3g} s/iteration "
-                       f"on this machine is ~{warm_s:.0f} s of its {box:.0f} s box: {end}; lower "
-                       f"optim.warmup_iters or set optim.warmup_fraction (a share of the box)")
+            end = (
+                "the box ends in warmup and its report will make no verdict"
+                if warm_s >= box
+                else f"warmup fills {100 * warm_s / box:.0f}% of the box"
+            )
+            out.append(
+                f"warning: {job.name}: optim.warmup_iters={warm} at an estimated {s_iter:.3g} s/iteration "
+                f"on this machine is ~{warm_s:.0f} s of its {box:.0f} s box: {end}; lower "
+                f"optim.warmup_iters or set optim.warmup_fraction (a share of the box)"
+            )
     return out
 
 
@@ -137,26 +151,49 @@ def format_plan(jobs: list[JobSpec], settings: MatrixSettings) -> str:
         device = cfg.hardware.device
         dev_h = ws * box / 3600 if box is not None else 0.0
         total_dev_h += dev_h
-        rows.append([
-            job.name, job.step, cfg.step.architecture, job.seed,
-            f"{ws} x {device}",
-            "-" if box is None else f"{box:.0f}",
-            cfg.budget.max_iters if cfg.budget.max_iters is not None else "-",
-            f"{dev_h:.2f}",
-            *eval_cost(cfg),
-            " ".join(o for o in job.overrides if not o.startswith("plan=")),
-        ])
-    headers = ["job", "step", "architecture", "seed", "ranks x device", "box s", "max iters", "device-hours",
-               "periodic evals", "final eval tokens", "overrides"]
-    out = [f"Plan: {len(jobs)} job(s) into {settings.results_root}/test_matrix_results_<timestamp>/", ""]
+        rows.append(
+            [
+                job.name,
+                job.step,
+                cfg.step.architecture,
+                job.seed,
+                f"{ws} x {device}",
+                "-" if box is None else f"{box:.0f}",
+                cfg.budget.max_iters if cfg.budget.max_iters is not None else "-",
+                f"{dev_h:.2f}",
+                *eval_cost(cfg),
+                " ".join(o for o in job.overrides if not o.startswith("plan=")),
+            ]
+        )
+    headers = [
+        "job",
+        "step",
+        "architecture",
+        "seed",
+        "ranks x device",
+        "box s",
+        "max iters",
+        "device-hours",
+        "periodic evals",
+        "final eval tokens",
+        "overrides",
+    ]
+    out = [
+        f"Plan: {len(jobs)} job(s) into {settings.results_root}/test_matrix_results_<timestamp>/",
+        "",
+    ]
     out.append(tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True))
     out.append("")
-    out.append(f"Total: {total_dev_h:.2f} device-hours of training (boxes only; evals and startup come on top).")
-    out.append("Evals (outside the box, estimated from FLOPs: an eval token costs ~1/3 of a training token): "
-               "periodic evals on data.val_windows windows every budget.eval_interval iterations add the "
-               "share shown to the training time; the final eval on the full validation set "
-               "(data.val_tokens; null: up to 2M, or what the validation shard holds) costs about as "
-               "long as the training iterations shown.")
+    out.append(
+        f"Total: {total_dev_h:.2f} device-hours of training (boxes only; evals and startup come on top)."
+    )
+    out.append(
+        "Evals (outside the box, estimated from FLOPs: an eval token costs ~1/3 of a training token): "
+        "periodic evals on data.val_windows windows every budget.eval_interval iterations add the "
+        "share shown to the training time; the final eval on the full validation set "
+        "(data.val_tokens; null: up to 2M, or what the validation shard holds) costs about as "
+        "long as the training iterations shown."
+    )
     for line in warmup_warnings(jobs) + warmup_box_warnings(jobs, nodes=nodes):
         out.append(line)
     if settings.launcher.name == "slurm":

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 
@@ -29,7 +29,7 @@ from ablate.train.optim import grad_accum_for
 class PreflightResult:
     job: str
     problems: list[str]
-    causality: Optional[dict] = None
+    causality: dict | None = None
     """The causality record of this job's model config (shared by jobs with the same config)."""
 
     @property
@@ -43,7 +43,9 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def check_model(model_cfg: dict, causality: bool = True, seed: int = 0) -> tuple[list[str], Optional[dict]]:
+def check_model(
+    model_cfg: dict, causality: bool = True, seed: int = 0
+) -> tuple[list[str], dict | None]:
     """Build the step's model at the job's own shapes and prove it causal (both probes, see
     models/causality.py). Returns (problems, causality record or None when not checked)."""
     try:
@@ -56,7 +58,9 @@ def check_model(model_cfg: dict, causality: bool = True, seed: int = 0) -> tuple
     report = models.check_causal(model, seed=seed)
     record = report.to_record()
     if not report.ok:
-        return [f"{report.message}; refusing to train a step that sees future tokens or other rows"], record
+        return [
+            f"{report.message}; refusing to train a step that sees future tokens or other rows"
+        ], record
     return [], record
 
 
@@ -64,7 +68,9 @@ def check_batch(cfg: RunConfig, world_size: int) -> list[str]:
     """The global batch splits into micro-batches at the world size the job will launch with (the
     trainer's own rule, ``grad_accum_for``, checked here before anything runs)."""
     try:
-        grad_accum_for(cfg.optim.tokens_per_iter, cfg.model.block_size, cfg.hardware.micro_batch, world_size)
+        grad_accum_for(
+            cfg.optim.tokens_per_iter, cfg.model.block_size, cfg.hardware.micro_batch, world_size
+        )
     except ConfigError as e:
         return [str(e)]
     return []
@@ -78,7 +84,9 @@ def check_hardware(cfg: RunConfig, gpus_available: int, launcher: str) -> list[s
     if device == "cuda" and launcher == "local":
         limit = cfg.hardware.gpus if cfg.hardware.gpus is not None else gpus_available
         if gpus_available == 0:
-            return ["hardware.device=cuda but no CUDA GPU is visible; use hardware=cpu or run on a GPU machine"]
+            return [
+                "hardware.device=cuda but no CUDA GPU is visible; use hardware=cpu or run on a GPU machine"
+            ]
         if nproc > min(limit, gpus_available):
             return [
                 f"hardware.nproc_per_node={nproc} needs {nproc} GPUs per job but {gpus_available} are visible; "
@@ -87,7 +95,7 @@ def check_hardware(cfg: RunConfig, gpus_available: int, launcher: str) -> list[s
     return []
 
 
-def check_data(cfg: RunConfig, progress: Optional[Callable[[str], None]] = None) -> list[str]:
+def check_data(cfg: RunConfig, progress: Callable[[str], None] | None = None) -> list[str]:
     d, T, vocab = cfg.data, cfg.model.block_size, cfg.model.vocab_size
     try:
         ds = resolve_dataset(d, vocab)
@@ -111,14 +119,18 @@ def check_output_dir(root: Path, create: bool = True) -> list[str]:
             existing = existing.parent
         if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
             return []
-        return [f"output directory {root} is not writable ({existing} is not a writable folder); "
-                "set results_root to a writable path"]
+        return [
+            f"output directory {root} is not writable ({existing} is not a writable folder); "
+            "set results_root to a writable path"
+        ]
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".writable-"):
             pass
     except OSError as e:
-        return [f"output directory {root} is not writable ({e.strerror}); set results_root to a writable path"]
+        return [
+            f"output directory {root} is not writable ({e.strerror}); set results_root to a writable path"
+        ]
     return []
 
 
@@ -130,7 +142,7 @@ def world_size(cfg: RunConfig, nodes: int = 1) -> int:
 def preflight(
     jobs: list[JobSpec],
     settings: MatrixSettings,
-    progress: Optional[Callable[[str], None]] = None,
+    progress: Callable[[str], None] | None = None,
     create_output_dir: bool = True,
     causality: bool = True,
 ) -> list[PreflightResult]:
@@ -143,7 +155,7 @@ def preflight(
     nodes = job_nodes(settings)
     gpus = visible_gpus()
     results: list[PreflightResult] = []
-    model_cache: dict[str, tuple[list[str], Optional[dict]]] = {}
+    model_cache: dict[str, tuple[list[str], dict | None]] = {}
     data_cache: dict[str, list[str]] = {}
     out_problems = check_output_dir(results_root, create=create_output_dir)
     for job in jobs:
@@ -153,7 +165,9 @@ def preflight(
         problems: list[str] = []
         problems += check_hardware(cfg, gpus, launcher)
         problems += check_batch(cfg, world_size(cfg, nodes))
-        dkey = repr((sorted(to_container(cfg.data).items()), cfg.model.block_size, cfg.model.vocab_size))
+        dkey = repr(
+            (sorted(to_container(cfg.data).items()), cfg.model.block_size, cfg.model.vocab_size)
+        )
         if dkey not in data_cache:
             data_cache[dkey] = check_data(cfg, progress)
         problems += data_cache[dkey]
@@ -163,17 +177,23 @@ def preflight(
         key = repr(sorted(model_cfg.items()))
         if key not in model_cache and not problems:
             if progress and causality:
-                progress(f"causality check of {job.name}'s model ({len(model_cache) + 1} distinct so far)")
+                progress(
+                    f"causality check of {job.name}'s model ({len(model_cache) + 1} distinct so far)"
+                )
             model_cache[key] = check_model(model_cfg, causality=causality, seed=cfg.seed)
             rec = model_cache[key][1]
             if progress and rec is not None:
-                progress(f"causality {job.name}: {'causal' if rec['ok'] else 'LEAKS'}, "
-                         f"{rec['probes_run']} probe(s), {rec['seconds']:.1f}s")
+                progress(
+                    f"causality {job.name}: {'causal' if rec['ok'] else 'LEAKS'}, "
+                    f"{rec['probes_run']} probe(s), {rec['seconds']:.1f}s"
+                )
         model_problems, record = model_cache.get(key, ([], None))
         problems += model_problems
         problems += out_problems
         if launcher == "slurm":
-            problem = log_folder_problem(settings.launcher.slurm.folder or results_root.expanduser().absolute())
+            problem = log_folder_problem(
+                settings.launcher.slurm.folder or results_root.expanduser().absolute()
+            )
             if problem:
                 problems.append(problem)
         results.append(PreflightResult(job.name, problems, record))

@@ -16,15 +16,15 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import TextIO
 
 from tabulate import tabulate
 
 from ablate import console, results
-from ablate.outcome import MATRIX_COMPLETED, MATRIX_NOT_COMPLETED, MATRIX_UNFINISHED, done_status
 from ablate.errors import AblateError
 from ablate.launch import slurm
 from ablate.lock import LockHeld, LockUnavailable, lock_matrix
+from ablate.outcome import MATRIX_COMPLETED, MATRIX_NOT_COMPLETED, MATRIX_UNFINISHED, done_status
 
 TAIL_BYTES = 65536  # the last train record is near the end of metrics.jsonl; never read it whole
 
@@ -33,15 +33,15 @@ TAIL_BYTES = 65536  # the last train record is near the end of metrics.jsonl; ne
 class JobProgress:
     name: str
     status: str
-    iter: Optional[int] = None
-    max_iters: Optional[int] = None
-    box_seconds: Optional[float] = None
-    train_seconds: Optional[float] = None
-    loss: Optional[float] = None
-    tokens_per_s: Optional[float] = None
+    iter: int | None = None
+    max_iters: int | None = None
+    box_seconds: float | None = None
+    train_seconds: float | None = None
+    loss: float | None = None
+    tokens_per_s: float | None = None
 
     @property
-    def fraction(self) -> Optional[float]:
+    def fraction(self) -> float | None:
         """Fraction of the budget used: time box or iterations, whichever ends first."""
         parts = []
         if self.box_seconds and self.train_seconds is not None:
@@ -52,7 +52,7 @@ class JobProgress:
             return 1.0
         return min(1.0, max(parts)) if parts else None
 
-    def remaining_seconds(self) -> Optional[float]:
+    def remaining_seconds(self) -> float | None:
         """Training seconds this job still needs (evals and start-up not counted)."""
         if self.status == results.COMPLETED:
             return 0.0
@@ -77,7 +77,7 @@ class MatrixProgress:
         return sum(1 for j in self.jobs if j.status in statuses)
 
     @property
-    def eta_seconds(self) -> Optional[float]:
+    def eta_seconds(self) -> float | None:
         """Training time left for the whole matrix at the current parallelism; None if unknown."""
         pending = [j for j in self.jobs if j.status in (results.PENDING, results.RUNNING)]
         if not pending:
@@ -91,7 +91,7 @@ class MatrixProgress:
         return total / max(1, self.count(results.RUNNING))
 
 
-def last_train_record(path: Path) -> Optional[dict]:
+def last_train_record(path: Path) -> dict | None:
     """The last complete ``kind: train`` line of a metrics.jsonl (read from its tail)."""
     try:
         with open(path, "rb") as f:
@@ -118,7 +118,7 @@ def _summary(jd: results.JobDir) -> dict:
         return {}
 
 
-def _budget(jd: results.JobDir, cache: dict) -> tuple[Optional[int], Optional[float]]:
+def _budget(jd: results.JobDir, cache: dict) -> tuple[int | None, float | None]:
     """(max_iters, box_seconds) from the job's config.yaml, which exists before the job starts."""
     key = str(jd.config)
     if key not in cache:
@@ -130,7 +130,7 @@ def _budget(jd: results.JobDir, cache: dict) -> tuple[Optional[int], Optional[fl
     return cache[key]
 
 
-def read(manifest: results.Manifest, cache: Optional[dict] = None) -> MatrixProgress:
+def read(manifest: results.Manifest, cache: dict | None = None) -> MatrixProgress:
     out = MatrixProgress(manifest.dir)
     cache = {} if cache is None else cache
     for entry in list(manifest.jobs):
@@ -142,8 +142,11 @@ def read(manifest: results.Manifest, cache: Optional[dict] = None) -> MatrixProg
         done = done_status(jd) if job.status in (results.PENDING, results.RUNNING) else None
         if done:
             job.status = done
-        elif job.status == results.PENDING and summary.get("status") == results.RUNNING \
-                and not summary.get("stopped_by"):
+        elif (
+            job.status == results.PENDING
+            and summary.get("status") == results.RUNNING
+            and not summary.get("stopped_by")
+        ):
             job.status = results.RUNNING
         job.max_iters, job.box_seconds = _budget(jd, cache)
         job.iter = summary.get("iterations")
@@ -160,7 +163,7 @@ def read(manifest: results.Manifest, cache: Optional[dict] = None) -> MatrixProg
     return out
 
 
-def _duration(seconds: Optional[float]) -> str:
+def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     s = int(round(seconds))
@@ -171,7 +174,7 @@ def _duration(seconds: Optional[float]) -> str:
     return f"{s}s"
 
 
-def _bar(fraction: Optional[float], width: int) -> str:
+def _bar(fraction: float | None, width: int) -> str:
     if fraction is None:
         return "[" + "?" * width + "]"
     filled = int(round(fraction * width))
@@ -181,11 +184,13 @@ def _bar(fraction: Optional[float], width: int) -> str:
 def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -> list[str]:
     """The compact view: one counts line, then one line per running job (every job if all_jobs)."""
     c = progress.count
-    head = (f"{c(results.COMPLETED)} done, {c(results.RUNNING)} running, {c(results.PENDING)} queued"
-            + (f", {c(results.FAILED)} failed" if c(results.FAILED) else "")
-            + (f", {c(results.INTERRUPTED)} interrupted" if c(results.INTERRUPTED) else "")
-            + (f", {c(results.LEAKED)} leaked" if c(results.LEAKED) else "")
-            + f" of {len(progress.jobs)} | ETA ~{_duration(progress.eta_seconds)} of training")
+    head = (
+        f"{c(results.COMPLETED)} done, {c(results.RUNNING)} running, {c(results.PENDING)} queued"
+        + (f", {c(results.FAILED)} failed" if c(results.FAILED) else "")
+        + (f", {c(results.INTERRUPTED)} interrupted" if c(results.INTERRUPTED) else "")
+        + (f", {c(results.LEAKED)} leaked" if c(results.LEAKED) else "")
+        + f" of {len(progress.jobs)} | ETA ~{_duration(progress.eta_seconds)} of training"
+    )
     lines = [f"[matrix] {head}"]
     name_w = max([len(j.name) for j in progress.jobs] + [4])
     for j in progress.jobs:
@@ -218,7 +223,9 @@ emit = console.emit  # one message line; above the live view when one is drawn
 class LiveView:
     """Redraws ``render(read(manifest))`` at the bottom of a terminal while a matrix runs."""
 
-    def __init__(self, manifest: results.Manifest, stream: Optional[TextIO] = None, interval_s: float = 1.0):
+    def __init__(
+        self, manifest: results.Manifest, stream: TextIO | None = None, interval_s: float = 1.0
+    ):
         self.manifest = manifest
         self.stream = stream or sys.stdout
         self.interval_s = interval_s
@@ -227,10 +234,10 @@ class LiveView:
         self._budgets: dict = {}
         self._previous_sink = None
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     @staticmethod
-    def wanted(stream: Optional[TextIO] = None) -> bool:
+    def wanted(stream: TextIO | None = None) -> bool:
         stream = stream or sys.stdout
         try:
             return stream.isatty() and os.environ.get("TERM") != "dumb"
@@ -239,12 +246,17 @@ class LiveView:
 
     def _clear(self) -> None:
         if self._drawn:
-            self.stream.write(f"\x1b[{self._drawn}F\x1b[J")  # up to the block's first line, clear below
+            self.stream.write(
+                f"\x1b[{self._drawn}F\x1b[J"
+            )  # up to the block's first line, clear below
             self._drawn = 0
 
     def _draw(self) -> None:
         try:
-            lines = render(read(self.manifest, self._budgets), width=max(40, shutil.get_terminal_size().columns - 1))
+            lines = render(
+                read(self.manifest, self._budgets),
+                width=max(40, shutil.get_terminal_size().columns - 1),
+            )
         except Exception as e:  # the view must never stop a matrix
             lines = [f"[matrix] progress unavailable: {type(e).__name__}"]
         self._clear()
@@ -273,7 +285,7 @@ class LiveView:
         while not self._stop.wait(self.interval_s):
             self.refresh()
 
-    def __enter__(self) -> "LiveView":
+    def __enter__(self) -> LiveView:
         self._previous_sink = console.set_sink(self.print)
         self.refresh()
         self._thread = threading.Thread(target=self._loop, name="ablate-progress", daemon=True)
@@ -297,7 +309,9 @@ def status(path: str) -> int:
     Exit code: 0 every job completed, 3 some job is queued or running, 1 otherwise."""
     manifest = results.Manifest.load(path)
     states: dict[str, str] = {}
-    if manifest.data.get("launcher") == "slurm" or any(j.get("slurm_job_id") for j in manifest.jobs):
+    if manifest.data.get("launcher") == "slurm" or any(
+        j.get("slurm_job_id") for j in manifest.jobs
+    ):
         try:  # refresh writes matrix.json: only as its one writer, else show Slurm's view unsaved
             lock = lock_matrix(manifest.dir)
         except (LockHeld, LockUnavailable):
@@ -306,7 +320,9 @@ def status(path: str) -> int:
         try:
             if lock is not None:
                 manifest = results.Manifest.load(path)
-            states = slurm.refresh(manifest)  # Slurm's view first: a job that ended there is not shown as running
+            states = slurm.refresh(
+                manifest
+            )  # Slurm's view first: a job that ended there is not shown as running
         finally:
             if lock is not None:
                 lock.release()
@@ -318,11 +334,14 @@ def status(path: str) -> int:
     statuses = [j.status for j in progress.jobs]
     if all(s == results.COMPLETED for s in statuses):
         return MATRIX_COMPLETED
-    if any(s in (results.PENDING, results.RUNNING) for s in statuses) \
-            or any(state in slurm.ACTIVE_STATES for state in states.values()):
+    if any(s in (results.PENDING, results.RUNNING) for s in statuses) or any(
+        state in slurm.ACTIVE_STATES for state in states.values()
+    ):
         return MATRIX_UNFINISHED
     if states:
-        console.emit(f"[ablate] resume the jobs that did not complete with: python -m ablate.matrix resume={manifest.dir}")
+        console.emit(
+            f"[ablate] resume the jobs that did not complete with: python -m ablate.matrix resume={manifest.dir}"
+        )
     return MATRIX_NOT_COMPLETED
 
 
@@ -335,8 +354,20 @@ def slurm_table(manifest: results.Manifest, states: dict[str, str]) -> str:
             summary = manifest.job_dir(job["name"]).read_summary()
         except AblateError:
             pass
-        rows.append([job["name"], job["status"], job.get("slurm_job_id") or "-", states.get(job["name"], "-"),
-                     (summary or {}).get("iterations", "-"), (summary or {}).get("resumed", "-"),
-                     job.get("error") or ""])
-    return tabulate(rows, headers=["job", "status", "Slurm job", "Slurm state", "iterations", "resumed", "error"],
-                    tablefmt="pipe", disable_numparse=True)
+        rows.append(
+            [
+                job["name"],
+                job["status"],
+                job.get("slurm_job_id") or "-",
+                states.get(job["name"], "-"),
+                (summary or {}).get("iterations", "-"),
+                (summary or {}).get("resumed", "-"),
+                job.get("error") or "",
+            ]
+        )
+    return tabulate(
+        rows,
+        headers=["job", "status", "Slurm job", "Slurm state", "iterations", "resumed", "error"],
+        tablefmt="pipe",
+        disable_numparse=True,
+    )

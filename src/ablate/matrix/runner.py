@@ -13,11 +13,17 @@ from __future__ import annotations
 import contextlib
 import signal
 from pathlib import Path
-from typing import Optional
 
 from ablate import plugins, results
 from ablate.compose import JobSpec, config_yaml
-from ablate.config import MatrixSettings, RunConfig, load_job_config, load_matrix_settings, to_container, wall_seconds
+from ablate.config import (
+    MatrixSettings,
+    RunConfig,
+    load_job_config,
+    load_matrix_settings,
+    to_container,
+    wall_seconds,
+)
 from ablate.errors import AblateError, ConfigError, PreflightError
 from ablate.launch import slurm
 from ablate.launch.job import LaunchJob
@@ -26,8 +32,14 @@ from ablate.lock import DirLock, describe_holder, lock_matrix, probe
 from ablate.matrix import progress
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import describe_failures, preflight, visible_gpus
-from ablate.outcome import (MATRIX_COMPLETED, MATRIX_NOT_COMPLETED, MATRIX_UNFINISHED, done_status, job_outcome,
-                            record_in_summary)
+from ablate.outcome import (
+    MATRIX_COMPLETED,
+    MATRIX_NOT_COMPLETED,
+    MATRIX_UNFINISHED,
+    done_status,
+    job_outcome,
+    record_in_summary,
+)
 from ablate.report import terminal_summary, write_report
 from ablate.train.trackers import check_installed
 
@@ -49,7 +61,9 @@ def run_new(jobs: list[JobSpec], settings: MatrixSettings, argv: list[str]) -> i
     root = Path(settings.results_root)
     for name in sorted({j.cfg.tracker.name for j in jobs}):
         check_installed(name)  # one line before any job starts, not one failed job per cell
-    if launcher == "slurm":  # plan, preflight or not: one sbatch script must fit every job, checked first
+    if (
+        launcher == "slurm"
+    ):  # plan, preflight or not: one sbatch script must fit every job, checked first
         slurm.array_parameters({j.name: j.cfg for j in jobs}, settings)
     if settings.plan:
         print(format_plan(jobs, settings), flush=True)
@@ -58,23 +72,43 @@ def run_new(jobs: list[JobSpec], settings: MatrixSettings, argv: list[str]) -> i
             return 0
         # The plan runs the whole preflight, causality probes included: a leaking step found here
         # costs a minute, found by the real run it costs the queue wait before it.
-        checks = preflight(jobs, settings, create_output_dir=False,
-                           progress=lambda m: print(m, flush=True) if m.startswith(("data:", "causality")) else None)
+        checks = preflight(
+            jobs,
+            settings,
+            create_output_dir=False,
+            progress=lambda m: (
+                print(m, flush=True) if m.startswith(("data:", "causality")) else None
+            ),
+        )
         if not all(c.ok for c in checks):
-            raise PreflightError(describe_failures(checks) + "\n(the plan above would stop here, before any job trains)")
-        print("Preflight: passed (config, causality, data, output directory, devices, batch).", flush=True)
+            raise PreflightError(
+                describe_failures(checks)
+                + "\n(the plan above would stop here, before any job trains)"
+            )
+        print(
+            "Preflight: passed (config, causality, data, output directory, devices, batch).",
+            flush=True,
+        )
         return 0
-    causality: dict[str, Optional[dict]] = {}
+    causality: dict[str, dict | None] = {}
     if settings.preflight:
-        say(f"preflight: {len(jobs)} job(s): config, causality, data, output directory, devices, batch")
-        checks = preflight(jobs, settings, progress=lambda m: say(m) if m.startswith(("data:", "causality")) else None)
+        say(
+            f"preflight: {len(jobs)} job(s): config, causality, data, output directory, devices, batch"
+        )
+        checks = preflight(
+            jobs,
+            settings,
+            progress=lambda m: say(m) if m.startswith(("data:", "causality")) else None,
+        )
         if not all(c.ok for c in checks):
             raise PreflightError(describe_failures(checks))
         causality = {c.job: c.causality for c in checks}
         say("preflight passed")
     else:
-        say("preflight=false: nothing is checked before training; the report marks every step unchecked")
-    lock: Optional[DirLock] = None
+        say(
+            "preflight=false: nothing is checked before training; the report marks every step unchecked"
+        )
+    lock: DirLock | None = None
     try:
         with _deferred_interrupt():  # Ctrl-C waits until the directory is whole, so it is resumable
             matrix_dir = results.new_matrix_dir(root)
@@ -106,7 +140,9 @@ def run_new(jobs: list[JobSpec], settings: MatrixSettings, argv: list[str]) -> i
 
 
 def run_resume(path: str) -> int:
-    first = results.Manifest.load(path)  # a clear error for a path that is not a matrix, before locking
+    first = results.Manifest.load(
+        path
+    )  # a clear error for a path that is not a matrix, before locking
     if _finished_as_recorded(first):
         # Nothing to run and nothing to repair: read only, not even the lock file is touched.
         say(f"resuming {first.dir}: {len(first.jobs)} job(s) complete, 0 to run")
@@ -128,16 +164,22 @@ def run_resume(path: str) -> int:
                     manifest.update_job(job["name"], status=status)
                 continue
             if not jd.path.is_dir():
-                raise ConfigError(f"{jd.path}: job directory of {job['name']} is missing; cannot resume it")
+                raise ConfigError(
+                    f"{jd.path}: job directory of {job['name']} is missing; cannot resume it"
+                )
             cfgs[job["name"]] = load_job_config(jd.config)
             # A Slurm task that holds its job is still active there: submit_matrix waits for it
             # instead of resubmitting. Locally, a holder is a process no runner of ours controls
             # (e.g. a job a killed runner left behind, still checkpointing): refuse.
             holder = probe(jd.path) if settings.launcher.name != "slurm" else None
             if holder is not None:
-                raise ConfigError(f"job {job['name']} of {manifest.dir} is still being run by "
-                                  f"{describe_holder(holder)}; wait for it to end and resume again")
-            plugins.load_for(cfgs[job["name"]])  # a plugin gone since the first run: one line, before any job
+                raise ConfigError(
+                    f"job {job['name']} of {manifest.dir} is still being run by "
+                    f"{describe_holder(holder)}; wait for it to end and resume again"
+                )
+            plugins.load_for(
+                cfgs[job["name"]]
+            )  # a plugin gone since the first run: one line, before any job
         for name in sorted({c.tracker.name for c in cfgs.values()}):
             check_installed(name)
         done = len(manifest.jobs) - len(cfgs)
@@ -147,7 +189,9 @@ def run_resume(path: str) -> int:
         return _launch_and_report(manifest, cfgs, settings)
 
 
-def _launch_and_report(manifest: results.Manifest, cfgs: dict[str, RunConfig], settings: MatrixSettings) -> int:
+def _launch_and_report(
+    manifest: results.Manifest, cfgs: dict[str, RunConfig], settings: MatrixSettings
+) -> int:
     if settings.launcher.name == "slurm":
         if settings.launcher.slurm.wait and _live(settings):
             with progress.LiveView(manifest):
@@ -164,7 +208,9 @@ def _live(settings: MatrixSettings) -> bool:
     return settings.progress and progress.LiveView.wanted()
 
 
-def _run_local(manifest: results.Manifest, cfgs: dict[str, RunConfig], settings: MatrixSettings) -> dict[str, int]:
+def _run_local(
+    manifest: results.Manifest, cfgs: dict[str, RunConfig], settings: MatrixSettings
+) -> dict[str, int]:
     first = next(iter(cfgs.values()))
     device = str(first.hardware.device)  # the Device enum as the plain string the launcher takes
     if device == "auto":
@@ -188,24 +234,40 @@ def _run_local(manifest: results.Manifest, cfgs: dict[str, RunConfig], settings:
     def on_start(job: LaunchJob) -> None:
         entry = manifest.job(job.name)
         manifest.update_job(
-            job.name, status=results.RUNNING, started=results.now_iso(), ended=None,
-            exit_code=None, error=None, attempts=int(entry.get("attempts") or 0) + 1,
+            job.name,
+            status=results.RUNNING,
+            started=results.now_iso(),
+            ended=None,
+            exit_code=None,
+            error=None,
+            attempts=int(entry.get("attempts") or 0) + 1,
         )
         say(f"start {job.name} ({job.nproc} process(es)); log: {job.job_dir / results.LOG}")
 
-    def on_end(job: LaunchJob, code: int, error: Optional[str]) -> None:
+    def on_end(job: LaunchJob, code: int, error: str | None) -> None:
         status, error = job_outcome(manifest.job_dir(job.name), code, error)
         record_in_summary(manifest.job_dir(job.name), status, error)
-        manifest.update_job(job.name, status=status, ended=results.now_iso(), exit_code=code, error=error)
-        say(f"end {job.name}: {status}" + (f" ({error})" if error and status != results.COMPLETED else ""))
+        manifest.update_job(
+            job.name, status=status, ended=results.now_iso(), exit_code=code, error=error
+        )
+        say(
+            f"end {job.name}: {status}"
+            + (f" ({error})" if error and status != results.COMPLETED else "")
+        )
 
     live = _live(settings)
     # With the live view, job output stays in each <job>/train.log: one compact view, not N logs.
-    launcher = LocalLauncher(slots=slots, device=device, on_start=on_start, on_end=on_end, echo=not live)
+    launcher = LocalLauncher(
+        slots=slots, device=device, on_start=on_start, on_end=on_end, echo=not live
+    )
     previous = signal.getsignal(signal.SIGTERM)
 
-    def stop(signum, frame):  # SIGTERM/SIGINT: stop jobs cleanly (they checkpoint), keep the manifest true
-        say("stop requested: stopping running jobs (they checkpoint); resume later with resume=<matrix dir>")
+    def stop(
+        signum, frame
+    ):  # SIGTERM/SIGINT: stop jobs cleanly (they checkpoint), keep the manifest true
+        say(
+            "stop requested: stopping running jobs (they checkpoint); resume later with resume=<matrix dir>"
+        )
         launcher.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
@@ -231,8 +293,11 @@ def run_wait(path: str) -> int:
 
 def _wait(manifest: results.Manifest, settings: MatrixSettings) -> int:
     slurm.refresh(manifest)
-    jobs = {j["name"]: str(j["slurm_job_id"]) for j in manifest.jobs
-            if j.get("slurm_job_id") and j["status"] in (results.PENDING, results.RUNNING)}
+    jobs = {
+        j["name"]: str(j["slurm_job_id"])
+        for j in manifest.jobs
+        if j.get("slurm_job_id") and j["status"] in (results.PENDING, results.RUNNING)
+    }
     say(f"waiting for {len(jobs)} Slurm job(s) of {manifest.dir}")
     codes = slurm.wait_for(manifest, jobs) if jobs else {}
     for job in manifest.jobs:  # jobs that had ended before: their codes as recorded
@@ -253,7 +318,10 @@ def _finish(manifest: results.Manifest, codes: dict[str, int], settings: MatrixS
         except Exception as e:  # a report bug must not hide the jobs' outcome
             say(f"report failed ({type(e).__name__}: {e}); results are intact in {manifest.dir}")
     bad = [j["name"] for j in manifest.jobs if j["status"] != results.COMPLETED]
-    say(f"{len(statuses) - len(bad)}/{len(statuses)} job(s) completed" + (f"; not completed: {', '.join(bad)}" if bad else ""))
+    say(
+        f"{len(statuses) - len(bad)}/{len(statuses)} job(s) completed"
+        + (f"; not completed: {', '.join(bad)}" if bad else "")
+    )
     if bad:
         interrupted = all(manifest.job(n)["status"] == results.INTERRUPTED for n in bad)
         say(f"resume with: python -m ablate.matrix resume={manifest.dir}")
@@ -264,16 +332,25 @@ def _finish(manifest: results.Manifest, codes: dict[str, int], settings: MatrixS
 def _print_summary(markdown: str, path: Path) -> None:
     try:
         print("\n" + terminal_summary(markdown, path), end="", flush=True)
-    except (BrokenPipeError, OSError, ValueError):  # a closed stdout must not turn results into a failure
+    except (
+        BrokenPipeError,
+        OSError,
+        ValueError,
+    ):  # a closed stdout must not turn results into a failure
         pass
 
 
 def _finished_as_recorded(manifest: results.Manifest) -> bool:
     """Every job DONE and recorded completed, and the report written: a resume has nothing to do."""
-    return (bool(manifest.jobs) and not manifest.problems
-            and (manifest.dir / results.REPORT).is_file()
-            and all(j["status"] == results.COMPLETED and manifest.job_dir(j["name"]).is_done()
-                    for j in manifest.jobs))
+    return (
+        bool(manifest.jobs)
+        and not manifest.problems
+        and (manifest.dir / results.REPORT).is_file()
+        and all(
+            j["status"] == results.COMPLETED and manifest.job_dir(j["name"]).is_done()
+            for j in manifest.jobs
+        )
+    )
 
 
 def _already_finished(manifest: results.Manifest, settings: MatrixSettings) -> int:
@@ -298,7 +375,10 @@ def _deferred_interrupt():
         yield
         return
     got: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {
+        s: signal.signal(s, lambda signum, frame: got.append(signum))
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
@@ -314,4 +394,3 @@ def _unique(items: list[str]) -> list[str]:
         if item not in seen:
             seen.append(item)
     return seen
-

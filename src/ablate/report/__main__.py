@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from ablate.errors import AblateError, die
 
@@ -21,27 +21,54 @@ def _parser() -> argparse.ArgumentParser:
         prog="ablate-report",
         description="Report one or more ablation matrices from their stored results.",
     )
-    p.add_argument("dirs", nargs="+", metavar="DIR",
-                   help="matrix directories or globs, e.g. 'results/test_matrix_results_*'")
-    p.add_argument("--baseline", metavar="STEP",
-                   help="step the others are compared with (default: matrix.json's baseline, else V0)")
-    p.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown",
-                   help="markdown report (default), or the per-step table as csv/json on stdout")
-    p.add_argument("--out", metavar="DIR", help="write REPORT.md and plots here instead of the first matrix dir")
-    p.add_argument("--no-write", action="store_true", help="print the markdown only; write no files")
+    p.add_argument(
+        "dirs",
+        nargs="+",
+        metavar="DIR",
+        help="matrix directories or globs, e.g. 'results/test_matrix_results_*'",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="STEP",
+        help="step the others are compared with (default: matrix.json's baseline, else V0)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("markdown", "csv", "json"),
+        default="markdown",
+        help="markdown report (default), or the per-step table as csv/json on stdout",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write REPORT.md and plots here instead of the first matrix dir",
+    )
+    p.add_argument(
+        "--no-write", action="store_true", help="print the markdown only; write no files"
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--target-loss", type=float, metavar="LOSS",
-                   help="val loss for the matched-work section's tokens/time to target "
-                        "(default: the baseline's final periodic val loss)")
+    p.add_argument(
+        "--target-loss",
+        type=float,
+        metavar="LOSS",
+        help="val loss for the matched-work section's tokens/time to target "
+        "(default: the baseline's final periodic val loss)",
+    )
     return p
 
 
-def run(argv: Optional[Sequence[str]] = None) -> str:
+def run(argv: Sequence[str] | None = None) -> str:
     args = _parser().parse_args(argv)
-    from ablate import report  # deferred: pandas and the report modules load after argument parsing (fast --help)
+    from ablate import (
+        report,  # deferred: pandas and the report modules load after argument parsing (fast --help)
+    )
 
-    if args.target_loss is not None and not (math.isfinite(args.target_loss) and args.target_loss > 0):
-        raise AblateError(f"--target-loss {args.target_loss}: must be a positive finite validation loss")
+    if args.target_loss is not None and not (
+        math.isfinite(args.target_loss) and args.target_loss > 0
+    ):
+        raise AblateError(
+            f"--target-loss {args.target_loss}: must be a positive finite validation loss"
+        )
 
     if args.format != "markdown":
         coll, stats = report.build(args.dirs, args.baseline, args.target_loss)
@@ -53,11 +80,16 @@ def run(argv: Optional[Sequence[str]] = None) -> str:
         coll, stats = report.build(args.dirs, args.baseline, args.target_loss)
         where = Path(args.out) if args.out else Path(coll.matrix_dirs[0])
         return report.render_markdown(coll, stats, where, None)
-    return report.write_report(args.dirs, args.baseline, out_dir=args.out, plots=not args.no_plots,
-                               target_loss=args.target_loss)
+    return report.write_report(
+        args.dirs,
+        args.baseline,
+        out_dir=args.out,
+        plots=not args.no_plots,
+        target_loss=args.target_loss,
+    )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     try:
         text = run(argv)
     except AblateError as e:

@@ -13,43 +13,118 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import pandas as pd
 
 from ablate import results as R
-from ablate.outcome import reported_status
 from ablate.errors import AblateError
+from ablate.outcome import reported_status
 from ablate.report.noise import block_se
 
 DEFAULT_BASELINE = "V0"
 
 # Columns of Collection.jobs, in order (one row per job).
 JOB_COLUMNS = [
-    "key", "matrix_dir", "job", "job_dir", "step", "architecture", "seed", "status",
-    "best_val_loss", "best_val_iter", "final_val_loss", "iterations", "tokens_seen",
-    "train_seconds", "ms_per_iter", "tokens_per_s", "mfu", "peak_memory_mb",
-    "world_size", "device", "device_count", "precision", "resumed", "error", "failed_iter",
-    "nan", "has_rmlp", "rmlp_w_rec", "rmlp_w_rec_mean", "ra_w_rec", "git_sha", "git_dirty",
-    "config_path", "source", "val_loss", "final_eval", "val_se", "final_val_tokens",
+    "key",
+    "matrix_dir",
+    "job",
+    "job_dir",
+    "step",
+    "architecture",
+    "seed",
+    "status",
+    "best_val_loss",
+    "best_val_iter",
+    "final_val_loss",
+    "iterations",
+    "tokens_seen",
+    "train_seconds",
+    "ms_per_iter",
+    "tokens_per_s",
+    "mfu",
+    "peak_memory_mb",
+    "world_size",
+    "device",
+    "device_count",
+    "precision",
+    "resumed",
+    "error",
+    "failed_iter",
+    "nan",
+    "has_rmlp",
+    "rmlp_w_rec",
+    "rmlp_w_rec_mean",
+    "ra_w_rec",
+    "git_sha",
+    "git_dirty",
+    "config_path",
+    "source",
+    "val_loss",
+    "final_eval",
+    "val_se",
+    "final_val_tokens",
     # for the warnings (report/warnings.py)
-    "n_evals", "warmup_iters", "box_seconds", "flops_per_token", "causality", "experiment",
-    "batch_fingerprints", "warmup_end_seconds", "gate_shares", "description",
+    "n_evals",
+    "warmup_iters",
+    "box_seconds",
+    "flops_per_token",
+    "causality",
+    "experiment",
+    "batch_fingerprints",
+    "warmup_end_seconds",
+    "gate_shares",
+    "description",
     # the job's causality state (ablate.results.causality_state) and its records' verdicts
-    "causality_state", "causality_init", "causality_trained", "causality_max_leak", "causality_seconds",
+    "causality_state",
+    "causality_init",
+    "causality_trained",
+    "causality_max_leak",
+    "causality_seconds",
 ]
-_TEXT_COLUMNS = ["step", "architecture", "seed", "status", "error", "world_size", "device", "device_count",
-                 "precision", "resumed", "git_sha", "git_dirty", "config_path", "source", "final_eval", "causality",
-                 "experiment", "batch_fingerprints", "gate_shares",
-                 "description", "causality_state", "causality_init", "causality_trained"]
+_TEXT_COLUMNS = [
+    "step",
+    "architecture",
+    "seed",
+    "status",
+    "error",
+    "world_size",
+    "device",
+    "device_count",
+    "precision",
+    "resumed",
+    "git_sha",
+    "git_dirty",
+    "config_path",
+    "source",
+    "final_eval",
+    "causality",
+    "experiment",
+    "batch_fingerprints",
+    "gate_shares",
+    "description",
+    "causality_state",
+    "causality_init",
+    "causality_trained",
+]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss", "flops"]
 
 # Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
 _NUMERIC = (
-    "best_val_loss", "best_val_iter", "final_val_loss", "iterations", "tokens_seen",
-    "train_seconds", "ms_per_iter", "tokens_per_s", "mfu", "peak_memory_mb", "failed_iter",
+    "best_val_loss",
+    "best_val_iter",
+    "final_val_loss",
+    "iterations",
+    "tokens_seen",
+    "train_seconds",
+    "ms_per_iter",
+    "tokens_per_s",
+    "mfu",
+    "peak_memory_mb",
+    "failed_iter",
 )
 
 
@@ -65,8 +140,10 @@ class Collection:
     baseline_reason: str
     notes: list[str] = field(default_factory=list)
     warnings: list = field(default_factory=list)  # report.warnings.Warn, set by report.build
-    target_loss: Optional[float] = None  # --target-loss for the matched-work section (report.build)
-    pipeline_check: bool = False  # every job ran the smoke preset: no verdicts (set by report.build)
+    target_loss: float | None = None  # --target-loss for the matched-work section (report.build)
+    pipeline_check: bool = (
+        False  # every job ran the smoke preset: no verdicts (set by report.build)
+    )
 
 
 def _num(value: Any) -> float:
@@ -106,13 +183,13 @@ def _gates_from_record(record: dict) -> dict:
     return {name: [vals[i] for i in sorted(vals)] for name, vals in per_name.items()}
 
 
-def _from_metrics(records: list[dict]) -> tuple[dict, list[dict], Optional[int], dict]:
+def _from_metrics(records: list[dict]) -> tuple[dict, list[dict], int | None, dict]:
     """Derive summary values from metrics records. Returns (values, eval curve, first NaN iter, gates)."""
     values: dict[str, Any] = {}
     curve: list[dict] = []
-    nan_iter: Optional[int] = None
-    last_train: Optional[dict] = None
-    last_any: Optional[dict] = None
+    nan_iter: int | None = None
+    last_train: dict | None = None
+    last_any: dict | None = None
     last_gates: dict = {}
     best = math.nan
     best_iter = None
@@ -122,10 +199,15 @@ def _from_metrics(records: list[dict]) -> tuple[dict, list[dict], Optional[int],
         it = rec.get("iter")
         if kind == "eval":
             v = _num(rec.get("loss/val"))
-            curve.append({
-                "iter": _num(it), "tokens_seen": _num(rec.get("tokens_seen")),
-                "train_seconds": _num(rec.get("train_seconds")), "val_loss": v, "flops": _num(rec.get("flops")),
-            })
+            curve.append(
+                {
+                    "iter": _num(it),
+                    "tokens_seen": _num(rec.get("tokens_seen")),
+                    "train_seconds": _num(rec.get("train_seconds")),
+                    "val_loss": v,
+                    "flops": _num(rec.get("flops")),
+                }
+            )
             if not math.isfinite(v):
                 nan_iter = it if nan_iter is None else nan_iter
             elif not (best <= v):  # also true while best is still NaN
@@ -145,8 +227,9 @@ def _from_metrics(records: list[dict]) -> tuple[dict, list[dict], Optional[int],
     values["best_val_iter"] = best_iter
     # The final full-set eval when recorded; results older than it only have the periodic curve.
     full = [r for r in records if r.get("kind") == "eval" and r.get("loss/val_full") is not None]
-    values["final_val_loss"] = (_num(full[-1]["loss/val_full"]) if full
-                                else curve[-1]["val_loss"] if curve else math.nan)
+    values["final_val_loss"] = (
+        _num(full[-1]["loss/val_full"]) if full else curve[-1]["val_loss"] if curve else math.nan
+    )
     if last_any is not None:
         values["iterations"] = last_any.get("iter")
         values["tokens_seen"] = last_any.get("tokens_seen")
@@ -179,8 +262,8 @@ def _read_job(
     matrix_dir: Path, jd: R.JobDir, entry: dict, key: str, notes: list[str]
 ) -> tuple[dict, list[dict]]:
     label = key
-    summary: Optional[dict] = None
-    summary_problem: Optional[str] = None
+    summary: dict | None = None
+    summary_problem: str | None = None
     if jd.summary.is_file():
         try:
             summary = jd.read_summary()
@@ -211,18 +294,30 @@ def _read_job(
     architecture = step_cfg.get("architecture")
     if architecture is None and s.get("architecture") is not None:
         architecture = s["architecture"]
-        notes.append(f"{label}: no readable config.yaml; architecture label taken from summary.json")
+        notes.append(
+            f"{label}: no readable config.yaml; architecture label taken from summary.json"
+        )
     seed = config.get("seed", s.get("seed", entry.get("seed")))
 
     manifest_status = entry.get("status")
     status = reported_status(jd, summary, manifest_status, bool(records))
-    if status == R.FAILED and s.get("status") in (R.PENDING, R.RUNNING) and manifest_status == R.FAILED:
-        notes.append(f"{label}: summary.json says {s['status']!r} but matrix.json says 'failed' "
-                     f"(exit code {entry.get('exit_code')}); reported as failed")
+    if (
+        status == R.FAILED
+        and s.get("status") in (R.PENDING, R.RUNNING)
+        and manifest_status == R.FAILED
+    ):
+        notes.append(
+            f"{label}: summary.json says {s['status']!r} but matrix.json says 'failed' "
+            f"(exit code {entry.get('exit_code')}); reported as failed"
+        )
     error = s.get("error") or entry.get("error")
 
     if summary is None and records:
-        why = f"summary.json is unreadable ({summary_problem})" if summary_problem else "summary.json is missing"
+        why = (
+            f"summary.json is unreadable ({summary_problem})"
+            if summary_problem
+            else "summary.json is missing"
+        )
         notes.append(f"{label}: {why}; values derived from metrics.jsonl")
         source = "metrics.jsonl"
     elif summary is None:
@@ -233,8 +328,14 @@ def _read_job(
         source = "summary.json"
 
     row: dict[str, Any] = {
-        "key": key, "matrix_dir": str(matrix_dir), "job": jd.name, "job_dir": str(jd.path),
-        "step": str(step), "architecture": architecture, "seed": seed, "status": status,
+        "key": key,
+        "matrix_dir": str(matrix_dir),
+        "job": jd.name,
+        "job_dir": str(jd.path),
+        "step": str(step),
+        "architecture": architecture,
+        "seed": seed,
+        "status": status,
         "error": error,
     }
     for name in _NUMERIC:
@@ -256,9 +357,13 @@ def _read_job(
         notes.append(f"{label}: {fe_problem}")
     row["final_eval"] = fe
     if fe is not None:
-        if _finite(row["final_val_loss"]) and abs(row["final_val_loss"] - fe.loss) > 1e-6 * max(1.0, abs(fe.loss)):
-            notes.append(f"{label}: summary.json's final_val_loss {row['final_val_loss']:.6f} differs from "
-                         f"final_eval.json's {fe.loss:.6f}; the per-window file is used")
+        if _finite(row["final_val_loss"]) and abs(row["final_val_loss"] - fe.loss) > 1e-6 * max(
+            1.0, abs(fe.loss)
+        ):
+            notes.append(
+                f"{label}: summary.json's final_val_loss {row['final_val_loss']:.6f} differs from "
+                f"final_eval.json's {fe.loss:.6f}; the per-window file is used"
+            )
         row["final_val_loss"] = fe.loss
         est = block_se(fe.window_losses)
         row["val_se"] = est.se if est is not None else math.nan
@@ -271,7 +376,9 @@ def _read_job(
     else:
         row["val_loss"] = row["best_val_loss"]
         if status == R.COMPLETED and _finite(row["best_val_loss"]):
-            notes.append(f"{label}: no final full-set eval recorded; its best periodic val loss is used")
+            notes.append(
+                f"{label}: no final full-set eval recorded; its best periodic val loss is used"
+            )
 
     for name in ("best_val_loss", "final_val_loss"):
         raw = s.get(name)
@@ -291,12 +398,16 @@ def _read_job(
     ra = gates.get("ra_w_rec")
     row["ra_w_rec"] = [[_num(v) for v in layer] for layer in ra] if ra else None
     if row["has_rmlp"] and not rmlp and status == R.COMPLETED:
-        notes.append(f"{label}: config.yaml has an R-MLP but no rmlp_w_rec gate values were recorded")
+        notes.append(
+            f"{label}: config.yaml has an R-MLP but no rmlp_w_rec gate values were recorded"
+        )
     for name, vals in (("R-MLP w_rec", rmlp), ("RA w_rec", _flatten(ra) if ra else None)):
         flat = [_num(v) for v in vals] if vals else []
         if len(flat) > 1 and status == R.COMPLETED and all(v == flat[0] for v in flat):
-            notes.append(f"{label}: every {name} value is exactly {flat[0]:+g}; the gate may never "
-                         f"have moved from its initial value (a dead gradient?)")
+            notes.append(
+                f"{label}: every {name} value is exactly {flat[0]:+g}; the gate may never "
+                f"have moved from its initial value (a dead gradient?)"
+            )
 
     # The trainer nests git facts ({"git": {"sha", "dirty"}}); flat keys are accepted too.
     git = env.get("git") if isinstance(env.get("git"), dict) else {}
@@ -306,43 +417,65 @@ def _read_job(
     row["source"] = source
     row["n_evals"] = len(curve)
     # {batch iteration: fingerprint of the global batch} from "batch" and eval records.
-    fps = {rec["batch_iter"]: rec["batch_fingerprint"] for rec in records
-           if isinstance(rec.get("batch_iter"), int) and isinstance(rec.get("batch_fingerprint"), str)}
+    fps = {
+        rec["batch_iter"]: rec["batch_fingerprint"]
+        for rec in records
+        if isinstance(rec.get("batch_iter"), int) and isinstance(rec.get("batch_fingerprint"), str)
+    }
     row["batch_fingerprints"] = fps or None
     optim_cfg = config.get("optim") if isinstance(config.get("optim"), dict) else {}
     budget_cfg = config.get("budget") if isinstance(config.get("budget"), dict) else {}
     row["warmup_iters"] = _num(optim_cfg.get("warmup_iters"))
     row["box_seconds"] = _num(_first(s.get("box_seconds"), budget_cfg.get("box_seconds")))
     row["flops_per_token"] = _num(env.get("flops_per_token"))
-    row["description"] = step_cfg.get("description") if isinstance(step_cfg.get("description"), str) else None
-    row["warmup_end_seconds"] = _num(s.get("warmup_end_seconds"))  # time-box mode: warmup on the clock
+    row["description"] = (
+        step_cfg.get("description") if isinstance(step_cfg.get("description"), str) else None
+    )
+    row["warmup_end_seconds"] = _num(
+        s.get("warmup_end_seconds")
+    )  # time-box mode: warmup on the clock
     shares = s.get("gate_shares")
-    row["gate_shares"] = ({k: [_num(v) for v in vals] for k, vals in shares.items() if isinstance(vals, list)}
-                          if isinstance(shares, dict) and shares else None)
+    row["gate_shares"] = (
+        {k: [_num(v) for v in vals] for k, vals in shares.items() if isinstance(vals, list)}
+        if isinstance(shares, dict) and shares
+        else None
+    )
     # Issue 11's record: {"init": {...}|None, "trained": {...}|None, "checked": bool}; absent = none.
     row["causality"] = s.get("causality") if isinstance(s.get("causality"), dict) else None
-    row["experiment"] = config.get("experiment") if isinstance(config.get("experiment"), str) else None
+    row["experiment"] = (
+        config.get("experiment") if isinstance(config.get("experiment"), str) else None
+    )
 
     if status == R.RUNNING:
-        notes.append(f"{label}: still running (iteration {_fmt_int(row['iterations'])}); its numbers may change")
+        notes.append(
+            f"{label}: still running (iteration {_fmt_int(row['iterations'])}); its numbers may change"
+        )
     elif status == R.PENDING:
         notes.append(f"{label}: not started (pending)")
     elif status == R.INTERRUPTED:
         by = f" by {s['stopped_by']}" if s.get("stopped_by") else ""
-        notes.append(f"{label}: interrupted{by} at iteration {_fmt_int(row['iterations'])} after checkpointing; "
-                     f"`python -m ablate.matrix resume={matrix_dir}` continues it")
+        notes.append(
+            f"{label}: interrupted{by} at iteration {_fmt_int(row['iterations'])} after checkpointing; "
+            f"`python -m ablate.matrix resume={matrix_dir}` continues it"
+        )
     elif status == R.FAILED:
         at = f" at iteration {_fmt_int(row['failed_iter'])}" if _finite(row["failed_iter"]) else ""
         notes.append(f"{label}: failed{at}: {_last_line(error) or 'no error message recorded'}")
     elif status == "unknown":
-        notes.append(f"{label}: no summary.json, no matrix.json status and no DONE marker; status unknown")
+        notes.append(
+            f"{label}: no summary.json, no matrix.json status and no DONE marker; status unknown"
+        )
     elif status == R.COMPLETED and not jd.is_done():
-        notes.append(f"{label}: completed per summary.json but the DONE marker is missing "
-                     f"(interrupted while finishing?)")
+        notes.append(
+            f"{label}: completed per summary.json but the DONE marker is missing "
+            f"(interrupted while finishing?)"
+        )
     trainer_notes = s.get("notes") if isinstance(s.get("notes"), list) else []
     if s.get("post_training_error") and not any("post-training" in str(n) for n in trainer_notes):
-        notes.append(f"{label}: a step after training failed (the result was saved first): "
-                     f"{_last_line(s['post_training_error'])}")
+        notes.append(
+            f"{label}: a step after training failed (the result was saved first): "
+            f"{_last_line(s['post_training_error'])}"
+        )
     notes.extend(f"{label}: trainer: {_last_line(n)}" for n in trainer_notes if n)
     if _finite(row["resumed"]) and row["resumed"] > 0:
         notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
@@ -358,12 +491,16 @@ def _verdict(record: Any) -> str:
     return {True: "ok", False: "leaked"}.get(record.get("ok"), "error")
 
 
-def _causality_columns(row: dict, summary: Optional[dict], label: str, notes: list[str]) -> None:
+def _causality_columns(row: dict, summary: dict | None, label: str, notes: list[str]) -> None:
     """The job's causality state (ablate.results.causality_state) and its two records."""
     state = R.causality_state(summary)
     c = (summary or {}).get("causality")
     c = c if isinstance(c, dict) else {}
-    records = [r for r in (c.get("init"), c.get("trained"), *(c.get("resume_checks") or [])) if isinstance(r, dict)]
+    records = [
+        r
+        for r in (c.get("init"), c.get("trained"), *(c.get("resume_checks") or []))
+        if isinstance(r, dict)
+    ]
     row["causality_state"] = state
     row["causality_init"] = _verdict(c.get("init")) if c else "-"
     row["causality_trained"] = _verdict(c.get("trained")) if c else "-"
@@ -374,17 +511,25 @@ def _causality_columns(row: dict, summary: Optional[dict], label: str, notes: li
     row["causality_seconds"] = sum(x for x in secs if not math.isnan(x)) if records else math.nan
     if state == R.LEAKED:
         bad = next((r for r in records if r.get("ok") is False), {})
-        notes.append(f"{label}: LEAKED: its model sees later tokens or other rows "
-                     f"({_last_line(bad.get('message')) or 'see summary.json causality'}); excluded from comparisons")
+        notes.append(
+            f"{label}: LEAKED: its model sees later tokens or other rows "
+            f"({_last_line(bad.get('message')) or 'see summary.json causality'}); excluded from comparisons"
+        )
     elif state == R.UNCHECKED:
-        notes.append(f"{label}: unchecked: it trained without a causality preflight record (preflight=false, or "
-                     f"its causality.json is missing); "
-                     f"its numbers are not presented as a result")
+        notes.append(
+            f"{label}: unchecked: it trained without a causality preflight record (preflight=false, or "
+            f"its causality.json is missing); "
+            f"its numbers are not presented as a result"
+        )
     elif state == R.TRAINED_UNCHECKED and row["status"] == R.COMPLETED:
-        notes.append(f"{label}: its trained weights were not rechecked for causality "
-                     f"({_last_line((c.get('trained') or {}).get('message')) or 'no record'}); not presented as a result")
+        notes.append(
+            f"{label}: its trained weights were not rechecked for causality "
+            f"({_last_line((c.get('trained') or {}).get('message')) or 'no record'}); not presented as a result"
+        )
     elif state == R.UNRECORDED and row["status"] == R.COMPLETED:
-        notes.append(f"{label}: no causality record (results written before format 2?); not presented as a result")
+        notes.append(
+            f"{label}: no causality record (results written before format 2?); not presented as a result"
+        )
 
 
 def _first(*values: Any) -> Any:
@@ -418,16 +563,18 @@ def _no_jobs_error(matrix_dir: Path) -> AblateError:
     hint = ""
     if any(p.is_dir() and R.is_matrix_dir(p) for p in matrix_dir.iterdir()):
         hint = f"; it holds matrix directories, point at {matrix_dir}/{R.MATRIX_PREFIX}* instead"
-    return AblateError(f"{matrix_dir}: no jobs found (no {R.MANIFEST} listing jobs, no job directories){hint}")
+    return AblateError(
+        f"{matrix_dir}: no jobs found (no {R.MANIFEST} listing jobs, no job directories){hint}"
+    )
 
 
-def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collection:
+def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
     """Read every job of ``matrix_dirs``; ``baseline`` overrides the manifests' choice."""
     notes: list[str] = []
     rows: list[dict] = []
     curves: list[dict] = []
     order: list[str] = []
-    per_matrix_steps: list[tuple[Path, list[str], Optional[str]]] = []
+    per_matrix_steps: list[tuple[Path, list[str], str | None]] = []
     seen_keys: dict[tuple[str, Any], str] = {}
     multi = len(matrix_dirs) > 1
     for mdir in matrix_dirs:
@@ -440,16 +587,35 @@ def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collecti
             try:
                 row, curve = _read_job(mdir, jd, entry, key, notes)
             except Exception as e:  # a malformed file must cost one job its numbers, not the report
-                notes.append(f"{key}: could not be read ({type(e).__name__}: {e}); shown without numbers")
+                notes.append(
+                    f"{key}: could not be read ({type(e).__name__}: {e}); shown without numbers"
+                )
                 row = {c: None for c in JOB_COLUMNS}
-                row.update(key=key, matrix_dir=str(mdir), job=jd.name, job_dir=str(jd.path),
-                           step=str(entry.get("step") or jd.name.split("_")[0]), seed=entry.get("seed"),
-                           status="unreadable", nan=False, has_rmlp=False, source="-",
-                           **{n: math.nan for n in _NUMERIC}, rmlp_w_rec_mean=math.nan,
-                           val_loss=math.nan, val_se=math.nan, final_val_tokens=math.nan, n_evals=0,
-                           warmup_iters=math.nan, box_seconds=math.nan, flops_per_token=math.nan,
-                           warmup_end_seconds=math.nan, causality_state=R.UNRECORDED,
-                           causality_max_leak=math.nan, causality_seconds=math.nan)
+                row.update(
+                    key=key,
+                    matrix_dir=str(mdir),
+                    job=jd.name,
+                    job_dir=str(jd.path),
+                    step=str(entry.get("step") or jd.name.split("_")[0]),
+                    seed=entry.get("seed"),
+                    status="unreadable",
+                    nan=False,
+                    has_rmlp=False,
+                    source="-",
+                    **{n: math.nan for n in _NUMERIC},
+                    rmlp_w_rec_mean=math.nan,
+                    val_loss=math.nan,
+                    val_se=math.nan,
+                    final_val_tokens=math.nan,
+                    n_evals=0,
+                    warmup_iters=math.nan,
+                    box_seconds=math.nan,
+                    flops_per_token=math.nan,
+                    warmup_end_seconds=math.nan,
+                    causality_state=R.UNRECORDED,
+                    causality_max_leak=math.nan,
+                    causality_seconds=math.nan,
+                )
                 curve = []
             rows.append(row)
             curves.extend(curve)
@@ -457,13 +623,16 @@ def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collecti
                 steps_here.append(row["step"])
             dup = (row["step"], row["seed"])
             if dup in seen_keys and row["seed"] is not None:
-                notes.append(f"{key}: step {row['step']} seed {row['seed']} also ran as {seen_keys[dup]}; "
-                             f"both are counted, and equal seeds understate the noise")
+                notes.append(
+                    f"{key}: step {row['step']} seed {row['seed']} also ran as {seen_keys[dup]}; "
+                    f"both are counted, and equal seeds understate the noise"
+                )
             seen_keys.setdefault(dup, key)
         declared = manifest.get("order")
         if isinstance(declared, list) and declared:
             steps_here = [s for s in map(str, declared) if s in steps_here] + [
-                s for s in steps_here if s not in map(str, declared)]
+                s for s in steps_here if s not in map(str, declared)
+            ]
         for s in steps_here:
             if s not in order:
                 order.append(s)
@@ -479,37 +648,47 @@ def collect(matrix_dirs: list[Path], baseline: Optional[str] = None) -> Collecti
 
 
 def _resolve_baseline(
-    per_matrix: list[tuple[Path, list[str], Optional[str]]], explicit: Optional[str], notes: list[str]
+    per_matrix: list[tuple[Path, list[str], str | None]], explicit: str | None, notes: list[str]
 ) -> tuple[str, str]:
     all_steps = [s for _, steps, _ in per_matrix for s in steps]
     if explicit is not None:
         if explicit not in all_steps:
-            raise AblateError(f"baseline step {explicit!r} has no job in the given matrices "
-                              f"(steps: {', '.join(dict.fromkeys(all_steps))})")
+            raise AblateError(
+                f"baseline step {explicit!r} has no job in the given matrices "
+                f"(steps: {', '.join(dict.fromkeys(all_steps))})"
+            )
         for mdir, steps, _ in per_matrix:
             if explicit not in steps:
-                notes.append(f"{mdir}: has no {explicit} job; its steps are compared with {explicit} "
-                             f"from another matrix (different runs, maybe different code)")
+                notes.append(
+                    f"{mdir}: has no {explicit} job; its steps are compared with {explicit} "
+                    f"from another matrix (different runs, maybe different code)"
+                )
         return explicit, "--baseline"
     declared = {str(b) for _, _, b in per_matrix if b}
     if len(declared) > 1:
         which = ", ".join(f"{m.name} says {b}" for m, _, b in per_matrix if b)
-        raise AblateError(f"the matrices declare different baselines ({which}); "
-                          f"report them separately or pass --baseline STEP")
+        raise AblateError(
+            f"the matrices declare different baselines ({which}); "
+            f"report them separately or pass --baseline STEP"
+        )
     chosen = declared.pop() if declared else DEFAULT_BASELINE
     reason = "matrix.json" if any(b for _, _, b in per_matrix) else "default"
     missing = [m for m, steps, _ in per_matrix if chosen not in steps]
     if missing and len(missing) == len(per_matrix):
-        raise AblateError(f"baseline step {chosen!r} has no job in {', '.join(str(m) for m in missing)}; "
-                          f"pass --baseline STEP (steps: {', '.join(dict.fromkeys(all_steps))})")
+        raise AblateError(
+            f"baseline step {chosen!r} has no job in {', '.join(str(m) for m in missing)}; "
+            f"pass --baseline STEP (steps: {', '.join(dict.fromkeys(all_steps))})"
+        )
     if missing:
-        raise AblateError(f"{', '.join(str(m) for m in missing)} has no {chosen} job, so its steps share no "
-                          f"baseline with the other matrices; report them separately or pass --baseline {chosen} "
-                          f"to compare across matrices anyway")
+        raise AblateError(
+            f"{', '.join(str(m) for m in missing)} has no {chosen} job, so its steps share no "
+            f"baseline with the other matrices; report them separately or pass --baseline {chosen} "
+            f"to compare across matrices anyway"
+        )
     return chosen, reason
 
 
-def relpath(path: Optional[str], start: Path) -> str:
+def relpath(path: str | None, start: Path) -> str:
     """A path as the report prints it: relative to where REPORT.md lives, so links stay valid."""
     if not path:
         return "-"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import pandas as pd
 
@@ -27,11 +26,11 @@ from ablate.report.tables import fmt_num, pipe, rounded
 
 @dataclass
 class Matched:
-    tokens: Optional[float]            # largest token count every step has an eval at
-    loss_at_tokens: dict               # step -> mean val loss there
-    target: Optional[float]
+    tokens: float | None  # largest token count every step has an eval at
+    loss_at_tokens: dict  # step -> mean val loss there
+    target: float | None
     target_source: str
-    reach: dict                        # step -> (runs reached, runs, mean tokens, mean seconds, mean FLOPs)
+    reach: dict  # step -> (runs reached, runs, mean tokens, mean seconds, mean FLOPs)
 
 
 def _completed_curves(jobs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
@@ -41,11 +40,16 @@ def _completed_curves(jobs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     return c[c["val_loss"].map(lambda v: isinstance(v, float) and math.isfinite(v)).astype(bool)]
 
 
-def matched_work(jobs: pd.DataFrame, curves: pd.DataFrame, order: list[str], baseline: str,
-                 target_loss: Optional[float] = None) -> Matched:
+def matched_work(
+    jobs: pd.DataFrame,
+    curves: pd.DataFrame,
+    order: list[str],
+    baseline: str,
+    target_loss: float | None = None,
+) -> Matched:
     c = _completed_curves(jobs, curves)
     steps = [s for s in order if s in set(c["step"])]
-    tokens: Optional[float] = None
+    tokens: float | None = None
     at: dict = {}
     if steps:
         # A token count counts for a step when every one of its completed runs has an eval there.
@@ -59,7 +63,12 @@ def matched_work(jobs: pd.DataFrame, curves: pd.DataFrame, order: list[str], bas
         common = {t for t in (common or set()) if math.isfinite(t) and t > 0}
         if common:
             tokens = max(common)
-            last = c[c["tokens_seen"] == tokens].sort_values("iter").groupby(["step", "key"])["val_loss"].last()
+            last = (
+                c[c["tokens_seen"] == tokens]
+                .sort_values("iter")
+                .groupby(["step", "key"])["val_loss"]
+                .last()
+            )
             at = {s: float(v) for s, v in last.groupby(level=0).mean().items()}
 
     target, source = target_loss, "--target-loss"
@@ -67,7 +76,10 @@ def matched_work(jobs: pd.DataFrame, curves: pd.DataFrame, order: list[str], bas
         base = c[c["step"] == baseline]
         if len(base):
             finals = base.sort_values("iter").groupby("key")["val_loss"].last()
-            target, source = float(finals.mean()), f"the baseline {baseline}'s final periodic val loss"
+            target, source = (
+                float(finals.mean()),
+                f"the baseline {baseline}'s final periodic val loss",
+            )
     reach: dict = {}
     if target is not None:
         runs_of = c.groupby("step")["key"].nunique()
@@ -75,12 +87,15 @@ def matched_work(jobs: pd.DataFrame, curves: pd.DataFrame, order: list[str], bas
         for s in steps:
             h = hit[hit["step"] == s]
             n_hit = len(h)
-            mean = [float(h[col].mean()) if n_hit else math.nan for col in ("tokens_seen", "train_seconds", "flops")]
+            mean = [
+                float(h[col].mean()) if n_hit else math.nan
+                for col in ("tokens_seen", "train_seconds", "flops")
+            ]
             reach[s] = (n_hit, int(runs_of.get(s, 0)), *mean)
     return Matched(tokens, at, target, source, reach)
 
 
-def matched_section(coll, target_loss: Optional[float] = None) -> str:
+def matched_section(coll, target_loss: float | None = None) -> str:
     m = matched_work(coll.jobs, coll.curves, coll.order, coll.baseline, target_loss)
     if not m.loss_at_tokens and not m.reach:
         return "No completed run recorded a validation curve."
@@ -96,19 +111,43 @@ def matched_section(coll, target_loss: Optional[float] = None) -> str:
             tok = fmt_num(t) if n_hit else "not reached"
             sec = fmt_num(sec_, 1) if n_hit else "-"
             fl = f"{f:.3g}" if n_hit and math.isfinite(f) else "-"
-        rows.append([step, rounded(loss, 4) if loss is not None and math.isfinite(loss) else "-",
-                     reached, tok, sec, fl])
+        rows.append(
+            [
+                step,
+                rounded(loss, 4) if loss is not None and math.isfinite(loss) else "-",
+                reached,
+                tok,
+                sec,
+                fl,
+            ]
+        )
     at = f"{fmt_num(m.tokens)} tokens" if m.tokens is not None else "equal tokens"
-    target = (f"{rounded(m.target, 4)} ({m.target_source})" if m.target is not None else "none")
-    table = pipe(rows, ["Step", f"Val loss at {at}", "Runs reaching target", "Tokens to target",
-                        "Train s to target", "FLOPs to target"])
+    target = f"{rounded(m.target, 4)} ({m.target_source})" if m.target is not None else "none"
+    table = pipe(
+        rows,
+        [
+            "Step",
+            f"Val loss at {at}",
+            "Runs reaching target",
+            "Tokens to target",
+            "Train s to target",
+            "FLOPs to target",
+        ],
+    )
     head = f"Target val loss: {target}."
     if m.tokens is None:
-        head += (" The steps share no eval point (their budget.eval_interval x optim.tokens_per_iter "
-                 "differ), so there is no val loss at equal tokens.")
-    return (head + "\n\n" + table + "\n\nEqual time (the main table) favours the step that runs more tokens "
-            "per second; these columns hold the work fixed instead. Val loss at equal tokens: the periodic "
-            "eval (the small fixed subset of validation windows, so noisier than the main table) at the "
-            "largest token count every step has an eval at, mean over completed runs. To target: the "
-            "tokens, training seconds and FLOPs at the first periodic eval at or below the target, mean "
-            "over the runs that reached it (`--target-loss` sets the target).")
+        head += (
+            " The steps share no eval point (their budget.eval_interval x optim.tokens_per_iter "
+            "differ), so there is no val loss at equal tokens."
+        )
+    return (
+        head
+        + "\n\n"
+        + table
+        + "\n\nEqual time (the main table) favours the step that runs more tokens "
+        "per second; these columns hold the work fixed instead. Val loss at equal tokens: the periodic "
+        "eval (the small fixed subset of validation windows, so noisier than the main table) at the "
+        "largest token count every step has an eval at, mean over completed runs. To target: the "
+        "tokens, training seconds and FLOPs at the first periodic eval at or below the target, mean "
+        "over the runs that reached it (`--target-loss` sets the target)."
+    )

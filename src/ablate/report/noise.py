@@ -27,8 +27,8 @@ seed-to-seed variation, and the report says so.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -44,16 +44,16 @@ class BlockSE:
 
     mean: float
     se: float
-    blocks: int          # K: full blocks the spread is measured on
-    block_windows: int   # L: windows per block
-    n: int               # windows
+    blocks: int  # K: full blocks the spread is measured on
+    block_windows: int  # L: windows per block
+    n: int  # windows
 
     @property
     def df(self) -> int:
         return self.blocks - 1
 
 
-def block_se(values: Sequence[float], max_blocks: int = MAX_BLOCKS) -> Optional[BlockSE]:
+def block_se(values: Sequence[float], max_blocks: int = MAX_BLOCKS) -> BlockSE | None:
     """Batch-means SE of the mean of ``values`` (see module docstring); None with fewer than 2 blocks."""
     x = np.asarray(values, dtype=np.float64)
     n = int(x.size)
@@ -63,13 +63,13 @@ def block_se(values: Sequence[float], max_blocks: int = MAX_BLOCKS) -> Optional[
     K = n // L
     if K < 2:
         return None
-    means = x[:K * L].reshape(K, L).mean(axis=1)
+    means = x[: K * L].reshape(K, L).mean(axis=1)
     var = float(means.var(ddof=1))
     se = math.sqrt(var / K) * math.sqrt(K * L / n)
     return BlockSE(float(x.mean()), se, K, L, n)
 
 
-def pairable(a: FinalEval, b: FinalEval) -> Optional[str]:
+def pairable(a: FinalEval, b: FinalEval) -> str | None:
     """None when ``a`` and ``b`` scored the same windows, else why they did not."""
     if a.block_size != b.block_size:
         return f"block sizes differ ({a.block_size} vs {b.block_size})"
@@ -89,7 +89,7 @@ class Paired:
     df: int
 
 
-def paired(base: FinalEval, step: FinalEval) -> Optional[Paired]:
+def paired(base: FinalEval, step: FinalEval) -> Paired | None:
     """The paired difference base - step (positive: the step's loss is lower); None if unpairable."""
     if pairable(base, step) is not None:
         return None
@@ -107,8 +107,8 @@ class Combined:
     se: float
     df: float
     seeds: int
-    eval_var: float               # mean squared paired eval SE
-    seed_var: Optional[float]     # between-seed variance beyond eval noise; None with one seed
+    eval_var: float  # mean squared paired eval SE
+    seed_var: float | None  # between-seed variance beyond eval noise; None with one seed
 
     @property
     def dominant(self) -> str:
@@ -117,14 +117,16 @@ class Combined:
         return "seeds" if self.seed_var > self.eval_var else "eval"
 
 
-def combine(pairs: Sequence[Paired]) -> Optional[Combined]:
+def combine(pairs: Sequence[Paired]) -> Combined | None:
     """Combine per-seed paired differences (see module docstring)."""
     if not pairs:
         return None
     k = len(pairs)
-    eval_var = sum(p.se ** 2 for p in pairs) / k
+    eval_var = sum(p.se**2 for p in pairs) / k
     mean = sum(p.diff for p in pairs) / k
     if k == 1:
         return Combined(mean, pairs[0].se, float(pairs[0].df), 1, eval_var, None)
     v = sum((p.diff - mean) ** 2 for p in pairs) / (k - 1)
-    return Combined(mean, math.sqrt(max(v, eval_var) / k), float(k - 1), k, eval_var, max(0.0, v - eval_var))
+    return Combined(
+        mean, math.sqrt(max(v, eval_var) / k), float(k - 1), k, eval_var, max(0.0, v - eval_var)
+    )

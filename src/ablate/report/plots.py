@@ -73,28 +73,59 @@ def val_loss_figure(coll: Collection, x: str, xlabel: str, title: str):
         for _, job in g.groupby("key", sort=False):
             xs += [job[x].to_numpy(), [np.nan]]
             ys += [job["val_loss"].to_numpy(), [np.nan]]
-        ax.plot(np.concatenate(xs), np.concatenate(ys), color=colors.get(step), linewidth=1.2,
-                alpha=0.85, label=step, marker="o", markersize=4 if len(g) <= 200 else 1.5)
+        ax.plot(
+            np.concatenate(xs),
+            np.concatenate(ys),
+            color=colors.get(step),
+            linewidth=1.2,
+            alpha=0.85,
+            label=step,
+            marker="o",
+            markersize=4 if len(g) <= 200 else 1.5,
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(title="step")
     if curves.groupby("key").size().max() < 2:
-        ax.text(0.5, 0.02, "each run has a single evaluation: one point per run, no curve",
-                transform=ax.transAxes, ha="center", va="bottom", fontsize=9, style="italic")
+        ax.text(
+            0.5,
+            0.02,
+            "each run has a single evaluation: one point per run, no curve",
+            transform=ax.transAxes,
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            style="italic",
+        )
     return fig
 
 
-def write_plots(coll: Collection, stats: dict[str, StepStats], out_dir: Path) -> list[tuple[str, str]]:
+def write_plots(
+    coll: Collection, stats: dict[str, StepStats], out_dir: Path
+) -> list[tuple[str, str]]:
     """Write the plots into ``out_dir``; returns (file name, caption) for those written."""
     written = []
-    if _val_loss(coll, "iter", "iteration", "Validation loss against iterations", out_dir / VAL_VS_ITER):
+    if _val_loss(
+        coll, "iter", "iteration", "Validation loss against iterations", out_dir / VAL_VS_ITER
+    ):
         written.append((VAL_VS_ITER, "Validation loss against iterations"))
-    if _val_loss(coll, "tokens_seen", "tokens seen", "Validation loss against tokens seen", out_dir / VAL_VS_TOKENS):
+    if _val_loss(
+        coll,
+        "tokens_seen",
+        "tokens seen",
+        "Validation loss against tokens seen",
+        out_dir / VAL_VS_TOKENS,
+    ):
         written.append((VAL_VS_TOKENS, "Validation loss against tokens seen"))
-    if _val_loss(coll, "train_seconds", "training seconds (evals excluded)",
-                 "Validation loss against training time", out_dir / VAL_VS_TIME):
+    if _val_loss(
+        coll,
+        "train_seconds",
+        "training seconds (evals excluded)",
+        "Validation loss against training time",
+        out_dir / VAL_VS_TIME,
+    ):
         written.append((VAL_VS_TIME, "Validation loss against training time"))
     if _gates(coll, stats, out_dir / W_REC):
         written.append((W_REC, "Final w_rec per layer"))

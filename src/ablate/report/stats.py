@@ -20,8 +20,8 @@ computed here from the regularized incomplete beta function.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import pandas as pd
 
@@ -112,9 +112,9 @@ class Interval:
     low: float
     high: float
     df: float
-    method: str = "Welch"             # "Welch" (over seeds) or "paired" (same windows, per seed)
-    se: Optional[float] = None
-    combined: Optional[Combined] = None  # paired only: the parts of the noise
+    method: str = "Welch"  # "Welch" (over seeds) or "paired" (same windows, per seed)
+    se: float | None = None
+    combined: Combined | None = None  # paired only: the parts of the noise
 
     @property
     def within_noise(self) -> bool:
@@ -124,7 +124,9 @@ class Interval:
         return 100.0 * self.low / base, 100.0 * self.high / base
 
 
-def welch_interval(base: Sequence[float], other: Sequence[float], confidence: float = CONFIDENCE) -> Optional[Interval]:
+def welch_interval(
+    base: Sequence[float], other: Sequence[float], confidence: float = CONFIDENCE
+) -> Interval | None:
     """Welch t-interval for mean(base) - mean(other); None unless both have n >= 2."""
     a, b = [float(x) for x in base], [float(x) for x in other]
     if len(a) < 2 or len(b) < 2:
@@ -143,7 +145,9 @@ def welch_interval(base: Sequence[float], other: Sequence[float], confidence: fl
     return Interval(diff, diff - half, diff + half, df, se=se)
 
 
-def paired_interval(base: "StepStats", step: "StepStats", confidence: float = CONFIDENCE) -> Optional[Interval]:
+def paired_interval(
+    base: StepStats, step: StepStats, confidence: float = CONFIDENCE
+) -> Interval | None:
     """The paired interval when both steps ran the same seeds and every run's window losses pair."""
     if not base.evals or len(base.evals) != base.n or len(step.evals) != step.n:
         return None
@@ -174,21 +178,21 @@ def paired_interval(base: "StepStats", step: "StepStats", confidence: float = CO
 @dataclass
 class StepStats:
     step: str
-    architecture: Optional[str]
-    values: list[float]          # val losses the statistics use (final full-set eval; see load.py)
-    flag: Optional[str]          # None: completed runs; else why the value is partial or missing
+    architecture: str | None
+    values: list[float]  # val losses the statistics use (final full-set eval; see load.py)
+    flag: str | None  # None: completed runs; else why the value is partial or missing
     n_jobs: int
-    counts: dict                 # status -> number of jobs
+    counts: dict  # status -> number of jobs
     nan_jobs: int
     resumed_jobs: int
     resumes: int
     has_rmlp: bool
-    rmlp_w_rec: float            # mean over the used jobs of the mean over layers; NaN if none
-    rmlp_layers: Optional[list[float]]  # per-layer mean over used jobs
-    ra_layers: Optional[list[list[float]]]  # per layer, per head, mean over used jobs
-    seeds: list = field(default_factory=list)        # seed of each value
-    evals: list = field(default_factory=list)        # FinalEval (or None) of each value
-    val_se: list = field(default_factory=list)       # eval SE of each value (NaN: unknown)
+    rmlp_w_rec: float  # mean over the used jobs of the mean over layers; NaN if none
+    rmlp_layers: list[float] | None  # per-layer mean over used jobs
+    ra_layers: list[list[float]] | None  # per layer, per head, mean over used jobs
+    seeds: list = field(default_factory=list)  # seed of each value
+    evals: list = field(default_factory=list)  # FinalEval (or None) of each value
+    val_se: list = field(default_factory=list)  # eval SE of each value (NaN: unknown)
     best_periodic: list = field(default_factory=list)  # best periodic val loss of each used run
     cache: dict = field(default_factory=dict, repr=False, compare=False)  # compare() results
 
@@ -198,7 +202,10 @@ class StepStats:
         if not self.val_se or not all(math.isfinite(x) for x in self.val_se):
             return math.nan
         return math.sqrt(sum(x * x for x in self.val_se) / len(self.val_se))
-    causality: str = R.CHECKED   # R.CAUSALITY_STATES: leaked if any job leaked, else the weakest used job's
+
+    causality: str = (
+        R.CHECKED
+    )  # R.CAUSALITY_STATES: leaked if any job leaked, else the weakest used job's
 
     @property
     def n(self) -> int:
@@ -216,7 +223,7 @@ class StepStats:
         return math.sqrt(sum((x - m) ** 2 for x in self.values) / (len(self.values) - 1))
 
 
-def _mean_lists(lists: list[list[float]]) -> Optional[list[float]]:
+def _mean_lists(lists: list[list[float]]) -> list[float] | None:
     lists = [x for x in lists if x]
     if not lists:
         return None
@@ -290,14 +297,14 @@ class Comparison:
     step: str
     ref: str
     ref_mean: float
-    diff: float          # ref mean - step mean (loss units)
+    diff: float  # ref mean - step mean (loss units)
     pct: float
-    interval: Optional[Interval]
-    flag: Optional[str]  # set when either side is a partial value
-    withheld: Optional[str] = None  # why no improvement is presented (a side leaked or is unchecked)
+    interval: Interval | None
+    flag: str | None  # set when either side is a partial value
+    withheld: str | None = None  # why no improvement is presented (a side leaked or is unchecked)
 
     @property
-    def pct_interval(self) -> Optional[tuple[float, float]]:
+    def pct_interval(self) -> tuple[float, float] | None:
         return None if self.interval is None else self.interval.percent_of(self.ref_mean)
 
 
@@ -314,7 +321,9 @@ def _compare(step: StepStats, ref: StepStats) -> Comparison:
     (NaN, no interval) and ``withheld`` says why."""
     blocked = [f"{s.step} {s.causality}" for s in (step, ref) if s.causality != R.CHECKED]
     if blocked:
-        return Comparison(step.step, ref.step, ref.mean, math.nan, math.nan, None, None, "; ".join(blocked))
+        return Comparison(
+            step.step, ref.step, ref.mean, math.nan, math.nan, None, None, "; ".join(blocked)
+        )
     diff = ref.mean - step.mean
     pct = 100.0 * diff / ref.mean if ref.values and step.values else math.nan
     flags = [f for f in (step.flag, ref.flag and f"{ref.step} {ref.flag}") if f]

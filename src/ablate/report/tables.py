@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
@@ -85,10 +86,12 @@ def bold(cell: str) -> str:
 def blocked_steps(coll: Collection) -> set[str]:
     """Steps whose comparisons make no verdict (report/warnings.py)."""
 
-    return {s for s in coll.order if no_verdict(coll.warnings, coll.pipeline_check, s, coll.baseline)}
+    return {
+        s for s in coll.order if no_verdict(coll.warnings, coll.pipeline_check, s, coll.baseline)
+    }
 
 
-def _verdict_block(coll: Collection, step: str) -> Optional[str]:
+def _verdict_block(coll: Collection, step: str) -> str | None:
 
     return no_verdict(coll.warnings, coll.pipeline_check, step, coll.baseline)
 
@@ -103,7 +106,11 @@ def best_steps(stats: dict[str, StepStats], blocked: set[str] = frozenset()) -> 
     estimate says the difference to another completed step is within noise: a lead that the
     data cannot resolve is not marked."""
     # An unchecked or leaking step is never bold (and cannot be the winner others are measured by).
-    clean = {s: st.mean for s, st in stats.items() if st.flag is None and st.values and st.causality == R.CHECKED}
+    clean = {
+        s: st.mean
+        for s, st in stats.items()
+        if st.flag is None and st.values and st.causality == R.CHECKED
+    }
     if not clean or blocked & set(clean):
         return set()  # a comparison without a verdict cannot crown a winner
     low = min(clean.values())
@@ -118,8 +125,8 @@ def best_steps(stats: dict[str, StepStats], blocked: set[str] = frozenset()) -> 
     return winners
 
 
-def noise_verdict(c: Comparison) -> Optional[str]:
-    """"within noise" when the comparison has an interval that includes 0, else None."""
+def noise_verdict(c: Comparison) -> str | None:
+    """ "within noise" when the comparison has an interval that includes 0, else None."""
     if c.interval is not None and c.interval.within_noise:
         return "within noise"
     return None
@@ -179,23 +186,28 @@ def main_legend(coll: Collection, stats: dict[str, StepStats]) -> str:
         + (" (mean over seeds; see Seeds and noise)" if multi else "")
         + f". Improvement: (baseline - step) / baseline, baseline {coll.baseline} "
         f"({_baseline_reason(coll.baseline_reason)}), from unrounded losses; negative means worse; "
-        "\"within noise\" when its 95% interval (Seeds and noise) includes 0. "
+        '"within noise" when its 95% interval (Seeds and noise) includes 0. '
         "RMLP w_rec: final R-MLP reciprocal gate, mean over layers; N/A for steps without an R-MLP. "
         "Bold: lowest val loss among completed steps, unless an interval puts another completed "
-        "step within noise of it or a warning takes the verdict away (\"no verdict\"); a step whose "
+        'step within noise of it or a warning takes the verdict away ("no verdict"); a step whose '
         "model leaked or was not causality-checked (before training and on its trained weights) is "
         "never bold and no improvement involving it is shown (see Causality).",
     ]
     if any(st.flag for st in stats.values()):
-        parts.append("A value followed by a status in parentheses comes from runs that did not "
-                     "complete (best loss reached before failing or so far); a status alone means the "
-                     "step has no validation loss at all.")
+        parts.append(
+            "A value followed by a status in parentheses comes from runs that did not "
+            "complete (best loss reached before failing or so far); a status alone means the "
+            "step has no validation loss at all."
+        )
     return " ".join(parts)
 
 
 def _baseline_reason(reason: str) -> str:
-    return {"--baseline": "chosen with --baseline", "matrix.json": "declared in matrix.json",
-            "default": "the default"}.get(reason, reason)
+    return {
+        "--baseline": "chosen with --baseline",
+        "matrix.json": "declared in matrix.json",
+        "default": "the default",
+    }.get(reason, reason)
 
 
 # --------------------------------------------------------------------------- seeds
@@ -227,15 +239,37 @@ def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
                 verdict = f"no verdict ({block})"
             if c.withheld:
                 impr, ci, verdict = "not shown", "-", c.withheld
-        rows.append([
-            step, str(st.n), rounded(st.mean, 4) if st.values else "-",
-            rounded(st.eval_se, 4) if _finite(st.eval_se) else "-",
-            rounded(st.std, 4) if _finite(st.std) else "-",
-            rounded(min(st.values), 4) if st.values else "-",
-            rounded(max(st.values), 4) if st.values else "-", impr, ci, noise, verdict,
-        ])
-    table = pipe(rows, ["Step", "n", "Mean val loss", "Eval SE", "Std", "Min", "Max",
-                        f"Improvement vs {coll.baseline}", "95% interval", "Noise", "Verdict"])
+        rows.append(
+            [
+                step,
+                str(st.n),
+                rounded(st.mean, 4) if st.values else "-",
+                rounded(st.eval_se, 4) if _finite(st.eval_se) else "-",
+                rounded(st.std, 4) if _finite(st.std) else "-",
+                rounded(min(st.values), 4) if st.values else "-",
+                rounded(max(st.values), 4) if st.values else "-",
+                impr,
+                ci,
+                noise,
+                verdict,
+            ]
+        )
+    table = pipe(
+        rows,
+        [
+            "Step",
+            "n",
+            "Mean val loss",
+            "Eval SE",
+            "Std",
+            "Min",
+            "Max",
+            f"Improvement vs {coll.baseline}",
+            "95% interval",
+            "Noise",
+            "Verdict",
+        ],
+    )
     method = (
         "n counts completed runs with a finite loss; the val loss is the final full-set eval. Eval SE: "
         "standard error of a run's final val loss from its per-window losses, in blocks of consecutive "
@@ -247,7 +281,7 @@ def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
         "the interval covers validation sampling only, not seed-to-seed variation); else Welch's "
         "t-interval over seeds (needs n >= 2 on both sides; it ignores validation sampling, since "
         "every seed scored the same windows). Noise: which part dominates a paired interval. "
-        "\"within noise\" means the interval includes 0: the data cannot tell the step from the baseline."
+        '"within noise" means the interval includes 0: the data cannot tell the step from the baseline.'
     )
     return table + "\n\n" + method
 
@@ -261,8 +295,10 @@ def _noise_cell(c: Comparison) -> str:
     cb = iv.combined
     if cb.seed_var is None:
         return f"eval SE {rounded(cb.se, 4)}; seeds unknown (1 seed)"
-    return (f"{cb.dominant} dominate (seed SD {rounded(math.sqrt(cb.seed_var), 4)}, "
-            f"eval SE {rounded(math.sqrt(cb.eval_var), 4)})")
+    return (
+        f"{cb.dominant} dominate (seed SD {rounded(math.sqrt(cb.seed_var), 4)}, "
+        f"eval SE {rounded(math.sqrt(cb.eval_var), 4)})"
+    )
 
 
 def _interval_cells(c: Comparison, st: StepStats, ref: StepStats) -> tuple[str, str]:
@@ -285,7 +321,7 @@ def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     base = stats[coll.baseline]
     rows = []
     bullets = []
-    prev: Optional[StepStats] = None
+    prev: StepStats | None = None
     for step in coll.order:
         st = stats[step]
         refs = []
@@ -298,8 +334,16 @@ def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
         for ref, why in refs:
             c = compare(st, ref)
             if math.isnan(c.pct):
-                rows.append([step, f"{ref.step} ({why})", _loss_pair(ref, st), "-",
-                             f"not shown ({c.withheld})" if c.withheld else "n/a", "-"])
+                rows.append(
+                    [
+                        step,
+                        f"{ref.step} ({why})",
+                        _loss_pair(ref, st),
+                        "-",
+                        f"not shown ({c.withheld})" if c.withheld else "n/a",
+                        "-",
+                    ]
+                )
                 continue
             ci = "-"
             if c.interval is not None:
@@ -310,20 +354,39 @@ def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
                 elif c.interval.within_noise and c.interval.low != c.interval.high:
                     ci += " within noise"
             flag = f" ({c.flag})" if c.flag else ""
-            rows.append([step, f"{ref.step} ({why})", _loss_pair(ref, st),
-                         signed(-c.diff, 4), fmt_pct(c.pct, 1, plus=True) + flag, ci])
+            rows.append(
+                [
+                    step,
+                    f"{ref.step} ({why})",
+                    _loss_pair(ref, st),
+                    signed(-c.diff, 4),
+                    fmt_pct(c.pct, 1, plus=True) + flag,
+                    ci,
+                ]
+            )
             if "previous" in why:
-                bullets.append(f"- {ref.step} → {step}: {fmt_pct(c.pct, 1, plus=True)}{flag} "
-                               f"({rounded(ref.mean, 4)} → {rounded(st.mean, 4)})")
+                bullets.append(
+                    f"- {ref.step} → {step}: {fmt_pct(c.pct, 1, plus=True)}{flag} "
+                    f"({rounded(ref.mean, 4)} → {rounded(st.mean, 4)})"
+                )
         prev = st
     if not rows:
         return "Only one step; nothing to compare."
-    total = [f"{s}: {fmt_pct(compare(stats[s], base).pct, 1, plus=True)}"
-             for s in coll.order if s != coll.baseline and stats[s].values and base.values
-             and not compare(stats[s], base).withheld]
-    text = pipe(rows, ["Step", "Against", "Best val loss", "Loss change", "Improvement", "95% interval"])
-    text += ("\n\nImprovement = (reference - step) / reference best val loss: positive means the step's "
-             "loss is lower. Steps follow the matrix order.\n\n")
+    total = [
+        f"{s}: {fmt_pct(compare(stats[s], base).pct, 1, plus=True)}"
+        for s in coll.order
+        if s != coll.baseline
+        and stats[s].values
+        and base.values
+        and not compare(stats[s], base).withheld
+    ]
+    text = pipe(
+        rows, ["Step", "Against", "Best val loss", "Loss change", "Improvement", "95% interval"]
+    )
+    text += (
+        "\n\nImprovement = (reference - step) / reference best val loss: positive means the step's "
+        "loss is lower. Steps follow the matrix order.\n\n"
+    )
     if total:
         bullets.append(f"- Against the baseline {coll.baseline}: " + ", ".join(total))
     return text + "\n".join(bullets)
@@ -351,21 +414,55 @@ def runs_table(coll: Collection) -> str:
     rows = []
     for _, r in coll.jobs.iterrows():
         mfu = f"{100 * r['mfu']:.1f}%" if _finite(r["mfu"]) else "-"
-        rows.append([
-            r["key"], r["step"], "-" if r["seed"] is None else str(r["seed"]), r["status"],
-            rounded(r["final_val_loss"], 4) if _finite(r["final_val_loss"]) else ("NaN" if r["nan"] else "-"),
-            rounded(r["val_se"], 4) if _finite(r["val_se"]) else "-",
-            fmt_num(r["final_val_tokens"]),
-            rounded(r["best_val_loss"], 4) if _finite(r["best_val_loss"]) else ("NaN" if r["nan"] else "-"),
-            fmt_num(r["iterations"]), fmt_num(r["tokens_seen"]), fmt_num(r["train_seconds"], 1),
-            fmt_num(r["ms_per_iter"], 1), fmt_num(r["tokens_per_s"]), mfu, fmt_num(r["peak_memory_mb"]),
-            hardware(r), r["precision"] or "-",
-            str(int(r["resumed"])) if _finite(r["resumed"]) else "-",
-        ])
-    return pipe(rows, ["Job", "Step", "Seed", "Status", "Final val loss", "Eval SE", "Val tokens",
-                       "Best periodic val loss", "Iterations", "Tokens seen",
-                       "Train s", "ms/iter", "Tokens/s", "MFU", "Peak MB", "World size x device",
-                       "Precision", "Resumed"])
+        rows.append(
+            [
+                r["key"],
+                r["step"],
+                "-" if r["seed"] is None else str(r["seed"]),
+                r["status"],
+                rounded(r["final_val_loss"], 4)
+                if _finite(r["final_val_loss"])
+                else ("NaN" if r["nan"] else "-"),
+                rounded(r["val_se"], 4) if _finite(r["val_se"]) else "-",
+                fmt_num(r["final_val_tokens"]),
+                rounded(r["best_val_loss"], 4)
+                if _finite(r["best_val_loss"])
+                else ("NaN" if r["nan"] else "-"),
+                fmt_num(r["iterations"]),
+                fmt_num(r["tokens_seen"]),
+                fmt_num(r["train_seconds"], 1),
+                fmt_num(r["ms_per_iter"], 1),
+                fmt_num(r["tokens_per_s"]),
+                mfu,
+                fmt_num(r["peak_memory_mb"]),
+                hardware(r),
+                r["precision"] or "-",
+                str(int(r["resumed"])) if _finite(r["resumed"]) else "-",
+            ]
+        )
+    return pipe(
+        rows,
+        [
+            "Job",
+            "Step",
+            "Seed",
+            "Status",
+            "Final val loss",
+            "Eval SE",
+            "Val tokens",
+            "Best periodic val loss",
+            "Iterations",
+            "Tokens seen",
+            "Train s",
+            "ms/iter",
+            "Tokens/s",
+            "MFU",
+            "Peak MB",
+            "World size x device",
+            "Precision",
+            "Resumed",
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- gates
@@ -385,8 +482,11 @@ def rmlp_section(coll: Collection, stats: dict[str, StepStats]) -> str:
             xs = [x for x in stats[s].rmlp_layers or [] if _finite(x)]
             cells.append(fmt_w(fn(xs)) if xs else "-")
         rows.append([f"**{name}**"] + cells)
-    note = ("Final R-MLP w_rec per layer" + (" (mean over seeds)" if _multi(stats, steps) else "")
-            + "; positive: the MLP adds the reciprocal signal, negative: it subtracts it.")
+    note = (
+        "Final R-MLP w_rec per layer"
+        + (" (mean over seeds)" if _multi(stats, steps) else "")
+        + "; positive: the MLP adds the reciprocal signal, negative: it subtracts it."
+    )
     return pipe(rows, ["Layer"] + steps) + "\n\n" + note
 
 
@@ -402,7 +502,15 @@ def ra_section(coll: Collection, stats: dict[str, StepStats]) -> str:
         if not flat:
             rows.append([s, f"{len(layers)} x {heads}", "-", "-", "-"])
             continue
-        rows.append([s, f"{len(layers)} x {heads}", fmt_w(sum(flat) / len(flat)), fmt_w(min(flat)), fmt_w(max(flat))])
+        rows.append(
+            [
+                s,
+                f"{len(layers)} x {heads}",
+                fmt_w(sum(flat) / len(flat)),
+                fmt_w(min(flat)),
+                fmt_w(max(flat)),
+            ]
+        )
     summary = pipe(rows, ["Step", "Layers x heads", "Mean", "Min", "Max"])
     n_layers = max(len(stats[s].ra_layers or []) for s in steps)
     per_layer = []
@@ -413,8 +521,11 @@ def ra_section(coll: Collection, stats: dict[str, StepStats]) -> str:
             xs = [x for x in layers[i] if _finite(x)] if i < len(layers) else []
             cells.append(fmt_w(sum(xs) / len(xs)) if xs else "-")
         per_layer.append([str(i)] + cells)
-    note = ("Final RA w_rec over every layer and head" + (" (mean over seeds)" if _multi(stats, steps) else "")
-            + "; below, the mean over heads per layer.")
+    note = (
+        "Final RA w_rec over every layer and head"
+        + (" (mean over seeds)" if _multi(stats, steps) else "")
+        + "; below, the mean over heads per layer."
+    )
     return summary + "\n\n" + note + "\n\n" + pipe(per_layer, ["Layer"] + steps)
 
 
@@ -426,7 +537,9 @@ def steps_section(coll: Collection) -> str:
         sub = coll.jobs[coll.jobs["step"] == step]
         descs = [d for d in dict.fromkeys(sub["description"]) if isinstance(d, str) and d.strip()]
         archs = [a for a in dict.fromkeys(sub["architecture"]) if isinstance(a, str)]
-        rows.append([step, " / ".join(archs) or "?", " / ".join(" ".join(d.split()) for d in descs) or "-"])
+        rows.append(
+            [step, " / ".join(archs) or "?", " / ".join(" ".join(d.split()) for d in descs) or "-"]
+        )
     return pipe(rows, ["Step", "Architecture", "What it is (config.yaml step.description)"])
 
 
@@ -441,21 +554,30 @@ def share_section(coll: Collection) -> str:
             lists = [g[key] for g in recs if g.get(key)]
             if lists:
                 width = min(len(x) for x in lists)
-                cols.append((f"{step} {label}", [sum(x[i] for x in lists) / len(lists) for i in range(width)]))
+                cols.append(
+                    (
+                        f"{step} {label}",
+                        [sum(x[i] for x in lists) / len(lists) for i in range(width)],
+                    )
+                )
     if not cols:
         return "No run recorded gate shares (summary.json gate_shares; written by the final eval)."
     n_layers = max(len(v) for _, v in cols)
-    rows = [[str(i)] + [rounded(v[i], 3) if i < len(v) and _finite(v[i]) else "-" for _, v in cols]
-            for i in range(n_layers)]
-    return (pipe(rows, ["Layer"] + [c for c, _ in cols]) + "\n\n"
-            "What each reciprocal path contributes, measured on fixed validation windows at the final eval "
-            "(unlike raw gates, these compare across steps: rescaling a gate against its path's weights "
-            "leaves them unchanged). R-MLP: RMS(w_rec x reciprocal path) / RMS(MLP output). RA: RMS of the "
-            "reciprocal score term / RMS of the whole attention score, over causal entries of all heads. "
-            "0: the path contributes nothing; mean over completed runs.")
+    rows = [
+        [str(i)] + [rounded(v[i], 3) if i < len(v) and _finite(v[i]) else "-" for _, v in cols]
+        for i in range(n_layers)
+    ]
+    return (
+        pipe(rows, ["Layer"] + [c for c, _ in cols]) + "\n\n"
+        "What each reciprocal path contributes, measured on fixed validation windows at the final eval "
+        "(unlike raw gates, these compare across steps: rescaling a gate against its path's weights "
+        "leaves them unchanged). R-MLP: RMS(w_rec x reciprocal path) / RMS(MLP output). RA: RMS of the "
+        "reciprocal score term / RMS of the whole attention score, over causal entries of all heads. "
+        "0: the path contributes nothing; mean over completed runs."
+    )
 
 
-def _cell(values: Optional[list[float]], i: int) -> str:
+def _cell(values: list[float] | None, i: int) -> str:
     if not values or i >= len(values) or not _finite(values[i]):
         return "-"
     return fmt_w(values[i])
@@ -473,14 +595,33 @@ def stability_table(coll: Collection, stats: dict[str, StepStats]) -> str:
     for step in coll.order:
         st = stats[step]
         other = st.n_jobs - sum(st.counts.get(k, 0) for k in R.STATUSES)
-        rows.append([
-            step, str(st.n_jobs), str(st.counts.get(R.COMPLETED, 0)), str(st.counts.get(R.FAILED, 0)),
-            str(st.counts.get(R.RUNNING, 0)), str(st.counts.get(R.INTERRUPTED, 0)),
-            str(st.counts.get(R.PENDING, 0) + other), str(st.nan_jobs),
-            f"{st.resumed_jobs} ({st.resumes} resumes)" if st.resumed_jobs else "0",
-        ])
-    return pipe(rows, ["Step", "Jobs", "Completed", "Failed", "Running", "Interrupted", "Pending/unknown",
-                       "NaN loss", "Resumed from checkpoint"])
+        rows.append(
+            [
+                step,
+                str(st.n_jobs),
+                str(st.counts.get(R.COMPLETED, 0)),
+                str(st.counts.get(R.FAILED, 0)),
+                str(st.counts.get(R.RUNNING, 0)),
+                str(st.counts.get(R.INTERRUPTED, 0)),
+                str(st.counts.get(R.PENDING, 0) + other),
+                str(st.nan_jobs),
+                f"{st.resumed_jobs} ({st.resumes} resumes)" if st.resumed_jobs else "0",
+            ]
+        )
+    return pipe(
+        rows,
+        [
+            "Step",
+            "Jobs",
+            "Completed",
+            "Failed",
+            "Running",
+            "Interrupted",
+            "Pending/unknown",
+            "NaN loss",
+            "Resumed from checkpoint",
+        ],
+    )
 
 
 def sources_section(coll: Collection, where: Path) -> str:
@@ -490,12 +631,19 @@ def sources_section(coll: Collection, where: Path) -> str:
         sha = r["git_sha"] or "-"
         if sha != "-" and r["git_dirty"]:
             sha += " (dirty)"
-        rows.append([r["key"], f"`{sha}`" if sha != "-" else "-",
-                     f"`{relpath(r['config_path'], where)}`" if r["config_path"] else "missing",
-                     r["source"]])
-    return (f"Matrix directories:\n\n{dirs}\n\n"
-            + pipe(rows, ["Job", "git SHA", "Config", "Values from"])
-            + "\n\nPaths are relative to the directory of this report.")
+        rows.append(
+            [
+                r["key"],
+                f"`{sha}`" if sha != "-" else "-",
+                f"`{relpath(r['config_path'], where)}`" if r["config_path"] else "missing",
+                r["source"],
+            ]
+        )
+    return (
+        f"Matrix directories:\n\n{dirs}\n\n"
+        + pipe(rows, ["Job", "git SHA", "Config", "Values from"])
+        + "\n\nPaths are relative to the directory of this report."
+    )
 
 
 def causality_section(coll: Collection, stats: dict[str, StepStats]) -> str:
@@ -503,17 +651,39 @@ def causality_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     rows = []
     for _, r in coll.jobs.iterrows():
         leak = r["causality_max_leak"]
-        rows.append([r["key"], r["step"], r["causality_state"] or "-", r["causality_init"] or "-",
-                     r["causality_trained"] or "-", f"{leak:.3g}" if _finite(leak) else "-",
-                     fmt_num(r["causality_seconds"], 1)])
+        rows.append(
+            [
+                r["key"],
+                r["step"],
+                r["causality_state"] or "-",
+                r["causality_init"] or "-",
+                r["causality_trained"] or "-",
+                f"{leak:.3g}" if _finite(leak) else "-",
+                fmt_num(r["causality_seconds"], 1),
+            ]
+        )
     steps = ", ".join(f"{s}: {stats[s].causality}" for s in coll.order)
-    text = pipe(rows, ["Checked job", "Step", "Causality", "Before training", "Trained weights", "Largest leak",
-                       "Check s"])
-    return (f"Steps: {steps}.\n\n" + text + "\n\nBefore training: the preflight's gradient and perturbation "
-            "probes on the job's model config (random and initial weights); trained weights: the same probes "
-            "on the weights the job ended (or resumed) with. `checked` needs both; `unchecked` ran with "
-            "preflight=false; `leaked` failed one and is excluded from comparisons. Check seconds are outside "
-            "the training time box.")
+    text = pipe(
+        rows,
+        [
+            "Checked job",
+            "Step",
+            "Causality",
+            "Before training",
+            "Trained weights",
+            "Largest leak",
+            "Check s",
+        ],
+    )
+    return (
+        f"Steps: {steps}.\n\n"
+        + text
+        + "\n\nBefore training: the preflight's gradient and perturbation "
+        "probes on the job's model config (random and initial weights); trained weights: the same probes "
+        "on the weights the job ended (or resumed) with. `checked` needs both; `unchecked` ran with "
+        "preflight=false; `leaked` failed one and is excluded from comparisons. Check seconds are outside "
+        "the training time box."
+    )
 
 
 def notes_section(notes: list[str]) -> str:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import pandas as pd
 
 from ablate import results as R
 
 MIN_EVALS = 3
-BOX_TOLERANCE = 0.05         # training time over the box by more than this share
-THROUGHPUT_TOLERANCE = 0.25  # achieved FLOP/s of a step below the fastest step's by more than this share
+BOX_TOLERANCE = 0.05  # training time over the box by more than this share
+THROUGHPUT_TOLERANCE = (
+    0.25  # achieved FLOP/s of a step below the fastest step's by more than this share
+)
 SMOKE_EXPERIMENT = "smoke"
 MARK = "⚠"
 
@@ -30,7 +32,7 @@ class Warn:
     kind: str
     text: str
     steps: set = field(default_factory=set)  # rows marked in the main table
-    blocks_verdict: bool = False             # those steps get no verdict
+    blocks_verdict: bool = False  # those steps get no verdict
 
 
 def _finite(x: Any) -> bool:
@@ -56,46 +58,83 @@ def collect_warnings(jobs: pd.DataFrame, stats: dict, order: list[str]) -> list[
     warm = [(r["key"], r["step"], _in_warmup(r)) for r in done_rows]
     warm = [w for w in warm if w[2]]
     if warm:
-        out.append(Warn("warmup", "ended in warmup (the learning rate never reached its peak, so the run "
-                        "measured the start of training, not the architecture): "
-                        + _names([f"{k} ({why})" for k, _, why in warm])
-                        + "; no verdicts for these steps. Give the box more time or shorten the warmup "
-                        "(optim.warmup_iters, optim.warmup_fraction).", {s for _, s, _ in warm}, True))
+        out.append(
+            Warn(
+                "warmup",
+                "ended in warmup (the learning rate never reached its peak, so the run "
+                "measured the start of training, not the architecture): "
+                + _names([f"{k} ({why})" for k, _, why in warm])
+                + "; no verdicts for these steps. Give the box more time or shorten the warmup "
+                "(optim.warmup_iters, optim.warmup_fraction).",
+                {s for _, s, _ in warm},
+                True,
+            )
+        )
 
-    few = [(r["key"], r["step"], int(r["n_evals"])) for r in done_rows
-           if _finite(r["n_evals"]) and r["n_evals"] < MIN_EVALS]
+    few = [
+        (r["key"], r["step"], int(r["n_evals"]))
+        for r in done_rows
+        if _finite(r["n_evals"]) and r["n_evals"] < MIN_EVALS
+    ]
     if few:
-        out.append(Warn("evals", f"fewer than {MIN_EVALS} evals: "
-                        + _names([f"{k} ({n})" for k, _, n in few])
-                        + "; no verdicts for these steps. Lower budget.eval_interval or give the box more time.",
-                        {s for _, s, _ in few}, True))
+        out.append(
+            Warn(
+                "evals",
+                f"fewer than {MIN_EVALS} evals: "
+                + _names([f"{k} ({n})" for k, _, n in few])
+                + "; no verdicts for these steps. Lower budget.eval_interval or give the box more time.",
+                {s for _, s, _ in few},
+                True,
+            )
+        )
 
-    over = [(r["key"], r["step"], float(r["train_seconds"]), float(r["box_seconds"])) for r in rows
-            if _finite(r["train_seconds"]) and _finite(r["box_seconds"]) and r["box_seconds"] > 0
-            and r["train_seconds"] > (1 + BOX_TOLERANCE) * r["box_seconds"]]
+    over = [
+        (r["key"], r["step"], float(r["train_seconds"]), float(r["box_seconds"]))
+        for r in rows
+        if _finite(r["train_seconds"])
+        and _finite(r["box_seconds"])
+        and r["box_seconds"] > 0
+        and r["train_seconds"] > (1 + BOX_TOLERANCE) * r["box_seconds"]
+    ]
     if over:
-        out.append(Warn("box", f"trained more than {100 * BOX_TOLERANCE:.0f}% past the time box (more time, "
-                        "more tokens): " + _names([f"{k} ({t:.1f} s of {b:.0f} s)" for k, _, t, b in over]),
-                        {s for _, s, _, _ in over}))
+        out.append(
+            Warn(
+                "box",
+                f"trained more than {100 * BOX_TOLERANCE:.0f}% past the time box (more time, "
+                "more tokens): " + _names([f"{k} ({t:.1f} s of {b:.0f} s)" for k, _, t, b in over]),
+                {s for _, s, _, _ in over},
+            )
+        )
 
     w = _throughput(done, order)
     if w is not None:
         out.append(w)
     out += _batches(rows, order)
 
-    unchecked = [r["key"] for r in rows if r["status"] != "leaked"
-                 and r.get("causality_state") not in (R.CHECKED, R.LEAKED)]
+    unchecked = [
+        r["key"]
+        for r in rows
+        if r["status"] != "leaked" and r.get("causality_state") not in (R.CHECKED, R.LEAKED)
+    ]
     leaked = [r["key"] for r in rows if r["status"] == "leaked"]
     if leaked:
-        out.append(Warn("leaked", "failed the causality check after training (the model sees future tokens; "
-                        "its loss is not a language-modelling loss): " + _names(leaked),
-                        {r["step"] for r in rows if r["status"] == "leaked"}, True))
+        out.append(
+            Warn(
+                "leaked",
+                "failed the causality check after training (the model sees future tokens; "
+                "its loss is not a language-modelling loss): " + _names(leaked),
+                {r["step"] for r in rows if r["status"] == "leaked"},
+                True,
+            )
+        )
     if unchecked:
         # Say why each run is unchecked: a user who set preflight=false needs a different fix
         # from one whose summary.json predates the causality record.
-        why = {R.UNCHECKED: "not checked before training (preflight=false, or no causality.json)",
-               R.TRAINED_UNCHECKED: "trained weights not rechecked",
-               R.UNRECORDED: "no causality record in summary.json"}
+        why = {
+            R.UNCHECKED: "not checked before training (preflight=false, or no causality.json)",
+            R.TRAINED_UNCHECKED: "trained weights not rechecked",
+            R.UNRECORDED: "no causality record in summary.json",
+        }
         by_reason: dict[str, list[str]] = {}
         for r in rows:
             if r["key"] in unchecked:
@@ -103,20 +142,34 @@ def collect_warnings(jobs: pd.DataFrame, stats: dict, order: list[str]) -> list[
                 by_reason.setdefault(reason, []).append(r["key"])
         parts = [f"{reason}: {_names(keys)}" for reason, keys in by_reason.items()]
         steps = {r["step"] for r in rows if r["key"] in set(unchecked)}
-        out.append(Warn("causality", f"{len(unchecked)} of {len(jobs)} run(s) without a causality check "
-                        f"({'; '.join(parts)}): nothing shows these models could not see future tokens",
-                        steps))
+        out.append(
+            Warn(
+                "causality",
+                f"{len(unchecked)} of {len(jobs)} run(s) without a causality check "
+                f"({'; '.join(parts)}): nothing shows these models could not see future tokens",
+                steps,
+            )
+        )
 
     single = [s for s in order if s in stats and stats[s].n == 1]
-    if single and len(single) == len([s for s in order if stats.get(s) is not None and stats[s].n >= 1]):
-        out.append(Warn("seeds", "one seed per step: no seed-noise estimate; intervals, where shown, cover "
-                        "validation sampling only. Add seeds (e.g. seed=1,2,3)."))
+    if single and len(single) == len(
+        [s for s in order if stats.get(s) is not None and stats[s].n >= 1]
+    ):
+        out.append(
+            Warn(
+                "seeds",
+                "one seed per step: no seed-noise estimate; intervals, where shown, cover "
+                "validation sampling only. Add seeds (e.g. seed=1,2,3).",
+            )
+        )
     elif single:
-        out.append(Warn("seeds", f"one seed for {_names(single)}: no seed-noise estimate for these steps."))
+        out.append(
+            Warn("seeds", f"one seed for {_names(single)}: no seed-noise estimate for these steps.")
+        )
     return out
 
 
-def _in_warmup(r: Any) -> Optional[str]:
+def _in_warmup(r: Any) -> str | None:
     """Why a run ended in warmup, or None. A time box records when its warmup ends
     (summary.json ``warmup_end_seconds``, training seconds); otherwise iterations count."""
     end, t, box = r["warmup_end_seconds"], r["train_seconds"], r["box_seconds"]
@@ -124,12 +177,16 @@ def _in_warmup(r: Any) -> Optional[str]:
         if t < end or (_finite(box) and end >= box):
             return f"warmup ends at {end:.1f} s of training, the run trained {t:.1f} s"
         return None
-    if _finite(r["warmup_iters"]) and _finite(r["iterations"]) and r["iterations"] < r["warmup_iters"]:
+    if (
+        _finite(r["warmup_iters"])
+        and _finite(r["iterations"])
+        and r["iterations"] < r["warmup_iters"]
+    ):
         return f"iteration {int(r['iterations'])} of {int(r['warmup_iters'])} warmup"
     return None
 
 
-def _throughput(done: pd.DataFrame, order: list[str]) -> Optional[Warn]:
+def _throughput(done: pd.DataFrame, order: list[str]) -> Warn | None:
     """Tokens per second should differ between steps only as their FLOPs per token do; achieved
     FLOP/s that differ more say the machine, not the model, set the pace (contention)."""
     rows = []
@@ -146,12 +203,18 @@ def _throughput(done: pd.DataFrame, order: list[str]) -> Optional[Warn]:
     off = [r for r in rows if top > 0 and r[3] < (1 - THROUGHPUT_TOLERANCE) * top]
     if not off:
         return None
-    numbers_ = "; ".join(f"{s}: {t:,.0f} tokens/s x {f:.3g} FLOPs/token = {a / 1e12:.3g} TFLOP/s"
-                         for s, t, f, a in rows)
-    return Warn("throughput", "tokens per second differ between steps more than their FLOPs per token explain "
-                f"(achieved FLOP/s more than {100 * THROUGHPUT_TOLERANCE:.0f}% below the fastest step's for "
-                f"{', '.join(r[0] for r in off)}): machine contention or a different device, so equal time was not "
-                f"equal work. {numbers_}", {r[0] for r in off})
+    numbers_ = "; ".join(
+        f"{s}: {t:,.0f} tokens/s x {f:.3g} FLOPs/token = {a / 1e12:.3g} TFLOP/s"
+        for s, t, f, a in rows
+    )
+    return Warn(
+        "throughput",
+        "tokens per second differ between steps more than their FLOPs per token explain "
+        f"(achieved FLOP/s more than {100 * THROUGHPUT_TOLERANCE:.0f}% below the fastest step's for "
+        f"{', '.join(r[0] for r in off)}): machine contention or a different device, so equal time was not "
+        f"equal work. {numbers_}",
+        {r[0] for r in off},
+    )
 
 
 def _batches(rows: list[dict], order: list[str]) -> list[Warn]:
@@ -171,15 +234,22 @@ def _batches(rows: list[dict], order: list[str]) -> list[Warn]:
             common = sorted(set(ref["batch_fingerprints"]) & set(r["batch_fingerprints"]))
             bad = [i for i in common if ref["batch_fingerprints"][i] != r["batch_fingerprints"][i]]
             if bad:
-                out.append(Warn("batches", f"{r['key']} (step {r['step']}, seed {seed}) did not see the training "
-                                f"batches {ref['key']} saw: the global batch of iteration {bad[0]} differs "
-                                f"({r['batch_fingerprints'][bad[0]]} vs {ref['batch_fingerprints'][bad[0]]}; "
-                                f"{len(bad)} of {len(common)} recorded batches differ), so the comparison mixes "
-                                "architecture and data; no verdict for this step.", {r["step"]}, True))
+                out.append(
+                    Warn(
+                        "batches",
+                        f"{r['key']} (step {r['step']}, seed {seed}) did not see the training "
+                        f"batches {ref['key']} saw: the global batch of iteration {bad[0]} differs "
+                        f"({r['batch_fingerprints'][bad[0]]} vs {ref['batch_fingerprints'][bad[0]]}; "
+                        f"{len(bad)} of {len(common)} recorded batches differ), so the comparison mixes "
+                        "architecture and data; no verdict for this step.",
+                        {r["step"]},
+                        True,
+                    )
+                )
     return out
 
 
-def no_verdict(warnings: list[Warn], pipeline: bool, step: str, baseline: str) -> Optional[str]:
+def no_verdict(warnings: list[Warn], pipeline: bool, step: str, baseline: str) -> str | None:
     """Why ``step`` compared with the baseline gets no verdict, or None."""
     if pipeline:
         return "pipeline check"

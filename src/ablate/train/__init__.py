@@ -8,8 +8,8 @@ summary, throughput), ``optim`` (AdamW groups, gradient accumulation, schedule),
 """
 
 from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
-from ablate.train.optim import grad_accum_for
 from ablate.train.job import main, run_job
+from ablate.train.optim import grad_accum_for
 
 __all__ = [
     "run_job",

@@ -13,7 +13,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,13 +65,15 @@ def capture_rng(device: torch.device) -> dict:
 def restore_rng(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
     npst = state["numpy"]
-    np.random.set_state((
-        npst["name"],
-        npst["keys"].numpy().astype(np.uint32),
-        int(npst["pos"]),
-        int(npst["has_gauss"]),
-        float(npst["cached_gaussian"]),
-    ))
+    np.random.set_state(
+        (
+            npst["name"],
+            npst["keys"].numpy().astype(np.uint32),
+            int(npst["pos"]),
+            int(npst["has_gauss"]),
+            float(npst["cached_gaussian"]),
+        )
+    )
     py = state["python"]
     random.setstate((int(py["version"]), tuple(int(v) for v in py["state"]), py["gauss"]))
     if device.type == "cuda" and state.get("cuda") is not None:
@@ -87,7 +89,7 @@ def save_checkpoint(path: os.PathLike | str, payload: dict) -> None:
         torch.save({"format": CHECKPOINT_FORMAT, **payload}, f)
 
 
-def load_checkpoint(path: os.PathLike | str) -> Optional[dict]:
+def load_checkpoint(path: os.PathLike | str) -> dict | None:
     """The checkpoint at ``path`` (on CPU), or None when there is none."""
     path = Path(path)
     if not path.is_file():
@@ -100,7 +102,9 @@ def load_checkpoint(path: os.PathLike | str) -> Optional[dict]:
             f"delete it to restart the job from scratch"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise AblateError(f"{path}: unknown checkpoint format; delete it to restart the job from scratch")
+        raise AblateError(
+            f"{path}: unknown checkpoint format; delete it to restart the job from scratch"
+        )
     return ckpt
 
 
@@ -120,14 +124,23 @@ def save_final_weights(path: os.PathLike | str, model: torch.nn.Module, model_co
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
     for name, t in model.state_dict().items():
-        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        key = (
+            t.device,
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            tuple(t.stride()),
+        )
         if key in seen:
             aliases[name] = seen[key]
             continue
         seen[key] = name
         tensors[name] = t.detach().to("cpu").contiguous()
-    metadata = {"format": WEIGHTS_FORMAT, "model_config": json.dumps(model_config, sort_keys=True),
-                "aliases": json.dumps(aliases, sort_keys=True)}
+    metadata = {
+        "format": WEIGHTS_FORMAT,
+        "model_config": json.dumps(model_config, sort_keys=True),
+        "aliases": json.dumps(aliases, sort_keys=True),
+    }
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
@@ -139,7 +152,9 @@ def load_final_weights(path: os.PathLike | str) -> torch.nn.Module:
             meta = f.metadata() or {}
         state = load_file(str(path))
     except Exception as e:
-        raise AblateError(f"{path}: cannot be read as safetensors ({type(e).__name__}: {e})") from None
+        raise AblateError(
+            f"{path}: cannot be read as safetensors ({type(e).__name__}: {e})"
+        ) from None
     if meta.get("format") != WEIGHTS_FORMAT:
         raise AblateError(f"{path}: not an ablate weights file (format {meta.get('format')!r})")
     model = models.build_model(json.loads(meta["model_config"]))

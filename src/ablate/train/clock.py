@@ -30,7 +30,6 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -53,17 +52,24 @@ class Sync:
 
 
 class BoxClock:
-    def __init__(self, state: RunState, dev: DeviceSetup, dinfo: dist_mod.DistInfo,
-                 box_seconds: Optional[float], max_iters: Optional[int], log_interval: int):
+    def __init__(
+        self,
+        state: RunState,
+        dev: DeviceSetup,
+        dinfo: dist_mod.DistInfo,
+        box_seconds: float | None,
+        max_iters: int | None,
+        log_interval: int,
+    ):
         self.state, self.dev, self.dinfo = state, dev, dinfo
         self.box_seconds = box_seconds  # the box (budget.box_seconds), or None
         self.max_iters = max_iters
         self.log_interval = log_interval
         self.every_iter = sync_every_iter(dev)
-        self.t_iter: Optional[float] = None  # seconds per training iteration (collective estimate)
+        self.t_iter: float | None = None  # seconds per training iteration (collective estimate)
         self.sync_iter, self.sync_elapsed = state.iter, state.train_seconds
         self.next_sync = state.iter + 1
-        self.box_stop: Optional[int] = None
+        self.box_stop: int | None = None
         self.first = True  # the first iteration of this process start: warm-up, not training
         self.seg_start = time.perf_counter()
         self.seg_timed_from = state.iter
@@ -71,8 +77,9 @@ class BoxClock:
 
     def spent(self) -> bool:
         """The budget is used up already (a job resumed from its last checkpoint)."""
-        return ((self.max_iters is not None and self.state.iter >= self.max_iters)
-                or (self.box_seconds is not None and self.state.train_seconds >= self.box_seconds))
+        return (self.max_iters is not None and self.state.iter >= self.max_iters) or (
+            self.box_seconds is not None and self.state.train_seconds >= self.box_seconds
+        )
 
     def estimate(self, it: int) -> float:
         """Elapsed training seconds at iteration ``it``, extrapolated from the last sync point."""
@@ -83,10 +90,11 @@ class BoxClock:
         return self.first or self.every_iter or due or it >= self.next_sync or self.end(it)
 
     def end(self, it: int) -> bool:
-        return ((self.max_iters is not None and it >= self.max_iters)
-                or (self.box_stop is not None and it >= self.box_stop))
+        return (self.max_iters is not None and it >= self.max_iters) or (
+            self.box_stop is not None and it >= self.box_stop
+        )
 
-    def sync(self, it: int, signal: Optional[int], first_bad: torch.Tensor) -> Sync:
+    def sync(self, it: int, signal: int | None, first_bad: torch.Tensor) -> Sync:
         """Measure the segment since the last sync point, agree with every rank, plan the stop."""
         st = self.state
         self.dev.synchronize()
@@ -96,8 +104,11 @@ class BoxClock:
         else:
             st.train_seconds += now - self.seg_start
             st.timed_iters += it - self.seg_timed_from
-        vec = torch.tensor([st.train_seconds, float(signal or 0), now - self.last_checkpoint, 0.0],
-                           dtype=torch.float64, device=self.dev.device)
+        vec = torch.tensor(
+            [st.train_seconds, float(signal or 0), now - self.last_checkpoint, 0.0],
+            dtype=torch.float64,
+            device=self.dev.device,
+        )
         vec[3] = first_bad.to(torch.float64)
         dist_mod.all_reduce(vec, "max", self.dinfo)
         elapsed, sig, since_ckpt, bad = vec.tolist()
@@ -105,7 +116,11 @@ class BoxClock:
             # Seconds per iteration since the last sync point (collective values only, so every
             # rank computes the same estimate). CPU syncs every iteration: smooth the noise.
             dt_iter = (elapsed - self.sync_elapsed) / (it - self.sync_iter)
-            self.t_iter = dt_iter if self.t_iter is None or not self.every_iter else 0.8 * self.t_iter + 0.2 * dt_iter
+            self.t_iter = (
+                dt_iter
+                if self.t_iter is None or not self.every_iter
+                else 0.8 * self.t_iter + 0.2 * dt_iter
+            )
         st.train_seconds = elapsed  # every rank now holds the same elapsed time
         self.sync_iter, self.sync_elapsed = it, elapsed
         if self.box_seconds is not None:  # plan the stop: within half an iteration of the box
@@ -125,7 +140,9 @@ class BoxClock:
         if self.every_iter or self.t_iter is None:
             self.next_sync = it + 1
         else:
-            self.next_sync = it + int(max(1, min(self.log_interval, SYNC_SECONDS // max(self.t_iter, 1e-9))))
+            self.next_sync = it + int(
+                max(1, min(self.log_interval, SYNC_SECONDS // max(self.t_iter, 1e-9)))
+            )
         self.first = False
         self.dev.synchronize()  # evals/checkpoints queued nothing, but be exact about the segment start
         self.seg_start = time.perf_counter()

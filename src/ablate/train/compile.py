@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 
@@ -41,11 +42,11 @@ class CompileResult:
 
     requested: bool
     compiled: bool
-    backend: Optional[str] = None
-    error: Optional[str] = None  # one line; None when compile worked or was not asked for
+    backend: str | None = None
+    error: str | None = None  # one line; None when compile worked or was not asked for
     seconds: float = 0.0  # the probe: tracing, compiling and one forward/backward
-    graphs: Optional[int] = None  # graphs dynamo compiled in the probe (train + eval)
-    graph_breaks: Optional[int] = None
+    graphs: int | None = None  # graphs dynamo compiled in the probe (train + eval)
+    graph_breaks: int | None = None
 
     def record(self) -> dict:
         return {
@@ -70,7 +71,9 @@ def _first_line(e: BaseException) -> str:
 
 def _one_line(e: BaseException) -> str:
     text = _first_line(e)
-    inner = getattr(e, "inner_exception", None)  # BackendCompilerFailed: "backend='x' raised:" + the cause
+    inner = getattr(
+        e, "inner_exception", None
+    )  # BackendCompilerFailed: "backend='x' raised:" + the cause
     if isinstance(inner, BaseException):
         text = f"{text} {_first_line(inner)}"
     return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
@@ -82,9 +85,15 @@ def _counts() -> tuple[int, int]:
     return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
 
 
-def compile_model(model: torch.nn.Module, autocast: Callable[[], Any], train_batch, val_batch,
-                  device: torch.device, dinfo: dist_mod.DistInfo,
-                  backend: Optional[str | Callable] = None) -> tuple[torch.nn.Module, CompileResult]:
+def compile_model(
+    model: torch.nn.Module,
+    autocast: Callable[[], Any],
+    train_batch,
+    val_batch,
+    device: torch.device,
+    dinfo: dist_mod.DistInfo,
+    backend: str | Callable | None = None,
+) -> tuple[torch.nn.Module, CompileResult]:
     """``(forward module, result)``: the compiled module if the probe passed on every rank, else
     ``model`` itself (eager) with ``result.error`` saying why. ``train_batch`` / ``val_batch`` are
     ``(x, y)`` CPU tensors of the shapes the job trains and evaluates on."""

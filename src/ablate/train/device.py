@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import platform
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -50,14 +49,14 @@ PEAK_FLOPS_TF32: tuple[tuple[str, float], ...] = (
 )
 
 
-def _lookup(table: tuple[tuple[str, float], ...], name: str) -> Optional[float]:
+def _lookup(table: tuple[tuple[str, float], ...], name: str) -> float | None:
     for key, value in table:
         if key.lower() in name.lower():
             return value
     return None
 
 
-def peak_flops(device_name: str, precision: str, tf32: bool = True) -> Optional[float]:
+def peak_flops(device_name: str, precision: str, tf32: bool = True) -> float | None:
     """Peak FLOP/s of one device for the precision trained in; None when unknown (CPU too)."""
     if not device_name or device_name.lower().startswith("cpu"):
         return None
@@ -90,15 +89,14 @@ class DeviceSetup:
     tf32: bool
     compile: bool
     warnings: list
-    sdpa: Optional[dict] = None  # see probe_sdpa
-
+    sdpa: dict | None = None  # see probe_sdpa
 
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
     @property
-    def autocast_dtype(self) -> Optional[torch.dtype]:
+    def autocast_dtype(self) -> torch.dtype | None:
         return torch.bfloat16 if self.precision == "bf16" else None
 
     def autocast(self):
@@ -111,10 +109,10 @@ class DeviceSetup:
         if self.is_cuda:
             torch.cuda.synchronize(self.device)
 
-    def peak_flops(self) -> Optional[float]:
+    def peak_flops(self) -> float | None:
         return peak_flops(self.name, self.precision, self.tf32)
 
-    def peak_memory_mb(self) -> Optional[float]:
+    def peak_memory_mb(self) -> float | None:
         if not self.is_cuda:
             return None
         return torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -153,7 +151,9 @@ def setup_device(hw, local_rank: int) -> DeviceSetup:
         device = torch.device("cpu")
         name = cpu_name()
 
-    precision = hw.precision.value  # what this rank trains in, as summary.json says it: "bf16" | "fp32"
+    precision = (
+        hw.precision.value
+    )  # what this rank trains in, as summary.json says it: "bf16" | "fp32"
     if precision == "auto":
         if use_cuda:
             if torch.cuda.is_bf16_supported():
@@ -164,7 +164,9 @@ def setup_device(hw, local_rank: int) -> DeviceSetup:
         else:
             precision = "fp32"
     elif precision == "bf16" and use_cuda and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"hardware.precision=bf16 but {name} does not support bf16; use hardware.precision=fp32")
+        raise ConfigError(
+            f"hardware.precision=bf16 but {name} does not support bf16; use hardware.precision=fp32"
+        )
 
     tf32 = hw.tf32 and use_cuda
     if use_cuda:
@@ -176,8 +178,14 @@ def setup_device(hw, local_rank: int) -> DeviceSetup:
 
     # compile works on CPU too (inductor's C++ backend); whether it really ran is decided by the
     # trainer's compile probe (ablate.train.compile), which may fall back to eager and say so.
-    return DeviceSetup(device=device, name=name, precision=precision, tf32=tf32, compile=hw.compile,
-                       warnings=warnings)
+    return DeviceSetup(
+        device=device,
+        name=name,
+        precision=precision,
+        tf32=tf32,
+        compile=hw.compile,
+        warnings=warnings,
+    )
 
 
 def probe_sdpa(dev: DeviceSetup, n_head: int, head_dim: int) -> dict:
@@ -192,8 +200,16 @@ def probe_sdpa(dev: DeviceSetup, n_head: int, head_dim: int) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     b = torch.backends.cuda
-    enabled = [name for name, on in (("flash", b.flash_sdp_enabled()), ("mem_efficient", b.mem_efficient_sdp_enabled()),
-                                     ("cudnn", b.cudnn_sdp_enabled()), ("math", b.math_sdp_enabled())) if on]
+    enabled = [
+        name
+        for name, on in (
+            ("flash", b.flash_sdp_enabled()),
+            ("mem_efficient", b.mem_efficient_sdp_enabled()),
+            ("cudnn", b.cudnn_sdp_enabled()),
+            ("math", b.math_sdp_enabled()),
+        )
+        if on
+    ]
     dtype = dev.autocast_dtype or torch.float32
     q = torch.zeros(1, n_head, 16, head_dim, device=dev.device, dtype=dtype)
     error = None
@@ -202,7 +218,7 @@ def probe_sdpa(dev: DeviceSetup, n_head: int, head_dim: int) -> dict:
     else:
         try:
             with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
-                F.scaled_dot_product_attention(q, q, q, is_causal=True, scale=head_dim ** -0.5)
+                F.scaled_dot_product_attention(q, q, q, is_causal=True, scale=head_dim**-0.5)
         except RuntimeError as e:
             error = " ".join(str(e).split())[:300]
     return {"enabled": enabled, "flash": error is None, "flash_error": error}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -24,7 +24,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
-    backend: Optional[str] = None
+    backend: str | None = None
     owns_group: bool = False  # we initialized the group, so we destroy it
 
     @property
@@ -36,7 +36,7 @@ class DistInfo:
         return self.rank == 0
 
 
-def _env_int(name: str) -> Optional[int]:
+def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     if value is None or value == "":
         return None
@@ -46,8 +46,9 @@ def _env_int(name: str) -> Optional[int]:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def resolve(rank: Optional[int] = None, world_size: Optional[int] = None,
-            local_rank: Optional[int] = None) -> DistInfo:
+def resolve(
+    rank: int | None = None, world_size: int | None = None, local_rank: int | None = None
+) -> DistInfo:
     """Ranks from explicit arguments, else from the environment, else a single process."""
     world_size = world_size if world_size is not None else (_env_int("WORLD_SIZE") or 1)
     rank = rank if rank is not None else (_env_int("RANK") or 0)
@@ -58,7 +59,9 @@ def resolve(rank: Optional[int] = None, world_size: Optional[int] = None,
     local_world = _env_int("LOCAL_WORLD_SIZE") or (world_size if world_size > 1 else 1)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} is not within world size {world_size}")
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, local_world_size=local_world)
+    return DistInfo(
+        rank=rank, world_size=world_size, local_rank=local_rank, local_world_size=local_world
+    )
 
 
 def init(info: DistInfo, device: torch.device, timeout_s: float = 900.0) -> None:

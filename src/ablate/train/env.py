@@ -8,12 +8,11 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import torch
 
 
-def _git(args: list[str], cwd: Path) -> Optional[str]:
+def _git(args: list[str], cwd: Path) -> str | None:
     try:
         out = subprocess.run(
             ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
@@ -25,7 +24,7 @@ def _git(args: list[str], cwd: Path) -> Optional[str]:
     return out.stdout
 
 
-def git_info(path: Optional[Path] = None) -> dict:
+def git_info(path: Path | None = None) -> dict:
     """SHA and dirty flag of the checkout holding the ablate sources (None outside a checkout)."""
     path = Path(path) if path else Path(__file__).resolve().parent
     sha = _git(["rev-parse", "HEAD"], path)
@@ -40,7 +39,9 @@ def git_info(path: Optional[Path] = None) -> dict:
     }
 
 
-def collect(device_name: str, device_type: str, world_size: int, precision: str, extra: Optional[dict] = None) -> dict:
+def collect(
+    device_name: str, device_type: str, world_size: int, precision: str, extra: dict | None = None
+) -> dict:
     info = {
         "git": git_info(),
         "python": sys.version.split()[0],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the trainer passes itself; no import at run time (it import
 
 
 @torch.no_grad()
-def window_losses(tr: "Trainer", batches) -> torch.Tensor:
+def window_losses(tr: Trainer, batches) -> torch.Tensor:
     """Mean cross-entropy of each of this rank's windows (float64, on the device)."""
     dev = tr.dev
     model = tr.fwd_model
@@ -35,40 +35,51 @@ def window_losses(tr: "Trainer", batches) -> torch.Tensor:
         y = y.to(dev.device, non_blocking=True)
         with dev.autocast():
             logits, _ = model(x, y)  # the signature the compile probe compiled for evals
-        ce = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
-                                               reduction="none")
+        ce = torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none"
+        )
         out.append(ce.view(x.size(0), -1).double().mean(1))
     model.train()
     return torch.cat(out) if out else torch.zeros(0, device=dev.device, dtype=torch.float64)
 
-def gate_shares(tr: "Trainer") -> dict:
+
+def gate_shares(tr: Trainer) -> dict:
     """Reciprocal paths' share of their block output (models/gate_shares.py), on rank 0's
     first periodic validation windows: fixed inputs, so runs and steps compare."""
     x, _ = tr.val_batches[0]
     with tr.dev.autocast():
         return records.plain(models.gate_shares(tr.raw_model, x.to(tr.dev.device)))
 
-def evaluate(tr: "Trainer") -> float:
+
+def evaluate(tr: Trainer) -> float:
     """Mean validation loss over the periodic windows (all ranks)."""
     dev = tr.dev
     losses = window_losses(tr, tr.val_batches)
-    vec = torch.stack([losses.sum(), torch.tensor(float(losses.numel()), device=dev.device, dtype=torch.float64)])
+    vec = torch.stack(
+        [losses.sum(), torch.tensor(float(losses.numel()), device=dev.device, dtype=torch.float64)]
+    )
     dist_mod.all_reduce(vec, "sum", tr.dinfo)
     total_all, count_all = vec.tolist()
     if count_all <= 0:
-        raise AblateError("no validation windows: raise data.val_windows or check the validation split")
+        raise AblateError(
+            "no validation windows: raise data.val_windows or check the validation split"
+        )
     return total_all / count_all
 
-def evaluate_final(tr: "Trainer") -> list[float]:
+
+def evaluate_final(tr: Trainer) -> list[float]:
     """Every final-eval window's loss, in window order (on every rank)."""
     local = window_losses(tr, tr.final_windows.batches(tr.cfg.hardware.micro_batch))
-    parts = dist_mod.all_gather_object(local.cpu().tolist(), tr.dinfo)  # ranks hold consecutive windows
+    parts = dist_mod.all_gather_object(
+        local.cpu().tolist(), tr.dinfo
+    )  # ranks hold consecutive windows
     return [v for part in parts for v in part]
 
-def eval_and_record(tr: "Trainer", final: bool = False) -> None:
+
+def eval_and_record(tr: Trainer, final: bool = False) -> None:
     st = tr.state
     t0 = time.perf_counter()
-    full: Optional[list[float]] = None
+    full: list[float] | None = None
     if final:
         full = evaluate_final(tr)
         k = tr.cfg.data.val_windows
@@ -102,10 +113,17 @@ def eval_and_record(tr: "Trainer", final: bool = False) -> None:
             rec["loss/val_full"] = full_loss
             rec["val_full_windows"] = len(full)
             results.write_final_eval(
-                tr.jd.final_eval, loss=full_loss, window_losses=full,
-                block_size=tr.cfg.model.block_size, fingerprint=tr.val_fingerprint,
-                iteration=st.iter, tokens_seen=tokens, train_seconds=st.train_seconds,
-                periodic_windows=tr.cfg.data.val_windows, val_path=tr.final_windows.path)
+                tr.jd.final_eval,
+                loss=full_loss,
+                window_losses=full,
+                block_size=tr.cfg.model.block_size,
+                fingerprint=tr.val_fingerprint,
+                iteration=st.iter,
+                tokens_seen=tokens,
+                train_seconds=st.train_seconds,
+                periodic_windows=tr.cfg.data.val_windows,
+                val_path=tr.final_windows.path,
+            )
         for key, per_layer in st.gates.items():
             for layer, value in enumerate(per_layer):
                 rec[f"gates/{layer}/{key}"] = value
@@ -115,7 +133,12 @@ def eval_and_record(tr: "Trainer", final: bool = False) -> None:
     st.eval_seconds += dt
     if final:
         tr.final_eval_seconds = dt
-        tr.log(f"final eval on {len(full)} windows ({tr.final_windows.tokens_per_eval:,} tokens): "
-                 f"val loss {full_loss:.4f} ({dt:.1f}s)")
-    tr.log(f"eval iter {st.iter}: val loss {val:.4f} (best {st.best_val_loss:.4f} at {st.best_val_iter})"
-             if st.best_val_loss is not None else f"eval iter {st.iter}: val loss {val}")
+        tr.log(
+            f"final eval on {len(full)} windows ({tr.final_windows.tokens_per_eval:,} tokens): "
+            f"val loss {full_loss:.4f} ({dt:.1f}s)"
+        )
+    tr.log(
+        f"eval iter {st.iter}: val loss {val:.4f} (best {st.best_val_loss:.4f} at {st.best_val_iter})"
+        if st.best_val_loss is not None
+        else f"eval iter {st.iter}: val loss {val}"
+    )

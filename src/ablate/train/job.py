@@ -9,7 +9,6 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
-from typing import Optional
 
 from ablate import results
 from ablate.errors import AblateError, ConfigError, DiskFullError
@@ -20,8 +19,13 @@ from ablate.train import distributed as dist_mod
 from ablate.train.trainer import Trainer
 
 
-def run_job(job_dir: str | Path, *, rank: Optional[int] = None, world_size: Optional[int] = None,
-            local_rank: Optional[int] = None) -> dict:
+def run_job(
+    job_dir: str | Path,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+    local_rank: int | None = None,
+) -> dict:
     """Train the job in ``job_dir`` (or resume it from its checkpoint) and return its summary.
 
     The returned dict is what summary.json holds plus ``exit_code``: 0 completed, 1 failed
@@ -59,18 +63,21 @@ def _run_locked(jd: JobDir, dinfo: dist_mod.DistInfo) -> dict:
     if summary and summary.get("status") == results.COMPLETED:
         # Died between the completed summary and DONE: the result is measured; never retrain it.
         if dinfo.is_main:
-            print(f"{jd.path}: summary.json says completed; writing the missing DONE marker", flush=True)
+            print(
+                f"{jd.path}: summary.json says completed; writing the missing DONE marker",
+                flush=True,
+            )
             jd.mark_done()
         summary.update(exit_code=EXIT_COMPLETED, already_done=True)
         return summary
     return Trainer(jd.path, dinfo).run()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ablate.train",
         description="Train one job directory (config.yaml inside). Exit codes: 0 completed, 1 failed, "
-                    "2 user error, 3 stopped by a signal after checkpointing (run again to resume).",
+        "2 user error, 3 stopped by a signal after checkpointing (run again to resume).",
     )
     parser.add_argument("job_dir", help="job directory holding config.yaml")
     args = parser.parse_args(argv)
@@ -80,8 +87,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("error: interrupted; run the same command again to resume from the last checkpoint",
-              file=sys.stderr, flush=True)
+        print(
+            "error: interrupted; run the same command again to resume from the last checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
         return EXIT_PREEMPTED
     except AblateError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)

@@ -23,7 +23,6 @@ clock:
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
@@ -71,7 +70,9 @@ def param_groups(model, optim_cfg) -> tuple[list[dict], dict]:
             continue
         kind = model.param_kind(name)
         if kind not in KINDS:
-            raise ConfigError(f"model.param_kind({name!r}) returned {kind!r}, expected one of {', '.join(KINDS)}")
+            raise ConfigError(
+                f"model.param_kind({name!r}) returned {kind!r}, expected one of {', '.join(KINDS)}"
+            )
         if kind in decay_kinds:
             decay.append((name, p))
             kinds_seen["decay"].add(kind)
@@ -85,14 +86,16 @@ def param_groups(model, optim_cfg) -> tuple[list[dict], dict]:
         if not members:
             continue
         groups.append({"params": [p for _, p in members], "weight_decay": gwd, "name": gname})
-        record_groups.append({
-            "name": gname,
-            "weight_decay": gwd,
-            "kinds": sorted(kinds_seen[gname]),
-            "tensors": len(members),
-            "params": sum(p.numel() for _, p in members),
-            "names": [n for n, _ in members],
-        })
+        record_groups.append(
+            {
+                "name": gname,
+                "weight_decay": gwd,
+                "kinds": sorted(kinds_seen[gname]),
+                "tensors": len(members),
+                "params": sum(p.numel() for _, p in members),
+                "names": [n for n, _ in members],
+            }
+        )
     record = {
         "groups": record_groups,
         "frozen": {
@@ -118,7 +121,10 @@ def build_optimizer(model, optim_cfg, device_type: str) -> tuple[torch.optim.Ada
     except (RuntimeError, ValueError) as e:
         opt = torch.optim.AdamW(groups, foreach=True, **kwargs)
         reason = " ".join(str(e).split())[:200]
-        record["optimizer"], record["fused"] = f"AdamW (foreach; fused unavailable on {device_type}: {reason})", False
+        record["optimizer"], record["fused"] = (
+            f"AdamW (foreach; fused unavailable on {device_type}: {reason})",
+            False,
+        )
     return opt, record
 
 
@@ -149,7 +155,7 @@ class Schedule:
     Takes the validated OptimConfig and budget (ablate.config: warmup_fraction in [0, 1), at least
     one of max_iters and box_seconds set)."""
 
-    def __init__(self, optim_cfg, max_iters: Optional[int], box_seconds: Optional[float]):
+    def __init__(self, optim_cfg, max_iters: int | None, box_seconds: float | None):
         self.lr = optim_cfg.lr
         self.min_lr = optim_cfg.min_lr
         self.warmup = optim_cfg.warmup_iters
@@ -161,7 +167,7 @@ class Schedule:
     def by_iters(self) -> bool:
         return self.max_iters is not None
 
-    def progress(self, it: int, elapsed: float, warmup_end_elapsed: Optional[float]) -> float:
+    def progress(self, it: int, elapsed: float, warmup_end_elapsed: float | None) -> float:
         """Decay progress in [0, 1] for the iteration about to run (0-based ``it``)."""
         if self.by_iters:
             span = self.max_iters - self.warmup
@@ -174,7 +180,7 @@ class Schedule:
             return 1.0
         return min(1.0, max(0.0, (elapsed - t_w) / span))
 
-    def warmup_time(self, t_iter: Optional[float], it: int, elapsed: float) -> Optional[float]:
+    def warmup_time(self, t_iter: float | None, it: int, elapsed: float) -> float | None:
         """Time-box mode: the training seconds warmup lasts, once it can be fixed (None before
         the iteration rate is measured). Iteration mode: the elapsed time warmup ended at."""
         if self.by_iters:
@@ -187,7 +193,9 @@ class Schedule:
             return min(self.box_seconds, self.warmup * t_iter)
         return elapsed if it >= self.warmup else None
 
-    def __call__(self, it: int, elapsed: float = 0.0, warmup_end_elapsed: Optional[float] = None) -> float:
+    def __call__(
+        self, it: int, elapsed: float = 0.0, warmup_end_elapsed: float | None = None
+    ) -> float:
         if not self.by_iters and warmup_end_elapsed is not None:
             if elapsed < warmup_end_elapsed:
                 return self.lr * max(elapsed, 0.0) / warmup_end_elapsed
@@ -196,6 +204,6 @@ class Schedule:
             return self.lr * (it + 1) / self.warmup
         return self._decayed(it, elapsed, warmup_end_elapsed)
 
-    def _decayed(self, it: int, elapsed: float, warmup_end_elapsed: Optional[float]) -> float:
+    def _decayed(self, it: int, elapsed: float, warmup_end_elapsed: float | None) -> float:
         p = self.progress(it, elapsed, warmup_end_elapsed)
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * p)) * (self.lr - self.min_lr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,7 +27,7 @@ ERROR_CHARS = 2000
 class TrainLog:
     """train.log plus stdout, rank 0 only (stdout only when the launcher captures it into train.log)."""
 
-    def __init__(self, path: Optional[Path], enabled: bool):
+    def __init__(self, path: Path | None, enabled: bool):
         self.enabled = enabled
         self._file = open(path, "a", encoding="utf-8") if (enabled and path is not None) else None
 
@@ -47,12 +47,12 @@ class TrainLog:
 
 @dataclass
 class Throughput:
-    ms_per_iter: Optional[float] = None
-    tokens_per_s: Optional[float] = None
-    mfu: Optional[float] = None
+    ms_per_iter: float | None = None
+    tokens_per_s: float | None = None
+    mfu: float | None = None
 
 
-def throughput(tr: "Trainer", iters: int, seconds: float) -> Throughput:
+def throughput(tr: Trainer, iters: int, seconds: float) -> Throughput:
     """ms/iter, tokens/s and MFU of ``iters`` training iterations in ``seconds`` (all ranks)."""
     tpi = tr.cfg.optim.tokens_per_iter if tr.cfg is not None else 0
     if iters <= 0 or seconds <= 0 or not tpi:
@@ -65,7 +65,7 @@ def throughput(tr: "Trainer", iters: int, seconds: float) -> Throughput:
     return Throughput(1000.0 * seconds / iters, tps, mfu)
 
 
-def summary(tr: "Trainer", status: str, **extra: Any) -> dict:
+def summary(tr: Trainer, status: str, **extra: Any) -> dict:
     """summary.json's content (docs/results-format.md)."""
     cfg, st, dev = tr.cfg, tr.state, tr.dev
     tpi = cfg.optim.tokens_per_iter if cfg is not None else None
@@ -79,11 +79,14 @@ def summary(tr: "Trainer", status: str, **extra: Any) -> dict:
         "best_val_iter": st.best_val_iter,
         "final_val_loss": st.final_val_loss,
         "final_val_windows": tr.final_windows.n_windows if tr.final_windows is not None else None,
-        "final_val_tokens": tr.final_windows.tokens_per_eval if tr.final_windows is not None else None,
+        "final_val_tokens": tr.final_windows.tokens_per_eval
+        if tr.final_windows is not None
+        else None,
         "val_windows": cfg.data.val_windows if cfg is not None else None,
         "final_eval_seconds": tr.final_eval_seconds,
-        "warmup_end_seconds": (st.warmup_end_elapsed if tr.schedule is not None
-                               and not tr.schedule.by_iters else None),
+        "warmup_end_seconds": (
+            st.warmup_end_elapsed if tr.schedule is not None and not tr.schedule.by_iters else None
+        ),
         "last_train_loss": st.last_train_loss,
         "iterations": st.iter,
         "max_iters": cfg.budget.max_iters if cfg is not None else None,
@@ -121,8 +124,14 @@ def summary(tr: "Trainer", status: str, **extra: Any) -> dict:
     return s
 
 
-def train_row(tr: "Trainer", it: int, loss: float, lr: float, grad_norm: Optional[torch.Tensor],
-              since: tuple[float, int]) -> dict:
+def train_row(
+    tr: Trainer,
+    it: int,
+    loss: float,
+    lr: float,
+    grad_norm: torch.Tensor | None,
+    since: tuple[float, int],
+) -> dict:
     """The metrics.jsonl row of a log iteration; throughput over the iterations since the last one."""
     st = tr.state
     rate = throughput(tr, st.timed_iters - since[1], st.train_seconds - since[0])
@@ -141,47 +150,58 @@ def train_row(tr: "Trainer", it: int, loss: float, lr: float, grad_norm: Optiona
     }
 
 
-def train_line(tr: "Trainer", row: dict) -> str:
+def train_line(tr: Trainer, row: dict) -> str:
     """The train.log line of a metrics row."""
     b, st = tr.cfg.budget, tr.state
     ms, tps, mfu = row["time/ms_per_iter"], row["throughput/tokens_per_s"], row["throughput/mfu"]
-    parts = [f"iter {row['iter']}" + (f"/{b.max_iters}" if b.max_iters else ""),
-             f"loss {row['loss/train']:.4f}", f"lr {row['lr']:.3e}"]
+    parts = [
+        f"iter {row['iter']}" + (f"/{b.max_iters}" if b.max_iters else ""),
+        f"loss {row['loss/train']:.4f}",
+        f"lr {row['lr']:.3e}",
+    ]
     parts.append(f"{ms:.1f} ms/iter" if ms is not None else "- ms/iter (warm-up)")
     parts.append(f"{tps:,.0f} tok/s" if tps is not None else "- tok/s")
     if mfu is not None:
         parts.append(f"mfu {100 * mfu:.1f}%")
     if b.box_seconds:
         box = b.box_seconds
-        parts.append(f"box {st.train_seconds:.1f}s/{box:.0f}s ({max(0.0, box - st.train_seconds):.1f}s left)")
+        parts.append(
+            f"box {st.train_seconds:.1f}s/{box:.0f}s ({max(0.0, box - st.train_seconds):.1f}s left)"
+        )
     else:
         parts.append(f"train {st.train_seconds:.1f}s")
     return " | ".join(parts)
 
 
-def env_record(tr: "Trainer", model) -> dict:
+def env_record(tr: Trainer, model) -> dict:
     """env.json: where and how the job runs; earlier starts of the job kept under "previous"."""
     cfg, dev = tr.cfg, tr.dev
-    env = env_mod.collect(dev.name, dev.device.type, tr.dinfo.world_size, dev.precision, extra={
-        "device_count": device_count(tr),
-        "local_world_size": tr.dinfo.local_world_size,
-        "backend": tr.dinfo.backend,
-        "tf32": dev.tf32,
-        **tr.compiled.record(),
-        "autocast_dtype": dtype_name(dev.autocast_dtype),
-        "sdpa": dev.sdpa,
-        "grad_accum": tr.grad_accum,
-        "micro_batch": cfg.hardware.micro_batch,
-        "tokens_per_iter": cfg.optim.tokens_per_iter,
-        "num_params": int(model.num_params()),
-        "flops_per_token": tr.flops_per_token,
-        "peak_flops": dev.peak_flops(),
-        "dataset": describe(tr.dataset),
-        "optim_groups": tr.optim_record,
-        "resumed": tr.state.resumed,
-        "start_iter": tr.state.iter,
-        "plugins": tr.plugins,
-    })
+    env = env_mod.collect(
+        dev.name,
+        dev.device.type,
+        tr.dinfo.world_size,
+        dev.precision,
+        extra={
+            "device_count": device_count(tr),
+            "local_world_size": tr.dinfo.local_world_size,
+            "backend": tr.dinfo.backend,
+            "tf32": dev.tf32,
+            **tr.compiled.record(),
+            "autocast_dtype": dtype_name(dev.autocast_dtype),
+            "sdpa": dev.sdpa,
+            "grad_accum": tr.grad_accum,
+            "micro_batch": cfg.hardware.micro_batch,
+            "tokens_per_iter": cfg.optim.tokens_per_iter,
+            "num_params": int(model.num_params()),
+            "flops_per_token": tr.flops_per_token,
+            "peak_flops": dev.peak_flops(),
+            "dataset": describe(tr.dataset),
+            "optim_groups": tr.optim_record,
+            "resumed": tr.state.resumed,
+            "start_iter": tr.state.iter,
+            "plugins": tr.plugins,
+        },
+    )
     prev = None
     if tr.jd.env.is_file():
         try:
@@ -194,44 +214,60 @@ def env_record(tr: "Trainer", model) -> dict:
     return env
 
 
-def header_lines(tr: "Trainer", model, notes_now: list[str]) -> list[str]:
+def header_lines(tr: Trainer, model, notes_now: list[str]) -> list[str]:
     """train.log's first lines: what runs, on what, with which budget."""
     cfg, dev, st = tr.cfg, tr.dev, tr.state
-    out = [f"job {tr.jd.path} step {cfg.step.name} ({cfg.step.architecture}) seed {cfg.seed}",
-           f"device {dev.name} x{device_count(tr)} | world size {tr.dinfo.world_size} | precision {dev.precision}"
-           f" (autocast {dtype_name(dev.autocast_dtype)}) | tf32 {dev.tf32} | compile {dev.compile}"
-           f" | {tr.optim_record['optimizer']} | SDPA flash {dev.sdpa['flash'] if dev.sdpa else None}"
-           f" | threads {torch.get_num_threads()}"]
+    out = [
+        f"job {tr.jd.path} step {cfg.step.name} ({cfg.step.architecture}) seed {cfg.seed}",
+        f"device {dev.name} x{device_count(tr)} | world size {tr.dinfo.world_size} | precision {dev.precision}"
+        f" (autocast {dtype_name(dev.autocast_dtype)}) | tf32 {dev.tf32} | compile {dev.compile}"
+        f" | {tr.optim_record['optimizer']} | SDPA flash {dev.sdpa['flash'] if dev.sdpa else None}"
+        f" | threads {torch.get_num_threads()}",
+    ]
     want = cfg.hardware.nproc_per_node
     if want != tr.dinfo.local_world_size:
-        out.append(f"note: hardware.nproc_per_node={want} but this job runs {tr.dinfo.local_world_size} "
-                   f"process(es) per node (world size {tr.dinfo.world_size}); the global batch is unchanged")
+        out.append(
+            f"note: hardware.nproc_per_node={want} but this job runs {tr.dinfo.local_world_size} "
+            f"process(es) per node (world size {tr.dinfo.world_size}); the global batch is unchanged"
+        )
     out += [f"warning: {w}" for w in dev.warnings]
     if dev.sdpa is not None and not dev.sdpa["flash"]:
-        out.append(f"warning: attention cannot use the flash SDPA kernel here, a slower one runs: {dev.sdpa['flash_error']}")
+        out.append(
+            f"warning: attention cannot use the flash SDPA kernel here, a slower one runs: {dev.sdpa['flash_error']}"
+        )
     c = tr.compiled
     if c.error:
-        out.append(f"warning: torch.compile ({c.backend}) failed for step {cfg.step.name}, running eager: {c.error}")
+        out.append(
+            f"warning: torch.compile ({c.backend}) failed for step {cfg.step.name}, running eager: {c.error}"
+        )
     elif c.compiled:
-        out.append(f"compiled ({c.backend}) in {c.seconds:.1f}s: {c.graphs} graph(s), {c.graph_breaks} graph break(s)")
-    out.append(f"model {model.num_params():,} params | {tr.flops_per_token:.4g} FLOPs/token | "
-               f"batch {cfg.optim.tokens_per_iter} tokens/iter = {cfg.model.block_size} x {cfg.hardware.micro_batch} "
-               f"x {tr.dinfo.world_size} ranks x {tr.grad_accum} accum")
+        out.append(
+            f"compiled ({c.backend}) in {c.seconds:.1f}s: {c.graphs} graph(s), {c.graph_breaks} graph break(s)"
+        )
+    out.append(
+        f"model {model.num_params():,} params | {tr.flops_per_token:.4g} FLOPs/token | "
+        f"batch {cfg.optim.tokens_per_iter} tokens/iter = {cfg.model.block_size} x {cfg.hardware.micro_batch} "
+        f"x {tr.dinfo.world_size} ranks x {tr.grad_accum} accum"
+    )
     out.append(str(describe(tr.dataset)))  # "data <source>: ..."
     out += describe_groups(tr.optim_record)
     b = cfg.budget
-    out.append(f"budget: box {b.box_seconds}s of training | max_iters {b.max_iters} | "
-               f"schedule (warmup and decay) by {'iterations' if tr.schedule.by_iters else 'elapsed training time'}")
+    out.append(
+        f"budget: box {b.box_seconds}s of training | max_iters {b.max_iters} | "
+        f"schedule (warmup and decay) by {'iterations' if tr.schedule.by_iters else 'elapsed training time'}"
+    )
     out += notes_now
     if st.resumed:
-        out.append(f"resumed from checkpoint at iteration {st.iter} ({st.train_seconds:.1f}s of the box used; "
-                   f"resume #{st.resumed})")
+        out.append(
+            f"resumed from checkpoint at iteration {st.iter} ({st.train_seconds:.1f}s of the box used; "
+            f"resume #{st.resumed})"
+        )
     return out
 
 
 def final_lines(s: dict) -> list[str]:
     """train.log's last lines, from the completed summary."""
-    fmt = lambda v, f: ("-" if v is None else format(v, f))  # noqa: E731
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     return [
         f"done: {s['iterations']} iterations, {s['tokens_seen']:,} tokens, train {s['train_seconds']:.1f}s "
         f"(+ warm-up {s['warmup_seconds']:.1f}s, eval {s['eval_seconds']:.1f}s, checkpoint {s['checkpoint_seconds']:.1f}s)",
@@ -241,7 +277,7 @@ def final_lines(s: dict) -> list[str]:
     ]
 
 
-def device_count(tr: "Trainer") -> Optional[int]:
+def device_count(tr: Trainer) -> int | None:
     if tr.dev is None:
         return None
     if tr.dev.is_cuda:
@@ -249,12 +285,23 @@ def device_count(tr: "Trainer") -> Optional[int]:
     return max(1, tr.dinfo.world_size // max(1, tr.dinfo.local_world_size))  # CPU: one per node
 
 
-def optim_counts(optim_record: Optional[dict]) -> Optional[list]:
+def optim_counts(optim_record: dict | None) -> list | None:
     if not optim_record:
         return None
-    out = [{k: g[k] for k in ("name", "weight_decay", "kinds", "tensors", "params")} for g in optim_record["groups"]]
+    out = [
+        {k: g[k] for k in ("name", "weight_decay", "kinds", "tensors", "params")}
+        for g in optim_record["groups"]
+    ]
     fr = optim_record["frozen"]
-    out.append({"name": "frozen", "weight_decay": None, "kinds": [], "tensors": fr["tensors"], "params": fr["params"]})
+    out.append(
+        {
+            "name": "frozen",
+            "weight_decay": None,
+            "kinds": [],
+            "tensors": fr["tensors"],
+            "params": fr["params"],
+        }
+    )
     return out
 
 
@@ -276,9 +323,9 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def dtype_name(dtype: Optional[torch.dtype]) -> Optional[str]:
+def dtype_name(dtype: torch.dtype | None) -> str | None:
     return None if dtype is None else str(dtype).removeprefix("torch.")
 
 
 def tail(text: str, n: int = ERROR_CHARS) -> str:
-    return text if len(text) <= n else "..." + text[-(n - 3):]
+    return text if len(text) <= n else "..." + text[-(n - 3) :]

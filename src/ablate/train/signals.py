@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Optional
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 
@@ -16,13 +15,13 @@ class StopSignals:
     (where Python cannot install handlers) nothing is installed."""
 
     def __init__(self) -> None:
-        self.received: Optional[int] = None
+        self.received: int | None = None
         self._old: dict = {}
 
     def _on_signal(self, signum, frame) -> None:
         self.received = signum
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for name in STOP_SIGNALS:
                 sig = getattr(signal, name, None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Optional
 
 
 @dataclass
@@ -21,13 +20,13 @@ class RunState:
     checkpoint_seconds: float = 0.0
     timed_iters: int = 0
     """Iterations inside train_seconds (warm-up excluded): ms/iter = train_seconds / timed_iters."""
-    warmup_end_elapsed: Optional[float] = None
+    warmup_end_elapsed: float | None = None
     """Training seconds at which the LR warmup ends (time box: set once the iteration rate is known)."""
-    best_val_loss: Optional[float] = None
-    best_val_iter: Optional[int] = None
-    final_val_loss: Optional[float] = None
-    last_train_loss: Optional[float] = None
-    peak_memory_mb: Optional[float] = None
+    best_val_loss: float | None = None
+    best_val_iter: int | None = None
+    final_val_loss: float | None = None
+    last_train_loss: float | None = None
+    peak_memory_mb: float | None = None
     gates: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     resumed: int = 0

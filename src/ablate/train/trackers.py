@@ -14,14 +14,15 @@ chosen tracker is installed before any job starts (:func:`check_installed`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
-import functools
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from ablate import results
 from ablate.config import config_yaml, to_container
@@ -35,8 +36,10 @@ def check_installed(name: str) -> None:
     checked with the config: TrackerConfig.problems)."""
     package = PACKAGES.get(name)
     if package and importlib.util.find_spec(package) is None:
-        raise ConfigError(f"tracker={name} needs the {package} package, which is not installed: "
-                          f"pip install -e '.[{name}]' (or tracker=none)")
+        raise ConfigError(
+            f"tracker={name} needs the {package} package, which is not installed: "
+            f"pip install -e '.[{name}]' (or tracker=none)"
+        )
 
 
 def values(record: dict) -> Iterator[tuple[str, float]]:
@@ -74,13 +77,20 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard import SummaryWriter
 
         matrix = jd.path.parent
-        root = Path(cfg.tracker.dir).expanduser() / matrix.name if cfg.tracker.dir else matrix / "tensorboard"
+        root = (
+            Path(cfg.tracker.dir).expanduser() / matrix.name
+            if cfg.tracker.dir
+            else matrix / "tensorboard"
+        )
         self.log_dir = root / jd.path.name
         # A resumed job re-logs iterations after its checkpoint: purge_step hides the old ones.
         self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=start_iter or None)
         self.writer.add_text("config", "```\n" + config_yaml + "\n```", global_step=start_iter)
-        self.writer.add_text("tags", f"step={cfg.step.name} seed={cfg.seed} matrix={matrix.name}",
-                             global_step=start_iter)
+        self.writer.add_text(
+            "tags",
+            f"step={cfg.step.name} seed={cfg.seed} matrix={matrix.name}",
+            global_step=start_iter,
+        )
 
     def log(self, step: int, vals: dict[str, float]) -> None:
         for k, v in vals.items():
@@ -103,9 +113,17 @@ class WandbTracker(Tracker):
         # One W&B run per job, also across resumes: the id is derived from the job directory.
         run_id = hashlib.sha256(str(jd.path.resolve()).encode()).hexdigest()[:24]
         self.run = wandb.init(
-            project=cfg.tracker.project, entity=cfg.tracker.entity, group=matrix.name, name=jd.path.name,
-            job_type=cfg.step.name, tags=[f"step:{cfg.step.name}", f"seed:{cfg.seed}"], config=config,
-            dir=str(folder), mode=cfg.tracker.mode, id=run_id, resume="allow",
+            project=cfg.tracker.project,
+            entity=cfg.tracker.entity,
+            group=matrix.name,
+            name=jd.path.name,
+            job_type=cfg.step.name,
+            tags=[f"step:{cfg.step.name}", f"seed:{cfg.seed}"],
+            config=config,
+            dir=str(folder),
+            mode=cfg.tracker.mode,
+            id=run_id,
+            resume="allow",
             settings=wandb.Settings(console="off", silent=True),
         )
         # The iteration is an ordinary value and the x-axis of every chart; W&B's own step only
@@ -141,25 +159,34 @@ class MlflowTracker(Tracker):
         else:
             exp_id = exp.experiment_id
         # One run per job, also across resumes: find it by its job tag.
-        found = client.search_runs([exp_id], filter_string=f"tags.`ablate.job` = '{jd.path.name}'", max_results=1)
+        found = client.search_runs(
+            [exp_id], filter_string=f"tags.`ablate.job` = '{jd.path.name}'", max_results=1
+        )
         if found:
             self.run_id = found[0].info.run_id
         else:
-            tags = {"step": cfg.step.name, "seed": str(cfg.seed), "ablate.job": jd.path.name,
-                    "ablate.matrix": matrix.name, "ablate.job_dir": str(jd.path.resolve())}
+            tags = {
+                "step": cfg.step.name,
+                "seed": str(cfg.seed),
+                "ablate.job": jd.path.name,
+                "ablate.matrix": matrix.name,
+                "ablate.job_dir": str(jd.path.resolve()),
+            }
             self.run_id = client.create_run(exp_id, run_name=jd.path.name, tags=tags).info.run_id
             client.log_text(self.run_id, config_yaml, "config.yaml")
             from mlflow.entities import Param
 
             params = [Param(k, str(v)[:6000]) for k, v in _flat(config)]
             for i in range(0, len(params), 100):
-                client.log_batch(self.run_id, params=params[i:i + 100])
+                client.log_batch(self.run_id, params=params[i : i + 100])
 
     def log(self, step: int, vals: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, ts, step) for k, v in vals.items()])
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, v, ts, step) for k, v in vals.items()]
+        )
 
     def close(self, status: str) -> None:
         state = {results.COMPLETED: "FINISHED", results.FAILED: "FAILED"}.get(status, "KILLED")
@@ -190,31 +217,44 @@ class TrackedMetrics:
     MAX_BACKLOG = 10_000
     WAIT_S = 30.0
 
-    def __init__(self, writer: results.MetricsWriter, jd: results.JobDir, name: str,
-                 opener: Callable[[], Tracker], warn: Callable[[str], None]):
+    def __init__(
+        self,
+        writer: results.MetricsWriter,
+        jd: results.JobDir,
+        name: str,
+        opener: Callable[[], Tracker],
+        warn: Callable[[str], None],
+    ):
         self.writer = writer
         self.jd = jd
         self.name = name
         self.warn = warn
-        self.tracker: Optional[Tracker] = None
+        self.tracker: Tracker | None = None
         self._dropped = 0
         self._guard("start", lambda: setattr(self, "tracker", opener()))
         self._queue: queue.Queue = queue.Queue(maxsize=self.MAX_BACKLOG)
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         if self.tracker is not None:
-            self._thread = threading.Thread(target=self._work, name=f"ablate-tracker-{name}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._work, name=f"ablate-tracker-{name}", daemon=True
+            )
             self._thread.start()
 
     def _guard(self, what: str, fn: Callable[[], Any]) -> None:
         try:
             fn()
         except BaseException as e:  # noqa: BLE001 - a tracker must not end training, whatever it raises
-            if isinstance(e, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+            if (
+                isinstance(e, KeyboardInterrupt)
+                and threading.current_thread() is threading.main_thread()
+            ):
                 raise
             self.tracker = None
             msg = " ".join(str(e).split())[:300]
-            self.warn(f"tracker {self.name} failed at {what} ({type(e).__name__}: {msg}); it is off for the "
-                      f"rest of this job; training and metrics.jsonl are unaffected")
+            self.warn(
+                f"tracker {self.name} failed at {what} ({type(e).__name__}: {msg}); it is off for the "
+                f"rest of this job; training and metrics.jsonl are unaffected"
+            )
 
     def _work(self) -> None:
         while True:
@@ -241,8 +281,10 @@ class TrackedMetrics:
         except queue.Full:
             self._dropped += 1
             if self._dropped == 1:
-                self.warn(f"tracker {self.name} is falling behind ({self.MAX_BACKLOG} records queued); records "
-                          "are dropped for it until it catches up; metrics.jsonl is complete")
+                self.warn(
+                    f"tracker {self.name} is falling behind ({self.MAX_BACKLOG} records queued); records "
+                    "are dropped for it until it catches up; metrics.jsonl is complete"
+                )
 
     def _wait(self, timeout: float) -> bool:
         """Wait until the worker has handled everything queued so far; False if it did not in time."""
@@ -258,7 +300,9 @@ class TrackedMetrics:
     def sync(self) -> None:
         self.writer.sync()
         if self.tracker is not None and not self._wait(self.WAIT_S):
-            self.warn(f"tracker {self.name} did not keep up within {self.WAIT_S:.0f} s; training goes on")
+            self.warn(
+                f"tracker {self.name} did not keep up within {self.WAIT_S:.0f} s; training goes on"
+            )
 
     def close(self) -> None:
         self.writer.close()
@@ -274,8 +318,10 @@ class TrackedMetrics:
         if tracker is None:
             return
         if not finished:
-            self.warn(f"tracker {self.name} did not send its last records within {self.WAIT_S:.0f} s; "
-                      "metrics.jsonl is complete")
+            self.warn(
+                f"tracker {self.name} did not send its last records within {self.WAIT_S:.0f} s; "
+                "metrics.jsonl is complete"
+            )
             return
         try:
             status = (self.jd.read_summary() or {}).get("status") or results.RUNNING
@@ -284,11 +330,18 @@ class TrackedMetrics:
         try:
             tracker.close(status)
         except Exception as e:  # noqa: BLE001
-            self.warn(f"tracker {self.name} failed at close ({type(e).__name__}: {e}); metrics.jsonl is complete")
+            self.warn(
+                f"tracker {self.name} failed at close ({type(e).__name__}: {e}); metrics.jsonl is complete"
+            )
 
 
-def open_metrics(cfg, jd: results.JobDir, writer: results.MetricsWriter, start_iter: int,
-                 warn: Callable[[str], None]) -> Any:
+def open_metrics(
+    cfg,
+    jd: results.JobDir,
+    writer: results.MetricsWriter,
+    start_iter: int,
+    warn: Callable[[str], None],
+) -> Any:
     """The metrics sink of rank 0: the writer itself, or the writer plus the configured tracker."""
     name = cfg.tracker.name
     if name == "none":
@@ -304,5 +357,3 @@ def open_metrics(cfg, jd: results.JobDir, writer: results.MetricsWriter, start_i
         return MlflowTracker(cfg, jd, config, text, start_iter)
 
     return TrackedMetrics(writer, jd, name, opener, warn)
-
-

@@ -31,7 +31,7 @@ import os
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -45,9 +45,9 @@ from ablate.data import TrainBatches, ValWindows, final_val_windows, resolve_dat
 from ablate.errors import AblateError, ConfigError, DiskFullError
 from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
 from ablate.results import JobDir, MetricsWriter
+from ablate.train import causality, evals, records, trackers
 from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
-from ablate.train import causality, evals, records, trackers
 from ablate.train.clock import BoxClock
 from ablate.train.compile import CompileResult, compile_model
 from ablate.train.device import DeviceSetup, probe_sdpa, setup_device
@@ -68,19 +68,19 @@ class Trainer:
         self.dinfo = dinfo
         self.is_main = dinfo.is_main
         self.state = RunState()  # the counters; restored from a checkpoint
-        self.cfg: Optional[RunConfig] = None  # set in setup
-        self.dev: Optional[DeviceSetup] = None
+        self.cfg: RunConfig | None = None  # set in setup
+        self.dev: DeviceSetup | None = None
         self.log = records.TrainLog(None, False)
-        self.metrics: Optional[MetricsWriter] = None
-        self.schedule: Optional[Schedule] = None
-        self.optim_record: Optional[dict] = None
-        self.flops_per_token: Optional[float] = None
+        self.metrics: MetricsWriter | None = None
+        self.schedule: Schedule | None = None
+        self.optim_record: dict | None = None
+        self.flops_per_token: float | None = None
         self.plugins: dict = {}
         self.compiled = CompileResult(requested=False, compiled=False)  # set in setup
         self.final_windows = None  # ValWindows of the final eval (set in setup)
         # Known only to this process start (not checkpointed):
-        self.last_eval_iter: Optional[int] = None
-        self.final_eval_seconds: Optional[float] = None
+        self.last_eval_iter: int | None = None
+        self.final_eval_seconds: float | None = None
         self.gate_shares: dict = {}  # set by the final eval
         self.causality: dict = results.causality_entry(None)  # summary.json's "causality"
         self.resumed_this_start = False
@@ -129,7 +129,9 @@ class Trainer:
                     evals.eval_and_record(self, final=end)
                 if sync.signal and not end:
                     self._stop_on_signal(it, sync.signal)
-                if not end and (is_ck or (ck_secs is not None and sync.since_checkpoint >= ck_secs)):
+                if not end and (
+                    is_ck or (ck_secs is not None and sync.since_checkpoint >= ck_secs)
+                ):
                     self.save_checkpoint()
                     clock.checkpointed()
                     self.write_summary(results.RUNNING)
@@ -138,7 +140,7 @@ class Trainer:
                 clock.next_segment(it)
             return self._complete()
 
-    def train_step(self, it: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def train_step(self, it: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step over the iteration's micro-batches: (summed loss, grad norm), on the device."""
         dev, model, n_micro = self.dev, self.train_model, self.grad_accum
         loss_iter = None
@@ -147,14 +149,16 @@ class Trainer:
                 x = x.pin_memory().to(dev.device, non_blocking=True)
                 y = y.pin_memory().to(dev.device, non_blocking=True)
             sync_grads = not self.dinfo.enabled or k == n_micro - 1
-            with (contextlib.nullcontext() if sync_grads else model.no_sync()):
+            with contextlib.nullcontext() if sync_grads else model.no_sync():
                 with dev.autocast():
                     _, loss = model(x, y)
                 loss = loss / n_micro
                 loss.backward()
             ld = loss.detach()
             loss_iter = ld if loss_iter is None else loss_iter + ld
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.clip) if self.clip > 0 else None
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.clip) if self.clip > 0 else None
+        )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_iter, grad_norm
@@ -166,12 +170,19 @@ class Trainer:
         if st.warmup_end_elapsed is None:
             # One clock: in a time box the warmup becomes training time once the rate is known.
             st.warmup_end_elapsed = sched.warmup_time(clock.t_iter, it, est)
-            if (st.warmup_end_elapsed is not None and box is not None and not sched.by_iters
-                    and st.warmup_end_elapsed >= box and sched.warmup > 0):
-                msg = (f"box too short for its warmup: {sched.warmup} warmup iterations at the measured "
-                       f"{clock.t_iter:.3g} s/iteration take {sched.warmup * (clock.t_iter or 0):.1f} s of a "
-                       f"{box:.0f} s box; the learning rate never reaches its peak (lower optim.warmup_iters, "
-                       "set optim.warmup_fraction, or give the box more time)")
+            if (
+                st.warmup_end_elapsed is not None
+                and box is not None
+                and not sched.by_iters
+                and st.warmup_end_elapsed >= box
+                and sched.warmup > 0
+            ):
+                msg = (
+                    f"box too short for its warmup: {sched.warmup} warmup iterations at the measured "
+                    f"{clock.t_iter:.3g} s/iteration take {sched.warmup * (clock.t_iter or 0):.1f} s of a "
+                    f"{box:.0f} s box; the learning rate never reaches its peak (lower optim.warmup_iters, "
+                    "set optim.warmup_fraction, or give the box more time)"
+                )
                 st.notes.append(msg)
                 self.log(f"warning: {msg}")
         lr = sched(it, est, st.warmup_end_elapsed)
@@ -200,23 +211,31 @@ class Trainer:
             self.metrics.write(row)
             self.log(records.train_line(self, row))
 
-    def _fail_non_finite(self, it: int, bad_iter: int, loss, lr: float, grad_norm, is_log: bool) -> None:
+    def _fail_non_finite(
+        self, it: int, bad_iter: int, loss, lr: float, grad_norm, is_log: bool
+    ) -> None:
         """Fail the run (no checkpoint of a broken model)."""
         self.state.last_train_loss = loss_val = self._reduce_loss(loss)
         if is_log:
             self._write_train_row(it, loss_val, lr, grad_norm)
-        msg = (f"non-finite training loss at iteration {bad_iter} (loss {loss_val} at iteration {it}); "
-               f"the run diverged: lower optim.lr (now {self.cfg.optim.lr}) or check the data")
+        msg = (
+            f"non-finite training loss at iteration {bad_iter} (loss {loss_val} at iteration {it}); "
+            f"the run diverged: lower optim.lr (now {self.cfg.optim.lr}) or check the data"
+        )
         self.log(f"FAILED: {msg}")
-        self.result = self.write_summary(results.FAILED, error=msg, failed_iter=bad_iter, exit_code=EXIT_FAILED)
+        self.result = self.write_summary(
+            results.FAILED, error=msg, failed_iter=bad_iter, exit_code=EXIT_FAILED
+        )
         raise _Stop()
 
     def _stop_on_signal(self, it: int, signum: int) -> None:
         self.save_checkpoint()
         name = signal_name(signum)
         self.state.notes.append(f"stopped by {name} at iteration {it}; checkpointed, resumable")
-        self.log(f"{name} received: checkpointed at iteration {it}; exiting with code {EXIT_PREEMPTED} "
-                 f"(start the job again to resume)")
+        self.log(
+            f"{name} received: checkpointed at iteration {it}; exiting with code {EXIT_PREEMPTED} "
+            f"(start the job again to resume)"
+        )
         self.result = self.write_summary(results.RUNNING, stopped_by=name, exit_code=EXIT_PREEMPTED)
         raise _Stop()
 
@@ -227,7 +246,9 @@ class Trainer:
         try:
             self.causality = results.causality_entry(results.read_causality_init(self.jd))
         except AblateError as e:  # an unreadable preflight record: the job is reported unchecked
-            self.state.notes.append(f"preflight causality record unreadable ({e}); reported as unchecked")
+            self.state.notes.append(
+                f"preflight causality record unreadable ({e}); reported as unchecked"
+            )
         b = cfg.budget  # every value was validated by load_job_config (ablate.config.validate_run)
         self.schedule = Schedule(cfg.optim, b.max_iters, b.box_seconds)
         self.clip = cfg.optim.grad_clip
@@ -240,7 +261,9 @@ class Trainer:
             self.log = records.TrainLog(None if captured else self.jd.log, True)
         dist_mod.init(self.dinfo, dev.device)
         ws, rank = self.dinfo.world_size, self.dinfo.rank
-        self.grad_accum = grad_accum_for(cfg.optim.tokens_per_iter, cfg.model.block_size, cfg.hardware.micro_batch, ws)
+        self.grad_accum = grad_accum_for(
+            cfg.optim.tokens_per_iter, cfg.model.block_size, cfg.hardware.micro_batch, ws
+        )
         self._setup_data()
 
         # Model: identical init on every rank; the researcher's own modules first (same as preflight).
@@ -278,12 +301,21 @@ class Trainer:
                 note = f"{len(dropped)} unreadable metrics line(s) dropped on resume (first: {dropped[0]})"
                 self.state.notes.append(note)
                 notes_now.append(f"note: {note}")
-            self.metrics = trackers.open_metrics(cfg, self.jd, MetricsWriter(self.jd.metrics), it,
-                                                 self._tracker_warning)
+            self.metrics = trackers.open_metrics(
+                cfg, self.jd, MetricsWriter(self.jd.metrics), it, self._tracker_warning
+            )
             if it == 0:
                 # The data every step of this seed must share, proven per run (the report compares).
-                self.metrics.write({"kind": "batch", "iter": 0, "tokens_seen": 0, "train_seconds": 0.0,
-                                    "batch_iter": 0, "batch_fingerprint": self.batches.global_fingerprint(0)})
+                self.metrics.write(
+                    {
+                        "kind": "batch",
+                        "iter": 0,
+                        "tokens_seen": 0,
+                        "train_seconds": 0.0,
+                        "batch_iter": 0,
+                        "batch_fingerprint": self.batches.global_fingerprint(0),
+                    }
+                )
             results.atomic_write_json(self.jd.env, records.env_record(self, model))
             for line in records.header_lines(self, model, notes_now):
                 self.log(line)
@@ -304,7 +336,9 @@ class Trainer:
         if self.dev.is_cuda:
             self.val_batches = [(x.pin_memory(), y.pin_memory()) for x, y in self.val_batches]
         # The final eval: a superset of the periodic windows, sized by data.val_tokens.
-        n_final, self.val_note = final_val_windows(ds.val_path, T, cfg.data.val_tokens, cfg.data.val_windows)
+        n_final, self.val_note = final_val_windows(
+            ds.val_path, T, cfg.data.val_tokens, cfg.data.val_windows
+        )
         self.final_windows = ValWindows(ds.val_path, T, n_final, ws, rank)
         self.val_fingerprint = self.final_windows.fingerprint() if self.is_main else None
 
@@ -314,8 +348,14 @@ class Trainer:
         if dev.compile:
             t0 = time.perf_counter()
             val0 = self.val_batches[0] if self.val_batches else None
-            fwd, self.compiled = compile_model(model, dev.autocast, self.batches.get(self.state.iter)[0], val0,
-                                               dev.device, self.dinfo)
+            fwd, self.compiled = compile_model(
+                model,
+                dev.autocast,
+                self.batches.get(self.state.iter)[0],
+                val0,
+                dev.device,
+                self.dinfo,
+            )
             self.state.warmup_seconds += time.perf_counter() - t0
             dev.compile = self.compiled.compiled  # from here on: what really runs
             if self.compiled.error:
@@ -324,10 +364,14 @@ class Trainer:
         self.train_model = fwd
         if self.dinfo.enabled:
             # Buffers are created identically on every rank (same seed); no per-forward broadcast.
-            no_buffer_sync = ({"forward_sync_buffers": False}
-                              if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
-                              else {"broadcast_buffers": False})
-            self.train_model = DDP(fwd, device_ids=[dev.device.index] if dev.is_cuda else None, **no_buffer_sync)
+            no_buffer_sync = (
+                {"forward_sync_buffers": False}
+                if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+                else {"broadcast_buffers": False}
+            )
+            self.train_model = DDP(
+                fwd, device_ids=[dev.device.index] if dev.is_cuda else None, **no_buffer_sync
+            )
 
     def _tracker_warning(self, message: str) -> None:
         self.state.notes.append(message)
@@ -349,21 +393,31 @@ class Trainer:
             ckpt_mod.restore_rng(rngs[self.dinfo.rank], self.dev.device)
         else:
             ckpt_mod.seed_all(self.cfg.seed + self.dinfo.rank * RANK_SEED_OFFSET + self.state.iter)
-            self.state.notes.append(f"resumed at iteration {self.state.iter} with world size {self.dinfo.world_size} "
-                                    f"(checkpoint had {len(rngs)}): dropout RNG reseeded")
+            self.state.notes.append(
+                f"resumed at iteration {self.state.iter} with world size {self.dinfo.world_size} "
+                f"(checkpoint had {len(rngs)}): dropout RNG reseeded"
+            )
 
     def save_checkpoint(self) -> None:
         t0 = time.perf_counter()
         rngs = dist_mod.all_gather_object(ckpt_mod.capture_rng(self.dev.device), self.dinfo)
         if self.is_main:
-            state = {**self.state.state_dict(), "causality": self.causality, "world_size": self.dinfo.world_size,
-                     "seed": self.cfg.seed, "step": self.cfg.step.name}
-            ckpt_mod.save_checkpoint(self.jd.checkpoint, {
-                "model": self.raw_model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "state": state,
-                "rng": rngs,
-            })
+            state = {
+                **self.state.state_dict(),
+                "causality": self.causality,
+                "world_size": self.dinfo.world_size,
+                "seed": self.cfg.seed,
+                "step": self.cfg.step.name,
+            }
+            ckpt_mod.save_checkpoint(
+                self.jd.checkpoint,
+                {
+                    "model": self.raw_model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "state": state,
+                    "rng": rngs,
+                },
+            )
             if self.metrics is not None:
                 self.metrics.sync()
         dist_mod.barrier(self.dinfo)  # nobody runs ahead (or exits) before the file is whole
@@ -387,8 +441,11 @@ class Trainer:
             note = f"post-training step failed after the result was saved: {type(e).__name__}: {e}"
             try:
                 self.state.notes.append(records.tail(note, 500))
-                result = self.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED,
-                                            post_training_error=records.tail(traceback.format_exc()))
+                result = self.write_summary(
+                    results.COMPLETED,
+                    exit_code=EXIT_COMPLETED,
+                    post_training_error=records.tail(traceback.format_exc()),
+                )
                 self.log(f"warning: {note}")
             except Exception:
                 pass
@@ -403,10 +460,14 @@ class Trainer:
         if self.is_main and keep in (Keep.weights, Keep.checkpoint):
             # Before DONE: a DONE job has its weights. A failure here loses nothing measured.
             try:
-                ckpt_mod.save_final_weights(self.jd.weights, self.raw_model, to_container(self.cfg.model))
+                ckpt_mod.save_final_weights(
+                    self.jd.weights, self.raw_model, to_container(self.cfg.model)
+                )
             except Exception as e:
                 keep = Keep.checkpoint  # the weights are still in checkpoint.pt
-                self.log(f"warning: final weights not written ({type(e).__name__}: {e}); checkpoint.pt kept")
+                self.log(
+                    f"warning: final weights not written ({type(e).__name__}: {e}); checkpoint.pt kept"
+                )
         if self.is_main:
             self.jd.mark_done()
             if keep != Keep.checkpoint:
@@ -418,8 +479,10 @@ class Trainer:
     def _leaked(self, when: str) -> dict:
         """The trained weights see the future: the run is kept on disk but marked leaked (and DONE,
         since training it again would leak again)."""
-        msg = (f"the trained weights failed the causality recheck ({when}, iteration {self.state.iter}): "
-               f"{(self.causality.get('trained') or {}).get('message', '')}")
+        msg = (
+            f"the trained weights failed the causality recheck ({when}, iteration {self.state.iter}): "
+            f"{(self.causality.get('trained') or {}).get('message', '')}"
+        )
         self.log(f"LEAKED: {msg}")
         self.state.notes.append(records.tail(msg, 500))
         self.result = self.write_summary(results.LEAKED, error=msg, exit_code=EXIT_FAILED)
@@ -465,12 +528,16 @@ class Trainer:
         if not self.is_main:
             return
         try:
-            self.log(f"FAILED at iteration {self.state.iter}: "
-                     f"{error.strip().splitlines()[-1] if error.strip() else error}")
+            self.log(
+                f"FAILED at iteration {self.state.iter}: "
+                f"{error.strip().splitlines()[-1] if error.strip() else error}"
+            )
         except Exception:
             pass
         try:
             if self.jd.path.is_dir():
-                self.write_summary(results.FAILED, error=error, failed_iter=self.state.iter, exit_code=exit_code)
+                self.write_summary(
+                    results.FAILED, error=error, failed_iter=self.state.iter, exit_code=exit_code
+                )
         except Exception:
             pass

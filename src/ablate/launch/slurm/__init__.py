@@ -39,20 +39,49 @@ from typing import Optional
 
 from ablate import results
 from ablate.config import MatrixSettings, RunConfig
-from ablate.launch.slurm.poll import (ACTIVE_STATES, GONE, RUNNING_STATES, load_manifest, refresh, say,
-                                      slurm_states, wait_for)
-from ablate.launch.slurm.sbatch import (array_parameters, describe_submission, executor_parameters, log_folder,
-                                        log_folder_problem, sbatch_script)
+from ablate.launch.slurm.poll import (
+    ACTIVE_STATES,
+    GONE,
+    RUNNING_STATES,
+    load_manifest,
+    refresh,
+    say,
+    slurm_states,
+    wait_for,
+)
+from ablate.launch.slurm.sbatch import (
+    array_parameters,
+    describe_submission,
+    executor_parameters,
+    log_folder,
+    log_folder_problem,
+    sbatch_script,
+)
 from ablate.launch.slurm.sbatch import executor as make_executor
 from ablate.launch.slurm.task import TrainTask
 
-__all__ = ["submit_matrix", "array_parameters", "describe_submission", "executor_parameters", "log_folder", "log_folder_problem",
-           "sbatch_script", "load_manifest", "refresh", "slurm_states", "wait_for", "TrainTask",
-           "ACTIVE_STATES", "RUNNING_STATES", "GONE"]
+__all__ = [
+    "submit_matrix",
+    "array_parameters",
+    "describe_submission",
+    "executor_parameters",
+    "log_folder",
+    "log_folder_problem",
+    "sbatch_script",
+    "load_manifest",
+    "refresh",
+    "slurm_states",
+    "wait_for",
+    "TrainTask",
+    "ACTIVE_STATES",
+    "RUNNING_STATES",
+    "GONE",
+]
 
 
-def submit_matrix(manifest: results.Manifest, cfgs: dict[str, RunConfig],
-                  settings: MatrixSettings) -> Optional[dict[str, int]]:
+def submit_matrix(
+    manifest: results.Manifest, cfgs: dict[str, RunConfig], settings: MatrixSettings
+) -> dict[str, int] | None:
     """Submit the jobs as one array, or wait for those Slurm still has (a resumed matrix).
 
     ``settings`` are the matrix's (ablate.config.MatrixSettings: ``launcher.slurm``). Returns exit
@@ -67,11 +96,15 @@ def submit_matrix(manifest: results.Manifest, cfgs: dict[str, RunConfig],
     manifest.update(slurm_folder=str(folder))
 
     # A resumed matrix: a job Slurm still has (queued, running, requeued) is waited for, not resubmitted.
-    known = {n: str(manifest.job(n)["slurm_job_id"]) for n in cfgs if manifest.job(n).get("slurm_job_id")}
+    known = {
+        n: str(manifest.job(n)["slurm_job_id"]) for n in cfgs if manifest.job(n).get("slurm_job_id")
+    }
     states = slurm_states(list(known.values())) if known else {}
     attached = {n: jid for n, jid in known.items() if states.get(jid) in ACTIVE_STATES}
     for name, jid in attached.items():
-        say(f"{name}: Slurm job {jid} is still {states[jid].lower()}; waiting for it, not resubmitting")
+        say(
+            f"{name}: Slurm job {jid} is still {states[jid].lower()}; waiting for it, not resubmitting"
+        )
     to_submit = [n for n in cfgs if n not in attached]
 
     submitted: dict[str, str] = {}
@@ -87,15 +120,24 @@ def submit_matrix(manifest: results.Manifest, cfgs: dict[str, RunConfig],
                 say(f"warning: could not keep the sbatch script in {jd.sbatch}: {e}")
             entry = manifest.job(name)
             manifest.update_job(
-                name, status=results.PENDING, started=None, ended=None, exit_code=None, error=None,
-                slurm_job_id=str(job.job_id), attempts=int(entry.get("attempts") or 0) + 1,
+                name,
+                status=results.PENDING,
+                started=None,
+                ended=None,
+                exit_code=None,
+                error=None,
+                slurm_job_id=str(job.job_id),
+                attempts=int(entry.get("attempts") or 0) + 1,
             )
             submitted[name] = str(job.job_id)
         array = str(jobs[0].job_id).split("_")[0]
         arrays = list(manifest.data.get("slurm_arrays") or [])
         manifest.update(slurm_array=array, slurm_arrays=arrays + [array])
-        say(f"submitted {len(jobs)} job(s) as Slurm " + (f"job array {array}: " if len(jobs) > 1 else "job ")
-            + ", ".join(f"{n}={j}" for n, j in submitted.items()))
+        say(
+            f"submitted {len(jobs)} job(s) as Slurm "
+            + (f"job array {array}: " if len(jobs) > 1 else "job ")
+            + ", ".join(f"{n}={j}" for n, j in submitted.items())
+        )
     waiting = {**attached, **submitted}
     if not settings.launcher.slurm.wait:
         say("queued; nothing waits for the jobs. Later, from the files:")

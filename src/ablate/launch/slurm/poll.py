@@ -6,17 +6,31 @@ import pickle
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ablate import console, results
 from ablate.errors import AblateError
 from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, job_outcome, recorded_code
 
 # Slurm job states (first word of sacct/squeue's State) in which a job may still run.
-ACTIVE_STATES = frozenset({
-    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
-    "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "PREEMPTED",
-})
+ACTIVE_STATES = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SUSPENDED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "STOPPED",
+        "RESV_DEL_HOLD",
+        "PREEMPTED",
+    }
+)
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "CONFIGURING"})
 GONE = "GONE"  # neither squeue nor sacct knows the job: it ended (and accounting is off or purged)
 
@@ -28,16 +42,17 @@ def say(message: str) -> None:
     console.emit(f"[ablate] {message}")  # above the matrix's live view when one is drawn
 
 
-
 def load_manifest(path: str) -> results.Manifest:
     """The manifest of a matrix that was run with launcher=slurm (else a one-line error)."""
     manifest = results.Manifest.load(path)
-    if manifest.data.get("launcher") != "slurm" and not any(j.get("slurm_job_id") for j in manifest.jobs):
+    if manifest.data.get("launcher") != "slurm" and not any(
+        j.get("slurm_job_id") for j in manifest.jobs
+    ):
         raise AblateError(f"{manifest.dir} was not run with launcher=slurm; see its matrix.json")
     return manifest
 
 
-def _run(cmd: list[str]) -> Optional[str]:
+def _run(cmd: list[str]) -> str | None:
     """stdout of a Slurm client command, or None if it failed."""
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
@@ -80,7 +95,7 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return {j: out[j] for j in job_ids if j in out}
 
 
-def _task0_result(folder: Path, job_id: str) -> Optional[tuple[str, Any]]:
+def _task0_result(folder: Path, job_id: str) -> tuple[str, Any] | None:
     """submitit's result file of the job's rank 0: ("success", summary) or ("error", traceback)."""
     path = folder / f"{job_id}_0_result.pkl"
     if not path.is_file():
@@ -92,11 +107,15 @@ def _task0_result(folder: Path, job_id: str) -> Optional[tuple[str, Any]]:
         return ("error", f"unreadable submitit result {path}: {e}")
 
 
-def outcome(manifest: results.Manifest, name: str, job_id: str, state: str, folder: Path) -> tuple[str, int, Optional[str]]:
+def outcome(
+    manifest: results.Manifest, name: str, job_id: str, state: str, folder: Path
+) -> tuple[str, int, str | None]:
     """(status, exit code, error) of a job whose Slurm job ended, from its files first."""
     jd = manifest.job_dir(name)
     if jd.is_done():
-        status, error = job_outcome(jd, EXIT_COMPLETED, None)  # completed, or leaked, with its error
+        status, error = job_outcome(
+            jd, EXIT_COMPLETED, None
+        )  # completed, or leaked, with its error
         return status, (EXIT_COMPLETED if status == results.COMPLETED else EXIT_FAILED), error
     summary = None
     try:
@@ -116,7 +135,7 @@ def outcome(manifest: results.Manifest, name: str, job_id: str, state: str, fold
     return status, code, error
 
 
-def refresh(manifest: results.Manifest, names: Optional[list[str]] = None) -> dict[str, str]:
+def refresh(manifest: results.Manifest, names: list[str] | None = None) -> dict[str, str]:
     """One look at Slurm and the files: update matrix.json, return each job's Slurm state."""
     folder = Path(manifest.data.get("slurm_folder") or manifest.dir / results.SUBMITIT)
     entries = [j for j in manifest.jobs if names is None or j["name"] in names]
@@ -129,16 +148,29 @@ def refresh(manifest: results.Manifest, names: Optional[list[str]] = None) -> di
         state = states.get(jid, "UNKNOWN") if jid else "-"
         shown[name] = state
         if manifest.job_dir(name).is_done() and state not in ACTIVE_STATES:
-            done_status, done_error = job_outcome(manifest.job_dir(name), EXIT_COMPLETED, None)  # completed, or leaked
+            done_status, done_error = job_outcome(
+                manifest.job_dir(name), EXIT_COMPLETED, None
+            )  # completed, or leaked
             if job["status"] != done_status:
-                manifest.update_job(name, status=done_status, error=done_error,
-                                    exit_code=EXIT_COMPLETED if done_status == results.COMPLETED else EXIT_FAILED,
-                                    ended=job.get("ended") or results.now_iso())
+                manifest.update_job(
+                    name,
+                    status=done_status,
+                    error=done_error,
+                    exit_code=EXIT_COMPLETED if done_status == results.COMPLETED else EXIT_FAILED,
+                    ended=job.get("ended") or results.now_iso(),
+                )
         elif state in RUNNING_STATES and job["status"] == results.PENDING:
             manifest.update_job(name, status=results.RUNNING, started=results.now_iso())
-        elif jid and state not in ACTIVE_STATES and state != "UNKNOWN" and job["status"] in (results.PENDING, results.RUNNING):
+        elif (
+            jid
+            and state not in ACTIVE_STATES
+            and state != "UNKNOWN"
+            and job["status"] in (results.PENDING, results.RUNNING)
+        ):
             status, code, error = outcome(manifest, name, jid, state, folder)
-            manifest.update_job(name, status=status, exit_code=code, error=error, ended=results.now_iso())
+            manifest.update_job(
+                name, status=status, exit_code=code, error=error, ended=results.now_iso()
+            )
     return shown
 
 
@@ -176,13 +208,20 @@ def wait_for(manifest: results.Manifest, jobs: dict[str, str]) -> dict[str, int]
                 codes[name] = code
                 if entry.get("started") is None:
                     manifest.update_job(name, started=results.now_iso())
-                manifest.update_job(name, status=status, ended=results.now_iso(), exit_code=code, error=error)
-                say(f"end {name}: {status}" + (f" ({error})" if error and status != results.COMPLETED else ""))
+                manifest.update_job(
+                    name, status=status, ended=results.now_iso(), exit_code=code, error=error
+                )
+                say(
+                    f"end {name}: {status}"
+                    + (f" ({error})" if error and status != results.COMPLETED else "")
+                )
             if len(codes) < len(jobs):
                 time.sleep(FILE_POLL_S)
     except KeyboardInterrupt:
         left = [n for n in jobs if n not in codes]
-        say(f"stopped waiting; {len(left)} job(s) stay queued or running on Slurm: {', '.join(left)}")
+        say(
+            f"stopped waiting; {len(left)} job(s) stay queued or running on Slurm: {', '.join(left)}"
+        )
         say(f"wait again (and write the report) with: python -m ablate.matrix wait={manifest.dir}")
         raise SystemExit(130) from None
     return codes

@@ -9,7 +9,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
@@ -17,7 +17,6 @@ from submitit.slurm.slurm import _make_sbatch_string
 from ablate import results
 from ablate.config import MatrixSettings, RunConfig, wall_seconds
 from ablate.errors import ConfigError
-
 
 _SBATCH_VALUE = re.compile(r"[A-Za-z0-9._,:&|!\[\]()*@+-]+")
 
@@ -85,60 +84,83 @@ def array_parameters(cfgs: dict[str, RunConfig], settings: MatrixSettings) -> di
     return params
 
 
-def log_folder_problem(folder: os.PathLike | str) -> Optional[str]:
+def log_folder_problem(folder: os.PathLike | str) -> str | None:
     """Why sbatch cannot take ``folder`` for its logs, or None.
 
     submitit writes it unquoted into "#SBATCH --output=" lines: a space breaks the script and a
     newline would add lines to it.
     """
     if any(c.isspace() or not c.isprintable() for c in str(folder)):
-        return (f"Slurm logs would go under {str(folder)!r}, which has spaces or control characters sbatch "
-                f"cannot take; choose results_root / launcher.slurm.folder without them")
+        return (
+            f"Slurm logs would go under {str(folder)!r}, which has spaces or control characters sbatch "
+            f"cannot take; choose results_root / launcher.slurm.folder without them"
+        )
     return None
 
 
 def log_folder(manifest: results.Manifest, settings: MatrixSettings) -> Path:
-    folder = Path(settings.launcher.slurm.folder or (manifest.dir / results.SUBMITIT)).expanduser().absolute()
+    folder = (
+        Path(settings.launcher.slurm.folder or (manifest.dir / results.SUBMITIT))
+        .expanduser()
+        .absolute()
+    )
     problem = log_folder_problem(folder)
     if problem:
         raise ConfigError(problem)
     return folder
 
 
-def executor(folder: Path, cfg: RunConfig, settings: MatrixSettings) -> "submitit.SlurmExecutor":
+def executor(folder: Path, cfg: RunConfig, settings: MatrixSettings) -> submitit.SlurmExecutor:
     try:
-        executor = submitit.SlurmExecutor(folder=str(folder),
-                                          max_num_timeout=settings.launcher.slurm.max_num_timeout)
-    except RuntimeError as e:  # submitit: "Could not detect srun, are you indeed on a slurm cluster?"
+        executor = submitit.SlurmExecutor(
+            folder=str(folder), max_num_timeout=settings.launcher.slurm.max_num_timeout
+        )
+    except (
+        RuntimeError
+    ) as e:  # submitit: "Could not detect srun, are you indeed on a slurm cluster?"
         raise ConfigError(f"launcher=slurm: {e} (submit from a Slurm login node)") from None
     executor.update_parameters(**executor_parameters(cfg, settings))
     return executor
 
 
-def sbatch_script(cfg: RunConfig, settings: MatrixSettings, n_jobs: int, folder: str | Path) -> Optional[str]:
+def sbatch_script(
+    cfg: RunConfig, settings: MatrixSettings, n_jobs: int, folder: str | Path
+) -> str | None:
     """The sbatch script submitit would write for ``n_jobs`` array tasks (None if unavailable)."""
     try:
-        command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+        command = " ".join(
+            [shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))]
+        )
         return _make_sbatch_string(
-            command=command, folder=str(folder), map_count=n_jobs if n_jobs > 1 else None,
+            command=command,
+            folder=str(folder),
+            map_count=n_jobs if n_jobs > 1 else None,
             **executor_parameters(cfg, settings),
         )
     except TypeError:  # submitit's private helper changed its signature
         return None
 
 
-def describe_submission(cfgs: dict[str, RunConfig], settings: MatrixSettings, folder: Optional[str] = None) -> str:
+def describe_submission(
+    cfgs: dict[str, RunConfig], settings: MatrixSettings, folder: str | None = None
+) -> str:
     first = next(iter(cfgs.values()))
     params = array_parameters(cfgs, settings)
     n = len(cfgs)
     kind = "one job array" if n > 1 else "one job"
     lines = [f"Slurm submission: {kind} of {n} task(s) through submitit, each with:"]
     lines += [f"  {k} = {v}" for k, v in params.items()]
-    lines.append(f"  requeued on USR2 {params['signal_delay_s']} s before the time limit "
-                 f"(at most {settings.launcher.slurm.max_num_timeout} time limits per job)")
+    lines.append(
+        f"  requeued on USR2 {params['signal_delay_s']} s before the time limit "
+        f"(at most {settings.launcher.slurm.max_num_timeout} time limits per job)"
+    )
     lines.append("  each rank runs: ablate.train.run_job(<job dir>) (a submitit Checkpointable)")
     lines.append("  array tasks, in order: " + ", ".join(cfgs))
-    folder = folder or settings.launcher.slurm.folder or f"{settings.results_root}/{results.MATRIX_PREFIX}<timestamp>/{results.SUBMITIT}"
+    folder = (
+        folder
+        or settings.launcher.slurm.folder
+        or f"{settings.results_root}/{results.MATRIX_PREFIX}<timestamp>/{results.SUBMITIT}"
+    )
     script = sbatch_script(first, settings, n, Path(folder).expanduser().absolute())
     if script:
         lines.append("")

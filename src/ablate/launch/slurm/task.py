@@ -14,6 +14,7 @@ from submitit.helpers import Checkpointable
 from ablate import results
 from ablate.train import run_job
 
+
 class TrainTask(Checkpointable):
     """What one array task runs: the trainer on a job directory, as one rank of the job."""
 
@@ -21,11 +22,16 @@ class TrainTask(Checkpointable):
         self.job_dir = job_dir
 
     def __call__(self) -> dict:
-        dist_env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        dist_env = submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False
+        )
         if dist_env.rank == 0:
             _link_stdout(Path(self.job_dir))
         summary = run_job(
-            self.job_dir, rank=dist_env.rank, world_size=dist_env.world_size, local_rank=_device_index(dist_env)
+            self.job_dir,
+            rank=dist_env.rank,
+            world_size=dist_env.world_size,
+            local_rank=_device_index(dist_env),
         )
         stopped_by = summary.get("stopped_by")
         if stopped_by and not results.JobDir(Path(self.job_dir)).is_done():
@@ -38,7 +44,7 @@ class TrainTask(Checkpointable):
                 handler(signum, None)
         return summary
 
-    def checkpoint(self, *args: Any, **kwargs: Any) -> "submitit.helpers.DelayedSubmission":
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # The trainer owns the real checkpoint (model, optimizer, RNG, loader position) in the
         # job directory; the requeued task only needs to know which directory to resume.
         return submitit.helpers.DelayedSubmission(TrainTask(self.job_dir))
