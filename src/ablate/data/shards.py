@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -23,7 +22,7 @@ HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 TOKEN_DTYPE = np.dtype("<u2")
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def make_header(n_tokens: int) -> np.ndarray:

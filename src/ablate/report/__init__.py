@@ -14,7 +14,6 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Optional, Union
 
 import pandas as pd
 
@@ -30,7 +29,7 @@ from ablate.report.stats import StepStats, compare, step_stats
 
 __all__ = ["write_report", "build", "render_markdown", "aggregate", "Collection"]
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 def _dirs(matrix_dirs: PathLike | Iterable[PathLike]) -> list[Path]:

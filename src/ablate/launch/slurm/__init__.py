@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Optional
 
 from ablate import results
 from ablate.config import MatrixSettings, RunConfig
