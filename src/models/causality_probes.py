@@ -19,6 +19,9 @@ on any token of another row. Each row of a probe batch carries its own cut, so o
   bit-identical logits there (every row of every kernel sees identical inputs). It sees selection
   and branch leaks; it cannot see a leak smaller than its tolerance, nor a branch the chosen
   perturbations do not flip.
+
+Why this file is over 400 lines: the two probes share their row/cut planning, the randomised
+copy and the comparison helpers; split apart, each would import the other's internals.
 """
 
 from __future__ import annotations

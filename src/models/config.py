@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -90,7 +91,8 @@ def _is_omegaconf(obj: Any) -> bool:
 def _check_type(name: str, value: Any) -> Any:
     """Return value coerced to the field's type (int -> float only), or raise naming the key."""
     hint = _TYPES[name]
-    optional = get_origin(hint) is Union and type(None) in get_args(hint)
+    # `float | None` (types.UnionType) and Optional[float] (typing.Union) are both optional
+    optional = get_origin(hint) in (Union, types.UnionType) and type(None) in get_args(hint)
     base = next(a for a in get_args(hint) if a is not type(None)) if optional else hint
     if value is None:
         if optional:

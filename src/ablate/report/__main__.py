@@ -59,9 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> str:
     args = _parser().parse_args(argv)
-    from ablate import (
-        report,  # deferred: pandas and the report modules load after argument parsing (fast --help)
-    )
+    from ablate import report  # deferred: pandas loads after argument parsing (fast --help)
 
     if args.target_loss is not None and not (
         math.isfinite(args.target_loss) and args.target_loss > 0
