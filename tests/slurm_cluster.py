@@ -1,10 +1,21 @@
-"""A real, throw-away, single-node Slurm cluster for the test suite.
+"""A real, throw-away Slurm cluster for the test suite: one node, or several on this one machine.
 
 ``SlurmCluster`` starts munged, MariaDB, slurmdbd, slurmctld and slurmd for
 *this* host, with every piece of state (configs, spool, state save, logs, pid
 files, MariaDB datadir, munge socket) in one per-run temporary directory, and
 stops everything it started on exit.  No mocks: ``sbatch``, ``sacct``,
 ``squeue``, ``scontrol`` and submitit talk to the real daemons.
+
+``SlurmCluster(nodes=2)`` (fixture ``slurm_two_nodes``) runs two compute nodes under one
+slurmctld, each a slurmd in its own network namespace (``ip netns``) and UTS namespace, with its
+own hostname (``abl-node1``, ``abl-node2``) and address on a private bridge (``10.X.Y.11``,
+``.12``; slurmctld listens on the bridge's ``.1``), and its own ``/etc/hosts`` (bind-mounted in
+its own mount namespace) that resolves the nodes' names to those addresses.  A job step's tasks
+are forked by each node's slurmd, so they run in that node's namespaces: ``hostname`` differs,
+and ranks on different nodes talk over the bridge as over a real network.  The file system is
+shared (as a cluster's shared results root is).  Debian's Slurm is built without
+``--enable-multiple-slurmd``; the namespaces make that unnecessary (every slurmd is alone on its
+"host", on the default port).
 
 Requirements: root, and the Debian packages installed by
 ``.ci/install-slurm.sh`` (munge, slurm-client, slurmctld, slurmd, slurmdbd,
@@ -34,7 +45,9 @@ afterwards), so Slurm client commands and submitit reach the test cluster.
 Attributes: ``partition`` (default partition, "debug", PreemptMode=REQUEUE),
 ``high_partition`` ("high", higher PriorityTier: preempts "debug"),
 ``partitions``, ``tmpdir``, ``env`` (environment for subprocesses),
-``nodename``, ``cpus``; method ``logs()`` (tail of every daemon log).
+``nodename`` (the first node), ``nodenames``, ``cpus`` (per node); methods ``logs()`` (tail of
+every daemon log) and, with several nodes, ``node_pids(name)`` (every process running in that
+node's namespaces: its slurmd, step daemons and job tasks).
 
 Outside pytest::
 
@@ -45,8 +58,10 @@ The temporary directory is removed on success and kept (its path printed) when
 setup fails, the ``with`` body raises, or a test of the session failed.  At
 start, daemons left behind by an earlier run whose test process is gone are
 killed -- only processes recorded in that run's ``pids`` file whose command
-line or environment names that run's directory, and job processes whose
-``SLURM_CONF`` points into it.  Nothing else is ever signalled.
+line or environment names that run's directory, job processes whose
+``SLURM_CONF`` points into it, and processes inside the network namespaces that run
+created (listed in its ``netns`` file, then deleted with its bridge).  Nothing else is ever
+signalled.
 """
 
 from __future__ import annotations
@@ -55,6 +70,7 @@ import getpass
 import glob
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -107,8 +123,14 @@ def _which(name: str) -> str | None:
     return None
 
 
-def missing_binaries() -> list[str]:
-    return [b for b in REQUIRED if _which(b) is None]
+# Several nodes on one machine: network, UTS and mount namespaces (iproute2, util-linux).
+REQUIRED_MULTI = ("ip", "nsenter", "unshare", "hostname", "mount")
+NODE_PREFIX = "abl-node"
+
+
+def missing_binaries(nodes: int = 1) -> list[str]:
+    need = REQUIRED + (REQUIRED_MULTI if nodes > 1 else ())
+    return [b for b in need if _which(b) is None]
 
 
 def in_ci() -> bool:
@@ -216,6 +238,54 @@ def _job_processes(tmpdir: str) -> list[int]:
     return found
 
 
+def _ip(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    ip = _which("ip") or "ip"
+    res = subprocess.run([ip, *args], capture_output=True, text=True, timeout=15)
+    if check and res.returncode != 0:
+        raise SlurmSetupError(f"ip {' '.join(args)} failed: {res.stderr.strip()}")
+    return res
+
+
+def _netns_pids(ns: str) -> list[int]:
+    """Every process inside network namespace ``ns`` (none if it does not exist)."""
+    res = _ip("netns", "pids", ns)
+    return [int(p) for p in res.stdout.split() if p.isdigit()] if res.returncode == 0 else []
+
+
+def _recorded_network(run_dir: str) -> tuple[list[str], str | None]:
+    """The network namespaces and bridge a run created (its ``netns`` file)."""
+    namespaces, bridge = [], None
+    try:
+        for line in Path(run_dir, "netns").read_text().splitlines():
+            kind, _, name = line.partition(" ")
+            if kind == "netns" and name:
+                namespaces.append(name)
+            elif kind == "bridge" and name:
+                bridge = name
+    except OSError:
+        pass
+    return namespaces, bridge
+
+
+def _delete_network(namespaces: list[str], bridge: str | None) -> None:
+    for ns in namespaces:  # deleting a namespace deletes its end of the veth pair, and so both
+        if os.path.exists(f"/run/netns/{ns}"):
+            _ip("netns", "del", ns)
+    if bridge and os.path.exists(f"/sys/class/net/{bridge}"):
+        _ip("link", "del", bridge)
+
+
+def _free_subnet() -> str:
+    """A 10.X.Y.0/24 prefix ("10.X.Y") that no interface of this machine uses."""
+    used = _ip("-4", "-o", "addr").stdout + _ip("-4", "route").stdout
+    rng = random.Random()
+    for _ in range(200):
+        prefix = f"10.{rng.randint(128, 250)}.{rng.randint(0, 254)}"
+        if f" {prefix}." not in used and f"\n{prefix}." not in "\n" + used:
+            return prefix
+    raise SlurmSetupError("found no free 10.X.Y.0/24 subnet for the test nodes' bridge")
+
+
 def cleanup_stale_runs(base: str | None = None, verbose: bool = True) -> None:
     """Stop daemons (and jobs) of earlier runs whose owning test process is gone."""
     base = base or tempfile.gettempdir()
@@ -236,27 +306,46 @@ def cleanup_stale_runs(base: str | None = None, verbose: bool = True) -> None:
         except (OSError, ValueError):
             pass
         pids += _job_processes(d)
+        namespaces, bridge = _recorded_network(d)
+        for ns in namespaces:
+            pids += _netns_pids(ns)
         if pids and verbose:
             print(f"[slurm_cluster] killing stale processes {pids} of {d}", file=sys.stderr)
         _terminate(pids, grace=3.0)
+        _delete_network(namespaces, bridge)
         if not os.path.exists(os.path.join(d, "KEEP")):
             shutil.rmtree(d, ignore_errors=True)
 
 
 class SlurmCluster:
-    """Context manager running a single-node Slurm with accounting (see module doc)."""
+    """Context manager running a Slurm with accounting: this host as its one node, or ``nodes``
+    nodes in network namespaces of this host (see module doc)."""
 
     partition = "debug"
     high_partition = "high"
     partitions = ("debug", "high")
 
-    def __init__(self, timeout: float = 60.0, keep: bool | None = None, verbose: bool = True):
+    def __init__(
+        self, timeout: float = 60.0, keep: bool | None = None, verbose: bool = True, nodes: int = 1
+    ):
+        if nodes < 1:
+            raise ValueError(f"nodes={nodes}: a cluster needs at least one node")
         self.timeout = timeout
         self.keep = keep  # None: keep only on failure
         self.verbose = verbose
         self.tmpdir: Path | None = None
         self.env: dict[str, str] = {}
-        self.nodename = socket.gethostname().split(".")[0]
+        self.host = socket.gethostname().split(".")[0]  # this machine: slurmctld's host
+        self.multi = nodes > 1
+        # One node: this host. Several: one network namespace each, named like hosts of a cluster.
+        self.nodenames = (
+            [f"{NODE_PREFIX}{i}" for i in range(1, nodes + 1)] if self.multi else [self.host]
+        )
+        self.nodename = self.nodenames[0]
+        self.node_addrs: dict[str, str] = {}  # node -> its address (several nodes)
+        self.netns: dict[str, str] = {}  # node -> its network namespace (several nodes)
+        self.bridge: str | None = None
+        self.ctld_addr = "127.0.0.1"
         # At least 4 CPU slots, even on a 2-core machine: Slurm does not pin CPUs here
         # (task/none), and the tests keep a mostly sleeping requeue job or two in the background
         # while 2-task jobs run; 2 slots would make those wait.
@@ -393,6 +482,8 @@ class SlurmCluster:
 
         self._ensure_hostname()
         self.ports = {k: _free_port() for k in ("mysql", "dbd", "ctld", "slurmd")}
+        if self.multi:
+            self._setup_network()
         # Slurm's clients (sacctmgr, and so submitit's sacct) ignore AuthInfo=socket= on their
         # slurmdbd connection and always use munge's default socket, so munged must serve it.
         self.munge_socket = MUNGE_SOCKET
@@ -478,11 +569,11 @@ class SlurmCluster:
             self._run(["sacctmgr", "-i", "add", "cluster", CLUSTER_NAME])
 
         self._start("slurmctld", [_which("slurmctld"), "-D", "-f", self._p("slurm.conf")])
-        self._start("slurmd", [_which("slurmd"), "-D", "-f", self._p("slurm.conf")])
+        slurmds = self._start_slurmds()
         self._wait(
-            f"node {self.nodename} to be idle",
+            f"node(s) {', '.join(self.nodenames)} to be idle",
             self._node_idle,
-            daemons=("slurmdbd", "slurmctld", "slurmd"),
+            daemons=("slurmdbd", "slurmctld", *slurmds),
         )
         self._wait("sacct", lambda: self._ok(["sacct", "-n", "-X", "-a"]), daemons=("slurmdbd",))
 
@@ -492,11 +583,105 @@ class SlurmCluster:
 
     def _ensure_hostname(self) -> None:
         try:
-            socket.gethostbyname(self.nodename)
+            socket.gethostbyname(self.host)
         except OSError:
-            self._log(f"adding {self.nodename} to /etc/hosts")
+            self._log(f"adding {self.host} to /etc/hosts")
             with open("/etc/hosts", "a") as f:
-                f.write(f"\n127.0.1.1\t{self.nodename}\n")
+                f.write(f"\n127.0.1.1\t{self.host}\n")
+
+    # ------------------------------------------------------- several nodes: the network
+    def _setup_network(self) -> None:
+        """A bridge on this host (slurmctld's address) and one network namespace per node,
+        joined to the bridge by a veth pair; each node gets an /etc/hosts naming every node."""
+        tag = self.tmpdir.name[len(PREFIX) :][-6:].lower()
+        tag = "".join(c if c.isalnum() else "0" for c in tag)
+        prefix = _free_subnet()
+        self.bridge = f"ab{tag}br"  # interface names: at most 15 characters
+        self.ctld_addr = f"{prefix}.1"
+        record = open(self._p("netns"), "a")  # for the cleanup of a run that died
+        record.write(f"bridge {self.bridge}\n")
+        record.flush()
+        _ip("link", "add", self.bridge, "type", "bridge", check=True)
+        _ip("addr", "add", f"{self.ctld_addr}/24", "dev", self.bridge, check=True)
+        _ip("link", "set", self.bridge, "up", check=True)
+        for i, node in enumerate(self.nodenames, start=1):
+            ns, veth = f"{PREFIX}{tag}-{i}", f"ab{tag}v{i}"
+            record.write(f"netns {ns}\n")
+            record.flush()
+            _ip("netns", "add", ns, check=True)
+            self.netns[node] = ns
+            self.node_addrs[node] = f"{prefix}.{10 + i}"
+            _ip(
+                "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns, check=True
+            )
+            _ip("link", "set", veth, "master", self.bridge, "up", check=True)
+            _ip("-n", ns, "addr", "add", f"{self.node_addrs[node]}/24", "dev", "eth0", check=True)
+            _ip("-n", ns, "link", "set", "eth0", "up", check=True)
+            _ip("-n", ns, "link", "set", "lo", "up", check=True)
+        record.close()
+        hosts = "127.0.0.1\tlocalhost\n" + f"{self.ctld_addr}\t{self.host}\n"
+        hosts += "".join(f"{a}\t{n}\n" for n, a in self.node_addrs.items())
+        Path(self._p("hosts")).write_text(hosts)
+        os.chmod(self._p("hosts"), 0o644)
+
+    def _start_slurmds(self) -> list[str]:
+        """slurmd of every node; returns their names in ``self._procs``."""
+        slurmd = [_which("slurmd"), "-D", "-f", self._p("slurm.conf")]
+        if not self.multi:
+            self._start("slurmd", slurmd)
+            return ["slurmd"]
+        names = []
+        for node in self.nodenames:
+            # Enter the node's network namespace, then new UTS and mount namespaces: its own
+            # hostname, and its own /etc/hosts. Every exec replaces the last, so the pid is slurmd's.
+            cmd = [
+                _which("nsenter"),
+                f"--net=/run/netns/{self.netns[node]}",
+                "--",
+                _which("unshare"),
+                "--uts",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                'hostname "$1" && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"',
+                "sh",
+                node,
+                self._p("hosts"),
+                *slurmd,
+                "-N",
+                node,
+            ]
+            self._start(f"slurmd-{node}", cmd)
+            names.append(f"slurmd-{node}")
+        return names
+
+    def node_run(
+        self, node: str, cmd: list[str], check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """Run ``cmd`` on ``node``: in its network, UTS and mount namespaces (those of its slurmd)."""
+        if node not in self.netns:
+            raise ValueError(f"{node} is not a namespaced node of this cluster ({self.nodenames})")
+        pid = self._procs[f"slurmd-{node}"].pid
+        return self._run(
+            [_which("nsenter"), "-t", str(pid), "-n", "-u", "-m", "--", *cmd], check=check
+        )
+
+    def read_only_on(self, node: str, path: str | os.PathLike) -> None:
+        """Make ``path`` read-only for every process on ``node`` (now running or started later);
+        the rest of the machine, other nodes included, keeps writing it. Undone when the node's
+        namespaces go (at the end of the cluster)."""
+        path = os.path.realpath(path)
+        self.node_run(node, ["mount", "--bind", path, path])
+        self.node_run(node, ["mount", "-o", "remount,bind,ro", path, path])
+
+    def node_pids(self, node: str) -> list[int]:
+        """Every process in ``node``'s network namespace: its slurmd, step daemons and tasks."""
+        if node not in self.netns:
+            raise ValueError(f"{node} is not a namespaced node of this cluster ({self.nodenames})")
+        return _netns_pids(self.netns[node])
 
     def _munge_ok(self) -> bool:
         cred = self._run(["munge", "-n", "-S", self.munge_socket], check=False, timeout=5)
@@ -551,10 +736,19 @@ class SlurmCluster:
 
     def _node_idle(self) -> bool:
         res = self._run(
-            ["sinfo", "-h", "-N", "-n", self.nodename, "-o", "%t"], check=False, timeout=5
+            ["sinfo", "-h", "-N", "-n", ",".join(self.nodenames), "-o", "%N %t"],
+            check=False,
+            timeout=5,
         )
-        states = set(res.stdout.split())  # one line per partition the node is in
-        return res.returncode == 0 and states == {"idle"}
+        seen: dict[str, set[str]] = {}  # one line per node and partition it is in
+        for line in res.stdout.splitlines():
+            node, _, state = line.partition(" ")
+            seen.setdefault(node, set()).add(state.strip())
+        return (
+            res.returncode == 0
+            and set(seen) == set(self.nodenames)
+            and all(states == {"idle"} for states in seen.values())
+        )
 
     def _write_configs(self) -> None:
         mem_mb = 0
@@ -562,14 +756,38 @@ class SlurmCluster:
             for line in f:
                 if line.startswith("MemTotal:"):
                     mem_mb = int(line.split()[1]) // 1024
-        real_memory = max(256, int(mem_mb * 0.9))
+        real_memory = max(256, int(mem_mb * 0.9) // len(self.nodenames))
         p = self._p
+        if self.multi:  # one slurm.conf for every node: %n is the node's name
+            spool, slurmd_pid, slurmd_log = (
+                p("spool", "%n"),
+                p("run", "slurmd-%n.pid"),
+                p("log", "slurmd-%n.log"),
+            )
+            for node in self.nodenames:
+                os.mkdir(p("spool", node))
+            nodes = "\n".join(
+                f"NodeName={n} NodeHostname={n} NodeAddr={a} CPUs={self.cpus} "
+                f"RealMemory={real_memory} State=UNKNOWN"
+                for n, a in self.node_addrs.items()
+            )
+        else:
+            spool, slurmd_pid, slurmd_log = (
+                p("spool"),
+                p("run", "slurmd.pid"),
+                p("log", "slurmd.log"),
+            )
+            nodes = (
+                f"NodeName={self.nodename} NodeAddr=127.0.0.1 CPUs={self.cpus} "
+                f"RealMemory={real_memory} State=UNKNOWN"
+            )
+        node_list = ",".join(self.nodenames)
         # cred_expire: a requeued job waits about this long (+1 s) before it may start again; the
         # default (120) would make every requeue test take minutes, and Slurm refuses less than 5.
         slurm_conf = f"""\
 # generated by tests/slurm_cluster.py
 ClusterName={CLUSTER_NAME}
-SlurmctldHost={self.nodename}(127.0.0.1)
+SlurmctldHost={self.host}({self.ctld_addr})
 SlurmctldPort={self.ports["ctld"]}
 SlurmdPort={self.ports["slurmd"]}
 SlurmUser=root
@@ -578,11 +796,11 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={self.munge_socket},cred_expire=5
 StateSaveLocation={p("state")}
-SlurmdSpoolDir={p("spool")}
+SlurmdSpoolDir={spool}
 SlurmctldPidFile={p("run", "slurmctld.pid")}
-SlurmdPidFile={p("run", "slurmd.pid")}
+SlurmdPidFile={slurmd_pid}
 SlurmctldLogFile={p("log", "slurmctld.log")}
-SlurmdLogFile={p("log", "slurmd.log")}
+SlurmdLogFile={slurmd_log}
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
@@ -611,9 +829,9 @@ InactiveLimit=0
 MessageTimeout=10
 SlurmdTimeout=60
 MailProg=/bin/true
-NodeName={self.nodename} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={real_memory} State=UNKNOWN
-PartitionName={self.partition} Nodes={self.nodename} Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE
-PartitionName={self.high_partition} Nodes={self.nodename} MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
+{nodes}
+PartitionName={self.partition} Nodes={node_list} Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE
+PartitionName={self.high_partition} Nodes={node_list} MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 """
         dbd_conf = f"""\
 # generated by tests/slurm_cluster.py
@@ -666,6 +884,10 @@ StorageLoc={DB_NAME}
         for proc in self._procs.values():
             proc.poll()
         _terminate(_job_processes(str(self.tmpdir)), grace=2.0)
+        if self.netns:  # anything left in a node's namespaces
+            _terminate([pid for ns in self.netns.values() for pid in _netns_pids(ns)], grace=2.0)
+        _delete_network(list(self.netns.values()), self.bridge)
+        self.netns.clear()
         self._procs.clear()
         if self.keep:
             Path(self._p("KEEP")).touch()
@@ -681,11 +903,10 @@ except ImportError:  # usable without pytest
 
 if pytest is not None:
 
-    @pytest.fixture(scope="session")
-    def slurm_cluster(request):
-        """Session-scoped running :class:`SlurmCluster` (skip, or fail under CI, if unavailable)."""
+    def _running_cluster(request, nodes: int):
+        """A started :class:`SlurmCluster` for a fixture (skip, or fail under CI, if unavailable)."""
         problem = None
-        missing = missing_binaries()
+        missing = missing_binaries(nodes)
         if missing:
             problem = (
                 f"Slurm not installed (missing {', '.join(missing)}); run .ci/install-slurm.sh"
@@ -697,12 +918,30 @@ if pytest is not None:
                 pytest.fail(f"CI is set but {problem}", pytrace=False)
             pytest.skip(problem)
         try:
-            cluster = SlurmCluster().__enter__()
+            return SlurmCluster(nodes=nodes).__enter__()
         except SlurmSetupError as exc:
             pytest.fail(f"could not start the test Slurm cluster: {exc}", pytrace=False)
+
+    def _stop(request, cluster) -> None:
+        if cluster.keep is None and request.session.testsfailed:
+            cluster.keep = True
+        cluster.close()
+
+    @pytest.fixture(scope="session")
+    def slurm_cluster(request):
+        """Session-scoped running single-node :class:`SlurmCluster` (this host is the node)."""
+        cluster = _running_cluster(request, 1)
         try:
             yield cluster
         finally:
-            if cluster.keep is None and request.session.testsfailed:
-                cluster.keep = True
-            cluster.close()
+            _stop(request, cluster)
+
+    @pytest.fixture(scope="session")
+    def slurm_two_nodes(request):
+        """Session-scoped running two-node :class:`SlurmCluster` (``abl-node1``, ``abl-node2``:
+        network namespaces of this host)."""
+        cluster = _running_cluster(request, 2)
+        try:
+            yield cluster
+        finally:
+            _stop(request, cluster)
