@@ -3,12 +3,18 @@
 A job is distributed when WORLD_SIZE > 1 (torchrun and submitit set RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR and MASTER_PORT) or when ``run_job`` is given ranks explicitly.
 NCCL on CUDA, gloo on CPU. With one process every collective is a no-op.
+
+When another rank of the job is gone (its process crashed or was killed, its node or network
+went away), a collective fails on the survivors; ``lost_rank`` turns that backend error into one
+sentence naming the lost rank and its host, which the trainer records as the job's failure.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,3 +129,64 @@ def all_gather_object(obj: Any, info: DistInfo) -> list:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def rank_hosts(info: DistInfo) -> list[tuple[str, str | None]]:
+    """(hostname, address) of every rank, in rank order (one all_gather; every rank calls it).
+
+    The address is what the hostname resolves to, which is also the interface gloo uses unless
+    GLOO_SOCKET_IFNAME says otherwise: it names a peer in a backend's error message."""
+    host = socket.gethostname()
+    try:
+        addr: str | None = socket.gethostbyname(host)
+    except OSError:
+        addr = None
+    return [tuple(h) for h in all_gather_object((host, addr), info)]
+
+
+class RankLostError(RuntimeError):
+    """A collective failed because another rank of the job is gone."""
+
+
+# What the backends (gloo, NCCL, the TCP store) say when a peer of a collective went away or
+# stopped answering.
+_PEER_GONE = re.compile(
+    r"connection (?:closed|reset) by peer|broken pipe|connection refused|timed out|timeout"
+    r"|ncclRemoteError|ncclSystemError|communicator was aborted|remote process exited",
+    re.IGNORECASE,
+)
+_PEER_ADDR = re.compile(r"\[([0-9A-Fa-f.:]+)\]:\d+")
+
+
+def lost_rank(
+    exc: BaseException,
+    info: DistInfo,
+    hosts: list[tuple[str, str | None]] | None = None,
+    iteration: int | None = None,
+) -> str | None:
+    """The cause, in one sentence, when ``exc`` is a collective failing because another rank is
+    gone; None for any other error (and in a one-process job)."""
+    if not info.enabled or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if not (isinstance(exc, dist.DistError) or _PEER_GONE.search(text)):
+        return None
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    detail = f"{type(exc).__name__}: {first}"[:300]
+    who = "another rank"
+    peer = _PEER_ADDR.search(text)
+    if peer and hosts:  # the backend names the peer's address: which rank(s) had it
+        ranks = [r for r, (_, a) in enumerate(hosts) if a == peer.group(1) and r != info.rank]
+        if len(ranks) == 1:
+            who = f"rank {ranks[0]} on {hosts[ranks[0]][0]}"
+        elif ranks:
+            who = f"one of ranks {', '.join(map(str, ranks))} on {hosts[ranks[0]][0]}"
+    where = f" at iteration {iteration}" if iteration is not None else ""
+    placed = ""
+    if hosts and who == "another rank":
+        placed = " (ranks ran on " + ", ".join(f"{h} ({r})" for r, (h, _) in enumerate(hosts)) + ")"
+    return (
+        f"lost {who} of this {info.world_size}-rank job{placed}{where}: that process crashed, was "
+        f"killed or lost its network (its own log says why); the job stopped; resume it to "
+        f"continue from its last checkpoint (a collective failed with {detail})"
+    )

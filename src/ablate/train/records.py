@@ -184,6 +184,7 @@ def env_record(tr: Trainer, model) -> dict:
         extra={
             "device_count": device_count(tr),
             "local_world_size": tr.dinfo.local_world_size,
+            "hostnames": [host for host, _ in tr.rank_hosts],
             "backend": tr.dinfo.backend,
             "tf32": dev.tf32,
             **tr.compiled.record(),

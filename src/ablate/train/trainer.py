@@ -84,6 +84,7 @@ class Trainer:
         self.gate_shares: dict = {}  # set by the final eval
         self.causality: dict = results.causality_entry(None)  # summary.json's "causality"
         self.resumed_this_start = False
+        self.rank_hosts: list[tuple[str, str | None]] = []  # (hostname, address) by rank
 
     def write_summary(self, status: str, **extra: Any) -> dict:
         s = records.summary(self, status, **extra)
@@ -260,6 +261,7 @@ class Trainer:
             captured = os.environ.get(results.LOG_CAPTURED_ENV) == "1"
             self.log = records.TrainLog(None if captured else self.jd.log, True)
         dist_mod.init(self.dinfo, dev.device)
+        self.rank_hosts = dist_mod.rank_hosts(self.dinfo)  # env.json; names a lost rank's host
         ws, rank = self.dinfo.world_size, self.dinfo.rank
         self.grad_accum = grad_accum_for(
             cfg.optim.tokens_per_iter, cfg.model.block_size, cfg.hardware.micro_batch, ws
@@ -516,6 +518,10 @@ class Trainer:
                 msg = f"no space left on device while writing {where}; free space there and resume"
                 self._record_failure(msg, exit_code=EXIT_FAILED)
                 raise DiskFullError(msg) from e
+            lost = dist_mod.lost_rank(e, self.dinfo, self.rank_hosts, self.state.iter)
+            if lost is not None:  # another rank is gone: say so, not only the backend's words
+                self._record_failure(lost, exit_code=EXIT_FAILED)
+                raise dist_mod.RankLostError(lost) from e
             self._record_failure(records.tail(traceback.format_exc()), exit_code=EXIT_FAILED)
             raise
         finally:
