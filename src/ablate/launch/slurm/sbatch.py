@@ -46,6 +46,11 @@ def executor_parameters(cfg: RunConfig, settings: MatrixSettings) -> dict:
         "time": time_min,
         "signal_delay_s": s.signal_delay_s,
         "array_parallelism": s.array_parallelism,
+        # One rank gone ends the step: srun stops the others (SIGTERM, then SIGKILL after
+        # KillWait) instead of leaving them waiting for it, e.g. in the rendezvous before the
+        # process group exists, where nothing else would time out for 15 minutes. A rank that
+        # is already training notices the lost rank in its next collective and records it first.
+        "srun_args": ["--kill-on-bad-exit=1"],
     }
     if gpus:
         params["gpus_per_node"] = gpus

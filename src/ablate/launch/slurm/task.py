@@ -22,8 +22,12 @@ class TrainTask(Checkpointable):
         self.job_dir = job_dir
 
     def __call__(self) -> dict:
+        # The rendezvous: MASTER_ADDR is the first node of the allocation (SLURM_JOB_NODELIST),
+        # MASTER_PORT a port derived from the job id, or the MASTER_PORT the submitting shell
+        # exported; ranks from Slurm. overwrite: variables a shell exported (a torchrun's RANK,
+        # a MASTER_PORT) reach every task through sbatch, and must not stop the job.
         dist_env = submitit.helpers.TorchDistributedEnvironment().export(
-            set_cuda_visible_devices=False
+            set_cuda_visible_devices=False, overwrite=True
         )
         if dist_env.rank == 0:
             _link_stdout(Path(self.job_dir))
