@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install a single-node Slurm (+ munge, slurmdbd, MariaDB) from Debian packages.
+# Install Slurm (+ munge, slurmdbd, MariaDB) from Debian packages, and iproute2 and util-linux for
+# the test cluster's second node (a network namespace).
 # Idempotent: exits at once if the binaries are already there. Needs root (or sudo).
 # Used by .ci/run before pytest; tests/slurm_cluster.py starts the daemons itself.
 set -euo pipefail
@@ -7,7 +8,8 @@ set -euo pipefail
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 if have slurmctld && have slurmd && have slurmdbd && have sacct && have munged \
-   && { have mariadbd || have mysqld; } && have mariadb-install-db; then
+   && { have mariadbd || have mysqld; } && have mariadb-install-db \
+   && have ip && have nsenter && have unshare; then
     echo "install-slurm: Slurm already installed (slurm $(dpkg-query -W -f='${Version}' slurmctld 2>/dev/null))"
     exit 0
 fi
@@ -24,5 +26,5 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-    munge slurm-client slurmctld slurmd slurmdbd mariadb-server
+    munge slurm-client slurmctld slurmd slurmdbd mariadb-server iproute2 util-linux
 echo "install-slurm: installed slurm $(dpkg-query -W -f='${Version}' slurmctld)"

@@ -112,6 +112,11 @@ class SlurmSetupError(RuntimeError):
     pass
 
 
+class NamespaceError(SlurmSetupError):
+    """This machine does not let us create the nodes' network namespaces (no CAP_NET_ADMIN or
+    CAP_SYS_ADMIN, e.g. an unprivileged container)."""
+
+
 def _which(name: str) -> str | None:
     found = shutil.which(name)
     if found:
@@ -242,7 +247,7 @@ def _ip(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     ip = _which("ip") or "ip"
     res = subprocess.run([ip, *args], capture_output=True, text=True, timeout=15)
     if check and res.returncode != 0:
-        raise SlurmSetupError(f"ip {' '.join(args)} failed: {res.stderr.strip()}")
+        raise NamespaceError(f"ip {' '.join(args)} failed: {res.stderr.strip()}")
     return res
 
 
@@ -593,6 +598,14 @@ class SlurmCluster:
     def _setup_network(self) -> None:
         """A bridge on this host (slurmctld's address) and one network namespace per node,
         joined to the bridge by a veth pair; each node gets an /etc/hosts naming every node."""
+        probe = subprocess.run(  # the nodes' own hostname and /etc/hosts need these namespaces
+            [_which("unshare"), "--uts", "--mount", "--propagation", "private", "--", "true"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
+        if probe.returncode != 0:
+            raise NamespaceError(f"unshare --uts --mount failed: {probe.stderr.strip()}")
         tag = self.tmpdir.name[len(PREFIX) :][-6:].lower()
         tag = "".join(c if c.isalnum() else "0" for c in tag)
         prefix = _free_subnet()
@@ -919,6 +932,11 @@ if pytest is not None:
             pytest.skip(problem)
         try:
             return SlurmCluster(nodes=nodes).__enter__()
+        except NamespaceError as exc:  # the machine's limits, like a missing package
+            problem = f"cannot create the test nodes' network namespaces here: {exc}"
+            if in_ci():
+                pytest.fail(f"CI is set but {problem}", pytrace=False)
+            pytest.skip(problem)
         except SlurmSetupError as exc:
             pytest.fail(f"could not start the test Slurm cluster: {exc}", pytrace=False)
 

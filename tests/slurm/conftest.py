@@ -1,6 +1,8 @@
-"""Fixtures of the real-Slurm tests: one throw-away single-node cluster per session.
+"""Fixtures of the real-Slurm tests: throw-away clusters, each started once per session when a
+selected test needs it: ``slurm_cluster`` (this host as the one node) and ``slurm_two_nodes``
+(two nodes in network namespaces of this host).
 
-The cluster (``tests/slurm_cluster.py``) skips the tests when Slurm is not installed, and fails
+The clusters (``tests/slurm_cluster.py``) skip the tests when Slurm is not installed, and fail
 them instead when the environment variable ``CI`` is set. Requeue tests start their jobs at the
 beginning of the session (``slurm_background.py``) so that their waiting overlaps other tests.
 """
@@ -16,14 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # slurm_background
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: slurm_cluster
 
 from slurm_background import Background, registered  # noqa: E402
-from slurm_cluster import slurm_cluster  # noqa: E402,F401  (session-scoped fixture)
+from slurm_cluster import slurm_cluster, slurm_two_nodes  # noqa: E402,F401  (session fixtures)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def background(request, tmp_path_factory) -> Background:
     """Starts the selected tests' background jobs on the cluster before the first test runs."""
     selected = {getattr(item, "originalname", None) or item.name for item in request.session.items}
-    bg = Background(request.getfixturevalue("slurm_cluster"), tmp_path_factory)
+    bg = Background(request, tmp_path_factory)
     for name in registered():
         if name in selected:
             bg.start(name)

@@ -2,10 +2,12 @@
 
 A requeue test spends most of its time waiting for Slurm's clock: slurmctld checks time limits
 only every 30 s, and a requeued job waits ``cred_expire`` seconds before it starts again. A test
-module registers such a job with ``@in_background("<test name>")``; if that test is selected,
-the session fixture ``background`` (tests/slurm/conftest.py) starts the job before the first
-test, and the test itself collects it with ``background.result("<test name>")``. Other tests run
-meanwhile. A starter that raises fails only its own test.
+module registers such a job with ``@in_background("<test name>")`` (on the single-node cluster,
+fixture ``slurm_cluster``) or ``@in_background("<test name>", cluster="slurm_two_nodes")``; if
+that test is selected, the session fixture ``background`` (tests/slurm/conftest.py) starts the
+job before the first test, and the test itself collects it with
+``background.result("<test name>")``. Other tests run meanwhile. A starter that raises fails
+only its own test; a cluster is started only for selected tests that need it.
 """
 
 from __future__ import annotations
@@ -13,22 +15,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-_STARTERS: dict[str, Callable[[Any, Any], Any]] = {}
+import pytest
+
+_STARTERS: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {}
 
 
-def in_background(test_name: str):
-    """Register ``fn(cluster, tmp_path) -> anything`` to start before the test named ``test_name``."""
+def in_background(test_name: str, cluster: str = "slurm_cluster"):
+    """Register ``fn(cluster, tmp_path) -> anything`` to start before the test named ``test_name``,
+    on the cluster of the session fixture named ``cluster``."""
 
     def register(fn):
-        _STARTERS[test_name] = fn
+        _STARTERS[test_name] = (cluster, fn)
         return fn
 
     return register
 
 
 class Background:
-    def __init__(self, cluster, tmp_path_factory):
-        self.cluster = cluster
+    def __init__(self, request, tmp_path_factory):
+        self.request = request  # to get the cluster fixtures, only when a starter needs one
         self.tmp_path_factory = tmp_path_factory
         self._started: dict[str, tuple[bool, Any]] = {}
 
@@ -36,9 +41,13 @@ class Background:
         if test_name in self._started:
             return
         tmp = self.tmp_path_factory.mktemp(test_name[:40])
+        fixture, starter = _STARTERS[test_name]
         try:
-            self._started[test_name] = (True, _STARTERS[test_name](self.cluster, tmp))
-        except Exception as e:  # reported by the test that needs it, not by every test
+            cluster = self.request.getfixturevalue(fixture)
+            self._started[test_name] = (True, starter(cluster, tmp))
+        except (Exception, pytest.skip.Exception, pytest.fail.Exception) as e:
+            # reported by the test that needs it (a cluster that cannot start skips or fails it),
+            # not by every test
             self._started[test_name] = (False, e)
 
     def result(self, test_name: str) -> Any:
