@@ -314,6 +314,7 @@ def cleanup_stale_runs(base: str | None = None, verbose: bool = True) -> None:
         namespaces, bridge = _recorded_network(d)
         for ns in namespaces:
             pids += _netns_pids(ns)
+        pids = sorted(set(pids))
         if pids and verbose:
             print(f"[slurm_cluster] killing stale processes {pids} of {d}", file=sys.stderr)
         _terminate(pids, grace=3.0)
