@@ -522,7 +522,8 @@ class SlurmCluster:
             env=self.env,
             cwd=self.tmpdir,
         )
-        self._wait("munged", self._munge_ok, daemons=("munged",))
+        # (a munged already serving the socket is another run's: not ours to watch)
+        self._wait("munged", self._munge_ok, daemons=("munged",) if self._own_munged else ())
         if init.wait(timeout=self.timeout) != 0:
             raise SlurmSetupError("mariadb-install-db failed")
 

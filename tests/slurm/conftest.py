@@ -1,6 +1,6 @@
 """Fixtures of the real-Slurm tests: throw-away clusters, each started once per session when a
 selected test needs it: ``slurm_cluster`` (this host as the one node) and ``slurm_two_nodes``
-(two nodes in network namespaces of this host).
+(two nodes in network namespaces of this host; tests/slurm/test_multinode_slurm.py).
 
 The clusters (``tests/slurm_cluster.py``) skip the tests when Slurm is not installed, and fail
 them instead when the environment variable ``CI`` is set. Requeue tests start their jobs at the

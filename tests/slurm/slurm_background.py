@@ -2,12 +2,11 @@
 
 A requeue test spends most of its time waiting for Slurm's clock: slurmctld checks time limits
 only every 30 s, and a requeued job waits ``cred_expire`` seconds before it starts again. A test
-module registers such a job with ``@in_background("<test name>")`` (on the single-node cluster,
-fixture ``slurm_cluster``) or ``@in_background("<test name>", cluster="slurm_two_nodes")``; if
-that test is selected, the session fixture ``background`` (tests/slurm/conftest.py) starts the
-job before the first test, and the test itself collects it with
-``background.result("<test name>")``. Other tests run meanwhile. A starter that raises fails
-only its own test; a cluster is started only for selected tests that need it.
+module registers such a job with ``@in_background("<test name>")``; if that test is selected,
+the session fixture ``background`` (tests/slurm/conftest.py) starts the job on the single-node
+cluster (fixture ``slurm_cluster``, started then) before the first test, and the test itself
+collects it with ``background.result("<test name>")``. Other tests run meanwhile. A starter that
+raises, or a cluster that cannot start, fails (or skips) only its own test.
 """
 
 from __future__ import annotations
@@ -17,15 +16,14 @@ from typing import Any
 
 import pytest
 
-_STARTERS: dict[str, tuple[str, Callable[[Any, Any], Any]]] = {}
+_STARTERS: dict[str, Callable[[Any, Any], Any]] = {}
 
 
-def in_background(test_name: str, cluster: str = "slurm_cluster"):
-    """Register ``fn(cluster, tmp_path) -> anything`` to start before the test named ``test_name``,
-    on the cluster of the session fixture named ``cluster``."""
+def in_background(test_name: str):
+    """Register ``fn(cluster, tmp_path) -> anything`` to start before the test named ``test_name``."""
 
     def register(fn):
-        _STARTERS[test_name] = (cluster, fn)
+        _STARTERS[test_name] = fn
         return fn
 
     return register
@@ -33,7 +31,7 @@ def in_background(test_name: str, cluster: str = "slurm_cluster"):
 
 class Background:
     def __init__(self, request, tmp_path_factory):
-        self.request = request  # to get the cluster fixtures, only when a starter needs one
+        self.request = request  # to start the cluster only when a selected test needs it
         self.tmp_path_factory = tmp_path_factory
         self._started: dict[str, tuple[bool, Any]] = {}
 
@@ -41,10 +39,9 @@ class Background:
         if test_name in self._started:
             return
         tmp = self.tmp_path_factory.mktemp(test_name[:40])
-        fixture, starter = _STARTERS[test_name]
         try:
-            cluster = self.request.getfixturevalue(fixture)
-            self._started[test_name] = (True, starter(cluster, tmp))
+            cluster = self.request.getfixturevalue("slurm_cluster")
+            self._started[test_name] = (True, _STARTERS[test_name](cluster, tmp))
         except (Exception, pytest.skip.Exception, pytest.fail.Exception) as e:
             # reported by the test that needs it (a cluster that cannot start skips or fails it),
             # not by every test

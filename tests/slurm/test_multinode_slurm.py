@@ -30,7 +30,6 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from slurm_background import in_background
 
 from ablate import results
 from ablate.matrix.__main__ import main
@@ -217,9 +216,22 @@ def _trained_iter(job_dir: Path) -> int:
 
 @pytest.fixture(scope="module")
 def references(slurm_two_nodes, tmp_path_factory) -> dict:
-    """The job on two nodes (one rank each) and on one node (two ranks), queued together."""
+    """The job on two nodes (one rank each) and on one node (two ranks), queued together, after
+    the same job under a 1-minute time limit ("time_limit"), which the last test collects: its
+    requeues, which take minutes of Slurm's clock, overlap this module's other tests."""
     tmp = tmp_path_factory.mktemp("multinode")
     t0 = time.monotonic()
+    # Time limit 1 minute (no box; margin 1 min). USR2 10 s before it, which slurmctld (checking
+    # every 30 s) sends 20-50 s after the start, while the job (at least 52 s of training) still
+    # trains. Each requeued attempt gets another minute and is signalled again if still running.
+    time_limit = _queue(
+        slurm_two_nodes,
+        tmp / "time_limit",
+        *TWO_NODES,
+        "launcher.slurm.time_margin_min=1",
+        "launcher.slurm.signal_delay_s=10",
+        "launcher.slurm.max_num_timeout=6",
+    )
     two = _queue(slurm_two_nodes, tmp / "two", *TWO_NODES)
     # On one node the job may land on either; node 2 keeps its root writable for it. The shell
     # that submits it exported a MASTER_PORT (sbatch hands it to the job): it is the port used.
@@ -250,7 +262,7 @@ def references(slurm_two_nodes, tmp_path_factory) -> dict:
         rc, out = _wait(mdir)
         assert rc == 0, out[-4000:]
     print(f"two-node and one-node jobs side by side: {time.monotonic() - t0:.0f}s")
-    return {"two": two, "one": one}
+    return {"two": two, "one": one, "time_limit": time_limit}
 
 
 def test_one_job_across_two_nodes_equals_two_ranks_on_one_node(references, slurm_two_nodes):
@@ -370,29 +382,11 @@ def test_a_rank_killed_on_the_second_node_ends_the_job_with_its_cause(
         time.sleep(0.2)
 
 
-TIME_LIMIT_TEST = "test_the_time_limit_signal_stops_both_nodes_and_the_requeued_job_resumes_exactly"
-
-
-@in_background(TIME_LIMIT_TEST, cluster="slurm_two_nodes")
-def _start_time_limit_job(cluster, tmp_path: Path) -> Path:
-    # Time limit 1 minute (no box; margin 1 min). USR2 10 s before it, which slurmctld (checking
-    # every 30 s) sends 20-50 s after the start, while the job (at least 56 s of training) still
-    # trains. Each requeued attempt gets another minute and is signalled again if still running.
-    return _queue(
-        cluster,
-        tmp_path / "r",
-        *TWO_NODES,
-        "launcher.slurm.time_margin_min=1",
-        "launcher.slurm.signal_delay_s=10",
-        "launcher.slurm.max_num_timeout=6",
-    )
-
-
 def test_the_time_limit_signal_stops_both_nodes_and_the_requeued_job_resumes_exactly(
-    background, slurm_two_nodes, references
+    slurm_two_nodes, references
 ):
     cluster = slurm_two_nodes
-    mdir = background.result(TIME_LIMIT_TEST)  # queued at the start of the session
+    mdir = references["time_limit"]  # queued before the references
     rc, out = _wait(mdir)
     assert rc == 0, out[-4000:]
     jd = mdir / "V0"

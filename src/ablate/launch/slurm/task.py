@@ -37,6 +37,8 @@ class TrainTask(Checkpointable):
             world_size=dist_env.world_size,
             local_rank=_device_index(dist_env),
         )
+        if results.JobDir(Path(self.job_dir)).is_done():
+            _ignore_late_warning()
         stopped_by = summary.get("stopped_by")
         if stopped_by and not results.JobDir(Path(self.job_dir)).is_done():
             # The trainer checkpointed on a signal and put submitit's handler back: hand the signal
@@ -52,6 +54,17 @@ class TrainTask(Checkpointable):
         # The trainer owns the real checkpoint (model, optimizer, RNG, loader position) in the
         # job directory; the requeued task only needs to know which directory to resume.
         return submitit.helpers.DelayedSubmission(TrainTask(self.job_dir))
+
+
+def _ignore_late_warning() -> None:
+    """The job is complete, but Slurm's warning signal (USR2: time limit or preemption) may still
+    come, to every rank, while the task returns and its process exits. Ignored, it can neither
+    make submitit requeue a finished job nor kill the exiting process (Python puts the default
+    action, termination, back as it shuts down), which Slurm would record as FAILED."""
+    try:
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    except ValueError:  # not the main thread: no handler of ours to replace either
+        pass
 
 
 def _device_index(dist_env) -> int:
