@@ -33,7 +33,7 @@ def test_cli_prints_what_it_writes(tmp_path, capsys):
     main([str(mdir), "--no-plots"])
     out = capsys.readouterr().out
     assert out == (mdir / R.REPORT).read_text()
-    assert table_rows(out)[3] == ["V18", "RA + R-MLP", "**3.32**", "**+11.5%**", "**+0.132**"]
+    assert table_rows(out)[3] == ["V18", "RA + R-MLP", "3.32", "+11.5% (this seed only)", "+0.132"]
     assert not (mdir / VAL_VS_ITER).exists() and "## Plots" not in out
 
 
@@ -74,7 +74,8 @@ def test_format_csv(tmp_path, capsys):
     assert list(df.index) == ["V0", "V16", "V17", "V18"]
     assert df.loc["V18", "improvement_pct"] == pytest.approx(100 * (3.7521 - 3.3222) / 3.7521)
     assert df.loc["V18", "rmlp_w_rec_mean"] == pytest.approx(0.132)
-    assert bool(df.loc["V18", "is_best"]) and bool(df.loc["V0", "is_baseline"])
+    assert not df["is_best"].any() and bool(df.loc["V0", "is_baseline"])  # one seed: no verdict
+    assert df.loc["V18", "verdict"] == "no verdict" and df.loc["V18", "seeds_used"] == "[1]"
     assert df.loc["V17", "architecture"] == "RA + frozen"
     assert not (mdir / R.REPORT).exists()  # csv/json only print
 

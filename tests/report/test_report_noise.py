@@ -1,179 +1,138 @@
-"""Noise from the final eval's per-window losses: block SEs, paired intervals, seeds vs eval noise.
-
-The synthetic window losses are built so the answers are known in closed form: with 128 windows
-the SE uses 64 blocks of 2 windows; windows (m + s + e, m + s - e) make block means m + s, so
-only the block pattern s matters.
+"""Noise from the final eval's per-window losses: the block length rule, batch means, and the
+parts of the estimand's variance, each against a value worked out independently here.
 """
 
 from __future__ import annotations
 
-import json
 import math
 
+import numpy as np
 import pytest
-from report_factory import Job, make_matrix, section, table_rows
+from report_factory import Job, make_matrix, table_rows
 
-from ablate import results as R
-from ablate.report import aggregate, build, render_markdown
-from ablate.report.noise import Paired, block_se, combine
+from ablate.report import build, render_markdown
+from ablate.report.noise import (
+    BIAS,
+    MIN_BLOCKS,
+    MIN_WINDOWS,
+    SEEDS_AND_WINDOWS,
+    SEEDS_ONLY,
+    THIS_SEED,
+    batch_means,
+    block_length,
+    block_se,
+    lag1,
+    parts_from_seeds,
+    parts_from_windows,
+)
 from ablate.report.stats import t_quantile
 
-N = 128  # windows: 64 blocks of 2
+
+def ar1(rng, n, rho, size=()):
+    x = np.empty(size + (n,))
+    x[..., 0] = rng.standard_normal(size)
+    for i in range(1, n):
+        x[..., i] = rho * x[..., i - 1] + math.sqrt(1 - rho * rho) * rng.standard_normal(size)
+    return x
 
 
-def windows(mean: float, spread: float, wiggle: float = 0.3) -> list[float]:
-    """128 window losses: block b (2 windows) has mean ``mean +- spread`` (alternating), and the
-    two windows of a block differ by 2 * wiggle (which the block SE must ignore)."""
-    out = []
-    for b in range(N // 2):
-        m = mean + (spread if b % 2 == 0 else -spread)
-        out += [m + wiggle, m - wiggle]
-    return out
+def test_the_block_length_is_never_1_and_grows_with_the_autocorrelation():
+    for n in (10, 108, 2048, 100_000):
+        assert block_length(0.0, n) >= 2  # a stream is never assumed independent
+        assert block_length(-0.5, n) >= 2
+    ls = [int(block_length(r, 2048)) for r in (0.0, 0.1, 0.3, 0.6, 0.9)]
+    assert ls == sorted(ls) and ls[0] < ls[-1]
+    # at most n / MIN_BLOCKS windows per block, so the spread keeps MIN_BLOCKS - 1 df
+    assert block_length(0.95, 108) == 108 // MIN_BLOCKS
+    # the rule: smallest L with 2 rho_u / ((1 - rho_u^2) L) <= BIAS, rho_u = rho + its SE
+    r = 0.3 + math.sqrt((1 - 0.09) / 2048)
+    assert block_length(0.3, 2048) == math.ceil(2 * r / ((1 - r * r) * BIAS))
 
 
-def se_of(spread: float) -> float:
-    # 64 block means +-spread around their mean: sample variance 64 s^2 / 63, SE = sqrt(var / 64).
-    return spread / math.sqrt(63)
+def test_batch_means_by_hand():
+    x = np.array([1.0, 3.0, 2.0, 6.0, 4.0, 4.0, 0.0])  # L = 2: blocks 2, 4, 4; the 7th is left out
+    lrv, blocks = batch_means(x, 2)
+    assert blocks == 3 and lrv == pytest.approx(2 * np.var([2.0, 4.0, 4.0], ddof=1))
+    # several series, each with its own block length
+    xs = np.stack([x, x[::-1]])
+    lrv, blocks = batch_means(xs, np.array([2, 3]))
+    assert list(blocks) == [3, 2]
+    assert lrv[1] == pytest.approx(3 * np.var([np.mean([0, 4, 4]), np.mean([6, 2, 3])], ddof=1))
 
 
-def report(mdir):
+def test_block_se_of_a_stream_holds_its_correlation():
+    rng = np.random.default_rng(0)
+    x = ar1(rng, 2048, 0.6)
+    est = block_se(x)
+    assert est.rho == pytest.approx(float(lag1(x)))
+    assert est.block_windows == int(block_length(est.rho, 2048)) and est.df == est.blocks - 1
+    # the long-run variance of a unit AR(1) with rho 0.6 is (1 + rho) / (1 - rho) = 4: the SE is
+    # about twice the naive sd / sqrt(n), and the effective sample size about n / 4
+    naive = x.std(ddof=1) / math.sqrt(2048)
+    assert 1.5 < est.se / naive < 2.7 and 2048 / 7 < est.n_eff < 2048 / 2.3  # 20 blocks
+    assert block_se(x[: MIN_WINDOWS - 1]) is None and block_se(x[:MIN_WINDOWS]) is not None
+
+
+def test_the_parts_of_the_estimand_by_hand():
+    rng = np.random.default_rng(1)
+    K, n = 3, 200
+    d = rng.normal(0.01, 0.02, (K, n)) + rng.normal(0, 0.003, (K, 1)) + ar1(rng, n, 0.3) * 0.01
+    p = parts_from_windows(d)
+    assert p.kind == SEEDS_AND_WINDOWS and p.est == pytest.approx(d.mean())
+    assert p.seed_var == pytest.approx(d.mean(axis=1).var(ddof=1) / K) and p.seed_df == K - 1
+    m = d.mean(axis=0)
+    L = int(block_length(lag1(m), n))
+    k = n // L
+    bm = m[: k * L].reshape(k, L).mean(axis=1)
+    assert p.block_windows == L and p.window_df == k - 1
+    assert p.window_var == pytest.approx(L * bm.var(ddof=1) / n)
+    r = d - m  # the residuals are cut into the same blocks
+    per_seed = [L * r[i, : k * L].reshape(k, L).mean(axis=1).var(ddof=1) for i in range(K)]
+    assert p.run_var == pytest.approx(np.mean(per_seed) * K / (K - 1) / (n * K))
+    assert p.se == pytest.approx(math.sqrt(p.seed_var + max(0.0, p.window_var - p.run_var)))
+    # the interval's quantile lies between the normal's and the seed part's t quantile
+    h = float(p.half_width(0.95))
+    assert 1.96 * p.se < h < t_quantile(0.975, K - 1) * p.se
+
+
+def test_one_seed_is_this_seed_only_with_a_t_interval_on_its_blocks():
+    rng = np.random.default_rng(2)
+    d = (0.01 + ar1(rng, 300, 0.3) * 0.02)[None, :]
+    p = parts_from_windows(d)
+    assert p.kind == THIS_SEED and p.seed_var is None
+    est = block_se(d[0])
+    assert p.se == pytest.approx(est.se) and p.window_df == est.df
+    assert float(p.half_width(0.95)) == pytest.approx(t_quantile(0.975, est.df) * est.se)
+
+
+def test_seeds_only_is_a_paired_t_interval():
+    p = parts_from_seeds(np.array([0.05, 0.04, 0.03]))
+    assert p.kind == SEEDS_ONLY and p.est == pytest.approx(0.04)
+    assert float(p.half_width(0.95)) == pytest.approx(4.302653 * 0.01 / math.sqrt(3), rel=1e-6)
+    with pytest.raises(ValueError):
+        parts_from_seeds(np.array([0.05]))
+
+
+def test_the_interval_is_exact_when_one_part_dominates():
+    # seed part only: Student t with K - 1 df; window part only (no seed spread): t on its blocks
+    d = np.tile(np.array([0.0, 1.0, 2.0])[:, None], (1, 100))  # per-seed constants
+    p = parts_from_windows(d)
+    assert float(p.half_width(0.95)) == pytest.approx(t_quantile(0.975, 2) * p.se, rel=2e-3)
+    rng = np.random.default_rng(4)
+    common = ar1(rng, 400, 0.2)
+    p = parts_from_windows(np.stack([common, common]))  # identical seeds: no seed spread
+    assert p.seed_var == 0.0
+    assert float(p.half_width(0.95)) == pytest.approx(
+        t_quantile(0.975, float(p.window_df)) * p.se, rel=2e-3
+    )
+
+
+def test_job_eval_se_in_the_runs_table(tmp_path):
+    rng = np.random.default_rng(5)
+    w = list(3.75 + 0.3 * ar1(rng, 256, 0.3))
+    mdir = make_matrix(tmp_path, [Job("V0", "Baseline", None, window_losses=w)])
     coll, stats = build([mdir])
-    return coll, stats, render_markdown(coll, stats, mdir, None)
-
-
-def test_block_se_matches_the_analytic_value():
-    est = block_se(windows(3.5, 0.04))
-    assert (est.blocks, est.block_windows, est.n) == (64, 2, 128)
-    assert est.mean == pytest.approx(3.5)
-    assert est.se == pytest.approx(se_of(0.04), rel=1e-12)
-    # Independent windows, no blocks needed (n <= 64): the textbook sd / sqrt(n).
-    xs = [1.0, 2.0, 3.0, 4.0]
-    assert block_se(xs).se == pytest.approx(math.sqrt(5 / 3 / 4))
-    # A partial last block is left out of the spread and the SE rescaled to all n windows:
-    # 130 windows -> L = 2, K = 65 full blocks, the 130th window alone.
-    est = block_se(windows(3.5, 0.04) + [3.5, 3.5])
-    assert (est.blocks, est.block_windows) == (65, 2)
-    assert block_se([3.0]) is None
-
-
-def test_job_eval_se_in_the_report(tmp_path):
-    mdir = make_matrix(tmp_path, [Job("V0", "Baseline", None, window_losses=windows(3.75, 0.04))])
-    coll, stats, md = report(mdir)
-    assert coll.jobs.loc[0, "val_se"] == pytest.approx(se_of(0.04))
-    runs = {r[0]: r for r in table_rows(md, "| Job ")}
-    assert runs["V0"][4:7] == ["3.7500", f"{se_of(0.04):.4f}", "131,072"]
-
-
-def test_paired_interval_matches_the_analytic_value(tmp_path):
-    # Step = baseline - 0.05 - pattern: paired diff per window 0.05 + pattern, block SE se_of(0.01).
-    base = windows(3.75, 0.04)
-    step = [w - 0.05 - (0.01 if (i // 2) % 2 == 0 else -0.01) for i, w in enumerate(base)]
-    mdir = make_matrix(
-        tmp_path,
-        [
-            Job("V0", "Baseline", None, window_losses=base),
-            Job("V16", "RA", None, window_losses=step),
-        ],
-    )
-    coll, stats, md = report(mdir)
-    agg = aggregate(coll, stats).set_index("step")
-    half = t_quantile(0.975, 63) * se_of(0.01)
-    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(
-        100 * (0.05 - half) / 3.75, rel=1e-9
-    )
-    assert agg.loc["V16", "improvement_ci_high_pct"] == pytest.approx(
-        100 * (0.05 + half) / 3.75, rel=1e-9
-    )
-    assert agg.loc["V16", "within_noise"] == False  # noqa: E712 (numpy bool)
-    # The paired SE (0.0013) is far below either job's own SE (0.005): shared windows cancel.
-    assert se_of(0.01) < stats["V16"].eval_se / 3
-    main = {r[0]: r for r in table_rows(md)}
-    assert main["V16"][2:4] == ["**3.70**", "**+1.3%**"]
-    seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
-    assert seeds["V16"][-1] == "better"
-    assert "seeds unknown (1 seed)" in seeds["V16"][-2]
-
-
-def test_a_gap_of_0_0008_with_se_0_01_is_within_noise_and_not_bold(tmp_path):
-    base = windows(3.75, 0.01 * math.sqrt(63))  # job SE 0.01
-    pattern = 0.01 * math.sqrt(63)  # paired SE 0.01
-    step = [w - 0.0008 - (pattern if (i // 2) % 2 == 0 else -pattern) for i, w in enumerate(base)]
-    mdir = make_matrix(
-        tmp_path,
-        [
-            Job("V0", "Baseline", None, window_losses=base),
-            Job("V16", "RA", None, window_losses=step),
-        ],
-    )
-    coll, stats, md = report(mdir)
-    assert stats["V0"].eval_se == pytest.approx(0.01)
-    agg = aggregate(coll, stats).set_index("step")
-    half = t_quantile(0.975, 63) * 0.01
-    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(
-        100 * (0.0008 - half) / 3.75, rel=1e-9
-    )
-    assert agg.loc["V16", "within_noise"] == True  # noqa: E712
-    main = {r[0]: r for r in table_rows(md)}
-    assert main["V16"][3] == "+0.0% (within noise)"
-    assert "**" not in section(md, "Results").split("\n\n")[0]  # nothing in the table is bold
-    assert not agg["is_best"].any()
-    seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
-    assert seeds["V16"][-1] == "within noise"
-
-
-def test_seeds_combine_with_eval_noise_and_say_which_dominates():
-    # Seed-dominated: diffs 0.01, 0.03, 0.05 (variance 4e-4) with eval SE 0.001 each.
-    c = combine([Paired(0.01, 0.001, 63), Paired(0.03, 0.001, 63), Paired(0.05, 0.001, 63)])
-    assert c.diff == pytest.approx(0.03) and c.df == 2
-    assert c.se == pytest.approx(math.sqrt(4e-4 / 3))
-    assert c.seed_var == pytest.approx(4e-4 - 1e-6) and c.dominant == "seeds"
-    # Eval-dominated: identical diffs, eval SE 0.01: the eval noise sets the SE.
-    c = combine([Paired(0.02, 0.01, 63), Paired(0.02, 0.01, 63)])
-    assert c.se == pytest.approx(math.sqrt(1e-4 / 2)) and c.dominant == "eval" and c.seed_var == 0.0
-
-
-def test_paired_over_seeds_in_the_report(tmp_path):
-    jobs = []
-    for seed, gap in ((1, 0.01), (2, 0.03), (3, 0.05)):
-        base = windows(3.75 + 0.001 * seed, 0.04)
-        jobs += [
-            Job("V0", "Baseline", None, seed=seed, window_losses=base),
-            Job("V16", "RA", None, seed=seed, window_losses=[w - gap for w in base]),
-        ]
-    coll, stats, md = report(make_matrix(tmp_path, jobs))
-    agg = aggregate(coll, stats).set_index("step")
-    base_mean = sum(3.75 + 0.001 * s for s in (1, 2, 3)) / 3
-    half = t_quantile(0.975, 2) * math.sqrt(4e-4 / 3)  # eval SE 0: the seeds are all the noise
-    assert agg.loc["V16", "improvement_ci_low_pct"] == pytest.approx(
-        100 * (0.03 - half) / base_mean, rel=1e-6
-    )
-    seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
-    assert seeds["V16"][-2].startswith("seeds dominate")
-
-
-def test_unpairable_windows_fall_back_and_damaged_files_cost_only_the_noise(tmp_path):
-    jobs = [
-        Job("V0", "Baseline", None, window_losses=windows(3.75, 0.04)),
-        Job(
-            "V16", "RA", None, window_losses=windows(3.70, 0.04), val_fingerprint="ffffffffffffffff"
-        ),
-        Job("V17", "RA + frozen", None, window_losses=windows(3.72, 0.04)),
-        Job("V18", "RA + R-MLP", None, window_losses=windows(3.71, 0.04)),
-    ]
-    mdir = make_matrix(tmp_path, jobs)
-    (mdir / "V17" / R.FINAL_EVAL).write_text('{"window_losses": [3.7, 3.')  # torn
-    fe = json.loads((mdir / "V18" / R.FINAL_EVAL).read_text())
-    fe["window_losses"] = fe["window_losses"][:-1]  # n_windows no longer matches
-    (mdir / "V18" / R.FINAL_EVAL).write_text(json.dumps(fe))
-    coll, stats, md = report(mdir)
-    notes = section(md, "Notes")
-    assert "V17: " in notes and "not valid JSON" in notes
-    assert "V18: " in notes and "holds 127 losses" in notes
-    assert [r[0] for r in table_rows(md)] == ["V0", "V16", "V17", "V18"]
-    agg = aggregate(coll, stats).set_index("step")
-    assert (
-        agg.loc["V16", "within_noise"] is None
-    )  # different validation tokens: no pairing, one seed
-    assert agg.loc["V17", "best_val_loss_mean"] == pytest.approx(
-        3.72
-    )  # summary.json still has the loss
+    est = block_se(w)
+    assert coll.jobs.loc[0, "val_se"] == pytest.approx(est.se)
+    runs = {r[0]: r for r in table_rows(render_markdown(coll, stats, mdir, None), "| Job ")}
+    assert runs["V0"][5:7] == [f"{est.se:.4f}", "262,144"]

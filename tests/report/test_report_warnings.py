@@ -30,7 +30,7 @@ def test_a_clean_matrix_has_only_the_one_seed_warning(tmp_path):
     _, _, md = report(clean_pair(), tmp_path)
     warnings = section(md, "Warnings")
     assert warnings.count("- ⚠") == 1 and "one seed per step: no seed-noise estimate" in warnings
-    assert table_rows(md)[1] == ["V16", "RA", "**3.60**", "**+4.0%**", "N/A"]
+    assert table_rows(md)[1] == ["V16", "RA", "3.60", "+4.0% (this seed only)", "N/A"]
     assert md.index("## Warnings") < md.index("## Results")  # at the top
 
 
@@ -42,7 +42,7 @@ def test_ended_in_warmup_warns_marks_and_takes_the_verdict_away(tmp_path):
     assert table_rows(md)[1] == ["V16 ⚠", "RA", "3.60", "+4.0% (no verdict)", "N/A"]
     assert no_bold(md)
     agg = aggregate(coll, stats).set_index("step")
-    assert agg.loc["V16", "no_verdict"] == "warmup" and not agg["is_best"].any()
+    assert agg.loc["V16", "reason"] == "warmup" and not agg["is_best"].any()
 
 
 def test_warmup_on_the_baseline_takes_every_verdict_away(tmp_path):

@@ -22,6 +22,7 @@ from ablate import results as R
 from ablate.atomic import disk_full_error, is_disk_full
 from ablate.errors import AblateError, UnwritableError
 from ablate.report import tables as T
+from ablate.report import verdict_text as VT
 from ablate.report import warnings as W
 from ablate.report.load import Collection, collect
 from ablate.report.matched import matched_section
@@ -53,58 +54,49 @@ def build(
 
 
 def aggregate(coll: Collection, stats: dict[str, StepStats]) -> pd.DataFrame:
-    """The main table at full precision, one row per step, for ``--format csv|json``."""
+    """The main table at full precision, one row per step, for ``--format csv|json``; each
+    compared step carries its verdict record against the baseline (report/verdict.py's
+    Verdict.record) and against the previous step (prefixed ``vs_previous_``)."""
     base = stats[coll.baseline]
-    winners = T.best_steps(stats, T.blocked_steps(coll))
+    winners = T.best_steps(coll, stats)
     rows = []
     prev: StepStats | None = None
     for step in coll.order:
         st = stats[step]
         c = compare(st, base) if step != coll.baseline else None
         p = compare(st, prev) if prev is not None else None
-        lo, hi = c.pct_interval if c is not None and c.pct_interval else (math.nan, math.nan)
-        rows.append(
-            {
-                "step": step,
-                "architecture": st.architecture,
-                "is_baseline": step == coll.baseline,
-                "is_best": step in winners,
-                "causality": st.causality,
-                "n": st.n,
-                "jobs": st.n_jobs,
-                "completed": st.counts.get(R.COMPLETED, 0),
-                "failed": st.counts.get(R.FAILED, 0),
-                "partial": st.flag,
-                "best_val_loss_mean": st.mean,
-                "best_val_loss_std": st.std,
-                "best_val_loss_min": min(st.values) if st.values else math.nan,
-                "best_val_loss_max": max(st.values) if st.values else math.nan,
-                "improvement_pct": c.pct if c is not None else math.nan,
-                "improvement_ci_low_pct": lo,
-                "improvement_ci_high_pct": hi,
-                "no_verdict": (
-                    W.no_verdict(coll.warnings, coll.pipeline_check, step, coll.baseline)
-                    if step != coll.baseline
-                    else None
-                ),
-                "warnings": "; ".join(w.kind for w in coll.warnings if step in w.steps) or None,
-                "within_noise": (
-                    c.interval.within_noise if c is not None and c.interval is not None else None
-                ),
-                "interval_method": (
-                    c.interval.method if c is not None and c.interval is not None else None
-                ),
-                "eval_se": st.eval_se,
-                "best_periodic_val_loss_mean": (
-                    sum(st.best_periodic) / len(st.best_periodic) if st.best_periodic else math.nan
-                ),
-                "vs_previous_step": prev.step if prev is not None else None,
-                "vs_previous_pct": p.pct if p is not None else math.nan,
-                "rmlp_w_rec_mean": st.rmlp_w_rec if st.has_rmlp else math.nan,
-                "nan_jobs": st.nan_jobs,
-                "resumed_jobs": st.resumed_jobs,
-            }
-        )
+        v = VT.vs_baseline(coll, stats, step)
+        vp = VT.vs_previous(coll, stats, step)
+        row = {
+            "step": step,
+            "architecture": st.architecture,
+            "is_baseline": step == coll.baseline,
+            "is_best": step in winners,
+            "causality": st.causality,
+            "n": st.n,
+            "jobs": st.n_jobs,
+            "completed": st.counts.get(R.COMPLETED, 0),
+            "failed": st.counts.get(R.FAILED, 0),
+            "partial": st.flag,
+            "best_val_loss_mean": st.mean,
+            "best_val_loss_std": st.std,
+            "best_val_loss_min": min(st.values) if st.values else math.nan,
+            "best_val_loss_max": max(st.values) if st.values else math.nan,
+            "improvement_pct": c.pct if c is not None else math.nan,
+            "warnings": "; ".join(w.kind for w in coll.warnings if step in w.steps) or None,
+            "eval_se": st.eval_se,
+            "best_periodic_val_loss_mean": (
+                sum(st.best_periodic) / len(st.best_periodic) if st.best_periodic else math.nan
+            ),
+            "vs_previous_step": prev.step if prev is not None else None,
+            "vs_previous_pct": p.pct if p is not None else math.nan,
+            "rmlp_w_rec_mean": st.rmlp_w_rec if st.has_rmlp else math.nan,
+            "nan_jobs": st.nan_jobs,
+            "resumed_jobs": st.resumed_jobs,
+        }
+        row.update(VT.record(v))
+        row.update(VT.record(vp, "vs_previous_"))
+        rows.append(row)
         prev = st
     return pd.DataFrame(rows)
 
@@ -160,11 +152,11 @@ def render_markdown(
     out += [
         "## Seeds and noise",
         "",
-        T.seeds_section(coll, stats),
+        VT.seeds_section(coll, stats),
         "",
         "## Progression",
         "",
-        T.progression_section(coll, stats),
+        VT.progression_section(coll, stats),
         "",
         "## Matched work",
         "",

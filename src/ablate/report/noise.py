@@ -1,72 +1,254 @@
-"""Noise from the data: standard errors and paired intervals from the final eval's window losses.
+"""Noise from the data: what the difference between two steps is, and how well the runs measure it.
 
-A job's final eval stores one loss per validation window (``final_eval.json``). Windows are
-consecutive pieces of one token stream, so neighbours share documents and are correlated; the
-standard error therefore comes from *batch means*: the windows are cut into at most MAX_BLOCKS
-blocks of L consecutive windows, and
+**The estimand.** The report compares two steps by Δ, the expected difference in final full-set
+validation loss (baseline - step) over seeds and over the validation distribution: what a new
+seed, scored on new validation text, would show on average. Each run's final eval stores one
+loss per validation window (``final_eval.json``); with K seeds both steps ran, the paired
+per-window differences are modelled as
 
-    SE = sd(block means) / sqrt(K) * sqrt(K * L / n)
+    d[k, w] = Δ + a_k + b_w + e[k, w]
 
-with K full blocks (a last, partial block is left out of the spread, the factor rescales from
-the K*L windows the spread describes to all n). With independent windows this is sd/sqrt(n) in
-expectation; with correlated ones it keeps the correlation inside each block.
+a_k the seed effect (initialization and data order differ per seed), b_w the step-by-window
+interaction (the step helps code more than prose; common to every seed because every seed
+scores the same windows, and correlated along the token stream), e[k, w] the run's own window
+noise (also correlated along the stream). The estimate is the mean over k and w, and
 
-Two steps with the same seed scored the same windows (same validation tokens, checked by a
-fingerprint, same block size), so their difference is measured window by window: d_w =
-base_w - step_w. The paired SE (blocks of d_w) removes what both share (hard and easy windows)
-and is usually far smaller than either job's SE.
+    Var(Δ̂) = Var(a_k + ē_k) / K + Var(b̄)
 
-Over several seeds each pair s gives a difference d_s with eval SE e_s. The spread of the d_s
-(sample variance V, n - 1) already holds the eval noise, so the seed part is
-``max(0, V - mean(e_s^2))`` and the standard error of the mean difference is
-``sqrt(max(V, mean(e_s^2)) / k)``, with k - 1 degrees of freedom. Which part dominates is
-reported. With one seed only the eval noise is known: the interval says nothing about
-seed-to-seed variation, and the report says so.
+The between-seed sample variance of the per-seed means estimates Var(a + ē) (K - 1 degrees of
+freedom). The seeds cannot see Var(b̄) (it is common to them); it comes from the windows: the
+batch-means variance of the seed-averaged differences m_w holds Var(b̄) + Var(ē) / K, and the
+within-seed residuals d[k, w] - m_w estimate Var(ē), which is subtracted. The interval's
+quantile is the generalized pivot of that sum (report/distributions.py), because the parts are
+estimated with very different degrees of freedom (K - 1 for the seed part, the window blocks for
+the interaction part).
+
+With one seed the seed part is unknown: the interval covers Δ + a_1, "this seed only"
+(validation sampling of this one pair of runs), and makes no verdict. Without per-window losses
+the window part is unknown: the seeds-only interval covers Δ + b̄ (this validation set), and
+makes no verdict either.
+
+**Correlated windows.** Windows are consecutive pieces of one token stream; neighbours share
+documents. Every standard error here comes from batch means: the series is cut into blocks of L
+consecutive windows and the variance of the block means, times L, estimates the long-run
+variance. L comes from the data: with lag-1 autocorrelation ρ (estimated, plus one standard
+error so a short series does not under-estimate it), an AR(1) stream's block means understate
+the long-run variance by about 2ρ / ((1 - ρ²) L); L is the smallest length that keeps this
+under BIAS (2%), at least 2 windows (never 1: a stream is never assumed independent), and at
+most n / MIN_BLOCKS so that the spread has MIN_BLOCKS - 1 degrees of freedom. The effective
+sample size is n times the windows' variance over their long-run variance.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ablate.report.distributions import pivot_half_width, t_half_quantile
 from ablate.results import FinalEval
 
 CONFIDENCE = 0.95
-MAX_BLOCKS = 64  # 2,048 windows of 1,024 tokens: blocks of 32 windows (32K tokens), 63 df
+MIN_BLOCKS = 5  # the batch-means spread has at least 4 degrees of freedom
+BIAS = 0.02  # largest relative under-estimate of the long-run variance an AR(1) stream would give
+RHO_CAP = 0.98
+MIN_WINDOWS = 2 * MIN_BLOCKS  # fewer windows: no block standard error at all
+
+# What an interval covers (Effect.kind).
+SEEDS_AND_WINDOWS = "seeds and windows"  # the estimand: a verdict is possible
+THIS_SEED = "this seed only"  # one seed: Δ + a_1, validation sampling only
+SEEDS_ONLY = "seeds only"  # no per-window losses: Δ + b̄, this validation set
+
+
+# --------------------------------------------------------------------------- batch means
+
+
+def lag1(x: np.ndarray) -> np.ndarray:
+    """Lag-1 autocorrelation of each series along the last axis (0 for a constant series)."""
+    x = np.asarray(x, dtype=np.float64)
+    c = x - x.mean(axis=-1, keepdims=True)
+    den = np.einsum("...i,...i->...", c, c)
+    num = np.einsum("...i,...i->...", c[..., 1:], c[..., :-1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def block_length(rho, n: int) -> np.ndarray:
+    """Windows per block for series of ``n`` windows with lag-1 autocorrelation ``rho`` (see the
+    module docstring); an int array of rho's shape."""
+    r = np.clip(np.asarray(rho, dtype=np.float64), 0.0, RHO_CAP)
+    r = np.minimum(RHO_CAP, r + np.sqrt((1.0 - r * r) / n))
+    need = np.ceil(2.0 * r / ((1.0 - r * r) * BIAS))
+    return np.clip(need, 2, max(2, n // MIN_BLOCKS)).astype(np.int64)
+
+
+def batch_means(x: np.ndarray, L) -> tuple[np.ndarray, np.ndarray]:
+    """Long-run variance estimate (L x sample variance of the block means) and the number of full
+    blocks, per series along the last axis; ``L`` per series (a last partial block is left out)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[-1]
+    L = np.broadcast_to(np.asarray(L, dtype=np.int64), x.shape[:-1])
+    lrv = np.empty(x.shape[:-1])
+    blocks = np.empty(x.shape[:-1], dtype=np.int64)
+    for length in np.unique(L):
+        sel = L == length
+        k = n // int(length)
+        xs = x[sel][..., : k * int(length)]
+        means = xs.reshape(xs.shape[:-1] + (k, int(length))).mean(axis=-1)
+        lrv[sel] = int(length) * means.var(axis=-1, ddof=1)
+        blocks[sel] = k
+    return lrv, blocks
 
 
 @dataclass(frozen=True)
 class BlockSE:
-    """Mean and batch-means standard error of a sequence of per-window values."""
+    """Mean and batch-means standard error of one series of per-window values."""
 
     mean: float
     se: float
-    blocks: int  # K: full blocks the spread is measured on
+    blocks: int  # full blocks the spread is measured on
     block_windows: int  # L: windows per block
     n: int  # windows
+    rho: float  # lag-1 autocorrelation of the windows
+    n_eff: float  # effective sample size: n x variance / long-run variance
 
     @property
     def df(self) -> int:
         return self.blocks - 1
 
 
-def block_se(values: Sequence[float], max_blocks: int = MAX_BLOCKS) -> BlockSE | None:
-    """Batch-means SE of the mean of ``values`` (see module docstring); None with fewer than 2 blocks."""
+def block_se(values: Sequence[float]) -> BlockSE | None:
+    """Batch-means SE of the mean of ``values``; None below MIN_WINDOWS windows."""
     x = np.asarray(values, dtype=np.float64)
     n = int(x.size)
-    if n < 2:
+    if n < MIN_WINDOWS:
         return None
-    L = max(1, n // max_blocks)
-    K = n // L
+    rho = float(lag1(x))
+    L = int(block_length(rho, n))
+    lrv, blocks = batch_means(x, L)
+    lrv = float(lrv)
+    return BlockSE(
+        float(x.mean()), math.sqrt(lrv / n), int(blocks), L, n, rho, _n_eff(float(x.var()), lrv, n)
+    )
+
+
+def _n_eff(var: float, lrv: float, n: int) -> float:
+    return n * var / lrv if lrv > 0 else float(n)
+
+
+# --------------------------------------------------------------------------- the estimand
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The estimate of Δ and the parts of its variance, as arrays over any leading axes (one
+    comparison: 0-d arrays). ``kind`` says which parts are known (module docstring)."""
+
+    kind: str
+    est: np.ndarray
+    seed_var: np.ndarray | None  # Var(a + ē) / K estimate (between-seed variance / K)
+    seed_df: int | None  # K - 1
+    window_var: np.ndarray | None  # LRV of the seed-averaged differences / n: Var(b̄) + Var(ē)/K
+    window_df: np.ndarray | None  # its blocks - 1
+    run_var: np.ndarray | None  # Var(ē) / K from the within-seed residuals
+    run_df: np.ndarray | None  # (K - 1) (blocks - 1)
+    block_windows: np.ndarray | None  # L of the window series
+    n_eff: np.ndarray | None  # effective windows of the window series
+
+    @property
+    def interaction_var(self) -> np.ndarray | None:
+        """Var(b̄) estimate: the window part less the run noise it holds, at least 0."""
+        if self.window_var is None:
+            return None
+        if self.run_var is None:
+            return self.window_var
+        return np.maximum(self.window_var - self.run_var, 0.0)
+
+    @property
+    def se(self) -> np.ndarray:
+        total = np.zeros(np.shape(self.est))
+        if self.seed_var is not None:
+            total = total + self.seed_var
+        if self.interaction_var is not None:
+            total = total + self.interaction_var
+        return np.sqrt(total)
+
+    def half_width(self, confidence: float = CONFIDENCE) -> np.ndarray:
+        """Half-width of the two-sided ``confidence`` interval for what ``kind`` covers."""
+        if self.kind == SEEDS_AND_WINDOWS:
+            # The interaction part is a difference of two batch-means estimates; its pivot uses
+            # the window series' degrees of freedom (the run part has (K - 1) times as many).
+            return pivot_half_width(
+                [(self.seed_var, self.seed_df), (self.interaction_var, self.window_df)],
+                confidence,
+            )
+        if self.kind == THIS_SEED:
+            return t_half_quantile(confidence, self.window_df) * self.se
+        return t_half_quantile(confidence, np.full(np.shape(self.est), self.seed_df)) * self.se
+
+
+def parts_from_windows(d: np.ndarray) -> Parts:
+    """The estimate and its variance parts from paired per-window differences ``d`` of shape
+    (..., K, n): K seeds, n windows (base - step). K = 1 gives the "this seed only" parts."""
+    d = np.asarray(d, dtype=np.float64)
+    K, n = d.shape[-2], d.shape[-1]
+    if n < MIN_WINDOWS:
+        raise ValueError(f"{n} windows: a block standard error needs at least {MIN_WINDOWS}")
+    est = d.mean(axis=(-1, -2))
+    m = d.mean(axis=-2)  # seed-averaged window differences (..., n)
+    L = block_length(lag1(m), n)
+    lrv_m, blocks_m = batch_means(m, L)
+    n_eff = n * m.var(axis=-1) / np.where(lrv_m > 0, lrv_m, np.inf)
+    n_eff = np.where(lrv_m > 0, n_eff, n)
+    if K == 1:
+        return Parts(THIS_SEED, est, None, None, lrv_m / n, blocks_m - 1, None, None, L, n_eff)
+    per_seed = d.mean(axis=-1)
+    seed_var = per_seed.var(axis=-1, ddof=1) / K
+    r = d - m[..., None, :]  # within-seed residuals: (a_k - ā) + (e_k - ē)
+    # The same blocks as the seed average: then window part - run part is exactly the mean
+    # covariance between different seeds' block means, in which the run noise cancels.
+    lrv_r, blocks_r = batch_means(r, np.broadcast_to(L[..., None], r.shape[:-1]))
+    # the residuals of K seeds carry K - 1 seeds' worth of run noise
+    run_lrv = lrv_r.mean(axis=-1) * K / (K - 1)
+    run_df = (K - 1) * (blocks_r[..., 0] - 1)
+    return Parts(
+        SEEDS_AND_WINDOWS,
+        est,
+        seed_var,
+        K - 1,
+        lrv_m / n,
+        blocks_m - 1,
+        run_lrv / (n * K),
+        run_df,
+        L,
+        n_eff,
+    )
+
+
+def parts_from_seeds(d: np.ndarray) -> Parts:
+    """Seeds-only parts from per-seed differences of final losses ``d`` (..., K), K >= 2: the
+    window part is unknown, so the interval covers this validation set only."""
+    d = np.asarray(d, dtype=np.float64)
+    K = d.shape[-1]
     if K < 2:
-        return None
-    means = x[: K * L].reshape(K, L).mean(axis=1)
-    var = float(means.var(ddof=1))
-    se = math.sqrt(var / K) * math.sqrt(K * L / n)
-    return BlockSE(float(x.mean()), se, K, L, n)
+        raise ValueError("a seeds-only interval needs at least 2 seeds")
+    return Parts(
+        SEEDS_ONLY,
+        d.mean(axis=-1),
+        d.var(axis=-1, ddof=1) / K,
+        K - 1,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+# --------------------------------------------------------------------------- one comparison
 
 
 def pairable(a: FinalEval, b: FinalEval) -> str | None:
@@ -75,58 +257,87 @@ def pairable(a: FinalEval, b: FinalEval) -> str | None:
         return f"block sizes differ ({a.block_size} vs {b.block_size})"
     if a.n_windows != b.n_windows:
         return f"window counts differ ({a.n_windows} vs {b.n_windows})"
-    if a.fingerprint and b.fingerprint and a.fingerprint != b.fingerprint:
+    if not a.fingerprint or not b.fingerprint:
+        return "a final_eval.json has no val_fingerprint, so nothing shows the windows are the same"
+    if a.fingerprint != b.fingerprint:
         return "validation tokens differ (fingerprints differ)"
     return None
 
 
 @dataclass(frozen=True)
-class Paired:
-    """base - step over the same windows of one seed."""
+class Effect:
+    """One comparison's estimate of Δ (base - step, loss units), the seeds it used, and its
+    variance parts (floats); ``kind`` says what its interval covers."""
 
-    diff: float
-    se: float
-    df: int
-
-
-def paired(base: FinalEval, step: FinalEval) -> Paired | None:
-    """The paired difference base - step (positive: the step's loss is lower); None if unpairable."""
-    if pairable(base, step) is not None:
-        return None
-    est = block_se(np.asarray(base.window_losses) - np.asarray(step.window_losses))
-    if est is None:
-        return None
-    return Paired(est.mean, est.se, est.df)
-
-
-@dataclass(frozen=True)
-class Combined:
-    """Paired differences combined over seeds, in loss units (base - step)."""
-
-    diff: float
-    se: float
-    df: float
-    seeds: int
-    eval_var: float  # mean squared paired eval SE
-    seed_var: float | None  # between-seed variance beyond eval noise; None with one seed
+    parts: Parts = field(repr=False)
+    seeds: tuple
 
     @property
-    def dominant(self) -> str:
-        if self.seed_var is None:
-            return "eval (seed noise unknown: one seed)"
-        return "seeds" if self.seed_var > self.eval_var else "eval"
+    def kind(self) -> str:
+        return self.parts.kind
+
+    @property
+    def diff(self) -> float:
+        return float(self.parts.est)
+
+    @property
+    def se(self) -> float:
+        return float(self.parts.se)
+
+    def interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
+        h = float(self.parts.half_width(confidence))
+        return self.diff - h, self.diff + h
+
+    def _float(self, x) -> float | None:
+        return None if x is None else float(x)
+
+    @property
+    def seed_se(self) -> float | None:
+        """The seeds' share of the standard error (sqrt of Var(a + ē) / K)."""
+        v = self._float(self.parts.seed_var)
+        return None if v is None else math.sqrt(v)
+
+    @property
+    def window_se(self) -> float | None:
+        """The step-by-window interaction's share (sqrt of Var(b̄)); with one seed, the whole
+        eval SE of the pair (interaction and run noise cannot be told apart)."""
+        v = self._float(self.parts.interaction_var)
+        return None if v is None else math.sqrt(v)
+
+    @property
+    def n_windows_eff(self) -> float | None:
+        return self._float(self.parts.n_eff)
+
+    @property
+    def block_windows(self) -> int | None:
+        L = self.parts.block_windows
+        return None if L is None else int(L)
 
 
-def combine(pairs: Sequence[Paired]) -> Combined | None:
-    """Combine per-seed paired differences (see module docstring)."""
-    if not pairs:
-        return None
-    k = len(pairs)
-    eval_var = sum(p.se**2 for p in pairs) / k
-    mean = sum(p.diff for p in pairs) / k
-    if k == 1:
-        return Combined(mean, pairs[0].se, float(pairs[0].df), 1, eval_var, None)
-    v = sum((p.diff - mean) ** 2 for p in pairs) / (k - 1)
-    return Combined(
-        mean, math.sqrt(max(v, eval_var) / k), float(k - 1), k, eval_var, max(0.0, v - eval_var)
-    )
+def effect(pairs: Sequence[tuple[object, float, float, FinalEval | None, FinalEval | None]]):
+    """``pairs``: (seed, base value, step value, base eval, step eval) for each seed both ran.
+    Returns (Effect or None, why the windows could not be used or None)."""
+    seeds = tuple(p[0] for p in pairs)
+    K = len(pairs)
+    if K == 0:
+        return None, None
+    why = None
+    for seed, _, _, a, b in pairs:
+        if a is None or b is None:
+            why = f"no per-window losses (final_eval.json) of both runs of seed {seed}"
+            break
+        problem = pairable(a, b)
+        if problem is not None:
+            why = f"seed {seed}'s runs do not pair: {problem}"
+            break
+    if why is None and pairs[0][3].n_windows < MIN_WINDOWS:
+        why = f"{pairs[0][3].n_windows} windows: too few for a block standard error"
+    if why is None:
+        d = np.stack(
+            [np.asarray(a.window_losses) - np.asarray(b.window_losses) for *_, a, b in pairs]
+        )
+        return Effect(parts_from_windows(d), seeds), None
+    if K >= 2:
+        d = np.array([base - step for _, base, step, _, _ in pairs])
+        return Effect(parts_from_seeds(d), seeds), why
+    return None, why

@@ -1,20 +1,15 @@
-"""Per-step statistics over seeds, improvements and their 95% intervals.
+"""Per-step statistics over seeds, and each comparison's estimate with what its noise is.
 
 The compared number is each run's final full-set validation loss (the "val loss" below; runs
-without one fall back to their best periodic val loss, see load.py). Intervals, in order of
-preference:
+without one fall back to their best periodic val loss, see load.py). A comparison of two steps
+uses the seeds both completed: per seed the paired window-by-window difference of their final
+evals (report/noise.py states the estimand and its variance), or, without per-window losses,
+the per-seed differences of final losses (seeds only). Whether that supports a verdict, after
+the multiplicity adjustment over every comparison the report shows, is report/verdict.py's call.
 
-1. **paired**: when every run of both steps has per-window final-eval losses and the two steps
-   ran the same seeds, the per-seed paired differences over the same windows, combined over
-   seeds with the eval noise (report/noise.py). With one seed this is eval noise only.
-2. **Welch**: else, with two or more seeds on both sides, Welch's t-interval on the difference
-   of mean val loss over seeds (it ignores eval noise: every seed scored the same windows).
-3. none.
-
-Differences are baseline - step, divided by the baseline mean to read as a percentage (the
-baseline mean is treated as exact; with a spread of a few thousandths on a loss near 3.5 that
-ignores well under 0.1% of relative error). scipy is not a dependency, so the t quantile is
-computed here from the regularized incomplete beta function.
+Differences are baseline - step, divided by the baseline's mean over the seeds used to read as
+a percentage (the mean is treated as exact: a spread of a few thousandths on a loss near 3.5 is
+well under 0.1% of relative error).
 """
 
 from __future__ import annotations
@@ -26,150 +21,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ablate import results as R
-from ablate.report.noise import Combined, combine, paired
+from ablate.report.distributions import t_cdf, t_quantile
+from ablate.report.noise import Effect, effect
 
-CONFIDENCE = 0.95
-
-
-# --------------------------------------------------------------------------- Student t
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    front = math.exp(lbeta + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` (real, > 0) degrees of freedom."""
-    x = df / (df + t * t)
-    tail = 0.5 * _betainc(df / 2.0, 0.5, x)
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Inverse of t_cdf by bisection (monotone, so exact to float precision)."""
-    if not 0.0 < p < 1.0 or not df > 0:
-        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
-
-
-# --------------------------------------------------------------------------- intervals
-
-
-@dataclass(frozen=True)
-class Interval:
-    """Baseline-minus-step difference of means and its interval, in loss units."""
-
-    diff: float
-    low: float
-    high: float
-    df: float
-    method: str = "Welch"  # "Welch" (over seeds) or "paired" (same windows, per seed)
-    se: float | None = None
-    combined: Combined | None = None  # paired only: the parts of the noise
-
-    @property
-    def within_noise(self) -> bool:
-        return self.low <= 0.0 <= self.high
-
-    def percent_of(self, base: float) -> tuple[float, float]:
-        return 100.0 * self.low / base, 100.0 * self.high / base
-
-
-def welch_interval(
-    base: Sequence[float], other: Sequence[float], confidence: float = CONFIDENCE
-) -> Interval | None:
-    """Welch t-interval for mean(base) - mean(other); None unless both have n >= 2."""
-    a, b = [float(x) for x in base], [float(x) for x in other]
-    if len(a) < 2 or len(b) < 2:
-        return None
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
-    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
-    qa, qb = va / len(a), vb / len(b)
-    se = math.sqrt(qa + qb)
-    diff = ma - mb
-    if se == 0.0:
-        # Identical losses across seeds: no spread to estimate; the caller notes it.
-        return Interval(diff, diff, diff, math.inf)
-    df = (qa + qb) ** 2 / (qa**2 / (len(a) - 1) + qb**2 / (len(b) - 1))
-    half = t_quantile(0.5 + confidence / 2.0, df) * se
-    return Interval(diff, diff - half, diff + half, df, se=se)
-
-
-def paired_interval(
-    base: StepStats, step: StepStats, confidence: float = CONFIDENCE
-) -> Interval | None:
-    """The paired interval when both steps ran the same seeds and every run's window losses pair."""
-    if not base.evals or len(base.evals) != base.n or len(step.evals) != step.n:
-        return None
-    bs, ss = dict(zip(base.seeds, base.evals)), dict(zip(step.seeds, step.evals))
-    if set(bs) != set(ss) or len(bs) != base.n or len(ss) != step.n:
-        return None
-    pairs = []
-    for seed in bs:
-        a, b = bs[seed], ss[seed]
-        if a is None or b is None:
-            return None
-        p = paired(a, b)
-        if p is None:
-            return None
-        pairs.append(p)
-    c = combine(pairs)
-    if c is None or not c.df > 0:
-        return None
-    if c.se == 0.0:
-        return Interval(c.diff, c.diff, c.diff, math.inf, "paired", 0.0, c)
-    half = t_quantile(0.5 + confidence / 2.0, c.df) * c.se
-    return Interval(c.diff, c.diff - half, c.diff + half, c.df, "paired", c.se, c)
+__all__ = ["StepStats", "step_stats", "Comparison", "compare", "t_cdf", "t_quantile"]
 
 
 # --------------------------------------------------------------------------- per step
@@ -292,20 +147,24 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
 
 @dataclass
 class Comparison:
-    """``step`` against ``ref``: improvement = (ref - step) / ref, in percent (positive = better)."""
+    """``step`` against ``ref``: improvement = (ref - step) / ref, in percent (positive = better),
+    from the means over all completed runs (the main table's numbers); ``effect`` is the paired
+    estimate on the seeds both completed, with its noise (None: no seed in common, or fewer than
+    2 without per-window losses; ``why`` says why the windows could not be used)."""
 
     step: str
     ref: str
     ref_mean: float
     diff: float  # ref mean - step mean (loss units)
     pct: float
-    interval: Interval | None
+    effect: Effect | None
     flag: str | None  # set when either side is a partial value
     withheld: str | None = None  # why no improvement is presented (a side leaked or is unchecked)
-
-    @property
-    def pct_interval(self) -> tuple[float, float] | None:
-        return None if self.interval is None else self.interval.percent_of(self.ref_mean)
+    why: str | None = None  # why there is no effect, or why it is seeds only
+    ref_mean_used: float = math.nan  # the reference's mean over the seeds the effect used
+    note: str | None = None  # e.g. the seeds left out because one side lacks them
+    seeds: tuple = ()  # the seeds both steps completed
+    diff_common: float = math.nan  # ref - step averaged over those seeds (the effect's estimate)
 
 
 def compare(step: StepStats, ref: StepStats) -> Comparison:
@@ -316,9 +175,22 @@ def compare(step: StepStats, ref: StepStats) -> Comparison:
     return step.cache[key]
 
 
+def _by_seed(st: StepStats) -> dict:
+    """seed -> (value, final eval) of the step's used runs; the first run of a repeated seed."""
+    out: dict = {}
+    for i, seed in enumerate(st.seeds):
+        if seed is not None and seed not in out:
+            out[seed] = (st.values[i], st.evals[i] if i < len(st.evals) else None)
+    return out
+
+
+def _seed_list(seeds) -> str:
+    return ", ".join(str(s) for s in seeds) or "none"
+
+
 def _compare(step: StepStats, ref: StepStats) -> Comparison:
     """An improvement is a result only between causality-checked steps: otherwise it is withheld
-    (NaN, no interval) and ``withheld`` says why."""
+    (NaN, no effect) and ``withheld`` says why."""
     blocked = [f"{s.step} {s.causality}" for s in (step, ref) if s.causality != R.CHECKED]
     if blocked:
         return Comparison(
@@ -327,9 +199,27 @@ def _compare(step: StepStats, ref: StepStats) -> Comparison:
     diff = ref.mean - step.mean
     pct = 100.0 * diff / ref.mean if ref.values and step.values else math.nan
     flags = [f for f in (step.flag, ref.flag and f"{ref.step} {ref.flag}") if f]
-    interval = None
-    if step.flag is None and ref.flag is None:
-        interval = paired_interval(ref, step)
-    if interval is None:
-        interval = welch_interval(ref.values, step.values)
-    return Comparison(step.step, ref.step, ref.mean, diff, pct, interval, "; ".join(flags) or None)
+    c = Comparison(step.step, ref.step, ref.mean, diff, pct, None, "; ".join(flags) or None)
+    if step.flag is not None or ref.flag is not None:
+        c.why = "a side has no completed run"
+        return c
+    a, b = _by_seed(ref), _by_seed(step)
+    common = [s for s in a if s in b]
+    if not common:
+        c.why = (
+            f"no seed in common ({ref.step}: seeds {_seed_list(list(a))}; "
+            f"{step.step}: seeds {_seed_list(list(b))})"
+        )
+        return c
+    c.seeds = tuple(common)
+    pairs = [(s, a[s][0], b[s][0], a[s][1], b[s][1]) for s in common]
+    c.effect, c.why = effect(pairs)
+    c.diff_common = sum(p[1] - p[2] for p in pairs) / len(pairs)
+    c.ref_mean_used = sum(a[s][0] for s in common) / len(common)
+    if len(common) < max(len(a), len(b)):
+        missing = sorted(set(a) ^ set(b), key=str)
+        c.note = (
+            f"compared on seed(s) {_seed_list(common)} only: seed(s) {_seed_list(missing)} "
+            "did not complete for both steps"
+        )
+    return c

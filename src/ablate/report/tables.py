@@ -21,12 +21,10 @@ from tabulate import tabulate
 
 from ablate import results as R
 from ablate.report.load import Collection, relpath
-from ablate.report.stats import Comparison, StepStats, compare
-from ablate.report.warnings import MARK, marked, no_verdict
+from ablate.report.stats import StepStats
+from ablate.report.warnings import MARK, marked
 
 MAIN_HEADERS = ["Step", "Architecture", "Best Val Loss", "Improvement", "RMLP w_rec"]
-# Seed noise is ~0.002 on a loss near 3.5, i.e. ~0.05%: intervals need two decimals to show it.
-CI_DIGITS = 2
 
 
 # --------------------------------------------------------------------------- number formats
@@ -83,58 +81,22 @@ def bold(cell: str) -> str:
 # --------------------------------------------------------------------------- main table
 
 
-def blocked_steps(coll: Collection) -> set[str]:
-    """Steps whose comparisons make no verdict (report/warnings.py)."""
-
-    return {
-        s for s in coll.order if no_verdict(coll.warnings, coll.pipeline_check, s, coll.baseline)
-    }
-
-
-def _verdict_block(coll: Collection, step: str) -> str | None:
-
-    return no_verdict(coll.warnings, coll.pipeline_check, step, coll.baseline)
-
-
 def _step_cell(coll: Collection, step: str) -> str:
 
     return f"{step} {MARK}" if marked(coll.warnings, step) else step
 
 
-def best_steps(stats: dict[str, StepStats], blocked: set[str] = frozenset()) -> set[str]:  # type: ignore[assignment]
-    """Steps with the lowest mean val loss among those with completed runs, unless a noise
-    estimate says the difference to another completed step is within noise: a lead that the
-    data cannot resolve is not marked."""
-    # An unchecked or leaking step is never bold (and cannot be the winner others are measured by).
-    clean = {
-        s: st.mean
-        for s, st in stats.items()
-        if st.flag is None and st.values and st.causality == R.CHECKED
-    }
-    if not clean or blocked & set(clean):
-        return set()  # a comparison without a verdict cannot crown a winner
-    low = min(clean.values())
-    winners = {s for s, m in clean.items() if m == low}
-    for w in winners:
-        for other in clean:
-            if other in winners:
-                continue
-            iv = compare(stats[w], stats[other]).interval
-            if iv is not None and iv.within_noise:
-                return set()
-    return winners
+def best_steps(coll: Collection, stats: dict[str, StepStats]) -> set[str]:
+    """Rows set in bold: the steps whose verdict against the baseline is "better" (report/verdict.py)."""
+    from ablate.report import verdict_text  # deferred: verdict_text renders with this module
 
-
-def noise_verdict(c: Comparison) -> str | None:
-    """ "within noise" when the comparison has an interval that includes 0, else None."""
-    if c.interval is not None and c.interval.within_noise:
-        return "within noise"
-    return None
+    return verdict_text.bold_steps(coll, stats)
 
 
 def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
-    base = stats[coll.baseline]
-    winners = best_steps(stats, blocked_steps(coll))
+    from ablate.report import verdict_text  # deferred: verdict_text renders with this module
+
+    winners = best_steps(coll, stats)
     rows = []
     for step in coll.order:
         st = stats[step]
@@ -142,23 +104,7 @@ def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
             loss = rounded(st.mean, 2) + (f" ({st.flag})" if st.flag else "")
         else:
             loss = st.flag or "-"
-        if step == coll.baseline:
-            impr = "-"
-        else:
-            c = compare(st, base)
-            if c.withheld:
-                impr = f"not shown ({c.withheld})"
-            elif math.isnan(c.pct):
-                impr = "n/a"
-            else:
-                impr = fmt_pct(c.pct, 1, plus=True)  # as in Progression: "+9.9%", not "10%"
-                block = _verdict_block(coll, step)
-                if block:
-                    impr += " (no verdict)"
-                elif noise_verdict(c) and c.interval.low != c.interval.high:  # type: ignore[union-attr]
-                    impr += " (within noise)"
-                if c.flag:
-                    impr += f" ({c.flag})"
+        impr = verdict_text.improvement_cell(coll, stats, step)
         if not st.has_rmlp:
             w = "N/A"
         elif _finite(st.rmlp_w_rec):
@@ -167,7 +113,6 @@ def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
             w = "not recorded"
         if step in winners:
             loss = bold(loss)
-            impr = impr if impr in ("-", "n/a") or "within noise" in impr else bold(impr)
             w = w if w in ("N/A", "not recorded") else bold(w)
         rows.append([_step_cell(coll, step), st.architecture or "?", loss, impr, w])
     return rows
@@ -178,20 +123,17 @@ def main_table(coll: Collection, stats: dict[str, StepStats]) -> str:
 
 
 def main_legend(coll: Collection, stats: dict[str, StepStats]) -> str:
+    from ablate.report import verdict_text  # deferred: verdict_text renders with this module
+
     multi = any(st.n > 1 for st in stats.values())
     parts = [
         "Best Val Loss: the run's final validation loss on the full validation set at the end of its "
         "box (the column keeps the name it has in the R-MLP validation table; the best of the noisier periodic evals is "
         "listed under Runs as Best periodic)"
         + (" (mean over seeds; see Seeds and noise)" if multi else "")
-        + f". Improvement: (baseline - step) / baseline, baseline {coll.baseline} "
-        f"({_baseline_reason(coll.baseline_reason)}), from unrounded losses; negative means worse; "
-        '"within noise" when its 95% interval (Seeds and noise) includes 0. '
-        "RMLP w_rec: final R-MLP reciprocal gate, mean over layers; N/A for steps without an R-MLP. "
-        "Bold: lowest val loss among completed steps, unless an interval puts another completed "
-        'step within noise of it or a warning takes the verdict away ("no verdict"); a step whose '
-        "model leaked or was not causality-checked (before training and on its trained weights) is "
-        "never bold and no improvement involving it is shown (see Causality).",
+        + f". Baseline {coll.baseline} ({_baseline_reason(coll.baseline_reason)}). "
+        + verdict_text.legend(coll)
+        + " RMLP w_rec: final R-MLP reciprocal gate, mean over layers; N/A for steps without an R-MLP.",
     ]
     if any(st.flag for st in stats.values()):
         parts.append(
@@ -210,192 +152,9 @@ def _baseline_reason(reason: str) -> str:
     }.get(reason, reason)
 
 
-# --------------------------------------------------------------------------- seeds
+# --------------------------------------------------------------------------- seeds, progression
 
-
-def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
-    base = stats[coll.baseline]
-    comps = {step: compare(stats[step], base) for step in coll.order if step != coll.baseline}
-    any_interval = any(c.interval is not None for c in comps.values())
-    if all(st.n <= 1 for st in stats.values()) and not any_interval:
-        return (
-            "Every step has at most one usable run (one seed) and no run stored per-window final-eval "
-            "losses (final_eval.json), so this report has **no noise estimate**: a difference between "
-            "two steps cannot be told apart from validation sampling error or seed-to-seed variation. "
-            "Add seeds as a matrix axis (for example `matrix=ra-ablation-3seeds`)."
-        )
-    rows = []
-    for step in coll.order:
-        st = stats[step]
-        if step == coll.baseline:
-            impr, ci, verdict, noise = "-", "-", "baseline", "-"
-        else:
-            c = comps[step]
-            impr = fmt_pct(c.pct, CI_DIGITS, plus=True) if not math.isnan(c.pct) else "n/a"
-            ci, verdict = _interval_cells(c, st, base)
-            noise = _noise_cell(c)
-            block = _verdict_block(coll, step)
-            if block:
-                verdict = f"no verdict ({block})"
-            if c.withheld:
-                impr, ci, verdict = "not shown", "-", c.withheld
-        rows.append(
-            [
-                step,
-                str(st.n),
-                rounded(st.mean, 4) if st.values else "-",
-                rounded(st.eval_se, 4) if _finite(st.eval_se) else "-",
-                rounded(st.std, 4) if _finite(st.std) else "-",
-                rounded(min(st.values), 4) if st.values else "-",
-                rounded(max(st.values), 4) if st.values else "-",
-                impr,
-                ci,
-                noise,
-                verdict,
-            ]
-        )
-    table = pipe(
-        rows,
-        [
-            "Step",
-            "n",
-            "Mean val loss",
-            "Eval SE",
-            "Std",
-            "Min",
-            "Max",
-            f"Improvement vs {coll.baseline}",
-            "95% interval",
-            "Noise",
-            "Verdict",
-        ],
-    )
-    method = (
-        "n counts completed runs with a finite loss; the val loss is the final full-set eval. Eval SE: "
-        "standard error of a run's final val loss from its per-window losses, in blocks of consecutive "
-        "windows (neighbouring windows are correlated); root mean square over the step's runs. Std: "
-        "sample standard deviation over seeds (n-1). 95% interval on (baseline - step) / baseline mean: "
-        "**paired** when both steps ran the same seeds and stored per-window losses: per seed, the "
-        "difference over the same windows (its SE from blocks of windows), combined over seeds with "
-        "between-seed variance, t with seeds - 1 degrees of freedom (one seed: window blocks - 1, and "
-        "the interval covers validation sampling only, not seed-to-seed variation); else Welch's "
-        "t-interval over seeds (needs n >= 2 on both sides; it ignores validation sampling, since "
-        "every seed scored the same windows). Noise: which part dominates a paired interval. "
-        '"within noise" means the interval includes 0: the data cannot tell the step from the baseline.'
-    )
-    return table + "\n\n" + method
-
-
-def _noise_cell(c: Comparison) -> str:
-    iv = c.interval
-    if iv is None:
-        return "-"
-    if iv.method != "paired" or iv.combined is None:
-        return "seeds (Welch)"
-    cb = iv.combined
-    if cb.seed_var is None:
-        return f"eval SE {rounded(cb.se, 4)}; seeds unknown (1 seed)"
-    return (
-        f"{cb.dominant} dominate (seed SD {rounded(math.sqrt(cb.seed_var), 4)}, "
-        f"eval SE {rounded(math.sqrt(cb.eval_var), 4)})"
-    )
-
-
-def _interval_cells(c: Comparison, st: StepStats, ref: StepStats) -> tuple[str, str]:
-    if c.interval is None:
-        short = [s.step for s in (ref, st) if s.n < 2]
-        return "-", f"no interval (n < 2 for {', '.join(short)})" if short else "no interval"
-    lo, hi = c.pct_interval  # type: ignore[misc]
-    ci = f"[{fmt_pct(lo, CI_DIGITS, plus=True)}, {fmt_pct(hi, CI_DIGITS, plus=True)}]"
-    if c.interval.low == c.interval.high:
-        return ci, "no spread (identical losses across seeds)"
-    if c.interval.within_noise:
-        return ci, "within noise"
-    return ci, "better" if c.interval.low > 0 else "worse"
-
-
-# --------------------------------------------------------------------------- progression
-
-
-def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
-    base = stats[coll.baseline]
-    rows = []
-    bullets = []
-    prev: StepStats | None = None
-    for step in coll.order:
-        st = stats[step]
-        refs = []
-        if prev is not None:
-            refs.append((prev, "previous"))
-        if step != coll.baseline and (prev is None or prev.step != coll.baseline):
-            refs.append((base, "baseline"))
-        elif prev is not None and prev.step == coll.baseline:
-            refs[-1] = (prev, "previous, baseline")
-        for ref, why in refs:
-            c = compare(st, ref)
-            if math.isnan(c.pct):
-                rows.append(
-                    [
-                        step,
-                        f"{ref.step} ({why})",
-                        _loss_pair(ref, st),
-                        "-",
-                        f"not shown ({c.withheld})" if c.withheld else "n/a",
-                        "-",
-                    ]
-                )
-                continue
-            ci = "-"
-            if c.interval is not None:
-                lo, hi = c.pct_interval  # type: ignore[misc]
-                ci = f"[{fmt_pct(lo, CI_DIGITS, plus=True)}, {fmt_pct(hi, CI_DIGITS, plus=True)}]"
-                if _verdict_block(coll, step) or _verdict_block(coll, ref.step):
-                    ci += " (no verdict)"
-                elif c.interval.within_noise and c.interval.low != c.interval.high:
-                    ci += " within noise"
-            flag = f" ({c.flag})" if c.flag else ""
-            rows.append(
-                [
-                    step,
-                    f"{ref.step} ({why})",
-                    _loss_pair(ref, st),
-                    signed(-c.diff, 4),
-                    fmt_pct(c.pct, 1, plus=True) + flag,
-                    ci,
-                ]
-            )
-            if "previous" in why:
-                bullets.append(
-                    f"- {ref.step} → {step}: {fmt_pct(c.pct, 1, plus=True)}{flag} "
-                    f"({rounded(ref.mean, 4)} → {rounded(st.mean, 4)})"
-                )
-        prev = st
-    if not rows:
-        return "Only one step; nothing to compare."
-    total = [
-        f"{s}: {fmt_pct(compare(stats[s], base).pct, 1, plus=True)}"
-        for s in coll.order
-        if s != coll.baseline
-        and stats[s].values
-        and base.values
-        and not compare(stats[s], base).withheld
-    ]
-    text = pipe(
-        rows, ["Step", "Against", "Best val loss", "Loss change", "Improvement", "95% interval"]
-    )
-    text += (
-        "\n\nImprovement = (reference - step) / reference best val loss: positive means the step's "
-        "loss is lower. Steps follow the matrix order.\n\n"
-    )
-    if total:
-        bullets.append(f"- Against the baseline {coll.baseline}: " + ", ".join(total))
-    return text + "\n".join(bullets)
-
-
-def _loss_pair(ref: StepStats, st: StepStats) -> str:
-    a = rounded(ref.mean, 4) if ref.values else "-"
-    b = rounded(st.mean, 4) if st.values else "-"
-    return f"{a} → {b}"
+# The Seeds and noise and Progression sections render verdicts: report/verdict_text.py.
 
 
 # --------------------------------------------------------------------------- runs

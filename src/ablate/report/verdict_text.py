@@ -1,0 +1,412 @@
+"""The report's verdicts as text: main-table cells and bold, the Seeds and noise section, the
+Progression section, and what more seeds would cost. Every word comes from a Verdict record
+(report/verdict.py); this module only renders them, so csv/json carry the same verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ablate import results as R
+from ablate.report import tables as T
+from ablate.report.noise import CONFIDENCE, SEEDS_AND_WINDOWS, SEEDS_ONLY, THIS_SEED
+from ablate.report.stats import StepStats, compare
+from ablate.report.verdict import (
+    ADJUSTMENT,
+    BETTER,
+    NONE,
+    WITHIN,
+    WORSE,
+    Verdict,
+    block_reason,
+    report_verdicts,
+)
+
+CI_DIGITS = 2  # seed noise is ~0.002 on a loss near 3.5, ~0.05%: intervals need two decimals
+
+
+def verdicts(coll, stats: dict[str, StepStats]) -> dict[tuple[str, str], Verdict]:
+    return report_verdicts(coll, stats)
+
+
+def vs_baseline(coll, stats, step: str) -> Verdict | None:
+    if step == coll.baseline:
+        return None
+    return verdicts(coll, stats).get((step, coll.baseline))
+
+
+def vs_previous(coll, stats, step: str) -> Verdict | None:
+    """``step`` against the step before it in matrix order (either direction of the pair)."""
+    i = coll.order.index(step)
+    if i == 0:
+        return None
+    prev = coll.order[i - 1]
+    vs = verdicts(coll, stats)
+    if (step, prev) in vs:
+        return vs[(step, prev)]
+    return _flipped(vs.get((prev, step)))
+
+
+def record(v: Verdict | None, prefix: str = "") -> dict:
+    """The verdict's csv/json fields; the same keys, empty, for a row without that comparison."""
+    if v is not None:
+        return v.record(prefix)
+    return {k: None for k in EMPTY.record(prefix)}
+
+
+EMPTY = Verdict(
+    "", "", NONE, math.nan, math.nan, *(math.nan,) * 4, CONFIDENCE, math.nan, 0, None, (), None
+)
+
+
+def _flipped(v: Verdict | None) -> Verdict | None:
+    """The same comparison read the other way round (ref and step swapped)."""
+    if v is None:
+        return None
+    word = {BETTER: WORSE, WORSE: BETTER}.get(v.verdict, v.verdict)
+    return Verdict(
+        step=v.ref,
+        ref=v.step,
+        verdict=word,
+        estimate=-v.estimate,
+        ref_mean=v.ref_mean - v.estimate,  # the old step's mean over the same seeds
+        low=-v.high,
+        high=-v.low,
+        low_adj=-v.high_adj,
+        high_adj=-v.low_adj,
+        confidence=v.confidence,
+        adjusted_confidence=v.adjusted_confidence,
+        family_size=v.family_size,
+        interval=v.interval,
+        seeds=v.seeds,
+        reason=v.reason,
+        label=v.label,
+        seed_se=v.seed_se,
+        window_se=v.window_se,
+        n_windows_eff=v.n_windows_eff,
+        block_windows=v.block_windows,
+    )
+
+
+def bold_steps(coll, stats: dict[str, StepStats]) -> set[str]:
+    """Rows the main table sets in bold: each step whose verdict against the baseline is "better";
+    the baseline when every other step's verdict is "worse". Nothing else: a lead the adjusted
+    intervals cannot resolve is not marked."""
+    others = [vs_baseline(coll, stats, s) for s in coll.order if s != coll.baseline]
+    others = [v for v in others if v is not None]
+    out = {v.step for v in others if v.verdict == BETTER}
+    if others and all(v.verdict == WORSE for v in others):
+        out.add(coll.baseline)
+    return out
+
+
+def improvement_cell(coll, stats: dict[str, StepStats], step: str) -> str:
+    """The main table's Improvement cell: the percentage from the means, then what the data say
+    about it (bold: a verdict; "within noise"; "this seed only"; "no verdict")."""
+    if step == coll.baseline:
+        return "-"
+    c = compare(stats[step], stats[coll.baseline])
+    if c.withheld:
+        return f"not shown ({c.withheld})"
+    if math.isnan(c.pct):
+        return "n/a"
+    cell = T.fmt_pct(c.pct, 1, plus=True)  # as in Progression: "+9.9%", not "10%"
+    v = vs_baseline(coll, stats, step)
+    if v is not None and v.bold:
+        cell = T.bold(cell)
+    elif c.flag:
+        pass  # a partial value: its status below says why nothing is decided
+    elif v is None or block_reason(coll, step, coll.baseline):
+        cell += " (no verdict)"
+    elif v.verdict == WITHIN:
+        cell += " (within noise)"
+    elif len(v.seeds) == 1:
+        cell += " (this seed only)"
+    else:
+        cell += " (no verdict)"
+    if c.flag:
+        cell += f" ({c.flag})"
+    return cell
+
+
+def legend(coll) -> str:
+    """The main table's sentences about verdicts and bold."""
+    return (
+        f"Improvement: (baseline - step) / baseline, baseline {coll.baseline}, from unrounded "
+        "means; negative means worse. In bold when the data decide it: the step is better (or "
+        f"worse) than the baseline with its {ADJUSTMENT}-adjusted interval (Seeds and noise) "
+        'excluding 0; "within noise" when that interval includes 0; "this seed only" when the '
+        'steps share one seed, so nothing measures seed-to-seed variation; "no verdict" when '
+        "fewer than 2 seeds or no per-window losses leave a part of the noise unknown, or a "
+        "warning takes the verdict away. Bold rows: the steps better than the baseline (or the "
+        "baseline, when every other step is worse); a step whose model leaked or was not "
+        "causality-checked is never bold and no improvement involving it is shown (see Causality)."
+    )
+
+
+# --------------------------------------------------------------------------- Seeds and noise
+
+
+def _interval(v: Verdict, adjusted: bool) -> str:
+    lo, hi = (v.low_adj, v.high_adj) if adjusted else (v.low, v.high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "-"
+    return (
+        f"[{T.fmt_pct(v.pct(lo), CI_DIGITS, plus=True)}, "
+        f"{T.fmt_pct(v.pct(hi), CI_DIGITS, plus=True)}]"
+    )
+
+
+def _noise(v: Verdict) -> str:
+    if v.interval is None:
+        return "-"
+    eff = (
+        f"; {T.fmt_num(v.n_windows_eff)} effective windows (blocks of {v.block_windows})"
+        if v.n_windows_eff is not None
+        else ""
+    )
+    if v.interval == THIS_SEED:
+        return f"eval SE {T.rounded(v.window_se, 4)}, seeds unknown (1 seed){eff}"
+    if v.interval == SEEDS_ONLY:
+        return f"seeds SE {T.rounded(v.seed_se, 4)}, windows unknown"
+    return f"seeds SE {T.rounded(v.seed_se, 4)}, windows SE {T.rounded(v.window_se, 4)}{eff}"
+
+
+def _verdict_cell(v: Verdict | None) -> str:
+    if v is None:
+        return "-"
+    if v.verdict != NONE:
+        return v.verdict
+    return f"no verdict ({v.label})" if v.label else "no verdict"
+
+
+def family_sentence(coll, stats) -> str:
+    vs = verdicts(coll, stats)
+    m = next(iter(vs.values())).family_size if vs else 0
+    if m == 0:
+        return (
+            "No comparison in this report can make a verdict (each needs at least 2 seeds of both "
+            "steps with per-window losses, and no warning that takes it away)."
+        )
+    adj = 100.0 * (1.0 - (1.0 - CONFIDENCE) / m)
+    return (
+        f"Verdicts: {m} comparison(s) in this report can make one (each step against the "
+        f"baseline, and against the previous step under Progression). Each is decided by its "
+        f"{ADJUSTMENT}-adjusted {T.rounded(adj, 2).rstrip('0').rstrip('.')}% interval (95% shared over the {m}), so that "
+        "the chance of any false better/worse in this report is at most 5% "
+        '(bold, "better" or "worse" iff that interval excludes 0).'
+    )
+
+
+def seeds_section(coll, stats: dict[str, StepStats]) -> str:
+    base = stats[coll.baseline]
+    rows = []
+    reasons: list[str] = []
+    for step in coll.order:
+        st = stats[step]
+        cells = [
+            step,
+            str(st.n),
+            T.rounded(st.mean, 4) if st.values else "-",
+            T.rounded(st.eval_se, 4) if T._finite(st.eval_se) else "-",
+            T.rounded(st.std, 4) if T._finite(st.std) else "-",
+        ]
+        if step == coll.baseline:
+            rows.append(cells + ["-", "-", "-", "-", "-", "baseline"])
+            continue
+        c = compare(st, base)
+        v = vs_baseline(coll, stats, step)
+        if c.withheld or v is None:
+            rows.append(cells + ["-", "not shown", "-", "-", "-", c.withheld or "-"])
+            continue
+        est = T.fmt_pct(v.estimate_pct, CI_DIGITS, plus=True) if v.seeds else "n/a"
+        if v.reason and v.verdict == NONE:
+            reasons.append(f"- {step}: no verdict: {v.reason}.")
+        rows.append(
+            cells
+            + [
+                ", ".join(str(s) for s in v.seeds) or "none",
+                est,
+                _interval(v, adjusted=True),
+                _interval(v, adjusted=False)
+                + (f" ({v.interval})" if v.interval not in (None, SEEDS_AND_WINDOWS) else ""),
+                _noise(v),
+                _verdict_cell(v),
+            ]
+        )
+    table = T.pipe(
+        rows,
+        [
+            "Step",
+            "n",
+            "Mean val loss",
+            "Eval SE",
+            "Std",
+            "Seeds compared",
+            f"Improvement vs {coll.baseline}",
+            "Adjusted interval",
+            "95% interval alone",
+            "Noise",
+            "Verdict",
+        ],
+    )
+    compared = [s for s in coll.order if s != coll.baseline]
+    notes = [
+        f"- {s}: {compare(stats[s], base).note}." for s in compared if compare(stats[s], base).note
+    ]
+    text = family_sentence(coll, stats) + "\n\n" + table + "\n\n" + METHOD
+    if notes or reasons:
+        text += "\n\n" + "\n".join(notes + reasons)
+    cost = seeds_cost(coll, stats)
+    if cost:
+        text += "\n\n" + cost
+    return text
+
+
+METHOD = (
+    "n: completed runs with a finite loss; the val loss is the final full-set eval. Eval SE: a "
+    "run's standard error from its per-window losses (batch means over blocks of consecutive "
+    "windows, the block length chosen from the windows' autocorrelation); root mean square over "
+    "the step's runs. Std: sample standard deviation over seeds. The comparison with the baseline "
+    "uses the seeds both steps completed (Seeds compared): per seed the window-by-window "
+    "difference of their final evals. What is estimated: the expected difference in final val "
+    "loss over seeds and over the validation distribution. Its variance has a seed part (from the "
+    "spread of the per-seed differences, seeds - 1 degrees of freedom) and a window part (a "
+    "step helping some windows more than others, common to every seed: from the blocks of the "
+    "seed-averaged differences, less the run noise they hold); the interval is the generalized "
+    "pivot of their sum (Noise: each part's standard error, and the effective number of windows). "
+    "Adjusted interval: the one the verdict reads (see above); 95% interval alone: the same "
+    'comparison at 95% on its own. "this seed only": one seed in common, so the interval covers '
+    "validation sampling of that seed's runs, not seed-to-seed variation, and there is no verdict; "
+    '"seeds only": no paired per-window losses, so the window part is unknown and there is no '
+    "verdict. Percentages are of the baseline's mean over the seeds compared."
+)
+
+
+def seeds_cost(coll, stats: dict[str, StepStats]) -> str | None:
+    """What it would take to give every comparison with the baseline a verdict: seeds so that each
+    compared step has at least 2 (3 recommended) completed runs, in jobs and device-hours."""
+    steps = [s for s in coll.order if stats[s].values and stats[s].causality == R.CHECKED]
+    short = [s for s in steps if stats[s].n < 2]
+    if not short or len(steps) < 2:
+        return None
+    done = coll.jobs[coll.jobs["status"] == R.COMPLETED]
+
+    def hours(step: str) -> float:
+        sub = done[done["step"] == step]
+        per = []
+        for _, r in sub.iterrows():
+            box, dev = r.get("box_seconds"), r.get("device_count") or r.get("world_size") or 1
+            if T._finite(box) and T._finite(float(dev)):
+                per.append(float(box) * float(dev) / 3600.0)
+        return sum(per) / len(per) if per else math.nan
+
+    parts = []
+    for want in (2, 3):
+        jobs = {s: max(0, want - stats[s].n) for s in steps}
+        n_jobs = sum(jobs.values())
+        h = sum(hours(s) * k for s, k in jobs.items() if k)
+        cost = f" ({T.fmt_num(h, 1)} device-hours at the runs' boxes)" if math.isfinite(h) else ""
+        parts.append(f"{want} seeds per step: {n_jobs} more job(s){cost}")
+    return (
+        f"Seeds that would settle it: {', '.join(short)} ran one seed, so the seed-to-seed "
+        "variation of their comparisons is unknown and no verdict is possible. "
+        + "; ".join(parts)
+        + " (with 2 seeds the seed part has one degree of freedom and the interval is wide; "
+        "3 is the smallest useful number). Add seeds as a matrix axis, e.g. seed=1,2,3."
+    )
+
+
+# --------------------------------------------------------------------------- Progression
+
+
+def progression_section(coll, stats: dict[str, StepStats]) -> str:
+    base = stats[coll.baseline]
+    rows = []
+    bullets = []
+    prev: StepStats | None = None
+    for step in coll.order:
+        st = stats[step]
+        refs = []
+        if prev is not None:
+            refs.append((prev, "previous"))
+        if step != coll.baseline and (prev is None or prev.step != coll.baseline):
+            refs.append((base, "baseline"))
+        elif prev is not None and prev.step == coll.baseline:
+            refs[-1] = (prev, "previous, baseline")
+        for ref, why in refs:
+            c = compare(st, ref)
+            v = (
+                vs_previous(coll, stats, step)
+                if "previous" in why
+                else vs_baseline(coll, stats, step)
+            )
+            if math.isnan(c.pct):
+                rows.append(
+                    [
+                        step,
+                        f"{ref.step} ({why})",
+                        _loss_pair(ref, st),
+                        "-",
+                        f"not shown ({c.withheld})" if c.withheld else "n/a",
+                        "-",
+                        "-",
+                    ]
+                )
+                continue
+            flag = f" ({c.flag})" if c.flag else ""
+            if v is None:
+                ci, word = "-", "-"
+            elif v.verdict == NONE:
+                ci = _interval(v, adjusted=False)
+                ci += f" ({v.interval})" if ci != "-" and v.interval != SEEDS_AND_WINDOWS else ""
+                word = _verdict_cell(v)
+            else:
+                ci, word = _interval(v, adjusted=True), v.verdict
+            pct = T.fmt_pct(c.pct, 1, plus=True)
+            rows.append(
+                [
+                    step,
+                    f"{ref.step} ({why})",
+                    _loss_pair(ref, st),
+                    T.signed(-c.diff, 4),
+                    (T.bold(pct) if v is not None and v.bold else pct) + flag,
+                    ci,
+                    word,
+                ]
+            )
+            if "previous" in why:
+                bullets.append(
+                    f"- {ref.step} → {step}: {pct}{flag} "
+                    f"({T.rounded(ref.mean, 4)} → {T.rounded(st.mean, 4)}; {word})"
+                )
+        prev = st
+    if not rows:
+        return "Only one step; nothing to compare."
+    total = [
+        f"{s}: {T.fmt_pct(compare(stats[s], base).pct, 1, plus=True)}"
+        for s in coll.order
+        if s != coll.baseline
+        and stats[s].values
+        and base.values
+        and not compare(stats[s], base).withheld
+    ]
+    text = T.pipe(
+        rows,
+        ["Step", "Against", "Best val loss", "Loss change", "Improvement", "Interval", "Verdict"],
+    )
+    text += (
+        "\n\nImprovement = (reference - step) / reference best val loss: positive means the step's "
+        "loss is lower. Steps follow the matrix order. Interval: the adjusted interval a verdict "
+        "reads (Seeds and noise); for a comparison without a verdict, its 95% interval and what "
+        "it covers.\n\n"
+    )
+    if total:
+        bullets.append(f"- Against the baseline {coll.baseline}: " + ", ".join(total))
+    return text + "\n".join(bullets)
+
+
+def _loss_pair(ref: StepStats, st: StepStats) -> str:
+    a = T.rounded(ref.mean, 4) if ref.values else "-"
+    b = T.rounded(st.mean, 4) if st.values else "-"
+    return f"{a} → {b}"
