@@ -136,3 +136,29 @@ def test_job_eval_se_in_the_runs_table(tmp_path):
     assert coll.jobs.loc[0, "val_se"] == pytest.approx(est.se)
     runs = {r[0]: r for r in table_rows(render_markdown(coll, stats, mdir, None), "| Job ")}
     assert runs["V0"][5:7] == [f"{est.se:.4f}", "262,144"]
+
+
+@pytest.mark.parametrize("n", [10, 57, 108, 2048])
+def test_block_se_is_the_array_rule_applied_to_one_series(n):
+    rng = np.random.default_rng(n)
+    for x in (rng.normal(size=n), rng.normal(size=n).cumsum(), np.ones(n)):
+        est = block_se(x)
+        L = int(block_length(lag1(x), n))
+        lrv, blocks = batch_means(x, L)
+        assert (est.block_windows, est.blocks) == (L, int(blocks))
+        assert est.se == pytest.approx(math.sqrt(float(lrv) / n), abs=1e-15)
+
+
+def test_the_interaction_part_is_the_covariance_between_seeds():
+    # window part - run part = mean over pairs of different seeds of the covariance of their
+    # block means (times L / n): the run noise, independent between seeds, cancels exactly.
+    rng = np.random.default_rng(9)
+    K, n = 4, 300
+    d = ar1(rng, n, 0.4) * 0.02 + rng.normal(0, 0.05, (K, n))
+    p = parts_from_windows(d)
+    L = int(p.block_windows)
+    k = n // L
+    bm = d[:, : k * L].reshape(K, k, L).mean(axis=2)
+    cov = np.cov(bm)  # K x K over blocks
+    cross = (cov.sum() - np.trace(cov)) / (K * (K - 1))
+    assert float(p.window_var - p.run_var) == pytest.approx(L * cross / n, rel=1e-9)

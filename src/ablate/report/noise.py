@@ -120,18 +120,21 @@ class BlockSE:
 
 
 def block_se(values: Sequence[float]) -> BlockSE | None:
-    """Batch-means SE of the mean of ``values``; None below MIN_WINDOWS windows."""
+    """Batch-means SE of the mean of ``values``; None below MIN_WINDOWS windows. (The scalar path
+    of lag1 / block_length / batch_means: the report calls it once per job.)"""
     x = np.asarray(values, dtype=np.float64)
     n = int(x.size)
     if n < MIN_WINDOWS:
         return None
-    rho = float(lag1(x))
-    L = int(block_length(rho, n))
-    lrv, blocks = batch_means(x, L)
-    lrv = float(lrv)
-    return BlockSE(
-        float(x.mean()), math.sqrt(lrv / n), int(blocks), L, n, rho, _n_eff(float(x.var()), lrv, n)
-    )
+    c = x - x.mean()
+    den = float(c @ c)
+    rho = float(c[1:] @ c[:-1]) / den if den > 0 else 0.0
+    r = min(RHO_CAP, max(0.0, min(rho, RHO_CAP)))
+    r = min(RHO_CAP, r + math.sqrt((1.0 - r * r) / n))
+    L = int(min(max(2, math.ceil(2.0 * r / ((1.0 - r * r) * BIAS))), max(2, n // MIN_BLOCKS)))
+    k = n // L
+    lrv = L * float(x[: k * L].reshape(k, L).mean(axis=1).var(ddof=1))
+    return BlockSE(float(x.mean()), math.sqrt(lrv / n), k, L, n, rho, _n_eff(den / n, lrv, n))
 
 
 def _n_eff(var: float, lrv: float, n: int) -> float:
