@@ -48,6 +48,9 @@ class Job:
     # summary.json "causality": a kind for causality_record ("checked" | "unchecked" | "leaked"),
     # a dict written as is, or None (the run has none).
     causality: Any = "checked"
+    # Periodic val losses, one per eval (every eval_every iterations from 0); default: a line
+    # falling by 0.5 to ``best`` over ``evals`` evals.
+    val_curve: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.window_losses is not None:
@@ -60,6 +63,8 @@ class Job:
 
 def _curve(job: Job) -> list[float]:
     """Validation losses that fall to ``best`` at the last eval."""
+    if job.val_curve is not None:
+        return list(job.val_curve)
     if job.best is None:
         return []
     return [job.best + 0.5 * (job.evals - 1 - i) / max(job.evals - 1, 1) for i in range(job.evals)]

@@ -1,70 +1,203 @@
-"""Matched work: val loss at equal tokens, and tokens / time / FLOPs to a target loss.
+"""Matched work: interpolated curves, val loss at equal tokens, work to a target, the compute
+multiplier, and their intervals.
 
-Factory curves fall linearly by 0.1 per eval to the job's final loss: V0 (3.75) evaluates at
-iterations 0..500 with losses 4.25 .. 3.75; V16 (3.60) at the same points with 4.10 .. 3.60;
-65,536 tokens per iteration, 2.572 s per iteration.
+Curves follow a power law with an asymptote, loss(t) = 3 + 40 t^-0.25 (t in tokens, 65,536 per
+iteration); a step "worth k times the compute" has loss(k t). Its answers are known in closed
+form: the baseline reaches the step's final loss at k times the step's tokens.
 """
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from report_factory import Job, make_matrix, section, table_rows
 
 from ablate.report import build, render_markdown
-from ablate.report.matched import matched_work
+from ablate.report.matched import Curve, fit_power_law, matched_work
+
+TPI = 65536
 
 
-def test_loss_at_equal_tokens_and_work_to_the_baseline_target(tmp_path):
-    jobs = [
-        Job("V0", "Baseline", 3.75, flops_per_token=1e9),
-        Job("V16", "RA", 3.60, eval_every=50, evals=11, flops_per_token=2e9),
-    ]
-    mdir = make_matrix(tmp_path, jobs)
-    coll, stats = build([mdir])
-    m = matched_work(coll.jobs, coll.curves, coll.order, coll.baseline)
-    assert (
-        m.tokens == 500 * 65536
-    )  # V16 evaluates every 50 iterations, V0 every 100: shared up to 500
-    assert m.loss_at_tokens == {"V0": 3.75, "V16": 3.60}
-    assert m.target == 3.75  # the baseline's final periodic val loss
-    # V16's curve: 4.10 at 0 falling by 0.05 per 50 iterations -> first <= 3.75 at iteration 350.
-    n_hit, n, tokens, seconds, flops = m.reach["V16"]
-    assert (n_hit, n, tokens) == (1, 1, 350 * 65536)
-    assert seconds == 350 * 2.572 and flops == 2e9 * 350 * 65536
-    assert m.reach["V0"][2] == 500 * 65536
-    md = render_markdown(coll, stats, mdir, None)
-    rows = {r[0]: r for r in table_rows(section(md, "Matched work"))}
-    assert rows["V16"] == ["V16", "3.6000", "1/1", "22,937,600", "900.2", "4.59e+16"]
-    assert "Target val loss: 3.7500 (the baseline V0's final periodic val loss)" in section(
-        md, "Matched work"
+def law(tokens, k=1.0):
+    return 3.0 + 40.0 * (k * np.maximum(np.asarray(tokens, dtype=float), 1.0)) ** -0.25
+
+
+def run(step, seed=1, k=1.0, every=100, iters=1000, noise=0.0, rng=None, windows=None, **kw):
+    it = np.arange(0, iters + 1, every)
+    curve = law(it * TPI, k) + (rng.normal(0, noise) if noise else 0.0)
+    return Job(
+        step,
+        f"arch {step}",
+        float(curve[-1]),
+        seed=seed,
+        evals=len(it),
+        eval_every=every,
+        val_curve=list(curve),
+        window_losses=windows,
+        **kw,
     )
 
 
-def test_no_shared_eval_point_and_an_unreached_target(tmp_path):
-    jobs = [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.60, eval_every=70)]
+def report(tmp_path, jobs, target=None):
     mdir = make_matrix(tmp_path, jobs)
-    coll, stats = build([mdir], target_loss=3.0)
+    coll, stats = build([mdir], target_loss=target)
     md = render_markdown(coll, stats, mdir, None)
+    m = matched_work(coll.jobs, coll.curves, coll.order, coll.baseline, target, stats)
+    return m, md
+
+
+def test_interpolation_in_log_tokens_makes_the_cadence_nearly_irrelevant():
+    truth = 1234 * TPI
+    level = float(law(truth))
+    found = {}
+    for every in (5, 25, 100):
+        tok = np.arange(every, 2001, every) * float(TPI)
+        c = Curve("k", "V0", 1, tok, law(tok), tok / 1e4, tok * 1e9)
+        found[every] = c.crossing(level)
+        first_eval = tok[np.argmax(law(tok) <= level)]  # the former rule
+        if every == 25:
+            assert first_eval / truth - 1 > 0.01  # 1.3% late: a cadence could be gamed
+    assert all(abs(t / truth - 1) < 2e-4 for t in found.values()), found
+    # and between evals the loss is read on the same chord
+    c = Curve("k", "V0", 1, np.array([0.0, 100.0, 400.0]), np.array([5.0, 4.0, 3.0]), *[None] * 2)
+    assert c.loss_at(50.0) == pytest.approx(4.5)  # from 0 tokens: linear
+    assert c.loss_at(200.0) == pytest.approx(3.5)  # log-midpoint of 100 and 400
+    assert math.isnan(c.loss_at(500.0)) and c.crossing(2.9) is None
+
+
+def test_equal_tokens_on_the_common_grid_with_an_interval_over_seeds(tmp_path):
+    rng = np.random.default_rng(1)
+    jobs = []
+    for seed in (1, 2, 3):
+        jobs.append(run("V0", seed, noise=0.002, rng=rng))
+        jobs.append(run("V16", seed, k=1.5, every=50, iters=700, noise=0.002, rng=rng))
+    m, md = report(tmp_path, jobs)
+    assert m.tokens == 700 * TPI  # V16's evals end there: the common grid's end
+    gap = float(law(700 * TPI) - law(700 * TPI, 1.5))
+    d = m.diff_at_tokens["V16"]
+    assert d.kind == "seeds" and d.runs == 3 and d.low < gap < d.high
+    rows = {r[0]: r for r in table_rows(section(md, "Matched work"))}
+    assert rows["V16"][1] == f"{m.loss_at_tokens['V16']:.4f}"
+    assert rows["V16"][2].startswith("+0.0")
+
+
+def test_the_default_target_is_reached_by_every_compared_run(tmp_path):
+    rng = np.random.default_rng(2)
+    jobs = [run("V0", s, noise=0.004, rng=rng) for s in (1, 2, 3)]
+    jobs += [run("V16", s, k=0.8, noise=0.004, rng=rng) for s in (1, 2, 3)]
+    m, md = report(tmp_path, jobs)
+    assert all(r.hit == r.runs == 3 for r in m.reach.values())
+    finals = [j.val_curve[-1] for j in jobs]
+    assert m.target == pytest.approx(max(finals))  # falling curves: the lowest is the last
+    # the former default, the baseline's mean final loss, is missed by some baseline runs
+    base_mean = np.mean([j.val_curve[-1] for j in jobs[:3]])
+    assert any(j.val_curve[-1] > base_mean for j in jobs[:3])
+    r = m.reach["V0"].tokens
+    assert r.kind == "seeds" and r.low < r.value < r.high
+
+
+def test_a_target_not_reached_says_why(tmp_path):
+    jobs = [run("V0"), run("V16", k=2.0)]
+    m, md = report(tmp_path, jobs, target=3.4)  # V0 ends at 3.445, V16 at 3.374
     text = section(md, "Matched work")
-    assert "share no eval point" in text and "Target val loss: 3.0000 (--target-loss)" in text
     rows = {r[0]: r for r in table_rows(text)}
-    assert rows["V16"][1:4] == ["-", "0/1", "not reached"]
+    assert rows["V0"][3:5] == ["0/1", "not reached"]
+    assert f"V0: its lowest periodic val loss {law(1000 * TPI):.4f} stays above the target" in text
+    assert rows["V16"][3] == "1/1" and m.reach["V16"].hit == 1
+
+
+def test_one_eval_per_run_gives_the_true_reason(tmp_path):
+    jobs = [run("V0", every=1000), run("V16", every=1000)]  # evals at 0 and 1000 only
+    jobs = [Job(j.step, j.architecture, 3.7, evals=1) for j in jobs]
+    m, md = report(tmp_path, jobs)
+    assert m.tokens is None and "evaluated once" in m.why_no_tokens
+    assert "eval_interval x" not in section(md, "Matched work")
+
+
+def test_different_cadences_are_warned(tmp_path):
+    jobs = [run("V0", every=100), run("V16", every=50)]
+    _, md = report(tmp_path, jobs)
+    w = section(md, "Warnings")
+    assert "eval cadences differ (V0: every 6,553,600 tokens; V16: every 3,276,800 tokens" in w
+    assert "Eval cadences differ (see Warnings)" in section(md, "Matched work")
+    _, md = report(tmp_path / "b", [run("V0"), run("V16")])
+    assert "cadences differ" not in md
+
+
+def test_compute_multiplier_read_off_the_baseline_curve(tmp_path):
+    # V16 learns as if it had 1.5x the tokens but runs half as many: the baseline needs
+    # 1.5 x 500 / 1000 ... its final loss law(1.5 * 500) is the baseline's at 750 iterations.
+    rng = np.random.default_rng(3)
+    jobs = []
+    for seed in (1, 2, 3):
+        jobs.append(run("V0", seed))
+        k = 1.5 * math.exp(rng.normal(0, 0.03))
+        jobs.append(run("V16", seed, k=k, iters=500, every=50))
+    m, md = report(tmp_path, jobs)
+    mu = m.multiplier["V16"].tokens
+    assert not mu.extrapolated and mu.kind == "seeds" and mu.low < 1.5 < mu.high
+    assert mu.value == pytest.approx(1.5, rel=0.05)
+    rows = {r[0]: r for r in table_rows(md.split("Compute multiplier against the baseline V0:")[1])}
+    assert rows["V16"][2].startswith(f"{mu.value:.3g}x [")
+
+
+def test_a_multiplier_beyond_the_baseline_box_is_extrapolated_and_marked(tmp_path):
+    jobs = [run("V0"), run("V16", k=1.3)]  # same tokens: the baseline never gets that low
+    m, md = report(tmp_path, jobs)
+    mu = m.multiplier["V16"].tokens
+    assert mu.extrapolated and math.isnan(mu.low)
+    assert mu.value == pytest.approx(1.3, rel=0.02)  # the fitted law is the true one
+    cell = table_rows(md.split("Compute multiplier against the baseline V0:")[1])[0][2]
+    assert cell.endswith("x (extrapolated)") and "**" not in cell
+
+
+def test_fit_power_law_recovers_the_curve():
+    tok = np.arange(100, 2001, 100) * float(TPI)
+    C, A, alpha = fit_power_law(Curve("k", "V0", 1, tok, law(tok), tok, tok))
+    assert C == pytest.approx(3.0, abs=0.05) and alpha == pytest.approx(0.25, rel=0.1)
+    flat = Curve("k", "V0", 1, tok, np.full(tok.size, 3.0) + tok * 1e-12, tok, tok)
+    assert fit_power_law(flat) is None  # a curve that does not fall
+
+
+def test_one_seed_intervals_come_from_the_eval_windows(tmp_path):
+    rng = np.random.default_rng(4)
+    hard = rng.normal(0, 0.3, 256)
+    jobs = [
+        run("V0", windows=list(3.8 + hard + rng.normal(0, 0.02, 256))),
+        run("V16", k=1.5, iters=500, every=50, windows=list(3.7 + hard + rng.normal(0, 0.02, 256))),
+    ]
+    m, md = report(tmp_path, jobs)
+    mu = m.multiplier["V16"].tokens
+    assert mu.kind == "this seed only" and mu.low < mu.value < mu.high
+    d = m.diff_at_tokens["V16"]
+    assert d.kind == "this seed only" and d.low < d.value < d.high
+    assert "(this seed only)" in section(md, "Matched work")
 
 
 def test_target_loss_option(tmp_path):
-    mdir = make_matrix(tmp_path, [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.60)])
+    mdir = make_matrix(tmp_path, [run("V0"), run("V16", k=2.0)])
+    target = float(law(400 * TPI))
     out = subprocess.run(
-        [sys.executable, "-m", "ablate.report", str(mdir), "--no-write", "--target-loss", "3.92"],
+        [
+            sys.executable,
+            "-m",
+            "ablate.report",
+            str(mdir),
+            "--no-write",
+            "--target-loss",
+            str(target),
+        ],
         capture_output=True,
         text=True,
     )
     assert out.returncode == 0, out.stderr
     rows = {r[0]: r for r in table_rows(section(out.stdout, "Matched work"))}
-    assert (
-        rows["V0"][3] == "26,214,400" and rows["V16"][3] == "13,107,200"
-    )  # 3.85 at 400; 3.90 at 200
+    # the baseline reaches law(400) at 400 iterations, V16 at 200: read between evals
+    assert rows["V0"][4] == f"{400 * TPI:,}" and rows["V16"][4] == f"{200 * TPI:,}"
     bad = subprocess.run(
         [sys.executable, "-m", "ablate.report", str(mdir), "--target-loss", "nan"],
         capture_output=True,

@@ -49,7 +49,7 @@ def build(
     coll.target_loss = target_loss
     stats = step_stats(coll.jobs, coll.order)
     coll.pipeline_check = W.is_pipeline_check(coll.jobs)
-    coll.warnings = W.collect_warnings(coll.jobs, stats, coll.order)
+    coll.warnings = W.collect_warnings(coll.jobs, stats, coll.order, coll.curves)
     return coll, stats
 
 
@@ -160,7 +160,7 @@ def render_markdown(
         "",
         "## Matched work",
         "",
-        matched_section(coll, coll.target_loss),
+        matched_section(coll, coll.target_loss, stats),
         "",
         "## Causality",
         "",

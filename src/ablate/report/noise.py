@@ -274,6 +274,8 @@ class Effect:
 
     parts: Parts = field(repr=False)
     seeds: tuple
+    n_windows: int | None = None  # windows each final eval scored
+    periodic_windows: int | None = None  # of which the periodic evals score the first ones
 
     @property
     def kind(self) -> str:
@@ -339,7 +341,8 @@ def effect(pairs: Sequence[tuple[object, float, float, FinalEval | None, FinalEv
         d = np.stack(
             [np.asarray(a.window_losses) - np.asarray(b.window_losses) for *_, a, b in pairs]
         )
-        return Effect(parts_from_windows(d), seeds), None
+        fe = pairs[0][3]
+        return Effect(parts_from_windows(d), seeds, fe.n_windows, fe.periodic_windows), None
     if K >= 2:
         d = np.array([base - step for _, base, step, _, _ in pairs])
         return Effect(parts_from_seeds(d), seeds), why

@@ -14,6 +14,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ablate import results as R
@@ -49,7 +50,9 @@ def is_pipeline_check(jobs: pd.DataFrame) -> bool:
     return bool(exps) and all(e == SMOKE_EXPERIMENT for e in exps)
 
 
-def collect_warnings(jobs: pd.DataFrame, stats: dict, order: list[str]) -> list[Warn]:
+def collect_warnings(
+    jobs: pd.DataFrame, stats: dict, order: list[str], curves: pd.DataFrame | None = None
+) -> list[Warn]:
     out: list[Warn] = []
     done = jobs[jobs["status"] == R.COMPLETED]
     rows = jobs.to_dict("records")  # plain dicts: iterrows is ~50x slower on a big matrix
@@ -109,6 +112,10 @@ def collect_warnings(jobs: pd.DataFrame, stats: dict, order: list[str]) -> list[
     w = _throughput(done, order)
     if w is not None:
         out.append(w)
+    if curves is not None:
+        w = _cadence(done, curves, order)
+        if w is not None:
+            out.append(w)
     out += _batches(rows, order)
 
     unchecked = [
@@ -214,6 +221,45 @@ def _throughput(done: pd.DataFrame, order: list[str]) -> Warn | None:
         f"{', '.join(r[0] for r in off)}): machine contention or a different device, so equal time was not "
         f"equal work. {numbers_}",
         {r[0] for r in off},
+    )
+
+
+CADENCE_TOLERANCE = 0.01
+
+
+def _cadence(done: pd.DataFrame, curves: pd.DataFrame, order: list[str]) -> Warn | None:
+    """Completed runs evaluated at different token intervals: a coarser cadence reads a target's
+    crossing later (matched work interpolates between evals, which makes that small, not 0)."""
+    c = curves[curves["key"].isin(set(done["key"]))]
+    per_step: dict[str, set] = {}
+    for _, g in c.groupby("key", sort=False):
+        gaps = np.diff(np.unique(pd.to_numeric(g["tokens_seen"], errors="coerce").dropna()))
+        if gaps.size:
+            per_step.setdefault(str(g["step"].iloc[0]), set()).add(float(np.median(gaps)))
+    flat = sorted({x for xs in per_step.values() for x in xs})
+    if len(flat) < 2 or flat[-1] <= (1 + CADENCE_TOLERANCE) * flat[0]:
+        return None
+    counts: dict[float, int] = {}
+    for xs in per_step.values():
+        for x in xs:
+            counts[x] = counts.get(x, 0) + 1
+    common = max(counts, key=lambda x: counts[x])
+    odd = {
+        s
+        for s, xs in per_step.items()
+        if any(abs(x - common) > CADENCE_TOLERANCE * common for x in xs)
+    }
+    text = "; ".join(
+        f"{s}: every {', '.join(f'{x:,.0f}' for x in sorted(per_step[s]))} tokens"
+        for s in order
+        if s in per_step
+    )
+    return Warn(
+        "cadence",
+        f"eval cadences differ ({text}; budget.eval_interval x optim.tokens_per_iter): matched "
+        "work interpolates between evals, but a coarser cadence still resolves a target's "
+        "crossing less well. Give every step the same budget.eval_interval.",
+        odd,
     )
 
 
