@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from report_factory import Job, make_matrix, section, table_rows
 
-from ablate.report import build, render_markdown
+from ablate.report import aggregate, build, render_markdown
 from ablate.report.matched import Curve, fit_power_law, matched_work
 
 TPI = 65536
@@ -143,6 +143,12 @@ def test_compute_multiplier_read_off_the_baseline_curve(tmp_path):
     assert mu.value == pytest.approx(1.5, rel=0.05)
     rows = {r[0]: r for r in table_rows(md.split("Compute multiplier against the baseline V0:")[1])}
     assert rows["V16"][2].startswith(f"{mu.value:.3g}x [")
+    coll, stats = build([tmp_path / "test_matrix_results_20251111_170325"])
+    agg = aggregate(coll, stats).set_index("step")
+    assert agg.loc["V16", "compute_multiplier_tokens"] == pytest.approx(mu.value)
+    assert agg.loc["V16", "compute_multiplier_tokens_low"] == pytest.approx(mu.low)
+    assert not agg.loc["V16", "compute_multiplier_extrapolated"]
+    assert math.isnan(agg.loc["V0", "compute_multiplier_tokens"])  # null in json
 
 
 def test_a_multiplier_beyond_the_baseline_box_is_extrapolated_and_marked(tmp_path):

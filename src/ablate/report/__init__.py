@@ -25,7 +25,7 @@ from ablate.report import tables as T
 from ablate.report import verdict_text as VT
 from ablate.report import warnings as W
 from ablate.report.load import Collection, collect
-from ablate.report.matched import matched_section
+from ablate.report.matched import matched_section, multiplier_records
 from ablate.report.stats import StepStats, compare, step_stats
 
 __all__ = ["write_report", "build", "render_markdown", "aggregate", "Collection"]
@@ -59,6 +59,8 @@ def aggregate(coll: Collection, stats: dict[str, StepStats]) -> pd.DataFrame:
     Verdict.record) and against the previous step (prefixed ``vs_previous_``)."""
     base = stats[coll.baseline]
     winners = T.best_steps(coll, stats)
+    multipliers = multiplier_records(coll, stats)
+    empty = {k: None for rec in multipliers.values() for k in rec}
     rows = []
     prev: StepStats | None = None
     for step in coll.order:
@@ -96,6 +98,7 @@ def aggregate(coll: Collection, stats: dict[str, StepStats]) -> pd.DataFrame:
         }
         row.update(VT.record(v))
         row.update(VT.record(vp, "vs_previous_"))
+        row.update(multipliers.get(step, empty))
         rows.append(row)
         prev = st
     return pd.DataFrame(rows)

@@ -547,3 +547,21 @@ LEGEND = (
 def _signed4(x: float) -> str:
     s = rounded(x, 4)
     return s if s.startswith("-") else "+" + s
+
+
+def multiplier_records(coll, stats: dict | None = None) -> dict[str, dict]:
+    """Per compared step, the compute multiplier's csv/json fields (docs/results-format.md)."""
+    m = matched_work(coll.jobs, coll.curves, coll.order, coll.baseline, coll.target_loss, stats)
+    out = {}
+    for step, mu in m.multiplier.items():
+        out[step] = {
+            "compute_multiplier_tokens": mu.tokens.value,
+            "compute_multiplier_tokens_low": mu.tokens.low,
+            "compute_multiplier_tokens_high": mu.tokens.high,
+            "compute_multiplier_seconds": mu.seconds.value,
+            "compute_multiplier_seconds_low": mu.seconds.low,
+            "compute_multiplier_seconds_high": mu.seconds.high,
+            "compute_multiplier_interval": mu.tokens.kind,
+            "compute_multiplier_extrapolated": mu.tokens.extrapolated,
+        }
+    return out
