@@ -26,6 +26,7 @@ import numpy as np
 
 from ablate.report import noise as N
 from ablate.report import verdict as V
+from ablate.report.stats import t_quantile
 
 
 @dataclass(frozen=True)
@@ -183,3 +184,29 @@ def bounds(sc: Scenario) -> tuple[float, float]:
     low = 0.90 if (sc.n < 128 and sc.rho >= 0.5) else 0.93
     high = {2: 0.995, 3: 0.98}.get(sc.K, 0.98 if sc.n < 128 else 0.97)
     return low, high
+
+
+# --------------------------------------------------------------------------- the former formulas
+
+
+def _former_block_se(x: np.ndarray):
+    """The report's batch means before issue 20: at most 64 blocks, so one window per block
+    below 128 windows (main at a72d09d, report/noise.py block_se)."""
+    n = x.shape[-1]
+    L = max(1, n // 64)
+    K = n // L
+    means = x[..., : K * L].reshape(x.shape[:-1] + (K, L)).mean(axis=-1)
+    se = np.sqrt(means.var(axis=-1, ddof=1) / K) * math.sqrt(K * L / n)
+    return se, K - 1
+
+
+def former_half_width(d: np.ndarray) -> np.ndarray:
+    """The former 95% half-width (a72d09d report/noise.py combine): per-seed paired SEs e_k,
+    then sqrt(max(V, mean e^2) / k) with t(k - 1); one seed: the block SE with blocks - 1 df."""
+    K = d.shape[-2]
+    e, df = _former_block_se(d)
+    if K == 1:
+        return t_quantile(0.975, df) * e[..., 0]
+    v = d.mean(axis=-1).var(axis=-1, ddof=1)
+    se = np.sqrt(np.maximum(v, (e**2).mean(axis=-1)) / K)
+    return t_quantile(0.975, K - 1) * se

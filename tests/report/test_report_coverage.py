@@ -19,13 +19,9 @@ window below 128 windows, seeds combined as sqrt(max(V, E) / k), no adjustment) 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-from coverage_sim import Scenario, bounds, coverage, family_rates, grid
-
-from ablate.report.stats import t_quantile
+from coverage_sim import Scenario, bounds, coverage, family_rates, former_half_width, grid
 
 R = 1000
 GRID = grid()
@@ -90,32 +86,11 @@ def test_false_verdicts_at_most_5_percent_under_the_global_null_and_power(sc, ca
 # --------------------------------------------------------------------------- the harness has teeth
 
 
-def _old_block_se(x: np.ndarray):
-    """The report's former batch means: at most 64 blocks, so 1 window per block below 128."""
-    n = x.shape[-1]
-    L = max(1, n // 64)
-    K = n // L
-    means = x[..., : K * L].reshape(x.shape[:-1] + (K, L)).mean(axis=-1)
-    se = np.sqrt(means.var(axis=-1, ddof=1) / K) * math.sqrt(K * L / n)
-    return se, K - 1
-
-
-def _old_half(d: np.ndarray) -> np.ndarray:
-    """The former interval: per-seed paired SEs e_k, then sqrt(max(V, mean e^2) / k), t(k - 1)."""
-    K = d.shape[-2]
-    e, df = _old_block_se(d)
-    if K == 1:
-        return t_quantile(0.975, df) * e[..., 0]
-    v = d.mean(axis=-1).var(axis=-1, ddof=1)
-    se = np.sqrt(np.maximum(v, (e**2).mean(axis=-1)) / K)
-    return t_quantile(0.975, K - 1) * se
-
-
 def test_the_former_formulas_fail_the_same_checks():
     short = Scenario(1, 108, 0.6, 1.0, 1.0, 1.0, "one seed")
-    assert coverage(short, R, np.random.default_rng(1), half=_old_half)["coverage"] < 0.90
+    assert coverage(short, R, np.random.default_rng(1), half=former_half_width)["coverage"] < 0.90
     shared = Scenario(5, 2048, 0.28, 0.1, 1.0, 0.1, "window interaction dominates")
-    assert coverage(shared, R, np.random.default_rng(2), half=_old_half)["coverage"] < 0.93
+    assert coverage(shared, R, np.random.default_rng(2), half=former_half_width)["coverage"] < 0.93
     null = Scenario(3, 256, 0.28, 1.0, 0.3, 0.3, "balanced")
     got = family_rates(null, R, np.random.default_rng(3), adjust=False)[0]
     assert got["false_verdict_rate"] > 0.10  # 7 comparisons at 95% each

@@ -1,0 +1,80 @@
+"""Measured coverage of the report's intervals, its family-wise false-verdict rate and its power.
+
+    python benchmarks/bench_coverage.py [--matrices 1000]
+
+Simulated matrices with known truth (tests/report/coverage_sim.py: AR(1) windows, seed effects,
+a step-by-window interaction common to the seeds, run noise) scored by the report's own functions
+(report/noise.py, report/verdict.py). Prints markdown tables: per scenario the coverage of the
+95% interval (what it claims to cover: Δ with 2 or more seeds, this seed's difference with one),
+next to the former formulas' (main before issue 20) on the same draws; then, for a matrix of five
+steps identical in truth, how often any of the report's 7 comparisons says better or worse, and
+how often a step truly better by 2, 4 and 6 standard errors is called better. The tests
+(tests/report/test_report_coverage.py) assert the bounds; this prints the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "report"))
+from coverage_sim import (  # noqa: E402
+    Scenario,
+    bounds,
+    coverage,
+    family_rates,
+    former_half_width,
+    grid,
+)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--matrices", type=int, default=1000, help="simulated matrices per scenario")
+    args = ap.parse_args(argv)
+    R = args.matrices
+    t0 = time.perf_counter()
+    print(
+        "| Seeds | Windows | Lag-1 | Variance mostly from | Coverage | Bounds | Former formulas | Effective windows | Block |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i, sc in enumerate(grid()):
+        draws = 2 * R if sc.K == 1 else R
+        got = coverage(sc, draws, np.random.default_rng([2025, i]))
+        old = coverage(sc, draws, np.random.default_rng([2025, i]), half=former_half_width)
+        lo, hi = bounds(sc)
+        print(
+            f"| {sc.K} | {sc.n} | {sc.rho} | {sc.name} | {got['coverage']:.3f} | {lo:.2f}-{hi:.3f} "
+            f"| {old['coverage']:.3f} | {got['median_n_eff']:.0f} | {got['median_block']:.0f} |"
+        )
+    print()
+    print(
+        "| Seeds | Windows | Lag-1 | Variance | False verdicts (7 comparisons, global null) | Unadjusted | Power at 2 / 4 / 6 SE |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for sc in [
+        Scenario(2, 256, 0.28, 1.0, 0.3, 0.3, "balanced"),
+        Scenario(3, 256, 0.28, 1.0, 1.0, 1.0, "balanced"),
+        Scenario(5, 256, 0.28, 1.0, 1.0, 1.0, "balanced"),
+        Scenario(5, 256, 0.28, 0.1, 1.0, 0.1, "window interaction dominates"),
+        Scenario(10, 256, 0.28, 1.0, 1.0, 1.0, "balanced"),
+        Scenario(3, 108, 0.6, 1.0, 1.0, 1.0, "balanced"),
+    ]:
+        rng = np.random.default_rng([7, sc.K, sc.n])
+        got = family_rates(sc, R, rng, [{"V16": k * sc.se} for k in (0, 2, 4, 6)])
+        raw = family_rates(sc, R, np.random.default_rng([7, sc.K, sc.n]), adjust=False)[0]
+        power = " / ".join(f"{g['called'][('V16', 'V0')]['better']:.2f}" for g in got[1:])
+        print(
+            f"| {sc.K} | {sc.n} | {sc.rho} | {sc.name} | {got[0]['false_verdict_rate']:.3f} "
+            f"| {raw['false_verdict_rate']:.3f} | {power} |"
+        )
+    print(f"\n{R} matrices per scenario; {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
