@@ -17,7 +17,8 @@ import pytest
 from report_factory import Job, make_matrix, section, table_rows
 
 from ablate.report import aggregate, build, render_markdown
-from ablate.report.matched import Curve, fit_power_law, matched_work
+from ablate.report.curves import Curve, fit_power_law
+from ablate.report.matched import matched_work
 
 TPI = 65536
 

@@ -1,0 +1,180 @@
+"""One run's periodic eval curve, read between evals, and the estimates matched work reports.
+
+Between two eval points the loss is interpolated linearly in log(tokens) (linearly in tokens from
+an eval at 0 tokens): loss curves are close to straight in log tokens, so the chord between evals
+barely depends on the eval cadence (a power-law curve evaluated every 25 instead of every 5
+iterations moves a crossing by 1e-5 of its tokens, where reading the first eval at or below it
+moved it by 1.3%). Training seconds and FLOPs at a token count are linear in tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ablate import results as R
+from ablate.report.distributions import pivot_half_width, t_quantile
+from ablate.report.noise import CONFIDENCE, SEEDS_AND_WINDOWS, THIS_SEED
+
+# --------------------------------------------------------------------------- one run's curve
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One completed run's periodic eval curve, ordered by tokens (duplicates: the last eval)."""
+
+    key: str
+    step: str
+    seed: object
+    tokens: np.ndarray
+    loss: np.ndarray
+    seconds: np.ndarray
+    flops: np.ndarray
+
+    @property
+    def cadence(self) -> float:
+        """Tokens between consecutive evals (median): budget.eval_interval x tokens per iter."""
+        gaps = np.diff(self.tokens)
+        return float(np.median(gaps)) if gaps.size else math.nan
+
+    def loss_at(self, t: float) -> float:
+        """Interpolated loss at ``t`` tokens (module docstring); NaN outside the curve."""
+        tok, loss = self.tokens, self.loss
+        if tok.size == 0 or t < tok[0] or t > tok[-1]:
+            return math.nan
+        i = int(np.searchsorted(tok, t, side="left"))
+        if tok[i] == t:
+            return float(loss[i])
+        a, b = tok[i - 1], tok[i]
+        w = (
+            (math.log(t) - math.log(a)) / (math.log(b) - math.log(a))
+            if a > 0
+            else (t - a) / (b - a)
+        )
+        return float(loss[i - 1] + w * (loss[i] - loss[i - 1]))
+
+    def crossing(self, level: float) -> float | None:
+        """Tokens at which the interpolated curve first reaches ``level`` (None: never)."""
+        tok, loss = self.tokens, self.loss
+        hit = np.flatnonzero(loss <= level)
+        if hit.size == 0:
+            return None
+        i = int(hit[0])
+        if i == 0:
+            return float(tok[0])
+        a, b = tok[i - 1], tok[i]
+        w = (loss[i - 1] - level) / (loss[i - 1] - loss[i])
+        if a > 0:
+            return float(math.exp(math.log(a) + w * (math.log(b) - math.log(a))))
+        return float(a + w * (b - a))
+
+    def at_tokens(self, column: np.ndarray, t: float) -> float:
+        """``column`` (seconds, FLOPs) linearly interpolated in tokens at ``t``."""
+        if not np.isfinite(column).all():
+            return math.nan
+        return float(np.interp(t, self.tokens, column))
+
+
+def curves_of(jobs: pd.DataFrame, curves: pd.DataFrame) -> list[Curve]:
+    done = jobs.loc[jobs["status"] == R.COMPLETED]
+    keys = set(done["key"])
+    c = curves[curves["key"].isin(keys)]
+    ok = c["val_loss"].map(lambda v: isinstance(v, float) and math.isfinite(v)).astype(bool)
+    ok &= c["tokens_seen"].map(lambda v: isinstance(v, (int, float)) and v >= 0).astype(bool)
+    c = c[ok].sort_values(["key", "tokens_seen", "iter"])
+    out = []
+    for key, g in c.groupby("key", sort=False):
+        g = g.drop_duplicates("tokens_seen", keep="last")
+        out.append(
+            Curve(
+                str(key),
+                str(g["step"].iloc[0]),
+                g["seed"].iloc[0],
+                g["tokens_seen"].to_numpy(dtype=np.float64),
+                g["val_loss"].to_numpy(dtype=np.float64),
+                pd.to_numeric(g["train_seconds"], errors="coerce").to_numpy(dtype=np.float64),
+                pd.to_numeric(g["flops"], errors="coerce").to_numpy(dtype=np.float64),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- estimates
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A number with its 95% interval (NaN bounds: none) and what the interval covers."""
+
+    value: float
+    low: float = math.nan
+    high: float = math.nan
+    kind: str | None = None  # "seeds", "seeds and windows", "this seed only", None
+    runs: int = 0
+    extrapolated: bool = False
+
+    def cell(self, fmt, unit: str = "") -> str:
+        if not math.isfinite(self.value):
+            return "-"
+        out = fmt(self.value) + unit
+        if math.isfinite(self.low) and math.isfinite(self.high):
+            out += f" [{fmt(self.low)}, {fmt(self.high)}]"
+            if self.kind == THIS_SEED:
+                out += " (this seed only)"
+        if self.extrapolated:
+            out += " (extrapolated)"
+        return out
+
+
+def over_seeds(values: Sequence[float], extra_var: float = 0.0, extra_df: float = math.inf):
+    """Mean and 95% interval over seeds (t, n - 1 df), plus an independent variance part."""
+    x = np.asarray(values, dtype=np.float64)
+    n = x.size
+    if n == 0:
+        return Estimate(math.nan)
+    if n == 1:
+        return Estimate(float(x[0]), runs=1)
+    seed_var = float(x.var(ddof=1)) / n
+    if extra_var > 0:
+        h = float(pivot_half_width([(seed_var, n - 1), (extra_var, extra_df)], CONFIDENCE))
+        kind = SEEDS_AND_WINDOWS
+    else:
+        h = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * math.sqrt(seed_var)
+        kind = "seeds"
+    m = float(x.mean())
+    return Estimate(m, m - h, m + h, kind, n)
+
+
+def subset_parts(effect, periodic: int | None):
+    """(variance, df) that the periodic subset's windows add to one paired comparison, from the
+    final evals' per-window losses (noise.Effect), scaled from n windows to the subset's."""
+    if effect is None or not periodic or effect.kind not in (SEEDS_AND_WINDOWS, THIS_SEED):
+        return 0.0, math.inf
+    p = effect.parts
+    var = float(p.interaction_var) * effect.n_windows / periodic
+    return var, float(p.window_df)
+
+
+def periodic(effect) -> int | None:
+    return None if effect is None else effect.periodic_windows
+
+
+def fit_power_law(curve: Curve):
+    """(C, A, alpha) of loss = C + A tokens^-alpha fitted to the curve's second half by least
+    squares (alpha on a grid, C and A linear); None when it does not fit a falling curve."""
+    keep = curve.tokens >= 0.5 * curve.tokens[-1]
+    t, y = curve.tokens[keep], curve.loss[keep]
+    if t.size < 3 or (t <= 0).any() or not y[-1] < y[0]:
+        return None
+    best = None
+    for alpha in np.geomspace(0.02, 3.0, 120):
+        X = np.stack([np.ones_like(t), t**-alpha], axis=1)
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        sse = float(((X @ coef - y) ** 2).sum())
+        if coef[1] > 0 and (best is None or sse < best[0]):
+            best = (sse, float(coef[0]), float(coef[1]), float(alpha))
+    return None if best is None else best[1:]
