@@ -85,22 +85,24 @@ def curves_of(jobs: pd.DataFrame, curves: pd.DataFrame) -> list[Curve]:
     c = curves[curves["key"].isin(keys)]
     ok = c["val_loss"].map(lambda v: isinstance(v, float) and math.isfinite(v)).astype(bool)
     ok &= c["tokens_seen"].map(lambda v: isinstance(v, (int, float)) and v >= 0).astype(bool)
-    c = c[ok].sort_values(["key", "tokens_seen", "iter"])
-    out = []
-    for key, g in c.groupby("key", sort=False):
-        g = g.drop_duplicates("tokens_seen", keep="last")
-        out.append(
-            Curve(
-                str(key),
-                str(g["step"].iloc[0]),
-                g["seed"].iloc[0],
-                g["tokens_seen"].to_numpy(dtype=np.float64),
-                g["val_loss"].to_numpy(dtype=np.float64),
-                pd.to_numeric(g["train_seconds"], errors="coerce").to_numpy(dtype=np.float64),
-                pd.to_numeric(g["flops"], errors="coerce").to_numpy(dtype=np.float64),
-            )
-        )
-    return out
+    c = c[ok].sort_values(["key", "tokens_seen", "iter"], kind="stable")
+    c = c.drop_duplicates(["key", "tokens_seen"], keep="last")  # a re-run eval: the last one
+    keys = c["key"].to_numpy()
+    if keys.size == 0:
+        return []
+    cols = [
+        c["tokens_seen"].to_numpy(dtype=np.float64),
+        c["val_loss"].to_numpy(dtype=np.float64),
+        pd.to_numeric(c["train_seconds"], errors="coerce").to_numpy(dtype=np.float64),
+        pd.to_numeric(c["flops"], errors="coerce").to_numpy(dtype=np.float64),
+    ]
+    steps, seeds = c["step"].to_numpy(), c["seed"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], keys.size]
+    return [
+        Curve(str(keys[a]), str(steps[a]), seeds[a], *(col[a:b] for col in cols))
+        for a, b in zip(starts, ends)
+    ]
 
 
 # --------------------------------------------------------------------------- estimates
@@ -163,18 +165,27 @@ def periodic(effect) -> int | None:
     return None if effect is None else effect.periodic_windows
 
 
+ALPHAS = np.geomspace(0.02, 3.0, 120)
+
+
 def fit_power_law(curve: Curve):
     """(C, A, alpha) of loss = C + A tokens^-alpha fitted to the curve's second half by least
-    squares (alpha on a grid, C and A linear); None when it does not fit a falling curve."""
+    squares (alpha on a grid, C and A linear for each); None unless it fits a falling curve."""
     keep = curve.tokens >= 0.5 * curve.tokens[-1]
     t, y = curve.tokens[keep], curve.loss[keep]
     if t.size < 3 or (t <= 0).any() or not y[-1] < y[0]:
         return None
-    best = None
-    for alpha in np.geomspace(0.02, 3.0, 120):
-        X = np.stack([np.ones_like(t), t**-alpha], axis=1)
-        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-        sse = float(((X @ coef - y) ** 2).sum())
-        if coef[1] > 0 and (best is None or sse < best[0]):
-            best = (sse, float(coef[0]), float(coef[1]), float(alpha))
-    return None if best is None else best[1:]
+    top = float(t[-1])
+    x = (t / top)[None, :] ** -ALPHAS[:, None]  # (alphas, points), in [1, 2^alpha]: well scaled
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean()
+    sxx, sxy = (xc * xc).sum(axis=1), (xc * yc).sum(axis=1)
+    slope = np.where(sxx > 0, sxy / np.where(sxx > 0, sxx, 1.0), 0.0)
+    sse = float(yc @ yc) - slope * sxy
+    sse = np.where(slope > 0, sse, np.inf)
+    i = int(np.argmin(sse))
+    if not np.isfinite(sse[i]):
+        return None
+    alpha = float(ALPHAS[i])
+    C = float(y.mean() - slope[i] * x[i].mean())
+    return C, float(slope[i]) * top**alpha, alpha
