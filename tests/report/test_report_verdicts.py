@@ -190,6 +190,22 @@ def test_different_block_sizes_are_named_not_called_missing(tmp_path):
     assert "no run stored" not in md
 
 
+def test_seeds_that_scored_different_windows_are_seeds_only(tmp_path):
+    jobs, _ = runs({"V0": 0.0, "V16": 0.05})
+    for j in jobs:
+        if j.seed == 3:  # seed 3's pair scored other windows (a different validation shard)
+            j.val_fingerprint = "ffffffffffffffff"
+            j.window_losses = j.window_losses[:200]
+            j.best = sum(j.window_losses) / 200
+    _, _, md, mdir = report(tmp_path, jobs)
+    rec = records(mdir)["V16"]
+    assert rec["interval"] == "seeds only" and rec["seeds_used"] == [1, 2, 3]
+    assert (
+        "seeds 1 and 3 scored different windows (window counts differ (256 vs 200))"
+        in (rec["reason"])
+    )
+
+
 # --------------------------------------------------------------------------- the family
 
 

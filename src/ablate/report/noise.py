@@ -335,8 +335,14 @@ def effect(pairs: Sequence[tuple[object, float, float, FinalEval | None, FinalEv
         if problem is not None:
             why = f"seed {seed}'s runs do not pair: {problem}"
             break
-    if why is None and pairs[0][3].n_windows < MIN_WINDOWS:
-        why = f"{pairs[0][3].n_windows} windows: too few for a block standard error"
+    if why is None:
+        first = pairs[0][3]
+        other = next((p for p in pairs[1:] if pairable(first, p[3]) is not None), None)
+        if other is not None:
+            # the window interaction is common to the seeds only if they scored the same windows
+            why = f"seeds {pairs[0][0]} and {other[0]} scored different windows ({pairable(first, other[3])})"
+        elif first.n_windows < MIN_WINDOWS:
+            why = f"{first.n_windows} windows: too few for a block standard error"
     if why is None:
         d = np.stack(
             [np.asarray(a.window_losses) - np.asarray(b.window_losses) for *_, a, b in pairs]
