@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -89,6 +89,27 @@ class Verdict:
             f"{prefix}interval": self.interval,
             f"{prefix}seeds_used": list(self.seeds),
         }
+
+    @classmethod
+    def empty_record(cls, prefix: str = "") -> dict:
+        """record()'s keys, all None: a row without this comparison (the baseline's)."""
+        blank = cls(**{f.name: math.nan for f in fields(cls)} | {"seeds": ()})
+        return {k: None for k in blank.record(prefix)}
+
+    def flipped(self) -> Verdict:
+        """The same comparison read the other way round (step and ref swapped)."""
+        return replace(
+            self,
+            step=self.ref,
+            ref=self.step,
+            verdict={BETTER: WORSE, WORSE: BETTER}.get(self.verdict, self.verdict),
+            estimate=-self.estimate,
+            ref_mean=self.ref_mean - self.estimate,  # the old step's mean over the same seeds
+            low=-self.high,
+            high=-self.low,
+            low_adj=-self.high_adj,
+            high_adj=-self.low_adj,
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)

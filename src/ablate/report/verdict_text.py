@@ -44,48 +44,13 @@ def vs_previous(coll, stats, step: str) -> Verdict | None:
     vs = verdicts(coll, stats)
     if (step, prev) in vs:
         return vs[(step, prev)]
-    return _flipped(vs.get((prev, step)))
+    v = vs.get((prev, step))
+    return v.flipped() if v is not None else None
 
 
 def record(v: Verdict | None, prefix: str = "") -> dict:
     """The verdict's csv/json fields; the same keys, empty, for a row without that comparison."""
-    if v is not None:
-        return v.record(prefix)
-    return {k: None for k in EMPTY.record(prefix)}
-
-
-EMPTY = Verdict(
-    "", "", NONE, math.nan, math.nan, *(math.nan,) * 4, CONFIDENCE, math.nan, 0, None, (), None
-)
-
-
-def _flipped(v: Verdict | None) -> Verdict | None:
-    """The same comparison read the other way round (ref and step swapped)."""
-    if v is None:
-        return None
-    word = {BETTER: WORSE, WORSE: BETTER}.get(v.verdict, v.verdict)
-    return Verdict(
-        step=v.ref,
-        ref=v.step,
-        verdict=word,
-        estimate=-v.estimate,
-        ref_mean=v.ref_mean - v.estimate,  # the old step's mean over the same seeds
-        low=-v.high,
-        high=-v.low,
-        low_adj=-v.high_adj,
-        high_adj=-v.low_adj,
-        confidence=v.confidence,
-        adjusted_confidence=v.adjusted_confidence,
-        family_size=v.family_size,
-        interval=v.interval,
-        seeds=v.seeds,
-        reason=v.reason,
-        label=v.label,
-        seed_se=v.seed_se,
-        window_se=v.window_se,
-        n_windows_eff=v.n_windows_eff,
-        block_windows=v.block_windows,
-    )
+    return v.record(prefix) if v is not None else Verdict.empty_record(prefix)
 
 
 def bold_steps(coll, stats: dict[str, StepStats]) -> set[str]:
