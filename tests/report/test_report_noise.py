@@ -21,6 +21,7 @@ from ablate.report.noise import (
     batch_means,
     block_length,
     block_se,
+    choose_block_length,
     lag1,
     parts_from_seeds,
     parts_from_windows,
@@ -49,6 +50,19 @@ def test_the_block_length_is_never_1_and_grows_with_the_autocorrelation():
     assert block_length(0.3, 2048) == math.ceil(2 * r / ((1 - r * r) * BIAS))
 
 
+def test_blocks_grow_while_their_means_are_still_correlated():
+    rng = np.random.default_rng(12)
+    xs = np.stack([slow(rng, 2048) for _ in range(50)])
+    first, chosen = block_length(lag1(xs), 2048), choose_block_length(xs)
+    assert (chosen >= first).all() and (chosen > first).mean() > 0.5
+    assert chosen.max() <= 2048 // MIN_BLOCKS
+    # whatever grew, its block means no longer fail the independence check (or hit the cap)
+    for x, L in zip(xs, chosen):
+        k = 2048 // int(L)
+        means = x[: k * L].reshape(k, L).mean(axis=1)
+        assert L == 2048 // MIN_BLOCKS or lag1(means) <= 1.645 / math.sqrt(k)
+
+
 def test_batch_means_by_hand():
     x = np.array([1.0, 3.0, 2.0, 6.0, 4.0, 4.0, 0.0])  # L = 2: blocks 2, 4, 4; the 7th is left out
     lrv, blocks = batch_means(x, 2)
@@ -65,7 +79,7 @@ def test_block_se_of_a_stream_holds_its_correlation():
     x = ar1(rng, 2048, 0.6)
     est = block_se(x)
     assert est.rho == pytest.approx(float(lag1(x)))
-    assert est.block_windows == int(block_length(est.rho, 2048)) and est.df == est.blocks - 1
+    assert est.block_windows == int(choose_block_length(x)) and est.df == est.blocks - 1
     # the long-run variance of a unit AR(1) with rho 0.6 is (1 + rho) / (1 - rho) = 4: the SE is
     # about twice the naive sd / sqrt(n), and the effective sample size about n / 4
     naive = x.std(ddof=1) / math.sqrt(2048)
@@ -81,7 +95,7 @@ def test_the_parts_of_the_estimand_by_hand():
     assert p.kind == SEEDS_AND_WINDOWS and p.est == pytest.approx(d.mean())
     assert p.seed_var == pytest.approx(d.mean(axis=1).var(ddof=1) / K) and p.seed_df == K - 1
     m = d.mean(axis=0)
-    L = int(block_length(lag1(m), n))
+    L = int(choose_block_length(m))
     k = n // L
     bm = m[: k * L].reshape(k, L).mean(axis=1)
     assert p.block_windows == L and p.window_df == k - 1
@@ -138,12 +152,17 @@ def test_job_eval_se_in_the_runs_table(tmp_path):
     assert runs["V0"][5:7] == [f"{est.se:.4f}", "262,144"]
 
 
+def slow(rng, n, sd=0.4):
+    """Short-range noise plus a slow drift (AR(1), rho 0.98): correlation lag 1 barely shows."""
+    return ar1(rng, n, 0.2) + sd * ar1(rng, n, 0.98)
+
+
 @pytest.mark.parametrize("n", [10, 57, 108, 2048])
 def test_block_se_is_the_array_rule_applied_to_one_series(n):
     rng = np.random.default_rng(n)
-    for x in (rng.normal(size=n), rng.normal(size=n).cumsum(), np.ones(n)):
+    for x in (rng.normal(size=n), rng.normal(size=n).cumsum(), np.ones(n), slow(rng, n)):
         est = block_se(x)
-        L = int(block_length(lag1(x), n))
+        L = int(choose_block_length(x))
         lrv, blocks = batch_means(x, L)
         assert (est.block_windows, est.blocks) == (L, int(blocks))
         assert est.se == pytest.approx(math.sqrt(float(lrv) / n), abs=1e-15)

@@ -35,7 +35,9 @@ variance. L comes from the data: with lag-1 autocorrelation ρ (estimated, plus 
 error so a short series does not under-estimate it), an AR(1) stream's block means understate
 the long-run variance by about 2ρ / ((1 - ρ²) L); L is the smallest length that keeps this
 under BIAS (2%), at least 2 windows (never 1: a stream is never assumed independent), and at
-most n / MIN_BLOCKS so that the spread has MIN_BLOCKS - 1 degrees of freedom. The effective
+most n / MIN_BLOCKS so that the spread has MIN_BLOCKS - 1 degrees of freedom. Slow correlation
+that lag 1 misses (a topic spanning many windows) shows in the block means: while theirs is
+significantly positive (one-sided 5%), L doubles, up to the same cap. The effective
 sample size is n times the windows' variance over their long-run variance.
 """
 
@@ -102,6 +104,36 @@ def batch_means(x: np.ndarray, L) -> tuple[np.ndarray, np.ndarray]:
     return lrv, blocks
 
 
+INDEPENDENCE_Z = 1.645  # one-sided 5%: block means whose lag-1 correlation exceeds z / sqrt(k)
+
+
+def choose_block_length(x: np.ndarray) -> np.ndarray:
+    """Windows per block for each series along the last axis: the AR(1) rule on its lag-1
+    autocorrelation (block_length), then doubled while the block means are still correlated
+    (their lag-1 autocorrelation above INDEPENDENCE_Z / sqrt(blocks)), up to n / MIN_BLOCKS.
+    The second step catches slow correlation that lag 1 does not show (a topic spanning many
+    windows)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[-1]
+    cap = max(2, n // MIN_BLOCKS)
+    L = block_length(lag1(x), n)
+    for _ in range(max(1, n.bit_length())):
+        grow = np.zeros(L.shape, dtype=bool)
+        for length in np.unique(L):
+            length = int(length)
+            if length >= cap:
+                continue
+            sel = L == length
+            k = n // length
+            xs = x[sel][..., : k * length]
+            means = xs.reshape(xs.shape[:-1] + (k, length)).mean(axis=-1)
+            grow[sel] = lag1(means) > INDEPENDENCE_Z / math.sqrt(k)
+        if not grow.any():
+            break
+        L = np.where(grow, np.minimum(2 * L, cap), L)
+    return L
+
+
 @dataclass(frozen=True)
 class BlockSE:
     """Mean and batch-means standard error of one series of per-window values."""
@@ -120,8 +152,8 @@ class BlockSE:
 
 
 def block_se(values: Sequence[float]) -> BlockSE | None:
-    """Batch-means SE of the mean of ``values``; None below MIN_WINDOWS windows. (The scalar path
-    of lag1 / block_length / batch_means: the report calls it once per job.)"""
+    """Batch-means SE of the mean of ``values``; None below MIN_WINDOWS windows. The scalar path
+    of choose_block_length and batch_means (the report calls it once per job; tested equal)."""
     x = np.asarray(values, dtype=np.float64)
     n = int(x.size)
     if n < MIN_WINDOWS:
@@ -129,11 +161,22 @@ def block_se(values: Sequence[float]) -> BlockSE | None:
     c = x - x.mean()
     den = float(c @ c)
     rho = float(c[1:] @ c[:-1]) / den if den > 0 else 0.0
-    r = min(RHO_CAP, max(0.0, min(rho, RHO_CAP)))
+    r = min(RHO_CAP, max(0.0, rho))
     r = min(RHO_CAP, r + math.sqrt((1.0 - r * r) / n))
-    L = int(min(max(2, math.ceil(2.0 * r / ((1.0 - r * r) * BIAS))), max(2, n // MIN_BLOCKS)))
-    k = n // L
-    lrv = L * float(x[: k * L].reshape(k, L).mean(axis=1).var(ddof=1))
+    cap = max(2, n // MIN_BLOCKS)
+    L = int(min(max(2, math.ceil(2.0 * r / ((1.0 - r * r) * BIAS))), cap))
+    while True:
+        k = n // L
+        means = x[: k * L].reshape(k, L).mean(axis=1)
+        if L >= cap:
+            break
+        mc = means - means.mean()
+        mden = float(mc @ mc)
+        r1 = float(mc[1:] @ mc[:-1]) / mden if mden > 0 else 0.0
+        if r1 <= INDEPENDENCE_Z / math.sqrt(k):
+            break
+        L = min(2 * L, cap)
+    lrv = L * float(means.var(ddof=1))
     return BlockSE(float(x.mean()), math.sqrt(lrv / n), k, L, n, rho, _n_eff(den / n, lrv, n))
 
 
@@ -201,7 +244,7 @@ def parts_from_windows(d: np.ndarray) -> Parts:
         raise ValueError(f"{n} windows: a block standard error needs at least {MIN_WINDOWS}")
     est = d.mean(axis=(-1, -2))
     m = d.mean(axis=-2)  # seed-averaged window differences (..., n)
-    L = block_length(lag1(m), n)
+    L = choose_block_length(m)
     lrv_m, blocks_m = batch_means(m, L)
     n_eff = n * m.var(axis=-1) / np.where(lrv_m > 0, lrv_m, np.inf)
     n_eff = np.where(lrv_m > 0, n_eff, n)
