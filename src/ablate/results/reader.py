@@ -1,0 +1,307 @@
+"""The one reader of a job directory: config facts, summary.json, env.json, final_eval.json and
+metrics.jsonl, read into one typed ``JobRecord`` with the fallbacks between them.
+
+The report, the live view (``python -m ablate.matrix status=DIR``) and the outcome rules read a
+job through here. Reading never raises: a file that is missing, corrupt or holds a value of the
+wrong type costs the job that value, and ``JobRecord.problems`` says what was skipped, one line each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ablate.results.files import ResultsFormatError, read_json
+from ablate.results.final_eval import FinalEval, read_final_eval
+from ablate.results.job import JobDir
+from ablate.results.legacy import env_device, env_git, read_job_config
+from ablate.results.metrics import (
+    MetricsFacts,
+    Record,
+    last_train_record,
+    metrics_facts,
+    read_metrics,
+)
+from ablate.results.summary import JobSummary, load_summary
+
+Problems = list[str]
+
+
+def _value(node: Any, key: str, want: type, what: str, where: str, problems: Problems) -> Any:
+    """``node[key]`` when it has type ``want`` (an int is a float too); None when absent or null,
+    and also None, with a problem, when it has another type."""
+    if not isinstance(node, dict):
+        return None
+    v = node.get(key)
+    if v is None:
+        return None
+    if type(v) is want or (want is float and type(v) is int):
+        return float(v) if want is float else v
+    problems.append(f"{where}: {key!r} is {v!r:.60}, not {what}; ignored")
+    return None
+
+
+@dataclass(frozen=True)
+class ConfigFacts:
+    """What readers need from a job's config.yaml, read as plain YAML in today's layout
+    (results.legacy), so that a directory of any format reads without today's schema."""
+
+    step: str | None = None
+    """``step.name``."""
+    architecture: str | None = None
+    """``step.architecture``: the report's label."""
+    description: str | None = None
+    """``step.description``."""
+    seed: int | None = None
+    """``seed``."""
+    has_seed: bool = False
+    """Whether the file sets ``seed`` (null counts): then it is the job's seed."""
+    experiment: str | None = None
+    """``experiment`` (``smoke``: the report is a pipeline check)."""
+    mlp: str | None = None
+    """``model.mlp`` (``rmlp``: the step has R-MLP gates)."""
+    warmup_iters: float | None = None
+    """``optim.warmup_iters``."""
+    max_iters: int | None = None
+    """``budget.max_iters``."""
+    box_seconds: float | None = None
+    """``budget.box_seconds`` (``budget.train_seconds`` before format 3)."""
+
+    @classmethod
+    def parse(cls, config: dict[str, Any], where: str, problems: Problems) -> ConfigFacts:
+        step = config.get("step")
+        model, optim, budget = (config.get(k) for k in ("model", "optim", "budget"))
+        name = step.get("name") if isinstance(step, dict) else None
+        return cls(
+            step=str(name) if isinstance(name, (str, int)) and not isinstance(name, bool) else None,
+            architecture=_value(step, "architecture", str, "a string", where, problems),
+            description=_value(step, "description", str, "a string", where, problems),
+            seed=_value(config, "seed", int, "an integer", where, problems),
+            has_seed="seed" in config,
+            experiment=_value(config, "experiment", str, "a string", where, problems),
+            mlp=_value(model, "mlp", str, "a string", where, problems),
+            warmup_iters=_value(optim, "warmup_iters", float, "a number", where, problems),
+            max_iters=_value(budget, "max_iters", int, "an integer", where, problems),
+            box_seconds=_value(budget, "box_seconds", float, "a number", where, problems),
+        )
+
+
+@dataclass(frozen=True)
+class EnvFacts:
+    """What readers need from a job's env.json (flat keys of early versions too, results.legacy)."""
+
+    world_size: int | None = None
+    device: str | None = None
+    device_count: int | None = None
+    git_sha: str | None = None
+    git_dirty: bool | None = None
+    flops_per_token: float | None = None
+
+    @classmethod
+    def parse(cls, env: dict[str, Any], where: str, problems: Problems) -> EnvFacts:
+        sha, dirty = env_git(env)
+        flat = {"git_sha": sha, "git_dirty": dirty, "device": env_device(env)}
+        return cls(
+            world_size=_value(env, "world_size", int, "an integer", where, problems),
+            device=_value(flat, "device", str, "a string", where, problems),
+            device_count=_value(env, "device_count", int, "an integer", where, problems),
+            git_sha=_value(flat, "git_sha", str, "a string", where, problems),
+            git_dirty=_value(flat, "git_dirty", bool, "true or false", where, problems),
+            flops_per_token=_value(env, "flops_per_token", float, "a number", where, problems),
+        )
+
+
+ReadMode = Literal["report", "progress", "summary"]
+
+
+@dataclass
+class JobRecord:
+    """One job directory as read. The raw parts (``config``, ``summary``, ``env``, ``final_eval``,
+    ``metrics``) are None where the file is missing or unreadable; the properties below resolve
+    each value from the best source that has it (summary.json first, then metrics.jsonl, with
+    final_eval.json for the final loss and config.yaml / env.json for what they record)."""
+
+    jd: JobDir
+    config: ConfigFacts | None = None
+    """None: no readable config.yaml."""
+    summary: JobSummary | None = None
+    """None: summary.json is missing or unreadable (``summary_unreadable`` says which)."""
+    summary_unreadable: str | None = None
+    """Why summary.json could not be read at all (corrupt JSON, not an object), else None."""
+    env: EnvFacts = field(default_factory=EnvFacts)
+    final_eval: FinalEval | None = None
+    metrics: MetricsFacts | None = None
+    """metrics.jsonl read whole (mode "report"); None otherwise or without the file."""
+    last_train: Record | None = None
+    """The last train record, read from the file's tail (mode "progress", the live view)."""
+    done: bool = False
+    """DONE exists."""
+    problems: Problems = field(default_factory=list)
+    """What could not be read or was skipped, one line each, naming the file."""
+    notes: Problems = field(default_factory=list)
+    """Where one file's value was taken over another's, one line each (for the report's Notes)."""
+
+    # ------------------------------------------------------------------ identity
+
+    def step(self, entry: Mapping[str, Any] | None = None) -> str:
+        """config.yaml's step name, else summary.json's, else the manifest entry's, else the
+        directory name up to its first ``_``."""
+        for value in (
+            self.config.step if self.config else None,
+            self.summary.step if self.summary else None,
+            (entry or {}).get("step"),
+        ):
+            if value:
+                return str(value)
+        return self.jd.name.split("_")[0]
+
+    def seed(self, entry: Mapping[str, Any] | None = None) -> Any:
+        if self.config is not None and self.config.has_seed:
+            return self.config.seed
+        if self.summary is not None and self.summary.seed is not None:
+            return self.summary.seed
+        return (entry or {}).get("seed")
+
+    @property
+    def architecture(self) -> str | None:
+        if self.config is not None and self.config.architecture is not None:
+            return self.config.architecture
+        return self.summary.architecture if self.summary else None
+
+    # ------------------------------------------------------------------ values
+
+    def number(self, name: str) -> float | None:
+        """A numeric summary.json value (NaN stays NaN); where the summary has none, the value
+        derived from metrics.jsonl (when read)."""
+        value = getattr(self.summary, name, None) if self.summary is not None else None
+        if value is None and self.metrics is not None:
+            value = getattr(self.metrics, name, None)
+        return None if value is None else float(value)
+
+    @property
+    def final_val_loss(self) -> float | None:
+        """final_eval.json's loss, else summary.json's final_val_loss, else metrics.jsonl's."""
+        if self.final_eval is not None:
+            return self.final_eval.loss
+        return self.number("final_val_loss")
+
+    @property
+    def val_loss(self) -> float | None:
+        """The number a report compares: the final full-set val loss when finite, else the best
+        periodic val loss (a run without a final eval: failed, running, older results)."""
+        final = self.final_val_loss
+        if final is not None and math.isfinite(final):
+            return final
+        return self.number("best_val_loss")
+
+    @property
+    def has_final_loss(self) -> bool:
+        final = self.final_val_loss
+        return final is not None and math.isfinite(final)
+
+    @property
+    def box_seconds(self) -> float | None:
+        """summary.json's box, else config.yaml's (summaries of early versions have none)."""
+        if self.summary is not None and self.summary.box_seconds is not None:
+            return self.summary.box_seconds
+        return self.config.box_seconds if self.config else None
+
+    @property
+    def gates(self) -> dict[str, Any]:
+        """Final gate values: summary.json's, else the last eval record's."""
+        if self.summary is not None and self.summary.gates:
+            return self.summary.gates
+        return self.metrics.gates if self.metrics is not None else {}
+
+    @property
+    def world_size(self) -> int | None:
+        return _first(self.summary and self.summary.world_size, self.env.world_size)
+
+    @property
+    def device(self) -> str | None:
+        return _first(self.summary and self.summary.device, self.env.device)
+
+    @property
+    def device_count(self) -> int | None:
+        return _first(self.summary and self.summary.device_count, self.env.device_count)
+
+    @property
+    def source(self) -> str:
+        """Where the job's numbers come from: summary.json, metrics.jsonl or nowhere ("-")."""
+        if self.summary is not None:
+            return "summary.json"
+        return "metrics.jsonl" if self.metrics is not None and self.metrics.records else "-"
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None (0 and "" count as recorded values)."""
+    return next((v for v in values if v is not None), None)
+
+
+def _read(
+    reader: Callable[[Any], dict[str, Any]], path: Any, problems: Problems
+) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return reader(path)
+    except ResultsFormatError as e:
+        problems.append(str(e))
+        return None
+
+
+def read_job(jd: JobDir, mode: ReadMode = "report", config: ConfigFacts | None = None) -> JobRecord:
+    """Read one job directory; never raises for what is in its files.
+
+    ``mode``: "report" reads every file, metrics.jsonl whole (curve, fallbacks); "progress" (the
+    live view, every second) config.yaml, summary.json and the last train record from the tail of
+    metrics.jsonl; "summary" (the outcome rules) summary.json only. ``config``: facts read
+    before, so config.yaml is not read again."""
+    rec = JobRecord(jd, done=jd.is_done())
+    problems = rec.problems
+    if config is not None:
+        rec.config = config
+    elif mode != "summary":
+        raw = _read(read_job_config, jd.config, problems)
+        if raw is not None:
+            rec.config = ConfigFacts.parse(raw, str(jd.config), problems)
+    rec.summary, summary_problems = load_summary(jd.summary)
+    if rec.summary is None and summary_problems:
+        rec.summary_unreadable = summary_problems[0]
+    else:
+        problems.extend(summary_problems)
+    if mode == "progress":
+        rec.last_train = last_train_record(jd.metrics)
+    if mode != "report":
+        return rec
+    env = _read(read_json, jd.env, problems)
+    if env is not None:
+        rec.env = EnvFacts.parse(env, str(jd.env), problems)
+    if jd.metrics.is_file():
+        records, metric_problems = read_metrics(jd.metrics)
+        problems.extend(metric_problems)
+        rec.metrics = metrics_facts(records)
+    fe, fe_problem = read_final_eval(jd.final_eval)
+    if fe_problem:
+        problems.append(fe_problem)
+    rec.final_eval = fe
+    stated = rec.summary.final_val_loss if rec.summary is not None else None
+    if (
+        fe is not None
+        and stated is not None
+        and math.isfinite(stated)
+        and abs(stated - fe.loss) > 1e-6 * max(1.0, abs(fe.loss))
+    ):
+        rec.notes.append(
+            f"summary.json's final_val_loss {stated:.6f} differs from final_eval.json's "
+            f"{fe.loss:.6f}; the per-window file is used"
+        )
+    if (
+        (rec.config is None or rec.config.architecture is None)
+        and rec.summary is not None
+        and rec.summary.architecture is not None
+    ):
+        rec.notes.append("no readable config.yaml; architecture label taken from summary.json")
+    return rec
