@@ -1,10 +1,16 @@
-"""The results-directory format (src/ablate/results.py): atomic writes, names, corrupt inputs."""
+"""The results-directory format (src/ablate/results/): atomic writes, names, corrupt inputs,
+summary.json's one definition (JobSummary) and its reading."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import math
+import re
 import stat
+import typing
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +134,291 @@ def test_manifest_is_current_on_disk_and_corrupt_manifests_are_refused(tmp_path)
         results.Manifest.load(tmp_path)
     with pytest.raises(results.ResultsFormatError, match="not a matrix directory"):
         results.Manifest.load(tmp_path / "..")
+
+
+# --------------------------------------------------------------------------- summary.json: JobSummary
+
+REPO = Path(__file__).resolve().parents[1]
+JUNK = ["x", 7, 1.5, True, [1, "a"], {"a": 1}, "nan", 12.0]
+
+
+def _section(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def _documented_keys(section: str) -> set[str]:
+    """Backticked names in the first column of the section's tables."""
+    keys: set[str] = set()
+    for line in section.splitlines():
+        cells = line.split("|")
+        if line.startswith("| `") and len(cells) > 2:
+            keys |= set(re.findall(r"`([a-z_]+)`", cells[1]))
+    return keys
+
+
+def test_summary_keys_are_the_dataclass_fields_and_the_documented_keys():
+    fields = [f.name for f in dataclasses.fields(results.JobSummary) if f.name != "extra"]
+    assert list(results.SUMMARY_KEYS) == fields
+    docs = (REPO / "docs" / "results-format.md").read_text()
+    documented = _documented_keys(_section(docs, "\n## summary.json\n", "\n### causality\n"))
+    assert documented == set(fields), (
+        f"in the dataclass only: {sorted(set(fields) - documented)}; "
+        f"documented only: {sorted(documented - set(fields))}"
+    )
+
+
+def test_a_summary_key_the_dataclass_does_not_have_is_refused_when_building_one():
+    with pytest.raises(TypeError):
+        results.JobSummary(best_val_los=3.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        dataclasses.replace(results.JobSummary(), stoped_by="SIGTERM")
+
+
+def _accepts(hint: object, value: object) -> bool:
+    """Whether a value of this type is a valid stored value for a field typed ``hint``."""
+    base = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = typing.get_origin(base[0]) or base[0]
+    if kind is float:
+        return type(value) in (int, float) or value == "nan"
+    if kind is int:
+        return type(value) is int or (type(value) is float and value.is_integer())
+    return type(value) is kind
+
+
+@pytest.mark.parametrize("junk", JUNK, ids=repr)
+def test_every_summary_field_reads_every_kind_of_value_without_raising(junk):
+    hints = typing.get_type_hints(results.JobSummary)
+    for key in results.SUMMARY_KEYS:
+        summary, problems = results.JobSummary.parse({key: junk}, "s.json")
+        value = getattr(summary, key)
+        if key == "notes":
+            assert isinstance(value, list) and all(isinstance(n, str) for n in value)
+            continue
+        if _accepts(hints[key], junk):
+            assert problems == [] and value is not None, (key, junk)
+            assert _accepts(hints[key], value) and not (type(value) is float and key == "seed")
+        else:
+            assert value is None, (key, junk, value)
+            assert len(problems) == 1 and f"'{key}'" in problems[0] and "s.json" in problems[0]
+
+
+def test_summary_round_trips_and_keeps_keys_it_does_not_know(tmp_path):
+    jd = results.JobDir(tmp_path)
+    s = results.JobSummary(
+        step="V16",
+        seed=2,
+        status=results.COMPLETED,
+        best_val_loss=float("nan"),
+        iterations=12,
+        gates={"rmlp_w_rec": [0.1, -0.2]},
+        notes=["resumed once"],
+    )
+    s.extra["from_a_newer_version"] = {"x": 1}
+    jd.write_summary(s)
+    data = json.loads(jd.summary.read_text())
+    assert list(data) == [*results.SUMMARY_KEYS, "from_a_newer_version"]  # every key, no other
+    assert data["format_version"] == results.FORMAT_VERSION and data["best_val_loss"] == "nan"
+    back, problems = results.load_summary(jd.summary)
+    assert problems == [] and back is not None
+    assert back.extra == {"from_a_newer_version": {"x": 1}} and back.iterations == 12
+    assert math.isnan(back.best_val_loss) and back.gates == s.gates and back.notes == s.notes
+
+
+def test_summaries_written_by_an_older_version_read_without_problems():
+    fixture = REPO / "tests" / "fixtures" / "format2"
+    paths = sorted(fixture.rglob(results.SUMMARY))
+    assert len(paths) == 2
+    for path in paths:
+        summary, problems = results.load_summary(path)
+        assert problems == [] and summary is not None and summary.status == results.COMPLETED
+        assert summary.format_version == 2 and summary.extra == {}
+
+
+@pytest.mark.parametrize(
+    "content", ['{"status": "comp', "[1, 2]", "", "\xff\xfe", "null"], ids=repr
+)
+def test_an_unreadable_summary_is_none_with_the_reason(tmp_path, content):
+    path = tmp_path / results.SUMMARY
+    path.write_bytes(content.encode("latin-1"))
+    summary, problems = results.load_summary(path)
+    assert summary is None and len(problems) == 1 and str(path) in problems[0]
+    assert results.JobDir(tmp_path).summary_record() is None
+
+
+# --------------------------------------------------------------------------- the one reader
+
+
+def _job(tmp_path: Path) -> results.JobDir:
+    """A whole job directory of the documented shape (a smoke-sized completed run)."""
+    import yaml
+
+    jd = results.JobDir(tmp_path / "V16")
+    jd.path.mkdir(parents=True)
+    config = {
+        "step": {"name": "V16", "architecture": "RA", "description": "reciprocal attention"},
+        "seed": 1,
+        "experiment": "smoke",
+        "model": {"mlp": "rmlp"},
+        "optim": {"warmup_iters": 10},
+        "budget": {"max_iters": None, "box_seconds": 45.0},
+    }
+    jd.config.write_text(yaml.safe_dump(config))
+    results.atomic_write_json(
+        jd.env,
+        {
+            "git": {"sha": "ab" * 20, "dirty": False},
+            "device": "cpu",
+            "world_size": 1,
+            "device_count": 1,
+            "flops_per_token": 1e6,
+        },
+    )
+    with results.MetricsWriter(jd.metrics) as w:
+        w.write({"kind": "batch", "iter": 0, "batch_iter": 0, "batch_fingerprint": "00ff"})
+        w.write(
+            {
+                "kind": "train",
+                "iter": 2,
+                "tokens_seen": 256,
+                "train_seconds": 1.0,
+                "loss/train": 4.0,
+                "throughput/tokens_per_s": 256.0,
+                "memory/peak_mb": None,
+            }
+        )
+        w.write(
+            {
+                "kind": "eval",
+                "iter": 2,
+                "tokens_seen": 256,
+                "train_seconds": 1.0,
+                "loss/val": 4.1,
+                "flops": 2.56e8,
+                "loss/val_full": 4.05,
+                "gates/0/rmlp_w_rec": 0.1,
+                "gates/0/ra_w_rec": [0.1, 0.2],
+            }
+        )
+    results.write_final_eval(
+        jd.final_eval,
+        loss=4.05,
+        window_losses=[4.0, 4.1],
+        block_size=32,
+        fingerprint="ab",
+        iteration=2,
+        tokens_seen=256,
+        train_seconds=1.0,
+        periodic_windows=1,
+    )
+    jd.write_summary(
+        results.JobSummary(
+            step="V16",
+            architecture="RA",
+            seed=1,
+            status=results.COMPLETED,
+            best_val_loss=4.1,
+            final_val_loss=4.05,
+            iterations=2,
+            gates={"rmlp_w_rec": [0.1], "ra_w_rec": [[0.1, 0.2]]},
+            causality=results.causality_entry({"ok": True}, {"ok": True}),
+        )
+    )
+    jd.mark_done()
+    return jd
+
+
+def _paths(node: object, prefix: tuple = ()) -> list[tuple]:
+    """Every key path of a JSON-like tree (lists by index), the tree's own path first."""
+    out = [prefix]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+def _set(tree: object, path: tuple, value: object) -> object:
+    if not path:
+        return value
+    *parents, last = path
+    node = tree
+    for key in parents:
+        node = node[key]  # type: ignore[index]
+    node[last] = value  # type: ignore[index]
+    return tree
+
+
+def test_read_job_reads_a_whole_job_with_the_right_fallbacks(tmp_path):
+    jd = _job(tmp_path)
+    rec = results.read_job(jd)
+    assert rec.problems == [] and rec.notes == [] and rec.done and rec.source == "summary.json"
+    assert rec.step() == "V16" and rec.seed() == 1 and rec.architecture == "RA"
+    assert rec.final_val_loss == 4.05 and rec.val_loss == 4.05 and rec.box_seconds == 45.0
+    assert rec.number("iterations") == 2.0 and rec.number("tokens_seen") == 256.0  # from metrics
+    assert rec.gates == {"rmlp_w_rec": [0.1], "ra_w_rec": [[0.1, 0.2]]}
+    assert rec.env.git_sha == "ab" * 20 and rec.world_size == 1 and rec.config.mlp == "rmlp"
+    assert rec.metrics is not None and rec.metrics.batch_fingerprints == {0: "00ff"}
+    jd.summary.unlink()  # a lost summary: the values come from metrics.jsonl
+    rec = results.read_job(jd)
+    assert rec.summary is None and rec.source == "metrics.jsonl"
+    assert rec.number("best_val_loss") == 4.1 and rec.gates == {
+        "rmlp_w_rec": [0.1],
+        "ra_w_rec": [[0.1, 0.2]],
+    }
+    with pytest.raises(KeyError):
+        rec.number("best_val_los")
+
+
+def _load_lines(text: str) -> list:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def _dump_lines(value: object) -> str:
+    lines = value if isinstance(value, list) else [value]
+    return "\n".join(json.dumps(x) for x in lines) + "\n"
+
+
+def _yaml_load(text: str) -> object:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _yaml_dump(value: object) -> str:
+    import yaml
+
+    return yaml.safe_dump(value)
+
+
+_FORMATS = {
+    "config": (_yaml_load, _yaml_dump),
+    "env": (json.loads, json.dumps),
+    "summary": (json.loads, json.dumps),
+    "final_eval": (json.loads, json.dumps),
+    "metrics": (_load_lines, _dump_lines),
+}
+
+
+@pytest.mark.parametrize("file", list(_FORMATS))
+def test_read_job_never_raises_on_any_value_anywhere_in_any_file(tmp_path, file):
+    """Every value at every key path of each file (the file's whole content included) replaced
+    by every kind of JSON value: the reader returns, in every mode."""
+    jd = _job(tmp_path)
+    path = getattr(jd, file)
+    original = path.read_text()
+    load, dump = _FORMATS[file]
+    tree = load(original)
+    for key_path in _paths(tree):
+        for junk in [*JUNK, None, "", [[[]]], -1]:
+            path.write_text(dump(_set(load(original), key_path, junk)))
+            for mode in ("report", "progress", "summary"):
+                rec = results.read_job(jd, mode)
+                assert isinstance(rec, results.JobRecord)
+            rec.step(), rec.seed(), rec.architecture, rec.val_loss, rec.source  # noqa: B018
+            for name in ("iterations", "train_seconds", "tokens_per_s", "best_val_loss"):
+                assert rec.number(name) is None or isinstance(rec.number(name), float)
+    path.write_text(original)
+    rec = results.read_job(jd)
+    assert rec.problems == [] and rec.notes == [], "the untouched job reads without a problem"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 from ablate import results
 from ablate.errors import AblateError
@@ -98,31 +99,23 @@ def error_from_log(job_dir: Path) -> str | None:
     return lines[-1].strip()[:500] if lines else None
 
 
-def _summary(jd: results.JobDir) -> dict | None:
-    try:
-        return jd.read_summary()
-    except AblateError:
-        return None
-
-
 def job_outcome(jd: results.JobDir, code: int, error: str | None) -> tuple[str, str | None]:
     """(status, error) of a job whose process ended with ``code``: DONE means completed (or
     leaked: trained to the end but its trained weights failed the causality recheck), whatever
     the exit code said; then the trainer's own record; then the code."""
-    summary = _summary(jd)
-    if summary and summary.get("status") == results.LEAKED:
-        return results.LEAKED, str(
-            summary.get("error") or "trained weights failed the causality check"
-        )[:500]
+    summary = results.read_job(jd, "summary").summary
+    if summary is not None and summary.status == results.LEAKED:
+        return results.LEAKED, str(summary.error or "trained weights failed the causality check")[
+            :500
+        ]
     if jd.is_done():
         return results.COMPLETED, None
-    if summary and summary.get("status") == results.FAILED:
-        return results.FAILED, str(summary.get("error") or error or "failed").strip().splitlines()[
-            -1
-        ][:500]
-    if summary and summary.get("stopped_by"):
+    if summary is not None and summary.status == results.FAILED:
+        lines = str(summary.error or error or "failed").strip().splitlines() or ["failed"]
+        return results.FAILED, lines[-1][:500]
+    if summary is not None and summary.stopped_by:
         # torchrun reports any worker exit other than 0 as 1, so the trainer's own record decides.
-        return results.INTERRUPTED, f"stopped by {summary['stopped_by']} after checkpointing"
+        return results.INTERRUPTED, f"stopped by {summary.stopped_by} after checkpointing"
     if code == EXIT_PREEMPTED or (error and "stopped" in error):
         return results.INTERRUPTED, error or "stopped after checkpointing"
     signum = -code if code < 0 else signal_from_log(jd.path)
@@ -155,40 +148,42 @@ def record_in_summary(jd: results.JobDir, status: str, error: str | None) -> Non
         with lock_job(jd.path):
             if jd.is_done():
                 return
-            try:
-                summary = jd.read_summary() or {}
-            except AblateError:
-                summary = {}
-            if summary.get("status") in (results.COMPLETED, results.FAILED):
+            summary = results.read_job(jd, "summary").summary or results.JobSummary()
+            if summary.status in (results.COMPLETED, results.FAILED):
                 return
-            summary.update(status=results.FAILED, error=error, updated=results.now_iso())
+            summary.status, summary.error = results.FAILED, error
+            summary.updated = results.now_iso()
             jd.write_summary(summary)
     except (LockHeld, LockUnavailable, AblateError, OSError):
         pass
 
 
-def recorded_code(summary: dict | None) -> int:
+def recorded_code(summary: results.JobSummary | dict[str, Any] | None) -> int:
     """The exit code a job's summary.json records (EXIT_FAILED when it records none)."""
-    if summary and summary.get("exit_code") is not None:
-        return int(summary["exit_code"])
+    code = summary.get("exit_code") if isinstance(summary, dict) else summary and summary.exit_code
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
     return EXIT_FAILED
 
 
 def reported_status(
-    jd: results.JobDir, summary: dict | None, manifest_status: str | None, has_records: bool
+    jd: results.JobDir,
+    summary: results.JobSummary | None,
+    manifest_status: str | None,
+    has_records: bool,
 ) -> str:
     """The status a report shows for a job, read later from its files and matrix.json.
 
     The trainer's own word first, but a launcher that saw the process die knows better than a
     summary frozen at "running"."""
-    s = summary or {}
-    status = s.get("status") or manifest_status
+    status = (summary.status if summary is not None else None) or manifest_status
     if status in (None, results.PENDING, results.RUNNING) and manifest_status == results.FAILED:
         status = results.FAILED
+    stopped = summary is not None and bool(summary.stopped_by)
     if (
         status in (None, results.PENDING, results.RUNNING)
         and not jd.is_done()
-        and (manifest_status == results.INTERRUPTED or s.get("stopped_by"))
+        and (manifest_status == results.INTERRUPTED or stopped)
     ):
         # The trainer checkpointed and stopped; a "running" manifest is stale (runner killed) or
         # Slurm has requeued the job, which then rewrites its summary when it starts again.

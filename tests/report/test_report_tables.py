@@ -318,16 +318,39 @@ def test_flat_env_keys_are_read_too(tmp_path):
     assert "`feedbeef (dirty)`" in section(md, "Sources")
 
 
-def test_malformed_gates_cost_one_job_its_numbers_not_the_report(tmp_path):
+@pytest.mark.parametrize(
+    "gates",
+    [
+        {"ra_w_rec": [1.0, 2.0]},  # per layer must be a list of heads
+        {"ra_w_rec": [[0.1, "x"], [0.2, 0.3]]},
+        {"ra_w_rec": "abc"},
+        {"ra_w_rec": [[0.1], {"a": 1}]},
+    ],
+)
+def test_malformed_gates_cost_one_job_its_gate_values_not_its_numbers(tmp_path, gates):
     jobs = seed_jobs()
-    jobs[2].summary_overrides = {
-        "gates": {"ra_w_rec": [1.0, 2.0]}
-    }  # per layer must be a list of heads
+    jobs[2].summary_overrides = {"gates": {**gates, "rmlp_w_rec": [-0.05, -0.032]}}
     md = report_of(make_matrix(tmp_path, jobs))
+    rows = table_rows(md)
+    assert rows[2] == SEED_TABLE[2] and rows[3] == SEED_TABLE[3]
+    assert "V17: " in section(md, "Notes") and "gate 'ra_w_rec' is not a list (layers) of lists" in md
+    assert "V17" not in section(md, "Gates").split("### RA w_rec per head")[1].split("###")[0]
+
+
+def test_a_job_that_cannot_be_read_at_all_keeps_a_row_and_says_why(tmp_path, monkeypatch):
+    real = R.read_job
+
+    def read_job(jd, *args, **kwargs):
+        if jd.name == "V17":
+            raise TypeError("something nobody foresaw")
+        return real(jd, *args, **kwargs)
+
+    monkeypatch.setattr(R, "read_job", read_job)
+    md = report_of(make_matrix(tmp_path, seed_jobs()))
     rows = table_rows(md)
     assert rows[2][:3] == ["V17 ⚠", "?", "unreadable"]  # no readable causality record either
     assert rows[3] == SEED_TABLE[3]
-    assert "V17: could not be read (TypeError" in section(md, "Notes")
+    assert "V17: could not be read (TypeError: something nobody foresaw)" in section(md, "Notes")
 
 
 def test_pipe_in_a_label_does_not_split_the_cell(tmp_path):

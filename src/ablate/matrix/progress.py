@@ -9,24 +9,22 @@ CI logs and pipes get the plain line-by-line output and no escape codes.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from tabulate import tabulate
 
 from ablate import console, results
-from ablate.errors import AblateError
 from ablate.launch import slurm
 from ablate.lock import LockHeld, LockUnavailable, lock_matrix
 from ablate.outcome import MATRIX_COMPLETED, MATRIX_NOT_COMPLETED, MATRIX_UNFINISHED, done_status
 
-TAIL_BYTES = 65536  # the last train record is near the end of metrics.jsonl; never read it whole
+last_train_record = results.last_train_record  # (moved to ablate.results.metrics)
 
 
 @dataclass
@@ -91,52 +89,26 @@ class MatrixProgress:
         return total / max(1, self.count(results.RUNNING))
 
 
-def last_train_record(path: Path) -> dict | None:
-    """The last complete ``kind: train`` line of a metrics.jsonl (read from its tail)."""
+def _float(value: Any) -> float | None:
+    """A metrics record's number (validated by results: a number, null or "nan"/"inf")."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
-            tail = f.read()
-    except OSError:
+        return results.as_float(value)
+    except results.ResultsFormatError:
         return None
-    for raw in reversed(tail.split(b"\n")):
-        try:
-            rec = json.loads(raw)
-        except ValueError:
-            continue  # a torn line being written, or the cut at the start of the tail
-        if isinstance(rec, dict) and rec.get("kind") == "train":
-            return rec
-    return None
 
 
-def _summary(jd: results.JobDir) -> dict:
-    try:
-        return jd.read_summary() or {}
-    except Exception:  # a summary being replaced or damaged: show the job without it
-        return {}
-
-
-def _budget(jd: results.JobDir, cache: dict) -> tuple[int | None, float | None]:
-    """(max_iters, box_seconds) from the job's config.yaml, which exists before the job starts."""
-    key = str(jd.config)
-    if key not in cache:
-        try:
-            budget = results.read_job_config(jd.config).get("budget") or {}
-            cache[key] = (budget.get("max_iters"), budget.get("box_seconds"))
-        except Exception:  # unreadable now; try again at the next refresh
-            return None, None
-    return cache[key]
-
-
-def read(manifest: results.Manifest, cache: dict | None = None) -> MatrixProgress:
+def read(manifest: results.Manifest, cache: dict[str, Any] | None = None) -> MatrixProgress:
+    """Every job's progress from its files (results.read_job); ``cache`` keeps each job's
+    config facts between calls (config.yaml does not change while a matrix runs)."""
     out = MatrixProgress(manifest.dir)
     cache = {} if cache is None else cache
     for entry in list(manifest.jobs):
         jd = manifest.job_dir(entry["name"])
         job = JobProgress(entry["name"], str(entry.get("status") or results.PENDING))
-        summary = _summary(jd)
+        rec = results.read_job(jd, "progress", config=cache.get(str(jd.config)))
+        if rec.config is not None:  # unreadable now (being written?): read again next time
+            cache[str(jd.config)] = rec.config
+        summary = rec.summary or results.JobSummary()
         # The manifest can lag the job (Slurm's queue is polled every few seconds); the job's own
         # files cannot: DONE means done, a fresh "running" summary means it trains now.
         done = done_status(jd) if job.status in (results.PENDING, results.RUNNING) else None
@@ -144,21 +116,22 @@ def read(manifest: results.Manifest, cache: dict | None = None) -> MatrixProgres
             job.status = done
         elif (
             job.status == results.PENDING
-            and summary.get("status") == results.RUNNING
-            and not summary.get("stopped_by")
+            and summary.status == results.RUNNING
+            and not summary.stopped_by
         ):
             job.status = results.RUNNING
-        job.max_iters, job.box_seconds = _budget(jd, cache)
-        job.iter = summary.get("iterations")
-        job.train_seconds = summary.get("train_seconds")
-        job.loss = summary.get("last_train_loss")
-        job.tokens_per_s = summary.get("tokens_per_s")
-        rec = last_train_record(jd.metrics)
-        if rec is not None and (job.iter is None or int(rec.get("iter") or 0) >= int(job.iter)):
-            job.iter = rec.get("iter")
-            job.train_seconds = rec.get("train_seconds")
-            job.loss = rec.get("loss/train")
-            job.tokens_per_s = rec.get("throughput/tokens_per_s") or job.tokens_per_s
+        if rec.config is not None:
+            job.max_iters, job.box_seconds = rec.config.max_iters, rec.config.box_seconds
+        job.iter = summary.iterations
+        job.train_seconds = summary.train_seconds
+        job.loss = summary.last_train_loss
+        job.tokens_per_s = summary.tokens_per_s
+        last = rec.last_train
+        if last is not None and (job.iter is None or last["iter"] >= job.iter):
+            job.iter = last["iter"]
+            job.train_seconds = _float(last.get("train_seconds"))
+            job.loss = _float(last.get("loss/train"))
+            job.tokens_per_s = _float(last.get("throughput/tokens_per_s")) or job.tokens_per_s
         out.jobs.append(job)
     return out
 
@@ -349,19 +322,17 @@ def slurm_table(manifest: results.Manifest, states: dict[str, str]) -> str:
     """One row per job: status, Slurm job id and state, iterations, resumed, error."""
     rows = []
     for job in manifest.jobs:
-        summary = None
-        try:
-            summary = manifest.job_dir(job["name"]).read_summary()
-        except AblateError:
-            pass
+        summary = results.read_job(manifest.job_dir(job["name"]), "summary").summary
+        iterations = summary.iterations if summary is not None else None
+        resumed = summary.resumed if summary is not None else None
         rows.append(
             [
                 job["name"],
                 job["status"],
                 job.get("slurm_job_id") or "-",
                 states.get(job["name"], "-"),
-                (summary or {}).get("iterations", "-"),
-                (summary or {}).get("resumed", "-"),
+                "-" if iterations is None else str(iterations),
+                "-" if resumed is None else str(resumed),
                 job.get("error") or "",
             ]
         )

@@ -112,7 +112,7 @@ _TEXT_COLUMNS = [
 ]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss", "flops"]
 
-# Summary keys copied as numbers; their metrics.jsonl fallbacks are derived in _from_metrics.
+# Summary keys copied as numbers (JobRecord.number: summary.json, else metrics.jsonl).
 _NUMERIC = (
     "best_val_loss",
     "best_val_iter",
@@ -162,86 +162,6 @@ def _finite(x: Any) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _gates_from_summary(gates: Any) -> dict:
-    return gates if isinstance(gates, dict) else {}
-
-
-def _gates_from_record(record: dict) -> dict:
-    """``gates/<layer>/<name>`` keys of one eval record back into the summary's layout."""
-    per_name: dict[str, dict[int, Any]] = {}
-    for key, value in record.items():
-        if not key.startswith("gates/"):
-            continue
-        parts = key.split("/")
-        if len(parts) != 3:
-            continue
-        try:
-            layer = int(parts[1])
-        except ValueError:
-            continue
-        per_name.setdefault(parts[2], {})[layer] = value
-    return {name: [vals[i] for i in sorted(vals)] for name, vals in per_name.items()}
-
-
-def _from_metrics(records: list[dict]) -> tuple[dict, list[dict], int | None, dict]:
-    """Derive summary values from metrics records. Returns (values, eval curve, first NaN iter, gates)."""
-    values: dict[str, Any] = {}
-    curve: list[dict] = []
-    nan_iter: int | None = None
-    last_train: dict | None = None
-    last_any: dict | None = None
-    last_gates: dict = {}
-    best = math.nan
-    best_iter = None
-    peak = math.nan
-    for rec in records:
-        kind = rec.get("kind")
-        it = rec.get("iter")
-        if kind == "eval":
-            v = _num(rec.get("loss/val"))
-            curve.append(
-                {
-                    "iter": _num(it),
-                    "tokens_seen": _num(rec.get("tokens_seen")),
-                    "train_seconds": _num(rec.get("train_seconds")),
-                    "val_loss": v,
-                    "flops": _num(rec.get("flops")),
-                }
-            )
-            if not math.isfinite(v):
-                nan_iter = it if nan_iter is None else nan_iter
-            elif not (best <= v):  # also true while best is still NaN
-                best, best_iter = v, it
-            if any(k.startswith("gates/") for k in rec):
-                last_gates = rec
-            last_any = rec
-        elif kind == "train":
-            if not math.isfinite(_num(rec.get("loss/train"))) and rec.get("loss/train") is not None:
-                nan_iter = it if nan_iter is None else nan_iter
-            mem = _num(rec.get("memory/peak_mb"))
-            if math.isfinite(mem) and not (peak >= mem):
-                peak = mem
-            last_train = rec
-            last_any = rec
-    values["best_val_loss"] = best
-    values["best_val_iter"] = best_iter
-    # The final full-set eval when recorded; results older than it only have the periodic curve.
-    full = [r for r in records if r.get("kind") == "eval" and r.get("loss/val_full") is not None]
-    values["final_val_loss"] = (
-        _num(full[-1]["loss/val_full"]) if full else curve[-1]["val_loss"] if curve else math.nan
-    )
-    if last_any is not None:
-        values["iterations"] = last_any.get("iter")
-        values["tokens_seen"] = last_any.get("tokens_seen")
-        values["train_seconds"] = last_any.get("train_seconds")
-    if last_train is not None:
-        values["ms_per_iter"] = last_train.get("time/ms_per_iter")
-        values["tokens_per_s"] = last_train.get("throughput/tokens_per_s")
-        values["mfu"] = last_train.get("throughput/mfu")
-    values["peak_memory_mb"] = peak
-    return values, curve, nan_iter, (_gates_from_record(last_gates) if last_gates else {})
-
-
 def _mean(values: Iterable[Any]) -> float:
     xs = [_num(v) for v in values]
     xs = [x for x in xs if not math.isnan(x)]
@@ -259,144 +179,101 @@ def _flatten(nested: Any) -> list[float]:
 
 
 def _read_job(
-    matrix_dir: Path, jd: R.JobDir, entry: dict, key: str, notes: list[str]
-) -> tuple[dict, list[dict]]:
+    matrix_dir: Path, jd: R.JobDir, entry: dict[str, Any], key: str, notes: list[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One job's row of Collection.jobs and its eval curve rows, from ``results.read_job``; the
+    notes a reader of the report needs about it go to ``notes``, prefixed with ``key``."""
     label = key
-    summary: dict | None = None
-    summary_problem: str | None = None
-    if jd.summary.is_file():
-        try:
-            summary = jd.read_summary()
-        except R.ResultsFormatError as e:
-            summary_problem = str(e)
-    config: dict = {}
-    if jd.config.is_file():
-        try:
-            config = R.read_job_config(jd.config)
-        except R.ResultsFormatError as e:
-            notes.append(f"{label}: {e}")
-    env: dict = {}
-    if jd.env.is_file():
-        try:
-            env = R.read_json(jd.env)
-        except R.ResultsFormatError as e:
-            notes.append(f"{label}: {e}")
-
-    records: list[dict] = []
-    if jd.metrics.is_file():
-        records, problems = R.read_metrics(jd.metrics)
-        notes.extend(f"{label}: {p}" for p in problems)
-    derived, curve, nan_iter, metric_gates = _from_metrics(records)
-
-    s = summary or {}
-    step_cfg = config.get("step") if isinstance(config.get("step"), dict) else {}
-    step = step_cfg.get("name") or s.get("step") or entry.get("step") or jd.name.split("_")[0]
-    architecture = step_cfg.get("architecture")
-    if architecture is None and s.get("architecture") is not None:
-        architecture = s["architecture"]
-        notes.append(
-            f"{label}: no readable config.yaml; architecture label taken from summary.json"
-        )
-    seed = config.get("seed", s.get("seed", entry.get("seed")))
+    job = R.read_job(jd)
+    notes.extend(f"{label}: {p}" for p in job.problems)
+    notes.extend(f"{label}: {n}" for n in job.notes)
+    s = job.summary
+    metrics = job.metrics
+    has_records = metrics is not None and metrics.records > 0
+    step = job.step(entry)
+    seed = job.seed(entry)
 
     manifest_status = entry.get("status")
-    status = reported_status(jd, summary, manifest_status, bool(records))
+    status = reported_status(jd, s, manifest_status, has_records)
     if (
         status == R.FAILED
-        and s.get("status") in (R.PENDING, R.RUNNING)
+        and s is not None
+        and s.status in (R.PENDING, R.RUNNING)
         and manifest_status == R.FAILED
     ):
         notes.append(
-            f"{label}: summary.json says {s['status']!r} but matrix.json says 'failed' "
+            f"{label}: summary.json says {s.status!r} but matrix.json says 'failed' "
             f"(exit code {entry.get('exit_code')}); reported as failed"
         )
-    error = s.get("error") or entry.get("error")
+    error = (s.error if s is not None else None) or entry.get("error")
 
-    if summary is None and records:
+    if s is None and has_records:
         why = (
-            f"summary.json is unreadable ({summary_problem})"
-            if summary_problem
+            f"summary.json is unreadable ({job.summary_unreadable})"
+            if job.summary_unreadable
             else "summary.json is missing"
         )
         notes.append(f"{label}: {why}; values derived from metrics.jsonl")
-        source = "metrics.jsonl"
-    elif summary is None:
-        if summary_problem:
-            notes.append(f"{label}: {summary_problem}; no metrics either, nothing to report")
-        source = "-"
-    else:
-        source = "summary.json"
+    elif s is None and job.summary_unreadable:
+        notes.append(f"{label}: {job.summary_unreadable}; no metrics either, nothing to report")
 
     row: dict[str, Any] = {
         "key": key,
         "matrix_dir": str(matrix_dir),
         "job": jd.name,
         "job_dir": str(jd.path),
-        "step": str(step),
-        "architecture": architecture,
+        "step": step,
+        "architecture": job.architecture,
         "seed": seed,
         "status": status,
         "error": error,
     }
     for name in _NUMERIC:
-        value = _num(s.get(name))
-        if math.isnan(value) and s.get(name) is None:
-            value = _num(derived.get(name))
-        row[name] = value
-    row["world_size"] = _first(s.get("world_size"), env.get("world_size"))
-    row["device"] = _first(s.get("device"), env.get("device"), env.get("device_name"))
-    row["device_count"] = _first(s.get("device_count"), env.get("device_count"))
-    row["precision"] = s.get("precision")
-    row["resumed"] = s.get("resumed")
+        row[name] = _num(job.number(name))
+    row["final_val_loss"] = _num(job.final_val_loss)
+    row["world_size"] = job.world_size
+    row["device"] = job.device
+    row["device_count"] = job.device_count
+    row["precision"] = s.precision if s is not None else None
+    row["resumed"] = s.resumed if s is not None else None
 
     # The primary number: the final full-set eval (final_eval.json, else summary.json's
     # final_val_loss); a run without one (failed, running, old results) falls back to its best
     # periodic val loss, and a completed one says so.
-    fe, fe_problem = R.read_final_eval(jd.final_eval)
-    if fe_problem:
-        notes.append(f"{label}: {fe_problem}")
+    fe = job.final_eval
     row["final_eval"] = fe
     if fe is not None:
-        if _finite(row["final_val_loss"]) and abs(row["final_val_loss"] - fe.loss) > 1e-6 * max(
-            1.0, abs(fe.loss)
-        ):
-            notes.append(
-                f"{label}: summary.json's final_val_loss {row['final_val_loss']:.6f} differs from "
-                f"final_eval.json's {fe.loss:.6f}; the per-window file is used"
-            )
-        row["final_val_loss"] = fe.loss
         est = block_se(fe.window_losses)
         row["val_se"] = est.se if est is not None else math.nan
         row["final_val_tokens"] = fe.tokens
     else:
         row["val_se"] = math.nan
-        row["final_val_tokens"] = _num(s.get("final_val_tokens"))
-    if _finite(row["final_val_loss"]):
-        row["val_loss"] = row["final_val_loss"]
-    else:
-        row["val_loss"] = row["best_val_loss"]
-        if status == R.COMPLETED and _finite(row["best_val_loss"]):
-            notes.append(
-                f"{label}: no final full-set eval recorded; its best periodic val loss is used"
-            )
+        row["final_val_tokens"] = _num(s.final_val_tokens if s is not None else None)
+    row["val_loss"] = _num(job.val_loss)
+    if not job.has_final_loss and status == R.COMPLETED and _finite(row["best_val_loss"]):
+        notes.append(
+            f"{label}: no final full-set eval recorded; its best periodic val loss is used"
+        )
 
-    for name in ("best_val_loss", "final_val_loss"):
-        raw = s.get(name)
-        if raw is not None and not math.isfinite(_num(raw)) and nan_iter is None:
+    nan_iter = metrics.nan_iter if metrics is not None else None
+    for value in (
+        s.best_val_loss if s is not None else None,
+        s.final_val_loss if s is not None else None,
+    ):
+        if value is not None and not math.isfinite(value) and nan_iter is None:
             nan_iter = -1
     row["nan"] = nan_iter is not None
     if nan_iter is not None:
         where = f" at iteration {nan_iter}" if nan_iter != -1 else ""
         notes.append(f"{label}: non-finite loss (NaN/inf){where}")
 
-    gates = _gates_from_summary(s.get("gates")) or metric_gates
+    gates = job.gates
     rmlp = gates.get("rmlp_w_rec")
-    model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
-    row["has_rmlp"] = bool(rmlp) or model_cfg.get("mlp") == "rmlp"
-    row["rmlp_w_rec"] = [_num(v) for v in rmlp] if rmlp else None
+    row["has_rmlp"] = bool(rmlp) or (job.config is not None and job.config.mlp == "rmlp")
+    row["rmlp_w_rec"] = rmlp or None
     row["rmlp_w_rec_mean"] = _mean(rmlp) if rmlp else math.nan
     ra = gates.get("ra_w_rec")
-    row["ra_w_rec"] = [[_num(v) for v in layer] for layer in ra] if ra else None
+    row["ra_w_rec"] = ra or None
     if row["has_rmlp"] and not rmlp and status == R.COMPLETED:
         notes.append(
             f"{label}: config.yaml has an R-MLP but no rmlp_w_rec gate values were recorded"
@@ -409,42 +286,29 @@ def _read_job(
                 f"have moved from its initial value (a dead gradient?)"
             )
 
-    # The trainer nests git facts ({"git": {"sha", "dirty"}}); flat keys are accepted too.
-    git = env.get("git") if isinstance(env.get("git"), dict) else {}
-    row["git_sha"] = _first(git.get("sha"), env.get("git_sha"))
-    row["git_dirty"] = _first(git.get("dirty"), env.get("git_dirty"))
+    row["git_sha"] = job.env.git_sha
+    row["git_dirty"] = job.env.git_dirty
     row["config_path"] = str(jd.config) if jd.config.is_file() else None
-    row["source"] = source
+    row["source"] = job.source
+    curve = metrics.curve if metrics is not None else []
     row["n_evals"] = len(curve)
-    # {batch iteration: fingerprint of the global batch} from "batch" and eval records.
-    fps = {
-        rec["batch_iter"]: rec["batch_fingerprint"]
-        for rec in records
-        if isinstance(rec.get("batch_iter"), int) and isinstance(rec.get("batch_fingerprint"), str)
-    }
-    row["batch_fingerprints"] = fps or None
-    optim_cfg = config.get("optim") if isinstance(config.get("optim"), dict) else {}
-    budget_cfg = config.get("budget") if isinstance(config.get("budget"), dict) else {}
-    row["warmup_iters"] = _num(optim_cfg.get("warmup_iters"))
-    row["box_seconds"] = _num(_first(s.get("box_seconds"), budget_cfg.get("box_seconds")))
-    row["flops_per_token"] = _num(env.get("flops_per_token"))
-    row["description"] = (
-        step_cfg.get("description") if isinstance(step_cfg.get("description"), str) else None
-    )
-    row["warmup_end_seconds"] = _num(
-        s.get("warmup_end_seconds")
-    )  # time-box mode: warmup on the clock
-    shares = s.get("gate_shares")
+    row["batch_fingerprints"] = (metrics.batch_fingerprints or None) if metrics else None
+    config = job.config
+    row["warmup_iters"] = _num(config.warmup_iters if config else None)
+    row["box_seconds"] = _num(job.box_seconds)
+    row["flops_per_token"] = _num(job.env.flops_per_token)
+    row["description"] = config.description if config else None
+    # time-box mode: warmup on the clock
+    row["warmup_end_seconds"] = _num(s.warmup_end_seconds if s is not None else None)
+    shares = s.gate_shares if s is not None else None
     row["gate_shares"] = (
         {k: [_num(v) for v in vals] for k, vals in shares.items() if isinstance(vals, list)}
-        if isinstance(shares, dict) and shares
+        if shares
         else None
     )
     # Issue 11's record: {"init": {...}|None, "trained": {...}|None, "checked": bool}; absent = none.
-    row["causality"] = s.get("causality") if isinstance(s.get("causality"), dict) else None
-    row["experiment"] = (
-        config.get("experiment") if isinstance(config.get("experiment"), str) else None
-    )
+    row["causality"] = s.causality if s is not None else None
+    row["experiment"] = config.experiment if config else None
 
     if status == R.RUNNING:
         notes.append(
@@ -453,7 +317,7 @@ def _read_job(
     elif status == R.PENDING:
         notes.append(f"{label}: not started (pending)")
     elif status == R.INTERRUPTED:
-        by = f" by {s['stopped_by']}" if s.get("stopped_by") else ""
+        by = f" by {s.stopped_by}" if s is not None and s.stopped_by else ""
         notes.append(
             f"{label}: interrupted{by} at iteration {_fmt_int(row['iterations'])} after checkpointing; "
             f"`python -m ablate.matrix resume={matrix_dir}` continues it"
@@ -465,23 +329,39 @@ def _read_job(
         notes.append(
             f"{label}: no summary.json, no matrix.json status and no DONE marker; status unknown"
         )
-    elif status == R.COMPLETED and not jd.is_done():
+    elif status == R.COMPLETED and not job.done:
         notes.append(
             f"{label}: completed per summary.json but the DONE marker is missing "
             f"(interrupted while finishing?)"
         )
-    trainer_notes = s.get("notes") if isinstance(s.get("notes"), list) else []
-    if s.get("post_training_error") and not any("post-training" in str(n) for n in trainer_notes):
+    trainer_notes = s.notes if s is not None else []
+    if (
+        s is not None
+        and s.post_training_error
+        and not any("post-training" in n for n in trainer_notes)
+    ):
         notes.append(
             f"{label}: a step after training failed (the result was saved first): "
-            f"{_last_line(s['post_training_error'])}"
+            f"{_last_line(s.post_training_error)}"
         )
     notes.extend(f"{label}: trainer: {_last_line(n)}" for n in trainer_notes if n)
     if _finite(row["resumed"]) and row["resumed"] > 0:
         notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
 
-    _causality_columns(row, summary, label, notes)
-    curve_rows = [{"key": key, "step": row["step"], "seed": seed, **c} for c in curve]
+    _causality_columns(row, s, label, notes)
+    curve_rows = [
+        {
+            "key": key,
+            "step": step,
+            "seed": seed,
+            "iter": c.iter,
+            "tokens_seen": c.tokens_seen,
+            "train_seconds": c.train_seconds,
+            "val_loss": c.val_loss,
+            "flops": c.flops,
+        }
+        for c in curve
+    ]
     return row, curve_rows
 
 
@@ -491,16 +371,13 @@ def _verdict(record: Any) -> str:
     return {True: "ok", False: "leaked"}.get(record.get("ok"), "error")
 
 
-def _causality_columns(row: dict, summary: dict | None, label: str, notes: list[str]) -> None:
+def _causality_columns(
+    row: dict[str, Any], summary: R.JobSummary | None, label: str, notes: list[str]
+) -> None:
     """The job's causality state (ablate.results.causality_state) and its two records."""
     state = R.causality_state(summary)
-    c = (summary or {}).get("causality")
-    c = c if isinstance(c, dict) else {}
-    records = [
-        r
-        for r in (c.get("init"), c.get("trained"), *(c.get("resume_checks") or []))
-        if isinstance(r, dict)
-    ]
+    c = summary.causality if summary is not None and summary.causality else {}
+    records = R.causality_records(c)
     row["causality_state"] = state
     row["causality_init"] = _verdict(c.get("init")) if c else "-"
     row["causality_trained"] = _verdict(c.get("trained")) if c else "-"
@@ -530,11 +407,6 @@ def _causality_columns(row: dict, summary: dict | None, label: str, notes: list[
         notes.append(
             f"{label}: no causality record (results written before format 2?); not presented as a result"
         )
-
-
-def _first(*values: Any) -> Any:
-    """The first value that is not None (0 and "" count as recorded values)."""
-    return next((v for v in values if v is not None), None)
 
 
 def _last_line(text: Any) -> str:

@@ -84,11 +84,11 @@ def truncate_metrics_after(path: PathLike, iteration: int) -> list[str]:
 
 # Keys whose values must be numbers (or null, or the "nan"/"inf" strings of results.files).
 _INT_KEYS = ("iter", "tokens_seen")
-_NUM_KEYS = ("lr", "grad_norm", "train_seconds")
+_NUM_KEYS = ("lr", "grad_norm", "train_seconds", "flops")
 _NUM_PREFIXES = ("loss/", "time/", "throughput/", "memory/", "gates/")
 _NON_FINITE = ("nan", "inf", "-inf")
-# Values that need no look at their key: numbers, null, per-head gate lists, nested objects.
-_PLAIN = (float, int, list, dict, type(None))
+# Values that need no look at their key: numbers and null.
+_PLAIN = (float, int, type(None))
 
 
 def _record_problem(obj: Record) -> str | None:
@@ -104,9 +104,13 @@ def _record_problem(obj: Record) -> str | None:
     for key, v in obj.items():
         if type(v) in _PLAIN:  # the common case, fifty thousand times on a big matrix
             continue
-        numeric = key in _NUM_KEYS or key.startswith(_NUM_PREFIXES)
-        if numeric and not (isinstance(v, str) and v in _NON_FINITE):
-            return f"{key!r} is {v!r}, not a number"
+        if not (key in _NUM_KEYS or key.startswith(_NUM_PREFIXES)):
+            continue
+        if isinstance(v, str) and v in _NON_FINITE:
+            continue
+        if isinstance(v, list) and key.startswith("gates/"):  # per-head gates: a list per layer
+            continue
+        return f"{key!r} is {v!r:.60}, not a number"
     return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 from ablate.results.files import ResultsFormatError, read_json
 from ablate.results.final_eval import FinalEval, read_final_eval
@@ -138,6 +138,9 @@ class JobRecord:
     """The last train record, read from the file's tail (mode "progress", the live view)."""
     done: bool = False
     """DONE exists."""
+    gates: dict[str, list[Any]] = field(default_factory=dict)
+    """Final gate values (mode "report"): summary.json's, else the last eval record's; per layer
+    (and per head for ``ra_*``), each number a float. A gate of another shape is left out."""
     problems: Problems = field(default_factory=list)
     """What could not be read or was skipped, one line each, naming the file."""
     notes: Problems = field(default_factory=list)
@@ -175,7 +178,9 @@ class JobRecord:
     def number(self, name: str) -> float | None:
         """A numeric summary.json value (NaN stays NaN); where the summary has none, the value
         derived from metrics.jsonl (when read)."""
-        value = getattr(self.summary, name, None) if self.summary is not None else None
+        if name not in _NUMBERS:
+            raise KeyError(f"{name!r} is not a numeric summary.json key")
+        value = getattr(self.summary, name) if self.summary is not None else None
         if value is None and self.metrics is not None:
             value = getattr(self.metrics, name, None)
         return None if value is None else float(value)
@@ -209,13 +214,6 @@ class JobRecord:
         return self.config.box_seconds if self.config else None
 
     @property
-    def gates(self) -> dict[str, Any]:
-        """Final gate values: summary.json's, else the last eval record's."""
-        if self.summary is not None and self.summary.gates:
-            return self.summary.gates
-        return self.metrics.gates if self.metrics is not None else {}
-
-    @property
     def world_size(self) -> int | None:
         return _first(self.summary and self.summary.world_size, self.env.world_size)
 
@@ -235,9 +233,57 @@ class JobRecord:
         return "metrics.jsonl" if self.metrics is not None and self.metrics.records else "-"
 
 
+_NUMBERS = {
+    name for name, hint in get_type_hints(JobSummary).items() if hint in (int | None, float | None)
+}
+
+
 def _first(*values: Any) -> Any:
     """The first value that is not None (0 and "" count as recorded values)."""
     return next((v for v in values if v is not None), None)
+
+
+def _number(v: Any) -> float | None:
+    if type(v) in (float, int) or (isinstance(v, str) and v in ("nan", "inf", "-inf")):
+        return float(v)
+    return None
+
+
+def _per_layer(values: Any, per_head: bool) -> list[Any] | None:
+    """A gate's values, each number a float: per layer a number, or (``per_head``) a list of
+    numbers; None when the values have another shape."""
+    if not isinstance(values, list):
+        return None
+    out: list[Any] = []
+    for layer in values:
+        if per_head:
+            heads = [_number(v) for v in layer] if isinstance(layer, list) else [None]
+            if None in heads:
+                return None
+            out.append(heads)
+        else:
+            number = _number(layer)
+            if number is None:
+                return None
+            out.append(number)
+    return out
+
+
+def _gates(gates: dict[str, Any], where: str, problems: Problems) -> dict[str, list[Any]]:
+    """Gate values in summary.json's layout, checked: ``ra_*`` per layer a list of per-head
+    numbers, any other gate per layer one number (the models' gate_stats())."""
+    out: dict[str, list[Any]] = {}
+    for name, values in gates.items():
+        per_head = str(name).startswith("ra_")
+        checked = _per_layer(values, per_head)
+        if checked is None:
+            shape = (
+                "a list (layers) of lists (heads) of numbers" if per_head else "a list of numbers"
+            )
+            problems.append(f"{where}: gate {name!r} is not {shape}; its values are not shown")
+            continue
+        out[str(name)] = checked
+    return out
 
 
 def _read(
@@ -287,6 +333,10 @@ def read_job(jd: JobDir, mode: ReadMode = "report", config: ConfigFacts | None =
     if fe_problem:
         problems.append(fe_problem)
     rec.final_eval = fe
+    if rec.summary is not None and rec.summary.gates:
+        rec.gates = _gates(rec.summary.gates, str(jd.summary), problems)
+    elif rec.metrics is not None:
+        rec.gates = _gates(rec.metrics.gates, str(jd.metrics), problems)
     stated = rec.summary.final_val_loss if rec.summary is not None else None
     if (
         fe is not None

@@ -6,6 +6,7 @@ when (rank 0, at sync points). Throughput and MFU are computed in one place, ``t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,62 +67,60 @@ def throughput(tr: Trainer, iters: int, seconds: float) -> Throughput:
 
 
 def summary(tr: Trainer, status: str, **extra: Any) -> dict:
-    """summary.json's content (docs/results-format.md)."""
+    """summary.json's content, built as a ``results.JobSummary`` (the one definition of its keys:
+    a key it does not have is a TypeError here, not a silent extra key in the file)."""
     cfg, st, dev = tr.cfg, tr.state, tr.dev
     tpi = cfg.optim.tokens_per_iter if cfg is not None else None
     rate = throughput(tr, st.timed_iters, st.train_seconds)
-    s = {
-        "step": cfg.step.name if cfg is not None else None,
-        "architecture": cfg.step.architecture if cfg is not None else None,
-        "seed": cfg.seed if cfg is not None else None,
-        "status": status,
-        "best_val_loss": st.best_val_loss,
-        "best_val_iter": st.best_val_iter,
-        "final_val_loss": st.final_val_loss,
-        "final_val_windows": tr.final_windows.n_windows if tr.final_windows is not None else None,
-        "final_val_tokens": tr.final_windows.tokens_per_eval
-        if tr.final_windows is not None
-        else None,
-        "val_windows": cfg.data.val_windows if cfg is not None else None,
-        "final_eval_seconds": tr.final_eval_seconds,
-        "warmup_end_seconds": (
+    s = results.JobSummary(
+        step=cfg.step.name if cfg is not None else None,
+        architecture=cfg.step.architecture if cfg is not None else None,
+        seed=cfg.seed if cfg is not None else None,
+        status=status,
+        best_val_loss=st.best_val_loss,
+        best_val_iter=st.best_val_iter,
+        final_val_loss=st.final_val_loss,
+        final_val_windows=tr.final_windows.n_windows if tr.final_windows is not None else None,
+        final_val_tokens=tr.final_windows.tokens_per_eval if tr.final_windows is not None else None,
+        val_windows=cfg.data.val_windows if cfg is not None else None,
+        final_eval_seconds=tr.final_eval_seconds,
+        warmup_end_seconds=(
             st.warmup_end_elapsed if tr.schedule is not None and not tr.schedule.by_iters else None
         ),
-        "last_train_loss": st.last_train_loss,
-        "iterations": st.iter,
-        "max_iters": cfg.budget.max_iters if cfg is not None else None,
-        "box_seconds": cfg.budget.box_seconds if cfg is not None else None,
-        "tokens_per_iter": tpi,
-        "tokens_seen": (st.iter * tpi) if tpi else None,
-        "train_seconds": st.train_seconds,
-        "eval_seconds": st.eval_seconds,
-        "checkpoint_seconds": st.checkpoint_seconds,
-        "warmup_seconds": st.warmup_seconds,
-        "timed_iters": st.timed_iters,
-        "ms_per_iter": rate.ms_per_iter,
-        "tokens_per_s": rate.tokens_per_s,
-        "mfu": rate.mfu,
-        "peak_memory_mb": st.peak_memory_mb,
-        "world_size": tr.dinfo.world_size,
-        "device": dev.name if dev else None,
-        "device_count": device_count(tr),
-        "precision": dev.precision if dev else None,
-        "autocast_dtype": dtype_name(dev.autocast_dtype) if dev else None,
-        "optimizer": tr.optim_record.get("optimizer") if tr.optim_record else None,
-        "sdpa_flash": dev.sdpa["flash"] if dev and dev.sdpa else None,
+        last_train_loss=st.last_train_loss,
+        iterations=st.iter,
+        max_iters=cfg.budget.max_iters if cfg is not None else None,
+        box_seconds=cfg.budget.box_seconds if cfg is not None else None,
+        tokens_per_iter=tpi,
+        tokens_seen=(st.iter * tpi) if tpi else None,
+        train_seconds=st.train_seconds,
+        eval_seconds=st.eval_seconds,
+        checkpoint_seconds=st.checkpoint_seconds,
+        warmup_seconds=st.warmup_seconds,
+        timed_iters=st.timed_iters,
+        ms_per_iter=rate.ms_per_iter,
+        tokens_per_s=rate.tokens_per_s,
+        mfu=rate.mfu,
+        peak_memory_mb=st.peak_memory_mb,
+        world_size=tr.dinfo.world_size,
+        device=dev.name if dev else None,
+        device_count=device_count(tr),
+        precision=dev.precision if dev else None,
+        autocast_dtype=dtype_name(dev.autocast_dtype) if dev else None,
+        optimizer=tr.optim_record.get("optimizer") if tr.optim_record else None,
+        sdpa_flash=dev.sdpa["flash"] if dev and dev.sdpa else None,
         **tr.compiled.record(),
-        "resumed": st.resumed,
-        "gates": st.gates,
-        "gate_shares": tr.gate_shares,
-        "optim_groups": optim_counts(tr.optim_record),
-        "error": None,
-        "failed_iter": None,
-        "causality": tr.causality,
-        "notes": list(st.notes),
-        "updated": results.now_iso(),
-    }
-    s.update(extra)
-    return s
+        resumed=st.resumed,
+        gates=st.gates,
+        gate_shares=tr.gate_shares,
+        optim_groups=optim_counts(tr.optim_record),
+        error=None,
+        failed_iter=None,
+        causality=tr.causality,
+        notes=list(st.notes),
+        updated=results.now_iso(),
+    )
+    return dataclasses.replace(s, **extra).to_dict()
 
 
 def train_row(
