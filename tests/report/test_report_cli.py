@@ -85,7 +85,7 @@ def test_format_json(tmp_path, capsys):
     main([str(mdir), "--format", "json"])
     rows = {r["step"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["V0"]["improvement_pct"] is None  # NaN becomes null
-    assert rows["V16"]["best_val_loss_mean"] == pytest.approx(3.38)
+    assert rows["V16"]["final_val_loss_mean"] == pytest.approx(3.38)
     assert rows["V16"]["rmlp_w_rec_mean"] is None
     assert rows["V18"]["vs_previous_step"] == "V17"
     assert rows["V18"]["vs_previous_pct"] == pytest.approx(100 * (3.38 - 3.3222) / 3.38)

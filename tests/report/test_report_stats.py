@@ -53,8 +53,8 @@ def test_multi_seed_statistics_by_hand(tmp_path):
     coll, stats = build([multi_seed_matrix(tmp_path)])
     agg = aggregate(coll, stats).set_index("step")
     assert agg.loc["V0", "n"] == 3 and agg.loc["V18", "n"] == 1
-    assert agg.loc["V16", "best_val_loss_mean"] == pytest.approx(3.71)
-    assert agg.loc["V16", "best_val_loss_std"] == pytest.approx(0.01)
+    assert agg.loc["V16", "final_val_loss_mean"] == pytest.approx(3.71)
+    assert agg.loc["V16", "final_val_loss_std"] == pytest.approx(0.01)
     assert agg.loc["V16", "improvement_pct"] == pytest.approx(100 * 0.04 / 3.75)
     # No per-window losses: per seed 3.75 - 3.70, 3.76 - 3.72, 3.74 - 3.71 = 0.05, 0.04, 0.03;
     # paired t over seeds (mean 0.04, sd 0.01, t(2) = 4.3027): the seeds-only interval.

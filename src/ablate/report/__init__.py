@@ -10,7 +10,6 @@ and returns the markdown. User mistakes raise ``ablate.errors.AblateError``.
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,12 +20,13 @@ from ablate import __version__
 from ablate import results as R
 from ablate.atomic import disk_full_error, is_disk_full
 from ablate.errors import AblateError, UnwritableError
+from ablate.report import main_table as MT
 from ablate.report import tables as T
 from ablate.report import verdict_text as VT
 from ablate.report import warnings as W
 from ablate.report.load import Collection, collect
-from ablate.report.matched import matched_section, multiplier_records
-from ablate.report.stats import StepStats, compare, step_stats
+from ablate.report.matched import matched_section
+from ablate.report.stats import StepStats, step_stats
 
 __all__ = ["write_report", "build", "render_markdown", "aggregate", "Collection"]
 
@@ -54,54 +54,12 @@ def build(
 
 
 def aggregate(coll: Collection, stats: dict[str, StepStats]) -> pd.DataFrame:
-    """The main table at full precision, one row per step, for ``--format csv|json``; each
-    compared step carries its verdict record against the baseline (report/verdict.py's
-    Verdict.record) and against the previous step (prefixed ``vs_previous_``)."""
-    base = stats[coll.baseline]
-    winners = T.best_steps(coll, stats)
-    multipliers = multiplier_records(coll, stats)
-    empty = {k: None for rec in multipliers.values() for k in rec}
-    rows = []
-    prev: StepStats | None = None
-    for step in coll.order:
-        st = stats[step]
-        c = compare(st, base) if step != coll.baseline else None
-        p = compare(st, prev) if prev is not None else None
-        v = VT.vs_baseline(coll, stats, step)
-        vp = VT.vs_previous(coll, stats, step)
-        row = {
-            "step": step,
-            "architecture": st.architecture,
-            "is_baseline": step == coll.baseline,
-            "is_best": step in winners,
-            "causality": st.causality,
-            "n": st.n,
-            "jobs": st.n_jobs,
-            "completed": st.counts.get(R.COMPLETED, 0),
-            "failed": st.counts.get(R.FAILED, 0),
-            "partial": st.flag,
-            "best_val_loss_mean": st.mean,
-            "best_val_loss_std": st.std,
-            "best_val_loss_min": min(st.values) if st.values else math.nan,
-            "best_val_loss_max": max(st.values) if st.values else math.nan,
-            "improvement_pct": c.pct if c is not None else math.nan,
-            "warnings": "; ".join(w.kind for w in coll.warnings if step in w.steps) or None,
-            "eval_se": st.eval_se,
-            "best_periodic_val_loss_mean": (
-                sum(st.best_periodic) / len(st.best_periodic) if st.best_periodic else math.nan
-            ),
-            "vs_previous_step": prev.step if prev is not None else None,
-            "vs_previous_pct": p.pct if p is not None else math.nan,
-            "rmlp_w_rec_mean": st.rmlp_w_rec if st.has_rmlp else math.nan,
-            "nan_jobs": st.nan_jobs,
-            "resumed_jobs": st.resumed_jobs,
-        }
-        row.update(VT.record(v))
-        row.update(VT.record(vp, "vs_previous_"))
-        row.update(multipliers.get(step, empty))
-        rows.append(row)
-        prev = st
-    return pd.DataFrame(rows)
+    """The main table at full precision, one row per step, for ``--format csv|json``: the same
+    records the markdown table is rendered from (report/main_table.py), columns as documented
+    in ``main_table.COLUMNS``; each compared step carries its verdict record against the
+    baseline (report/verdict.py's Verdict.record) and against the previous step (prefixed
+    ``vs_previous_``)."""
+    return MT.frame(MT.main_records(coll, stats))
 
 
 def render_markdown(
@@ -144,9 +102,9 @@ def render_markdown(
     out += [
         "## Results",
         "",
-        T.main_table(coll, stats),
+        MT.main_table(coll, stats),
         "",
-        T.main_legend(coll, stats),
+        MT.main_legend(coll, stats),
         "",
     ]
     out += ["## Steps", "", T.steps_section(coll), ""]

@@ -69,11 +69,14 @@ def run(argv: Sequence[str] | None = None) -> str:
         )
 
     if args.format != "markdown":
+        # deferred: pandas loads after argument parsing (fast --help), as above
+        from ablate.report import main_table
+
         coll, stats = report.build(args.dirs, args.baseline, args.target_loss)
-        table = report.aggregate(coll, stats)
+        rows = main_table.main_records(coll, stats)
         if args.format == "csv":
-            return table.to_csv(index=False)
-        return table.to_json(orient="records", indent=2) + "\n"
+            return main_table.frame(rows).to_csv(index=False)
+        return main_table.to_json(rows)
     if args.no_write:
         coll, stats = report.build(args.dirs, args.baseline, args.target_loss)
         where = Path(args.out) if args.out else Path(coll.matrix_dirs[0])

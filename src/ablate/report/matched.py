@@ -45,9 +45,9 @@ import pandas as pd
 
 from ablate.report.curves import Curve, Estimate, curves_of, over_seeds, periodic, subset_parts
 from ablate.report.distributions import t_quantile
+from ablate.report.fmt import fmt_num, pipe, rounded
 from ablate.report.multiplier import multiplier
 from ablate.report.noise import CONFIDENCE, THIS_SEED, block_se
-from ablate.report.tables import fmt_num, pipe, rounded
 
 # --------------------------------------------------------------------------- the section's numbers
 

@@ -26,8 +26,8 @@ from ablate.report.curves import (
     subset_parts,
 )
 from ablate.report.distributions import t_quantile
+from ablate.report.fmt import rounded
 from ablate.report.noise import CONFIDENCE, THIS_SEED
-from ablate.report.tables import rounded
 
 
 @dataclass

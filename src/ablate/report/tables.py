@@ -1,161 +1,36 @@
 """Markdown sections of the report; each function turns collected data into one section's text.
 
-Numbers are rounded only here, at the last moment, and always half away from zero, so that a
-printed value is the stored one rounded the way a reader rounds by hand.
-
-Over 400 lines: every table of REPORT.md goes through the same rounding and marks, kept in
-one file so no table rounds differently.
+Numbers are formatted only through report/fmt.py (rounded half away from zero, at the last
+moment); the main table is report/main_table.py (records rendered as markdown, CSV and JSON);
+the Seeds and noise and Progression sections render verdicts (report/verdict_text.py).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Sequence
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
 
 from ablate import results as R
+from ablate.report.fmt import (  # noqa: F401 (re-exported: older imports)
+    CI_DIGITS,
+    bold,
+    finite,
+    fmt_num,
+    fmt_pct,
+    fmt_w,
+    pipe,
+    rounded,
+    signed,
+)
 from ablate.report.load import Collection, relpath
+from ablate.report.main_table import (  # noqa: F401 (re-exported)
+    MAIN_HEADERS,
+    best_steps,
+    main_legend,
+    main_table,
+)
 from ablate.report.stats import StepStats
-from ablate.report.warnings import MARK, marked
-
-MAIN_HEADERS = ["Step", "Architecture", "Best Val Loss", "Improvement", "RMLP w_rec"]
-
-
-# --------------------------------------------------------------------------- number formats
-
-
-def _finite(x: Any) -> bool:
-    # numbers.Real also admits numpy scalars, which pandas hands back from its columns.
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def rounded(x: float, digits: int) -> str:
-    """``x`` to ``digits`` decimals, half away from zero, never "-0"."""
-    d = Decimal(repr(float(x))).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
-    if d == 0:
-        d = abs(d)
-    return f"{d:f}"
-
-
-def signed(x: float, digits: int) -> str:
-    s = rounded(x, digits)
-    return s if s.startswith("-") else "+" + s
-
-
-def fmt_pct(x: float, digits: int = 0, plus: bool = False) -> str:
-    s = rounded(x, digits)
-    if plus and not s.startswith("-"):
-        s = "+" + s
-    return s + "%"
-
-
-def fmt_w(x: float) -> str:
-    return signed(x, 3)
-
-
-def fmt_num(x: Any, digits: int = 0, thousands: bool = True) -> str:
-    if not _finite(x):
-        return "-"
-    if digits == 0:
-        return f"{int(round(x)):,}" if thousands else str(int(round(x)))
-    return f"{x:,.{digits}f}" if thousands else f"{x:.{digits}f}"
-
-
-def pipe(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    # disable_numparse: cells are already formatted strings; tabulate must not re-round them.
-    # A "|" inside a label (architecture names are free text) would split the cell: escape it.
-    rows = [[str(c).replace("|", "\\|") for c in row] for row in rows]
-    return tabulate(rows, headers=list(headers), tablefmt="pipe", disable_numparse=True)
-
-
-def bold(cell: str) -> str:
-    return f"**{cell}**"
-
-
-# --------------------------------------------------------------------------- main table
-
-
-def _step_cell(coll: Collection, step: str) -> str:
-
-    return f"{step} {MARK}" if marked(coll.warnings, step) else step
-
-
-def best_steps(coll: Collection, stats: dict[str, StepStats]) -> set[str]:
-    """Rows set in bold: the steps whose verdict against the baseline is "better" (report/verdict.py)."""
-    from ablate.report import verdict_text  # deferred: verdict_text renders with this module
-
-    return verdict_text.bold_steps(coll, stats)
-
-
-def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[list[str]]:
-    from ablate.report import verdict_text  # deferred: verdict_text renders with this module
-
-    winners = best_steps(coll, stats)
-    rows = []
-    for step in coll.order:
-        st = stats[step]
-        if st.values:
-            loss = rounded(st.mean, 2) + (f" ({st.flag})" if st.flag else "")
-        else:
-            loss = st.flag or "-"
-        impr = verdict_text.improvement_cell(coll, stats, step)
-        if not st.has_rmlp:
-            w = "N/A"
-        elif _finite(st.rmlp_w_rec):
-            w = fmt_w(st.rmlp_w_rec)
-        else:
-            w = "not recorded"
-        if step in winners:
-            loss = bold(loss)
-            w = w if w in ("N/A", "not recorded") else bold(w)
-        rows.append([_step_cell(coll, step), st.architecture or "?", loss, impr, w])
-    return rows
-
-
-def main_table(coll: Collection, stats: dict[str, StepStats]) -> str:
-    return pipe(main_rows(coll, stats), MAIN_HEADERS)
-
-
-def main_legend(coll: Collection, stats: dict[str, StepStats]) -> str:
-    from ablate.report import verdict_text  # deferred: verdict_text renders with this module
-
-    multi = any(st.n > 1 for st in stats.values())
-    parts = [
-        "Best Val Loss: the run's final validation loss on the full validation set at the end of its "
-        "box (the column keeps the name it has in the R-MLP validation table; the best of the noisier periodic evals is "
-        "listed under Runs as Best periodic)"
-        + (" (mean over seeds; see Seeds and noise)" if multi else "")
-        + f". Baseline {coll.baseline} ({_baseline_reason(coll.baseline_reason)}). "
-        + verdict_text.legend(coll)
-        + " RMLP w_rec: final R-MLP reciprocal gate, mean over layers; N/A for steps without an R-MLP.",
-    ]
-    if any(st.flag for st in stats.values()):
-        parts.append(
-            "A value followed by a status in parentheses comes from runs that did not "
-            "complete (best loss reached before failing or so far); a status alone means the "
-            "step has no validation loss at all."
-        )
-    return " ".join(parts)
-
-
-def _baseline_reason(reason: str) -> str:
-    return {
-        "--baseline": "chosen with --baseline",
-        "matrix.json": "declared in matrix.json",
-        "default": "the default",
-    }.get(reason, reason)
-
-
-# --------------------------------------------------------------------------- seeds, progression
-
-# The Seeds and noise and Progression sections render verdicts: report/verdict_text.py.
-
 
 # --------------------------------------------------------------------------- runs
 
@@ -165,14 +40,14 @@ def hardware(row: pd.Series) -> str:
     dev = row["device"]
     if ws is None and dev is None:
         return "-"
-    ws_s = str(int(ws)) if _finite(ws) else "?"
+    ws_s = str(int(ws)) if finite(ws) else "?"
     return f"{ws_s} x {dev or '?'}"
 
 
 def runs_table(coll: Collection) -> str:
     rows = []
     for _, r in coll.jobs.iterrows():
-        mfu = f"{100 * r['mfu']:.1f}%" if _finite(r["mfu"]) else "-"
+        mfu = f"{100 * r['mfu']:.1f}%" if finite(r["mfu"]) else "-"
         rows.append(
             [
                 r["key"],
@@ -180,12 +55,12 @@ def runs_table(coll: Collection) -> str:
                 "-" if r["seed"] is None else str(r["seed"]),
                 r["status"],
                 rounded(r["final_val_loss"], 4)
-                if _finite(r["final_val_loss"])
+                if finite(r["final_val_loss"])
                 else ("NaN" if r["nan"] else "-"),
-                rounded(r["val_se"], 4) if _finite(r["val_se"]) else "-",
+                rounded(r["val_se"], 4) if finite(r["val_se"]) else "-",
                 fmt_num(r["final_val_tokens"]),
                 rounded(r["best_val_loss"], 4)
-                if _finite(r["best_val_loss"])
+                if finite(r["best_val_loss"])
                 else ("NaN" if r["nan"] else "-"),
                 fmt_num(r["iterations"]),
                 fmt_num(r["tokens_seen"]),
@@ -196,7 +71,7 @@ def runs_table(coll: Collection) -> str:
                 fmt_num(r["peak_memory_mb"]),
                 hardware(r),
                 r["precision"] or "-",
-                str(int(r["resumed"])) if _finite(r["resumed"]) else "-",
+                str(int(r["resumed"])) if finite(r["resumed"]) else "-",
             ]
         )
     return pipe(
@@ -238,7 +113,7 @@ def rmlp_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     for name, fn in (("min", min), ("max", max), ("mean", lambda xs: sum(xs) / len(xs))):
         cells = []
         for s in steps:
-            xs = [x for x in stats[s].rmlp_layers or [] if _finite(x)]
+            xs = [x for x in stats[s].rmlp_layers or [] if finite(x)]
             cells.append(fmt_w(fn(xs)) if xs else "-")
         rows.append([f"**{name}**"] + cells)
     note = (
@@ -255,7 +130,7 @@ def ra_section(coll: Collection, stats: dict[str, StepStats]) -> str:
         return "No step recorded RA gate values."
     rows = []
     for s in steps:
-        flat = [x for layer in stats[s].ra_layers or [] for x in layer if _finite(x)]
+        flat = [x for layer in stats[s].ra_layers or [] for x in layer if finite(x)]
         layers = stats[s].ra_layers or []
         heads = max((len(layer) for layer in layers), default=0)
         if not flat:
@@ -277,7 +152,7 @@ def ra_section(coll: Collection, stats: dict[str, StepStats]) -> str:
         cells = []
         for s in steps:
             layers = stats[s].ra_layers or []
-            xs = [x for x in layers[i] if _finite(x)] if i < len(layers) else []
+            xs = [x for x in layers[i] if finite(x)] if i < len(layers) else []
             cells.append(fmt_w(sum(xs) / len(xs)) if xs else "-")
         per_layer.append([str(i)] + cells)
     note = (
@@ -323,7 +198,7 @@ def share_section(coll: Collection) -> str:
         return "No run recorded gate shares (summary.json gate_shares; written by the final eval)."
     n_layers = max(len(v) for _, v in cols)
     rows = [
-        [str(i)] + [rounded(v[i], 3) if i < len(v) and _finite(v[i]) else "-" for _, v in cols]
+        [str(i)] + [rounded(v[i], 3) if i < len(v) and finite(v[i]) else "-" for _, v in cols]
         for i in range(n_layers)
     ]
     return (
@@ -337,7 +212,7 @@ def share_section(coll: Collection) -> str:
 
 
 def _cell(values: list[float] | None, i: int) -> str:
-    if not values or i >= len(values) or not _finite(values[i]):
+    if not values or i >= len(values) or not finite(values[i]):
         return "-"
     return fmt_w(values[i])
 
@@ -417,7 +292,7 @@ def causality_section(coll: Collection, stats: dict[str, StepStats]) -> str:
                 r["causality_state"] or "-",
                 r["causality_init"] or "-",
                 r["causality_trained"] or "-",
-                f"{leak:.3g}" if _finite(leak) else "-",
+                f"{leak:.3g}" if finite(leak) else "-",
                 fmt_num(r["causality_seconds"], 1),
             ]
         )

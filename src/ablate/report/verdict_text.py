@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 
 from ablate import results as R
-from ablate.report import tables as T
+from ablate.report.fmt import CI_DIGITS, bold, finite, fmt_num, fmt_pct, pipe, rounded, signed
 from ablate.report.noise import CONFIDENCE, SEEDS_AND_WINDOWS, SEEDS_ONLY, THIS_SEED
-from ablate.report.stats import StepStats, compare
+from ablate.report.stats import Comparison, StepStats, compare
 from ablate.report.verdict import (
     ADJUSTMENT,
     BETTER,
@@ -21,8 +21,6 @@ from ablate.report.verdict import (
     block_reason,
     report_verdicts,
 )
-
-CI_DIGITS = 2  # seed noise is ~0.002 on a loss near 3.5, ~0.05%: intervals need two decimals
 
 
 def verdicts(coll, stats: dict[str, StepStats]) -> dict[tuple[str, str], Verdict]:
@@ -66,22 +64,32 @@ def bold_steps(coll, stats: dict[str, StepStats]) -> set[str]:
 
 
 def improvement_cell(coll, stats: dict[str, StepStats], step: str) -> str:
-    """The main table's Improvement cell: the percentage from the means, then what the data say
-    about it (bold: a verdict; "within noise"; "this seed only"; "no verdict")."""
+    """The main table's Improvement cell of ``step`` (improvement_text of its comparison with
+    the baseline)."""
     if step == coll.baseline:
         return "-"
     c = compare(stats[step], stats[coll.baseline])
+    v = vs_baseline(coll, stats, step)
+    return improvement_text(c, v, block_reason(coll, step, coll.baseline))
+
+
+def improvement_text(c: Comparison | None, v: Verdict | None, blocked: str | None) -> str:
+    """The main table's Improvement cell from a step's comparison with the baseline (None: the
+    baseline's row), its verdict and why a warning takes the verdict away (block_reason): the
+    percentage from the means, then what the data say about it (bold: a verdict; "within
+    noise"; "this seed only"; "no verdict")."""
+    if c is None:
+        return "-"
     if c.withheld:
         return f"not shown ({c.withheld})"
     if math.isnan(c.pct):
         return "n/a"
-    cell = T.fmt_pct(c.pct, 1, plus=True)  # as in Progression: "+9.9%", not "10%"
-    v = vs_baseline(coll, stats, step)
+    cell = fmt_pct(c.pct, 1, plus=True)  # as in Progression: "+9.9%", not "10%"
     if v is not None and v.bold:
-        cell = T.bold(cell)
+        cell = bold(cell)
     elif c.flag:
         pass  # a partial value: its status below says why nothing is decided
-    elif v is None or block_reason(coll, step, coll.baseline):
+    elif v is None or blocked:
         cell += " (no verdict)"
     elif v.verdict == WITHIN:
         cell += " (within noise)"
@@ -117,8 +125,7 @@ def _interval(v: Verdict, adjusted: bool) -> str:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "-"
     return (
-        f"[{T.fmt_pct(v.pct(lo), CI_DIGITS, plus=True)}, "
-        f"{T.fmt_pct(v.pct(hi), CI_DIGITS, plus=True)}]"
+        f"[{fmt_pct(v.pct(lo), CI_DIGITS, plus=True)}, {fmt_pct(v.pct(hi), CI_DIGITS, plus=True)}]"
     )
 
 
@@ -126,15 +133,15 @@ def _noise(v: Verdict) -> str:
     if v.interval is None:
         return "-"
     eff = (
-        f"; {T.fmt_num(v.n_windows_eff)} effective windows (blocks of {v.block_windows})"
+        f"; {fmt_num(v.n_windows_eff)} effective windows (blocks of {v.block_windows})"
         if v.n_windows_eff is not None
         else ""
     )
     if v.interval == THIS_SEED:
-        return f"eval SE {T.rounded(v.window_se, 4)}, seeds unknown (1 seed){eff}"
+        return f"eval SE {rounded(v.window_se, 4)}, seeds unknown (1 seed){eff}"
     if v.interval == SEEDS_ONLY:
-        return f"seeds SE {T.rounded(v.seed_se, 4)}, windows unknown"
-    return f"seeds SE {T.rounded(v.seed_se, 4)}, windows SE {T.rounded(v.window_se, 4)}{eff}"
+        return f"seeds SE {rounded(v.seed_se, 4)}, windows unknown"
+    return f"seeds SE {rounded(v.seed_se, 4)}, windows SE {rounded(v.window_se, 4)}{eff}"
 
 
 def _verdict_cell(v: Verdict | None) -> str:
@@ -157,7 +164,7 @@ def family_sentence(coll, stats) -> str:
     return (
         f"Verdicts: {m} comparison(s) in this report can make one (each step against the "
         f"baseline, and against the previous step under Progression). Each is decided by its "
-        f"{ADJUSTMENT}-adjusted {T.rounded(adj, 2).rstrip('0').rstrip('.')}% interval (95% shared over the {m}), so that "
+        f"{ADJUSTMENT}-adjusted {rounded(adj, 2).rstrip('0').rstrip('.')}% interval (95% shared over the {m}), so that "
         "the chance of any false better/worse in this report is at most 5% "
         '(bold, "better" or "worse" iff that interval excludes 0).'
     )
@@ -172,9 +179,9 @@ def seeds_section(coll, stats: dict[str, StepStats]) -> str:
         cells = [
             step,
             str(st.n),
-            T.rounded(st.mean, 4) if st.values else "-",
-            T.rounded(st.eval_se, 4) if T._finite(st.eval_se) else "-",
-            T.rounded(st.std, 4) if T._finite(st.std) else "-",
+            rounded(st.mean, 4) if st.values else "-",
+            rounded(st.eval_se, 4) if finite(st.eval_se) else "-",
+            rounded(st.std, 4) if finite(st.std) else "-",
         ]
         if step == coll.baseline:
             rows.append(cells + ["-", "-", "-", "-", "-", "baseline"])
@@ -184,7 +191,7 @@ def seeds_section(coll, stats: dict[str, StepStats]) -> str:
         if c.withheld or v is None:
             rows.append(cells + ["-", "not shown", "-", "-", "-", c.withheld or "-"])
             continue
-        est = T.fmt_pct(v.estimate_pct, CI_DIGITS, plus=True) if v.seeds else "n/a"
+        est = fmt_pct(v.estimate_pct, CI_DIGITS, plus=True) if v.seeds else "n/a"
         if v.reason and v.verdict == NONE:
             reasons.append(f"- {step}: no verdict: {v.reason}.")
         rows.append(
@@ -199,7 +206,7 @@ def seeds_section(coll, stats: dict[str, StepStats]) -> str:
                 _verdict_cell(v),
             ]
         )
-    table = T.pipe(
+    table = pipe(
         rows,
         [
             "Step",
@@ -262,7 +269,7 @@ def seeds_cost(coll, stats: dict[str, StepStats]) -> str | None:
         per = []
         for _, r in sub.iterrows():
             box, dev = r.get("box_seconds"), r.get("device_count") or r.get("world_size") or 1
-            if T._finite(box) and T._finite(float(dev)):
+            if finite(box) and finite(float(dev)):
                 per.append(float(box) * float(dev) / 3600.0)
         return sum(per) / len(per) if per else math.nan
 
@@ -271,7 +278,7 @@ def seeds_cost(coll, stats: dict[str, StepStats]) -> str | None:
         jobs = {s: max(0, want - stats[s].n) for s in steps}
         n_jobs = sum(jobs.values())
         h = sum(hours(s) * k for s, k in jobs.items() if k)
-        cost = f" ({T.fmt_num(h, 1)} device-hours at the runs' boxes)" if math.isfinite(h) else ""
+        cost = f" ({fmt_num(h, 1)} device-hours at the runs' boxes)" if math.isfinite(h) else ""
         parts.append(f"{want} seeds per step: {n_jobs} more job(s){cost}")
     return (
         f"Seeds that would settle it: {', '.join(short)} ran one seed, so the seed-to-seed "
@@ -328,14 +335,14 @@ def progression_section(coll, stats: dict[str, StepStats]) -> str:
                 word = _verdict_cell(v)
             else:
                 ci, word = _interval(v, adjusted=True), v.verdict
-            pct = T.fmt_pct(c.pct, 1, plus=True)
+            pct = fmt_pct(c.pct, 1, plus=True)
             rows.append(
                 [
                     step,
                     f"{ref.step} ({why})",
                     _loss_pair(ref, st),
-                    T.signed(-c.diff, 4),
-                    (T.bold(pct) if v is not None and v.bold else pct) + flag,
+                    signed(-c.diff, 4),
+                    (bold(pct) if v is not None and v.bold else pct) + flag,
                     ci,
                     word,
                 ]
@@ -343,20 +350,20 @@ def progression_section(coll, stats: dict[str, StepStats]) -> str:
             if "previous" in why:
                 bullets.append(
                     f"- {ref.step} → {step}: {pct}{flag} "
-                    f"({T.rounded(ref.mean, 4)} → {T.rounded(st.mean, 4)}; {word})"
+                    f"({rounded(ref.mean, 4)} → {rounded(st.mean, 4)}; {word})"
                 )
         prev = st
     if not rows:
         return "Only one step; nothing to compare."
     total = [
-        f"{s}: {T.fmt_pct(compare(stats[s], base).pct, 1, plus=True)}"
+        f"{s}: {fmt_pct(compare(stats[s], base).pct, 1, plus=True)}"
         for s in coll.order
         if s != coll.baseline
         and stats[s].values
         and base.values
         and not compare(stats[s], base).withheld
     ]
-    text = T.pipe(
+    text = pipe(
         rows,
         ["Step", "Against", "Best val loss", "Loss change", "Improvement", "Interval", "Verdict"],
     )
@@ -372,6 +379,6 @@ def progression_section(coll, stats: dict[str, StepStats]) -> str:
 
 
 def _loss_pair(ref: StepStats, st: StepStats) -> str:
-    a = T.rounded(ref.mean, 4) if ref.values else "-"
-    b = T.rounded(st.mean, 4) if st.values else "-"
+    a = rounded(ref.mean, 4) if ref.values else "-"
+    b = rounded(st.mean, 4) if st.values else "-"
     return f"{a} → {b}"
