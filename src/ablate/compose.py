@@ -2,13 +2,15 @@
 
 The command line uses Hydra's override grammar (``step=V0,V16 seed=1,2 model.dropout=0.1``).
 Sweeps are expanded the way Hydra's basic sweeper does (cartesian product, in the order given),
-and each job is composed with Hydra's compose API against ``conf/``. We drive composition
+and each job is composed with Hydra's compose API against ``conf/``; only Hydra's public API is
+used (the override parser, compose, the config loader's search path and config sources). We drive composition
 ourselves instead of through Hydra's launcher plugin mechanism because the matrix must see every
 job before any of them trains: preflight all, then create one matrix directory, then launch.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -17,10 +19,13 @@ from typing import Any
 
 import yaml
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.core.plugins import Plugins
 from hydra.errors import HydraException, MissingConfigException
+from hydra.plugins.config_source import ConfigResult, ConfigSource
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -125,7 +130,7 @@ class JobSpec:
         return self.cfg.seed
 
 
-def parse_overrides(args: list[str]) -> list[Any]:
+def parse_overrides(args: list[str]) -> list[Override]:
     try:
         return OverridesParser.create().parse_overrides(args)
     except HydraException as e:
@@ -133,7 +138,9 @@ def parse_overrides(args: list[str]) -> list[Any]:
 
 
 def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
-    """Cartesian product of the sweep overrides, as Hydra's basic sweeper orders it."""
+    """One override list per job: the cartesian product of the sweeps, in the order Hydra's basic
+    sweeper gives (keys in order of first appearance, a repeated key's last value winning, the
+    first key varying slowest)."""
     overrides = parse_overrides(args)
     has_sweep = any(o.is_sweep_override() for o in overrides)
     if has_sweep and not multirun:
@@ -143,10 +150,23 @@ def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
         )
     if not multirun:
         return [list(args)]
-    try:
-        return BasicSweeper.split_arguments(overrides, None)[0]
-    except HydraException as e:
-        raise ConfigError(_first_line(e)) from None
+    values: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            values[key] = [f"{key}={o.get_value_element_as_str()}"]
+            continue
+        if not o.is_discrete_sweep():  # interval(0,1): a continuous range has no list of jobs
+            kind = o.value_type.name if o.value_type is not None else "this"
+            raise ConfigError(
+                f"{o.input_line}: a sweep of type {kind} cannot be expanded into jobs; list the "
+                f"values (key=a,b,c) or use range(start,stop,step)"
+            )
+        try:
+            values[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        except HydraException as e:
+            raise ConfigError(_first_line(e)) from None
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 class Matrix(list):
@@ -196,7 +216,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            repo = _repository(overrides)
+            repo = ConfigSources(overrides)
             groups = schema.config_groups(repo)
             parsed = parse_overrides(list(overrides))
             schema.check_overrides(parsed, groups)
@@ -229,13 +249,72 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _repository(overrides: list[str]):
-    """Hydra's config repository with the command line's ``hydra.searchpath`` applied (inside an
-    initialized Hydra): the groups and options that this composition will see."""
+class ConfigSources:
+    """Hydra's config sources as a composition with these overrides sees them: the initialized
+    Hydra's search path, with the ``hydra.searchpath`` of the command line (else of the primary
+    config) before the structured-config schema, as Hydra orders it. Built from Hydra's public
+    API (the config loader's search path, the ConfigSource plugins); the groups, options and
+    option files the override checks (ablate.schema) read from it."""
 
-    loader = GlobalHydra.instance().hydra.config_loader  # type: ignore[union-attr]
-    searchpath = [o for o in overrides if o.lstrip("+").startswith("hydra.searchpath=")]
-    return loader._parse_overrides_and_create_caching_repo("config", searchpath)[1]
+    def __init__(self, overrides: list[str]):
+        loader = GlobalHydra.instance().config_loader()
+        base = [(e.provider or "", e.path or "") for e in loader.get_search_path().get_path()]
+        self.sources = [self._source(provider, path) for provider, path in base]
+        searchpath, provider = (
+            self._command_line_searchpath(overrides),
+            "hydra.searchpath in command-line",
+        )
+        if searchpath is None:
+            primary = self.load_config("config")
+            found = OmegaConf.select(primary.config, "hydra.searchpath") if primary else None
+            searchpath = list(found) if found is not None else None
+            provider = "hydra.searchpath in main"
+        if searchpath:
+            schema = self.sources.pop()  # Hydra keeps the structured-config schema last
+            self.sources += [self._source(provider, str(p)) for p in searchpath] + [schema]
+
+    @staticmethod
+    def _command_line_searchpath(overrides: list[str]) -> list[str] | None:
+        for o in parse_overrides([x for x in overrides if "hydra.searchpath" in x]):
+            if o.get_key_element() == "hydra.searchpath":  # the first one, as Hydra reads it
+                value = o.value()
+                if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+                    raise ConfigError(f"hydra.searchpath must be a list of strings, got {value!r}")
+                return [str(p) for p in value]
+        return None
+
+    @staticmethod
+    def _source(provider: str, path: str) -> ConfigSource:
+        scheme = path.split("://", 1)[0] if "://" in path else "file"
+        types = {t.scheme(): t for t in Plugins.instance().discover(ConfigSource)}
+        if scheme not in types:
+            raise ConfigError(
+                f"search path {path}: no config source for {scheme}:// "
+                f"(known: {', '.join(sorted(types))})"
+            )
+        source: ConfigSource = types[scheme](provider, path)
+        return source
+
+    def get_sources(self) -> list[ConfigSource]:
+        return list(self.sources)
+
+    def get_group_options(
+        self, group: str, results_filter: ObjectType | None = ObjectType.CONFIG
+    ) -> list[str]:
+        """The options (or sub-groups) of ``group`` over every source, sorted, once each."""
+        found: set[str] = set()
+        for source in self.sources:
+            if source.is_group(group):
+                found.update(source.list(group, results_filter))
+        return sorted(found)
+
+    def load_config(self, path: str) -> ConfigResult | None:
+        """``group/option`` (or the primary config) from the first source that has it, as the
+        file says (its defaults list included)."""
+        for source in self.sources:
+            if source.is_config(path):
+                return source.load_config(path)
+        return None
 
 
 def group_choices(
@@ -248,7 +327,7 @@ def group_choices(
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            groups = schema.config_groups(_repository(list(overrides or [])))
+            groups = schema.config_groups(ConfigSources(list(overrides or [])))
             cfg = compose(
                 config_name="config", overrides=list(overrides or []), return_hydra_config=True
             )

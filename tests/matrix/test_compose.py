@@ -274,3 +274,117 @@ def test_preflight_refuses_a_slurm_results_root_with_a_space(tmp_path, capsys):
     assert not list((tmp_path / "my results").glob("test_matrix_results_*")), (
         "nothing may be created"
     )
+
+
+# --------------------------------------------------------------------------- Hydra's public API only
+
+SWEEPS = [
+    ["step=V0,V16", "seed=1,2"],
+    ["seed=1,2", "step=V0,V16", "seed=3"],  # a repeated key: first position, last value
+    ["experiment=smoke", "step=V0,V16,V17", "seed=range(1,4)", "optim.lr=0.001,0.002"],
+    ["step=choice(V0,V16)", "model.dropout=0.0", "+x=1,2", "~y"],
+    ["c='a,b'", "d=[1,2],[3,4]", "e={a:1,b:2}", "f=null", 'g="x y",z'],
+    ["seed=range(5,1,-2)", "hydra.searchpath=['file:///x']", "h=sort(3,1,2)"],
+    ["budget.box_seconds=10,20", "seed=tag(a,choice(1,2))"],
+    ["seed=1,,2"],  # not the grammar
+    ["optim.lr=interval(0,1)"],  # continuous: no list of jobs
+    [],
+]
+
+
+@pytest.mark.parametrize("args", SWEEPS, ids=lambda a: " ".join(a) or "none")
+def test_sweeps_expand_exactly_as_hydras_basic_sweeper(args):
+    """Same job list, in the same order, as Hydra's BasicSweeper (a private class, used here only
+    as the oracle), and the same cases refused."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from ablate.compose import expand_sweeps
+    from ablate.errors import ConfigError
+
+    sweeper = pytest.importorskip("hydra._internal.core_plugins.basic_sweeper").BasicSweeper
+    try:
+        want = sweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)[0]
+    except HydraException:
+        with pytest.raises(ConfigError) as e:
+            expand_sweeps(args, multirun=True)
+        assert "\n" not in str(e.value)  # one line
+        if "interval" in " ".join(args):
+            assert "cannot be expanded into jobs" in str(e.value)
+        return
+    assert expand_sweeps(args, multirun=True) == want
+
+
+@pytest.mark.parametrize("config_dir", [False, True], ids=["conf", "conf+config-dir"])
+def test_config_sources_see_what_hydra_sees(tmp_path, config_dir):
+    """Groups, options, sources and option files as Hydra's own (private) repository has them,
+    with and without a --config-dir folder on the search path."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    from ablate.compose import ConfigSources, conf_dir
+    from ablate.config import register_configs
+    from ablate.matrix.__main__ import searchpath_override
+
+    overrides = []
+    if config_dir:
+        (tmp_path / "step").mkdir()
+        (tmp_path / "step" / "V19.yaml").write_text("# @package _global_\nstep: {name: V19}\n")
+        (tmp_path / "mygroup").mkdir()
+        (tmp_path / "mygroup" / "a.yaml").write_text("x: 1\n")
+        overrides = [searchpath_override([str(tmp_path)])]
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            hydras = loader._parse_overrides_and_create_caching_repo("config", overrides)[1]
+            ours = ConfigSources(overrides)
+            assert [(s.provider, s.path, s.scheme()) for s in ours.get_sources()] == [
+                (s.provider, s.path, s.scheme()) for s in hydras.get_sources()
+            ]
+            groups = hydras.get_group_options("", ObjectType.GROUP)
+            assert ours.get_group_options("", ObjectType.GROUP) == groups
+            assert ("mygroup" in groups) == config_dir
+            for group in groups:
+                assert ours.get_group_options(group) == hydras.get_group_options(group)
+                for option in hydras.get_group_options(group) if group != "hydra" else []:
+                    a, b = (
+                        ours.load_config(f"{group}/{option}"),
+                        hydras.load_config(f"{group}/{option}"),
+                    )
+                    assert (a.path, a.header) == (b.path, b.header)
+                    ours_cfg = {k: a.config[k] for k in a.config if k != "defaults"}
+                    assert ours_cfg == b.config  # Hydra's repository takes the defaults list out
+            assert ours.load_config("step/nosuch") is None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_no_private_hydra_api_in_the_package():
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    private = []
+    for path in src.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                if not node.attr.startswith("__"):
+                    names = []  # our own private helpers are fine; Hydra's are checked by module
+            private += [
+                f"{path.relative_to(src)}: {n}"
+                for n in names
+                if n.split(".")[0] == "hydra" and any(p.startswith("_") for p in n.split("."))
+            ]
+        text = path.read_text()
+        if "_parse_overrides_and_create_caching_repo" in text or "BasicSweeper" in text:
+            private.append(f"{path.relative_to(src)}: a private Hydra name")
+    assert not private, private
