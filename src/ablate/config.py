@@ -346,7 +346,7 @@ class RunConfig:
 class MatrixSettings:
     """How a matrix as a whole runs: one value per matrix, never one per job.
 
-    Given on the same command line as the job keys (``launcher=slurm results_root=x plan=true``):
+    Given on the same command line as the job keys (``launcher=slurm results_root=x report=false``):
     Hydra composes both into one root (``ComposedConfig``) and ``ablate.compose`` splits it, so a
     job's config.yaml holds what the job trains with and nothing about how the matrix was run.
     The settings are stored once, in matrix.json ("settings"), where ``resume=``, ``wait=``,
@@ -356,8 +356,6 @@ class MatrixSettings:
     """Which launcher runs the jobs, and its options."""
     results_root: str = "results"
     """Where new matrix directories are created."""
-    plan: bool = False
-    """Print the jobs and their cost, then exit without running anything."""
     preflight: bool = True
     """Check every job (config, causality, data, output dir, GPUs, batch) before any trains."""
     report: bool = True

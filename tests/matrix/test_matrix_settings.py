@@ -131,7 +131,7 @@ def test_job_config_holds_only_the_job_and_matrix_json_holds_the_settings(tmp_pa
     s = data["settings"]
     assert set(s) == set(results.MATRIX_SETTINGS_KEYS)
     assert s["results_root"] == str(tmp_path) and s["preflight"] is False and s["report"] is False
-    assert s["progress"] is False and s["plan"] is False
+    assert s["progress"] is False and "plan" not in s  # --plan is a flag, never stored
     assert s["launcher"]["name"] == "local" == data["launcher"]
     assert s["launcher"]["slurm"]["partition"] == "gpu" and s["launcher"]["slurm"]["wait"] is False
     # The run itself was handed the same one settings object.
@@ -283,3 +283,34 @@ def test_a_slurm_matrix_whose_jobs_need_different_sbatch_scripts_is_refused(
     assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "one job array with one sbatch script" in err and f"need different {key}" in err
     assert not list(tmp_path.glob("test_matrix_results_*")), "nothing may be created"
+
+
+# --------------------------------------------------------------------------- --plan is a flag
+
+
+@pytest.mark.parametrize("arg", ["plan=true", "plan=false", "+plan=1", "plan=True"])
+def test_plan_as_a_setting_is_refused_with_the_flag_to_use(arg, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["experiment=smoke", arg, f"results_root={tmp_path}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {arg}:") and "write --plan" in err
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["resume", "status", "wait"])
+def test_plan_does_not_combine_with_a_command_on_an_existing_matrix(command, old_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([f"{command}={old_dir}", "--plan"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--plan" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_matrix_json_that_stored_plan_still_loads_its_settings(old_dir):
+    manifest = results.Manifest.load(old_dir)
+    manifest.update(settings={"plan": True, "report": False, "results_root": "/x"})
+    settings = runner.matrix_settings(results.Manifest.load(old_dir))
+    assert settings.report is False and settings.results_root == "/x"
+    assert not hasattr(settings, "plan")
+    _set_old_setting(old_dir / "V0", "plan", True)  # an old config.yaml with it: dropped too
+    assert not hasattr(load_job_config(old_dir / "V0" / results.CONFIG), "plan")

@@ -140,7 +140,7 @@ def parse_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
                 )
             config_dirs.append(value)
         elif arg == "--plan":
-            overrides.append("plan=true")
+            pass  # a flag of the command (_main reads it), not a setting of the matrix
         elif arg in ("--cfg", "-c"):
             what = next(it, "job")
             if what != "job":
@@ -155,6 +155,11 @@ def parse_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
             raise AblateError(f"unknown option {arg}; see python -m ablate.matrix --help")
         else:
             overrides.append(arg)
+    for o in overrides:  # a setting before it became the --plan flag
+        if o.split("=", 1)[0].lstrip("+~") == "plan":
+            raise AblateError(
+                f"{o}: the plan is a flag of the command, not a setting; write --plan"
+            )
     if config_dirs:
         if any(o.startswith("hydra.searchpath=") for o in overrides):
             raise AblateError("use either --config-dir or hydra.searchpath=, not both")
@@ -205,6 +210,12 @@ def _main(argv: list[str]) -> int:
 
         check_environment()  # resume= composes nothing, so check here too
         overrides, multirun, show_cfg = parse_argv(argv)
+        plan = "--plan" in argv
+        commands = [o for o in overrides if o.startswith(("resume=", "status=", "wait="))]
+        if plan and commands:
+            raise AblateError(
+                f"--plan shows what a new matrix would run; it does not combine with {commands[0]}"
+            )
         resume = [o for o in overrides if o.startswith("resume=")]
         if resume:
             others = [o for o in overrides if not o.startswith("resume=")]
@@ -234,7 +245,7 @@ def _main(argv: list[str]) -> int:
             )
             print(config_yaml(jobs.settings), flush=True)
             return 0
-        return runner.run_new(jobs, jobs.settings, argv)
+        return runner.run_new(jobs, jobs.settings, argv, plan=plan)
     except AblateError as e:
         die(str(e))
     except KeyboardInterrupt:

@@ -162,7 +162,7 @@ def format_plan(jobs: list[JobSpec], settings: MatrixSettings) -> str:
                 cfg.budget.max_iters if cfg.budget.max_iters is not None else "-",
                 f"{dev_h:.2f}",
                 *eval_cost(cfg),
-                " ".join(o for o in job.overrides if not o.startswith("plan=")),
+                " ".join(job.overrides),
             ]
         )
     headers = [
@@ -201,5 +201,5 @@ def format_plan(jobs: list[JobSpec], settings: MatrixSettings) -> str:
         out.append(describe_submission({j.name: j.cfg for j in jobs}, settings))
     else:
         out.append("Launcher: local (torchrun per job; jobs packed onto free devices).")
-    out.append("Nothing was run (plan=true).")
+    out.append("Nothing was run (--plan).")
     return "\n".join(out)

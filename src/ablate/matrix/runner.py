@@ -55,8 +55,11 @@ def matrix_settings(manifest: results.Manifest) -> MatrixSettings:
     return load_matrix_settings(stored, source)
 
 
-def run_new(jobs: list[JobSpec], settings: MatrixSettings, argv: list[str]) -> int:
-    """Run a freshly composed matrix with its settings. Returns the process exit code."""
+def run_new(
+    jobs: list[JobSpec], settings: MatrixSettings, argv: list[str], plan: bool = False
+) -> int:
+    """Run a freshly composed matrix with its settings (``plan``: the --plan flag, print what would
+    run, its cost and the preflight's verdict instead). Returns the process exit code."""
     launcher = settings.launcher.name
     root = Path(settings.results_root)
     for name in sorted({j.cfg.tracker.name for j in jobs}):
@@ -65,7 +68,7 @@ def run_new(jobs: list[JobSpec], settings: MatrixSettings, argv: list[str]) -> i
         launcher == "slurm"
     ):  # plan, preflight or not: one sbatch script must fit every job, checked first
         slurm.array_parameters({j.name: j.cfg for j in jobs}, settings)
-    if settings.plan:
+    if plan:
         print(format_plan(jobs, settings), flush=True)
         if not settings.preflight:
             print("Preflight: skipped (preflight=false).", flush=True)

@@ -22,10 +22,12 @@ from ablate.results.manifest import Manifest
 RENAMED_CONFIG_KEYS = {"budget.train_seconds": ("budget.box_seconds", 3)}
 """Keys a config.yaml of an older format stored under another name: {old: (new, format that renamed it)}."""
 
-MATRIX_SETTINGS_KEYS = ("launcher", "results_root", "plan", "preflight", "report", "progress")
-"""The matrix-wide settings a format 1/2 config.yaml carried at its top level (matrix.json's
-"settings" since format 3). ``plan`` has been a flag of the command (``--plan``) since; an old
-file's value is read and ignored."""
+MATRIX_SETTINGS_KEYS = ("launcher", "results_root", "preflight", "report", "progress")
+"""The matrix-wide settings (ablate.config.MatrixSettings): matrix.json's "settings" since format 3;
+before it, every job's config.yaml carried a copy of them at its top level."""
+RETIRED_SETTINGS = ("plan",)
+"""Settings older matrices stored that are settings no more: ``plan`` is the ``--plan`` flag of the
+command (it never ran a matrix, so a stored value says nothing about one). Read and ignored."""
 _OLD_JOB_ONLY_KEYS = ("resume",)  # in a format 1/2 config.yaml, a matrix key nothing reads any more
 
 
@@ -42,7 +44,7 @@ def upgrade_job_config(config: dict[str, Any]) -> dict[str, Any]:
         new_parent, new_leaf = _node(config, new, create=True)
         if new_parent is not None:
             new_parent.setdefault(new_leaf, value)
-    for key in MATRIX_SETTINGS_KEYS + _OLD_JOB_ONLY_KEYS:
+    for key in MATRIX_SETTINGS_KEYS + RETIRED_SETTINGS + _OLD_JOB_ONLY_KEYS:
         config.pop(key, None)
     return config
 
@@ -72,10 +74,10 @@ def read_matrix_settings(manifest: Manifest) -> tuple[dict[str, Any], Path]:
     matrix.json's "settings" since format 3. An older matrix has none there: every job's
     config.yaml carried the same copy, so the first readable one is read (its matrix-wide keys
     only). Keys missing from both take the code defaults; the launcher's name falls back to
-    matrix.json's "launcher", which every format has."""
+    matrix.json's "launcher", which every format has. Retired settings (``plan``) are left out."""
     stored = manifest.data.get("settings")
     if isinstance(stored, dict):
-        return stored, manifest.path
+        return {k: v for k, v in stored.items() if k not in RETIRED_SETTINGS}, manifest.path
     if stored is not None:
         raise ResultsFormatError(
             f"{manifest.path}: 'settings' is {type(stored).__name__}, not an object; "
