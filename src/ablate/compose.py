@@ -144,7 +144,7 @@ def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
     overrides = parse_overrides(args)
     has_sweep = any(o.is_sweep_override() for o in overrides)
     if has_sweep and not multirun:
-        swept = [o.input_line for o in overrides if o.is_sweep_override()]
+        swept = [o.input_line or o.key_or_group for o in overrides if o.is_sweep_override()]
         raise ConfigError(
             f"{' '.join(swept)}: a list of values needs --multirun (one job per value)"
         )
@@ -169,7 +169,7 @@ def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:
     return [list(job) for job in itertools.product(*values.values())]
 
 
-class Matrix(list):
+class Matrix(list[JobSpec]):
     """The jobs of one matrix (a list of JobSpec) and its one ``settings`` (MatrixSettings)."""
 
     def __init__(self, jobs: list[JobSpec], settings: MatrixSettings):
@@ -222,8 +222,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
             schema.check_overrides(parsed, groups)
             chosen: dict[str, set[str]] = {}
             for o in parsed:
-                if o.key_or_group in groups and isinstance(o.value(), str):
-                    chosen.setdefault(o.key_or_group, set()).add(o.value())
+                value = o.value()
+                if o.key_or_group in groups and isinstance(value, str):
+                    chosen.setdefault(o.key_or_group, set()).add(value)
             schema.check_package_headers(repo, groups, chosen)
             try:
                 cfg = compose(
@@ -286,7 +287,11 @@ class ConfigSources:
     @staticmethod
     def _source(provider: str, path: str) -> ConfigSource:
         scheme = path.split("://", 1)[0] if "://" in path else "file"
-        types = {t.scheme(): t for t in Plugins.instance().discover(ConfigSource)}
+        types = {
+            t.scheme(): t
+            for t in Plugins.instance().discover(ConfigSource)
+            if issubclass(t, ConfigSource)
+        }
         if scheme not in types:
             raise ConfigError(
                 f"search path {path}: no config source for {scheme}:// "
@@ -377,7 +382,7 @@ def _check_one_setting(settings: list[MatrixSettings]) -> None:
             )
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in tree.items():
         if isinstance(v, dict):

@@ -157,7 +157,7 @@ def wall_seconds(budget: Any) -> float | None:
     limit is it plus ``launcher.slurm.time_margin_min``."""
     if budget.box_seconds is None:
         return None
-    return budget.box_seconds + budget.grace_seconds
+    return float(budget.box_seconds + budget.grace_seconds)
 
 
 class Device(Choice):
@@ -487,10 +487,16 @@ def load_job_config(path: Path | str) -> RunConfig:
         raise ConfigError(f"{path}: job config is missing; a job directory needs config.yaml")
     try:
         # An older format's layout is brought up to date first (ablate.results.upgrade_job_config).
-        loaded = upgrade_job_config(OmegaConf.to_container(OmegaConf.load(path)))
+        raw = OmegaConf.to_container(OmegaConf.load(path))
+        if not isinstance(raw, dict):
+            raise TypeError(f"expected a mapping, found {type(raw).__name__}")
+        loaded = upgrade_job_config({str(k): v for k, v in raw.items()})
     except Exception as e:  # not YAML, or not a mapping
         raise ConfigError(f"{path}: does not match the config schema: {_one_line(e)}") from None
-    return _typed(RunConfig, loaded, path, "does not match the config schema", validate_run)
+    run: RunConfig = _typed(
+        RunConfig, loaded, path, "does not match the config schema", validate_run
+    )
+    return run
 
 
 def choice_error(e: BaseException | None) -> str | None:
@@ -506,12 +512,13 @@ def choice_error(e: BaseException | None) -> str | None:
     return f"{e.full_key}={e.value!r} must be one of {', '.join(kind.values())}"
 
 
-def load_matrix_settings(stored: dict, where: Path | str) -> MatrixSettings:
+def load_matrix_settings(stored: dict[str, Any], where: Path | str) -> MatrixSettings:
     """A matrix's settings as stored (``ablate.results.read_matrix_settings``) through the schema,
     as the dataclass; ``where`` names the file they came from in an error."""
-    return _typed(
+    settings: MatrixSettings = _typed(
         MatrixSettings, stored, where, "matrix settings do not match the schema", validate_settings
     )
+    return settings
 
 
 def _typed(schema: type, stored: Any, where: Path | str, mismatch: str, validate: Any) -> Any:
@@ -528,7 +535,7 @@ def _typed(schema: type, stored: Any, where: Path | str, mismatch: str, validate
     return obj
 
 
-def to_container(cfg: Any) -> dict:
+def to_container(cfg: Any) -> dict[str, Any]:
     """A config (a dataclass such as ``cfg.model``, or a DictConfig) as plain dicts, lists and
     values, enums as their strings."""
     node = OmegaConf.structured(cfg) if is_dataclass(cfg) else cfg

@@ -17,7 +17,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from hydra.core.object_type import ObjectType
+from hydra.core.override_parser.types import Override
+from hydra.plugins.config_source import ConfigResult, ConfigSource
 
 from ablate.config import ComposedConfig
 from ablate.errors import ConfigError
@@ -29,6 +33,18 @@ _HYDRA_PREFIX = "hydra"
 # python -m ablate.matrix resume=DIR / status=DIR / wait=DIR: commands, not config keys (the entry
 # point takes them before composing); named only so that a misspelled one gets a suggestion.
 COMMANDS = ("resume", "status", "wait")
+
+
+class ConfigRepo(Protocol):
+    """What the checks read of Hydra's config sources (ablate.compose.ConfigSources)."""
+
+    def get_group_options(
+        self, group: str, results_filter: ObjectType | None = ObjectType.CONFIG
+    ) -> list[str]: ...
+
+    def get_sources(self) -> list[ConfigSource]: ...
+
+    def load_config(self, path: str) -> ConfigResult | None: ...
 
 
 def schema_keys() -> set[str]:
@@ -48,7 +64,7 @@ def schema_keys() -> set[str]:
     return keys
 
 
-def config_groups(repo) -> dict[str, list[str]]:
+def config_groups(repo: ConfigRepo) -> dict[str, list[str]]:
     """{group: sorted options} from Hydra's config repository (inside an initialized Hydra)."""
     groups: dict[str, list[str]] = {}
     for group in _all_groups(repo):
@@ -58,9 +74,7 @@ def config_groups(repo) -> dict[str, list[str]]:
     return groups
 
 
-def _all_groups(repo, parent: str = "") -> list[str]:
-    from hydra.core.object_type import ObjectType
-
+def _all_groups(repo: ConfigRepo, parent: str = "") -> list[str]:
     out = []
     for name in repo.get_group_options(parent, ObjectType.GROUP):
         group = f"{parent}/{name}" if parent else name
@@ -145,7 +159,7 @@ def check_overrides(overrides: Iterable[Any], groups: dict[str, list[str]]) -> N
         raise ConfigError(unknown_key_message(name, groups))
 
 
-def _values(o) -> list[Any]:
+def _values(o: Override) -> list[Any]:
     if o.is_sweep_override():
         return list(o.sweep_string_iterator())
     value = o.value()
@@ -177,7 +191,7 @@ def misplaced_package_header(text: str) -> int | None:
 
 
 def check_package_headers(
-    repo, groups: dict[str, list[str]], chosen: dict[str, set[str]] | None = None
+    repo: ConfigRepo, groups: dict[str, list[str]], chosen: dict[str, set[str]] | None = None
 ) -> None:
     """Refuse a group option file whose ``# @package`` line is not in its header.
 
@@ -213,7 +227,7 @@ def check_package_headers(
 STEP_IDENTITY = ("name", "architecture")
 
 
-def check_step_file(repo, choice: str | None) -> None:
+def check_step_file(repo: ConfigRepo, choice: str | None) -> None:
     """Refuse a step option file that does not say which step it is.
 
     StepConfig's defaults are V0's name and label, so a new step file (a copy of V16.yaml with the
@@ -227,7 +241,8 @@ def check_step_file(repo, choice: str | None) -> None:
     if result is None:
         return
     package = (result.header or {}).get("package")
-    node = result.config.get("step") if package == "_global_" else result.config
+    config: Any = result.config  # a DictConfig for a YAML mapping (a ListConfig otherwise)
+    node = config.get("step") if package == "_global_" and hasattr(config, "get") else config
     missing = [f"step.{k}" for k in STEP_IDENTITY if not (hasattr(node, "keys") and k in node)]
     if missing:
         where = (

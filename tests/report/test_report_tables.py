@@ -333,7 +333,9 @@ def test_malformed_gates_cost_one_job_its_gate_values_not_its_numbers(tmp_path, 
     md = report_of(make_matrix(tmp_path, jobs))
     rows = table_rows(md)
     assert rows[2] == SEED_TABLE[2] and rows[3] == SEED_TABLE[3]
-    assert "V17: " in section(md, "Notes") and "gate 'ra_w_rec' is not a list (layers) of lists" in md
+    assert (
+        "V17: " in section(md, "Notes") and "gate 'ra_w_rec' is not a list (layers) of lists" in md
+    )
     assert "V17" not in section(md, "Gates").split("### RA w_rec per head")[1].split("###")[0]
 
 

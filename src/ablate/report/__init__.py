@@ -30,7 +30,7 @@ from ablate.report.stats import StepStats, step_stats
 
 __all__ = ["write_report", "build", "render_markdown", "aggregate", "Collection"]
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 
 def _dirs(matrix_dirs: PathLike | Iterable[PathLike]) -> list[Path]:

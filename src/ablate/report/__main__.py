@@ -75,7 +75,7 @@ def run(argv: Sequence[str] | None = None) -> str:
         coll, stats = report.build(args.dirs, args.baseline, args.target_loss)
         rows = main_table.main_records(coll, stats)
         if args.format == "csv":
-            return main_table.frame(rows).to_csv(index=False)
+            return str(main_table.frame(rows).to_csv(index=False))
         return main_table.to_json(rows)
     if args.no_write:
         coll, stats = report.build(args.dirs, args.baseline, args.target_loss)

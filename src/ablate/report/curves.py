@@ -10,15 +10,16 @@ moved it by 1.3%). Training seconds and FLOPs at a token count are linear in tok
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from ablate import results as R
 from ablate.report.distributions import pivot_half_width, t_quantile
-from ablate.report.noise import CONFIDENCE, SEEDS_AND_WINDOWS, THIS_SEED
+from ablate.report.noise import CONFIDENCE, SEEDS_AND_WINDOWS, THIS_SEED, Effect
 
 # --------------------------------------------------------------------------- one run's curve
 
@@ -119,7 +120,7 @@ class Estimate:
     runs: int = 0
     extrapolated: bool = False
 
-    def cell(self, fmt, unit: str = "") -> str:
+    def cell(self, fmt: Callable[[float], str], unit: str = "") -> str:
         if not math.isfinite(self.value):
             return "-"
         out = fmt(self.value) + unit
@@ -132,7 +133,7 @@ class Estimate:
         return out
 
 
-def over_seeds(values: Sequence[float], extra_var: float = 0.0, extra_df: float = math.inf):
+def over_seeds(values: ArrayLike, extra_var: float = 0.0, extra_df: float = math.inf) -> Estimate:
     """Mean and 95% interval over seeds (t, n - 1 df), plus an independent variance part."""
     x = np.asarray(values, dtype=np.float64)
     n = x.size
@@ -151,24 +152,27 @@ def over_seeds(values: Sequence[float], extra_var: float = 0.0, extra_df: float 
     return Estimate(m, m - h, m + h, kind, n)
 
 
-def subset_parts(effect, periodic: int | None):
+def subset_parts(effect: Effect | None, periodic: int | None) -> tuple[float, float]:
     """(variance, df) that the periodic subset's windows add to one paired comparison, from the
     final evals' per-window losses (noise.Effect), scaled from n windows to the subset's."""
     if effect is None or not periodic or effect.kind not in (SEEDS_AND_WINDOWS, THIS_SEED):
         return 0.0, math.inf
     p = effect.parts
+    # an effect from per-window losses (these kinds) has its window part and window count
+    assert p.interaction_var is not None and p.window_df is not None
+    assert effect.n_windows is not None
     var = float(p.interaction_var) * effect.n_windows / periodic
     return var, float(p.window_df)
 
 
-def periodic(effect) -> int | None:
+def periodic(effect: Effect | None) -> int | None:
     return None if effect is None else effect.periodic_windows
 
 
 ALPHAS = np.geomspace(0.02, 3.0, 120)
 
 
-def fit_power_law(curve: Curve):
+def fit_power_law(curve: Curve) -> tuple[float, float, float] | None:
     """(C, A, alpha) of loss = C + A tokens^-alpha fitted to the curve's second half by least
     squares (alpha on a grid, C and A linear for each); None unless it fits a falling curve."""
     keep = curve.tokens >= 0.5 * curve.tokens[-1]

@@ -18,10 +18,12 @@ multiplicity-adjusted interval stay accurate.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # --------------------------------------------------------------------------- Student t
 
@@ -94,13 +96,13 @@ def t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def t_half_quantile(confidence: float, df) -> np.ndarray:
+def t_half_quantile(confidence: float, df: ArrayLike) -> np.ndarray:
     """Two-sided t multiplier for each df of an array (df are few distinct values: cached)."""
-    df = np.asarray(df, dtype=np.float64)
-    out = np.empty(df.shape)
+    dfs = np.asarray(df, dtype=np.float64)
+    out = np.empty(dfs.shape)
     p = 0.5 + confidence / 2.0
-    for v in np.unique(df):
-        out[df == v] = t_quantile(p, float(v)) if v > 0 else math.inf
+    for v in np.unique(dfs):
+        out[dfs == v] = t_quantile(p, float(v)) if v > 0 else math.inf
     return out
 
 
@@ -136,7 +138,8 @@ def erfc(x: np.ndarray) -> np.ndarray:
     p -= z * z
     np.exp(p, out=p)
     p *= t
-    return np.where(x >= 0, p, 2.0 - p)
+    out: np.ndarray = np.where(x >= 0, p, 2.0 - p)
+    return out
 
 
 # --------------------------------------------------------------------------- generalized pivot
@@ -159,7 +162,7 @@ def _chi2_sf_int(x: np.ndarray, df: int) -> np.ndarray:
     h = 0.5 * x
     if df % 2 == 0:
         term = np.exp(-h)
-        total = term.copy()
+        total: np.ndarray = term.copy()
         for i in range(1, df // 2):
             term = term * h / i
             total += term
@@ -205,7 +208,9 @@ def _pivot_draws(role: int, df: np.ndarray, draws: int) -> np.ndarray:
     return out
 
 
-def pivot_half_width(parts, confidence: float, draws: int = DRAWS) -> np.ndarray:
+def pivot_half_width(
+    parts: Sequence[tuple[ArrayLike, ArrayLike]], confidence: float, draws: int = DRAWS
+) -> np.ndarray:
     """Half-width h with P(|Z| sqrt(V) <= h) = confidence, V the generalized pivot of a variance
     that is a sum of independently estimated parts.
 
@@ -241,7 +246,9 @@ def _finite_df(d: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _z_draws(draws: int) -> np.ndarray:
-    z = np.abs(np.random.default_rng([_SEED, 99, draws]).permutation(_normal_strata(draws)))
+    z: np.ndarray = np.abs(
+        np.random.default_rng([_SEED, 99, draws]).permutation(_normal_strata(draws))
+    )
     z.setflags(write=False)
     return z
 
@@ -250,7 +257,7 @@ def _solve_tail(V: np.ndarray, z: np.ndarray, alpha: float) -> np.ndarray:
     """Per row, h with mean_j P(|Z| sqrt(V_j) > h) = alpha: start from the sample quantile of
     |Z| sqrt(V), then safeguarded Newton on the smooth (Rao-Blackwellized) tail."""
     sd = np.sqrt(V)
-    q = np.quantile(z[None, :] * sd, 1.0 - alpha, axis=1)
+    q: np.ndarray = np.quantile(z[None, :] * sd, 1.0 - alpha, axis=1)
     zero = ~(sd > 0).any(axis=1)  # a variance known to be 0: h = 0
     s = np.sqrt(2.0) * np.where(sd > 0, sd, 1e-300)
     lo = np.zeros_like(q)

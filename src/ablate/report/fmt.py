@@ -17,8 +17,11 @@ CI_DIGITS = 2
 
 
 def finite(x: Any) -> bool:
-    # numbers.Real also admits numpy scalars, which pandas hands back from its columns.
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite number (numbers.Real also admits numpy scalars, which pandas hands back from
+    its columns); a bool is not one."""
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, numbers.Real) and math.isfinite(x)
 
 
 def rounded(x: float, digits: int) -> str:

@@ -139,7 +139,7 @@ class Collection:
     baseline: str
     baseline_reason: str
     notes: list[str] = field(default_factory=list)
-    warnings: list = field(default_factory=list)  # report.warnings.Warn, set by report.build
+    warnings: list[Any] = field(default_factory=list)  # report.warnings.Warn, set by report.build
     target_loss: float | None = None  # --target-loss for the matched-work section (report.build)
     pipeline_check: bool = (
         False  # every job ran the smoke preset: no verdicts (set by report.build)
@@ -159,7 +159,9 @@ def _num(value: Any) -> float:
 
 def _finite(x: Any) -> bool:
     # numbers.Real also admits numpy scalars, which pandas hands back from its columns.
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, numbers.Real) and math.isfinite(x)
 
 
 def _mean(values: Iterable[Any]) -> float:
@@ -368,7 +370,8 @@ def _read_job(
 def _verdict(record: Any) -> str:
     if not isinstance(record, dict):
         return "not run"
-    return {True: "ok", False: "leaked"}.get(record.get("ok"), "error")
+    ok = record.get("ok")
+    return "ok" if ok is True else "leaked" if ok is False else "error"
 
 
 def _causality_columns(
@@ -419,13 +422,18 @@ def _fmt_int(x: Any) -> str:
     return str(int(x)) if _finite(x) else "?"
 
 
-def _jobs_of(matrix_dir: Path, notes: list[str]) -> tuple[list[tuple[R.JobDir, dict]], dict]:
+Entry = dict[str, Any]
+
+
+def _jobs_of(
+    matrix_dir: Path, notes: list[str]
+) -> tuple[list[tuple[R.JobDir, Entry]], dict[str, Any]]:
     """(job dir, manifest entry) pairs and the manifest data ({} when there is none)."""
     if R.is_matrix_dir(matrix_dir):
         manifest = R.Manifest.load(matrix_dir)
         notes.extend(manifest.problems)
         return [(manifest.job_dir(j["name"]), j) for j in manifest.jobs], manifest.data
-    pairs = [(jd, {}) for jd in R.iter_job_dirs(matrix_dir)]
+    pairs: list[tuple[R.JobDir, Entry]] = [(jd, {}) for jd in R.iter_job_dirs(matrix_dir)]
     if pairs:
         notes.append(f"{matrix_dir}: no {R.MANIFEST}; jobs found by scanning its subdirectories")
     return pairs, {}
@@ -443,8 +451,8 @@ def _no_jobs_error(matrix_dir: Path) -> AblateError:
 def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
     """Read every job of ``matrix_dirs``; ``baseline`` overrides the manifests' choice."""
     notes: list[str] = []
-    rows: list[dict] = []
-    curves: list[dict] = []
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
     order: list[str] = []
     per_matrix_steps: list[tuple[Path, list[str], str | None]] = []
     seen_keys: dict[tuple[str, Any], str] = {}

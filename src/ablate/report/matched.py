@@ -38,7 +38,9 @@ bold): its intervals are per comparison, unadjusted.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,8 +48,10 @@ import pandas as pd
 from ablate.report.curves import Curve, Estimate, curves_of, over_seeds, periodic, subset_parts
 from ablate.report.distributions import t_quantile
 from ablate.report.fmt import fmt_num, pipe, rounded
-from ablate.report.multiplier import multiplier
-from ablate.report.noise import CONFIDENCE, THIS_SEED, block_se
+from ablate.report.load import Collection
+from ablate.report.multiplier import Multiplier, multiplier
+from ablate.report.noise import CONFIDENCE, THIS_SEED, Effect, block_se
+from ablate.report.stats import StepStats, compare
 
 # --------------------------------------------------------------------------- the section's numbers
 
@@ -66,13 +70,13 @@ class Reach:
 class Matched:
     tokens: float | None  # the common grid's end: largest token count every compared run reached
     why_no_tokens: str | None
-    loss_at_tokens: dict  # step -> mean interpolated val loss there
-    diff_at_tokens: dict  # step -> Estimate of baseline - step there
+    loss_at_tokens: dict[str, float]  # step -> mean interpolated val loss there
+    diff_at_tokens: dict[str, Estimate]  # step -> Estimate of baseline - step there
     target: float | None
     target_source: str
-    reach: dict  # step -> Reach
-    multiplier: dict  # step -> Multiplier
-    cadences: dict  # step -> sorted distinct cadences (tokens between evals)
+    reach: dict[str, Reach]  # step -> Reach
+    multiplier: dict[str, Multiplier]  # step -> Multiplier
+    cadences: dict[str, list[int]]  # step -> sorted distinct cadences (tokens between evals)
 
 
 def matched_work(
@@ -81,7 +85,7 @@ def matched_work(
     order: list[str],
     baseline: str,
     target_loss: float | None = None,
-    stats: dict | None = None,
+    stats: dict[str, StepStats] | None = None,
 ) -> Matched:
     runs = curves_of(jobs, curves)
     by_step: dict[str, list[Curve]] = {}
@@ -110,8 +114,8 @@ def matched_work(
                 f"{last.key}'s evals end at {fmt_num(last.tokens[-1])} tokens, before "
                 f"{first.key}'s first at {fmt_num(first.tokens[0])}"
             )
-    at: dict = {}
-    diff: dict = {}
+    at: dict[str, float] = {}
+    diff: dict[str, Estimate] = {}
     if tokens is not None:
         at = {s: float(np.mean([c.loss_at(tokens) for c in by_step[s]])) for s in steps}
         for s in steps:
@@ -129,7 +133,7 @@ def matched_work(
         source = (
             "the highest of the compared runs' lowest periodic val losses, so every run reaches it"
         )
-    reach: dict = {}
+    reach: dict[str, Reach] = {}
     if target is not None:
         for s in steps:
             hit, why_not = [], []
@@ -151,7 +155,7 @@ def matched_work(
                 why_not,
             )
 
-    mult: dict = {}
+    mult: dict[str, Multiplier] = {}
     if baseline in by_step:
         for s in steps:
             if s != baseline:
@@ -159,16 +163,19 @@ def matched_work(
     return Matched(tokens, why, at, diff, target, source, reach, mult, cadences)
 
 
-def _effect(stats: dict | None, step: str, baseline: str):
+def _effect(stats: dict[str, StepStats] | None, step: str, baseline: str) -> Effect | None:
     if stats is None or step not in stats or baseline not in stats:
         return None
-    from ablate.report.stats import compare  # deferred: stats imports tables' formats first
-
     c = compare(stats[step], stats[baseline])
     return c.effect
 
 
-def _paired(base: list[Curve], step: list[Curve], f, effect) -> Estimate:
+def _paired(
+    base: list[Curve],
+    step: list[Curve],
+    f: Callable[[Curve, Curve], float],
+    effect: Effect | None,
+) -> Estimate:
     """``f(base run, step run)`` over the seeds both ran, with the interval of the module
     docstring (one seed: the subset's sampling error from the eval windows)."""
     b = {c.seed: c for c in base}
@@ -181,7 +188,13 @@ def _paired(base: list[Curve], step: list[Curve], f, effect) -> Estimate:
     return over_seeds(vals, var, df)
 
 
-def _reach_estimate(tokens, runs, target, stats, step) -> Estimate:
+def _reach_estimate(
+    tokens: list[float],
+    runs: list[Curve],
+    target: float,
+    stats: dict[str, StepStats] | None,
+    step: str,
+) -> Estimate:
     """Tokens to the target over the runs that reached it; one run: the crossings of
     target -+ the half-width of its subset's sampling error (from its own final eval)."""
     if len(tokens) != 1:
@@ -210,7 +223,9 @@ def _reach_estimate(tokens, runs, target, stats, step) -> Estimate:
 # --------------------------------------------------------------------------- the section
 
 
-def matched_section(coll, target_loss: float | None = None, stats: dict | None = None) -> str:
+def matched_section(
+    coll: Collection, target_loss: float | None = None, stats: dict[str, StepStats] | None = None
+) -> str:
     m = matched_work(coll.jobs, coll.curves, coll.order, coll.baseline, target_loss, stats)
     if not m.reach and not m.loss_at_tokens:
         return "No completed run recorded a validation curve."
@@ -307,7 +322,9 @@ def _signed4(x: float) -> str:
     return s if s.startswith("-") else "+" + s
 
 
-def multiplier_records(coll, stats: dict | None = None) -> dict[str, dict]:
+def multiplier_records(
+    coll: Collection, stats: dict[str, StepStats] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per compared step, the compute multiplier's csv/json fields (docs/results-format.md)."""
     m = matched_work(coll.jobs, coll.curves, coll.order, coll.baseline, coll.target_loss, stats)
     out = {}

@@ -27,7 +27,7 @@ from ablate.report.curves import (
 )
 from ablate.report.distributions import t_quantile
 from ablate.report.fmt import rounded
-from ablate.report.noise import CONFIDENCE, THIS_SEED
+from ablate.report.noise import CONFIDENCE, THIS_SEED, Effect
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Multiplier:
     note: str | None = None
 
 
-def multiplier(base: list[Curve], step: list[Curve], effect) -> Multiplier:
+def multiplier(base: list[Curve], step: list[Curve], effect: Effect | None) -> Multiplier:
     b = {c.seed: c for c in base}
     pairs = [(b[c.seed], c) for c in step if c.seed in b]
     if not pairs:
@@ -82,7 +82,9 @@ def multiplier(base: list[Curve], step: list[Curve], effect) -> Multiplier:
     return Multiplier(log_ratio(tok, pairs, effect), log_ratio(sec, pairs, effect), final, note)
 
 
-def log_ratio(ratios: list[float], pairs, effect) -> Estimate:
+def log_ratio(
+    ratios: list[float], pairs: list[tuple[Curve, Curve]], effect: Effect | None
+) -> Estimate:
     """Geometric mean of per-seed ratios with a t interval on the log scale; one seed: the
     crossings of the step's final loss -+ the subset's paired sampling error."""
     r = np.asarray(ratios, dtype=np.float64)

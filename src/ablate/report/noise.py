@@ -46,8 +46,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ablate.report.distributions import pivot_half_width, t_half_quantile
 from ablate.results import FinalEval
@@ -77,7 +79,7 @@ def lag1(x: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
 
-def block_length(rho, n: int) -> np.ndarray:
+def block_length(rho: ArrayLike, n: int) -> np.ndarray:
     """Windows per block for series of ``n`` windows with lag-1 autocorrelation ``rho`` (see the
     module docstring); an int array of rho's shape."""
     r = np.clip(np.asarray(rho, dtype=np.float64), 0.0, RHO_CAP)
@@ -86,7 +88,7 @@ def block_length(rho, n: int) -> np.ndarray:
     return np.clip(need, 2, max(2, n // MIN_BLOCKS)).astype(np.int64)
 
 
-def batch_means(x: np.ndarray, L) -> tuple[np.ndarray, np.ndarray]:
+def batch_means(x: np.ndarray, L: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Long-run variance estimate (L x sample variance of the block means) and the number of full
     blocks, per series along the last axis; ``L`` per series (a last partial block is left out)."""
     x = np.asarray(x, dtype=np.float64)
@@ -210,7 +212,8 @@ class Parts:
             return None
         if self.run_var is None:
             return self.window_var
-        return np.maximum(self.window_var - self.run_var, 0.0)
+        out: np.ndarray = np.maximum(self.window_var - self.run_var, 0.0)
+        return out
 
     @property
     def se(self) -> np.ndarray:
@@ -223,16 +226,23 @@ class Parts:
 
     def half_width(self, confidence: float = CONFIDENCE) -> np.ndarray:
         """Half-width of the two-sided ``confidence`` interval for what ``kind`` covers."""
+        seed_var, interaction_var = self.seed_var, self.interaction_var
         if self.kind == SEEDS_AND_WINDOWS:
+            # every part is set for this kind (parts_from_windows with K >= 2)
+            assert seed_var is not None and self.seed_df is not None
+            assert interaction_var is not None and self.window_df is not None
             # The interaction part is a difference of two batch-means estimates; its pivot uses
             # the window series' degrees of freedom (the run part has (K - 1) times as many).
             return pivot_half_width(
-                [(self.seed_var, self.seed_df), (self.interaction_var, self.window_df)],
+                [(seed_var, self.seed_df), (interaction_var, self.window_df)],
                 confidence,
             )
         if self.kind == THIS_SEED:
-            return t_half_quantile(confidence, self.window_df) * self.se
-        return t_half_quantile(confidence, np.full(np.shape(self.est), self.seed_df)) * self.se
+            assert self.window_df is not None  # set for this kind (parts_from_windows, K = 1)
+            h: np.ndarray = t_half_quantile(confidence, self.window_df) * self.se
+            return h
+        h = t_half_quantile(confidence, np.full(np.shape(self.est), self.seed_df)) * self.se
+        return h
 
 
 def parts_from_windows(d: np.ndarray) -> Parts:
@@ -316,7 +326,7 @@ class Effect:
     variance parts (floats); ``kind`` says what its interval covers."""
 
     parts: Parts = field(repr=False)
-    seeds: tuple
+    seeds: tuple[Any, ...]
     n_windows: int | None = None  # windows each final eval scored
     periodic_windows: int | None = None  # of which the periodic evals score the first ones
 
@@ -336,7 +346,7 @@ class Effect:
         h = float(self.parts.half_width(confidence))
         return self.diff - h, self.diff + h
 
-    def _float(self, x) -> float | None:
+    def _float(self, x: np.ndarray | None) -> float | None:
         return None if x is None else float(x)
 
     @property
@@ -362,7 +372,9 @@ class Effect:
         return None if L is None else int(L)
 
 
-def effect(pairs: Sequence[tuple[object, float, float, FinalEval | None, FinalEval | None]]):
+def effect(
+    pairs: Sequence[tuple[Any, float, float, FinalEval | None, FinalEval | None]],
+) -> tuple[Effect | None, str | None]:
     """``pairs``: (seed, base value, step value, base eval, step eval) for each seed both ran.
     Returns (Effect or None, why the windows could not be used or None)."""
     seeds = tuple(p[0] for p in pairs)
@@ -370,6 +382,7 @@ def effect(pairs: Sequence[tuple[object, float, float, FinalEval | None, FinalEv
     if K == 0:
         return None, None
     why = None
+    evals: list[tuple[FinalEval, FinalEval]] = []  # (base, step) of each seed, while they pair
     for seed, _, _, a, b in pairs:
         if a is None or b is None:
             why = f"no per-window losses (final_eval.json) of both runs of seed {seed}"
@@ -378,19 +391,18 @@ def effect(pairs: Sequence[tuple[object, float, float, FinalEval | None, FinalEv
         if problem is not None:
             why = f"seed {seed}'s runs do not pair: {problem}"
             break
+        evals.append((a, b))
     if why is None:
-        first = pairs[0][3]
-        other = next((p for p in pairs[1:] if pairable(first, p[3]) is not None), None)
+        first = evals[0][0]
+        other = next((i for i in range(1, K) if pairable(first, evals[i][0]) is not None), None)
         if other is not None:
             # the window interaction is common to the seeds only if they scored the same windows
-            why = f"seeds {pairs[0][0]} and {other[0]} scored different windows ({pairable(first, other[3])})"
+            why = f"seeds {pairs[0][0]} and {pairs[other][0]} scored different windows ({pairable(first, evals[other][0])})"
         elif first.n_windows < MIN_WINDOWS:
             why = f"{first.n_windows} windows: too few for a block standard error"
     if why is None:
-        d = np.stack(
-            [np.asarray(a.window_losses) - np.asarray(b.window_losses) for *_, a, b in pairs]
-        )
-        fe = pairs[0][3]
+        d = np.stack([np.asarray(a.window_losses) - np.asarray(b.window_losses) for a, b in evals])
+        fe = evals[0][0]
         return Effect(parts_from_windows(d), seeds, fe.n_windows, fe.periodic_windows), None
     if K >= 2:
         d = np.array([base - step for _, base, step, _, _ in pairs])

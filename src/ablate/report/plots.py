@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import Any
 
 from ablate import results as R
 from ablate.report.load import Collection
@@ -20,7 +21,7 @@ VAL_VS_TOKENS = "val_loss_vs_tokens.png"
 W_REC = "w_rec_per_layer.png"
 
 
-def _figure(width: float = 8.0, height: float = 5.0):
+def _figure(width: float = 8.0, height: float = 5.0) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -29,7 +30,7 @@ def _figure(width: float = 8.0, height: float = 5.0):
     return fig
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig: Any, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     R.atomic_write_bytes(path, buf.getvalue())
@@ -50,7 +51,7 @@ def _val_loss(coll: Collection, x: str, xlabel: str, title: str, path: Path) -> 
     return True
 
 
-def val_loss_figure(coll: Collection, x: str, xlabel: str, title: str):
+def val_loss_figure(coll: Collection, x: str, xlabel: str, title: str) -> Any:
     """The validation-loss figure against column ``x`` of the curves, or None with nothing to plot.
 
     Every eval is a marker, so a run with one eval (a smoke run) is a visible point, not an empty

@@ -15,8 +15,9 @@ well under 0.1% of relative error).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -37,7 +38,7 @@ class StepStats:
     values: list[float]  # val losses the statistics use (final full-set eval; see load.py)
     flag: str | None  # None: completed runs; else why the value is partial or missing
     n_jobs: int
-    counts: dict  # status -> number of jobs
+    counts: dict[str, int]  # status -> number of jobs
     nan_jobs: int
     resumed_jobs: int
     resumes: int
@@ -45,11 +46,14 @@ class StepStats:
     rmlp_w_rec: float  # mean over the used jobs of the mean over layers; NaN if none
     rmlp_layers: list[float] | None  # per-layer mean over used jobs
     ra_layers: list[list[float]] | None  # per layer, per head, mean over used jobs
-    seeds: list = field(default_factory=list)  # seed of each value
-    evals: list = field(default_factory=list)  # FinalEval (or None) of each value
-    val_se: list = field(default_factory=list)  # eval SE of each value (NaN: unknown)
-    best_periodic: list = field(default_factory=list)  # best periodic val loss of each used run
-    cache: dict = field(default_factory=dict, repr=False, compare=False)  # compare() results
+    seeds: list[Any] = field(default_factory=list)  # seed of each value
+    # FinalEval (or None) of each value
+    evals: list[R.FinalEval | None] = field(default_factory=list)
+    val_se: list[float] = field(default_factory=list)  # eval SE of each value (NaN: unknown)
+    # best periodic val loss of each used run
+    best_periodic: list[float] = field(default_factory=list)
+    # compare() results (by reference step), and on the baseline report_verdicts' family
+    cache: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def eval_se(self) -> float:
@@ -163,7 +167,7 @@ class Comparison:
     why: str | None = None  # why there is no effect, or why it is seeds only
     ref_mean_used: float = math.nan  # the reference's mean over the seeds the effect used
     note: str | None = None  # e.g. the seeds left out because one side lacks them
-    seeds: tuple = ()  # the seeds both steps completed
+    seeds: tuple[Any, ...] = ()  # the seeds both steps completed
     diff_common: float = math.nan  # ref - step averaged over those seeds (the effect's estimate)
 
 
@@ -172,19 +176,20 @@ def compare(step: StepStats, ref: StepStats) -> Comparison:
     key = (ref.step, id(ref))
     if key not in step.cache:
         step.cache[key] = _compare(step, ref)
-    return step.cache[key]
+    c: Comparison = step.cache[key]
+    return c
 
 
-def _by_seed(st: StepStats) -> dict:
+def _by_seed(st: StepStats) -> dict[Any, tuple[float, R.FinalEval | None]]:
     """seed -> (value, final eval) of the step's used runs; the first run of a repeated seed."""
-    out: dict = {}
+    out: dict[Any, tuple[float, R.FinalEval | None]] = {}
     for i, seed in enumerate(st.seeds):
         if seed is not None and seed not in out:
             out[seed] = (st.values[i], st.evals[i] if i < len(st.evals) else None)
     return out
 
 
-def _seed_list(seeds) -> str:
+def _seed_list(seeds: Iterable[Any]) -> str:
     return ", ".join(str(s) for s in seeds) or "none"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ablate import results as R
-from ablate.report.fmt import (  # noqa: F401 (re-exported: older imports)
+from ablate.report.fmt import (
     CI_DIGITS,
     bold,
     finite,
@@ -24,13 +24,40 @@ from ablate.report.fmt import (  # noqa: F401 (re-exported: older imports)
     signed,
 )
 from ablate.report.load import Collection, relpath
-from ablate.report.main_table import (  # noqa: F401 (re-exported)
+from ablate.report.main_table import (
     MAIN_HEADERS,
     best_steps,
     main_legend,
     main_table,
 )
 from ablate.report.stats import StepStats
+
+# Re-exported: earlier callers import the number formats and the main table's helpers from here.
+__all__ = [
+    "CI_DIGITS",
+    "MAIN_HEADERS",
+    "best_steps",
+    "bold",
+    "causality_section",
+    "finite",
+    "fmt_num",
+    "fmt_pct",
+    "fmt_w",
+    "hardware",
+    "main_legend",
+    "main_table",
+    "notes_section",
+    "pipe",
+    "ra_section",
+    "rmlp_section",
+    "rounded",
+    "runs_table",
+    "share_section",
+    "signed",
+    "sources_section",
+    "stability_table",
+    "steps_section",
+]
 
 # --------------------------------------------------------------------------- runs
 

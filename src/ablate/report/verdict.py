@@ -22,10 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ablate.report.noise import CONFIDENCE, SEEDS_AND_WINDOWS
+from ablate.report.load import Collection
+from ablate.report.noise import CONFIDENCE, SEEDS_AND_WINDOWS, Effect
+from ablate.report.stats import StepStats, compare
 
 BETTER, WORSE, WITHIN, NONE = "better", "worse", "within noise", "no verdict"
 VERDICTS = (BETTER, WORSE, WITHIN, NONE)
@@ -51,7 +55,7 @@ class Verdict:
     adjusted_confidence: float  # 1 - (1 - confidence) / family_size; NaN without a verdict
     family_size: int  # verdict-capable comparisons in the report
     interval: str | None  # what the interval covers (noise.SEEDS_AND_WINDOWS, ...), None: none
-    seeds: tuple  # seeds both steps completed, used for the estimate
+    seeds: tuple[Any, ...]  # seeds both steps completed, used for the estimate
     reason: str | None  # why there is no verdict, in full
     label: str | None = None  # the same in a few words, for table cells
     seed_se: float | None = None  # the seeds' share of the SE
@@ -70,7 +74,7 @@ class Verdict:
     def estimate_pct(self) -> float:
         return self.pct(self.estimate)
 
-    def record(self, prefix: str = "") -> dict:
+    def record(self, prefix: str = "") -> dict[str, Any]:
         """Flat fields for csv/json, at full precision (docs/results-format.md lists them)."""
         return {
             f"{prefix}verdict": self.verdict,
@@ -91,9 +95,10 @@ class Verdict:
         }
 
     @classmethod
-    def empty_record(cls, prefix: str = "") -> dict:
+    def empty_record(cls, prefix: str = "") -> dict[str, Any]:
         """record()'s keys, all None: a row without this comparison (the baseline's)."""
-        blank = cls(**{f.name: math.nan for f in fields(cls)} | {"seeds": ()})
+        kwargs: dict[str, Any] = {f.name: math.nan for f in fields(cls)} | {"seeds": ()}
+        blank = cls(**kwargs)
         return {k: None for k in blank.record(prefix)}
 
     def flipped(self) -> Verdict:
@@ -111,7 +116,7 @@ class Verdict:
             high_adj=-self.low_adj,
         )
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -122,7 +127,7 @@ def shown_pairs(order: Sequence[str], baseline: str) -> list[tuple[str, str]]:
     """The comparisons the report shows, as (step, reference): every step against the baseline
     (main table) and against the previous step in matrix order (Progression), each once."""
     pairs: list[tuple[str, str]] = []
-    seen: set[frozenset] = set()
+    seen: set[frozenset[str]] = set()
 
     def add(step: str, ref: str) -> None:
         key = frozenset((step, ref))
@@ -142,7 +147,7 @@ def adjusted_confidence(family_size: int, confidence: float = CONFIDENCE) -> flo
     return 1.0 - (1.0 - confidence) / max(1, family_size)
 
 
-def decide(low_adj, high_adj) -> np.ndarray:
+def decide(low_adj: ArrayLike, high_adj: ArrayLike) -> np.ndarray:
     """better / worse / within noise from adjusted intervals (arrays; NaN bounds: no verdict)."""
     low_adj, high_adj = np.asarray(low_adj, float), np.asarray(high_adj, float)
     out = np.full(low_adj.shape, WITHIN, dtype=object)
@@ -158,11 +163,11 @@ class Candidate:
 
     step: str
     ref: str
-    effect: object | None  # noise.Effect
+    effect: Effect | None
     ref_mean: float
     blocked: str | None  # why no verdict regardless of the data (warnings, causality)
     why_no_windows: str | None  # why the per-window losses could not be used
-    seeds: tuple = ()  # the seeds both steps completed
+    seeds: tuple[Any, ...] = ()  # the seeds both steps completed
     estimate: float = math.nan  # ref - step over those seeds, when there is no effect
 
 
@@ -183,7 +188,8 @@ def verdicts(
     for c in cands:
         e = c.effect
         low = high = low_a = high_a = math.nan
-        verdict, reason, label, extra = NONE, c.blocked, c.blocked, {}
+        extra: dict[str, Any] = {}
+        verdict, reason, label = NONE, c.blocked, c.blocked
         if e is not None:
             low, high = e.interval(confidence)
             extra = dict(
@@ -242,26 +248,28 @@ def _why(c: Candidate) -> tuple[str, str]:
 # --------------------------------------------------------------------------- the report's family
 
 
-def block_reason(coll, a: str, b: str) -> str | None:
+def block_reason(coll: Collection, a: str, b: str) -> str | None:
     """Why a comparison of steps ``a`` and ``b`` gets no verdict whatever the data say: a pipeline
     check, or a warning that takes the verdict away from either step (report/warnings.py)."""
     if coll.pipeline_check:
         return "pipeline check"
     for w in coll.warnings:
         if w.blocks_verdict and (a in w.steps or b in w.steps):
-            return w.kind
+            kind: str = w.kind
+            return kind
     return None
 
 
-def report_verdicts(coll, stats: dict, confidence: float = CONFIDENCE) -> dict:
+def report_verdicts(
+    coll: Collection, stats: dict[str, StepStats], confidence: float = CONFIDENCE
+) -> dict[tuple[str, str], Verdict]:
     """Every comparison the report shows (shown_pairs), adjusted together: {(step, ref): Verdict}.
     ``coll`` needs order, baseline, warnings and pipeline_check; computed once per build."""
-    from ablate.report.stats import compare  # deferred: stats is the lower layer of the two
-
     base = stats[coll.baseline]
     key = ("verdicts", tuple(coll.order), coll.pipeline_check, id(coll.warnings), confidence)
     if key in base.cache:
-        return base.cache[key]
+        cached: dict[tuple[str, str], Verdict] = base.cache[key]
+        return cached
     cands = []
     for step, ref in shown_pairs(coll.order, coll.baseline):
         c = compare(stats[step], stats[ref])

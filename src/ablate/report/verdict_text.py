@@ -6,9 +6,11 @@ Progression section, and what more seeds would cost. Every word comes from a Ver
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ablate import results as R
 from ablate.report.fmt import CI_DIGITS, bold, finite, fmt_num, fmt_pct, pipe, rounded, signed
+from ablate.report.load import Collection
 from ablate.report.noise import CONFIDENCE, SEEDS_AND_WINDOWS, SEEDS_ONLY, THIS_SEED
 from ablate.report.stats import Comparison, StepStats, compare
 from ablate.report.verdict import (
@@ -23,17 +25,17 @@ from ablate.report.verdict import (
 )
 
 
-def verdicts(coll, stats: dict[str, StepStats]) -> dict[tuple[str, str], Verdict]:
+def verdicts(coll: Collection, stats: dict[str, StepStats]) -> dict[tuple[str, str], Verdict]:
     return report_verdicts(coll, stats)
 
 
-def vs_baseline(coll, stats, step: str) -> Verdict | None:
+def vs_baseline(coll: Collection, stats: dict[str, StepStats], step: str) -> Verdict | None:
     if step == coll.baseline:
         return None
     return verdicts(coll, stats).get((step, coll.baseline))
 
 
-def vs_previous(coll, stats, step: str) -> Verdict | None:
+def vs_previous(coll: Collection, stats: dict[str, StepStats], step: str) -> Verdict | None:
     """``step`` against the step before it in matrix order (either direction of the pair)."""
     i = coll.order.index(step)
     if i == 0:
@@ -46,24 +48,24 @@ def vs_previous(coll, stats, step: str) -> Verdict | None:
     return v.flipped() if v is not None else None
 
 
-def record(v: Verdict | None, prefix: str = "") -> dict:
+def record(v: Verdict | None, prefix: str = "") -> dict[str, Any]:
     """The verdict's csv/json fields; the same keys, empty, for a row without that comparison."""
     return v.record(prefix) if v is not None else Verdict.empty_record(prefix)
 
 
-def bold_steps(coll, stats: dict[str, StepStats]) -> set[str]:
+def bold_steps(coll: Collection, stats: dict[str, StepStats]) -> set[str]:
     """Rows the main table sets in bold: each step whose verdict against the baseline is "better";
     the baseline when every other step's verdict is "worse". Nothing else: a lead the adjusted
     intervals cannot resolve is not marked."""
-    others = [vs_baseline(coll, stats, s) for s in coll.order if s != coll.baseline]
-    others = [v for v in others if v is not None]
+    found = [vs_baseline(coll, stats, s) for s in coll.order if s != coll.baseline]
+    others = [v for v in found if v is not None]
     out = {v.step for v in others if v.verdict == BETTER}
     if others and all(v.verdict == WORSE for v in others):
         out.add(coll.baseline)
     return out
 
 
-def improvement_cell(coll, stats: dict[str, StepStats], step: str) -> str:
+def improvement_cell(coll: Collection, stats: dict[str, StepStats], step: str) -> str:
     """The main table's Improvement cell of ``step`` (improvement_text of its comparison with
     the baseline)."""
     if step == coll.baseline:
@@ -102,7 +104,7 @@ def improvement_text(c: Comparison | None, v: Verdict | None, blocked: str | Non
     return cell
 
 
-def legend(coll) -> str:
+def legend(coll: Collection) -> str:
     """The main table's sentences about verdicts and bold."""
     return (
         f"Improvement: (baseline - step) / baseline, baseline {coll.baseline}, from unrounded "
@@ -137,10 +139,14 @@ def _noise(v: Verdict) -> str:
         if v.n_windows_eff is not None
         else ""
     )
+    # each kind of interval sets the parts it names (noise.Effect, report/verdict.py)
     if v.interval == THIS_SEED:
+        assert v.window_se is not None
         return f"eval SE {rounded(v.window_se, 4)}, seeds unknown (1 seed){eff}"
+    assert v.seed_se is not None
     if v.interval == SEEDS_ONLY:
         return f"seeds SE {rounded(v.seed_se, 4)}, windows unknown"
+    assert v.window_se is not None
     return f"seeds SE {rounded(v.seed_se, 4)}, windows SE {rounded(v.window_se, 4)}{eff}"
 
 
@@ -152,7 +158,7 @@ def _verdict_cell(v: Verdict | None) -> str:
     return f"no verdict ({v.label})" if v.label else "no verdict"
 
 
-def family_sentence(coll, stats) -> str:
+def family_sentence(coll: Collection, stats: dict[str, StepStats]) -> str:
     vs = verdicts(coll, stats)
     m = next(iter(vs.values())).family_size if vs else 0
     if m == 0:
@@ -170,7 +176,7 @@ def family_sentence(coll, stats) -> str:
     )
 
 
-def seeds_section(coll, stats: dict[str, StepStats]) -> str:
+def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     base = stats[coll.baseline]
     rows = []
     reasons: list[str] = []
@@ -255,7 +261,7 @@ METHOD = (
 )
 
 
-def seeds_cost(coll, stats: dict[str, StepStats]) -> str | None:
+def seeds_cost(coll: Collection, stats: dict[str, StepStats]) -> str | None:
     """What it would take to give every comparison with the baseline a verdict: seeds so that each
     compared step has at least 2 (3 recommended) completed runs, in jobs and device-hours."""
     steps = [s for s in coll.order if stats[s].values and stats[s].causality == R.CHECKED]
@@ -292,7 +298,7 @@ def seeds_cost(coll, stats: dict[str, StepStats]) -> str | None:
 # --------------------------------------------------------------------------- Progression
 
 
-def progression_section(coll, stats: dict[str, StepStats]) -> str:
+def progression_section(coll: Collection, stats: dict[str, StepStats]) -> str:
     base = stats[coll.baseline]
     rows = []
     bullets = []

@@ -32,12 +32,14 @@ MARK = "⚠"
 class Warn:
     kind: str
     text: str
-    steps: set = field(default_factory=set)  # rows marked in the main table
+    steps: set[str] = field(default_factory=set)  # rows marked in the main table
     blocks_verdict: bool = False  # those steps get no verdict
 
 
 def _finite(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, numbers.Real) and math.isfinite(x)
 
 
 def _names(keys: list[str], limit: int = 8) -> str:
@@ -51,7 +53,7 @@ def is_pipeline_check(jobs: pd.DataFrame) -> bool:
 
 
 def collect_warnings(
-    jobs: pd.DataFrame, stats: dict, order: list[str], curves: pd.DataFrame | None = None
+    jobs: pd.DataFrame, stats: dict[str, Any], order: list[str], curves: pd.DataFrame | None = None
 ) -> list[Warn]:
     out: list[Warn] = []
     done = jobs[jobs["status"] == R.COMPLETED]
@@ -231,7 +233,7 @@ def _cadence(done: pd.DataFrame, curves: pd.DataFrame, order: list[str]) -> Warn
     """Completed runs evaluated at different token intervals: a coarser cadence reads a target's
     crossing later (matched work interpolates between evals, which makes that small, not 0)."""
     c = curves[curves["key"].isin(set(done["key"]))]
-    per_step: dict[str, set] = {}
+    per_step: dict[str, set[float]] = {}
     for _, g in c.groupby("key", sort=False):
         gaps = np.diff(np.unique(pd.to_numeric(g["tokens_seen"], errors="coerce").dropna()))
         if gaps.size:
@@ -263,13 +265,13 @@ def _cadence(done: pd.DataFrame, curves: pd.DataFrame, order: list[str]) -> Warn
     )
 
 
-def _batches(rows: list[dict], order: list[str]) -> list[Warn]:
+def _batches(rows: list[dict[str, Any]], order: list[str]) -> list[Warn]:
     """Every step of one seed must have trained on the same global batches: compare each job's
     batch fingerprints (metrics.jsonl) with those of the first job of its seed in matrix order
     (the baseline when it comes first), at the iterations both recorded."""
     out = []
     rank = {s: i for i, s in enumerate(order)}
-    by_seed: dict[Any, list] = {}
+    by_seed: dict[Any, list[dict[str, Any]]] = {}
     for r in rows:
         if isinstance(r["batch_fingerprints"], dict):
             by_seed.setdefault(r["seed"], []).append(r)

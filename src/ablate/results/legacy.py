@@ -102,7 +102,8 @@ def read_matrix_settings(manifest: Manifest) -> tuple[dict[str, Any], Path]:
 
 def env_git(env: dict[str, Any]) -> tuple[Any, Any]:
     """(sha, dirty) of an env.json: nested under "git" (the trainer's), else flat (early versions)."""
-    git = env.get("git") if isinstance(env.get("git"), dict) else {}
+    nested = env.get("git")
+    git: dict[str, Any] = nested if isinstance(nested, dict) else {}
     sha = git.get("sha") if git.get("sha") is not None else env.get("git_sha")
     dirty = git.get("dirty") if git.get("dirty") is not None else env.get("git_dirty")
     return sha, dirty

@@ -97,7 +97,8 @@ class Manifest:
 
     @property
     def jobs(self) -> list[dict[str, Any]]:
-        return self.data["jobs"]
+        jobs: list[dict[str, Any]] = self.data["jobs"]
+        return jobs
 
     def job(self, name: str) -> dict[str, Any]:
         for job in self.jobs:

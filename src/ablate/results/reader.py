@@ -37,8 +37,10 @@ def _value(node: Any, key: str, want: type, what: str, where: str, problems: Pro
     v = node.get(key)
     if v is None:
         return None
-    if type(v) is want or (want is float and type(v) is int):
-        return float(v) if want is float else v
+    if type(v) is want:
+        return v
+    if want is float and type(v) is int:
+        return float(v)
     problems.append(f"{where}: {key!r} is {v!r:.60}, not {what}; ignored")
     return None
 
@@ -215,15 +217,18 @@ class JobRecord:
 
     @property
     def world_size(self) -> int | None:
-        return _first(self.summary and self.summary.world_size, self.env.world_size)
+        s = self.summary.world_size if self.summary is not None else None
+        return s if s is not None else self.env.world_size
 
     @property
     def device(self) -> str | None:
-        return _first(self.summary and self.summary.device, self.env.device)
+        s = self.summary.device if self.summary is not None else None
+        return s if s is not None else self.env.device
 
     @property
     def device_count(self) -> int | None:
-        return _first(self.summary and self.summary.device_count, self.env.device_count)
+        s = self.summary.device_count if self.summary is not None else None
+        return s if s is not None else self.env.device_count
 
     @property
     def source(self) -> str:
@@ -236,11 +241,6 @@ class JobRecord:
 _NUMBERS = {
     name for name, hint in get_type_hints(JobSummary).items() if hint in (int | None, float | None)
 }
-
-
-def _first(*values: Any) -> Any:
-    """The first value that is not None (0 and "" count as recorded values)."""
-    return next((v for v in values if v is not None), None)
 
 
 def _number(v: Any) -> float | None:
