@@ -20,12 +20,9 @@ from typing import Any
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.core.plugins import Plugins
 from hydra.errors import HydraException, MissingConfigException
-from hydra.plugins.config_source import ConfigResult, ConfigSource
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -216,7 +213,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            repo = ConfigSources(overrides)
+            repo = schema.ConfigSources(overrides)
             groups = schema.config_groups(repo)
             parsed = parse_overrides(list(overrides))
             schema.check_overrides(parsed, groups)
@@ -250,78 +247,6 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-class ConfigSources:
-    """Hydra's config sources as a composition with these overrides sees them: the initialized
-    Hydra's search path, with the ``hydra.searchpath`` of the command line (else of the primary
-    config) before the structured-config schema, as Hydra orders it. Built from Hydra's public
-    API (the config loader's search path, the ConfigSource plugins); the groups, options and
-    option files the override checks (ablate.schema) read from it."""
-
-    def __init__(self, overrides: list[str]):
-        loader = GlobalHydra.instance().config_loader()
-        base = [(e.provider or "", e.path or "") for e in loader.get_search_path().get_path()]
-        self.sources = [self._source(provider, path) for provider, path in base]
-        searchpath, provider = (
-            self._command_line_searchpath(overrides),
-            "hydra.searchpath in command-line",
-        )
-        if searchpath is None:
-            primary = self.load_config("config")
-            found = OmegaConf.select(primary.config, "hydra.searchpath") if primary else None
-            searchpath = list(found) if found is not None else None
-            provider = "hydra.searchpath in main"
-        if searchpath:
-            schema = self.sources.pop()  # Hydra keeps the structured-config schema last
-            self.sources += [self._source(provider, str(p)) for p in searchpath] + [schema]
-
-    @staticmethod
-    def _command_line_searchpath(overrides: list[str]) -> list[str] | None:
-        for o in parse_overrides([x for x in overrides if "hydra.searchpath" in x]):
-            if o.get_key_element() == "hydra.searchpath":  # the first one, as Hydra reads it
-                value = o.value()
-                if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-                    raise ConfigError(f"hydra.searchpath must be a list of strings, got {value!r}")
-                return [str(p) for p in value]
-        return None
-
-    @staticmethod
-    def _source(provider: str, path: str) -> ConfigSource:
-        scheme = path.split("://", 1)[0] if "://" in path else "file"
-        types = {
-            t.scheme(): t
-            for t in Plugins.instance().discover(ConfigSource)
-            if issubclass(t, ConfigSource)
-        }
-        if scheme not in types:
-            raise ConfigError(
-                f"search path {path}: no config source for {scheme}:// "
-                f"(known: {', '.join(sorted(types))})"
-            )
-        source: ConfigSource = types[scheme](provider, path)
-        return source
-
-    def get_sources(self) -> list[ConfigSource]:
-        return list(self.sources)
-
-    def get_group_options(
-        self, group: str, results_filter: ObjectType | None = ObjectType.CONFIG
-    ) -> list[str]:
-        """The options (or sub-groups) of ``group`` over every source, sorted, once each."""
-        found: set[str] = set()
-        for source in self.sources:
-            if source.is_group(group):
-                found.update(source.list(group, results_filter))
-        return sorted(found)
-
-    def load_config(self, path: str) -> ConfigResult | None:
-        """``group/option`` (or the primary config) from the first source that has it, as the
-        file says (its defaults list included)."""
-        for source in self.sources:
-            if source.is_config(path):
-                return source.load_config(path)
-        return None
-
-
 def group_choices(
     overrides: list[str] | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, str | None]]:
@@ -332,7 +257,7 @@ def group_choices(
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            groups = schema.config_groups(ConfigSources(list(overrides or [])))
+            groups = schema.config_groups(schema.ConfigSources(list(overrides or [])))
             cfg = compose(
                 config_name="config", overrides=list(overrides or []), return_hydra_config=True
             )

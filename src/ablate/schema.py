@@ -6,8 +6,8 @@ typo into a training run, so every override is checked here before Hydra compose
 choice must be one of the group's options, a key must exist in the schema (``ablate.config``),
 and a near miss is named ("did you mean budget.box_seconds?").
 
-Groups and options come from Hydra's own config repository, so every directory on its search
-path counts, not only ``conf/``.
+Groups and options come from Hydra's config sources (``ConfigSources``, built from Hydra's public
+API), so every directory on its search path counts, not only ``conf/``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,14 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
 from hydra.plugins.config_source import ConfigResult, ConfigSource
+from omegaconf import OmegaConf
 
 from ablate.config import ComposedConfig
 from ablate.errors import ConfigError
@@ -45,6 +50,86 @@ class ConfigRepo(Protocol):
     def get_sources(self) -> list[ConfigSource]: ...
 
     def load_config(self, path: str) -> ConfigResult | None: ...
+
+
+class ConfigSources:
+    """Hydra's config sources as a composition with these overrides sees them: the initialized
+    Hydra's search path, with the ``hydra.searchpath`` of the command line (else of the primary
+    config) before the structured-config schema, as Hydra orders it. Built from Hydra's public
+    API (the config loader's search path, the ConfigSource plugins); the groups, options and
+    option files the override checks (ablate.schema) read from it."""
+
+    def __init__(self, overrides: list[str]):
+        loader = GlobalHydra.instance().config_loader()
+        base = [(e.provider or "", e.path or "") for e in loader.get_search_path().get_path()]
+        self.sources = [self._source(provider, path) for provider, path in base]
+        searchpath, provider = (
+            self._command_line_searchpath(overrides),
+            "hydra.searchpath in command-line",
+        )
+        if searchpath is None:
+            primary = self.load_config("config")
+            found = OmegaConf.select(primary.config, "hydra.searchpath") if primary else None
+            searchpath = list(found) if found is not None else None
+            provider = "hydra.searchpath in main"
+        if searchpath:
+            schema = self.sources.pop()  # Hydra keeps the structured-config schema last
+            self.sources += [self._source(provider, str(p)) for p in searchpath] + [schema]
+
+    @staticmethod
+    def _command_line_searchpath(overrides: list[str]) -> list[str] | None:
+        for o in _parse([x for x in overrides if "hydra.searchpath" in x]):
+            if o.get_key_element() == "hydra.searchpath":  # the first one, as Hydra reads it
+                value = o.value()
+                if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+                    raise ConfigError(f"hydra.searchpath must be a list of strings, got {value!r}")
+                return [str(p) for p in value]
+        return None
+
+    @staticmethod
+    def _source(provider: str, path: str) -> ConfigSource:
+        scheme = path.split("://", 1)[0] if "://" in path else "file"
+        types = {
+            t.scheme(): t
+            for t in Plugins.instance().discover(ConfigSource)
+            if issubclass(t, ConfigSource)
+        }
+        if scheme not in types:
+            raise ConfigError(
+                f"search path {path}: no config source for {scheme}:// "
+                f"(known: {', '.join(sorted(types))})"
+            )
+        source: ConfigSource = types[scheme](provider, path)
+        return source
+
+    def get_sources(self) -> list[ConfigSource]:
+        return list(self.sources)
+
+    def get_group_options(
+        self, group: str, results_filter: ObjectType | None = ObjectType.CONFIG
+    ) -> list[str]:
+        """The options (or sub-groups) of ``group`` over every source, sorted, once each."""
+        found: set[str] = set()
+        for source in self.sources:
+            if source.is_group(group):
+                found.update(source.list(group, results_filter))
+        return sorted(found)
+
+    def load_config(self, path: str) -> ConfigResult | None:
+        """``group/option`` (or the primary config) from the first source that has it, as the
+        file says (its defaults list included)."""
+        for source in self.sources:
+            if source.is_config(path):
+                return source.load_config(path)
+        return None
+
+
+def _parse(args: list[str]) -> list[Override]:
+    try:
+        return OverridesParser.create().parse_overrides(args)
+    except HydraException as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise ConfigError(lines[0] if lines else type(e).__name__) from None
 
 
 def schema_keys() -> set[str]:

@@ -323,9 +323,10 @@ def test_config_sources_see_what_hydra_sees(tmp_path, config_dir):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.object_type import ObjectType
 
-    from ablate.compose import ConfigSources, conf_dir
+    from ablate.compose import conf_dir
     from ablate.config import register_configs
     from ablate.matrix.__main__ import searchpath_override
+    from ablate.schema import ConfigSources
 
     overrides = []
     if config_dir:
