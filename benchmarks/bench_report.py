@@ -237,7 +237,7 @@ def main(argv=None) -> int:
         from ablate.report.plots import write_plots
         from ablate.report.stats import step_stats
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         coll = collect([mdir])
         t1 = time.perf_counter()
         stats = step_stats(coll.jobs, coll.order)
@@ -249,8 +249,10 @@ def main(argv=None) -> int:
             f"statistics: {t2 - t1:.2f}s; markdown ({len(text):,} chars): {t3 - t2:.2f}s"
         )
         total = t3 - t0
+        cpu = time.process_time() - c0  # on a shared machine, wall time also counts the others
         print(
-            f"report without plots: {total:.2f}s (target < 5 s) {'OK' if total < 5 else 'TOO SLOW'}"
+            f"report without plots: {total:.2f}s, {cpu:.2f}s of CPU "
+            f"(target < 5 s) {'OK' if total < 5 else 'TOO SLOW'}"
         )
         out = Path(tmp) / "plots"
         out.mkdir()
