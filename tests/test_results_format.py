@@ -422,3 +422,35 @@ def test_read_job_never_raises_on_any_value_anywhere_in_any_file(tmp_path, file)
     path.write_text(original)
     rec = results.read_job(jd)
     assert rec.problems == [] and rec.notes == [], "the untouched job reads without a problem"
+
+
+@pytest.mark.parametrize(
+    "file, path, fact",
+    [
+        ("config", ("step", "architecture"), lambda r: r.config.architecture),
+        ("config", ("step", "description"), lambda r: r.config.description),
+        ("config", ("seed",), lambda r: r.config.seed),
+        ("config", ("experiment",), lambda r: r.config.experiment),
+        ("config", ("model", "mlp"), lambda r: r.config.mlp),
+        ("config", ("optim", "warmup_iters"), lambda r: r.config.warmup_iters),
+        ("config", ("budget", "box_seconds"), lambda r: r.config.box_seconds),
+        ("config", ("budget",), lambda r: r.config.box_seconds),  # a whole section
+        ("env", ("world_size",), lambda r: r.env.world_size),
+        ("env", ("device",), lambda r: r.env.device),
+        ("env", ("flops_per_token",), lambda r: r.env.flops_per_token),
+        ("env", ("git", "sha"), lambda r: r.env.git_sha),
+    ],
+)
+def test_a_config_or_env_fact_of_the_wrong_type_is_unknown_with_one_note(
+    tmp_path, file, path, fact
+):
+    jd = _job(tmp_path)
+    load, dump = _FORMATS[file]
+    target = getattr(jd, file)
+    junk = 5 if path == ("budget",) else {"not": "right"}
+    target.write_text(dump(_set(load(target.read_text()), path, junk)))
+    rec = results.read_job(jd)
+    assert fact(rec) is None
+    assert len(rec.problems) == 1 and str(target) in rec.problems[0]
+    assert f"{'.'.join(path[-2:]) if path[0] == 'git' else path[-1]!r}" in rec.problems[0]
+    assert repr(junk) in rec.problems[0]

@@ -73,6 +73,10 @@ class ConfigFacts:
 
     @classmethod
     def parse(cls, config: dict[str, Any], where: str, problems: Problems) -> ConfigFacts:
+        for section in ("step", "model", "optim", "budget"):
+            value = config.get(section)
+            if value is not None and not isinstance(value, dict):
+                problems.append(f"{where}: {section!r} is {value!r:.60}, not a mapping; ignored")
         step = config.get("step")
         model, optim, budget = (config.get(k) for k in ("model", "optim", "budget"))
         name = step.get("name") if isinstance(step, dict) else None
@@ -104,13 +108,13 @@ class EnvFacts:
     @classmethod
     def parse(cls, env: dict[str, Any], where: str, problems: Problems) -> EnvFacts:
         sha, dirty = env_git(env)
-        flat = {"git_sha": sha, "git_dirty": dirty, "device": env_device(env)}
+        flat = {"git.sha": sha, "git.dirty": dirty, "device": env_device(env)}
         return cls(
             world_size=_value(env, "world_size", int, "an integer", where, problems),
             device=_value(flat, "device", str, "a string", where, problems),
             device_count=_value(env, "device_count", int, "an integer", where, problems),
-            git_sha=_value(flat, "git_sha", str, "a string", where, problems),
-            git_dirty=_value(flat, "git_dirty", bool, "true or false", where, problems),
+            git_sha=_value(flat, "git.sha", str, "a string", where, problems),
+            git_dirty=_value(flat, "git.dirty", bool, "true or false", where, problems),
             flops_per_token=_value(env, "flops_per_token", float, "a number", where, problems),
         )
 
