@@ -65,6 +65,32 @@ def concat_shards(folder: Path, meta: dict) -> np.ndarray:
     return np.concatenate([np.asarray(read_shard(folder / s["file"])) for s in meta["shards"]])
 
 
+def split_docs(tokens) -> list[str]:
+    """The documents of a token stream (EOT before each one), decoded."""
+    from ablate.data import EOT, get_gpt2_encoding
+
+    tokens = np.asarray(tokens)
+    starts = np.nonzero(tokens == EOT)[0]
+    enc = get_gpt2_encoding()
+    return [enc.decode(p[1:].tolist()) for p in np.split(tokens, starts)[1:]]
+
+
+def shared_windows(val, trains, span: int = 64) -> int:
+    """Brute force, independent of ablate.data.overlap: validation tokens inside a window of
+    ``span`` tokens without EOT that also occurs (as a tuple) in the training arrays, concatenated."""
+    from ablate.data import EOT
+
+    t = np.concatenate([np.asarray(a) for a in trains]).tolist()  # one stream, as shards are
+    seen = {tuple(t[i : i + span]) for i in range(len(t) - span + 1)}
+    v = np.asarray(val).tolist()
+    covered = np.zeros(len(v), dtype=bool)
+    for i in range(len(v) - span + 1):
+        w = tuple(v[i : i + span])
+        if EOT not in w and w in seen:
+            covered[i : i + span] = True
+    return int(covered.sum())
+
+
 @pytest.fixture
 def dh():
     """Helper functions for the data tests (conftest modules are not importable by name)."""
@@ -75,5 +101,7 @@ def dh():
         write_parquet=write_parquet,
         make_shard=make_shard,
         concat_shards=concat_shards,
+        split_docs=split_docs,
+        shared_windows=shared_windows,
         special_docs=list(SPECIAL_DOCS),
     )

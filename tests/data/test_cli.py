@@ -49,7 +49,7 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_prepare_files_subprocess(src, tmp_path, docs):
+def test_prepare_files_subprocess(src, tmp_path, docs, dh):
     """The documented form, in a fresh process: worker processes, a progress bar in tokens/s,
     count suffixes, then the result checked as a training job would load it."""
     r = cli(
@@ -57,6 +57,7 @@ def test_prepare_files_subprocess(src, tmp_path, docs):
         f"data.data_files={src}",
         "data.path=prepared",
         "data.shard_tokens=9k",
+        "data.val_fraction=0.3",
         "data.workers=2",
         cwd=tmp_path,
     )
@@ -71,22 +72,25 @@ def test_prepare_files_subprocess(src, tmp_path, docs):
         "data_val_000000.bin",
         "data_train_000001.bin",
     ]
-    from ablate.data import get_gpt2_encoding
+    from ablate.data.split import is_val
 
-    allt = np.concatenate([np.asarray(read_shard(out / s["file"])) for s in meta["shards"]])
-    assert get_gpt2_encoding().decode(allt.tolist()) == "".join("<|endoftext|>" + d for d in docs)
+    train = np.concatenate([np.asarray(read_shard(out / s["file"])) for s in meta["shards"][1:]])
+    val = np.asarray(read_shard(out / meta["shards"][0]["file"]))
+    assert dh.split_docs(train) == [d for d in docs if not is_val(d, 0.3)]
+    assert set(dh.split_docs(val)) <= {d for d in docs if is_val(d, 0.3)}
     # a rerun finds it done: same files, nothing rewritten
-    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
     r = cli(
         "-q",
         "data=files",
         f"data.data_files={src}",
         "data.path=prepared",
         "data.shard_tokens=9000",
+        "data.val_fraction=0.3",
         cwd=tmp_path,
     )
     assert r.returncode == 0 and r.stderr == "", r.stderr[-3000:]
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes
 
 
 @pytest.mark.parametrize(
@@ -197,6 +201,7 @@ def test_missing_data_message_command_prepares_it(src, tmp_path, monkeypatch, ca
         data_files=str(src),
         shard_tokens=SHARD,
         total_tokens=4 * SHARD,
+        val_fraction=0.3,
     )
     with pytest.raises(DataError) as e:
         resolve_dataset(cfg, 50304)
@@ -209,7 +214,8 @@ def test_missing_data_message_command_prepares_it(src, tmp_path, monkeypatch, ca
     code, out, err = run_main(capsys, "-q", *argv[3:])
     assert code == 0, err
     ds = resolve_dataset(cfg, 50304)
-    assert ds.meta["tokens"] == 4 * SHARD and len(ds.train_paths) == 3
+    assert ds.meta["streamed_tokens"] <= 4 * SHARD and len(ds.train_paths) == 3
+    assert ds.meta["spec"]["val_fraction"] == 0.3
 
 
 def test_not_prepared_command_for_finewebedu_round_trips(tmp_path, monkeypatch):
@@ -222,16 +228,18 @@ def test_not_prepared_command_for_finewebedu_round_trips(tmp_path, monkeypatch):
         total_tokens=10**9,
         hf_config="sample-100BT",
         shard_tokens=5 * 10**7,
+        val_fraction=0.02,
     )
     command = prepare_command(cfg)
     assert command.startswith("python -m ablate.data data=finewebedu ")
     composed = compose(shlex.split(command)[3:]).data
-    for key in ("source", "path", "total_tokens", "hf_config", "shard_tokens", "hf_path", "split"):
+    keys = ("source", "path", "total_tokens", "hf_config", "shard_tokens", "hf_path", "split")
+    for key in (*keys, "val_fraction"):
         assert getattr(composed, key) == getattr(cfg, key), key
-    assert (
-        prepare_command(DataConfig(source="finewebedu", path="data/finewebedu10B"))
-        == "python -m ablate.data data=finewebedu"
-    )
+    preset = compose(["data=finewebedu"]).data
+    assert prepare_command(preset) == "python -m ablate.data data=finewebedu"
+    assert preset.val_fraction == 0.01  # the preset's share is left out, another one is not
+    assert prepare_command(DataConfig(source="finewebedu")).endswith(" data.val_fraction=0.1")
 
 
 def test_info(src, tmp_path, capsys):
@@ -261,31 +269,16 @@ def test_info(src, tmp_path, capsys):
 
 
 def test_val_shard_smaller_than_one_eval_is_refused_after_prepare(src, tmp_path, capsys):
-    """The default model (block 128, 8 val windows) needs 1025 validation tokens."""
+    """The default model (block 128, 8 val windows) needs 1025 validation tokens; the docs at
+    val_fraction 0.1 leave one validation document of 194 tokens."""
     out = tmp_path / "small"
-    code, _, err = run_main(
-        capsys,
-        "-q",
-        "data=files",
-        f"data.data_files={src}",
-        f"data.path={out}",
-        "data.shard_tokens=1000",
-        "data.total_tokens=5k",
-    )
+    args = ["-q", "data=files", f"data.data_files={src}", f"data.path={out}"]
+    code, _, err = run_main(capsys, *args, "data.shard_tokens=1000")
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(
-        f"error: {out / 'data_val_000000.bin'}: validation shard has 1000 "
+        f"error: {out / 'data_val_000000.bin'}: validation shard has 194 "
         "tokens, one eval of 8 windows x block_size 128 needs 1025"
     )
-    assert "data.shard_tokens" in err
-    code, out_text, err = run_main(
-        capsys,
-        "-q",
-        "data=files",
-        f"data.data_files={src}",
-        f"data.path={out}",
-        "data.shard_tokens=1000",
-        "data.total_tokens=5k",
-        "data.val_windows=7",
-    )
-    assert code == 0 and "one eval = 7 windows" in out_text
+    assert "data.val_fraction" in err
+    code, out_text, err = run_main(capsys, *args, "data.shard_tokens=1000", "data.val_windows=1")
+    assert code == 0 and "one eval = 1 windows" in out_text

@@ -1,5 +1,6 @@
 """prepare: local jsonl/parquet/text through the real `datasets` streaming path -> llm.c shards
-that round-trip; deterministic for any worker count; resumable after a crash or a SIGKILL."""
+that round-trip (whole documents, validation chosen by a hash of each document); deterministic for
+any worker count; resumable after a crash or a SIGKILL."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ablate.data import get_gpt2_encoding, read_shard
 from ablate.data import prepare as P
+from ablate.data import read_shard
 from ablate.data.shards import HEADER_BYTES, shard_sha256
+from ablate.data.split import is_val
 from ablate.errors import DataError
 
 SHARD = 9000  # tokens per shard: ~60k tokens of docs -> 7 shards
@@ -36,8 +38,12 @@ def expected_text(docs):
 
 
 def folder_state(folder: Path) -> dict:
-    """Every file of a prepared folder -> its bytes (meta.json included)."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """Every file of a prepared folder (parts/ included) -> its bytes (meta.json included)."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _write_jsonl(path, docs):
@@ -56,14 +62,19 @@ def ref(tmp_path_factory, docs):
     return src, out, meta
 
 
-def test_jsonl_roundtrip(ref, docs):
+def train_tokens(out: Path, meta: dict) -> np.ndarray:
+    return np.concatenate(
+        [np.asarray(read_shard(out / s["file"])) for s in meta["shards"] if s["split"] == "train"]
+    )
+
+
+def test_jsonl_roundtrip(ref, docs, dh):
     src, out, meta = ref
-    enc = get_gpt2_encoding()
     assert meta["complete"] and meta["documents"] == len(docs)
     names = [s["file"] for s in meta["shards"]]
     assert names[0] == "data_val_000000.bin" and names[1] == "data_train_000001.bin"
     assert [s["split"] for s in meta["shards"]] == ["val"] + ["train"] * (len(names) - 1)
-    assert all(s["tokens"] == SHARD for s in meta["shards"][:-1])
+    assert all(s["tokens"] == SHARD for s in meta["shards"][1:-1])
     for s in meta["shards"]:
         f = out / s["file"]
         header = np.fromfile(f, dtype="<i4", count=256)
@@ -71,16 +82,27 @@ def test_jsonl_roundtrip(ref, docs):
         assert f.stat().st_size == HEADER_BYTES + 2 * s["tokens"]
         assert shard_sha256(f) == s["sha256"]
         assert int(np.max(read_shard(f))) == s["max_token_id"]
-    allt = np.concatenate([np.asarray(read_shard(out / n)) for n in names])
-    assert len(allt) == meta["tokens"] == meta["val_tokens"] + meta["train_tokens"]
-    assert enc.decode(allt.tolist()) == expected_text(docs)
-    # separators: exactly one 50256 before each document, none inside ("<|endoftext|>" as text)
-    starts = np.nonzero(allt == 50256)[0]
-    assert len(starts) == len(docs) and starts[0] == 0
-    pieces = np.split(allt, starts[1:])
-    assert [enc.decode(p[1:].tolist()) for p in pieces] == docs
-    # meta positions: shard k starts where shard k-1 ended
-    for a, b in zip(meta["shards"], meta["shards"][1:]):
+    train = train_tokens(out, meta)
+    val = np.asarray(read_shard(out / names[0]))
+    assert meta["tokens"] == meta["val_tokens"] + meta["train_tokens"] == len(val) + len(train)
+    # whole documents: training holds the documents whose hash is not validation, in input
+    # order; validation holds the others, in input order, less the dropped ones
+    want_train = [d for d in docs if not is_val(d, 0.1)]
+    want_val = [d for d in docs if is_val(d, 0.1)]
+    assert 0 < len(want_val) < len(docs) // 2
+    assert dh.split_docs(train) == want_train
+    got_val = dh.split_docs(val)
+    assert got_val == [d for d in want_val if d in got_val]
+    split = meta["split"]
+    assert (split["val_documents"], split["removed_documents"]) == (
+        len(got_val),
+        len(want_val) - len(got_val),
+    )
+    assert split["train_documents"] == len(want_train)
+    assert dh.shared_windows(val, [train]) == 0 == meta["val_overlap"]["shared_tokens"]
+    assert meta["val_overlap"]["share"] == 0.0 and meta["val_overlap"]["span_tokens"] == 64
+    # meta positions: chunk k starts where chunk k-1 ended
+    for a, b in zip(meta["chunks"], meta["chunks"][1:]):
         assert a["end"] == b["start"]
     assert json.loads((out / "meta.json").read_text()) == meta
 
@@ -96,34 +118,42 @@ def test_parquet_and_workers_give_identical_shards(ref, docs, tmp_path, dh):
         assert (out / s["file"]).read_bytes() == (out_ref / s["file"]).read_bytes()
 
 
-def test_text_files_are_documents_in_sorted_order(tmp_path):
+def test_text_files_are_documents_in_sorted_order(tmp_path, dh):
     d = tmp_path / "txt"
     d.mkdir()
-    texts = {"b.txt": "second file\nwith two lines\n", "a.txt": "first file", "c.txt": "third"}
+    texts = {f"{c}.txt": f"file {c}\nwith two lines\n" for c in "qwertyuiopasdfghjklz"}
     for name, t in texts.items():
         (d / name).write_text(t)
     out = tmp_path / "out"
-    meta = P.prepare(out, spec_for([d / "*.txt"], shard_tokens=5), workers=0, progress=False)
-    allt = np.concatenate([np.asarray(read_shard(out / s["file"])) for s in meta["shards"]])
-    assert get_gpt2_encoding().decode(allt.tolist()) == expected_text(
-        [texts["a.txt"], texts["b.txt"], texts["c.txt"]]
+    meta = P.prepare(
+        out, spec_for([d / "*.txt"], shard_tokens=5, val_fraction=0.3), workers=0, progress=False
     )
+    ordered = [texts[k] for k in sorted(texts)]
+    assert dh.split_docs(train_tokens(out, meta)) == [t for t in ordered if not is_val(t, 0.3)]
+    val = dh.split_docs(read_shard(out / meta["shards"][0]["file"]))
+    assert val == [t for t in ordered if is_val(t, 0.3)] and val  # short: no 64-token span
 
 
 def test_total_tokens_limit(ref, tmp_path):
     src, out_ref, meta_ref = ref
     out = tmp_path / "lim"
-    total = 2 * SHARD + 123
+    c = meta_ref["chunks"]
+    total = c[1]["streamed"] + 123  # streamed tokens count validation documents too
     meta = P.prepare(out, spec_for([src], total_tokens=total), workers=0, progress=False)
-    assert [s["tokens"] for s in meta["shards"]] == [SHARD, SHARD, 123]
-    assert meta["tokens"] == total
-    head = np.asarray(read_shard(out_ref / meta_ref["shards"][2]["file"]))[:123]
-    assert np.array_equal(np.asarray(read_shard(out / meta["shards"][2]["file"])), head)
+    assert meta["streamed_tokens"] <= total and not meta["exhausted"]
+    # the first two chunks are the full run's; the third stops at the total (or before a
+    # validation document that would cross it)
+    assert meta["chunks"][:2] == c[:2]
+    last = meta["chunks"][2]
+    assert last["streamed"] <= total and last["train"]["tokens"] <= SHARD
+    head = np.asarray(read_shard(out_ref / c[2]["train"]["file"]))[: last["train"]["tokens"]]
+    assert np.array_equal(np.asarray(read_shard(out / last["train"]["file"])), head)
 
 
 def test_resume_after_injected_failure(ref, monkeypatch, tmp_path):
-    """Crash while writing shard 3 (a torn temp file is left); the rerun keeps shards 0-2
-    untouched, skips their documents without tokenizing them, and ends byte-identical."""
+    """Crash between the two files of chunk 2 (its training shard written, its validation part
+    torn); the rerun keeps chunk 1 untouched, skips its documents without tokenizing them,
+    rewrites chunk 2, and ends byte-identical."""
     src, out_ref, meta_ref = ref
     out = tmp_path / "crash"
     real_write = P.write_shard
@@ -140,8 +170,9 @@ def test_resume_after_injected_failure(ref, monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="injected"):
         P.prepare(out, spec_for([src]), workers=0, progress=False)
     partial = json.loads((out / "meta.json").read_text())
-    assert not partial["complete"] and len(partial["shards"]) == 3
-    kept = {n: (out / n).stat().st_mtime_ns for n in (s["file"] for s in partial["shards"])}
+    assert not partial["complete"] and len(partial["chunks"]) == 1 and not partial["shards"]
+    files = [partial["chunks"][0][k]["file"] for k in ("train", "val_part")]
+    kept = {n: (out / n).stat().st_mtime_ns for n in files}
 
     monkeypatch.setattr(P, "write_shard", real_write)
     tokenized = []
@@ -151,7 +182,7 @@ def test_resume_after_injected_failure(ref, monkeypatch, tmp_path):
     assert meta == meta_ref
     assert folder_state(out) == folder_state(out_ref)  # no temp files left either
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept
-    skipped = partial["shards"][-1]["end"][0]
+    skipped = partial["chunks"][-1]["end"][0]
     assert skipped > 0 and len(tokenized) == meta_ref["documents"] - skipped
     # a third run finds everything done and writes nothing
     tokenized.clear()
@@ -160,7 +191,7 @@ def test_resume_after_injected_failure(ref, monkeypatch, tmp_path):
 
 
 def test_resume_after_sigkill(ref, tmp_path):
-    """A real SIGKILL (with tokenizer worker processes) in the middle of writing shard 3."""
+    """A real SIGKILL (with tokenizer worker processes) in the middle of writing chunk 2."""
     src, out_ref, meta_ref = ref
     out = tmp_path / "killed"
     script = textwrap.dedent(f"""
@@ -184,7 +215,7 @@ def test_resume_after_sigkill(ref, tmp_path):
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert r.returncode == -9, r.stderr
-    assert len(json.loads((out / "meta.json").read_text())["shards"]) == 2
+    assert len(json.loads((out / "meta.json").read_text())["chunks"]) == 1
     assert list(out.glob(".*.tmp"))  # the torn file is there ...
     meta = P.prepare(out, spec_for([src]), workers=2, progress=False)
     assert meta == meta_ref
@@ -197,7 +228,9 @@ def test_changed_shard_is_rewritten(ref, tmp_path):
     src, out_ref, meta_ref = ref
     out = tmp_path / "copy"
     shutil.copytree(out_ref, out)
-    victim = out / meta_ref["shards"][2]["file"]
+    victim = out / meta_ref["shards"][2]["file"]  # a training shard
+    part = out / meta_ref["chunks"][0]["val_part"]["file"]
+    part.write_bytes(part.read_bytes()[:-2])  # and a validation part, torn
     data = bytearray(victim.read_bytes())
     data[-1] ^= 1
     victim.write_bytes(bytes(data))
@@ -216,19 +249,32 @@ def test_other_settings_in_same_folder_refused(ref, tmp_path):
         P.prepare(out_ref, spec_for([src], shard_tokens=SHARD + 1), workers=0, progress=False)
     with pytest.raises(DataError, match=r"differ: text_field"):
         P.prepare(out_ref, spec_for([src], text_field="body"), workers=0, progress=False)
+    with pytest.raises(DataError, match=r"differ: val_fraction"):
+        P.prepare(out_ref, spec_for([src], val_fraction=0.2), workers=0, progress=False)
     assert folder_state(out_ref) == before
 
 
 def test_total_tokens_change_keeps_common_shards(ref, monkeypatch, tmp_path):
-    """Prepare 2 shards + 123 tokens, then the whole input into the same folder: the two full
-    shards are kept (not re-tokenized), the cut one is rewritten, and the folder equals an
-    uninterrupted full run. Then cut it back: equal to a fresh limited run, no stray shard."""
+    """Prepare 2 chunks + 123 tokens, then the whole input into the same folder: the two full
+    chunks are kept (not re-tokenized), the cut one is rewritten, validation is rebuilt, and the
+    folder equals an uninterrupted full run. Then cut it back: equal to a fresh limited run, no
+    stray shard."""
     src, out_ref, meta_ref = ref
     out = tmp_path / "grow"
-    small = P.prepare(out, spec_for([src], total_tokens=2 * SHARD + 123), workers=0, progress=False)
-    assert not small["exhausted"] and [s["tokens"] for s in small["shards"]] == [SHARD, SHARD, 123]
+    total = meta_ref["chunks"][1]["streamed"] + 123
+    small = P.prepare(out, spec_for([src], total_tokens=total), workers=0, progress=False)
+    assert not small["exhausted"] and [c["train"]["tokens"] for c in small["chunks"]] == [
+        SHARD,
+        SHARD,
+        123,
+    ]
     small_state = folder_state(out)
-    kept = {s["file"]: (out / s["file"]).stat().st_mtime_ns for s in small["shards"][:2]}
+    kept = {
+        e["file"]: (out / e["file"]).stat().st_mtime_ns
+        for c in small["chunks"][:2]
+        for e in (c["train"], c["val_part"])
+        if e
+    }
 
     tokenized = []
     real_tok = P.tokenize_document
@@ -236,13 +282,10 @@ def test_total_tokens_change_keeps_common_shards(ref, monkeypatch, tmp_path):
     assert P.prepare(out, spec_for([src]), workers=0, progress=False) == meta_ref
     assert folder_state(out) == folder_state(out_ref)
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept
-    assert len(tokenized) == meta_ref["documents"] - small["shards"][1]["end"][0]
+    assert len(tokenized) == meta_ref["documents"] - small["chunks"][1]["end"][0]
 
     tokenized.clear()
-    assert (
-        P.prepare(out, spec_for([src], total_tokens=2 * SHARD + 123), workers=0, progress=False)
-        == small
-    )
+    assert P.prepare(out, spec_for([src], total_tokens=total), workers=0, progress=False) == small
     assert folder_state(out) == small_state  # shards 3.. deleted, shard 2 cut again
     # a total the input cannot fill, on a folder that holds all of it: nothing to stream
     P.prepare(out, spec_for([src]), workers=0, progress=False)
@@ -308,14 +351,17 @@ def test_huggingface_spec_streams_through_load_dataset(ref, monkeypatch, tmp_pat
         meta["spec"]["split"],
         meta["spec"]["tokenizer"],
     ) == ("huggingface", "HuggingFaceFW/fineweb-edu", "sample-10BT", "train", "gpt2")
-    assert (meta["tokens"], meta["val_tokens"], meta["train_tokens"]) == (SHARD + 10, SHARD, 10)
+    assert meta["tokens"] == meta["val_tokens"] + meta["train_tokens"] <= SHARD + 10
+    assert meta["streamed_tokens"] <= SHARD + 10 and meta["val_tokens"] > 0
     for s in meta["shards"]:
         assert shard_sha256(tmp_path / "fw" / s["file"]) == s["sha256"]
     assert [s["file"] for s in meta["shards"]] == [
         "finewebedu_val_000000.bin",
         "finewebedu_train_000001.bin",
     ]
-    assert meta["shards"][0]["sha256"] == meta_ref["shards"][0]["sha256"]
+    head = np.asarray(read_shard(out_ref / meta_ref["shards"][1]["file"]))
+    got = np.asarray(read_shard(tmp_path / "fw" / meta["shards"][1]["file"]))
+    assert np.array_equal(got, head[: len(got)])  # the same documents, cut by the total
 
 
 def test_hub_unreachable_is_a_data_error(monkeypatch, tmp_path):

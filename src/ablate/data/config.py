@@ -14,6 +14,9 @@ VERIFY_MODES = ("quick", "full")
 
 DEFAULT_FINEWEBEDU_PATH = "data/finewebedu10B"
 DEFAULT_FILES_PATH = "data/files"
+# conf/data/finewebedu.yaml's validation share: 1% of 10B tokens is about the 100M-token
+# validation shard llm.c uses (prepare_command leaves a source's preset values out).
+PRESET_VAL_FRACTION = {"finewebedu": 0.01}
 # The final eval's default budget (data.val_tokens=None): 2M tokens, or the whole shard if smaller.
 DEFAULT_VAL_TOKENS = 2_097_152
 
@@ -51,8 +54,12 @@ class DataConfig:
     value the shard cannot hold is an error. With a per-token loss spread near 2.5 nats, 2M
     tokens give a standard error of the order of 0.002-0.005; 8 windows of 1,024 give ~0.03."""
     val_fraction: float = 0.1
-    """embedded/textdir: share of the tokens (the first documents) put in the validation shard;
-    at least 8*1024+1 tokens when the corpus has twice that."""
+    """Share of the documents that is validation, chosen by a hash of each document's text, whole
+    documents only, none sharing a 64-token span with training (ablate.data.split).
+    embedded/textdir: documents in hash order until validation holds this share of the tokens (at
+    least 8*1024+1 when the corpus has twice that). files/finewebedu (prepare): a document is
+    validation when its hash is below this share (finewebedu's preset: 0.01, about 100M tokens
+    of 10B). shards: unused (the file with "val" in its name is validation)."""
 
     # --- prepare (finewebedu / files); also what the "not prepared" error message proposes ---
     hf_path: str = "HuggingFaceFW/fineweb-edu"
@@ -67,11 +74,12 @@ class DataConfig:
     text_field: str = "text"
     """Column holding each document's text (json/parquet)."""
     total_tokens: int | None = None
-    """prepare: stop after this many tokens in total, val shard included (None: whole stream).
-    The command line also takes 100M / 10B. Changing it later keeps the shards already written."""
+    """prepare: stop after this many tokens of the stream, validation included (None: whole
+    stream; a validation document that would cross it is left out). The command line also takes
+    100M / 10B. Changing it later keeps the shards already written."""
     shard_tokens: int = 100_000_000
-    """prepare: tokens per shard (the last shard may be shorter); the first shard is validation,
-    so one eval needs shard_tokens >= val_windows * block_size + 1."""
+    """prepare: tokens per training shard (the last shard may be shorter); validation is one shard
+    of its own (data.val_fraction)."""
     workers: int | None = None
     """prepare: tokenizer processes (None: cpu_count - 1, at least 1; 0: tokenize in-process)."""
     verify: str = "quick"

@@ -8,9 +8,11 @@ directory name carries a hash of the exact text, so each version gets its own sh
 ``textdir``: every ``.txt``/``.md`` file under a folder (recursively, sorted by relative path),
 one document per file.
 
-Both are written as ``<kind>_val_000000.bin`` (the first ``val_fraction`` of the tokens, at least
-``MIN_VAL_TOKENS`` when the corpus has twice that) and ``<kind>_train_000001.bin`` plus a
-``meta.json`` in ``<cache>/<kind>-<hash>``. The folder is built under a temporary name and renamed
+Both are written as ``<kind>_val_000000.bin`` (whole documents chosen by a hash of their text,
+``val_fraction`` of the tokens, at least ``MIN_VAL_TOKENS`` when the corpus has twice that; none
+shares a 64-token span with training: ``ablate.data.split``) and ``<kind>_train_000001.bin``
+(the other documents, in order) plus a ``meta.json`` in ``<cache>/<kind>-<hash>`` that records the
+split and the measured overlap (``split``, ``val_overlap``). The folder is built under a temporary name and renamed
 into place, so concurrent jobs never see a partial one (the loser of a race discards its copy).
 """
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -28,14 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ablate.data.overlap import measure_overlap
 from ablate.data.prepare import META, META_FORMAT, write_json_atomic
 from ablate.data.shards import write_shard
+from ablate.data.split import SPLIT_METHOD, doc_key, split_in_memory
 from ablate.data.tokenizer import EOT, get_gpt2_encoding
 from ablate.errors import DataError
 
 log = logging.getLogger("ablate.data")
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: split by document (ablate.data.split)
 MIN_VAL_TOKENS = 8 * 1024 + 1  # the default eval (8 windows) at block_size 1024
 TEXT_SUFFIXES = (".txt", ".md")
 
@@ -85,9 +88,8 @@ def textdir_documents(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
     return names, texts
 
 
-def _val_count(n: int, val_fraction: float) -> int:
-    """Validation tokens of an ``n``-token corpus (val_fraction in (0, 1): DataConfig.problems)."""
-    return max(math.ceil(n * val_fraction), min(MIN_VAL_TOKENS, n // 2))
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint16)
 
 
 def build_corpus(
@@ -103,6 +105,7 @@ def build_corpus(
                 "tokenizer": "gpt2",
                 "val_fraction": val_fraction,
                 "min_val": MIN_VAL_TOKENS,
+                "split": SPLIT_METHOD,
             }
         ).encode()
     )
@@ -115,32 +118,40 @@ def build_corpus(
         return final
 
     enc = get_gpt2_encoding()
-    ids = enc.encode_ordinary_batch(texts)
-    tokens = np.empty(sum(len(x) + 1 for x in ids), dtype=np.uint16)
-    pos = 0
-    for x in ids:
-        tokens[pos] = EOT
-        tokens[pos + 1 : pos + 1 + len(x)] = x
-        pos += len(x) + 1
-    n_val = _val_count(len(tokens), val_fraction)
-    if len(tokens) - n_val < 2:
+    docs = []
+    for x in enc.encode_ordinary_batch(texts):
+        d = np.empty(len(x) + 1, dtype=np.uint16)
+        d[0] = EOT
+        d[1:] = x
+        docs.append(d)
+    n_tokens = sum(len(d) for d in docs)
+    val_idx, split = split_in_memory(
+        docs, [doc_key(t) for t in texts], val_fraction, MIN_VAL_TOKENS
+    )
+    chosen = set(val_idx)
+    val_tokens = _concat([docs[i] for i in val_idx])
+    train_tokens = _concat([d for i, d in enumerate(docs) if i not in chosen])
+    if len(val_tokens) == 0 or len(train_tokens) < 2:
         raise DataError(
-            f"{info.get('path', kind)}: only {len(tokens)} tokens, too few to split "
-            "into validation and training; add more text"
+            f"{info.get('path', kind)}: {len(texts)} document(s), {n_tokens} tokens: too few to "
+            f"split by document into validation and training; add more text (a document is "
+            f"never split, and one sharing {split.span_tokens}-token spans with training is "
+            "never validation)"
         )
+    overlap = measure_overlap(val_tokens, lambda: [train_tokens])
 
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()
     try:
         shards = []
-        for i, (split, part) in enumerate((("val", tokens[:n_val]), ("train", tokens[n_val:]))):
-            name = f"{kind}_{split}_{i:06d}.bin"
+        for i, (side, part) in enumerate((("val", val_tokens), ("train", train_tokens))):
+            name = f"{kind}_{side}_{i:06d}.bin"
             sha = write_shard(tmp / name, part)
             shards.append(
                 {
                     "file": name,
-                    "split": split,
+                    "split": side,
                     "tokens": int(len(part)),
                     "sha256": sha,
                     "max_token_id": int(part.max()),
@@ -152,10 +163,12 @@ def build_corpus(
             "kind": kind,
             "corpus_sha256": digest,
             "documents": len(texts),
-            "tokens": int(len(tokens)),
-            "val_tokens": int(n_val),
-            "train_tokens": int(len(tokens) - n_val),
+            "tokens": int(n_tokens),
+            "val_tokens": int(len(val_tokens)),
+            "train_tokens": int(len(train_tokens)),
             "val_fraction": val_fraction,
+            "split": split.record(),
+            "val_overlap": overlap.record(),
             "tokenizer": "gpt2",
             "eot": EOT,
             "eot_position": "before each document",
@@ -169,7 +182,7 @@ def build_corpus(
                 "%s corpus: tokenized %d documents, %d tokens into %s",
                 kind,
                 len(texts),
-                len(tokens),
+                n_tokens,
                 final,
             )
         except OSError:

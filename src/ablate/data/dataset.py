@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.data.config import DEFAULT_FILES_PATH, DEFAULT_FINEWEBEDU_PATH, DataConfig
+from ablate.data.config import (
+    DEFAULT_FILES_PATH,
+    DEFAULT_FINEWEBEDU_PATH,
+    PRESET_VAL_FRACTION,
+    DataConfig,
+)
 from ablate.data.corpus import cache_root, embedded_corpus, textdir_corpus
 from ablate.data.prepare import META, META_FORMAT, write_json_atomic
 from ablate.data.shards import check_vocab, max_token, read_header, read_shard
@@ -105,7 +110,7 @@ def prepare_command(cfg: Any) -> str:
         keys.append("data_files")
     else:
         keys += ["hf_path", "hf_config", "split"]
-    keys += ["text_field", "total_tokens", "shard_tokens"]
+    keys += ["text_field", "total_tokens", "shard_tokens", "val_fraction"]
     placeholder = "data.data_files=<glob of your .jsonl/.parquet/.txt files>"
     for key in keys:
         value = getattr(cfg, key)
@@ -115,6 +120,9 @@ def prepare_command(cfg: Any) -> str:
         elif key == "data_files":
             if not value:
                 parts.append(placeholder)
+                continue
+        elif key == "val_fraction":
+            if value == PRESET_VAL_FRACTION.get(source, d.val_fraction):
                 continue
         elif value == getattr(d, key):
             continue
@@ -142,6 +150,7 @@ def prepare_target(cfg: Any) -> tuple[Any, Path]:
             text_field=cfg.text_field,
             shard_tokens=cfg.shard_tokens,
             total_tokens=cfg.total_tokens,
+            val_fraction=cfg.val_fraction,
             prefix="data",
         )
         return spec, Path(os.path.expanduser(cfg.path or DEFAULT_FILES_PATH))
@@ -154,6 +163,7 @@ def prepare_target(cfg: Any) -> tuple[Any, Path]:
             text_field=cfg.text_field,
             shard_tokens=cfg.shard_tokens,
             total_tokens=cfg.total_tokens,
+            val_fraction=cfg.val_fraction,
             prefix="finewebedu",
         )
         return spec, Path(os.path.expanduser(cfg.path or DEFAULT_FINEWEBEDU_PATH))
@@ -187,6 +197,14 @@ def _load_meta(root: Path, cfg: DataConfig) -> dict:
         raise DataError(
             f"{path}: unreadable ({' '.join(str(e).split())}); {_fix(cfg, root)}"
         ) from None
+    if isinstance(meta, dict) and meta.get("format") == "ablate-shards-1":
+        raise DataError(
+            f"{path}: prepared by an older ablate whose validation shard is the first tokens of "
+            f"the stream (documents cut at the boundary, duplicates on both sides); prepare it "
+            f"again into another data.path ({prepare_command(cfg)} data.path=<new folder>), or "
+            f"train on it as it is with data=shards data.path='{root}/*.bin' (its overlap is "
+            "measured and reported)"
+        )
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         what = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise DataError(
@@ -219,17 +237,13 @@ def _from_meta(source: str, root: Path, meta: dict, vocab_size: int, cfg: DataCo
     if not train:
         if source in ("finewebedu", "files"):
             fix = (
-                f"prepare more tokens than data.shard_tokens={cfg.shard_tokens}: raise "
-                f"data.total_tokens (the shards written are kept), or use a smaller "
-                f"data.shard_tokens with another data.path; the command now: "
-                f"{prepare_command(cfg)}"
+                f"every document went to validation: lower data.val_fraction (now "
+                f"{cfg.val_fraction}) with another data.path, or raise data.total_tokens (the "
+                f"shards written are kept); the command now: {prepare_command(cfg)}"
             )
         else:
             fix = "add more text"
-        raise DataError(
-            f"{root}: only a validation shard ({meta['shards'][0]['tokens']} tokens), "
-            f"no training shard; {fix}"
-        )
+        raise DataError(f"{root}: no training shard; {fix}")
     return Dataset(source=source, train_paths=train, val_path=val, meta=meta, root=str(root))
 
 

@@ -242,8 +242,7 @@ class ValWindows:
                 f"{val_path}: validation shard has {len(tokens)} tokens, one eval of "
                 f"{n_windows} windows x block_size {T} needs {need}; lower "
                 "data.val_windows or model.block_size, or make a larger validation "
-                "shard (prepared data: a larger data.shard_tokens; embedded/textdir: "
-                "a larger data.val_fraction)"
+                "shard (a larger data.val_fraction, or more documents)"
             )
         self.path, self.block_size, self.n_windows = str(val_path), T, n_windows
         self.lo = rank * n_windows // world_size

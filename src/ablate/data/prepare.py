@@ -1,25 +1,35 @@
 """Prepare token shards from a stream of documents (FineWebEdu on the Hugging Face hub, or local
 jsonl / parquet / text files through the same ``datasets`` streaming path).
 
-Output, in llm.c's layout (``fineweb.py``): ``<prefix>_val_000000.bin`` (the first shard is
-validation), then ``<prefix>_train_000001.bin`` ...; each shard holds ``shard_tokens`` tokens
-(the last may be shorter). Every document is tokenized with GPT-2's encoding (``encode_ordinary``:
-special-token text inside a document is ordinary text) and preceded by ``<|endoftext|>`` (50256).
-Documents run across shard boundaries, as in llm.c.
+Every document is tokenized with GPT-2's encoding (``encode_ordinary``: special-token text inside
+a document is ordinary text) and preceded by ``<|endoftext|>`` (50256). Validation is a share of
+whole *documents*, chosen by a hash of their text (``ablate.data.split``: ``val_fraction``;
+identical documents land on the same side): a validation document is never cut, and one that
+shares a 64-token span with training is dropped once training is written.
+
+Output, in llm.c's shard format: ``<prefix>_train_000001.bin`` ... (the training documents in
+input order, ``shard_tokens`` tokens each, the last may be shorter; a training document may run
+across two training shards, as in llm.c), ``<prefix>_val_000000.bin`` (the validation documents
+kept) and ``meta.json`` (source, tokenizer, counts, sha256 per shard, the ``split`` and the
+measured ``val_overlap``). ``parts/`` keeps each chunk's validation documents as they came, so
+validation can be rebuilt or extended without reading the input again.
 
 Determinism and resume. Worker processes tokenize batches of documents, consumed in input
-order with a bounded read-ahead (memory stays flat on a 10B-token stream), so the token stream
-is a pure function of the input. ``meta.json`` (rewritten atomically after every finished
-shard) records for each shard its position in that stream: ``start``/``end`` = [document index,
-token offset inside that document's tokens]. A shard is written to a temporary name and renamed
-when complete. A rerun with the same settings keeps the finished shards whose size and sha256
-still match, skips the documents they consumed without tokenizing them, drops the first
-``offset`` tokens of the straddling document, and rewrites everything after -- producing the
-same files and the same meta.json as an uninterrupted run. A rerun with another
-``total_tokens`` keeps the shards the two runs share and extends (or cuts) from there.
+order with a bounded read-ahead (memory stays flat on a 10B-token stream), so the output is a
+pure function of the input. The stream is written in **chunks**: one training shard plus the
+validation documents met while it filled (``parts/<prefix>_valpart_<n>.bin``). ``meta.json``
+(rewritten atomically after every chunk) records each chunk's files and its position in the
+stream: ``start``/``end`` = [document index, token offset inside that document's tokens], and
+``streamed`` = tokens read so far (training and validation). A file is written to a temporary
+name and renamed when complete. A rerun with the same settings keeps the finished chunks whose
+files still match their size and sha256, skips the documents they consumed without tokenizing
+them, drops the first ``offset`` tokens of the straddling document, and rewrites everything after
+-- producing the same files and the same meta.json as an uninterrupted run. A rerun with another
+``total_tokens`` keeps the chunks the two runs share and extends (or cuts) from there;
+validation is then rebuilt from the parts (one pass over training, see ``ablate.data.overlap``).
 
 Over 400 lines: streaming, the worker pool and the exact-resume bookkeeping share one state
-(the shard being written and its straddling document); split, each part would pass it around.
+(the chunk being written and its straddling document); split, each part would pass it around.
 """
 
 from __future__ import annotations
@@ -41,14 +51,17 @@ from typing import Any
 import numpy as np
 
 from ablate.atomic import atomic_open
-from ablate.data.shards import read_header, shard_sha256, write_shard
+from ablate.data.overlap import Overlap
+from ablate.data.shards import read_header, read_shard, shard_sha256, write_shard
+from ablate.data.split import SPLIT_METHOD, SplitRecord, drop_shared, is_val
 from ablate.data.tokenizer import EOT, get_gpt2_encoding
 from ablate.errors import DataError
 
 log = logging.getLogger("ablate.data")
 
 META = "meta.json"
-META_FORMAT = "ablate-shards-1"
+META_FORMAT = "ablate-shards-2"  # 2: validation split by document
+PARTS = "parts"  # the validation documents of each chunk, kept to rebuild or extend validation
 FILE_FORMATS = {
     ".jsonl": "json",
     ".json": "json",
@@ -74,6 +87,8 @@ class PrepareSpec:
     shard_tokens: int = 100_000_000
     total_tokens: int | None = None
     prefix: str = "data"
+    val_fraction: float = 0.1
+    val_split: str = SPLIT_METHOD  # how validation documents are chosen (ablate.data.split)
     tokenizer: str = "gpt2"
     eot: int = EOT
     eot_position: str = "before each document"
@@ -239,8 +254,16 @@ def _tokenized(
 # ---- resume bookkeeping ----
 
 
-def _shard_name(prefix: str, index: int) -> str:
-    return f"{prefix}_{'val' if index == 0 else 'train'}_{index:06d}.bin"
+def _train_name(prefix: str, index: int) -> str:
+    return f"{prefix}_train_{index:06d}.bin"
+
+
+def _part_name(prefix: str, index: int) -> str:
+    return f"{PARTS}/{prefix}_valpart_{index:06d}.bin"
+
+
+def _val_name(prefix: str) -> str:
+    return f"{prefix}_val_000000.bin"
 
 
 def _new_meta(spec: PrepareSpec) -> dict:
@@ -249,6 +272,7 @@ def _new_meta(spec: PrepareSpec) -> dict:
         "spec": asdict(spec),
         "complete": False,
         "exhausted": False,
+        "chunks": [],
         "shards": [],
         "tokens": 0,
         "val_tokens": 0,
@@ -257,106 +281,172 @@ def _new_meta(spec: PrepareSpec) -> dict:
     }
 
 
-def _expected_tokens(spec: PrepareSpec, written: int) -> int:
-    """Tokens of the shard that starts after ``written`` tokens, when the input does not end."""
-    if spec.total_tokens is None:
-        return spec.shard_tokens
-    return max(0, min(spec.shard_tokens, spec.total_tokens - written))
+def _intact(out: Path, entry: dict | None) -> bool:
+    if entry is None:
+        return True
+    f = out / entry["file"]
+    try:
+        return read_header(f) == entry["tokens"] and shard_sha256(f) == entry["sha256"]
+    except DataError:
+        return False
 
 
-def _previous_run(out: Path, spec: PrepareSpec) -> tuple[list[dict], list[str], bool]:
-    """(shards of an earlier run to keep, files of that run to delete, input known exhausted).
+def _previous_run(out: Path, spec: PrepareSpec) -> tuple[list[dict], list[str], bool, dict | None]:
+    """(chunks of an earlier run to keep, files of that run to delete, input known exhausted,
+    the earlier meta.json when it was complete).
 
-    A shard is kept when its file is intact (size and sha256 as recorded) and this run would
-    write exactly it: the same settings, and its length is what ``spec.total_tokens`` asks for
-    at that position -- so a different total_tokens keeps the common prefix (a larger total
-    extends the dataset, a smaller one cuts it). Everything from the first shard not kept on is
-    rewritten. Other settings (input, shard_tokens, ...) in the same folder are refused."""
+    A chunk is kept when its files are intact (size and sha256 as recorded) and this run would
+    write exactly it: the same settings, its training shard is full (or the input ended in it),
+    and it ends before ``spec.total_tokens`` -- so a different total_tokens keeps the common
+    prefix (a larger total extends the dataset, a smaller one cuts it). Everything from the first
+    chunk not kept on is rewritten. Other settings (input, shard_tokens, val_fraction ...) in the
+    same folder, or a folder of an older format, are refused."""
     path = out / META
     if not path.exists():
-        return [], [], False
+        return [], [], False, None
     try:
         meta = json.loads(path.read_text())
-        old_spec = meta["spec"]
-        shards = list(meta["shards"])
-    except (OSError, ValueError, KeyError, TypeError):
+        fmt, old_spec = meta.get("format"), meta["spec"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         log.warning("%s: unreadable; preparing from scratch", path)
-        return [], [], False
+        return [], [], False, None
+    if fmt != META_FORMAT:
+        raise DataError(
+            f"{path}: {out} was prepared by an older ablate ({fmt!r}: its validation shard is the "
+            f"first tokens of the stream, documents cut at the boundary), not {META_FORMAT!r}; "
+            f"prepare into another data.path or delete {out}"
+        )
     new_spec = asdict(spec)
     diff = sorted(
         k
         for k in set(old_spec) | set(new_spec)
         if k != "total_tokens" and old_spec.get(k) != new_spec.get(k)
     )
-    if meta.get("format") != META_FORMAT or diff:
+    if diff:
         raise DataError(
-            f"{path}: {out} was prepared with other settings (differ: "
-            f"{', '.join(diff) or 'format'}); use another data.path (output folder) "
-            f"or delete {out}"
+            f"{path}: {out} was prepared with other settings (differ: {', '.join(diff)}); "
+            f"use another data.path (output folder) or delete {out}"
         )
+    chunks = list(meta.get("chunks") or [])
     exhausted = bool(meta.get("complete") and meta.get("exhausted"))
     kept: list[dict] = []
-    written = 0
-    for i, s in enumerate(shards):
-        want = _expected_tokens(spec, written)
-        last_of_exhausted = exhausted and i == len(shards) - 1 and s["tokens"] < want
-        if s["tokens"] != want and not last_of_exhausted:
-            break  # total_tokens changed: this shard is cut elsewhere now
-        f = out / s["file"]
-        try:
-            ok = read_header(f) == s["tokens"] and shard_sha256(f) == s["sha256"]
-        except DataError:
-            ok = False
-        if not ok:
-            log.warning("%s: missing or changed; it and later shards are rewritten", f)
+    for i, c in enumerate(chunks):
+        train = c.get("train")
+        full = train is not None and train["tokens"] == spec.shard_tokens
+        last_of_exhausted = exhausted and i == len(chunks) - 1
+        fits = spec.total_tokens is None or c["streamed"] <= spec.total_tokens
+        if not ((full or last_of_exhausted) and fits):
+            break  # total_tokens changed: this chunk ends elsewhere now
+        if not (_intact(out, train) and _intact(out, c.get("val_part"))):
+            log.warning("%s: chunk %d missing or changed; it and later ones are rewritten", out, i)
             break
-        kept.append(s)
-        written += s["tokens"]
-    stale = [s["file"] for s in shards[len(kept) :]]
-    return kept, stale, exhausted and not stale
+        kept.append(c)
+    stale = [
+        e["file"] for c in chunks[len(kept) :] for e in (c.get("train"), c.get("val_part")) if e
+    ]
+    complete = meta if meta.get("complete") else None
+    return kept, stale, exhausted and not stale, complete
 
 
 def _remove_stale_temp_files(out: Path) -> None:
     """Delete temp files (``.<name>.<pid>.<id>.tmp``) left by a killed process."""
-    for tmp in out.glob(".*.tmp"):
-        parts = tmp.name.split(".")
-        try:
-            pid = int(parts[-3])
-            os.kill(pid, 0)
-            alive = pid != os.getpid()
-        except (ValueError, IndexError, ProcessLookupError):
-            alive = False
-        except PermissionError:
-            alive = True
-        if not alive:
-            tmp.unlink(missing_ok=True)
+    for folder in (out, out / PARTS):
+        for tmp in folder.glob(".*.tmp"):
+            parts = tmp.name.split(".")
+            try:
+                pid = int(parts[-3])
+                os.kill(pid, 0)
+                alive = pid != os.getpid()
+            except (ValueError, IndexError, ProcessLookupError):
+                alive = False
+            except PermissionError:
+                alive = True
+            if not alive:
+                tmp.unlink(missing_ok=True)
 
 
-def _summarize(meta: dict) -> dict:
-    shards = meta["shards"]
-    meta["tokens"] = sum(s["tokens"] for s in shards)
-    meta["val_tokens"] = sum(s["tokens"] for s in shards if s["split"] == "val")
-    meta["train_tokens"] = meta["tokens"] - meta["val_tokens"]
-    return meta
+def _shard_entry(out: Path, name: str, tokens: np.ndarray, **extra: Any) -> dict:
+    digest = write_shard(out / name, tokens)
+    entry = {"file": name, "tokens": int(len(tokens)), "sha256": digest}
+    entry["max_token_id"] = int(tokens.max()) if len(tokens) else -1
+    return {**entry, **extra}
 
 
-def _finish(out: Path, meta: dict, exhausted: bool) -> dict:
-    if not meta["shards"]:
+def _finish(out: Path, meta: dict, exhausted: bool, previous: dict | None, progress: bool) -> dict:
+    """Validation from the chunks' parts, without the documents that share a span with training;
+    meta.json complete. An earlier complete run over the same chunks is reused (no new pass)."""
+    chunks = meta["chunks"]
+    if not chunks:
         raise DataError(f"{out}: the input has no documents; check data.data_files / the dataset")
-    meta["complete"] = True
-    meta["exhausted"] = exhausted
-    end = meta["shards"][-1]["end"]
+    end = chunks[-1]["end"]
     meta["documents"] = end[0] + (1 if end[1] else 0)
-    _summarize(meta)
+    meta["streamed_tokens"] = chunks[-1]["streamed"]
+    meta["exhausted"] = exhausted
+    train = [c["train"] for c in chunks if c.get("train")]
+    if (
+        previous is not None
+        and previous.get("chunks") == chunks
+        and previous.get("shards")
+        and _intact(out, previous["shards"][0])
+    ):
+        for key in ("shards", "split", "val_overlap", "tokens", "val_tokens", "train_tokens"):
+            meta[key] = previous[key]
+    else:
+        val, starts = _val_documents(out, chunks)
+        read = lambda: (read_shard(out / e["file"]) for e in train)  # noqa: E731
+        if len(val):
+            log.info("%s: checking %d validation tokens against training", out, len(val))
+        keep, covered, seen = drop_shared(val, starts, read, log.info if progress else None)
+        bounds = np.append(starts, len(val))
+        kept_val = _concat([val[bounds[i] : bounds[i + 1]] for i in np.nonzero(keep)[0]])
+        kept_covered = sum(
+            int(covered[bounds[i] : bounds[i + 1]].sum()) for i in np.nonzero(keep)[0]
+        )
+        spec = meta["spec"]
+        meta["split"] = SplitRecord(
+            val_fraction=spec["val_fraction"],
+            val_documents=int(keep.sum()),
+            train_documents=meta["documents"] - len(starts),
+            removed_documents=int((~keep).sum()),
+            removed_tokens=int(len(val) - len(kept_val)),
+            removed="dropped (their spans are in training already)",
+            share_before=float(covered.mean()) if len(val) else 0.0,
+        ).record()
+        meta["val_overlap"] = Overlap(
+            share=kept_covered / len(kept_val) if len(kept_val) else 0.0,
+            val_tokens=int(len(kept_val)),
+            val_tokens_total=int(len(kept_val)),
+            train_tokens=int(seen),
+            shared_tokens=kept_covered,
+        ).record()
+        val_entry = _shard_entry(out, _val_name(spec["prefix"]), kept_val, split="val")
+        meta["shards"] = [val_entry] + [{**e, "split": "train"} for e in train]
+        meta["val_tokens"] = val_entry["tokens"]
+        meta["train_tokens"] = sum(e["tokens"] for e in train)
+        meta["tokens"] = meta["val_tokens"] + meta["train_tokens"]
+    meta["complete"] = True
     if not (out / META).is_file() or json.loads((out / META).read_text()) != meta:
         write_json_atomic(out / META, meta)
     if meta["train_tokens"] == 0:
         log.warning(
-            "%s: only a validation shard was written; use a smaller data.shard_tokens "
-            "(or a larger data.total_tokens) to get training shards",
+            "%s: no training tokens were written (all documents went to validation); raise "
+            "data.total_tokens or lower data.val_fraction",
             out,
         )
     return meta
+
+
+def _val_documents(out: Path, chunks: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """The validation documents of all chunks, concatenated, and each one's start."""
+    val = _concat(
+        [np.asarray(read_shard(out / c["val_part"]["file"])) for c in chunks if c.get("val_part")]
+    )
+    starts = np.nonzero(val == EOT)[0]  # every document starts with its EOT, none holds another
+    return val, starts
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint16)
 
 
 _END = object()
@@ -368,26 +458,29 @@ def prepare(
     """Tokenize ``spec``'s documents into shards under ``out_dir``; return meta.json's content.
 
     Resumes a previous, interrupted run with the same spec (see the module docstring); a run
-    with another ``total_tokens`` keeps the shards both have in common. Nothing is created
+    with another ``total_tokens`` keeps the chunks both have in common. Nothing is created
     before the first document has been read, so an unreachable hub leaves no folder behind."""
     out = Path(out_dir)
     if spec.shard_tokens <= 0:
         raise DataError(f"{out}: shard_tokens must be positive (got {spec.shard_tokens})")
     if spec.total_tokens is not None and spec.total_tokens <= 0:
         raise DataError(f"{out}: total_tokens must be positive (got {spec.total_tokens})")
+    if not 0.0 < spec.val_fraction < 1.0:
+        raise DataError(f"{out}: val_fraction must be in (0, 1) (got {spec.val_fraction})")
     if workers is None:
         workers = max(1, (os.cpu_count() or 2) - 1)
 
     meta = _new_meta(spec)
-    kept, stale, exhausted = _previous_run(out, spec)
-    meta["shards"] = kept
-    done_tokens = sum(s["tokens"] for s in kept)
-    if exhausted or (kept and _expected_tokens(spec, done_tokens) == 0):
+    kept, stale, exhausted, previous = _previous_run(out, spec)
+    meta["chunks"] = kept
+    streamed = kept[-1]["streamed"] if kept else 0
+    total = spec.total_tokens
+    if exhausted or (kept and total is not None and streamed >= total):
         for name in stale:
             (out / name).unlink(missing_ok=True)
-        log.info("%s: already prepared (%d shards, %d tokens)", out, len(kept), done_tokens)
+        log.info("%s: already prepared (%d chunks, %d tokens)", out, len(kept), streamed)
         return _finish(
-            out, meta, exhausted and (spec.total_tokens is None or done_tokens < spec.total_tokens)
+            out, meta, exhausted and (total is None or streamed < total), previous, progress
         )
 
     get_gpt2_encoding()  # fail early (before any file is written); forked workers inherit it
@@ -398,34 +491,33 @@ def prepare(
         raise DataError(f"{out}: the input has no documents; check data.data_files / the dataset")
     texts = itertools.chain([] if first is _END else [first], documents)
 
-    out.mkdir(parents=True, exist_ok=True)
+    (out / PARTS).mkdir(parents=True, exist_ok=True)
     _remove_stale_temp_files(out)
     for name in stale:
         (out / name).unlink(missing_ok=True)
-    write_json_atomic(out / META, _summarize(meta))
+    write_json_atomic(out / META, meta)
     if kept:
         log.info(
-            "%s: resuming after %d finished shards (%d tokens, document %d)",
+            "%s: resuming after %d finished chunks (%d tokens, document %d)",
             out,
             len(kept),
-            done_tokens,
+            streamed,
             doc0,
         )
 
-    index = len(kept)
-    target = _expected_tokens(spec, done_tokens)
-    buf = np.empty(target, dtype=np.uint16)
+    index = len(kept) + 1  # the next chunk's number (shard names start at 1; 0 is validation)
+    buf = np.empty(spec.shard_tokens, dtype=np.uint16)
     fill = 0
+    vals: list[np.ndarray] = []
     start = [doc0, off0]
-    doc_idx = doc0 - 1
     exhausted = False
     t0 = time.time()
 
     from tqdm import tqdm
 
     bar = tqdm(
-        total=spec.total_tokens,
-        initial=done_tokens,
+        total=total,
+        initial=streamed,
         unit="tok",
         unit_scale=True,
         desc=f"prepare {out.name}",
@@ -434,55 +526,73 @@ def prepare(
     )
 
     def flush(end: list[int]) -> None:
-        nonlocal index, fill, start, done_tokens
-        name = _shard_name(spec.prefix, index)
-        toks = buf[:fill]
-        digest = write_shard(out / name, toks)
-        meta["shards"].append(
-            {
-                "file": name,
-                "split": "val" if index == 0 else "train",
-                "tokens": int(fill),
-                "sha256": digest,
-                "max_token_id": int(toks.max()),
-                "start": list(start),
-                "end": list(end),
-            }
+        nonlocal index, fill, start, vals
+        chunk: dict[str, Any] = {"index": index, "start": list(start), "end": list(end)}
+        chunk["train"] = (
+            _shard_entry(out, _train_name(spec.prefix, index), buf[:fill]) if fill else None
         )
-        write_json_atomic(out / META, _summarize(meta))
-        done_tokens += fill
-        log.info("%s: wrote %s (%d tokens)", out, name, fill)
+        part = _concat(vals)
+        chunk["val_part"] = (
+            _shard_entry(out, _part_name(spec.prefix, index), part, documents=len(vals))
+            if len(vals)
+            else None
+        )
+        chunk["streamed"] = streamed
+        meta["chunks"].append(chunk)
+        write_json_atomic(out / META, meta)
+        log.info("%s: wrote chunk %d (%d train, %d val tokens)", out, index, fill, len(part))
         index += 1
         start = list(end)
         fill = 0
+        vals = []
 
-    stream = _tokenized(itertools.islice(texts, doc0, None), workers)
+    flags: collections.deque = collections.deque()
+
+    def flagged(items: Iterable[str]) -> Iterator[str]:
+        for text in items:  # in input order, as _tokenized consumes them
+            flags.append(is_val(text, spec.val_fraction))
+            yield text
+
+    stream = _tokenized(flagged(itertools.islice(texts, doc0, None)), workers)
+    end = [doc0, off0]
     try:
         for doc_idx, toks in enumerate(stream, start=doc0):
+            to_val = flags.popleft()
             pos = off0 if doc_idx == doc0 else 0
             n = len(toks)
-            bar.update(n - pos)
+            if to_val:  # whole documents only: one that does not fit the total is left out
+                if total is not None and streamed + n > total:
+                    break
+                vals.append(toks)
+                streamed += n
+                bar.update(n)
+                end = [doc_idx + 1, 0]
+                continue
             while pos < n:
-                take = min(n - pos, target - fill)
+                take = min(n - pos, spec.shard_tokens - fill)
+                if total is not None:
+                    take = min(take, total - streamed)
                 buf[fill : fill + take] = toks[pos : pos + take]
                 fill += take
                 pos += take
-                if fill == target:
-                    flush([doc_idx, pos] if pos < n else [doc_idx + 1, 0])
-                    target = _expected_tokens(spec, done_tokens)
-                    if target == 0:
-                        break
-            if target == 0:
+                streamed += take
+                bar.update(take)
+                end = [doc_idx, pos] if pos < n else [doc_idx + 1, 0]
+                if fill == spec.shard_tokens:
+                    flush(end)
+                if total is not None and streamed >= total:
+                    break
+            if total is not None and streamed >= total:
                 break
         else:
             exhausted = True
-            if fill > 0:  # the stream ended inside a shard: it is the last one
-                flush([doc_idx + 1, 0])
+        if fill or vals:
+            flush(end)
     finally:
         stream.close()  # stops the worker pool
         bar.close()
 
-    meta = _finish(out, meta, exhausted)
+    meta = _finish(out, meta, exhausted, None, progress)
     log.info(
         "%s: done, %d shards, %d tokens (val %d, train %d) in %.1fs",
         out,
