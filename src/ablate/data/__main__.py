@@ -7,17 +7,22 @@ only data=..., data.<key>=... and experiment=..., and prepares what `data` names
   python -m ablate.data data=finewebedu data.total_tokens=1B data.path=data/fwe1B
   python -m ablate.data data=files data.data_files='corpus/*.jsonl' data.path=data/mycorpus
   python -m ablate.data data=textdir data.path=notes/         # every .txt/.md file, into the cache
-  python -m ablate.data data=shards data.path='/data/fineweb10B/fineweb_*.bin'   # check them
+  python -m ablate.data data=shards data.path='/data/fineweb10B/fineweb_*.bin'   # check, measure overlap
   python -m ablate.data                                       # the default: the embedded corpus
   python -m ablate.data experiment=ra_ablation           # the data an experiment trains on
   python -m ablate.data info data/finewebedu10B [--verify]    # describe / check prepared shards
 
 finewebedu and files stream documents with `datasets`, tokenize them with GPT-2 in worker
-processes (data.workers; a progress bar shows tokens/s), and write llm.c shards (the first is
-validation) plus meta.json into data.path. Rerun the same command to resume after a stop; a
-larger data.total_tokens extends a prepared folder. Token counts take suffixes: 100M, 10B.
+processes (data.workers; a progress bar shows tokens/s), and write llm.c shards plus meta.json
+into data.path. Validation is whole documents chosen by a hash of their text (data.val_fraction
+of them); a validation document that shares a 64-token span with training is dropped (one pass
+over the training shards at the end). Rerun the same command to resume after a stop; a larger
+data.total_tokens extends a prepared folder. Token counts take suffixes: 100M, 10B.
 Every run ends by checking the result as a training job would (headers, token ids < the
-model's vocab_size, one eval fits in the validation shard) and printing one line about it.
+model's vocab_size, one eval fits in the validation shard) and printing it, with the share of
+validation tokens inside 64-token spans that training also holds (recorded in meta.json; for
+existing shards, whose documents are unknown, measured now on the first 16M validation tokens
+against all training tokens, minutes per billion training tokens, and cached); above 1% it warns.
 
 Options: -q/--quiet (no progress bar, warnings only), -h/--help.
 Keys of data (conf/data/*.yaml presets: embedded, finewebedu, files, shards, textdir):
@@ -38,6 +43,8 @@ from ablate.compose import compose_job, parse_overrides
 from ablate.data.config import DataConfig
 from ablate.data.dataset import prepare_target, resolve_dataset
 from ablate.data.loader import ValWindows
+from ablate.data.overlap import Overlap
+from ablate.data.overlap_check import dataset_overlap, overlap_lines
 from ablate.data.prepare import prepare
 from ablate.data.shards import read_header, shard_sha256
 from ablate.data.verify import verify_dataset
@@ -115,8 +122,13 @@ def run(overrides: list[str], quiet: bool = False) -> str:
     ValWindows(ds.val_path, block_size, data.val_windows)
     checked = verify_dataset(ds, block_size, vocab_size, data.verify, data.cache_dir)
     notes = "".join(f"\nnote: {n}" for n in checked.notes)
+    progress = None if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    overlap = "".join(
+        f"\n{line}"
+        for line in overlap_lines(dataset_overlap(ds, data.cache_dir, True, progress), ds)
+    )
     return (
-        f"{ds.describe()}\n{checked.describe()}{notes}\nready: one eval = {data.val_windows} windows x model.block_size "
+        f"{ds.describe()}\n{checked.describe()}{notes}{overlap}\nready: one eval = {data.val_windows} windows x model.block_size "
         f"{block_size}, token ids < model.vocab_size {vocab_size}"
     )
 
@@ -153,6 +165,12 @@ def _info(argv: list[str]) -> None:
             f"{path}: complete={meta.get('complete')} tokens={meta.get('tokens', 0):,} "
             f"val={meta.get('val_tokens', 0):,} train={meta.get('train_tokens', 0):,}"
         )
+        ov = meta.get("val_overlap")
+        if isinstance(ov, dict):
+            try:
+                print(f"  {Overlap(**ov).describe()}")
+            except TypeError:
+                pass  # an older record: the shard lines below still say what is there
         fix = "re-run the command that prepared it (python -m ablate.data data=...)"
         for s in shards:
             f = path / s["file"]

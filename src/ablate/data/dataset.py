@@ -20,6 +20,8 @@ from ablate.data.config import (
     DataConfig,
 )
 from ablate.data.corpus import cache_root, embedded_corpus, textdir_corpus
+from ablate.data.overlap import WARN_SHARE
+from ablate.data.overlap_check import cached_overlap
 from ablate.data.prepare import META, META_FORMAT, write_json_atomic
 from ablate.data.shards import check_vocab, max_token, read_header, read_shard
 from ablate.errors import DataError
@@ -42,6 +44,31 @@ class Dataset:
     @property
     def val_tokens(self) -> int:
         return int(self.meta["val_tokens"])
+
+    @property
+    def val_overlap(self) -> dict | None:
+        """meta.json's ``val_overlap`` (ablate.data.overlap.Overlap.record()); None when not
+        measured (existing shards not measured yet: ``dataset_overlap``)."""
+        ov = self.meta.get("val_overlap")
+        return ov if isinstance(ov, dict) else None
+
+    def record(self) -> dict:
+        """What a job records about its data (summary.json ``data``): where validation came from
+        and how much of it training also saw; the report compares these between jobs."""
+        split = self.meta.get("split") if isinstance(self.meta.get("split"), dict) else {}
+        ov = self.val_overlap or {}
+        return {
+            "source": self.source,
+            "train_tokens": self.train_tokens,
+            "val_tokens": self.val_tokens,
+            "val_split": split.get("method")
+            or ("shard named val" if self.source == "shards" else None),
+            "val_fraction": split.get("val_fraction"),
+            "val_overlap_share": ov.get("share"),
+            "val_overlap_span_tokens": ov.get("span_tokens"),
+            "val_overlap_sampled": ov.get("sampled"),
+            "val_overlap_warn_share": WARN_SHARE,
+        }
 
     def describe(self) -> str:
         """One line: source, token counts, shard counts and where the shards are."""
@@ -308,13 +335,15 @@ def _from_glob(cfg: DataConfig, vocab_size: int) -> Dataset:
         "train_tokens": sum(s["tokens"] for s in shards if s["split"] == "train"),
     }
     meta["tokens"] = meta["val_tokens"] + meta["train_tokens"]
-    return Dataset(
+    ds = Dataset(
         source="shards",
         train_paths=train,
         val_path=val,
         meta=meta,
         root=os.path.dirname(os.path.abspath(val)),
     )
+    meta["val_overlap"] = cached_overlap(ds, cfg.cache_dir)
+    return ds
 
 
 def resolve_dataset(data_cfg: Any, vocab_size: int) -> Dataset:

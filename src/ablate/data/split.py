@@ -30,7 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ablate.data.overlap import SPAN_TOKENS, shared_spans, span_hashes, valid_spans
+from ablate.data.overlap import (
+    SPAN_TOKENS,
+    covered_tokens,
+    measure_overlap,
+    shared_spans,
+    span_hashes,
+    valid_spans,
+)
 
 SPLIT_METHOD = "document-hash-v1"
 
@@ -119,8 +126,6 @@ def split_in_memory(
 
 def _share_of_split(docs: list[np.ndarray], val_idx: list[int]) -> float:
     """Overlap share of the split that puts ``val_idx`` in validation (in memory)."""
-    from ablate.data.overlap import measure_overlap
-
     chosen = set(val_idx)
     val = _concat([docs[i] for i in val_idx])
     train = _concat([d for i, d in enumerate(docs) if i not in chosen])
@@ -143,8 +148,6 @@ def drop_shared(
     position (ascending, ``starts[0] == 0``). Returns (bool per document: keep; bool per token of
     ``val``: inside a span that occurs in training; training tokens read). A document is dropped
     when one of its spans occurs in the training tokens ``train()`` yields."""
-    from ablate.data.overlap import covered_tokens
-
     h = span_hashes(val)
     ok = valid_spans(val)
     found = np.zeros(len(h), dtype=bool)

@@ -19,6 +19,7 @@ import models
 from ablate.compose import JobSpec
 from ablate.config import MatrixSettings, RunConfig, job_nodes, to_container
 from ablate.data import ValWindows, final_val_windows, resolve_dataset
+from ablate.data.overlap_check import PREFLIGHT_MEASURE_TOKENS, dataset_overlap, overlap_lines
 from ablate.data.verify import verify_dataset
 from ablate.errors import AblateError, ConfigError
 from ablate.launch.slurm import log_folder_problem
@@ -102,12 +103,18 @@ def check_data(cfg: RunConfig, progress: Callable[[str], None] | None = None) ->
         ValWindows(ds.val_path, T, d.val_windows)
         final_val_windows(ds.val_path, T, d.val_tokens, d.val_windows)
         checked = verify_dataset(ds, T, vocab, d.verify, d.cache_dir)
+        # existing shards are measured here when small enough, else the line says how
+        measure = ds.train_tokens <= PREFLIGHT_MEASURE_TOKENS
+        say = (lambda m: progress(f"data: {m}")) if progress else None
+        overlap = dataset_overlap(ds, d.cache_dir, measure, say)
     except AblateError as e:
         return [str(e)]
     if progress:
         progress(f"data: {checked.describe()}")
         for note in checked.notes:
             progress(f"data: note: {note}")
+        for line in overlap_lines(overlap, ds):  # a warning above WARN_SHARE (1%)
+            progress(f"data: {line}")
     return []
 
 
