@@ -47,17 +47,17 @@ class OptimConfig:
     """AdamW with linear warmup then cosine decay to min_lr."""
 
     lr: float = 6e-4
-    """Peak learning rate, reached after warmup_iters."""
+    """Peak learning rate, reached at the end of the warmup."""
     min_lr: float = 6e-5
     """Learning rate at the end of the schedule (end of the time box or max_iters)."""
-    warmup_iters: int = 200
-    """Linear warmup length in iterations. Iteration mode (budget.max_iters): warmup and decay
-    both count iterations. Time-box mode: converted to training time once the iteration rate is
-    measured (warmup_iters x seconds per iteration, at most the box), after which warmup and
-    decay both follow elapsed training time (one clock); warmup_fraction overrides it."""
-    warmup_fraction: float | None = None
-    """Time-box mode only: warmup as a share of the box's training time (0.1: the first 10%),
-    whatever the iteration rate. None: warmup_iters at the measured rate."""
+    warmup_fraction: float = 0.05
+    """Linear warmup as a share of the budget: of the box's training time (time box: 0.05 = the
+    first 5% of budget.box_seconds, whatever the iteration rate, so a busy and an idle machine
+    follow the same learning rate at the same fraction of the box), or of budget.max_iters
+    (iteration budget). Cosine decay to min_lr over the rest (ablate.train.optim.Schedule)."""
+    warmup_iters: int | None = None
+    """Iteration budgets only (budget.max_iters): warmup in iterations instead of
+    warmup_fraction x max_iters. Refused with a time box, where warmup is a share of the box."""
     weight_decay: float = 0.1
     """Decoupled weight decay, applied to matrix weights (see decay_embeddings, decay_gates)."""
     decay_embeddings: bool = False
@@ -80,12 +80,11 @@ class OptimConfig:
         out += finite("optim.min_lr", self.min_lr, strict=False)
         if not out and self.min_lr > self.lr:
             out.append(f"optim.min_lr={self.min_lr} must not exceed optim.lr={self.lr}")
-        out += count("optim.warmup_iters", self.warmup_iters, low=0)
-        if self.warmup_fraction is not None and share(
-            "optim.warmup_fraction", self.warmup_fraction, closed_low=True
-        ):
+        out += count("optim.warmup_iters", self.warmup_iters, low=0, none_ok=True)
+        if share("optim.warmup_fraction", self.warmup_fraction, closed_low=True):
             out.append(
-                f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1) (a share of the box)"
+                f"optim.warmup_fraction={self.warmup_fraction} must be in [0, 1) (a share of the "
+                "budget)"
             )
         out += finite("optim.weight_decay", self.weight_decay, strict=False)
         out += share("optim.beta1", self.beta1, closed_low=True)
@@ -333,6 +332,13 @@ class RunConfig:
         """Every group's problems, then the model's (ranges, and whether it fits this host)."""
         out = self.budget.problems() + self.optim.problems() + self.hardware.problems()
         out += self.data.problems() + self.tracker.problems() + model_problems(self.model)
+        if self.optim.warmup_iters is not None and self.budget.max_iters is None:
+            out.append(
+                f"optim.warmup_iters={self.optim.warmup_iters} counts iterations, but this job has "
+                f"a time box (budget.max_iters is unset): its warmup is optim.warmup_fraction "
+                f"(now {self.optim.warmup_fraction}) of the box's training time; drop "
+                "optim.warmup_iters or set budget.max_iters"
+            )
         if (
             isinstance(self.seed, bool)
             or not isinstance(self.seed, int)

@@ -134,41 +134,45 @@ def test_schedule_by_iterations():
     assert s(500) == pytest.approx(1e-4)  # stays at min_lr
 
 
-def test_schedule_by_time_ends_at_the_box():
-    s = Schedule(optim_cfg(warmup_iters=5), max_iters=None, box_seconds=100.0)
-    assert not s.by_iters
-    t_w = 10.0  # training time used by warmup
-    assert s(5, elapsed=10.0, warmup_end_elapsed=t_w) == pytest.approx(1e-3)
-    assert s(1000, elapsed=55.0, warmup_end_elapsed=t_w) == pytest.approx(1e-4 + 0.5 * 0.9e-3)
-    assert s(1000, elapsed=100.0, warmup_end_elapsed=t_w) == pytest.approx(1e-4)
-    # the iteration count does not matter in time mode, only elapsed training time
-    assert s(50, elapsed=77.0, warmup_end_elapsed=t_w) == s(
-        5000, elapsed=77.0, warmup_end_elapsed=t_w
-    )
-
-
-def test_schedule_by_time_warms_up_on_the_same_clock():
-    # warmup_iters=5 at a measured 2 s/iteration: warmup is the first 10 s of training, then decay.
-    s = Schedule(optim_cfg(warmup_iters=5), max_iters=None, box_seconds=100.0)
-    assert s.warmup_time(None, 1, 2.0) is None  # rate not measured yet: iterations count
-    assert s(1, elapsed=2.0) == pytest.approx(2 / 5 * 1e-3)
-    t_w = s.warmup_time(2.0, 2, 4.0)
-    assert t_w == pytest.approx(10.0)
-    assert s(2, elapsed=4.0, warmup_end_elapsed=t_w) == pytest.approx(0.4e-3)  # lr * t / t_w
-    # the same elapsed time gives the same lr whatever the iteration (slow or fast machine)
-    assert s(3, elapsed=5.0, warmup_end_elapsed=t_w) == s(300, elapsed=5.0, warmup_end_elapsed=t_w)
-    assert s(5, elapsed=10.0, warmup_end_elapsed=t_w) == pytest.approx(1e-3)
-    assert s(9, elapsed=55.0, warmup_end_elapsed=t_w) == pytest.approx(1e-4 + 0.5 * 0.9e-3)
-    # A box too short for its warmup: capped at the box (the trainer warns; the lr never peaks).
-    assert s.warmup_time(50.0, 2, 100.0) == 100.0
-    # warmup_fraction: a share of the box from the first iteration, whatever the rate.
-    f = Schedule(optim_cfg(warmup_iters=5, warmup_fraction=0.2), max_iters=None, box_seconds=100.0)
-    assert f.warmup_time(None, 0, 0.0) == pytest.approx(20.0) == f.warmup_time(0.001, 0, 0.0)
-    assert f(0, elapsed=10.0, warmup_end_elapsed=20.0) == pytest.approx(0.5e-3)
+def test_schedule_by_time_is_a_function_of_the_fraction_of_the_box():
+    s = Schedule(optim_cfg(warmup_iters=None, warmup_fraction=0.1), None, box_seconds=100.0)
+    assert not s.by_iters and s.warmup == pytest.approx(10.0)  # 10% of the box, from the start
+    assert s(0, elapsed=0.0) == 0.0
+    assert s(3, elapsed=5.0) == pytest.approx(0.5e-3)  # lr * t / t_w
+    assert s(5, elapsed=10.0) == pytest.approx(1e-3)
+    assert s(1000, elapsed=55.0) == pytest.approx(1e-4 + 0.5 * 0.9e-3)  # half of the decay
+    assert s(1000, elapsed=100.0) == pytest.approx(1e-4)
+    assert s(1000, elapsed=130.0) == pytest.approx(1e-4)  # past the box: stays at min_lr
+    # the iteration does not matter in time mode, only the training time elapsed: a slow and a
+    # fast machine (or step) at iteration 50 or 5000 of the same second get the same lr
+    for t in (3.0, 10.0, 41.5, 77.0):
+        assert s(50, elapsed=t) == s(5000, elapsed=t)
+    # the same fraction of boxes of any length: the same lr
+    long = Schedule(optim_cfg(warmup_iters=None, warmup_fraction=0.1), None, box_seconds=7200.0)
+    for f in (0.01, 0.1, 0.37, 0.99):
+        assert long(1, elapsed=7200.0 * f) == pytest.approx(s(1, elapsed=100.0 * f))
+    assert s.record() == {
+        "kind": "linear warmup, cosine decay",
+        "clock": "train_seconds",
+        "budget": 100.0,
+        "warmup_fraction": 0.1,
+        "warmup_end": 10.0,
+        "lr": 1e-3,
+        "min_lr": 1e-4,
+    }
+    # no warmup at all: the peak from the first step
+    assert Schedule(optim_cfg(warmup_fraction=0.0), None, 100.0)(0, 0.0) == pytest.approx(1e-3)
     # A share outside [0, 1) never reaches the schedule: OptimConfig's rules refuse it.
     assert optim_cfg(warmup_fraction=1.5).problems() == [
-        "optim.warmup_fraction=1.5 must be in [0, 1) (a share of the box)"
+        "optim.warmup_fraction=1.5 must be in [0, 1) (a share of the budget)"
     ]
+
+
+def test_schedule_by_iterations_takes_a_share_of_max_iters_without_warmup_iters():
+    s = Schedule(optim_cfg(warmup_iters=None, warmup_fraction=0.1), max_iters=200, box_seconds=None)
+    assert s.warmup == 20 and s.record()["clock"] == "iterations"
+    assert s(19) == pytest.approx(1e-3) and s(9) == pytest.approx(0.5e-3)
+    assert s(110) == pytest.approx(1e-4 + 0.5 * 0.9e-3)
 
 
 def test_schedule_follows_max_iters_when_both_are_set():

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from tabulate import tabulate
 
-import models
 from ablate.compose import JobSpec
-from ablate.config import MatrixSettings, RunConfig, job_nodes, to_container
+from ablate.config import MatrixSettings, RunConfig, job_nodes
 from ablate.data.config import DEFAULT_VAL_TOKENS
 from ablate.launch.slurm import describe_submission
 from ablate.matrix.preflight import world_size
@@ -34,107 +31,15 @@ def eval_cost(cfg: RunConfig) -> tuple[str, str]:
 
 def warmup_warnings(jobs: list[JobSpec]) -> list[str]:
     """Jobs whose budget cannot leave warmup, known before running: an iteration budget no longer
-    than the warmup. (Time boxes: warmup_box_warnings at the rate estimated here; the job warns
-    again at its measured rate, and the report flags runs that ended in warmup.)"""
+    than its optim.warmup_iters. (A warmup_fraction, the only warmup of a time box, is below 1:
+    every budget leaves it; a box can still cut an iteration budget short, which the job warns.)"""
     out = []
     for job in jobs:
         o, b = job.cfg.optim, job.cfg.budget
-        if b.max_iters is not None and o.warmup_iters >= b.max_iters:
+        if b.max_iters is not None and o.warmup_iters is not None and o.warmup_iters >= b.max_iters:
             out.append(
                 f"warning: {job.name}: optim.warmup_iters={o.warmup_iters} >= budget.max_iters={b.max_iters}: "
                 "the run ends in warmup and its report will make no verdict"
-            )
-    return out
-
-
-def _job_device(cfg: RunConfig) -> str:
-    device = str(cfg.hardware.device)  # the Device enum as the plain string torch takes
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def estimate_iter_seconds(cfg: RunConfig, nodes: int = 1) -> float | None:
-    """Seconds per training iteration of this job, estimated on this machine: one timed forward +
-    backward of the job's model (eager, after one untimed pass) scaled to the iteration's
-    micro-batches. On CPU the pass runs at one sequence and scales linearly (a 124M model's full
-    micro-batch would take minutes there); on CUDA at the full micro-batch. None when this machine
-    has no device of the job's kind (a plan on a login node): the job warns at run time instead."""
-    import torch
-
-    device = _job_device(cfg)
-    if device == "cuda" and not torch.cuda.is_available():
-        return None
-    T, micro = cfg.model.block_size, cfg.hardware.micro_batch
-    rows = 1 if device == "cpu" else micro
-    micro_steps = cfg.optim.tokens_per_iter // (T * micro * world_size(cfg, nodes))
-    torch.manual_seed(0)
-    model = models.build_model(cfg.model).to(device).train()
-    dtype = torch.bfloat16 if cfg.hardware.precision == "bf16" else None
-    idx = torch.randint(0, cfg.model.vocab_size, (rows, T), device=device)
-
-    def step() -> None:
-        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
-            _, loss = model(idx, targets=idx)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-
-    step()  # allocator, kernels and caches warm: the first pass is not the rate
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    return seconds * (micro / rows) * micro_steps
-
-
-def warmup_box_warnings(jobs: list[JobSpec], estimate=None, nodes: int = 1) -> list[str]:
-    """Time-box jobs whose warmup (optim.warmup_iters, counted at the measured rate) would fill
-    half the box or more at the rate estimated on this machine (``estimate(cfg)``; default:
-    estimate_iter_seconds at ``nodes`` per job). One estimate per distinct model and batch shape."""
-    if estimate is None:
-
-        def estimate(cfg):
-            return estimate_iter_seconds(cfg, nodes)
-
-    out, cache = [], {}
-    for job in jobs:
-        cfg = job.cfg
-        o, b = cfg.optim, cfg.budget
-        if b.max_iters is not None or b.box_seconds is None or o.warmup_fraction is not None:
-            continue  # iteration budgets: warmup_warnings; warmup_fraction always fits the box
-        warm = o.warmup_iters
-        if warm <= 0:
-            continue
-        key = (
-            repr(sorted(to_container(cfg.model).items())),
-            cfg.hardware.micro_batch,
-            cfg.optim.tokens_per_iter,
-            world_size(cfg, nodes),
-            _job_device(cfg),
-            cfg.hardware.precision,
-        )
-        if key not in cache:
-            cache[key] = estimate(cfg)
-        s_iter = cache[key]
-        if s_iter is None:
-            continue
-        box = b.box_seconds
-        warm_s = warm * s_iter
-        if warm_s >= 0.5 * box:
-            end = (
-                "the box ends in warmup and its report will make no verdict"
-                if warm_s >= box
-                else f"warmup fills {100 * warm_s / box:.0f}% of the box"
-            )
-            out.append(
-                f"warning: {job.name}: optim.warmup_iters={warm} at an estimated {s_iter:.3g} s/iteration "
-                f"on this machine is ~{warm_s:.0f} s of its {box:.0f} s box: {end}; lower "
-                f"optim.warmup_iters or set optim.warmup_fraction (a share of the box)"
             )
     return out
 
@@ -194,7 +99,7 @@ def format_plan(jobs: list[JobSpec], settings: MatrixSettings) -> str:
         "(data.val_tokens; null: up to 2M, or what the validation shard holds) costs about as "
         "long as the training iterations shown."
     )
-    for line in warmup_warnings(jobs) + warmup_box_warnings(jobs, nodes=nodes):
+    for line in warmup_warnings(jobs):
         out.append(line)
     if settings.launcher.name == "slurm":
         out.append("")

@@ -296,7 +296,7 @@ def _read_job(
     row["n_evals"] = len(curve)
     row["batch_fingerprints"] = (metrics.batch_fingerprints or None) if metrics else None
     config = job.config
-    row["warmup_iters"] = _num(config.warmup_iters if config else None)
+    row["warmup_iters"] = _num(job.warmup_iters)
     row["box_seconds"] = _num(job.box_seconds)
     row["flops_per_token"] = _num(job.env.flops_per_token)
     row["description"] = config.description if config else None

@@ -220,6 +220,18 @@ class JobRecord:
         return self.config.box_seconds if self.config else None
 
     @property
+    def warmup_iters(self) -> float | None:
+        """An iteration budget's warmup in iterations: the one the run really had (summary.json's
+        ``schedule.warmup_end`` on the iterations clock: ``optim.warmup_fraction x max_iters`` when
+        ``optim.warmup_iters`` is unset), else config.yaml's ``optim.warmup_iters``."""
+        schedule = self.summary.schedule if self.summary is not None else None
+        if schedule is not None and schedule.get("clock") == "iterations":
+            end = _number(schedule.get("warmup_end"))
+            if end is not None:
+                return end
+        return self.config.warmup_iters if self.config else None
+
+    @property
     def world_size(self) -> int | None:
         s = self.summary.world_size if self.summary is not None else None
         return s if s is not None else self.env.world_size

@@ -51,7 +51,8 @@ class JobSummary:
     final_eval_seconds: float | None = None
     """Wall seconds of the final eval."""
     warmup_end_seconds: float | None = None
-    """Time box: the training second at which the learning-rate warmup ends; null by iterations."""
+    """Time box: the training second at which the learning-rate warmup ends
+    (``optim.warmup_fraction x box_seconds``); null by iterations."""
     last_train_loss: float | None = None
     """The last logged training loss."""
     iterations: int | None = None
@@ -64,8 +65,23 @@ class JobSummary:
     """Global tokens per optimizer step."""
     tokens_seen: int | None = None
     """Global tokens trained on."""
+    epochs: float | None = None
+    """``tokens_seen`` / the training shards' tokens (``data.train_tokens``): above 1, training
+    windows were seen again (sampled with replacement)."""
     train_seconds: float | None = None
     """Seconds in training iterations (what the box counts)."""
+    box_overrun_seconds: float | None = None
+    """``train_seconds - box_seconds``: how far training ran past its box (negative: it stopped
+    before); null without a box."""
+    schedule: dict[str, Any] | None = None
+    """The learning-rate schedule, a function of the budget only (ablate.train.optim.Schedule's
+    record): kind, clock, budget, warmup_fraction, warmup_end, lr, min_lr."""
+    schedule_fraction: float | None = None
+    """Share of the schedule's budget used at the end, at most 1: below 1 for an iteration budget
+    that the box cut short (its learning rate never decayed)."""
+    data: dict[str, Any] | None = None
+    """The data the job trained on: source, token counts, the validation split and its overlap
+    with training (meta.json's record, or the measurement of existing shards)."""
     eval_seconds: float | None = None
     """Seconds in evals."""
     checkpoint_seconds: float | None = None

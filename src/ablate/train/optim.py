@@ -6,18 +6,25 @@ with ``model.param_kind(name)``). Parameters with ``requires_grad=False`` (V17's
 reciprocal weights) are left out of the optimizer entirely, and the groups actually built are
 returned as a plain record so the trainer can log them.
 
-Schedule: linear warmup, then cosine decay from ``lr`` to ``min_lr``, warmup and decay on one
-clock:
+Schedule: linear warmup, then cosine decay from ``lr`` to ``min_lr``, a function of the budget
+only -- never of a measured iteration rate:
 
-* iteration mode (``budget.max_iters`` set): warmup over ``warmup_iters`` iterations, decay
-  progress ``(iter - warmup) / (max_iters - warmup)``;
-* time-box mode: warmup over ``t_w`` seconds of *training* time, ``lr * t / t_w``, then decay
-  progress ``(t - t_w) / (box - t_w)``, so every run ends its schedule exactly at the end of its
-  box whatever its speed (the R-MLP validation table's runs decayed over a fixed iteration count they never
-  reached). ``t_w`` is ``warmup_fraction x box`` when set, else ``warmup_iters`` times the
-  measured seconds per iteration, fixed the first time the rate is measured (capped at the box:
-  a box too short for its warmup never reaches the peak, and the trainer says so). Before that
-  first measurement (the first iteration or two) warmup counts iterations.
+* time-box mode (``budget.max_iters`` unset): the clock is the training time elapsed,
+  ``t = train_seconds`` (evals, checkpoints and warm-up excluded), over the box ``B``. Warmup ends
+  at ``t_w = warmup_fraction x B``: ``lr x t / t_w``; then decay progress ``(t - t_w) / (B - t_w)``.
+  The learning rate at a given fraction ``t / B`` of the box is therefore the same on a busy and
+  an idle machine, for a fast and a slow step, and every run ends its schedule exactly at the end
+  of its box (the R-MLP validation table's runs decayed over a fixed iteration count they never
+  reached; an earlier ablate fixed the warmup from the first timed iteration, so two seeds of
+  one step on a loaded machine warmed up for 178 s and 49 s);
+* iteration mode (``budget.max_iters`` set): the clock is the iteration, over ``max_iters``;
+  warmup ``W = warmup_iters`` when set, else ``round(warmup_fraction x max_iters)``:
+  ``lr x (it + 1) / W``, then decay progress ``(it - W) / (max_iters - W)``. It depends on the
+  iteration only, so a resumed run repeats the uninterrupted one exactly. A box set as well can
+  cut the run before ``max_iters``: its schedule then never finished (summary.json
+  ``schedule_fraction`` < 1, and train.log warns).
+
+``Schedule.record()`` is what summary.json's ``schedule`` records.
 """
 
 from __future__ import annotations
@@ -150,60 +157,55 @@ def describe_groups(record: dict) -> list[str]:
 
 
 class Schedule:
-    """Warmup then cosine to min_lr; see the module docstring for the decay progress.
+    """Warmup then cosine to min_lr over the budget; see the module docstring.
 
-    Takes the validated OptimConfig and budget (ablate.config: warmup_fraction in [0, 1), at least
-    one of max_iters and box_seconds set)."""
+    Takes the validated OptimConfig and budget (ablate.config: warmup_fraction in [0, 1),
+    warmup_iters only with max_iters, at least one of max_iters and box_seconds set)."""
 
     def __init__(self, optim_cfg, max_iters: int | None, box_seconds: float | None):
         self.lr = optim_cfg.lr
         self.min_lr = optim_cfg.min_lr
-        self.warmup = optim_cfg.warmup_iters
         self.max_iters = max_iters
         self.box_seconds = box_seconds
-        self.warmup_fraction = optim_cfg.warmup_fraction
+        if max_iters is not None:
+            warm = optim_cfg.warmup_iters
+            self.warmup = warm if warm is not None else round(optim_cfg.warmup_fraction * max_iters)
+            self.budget = float(max_iters)
+        else:
+            self.budget = float(box_seconds)
+            self.warmup = optim_cfg.warmup_fraction * self.budget
+        self.warmup_fraction = min(1.0, self.warmup / self.budget)
 
     @property
     def by_iters(self) -> bool:
         return self.max_iters is not None
 
-    def progress(self, it: int, elapsed: float, warmup_end_elapsed: float | None) -> float:
-        """Decay progress in [0, 1] for the iteration about to run (0-based ``it``)."""
-        if self.by_iters:
-            span = self.max_iters - self.warmup
-            if span <= 0:
-                return 1.0 if it >= self.max_iters else 0.0
-            return min(1.0, max(0.0, (it - self.warmup) / span))
-        t_w = warmup_end_elapsed if warmup_end_elapsed is not None else 0.0
-        span = self.box_seconds - t_w
-        if span <= 0:
-            return 1.0
-        return min(1.0, max(0.0, (elapsed - t_w) / span))
+    def position(self, it: int, elapsed: float) -> float:
+        """Where the run is on the schedule's clock: the iteration, or the training seconds."""
+        return float(it) if self.by_iters else max(0.0, float(elapsed))
 
-    def warmup_time(self, t_iter: float | None, it: int, elapsed: float) -> float | None:
-        """Time-box mode: the training seconds warmup lasts, once it can be fixed (None before
-        the iteration rate is measured). Iteration mode: the elapsed time warmup ended at."""
-        if self.by_iters:
-            return elapsed if it >= self.warmup else None
-        if self.warmup_fraction is not None:
-            return self.warmup_fraction * self.box_seconds
-        if self.warmup == 0:
-            return 0.0
-        if t_iter:
-            return min(self.box_seconds, self.warmup * t_iter)
-        return elapsed if it >= self.warmup else None
+    def fraction(self, it: int, elapsed: float) -> float:
+        """Share of the budget used, in [0, 1]: the schedule's only input besides the config."""
+        return min(1.0, self.position(it, elapsed) / self.budget)
 
-    def __call__(
-        self, it: int, elapsed: float = 0.0, warmup_end_elapsed: float | None = None
-    ) -> float:
-        if not self.by_iters and warmup_end_elapsed is not None:
-            if elapsed < warmup_end_elapsed:
-                return self.lr * max(elapsed, 0.0) / warmup_end_elapsed
-            return self._decayed(it, elapsed, warmup_end_elapsed)
-        if it < self.warmup:
-            return self.lr * (it + 1) / self.warmup
-        return self._decayed(it, elapsed, warmup_end_elapsed)
+    def __call__(self, it: int, elapsed: float = 0.0) -> float:
+        """The learning rate of iteration ``it`` (0-based), started ``elapsed`` training seconds
+        into the box (ignored in iteration mode)."""
+        p, w = self.position(it, elapsed), self.warmup
+        if p < w:
+            return self.lr * ((p + 1) if self.by_iters else p) / w
+        span = self.budget - w
+        progress = 1.0 if span <= 0 else min(1.0, (p - w) / span)
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
 
-    def _decayed(self, it: int, elapsed: float, warmup_end_elapsed: float | None) -> float:
-        p = self.progress(it, elapsed, warmup_end_elapsed)
-        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * p)) * (self.lr - self.min_lr)
+    def record(self) -> dict:
+        """summary.json's ``schedule``."""
+        return {
+            "kind": "linear warmup, cosine decay",
+            "clock": "iterations" if self.by_iters else "train_seconds",
+            "budget": self.budget,
+            "warmup_fraction": self.warmup_fraction,
+            "warmup_end": self.warmup,
+            "lr": self.lr,
+            "min_lr": self.min_lr,
+        }

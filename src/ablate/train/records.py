@@ -85,8 +85,9 @@ def summary(tr: Trainer, status: str, **extra: Any) -> dict:
         val_windows=cfg.data.val_windows if cfg is not None else None,
         final_eval_seconds=tr.final_eval_seconds,
         warmup_end_seconds=(
-            st.warmup_end_elapsed if tr.schedule is not None and not tr.schedule.by_iters else None
+            tr.schedule.warmup if tr.schedule is not None and not tr.schedule.by_iters else None
         ),
+        **budget_record(tr),
         last_train_loss=st.last_train_loss,
         iterations=st.iter,
         max_iters=cfg.budget.max_iters if cfg is not None else None,
@@ -121,6 +122,53 @@ def summary(tr: Trainer, status: str, **extra: Any) -> dict:
         updated=results.now_iso(),
     )
     return dataclasses.replace(s, **extra).to_dict()
+
+
+OVERRUN_WARN = 0.05
+"""train.log warns when training ran more than this share past its box (the report's tolerance)."""
+
+
+def budget_record(tr: Trainer) -> dict:
+    """What the run got of its budget, as summary.json records it: the schedule and how far it
+    went, tokens seen as epochs of the training shards, the box overrun, the data's record."""
+    cfg, st, sched = tr.cfg, tr.state, tr.schedule
+    ds = getattr(tr, "dataset", None)
+    tokens = st.iter * cfg.optim.tokens_per_iter if cfg is not None else None
+    box = cfg.budget.box_seconds if cfg is not None else None
+    return {
+        "schedule": sched.record() if sched is not None else None,
+        "schedule_fraction": sched.fraction(st.iter, st.train_seconds) if sched else None,
+        "epochs": tokens / ds.train_tokens if ds is not None and tokens is not None else None,
+        "box_overrun_seconds": st.train_seconds - box if box is not None else None,
+        "data": ds.record() if ds is not None else None,
+    }
+
+
+def budget_warnings(s: dict) -> list[str]:
+    """train.log's warnings about an ended run's budget (also kept in summary.json's notes)."""
+    out = []
+    sched, box = s.get("schedule") or {}, s.get("box_seconds")
+    if sched.get("clock") == "iterations" and (s.get("schedule_fraction") or 0) < 1.0:
+        out.append(
+            f"the box ended the run at iteration {s['iterations']} of budget.max_iters="
+            f"{s['max_iters']}: its learning-rate schedule never finished "
+            f"({100 * s['schedule_fraction']:.0f}% of it; lr never decayed to min_lr); give it "
+            "more time or fewer iterations, or drop budget.max_iters to decay over the box"
+        )
+    over = s.get("box_overrun_seconds")
+    if box and over is not None and over > OVERRUN_WARN * box:
+        out.append(
+            f"trained {s['train_seconds']:.1f} s in a {box:g} s box: {over:.1f} s "
+            f"({100 * over / box:.0f}%) past it (an iteration longer than the planned stop "
+            "allowed); steps compared with this run had less training time"
+        )
+    if (s.get("epochs") or 0) > 1.0:
+        out.append(
+            f"{s['tokens_seen']:,} tokens seen = {s['epochs']:.2f} epochs of the "
+            f"{(s.get('data') or {}).get('train_tokens', 0):,} training tokens: windows were "
+            "repeated (sampled with replacement), so later losses partly measure memorisation"
+        )
+    return out
 
 
 def train_row(
@@ -252,9 +300,12 @@ def header_lines(tr: Trainer, model, notes_now: list[str]) -> list[str]:
     out.append(str(describe(tr.dataset)))  # "data <source>: ..."
     out += describe_groups(tr.optim_record)
     b = cfg.budget
+    sc = tr.schedule
+    unit = "iterations" if sc.by_iters else "s of training"
     out.append(
-        f"budget: box {b.box_seconds}s of training | max_iters {b.max_iters} | "
-        f"schedule (warmup and decay) by {'iterations' if tr.schedule.by_iters else 'elapsed training time'}"
+        f"budget: box {b.box_seconds}s of training | max_iters {b.max_iters} | schedule: warmup "
+        f"to lr {sc.lr:g} over {sc.warmup:g} {unit} ({100 * sc.warmup_fraction:.1f}% of "
+        f"{sc.budget:g}), cosine to {sc.min_lr:g} at {sc.budget:g} {unit}"
     )
     out += notes_now
     if st.resumed:
@@ -269,8 +320,9 @@ def final_lines(s: dict) -> list[str]:
     """train.log's last lines, from the completed summary."""
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     return [
-        f"done: {s['iterations']} iterations, {s['tokens_seen']:,} tokens, train {s['train_seconds']:.1f}s "
-        f"(+ warm-up {s['warmup_seconds']:.1f}s, eval {s['eval_seconds']:.1f}s, checkpoint {s['checkpoint_seconds']:.1f}s)",
+        f"done: {s['iterations']} iterations, {s['tokens_seen']:,} tokens ({fmt(s.get('epochs'), '.3f')} "
+        f"epochs), train {s['train_seconds']:.1f}s (box overrun {fmt(s.get('box_overrun_seconds'), '+.1f')}s; "
+        f"+ warm-up {s['warmup_seconds']:.1f}s, eval {s['eval_seconds']:.1f}s, checkpoint {s['checkpoint_seconds']:.1f}s)",
         f"final val loss (full set, {s['final_val_tokens']} tokens) {fmt(s['final_val_loss'], '.4f')} | best "
         f"periodic {fmt(s['best_val_loss'], '.4f')} at iteration {s['best_val_iter']} | {fmt(s['ms_per_iter'], '.1f')} ms/iter | "
         f"{fmt(s['tokens_per_s'], ',.0f')} tok/s | mfu {fmt(s['mfu'], '.3f')}",

@@ -20,8 +20,6 @@ class RunState:
     checkpoint_seconds: float = 0.0
     timed_iters: int = 0
     """Iterations inside train_seconds (warm-up excluded): ms/iter = train_seconds / timed_iters."""
-    warmup_end_elapsed: float | None = None
-    """Training seconds at which the LR warmup ends (time box: set once the iteration rate is known)."""
     best_val_loss: float | None = None
     best_val_iter: int | None = None
     final_val_loss: float | None = None

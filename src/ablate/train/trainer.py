@@ -14,8 +14,9 @@
 
 Exactness of resume: in iteration mode (``budget.max_iters``) the schedule depends on the
 iteration only, so an interrupted-and-resumed CPU run reproduces the uninterrupted loss curve
-exactly. In time-box mode the learning rate follows elapsed training time, which is different in
-every run; resume continues the box from the checkpoint's elapsed seconds but is not bit-exact.
+exactly. In time-box mode the learning rate is a function of the fraction of the box elapsed
+(training time, which differs in every run); resume continues the box from the checkpoint's
+elapsed seconds but is not bit-exact.
 
 Why this file is over 400 lines: setup (data, model, resume, compile, DDP, files) and the end of a
 run (final eval, causality verdict, what is kept, DONE) set the trainer's own attributes, so they
@@ -165,28 +166,9 @@ class Trainer:
         return loss_iter, grad_norm
 
     def _set_lr(self, clock: BoxClock, it: int) -> float:
-        """The learning rate from the collective clock (extrapolated between sync points)."""
-        st, sched, box = self.state, self.schedule, clock.box_seconds
-        est = clock.estimate(it)
-        if st.warmup_end_elapsed is None:
-            # One clock: in a time box the warmup becomes training time once the rate is known.
-            st.warmup_end_elapsed = sched.warmup_time(clock.t_iter, it, est)
-            if (
-                st.warmup_end_elapsed is not None
-                and box is not None
-                and not sched.by_iters
-                and st.warmup_end_elapsed >= box
-                and sched.warmup > 0
-            ):
-                msg = (
-                    f"box too short for its warmup: {sched.warmup} warmup iterations at the measured "
-                    f"{clock.t_iter:.3g} s/iteration take {sched.warmup * (clock.t_iter or 0):.1f} s of a "
-                    f"{box:.0f} s box; the learning rate never reaches its peak (lower optim.warmup_iters, "
-                    "set optim.warmup_fraction, or give the box more time)"
-                )
-                st.notes.append(msg)
-                self.log(f"warning: {msg}")
-        lr = sched(it, est, st.warmup_end_elapsed)
+        """The learning rate at the fraction of the budget used (the collective clock,
+        extrapolated between sync points): a function of the budget only (train.optim)."""
+        lr = self.schedule(it, clock.estimate(it))
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         return lr
@@ -432,6 +414,10 @@ class Trainer:
     def _complete(self) -> dict:
         if self.last_eval_iter != self.state.iter or self.state.final_val_loss is None:
             evals.eval_and_record(self, final=True)
+        for w in records.budget_warnings(records.summary(self, results.COMPLETED)):
+            if w not in self.state.notes:  # schedule cut short, box overrun, repeated data
+                self.state.notes.append(w)
+                self.log(f"warning: {w}")
         # The measured result goes to disk first; nothing after this may lose it.
         result = self.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
         if not causality.recheck(self, "final"):
