@@ -497,12 +497,28 @@ def load_job_config(path: Path | str) -> RunConfig:
         if not isinstance(raw, dict):
             raise TypeError(f"expected a mapping, found {type(raw).__name__}")
         loaded = upgrade_job_config({str(k): v for k, v in raw.items()})
+        _older_warmup(loaded)
     except Exception as e:  # not YAML, or not a mapping
         raise ConfigError(f"{path}: does not match the config schema: {_one_line(e)}") from None
     run: RunConfig = _typed(
         RunConfig, loaded, path, "does not match the config schema", validate_run
     )
     return run
+
+
+def _older_warmup(config: dict[str, Any]) -> None:
+    """A job written before warmup became a share of the budget, run again (resume): its
+    config.yaml carries optim.warmup_fraction null ("use warmup_iters") and, in a time box,
+    optim.warmup_iters (default 200, turned into seconds at the first measured iteration rate).
+    The box's warmup is optim.warmup_fraction now and the count is refused there, so both go and
+    the job resumes on today's schedule. (The report reads the file as written.)"""
+    optim, budget = config.get("optim"), config.get("budget")
+    if not isinstance(optim, dict):
+        return
+    if "warmup_fraction" in optim and optim["warmup_fraction"] is None:
+        optim.pop("warmup_fraction")
+    if isinstance(budget, dict) and budget.get("max_iters") is None:
+        optim.pop("warmup_iters", None)
 
 
 def choice_error(e: BaseException | None) -> str | None:

@@ -46,16 +46,6 @@ def upgrade_job_config(config: dict[str, Any]) -> dict[str, Any]:
             new_parent.setdefault(new_leaf, value)
     for key in MATRIX_SETTINGS_KEYS + RETIRED_SETTINGS + _OLD_JOB_ONLY_KEYS:
         config.pop(key, None)
-    optim, budget = config.get("optim"), config.get("budget")
-    if isinstance(optim, dict):
-        # Before warmup became a share of the budget, every config.yaml carried
-        # optim.warmup_iters (default 200; a time box turned it into seconds at the first
-        # measured iteration rate) and warmup_fraction null ("use warmup_iters"). A time box's
-        # warmup is optim.warmup_fraction now (the count is refused there); null is its default.
-        if "warmup_fraction" in optim and optim["warmup_fraction"] is None:
-            optim.pop("warmup_fraction")
-        if isinstance(budget, dict) and budget.get("max_iters") is None:
-            optim.pop("warmup_iters", None)
     return config
 
 
