@@ -22,7 +22,7 @@ SPAN = O.SPAN_TOKENS
 
 def planted_corpus() -> list[str]:
     """Python topics plus planted duplicates: exact copies, copies with a new first line, copies
-    with a changed last word, and excerpts (a long middle part inside new text)."""
+    with a changed last word, excerpts (a long middle part inside new text), short copies."""
     from pydoc_data.topics import topics
 
     base = [topics[k] for k in sorted(topics)[10:40]]
@@ -38,6 +38,8 @@ def planted_corpus() -> list[str]:
         else:
             mid = len(t) // 3
             out.append(f"Excerpt {i}. " + t[mid : mid + 1500] + f" End of excerpt {i}.")
+    for i in range(8):  # short copies: no 64-token span, one side for all copies all the same
+        out += [f"Short note {i}: see the reference."] * 3
     return out
 
 
@@ -268,3 +270,16 @@ def test_preflight_and_data_command_warn_above_the_threshold(docs, tmp_path, cap
     assert check_data(compose_job(["experiment=smoke"]), clean.append) == []
     assert not [x for x in clean if "warning" in x]
     assert any("validation overlap: 0.00%" in x for x in clean)
+
+
+def test_copies_are_taken_together_even_at_the_validation_target():
+    """The target is reached by the first of two copies of a short text (no span to compare):
+    the second copy follows it into validation instead of staying in training."""
+    from ablate.data.split import split_in_memory
+
+    short = np.array([50256, 1, 2, 3], dtype=np.uint16)
+    other = np.array([50256, 7, 8, 9, 10], dtype=np.uint16)
+    docs = [short, other, short.copy(), other.copy(), np.arange(500, dtype=np.uint16) + 1]
+    keys = [0.2, 0.5, 0.2, 0.6, 0.9]
+    val, rec = split_in_memory(docs, keys, val_fraction=0.001, min_val=1)
+    assert val == [0, 2] and rec.val_documents == 2

@@ -57,10 +57,19 @@ class Dataset:
         and how much of it training also saw; the report compares these between jobs."""
         split = self.meta.get("split") if isinstance(self.meta.get("split"), dict) else {}
         ov = self.val_overlap or {}
+        val_entry = next(
+            (
+                s
+                for s in self.meta.get("shards", [])
+                if isinstance(s, dict) and s.get("split") == "val"
+            ),
+            {},
+        )
         return {
             "source": self.source,
             "train_tokens": self.train_tokens,
             "val_tokens": self.val_tokens,
+            "val_shard_sha256": val_entry.get("sha256"),
             "val_split": split.get("method")
             or ("shard named val" if self.source == "shards" else None),
             "val_fraction": split.get("val_fraction"),

@@ -103,11 +103,12 @@ def split_in_memory(
     naive: list[int] = []  # the same key order without the span rule: the "before" figure
     have = naive_have = 0
     rec = SplitRecord(val_fraction=val_fraction)
+    last_key = None  # copies of one text share a key: they are taken (or not) together
     for i in order:
         if naive_have < target:
             naive.append(i)
             naive_have += len(docs[i])
-        if have >= target:
+        if have >= target and keys[i] != last_key:
             if naive_have >= target:
                 break
             continue
@@ -118,6 +119,7 @@ def split_in_memory(
         in_train[idx[i]] -= 1
         val.append(i)
         have += len(docs[i])
+        last_key = keys[i]
     rec.val_documents = len(val)
     rec.train_documents = len(docs) - len(val)
     rec.share_before = _share_of_split(docs, sorted(naive))

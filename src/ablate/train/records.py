@@ -140,7 +140,10 @@ def budget_record(tr: Trainer) -> dict:
         "schedule_fraction": sched.fraction(st.iter, st.train_seconds) if sched else None,
         "epochs": tokens / ds.train_tokens if ds is not None and tokens is not None else None,
         "box_overrun_seconds": st.train_seconds - box if box is not None else None,
-        "data": ds.record() if ds is not None else None,
+        # the final eval's windows (final_eval.json's val_fingerprint) next to the split's record
+        "data": {**ds.record(), "val_fingerprint": getattr(tr, "val_fingerprint", None)}
+        if ds is not None
+        else None,
     }
 
 
