@@ -97,3 +97,29 @@ def test_summary_records_tokens_epochs_and_the_box_overrun(tmp_path):
     log = (job / "train.log").read_text()
     assert f"{s['tokens_seen']:,} tokens ({s['epochs']:.3f} epochs)" in log
     assert "box overrun" in log and "schedule: warmup to lr" in log
+
+
+def test_budget_warnings_name_overrun_repeated_data_and_an_unfinished_schedule():
+    from ablate.train.records import budget_warnings
+
+    base = {
+        "schedule": {"clock": "train_seconds"},
+        "schedule_fraction": 1.0,
+        "box_seconds": 10.0,
+        "train_seconds": 10.4,
+        "box_overrun_seconds": 0.4,
+        "epochs": 0.5,
+        "tokens_seen": 1000,
+        "iterations": 10,
+        "max_iters": None,
+        "data": {"train_tokens": 2000},
+    }
+    assert budget_warnings(base) == []  # 4% past the box: within the report's tolerance
+    (w,) = budget_warnings({**base, "train_seconds": 13.8, "box_overrun_seconds": 3.8})
+    assert "trained 13.8 s in a 10 s box: 3.8 s (38%) past it" in w
+    (w,) = budget_warnings({**base, "epochs": 2.5, "tokens_seen": 5000})
+    assert "5,000 tokens seen = 2.50 epochs of the 2,000 training tokens" in w
+    cut = {**base, "schedule": {"clock": "iterations"}, "schedule_fraction": 0.3, "max_iters": 40}
+    (w,) = budget_warnings({**cut, "iterations": 12})
+    assert "at iteration 12 of budget.max_iters=40: its learning-rate schedule never finished" in w
+    assert budget_warnings({**cut, "schedule_fraction": 1.0}) == []
