@@ -46,7 +46,7 @@ def test_seed_preset_is_the_seed_papers_setup():
         65536,
         4,
     )
-    # the seed setup's 200 warmup iterations of its ~2,000-4,000 in 2 hours, as a share of the
+    # the R-MLP table's 200 warmup iterations of its ~2,000-4,000 in 2 hours, as a share of the
     # box: the first 5% (6 minutes), whatever the iteration rate
     assert (c.optim.lr, c.optim.warmup_fraction, c.optim.min_lr) == (6e-4, 0.05, 6e-5)
     assert c.optim.warmup_iters is None
