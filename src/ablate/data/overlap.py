@@ -91,21 +91,18 @@ def valid_spans(tokens: np.ndarray, span: int = SPAN_TOKENS) -> np.ndarray:
     n = len(tokens)
     if n < span:
         return np.zeros(0, dtype=bool)
-    eot = np.concatenate(([0], np.cumsum(np.asarray(tokens) == EOT, dtype=np.int64)))
+    eot = np.zeros(n + 1, dtype=np.int32)  # EOTs before each position (int32: shards < 2**31)
+    np.cumsum(np.asarray(tokens) == EOT, dtype=np.int32, out=eot[1:])
     return (eot[span:] - eot[: n - span + 1]) == 0
 
 
 def covered_tokens(found: np.ndarray, n_tokens: int, span: int = SPAN_TOKENS) -> np.ndarray:
     """bool per token: inside at least one window marked in ``found`` (one per window start)."""
-    out = np.zeros(n_tokens, dtype=bool)
-    if len(found) == 0:
-        return out
-    # token p is covered when a found window starts in [p - span + 1, p]
-    c = np.concatenate(([0], np.cumsum(found, dtype=np.int64)))
-    p = np.arange(n_tokens)
-    hi = np.minimum(p, len(found) - 1) + 1
-    lo = np.clip(p - span + 1, 0, len(found))
-    return (c[hi] - c[np.minimum(lo, hi)]) > 0
+    depth = np.zeros(n_tokens + 1, dtype=np.int32)  # +1 where a found window starts, -1 after it
+    starts = np.nonzero(found)[0]
+    depth[starts] += 1  # starts are distinct: plain fancy-index adds are exact
+    depth[starts + span] -= 1
+    return np.cumsum(depth[:-1], dtype=np.int32) > 0
 
 
 class SpanSet:
