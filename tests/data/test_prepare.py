@@ -222,7 +222,7 @@ def test_resume_after_sigkill(ref, tmp_path):
     assert folder_state(out) == folder_state(out_ref)  # ... and gone, all identical
 
 
-def test_changed_shard_is_rewritten(ref, tmp_path):
+def test_changed_shard_is_rewritten(ref, tmp_path, monkeypatch):
     import shutil
 
     src, out_ref, meta_ref = ref
@@ -234,6 +234,12 @@ def test_changed_shard_is_rewritten(ref, tmp_path):
     data = bytearray(victim.read_bytes())
     data[-1] ^= 1
     victim.write_bytes(bytes(data))
+    assert P.prepare(out, spec_for([src]), workers=0, progress=False) == meta_ref
+    assert folder_state(out) == folder_state(out_ref)
+    # a damaged validation shard alone is rebuilt from the parts, without reading the input
+    val = out / meta_ref["shards"][0]["file"]
+    val.write_bytes(val.read_bytes()[:-2])
+    monkeypatch.setattr(P, "open_documents", lambda spec: pytest.fail("the input was read"))
     assert P.prepare(out, spec_for([src]), workers=0, progress=False) == meta_ref
     assert folder_state(out) == folder_state(out_ref)
 
