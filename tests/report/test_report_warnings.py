@@ -76,6 +76,45 @@ def test_training_past_the_box(tmp_path):
     assert "past the time box" not in md
 
 
+def test_an_iteration_budget_cut_by_the_box_warns_its_schedule_never_finished(tmp_path):
+    # summary.json's record (docs/results-format.md): 500 of 2,000 iterations on the iterations clock
+    cut = {
+        "max_iters": 2000,
+        "schedule": {"clock": "iterations", "budget": 2000, "warmup_end": 100},
+        "schedule_fraction": 0.25,
+    }
+    _, _, md = report(clean_pair(summary_overrides=cut), tmp_path)
+    w = section(md, "Warnings")
+    assert "its learning-rate schedule never finished" in w
+    assert "V16 (iteration 500 of budget.max_iters=2000, 25% of its schedule)" in w
+    assert table_rows(md)[1][0] == "V16 ⚠" and table_rows(md)[0][0] == "V0"
+    # the schedule finished, or a time box's (it ends with the box): no warning
+    done = {**cut, "schedule_fraction": 1.0}
+    _, _, md = report(clean_pair(summary_overrides=done), tmp_path / "b")
+    assert "never finished" not in md
+    box = {"schedule": {"clock": "train_seconds", "budget": 1300.0}, "schedule_fraction": 0.99}
+    _, _, md = report(clean_pair(summary_overrides=box), tmp_path / "c")
+    assert "never finished" not in md
+
+
+def test_a_run_from_before_the_schedule_record_cut_by_the_box_warns_too(tmp_path):
+    # no "schedule" in summary.json: budget.max_iters set the iterations clock then
+    _, _, md = report(clean_pair(summary_overrides={"max_iters": 5000}), tmp_path)
+    assert "V16 (iteration 500 of budget.max_iters=5000, 10% of its schedule)" in section(
+        md, "Warnings"
+    )
+    _, _, md = report(clean_pair(summary_overrides={"max_iters": 500}), tmp_path / "b")
+    assert "never finished" not in md
+
+
+def test_more_than_one_epoch_warns(tmp_path):
+    _, _, md = report(clean_pair(summary_overrides={"epochs": 2.5}), tmp_path)
+    assert "more than one epoch of the training data" in section(md, "Warnings")
+    assert "V16 (2.50 epochs)" in md and table_rows(md)[1][0] == "V16 ⚠"
+    _, _, md = report(clean_pair(summary_overrides={"epochs": 0.9}), tmp_path / "b")
+    assert "epoch" not in section(md, "Warnings")
+
+
 def test_throughput_not_explained_by_flops(tmp_path):
     # V16 runs at half the tokens/s with the same FLOPs per token: contention, with the numbers.
     jobs = [

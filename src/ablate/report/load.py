@@ -42,6 +42,7 @@ JOB_COLUMNS = [
     "final_val_loss",
     "iterations",
     "tokens_seen",
+    "epochs",
     "train_seconds",
     "ms_per_iter",
     "tokens_per_s",
@@ -71,6 +72,8 @@ JOB_COLUMNS = [
     "n_evals",
     "warmup_iters",
     "box_seconds",
+    "max_iters",
+    "schedule_done",
     "flops_per_token",
     "causality",
     "experiment",
@@ -119,6 +122,7 @@ _NUMERIC = (
     "final_val_loss",
     "iterations",
     "tokens_seen",
+    "epochs",
     "train_seconds",
     "ms_per_iter",
     "tokens_per_s",
@@ -298,6 +302,9 @@ def _read_job(
     config = job.config
     row["warmup_iters"] = _num(job.warmup_iters)
     row["box_seconds"] = _num(job.box_seconds)
+    row["max_iters"] = _num(job.max_iters)
+    # an iteration budget's share of its schedule (below 1: the box cut it; report/warnings.py)
+    row["schedule_done"] = _num(job.iteration_schedule_done)
     row["flops_per_token"] = _num(job.env.flops_per_token)
     row["description"] = config.description if config else None
     # time-box mode: warmup on the clock
@@ -490,6 +497,8 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
                     n_evals=0,
                     warmup_iters=math.nan,
                     box_seconds=math.nan,
+                    max_iters=math.nan,
+                    schedule_done=math.nan,
                     flops_per_token=math.nan,
                     warmup_end_seconds=math.nan,
                     causality_state=R.UNRECORDED,

@@ -111,6 +111,7 @@ def collect_warnings(
             )
         )
 
+    out += _budget(rows, done_rows)
     w = _throughput(done, order)
     if w is not None:
         out.append(w)
@@ -193,6 +194,48 @@ def _in_warmup(r: Any) -> str | None:
     ):
         return f"iteration {int(r['iterations'])} of {int(r['warmup_iters'])} warmup"
     return None
+
+
+def _budget(rows: list[dict[str, Any]], done_rows: list[dict[str, Any]]) -> list[Warn]:
+    """What a run got of its budget that the table does not show: an iteration budget the box
+    cut short (summary.json ``schedule_fraction`` < 1: its learning rate never decayed, the
+    R-MLP validation table's failure), and training data seen more than once (``epochs`` > 1).
+    Marked, not withheld: the steps compared may have been cut alike."""
+    out = []
+    cut = [r for r in done_rows if _finite(r["schedule_done"]) and r["schedule_done"] < 1.0]
+    if cut:
+        names = [
+            f"{r['key']} (iteration {_int(r['iterations'])} of budget.max_iters="
+            f"{_int(r['max_iters'])}, {100 * r['schedule_done']:.0f}% of its schedule)"
+            for r in cut
+        ]
+        out.append(
+            Warn(
+                "schedule",
+                "the box ended an iteration budget early, so its learning-rate schedule never "
+                "finished (the rate never decayed to optim.min_lr; the run measured a model "
+                f"mid-schedule): {_names(names)}. Give the box more time, lower "
+                "budget.max_iters, or drop budget.max_iters to decay over the box.",
+                {r["step"] for r in cut},
+            )
+        )
+    seen = [r for r in rows if _finite(r["epochs"]) and r["epochs"] > 1.0]
+    if seen:
+        out.append(
+            Warn(
+                "epochs",
+                "trained on more than one epoch of the training data (windows were seen again, "
+                "so later losses partly measure memorisation): "
+                + _names([f"{r['key']} ({r['epochs']:.2f} epochs)" for r in seen])
+                + ". Use more data or a shorter budget.",
+                {r["step"] for r in seen},
+            )
+        )
+    return out
+
+
+def _int(x: Any) -> str:
+    return str(int(x)) if _finite(x) else "?"
 
 
 def _throughput(done: pd.DataFrame, order: list[str]) -> Warn | None:

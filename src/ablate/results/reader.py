@@ -232,6 +232,28 @@ class JobRecord:
         return self.config.warmup_iters if self.config else None
 
     @property
+    def max_iters(self) -> int | None:
+        """summary.json's iteration budget, else config.yaml's ``budget.max_iters``."""
+        if self.summary is not None and self.summary.max_iters is not None:
+            return self.summary.max_iters
+        return self.config.max_iters if self.config else None
+
+    @property
+    def iteration_schedule_done(self) -> float | None:
+        """An iteration budget's schedule: the share of it the run got, at most 1 (below 1: the
+        box cut the run and its learning rate never decayed). summary.json's
+        ``schedule_fraction`` on the iterations clock; a run from before the schedule was recorded
+        (any ``budget.max_iters`` set the iterations clock then): iterations / max_iters.
+        None: a time box's schedule (it ends with the box), or nothing says."""
+        s = self.summary
+        if s is not None and s.schedule is not None:
+            return s.schedule_fraction if s.schedule.get("clock") == "iterations" else None
+        budget, done = self.max_iters, s.iterations if s is not None else None
+        if budget is None or budget <= 0 or done is None:
+            return None
+        return min(1.0, done / budget)
+
+    @property
     def world_size(self) -> int | None:
         s = self.summary.world_size if self.summary is not None else None
         return s if s is not None else self.env.world_size
