@@ -115,6 +115,18 @@ def test_more_than_one_epoch_warns(tmp_path):
     assert "epoch" not in section(md, "Warnings")
 
 
+def test_validation_overlapping_training_above_the_recorded_threshold_warns(tmp_path):
+    # summary.json's data record (docs/results-format.md): 38% as in the old embedded split
+    data = {"source": "embedded", "val_overlap_share": 0.38, "val_overlap_warn_share": 0.01}
+    _, _, md = report(clean_pair(summary_overrides={"data": data}), tmp_path)
+    w = section(md, "Warnings")
+    assert "validation overlaps training" in w and "above the 1% the data module warns at" in w
+    assert "V16 (38.0%)" in w and table_rows(md)[1][0] == "V16 ⚠"
+    below = {**data, "val_overlap_share": 0.005}
+    _, _, md = report(clean_pair(summary_overrides={"data": below}), tmp_path / "b")
+    assert "overlaps training" not in md
+
+
 def test_throughput_not_explained_by_flops(tmp_path):
     # V16 runs at half the tokens/s with the same FLOPs per token: contention, with the numbers.
     jobs = [

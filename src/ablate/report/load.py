@@ -74,6 +74,8 @@ JOB_COLUMNS = [
     "box_seconds",
     "max_iters",
     "schedule_done",
+    "val_overlap_share",
+    "val_overlap_warn_share",
     "flops_per_token",
     "causality",
     "experiment",
@@ -305,6 +307,9 @@ def _read_job(
     row["max_iters"] = _num(job.max_iters)
     # an iteration budget's share of its schedule (below 1: the box cut it; report/warnings.py)
     row["schedule_done"] = _num(job.iteration_schedule_done)
+    overlap = job.val_overlap
+    row["val_overlap_share"] = _num(overlap[0] if overlap else None)
+    row["val_overlap_warn_share"] = _num(overlap[1] if overlap else None)
     row["flops_per_token"] = _num(job.env.flops_per_token)
     row["description"] = config.description if config else None
     # time-box mode: warmup on the clock
@@ -499,6 +504,8 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
                     box_seconds=math.nan,
                     max_iters=math.nan,
                     schedule_done=math.nan,
+                    val_overlap_share=math.nan,
+                    val_overlap_warn_share=math.nan,
                     flops_per_token=math.nan,
                     warmup_end_seconds=math.nan,
                     causality_state=R.UNRECORDED,

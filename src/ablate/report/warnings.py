@@ -197,10 +197,12 @@ def _in_warmup(r: Any) -> str | None:
 
 
 def _budget(rows: list[dict[str, Any]], done_rows: list[dict[str, Any]]) -> list[Warn]:
-    """What a run got of its budget that the table does not show: an iteration budget the box
-    cut short (summary.json ``schedule_fraction`` < 1: its learning rate never decayed, the
-    R-MLP validation table's failure), and training data seen more than once (``epochs`` > 1).
-    Marked, not withheld: the steps compared may have been cut alike."""
+    """What a run got of its budget and data that the table does not show: an iteration budget
+    the box cut short (summary.json ``schedule_fraction`` < 1: its learning rate never decayed,
+    the R-MLP validation table's failure), training data seen more than once (``epochs`` > 1),
+    validation that overlaps training above the threshold the job recorded (``data``
+    ``val_overlap_share`` > ``val_overlap_warn_share``). Marked, not withheld: the steps compared
+    may share the condition."""
     out = []
     cut = [r for r in done_rows if _finite(r["schedule_done"]) and r["schedule_done"] < 1.0]
     if cut:
@@ -229,6 +231,26 @@ def _budget(rows: list[dict[str, Any]], done_rows: list[dict[str, Any]]) -> list
                 + _names([f"{r['key']} ({r['epochs']:.2f} epochs)" for r in seen])
                 + ". Use more data or a shorter budget.",
                 {r["step"] for r in seen},
+            )
+        )
+    over = [
+        r
+        for r in rows
+        if _finite(r["val_overlap_share"])
+        and _finite(r["val_overlap_warn_share"])
+        and r["val_overlap_share"] > r["val_overlap_warn_share"]
+    ]
+    if over:
+        out.append(
+            Warn(
+                "overlap",
+                "validation overlaps training (a share of validation tokens inside 64-token "
+                "spans that also occur in the training data, above the "
+                f"{100 * over[0]['val_overlap_warn_share']:g}% the data module warns at): "
+                + _names([f"{r['key']} ({100 * r['val_overlap_share']:.1f}%)" for r in over])
+                + "; their validation loss partly measures recall of training text. Train on "
+                "data split by document (python -m ablate.data prepares one).",
+                {r["step"] for r in over},
             )
         )
     return out

@@ -254,6 +254,17 @@ class JobRecord:
         return min(1.0, done / budget)
 
     @property
+    def val_overlap(self) -> tuple[float, float | None] | None:
+        """summary.json ``data``: the share of validation tokens inside spans that also occur in
+        training, and the share above which the job's version warned (``val_overlap_warn_share``);
+        None when not measured or not recorded."""
+        data = self.summary.data if self.summary is not None else None
+        if data is None:
+            return None
+        share = _number(data.get("val_overlap_share"))
+        return None if share is None else (share, _number(data.get("val_overlap_warn_share")))
+
+    @property
     def world_size(self) -> int | None:
         s = self.summary.world_size if self.summary is not None else None
         return s if s is not None else self.env.world_size
