@@ -8,6 +8,8 @@ Layout (documented for users in docs/results-format.md)::
       <job>/                one directory per job, named after its step and swept values
         config.yaml         resolved config that ran
         env.json            git SHA/dirty, versions, hostname, device name/count, world size
+        identity.json       the run's identity: digest and components (ablate.identity)
+        reused.json         only in a job filled from an earlier run: where it came from
         metrics.jsonl       one JSON object per line; appended as training goes
         summary.json        status and results (JobSummary); rewritten atomically after every eval
         final_eval.json     the final full-set eval's per-window losses (the report's noise)
@@ -55,6 +57,7 @@ from ablate.results.files import (
     to_json,
 )
 from ablate.results.final_eval import FinalEval, read_final_eval, write_final_eval
+from ablate.results.identity import read_reused
 from ablate.results.job import JobDir
 from ablate.results.legacy import (
     MATRIX_SETTINGS_KEYS,
@@ -83,6 +86,7 @@ from ablate.results.names import (
     FAILED,
     FINAL_EVAL,
     FORMAT_VERSION,
+    IDENTITY,
     INTERRUPTED,
     LEAKED,
     LOCK,
@@ -94,6 +98,7 @@ from ablate.results.names import (
     PENDING,
     READABLE_VERSIONS,
     REPORT,
+    REUSED,
     RUNNING,
     SBATCH,
     STATUSES,
@@ -122,6 +127,7 @@ __all__ = [
     "FAILED",
     "FINAL_EVAL",
     "FORMAT_VERSION",
+    "IDENTITY",
     "INTERRUPTED",
     "LEAKED",
     "LOCK",
@@ -135,6 +141,7 @@ __all__ = [
     "READABLE_VERSIONS",
     "RENAMED_CONFIG_KEYS",
     "REPORT",
+    "REUSED",
     "RUNNING",
     "SBATCH",
     "STATUSES",
@@ -184,6 +191,7 @@ __all__ = [
     "read_json",
     "read_matrix_settings",
     "read_metrics",
+    "read_reused",
     "read_yaml",
     "sanitize_name",
     "to_json",

@@ -17,8 +17,10 @@ from ablate.results.names import (
     ENV,
     FINAL_EVAL,
     FORMAT_VERSION,
+    IDENTITY,
     LOG,
     METRICS,
+    REUSED,
     SBATCH,
     STDOUT,
     SUMMARY,
@@ -84,6 +86,14 @@ class JobDir:
     @property
     def causality(self) -> Path:
         return self.path / CAUSALITY
+
+    @property
+    def identity(self) -> Path:
+        return self.path / IDENTITY
+
+    @property
+    def reused(self) -> Path:
+        return self.path / REUSED
 
     @property
     def stdout(self) -> Path:

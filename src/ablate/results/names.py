@@ -36,6 +36,8 @@ DONE = "DONE"
 FINAL_EVAL = "final_eval.json"
 SBATCH = "submission.sbatch"
 CAUSALITY = "causality.json"
+IDENTITY = "identity.json"  # the run's identity and its components (ablate.identity)
+REUSED = "reused.json"  # in a job directory filled from an earlier run instead of training
 # Slurm: submitit's folder in the matrix directory (unless launcher.slurm.folder).
 SUBMITIT = ".submitit"
 LOCK = ".ablate.lock"  # in the matrix directory and in each job directory: see ablate.lock

@@ -46,7 +46,7 @@ from ablate.data import TrainBatches, ValWindows, final_val_windows, resolve_dat
 from ablate.errors import AblateError, ConfigError, DiskFullError
 from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
 from ablate.results import JobDir, MetricsWriter
-from ablate.train import causality, evals, records, trackers
+from ablate.train import causality, evals, records, run_identity, trackers
 from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
 from ablate.train.clock import BoxClock
@@ -301,6 +301,7 @@ class Trainer:
                     }
                 )
             results.atomic_write_json(self.jd.env, records.env_record(self, model))
+            run_identity.write(self, model)
             for line in records.header_lines(self, model, notes_now):
                 self.log(line)
         self.write_summary(results.RUNNING)
