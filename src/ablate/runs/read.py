@@ -1,0 +1,208 @@
+"""One run's index row, read from its job directory and its matrix's manifest (files only).
+
+The job directory is the truth; the row is what ``python -m ablate.runs list`` shows and what the
+matrix searches for a run to reuse. A damaged file costs the row a value, never the row: every
+reader here returns what it could read.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ablate import identity, results
+from ablate.errors import AblateError
+from ablate.outcome import reported_status
+
+COLUMNS = (
+    "path",  # absolute job directory: the run's key
+    "root",  # the results root the matrix lies in
+    "matrix",  # matrix directory name
+    "job",  # job directory name
+    "identity",  # identity digest (identity.json), None for runs without one
+    "mixed",  # 1: resumed under another identity (never reused)
+    "step",
+    "architecture",
+    "seed",
+    "axes",  # JSON object: swept keys other than step and seed -> value
+    "status",
+    "causality",  # ablate.results.causality_state
+    "final_val_loss",
+    "best_val_loss",
+    "done",  # 1: DONE marker present
+    "ended",  # ISO time the run ended (or last wrote its summary, while running)
+    "ended_ts",  # the same as seconds since the epoch, for --since
+    "host",  # where it ran (env.json hostname)
+    "device",  # device name x world size, as recorded
+    "experiment",
+    "reused_from",  # reused.json: the run that trained it (None: trained here)
+    "dir_mtime",  # job directory's mtime_ns when read (0: read too soon after a write, reread)
+)
+
+
+def _read(read, *args) -> Any:
+    try:
+        return read(*args)
+    except (AblateError, OSError, ValueError):
+        return None
+
+
+def _iso_ts(text: Any) -> float | None:
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        when = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return when.timestamp()
+
+
+def _number(value: Any) -> float | None:
+    try:
+        x = results.as_float(value)
+    except AblateError:
+        return None
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def matrix_axes(manifest: results.Manifest | None) -> dict[str, dict[str, str]]:
+    """{job name: {swept key: value}} without step and seed. From each entry's ``axes`` (written
+    since the runs index exists), else derived from the overrides that differ between jobs."""
+    if manifest is None:
+        return {}
+    values: dict[str, set[str]] = {}
+    parsed: dict[str, dict[str, str]] = {}
+    for job in manifest.jobs:
+        pairs = {}
+        for o in job.get("overrides") or []:
+            key, _, value = str(o).partition("=")
+            pairs[key.lstrip("+~")] = value
+        parsed[job["name"]] = pairs
+        for k, v in pairs.items():
+            values.setdefault(k, set()).add(v)
+    swept = {k for k, vs in values.items() if len(vs) > 1} - {"step", "seed"}
+    out: dict[str, dict[str, str]] = {}
+    for job in manifest.jobs:
+        stored = job.get("axes")
+        if isinstance(stored, dict):
+            out[job["name"]] = {str(k): str(v) for k, v in stored.items()}
+        else:
+            out[job["name"]] = {k: v for k, v in parsed[job["name"]].items() if k in swept}
+    return out
+
+
+def read_run(
+    jd: results.JobDir,
+    root: Path,
+    entry: dict | None = None,
+    axes: dict | None = None,
+    now_ns: int | None = None,
+) -> dict:
+    """The index row of one job directory (COLUMNS)."""
+    entry = entry or {}
+    try:
+        st_ns = jd.path.stat().st_mtime_ns
+    except OSError:
+        st_ns = 0
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    # A directory written within the last 2 s may be written again within the same mtime tick
+    # (coarse on some filesystems): store 0 so the next scan reads it again.
+    dir_mtime = st_ns if now_ns - st_ns > 2_000_000_000 else 0
+    summary = _read(jd.read_summary) if jd.summary.is_file() else None
+    if not isinstance(summary, dict):
+        summary = None
+    s = summary or {}
+    record, _ = identity.read_identity(jd)
+    reused, _ = results.read_reused(jd)
+    env = _read(results.read_json, jd.env) if jd.env.is_file() else None
+    env = env if isinstance(env, dict) else {}
+    status = reported_status(jd, summary, entry.get("status"), jd.metrics.is_file())
+    ended = entry.get("ended") if isinstance(entry.get("ended"), str) else None
+    if ended is None and jd.is_done():
+        ended = _read(lambda: jd.done.read_text(encoding="utf-8").strip()) or None
+    if ended is None:
+        ended = s.get("updated") if isinstance(s.get("updated"), str) else None
+    if ended is None and isinstance(entry.get("started"), str):
+        ended = entry["started"]
+    ws = _int(s.get("world_size")) or _int(env.get("world_size"))
+    device = s.get("device") or env.get("device")
+    step = s.get("step") if isinstance(s.get("step"), str) else entry.get("step")
+    seed = _int(s.get("seed"))
+    if seed is None:
+        seed = _int(entry.get("seed"))
+    return {
+        "path": str(jd.path),
+        "root": str(root),
+        "matrix": jd.path.parent.name,
+        "job": jd.name,
+        "identity": record["identity"] if record else None,
+        "mixed": 1 if record and record.get("mixed") else 0,
+        "step": str(step) if step is not None else jd.name.split("_")[0],
+        "architecture": s.get("architecture") if isinstance(s.get("architecture"), str) else None,
+        "seed": seed,
+        "axes": json.dumps(axes or {}, sort_keys=True),
+        "status": status,
+        "causality": results.causality_state(summary),
+        "final_val_loss": _number(s.get("final_val_loss")),
+        "best_val_loss": _number(s.get("best_val_loss")),
+        "done": 1 if jd.is_done() else 0,
+        "ended": ended,
+        "ended_ts": _iso_ts(ended),
+        "host": env.get("hostname") if isinstance(env.get("hostname"), str) else None,
+        "device": f"{device} x {ws}" if isinstance(device, str) and ws else device,
+        "experiment": _experiment(jd),
+        "reused_from": reused["original"] if reused else None,
+        "dir_mtime": dir_mtime,
+    }
+
+
+def _experiment(jd: results.JobDir) -> str | None:
+    config = _read(results.read_yaml, jd.config) if jd.config.is_file() else None
+    value = config.get("experiment") if isinstance(config, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies under it (both resolved)."""
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(folder))
+    except ValueError:
+        return False
+    return True
+
+
+def read_matrix(mdir: Path, root: Path, only: set[str] | None) -> tuple[list[dict], set[str]]:
+    """Rows of a matrix's jobs (read outside any transaction) and every job path it holds."""
+    manifest = None
+    if results.is_matrix_dir(mdir):
+        try:
+            manifest = results.Manifest.load(mdir)
+        except (AblateError, OSError):
+            manifest = None
+    if manifest is not None:
+        pairs = [(manifest.job_dir(j["name"]), j) for j in manifest.jobs]
+    else:
+        try:
+            pairs = [(jd, {}) for jd in results.iter_job_dirs(mdir)]
+        except (AblateError, OSError):
+            pairs = []
+    axes = matrix_axes(manifest)
+    present = {str(jd.path) for jd, _ in pairs}
+    now = time.time_ns()
+    rows = [
+        read_run(jd, root, entry, axes.get(jd.name), now)
+        for jd, entry in pairs
+        if (only is None or jd.name in only) and jd.path.is_dir()
+    ]
+    return rows, present
