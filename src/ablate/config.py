@@ -369,6 +369,11 @@ class MatrixSettings:
     progress: bool = True
     """Live progress view (one line per running job, counts, ETA) while a local matrix runs, when
     stdout is a terminal; job output then goes to <job>/train.log only. false: echo job output."""
+    reuse: bool = True
+    """Reuse instead of retrain: a job whose identity (ablate.identity: config, model code, code
+    version, data, and in time-box mode the hardware) matches a finished, causality-checked run
+    in the runs index gets that run's files instead of training (matrix.json says where they
+    came from). false: every job trains."""
 
     def problems(self) -> list[str]:
         out = self.launcher.problems()

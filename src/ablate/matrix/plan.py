@@ -44,8 +44,11 @@ def warmup_warnings(jobs: list[JobSpec]) -> list[str]:
     return out
 
 
-def format_plan(jobs: list[JobSpec], settings: MatrixSettings) -> str:
-    """The plan of a matrix with these settings (MatrixSettings)."""
+def format_plan(
+    jobs: list[JobSpec], settings: MatrixSettings, reuse_lines: list[str] | None = None
+) -> str:
+    """The plan of a matrix with these settings (MatrixSettings); ``reuse_lines``: which jobs
+    would reuse a finished run (ablate.matrix.reuse.plan_lines)."""
     nodes = job_nodes(settings)
     rows = []
     total_dev_h = 0.0
@@ -99,6 +102,7 @@ def format_plan(jobs: list[JobSpec], settings: MatrixSettings) -> str:
         "(data.val_tokens; null: up to 2M, or what the validation shard holds) costs about as "
         "long as the training iterations shown."
     )
+    out += list(reuse_lines or [])
     for line in warmup_warnings(jobs):
         out.append(line)
     if settings.launcher.name == "slurm":

@@ -29,9 +29,9 @@ from ablate.launch import slurm
 from ablate.launch.job import LaunchJob
 from ablate.launch.local import LocalLauncher, torchrun_command
 from ablate.lock import DirLock, describe_holder, lock_matrix, probe
-from ablate.matrix import progress
+from ablate.matrix import progress, reuse
 from ablate.matrix.plan import format_plan
-from ablate.matrix.preflight import describe_failures, preflight, visible_gpus
+from ablate.matrix.preflight import describe_failures, preflight
 from ablate.outcome import (
     MATRIX_COMPLETED,
     MATRIX_NOT_COMPLETED,
@@ -69,14 +69,15 @@ def run_new(
     ):  # plan, preflight or not: one sbatch script must fit every job, checked first
         slurm.array_parameters({j.name: j.cfg for j in jobs}, settings)
     if plan:
-        print(format_plan(jobs, settings), flush=True)
+        reusing = reuse.find(jobs, settings, say=say)
+        print(format_plan(jobs, settings, reuse.plan_lines(reusing, jobs, settings)), flush=True)
         if not settings.preflight:
             print("Preflight: skipped (preflight=false).", flush=True)
             return 0
         # The plan runs the whole preflight, causality probes included: a leaking step found here
         # costs a minute, found by the real run it costs the queue wait before it.
         checks = preflight(
-            jobs,
+            [j for j in jobs if j.name not in reusing.reuse],  # a reused job trains nothing
             settings,
             create_output_dir=False,
             progress=lambda m: (
@@ -93,13 +94,19 @@ def run_new(
             flush=True,
         )
         return 0
+    # Reuse first: a job that gets a finished run's files needs no preflight and no launch.
+    reusing = reuse.find(jobs, settings, say=say)
+    for r in reusing.reuse.values():
+        say(f"reuse {r.job}: {r.original} has its identity ({r.identity[:12]}); not training it")
+    reused = reusing.reuse
+    to_train = [j for j in jobs if j.name not in reused]
     causality: dict[str, dict | None] = {}
-    if settings.preflight:
+    if settings.preflight and to_train:
         say(
-            f"preflight: {len(jobs)} job(s): config, causality, data, output directory, devices, batch"
+            f"preflight: {len(to_train)} job(s): config, causality, data, output directory, devices, batch"
         )
         checks = preflight(
-            jobs,
+            to_train,
             settings,
             progress=lambda m: say(m) if m.startswith(("data:", "causality")) else None,
         )
@@ -107,7 +114,7 @@ def run_new(
             raise PreflightError(describe_failures(checks))
         causality = {c.job: c.causality for c in checks}
         say("preflight passed")
-    else:
+    elif to_train:
         say(
             "preflight=false: nothing is checked before training; the report marks every step unchecked"
         )
@@ -131,12 +138,29 @@ def run_new(
             )
             for job in jobs:
                 jd = results.JobDir(matrix_dir / job.name)
+                axes = {k: v for k, v in job.swept.items() if k not in ("step", "seed")}
+                if job.name in reused:
+                    reuse.fill(reused[job.name], jd)
+                    manifest.add_job(
+                        job.name,
+                        job.overrides,
+                        step=job.step,
+                        seed=job.seed,
+                        axes=axes,
+                        status=results.COMPLETED,
+                        ended=reuse.original_end(reused[job.name]),
+                        reused_from=str(reused[job.name].original),
+                    )
+                    continue
                 jd.path.mkdir()
                 results.atomic_write_text(jd.config, config_yaml(job.cfg))
                 results.write_causality_init(jd, causality.get(job.name))
-                manifest.add_job(job.name, job.overrides, step=job.step, seed=job.seed)
+                manifest.add_job(job.name, job.overrides, step=job.step, seed=job.seed, axes=axes)
         say(f"matrix directory: {matrix_dir}")
-        return _launch_and_report(manifest, {j.name: j.cfg for j in jobs}, settings)
+        cfgs = {j.name: j.cfg for j in to_train}
+        if not cfgs:  # every job reused: nothing to launch
+            return _finish(manifest, {}, settings)
+        return _launch_and_report(manifest, cfgs, settings)
     finally:
         if lock is not None:
             lock.release()
@@ -215,20 +239,13 @@ def _run_local(
     manifest: results.Manifest, cfgs: dict[str, RunConfig], settings: MatrixSettings
 ) -> dict[str, int]:
     first = next(iter(cfgs.values()))
-    device = str(first.hardware.device)  # the Device enum as the plain string the launcher takes
-    if device == "auto":
-        device = "cuda" if visible_gpus() else "cpu"
-    if device == "cuda":
-        visible = visible_gpus()
-        slots = visible if first.hardware.gpus is None else min(first.hardware.gpus, visible)
-    else:
-        slots = first.hardware.gpus if first.hardware.gpus is not None else 1
+    device, slots = reuse.local_device(first)  # one rule, also what reuse predicts a job runs on
     jobs = [
         LaunchJob(
             name=name,
             job_dir=manifest.job_dir(name).path,
             command=torchrun_command(manifest.job_dir(name).path, cfg.hardware.nproc_per_node),
-            nproc=cfg.hardware.nproc_per_node if device == "cuda" or slots > 1 else 1,
+            nproc=reuse.local_nproc(cfg, device, slots),
             wall_seconds=wall_seconds(cfg.budget),
         )
         for name, cfg in cfgs.items()
@@ -253,6 +270,7 @@ def _run_local(
         manifest.update_job(
             job.name, status=status, ended=results.now_iso(), exit_code=code, error=error
         )
+        reuse.index_matrix(manifest.dir, settings.results_root, say, job=job.name)
         say(
             f"end {job.name}: {status}"
             + (f" ({error})" if error and status != results.COMPLETED else "")
@@ -312,6 +330,7 @@ def _wait(manifest: results.Manifest, settings: MatrixSettings) -> int:
 def _finish(manifest: results.Manifest, codes: dict[str, int], settings: MatrixSettings) -> int:
     statuses = [j["status"] for j in manifest.jobs]
     manifest.update(ended=results.now_iso())
+    reuse.index_matrix(manifest.dir, settings.results_root, say)
     if settings.report:
         try:
             markdown = write_report([manifest.dir])
