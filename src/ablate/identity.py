@@ -142,6 +142,46 @@ def read_identity(jd: results.JobDir) -> tuple[dict | None, str | None]:
     return obj, None
 
 
+def describe_components(record: dict | None) -> list[str]:
+    """Lines naming an identity's components, indented (``runs show``, ``--cfg job``)."""
+    if not record:
+        return ["  (no identity.json: a run from before identities were recorded)"]
+    comps = record["components"]
+    lines = []
+    config = comps.get("config") or {}
+    lines.append(f"  config      {len(config)} keys")
+    code = comps.get("model_code") or {}
+    lines.append(
+        "  model code  "
+        + (", ".join(f"{m} {short(h)}" for m, h in code.items()) or "none recorded")
+    )
+    ver = comps.get("code") or {}
+    if "git_sha" in ver:
+        changes = ver.get("src_changes")
+        lines.append(
+            f"  code        git {str(ver['git_sha'])[:12]}"
+            + (f" + uncommitted changes to src/ {short(changes)}" if changes else " (src/ clean)")
+        )
+    else:
+        lines.append(f"  code        installed source {short(ver.get('source_sha256'))}")
+    data = comps.get("data") or {}
+    shards = data.get("shards") or {}
+    lines.append(
+        f"  data        {len(shards)} shard(s) (validation: {data.get('val_shard')}), "
+        f"validation fingerprint {data.get('val_fingerprint')}"
+    )
+    hw = comps.get("hardware")
+    lines.append(
+        "  hardware    "
+        + (
+            f"{hw.get('device')} x {hw.get('world_size')} (time box)"
+            if isinstance(hw, dict)
+            else "not part of it (iteration budget)"
+        )
+    )
+    return lines
+
+
 # --------------------------------------------------------------------------- naming differences
 
 

@@ -236,9 +236,16 @@ def _main(argv: list[str]) -> int:
             return progress.status(path) if command == "status" else runner.run_wait(path)
         jobs = build_jobs(overrides, multirun)
         if show_cfg:
+            from ablate.matrix.reuse import (  # deferred: see above
+                describe_identity,
+                expected_identities,
+            )
+
+            identities = expected_identities(jobs, jobs.settings)
             for job in jobs:
                 print(f"# job {job.name}: {' '.join(job.overrides)}  (its config.yaml)")
                 print(config_yaml(job.cfg), flush=True)
+                print("\n".join(describe_identity(identities[job.name])) + "\n", flush=True)
             # One block, not one per job: launcher, results_root, ... are the matrix's (matrix.json).
             print(
                 '# matrix settings, one set for the whole matrix (matrix.json "settings", not in a job\'s config.yaml)'

@@ -154,6 +154,21 @@ def expected_identities(jobs: list[JobSpec], settings: MatrixSettings) -> dict[s
     return out
 
 
+def describe_identity(expected: dict | str) -> list[str]:
+    """``--cfg job``'s comment lines on a job's predicted identity."""
+    if isinstance(expected, str):
+        return [f"# identity: not known before the job runs ({expected}); its trainer records it"]
+    lines = [
+        f"# identity: {expected['identity']}  (identity.json; a finished run of this identity "
+        "is reused instead of training)",
+        "#   config      the keys above, except "
+        + ", ".join(provenance.NOT_IN_IDENTITY)
+        + " (they say where, not what)",
+    ]
+    lines += ["# " + line for line in identity.describe_components(expected)[1:]]
+    return lines
+
+
 # --------------------------------------------------------------------------- finding and checking
 
 

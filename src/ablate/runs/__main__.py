@@ -169,7 +169,7 @@ def _show(args: argparse.Namespace) -> str:
     ]
     if problem:
         lines.append(f"  {problem}")
-    lines += query.describe_components(record)
+    lines += identity.describe_components(record)
     if row["reused_from"]:
         lines.append(f"reused from  {row['reused_from']} (trained there; not trained again here)")
     if others:
