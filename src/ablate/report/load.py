@@ -324,6 +324,13 @@ def _read_job(
     row["causality"] = s.causality if s is not None else None
     row["experiment"] = config.experiment if config else None
 
+    reused, reused_problem = R.read_reused(jd)
+    if reused is not None:  # the runs index's reuse (ablate.matrix.reuse): not trained here
+        notes.append(
+            f"{label}: reused from {reused['original']} (same identity; not trained again)"
+        )
+    elif reused_problem:
+        notes.append(f"{label}: {reused_problem}")
     if status == R.RUNNING:
         notes.append(
             f"{label}: still running (iteration {_fmt_int(row['iterations'])}); its numbers may change"
@@ -434,6 +441,12 @@ def _fmt_int(x: Any) -> str:
     return str(int(x)) if _finite(x) else "?"
 
 
+def _trained_in(jd: R.JobDir) -> str:
+    """The directory a job's run trained in: its own, or for a reused job the original's."""
+    reused, _ = R.read_reused(jd)
+    return os.path.realpath(reused["original"] if reused else jd.path)
+
+
 Entry = dict[str, Any]
 
 
@@ -468,6 +481,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
     order: list[str] = []
     per_matrix_steps: list[tuple[Path, list[str], str | None]] = []
     seen_keys: dict[tuple[str, Any], str] = {}
+    origins: dict[str, str] = {}  # the directory each run trained in -> its key
     multi = len(matrix_dirs) > 1
     for mdir in matrix_dirs:
         pairs, manifest = _jobs_of(mdir, notes)
@@ -513,10 +527,15 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
                     causality_seconds=math.nan,
                 )
                 curve = []
-            rows.append(row)
-            curves.extend(curve)
             if row["step"] not in steps_here:
                 steps_here.append(row["step"])
+            origin = _trained_in(jd)
+            if origin in origins:  # one run reached through reuse twice is counted once
+                notes.append(f"{key}: the same run as {origins[origin]} (reused); counted once")
+                continue
+            origins[origin] = key
+            rows.append(row)
+            curves.extend(curve)
             dup = (row["step"], row["seed"])
             if dup in seen_keys and row["seed"] is not None:
                 notes.append(
