@@ -21,3 +21,12 @@ def _data_cache(tmp_path_factory):
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture(autouse=True)
+def _runs_index(tmp_path_factory, monkeypatch):
+    """Every test gets its own runs index (never the user's, and never another test's runs to
+    reuse), outside any folder a test uses as its results root."""
+    path = tmp_path_factory.mktemp("runs-index") / "runs.sqlite"
+    monkeypatch.setenv("ABLATE_RUNS_INDEX", str(path))
+    yield path

@@ -71,7 +71,8 @@ def make_record(components: dict) -> dict:
     missing = [c for c in COMPONENTS if c not in components]
     if missing:
         raise ValueError(f"identity components missing: {missing}")
-    components = {c: components[c] for c in COMPONENTS}
+    # A copy, through the canonical JSON: the record never shares a dict with the caller.
+    components = json.loads(canonical({c: components[c] for c in COMPONENTS}))
     return {
         "format_version": FORMAT_VERSION,
         "identity": digest(components),
@@ -136,6 +137,8 @@ def read_identity(jd: results.JobDir) -> tuple[dict | None, str | None]:
         obj = results.read_json(path)
     except results.ResultsFormatError as e:
         return None, str(e)
+    except (OSError, ValueError) as e:  # unreadable, or bytes that are not UTF-8
+        return None, f"{path}: unreadable ({type(e).__name__}); the file is damaged"
     why = check_record(obj)
     if why:
         return None, f"{path}: {why}"

@@ -24,6 +24,7 @@ from ablate.atomic import atomic_write_text
 from ablate.data.corpus import cache_root
 from ablate.data.loader import ValWindows, final_val_windows
 from ablate.data.shards import shard_sha256
+from ablate.errors import DataError
 
 
 def _cached_sha256(path: Path, cache_dir: str | None) -> str:
@@ -45,8 +46,13 @@ def _cached_sha256(path: Path, cache_dir: str | None) -> str:
     return sha
 
 
-def shard_hashes(ds: Any, cache_dir: str | None = None) -> dict[str, str]:
-    """{file name: sha256} of every shard of a resolved Dataset (validation shard included)."""
+def shard_hashes(ds: Any, cache_dir: str | None = None, verify: bool = False) -> dict[str, str]:
+    """{file name: sha256} of every shard of a resolved Dataset (validation shard included).
+
+    ``verify``: a hash meta.json recorded is confirmed against the file (hashed once per size and
+    mtime) and a shard changed since is a DataError: the matrix decides on reuse before any
+    preflight of a reused job could notice, so it must not trust a stale record. The trainer
+    reads the recorded hashes as they are (its preflight verified them)."""
     recorded: dict[str, str] = {}
     for s in (ds.meta or {}).get("shards", []) or []:
         if isinstance(s, dict) and s.get("file") and isinstance(s.get("sha256"), str):
@@ -54,7 +60,16 @@ def shard_hashes(ds: Any, cache_dir: str | None = None) -> dict[str, str]:
     out: dict[str, str] = {}
     for p in [ds.val_path, *ds.train_paths]:
         name = os.path.basename(p)
-        out[name] = recorded.get(name) or _cached_sha256(Path(p), cache_dir)
+        sha = recorded.get(name)
+        if sha is None or verify:
+            actual = _cached_sha256(Path(p), cache_dir)
+            if sha is not None and actual != sha:
+                raise DataError(
+                    f"{p}: sha256 differs from the one meta.json recorded when the shard was "
+                    "written; the shard was changed or damaged; prepare the data again"
+                )
+            sha = actual
+        out[name] = sha
     return out
 
 
@@ -64,12 +79,14 @@ def data_component(
     val_tokens: int | None,
     val_windows: int,
     cache_dir: str | None = None,
+    verify: bool = False,
 ) -> dict:
-    """The identity's "data" component for a resolved Dataset and the job's eval settings."""
+    """The identity's "data" component for a resolved Dataset and the job's eval settings
+    (``verify``: see ``shard_hashes``)."""
     n_final, _ = final_val_windows(ds.val_path, block_size, val_tokens, val_windows)
     fingerprint = ValWindows(ds.val_path, block_size, n_final, 1, 0).fingerprint()
     return {
-        "shards": shard_hashes(ds, cache_dir),
+        "shards": shard_hashes(ds, cache_dir, verify),
         "val_shard": os.path.basename(ds.val_path),
         "val_fingerprint": fingerprint,
     }

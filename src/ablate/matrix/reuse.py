@@ -131,6 +131,7 @@ def expected_identities(jobs: list[JobSpec], settings: MatrixSettings) -> dict[s
                     cfg.data.val_tokens,
                     cfg.data.val_windows,
                     cfg.data.cache_dir,
+                    verify=True,
                 )
             except (AblateError, OSError, ValueError) as e:  # the preflight reports the data
                 data_cache[dkey] = f"data not readable ({e})"

@@ -188,14 +188,14 @@ def read_matrix(mdir: Path, root: Path, only: set[str] | None) -> tuple[list[dic
     if results.is_matrix_dir(mdir):
         try:
             manifest = results.Manifest.load(mdir)
-        except (AblateError, OSError):
+        except (AblateError, OSError, ValueError):  # damaged: read the subdirectories instead
             manifest = None
     if manifest is not None:
         pairs = [(manifest.job_dir(j["name"]), j) for j in manifest.jobs]
     else:
         try:
             pairs = [(jd, {}) for jd in results.iter_job_dirs(mdir)]
-        except (AblateError, OSError):
+        except (AblateError, OSError, ValueError):
             pairs = []
     axes = matrix_axes(manifest)
     present = {str(jd.path) for jd, _ in pairs}
