@@ -229,9 +229,14 @@ def find(
         return plan
     own = index is None
     try:
-        index = index or RunsIndex(note=say)
-        index.add_roots([settings.results_root])
-        index.refresh()
+        try:
+            index = index or RunsIndex(note=say, roots=[settings.results_root])
+            index.add_roots([settings.results_root])
+            index.refresh()
+        except AblateError as e:  # the index is a convenience: without it every job trains
+            (say or print)(f"note: no run is reused: {e}")
+            plan.why_not = {j.name: f"runs index unusable ({e})" for j in jobs}
+            return plan
         for name, expected in expected_identities(jobs, settings).items():
             if isinstance(expected, str):
                 plan.why_not[name] = expected
@@ -354,8 +359,7 @@ def index_matrix(
     """Record a matrix (or one job of it) in the runs index; a failure is a note, never a failed
     matrix (the index catches up from the files later)."""
     try:
-        with RunsIndex(note=say) as index:
-            index.add_roots([root])
+        with RunsIndex(note=say, roots=[root]) as index:
             if job is None:
                 index.record_matrix(matrix_dir, root)
             else:

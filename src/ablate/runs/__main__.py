@@ -74,15 +74,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _open(args: argparse.Namespace) -> RunsIndex:
-    index = RunsIndex(args.index)
     roots = []
     for given in args.root:
         path = Path(given).expanduser()
         if not path.is_dir():
             raise AblateError(f"--root {given}: no such folder")
         roots.append(path)
-    index.add_roots(roots)
-    return index
+    return RunsIndex(args.index, roots=roots)
 
 
 def _list(args: argparse.Namespace) -> str:

@@ -75,6 +75,10 @@ def default_path() -> Path:
     return Path(cache).expanduser().absolute() / "ablate" / f"runs-{host}.sqlite"
 
 
+def _absolute(path: os.PathLike | str) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
+
+
 def _corrupt(e: sqlite3.DatabaseError) -> bool:
     """A file that is not (our) database, as opposed to a busy or unopenable one."""
     if type(e) is sqlite3.DatabaseError:  # "file is not a database", "disk image is malformed"
@@ -101,12 +105,19 @@ class RunsIndex:
     remarks (a rebuilt index, a damaged roots list); default: stderr."""
 
     def __init__(
-        self, path: os.PathLike | str | None = None, note: Callable[[str], None] | None = None
+        self,
+        path: os.PathLike | str | None = None,
+        note: Callable[[str], None] | None = None,
+        roots: Iterable[os.PathLike | str] = (),
     ):
         self.path = Path(path).expanduser().absolute() if path else default_path()
         self.note = note or (lambda m: print(m, file=sys.stderr, flush=True))
         self._conn: sqlite3.Connection | None = None
+        new_roots = [_absolute(r) for r in roots]
+        for root in new_roots:  # refused before the file is created
+            self._refuse_inside(root)
         self._open()
+        self.add_roots(new_roots)
 
     # ------------------------------------------------------------------ the file
 
@@ -258,7 +269,7 @@ class RunsIndex:
         known = self.roots()
         new: list[Path] = []
         for p in paths:
-            root = Path(os.path.abspath(os.path.expanduser(str(p))))
+            root = _absolute(p)
             self._refuse_inside(root)
             if root not in known and root not in new:
                 new.append(root)

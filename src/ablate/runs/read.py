@@ -192,11 +192,16 @@ def read_matrix(mdir: Path, root: Path, only: set[str] | None) -> tuple[list[dic
             manifest = None
     if manifest is not None:
         pairs = [(manifest.job_dir(j["name"]), j) for j in manifest.jobs]
-    else:
+    else:  # no usable matrix.json: every subdirectory that holds a job's files
         try:
-            pairs = [(jd, {}) for jd in results.iter_job_dirs(mdir)]
-        except (AblateError, OSError, ValueError):
-            pairs = []
+            subs = sorted(p for p in mdir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            subs = []
+        pairs = [
+            (results.JobDir(p), {})
+            for p in subs
+            if (p / results.SUMMARY).is_file() or (p / results.CONFIG).is_file()
+        ]
     axes = matrix_axes(manifest)
     present = {str(jd.path) for jd, _ in pairs}
     now = time.time_ns()
