@@ -230,3 +230,21 @@ def test_an_index_inside_a_results_root_is_refused(capsys, root, monkeypatch):
     rc, _, err = run_cli(capsys, "list", "--root", root)
     assert rc == 2 and "lies inside the results root" in err and len(err.strip().splitlines()) == 1
     assert not (root / "runs.sqlite").exists()
+
+
+def test_a_hand_edit_in_place_is_caught_up(capsys, root):
+    # Written in place (no rename: the directory's mtime does not move), long after indexing.
+    listing(capsys, "--root", root)
+    jd = results.JobDir(root / "test_matrix_results_20260110_120000" / "V16")
+    old = 1_700_000_000
+    for p in [jd.path, *jd.path.iterdir()]:
+        os.utime(p, (old, old))
+    listing(capsys)
+    summary = json.loads(jd.summary.read_text())
+    summary["final_val_loss"] = 1.25
+    with open(jd.summary, "r+", encoding="utf-8") as f:
+        f.write(json.dumps(summary))
+        f.truncate()
+    os.utime(jd.path, (old, old))
+    rows = {r["run"]: r for r in listing(capsys)}
+    assert rows["test_matrix_results_20260110_120000/V16"]["final_val_loss"] == 1.25

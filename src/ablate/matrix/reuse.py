@@ -194,6 +194,8 @@ def check_candidate(jd: results.JobDir, digest: str) -> str | None:
         summary = jd.read_summary()
     except AblateError as e:
         return str(e)
+    if (summary or {}).get("status") != results.COMPLETED:  # DONE and summary must agree
+        return f"its summary.json says {(summary or {}).get('status')!r}, not completed"
     if results.causality_state(summary) != results.CHECKED:
         return f"its causality is {results.causality_state(summary)}, not checked"
     missing = [f for f in REQUIRED if not (jd.path / f).is_file()]

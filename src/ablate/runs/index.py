@@ -11,7 +11,8 @@ The job directories stay the truth. The index is a cache of one row per job dire
   or damaged database is rebuilt from the same folders.
 - **Kept current.** The matrix records each job when it ends and the whole matrix at its end;
   every reader first catches up (``refresh``): matrix directories whose mtime or matrix.json
-  changed, and job directories whose mtime changed, are read again (a write replaces a file by
+  changed, and job directories whose mtime (or that of summary.json, identity.json, DONE,
+  reused.json: a hand edit in place) changed, are read again (a writer replaces a file by
   rename, which changes the directory's mtime). A directory read within 2 s of its last change is
   read again next time (coarse mtimes). Matrices that disappeared are dropped.
 - **Concurrent writers.** WAL mode and a 30 s busy timeout; every write is one short
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from ablate import results
 from ablate.errors import AblateError
-from ablate.runs.read import COLUMNS, is_within, read_matrix
+from ablate.runs.read import COLUMNS, is_within, job_stamp, read_matrix
 from ablate.runs.roots import read_roots, write_roots
 
 SCHEMA_VERSION = 1
@@ -361,11 +362,7 @@ class RunsIndex:
                     continue
                 changed = set()
                 for path, mtime in jobs.get(mdir, []):
-                    try:
-                        now = os.stat(path).st_mtime_ns
-                    except OSError:
-                        now = -1
-                    if mtime == 0 or now != mtime:
+                    if mtime == 0 or job_stamp(path) != mtime:
                         changed.add(os.path.basename(path))
                 if changed:
                     partial.append((mdir, str(root), changed))

@@ -76,6 +76,25 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+STAMPED = (results.SUMMARY, results.IDENTITY, results.DONE, results.REUSED)
+"""Files whose mtime is part of a job's stamp, besides its directory's: the writers replace them
+by rename (which moves the directory's mtime), but a hand edit in place would not."""
+
+
+def job_stamp(path: str | os.PathLike) -> int:
+    """The latest mtime_ns of a job directory and its STAMPED files (0: the directory is gone)."""
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+    for name in STAMPED:
+        try:
+            stamp = max(stamp, os.stat(os.path.join(path, name)).st_mtime_ns)
+        except OSError:
+            pass
+    return stamp
+
+
 def matrix_axes(manifest: results.Manifest | None) -> dict[str, dict[str, str]]:
     """{job name: {swept key: value}} without step and seed. From each entry's ``axes`` (written
     since the runs index exists), else derived from the overrides that differ between jobs."""
@@ -111,10 +130,7 @@ def read_run(
 ) -> dict:
     """The index row of one job directory (COLUMNS)."""
     entry = entry or {}
-    try:
-        st_ns = jd.path.stat().st_mtime_ns
-    except OSError:
-        st_ns = 0
+    st_ns = job_stamp(jd.path)
     now_ns = time.time_ns() if now_ns is None else now_ns
     # A directory written within the last 2 s may be written again within the same mtime tick
     # (coarse on some filesystems): store 0 so the next scan reads it again.
