@@ -1,0 +1,144 @@
+"""Reuse end to end, with real training: matrix 1 (V0, V16), then matrix 2 (V0, V18) reuses V0
+without starting its trainer and reports V18 against it; after a one-character edit of the
+baseline's model file (a plugin, so the repository is never edited), matrix 3 trains V0 again.
+
+The baseline here is a step file of the user's own folder named V0 whose attention comes from the
+user's plugin module; that module also counts trainer processes: each one that imports it (every
+job process does, before building its model) appends its job directory to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ablate import identity, results
+from ablate.matrix.__main__ import main
+from ablate.runs import RunsIndex
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "experiment=smoke",
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=64",
+    "model.block_size=64",
+    "hardware.micro_batch=4",
+    "optim.tokens_per_iter=512",
+    "optim.warmup_iters=2",
+    "data.val_windows=4",
+    "data.val_tokens=1024",
+    "budget.box_seconds=60",  # a time box: the hardware class is part of the identity
+    "budget.max_iters=6",
+    "budget.eval_interval=2",
+    "budget.log_interval=2",
+    "progress=false",
+]
+
+PLUGIN = '''
+"""The baseline's attention, as the user's own module (GPT-2's causal attention). Rev a."""
+import os
+import sys
+
+from models import register_attention
+from models.gpt2 import CausalSelfAttention
+
+if sys.argv[0].endswith(os.path.join("train", "__main__.py")) and len(sys.argv) > 1:
+    # A trainer process (python -m ablate.train JOB_DIR): count it.
+    with open({count!r}, "a") as f:
+        f.write(os.path.basename(os.path.abspath(sys.argv[1])) + "\\n")
+
+
+@register_attention("{name}")
+class BaselineAttention(CausalSelfAttention):
+    pass
+'''
+
+
+def user_folder(root: Path) -> tuple[Path, str, Path]:
+    tag = uuid.uuid4().hex[:8]
+    module, attn = f"baseline_attention_{tag}", f"plugin_causal_{tag}"
+    count = root / "trainings.txt"
+    root.mkdir(parents=True)
+    (root / f"{module}.py").write_text(PLUGIN.format(count=str(count), name=attn))
+    (root / "conf" / "step").mkdir(parents=True)
+    (root / "conf" / "step" / "base.yaml").write_text(
+        textwrap.dedent(f"""\
+        # @package _global_
+        step:
+          name: V0
+          architecture: Baseline (plugin)
+        model:
+          attention: {attn}
+        """)
+    )
+    return root, module, count
+
+
+def trainings(count: Path) -> list[str]:
+    return count.read_text().split() if count.is_file() else []
+
+
+def test_a_finished_baseline_is_reused_until_its_model_file_changes(tmp_path, capsys):
+    folder, module, count = user_folder(tmp_path / "mine")
+    results_root = tmp_path / "results"
+    common = [
+        "--config-dir",
+        str(folder / "conf"),
+        f"plugins=[{module}]",
+        f"plugin_path=[{folder}]",
+        f"results_root={results_root}",
+        *TINY,
+        "--multirun",
+    ]
+
+    def run_matrix(steps: str) -> Path:
+        before = set(results_root.glob("test_matrix_results_*"))
+        rc = main([f"step={steps}", *common])
+        out = capsys.readouterr().out
+        assert rc == 0, out[-3000:]
+        (new,) = set(results_root.glob("test_matrix_results_*")) - before
+        return new
+
+    m1 = run_matrix("base,V16")
+    assert sorted(trainings(count)) == ["V0", "V16"]
+    m1_v0 = results.JobDir(m1 / "V0")
+    rec1, problem = identity.read_identity(m1_v0)
+    assert problem is None and rec1["components"]["hardware"]["world_size"] == 1
+    assert module in rec1["components"]["model_code"]
+
+    # Matrix 2: V0 is reused (its trainer never starts), V18 trains and is reported against it.
+    m2 = run_matrix("base,V18")
+    assert sorted(trainings(count)) == ["V0", "V16", "V18"]
+    entry = results.Manifest.load(m2).job("V0")
+    assert entry["status"] == results.COMPLETED and entry["reused_from"] == str(m1_v0.path)
+    reused, _ = results.read_reused(results.JobDir(m2 / "V0"))
+    assert reused["original"] == str(m1_v0.path)
+    assert (m2 / "V0" / results.SUMMARY).read_bytes() == m1_v0.summary.read_bytes()
+    report = (m2 / results.REPORT).read_text()
+    v18_row = next(line for line in report.splitlines() if line.startswith("| V18"))
+    assert "%" in v18_row  # an improvement over the reused baseline
+    assert f"reused from {m1_v0.path}" in report
+
+    # One character of the baseline's model file changes: matrix 3 trains V0 again.
+    src = folder / f"{module}.py"
+    src.write_text(src.read_text().replace("Rev a.", "Rev b."))
+    m3 = run_matrix("base")
+    assert sorted(trainings(count)) == ["V0", "V0", "V16", "V18"]
+    assert results.Manifest.load(m3).job("V0").get("reused_from") is None
+    rec3, _ = identity.read_identity(results.JobDir(m3 / "V0"))
+    diffs = identity.differences(rec1, rec3)
+    assert [(d.component, d.key) for d in diffs] == [("model_code", module)]
+
+    # The index lists the three V0 runs: two identities, the copy pointing at the original.
+    with RunsIndex() as index:
+        index.refresh()
+        v0 = [r for r in index.rows() if r["step"] == "V0"]
+    assert len(v0) == 3 and len({r["identity"] for r in v0}) == 2
+    assert {r["reused_from"] for r in v0} == {None, str(m1_v0.path)}
+    assert json.loads(json.dumps(v0))  # plain values only
