@@ -142,6 +142,13 @@ def test_every_readme_block_runs_in_order(seed_matrix, tmp_path):
             proc = _run(_python_module_args(command), cwd=seed_matrix)
             assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
             assert "V18" in proc.stdout, command
+        elif command.startswith("python -m ablate.runs"):
+            # The runs index over the README's results folder (the seeded matrix).
+            first = _run(["-m", "ablate.runs", "roots", "--root", "results"], cwd=seed_matrix)
+            assert first.returncode == 0, first.stderr[-2000:]
+            proc = _run(_python_module_args(command), cwd=seed_matrix)
+            assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
         elif command.startswith("python -m ablate.data"):
             # The hub is unreachable here: the command must get as far as asking for the data and
             # stop with one clear line (tests/data run the same code path on local files).

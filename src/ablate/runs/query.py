@@ -97,11 +97,18 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 
 def axes_of(row: dict) -> dict[str, str]:
-    try:
-        axes = json.loads(row.get("axes") or "{}")
-    except ValueError:
-        return {}
-    return axes if isinstance(axes, dict) else {}
+    """The row's swept keys and values (parsed once per row)."""
+    parsed = row.get("_axes")
+    if parsed is None:
+        text = row.get("axes")
+        try:
+            parsed = json.loads(text) if text and text != "{}" else {}
+        except ValueError:
+            parsed = {}
+        if not isinstance(parsed, dict):
+            parsed = {}
+        row["_axes"] = parsed
+    return parsed
 
 
 def _same_value(a: str, b: str) -> bool:
@@ -135,9 +142,10 @@ def select(
     """The rows every filter accepts (and that ended at or after ``since``). A key that is
     neither a column nor a swept key of any indexed run is an error naming the keys there are."""
     swept: set[str] = set()
-    for row in rows:
-        for name in axes_of(row):
-            swept |= {name, name.rsplit(".", 1)[-1]}
+    if any(key not in FILTER_KEYS for key, _ in filters):
+        for row in rows:
+            for name in axes_of(row):
+                swept |= {name, name.rsplit(".", 1)[-1]}
     for key, values in filters:
         if key not in FILTER_KEYS and key not in swept:
             sweeps = ", ".join(sorted(swept)) or "none indexed"
@@ -151,6 +159,8 @@ def select(
             raise AblateError(f"reused={','.join(values)}: use reused=yes or reused=no")
         if key == "seed" and not all(re.fullmatch(r"\d+", v) for v in values):
             raise AblateError(f"seed={','.join(values)}: seeds are non-negative integers")
+    if since is None and not filters:
+        return rows
     out = []
     for row in rows:
         if since is not None and (row["ended_ts"] is None or row["ended_ts"] < since):
@@ -186,7 +196,8 @@ def _cell(row: dict, key: str) -> str:
 
 def format_table(rows: list[dict]) -> str:
     header = [title for _, title in TABLE_COLUMNS]
-    body = [[_cell(r, key) for key, _ in TABLE_COLUMNS] for r in rows]
+    keys = [key for key, _ in TABLE_COLUMNS]
+    body = [[_cell(r, key) for key in keys] for r in rows]
     widths = [max([len(h)] + [len(line[i]) for line in body]) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     lines += [

@@ -76,20 +76,22 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-STAMPED = (results.SUMMARY, results.IDENTITY, results.DONE, results.REUSED)
+STAMPED = (results.SUMMARY, results.IDENTITY)
 """Files whose mtime is part of a job's stamp, besides its directory's: the writers replace them
-by rename (which moves the directory's mtime), but a hand edit in place would not."""
+by rename (which moves the directory's mtime), but a hand edit in place would not. (DONE and
+reused.json are created, which moves the directory's mtime; nothing edits them.)"""
 
 
-def job_stamp(path: str | os.PathLike) -> int:
+def job_stamp(path: str) -> int:
     """The latest mtime_ns of a job directory and its STAMPED files (0: the directory is gone)."""
+    stat = os.stat
     try:
-        stamp = os.stat(path).st_mtime_ns
+        stamp = stat(path).st_mtime_ns
     except OSError:
         return 0
     for name in STAMPED:
         try:
-            stamp = max(stamp, os.stat(os.path.join(path, name)).st_mtime_ns)
+            stamp = max(stamp, stat(f"{path}/{name}").st_mtime_ns)
         except OSError:
             pass
     return stamp
@@ -130,7 +132,7 @@ def read_run(
 ) -> dict:
     """The index row of one job directory (COLUMNS)."""
     entry = entry or {}
-    st_ns = job_stamp(jd.path)
+    st_ns = job_stamp(str(jd.path))
     now_ns = time.time_ns() if now_ns is None else now_ns
     # A directory written within the last 2 s may be written again within the same mtime tick
     # (coarse on some filesystems): store 0 so the next scan reads it again.
