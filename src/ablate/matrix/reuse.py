@@ -337,9 +337,14 @@ def fill(reuse: Reuse, dest: results.JobDir) -> None:
             },
         )
         os.rename(tmp, dest.path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
+        if isinstance(e, OSError):  # disk full, permissions: one line, the way out
+            raise AblateError(
+                f"cannot copy {reuse.source} into {dest.path} ({e.strerror or e}); free the space "
+                "or run with reuse=false"
+            ) from None
         raise
 
 
