@@ -251,6 +251,23 @@ def _dict_diff(comp: str, va: dict, vb: dict, prefix: str) -> list[Difference]:
     ]
 
 
+def job_differences(
+    a: results.JobDir, b: results.JobDir
+) -> tuple[list[Difference] | None, str | None]:
+    """(differences, None) between two job directories' stored identities, or (None, why) when
+    either has none or a damaged one (then nothing can be said about drift: not the same)."""
+    records = []
+    for jd in (a, b):
+        record, problem = read_identity(jd)
+        if record is None:
+            return (
+                None,
+                problem or f"{jd.path}: no {results.IDENTITY} (recorded since identities exist)",
+            )
+        records.append(record)
+    return differences(records[0], records[1]), None
+
+
 def describe_differences(diffs: list[Difference], limit: int = 4) -> str:
     """One line naming what differs, grouped by component: ``config keys: optim.lr (0.0006 vs
     0.001); model files: models.gpt2; code version: git_sha (1a2b3c4d5e6f vs ...)``."""

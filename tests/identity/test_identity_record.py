@@ -134,3 +134,24 @@ def test_a_resume_under_another_identity_marks_the_run_mixed():
     assert mixed["mixed"] and mixed["previous"][0]["identity"] == a["identity"]
     # Back to the first identity later: still mixed (it trained under two).
     assert identity.merge_start(mixed, identity.make_record(COMPS))["mixed"]
+
+
+def test_two_job_directories_are_compared_by_their_stored_identities(tmp_path):
+    dirs = []
+    for name, comps in (
+        ("a", COMPS),
+        ("b", {**COMPS, "code": {"git_sha": "1" * 40, "src_changes": None}}),
+    ):
+        jd = results.JobDir(tmp_path / name)
+        jd.path.mkdir()
+        results.atomic_write_json(jd.identity, identity.make_record(comps))
+        dirs.append(jd)
+    diffs, why = identity.job_differences(*dirs)
+    assert why is None and [(d.component, d.key) for d in diffs] == [("code", "git_sha")]
+    assert identity.job_differences(dirs[0], dirs[0]) == ([], None)
+    (tmp_path / "old").mkdir()
+    diffs, why = identity.job_differences(dirs[0], results.JobDir(tmp_path / "old"))
+    assert diffs is None and "no identity.json" in why
+    dirs[1].identity.write_text("{")
+    diffs, why = identity.job_differences(dirs[0], dirs[1])
+    assert diffs is None and "not valid JSON" in why
