@@ -3,11 +3,12 @@
 - **config**: the resolved job config as dotted keys, without the keys that only say *where*
   something lies or how the run around it is organised (``NOT_IN_IDENTITY``); the matrix settings
   are not in a job's config at all. ``model.init_from`` (a folder) becomes the hash of its files.
-- **model_code**: the source, by content, of the modules the model was built from: the modules of
-  every class in the built model (and their base classes) and of its arch builder, the ``models``
-  package's ``__init__`` (``build_model``), every module the user listed in ``plugins``, and,
-  transitively, every module of ours or of the user's folders those import (read from their
-  source, so the answer does not depend on what else this process happened to import). A package's
+- **model_code**: the source, by content, of the modules the model is built from: the modules of
+  its arch builder, attention and MLP classes (and their base classes) as the registry holds them,
+  the ``models`` package's ``__init__`` (``build_model``), every module the user listed in
+  ``plugins``, and, transitively, every module of ours or of the user's folders those import
+  (anywhere in their source, read from the files, so the answer does not depend on what else this
+  process happened to import, and the trainer and the matrix compute the same). A package's
   ``__init__`` is hashed but its imports are not followed (it re-exports the whole package).
 - **code**: the training code's version: the git commit of the checkout ablate runs from and a
   hash of its uncommitted changes under ``src/`` (tracked diffs and untracked files); an install
@@ -160,18 +161,20 @@ def _imported_names(name: str, path: str) -> list[str]:
     return out
 
 
-def model_code(model: Any, cfg: RunConfig) -> dict[str, str]:
-    """{module: sha256 of its source} for the modules the model was built from (module docstring).
-
-    ``model`` is the built model (any device, ``meta`` included); the plugins must be imported."""
+def model_code(cfg: RunConfig) -> dict[str, str]:
+    """{module: sha256 of its source} for the modules the job's model is built from (module
+    docstring). The plugins must be imported (they fill the registry); a model config the
+    registry cannot build raises ``models.ModelConfigError``."""
+    mcfg = models.check_config(cfg.model)
     src = _Sources(cfg)
     start = {"models"} | {str(p) for p in cfg.plugins or []}
-    for sub in model.modules():
-        for cls in type(sub).__mro__:
+    for part in (
+        models.REGISTRY[mcfg.arch],
+        models.ATTENTION[mcfg.attention],
+        models.MLPS[mcfg.mlp],
+    ):
+        for cls in getattr(part, "__mro__", (part,)):
             start.add(cls.__module__)
-    builder = models.REGISTRY.get(cfg.model.arch)
-    if builder is not None:
-        start.add(builder.__module__)
     followed = {str(p) for p in cfg.plugins or []}  # a listed package's __init__ is the plugin
     out: dict[str, str] = {}
     todo = sorted(n for n in start if src.is_local(n))
@@ -189,23 +192,6 @@ def model_code(model: Any, cfg: RunConfig) -> dict[str, str]:
             if imported not in out and src.is_local(imported):
                 todo.append(imported)
     return dict(sorted(out.items()))
-
-
-def model_for_identity(cfg: RunConfig) -> Any:
-    """The job's model built only to see its classes: on the ``meta`` device (no memory, no
-    init cost) and without ``init_from`` (the weights' folder is in the config component)."""
-    import dataclasses
-
-    import torch
-
-    mcfg = dataclasses.replace(cfg.model, init_from=None)
-    try:
-        with torch.device("meta"):
-            return models.build_model(mcfg)
-    except models.ModelConfigError:
-        raise
-    except Exception:  # a component whose __init__ needs real tensors: build it for real
-        return models.build_model(mcfg)
 
 
 # --------------------------------------------------------------------------- code version
@@ -275,7 +261,6 @@ def hardware_component(cfg: RunConfig, device_name: str | None, world_size: int)
 
 def components(
     cfg: RunConfig,
-    model: Any,
     data: dict,
     device_name: str | None,
     world_size: int,
@@ -284,7 +269,7 @@ def components(
     """Every component of a job's identity (``code``: computed here when not given)."""
     return {
         "config": config_component(cfg),
-        "model_code": model_code(model, cfg),
+        "model_code": model_code(cfg),
         "code": code if code is not None else code_version(),
         "data": data,
         "hardware": hardware_component(cfg, device_name, world_size),

@@ -47,9 +47,7 @@ def record(j, device: str = "cpu (test)", ws: int = 1, code: dict | None = None)
     data = data_component(
         ds, cfg.model.block_size, cfg.data.val_tokens, cfg.data.val_windows, cfg.data.cache_dir
     )
-    comps = provenance.components(
-        cfg, provenance.model_for_identity(cfg), data, device, ws, code=code or CODE
-    )
+    comps = provenance.components(cfg, data, device, ws, code=code or CODE)
     return identity.make_record(comps)
 
 

@@ -118,9 +118,9 @@ def expected_identities(jobs: list[JobSpec], settings: MatrixSettings) -> dict[s
         mkey = repr((to_container(cfg.model), cfg.plugins, cfg.plugin_path))
         if mkey not in model_cache:
             try:
-                model_cache[mkey] = provenance.model_code(provenance.model_for_identity(cfg), cfg)
+                model_cache[mkey] = provenance.model_code(cfg)
             except Exception as e:  # the preflight names a model that cannot be built
-                model_cache[mkey] = f"model not built ({type(e).__name__}: {e})"
+                model_cache[mkey] = f"model code unknown ({type(e).__name__}: {e})"
         dkey = repr((to_container(cfg.data), cfg.model.block_size, cfg.model.vocab_size))
         if dkey not in data_cache:
             try:

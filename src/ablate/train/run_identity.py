@@ -1,7 +1,7 @@
 """identity.json: the trainer records the identity of the run it is about to train.
 
 Computed by the job's own process (rank 0) at every start, from what it really built and runs on:
-its config.yaml, the model it built (with the plugins it imported), the code it runs, the data it
+its config.yaml, the model code it built from (with the plugins it imported), the code it runs, the data it
 resolved (and the validation tokens its final eval scores) and its device and world size. The
 matrix predicts the same identity before launching (``ablate.matrix.reuse``) to find a finished
 run to reuse; what is stored here is the record, which can only be what ran. A start whose
@@ -11,7 +11,7 @@ identity differs from the stored one (code edited between a stop and ``resume=``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ablate import identity, provenance, results
 from ablate.data.identity import data_component
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ablate.train.trainer import Trainer
 
 
-def compute(tr: Trainer, model: Any) -> dict:
+def compute(tr: Trainer) -> dict:
     cfg = tr.cfg
     data = data_component(
         tr.dataset,
@@ -29,15 +29,15 @@ def compute(tr: Trainer, model: Any) -> dict:
         cfg.data.val_windows,
         cfg.data.cache_dir,
     )
-    comps = provenance.components(cfg, model, data, tr.dev.name, tr.dinfo.world_size)
+    comps = provenance.components(cfg, data, tr.dev.name, tr.dinfo.world_size)
     return identity.make_record(comps)
 
 
-def write(tr: Trainer, model: Any) -> None:
+def write(tr: Trainer) -> None:
     """Rank 0, at each start: identity.json (a computation that fails is a note, never a failed
     job: the run then has no identity and is reused by nothing)."""
     try:
-        record = compute(tr, model)
+        record = compute(tr)
     except Exception as e:  # a result must not be lost to its bookkeeping
         note = f"identity not recorded ({type(e).__name__}: {e}); this run cannot be reused"
         tr.state.notes.append(note)

@@ -301,7 +301,7 @@ class Trainer:
                     }
                 )
             results.atomic_write_json(self.jd.env, records.env_record(self, model))
-            run_identity.write(self, model)
+            run_identity.write(self)
             for line in records.header_lines(self, model, notes_now):
                 self.log(line)
         self.write_summary(results.RUNNING)
