@@ -145,7 +145,7 @@ def _show(args: argparse.Namespace) -> str:
     record, problem = identity.read_identity(jd)
     others = [r for r in same if r["path"] != row["path"]]
     if args.format == "json":
-        out = query._plain(row)
+        out = query.as_plain(row)
         out["identity_record"] = record
         out["identity_problem"] = problem
         out["same_identity"] = [r["path"] for r in others]
@@ -153,15 +153,15 @@ def _show(args: argparse.Namespace) -> str:
     lines = [
         f"run          {row['matrix']}/{row['job']}",
         f"path         {row['path']}",
-        f"step         {row['step']}   seed {row['seed']}   axes {query._cell(row, 'axes')}",
+        f"step         {row['step']}   seed {row['seed']}   axes {query.cell(row, 'axes')}",
         f"status       {row['status']}   causality {row['causality']}",
-        f"val loss     {query._cell(row, 'final_val_loss')} (final, full set)"
+        f"val loss     {query.cell(row, 'final_val_loss')} (final, full set)"
         + (
             f"; best periodic {row['best_val_loss']:.4f}"
             if row["best_val_loss"] is not None
             else ""
         ),
-        f"when         {query._cell(row, 'ended')}   host {row['host'] or '-'}   device {row['device'] or '-'}",
+        f"when         {query.cell(row, 'ended')}   host {row['host'] or '-'}   device {row['device'] or '-'}",
         f"identity     {row['identity'] or '-'}"
         + ("  (mixed: resumed under another identity)" if row["mixed"] else ""),
     ]

@@ -174,7 +174,7 @@ def _run_name(row: dict) -> str:
     return f"{row['matrix']}/{row['job']}"
 
 
-def _cell(row: dict, key: str) -> str:
+def cell(row: dict, key: str) -> str:
     value = row.get(key)
     if key == "run":
         return _run_name(row)
@@ -197,7 +197,7 @@ def _cell(row: dict, key: str) -> str:
 def format_table(rows: list[dict]) -> str:
     header = [title for _, title in TABLE_COLUMNS]
     keys = [key for key, _ in TABLE_COLUMNS]
-    body = [[_cell(r, key) for key in keys] for r in rows]
+    body = [[cell(r, key) for key in keys] for r in rows]
     widths = [max([len(h)] + [len(line[i]) for line in body]) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     lines += [
@@ -206,7 +206,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plain(row: dict) -> dict[str, Any]:
+def as_plain(row: dict) -> dict[str, Any]:
     out = {k: row.get(k) for k in CSV_COLUMNS if k != "run"}
     out["run"] = _run_name(row)
     out["axes"] = axes_of(row)
@@ -215,7 +215,7 @@ def _plain(row: dict) -> dict[str, Any]:
 
 
 def format_json(rows: list[dict]) -> str:
-    return json.dumps([_plain(r) for r in rows], indent=2) + "\n"
+    return json.dumps([as_plain(r) for r in rows], indent=2) + "\n"
 
 
 def format_csv(rows: list[dict]) -> str:
@@ -223,7 +223,7 @@ def format_csv(rows: list[dict]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for row in rows:
-        plain = _plain(row)
+        plain = as_plain(row)
         plain["axes"] = json.dumps(plain["axes"], sort_keys=True) if plain["axes"] else ""
         w.writerow(["" if plain[k] is None else plain[k] for k in CSV_COLUMNS])
     return buf.getvalue()
