@@ -248,12 +248,41 @@ def test_an_unreadable_summary_is_none_with_the_reason(tmp_path, content):
 # --------------------------------------------------------------------------- the one reader
 
 
-def _job(tmp_path: Path) -> results.JobDir:
-    """A whole job directory of the documented shape (a smoke-sized completed run)."""
+COMPONENTS = {
+    "config": {"optim.lr": 0.0006, "seed": 1, "step.name": "V16"},
+    "model_code": {"models": "a" * 64, "models.reciprocal_attention": "b" * 64},
+    "code": {"git_sha": "c" * 40, "src_changes": None},
+    "data": {"shards": {"val.bin": "d" * 64}, "val_shard": "val.bin", "val_fingerprint": "f" * 16},
+    "hardware": {"device": "cpu", "world_size": 1},
+}
+
+
+def _identity_record(components: dict) -> dict:
+    """identity.json's content (as ablate.identity.make_record writes it)."""
+    return {
+        "format_version": 1,
+        "identity": results.identity.digest(components),
+        "components": components,
+        "computed": "2026-01-31T12:00:00+00:00",
+        "mixed": False,
+        "previous": [],
+    }
+
+
+def _job(tmp_path: Path, name: str = "V16", components: dict | None = None) -> results.JobDir:
+    """A whole job directory of the documented shape (a smoke-sized completed run), filled from
+    an earlier run (reused.json)."""
     import yaml
 
-    jd = results.JobDir(tmp_path / "V16")
+    jd = results.JobDir(tmp_path / name)
     jd.path.mkdir(parents=True)
+    results.atomic_write_json(jd.identity, _identity_record(components or COMPONENTS))
+    results.atomic_write_json(
+        jd.reused,
+        results.ReusedFrom(
+            source="/old/m1/V16", original="/old/m0/V16", identity="x", reused_at="t"
+        ).to_dict(),
+    )
     config = {
         "step": {"name": "V16", "architecture": "RA", "description": "reciprocal attention"},
         "seed": 1,
@@ -271,6 +300,7 @@ def _job(tmp_path: Path) -> results.JobDir:
             "world_size": 1,
             "device_count": 1,
             "flops_per_token": 1e6,
+            "hostname": "box1",
         },
     )
     with results.MetricsWriter(jd.metrics) as w:
@@ -398,6 +428,8 @@ _FORMATS = {
     "summary": (json.loads, json.dumps),
     "final_eval": (json.loads, json.dumps),
     "metrics": (_load_lines, _dump_lines),
+    "identity": (json.loads, json.dumps),
+    "reused": (json.loads, json.dumps),
 }
 
 
@@ -413,9 +445,10 @@ def test_read_job_never_raises_on_any_value_anywhere_in_any_file(tmp_path, file)
     for key_path in _paths(tree):
         for junk in [*JUNK, None, "", [[[]]], -1]:
             path.write_text(dump(_set(load(original), key_path, junk)))
-            for mode in ("report", "progress", "summary"):
+            for mode in ("report", "progress", "summary", "index"):
                 rec = results.read_job(jd, mode)
                 assert isinstance(rec, results.JobRecord)
+                rec.identity_differences(rec), rec.trained_in  # noqa: B018
             rec.step(), rec.seed(), rec.architecture, rec.val_loss, rec.source  # noqa: B018
             for name in ("iterations", "train_seconds", "tokens_per_s", "best_val_loss"):
                 assert rec.number(name) is None or isinstance(rec.number(name), float)
@@ -439,6 +472,7 @@ def test_read_job_never_raises_on_any_value_anywhere_in_any_file(tmp_path, file)
         ("env", ("device",), lambda r: r.env.device),
         ("env", ("flops_per_token",), lambda r: r.env.flops_per_token),
         ("env", ("git", "sha"), lambda r: r.env.git_sha),
+        ("env", ("hostname",), lambda r: r.env.hostname),
     ],
 )
 def test_a_config_or_env_fact_of_the_wrong_type_is_unknown_with_one_note(
@@ -454,3 +488,81 @@ def test_a_config_or_env_fact_of_the_wrong_type_is_unknown_with_one_note(
     assert len(rec.problems) == 1 and str(target) in rec.problems[0]
     assert f"{'.'.join(path[-2:]) if path[0] == 'git' else path[-1]!r}" in rec.problems[0]
     assert repr(junk) in rec.problems[0]
+
+
+# --------------------------------------------------------------------------- identity and reuse
+
+
+def test_read_job_gives_the_run_identity_and_where_a_reused_job_came_from(tmp_path):
+    jd = _job(tmp_path)
+    for mode in ("report", "index"):
+        rec = results.read_job(jd, mode)
+        assert rec.problems == [] and rec.env.hostname == "box1"
+        ident = rec.run_identity
+        assert ident is not None and ident.digest == results.identity.digest(COMPONENTS)
+        assert ident.components == COMPONENTS and not ident.mixed and ident.previous == ()
+        assert rec.reused == results.ReusedFrom("/old/m1/V16", "/old/m0/V16", "x", "t")
+        assert rec.trained_in == Path("/old/m0/V16")
+    index = results.read_job(jd, "index")  # the runs index: no metrics.jsonl, no final eval
+    assert index.metrics is None and index.final_eval is None and index.config is not None
+    for mode in ("progress", "summary"):  # read every second: identity not needed there
+        rec = results.read_job(jd, mode)
+        assert rec.run_identity is None and rec.reused is None
+    jd.identity.unlink()
+    jd.reused.unlink()
+    rec = results.read_job(jd)
+    assert rec.problems == [] and rec.run_identity is None and rec.reused is None
+    assert rec.trained_in == jd.path
+
+
+def test_two_jobs_name_the_inputs_their_identities_do_not_share(tmp_path):
+    other = json.loads(json.dumps(COMPONENTS))
+    other["config"]["optim.lr"] = 0.001
+    other["model_code"]["models.reciprocal_attention"] = "e" * 64
+    other["hardware"] = {"device": "NVIDIA A10G", "world_size": 4}
+    a = results.read_job(_job(tmp_path, "a"))
+    b = results.read_job(_job(tmp_path, "b", other))
+    same = results.read_job(_job(tmp_path, "same"))
+    assert a.identity_differences(same) == [] and a.run_identity == same.run_identity
+    diffs = a.identity_differences(b)
+    assert diffs is not None
+    assert [(d.component, d.key, d.a, d.b) for d in diffs] == [
+        ("config", "optim.lr", 0.0006, 0.001),
+        ("model_code", "models.reciprocal_attention", "b" * 64, "e" * 64),
+        ("hardware", "class (device x world size)", COMPONENTS["hardware"], other["hardware"]),
+    ]
+    assert a.run_identity is not None and b.run_identity is not None
+    assert a.run_identity.describe_differences(b.run_identity) == (
+        "config keys: optim.lr (0.0006 vs 0.001); model files: models.reciprocal_attention; "
+        'hardware: class (device x world size) ({"device":"cpu","world_size":1} vs '
+        '{"device":"NVIDIA A10G","world_size":4})'
+    )
+    b.jd.identity.unlink()  # a run from before identities: nothing can be said
+    assert a.identity_differences(results.read_job(b.jd)) is None
+
+
+@pytest.mark.parametrize(
+    "file, text",
+    [
+        ("identity", "{not json"),
+        ("identity", "[]"),
+        ("reused", '{"from": 3}'),
+        ("reused", "\x00\xff"),
+    ],
+)
+def test_a_damaged_identity_or_reused_file_is_one_problem_and_no_value(tmp_path, file, text):
+    jd = _job(tmp_path)
+    getattr(jd, file).write_text(text)
+    rec = results.read_job(jd)
+    assert getattr(rec, "run_identity" if file == "identity" else "reused") is None
+    assert len(rec.problems) == 1 and str(getattr(jd, file)) in rec.problems[0]
+
+
+def test_an_identity_edited_by_hand_is_not_trusted(tmp_path):
+    jd = _job(tmp_path)
+    record = json.loads(jd.identity.read_text())
+    record["components"]["config"]["optim.lr"] = 0.001  # its digest left as it was
+    jd.identity.write_text(json.dumps(record))
+    rec = results.read_job(jd)
+    assert rec.run_identity is None
+    assert len(rec.problems) == 1 and "not the hash of its components" in rec.problems[0]

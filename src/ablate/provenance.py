@@ -251,7 +251,9 @@ def code_version(src: Path = _SRC) -> dict[str, Any]:
 # --------------------------------------------------------------------------- hardware and all
 
 
-def hardware_component(cfg: RunConfig, device_name: str | None, world_size: int) -> dict | None:
+def hardware_component(
+    cfg: RunConfig, device_name: str | None, world_size: int
+) -> dict[str, Any] | None:
     """Time-box mode: {"device", "world_size"}; iteration mode (no box): None. A time-box job
     whose device is not known yet has ``device`` None: it matches no stored run."""
     if cfg.budget.box_seconds is None:
@@ -261,11 +263,11 @@ def hardware_component(cfg: RunConfig, device_name: str | None, world_size: int)
 
 def components(
     cfg: RunConfig,
-    data: dict,
+    data: dict[str, Any],
     device_name: str | None,
     world_size: int,
-    code: dict | None = None,
-) -> dict:
+    code: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Every component of a job's identity (``code``: computed here when not given)."""
     return {
         "config": config_component(cfg),
@@ -276,6 +278,6 @@ def components(
     }
 
 
-def record(comps: dict) -> dict:
+def record(comps: dict[str, Any]) -> dict[str, Any]:
     """identity.json's content for these components."""
     return identity.make_record(comps)

@@ -107,7 +107,6 @@ def test_paths_and_matrix_settings_leave_the_identity_unchanged(tmp_path):
     moved = record(
         job(
             f"results_root={tmp_path / 'elsewhere'}",
-            "plan=true",
             "preflight=false",
             "report=false",
             "progress=false",

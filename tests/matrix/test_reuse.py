@@ -212,8 +212,8 @@ def test_reused_files_are_linked_or_copied_never_moved(tmp_path, matrix):
     assert os.stat(dest.metrics).st_ino != os.stat(source.metrics).st_ino  # appended to: a copy
     assert dest.metrics.read_bytes() == source.metrics.read_bytes()
     record, problem = results.read_reused(dest)
-    assert problem is None and record["original"] == str(source.path)
-    assert record["identity"] == expected["V0"]["identity"]
+    assert problem is None and record is not None and record.original == str(source.path)
+    assert record.identity == expected["V0"]["identity"]
     assert not list(dest.path.parent.glob(".*"))  # no half-made folder left behind
     # A reused copy can itself be reused: the original is still the run that trained.
     with RunsIndex(roots=[tmp_path / "results"]) as index:

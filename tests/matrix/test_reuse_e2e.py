@@ -118,7 +118,7 @@ def test_a_finished_baseline_is_reused_until_its_model_file_changes(tmp_path, ca
     entry = results.Manifest.load(m2).job("V0")
     assert entry["status"] == results.COMPLETED and entry["reused_from"] == str(m1_v0.path)
     reused, _ = results.read_reused(results.JobDir(m2 / "V0"))
-    assert reused["original"] == str(m1_v0.path)
+    assert reused is not None and reused.original == str(m1_v0.path)
     assert (m2 / "V0" / results.SUMMARY).read_bytes() == m1_v0.summary.read_bytes()
     report = (m2 / results.REPORT).read_text()
     v18_row = next(line for line in report.splitlines() if line.startswith("| V18"))

@@ -190,14 +190,14 @@ def check_candidate(jd: results.JobDir, digest: str) -> str | None:
         return "it was resumed under another identity (mixed)"
     if done_status(jd) != results.COMPLETED:
         return "it did not complete"
-    try:
-        summary = jd.read_summary()
-    except AblateError as e:
-        return str(e)
-    if (summary or {}).get("status") != results.COMPLETED:  # DONE and summary must agree
-        return f"its summary.json says {(summary or {}).get('status')!r}, not completed"
-    if results.causality_state(summary) != results.CHECKED:
-        return f"its causality is {results.causality_state(summary)}, not checked"
+    job = results.read_job(jd, "summary")
+    if job.summary is None:
+        return job.summary_unreadable or f"it has no {results.SUMMARY}"
+    if job.summary.status != results.COMPLETED:  # DONE and summary must agree
+        return f"its summary.json says {job.summary.status!r}, not completed"
+    state = results.causality_state(job.summary)
+    if state != results.CHECKED:
+        return f"its causality is {state}, not checked"
     missing = [f for f in REQUIRED if not (jd.path / f).is_file()]
     if missing:
         return f"it lacks {', '.join(missing)}"
@@ -211,12 +211,10 @@ def _device_hours(cfg: RunConfig, settings: MatrixSettings, jd: results.JobDir) 
     ws = job_nodes(settings) * cfg.hardware.nproc_per_node
     if cfg.budget.box_seconds is not None:
         return ws * cfg.budget.box_seconds / 3600
-    try:
-        s = jd.read_summary() or {}
-        seconds = results.as_float(s.get("train_seconds")) or 0.0
-        return (s.get("world_size") or ws) * seconds / 3600
-    except AblateError:
+    summary = results.read_job(jd, "summary").summary
+    if summary is None:
         return 0.0
+    return (summary.world_size or ws) * (summary.train_seconds or 0.0) / 3600
 
 
 def find(
@@ -258,7 +256,7 @@ def find(
                 plan.reuse[name] = Reuse(
                     job=name,
                     source=jd.path,
-                    original=Path(reused["original"]) if reused else jd.path,
+                    original=Path(reused.original) if reused else jd.path,
                     identity=expected["identity"],
                     device_hours=_device_hours(job.cfg, settings, jd),
                 )
@@ -327,15 +325,13 @@ def fill(reuse: Reuse, dest: results.JobDir) -> None:
                     os.link(src, dst)
                 except OSError:  # another filesystem, or links not allowed: a copy
                     shutil.copy2(src, dst)
-        results.atomic_write_json(
-            tmp / results.REUSED,
-            {
-                "from": str(reuse.source),
-                "original": str(reuse.original),
-                "identity": reuse.identity,
-                "reused_at": results.now_iso(),
-            },
+        record = results.ReusedFrom(
+            source=str(reuse.source),
+            original=str(reuse.original),
+            identity=reuse.identity,
+            reused_at=results.now_iso(),
         )
+        results.atomic_write_json(tmp / results.REUSED, record.to_dict())
         os.rename(tmp, dest.path)
     except BaseException as e:
         with contextlib.suppress(OSError):

@@ -89,6 +89,10 @@ JOB_COLUMNS = [
     "causality_trained",
     "causality_max_leak",
     "causality_seconds",
+    # the run's identity (identity.json's digest; Collection.identities has its components) and,
+    # for a job filled from an earlier run (reused.json), the run that trained it
+    "identity",
+    "reused_from",
 ]
 _TEXT_COLUMNS = [
     "step",
@@ -114,6 +118,8 @@ _TEXT_COLUMNS = [
     "causality_state",
     "causality_init",
     "causality_trained",
+    "identity",
+    "reused_from",
 ]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss", "flops"]
 
@@ -150,6 +156,9 @@ class Collection:
     pipeline_check: bool = (
         False  # every job ran the smoke preset: no verdicts (set by report.build)
     )
+    identities: dict[str, R.RunIdentity] = field(default_factory=dict)
+    """Each job's identity by its row key (jobs without a readable identity.json are absent):
+    ``identities[a].differences(identities[b])`` names what differs between two runs."""
 
 
 def _num(value: Any) -> float:
@@ -187,12 +196,12 @@ def _flatten(nested: Any) -> list[float]:
 
 
 def _read_job(
-    matrix_dir: Path, jd: R.JobDir, entry: dict[str, Any], key: str, notes: list[str]
+    matrix_dir: Path, job: R.JobRecord, entry: dict[str, Any], key: str, notes: list[str]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One job's row of Collection.jobs and its eval curve rows, from ``results.read_job``; the
-    notes a reader of the report needs about it go to ``notes``, prefixed with ``key``."""
+    """One job's row of Collection.jobs and its eval curve rows, from its ``results.read_job``
+    record; the notes a reader of the report needs about it go to ``notes``, prefixed with ``key``."""
     label = key
-    job = R.read_job(jd)
+    jd = job.jd
     notes.extend(f"{label}: {p}" for p in job.problems)
     notes.extend(f"{label}: {n}" for n in job.notes)
     s = job.summary
@@ -324,13 +333,12 @@ def _read_job(
     row["causality"] = s.causality if s is not None else None
     row["experiment"] = config.experiment if config else None
 
-    reused, reused_problem = R.read_reused(jd)
-    if reused is not None:  # the runs index's reuse (ablate.matrix.reuse): not trained here
+    row["identity"] = job.run_identity.digest if job.run_identity is not None else None
+    row["reused_from"] = job.reused.original if job.reused is not None else None
+    if job.reused is not None:  # the runs index's reuse (ablate.matrix.reuse): not trained here
         notes.append(
-            f"{label}: reused from {reused['original']} (same identity; not trained again)"
+            f"{label}: reused from {job.reused.original} (same identity; not trained again)"
         )
-    elif reused_problem:
-        notes.append(f"{label}: {reused_problem}")
     if status == R.RUNNING:
         notes.append(
             f"{label}: still running (iteration {_fmt_int(row['iterations'])}); its numbers may change"
@@ -441,12 +449,6 @@ def _fmt_int(x: Any) -> str:
     return str(int(x)) if _finite(x) else "?"
 
 
-def _trained_in(jd: R.JobDir) -> str:
-    """The directory a job's run trained in: its own, or for a reused job the original's."""
-    reused, _ = R.read_reused(jd)
-    return os.path.realpath(reused["original"] if reused else jd.path)
-
-
 Entry = dict[str, Any]
 
 
@@ -482,6 +484,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
     per_matrix_steps: list[tuple[Path, list[str], str | None]] = []
     seen_keys: dict[tuple[str, Any], str] = {}
     origins: dict[str, str] = {}  # the directory each run trained in -> its key
+    identities: dict[str, R.RunIdentity] = {}
     multi = len(matrix_dirs) > 1
     for mdir in matrix_dirs:
         pairs, manifest = _jobs_of(mdir, notes)
@@ -490,8 +493,10 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
         steps_here: list[str] = []
         for jd, entry in pairs:
             key = f"{mdir.name}/{jd.name}" if multi else jd.name
+            job: R.JobRecord | None = None
             try:
-                row, curve = _read_job(mdir, jd, entry, key, notes)
+                job = R.read_job(jd)
+                row, curve = _read_job(mdir, job, entry, key, notes)
             except Exception as e:  # a malformed file must cost one job its numbers, not the report
                 notes.append(
                     f"{key}: could not be read ({type(e).__name__}: {e}); shown without numbers"
@@ -529,11 +534,13 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
                 curve = []
             if row["step"] not in steps_here:
                 steps_here.append(row["step"])
-            origin = _trained_in(jd)
+            origin = os.path.realpath(job.trained_in if job is not None else jd.path)
             if origin in origins:  # one run reached through reuse twice is counted once
                 notes.append(f"{key}: the same run as {origins[origin]} (reused); counted once")
                 continue
             origins[origin] = key
+            if job is not None and job.run_identity is not None:
+                identities[key] = job.run_identity
             rows.append(row)
             curves.extend(curve)
             dup = (row["step"], row["seed"])
@@ -559,7 +566,9 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
     for col in _TEXT_COLUMNS:
         jobs[col] = jobs[col].astype(object).where(jobs[col].notna(), None)
     curve_df = pd.DataFrame(curves, columns=CURVE_COLUMNS)
-    return Collection(list(matrix_dirs), jobs, curve_df, order, chosen, reason, notes)
+    return Collection(
+        list(matrix_dirs), jobs, curve_df, order, chosen, reason, notes, identities=identities
+    )
 
 
 def _resolve_baseline(

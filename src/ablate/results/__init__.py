@@ -21,7 +21,8 @@ Layout (documented for users in docs/results-format.md)::
 Modules: ``names`` (format version, file names, statuses, directory names), ``files`` (JSON/YAML
 reading and atomic writing), ``summary`` (JobSummary: summary.json's keys, defined only there),
 ``job`` (JobDir), ``final_eval``, ``metrics``, ``manifest`` (matrix.json, finding directories),
-``causality`` (records and the state a report shows), ``legacy`` (the one place that knows older
+``causality`` (records and the state a report shows), ``identity`` (identity.json: a run's
+stored identity and what differs between two; reused.json), ``legacy`` (the one place that knows older
 layouts) and ``reader`` (``read_job``: the one reader of a job directory). Everything is
 importable from ``ablate.results`` itself, which is how the rest of ablate imports it.
 """
@@ -57,7 +58,14 @@ from ablate.results.files import (
     to_json,
 )
 from ablate.results.final_eval import FinalEval, read_final_eval, write_final_eval
-from ablate.results.identity import read_reused
+from ablate.results.identity import (
+    Difference,
+    ReusedFrom,
+    RunIdentity,
+    load_identity,
+    read_identity,
+    read_reused,
+)
 from ablate.results.job import JobDir
 from ablate.results.legacy import (
     MATRIX_SETTINGS_KEYS,
@@ -154,6 +162,7 @@ __all__ = [
     "UNRECORDED",
     "WEIGHTS",
     "ConfigFacts",
+    "Difference",
     "EnvFacts",
     "EvalPoint",
     "FinalEval",
@@ -165,6 +174,8 @@ __all__ = [
     "MetricsWriter",
     "PathLike",
     "ResultsFormatError",
+    "ReusedFrom",
+    "RunIdentity",
     "as_float",
     "atomic_open",
     "atomic_write_bytes",
@@ -180,12 +191,14 @@ __all__ = [
     "iter_job_dirs",
     "job_name",
     "last_train_record",
+    "load_identity",
     "load_summary",
     "metrics_facts",
     "new_matrix_dir",
     "now_iso",
     "read_causality_init",
     "read_final_eval",
+    "read_identity",
     "read_job",
     "read_job_config",
     "read_json",

@@ -1,9 +1,11 @@
-"""The one reader of a job directory: config facts, summary.json, env.json, final_eval.json and
-metrics.jsonl, read into one typed ``JobRecord`` with the fallbacks between them.
+"""The one reader of a job directory: config facts, summary.json, env.json, identity.json,
+reused.json, final_eval.json and metrics.jsonl, read into one typed ``JobRecord`` with the
+fallbacks between them.
 
-The report, the live view (``python -m ablate.matrix status=DIR``) and the outcome rules read a
-job through here. Reading never raises: a file that is missing, corrupt or holds a value of the
-wrong type costs the job that value, and ``JobRecord.problems`` says what was skipped, one line each.
+The report, the live view (``python -m ablate.matrix status=DIR``), the outcome rules, reuse and
+the runs index (``python -m ablate.runs``) read a job through here. Reading never raises: a file
+that is missing, corrupt or holds a value of the wrong type costs the job that value, and
+``JobRecord.problems`` says what was skipped, one line each.
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
 from ablate.results.files import ResultsFormatError, read_json
 from ablate.results.final_eval import FinalEval, read_final_eval
+from ablate.results.identity import (
+    Difference,
+    ReusedFrom,
+    RunIdentity,
+    load_identity,
+    read_reused,
+)
 from ablate.results.job import JobDir
 from ablate.results.legacy import env_device, env_git, read_job_config
 from ablate.results.metrics import (
@@ -104,6 +114,7 @@ class EnvFacts:
     git_sha: str | None = None
     git_dirty: bool | None = None
     flops_per_token: float | None = None
+    hostname: str | None = None
 
     @classmethod
     def parse(cls, env: dict[str, Any], where: str, problems: Problems) -> EnvFacts:
@@ -116,10 +127,11 @@ class EnvFacts:
             git_sha=_value(flat, "git.sha", str, "a string", where, problems),
             git_dirty=_value(flat, "git.dirty", bool, "true or false", where, problems),
             flops_per_token=_value(env, "flops_per_token", float, "a number", where, problems),
+            hostname=_value(env, "hostname", str, "a string", where, problems),
         )
 
 
-ReadMode = Literal["report", "progress", "summary"]
+ReadMode = Literal["report", "progress", "summary", "index"]
 
 
 @dataclass
@@ -144,6 +156,12 @@ class JobRecord:
     """The last train record, read from the file's tail (mode "progress", the live view)."""
     done: bool = False
     """DONE exists."""
+    run_identity: RunIdentity | None = None
+    """identity.json (modes "report" and "index"): what determines the run's result. None: no
+    file (a run from before identities were recorded) or a damaged one (then a problem)."""
+    reused: ReusedFrom | None = None
+    """reused.json (modes "report" and "index"): the run these files came from, for a job that
+    was not trained here. None: trained here (or a damaged file, then a problem)."""
     gates: dict[str, list[Any]] = field(default_factory=dict)
     """Final gate values (mode "report"): summary.json's, else the last eval record's; per layer
     (and per head for ``ra_*``), each number a float. A gate of another shape is left out."""
@@ -178,6 +196,19 @@ class JobRecord:
         if self.config is not None and self.config.architecture is not None:
             return self.config.architecture
         return self.summary.architecture if self.summary else None
+
+    def identity_differences(self, other: JobRecord) -> list[Difference] | None:
+        """What differs between this run's identity and ``other``'s, input by input (empty: the
+        same identity); None when either has none (a run without or with a damaged
+        identity.json: nothing can be said, so the two are not known to be the same)."""
+        if self.run_identity is None or other.run_identity is None:
+            return None
+        return self.run_identity.differences(other.run_identity)
+
+    @property
+    def trained_in(self) -> Path:
+        """The job directory the run trained in: its own, or for a reused job the original's."""
+        return Path(self.reused.original) if self.reused is not None else self.jd.path
 
     # ------------------------------------------------------------------ values
 
@@ -350,9 +381,11 @@ def _read(
 def read_job(jd: JobDir, mode: ReadMode = "report", config: ConfigFacts | None = None) -> JobRecord:
     """Read one job directory; never raises for what is in its files.
 
-    ``mode``: "report" reads every file, metrics.jsonl whole (curve, fallbacks); "progress" (the
-    live view, every second) config.yaml, summary.json and the last train record from the tail of
-    metrics.jsonl; "summary" (the outcome rules) summary.json only. ``config``: facts read
+    ``mode``: "report" reads every file, metrics.jsonl whole (curve, fallbacks); "index" (the runs
+    index, thousands of jobs) config.yaml, summary.json, env.json, identity.json and reused.json,
+    not metrics.jsonl or final_eval.json; "progress" (the live view, every second) config.yaml,
+    summary.json and the last train record from the tail of metrics.jsonl; "summary" (the outcome
+    rules) summary.json only. ``config``: facts read
     before, so config.yaml is not read again."""
     rec = JobRecord(jd, done=jd.is_done())
     problems = rec.problems
@@ -369,11 +402,16 @@ def read_job(jd: JobDir, mode: ReadMode = "report", config: ConfigFacts | None =
         problems.extend(summary_problems)
     if mode == "progress":
         rec.last_train = last_train_record(jd.metrics)
-    if mode != "report":
+    if mode not in ("report", "index"):
         return rec
     env = _read(read_json, jd.env, problems)
     if env is not None:
         rec.env = EnvFacts.parse(env, str(jd.env), problems)
+    rec.run_identity, identity_problem = load_identity(jd)
+    rec.reused, reused_problem = read_reused(jd)
+    problems.extend(p for p in (identity_problem, reused_problem) if p)
+    if mode == "index":
+        return rec
     if jd.metrics.is_file():
         records, metric_problems = read_metrics(jd.metrics)
         problems.extend(metric_problems)

@@ -8,11 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from ablate import identity, results
 from ablate.errors import AblateError, die, exit_quietly_on_closed_pipe
 from ablate.runs import query
 from ablate.runs.index import ENV_INDEX, RunsIndex
+from ablate.runs.read import Row
 
 DESCRIPTION = """\
 Every run under the known results roots, from a local index of the job directories (rebuilt
@@ -32,7 +34,7 @@ examples:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one `error:` line, as every ablate command
+    def error(self, message: str) -> NoReturn:  # one `error:` line, as every ablate command
         raise AblateError(f"{message} (see python -m ablate.runs --help)")
 
 
@@ -43,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--root",
         action="append",
@@ -101,7 +103,7 @@ def _list(args: argparse.Namespace) -> str:
     return query.format_table(rows) + f"{len(rows)} run(s)\n"
 
 
-def find_runs(index: RunsIndex, run: str) -> list[dict]:
+def find_runs(index: RunsIndex, run: str) -> list[Row]:
     """The rows ``run`` names: a job directory, MATRIX/JOB (or JOB when unique), an identity
     prefix (every run of that identity)."""
     rows = index.rows()

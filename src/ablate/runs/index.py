@@ -25,20 +25,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from ablate import results
 from ablate.errors import AblateError
-from ablate.runs.read import COLUMNS, is_within, job_stamp, read_matrix
-from ablate.runs.roots import read_roots, write_roots
+from ablate.runs.read import COLUMNS, Row, is_within, job_stamp, read_matrix
+from ablate.runs.roots import ENV_INDEX, absolute, default_path, read_roots, write_roots
 
+__all__ = ["ENV_INDEX", "RunsIndex", "default_path"]
+
+T = TypeVar("T")
 SCHEMA_VERSION = 1
-ENV_INDEX = "ABLATE_RUNS_INDEX"
 BUSY_TIMEOUT_S = 30.0
 
 _RUN_TYPES = {
@@ -64,20 +66,6 @@ _SCHEMA = [
     "manifest_mtime INTEGER)",
 ]
 _ALL_COLUMNS = ("path", "matrix_dir", *COLUMNS[1:])
-
-
-def default_path() -> Path:
-    """$ABLATE_RUNS_INDEX, else $XDG_CACHE_HOME (or ~/.cache)/ablate/runs-<host>.sqlite."""
-    env = os.environ.get(ENV_INDEX)
-    if env:
-        return Path(env).expanduser().absolute()
-    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    host = results.sanitize_name(socket.gethostname() or "host")
-    return Path(cache).expanduser().absolute() / "ablate" / f"runs-{host}.sqlite"
-
-
-def _absolute(path: os.PathLike | str) -> Path:
-    return Path(os.path.abspath(os.path.expanduser(str(path))))
 
 
 def _corrupt(e: sqlite3.DatabaseError) -> bool:
@@ -107,14 +95,14 @@ class RunsIndex:
 
     def __init__(
         self,
-        path: os.PathLike | str | None = None,
+        path: results.PathLike | None = None,
         note: Callable[[str], None] | None = None,
-        roots: Iterable[os.PathLike | str] = (),
+        roots: Iterable[results.PathLike] = (),
     ):
         self.path = Path(path).expanduser().absolute() if path else default_path()
         self.note = note or (lambda m: print(m, file=sys.stderr, flush=True))
         self._conn: sqlite3.Connection | None = None
-        new_roots = [_absolute(r) for r in roots]
+        new_roots = [absolute(r) for r in roots]
         for root in new_roots:  # refused before the file is created
             self._refuse_inside(root)
         self._open()
@@ -232,7 +220,7 @@ class RunsIndex:
             raise
         conn.execute("COMMIT")
 
-    def _guard(self, action: Callable[[], object]) -> object:
+    def _guard(self, action: Callable[[], T]) -> T:
         """Run a read or write; a database found damaged now is set aside and rebuilt once."""
         try:
             return action()
@@ -265,12 +253,12 @@ class RunsIndex:
                 f"this machine, outside any results folder ({ENV_INDEX}=~/.cache/ablate/runs.sqlite)"
             )
 
-    def add_roots(self, paths: Iterable[os.PathLike | str]) -> list[Path]:
+    def add_roots(self, paths: Iterable[results.PathLike]) -> list[Path]:
         """Remember these results roots (absolute); returns the ones that were new."""
         known = self.roots()
         new: list[Path] = []
         for p in paths:
-            root = _absolute(p)
+            root = absolute(p)
             self._refuse_inside(root)
             if root not in known and root not in new:
                 new.append(root)
@@ -282,8 +270,8 @@ class RunsIndex:
 
     def record_matrix(
         self,
-        matrix_dir: os.PathLike | str,
-        root: os.PathLike | str | None = None,
+        matrix_dir: results.PathLike,
+        root: results.PathLike | None = None,
         only: set[str] | None = None,
     ) -> int:
         """Read a matrix directory's jobs (``only``: just these job directories) into the index;
@@ -311,9 +299,9 @@ class RunsIndex:
                     )
             return len(rows)
 
-        return int(self._guard(write))  # type: ignore[arg-type]
+        return self._guard(write)
 
-    def record_job(self, job_dir: os.PathLike | str) -> None:
+    def record_job(self, job_dir: results.PathLike) -> None:
         """Read one job directory (with its matrix's manifest entry) into the index."""
         jd = Path(os.path.abspath(job_dir))
         self.record_matrix(jd.parent, only={jd.name})
@@ -325,7 +313,7 @@ class RunsIndex:
     def refresh(self) -> dict[str, int]:
         """Catch up with the files (module docstring). Returns counts: matrices and jobs read
         again, matrices dropped."""
-        return self._guard(self._refresh)  # type: ignore[return-value]
+        return self._guard(self._refresh)
 
     def _refresh(self) -> dict[str, int]:
         conn = self._conn
@@ -341,12 +329,13 @@ class RunsIndex:
         partial: list[tuple[str, str, set[str]]] = []
         seen: set[str] = set()
         scanned_roots: set[str] = set()
-        for root in self.roots():
+        for root_path in self.roots():
+            root = str(root_path)
             try:
                 entries = list(os.scandir(root))
             except OSError:
                 continue  # an unmounted or deleted root: its rows stay until it is back
-            scanned_roots.add(str(root))
+            scanned_roots.add(root)
             for entry in entries:
                 if not entry.name.startswith(results.MATRIX_PREFIX):
                     continue
@@ -358,15 +347,15 @@ class RunsIndex:
                 stamp = (_stamp(Path(mdir)), _stamp(Path(mdir) / results.MANIFEST))
                 old = known.get(mdir)
                 if old is None or 0 in stamp or old[1:] != stamp:
-                    whole.append((mdir, str(root)))
+                    whole.append((mdir, root))
                     continue
-                changed = set()
+                changed: set[str] = set()
                 for path, mtime in jobs.get(mdir, []):
                     if mtime == 0 or job_stamp(path) != mtime:
                         changed.add(os.path.basename(path))
                 if changed:
-                    partial.append((mdir, str(root), changed))
-        gone = [m for m, (root, _, _) in known.items() if root in scanned_roots and m not in seen]
+                    partial.append((mdir, root, changed))
+        gone = [m for m, (r, _, _) in known.items() if r in scanned_roots and m not in seen]
         if gone:
             with self._write() as c:
                 for m in gone:
@@ -394,10 +383,10 @@ class RunsIndex:
 
     # ------------------------------------------------------------------ reading
 
-    def rows(self, where: str = "", params: tuple = ()) -> list[dict]:
+    def rows(self, where: str = "", params: tuple[object, ...] = ()) -> list[Row]:
         """Index rows as dicts (oldest first)."""
 
-        def read() -> list[dict]:
+        def read() -> list[Row]:
             conn = self._conn
             assert conn is not None
             cur = conn.execute(
@@ -406,13 +395,13 @@ class RunsIndex:
             )
             return [dict(zip(_ALL_COLUMNS, r, strict=True)) for r in cur]
 
-        return self._guard(read)  # type: ignore[return-value]
+        return self._guard(read)
 
-    def with_identity(self, digest: str) -> list[dict]:
+    def with_identity(self, digest: str) -> list[Row]:
         return self.rows("WHERE identity=?", (digest,))
 
 
-def _upsert(c: sqlite3.Connection, rows: list[dict], mdir: str) -> None:
+def _upsert(c: sqlite3.Connection, rows: list[Row], mdir: str) -> None:
     cols = _ALL_COLUMNS
     c.executemany(
         f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",

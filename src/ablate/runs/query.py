@@ -13,6 +13,7 @@ from typing import Any
 
 from ablate import identity
 from ablate.errors import AblateError
+from ablate.runs.read import Row
 
 FILTER_KEYS = {
     "step": "step name",
@@ -96,7 +97,7 @@ def parse_since(text: str, now: float | None = None) -> float:
     return when.timestamp()
 
 
-def axes_of(row: dict) -> dict[str, str]:
+def axes_of(row: Row) -> dict[str, str]:
     """The row's swept keys and values (parsed once per row)."""
     parsed = row.get("_axes")
     if parsed is None:
@@ -108,7 +109,8 @@ def axes_of(row: dict) -> dict[str, str]:
         if not isinstance(parsed, dict):
             parsed = {}
         row["_axes"] = parsed
-    return parsed
+    out: dict[str, str] = parsed
+    return out
 
 
 def _same_value(a: str, b: str) -> bool:
@@ -120,7 +122,7 @@ def _same_value(a: str, b: str) -> bool:
         return False
 
 
-def _matches(row: dict, key: str, values: list[str]) -> bool:
+def _matches(row: Row, key: str, values: list[str]) -> bool:
     if key in FILTER_KEYS:
         if key == "identity":
             return any((row["identity"] or "").startswith(v.lower()) for v in values)
@@ -137,8 +139,8 @@ def _matches(row: dict, key: str, values: list[str]) -> bool:
 
 
 def select(
-    rows: list[dict], filters: list[tuple[str, list[str]]], since: float | None = None
-) -> list[dict]:
+    rows: list[Row], filters: list[tuple[str, list[str]]], since: float | None = None
+) -> list[Row]:
     """The rows every filter accepts (and that ended at or after ``since``). A key that is
     neither a column nor a swept key of any indexed run is an error naming the keys there are."""
     swept: set[str] = set()
@@ -170,11 +172,11 @@ def select(
     return out
 
 
-def _run_name(row: dict) -> str:
+def _run_name(row: Row) -> str:
     return f"{row['matrix']}/{row['job']}"
 
 
-def cell(row: dict, key: str) -> str:
+def cell(row: Row, key: str) -> str:
     value = row.get(key)
     if key == "run":
         return _run_name(row)
@@ -194,7 +196,7 @@ def cell(row: dict, key: str) -> str:
     return "-" if value is None else str(value)
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[Row]) -> str:
     header = [title for _, title in TABLE_COLUMNS]
     keys = [key for key, _ in TABLE_COLUMNS]
     body = [[cell(r, key) for key in keys] for r in rows]
@@ -206,7 +208,7 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def as_plain(row: dict) -> dict[str, Any]:
+def as_plain(row: Row) -> dict[str, Any]:
     out = {k: row.get(k) for k in CSV_COLUMNS if k != "run"}
     out["run"] = _run_name(row)
     out["axes"] = axes_of(row)
@@ -214,11 +216,11 @@ def as_plain(row: dict) -> dict[str, Any]:
     return {k: out[k] for k in CSV_COLUMNS}
 
 
-def format_json(rows: list[dict]) -> str:
+def format_json(rows: list[Row]) -> str:
     return json.dumps([as_plain(r) for r in rows], indent=2) + "\n"
 
 
-def format_csv(rows: list[dict]) -> str:
+def format_csv(rows: list[Row]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)

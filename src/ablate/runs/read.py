@@ -12,12 +12,16 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ablate import identity, results
+from ablate import results
 from ablate.errors import AblateError
 from ablate.outcome import reported_status
+
+Row = dict[str, Any]
+"""One index row: COLUMNS -> value (str, int, float or None)."""
 
 COLUMNS = (
     "path",  # absolute job directory: the run's key
@@ -45,13 +49,6 @@ COLUMNS = (
 )
 
 
-def _read(read, *args) -> Any:
-    try:
-        return read(*args)
-    except (AblateError, OSError, ValueError):
-        return None
-
-
 def _iso_ts(text: Any) -> float | None:
     if not isinstance(text, str) or not text.strip():
         return None
@@ -64,11 +61,7 @@ def _iso_ts(text: Any) -> float | None:
     return when.timestamp()
 
 
-def _number(value: Any) -> float | None:
-    try:
-        x = results.as_float(value)
-    except AblateError:
-        return None
+def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
@@ -126,69 +119,59 @@ def matrix_axes(manifest: results.Manifest | None) -> dict[str, dict[str, str]]:
 def read_run(
     jd: results.JobDir,
     root: Path,
-    entry: dict | None = None,
-    axes: dict | None = None,
+    entry: Mapping[str, Any] | None = None,
+    axes: Mapping[str, str] | None = None,
     now_ns: int | None = None,
-) -> dict:
-    """The index row of one job directory (COLUMNS)."""
+) -> Row:
+    """The index row of one job directory (COLUMNS), read with ``results.read_job``."""
     entry = entry or {}
     st_ns = job_stamp(str(jd.path))
     now_ns = time.time_ns() if now_ns is None else now_ns
     # A directory written within the last 2 s may be written again within the same mtime tick
     # (coarse on some filesystems): store 0 so the next scan reads it again.
     dir_mtime = st_ns if now_ns - st_ns > 2_000_000_000 else 0
-    summary = _read(jd.read_summary) if jd.summary.is_file() else None
-    if not isinstance(summary, dict):
-        summary = None
-    s = summary or {}
-    record, _ = identity.read_identity(jd)
-    reused, _ = results.read_reused(jd)
-    env = _read(results.read_json, jd.env) if jd.env.is_file() else None
-    env = env if isinstance(env, dict) else {}
-    status = reported_status(jd, summary, entry.get("status"), jd.metrics.is_file())
+    job = results.read_job(jd, "index")
+    s = job.summary
+    manifest_status = entry.get("status")
+    status = reported_status(
+        jd, s, manifest_status if isinstance(manifest_status, str) else None, jd.metrics.is_file()
+    )
     ended = entry.get("ended") if isinstance(entry.get("ended"), str) else None
-    if ended is None and jd.is_done():
-        ended = _read(lambda: jd.done.read_text(encoding="utf-8").strip()) or None
-    if ended is None:
-        ended = s.get("updated") if isinstance(s.get("updated"), str) else None
+    if ended is None and job.done:
+        try:
+            ended = jd.done.read_text(encoding="utf-8").strip() or None
+        except (OSError, ValueError):
+            ended = None
+    if ended is None and s is not None:
+        ended = s.updated
     if ended is None and isinstance(entry.get("started"), str):
         ended = entry["started"]
-    ws = _int(s.get("world_size")) or _int(env.get("world_size"))
-    device = s.get("device") or env.get("device")
-    step = s.get("step") if isinstance(s.get("step"), str) else entry.get("step")
-    seed = _int(s.get("seed"))
-    if seed is None:
-        seed = _int(entry.get("seed"))
+    ws, device = job.world_size, job.device
+    ident = job.run_identity
     return {
         "path": str(jd.path),
         "root": str(root),
         "matrix": jd.path.parent.name,
         "job": jd.name,
-        "identity": record["identity"] if record else None,
-        "mixed": 1 if record and record.get("mixed") else 0,
-        "step": str(step) if step is not None else jd.name.split("_")[0],
-        "architecture": s.get("architecture") if isinstance(s.get("architecture"), str) else None,
-        "seed": seed,
-        "axes": json.dumps(axes or {}, sort_keys=True),
+        "identity": ident.digest if ident is not None else None,
+        "mixed": 1 if ident is not None and ident.mixed else 0,
+        "step": job.step(entry),
+        "architecture": job.architecture,
+        "seed": _int(job.seed(entry)),
+        "axes": json.dumps(dict(axes or {}), sort_keys=True),
         "status": status,
-        "causality": results.causality_state(summary),
-        "final_val_loss": _number(s.get("final_val_loss")),
-        "best_val_loss": _number(s.get("best_val_loss")),
-        "done": 1 if jd.is_done() else 0,
+        "causality": results.causality_state(s),
+        "final_val_loss": _finite(s.final_val_loss if s is not None else None),
+        "best_val_loss": _finite(s.best_val_loss if s is not None else None),
+        "done": 1 if job.done else 0,
         "ended": ended,
         "ended_ts": _iso_ts(ended),
-        "host": env.get("hostname") if isinstance(env.get("hostname"), str) else None,
-        "device": f"{device} x {ws}" if isinstance(device, str) and ws else device,
-        "experiment": _experiment(jd),
-        "reused_from": reused["original"] if reused else None,
+        "host": job.env.hostname,
+        "device": f"{device} x {ws}" if device is not None and ws else device,
+        "experiment": job.config.experiment if job.config is not None else None,
+        "reused_from": job.reused.original if job.reused is not None else None,
         "dir_mtime": dir_mtime,
     }
-
-
-def _experiment(jd: results.JobDir) -> str | None:
-    config = _read(results.read_yaml, jd.config) if jd.config.is_file() else None
-    value = config.get("experiment") if isinstance(config, dict) else None
-    return value if isinstance(value, str) else None
 
 
 def is_within(path: Path, folder: Path) -> bool:
@@ -200,7 +183,7 @@ def is_within(path: Path, folder: Path) -> bool:
     return True
 
 
-def read_matrix(mdir: Path, root: Path, only: set[str] | None) -> tuple[list[dict], set[str]]:
+def read_matrix(mdir: Path, root: Path, only: set[str] | None) -> tuple[list[Row], set[str]]:
     """Rows of a matrix's jobs (read outside any transaction) and every job path it holds."""
     manifest = None
     if results.is_matrix_dir(mdir):

@@ -1,15 +1,34 @@
-"""The results roots an index scans: ``<index>.roots.json``, a JSON list of absolute folders.
-
-Kept beside the database rather than in it, so a damaged database is rebuilt from the same roots.
+"""Where the runs index lies (``default_path``), and the results roots it scans:
+``<index>.roots.json``, a JSON list of absolute folders, kept beside the database rather than in
+it, so a damaged database is rebuilt from the same roots.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from ablate import results
 from ablate.atomic import atomic_write_text
+
+ENV_INDEX = "ABLATE_RUNS_INDEX"
+
+
+def default_path() -> Path:
+    """$ABLATE_RUNS_INDEX, else $XDG_CACHE_HOME (or ~/.cache)/ablate/runs-<host>.sqlite."""
+    env = os.environ.get(ENV_INDEX)
+    if env:
+        return Path(env).expanduser().absolute()
+    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    host = results.sanitize_name(socket.gethostname() or "host")
+    return Path(cache).expanduser().absolute() / "ablate" / f"runs-{host}.sqlite"
+
+
+def absolute(path: results.PathLike) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
 
 
 def read_roots(path: Path, note: Callable[[str], None]) -> list[Path]:
