@@ -18,6 +18,7 @@ import pytest
 
 from ablate import identity, results
 from ablate.matrix.__main__ import main
+from ablate.report.load import collect
 from ablate.runs import RunsIndex
 
 pytestmark = pytest.mark.slow
@@ -134,6 +135,15 @@ def test_a_finished_baseline_is_reused_until_its_model_file_changes(tmp_path, ca
     rec3, _ = identity.read_identity(results.JobDir(m3 / "V0"))
     diffs = identity.differences(rec1, rec3)
     assert [(d.component, d.key) for d in diffs] == [("model_code", module)]
+
+    # The report over all three matrices reads both V0 identities (the copy in matrix 2 is the
+    # same run as matrix 1's, counted once) and can name what differs between them.
+    coll = collect([m1, m2, m3])
+    v0_keys = [k for k in coll.jobs["key"] if k.endswith("/V0")]
+    assert v0_keys == [f"{m1.name}/V0", f"{m3.name}/V0"]
+    first, edited = (coll.identities[k] for k in v0_keys)
+    assert first.digest == rec1["identity"] and edited.digest == rec3["identity"]
+    assert first.describe_differences(edited) == f"model files: {module}"
 
     # The index lists the three V0 runs: two identities, the copy pointing at the original.
     with RunsIndex() as index:
