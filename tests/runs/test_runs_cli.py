@@ -10,6 +10,7 @@ import pytest
 import runs_craft as craft
 
 from ablate import identity, results
+from ablate.runs import RunsIndex
 from ablate.runs.__main__ import main
 
 
@@ -177,17 +178,28 @@ def test_show_names_the_run_its_identity_and_ambiguity(capsys, root):
     assert rc == 2 and "matches 2 runs" in err and "MATRIX/JOB" in err
 
 
+def _stored_rows() -> list[dict]:
+    """Every column of every row as the index file holds them, but the mtime stamp (0 when a
+    directory was read within 2 s of its last write, to read it again)."""
+    with RunsIndex() as index:
+        return [{k: v for k, v in r.items() if k != "dir_mtime"} for r in index.rows()]
+
+
 def test_the_index_is_rebuilt_from_the_files_with_the_same_content(capsys, root):
     before = listing(capsys, "--root", root)
+    stored = _stored_rows()
+    assert len(stored) == 4
     index = os.environ["ABLATE_RUNS_INDEX"]
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(index + suffix):
             os.remove(index + suffix)
     assert not os.path.exists(index)
     assert listing(capsys) == before  # the roots list beside it survives; the rows come back
+    assert _stored_rows() == stored
     rc, out, _ = run_cli(capsys, "rebuild")
     assert rc == 0 and "4 run(s)" in out
     assert listing(capsys) == before
+    assert _stored_rows() == stored
 
 
 def test_the_index_catches_up_with_the_files(capsys, root):
