@@ -385,8 +385,7 @@ def read_job(jd: JobDir, mode: ReadMode = "report", config: ConfigFacts | None =
     index, thousands of jobs) config.yaml, summary.json, env.json, identity.json and reused.json,
     not metrics.jsonl or final_eval.json; "progress" (the live view, every second) config.yaml,
     summary.json and the last train record from the tail of metrics.jsonl; "summary" (the outcome
-    rules) summary.json only. ``config``: facts read
-    before, so config.yaml is not read again."""
+    rules) summary.json only. ``config``: facts read before, so config.yaml is not read again."""
     rec = JobRecord(jd, done=jd.is_done())
     problems = rec.problems
     if config is not None:
