@@ -77,6 +77,52 @@ def test_a_held_lock_names_its_holder_and_dies_with_it(tmp_path):
     assert probe(tmp_path) is None
 
 
+@pytest.mark.parametrize("kind", ["matrix", "job"])
+def test_a_lock_file_deleted_while_held_lets_no_second_writer_in(tmp_path, kind):
+    """The holder keeps the directory itself locked: deleting (or replacing) .ablate.lock, even
+    repeatedly, gives a second taker a lock on a new file but never the directory."""
+    holder = _holder(tmp_path, kind)
+    take = lock_matrix if kind == "matrix" else lock_job
+    try:
+        for _ in range(3):
+            (tmp_path / results.LOCK).unlink(missing_ok=True)
+            with pytest.raises(LockHeld, match="in use.*lock file was deleted"):
+                take(tmp_path)
+        (tmp_path / results.LOCK).unlink()
+        (tmp_path / results.LOCK).write_text("{}")  # a file put in its place changes nothing either
+        with pytest.raises(LockHeld):
+            take(tmp_path)
+        assert probe(tmp_path) is not None
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    with take(tmp_path):  # the holder is gone: free at once, whatever became of the file
+        pass
+
+
+def test_a_lock_file_deleted_between_open_and_lock_is_taken_again(tmp_path, monkeypatch):
+    """A lock on a file that is no longer at the path would be invisible to the next taker."""
+    import fcntl
+
+    real = fcntl.flock
+    calls = []
+
+    def flock_then_delete(fd, op):
+        real(fd, op)
+        if not calls and not os.path.isdir(f"/proc/self/fd/{fd}"):
+            calls.append(fd)
+            os.unlink(tmp_path / results.LOCK)  # someone deletes the file under our first lock
+
+    monkeypatch.setattr(fcntl, "flock", flock_then_delete)
+    lock = lock_matrix(tmp_path)
+    try:
+        assert calls, "the file lock was never taken"
+        held = os.fstat(lock.fd)
+        assert os.path.samestat(held, os.stat(tmp_path / results.LOCK))
+    finally:
+        lock.release()
+
+
 def test_filesystem_without_locks_is_refused_or_warned(tmp_path, monkeypatch, capsys):
     import errno
     import fcntl
@@ -279,3 +325,34 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
     with lock_matrix(mdir):  # nor did the runner
         pass
     assert not (mdir / "V0" / results.DONE).exists()
+
+
+def test_deleting_the_lock_of_a_training_job_lets_no_second_trainer_in(tmp_path):
+    """A job trains; its .ablate.lock is deleted; a second trainer of the same directory (by hand,
+    a second runner) is refused with one line, and the first trains on to its end."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    from train_helpers import run_cli, start_cli, wait_for_iter
+
+    from ablate.train import run_job
+
+    job = tmp_path / "job"
+    from train_helpers import make_job
+
+    make_job(tmp_path, "job", budget__max_iters=400, budget__checkpoint_interval_iters=None)
+    first = start_cli(job)
+    try:
+        wait_for_iter(job, first, 2, timeout=120)
+        (job / results.LOCK).unlink()
+        second = run_cli(job, timeout=120)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert second.stderr.startswith("error: ") and second.stderr.count("\n") == 1
+        assert "in use" in second.stderr
+        with pytest.raises(LockHeld):  # and in-process (a Slurm task calls run_job)
+            run_job(job)
+        assert first.poll() is None, "the first trainer stopped"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 3  # stopped by our SIGTERM after checkpointing
+    s = results.JobDir(job).read_summary()
+    assert s["stopped_by"] == "SIGTERM" and s["status"] == "running"
