@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pickle
+import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from ablate import console, results
 from ablate.errors import AblateError
@@ -95,16 +94,38 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return {j: out[j] for j in job_ids if j in out}
 
 
-def _task0_result(folder: Path, job_id: str) -> tuple[str, Any] | None:
-    """submitit's result file of the job's rank 0: ("success", summary) or ("error", traceback)."""
-    path = folder / f"{job_id}_0_result.pkl"
-    if not path.is_file():
-        return None
+_ERROR_LINE = re.compile(r"^error: .+$", re.M)
+LOG_TAIL_BYTES = 64 * 1024
+
+
+def _task0_error(folder: Path, job_id: str) -> str | None:
+    """Why rank 0's task raised, from its stderr log (plain text), or None.
+
+    submitit also stores a task's outcome as a pickle (``<id>_0_result.pkl``); loading a pickle
+    runs whatever code it names, and results folders are shared and copied around, so ablate
+    never opens one: the job's own summary.json and this log say how it ended."""
+    path = folder / f"{job_id}_0_log.err"
     try:
         with open(path, "rb") as f:
-            return pickle.load(f)
-    except Exception as e:  # unreadable: treat as an error outcome with a reason
-        return ("error", f"unreadable submitit result {path}: {e}")
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    return last_exception(text)
+
+
+def last_exception(text: str) -> str | None:
+    """The exception line ("ValueError: ...") of the last Python traceback in ``text``, else the
+    last ``error: ...`` line, else None."""
+    lines = text.splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")]
+    if starts:
+        for ln in lines[starts[-1] + 1 :]:
+            if ln.strip() and not ln[0].isspace():
+                return ln.strip()[:500]
+    found = _ERROR_LINE.findall(text)
+    return found[-1].strip()[:500] if found else None
 
 
 def outcome(
@@ -122,12 +143,8 @@ def outcome(
         summary = jd.read_summary()
     except AblateError:
         pass
-    error = None
-    result = _task0_result(folder, job_id)
-    if result is not None and result[0] == "error":
-        lines = [ln for ln in str(result[1]).strip().splitlines() if ln.strip()]
-        error = lines[-1][:500] if lines else "the task raised"
-    elif result is None:
+    error = _task0_error(folder, job_id)
+    if error is None and not (folder / f"{job_id}_0_result.pkl").is_file():
         log = folder / f"{job_id}_0_log.err"
         error = f"Slurm job {job_id} ended in state {state} without a result (see {log})"
     code = recorded_code(summary)
