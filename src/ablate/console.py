@@ -20,9 +20,10 @@ def emit(line: str) -> None:
         return
     try:
         print(line, flush=True)
-    except (BrokenPipeError, ValueError):
-        # stdout was closed (`python -m ablate.matrix ... | head`): the jobs and the report matter
-        # more than our messages, so the matrix goes on quietly instead of dying mid-run.
+    except (OSError, ValueError):
+        # stdout was closed (`python -m ablate.matrix ... | head`: EPIPE; the terminal or SSH
+        # session went away: EIO): the jobs and the report matter more than our messages, so the
+        # matrix goes on quietly instead of dying mid-run.
         exit_quietly_on_closed_pipe()
 
 

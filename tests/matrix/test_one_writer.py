@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from ablate import results
 from ablate.lock import LockHeld, LockUnavailable, lock_job, lock_matrix, probe
-from ablate.matrix import runner
+from ablate.matrix import resume, runner
 from ablate.matrix.__main__ import main
 
 TINY = [
@@ -207,22 +208,30 @@ def test_the_trainer_never_retrains_a_done_job(tmp_path, monkeypatch):
     assert {p.name: p.stat().st_mtime_ns for p in job.iterdir()} == files
 
 
-def test_resume_is_refused_while_a_job_process_still_holds_its_directory(
+def test_resume_waits_for_a_job_process_that_still_holds_its_directory(
     tmp_path, monkeypatch, capsys
 ):
+    """A job whose runner died trains on, holding its job lock: resume= waits for it (never starts
+    a second trainer of it), then goes on with what the job left."""
     mdir = _new_matrix(tmp_path, monkeypatch, "step=V0", "budget.max_iters=4", "report=false")
     launched = _count_launches(monkeypatch)
     holder = _holder(mdir / "V0", "job")
+    started = time.monotonic()
+    monkeypatch.setattr(resume, "_wait_for_orphans", _fast_wait(resume._wait_for_orphans))
+    threading.Timer(3.0, holder.kill).start()
     try:
-        with pytest.raises(SystemExit) as e:
-            main([f"resume={mdir}"])
-        assert e.value.code == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"PID {holder.pid}" in err and "V0" in err
-        assert launched == []
+        assert main([f"resume={mdir}"]) == 0
     finally:
         holder.kill()
         holder.wait(timeout=30)
+    out = capsys.readouterr().out
+    assert f"still being trained by PID {holder.pid}" in out and "waiting for it to end" in out
+    assert time.monotonic() - started >= 3.0
+    assert launched == ["V0"]  # once the holder was gone
+
+
+def _fast_wait(wait):
+    return lambda manifest: wait(manifest, poll_s=0.1)
 
 
 # --------------------------------------------------------------------------- real processes

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ablate import results
+from ablate.lock import lock_matrix
 from ablate.matrix import progress
 from ablate.matrix.__main__ import main
 
@@ -119,15 +120,52 @@ def test_a_done_job_whose_weights_leaked_is_shown_leaked_not_completed(tmp_path)
 
 def test_status_command_prints_every_job_and_says_it_is_still_running(tmp_path, capsys):
     m = _matrix(tmp_path)
-    assert main([f"status={m.dir}"]) == 3
+    with lock_matrix(m.dir):  # a live runner holds its matrix
+        assert main([f"status={m.dir}"]) == 3
     out = capsys.readouterr().out
     assert "1 done, 1 running, 1 queued of 3" in out
     for name in ("V0", "V16", "V17"):
         assert f"  {name} " in out
+    assert f"runner: PID {os.getpid()}" in out
     assert "\x1b[" not in out
     for name in ("V16", "V17"):
         m.update_job(name, status="completed")
     assert main([f"status={m.dir}"]) == 0
+
+
+def test_status_of_a_matrix_whose_runner_died_reads_locks_and_files(tmp_path, capsys):
+    """matrix.json says V16 running and V17 queued, but nothing holds the matrix: the runner is gone.
+    A job that still holds its lock trains on; one that does not ended as its files say."""
+    m = _matrix(tmp_path)
+    assert main([f"status={m.dir}"]) == 1  # V16: no process, no record of how it ended
+    out = capsys.readouterr().out
+    assert "runner: not running" in out and f"resume={m.dir}" in out
+    assert "0 running, 1 queued" in out and "1 failed" in out
+    assert "its process ended without recording how" in out
+
+    (m.dir / "V16" / "summary.json").write_text(
+        json.dumps({"status": "running", "stopped_by": "SIGHUP", "iterations": 40})
+    )
+    assert main([f"status={m.dir}"]) == 3  # stopped after checkpointing: resumable
+    out = capsys.readouterr().out
+    assert "1 interrupted" in out and "stopped by SIGHUP after checkpointing" in out
+
+    code = (
+        "import sys,time; from ablate.lock import lock_job; l = lock_job(sys.argv[1]); "
+        "print('locked', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(m.dir / "V16")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main([f"status={m.dir}"]) == 3
+        out = capsys.readouterr().out
+        assert "1 running" in out and f"trains on: PID {holder.pid}" in out
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert results.Manifest.load(m.dir).job("V16")["status"] == "running"  # status= only reads
 
 
 def _env() -> dict:

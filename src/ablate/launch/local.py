@@ -5,14 +5,23 @@ Jobs run one after another, or side by side when a job needs fewer devices than 
 launchers run jobs in-process and do not spread them across GPUs, hence this module.
 
 Every job has a hard wall-clock limit (time box + grace): past it the process group gets SIGTERM
-(the trainer checkpoints and exits), then SIGKILL. If this launcher itself is stopped, its jobs
-are stopped the same way, so no orphan keeps training into a directory that a resume will reuse.
+(the trainer checkpoints and exits), then SIGKILL. When this launcher is asked to stop (the
+matrix got SIGTERM, SIGINT or SIGHUP), its jobs are stopped the same way: they checkpoint first.
+
+A job does not depend on this process: its output goes straight to its ``train.log`` (this
+launcher only reads that file to echo it), it runs in a session of its own, and nothing kills it
+when this launcher dies. A matrix runner killed with SIGKILL leaves its running jobs training to
+the end of their boxes; each still holds its job lock, which ``resume=`` and ``status=`` read. A job
+whose torchrun dies stops by itself (``ablate.train.job.stop_with_torchrun``), and a job counts as
+ended only once every process of its group is gone (or its lock is free), so how it ended is read
+from what its processes wrote last.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,28 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ablate import console
 from ablate.errors import ConfigError
 from ablate.launch.job import LaunchJob
+from ablate.lock import probe
 from ablate.outcome import ATTEMPT_MARK, EXIT_PREEMPTED, describe_exit
 from ablate.results import LOG, LOG_CAPTURED_ENV
 
 STOP_GRACE_S = 60.0
 """Seconds between SIGTERM and SIGKILL: time for a checkpoint of a large model."""
-
-
-try:  # loaded here, not in the forked child: importing or dlopen-ing after fork can deadlock
-    import ctypes
-
-    _PRCTL = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-except Exception:  # not Linux: the launcher's own stop handling still applies
-    _PRCTL = None
-
-
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    """Linux: the child gets SIGTERM if the launcher dies, even by SIGKILL."""
-    if _PRCTL is not None:
-        PR_SET_PDEATHSIG = 1
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def visible_device_ids() -> list[str] | None:
@@ -58,7 +54,7 @@ def torchrun_command(job_dir: Path, nproc: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "ablate.launch.torchrun",  # torchrun, with one line instead of a traceback per ending
         "--standalone",
         f"--nproc_per_node={int(nproc)}",
         "-m",
@@ -73,9 +69,11 @@ class _Running:
     proc: subprocess.Popen
     slots: list[int]
     started: float
-    pump: threading.Thread
+    tail: _Tail | None
     term_sent: float | None = None
     reason: str | None = None
+    exit_code: int | None = None  # torchrun's, once it exited
+    exited: float | None = None  # when; the job ends once the rest of its group is gone too
 
 
 @dataclass
@@ -90,8 +88,12 @@ class LocalLauncher:
     poll_s: float = 0.2
     stop_grace_s: float = STOP_GRACE_S
     _stopping: bool = field(default=False, init=False)
+    _stop_message: str | None = field(default=None, init=False)
 
-    def request_stop(self) -> None:
+    def request_stop(self, message: str | None = None) -> None:
+        """Stop every job (they checkpoint) and start no other. Safe in a signal handler: the
+        message is printed by the launcher's loop, not here."""
+        self._stop_message = message
         self._stopping = True
 
     def run(self, jobs: list[LaunchJob]) -> dict[str, int]:
@@ -109,6 +111,9 @@ class LocalLauncher:
         print_lock = threading.Lock()
         try:
             while pending or running:
+                if self._stopping and self._stop_message:
+                    console.emit(self._stop_message)
+                    self._stop_message = None
                 # FIFO: the head job waits for enough slots, so the matrix order is kept.
                 while pending and not self._stopping and len(free) >= pending[0].nproc:
                     job = pending.pop(0)
@@ -120,13 +125,14 @@ class LocalLauncher:
                         self.on_end(job, EXIT_PREEMPTED, "not started: the matrix was stopped")
                     pending.clear()
                 for r in list(running):
-                    code = r.proc.poll()
-                    if code is None:
+                    if not self._ended(r):
                         self._enforce_limits(r)
                         continue
-                    r.pump.join(timeout=5)
+                    if r.tail is not None:
+                        r.tail.finish()
                     running.remove(r)
                     free = sorted(free + r.slots)
+                    code = r.exit_code
                     codes[r.job.name] = code
                     self.on_end(
                         r.job, code, r.reason or (None if code == 0 else describe_exit(code))
@@ -139,8 +145,28 @@ class LocalLauncher:
                 try:
                     r.proc.wait(timeout=self.stop_grace_s)
                 except subprocess.TimeoutExpired:
-                    os.killpg(r.proc.pid, signal.SIGKILL)
+                    _killpg(r.proc.pid, signal.SIGKILL)
+                    _kill_holder(probe(r.job.job_dir) or {}, signal.SIGKILL)
+                if r.tail is not None:
+                    r.tail.finish()
         return codes
+
+    def _ended(self, r: _Running) -> bool:
+        """Whether the job's processes are gone: torchrun exited and the job's lock is free. (torchrun
+        starts its ranks in sessions of their own; rank 0 holds the job lock until it exits, so a
+        rank still checkpointing after torchrun died of a signal keeps the job running here.)"""
+        if r.exit_code is None:
+            code = r.proc.poll()
+            if code is None:
+                return False
+            r.exit_code, r.exited = code, time.monotonic()
+        holder = probe(r.job.job_dir)
+        if holder is None:
+            return True
+        if time.monotonic() - r.exited > self.stop_grace_s:
+            _kill_holder(holder, signal.SIGKILL)
+            return True
+        return False
 
     def _start(
         self, job: LaunchJob, slots: list[int], lock: threading.Lock, concurrent: int
@@ -164,18 +190,31 @@ class LocalLauncher:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.slots))
         job.job_dir.mkdir(parents=True, exist_ok=True)
         self.on_start(job)
-        proc = subprocess.Popen(
-            job.command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: one killpg stops torchrun and ranks
-            preexec_fn=_set_pdeathsig,
-        )
-        pump = threading.Thread(target=_pump_output, args=(proc, job, self.echo, lock), daemon=True)
-        pump.start()
-        return _Running(job=job, proc=proc, slots=slots, started=time.monotonic(), pump=pump)
+        path = job.job_dir / LOG
+        try:
+            # The job's own file, never a pipe to us: its output (every rank's lines, warnings,
+            # tracebacks) must not depend on this process staying alive.
+            out = open(path, "ab")
+            out.write(f"{ATTEMPT_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            out.flush()
+            offset = out.tell()
+        except OSError as e:
+            out, offset = subprocess.DEVNULL, None
+            _say_once(lock, job, f"cannot write {path} ({e.strerror}); the job's output is lost")
+        try:
+            proc = subprocess.Popen(
+                job.command,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: one killpg stops torchrun and ranks
+            )
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        tail = _Tail(path, offset, job, lock) if self.echo and offset is not None else None
+        return _Running(job=job, proc=proc, slots=slots, started=time.monotonic(), tail=tail)
 
     def _enforce_limits(self, r: _Running) -> None:
         now = time.monotonic()
@@ -188,65 +227,80 @@ class LocalLauncher:
                 f"exceeded its wall-clock limit of {limit:.0f} s (time box + budget.grace_seconds)",
             )
         if r.term_sent is not None and now - r.term_sent > self.stop_grace_s:
-            try:
-                os.killpg(r.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _killpg(r.proc.pid, signal.SIGKILL)
+            holder = probe(r.job.job_dir)  # rank 0 runs in a session of its own (torchrun's doing)
+            if holder is not None:
+                _kill_holder(holder, signal.SIGKILL)
 
     def _terminate(self, r: _Running, reason: str) -> None:
         if r.term_sent is not None:
             return
         r.reason = reason
         r.term_sent = time.monotonic()
-        try:
-            os.killpg(r.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        _killpg(r.proc.pid, signal.SIGTERM)
 
 
-def _pump_output(proc: subprocess.Popen, job: LaunchJob, echo: bool, lock: threading.Lock) -> None:
-    """Copy a job's output to <job>/train.log (its one log: every rank's lines, warnings and
-    tracebacks) and, prefixed with its name, to our stdout."""
-    assert proc.stdout is not None
-    path = job.job_dir / LOG
+def _killpg(pgid: int, sig: int) -> None:
     try:
-        log = open(path, "ab")
-        log.write(f"{ATTEMPT_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
-    except OSError as e:
-        log = None
-        _say_once(lock, job, f"cannot write {path} ({e.strerror}); output only shown here")
-    for raw in iter(proc.stdout.readline, b""):
-        if log is not None:
-            try:
-                log.write(raw)
-                log.flush()
-            except OSError as e:
-                # A full disk must not stop the draining: the job would block on a full pipe.
-                _say_once(
-                    lock,
-                    job,
-                    f"cannot write {path} ({e.strerror}); output only shown here from now on",
-                )
-                try:
-                    log.close()
-                except OSError:
-                    pass
-                log = None
-        if echo:
-            line = raw.decode("utf-8", errors="replace").rstrip("\n")
-            try:
-                with lock:
-                    print(f"[{job.name}] {line}", flush=True)
-            except (OSError, ValueError):
-                # Our stdout went away (a closed pipe): keep draining into train.log, or the
-                # job would block on a full pipe and stall until its wall limit.
-                echo = False
-    if log is not None:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_holder(holder: dict, sig: int) -> None:
+    """Signal the process that holds a job's lock (rank 0), if it runs on this host."""
+    pid = holder.get("pid")
+    if isinstance(pid, int) and pid > 1 and holder.get("host") == socket.gethostname():
         try:
-            log.close()
-        except OSError:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
             pass
-    proc.stdout.close()
+
+
+class _Tail:
+    """Echoes the lines a job appends to its train.log, prefixed with its name, to our stdout."""
+
+    def __init__(
+        self, path, offset: int, job: LaunchJob, lock: threading.Lock, poll_s: float = 0.2
+    ):
+        self.path, self.offset, self.job, self.lock, self.poll_s = path, offset, job, lock, poll_s
+        self._done = threading.Event()
+        self._partial = b""
+        self._thread = threading.Thread(target=self._run, name=f"tail-{job.name}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> bool:
+        """Print what is new; False once our stdout is gone (nothing more to do)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return True
+        self.offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r")
+            try:
+                with self.lock:
+                    print(f"[{self.job.name}] {line}", flush=True)
+            except (OSError, ValueError):
+                return False  # our stdout went away (closed pipe, closed terminal)
+        return True
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            if not self._read():
+                return
+            self._done.wait(self.poll_s)
+        if self._read() and self._partial:
+            self._partial += b"\n"
+            self._read()
+
+    def finish(self) -> None:
+        """The job ended: print the rest of its output, then stop."""
+        self._done.set()
+        self._thread.join(timeout=10)
 
 
 def _say_once(lock: threading.Lock, job: LaunchJob, message: str) -> None:

@@ -201,7 +201,8 @@ def _main(argv: list[str]) -> int:
             import models  # noqa: F401  (importing it is the check)
             from ablate.compose import build_jobs, config_yaml  # deferred: see above
             from ablate.config import check_environment  # deferred: see above
-            from ablate.matrix import progress, runner  # deferred: see above
+            from ablate.matrix import resume as resume_mod  # deferred: see above
+            from ablate.matrix import runner, status  # deferred: see above
         except ImportError as e:  # torch, hydra, ... missing: an installation problem, not a bug
             raise AblateError(
                 f"cannot import what ablate needs ({e}); install it with its dependencies "
@@ -223,7 +224,7 @@ def _main(argv: list[str]) -> int:
                 raise AblateError(
                     f"resume= runs a matrix as it was configured; drop the other overrides ({' '.join(others)})"
                 )
-            return runner.run_resume(resume[0].split("=", 1)[1])
+            return resume_mod.run_resume(resume[0].split("=", 1)[1])
         for command in ("status", "wait"):
             given = [o for o in overrides if o.startswith(f"{command}=")]
             if not given:
@@ -233,7 +234,7 @@ def _main(argv: list[str]) -> int:
                     f"{command}=DIR reads a matrix directory; it takes no other overrides"
                 )
             path = given[0].split("=", 1)[1]
-            return progress.status(path) if command == "status" else runner.run_wait(path)
+            return status.status(path) if command == "status" else runner.run_wait(path)
         jobs = build_jobs(overrides, multirun)
         if show_cfg:
             from ablate.matrix.reuse import (  # deferred: see above

@@ -1,6 +1,7 @@
 """How far along a matrix is, from its files alone: matrix.json, each job's metrics.jsonl and
 summary.json. The same reading serves the live terminal view of a running matrix and
-``python -m ablate.matrix status=DIR`` for a matrix running elsewhere (another shell, Slurm).
+``python -m ablate.matrix status=DIR`` for a matrix running elsewhere (another shell, Slurm;
+``ablate.matrix.status``).
 
 The live view is a block of lines at the bottom of the terminal, redrawn in place about once a
 second; the matrix's own messages scroll above it. It is drawn only when stdout is a terminal, so
@@ -17,12 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from tabulate import tabulate
-
 from ablate import console, results
-from ablate.launch import slurm
-from ablate.lock import LockHeld, LockUnavailable, lock_matrix
-from ablate.outcome import MATRIX_COMPLETED, MATRIX_NOT_COMPLETED, MATRIX_UNFINISHED, done_status
+from ablate.outcome import done_status
 
 last_train_record = results.last_train_record  # (moved to ablate.results.metrics)
 
@@ -37,6 +34,7 @@ class JobProgress:
     train_seconds: float | None = None
     loss: float | None = None
     tokens_per_s: float | None = None
+    note: str | None = None  # status=: what the files and locks say beyond the status
 
     @property
     def fraction(self) -> float | None:
@@ -184,6 +182,8 @@ def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -
             parts.append(f"{j.tokens_per_s:,.0f} tok/s")
         if j.box_seconds and j.train_seconds is not None and j.status == results.RUNNING:
             parts.append(f"box {j.train_seconds:.0f}/{j.box_seconds:.0f}s")
+        if j.note and all_jobs:
+            parts.append(f"({j.note})")
         lines.append(" ".join(parts)[:width])
     return [ln[:width] for ln in lines]
 
@@ -271,74 +271,3 @@ class LiveView:
             self._thread.join(timeout=5)
         self.refresh()  # leave the final state on screen
         console.set_sink(self._previous_sink)
-
-
-def status(path: str) -> int:
-    """``python -m ablate.matrix status=DIR``: every job's progress, once, as plain lines.
-
-    For a Slurm matrix, Slurm's view comes first (a job that ended there is not shown as running),
-    as a table of each job's Slurm job id and state.
-
-    Exit code: 0 every job completed, 3 some job is queued or running, 1 otherwise."""
-    manifest = results.Manifest.load(path)
-    states: dict[str, str] = {}
-    if manifest.data.get("launcher") == "slurm" or any(
-        j.get("slurm_job_id") for j in manifest.jobs
-    ):
-        try:  # refresh writes matrix.json: only as its one writer, else show Slurm's view unsaved
-            lock = lock_matrix(manifest.dir)
-        except (LockHeld, LockUnavailable):
-            lock = None
-            manifest.readonly = True
-        try:
-            if lock is not None:
-                manifest = results.Manifest.load(path)
-            states = slurm.refresh(
-                manifest
-            )  # Slurm's view first: a job that ended there is not shown as running
-        finally:
-            if lock is not None:
-                lock.release()
-        print(slurm_table(manifest, states), flush=True)
-    progress = read(manifest)
-    print(f"matrix {manifest.dir}")
-    for line in render(progress, width=10_000, all_jobs=True):
-        print(line, flush=True)
-    statuses = [j.status for j in progress.jobs]
-    if all(s == results.COMPLETED for s in statuses):
-        return MATRIX_COMPLETED
-    if any(s in (results.PENDING, results.RUNNING) for s in statuses) or any(
-        state in slurm.ACTIVE_STATES for state in states.values()
-    ):
-        return MATRIX_UNFINISHED
-    if states:
-        console.emit(
-            f"[ablate] resume the jobs that did not complete with: python -m ablate.matrix resume={manifest.dir}"
-        )
-    return MATRIX_NOT_COMPLETED
-
-
-def slurm_table(manifest: results.Manifest, states: dict[str, str]) -> str:
-    """One row per job: status, Slurm job id and state, iterations, resumed, error."""
-    rows = []
-    for job in manifest.jobs:
-        summary = results.read_job(manifest.job_dir(job["name"]), "summary").summary
-        iterations = summary.iterations if summary is not None else None
-        resumed = summary.resumed if summary is not None else None
-        rows.append(
-            [
-                job["name"],
-                job["status"],
-                job.get("slurm_job_id") or "-",
-                states.get(job["name"], "-"),
-                "-" if iterations is None else str(iterations),
-                "-" if resumed is None else str(resumed),
-                job.get("error") or "",
-            ]
-        )
-    return tabulate(
-        rows,
-        headers=["job", "status", "Slurm job", "Slurm state", "iterations", "resumed", "error"],
-        tablefmt="pipe",
-        disable_numparse=True,
-    )

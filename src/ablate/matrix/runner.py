@@ -1,7 +1,7 @@
 """One matrix, start to end: plan, preflight, a fresh results directory, launch, report.
 
-Also resumes a matrix directory: only jobs without a DONE marker run again, each from its own
-checkpoint and its stored config.yaml; completed jobs are never rerun or overwritten.
+Resuming a matrix directory (``resume=``) is ``ablate.matrix.resume``; it launches and reports
+through this module.
 
 The matrix settings (launcher, report, progress, ...; ablate.config.MatrixSettings) come from the
 command line for a new matrix and from matrix.json for everything after it (resume, wait), never
@@ -14,21 +14,20 @@ import contextlib
 import signal
 from pathlib import Path
 
-from ablate import plugins, results
+from ablate import results
 from ablate.compose import JobSpec, config_yaml
 from ablate.config import (
     MatrixSettings,
     RunConfig,
-    load_job_config,
     load_matrix_settings,
     to_container,
     wall_seconds,
 )
-from ablate.errors import AblateError, ConfigError, PreflightError
+from ablate.errors import AblateError, PreflightError
 from ablate.launch import slurm
 from ablate.launch.job import LaunchJob
 from ablate.launch.local import LocalLauncher, torchrun_command
-from ablate.lock import DirLock, describe_holder, lock_matrix, probe
+from ablate.lock import DirLock, lock_matrix
 from ablate.matrix import progress, reuse
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import describe_failures, preflight
@@ -36,12 +35,14 @@ from ablate.outcome import (
     MATRIX_COMPLETED,
     MATRIX_NOT_COMPLETED,
     MATRIX_UNFINISHED,
-    done_status,
     job_outcome,
     record_in_summary,
 )
 from ablate.report import terminal_summary, write_report
 from ablate.train.trackers import check_installed
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""What stops a running matrix cleanly: its jobs checkpoint, matrix.json says interrupted."""
 
 
 def say(message: str) -> None:
@@ -166,56 +167,6 @@ def run_new(
             lock.release()
 
 
-def run_resume(path: str) -> int:
-    first = results.Manifest.load(
-        path
-    )  # a clear error for a path that is not a matrix, before locking
-    if _finished_as_recorded(first):
-        # Nothing to run and nothing to repair: read only, not even the lock file is touched.
-        say(f"resuming {first.dir}: {len(first.jobs)} job(s) complete, 0 to run")
-        return _already_finished(first, matrix_settings(first))
-    with lock_matrix(path):
-        # Read under the lock: what another runner wrote up to its end is what we resume.
-        manifest = results.Manifest.load(path)
-        for problem in manifest.problems:
-            say(f"note: {problem}")
-        if not manifest.jobs:
-            raise ConfigError(f"{manifest.path}: lists no usable job entry; nothing to resume")
-        settings = matrix_settings(manifest)
-        cfgs: dict[str, RunConfig] = {}
-        for job in manifest.jobs:
-            jd = manifest.job_dir(job["name"])
-            status = done_status(jd)
-            if status:
-                if job["status"] != status:
-                    manifest.update_job(job["name"], status=status)
-                continue
-            if not jd.path.is_dir():
-                raise ConfigError(
-                    f"{jd.path}: job directory of {job['name']} is missing; cannot resume it"
-                )
-            cfgs[job["name"]] = load_job_config(jd.config)
-            # A Slurm task that holds its job is still active there: submit_matrix waits for it
-            # instead of resubmitting. Locally, a holder is a process no runner of ours controls
-            # (e.g. a job a killed runner left behind, still checkpointing): refuse.
-            holder = probe(jd.path) if settings.launcher.name != "slurm" else None
-            if holder is not None:
-                raise ConfigError(
-                    f"job {job['name']} of {manifest.dir} is still being run by "
-                    f"{describe_holder(holder)}; wait for it to end and resume again"
-                )
-            plugins.load_for(
-                cfgs[job["name"]]
-            )  # a plugin gone since the first run: one line, before any job
-        for name in sorted({c.tracker.name for c in cfgs.values()}):
-            check_installed(name)
-        done = len(manifest.jobs) - len(cfgs)
-        say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
-        if not cfgs:
-            return _already_finished(manifest, settings)
-        return _launch_and_report(manifest, cfgs, settings)
-
-
 def _launch_and_report(
     manifest: results.Manifest, cfgs: dict[str, RunConfig], settings: MatrixSettings
 ) -> int:
@@ -281,26 +232,24 @@ def _run_local(
     launcher = LocalLauncher(
         slots=slots, device=device, on_start=on_start, on_end=on_end, echo=not live
     )
-    previous = signal.getsignal(signal.SIGTERM)
 
-    def stop(
-        signum, frame
-    ):  # SIGTERM/SIGINT: stop jobs cleanly (they checkpoint), keep the manifest true
-        say(
-            "stop requested: stopping running jobs (they checkpoint); resume later with resume=<matrix dir>"
+    def stop(signum, frame):
+        # SIGTERM/SIGINT/SIGHUP (the terminal or SSH session closed): stop the jobs cleanly (they
+        # checkpoint), keep the manifest true. Only a flag here; the launcher's loop prints.
+        launcher.request_stop(
+            f"[ablate] {signal.Signals(signum).name}: stopping running jobs (they checkpoint); "
+            f"resume later with: python -m ablate.matrix resume={manifest.dir}"
         )
-        launcher.request_stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     try:
         if live:
             with progress.LiveView(manifest):
                 return launcher.run(jobs)
         return launcher.run(jobs)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def run_wait(path: str) -> int:
@@ -362,45 +311,16 @@ def _print_summary(markdown: str, path: Path) -> None:
         pass
 
 
-def _finished_as_recorded(manifest: results.Manifest) -> bool:
-    """Every job DONE and recorded completed, and the report written: a resume has nothing to do."""
-    return (
-        bool(manifest.jobs)
-        and not manifest.problems
-        and (manifest.dir / results.REPORT).is_file()
-        and all(
-            j["status"] == results.COMPLETED and manifest.job_dir(j["name"]).is_done()
-            for j in manifest.jobs
-        )
-    )
-
-
-def _already_finished(manifest: results.Manifest, settings: MatrixSettings) -> int:
-    """Resume of a matrix whose jobs are all DONE: nothing on disk changes (no new `ended`, no
-    rewritten report); the existing report's summary is printed. A report that was never
-    written (it failed) is written now, unless the matrix ran with report=false."""
-    report = manifest.dir / results.REPORT
-    if settings.report and not report.is_file():
-        return _finish(manifest, {}, settings)
-    if report.is_file():
-        _print_summary(report.read_text(encoding="utf-8"), report)
-    say(f"{len(manifest.jobs)}/{len(manifest.jobs)} job(s) completed; nothing to run")
-    return 0
-
-
 @contextlib.contextmanager
 def _deferred_interrupt():
-    """Hold SIGINT/SIGTERM back while a block runs, then act on them (as KeyboardInterrupt)."""
+    """Hold SIGINT/SIGTERM/SIGHUP back while a block runs, then act on them (as KeyboardInterrupt)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got: list[int] = []
-    old = {
-        s: signal.signal(s, lambda signum, frame: got.append(signum))
-        for s in (signal.SIGINT, signal.SIGTERM)
-    }
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in STOP_SIGNALS}
     try:
         yield
     finally:

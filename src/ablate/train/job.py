@@ -1,11 +1,19 @@
 """The job entry: ``run_job(job_dir)`` and ``python -m ablate.train JOB_DIR``.
 
 A job directory with DONE, or whose summary.json already says completed, is never retrained.
+A folder without config.yaml is not a job directory: refused before anything is written there.
+
+The command line catches stop signals from its first line on (``signals.catch_early``) and, under
+torchrun, asks the kernel to send it SIGTERM when torchrun dies (``PR_SET_PDEATHSIG``): a worker
+whose torchrun was killed (even by SIGKILL) checkpoints and stops instead of training on as an
+orphan that nobody waits for.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -16,7 +24,11 @@ from ablate.lock import lock_job
 from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
 from ablate.results import JobDir
 from ablate.train import distributed as dist_mod
+from ablate.train import signals
 from ablate.train.trainer import Trainer
+
+PARENT_PID_ENV = "ABLATE_TORCHRUN_PID"
+"""Set by ``ablate.launch.torchrun`` for its workers: the PID their parent had when it started them."""
 
 
 def run_job(
@@ -38,6 +50,11 @@ def run_job(
     dinfo = dist_mod.resolve(rank, world_size, local_rank)
     if not jd.path.is_dir():
         raise ConfigError(f"{jd.path}: no such job directory")
+    if not jd.is_done() and not jd.config.is_file():
+        raise ConfigError(
+            f"{jd.path} is not a job directory (it has no {results.CONFIG}); a matrix creates job "
+            "directories: python -m ablate.matrix ... (or resume=<matrix dir>)"
+        )
     # One process per job directory: rank 0 holds its lock for the whole job (the other ranks
     # write nothing). A second trainer of the same job, from a second runner, a resume or by hand,
     # is refused here before it reads or writes anything.
@@ -81,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("job_dir", help="job directory holding config.yaml")
     args = parser.parse_args(argv)
+    signals.catch_early()
+    stop_with_torchrun()
     try:
         summary = run_job(args.job_dir)
     except DiskFullError as e:
@@ -100,3 +119,22 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         return EXIT_FAILED
     return int(summary.get("exit_code", EXIT_COMPLETED))
+
+
+def stop_with_torchrun() -> None:
+    """Under torchrun: SIGTERM to this worker when torchrun dies (Linux), so the worker
+    checkpoints and stops; if torchrun is already gone, the same at once."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        PR_SET_PDEATHSIG = 1
+        if prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):  # not Linux: torchrun's own stop handling still applies
+        return
+    expected = os.environ.get(PARENT_PID_ENV)
+    if expected and expected.isdigit() and os.getppid() != int(expected):
+        os.kill(os.getpid(), signal.SIGTERM)  # torchrun died before we asked: stop now

@@ -528,6 +528,14 @@ class Trainer:
         except Exception:
             pass
         try:
+            written = (
+                (self.jd.read_summary() or {}).get("status") if self.jd.path.is_dir() else None
+            )
+        except Exception:
+            written = None
+        if self.jd.is_done() or written in (results.COMPLETED, results.LEAKED):
+            return  # a measured result is final: a failure after it (a closed pipe) changes nothing
+        try:
             if self.jd.path.is_dir():
                 self.write_summary(
                     results.FAILED, error=error, failed_iter=self.state.iter, exit_code=exit_code
