@@ -257,8 +257,18 @@ def _kill_holder(holder: dict, sig: int) -> None:
             pass
 
 
+_CHAINED = (
+    "During handling of the above exception",
+    "The above exception was the direct cause",
+    "Traceback (most recent call last)",
+)
+
+
 class _Tail:
-    """Echoes the lines a job appends to its train.log, prefixed with its name, to our stdout."""
+    """Echoes the lines a job appends to its train.log, prefixed with its name, to our stdout.
+
+    A Python traceback (a crash in our code or the researcher's) stays in train.log: the echo
+    shows one line saying where it is, then the exception's own line (the cause)."""
 
     def __init__(
         self, path, offset: int, job: LaunchJob, lock: threading.Lock, poll_s: float = 0.2
@@ -266,8 +276,25 @@ class _Tail:
         self.path, self.offset, self.job, self.lock, self.poll_s = path, offset, job, lock, poll_s
         self._done = threading.Event()
         self._partial = b""
+        self._in_traceback = False
         self._thread = threading.Thread(target=self._run, name=f"tail-{job.name}", daemon=True)
         self._thread.start()
+
+    def _shown(self, line: str) -> str | None:
+        """The line as echoed, or None to hold it back (the body of a traceback)."""
+        if line.startswith(_CHAINED[:2]):  # a chained exception follows: one note is enough
+            self._in_traceback = True
+            return None
+        if line.startswith("Traceback (most recent call last)"):
+            if self._in_traceback:
+                return None
+            self._in_traceback = True
+            return f"(a traceback, kept in {self.path})"
+        if self._in_traceback:
+            if not line.strip() or line[0].isspace() or line.startswith(_CHAINED):
+                return None
+            self._in_traceback = False  # the exception's own line: the cause, shown
+        return line
 
     def _read(self) -> bool:
         """Print what is new; False once our stdout is gone (nothing more to do)."""
@@ -280,7 +307,9 @@ class _Tail:
         self.offset += len(data)
         *lines, self._partial = (self._partial + data).split(b"\n")
         for raw in lines:
-            line = raw.decode("utf-8", errors="replace").rstrip("\r")
+            line = self._shown(raw.decode("utf-8", errors="replace").rstrip("\r"))
+            if line is None:
+                continue
             try:
                 with self.lock:
                     print(f"[{self.job.name}] {line}", flush=True)

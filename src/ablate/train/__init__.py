@@ -5,11 +5,24 @@ counters), ``clock`` (the time box), ``signals`` (stop signals), ``records`` (tr
 summary, throughput), ``optim`` (AdamW groups, gradient accumulation, schedule), ``checkpoint``
 (atomic save, weights_only load, RNG states), ``distributed`` (process group), ``device``
 (device, precision, peak FLOP/s), ``env`` (env.json).
+
+``run_job``, ``main`` and ``grad_accum_for`` load on first use: ``python -m ablate.train`` runs
+``__main__`` only after this package is imported, and its first lines must catch stop signals
+before torch is loaded (seconds in which a signal would otherwise end the job unrecorded).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
-from ablate.train.job import main, run_job
-from ablate.train.optim import grad_accum_for
+
+_LAZY = {
+    "run_job": "ablate.train.job",
+    "main": "ablate.train.job",
+    "grad_accum_for": "ablate.train.optim",
+}
 
 __all__ = [
     "run_job",
@@ -20,3 +33,11 @@ __all__ = [
     "EXIT_USER_ERROR",
     "EXIT_PREEMPTED",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ablate.train' has no attribute {name!r}")
