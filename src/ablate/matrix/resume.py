@@ -17,7 +17,7 @@ from ablate.lock import describe_holder, lock_matrix, probe
 from ablate.matrix import runner
 from ablate.matrix.runner import matrix_settings, say
 from ablate.outcome import done_status
-from ablate.train.trackers import check_installed
+from ablate.train.trackers import check_trackers
 
 
 def run_resume(path: str) -> int:
@@ -60,8 +60,7 @@ def run_resume(path: str) -> int:
             plugins.load_for(
                 cfgs[job["name"]]
             )  # a plugin gone since the first run: one line, before any job
-        for name in sorted({c.tracker.name for c in cfgs.values()}):
-            check_installed(name)
+        check_trackers([c.tracker for c in cfgs.values()])  # one line before any job starts
         done = len(manifest.jobs) - len(cfgs)
         say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
         if not cfgs:

@@ -39,7 +39,7 @@ from ablate.outcome import (
     record_in_summary,
 )
 from ablate.report import terminal_summary, write_report
-from ablate.train.trackers import check_installed
+from ablate.train.trackers import check_trackers
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """What stops a running matrix cleanly: its jobs checkpoint, matrix.json says interrupted."""
@@ -63,8 +63,7 @@ def run_new(
     run, its cost and the preflight's verdict instead). Returns the process exit code."""
     launcher = settings.launcher.name
     root = Path(settings.results_root)
-    for name in sorted({j.cfg.tracker.name for j in jobs}):
-        check_installed(name)  # one line before any job starts, not one failed job per cell
+    check_trackers([j.cfg.tracker for j in jobs])  # one line before any job starts, not per job
     if (
         launcher == "slurm"
     ):  # plan, preflight or not: one sbatch script must fit every job, checked first
