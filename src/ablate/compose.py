@@ -131,7 +131,7 @@ def parse_overrides(args: list[str]) -> list[Override]:
     try:
         return OverridesParser.create().parse_overrides(args)
     except HydraException as e:
-        raise ConfigError(_first_line(e)) from None
+        raise ConfigError(schema.parse_error_message(args, e)) from None
 
 
 def expand_sweeps(args: list[str], multirun: bool) -> list[list[str]]:

@@ -4,7 +4,9 @@ Hydra accepts a missing option of an ``optional`` group (``experiment=smok`` sil
 the code defaults) and answers an unknown key with a hint to add it with ``+``. Both send a
 typo into a training run, so every override is checked here before Hydra composes it: a group
 choice must be one of the group's options, a key must exist in the schema (``ablate.config``),
-and a near miss is named ("did you mean budget.box_seconds?").
+and a near miss is named ("did you mean budget.box_seconds?"); a value must fit its key's type
+(``budget.max_iters=abc`` names the key, the type and the value, where OmegaConf would say
+"Error merging override"). An override the grammar cannot parse is named with how to quote it.
 
 Groups and options come from Hydra's config sources (``ConfigSources``, built from Hydra's public
 API), so every directory on its search path counts, not only ``conf/``.
@@ -13,11 +15,14 @@ API), so every directory on its search path counts, not only ``conf/``.
 from __future__ import annotations
 
 import difflib
+import enum
 import re
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, get_type_hints
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
@@ -240,6 +245,8 @@ def check_overrides(overrides: Iterable[Any], groups: dict[str, list[str]]) -> N
                     )
             continue
         if name in keys:
+            if not o.is_delete():
+                check_value_type(name, o)
             continue
         raise ConfigError(unknown_key_message(name, groups))
 
@@ -249,6 +256,131 @@ def _values(o: Override) -> list[Any]:
         return list(o.sweep_string_iterator())
     value = o.value()
     return [value]
+
+
+# --------------------------------------------------------------------------- value types
+
+
+def field_type(key: str) -> Any:
+    """The annotated type of a dotted schema key (``budget.max_iters`` -> ``int | None``)."""
+    obj: Any = ComposedConfig
+    kind: Any = None
+    for part in key.split("."):
+        hints = get_type_hints(obj if isinstance(obj, type) else type(obj))
+        kind = hints[part]
+        obj = _dataclass_in(kind)
+    return kind
+
+
+def _dataclass_in(kind: Any) -> Any:
+    for k in (kind, *typing.get_args(kind)):
+        if isinstance(k, type) and is_dataclass(k):
+            return k
+    return None
+
+
+def describe_type(kind: Any) -> str:
+    """What a value of this annotated type is, in words ("an integer or null")."""
+    args = typing.get_args(kind)
+    if args and type(None) in args and (typing.get_origin(kind) in (typing.Union, types.UnionType)):
+        rest = [a for a in args if a is not type(None)]
+        inner = describe_type(rest[0]) if len(rest) == 1 else " or ".join(map(describe_type, rest))
+        return f"{inner} or null"
+    origin = typing.get_origin(kind)
+    if origin in (list, tuple):
+        return (
+            f"a list ([a,b]) of {describe_type(args[0]).removeprefix('a ').removeprefix('an ')}s"
+            if args
+            else "a list"
+        )
+    if origin is dict:
+        return "a mapping ({key: value})"
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "an integer"
+    if kind is float:
+        return "a number"
+    if kind is str:
+        return "a string"
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return "one of " + ", ".join(str(m.value) for m in kind)
+    if _dataclass_in(kind) is not None:
+        return "a group of keys"
+    return getattr(kind, "__name__", str(kind))
+
+
+def check_value_type(key: str, o: Any) -> None:
+    """Refuse a value the key's type cannot take (``budget.max_iters=abc``, ``hardware.compile=maybe``,
+    ``budget.max_iters=2.5``), each value of a sweep included, in one line: key, expected type and
+    value. OmegaConf decides, with the rules it will apply when composing (``"12"`` is an
+    integer, ``yes`` is true); interpolations (``${...}``) are left to composition."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    kind = field_type(key)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return  # enums: composition names the key and its values (ablate.config.choice_error)
+    values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+    for value in values:
+        if isinstance(value, str) and "${" in value:
+            continue
+        node = OmegaConf.structured(ComposedConfig)
+        try:
+            OmegaConf.update(node, key, value, merge=True)
+        except OmegaConfBaseException:
+            shown = "null" if value is None else value
+            raise ConfigError(
+                f"{key}={shown!s}: {key} takes {describe_type(kind)}, not {_shown(value)}"
+            ) from None
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value)
+    return f"{value!r} ({type(value).__name__})"
+
+
+# --------------------------------------------------------------------------- override grammar
+
+
+def parse_error_message(args: list[str], error: BaseException) -> str:
+    """One line for an override Hydra's grammar cannot parse: which one, and how to quote it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        try:
+            parser.parse_overrides([arg])
+        except Exception:
+            key, _, value = _printable(arg).partition("=")
+            if _printable(arg) != arg:
+                return (
+                    f"{_printable(arg)}: a value on the command line cannot hold control "
+                    "characters (a newline, a tab); remove them"
+                )
+            if any(ord(c) > 127 for c in value):
+                return (
+                    f"{arg}: Hydra's override grammar takes characters outside ASCII only inside "
+                    f"quotes; write {key}='{value}'"
+                )
+            return (
+                f"{arg}: not an override Hydra can parse ({_printable(_first(error))}); quote a value with "
+                f"spaces or any of , [ ] {{ }} ( ) = ' \" : {key}='{value}'"
+            )
+    return _first(error)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters written as escapes (a newline as \\n): one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _first(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 # --------------------------------------------------------------------------- package header
