@@ -8,6 +8,7 @@ is there and valid, the output directory is writable, and GPUs and batch arithme
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 import models
+from ablate import results
 from ablate.compose import JobSpec
 from ablate.config import MatrixSettings, RunConfig, job_nodes, to_container
 from ablate.data import ValWindows, final_val_windows, resolve_dataset
@@ -52,17 +54,52 @@ def check_model(
     try:
         torch.manual_seed(seed)
         model = models.build_model(dict(model_cfg))  # full size: what the job will train
+        if not causality:
+            return [], None
+        report = models.check_causal(model, seed=seed)
     except models.ModelConfigError as e:
         return [str(e)], None
-    if not causality:
-        return [], None
-    report = models.check_causal(model, seed=seed)
+    except (MemoryError, RuntimeError) as e:
+        if not _allocation_failed(e):
+            raise
+        return [_allocation_message(model_cfg, e)], None
     record = report.to_record()
     if not report.ok:
         return [
             f"{report.message}; refusing to train a step that sees future tokens or other rows"
         ], record
     return [], record
+
+
+def _allocation_failed(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, MemoryError) or any(
+        t in text for t in ("can't allocate memory", "Cannot allocate memory", "out of memory")
+    )
+
+
+def _allocation_message(model_cfg: dict, e: BaseException) -> str:
+    """One line for a model the preflight could not even allocate: its size, and the limit that
+    is likely to blame (the address-space limit, ``ulimit -v``, is often far below the RAM)."""
+    import resource
+
+    c = model_cfg
+    try:  # parameters: embeddings + 12 d^2 per layer (GPT-2's shape; a rough figure)
+        params = c["vocab_size"] * c["n_embd"] + c["block_size"] * c["n_embd"]
+        params += 12 * c["n_layer"] * c["n_embd"] ** 2
+        size = f"about {params / 1e6:,.0f}M parameters, {params * 4 / 2**30:,.1f} GiB in fp32"
+    except (KeyError, TypeError):
+        size = "its parameters"
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    limit = (
+        f"this process may map at most {soft / 2**30:,.1f} GiB of address space (ulimit -v), "
+        "which counts every mapping, not only RAM in use; raise it, or make the model smaller"
+        if soft != resource.RLIM_INFINITY
+        else "the machine has too little free memory for it; free memory or make the model smaller"
+    )
+    asked = re.search(r"tried to allocate (\d+) bytes", str(e))
+    cause = f"; {int(asked.group(1)) / 2**20:,.0f} MiB more were refused" if asked else ""
+    return f"building the model ({size}) failed to allocate memory{cause}: {limit}"
 
 
 def check_batch(cfg: RunConfig, world_size: int) -> list[str]:
@@ -139,6 +176,56 @@ def check_output_dir(root: Path, create: bool = True) -> list[str]:
             f"output directory {root} is not writable ({e.strerror}); set results_root to a writable path"
         ]
     return []
+
+
+# The longest name a job writes below its directory (temporary twins of its files, tracker run
+# folders: wandb/run-<date>-<id>/files/..., tensorboard events with a host name), with room to spare.
+JOB_FILES_RESERVE = 160
+# A matrix directory's name: test_matrix_results_YYYYMMDD_HHMMSS and a _NNNN tie-breaker.
+MATRIX_NAME_RESERVE = len(results.MATRIX_PREFIX) + len("YYYYMMDD_HHMMSS") + 5
+
+
+def check_path_lengths(root: Path, job_names: list[str]) -> str | None:
+    """Why the files of these jobs could not be written under ``root`` (the system's limits on a
+    path and on one name in it), or None. Checked before anything is created: past the limit,
+    creating a matrix would fail half way."""
+    absolute = Path(os.path.abspath(os.path.expanduser(root)))
+    existing = absolute
+    while not _exists(existing) and existing != existing.parent:
+        existing = existing.parent
+    try:
+        path_max = os.pathconf(existing, "PC_PATH_MAX")
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        path_max, name_max = 4096, 255
+    long_part = next((part for part in absolute.parts if len(part.encode()) > name_max), None)
+    if long_part is not None:
+        return (
+            f"results_root has a folder name of {len(long_part.encode()):,} bytes, beyond this "
+            f"system's limit of {name_max} for one name; choose a shorter results_root"
+        )
+    longest = max(job_names, key=len, default="")
+    if len(longest.encode()) > name_max:
+        return (
+            f"job name {longest[:60]}... is {len(longest.encode()):,} bytes long, beyond this "
+            f"system's limit of {name_max} for one name; sweep fewer keys or shorter values"
+        )
+    need = len(str(absolute).encode()) + 1 + MATRIX_NAME_RESERVE + 1 + len(longest.encode())
+    need += 1 + JOB_FILES_RESERVE
+    if need >= path_max:
+        return (
+            f"results_root is {len(str(absolute)):,} characters long: the files of job "
+            f"{longest} would need paths of up to about {need:,} bytes, beyond this system's limit "
+            f"of {path_max:,} (PATH_MAX); choose a shorter results_root"
+        )
+    return None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # ENAMETOOLONG
+        return False
 
 
 def world_size(cfg: RunConfig, nodes: int = 1) -> int:

@@ -11,10 +11,12 @@ from a job's config.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 from pathlib import Path
 
 from ablate import results
+from ablate.atomic import is_disk_full
 from ablate.compose import JobSpec, config_yaml
 from ablate.config import (
     MatrixSettings,
@@ -23,14 +25,14 @@ from ablate.config import (
     to_container,
     wall_seconds,
 )
-from ablate.errors import AblateError, PreflightError
+from ablate.errors import AblateError, ConfigError, DiskFullError, PreflightError
 from ablate.launch import slurm
 from ablate.launch.job import LaunchJob
 from ablate.launch.local import LocalLauncher, torchrun_command
 from ablate.lock import DirLock, lock_matrix
 from ablate.matrix import progress, reuse
 from ablate.matrix.plan import format_plan
-from ablate.matrix.preflight import describe_failures, preflight
+from ablate.matrix.preflight import check_path_lengths, describe_failures, preflight
 from ablate.outcome import (
     MATRIX_COMPLETED,
     MATRIX_NOT_COMPLETED,
@@ -64,6 +66,9 @@ def run_new(
     launcher = settings.launcher.name
     root = Path(settings.results_root)
     check_trackers([j.cfg.tracker for j in jobs])  # one line before any job starts, not per job
+    problem = check_path_lengths(root, [j.name for j in jobs])  # before anything is created
+    if problem:
+        raise ConfigError(problem)
     if (
         launcher == "slurm"
     ):  # plan, preflight or not: one sbatch script must fit every job, checked first
@@ -128,34 +133,12 @@ def run_new(
                 with contextlib.suppress(OSError):
                     matrix_dir.rmdir()
                 raise
-            manifest = results.Manifest.create(
-                matrix_dir,
-                command=["python", "-m", "ablate.matrix", *argv],
-                launcher=launcher,
-                order=_unique([j.step for j in jobs]),
-                baseline=None,
-                settings=to_container(settings),
-            )
-            for job in jobs:
-                jd = results.JobDir(matrix_dir / job.name)
-                axes = {k: v for k, v in job.swept.items() if k not in ("step", "seed")}
-                if job.name in reused:
-                    reuse.fill(reused[job.name], jd)
-                    manifest.add_job(
-                        job.name,
-                        job.overrides,
-                        step=job.step,
-                        seed=job.seed,
-                        axes=axes,
-                        status=results.COMPLETED,
-                        ended=reuse.original_end(reused[job.name]),
-                        reused_from=str(reused[job.name].original),
-                    )
-                    continue
-                jd.path.mkdir()
-                results.atomic_write_text(jd.config, config_yaml(job.cfg))
-                results.write_causality_init(jd, causality.get(job.name))
-                manifest.add_job(job.name, job.overrides, step=job.step, seed=job.seed, axes=axes)
+            try:
+                manifest = _create(matrix_dir, jobs, settings, argv, causality, reused)
+            except (OSError, AblateError) as e:
+                lock.release()
+                lock = None
+                raise _creation_failed(matrix_dir, e) from None
         say(f"matrix directory: {matrix_dir}")
         cfgs = {j.name: j.cfg for j in to_train}
         if not cfgs:  # every job reused: nothing to launch
@@ -164,6 +147,67 @@ def run_new(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _create(
+    matrix_dir: Path,
+    jobs: list[JobSpec],
+    settings: MatrixSettings,
+    argv: list[str],
+    causality: dict[str, dict | None],
+    reused: dict[str, reuse.Reuse],
+) -> results.Manifest:
+    """matrix.json and every job's directory with its config.yaml in a fresh matrix directory; a
+    job in ``reused`` gets the finished run's files instead (reuse.fill) and is completed."""
+    manifest = results.Manifest.create(
+        matrix_dir,
+        command=["python", "-m", "ablate.matrix", *argv],
+        launcher=settings.launcher.name,
+        order=_unique([j.step for j in jobs]),
+        baseline=None,
+        settings=to_container(settings),
+    )
+    for job in jobs:
+        jd = results.JobDir(matrix_dir / job.name)
+        axes = {k: v for k, v in job.swept.items() if k not in ("step", "seed")}
+        if job.name in reused:
+            reuse.fill(reused[job.name], jd)
+            manifest.add_job(
+                job.name,
+                job.overrides,
+                step=job.step,
+                seed=job.seed,
+                axes=axes,
+                status=results.COMPLETED,
+                ended=reuse.original_end(reused[job.name]),
+                reused_from=str(reused[job.name].original),
+            )
+            continue
+        jd.path.mkdir()
+        results.atomic_write_text(jd.config, config_yaml(job.cfg))
+        results.write_causality_init(jd, causality.get(job.name))
+        manifest.add_job(job.name, job.overrides, step=job.step, seed=job.seed, axes=axes)
+    return manifest
+
+
+def _creation_failed(matrix_dir: Path, e: Exception) -> AblateError:
+    """A matrix directory that could not be made whole (disk full, quota, a path too long) is
+    removed: half of one would resume only the jobs it lists. Nothing in it ran yet."""
+    cause = " ".join(str(e).split()).split("; free space there")[0]
+    if isinstance(e, OSError) and not isinstance(e, AblateError):
+        cause = f"{e.strerror or type(e).__name__}: {e.filename or matrix_dir}"
+    try:
+        shutil.rmtree(matrix_dir)
+        kept = "nothing was kept"
+    except OSError:
+        kept = f"remove {matrix_dir} (nothing in it ran)"
+    if isinstance(e, DiskFullError) or is_disk_full(e, matrix_dir.parent):
+        fix = "free space there (or choose another results_root) and run the same command again"
+    else:
+        fix = "fix that and run the same command again"
+    return AblateError(
+        f"could not create the matrix directory {matrix_dir} ({cause}); {kept}; {fix}"
+    )
 
 
 def _launch_and_report(

@@ -57,8 +57,38 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_dirs(patterns: Sequence[str], writes: bool, out: str | None) -> None:
+    """Refuse a folder that is not a matrix (before anything is read or written), and never write
+    a report into a folder ablate did not create as a matrix."""
+    from ablate import results as R
+
+    dirs = R.find_matrix_dirs(patterns)
+    for d in dirs:
+        if R.is_matrix_dir(d):
+            continue
+        subdirs = [p for p in d.iterdir() if p.is_dir()]
+        if any((p / R.SUMMARY).is_file() for p in subdirs):
+            continue  # job directories copied together by hand: readable, see below for writing
+        inside = [p.name for p in subdirs if R.is_matrix_dir(p)]
+        raise AblateError(
+            f"{d}: no jobs found, it is not a matrix directory (no {R.MANIFEST}, no job directory "
+            f"with {R.SUMMARY}); "
+            + (
+                f"it holds matrix directories: point at them ({d}/{R.MATRIX_PREFIX}*)"
+                if inside
+                else f"point at a results/{R.MATRIX_PREFIX}* directory"
+            )
+        )
+    if writes and out is None and not R.is_matrix_dir(dirs[0]):
+        raise AblateError(
+            f"{dirs[0]} has no {R.MANIFEST}: it is not a matrix directory, so the report is not "
+            "written into it; add --out DIR (or --no-write to only print it)"
+        )
+
+
 def run(argv: Sequence[str] | None = None) -> str:
     args = _parser().parse_args(argv)
+    _check_dirs(args.dirs, args.format == "markdown" and not args.no_write, args.out)
     from ablate import report  # deferred: pandas loads after argument parsing (fast --help)
 
     if args.target_loss is not None and not (
