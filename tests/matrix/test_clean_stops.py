@@ -259,3 +259,19 @@ def test_a_crash_keeps_its_traceback_in_train_log_only(tmp_path):
     assert f"(a traceback, kept in {mdir / 'V0' / results.LOG})" in out
     ends = [ln for ln in out.splitlines() if ln.startswith("[ablate] end V0:")]
     assert len(ends) == 1 and "RuntimeError: boom from a plugin" in ends[0], out[-3000:]
+
+
+def test_a_failure_after_the_completed_summary_never_rewrites_it(tmp_path, monkeypatch):
+    """What an orphaned worker did when its stdout pipe broke after training: the measured result
+    stays completed; the failure goes to train.log only."""
+    from ablate.train import run_job, trainer
+
+    def broken_pipe(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(trainer.Trainer, "_keep_model_and_mark_done", broken_pipe)
+    job = make_job(tmp_path, budget__max_iters=4, budget__eval_interval=4)
+    with pytest.raises(BrokenPipeError):
+        run_job(job)
+    s = summary(job)
+    assert s["status"] == "completed" and s["exit_code"] == 0 and s["iterations"] == 4

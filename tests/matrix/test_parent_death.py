@@ -19,9 +19,11 @@ loss, completed in matrix.json and summary.json, DONE, a report, no process left
 from __future__ import annotations
 
 import os
+import pty
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -229,3 +231,50 @@ def test_a_stopped_job_checkpoints_and_resume_finishes_it_exactly(tmp_path, refe
     assert _end_state(mdir) == reference
     assert results.JobDir(mdir / "V0").read_summary()["resumed"] == 1
     _no_traceback(resume.stdout, resume.stderr, (mdir / "V0" / results.LOG).read_text())
+
+
+def test_a_closed_terminal_stops_the_matrix_cleanly(tmp_path, reference):
+    """The runner's terminal goes away (SIGHUP, then every write to it fails with EIO): the job
+    still checkpoints, matrix.json still says interrupted, and resume= finishes the job."""
+    root = tmp_path / "r"
+    master, slave = pty.openpty()
+    env = _env()
+    env["TERM"] = "xterm"  # a terminal: the live progress view is drawn
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "ablate.matrix", *ARGS[:-1], f"results_root={root}"],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        env=env,
+    )
+    os.close(slave)
+    drained = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            drained.append(data)
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    mdir = _wait_for_iter(root, runner, 4)
+    below = _descendants(runner.pid)
+    os.close(master)  # the terminal is gone: the runner's writes fail from now on
+    os.kill(runner.pid, signal.SIGHUP)
+    assert runner.wait(timeout=300) == 3
+    _wait_gone(below)
+    assert results.Manifest.load(mdir).job("V0")["status"] == "interrupted"
+    s = results.JobDir(mdir / "V0").read_summary()
+    assert s["stopped_by"] == "SIGTERM" and s["exit_code"] == 3
+    assert "\x1b[" in b"".join(drained).decode("utf-8", "replace")  # the live view was drawn
+    _no_traceback((mdir / "V0" / results.LOG).read_text())
+
+    resume = _run(f"resume={mdir}")
+    assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
+    assert _end_state(mdir) == reference

@@ -13,7 +13,7 @@ from ablate.config import TrackerConfig
 from ablate.errors import ConfigError
 from ablate.matrix import runner
 from ablate.matrix.__main__ import main
-from ablate.train.trackers import check_usable
+from ablate.train.tracker_checks import check_usable
 
 TINY = [
     "experiment=smoke",

@@ -183,7 +183,7 @@ class LocalLauncher:
         env.setdefault("PET_SHUTDOWN_TIMEOUT", str(int(self.stop_grace_s * 0.9)))
         env["PYTHONUNBUFFERED"] = "1"
         env[LOG_CAPTURED_ENV] = (
-            "1"  # we write its output to train.log: the trainer must not as well
+            "1"  # its output goes to train.log: the trainer must not write it there as well
         )
         if self.device == "cpu" and self.slots > 1 and "OMP_NUM_THREADS" not in job.env:
             # Side-by-side CPU jobs share the cores instead of oversubscribing them.

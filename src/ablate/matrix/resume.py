@@ -17,7 +17,7 @@ from ablate.lock import describe_holder, lock_matrix, probe
 from ablate.matrix import runner
 from ablate.matrix.runner import matrix_settings, say
 from ablate.outcome import done_status
-from ablate.train.trackers import check_trackers
+from ablate.train.tracker_checks import check_trackers
 
 
 def run_resume(path: str) -> int:

@@ -41,7 +41,7 @@ from ablate.outcome import (
     record_in_summary,
 )
 from ablate.report import terminal_summary, write_report
-from ablate.train.trackers import check_trackers
+from ablate.train.tracker_checks import check_trackers
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """What stops a running matrix cleanly: its jobs checkpoint, matrix.json says interrupted."""

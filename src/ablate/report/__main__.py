@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ablate import results as R
 from ablate.errors import AblateError, die
 
 
@@ -60,8 +61,6 @@ def _parser() -> argparse.ArgumentParser:
 def _check_dirs(patterns: Sequence[str], writes: bool, out: str | None) -> None:
     """Refuse a folder that is not a matrix (before anything is read or written), and never write
     a report into a folder ablate did not create as a matrix."""
-    from ablate import results as R
-
     dirs = R.find_matrix_dirs(patterns)
     for d in dirs:
         if R.is_matrix_dir(d):
