@@ -12,7 +12,7 @@ from tabulate import tabulate
 
 from ablate import console, results
 from ablate.launch import slurm
-from ablate.lock import LockHeld, LockUnavailable, describe_holder, lock_matrix, probe
+from ablate.lock import DirLock, LockHeld, LockUnavailable, describe_holder, lock_matrix, probe
 from ablate.matrix.progress import MatrixProgress, read, render
 from ablate.outcome import (
     EXIT_FAILED,
@@ -61,14 +61,8 @@ def status(path: str) -> int:
     if all(s == results.COMPLETED for s in statuses):
         return MATRIX_COMPLETED
     # Queued jobs of a matrix whose runner is gone wait for resume=, like stopped ones.
-    waiting = (
-        (results.RUNNING,)
-        if runner_line and "not running" in runner_line
-        else (
-            results.PENDING,
-            results.RUNNING,
-        )
-    )
+    runner_gone = bool(runner_line) and "not running" in runner_line
+    waiting = (results.RUNNING,) if runner_gone else (results.PENDING, results.RUNNING)
     if any(s in waiting for s in statuses) or any(
         state in slurm.ACTIVE_STATES for state in states.values()
     ):
@@ -87,10 +81,15 @@ def check_runner(manifest: results.Manifest, progress: MatrixProgress) -> str | 
     job recorded as queued or running really is, from its lock and files (matrix.json stays as
     the dead runner left it until ``resume=``). Returns the line to print about the runner."""
     open_jobs = [j for j in progress.jobs if j.status in (results.PENDING, results.RUNNING)]
-    runner = probe(manifest.dir)
-    if runner is not None:
-        return f"runner: {describe_holder(runner)}"
-    if not open_jobs:
+    try:
+        taken = DirLock(manifest.dir, "matrix").acquire()
+    except LockHeld as e:
+        return f"runner: {describe_holder(e.holder)}"
+    except LockUnavailable:  # a read-only copy, or no file locks here: matrix.json's word stands
+        return None
+    locks_work = taken.locked
+    taken.release()
+    if not locks_work or not open_jobs:
         return None
     for job in open_jobs:
         jd = manifest.job_dir(job.name)
