@@ -527,12 +527,8 @@ class Trainer:
             )
         except Exception:
             pass
-        try:
-            written = (
-                (self.jd.read_summary() or {}).get("status") if self.jd.path.is_dir() else None
-            )
-        except Exception:
-            written = None
+        record = self.jd.summary_record() if self.jd.path.is_dir() else None  # never raises
+        written = record.status if record is not None else None
         if self.jd.is_done() or written in (results.COMPLETED, results.LEAKED):
             return  # a measured result is final: a failure after it (a closed pipe) changes nothing
         try:

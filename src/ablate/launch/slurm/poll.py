@@ -138,11 +138,7 @@ def outcome(
             jd, EXIT_COMPLETED, None
         )  # completed, or leaked, with its error
         return status, (EXIT_COMPLETED if status == results.COMPLETED else EXIT_FAILED), error
-    summary = None
-    try:
-        summary = jd.read_summary()
-    except AblateError:
-        pass
+    summary = jd.summary_record()  # None when missing or unreadable (never raises)
     error = _task0_error(folder, job_id)
     if error is None and not (folder / f"{job_id}_0_result.pkl").is_file():
         log = folder / f"{job_id}_0_log.err"
