@@ -69,15 +69,24 @@ class MetricsWriter:
         self.close()
 
 
-def truncate_metrics_after(path: PathLike, iteration: int) -> list[str]:
-    """Drop records past ``iteration`` (a resumed run re-logs them), torn and unreadable lines.
+def truncate_metrics_after(
+    path: PathLike, iteration: int, evals_at_iteration: bool = True
+) -> list[str]:
+    """Drop records past ``iteration`` (a resumed run re-logs them), torn and unreadable lines;
+    ``evals_at_iteration=False`` drops the eval records at ``iteration`` too (the checkpoint of a
+    trained model is written before the final eval, which a restart redoes).
 
     Returns the problems found (lines dropped), for the caller to note once."""
     path = Path(path)
     if not path.is_file():
         return []
     records, problems = read_metrics(path)
-    kept = [r for r in records if r["iter"] <= iteration]
+    kept = [
+        r
+        for r in records
+        if r["iter"] < iteration
+        or (r["iter"] == iteration and (evals_at_iteration or r.get("kind") != "eval"))
+    ]
     atomic_write_text(path, "".join(to_json(r) + "\n" for r in kept))
     return problems
 

@@ -108,6 +108,21 @@ def load_checkpoint(path: os.PathLike | str) -> dict | None:
     return ckpt
 
 
+def checkpoint_state(path: os.PathLike | str) -> dict | None:
+    """The counters (``RunState``) a checkpoint holds, without reading its tensors into memory
+    (``mmap``); None when there is no checkpoint. An unreadable one: the error of
+    ``load_checkpoint``."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        ckpt = load_checkpoint(path)  # not mmap-able (an older torch's file): read it whole
+    state = ckpt.get("state") if isinstance(ckpt, dict) else None
+    return state if isinstance(state, dict) else {}
+
+
 # --------------------------------------------------------------------------- final weights
 
 WEIGHTS_FORMAT = "ablate-final-weights-1"

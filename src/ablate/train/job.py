@@ -1,6 +1,8 @@
 """The job entry: ``run_job(job_dir)`` and ``python -m ablate.train JOB_DIR``.
 
-A job directory with DONE, or whose summary.json already says completed, is never retrained.
+A job directory with DONE, or whose summary.json already says completed, is never retrained: a
+job killed during the steps after training restarts them from the checkpoint of its trained
+model (``Trainer._complete``), or, when they all ran, only writes the missing DONE.
 A folder without config.yaml is not a job directory: refused before anything is written there.
 
 The command line catches stop signals from its first line on (``signals.catch_early``) and, under
@@ -19,10 +21,12 @@ import traceback
 from pathlib import Path
 
 from ablate import results
+from ablate.config import Keep, load_job_config
 from ablate.errors import AblateError, ConfigError, DiskFullError
 from ablate.lock import lock_job
 from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
 from ablate.results import JobDir
+from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
 from ablate.train import signals
 from ablate.train.trainer import Trainer
@@ -70,24 +74,48 @@ def _run_locked(jd: JobDir, dinfo: dist_mod.DistInfo) -> dict:
     if jd.is_done():  # checked again under the lock: a DONE job is never retrained or rewritten
         if dinfo.is_main:
             print(f"{jd.path}: already complete (DONE exists); not retraining", flush=True)
-        summary = jd.read_summary() or {}
-        summary.update(exit_code=EXIT_COMPLETED, already_done=True)
-        return summary
-    try:
-        summary = jd.read_summary() if jd.summary.is_file() else None
-    except AblateError:  # a damaged summary is rewritten by the run; it must not block a resume
-        summary = None
-    if summary and summary.get("status") == results.COMPLETED:
-        # Died between the completed summary and DONE: the result is measured; never retrain it.
-        if dinfo.is_main:
-            print(
-                f"{jd.path}: summary.json says completed; writing the missing DONE marker",
-                flush=True,
-            )
-            jd.mark_done()
-        summary.update(exit_code=EXIT_COMPLETED, already_done=True)
-        return summary
+        return _already_done(jd.summary_record(), EXIT_COMPLETED)
+    summary = jd.summary_record()  # a damaged summary is rewritten by the run (never raises)
+    if summary is not None and summary.status in (results.COMPLETED, results.LEAKED):
+        # Killed after training. With the trained model's checkpoint the steps after training
+        # run again (Trainer._complete); without one they all ran but DONE: never retrain.
+        state = ckpt_mod.checkpoint_state(jd.checkpoint)
+        if state is None or not state.get("trained"):
+            if dinfo.is_main:
+                missing = _missing_after_training(jd, summary)
+                print(
+                    f"{jd.path}: summary.json says {summary.status}"
+                    + (
+                        f", but {missing} and no checkpoint of the trained model is left to "
+                        "redo it (written by an earlier version)"
+                        if missing
+                        else " and every step after training is on disk"
+                    )
+                    + "; writing the missing DONE marker",
+                    flush=True,
+                )
+                jd.mark_done()
+            code = EXIT_COMPLETED if summary.status == results.COMPLETED else EXIT_FAILED
+            return _already_done(summary, code)
     return Trainer(jd.path, dinfo).run()
+
+
+def _already_done(summary: results.JobSummary | None, code: int) -> dict:
+    out = summary.to_dict() if summary is not None else {}
+    out.update(exit_code=code, already_done=True)
+    return out
+
+
+def _missing_after_training(jd: JobDir, summary: results.JobSummary) -> str | None:
+    """What of the steps after training is not on disk (a job killed after its completed
+    summary and its checkpoint's removal lacks only DONE), or None."""
+    trained = (summary.causality or {}).get("trained")
+    if not isinstance(trained, dict) or trained.get("iteration") != summary.iterations:
+        return "no causality recheck of the trained weights is recorded"
+    keep = load_job_config(jd.config).budget.keep
+    if keep in (Keep.weights, Keep.checkpoint) and not jd.weights.is_file():
+        return f"budget.keep={keep.value} and {results.WEIGHTS} is missing"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,9 @@ class RunState:
     notes: list = field(default_factory=list)
     resumed: int = 0
     """How many times this run was resumed from a checkpoint."""
+    trained: bool = False
+    """Training reached its budget: a checkpoint with this set holds the trained model, and a
+    restart from it only redoes the steps after training (final eval, recheck, weights, DONE)."""
 
     def state_dict(self) -> dict:
         return asdict(self)

@@ -106,6 +106,10 @@ class Trainer:
         it_dev = torch.full((), st.iter, dtype=torch.int64, device=self.dev.device)
         self._since_log = (st.train_seconds, st.timed_iters)
         with StopSignals() as signals:
+            if st.trained:
+                # Killed during a step after training: only those steps remain, redone from the
+                # trained model (the final recheck follows at once, so no resume recheck).
+                return self._complete()
             if self.resumed_this_start and not causality.recheck(self, "resume"):
                 return self._leaked("resume")
             if clock.spent():
@@ -127,8 +131,8 @@ class Trainer:
                 end = clock.end(it)
                 if is_log or end:
                     self._log_progress(it, loss, lr, grad_norm)
-                if is_eval or end:  # evals and checkpoints stay out of the box
-                    evals.eval_and_record(self, final=end)
+                if is_eval and not end:  # evals and checkpoints stay out of the box
+                    evals.eval_and_record(self)  # (the final eval: _complete, after a checkpoint)
                 if sync.signal and not end:
                     self._stop_on_signal(it, sync.signal)
                 if not end and (
@@ -279,7 +283,10 @@ class Trainer:
         if self.is_main:  # files
             # From iteration 0 nothing of an earlier start is kept (its batch record would repeat).
             it = self.state.iter
-            dropped = results.truncate_metrics_after(self.jd.metrics, it if it > 0 else -1)
+            # A checkpoint of the trained model precedes the final eval: its records go too.
+            dropped = results.truncate_metrics_after(
+                self.jd.metrics, it if it > 0 else -1, evals_at_iteration=not self.state.trained
+            )
             notes_now = []
             if dropped:
                 note = f"{len(dropped)} unreadable metrics line(s) dropped on resume (first: {dropped[0]})"
@@ -413,8 +420,20 @@ class Trainer:
     # ------------------------------------------------------------------ the end
 
     def _complete(self) -> dict:
-        if self.last_eval_iter != self.state.iter or self.state.final_val_loss is None:
-            evals.eval_and_record(self, final=True)
+        """The steps after training, ordered so that a kill at any point restarts into the same
+        end state (the job directory's ``python -m ablate.train``, or ``resume=``):
+
+        1. checkpoint.pt of the trained model (``state.trained``): a restart resumes here;
+        2. the final eval (final_eval.json), redone after a restart: same weights, same windows;
+        3. summary.json says completed: the measured result is on disk;
+        4. the causality recheck of the trained weights, recorded in summary.json;
+        5. model.safetensors per ``budget.keep``, then checkpoint.pt removed unless kept;
+        6. DONE. A restart that finds 3-5 done and no checkpoint only writes DONE (train/job.py).
+        """
+        if not self.state.trained:
+            self.state.trained = True
+            self.save_checkpoint()  # all ranks
+        evals.eval_and_record(self, final=True)
         for w in records.budget_warnings(records.summary(self, results.COMPLETED)):
             if w not in self.state.notes:  # schedule cut short, box overrun, repeated data
                 self.state.notes.append(w)
@@ -458,11 +477,13 @@ class Trainer:
                     f"warning: final weights not written ({type(e).__name__}: {e}); checkpoint.pt kept"
                 )
         if self.is_main:
-            self.jd.mark_done()
             if keep != Keep.checkpoint:
-                # Optimizer state is only for resume, and a DONE job is never resumed.
+                # Optimizer state is only for resume, and a DONE job is never resumed. Removed
+                # before DONE, never after: a DONE job holds no stale checkpoint, and a kill in
+                # between leaves only DONE to write (the weights and the recheck are on disk).
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.jd.checkpoint)
+            self.jd.mark_done()
         dist_mod.barrier(self.dinfo)
 
     def _leaked(self, when: str) -> dict:
