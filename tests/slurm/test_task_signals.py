@@ -9,7 +9,25 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from ablate import results
+
+
+def _slurm_env() -> dict:
+    """The environment of a Slurm task of a one-task job (without a cluster)."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "7",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_JOB_NODELIST": "localhost",
+    }
+
 
 SCRIPT = textwrap.dedent(
     """\
@@ -31,22 +49,48 @@ def test_a_warning_after_the_job_is_done_neither_requeues_nor_kills_the_task(tmp
     jd.path.mkdir()
     jd.write_summary({"status": results.COMPLETED, "iterations": 10, "exit_code": 0})
     jd.mark_done()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
-        "SUBMITIT_EXECUTOR": "slurm",
-        "SLURM_JOB_ID": "7",
-        "SLURM_PROCID": "0",
-        "SLURM_LOCALID": "0",
-        "SLURM_NODEID": "0",
-        "SLURM_NTASKS": "1",
-        "SLURM_JOB_NUM_NODES": "1",
-        "SLURM_JOB_NODELIST": "localhost",
-    }
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(jd.path)],
-        env=env,
+        env=_slurm_env(),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 0 and "exited normally" in proc.stdout, proc.stdout + proc.stderr
+
+
+HAND_ON = textwrap.dedent(
+    """\
+    import signal, sys
+    from ablate.launch.slurm import task
+
+    # Stands for submitit's USR2 handler, which requeues the job (rank 0) and exits.
+    signal.signal(signal.SIGUSR2, lambda *a: sys.exit("the requeue handler ran"))
+    stopped_by = sys.argv[2]  # the trainer checkpointed on this signal and returned
+    task.run_job = lambda *a, **k: {"status": "running", "stopped_by": stopped_by, "exit_code": 3}
+    summary = task.TrainTask(sys.argv[1])()
+    print("returned after", summary["stopped_by"], flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGHUP", "SIGUSR2"])
+def test_only_slurms_signals_are_handed_on_after_a_clean_stop(tmp_path, signame):
+    """A job stopped by SIGINT (Ctrl-C on an srun) or SIGHUP checkpointed cleanly: the task returns
+    without calling Python's SIGINT handler (a KeyboardInterrupt traceback); Slurm's USR2 still
+    reaches submitit's handler (the requeue)."""
+    jd = results.JobDir(tmp_path / "V0")
+    jd.path.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", HAND_ON, str(jd.path), signame],
+        env=_slurm_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    if signame == "SIGUSR2":
+        assert proc.returncode == 1 and "the requeue handler ran" in out, out
+    else:
+        assert proc.returncode == 0 and f"returned after {signame}" in out, out

@@ -14,6 +14,9 @@ from submitit.helpers import Checkpointable
 from ablate import results
 from ablate.train import run_job
 
+HANDED_ON = ("SIGUSR1", "SIGUSR2", "SIGTERM")
+"""The stop signals whose handler (submitit's) runs after the trainer checkpointed on one."""
+
 
 class TrainTask(Checkpointable):
     """What one array task runs: the trainer on a job directory, as one rank of the job."""
@@ -40,10 +43,12 @@ class TrainTask(Checkpointable):
         if results.JobDir(Path(self.job_dir)).is_done():
             _ignore_late_warning()
         stopped_by = summary.get("stopped_by")
-        if stopped_by and not results.JobDir(Path(self.job_dir)).is_done():
+        if stopped_by in HANDED_ON and not results.JobDir(Path(self.job_dir)).is_done():
             # The trainer checkpointed on a signal and put submitit's handler back: hand the signal
             # on. For USR2 (time limit, preemption) submitit requeues this task and exits (on rank
-            # 0; or gives up after max_num_timeout time limits); for TERM it only logs.
+            # 0; or gives up after max_num_timeout time limits); for TERM it only logs. Only
+            # Slurm's own signals: Python's SIGINT handler would raise KeyboardInterrupt (a
+            # traceback after a clean stop), and SIGHUP has no handler to hand on to.
             signum = getattr(signal, str(stopped_by), None)
             handler = signal.getsignal(signum) if signum is not None else None
             if callable(handler):
