@@ -476,3 +476,22 @@ def test_done_job_drops_the_optimizer_state_by_default_and_keeps_nothing_with_no
     assert run_job(job)["status"] == "completed"
     jd = results.JobDir(job)
     assert jd.is_done() and not jd.weights.exists() and not jd.checkpoint.exists()
+
+
+def test_a_checkpoint_that_does_not_match_the_config_is_one_line(tmp_path):
+    """config.yaml changed since the checkpoint was written: one error line naming the file,
+    what does not fit and what to do, not load_state_dict's raw text (issue 23)."""
+    import shutil
+
+    done = make_job(tmp_path, "a", budget__max_iters=4, budget__keep="checkpoint")
+    assert run_job(done)["status"] == "completed"
+    job = make_job(tmp_path, "b", model__n_embd=32, budget__max_iters=4)
+    shutil.copy(done / "checkpoint.pt", job / "checkpoint.pt")
+    r = run_cli(job)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), r.stderr
+    assert "checkpoint.pt does not match the model this job's config.yaml builds" in errors[0]
+    assert "size mismatch for" in errors[0] and "delete checkpoint.pt" in errors[0]
+    assert "Traceback" not in r.stdout + r.stderr
+    assert summary(job)["status"] == "failed"

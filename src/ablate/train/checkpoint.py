@@ -108,6 +108,19 @@ def load_checkpoint(path: os.PathLike | str) -> dict | None:
     return ckpt
 
 
+def mismatch_message(path: os.PathLike | str, error: BaseException) -> str:
+    """One line for a checkpoint whose tensors do not fit the model and optimizer built from the
+    job's config.yaml (changed since the checkpoint was written)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    detail = "; ".join(lines[1:] if len(lines) > 1 else lines)
+    detail = detail if len(detail) <= 300 else detail[:297] + "..."
+    return (
+        f"{path} does not match the model this job's config.yaml builds ({detail}); the config "
+        f"changed since the checkpoint was written: restore config.yaml, or delete {Path(path).name} "
+        "to train the job from scratch"
+    )
+
+
 def checkpoint_state(path: os.PathLike | str) -> dict | None:
     """The counters (``RunState``) a checkpoint holds, without reading its tensors into memory
     (``mmap``); None when there is no checkpoint. An unreadable one: the error of

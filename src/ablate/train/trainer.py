@@ -372,8 +372,11 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoint
 
     def _restore(self, ck: dict) -> None:
-        self.raw_model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+        try:
+            self.raw_model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:  # torch's words: many lines
+            raise ConfigError(ckpt_mod.mismatch_message(self.jd.checkpoint, e)) from None
         keep_implementation(self.optimizer, self.optim_record)
         self.state.load_state_dict(ck["state"])
         saved = ck["state"].get("causality")
