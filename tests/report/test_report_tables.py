@@ -213,7 +213,15 @@ def test_values_derived_from_metrics_without_a_summary(tmp_path, damage):
         summary.write_text('{"status": "compl')
     md = report_of(mdir)
     notes = section(md, "Notes")
-    assert "V18: summary.json is " + ("missing" if damage == "missing" else "unreadable") in notes
+    if damage == "corrupt":
+        # A summary.json that is not JSON is a broken file (issue 23): the job is shown as
+        # unreadable with the reason, in one note, and not compared; its metrics are not guessed.
+        assert notes.count(str(summary)) == 1
+        assert f"V18: not compared, summary.json is unreadable: {summary}: not valid JSON" in notes
+        assert table_rows(md)[3][:3] == ["V18 ⚠", "RA + R-MLP", "unreadable"]  # no number shown
+        assert table_rows(md)[:3] == table_rows(report_of(make_matrix(tmp_path / "b", jobs)))[:3]
+        return
+    assert "V18: summary.json is missing" in notes
     assert "values derived from metrics.jsonl" in notes
     # Status comes from matrix.json (completed); values and gates from the metrics lines. Without
     # summary.json there is no causality record: the row is marked, the top says why, and it is

@@ -14,6 +14,7 @@ import contextlib
 import shutil
 import signal
 from pathlib import Path
+from typing import Any
 
 from ablate import results
 from ablate.atomic import is_disk_full
@@ -165,6 +166,7 @@ def _create(
         launcher=settings.launcher.name,
         order=_unique([j.step for j in jobs]),
         baseline=None,
+        experiments=_unique([j.cfg.experiment for j in jobs]),
         settings=to_container(settings),
     )
     for job in jobs:
@@ -373,8 +375,8 @@ def _deferred_interrupt():
         raise KeyboardInterrupt
 
 
-def _unique(items: list[str]) -> list[str]:
-    seen: list[str] = []
+def _unique(items: list[Any]) -> list[Any]:
+    seen: list[Any] = []
     for item in items:
         if item not in seen:
             seen.append(item)

@@ -48,7 +48,7 @@ def build(
     coll = collect(_dirs(matrix_dirs), baseline)
     coll.target_loss = target_loss
     stats = step_stats(coll.jobs, coll.order)
-    coll.pipeline_check = W.is_pipeline_check(coll.jobs)
+    coll.pipeline_check = W.is_pipeline_check(coll.experiments)
     coll.warnings = W.collect_warnings(coll.jobs, stats, coll.order, coll.curves)
     return coll, stats
 

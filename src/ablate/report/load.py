@@ -26,6 +26,9 @@ from ablate.outcome import reported_status
 from ablate.report.noise import block_se
 
 DEFAULT_BASELINE = "V0"
+UNREADABLE = "unreadable"
+"""The status of a job with a broken config.yaml, summary.json or final_eval.json (or that could not
+be read at all): shown with the reason, never compared."""
 
 # Columns of Collection.jobs, in order (one row per job).
 JOB_COLUMNS = [
@@ -159,6 +162,9 @@ class Collection:
     identities: dict[str, R.RunIdentity] = field(default_factory=dict)
     """Each job's identity by its row key (jobs without a readable identity.json are absent):
     ``identities[a].differences(identities[b])`` names what differs between two runs."""
+    experiments: list[Any] = field(default_factory=list)
+    """The matrices' experiment presets: matrix.json's "experiments", else (an older matrix) the
+    ``experiment`` of each job whose files could be read; never a broken job's guess."""
 
 
 def _num(value: Any) -> float:
@@ -202,8 +208,10 @@ def _read_job(
     record; the notes a reader of the report needs about it go to ``notes``, prefixed with ``key``."""
     label = key
     jd = job.jd
-    notes.extend(f"{label}: {p}" for p in job.problems)
-    notes.extend(f"{label}: {n}" for n in job.notes)
+    notes.extend(file_notes(label, job))
+    # A job with a broken file is not compared; its other notes would only hide why.
+    own_notes = [] if job.broken else notes
+    own_notes.extend(f"{label}: {n}" for n in job.notes)
     s = job.summary
     metrics = job.metrics
     has_records = metrics is not None and metrics.records > 0
@@ -212,6 +220,8 @@ def _read_job(
 
     manifest_status = entry.get("status")
     status = reported_status(jd, s, manifest_status, has_records)
+    if job.broken:
+        status = UNREADABLE
     if (
         status == R.FAILED
         and s is not None
@@ -223,16 +233,10 @@ def _read_job(
             f"(exit code {entry.get('exit_code')}); reported as failed"
         )
     error = (s.error if s is not None else None) or entry.get("error")
-
-    if s is None and has_records:
-        why = (
-            f"summary.json is unreadable ({job.summary_unreadable})"
-            if job.summary_unreadable
-            else "summary.json is missing"
-        )
-        notes.append(f"{label}: {why}; values derived from metrics.jsonl")
-    elif s is None and job.summary_unreadable:
-        notes.append(f"{label}: {job.summary_unreadable}; no metrics either, nothing to report")
+    if job.broken:
+        error = next(iter(job.broken.values()))
+    elif s is None and has_records:
+        own_notes.append(f"{label}: summary.json is missing; values derived from metrics.jsonl")
 
     row: dict[str, Any] = {
         "key": key,
@@ -268,7 +272,7 @@ def _read_job(
         row["final_val_tokens"] = _num(s.final_val_tokens if s is not None else None)
     row["val_loss"] = _num(job.val_loss)
     if not job.has_final_loss and status == R.COMPLETED and _finite(row["best_val_loss"]):
-        notes.append(
+        own_notes.append(
             f"{label}: no final full-set eval recorded; its best periodic val loss is used"
         )
 
@@ -282,7 +286,7 @@ def _read_job(
     row["nan"] = nan_iter is not None
     if nan_iter is not None:
         where = f" at iteration {nan_iter}" if nan_iter != -1 else ""
-        notes.append(f"{label}: non-finite loss (NaN/inf){where}")
+        own_notes.append(f"{label}: non-finite loss (NaN/inf){where}")
 
     gates = job.gates
     rmlp = gates.get("rmlp_w_rec")
@@ -292,13 +296,13 @@ def _read_job(
     ra = gates.get("ra_w_rec")
     row["ra_w_rec"] = ra or None
     if row["has_rmlp"] and not rmlp and status == R.COMPLETED:
-        notes.append(
+        own_notes.append(
             f"{label}: config.yaml has an R-MLP but no rmlp_w_rec gate values were recorded"
         )
     for name, vals in (("R-MLP w_rec", rmlp), ("RA w_rec", _flatten(ra) if ra else None)):
         flat = [_num(v) for v in vals] if vals else []
         if len(flat) > 1 and status == R.COMPLETED and all(v == flat[0] for v in flat):
-            notes.append(
+            own_notes.append(
                 f"{label}: every {name} value is exactly {flat[0]:+g}; the gate may never "
                 f"have moved from its initial value (a dead gradient?)"
             )
@@ -340,26 +344,26 @@ def _read_job(
             f"{label}: reused from {job.reused.original} (same identity; not trained again)"
         )
     if status == R.RUNNING:
-        notes.append(
+        own_notes.append(
             f"{label}: still running (iteration {_fmt_int(row['iterations'])}); its numbers may change"
         )
     elif status == R.PENDING:
-        notes.append(f"{label}: not started (pending)")
+        own_notes.append(f"{label}: not started (pending)")
     elif status == R.INTERRUPTED:
         by = f" by {s.stopped_by}" if s is not None and s.stopped_by else ""
-        notes.append(
+        own_notes.append(
             f"{label}: interrupted{by} at iteration {_fmt_int(row['iterations'])} after checkpointing; "
             f"`python -m ablate.matrix resume={matrix_dir}` continues it"
         )
     elif status == R.FAILED:
         at = f" at iteration {_fmt_int(row['failed_iter'])}" if _finite(row["failed_iter"]) else ""
-        notes.append(f"{label}: failed{at}: {_last_line(error) or 'no error message recorded'}")
+        own_notes.append(f"{label}: failed{at}: {_last_line(error) or 'no error message recorded'}")
     elif status == "unknown":
-        notes.append(
+        own_notes.append(
             f"{label}: no summary.json, no matrix.json status and no DONE marker; status unknown"
         )
     elif status == R.COMPLETED and not job.done:
-        notes.append(
+        own_notes.append(
             f"{label}: completed per summary.json but the DONE marker is missing "
             f"(interrupted while finishing?)"
         )
@@ -369,15 +373,20 @@ def _read_job(
         and s.post_training_error
         and not any("post-training" in n for n in trainer_notes)
     ):
-        notes.append(
+        own_notes.append(
             f"{label}: a step after training failed (the result was saved first): "
             f"{_last_line(s.post_training_error)}"
         )
-    notes.extend(f"{label}: trainer: {_last_line(n)}" for n in trainer_notes if n)
+    own_notes.extend(f"{label}: trainer: {_last_line(n)}" for n in trainer_notes if n)
     if _finite(row["resumed"]) and row["resumed"] > 0:
-        notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
+        own_notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
 
-    _causality_columns(row, s, label, notes)
+    _causality_columns(row, s, label, own_notes)
+    if job.broken:  # not compared: no numbers shown as if they were its results, no curve
+        for name in (*_NUMERIC, "val_loss", "val_se", "final_val_tokens"):
+            row[name] = math.nan
+        row["final_eval"] = None
+        return row, []
     curve_rows = [
         {
             "key": key,
@@ -392,6 +401,17 @@ def _read_job(
         for c in curve
     ]
     return row, curve_rows
+
+
+def file_notes(label: str, job: R.JobRecord) -> list[str]:
+    """One note per file with problems, naming it (its first problem, and how many more); a file
+    that makes the job not compared (``JobRecord.broken``) says so."""
+    out = []
+    for name, found in job.problems_by_file.items():
+        more = f" (and {len(found) - 1} more problem(s) in the file)" if len(found) > 1 else ""
+        why = f"not compared, {name} is unreadable: " if name in job.broken else ""
+        out.append(f"{label}: {why}{found[0]}{more}")
+    return out
 
 
 def _verdict(record: Any) -> str:
@@ -431,12 +451,17 @@ def _causality_columns(
     elif state == R.TRAINED_UNCHECKED and row["status"] == R.COMPLETED:
         notes.append(
             f"{label}: its trained weights were not rechecked for causality "
-            f"({_last_line((c.get('trained') or {}).get('message')) or 'no record'}); not presented as a result"
+            f"({_last_line(_message(c.get('trained'))) or 'no record'}); not presented as a result"
         )
     elif state == R.UNRECORDED and row["status"] == R.COMPLETED:
         notes.append(
             f"{label}: no causality record (results written before format 2?); not presented as a result"
         )
+
+
+def _message(record: Any) -> Any:
+    """A causality record's message (a record that is not an object has none)."""
+    return record.get("message") if isinstance(record, dict) else None
 
 
 def _last_line(text: Any) -> str:
@@ -485,12 +510,14 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
     seen_keys: dict[tuple[str, Any], str] = {}
     origins: dict[str, str] = {}  # the directory each run trained in -> its key
     identities: dict[str, R.RunIdentity] = {}
+    experiments: list[Any] = []
     multi = len(matrix_dirs) > 1
     for mdir in matrix_dirs:
         pairs, manifest = _jobs_of(mdir, notes)
         if not pairs:
             raise _no_jobs_error(mdir)
         steps_here: list[str] = []
+        rows_here: list[dict[str, Any]] = []
         for jd, entry in pairs:
             key = f"{mdir.name}/{jd.name}" if multi else jd.name
             job: R.JobRecord | None = None
@@ -509,7 +536,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
                     job_dir=str(jd.path),
                     step=str(entry.get("step") or jd.name.split("_")[0]),
                     seed=entry.get("seed"),
-                    status="unreadable",
+                    status=UNREADABLE,
                     nan=False,
                     has_rmlp=False,
                     source="-",
@@ -542,6 +569,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
             if job is not None and job.run_identity is not None:
                 identities[key] = job.run_identity
             rows.append(row)
+            rows_here.append(row)
             curves.extend(curve)
             dup = (row["step"], row["seed"])
             if dup in seen_keys and row["seed"] is not None:
@@ -550,6 +578,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
                     f"both are counted, and equal seeds understate the noise"
                 )
             seen_keys.setdefault(dup, key)
+        experiments += _experiments(mdir, manifest, rows_here, notes)
         declared = manifest.get("order")
         if isinstance(declared, list) and declared:
             steps_here = [s for s in map(str, declared) if s in steps_here] + [
@@ -566,9 +595,31 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
     for col in _TEXT_COLUMNS:
         jobs[col] = jobs[col].astype(object).where(jobs[col].notna(), None)
     curve_df = pd.DataFrame(curves, columns=CURVE_COLUMNS)
-    return Collection(
+    coll = Collection(
         list(matrix_dirs), jobs, curve_df, order, chosen, reason, notes, identities=identities
     )
+    coll.experiments = experiments
+    return coll
+
+
+def _experiments(
+    mdir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]], notes: list[str]
+) -> list[Any]:
+    """A matrix's experiment presets: matrix.json's record of what it ran (one broken job cannot
+    change what the whole report is), else the readable jobs' config.yaml."""
+    declared = manifest.get("experiments")
+    if (
+        isinstance(declared, list)
+        and declared
+        and all(isinstance(e, (str, type(None))) for e in declared)
+    ):
+        return declared
+    if declared is not None:
+        notes.append(
+            f"{mdir / R.MANIFEST}: 'experiments' is {str(declared)[:60]!r}, not a list of preset "
+            "names; the jobs' config.yaml say which presets ran"
+        )
+    return [r["experiment"] for r in rows if r["status"] != UNREADABLE]
 
 
 def _resolve_baseline(

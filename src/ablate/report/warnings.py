@@ -47,9 +47,9 @@ def _names(keys: list[str], limit: int = 8) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def is_pipeline_check(jobs: pd.DataFrame) -> bool:
-    exps = [e for e in jobs["experiment"]]
-    return bool(exps) and all(e == SMOKE_EXPERIMENT for e in exps)
+def is_pipeline_check(experiments: list[Any]) -> bool:
+    """Every experiment preset the matrices ran is the smoke preset (``Collection.experiments``)."""
+    return bool(experiments) and all(e == SMOKE_EXPERIMENT for e in experiments)
 
 
 def collect_warnings(

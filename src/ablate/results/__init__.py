@@ -120,7 +120,7 @@ from ablate.results.names import (
     now_iso,
     sanitize_name,
 )
-from ablate.results.reader import ConfigFacts, EnvFacts, JobRecord, read_job
+from ablate.results.reader import COMPARED_FILES, ConfigFacts, EnvFacts, JobRecord, read_job
 from ablate.results.summary import SUMMARY_KEYS, JobSummary, load_summary
 
 __all__ = [
@@ -168,6 +168,7 @@ __all__ = [
     "FinalEval",
     "JobDir",
     "JobRecord",
+    "COMPARED_FILES",
     "JobSummary",
     "Manifest",
     "MetricsFacts",

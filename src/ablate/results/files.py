@@ -65,6 +65,10 @@ def read_json(path: PathLike) -> dict[str, Any]:
         raise ResultsFormatError(
             f"{path}: not valid JSON ({e.msg} at line {e.lineno}); the file is corrupt"
         ) from None
+    except (ValueError, RecursionError) as e:  # an integer of 5,000 digits; brackets nested deep
+        raise ResultsFormatError(
+            f"{path}: not readable as JSON ({type(e).__name__}: {str(e)[:80]}); the file is corrupt"
+        ) from None
     if not isinstance(obj, dict):
         raise ResultsFormatError(f"{path}: expected a JSON object, found {type(obj).__name__}")
     return obj
@@ -92,6 +96,10 @@ def read_yaml(path: PathLike) -> dict[str, Any]:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
         raise ResultsFormatError(f"{path}: not valid YAML{at}; the file is corrupt") from None
+    except (ValueError, RecursionError) as e:  # a value the loader cannot build; deep nesting
+        raise ResultsFormatError(
+            f"{path}: not readable as YAML ({type(e).__name__}: {str(e)[:80]}); the file is corrupt"
+        ) from None
     if not isinstance(obj, dict):
         raise ResultsFormatError(f"{path}: expected a YAML mapping, found {type(obj).__name__}")
     return obj

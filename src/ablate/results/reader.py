@@ -34,6 +34,7 @@ from ablate.results.metrics import (
     metrics_facts,
     read_metrics,
 )
+from ablate.results.names import CONFIG, ENV, FINAL_EVAL, IDENTITY, METRICS, REUSED, SUMMARY
 from ablate.results.summary import JobSummary, load_summary
 
 Problems = list[str]
@@ -165,10 +166,23 @@ class JobRecord:
     gates: dict[str, list[Any]] = field(default_factory=dict)
     """Final gate values (mode "report"): summary.json's, else the last eval record's; per layer
     (and per head for ``ra_*``), each number a float. A gate of another shape is left out."""
-    problems: Problems = field(default_factory=list)
-    """What could not be read or was skipped, one line each, naming the file."""
+    problems_by_file: dict[str, Problems] = field(default_factory=dict)
+    """What could not be read or was skipped, one line each naming the file, by the file's name
+    (config.yaml, summary.json, env.json, final_eval.json, metrics.jsonl)."""
+    broken: dict[str, str] = field(default_factory=dict)
+    """The files a comparison rests on (``COMPARED_FILES``) that exist but are not as documented
+    (not valid YAML/JSON, truncated, not an object, a value of the wrong type), each with the
+    first problem found: such a job is not compared (the report shows it as unreadable)."""
     notes: Problems = field(default_factory=list)
     """Where one file's value was taken over another's, one line each (for the report's Notes)."""
+
+    @property
+    def problems(self) -> Problems:
+        """Every problem of every file, one line each, naming the file."""
+        return [p for found in self.problems_by_file.values() for p in found]
+
+    def _problems(self, name: str) -> Problems:
+        return self.problems_by_file.setdefault(name, [])
 
     # ------------------------------------------------------------------ identity
 
@@ -378,6 +392,12 @@ def _read(
         return None
 
 
+COMPARED_FILES = (CONFIG, SUMMARY, FINAL_EVAL)
+"""The files a job's comparison rests on: what ran (config.yaml), how it ended and its numbers
+(summary.json), its final loss and noise (final_eval.json). One of them broken, the job is not
+compared (``JobRecord.broken``); a broken env.json or metrics.jsonl costs only its own values."""
+
+
 def read_job(jd: JobDir, mode: ReadMode = "report", config: ConfigFacts | None = None) -> JobRecord:
     """Read one job directory; never raises for what is in its files.
 
@@ -387,42 +407,66 @@ def read_job(jd: JobDir, mode: ReadMode = "report", config: ConfigFacts | None =
     summary.json and the last train record from the tail of metrics.jsonl; "summary" (the outcome
     rules) summary.json only. ``config``: facts read before, so config.yaml is not read again."""
     rec = JobRecord(jd, done=jd.is_done())
-    problems = rec.problems
     if config is not None:
         rec.config = config
     elif mode != "summary":
-        raw = _read(read_job_config, jd.config, problems)
+        raw = _read(read_job_config, jd.config, rec._problems(CONFIG))
         if raw is not None:
-            rec.config = ConfigFacts.parse(raw, str(jd.config), problems)
+            rec.config = ConfigFacts.parse(raw, str(jd.config), rec._problems(CONFIG))
     rec.summary, summary_problems = load_summary(jd.summary)
     if rec.summary is None and summary_problems:
         rec.summary_unreadable = summary_problems[0]
-    else:
-        problems.extend(summary_problems)
+    rec._problems(SUMMARY).extend(summary_problems)
     if mode == "progress":
         rec.last_train = last_train_record(jd.metrics)
-    if mode not in ("report", "index"):
-        return rec
-    env = _read(read_json, jd.env, problems)
+    if mode in ("report", "index"):
+        _read_env_and_identity(rec)
+    if mode == "report":
+        _read_the_rest(rec)
+    for name in COMPARED_FILES:
+        found = rec.problems_by_file.get(name)
+        if found:
+            rec.broken[name] = found[0]
+    if mode == "report":
+        if rec.summary is not None and rec.summary.gates:  # a gate's shape costs only its values
+            rec.gates = _gates(rec.summary.gates, str(jd.summary), rec._problems(SUMMARY))
+        elif rec.metrics is not None:
+            rec.gates = _gates(rec.metrics.gates, str(jd.metrics), rec._problems(METRICS))
+        _cross_check(rec)
+    rec.problems_by_file = {name: found for name, found in rec.problems_by_file.items() if found}
+    return rec
+
+
+def _read_env_and_identity(rec: JobRecord) -> None:
+    """env.json, identity.json and reused.json (modes "report" and "index")."""
+    jd = rec.jd
+    env = _read(read_json, jd.env, rec._problems(ENV))
     if env is not None:
-        rec.env = EnvFacts.parse(env, str(jd.env), problems)
+        rec.env = EnvFacts.parse(env, str(jd.env), rec._problems(ENV))
     rec.run_identity, identity_problem = load_identity(jd)
+    if identity_problem:
+        rec._problems(IDENTITY).append(identity_problem)
     rec.reused, reused_problem = read_reused(jd)
-    problems.extend(p for p in (identity_problem, reused_problem) if p)
-    if mode == "index":
-        return rec
+    if reused_problem:
+        rec._problems(REUSED).append(reused_problem)
+
+
+def _read_the_rest(rec: JobRecord) -> None:
+    """metrics.jsonl and final_eval.json (mode "report")."""
+    jd = rec.jd
     if jd.metrics.is_file():
         records, metric_problems = read_metrics(jd.metrics)
-        problems.extend(metric_problems)
+        rec._problems(METRICS).extend(metric_problems)
         rec.metrics = metrics_facts(records)
     fe, fe_problem = read_final_eval(jd.final_eval)
     if fe_problem:
-        problems.append(fe_problem)
+        rec._problems(FINAL_EVAL).append(fe_problem)
     rec.final_eval = fe
-    if rec.summary is not None and rec.summary.gates:
-        rec.gates = _gates(rec.summary.gates, str(jd.summary), problems)
-    elif rec.metrics is not None:
-        rec.gates = _gates(rec.metrics.gates, str(jd.metrics), problems)
+
+
+def _cross_check(rec: JobRecord) -> None:
+    """Notes where one file's value is taken over another's."""
+    fe = rec.final_eval
     stated = rec.summary.final_val_loss if rec.summary is not None else None
     if (
         fe is not None
@@ -440,4 +484,3 @@ def read_job(jd: JobDir, mode: ReadMode = "report", config: ConfigFacts | None =
         and rec.summary.architecture is not None
     ):
         rec.notes.append("no readable config.yaml; architecture label taken from summary.json")
-    return rec
