@@ -97,7 +97,34 @@ def seed_matrix(tmp_path_factory):
     return cwd
 
 
-def test_every_readme_block_runs_in_order(seed_matrix, tmp_path):
+@pytest.fixture(scope="module")
+def sweep_matrix(tmp_path_factory):
+    """A results/ folder holding one learning-rate sweep (an axis) with per-window losses, named
+    as the README's tuning example names it."""
+    sys.path.insert(0, str(TESTS / "report"))
+    import numpy as np
+    from report_factory import Job, make_matrix
+
+    rng = np.random.default_rng(0)
+    jobs = [
+        Job(
+            step,
+            arch,
+            None,
+            seed=seed,
+            axes={"optim.lr": lr},
+            window_losses=list(3.5 - gain + 0.01 * rng.standard_normal(64)),
+        )
+        for lr in ("3e-4", "6e-4", "1.2e-3")
+        for step, arch, gain in (("V0", "Baseline", 0.0), ("V18", "RA + R-MLP", 0.03))
+        for seed in (1, 2, 3)
+    ]
+    cwd = tmp_path_factory.mktemp("readme_sweep")
+    make_matrix(cwd / "results", jobs, name="test_matrix_results_20251112_090000")
+    return cwd
+
+
+def test_every_readme_block_runs_in_order(seed_matrix, sweep_matrix, tmp_path):
     """YAML blocks are written where the README says (into a copy of conf/), then every command
     after them runs against that copy, as a user pasting the README top to bottom would."""
     import shutil
@@ -139,9 +166,15 @@ def test_every_readme_block_runs_in_order(seed_matrix, tmp_path):
                     -3000:
                 ]
         elif command.startswith("python -m ablate.report"):
-            proc = _run(_python_module_args(command), cwd=seed_matrix)
+            tuned = "--tune" in command  # tuning needs a swept key: the sweep matrix
+            proc = _run(_python_module_args(command), cwd=sweep_matrix if tuned else seed_matrix)
             assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
             assert "V18" in proc.stdout, command
+            if tuned:
+                report = (
+                    sweep_matrix / "results" / "test_matrix_results_20251112_090000"
+                ).joinpath("REPORT.md")
+                assert "## Tuned comparison" in report.read_text(), command
         elif command.startswith("python -m ablate.runs"):
             # The runs index over the README's results folder (the seeded matrix).
             first = _run(["-m", "ablate.runs", "roots", "--root", "results"], cwd=seed_matrix)

@@ -287,7 +287,7 @@ def _job(tmp_path: Path, name: str = "V16", components: dict | None = None) -> r
         "step": {"name": "V16", "architecture": "RA", "description": "reciprocal attention"},
         "seed": 1,
         "experiment": "smoke",
-        "model": {"mlp": "rmlp"},
+        "model": {"mlp": "rmlp", "n_embd": 32, "vocab_size": 256, "block_size": 32},
         "optim": {"warmup_iters": 10},
         "budget": {"max_iters": None, "box_seconds": 45.0},
     }
@@ -301,6 +301,7 @@ def _job(tmp_path: Path, name: str = "V16", components: dict | None = None) -> r
             "device_count": 1,
             "flops_per_token": 1e6,
             "hostname": "box1",
+            "num_params": 50_000,
         },
     )
     with results.MetricsWriter(jd.metrics) as w:
@@ -457,6 +458,22 @@ def test_read_job_never_raises_on_any_value_anywhere_in_any_file(tmp_path, file)
     assert rec.problems == [] and rec.notes == [], "the untouched job reads without a problem"
 
 
+def test_read_job_gives_the_model_size_and_every_config_value_by_dotted_key(tmp_path):
+    """What the report's axes and model sizes read (report/axes.py, report/sizes.py)."""
+    rec = results.read_job(_job(tmp_path))
+    assert rec.env.num_params == 50_000
+    assert rec.non_embedding_params == 50_000 - (256 + 32) * 32  # less token + position embeddings
+    values = rec.config.values
+    assert values["optim.warmup_iters"] == 10 and values["model.n_embd"] == 32
+    assert values["budget.max_iters"] is None and values["step.name"] == "V16"
+    assert "model" not in values  # scalars only
+    jd = results.JobDir(tmp_path / "V16")
+    env = results.read_json(jd.env)
+    del env["num_params"]
+    results.atomic_write_json(jd.env, env)
+    assert results.read_job(jd).non_embedding_params is None
+
+
 @pytest.mark.parametrize(
     "file, path, fact",
     [
@@ -471,6 +488,10 @@ def test_read_job_never_raises_on_any_value_anywhere_in_any_file(tmp_path, file)
         ("env", ("world_size",), lambda r: r.env.world_size),
         ("env", ("device",), lambda r: r.env.device),
         ("env", ("flops_per_token",), lambda r: r.env.flops_per_token),
+        ("config", ("model", "n_embd"), lambda r: r.config.n_embd),
+        ("config", ("model", "vocab_size"), lambda r: r.config.vocab_size),
+        ("config", ("model", "block_size"), lambda r: r.config.block_size),
+        ("env", ("num_params",), lambda r: r.env.num_params),
         ("env", ("git", "sha"), lambda r: r.env.git_sha),
         ("env", ("hostname",), lambda r: r.env.hostname),
     ],

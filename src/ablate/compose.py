@@ -79,7 +79,7 @@ def matrix_names() -> list[str]:
     return sorted({p.stem for d in dirs for p in d.glob("*.yaml")})
 
 
-_MATRIX_KEYS = {"experiment", "steps", "seeds", "overrides", "description"}
+_MATRIX_KEYS = {"experiment", "steps", "seeds", "overrides", "description", "tune"}
 
 
 def expand_matrix_file(name: str) -> list[str]:
@@ -106,6 +106,11 @@ def expand_matrix_file(name: str) -> list[str]:
     if seeds:
         out.append("seed=" + ",".join(str(s) for s in seeds))
     out += [str(o) for o in spec.get("overrides") or []]
+    tune = spec.get("tune")
+    if tune is not None:
+        if not isinstance(tune, list) or not all(isinstance(k, str) and k for k in tune):
+            raise ConfigError(f"{path}: 'tune' must be a list of swept keys, e.g. [optim.lr]")
+        out.append("tune=[" + ",".join(tune) + "]")
     return out
 
 

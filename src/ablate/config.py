@@ -374,11 +374,25 @@ class MatrixSettings:
     version, data, and in time-box mode the hardware) matches a finished, causality-checked run
     in the runs index gets that run's files instead of training (matrix.json says where they
     came from). false: every job trains."""
+    tune: list[str] = field(default_factory=list)
+    """Axes (swept keys other than step and seed) the report tunes each step over, e.g.
+    [optim.lr]: each step at its own best value, chosen on half the validation windows and
+    reported on the other half (the report's Tuned comparison; ``--tune`` of the report)."""
+    confirm_jobs: int = 64
+    """A matrix of more jobs than this starts only with --yes (a sweep multiplies: 4 steps x 3
+    seeds x 3 learning rates x 2 sizes is 72 jobs); --plan shows the count and the cost."""
 
     def problems(self) -> list[str]:
         out = self.launcher.problems()
         if not self.results_root.strip():
             out.append("results_root='' must name a folder")
+        out += count("confirm_jobs", self.confirm_jobs)
+        for key in self.tune:
+            if not key.strip() or key in ("step", "seed"):
+                out.append(
+                    f"tune=[{','.join(self.tune)}]: {key!r} cannot be tuned; name swept keys "
+                    "other than step and seed, e.g. tune=[optim.lr]"
+                )
         return out
 
 

@@ -51,6 +51,12 @@ class Job:
     # Periodic val losses, one per eval (every eval_every iterations from 0); default: a line
     # falling by 0.5 to ``best`` over ``evals`` evals.
     val_curve: list[float] | None = None
+    # Axis values (swept keys other than step and seed), as matrix.json stores them; the job's
+    # overrides and directory name carry them too, and config.yaml holds dotted ones' values.
+    axes: dict[str, str] = field(default_factory=dict)
+    num_params: int | None = None  # env.json (model size)
+    model: dict | None = None  # config.yaml model keys over the defaults below
+    tokens_per_iter: int = 65536
 
     def __post_init__(self) -> None:
         if self.window_losses is not None:
@@ -58,7 +64,12 @@ class Job:
 
     @property
     def job_name(self) -> str:
-        return self.name or (self.step if self.seed == 1 else f"{self.step}_seed{self.seed}")
+        if self.name:
+            return self.name
+        if self.axes:
+            seed = {} if self.seed == 1 else {"seed": self.seed}
+            return R.job_name(self.step, {**self.axes, **seed})
+        return self.step if self.seed == 1 else f"{self.step}_seed{self.seed}"
 
 
 def _curve(job: Job) -> list[float]:
@@ -79,6 +90,7 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
         "attention": "ra" if job.ra_w_rec is not None else "causal",
         "mlp": "rmlp" if job.rmlp_w_rec is not None else "standard",
     }
+    model.update(job.model or {})
     optim: dict[str, Any] = {"lr": 6e-4}
     if job.warmup_iters is not None:
         optim["warmup_iters"] = job.warmup_iters
@@ -90,6 +102,13 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
         "budget": {"box_seconds": job.box},
         "experiment": job.experiment,
     }
+    for key, value in job.axes.items():  # a dotted axis is a config value: store it there too
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        if parents:
+            node[leaf] = yaml.safe_load(value)
     jd.config.write_text(yaml.safe_dump(config, sort_keys=False))
     # The trainer's shape (src/ablate/train/env.py): git facts nested, "device" for the name.
     R.atomic_write_json(
@@ -103,6 +122,7 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
             "device_count": job.world_size,
             "world_size": job.world_size,
             "flops_per_token": job.flops_per_token,
+            **({"num_params": job.num_params} if job.num_params is not None else {}),
         },
     )
     curve = _curve(job)
@@ -114,7 +134,7 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
     if job.ra_w_rec is not None:
         gates["ra_w_rec"] = job.ra_w_rec
         gates["ra_w_std"] = [[1.0] * len(layer) for layer in job.ra_w_rec]
-    tokens_per_iter = 65536
+    tokens_per_iter = job.tokens_per_iter
     if job.write_metrics and curve:
         with R.MetricsWriter(jd.metrics) as w:
             for i, loss in enumerate(curve):
@@ -234,11 +254,13 @@ def make_matrix(
     mdir.mkdir(parents=True)
     manifest = R.Manifest.create(mdir, **manifest_fields)
     for job in jobs:
+        axes = {"axes": dict(job.axes)} if job.axes else {}
         manifest.add_job(
             job.job_name,
-            [f"step={job.step}", f"seed={job.seed}"],
+            [f"step={job.step}", f"seed={job.seed}"] + [f"{k}={v}" for k, v in job.axes.items()],
             step=job.step,
             seed=job.seed,
+            **axes,
             status=job.manifest_status or job.status,
             exit_code=0 if job.status == R.COMPLETED else (1 if job.status == R.FAILED else None),
             error=job.error,

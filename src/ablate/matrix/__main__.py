@@ -58,7 +58,7 @@ def help_text(argv: list[str] | None = None) -> str:
     With ``--config-dir DIR`` (or ``hydra.searchpath=``) on the command line, the groups listed
     include that folder's options."""
     out = [
-        "usage: python -m ablate.matrix [KEY=VALUE ...] [--multirun] [--plan] [--cfg job] [--config-dir DIR]",
+        "usage: python -m ablate.matrix [KEY=VALUE ...] [--multirun] [--plan] [--yes] [--cfg job] [--config-dir DIR]",
         "       python -m ablate.matrix matrix=NAME [--plan]",
         "       python -m ablate.matrix resume=MATRIX_DIR",
         "       python -m ablate.matrix status=MATRIX_DIR",
@@ -103,7 +103,8 @@ def help_text(argv: list[str] | None = None) -> str:
         "",
         "Options:",
         "  --multirun, -m    one job per combination of the comma-separated values",
-        "  --plan            list the jobs and their cost and run the preflight; train nothing",
+        "  --plan            list the jobs, axes and cost and run the preflight; train nothing",
+        "  --yes             start a matrix of more than confirm_jobs jobs (64 by default)",
         "  --cfg job         print the resolved config of every job, then the matrix settings once; train nothing",
         "  --config-dir DIR  also look for config groups in DIR (your own step/V19.yaml, ...);",
         "                    with plugins=[module] plugin_path=[folder] your own model code is imported",
@@ -140,7 +141,9 @@ def parse_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
                 )
             config_dirs.append(value)
         elif arg == "--plan":
-            pass  # a flag of the command (_main reads it), not a setting of the matrix
+            pass  # flags of the command (_main reads them), not settings of the matrix
+        elif arg == "--yes":
+            pass
         elif arg in ("--cfg", "-c"):
             what = next(it, "job")
             if what != "job":
@@ -253,7 +256,7 @@ def _main(argv: list[str]) -> int:
             )
             print(config_yaml(jobs.settings), flush=True)
             return 0
-        return runner.run_new(jobs, jobs.settings, argv, plan=plan)
+        return runner.run_new(jobs, jobs.settings, argv, plan=plan, yes="--yes" in argv)
     except AblateError as e:
         die(str(e))
     except KeyboardInterrupt:

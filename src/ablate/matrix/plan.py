@@ -8,6 +8,7 @@ from ablate.compose import JobSpec
 from ablate.config import MatrixSettings, RunConfig, job_nodes
 from ablate.data.config import DEFAULT_VAL_TOKENS
 from ablate.launch.slurm import describe_submission
+from ablate.matrix.axes import plan_lines
 from ablate.matrix.preflight import world_size
 
 
@@ -95,6 +96,7 @@ def format_plan(
     out.append(
         f"Total: {total_dev_h:.2f} device-hours of training (boxes only; evals and startup come on top)."
     )
+    out += plan_lines(jobs, settings)
     out.append(
         "Evals (outside the box, estimated from FLOPs: an eval token costs ~1/3 of a training token): "
         "periodic evals on data.val_windows windows every budget.eval_interval iterations add the "

@@ -31,6 +31,7 @@ from ablate.launch import slurm
 from ablate.launch.job import LaunchJob
 from ablate.launch.local import LocalLauncher, torchrun_command
 from ablate.lock import DirLock, lock_matrix
+from ablate.matrix import axes as matrix_axes
 from ablate.matrix import progress, reuse
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import check_path_lengths, describe_failures, preflight
@@ -60,12 +61,18 @@ def matrix_settings(manifest: results.Manifest) -> MatrixSettings:
 
 
 def run_new(
-    jobs: list[JobSpec], settings: MatrixSettings, argv: list[str], plan: bool = False
+    jobs: list[JobSpec],
+    settings: MatrixSettings,
+    argv: list[str],
+    plan: bool = False,
+    yes: bool = False,
 ) -> int:
     """Run a freshly composed matrix with its settings (``plan``: the --plan flag, print what would
-    run, its cost and the preflight's verdict instead). Returns the process exit code."""
+    run, its cost and the preflight's verdict instead; ``yes``: the --yes flag, needed by a matrix
+    of more than ``settings.confirm_jobs`` jobs). Returns the process exit code."""
     launcher = settings.launcher.name
     root = Path(settings.results_root)
+    matrix_axes.check_tune(jobs, settings)
     check_trackers([j.cfg.tracker for j in jobs])  # one line before any job starts, not per job
     problem = check_path_lengths(root, [j.name for j in jobs])  # before anything is created
     if problem:
@@ -100,6 +107,7 @@ def run_new(
             flush=True,
         )
         return 0
+    matrix_axes.check_confirmed(jobs, settings, yes)
     # Reuse first: a job that gets a finished run's files needs no preflight and no launch.
     reusing = reuse.find(jobs, settings, say=say)
     for r in reusing.reuse.values():
@@ -159,7 +167,10 @@ def _create(
     reused: dict[str, reuse.Reuse],
 ) -> results.Manifest:
     """matrix.json and every job's directory with its config.yaml in a fresh matrix directory; a
-    job in ``reused`` gets the finished run's files instead (reuse.fill) and is completed."""
+    job in ``reused`` gets the finished run's files instead (reuse.fill) and is completed; each
+    job's axes (swept keys other than step and seed) and the axes' defaults go to matrix.json."""
+    per_job_axes = matrix_axes.job_axes(jobs)
+    defaults = matrix_axes.axis_defaults(jobs) if any(per_job_axes) else {}
     manifest = results.Manifest.create(
         matrix_dir,
         command=["python", "-m", "ablate.matrix", *argv],
@@ -168,10 +179,10 @@ def _create(
         baseline=None,
         experiments=_unique([j.cfg.experiment for j in jobs]),
         settings=to_container(settings),
+        **({"axis_defaults": defaults} if defaults else {}),
     )
-    for job in jobs:
+    for job, axes in zip(jobs, per_job_axes):
         jd = results.JobDir(matrix_dir / job.name)
-        axes = {k: v for k, v in job.swept.items() if k not in ("step", "seed")}
         if job.name in reused:
             reuse.fill(reused[job.name], jd)
             manifest.add_job(

@@ -20,6 +20,9 @@ from ablate import __version__
 from ablate import results as R
 from ablate.atomic import disk_full_error, is_disk_full
 from ablate.errors import AblateError, UnwritableError
+from ablate.report import axes as AX
+from ablate.report import grouped
+from ablate.report import groups as G
 from ablate.report import main_table as MT
 from ablate.report import tables as T
 from ablate.report import verdict_text as VT
@@ -43,23 +46,43 @@ def build(
     matrix_dirs: PathLike | Iterable[PathLike],
     baseline: str | None = None,
     target_loss: float | None = None,
+    tune: list[str] | None = None,
 ) -> tuple[Collection, dict[str, StepStats]]:
-    """Read the matrices and compute per-step statistics (no files written)."""
+    """Read the matrices and compute per-step statistics (no files written). With axes (swept
+    keys other than step and seed) the collection is a report/groups.GroupedCollection analysed
+    per group, and the stats returned are the default group's; ``tune``: the axes each step is
+    tuned over (report/tuning.py; None: matrix.json's ``tune`` setting)."""
     coll = collect(_dirs(matrix_dirs), baseline)
     coll.target_loss = target_loss
+    split = AX.split(coll, tune, _analyse)  # axes: nothing pooled across their values
+    if split is not None:
+        return split, G.default_stats(split)
+    return coll, _analyse(coll)
+
+
+def _analyse(coll: Collection) -> dict[str, StepStats]:
+    """Per-step statistics, the pipeline-check flag and the warnings of one collection."""
     stats = step_stats(coll.jobs, coll.order)
     coll.pipeline_check = W.is_pipeline_check(coll.experiments)
     coll.warnings = W.collect_warnings(coll.jobs, stats, coll.order, coll.curves)
-    return coll, stats
+    return stats
 
 
 def aggregate(coll: Collection, stats: dict[str, StepStats]) -> pd.DataFrame:
-    """The main table at full precision, one row per step, for ``--format csv|json``: the same
-    records the markdown table is rendered from (report/main_table.py), columns as documented
-    in ``main_table.COLUMNS``; each compared step carries its verdict record against the
-    baseline (report/verdict.py's Verdict.record) and against the previous step (prefixed
-    ``vs_previous_``)."""
-    return MT.frame(MT.main_records(coll, stats))
+    """The main table at full precision, one row per step (with groups: per step per group), for
+    ``--format csv|json``: the same records the markdown table is rendered from
+    (report/main_table.py), columns as documented in ``main_table.COLUMNS``; each compared step
+    carries its verdict record against the baseline (report/verdict.py's Verdict.record) and
+    against the previous step (prefixed ``vs_previous_``)."""
+    return MT.frame(main_rows(coll, stats))
+
+
+def main_rows(coll: Collection, stats: dict[str, StepStats]) -> list[MT.MainRow]:
+    """The main table's records: one per step, or with groups (report/groups.py) one per step per
+    group, each carrying its group's columns."""
+    if isinstance(coll, G.GroupedCollection):
+        return G.main_rows(coll)
+    return MT.main_records(coll, stats)
 
 
 def render_markdown(
@@ -69,6 +92,8 @@ def render_markdown(
     plots: list[tuple[str, str]] | None = None,
 ) -> str:
     """The whole report as markdown; ``where`` is the directory REPORT.md goes to (for links)."""
+    if isinstance(coll, G.GroupedCollection):
+        return grouped.render_markdown(coll, where, plots, render_markdown)
     names = ", ".join(Path(d).name for d in coll.matrix_dirs)
     stamp = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     if coll.pipeline_check:
@@ -175,13 +200,14 @@ def write_report(
     out_dir: PathLike | None = None,
     plots: bool = True,
     target_loss: float | None = None,
+    tune: list[str] | None = None,
 ) -> str:
     """Write REPORT.md (atomically) and the plots; return the markdown.
 
     The report goes into ``out_dir`` when given, else into the first matrix directory: with
     several matrices, one report covers them all and the others are left untouched.
     """
-    coll, stats = build(matrix_dirs, baseline, target_loss)
+    coll, stats = build(matrix_dirs, baseline, target_loss, tune)
     where = Path(out_dir) if out_dir is not None else Path(coll.matrix_dirs[0])
     try:
         where.mkdir(parents=True, exist_ok=True)
@@ -190,7 +216,10 @@ def write_report(
             # deferred: matplotlib (seconds to import) only when plots are wanted
             from ablate.report.plots import write_plots
 
-            written = write_plots(coll, stats, where)
+            if isinstance(coll, G.GroupedCollection):
+                written = grouped.write_plots(coll, where, write_plots)
+            else:
+                written = write_plots(coll, stats, where)
         text = render_markdown(coll, stats, where, written)
         R.atomic_write_text(where / R.REPORT, text)
     except UnwritableError as e:
@@ -208,8 +237,8 @@ def write_report(
 
 
 def terminal_summary(markdown: str, report_path: PathLike | None = None) -> str:
-    """What a command prints at the end of a matrix: the title, the warnings, the main table and
-    any notes, then where the full report is. The full report (legends, noise, runs, gates,
+    """What a command prints at the end of a matrix: the title, the warnings, the main table (one
+    per group) and any notes, then where the full report is. The full report (legends, noise, runs, gates,
     sources) stays in REPORT.md; its 250-character rows do not belong on a terminal."""
     lines = markdown.splitlines()
     sections: list[tuple[str, list[str]]] = [("", [])]
@@ -221,15 +250,15 @@ def terminal_summary(markdown: str, report_path: PathLike | None = None) -> str:
     out = [lines[0]] if lines and lines[0].startswith("# ") else []
     for title, body in sections[1:]:
         if title == "Results":
-            # The heading and the table: stop at the first blank line after the table starts.
-            table, started = [body[0]], False
+            # The heading and the table (with groups, report/grouped.py: each group's heading and
+            # table); the legends stay in REPORT.md.
+            keep = [body[0]]
             for line in body[1:]:
-                if line.startswith("|"):
-                    started = True
-                elif started:
-                    break
-                table.append(line)
-            out += [""] + [ln for ln in table if ln.strip() or ln is table[0]]
+                if line.startswith("### "):
+                    keep += ([""] if len(keep) > 1 else []) + [line]
+                elif line.startswith("|"):
+                    keep.append(line)
+            out += [""] + keep
         elif title in ("Warnings", "Notes"):
             out += [""] + [ln for ln in body if ln.strip()]
     if report_path is not None:

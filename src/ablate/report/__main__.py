@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         help="val loss for the matched-work section's tokens/time to target "
         "(default: the baseline's final periodic val loss)",
     )
+    p.add_argument(
+        "--tune",
+        metavar="KEY[,KEY]",
+        help="axes each step is tuned over, e.g. optim.lr: each step at its best value, chosen on "
+        "half the validation windows and reported on the other half (default: the matrix's tune "
+        "setting)",
+    )
     return p
 
 
@@ -97,17 +104,22 @@ def run(argv: Sequence[str] | None = None) -> str:
             f"--target-loss {args.target_loss}: must be a positive finite validation loss"
         )
 
+    tune = None
+    if args.tune is not None:
+        tune = [k.strip() for k in args.tune.split(",") if k.strip()]
+        if not tune:
+            raise AblateError("--tune needs a swept key, e.g. --tune optim.lr")
     if args.format != "markdown":
         # deferred: pandas loads after argument parsing (fast --help), as above
         from ablate.report import main_table
 
-        coll, stats = report.build(args.dirs, args.baseline, args.target_loss)
-        rows = main_table.main_records(coll, stats)
+        coll, stats = report.build(args.dirs, args.baseline, args.target_loss, tune)
+        rows = report.main_rows(coll, stats)
         if args.format == "csv":
             return str(main_table.frame(rows).to_csv(index=False))
         return main_table.to_json(rows)
     if args.no_write:
-        coll, stats = report.build(args.dirs, args.baseline, args.target_loss)
+        coll, stats = report.build(args.dirs, args.baseline, args.target_loss, tune)
         where = Path(args.out) if args.out else Path(coll.matrix_dirs[0])
         return report.render_markdown(coll, stats, where, None)
     return report.write_report(
@@ -116,6 +128,7 @@ def run(argv: Sequence[str] | None = None) -> str:
         out_dir=args.out,
         plots=not args.no_plots,
         target_loss=args.target_loss,
+        tune=tune,
     )
 
 

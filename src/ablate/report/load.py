@@ -80,6 +80,10 @@ JOB_COLUMNS = [
     "val_overlap_share",
     "val_overlap_warn_share",
     "flops_per_token",
+    # model size and config values (report/sizes.py, report/axes.py)
+    "num_params",
+    "non_embedding_params",
+    "config_values",
     "causality",
     "experiment",
     "batch_fingerprints",
@@ -118,6 +122,7 @@ _TEXT_COLUMNS = [
     "batch_fingerprints",
     "gate_shares",
     "description",
+    "config_values",
     "causality_state",
     "causality_init",
     "causality_trained",
@@ -165,6 +170,9 @@ class Collection:
     experiments: list[Any] = field(default_factory=list)
     """The matrices' experiment presets: matrix.json's "experiments", else (an older matrix) the
     ``experiment`` of each job whose files could be read; never a broken job's guess."""
+    family_size: int | None = None
+    """The verdict-capable comparisons of the whole report when this collection is one group of
+    it (report/groups.py), so that its verdicts are adjusted over all of them; None: itself."""
 
 
 def _num(value: Any) -> float:
@@ -324,6 +332,9 @@ def _read_job(
     row["val_overlap_share"] = _num(overlap[0] if overlap else None)
     row["val_overlap_warn_share"] = _num(overlap[1] if overlap else None)
     row["flops_per_token"] = _num(job.env.flops_per_token)
+    row["num_params"] = _num(job.env.num_params)
+    row["non_embedding_params"] = _num(job.non_embedding_params)
+    row["config_values"] = dict(config.values) if config else None
     row["description"] = config.description if config else None
     # time-box mode: warmup on the clock
     row["warmup_end_seconds"] = _num(s.warmup_end_seconds if s is not None else None)
@@ -553,6 +564,8 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
                     val_overlap_share=math.nan,
                     val_overlap_warn_share=math.nan,
                     flops_per_token=math.nan,
+                    num_params=math.nan,
+                    non_embedding_params=math.nan,
                     warmup_end_seconds=math.nan,
                     causality_state=R.UNRECORDED,
                     causality_max_leak=math.nan,

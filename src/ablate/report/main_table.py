@@ -65,6 +65,9 @@ class MainRow:
     """The verdict against the previous step (as the Progression section shows it)."""
     multiplier: Mapping[str, Any] = field(default_factory=dict)
     """The compute multiplier's fields (report/matched.py multiplier_records); empty: none."""
+    group: Mapping[str, Any] = field(default_factory=dict)
+    """The columns of the row's group when the report is split into groups (report/groups.py:
+    ``GROUP_COLUMNS``, then one per dimension, e.g. ``axis:optim.lr``); empty: no groups."""
 
     @property
     def step(self) -> str:
@@ -234,6 +237,7 @@ def columns(row: MainRow) -> dict[str, Any]:
     """The row at full precision, for ``--format csv|json`` (NaN: no value)."""
     st, c, p = row.stats, row.vs_baseline, row.vs_previous
     out: dict[str, Any] = {
+        **row.group,
         "step": row.step,
         "architecture": st.architecture,
         "is_baseline": row.is_baseline,
@@ -268,8 +272,10 @@ def columns(row: MainRow) -> dict[str, Any]:
 
 
 def frame(rows: list[MainRow]) -> pd.DataFrame:
-    """The rows as a table (``--format csv``; ``report.aggregate``), one row per step."""
-    return pd.DataFrame([columns(r) for r in rows], columns=list(COLUMNS))
+    """The rows as a table (``--format csv``; ``report.aggregate``), one row per step (per group):
+    the group columns first, when there are groups, then ``COLUMNS``."""
+    group_columns = list(dict.fromkeys(k for r in rows for k in r.group))
+    return pd.DataFrame([columns(r) for r in rows], columns=group_columns + list(COLUMNS))
 
 
 def to_json(rows: list[MainRow]) -> str:

@@ -171,19 +171,24 @@ class Candidate:
     estimate: float = math.nan  # ref - step over those seeds, when there is no effect
 
 
+def capable(c: Candidate) -> bool:
+    """Whether a comparison can make a verdict, and so counts in the family."""
+    return c.blocked is None and c.effect is not None and c.effect.kind == SEEDS_AND_WINDOWS
+
+
 def verdicts(
-    candidates: Iterable[Candidate], confidence: float = CONFIDENCE
+    candidates: Iterable[Candidate],
+    confidence: float = CONFIDENCE,
+    family_size: int | None = None,
 ) -> dict[tuple[str, str], Verdict]:
-    """Adjust over the verdict-capable candidates (Bonferroni) and decide each one."""
+    """Adjust over the verdict-capable candidates (Bonferroni) and decide each one.
+    ``family_size``: the verdict-capable comparisons of the whole report when these candidates
+    are only a part of it (the comparisons at one axis value, report/axes.py)."""
     cands = list(candidates)
-    capable = [
-        c
-        for c in cands
-        if c.blocked is None and c.effect is not None and c.effect.kind == SEEDS_AND_WINDOWS
-    ]
-    m = len(capable)
+    capable_ = [c for c in cands if capable(c)]
+    m = max(len(capable_), family_size or 0)
     adj = adjusted_confidence(m, confidence)
-    capable_ids = {id(c) for c in capable}
+    capable_ids = {id(c) for c in capable_}
     out = {}
     for c in cands:
         e = c.effect
@@ -260,16 +265,8 @@ def block_reason(coll: Collection, a: str, b: str) -> str | None:
     return None
 
 
-def report_verdicts(
-    coll: Collection, stats: dict[str, StepStats], confidence: float = CONFIDENCE
-) -> dict[tuple[str, str], Verdict]:
-    """Every comparison the report shows (shown_pairs), adjusted together: {(step, ref): Verdict}.
-    ``coll`` needs order, baseline, warnings and pipeline_check; computed once per build."""
-    base = stats[coll.baseline]
-    key = ("verdicts", tuple(coll.order), coll.pipeline_check, id(coll.warnings), confidence)
-    if key in base.cache:
-        cached: dict[tuple[str, str], Verdict] = base.cache[key]
-        return cached
+def report_candidates(coll: Collection, stats: dict[str, StepStats]) -> list[Candidate]:
+    """The comparisons the report shows (shown_pairs), as candidates for the family."""
     cands = []
     for step, ref in shown_pairs(coll.order, coll.baseline):
         c = compare(stats[step], stats[ref])
@@ -280,6 +277,29 @@ def report_verdicts(
         cands.append(
             Candidate(step, ref, c.effect, ref_mean, blocked, c.why, c.seeds, c.diff_common)
         )
-    out = verdicts(cands, confidence)
+    return cands
+
+
+def report_verdicts(
+    coll: Collection, stats: dict[str, StepStats], confidence: float = CONFIDENCE
+) -> dict[tuple[str, str], Verdict]:
+    """Every comparison the report shows (shown_pairs), adjusted together: {(step, ref): Verdict}.
+    ``coll`` needs order, baseline, warnings and pipeline_check; computed once per build. A
+    ``coll`` that is one part of a report (one axis value, report/axes.py) carries the whole
+    report's ``family_size``, so its verdicts are adjusted over every comparison shown."""
+    family = coll.family_size
+    base = stats[coll.baseline]
+    key = (
+        "verdicts",
+        tuple(coll.order),
+        coll.pipeline_check,
+        id(coll.warnings),
+        confidence,
+        family,
+    )
+    if key in base.cache:
+        cached: dict[tuple[str, str], Verdict] = base.cache[key]
+        return cached
+    out = verdicts(report_candidates(coll, stats), confidence, family)
     base.cache[key] = out
     return out

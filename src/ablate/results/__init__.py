@@ -22,7 +22,8 @@ Modules: ``names`` (format version, file names, statuses, directory names), ``fi
 reading and atomic writing), ``summary`` (JobSummary: summary.json's keys, defined only there),
 ``job`` (JobDir), ``final_eval``, ``metrics``, ``manifest`` (matrix.json, finding directories),
 ``causality`` (records and the state a report shows), ``identity`` (identity.json: a run's
-stored identity and what differs between two; reused.json), ``legacy`` (the one place that knows older
+stored identity and what differs between two; reused.json), ``axes`` (which swept keys are axes,
+each job's values), ``legacy`` (the one place that knows older
 layouts) and ``reader`` (``read_job``: the one reader of a job directory). Everything is
 importable from ``ablate.results`` itself, which is how the rest of ablate imports it.
 """
@@ -35,6 +36,13 @@ from ablate.atomic import (
     atomic_write_text,
     disk_full_error,
     is_disk_full,
+)
+from ablate.results.axes import (
+    NOT_AXES,
+    axes_of_overrides,
+    axis_defaults,
+    matrix_axes,
+    override_pairs,
 )
 from ablate.results.causality import (
     CAUSALITY_STATES,
@@ -145,6 +153,7 @@ __all__ = [
     "MATRIX_PREFIX",
     "MATRIX_SETTINGS_KEYS",
     "METRICS",
+    "NOT_AXES",
     "PENDING",
     "READABLE_VERSIONS",
     "RENAMED_CONFIG_KEYS",
@@ -182,6 +191,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "axes_of_overrides",
+    "axis_defaults",
     "causality_entry",
     "causality_records",
     "causality_state",
@@ -194,9 +205,11 @@ __all__ = [
     "last_train_record",
     "load_identity",
     "load_summary",
+    "matrix_axes",
     "metrics_facts",
     "new_matrix_dir",
     "now_iso",
+    "override_pairs",
     "read_causality_init",
     "read_final_eval",
     "read_identity",

@@ -22,7 +22,16 @@ from ablate.results.manifest import Manifest
 RENAMED_CONFIG_KEYS = {"budget.train_seconds": ("budget.box_seconds", 3)}
 """Keys a config.yaml of an older format stored under another name: {old: (new, format that renamed it)}."""
 
-MATRIX_SETTINGS_KEYS = ("launcher", "results_root", "preflight", "report", "progress", "reuse")
+MATRIX_SETTINGS_KEYS = (
+    "launcher",
+    "results_root",
+    "preflight",
+    "report",
+    "progress",
+    "reuse",
+    "tune",
+    "confirm_jobs",
+)
 """The matrix-wide settings (ablate.config.MatrixSettings): matrix.json's "settings" since format 3;
 before it, every job's config.yaml carried a copy of them at its top level."""
 RETIRED_SETTINGS = ("plan",)

@@ -56,6 +56,9 @@ def _value(node: Any, key: str, want: type, what: str, where: str, problems: Pro
     return None
 
 
+Scalar = str | int | float | bool | None
+
+
 @dataclass(frozen=True)
 class ConfigFacts:
     """What readers need from a job's config.yaml, read as plain YAML in today's layout
@@ -81,6 +84,16 @@ class ConfigFacts:
     """``budget.max_iters``."""
     box_seconds: float | None = None
     """``budget.box_seconds`` (``budget.train_seconds`` before format 3)."""
+    n_embd: int | None = None
+    """``model.n_embd``: with vocab_size and block_size, the embeddings' parameters."""
+    vocab_size: int | None = None
+    """``model.vocab_size``."""
+    block_size: int | None = None
+    """``model.block_size``."""
+    values: Mapping[str, Scalar] = field(default_factory=dict)
+    """Every scalar of the file by dotted key (``{"optim.lr": 0.0006, "model.n_layer": 12}``):
+    what a report compares between jobs, e.g. the value of an axis for a job whose matrix did
+    not sweep it (report/axes.py)."""
 
     @classmethod
     def parse(cls, config: dict[str, Any], where: str, problems: Problems) -> ConfigFacts:
@@ -102,7 +115,23 @@ class ConfigFacts:
             warmup_iters=_value(optim, "warmup_iters", float, "a number", where, problems),
             max_iters=_value(budget, "max_iters", int, "an integer", where, problems),
             box_seconds=_value(budget, "box_seconds", float, "a number", where, problems),
+            n_embd=_value(model, "n_embd", int, "an integer", where, problems),
+            vocab_size=_value(model, "vocab_size", int, "an integer", where, problems),
+            block_size=_value(model, "block_size", int, "an integer", where, problems),
+            values=flat_scalars(config),
         )
+
+
+def flat_scalars(node: Mapping[str, Any], prefix: str = "") -> dict[str, Scalar]:
+    """The scalars of a nested mapping by dotted key; lists and other values are left out."""
+    out: dict[str, Scalar] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_scalars(value, name + "."))
+        elif value is None or isinstance(value, (str, int, float, bool)):
+            out[name] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,8 @@ class EnvFacts:
     git_dirty: bool | None = None
     flops_per_token: float | None = None
     hostname: str | None = None
+    num_params: int | None = None
+    """The model's parameters (the tied LM head counted once)."""
 
     @classmethod
     def parse(cls, env: dict[str, Any], where: str, problems: Problems) -> EnvFacts:
@@ -129,6 +160,7 @@ class EnvFacts:
             git_dirty=_value(flat, "git.dirty", bool, "true or false", where, problems),
             flops_per_token=_value(env, "flops_per_token", float, "a number", where, problems),
             hostname=_value(env, "hostname", str, "a string", where, problems),
+            num_params=_value(env, "num_params", int, "an integer", where, problems),
         )
 
 
@@ -323,6 +355,18 @@ class JobRecord:
     def device_count(self) -> int | None:
         s = self.summary.device_count if self.summary is not None else None
         return s if s is not None else self.env.device_count
+
+    @property
+    def non_embedding_params(self) -> int | None:
+        """env.json's parameters less the token and position embeddings ((vocab_size +
+        block_size) x n_embd, config.yaml): the N of scaling laws; None when either is missing."""
+        total = self.env.num_params
+        if self.config is None or total is None:
+            return None
+        n_embd, vocab, block = self.config.n_embd, self.config.vocab_size, self.config.block_size
+        if n_embd is None or vocab is None or block is None:
+            return None
+        return total - (vocab + block) * n_embd
 
     @property
     def source(self) -> str:
