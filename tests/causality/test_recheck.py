@@ -87,10 +87,18 @@ def test_a_gate_that_opens_during_training_is_refused_at_the_end_of_its_job(tmp_
 
 
 def _reopen(job: Path, max_iters: int) -> None:
-    """As if the job had stopped at its last checkpoint with a longer budget to go."""
+    """As if the job had stopped at its last checkpoint with a longer budget to go: the kept
+    checkpoint is the trained model's (``state.trained``, so a restart would only redo the steps
+    after training); cleared, it is a checkpoint taken mid-training."""
     from omegaconf import OmegaConf
 
+    from ablate.train import checkpoint as ckpt_mod
+
     jd = R.JobDir(job)
+    ckpt = ckpt_mod.load_checkpoint(jd.checkpoint)
+    assert ckpt is not None and ckpt["state"]["trained"] is True
+    ckpt["state"]["trained"] = False
+    ckpt_mod.save_checkpoint(jd.checkpoint, {k: v for k, v in ckpt.items() if k != "format"})
     jd.done.unlink()
     jd.summary.unlink()
     cfg = OmegaConf.load(jd.config)
