@@ -30,3 +30,17 @@ def _runs_index(tmp_path_factory, monkeypatch):
     path = tmp_path_factory.mktemp("runs-index") / "runs.sqlite"
     monkeypatch.setenv("ABLATE_RUNS_INDEX", str(path))
     yield path
+
+
+@pytest.fixture(autouse=True)
+def _model_registries():
+    """A test that loads a plugin (its modules register components) leaves the registries as it
+    found them, so no other test sees its names (an error lists every registered name)."""
+    from models import registry
+
+    tables = (registry.REGISTRY, registry.ATTENTION, registry.MLPS)
+    saved = [dict(t) for t in tables]
+    yield
+    for table, before in zip(tables, saved):
+        table.clear()
+        table.update(before)

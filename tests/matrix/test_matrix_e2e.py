@@ -168,19 +168,21 @@ def test_resume_after_killing_the_runner_reruns_only_unfinished_jobs(tmp_path):
             assert runner.poll() is None, runner.stdout.read().decode()[-3000:]
             time.sleep(0.2)
         assert ckpt is not None, "V16 never checkpointed"
-        os.kill(
-            runner.pid, signal.SIGKILL
-        )  # the hardest stop: the runner gets no chance to clean up
+        # The hardest stop: the runner and the job's own processes all die at once with no chance
+        # to clean up (a crashed host). A job whose runner alone died trains on as an orphan:
+        # tests/matrix/test_parent_death.py proves that part.
+        os.kill(runner.pid, signal.SIGKILL)
+        subprocess.run(["pkill", "-KILL", "-f", str(ckpt.parent)], check=False)
         runner.wait(timeout=30)
     finally:
         if runner.poll() is None:
             os.killpg(runner.pid, signal.SIGKILL)
     mdir = _only_matrix_dir(tmp_path)
-    # The orphaned job is stopped by its parent-death signal; wait for it to let go of the directory.
-    time.sleep(0.5)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and _job_process_alive(mdir / "V16"):
+        subprocess.run(["pkill", "-KILL", "-f", str(mdir / "V16")], check=False)
         time.sleep(0.5)
+    assert not _job_process_alive(mdir / "V16")
     v0_done = (mdir / "V0" / "DONE").stat().st_mtime_ns
     v0_metrics = (mdir / "V0" / "metrics.jsonl").read_text()
     assert not (mdir / "V16" / "DONE").exists()

@@ -45,6 +45,7 @@ JOB_FILES = {
     "DONE",
     "causality.json",
     "final_eval.json",
+    "identity.json",
 }
 
 
@@ -107,7 +108,15 @@ def test_smoke_matrix_on_slurm_matches_the_local_launcher(slurm_cluster, tmp_pat
     slurm_s = time.monotonic() - t0
     out = capsys.readouterr().out
     assert rc == 0, out[-4000:]
-    rc = main([*common, f"results_root={tmp_path / 'local'}", "preflight=false", "report=false"])
+    rc = main(
+        [
+            *common,
+            f"results_root={tmp_path / 'local'}",
+            "preflight=false",
+            "report=false",
+            "reuse=false",
+        ]
+    )
     local_out = capsys.readouterr().out
     assert rc == 0, local_out[-4000:]
     print(f"slurm matrix {slurm_s:.1f}s")

@@ -6,6 +6,10 @@ The report, the live view (``python -m ablate.matrix status=DIR``), the outcome 
 the runs index (``python -m ablate.runs``) read a job through here. Reading never raises: a file
 that is missing, corrupt or holds a value of the wrong type costs the job that value, and
 ``JobRecord.problems`` says what was skipped, one line each.
+
+Over 400 lines on purpose: one reader per file would put the fallbacks between the files (a
+summary without its final loss falls back to final_eval.json, a job without identity.json to the
+config's facts) back into every caller; this module is the one place that decides them.
 """
 
 from __future__ import annotations
