@@ -177,18 +177,25 @@ def _all_groups(repo: ConfigRepo, parent: str = "") -> list[str]:
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """The closest candidate to ``word`` (also matching on the last dotted part), or None."""
+    """The closest candidate to ``word`` (also matching on the last dotted part), or None.
+    Case is ignored in the matching (``v16`` suggests ``V16``), never in what is accepted."""
     # A node that only prefixes the word ("budget" for "budget.foo") is no suggestion.
     candidates = sorted(c for c in set(candidates) if not word.startswith(c + "."))
-    close = difflib.get_close_matches(word, candidates, n=4, cutoff=0.75)
+    folded: dict[str, list[str]] = {}
+    for c in candidates:
+        folded.setdefault(c.casefold(), []).append(c)
+    key = word.casefold()
+    if key in folded and word not in folded[key]:
+        return " or ".join(folded[key])
+    close = difflib.get_close_matches(key, list(folded), n=4, cutoff=0.75)
     if close:
-        top = difflib.SequenceMatcher(None, word, close[0]).ratio()
-        tied = [c for c in close if difflib.SequenceMatcher(None, word, c).ratio() == top]
-        return " or ".join(tied)  # optim.beta: optim.beta1 or optim.beta2
-    last = word.rsplit(".", 1)[-1]
+        top = difflib.SequenceMatcher(None, key, close[0]).ratio()
+        tied = [c for c in close if difflib.SequenceMatcher(None, key, c).ratio() == top]
+        return " or ".join(o for c in tied for o in folded[c])  # optim.beta1 or optim.beta2
+    last = key.rsplit(".", 1)[-1]
     by_last: dict[str, list[str]] = {}
     for c in candidates:
-        by_last.setdefault(c.rsplit(".", 1)[-1], []).append(c)
+        by_last.setdefault(c.rsplit(".", 1)[-1].casefold(), []).append(c)
     close = difflib.get_close_matches(last, list(by_last), n=1, cutoff=0.8)
     if close and len(by_last[close[0]]) == 1:
         return by_last[close[0]][0]

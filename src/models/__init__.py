@@ -17,6 +17,7 @@ A new idea is a new module that registers itself in ``REGISTRY`` / ``ATTENTION``
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from torch import nn
@@ -52,8 +53,11 @@ __all__ = [
 
 def _choice(key: str, value: str, table: dict) -> None:
     if value not in table:
+        folded = {name.casefold(): name for name in table}
+        close = difflib.get_close_matches(value.casefold(), list(folded), n=1, cutoff=0.6)
+        guess = f"; did you mean {folded[close[0]]!r}?" if close else ""
         raise ModelConfigError(
-            f"model.{key}={value!r} is unknown (allowed: {', '.join(sorted(table))})"
+            f"model.{key}={value!r} is unknown (allowed: {', '.join(sorted(table))}){guess}"
         )
 
 

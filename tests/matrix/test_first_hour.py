@@ -49,6 +49,50 @@ def test_a_one_letter_typo_of_each_option_names_the_option(group):
         assert "did you mean" in str(info.value) and "no such" in str(info.value), str(info.value)
 
 
+def _case_swapped(word: str) -> str:
+    return word.swapcase()
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_each_option_in_the_wrong_case_names_the_option(group):
+    # step=v16 for V16: refused (never guessed), with the option as it is spelled
+    for option in GROUPS[group]:
+        wrong = _case_swapped(option)
+        if wrong == option or wrong in GROUPS[group]:
+            continue
+        with pytest.raises(ConfigError) as info:
+            build_jobs([f"{group}={wrong}"], multirun=False)
+        msg = str(info.value)
+        assert f"{group}={wrong}: no such {group} (did you mean {option}?)" in msg, msg
+
+
+def test_a_schema_key_in_the_wrong_case_names_the_key():
+    checked = 0
+    for key in _leaf_keys():
+        wrong = key.upper()
+        with pytest.raises(ConfigError) as info:
+            check_overrides(parse_overrides([f"{wrong}=1"]), GROUPS)
+        assert f"{wrong} is not a config key; did you mean {key}?" in str(info.value)
+        checked += 1
+    assert checked > 40
+
+
+@pytest.mark.parametrize("table", ["arch", "attention", "mlp"])
+def test_an_unknown_model_component_is_refused_by_cfg_job_with_the_nearest_name(table, capsys):
+    from models import registry
+
+    names = {"arch": registry.REGISTRY, "attention": registry.ATTENTION, "mlp": registry.MLPS}
+    for name in sorted(names[table]):
+        wrong = name.upper() if name.upper() != name else name.lower() + "x"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["experiment=smoke", f"model.{table}={wrong}", "--cfg", "job"])
+        out, err = capsys.readouterr()
+        assert exit_info.value.code == 2 and err.count("\n") == 1, err
+        assert f"error: model.{table}={wrong!r} is unknown (allowed: " in err, err
+        assert f"did you mean {name!r}?" in err, err
+        assert "# job" not in out  # nothing printed as if it would run
+
+
 def test_experiment_typo_is_refused_although_the_group_is_optional(capsys):
     # Hydra skips a missing option of an `optional` group and trains the code defaults.
     assert "experiment" in GROUPS and DEFAULTS["experiment"] is None

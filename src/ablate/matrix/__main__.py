@@ -201,7 +201,7 @@ def _main(argv: list[str]) -> int:
         check_models_package()  # before `import models`: a user's own package of that name must not load
         try:
             # deferred: everything below imports `models`, which must come after check_models_package()
-            import models  # noqa: F401  (importing it is the check)
+            import models  # importing it is the check
             from ablate.compose import build_jobs, config_yaml  # deferred: see above
             from ablate.config import check_environment  # deferred: see above
             from ablate.matrix import resume as resume_mod  # deferred: see above
@@ -245,6 +245,8 @@ def _main(argv: list[str]) -> int:
                 expected_identities,
             )
 
+            for job in jobs:  # what --plan would refuse (an unknown attention, ...) is refused here
+                models.check_config(job.cfg.model)
             identities = expected_identities(jobs, jobs.settings)
             for job in jobs:
                 print(f"# job {job.name}: {' '.join(job.overrides)}  (its config.yaml)")
