@@ -48,3 +48,15 @@ def test_the_readme_example_step_is_one_yaml_file_that_composes(tmp_path, monkey
     jobs = build_jobs(["experiment=smoke", f"step=V0,{name}"], multirun=True)
     assert [j.name for j in jobs] == ["V0", name]
     assert jobs[1].cfg.model.attention == "ra" and jobs[1].cfg.model.ra_rank == 8
+
+
+def test_the_job_directory_names_the_readme_states_are_the_names_jobs_get():
+    from ablate.compose import build_jobs
+
+    text = (REPO / "README.md").read_text()
+    stated = "(`V16` alone; `V16_seed1`, `V16_seed2` with `seed=1,2`)"
+    assert stated in " ".join(text.split())
+    one = build_jobs(["experiment=smoke", "step=V16"], multirun=True)
+    two = build_jobs(["experiment=smoke", "step=V16", "seed=1,2"], multirun=True)
+    assert [j.name for j in one] == ["V16"]
+    assert [j.name for j in two] == ["V16_seed1", "V16_seed2"]

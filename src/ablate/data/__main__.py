@@ -25,9 +25,6 @@ existing shards, whose documents are unknown, measured now on the first 16M vali
 against all training tokens, minutes per billion training tokens, and cached); above 1% it warns.
 
 Options: -q/--quiet (no progress bar, warnings only), -h/--help.
-Keys of data (conf/data/*.yaml presets: embedded, finewebedu, files, shards, textdir):
-  source, path, cache_dir, val_windows, val_fraction, hf_path, hf_config, split, data_files,
-  text_field, total_tokens, shard_tokens, workers (see src/ablate/data/config.py).
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ import json
 import logging
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 from ablate.compose import compose_job, parse_overrides
@@ -188,12 +186,33 @@ def _info(argv: list[str]) -> None:
             print(f"  {s['file']}  {s['split']:5s} {s['tokens']:>12,}  max id {s['max_token_id']}")
 
 
+def help_text() -> str:
+    """The module docstring, then every key of ``data`` with the first sentence of its
+    documentation (generated: a key added to DataConfig is listed without editing this)."""
+    from dataclasses import fields
+
+    from ablate.keydocs import field_docs
+
+    docs = field_docs(DataConfig)
+    lines = [
+        (__doc__ or "").rstrip(),
+        "Keys of data (conf/data/*.yaml presets: embedded, finewebedu, files, shards, textdir;",
+        "docs/config-keys.md has each key in full):",
+    ]
+    for f in fields(DataConfig):
+        first = " ".join(docs.get(f.name, "").split()).split(". ")[0].rstrip(".")
+        lines += textwrap.wrap(
+            f"data.{f.name}: {first}", width=100, initial_indent="  ", subsequent_indent="      "
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet = any(a in ("-q", "--quiet") for a in argv)
     argv = [a for a in argv if a not in ("-q", "--quiet")]
     if any(a in ("-h", "--help") for a in argv) and not argv[:1] == ["info"]:
-        print(__doc__)
+        print(help_text())
         raise SystemExit(0)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("ablate").setLevel(logging.WARNING if quiet else logging.INFO)

@@ -98,7 +98,7 @@ def help_text(argv: list[str] | None = None) -> str:
     out += [f"  {k:<{width}}  {what}" for k, what in STABLE_KEYS]
     out += [
         "Every other key, with its value for one job: python -m ablate.matrix experiment=smoke --cfg job",
-        "(each key is documented in src/ablate/config.py). A misspelled key or option is an error that",
+        "(every key, its type, default and meaning: docs/config-keys.md). A misspelled key or option is an error that",
         "names the nearest one.",
         "",
         "Options:",
