@@ -282,3 +282,53 @@ def test_val_shard_smaller_than_one_eval_is_refused_after_prepare(src, tmp_path,
     assert "data.val_fraction" in err
     code, out_text, err = run_main(capsys, *args, "data.shard_tokens=1000", "data.val_windows=1")
     assert code == 0 and "one eval = 1 windows" in out_text
+
+
+def _few_documents(path: Path, n: int, words: int) -> list[float]:
+    """n documents of about ``words`` words each; returns their split keys."""
+    from ablate.data.split import doc_key
+
+    texts = [
+        f"Document {i} about topic {i}. " + f"Plain words on topic {i}. " * words for i in range(n)
+    ]
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return [doc_key(t) for t in texts]
+
+
+def test_a_corpus_all_in_validation_gets_the_share_that_splits_it(tmp_path, capsys):
+    # Every document hashed below val_fraction: the advice is computed from the corpus (its
+    # documents' keys and sizes), and the command it gives then prepares data that trains.
+    keys = _few_documents(tmp_path / "few.jsonl", 8, 40)
+    share = min(0.99, max(keys) + 0.005)
+    common = [f"data.data_files={tmp_path / 'few.jsonl'}", "data.val_windows=2", "-q"]
+    code, _, err = run_main(
+        capsys, "data=files", f"data.path={tmp_path / 'a'}", f"data.val_fraction={share}", *common
+    )
+    assert code == 2 and err.count("\n") == 1, err
+    assert "all 8 document(s) went to validation" in err and "total_tokens" not in err, err
+    suggested = shlex.split(err.split("prepare into another folder: ", 1)[1])
+    assert suggested[:3] == ["python", "-m", "ablate.data"]
+    new_share = float(
+        next(a for a in suggested if a.startswith("data.val_fraction=")).split("=")[1]
+    )
+    assert min(keys) < new_share <= max(keys)  # some documents on each side
+    code, out, err = run_main(capsys, *suggested[3:], *common)
+    assert code == 0, err
+    assert "ready: one eval = 2 windows" in out + err
+
+
+def test_a_corpus_too_small_to_split_says_so_with_its_sizes(tmp_path, capsys):
+    keys = _few_documents(tmp_path / "few.jsonl", 3, 10)
+    share = min(0.99, max(keys) + 0.005)
+    code, _, err = run_main(
+        capsys,
+        "data=files",
+        f"data.data_files={tmp_path / 'few.jsonl'}",
+        f"data.path={tmp_path / 'b'}",
+        f"data.val_fraction={share}",
+        "-q",
+    )
+    assert code == 2 and err.count("\n") == 1, err
+    assert "the whole corpus holds" in err and "in 3 document(s); one eval needs" in err, err
+    assert "add documents, or lower data.val_windows or model.block_size" in err
+    assert "total_tokens" not in err

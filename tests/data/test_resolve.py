@@ -316,7 +316,7 @@ def test_prepared_val_only(tmp_path, docs):
     one_line_error(
         e,
         "no training shard",
-        "lower data.val_fraction",
+        "the whole corpus; data.val_fraction=",
         "python -m ablate.data data=files",
     )
 

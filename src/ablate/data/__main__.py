@@ -116,7 +116,7 @@ def run(overrides: list[str], quiet: bool = False) -> str:
     if data.source in ("finewebedu", "files"):
         spec, out = prepare_target(data)
         prepare(out, spec, workers=data.workers, progress=not quiet)
-    ds = resolve_dataset(data, vocab_size)
+    ds = resolve_dataset(data, vocab_size, block_size)
     ValWindows(ds.val_path, block_size, data.val_windows)
     checked = verify_dataset(ds, block_size, vocab_size, data.verify, data.cache_dir)
     notes = "".join(f"\nnote: {n}" for n in checked.notes)

@@ -429,8 +429,8 @@ def _finish(out: Path, meta: dict, exhausted: bool, previous: dict | None, progr
         write_json_atomic(out / META, meta)
     if meta["train_tokens"] == 0:
         log.warning(
-            "%s: no training tokens were written (all documents went to validation); raise "
-            "data.total_tokens or lower data.val_fraction",
+            "%s: no training tokens were written (all documents went to validation); the check "
+            "below says what to change",
             out,
         )
     return meta

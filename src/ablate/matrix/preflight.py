@@ -136,7 +136,7 @@ def check_hardware(cfg: RunConfig, gpus_available: int, launcher: str) -> list[s
 def check_data(cfg: RunConfig, progress: Callable[[str], None] | None = None) -> list[str]:
     d, T, vocab = cfg.data, cfg.model.block_size, cfg.model.vocab_size
     try:
-        ds = resolve_dataset(d, vocab)
+        ds = resolve_dataset(d, vocab, T)
         ValWindows(ds.val_path, T, d.val_windows)
         final_val_windows(ds.val_path, T, d.val_tokens, d.val_windows)
         checked = verify_dataset(ds, T, vocab, d.verify, d.cache_dir)
