@@ -239,6 +239,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
                 if where:
                     schema.check_package_headers(repo, groups, {where.group(1): {where.group(2)}})
                 raise ConfigError(_composition_message(e, groups)) from None
+            schema.check_shadowed(repo, cfg.hydra.runtime.choices)
             schema.check_step_file(repo, cfg.hydra.runtime.choices.get("step"))
             with open_dict(
                 cfg

@@ -454,6 +454,27 @@ def check_package_headers(
 STEP_IDENTITY = ("name", "architecture")
 
 
+def check_shadowed(repo: ConfigSources, choices: Any) -> None:
+    """Refuse an option the job uses that two config folders define (ablate's ``conf/`` and a
+    ``--config-dir`` folder, or two of those): Hydra takes the first on its search path without
+    a word, so a user's own ``step/V19.yaml`` would silently train ablate's V19."""
+    for group, option in sorted((dict(choices) if choices else {}).items()):
+        if not option or not isinstance(option, str) or group.split("/")[0] == _HYDRA_PREFIX:
+            continue
+        path = f"{group}/{option}"
+        files = [
+            f"{source.path.removeprefix('file://')}/{path}.yaml"
+            for source in repo.get_sources()
+            if source.scheme() == "file" and source.is_config(path)
+        ]
+        if len(files) > 1:
+            raise ConfigError(
+                f"{group}={option} is defined by {len(files)} config folders ({', '.join(files)}); "
+                f"Hydra would silently use the first: give yours another name (e.g. "
+                f"{group}/{option}_mine.yaml{' with step.name: ' + option + '_mine' if group == 'step' else ''})"
+            )
+
+
 def check_step_file(repo: ConfigRepo, choice: str | None) -> None:
     """Refuse a step option file that does not say which step it is.
 

@@ -396,3 +396,26 @@ def test_a_step_file_in_the_group_package_that_names_itself_composes(tmp_path):
         ["experiment=smoke", "step=V19", searchpath_override([str(tmp_path)])], multirun=False
     )
     assert jobs[0].cfg.step.name == "V19" and jobs[0].cfg.step.architecture == "mine"
+
+
+def _selectable() -> list[tuple[str, str]]:
+    return [(g, opts[0]) for g, opts in sorted(GROUPS.items()) if opts and "/" not in g]
+
+
+@pytest.mark.parametrize("group,option", _selectable())
+def test_an_option_defined_by_a_config_dir_and_by_ablate_is_refused_naming_both(
+    group, option, tmp_path
+):
+    # Hydra takes the first folder on its search path silently: the user's file would not run.
+    mine = tmp_path / "conf" / group / f"{option}.yaml"
+    mine.parent.mkdir(parents=True)
+    shutil.copy(REPO / "conf" / group / f"{option}.yaml", mine)
+    search = searchpath_override([str(tmp_path / "conf")])
+    with pytest.raises(ConfigError) as info:
+        build_jobs([f"{group}={option}", search], multirun=False)
+    msg = str(info.value)
+    assert f"{group}={option} is defined by 2 config folders" in msg, msg
+    assert str(mine) in msg and str(REPO / "conf" / group / f"{option}.yaml") in msg, msg
+    # an option only the user's folder defines is theirs, no question asked
+    mine.rename(mine.with_name(f"{option}_mine.yaml"))
+    build_jobs([f"{group}={option}_mine", search], multirun=False)

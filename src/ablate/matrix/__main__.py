@@ -46,7 +46,7 @@ EXAMPLES = [
     ),
     (
         "python -m ablate.matrix --config-dir ~/myidea/conf plugins=[my_attention] plugin_path=[~/myidea] "
-        "experiment=smoke step=V0,V19 --multirun",
+        "experiment=smoke step=V0,V30 --multirun",
         "your own step and model code, outside this repository",
     ),
 ]
@@ -106,7 +106,7 @@ def help_text(argv: list[str] | None = None) -> str:
         "  --plan            list the jobs, axes and cost and run the preflight; train nothing",
         "  --yes             start a matrix of more than confirm_jobs jobs (64 by default)",
         "  --cfg job         print the resolved config of every job, then the matrix settings once; train nothing",
-        "  --config-dir DIR  also look for config groups in DIR (your own step/V19.yaml, ...);",
+        "  --config-dir DIR  also look for config groups in DIR (your own step/V30.yaml, ...);",
         "                    with plugins=[module] plugin_path=[folder] your own model code is imported",
         "  -h, --help        this text (add --config-dir DIR to list that folder's options too)",
         "",
