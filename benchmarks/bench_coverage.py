@@ -30,6 +30,7 @@ from coverage_sim import (  # noqa: E402
     family_rates,
     former_half_width,
     grid,
+    pivot_alone_half_width,
 )
 
 from ablate.report.noise import parts_from_windows  # noqa: E402
@@ -38,21 +39,31 @@ from ablate.report.noise import parts_from_windows  # noqa: E402
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--matrices", type=int, default=1000, help="simulated matrices per scenario")
+    ap.add_argument(
+        "--extra",
+        action="store_true",
+        help="also the mixes off the tested grid (seed / window / run shares 0.03-1, lag-1 0.1-0.6)",
+    )
     args = ap.parse_args(argv)
     R = args.matrices
     t0 = time.perf_counter()
     print(
-        "| Seeds | Windows | Lag-1 | Variance mostly from | Coverage | Bounds | Former formulas | Effective windows | Block |"
+        "| Seeds | Windows | Lag-1 | Variance mostly from | Coverage | Bounds | Uncalibrated pivot | Former formulas | Effective windows | Block |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for i, sc in enumerate(grid()):
         draws = 2 * R if sc.K == 1 else R
         got = coverage(sc, draws, np.random.default_rng([2025, i]))
         old = coverage(sc, draws, np.random.default_rng([2025, i]), half=former_half_width)
+        piv = (
+            f"{coverage(sc, draws, np.random.default_rng([2025, i]), half=pivot_alone_half_width)['coverage']:.3f}"
+            if sc.K >= 2
+            else "-"
+        )
         lo, hi = bounds(sc)
         print(
-            f"| {sc.K} | {sc.n} | {sc.rho} | {sc.name} | {got['coverage']:.3f} | {lo:.2f}-{hi:.3f} "
-            f"| {old['coverage']:.3f} | {got['median_n_eff']:.0f} | {got['median_block']:.0f} |"
+            f"| {sc.K} | {sc.n} | {sc.rho} | {sc.name} | {got['coverage']:.3f} | {lo:.2f}-{hi:.2f} "
+            f"| {piv} | {old['coverage']:.3f} | {got['median_n_eff']:.0f} | {got['median_block']:.0f} |"
         )
     print()
     print(
@@ -90,8 +101,46 @@ def main(argv=None) -> int:
             p = parts_from_windows(x[:, None, :])
             cov = float(np.mean(np.abs(p.est) <= p.half_width(0.95)))
             print(f"| {n} | {sd} | {cov:.3f} | {np.median(p.block_windows):.0f} |")
+    if args.extra:
+        extra(R)
     print(f"\n{R} matrices per scenario; {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+EXTRA_MIXES = {
+    "seeds": (1, 0.03, 0.03),
+    "windows": (0.03, 1, 0.03),
+    "run": (0.03, 0.03, 1),
+    "seeds, windows 0.3": (1, 0.3, 0.03),
+    "windows, seeds 0.3": (0.3, 1, 0.03),
+    "seeds = windows": (1, 1, 0.03),
+    "run, seeds = windows 0.3": (0.3, 0.3, 1),
+    "seeds, windows 0.1": (1, 0.1, 0.03),
+    "windows, seeds 0.1": (0.1, 1, 0.03),
+}
+
+
+def extra(R: int) -> None:
+    """Mixes the tests do not assert (a guard against a calibration fitted to the grid)."""
+    print()
+    print("Off the tested grid (Var(a)/K, Var(b̄), Var(ē)/K as given; not asserted):")
+    print()
+    print(
+        "| Seeds | Windows | Lag-1 | Shares seed / window / run | Coverage | Uncalibrated pivot |"
+    )
+    print("|---|---|---|---|---|---|")
+    for j, (n, rho) in enumerate([(108, 0.1), (108, 0.6), (256, 0.28), (2048, 0.1), (2048, 0.6)]):
+        for K in (2, 3, 5):
+            for m, (name, (s, w, r)) in enumerate(EXTRA_MIXES.items()):
+                sc = Scenario(K, n, rho, s, w, r, name)
+                got = coverage(sc, R, np.random.default_rng([77, j, K, m]))
+                piv = coverage(
+                    sc, R, np.random.default_rng([77, j, K, m]), half=pivot_alone_half_width
+                )
+                print(
+                    f"| {K} | {n} | {rho} | {s} / {w} / {r} | {got['coverage']:.3f} "
+                    f"| {piv['coverage']:.3f} |"
+                )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 
 from ablate.report import noise as N
 from ablate.report import verdict as V
+from ablate.report.distributions import pivot_half_width
 from ablate.report.stats import t_quantile
 
 
@@ -179,11 +180,10 @@ def grid() -> list[Scenario]:
 
 
 def bounds(sc: Scenario) -> tuple[float, float]:
-    """What each scenario's coverage must lie in (test_report_coverage.py explains the K = 2
-    upper bound)."""
+    """What each scenario's coverage must lie in: 0.93-0.97 (issue 20), at least 0.90 at 108
+    windows with lag-1 0.6 (test_report_coverage.py says why)."""
     low = 0.90 if (sc.n < 128 and sc.rho >= 0.5) else 0.93
-    high = {2: 0.995, 3: 0.98}.get(sc.K, 0.98 if sc.n < 128 else 0.97)
-    return low, high
+    return low, 0.97
 
 
 # --------------------------------------------------------------------------- the former formulas
@@ -198,6 +198,15 @@ def _former_block_se(x: np.ndarray):
     means = x[..., : K * L].reshape(x.shape[:-1] + (K, L)).mean(axis=-1)
     se = np.sqrt(means.var(axis=-1, ddof=1) / K) * math.sqrt(K * L / n)
     return se, K - 1
+
+
+def pivot_alone_half_width(d: np.ndarray) -> np.ndarray:
+    """The 95% half-width before the seed-share calibration (main at 6b0501b): the generalized
+    pivot of the seed and interaction parts, uncorrected."""
+    p = N.parts_from_windows(d)
+    return pivot_half_width(
+        [(p.seed_var, p.seed_df), (p.interaction_var, p.window_df)], N.CONFIDENCE
+    )
 
 
 def former_half_width(d: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 from report_factory import Job, make_matrix, table_rows
 
 from ablate.report import build, render_markdown
+from ablate.report.distributions import pivot_half_width, seed_share_factor
 from ablate.report.noise import (
     BIAS,
     MIN_BLOCKS,
@@ -106,7 +107,31 @@ def test_the_parts_of_the_estimand_by_hand():
     assert p.se == pytest.approx(math.sqrt(p.seed_var + max(0.0, p.window_var - p.run_var)))
     # the interval's quantile lies between the normal's and the seed part's t quantile
     h = float(p.half_width(0.95))
-    assert 1.96 * p.se < h < t_quantile(0.975, K - 1) * p.se
+    assert 1.959963 * p.se <= h < t_quantile(0.975, K - 1) * p.se
+    # ... and is the generalized pivot's, times the calibrated factor of the seed share
+    piv = float(pivot_half_width([(p.seed_var, K - 1), (p.interaction_var, p.window_df)], 0.95))
+    f = float(seed_share_factor(p.seed_var, p.interaction_var, K - 1))
+    assert f < 1 and h == pytest.approx(max(f * piv, 1.959964 * p.se), rel=1e-6)
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 6, 9])
+def test_the_seed_share_factor_is_1_when_one_part_is_known_0_and_dips_in_between(df):
+    share = np.array([0.0, 1e-4, 0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+    f = seed_share_factor(share, 1.0 - share, df)
+    assert f[0] == 1.0 and f[-1] == 1.0  # one part exactly 0: the pivot is exact there
+    assert np.all(f > 0.0) and np.all(f <= 1.0) and f[1:-1].min() < 0.97
+    # a closed form of the two estimates: the same input gives the same factor, at any scale
+    assert np.array_equal(f, seed_share_factor(share, 1.0 - share, df))
+    assert np.allclose(f, seed_share_factor(share * 7.0, (1.0 - share) * 7.0, df), rtol=1e-12)
+
+
+def test_the_seed_share_factor_interpolates_between_tabled_df_and_fades_beyond():
+    share = np.linspace(0.01, 0.99, 50)
+    dip = {df: 1.0 - seed_share_factor(share, 1 - share, df).min() for df in (4, 5, 6, 12, 60)}
+    assert min(dip[4], dip[6]) <= dip[5] <= max(dip[4], dip[6])
+    assert dip[6] > dip[12] > dip[60] > 0
+    assert dip[60] < 0.02  # with many seeds the pivot is nearly exact: almost no correction
+    assert float(seed_share_factor(0.0, 0.0, 1)) == 1.0  # both parts 0: nothing to correct
 
 
 def test_one_seed_is_this_seed_only_with_a_t_interval_on_its_blocks():

@@ -13,6 +13,10 @@ the quantile of ``|Z| * sqrt(sum of parts)``. It is exact when one part dominate
 conservative in between; the report computes it from fixed random draws (same input, same
 interval) and smooths it over Z analytically (Rao-Blackwell), so the tail quantiles of a
 multiplicity-adjusted interval stay accurate.
+
+Conservative in between is costly with 2 or 3 seeds (a 95% interval covered up to 0.99), so
+seed_share_factor shrinks the pivot's half-width by a calibrated factor of the observed seed
+share (fitted by benchmarks/fit_pivot_calibration.py; report/noise.py applies it).
 """
 
 from __future__ import annotations
@@ -282,3 +286,54 @@ def _solve_tail(V: np.ndarray, z: np.ndarray, alpha: float) -> np.ndarray:
         q[active] = nxt
         active = active[~converged]
     return q
+
+
+# --------------------------------------------------------------------------- seed-share calibration
+
+# Seed df -> (beta, mu, sigma) of the pivot's correction f(r) = 1 - beta exp(-(logit r - mu)^2 /
+# (2 sigma^2)), r the observed share of the seed part; fitted by benchmarks/fit_pivot_calibration.py
+# (the table it prints; the half-width is also kept at least the normal quantile times the SE,
+# report/noise.py). Beyond the largest tabled df beta shrinks as 1/df.
+CALIBRATED_CONFIDENCE = 0.95  # the level the table is fitted at
+PIVOT_CALIBRATION: dict[int, tuple[float, float, float]] = {
+    1: (0.45, -3.508, 2.137),
+    2: (0.87, -1.25, 0.5),
+    3: (0.587, -0.75, 0.5),
+    4: (0.391, -0.5, 0.5),
+    6: (0.1, -0.5, 2.004),
+}
+
+
+def seed_share_factor(seed_var: ArrayLike, other_var: ArrayLike, seed_df: int) -> np.ndarray:
+    """Multiplier of the generalized pivot's half-width for a seed part with ``seed_df`` degrees
+    of freedom that is ``seed_var / (seed_var + other_var)`` of the estimated variance.
+
+    The pivot is exact when one part dominates and conservative in between (with 1 seed df it
+    covers up to 0.99 of 95%): f = 1 at shares 0 and 1 and dips in between, by the amount that
+    brings the coverage of Δ closest to 95% uniformly over the true share in the fit's model
+    (with the half-width floored at the normal quantile times the SE, as report/noise.py does).
+    Between two tabled df the parameters are interpolated linearly; above the largest, beta
+    shrinks as 1/df. Deterministic: a closed form of the two estimates.
+    """
+    s = np.asarray(seed_var, dtype=np.float64)
+    o = np.asarray(other_var, dtype=np.float64)
+    dfs = sorted(PIVOT_CALIBRATION)
+    if seed_df < dfs[0]:
+        return np.ones(np.broadcast(s, o).shape)
+    if seed_df in PIVOT_CALIBRATION:
+        beta, mu, sigma = PIVOT_CALIBRATION[seed_df]
+    elif seed_df > dfs[-1]:
+        beta, mu, sigma = PIVOT_CALIBRATION[dfs[-1]]
+        beta *= dfs[-1] / seed_df
+    else:
+        lo = max(d for d in dfs if d < seed_df)
+        hi = min(d for d in dfs if d > seed_df)
+        t = (seed_df - lo) / (hi - lo)
+        beta, mu, sigma = (
+            (1 - t) * a + t * b
+            for a, b in zip(PIVOT_CALIBRATION[lo], PIVOT_CALIBRATION[hi], strict=True)
+        )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lr = np.log(s) - np.log(o)  # logit of the share; +-inf when a part is 0 (then f = 1)
+    out: np.ndarray = 1.0 - beta * np.exp(-((lr - mu) ** 2) / (2.0 * sigma * sigma))
+    return np.where(np.isfinite(lr), out, 1.0)
