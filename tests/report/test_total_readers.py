@@ -226,6 +226,7 @@ def test_any_content_of_a_job_file_is_read_and_costs_one_note(matrix, name, data
 @example(content=b"\xff\xfe\x00")
 @example(content=b"{}")
 @example(content=b"")
+@example(content=b"\x1c")  # a line break to str.splitlines and space to str.strip, not to JSON
 @SETTINGS
 @given(content=st.binary(max_size=200))
 def test_a_job_file_that_is_not_the_documented_format_is_exactly_one_note(matrix, name, content):

@@ -123,11 +123,16 @@ def _record_problem(obj: Record) -> str | None:
     return None
 
 
+# A blank line holds JSON's whitespace only: str.strip() would also drop \x1c-\x1f and other
+# Unicode spaces, hiding a junk line instead of naming it.
+_JSON_SPACE = " \t\r"
+
+
 def _parse_lines(path: Path, lines: list[str]) -> tuple[list[Record], list[str]]:
     records: list[Record] = []
     problems: list[str] = []
     for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
+        if not line.strip(_JSON_SPACE):
             continue
         try:
             obj = json.loads(line)
@@ -162,7 +167,7 @@ def read_metrics(path: PathLike) -> tuple[list[Record], list[str]]:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    filled = [line for line in lines if line.strip()]
+    filled = [line for line in lines if line.strip(_JSON_SPACE)]
     try:
         # One parse for the whole file when every line is one whole JSON object (the common case)
         # is faster than one parse per line; anything else is read again line by line, which
