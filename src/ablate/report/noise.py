@@ -1,5 +1,9 @@
 """Noise from the data: what the difference between two steps is, and how well the runs measure it.
 
+Over 400 lines on purpose: the estimand, its variance parts, the block length and the interval
+are one derivation (this docstring); split apart, each piece would lose the assumptions the
+next one relies on.
+
 **The estimand.** The report compares two steps by Δ, the expected difference in final full-set
 validation loss (baseline - step) over seeds and over the validation distribution: what a new
 seed, scored on new validation text, would show on average. Each run's final eval stores one
