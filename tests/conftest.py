@@ -36,8 +36,9 @@ def _runs_index(tmp_path_factory, monkeypatch):
 def _model_registries():
     """A test that loads a plugin (its modules register components) leaves the registries as it
     found them, so no other test sees its names (an error lists every registered name)."""
-    from models import registry
+    from models import load_components, registry
 
+    load_components()  # the built-in names are registered once per process: keep them
     tables = (registry.REGISTRY, registry.ATTENTION, registry.MLPS)
     saved = [dict(t) for t in tables]
     yield

@@ -12,7 +12,11 @@ line or the line above), so the graph stays visible at the top of each file.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -23,6 +27,7 @@ LAYERS = {
     "ablate.config": 2,
     "ablate.schema": 2,
     "ablate.compose": 2,
+    "ablate.keydocs": 2,  # the key reference: generated from the config schema
     "ablate.provenance": 2,  # a job's identity components: needs the config schema and models
     "ablate.data.config": 2,  # DataConfig: a leaf of the config schema (imports nothing of ours)
     "ablate.data": 3,
@@ -151,3 +156,37 @@ def test_a_long_module_says_at_its_top_why_it_is_long():
             if "over 400 lines" not in doc.lower():
                 long.append(f"{path.relative_to(SRC)} ({len(text.splitlines())} lines)")
     assert not long, "modules over 400 lines without a reason at their top:\n" + "\n".join(long)
+
+
+_NO_TORCH_PROBE = """
+import runpy, sys
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+print("TORCH-LOADED" if "torch" in sys.modules else "NO-TORCH")
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ablate.matrix", "--help"],
+        ["ablate.matrix", "step=v16"],
+        ["ablate.matrix", "experiment=smoke", "budget.box_seconds=ten"],
+        ["ablate.matrix", "experiment=smoke", "budget.nosuch=1"],
+        ["ablate.data", "--help"],
+        ["ablate.data", "data=nosuch"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_help_and_a_typo_are_answered_without_importing_torch(argv):
+    # torch's import takes seconds; --help and a mistyped command line never wait for it
+    # (benchmarks/bench_cli.py measures the times).
+    r = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH_PROBE, *argv], capture_output=True, text=True, timeout=120
+    )
+    assert r.stdout.strip().splitlines()[-1] == "NO-TORCH", r.stdout[-2000:] + r.stderr[-2000:]
+    if "--help" not in argv:
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr

@@ -17,6 +17,9 @@ from enum import Enum
 from functools import cache
 from typing import Any
 
+from ablate.config import ComposedConfig
+from ablate.schema import describe_type, field_type
+
 
 @cache
 def _class_field_docs(cls: type) -> dict[str, str]:
@@ -66,9 +69,6 @@ def _default(obj: Any, name: str) -> str:
 
 def rows(root: Any | None = None) -> list[tuple[str, str, str, str]]:
     """(key, type in words, default, doc) for every leaf key a command line may set."""
-    from ablate.config import ComposedConfig
-    from ablate.schema import describe_type, field_type
-
     obj = ComposedConfig() if root is None else root
     out: list[tuple[str, str, str, str]] = []
 

@@ -12,26 +12,65 @@ Steps of the RA / R-MLP ablation, as model options:
     V18  attention="ra",     mlp="rmlp"                         RA + R-MLP
 
 A new idea is a new module that registers itself in ``REGISTRY`` / ``ATTENTION`` / ``MLPS``
-(see registry.py) and is imported below. This package imports nothing from ``ablate``.
+(see registry.py) and is listed in ``COMPONENTS`` below. This package imports nothing from
+``ablate``.
+
+Importing the package does not import torch: the configuration (``ModelConfig``, its checks) and
+the registry's decorators load at once, the components (and torch with them) on first use of
+anything that needs them (``build_model``, ``check_config``, ``GPT``, ``check_causal``, the
+tables), so a command line that only composes a config, or has a typo, answers in well under a
+second instead of after torch's import.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from . import (
-    gpt2,  # noqa: F401  (registers "gpt2", "causal", "standard")
-    reciprocal_attention,  # noqa: F401  (registers "ra")
-    reciprocal_mlp,  # noqa: F401  (registers "rmlp")
-)
-from .causality import CausalityReport, check_causal
 from .config import ModelConfig, ModelConfigError, to_model_config, validate_config
-from .gate_shares import gate_shares
-from .gpt2 import GPT
-from .registry import ATTENTION, MLPS, REGISTRY, register_arch, register_attention, register_mlp
+from .registry import register_arch, register_attention, register_mlp
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .causality import CausalityReport, check_causal
+    from .gate_shares import gate_shares
+    from .gpt2 import GPT
+    from .registry import ATTENTION, MLPS, REGISTRY
+
+# The modules that register our components (each imports torch).
+COMPONENTS = (
+    "gpt2",  # registers "gpt2", "causal", "standard"
+    "reciprocal_attention",  # registers "ra"
+    "reciprocal_mlp",  # registers "rmlp"
+)
+# name -> the submodule that defines it, loaded with the components on first use
+_LAZY = {
+    "ATTENTION": "registry",
+    "MLPS": "registry",
+    "REGISTRY": "registry",
+    "GPT": "gpt2",
+    "CausalityReport": "causality",
+    "check_causal": "causality",
+    "gate_shares": "gate_shares",
+}
+
+
+def load_components() -> None:
+    """Import every built-in component module (idempotent), so the tables are complete."""
+    for name in COMPONENTS:
+        importlib.import_module(f".{name}", __name__)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        load_components()
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ATTENTION",
@@ -64,6 +103,9 @@ def _choice(key: str, value: str, table: dict) -> None:
 def check_config(cfg: Any) -> ModelConfig:
     """Convert cfg (ModelConfig, dict or DictConfig) to a ModelConfig and validate it without
     building anything; raises ModelConfigError naming the first bad key."""
+    from .registry import ATTENTION, MLPS, REGISTRY  # deferred: complete once components load
+
+    load_components()
     config = to_model_config(cfg)
     validate_config(config)
     _choice("arch", config.arch, REGISTRY)
@@ -80,5 +122,7 @@ def build_model(cfg: Any) -> nn.Module:
     """Build the model described by cfg (ModelConfig, dict or OmegaConf DictConfig with
     ModelConfig's keys). Weights are drawn from torch's global RNG: seed it first for
     reproducibility. With ``init_from`` the shared weights come from a local HF GPT-2 folder."""
+    from .registry import REGISTRY  # deferred: complete once components load
+
     config = check_config(cfg)
     return REGISTRY[config.arch](config)

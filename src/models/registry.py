@@ -14,8 +14,10 @@ A component class may define ``check_config(config)`` (a classmethod) that raise
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported by the components, not by the tables (models/__init__.py)
+    from torch import nn
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 ATTENTION: dict[str, type[nn.Module]] = {}

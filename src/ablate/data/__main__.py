@@ -40,13 +40,13 @@ from pathlib import Path
 from ablate.compose import compose_job, parse_overrides
 from ablate.data.config import DataConfig
 from ablate.data.dataset import prepare_target, resolve_dataset
-from ablate.data.loader import ValWindows
 from ablate.data.overlap import Overlap
 from ablate.data.overlap_check import dataset_overlap, overlap_lines
 from ablate.data.prepare import prepare
 from ablate.data.shards import read_header, shard_sha256
 from ablate.data.verify import verify_dataset
 from ablate.errors import AblateError, ConfigError, DataError, die
+from ablate.keydocs import field_docs
 
 COUNT_KEYS = ("data.total_tokens", "data.shard_tokens")
 _OVERRIDE = re.compile(r"([+~]{0,2})([A-Za-z_][\w.]*)(=(.*))?", re.S)
@@ -117,6 +117,8 @@ def run(overrides: list[str], quiet: bool = False) -> str:
         spec, out = prepare_target(data)
         prepare(out, spec, workers=data.workers, progress=not quiet)
     ds = resolve_dataset(data, vocab_size, block_size)
+    from ablate.data.loader import ValWindows  # deferred: imports torch, not for --help or a typo
+
     ValWindows(ds.val_path, block_size, data.val_windows)
     checked = verify_dataset(ds, block_size, vocab_size, data.verify, data.cache_dir)
     notes = "".join(f"\nnote: {n}" for n in checked.notes)
@@ -190,8 +192,6 @@ def help_text() -> str:
     """The module docstring, then every key of ``data`` with the first sentence of its
     documentation (generated: a key added to DataConfig is listed without editing this)."""
     from dataclasses import fields
-
-    from ablate.keydocs import field_docs
 
     docs = field_docs(DataConfig)
     lines = [

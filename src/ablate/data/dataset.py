@@ -6,7 +6,6 @@ import dataclasses
 import glob
 import hashlib
 import json
-import math
 import os
 import re
 import shlex
@@ -14,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ablate.data.advice import all_validation_fix
 from ablate.data.config import (
     DEFAULT_FILES_PATH,
     DEFAULT_FINEWEBEDU_PATH,
@@ -282,69 +280,11 @@ def _from_meta(
         raise DataError(f"{root}: {META} lists no validation shard; {fix}")
     if not train:
         if source in ("finewebedu", "files"):
-            fix = _all_validation_fix(cfg, meta, Path(val), block_size)
+            fix = all_validation_fix(cfg, meta, Path(val), block_size, prepare_command)
         else:
             fix = "add more text"
         raise DataError(f"{root}: no training shard; {fix}")
     return Dataset(source=source, train_paths=train, val_path=val, meta=meta, root=str(root))
-
-
-def _all_validation_fix(cfg: DataConfig, meta: dict, val_path: Path, block_size: int | None) -> str:
-    """What to change when every prepared document went to validation, computed from the corpus:
-    a stream cut by data.total_tokens has more documents to take; a whole corpus gets the share
-    that splits it. A document is validation when its key (a hash of its text) is below
-    data.val_fraction; the validation documents, decoded from the shard, give each key and size,
-    so the share is the one that keeps one eval's windows in validation and the rest in training."""
-    docs = int(meta.get("documents") or 0)
-    held = f"all {docs} document(s) went to validation (data.val_fraction={cfg.val_fraction})"
-    if not meta.get("exhausted", True) and cfg.total_tokens:
-        bigger = dataclasses.replace(
-            cfg, total_tokens=2 * int(cfg.total_tokens), path=f"{cfg.path}-more"
-        )
-        return (
-            f"{held} before data.total_tokens={cfg.total_tokens} cut the stream; prepare more of "
-            f"it into another folder: {prepare_command(bigger)}"
-        )
-    sized = sorted(_document_keys(val_path))  # (key, tokens), by key
-    need = cfg.val_windows * block_size + 1 if block_size else 1
-    total, k = 0, 0
-    while k < len(sized) and total < need:
-        total += sized[k][1]
-        k += 1
-    if total < need or k >= len(sized) or sized[k][0] <= sized[k - 1][0]:
-        size = f" of {block_size} tokens" if block_size else ""
-        return (
-            f"{held}: the whole corpus holds {sum(t for _, t in sized):,} tokens in {len(sized)} "
-            f"document(s); one eval needs {need:,} tokens of validation ({cfg.val_windows} windows"
-            f"{size}, plus 1) and training needs documents of its own: add documents, or lower "
-            "data.val_windows or model.block_size"
-        )
-    low, high = sized[k - 1][0], sized[k][0]  # a share in (low, high] splits the corpus there
-    share = math.floor(high * 1000) / 1000
-    if share <= low:
-        share = (low + high) / 2
-    smaller = dataclasses.replace(cfg, val_fraction=share, path=f"{cfg.path}-split")
-    return (
-        f"{held}, the whole corpus; data.val_fraction={share:g} keeps {total:,} tokens (one eval "
-        f"needs {need:,}) in validation and {len(sized) - k} document(s) in training; prepare "
-        f"into another folder: {prepare_command(smaller)}"
-    )
-
-
-def _document_keys(val_path: Path) -> list[tuple[float, int]]:
-    """(split key, tokens with its EOT) of each document in a validation shard (each starts
-    with EOT)."""
-    from ablate.data.split import doc_key
-    from ablate.data.tokenizer import EOT, get_gpt2_encoding
-
-    tokens = np.asarray(read_shard(val_path))
-    starts = [int(i) for i in np.nonzero(tokens == EOT)[0]] + [int(tokens.size)]
-    enc = get_gpt2_encoding()
-    return [
-        (doc_key(enc.decode(tokens[a + 1 : b].tolist())), b - a)
-        for a, b in zip(starts, starts[1:])
-        if b > a + 1
-    ]
 
 
 def _shard_max(path: Path, cfg: DataConfig) -> int:

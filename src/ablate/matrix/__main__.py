@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 from ablate.errors import AblateError, die, exit_quietly_on_closed_pipe
 from ablate.plugins import check_models_package
@@ -193,6 +195,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def _install_problem(e: ImportError) -> AblateError:
+    return AblateError(
+        f"cannot import what ablate needs ({e}); install it with its dependencies "
+        "as README.md says (pip install torch==... && pip install -e .)"
+    )
+
+
+def _torch_part(name: str) -> Any:
+    """``ablate.matrix.<name>``, imported only when a command needs it: these import torch
+    (seconds), which composing a config, --help and a typo never wait for."""
+    try:
+        return importlib.import_module(f"ablate.matrix.{name}")
+    except ImportError as e:  # torch missing: an installation problem, not a bug
+        raise _install_problem(e) from None
+
+
 def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(help_text([a for a in argv if a not in ("-h", "--help")]), flush=True)
@@ -201,16 +219,11 @@ def _main(argv: list[str]) -> int:
         check_models_package()  # before `import models`: a user's own package of that name must not load
         try:
             # deferred: everything below imports `models`, which must come after check_models_package()
-            import models  # importing it is the check
+            import models  # importing it is the check (it does not import torch)
             from ablate.compose import build_jobs, config_yaml  # deferred: see above
             from ablate.config import check_environment  # deferred: see above
-            from ablate.matrix import resume as resume_mod  # deferred: see above
-            from ablate.matrix import runner, status  # deferred: see above
-        except ImportError as e:  # torch, hydra, ... missing: an installation problem, not a bug
-            raise AblateError(
-                f"cannot import what ablate needs ({e}); install it with its dependencies "
-                "as README.md says (pip install torch==... && pip install -e .)"
-            ) from None
+        except ImportError as e:  # hydra, ... missing: an installation problem, not a bug
+            raise _install_problem(e) from None
 
         check_environment()  # resume= composes nothing, so check here too
         overrides, multirun, show_cfg = parse_argv(argv)
@@ -227,7 +240,7 @@ def _main(argv: list[str]) -> int:
                 raise AblateError(
                     f"resume= runs a matrix as it was configured; drop the other overrides ({' '.join(others)})"
                 )
-            return resume_mod.run_resume(resume[0].split("=", 1)[1])
+            return _torch_part("resume").run_resume(resume[0].split("=", 1)[1])
         for command in ("status", "wait"):
             given = [o for o in overrides if o.startswith(f"{command}=")]
             if not given:
@@ -237,7 +250,10 @@ def _main(argv: list[str]) -> int:
                     f"{command}=DIR reads a matrix directory; it takes no other overrides"
                 )
             path = given[0].split("=", 1)[1]
-            return status.status(path) if command == "status" else runner.run_wait(path)
+            if command == "status":
+                return _torch_part("status").status(path)
+            return _torch_part("runner").run_wait(path)
+        # Composing needs no torch: a typo or a bad value is answered before torch's import.
         jobs = build_jobs(overrides, multirun)
         if show_cfg:
             from ablate.matrix.reuse import (  # deferred: see above
@@ -258,7 +274,9 @@ def _main(argv: list[str]) -> int:
             )
             print(config_yaml(jobs.settings), flush=True)
             return 0
-        return runner.run_new(jobs, jobs.settings, argv, plan=plan, yes="--yes" in argv)
+        return _torch_part("runner").run_new(
+            jobs, jobs.settings, argv, plan=plan, yes="--yes" in argv
+        )
     except AblateError as e:
         die(str(e))
     except KeyboardInterrupt:
