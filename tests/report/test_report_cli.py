@@ -33,7 +33,14 @@ def test_cli_prints_what_it_writes(tmp_path, capsys):
     main([str(mdir), "--no-plots"])
     out = capsys.readouterr().out
     assert out == (mdir / R.REPORT).read_text()
-    assert table_rows(out)[3] == ["V18", "RA + R-MLP", "3.32", "+11.5% (this seed only)", "+0.132"]
+    # marked: V0 ran on other hardware than V18 (report/conditions.py names it under Warnings)
+    assert table_rows(out)[3] == [
+        "V18 ⚠",
+        "RA + R-MLP",
+        "3.32",
+        "+11.5% (this seed only)",
+        "+0.132",
+    ]
     assert not (mdir / VAL_VS_ITER).exists() and "## Plots" not in out
 
 

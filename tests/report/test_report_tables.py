@@ -18,13 +18,15 @@ def report_of(mdir: Path, baseline=None) -> str:
     return render_markdown(coll, stats, mdir, None)
 
 
+# Every step is marked: V0 ran on 4 x NVIDIA A10G, the others on 1 x cpu, an unequal condition of
+# every comparison (report/conditions.py; test_seed_numbers_give_the_seed_table checks it is named).
 SEED_TABLE = [
-    ["V0", "Baseline", "3.75", "-", "N/A"],
-    ["V16", "RA v5 only", "3.38", "+9.9% (this seed only)", "N/A"],
-    ["V17", "RA + frozen", "3.38", "+9.9% (this seed only)", "-0.041"],
+    ["V0 ⚠", "Baseline", "3.75", "-", "N/A"],
+    ["V16 ⚠", "RA v5 only", "3.38", "+9.9% (this seed only)", "N/A"],
+    ["V17 ⚠", "RA + frozen", "3.38", "+9.9% (this seed only)", "-0.041"],
     # The R-MLP validation table printed 12% here; (3.7521 - 3.3222) / 3.7521 = 11.46% -> +11.5%.
     # One seed per step: nothing measures seed-to-seed variation, so no verdict and no bold.
-    ["V18", "RA + R-MLP", "3.32", "+11.5% (this seed only)", "+0.132"],
+    ["V18 ⚠", "RA + R-MLP", "3.32", "+11.5% (this seed only)", "+0.132"],
 ]
 
 
@@ -33,6 +35,11 @@ def test_seed_numbers_give_the_seed_table(tmp_path):
     header = md.split("## Results\n\n", 1)[1].splitlines()[0]
     assert [c.strip() for c in header.strip("|").split("|")] == MAIN_HEADERS
     assert table_rows(md) == SEED_TABLE
+    warnings = section(md, "Warnings")
+    assert (
+        "`env.json device` (hardware or numerics) differs: NVIDIA A10G (V0), cpu (V16" in warnings
+    )
+    assert "`env.json world_size` (hardware or numerics) differs: 4 (V0), 1 (V16" in warnings
 
 
 def test_architecture_comes_from_config_not_summary(tmp_path):
@@ -81,7 +88,8 @@ def test_baseline_option_and_manifest_baseline(tmp_path):
 
 def test_manifest_order_decides_row_order(tmp_path):
     mdir = make_matrix(tmp_path, seed_jobs(), order=["V0", "V18", "V17", "V16"])
-    assert [r[0] for r in table_rows(report_of(mdir))] == ["V0", "V18", "V17", "V16"]
+    steps = [r[0].removesuffix(" ⚠") for r in table_rows(report_of(mdir))]
+    assert steps == ["V0", "V18", "V17", "V16"]
 
 
 def test_progression_against_previous_and_baseline(tmp_path):

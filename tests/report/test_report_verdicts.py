@@ -186,7 +186,12 @@ def test_different_block_sizes_are_named_not_called_missing(tmp_path):
     jobs[1].block_size = 512
     _, _, md, mdir = report(tmp_path, jobs)
     rec = records(mdir)["V16"]
-    assert "block sizes differ (1024 vs 512)" in rec["reason"]
+    # another block size is other validation windows: no verdict, named with both values
+    # (report/conditions.py), never "missing"
+    assert rec["verdict"] == NONE and rec["reason"] == "unequal validation windows"
+    assert "`final_eval.json block_size` (validation windows) differs: 1024 (V0), 512 (V16)" in (
+        section(md, "Warnings")
+    )
     assert "no run stored" not in md
 
 
@@ -200,10 +205,13 @@ def test_seeds_that_scored_different_windows_are_seeds_only(tmp_path):
     _, _, md, mdir = report(tmp_path, jobs)
     rec = records(mdir)["V16"]
     assert rec["interval"] == "seeds only" and rec["seeds_used"] == [1, 2, 3]
-    assert (
-        "seeds 1 and 3 scored different windows (window counts differ (256 vs 200))"
-        in (rec["reason"])
-    )
+    # other windows in one comparison: its verdict is withheld, each differing key named
+    # with its values (report/conditions.py)
+    assert rec["verdict"] == NONE and rec["reason"] == "unequal validation windows"
+    warnings = section(md, "Warnings")
+    assert "`final_eval.json windows` (validation windows) differs: 256 (" in warnings
+    assert "200 (V0_seed3, V16_seed3)" in warnings
+    assert "ffffffffffffffff (V0_seed3, V16_seed3)" in warnings
 
 
 # --------------------------------------------------------------------------- the family

@@ -21,6 +21,7 @@ from ablate import results as R
 from ablate.atomic import disk_full_error, is_disk_full
 from ablate.errors import AblateError, UnwritableError
 from ablate.report import axes as AX
+from ablate.report import conditions as CN
 from ablate.report import grouped
 from ablate.report import groups as G
 from ablate.report import main_table as MT
@@ -65,6 +66,7 @@ def _analyse(coll: Collection) -> dict[str, StepStats]:
     stats = step_stats(coll.jobs, coll.order)
     coll.pipeline_check = W.is_pipeline_check(coll.experiments)
     coll.warnings = W.collect_warnings(coll.jobs, stats, coll.order, coll.curves)
+    coll.warnings += CN.condition_warnings(coll)  # every unequal condition of a comparison
     return stats
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from ablate import results as R
 from ablate.errors import AblateError
 from ablate.outcome import reported_status
+from ablate.report.condition_facts import job_conditions
 from ablate.report.noise import block_se
 
 DEFAULT_BASELINE = "V0"
@@ -100,6 +101,8 @@ JOB_COLUMNS = [
     # for a job filled from an earlier run (reused.json), the run that trained it
     "identity",
     "reused_from",
+    # every condition the job ran under by key (report/condition_facts.py), for report/conditions.py
+    "conditions",
 ]
 _TEXT_COLUMNS = [
     "step",
@@ -128,6 +131,7 @@ _TEXT_COLUMNS = [
     "causality_trained",
     "identity",
     "reused_from",
+    "conditions",
 ]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss", "flops"]
 
@@ -146,6 +150,17 @@ _NUMERIC = (
     "peak_memory_mb",
     "failed_iter",
 )
+
+
+@dataclass(frozen=True)
+class SeenRun:
+    """One job of one matrix as read: which run it is (``identity``: identity.json's digest)."""
+
+    matrix_dir: str
+    job: str
+    step: str
+    seed: Any
+    identity: str | None
 
 
 @dataclass
@@ -170,6 +185,9 @@ class Collection:
     experiments: list[Any] = field(default_factory=list)
     """The matrices' experiment presets: matrix.json's "experiments", else (an older matrix) the
     ``experiment`` of each job whose files could be read; never a broken job's guess."""
+    runs: list[SeenRun] = field(default_factory=list)
+    """Every job read, in order, with its identity digest: those counted once as the same run as
+    another (reused) too, so that a matrix's own runs are known (report/pooling.py)."""
     family_size: int | None = None
     """The verdict-capable comparisons of the whole report when this collection is one group of
     it (report/groups.py), so that its verdicts are adjusted over all of them; None: itself."""
@@ -350,6 +368,7 @@ def _read_job(
 
     row["identity"] = job.run_identity.digest if job.run_identity is not None else None
     row["reused_from"] = job.reused.original if job.reused is not None else None
+    row["conditions"] = job_conditions(job)
     if job.reused is not None:  # the runs index's reuse (ablate.matrix.reuse): not trained here
         notes.append(
             f"{label}: reused from {job.reused.original} (same identity; not trained again)"
@@ -521,6 +540,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
     seen_keys: dict[tuple[str, Any], str] = {}
     origins: dict[str, str] = {}  # the directory each run trained in -> its key
     identities: dict[str, R.RunIdentity] = {}
+    seen: list[SeenRun] = []
     experiments: list[Any] = []
     multi = len(matrix_dirs) > 1
     for mdir in matrix_dirs:
@@ -574,6 +594,12 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
                 curve = []
             if row["step"] not in steps_here:
                 steps_here.append(row["step"])
+            ident = job.run_identity if job is not None else None
+            seen.append(
+                SeenRun(
+                    str(mdir), jd.name, row["step"], row["seed"], ident.digest if ident else None
+                )
+            )
             origin = os.path.realpath(job.trained_in if job is not None else jd.path)
             if origin in origins:  # one run reached through reuse twice is counted once
                 notes.append(f"{key}: the same run as {origins[origin]} (reused); counted once")
@@ -612,6 +638,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
         list(matrix_dirs), jobs, curve_df, order, chosen, reason, notes, identities=identities
     )
     coll.experiments = experiments
+    coll.runs = seen
     return coll
 
 

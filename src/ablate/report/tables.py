@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ablate import results as R
+from ablate.report.conditions import step_settings
 from ablate.report.fmt import (
     CI_DIGITS,
     bold,
@@ -201,7 +202,16 @@ def steps_section(coll: Collection) -> str:
         rows.append(
             [step, " / ".join(archs) or "?", " / ".join(" ".join(d.split()) for d in descs) or "-"]
         )
-    return pipe(rows, ["Step", "Architecture", "What it is (config.yaml step.description)"])
+    table = pipe(rows, ["Step", "Architecture", "What it is (config.yaml step.description)"])
+    sets = step_settings(coll)
+    if not sets:
+        return table
+    lines = [f"- {step}: {', '.join(keys)}" for step, keys in sets.items()]
+    return (
+        table + "\n\nSteps that set keys besides model options (their step file: within one matrix "
+        "nothing else changes between steps), so they change more than the model; each "
+        "difference is named under Warnings:\n\n" + "\n".join(lines)
+    )
 
 
 def share_section(coll: Collection) -> str:

@@ -259,7 +259,7 @@ def block_reason(coll: Collection, a: str, b: str) -> str | None:
     if coll.pipeline_check:
         return "pipeline check"
     for w in coll.warnings:
-        if w.blocks_verdict and (a in w.steps or b in w.steps):
+        if w.blocks(a, b):
             kind: str = w.kind
             return kind
     return None

@@ -34,6 +34,17 @@ class Warn:
     text: str
     steps: set[str] = field(default_factory=set)  # rows marked in the main table
     blocks_verdict: bool = False  # those steps get no verdict
+    pairs: set[frozenset[str]] | None = None
+    """The comparisons (pairs of steps) a blocking warning takes the verdict of; None: every
+    comparison of ``steps`` (report/conditions.py blocks one comparison, not a step's all)."""
+
+    def blocks(self, a: str, b: str) -> bool:
+        """Whether it takes the verdict of the comparison of steps ``a`` and ``b``."""
+        if not self.blocks_verdict:
+            return False
+        if self.pairs is not None:
+            return frozenset((a, b)) in self.pairs
+        return a in self.steps or b in self.steps
 
 
 def _finite(x: Any) -> bool:
@@ -367,7 +378,7 @@ def no_verdict(warnings: list[Warn], pipeline: bool, step: str, baseline: str) -
     if pipeline:
         return "pipeline check"
     for w in warnings:
-        if w.blocks_verdict and (step in w.steps or baseline in w.steps):
+        if w.blocks(step, baseline):
             return w.kind
     return None
 

@@ -151,6 +151,10 @@ class EnvFacts:
     hostname: str | None = None
     num_params: int | None = None
     """The model's parameters (the tied LM head counted once)."""
+    precision: str | None = None
+    """The numerics the job trained with, as resolved (``bf16``; config.yaml may say ``auto``)."""
+    compile: bool | None = None
+    """Whether the model ran compiled (a failed compile runs eager: false)."""
 
     @classmethod
     def parse(cls, env: dict[str, Any], where: str, problems: Problems) -> EnvFacts:
@@ -165,6 +169,8 @@ class EnvFacts:
             flops_per_token=_value(env, "flops_per_token", float, "a number", where, problems),
             hostname=_value(env, "hostname", str, "a string", where, problems),
             num_params=_value(env, "num_params", int, "an integer", where, problems),
+            precision=_value(env, "precision", str, "a string", where, problems),
+            compile=_value(env, "compile", bool, "true or false", where, problems),
         )
 
 
