@@ -3,12 +3,14 @@ through ablate.results (Manifest, JobDir.write_summary, MetricsWriter)."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ablate import identity
 from ablate import results as R
 
 
@@ -57,6 +59,12 @@ class Job:
     num_params: int | None = None  # env.json (model size)
     model: dict | None = None  # config.yaml model keys over the defaults below
     tokens_per_iter: int = 65536
+    # config.yaml keys by dotted name, set over everything above (``{"optim.lr": 1e-3}``)
+    config: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)  # env.json keys over the defaults
+    git_dirty: bool = False  # env.json git.dirty
+    # identity.json's components (written with ablate.identity.make_record), None: no file
+    identity: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.window_losses is not None:
@@ -70,6 +78,9 @@ class Job:
             seed = {} if self.seed == 1 else {"seed": self.seed}
             return R.job_name(self.step, {**self.axes, **seed})
         return self.step if self.seed == 1 else f"{self.step}_seed{self.seed}"
+
+
+_MINUTES = itertools.count()
 
 
 def _curve(job: Job) -> list[float]:
@@ -109,12 +120,23 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
             node = node.setdefault(part, {})
         if parents:
             node[leaf] = yaml.safe_load(value)
+    for key, value in job.config.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     jd.config.write_text(yaml.safe_dump(config, sort_keys=False))
+    if job.identity is not None:
+        record = identity.make_record(job.identity)
+        # each job computed at its own time, as trained runs are: equal identities, other times
+        record["computed"] = f"2025-11-11T17:{next(_MINUTES) % 60:02d}:00+00:00"
+        R.atomic_write_json(jd.identity, record)
     # The trainer's shape (src/ablate/train/env.py): git facts nested, "device" for the name.
     R.atomic_write_json(
         jd.env,
         {
-            "git": {"sha": job.git_sha, "dirty": False, "root": "/src"},
+            "git": {"sha": job.git_sha, "dirty": job.git_dirty, "root": "/src"},
             "torch": "2.5.0",
             "python": "3.11.2",
             "hostname": "box",
@@ -123,6 +145,7 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
             "world_size": job.world_size,
             "flops_per_token": job.flops_per_token,
             **({"num_params": job.num_params} if job.num_params is not None else {}),
+            **job.env,
         },
     )
     curve = _curve(job)
@@ -219,6 +242,24 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
     if job.done if job.done is not None else job.status == R.COMPLETED:
         jd.mark_done()
     return jd
+
+
+def components(**over: Any) -> dict[str, Any]:
+    """identity.json components of a crafted run (docs/results-format.md), ``over`` replacing
+    whole components."""
+    comps: dict[str, Any] = {
+        "config": {"step.name": "V0", "optim.lr": 6e-4},
+        "model_code": {"models.gpt2": "b" * 64},
+        "code": {"git_sha": "c" * 40, "src_changes": None},
+        "data": {
+            "shards": {"train.bin": "d" * 64},
+            "val_shard": "val.bin",
+            "val_fingerprint": "0123456789abcdef",
+        },
+        "hardware": {"device": "cpu", "world_size": 1},
+    }
+    comps.update(over)
+    return comps
 
 
 def causality_record(kind: str) -> dict:

@@ -22,6 +22,7 @@ from typing import Any
 from ablate import results as R
 from ablate.errors import AblateError
 from ablate.report import groups as G
+from ablate.report import pooling
 from ablate.report.load import Collection
 
 AXIS = G.Reason(
@@ -110,24 +111,31 @@ def dimensions(per_job: list[dict[str, str]], defaults: dict[str, str | None]) -
 def split(
     coll: Collection, tune: list[str] | None, analyse: G.Analyse
 ) -> G.GroupedCollection | None:
-    """The collection split by axis values and analysed per group (``analyse``: report.build's
+    """The collection split by axis values (and by the settings and identities of report/pooling.py)
+    and analysed per group (``analyse``: report.build's
     statistics of one collection), with the tuned comparison when ``tune`` (None: matrix.json's
     setting) names axes; None when no key other than step and seed was swept."""
     # deferred: tuning builds its groups with report/groups.py, which this module feeds
     from ablate.report import tuning
 
     per_job, defaults = job_axes(coll)
-    dims = dimensions(per_job, defaults)
+    axes = dimensions(per_job, defaults)
     if tune is None:
         tune = stored_tune(coll)
+    if not axes and tune:
+        raise AblateError(
+            f"--tune {','.join(tune)}: nothing was swept in these matrices besides step and "
+            "seed; tuning needs the tuned key swept (e.g. optim.lr=3e-4,6e-4,1e-3)"
+        )
+    names = [d.name for d in axes]
+    # settings the matrices disagree in and drifted identities: groups of the same kind
+    dims = list(axes)
+    for dim, values in pooling.dimensions(coll, set(names)):
+        dims.append(dim)
+        for row, value in zip(per_job, values):
+            row[dim.name] = value
     if not dims:
-        if tune:
-            raise AblateError(
-                f"--tune {','.join(tune)}: nothing was swept in these matrices besides step and "
-                "seed; tuning needs the tuned key swept (e.g. optim.lr=3e-4,6e-4,1e-3)"
-            )
         return None
-    names = [d.name for d in dims]
     unknown = [k for k in tune if k not in names]
     if unknown:
         raise AblateError(

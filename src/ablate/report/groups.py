@@ -10,8 +10,9 @@ every section once per group (report/grouped.py), the default group first.
 thing the jobs differ in (``optim.lr``), the ``Reason`` they are kept apart on it, its values as
 written (in the order shown) and its default value. A reason says why a difference splits the
 report, in a title and one explanation the Groups section prints: ``AXIS`` (report/axes.py: a key
-the matrix swept, other than step and seed) is the one source today; an unequal condition between
-pooled matrices or a drifted run identity are reasons of the same kind.
+the matrix swept, other than step and seed), ``SETTING`` (report/pooling.py: a config key in which
+the matrices given disagree) and ``DRIFT`` (report/pooling.py: runs of one step and seed under
+different identities) are its sources.
 
 **The key.** Every job has one value per dimension (``split``'s ``per_job``). A group's key
 (``Group.key``) is the tuple of its (dimension name, normalized value) pairs, in dimension order;
@@ -116,6 +117,9 @@ class Dimension:
     """The value a run gets without the difference (its group comes first); None: the first."""
     default_note: str | None = None
     """What the Groups section says about the default (e.g. that it was not swept)."""
+    detail: tuple[str, ...] = ()
+    """Lines the Groups section shows under the dimension: which matrices hold each value and
+    what differs (report/pooling.py)."""
 
     @property
     def column(self) -> str:
@@ -349,6 +353,7 @@ def groups_section(gc: GroupedCollection, tuned: tuple[str, ...] = ()) -> tuple[
                 where = f"default {d.default}"
             mark = " (tuned: Tuned comparison)" if d.name in tuned else ""
             lines.append(f"- `{d.name}`: {', '.join(d.values)} ({where}){mark}")
+            lines += [f"  - {line}" for line in d.detail]
         parts += [reason.explains, "\n".join(lines)]
     counts = ", ".join(f"{g.heading}: {len(g.jobs)} job(s)" for g in gc.groups)
     parts.append(f"Groups: {counts}.")

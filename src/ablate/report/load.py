@@ -154,13 +154,14 @@ _NUMERIC = (
 
 @dataclass(frozen=True)
 class SeenRun:
-    """One job of one matrix as read: which run it is (``identity``: identity.json's digest)."""
+    """One job of one matrix as read, and which run it is."""
 
     matrix_dir: str
     job: str
     step: str
     seed: Any
-    identity: str | None
+    identity: R.RunIdentity | None
+    """identity.json as read (None: none, or a damaged one)."""
 
 
 @dataclass
@@ -595,11 +596,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
             if row["step"] not in steps_here:
                 steps_here.append(row["step"])
             ident = job.run_identity if job is not None else None
-            seen.append(
-                SeenRun(
-                    str(mdir), jd.name, row["step"], row["seed"], ident.digest if ident else None
-                )
-            )
+            seen.append(SeenRun(str(mdir), jd.name, row["step"], row["seed"], ident))
             origin = os.path.realpath(job.trained_in if job is not None else jd.path)
             if origin in origins:  # one run reached through reuse twice is counted once
                 notes.append(f"{key}: the same run as {origins[origin]} (reused); counted once")
