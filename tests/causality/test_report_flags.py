@@ -22,7 +22,8 @@ def test_checked_steps_are_compared_as_before(tmp_path):
     rows = table_rows(md)
     # one seed per step: an improvement with no verdict (tests/report/test_report_verdicts.py
     # has the bold cases, with seeds)
-    assert rows[3][:3] == ["V18", "RA + R-MLP", "3.32"] and rows[3][4] == "+0.132"
+    # marked: seed_jobs' V0 ran on 4 x A10G, V18 on 1 x cpu (an unequal condition, named)
+    assert rows[3][:3] == ["V18 ⚠", "RA + R-MLP", "3.32"] and rows[3][4] == "+0.132"
     assert rows[3][3] == "+11.5% (this seed only)"
     assert "Steps: V0: checked, V16: checked, V17: checked, V18: checked." in section(
         md, "Causality"

@@ -62,3 +62,21 @@ def test_a_reused_job_names_the_run_it_came_from_in_the_table_and_the_notes(tmp_
     assert row["identity"] == coll.identities["V0"].digest
     assert f"V0: reused from {m1 / 'V0'} (same identity; not trained again)" in coll.notes
     assert coll.jobs.set_index("key").loc["V18"]["reused_from"] is None
+
+
+def test_the_report_over_three_matrices_keeps_the_two_baseline_identities_apart(tmp_path):
+    """Issue 27's end to end, crafted: matrix 2 reused matrix 1's V0, matrix 3 retrained it after
+    a model-file edit. The report never averages the two V0 runs: matrices 1 and 2 are one group
+    (V18 against the V0 it reused), matrix 3 another, and the Groups section names the file."""
+    from ablate.report import build, main_rows
+
+    m1, m2, m3 = _three_matrices(tmp_path / "results")
+    coll, stats = build([m1, m2, m3])
+    rows = main_rows(coll, stats)
+    by_group = {}
+    for row in rows:
+        by_group.setdefault(row.group["identity:run identity"], []).append(row.step)
+    assert by_group == {"A": ["V0", "V16", "V18"], "B": ["V0"]}
+    dim = next(d for d in coll.dimensions if d.name == "run identity")
+    assert dim.detail[0] == f"A: {m1.name}, {m2.name}"
+    assert dim.detail[1] == f"B: {m3.name}; differs from A in V0 seed 1: model files: models.gpt2"
