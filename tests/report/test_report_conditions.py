@@ -304,6 +304,25 @@ def test_matrices_with_different_boxes_are_grouped_not_pooled(tmp_path):
     assert all(r["n"] == 2 for r in v0)  # each box's own two seeds, never the six pooled
 
 
+@pytest.mark.parametrize("same_shards", [True, False])
+def test_matrices_that_read_the_same_shards_elsewhere_are_pooled(tmp_path, same_shards):
+    first, again = runs(seeds=(1, 2)), runs(seeds=(3, 4), rng_seed=8)
+    for jobs, path, shard in (
+        (first, "/data/a", "d"),
+        (again, "/mnt/copy", "d" if same_shards else "e"),
+    ):
+        for j in jobs:
+            j.config["data.path"] = path
+            j.identity = components(data={"shards": {"train.bin": shard * 64}, "val_shard": "v"})
+    m1 = make_matrix(tmp_path, first, name="test_matrix_results_1")
+    m2 = make_matrix(tmp_path, again, name="test_matrix_results_2")
+    _, md = report(tmp_path, m1, m2)
+    assert ("- `data.path`: /data/a, /mnt/copy" in md) is not same_shards
+    assert [r["n"] for r in records(m1, m2) if r["step"] == "V0"] == (
+        [4] if same_shards else [2, 2]
+    )
+
+
 def test_matrices_that_agree_are_pooled(tmp_path):
     m1 = make_matrix(tmp_path, runs(seeds=(1, 2)), name="test_matrix_results_1")
     m2 = make_matrix(tmp_path, runs(seeds=(3, 4), rng_seed=8), name="test_matrix_results_2")

@@ -168,9 +168,7 @@ def _warn(f: _Found) -> Warn:
     pairs = ", ".join(f"{s} vs {r}" for s, r in f.pairs)
     text = f"unequal conditions in {pairs}: {what}"
     if f.blocks:
-        text += (
-            f"; no verdict for {'this comparison' if len(f.pairs) == 1 else 'these'}: {f.blocks}."
-        )
+        text += f"; no verdict for {'this comparison' if len(f.pairs) == 1 else 'these comparisons'}: {f.blocks}."
     else:
         text += "."
     steps = {s for pair in f.pairs for s in pair if any(r["step"] == s for r in rows)}

@@ -8,7 +8,8 @@ jobs record, not a list of keys:
   (report/condition_facts.py: every key of config.yaml but who and where the job is); every key
   in which each matrix has one value and the matrices do not all agree (``budget.box_seconds``:
   45 in one, 10 in another) is a dimension of reason ``SETTING``, each job taking its matrix's
-  value. A key that varies inside a matrix (a step that sets it, an axis) is not one: its
+  value (``data.path`` only where the shards' hashes differ too: the same data elsewhere is the
+  same data). A key that varies inside a matrix (a step that sets it, an axis) is not one: its
   differences are named per comparison (report/conditions.py).
 - **Drift** (issue 27). Runs of the same step, seed and axis values whose identities differ
   (identity.json: config keys, model files, code version, data, hardware) are never averaged.
@@ -75,6 +76,8 @@ def setting_dimensions(coll: Collection, skip: set[str]) -> Values:
     for key in dict.fromkeys(k for m in mats for k in ones[m]):
         if key in skip or any(key not in ones[m] for m in mats):
             continue
+        if key == "data.path" and _same_shards(rows):  # the same data in another place
+            continue
         first = ones[mats[0]][key]
         if all(same(first, ones[m][key]) for m in mats):
             continue
@@ -96,6 +99,12 @@ def setting_dimensions(coll: Collection, skip: set[str]) -> Values:
         )
         out.append((dim, per_job))
     return out
+
+
+def _same_shards(rows: list[dict[str, Any]]) -> bool:
+    """Every job records the shards' hashes (identity.json) and they agree."""
+    values = [(r["conditions"] or {}).get("identity.json data") for r in rows]
+    return all(v is not None and v == values[0] for v in values)
 
 
 RunKey = tuple[str, str, tuple[tuple[str, str], ...]]
