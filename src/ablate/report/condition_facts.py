@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ablate import results as R
-from ablate.results.identity import canonical, digest, short
 
 ENV = "env.json"
 FINAL = "final_eval.json"
@@ -81,15 +80,17 @@ def job_conditions(job: R.JobRecord) -> dict[str, Any]:
         if isinstance(data, dict):
             # the fingerprint is final_eval.json's; the shards and the validation shard are the data
             rest = {k: v for k, v in data.items() if k != "val_fingerprint"}
-            out[f"{IDENT} data"] = short(digest(rest)) if rest else None
+            out[f"{IDENT} data"] = R.short(R.digest(rest)) if rest else None
         code = ident.components.get("code")
         if isinstance(code, dict):
             changes = code.get("src_changes", code.get("source_sha256"))
-            out[f"{IDENT} code.src_changes"] = short(changes) if isinstance(changes, str) else None
+            out[f"{IDENT} code.src_changes"] = (
+                R.short(changes) if isinstance(changes, str) else None
+            )
         models = ident.components.get("model_code")
         if isinstance(models, dict):
             for module, sha in models.items():
-                out[f"{IDENT} model_code {module}"] = short(sha) if isinstance(sha, str) else sha
+                out[f"{IDENT} model_code {module}"] = R.short(sha) if isinstance(sha, str) else sha
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -99,7 +100,7 @@ def show(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, float) and math.isfinite(value) and value == int(value):
         return str(int(value))
-    text = value if isinstance(value, str) else canonical(value)
+    text = value if isinstance(value, str) else R.canonical(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -70,9 +70,12 @@ from ablate.results.identity import (
     Difference,
     ReusedFrom,
     RunIdentity,
+    canonical,
+    digest,
     load_identity,
     read_identity,
     read_reused,
+    short,
 )
 from ablate.results.job import JobDir
 from ablate.results.legacy import (
@@ -132,6 +135,9 @@ from ablate.results.reader import COMPARED_FILES, ConfigFacts, EnvFacts, JobReco
 from ablate.results.summary import SUMMARY_KEYS, JobSummary, load_summary
 
 __all__ = [
+    "canonical",
+    "digest",
+    "short",
     "CAUSALITY",
     "CAUSALITY_STATES",
     "CHECKED",
