@@ -135,6 +135,39 @@ class BatchRowLeak(_Base):
         return y
 
 
+class NextRowLeak(_Base):
+    """Each row adds the next row of the batch, the last row nothing (no wrap-around): seen only
+    by a pass in which some row has a larger cut than the row after it (cuts in decreasing
+    order)."""
+
+    shift = 1
+
+    def forward(self, x):
+        y = super().forward(x)
+        s = self.shift
+        other = torch.zeros_like(x)
+        if s > 0:
+            other[:-s] = x[s:]
+        else:
+            other[-s:] = x[:s]
+        return y + 0.1 * other
+
+
+class PreviousRowLeak(NextRowLeak):
+    """Each row adds the previous row, the first row nothing: seen only by a pass in which some
+    row has a larger cut than the row before it (cuts in increasing order)."""
+
+    shift = -1
+
+
+class GateAtZeroNoGradLeak(GateAtZeroLeak):
+    """An unmasked path with no gradient (detached) behind a learnable gate that starts at 0:
+    the gradient probe never sees it, the perturbation probe only once the gate is re-drawn."""
+
+    def forward(self, x):
+        return CausalSelfAttention.forward(self, x) + self.leak_gate * self.full(x).detach()
+
+
 class GradOnlyLeak(_Base):
     """Leaks only while autograd records (training), not under torch.no_grad (the old check)."""
 
@@ -247,6 +280,14 @@ ZOO = [
         (("ra_w_rec_init", 0.0),),
     ),
     Member("zoo_batchrow", "attention", BatchRowLeak, "between batch rows, only at batch >= 3"),
+    Member("zoo_nextrow", "attention", NextRowLeak, "reads the next batch row, no wrap-around"),
+    Member("zoo_prevrow", "attention", PreviousRowLeak, "reads the previous batch row"),
+    Member(
+        "zoo_gate0_nograd",
+        "attention",
+        GateAtZeroNoGradLeak,
+        "a path without gradient behind a learnable gate at 0",
+    ),
     Member("zoo_gradonly", "attention", GradOnlyLeak, "only with gradients on"),
     Member("zoo_evalonly", "attention", EvalOnlyLeak, "only in eval mode"),
     Member("zoo_autocast", "attention", AutocastOnlyLeak, "only under autocast"),

@@ -137,6 +137,34 @@ def test_a_batch_row_leak_hides_at_batch_2_and_from_equal_cuts(zoo):
     assert not gradient_probe(m, random_tokens(3, 97, 50304, 0), [0, 40, 90], mode="train").ok
 
 
+@pytest.mark.parametrize(
+    "name,seen_by", [("zoo_nextrow", "decreasing"), ("zoo_prevrow", "increasing")]
+)
+def test_a_row_reading_a_neighbour_hides_from_cuts_in_one_order(zoo, name, seen_by):
+    """Row b reading row b + 1 shows only where cut_b > cut_b+1, row b - 1 only where
+    cut_b > cut_b-1: a check needs passes with the cuts in both orders."""
+    m = _build(zoo, name, vocab_size=512)
+    idx = random_tokens(3, 97, 512, 0)
+    for cuts, order in (([0, 40, 90], "increasing"), ([90, 40, 0], "decreasing")):
+        seen = order == seen_by
+        assert gradient_probe(m, idx, cuts, mode="train").ok != seen, order
+        res = perturbation_probe(m, idx, cuts, mode="eval", precision="fp32", kinds=["random"])
+        assert res.ok != seen, order
+
+
+def test_a_no_gradient_leak_behind_a_gate_at_zero_needs_the_perturbation_of_random_weights(zoo):
+    from models.causality_probes import randomized_copy
+
+    m = _build(zoo, "zoo_gate0_nograd", vocab_size=512)
+    rnd = randomized_copy(m, 1)
+    idx = random_tokens(3, 97, 512, 0)
+    cuts, kinds = [0, 40, 90], ["random"]
+    for model in (m, rnd):  # no gradient reaches the later tokens, whatever the weights
+        assert gradient_probe(model, idx, cuts, mode="train").ok
+    assert perturbation_probe(m, idx, cuts, mode="eval", precision="fp32", kinds=kinds).ok
+    assert not perturbation_probe(rnd, idx, cuts, mode="eval", precision="fp32", kinds=kinds).ok
+
+
 def test_mode_grad_and_autocast_leaks_hide_outside_their_condition(zoo):
     idx = random_tokens(3, 97, 50304, 0)
     kinds = ["random"]

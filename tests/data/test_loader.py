@@ -3,6 +3,8 @@ resumable, weighted by shard length; fixed validation windows."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,73 @@ def test_sampling_weighted_by_shard_length(shards):
     assert abs(frac - 29936 / (29936 + 9936)) < 0.02
     start = np.concatenate([b.global_starts(i)[1] for i in range(500)])
     assert start.min() >= 0 and start[shard == 1].max() <= 10_000 - 65
+
+
+def _write(d, arrays) -> list[str]:
+    d.mkdir()
+    paths = [str(d / f"t_train_{i + 1:06d}.bin") for i in range(len(arrays))]
+    for p, a in zip(paths, arrays):
+        write_shard(p, a)
+    return paths
+
+
+@pytest.mark.parametrize("B,A,W", [(2, 3, 2), (1, 2, 3), (3, 1, 1)])
+def test_the_batch_fingerprint_changes_when_any_micro_batch_of_any_rank_changes(tmp_path, B, A, W):
+    """The fingerprint is of the whole global batch: a token changed in any one micro-batch of
+    any rank changes it, on every rank; a token outside the batch does not."""
+    rng = np.random.default_rng(1)
+    data = [rng.integers(0, 50257, n) for n in (30_000, 10_000)]
+    base = _write(tmp_path / "base", data)
+    T, it, seed = 16, 3, 4
+    ranks = [TrainBatches(base, T, B, A, W, r, seed=seed) for r in range(W)]
+    fp = ranks[0].global_fingerprint(it)
+    assert all(r.global_fingerprint(it) == fp for r in ranks)  # every rank records the same
+    shard, start = ranks[0].global_starts(it)
+    spans = [(int(s), int(o), int(o) + T + 1) for s, o in zip(shard, start)]
+
+    def alone(j: int, last: bool) -> tuple[int, int]:
+        """(shard, position) of the first (last) token of window j that no other window of the
+        batch holds: the input's first token, or the last target."""
+        s, lo, hi = spans[j]
+        others = [(a, b) for k, (s2, a, b) in enumerate(spans) if s2 == s and k != j]
+        order = range(hi - 1, lo - 1, -1) if last else range(lo, hi)
+        return s, next(p for p in order if not any(a <= p < b for a, b in others))
+
+    for r, k, last in itertools.product(range(W), range(A), (False, True)):
+        # the first window of micro-batch k of rank r at its start, the last one at its end
+        s, pos = alone((r * A + k) * B + (B - 1 if last else 0), last)
+        changed = [a.copy() for a in data]
+        changed[s][pos] = (changed[s][pos] + 1) % 50257
+        paths = _write(tmp_path / f"r{r}k{k}{last}", changed)
+        mine = TrainBatches(paths, T, B, A, W, r, seed=seed)
+        x0, y0 = ranks[r].get(it)[k]
+        x1, y1 = mine.get(it)[k]
+        assert not (torch.equal(x0, x1) and torch.equal(y0, y1))  # that micro-batch changed
+        for q in range(W):
+            assert TrainBatches(paths, T, B, A, W, q, seed=seed).global_fingerprint(it) != fp
+    covered = {(s, p) for s, a, b in spans for p in range(a, b)}
+    pos = next(p for p in range(len(data[0])) if (0, p) not in covered)
+    changed = [a.copy() for a in data]
+    changed[0][pos] = (changed[0][pos] + 1) % 50257
+    paths = _write(tmp_path / "outside", changed)
+    assert TrainBatches(paths, T, B, A, W, 0, seed=seed).global_fingerprint(it) == fp
+
+
+def test_the_batch_fingerprint_is_of_the_global_batch_whatever_the_world_size(shards):
+    """Every step of one seed records the same fingerprints (W=1 with grad_accum A*W and W ranks
+    alike); another seed or another iteration is another batch."""
+    paths, _ = shards
+    seen = set()
+    for seed in (0, 1, 2):
+        for it in (0, 7):
+            one = TrainBatches(paths, 32, 2, 4, 1, 0, seed=seed).global_fingerprint(it)
+            for W in (2, 4):
+                for r in range(W):
+                    b = TrainBatches(paths, 32, 2, 4 // W, W, r, seed=seed)
+                    assert b.global_fingerprint(it) == one
+            assert len(one) == 16 and int(one, 16) >= 0
+            seen.add(one)
+    assert len(seen) == 6
 
 
 def test_token_beyond_vocab_in_batch(tmp_path):

@@ -3,6 +3,8 @@ hide (tests/causality) checks the probes one by one."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,41 @@ class FutureMixingMLP(MLP):
 
     def forward(self, x, attn_out=None):
         return super().forward(x) + torch.roll(attn_out, shifts=-1, dims=1)
+
+
+class RowLeakAttention(CausalSelfAttention):
+    """Row b adds row b + shift of the batch (no wrap-around: rows past the edge add nothing).
+    shift 1 reads the next row, -1 the previous one."""
+
+    shift = 1
+
+    def forward(self, x):
+        y = super().forward(x)
+        s, other = self.shift, torch.zeros_like(x)
+        if s > 0:
+            other[:-s] = x[s:]
+        else:
+            other[-s:] = x[:s]
+        return y + 0.1 * other
+
+
+def row_leak(shift: int) -> type:
+    return type(f"RowLeak{shift:+d}", (RowLeakAttention,), {"shift": shift})
+
+
+class GatedNoGradLeakAttention(CausalSelfAttention):
+    """An unmasked path without gradient behind a learnable gate that starts at 0."""
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__(config, layer_idx)
+        self.leak_gate = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        q, k, v = self.qkv(x)
+        B, _, T, _ = q.shape
+        full = F.scaled_dot_product_attention(q, k, v, is_causal=False)
+        full = self.c_proj(full.transpose(1, 2).reshape(B, T, self.n_embd))
+        return super().forward(x) + self.leak_gate * full.detach()
 
 
 @pytest.mark.parametrize("step", ["V0", "V16", "V17", "V18"])
@@ -204,3 +241,46 @@ def test_the_record_has_the_documented_keys(make):
     import json
 
     json.dumps(rec)  # plain JSON for summary.json
+
+
+# --------------------------------------------------------------------------- rows and orders
+
+
+@pytest.mark.parametrize("shift", [1, -1, 2, -2])
+@pytest.mark.parametrize(
+    "randomize", [True, False]
+)  # the preflight, and the trained-weights recheck
+def test_a_row_reading_another_row_in_either_direction_is_refused(
+    make, monkeypatch, shift, randomize
+):
+    monkeypatch.setitem(models.ATTENTION, "row_leak", row_leak(shift))
+    m = make("V0", attention="row_leak")
+    for methods in (("gradient", "perturbation"), ("gradient",), ("perturbation",)):
+        report = check_causal(m, randomize=randomize, methods=methods)
+        assert not report.ok and report.leaking_positions, (shift, methods, report.message)
+        assert report.message.startswith("model is not causal")
+
+
+@pytest.mark.parametrize("batch", [3, 4, 5])
+def test_every_row_has_a_larger_cut_than_every_other_row_in_some_pass(make, batch):
+    """What makes a row leak visible in either direction: for rows i != j, some pass of each
+    method gives row i the larger cut (a leak from j into i shows there)."""
+    report = check_causal(make("V0"), batch=batch)
+    assert report.ok
+    for method in ("gradient", "perturbation"):
+        passes = [p.positions for p in report.probes if p.method == method]
+        for i, j in itertools.permutations(range(batch), 2):
+            assert any(cuts[i] > cuts[j] for cuts in passes), (method, i, j, passes)
+
+
+def test_a_no_gradient_leak_behind_a_gate_at_zero_is_refused_by_the_randomised_copy(
+    make, monkeypatch
+):
+    monkeypatch.setitem(models.ATTENTION, "gated_nograd", GatedNoGradLeakAttention)
+    m = make("V0", attention="gated_nograd")
+    report = check_causal(m)
+    assert not report.ok and report.message.startswith("model is not causal")
+    failed = report.probes[-1]
+    assert (failed.method, failed.weights) == ("perturbation", "random")
+    assert all(p.ok for p in report.probes[:-1])  # every probe before it was blind
+    assert check_causal(m, randomize=False).ok  # the given weights alone cannot show it

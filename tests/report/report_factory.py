@@ -65,6 +65,9 @@ class Job:
     git_dirty: bool = False  # env.json git.dirty
     # identity.json's components (written with ablate.identity.make_record), None: no file
     identity: dict[str, Any] | None = None
+    # Fingerprint of the global batch each eval record names (batch_iter = the eval's iteration),
+    # one per eval, as the trainer writes them; None: no fingerprints.
+    batch_fingerprints: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.window_losses is not None:
@@ -187,6 +190,8 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
                 }
                 if job.flops_per_token is not None:
                     rec["flops"] = job.flops_per_token * it * tokens_per_iter
+                if job.batch_fingerprints is not None:
+                    rec["batch_iter"], rec["batch_fingerprint"] = it, job.batch_fingerprints[i]
                 for layer, v in enumerate(job.rmlp_w_rec or []):
                     rec[f"gates/{layer}/rmlp_w_rec"] = v
                     rec[f"gates/{layer}/rmlp_w_std"] = 1.0

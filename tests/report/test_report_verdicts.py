@@ -16,7 +16,7 @@ from report_factory import Job, make_matrix, section, seed_jobs, table_rows
 from ablate.report import build, render_markdown
 from ablate.report.__main__ import main
 from ablate.report.noise import parts_from_windows
-from ablate.report.verdict import BETTER, NONE, WITHIN, WORSE
+from ablate.report.verdict import BETTER, NONE, WITHIN, WORSE, decide
 
 N = 256  # windows per final eval
 RNG_SEED = 7
@@ -298,3 +298,84 @@ def test_a_leaked_or_unchecked_step_is_never_bold_even_when_the_data_decide(tmp_
     assert rec["V18"]["verdict"] == NONE and "leaked" in rec["V18"]["reason"]
     assert rec["V17"]["verdict"] == NONE and "unchecked" in rec["V17"]["reason"]
     assert rec["V16"]["family_size"] == 1  # V17 and V18 make no verdict, so they are not counted
+
+
+# --------------------------------------------------------------------------- which side of 0
+
+
+@pytest.mark.parametrize(
+    "low,high,expected",
+    [
+        (0.012, 0.03, BETTER),  # wholly above 0
+        (-0.0140, -0.0127, WORSE),  # wholly below 0: a clearly worse step, never "within noise"
+        (-0.01, 0.02, WITHIN),  # straddles 0, mostly above
+        (-0.02, 0.01, WITHIN),  # straddles 0, mostly below
+        (0.0, 0.02, WITHIN),  # an end at 0 still contains 0
+        (-0.02, 0.0, WITHIN),
+        (-1e-300, 1e-300, WITHIN),
+        (math.nan, 0.02, NONE),
+        (-0.02, math.nan, NONE),
+        (-math.inf, math.inf, NONE),
+    ],
+)
+def test_the_verdict_word_is_the_side_of_0_the_adjusted_interval_lies_on(low, high, expected):
+    assert decide(low, high).item() == expected
+    # read the other way round (step and reference swapped), better and worse swap
+    mirrored = {BETTER: WORSE, WORSE: BETTER}.get(expected, expected)
+    assert decide(-high, -low).item() == mirrored
+
+
+def test_within_noise_exactly_when_the_interval_contains_0_over_many_intervals():
+    rng = np.random.default_rng(11)
+    centre = rng.normal(0, 0.02, 4000)
+    half = rng.exponential(0.01, 4000)
+    low, high = centre - half, centre + half
+    got = decide(low, high)
+    assert set(got) == {BETTER, WORSE, WITHIN}  # every side of 0 is represented
+    assert np.array_equal(got == WITHIN, (low <= 0) & (high >= 0))
+    assert np.array_equal(got == BETTER, low > 0)
+    assert np.array_equal(got == WORSE, high < 0)
+
+
+@pytest.mark.parametrize("gap,expected", [(0.03, BETTER), (-0.03, WORSE), (0.0, WITHIN)])
+def test_a_report_s_verdict_matches_the_side_of_0_of_its_printed_interval(tmp_path, gap, expected):
+    jobs, _ = runs({"V0": 0.0, "V16": gap})
+    _, _, md, mdir = report(tmp_path, jobs)
+    rec = records(mdir)["V16"]
+    lo, hi = rec["ci_adj_low_pct"], rec["ci_adj_high_pct"]
+    assert rec["verdict"] == expected
+    assert {BETTER: lo > 0, WORSE: hi < 0, WITHIN: lo <= 0 <= hi}[expected]
+    cell = table_rows(md)[1][3]
+    assert cell.startswith("**") == (expected != WITHIN)
+    assert cell.endswith("(within noise)") == (expected == WITHIN)
+    seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
+    assert seeds["V16"][-1] == expected
+
+
+# --------------------------------------------------------------------------- one seed leaked
+
+
+@pytest.mark.parametrize("leaked_seed", [1, 2, 3])
+def test_a_step_with_one_leaked_seed_among_completed_ones_is_leaked(tmp_path, leaked_seed):
+    jobs, _ = runs({"V0": 0.0, "V16": 0.15})
+    for j in jobs:
+        if j.step == "V16" and j.seed == leaked_seed:
+            j.status, j.causality, j.done = "leaked", "leaked", False
+    _, stats, md, mdir = report(tmp_path, jobs)
+    assert stats["V16"].causality == "leaked" and stats["V0"].causality == "checked"
+    row = table_rows(md)[1]
+    assert row[3] == "not shown (V16 leaked)" and "**" not in "".join(row)
+    rec = records(mdir)["V16"]
+    assert rec["causality"] == "leaked" and rec["verdict"] == NONE and "leaked" in rec["reason"]
+    assert rec["family_size"] == 0
+    assert "V16: leaked" in md and "V16: checked" not in md
+
+
+def test_a_completed_run_whose_trained_weights_leaked_makes_its_step_leaked(tmp_path):
+    jobs, _ = runs({"V0": 0.0, "V16": 0.15})
+    for j in jobs:
+        if j.step == "V16" and j.seed == 2:
+            j.causality = "leaked"  # status completed, but the recheck found a leak
+    _, stats, md, mdir = report(tmp_path, jobs)
+    assert stats["V16"].causality == "leaked"
+    assert records(mdir)["V16"]["verdict"] == NONE

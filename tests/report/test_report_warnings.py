@@ -6,6 +6,7 @@ causality record; each test breaks one of those facts.
 
 from __future__ import annotations
 
+import pytest
 from report_factory import Job, make_matrix, section, table_rows
 
 from ablate import results as R
@@ -192,3 +193,46 @@ def test_smoke_preset_is_a_pipeline_check_without_verdicts(tmp_path):
     jobs[0] = Job("V0", "Baseline", 3.75)
     _, _, md = report(jobs, tmp_path / "b")
     assert md.startswith("# Ablation report")
+
+
+def _seeded(fingerprints, steps=("V0", "V16", "V17"), seeds=(1, 2, 3)):
+    """One job per step and seed; ``fingerprints(step, seed)`` gives its 6 batch fingerprints."""
+    return [
+        Job(s, s, 3.75 - 0.01 * k, seed=seed, batch_fingerprints=fingerprints(s, seed))
+        for k, s in enumerate(steps)
+        for seed in seeds
+    ]
+
+
+def per_seed(step, seed):
+    """The data order is a function of the seed: every step of a seed sees the same batches, and
+    different seeds see different ones."""
+    return [f"{seed:04d}{i:012x}" for i in range(6)]
+
+
+def test_batches_are_compared_within_each_seed_never_across_seeds(tmp_path):
+    coll, _, md = report(_seeded(per_seed), tmp_path)
+    assert [w for w in coll.warnings if w.kind == "batches"] == []
+    assert "did not see the training batches" not in md
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("step", ["V16", "V17"])
+def test_a_step_that_saw_other_batches_in_any_one_seed_is_warned_and_has_no_verdict(
+    tmp_path, seed, step
+):
+    def fingerprints(s, k):
+        fps = per_seed(s, k)
+        if (s, k) == (step, seed):
+            fps[4] = "ffffffffffffffff"  # one global batch of one job differs
+        return fps
+
+    coll, stats, md = report(_seeded(fingerprints), tmp_path)
+    warns = [w for w in coll.warnings if w.kind == "batches"]
+    assert len(warns) == 1 and warns[0].steps == {step} and warns[0].blocks_verdict
+    assert f"(step {step}, seed {seed}) did not see the training batches" in warns[0].text
+    assert "iteration 400 differs" in warns[0].text and "1 of 6 recorded batches" in warns[0].text
+    agg = aggregate(coll, stats).set_index("step")
+    assert agg.loc[step, "reason"] == "batches"
+    other = "V17" if step == "V16" else "V16"
+    assert agg.loc[other, "reason"] != "batches"
