@@ -141,6 +141,154 @@ def test_filesystem_without_locks_is_refused_or_warned(tmp_path, monkeypatch, ca
     assert "could train a job twice" in capsys.readouterr().err
 
 
+def _attempt_in_thread(take, directory: Path, bound: float = 10.0):
+    """Call ``take(directory)`` in a thread with its own time limit (not pytest's): returns
+    (finished, outcome: the result or the exception, seconds)."""
+    outcome: list = []
+
+    def attempt():
+        t0 = time.monotonic()
+        try:
+            outcome.append(take(directory))
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            outcome.append(e)
+        outcome.append(time.monotonic() - t0)
+
+    th = threading.Thread(target=attempt, daemon=True)
+    th.start()
+    th.join(timeout=bound)
+    return (not th.is_alive()), th, outcome
+
+
+@pytest.mark.parametrize("take", [lock_matrix, lock_job, probe], ids=["matrix", "job", "probe"])
+@pytest.mark.parametrize("holder_kind", ["this process", "another process"])
+def test_a_held_lock_is_refused_at_once_never_waited_for(tmp_path, take, holder_kind):
+    """flock with LOCK_NB: the second taker is answered in well under a second; a blocking flock
+    would wait for the holder to end (here: forever)."""
+    if holder_kind == "this process":  # another open file description conflicts the same way
+        holder = lock_matrix(tmp_path)
+        release = holder.release
+        pid = os.getpid()
+    else:
+        proc = _holder(tmp_path)
+
+        def release():
+            proc.kill()
+            proc.wait(timeout=30)
+
+        pid = proc.pid
+    try:
+        finished, th, outcome = _attempt_in_thread(take, tmp_path)
+    finally:
+        release()
+    th.join(timeout=30)  # a waiting taker gets the lock once the holder is gone
+    assert finished, f"{take.__name__} waited for the holder instead of refusing at once"
+    result, seconds = outcome
+    assert seconds < 10.0
+    if take is probe:
+        assert isinstance(result, dict) and result["pid"] == pid
+    else:
+        assert isinstance(result, LockHeld) and f"PID {pid}" in str(result)
+        assert "in use" in str(result)
+
+
+def test_resume_takes_the_matrix_lock_and_holds_it_while_it_launches(tmp_path, monkeypatch, capsys):
+    mdir = _new_matrix(
+        tmp_path,
+        monkeypatch,
+        "step=V0,V16",
+        "budget.max_iters=4",
+        "report=false",
+        "preflight=false",
+        "--multirun",
+    )
+    # while another process (here: another descriptor of ours) holds the matrix, resume is refused
+    held = lock_matrix(mdir)
+    launched = _count_launches(monkeypatch)
+    try:
+        with pytest.raises(SystemExit) as e:
+            main([f"resume={mdir}"])
+    finally:
+        held.release()
+    assert e.value.code == 2 and launched == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in use" in err and f"PID {os.getpid()}" in err
+    # a resume that runs holds the matrix lock from before the first launch to after the last
+    holders: list = []
+    from ablate.launch.local import LocalLauncher
+
+    counted = LocalLauncher.run
+
+    def run(self, jobs):
+        holders.append(probe(mdir))
+        return counted(self, jobs)
+
+    monkeypatch.setattr(LocalLauncher, "run", run)
+    assert main([f"resume={mdir}"]) == 0
+    assert launched == ["V0", "V16"]
+    assert holders and all(h is not None and h["pid"] == os.getpid() for h in holders)
+    assert probe(mdir) is None  # released at the end
+
+
+def test_a_new_matrix_holds_its_lock_while_it_launches(tmp_path, monkeypatch):
+    holders: list = []
+
+    def launch(manifest, cfgs, settings):
+        holders.append(probe(manifest.dir))
+        return 0
+
+    monkeypatch.setattr(runner, "_launch_and_report", launch)
+    assert (
+        main([*TINY, f"results_root={tmp_path}", "step=V0", "report=false", "preflight=false"]) == 0
+    )
+    assert len(holders) == 1 and holders[0] is not None and holders[0]["pid"] == os.getpid()
+    (mdir,) = tmp_path.glob("test_matrix_results_*")
+    assert probe(mdir) is None
+
+
+def _job_lock_at_done(monkeypatch) -> list:
+    """Record the holder of a job directory's lock at the moment DONE is written, and after."""
+    seen: list = []
+    real = results.JobDir.mark_done
+
+    def mark_done(self):
+        seen.append(("writing DONE", probe(self.path)))
+        real(self)
+        seen.append(("DONE written", probe(self.path)))
+
+    monkeypatch.setattr(results.JobDir, "mark_done", mark_done)
+    return seen
+
+
+def test_the_job_lock_is_held_until_done_is_written(tmp_path, monkeypatch):
+    from ablate.train import run_job
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    from train_helpers import make_job
+
+    job = make_job(tmp_path, "job", budget__max_iters=2, budget__eval_interval=2)
+    seen = _job_lock_at_done(monkeypatch)
+    assert run_job(job)["status"] == results.COMPLETED
+    assert [w for w, _ in seen] == ["writing DONE", "DONE written"]
+    assert all(h is not None and h["pid"] == os.getpid() for _, h in seen), seen
+    assert (job / results.DONE).is_file() and probe(job) is None  # released after DONE
+
+
+def test_a_missing_done_is_written_under_the_job_lock(tmp_path, monkeypatch):
+    """A job that died between its completed summary and DONE gets DONE on resume, locked."""
+    from ablate.train import run_job
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+    from train_helpers import make_job
+
+    job = make_job(tmp_path, "job")
+    results.JobDir(job).write_summary({"status": results.COMPLETED, "step": "V0"})
+    seen = _job_lock_at_done(monkeypatch)
+    assert run_job(job)["already_done"] is True
+    assert seen and all(h is not None and h["pid"] == os.getpid() for _, h in seen), seen
+    assert probe(job) is None
+
+
 def test_the_job_process_refuses_a_job_another_process_holds(tmp_path):
     from ablate.train import run_job
 
@@ -179,7 +327,13 @@ def _count_launches(monkeypatch) -> list[str]:
 
 def test_resume_never_launches_a_done_job(tmp_path, monkeypatch):
     mdir = _new_matrix(
-        tmp_path, monkeypatch, "step=V0,V16", "budget.max_iters=4", "report=false", "--multirun"
+        tmp_path,
+        monkeypatch,
+        "step=V0,V16",
+        "budget.max_iters=4",
+        "report=false",
+        "preflight=false",
+        "--multirun",
     )
     done = results.JobDir(mdir / "V0")
     done.mark_done()
