@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -139,57 +138,6 @@ def test_filesystem_without_locks_is_refused_or_warned(tmp_path, monkeypatch, ca
     lock = lock_matrix(tmp_path)
     lock.release()
     assert "could train a job twice" in capsys.readouterr().err
-
-
-def _attempt_in_thread(take, directory: Path, bound: float = 10.0):
-    """Call ``take(directory)`` in a thread with its own time limit (not pytest's): returns
-    (finished, outcome: the result or the exception, seconds)."""
-    outcome: list = []
-
-    def attempt():
-        t0 = time.monotonic()
-        try:
-            outcome.append(take(directory))
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            outcome.append(e)
-        outcome.append(time.monotonic() - t0)
-
-    th = threading.Thread(target=attempt, daemon=True)
-    th.start()
-    th.join(timeout=bound)
-    return (not th.is_alive()), th, outcome
-
-
-@pytest.mark.parametrize("take", [lock_matrix, lock_job, probe], ids=["matrix", "job", "probe"])
-@pytest.mark.parametrize("holder_kind", ["this process", "another process"])
-def test_a_held_lock_is_refused_at_once_never_waited_for(tmp_path, take, holder_kind):
-    """flock with LOCK_NB: the second taker is answered in well under a second; a blocking flock
-    would wait for the holder to end (here: forever)."""
-    if holder_kind == "this process":  # another open file description conflicts the same way
-        holder = lock_matrix(tmp_path)
-        release = holder.release
-        pid = os.getpid()
-    else:
-        proc = _holder(tmp_path)
-
-        def release():
-            proc.kill()
-            proc.wait(timeout=30)
-
-        pid = proc.pid
-    try:
-        finished, th, outcome = _attempt_in_thread(take, tmp_path)
-    finally:
-        release()
-    th.join(timeout=30)  # a waiting taker gets the lock once the holder is gone
-    assert finished, f"{take.__name__} waited for the holder instead of refusing at once"
-    result, seconds = outcome
-    assert seconds < 10.0
-    if take is probe:
-        assert isinstance(result, dict) and result["pid"] == pid
-    else:
-        assert isinstance(result, LockHeld) and f"PID {pid}" in str(result)
-        assert "in use" in str(result)
 
 
 def test_resume_takes_the_matrix_lock_and_holds_it_while_it_launches(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,286 @@
+"""Mutation testing of the modules that carry ablate's claims, with mutmut (pinned in the dev extra).
+
+    nice -n 19 python benchmarks/mutation.py lock verify     # some modules, one after another
+    nice -n 19 python benchmarks/mutation.py --all           # every module (hours on 2 cores)
+    python benchmarks/mutation.py --list                     # the modules, their files and tests
+    python benchmarks/mutation.py lock --only 'ablate.lock.x_describe_holder*'   # a part of one
+
+Why: a check that is wrong but whose tests still pass is the bug this project cannot afford (a
+leak called causal, noise called a verdict). mutmut plants small bugs (a flipped comparison, a
+constant off by one, a dropped argument, a changed string) one at a time and runs the tests; a
+mutant the tests do not notice ("survived") is a behaviour nothing checks.
+
+Each module is mutated alone in its own work folder, build/mutation/<module>/ (src/, tests/ and
+conf/ are symlinks to this checkout; pyproject.toml is this one's plus a [tool.mutmut] section
+for the module), from scratch each run, and only the module's own fast tests run against its
+mutants (mutmut runs, per mutant, those of them that call the mutated function). Per module it
+prints mutants, killed, survived ("no tests" counts as survived), timeouts (counted as killed: the
+tests stopped the mutant) and the share that survived, and writes every survivor with its diff to
+build/mutation/<module>/survivors.md. benchmarks/RESULTS.md records the last measured scores and
+why each survivor is equivalent or accepted. Target: at most 10% survive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "build" / "mutation"
+LINKED = ("src", "tests", "conf")
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    files: tuple[str, ...]  # source files to mutate, relative to the repo
+    tests: tuple[str, ...]  # pytest arguments selecting the module's own fast tests
+    only: tuple[str, ...] = ()  # mutant-name globs when only a part of the files is meant
+    claim: str = ""
+
+
+MODULES = [
+    Module(
+        "lock",
+        ("src/ablate/lock.py",),
+        ("tests/test_lock.py",),
+        claim="one writer per matrix and job directory; a held lock is refused at once",
+    ),
+    Module(
+        "atomic",
+        ("src/ablate/atomic.py",),
+        ("tests/test_atomic.py",),
+        claim="a reader sees the old file or the new one; a full disk is named",
+    ),
+    Module(
+        "noise",
+        ("src/ablate/report/noise.py",),
+        ("tests/report/test_report_noise.py", "tests/report/test_report_verdicts.py"),
+        claim="each comparison's interval covers what it says it covers",
+    ),
+    Module(
+        "stats",
+        ("src/ablate/report/stats.py",),
+        ("tests/report/test_report_stats.py", "tests/report/test_report_verdicts.py"),
+        claim="paired seeds, leaked and unchecked steps withheld",
+    ),
+    Module(
+        "verdict",
+        ("src/ablate/report/verdict.py",),
+        ("tests/report/test_report_verdicts.py",),
+        claim="better / worse / within noise from the Bonferroni-adjusted interval",
+    ),
+    Module(
+        "warnings",
+        ("src/ablate/report/warnings.py",),
+        ("tests/report/test_report_warnings.py",),
+        claim="the warnings that take a verdict away",
+    ),
+    Module(
+        "matched",
+        ("src/ablate/report/matched.py",),
+        ("tests/report/test_report_matched.py",),
+        claim="matched-work comparisons and the compute multiplier",
+    ),
+    Module(
+        "fingerprint",
+        ("src/ablate/data/loader.py",),
+        ("tests/data/test_loader.py",),
+        only=("*global_fingerprint*", "*global_starts*", "*TrainBatches*_starts*", "*fingerprint*"),
+        claim="the batch fingerprint covers the whole global batch",
+    ),
+    Module(
+        "verify",
+        ("src/ablate/data/verify.py",),
+        ("tests/data/test_verify.py",),
+        claim="a dataset the model cannot train on is refused before any job starts",
+    ),
+    Module(
+        "config",
+        ("src/ablate/config.py", "src/ablate/data/config.py"),
+        (
+            "tests/train/test_typed_config.py",
+            "tests/matrix/test_matrix_settings.py",
+            "tests/train/test_train_units.py",
+            "-m",
+            "not slow",
+        ),
+        only=("*problems*", "*_positive_seconds*"),
+        claim="problems(): what a user typed wrong is refused",
+    ),
+    Module(
+        "results",
+        ("src/ablate/results/files.py", "src/ablate/results/metrics.py"),
+        ("tests/test_results_format.py", "tests/train/test_writers_fail_midway.py"),
+        claim="results written atomically and incrementally, read back whole",
+    ),
+    Module(
+        "causality",
+        ("src/models/causality.py", "src/models/causality_probes.py"),
+        (
+            "tests/models/test_models_causality.py",
+            "tests/causality/test_zoo.py",
+            "-m",
+            "not slow",
+        ),
+        claim="a model that sees later tokens or other rows is refused (slow: torch per mutant)",
+    ),
+]
+BY_NAME = {m.name: m for m in MODULES}
+
+
+def _toml_list(items: tuple[str, ...] | list[str]) -> str:
+    return (
+        "["
+        + ", ".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items)
+        + "]"
+    )
+
+
+def prepare(mod: Module) -> Path:
+    """A fresh work folder for ``mod``: links to the checkout, and its own pyproject.toml."""
+    work = WORK / mod.name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for name in LINKED:
+        (work / name).symlink_to(REPO / name)
+    section = "\n".join(
+        [
+            "",
+            "[tool.mutmut]",
+            'source_paths = ["src"]',
+            f"only_mutate = {_toml_list(mod.files)}",
+            f"pytest_add_cli_args_test_selection = {_toml_list(mod.tests)}",
+            'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
+            'also_copy = ["conf"]',
+            # torch is not fork-safe once it has run: workers fork from a server that only imported
+            'process_isolation = "forkserver"',
+            "use_git_change_detection = false",
+            "",
+        ]
+    )
+    (work / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text() + section)
+    return work
+
+
+def _mutmut(work: Path, *args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("mutmut")
+    cmd = [str(exe) if exe.exists() else "mutmut", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    if log is None:
+        return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    with open(log, "w") as f:
+        return subprocess.run(cmd, cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
+
+
+def statuses(work: Path, globs: tuple[str, ...]) -> dict[str, str]:
+    """{mutant name: status} of the mutants matching ``globs`` (every one when empty)."""
+    out = _mutmut(work, "results", "--all", "true").stdout
+    found = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*(\S+): (.+)$", line)
+        if m and (not globs or any(fnmatch.fnmatch(m.group(1), g) for g in globs)):
+            found[m.group(1)] = m.group(2).strip()
+    return found
+
+
+KILLED = {"killed", "timeout", "caught by type check"}
+SURVIVED = {"survived", "no tests", "suspicious"}
+
+
+def diff_of(work: Path, name: str) -> str:
+    text = _mutmut(work, "show", name).stdout
+    lines = [ln for ln in text.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    return "\n".join(lines)
+
+
+def run_module(mod: Module, only: tuple[str, ...], jobs: int) -> dict[str, object]:
+    globs = only or mod.only
+    work = prepare(mod)
+    t0 = time.monotonic()
+    print(f"== {mod.name}: mutating {', '.join(mod.files)} with {' '.join(mod.tests)}", flush=True)
+    proc = _mutmut(work, "run", "--max-children", str(jobs), *globs, log=work / "run.log")
+    seconds = time.monotonic() - t0
+    st = statuses(work, globs)
+    if proc.returncode != 0 or not st:
+        tail = (work / "run.log").read_text(errors="replace")[-3000:]
+        print(f"{mod.name}: mutmut failed (exit {proc.returncode}); {work / 'run.log'}:\n{tail}")
+        return {"module": mod.name, "error": proc.returncode}
+    killed = sorted(n for n, s in st.items() if s in KILLED)
+    survived = sorted(n for n, s in st.items() if s in SURVIVED)
+    other = sorted(n for n, s in st.items() if s not in KILLED | SURVIVED)
+    timeouts = sum(1 for s in st.values() if s == "timeout")
+    checked = len(killed) + len(survived)
+    share = 100.0 * len(survived) / checked if checked else 0.0
+    lines = [f"# {mod.name}: {len(survived)} of {checked} mutants survived ({share:.1f}%)", ""]
+    for name in survived:
+        lines += [f"## {name} ({st[name]})", "", "```diff", diff_of(work, name), "```", ""]
+    (work / "survivors.md").write_text("\n".join(lines))
+    row = {
+        "module": mod.name,
+        "mutants": len(st),
+        "killed": len(killed),
+        "timeouts": timeouts,
+        "survived": len(survived),
+        "not run": len(other),
+        "survived_pct": share,
+        "minutes": seconds / 60,
+    }
+    print(
+        f"{mod.name}: {len(st)} mutants, {len(killed)} killed ({timeouts} by timeout), "
+        f"{len(survived)} survived = {share:.1f}%, {len(other)} not run, {seconds / 60:.1f} min; "
+        f"survivors: {work / 'survivors.md'}",
+        flush=True,
+    )
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("modules", nargs="*", help=f"modules to mutate: {', '.join(BY_NAME)}")
+    p.add_argument("--all", action="store_true", help="every module, in the order listed")
+    p.add_argument("--list", action="store_true", help="print the modules and exit")
+    p.add_argument("--only", action="append", default=[], help="mutant-name glob (repeatable)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="mutants tested at once (default 1)")
+    args = p.parse_args(argv)
+    if args.list:
+        for m in MODULES:
+            part = f" (only {', '.join(m.only)})" if m.only else ""
+            print(f"{m.name}: {', '.join(m.files)}{part}\n    tests: {' '.join(m.tests)}")
+            print(f"    claim: {m.claim}")
+        return 0
+    unknown = [n for n in args.modules if n not in BY_NAME]
+    if unknown:
+        p.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(BY_NAME)}")
+    chosen = MODULES if args.all else [BY_NAME[n] for n in args.modules]
+    if not chosen:
+        p.error("name the modules to mutate (or --all, or --list to see them)")
+    if args.only and len(chosen) != 1:
+        p.error("--only applies to one module at a time")
+    if shutil.which("mutmut") is None and not Path(sys.executable).with_name("mutmut").exists():
+        p.error("mutmut is not installed: pip install -e '.[dev]'")
+    rows = [run_module(m, tuple(args.only), args.jobs) for m in chosen]
+    print("\n| Module | Mutants | Killed (timeouts) | Survived | Survived % | Minutes |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['module']} | mutmut failed (exit {r['error']}) | | | | |")
+            continue
+        print(
+            f"| {r['module']} | {r['mutants']} | {r['killed']} ({r['timeouts']}) | {r['survived']} "
+            f"| {r['survived_pct']:.1f}% | {r['minutes']:.0f} |"
+        )
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

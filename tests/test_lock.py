@@ -1,0 +1,289 @@
+"""ablate.lock on its own, fast: a held lock is refused at once (never waited for), the holder is
+named, a filesystem without locks is refused or warned, and every way the lock cannot be taken
+is one clear line. Matrix runs and job processes that take the locks: tests/matrix/test_one_writer.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ablate import lock as L
+from ablate.errors import ConfigError
+from ablate.lock import (
+    DirLock,
+    LockHeld,
+    LockUnavailable,
+    describe_holder,
+    lock_job,
+    lock_matrix,
+    lock_policy,
+    probe,
+    read_holder,
+)
+
+
+def _holder(directory: Path, kind: str = "matrix") -> subprocess.Popen:
+    """A separate process that takes a lock and keeps it until killed."""
+    code = (
+        f"import sys,time; from ablate.lock import lock_{kind}; l = lock_{kind}(sys.argv[1]); "
+        "print('locked', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def _attempt_in_thread(take, directory: Path, bound: float = 10.0):
+    """Call ``take(directory)`` in a thread with its own time limit (not pytest's): returns
+    (finished, outcome: the result or the exception, seconds)."""
+    outcome: list = []
+
+    def attempt():
+        t0 = time.monotonic()
+        try:
+            outcome.append(take(directory))
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            outcome.append(e)
+        outcome.append(time.monotonic() - t0)
+
+    th = threading.Thread(target=attempt, daemon=True)
+    th.start()
+    th.join(timeout=bound)
+    return (not th.is_alive()), th, outcome
+
+
+@pytest.mark.parametrize("take", [lock_matrix, lock_job, probe], ids=["matrix", "job", "probe"])
+@pytest.mark.parametrize("holder_kind", ["this process", "another process"])
+def test_a_held_lock_is_refused_at_once_never_waited_for(tmp_path, take, holder_kind):
+    """flock with LOCK_NB: the second taker is answered in well under a second; a blocking flock
+    would wait for the holder to end (here: forever)."""
+    if holder_kind == "this process":  # another open file description conflicts the same way
+        holder = lock_matrix(tmp_path)
+        release = holder.release
+        pid = os.getpid()
+    else:
+        proc = _holder(tmp_path)
+
+        def release():
+            proc.kill()
+            proc.wait(timeout=30)
+
+        pid = proc.pid
+    try:
+        finished, th, outcome = _attempt_in_thread(take, tmp_path)
+    finally:
+        release()
+    th.join(timeout=30)  # a waiting taker gets the lock once the holder is gone
+    assert finished, f"{take.__name__} waited for the holder instead of refusing at once"
+    result, seconds = outcome
+    assert seconds < 10.0
+    if take is probe:
+        assert isinstance(result, dict) and result["pid"] == pid
+    else:
+        assert isinstance(result, LockHeld) and f"PID {pid}" in str(result)
+        assert "in use" in str(result)
+
+
+# --------------------------------------------------------------------------- the holder
+
+
+def test_the_holder_writes_who_it_is_and_clears_it_on_release(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/some/runner.py", "step=V0", "x" * 400])
+    lock = lock_matrix(tmp_path)
+    try:
+        assert lock.locked and lock.fd is not None
+        holder = json.loads((tmp_path / ".ablate.lock").read_text())
+        assert holder["host"] == socket.gethostname() and holder["pid"] == os.getpid()
+        assert time.strftime("%Y-%m-%d") in holder["since"]
+        # the program's base name, then its arguments, cut at 300 characters
+        assert holder["command"].startswith("runner.py step=V0 xxx")
+        assert len(holder["command"]) == 300
+        assert read_holder(tmp_path / ".ablate.lock") == holder == probe(tmp_path)
+    finally:
+        lock.release()
+    assert (tmp_path / ".ablate.lock").read_text() == ""  # the file stays, its holder is gone
+    assert (lock.fd, lock.locked) == (None, False)
+    lock.release()  # twice is harmless
+    assert probe(tmp_path) is None
+
+
+def test_the_lock_is_a_context_manager_and_reentering_keeps_it(tmp_path):
+    lock = DirLock(tmp_path, "matrix")
+    with lock as same:
+        assert same is lock and probe(tmp_path)["pid"] == os.getpid()
+        fd = lock.fd
+        with lock:  # already held: not taken twice
+            assert lock.fd == fd
+        assert lock.fd is None  # the inner exit released it
+    assert probe(tmp_path) is None
+
+
+def test_a_holder_that_cannot_write_its_name_still_holds_the_lock(tmp_path, monkeypatch):
+    def full(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with lock_job(tmp_path):
+        monkeypatch.undo()
+        with pytest.raises(LockHeld, match="another process \\(it has not written its name"):
+            lock_job(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "holder,text",
+    [
+        ({}, "another process (it has not written its name yet)"),
+        (
+            {"pid": 12, "host": "node7", "since": "2026-01-02 03:04:05 UTC", "command": "ablate"},
+            "PID 12 on host node7 since 2026-01-02 03:04:05 UTC (ablate)",
+        ),
+        ({"pid": 12, "host": "node7", "since": "then"}, "PID 12 on host node7 since then"),
+        ({"pid": 12, "command": ""}, "PID 12 on host ? since ?"),
+        ({"host": "h"}, "PID ? on host h since ?"),
+    ],
+)
+def test_describe_holder(holder, text):
+    assert describe_holder(holder) == text
+
+
+@pytest.mark.parametrize("content", [None, "", "{not json", "[1, 2]", '"pid"', "\xff\xfe"])
+def test_a_missing_or_damaged_holder_file_reads_as_no_holder(tmp_path, content):
+    path = tmp_path / ".ablate.lock"
+    if content is not None:
+        path.write_bytes(content.encode("latin-1"))
+    assert read_holder(path) == {}
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+@pytest.mark.parametrize(
+    "value,policy", [(None, "strict"), ("strict", "strict"), (" WARN ", "warn")]
+)
+def test_lock_policy(monkeypatch, value, policy):
+    if value is None:
+        monkeypatch.delenv("ABLATE_LOCKS", raising=False)
+    else:
+        monkeypatch.setenv("ABLATE_LOCKS", value)
+    assert lock_policy() == policy
+
+
+def test_an_unknown_lock_policy_is_refused_with_the_choices(monkeypatch):
+    monkeypatch.setenv("ABLATE_LOCKS", "off")
+    with pytest.raises(ConfigError) as e:
+        lock_policy()
+    assert str(e.value) == "ABLATE_LOCKS='off' is not one of strict, warn"
+
+
+# --------------------------------------------------------------------------- cannot be taken
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.EPERM])
+def test_an_unwritable_directory_says_it_can_only_be_read(tmp_path, monkeypatch, code):
+    def refuse(*a, **k):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(LockUnavailable) as e:
+        lock_matrix(tmp_path)
+    assert str(e.value) == (
+        f"{tmp_path}: cannot take the matrix lock, the directory is not writable "
+        f"({os.strerror(code)}); it can only be read (python -m ablate.report {tmp_path} "
+        "--out OTHER_DIR)"
+    )
+
+
+def test_a_missing_directory_and_other_open_errors(tmp_path, monkeypatch):
+    with pytest.raises(LockUnavailable) as e:
+        lock_job(tmp_path / "gone")
+    assert str(e.value) == f"{tmp_path / 'gone'}: no such directory"
+
+    def refuse(*a, **k):
+        raise OSError(errno.ENAMETOOLONG, "File name too long")
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(LockUnavailable) as e:
+        lock_job(tmp_path)
+    assert (
+        str(e.value)
+        == f"{tmp_path / '.ablate.lock'}: cannot create the lock file (File name too long)"
+    )
+
+
+def _flock_fails(monkeypatch, code: int) -> list[int]:
+    """flock raises ``code``; returns the descriptors closed meanwhile."""
+    closed: list[int] = []
+    real_close = os.close
+
+    def flock(fd, op):
+        assert op == fcntl.LOCK_EX | fcntl.LOCK_NB
+        raise OSError(code, os.strerror(code))
+
+    def close(fd):
+        closed.append(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    monkeypatch.setattr(os, "close", close)
+    return closed
+
+
+@pytest.mark.parametrize(
+    "code", sorted({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP})
+)
+def test_a_filesystem_without_locks_is_refused_strictly(tmp_path, monkeypatch, code):
+    monkeypatch.delenv("ABLATE_LOCKS", raising=False)
+    closed = _flock_fails(monkeypatch, code)
+    with pytest.raises(LockUnavailable) as e:
+        lock_matrix(tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(
+        f"{tmp_path}: this filesystem does not support file locks ({os.strerror(code)}), so "
+        "ablate cannot make sure only one process writes this matrix;"
+    )
+    assert "ABLATE_LOCKS=warn" in msg and "\n" not in msg
+    assert len(closed) == 1  # the descriptor is not leaked
+
+
+def test_without_locks_warn_runs_after_a_warning_without_holding(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ABLATE_LOCKS", "warn")
+    closed = _flock_fails(monkeypatch, errno.ENOLCK)
+    (tmp_path / ".ablate.lock").write_text('{"pid": 1}')
+    lock = lock_job(tmp_path)
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {tmp_path}: file locks do not work here (")
+    assert "running without the job lock (ABLATE_LOCKS=warn)" in err
+    assert err.count("\n") == 1
+    assert lock.fd is not None and not lock.locked and closed == []
+    lock.release()
+    assert len(closed) == 1 and lock.fd is None
+    # not holding it, the release does not clear another holder's name
+    assert (tmp_path / ".ablate.lock").read_text() == '{"pid": 1}'
+
+
+def test_another_flock_error_is_raised_as_it_is(tmp_path, monkeypatch):
+    closed = _flock_fails(monkeypatch, errno.EIO)
+    with pytest.raises(OSError) as e:
+        lock_matrix(tmp_path)
+    assert e.value.errno == errno.EIO and not isinstance(e.value, (LockHeld, LockUnavailable))
+    assert len(closed) == 1
+
+
+def test_probe_takes_nothing_and_sees_no_holder_where_no_lock_can_be_taken(tmp_path):
+    assert probe(tmp_path) is None and probe(tmp_path / "gone") is None
+    with lock_matrix(tmp_path):
+        pass  # probing left nothing held
+    assert L.LOCK_FILE == ".ablate.lock" and (tmp_path / L.LOCK_FILE).is_file()
