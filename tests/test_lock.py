@@ -140,6 +140,7 @@ def test_a_holder_that_cannot_write_its_name_still_holds_the_lock(tmp_path, monk
         monkeypatch.undo()
         with pytest.raises(LockHeld, match="another process \\(it has not written its name"):
             lock_job(tmp_path)
+        assert probe(tmp_path) == {"pid": "?"}  # held, by someone unnamed
 
 
 @pytest.mark.parametrize(

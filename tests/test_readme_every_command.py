@@ -60,6 +60,7 @@ COVERED_ELSEWHERE = {
     "plugins=[my_attention]": "tests/matrix/test_plugins.py::"
     "test_user_folder_outside_the_repo_runs_a_matrix_and_gets_a_report",
     "benchmarks/gpu_checks.py": "tests/test_gpu_checks.py::test_gpu_checks_dry_run_runs_every_part_and_writes_the_files",
+    "benchmarks/mutation.py": "tests/test_mutation_script.py::test_a_real_run_over_one_function",
     "python -m ablate.matrix wait=": "tests/slurm/test_matrix_slurm.py::"
     "test_queued_mode_returns_at_once_then_status_and_report_come_from_the_files",
 }

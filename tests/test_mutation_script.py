@@ -1,0 +1,87 @@
+"""benchmarks/mutation.py: every module it mutates and every test file it runs exist, the command
+line refuses what it cannot do, and (slow) one real mutmut run reports killed and surviving
+mutants of a small part of a module."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("mutation", REPO / "benchmarks" / "mutation.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["mutation"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_module_s_files_and_fast_tests_exist():
+    m = _script()
+    names = [mod.name for mod in m.MODULES]
+    # the claim-carrying modules of issue 29
+    for name in ("lock", "atomic", "noise", "stats", "warnings", "matched", "fingerprint"):
+        assert name in names
+    for name in ("verify", "config", "results", "causality"):
+        assert name in names
+    for mod in m.MODULES:
+        for f in mod.files:
+            assert (REPO / f).is_file(), (mod.name, f)
+        args = list(mod.tests)
+        paths = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-m"]
+        assert paths, mod.name
+        for t in paths:
+            assert (REPO / t).is_file(), (mod.name, t)
+
+
+def test_list_and_bad_arguments(capsys):
+    m = _script()
+    assert m.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "lock: src/ablate/lock.py" in out and "tests: tests/test_lock.py" in out
+    for argv, text in (
+        (["nope"], "unknown module(s) nope"),
+        ([], "name the modules to mutate"),
+        (["lock", "verify", "--only", "x*"], "--only applies to one module at a time"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            m.main(argv)
+        assert e.value.code == 2 and text in capsys.readouterr().err
+
+
+def test_the_work_folder_links_the_checkout_and_configures_the_module(tmp_path):
+    m = _script()
+    work = m.prepare(m.BY_NAME["fingerprint"], tmp_path)
+    assert {p.name for p in work.iterdir()} == {"src", "tests", "conf", "pyproject.toml"}
+    assert (work / "src").resolve() == REPO / "src"
+    text = (work / "pyproject.toml").read_text()
+    assert 'only_mutate = ["src/ablate/data/loader.py"]' in text
+    assert 'pytest_add_cli_args_test_selection = ["tests/data/test_loader.py"]' in text
+    assert text.count("[tool.mutmut]") == 1 and 'process_isolation = "forkserver"' in text
+    again = m.prepare(m.BY_NAME["fingerprint"], tmp_path)  # from scratch each run
+    assert again == work and not (work / "mutants").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("mutmut") is None and not Path(sys.executable).with_name("mutmut").exists(),
+    reason="mutmut not installed",
+)
+def test_a_real_run_over_one_function(tmp_path, capsys):
+    m = _script()
+    code = m.main(
+        ["verify", "--only", "ablate.data.verify.xǁVerifiedǁdescribe*", "--work", str(tmp_path)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    row = next(line for line in out.splitlines() if line.startswith("| verify |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert int(cells[1]) > 5 and cells[4].endswith("%")
+    assert (tmp_path / "verify" / "survivors.md").is_file()
