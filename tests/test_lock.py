@@ -9,7 +9,9 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -101,15 +103,22 @@ def test_a_held_lock_is_refused_at_once_never_waited_for(tmp_path, take, holder_
 
 
 def test_the_holder_writes_who_it_is_and_clears_it_on_release(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["/usr/bin/some/runner.py", "step=V0", "x" * 400])
+    monkeypatch.setattr(
+        sys, "argv", ["/usr/bin/some/runner.py", "data.path=/d/x", "step=V0", "x" * 400]
+    )
     lock = lock_matrix(tmp_path)
     try:
         assert lock.locked and lock.fd is not None
         holder = json.loads((tmp_path / ".ablate.lock").read_text())
         assert holder["host"] == socket.gethostname() and holder["pid"] == os.getpid()
-        assert time.strftime("%Y-%m-%d") in holder["since"]
-        # the program's base name, then its arguments, cut at 300 characters
-        assert holder["command"].startswith("runner.py step=V0 xxx")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S*", holder["since"])
+        assert holder["since"].startswith(time.strftime("%Y-%m-%d"))
+        # the program's base name, then its arguments as given, cut at 300 characters
+        assert holder["command"].startswith("runner.py data.path=/d/x step=V0 xxx")
+        # anyone who may write the directory may take its lock: the umask's mode, not executable
+        umask = os.umask(0o022)
+        os.umask(umask)
+        assert stat.S_IMODE((tmp_path / ".ablate.lock").stat().st_mode) == 0o666 & ~umask
         assert len(holder["command"]) == 300
         assert read_holder(tmp_path / ".ablate.lock") == holder == probe(tmp_path)
     finally:

@@ -3,6 +3,7 @@ ids up to vocab_size - 1 train, vocab_size is refused, whichever reader sees it 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -202,3 +203,58 @@ def test_a_read_only_cache_only_costs_a_rehash(tmp_path):
     cache.write_text("a file where the cache directory should be")
     assert verify_dataset(ds, BLOCK, 1000, cache_dir=str(cache)).hashed == 2
     assert verify_dataset(ds, BLOCK, 1000, cache_dir=str(cache)).hashed == 2
+
+
+# --------------------------------------------------------------------------- what it reports
+
+
+def test_the_scan_and_hash_times_add_up_over_shards(tmp_path, monkeypatch):
+    import ablate.data.verify as V
+
+    clock = iter(range(0, 1000, 2))  # every reading 2 s after the last: each timed part takes 2 s
+    monkeypatch.setattr(V.time, "perf_counter", lambda: float(next(clock)))
+    ds = dataset(tmp_path, tokens(300, 99), tokens(300, 99, 1), tokens(300, 99, 2))
+    v = verify_dataset(ds, BLOCK, 1000, cache_dir=str(tmp_path / "c"))
+    assert (v.max_seconds, v.sha_seconds, v.hashed) == (6.0, 6.0, 3)
+    assert v.describe() == (
+        "verified 3 shard(s), 900 tokens: max token id scan 6000 ms, sha256 of 3 shard(s) 6000 ms"
+    )
+
+
+def test_the_stamp_records_the_shard_and_its_sha256_in_the_cache(tmp_path):
+    ds = dataset(tmp_path / "d", tokens(300, 99), tokens(300, 99, 1))
+    cache = tmp_path / "cache"
+    verify_dataset(ds, BLOCK, 1000, cache_dir=str(cache))
+    stamps = sorted((cache / "verified").glob("*.json"))
+    recorded = {s["file"]: s["sha256"] for s in ds.meta["shards"]}
+    got = [json.loads(p.read_text()) for p in stamps]
+    assert sorted(g["path"] for g in got) == sorted(
+        str(Path(p).resolve()) for p in [ds.val_path, *ds.train_paths]
+    )
+    assert all(g["sha256"] == recorded[Path(g["path"]).name] for g in got)
+
+
+def test_a_newly_recorded_sha256_is_checked_again_in_quick_mode(tmp_path):
+    """The stamp is for this file *and* the sha256 meta.json records: a meta.json rewritten with
+    another sha256 (same shard, same size and mtime) is not trusted from the old stamp."""
+    ds = dataset(tmp_path, tokens(300, 99), tokens(300, 99, 1))
+    cache = str(tmp_path / "cache")
+    assert verify_dataset(ds, BLOCK, 1000, cache_dir=cache).hashed == 2
+    ds.meta["shards"][1]["sha256"] = "0" * 64
+    with pytest.raises(DataError, match=f"{ds.train_paths[0]}: sha256 differs"):
+        verify_dataset(ds, BLOCK, 1000, cache_dir=cache)
+
+
+def test_the_default_fix_is_to_prepare_the_data_again(tmp_path):
+    bad = dataset(tmp_path, tokens(300, 99), tokens(300, 1000))
+    with pytest.raises(DataError) as e:
+        verify_dataset(bad, BLOCK, 1000)
+    assert str(e.value).endswith("; prepare the data again")
+
+
+def test_exactly_three_short_shards_are_all_named_without_an_ellipsis(tmp_path):
+    ds = dataset(tmp_path, tokens(300, 99), tokens(500, 99), *[tokens(5, 99, k) for k in range(3)])
+    (note,) = verify_dataset(ds, BLOCK, 1000).notes
+    assert note.endswith(
+        "never sampled: d_train_000002.bin, d_train_000003.bin, d_train_000004.bin"
+    )
