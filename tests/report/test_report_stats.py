@@ -9,7 +9,7 @@ import pytest
 from report_factory import Job, make_matrix, section, table_rows
 
 from ablate.report import aggregate, build, render_markdown
-from ablate.report.stats import t_cdf, t_quantile
+from ablate.report.stats import compare, t_cdf, t_quantile
 
 # Student t 0.975 quantiles from printed tables.
 T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 10: 2.2281, 30: 2.0423}
@@ -139,3 +139,43 @@ def test_identical_seeds_are_not_called_noise_free(tmp_path):
     md = render_markdown(coll, stats, mdir, None)
     seeds = {r[0]: r for r in table_rows(section(md, "Seeds and noise"))}
     assert seeds["V16"][-1].startswith("no verdict") and "**" not in section(md, "Results")
+
+
+# --------------------------------------------------------------------------- causality per step
+
+
+def _step_with(tmp_path, states: dict[int, dict]):
+    """V0 checked on seeds 1-3; V16 on seeds 1-3 with the given Job fields per seed."""
+    jobs = [Job("V0", "Baseline", 3.75, seed=s) for s in (1, 2, 3)]
+    jobs += [Job("V16", "RA", 3.60, seed=s, **states.get(s, {})) for s in (1, 2, 3)]
+    return build([make_matrix(tmp_path, jobs)])
+
+
+LEAKED_RUN = {"status": "leaked", "causality": "leaked", "done": False}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_one_leaked_run_among_completed_ones_makes_the_step_leaked(tmp_path, seed):
+    _, stats = _step_with(tmp_path, {seed: LEAKED_RUN})
+    st = stats["V16"]
+    assert st.causality == "leaked" and st.n == 2  # the leaked run is not among the values
+    c = compare(st, stats["V0"])
+    assert c.withheld == "V16 leaked" and c.effect is None and math.isnan(c.pct)
+    assert compare(stats["V0"], st).withheld == "V16 leaked"  # either side
+
+
+def test_a_completed_run_whose_recheck_leaked_makes_the_step_leaked(tmp_path):
+    _, stats = _step_with(tmp_path, {2: {"causality": "leaked"}})
+    assert stats["V16"].causality == "leaked" and stats["V16"].n == 3
+
+
+@pytest.mark.parametrize("kind,state", [("unchecked", "unchecked"), (None, "no causality record")])
+def test_otherwise_the_step_is_as_checked_as_its_weakest_used_run(tmp_path, kind, state):
+    _, stats = _step_with(tmp_path, {3: {"causality": kind}})
+    assert stats["V16"].causality == state and stats["V0"].causality == "checked"
+    assert compare(stats["V16"], stats["V0"]).withheld == f"V16 {state}"
+    # a failed run's weaker state does not count while completed runs are used
+    _, stats = _step_with(
+        tmp_path / "b", {3: {"causality": kind, "status": "failed", "error": "boom"}}
+    )
+    assert stats["V16"].causality == "checked" and stats["V16"].n == 2
