@@ -217,10 +217,17 @@ def test_a_silent_error_is_a_full_disk_when_the_filesystem_is_empty(tmp_path, mo
         def __init__(self, blocks: int):
             self.f_bavail = blocks
 
+    def statvfs(blocks: int):
+        def of(d):
+            assert d == tmp_path  # the filesystem of the directory written to
+            return Vfs(blocks)
+
+        return of
+
     silent = RuntimeError("[enforce fail at inline_container.cc]")
-    monkeypatch.setattr(os, "statvfs", lambda d: Vfs(15))  # 60 KiB left
+    monkeypatch.setattr(os, "statvfs", statvfs(15))  # 60 KiB left
     assert is_disk_full(silent, tmp_path) and not is_disk_full(silent)
-    monkeypatch.setattr(os, "statvfs", lambda d: Vfs(16))  # exactly 64 KiB: not full
+    monkeypatch.setattr(os, "statvfs", statvfs(16))  # exactly 64 KiB: not full
     assert not is_disk_full(silent, tmp_path)
     assert not is_disk_full(ValueError("x"), tmp_path)
 
