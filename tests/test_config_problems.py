@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 
 import pytest
 
@@ -265,14 +267,30 @@ def test_matrix_settings_collect_the_launcher_and_its_slurm_options():
 
 
 def test_a_model_that_does_not_fit_this_host_is_refused_from_its_sizes(monkeypatch):
+    from models.config import estimate_params, to_model_config
+
     small = RunConfig().model
+    params = estimate_params(to_model_config(small))
+    need = 4 * params  # fp32 weights
     assert C.model_problems(small) == []
-    monkeypatch.setattr(C, "host_memory_bytes", lambda: 1024)
+    monkeypatch.setattr(C, "host_memory_bytes", lambda: need)  # exactly enough: runs
+    assert C.model_problems(small) == []
+    have = need - 1
+    monkeypatch.setattr(C, "host_memory_bytes", lambda: have)
     (msg,) = C.model_problems(small)
-    assert msg.startswith("model sizes (n_layer=") and msg.endswith("GiB of memory; lower them")
-    assert "more than this machine's 0.0 GiB" in msg
+    assert msg == (
+        f"model sizes (n_layer={small.n_layer}, n_embd={small.n_embd}, "
+        f"block_size={small.block_size}, vocab_size={small.vocab_size}) give about {params:,} "
+        f"parameters, {need / 2**30:.1f} GiB in fp32 before training starts, more than this "
+        f"machine's {have / 2**30:.1f} GiB of memory; lower them"
+    )
+    big = dataclasses.replace(small, n_layer=48, n_embd=1536)
+    monkeypatch.setattr(C, "host_memory_bytes", lambda: 3 * 2**30)
+    (msg,) = C.model_problems(big)
+    gib = 4 * estimate_params(to_model_config(big)) / 2**30
+    assert f", {gib:.1f} GiB in fp32" in msg and "machine's 3.0 GiB of memory" in msg
     monkeypatch.setattr(C, "host_memory_bytes", lambda: None)  # unknown: not refused
-    assert C.model_problems(small) == []
+    assert C.model_problems(big) == []
     bad = dataclasses.replace(small, n_layer=0)
     problems = C.model_problems(bad)
     assert len(problems) == 1 and "n_layer" in problems[0]
@@ -280,7 +298,18 @@ def test_a_model_that_does_not_fit_this_host_is_refused_from_its_sizes(monkeypat
 
 def test_host_memory_is_read_from_the_system():
     mem = C.host_memory_bytes()
-    assert mem is None or mem > 2**20
+    if sys.platform.startswith("linux"):
+        assert mem is not None and mem > 2**26
+        assert mem == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        assert mem is None or mem > 2**20
+
+
+def test_a_bad_tracker_name_and_mode_are_both_named():
+    assert TrackerConfig(name="x", mode="y").problems() == [
+        "tracker.name='x' must be one of none, tensorboard, wandb, mlflow",
+        "tracker.mode='y' must be one of online, offline, disabled",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -266,3 +266,63 @@ def test_final_eval_budget(shards, tmp_path):
     # The fingerprint names the tokens scored: same windows, same hash; other tokens, another.
     assert ValWindows(val, 100, 10).fingerprint() == ValWindows(val, 100, 10, 2, 1).fingerprint()
     assert ValWindows(val, 100, 10).fingerprint() != ValWindows(val, 100, 11).fingerprint()
+
+
+def _sha16(arrays) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.asarray(a).astype("<u2").tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_the_batch_fingerprint_is_the_sha256_of_the_global_batch_s_token_ids(shards):
+    """As documented: sha256 (16 hex digits) of the uint16 little-endian token ids of every
+    window (block_size + 1 tokens) of the global batch, in order."""
+    paths, _ = shards
+    b = TrainBatches(paths, 32, 2, 2, 2, 1, seed=9)
+    arrs = [np.fromfile(p, dtype="<u2", offset=1024) for p in paths]
+    shard, start = b.global_starts(5)
+    windows = [arrs[s][o : o + 33] for s, o in zip(shard, start)]
+    assert all(len(w) == 33 for w in windows)
+    assert b.global_fingerprint(5) == _sha16(windows)
+
+
+def test_the_validation_fingerprint_is_the_sha256_of_every_scored_token(shards):
+    _, val = shards
+    toks = np.fromfile(val, dtype="<u2", offset=1024)
+    for n, T, W, r in ((10, 100, 1, 0), (7, 64, 3, 2)):
+        v = ValWindows(val, T, n, W, r)
+        assert v.fingerprint() == _sha16([toks[: n * T + 1]])  # all ranks' windows, one target more
+
+
+def test_window_starts_map_onto_shards_exactly_at_their_boundaries(shards, monkeypatch):
+    """u in [0, S) maps to (shard, offset) with offset in [0, n_starts[shard]): the last start of
+    shard 0 and the first of shard 1 sit on either side of the boundary."""
+    import ablate.data.loader as L
+
+    paths, _ = shards
+    b = TrainBatches(paths, 64, 4, 1, 1, 0, seed=0)
+    n0, n1 = (int(n) for n in b.n_starts)  # 29936, 9936
+    u = np.array([0, n0 - 1, n0, n0 + n1 - 1], dtype=np.uint64)
+    monkeypatch.setattr(L, "window_hashes", lambda seed, it, j: u[: len(j)])
+    shard, start = b.global_starts(0)
+    assert shard.tolist() == [0, 0, 1, 1] and start.tolist() == [0, n0 - 1, 0, n1 - 1]
+
+
+def test_the_loader_state_names_what_defines_the_order(shards):
+    paths, _ = shards
+    b = TrainBatches(paths, 64, 4, 2, 1, 0, seed=5)
+    assert b.state_dict() == {
+        "iteration": 0,
+        "scheme": "splitmix64-v1",
+        "seed": 5,
+        "block_size": 64,
+        "global_batch": 8,
+        "total_starts": 29936 + 9936,
+    }
+    for key, other in (("scheme", "other-v0"), ("total_starts", 7)):
+        state = {**b.state_dict(), key: other}
+        with pytest.raises(DataError, match=f"{key}: checkpoint {other} vs now"):
+            TrainBatches(paths, 64, 4, 2, 1, 0, seed=5).load_state_dict(state)
