@@ -206,3 +206,103 @@ def test_the_interaction_part_is_the_covariance_between_seeds():
     cov = np.cov(bm)  # K x K over blocks
     cross = (cov.sum() - np.trace(cov)) / (K * (K - 1))
     assert float(p.window_var - p.run_var) == pytest.approx(L * cross / n, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- one comparison
+
+
+def test_seeds_only_parts_by_hand():
+    d = np.array([0.05, 0.04, 0.03])
+    p = parts_from_seeds(d)
+    assert p.seed_var == pytest.approx(0.0001 / 3) and p.seed_df == 2
+    assert p.window_var is p.window_df is p.run_var is p.run_df is p.block_windows is None
+    assert p.n_eff is None and p.interaction_var is None
+    assert float(p.se) == pytest.approx(0.01 / math.sqrt(3))
+    two = parts_from_seeds(np.array([[1.0, 3.0], [2.0, 2.0]]))  # two comparisons at once
+    assert list(two.est) == [2.0, 2.0] and list(two.seed_var) == [1.0, 0.0] and two.seed_df == 1
+    with pytest.raises(ValueError, match="a seeds-only interval needs at least 2 seeds"):
+        parts_from_seeds(np.array([0.05]))
+
+
+def fe(losses, block_size=1024, fingerprint="f" * 16, periodic=8):
+    from ablate.results import FinalEval
+
+    w = np.asarray(losses, dtype=np.float64)
+    return FinalEval(float(w.mean()), w, block_size, fingerprint, 100, 1000, periodic)
+
+
+def test_pairable_says_why_two_evals_did_not_score_the_same_windows():
+    from ablate.report.noise import pairable
+
+    a = fe(np.zeros(20))
+    assert pairable(a, fe(np.ones(20))) is None
+    assert pairable(a, fe(np.zeros(20), block_size=512)) == "block sizes differ (1024 vs 512)"
+    assert pairable(a, fe(np.zeros(21))) == "window counts differ (20 vs 21)"
+    for fp in (None, ""):
+        assert pairable(a, fe(np.zeros(20), fingerprint=fp)) == (
+            "a final_eval.json has no val_fingerprint, so nothing shows the windows are the same"
+        )
+        assert pairable(fe(np.zeros(20), fingerprint=fp), a) is not None
+    assert pairable(a, fe(np.zeros(20), fingerprint="e" * 16)) == (
+        "validation tokens differ (fingerprints differ)"
+    )
+
+
+def test_effect_uses_the_windows_when_every_seed_pairs():
+    from ablate.report.noise import effect
+
+    rng = np.random.default_rng(3)
+    base = [3.7 + 0.1 * ar1(rng, 40, 0.3) for _ in range(3)]
+    step = [b - 0.02 + rng.normal(0, 0.01, 40) for b in base]
+    pairs = [
+        (s, float(b.mean()), float(t.mean()), fe(b), fe(t)) for s, b, t in zip("abc", base, step)
+    ]
+    e, why = effect(pairs)
+    assert why is None and e.kind == SEEDS_AND_WINDOWS and e.seeds == ("a", "b", "c")
+    d = np.stack([b - t for b, t in zip(base, step)])
+    p = parts_from_windows(d)
+    assert e.diff == pytest.approx(float(d.mean())) and e.se == pytest.approx(float(p.se))
+    assert (e.n_windows, e.periodic_windows) == (40, 8)
+    lo, hi = e.interval(0.9)
+    h = float(p.half_width(0.9))
+    assert (lo, hi) == (pytest.approx(e.diff - h), pytest.approx(e.diff + h))
+    assert e.seed_se == pytest.approx(math.sqrt(float(p.seed_var)))
+    assert e.window_se == pytest.approx(math.sqrt(float(p.interaction_var)))
+    assert e.n_windows_eff == pytest.approx(float(p.n_eff))
+    assert e.block_windows == int(p.block_windows) and isinstance(e.block_windows, int)
+    # one seed: this seed only, from its windows
+    e1, why1 = effect(pairs[:1])
+    assert why1 is None and e1.kind == THIS_SEED and e1.seed_se is None and e1.seeds == ("a",)
+    assert effect([]) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "breaks,why",
+    [
+        ("no eval", "no per-window losses (final_eval.json) of both runs of seed b"),
+        ("block size", "seed b's runs do not pair: block sizes differ (1024 vs 512)"),
+        ("other windows", "seeds a and b scored different windows (validation tokens differ"),
+        ("few windows", "9 windows: too few for a block standard error"),
+    ],
+)
+def test_effect_falls_back_to_the_seeds_and_says_why(breaks, why):
+    from ablate.report.noise import effect
+
+    n = 9 if breaks == "few windows" else 40
+    evals = {s: (fe(np.full(n, 3.7)), fe(np.full(n, 3.6))) for s in "abc"}
+    if breaks == "no eval":
+        evals["b"] = (evals["b"][0], None)
+    elif breaks == "block size":
+        evals["b"] = (evals["b"][0], fe(np.full(n, 3.6), block_size=512))
+    elif breaks == "other windows":
+        evals["b"] = tuple(fe(np.full(n, v), fingerprint="e" * 16) for v in (3.7, 3.6))
+    values = {"a": (3.75, 3.70), "b": (3.76, 3.72), "c": (3.74, 3.71)}
+    pairs = [(s, *values[s], *evals[s]) for s in "abc"]
+    e, got = effect(pairs)
+    assert got.startswith(why)
+    assert e.kind == SEEDS_ONLY and e.seeds == ("a", "b", "c")
+    assert e.diff == pytest.approx(0.04) and e.window_se is None and e.n_windows_eff is None
+    assert e.block_windows is None and e.n_windows is None
+    e1, got1 = effect(pairs[1:2] if breaks != "other windows" else pairs[:1])
+    if breaks in ("no eval", "block size"):
+        assert e1 is None and got1.startswith(why)  # one seed and no windows: nothing at all
