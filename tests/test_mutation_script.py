@@ -83,5 +83,6 @@ def test_a_real_run_over_one_function(tmp_path, capsys):
     assert code == 0, out
     row = next(line for line in out.splitlines() if line.startswith("| verify |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert int(cells[1]) > 5 and cells[4].endswith("%")
+    # Verified.describe's mutants (its units and arithmetic): every one is killed by test_verify
+    assert int(cells[1]) >= 3 and cells[3] == "0" and cells[4] == "0.0%"
     assert (tmp_path / "verify" / "survivors.md").is_file()
