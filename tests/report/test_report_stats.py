@@ -179,3 +179,71 @@ def test_otherwise_the_step_is_as_checked_as_its_weakest_used_run(tmp_path, kind
         tmp_path / "b", {3: {"causality": kind, "status": "failed", "error": "boom"}}
     )
     assert stats["V16"].causality == "checked" and stats["V16"].n == 2
+
+
+# --------------------------------------------------------------------------- compare(), unit by unit
+
+
+def st(step, values, seeds, evals=None, causality="checked", flag=None):
+    from ablate.report.stats import StepStats
+
+    return StepStats(
+        step=step,
+        architecture=step,
+        values=list(values),
+        flag=flag,
+        n_jobs=len(values),
+        counts={"completed": len(values)},
+        nan_jobs=0,
+        resumed_jobs=0,
+        resumes=0,
+        has_rmlp=False,
+        rmlp_w_rec=math.nan,
+        rmlp_layers=None,
+        ra_layers=None,
+        seeds=list(seeds),
+        evals=list(evals) if evals is not None else [None] * len(values),
+        causality=causality,
+    )
+
+
+def test_a_comparison_is_cached_per_reference_object_not_per_name():
+    step = st("V16", [3.70, 3.72], [1, 2])
+    a, b = st("V0", [3.75, 3.76], [1, 2]), st("V0", [3.80, 3.81], [1, 2])
+    assert compare(step, a) is compare(step, a)
+    assert compare(step, b).diff == pytest.approx(3.805 - 3.71)  # another object: recomputed
+    assert compare(step, a).diff == pytest.approx(3.755 - 3.71)
+
+
+def test_seeds_pair_on_the_first_run_of_each_and_a_seedless_run_never_pairs():
+    ref = st("V0", [3.75, 3.76, 9.0, 3.70], [1, 2, 1, None])
+    step = st("V16", [3.70, 3.72, 3.0], [1, 2, None])
+    c = compare(step, ref)
+    assert c.seeds == (1, 2)  # the repeated seed 1 (9.0) and the seedless runs are left out
+    assert c.diff_common == pytest.approx(((3.75 - 3.70) + (3.76 - 3.72)) / 2)
+    assert c.ref_mean_used == pytest.approx((3.75 + 3.76) / 2)
+    assert c.effect is not None and c.effect.kind == "seeds only"
+
+
+def test_values_beyond_the_recorded_evals_pair_without_windows():
+    ref = st("V0", [3.75, 3.76], [1, 2], evals=[])
+    step = st("V16", [3.70, 3.72], [1, 2], evals=[])
+    c = compare(step, ref)
+    assert c.effect is not None and c.effect.kind == "seeds only"
+    assert c.why.startswith("no per-window losses (final_eval.json) of both runs of seed 1")
+
+
+def test_no_seed_in_common_names_each_side_s_seeds():
+    c = compare(st("V16", [3.7, 3.7], [3, 4]), st("V0", [3.75, 3.76], [1, 2]))
+    assert c.why == "no seed in common (V0: seeds 1, 2; V16: seeds 3, 4)" and c.effect is None
+    c = compare(st("V16", [3.7], [None]), st("V0", [3.75], [1]))
+    assert c.why == "no seed in common (V0: seeds 1; V16: seeds none)"
+
+
+def test_a_withheld_comparison_keeps_the_names_and_the_reference_mean():
+    step = st("V16", [3.70], [1], causality="leaked")
+    ref = st("V0", [3.75], [1], causality="unchecked")
+    c = compare(step, ref)
+    assert (c.step, c.ref, c.ref_mean) == ("V16", "V0", 3.75)
+    assert math.isnan(c.diff) and math.isnan(c.pct) and c.effect is None and c.flag is None
+    assert c.withheld == "V16 leaked; V0 unchecked"
