@@ -236,3 +236,96 @@ def test_a_step_that_saw_other_batches_in_any_one_seed_is_warned_and_has_no_verd
     assert agg.loc[step, "reason"] == "batches"
     other = "V17" if step == "V16" else "V16"
     assert agg.loc[other, "reason"] != "batches"
+
+
+# --------------------------------------------------------------------------- kinds and limits
+
+
+def kinds(coll):
+    return {w.kind: (w.steps, w.blocks_verdict) for w in coll.warnings}
+
+
+def test_each_warning_s_kind_steps_and_whether_it_takes_the_verdict_away(tmp_path):
+    jobs = [
+        Job("V0", "Baseline", 3.75),
+        Job("V16", "RA", 3.60, warmup_iters=1000),
+        Job("V17", "RA+", 3.70, evals=2),
+        Job("V18", "X", 3.65, box=1.0),  # a 1 s box: far past it
+        Job("V19", "L", 3.30, status="leaked", done=False),
+        Job("V20", "U", 3.70, causality="unchecked"),
+    ]
+    coll, stats, md = report(jobs, tmp_path)
+    k = kinds(coll)
+    assert k["warmup"] == ({"V16"}, True)
+    assert k["evals"] == ({"V17"}, True)
+    assert k["box"] == ({"V18"}, False)
+    assert k["leaked"] == ({"V19"}, True)
+    assert k["causality"] == ({"V20"}, False)
+    assert k["seeds"] == (set(), False)
+    agg = aggregate(coll, stats).set_index("step")
+    assert agg.loc["V16", "reason"] == "warmup" and agg.loc["V17", "reason"] == "evals"
+    text = {w.kind: w.text for w in coll.warnings}
+    assert text["evals"] == (
+        "fewer than 3 evals: V17 (2); no verdicts for these steps. Lower budget.eval_interval or "
+        "give the box more time."
+    )
+    assert (
+        text["box"]
+        == "trained more than 5% past the time box (more time, more tokens): V18 (1286.0 s of 1 s)"
+    )
+    assert text["leaked"] == (
+        "failed the causality check after training (the model sees future tokens; its loss is "
+        "not a language-modelling loss): V19"
+    )
+    assert text["warmup"].startswith(
+        "ended in warmup (the learning rate never reached its peak, so the run measured the "
+        "start of training, not the architecture): V16 (iteration 500 of 1000 warmup); no "
+        "verdicts for these steps. Give the box more time or shorten the warmup "
+        "(optim.warmup_iters, optim.warmup_fraction)."
+    )
+    # the Warnings section: one line per warning, in this order
+    lines = [ln for ln in section(md, "Warnings").strip().splitlines() if ln.startswith("- ")]
+    assert [ln[4:] for ln in lines] == [w.text for w in coll.warnings]
+
+
+def test_exactly_three_evals_and_no_box_are_not_warned(tmp_path):
+    coll, _, _ = report(clean_pair(evals=3, box=0.0), tmp_path)
+    assert "evals" not in kinds(coll) and "box" not in kinds(coll)
+
+
+def test_one_seed_for_some_steps_names_them(tmp_path):
+    jobs = [Job("V0", "B", 3.75, seed=s) for s in (1, 2)] + [
+        Job("V16", "RA", 3.6),
+        Job("V17", "RA+", 3.7, seed=1),
+        Job("V17", "RA+", 3.7, seed=2),
+    ]
+    coll, _, _ = report(jobs, tmp_path)
+    (w,) = [w for w in coll.warnings if w.kind == "seeds"]
+    assert w.text == "one seed for V16: no seed-noise estimate for these steps."
+    assert w.steps == set() and not w.blocks_verdict
+
+
+def test_every_unchecked_reason_is_named_with_its_runs(tmp_path):
+    jobs = clean_pair(causality=None) + [
+        Job("V17", "RA+", 3.7, causality="unchecked"),
+        Job("V18", "RA+", 3.7, causality=R.causality_entry({"ok": True}, None)),
+    ]
+    coll, _, _ = report(jobs, tmp_path)
+    (w,) = [w for w in coll.warnings if w.kind == "causality"]
+    assert w.text == (
+        "3 of 4 run(s) without a causality check (no causality record in summary.json: V16; "
+        "not checked before training (preflight=false, or no causality.json): V17; trained "
+        "weights not rechecked: V18): nothing shows these models could not see future tokens"
+    )
+    assert w.steps == {"V16", "V17", "V18"}
+
+
+@pytest.mark.parametrize("n,tail", [(8, ""), (9, " and 1 more"), (11, " and 3 more")])
+def test_long_lists_name_eight_and_count_the_rest(tmp_path, n, tail):
+    jobs = [Job("V0", "B", 3.75)] + [
+        Job(f"S{i:02d}", "X", 3.7, warmup_iters=1000) for i in range(n)
+    ]
+    coll, _, _ = report(jobs, tmp_path)
+    (w,) = [w for w in coll.warnings if w.kind == "warmup"]
+    shown = ", ".join(f"S{i:02d} (iteration 500 of 1000 warmup)" for i in range(8))
+    assert f"architecture): {shown}{tail}; no verdicts" in w.text
