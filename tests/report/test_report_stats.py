@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from report_factory import Job, make_matrix, section, table_rows
 
@@ -247,3 +248,28 @@ def test_a_withheld_comparison_keeps_the_names_and_the_reference_mean():
     assert (c.step, c.ref, c.ref_mean) == ("V16", "V0", 3.75)
     assert math.isnan(c.diff) and math.isnan(c.pct) and c.effect is None and c.flag is None
     assert c.withheld == "V16 leaked; V0 unchecked"
+
+
+def test_a_comparison_names_its_sides_and_flags_partial_values():
+    c = compare(st("V16", [3.70, 3.72], [1, 2]), st("V0", [3.75, 3.76], [1, 2]))
+    assert (c.step, c.ref, c.ref_mean, c.flag) == ("V16", "V0", pytest.approx(3.755), None)
+    c = compare(st("V16", [3.9], [1], flag="failed"), st("V0", [3.75], [1], flag="running"))
+    assert (c.step, c.ref, c.ref_mean) == ("V16", "V0", 3.75)
+    assert c.flag == "failed; V0 running" and c.why == "a side has no completed run"
+    assert c.effect is None and c.pct == pytest.approx(100 * (3.75 - 3.9) / 3.75)
+
+
+def test_runs_with_per_window_losses_pair_window_by_window():
+    from ablate.results import FinalEval
+
+    def fe(level, seed):
+        rng = np.random.default_rng(seed)
+        w = level + rng.normal(0, 0.05, 40)
+        return float(w.mean()), FinalEval(float(w.mean()), w, 1024, "f" * 16, 1, 1, 8)
+
+    ref_evals = [fe(3.75, s) for s in (1, 2)]
+    step_evals = [fe(3.70, s + 10) for s in (1, 2)]
+    ref = st("V0", [v for v, _ in ref_evals], [1, 2], evals=[e for _, e in ref_evals])
+    step = st("V16", [v for v, _ in step_evals], [1, 2], evals=[e for _, e in step_evals])
+    c = compare(step, ref)
+    assert c.effect is not None and c.effect.kind == "seeds and windows" and c.why is None
