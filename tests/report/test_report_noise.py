@@ -220,8 +220,9 @@ def test_seeds_only_parts_by_hand():
     assert float(p.se) == pytest.approx(0.01 / math.sqrt(3))
     two = parts_from_seeds(np.array([[1.0, 3.0], [2.0, 2.0]]))  # two comparisons at once
     assert list(two.est) == [2.0, 2.0] and list(two.seed_var) == [1.0, 0.0] and two.seed_df == 1
-    with pytest.raises(ValueError, match="a seeds-only interval needs at least 2 seeds"):
+    with pytest.raises(ValueError) as e:
         parts_from_seeds(np.array([0.05]))
+    assert str(e.value) == "a seeds-only interval needs at least 2 seeds"
 
 
 def fe(losses, block_size=1024, fingerprint="f" * 16, periodic=8):
@@ -306,3 +307,26 @@ def test_effect_falls_back_to_the_seeds_and_says_why(breaks, why):
     e1, got1 = effect(pairs[1:2] if breaks != "other windows" else pairs[:1])
     if breaks in ("no eval", "block size"):
         assert e1 is None and got1.startswith(why)  # one seed and no windows: nothing at all
+
+
+def test_effect_at_its_limits_min_windows_and_two_seeds():
+    from ablate.report.noise import effect
+
+    rng = np.random.default_rng(8)
+    base = [3.7 + rng.normal(0, 0.05, MIN_WINDOWS) for _ in range(2)]
+    pairs = [
+        (
+            s,
+            float(b.mean()),
+            float(b.mean()) - 0.01,
+            fe(b),
+            fe(b - 0.01 + rng.normal(0, 0.01, b.size)),
+        )
+        for s, b in zip((1, 2), base)
+    ]
+    e, why = effect(pairs)  # exactly MIN_WINDOWS windows: still a block standard error
+    assert why is None and e.kind == SEEDS_AND_WINDOWS and e.n_windows == MIN_WINDOWS
+    no_windows = [(s, b, t, None, None) for s, b, t, _, _ in pairs]
+    e, why = effect(no_windows)  # two seeds without windows: a seeds-only interval
+    assert e is not None and e.kind == SEEDS_ONLY and e.seeds == (1, 2)
+    assert why == "no per-window losses (final_eval.json) of both runs of seed 1"
