@@ -273,6 +273,10 @@ def test_each_warning_s_kind_steps_and_whether_it_takes_the_verdict_away(tmp_pat
         text["box"]
         == "trained more than 5% past the time box (more time, more tokens): V18 (1286.0 s of 1 s)"
     )
+    assert text["seeds"] == (
+        "one seed per step: no seed-noise estimate; intervals, where shown, cover validation "
+        "sampling only. Add seeds (e.g. seed=1,2,3)."
+    )
     assert text["leaked"] == (
         "failed the causality check after training (the model sees future tokens; its loss is "
         "not a language-modelling loss): V19"
