@@ -53,7 +53,7 @@ MODULES = [
         "lock",
         ("src/ablate/lock.py",),
         ("tests/test_lock.py",),
-        claim="one writer per matrix and job directory; a held lock is refused at once",
+        claim="one writer per matrix and job directory; a held lock is refused, never waited for",
     ),
     Module(
         "atomic",

@@ -32,7 +32,7 @@ COUNT, FINITE, SHARE = "count", "finite", "share"
 RULES = [
     (OptimConfig, "lr", "optim.lr", FINITE, {}),
     (OptimConfig, "min_lr", "optim.min_lr", FINITE, {"strict": False}),
-    (OptimConfig, "warmup_iters", "optim.warmup_iters", COUNT, {"low": 0}),
+    (OptimConfig, "warmup_iters", "optim.warmup_iters", COUNT, {"low": 0, "none_ok": True}),
     (OptimConfig, "weight_decay", "optim.weight_decay", FINITE, {"strict": False}),
     (OptimConfig, "beta1", "optim.beta1", SHARE, {"closed_low": True}),
     (OptimConfig, "beta2", "optim.beta2", SHARE, {"closed_low": True}),
@@ -188,13 +188,24 @@ def test_min_lr_may_equal_lr_but_not_exceed_it():
 
 @pytest.mark.parametrize(
     "value,ok",
-    [(None, True), (0.0, True), (0.1, True), (0.999, True), (1.0, False), (-0.01, False)],
+    [(None, False), (0.0, True), (0.1, True), (0.999, True), (1.0, False), (-0.01, False)],
 )
-def test_warmup_fraction_is_a_share_of_the_box(value, ok):
+def test_warmup_fraction_is_a_share_of_the_budget(value, ok):
     expected = (
-        [] if ok else [f"optim.warmup_fraction={value} must be in [0, 1) (a share of the box)"]
+        [] if ok else [f"optim.warmup_fraction={value} must be in [0, 1) (a share of the budget)"]
     )
     assert OptimConfig(warmup_fraction=value).problems() == expected
+
+
+def test_warmup_iters_only_with_an_iteration_budget():
+    iters = BudgetConfig(box_seconds=60.0, max_iters=100)
+    assert RunConfig(budget=iters, optim=OptimConfig(warmup_iters=10)).problems() == []
+    assert RunConfig(budget=BudgetConfig(), optim=OptimConfig(warmup_iters=None)).problems() == []
+    assert RunConfig(budget=BudgetConfig(), optim=OptimConfig(warmup_iters=0)).problems() == [
+        "optim.warmup_iters=0 counts iterations, but this job has a time box (budget.max_iters is "
+        "unset): its warmup is optim.warmup_fraction (now 0.05) of the box's training time; drop "
+        "optim.warmup_iters or set budget.max_iters"
+    ]
 
 
 def test_a_budget_needs_a_box_or_an_iteration_count():

@@ -1,5 +1,5 @@
-"""ablate.lock on its own, fast: a held lock is refused at once (never waited for), the holder is
-named, a filesystem without locks is refused or warned, and every way the lock cannot be taken
+"""ablate.lock on its own, fast: a held lock is refused after at most CONTENTION_S of retries
+(never waited for until its holder ends), the holder is named, a filesystem without locks is refused or warned, and every way the lock cannot be taken
 is one clear line. Matrix runs and job processes that take the locks: tests/matrix/test_one_writer.py.
 """
 
@@ -69,9 +69,9 @@ def _attempt_in_thread(take, directory: Path, bound: float = 10.0):
 
 @pytest.mark.parametrize("take", [lock_matrix, lock_job, probe], ids=["matrix", "job", "probe"])
 @pytest.mark.parametrize("holder_kind", ["this process", "another process"])
-def test_a_held_lock_is_refused_at_once_never_waited_for(tmp_path, take, holder_kind):
-    """flock with LOCK_NB: the second taker is answered in well under a second; a blocking flock
-    would wait for the holder to end (here: forever)."""
+def test_a_held_lock_is_refused_after_its_retries_never_waited_for(tmp_path, take, holder_kind):
+    """flock with LOCK_NB, retried for CONTENTION_S: the second taker is refused after that; a
+    blocking flock would wait for the holder to end (here: forever)."""
     if holder_kind == "this process":  # another open file description conflicts the same way
         holder = lock_matrix(tmp_path)
         release = holder.release
@@ -89,14 +89,27 @@ def test_a_held_lock_is_refused_at_once_never_waited_for(tmp_path, take, holder_
     finally:
         release()
     th.join(timeout=30)  # a waiting taker gets the lock once the holder is gone
-    assert finished, f"{take.__name__} waited for the holder instead of refusing at once"
+    assert finished, f"{take.__name__} waited for the holder instead of refusing"
     result, seconds = outcome
-    assert seconds < 10.0
+    assert L.CONTENTION_S <= seconds < 10.0
     if take is probe:
         assert isinstance(result, dict) and result["pid"] == pid
     else:
         assert isinstance(result, LockHeld) and f"PID {pid}" in str(result)
         assert "in use" in str(result)
+
+
+def test_a_lock_freed_while_the_taker_retries_is_taken(tmp_path):
+    """A holder that lets go within CONTENTION_S (a status= probe, say) does not refuse anyone."""
+    holder = lock_matrix(tmp_path)
+    threading.Timer(0.3, holder.release).start()
+    t0 = time.monotonic()
+    taken = lock_job(tmp_path)
+    try:
+        assert taken.locked and 0.3 <= time.monotonic() - t0 < L.CONTENTION_S + 5.0
+        assert read_holder(tmp_path / ".ablate.lock")["pid"] == os.getpid()
+    finally:
+        taken.release()
 
 
 # --------------------------------------------------------------------------- the holder
@@ -233,22 +246,25 @@ def test_a_missing_directory_and_other_open_errors(tmp_path, monkeypatch):
     )
 
 
-def _flock_fails(monkeypatch, code: int) -> list[int]:
-    """flock raises ``code``; returns the descriptors closed meanwhile."""
-    closed: list[int] = []
-    real_close = os.close
+def _flock_fails(monkeypatch, code: int) -> None:
+    """flock raises ``code`` (on the lock file and on the directory alike)."""
 
     def flock(fd, op):
         assert op == fcntl.LOCK_EX | fcntl.LOCK_NB
         raise OSError(code, os.strerror(code))
 
-    def close(fd):
-        closed.append(fd)
-        real_close(fd)
-
     monkeypatch.setattr(fcntl, "flock", flock)
-    monkeypatch.setattr(os, "close", close)
-    return closed
+
+
+def _open_fds() -> set[str]:
+    """This process's open descriptors, each with what it points to."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.add(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass  # the listing's own descriptor, closed by now
+    return out
 
 
 @pytest.mark.parametrize(
@@ -256,7 +272,8 @@ def _flock_fails(monkeypatch, code: int) -> list[int]:
 )
 def test_a_filesystem_without_locks_is_refused_strictly(tmp_path, monkeypatch, code):
     monkeypatch.delenv("ABLATE_LOCKS", raising=False)
-    closed = _flock_fails(monkeypatch, code)
+    _flock_fails(monkeypatch, code)
+    before = _open_fds()
     with pytest.raises(LockUnavailable) as e:
         lock_matrix(tmp_path)
     msg = str(e.value)
@@ -265,31 +282,34 @@ def test_a_filesystem_without_locks_is_refused_strictly(tmp_path, monkeypatch, c
         "ablate cannot make sure only one process writes this matrix;"
     )
     assert "ABLATE_LOCKS=warn" in msg and "\n" not in msg
-    assert len(closed) == 1  # the descriptor is not leaked
+    assert _open_fds() == before  # no descriptor is leaked
 
 
 def test_without_locks_warn_runs_after_a_warning_without_holding(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ABLATE_LOCKS", "warn")
-    closed = _flock_fails(monkeypatch, errno.ENOLCK)
+    _flock_fails(monkeypatch, errno.ENOLCK)
     (tmp_path / ".ablate.lock").write_text('{"pid": 1}')
+    before = _open_fds()
     lock = lock_job(tmp_path)
     err = capsys.readouterr().err
     assert err.startswith(f"warning: {tmp_path}: file locks do not work here (")
     assert "running without the job lock (ABLATE_LOCKS=warn)" in err
     assert err.count("\n") == 1
-    assert lock.fd is not None and not lock.locked and closed == []
+    assert lock.fd is not None and not lock.locked
+    assert _open_fds() - before == {f"{lock.fd} -> {tmp_path / '.ablate.lock'}"}
     lock.release()
-    assert len(closed) == 1 and lock.fd is None
+    assert lock.fd is None and _open_fds() == before
     # not holding it, the release does not clear another holder's name
     assert (tmp_path / ".ablate.lock").read_text() == '{"pid": 1}'
 
 
 def test_another_flock_error_is_raised_as_it_is(tmp_path, monkeypatch):
-    closed = _flock_fails(monkeypatch, errno.EIO)
+    _flock_fails(monkeypatch, errno.EIO)
+    before = _open_fds()
     with pytest.raises(OSError) as e:
         lock_matrix(tmp_path)
     assert e.value.errno == errno.EIO and not isinstance(e.value, (LockHeld, LockUnavailable))
-    assert len(closed) == 1
+    assert _open_fds() == before
 
 
 def test_probe_takes_nothing_and_sees_no_holder_where_no_lock_can_be_taken(tmp_path):
