@@ -81,7 +81,7 @@ RULES = [
     (DataConfig, "total_tokens", "data.total_tokens", COUNT, {"none_ok": True}),
     (DataConfig, "val_tokens", "data.val_tokens", COUNT, {"none_ok": True}),
     (DataConfig, "shard_tokens", "data.shard_tokens", COUNT, {}),
-    (DataConfig, "workers", "data.workers", COUNT, {"none_ok": True}),
+    (DataConfig, "workers", "data.workers", COUNT, {"low": 0, "none_ok": True}),
 ]
 CHOICES = [
     (DataConfig, "source", "data.source", SOURCES, False),
@@ -153,8 +153,6 @@ def test_each_numeric_field_is_refused_past_its_limit_and_accepted_at_it(
     group, field, key, kind, opts
 ):
     for value, expected in cases(kind, key, opts):
-        if key == "data.workers" and value == 0:
-            continue  # documented as "tokenize in-process" yet refused: left to its own issue
         assert with_field(group, field, value).problems() == expected, (key, value)
 
 

@@ -332,3 +332,23 @@ def test_a_corpus_too_small_to_split_says_so_with_its_sizes(tmp_path, capsys):
     assert "the whole corpus holds" in err and "in 3 document(s); one eval needs" in err, err
     assert "add documents, or lower data.val_windows or model.block_size" in err
     assert "total_tokens" not in err
+
+
+def test_workers_0_tokenizes_in_this_process_and_below_0_is_refused(
+    src, tmp_path, capsys, monkeypatch
+):
+    """data.workers=0 is documented as "tokenize in-process": accepted, and no pool is started."""
+    from ablate.data import prepare as P
+
+    def no_pool(*a, **k):
+        raise AssertionError("data.workers=0 started a process pool")
+
+    monkeypatch.setattr(P.mp, "Pool", no_pool)
+    out = tmp_path / "p"
+    args = ["-q", "data=files", f"data.data_files={src}", f"data.path={out}", "data.val_windows=1"]
+    code, _, err = run_main(capsys, *args, "data.workers=-1")
+    assert code == 2 and err == "error: data.workers=-1 must be at least 0\n"
+    assert not out.exists()
+    code, _, err = run_main(capsys, *args, "data.workers=0")
+    assert code == 0, err
+    assert json.loads((out / "meta.json").read_text())["tokens"] > 0

@@ -94,6 +94,6 @@ class DataConfig:
         out += count("data.total_tokens", self.total_tokens, none_ok=True)
         out += count("data.val_tokens", self.val_tokens, none_ok=True)
         out += count("data.shard_tokens", self.shard_tokens)
-        out += count("data.workers", self.workers, none_ok=True)
+        out += count("data.workers", self.workers, low=0, none_ok=True)  # 0: in-process
         out += choice("data.verify", self.verify, VERIFY_MODES)
         return out
