@@ -373,19 +373,5 @@ def _batches(rows: list[dict[str, Any]], order: list[str]) -> list[Warn]:
     return out
 
 
-def no_verdict(warnings: list[Warn], pipeline: bool, step: str, baseline: str) -> str | None:
-    """Why ``step`` compared with the baseline gets no verdict, or None."""
-    if pipeline:
-        return "pipeline check"
-    for w in warnings:
-        if w.blocks(step, baseline):
-            return w.kind
-    return None
-
-
-def marked(warnings: list[Warn], step: str) -> bool:
-    return any(step in w.steps for w in warnings)
-
-
 def section(warnings: list[Warn]) -> str:
     return "\n".join(f"- {MARK} {w.text}" for w in warnings)
