@@ -330,3 +330,155 @@ def test_effect_at_its_limits_min_windows_and_two_seeds():
     e, why = effect(no_windows)  # two seeds without windows: a seeds-only interval
     assert e is not None and e.kind == SEEDS_ONLY and e.seeds == (1, 2)
     assert why == "no per-window losses (final_eval.json) of both runs of seed 1"
+
+
+# ------------------------------------------------------- batch means at exact values, and in bulk
+# The coverage simulation (coverage_sim.py) and the report run these over stacks of comparisons at
+# once: every value below is also checked series by series, so an axis or a broadcast that mixes
+# series up fails here, not only in a coverage rate.
+
+
+def test_lag1_by_hand_and_series_by_series():
+    assert float(lag1(np.array([1.0, 2.0, 3.0, 4.0]))) == pytest.approx(0.25)  # 1.25 / 5
+    assert float(lag1(np.array([1.0, -1.0, 1.0, -1.0]))) == pytest.approx(-0.75)  # -3 / 4
+    assert float(lag1(np.array([1, 2, 3, 4]))) == pytest.approx(0.25)  # integers: as floats
+    assert float(lag1(np.full(6, 2.5))) == 0.0  # a constant series: 0, not NaN
+    rng = np.random.default_rng(21)
+    xs = rng.normal(size=(2, 3, 40)) + np.arange(40) * np.array([0.0, 0.05, 0.2])[:, None]
+    got = lag1(xs)
+    assert got.shape == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            assert got[i, j] == pytest.approx(float(lag1(xs[i, j])), rel=1e-12)
+
+
+def test_block_length_by_hand_and_element_by_element():
+    # rho 0, n 100: rho_u = 0 + sqrt(1 / 100) = 0.1, 2 * 0.1 / (0.99 * 0.02) = 10.1 -> 11 windows
+    assert int(block_length(0.0, 100)) == 11
+    assert int(block_length(-0.4, 100)) == 11  # a negative correlation counts as none
+    assert int(block_length(0.0, 10)) == 2  # capped at n / MIN_BLOCKS, never below 2
+    assert int(block_length(0.97, 1000)) == 200  # 1000 / MIN_BLOCKS
+    assert int(block_length(1.5, 10_000)) == 2000  # rho capped at RHO_CAP, then L at the cap
+    rhos = np.array([[-0.2, 0.0, 0.05], [0.3, 0.6, 0.99]])
+    got = block_length(rhos, 5000)
+    assert got.shape == rhos.shape and got.dtype == np.int64
+    assert [int(block_length(r, 5000)) for r in rhos.ravel()] == list(got.ravel())
+
+
+def test_batch_means_exact_and_series_by_series():
+    x = np.arange(1.0, 11.0)  # 1..10
+    lrv, blocks = batch_means(x, 2)  # means 1.5, 3.5, ..., 9.5: variance 10
+    assert (float(lrv), int(blocks)) == (pytest.approx(20.0), 5)
+    lrv, blocks = batch_means(x, 3)  # means 2, 5, 8 (the 10th window left out): variance 9
+    assert (float(lrv), int(blocks)) == (pytest.approx(27.0), 3)
+    rng = np.random.default_rng(22)
+    xs = rng.normal(size=(2, 3, 60))
+    Ls = np.array([[2, 3, 4], [5, 6, 12]])
+    lrv, blocks = batch_means(xs, Ls)
+    for i in range(2):
+        for j in range(3):
+            one, k = batch_means(xs[i, j], int(Ls[i, j]))
+            assert lrv[i, j] == pytest.approx(float(one), rel=1e-12) and blocks[i, j] == k
+
+
+def test_choose_block_length_series_by_series():
+    rng = np.random.default_rng(23)
+    n = 600
+    xs = np.stack(
+        [rng.normal(size=n), ar1(rng, n, 0.5), slow(rng, n), slow(rng, n, 1.0), np.ones(n)]
+    )
+    both = np.stack([xs, xs[::-1]])  # (2, 5, n)
+    got = choose_block_length(both)
+    assert got.shape == (2, 5)
+    for i in range(2):
+        for j in range(5):
+            alone = int(choose_block_length(both[i, j]))
+            assert got[i, j] == alone == block_se(both[i, j]).block_windows
+    assert len(set(got.ravel().tolist())) >= 3  # the rows really took different lengths
+
+
+def test_a_doubled_block_length_was_needed():
+    """Each doubling answers block means that were still correlated: one step less would have
+    failed the independence check (the rule stops at the first L whose means pass)."""
+    rng = np.random.default_rng(24)
+    n = 2048
+    cap = n // MIN_BLOCKS
+    grown = 0
+    for _ in range(30):
+        x = slow(rng, n)
+        first, L = int(block_length(lag1(x), n)), int(choose_block_length(x))
+        lengths = [first]
+        while lengths[-1] < L:
+            lengths.append(min(2 * lengths[-1], cap))
+        assert lengths[-1] == L  # L is the AR(1) rule's length doubled, up to the cap
+        for shorter in lengths[:-1]:
+            k = n // shorter
+            means = x[: k * shorter].reshape(k, shorter).mean(axis=1)
+            assert float(lag1(means)) > 1.645 / math.sqrt(k)
+        grown += L > first
+    assert grown >= 10
+
+
+def test_n_eff_and_the_se_by_hand():
+    rng = np.random.default_rng(25)
+    x = ar1(rng, 500, 0.4)
+    est = block_se(x)
+    L, k = est.block_windows, est.blocks
+    assert k == 500 // L
+    lrv = L * x[: k * L].reshape(k, L).mean(axis=1).var(ddof=1)
+    assert est.se == pytest.approx(math.sqrt(lrv / 500), rel=1e-12)
+    assert est.n_eff == pytest.approx(500 * x.var() / lrv, rel=1e-12)
+    assert est.mean == pytest.approx(x.mean()) and est.n == 500 and est.df == k - 1
+    flat = block_se(np.full(MIN_WINDOWS, 3.0))  # no spread at all: n_eff is n, the SE 0
+    assert (flat.se, flat.n_eff, flat.rho) == (0.0, float(MIN_WINDOWS), 0.0)
+    p = parts_from_windows(np.full((2, 40), 0.5))
+    assert float(p.n_eff) == 40.0 and float(p.se) == 0.0
+
+
+@pytest.mark.parametrize("K", [1, 2, 4])
+def test_parts_of_a_stack_are_each_comparison_s_parts(K):
+    rng = np.random.default_rng(26 + K)
+    n = 150
+    stack = np.stack(
+        [
+            0.01 + rng.normal(0, 0.02, (K, n)),
+            ar1(rng, n, 0.7) * 0.02 + rng.normal(0, 0.01, (K, n)),
+            slow(rng, n) * 0.01 + rng.normal(0, 0.003, (K, 1)),
+        ]
+    )
+    both = np.stack([stack, stack[:, :, ::-1]])  # (2, 3, K, n)
+    p = parts_from_windows(both)
+    fields = ("est", "window_var", "window_df", "block_windows", "n_eff")
+    if K > 1:
+        fields += ("seed_var", "run_var", "run_df")
+    for i in range(2):
+        for j in range(3):
+            one = parts_from_windows(both[i, j])
+            assert one.kind == p.kind
+            for name in fields:
+                assert getattr(p, name)[i, j] == pytest.approx(
+                    float(getattr(one, name)), rel=1e-12, abs=1e-18
+                ), name
+            assert p.se[i, j] == pytest.approx(float(one.se), rel=1e-12)
+            if K == 1:
+                h = float(one.half_width(0.9))
+                assert h == pytest.approx(t_quantile(0.95, float(one.window_df)) * float(one.se))
+    assert len(set(p.block_windows.ravel().tolist())) >= 2
+    if K > 1:
+        assert p.seed_df == K - 1
+
+
+def test_each_kind_s_half_width_at_another_confidence():
+    rng = np.random.default_rng(27)
+    seeds = parts_from_seeds(np.array([0.05, 0.01, 0.03, 0.02]))
+    assert float(seeds.half_width(0.8)) == pytest.approx(t_quantile(0.9, 3) * float(seeds.se))
+    one = parts_from_windows((0.01 + ar1(rng, 200, 0.3) * 0.02)[None, :])
+    df = float(one.window_df)
+    assert float(one.half_width(0.8)) == pytest.approx(t_quantile(0.9, df) * float(one.se))
+    assert float(one.half_width()) == pytest.approx(t_quantile(0.975, df) * float(one.se))
+    both = parts_from_windows(0.01 + rng.normal(0, 0.02, (3, 200)) + rng.normal(0, 0.01, (3, 1)))
+    h80, h95 = float(both.half_width(0.8)), float(both.half_width())
+    z80, z95 = 1.2815515655446004, 1.959963984540054
+    se = float(both.se)
+    # between the normal's and the seed part's t quantile, at each confidence
+    assert z80 * se < h80 < t_quantile(0.9, 2) * se and z95 * se < h95 < t_quantile(0.975, 2) * se
