@@ -4,6 +4,7 @@
     nice -n 19 python benchmarks/mutation.py --all           # every module (hours on 2 cores)
     python benchmarks/mutation.py --list                     # the modules, their files and tests
     python benchmarks/mutation.py lock --only 'ablate.lock.x_describe_holder*'   # a part of one
+    nice -n 19 python benchmarks/mutation.py stats --minutes 30  # score what ran in 30 minutes
 
 Why: a check that is wrong but whose tests still pass is the bug this project cannot afford (a
 leak called causal, noise called a verdict). mutmut plants small bugs (a flipped comparison, a
@@ -16,8 +17,15 @@ for the module), from scratch each run, and only the module's own fast tests run
 mutants (mutmut runs, per mutant, those of them that call the mutated function). Per module it
 prints mutants, killed, survived ("no tests" counts as survived), timeouts (counted as killed: the
 tests stopped the mutant) and the share that survived, and writes every survivor with its diff to
-build/mutation/<module>/survivors.md. benchmarks/RESULTS.md records the last measured scores and
-why each survivor is equivalent or accepted. Target: at most 10% survive.
+build/mutation/<module>/survivors.md. Target: at most 10% survive.
+
+A survivor no test can kill (an equivalent mutant: no input tells it from the original) or one
+accepted on purpose is listed in EQUIVALENT below with why; every other survivor is a gap, and the
+script says how many there are ("unexplained") and exits with 3. An entry names the function
+(a glob of mutmut's mutant name) and the change (a line the mutant removes and the line it puts
+there), never mutmut's number alone: numbers shift when the source changes, and an entry must not
+excuse a different mutant. An entry no survivor matched is printed as stale.
+benchmarks/RESULTS.md records the last measured scores.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -132,6 +141,67 @@ MODULES = [
 BY_NAME = {m.name: m for m in MODULES}
 
 
+@dataclass(frozen=True)
+class Equivalent:
+    """A surviving mutant that stays: ``mutant`` globs mutmut's name (module and function),
+    ``removed`` is in a line the mutant takes out, ``added`` is the whole line it puts in
+    (whitespace aside; "" when it only removes)."""
+
+    mutant: str
+    removed: str
+    added: str
+    why: str
+
+    def matches(self, name: str, diff: str) -> bool:
+        if not fnmatch.fnmatch(name, self.mutant):
+            return False
+        minus = [ln[1:] for ln in diff.splitlines() if ln.startswith("-")]
+        plus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+")]
+        return any(self.removed in ln for ln in minus) and (
+            self.added.strip() in plus if self.added.strip() else not plus
+        )
+
+
+EQUIVALENT: tuple[Equivalent, ...] = (
+    # atomic
+    Equivalent(
+        "ablate.atomic.x__read_umask__mutmut_*",
+        "os.umask(0o022)",
+        "mask = os.umask(19)",
+        "the probe value is set and restored at once; the mask read is the same",
+    ),
+    Equivalent(
+        "ablate.atomic.x_atomic_write_bytes__mutmut_*",
+        'atomic_open(path, "wb")',
+        "with atomic_open(path, ) as f:",
+        '"wb" is atomic_open\'s default mode',
+    ),
+    # verify
+    Equivalent(
+        "ablate.data.verify.x_verify_dataset__mutmut_*",
+        '.get("shards", [])',
+        'for s in (ds.meta or {}).get("shards", None) or []:',
+        "followed by `or []`",
+    ),
+    Equivalent(
+        "ablate.data.verify.x_verify_dataset__mutmut_*",
+        '.get("shards", [])',
+        'for s in (ds.meta or {}).get("shards", ) or []:',
+        "followed by `or []`",
+    ),
+    *(
+        Equivalent(
+            "ablate.data.verify.x_verify_dataset__mutmut_*",
+            "usable += 1",
+            line,
+            "usable is only compared with 0, and is 0 exactly when no training shard holds "
+            "block_size + 1 tokens in every variant",
+        )
+        for line in ("usable = 1", "usable -= 1", "usable += 2")
+    ),
+)
+
+
 def _toml_list(items: tuple[str, ...] | list[str]) -> str:
     return (
         "["
@@ -167,14 +237,39 @@ def prepare(mod: Module, root: Path = WORK) -> Path:
     return work
 
 
-def _mutmut(work: Path, *args: str, log: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _command(*args: str) -> tuple[list[str], dict[str, str]]:
     exe = Path(sys.executable).with_name("mutmut")
     cmd = [str(exe) if exe.exists() else "mutmut", *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    if log is None:
-        return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    return cmd, env
+
+
+def _mutmut(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd, env = _command(*args)
+    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+
+
+def _mutmut_run(work: Path, args: list[str], log: Path, minutes: float | None) -> tuple[int, bool]:
+    """``mutmut run`` (output to ``log``), stopped after ``minutes``: (exit code, stopped). mutmut
+    records each mutant's result as it goes, so a stopped run's finished mutants still count."""
+    cmd, env = _command("run", *args)
     with open(log, "w") as f:
-        return subprocess.run(cmd, cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            return proc.wait(timeout=None if minutes is None else minutes * 60), False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)  # mutmut and the workers it forked
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            return 0, True
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
 
 
 def statuses(work: Path, globs: tuple[str, ...]) -> dict[str, str]:
@@ -226,30 +321,67 @@ def diffs(work: Path, names: list[str]) -> dict[str, str]:
     }
 
 
+def explain(
+    survived: list[str], changed: dict[str, str], allow: tuple[Equivalent, ...] = EQUIVALENT
+) -> tuple[dict[str, str], list[Equivalent]]:
+    """({survivor: why it stays, or "" when nothing explains it}, the entries of ``allow`` whose
+    function was mutated here but that matched no survivor: stale)."""
+    why = {}
+    used = set()
+    for name in survived:
+        hit = next((e for e in allow if e.matches(name, changed.get(name, ""))), None)
+        why[name] = hit.why if hit else ""
+        if hit:
+            used.add(hit)
+    return why, [e for e in allow if e not in used]
+
+
 def run_module(
-    mod: Module, only: tuple[str, ...], jobs: int, root: Path = WORK
+    mod: Module, only: tuple[str, ...], jobs: int, root: Path = WORK, minutes: float | None = None
 ) -> dict[str, object]:
     globs = only or mod.only
     work = prepare(mod, root)
     t0 = time.monotonic()
     print(f"== {mod.name}: mutating {', '.join(mod.files)} with {' '.join(mod.tests)}", flush=True)
-    proc = _mutmut(work, "run", "--max-children", str(jobs), *globs, log=work / "run.log")
+    code, stopped = _mutmut_run(
+        work, ["--max-children", str(jobs), *globs], work / "run.log", minutes
+    )
     seconds = time.monotonic() - t0
     st = statuses(work, globs)
-    if proc.returncode != 0 or not st:
+    if code != 0 or not st:
         tail = (work / "run.log").read_text(errors="replace")[-3000:]
-        print(f"{mod.name}: mutmut failed (exit {proc.returncode}); {work / 'run.log'}:\n{tail}")
-        return {"module": mod.name, "error": proc.returncode}
+        print(f"{mod.name}: mutmut failed (exit {code}); {work / 'run.log'}:\n{tail}")
+        return {"module": mod.name, "error": code}
+    if stopped:
+        print(
+            f"{mod.name}: stopped after {minutes} min (--minutes); the mutants not run yet "
+            "are counted as not run",
+            flush=True,
+        )
     killed = sorted(n for n, s in st.items() if s in KILLED)
     survived = sorted(n for n, s in st.items() if s in SURVIVED)
     other = sorted(n for n, s in st.items() if s not in KILLED | SURVIVED)
     timeouts = sum(1 for s in st.values() if s == "timeout")
     checked = len(killed) + len(survived)
     share = 100.0 * len(survived) / checked if checked else 0.0
-    lines = [f"# {mod.name}: {len(survived)} of {checked} mutants survived ({share:.1f}%)", ""]
     changed = diffs(work, survived)
-    for name in survived:
-        lines += [f"## {name} ({st[name]})", "", "```diff", changed[name], "```", ""]
+    why, unused = explain(survived, changed)
+    unexplained = [n for n in survived if not why[n]]
+    # stale: an entry for a function that was mutated here (every mutant of it run) that no
+    # survivor matched; it is killed now, or its line changed
+    stale = [e for e in unused if any(fnmatch.fnmatch(n, e.mutant) for n in st)]
+    lines = [
+        f"# {mod.name}: {len(survived)} of {checked} mutants survived ({share:.1f}%), "
+        f"{len(unexplained)} unexplained",
+        "",
+    ]
+    for name in unexplained + [n for n in survived if why[n]]:
+        reason = (
+            why[name] or "UNEXPLAINED: a test of the property it breaks, or an EQUIVALENT entry"
+        )
+        lines += [f"## {name} ({st[name]})", "", reason, "", "```diff", changed[name], "```", ""]
+    for e in stale:
+        lines += [f"## stale entry: {e.mutant} ({e.removed!r} -> {e.added!r})", "", e.why, ""]
     (work / "survivors.md").write_text("\n".join(lines))
     row = {
         "module": mod.name,
@@ -257,13 +389,16 @@ def run_module(
         "killed": len(killed),
         "timeouts": timeouts,
         "survived": len(survived),
+        "unexplained": len(unexplained),
+        "stale": len(stale),
         "not run": len(other),
         "survived_pct": share,
         "minutes": seconds / 60,
     }
     print(
         f"{mod.name}: {len(st)} mutants, {len(killed)} killed ({timeouts} by timeout), "
-        f"{len(survived)} survived = {share:.1f}%, {len(other)} not run, {seconds / 60:.1f} min; "
+        f"{len(survived)} survived = {share:.1f}% ({len(unexplained)} unexplained, "
+        f"{len(stale)} stale entries), {len(other)} not run, {seconds / 60:.1f} min; "
         f"survivors: {work / 'survivors.md'}",
         flush=True,
     )
@@ -278,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", action="append", default=[], help="mutant-name glob (repeatable)")
     p.add_argument("-j", "--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     p.add_argument("--work", type=Path, default=WORK, help=f"work folders (default {WORK})")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop each module's run after this long and score the mutants run so far",
+    )
     args = p.parse_args(argv)
     if args.list:
         for m in MODULES:
@@ -295,18 +436,26 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--only applies to one module at a time")
     if shutil.which("mutmut") is None and not Path(sys.executable).with_name("mutmut").exists():
         p.error("mutmut is not installed: pip install -e '.[dev]'")
-    rows = [run_module(m, tuple(args.only), args.jobs, args.work.resolve()) for m in chosen]
-    print("\n| Module | Mutants | Killed (timeouts) | Survived | Survived % | Minutes |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    rows = [
+        run_module(m, tuple(args.only), args.jobs, args.work.resolve(), args.minutes)
+        for m in chosen
+    ]
+    print(
+        "\n| Module | Mutants | Killed (timeouts) | Survived (unexplained) | Survived % | Minutes "
+        "| Not run |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         if "error" in r:
-            print(f"| {r['module']} | mutmut failed (exit {r['error']}) | | | | |")
+            print(f"| {r['module']} | mutmut failed (exit {r['error']}) | | | | | |")
             continue
         print(
             f"| {r['module']} | {r['mutants']} | {r['killed']} ({r['timeouts']}) | {r['survived']} "
-            f"| {r['survived_pct']:.1f}% | {r['minutes']:.0f} |"
+            f"({r['unexplained']}) | {r['survived_pct']:.1f}% | {r['minutes']:.0f} | {r['not run']} |"
         )
-    return 1 if any("error" in r for r in rows) else 0
+    if any("error" in r for r in rows):
+        return 1
+    return 3 if any(r["unexplained"] for r in rows) else 0
 
 
 if __name__ == "__main__":

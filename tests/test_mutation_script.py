@@ -69,6 +69,48 @@ def test_the_work_folder_links_the_checkout_and_configures_the_module(tmp_path):
     assert again == work and not (work / "mutants").exists()
 
 
+def test_an_equivalent_entry_excuses_only_the_change_it_names():
+    m = _script()
+    entry = m.Equivalent("pkg.mod.x_f__mutmut_*", "n += 1", "n = 1", "n is only compared with 0")
+    same = "-    n += 1\n+    n = 1"
+    why, stale = m.explain(
+        ["pkg.mod.x_f__mutmut_3", "pkg.mod.x_f__mutmut_4", "pkg.mod.x_g__mutmut_1"],
+        {
+            "pkg.mod.x_f__mutmut_3": same,
+            "pkg.mod.x_f__mutmut_4": "-    n += 1\n+    n += 2",  # another change, same line
+            "pkg.mod.x_g__mutmut_1": same,  # the same change in another function
+        },
+        (entry,),
+    )
+    assert why == {
+        "pkg.mod.x_f__mutmut_3": "n is only compared with 0",
+        "pkg.mod.x_f__mutmut_4": "",
+        "pkg.mod.x_g__mutmut_1": "",
+    }
+    assert stale == []
+    # a removal: no added line; an entry nothing matched comes back as unused
+    gone = m.Equivalent("pkg.mod.x_f__mutmut_*", "flush=True", "", "stderr is line-buffered")
+    why, stale = m.explain(["pkg.mod.x_f__mutmut_9"], {"pkg.mod.x_f__mutmut_9": same}, (gone,))
+    assert why == {"pkg.mod.x_f__mutmut_9": ""} and stale == [gone]
+    why, _ = m.explain(
+        ["pkg.mod.x_f__mutmut_9"], {"pkg.mod.x_f__mutmut_9": "-  flush=True,"}, (gone,)
+    )
+    assert why == {"pkg.mod.x_f__mutmut_9": "stderr is line-buffered"}
+
+
+def test_every_equivalent_entry_names_a_mutated_module_and_says_why():
+    m = _script()
+    prefixes = {
+        f.removeprefix("src/").removesuffix(".py").replace("/", ".") + "."
+        for mod in m.MODULES
+        for f in mod.files
+    }
+    assert m.EQUIVALENT
+    for e in m.EQUIVALENT:
+        assert any(e.mutant.startswith(p) for p in prefixes), e.mutant
+        assert "__mutmut_" in e.mutant and e.removed and len(e.why) > 10, e
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     shutil.which("mutmut") is None and not Path(sys.executable).with_name("mutmut").exists(),
@@ -84,5 +126,5 @@ def test_a_real_run_over_one_function(tmp_path, capsys):
     row = next(line for line in out.splitlines() if line.startswith("| verify |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # Verified.describe's mutants (its units and arithmetic): every one is killed by test_verify
-    assert int(cells[1]) >= 3 and cells[3] == "0" and cells[4] == "0.0%"
+    assert int(cells[1]) >= 3 and cells[3] == "0 (0)" and cells[4] == "0.0%"
     assert (tmp_path / "verify" / "survivors.md").is_file()
