@@ -257,6 +257,11 @@ def test_a_comparison_names_its_sides_and_flags_partial_values():
     assert (c.step, c.ref, c.ref_mean) == ("V16", "V0", 3.75)
     assert c.flag == "failed; V0 running" and c.why == "a side has no completed run"
     assert c.effect is None and c.pct == pytest.approx(100 * (3.75 - 3.9) / 3.75)
+    # one side partial is enough, whichever side, even with seeds the other side completed
+    done = st("V0", [3.75, 3.76], [1, 2])
+    partial = st("V16", [3.9, 3.8], [1, 2], flag="failed")
+    for c in (compare(partial, done), compare(done, partial)):
+        assert c.why == "a side has no completed run" and c.effect is None and c.seeds == ()
 
 
 def test_runs_with_per_window_losses_pair_window_by_window():

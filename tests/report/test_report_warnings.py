@@ -333,3 +333,28 @@ def test_long_lists_name_eight_and_count_the_rest(tmp_path, n, tail):
     (w,) = [w for w in coll.warnings if w.kind == "warmup"]
     shown = ", ".join(f"S{i:02d} (iteration 500 of 1000 warmup)" for i in range(8))
     assert f"architecture): {shown}{tail}; no verdicts" in w.text
+
+
+def test_eval_cadences_that_differ_are_warned_naming_the_odd_steps(tmp_path):
+    """Tokens between evals per step (the factory: 65,536 tokens per iteration); the steps off
+    the most common cadence are marked, and the verdicts stay."""
+    jobs = [
+        Job("V0", "Baseline", 3.75),
+        Job("V16", "RA", 3.60, eval_every=50),
+        Job("V17", "RA+", 3.70),
+    ]
+    coll, _, md = report(jobs, tmp_path)
+    (w,) = [w for w in coll.warnings if w.kind == "cadence"]
+    assert w.steps == {"V16"} and not w.blocks_verdict
+    assert w.text.startswith(
+        "eval cadences differ (V0: every 6,553,600 tokens; V16: every 3,276,800 tokens; "
+        "V17: every 6,553,600 tokens; budget.eval_interval x optim.tokens_per_iter)"
+    )
+    assert "eval cadences differ" in section(md, "Warnings")
+    # within CADENCE_TOLERANCE (1%): one cadence
+    same = [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.60, eval_every=101)]
+    coll, _, _ = report(same, tmp_path / "b")
+    assert not [w for w in coll.warnings if w.kind == "cadence"]
+    apart = [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.60, eval_every=102)]
+    coll, _, _ = report(apart, tmp_path / "c")
+    assert [w.kind for w in coll.warnings].count("cadence") == 1
