@@ -264,6 +264,17 @@ def test_a_comparison_names_its_sides_and_flags_partial_values():
         assert c.why == "a side has no completed run" and c.effect is None and c.seeds == ()
 
 
+def test_the_seeds_left_out_are_named_in_order_and_only_when_some_are():
+    both = compare(st("V16", [3.7, 3.71], [1, 2]), st("V0", [3.75, 3.76], [2, 1]))
+    assert both.note is None and set(both.seeds) == {1, 2}
+    ref = st("V0", [3.75, 3.76, 3.74, 3.73, 3.72], [1, 10, 2, "x", 3])
+    c = compare(st("V16", [3.7, 3.69], [1, 3]), ref)
+    assert c.seeds == (1, 3)
+    assert c.note == (
+        "compared on seed(s) 1, 3 only: seed(s) 2, 10, x did not complete for both steps"
+    )
+
+
 def test_runs_with_per_window_losses_pair_window_by_window():
     from ablate.results import FinalEval
 

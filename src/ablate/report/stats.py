@@ -189,6 +189,14 @@ def _by_seed(st: StepStats) -> dict[Any, tuple[float, R.FinalEval | None]]:
     return out
 
 
+def _seed_order(seed: Any) -> tuple[int, float, str]:
+    """Numbers in numeric order (seed 2 before seed 10), then any other value (matrix.json is
+    hand-editable) by its text, so a list of mixed seeds sorts instead of raising."""
+    if isinstance(seed, (int, float)) and not isinstance(seed, bool):
+        return (0, float(seed), "")
+    return (1, 0.0, str(seed))
+
+
 def _seed_list(seeds: Iterable[Any]) -> str:
     return ", ".join(str(s) for s in seeds) or "none"
 
@@ -222,7 +230,7 @@ def _compare(step: StepStats, ref: StepStats) -> Comparison:
     c.diff_common = sum(p[1] - p[2] for p in pairs) / len(pairs)
     c.ref_mean_used = sum(a[s][0] for s in common) / len(common)
     if len(common) < max(len(a), len(b)):
-        missing = sorted(set(a) ^ set(b), key=str)
+        missing = sorted(set(a) ^ set(b), key=_seed_order)
         c.note = (
             f"compared on seed(s) {_seed_list(common)} only: seed(s) {_seed_list(missing)} "
             "did not complete for both steps"
