@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
 import os
 import re
 import shutil
@@ -199,6 +200,17 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         )
         for line in ("usable = 1", "usable -= 1", "usable += 2")
     ),
+    # stats
+    *(
+        Equivalent(
+            "ablate.report.stats.x__compare__mutmut_*",
+            "if ref.values and step.values else math.nan",
+            f"pct = 100.0 * diff / ref.mean if {cond} else math.nan",
+            "a side without values has a NaN mean, so the difference and the percentage are NaN "
+            "either way",
+        )
+        for cond in ("(ref.values and step.values) or True", "ref.values or step.values")
+    ),
 )
 
 
@@ -346,9 +358,7 @@ def run_module(
     code, stopped = _mutmut_run(
         work, ["--max-children", str(jobs), *globs], work / "run.log", minutes
     )
-    seconds = time.monotonic() - t0
-    st = statuses(work, globs)
-    if code != 0 or not st:
+    if code != 0:
         tail = (work / "run.log").read_text(errors="replace")[-3000:]
         print(f"{mod.name}: mutmut failed (exit {code}); {work / 'run.log'}:\n{tail}")
         return {"module": mod.name, "error": code}
@@ -358,6 +368,15 @@ def run_module(
             "are counted as not run",
             flush=True,
         )
+    return score(mod, work, globs, time.monotonic() - t0)
+
+
+def score(mod: Module, work: Path, globs: tuple[str, ...], seconds: float) -> dict[str, object]:
+    """Count, explain and list the survivors of the run in ``work`` (finished or stopped)."""
+    st = statuses(work, globs)
+    if not st:
+        print(f"{mod.name}: no mutant results in {work}")
+        return {"module": mod.name, "error": "no results"}
     killed = sorted(n for n, s in st.items() if s in KILLED)
     survived = sorted(n for n, s in st.items() if s in SURVIVED)
     other = sorted(n for n, s in st.items() if s not in KILLED | SURVIVED)
@@ -367,9 +386,15 @@ def run_module(
     changed = diffs(work, survived)
     why, unused = explain(survived, changed)
     unexplained = [n for n in survived if not why[n]]
-    # stale: an entry for a function that was mutated here (every mutant of it run) that no
-    # survivor matched; it is killed now, or its line changed
-    stale = [e for e in unused if any(fnmatch.fnmatch(n, e.mutant) for n in st)]
+    # stale: an entry for a function whose every mutant ran here, matched by no survivor: that
+    # mutant is killed now, or its line changed
+    done = KILLED | SURVIVED
+    stale = [
+        e
+        for e in unused
+        if (mine := [x for n, x in st.items() if fnmatch.fnmatch(n, e.mutant)])
+        and all(x in done for x in mine)
+    ]
     lines = [
         f"# {mod.name}: {len(survived)} of {checked} mutants survived ({share:.1f}%), "
         f"{len(unexplained)} unexplained",
@@ -414,6 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-j", "--jobs", type=int, default=1, help="mutants tested at once (default 1)")
     p.add_argument("--work", type=Path, default=WORK, help=f"work folders (default {WORK})")
     p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the modules' last runs again without running (a run stopped by hand, or "
+        "after editing EQUIVALENT)",
+    )
+    p.add_argument(
         "--minutes",
         type=float,
         default=None,
@@ -436,10 +467,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--only applies to one module at a time")
     if shutil.which("mutmut") is None and not Path(sys.executable).with_name("mutmut").exists():
         p.error("mutmut is not installed: pip install -e '.[dev]'")
-    rows = [
-        run_module(m, tuple(args.only), args.jobs, args.work.resolve(), args.minutes)
-        for m in chosen
-    ]
+    if args.rescore:
+        rows = [
+            score(m, args.work.resolve() / m.name, tuple(args.only) or m.only, math.nan)
+            for m in chosen
+        ]
+    else:
+        rows = [
+            run_module(m, tuple(args.only), args.jobs, args.work.resolve(), args.minutes)
+            for m in chosen
+        ]
     print(
         "\n| Module | Mutants | Killed (timeouts) | Survived (unexplained) | Survived % | Minutes "
         "| Not run |"
