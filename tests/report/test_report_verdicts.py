@@ -16,7 +16,15 @@ from report_factory import Job, make_matrix, section, seed_jobs, table_rows
 from ablate.report import build, render_markdown
 from ablate.report.__main__ import main
 from ablate.report.noise import parts_from_windows
-from ablate.report.verdict import BETTER, NONE, WITHIN, WORSE, decide
+from ablate.report.verdict import (
+    BETTER,
+    NONE,
+    WITHIN,
+    WORSE,
+    decide,
+    report_candidates,
+    verdicts,
+)
 
 N = 256  # windows per final eval
 RNG_SEED = 7
@@ -258,6 +266,34 @@ def test_bonferroni_over_every_shown_comparison_and_bold_iff_the_adjusted_interv
     assert rec["V17"]["vs_previous_verdict"] == WORSE and rec["V16"]["vs_previous_verdict"] == (
         BETTER
     )
+
+
+def _decided(v):
+    return (v.verdict, v.family_size, v.adjusted_confidence, v.low_adj, v.high_adj)
+
+
+def test_a_part_of_the_family_is_adjusted_over_the_whole_family(tmp_path):
+    """The comparisons at one axis value (report/axes.py) are decided with the whole report's
+    family size: each one alone, given that size, gets the verdict and interval it gets among
+    all of them."""
+    jobs, _ = runs({"V0": 0.0, "V16": 0.03, "V17": 0.0, "V18": -0.03})
+    coll, stats, _, _ = report(tmp_path, jobs)
+    cands = report_candidates(coll, stats)
+    whole = verdicts(cands)
+    assert {v.family_size for v in whole.values()} == {5}
+    for c in cands:
+        (alone,) = verdicts([c], family_size=5).values()
+        assert _decided(alone) == _decided(whole[(c.step, c.ref)])
+        (unadjusted,) = verdicts([c]).values()  # a family of one: the 95% interval itself
+        assert unadjusted.family_size == 1 and unadjusted.adjusted_confidence == 0.95
+        assert (unadjusted.low_adj, unadjusted.high_adj) == (unadjusted.low, unadjusted.high)
+    # a size below the candidates' own count changes nothing; a larger one widens every interval
+    assert {k: _decided(v) for k, v in verdicts(cands, family_size=2).items()} == {
+        k: _decided(v) for k, v in whole.items()
+    }
+    for key, v in verdicts(cands, family_size=50).items():
+        assert v.family_size == 50 and v.adjusted_confidence == pytest.approx(0.999)
+        assert v.low_adj < whole[key].low_adj and v.high_adj > whole[key].high_adj
 
 
 def test_csv_carries_the_same_verdicts(tmp_path):
