@@ -451,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         help="stop each module's run after this long and score the mutants run so far",
     )
     args = p.parse_args(argv)
+    # a SIGTERM to this script stops mutmut and its workers too (_mutmut_run's cleanup)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.list:
         for m in MODULES:
             part = f" (only {', '.join(m.only)})" if m.only else ""

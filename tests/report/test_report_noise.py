@@ -53,7 +53,7 @@ def test_the_block_length_is_never_1_and_grows_with_the_autocorrelation():
 
 def test_blocks_grow_while_their_means_are_still_correlated():
     rng = np.random.default_rng(12)
-    xs = np.stack([slow(rng, 2048) for _ in range(50)])
+    xs = slow(rng, 2048, size=(50,))
     first, chosen = block_length(lag1(xs), 2048), choose_block_length(xs)
     assert (chosen >= first).all() and (chosen > first).mean() > 0.5
     assert chosen.max() <= 2048 // MIN_BLOCKS
@@ -177,9 +177,9 @@ def test_job_eval_se_in_the_runs_table(tmp_path):
     assert runs["V0"][5:7] == [f"{est.se:.4f}", "262,144"]
 
 
-def slow(rng, n, sd=0.4):
+def slow(rng, n, sd=0.4, size=()):
     """Short-range noise plus a slow drift (AR(1), rho 0.98): correlation lag 1 barely shows."""
-    return ar1(rng, n, 0.2) + sd * ar1(rng, n, 0.98)
+    return ar1(rng, n, 0.2, size) + sd * ar1(rng, n, 0.98, size)
 
 
 @pytest.mark.parametrize("n", [10, 57, 108, 2048])
@@ -404,8 +404,7 @@ def test_a_doubled_block_length_was_needed():
     n = 2048
     cap = n // MIN_BLOCKS
     grown = 0
-    for _ in range(30):
-        x = slow(rng, n)
+    for x in slow(rng, n, size=(30,)):
         first, L = int(block_length(lag1(x), n)), int(choose_block_length(x))
         lengths = [first]
         while lengths[-1] < L:

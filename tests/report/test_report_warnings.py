@@ -75,6 +75,11 @@ def test_training_past_the_box(tmp_path):
     assert table_rows(md)[1][0] == "V16 ⚠"
     _, _, md = report(clean_pair(box=1240.0), tmp_path / "b")  # 3.7% over: within tolerance
     assert "past the time box" not in md
+    # "more than 5%": 500 iterations of 2,100 ms = 1,050 s in a 1,000 s box is exactly 5%
+    _, _, md = report(clean_pair(box=1000.0, ms_per_iter=2100.0), tmp_path / "c")
+    assert "past the time box" not in md
+    _, _, md = report(clean_pair(box=1000.0, ms_per_iter=2100.2), tmp_path / "d")
+    assert "trained more than 5% past the time box" in md and "V16 (1050.1 s of 1000 s)" in md
 
 
 def test_an_iteration_budget_cut_by_the_box_warns_its_schedule_never_finished(tmp_path):
