@@ -200,6 +200,89 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         )
         for line in ("usable = 1", "usable -= 1", "usable += 2")
     ),
+    # noise
+    *(
+        Equivalent(
+            "ablate.report.noise.xǁPartsǁhalf_width__mutmut_*",
+            f"assert {a} is not None and self.{b} is not None",
+            f"assert {a} is not None or self.{b} is not None",
+            "parts_from_windows sets both for this kind (K >= 2); the assert is there for the "
+            "type checker and holds either way",
+        )
+        for a, b in (("seed_var", "seed_df"), ("interaction_var", "window_df"))
+    ),
+    Equivalent(
+        "ablate.report.noise.x_effect__mutmut_*",
+        "first = evals[0][0]",
+        "first = evals[0][1]",
+        "a seed's two evals were checked pairable (block size, windows, fingerprint) just "
+        "before, so either stands for the seed in the cross-seed check",
+    ),
+    Equivalent(
+        "ablate.report.noise.x_effect__mutmut_*",
+        "pairable(first, evals[i][0])",
+        "other = next((i for i in range(1, K) if pairable(first, evals[i][1]) is not None), None)",
+        "a seed's two evals were checked pairable just before, so either stands for the seed",
+    ),
+    Equivalent(
+        "ablate.report.noise.x_effect__mutmut_*",
+        "pairable(first, evals[i][0])",
+        "other = next((i for i in range(K) if pairable(first, evals[i][0]) is not None), None)",
+        "seed 0 always pairs with itself, so starting the search at 0 finds the same seed",
+    ),
+    Equivalent(
+        "ablate.report.noise.x_effect__mutmut_*",
+        "pairable(first, evals[other][0])",
+        'why = f"seeds {pairs[0][0]} and {pairs[other][0]} scored different windows '
+        '({pairable(first, evals[other][1])})"',
+        "a seed's two evals were checked pairable just before: the same reason either way",
+    ),
+    Equivalent(
+        "ablate.report.noise.x_effect__mutmut_*",
+        "fe = evals[0][0]",
+        "fe = evals[0][1]",
+        "accepted: the two evals of a seed have the same windows by then; only "
+        "periodic_windows (informational) could differ, if one step used another "
+        "data.val_windows",
+    ),
+    Equivalent(
+        "ablate.report.noise.xǁPartsǁhalf_width__mutmut_*",
+        "np.full(np.shape(self.est), self.seed_df)",
+        "h = t_half_quantile(confidence, np.full(np.shape(None), self.seed_df)) * self.se",
+        "a 0-d array of the degrees of freedom broadcasts against self.se to the same values",
+    ),
+    # warnings
+    Equivalent(
+        "ablate.report.warnings.x_collect_warnings__mutmut_*",
+        "{100 * BOX_TOLERANCE:.0f}%",
+        'f"trained more than {101 * BOX_TOLERANCE:.0f}% past the time box (more time, "',
+        "5.05 prints as 5 at .0f, like 5",
+    ),
+    *(
+        Equivalent(
+            "ablate.report.warnings.x_collect_warnings__mutmut_*",
+            'r["status"] != "leaked"',
+            f'if r["status"] != {word} and r.get("causality_state") not in (R.CHECKED, R.LEAKED)',
+            "a leaked job's causality state is leaked, which the same condition leaves out",
+        )
+        for word in ('"XXleakedXX"', '"LEAKED"')
+    ),
+    *(
+        Equivalent(
+            "ablate.report.warnings.x_collect_warnings__mutmut_*",
+            "why[R.UNRECORDED])",
+            f'reason = why.get(r.get("causality_state"), {default})',
+            "every state that reaches it is a key of why: results.causality_state returns one "
+            "of them and an unreadable job's row is set to UNRECORDED (report/load.py)",
+        )
+        for default in ("", "None")
+    ),
+    Equivalent(
+        "ablate.report.warnings.x_collect_warnings__mutmut_*",
+        'jobs.to_dict("records")',
+        'rows = jobs.to_dict("RECORDS")  # plain dicts: iterrows is ~50x slower on a big matrix',
+        "pandas reads the orient case-insensitively",
+    ),
     # stats
     *(
         Equivalent(

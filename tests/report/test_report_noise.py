@@ -481,3 +481,30 @@ def test_each_kind_s_half_width_at_another_confidence():
     se = float(both.se)
     # between the normal's and the seed part's t quantile, at each confidence
     assert z80 * se < h80 < t_quantile(0.9, 2) * se and z95 * se < h95 < t_quantile(0.975, 2) * se
+
+
+def test_float32_losses_are_computed_in_float64():
+    """Window losses stored at lower precision: every part is computed in float64 from them,
+    not in their own precision (a variance of small differences would lose digits)."""
+    rng = np.random.default_rng(28)
+    d32 = (0.01 + rng.normal(0, 0.02, (3, 120)) + ar1(rng, 120, 0.5) * 0.01).astype(np.float32)
+    d64 = d32.astype(np.float64)
+    for k in (slice(None), slice(0, 1)):  # seeds and windows; this seed only
+        a, b = parts_from_windows(d32[k]), parts_from_windows(d64[k])
+        for name in ("est", "seed_var", "window_var", "run_var", "n_eff"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None and y is None) or (x.dtype == np.float64 and x == y), name
+    assert lag1(d32[0]) == lag1(d64[0]) and block_length(np.float32(0.3), 120) == block_length(
+        0.3, 120
+    )
+    assert batch_means(d32[0], 3)[0] == batch_means(d64[0], 3)[0]
+    assert parts_from_seeds(d32[:, 0]).seed_var == parts_from_seeds(d64[:, 0]).seed_var
+    est32, est64 = block_se(list(d32[0])), block_se(list(d64[0]))
+    assert (est32.se, est32.n_eff, est32.rho) == (est64.se, est64.n_eff, est64.rho)
+
+
+def test_too_few_windows_is_one_clear_error():
+    with pytest.raises(ValueError) as e:
+        parts_from_windows(np.zeros((2, MIN_WINDOWS - 1)))
+    assert str(e.value) == f"{MIN_WINDOWS - 1} windows: a block standard error needs at least 10"
+    assert parts_from_windows(np.zeros((2, MIN_WINDOWS))).kind == SEEDS_AND_WINDOWS
