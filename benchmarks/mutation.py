@@ -251,6 +251,12 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "h = t_half_quantile(confidence, np.full(np.shape(None), self.seed_df)) * self.se",
         "a 0-d array of the degrees of freedom broadcasts against self.se to the same values",
     ),
+    Equivalent(
+        "ablate.report.noise.x_parts_from_windows__mutmut_*",
+        "np.where(lrv_m > 0, lrv_m, np.inf)",
+        "n_eff = n * m.var(axis=-1) / np.where(lrv_m >= 0, lrv_m, np.inf)",
+        "where lrv_m is 0 the next line sets n_eff to n whatever this one gave",
+    ),
     # warnings
     Equivalent(
         "ablate.report.warnings.x_collect_warnings__mutmut_*",

@@ -432,6 +432,16 @@ def test_n_eff_and_the_se_by_hand():
     assert (flat.se, flat.n_eff, flat.rho) == (0.0, float(MIN_WINDOWS), 0.0)
     p = parts_from_windows(np.full((2, 40), 0.5))
     assert float(p.n_eff) == 40.0 and float(p.se) == 0.0
+    # the window series' effective size, from the seed-averaged differences: by hand, and as
+    # block_se computes it for that one series
+    d = 0.01 + ar1(rng, 300, 0.5, (3,)) * 0.02
+    p, m = parts_from_windows(d), d.mean(axis=0)
+    L = int(p.block_windows)
+    k = 300 // L
+    lrv_m = L * m[: k * L].reshape(k, L).mean(axis=1).var(ddof=1)
+    assert float(p.n_eff) == pytest.approx(300 * m.var() / lrv_m, rel=1e-12)
+    assert float(p.n_eff) == pytest.approx(block_se(m).n_eff, rel=1e-12)
+    assert 300 / 6 < float(p.n_eff) < 300 / 1.5  # rho 0.5: about n / 3
 
 
 @pytest.mark.parametrize("K", [1, 2, 4])
