@@ -215,7 +215,7 @@ def test_seeds_only_parts_by_hand():
     d = np.array([0.05, 0.04, 0.03])
     p = parts_from_seeds(d)
     assert p.seed_var == pytest.approx(0.0001 / 3) and p.seed_df == 2
-    assert p.window_var is p.window_df is p.run_var is p.run_df is p.block_windows is None
+    assert p.window_var is p.window_df is p.run_var is p.block_windows is None
     assert p.n_eff is None and p.interaction_var is None
     assert float(p.se) == pytest.approx(0.01 / math.sqrt(3))
     two = parts_from_seeds(np.array([[1.0, 3.0], [2.0, 2.0]]))  # two comparisons at once
@@ -459,7 +459,7 @@ def test_parts_of_a_stack_are_each_comparison_s_parts(K):
     p = parts_from_windows(both)
     fields = ("est", "window_var", "window_df", "block_windows", "n_eff")
     if K > 1:
-        fields += ("seed_var", "run_var", "run_df")
+        fields += ("seed_var", "run_var")
     for i in range(2):
         for j in range(3):
             one = parts_from_windows(both[i, j])

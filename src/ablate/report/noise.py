@@ -219,7 +219,6 @@ class Parts:
     window_var: np.ndarray | None  # LRV of the seed-averaged differences / n: Var(b̄) + Var(ē)/K
     window_df: np.ndarray | None  # its blocks - 1
     run_var: np.ndarray | None  # Var(ē) / K from the within-seed residuals
-    run_df: np.ndarray | None  # (K - 1) (blocks - 1)
     block_windows: np.ndarray | None  # L of the window series
     n_eff: np.ndarray | None  # effective windows of the window series
 
@@ -288,16 +287,15 @@ def parts_from_windows(d: np.ndarray) -> Parts:
     n_eff = n * m.var(axis=-1) / np.where(lrv_m > 0, lrv_m, np.inf)
     n_eff = np.where(lrv_m > 0, n_eff, n)
     if K == 1:
-        return Parts(THIS_SEED, est, None, None, lrv_m / n, blocks_m - 1, None, None, L, n_eff)
+        return Parts(THIS_SEED, est, None, None, lrv_m / n, blocks_m - 1, None, L, n_eff)
     per_seed = d.mean(axis=-1)
     seed_var = per_seed.var(axis=-1, ddof=1) / K
     r = d - m[..., None, :]  # within-seed residuals: (a_k - ā) + (e_k - ē)
     # The same blocks as the seed average: then window part - run part is exactly the mean
     # covariance between different seeds' block means, in which the run noise cancels.
-    lrv_r, blocks_r = batch_means(r, np.broadcast_to(L[..., None], r.shape[:-1]))
+    lrv_r, _ = batch_means(r, np.broadcast_to(L[..., None], r.shape[:-1]))
     # the residuals of K seeds carry K - 1 seeds' worth of run noise
     run_lrv = lrv_r.mean(axis=-1) * K / (K - 1)
-    run_df = (K - 1) * (blocks_r[..., 0] - 1)
     return Parts(
         SEEDS_AND_WINDOWS,
         est,
@@ -306,7 +304,6 @@ def parts_from_windows(d: np.ndarray) -> Parts:
         lrv_m / n,
         blocks_m - 1,
         run_lrv / (n * K),
-        run_df,
         L,
         n_eff,
     )
@@ -324,7 +321,6 @@ def parts_from_seeds(d: np.ndarray) -> Parts:
         d.mean(axis=-1),
         d.var(axis=-1, ddof=1) / K,
         K - 1,
-        None,
         None,
         None,
         None,
