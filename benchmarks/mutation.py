@@ -289,6 +289,13 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         'rows = jobs.to_dict("RECORDS")  # plain dicts: iterrows is ~50x slower on a big matrix',
         "pandas reads the orient case-insensitively",
     ),
+    Equivalent(
+        "ablate.report.warnings.x__finite__mutmut_*",
+        "return False",
+        "return True",
+        "no bool reaches it: the job readers type every numeric field and refuse a bool "
+        "(results/summary.py _as_int and _as_float), leaving NaN",
+    ),
     # stats
     *(
         Equivalent(

@@ -103,6 +103,20 @@ def test_an_iteration_budget_cut_by_the_box_warns_its_schedule_never_finished(tm
     assert "never finished" not in md
 
 
+def test_a_cut_schedule_without_its_budget_recorded_says_so(tmp_path):
+    # summary.json with the schedule's record but no max_iters (hand-edited, or damaged): the
+    # warning still names the run, with ? for the number it lacks, and the report is written
+    cut = {
+        "max_iters": None,
+        "schedule": {"clock": "iterations", "budget": 2000, "warmup_end": 100},
+        "schedule_fraction": 0.25,
+    }
+    _, _, md = report(clean_pair(summary_overrides=cut), tmp_path)
+    assert "V16 (iteration 500 of budget.max_iters=?, 25% of its schedule)" in section(
+        md, "Warnings"
+    )
+
+
 def test_a_run_from_before_the_schedule_record_cut_by_the_box_warns_too(tmp_path):
     # no "schedule" in summary.json: budget.max_iters set the iterations clock then
     _, _, md = report(clean_pair(summary_overrides={"max_iters": 5000}), tmp_path)
