@@ -164,6 +164,95 @@ class Equivalent:
 
 
 EQUIVALENT: tuple[Equivalent, ...] = (
+    # lock (reasons from its last run; lock.py's retry and directory lock came later: rerun)
+    *(
+        Equivalent(
+            "ablate.lock.x_probe__mutmut_*",
+            'DirLock(directory, "job")',
+            f"lock = DirLock(directory, {what})",
+            "the word appears only in the messages of LockHeld and LockUnavailable, which probe "
+            "catches",
+        )
+        for what in ("None", '"XXjobXX"', '"JOB"')
+    ),
+    *(
+        Equivalent(
+            "ablate.lock.x_read_holder__mutmut_*",
+            'read_text(encoding="utf-8") or "{}"',
+            f"obj = json.loads(Path(path).read_text({arg}) or {empty})",
+            why,
+        )
+        for arg, empty, why in (
+            ("encoding=None", '"{}"', "the holder writes json.dumps output, which is ASCII"),
+            ('encoding="UTF-8"', '"{}"', "the same codec"),
+            (
+                'encoding="utf-8"',
+                '"XX{}XX"',
+                "an empty file then fails to parse, and the except gives the same {}",
+            ),
+        )
+    ),
+    Equivalent(
+        "ablate.lock.xǁDirLockǁ__init____mutmut_*",
+        "self.locked = False",
+        "self.locked = None",
+        "only ever read as a truth value",
+    ),
+    *(
+        Equivalent(
+            "ablate.lock.xǁDirLockǁ_no_locks__mutmut_*",
+            "flush=True",
+            line,
+            "stderr is line-buffered and the warning is one whole line",
+        )
+        for line in ("flush=None,", "flush=False,", ")")
+    ),
+    Equivalent(
+        "ablate.lock.xǁDirLockǁacquire__mutmut_*",
+        "os.ftruncate(fd, 0)",
+        "os.ftruncate(fd, 1)",
+        "the holder line written at offset 0 right after is longer than 1 byte: the same file",
+    ),
+    # config
+    *(
+        Equivalent(
+            "ablate.config.x__positive_seconds__mutmut_*",
+            'finite("", value)',
+            f"return not finite({name}, value)  # a finite number > 0",
+            "only whether a problem is returned is used, never its text",
+        )
+        for name in ("None", '"XXXX"')
+    ),
+    *(
+        Equivalent(
+            f"ablate.config.xǁ{group}ǁproblems__mutmut_*",
+            f'finite("{key}", self.{field}, strict=False)',
+            f'out += finite("{key}", self.{field}, strict=None)',
+            "the helper reads the flag as a truth value",
+        )
+        for group, key, field in (
+            ("OptimConfig", "optim.min_lr", "min_lr"),
+            ("OptimConfig", "optim.weight_decay", "weight_decay"),
+            ("OptimConfig", "optim.grad_clip", "grad_clip"),
+            ("BudgetConfig", "budget.grace_seconds", "grace_seconds"),
+        )
+    ),
+    Equivalent(
+        "ablate.data.config.xǁDataConfigǁproblems__mutmut_*",
+        'share("data.val_fraction", self.val_fraction, closed_low=False)',
+        'out += share("data.val_fraction", self.val_fraction, closed_low=None)',
+        "the helper reads the flag as a truth value",
+    ),
+    *(
+        Equivalent(
+            "ablate.config.xǁOptimConfigǁproblems__mutmut_*",
+            'share("optim.warmup_fraction", self.warmup_fraction, closed_low=True)',
+            f"if share({name}, self.warmup_fraction, closed_low=True):",
+            "only whether share() returns a problem is used; the line the user sees is written "
+            "out beside it",
+        )
+        for name in ("None", '"XXoptim.warmup_fractionXX"', '"OPTIM.WARMUP_FRACTION"')
+    ),
     # atomic
     Equivalent(
         "ablate.atomic.x__read_umask__mutmut_*",
