@@ -346,6 +346,15 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "n_eff = n * m.var(axis=-1) / np.where(lrv_m >= 0, lrv_m, np.inf)",
         "where lrv_m is 0 the next line sets n_eff to n whatever this one gave",
     ),
+    *(
+        Equivalent(
+            "ablate.report.noise.x_batch_means__mutmut_*",
+            "np.asarray(L, dtype=np.int64)",
+            f"L = np.broadcast_to(np.asarray(L, {arg}), x.shape[:-1])",
+            "every length is used through int(length); callers pass integer lengths",
+        )
+        for arg in ("dtype=None", "")
+    ),
     # warnings
     Equivalent(
         "ablate.report.warnings.x_collect_warnings__mutmut_*",

@@ -371,6 +371,7 @@ def test_batch_means_exact_and_series_by_series():
     assert (float(lrv), int(blocks)) == (pytest.approx(20.0), 5)
     lrv, blocks = batch_means(x, 3)  # means 2, 5, 8 (the 10th window left out): variance 9
     assert (float(lrv), int(blocks)) == (pytest.approx(27.0), 3)
+    assert np.issubdtype(blocks.dtype, np.integer)  # a count (degrees of freedom print as 2)
     rng = np.random.default_rng(22)
     xs = rng.normal(size=(2, 3, 60))
     Ls = np.array([[2, 3, 4], [5, 6, 12]])
