@@ -355,6 +355,18 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         )
         for arg in ("dtype=None", "")
     ),
+    Equivalent(
+        "ablate.report.noise.x_batch_means__mutmut_*",
+        "xs.reshape(xs.shape[:-1] + (k, int(length)))",
+        "means = xs.reshape(xs.shape[:+1] + (k, int(length))).mean(axis=-1)",
+        "x[sel] (a boolean mask over the leading axes) is always 2-D: [:1] is [:-1]",
+    ),
+    Equivalent(
+        "ablate.report.noise.x_batch_means__mutmut_*",
+        "means.var(axis=-1, ddof=1)",
+        "lrv[sel] = int(length) * means.var(axis=+1, ddof=1)",
+        "means is always 2-D here (x[sel] flattens the leading axes): axis 1 is axis -1",
+    ),
     # warnings
     Equivalent(
         "ablate.report.warnings.x_collect_warnings__mutmut_*",
