@@ -12,7 +12,7 @@ constant off by one, a dropped argument, a changed string) one at a time and run
 mutant the tests do not notice ("survived") is a behaviour nothing checks.
 
 Each module is mutated alone in its own work folder, build/mutation/<module>/ (src/, tests/ and
-conf/ are symlinks to this checkout; pyproject.toml is this one's plus a [tool.mutmut] section
+conf/, docs/ are symlinks to this checkout; pyproject.toml is this one's plus a [tool.mutmut] section
 for the module), from scratch each run, and only the module's own fast tests run against its
 mutants (mutmut runs, per mutant, those of them that call the mutated function). Per module it
 prints mutants, killed, survived ("no tests" counts as survived), timeouts (counted as killed: the
@@ -46,7 +46,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "build" / "mutation"
-LINKED = ("src", "tests", "conf")
+LINKED = ("src", "tests", "conf", "docs")  # docs: tests check the documented format
 
 
 @dataclass(frozen=True)
@@ -444,7 +444,7 @@ def prepare(mod: Module, root: Path = WORK) -> Path:
             f"only_mutate = {_toml_list(mod.files)}",
             f"pytest_add_cli_args_test_selection = {_toml_list(mod.tests)}",
             'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
-            'also_copy = ["conf"]',
+            'also_copy = ["conf", "docs"]',
             # torch is not fork-safe once it has run: workers fork from a server that only imported
             'process_isolation = "forkserver"',
             "use_git_change_detection = false",

@@ -59,7 +59,7 @@ def test_list_and_bad_arguments(capsys):
 def test_the_work_folder_links_the_checkout_and_configures_the_module(tmp_path):
     m = _script()
     work = m.prepare(m.BY_NAME["fingerprint"], tmp_path)
-    assert {p.name for p in work.iterdir()} == {"src", "tests", "conf", "pyproject.toml"}
+    assert {p.name for p in work.iterdir()} == {"src", "tests", "conf", "docs", "pyproject.toml"}
     assert (work / "src").resolve() == REPO / "src"
     text = (work / "pyproject.toml").read_text()
     assert 'only_mutate = ["src/ablate/data/loader.py"]' in text
