@@ -11,8 +11,8 @@ leak called causal, noise called a verdict). mutmut plants small bugs (a flipped
 constant off by one, a dropped argument, a changed string) one at a time and runs the tests; a
 mutant the tests do not notice ("survived") is a behaviour nothing checks.
 
-Each module is mutated alone in its own work folder, build/mutation/<module>/ (src/, tests/ and
-conf/, docs/ are symlinks to this checkout; pyproject.toml is this one's plus a [tool.mutmut] section
+Each module is mutated alone in its own work folder, build/mutation/<module>/ (src/, tests/,
+conf/ and docs/ are symlinks to this checkout; pyproject.toml is this one's plus a [tool.mutmut] section
 for the module), from scratch each run, and only the module's own fast tests run against its
 mutants (mutmut runs, per mutant, those of them that call the mutated function). Per module it
 prints mutants, killed, survived ("no tests" counts as survived), timeouts (counted as killed: the
