@@ -103,7 +103,11 @@ def test_the_r_mlp_table_with_one_seed_is_this_seed_only_and_not_bold(tmp_path, 
     rec = records(mdir)["V18"]
     assert rec["verdict"] == NONE and rec["seeds_used"] == [1] and not rec["is_best"]
     assert rec["estimate_pct"] == pytest.approx(100 * (3.7521 - 3.3222) / 3.7521, abs=1e-9)
-    assert "one seed in common" in rec["reason"] and rec["ci_adj_low_pct"] is None
+    assert rec["reason"].startswith(
+        "one seed in common (seed 1): the difference is this seed's only; nothing measures "
+        "seed-to-seed variation"
+    )
+    assert rec["ci_adj_low_pct"] is None
     if windows:  # an interval for this seed's difference, eval noise only
         assert rec["interval"] == "this seed only"
         assert rec["ci_low_pct"] < rec["estimate_pct"] < rec["ci_high_pct"]
@@ -415,3 +419,39 @@ def test_a_completed_run_whose_trained_weights_leaked_makes_its_step_leaked(tmp_
     _, stats, md, mdir = report(tmp_path, jobs)
     assert stats["V16"].causality == "leaked"
     assert records(mdir)["V16"]["verdict"] == NONE
+
+
+@pytest.mark.parametrize(
+    "word,other", [(BETTER, WORSE), (WORSE, BETTER), (WITHIN, WITHIN), (NONE, NONE)]
+)
+def test_a_verdict_read_the_other_way_round(word, other):
+    """V16 against V0 read as V0 against V16 (the verdict text where the reference is the later
+    step): sides swapped, the estimate and both intervals mirrored, the word turned."""
+    from ablate.report.verdict import Verdict
+
+    v = Verdict(
+        step="V16",
+        ref="V0",
+        verdict=word,
+        estimate=0.05,
+        ref_mean=3.75,
+        low=0.02,
+        high=0.08,
+        low_adj=0.01,
+        high_adj=0.09,
+        confidence=0.95,
+        adjusted_confidence=0.99,
+        family_size=5,
+        interval="seeds and windows",
+        seeds=(1, 2),
+        reason=None,
+    )
+    f = v.flipped()
+    assert (f.step, f.ref, f.verdict) == ("V0", "V16", other)
+    assert f.estimate == -0.05 and f.ref_mean == pytest.approx(3.70)  # V16's mean
+    assert (f.low, f.high, f.low_adj, f.high_adj) == (-0.08, -0.02, -0.09, -0.01)
+    assert (f.confidence, f.adjusted_confidence, f.family_size, f.seeds) == (0.95, 0.99, 5, (1, 2))
+    assert f.estimate_pct == pytest.approx(-100 * 0.05 / 3.70) and f.bold == v.bold
+    back = f.flipped()
+    assert (back.step, back.ref, back.verdict, back.estimate) == ("V16", "V0", word, 0.05)
+    assert back.ref_mean == pytest.approx(3.75) and back.low_adj == pytest.approx(0.01)
