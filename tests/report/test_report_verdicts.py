@@ -109,6 +109,7 @@ def test_the_r_mlp_table_with_one_seed_is_this_seed_only_and_not_bold(tmp_path, 
     )
     assert rec["ci_adj_low_pct"] is None
     if windows:  # an interval for this seed's difference, eval noise only
+        assert rec["reason"].endswith(" (the interval covers validation sampling only)")
         assert rec["interval"] == "this seed only"
         assert rec["ci_low_pct"] < rec["estimate_pct"] < rec["ci_high_pct"]
         assert seeds["V18"][8].endswith("(this seed only)")
@@ -269,6 +270,18 @@ def test_bonferroni_over_every_shown_comparison_and_bold_iff_the_adjusted_interv
     assert [r[-1] for r in prog] == [BETTER, WORSE, WITHIN, WORSE, WORSE]
     assert rec["V17"]["vs_previous_verdict"] == WORSE and rec["V16"]["vs_previous_verdict"] == (
         BETTER
+    )
+
+
+def test_a_comparison_without_runs_or_a_reason_says_so():
+    from ablate.report.verdict import Candidate
+
+    (v,) = verdicts([Candidate("V16", "V0", None, 3.75, None, None)]).values()
+    assert (v.verdict, v.reason, v.label, v.family_size) == (
+        NONE,
+        "no comparable runs",
+        "no seed in common",
+        0,
     )
 
 
