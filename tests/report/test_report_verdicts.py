@@ -176,6 +176,7 @@ def test_without_per_window_losses_the_interval_covers_the_seeds_only(tmp_path):
         "no per-window losses (final_eval.json) of both runs of seed 1: the interval covers the "
         "seeds only, not the step-by-window interaction common to them"
     )
+    assert rec["reason_short"] == "seeds only: no per-window losses"
     # paired t over the 3 seeds: diffs 0.05, 0.04, 0.03 -> mean 0.04, sd 0.01, t(2) = 4.3027
     half = 4.302653 * 0.01 / math.sqrt(3)
     assert rec["ci_low_pct"] == pytest.approx(100 * (0.04 - half) / 3.75, rel=1e-5)
