@@ -382,6 +382,13 @@ def test_the_verdict_word_is_the_side_of_0_the_adjusted_interval_lies_on(low, hi
     assert decide(-high, -low).item() == mirrored
 
 
+def test_bounds_read_back_from_json_decide_the_same():
+    """JSON has no NaN: a record's missing bound comes back as null (None), and integer bounds
+    as ints; decide() reads both as numbers."""
+    got = decide([None, 0.01, 1, -2, None], [0.02, None, 2, -1, None])
+    assert list(got) == [NONE, NONE, BETTER, WORSE, NONE]
+
+
 def test_within_noise_exactly_when_the_interval_contains_0_over_many_intervals():
     rng = np.random.default_rng(11)
     centre = rng.normal(0, 0.02, 4000)
