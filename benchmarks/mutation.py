@@ -367,6 +367,14 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "lrv[sel] = int(length) * means.var(axis=+1, ddof=1)",
         "means is always 2-D here (x[sel] flattens the leading axes): axis 1 is axis -1",
     ),
+    # verdict
+    Equivalent(
+        "ablate.report.verdict.x_decide__mutmut_*",
+        "np.full(low_adj.shape, WITHIN, dtype=object)",
+        "out = np.full(low_adj.shape, WITHIN, dtype=None)",
+        "a fixed-width str array of 'within noise' holds the four words (none is longer) and "
+        "gives the same strings back",
+    ),
     # warnings
     Equivalent(
         "ablate.report.warnings.x_collect_warnings__mutmut_*",
