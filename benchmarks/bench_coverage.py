@@ -8,8 +8,11 @@ a step-by-window interaction common to the seeds, run noise) scored by the repor
 95% interval (what it claims to cover: Δ with 2 or more seeds, this seed's difference with one),
 next to the former formulas' (main before issue 20) on the same draws; then, for a matrix of five
 steps identical in truth, how often any of the report's 7 comparisons says better or worse, and
-how often a step truly better by 2, 4 and 6 standard errors is called better. The tests
-(tests/report/test_report_coverage.py) assert the bounds; this prints the figures.
+how often a step truly better by 2, 4 and 6 standard errors is called better; then the other
+intervals the report prints (matched work, the compute multiplier, the model-size trend:
+tests/report/coverage_sim_curves.py), now and before. The tests
+(tests/report/test_report_coverage.py, test_report_coverage_curves.py) assert the bounds; this
+prints the figures.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from coverage_sim import (  # noqa: E402
     grid,
     pivot_alone_half_width,
 )
+from coverage_sim_curves import bounds as curve_bounds  # noqa: E402
+from coverage_sim_curves import grid as curve_grid  # noqa: E402
+from coverage_sim_curves import scenario_coverage  # noqa: E402
 
 from ablate.report.noise import parts_from_windows  # noqa: E402
 
@@ -101,10 +107,37 @@ def main(argv=None) -> int:
             p = parts_from_windows(x[:, None, :])
             cov = float(np.mean(np.abs(p.est) <= p.half_width(0.95)))
             print(f"| {n} | {sd} | {cov:.3f} | {np.median(p.block_windows):.0f} |")
+    curves_table(R)
     if args.extra:
         extra(R)
     print(f"\n{R} matrices per scenario; {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def curves_table(R: int) -> None:
+    """The other intervals the report prints (tests/report/coverage_sim_curves.py): matched work,
+    the compute multiplier, the model-size trend; now and with the formulas of main at 060ede1."""
+    print()
+    print(
+        "Matched work, compute multiplier and model-size trend (8 periodic windows; now / before):"
+    )
+    print()
+    print(
+        "| Seeds | Windows | Lag-1 | Variance mostly from | Diff at equal tokens | Compute multiplier "
+        "| Tokens to target | Seconds to target | Size trend | Bounds (diff, mult / tokens, seconds / trend) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for i, sc in enumerate(curve_grid()):
+        g = scenario_coverage(sc, R, np.random.default_rng([41, i]))
+        b = " / ".join(
+            "{:.2f}-{:.2f}".format(*curve_bounds(sc, k)) for k in ("diff", "seconds", "trend")
+        )
+        sec = f"{g['seconds']:.3f}" if "seconds" in g else "-"
+        print(
+            f"| {sc.K} | {sc.n} | {sc.rho} | {sc.name} | {g['diff']:.3f} / {g['diff_before']:.3f} "
+            f"| {g['mult']:.3f} / {g['mult_before']:.3f} | {g['tokens']:.3f} | {sec} "
+            f"| {g['trend']:.3f} / {g['trend_before']:.3f} | {b} |"
+        )
 
 
 EXTRA_MIXES = {

@@ -18,8 +18,14 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from ablate import results as R
-from ablate.report.distributions import pivot_half_width, t_quantile
-from ablate.report.noise import CONFIDENCE, SEEDS_AND_WINDOWS, THIS_SEED, Effect
+from ablate.report.distributions import t_half_quantile, t_quantile
+from ablate.report.noise import (
+    CONFIDENCE,
+    SEEDS_AND_WINDOWS,
+    THIS_SEED,
+    Effect,
+    seeds_and_windows_half_width,
+)
 
 # --------------------------------------------------------------------------- one run's curve
 
@@ -72,6 +78,18 @@ class Curve:
         if a > 0:
             return float(math.exp(math.log(a) + w * (math.log(b) - math.log(a))))
         return float(a + w * (b - a))
+
+    def log_slope(self, t: float) -> float:
+        """How fast the interpolated curve falls at ``t`` tokens, in loss per log token (the
+        segment's chord; NaN outside the curve)."""
+        tok, loss = self.tokens, self.loss
+        if tok.size < 2 or t < tok[0] or t > tok[-1] or t <= 0:
+            return math.nan
+        i = min(max(int(np.searchsorted(tok, t, side="left")), 1), tok.size - 1)
+        a, b = tok[i - 1], tok[i]
+        if a > 0:
+            return float((loss[i - 1] - loss[i]) / (math.log(b) - math.log(a)))
+        return float(t * (loss[i - 1] - loss[i]) / (b - a))  # linear in tokens from 0
 
     def at_tokens(self, column: np.ndarray, t: float) -> float:
         """``column`` (seconds, FLOPs) linearly interpolated in tokens at ``t``."""
@@ -134,7 +152,7 @@ class Estimate:
 
 
 def over_seeds(values: ArrayLike, extra_var: float = 0.0, extra_df: float = math.inf) -> Estimate:
-    """Mean and 95% interval over seeds (t, n - 1 df), plus an independent variance part."""
+    """Mean and 95% interval over seeds (seeds_half_width), plus an independent variance part."""
     x = np.asarray(values, dtype=np.float64)
     n = x.size
     if n == 0:
@@ -142,14 +160,32 @@ def over_seeds(values: ArrayLike, extra_var: float = 0.0, extra_df: float = math
     if n == 1:
         return Estimate(float(x[0]), runs=1)
     seed_var = float(x.var(ddof=1)) / n
-    if extra_var > 0:
-        h = float(pivot_half_width([(seed_var, n - 1), (extra_var, extra_df)], CONFIDENCE))
-        kind = SEEDS_AND_WINDOWS
-    else:
-        h = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * math.sqrt(seed_var)
-        kind = "seeds"
+    h = float(seeds_half_width(seed_var, n, extra_var, extra_df))
     m = float(x.mean())
-    return Estimate(m, m - h, m + h, kind, n)
+    return Estimate(m, m - h, m + h, SEEDS_AND_WINDOWS if extra_var > 0 else "seeds", n)
+
+
+def seeds_half_width(
+    seed_var: ArrayLike, n: int, extra_var: ArrayLike = 0.0, extra_df: ArrayLike = math.inf
+) -> np.ndarray:
+    """95% half-width of a mean over ``n`` >= 2 seeds whose variance is ``seed_var`` (the
+    between-seed variance / n), plus an independent window part ``extra_var`` with ``extra_df``
+    degrees of freedom (0: none). Without a window part: t with n - 1 df. With one: the headline
+    comparison's calibrated generalized pivot (noise.seeds_and_windows_half_width), since the
+    structure is the same (a seed part with n - 1 df, a window part from the final evals' blocks);
+    the pivot alone covered up to 0.99 with 2 seeds (tests/report/test_report_coverage_curves.py).
+    Arrays of one shape, or scalars (vectorised for the coverage simulations)."""
+    sv, ev, ed = np.broadcast_arrays(
+        np.asarray(seed_var, dtype=np.float64),
+        np.asarray(extra_var, dtype=np.float64),
+        np.asarray(extra_df, dtype=np.float64),
+    )
+    out: np.ndarray = t_quantile(0.5 + CONFIDENCE / 2, n - 1) * np.sqrt(sv)
+    w = ev > 0
+    if w.any():
+        out = np.array(out, dtype=np.float64)
+        out[w] = seeds_and_windows_half_width(sv[w], n - 1, ev[w], ed[w], CONFIDENCE)
+    return out
 
 
 def subset_parts(effect: Effect | None, periodic: int | None) -> tuple[float, float]:
@@ -161,8 +197,28 @@ def subset_parts(effect: Effect | None, periodic: int | None) -> tuple[float, fl
     # an effect from per-window losses (these kinds) has its window part and window count
     assert p.interaction_var is not None and p.window_df is not None
     assert effect.n_windows is not None
-    var = float(p.interaction_var) * effect.n_windows / periodic
-    return var, float(p.window_df)
+    return float(subset_var(p.interaction_var, effect.n_windows, periodic)), float(p.window_df)
+
+
+def subset_var(var: ArrayLike, n: int, periodic: int) -> np.ndarray:
+    """A variance of the mean of ``n`` windows scaled to the first ``periodic`` of them."""
+    out: np.ndarray = np.asarray(var, dtype=np.float64) * (n / periodic)
+    return out
+
+
+def subset_half_width(var: ArrayLike, df: ArrayLike) -> np.ndarray:
+    """95% half-width of one seed's periodic value, "this seed only": t with the final eval's
+    block df times the subset's sampling SD (subset_var)."""
+    out: np.ndarray = t_half_quantile(CONFIDENCE, df) * np.sqrt(np.asarray(var, dtype=np.float64))
+    return out
+
+
+def log_scale_var(var: ArrayLike, slope: ArrayLike) -> np.ndarray:
+    """A loss variance carried to log tokens through a curve falling ``slope`` per log token
+    (delta method; exact where the curve is straight in log tokens, as it is read between
+    evals): the window part of a log multiplier."""
+    out: np.ndarray = np.asarray(var, dtype=np.float64) / np.asarray(slope, dtype=np.float64) ** 2
+    return out
 
 
 def periodic(effect: Effect | None) -> int | None:

@@ -29,7 +29,12 @@ tokens. Nothing is extrapolated, except the compute multiplier's marked case bel
 **Intervals.** With two or more seeds: a t interval over the seeds (for differences and
 multipliers, over the seeds both steps ran; multipliers on the log scale), plus, where the runs'
 final evals pair, the step-by-window interaction of the periodic windows (Var(b̄) of noise.py for
-the full set, scaled to the periodic subset's window count). With one seed: from the eval
+the full set, scaled to the periodic subset's window count; for the multiplier carried to log
+tokens through the baseline's slope at the crossings); with that part the half-width is the
+headline comparison's calibrated one (curves.seeds_half_width). Tokens and seconds to a target
+are per step, and the target is a loss on these periodic windows: their interval covers the
+expected tokens on these windows, over seeds. Measured coverage of each:
+tests/report/test_report_coverage_curves.py. With one seed: from the eval
 windows, "this seed only": the periodic subset's sampling error, from the final eval's
 per-window losses scaled to the subset. The section makes no verdicts (no better/worse, no
 bold): its intervals are per comparison, unadjusted.
@@ -45,12 +50,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate.report.curves import Curve, Estimate, curves_of, over_seeds, periodic, subset_parts
-from ablate.report.distributions import t_quantile
+from ablate.report.curves import (
+    Curve,
+    Estimate,
+    curves_of,
+    over_seeds,
+    periodic,
+    subset_half_width,
+    subset_parts,
+    subset_var,
+)
 from ablate.report.fmt import fmt_num, pipe, rounded
 from ablate.report.load import Collection
 from ablate.report.multiplier import Multiplier, multiplier
-from ablate.report.noise import CONFIDENCE, THIS_SEED, Effect, block_se
+from ablate.report.noise import THIS_SEED, Effect, block_se
 from ablate.report.stats import StepStats, compare
 
 # --------------------------------------------------------------------------- the section's numbers
@@ -183,7 +196,7 @@ def _paired(
     vals = [v for v in vals if math.isfinite(v)]
     var, df = subset_parts(effect, periodic(effect))
     if len(vals) == 1 and var > 0:
-        h = t_quantile(0.5 + CONFIDENCE / 2, df) * math.sqrt(var)
+        h = float(subset_half_width(var, df))
         return Estimate(vals[0], vals[0] - h, vals[0] + h, THIS_SEED, 1)
     return over_seeds(vals, var, df)
 
@@ -209,7 +222,7 @@ def _reach_estimate(
     est = block_se(fe.window_losses)
     if est is None:
         return Estimate(tokens[0], runs=1)
-    h = t_quantile(0.5 + CONFIDENCE / 2, est.df) * est.se * math.sqrt(est.n / fe.periodic_windows)
+    h = float(subset_half_width(subset_var(est.se**2, est.n, fe.periodic_windows), est.df))
     lo, hi = c.crossing(target + h), c.crossing(target - h)
     return Estimate(
         tokens[0],

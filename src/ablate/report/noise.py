@@ -250,27 +250,44 @@ class Parts:
             assert interaction_var is not None and self.window_df is not None
             # The interaction part is a difference of two batch-means estimates; its pivot uses
             # the window series' degrees of freedom (the run part has (K - 1) times as many).
-            hp = pivot_half_width(
-                [(seed_var, self.seed_df), (interaction_var, self.window_df)],
-                confidence,
+            return seeds_and_windows_half_width(
+                seed_var, self.seed_df, interaction_var, self.window_df, confidence
             )
-            if not math.isclose(confidence, CALIBRATED_CONFIDENCE):
-                # the factor below is fitted at 95%; at a Bonferroni-adjusted level it would
-                # under-cover, and the conservative pivot keeps the family-wise rate under 5%
-                return hp
-            # The pivot over-covers when neither part dominates (up to 0.99 with 2 seeds): the
-            # calibrated factor of the observed seed share takes that back, and the interval is
-            # never narrower than the normal one (both parts known exactly).
-            f = seed_share_factor(seed_var, interaction_var, self.seed_df)
-            z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-            out: np.ndarray = np.maximum(hp * f, z * self.se)
-            return out
         if self.kind == THIS_SEED:
             assert self.window_df is not None  # set for this kind (parts_from_windows, K = 1)
             h: np.ndarray = t_half_quantile(confidence, self.window_df) * self.se
             return h
         h = t_half_quantile(confidence, np.full(np.shape(self.est), self.seed_df)) * self.se
         return h
+
+
+def seeds_and_windows_half_width(
+    seed_var: ArrayLike,
+    seed_df: int,
+    window_var: ArrayLike,
+    window_df: ArrayLike,
+    confidence: float = CONFIDENCE,
+) -> np.ndarray:
+    """Half-width of a ``confidence`` interval whose variance is a seed part (``seed_df`` degrees
+    of freedom) plus a window part (``window_df``): the headline comparison's (Parts.half_width)
+    and every other interval of that structure (matched work, the compute multiplier). Arrays of
+    one shape, or scalars."""
+    seed_var = np.asarray(seed_var, dtype=np.float64)
+    window_var = np.asarray(window_var, dtype=np.float64)
+    # The interaction part is a difference of two batch-means estimates; its pivot uses the
+    # window series' degrees of freedom (the run part has (K - 1) times as many).
+    hp = pivot_half_width([(seed_var, seed_df), (window_var, window_df)], confidence)
+    if not math.isclose(confidence, CALIBRATED_CONFIDENCE):
+        # the factor below is fitted at 95%; at a Bonferroni-adjusted level it would
+        # under-cover, and the conservative pivot keeps the family-wise rate under 5%
+        return hp
+    # The pivot over-covers when neither part dominates (up to 0.99 with 2 seeds): the
+    # calibrated factor of the observed seed share takes that back, and the interval is never
+    # narrower than the normal one (both parts known exactly).
+    f = seed_share_factor(seed_var, window_var, seed_df)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    out: np.ndarray = np.maximum(hp * f, z * np.sqrt(seed_var + window_var))
+    return out
 
 
 def parts_from_windows(d: np.ndarray) -> Parts:
