@@ -34,6 +34,7 @@ from coverage_sim_curves import (
     KINDS,
     CurveScenario,
     bounds,
+    draw,
     grid,
     matched_coverage,
     scenario_coverage,
@@ -41,6 +42,7 @@ from coverage_sim_curves import (
 )
 
 from ablate.report import curves as C
+from ablate.report import noise as N
 from ablate.report.multiplier import multiplier
 
 R = 1000
@@ -113,3 +115,22 @@ def test_seeds_half_width_is_t_alone_without_a_window_part():
     t = C.t_quantile(0.975, 2)
     assert h == pytest.approx([t * 0.1, t * 0.2])
     assert math.isfinite(float(C.seeds_half_width(0.01, 2, 0.01, 20)))
+
+
+SEEDS_ONLY = [
+    CurveScenario(K, 108, rho, s, w, r, name=name)
+    for K in (2, 3, 5)
+    for rho in (0.28, 0.6)
+    for name, (s, w, r) in (("balanced", (1.0, 1.0, 1.0)),)
+]
+
+
+@pytest.mark.parametrize("sc", SEEDS_ONLY, ids=[sc.label for sc in SEEDS_ONLY])
+def test_seeds_only_interval_covers_this_validation_sets_difference(sc):
+    # without per-window losses (noise.parts_from_seeds) the interval is a t over the per-seed
+    # differences of final losses: it claims Δ + b̄, this validation set's difference
+    d, _, b = draw(np.random.default_rng([43, SEEDS_ONLY.index(sc)]), sc, R)
+    p = N.parts_from_seeds(d.mean(axis=-1))
+    assert p.kind == N.SEEDS_ONLY
+    got = float((np.abs(p.est - b.mean(axis=-1)) <= p.half_width()).mean())
+    assert 0.93 <= got <= 0.97, got

@@ -13,7 +13,9 @@ per step; and per step one line reading the trend from the smallest size to the 
 **The trend.** The two sizes' runs are independent, so the change in improvement (largest size
 minus smallest, in points of percent) has the variance of the two estimates added, each part
 with its own degrees of freedom; its interval is the generalized pivot of that sum
-(report/distributions.py), at a Bonferroni-adjusted level over the trend lines of the report. The
+(report/distributions.py; at 95%, one trend line, the seed parts summed and the Seeds and noise
+interval's calibrated half-width: trend_half_width), at a Bonferroni-adjusted level over the
+trend lines of the report. The
 line says "shrinks" or "grows" only when that interval excludes 0 and both sizes' comparisons
 can make a verdict (2 or more seeds with per-window losses, no warning that takes it away, no
 pipeline check); otherwise it gives the numbers and says why there is no reading.
@@ -394,7 +396,8 @@ def section(
         "size's verdict (adjusted, as everywhere). Compute multiplier: how many times the "
         "baseline's tokens reach the step's final periodic val loss, at that size (Matched work). "
         "Trend: the change in improvement from the smallest size to the largest, in points, with "
-        f"the interval of the two sizes' variances added (generalized pivot), Bonferroni-adjusted "
+        f"the interval of the two sizes' variances added (generalized pivot; calibrated as in Seeds "
+        f"and noise at 95%), Bonferroni-adjusted "
         f'over the {n_lines} trend line(s) ({100 * conf:.4g}% each); "shrinks"/"grows" only '
         "when it excludes 0 and both sizes can make a verdict."
     )
