@@ -1,5 +1,8 @@
 """Model size as an axis: how a step's gain changes from one model size to the next.
 
+Over 400 lines on purpose: the size facts, the per-size comparison and the trend's interval
+(whose variance parts come from both sizes' comparisons) are one chain of derivation.
+
 A size axis is an axis of the model's shape: ``model=tiny,small`` (named sizes, conf/model/) or a
 width/depth list (``model.n_layer=2,4``, ``model.n_embd=...``): a ``model`` key whose values give
 the jobs different parameter counts or FLOPs per token. With two or more sizes the report adds a
