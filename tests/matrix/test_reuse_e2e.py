@@ -144,6 +144,17 @@ def test_a_finished_baseline_is_reused_until_its_model_file_changes(tmp_path, ca
     first, edited = (coll.identities[k] for k in v0_keys)
     assert first.digest == rec1["identity"] and edited.digest == rec3["identity"]
     assert first.describe_differences(edited) == f"model files: {module}"
+    # ... and never averages them: matrices 1 and 2 (V18 against the V0 it reused) are one group,
+    # matrix 3's retrained V0 another, and the report names the edited file.
+    from ablate.report import build, main_rows
+
+    coll, stats = build([m1, m2, m3])
+    by_group: dict[str, list[str]] = {}
+    for row in main_rows(coll, stats):
+        by_group.setdefault(row.group["identity:run identity"], []).append(row.step)
+    assert sorted(by_group.values()) == [["V0"], ["V0", "V16", "V18"]], by_group
+    dim = next(d for d in coll.dimensions if d.name == "run identity")
+    assert any(f"model files: {module}" in line for line in dim.detail), dim.detail
 
     # The index lists the three V0 runs: two identities, the copy pointing at the original.
     with RunsIndex() as index:

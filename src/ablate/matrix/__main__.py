@@ -279,6 +279,8 @@ def _main(argv: list[str]) -> int:
         )
     except AblateError as e:
         die(str(e))
+    except ImportError as e:  # torch (imported on first use) or another dependency missing
+        die(str(_install_problem(e)))
     except KeyboardInterrupt:
         if any(a.startswith(("wait=", "status=")) for a in argv):
             die(

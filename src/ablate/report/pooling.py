@@ -64,9 +64,14 @@ def setting_dimensions(coll: Collection, skip: set[str]) -> Values:
         return []
     ones: dict[str, dict[str, Any]] = {}  # matrix -> key -> the one value its reference runs hold
     for m in mats:
-        here = [r for r in rows if r["matrix_dir"] == m and isinstance(r["conditions"], dict)]
-        ref = [r for r in here if r["step"] == coll.baseline] or here
-        keys = dict.fromkeys(k for r in ref for k in r["conditions"] if " " not in k)
+        ref, own_baseline = _reference_rows(coll, rows, m)
+        keys = dict.fromkeys(
+            k
+            for r in ref
+            for k in r["conditions"]
+            # without a baseline run, a matrix's model options are its steps' own, not a setting
+            if " " not in k and (own_baseline or not k.startswith("model."))
+        )
         ones[m] = {}
         for k in keys:
             values = [r["conditions"].get(k) for r in ref]
@@ -99,6 +104,33 @@ def setting_dimensions(coll: Collection, skip: set[str]) -> Values:
         )
         out.append((dim, per_job))
     return out
+
+
+def _reference_rows(
+    coll: Collection, rows: list[dict[str, Any]], m: str
+) -> tuple[list[dict[str, Any]], bool]:
+    """The runs that give matrix ``m`` its settings, and whether they are baseline runs: its own
+    baseline runs; else the baseline runs it reused from another matrix (counted once there, so
+    found by identity through ``Collection.runs``); else all its runs."""
+    here = [r for r in rows if r["matrix_dir"] == m and isinstance(r["conditions"], dict)]
+    own = [r for r in here if r["step"] == coll.baseline]
+    if own:
+        return own, True
+    digests = {
+        run.identity.digest
+        for run in coll.runs
+        if run.matrix_dir == m and run.step == coll.baseline and run.identity is not None
+    }
+    borrowed = [
+        r
+        for r in rows
+        if r["step"] == coll.baseline
+        and isinstance(r["conditions"], dict)
+        and getattr(coll.identities.get(r["key"]), "digest", None) in digests
+    ]
+    if borrowed:
+        return borrowed, True
+    return here, False
 
 
 def _same_shards(rows: list[dict[str, Any]]) -> bool:
