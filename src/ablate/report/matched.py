@@ -324,7 +324,8 @@ LEGEND = (
     "seconds) the baseline needed to reach the step's final periodic val loss over the step's own, "
     "geometric mean over the seeds both ran; above 1, the step saves compute; extrapolated: read "
     "off a curve C + A tokens^-alpha fitted to the baseline, no interval. Intervals: 95% over "
-    "seeds (t), with the periodic windows' step-by-window part where final evals pair; with one "
+    "seeds (t without per-window losses; where final evals pair, with the periodic windows' "
+    "step-by-window part, the main table's calibrated interval); with one "
     "seed, \"this seed only\": the periodic windows' sampling error from the final eval's "
     "per-window losses. Per comparison, unadjusted: this section makes no verdicts."
 )
