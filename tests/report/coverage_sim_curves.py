@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from coverage_sim import _marginal_sd, ar1
+from coverage_sim import MIXES, SEEDS, SIZES, _marginal_sd, ar1
 
 from ablate.report import curves as C
 from ablate.report import noise as N
@@ -198,16 +198,8 @@ def trend_coverage(
     }
 
 
-# The scenario grid the tests and benchmarks/bench_coverage.py share: the contributions are to the
-# variance of the P-window periodic mean.
-MIXES = {
-    "seeds dominate": (1.0, 0.1, 0.1),
-    "window interaction dominates": (0.1, 1.0, 0.1),
-    "run noise dominates": (0.05, 0.1, 1.0),
-    "balanced": (1.0, 1.0, 1.0),
-}
-SIZES = [(108, 0.28), (108, 0.6), (2048, 0.28)]
-SEEDS = [1, 2, 3, 5]
+# The scenario grid is the headline simulation's (coverage_sim: MIXES, SIZES, SEEDS); here the
+# contributions are to the variance of the P-window periodic mean.
 
 
 def grid(seeds: list[int] = SEEDS) -> list[CurveScenario]:
