@@ -46,6 +46,29 @@ def test_ended_in_warmup_warns_marks_and_takes_the_verdict_away(tmp_path):
     assert agg.loc["V16", "reason"] == "warmup" and not agg["is_best"].any()
 
 
+@pytest.mark.parametrize(
+    ("end", "trained", "box", "why"),
+    [
+        # stopped before the warmup's end: the reason gives both times
+        (45.0, 30.0, 90.0, "V16 (warmup ends at 45.0 s of training, the run trained 30.0 s)"),
+        # the warmup is the whole box and the last iteration overran it: the run passed the
+        # warmup's end, so the reason must not say it trained less than the warmup
+        (45.0, 46.4, 45.0, "V16 (its warmup took the whole 45-s box, the rate peaked only as"),
+        (50.0, 46.4, 45.0, "V16 (warmup ends at 50.0 s of training, the run trained 46.4 s)"),
+        (45.0, 45.0, 90.0, None),  # reached the peak within the box: no warning
+        (10.0, 46.4, 45.0, None),
+    ],
+)
+def test_a_time_box_warmup_reason_agrees_with_the_times_it_gives(tmp_path, end, trained, box, why):
+    over = {"warmup_end_seconds": end, "train_seconds": trained}
+    coll, _, md = report(clean_pair(summary_overrides=over, box=box), tmp_path)
+    warn = {w.kind: w.text for w in coll.warnings}.get("warmup")
+    if why is None:
+        assert warn is None and "ended in warmup" not in md
+        return
+    assert warn is not None and why in warn
+
+
 def test_warmup_on_the_baseline_takes_every_verdict_away(tmp_path):
     jobs = [
         Job("V0", "Baseline", 3.75, warmup_iters=1000),
@@ -189,6 +212,52 @@ def test_trained_weights_not_rechecked_is_a_causality_warning(tmp_path):
     assert [r[0] for r in table_rows(md)] == ["V0", "V16", "V17 ⚠"]
 
 
+@pytest.mark.parametrize("status", [R.INTERRUPTED, R.RUNNING, R.PENDING, R.FAILED])
+def test_an_unfinished_run_that_passed_the_preflight_is_not_called_unchecked(tmp_path, status):
+    # its trained weights are rechecked when it finishes: not finished is its status, not a
+    # missing causality check; one that never had a check (preflight=false) still is
+    jobs = clean_pair() + [
+        Job(
+            "V17",
+            "RA+",
+            3.7,
+            status=status,
+            done=False,
+            causality=R.causality_entry({"ok": True}, None),
+        ),
+        Job("V18", "RA+R", 3.7, status=status, done=False, causality="unchecked"),
+    ]
+    coll, _, md = report(jobs, tmp_path)
+    (w,) = [w.text for w in coll.warnings if w.kind == "causality"]
+    assert w.startswith("1 of 4 run(s) without a causality check") and "V18" in w
+    assert "V17" not in w
+
+
+def test_notes_do_not_repeat_the_causality_warning(tmp_path):
+    jobs = clean_pair(causality=None) + [
+        Job("V17", "RA+", 3.7, causality="unchecked"),
+        Job("V18", "RA+R", 3.7, causality=R.causality_entry({"ok": True}, None)),
+    ]
+    _, _, md = report(jobs, tmp_path)
+    w = section(md, "Warnings")
+    assert all(k in w for k in ("V16", "V17", "V18"))
+    notes = section(md, "Notes") if "## Notes" in md else ""
+    for key in ("V16", "V17", "V18"):
+        assert not [n for n in notes.splitlines() if n.startswith(f"- {key}:") and "causal" in n]
+
+
+def test_a_job_the_stopped_matrix_never_started_is_not_started_in_the_report(tmp_path):
+    # the runner marks the queued jobs interrupted when Ctrl-C stops the matrix; the terminal
+    # said "not started", so the report must not invent an interruption "after checkpointing"
+    jobs = clean_pair() + [
+        Job("V17", "RA+", None, status=R.INTERRUPTED, write_summary=False, write_metrics=False)
+    ]
+    _, _, md = report(jobs, tmp_path)
+    notes = section(md, "Notes")
+    assert "- V17: not started (the matrix was stopped before it began)" in notes
+    assert "iteration ?" not in md and "after checkpointing" not in notes
+
+
 def test_leaked_status_warns_and_has_no_verdict(tmp_path):
     jobs = clean_pair() + [Job("V17", "RA+", 3.3, status="leaked", done=False)]
     _, _, md = report(jobs, tmp_path)
@@ -301,8 +370,8 @@ def test_each_warning_s_kind_steps_and_whether_it_takes_the_verdict_away(tmp_pat
         "not a language-modelling loss): V19"
     )
     assert text["warmup"].startswith(
-        "ended in warmup (the learning rate never reached its peak, so the run measured the "
-        "start of training, not the architecture): V16 (iteration 500 of 1000 warmup); no "
+        "ended in warmup (the box ended before, or just as, the learning rate reached its peak, "
+        "so the run measured the start of training, not the architecture): V16 (iteration 500 of 1000 warmup); no "
         "verdicts for these steps. Give the box more time or shorten the warmup "
         "(optim.warmup_iters, optim.warmup_fraction)."
     )

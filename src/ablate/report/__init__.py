@@ -30,6 +30,7 @@ from ablate.report import verdict_text as VT
 from ablate.report import warnings as W
 from ablate.report.load import Collection, collect
 from ablate.report.matched import matched_section
+from ablate.report.plots import LEGEND as PLOTS_LEGEND
 from ablate.report.stats import StepStats, step_stats
 
 __all__ = ["write_report", "build", "render_markdown", "aggregate", "Collection"]
@@ -189,7 +190,7 @@ def render_markdown(
     if plots is not None:
         out += ["## Plots", ""]
         if plots:
-            out += [f"![{caption}]({name})\n" for name, caption in plots]
+            out += [f"![{caption}]({name})\n" for name, caption in plots] + [PLOTS_LEGEND, ""]
         else:
             out += ["No plottable data (no validation losses or gate values recorded).", ""]
     out += ["## Sources", "", T.sources_section(coll, where), ""]

@@ -134,6 +134,7 @@ _TEXT_COLUMNS = [
     "conditions",
 ]
 CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "val_loss", "flops"]
+TRAIN_CURVE_COLUMNS = ["key", "step", "seed", "iter", "tokens_seen", "train_seconds", "train_loss"]
 
 # Summary keys copied as numbers (JobRecord.number: summary.json, else metrics.jsonl).
 _NUMERIC = (
@@ -189,6 +190,10 @@ class Collection:
     runs: list[SeenRun] = field(default_factory=list)
     """Every job read, in order, with its identity digest: those counted once as the same run as
     another (reused) too, so that a matrix's own runs are known (report/pooling.py)."""
+    train_curves: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=TRAIN_CURVE_COLUMNS)
+    )
+    """The logged training loss of every job read (metrics.jsonl train records), for its plot."""
     family_size: int | None = None
     """The verdict-capable comparisons of the whole report when this collection is one group of
     it (report/groups.py), so that its verdicts are adjusted over all of them; None: itself."""
@@ -230,8 +235,8 @@ def _flatten(nested: Any) -> list[float]:
 
 def _read_job(
     matrix_dir: Path, job: R.JobRecord, entry: dict[str, Any], key: str, notes: list[str]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One job's row of Collection.jobs and its eval curve rows, from its ``results.read_job``
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One job's row of Collection.jobs, its eval curve rows and its train-loss rows, from its ``results.read_job``
     record; the notes a reader of the report needs about it go to ``notes``, prefixed with ``key``."""
     label = key
     jd = job.jd
@@ -380,6 +385,13 @@ def _read_job(
         )
     elif status == R.PENDING:
         own_notes.append(f"{label}: not started (pending)")
+    elif status == R.INTERRUPTED and s is None and not _finite(row["iterations"]):
+        # The runner stopped before this job began (matrix.json says interrupted, nothing ran):
+        # the terminal said "not started", and so does the report.
+        own_notes.append(
+            f"{label}: not started (the matrix was stopped before it began); "
+            f"`python -m ablate.matrix resume={matrix_dir}` runs it"
+        )
     elif status == R.INTERRUPTED:
         by = f" by {s.stopped_by}" if s is not None and s.stopped_by else ""
         own_notes.append(
@@ -417,7 +429,7 @@ def _read_job(
         for name in (*_NUMERIC, "val_loss", "val_se", "final_val_tokens"):
             row[name] = math.nan
         row["final_eval"] = None
-        return row, []
+        return row, [], []
     curve_rows = [
         {
             "key": key,
@@ -431,7 +443,20 @@ def _read_job(
         }
         for c in curve
     ]
-    return row, curve_rows
+    train = metrics.train_curve if metrics is not None else []
+    train_rows = [
+        {
+            "key": key,
+            "step": step,
+            "seed": seed,
+            "iter": t.iter,
+            "tokens_seen": t.tokens_seen,
+            "train_seconds": t.train_seconds,
+            "train_loss": t.train_loss,
+        }
+        for t in train
+    ]
+    return row, curve_rows, train_rows
 
 
 def file_notes(label: str, job: R.JobRecord) -> list[str]:
@@ -473,21 +498,9 @@ def _causality_columns(
             f"{label}: LEAKED: its model sees later tokens or other rows "
             f"({_last_line(bad.get('message')) or 'see summary.json causality'}); excluded from comparisons"
         )
-    elif state == R.UNCHECKED:
-        notes.append(
-            f"{label}: unchecked: it trained without a causality preflight record (preflight=false, or "
-            f"its causality.json is missing); "
-            f"its numbers are not presented as a result"
-        )
-    elif state == R.TRAINED_UNCHECKED and row["status"] == R.COMPLETED:
-        notes.append(
-            f"{label}: its trained weights were not rechecked for causality "
-            f"({_last_line(_message(c.get('trained'))) or 'no record'}); not presented as a result"
-        )
-    elif state == R.UNRECORDED and row["status"] == R.COMPLETED:
-        notes.append(
-            f"{label}: no causality record (results written before format 2?); not presented as a result"
-        )
+    # UNCHECKED, TRAINED_UNCHECKED and UNRECORDED runs are named, with the reason, in the
+    # causality warning (report/warnings.py) and shown per job in the Causality table: a note
+    # would only repeat them.
 
 
 def _message(record: Any) -> Any:
@@ -536,6 +549,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
     notes: list[str] = []
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
+    train_curves: list[dict[str, Any]] = []
     order: list[str] = []
     per_matrix_steps: list[tuple[Path, list[str], str | None]] = []
     seen_keys: dict[tuple[str, Any], str] = {}
@@ -555,7 +569,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
             job: R.JobRecord | None = None
             try:
                 job = R.read_job(jd)
-                row, curve = _read_job(mdir, job, entry, key, notes)
+                row, curve, train_curve = _read_job(mdir, job, entry, key, notes)
             except Exception as e:  # a malformed file must cost one job its numbers, not the report
                 notes.append(
                     f"{key}: could not be read ({type(e).__name__}: {e}); shown without numbers"
@@ -592,7 +606,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
                     causality_max_leak=math.nan,
                     causality_seconds=math.nan,
                 )
-                curve = []
+                curve, train_curve = [], []
             if row["step"] not in steps_here:
                 steps_here.append(row["step"])
             ident = job.run_identity if job is not None else None
@@ -607,6 +621,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
             rows.append(row)
             rows_here.append(row)
             curves.extend(curve)
+            train_curves.extend(train_curve)
             dup = (row["step"], row["seed"])
             if dup in seen_keys and row["seed"] is not None:
                 notes.append(
@@ -636,6 +651,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
     )
     coll.experiments = experiments
     coll.runs = seen
+    coll.train_curves = pd.DataFrame(train_curves, columns=TRAIN_CURVE_COLUMNS)
     return coll
 
 

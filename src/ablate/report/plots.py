@@ -18,7 +18,19 @@ from ablate.report.stats import StepStats
 VAL_VS_ITER = "val_loss_vs_iter.png"
 VAL_VS_TIME = "val_loss_vs_time.png"
 VAL_VS_TOKENS = "val_loss_vs_tokens.png"
+TRAIN_VS_TOKENS = "train_loss_vs_tokens.png"
 W_REC = "w_rec_per_layer.png"
+LEGEND = (
+    "In the validation plots, the lines and dots are the periodic evals on the small fixed subset "
+    "of validation windows (data.val_windows); a hollow diamond is a completed run's final eval "
+    "on the full validation set, the number the main table compares, so the two need not meet. "
+    "The training loss is each logged iteration's batch loss (metrics.jsonl loss/train)."
+)
+
+# The job column holding where a run ended, on each curve x axis: its final full-set eval is
+# drawn there, so the number the main table compares is on the same figure as the periodic curve.
+_END_COLUMN = {"iter": "iterations", "tokens_seen": "tokens_seen", "train_seconds": "train_seconds"}
+FINAL_LABEL = "final eval, full validation set (the main table's number)"
 
 
 def _figure(width: float = 8.0, height: float = 5.0) -> Any:
@@ -84,6 +96,7 @@ def val_loss_figure(coll: Collection, x: str, xlabel: str, title: str) -> Any:
             marker="o",
             markersize=4 if len(g) <= 200 else 1.5,
         )
+    _final_points(ax, coll, x, colors)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation loss")
     ax.set_title(title)
@@ -101,6 +114,74 @@ def val_loss_figure(coll: Collection, x: str, xlabel: str, title: str) -> Any:
             style="italic",
         )
     return fig
+
+
+def _final_points(ax: Any, coll: Collection, x: str, colors: dict[str, object]) -> None:
+    """Each completed run's final full-set val loss, a hollow diamond at where the run ended: the
+    periodic dots are a small subset of windows, so the two need not agree, and the figure shows
+    both rather than letting the curve pass for the table's number."""
+    end = _END_COLUMN.get(x)
+    jobs = coll.jobs
+    if end is None or jobs.empty:
+        return
+    done = jobs[(jobs["status"] == R.COMPLETED)]
+    done = done[done["val_loss"].map(_finite) & done[end].map(_finite)]
+    labelled = False
+    for step, g in done.groupby("step", sort=False):
+        ax.scatter(
+            g[end].to_numpy(dtype=float),
+            g["val_loss"].to_numpy(dtype=float),
+            marker="D",
+            s=42,
+            facecolors="none",
+            edgecolors=[colors.get(step)] * len(g),
+            linewidths=1.6,
+            zorder=3,
+            label=None if labelled else FINAL_LABEL,
+        )
+        labelled = True
+
+
+def train_loss_figure(coll: Collection) -> Any:
+    """The logged training loss (each log iteration's global batch) against tokens seen, one line per run (seeds of a step share a
+    colour), or None when no run logged a finite train loss."""
+    tc = coll.train_curves
+    if tc.empty:
+        return None
+    tc = tc[tc["train_loss"].map(_finite) & tc["tokens_seen"].map(_finite)]
+    if tc.empty:
+        return None
+    import numpy as np
+
+    colors = _colors(coll.order)
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for step, g in tc.groupby("step", sort=False):
+        xs, ys = [], []
+        for _, job in g.groupby("key", sort=False):
+            xs += [job["tokens_seen"].to_numpy(dtype=float), [np.nan]]
+            ys += [job["train_loss"].to_numpy(dtype=float), [np.nan]]
+        ax.plot(
+            np.concatenate(xs),
+            np.concatenate(ys),
+            color=colors.get(step),
+            linewidth=1.0,
+            alpha=0.85,
+            label=step,
+        )
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("training loss (the logged iteration's batch)")
+    ax.set_title("Training loss against tokens seen")
+    ax.grid(True, alpha=0.3)
+    ax.legend(title="step")
+    return fig
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def write_plots(
@@ -128,6 +209,10 @@ def write_plots(
         out_dir / VAL_VS_TIME,
     ):
         written.append((VAL_VS_TIME, "Validation loss against training time"))
+    fig = train_loss_figure(coll)
+    if fig is not None:
+        _save(fig, out_dir / TRAIN_VS_TOKENS)
+        written.append((TRAIN_VS_TOKENS, "Training loss against tokens seen"))
     if _gates(coll, stats, out_dir / W_REC):
         written.append((W_REC, "Final w_rec per layer"))
     return written

@@ -77,8 +77,8 @@ def collect_warnings(
         out.append(
             Warn(
                 "warmup",
-                "ended in warmup (the learning rate never reached its peak, so the run "
-                "measured the start of training, not the architecture): "
+                "ended in warmup (the box ended before, or just as, the learning rate reached "
+                "its peak, so the run measured the start of training, not the architecture): "
                 + _names([f"{k} ({why})" for k, _, why in warm])
                 + "; no verdicts for these steps. Give the box more time or shorten the warmup "
                 "(optim.warmup_iters, optim.warmup_fraction).",
@@ -132,10 +132,15 @@ def collect_warnings(
             out.append(w)
     out += _batches(rows, order)
 
+    # A run that has not finished has no trained-weights recheck and maybe no summary yet: that
+    # is its status (the notes say it), not a missing check. Only a run that never had a check
+    # (preflight=false) or a completed run without one is "without a causality check".
     unchecked = [
         r["key"]
         for r in rows
-        if r["status"] != "leaked" and r.get("causality_state") not in (R.CHECKED, R.LEAKED)
+        if r["status"] != "leaked"
+        and r.get("causality_state") not in (R.CHECKED, R.LEAKED)
+        and (r["status"] == R.COMPLETED or r.get("causality_state") == R.UNCHECKED)
     ]
     leaked = [r["key"] for r in rows if r["status"] == "leaked"]
     if leaked:
@@ -195,8 +200,12 @@ def _in_warmup(r: Any) -> str | None:
     (summary.json ``warmup_end_seconds``, training seconds); otherwise iterations count."""
     end, t, box = r["warmup_end_seconds"], r["train_seconds"], r["box_seconds"]
     if _finite(end) and end > 0 and _finite(t):
-        if t < end or (_finite(box) and end >= box):
+        if t < end:
             return f"warmup ends at {end:.1f} s of training, the run trained {t:.1f} s"
+        if _finite(box) and end >= box:
+            # The last iteration overran the box, so the run did pass the warmup's end: say
+            # what happened (the peak came with the box's end) rather than "never reached".
+            return f"its warmup took the whole {box:g}-s box, the rate peaked only as the box ended"
         return None
     if (
         _finite(r["warmup_iters"])

@@ -219,6 +219,17 @@ class EvalPoint:
     flops: float
 
 
+@dataclass(frozen=True)
+class TrainPoint:
+    """One logged train record (``loss/train``: that iteration's global batch loss); NaN where
+    the record has no value."""
+
+    iter: float
+    tokens_seen: float
+    train_seconds: float
+    train_loss: float
+
+
 @dataclass
 class MetricsFacts:
     """What metrics.jsonl says about a job: its eval curve, and the values its summary.json would
@@ -228,6 +239,8 @@ class MetricsFacts:
     """Usable records read."""
     curve: list[EvalPoint] = field(default_factory=list)
     """The periodic evals in order (``loss/val``)."""
+    train_curve: list[TrainPoint] = field(default_factory=list)
+    """The train records in order (``loss/train``), for the training-loss plot."""
     best_val_loss: float | None = None
     best_val_iter: int | None = None
     final_val_loss: float | None = None
@@ -315,6 +328,14 @@ def metrics_facts(records: list[Record]) -> MetricsFacts:
             last_any = rec
         elif kind == "train":
             loss = rec.get("loss/train")
+            out.train_curve.append(
+                TrainPoint(
+                    float(it),
+                    _num(rec.get("tokens_seen")),
+                    _num(rec.get("train_seconds")),
+                    _num(loss),
+                )
+            )
             if loss is not None and not math.isfinite(_num(loss)):
                 out.nan_iter = it if out.nan_iter is None else out.nan_iter
             mem = _num(rec.get("memory/peak_mb"))
