@@ -420,7 +420,11 @@ def _read_job(
             f"{label}: a step after training failed (the result was saved first): "
             f"{_last_line(s.post_training_error)}"
         )
-    own_notes.extend(f"{label}: trainer: {_last_line(n)}" for n in trainer_notes if n)
+    own_notes.extend(
+        f"{label}: trainer: {_last_line(n)}"
+        for n in trainer_notes
+        if n and not _repeats_a_warning(str(n), status)
+    )
     if _finite(row["resumed"]) and row["resumed"] > 0:
         own_notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
 
@@ -501,6 +505,13 @@ def _causality_columns(
     # UNCHECKED, TRAINED_UNCHECKED and UNRECORDED runs are named, with the reason, in the
     # causality warning (report/warnings.py) and shown per job in the Causality table: a note
     # would only repeat them.
+
+
+def _repeats_a_warning(note: str, status: str) -> bool:
+    """A trainer note the report's warnings say from the same fields (results.budget_note_kind);
+    the schedule warning covers completed runs only, so another run keeps that note."""
+    kind = R.budget_note_kind(note)
+    return kind is not None and (kind != "schedule" or status == R.COMPLETED)
 
 
 def _message(record: Any) -> Any:

@@ -358,4 +358,17 @@ def causality_section(coll: Collection, stats: dict[str, StepStats]) -> str:
 
 
 def notes_section(notes: list[str]) -> str:
-    return "\n".join(f"- {n}" for n in notes)
+    """One line per distinct note: the same text for several jobs ("V0: trainer: final eval on
+    the whole validation shard ...", once per job) is one line naming them all, in order."""
+    merged: dict[str, list[str]] = {}
+    for n in notes:
+        label, sep, rest = n.partition(": ")
+        if not sep or not label or any(c.isspace() for c in label):
+            label, rest = "", n  # not a job's note: kept as it is
+        merged.setdefault(rest, [])
+        if label and label not in merged[rest]:
+            merged[rest].append(label)
+    return "\n".join(
+        f"- {', '.join(labels)}: {rest}" if labels else f"- {rest}"
+        for rest, labels in merged.items()
+    )

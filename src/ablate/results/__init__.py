@@ -133,7 +133,7 @@ from ablate.results.names import (
     sanitize_name,
 )
 from ablate.results.reader import COMPARED_FILES, ConfigFacts, EnvFacts, JobRecord, read_job
-from ablate.results.summary import SUMMARY_KEYS, JobSummary, load_summary
+from ablate.results.summary import SUMMARY_KEYS, JobSummary, budget_note_kind, load_summary
 
 __all__ = [
     "canonical",
@@ -213,6 +213,7 @@ __all__ = [
     "last_train_record",
     "load_identity",
     "load_summary",
+    "budget_note_kind",
     "matrix_axes",
     "metrics_facts",
     "new_matrix_dir",

@@ -10,6 +10,7 @@ docs/results-format.md documents each of them, and tests/test_results_format.py 
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -183,6 +184,23 @@ class JobSummary:
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out
+
+
+# The trainer's budget notes (train.log, and summary.json "notes") say what the report's own
+# warnings compute from the same summary fields (report/warnings.py: "box", "epochs", and
+# "schedule" for a completed run): the report leaves them out so that a note never repeats a
+# warning. Each pattern matches one text of ablate.train.records.budget_warnings (tested).
+BUDGET_NOTES = {
+    "box": re.compile(r"^trained [0-9.]+ s in a \S+ s box: "),
+    "epochs": re.compile(r"^[0-9,]+ tokens seen = [0-9.]+ epochs of the "),
+    "schedule": re.compile(r"^the box ended the run at iteration \S+ of budget\.max_iters="),
+}
+
+
+def budget_note_kind(note: str) -> str | None:
+    """Which budget warning of the report a trainer note repeats ("box", "epochs", "schedule"),
+    or None."""
+    return next((kind for kind, rx in BUDGET_NOTES.items() if rx.match(note)), None)
 
 
 def _short(value: Any) -> str:
