@@ -153,7 +153,7 @@ def test_every_readme_block_runs_in_order(seed_matrix, sweep_matrix, tmp_path):
                 # (a causality check per step) runs for --plan as written and for smoke commands.
                 args += ["--plan"] + ([] if "experiment=smoke" in command else ["preflight=false"])
             proc = _run(args, cwd=REPO, conf=conf)
-            assert "Nothing was run" in proc.stdout or "# job " in proc.stdout, (
+            assert "Nothing was trained (--plan)." in proc.stdout or "# job " in proc.stdout, (
                 f"{command}\n{proc.stderr[-2000:]}"
             )
             if proc.returncode != 0:

@@ -297,6 +297,15 @@ def test_plan_says_the_preflight_passed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Preflight: passed (config, causality" in out and "causality V17: causal" in out
     assert not (tmp_path / "r").exists()
+    # in the order things happened: the plan, the preflight's lines (the final eval's real size
+    # from the validation shard among them), its verdict, and last that nothing was trained
+    lines = out.strip().splitlines()
+    assert lines[-1] == "Nothing was trained (--plan)." and out.count("Nothing was") == 1
+    assert lines[-2].startswith("Preflight: passed")
+    (final,) = [ln for ln in lines if ln.startswith("data: final eval: ")]
+    assert out.index("Plan: ") < out.index(final) < out.index("Preflight: passed")
+    n, t = int(final.split()[3].replace(",", "")), int(final.split()[8].replace(",", ""))
+    assert n > 0 and t == n * 128
 
 
 def _error_multi(capsys, *args: str) -> str:
@@ -305,7 +314,7 @@ def _error_multi(capsys, *args: str) -> str:
     assert exit_info.value.code == 2
     out, err = capsys.readouterr()
     assert (
-        "Nothing was run" in out
+        "Nothing was trained (--plan)." in out
         and err.startswith("error: preflight failed")
         and "Traceback" not in err
     ), err

@@ -368,7 +368,7 @@ def test_plan_prints_the_submission_without_submitting(slurm_cluster, tmp_path, 
         "-m submitit.core._submit",
     ):
         assert line in out, line
-    assert "Nothing was run" in out
+    assert "Nothing was trained (--plan)." in out
     assert not list(tmp_path.glob("test_matrix_results_*")), (
         "a plan must not create a matrix directory"
     )

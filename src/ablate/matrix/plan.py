@@ -101,8 +101,9 @@ def format_plan(
         "Evals (outside the box, estimated from FLOPs: an eval token costs ~1/3 of a training token): "
         "periodic evals on data.val_windows windows every budget.eval_interval iterations add the "
         "share shown to the training time; the final eval on the full validation set "
-        "(data.val_tokens; null: up to 2M, or what the validation shard holds) costs about as "
-        "long as the training iterations shown."
+        "(data.val_tokens; null: up to 2M, or what the validation shard holds: the preflight's "
+        "'data: final eval' line gives its size) costs about as long as the training iterations "
+        "shown."
     )
     out += list(reuse_lines or [])
     for line in warmup_warnings(jobs):
@@ -112,5 +113,4 @@ def format_plan(
         out.append(describe_submission({j.name: j.cfg for j in jobs}, settings))
     else:
         out.append("Launcher: local (torchrun per job; jobs packed onto free devices).")
-    out.append("Nothing was run (--plan).")
     return "\n".join(out)

@@ -138,7 +138,7 @@ def check_data(cfg: RunConfig, progress: Callable[[str], None] | None = None) ->
     try:
         ds = resolve_dataset(d, vocab, T)
         ValWindows(ds.val_path, T, d.val_windows)
-        final_val_windows(ds.val_path, T, d.val_tokens, d.val_windows)
+        n_final, _ = final_val_windows(ds.val_path, T, d.val_tokens, d.val_windows)
         checked = verify_dataset(ds, T, vocab, d.verify, d.cache_dir)
         # existing shards are measured here when small enough, else the line says how
         measure = ds.train_tokens <= PREFLIGHT_MEASURE_TOKENS
@@ -148,6 +148,9 @@ def check_data(cfg: RunConfig, progress: Callable[[str], None] | None = None) ->
         return [str(e)]
     if progress:
         progress(f"data: {checked.describe()}")
+        # the plan's table can only bound the default final eval (data.val_tokens=null): this is
+        # its real size, read from the validation shard
+        progress(f"data: final eval: {n_final:,} windows x {T} = {n_final * T:,} tokens")
         for note in checked.notes:
             progress(f"data: note: {note}")
         for line in overlap_lines(overlap, ds):  # a warning above WARN_SHARE (1%)

@@ -60,6 +60,9 @@ def matrix_settings(manifest: results.Manifest) -> MatrixSettings:
     return load_matrix_settings(stored, source)
 
 
+NOTHING_RUN = "Nothing was trained (--plan)."
+
+
 def run_new(
     jobs: list[JobSpec],
     settings: MatrixSettings,
@@ -86,6 +89,7 @@ def run_new(
         print(format_plan(jobs, settings, reuse.plan_lines(reusing, jobs, settings)), flush=True)
         if not settings.preflight:
             print("Preflight: skipped (preflight=false).", flush=True)
+            print(NOTHING_RUN, flush=True)
             return 0
         # The plan runs the whole preflight, causality probes included: a leaking step found here
         # costs a minute, found by the real run it costs the queue wait before it.
@@ -98,6 +102,7 @@ def run_new(
             ),
         )
         if not all(c.ok for c in checks):
+            print(NOTHING_RUN, flush=True)
             raise PreflightError(
                 describe_failures(checks)
                 + "\n(the plan above would stop here, before any job trains)"
@@ -106,6 +111,7 @@ def run_new(
             "Preflight: passed (config, causality, data, output directory, devices, batch).",
             flush=True,
         )
+        print(NOTHING_RUN, flush=True)  # last: everything above is what --plan did
         return 0
     matrix_axes.check_confirmed(jobs, settings, yes)
     # Reuse first: a job that gets a finished run's files needs no preflight and no launch.
