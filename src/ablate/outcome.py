@@ -129,6 +129,18 @@ def job_outcome(jd: results.JobDir, code: int, error: str | None) -> tuple[str, 
     return results.FAILED, error or f"exited with code {code} without completing"
 
 
+def end_line(jd: results.JobDir, name: str, status: str, error: str | None) -> str:
+    """The runner's one line when a job ends: its status, the error of one that did not
+    complete, and the final full-set val loss of one that did (what the user waited for)."""
+    if status != results.COMPLETED:
+        return f"end {name}: {status}" + (f" ({error})" if error else "")
+    loss = results.read_job(jd, "summary").summary
+    final = loss.final_val_loss if loss is not None else None
+    return f"end {name}: {status}" + (
+        f" (final val loss {final:.4f})" if isinstance(final, float) else ""
+    )
+
+
 def done_status(jd: results.JobDir) -> str | None:
     """How a job with DONE ended: completed, or leaked (its trained weights failed the causality
     recheck; DONE too, since training it again would leak again). None while it has no DONE."""

@@ -78,7 +78,9 @@ def test_progress_is_read_from_the_files(tmp_path):
     # 50 s left on V16 and a full 100 s box for the queued V17, one job running at a time.
     assert p.eta_seconds == pytest.approx(150.0)
     lines = progress.render(p)
-    assert lines[0] == "[matrix] 1 done, 1 running, 1 queued of 3 | ETA ~2m30s of training"
+    assert lines[0] == (
+        "[matrix] 1 done, 1 running, 1 queued of 3 | ETA ~2m30s of training (+ evals, checks)"
+    )
     assert len(lines) == 2 and lines[1].split() == [
         "V16",
         "[##########----------]",
@@ -215,7 +217,101 @@ def test_live_progress_is_drawn_in_a_terminal(tmp_path):
         out[-3000:]
     )
     assert "\x1b[" in out  # redrawn in place
+    # past the box the bar stands at 100%: the view says which step after training runs (the
+    # final eval and the recheck take seconds, the view redraws every second)
+    after = [ln for ln in out.splitlines() if ln.strip().startswith("V0 ") and "100%" in ln]
+    assert any(s in ln for ln in after for s in ("final eval", "recheck", "writing")), out[-3000:]
     assert "[matrix] 1 done, 0 running, 0 queued of 1" in out  # the final state stays on screen
     assert "[V0] " not in out  # job output is in V0/train.log, not interleaved with the view
     mdir = next(tmp_path.glob("test_matrix_results_*"))
     assert "loss" in (mdir / "V0" / "train.log").read_text()
+
+
+def _stamp(seconds_ago: float) -> str:
+    import datetime as dt
+
+    t = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds_ago)
+    return t.isoformat(timespec="seconds")
+
+
+def test_a_job_past_its_box_shows_its_stage_and_for_how_long(tmp_path):
+    m = _matrix(tmp_path)
+    jd = m.job_dir("V16")
+    for stage in ("final eval", "recheck", "writing", "causality check"):
+        results.write_stage(jd, stage, now=time.time() - 12)
+        (line,) = progress.render(progress.read(m))[1:]
+        assert f" {stage} 12s" in line or f" {stage} 13s" in line, line
+    # training: the bar, iteration and box say it; no stage word
+    results.write_stage(jd, "training")
+    (line,) = progress.render(progress.read(m))[1:]
+    assert not any(s in line for s in ("final eval", "recheck", "writing", "starting"))
+    # no stage.json and no train record yet: the trainer has not started
+    (m.dir / "V16" / "metrics.jsonl").unlink()
+    jd.stage.unlink()
+    (line,) = progress.render(progress.read(m))[1:]
+    assert " starting" in line
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'"final eval"',
+        b'{"stage": "lunch", "since": 1}',
+        b'{"stage": "recheck"}',
+        b'{"stage": "recheck", "since": "yesterday"}',
+        b'{"stage": "recheck", "since": true}',
+        b'{"stage": "recheck", "since": NaN}',
+        b"\xff\xfe",
+        b'{"stage": ["recheck"], "since": 1}',
+    ],
+)
+def test_a_stage_file_that_is_not_a_stage_record_is_ignored(tmp_path, junk):
+    m = _matrix(tmp_path)
+    m.job_dir("V16").stage.write_bytes(junk)
+    assert results.read_stage(m.job_dir("V16")) is None
+    (line,) = progress.render(progress.read(m))[1:]
+    assert "V16" in line and "iter 40" in line
+
+
+def test_writing_an_unknown_stage_is_a_bug_not_a_file(tmp_path):
+    jd = results.JobDir(tmp_path)
+    with pytest.raises(ValueError, match="unknown stage"):
+        results.write_stage(jd, "lunch")
+    assert not jd.stage.exists()
+
+
+def test_the_eta_counts_evals_and_checks_once_a_job_has_measured_them(tmp_path):
+    m = _matrix(tmp_path)
+    # V0 took 130 s of wall time for 100 s of training: 30 s of start-up, evals and checks
+    (m.dir / "V0" / "summary.json").write_text(
+        json.dumps({"status": "completed", "train_seconds": 100.0, "final_val_loss": 4.25})
+    )
+    m.update_job("V0", started=_stamp(1000), ended=_stamp(870))
+    # V16 started 80 s ago and trained 50 s: its 30 s of overhead is spent, 50 s of box left;
+    # V17 is queued: 100 s of box + 30 s; one job at a time
+    m.update_job("V16", started=_stamp(80))
+    p = progress.read(m)
+    assert p.overhead_seconds == pytest.approx(30.0)
+    assert p.eta_seconds == pytest.approx(50.0 + 130.0, abs=2.0)
+    head = progress.render(p)[0]
+    assert "| ETA ~3m0" in head and "wall (evals, checks: as 1 done job(s) took)" in head
+    # the training-only estimate, before any job measured the rest, says so
+    m.update_job("V0", started=None, ended=None)
+    assert progress.render(progress.read(m))[0].endswith("ETA ~2m30s of training (+ evals, checks)")
+    # status= lists done jobs with their final loss
+    lines = progress.render(progress.read(m), width=200, all_jobs=True)
+    (v0,) = [ln for ln in lines if ln.strip().startswith("V0 ")]
+    assert "final val loss 4.2500" in v0
+
+
+def test_the_end_line_gives_a_completed_jobs_final_loss_and_a_failed_jobs_error(tmp_path):
+    from ablate.outcome import end_line
+
+    jd = results.JobDir(tmp_path)
+    assert end_line(jd, "V0", "completed", None) == "end V0: completed"  # no summary: no loss
+    jd.write_summary({"status": "completed", "final_val_loss": 10.14123})
+    assert end_line(jd, "V0", "completed", None) == "end V0: completed (final val loss 10.1412)"
+    assert end_line(jd, "V0", "failed", "exit code 1") == "end V0: failed (exit code 1)"

@@ -14,12 +14,15 @@ import os
 import shutil
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from ablate import console, results
 from ablate.outcome import done_status
+from ablate.results.stage import STARTING, TRAINING
 
 last_train_record = results.last_train_record  # (moved to ablate.results.metrics)
 
@@ -35,6 +38,21 @@ class JobProgress:
     loss: float | None = None
     tokens_per_s: float | None = None
     note: str | None = None  # status=: what the files and locks say beyond the status
+    stage: str | None = None
+    """A running job's stage (results.stage: starting, training, final eval, ...)."""
+    stage_seconds: float | None = None
+    """How long it has been in that stage."""
+    started: float | None = None
+    ended: float | None = None
+    """matrix.json's start and end of the job (seconds since the epoch)."""
+    final_loss: float | None = None
+    """summary.json's final full-set val loss, once written."""
+
+    def wall_seconds(self) -> float | None:
+        """A finished job's wall time, start-up, evals and checks included."""
+        if self.started is None or self.ended is None:
+            return None
+        return max(0.0, self.ended - self.started)
 
     @property
     def fraction(self) -> float | None:
@@ -68,21 +86,52 @@ class JobProgress:
 class MatrixProgress:
     dir: Path
     jobs: list[JobProgress] = field(default_factory=list)
+    now: float = field(default_factory=time.time)
+    """When the files were read: a running job's elapsed wall time is counted to it."""
 
     def count(self, *statuses: str) -> int:
         return sum(1 for j in self.jobs if j.status in statuses)
 
     @property
+    def overhead_seconds(self) -> float | None:
+        """The wall time a finished job spent outside its training seconds (start-up, evals,
+        causality checks, writing), mean over the completed jobs that recorded both; None
+        before any did."""
+        extra = [
+            w - (j.train_seconds or 0.0)
+            for j in self.jobs
+            if j.status == results.COMPLETED and (w := j.wall_seconds()) is not None
+        ]
+        return max(0.0, sum(extra) / len(extra)) if extra else None
+
+    @property
+    def measured_jobs(self) -> int:
+        return sum(
+            1 for j in self.jobs if j.status == results.COMPLETED and j.wall_seconds() is not None
+        )
+
+    @property
     def eta_seconds(self) -> float | None:
-        """Training time left for the whole matrix at the current parallelism; None if unknown."""
-        pending = [j for j in self.jobs if j.status in (results.PENDING, results.RUNNING)]
-        if not pending:
+        """Wall time left for the whole matrix at the current parallelism; None if unknown.
+        Once a job has completed, each job left costs its training time left plus the overhead
+        the completed jobs measured (less what a running job has already spent of it); before,
+        training time only (``render`` says which)."""
+        left = [j for j in self.jobs if j.status in (results.PENDING, results.RUNNING)]
+        if not left:
             return 0.0
+        over = self.overhead_seconds
         total = 0.0
-        for j in pending:
+        for j in left:
             r = j.remaining_seconds()
             if r is None:
                 return None
+            if over is not None:
+                if j.status == results.RUNNING and j.started is not None:
+                    # elapsed wall time beyond the training done so far was overhead already paid
+                    spent = max(0.0, self.now - j.started - (j.train_seconds or 0.0))
+                    r += max(0.0, over - spent)
+                else:
+                    r += over
             total += r
         return total / max(1, self.count(results.RUNNING))
 
@@ -120,6 +169,10 @@ def read(manifest: results.Manifest, cache: dict[str, Any] | None = None) -> Mat
             job.status = results.RUNNING
         if rec.config is not None:
             job.max_iters, job.box_seconds = rec.config.max_iters, rec.config.box_seconds
+        job.started, job.ended = _epoch(entry.get("started")), _epoch(entry.get("ended"))
+        job.final_loss = (
+            summary.final_val_loss if isinstance(summary.final_val_loss, float) else None
+        )
         job.iter = summary.iterations
         job.train_seconds = summary.train_seconds
         job.loss = summary.last_train_loss
@@ -130,8 +183,24 @@ def read(manifest: results.Manifest, cache: dict[str, Any] | None = None) -> Mat
             job.train_seconds = _float(last.get("train_seconds"))
             job.loss = _float(last.get("loss/train"))
             job.tokens_per_s = _float(last.get("throughput/tokens_per_s")) or job.tokens_per_s
+        if job.status == results.RUNNING:
+            stage = results.read_stage(jd)
+            if stage is not None:
+                job.stage, job.stage_seconds = stage.name, stage.seconds(out.now)
+            elif job.iter is None:  # no stage.json and no train record: not in the trainer yet
+                job.stage = STARTING
         out.jobs.append(job)
     return out
+
+
+def _epoch(iso: Any) -> float | None:
+    """matrix.json's ISO time as seconds since the epoch; None when absent or not a time."""
+    if not isinstance(iso, str):
+        return None
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return None
 
 
 def _duration(seconds: float | None) -> str:
@@ -160,7 +229,7 @@ def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -
         + (f", {c(results.FAILED)} failed" if c(results.FAILED) else "")
         + (f", {c(results.INTERRUPTED)} interrupted" if c(results.INTERRUPTED) else "")
         + (f", {c(results.LEAKED)} leaked" if c(results.LEAKED) else "")
-        + f" of {len(progress.jobs)} | ETA ~{_duration(progress.eta_seconds)} of training"
+        + f" of {len(progress.jobs)} | {_eta(progress)}"
     )
     lines = [f"[matrix] {head}"]
     name_w = max([len(j.name) for j in progress.jobs] + [4])
@@ -172,8 +241,12 @@ def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -
         parts = [f"  {j.name:<{name_w}}", _bar(frac, 20), pct]
         if j.status != results.RUNNING:
             parts.append(j.status)
-        if j.iter is None and j.status == results.RUNNING:
-            parts.append("starting")
+        if j.status == results.RUNNING and j.stage not in (None, TRAINING):
+            # past the box (or before it) the bar stands still: say what the job is doing
+            took = f" {_duration(j.stage_seconds)}" if j.stage_seconds is not None else ""
+            parts.append(f"{j.stage}{took}")
+        if j.status == results.COMPLETED and j.final_loss is not None:
+            parts.append(f"final val loss {j.final_loss:.4f}")
         if j.iter is not None:
             parts.append(f"iter {j.iter}" + (f"/{j.max_iters}" if j.max_iters else ""))
         if j.loss is not None:
@@ -186,6 +259,21 @@ def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -
             parts.append(f"({j.note})")
         lines.append(" ".join(parts)[:width])
     return [ln[:width] for ln in lines]
+
+
+def _eta(progress: MatrixProgress) -> str:
+    """The ETA and what it counts: wall time once a job has measured the overhead, else
+    training time with the rest said to be unmeasured."""
+    eta = _duration(progress.eta_seconds)
+    n = progress.measured_jobs
+    if n:
+        return f"ETA ~{eta} wall (evals, checks: as {n} done job(s) took)"
+    if all(
+        j.status in (results.COMPLETED, results.FAILED, results.INTERRUPTED, results.LEAKED)
+        for j in progress.jobs
+    ):
+        return "ETA ~0s"
+    return f"ETA ~{eta} of training (+ evals, checks)"
 
 
 # --------------------------------------------------------------------------- the live view

@@ -39,6 +39,7 @@ from ablate.outcome import (
     MATRIX_COMPLETED,
     MATRIX_NOT_COMPLETED,
     MATRIX_UNFINISHED,
+    end_line,
     job_outcome,
     record_in_summary,
 )
@@ -284,10 +285,7 @@ def _run_local(
             job.name, status=status, ended=results.now_iso(), exit_code=code, error=error
         )
         reuse.index_matrix(manifest.dir, settings.results_root, say, job=job.name)
-        say(
-            f"end {job.name}: {status}"
-            + (f" ({error})" if error and status != results.COMPLETED else "")
-        )
+        say(end_line(manifest.job_dir(job.name), job.name, status, error))
 
     live = _live(settings)
     # With the live view, job output stays in each <job>/train.log: one compact view, not N logs.

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ablate import results as R
+from ablate.report.load import UNREADABLE
 
 MIN_EVALS = 3
 BOX_TOLERANCE = 0.05  # training time over the box by more than this share
@@ -134,13 +135,14 @@ def collect_warnings(
 
     # A run that has not finished has no trained-weights recheck and maybe no summary yet: that
     # is its status (the notes say it), not a missing check. Only a run that never had a check
-    # (preflight=false) or a completed run without one is "without a causality check".
+    # (preflight=false), or a finished one (completed, or whose files cannot be read) without
+    # one, is "without a causality check".
     unchecked = [
         r["key"]
         for r in rows
         if r["status"] != "leaked"
         and r.get("causality_state") not in (R.CHECKED, R.LEAKED)
-        and (r["status"] == R.COMPLETED or r.get("causality_state") == R.UNCHECKED)
+        and (r["status"] in (R.COMPLETED, UNREADABLE) or r.get("causality_state") == R.UNCHECKED)
     ]
     leaked = [r["key"] for r in rows if r["status"] == "leaked"]
     if leaked:

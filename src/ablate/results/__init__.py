@@ -121,6 +121,7 @@ from ablate.results.names import (
     REUSED,
     RUNNING,
     SBATCH,
+    STAGE,
     STATUSES,
     STDOUT,
     SUBMITIT,
@@ -133,6 +134,7 @@ from ablate.results.names import (
     sanitize_name,
 )
 from ablate.results.reader import COMPARED_FILES, ConfigFacts, EnvFacts, JobRecord, read_job
+from ablate.results.stage import STAGES, Stage, read_stage, write_stage
 from ablate.results.summary import SUMMARY_KEYS, JobSummary, budget_note_kind, load_summary
 
 __all__ = [
@@ -168,6 +170,7 @@ __all__ = [
     "REUSED",
     "RUNNING",
     "SBATCH",
+    "STAGE",
     "STATUSES",
     "STDOUT",
     "SUBMITIT",
@@ -213,6 +216,10 @@ __all__ = [
     "last_train_record",
     "load_identity",
     "load_summary",
+    "STAGES",
+    "Stage",
+    "read_stage",
+    "write_stage",
     "budget_note_kind",
     "matrix_axes",
     "metrics_facts",

@@ -22,6 +22,7 @@ from ablate.results.names import (
     METRICS,
     REUSED,
     SBATCH,
+    STAGE,
     STDOUT,
     SUMMARY,
     WEIGHTS,
@@ -94,6 +95,10 @@ class JobDir:
     @property
     def reused(self) -> Path:
         return self.path / REUSED
+
+    @property
+    def stage(self) -> Path:
+        return self.path / STAGE
 
     @property
     def stdout(self) -> Path:

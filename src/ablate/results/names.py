@@ -38,6 +38,7 @@ SBATCH = "submission.sbatch"
 CAUSALITY = "causality.json"
 IDENTITY = "identity.json"  # the run's identity and its components (ablate.identity)
 REUSED = "reused.json"  # in a job directory filled from an earlier run instead of training
+STAGE = "stage.json"  # what a running job is doing now (ablate.results.stage)
 # Slurm: submitit's folder in the matrix directory (unless launcher.slurm.folder).
 SUBMITIT = ".submitit"
 LOCK = ".ablate.lock"  # in the matrix directory and in each job directory: see ablate.lock

@@ -46,6 +46,7 @@ from ablate.data import TrainBatches, ValWindows, final_val_windows, resolve_dat
 from ablate.errors import AblateError, ConfigError, DiskFullError
 from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USER_ERROR
 from ablate.results import JobDir, MetricsWriter
+from ablate.results import stage as stages
 from ablate.train import causality, evals, records, run_identity, trackers
 from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
@@ -110,10 +111,13 @@ class Trainer:
                 # Killed during a step after training: only those steps remain, redone from the
                 # trained model (the final recheck follows at once, so no resume recheck).
                 return self._complete()
-            if self.resumed_this_start and not causality.recheck(self, "resume"):
-                return self._leaked("resume")
+            if self.resumed_this_start:
+                self.set_stage(stages.CAUSALITY_CHECK)
+                if not causality.recheck(self, "resume"):
+                    return self._leaked("resume")
             if clock.spent():
                 return self._complete()
+            self.set_stage(stages.TRAINING)
             while True:
                 lr = self._set_lr(clock, st.iter)
                 loss, grad_norm = self.train_step(st.iter)
@@ -436,6 +440,7 @@ class Trainer:
         if not self.state.trained:
             self.state.trained = True
             self.save_checkpoint()  # all ranks
+        self.set_stage(stages.FINAL_EVAL)
         evals.eval_and_record(self, final=True)
         for w in records.budget_warnings(records.summary(self, results.COMPLETED)):
             if w not in self.state.notes:  # schedule cut short, box overrun, repeated data
@@ -443,6 +448,7 @@ class Trainer:
                 self.log(f"warning: {w}")
         # The measured result goes to disk first; nothing after this may lose it.
         result = self.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
+        self.set_stage(stages.RECHECK)
         if not causality.recheck(self, "final"):
             return self._leaked("final")
         result = self.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
@@ -460,8 +466,19 @@ class Trainer:
                 self.log(f"warning: {note}")
             except Exception:
                 pass
+        self.set_stage(stages.WRITING)
         self._keep_model_and_mark_done()
         return result
+
+    def set_stage(self, name: str) -> None:
+        """stage.json for the live view and status= (rank 0). A view's file: failing to write it
+        must not fail the run."""
+        if not self.is_main:
+            return
+        try:
+            results.write_stage(self.jd, name)
+        except OSError as e:
+            self.log(f"warning: could not write {results.STAGE}: {e}")
 
     def _keep_model_and_mark_done(self) -> None:
         """What budget.keep says a DONE job keeps of its model, then DONE (all ranks call this)."""

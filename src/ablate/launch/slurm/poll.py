@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ablate import console, results
 from ablate.errors import AblateError
-from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, job_outcome, recorded_code
+from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, end_line, job_outcome, recorded_code
 
 # Slurm job states (first word of sacct/squeue's State) in which a job may still run.
 ACTIVE_STATES = frozenset(
@@ -224,10 +224,7 @@ def wait_for(manifest: results.Manifest, jobs: dict[str, str]) -> dict[str, int]
                 manifest.update_job(
                     name, status=status, ended=results.now_iso(), exit_code=code, error=error
                 )
-                say(
-                    f"end {name}: {status}"
-                    + (f" ({error})" if error and status != results.COMPLETED else "")
-                )
+                say(end_line(manifest.job_dir(name), name, status, error))
             if len(codes) < len(jobs):
                 time.sleep(FILE_POLL_S)
     except KeyboardInterrupt:
