@@ -219,8 +219,13 @@ def test_live_progress_is_drawn_in_a_terminal(tmp_path):
     assert "\x1b[" in out  # redrawn in place
     # past the box the bar stands at 100%: the view says which step after training runs (the
     # final eval and the recheck take seconds, the view redraws every second)
-    after = [ln for ln in out.splitlines() if ln.strip().startswith("V0 ") and "100%" in ln]
-    assert any(s in ln for ln in after for s in ("final eval", "recheck", "writing")), out[-3000:]
+    after = [
+        ln
+        for ln in out.splitlines()
+        if ln.strip().startswith("V0 ")
+        and any(s in ln for s in ("final eval", "recheck", "writing"))
+    ]
+    assert after and all(" 100% " in ln for ln in after), out[-3000:]
     assert "[matrix] 1 done, 0 running, 0 queued of 1" in out  # the final state stays on screen
     assert "[V0] " not in out  # job output is in V0/train.log, not interleaved with the view
     mdir = next(tmp_path.glob("test_matrix_results_*"))
@@ -241,6 +246,8 @@ def test_a_job_past_its_box_shows_its_stage_and_for_how_long(tmp_path):
         results.write_stage(jd, stage, now=time.time() - 12)
         (line,) = progress.render(progress.read(m))[1:]
         assert f" {stage} 12s" in line or f" {stage} 13s" in line, line
+        # training is over in the three stages after it: the bar is full
+        assert (" 100% " in line) == (stage != "causality check"), line
     # training: the bar, iteration and box say it; no stage word
     results.write_stage(jd, "training")
     (line,) = progress.render(progress.read(m))[1:]

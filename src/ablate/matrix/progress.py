@@ -22,9 +22,12 @@ from typing import Any, TextIO
 
 from ablate import console, results
 from ablate.outcome import done_status
-from ablate.results.stage import STARTING, TRAINING
+from ablate.results.stage import FINAL_EVAL, RECHECK, STARTING, TRAINING, WRITING
 
 last_train_record = results.last_train_record  # (moved to ablate.results.metrics)
+
+
+AFTER_TRAINING = (FINAL_EVAL, RECHECK, WRITING)
 
 
 @dataclass
@@ -62,8 +65,8 @@ class JobProgress:
             parts.append(self.train_seconds / self.box_seconds)
         if self.max_iters and self.iter is not None:
             parts.append(self.iter / self.max_iters)
-        if self.status == results.COMPLETED:
-            return 1.0
+        if self.status == results.COMPLETED or self.stage in AFTER_TRAINING:
+            return 1.0  # training is over (a box ends a little before its last iteration)
         return min(1.0, max(parts)) if parts else None
 
     def remaining_seconds(self) -> float | None:
