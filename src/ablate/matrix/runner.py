@@ -32,7 +32,7 @@ from ablate.launch.job import LaunchJob
 from ablate.launch.local import LocalLauncher, torchrun_command
 from ablate.lock import DirLock, lock_matrix
 from ablate.matrix import axes as matrix_axes
-from ablate.matrix import progress, reuse
+from ablate.matrix import progress, reuse, timing
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import check_path_lengths, describe_failures, preflight
 from ablate.outcome import (
@@ -112,6 +112,10 @@ def run_new(
             "Preflight: passed (config, causality, data, output directory, devices, batch).",
             flush=True,
         )
+        for line in timing.timing_lines(
+            [j for j in jobs if j.name not in reusing.reuse], settings, say=print
+        ):
+            print(line, flush=True)
         print(NOTHING_RUN, flush=True)  # last: everything above is what --plan did
         return 0
     matrix_axes.check_confirmed(jobs, settings, yes)

@@ -1,0 +1,65 @@
+"""The plan's time estimates come from steps timed on this machine (issue 25): each distinct
+model is timed once, every job gets a row, and a plan for a device this machine lacks says it
+measured nothing instead of printing CPU numbers for a GPU job."""
+
+from __future__ import annotations
+
+import pytest
+
+from ablate.compose import build_jobs
+from ablate.matrix import timing
+
+TINY = [
+    "experiment=smoke",
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.block_size=32",
+    "hardware.micro_batch=2",
+    "optim.tokens_per_iter=128",
+    "budget.box_seconds=30",
+    "budget.eval_interval=4",
+]
+
+
+def test_each_distinct_model_is_timed_once_and_every_job_gets_its_estimate(monkeypatch):
+    jobs = build_jobs([*TINY, "step=V0,V16", "seed=1,2"], multirun=True)
+    calls: list[str] = []
+    real = timing.time_model
+
+    def counted(job, device):
+        calls.append(job.name)
+        return real(job, device)
+
+    monkeypatch.setattr(timing, "time_model", counted)
+    head, table = timing.timing_lines(jobs, jobs.settings)
+    assert calls == ["V0_seed1", "V16_seed1"]  # seeds share their model: timed once per model
+    assert head.startswith("Timed on this machine (cpu, ") and "this machine only" in head
+    rows = [r.split("|")[1:-1] for r in table.splitlines()[2:]]
+    assert [r[0].strip() for r in rows] == ["V0_seed1", "V0_seed2", "V16_seed1", "V16_seed2"]
+    for r in rows:
+        s_iter, tok_s = float(r[1]), float(r[2].replace(",", ""))
+        assert s_iter > 0 and tok_s == pytest.approx(128 / s_iter, rel=0.02)
+        iters = float(r[3].strip().lstrip("~").replace(",", ""))
+        assert iters == pytest.approx(30 / s_iter, rel=0.05, abs=1)
+        n_evals, each = r[4].split(" x ")
+        assert abs(int(n_evals) - iters / 4) <= 1 and float(each) > 0
+        assert float(r[5]) > float(each)  # the final eval scores a superset of the windows
+
+
+def test_the_iteration_estimate_adds_micro_steps_and_one_optimizer_step():
+    t = timing.StepTiming("cpu", 2, micro_step_s=0.5, optimizer_s=0.1, eval_tokens_per_s=100.0)
+    assert t.iteration_s(4) == pytest.approx(2.1)
+
+
+def test_a_plan_for_a_gpu_job_on_a_machine_without_one_measures_nothing(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    jobs = build_jobs([*TINY, "step=V0", "hardware.device=cuda"], multirun=True)
+    monkeypatch.setattr(timing, "time_model", lambda *a: pytest.fail("timed on the wrong device"))
+    (line,) = timing.timing_lines(jobs, jobs.settings)
+    assert line == (
+        "Time estimates: not measured (the jobs run on CUDA and this machine has no GPU); "
+        "the boxes above are the budget."
+    )
