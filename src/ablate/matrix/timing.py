@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from tabulate import tabulate
 
+import models
 from ablate.compose import JobSpec
 from ablate.config import MatrixSettings, job_nodes, to_container
 from ablate.data import final_val_windows, resolve_dataset
@@ -44,8 +46,6 @@ class StepTiming:
 
 def _device_here(cfg_device: str) -> tuple[str | None, str | None]:
     """The device to time on, or None with the reason it cannot be timed here."""
-    import torch
-
     cuda = torch.cuda.is_available()
     if cfg_device == "cuda" and not cuda:
         return None, "the jobs run on CUDA and this machine has no GPU"
@@ -54,10 +54,6 @@ def _device_here(cfg_device: str) -> tuple[str | None, str | None]:
 
 def time_model(job: JobSpec, device: str) -> StepTiming:
     """Build ``job``'s model and time its steps at the job's micro-batch and block size."""
-    import torch
-
-    import models
-
     cfg = job.cfg
     if cfg.hardware.threads and device == "cpu":
         torch.set_num_threads(cfg.hardware.threads)
