@@ -70,7 +70,6 @@ def test_gpu_checks_dry_run_runs_every_part_and_writes_the_files(tmp_path):
 
 
 def test_a_failed_part_is_rendered_with_its_output_not_dropped():
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import gpu_checks
 
     res = {

@@ -190,3 +190,23 @@ def test_help_and_a_typo_are_answered_without_importing_torch(argv):
     assert r.stdout.strip().splitlines()[-1] == "NO-TORCH", r.stdout[-2000:] + r.stderr[-2000:]
     if "--help" not in argv:
         assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_no_test_edits_sys_path():
+    """Shared test helpers are found through pyproject.toml's pytest ``pythonpath``: a test that
+    inserts into sys.path makes the import order depend on which test ran first. (Code in a
+    string, such as a script a test runs in a subprocess, is not the test's own path.)"""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        if "fixtures" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("insert", "append", "extend")
+                and ast.unparse(node.func.value) == "sys.path"
+            ):
+                found.append(f"{path.relative_to(tests)}:{node.lineno}")
+    assert not found, "sys.path edited in tests (use pyproject's pythonpath):\n" + "\n".join(found)

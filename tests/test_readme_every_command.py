@@ -90,7 +90,6 @@ def _python_module_args(command: str) -> list[str]:
 @pytest.fixture(scope="module")
 def seed_matrix(tmp_path_factory):
     """A results/ folder holding one matrix in the documented format, named as the README names it."""
-    sys.path.insert(0, str(TESTS / "report"))
     from report_factory import make_matrix, seed_jobs
 
     cwd = tmp_path_factory.mktemp("readme")
@@ -102,7 +101,6 @@ def seed_matrix(tmp_path_factory):
 def sweep_matrix(tmp_path_factory):
     """A results/ folder holding one learning-rate sweep (an axis) with per-window losses, named
     as the README's tuning example names it."""
-    sys.path.insert(0, str(TESTS / "report"))
     import numpy as np
     from report_factory import Job, make_matrix
 

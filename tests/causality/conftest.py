@@ -1,6 +1,1 @@
 """Make the leak zoo (leak_zoo.py) importable whatever pytest's import mode."""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -3,17 +3,14 @@ trained weights leak is marked leaked (and kept out of comparisons by the report
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import leak_zoo
+from train_helpers import make_job  # noqa: E402
 
 from ablate import results as R
 from ablate.outcome import job_outcome
 from ablate.train import run_job
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_helpers import make_job  # noqa: E402
 
 INIT_OK = {
     "ok": True,

@@ -3,14 +3,12 @@ an unchecked or leaking step is never bold and its improvement is not presented.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+
+from report_factory import Job, make_matrix, section, seed_jobs, table_rows  # noqa: E402
 
 from ablate import results as R
 from ablate.report import aggregate, build, write_report
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
-from report_factory import Job, make_matrix, section, seed_jobs, table_rows  # noqa: E402
 
 
 def _report(mdir: Path) -> str:

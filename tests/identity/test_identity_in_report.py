@@ -5,10 +5,8 @@ step and seed can be told apart and what differs named), and one run reached twi
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runs"))
 import runs_craft as craft  # noqa: E402
 
 from ablate import results  # noqa: E402

@@ -16,14 +16,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from train_helpers import child_env, make_job, summary, wait_for_iter  # noqa: E402
 
 from ablate import results
 from ablate.launch.job import LaunchJob
 from ablate.launch.local import _Tail
 from ablate.launch.torchrun import describe_failure
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
-from train_helpers import child_env, make_job, summary, wait_for_iter  # noqa: E402
 
 TINY = [
     "experiment=smoke",

@@ -359,7 +359,6 @@ def test_help_into_a_closed_pipe_exits_quietly(tmp_path):
 
 
 def test_report_into_a_closed_pipe_exits_quietly(tmp_path):
-    sys.path.insert(0, str(REPO / "tests" / "report"))
     from report_factory import make_matrix, seed_jobs
 
     mdir = make_matrix(

@@ -22,14 +22,12 @@ import time
 from pathlib import Path
 
 import pytest
+from report_factory import make_matrix, seed_jobs  # noqa: E402
 
 from ablate import results
 from ablate.errors import DiskFullError
 from ablate.matrix import runner
 from ablate.matrix.__main__ import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
-from report_factory import make_matrix, seed_jobs  # noqa: E402
 
 TINY = [
     "experiment=smoke",

@@ -210,10 +210,9 @@ def _job_lock_at_done(monkeypatch) -> list:
 
 
 def test_the_job_lock_is_held_until_done_is_written(tmp_path, monkeypatch):
-    from ablate.train import run_job
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
     from train_helpers import make_job
+
+    from ablate.train import run_job
 
     job = make_job(tmp_path, "job", budget__max_iters=2, budget__eval_interval=2)
     seen = _job_lock_at_done(monkeypatch)
@@ -225,10 +224,9 @@ def test_the_job_lock_is_held_until_done_is_written(tmp_path, monkeypatch):
 
 def test_a_missing_done_is_written_under_the_job_lock(tmp_path, monkeypatch):
     """A job that died between its completed summary and DONE gets DONE on resume, locked."""
-    from ablate.train import run_job
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
     from train_helpers import make_job
+
+    from ablate.train import run_job
 
     job = make_job(tmp_path, "job")
     results.JobDir(job).write_summary({"status": results.COMPLETED, "step": "V0"})
@@ -239,10 +237,9 @@ def test_a_missing_done_is_written_under_the_job_lock(tmp_path, monkeypatch):
 
 
 def test_the_job_process_refuses_a_job_another_process_holds(tmp_path):
-    from ablate.train import run_job
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
     from train_helpers import make_job
+
+    from ablate.train import run_job
 
     job = make_job(tmp_path, "job")
     with lock_job(job):
@@ -296,10 +293,9 @@ def test_resume_never_launches_a_done_job(tmp_path, monkeypatch):
 
 
 def test_the_trainer_never_retrains_a_done_job(tmp_path, monkeypatch):
-    from ablate.train import run_job, trainer
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
     from train_helpers import make_job
+
+    from ablate.train import run_job, trainer
 
     built: list[str] = []
     monkeypatch.setattr(trainer.Trainer, "run", lambda self: built.append(str(self.jd.path)) or {})
@@ -442,7 +438,6 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
 def test_deleting_the_lock_of_a_training_job_lets_no_second_trainer_in(tmp_path):
     """A job trains; its .ablate.lock is deleted; a second trainer of the same directory (by hand,
     a second runner) is refused with one line, and the first trains on to its end."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
     from train_helpers import run_cli, start_cli, wait_for_iter
 
     from ablate.train import run_job

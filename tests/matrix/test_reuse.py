@@ -6,12 +6,9 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runs"))
 import runs_craft as craft  # noqa: E402
 
 from ablate import identity, results  # noqa: E402

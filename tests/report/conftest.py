@@ -1,6 +1,1 @@
 """Make the test helper module (report_factory) importable whatever pytest's import mode."""
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))

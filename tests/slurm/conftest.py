@@ -9,14 +9,7 @@ beginning of the session (``slurm_background.py``) so that their waiting overlap
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # slurm_background
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: slurm_cluster
-
 from slurm_background import Background, registered  # noqa: E402
 from slurm_cluster import slurm_cluster, slurm_two_nodes  # noqa: E402,F401  (session fixtures)
 

@@ -3,13 +3,9 @@ import mode)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from train_helpers import make_job  # noqa: E402
 
 
