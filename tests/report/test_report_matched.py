@@ -17,8 +17,17 @@ import pytest
 from report_factory import Job, make_matrix, section, table_rows
 
 from ablate.report import aggregate, build, render_markdown
-from ablate.report.curves import Curve, fit_power_law
+from ablate.report.curves import (
+    Curve,
+    ar1_mean_factor,
+    fit_power_law,
+    periodic_block_se,
+    subset_parts,
+    subset_var,
+)
 from ablate.report.matched import matched_work
+from ablate.report.noise import RHO_CAP, effect, parts_from_windows
+from ablate.results import FinalEval
 
 TPI = 65536
 
@@ -211,3 +220,74 @@ def test_target_loss_option(tmp_path):
         text=True,
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: --target-loss nan")
+
+
+# --------------------------------------------------------------------------- the periodic subset
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.28, 0.6, 0.95])
+@pytest.mark.parametrize("m", [1, 2, 8, 108])
+def test_ar1_mean_factor_is_the_variance_of_an_ar1_segments_mean(m, rho):
+    # m Var(mean of m consecutive values) / variance, from the AR(1) covariance matrix rho^|i-j|
+    lag = np.abs(np.subtract.outer(np.arange(m), np.arange(m)))
+    want = (rho**lag).sum() / m
+    assert float(ar1_mean_factor(m, rho)) == pytest.approx(want, rel=1e-9)
+
+
+def test_ar1_mean_factor_clips_rho_to_a_stream():
+    assert float(ar1_mean_factor(8, -0.4)) == 1.0  # a negative estimate: independent windows
+    assert float(ar1_mean_factor(8, 1.5)) == pytest.approx(float(ar1_mean_factor(8, RHO_CAP)))
+    got = ar1_mean_factor(8, np.array([[0.0, 0.28], [0.6, -0.1]]))
+    assert got.shape == (2, 2) and got[1, 1] == 1.0
+
+
+def test_subset_var_is_the_ar1_variance_of_the_first_windows():
+    # independent windows: n / P; lag-1 0.6, 8 of 108 windows: 3.078 / 3.931 of it (the n / P
+    # scaling alone over-stated it by 28%)
+    assert float(subset_var(2.0, 108, 8, 0.0)) == pytest.approx(2.0 * 108 / 8)
+    assert float(subset_var(2.0, 108, 8, 0.6)) == pytest.approx(
+        2.0 * 108 / 8 * 3.0782464 / 3.9305555556, rel=1e-9
+    )
+    # what it claims, in a stream: the variance of the first 8 windows' mean, from the exact
+    # variance of the mean of all 108 (AR(1) covariance matrices)
+    lag = np.abs(np.subtract.outer(np.arange(108), np.arange(108)))
+    full = (0.6**lag).sum() / 108**2
+    first = (0.6 ** lag[:8, :8]).sum() / 64
+    assert float(subset_var(full, 108, 8, 0.6)) == pytest.approx(first, rel=1e-9)
+
+
+def _fe(w):
+    w = np.asarray(w, dtype=np.float64)
+    return FinalEval(float(w.mean()), w, 64, "fp", 100, 6400, 8)
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_the_subset_part_comes_from_the_windows_after_the_periodic_ones(K):
+    # the first 8 windows are wild: estimated from all windows, the subset's part would hold
+    # them (its own error); it comes from windows 8.. only
+    rng = np.random.default_rng(8)
+    base = rng.normal(0, 0.01, (K, 108))
+    base[:, :8] += rng.normal(0, 1.0, (K, 8))
+    step = rng.normal(0, 0.01, (K, 108))
+    pairs = [(k, 0.0, 0.0, _fe(base[k]), _fe(step[k])) for k in range(K)]
+    eff, why = effect(pairs)
+    assert why is None and eff is not None and eff.rest is not None
+    rest = parts_from_windows((base - step)[:, 8:])
+    assert float(eff.rest.est) == pytest.approx(float(rest.est))
+    var, df = subset_parts(eff, 8)
+    assert var == pytest.approx(float(subset_var(rest.interaction_var, 100, 8, rest.rho)))
+    assert df == float(rest.window_df)
+    assert var < 1e-4  # all windows' part would be of the order of the wild ones' 1 / 8
+    # one run's own: curves.periodic_block_se reads the same windows
+    est = periodic_block_se(base[0], 8)
+    assert est is not None and est.n == 100 and est.mean == pytest.approx(base[0, 8:].mean())
+
+
+def test_too_few_windows_after_the_periodic_ones_use_them_all():
+    w = np.random.default_rng(9).normal(0, 1, 16)  # 8 after the periodic 8: below MIN_WINDOWS
+    eff, _ = effect([(1, 0.0, 0.0, _fe(w), _fe(np.zeros(16)))])
+    assert eff is not None and eff.rest is None
+    p = eff.parts
+    assert subset_parts(eff, 8)[0] == pytest.approx(float(subset_var(p.window_var, 16, 8, p.rho)))
+    est = periodic_block_se(w, 8)
+    assert est is not None and est.n == 16

@@ -28,15 +28,19 @@ tokens. Nothing is extrapolated, except the compute multiplier's marked case bel
 
 **Intervals.** With two or more seeds: a t interval over the seeds (for differences and
 multipliers, over the seeds both steps ran; multipliers on the log scale), plus, where the runs'
-final evals pair, the step-by-window interaction of the periodic windows (Var(b̄) of noise.py for
-the full set, scaled to the periodic subset's window count; for the multiplier carried to log
-tokens through the baseline's slope at the crossings); with that part the half-width is the
-headline comparison's calibrated one (curves.seeds_half_width). Tokens and seconds to a target
-are per step, and the target is a loss on these periodic windows: their interval covers the
-expected tokens on these windows, over seeds. Measured coverage of each:
-tests/report/test_report_coverage_curves.py. With one seed: from the eval
-windows, "this seed only": the periodic subset's sampling error, from the final eval's
-per-window losses scaled to the subset. The section makes no verdicts (no better/worse, no
+final evals pair, the step-by-window interaction of the periodic windows (for the multiplier
+carried to log tokens through the baseline's slope at the crossings); with that part the
+half-width is the headline comparison's calibrated one (curves.seeds_half_width). Tokens and
+seconds to a target are per step, and the target is a loss on these periodic windows: their
+interval covers the expected tokens on these windows, over seeds. With one seed: from the eval
+windows, "this seed only": the periodic subset's sampling error.
+
+**The periodic windows' part** (curves.subset_parts): Var(b̄) of noise.py (one seed: the pair's
+whole eval variance) estimated on the final eval's windows after the periodic ones, carried
+from their count to the periodic subset's with the exact variance of the mean of an AR(1)
+segment at their lag-1 autocorrelation (the periodic windows are the first, consecutive ones).
+Measured coverage of every interval: 0.93-0.97 of 95% (0.90 at 108 windows with lag-1 0.6),
+tests/report/test_report_coverage_curves.py. The section makes no verdicts (no better/worse, no
 bold): its intervals are per comparison, unadjusted.
 """
 
@@ -56,6 +60,7 @@ from ablate.report.curves import (
     curves_of,
     over_seeds,
     periodic,
+    periodic_block_se,
     subset_half_width,
     subset_parts,
     subset_var,
@@ -63,7 +68,7 @@ from ablate.report.curves import (
 from ablate.report.fmt import fmt_num, pipe, rounded
 from ablate.report.load import Collection
 from ablate.report.multiplier import Multiplier, multiplier
-from ablate.report.noise import THIS_SEED, Effect, block_se
+from ablate.report.noise import THIS_SEED, Effect
 from ablate.report.stats import StepStats, compare
 
 # --------------------------------------------------------------------------- the section's numbers
@@ -219,10 +224,11 @@ def _reach_estimate(
         fe = st.evals[st.seeds.index(c.seed)]
     if fe is None or not fe.periodic_windows:
         return Estimate(tokens[0], runs=1)
-    est = block_se(fe.window_losses)
+    est = periodic_block_se(fe.window_losses, fe.periodic_windows)
     if est is None:
         return Estimate(tokens[0], runs=1)
-    h = float(subset_half_width(subset_var(est.se**2, est.n, fe.periodic_windows), est.df))
+    var = subset_var(est.se**2, est.n, fe.periodic_windows, est.rho)
+    h = float(subset_half_width(var, est.df))
     lo, hi = c.crossing(target + h), c.crossing(target - h)
     return Estimate(
         tokens[0],
@@ -327,7 +333,10 @@ LEGEND = (
     "seeds (t without per-window losses; where final evals pair, with the periodic windows' "
     "step-by-window part, the main table's calibrated interval); with one "
     "seed, \"this seed only\": the periodic windows' sampling error from the final eval's "
-    "per-window losses. Per comparison, unadjusted: this section makes no verdicts."
+    "per-window losses (its windows after the periodic ones, carried to the periodic ones' count "
+    "with their autocorrelation). Measured coverage 0.93-0.97 of 95% on simulated runs (0.90 at "
+    "about 100 windows with lag-1 autocorrelation 0.6). Per comparison, unadjusted: this section "
+    "makes no verdicts."
 )
 
 

@@ -221,6 +221,7 @@ class Parts:
     run_var: np.ndarray | None  # Var(ē) / K from the within-seed residuals
     block_windows: np.ndarray | None  # L of the window series
     n_eff: np.ndarray | None  # effective windows of the window series
+    rho: np.ndarray | None = None  # lag-1 autocorrelation of the window series
 
     @property
     def interaction_var(self) -> np.ndarray | None:
@@ -299,12 +300,13 @@ def parts_from_windows(d: np.ndarray) -> Parts:
         raise ValueError(f"{n} windows: a block standard error needs at least {MIN_WINDOWS}")
     est = d.mean(axis=(-1, -2))
     m = d.mean(axis=-2)  # seed-averaged window differences (..., n)
+    rho = lag1(m)
     L = choose_block_length(m)
     lrv_m, blocks_m = batch_means(m, L)
     n_eff = n * m.var(axis=-1) / np.where(lrv_m > 0, lrv_m, np.inf)
     n_eff = np.where(lrv_m > 0, n_eff, n)
     if K == 1:
-        return Parts(THIS_SEED, est, None, None, lrv_m / n, blocks_m - 1, None, L, n_eff)
+        return Parts(THIS_SEED, est, None, None, lrv_m / n, blocks_m - 1, None, L, n_eff, rho)
     per_seed = d.mean(axis=-1)
     seed_var = per_seed.var(axis=-1, ddof=1) / K
     r = d - m[..., None, :]  # within-seed residuals: (a_k - ā) + (e_k - ē)
@@ -323,6 +325,7 @@ def parts_from_windows(d: np.ndarray) -> Parts:
         run_lrv / (n * K),
         L,
         n_eff,
+        rho,
     )
 
 
@@ -371,6 +374,9 @@ class Effect:
     seeds: tuple[Any, ...]
     n_windows: int | None = None  # windows each final eval scored
     periodic_windows: int | None = None  # of which the periodic evals score the first ones
+    # The parts of the windows after the periodic ones: the periodic subset's window part comes
+    # from them (curves.subset_parts), so that its estimate does not hold the subset's own error.
+    rest: Parts | None = field(default=None, repr=False)
 
     @property
     def kind(self) -> str:
@@ -445,7 +451,9 @@ def effect(
     if why is None:
         d = np.stack([np.asarray(a.window_losses) - np.asarray(b.window_losses) for a, b in evals])
         fe = evals[0][0]
-        return Effect(parts_from_windows(d), seeds, fe.n_windows, fe.periodic_windows), None
+        P = fe.periodic_windows
+        rest = parts_from_windows(d[:, P:]) if P and d.shape[-1] - P >= MIN_WINDOWS else None
+        return Effect(parts_from_windows(d), seeds, fe.n_windows, P, rest), None
     if K >= 2:
         d = np.array([base - step for _, base, step, _, _ in pairs])
         return Effect(parts_from_seeds(d), seeds), why
