@@ -57,7 +57,9 @@ from coverage_sim_curves import (
 
 from ablate.report import curves as C
 from ablate.report import noise as N
+from ablate.report.distributions import pivot_half_width, t_half_quantile
 from ablate.report.multiplier import multiplier
+from ablate.report.sizes import trend_half_width
 
 R = 1000
 GRID = [sc for sc in grid() if sc.n < 1000 or sc.K == 2]
@@ -170,3 +172,14 @@ def test_seeds_only_interval_covers_this_validation_sets_difference(sc):
     assert p.kind == N.SEEDS_ONLY
     got = float((np.abs(p.est - b.mean(axis=-1)) <= p.half_width()).mean())
     assert 0.93 <= got <= 0.97, got
+
+
+def test_the_one_seed_trend_is_welch_t_and_the_pivot_off_95():
+    parts = [(np.array([1.0, 4.0]), np.array([4.0, 4.0])), (np.array([1.0, 0.0]), 4.0)]
+    # equal parts, 4 df each: 8 df; one part alone: its own 4
+    want = [
+        float(t_half_quantile(0.95, 8.0)) * math.sqrt(2.0),
+        float(t_half_quantile(0.95, 4.0)) * 2,
+    ]
+    assert trend_half_width(parts, 0.95) == pytest.approx(want)
+    assert trend_half_width(parts, 0.99) == pytest.approx(pivot_half_width(parts, 0.99))
