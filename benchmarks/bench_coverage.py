@@ -119,22 +119,22 @@ def curves_table(R: int) -> None:
     the compute multiplier, the model-size trend; now and with the formulas of main at 060ede1."""
     print()
     print(
-        "Matched work, compute multiplier and model-size trend (8 periodic windows; now / before):"
+        "Matched work, compute multiplier and model-size trend (8 periodic windows; now / before; "
+        "the difference also with the periodic part scaled by n / P, main at 4cfd21b):"
     )
     print()
     print(
-        "| Seeds | Windows | Lag-1 | Variance mostly from | Diff at equal tokens | Compute multiplier "
-        "| Tokens to target | Seconds to target | Size trend | Bounds (diff, mult / tokens, seconds / trend) |"
+        "| Seeds | Windows | Lag-1 | Variance mostly from | Diff at equal tokens (now / before / n/P) | Compute multiplier "
+        "| Tokens to target | Seconds to target | Size trend | Bounds (every kind) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for i, sc in enumerate(curve_grid()):
         g = scenario_coverage(sc, R, np.random.default_rng([41, i]))
-        b = " / ".join(
-            "{:.2f}-{:.2f}".format(*curve_bounds(sc, k)) for k in ("diff", "seconds", "trend")
-        )
+        b = "{:.2f}-{:.2f}".format(*curve_bounds(sc, "diff"))  # the same for every kind
         sec = f"{g['seconds']:.3f}" if "seconds" in g else "-"
         print(
             f"| {sc.K} | {sc.n} | {sc.rho} | {sc.name} | {g['diff']:.3f} / {g['diff_before']:.3f} "
+            f"/ {g['diff_n_over_p']:.3f} "
             f"| {g['mult']:.3f} / {g['mult_before']:.3f} | {g['tokens']:.3f} | {sec} "
             f"| {g['trend']:.3f} / {g['trend_before']:.3f} | {b} |"
         )
