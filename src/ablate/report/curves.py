@@ -199,8 +199,8 @@ def subset_parts(effect: Effect | None, periodic: int | None) -> tuple[float, fl
 
     Why not all windows: the periodic windows then lie in the first batch-means block, so a large
     error of the subset also inflated its estimated variance, and with few blocks the interval
-    over-covered (one seed, 108 windows: 0.963 of 95%, 0.948 without them, 12,000 simulated
-    matrices; tests/report/coverage_sim_curves.py)."""
+    over-covered (one seed, 108 windows, lag-1 0.28: 0.963 of 95% with them, 0.943-0.947
+    without, 6,000 to 12,000 simulated matrices; tests/report/coverage_sim_curves.py)."""
     if effect is None or not periodic or effect.kind not in (SEEDS_AND_WINDOWS, THIS_SEED):
         return 0.0, math.inf
     # an effect from per-window losses (these kinds) has its window count
@@ -236,8 +236,9 @@ def subset_var(var: ArrayLike, n: int, periodic: int, rho: ArrayLike) -> np.ndar
     finite-length factors, ar1_mean_factor). The periodic windows are the first ones of the final
     eval's set, consecutive in the stream (data.val_windows), so their mean is that of one AR(1)
     segment of ``periodic`` windows. Scaling by n / periodic alone (windows independent) over-stated
-    the subset's variance by 8% at lag-1 0.28 and 30% at 0.6 with 8 of 108 windows, and its
-    intervals covered up to 0.987 of 95% (tests/report/test_report_coverage_curves.py)."""
+    the subset's variance by 8% at lag-1 0.28 and 28% at 0.6 with 8 of 108 windows; with one seed
+    its interval covered 0.971 of 95% at 108 windows and 0.975 at 2,048 with lag-1 0.6
+    (tests/report/test_report_coverage_curves.py)."""
     ratio = ar1_mean_factor(periodic, rho) / ar1_mean_factor(n, rho)
     out: np.ndarray = np.asarray(var, dtype=np.float64) * (n / periodic) * ratio
     return out
