@@ -51,6 +51,7 @@ from coverage_sim_curves import (
     draw,
     grid,
     matched_coverage,
+    reach_coverage,
     scenario_coverage,
     trend_coverage,
 )
@@ -65,6 +66,15 @@ R = 1000
 GRID = [sc for sc in grid() if sc.n < 1000 or sc.K == 2]
 
 
+MEASURE = {
+    "diff": matched_coverage,
+    "mult": matched_coverage,
+    "tokens": reach_coverage,
+    "seconds": reach_coverage,
+    "trend": trend_coverage,
+}
+
+
 def _outside(sc: CurveScenario, got: dict) -> list[str]:
     return [k for k in KINDS if k in got and not bounds(sc, k)[0] <= got[k] <= bounds(sc, k)[1]]
 
@@ -73,11 +83,15 @@ def _outside(sc: CurveScenario, got: dict) -> list[str]:
 def test_each_interval_covers_what_it_claims(sc):
     i = GRID.index(sc)
     got = scenario_coverage(sc, R, np.random.default_rng([41, i]))
-    if _outside(sc, got):
+    bad = _outside(sc, got)
+    for measure in {MEASURE[k] for k in bad}:
         # 1,000 matrices cannot tell 0.96 from 0.97 (SE 0.006): 3,000 more decide, on the pooled
-        # 4,000 (SE 0.003); a formula off by 0.01 or more still fails
-        more = [scenario_coverage(sc, R, np.random.default_rng([41, i, j])) for j in (1, 2, 3)]
-        got = {k: float(np.mean([g[k] for g in [got, *more]])) for k in KINDS if k in got}
+        # 4,000 (SE 0.003); a formula off by 0.01 or more still fails. Only the failing kinds'
+        # part of the simulation runs again (fresh draws), to keep the test fast.
+        more = [measure(sc, R, np.random.default_rng([41, i, j])) for j in (1, 2, 3)]
+        for kind in bad:
+            if MEASURE[kind] is measure:
+                got[kind] = float(np.mean([got[kind], *(g[kind] for g in more)]))
     assert not _outside(sc, got), got
 
 
