@@ -322,3 +322,27 @@ def test_the_end_line_gives_a_completed_jobs_final_loss_and_a_failed_jobs_error(
     jd.write_summary({"status": "completed", "final_val_loss": 10.14123})
     assert end_line(jd, "V0", "completed", None) == "end V0: completed (final val loss 10.1412)"
     assert end_line(jd, "V0", "failed", "exit code 1") == "end V0: failed (exit code 1)"
+
+
+def test_a_stage_left_by_an_earlier_attempt_is_cleared_before_the_job_runs_again(
+    tmp_path, monkeypatch
+):
+    # killed in its final eval, the job's stage.json says "final eval"; resumed, it must not show
+    # "final eval 10m" while it is starting again
+    from ablate.config import MatrixSettings
+    from ablate.matrix import runner
+
+    m = _matrix(tmp_path)
+    results.write_stage(m.job_dir("V16"), "final eval")
+    seen = {}
+
+    def run_local(manifest, cfgs, settings):
+        seen["stage"] = results.read_stage(manifest.job_dir("V16"))
+        return {}
+
+    monkeypatch.setattr(runner, "_run_local", run_local)
+    monkeypatch.setattr(runner, "_finish", lambda *a: 0)
+    assert runner._launch_and_report(m, {"V16": None}, MatrixSettings()) == 0
+    assert seen == {"stage": None}
+    line = progress.render(progress.read(m))[1]
+    assert "final eval" not in line

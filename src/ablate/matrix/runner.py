@@ -237,6 +237,10 @@ def _creation_failed(matrix_dir: Path, e: Exception) -> AblateError:
 def _launch_and_report(
     manifest: results.Manifest, cfgs: dict[str, RunConfig], settings: MatrixSettings
 ) -> int:
+    for name in cfgs:
+        # A stage an earlier attempt left (killed in its final eval, say) is not what the job
+        # does now: until its trainer writes one, the views show it starting.
+        manifest.job_dir(name).stage.unlink(missing_ok=True)
     if settings.launcher.name == "slurm":
         if settings.launcher.slurm.wait and _live(settings):
             with progress.LiveView(manifest):
