@@ -124,7 +124,11 @@ MODULES = [
     Module(
         "results",
         ("src/ablate/results/files.py", "src/ablate/results/metrics.py"),
-        ("tests/test_results_format.py", "tests/train/test_writers_fail_midway.py"),
+        (
+            "tests/test_results_format.py",
+            "tests/test_results_metrics.py",
+            "tests/train/test_writers_fail_midway.py",
+        ),
         claim="results written atomically and incrementally, read back whole",
     ),
     Module(

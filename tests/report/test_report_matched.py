@@ -22,11 +22,21 @@ from ablate.report.curves import (
     ar1_mean_factor,
     fit_power_law,
     periodic_block_se,
+    seeds_half_width,
     subset_parts,
     subset_var,
 )
-from ablate.report.matched import matched_work
-from ablate.report.noise import RHO_CAP, effect, parts_from_windows
+from ablate.report.distributions import t_half_quantile
+from ablate.report.matched import _paired, _signed4, matched_work
+from ablate.report.noise import (
+    RHO_CAP,
+    SEEDS_AND_WINDOWS,
+    THIS_SEED,
+    Effect,
+    Parts,
+    effect,
+    parts_from_windows,
+)
 from ablate.results import FinalEval
 
 TPI = 65536
@@ -291,3 +301,85 @@ def test_too_few_windows_after_the_periodic_ones_use_them_all():
     assert subset_parts(eff, 8)[0] == pytest.approx(float(subset_var(p.window_var, 16, 8, p.rho)))
     est = periodic_block_se(w, 8)
     assert est is not None and est.n == 16
+
+
+# --------------------------------------------------------------------------- _paired, directly
+
+
+def _curve(step, seed, final):
+    tok = np.array([1.0, 2.0]) * TPI
+    return Curve(f"{step}_s{seed}", step, seed, tok, np.array([5.0, final]), tok, tok)
+
+
+def _window_effect(interaction_var, n_windows=256, periodic=64, df=9.0, kind=THIS_SEED):
+    """An Effect whose only variance part is the step-by-window one (what _paired reads), of
+    uncorrelated windows (lag-1 0: the subset's share is then exactly periodic / n)."""
+    z = np.asarray(0.0)
+    parts = Parts(
+        kind, z, None, None, np.asarray(interaction_var), np.asarray(df), None, z, z, rho=z
+    )
+    return Effect(parts, (1,), n_windows=n_windows, periodic_windows=periodic)
+
+
+def _final_gap(b, c):
+    return float(b.loss[-1] - c.loss[-1])
+
+
+@pytest.mark.parametrize("var", [1e-12, 0.02, 3.0])
+def test_one_seed_pair_gets_the_subsets_t_interval_from_its_eval_windows(var):
+    # one seed: value -+ t(df) * sqrt(var * n / periodic), whatever the size of the variance
+    eff = _window_effect(var, n_windows=256, periodic=64, df=9.0)
+    est = _paired([_curve("V0", 1, 3.5)], [_curve("V16", 1, 3.25)], _final_gap, eff)
+    h = float(t_half_quantile(0.95, 9.0)) * math.sqrt(var * 256 / 64)
+    assert est.value == 0.25 and est.kind == THIS_SEED and est.runs == 1
+    assert est.low == pytest.approx(0.25 - h, rel=1e-12, abs=1e-15)
+    assert est.high == pytest.approx(0.25 + h, rel=1e-12, abs=1e-15)
+    assert est.low < est.value < est.high
+
+
+@pytest.mark.parametrize("eff", [None, "zero"])
+def test_one_seed_pair_without_a_window_part_has_no_interval(eff):
+    effect = _window_effect(0.0) if eff == "zero" else None
+    est = _paired([_curve("V0", 1, 3.5)], [_curve("V16", 1, 3.75)], _final_gap, effect)
+    assert est.value == -0.25 and est.runs == 1 and est.kind is None
+    assert math.isnan(est.low) and math.isnan(est.high)
+
+
+def test_several_seeds_add_the_window_part_to_the_t_interval_over_seeds():
+    base = [_curve("V0", s, 3.5) for s in (1, 2, 3)]
+    step = [_curve("V16", s, f) for s, f in ((1, 3.25), (2, 3.2), (3, 3.3), (4, 0.0))]
+    vals = np.array([0.25, 0.3, 0.2])  # seed 4 has no baseline run: left out
+    alone = _paired(base, step, _final_gap, None)
+    assert alone.kind == "seeds" and alone.runs == 3
+    assert alone.value == pytest.approx(vals.mean())
+    h = float(t_half_quantile(0.95, 2)) * math.sqrt(vals.var(ddof=1) / 3)
+    assert alone.high - alone.value == pytest.approx(h, rel=1e-9)
+    eff = _window_effect(0.01, n_windows=256, periodic=64, df=9.0, kind=SEEDS_AND_WINDOWS)
+    both = _paired(base, step, _final_gap, eff)
+    hw = float(seeds_half_width(vals.var(ddof=1) / 3, 3, 0.01 * 4, 9.0))
+    assert both.kind == SEEDS_AND_WINDOWS and both.runs == 3
+    assert both.high - both.value == pytest.approx(hw, rel=1e-9)
+    assert both.value - both.low == pytest.approx(hw, rel=1e-9)
+    assert hw > h  # the window part widens it
+
+
+def test_a_non_finite_pair_is_left_out_and_a_single_finite_one_is_one_seed():
+    base = [_curve("V0", s, 3.5) for s in (1, 2)]
+    step = [_curve("V16", 1, 3.25), _curve("V16", 2, math.nan)]
+    est = _paired(base, step, _final_gap, _window_effect(0.01))
+    assert est.value == 0.25 and est.kind == THIS_SEED and est.runs == 1
+
+
+@pytest.mark.parametrize(
+    ("x", "cell"),
+    [
+        (0.12345, "+0.1235"),  # half away from zero
+        (-0.12345, "-0.1235"),
+        (0.0, "+0.0000"),
+        (-0.00004, "+0.0000"),  # rounds to zero: never "-0.0000"
+        (-0.00005, "-0.0001"),
+        (2.5, "+2.5000"),
+    ],
+)
+def test_a_difference_reads_with_its_sign_to_four_decimals(x, cell):
+    assert _signed4(x) == cell

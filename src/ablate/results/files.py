@@ -24,8 +24,8 @@ class ResultsFormatError(AblateError):
 
 
 def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
+    if hasattr(obj, "item"):  # numpy / torch scalars; a non-finite one is stored as a string too
+        return _clean(obj.item())
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
