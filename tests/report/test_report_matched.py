@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from report_factory import Job, make_matrix, section, table_rows
 
@@ -37,7 +38,7 @@ from ablate.report.noise import (
     effect,
     parts_from_windows,
 )
-from ablate.results import FinalEval
+from ablate.results import COMPLETED, FinalEval
 
 TPI = 65536
 
@@ -201,6 +202,10 @@ def test_one_seed_intervals_come_from_the_eval_windows(tmp_path):
     assert mu.kind == "this seed only" and mu.low < mu.value < mu.high
     d = m.diff_at_tokens["V16"]
     assert d.kind == "this seed only" and d.low < d.value < d.high
+    # tokens to the target (V16's final loss, which V0 crosses before its end): from the
+    # crossing of target + h, earlier; target - h is not reached in the box, so no upper bound
+    r = m.reach["V0"].tokens
+    assert r.kind == "this seed only" and r.runs == 1 and r.low < r.value and math.isnan(r.high)
     assert "(this seed only)" in section(md, "Matched work")
 
 
@@ -383,3 +388,119 @@ def test_a_non_finite_pair_is_left_out_and_a_single_finite_one_is_one_seed():
 )
 def test_a_difference_reads_with_its_sign_to_four_decimals(x, cell):
     assert _signed4(x) == cell
+
+
+# --------------------------------------------------------------------------- the common grid, directly
+
+
+def _frames(runs):
+    """jobs and curves frames of completed runs: {key: (step, seed, tokens, losses)}."""
+    jobs = pd.DataFrame(
+        [
+            {"key": k, "step": s, "seed": seed, "status": COMPLETED}
+            for k, (s, seed, _, _) in runs.items()
+        ]
+    )
+    rows = [
+        {
+            "key": k,
+            "step": s,
+            "seed": seed,
+            "iter": i,
+            "tokens_seen": float(t),
+            "val_loss": float(v),
+            "train_seconds": float(t) / 10,
+            "flops": float(t) * 6,
+        }
+        for k, (s, seed, tok, loss) in runs.items()
+        for i, (t, v) in enumerate(zip(tok, loss))
+    ]
+    return jobs, pd.DataFrame(rows)
+
+
+def _grid(runs, order=("V0", "V16"), target=None):
+    jobs, curves = _frames(runs)
+    return matched_work(jobs, curves, list(order), "V0", target)
+
+
+def test_two_evals_make_a_curve_and_the_grid_ends_at_the_earliest_last_eval():
+    m = _grid({"a": ("V0", 1, [0, 100], [5, 4]), "b": ("V16", 1, [0, 100, 150], [5, 4, 3])})
+    assert m.tokens == 100.0 and m.why_no_tokens is None
+    assert m.loss_at_tokens == {"V0": 4.0, "V16": 4.0}
+
+
+def test_curves_that_meet_at_one_token_count_compare_there():
+    m = _grid({"a": ("V0", 1, [0, 100, 200], [5, 4, 3]), "b": ("V16", 1, [200, 300], [3.5, 3])})
+    assert m.tokens == 200.0 and m.loss_at_tokens == {"V0": 3.0, "V16": 3.5}
+    assert m.diff_at_tokens["V16"].value == -0.5
+
+
+def test_curves_that_do_not_overlap_say_which_ends_before_which_begins():
+    # the run whose evals end first (by its last eval) and the one that begins last (by its
+    # first), whatever their other evals
+    m = _grid(
+        {
+            "a": ("V0", 1, [0, 90, 100], [5, 4.5, 4]),
+            "b": ("V16", 1, [200, 250], [3.5, 3]),
+            "c": ("V16", 2, [50, 60, 900], [5, 4, 3]),
+            "d": ("V16", 3, [150, 950, 1000], [4, 3, 2.9]),
+        }
+    )
+    assert m.tokens is None and m.loss_at_tokens == {} and m.diff_at_tokens == {}
+    assert m.why_no_tokens == "a's evals end at 100 tokens, before b's first at 200"
+
+
+def test_every_run_evaluated_once_is_named():
+    m = _grid(
+        {"a": ("V0", 1, [100], [5]), "b": ("V16", 1, [100], [4]), "c": ("V16", 2, [0, 100], [5, 4])}
+    )
+    assert m.tokens is None
+    assert m.why_no_tokens == "a, b evaluated once, so there is no curve to interpolate"
+
+
+def test_a_step_not_compared_neither_cuts_the_grid_nor_blocks_it():
+    runs = {
+        "a": ("V0", 1, [0, 100], [5, 4]),
+        "b": ("V16", 1, [0, 100], [5, 3.5]),
+        "x": ("V17", 1, [0, 50], [5, 4.5]),  # ends earlier
+        "y": ("V17", 2, [50], [4.5]),  # one eval
+    }
+    m = _grid(runs)
+    assert m.tokens == 100.0 and m.why_no_tokens is None and set(m.loss_at_tokens) == {"V0", "V16"}
+
+
+REACH = {
+    "a": ("V0", 1, [100, 400], [4.0, 3.0]),
+    "b": ("V0", 2, [100, 400], [4.0, 3.2]),
+    "c": ("V16", 1, [100, 400], [3.5, 3.0]),
+    "d": ("V16", 2, [100, 400], [4.5, 3.8]),
+    "x": ("V17", 1, [100, 400], [4.5, 3.9]),  # not compared: sets no target
+}
+
+
+def test_work_to_a_target_over_the_runs_that_reach_it():
+    m = _grid(REACH, target=3.5)
+    assert (m.target, m.target_source) == (3.5, "--target-loss")
+    v0, v16 = m.reach["V0"], m.reach["V16"]
+    assert set(m.reach) == {"V0", "V16"}
+    # a: 3.5 halfway between 4 and 3, in log tokens: 200; b: 100 * 4^0.625; c: at its first eval
+    t0 = np.array([200.0, 100 * 4**0.625])
+    assert (v0.runs, v0.hit, v0.why_not) == (2, 2, [])
+    assert v0.tokens.value == pytest.approx(t0.mean()) and v0.tokens.kind == "seeds"
+    assert v0.tokens.runs == 2 and v0.tokens.low < t0.mean() < v0.tokens.high
+    assert v0.seconds.value == pytest.approx(t0.mean() / 10) and v0.seconds.runs == 2
+    assert v0.flops == pytest.approx(t0.mean() * 6)
+    assert (v16.runs, v16.hit) == (2, 1)
+    assert v16.why_not == ["d: its lowest periodic val loss 3.8000 stays above the target"]
+    assert (v16.tokens.value, v16.tokens.runs, v16.seconds.value, v16.flops) == (100, 1, 10, 600)
+
+
+def test_the_default_target_is_the_highest_lowest_loss_of_the_compared_runs():
+    m = _grid(REACH)
+    assert m.target == 3.8
+    assert m.target_source == (
+        "the highest of the compared runs' lowest periodic val losses, so every run reaches it"
+    )
+    assert all(r.hit == r.runs == 2 and not r.why_not for r in m.reach.values())
+    none = _grid({"x": ("V17", 1, [100, 400], [4.5, 3.9])})  # no compared step has a curve
+    assert none.target is None and none.reach == {} and none.multiplier == {}

@@ -94,7 +94,6 @@ class Matched:
     target_source: str
     reach: dict[str, Reach]  # step -> Reach
     multiplier: dict[str, Multiplier]  # step -> Multiplier
-    cadences: dict[str, list[int]]  # step -> sorted distinct cadences (tokens between evals)
 
 
 def matched_work(
@@ -110,9 +109,6 @@ def matched_work(
     for c in runs:
         by_step.setdefault(c.step, []).append(c)
     steps = [s for s in order if s in by_step]
-    cadences = {
-        s: sorted({round(c.cadence) for c in by_step[s] if math.isfinite(c.cadence)}) for s in steps
-    }
 
     # The common grid: from the latest first eval to the earliest last eval over all runs.
     tokens, why = None, None
@@ -123,7 +119,8 @@ def matched_work(
     elif usable:
         lo = max(c.tokens[0] for c in usable)
         hi = min(c.tokens[-1] for c in usable)
-        if hi > 0 and hi >= lo:
+        # a usable curve has two distinct token counts >= 0 (curves_of), so hi > 0 here
+        if hi >= lo:
             tokens = float(hi)
         else:
             first = max(usable, key=lambda c: c.tokens[0])
@@ -146,8 +143,8 @@ def matched_work(
                 )
 
     target, source = target_loss, "--target-loss"
-    if target is None and usable or (target is None and runs):
-        target = max(float(c.loss.min()) for c in runs if c.step in steps)
+    if target is None and steps:
+        target = max(float(c.loss.min()) for s in steps for c in by_step[s])
         source = (
             "the highest of the compared runs' lowest periodic val losses, so every run reaches it"
         )
@@ -178,7 +175,7 @@ def matched_work(
         for s in steps:
             if s != baseline:
                 mult[s] = multiplier(by_step[baseline], by_step[s], _effect(stats, s, baseline))
-    return Matched(tokens, why, at, diff, target, source, reach, mult, cadences)
+    return Matched(tokens, why, at, diff, target, source, reach, mult)
 
 
 def _effect(stats: dict[str, StepStats] | None, step: str, baseline: str) -> Effect | None:
