@@ -418,6 +418,42 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "no bool reaches it: the job readers type every numeric field and refuse a bool "
         "(results/summary.py _as_int and _as_float), leaving NaN",
     ),
+    # results
+    *(
+        Equivalent(
+            f"ablate.results.files.x_{fn}__mutmut_*",
+            'path.read_text(encoding="utf-8")',
+            f"text = path.read_text(encoding={enc})",
+            why,
+        )
+        for fn in ("read_yaml", "read_json")
+        for enc, why in (
+            ('"UTF-8"', "the same codec"),
+            (
+                "None",
+                "accepted: the locale's encoding, which is UTF-8 wherever this runs (a UTF-8 "
+                "locale, or Python's UTF-8 mode under the C locale); telling them apart needs a "
+                "non-UTF-8 locale installed",
+            ),
+        )
+    ),
+    *(
+        Equivalent(
+            "ablate.results.files.x_read_yaml__mutmut_*",
+            'getattr(yaml, "CSafeLoader", yaml.SafeLoader)',
+            f"loader = {line}",
+            "both safe loaders build the same mapping from the same text (the C one is only "
+            "faster), and the installed PyYAML has the C one, so the fallback is never read",
+        )
+        for line in (
+            'getattr(None, "CSafeLoader", yaml.SafeLoader)',
+            'getattr(yaml, "CSafeLoader", None)',
+            'getattr(yaml, "CSafeLoader", )',
+            'getattr(yaml, "XXCSafeLoaderXX", yaml.SafeLoader)',
+            'getattr(yaml, "csafeloader", yaml.SafeLoader)',
+            'getattr(yaml, "CSAFELOADER", yaml.SafeLoader)',
+        )
+    ),
     # stats
     *(
         Equivalent(

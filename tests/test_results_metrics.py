@@ -373,3 +373,49 @@ def test_metrics_facts_find_the_first_non_finite_loss_and_the_final_full_eval():
     none = M.metrics_facts([])
     assert none.best_val_loss is None and none.final_val_loss is None
     assert none.iterations is None and none.peak_memory_mb is None and none.gates == {}
+
+
+def test_a_train_record_starting_exactly_at_the_tail_is_read_whole(tmp_path):
+    rec = {"iter": 1, "kind": "train", "loss/train": 3.0}
+    line = json.dumps(rec) + "\n"
+    pad = want = M.TAIL_BYTES - len(line)
+    tail = []
+    while pad > 0:  # eval lines after it, TAIL_BYTES - len(line) bytes in all
+        n = min(pad, 1000)
+        body = json.dumps({"iter": 1, "kind": "eval", "notes": ""})
+        fill = max(n - len(body) - 1, 0)
+        tail.append(json.dumps({"iter": 1, "kind": "eval", "notes": "x" * fill}))
+        pad -= len(tail[-1]) + 1
+    assert pad == 0 and sum(len(t) + 1 for t in tail) == want
+    path = _lines(tmp_path / "m.jsonl", {"iter": 0, "kind": "eval", "notes": "y" * 500}, rec, *tail)
+    assert path.stat().st_size - path.read_text().index(line) == M.TAIL_BYTES
+    assert results.last_train_record(path) == rec
+
+
+# --------------------------------------------------------------------------- YAML fed junk
+
+
+def test_a_yaml_file_missing_unreadable_or_corrupt_is_named_with_why(tmp_path):
+    read = results.read_yaml
+    gone = tmp_path / "config.yaml"
+    with pytest.raises(results.ResultsFormatError, match=rf"^{gone}: file is missing$"):
+        read(gone)
+    gone.write_bytes(b"model:\n  name: \xff\xfe\n")
+    with pytest.raises(results.ResultsFormatError, match=rf"^{gone}: unreadable \(.*utf-8"):
+        read(gone)
+    gone.write_text("model:\n  n_layer: 4\n   bad: [\n")
+    with pytest.raises(
+        results.ResultsFormatError,
+        match=rf"^{gone}: not valid YAML at line 3; the file is corrupt$",
+    ):
+        read(gone)
+    gone.write_text("model:\n  name: \x07\n")  # a reader error: no line to name
+    with pytest.raises(
+        results.ResultsFormatError, match=rf"^{gone}: not valid YAML; the file is corrupt$"
+    ):
+        read(gone)
+    gone.write_text("- 1\n- 2\n")
+    with pytest.raises(results.ResultsFormatError, match="expected a YAML mapping, found list"):
+        read(gone)
+    gone.write_text("model:\n  name: ünïcödé\n  n_layer: 4\n")
+    assert read(gone) == {"model": {"name": "ünïcödé", "n_layer": 4}}
