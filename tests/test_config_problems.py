@@ -275,6 +275,19 @@ def test_matrix_settings_collect_the_launcher_and_its_slurm_options():
     C.validate_settings(MatrixSettings())
 
 
+def test_matrix_settings_refuse_a_bad_confirm_count_and_each_key_that_cannot_be_tuned():
+    tune = ["optim.lr", "step", " ", "seed", "steps", "model.seed"]
+    why = "cannot be tuned; name swept keys other than step and seed, e.g. tune=[optim.lr]"
+    assert MatrixSettings(confirm_jobs=0, tune=tune).problems() == [
+        "confirm_jobs=0 must be at least 1",
+        f"tune=[optim.lr,step, ,seed,steps,model.seed]: 'step' {why}",
+        f"tune=[optim.lr,step, ,seed,steps,model.seed]: ' ' {why}",
+        f"tune=[optim.lr,step, ,seed,steps,model.seed]: 'seed' {why}",
+    ]
+    assert MatrixSettings(confirm_jobs=None).problems() == ["confirm_jobs=null must be an integer"]
+    assert MatrixSettings(confirm_jobs=1, tune=["optim.lr", "model.n_layer"]).problems() == []
+
+
 def test_a_model_that_does_not_fit_this_host_is_refused_from_its_sizes(monkeypatch):
     from models.config import estimate_params, to_model_config
 
