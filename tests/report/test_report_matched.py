@@ -136,7 +136,18 @@ def test_one_eval_per_run_gives_the_true_reason(tmp_path):
     jobs = [Job(j.step, j.architecture, 3.7, evals=1) for j in jobs]
     m, md = report(tmp_path, jobs)
     assert m.tokens is None and "evaluated once" in m.why_no_tokens
-    assert "eval_interval x" not in section(md, "Matched work")
+    text = section(md, "Matched work")
+    assert "eval_interval x" not in text
+    # the table still says how far each run got, with the reason there is no equal-tokens loss
+    assert "evaluated once, so there is no curve to interpolate." in text
+    assert [r[0] for r in table_rows(text)] == ["V0", "V16"]
+
+
+def test_no_validation_curve_at_all_is_one_sentence(tmp_path):
+    jobs = [Job("V0", "arch V0", 3.7, evals=0), Job("V16", "arch V16", 3.6, evals=0)]
+    m, md = report(tmp_path, jobs)
+    assert m.reach == {} and m.loss_at_tokens == {}
+    assert section(md, "Matched work").strip() == "No completed run recorded a validation curve."
 
 
 def test_different_cadences_are_warned(tmp_path):
