@@ -289,3 +289,34 @@ def test_runs_with_per_window_losses_pair_window_by_window():
     step = st("V16", [v for v, _ in step_evals], [1, 2], evals=[e for _, e in step_evals])
     c = compare(step, ref)
     assert c.effect is not None and c.effect.kind == "seeds and windows" and c.why is None
+
+
+# --------------------------------------------------------------------------- a step without completed runs
+
+
+FAILED = {"status": "failed", "error": "boom", "done": False}
+
+
+def test_a_step_without_completed_runs_uses_its_partial_ones_flagged_by_their_statuses(tmp_path):
+    coll, stats = _step_with(
+        tmp_path, {1: FAILED, 2: {"status": "running", "done": False}, 3: FAILED}
+    )
+    st = stats["V16"]
+    assert st.flag == "failed/running" and st.n == 3  # statuses in order, each once
+    assert stats["V0"].flag is None
+    from ablate.report.stats import step_stats
+
+    none = step_stats(coll.jobs, ["V99"])["V99"]  # a step in the order without any job
+    assert none.flag == "no jobs" and none.n == 0 and none.n_jobs == 0
+
+
+def test_completed_runs_without_a_finite_loss_say_so_unless_a_partial_run_has_one(tmp_path):
+    def v16(seed, best, **kw):
+        return Job("V16", "RA", best, seed=seed, **kw)
+
+    base = [Job("V0", "Baseline", 3.75, seed=s) for s in (1, 2, 3)]
+    _, stats = build([make_matrix(tmp_path, base + [v16(s, None) for s in (1, 2, 3)])])
+    assert stats["V16"].flag == "no finite loss" and stats["V16"].n == 0
+    jobs = base + [v16(1, None), v16(2, None), v16(3, 3.6, **FAILED)]
+    _, stats = build([make_matrix(tmp_path / "b", jobs)])
+    assert stats["V16"].flag == "completed/failed" and stats["V16"].n == 1

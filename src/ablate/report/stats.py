@@ -101,7 +101,10 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
     out: dict[str, StepStats] = {}
     for step in order:
         sub = jobs[jobs["step"] == step]
+        # astype(bool): an empty step's mask would be an object Series, which pandas reads as
+        # column labels (no columns, then a KeyError)
         finite = sub["val_loss"].map(lambda v: isinstance(v, float) and math.isfinite(v))
+        finite = finite.astype(bool)
         done = sub[(sub["status"] == R.COMPLETED) & finite]
         if len(done):
             used, flag = done, None
