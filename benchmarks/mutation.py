@@ -418,6 +418,20 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "no bool reaches it: the job readers type every numeric field and refuse a bool "
         "(results/summary.py _as_int and _as_float), leaving NaN",
     ),
+    # stats: step_stats
+    Equivalent(
+        "ablate.report.stats.x_step_stats__mutmut_*",
+        'pd.to_numeric(sub["resumed"], errors="coerce").fillna(0)',
+        'resumed = pd.to_numeric(sub["resumed"], errors="coerce").fillna(None)',
+        "a NaN left in place is skipped by sum() and is not > 0: the same counts",
+    ),
+    Equivalent(
+        "ablate.report.stats.x_step_stats__mutmut_*",
+        'pd.to_numeric(sub["resumed"], errors="coerce").fillna(0)',
+        'resumed = pd.to_numeric(sub["resumed"], ).fillna(0)',
+        "no string reaches it: the reader types resumed as an int or None (JobSummary, "
+        "report/load.py), which to_numeric takes without coercing",
+    ),
     # results
     *(
         Equivalent(

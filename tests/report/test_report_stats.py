@@ -304,10 +304,12 @@ def test_a_step_without_completed_runs_uses_its_partial_ones_flagged_by_their_st
     st = stats["V16"]
     assert st.flag == "failed/running" and st.n == 3  # statuses in order, each once
     assert stats["V0"].flag is None
+    assert (st.architecture, stats["V0"].architecture) == ("RA", "Baseline")
     from ablate.report.stats import step_stats
 
     none = step_stats(coll.jobs, ["V99"])["V99"]  # a step in the order without any job
     assert none.flag == "no jobs" and none.n == 0 and none.n_jobs == 0
+    assert none.architecture is None
 
 
 def test_completed_runs_without_a_finite_loss_say_so_unless_a_partial_run_has_one(tmp_path):
