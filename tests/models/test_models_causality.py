@@ -284,3 +284,14 @@ def test_a_no_gradient_leak_behind_a_gate_at_zero_is_refused_by_the_randomised_c
     assert (failed.method, failed.weights) == ("perturbation", "random")
     assert all(p.ok for p in report.probes[:-1])  # every probe before it was blind
     assert check_causal(m, randomize=False).ok  # the given weights alone cannot show it
+
+
+@pytest.mark.parametrize(
+    ("weights", "said"), [("random", "random weights"), ("given", "given weights")]
+)
+def test_a_probe_names_the_weights_it_ran_at(weights, said):
+    # a refusal must say whether the leak was seen at the model's own weights or re-drawn ones
+    from models.causality_probes import ProbeResult
+
+    r = ProbeResult("perturbation", weights, "eval", "bf16", [2, 64], [10, 20], 0.5, 1e-3)
+    assert r.describe() == f"perturbation probe ({said}, eval mode, bf16, batch 2 x 64 tokens)"
