@@ -140,7 +140,17 @@ def test_one_eval_per_run_gives_the_true_reason(tmp_path):
     assert "eval_interval x" not in text
     # the table still says how far each run got, with the reason there is no equal-tokens loss
     assert "evaluated once, so there is no curve to interpolate." in text
-    assert [r[0] for r in table_rows(text)] == ["V0", "V16"]
+    rows = {r[0]: r for r in table_rows(text)}
+    assert list(rows) == ["V0", "V16"]
+    assert rows["V0"][1:3] == ["-", "-"] and rows["V16"][1:3] == ["-", "-"]  # no loss, no diff
+
+
+def test_a_step_without_a_curve_is_a_row_of_dashes(tmp_path):
+    failed = Job("V17", "arch V17", 3.9, status="failed", error="boom", done=False, evals=0)
+    m, md = report(tmp_path, [run("V0"), run("V16", k=1.5), failed])
+    rows = {r[0]: r for r in table_rows(section(md, "Matched work"))}
+    assert rows["V17"] == ["V17", "-", "-", "-", "-", "-", "-"]
+    assert rows["V0"][2] == "-" and rows["V16"][2].startswith("+")  # the baseline has no diff
 
 
 def test_no_validation_curve_at_all_is_one_sentence(tmp_path):
