@@ -448,6 +448,7 @@ def test_two_evals_make_a_curve_and_the_grid_ends_at_the_earliest_last_eval():
     m = _grid({"a": ("V0", 1, [0, 100], [5, 4]), "b": ("V16", 1, [0, 100, 150], [5, 4, 3])})
     assert m.tokens == 100.0 and m.why_no_tokens is None
     assert m.loss_at_tokens == {"V0": 4.0, "V16": 4.0}
+    assert list(m.diff_at_tokens) == ["V16"]  # the baseline is not compared with itself
 
 
 def test_curves_that_meet_at_one_token_count_compare_there():
