@@ -151,6 +151,14 @@ def test_a_step_without_a_curve_is_a_row_of_dashes(tmp_path):
     rows = {r[0]: r for r in table_rows(section(md, "Matched work"))}
     assert rows["V17"] == ["V17", "-", "-", "-", "-", "-", "-"]
     assert rows["V0"][2] == "-" and rows["V16"][2].startswith("+")  # the baseline has no diff
+    r = m.reach["V0"]  # one run: tokens, seconds and FLOPs to the target, each as a number
+    assert rows["V0"][3:] == [
+        "1/1",
+        f"{round(r.tokens.value):,}",
+        f"{r.seconds.value:,.1f}" if math.isfinite(r.seconds.value) else "-",
+        f"{r.flops:.3g}" if math.isfinite(r.flops) else "-",
+    ]
+    assert f"Val loss at {round(m.tokens):,} tokens" in section(md, "Matched work")
 
 
 def test_no_validation_curve_at_all_is_one_sentence(tmp_path):
