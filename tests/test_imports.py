@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.errors import assert_one_error_line
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -189,7 +190,7 @@ def test_help_and_a_typo_are_answered_without_importing_torch(argv):
     )
     assert r.stdout.strip().splitlines()[-1] == "NO-TORCH", r.stdout[-2000:] + r.stderr[-2000:]
     if "--help" not in argv:
-        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+        assert_one_error_line(r.stderr)
 
 
 def test_no_test_edits_sys_path():

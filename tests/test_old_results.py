@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers.errors import assert_one_error_line
 
 from ablate import results
 from ablate.config import load_job_config
@@ -94,7 +95,7 @@ def test_the_old_key_on_a_command_line_is_refused_with_the_new_name(argv, capsys
         matrix_main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert_one_error_line(err)
     assert "budget.train_seconds" in err and "budget.box_seconds" in err
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.errors import assert_one_error_line
 
 from ablate.data import DataConfig, prepare_command, read_shard, resolve_dataset, write_shard
 from ablate.data.__main__ import main, normalize_overrides, parse_count
@@ -122,7 +123,7 @@ def test_bad_arguments_one_error_line(capsys, tmp_path, monkeypatch, args, expec
     monkeypatch.chdir(tmp_path)
     code, out, err = run_main(capsys, *args)
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and err.startswith("error: ") and expect in err, err
+    assert_one_error_line(err, expect)
     assert not (tmp_path / "data").exists()
 
 

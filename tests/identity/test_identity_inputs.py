@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.tiny import TINY_MODEL
 
 from ablate import identity, provenance
 from ablate.compose import build_jobs
@@ -27,10 +28,7 @@ from ablate.errors import DataError
 
 TINY = [
     "experiment=smoke",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
+    *TINY_MODEL,
     "data.val_windows=4",
     "data.val_tokens=1024",
 ]

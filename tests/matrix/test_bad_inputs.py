@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.errors import assert_one_error_line
 
 from ablate import results
 from ablate.matrix.__main__ import main
@@ -24,7 +25,7 @@ def _refused(capsys, argv, root: Path) -> str:
         main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert_one_error_line(err)
     assert not root.exists(), "a directory was created for a refused run"
     return err
 
@@ -353,7 +354,7 @@ def test_results_root_under_a_file_is_one_line(extra, tmp_path, capsys):
         main([*BASE, f"results_root={blocker}/results", *extra])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "results_root" in err
+    assert_one_error_line(err, "results_root")
 
 
 def test_a_missing_dependency_is_one_line_not_a_traceback(tmp_path):

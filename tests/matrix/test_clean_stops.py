@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers.tiny import tiny_model
 from train_helpers import child_env, make_job, summary, wait_for_iter  # noqa: E402
 
 from ablate import results
@@ -26,10 +27,7 @@ from ablate.launch.torchrun import describe_failure
 TINY = [
     "experiment=smoke",
     "step=V0",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=32",
+    *tiny_model(block_size=32),
     "hardware.micro_batch=2",
     "optim.tokens_per_iter=128",
     "data.val_windows=4",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny import TINY_BATCH, TINY_MODEL
 from torch import nn
 
 from ablate import results
@@ -21,12 +22,8 @@ pytestmark = pytest.mark.slow
 
 # A model small enough that a torchrun job is dominated by process start-up.
 TINY = [
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
-    "hardware.micro_batch=4",
-    "optim.tokens_per_iter=512",
+    *TINY_MODEL,
+    *TINY_BATCH,
     "data.val_windows=4",
     "data.val_tokens=1024",
     "budget.eval_interval=5",

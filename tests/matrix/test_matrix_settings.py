@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.tiny import TINY_BATCH, TINY_MODEL
 
 from ablate import results
 from ablate.config import RunConfig, load_job_config
@@ -25,12 +26,8 @@ from ablate.report.__main__ import main as report_main
 
 TINY = [
     "experiment=smoke",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
-    "hardware.micro_batch=4",
-    "optim.tokens_per_iter=512",
+    *TINY_MODEL,
+    *TINY_BATCH,
     "data.val_windows=4",
     "data.val_tokens=1024",
     "budget.eval_interval=2",

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.errors import assert_one_error_line
+from helpers.tiny import TINY_BATCH, TINY_MODEL
 from report_factory import make_matrix, seed_jobs  # noqa: E402
 
 from ablate import results
@@ -31,12 +33,8 @@ from ablate.matrix.__main__ import main
 
 TINY = [
     "experiment=smoke",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
-    "hardware.micro_batch=4",
-    "optim.tokens_per_iter=512",
+    *TINY_MODEL,
+    *TINY_BATCH,
     "preflight=false",
 ]
 
@@ -49,7 +47,7 @@ def _snapshot(folder: Path) -> dict:
 
 def _one_error(capsys, code=2) -> str:
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert_one_error_line(err)
     assert "Traceback" not in err
     return err
 
@@ -188,7 +186,7 @@ def test_the_trainer_on_a_folder_that_is_not_a_job_writes_nothing(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert_one_error_line(proc.stderr)
     assert "is not a job directory" in proc.stderr and "config.yaml" in proc.stderr
     assert _snapshot(folder) == before
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny import TINY_BATCH, TINY_MODEL
 
 from ablate import results
 from ablate.launch.slurm import poll
@@ -22,12 +23,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 TINY = [
     "experiment=smoke",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
-    "hardware.micro_batch=4",
-    "optim.tokens_per_iter=512",
+    *TINY_MODEL,
+    *TINY_BATCH,
     "preflight=false",
 ]
 

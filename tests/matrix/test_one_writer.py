@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.errors import assert_one_error_line
+from helpers.tiny import TINY_BATCH, TINY_MODEL
 
 from ablate import results
 from ablate.lock import LockHeld, LockUnavailable, lock_job, lock_matrix, probe
@@ -24,12 +26,8 @@ from ablate.matrix.__main__ import main
 
 TINY = [
     "experiment=smoke",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
-    "hardware.micro_batch=4",
-    "optim.tokens_per_iter=512",
+    *TINY_MODEL,
+    *TINY_BATCH,
     "data.val_windows=4",
     "budget.eval_interval=5",
     "budget.log_interval=5",
@@ -452,7 +450,7 @@ def test_deleting_the_lock_of_a_training_job_lets_no_second_trainer_in(tmp_path)
         (job / results.LOCK).unlink()
         second = run_cli(job, timeout=120)
         assert second.returncode == 2, second.stdout + second.stderr
-        assert second.stderr.startswith("error: ") and second.stderr.count("\n") == 1
+        assert_one_error_line(second.stderr)
         assert "in use" in second.stderr
         with pytest.raises(LockHeld):  # and in-process (a Slurm task calls run_job)
             run_job(job)

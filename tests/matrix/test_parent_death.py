@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.tiny import tiny_model
 
 from ablate import results
 from ablate.lock import probe
@@ -37,10 +38,7 @@ pytestmark = pytest.mark.slow
 ARGS = [
     "experiment=smoke",
     "step=V0",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=32",
+    *tiny_model(block_size=32),
     "hardware.micro_batch=2",
     "optim.tokens_per_iter=128",
     "optim.warmup_iters=3",

@@ -10,18 +10,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers.tiny import TINY_BATCH, TINY_MODEL
 
 from ablate import results
 from ablate.matrix.__main__ import main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
-    "hardware.micro_batch=4",
-    "optim.tokens_per_iter=512",
+    *TINY_MODEL,
+    *TINY_BATCH,
     "data.val_windows=4",
     "budget.eval_interval=3",
     "budget.log_interval=3",

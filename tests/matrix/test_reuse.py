@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import runs_craft as craft  # noqa: E402
+from helpers.tiny import TINY_MODEL  # noqa: E402
 
 from ablate import identity, results  # noqa: E402
 from ablate.compose import build_jobs  # noqa: E402
@@ -19,10 +20,7 @@ from ablate.runs import RunsIndex  # noqa: E402
 
 TINY = [
     "experiment=smoke",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
+    *TINY_MODEL,
     "data.val_windows=4",
     "data.val_tokens=1024",
     "progress=false",

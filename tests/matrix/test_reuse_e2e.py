@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers.tiny import TINY_BATCH, TINY_MODEL
 
 from ablate import identity, results
 from ablate.matrix.__main__ import main
@@ -25,12 +26,8 @@ pytestmark = pytest.mark.slow
 
 TINY = [
     "experiment=smoke",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
-    "hardware.micro_batch=4",
-    "optim.tokens_per_iter=512",
+    *TINY_MODEL,
+    *TINY_BATCH,
     "optim.warmup_iters=2",
     "data.val_windows=4",
     "data.val_tokens=1024",

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from helpers.tiny import TINY_MODEL
 
 from ablate.config import TrackerConfig
 from ablate.errors import ConfigError
@@ -18,10 +19,7 @@ from ablate.train.tracker_checks import check_usable
 TINY = [
     "experiment=smoke",
     "step=V0",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
+    *TINY_MODEL,
     "preflight=false",
 ]
 

@@ -9,6 +9,7 @@ import sys
 
 import pandas as pd
 import pytest
+from helpers.errors import assert_one_error_line
 from report_factory import Job, make_matrix, seed_jobs, table_rows
 
 from ablate import results as R
@@ -145,7 +146,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, case):
         main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert_one_error_line(err)
     assert expected in err
 
 

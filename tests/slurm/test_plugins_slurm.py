@@ -6,6 +6,7 @@ import textwrap
 import uuid
 
 import pytest
+from helpers.tiny import TINY_BATCH, TINY_MODEL
 
 from ablate import results
 from ablate.matrix.__main__ import main
@@ -13,12 +14,8 @@ from ablate.matrix.__main__ import main
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 TINY = [
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=64",
-    "hardware.micro_batch=4",
-    "optim.tokens_per_iter=512",
+    *TINY_MODEL,
+    *TINY_BATCH,
     "data.val_windows=4",
     "budget.eval_interval=3",
     "budget.log_interval=3",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny import tiny_model
 from train_helpers import child_env, cli_command, curve, make_job, records, summary
 
 from ablate import results
@@ -130,10 +131,7 @@ def test_the_restart_redoes_only_the_steps_after_training(tmp_path, reference):
 ARGS = [
     "experiment=smoke",
     "step=V0",
-    "model.n_layer=2",
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=32",
+    *tiny_model(block_size=32),
     "hardware.micro_batch=2",
     "optim.tokens_per_iter=128",
     "optim.warmup_iters=3",
