@@ -123,6 +123,9 @@ def sweep_matrix(tmp_path_factory):
     return cwd
 
 
+# Slow: every --plan here times a few training steps of each model (ablate.matrix.timing);
+# tests/test_readme.py keeps the README's commands and names true in the fast tier.
+@pytest.mark.slow
 def test_every_readme_block_runs_in_order(seed_matrix, sweep_matrix, tmp_path):
     """YAML blocks are written where the README says (into a copy of conf/), then every command
     after them runs against that copy, as a user pasting the README top to bottom would."""

@@ -346,7 +346,8 @@ def test_read_only_results_report_elsewhere_and_resume_says_so(readonly_matrix, 
     assert err.count("\n") == 1 and "not writable" in err
 
 
-@pytest.mark.parametrize("extra", [[], ["preflight=false"]])
+# With the preflight (slow: it probes and reads the data first) and without it.
+@pytest.mark.parametrize("extra", [pytest.param([], marks=pytest.mark.slow), ["preflight=false"]])
 def test_results_root_under_a_file_is_one_line(extra, tmp_path, capsys):
     blocker = tmp_path / "afile"
     blocker.write_text("x")

@@ -433,6 +433,10 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
     assert not (mdir / "V0" / results.DONE).exists()
 
 
+# Slow (a trainer subprocess trains while a second is refused); the fast tier keeps
+# test_a_lock_file_deleted_while_held_lets_no_second_writer_in and
+# test_the_job_process_refuses_a_job_another_process_holds.
+@pytest.mark.slow
 def test_deleting_the_lock_of_a_training_job_lets_no_second_trainer_in(tmp_path):
     """A job trains; its .ablate.lock is deleted; a second trainer of the same directory (by hand,
     a second runner) is refused with one line, and the first trains on to its end."""

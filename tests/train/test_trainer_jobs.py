@@ -153,7 +153,12 @@ def test_same_seed_same_curve_different_seed_differs(reference_dropout, tmp_path
 
 
 @pytest.mark.parametrize(
-    "signame,sync", [("SIGTERM", "every"), ("SIGUSR1", "every"), ("SIGUSR2", "sparse")]
+    "signame,sync",
+    [
+        ("SIGTERM", "every"),
+        pytest.param("SIGUSR1", "every", marks=pytest.mark.slow),  # the SIGTERM path, named apart
+        ("SIGUSR2", "sparse"),
+    ],
 )
 def test_signal_checkpoints_exits_3_and_resumes_exactly(reference_dropout, tmp_path, signame, sync):
     job = make_job(tmp_path, model__dropout=0.1)
@@ -344,6 +349,9 @@ def test_v18_gates_in_eval_records_and_summary(tmp_path):
 # --------------------------------------------------------------------------- the time box
 
 
+# Slow (20 s of training by design); the fast tier keeps the DDP curve test, the box cutting an
+# iteration budget below and tests/train/test_schedule_box.py.
+@pytest.mark.slow
 def test_time_box_of_20_seconds_under_ddp(tmp_path):
     """Two ranks, CUDA-style sparse syncs (stop planned from the measured iteration time)."""
     box = 20.0
