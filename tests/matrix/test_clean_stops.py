@@ -109,7 +109,8 @@ def _start(job: Path) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("signame", ["SIGHUP", "SIGINT"])
+# SIGINT in the fast tier; SIGHUP (the same handler) in the full run.
+@pytest.mark.parametrize("signame", [pytest.param("SIGHUP", marks=pytest.mark.slow), "SIGINT"])
 def test_the_trainer_stops_on_sighup_and_sigint_like_sigterm(tmp_path, signame):
     """A closed terminal (SIGHUP) or Ctrl-C (SIGINT) of a trainer run by hand: a checkpoint, exit
     code 3, resumable; one line, no traceback."""
