@@ -100,7 +100,7 @@ def test_summary_records_tokens_epochs_and_the_box_overrun(tmp_path):
 
 
 def test_budget_warnings_name_overrun_repeated_data_and_an_unfinished_schedule():
-    from ablate.train.records import budget_warnings
+    from ablate.train.trainlog import budget_warnings
 
     base = {
         "schedule": {"clock": "train_seconds"},

@@ -13,6 +13,7 @@ import torch
 import models
 from ablate.config import BudgetConfig, OptimConfig
 from ablate.errors import ConfigError
+from ablate.train.box import Box
 from ablate.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from ablate.train.device import peak_flops
 from ablate.train.optim import Schedule, build_optimizer, grad_accum_for, param_groups
@@ -124,7 +125,7 @@ def test_grad_accum_error_names_the_numbers_and_a_fix():
 
 
 def test_schedule_by_iterations():
-    s = Schedule(optim_cfg(warmup_iters=10), max_iters=110, box_seconds=None)
+    s = Schedule(optim_cfg(warmup_iters=10), Box(None, 110))
     assert s.by_iters
     assert s(0) == pytest.approx(1e-4)  # (0 + 1) / 10 * lr
     assert s(9) == pytest.approx(1e-3)
@@ -135,7 +136,7 @@ def test_schedule_by_iterations():
 
 
 def test_schedule_by_time_is_a_function_of_the_fraction_of_the_box():
-    s = Schedule(optim_cfg(warmup_iters=None, warmup_fraction=0.1), None, box_seconds=100.0)
+    s = Schedule(optim_cfg(warmup_iters=None, warmup_fraction=0.1), Box(100.0, None))
     assert not s.by_iters and s.warmup == pytest.approx(10.0)  # 10% of the box, from the start
     assert s(0, elapsed=0.0) == 0.0
     assert s(3, elapsed=5.0) == pytest.approx(0.5e-3)  # lr * t / t_w
@@ -148,7 +149,7 @@ def test_schedule_by_time_is_a_function_of_the_fraction_of_the_box():
     for t in (3.0, 10.0, 41.5, 77.0):
         assert s(50, elapsed=t) == s(5000, elapsed=t)
     # the same fraction of boxes of any length: the same lr
-    long = Schedule(optim_cfg(warmup_iters=None, warmup_fraction=0.1), None, box_seconds=7200.0)
+    long = Schedule(optim_cfg(warmup_iters=None, warmup_fraction=0.1), Box(7200.0, None))
     for f in (0.01, 0.1, 0.37, 0.99):
         assert long(1, elapsed=7200.0 * f) == pytest.approx(s(1, elapsed=100.0 * f))
     assert s.record() == {
@@ -161,7 +162,7 @@ def test_schedule_by_time_is_a_function_of_the_fraction_of_the_box():
         "min_lr": 1e-4,
     }
     # no warmup at all: the peak from the first step
-    assert Schedule(optim_cfg(warmup_fraction=0.0), None, 100.0)(0, 0.0) == pytest.approx(1e-3)
+    assert Schedule(optim_cfg(warmup_fraction=0.0), Box(100.0, None))(0, 0.0) == pytest.approx(1e-3)
     # A share outside [0, 1) never reaches the schedule: OptimConfig's rules refuse it.
     assert optim_cfg(warmup_fraction=1.5).problems() == [
         "optim.warmup_fraction=1.5 must be in [0, 1) (a share of the budget)"
@@ -169,14 +170,14 @@ def test_schedule_by_time_is_a_function_of_the_fraction_of_the_box():
 
 
 def test_schedule_by_iterations_takes_a_share_of_max_iters_without_warmup_iters():
-    s = Schedule(optim_cfg(warmup_iters=None, warmup_fraction=0.1), max_iters=200, box_seconds=None)
+    s = Schedule(optim_cfg(warmup_iters=None, warmup_fraction=0.1), Box(None, 200))
     assert s.warmup == 20 and s.record()["clock"] == "iterations"
     assert s(19) == pytest.approx(1e-3) and s(9) == pytest.approx(0.5e-3)
     assert s(110) == pytest.approx(1e-4 + 0.5 * 0.9e-3)
 
 
 def test_schedule_follows_max_iters_when_both_are_set():
-    s = Schedule(optim_cfg(warmup_iters=0), max_iters=100, box_seconds=10.0)
+    s = Schedule(optim_cfg(warmup_iters=0), Box(10.0, 100))
     assert s.by_iters
     assert s(50, elapsed=9.9) == pytest.approx(1e-4 + 0.5 * 0.9e-3)
 

@@ -1,58 +1,93 @@
-"""The causality recheck of the trained weights (at a resume and at the end), outside the box."""
+"""The causality recheck of the trained weights (at a resume and at the end), outside the box.
+
+``Recheck`` owns summary.json's ``causality`` entry for this process start: the preflight's
+record (read at setup), the trained weights' last verdict and the resume checks (both restored
+from a checkpoint). The recorder and the checkpoint read ``entry``; only ``Recheck`` writes it.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 import models
 from ablate.train import distributed as dist_mod
-from ablate.train import records
-
-if TYPE_CHECKING:  # the trainer passes itself; no import at run time (it imports this module)
-    from ablate.train.trainer import Trainer
+from ablate.train.device import DeviceSetup
+from ablate.train.plain import tail
 
 
-def recheck(tr: Trainer, when: str) -> bool:
+class Recheck:
     """Probe the trained weights (models.check_causal, given weights only, the job's precision
-    and fp32) on rank 0, outside the time box; every rank learns the verdict. A check that
-    cannot run is recorded with ``ok: null`` and does not stop the job (the report then says
-    the trained weights are unchecked)."""
-    leaked = torch.zeros(1, dtype=torch.float64, device=tr.dev.device)
-    if tr.is_main:
-        t0 = time.perf_counter()
-        try:
-            precisions = ["fp32"] + (["bf16"] if tr.dev.precision == "bf16" else [])
-            report = models.check_causal(
-                tr.raw_model, seed=tr.cfg.seed, randomize=False, precisions=precisions
-            )
-            record = report.to_record()
-            if not report.ok:
-                leaked.fill_(1.0)
-        except Exception as e:  # a bug in the check must not turn a measured run into a failed one
-            record = {
-                "ok": None,
-                "method": None,
-                "shapes": [],
-                "positions": [],
-                "max_leak": None,
-                "seconds": round(time.perf_counter() - t0, 3),
-                "message": f"the check could not run: {type(e).__name__}: {e}",
-            }
-            tr.state.notes.append(
-                records.tail(
-                    f"causality recheck ({when}) could not run: {type(e).__name__}: {e}", 500
+    and fp32) on rank 0, outside the time box; every rank learns the verdict."""
+
+    def __init__(
+        self,
+        entry: dict[str, Any],
+        raw_model: torch.nn.Module,
+        dev: DeviceSetup,
+        dinfo: dist_mod.DistInfo,
+        seed: int,
+        notes: list[str],
+        log: Callable[[str], None],
+    ):
+        self.entry = entry  # summary.json's "causality" (results.causality_entry)
+        self.raw_model = raw_model
+        self.dev = dev
+        self.dinfo = dinfo
+        self.seed = seed
+        self.notes = notes  # RunState.notes: a check that cannot run says so there
+        self.log = log
+
+    def restore(self, saved: object) -> None:
+        """The trained weights' verdict and the resume checks, from a checkpoint's state."""
+        if isinstance(saved, dict):
+            self.entry["trained"] = saved.get("trained")
+            self.entry["resume_checks"] = list(saved.get("resume_checks") or [])
+
+    def message(self) -> str:
+        """The last verdict's message ('' before any)."""
+        return str((self.entry.get("trained") or {}).get("message", ""))
+
+    def __call__(self, when: str, iteration: int) -> bool:
+        """True when the weights passed (or the check could not run: recorded with ``ok: null``,
+        and the report then says the trained weights are unchecked); False when they leak."""
+        leaked = torch.zeros(1, dtype=torch.float64, device=self.dev.device)
+        if self.dinfo.is_main:
+            t0 = time.perf_counter()
+            record: dict[str, Any]
+            try:
+                precisions = ["fp32"] + (["bf16"] if self.dev.precision == "bf16" else [])
+                report = models.check_causal(
+                    self.raw_model, seed=self.seed, randomize=False, precisions=precisions
                 )
+                record = report.to_record()
+                if not report.ok:
+                    leaked.fill_(1.0)
+            except (
+                Exception
+            ) as e:  # a bug in the check must not turn a measured run into a failed one
+                record = {
+                    "ok": None,
+                    "method": None,
+                    "shapes": [],
+                    "positions": [],
+                    "max_leak": None,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "message": f"the check could not run: {type(e).__name__}: {e}",
+                }
+                self.notes.append(
+                    tail(f"causality recheck ({when}) could not run: {type(e).__name__}: {e}", 500)
+                )
+            record.update(weights="trained", when=when, iteration=iteration)
+            self.entry["trained"] = record
+            if when == "resume":
+                self.entry["resume_checks"].append(record)
+            self.log(
+                f"causality recheck of the trained weights ({when}, iteration {iteration}): "
+                f"{record['message']} [{record['seconds']:.1f}s, not counted in the box]"
             )
-        record.update(weights="trained", when=when, iteration=tr.state.iter)
-        tr.causality["trained"] = record
-        if when == "resume":
-            tr.causality["resume_checks"].append(record)
-        tr.log(
-            f"causality recheck of the trained weights ({when}, iteration {tr.state.iter}): "
-            f"{record['message']} [{record['seconds']:.1f}s, not counted in the box]"
-        )
-    dist_mod.all_reduce(leaked, "max", tr.dinfo)
-    return float(leaked.item()) == 0.0
+        dist_mod.all_reduce(leaked, "max", self.dinfo)
+        return float(leaked.item()) == 0.0

@@ -1,7 +1,7 @@
 """The time box's clock: sync points, collective elapsed time, stop planning.
 
 ``RunState.train_seconds`` counts wall time spent in training iterations only; the box is
-``budget.box_seconds``. The first iteration of every process start (compile, allocator warm-up)
+``budget.box_seconds``, held by the run's ``Box`` (module ``box``). The first iteration of every process start (compile, allocator warm-up)
 goes to ``warmup_seconds``; evals and checkpoints are timed by the trainer and kept out.
 
 On CUDA the host runs ahead of the GPU, so a wall-clock reading means something only after
@@ -36,6 +36,7 @@ import torch
 from ablate.config import TRAIN_SYNC_MODES
 from ablate.errors import ConfigError
 from ablate.train import distributed as dist_mod
+from ablate.train.box import Box
 from ablate.train.device import DeviceSetup
 from ablate.train.state import RunState
 
@@ -57,13 +58,11 @@ class BoxClock:
         state: RunState,
         dev: DeviceSetup,
         dinfo: dist_mod.DistInfo,
-        box_seconds: float | None,
-        max_iters: int | None,
+        box: Box,
         log_interval: int,
     ):
         self.state, self.dev, self.dinfo = state, dev, dinfo
-        self.box_seconds = box_seconds  # the box (budget.box_seconds), or None
-        self.max_iters = max_iters
+        self.box = box
         self.log_interval = log_interval
         self.every_iter = sync_every_iter(dev)
         self.t_iter: float | None = None  # seconds per training iteration (collective estimate)
@@ -75,22 +74,30 @@ class BoxClock:
         self.seg_timed_from = state.iter
         self.last_checkpoint = time.perf_counter()
 
+    def start(self) -> None:
+        """The loop starts: the first segment (warm-up) and the checkpoint timer run from now,
+        at the state's iteration and elapsed seconds."""
+        st = self.state
+        self.sync_iter, self.sync_elapsed = st.iter, st.train_seconds
+        self.next_sync = st.iter + 1
+        self.seg_start = time.perf_counter()
+        self.seg_timed_from = st.iter
+        self.last_checkpoint = time.perf_counter()
+
     def spent(self) -> bool:
         """The budget is used up already (a job resumed from its last checkpoint)."""
-        return (self.max_iters is not None and self.state.iter >= self.max_iters) or (
-            self.box_seconds is not None and self.state.train_seconds >= self.box_seconds
-        )
+        return self.box.spent(self.state.iter, self.state.train_seconds)
 
     def estimate(self, it: int) -> float:
         """Elapsed training seconds at iteration ``it``, extrapolated from the last sync point."""
         est = self.sync_elapsed + (it - self.sync_iter) * (self.t_iter or 0.0)
-        return min(est, self.box_seconds) if self.box_seconds is not None else est
+        return min(est, self.box.seconds) if self.box.seconds is not None else est
 
     def is_sync_point(self, it: int, due: bool) -> bool:
         return self.first or self.every_iter or due or it >= self.next_sync or self.end(it)
 
     def end(self, it: int) -> bool:
-        return (self.max_iters is not None and it >= self.max_iters) or (
+        return (self.box.max_iters is not None and it >= self.box.max_iters) or (
             self.box_stop is not None and it >= self.box_stop
         )
 
@@ -123,8 +130,8 @@ class BoxClock:
             )
         st.train_seconds = elapsed  # every rank now holds the same elapsed time
         self.sync_iter, self.sync_elapsed = it, elapsed
-        if self.box_seconds is not None:  # plan the stop: within half an iteration of the box
-            remaining = self.box_seconds - elapsed
+        if self.box.seconds is not None:  # plan the stop: within half an iteration of the box
+            remaining = self.box.seconds - elapsed
             if self.t_iter and self.t_iter > 0:
                 self.box_stop = it + max(0, int(math.floor(remaining / self.t_iter + 0.5)))
             elif remaining <= 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import platform
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -99,7 +100,7 @@ class DeviceSetup:
     def autocast_dtype(self) -> torch.dtype | None:
         return torch.bfloat16 if self.precision == "bf16" else None
 
-    def autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context for forward passes (training and eval alike)."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()

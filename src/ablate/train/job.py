@@ -2,7 +2,7 @@
 
 A job directory with DONE, or whose summary.json already says completed, is never retrained: a
 job killed during the steps after training restarts them from the checkpoint of its trained
-model (``Trainer._complete``), or, when they all ran, only writes the missing DONE.
+model (``trainer.Trainer._complete``), or, when they all ran, only writes the missing DONE.
 A folder without config.yaml is not a job directory: refused before anything is written there.
 
 The command line catches stop signals from its first line on (``signals.catch_early``) and, under
@@ -28,8 +28,7 @@ from ablate.outcome import EXIT_COMPLETED, EXIT_FAILED, EXIT_PREEMPTED, EXIT_USE
 from ablate.results import JobDir
 from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
-from ablate.train import signals
-from ablate.train.trainer import Trainer
+from ablate.train import signals, trainer
 
 PARENT_PID_ENV = "ABLATE_TORCHRUN_PID"
 """Set by ``ablate.launch.torchrun`` for its workers: the PID their parent had when it started them."""
@@ -78,7 +77,7 @@ def _run_locked(jd: JobDir, dinfo: dist_mod.DistInfo) -> dict:
     summary = jd.summary_record()  # a damaged summary is rewritten by the run (never raises)
     if summary is not None and summary.status in (results.COMPLETED, results.LEAKED):
         # Killed after training. With the trained model's checkpoint the steps after training
-        # run again (Trainer._complete); without one they all ran but DONE: never retrain.
+        # run again (trainer.Trainer._complete); without one they all ran but DONE: never retrain.
         state = ckpt_mod.checkpoint_state(jd.checkpoint)
         if state is None or not state.get("trained"):
             if dinfo.is_main:
@@ -97,7 +96,7 @@ def _run_locked(jd: JobDir, dinfo: dist_mod.DistInfo) -> dict:
                 jd.mark_done()
             code = EXIT_COMPLETED if summary.status == results.COMPLETED else EXIT_FAILED
             return _already_done(summary, code)
-    return Trainer(jd.path, dinfo).run()
+    return trainer.run(jd.path, dinfo)
 
 
 def _already_done(summary: results.JobSummary | None, code: int) -> dict:

@@ -33,7 +33,9 @@ import math
 
 import torch
 
+from ablate.config import OptimConfig
 from ablate.errors import ConfigError
+from ablate.train.box import Box
 
 KINDS = ("matrix", "embedding", "gate", "other")
 
@@ -159,20 +161,23 @@ def describe_groups(record: dict) -> list[str]:
 class Schedule:
     """Warmup then cosine to min_lr over the budget; see the module docstring.
 
-    Takes the validated OptimConfig and budget (ablate.config: warmup_fraction in [0, 1),
-    warmup_iters only with max_iters, at least one of max_iters and box_seconds set)."""
+    Takes the validated OptimConfig and the run's ``Box`` (ablate.config: warmup_fraction in
+    [0, 1), warmup_iters only with max_iters, at least one of max_iters and box_seconds set)."""
 
-    def __init__(self, optim_cfg, max_iters: int | None, box_seconds: float | None):
+    def __init__(self, optim_cfg: OptimConfig, box: Box):
         self.lr = optim_cfg.lr
         self.min_lr = optim_cfg.min_lr
-        self.max_iters = max_iters
-        self.box_seconds = box_seconds
-        if max_iters is not None:
+        self.max_iters = box.max_iters
+        self.warmup: float
+        if box.max_iters is not None:
             warm = optim_cfg.warmup_iters
-            self.warmup = warm if warm is not None else round(optim_cfg.warmup_fraction * max_iters)
-            self.budget = float(max_iters)
+            self.warmup = (
+                warm if warm is not None else round(optim_cfg.warmup_fraction * box.max_iters)
+            )
+            self.budget = float(box.max_iters)
         else:
-            self.budget = float(box_seconds)
+            assert box.seconds is not None  # the config refuses a budget with neither
+            self.budget = float(box.seconds)
             self.warmup = optim_cfg.warmup_fraction * self.budget
         self.warmup_fraction = min(1.0, self.warmup / self.budget)
 

@@ -1,49 +1,75 @@
-"""What a job writes about itself: train.log lines, metrics rows, summary.json, env.json.
+"""What a job writes about itself: train.log lines, metrics rows, final_eval.json, summary.json.
 
-Every function reads a ``Trainer`` (``tr``) and writes nothing unless told: the trainer decides
-when (rank 0, at sync points). Throughput and MFU are computed in one place, ``throughput``.
+``Recorder`` writes them (rank 0 only) from the run's counters (``RunState``), the facts fixed at
+setup (``RunFacts``) and the results it is handed; it never sees the trainer. The trainer decides
+when (at sync points). Throughput and MFU are computed in one place, ``Recorder.throughput``.
+env.json and train.log's first lines are in ``header``; train.log's writer and its last lines in
+``trainlog``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 
 from ablate import results
-from ablate.errors import AblateError
-from ablate.train import env as env_mod
-from ablate.train.optim import describe_groups
+from ablate.config import RunConfig
+from ablate.data import Dataset, ValWindows
+from ablate.results import JobDir
+from ablate.train import distributed as dist_mod
+from ablate.train.box import Box
+from ablate.train.compile import CompileResult
+from ablate.train.device import DeviceSetup
+from ablate.train.evals import FinalEval
+from ablate.train.optim import Schedule
+from ablate.train.state import RunState
+from ablate.train.trainlog import TrainLog, dtype_name
 
-if TYPE_CHECKING:  # the trainer passes itself; no import at run time (it imports this module)
-    from ablate.train.trainer import Trainer
 
-ERROR_CHARS = 2000
+class MetricsSink(Protocol):
+    """metrics.jsonl's writer, or the writer plus an experiment tracker (train.trackers)."""
+
+    def write(self, row: dict[str, Any]) -> None: ...
+    def sync(self) -> None: ...
+    def close(self) -> None: ...
 
 
-class TrainLog:
-    """train.log plus stdout, rank 0 only (stdout only when the launcher captures it into train.log)."""
+@dataclass
+class RunFacts:
+    """What setup found out about the run and what never changes after: each field is set once,
+    in setup's order (a failure during setup is recorded with the ones known by then)."""
 
-    def __init__(self, path: Path | None, enabled: bool):
-        self.enabled = enabled
-        self._file = open(path, "a", encoding="utf-8") if (enabled and path is not None) else None
+    world_size: int
+    local_world_size: int
+    cfg: RunConfig | None = None
+    box: Box | None = None
+    schedule: Schedule | None = None
+    device: DeviceSetup | None = None
+    compiled: CompileResult = field(default_factory=lambda: CompileResult(False, False))
+    """What runs: compiled or eager (the request until the compile probe ran)."""
+    rank_hosts: list[tuple[str, str | None]] = field(default_factory=list)
+    """(hostname, address) by rank: env.json, and the host of a lost rank."""
+    grad_accum: int | None = None
+    dataset: Dataset | None = None
+    final_windows: ValWindows | None = None
+    """The final eval's windows (a superset of the periodic ones, sized by data.val_tokens)."""
+    val_fingerprint: str | None = None
+    """The final eval windows' fingerprint (rank 0 only)."""
+    plugins: dict[str, Any] = field(default_factory=dict)
+    num_params: int | None = None
+    flops_per_token: float | None = None
+    optim_record: dict[str, Any] | None = None
+    """The AdamW groups built (train.optim.build_optimizer)."""
 
-    def __call__(self, msg: str) -> None:
-        if not self.enabled:
-            return
-        line = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        if self._file is not None:
-            self._file.write(line + "\n")
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None and not self._file.closed:
-            self._file.close()
+    def device_count(self) -> int | None:
+        if self.device is None:
+            return None
+        if self.device.is_cuda:
+            return self.world_size  # one GPU per rank
+        return max(1, self.world_size // max(1, self.local_world_size))  # CPU: one per node
 
 
 @dataclass
@@ -53,294 +79,306 @@ class Throughput:
     mfu: float | None = None
 
 
-def throughput(tr: Trainer, iters: int, seconds: float) -> Throughput:
-    """ms/iter, tokens/s and MFU of ``iters`` training iterations in ``seconds`` (all ranks)."""
-    tpi = tr.cfg.optim.tokens_per_iter if tr.cfg is not None else 0
-    if iters <= 0 or seconds <= 0 or not tpi:
-        return Throughput()
-    tps = tpi * iters / seconds
-    mfu = None
-    peak = tr.dev.peak_flops() if tr.dev is not None and tr.flops_per_token is not None else None
-    if peak:
-        mfu = tr.flops_per_token * tps / (peak * tr.dinfo.world_size)
-    return Throughput(1000.0 * seconds / iters, tps, mfu)
+class Recorder:
+    """Writes train rows, eval rows, final_eval.json and summary.json (rank 0; every rank builds
+    the same summary). Also holds what only this process start knows: the final eval's seconds,
+    the gate shares, and the causality entry that ``causality.Recheck`` keeps."""
 
+    def __init__(
+        self, jd: JobDir, dinfo: dist_mod.DistInfo, state: RunState, facts: RunFacts
+    ) -> None:
+        self.jd = jd
+        self.is_main = dinfo.is_main
+        self.state = state
+        self.facts = facts
+        self.log = TrainLog(None, False)  # train.log: opened by open_log at setup
+        self.metrics: MetricsSink | None = None  # metrics.jsonl: opened by open_metrics
+        self.causality: dict[str, Any] = results.causality_entry(None)
+        self.final_eval_seconds: float | None = None
+        self.gate_shares: dict[str, Any] = {}
+        self._since_log = (state.train_seconds, state.timed_iters)
 
-def summary(tr: Trainer, status: str, **extra: Any) -> dict:
-    """summary.json's content, built as a ``results.JobSummary`` (the one definition of its keys:
-    a key it does not have is a TypeError here, not a silent extra key in the file)."""
-    cfg, st, dev = tr.cfg, tr.state, tr.dev
-    tpi = cfg.optim.tokens_per_iter if cfg is not None else None
-    rate = throughput(tr, st.timed_iters, st.train_seconds)
-    s = results.JobSummary(
-        step=cfg.step.name if cfg is not None else None,
-        architecture=cfg.step.architecture if cfg is not None else None,
-        seed=cfg.seed if cfg is not None else None,
-        status=status,
-        best_val_loss=st.best_val_loss,
-        best_val_iter=st.best_val_iter,
-        final_val_loss=st.final_val_loss,
-        final_val_windows=tr.final_windows.n_windows if tr.final_windows is not None else None,
-        final_val_tokens=tr.final_windows.tokens_per_eval if tr.final_windows is not None else None,
-        val_windows=cfg.data.val_windows if cfg is not None else None,
-        final_eval_seconds=tr.final_eval_seconds,
-        warmup_end_seconds=(
-            tr.schedule.warmup if tr.schedule is not None and not tr.schedule.by_iters else None
-        ),
-        **budget_record(tr),
-        last_train_loss=st.last_train_loss,
-        iterations=st.iter,
-        max_iters=cfg.budget.max_iters if cfg is not None else None,
-        box_seconds=cfg.budget.box_seconds if cfg is not None else None,
-        tokens_per_iter=tpi,
-        tokens_seen=(st.iter * tpi) if tpi else None,
-        train_seconds=st.train_seconds,
-        eval_seconds=st.eval_seconds,
-        checkpoint_seconds=st.checkpoint_seconds,
-        warmup_seconds=st.warmup_seconds,
-        timed_iters=st.timed_iters,
-        ms_per_iter=rate.ms_per_iter,
-        tokens_per_s=rate.tokens_per_s,
-        mfu=rate.mfu,
-        peak_memory_mb=st.peak_memory_mb,
-        world_size=tr.dinfo.world_size,
-        device=dev.name if dev else None,
-        device_count=device_count(tr),
-        precision=dev.precision if dev else None,
-        autocast_dtype=dtype_name(dev.autocast_dtype) if dev else None,
-        optimizer=tr.optim_record.get("optimizer") if tr.optim_record else None,
-        sdpa_flash=dev.sdpa["flash"] if dev and dev.sdpa else None,
-        **tr.compiled.record(),
-        resumed=st.resumed,
-        gates=st.gates,
-        gate_shares=tr.gate_shares,
-        optim_groups=optim_counts(tr.optim_record),
-        error=None,
-        failed_iter=None,
-        causality=tr.causality,
-        notes=list(st.notes),
-        updated=results.now_iso(),
-    )
-    return dataclasses.replace(s, **extra).to_dict()
+    def open_log(self, stdout_captured: bool) -> None:
+        """Rank 0: train.log (not written twice when the launcher captures stdout into it)."""
+        if self.is_main:
+            self.log = TrainLog(None if stdout_captured else self.jd.log, True)
 
+    def open_metrics(self, sink: MetricsSink) -> None:
+        self.metrics = sink
 
-OVERRUN_WARN = 0.05
-"""train.log warns when training ran more than this share past its box (the report's tolerance)."""
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+        self.log.close()
 
+    def warn(self, message: str) -> None:
+        """A warning kept in summary.json's notes and written to train.log."""
+        self.state.notes.append(message)
+        self.log(f"warning: {message}")
 
-def budget_record(tr: Trainer) -> dict:
-    """What the run got of its budget, as summary.json records it: the schedule and how far it
-    went, tokens seen as epochs of the training shards, the box overrun, the data's record."""
-    cfg, st, sched = tr.cfg, tr.state, tr.schedule
-    ds = getattr(tr, "dataset", None)
-    tokens = st.iter * cfg.optim.tokens_per_iter if cfg is not None else None
-    box = cfg.budget.box_seconds if cfg is not None else None
-    return {
-        "schedule": sched.record() if sched is not None else None,
-        "schedule_fraction": sched.fraction(st.iter, st.train_seconds) if sched else None,
-        "epochs": tokens / ds.train_tokens if ds is not None and tokens is not None else None,
-        "box_overrun_seconds": st.train_seconds - box if box is not None else None,
-        # the final eval's windows (final_eval.json's val_fingerprint) next to the split's record
-        "data": {**ds.record(), "val_fingerprint": getattr(tr, "val_fingerprint", None)}
-        if ds is not None
-        else None,
-    }
+    # ------------------------------------------------------------------ throughput
 
-
-def budget_warnings(s: dict) -> list[str]:
-    """train.log's warnings about an ended run's budget (also kept in summary.json's notes)."""
-    out = []
-    sched, box = s.get("schedule") or {}, s.get("box_seconds")
-    if sched.get("clock") == "iterations" and (s.get("schedule_fraction") or 0) < 1.0:
-        out.append(
-            f"the box ended the run at iteration {s['iterations']} of budget.max_iters="
-            f"{s['max_iters']}: its learning-rate schedule never finished "
-            f"({100 * s['schedule_fraction']:.0f}% of it; lr never decayed to min_lr); give it "
-            "more time or fewer iterations, or drop budget.max_iters to decay over the box"
+    def throughput(self, iters: int, seconds: float) -> Throughput:
+        """ms/iter, tokens/s and MFU of ``iters`` training iterations in ``seconds`` (all ranks)."""
+        f = self.facts
+        tpi = f.cfg.optim.tokens_per_iter if f.cfg is not None else 0
+        if iters <= 0 or seconds <= 0 or not tpi:
+            return Throughput()
+        tps = tpi * iters / seconds
+        mfu = None
+        peak = (
+            f.device.peak_flops()
+            if f.device is not None and f.flops_per_token is not None
+            else None
         )
-    over = s.get("box_overrun_seconds")
-    if box and over is not None and over > OVERRUN_WARN * box:
-        out.append(
-            f"trained {s['train_seconds']:.1f} s in a {box:g} s box: {over:.1f} s "
-            f"({100 * over / box:.0f}%) past it (an iteration longer than the planned stop "
-            "allowed); steps compared with this run had less training time"
+        if peak and f.flops_per_token is not None:
+            mfu = f.flops_per_token * tps / (peak * f.world_size)
+        return Throughput(1000.0 * seconds / iters, tps, mfu)
+
+    # ------------------------------------------------------------------ metrics rows
+
+    def write_batch_record(self, fingerprint: str) -> None:
+        """Iteration 0's row: the data every step of this seed must share (the report compares)."""
+        assert self.metrics is not None
+        self.metrics.write(
+            {
+                "kind": "batch",
+                "iter": 0,
+                "tokens_seen": 0,
+                "train_seconds": 0.0,
+                "batch_iter": 0,
+                "batch_fingerprint": fingerprint,
+            }
         )
-    if (s.get("epochs") or 0) > 1.0:
-        out.append(
-            f"{s['tokens_seen']:,} tokens seen = {s['epochs']:.2f} epochs of the "
-            f"{(s.get('data') or {}).get('train_tokens', 0):,} training tokens: windows were "
-            "repeated (sampled with replacement), so later losses partly measure memorisation"
+
+    def log_point(self) -> None:
+        """Throughput of the next train row counts from here."""
+        self._since_log = (self.state.train_seconds, self.state.timed_iters)
+
+    def write_train(self, it: int, loss: float, lr: float, grad_norm: torch.Tensor | None) -> None:
+        """Rank 0: the metrics row and the train.log line of a log iteration."""
+        if self.is_main:
+            assert self.metrics is not None
+            row = self.train_row(it, loss, lr, grad_norm)
+            self.metrics.write(row)
+            self.log(self.train_line(row))
+
+    def train_row(
+        self, it: int, loss: float, lr: float, grad_norm: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """The metrics.jsonl row of a log iteration; throughput since the last log point."""
+        st, f, since = self.state, self.facts, self._since_log
+        assert f.cfg is not None and f.device is not None
+        rate = self.throughput(st.timed_iters - since[1], st.train_seconds - since[0])
+        return {
+            "kind": "train",
+            "iter": it,
+            "tokens_seen": it * f.cfg.optim.tokens_per_iter,
+            "train_seconds": st.train_seconds,
+            "loss/train": loss,
+            "lr": lr,
+            "grad_norm": float(grad_norm.item()) if grad_norm is not None else None,
+            "time/ms_per_iter": rate.ms_per_iter,
+            "throughput/tokens_per_s": rate.tokens_per_s,
+            "throughput/mfu": rate.mfu,
+            "memory/peak_mb": f.device.peak_memory_mb(),
+        }
+
+    def train_line(self, row: dict[str, Any]) -> str:
+        """The train.log line of a metrics row."""
+        box, st = self.facts.box, self.state
+        assert box is not None
+        ms, tps, mfu = (
+            row["time/ms_per_iter"],
+            row["throughput/tokens_per_s"],
+            row["throughput/mfu"],
         )
-    return out
+        parts = [
+            f"iter {row['iter']}" + (f"/{box.max_iters}" if box.max_iters else ""),
+            f"loss {row['loss/train']:.4f}",
+            f"lr {row['lr']:.3e}",
+        ]
+        parts.append(f"{ms:.1f} ms/iter" if ms is not None else "- ms/iter (warm-up)")
+        parts.append(f"{tps:,.0f} tok/s" if tps is not None else "- tok/s")
+        if mfu is not None:
+            parts.append(f"mfu {100 * mfu:.1f}%")
+        if box.seconds:
+            secs = box.seconds
+            parts.append(
+                f"box {st.train_seconds:.1f}s/{secs:.0f}s ({max(0.0, secs - st.train_seconds):.1f}s left)"
+            )
+        else:
+            parts.append(f"train {st.train_seconds:.1f}s")
+        return " | ".join(parts)
 
+    def write_eval(
+        self, val: float, final: FinalEval | None, batch_fingerprint: str | None
+    ) -> None:
+        """Rank 0: final_eval.json (the final eval), the eval row, then summary.json."""
+        if not self.is_main:
+            return
+        st, f = self.state, self.facts
+        assert f.cfg is not None and self.metrics is not None
+        tokens = st.iter * f.cfg.optim.tokens_per_iter
+        rec: dict[str, Any] = {
+            "kind": "eval",
+            "iter": st.iter,
+            "tokens_seen": tokens,
+            "train_seconds": st.train_seconds,
+            "flops": f.flops_per_token * tokens if f.flops_per_token is not None else None,
+            "loss/val": val,
+            "loss/val_best": st.best_val_loss,
+        }
+        if batch_fingerprint is not None:  # the global batch of the last iteration trained
+            rec["batch_iter"] = st.iter - 1
+            rec["batch_fingerprint"] = batch_fingerprint
+        if final is not None:
+            assert f.final_windows is not None
+            rec["loss/val_full"] = final.loss
+            rec["val_full_windows"] = len(final.window_losses)
+            results.write_final_eval(
+                self.jd.final_eval,
+                loss=final.loss,
+                window_losses=final.window_losses,
+                block_size=f.cfg.model.block_size,
+                fingerprint=f.val_fingerprint,
+                iteration=st.iter,
+                tokens_seen=tokens,
+                train_seconds=st.train_seconds,
+                periodic_windows=f.cfg.data.val_windows,
+                val_path=f.final_windows.path,
+            )
+        for key, per_layer in st.gates.items():
+            for layer, value in enumerate(per_layer):
+                rec[f"gates/{layer}/{key}"] = value
+        self.metrics.write(rec)
+        self.write_summary(results.RUNNING)
 
-def train_row(
-    tr: Trainer,
-    it: int,
-    loss: float,
-    lr: float,
-    grad_norm: torch.Tensor | None,
-    since: tuple[float, int],
-) -> dict:
-    """The metrics.jsonl row of a log iteration; throughput over the iterations since the last one."""
-    st = tr.state
-    rate = throughput(tr, st.timed_iters - since[1], st.train_seconds - since[0])
-    return {
-        "kind": "train",
-        "iter": it,
-        "tokens_seen": it * tr.cfg.optim.tokens_per_iter,
-        "train_seconds": st.train_seconds,
-        "loss/train": loss,
-        "lr": lr,
-        "grad_norm": float(grad_norm.item()) if grad_norm is not None else None,
-        "time/ms_per_iter": rate.ms_per_iter,
-        "throughput/tokens_per_s": rate.tokens_per_s,
-        "throughput/mfu": rate.mfu,
-        "memory/peak_mb": tr.dev.peak_memory_mb(),
-    }
-
-
-def train_line(tr: Trainer, row: dict) -> str:
-    """The train.log line of a metrics row."""
-    b, st = tr.cfg.budget, tr.state
-    ms, tps, mfu = row["time/ms_per_iter"], row["throughput/tokens_per_s"], row["throughput/mfu"]
-    parts = [
-        f"iter {row['iter']}" + (f"/{b.max_iters}" if b.max_iters else ""),
-        f"loss {row['loss/train']:.4f}",
-        f"lr {row['lr']:.3e}",
-    ]
-    parts.append(f"{ms:.1f} ms/iter" if ms is not None else "- ms/iter (warm-up)")
-    parts.append(f"{tps:,.0f} tok/s" if tps is not None else "- tok/s")
-    if mfu is not None:
-        parts.append(f"mfu {100 * mfu:.1f}%")
-    if b.box_seconds:
-        box = b.box_seconds
-        parts.append(
-            f"box {st.train_seconds:.1f}s/{box:.0f}s ({max(0.0, box - st.train_seconds):.1f}s left)"
+    def eval_done(self, val: float, final: FinalEval | None, seconds: float) -> None:
+        """train.log's lines of an eval that took ``seconds`` (all ranks call; rank 0 writes)."""
+        st = self.state
+        if final is not None:
+            assert self.facts.final_windows is not None
+            self.final_eval_seconds = seconds
+            self.log(
+                f"final eval on {len(final.window_losses)} windows "
+                f"({self.facts.final_windows.tokens_per_eval:,} tokens): "
+                f"val loss {final.loss:.4f} ({seconds:.1f}s)"
+            )
+        self.log(
+            f"eval iter {st.iter}: val loss {val:.4f} (best {st.best_val_loss:.4f} at {st.best_val_iter})"
+            if st.best_val_loss is not None
+            else f"eval iter {st.iter}: val loss {val}"
         )
-    else:
-        parts.append(f"train {st.train_seconds:.1f}s")
-    return " | ".join(parts)
 
+    # ------------------------------------------------------------------ summary.json
 
-def env_record(tr: Trainer, model) -> dict:
-    """env.json: where and how the job runs; earlier starts of the job kept under "previous"."""
-    cfg, dev = tr.cfg, tr.dev
-    env = env_mod.collect(
-        dev.name,
-        dev.device.type,
-        tr.dinfo.world_size,
-        dev.precision,
-        extra={
-            "device_count": device_count(tr),
-            "local_world_size": tr.dinfo.local_world_size,
-            "hostnames": [host for host, _ in tr.rank_hosts],
-            "backend": tr.dinfo.backend,
-            "tf32": dev.tf32,
-            **tr.compiled.record(),
-            "autocast_dtype": dtype_name(dev.autocast_dtype),
-            "sdpa": dev.sdpa,
-            "grad_accum": tr.grad_accum,
-            "micro_batch": cfg.hardware.micro_batch,
-            "tokens_per_iter": cfg.optim.tokens_per_iter,
-            "num_params": int(model.num_params()),
-            "flops_per_token": tr.flops_per_token,
-            "peak_flops": dev.peak_flops(),
-            "dataset": describe(tr.dataset),
-            "optim_groups": tr.optim_record,
-            "resumed": tr.state.resumed,
-            "start_iter": tr.state.iter,
-            "plugins": tr.plugins,
-        },
-    )
-    prev = None
-    if tr.jd.env.is_file():
+    def summary(self, status: str, **extra: Any) -> dict[str, Any]:
+        """summary.json's content, built as a ``results.JobSummary`` (the one definition of its
+        keys: a key it does not have is a TypeError here, not a silent extra key in the file)."""
+        f, st, dev, cfg = self.facts, self.state, self.facts.device, self.facts.cfg
+        tpi = cfg.optim.tokens_per_iter if cfg is not None else None
+        rate = self.throughput(st.timed_iters, st.train_seconds)
+        fw = f.final_windows
+        s = results.JobSummary(
+            step=cfg.step.name if cfg is not None else None,
+            architecture=cfg.step.architecture if cfg is not None else None,
+            seed=cfg.seed if cfg is not None else None,
+            status=status,
+            best_val_loss=st.best_val_loss,
+            best_val_iter=st.best_val_iter,
+            final_val_loss=st.final_val_loss,
+            final_val_windows=fw.n_windows if fw is not None else None,
+            final_val_tokens=fw.tokens_per_eval if fw is not None else None,
+            val_windows=cfg.data.val_windows if cfg is not None else None,
+            final_eval_seconds=self.final_eval_seconds,
+            warmup_end_seconds=(
+                f.schedule.warmup if f.schedule is not None and not f.schedule.by_iters else None
+            ),
+            **self.budget_record(),
+            last_train_loss=st.last_train_loss,
+            iterations=st.iter,
+            max_iters=f.box.max_iters if f.box is not None else None,
+            box_seconds=f.box.seconds if f.box is not None else None,
+            tokens_per_iter=tpi,
+            tokens_seen=(st.iter * tpi) if tpi else None,
+            train_seconds=st.train_seconds,
+            eval_seconds=st.eval_seconds,
+            checkpoint_seconds=st.checkpoint_seconds,
+            warmup_seconds=st.warmup_seconds,
+            timed_iters=st.timed_iters,
+            ms_per_iter=rate.ms_per_iter,
+            tokens_per_s=rate.tokens_per_s,
+            mfu=rate.mfu,
+            peak_memory_mb=st.peak_memory_mb,
+            world_size=f.world_size,
+            device=dev.name if dev else None,
+            device_count=f.device_count(),
+            precision=dev.precision if dev else None,
+            autocast_dtype=dtype_name(dev.autocast_dtype) if dev else None,
+            optimizer=f.optim_record.get("optimizer") if f.optim_record else None,
+            sdpa_flash=dev.sdpa["flash"] if dev and dev.sdpa else None,
+            **f.compiled.record(),
+            resumed=st.resumed,
+            gates=st.gates,
+            gate_shares=self.gate_shares,
+            optim_groups=optim_counts(f.optim_record),
+            error=None,
+            failed_iter=None,
+            causality=self.causality,
+            notes=list(st.notes),
+            updated=results.now_iso(),
+        )
+        return dataclasses.replace(s, **extra).to_dict()
+
+    def write_summary(self, status: str, **extra: Any) -> dict[str, Any]:
+        """summary.json rewritten atomically (rank 0); every rank gets the same record back."""
+        s = self.summary(status, **extra)
+        if self.is_main:
+            self.jd.write_summary(s)
+        return s
+
+    def budget_record(self) -> dict[str, Any]:
+        """What the run got of its budget, as summary.json records it: the schedule and how far it
+        went, tokens seen as epochs of the training shards, the box overrun, the data's record."""
+        f, st, sched, ds = self.facts, self.state, self.facts.schedule, self.facts.dataset
+        tokens = st.iter * f.cfg.optim.tokens_per_iter if f.cfg is not None else None
+        return {
+            "schedule": sched.record() if sched is not None else None,
+            "schedule_fraction": sched.fraction(st.iter, st.train_seconds) if sched else None,
+            "epochs": tokens / ds.train_tokens if ds is not None and tokens is not None else None,
+            "box_overrun_seconds": f.box.overrun(st.train_seconds) if f.box is not None else None,
+            # the final eval's windows (final_eval.json's val_fingerprint) next to the split's record
+            "data": {**ds.record(), "val_fingerprint": f.val_fingerprint}
+            if ds is not None
+            else None,
+        }
+
+    def record_failure(self, error: str, exit_code: int) -> None:
+        """Rank 0: a failed run's summary.json, unless a measured result is already final."""
+        if not self.is_main:
+            return
         try:
-            prev = results.read_json(tr.jd.env)
-        except AblateError:
-            prev = None
-    if prev is not None:
-        history = prev.pop("previous", [])
-        env["previous"] = history + [prev]
-    return env
+            self.log(
+                f"FAILED at iteration {self.state.iter}: "
+                f"{error.strip().splitlines()[-1] if error.strip() else error}"
+            )
+        except Exception:
+            pass
+        record = self.jd.summary_record() if self.jd.path.is_dir() else None  # never raises
+        written = record.status if record is not None else None
+        if self.jd.is_done() or written in (results.COMPLETED, results.LEAKED):
+            return  # a measured result is final: a failure after it (a closed pipe) changes nothing
+        try:
+            if self.jd.path.is_dir():
+                self.write_summary(
+                    results.FAILED, error=error, failed_iter=self.state.iter, exit_code=exit_code
+                )
+        except Exception:
+            pass
 
 
-def header_lines(tr: Trainer, model, notes_now: list[str]) -> list[str]:
-    """train.log's first lines: what runs, on what, with which budget."""
-    cfg, dev, st = tr.cfg, tr.dev, tr.state
-    out = [
-        f"job {tr.jd.path} step {cfg.step.name} ({cfg.step.architecture}) seed {cfg.seed}",
-        f"device {dev.name} x{device_count(tr)} | world size {tr.dinfo.world_size} | precision {dev.precision}"
-        f" (autocast {dtype_name(dev.autocast_dtype)}) | tf32 {dev.tf32} | compile {dev.compile}"
-        f" | {tr.optim_record['optimizer']} | SDPA flash {dev.sdpa['flash'] if dev.sdpa else None}"
-        f" | threads {torch.get_num_threads()}",
-    ]
-    want = cfg.hardware.nproc_per_node
-    if want != tr.dinfo.local_world_size:
-        out.append(
-            f"note: hardware.nproc_per_node={want} but this job runs {tr.dinfo.local_world_size} "
-            f"process(es) per node (world size {tr.dinfo.world_size}); the global batch is unchanged"
-        )
-    out += [f"warning: {w}" for w in dev.warnings]
-    if dev.sdpa is not None and not dev.sdpa["flash"]:
-        out.append(
-            f"warning: attention cannot use the flash SDPA kernel here, a slower one runs: {dev.sdpa['flash_error']}"
-        )
-    c = tr.compiled
-    if c.error:
-        out.append(
-            f"warning: torch.compile ({c.backend}) failed for step {cfg.step.name}, running eager: {c.error}"
-        )
-    elif c.compiled:
-        out.append(
-            f"compiled ({c.backend}) in {c.seconds:.1f}s: {c.graphs} graph(s), {c.graph_breaks} graph break(s)"
-        )
-    out.append(
-        f"model {model.num_params():,} params | {tr.flops_per_token:.4g} FLOPs/token | "
-        f"batch {cfg.optim.tokens_per_iter} tokens/iter = {cfg.model.block_size} x {cfg.hardware.micro_batch} "
-        f"x {tr.dinfo.world_size} ranks x {tr.grad_accum} accum"
-    )
-    out.append(str(describe(tr.dataset)))  # "data <source>: ..."
-    out += describe_groups(tr.optim_record)
-    b = cfg.budget
-    sc = tr.schedule
-    unit = "iterations" if sc.by_iters else "s of training"
-    out.append(
-        f"budget: box {b.box_seconds}s of training | max_iters {b.max_iters} | schedule: warmup "
-        f"to lr {sc.lr:g} over {sc.warmup:g} {unit} ({100 * sc.warmup_fraction:.1f}% of "
-        f"{sc.budget:g}), cosine to {sc.min_lr:g} at {sc.budget:g} {unit}"
-    )
-    out += notes_now
-    if st.resumed:
-        out.append(
-            f"resumed from checkpoint at iteration {st.iter} ({st.train_seconds:.1f}s of the box used; "
-            f"resume #{st.resumed})"
-        )
-    return out
-
-
-def final_lines(s: dict) -> list[str]:
-    """train.log's last lines, from the completed summary."""
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    return [
-        f"done: {s['iterations']} iterations, {s['tokens_seen']:,} tokens ({fmt(s.get('epochs'), '.3f')} "
-        f"epochs), train {s['train_seconds']:.1f}s (box overrun {fmt(s.get('box_overrun_seconds'), '+.1f')}s; "
-        f"+ warm-up {s['warmup_seconds']:.1f}s, eval {s['eval_seconds']:.1f}s, checkpoint {s['checkpoint_seconds']:.1f}s)",
-        f"final val loss (full set, {s['final_val_tokens']} tokens) {fmt(s['final_val_loss'], '.4f')} | best "
-        f"periodic {fmt(s['best_val_loss'], '.4f')} at iteration {s['best_val_iter']} | {fmt(s['ms_per_iter'], '.1f')} ms/iter | "
-        f"{fmt(s['tokens_per_s'], ',.0f')} tok/s | mfu {fmt(s['mfu'], '.3f')}",
-    ]
-
-
-def device_count(tr: Trainer) -> int | None:
-    if tr.dev is None:
-        return None
-    if tr.dev.is_cuda:
-        return tr.dinfo.world_size  # one GPU per rank
-    return max(1, tr.dinfo.world_size // max(1, tr.dinfo.local_world_size))  # CPU: one per node
-
-
-def optim_counts(optim_record: dict | None) -> list | None:
+def optim_counts(optim_record: dict[str, Any] | None) -> list[dict[str, Any]] | None:
     if not optim_record:
         return None
     out = [
@@ -358,29 +396,3 @@ def optim_counts(optim_record: dict | None) -> list | None:
         }
     )
     return out
-
-
-def describe(ds) -> Any:
-    try:
-        return ds.describe()
-    except Exception as e:  # a description is informative only
-        return f"<describe failed: {type(e).__name__}>"
-
-
-def plain(obj: Any) -> Any:
-    """Tensors and numpy scalars inside dicts/lists as plain Python numbers (for JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (int, float, str)):
-        return obj.item()
-    return obj
-
-
-def dtype_name(dtype: torch.dtype | None) -> str | None:
-    return None if dtype is None else str(dtype).removeprefix("torch.")
-
-
-def tail(text: str, n: int = ERROR_CHARS) -> str:
-    return text if len(text) <= n else "..." + text[-(n - 3) :]

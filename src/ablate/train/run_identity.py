@@ -11,46 +11,50 @@ identity differs from the stored one (code edited between a stop and ``resume=``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from ablate import identity, provenance, results
+from ablate.config import RunConfig
+from ablate.data import Dataset
 from ablate.data.identity import data_component
-
-if TYPE_CHECKING:
-    from ablate.train.trainer import Trainer
+from ablate.results import JobDir
 
 
-def compute(tr: Trainer) -> dict:
-    cfg = tr.cfg
+def compute(cfg: RunConfig, dataset: Dataset, device_name: str, world_size: int) -> dict[str, Any]:
     data = data_component(
-        tr.dataset,
+        dataset,
         cfg.model.block_size,
         cfg.data.val_tokens,
         cfg.data.val_windows,
         cfg.data.cache_dir,
     )
-    comps = provenance.components(cfg, data, tr.dev.name, tr.dinfo.world_size)
+    comps = provenance.components(cfg, data, device_name, world_size)
     return identity.make_record(comps)
 
 
-def write(tr: Trainer) -> None:
+def write(
+    jd: JobDir,
+    cfg: RunConfig,
+    dataset: Dataset,
+    device_name: str,
+    world_size: int,
+    warn: Callable[[str], None],
+) -> None:
     """Rank 0, at each start: identity.json (a computation that fails is a note, never a failed
-    job: the run then has no identity and is reused by nothing)."""
+    job: the run then has no identity and is reused by nothing). ``warn`` keeps a note in
+    summary.json and writes it to train.log."""
     try:
-        record = compute(tr)
+        record = compute(cfg, dataset, device_name, world_size)
     except Exception as e:  # a result must not be lost to its bookkeeping
-        note = f"identity not recorded ({type(e).__name__}: {e}); this run cannot be reused"
-        tr.state.notes.append(note)
-        tr.log(f"warning: {note}")
+        warn(f"identity not recorded ({type(e).__name__}: {e}); this run cannot be reused")
         return
-    stored, _ = identity.read_identity(tr.jd)
+    stored, _ = identity.read_identity(jd)
     record = identity.merge_start(stored, record)
     if record.get("mixed") and not (stored or {}).get("mixed"):
-        note = (
+        warn(
             "resumed under another identity than it started with "
             f"({identity.describe_differences(identity.differences(record['previous'][-1], record))}); "
             "the run is marked mixed and will not be reused"
         )
-        tr.state.notes.append(note)
-        tr.log(f"warning: {note}")
-    results.atomic_write_json(tr.jd.identity, record)
+    results.atomic_write_json(jd.identity, record)

@@ -16,10 +16,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from types import FrameType
+from typing import Any
 
 STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT", "SIGUSR1", "SIGUSR2")
 
-_early: dict = {"received": None}  # a stop signal caught before the loop's handlers were installed
+_early: dict[str, int | None] = {
+    "received": None
+}  # a stop signal caught before the loop's handlers were installed
 
 
 def _say(signum: int, what: str) -> None:
@@ -30,7 +34,7 @@ def _say(signum: int, what: str) -> None:
         pass
 
 
-def _on_early_signal(signum, frame) -> None:
+def _on_early_signal(signum: int, frame: FrameType | None) -> None:
     if signum == signal.SIGINT and _early["received"] is not None:
         raise KeyboardInterrupt
     if _early["received"] is None:
@@ -56,9 +60,9 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: int | None = _early["received"]
-        self._old: dict = {}
+        self._old: dict[int, Any] = {}
 
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT and self.received is not None:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, from the last checkpoint
         if self.received is None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 
 @dataclass
@@ -25,26 +27,33 @@ class RunState:
     final_val_loss: float | None = None
     last_train_loss: float | None = None
     peak_memory_mb: float | None = None
-    gates: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
+    gates: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     resumed: int = 0
     """How many times this run was resumed from a checkpoint."""
     trained: bool = False
     """Training reached its budget: a checkpoint with this set holds the trained model, and a
     restart from it only redoes the steps after training (final eval, recheck, weights, DONE)."""
 
-    def state_dict(self) -> dict:
+    def record_eval(self, val: float) -> None:
+        """A periodic eval's loss at this iteration: the best one so far is kept."""
+        if math.isfinite(val) and (self.best_val_loss is None or val < self.best_val_loss):
+            self.best_val_loss = val
+            self.best_val_iter = self.iter
+
+    def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def load_state_dict(self, st: dict) -> None:
+    def load_state_dict(self, st: dict[str, Any]) -> None:
         """Restore from a checkpoint's ``state`` (written by this version or an earlier one): one
         more resume."""
         fresh = RunState()
         for f in fields(self):
             value = st.get(f.name, getattr(fresh, f.name))
-            if value is not None and f.type in ("int", "float"):
-                value = int(value) if f.type == "int" else float(value)
-            elif f.type in ("dict", "list"):
+            kind = str(f.type).split("[")[0]  # the annotation's text: "int", "dict[str, Any]"
+            if value is not None and kind in ("int", "float"):
+                value = int(value) if kind == "int" else float(value)
+            elif kind in ("dict", "list"):
                 value = type(getattr(fresh, f.name))(value or ())
             setattr(self, f.name, value)
         self.resumed += 1

@@ -35,7 +35,7 @@ def _patch() -> None:
     from ablate.train import checkpoint as ckpt
 
     if POINT == "checkpointed":
-        evals.evaluate_final = lambda tr: _die()
+        evals.Evaluator.final = lambda self: _die()
     elif POINT == "final_eval":
         write = results.write_final_eval
 
@@ -45,14 +45,14 @@ def _patch() -> None:
 
         results.write_final_eval = write_then_die
     elif POINT == "recheck":
-        recheck = causality.recheck
+        recheck = causality.Recheck.__call__
 
-        def die_at_final(tr, when):
+        def die_at_final(self, when, iteration):
             if when == "final":
                 _die()
-            return recheck(tr, when)
+            return recheck(self, when, iteration)
 
-        causality.recheck = die_at_final
+        causality.Recheck.__call__ = die_at_final
     elif POINT == "weights":
         save = ckpt.save_final_weights
 
