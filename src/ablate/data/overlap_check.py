@@ -10,15 +10,29 @@ import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ablate.data.corpus import cache_root
 from ablate.data.overlap import METHOD, WARN_SHARE, Overlap, measure_overlap
 from ablate.data.prepare import write_json_atomic
 from ablate.data.shards import read_shard
 
-if TYPE_CHECKING:  # dataset.py imports this module
-    from ablate.data.dataset import Dataset
+
+class Dataset(Protocol):
+    """What this module reads of an ``ablate.data.dataset.Dataset`` (which imports this module:
+    a structural type here, so the two do not import each other, not even for type checking)."""
+
+    source: str
+    val_path: str
+    train_paths: list[str]
+    meta: dict[str, Any]
+
+    @property
+    def val_overlap(self) -> dict[str, Any] | None: ...
+
+    @property
+    def train_tokens(self) -> int: ...
+
 
 # Existing shards: the first validation tokens measured (what the evals score first; the final
 # eval reads 2M by default) against all training tokens; a larger validation shard is sampled.
