@@ -12,6 +12,7 @@ line or the line above), so the graph stays visible at the top of each file.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -303,26 +304,25 @@ def test_the_circle_check_sees_a_type_checking_circle():
     assert [n.module for n in found if n.module.startswith("ablate")] == ["ablate.train.trainer"]
 
 
-TRAINER_NAMES = {"tr", "trainer", "self_trainer"}
+TRAINER_NAMES = {"tr", "trainer"}
+TRAINER_TYPE = re.compile(r"\bTrainer\b")
 
 
 def _takes_the_trainer(tree: ast.Module) -> list[tuple[int, str]]:
-    """(line, what) for each function or method whose parameters name or annotate the Trainer."""
+    """(line, what) for each function or method with a parameter named for the trainer or
+    annotated with it (``Trainer``, ``'Trainer'``, ``trainer.Trainer``, ``Trainer | None``)."""
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             continue
         a = node.args
-        for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+        for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
             if arg is None:
                 continue
             ann = ast.unparse(arg.annotation) if arg.annotation is not None else ""
-            if arg.arg in TRAINER_NAMES or "Trainer" in ann.replace("'", "").split("."):
+            if arg.arg in TRAINER_NAMES or TRAINER_TYPE.search(ann):
                 name = getattr(node, "name", "<lambda>")
                 found.append((node.lineno, f"{name}({arg.arg}{': ' + ann if ann else ''})"))
-            elif ann.strip("'\"").endswith("Trainer"):
-                name = getattr(node, "name", "<lambda>")
-                found.append((node.lineno, f"{name}({arg.arg}: {ann})"))
     return found
 
 
@@ -346,6 +346,8 @@ def test_the_trainer_check_sees_a_part_that_takes_the_trainer():
         "def f(t: Trainer) -> None:\n    pass\n",
         "def f(t: 'Trainer') -> None:\n    pass\n",
         "def f(t: trainer_mod.Trainer) -> None:\n    pass\n",
+        "def f(t: Trainer | None = None) -> None:\n    pass\n",
+        "f = lambda tr: tr.state\n",
         "class Recorder:\n    def __init__(self, owner: Trainer):\n        pass\n",
     ):
         assert _takes_the_trainer(ast.parse(src)), src

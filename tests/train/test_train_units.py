@@ -244,3 +244,23 @@ def test_peak_flops_table(name, precision, expect):
 
 def test_peak_flops_fp32_without_tf32_is_unknown():
     assert peak_flops("NVIDIA A100-SXM4-80GB", "fp32", tf32=False) is None
+
+
+def test_the_cadence_says_what_is_due_and_never_a_checkpoint_it_was_not_asked_for():
+    from ablate.train.cadence import Cadence
+
+    c = Cadence(log_every=2, eval_every=3, checkpoint_every=4, checkpoint_seconds=None)
+    assert c.due(6) == (True, True, False) and c.due(4) == (True, False, True)
+    assert c.due(1) == (False, False, False) and c.due(12) == (True, True, True)
+    assert not c.checkpoint_now(False, 1e12) and c.checkpoint_now(True, 0.0)
+    by_time = Cadence(1, 1, 0, 10.0)
+    assert by_time.due(8) == (True, True, False)  # checkpoint_interval_iters unset: never by count
+    assert not by_time.checkpoint_now(False, 9.99) and by_time.checkpoint_now(False, 10.0)
+
+
+def test_the_box_is_spent_by_either_budget_and_says_its_overrun():
+    assert not Box(10.0, None).spent(10**9, 9.99) and Box(10.0, None).spent(0, 10.0)
+    assert not Box(None, 5).spent(4, 1e9) and Box(None, 5).spent(5, 0.0)
+    assert Box(10.0, 5).spent(5, 0.0) and Box(10.0, 5).spent(1, 10.0)
+    assert Box(10.0, None).overrun(12.5) == 2.5 and Box(10.0, None).overrun(9.0) == -1.0
+    assert Box(None, 5).overrun(100.0) is None

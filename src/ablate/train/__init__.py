@@ -1,10 +1,13 @@
 """Training one job: ``run_job(job_dir)`` or ``python -m ablate.train JOB_DIR``.
 
-Modules: ``job`` (run_job, the CLI), ``trainer`` (setup and the loop), ``state`` (the run's
-counters), ``clock`` (the time box), ``signals`` (stop signals), ``records`` (train.log, metrics,
-summary, throughput), ``optim`` (AdamW groups, gradient accumulation, schedule), ``checkpoint``
-(atomic save, weights_only load, RNG states), ``distributed`` (process group), ``device``
-(device, precision, peak FLOP/s), ``env`` (env.json).
+Modules: ``job`` (run_job, the CLI), ``trainer`` (the Trainer: built whole, then the loop),
+``setup`` (data, forward models), ``state`` (the run's counters), ``box`` (the budget),
+``clock`` (the time box's clock), ``cadence`` (what is due when), ``signals`` (stop signals),
+``evals`` (the Evaluator), ``records`` (the Recorder: metrics, final_eval.json, summary.json,
+throughput), ``header`` / ``trainlog`` (env.json, train.log), ``causality`` (the Recheck),
+``optim`` (AdamW groups, gradient accumulation, schedule), ``checkpoint`` (atomic save,
+weights_only load, RNG states), ``distributed`` (process group), ``device`` (device, precision,
+peak FLOP/s), ``env`` (env.json's facts).
 
 ``run_job``, ``main`` and ``grad_accum_for`` load on first use: ``python -m ablate.train`` runs
 ``__main__`` only after this package is imported, and its first lines must catch stop signals

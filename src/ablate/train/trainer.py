@@ -40,7 +40,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -80,7 +80,7 @@ class End:
     training follow; ``leaked``: the resume recheck failed; ``stopped``: failed or preempted,
     ``result`` is the summary already written."""
 
-    why: str
+    why: Literal["budget", "leaked", "stopped"]
     result: dict[str, Any] | None = None
 
 
