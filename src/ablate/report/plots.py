@@ -77,24 +77,16 @@ def val_loss_figure(coll: Collection, x: str, xlabel: str, title: str) -> Any:
     colors = _colors(coll.order)
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
-    # One Line2D per step, jobs separated by NaN breaks: a thousand seeds draw in one call, and
-    # seeds of a step share a colour and one legend entry.
-    import numpy as np
-
-    for step, g in curves.groupby("step", sort=False):
-        xs, ys = [], []
-        for _, job in g.groupby("key", sort=False):
-            xs += [job[x].to_numpy(), [np.nan]]
-            ys += [job["val_loss"].to_numpy(), [np.nan]]
+    for step, xs, ys in _lines_per_step(curves, x, "val_loss"):
         ax.plot(
-            np.concatenate(xs),
-            np.concatenate(ys),
+            xs,
+            ys,
             color=colors.get(step),
             linewidth=1.2,
             alpha=0.85,
             label=step,
             marker="o",
-            markersize=4 if len(g) <= 200 else 1.5,
+            markersize=4 if (xs == xs).sum() <= 200 else 1.5,  # points, not NaN breaks
         )
     _final_points(ax, coll, x, colors)
     ax.set_xlabel(xlabel)
@@ -114,6 +106,21 @@ def val_loss_figure(coll: Collection, x: str, xlabel: str, title: str) -> Any:
             style="italic",
         )
     return fig
+
+
+def _lines_per_step(df: Any, x: str, y: str) -> list[tuple[str, Any, Any]]:
+    """(step, xs, ys) per step, its jobs' lines joined by NaN breaks: one Line2D per step, so a
+    thousand seeds draw in one call and a step's seeds share a colour and one legend entry."""
+    import numpy as np
+
+    out = []
+    for step, g in df.groupby("step", sort=False):
+        xs, ys = [], []
+        for _, job in g.groupby("key", sort=False):
+            xs += [job[x].to_numpy(dtype=float), [np.nan]]
+            ys += [job[y].to_numpy(dtype=float), [np.nan]]
+        out.append((str(step), np.concatenate(xs), np.concatenate(ys)))
+    return out
 
 
 def _final_points(ax: Any, coll: Collection, x: str, colors: dict[str, object]) -> None:
@@ -143,27 +150,21 @@ def _final_points(ax: Any, coll: Collection, x: str, colors: dict[str, object]) 
 
 
 def train_loss_figure(coll: Collection) -> Any:
-    """The logged training loss (each log iteration's global batch) against tokens seen, one line per run (seeds of a step share a
-    colour), or None when no run logged a finite train loss."""
+    """The logged training loss (each log iteration's global batch) against tokens seen, one line
+    per run (seeds of a step share a colour), or None when no run logged a finite train loss."""
     tc = coll.train_curves
     if tc.empty:
         return None
     tc = tc[tc["train_loss"].map(_finite) & tc["tokens_seen"].map(_finite)]
     if tc.empty:
         return None
-    import numpy as np
-
     colors = _colors(coll.order)
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
-    for step, g in tc.groupby("step", sort=False):
-        xs, ys = [], []
-        for _, job in g.groupby("key", sort=False):
-            xs += [job["tokens_seen"].to_numpy(dtype=float), [np.nan]]
-            ys += [job["train_loss"].to_numpy(dtype=float), [np.nan]]
+    for step, xs, ys in _lines_per_step(tc, "tokens_seen", "train_loss"):
         ax.plot(
-            np.concatenate(xs),
-            np.concatenate(ys),
+            xs,
+            ys,
             color=colors.get(step),
             linewidth=1.0,
             alpha=0.85,
