@@ -133,7 +133,6 @@ def _final_points(ax: Any, coll: Collection, x: str, colors: dict[str, object]) 
         return
     done = jobs[(jobs["status"] == R.COMPLETED)]
     done = done[done["val_loss"].map(_finite) & done[end].map(_finite)]
-    labelled = False
     for step, g in done.groupby("step", sort=False):
         ax.scatter(
             g[end].to_numpy(dtype=float),
@@ -144,9 +143,11 @@ def _final_points(ax: Any, coll: Collection, x: str, colors: dict[str, object]) 
             edgecolors=[colors.get(step)] * len(g),
             linewidths=1.6,
             zorder=3,
-            label=None if labelled else FINAL_LABEL,
         )
-        labelled = True
+    if not done.empty:  # one legend entry in no step's colour: the diamond means the same for all
+        ax.scatter(
+            [], [], marker="D", s=42, facecolors="none", edgecolors="grey", label=FINAL_LABEL
+        )
 
 
 def train_loss_figure(coll: Collection) -> Any:
