@@ -8,7 +8,7 @@ from report_factory import Job, make_matrix, section
 
 from ablate import results as R
 from ablate.report import build, render_markdown
-from ablate.train.records import budget_warnings
+from ablate.train.trainlog import budget_warnings
 
 
 def _report(jobs, tmp_path):

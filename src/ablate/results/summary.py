@@ -189,7 +189,7 @@ class JobSummary:
 # The trainer's budget notes (train.log, and summary.json "notes") say what the report's own
 # warnings compute from the same summary fields (report/warnings.py: "box", "epochs", and
 # "schedule" for a completed run): the report leaves them out so that a note never repeats a
-# warning. Each pattern matches one text of ablate.train.records.budget_warnings (tested).
+# warning. Each pattern matches one text of ablate.train.trainlog.budget_warnings (tested).
 BUDGET_NOTES = {
     "box": re.compile(r"^trained [0-9.]+ s in a \S+ s box: "),
     "epochs": re.compile(r"^[0-9,]+ tokens seen = [0-9.]+ epochs of the "),
