@@ -296,7 +296,7 @@ def test_the_trainer_never_retrains_a_done_job(tmp_path, monkeypatch):
     from ablate.train import run_job, trainer
 
     built: list[str] = []
-    monkeypatch.setattr(trainer.Trainer, "run", lambda self: built.append(str(self.jd.path)) or {})
+    monkeypatch.setattr(trainer, "run", lambda job_dir, dinfo: built.append(str(job_dir)) or {})
     job = make_job(tmp_path, "job")
     results.JobDir(job).mark_done()
     files = {p.name: p.stat().st_mtime_ns for p in job.iterdir()}

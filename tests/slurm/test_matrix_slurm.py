@@ -46,6 +46,7 @@ JOB_FILES = {
     "causality.json",
     "final_eval.json",
     "identity.json",
+    "stage.json",
 }
 
 
