@@ -33,6 +33,31 @@ def _runs_index(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _fixed_plan_timing(request, monkeypatch):
+    """`--plan` times a few real training steps of each distinct model (ablate.matrix.timing):
+    about half of a smoke plan's seconds on 2 cores. A test of anything else gets a fixed timing
+    on the device the plan chose; the tests of the timing itself are marked ``real_timing``."""
+    if request.node.get_closest_marker("real_timing"):
+        yield
+        return
+    import torch
+
+    from ablate.matrix import timing
+
+    def fixed(job, device: str) -> timing.StepTiming:
+        return timing.StepTiming(
+            device=device,
+            threads=torch.get_num_threads(),
+            micro_step_s=0.05,
+            optimizer_s=0.01,
+            eval_tokens_per_s=100_000.0,
+        )
+
+    monkeypatch.setattr(timing, "time_model", fixed)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _model_registries():
     """A test that loads a plugin (its modules register components) leaves the registries as it
     found them, so no other test sees its names (an error lists every registered name)."""

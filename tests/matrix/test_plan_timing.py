@@ -22,6 +22,7 @@ TINY = [
 ]
 
 
+@pytest.mark.real_timing
 def test_each_distinct_model_is_timed_once_and_every_job_gets_its_estimate(monkeypatch):
     jobs = build_jobs([*TINY, "step=V0,V16", "seed=1,2"], multirun=True)
     calls: list[str] = []
