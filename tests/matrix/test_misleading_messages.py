@@ -222,6 +222,26 @@ def test_a_wrong_value_is_one_line_with_key_type_and_value(capsys, override, exp
     assert "Error merging override" not in err and "LexerNoViableAlt" not in err
 
 
+def test_checking_values_leaves_the_schema_they_are_checked_on_as_built():
+    """Every value is checked on a copy of one schema node (ablate.schema, built once per
+    process): neither an accepted value nor a refused one may leak into the next check."""
+    from omegaconf import OmegaConf
+
+    from ablate import schema
+    from ablate.compose import parse_overrides
+    from ablate.config import ComposedConfig
+    from ablate.errors import ConfigError
+
+    for arg in ["budget.max_iters=7", "plugins=[x]", "seed=3", "budget.max_iters=abc"]:
+        (o,) = parse_overrides([arg])
+        try:
+            schema.check_value_type(o.key_or_group, o)
+        except ConfigError:
+            assert arg == "budget.max_iters=abc"
+    built = OmegaConf.to_container(OmegaConf.structured(ComposedConfig))
+    assert OmegaConf.to_container(schema._schema_node()) == built
+
+
 @pytest.mark.parametrize(
     "override",
     [
