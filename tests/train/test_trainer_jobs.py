@@ -17,6 +17,7 @@ from train_helpers import (
     make_job,
     records,
     run_cli,
+    run_main,
     start_cli,
     summary,
     train_records,
@@ -175,8 +176,7 @@ def test_signal_checkpoints_exits_3_and_resumes_exactly(reference_dropout, tmp_p
     assert ck["state"]["iter"] == stopped
     assert not (job / "DONE").exists()
 
-    r = run_cli(job)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert run_main(job) == 0  # the resume: the same command, in this process
     s = summary(job)
     assert s["status"] == "completed" and s["resumed"] == 1 and s["iterations"] == 12
     assert_same_curves(job, reference_dropout)
@@ -194,8 +194,7 @@ def test_kill9_between_checkpoints_resumes_exactly(reference, tmp_path):
     assert ck_iter < logged, "the kill must land between checkpoints for this test to mean anything"
     assert summary(job)["status"] == "running"
 
-    r = run_cli(job)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert run_main(job) == 0  # the resume: the same command, in this process
     assert_same_curves(job, reference)  # records past the checkpoint were dropped and re-logged
     s = summary(job)
     assert s["resumed"] == 1 and s["status"] == "completed"
@@ -205,7 +204,7 @@ def test_kill9_between_checkpoints_resumes_exactly(reference, tmp_path):
 # --------------------------------------------------------------------------- failures
 
 
-def test_nan_loss_fails_with_the_iteration(tmp_path):
+def test_nan_loss_fails_with_the_iteration(tmp_path, capsys):
     over = dict(
         optim__lr=1e6,
         optim__min_lr=1e6,
@@ -215,8 +214,7 @@ def test_nan_loss_fails_with_the_iteration(tmp_path):
         budget__checkpoint_interval_iters=None,
     )
     job = make_job(tmp_path, "cli", **over)
-    r = run_cli(job)
-    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert run_main(job) == 1, capsys.readouterr()
     s = summary(job)
     assert s["status"] == "failed" and s["exit_code"] == 1
     assert isinstance(s["failed_iter"], int) and 1 <= s["failed_iter"] < 40
@@ -252,18 +250,19 @@ def test_failure_after_training_keeps_the_completed_result(tmp_path, monkeypatch
     assert (job / "DONE").is_file()
 
 
-def test_batch_that_does_not_divide_is_a_user_error(tmp_path):
+def test_batch_that_does_not_divide_is_a_user_error(tmp_path, capsys):
     job = make_job(tmp_path, hardware__micro_batch=3)  # 128 tokens / (32 x 3) does not divide
-    r = run_cli(job)
-    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
-    errors = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: "), r.stderr
+    code = run_main(job)
+    out, err = capsys.readouterr()
+    assert code == 2, out[-2000:] + err[-2000:]
+    errors = [line for line in err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), err
     assert (
         "tokens_per_iter=128" in errors[0]
         and "32 x 3 x 1 = 96" in errors[0]
         and "96 or 192" in errors[0]
     )
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in err
     s = summary(job)
     assert s["status"] == "failed" and "tokens_per_iter" in s["error"]
     assert not (job / "checkpoint.pt").exists() and not records(job)
@@ -486,7 +485,7 @@ def test_done_job_drops_the_optimizer_state_by_default_and_keeps_nothing_with_no
     assert jd.is_done() and not jd.weights.exists() and not jd.checkpoint.exists()
 
 
-def test_a_checkpoint_that_does_not_match_the_config_is_one_line(tmp_path):
+def test_a_checkpoint_that_does_not_match_the_config_is_one_line(tmp_path, capsys):
     """config.yaml changed since the checkpoint was written: one error line naming the file,
     what does not fit and what to do, not load_state_dict's raw text (issue 23)."""
     import shutil
@@ -495,11 +494,13 @@ def test_a_checkpoint_that_does_not_match_the_config_is_one_line(tmp_path):
     assert run_job(done)["status"] == "completed"
     job = make_job(tmp_path, "b", model__n_embd=32, budget__max_iters=4)
     shutil.copy(done / "checkpoint.pt", job / "checkpoint.pt")
-    r = run_cli(job)
-    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
-    errors = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: "), r.stderr
+    capsys.readouterr()
+    code = run_main(job)
+    out, err = capsys.readouterr()
+    assert code == 2, out[-2000:] + err[-2000:]
+    errors = [line for line in err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), err
     assert "checkpoint.pt does not match the model this job's config.yaml builds" in errors[0]
     assert "size mismatch for" in errors[0] and "delete checkpoint.pt" in errors[0]
-    assert "Traceback" not in r.stdout + r.stderr
+    assert "Traceback" not in out + err
     assert summary(job)["status"] == "failed"

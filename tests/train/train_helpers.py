@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -85,6 +86,23 @@ def cli_command(job: Path, nproc: int = 1) -> list[str]:
         "ablate.train",
         str(job),
     ]
+
+
+def run_main(job: Path) -> int:
+    """``python -m ablate.train JOB`` run in this process (its ``main``, exit code returned; its
+    stderr goes to capsys): what a fresh interpreter would do, without the seconds it takes to
+    start one and import torch. The stop-signal handlers ``main`` installs are put back after, so
+    pytest keeps its own. The tests of the command's own process (exit codes seen by a shell,
+    signals) keep ``run_cli``/``start_cli``."""
+    from ablate.train import main
+    from ablate.train.signals import STOP_SIGNALS
+
+    saved = {name: signal.getsignal(getattr(signal, name)) for name in STOP_SIGNALS}
+    try:
+        return main([str(job)])
+    finally:
+        for name, handler in saved.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 def run_cli(job: Path, nproc: int = 1, timeout: float = 120, **env) -> subprocess.CompletedProcess:
