@@ -17,7 +17,7 @@ from report_factory import Job, make_matrix, seed_jobs, table_rows
 
 from ablate.report import build, render_markdown
 from ablate.report.__main__ import main
-from ablate.report.fmt import fmt_pct, rounded
+from ablate.report.fmt import fmt_pct, fmt_w, rounded
 from ablate.report.main_table import (
     COLUMNS,
     MULTIPLIER_COLUMNS,
@@ -103,12 +103,19 @@ def test_markdown_csv_and_json_say_the_same_about_every_step(tmp_path, capsys, n
     assert [c[0].split()[0] for c in md_rows] == [r.step for r in records]
     for rec, cells, row in zip(records, md_rows, js):
         assert columns(rec)["step"] == row["step"]
-        step_cell, _, loss, impr, _ = cells
+        step_cell, arch, loss, impr, w_rec = cells
         assert (step_cell.endswith("⚠")) == bool(rec.warnings) == (row["warnings"] is not None)
+        assert arch == (row["architecture"] or "?")
         assert loss.startswith("**") == row["is_best"] == rec.is_best
         mean = row["final_val_loss_mean"]
         if mean is not None:
             assert loss.strip("*").split(" (")[0] == rounded(mean, 2)
+        # values from runs that did not complete (or none) say so in both
+        assert (row["partial"] in loss) if row["partial"] else "(" not in loss
+        if row["rmlp_w_rec_mean"] is None:
+            assert w_rec in ("N/A", "not recorded")
+        else:
+            assert w_rec.strip("*") == fmt_w(row["rmlp_w_rec_mean"])
         pct = row["improvement_pct"]
         v = rec.verdict
         if row["is_baseline"]:
