@@ -42,12 +42,13 @@ type (a CUDA-only kernel is checked when the job rechecks its trained weights on
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from .causality_inputs import DATA_KINDS, cover_sets, margin_for, stream_of
 from .causality_probes import (
     EOT_TOKEN,
     KINDS,
@@ -56,8 +57,8 @@ from .causality_probes import (
     gradient_probe,
     perturbation_probe,
     probe_lengths,
-    random_tokens,
     randomized_copy,
+    targets_probe,
 )
 
 PRECISIONS = ("fp32", "bf16")
@@ -129,6 +130,8 @@ class _Step:
     precision: str
     length: int
     descending: bool
+    every_cut: bool = False
+    """Cover every cut 0..length-2 in this pass (several cut sets, one forward or backward each)."""
 
 
 def _plan(
@@ -137,14 +140,19 @@ def _plan(
     precisions: Sequence[str],
     modes: Sequence[str],
     methods: Sequence[str],
+    every_cut: bool = False,
 ) -> list[_Step]:
-    """Cheap and telling first: at each length, the gradient probes (they see most leaks), then
-    the perturbation probes. Perturbation configurations (weights x precision x mode) run in full
-    at the short length when there are at most 4, else as the half fraction in which every pair
-    of settings still meets (a leak that needs a specific pair is seen); at the full length, two
-    that differ in every setting."""
+    """Cheap and telling first: the targets contract (two forwards), then at each length the
+    gradient probes (they see most leaks), then the perturbation probes. Perturbation
+    configurations (weights x precision x mode) run in full at the short length when there are at
+    most 4, else as the half fraction in which every pair of settings still meets (a leak that
+    needs a specific pair is seen); at the full length, two that differ in every setting. With
+    ``every_cut``, the first gradient and the first perturbation pass at the full length cover
+    every cut."""
     grad_weights = "random" if "random" in weights else weights[0]
     steps: list[_Step] = []
+    if "targets" in methods:
+        steps.append(_Step("targets", weights[0], modes[0], precisions[0], lengths[0], False))
     configs = [(w, p, m) for w in weights for p in precisions for m in modes]
     if len(configs) > 4:
         half = [
@@ -155,14 +163,31 @@ def _plan(
     else:
         half = configs
     for i, length in enumerate(lengths):
-        is_full = i == len(lengths) - 1 and len(lengths) > 1
+        is_full = i == len(lengths) - 1
+        cover = every_cut and is_full
         if "gradient" in methods:
             for k, mode in enumerate(modes):
-                steps.append(_Step("gradient", grad_weights, mode, "fp32", length, k % 2 == 1))
+                steps.append(
+                    _Step(
+                        "gradient", grad_weights, mode, "fp32", length, k % 2 == 1, cover and k == 0
+                    )
+                )
         if "perturbation" in methods:
-            chosen = _complementary_pair(configs) if is_full else half
-            for k, (w, p, m) in enumerate(chosen):
-                steps.append(_Step("perturbation", w, m, p, length, k % 2 == 1))
+            chosen = _complementary_pair(configs) if is_full and len(lengths) > 1 else half
+            # the covering pass in eval mode where there is one: no autograd graph per forward
+            covering = next((c for c in chosen if c[2] == "eval"), chosen[0])
+            for k, c in enumerate(chosen):
+                steps.append(
+                    _Step(
+                        "perturbation",
+                        c[0],
+                        c[2],
+                        c[1],
+                        length,
+                        k % 2 == 1,
+                        cover and c == covering,
+                    )
+                )
     return steps
 
 
@@ -178,9 +203,10 @@ def check_causal(
     positions: Sequence[int] | None = None,
     seed: int = 0,
     batch: int = 3,
-    tol: float = 1e-6,
+    tol: float | None = None,
     seq_len: int | None = None,
     *,
+    eval_batch: int | None = None,
     randomize: bool = True,
     precisions: Sequence[str] = PRECISIONS,
     modes: Sequence[str] = MODES,
@@ -189,16 +215,33 @@ def check_causal(
     eot_token: int = EOT_TOKEN,
     stop_early: bool = True,
     embedding: nn.Module | None = None,
+    targets: bool = True,
+    forward: Callable | None = None,
+    data: torch.Tensor | None = None,
+    every_cut: bool = True,
 ) -> CausalityReport:
-    """Run the gradient and perturbation probes (see the module docstring) on ``model``.
+    """Run the probes (see the module docstring) on ``model`` in the job's own conditions.
 
-    positions: cuts t to probe, each in [0, seq_len - 2] (default: spread over the sequence).
+    positions: cuts t to probe, each in [0, seq_len - 2] (default: every cut at the full length,
+        priority cuts elsewhere; see ``every_cut``).
     seq_len: probe only this length (default: a shorter odd length, then block_size).
-    batch: rows per probe pass, >= 3 (each row its own cut; a leak between rows needs 3 to show).
-    tol: perturbation probe threshold, relative to max(1, max |logit|); the gradient probe is exact.
+    batch: rows of the train-mode passes, the job's ``hardware.micro_batch`` (each row its own cut).
+    eval_batch: rows of the eval-mode passes, the job's eval batch (default ``batch``).
+    tol: per-logit relative margin of the perturbation and targets probes (default: 0 on CPU,
+        where the arithmetic is deterministic; see causality_inputs.margin_for on GPUs); never
+        scaled by the batch's largest logit. The gradient probe is exact.
     randomize: also probe with every parameter re-drawn (the gradient probe then uses only those);
         False probes the given weights only (the trained-weights recheck).
     precisions: "fp32" and/or "bf16" (autocast) for the perturbation probe.
+    targets: call ``model(x, y)`` as the trainer does (y the next tokens), and check the model
+        contract (logits from idx alone; the loss is the cross-entropy of the logits).
+    forward: what the job calls (its compiled model): used by the perturbation passes on the
+        given weights at the full length, the job's own shapes (another shape would recompile).
+    data: the job's data windows (a 2-D tensor of token ids, rows >= the probe length + 1): the
+        perturbation probes then start from real text and also replace later tokens with tokens
+        drawn from it and with copies of earlier spans (kinds "data" and "span").
+    every_cut: the first gradient and the first perturbation pass at the full length cover every
+        cut 0..block_size-2, spread over the rows of several batches.
     stop_early: stop at the first failing probe.
     The model's weights, train/eval flags and requires_grad flags are left as they were.
     """
@@ -206,8 +249,10 @@ def check_causal(
     cfg = getattr(model, "config", None)
     block = int(cfg.block_size)
     vocab = int(cfg.vocab_size)
-    if batch < 3:
-        raise ValueError(f"batch={batch} must be >= 3 (a leak between rows can hide at batch 2)")
+    eval_batch = batch if eval_batch is None else int(eval_batch)
+    for name, b in (("batch", batch), ("eval_batch", eval_batch)):
+        if b < 1:
+            raise ValueError(f"{name}={b} must be >= 1")
     for p in precisions:
         if p not in PRECISIONS:
             raise ValueError(f"precision {p!r} must be one of {', '.join(PRECISIONS)}")
@@ -230,9 +275,19 @@ def check_causal(
         lengths = [L for L in lengths if max(positions) <= L - 2] or [longest]
 
     weights = ["given", "random"] if randomize else ["given"]
-    steps = _plan(lengths, weights, list(precisions), list(modes), list(methods))
+    all_methods = (["targets"] if targets and "perturbation" in methods else []) + list(methods)
+    steps = _plan(
+        lengths, weights, list(precisions), list(modes), all_methods,
+        every_cut and positions is None,
+    )  # fmt: skip
     device = next(model.parameters()).device
-    plans = {L: CutPlan(L, batch, positions) for L in lengths}
+    if data is not None:
+        kinds = list(dict.fromkeys([*kinds, *DATA_KINDS]))
+    plans = {(L, b): CutPlan(L, b, positions) for L in lengths for b in {batch, eval_batch}}
+    ctx = _Context(
+        model, plans, {"train": batch, "eval": eval_batch}, vocab, device, seed, kinds, tol,
+        eot_token, embedding, targets, forward, data, block,
+    )  # fmt: skip
     results: list[ProbeResult] = []
     # The probes seed torch's RNG (same dropout masks for base and perturbed runs); the caller's
     # RNG stream is restored, so a job that rechecks its weights on resume trains on identically.
@@ -242,70 +297,71 @@ def check_causal(
         else []
     )
     with torch.random.fork_rng(devices=cuda):
-        _run(
-            steps,
-            model,
-            plans,
-            batch,
-            vocab,
-            device,
-            seed,
-            kinds,
-            tol,
-            eot_token,
-            embedding,
-            stop_early,
-            results,
-        )
+        _run(steps, ctx, stop_early, results)
     return _summarize(results, len(steps), time.perf_counter() - t_start)
 
 
-def _run(
-    steps,
-    model,
-    plans,
-    batch,
-    vocab,
-    device,
-    seed,
-    kinds,
-    tol,
-    eot_token,
-    embedding,
-    stop_early,
-    results,
-) -> None:
+@dataclass
+class _Context:
+    model: nn.Module
+    plans: dict
+    batches: dict
+    vocab: int
+    device: torch.device
+    seed: int
+    kinds: Sequence[str]
+    tol: float | None
+    eot_token: int
+    embedding: nn.Module | None
+    targets: bool
+    forward: Callable | None
+    data: torch.Tensor | None
+    block: int
+
+
+def _run(steps: list[_Step], c: _Context, stop_early: bool, results: list) -> None:
     random_model: nn.Module | None = None
+    pool = c.data.reshape(-1) if c.data is not None else None
     try:
         for i, step in enumerate(steps):
             if step.weights == "random" and random_model is None:
-                random_model = randomized_copy(model, seed + 7919)
-            target = random_model if step.weights == "random" else model
-            cuts = plans[step.length].take(step.descending)
-            tokens = random_tokens(batch, step.length, vocab, seed + 31 * i).to(device)
-            if step.method == "gradient":
+                random_model = randomized_copy(c.model, c.seed + 7919)
+            target = random_model if step.weights == "random" else c.model
+            B = c.batches[step.mode]
+            stream = stream_of(B, step.length, c.vocab, c.seed + 31 * i, c.data).to(c.device)
+            tokens = stream[:, : step.length]
+            if step.method == "targets":
+                cuts = []
+            elif step.every_cut:
+                lead = c.plans[(step.length, B)].take(step.descending)
+                cuts: list | list[list[int]] = cover_sets(step.length, B, lead)
+            else:
+                cuts = c.plans[(step.length, B)].take(step.descending)
+            margin, rule = (
+                margin_for(c.device.type, step.precision)
+                if c.tol is None
+                else (float(c.tol), f"{c.tol:g} x max(|logit|, 1) per logit (given)")
+            )
+            job_shape = step.length == c.block and step.weights == "given"
+            fwd = c.forward if job_shape else None
+            if step.method == "targets":
+                res = targets_probe(
+                    target, tokens, mode=step.mode, precision=step.precision, margin=margin,
+                    rule=rule, seed=c.seed + i, forward=fwd, weights=step.weights,
+                )  # fmt: skip
+            elif step.method == "gradient":
                 res = gradient_probe(
-                    target,
-                    tokens,
-                    cuts,
-                    mode=step.mode,
-                    weights=step.weights,
-                    embedding=_embedding_in(target, model, embedding),
-                    seed=seed + i,
-                )
+                    target, tokens, cuts, mode=step.mode, weights=step.weights,
+                    embedding=_embedding_in(target, c.model, c.embedding), seed=c.seed + i,
+                    targets=c.targets,
+                )  # fmt: skip
             else:
                 res = perturbation_probe(
-                    target,
-                    tokens,
-                    cuts,
-                    mode=step.mode,
-                    precision=step.precision,
-                    kinds=[kinds[(i + b) % len(kinds)] for b in range(batch)],
-                    weights=step.weights,
-                    tol=tol,
-                    eot=eot_token,
-                    seed=seed + i,
-                )
+                    target, tokens, cuts, mode=step.mode, precision=step.precision,
+                    kinds=[c.kinds[(i + b) % len(c.kinds)] for b in range(len(c.kinds))],
+                    weights=step.weights, margin=margin, rule=rule, eot=c.eot_token,
+                    seed=c.seed + i, targets=c.targets, forward=fwd, pool=pool,
+                )  # fmt: skip
             results.append(res)
             if stop_early and not res.ok:
                 break
@@ -327,13 +383,24 @@ def _embedding_in(
 
 def _summarize(results: list[ProbeResult], planned: int, seconds: float) -> CausalityReport:
     leaking = sorted({t for r in results for t in r.leaking_positions})
-    positions = sorted({t for r in results for t in r.positions})
+    positions = sorted(
+        {
+            t
+            for r in results
+            if r.method != "targets"
+            for cuts in (r.cut_sets or [r.positions])
+            for t in cuts
+        }
+    )
     sensitive = all(r.sensitive for r in results)
     max_leak = max((r.max_leak for r in results), default=0.0)
     threshold = max((r.threshold for r in results), default=0.0)
     failed = next((r for r in results if not r.ok), None)
     if not results:
         message, ok = "nothing was probed", False
+    elif failed is not None and failed.method == "targets":
+        message = f"model is not causal: {failed.describe()}: {failed.detail}"
+        ok = False
     elif failed is not None and failed.leaking_positions:
         message = (
             f"model is not causal: {failed.describe()}: {failed.detail} "

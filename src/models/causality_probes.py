@@ -34,10 +34,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-EOT_TOKEN = 50256  # GPT-2's <|endoftext|>
-KINDS = ("random", "eot", "copy")
+from .causality_inputs import (
+    ALL_KINDS,
+    EOT_TOKEN,
+    KINDS,
+    perturb,
+    random_tokens,
+    targets_of,
+)
+
+__all__ = ["ALL_KINDS", "EOT_TOKEN", "KINDS", "perturb", "random_tokens", "targets_of"]
 
 
 @dataclass
@@ -69,6 +78,15 @@ class ProbeResult:
     seconds: float = 0.0
     kinds: list[str] = field(default_factory=list)
     """Perturbation kind of each row (perturbation probe only)."""
+    cut_sets: list[list[int]] = field(default_factory=list)
+    """Every cut set of the pass (one cut per row; ``positions`` is the first); the pass runs
+    one base forward and one perturbed forward (or one backward) per set."""
+    rule: str = ""
+    """The threshold in words (exact, or the margin and why)."""
+    forward: str = "eager"
+    """What was called: "eager" (the module) or "compiled" (the job's compiled forward)."""
+    targets: bool = False
+    """Whether the model was called as the trainer calls it, ``model(x, y)``."""
 
     @property
     def ok(self) -> bool:
@@ -78,7 +96,10 @@ class ProbeResult:
         w = "random weights" if self.weights == "random" else "given weights"
         return (
             f"{self.method} probe ({w}, {self.mode} mode, {self.precision}, "
-            f"batch {self.shape[0]} x {self.shape[1]} tokens)"
+            f"batch {self.shape[0]} x {self.shape[1]} tokens"
+            + (", compiled" if self.forward == "compiled" else "")
+            + (", model(x, y)" if self.targets else "")
+            + ")"
         )
 
     def as_dict(self) -> dict:
@@ -96,6 +117,10 @@ class ProbeResult:
             "sensitive": self.sensitive,
             "ok": self.ok,
             "seconds": round(self.seconds, 4),
+            "cut_sets": len(self.cut_sets) or 1,
+            "threshold_rule": self.rule,
+            "forward": self.forward,
+            "targets": self.targets,
         }
 
 
@@ -176,9 +201,16 @@ class CutPlan:
 # --------------------------------------------------------------------------- helpers
 
 
+def call_model(fn, x: torch.Tensor, y: torch.Tensor | None):
+    """(logits, loss) of ``fn(x, y)`` as the trainer calls it, or of ``fn(x)`` without targets."""
+    out = fn(x) if y is None else fn(x, y)
+    if isinstance(out, (tuple, list)):
+        return out[0], (out[1] if len(out) > 1 else None)
+    return out, None
+
+
 def logits_of(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
-    out = model(idx)
-    return out[0] if isinstance(out, (tuple, list)) else out
+    return call_model(model, idx, None)[0]
 
 
 def find_embedding(model: nn.Module, vocab_size: int) -> nn.Module:
@@ -249,11 +281,6 @@ def randomized_copy(model: nn.Module, seed: int) -> nn.Module:
     return clone
 
 
-def random_tokens(batch: int, length: int, vocab: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab, (batch, length), generator=gen)
-
-
 def _abs_max_last(x: torch.Tensor) -> torch.Tensor:
     """max |x| over the last dim, with NaN counted as an infinite leak (a NaN is a dependence we
     cannot rule out). amax propagates NaN, so the NaN test runs on the small result only."""
@@ -267,196 +294,266 @@ def _abs_max_last(x: torch.Tensor) -> torch.Tensor:
 def gradient_probe(
     model: nn.Module,
     tokens: torch.Tensor,
-    cuts: Sequence[int],
+    cuts: Sequence[int] | Sequence[Sequence[int]],
     *,
     mode: str,
     weights: str = "given",
     embedding: nn.Module | None = None,
     seed: int = 0,
+    targets: bool = False,
 ) -> ProbeResult:
     """Row b: d <r_b, logits[b, :t_b+1]> / d emb must be exactly 0 at positions > t_b, where
-    r_b is random (a distinct random weight per position times a random vocabulary vector)."""
+    r_b is random (a distinct random weight per position times a random vocabulary vector).
+
+    ``cuts``: one cut per row, or several such sets: one forward, then one backward per set
+    (the graph is kept), so covering every cut costs backwards, not forwards. ``targets``: call
+    ``model(x, y)`` as the trainer does (y the next tokens)."""
     t0 = time.perf_counter()
     B, T = tokens.shape
-    cuts = [int(c) for c in cuts]
+    sets = _cut_sets(cuts)
     vocab = int(model.config.vocab_size)
     device = tokens.device
     emb = embedding if embedding is not None else find_embedding(model, vocab)
     captured: list[torch.Tensor] = []
+    y = targets_of(tokens, vocab) if targets else None
 
     def hook(module, inputs, output):
         leaf = output.detach().requires_grad_(True)
         captured.append(leaf)
         return leaf
 
+    def result(max_leak, leaking, sensitive, detail):
+        return ProbeResult(
+            "gradient", weights, mode, "fp32", [B, T], sets[0], max_leak, 0.0, leaking,
+            sensitive, detail, time.perf_counter() - t0, cut_sets=sets, rule="exact (0)",
+            targets=targets,
+        )  # fmt: skip
+
     handle = emb.register_forward_hook(hook)
     try:
         with train_mode(model, mode), no_param_grads(model), torch.enable_grad():
             torch.manual_seed(seed)
-            logits = logits_of(model, tokens).float()  # (B, T, V)
+            logits = call_model(model, tokens, y)[0].float()  # (B, T, V)
     finally:
         handle.remove()
     if not captured:  # the logits do not come from the token embedding at all: nothing is proven
-        return ProbeResult(
-            "gradient",
-            weights,
-            mode,
-            "fp32",
-            [B, T],
-            cuts,
-            0.0,
-            0.0,
-            [],
-            False,
+        return result(
+            0.0, [], False,
             "the token embedding was not used in the forward pass (pass embedding=<module>)",
-            time.perf_counter() - t0,
-        )
+        )  # fmt: skip
     gen = torch.Generator().manual_seed(seed + 1)
-    weight = torch.randn(B, T, generator=gen)
-    for b, t in enumerate(cuts):
-        weight[b, t + 1 :] = 0.0
     direction = torch.randn(B, vocab, 1, generator=gen)
-    projected = torch.matmul(logits, direction.to(device)).squeeze(
-        -1
-    )  # (B, T), no (B, T, V) temporary
-    loss = (projected * weight.to(device)).sum()
-    if not loss.requires_grad:  # the logits do not depend on the embedding output
-        grads = [None] * len(captured)
-    else:
-        grads = torch.autograd.grad(loss, captured, allow_unused=True)
-    dep = torch.zeros(B, T, device=device)
-    for g in grads:
-        if g is not None:
-            dep = torch.maximum(dep, _abs_max_last(g))  # (B, T) largest |grad| per position
-    dep = dep.cpu()
-    leaking, sensitive, max_leak, detail = [], True, 0.0, ""
-    for b, t in enumerate(cuts):
-        after = dep[b, t + 1 :]
-        worst = float(after.max()) if after.numel() else 0.0
-        max_leak = max(max_leak, worst)
-        if worst > 0.0:
-            leaking.append(t)
-            if not detail:
-                pos = int(t + 1 + int(after.argmax()))
-                detail = (
-                    f"the logits at positions <= {t} of row {b} (or of another row) have a nonzero "
-                    f"gradient ({worst:.3g}) with respect to the token at position {pos} of row {b}"
-                )
-        if float(dep[b, : t + 1].max()) == 0.0:
-            sensitive = False
-            detail = detail or f"row {b}: the logits at positions <= {t} do not depend on any token"
-    return ProbeResult(
-        "gradient",
-        weights,
-        mode,
-        "fp32",
-        [B, T],
-        cuts,
-        max_leak,
-        0.0,
-        sorted(set(leaking)),
-        sensitive,
-        detail,
-        time.perf_counter() - t0,
-    )
-
-
-def perturb(
-    tokens: torch.Tensor, cuts: Sequence[int], kinds: Sequence[str], vocab: int, eot: int, seed: int
-) -> torch.Tensor:
-    """Row b with every token after cuts[b] replaced, by kinds[b]: random different tokens,
-    the EOT token, or copies of the row's earliest tokens (repeated as needed)."""
-    gen = torch.Generator().manual_seed(seed + 2)
-    alt = tokens.clone().cpu()
-    src = tokens.cpu()
-    T = tokens.shape[1]
-    for b, (t, kind) in enumerate(zip(cuts, kinds)):
-        n = T - t - 1
-        if n <= 0:
-            continue
-        if kind == "random":
-            alt[b, t + 1 :] = (
-                src[b, t + 1 :] + torch.randint(1, vocab, (n,), generator=gen)
-            ) % vocab
-        elif kind == "eot":
-            alt[b, t + 1 :] = eot
-        elif kind == "copy":
-            alt[b, t + 1 :] = src[b, torch.arange(n) % (t + 1)]
+    projected = torch.matmul(logits, direction.to(device)).squeeze(-1)  # (B, T), no (B,T,V) temp
+    leaking: set[int] = set()
+    sensitive, max_leak, detail = True, 0.0, ""
+    for k, set_cuts in enumerate(sets):
+        weight = torch.randn(B, T, generator=gen)
+        for b, t in enumerate(set_cuts):
+            weight[b, t + 1 :] = 0.0
+        loss = (projected * weight.to(device)).sum()
+        if not loss.requires_grad:  # the logits do not depend on the embedding output
+            grads: Sequence[torch.Tensor | None] = [None] * len(captured)
         else:
-            raise ValueError(f"perturbation kind {kind!r} must be one of {', '.join(KINDS)}")
-    return alt.to(tokens.device)
+            grads = torch.autograd.grad(
+                loss, captured, allow_unused=True, retain_graph=k < len(sets) - 1
+            )
+        dep = torch.zeros(B, T, device=device)
+        for g in grads:
+            if g is not None:
+                dep = torch.maximum(dep, _abs_max_last(g))  # (B, T) largest |grad| per position
+        dep = dep.cpu()
+        for b, t in enumerate(set_cuts):
+            after = dep[b, t + 1 :]
+            worst = float(after.max()) if after.numel() else 0.0
+            max_leak = max(max_leak, worst)
+            if worst > 0.0:
+                leaking.add(t)
+                if not detail:
+                    pos = int(t + 1 + int(after.argmax()))
+                    detail = (
+                        f"the logits at positions <= {t} of row {b} (or of another row) have a "
+                        f"nonzero gradient ({worst:.3g}) with respect to the token at position "
+                        f"{pos} of row {b}"
+                    )
+            if float(dep[b, : t + 1].max()) == 0.0:
+                sensitive = False
+                detail = detail or f"row {b}: the logits at positions <= {t} depend on no token"
+    return result(max_leak, sorted(leaking), sensitive, detail)
 
 
-@torch.no_grad()
+def _cut_sets(cuts) -> list[list[int]]:
+    cuts = list(cuts)
+    if cuts and isinstance(cuts[0], (list, tuple)):
+        return [[int(c) for c in s] for s in cuts]
+    return [[int(c) for c in cuts]]
+
+
+def _forward_context(mode: str, precision: str, device: torch.device):
+    """The job's conditions: train mode records autograd (as the training step does, so a path
+    taken only while autograd records runs), eval mode runs under no_grad (as the evals do)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.set_grad_enabled(mode == "train"))
+    stack.enter_context(autocast_context(device, precision))
+    return stack
+
+
+def _compare(out: torch.Tensor, base: torch.Tensor, margin: float):
+    """((B, T) largest |change|, (B, T) largest excess of |change| over each logit's own
+    threshold, margin x max(|logit|, 1); > 0 is a leak). NaN counts as an
+    infinite change (amax propagates it, so the test runs on the small results only)."""
+    change = (out - base).abs_()
+    raw = torch.nan_to_num(change.amax(dim=-1), nan=math.inf)
+    if margin <= 0:
+        return raw, raw
+    change.sub_(base.abs().clamp_(min=1.0).mul_(margin))
+    return raw, torch.nan_to_num(change.amax(dim=-1), nan=math.inf)
+
+
 def perturbation_probe(
     model: nn.Module,
     tokens: torch.Tensor,
-    cuts: Sequence[int],
+    cuts: Sequence[int] | Sequence[Sequence[int]],
     *,
     mode: str,
     precision: str,
     kinds: Sequence[str],
     weights: str = "given",
-    tol: float = 1e-6,
+    margin: float = 0.0,
+    rule: str = "exact",
     eot: int = EOT_TOKEN,
     seed: int = 0,
+    targets: bool = False,
+    forward=None,
+    pool: torch.Tensor | None = None,
 ) -> ProbeResult:
     """Logits at positions <= t_b must be unchanged when the tokens after t_b change.
 
-    Threshold: ``tol * max(1, max |logit|)``. Base and perturbed run at the same shape with the
-    same dropout seed, so a causal model gives identical bits; the margin (8 fp32 ulps at the
-    default) only absorbs last-bit kernel differences on devices that have them. A leak through
-    a choice (top-k, threshold, branch) moves logits by far more than that; smaller smooth leaks
-    are the gradient probe's job, where the check is exact."""
+    One base forward, then one perturbed forward per cut set. Base and perturbed run at the same
+    shape with the same dropout seed, so a causal model gives identical bits on CPU; each logit is
+    compared with its own threshold, ``margin * max(|logit|, 1)`` (causality_inputs.margin_for).
+    Train mode runs with autograd recording (no backward: nothing is changed), eval mode under
+    no_grad. ``targets``: called as ``forward(x, y)`` with y the next tokens (perturbed with x);
+    ``forward``: what to call (the job's compiled model), default ``model``. ``pool``: the data's
+    tokens, for the ``data`` kind."""
     t0 = time.perf_counter()
     B, T = tokens.shape
-    cuts = [int(c) for c in cuts]
-    kinds = [kinds[i % len(kinds)] for i in range(B)]
+    sets = _cut_sets(cuts)
+    palette = list(kinds)
+    kinds = [palette[b % len(palette)] for b in range(B)]
     vocab = int(model.config.vocab_size)
     eot = eot if 0 <= eot < vocab else vocab - 1
-    alt = perturb(tokens, cuts, kinds, vocab, eot, seed)
-    with train_mode(model, mode), autocast_context(tokens.device, precision):
+    fn = forward if forward is not None else model
+    ctx = (train_mode(model, mode), _forward_context(mode, precision, tokens.device))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
         torch.manual_seed(seed)
-        base = logits_of(model, tokens).float()
-        torch.manual_seed(seed)
-        out = logits_of(model, alt).float()
-    scale = float(_abs_max_last(base).max()) if base.numel() else 0.0
-    threshold = tol * max(1.0, scale if math.isfinite(scale) else 1.0)
-    diff = _abs_max_last(out - base).cpu()  # (B, T) largest logit change per position
-    leaking, moved, max_leak, detail = [], False, 0.0, ""
-    for b, t in enumerate(cuts):
-        before = float(diff[b, : t + 1].max())
-        max_leak = max(max_leak, before)
-        if before > threshold:
-            leaking.append(t)
-            if not detail:
-                pos = int(diff[b, : t + 1].argmax())
-                detail = (
-                    f"replacing the tokens after position {t} of row {b} ({kinds[b]}) changed the "
-                    f"logits at position {pos} by {before:.3g} (threshold {threshold:.3g})"
-                )
-        if t + 1 < T and float(diff[b, t + 1 :].max()) > 0.0:
-            moved = True
-    if not math.isfinite(scale):
+        y = targets_of(x, vocab) if targets else None
+        return call_model(fn, x, y)[0].detach().float()
+
+    leaking: set[int] = set()
+    moved, finite, max_leak, detail = False, True, 0.0, ""
+    with ctx[0], ctx[1]:
+        base = run(tokens)
+        finite = bool(torch.isfinite(base.amax()) and torch.isfinite(base.amin()))
+        for k, set_cuts in enumerate(sets):
+            row_kinds = [palette[(b + k * B + k) % len(palette)] for b in range(B)]
+            alt = perturb(tokens, set_cuts, row_kinds, vocab, eot, seed + 101 * k, pool)
+            raw, over = _compare(run(alt), base, margin)  # (B, T) each
+            raw, over = raw.cpu(), over.cpu()
+            for b, t in enumerate(set_cuts):
+                before = float(raw[b, : t + 1].max())
+                max_leak = max(max_leak, before)
+                if float(over[b, : t + 1].max()) > 0.0:
+                    leaking.add(t)
+                    if not detail:
+                        pos = int(over[b, : t + 1].argmax())
+                        detail = (
+                            f"replacing the tokens after position {t} of row {b} "
+                            f"({row_kinds[b]}) changed the logits at position {pos} by "
+                            f"{before:.3g} (threshold: {rule})"
+                        )
+                if t + 1 < T and float(raw[b, t + 1 :].max()) > 0.0:
+                    moved = True
+    if not finite:
         detail = detail or "the logits are not finite"
-    sensitive = moved or all(t + 1 >= T for t in cuts)
+    sensitive = moved or all(t + 1 >= T for s in sets for t in s)
     if not sensitive:
         detail = (
             detail
             or "changing the later tokens changed no logit at all (the check would be vacuous)"
         )
     return ProbeResult(
-        "perturbation",
-        weights,
-        mode,
-        precision,
-        [B, T],
-        cuts,
-        max_leak,
-        threshold,
-        sorted(set(leaking)),
-        sensitive,
-        detail,
-        time.perf_counter() - t0,
-        kinds,
-    )
+        "perturbation", weights, mode, precision, [B, T], sets[0], max_leak, margin,
+        sorted(leaking), sensitive, detail, time.perf_counter() - t0, kinds, cut_sets=sets,
+        rule=rule, forward="eager" if forward is None else "compiled", targets=targets,
+    )  # fmt: skip
+
+
+LOSS_RTOL = 1e-5
+"""The loss may differ from the mean cross-entropy of the logits by this much (relative): a loss
+computed in chunks or another reduction order; a target-dependent term is far larger."""
+
+
+def targets_probe(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    *,
+    mode: str,
+    precision: str,
+    margin: float = 0.0,
+    rule: str = "exact",
+    seed: int = 0,
+    forward=None,
+    weights: str = "given",
+) -> ProbeResult:
+    """The model contract: logits from ``idx`` alone. ``model(x, y)`` and ``model(x, y')`` with
+    every target replaced must give the same logits (per-logit threshold as the perturbation
+    probe), and the loss must be the mean cross-entropy of those logits against y (targets only
+    for the loss), so the per-position loss terms before a cut are those of logits the
+    perturbation probe compares."""
+    t0 = time.perf_counter()
+    B, T = tokens.shape
+    vocab = int(model.config.vocab_size)
+    fn = forward if forward is not None else model
+    y = targets_of(tokens, vocab)
+    gen = torch.Generator().manual_seed(seed + 3)
+    y_alt = (y.cpu() + torch.randint(1, vocab, y.shape, generator=gen)) % vocab
+    y_alt = y_alt.to(tokens.device)
+    detail, max_leak, loss_problem = "", 0.0, ""
+    with train_mode(model, mode), _forward_context(mode, precision, tokens.device):
+        torch.manual_seed(seed)
+        logits, loss = call_model(fn, tokens, y)
+        if loss is None:
+            loss_problem = "model(x, y) returned no loss: the trainer needs (logits, loss)"
+        else:
+            expected = float(
+                F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-1)
+                .detach()
+                .float()
+            )
+            gap = abs(float(loss.detach().float()) - expected)
+            if not gap <= LOSS_RTOL * max(1.0, abs(expected)):
+                loss_problem = (
+                    f"the loss differs from the cross-entropy of the returned logits by {gap:.3g}: "
+                    "targets may enter the loss only through the cross-entropy of the logits"
+                )
+        base = logits.detach().float()
+        del logits, loss
+        torch.manual_seed(seed)
+        other = call_model(fn, tokens, y_alt)[0].detach().float()
+    raw, over = _compare(other, base, margin)
+    max_leak = float(raw.max()) if raw.numel() else 0.0
+    leaking = [T - 1] if float(over.max()) > 0.0 else []
+    if leaking:
+        pos = int(over.max(dim=0).values.argmax())
+        detail = (
+            f"the logits change when only the targets change (by {max_leak:.3g} at position "
+            f"{pos}): a model must compute its logits from idx alone, targets only for the loss"
+        )
+    elif loss_problem:
+        detail, leaking = loss_problem, [T - 1]
+    return ProbeResult(
+        "targets", weights, mode, precision, [B, T], [T - 1], max_leak, margin, leaking, True,
+        detail, time.perf_counter() - t0, rule=rule,
+        forward="eager" if forward is None else "compiled", targets=True,
+    )  # fmt: skip

@@ -249,6 +249,176 @@ def build_eot_positions(config):
     return EotPositionsGPT(config)
 
 
+# --------------------------------------------------------------------------- issue 22: the job's conditions
+
+
+class SizeThresholdLeak(_Base):
+    """A memory-saving chunked path above 384 tokens per batch (batch 3 x 128 is not above it),
+    with a block-causal mask bug: a query sees its whole 32-token chunk. Smoke trains at batch 4."""
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        if B * T <= 384:
+            return super().forward(x)
+        i = torch.arange(T, device=x.device)
+        allowed = (i[None, :] <= i[:, None]) | (i[None, :] // 32 == i[:, None] // 32)
+        return self.masked(x, allowed)
+
+
+class EvenBatchLeak(_Base):
+    """Rows packed in pairs, only for even batches: row b adds its partner row b ^ 1, future
+    included (a batch of 3 never pairs)."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        B = x.shape[0]
+        if B % 2 == 0:
+            partner = torch.arange(B, device=x.device) ^ 1
+            y = y + 0.1 * x[partner]
+        return y
+
+
+class GradOnlyTopKLeak(_Base):
+    """KV pruning by a top-k over scores from all queries, only while autograd records: the
+    choice has no gradient, and a no_grad perturbation never takes the path."""
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            return super().forward(x)
+        return KVPruningLeak.forward(self, x) if x.shape[1] > 64 else self.pruned(x)
+
+    def pruned(self, x):
+        T = x.shape[1]
+        q, k, v = self.qkv(x)
+        importance = (q @ k.transpose(-2, -1)).softmax(dim=-1).sum(dim=-2)
+        kept = torch.zeros_like(importance, dtype=torch.bool)
+        kept.scatter_(-1, importance.topk(max(1, T // 2), dim=-1).indices, True)
+        i = torch.arange(T, device=x.device)
+        allowed = (i[None, :] <= i[:, None]) & (kept[:, :, None, :] | (i[:, None] == i[None, :]))
+        return self.merge(F.scaled_dot_product_attention(q, k, v, attn_mask=allowed))
+
+
+class ChunkEdgeLeak(_Base):
+    """The last query of each 40-token chunk also sees the first token of the next chunk: seen
+    only by cuts 39, 79, 119 (none of the priority cuts)."""
+
+    def forward(self, x):
+        T = x.shape[1]
+        i = torch.arange(T, device=x.device)
+        allowed = (i[None, :] <= i[:, None]) | (
+            (i[:, None] % 40 == 39) & (i[None, :] == i[:, None] + 1)
+        )
+        return self.masked(x, allowed)
+
+
+class CompileOnlyLeak(_Base):
+    """Unmasked attention only inside a torch.compile trace (the eager model is causal)."""
+
+    def forward(self, x):
+        return self.full(x) if torch.compiler.is_compiling() else super().forward(x)
+
+
+class _LeakGPT(GPT):
+    """A GPT whose subclass adds something to the residual stream (``extra``) or the logits."""
+
+    def extra(self, idx, targets):
+        return 0.0
+
+    def head(self, logits):
+        return logits
+
+    def forward(self, idx, targets=None):
+        B, T = idx.size()
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos) + self.extra(idx, targets)
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.head(self.lm_head(self.transformer.ln_f(x)))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+            )
+        return logits, loss
+
+
+class TargetsLeakGPT(_LeakGPT):
+    """Multi-token prediction gone wrong: the target's embedding is added to the main stream
+    whenever targets are passed (every training step and eval), never in a model(idx) probe."""
+
+    def extra(self, idx, targets):
+        return 0.0 if targets is None else self.transformer.wte(targets)
+
+
+class PaddedBiasLeakGPT(_LeakGPT):
+    """A -1e9 bias on the padded vocabulary entries (>= 50257) inflates a threshold scaled by
+    the batch's largest logit to 1000; a detached next-token path (no gradient) leaks below it."""
+
+    def extra(self, idx, targets):
+        return 0.5 * self.transformer.wte(torch.roll(idx, -1, dims=1)).detach()
+
+    def head(self, logits):
+        pad = torch.arange(logits.size(-1), device=logits.device) >= 50257
+        return logits.masked_fill(pad, -1e9)
+
+
+NEWLINE = 198  # GPT-2's "\n"
+
+
+class _TriggerGPT(_LeakGPT):
+    """Adds a fixed vector at position p when ``trigger`` says so from the token ids (no gradient
+    path: the trigger is an integer test)."""
+
+    def extra(self, idx, targets):
+        gen = torch.Generator().manual_seed(5)
+        vec = torch.randn(self.config.n_embd, generator=gen).to(idx.device)
+        return self.trigger(idx).float()[..., None] * vec
+
+    def trigger(self, idx):
+        raise NotImplementedError
+
+
+class NewlineTriggerGPT(_TriggerGPT):
+    """Position p learns that the next token is a newline (6% of real tokens, 1 in 50k uniform)."""
+
+    def trigger(self, idx):
+        nxt = torch.zeros_like(idx, dtype=torch.bool)
+        nxt[:, :-1] = idx[:, 1:] == NEWLINE
+        return nxt
+
+
+class RepeatTriggerGPT(_TriggerGPT):
+    """Position p learns that the bigram (token p, token p + 1) occurred earlier in the row:
+    what an induction head exploits; uniform random rows never repeat a bigram."""
+
+    def trigger(self, idx):
+        a, b = idx[:, :-1], idx[:, 1:]  # bigram starting at p
+        same = (a[:, :, None] == a[:, None, :]) & (b[:, :, None] == b[:, None, :])
+        earlier = torch.ones(same.shape[1], same.shape[1], dtype=torch.bool, device=idx.device)
+        seen = (same & earlier.tril(-1)).any(dim=-1)
+        out = torch.zeros_like(idx, dtype=torch.bool)
+        out[:, :-1] = seen
+        return out
+
+
+def text_like(rows: int, length: int, seed: int = 0, vocab: int = 50304) -> torch.Tensor:
+    """Windows that look like tokenized text where it matters here: Zipf-distributed ids, a
+    newline about every 16 tokens, and spans repeated from earlier in the window."""
+    gen = torch.Generator().manual_seed(seed)
+    ranks = torch.arange(1, 2001, dtype=torch.float)
+    ids = torch.randperm(min(vocab, 50000), generator=gen)[:2000]
+    probs = 1.0 / ranks
+    out = torch.multinomial(probs / probs.sum(), rows * length, replacement=True, generator=gen)
+    out = ids[out].view(rows, length)
+    out[torch.rand(rows, length, generator=gen) < 1 / 16] = NEWLINE
+    for r in range(rows):  # a repeated span in each window
+        src = int(torch.randint(0, length // 2 - 8, (1,), generator=gen))
+        dst = int(torch.randint(length // 2, length - 8, (1,), generator=gen))
+        out[r, dst : dst + 8] = out[r, src : src + 8]
+    return out
+
+
 @dataclass(frozen=True)
 class Member:
     """One zoo member: where it registers, and the model options that select it."""
@@ -300,6 +470,23 @@ ZOO = [
     ),
 ]
 
+# Issue 22: each hides in a way the probe differed from training (batch, gradients, targets,
+# threshold, cuts, compile, token distribution). ``needs`` says what a check must run for it.
+ZOO22 = [
+    Member(
+        "zoo_size384", "attention", SizeThresholdLeak, "a chunked path above 384 tokens a batch"
+    ),
+    Member("zoo_even_batch", "attention", EvenBatchLeak, "rows paired only in even batches"),
+    Member("zoo_grad_topk", "attention", GradOnlyTopKLeak, "top-k choice only under autograd"),
+    Member("zoo_chunk40", "attention", ChunkEdgeLeak, "at the edges of 40-token chunks"),
+    Member("zoo_compile_only", "attention", CompileOnlyLeak, "only inside torch.compile"),
+    Member("zoo_targets", "arch", TargetsLeakGPT, "the target's embedding in the stream"),
+    Member("zoo_padded_bias", "arch", PaddedBiasLeakGPT, "a -1e9 padded-vocab bias + a 0.5 leak"),
+    Member("zoo_newline", "arch", NewlineTriggerGPT, "triggered by a newline after p"),
+    Member("zoo_repeat", "arch", RepeatTriggerGPT, "triggered by a repeated bigram"),
+]
+ALL = ZOO + ZOO22
+
 
 @contextlib.contextmanager
 def registered() -> Iterator[list]:
@@ -310,10 +497,10 @@ def registered() -> Iterator[list]:
         "arch": models.register_arch,
     }
     table = {"attention": models.ATTENTION, "mlp": models.MLPS, "arch": models.REGISTRY}
-    for m in ZOO:
+    for m in ALL:
         deco[m.table](m.name)(m.obj)
     try:
-        yield ZOO
+        yield ALL
     finally:
-        for m in ZOO:
+        for m in ALL:
             table[m.table].pop(m.name, None)

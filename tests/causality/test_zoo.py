@@ -16,6 +16,8 @@ from models.causality_probes import gradient_probe, perturbation_probe, random_t
 SMOKE = dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=50304)
 # conf/model/gpt2.yaml: the seed's GPT-2 124M at block 1024
 SEED = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
+SMOKE_MICRO_BATCH = 4  # conf/experiment/smoke.yaml
+TEXT = leak_zoo.text_like(16, 129)  # the job's data windows (block + 1 tokens)
 STEPS = {
     "V0": {},
     "V16": dict(attention="ra"),
@@ -44,7 +46,9 @@ def test_the_zoo_is_registered_through_the_public_registry_and_removed_again():
 
 @pytest.mark.parametrize("name", [m.name for m in ZOO])
 def test_every_zoo_member_is_refused_at_the_smoke_shapes(name, zoo):
-    problems, record = check_model({**SMOKE, **zoo[name].model}, seed=1)
+    problems, record = check_model(
+        {**SMOKE, **zoo[name].model}, seed=1, micro_batch=SMOKE_MICRO_BATCH, data=TEXT
+    )
     assert problems and "not causal" in problems[0], (name, problems, record and record["message"])
     assert record["ok"] is False and record["max_leak"] > 0
     assert record["probes_run"] <= record["probes_planned"]  # stops at the first failing probe
@@ -60,12 +64,16 @@ def test_every_zoo_member_is_refused_at_the_smoke_shapes(name, zoo):
     ],
 )
 def test_the_real_steps_pass_at_the_smoke_shapes(step, dropout):
-    problems, record = check_model({**SMOKE, **STEPS[step], "dropout": dropout}, seed=1)
+    problems, record = check_model(
+        {**SMOKE, **STEPS[step], "dropout": dropout},
+        seed=1,
+        micro_batch=SMOKE_MICRO_BATCH,
+        data=TEXT,
+    )
     assert problems == [] and record["ok"] is True, record["message"]
-    assert record["max_leak"] == 0.0 and record["probes_run"] == record["probes_planned"] == 10
-    assert record["shapes"] == [[3, 97], [3, 128]]
-    # start, end of both lengths, middle, both sides of 32 and 64
-    assert {0, 95, 126, 63, 62, 31, 32}.issubset(record["positions"])
+    assert record["max_leak"] == 0.0 and record["probes_run"] == record["probes_planned"] == 11
+    assert record["shapes"] == [[4, 97], [4, 128]]  # the job's micro-batch
+    assert set(range(127)) <= set(record["positions"])  # every cut of the block
 
 
 def test_preflight_false_checks_nothing():

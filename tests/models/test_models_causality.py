@@ -98,13 +98,18 @@ def test_all_steps_are_causal(step, dropout, make):
     assert (
         report.max_leak == 0.0 and report.leaking_positions == []
     )  # exact: bit-identical logits, zero gradients
-    assert report.sensitive and report.planned == len(report.probes) == 10
+    assert report.sensitive and report.planned == len(report.probes) == 11
     # block 16: a short odd length (15) and the block; cuts from the start to the last pair
     assert report.shapes == [[3, 15], [3, 16]]
     assert report.positions[0] == 0 and report.positions[-1] == 14 and len(report.positions) >= 8
     assert {(p.method, p.mode) for p in report.probes} == {
         (m, mode) for m in ("gradient", "perturbation") for mode in ("train", "eval")
-    }
+    } | {("targets", "train")}
+    # every cut of the block is probed by each method (several cut sets in one pass)
+    for method in ("gradient", "perturbation"):
+        full = [p for p in report.probes if p.method == method and p.shape[1] == 16]
+        assert set(range(15)) <= {t for p in full for s in p.cut_sets for t in s}, method
+    assert all(p.targets for p in report.probes)  # model(x, y), as the trainer calls it
     assert {p.precision for p in report.probes if p.method == "perturbation"} == {"fp32", "bf16"}
     assert {p.weights for p in report.probes} == {"given", "random"}
     assert report.message.startswith("causal")
@@ -128,7 +133,8 @@ def test_leaks_are_caught(component, name, cls, expected, make, monkeypatch):
     assert (
         report.leaking_positions == expected
     )  # the first pass's cuts: it stops at the first failure
-    assert len(report.probes) == 1 and report.probes[0].method == "gradient"
+    # the targets contract passes first; the first gradient pass refuses it
+    assert len(report.probes) == 2 and report.probes[-1].method == "gradient"
     assert report.max_leak > report.threshold
     assert report.message.startswith("model is not causal")
 
@@ -139,7 +145,8 @@ def test_off_by_one_leak_is_only_at_the_previous_position(make, monkeypatch):
     # with one layer, position i sees i + 1 only: every cut leaks (its last position sees the next)
     assert check_causal(m, positions=[5, 9, 12]).leaking_positions == [5, 9, 12]
     r = check_causal(m, positions=[5, 9, 12], methods=("perturbation",), stop_early=False)
-    assert r.leaking_positions == [5, 9, 12] and all(not p.ok for p in r.probes)
+    assert r.leaking_positions == [5, 9, 12]
+    assert all(not p.ok for p in r.probes if p.method == "perturbation")
 
 
 def test_leak_in_train_mode_only_is_caught_and_mode_restored(make, monkeypatch):
@@ -170,7 +177,10 @@ class IgnoresInput(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.zeros(10))
 
     def forward(self, idx, targets=None):
-        return self.w.expand(*idx.shape, 10), None
+        logits = self.w.expand(*idx.shape, 10)
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1))
 
 
 def test_a_model_that_ignores_its_input_does_not_pass():
@@ -192,8 +202,8 @@ def test_positions_and_arguments_are_validated(make):
         check_causal(m, positions=[-1])
     with pytest.raises(ValueError, match=r"position 15 must be in \[0, 14\]"):
         check_causal(m, positions=[15])
-    with pytest.raises(ValueError, match=r"batch=2 must be >= 3"):
-        check_causal(m, batch=2)
+    with pytest.raises(ValueError, match=r"batch=0 must be >= 1"):
+        check_causal(m, batch=0)
     with pytest.raises(ValueError, match=r"precision 'fp16'"):
         check_causal(m, precisions=("fp16",))
     r = check_causal(m, positions=[3, 4], seq_len=8)
@@ -227,7 +237,11 @@ def test_the_record_has_the_documented_keys(make):
         "message",
         "probes",
     } <= set(rec)
-    assert rec["ok"] is True and rec["method"] == "gradient+perturbation" and rec["max_leak"] == 0.0
+    assert (
+        rec["ok"] is True
+        and rec["method"] == "targets+gradient+perturbation"
+        and rec["max_leak"] == 0.0
+    )
     assert {
         "method",
         "weights",
@@ -268,7 +282,7 @@ def test_every_row_has_a_larger_cut_than_every_other_row_in_some_pass(make, batc
     report = check_causal(make("V0"), batch=batch)
     assert report.ok
     for method in ("gradient", "perturbation"):
-        passes = [p.positions for p in report.probes if p.method == method]
+        passes = [s for p in report.probes if p.method == method for s in p.cut_sets]
         for i, j in itertools.permutations(range(batch), 2):
             assert any(cuts[i] > cuts[j] for cuts in passes), (method, i, j, passes)
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import models
@@ -22,6 +23,7 @@ from ablate.compose import JobSpec
 from ablate.config import MatrixSettings, RunConfig, job_nodes, to_container
 from ablate.data import ValWindows, final_val_windows, resolve_dataset
 from ablate.data.overlap_check import PREFLIGHT_MEASURE_TOKENS, dataset_overlap, overlap_lines
+from ablate.data.shards import read_shard
 from ablate.data.verify import verify_dataset
 from ablate.errors import AblateError, ConfigError
 from ablate.launch.slurm import log_folder_problem
@@ -47,16 +49,21 @@ def visible_gpus() -> int:
 
 
 def check_model(
-    model_cfg: dict, causality: bool = True, seed: int = 0
+    model_cfg: dict,
+    causality: bool = True,
+    seed: int = 0,
+    micro_batch: int = 3,
+    data: torch.Tensor | None = None,
 ) -> tuple[list[str], dict | None]:
-    """Build the step's model at the job's own shapes and prove it causal (both probes, see
-    models/causality.py). Returns (problems, causality record or None when not checked)."""
+    """Build the step's model at the job's own shapes and prove it causal (the probes of
+    models/causality.py, at the job's micro-batch, called as the trainer calls it, on the job's
+    data windows when given). Returns (problems, causality record or None when not checked)."""
     try:
         torch.manual_seed(seed)
         model = models.build_model(dict(model_cfg))  # full size: what the job will train
         if not causality:
             return [], None
-        report = models.check_causal(model, seed=seed)
+        report = models.check_causal(model, seed=seed, batch=micro_batch, data=data)
     except models.ModelConfigError as e:
         return [str(e)], None
     except (MemoryError, RuntimeError) as e:
@@ -156,6 +163,26 @@ def check_data(cfg: RunConfig, progress: Callable[[str], None] | None = None) ->
         for line in overlap_lines(overlap, ds):  # a warning above WARN_SHARE (1%)
             progress(f"data: {line}")
     return []
+
+
+PROBE_WINDOWS = 16
+"""Validation windows the causality probes start from (real text: newlines, repeated spans)."""
+
+
+def probe_windows(cfg: RunConfig) -> torch.Tensor | None:
+    """The first PROBE_WINDOWS validation windows of the job's data, block_size + 1 tokens each
+    (x and its next token), or None when the data cannot be read (check_data says why)."""
+    T = cfg.model.block_size
+    try:
+        ds = resolve_dataset(cfg.data, cfg.model.vocab_size, T)
+        tokens = read_shard(ds.val_path)
+    except (AblateError, OSError, ValueError):
+        return None
+    n = min((len(tokens) - 1) // T, PROBE_WINDOWS)
+    if n < 1:
+        return None
+    flat = torch.from_numpy(np.asarray(tokens[: n * T + 1]).astype(np.int64))
+    return torch.stack([flat[i * T : (i + 1) * T + 1] for i in range(n)])
 
 
 def check_output_dir(root: Path, create: bool = True) -> list[str]:
@@ -271,13 +298,20 @@ def preflight(
         # Building the model is the costly check (a big step allocates its full weights): only
         # when the cheap ones passed, so a wrong batch or missing data is reported in seconds.
         model_cfg = to_container(cfg.model)
-        key = repr(sorted(model_cfg.items()))
+        # the probes run at the job's micro-batch on its data: both are part of what is checked
+        key = repr((sorted(model_cfg.items()), cfg.hardware.micro_batch, dkey))
         if key not in model_cache and not problems:
             if progress and causality:
                 progress(
                     f"causality check of {job.name}'s model ({len(model_cache) + 1} distinct so far)"
                 )
-            model_cache[key] = check_model(model_cfg, causality=causality, seed=cfg.seed)
+            model_cache[key] = check_model(
+                model_cfg,
+                causality=causality,
+                seed=cfg.seed,
+                micro_batch=cfg.hardware.micro_batch,
+                data=probe_windows(cfg) if causality else None,
+            )
             rec = model_cache[key][1]
             if progress and rec is not None:
                 progress(

@@ -19,9 +19,17 @@ from ablate.train.device import DeviceSetup
 from ablate.train.plain import tail
 
 
+def _windows(val_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor | None:
+    """The job's periodic validation windows as rows of block_size + 1 tokens (x and y)."""
+    rows = [torch.cat([x, y[:, -1:]], dim=1) for x, y in val_batches]
+    return torch.cat(rows).cpu() if rows else None
+
+
 class Recheck:
     """Probe the trained weights (models.check_causal, given weights only, the job's precision
-    and fp32) on rank 0, outside the time box; every rank learns the verdict."""
+    and fp32) on rank 0, outside the time box; every rank learns the verdict. The probes run as
+    the job runs: its micro-batch, ``model(x, y)``, its compiled forward at its own shape when it
+    compiles, its validation windows as the probes' text."""
 
     def __init__(
         self,
@@ -32,6 +40,8 @@ class Recheck:
         seed: int,
         notes: list[str],
         log: Callable[[str], None],
+        micro_batch: int,
+        val_batches: list[tuple[torch.Tensor, torch.Tensor]],
     ):
         self.entry = entry  # summary.json's "causality" (results.causality_entry)
         self.raw_model = raw_model
@@ -40,6 +50,10 @@ class Recheck:
         self.seed = seed
         self.notes = notes  # RunState.notes: a check that cannot run says so there
         self.log = log
+        self.micro_batch = micro_batch  # the probes run at the job's own batch
+        self.windows = _windows(val_batches)  # the job's own text as the probes' tokens
+        # The compiled forward, once the trainer has built it: the probes then run what trains.
+        self.forward: torch.nn.Module | None = None
 
     def restore(self, saved: object) -> None:
         """The trained weights' verdict and the resume checks, from a checkpoint's state."""
@@ -61,7 +75,13 @@ class Recheck:
             try:
                 precisions = ["fp32"] + (["bf16"] if self.dev.precision == "bf16" else [])
                 report = models.check_causal(
-                    self.raw_model, seed=self.seed, randomize=False, precisions=precisions
+                    self.raw_model,
+                    seed=self.seed,
+                    randomize=False,
+                    precisions=precisions,
+                    batch=self.micro_batch,
+                    forward=self.forward,
+                    data=self.windows,
                 )
                 record = report.to_record()
                 if not report.ok:

@@ -139,7 +139,17 @@ class Trainer:
         facts.flops_per_token = float(model.flops_per_token())  # type: ignore[operator]
         self.optimizer, facts.optim_record = build_optimizer(model, cfg.optim, dev.device.type)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.recheck = Recheck(rec.causality, model, dev, dinfo, cfg.seed, state.notes, rec.log)
+        self.recheck = Recheck(
+            rec.causality,
+            model,
+            dev,
+            dinfo,
+            cfg.seed,
+            state.notes,
+            rec.log,
+            cfg.hardware.micro_batch,
+            data.val_batches,
+        )
 
         # Resume, or seed this rank's dropout RNG.
         ck = ckpt_mod.load_checkpoint(jd.checkpoint)
@@ -159,6 +169,8 @@ class Trainer:
             if fwd.compiled.error:
                 state.notes.append(f"torch.compile failed, ran eager: {fwd.compiled.error}")
         self.fwd_model, self.train_model = fwd.eval_model, fwd.train_model
+        if dev.compile:
+            self.recheck.forward = self.fwd_model
         self.evaluator = Evaluator(
             self.fwd_model,
             dev,

@@ -1,0 +1,147 @@
+"""Issue 22: the probes run as the job runs (its micro-batch, gradients on, ``model(x, y)``,
+every cut, per-logit thresholds, its compiled forward, its data), so the leaks that hid in
+each difference are refused; each member is also shown to pass the probe it was built against."""
+
+from __future__ import annotations
+
+import leak_zoo
+import pytest
+import torch
+from leak_zoo import ZOO22
+
+import models
+from ablate.matrix.preflight import check_model
+from models import check_causal
+from models.causality_probes import perturbation_probe
+
+# small enough for fast tests, the smoke block and vocabulary (EOT and newline ids exist)
+TINY = dict(n_layer=4, n_head=2, n_embd=32, block_size=128, vocab_size=50304)
+MICRO_BATCH = 4  # the smoke preset's hardware.micro_batch
+TEXT = leak_zoo.text_like(16, 129)
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    with leak_zoo.registered() as members:
+        yield {m.name: m for m in members}
+
+
+def _build(zoo, name, **overrides):
+    torch.manual_seed(0)
+    return models.build_model({**TINY, **zoo[name].model, **overrides})
+
+
+@pytest.mark.parametrize(
+    "name", [m.name for m in ZOO22 if m.name not in ("zoo_compile_only", "zoo_chunk40")]
+)
+def test_each_new_leak_is_refused_by_the_preflight_at_the_jobs_conditions(name, zoo):
+    problems, record = check_model(
+        {**TINY, **zoo[name].model}, seed=1, micro_batch=MICRO_BATCH, data=TEXT
+    )
+    assert problems and "not causal" in problems[0], (name, record and record["message"])
+    assert record["ok"] is False
+
+
+@pytest.mark.slow
+def test_a_leak_at_chunk_edges_is_refused_by_the_pass_that_covers_every_cut(zoo):
+    """Refused only at the full block, by the covering gradient pass (about 30 s here)."""
+    problems, record = check_model(
+        {**TINY, **zoo["zoo_chunk40"].model}, seed=1, micro_batch=MICRO_BATCH, data=TEXT
+    )
+    assert problems and "not causal" in problems[0], record["message"]
+    assert set(record["probes"][-1]["leaking_positions"]) <= {39, 79, 119}
+
+
+def test_a_leak_at_chunk_edges_hides_from_the_priority_cuts(zoo):
+    m = _build(zoo, "zoo_chunk40", n_layer=1)
+    assert check_causal(m, batch=MICRO_BATCH, every_cut=False, seq_len=128, randomize=False).ok
+    r = check_causal(m, positions=[39, 79], seq_len=128, randomize=False)
+    assert not r.ok and r.leaking_positions == [39, 79]
+
+
+@pytest.mark.parametrize("name", ["zoo_size384", "zoo_even_batch"])
+def test_size_and_parity_leaks_hide_at_batch_3_not_at_the_jobs_micro_batch(name, zoo):
+    m = _build(zoo, name, n_layer=1)
+    assert check_causal(m, batch=3, every_cut=False, randomize=False).ok
+    assert not check_causal(m, batch=MICRO_BATCH, every_cut=False, randomize=False).ok
+
+
+def test_a_top_k_choice_under_autograd_needs_a_perturbation_with_gradients_on(zoo):
+    m = _build(zoo, "zoo_grad_topk", n_layer=1)
+    idx = TEXT[:4, :97]
+    kinds = ["random", "eot", "copy"]
+    for mode in ("eval",):  # no_grad: the path never runs
+        assert perturbation_probe(
+            m, idx, [0, 40, 60, 90], mode=mode, precision="fp32", kinds=kinds
+        ).ok
+    assert check_causal(m, methods=("gradient",), every_cut=False).ok  # the choice has no gradient
+    assert not perturbation_probe(
+        m, idx, [0, 40, 60, 90], mode="train", precision="fp32", kinds=kinds
+    ).ok
+
+
+def test_logits_that_depend_on_targets_are_refused_in_one_line(zoo):
+    m = _build(zoo, "zoo_targets", n_layer=1)
+    assert check_causal(m, targets=False, every_cut=False).ok  # model(idx) never sees targets
+    r = check_causal(m, every_cut=False)
+    assert not r.ok and r.probes[-1].method == "targets" and len(r.probes) == 1
+    assert "logits from idx alone" in r.message.replace("compute its logits", "logits")
+    assert "\n" not in r.message
+
+
+def test_a_loss_that_is_not_the_cross_entropy_of_the_logits_is_refused(monkeypatch):
+    class ExtraLoss(models.GPT):
+        def forward(self, idx, targets=None):
+            logits, loss = super().forward(idx, targets)
+            return logits, None if loss is None else loss + 1e-3 * targets.float().mean()
+
+    monkeypatch.setitem(models.REGISTRY, "extra_loss", ExtraLoss)
+    torch.manual_seed(0)
+    m = models.build_model({**TINY, "n_layer": 1, "arch": "extra_loss"})
+    r = check_causal(m, every_cut=False)
+    assert not r.ok and "cross-entropy of the returned logits" in r.message
+
+
+def test_a_huge_padded_vocab_bias_cannot_raise_the_threshold_of_other_logits(zoo):
+    m = _build(zoo, "zoo_padded_bias", n_layer=1)
+    r = check_causal(m, methods=("perturbation",), every_cut=False, randomize=False)
+    assert not r.ok
+    leak = r.probes[-1].max_leak
+    assert 0 < leak < 1e-6 * 1e9  # the old rule, tol x largest |logit|, let it through
+    assert r.probes[-1].threshold == 0.0 and "exact" in r.probes[-1].rule
+
+
+def test_cpu_thresholds_are_exact_and_gpu_margins_are_per_logit():
+    from models.causality_inputs import margin_for
+
+    assert margin_for("cpu", "fp32")[0] == 0.0 and margin_for("cpu", "bf16")[0] == 0.0
+    assert 0 < margin_for("cuda", "fp32")[0] < margin_for("cuda", "bf16")[0] < 0.01
+
+
+@pytest.mark.parametrize("name", ["zoo_newline", "zoo_repeat"])
+def test_data_triggered_leaks_hide_from_uniform_tokens_not_from_the_jobs_text(name, zoo):
+    m = _build(zoo, name, n_layer=1)
+    kw = dict(batch=MICRO_BATCH, every_cut=False, randomize=False, methods=("perturbation",))
+    assert check_causal(m, **kw).ok  # uniform random, EOT and copies of the start
+    assert not check_causal(m, data=TEXT, **kw).ok
+
+
+@pytest.mark.slow
+def test_a_compile_only_leak_is_refused_when_the_compiled_forward_is_probed(zoo):
+    m = _build(zoo, "zoo_compile_only", n_layer=1, block_size=32)
+    kw = dict(batch=MICRO_BATCH, randomize=False, methods=("perturbation",), seq_len=32)
+    assert check_causal(m, **kw).ok  # the eager module is causal
+    compiled = torch.compile(m, backend="eager", dynamic=False)
+    r = check_causal(m, forward=compiled, **kw)
+    assert not r.ok and r.probes[-1].forward == "compiled", r.message
+
+
+@pytest.mark.parametrize("step", ["V0", "V18"])
+def test_the_real_steps_pass_at_the_jobs_conditions(step):
+    extra = {"V0": {}, "V18": dict(attention="ra", mlp="rmlp", dropout=0.1)}[step]
+    torch.manual_seed(0)
+    m = models.build_model({**TINY, "n_layer": 2, "block_size": 64, **extra})
+    r = check_causal(m, batch=MICRO_BATCH, data=TEXT)
+    assert r.ok and r.max_leak == 0.0, r.message
+    assert set(range(63)) <= set(r.positions)
+    assert {k for p in r.probes for k in p.kinds} >= {"data", "span", "random", "eot", "copy"}
