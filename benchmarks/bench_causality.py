@@ -6,8 +6,9 @@
 
 Each config is what ``ablate.matrix.preflight.check_model`` runs before a matrix trains: the
 job's own model (conf/model/<preset>.yaml plus the step's options) built at full size and probed
-by ``models.check_causal`` (gradient and perturbation probes, given and random weights, fp32 and
-bf16, a short odd length and the block size). ``--trained`` also times the recheck every job runs
+by ``models.check_causal`` (the targets contract, gradient and perturbation probes, given and
+random weights, fp32 and bf16, a short odd length and the block size, at the job's micro-batch,
+every cut of the block covered by one gradient and one perturbation pass). ``--trained`` also times the recheck every job runs
 on its trained weights (given weights only, fp32). The target: at most 60 s per config for GPT-2
 124M at block 1024 on 2 CPU cores, a few seconds at the smoke shapes. The machine's load is
 printed: on a shared box the figures scale with it.
@@ -38,6 +39,18 @@ def main(argv=None) -> int:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--micro-batch",
+        type=int,
+        default=None,
+        help="rows per probe batch (default: the preset's job micro-batch, tiny 4, gpt2 8)",
+    )
+    ap.add_argument(
+        "--no-every-cut",
+        action="store_true",
+        help="probe the priority cuts only, and extrapolate the passes that cover every cut "
+        "(each: one forward or backward per cut set) from the measured full-length passes",
+    )
     ap.add_argument("--trained", action="store_true", help="also time the trained-weights recheck")
     args = ap.parse_args(argv)
     if args.threads:
@@ -60,7 +73,10 @@ def main(argv=None) -> int:
             torch.manual_seed(1)
             model = models.build_model({**base, **STEPS[step]}).to(args.device)
             build = time.perf_counter() - t0
-            report = models.check_causal(model, seed=1)
+            micro = args.micro_batch or MICRO_BATCH.get(preset, 8)
+            report = models.check_causal(
+                model, seed=1, batch=micro, every_cut=not args.no_every_cut
+            )
             ok &= report.ok
             shapes = ",".join(f"{b}x{t}" for b, t in report.shapes)
             slow = max(report.probes, key=lambda p: p.seconds)
@@ -72,6 +88,8 @@ def main(argv=None) -> int:
                 trained = models.check_causal(model, seed=1, randomize=False, precisions=("fp32",))
                 ok &= trained.ok
                 line += f" {trained.seconds:9.1f}"
+            if args.no_every_cut:
+                line += f"  (every cut: about {_every_cut_estimate(report, model):.0f} s)"
             print(
                 line
                 + f"  {slow.method} {slow.mode} {slow.precision} {slow.shape[0]}x{slow.shape[1]} "
@@ -80,6 +98,25 @@ def main(argv=None) -> int:
             )
             del model
     return 0 if ok else 1
+
+
+MICRO_BATCH = {"tiny": 4, "gpt2": 8}  # conf/experiment/smoke.yaml; conf/hardware default
+
+
+def _every_cut_estimate(report, model) -> float:
+    """Seconds the check would take covering every cut: the measured check, plus, for the
+    gradient and the perturbation pass that cover every cut, (cut sets - 1) more backwards or
+    forwards, each priced as the measured full-length pass of that method (an upper bound: a
+    pass holds a forward as well)."""
+    block = int(model.config.block_size)
+    extra = 0.0
+    for method in ("gradient", "perturbation"):
+        full = [p for p in report.probes if p.method == method and p.shape[1] == block]
+        if full:
+            per_set = min(p.seconds for p in full) / (1 if method == "gradient" else 2)
+            sets = -(-(block - 1) // full[0].shape[0])
+            extra += (sets - 1) * per_set
+    return report.seconds + extra
 
 
 if __name__ == "__main__":

@@ -12,6 +12,20 @@ A researcher checks a new module the same way, in a notebook::
                                        "attention": "my_idea"}))
     print(report.message)          # or: assert report, report.message
 
+**The model contract.** A registered architecture is called as the trainer calls it,
+``logits, loss = model(idx, targets)``, and must compute its logits from ``idx`` alone: targets
+enter only the loss, as the mean cross-entropy of those logits (``ignore_index=-1``). A model whose
+logits change when only the targets change, or whose loss is not the cross-entropy of its
+logits, is refused by the *targets probe* (one line: "the logits change when only the targets
+change ..."). Then the loss terms at positions before a cut are functions of logits the
+perturbation probe compares.
+
+**The job's conditions.** The probes run as the job runs: train-mode passes at the job's
+micro-batch (``batch``; the preflight passes ``hardware.micro_batch``) with autograd recording,
+eval-mode passes at the eval batch under ``no_grad``, every call ``model(x, y)`` with y the next
+tokens, under bf16 autocast as well as fp32, the job's compiled forward when it compiles (the
+trained-weights recheck; ``forward=``), on the job's data windows when given (``data=``).
+
 Two probes (models/causality_probes.py has the details):
 
 1. **Gradient probe** (structural). Every parameter is re-drawn at random (gates and
@@ -23,20 +37,35 @@ Two probes (models/causality_probes.py has the details):
    small (a 1e-9 leak, a leak behind a gate at 0, one layer of many, one row of the batch).
    Cannot see what has no gradient: top-k/sort choices, thresholds, masks computed from token
    ids, branches on values.
-2. **Perturbation probe** (behavioural). The tokens after t are replaced (random tokens, the EOT
-   token, copies of earlier tokens) and the logits at positions <= t must not move, at the given
-   (initial or trained) and at the randomised weights, in train and eval mode, with gradients
-   off, in fp32 and under bf16 autocast (which also runs on CPU). Sees choices and branches that
-   the perturbations flip. Cannot see a leak below its tolerance (1e-6 of the largest logit) or
-   a branch none of its perturbations triggers.
+2. **Perturbation probe** (behavioural). The tokens after t are replaced (uniform random tokens,
+   the EOT token, copies of earlier tokens and, with the job's data, tokens drawn from the data
+   and copies of the span that followed an earlier occurrence of the token at t) and the logits
+   at positions <= t must not move, at the given (initial or trained) and at the randomised
+   weights, in train mode with gradients on and in eval mode under no_grad, in fp32 and under
+   bf16 autocast (which also runs on CPU). Sees choices and branches that the perturbations flip.
 
-Both run at a shorter odd length first (about block_size / 8, at least 97) and then at the full
-block size, with batch >= 3, over cuts spread across the sequence (start, middle, end, around
-every power of two). Together they cost about 10 forward passes at the block size. The check
-stops at the first probe that fails, so a leaking model is refused after its cheapest failing
-probe. Neither probe sees a leak that needs a context longer than block_size, a batch larger
-than ``batch``, a precision other than fp32/bf16, or a code path taken only on another device
-type (a CUDA-only kernel is checked when the job rechecks its trained weights on that device).
+**Thresholds.** The gradient probe is exact. The perturbation and targets probes compare each
+logit with its own threshold, never one scaled by the batch's largest logit (a -1e9 bias on
+padded vocabulary entries cannot hide a leak elsewhere): exact zero on CPU, fp32 and bf16
+alike (deterministic kernels, same shapes: a causal model gives bit-identical logits); on a GPU
+2^-20 x max(|logit|, 1) in fp32 and 2^-7 x max(|logit|, 1) under bf16 (a reduction in another
+order; causality_inputs.margin_for), stated in each probe's record (``threshold_rule``).
+
+**Cuts.** Both probes run at a shorter odd length first (about block_size / 8, at least 97;
+priority cuts: start, middle, end, around every power of two) and then at the full block size,
+where one gradient pass and one perturbation pass cover *every* cut 0..block_size-2, spread over
+the rows of several batches (one backward, or one forward, per cut set of ``batch`` cuts). That
+pass dominates the cost: about (block_size - 1) / batch forwards and as many backwards
+(benchmarks/bench_causality.py). The check stops at the first probe that fails.
+
+**What no probe can see.** A leak that needs a context longer than block_size, a batch size or a
+precision the probes did not run, a code path taken only on another device type (a CUDA-only
+kernel is checked when the job rechecks its trained weights on that device), a trigger more
+specific than any probe input (a token sequence the probes never write), and a module that
+detects that it is being probed (inspecting its caller, the call stack, or counting calls): any
+probe that differs observably from training can be told apart. What closes that gap is an audit
+inside training (issue 22 point 5, not built yet): the trainer's own step on the real batch and
+a perturbed copy, compared before the cut.
 """
 
 from __future__ import annotations
