@@ -103,8 +103,9 @@ def test_a_gate_at_zero_hides_from_the_gradient_at_init_weights_not_from_random_
 def test_a_tiny_leak_hides_from_the_perturbation_probe_not_from_the_gradient(zoo):
     m = _build(zoo, "zoo_tiny1e9")
     idx = random_tokens(3, 97, 50304, 0)
+    # below a GPU's per-logit margin (on CPU the threshold is exact and may see it too)
     assert perturbation_probe(
-        m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=["random"]
+        m, idx, [0, 40, 90], mode="eval", precision="fp32", kinds=["random"], margin=2.0**-20
     ).ok
     assert not gradient_probe(m, idx, [0, 40, 90], mode="eval").ok
 
