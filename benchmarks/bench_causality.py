@@ -2,16 +2,28 @@
 
     python benchmarks/bench_causality.py                        # smoke (tiny) and seed (gpt2) shapes, 4 steps
     python benchmarks/bench_causality.py --presets tiny --steps V0,V18
-    python benchmarks/bench_causality.py --presets gpt2 --threads 2 --trained
+    python benchmarks/bench_causality.py --presets gpt2 --threads 2 --no-every-cut --steps V0
 
-Each config is what ``ablate.matrix.preflight.check_model`` runs before a matrix trains: the
-job's own model (conf/model/<preset>.yaml plus the step's options) built at full size and probed
-by ``models.check_causal`` (the targets contract, gradient and perturbation probes, given and
-random weights, fp32 and bf16, a short odd length and the block size, at the job's micro-batch,
-every cut of the block covered by one gradient and one perturbation pass). ``--trained`` also times the recheck every job runs
-on its trained weights (given weights only, fp32). The target: at most 60 s per config for GPT-2
-124M at block 1024 on 2 CPU cores, a few seconds at the smoke shapes. The machine's load is
-printed: on a shared box the figures scale with it.
+Each config is what ``ablate.matrix.preflight.check_model`` runs before a matrix trains, with the
+preflight's own arguments (``probe_arguments``): the job's model (conf/model/<preset>.yaml plus
+the step's options) built at full size and probed by ``models.check_causal`` (the targets
+contract, gradient and perturbation probes, given and random weights, a short odd length and the
+block size, at the job's micro-batch, every cut of the block covered by one gradient and one fp32
+perturbation pass), in fp32, plus bf16 autocast with ``--bf16`` (what the preflight adds for a
+job that trains in bf16, a GPU job). ``--trained`` also times the recheck every job runs on its
+trained weights (given weights only, the job's micro-batch). The preflight stores each verdict in
+the causality cache (ablate.causality_cache): a model is probed once, these figures are the cost
+of that once.
+
+The covering passes dominate: (block_size - 1) / micro_batch backwards and as many forwards. At
+the smoke shapes that is seconds to a minute on 2 CPU cores; for GPT-2 124M at block 1024 on 2
+CPU cores it is hours (128 cut sets of 8 rows x 1024 tokens per pass, seconds per forward or
+backward): do not run it there, ``--no-every-cut`` probes the priority cuts only and
+extrapolates the covering passes from the measured full-length passes. What stands in for the
+covering passes when a model is probed without them: the priority cuts at both lengths (start,
+end, middle, around every power of two), the recheck of the trained weights, and the in-training
+audit (issue 22 point 5). The machine's load is printed: on a shared box the figures scale with
+it (and two torch threads on a box loaded beyond its cores run slower than one).
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import yaml
 from _steps import STEPS  # the step files' model options (benchmarks/ is on sys.path as a script)
 
 import models
+from ablate.matrix.preflight import probe_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,6 +64,11 @@ def main(argv=None) -> int:
         help="probe the priority cuts only, and extrapolate the passes that cover every cut "
         "(each: one forward or backward per cut set) from the measured full-length passes",
     )
+    ap.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also probe under bf16 autocast, as the preflight does for a job that trains in bf16",
+    )
     ap.add_argument("--trained", action="store_true", help="also time the trained-weights recheck")
     args = ap.parse_args(argv)
     if args.threads:
@@ -74,9 +92,9 @@ def main(argv=None) -> int:
             model = models.build_model({**base, **STEPS[step]}).to(args.device)
             build = time.perf_counter() - t0
             micro = args.micro_batch or MICRO_BATCH.get(preset, 8)
-            report = models.check_causal(
-                model, seed=1, batch=micro, every_cut=not args.no_every_cut
-            )
+            precisions = ["fp32", "bf16"] if args.bf16 else ["fp32"]
+            probe = {**probe_arguments(1, micro, precisions), "every_cut": not args.no_every_cut}
+            report = models.check_causal(model, **probe)
             ok &= report.ok
             shapes = ",".join(f"{b}x{t}" for b, t in report.shapes)
             slow = max(report.probes, key=lambda p: p.seconds)
@@ -85,7 +103,9 @@ def main(argv=None) -> int:
                 f"{report.seconds:8.1f}"
             )
             if args.trained:
-                trained = models.check_causal(model, seed=1, randomize=False, precisions=("fp32",))
+                trained = models.check_causal(  # as ablate.train.causality.Recheck calls it
+                    model, seed=1, randomize=False, precisions=precisions, batch=micro
+                )
                 ok &= trained.ok
                 line += f" {trained.seconds:9.1f}"
             if args.no_every_cut:

@@ -18,6 +18,14 @@ def _data_cache(tmp_path_factory):
     yield os.environ["ABLATE_DATA_CACHE"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _causality_cache(tmp_path_factory):
+    """One causality cache for the whole session (never the user's): a model config many tests
+    share is probed once per suite run. A test that counts probes points at its own folder."""
+    os.environ["ABLATE_CAUSALITY_CACHE"] = str(tmp_path_factory.mktemp("causality-cache"))
+    yield os.environ["ABLATE_CAUSALITY_CACHE"]
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO

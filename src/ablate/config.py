@@ -349,6 +349,23 @@ class RunConfig:
 
 
 @dataclass
+class CausalityCacheConfig:
+    """Where the preflight keeps its causality verdicts, one per distinct model (ablate.causality_cache).
+
+    A model is probed once: ``--plan`` and the run after it, a re-plan, another matrix with the
+    same model read its verdict (the plan and the preflight say so, with its date). The key is
+    the model config, the probes' settings, the data windows, torch, Python, the device and the
+    content of every file of src/models and of the plugins, so any edit is probed again. The
+    trained weights are rechecked by every job, never from the cache."""
+
+    enabled: bool = True
+    """Read and store verdicts (false: probe every model in every preflight, store nothing)."""
+    dir: str | None = None
+    """The cache folder (None: $ABLATE_CAUSALITY_CACHE, else $XDG_CACHE_HOME/ablate/causality,
+    default ~/.cache/ablate/causality). Deleting it is safe: the models are probed again."""
+
+
+@dataclass
 class MatrixSettings:
     """How a matrix as a whole runs: one value per matrix, never one per job.
 
@@ -364,6 +381,8 @@ class MatrixSettings:
     """Where new matrix directories are created."""
     preflight: bool = True
     """Check every job (config, causality, data, output dir, GPUs, batch) before any trains."""
+    causality_cache: CausalityCacheConfig = field(default_factory=CausalityCacheConfig)
+    """The preflight's causality verdicts by model identity (a model is probed once)."""
     report: bool = True
     """Write REPORT.md into the matrix directory when the last job ends."""
     progress: bool = True

@@ -66,6 +66,9 @@ detects that it is being probed (inspecting its caller, the call stack, or count
 probe that differs observably from training can be told apart. What closes that gap is an audit
 inside training (issue 22 point 5, not built yet): the trainer's own step on the real batch and
 a perturbed copy, compared before the cut.
+
+Why this file is over 400 lines: most of it is this statement of the contract and of what each
+probe can and cannot see, kept beside the plan that runs the probes so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -175,9 +178,10 @@ def _plan(
     gradient probes (they see most leaks), then the perturbation probes. Perturbation
     configurations (weights x precision x mode) run in full at the short length when there are at
     most 4, else as the half fraction in which every pair of settings still meets (a leak that
-    needs a specific pair is seen); at the full length, two that differ in every setting. With
-    ``every_cut``, the first gradient and the first perturbation pass at the full length cover
-    every cut."""
+    needs a specific pair is seen); at the full length, two that differ in every setting they can.
+    With ``every_cut``, the first gradient pass and one perturbation pass at the full length cover
+    every cut: the perturbation pass in fp32 at random weights in eval mode where these are probed
+    (``_cover_rank``)."""
     grad_weights = "random" if "random" in weights else weights[0]
     steps: list[_Step] = []
     if "targets" in methods:
@@ -203,8 +207,7 @@ def _plan(
                 )
         if "perturbation" in methods:
             chosen = _complementary_pair(configs) if is_full and len(lengths) > 1 else half
-            # the covering pass in eval mode where there is one: no autograd graph per forward
-            covering = next((c for c in chosen if c[2] == "eval"), chosen[0])
+            covering = max(chosen, key=_cover_rank)
             for k, c in enumerate(chosen):
                 steps.append(
                     _Step(
@@ -220,11 +223,21 @@ def _plan(
     return steps
 
 
+def _cover_rank(config: tuple) -> tuple:
+    """Which configuration (weights, precision, mode) covers every cut, the best last: random
+    weights where they are probed (no path switched off), fp32 (bf16 autocast on a CPU costs
+    several fp32 forwards, and bf16 is probed by another pass) and eval mode (no autograd graph
+    per forward)."""
+    return (config[0] == "random", config[1] == "fp32", config[2] == "eval")
+
+
 def _complementary_pair(configs: list) -> list:
-    """The first configuration and the one that differs from it in every setting (if any)."""
-    first = configs[0]
-    other = next((c for c in configs if all(a != b for a, b in zip(c, first))), configs[-1])
-    return [first] if other == first else [first, other]
+    """Two configurations that together hold every setting: the one best suited to cover every
+    cut (``_cover_rank``), last, and the one that differs from it in the most settings, first
+    (cheap and telling before the long pass)."""
+    covering = max(configs, key=_cover_rank)
+    other = max(configs, key=lambda c: sum(a != b for a, b in zip(c, covering)))
+    return [covering] if other == covering else [other, covering]
 
 
 def check_causal(

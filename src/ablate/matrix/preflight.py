@@ -8,7 +8,6 @@ is there and valid, the output directory is writable, and GPUs and batch arithme
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import models
-from ablate import results
+from ablate import causality_cache, results
 from ablate.compose import JobSpec
 from ablate.config import MatrixSettings, RunConfig, job_nodes, to_container
 from ablate.data import ValWindows, final_val_windows, resolve_dataset
@@ -27,6 +25,14 @@ from ablate.data.shards import read_shard
 from ablate.data.verify import verify_dataset
 from ablate.errors import AblateError, ConfigError
 from ablate.launch.slurm import log_folder_problem
+from ablate.matrix.model_check import (
+    CausalityKeys,
+    check_model,
+    job_precisions,
+    open_cache,
+    probe_arguments,
+    verdict_problems,
+)
 from ablate.train.optim import grad_accum_for
 
 
@@ -46,67 +52,6 @@ def visible_gpus() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def check_model(
-    model_cfg: dict,
-    causality: bool = True,
-    seed: int = 0,
-    micro_batch: int = 3,
-    data: torch.Tensor | None = None,
-) -> tuple[list[str], dict | None]:
-    """Build the step's model at the job's own shapes and prove it causal (the probes of
-    models/causality.py, at the job's micro-batch, called as the trainer calls it, on the job's
-    data windows when given). Returns (problems, causality record or None when not checked)."""
-    try:
-        torch.manual_seed(seed)
-        model = models.build_model(dict(model_cfg))  # full size: what the job will train
-        if not causality:
-            return [], None
-        report = models.check_causal(model, seed=seed, batch=micro_batch, data=data)
-    except models.ModelConfigError as e:
-        return [str(e)], None
-    except (MemoryError, RuntimeError) as e:
-        if not _allocation_failed(e):
-            raise
-        return [_allocation_message(model_cfg, e)], None
-    record = report.to_record()
-    if not report.ok:
-        return [
-            f"{report.message}; refusing to train a step that sees future tokens or other rows"
-        ], record
-    return [], record
-
-
-def _allocation_failed(e: BaseException) -> bool:
-    text = str(e)
-    return isinstance(e, MemoryError) or any(
-        t in text for t in ("can't allocate memory", "Cannot allocate memory", "out of memory")
-    )
-
-
-def _allocation_message(model_cfg: dict, e: BaseException) -> str:
-    """One line for a model the preflight could not even allocate: its size, and the limit that
-    is likely to blame (the address-space limit, ``ulimit -v``, is often far below the RAM)."""
-    import resource
-
-    c = model_cfg
-    try:  # parameters: embeddings + 12 d^2 per layer (GPT-2's shape; a rough figure)
-        params = c["vocab_size"] * c["n_embd"] + c["block_size"] * c["n_embd"]
-        params += 12 * c["n_layer"] * c["n_embd"] ** 2
-        size = f"about {params / 1e6:,.0f}M parameters, {params * 4 / 2**30:,.1f} GiB in fp32"
-    except (KeyError, TypeError):
-        size = "its parameters"
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    limit = (
-        f"this process may map at most {soft / 2**30:,.1f} GiB of address space (ulimit -v), "
-        "which counts every mapping, not only RAM in use; raise it, or make the model smaller"
-        if soft != resource.RLIM_INFINITY
-        else "the machine has too little free memory for it; free memory or make the model smaller"
-    )
-    asked = re.search(r"tried to allocate (\d+) bytes", str(e))
-    cause = f"; {int(asked.group(1)) / 2**20:,.0f} MiB more were refused" if asked else ""
-    return f"building the model ({size}) failed to allocate memory{cause}: {limit}"
 
 
 def check_batch(cfg: RunConfig, world_size: int) -> list[str]:
@@ -281,6 +226,8 @@ def preflight(
     results: list[PreflightResult] = []
     model_cache: dict[str, tuple[list[str], dict | None]] = {}
     data_cache: dict[str, list[str]] = {}
+    cache = open_cache(settings, progress) if causality else None
+    keys: CausalityKeys | None = None
     out_problems = check_output_dir(results_root, create=create_output_dir)
     for job in jobs:
         cfg = job.cfg
@@ -298,25 +245,39 @@ def preflight(
         # Building the model is the costly check (a big step allocates its full weights): only
         # when the cheap ones passed, so a wrong batch or missing data is reported in seconds.
         model_cfg = to_container(cfg.model)
-        # the probes run at the job's micro-batch on its data: both are part of what is checked
-        key = repr((sorted(model_cfg.items()), cfg.hardware.micro_batch, dkey))
+        # the probes run at the job's micro-batch and precisions on its data: part of what is checked
+        precisions = job_precisions(cfg, gpus, launcher)
+        key = repr((sorted(model_cfg.items()), cfg.hardware.micro_batch, precisions, dkey))
         if key not in model_cache and not problems:
-            if progress and causality:
-                progress(
-                    f"causality check of {job.name}'s model ({len(model_cache) + 1} distinct so far)"
+            probe = probe_arguments(cfg.seed, cfg.hardware.micro_batch, precisions)
+            data = probe_windows(cfg) if causality else None
+            inputs, hit = None, None
+            if cache is not None:
+                keys = keys or CausalityKeys()
+                inputs, why = keys.inputs(cfg, probe, data)
+                if why and progress:
+                    progress(f"causality cache: not used for {job.name}: {why}")
+                hit = cache.get(causality_cache.key_of(inputs)) if inputs is not None else None
+            if hit is not None:
+                model_cache[key] = (verdict_problems(hit), hit)
+            else:
+                if progress and causality:
+                    progress(
+                        f"causality check of {job.name}'s model ({len(model_cache) + 1} distinct so far)"
+                    )
+                model_cache[key] = check_model(
+                    model_cfg, causality=causality, data=data, probe=probe
                 )
-            model_cache[key] = check_model(
-                model_cfg,
-                causality=causality,
-                seed=cfg.seed,
-                micro_batch=cfg.hardware.micro_batch,
-                data=probe_windows(cfg) if causality else None,
-            )
+                rec = model_cache[key][1]
+                if cache is not None and inputs is not None and rec is not None:
+                    cache.put(causality_cache.key_of(inputs), inputs, rec)
             rec = model_cache[key][1]
             if progress and rec is not None:
+                when = causality_cache.stored_when(rec)
                 progress(
                     f"causality {job.name}: {'causal' if rec['ok'] else 'LEAKS'}, "
                     f"{rec['probes_run']} probe(s), {rec['seconds']:.1f}s"
+                    + (f", from the cache (probed {when})" if when else "")
                 )
         model_problems, record = model_cache.get(key, ([], None))
         problems += model_problems

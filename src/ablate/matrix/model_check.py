@@ -1,0 +1,186 @@
+"""The preflight's model check: build each distinct model at the job's shapes and prove it causal,
+with the arguments the job's conditions give (``probe_arguments``, ``job_precisions``), reading
+and storing the verdict in the causality cache (``ablate.causality_cache``) by its identity
+(``CausalityKeys``). ``ablate.matrix.preflight`` runs it once per distinct model of a matrix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+import models
+from ablate import causality_cache, provenance
+from ablate.config import MatrixSettings, RunConfig, to_container
+
+PROBE_PRECISIONS = ("fp32", "bf16")
+"""What check_model probes when not told the job's precision (fp32 and bf16 autocast)."""
+
+
+def probe_arguments(
+    seed: int = 0, micro_batch: int = 3, precisions: Sequence[str] = PROBE_PRECISIONS
+) -> dict[str, Any]:
+    """Every ``models.check_causal`` argument the preflight sets, spelled out (defaults too), so
+    that the causality cache's key holds exactly what was probed. The evals run at the job's
+    micro-batch (ablate.train.evals): the eval batch is the micro-batch."""
+    from models.causality import MODES  # deferred: imports torch's modules of the probes
+    from models.causality_probes import EOT_TOKEN, KINDS
+
+    return {
+        "seed": int(seed),
+        "batch": int(micro_batch),
+        "eval_batch": int(micro_batch),
+        "precisions": list(precisions),
+        "modes": list(MODES),
+        "methods": ["gradient", "perturbation"],
+        "kinds": list(KINDS),
+        "eot_token": EOT_TOKEN,
+        "every_cut": True,
+        "positions": None,
+        "seq_len": None,
+        "tol": None,
+        "randomize": True,
+        "targets": True,
+    }
+
+
+def job_precisions(cfg: RunConfig, gpus_available: int, launcher: str) -> list[str]:
+    """The precisions the job's forward runs in: fp32 always (the probes' reference), and bf16
+    autocast where the job may train in it (hardware.precision=bf16, or auto on a GPU; auto on a
+    Slurm launcher, whose nodes this process cannot see). A CPU job in fp32 never runs bf16, and
+    bf16 autocast on a CPU is slow: its probes need not pay for it."""
+    precision = cfg.hardware.precision.value
+    if precision == "fp32":
+        return ["fp32"]
+    if precision == "bf16":
+        return ["fp32", "bf16"]
+    device = cfg.hardware.device.value
+    if device == "auto" and launcher == "local":
+        device = "cuda" if gpus_available else "cpu"  # what the local launcher will pick
+    return ["fp32"] if device == "cpu" else ["fp32", "bf16"]
+
+
+def check_model(
+    model_cfg: dict,
+    causality: bool = True,
+    seed: int = 0,
+    micro_batch: int = 3,
+    data: torch.Tensor | None = None,
+    probe: dict[str, Any] | None = None,
+) -> tuple[list[str], dict | None]:
+    """Build the step's model at the job's own shapes and prove it causal (the probes of
+    models/causality.py, at the job's micro-batch, called as the trainer calls it, on the job's
+    data windows when given). ``probe``: the check_causal arguments (``probe_arguments``;
+    default: those of ``seed`` and ``micro_batch``, fp32 and bf16). Returns (problems, causality
+    record or None when not checked)."""
+    probe = probe if probe is not None else probe_arguments(seed, micro_batch)
+    try:
+        torch.manual_seed(probe["seed"])
+        model = models.build_model(dict(model_cfg))  # full size: what the job will train
+        if not causality:
+            return [], None
+        report = models.check_causal(model, data=data, **probe)
+    except models.ModelConfigError as e:
+        return [str(e)], None
+    except (MemoryError, RuntimeError) as e:
+        if not _allocation_failed(e):
+            raise
+        return [_allocation_message(model_cfg, e)], None
+    record = report.to_record()
+    return verdict_problems(record), record
+
+
+def verdict_problems(record: dict) -> list[str]:
+    """The preflight's problem line for a causality record (none when it passed); a verdict read
+    from the cache says when it was measured."""
+    if record.get("ok"):
+        return []
+    when = causality_cache.stored_when(record)
+    cached = f" (cached verdict of {when})" if when else ""
+    return [
+        f"{record.get('message')}{cached}; refusing to train a step that sees future tokens or "
+        "other rows"
+    ]
+
+
+class CausalityKeys:
+    """The causality cache's key of each job's model (ablate.causality_cache): what is the same
+    for every model (environment, the models package's files) is read once per preflight."""
+
+    def __init__(self) -> None:
+        self.environment = causality_cache.environment("cpu")  # check_model probes on the CPU
+        self.models_source = causality_cache.models_source()
+
+    def inputs(
+        self, cfg: RunConfig, probe: dict[str, Any], data: torch.Tensor | None
+    ) -> tuple[dict[str, Any] | None, str]:
+        """(the key's inputs, '') or (None, why this model cannot be cached; '' when its config
+        does not build)."""
+        try:
+            code = provenance.model_code(cfg)
+            mcfg = models.check_config(cfg.model)
+            parts = (models.REGISTRY[mcfg.arch], models.ATTENTION[mcfg.attention])
+            parts += (models.MLPS[mcfg.mlp],)
+        except (models.ModelConfigError, KeyError, OSError, SyntaxError):
+            return None, ""  # the model config does not build: check_model says why
+        for part in parts:
+            for cls in getattr(part, "__mro__", (part,)):
+                module = cls.__module__
+                if module in code or module.split(".")[0] in ("models", "torch", "builtins"):
+                    continue
+                return None, (
+                    f"{cls.__qualname__} comes from {module}, neither the models package nor "
+                    "a plugin: its source is not in the key"
+                )
+        return {
+            "format": causality_cache.FORMAT,
+            "model": to_container(cfg.model),
+            "probe": {**probe, "compiled": False},  # the preflight probes the eager model
+            "data": causality_cache.tensor_fingerprint(data),
+            "environment": self.environment,
+            "code": {"models": self.models_source, "model_code": code},
+        }, ""
+
+
+def _allocation_failed(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, MemoryError) or any(
+        t in text for t in ("can't allocate memory", "Cannot allocate memory", "out of memory")
+    )
+
+
+def _allocation_message(model_cfg: dict, e: BaseException) -> str:
+    """One line for a model the preflight could not even allocate: its size, and the limit that
+    is likely to blame (the address-space limit, ``ulimit -v``, is often far below the RAM)."""
+    import resource
+
+    c = model_cfg
+    try:  # parameters: embeddings + 12 d^2 per layer (GPT-2's shape; a rough figure)
+        params = c["vocab_size"] * c["n_embd"] + c["block_size"] * c["n_embd"]
+        params += 12 * c["n_layer"] * c["n_embd"] ** 2
+        size = f"about {params / 1e6:,.0f}M parameters, {params * 4 / 2**30:,.1f} GiB in fp32"
+    except (KeyError, TypeError):
+        size = "its parameters"
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    limit = (
+        f"this process may map at most {soft / 2**30:,.1f} GiB of address space (ulimit -v), "
+        "which counts every mapping, not only RAM in use; raise it, or make the model smaller"
+        if soft != resource.RLIM_INFINITY
+        else "the machine has too little free memory for it; free memory or make the model smaller"
+    )
+    asked = re.search(r"tried to allocate (\d+) bytes", str(e))
+    cause = f"; {int(asked.group(1)) / 2**20:,.0f} MiB more were refused" if asked else ""
+    return f"building the model ({size}) failed to allocate memory{cause}: {limit}"
+
+
+def open_cache(
+    settings: MatrixSettings, progress: Callable[[str], None] | None
+) -> causality_cache.CausalityCache | None:
+    """The causality cache of these settings (None: causality_cache.enabled=false)."""
+    if not settings.causality_cache.enabled:
+        return None
+    folder = causality_cache.resolve_dir(settings.causality_cache.dir)
+    return causality_cache.CausalityCache(folder, say=progress)

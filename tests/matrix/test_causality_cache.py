@@ -1,0 +1,232 @@
+"""The preflight probes each distinct model once: ``--plan`` then the run, and a re-plan, read the
+verdict from the causality cache; an edit to a plugin file or to any file of the models package
+is another key and is probed again (ablate.causality_cache). Probe runs are counted here."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import models
+from ablate import causality_cache
+from ablate.compose import build_jobs
+from ablate.matrix.preflight import preflight
+
+# one layer of width 32 at context 16, batch 2: the probes take about a second
+TINY = [
+    "experiment=smoke",
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.block_size=16",
+    "hardware.micro_batch=2",
+    "optim.tokens_per_iter=512",
+]
+
+ATTENTION = '''
+"""A user's attention, in their own folder (a plugin)."""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models import register_attention
+
+
+@register_attention("{name}")
+class UserAttention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal={causal})
+        return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
+'''
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """A model this small gains nothing from a second thread, and on a box loaded beyond its
+    cores two torch threads wait on each other (several times slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def probed(monkeypatch, tmp_path):
+    """The model configs check_causal ran on, in order; this test's own cache folder."""
+    monkeypatch.setenv("ABLATE_CAUSALITY_CACHE", str(tmp_path / "cache"))
+    calls: list[str] = []
+    real = models.check_causal
+
+    def counting(model, *args, **kwargs):
+        calls.append(str(model.config.attention))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(models, "check_causal", counting)
+    return calls
+
+
+@pytest.fixture
+def user_plugin(tmp_path):
+    """Write a plugin module (causal or not) in a folder outside the repository; the module and
+    sys.path are removed again afterwards (the registry is restored by tests/conftest.py)."""
+    path, mods = list(sys.path), set(sys.modules)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+
+    def write(causal: bool = True) -> tuple[Path, list[str]]:
+        tag = uuid.uuid4().hex[:8]
+        module, name = f"cache_attention_{tag}", f"cache_attn_{tag}"
+        (folder / f"{module}.py").write_text(ATTENTION.format(name=name, causal=causal))
+        args = [f"plugins=[{module}]", f"plugin_path=[{folder}]", f"model.attention=causal,{name}"]
+        return folder / f"{module}.py", args
+
+    yield write
+    sys.path[:] = path
+    for name in set(sys.modules) - mods:
+        if name.startswith("cache_attention_"):
+            del sys.modules[name]
+
+
+def _matrix(tmp_path, extra: list[str]):
+    return build_jobs([*TINY, f"results_root={tmp_path / 'results'}", *extra], multirun=True)
+
+
+def _preflight(jobs, plan: bool, lines: list[str] | None = None):
+    said = lines if lines is not None else []
+    checks = preflight(jobs, jobs.settings, progress=said.append, create_output_dir=not plan)
+    return checks
+
+
+def test_plan_then_run_probes_each_model_once_and_a_replan_probes_none(
+    tmp_path, probed, user_plugin
+):
+    plugin, args = user_plugin()
+    jobs = _matrix(tmp_path, args)
+    assert len(jobs) == 2
+    plan = _preflight(jobs, plan=True)
+    assert all(c.ok for c in plan) and len(probed) == 2
+    assert all("cache" not in c.causality for c in plan)  # measured now
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+
+    lines: list[str] = []
+    run = _preflight(jobs, plan=False, lines=lines)  # the real run's preflight
+    assert all(c.ok for c in run) and len(probed) == 2, "the run probed again"
+    for c in run:  # the job's record says where its verdict came from, and when
+        assert c.causality["cache"]["stored"].startswith("20")
+        assert (
+            c.causality["message"] == next(p for p in plan if p.job == c.job).causality["message"]
+        )
+    said = [ln for ln in lines if ln.startswith("causality ")]
+    assert len(said) == 2 and all(", from the cache (probed 20" in ln for ln in said), said
+    assert not any("causality check of" in ln for ln in lines)
+
+    _preflight(_matrix(tmp_path, args), plan=True)  # a re-plan, freshly composed
+    assert len(probed) == 2
+
+    # an edit to the plugin file (a comment) is another key; every job imports the plugin (it
+    # could change any module), so both models are probed again
+    plugin.write_text(plugin.read_text() + "\n# tuned\n")
+    _preflight(_matrix(tmp_path, args), plan=True)
+    assert len(probed) == 4
+    _preflight(_matrix(tmp_path, args), plan=True)
+    assert len(probed) == 4
+
+
+def test_an_edit_to_any_file_of_the_models_package_probes_every_model_again(
+    tmp_path, probed, monkeypatch, repo
+):
+    jobs = _matrix(tmp_path, [])
+    _preflight(jobs, plan=True)
+    _preflight(jobs, plan=True)
+    assert len(probed) == 1
+    copy = tmp_path / "models-copy"
+    shutil.copytree(repo / "src" / "models", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    real = causality_cache.models_source
+    monkeypatch.setattr(causality_cache, "models_source", lambda: real(copy))
+    _preflight(_matrix(tmp_path, []), plan=True)
+    assert len(probed) == 1  # the same content: the same key
+    probes = copy / "causality_probes.py"
+    probes.write_text(probes.read_text().replace("LOSS_RTOL = 1e-5", "LOSS_RTOL = 1e-4"))
+    _preflight(_matrix(tmp_path, []), plan=True)
+    assert len(probed) == 2
+
+
+def test_a_leak_is_cached_and_refused_again_with_the_date_of_its_verdict(
+    tmp_path, probed, user_plugin
+):
+    _, args = user_plugin(causal=False)
+    jobs = _matrix(tmp_path, args)
+    first = _preflight(jobs, plan=True)
+    again = _preflight(jobs, plan=True)
+    assert len(probed) == 2  # the causal baseline and the leak, once each
+    leak = [c for c in again if not c.ok]
+    assert len(leak) == 1 and "not causal" in leak[0].problems[0]
+    assert "(cached verdict of 20" in leak[0].problems[0]
+    assert first[1].problems[0].split("; refusing")[0] in leak[0].problems[0]
+
+
+def test_the_probes_settings_and_the_data_are_in_the_key(tmp_path, probed):
+    _preflight(_matrix(tmp_path, []), plan=True)
+    _preflight(_matrix(tmp_path, ["hardware.micro_batch=4"]), plan=True)  # another batch
+    _preflight(_matrix(tmp_path, ["hardware.precision=bf16"]), plan=True)  # bf16 probed too
+    _preflight(_matrix(tmp_path, ["seed=7"]), plan=True)  # other initial weights
+    assert len(probed) == 4
+    for extra in ([], ["hardware.micro_batch=4"], ["hardware.precision=bf16"], ["seed=7"]):
+        _preflight(_matrix(tmp_path, extra), plan=True)
+    assert len(probed) == 4
+
+
+def test_disabled_or_unbuildable_from_files_the_model_is_probed_every_time(
+    tmp_path, probed, monkeypatch
+):
+    jobs = _matrix(tmp_path, ["causality_cache.enabled=false"])
+    _preflight(jobs, plan=True)
+    _preflight(jobs, plan=True)
+    assert len(probed) == 2 and not (tmp_path / "cache").exists()
+
+    # a component registered from code outside the models package and the plugins (a notebook,
+    # a test): its source is not in the key, so its verdict is never stored
+    @models.register_attention("cache_test_inline")
+    class Inline(nn.Module):
+        def __init__(self, config, layer_idx):
+            super().__init__()
+            self.proj = nn.Linear(config.n_embd, config.n_embd)
+
+        def forward(self, x):
+            return self.proj(torch.cumsum(x, dim=1))  # causal: a running sum
+
+    lines: list[str] = []
+    jobs = _matrix(tmp_path, ["model.attention=cache_test_inline"])
+    assert all(c.ok for c in _preflight(jobs, plan=True, lines=lines))
+    _preflight(jobs, plan=True)
+    assert len(probed) == 4
+    assert any(ln.startswith("causality cache: not used for") and "Inline" in ln for ln in lines)
+
+
+def test_a_junk_cache_file_is_one_line_then_probed_and_overwritten(tmp_path, probed):
+    jobs = _matrix(tmp_path, [])
+    _preflight(jobs, plan=True)
+    (path,) = (tmp_path / "cache").glob("*.json")
+    path.write_text('{"format": 1, "key": ')  # truncated
+    lines: list[str] = []
+    assert all(c.ok for c in _preflight(jobs, plan=True, lines=lines))
+    assert len(probed) == 2
+    junk = [ln for ln in lines if ln.startswith("causality cache:")]
+    assert len(junk) == 1 and str(path) in junk[0] and "not JSON" in junk[0]
+    _preflight(jobs, plan=True)
+    assert len(probed) == 2  # overwritten with the new verdict
