@@ -104,7 +104,7 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in mdir.rglob("*") if p.is_file()}
     assert after == before
     assert "| V18" in capsys.readouterr().out  # the summary is printed again
-    assert "causality V0: causal, 10 probe(s)" in out  # the preflight prints each config's cost
+    assert "causality V0: causal, 11 probe(s)" in out  # the preflight prints each config's cost
 
 
 def test_a_failing_job_is_isolated_and_the_matrix_exits_nonzero(tmp_path, capsys):
