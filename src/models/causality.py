@@ -96,6 +96,33 @@ from .causality_probes import (
 PRECISIONS = ("fp32", "bf16")
 MODES = ("train", "eval")
 
+EVERY_CUT_FLOPS = {"cpu": 3e12, "cuda": 1e16}
+"""The most the every-cut passes may cost, in FLOPs (training FLOPs per token x block_size^2, an
+upper bound: one row of block_size tokens per cut, forward and backward), before ``check_causal``
+falls back to the priority cuts on that device type. The smoke model at block 128 costs 7e11
+(seconds on 2 CPU cores); GPT-2 124M at block 1024 costs 8e14: hours on 2 CPU cores, about a
+minute on one GPU. Where a preflight on the CPU cannot cover every cut of a GPU job, the job's
+own recheck on its GPU covers them (``every_cut=None`` decides there by the GPU's figure), and its
+audits in training probe random cuts of real batches (ablate.train.audit)."""
+
+
+def every_cut_cost(model: nn.Module) -> float | None:
+    """Upper bound of the every-cut passes' FLOPs (EVERY_CUT_FLOPS), None when the model does not
+    say its FLOPs per token."""
+    fpt = getattr(model, "flops_per_token", None)
+    cfg = getattr(model, "config", None)
+    if not callable(fpt) or cfg is None:
+        return None
+    block = int(cfg.block_size)
+    return float(fpt()) * block * block
+
+
+def every_cut_affordable(model: nn.Module, device_type: str) -> bool:
+    """Whether ``check_causal(every_cut=None)`` covers every cut on this device type."""
+    cost = every_cut_cost(model)
+    limit = EVERY_CUT_FLOPS.get(device_type, EVERY_CUT_FLOPS["cpu"])
+    return cost is None or cost <= limit
+
 
 @dataclass
 class CausalityReport:
@@ -260,7 +287,7 @@ def check_causal(
     targets: bool = True,
     forward: Callable | None = None,
     data: torch.Tensor | None = None,
-    every_cut: bool = True,
+    every_cut: bool | None = None,
 ) -> CausalityReport:
     """Run the probes (see the module docstring) on ``model`` in the job's own conditions.
 
@@ -283,7 +310,9 @@ def check_causal(
         perturbation probes then start from real text and also replace later tokens with tokens
         drawn from it and with copies of earlier spans (kinds "data" and "span").
     every_cut: the first gradient and the first perturbation pass at the full length cover every
-        cut 0..block_size-2, spread over the rows of several batches.
+        cut 0..block_size-2, spread over the rows of several batches. None (default): when
+        affordable on the model's device (``every_cut_affordable``), else the priority cuts, and
+        the message says so.
     stop_early: stop at the first failing probe.
     The model's weights, train/eval flags and requires_grad flags are left as they were.
     """
@@ -316,13 +345,18 @@ def check_causal(
                 )
         lengths = [L for L in lengths if max(positions) <= L - 2] or [longest]
 
+    device = next(model.parameters()).device
+    if every_cut is None:
+        every_cut = every_cut_affordable(model, device.type)
+        skipped_cuts = not every_cut and positions is None
+    else:
+        skipped_cuts = False
     weights = ["given", "random"] if randomize else ["given"]
     all_methods = (["targets"] if targets and "perturbation" in methods else []) + list(methods)
     steps = _plan(
         lengths, weights, list(precisions), list(modes), all_methods,
         every_cut and positions is None,
     )  # fmt: skip
-    device = next(model.parameters()).device
     if data is not None:
         kinds = list(dict.fromkeys([*kinds, *DATA_KINDS]))
     plans = {(L, b): CutPlan(L, b, positions) for L in lengths for b in {batch, eval_batch}}
@@ -340,7 +374,14 @@ def check_causal(
     )
     with torch.random.fork_rng(devices=cuda):
         _run(steps, ctx, stop_early, results)
-    return _summarize(results, len(steps), time.perf_counter() - t_start)
+    report = _summarize(results, len(steps), time.perf_counter() - t_start)
+    if skipped_cuts and report.ok:
+        report.message += (
+            f"; priority cuts only: every cut would cost ~{every_cut_cost(model):.1e} FLOPs on "
+            f"{device.type} (over {EVERY_CUT_FLOPS.get(device.type, EVERY_CUT_FLOPS['cpu']):.0e}); "
+            "the job's recheck on its own device and its audits in training cover more"
+        )
+    return report
 
 
 @dataclass

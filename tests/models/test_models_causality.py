@@ -309,3 +309,24 @@ def test_a_probe_names_the_weights_it_ran_at(weights, said):
 
     r = ProbeResult("perturbation", weights, "eval", "bf16", [2, 64], [10, 20], 0.5, 1e-3)
     assert r.describe() == f"perturbation probe ({said}, eval mode, bf16, batch 2 x 64 tokens)"
+
+
+def test_every_cut_where_affordable_else_priority_cuts_said_in_the_message(make, monkeypatch):
+    """A preflight on a CPU must not spend hours covering every cut of a GPU-sized model: above
+    EVERY_CUT_FLOPS the probes fall back to the priority cuts and say so; below, every cut of the
+    full length is probed."""
+    from models import causality
+
+    m = make("V0")
+    block = m.config.block_size
+    full = check_causal(m, seed=0, batch=4, randomize=False, precisions=["fp32"])
+    assert full.ok and set(range(block - 1)) <= set(full.positions)
+    assert "priority cuts only" not in full.message
+    cost = causality.every_cut_cost(m)
+    assert cost is not None and cost > 0
+    monkeypatch.setitem(causality.EVERY_CUT_FLOPS, "cpu", cost / 2)
+    some = check_causal(m, seed=0, batch=4, randomize=False, precisions=["fp32"])
+    assert some.ok and len(some.positions) < block - 1
+    assert "priority cuts only" in some.message and "cpu" in some.message
+    forced = check_causal(m, seed=0, batch=4, randomize=False, precisions=["fp32"], every_cut=True)
+    assert set(range(block - 1)) <= set(forced.positions)  # an explicit True is obeyed

@@ -38,7 +38,7 @@ def probe_arguments(
         "methods": ["gradient", "perturbation"],
         "kinds": list(KINDS),
         "eot_token": EOT_TOKEN,
-        "every_cut": True,
+        "every_cut": None,  # every cut where affordable on the CPU (models.EVERY_CUT_FLOPS)
         "positions": None,
         "seq_len": None,
         "tol": None,
