@@ -131,6 +131,13 @@ class BudgetConfig:
     grace_seconds: float = 600.0
     """Extra wall time a launcher allows beyond box_seconds (startup, evals, compile) before it
     kills the job."""
+    causality_audits: int = 3
+    """Causality audits inside training besides the one at iteration 0 and the one of the final
+    eval: at this many random points of the budget (seeded by ``seed``) the training step's own
+    forward also runs a copy of its micro-batch with the tokens after a random cut per row
+    replaced, and the outputs before each cut must not move; a difference ends the job ``leaked``.
+    No optimizer step and no state change (the job trains bit-identically), outside the time box;
+    the cost is in summary.json (``audit_seconds``, ``audit_share``). 0 disables every audit."""
 
     def problems(self) -> list[str]:
         out = finite("budget.box_seconds", self.box_seconds, none_ok=True)
@@ -146,6 +153,7 @@ class BudgetConfig:
         )
         out += finite("budget.checkpoint_interval_seconds", self.checkpoint_interval_seconds)
         out += finite("budget.grace_seconds", self.grace_seconds, strict=False)
+        out += count("budget.causality_audits", self.causality_audits, low=0)
         return out
 
 

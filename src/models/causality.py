@@ -63,12 +63,28 @@ precision the probes did not run, a code path taken only on another device type 
 kernel is checked when the job rechecks its trained weights on that device), a trigger more
 specific than any probe input (a token sequence the probes never write), and a module that
 detects that it is being probed (inspecting its caller, the call stack, or counting calls): any
-probe that differs observably from training can be told apart. What closes that gap is an audit
-inside training (issue 22 point 5, not built yet): the trainer's own step on the real batch and
-a perturbed copy, compared before the cut.
+probe that differs observably from training can be told apart.
 
-Why this file is over 400 lines: most of it is this statement of the contract and of what each
-probe can and cannot see, kept beside the plan that runs the probes so the two cannot drift.
+**What the audit inside training adds** (``ablate.train.audit``; ``budget.causality_audits``).
+At iteration 0, at a few random points of the budget and in the final eval, the job's own forward
+(compiled, DDP-wrapped, its micro-batch of real tokens, ``model(x, y)``, train mode with gradients
+on, its autocast) is compared with a copy of that micro-batch whose tokens after a random cut per
+row are replaced: logits at positions <= the cut and loss terms before it must not move (exact on
+CPU, ``margin_for`` elsewhere), and the step's loss must be their mean. In training the base is the
+step's real forward, so a path switched on after some steps, a batch size, a compiled-only path, a
+trigger in the audited batch, and a module that turns causal whenever a probe or the audit is on
+its call stack (its real forward still leaks) are seen. RNG, buffers and gradients are restored
+and no optimizer step is taken, so the audit cannot change the run it audits.
+
+**What neither can see.** A leak active only between audits (k random audits find one that is on
+for a share f of training with probability 1 - (1 - f)^k; the recheck sees one still on at the
+end); a trigger no audited batch holds; a module that tells the copy apart by state of its own
+that is not a buffer (it counts its calls, or sees a forward without a backward) and makes the
+copy reproduce the leak it reads from the real batch; in the final eval, whose two runs are both
+the audit's (the evals' own forward is not the base), a module that inspects its caller.
+
+Why this file is over 400 lines: this docstring is the reference for what the checks see and
+miss; the code is check_causal's plan, run and summary, one flow.
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ def test_a_gate_that_opens_during_training_is_refused_at_the_end_of_its_job(tmp_
             budget__max_iters=6,
             budget__checkpoint_interval_iters=None,
             step__name="VGATE",
+            budget__causality_audits=0,  # the recheck is under test (an audit would end it first)
         )
         s = run_job(job)
     jd = R.JobDir(job)
@@ -134,6 +135,7 @@ def test_a_leak_found_on_resume_stops_the_job(tmp_path):
             budget__max_iters=4,
             budget__checkpoint_interval_iters=None,
             budget__keep="checkpoint",
+            budget__causality_audits=0,  # the resume recheck is under test
         )
         run_job(job)
         _reopen(job, 8)

@@ -50,7 +50,7 @@ values = st.recursive(
 # The documented keys each reader looks at (docs/results-format.md), as paths into the file.
 KEYS: dict[str, list[tuple[Any, ...]]] = {
     R.SUMMARY: [(k,) for k in R.SUMMARY_KEYS]
-    + [("causality", k) for k in ("init", "trained", "checked", "resume_checks")]
+    + [("causality", k) for k in ("init", "trained", "checked", "resume_checks", "audits")]
     + [("causality", "trained", k) for k in ("ok", "message", "max_leak", "seconds")],
     R.FINAL_EVAL: [
         (k,)

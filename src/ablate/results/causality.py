@@ -39,25 +39,29 @@ def causality_entry(
     init: dict[str, Any] | None,
     trained: dict[str, Any] | None = None,
     resume: list[Any] | None = None,
+    audits: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """summary.json's "causality": {"init", "trained", "checked", "resume_checks"}."""
+    """summary.json's "causality": {"init", "trained", "checked", "resume_checks", "audits"}."""
     return {
         "init": init,
         "trained": trained,
         "checked": bool(init is not None and init.get("ok") is True),
         "resume_checks": list(resume or []),
+        "audits": list(audits or []),
     }
 
 
 def causality_records(entry: Any) -> list[dict[str, Any]]:
-    """The records of a summary's "causality" entry that are records (init, trained, resumes)."""
+    """The records of a summary's "causality" entry that are records (init, trained, resumes,
+    audits in training; a summary written before audits has none)."""
     if not isinstance(entry, dict):
         return []
-    resumes = entry.get("resume_checks")
+    resumes, audits = entry.get("resume_checks"), entry.get("audits")
     found = [
         entry.get("init"),
         entry.get("trained"),
         *(resumes if isinstance(resumes, list) else []),
+        *(audits if isinstance(audits, list) else []),
     ]
     return [r for r in found if isinstance(r, dict)]
 

@@ -89,6 +89,10 @@ class JobSummary:
     """Seconds writing checkpoints."""
     warmup_seconds: float | None = None
     """Seconds in the first iteration of each start (compilation, allocator warm-up)."""
+    audit_seconds: float | None = None
+    """Seconds in the causality audits inside training and the final eval (outside the box)."""
+    audit_share: float | None = None
+    """``audit_seconds / train_seconds``: what the audits cost beside the training they audit."""
     timed_iters: int | None = None
     """Iterations whose time counts in ``ms_per_iter`` (warm-up iterations excluded)."""
     ms_per_iter: float | None = None
@@ -140,7 +144,8 @@ class JobSummary:
     failed_iter: int | None = None
     """Iteration at which it failed."""
     causality: dict[str, Any] | None = None
-    """{"init", "trained", "checked", "resume_checks"}: the causality records (results.causality)."""
+    """{"init", "trained", "checked", "resume_checks", "audits"}: the causality records
+    (results.causality)."""
     notes: list[str] = field(default_factory=list)
     """One-line remarks: resumes, signals, post-training problems."""
     updated: str | None = None

@@ -3,7 +3,7 @@
 Modules: ``job`` (run_job, the CLI), ``trainer`` (the Trainer: built whole, then the loop),
 ``setup`` (data, forward models), ``state`` (the run's counters), ``box`` (the budget),
 ``clock`` (the time box's clock), ``cadence`` (what is due when), ``signals`` (stop signals),
-``evals`` (the Evaluator), ``records`` (the Recorder: metrics, final_eval.json, summary.json,
+``evals`` (the Evaluator), ``audit`` (causality audits inside training), ``records`` (the Recorder: metrics, final_eval.json, summary.json,
 throughput), ``header`` / ``trainlog`` (env.json, train.log), ``causality`` (the Recheck),
 ``optim`` (AdamW groups, gradient accumulation, schedule), ``checkpoint`` (atomic save,
 weights_only load, RNG states), ``distributed`` (process group), ``device`` (device, precision,

@@ -138,6 +138,11 @@ class BoxClock:
                 self.box_stop = it
         return Sync(signal=int(sig), since_checkpoint=since_ckpt, bad_iter=int(bad))
 
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` of the running segment out of the box (a causality audit inside a
+        step, measured between device syncs: train.audit)."""
+        self.seg_start += seconds
+
     def checkpointed(self) -> None:
         self.last_checkpoint = time.perf_counter()
 

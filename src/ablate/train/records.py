@@ -306,6 +306,8 @@ class Recorder:
             eval_seconds=st.eval_seconds,
             checkpoint_seconds=st.checkpoint_seconds,
             warmup_seconds=st.warmup_seconds,
+            audit_seconds=st.audit_seconds,
+            audit_share=st.audit_seconds / st.train_seconds if st.train_seconds > 0 else None,
             timed_iters=st.timed_iters,
             ms_per_iter=rate.ms_per_iter,
             tokens_per_s=rate.tokens_per_s,

@@ -20,6 +20,10 @@ class RunState:
     """First iteration of every process start (compile, allocator warm-up): not training time."""
     eval_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
+    audit_seconds: float = 0.0
+    """Wall time of the causality audits (module ``audit``), kept out of the box like evals."""
+    audit_next: int = 0
+    """How many of the planned random audits are behind the run (a resume does not redo them)."""
     timed_iters: int = 0
     """Iterations inside train_seconds (warm-up excluded): ms/iter = train_seconds / timed_iters."""
     best_val_loss: float | None = None

@@ -24,7 +24,8 @@ what it needs, never the trainer (tests/test_imports.py checks): the data and th
 metrics rows, final_eval.json and summary.json from the ``RunState`` and the ``RunFacts`` of
 setup (``records``; env.json and train.log's lines in ``header`` and ``trainlog``), the
 ``Recheck`` of the trained weights (``causality``), the ``Cadence`` that says what is due, and
-the ``BoxClock`` that measures the ``Box`` (``clock``, ``box``).
+the ``BoxClock`` that measures the ``Box`` (``clock``, ``box``), and the causality ``Audit`` of
+chosen training steps and of the final eval (``audit``: the step hands it its own forward).
 
 Why this file is over 400 lines: what stays here is what changes the model, the optimizer or
 the order of the steps, and it reads in that order: the build, the loop (``train``, one screen),
@@ -56,6 +57,7 @@ from ablate.results import stage as stages
 from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
 from ablate.train import header, run_identity, trackers
+from ablate.train.audit import Audit
 from ablate.train.box import Box
 from ablate.train.cadence import Cadence
 from ablate.train.causality import Recheck
@@ -77,8 +79,9 @@ RANK_SEED_OFFSET = 1_000_003  # dropout RNG of rank r: seed + r * offset (after 
 @dataclass(frozen=True)
 class End:
     """Why the loop ended. ``budget``: the budget is spent (or was, at a restart), the steps after
-    training follow; ``leaked``: the resume recheck failed; ``stopped``: failed or preempted,
-    ``result`` is the summary already written."""
+    training follow; ``leaked``: the resume recheck failed, or an audit in training (then
+    ``result`` is the summary already written); ``stopped``: failed or preempted, ``result`` is
+    the summary already written."""
 
     why: Literal["budget", "leaked", "stopped"]
     result: dict[str, Any] | None = None
@@ -150,6 +153,18 @@ class Trainer:
             cfg.hardware.micro_batch,
             data.val_batches,
         )
+        self.audit = Audit(
+            cfg.budget.causality_audits,
+            cfg.seed,
+            model,
+            dev,
+            dinfo,
+            state,
+            rec.causality,
+            rec.log,
+        )
+        # The final eval's audit runs on this rank's first validation batch (None: it has none).
+        self.audit_batch = data.val_batches[0] if data.val_batches else None
 
         # Resume, or seed this rank's dropout RNG.
         ck = ckpt_mod.load_checkpoint(jd.checkpoint)
@@ -169,6 +184,13 @@ class Trainer:
             if fwd.compiled.error:
                 state.notes.append(f"torch.compile failed, ran eager: {fwd.compiled.error}")
         self.fwd_model, self.train_model = fwd.eval_model, fwd.train_model
+        self.audit.forward_kind = ("compiled" if dev.compile else "eager") + (
+            " in DDP" if dinfo.enabled else ""
+        )
+        if not self.audit.enabled:
+            note = "causality audits in training disabled (budget.causality_audits=0)"
+            if note not in state.notes:
+                state.notes.append(note)
         if dev.compile:
             self.recheck.forward = self.fwd_model
         self.evaluator = Evaluator(
@@ -207,7 +229,15 @@ class Trainer:
             end = self._at_start()
             while end is None:
                 lr = self._set_lr(st.iter)
-                loss, grad_norm = self.train_step(st.iter)
+                audit = self.audit.due(
+                    st.iter, self.schedule.fraction(st.iter, clock.estimate(st.iter))
+                )
+                loss, grad_norm = self.train_step(st.iter, audit)
+                if audit:
+                    clock.exclude(self.audit.take_excluded())  # outside the box, like an eval
+                    if self.audit.leak is not None:  # no optimizer step was taken
+                        end = End("leaked", self._leaked(self.audit.leak["message"]))
+                        break
                 st.iter = it = st.iter + 1
                 it_dev += 1
                 first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), it_dev, first_bad)
@@ -264,13 +294,17 @@ class Trainer:
         if end.result is not None:
             return end.result
         if end.why == "leaked":
-            return self._leaked("resume")
+            return self._leaked(self._recheck_failure("resume"))
         return self._complete()
 
-    def train_step(self, it: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One optimizer step over the iteration's micro-batches: (summed loss, grad norm), on the device."""
+    def train_step(self, it: int, audit: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step over the iteration's micro-batches: (summed loss, grad norm), on the device.
+
+        ``audit``: the first micro-batch's forward is also run on a perturbed copy and compared
+        (train.audit); when the verdict is a leak, no optimizer step is taken."""
         dev, model, n_micro = self.dev, self.train_model, self.grad_accum
         loss_iter = None
+        shape: list[int] = []
         for k, (x, y) in enumerate(self.batches.get(it)):
             if dev.is_cuda:
                 x = x.pin_memory().to(dev.device, non_blocking=True)
@@ -278,13 +312,22 @@ class Trainer:
             sync_grads = not self.dinfo.enabled or k == n_micro - 1
             no_sync = contextlib.nullcontext() if sync_grads else model.no_sync()  # type: ignore[operator]
             with no_sync:
+                if audit and k == 0:
+                    self.audit.run_copy(model, x, y, it, dev.autocast)
                 with dev.autocast():
-                    _, loss = model(x, y)
+                    logits, loss = model(x, y)
+                if audit and k == 0:
+                    self.audit.compare(logits, loss, y)
+                    shape = list(x.shape)
+                del logits
                 loss = loss / n_micro
                 loss.backward()
             ld = loss.detach()
             loss_iter = ld if loss_iter is None else loss_iter + ld
         assert loss_iter is not None  # grad_accum >= 1
+        if audit and not self.audit.verdict("train", it, "train", shape):
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss_iter, None
         grad_norm = (
             torch.nn.utils.clip_grad_norm_(self.trainable, self.clip) if self.clip > 0 else None
         )
@@ -412,6 +455,7 @@ class Trainer:
         keep_implementation(self.optimizer, self.facts.optim_record)
         self.state.load_state_dict(ck["state"])
         self.recheck.restore(ck["state"].get("causality"))
+        self.audit.restore(ck["state"].get("causality"))
         rngs = ck.get("rng") or []
         if len(rngs) == self.dinfo.world_size:
             ckpt_mod.restore_rng(rngs[self.dinfo.rank], self.dev.device)
@@ -467,6 +511,9 @@ class Trainer:
             self.state.trained = True
             self.save_checkpoint()  # all ranks
         self.set_stage(stages.FINAL_EVAL)
+        if not self.audit.final_eval(self.fwd_model, self.audit_batch):
+            assert self.audit.leak is not None
+            return self._leaked(self.audit.leak["message"])
         self._evaluate(final=True)
         for w in budget_warnings(rec.summary(results.COMPLETED)):
             if w not in self.state.notes:  # schedule cut short, box overrun, repeated data
@@ -475,7 +522,7 @@ class Trainer:
         result = rec.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
         self.set_stage(stages.RECHECK)
         if not self.recheck("final", self.state.iter):
-            return self._leaked("final")
+            return self._leaked(self._recheck_failure("final"))
         result = rec.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
         try:
             self._final_report(result)
@@ -531,13 +578,16 @@ class Trainer:
             self.jd.mark_done()
         dist_mod.barrier(self.dinfo)
 
-    def _leaked(self, when: str) -> dict[str, Any]:
-        """The trained weights see the future: the run is kept on disk but marked leaked (and DONE,
-        since training it again would leak again)."""
-        msg = (
+    def _recheck_failure(self, when: str) -> str:
+        return (
             f"the trained weights failed the causality recheck ({when}, iteration {self.state.iter}): "
             f"{self.recheck.message()}"
         )
+
+    def _leaked(self, msg: str) -> dict[str, Any]:
+        """The model sees the future (the recheck of its weights or an audit in training said
+        ``msg``): the run is kept on disk but marked leaked (and DONE, since training it again
+        would leak again)."""
         self.rec.log(f"LEAKED: {msg}")
         self.state.notes.append(tail(msg, 500))
         result = self.rec.write_summary(results.LEAKED, error=msg, exit_code=EXIT_FAILED)

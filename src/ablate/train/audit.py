@@ -1,0 +1,406 @@
+"""The causality audit inside training: the job's own step, on its own batch, checked for leaks.
+
+The probes (models/causality.py) run the model on inputs of their own, before training and on the
+trained weights; a model that behaves differently in training (a path switched on after some
+steps, or only for the job's batch size, its compiled graph, its real tokens) can pass them. The
+audit closes that gap where it can: at iteration 0, at ``budget.causality_audits`` random points
+of the budget (seeded by the job's seed) and once in the final eval, the forward the job really
+runs is compared with a copy.
+
+- **Training audits.** In the audited iteration's first micro-batch, before the trainer's own
+  forward, the same module the step calls (compiled, DDP-wrapped) runs a copy of the micro-batch
+  in which every row's tokens after a random cut are replaced (tokens drawn from the batch's own
+  tokens, copies of earlier spans, uniform random, EOT: causality_inputs.perturb), with the same
+  contexts: train mode, gradients recorded, the job's autocast, targets ``model(x', y')``. Then
+  the trainer's step runs as always, and its real logits are the base: at positions <= a row's cut
+  the logits, and at positions < the cut the cross-entropy terms, must be those of the copy, each
+  element within its own threshold (exact on CPU, ``causality_inputs.margin_for`` on a GPU). The
+  loss the step trains on must be the mean of those terms (the model contract).
+- **No state change.** The copy's forward takes no optimizer step and no backward; the RNG state
+  (so the copy draws the dropout masks of the real forward), every module buffer and every
+  parameter's ``.grad`` are restored before the real forward, so a job trains bit-identically with
+  and without audits (tests/train/test_audit.py). DDP: the copy runs under ``no_sync``.
+- **The final eval's audit** runs ``model(x, y)`` and the copy on the first validation batch of each
+  rank as the evals run it: eval mode, ``no_grad``, the eval forward.
+- **Verdict.** Each rank audits its own micro-batch; one all_reduce at the audit gives every rank
+  the verdict (no host sync in iterations that are not audited). A leak ends the job ``leaked`` at
+  once (no optimizer step on that iteration), summary.json ``causality.audits`` says where.
+- **Cost.** About one extra forward of one micro-batch per audit (an iteration is
+  ``grad_accum`` forwards and backwards), timed with device syncs and kept out of the box like an
+  eval; summary.json states ``audit_seconds`` and ``audit_share`` (of ``train_seconds``).
+
+What it cannot see: a leak active only between audits (a random audit finds a leak that is on for
+a share f of training with probability 1 - (1 - f)^k, and the trained-weights recheck sees one that
+is still on at the end), a trigger no real batch holds, and a module that tells the extra forward
+apart by Python-side state of its own (a call counter kept in an attribute rather than a buffer,
+a forward not followed by a backward).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ablate.train import checkpoint as ckpt_mod
+from ablate.train import distributed as dist_mod
+from ablate.train.device import DeviceSetup
+from ablate.train.plain import tail
+from ablate.train.state import RunState
+from models.causality_inputs import EOT_TOKEN, margin_for, perturb
+from models.causality_probes import LOSS_RTOL
+
+AUDIT_KINDS = ("data", "span", "random", "eot", "copy")
+"""Replacement kinds, one per row in turn: ``data`` (tokens drawn from the batch's own tokens)
+first, then copies of the span that followed an earlier occurrence, uniform random, EOT."""
+
+
+def planned_fractions(count: int, seed: int) -> list[float]:
+    """The budget fractions in (0, 1] at which the random audits run, sorted: a function of the
+    job's seed only (Python's own generator: torch's RNG stream is not touched)."""
+    gen = random.Random(f"causality-audit-{seed}")
+    return sorted(1.0 - gen.random() for _ in range(max(0, count)))
+
+
+@dataclass
+class _Copy:
+    """The perturbed copy of an audited micro-batch and what it gave."""
+
+    cuts: list[int]
+    kinds: list[str]
+    y: torch.Tensor
+    logits: torch.Tensor | None
+    error: str | None = None
+
+
+@dataclass
+class _Local:
+    """This rank's comparison: the largest change before a cut, and the first leak found."""
+
+    max_change: float = 0.0
+    leak: str = ""
+    where: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class Audit:
+    """Plans the audits, runs the copy beside the trainer's forward, compares, agrees on a
+    verdict and records it in summary.json's ``causality`` entry (``audits``)."""
+
+    def __init__(
+        self,
+        count: int,
+        seed: int,
+        raw_model: torch.nn.Module,
+        dev: DeviceSetup,
+        dinfo: dist_mod.DistInfo,
+        state: RunState,
+        entry: dict[str, Any],
+        log: Callable[[str], None],
+    ):
+        self.enabled = count > 0
+        self.fractions = planned_fractions(count, seed)
+        self.seed = seed
+        self.raw_model = raw_model
+        self.dev = dev
+        self.dinfo = dinfo
+        self.state = state  # audit_seconds, audit_next, notes
+        self.entry = entry  # summary.json's "causality" (the Recheck's entry, the same dict)
+        self.entry.setdefault("audits", [])
+        self.log = log
+        self.margin, self.rule = margin_for(dev.device.type, dev.precision)
+        config: Any = raw_model.config  # every registered model has one (models.registry)
+        vocab = int(config.vocab_size)
+        self.vocab = vocab
+        self.eot = EOT_TOKEN if EOT_TOKEN < vocab else vocab - 1
+        self.forward_kind = "eager"
+        self.leak: dict[str, Any] | None = None  # the failing record, once one failed
+        self._copy: _Copy | None = None
+        self._local = _Local()
+        self._seconds = 0.0  # of the audit under way
+        self.excluded = 0.0  # audit seconds the box's clock has not yet left out
+
+    def restore(self, saved: object) -> None:
+        """The audit records of a checkpoint's causality entry."""
+        if isinstance(saved, dict):
+            self.entry["audits"] = list(saved.get("audits") or [])
+
+    def due(self, it: int, fraction: float) -> bool:
+        """Whether iteration ``it`` (about to run, at ``fraction`` of the budget) is audited:
+        iteration 0, and the first iteration at or past each planned fraction."""
+        if not self.enabled:
+            return False
+        st, hit = self.state, it == 0
+        while st.audit_next < len(self.fractions) and self.fractions[st.audit_next] <= fraction:
+            st.audit_next += 1
+            hit = hit or it > 0
+        return hit
+
+    # ------------------------------------------------------------------ the copy
+
+    def run_copy(
+        self,
+        model: torch.nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        it: int,
+        context: Callable[[], contextlib.AbstractContextManager[Any]],
+    ) -> None:
+        """The copy of micro-batch (x, y) through ``model`` under ``context`` (the step's own
+        autocast and grad mode), leaving RNG, buffers and gradients as they were."""
+        t0 = self._start()
+        self._local = _Local()
+        self._copy = None
+        gen = torch.Generator().manual_seed(self.seed * 7919 + it)
+        B, T = x.shape
+        cuts = [int(c) for c in torch.randint(0, max(T - 1, 1), (B,), generator=gen)]
+        kinds = [AUDIT_KINDS[(b + it) % len(AUDIT_KINDS)] for b in range(B)]
+        rng = ckpt_mod.capture_rng(self.dev.device)
+        buffers = [(b, b.detach().clone()) for b in self.raw_model.buffers()]
+        grads = [(p, p.grad) for p in self.raw_model.parameters()]
+        try:
+            stream = torch.cat([x, y[:, -1:]], dim=1)  # x and its next tokens: T + 1 per row
+            alt = perturb(
+                stream, cuts, kinds, self.vocab, self.eot, self.seed + it, stream.reshape(-1)
+            )
+            at = torch.arange(T, device=x.device)[None, :]
+            cut = torch.tensor(cuts, device=x.device)[:, None]
+            x_alt = alt[:, :T].contiguous()
+            y_alt = torch.where(at >= cut, alt[:, 1:], y)  # targets before each cut kept
+            no_sync = getattr(model, "no_sync", None)
+            with no_sync() if callable(no_sync) else contextlib.nullcontext(), context():
+                out = model(x_alt, y_alt)
+            logits = out[0] if isinstance(out, (tuple, list)) else out
+            self._copy = _Copy(cuts, kinds, y_alt, _detached(logits))
+            del out, logits
+        except Exception as e:  # a bug in the audit must not fail a measured run
+            self._copy = _Copy(cuts, kinds, y, None, f"{type(e).__name__}: {e}")
+        finally:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
+            for p, g in grads:
+                p.grad = g
+            ckpt_mod.restore_rng(rng, self.dev.device)
+            self._stop(t0)
+
+    def compare(self, logits: Any, loss: Any, y: torch.Tensor) -> None:
+        """The trainer's own forward (``logits, loss`` of the real micro-batch) against the copy."""
+        t0 = self._start()
+        try:
+            self._local = self._compare(logits, loss, y)
+        except Exception as e:
+            self._local = _Local(error=f"{type(e).__name__}: {e}")
+        self._stop(t0)
+
+    def _compare(self, logits: Any, loss: Any, y: torch.Tensor) -> _Local:
+        copy = self._copy
+        if copy is None:
+            return _Local(error="the copy did not run")
+        if copy.error is not None:
+            return _Local(error=copy.error)
+        base = _detached(logits)
+        if base is None or copy.logits is None or base.shape != copy.logits.shape:
+            return _Local(error="the forward returned no logits of shape (batch, tokens, vocab)")
+        out = _Local()
+        changes, firsts = [], []
+        ce_sum = torch.zeros((), dtype=torch.float64, device=base.device)
+        count = 0
+        with torch.no_grad():
+            for b, t in enumerate(copy.cuts):
+                real, alt = base[b].float(), copy.logits[b].float()
+                raw, over = _excess(alt[: t + 1], real[: t + 1], self.margin)  # (t + 1,)
+                ce_real = F.cross_entropy(real, y[b], ignore_index=-1, reduction="none")
+                ce_alt = F.cross_entropy(alt, copy.y[b], ignore_index=-1, reduction="none")
+                raw_ce, over_ce = _excess(ce_alt[:t, None], ce_real[:t, None], self.margin)
+                changes.append(torch.cat([raw, raw_ce]).amax())
+                firsts.append(torch.stack([_first_over(over), _first_over(over_ce)]))
+                ce_sum += ce_real.double().sum()
+                count += int((y[b] != -1).sum())
+            found = torch.stack(firsts).cpu()  # (B, 2): first leaking position, -1 for none
+            out.max_change = float(torch.stack(changes).amax().cpu())
+        for b, t in enumerate(copy.cuts):
+            pos, pos_ce = int(found[b, 0]), int(found[b, 1])
+            if pos >= 0 or pos_ce >= 0:
+                what = "logits" if pos >= 0 else "loss terms"
+                p = pos if pos >= 0 else pos_ce
+                out.where = {"row": b, "cut": t, "position": p, "compared": what}
+                out.leak = (
+                    f"replacing the tokens after position {t} of row {b} ({copy.kinds[b]}) changed "
+                    f"the {what} at position {p} (threshold: {self.rule})"
+                )
+                return out
+        if loss is not None and count:
+            expected = float(ce_sum.cpu()) / count
+            gap = abs(float(torch.as_tensor(loss).detach().float().cpu()) - expected)
+            if not gap <= LOSS_RTOL * max(1.0, abs(expected)):
+                out.leak = (
+                    f"the step's loss differs from the mean cross-entropy of its logits by "
+                    f"{gap:.3g}: targets may enter the loss only through the logits"
+                )
+                out.where = {"row": None, "cut": None, "position": None, "compared": "loss"}
+        return out
+
+    # ------------------------------------------------------------------ verdict
+
+    def verdict(self, when: str, it: int, mode: str, shape: list[int]) -> bool:
+        """Every rank: agree on the audit (one all_reduce), record it; False when it leaked."""
+        t0 = self._start()
+        loc, copy = self._local, self._copy
+        vec = torch.tensor(
+            [
+                1.0 if loc.leak else 0.0,
+                loc.max_change,
+                1.0 if loc.error else 0.0,
+            ],
+            dtype=torch.float64,
+            device=self.dev.device,
+        )
+        dist_mod.all_reduce(vec, "max", self.dinfo)
+        leaked, max_change, failed = vec.tolist()
+        record: dict[str, Any] = {
+            "ok": False if leaked else (None if failed else True),
+            "when": when,
+            "iteration": it,
+            "mode": mode,
+            "grad": mode == "train",
+            "forward": self.forward_kind,
+            "shape": shape,
+            "cuts": copy.cuts if copy is not None else [],
+            "kinds": copy.kinds if copy is not None else [],
+            "ranks": self.dinfo.world_size,
+            "max_change": max_change if math.isfinite(max_change) else None,
+            "threshold": self.margin,
+            "threshold_rule": self.rule,
+        }
+        if leaked:  # which rank, row, cut and position: gathered only when it leaked
+            found = dist_mod.all_gather_object(
+                (loc.leak, loc.where) if loc.leak else None, self.dinfo
+            )
+            rank = next(r for r, f in enumerate(found) if f is not None)
+            message, where = found[rank]
+            record.update(rank=rank, **(where or {}))
+            record["message"] = f"causality audit ({when}, iteration {it}, rank {rank}): {message}"
+        elif failed:
+            record["message"] = (
+                f"causality audit ({when}, iteration {it}) could not run: "
+                f"{loc.error or 'it failed on another rank'}"
+            )
+            self.state.notes.append(tail(record["message"], 500))
+        else:
+            record["message"] = (
+                f"causality audit ({when}, iteration {it}): no change before the cuts "
+                f"(max {max_change:.3g}; {self.rule})"
+            )
+        self._stop(t0)
+        record["seconds"] = round(self._seconds, 4)
+        self._seconds = 0.0
+        self._copy = None
+        self.entry["audits"].append(record)
+        self.log(f"{record['message']} [{record['seconds']:.2f}s, not counted in the box]")
+        if leaked:
+            self.leak = record
+        return not leaked
+
+    # ------------------------------------------------------------------ the final eval
+
+    def final_eval(
+        self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> bool:
+        """The final eval's audit: ``model(x, y)`` as the evals call it (eval mode, no_grad) on
+        this rank's first validation batch, and the copy; every rank joins the verdict."""
+        if not self.enabled:
+            return True
+        shape: list[int] = []
+        was_training = model.training
+        model.eval()
+        try:
+            self._local, self._copy = _Local(), None
+            if batch is not None:
+                x, y = (t.to(self.dev.device) for t in batch)
+                shape = list(x.shape)
+
+                def context() -> contextlib.ExitStack:
+                    stack = contextlib.ExitStack()
+                    stack.enter_context(torch.no_grad())
+                    stack.enter_context(self.dev.autocast())
+                    return stack
+
+                it = self.state.iter
+                self.run_copy(model, x, y, it, context)
+                t0 = self._start()
+                rng = ckpt_mod.capture_rng(self.dev.device)
+                try:
+                    with context():
+                        out = model(x, y)
+                except Exception as e:
+                    out, self._copy = None, _Copy([], [], y, None, f"{type(e).__name__}: {e}")
+                ckpt_mod.restore_rng(rng, self.dev.device)
+                self._stop(t0)
+                if out is not None:
+                    logits, loss = (
+                        (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
+                    )
+                    self.compare(logits, loss, y)
+                    del out, logits, loss
+        finally:
+            model.train(was_training)
+        return self.verdict("final eval", self.state.iter, "eval", shape)
+
+    # ------------------------------------------------------------------ time
+
+    def _start(self) -> float:
+        self.dev.synchronize()  # queued training work belongs to training, not to the audit
+        return time.perf_counter()
+
+    def _stop(self, t0: float) -> float:
+        self.dev.synchronize()
+        dt = time.perf_counter() - t0
+        self._seconds += dt
+        self.state.audit_seconds += dt
+        self.excluded += dt
+        return dt
+
+    def take_excluded(self) -> float:
+        """Seconds of auditing since the last call: the box's clock leaves them out."""
+        dt, self.excluded = self.excluded, 0.0
+        return dt
+
+
+def _detached(logits: Any) -> torch.Tensor | None:
+    if isinstance(logits, torch.Tensor) and logits.dim() == 3:
+        return logits.detach()
+    return None
+
+
+def _excess(
+    alt: torch.Tensor, real: torch.Tensor, margin: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position: the largest |change| and the largest excess over each element's own
+    threshold, margin x max(|value|, 1) (> 0 is a leak; NaN counts as infinite)."""
+    change = (alt - real).abs()
+    raw = torch.nan_to_num(change.amax(dim=-1), nan=math.inf) if change.numel() else change.sum(-1)
+    if margin <= 0 or not change.numel():
+        return raw, raw
+    over = change - real.abs().clamp(min=1.0) * margin
+    return raw, torch.nan_to_num(over.amax(dim=-1), nan=math.inf)
+
+
+def _first_over(over: torch.Tensor) -> torch.Tensor:
+    """The first position whose excess is > 0, or -1 (a 0-d tensor, on the device)."""
+    if not over.numel():
+        return torch.tensor(-1, device=over.device)
+    hit = over > 0
+    idx = torch.arange(over.numel(), device=over.device)
+    return (
+        torch.where(hit, idx, over.numel())
+        .amin()
+        .where(hit.any(), torch.tensor(-1, device=over.device))
+    )
