@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -302,3 +304,112 @@ def test_a_negative_audit_count_is_refused_in_one_line(tmp_path):
     job = _job(tmp_path, "V0", budget__causality_audits=-1)
     with pytest.raises(ConfigError, match=r"budget.causality_audits=-1 must be at least 0"):
         load_job_config(job / "config.yaml")
+
+
+class CompileOnlyLeak(_Full):
+    """Unmasked only inside a torch.compile trace: the eager model is causal."""
+
+    def forward(self, x):
+        return self.full(x) if torch.compiler.is_compiling() else super().forward(x)
+
+
+def test_a_leak_only_in_the_compiled_graph_is_caught_in_the_compiled_step(tmp_path, monkeypatch):
+    # dynamo traces the model as for inductor; the eager backend keeps the test cheap on CPU
+    monkeypatch.setenv("ABLATE_COMPILE_BACKEND", "eager")
+    models.register_attention("audit_compile_only")(CompileOnlyLeak)
+    try:
+        job = _job(
+            tmp_path,
+            "VCOMP",
+            budget__max_iters=2,
+            model__attention="audit_compile_only",
+            hardware__compile=True,
+        )
+        run_job(job)
+    finally:
+        models.ATTENTION.pop("audit_compile_only", None)
+    assert summary(job)["compile"] is True
+    record = _leaked_by_audit(job, "train")
+    assert record["iteration"] == 0 and record["forward"] == "compiled"
+
+
+RANK_PLUGIN = '''
+import torch
+import torch.distributed as dist
+
+import models
+from models.gpt2 import CausalSelfAttention
+
+
+@models.register_attention("audit_rank1")
+class RankOneLeak(CausalSelfAttention):
+    """Unmasked on rank 1 only, while training: rank 0's micro-batch never shows it."""
+
+    def forward(self, x):
+        if self.training and dist.is_initialized() and dist.get_rank() == 1:
+            B, T, C = x.shape
+            q, k, v = self.qkv(x)
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=False)
+            return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+        return super().forward(x)
+'''
+
+
+@pytest.mark.slow
+def test_each_rank_audits_its_own_micro_batch_and_all_agree_on_the_verdict(tmp_path):
+    from train_helpers import run_cli
+
+    (tmp_path / "audit_rank_plugin.py").write_text(RANK_PLUGIN)
+    job = _job(
+        tmp_path,
+        "VRANK",
+        budget__max_iters=4,
+        model__attention="audit_rank1",
+        plugins=["audit_rank_plugin"],
+        plugin_path=[str(tmp_path)],
+    )
+    proc = run_cli(job, nproc=2, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    record = _leaked_by_audit(job, "train")
+    assert record["iteration"] == 0 and record["rank"] == 1 and record["ranks"] == 2
+    assert record["forward"] == "eager in DDP" and "rank 1" in record["message"]
+
+
+class SignalAtForward(CausalSelfAttention):
+    """Causal; its 19th training forward (iteration 7 of a job audited at 0, 6 and 7: 2 forwards
+    an iteration, 3 when audited) sends this process SIGUSR1: the job checkpoints and stops
+    there, as a preempted job does."""
+
+    forwards = 0
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__(config, layer_idx)
+        self.first = layer_idx == 0
+
+    def forward(self, x):
+        if self.training and self.first:
+            type(self).forwards += 1
+            if type(self).forwards == 19:
+                os.kill(os.getpid(), signal.SIGUSR1)
+        return super().forward(x)
+
+
+def test_a_resumed_job_keeps_its_audits_and_does_not_redo_them(tmp_path):
+    reference = run_job(_job(tmp_path, "V0", budget__max_iters=12))
+    planned = [a["iteration"] for a in reference["causality"]["audits"] if a["when"] == "train"]
+    assert len(planned) >= 2
+    models.register_attention("audit_signal")(SignalAtForward)
+    try:
+        SignalAtForward.forwards = 0
+        job = _job(tmp_path, "VSIG", budget__max_iters=12, model__attention="audit_signal")
+        stopped = run_job(job)
+        assert stopped["stopped_by"] == "SIGUSR1" and stopped["iterations"] < 12
+        # a random audit ran before the stop: the resumed start must not redo it
+        assert any(0 < p < stopped["iterations"] for p in planned)
+        s = run_job(job)
+    finally:
+        models.ATTENTION.pop("audit_signal", None)
+    assert s["status"] == R.COMPLETED and s["resumed"] == 1
+    train = [a["iteration"] for a in s["causality"]["audits"] if a["when"] == "train"]
+    assert train == planned  # the same iterations as the uninterrupted run, none twice
+    assert s["audit_seconds"] > stopped["audit_seconds"] > 0  # the cost adds up over starts
