@@ -158,6 +158,8 @@ def test_causal_steps_pass_every_audit_with_dropout(tmp_path, name, model):
     assert s["audit_seconds"] > 0
     assert s["audit_share"] == pytest.approx(s["audit_seconds"] / s["train_seconds"])
     assert R.causality_state(s) == R.UNCHECKED  # no preflight here; the audits do not fail it
+    done = [ln for ln in R.JobDir(job).log.read_text().splitlines() if "] done: " in ln]
+    assert f"causality audits {s['audit_seconds']:.1f}s = " in done[-1]
 
 
 def test_a_job_trains_bit_identically_with_and_without_audits(tmp_path):

@@ -70,7 +70,8 @@ def final_lines(s: dict[str, Any]) -> list[str]:
     return [
         f"done: {s['iterations']} iterations, {s['tokens_seen']:,} tokens ({fmt(s.get('epochs'), '.3f')} "
         f"epochs), train {s['train_seconds']:.1f}s (box overrun {fmt(s.get('box_overrun_seconds'), '+.1f')}s; "
-        f"+ warm-up {s['warmup_seconds']:.1f}s, eval {s['eval_seconds']:.1f}s, checkpoint {s['checkpoint_seconds']:.1f}s)",
+        f"+ warm-up {s['warmup_seconds']:.1f}s, eval {s['eval_seconds']:.1f}s, checkpoint {s['checkpoint_seconds']:.1f}s, "
+        f"causality audits {s.get('audit_seconds') or 0.0:.1f}s = {100 * (s.get('audit_share') or 0.0):.1f}% of train)",
         f"final val loss (full set, {s['final_val_tokens']} tokens) {fmt(s['final_val_loss'], '.4f')} | best "
         f"periodic {fmt(s['best_val_loss'], '.4f')} at iteration {s['best_val_iter']} | {fmt(s['ms_per_iter'], '.1f')} ms/iter | "
         f"{fmt(s['tokens_per_s'], ',.0f')} tok/s | mfu {fmt(s['mfu'], '.3f')}",
