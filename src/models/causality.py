@@ -71,7 +71,7 @@ At iteration 0, at a few random points of the budget and in the final eval, the 
 on, its autocast) is compared with a copy of that micro-batch whose tokens after a random cut per
 row are replaced: logits at positions <= the cut and loss terms before it must not move (exact on
 CPU, ``margin_for`` elsewhere), and the step's loss must be their mean. In training the base is the
-step's real forward, so a path switched on after some steps, a batch size, a compiled-only path, a
+step's real forward (in the final eval, the evaluator's), so a path switched on after some steps, a batch size, a compiled-only path, a
 trigger in the audited batch, and a module that turns causal whenever a probe or the audit is on
 its call stack (its real forward still leaks) are seen. RNG, buffers and gradients are restored
 and no optimizer step is taken, so the audit cannot change the run it audits.
@@ -80,8 +80,7 @@ and no optimizer step is taken, so the audit cannot change the run it audits.
 for a share f of training with probability 1 - (1 - f)^k; the recheck sees one still on at the
 end); a trigger no audited batch holds; a module that tells the copy apart by state of its own
 that is not a buffer (it counts its calls, or sees a forward without a backward) and makes the
-copy reproduce the leak it reads from the real batch; in the final eval, whose two runs are both
-the audit's (the evals' own forward is not the base), a module that inspects its caller.
+copy reproduce the leak it reads from the real batch.
 
 Why this file is over 400 lines: this docstring is the reference for what the checks see and
 miss; the code is check_causal's plan, run and summary, one flow.

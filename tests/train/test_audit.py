@@ -75,10 +75,12 @@ class StackAwareLeak(_Full):
 
 
 class EvalOnlyHiddenLeak(_Full):
-    """Leaks only in eval mode (the reported number) and never under a probe."""
+    """Leaks only in eval mode (the reported number), never under a probe or the audit's copy:
+    the evaluator's own forward is the final audit's base, and it leaks."""
 
     def forward(self, x):
-        return super().forward(x) if self.training or _probed() else self.full(x)
+        audit = any(Path(f.filename).name == "audit.py" for f in inspect.stack(0))
+        return super().forward(x) if self.training or _probed() or audit else self.full(x)
 
 
 class CountingCausal(CausalSelfAttention):

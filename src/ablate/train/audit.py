@@ -20,8 +20,8 @@ runs is compared with a copy.
   (so the copy draws the dropout masks of the real forward), every module buffer and every
   parameter's ``.grad`` are restored before the real forward, so a job trains bit-identically with
   and without audits (tests/train/test_audit.py). DDP: the copy runs under ``no_sync``.
-- **The final eval's audit** runs ``model(x, y)`` and the copy on the first validation batch of each
-  rank as the evals run it: eval mode, ``no_grad``, the eval forward.
+- **The final eval's audit** is the same around the evaluator's own forward of each rank's first
+  final-eval batch (eval mode, ``no_grad``, the eval forward): ``Evaluator.final(audit)``.
 - **Verdict.** Each rank audits its own micro-batch; one all_reduce at the audit gives every rank
   the verdict (no host sync in iterations that are not audited). A leak ends the job ``leaked`` at
   once (no optimizer step on that iteration), summary.json ``causality.audits`` says where.
@@ -128,6 +128,7 @@ class Audit:
         self._copy: _Copy | None = None
         self._local = _Local()
         self._seconds = 0.0  # of the audit under way
+        self._shape: list[int] = []  # this rank's audited micro-batch, [batch, tokens]
         self.excluded = 0.0  # audit seconds the box's clock has not yet left out
 
     def restore(self, saved: object) -> None:
@@ -163,6 +164,7 @@ class Audit:
         self._copy = None
         gen = torch.Generator().manual_seed(self.seed * 7919 + it)
         B, T = x.shape
+        self._shape = [B, T]
         cuts = [int(c) for c in torch.randint(0, max(T - 1, 1), (B,), generator=gen)]
         kinds = [AUDIT_KINDS[(b + it) % len(AUDIT_KINDS)] for b in range(B)]
         rng = ckpt_mod.capture_rng(self.dev.device)
@@ -253,7 +255,7 @@ class Audit:
 
     # ------------------------------------------------------------------ verdict
 
-    def verdict(self, when: str, it: int, mode: str, shape: list[int]) -> bool:
+    def verdict(self, when: str, it: int, mode: str) -> bool:
         """Every rank: agree on the audit (one all_reduce), record it; False when it leaked."""
         t0 = self._start()
         loc, copy = self._local, self._copy
@@ -275,7 +277,7 @@ class Audit:
             "mode": mode,
             "grad": mode == "train",
             "forward": self.forward_kind,
-            "shape": shape,
+            "shape": self._shape,
             "cuts": copy.cuts if copy is not None else [],
             "kinds": copy.kinds if copy is not None else [],
             "ranks": self.dinfo.world_size,
@@ -305,57 +307,12 @@ class Audit:
         self._stop(t0)
         record["seconds"] = round(self._seconds, 4)
         self._seconds = 0.0
-        self._copy = None
+        self._copy, self._shape = None, []
         self.entry["audits"].append(record)
         self.log(f"{record['message']} [{record['seconds']:.2f}s, not counted in the box]")
         if leaked:
             self.leak = record
         return not leaked
-
-    # ------------------------------------------------------------------ the final eval
-
-    def final_eval(
-        self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> bool:
-        """The final eval's audit: ``model(x, y)`` as the evals call it (eval mode, no_grad) on
-        this rank's first validation batch, and the copy; every rank joins the verdict."""
-        if not self.enabled:
-            return True
-        shape: list[int] = []
-        was_training = model.training
-        model.eval()
-        try:
-            self._local, self._copy = _Local(), None
-            if batch is not None:
-                x, y = (t.to(self.dev.device) for t in batch)
-                shape = list(x.shape)
-
-                def context() -> contextlib.ExitStack:
-                    stack = contextlib.ExitStack()
-                    stack.enter_context(torch.no_grad())
-                    stack.enter_context(self.dev.autocast())
-                    return stack
-
-                it = self.state.iter
-                self.run_copy(model, x, y, it, context)
-                t0 = self._start()
-                rng = ckpt_mod.capture_rng(self.dev.device)
-                try:
-                    with context():
-                        out = model(x, y)
-                except Exception as e:
-                    out, self._copy = None, _Copy([], [], y, None, f"{type(e).__name__}: {e}")
-                ckpt_mod.restore_rng(rng, self.dev.device)
-                self._stop(t0)
-                if out is not None:
-                    logits, loss = (
-                        (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
-                    )
-                    self.compare(logits, loss, y)
-                    del out, logits, loss
-        finally:
-            model.train(was_training)
-        return self.verdict("final eval", self.state.iter, "eval", shape)
 
     # ------------------------------------------------------------------ time
 

@@ -17,6 +17,7 @@ import models
 from ablate.data import ValWindows
 from ablate.errors import AblateError
 from ablate.train import distributed as dist_mod
+from ablate.train.audit import Audit
 from ablate.train.device import DeviceSetup
 from ablate.train.plain import plain
 
@@ -67,16 +68,21 @@ class Evaluator:
         self.periodic_windows = periodic_windows
 
     @torch.no_grad()
-    def window_losses(self, batches: Sequence[Batch]) -> torch.Tensor:
-        """Mean cross-entropy of each of this rank's windows (float64, on the device)."""
+    def window_losses(self, batches: Sequence[Batch], audit: Audit | None = None) -> torch.Tensor:
+        """Mean cross-entropy of each of this rank's windows (float64, on the device). ``audit``:
+        the first batch's forward is also run on a perturbed copy and compared (train.audit)."""
         dev, model = self.dev, self.fwd_model
         model.eval()
         out = []
-        for x, y in batches:
+        for i, (x, y) in enumerate(batches):
             x = x.to(dev.device, non_blocking=True)
             y = y.to(dev.device, non_blocking=True)
+            if audit is not None and i == 0:
+                audit.run_copy(model, x, y, audit.state.iter, dev.autocast)
             with dev.autocast():
-                logits, _ = model(x, y)  # the signature the compile probe compiled for evals
+                logits, loss = model(x, y)  # the signature the compile probe compiled for evals
+            if audit is not None and i == 0:
+                audit.compare(logits, loss, y)
             ce = torch.nn.functional.cross_entropy(
                 logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none"
             )
@@ -102,9 +108,10 @@ class Evaluator:
             )
         return float(total_all / count_all)
 
-    def final(self) -> FinalEval:
-        """Every final-eval window's loss, in window order (on every rank)."""
-        local = self.window_losses(self.final_windows.batches(self.micro_batch))
+    def final(self, audit: Audit | None = None) -> FinalEval:
+        """Every final-eval window's loss, in window order (on every rank); ``audit``: audit the
+        first batch of this rank (the caller then asks for the verdict)."""
+        local = self.window_losses(self.final_windows.batches(self.micro_batch), audit)
         # ranks hold consecutive windows
         parts = dist_mod.all_gather_object(local.cpu().tolist(), self.dinfo)
         return FinalEval([v for part in parts for v in part], self.periodic_windows)

@@ -163,8 +163,6 @@ class Trainer:
             rec.causality,
             rec.log,
         )
-        # The final eval's audit runs on this rank's first validation batch (None: it has none).
-        self.audit_batch = data.val_batches[0] if data.val_batches else None
 
         # Resume, or seed this rank's dropout RNG.
         ck = ckpt_mod.load_checkpoint(jd.checkpoint)
@@ -304,7 +302,6 @@ class Trainer:
         (train.audit); when the verdict is a leak, no optimizer step is taken."""
         dev, model, n_micro = self.dev, self.train_model, self.grad_accum
         loss_iter = None
-        shape: list[int] = []
         for k, (x, y) in enumerate(self.batches.get(it)):
             if dev.is_cuda:
                 x = x.pin_memory().to(dev.device, non_blocking=True)
@@ -318,14 +315,13 @@ class Trainer:
                     logits, loss = model(x, y)
                 if audit and k == 0:
                     self.audit.compare(logits, loss, y)
-                    shape = list(x.shape)
                 del logits
                 loss = loss / n_micro
                 loss.backward()
             ld = loss.detach()
             loss_iter = ld if loss_iter is None else loss_iter + ld
         assert loss_iter is not None  # grad_accum >= 1
-        if audit and not self.audit.verdict("train", it, "train", shape):
+        if audit and not self.audit.verdict("train", it, "train"):
             self.optimizer.zero_grad(set_to_none=True)
             return loss_iter, None
         grad_norm = (
@@ -394,11 +390,18 @@ class Trainer:
         result = self.rec.write_summary(results.RUNNING, stopped_by=name, exit_code=EXIT_PREEMPTED)
         return End("stopped", result)
 
-    def _evaluate(self, final: bool) -> None:
-        """An eval (all ranks), its counters, then its records (rank 0); its time is eval time."""
+    def _evaluate(self, final: bool) -> bool:
+        """An eval (all ranks), its counters, then its records (rank 0); its time is eval time.
+        The final eval is audited (train.audit): False, and nothing recorded, when it leaked."""
         st, rec = self.state, self.rec
         t0 = time.perf_counter()
-        result: FinalEval | None = self.evaluator.final() if final else None
+        audit = self.audit if final and self.audit.enabled else None
+        result: FinalEval | None = self.evaluator.final(audit) if final else None
+        if audit is not None:
+            audited = audit.verdict("final eval", st.iter, "eval")
+            t0 += audit.take_excluded()  # audit time is not eval time
+            if not audited:
+                return False
         if result is not None:
             val = result.periodic_loss  # the periodic windows come first: one curve
             st.final_val_loss = result.loss
@@ -414,6 +417,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         st.eval_seconds += dt
         rec.eval_done(val, result, dt)
+        return True
 
     # ------------------------------------------------------------------ setup
 
@@ -511,10 +515,9 @@ class Trainer:
             self.state.trained = True
             self.save_checkpoint()  # all ranks
         self.set_stage(stages.FINAL_EVAL)
-        if not self.audit.final_eval(self.fwd_model, self.audit_batch):
+        if not self._evaluate(final=True):  # its audit found a leak: nothing of it is recorded
             assert self.audit.leak is not None
             return self._leaked(self.audit.leak["message"])
-        self._evaluate(final=True)
         for w in budget_warnings(rec.summary(results.COMPLETED)):
             if w not in self.state.notes:  # schedule cut short, box overrun, repeated data
                 rec.warn(w)
