@@ -5,6 +5,7 @@
     python benchmarks/mutation.py --list                     # the modules, their files and tests
     python benchmarks/mutation.py lock --only 'ablate.lock.x_describe_holder*'   # a part of one
     nice -n 19 python benchmarks/mutation.py stats --minutes 30  # score what ran in 30 minutes
+    nice -n 19 python benchmarks/mutation.py matched --sample 60 --seed 1 --minutes 20
 
 Why: a check that is wrong but whose tests still pass is the bug this project cannot afford (a
 leak called causal, noise called a verdict). mutmut plants small bugs (a flipped comparison, a
@@ -25,6 +26,13 @@ script says how many there are ("unexplained") and exits with 3. An entry names 
 (a glob of mutmut's mutant name) and the change (a line the mutant removes and the line it puts
 there), never mutmut's number alone: numbers shift when the source changes, and an entry must not
 excuse a different mutant. An entry no survivor matched is printed as stale.
+
+A module too big to run whole on this machine is scored by a sample (``--sample K --seed S``):
+K of its N mutants drawn uniformly at random (seeded, so the same K and S draw the same mutants
+from the same source), run, and the share that survived given with its 95% Wilson interval, which
+covers the share over all N (every mutant being equally likely to be drawn). mutmut runs the
+cheapest mutants first, so a sample stopped by ``--minutes`` is no longer uniform: the script says
+so, and only a finished sample's interval speaks for the module.
 benchmarks/RESULTS.md records the last measured scores.
 """
 
@@ -35,6 +43,7 @@ import fnmatch
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -616,13 +625,104 @@ def explain(
     return why, [e for e in allow if e not in used]
 
 
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
+
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial share: ``k`` successes in ``n`` draws. Unlike
+    p -+ z sqrt(p(1-p)/n) it stays inside [0, 1] and is not empty at k = 0 (0 survivors of 40
+    still allows up to 8.8%)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def draw(names: list[str] | set[str], k: int, seed: int) -> list[str]:
+    """``k`` of ``names`` drawn uniformly without replacement, in a random order (so that any first
+    part of the draw is a uniform sample too); the same for the same names, k and seed whatever
+    order the names come in; all of them, shuffled, when k >= their number."""
+    pool = sorted(names)
+    return random.Random(seed).sample(pool, min(k, len(pool)))
+
+
+NO_SUCH_MUTANT = "ablate_mutation_list_only__mutmut_0"  # matches nothing: mutmut then only lists
+
+
+def population(work: Path, jobs: int, globs: tuple[str, ...], minutes: float | None) -> list[str]:
+    """Every mutant of the module (within ``globs``): mutmut generates them and collects which
+    tests call what (kept for the run that follows), then stops at a name that matches none."""
+    code, stopped = _mutmut_run(
+        work, ["--max-children", str(jobs), NO_SUCH_MUTANT], work / "list.log", minutes
+    )
+    log = (work / "list.log").read_text(errors="replace")
+    if stopped or "nothing matches" not in log:
+        raise RuntimeError(
+            f"listing the mutants failed (exit {code}{', stopped' if stopped else ''}); "
+            f"{work / 'list.log'}:\n{log[-3000:]}"
+        )
+    return sorted(statuses(work, globs))
+
+
 def run_module(
-    mod: Module, only: tuple[str, ...], jobs: int, root: Path = WORK, minutes: float | None = None
+    mod: Module,
+    only: tuple[str, ...],
+    jobs: int,
+    root: Path = WORK,
+    minutes: float | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    chunk: int = 10,
 ) -> dict[str, object]:
     globs = only or mod.only
     work = prepare(mod, root)
     t0 = time.monotonic()
     print(f"== {mod.name}: mutating {', '.join(mod.files)} with {' '.join(mod.tests)}", flush=True)
+    if sample is not None:
+        try:
+            every = population(work, jobs, globs, minutes)
+        except RuntimeError as e:
+            print(f"{mod.name}: {e}")
+            return {"module": mod.name, "error": "listing"}
+        drawn = draw(every, sample, seed)
+        meta = {"population": len(every), "seed": seed, "drawn": drawn, "run": []}
+        (work / "sample.json").write_text(json.dumps(meta, indent=1))
+        print(
+            f"{mod.name}: sampled {len(drawn)} of {len(every)} mutants (seed {seed}); "
+            f"listing took {(time.monotonic() - t0) / 60:.1f} min",
+            flush=True,
+        )
+        # mutmut runs the cheapest mutants of a run first, so a run stopped midway would keep a
+        # cheap, not a uniform, part: the sample runs in chunks in the draw's random order, and a
+        # stop keeps only the chunks run whole (a first part of a random order: uniform too)
+        deadline = None if minutes is None else t0 + 60 * minutes
+        stopped = False
+        for i in range(0, len(drawn), chunk):
+            part = drawn[i : i + chunk]
+            left = None if deadline is None else (deadline - time.monotonic()) / 60
+            if left is not None and left < 0.5:
+                stopped = True
+                break
+            log = work / f"run{i // chunk}.log"
+            code, stopped = _mutmut_run(work, ["--max-children", str(jobs), *part], log, left)
+            if code != 0:
+                tail = log.read_text(errors="replace")[-3000:]
+                print(f"{mod.name}: mutmut failed (exit {code}); {log}:\n{tail}")
+                return {"module": mod.name, "error": code}
+            if stopped:
+                break
+            meta["run"] = drawn[: i + len(part)]
+            (work / "sample.json").write_text(json.dumps(meta, indent=1))
+        if stopped:
+            print(
+                f"{mod.name}: stopped after {minutes} min (--minutes); scored over the "
+                f"{len(meta['run'])} mutants of the chunks run whole",
+                flush=True,
+            )
+        return score(mod, work, tuple(meta["run"]), time.monotonic() - t0)
     code, stopped = _mutmut_run(
         work, ["--max-children", str(jobs), *globs], work / "run.log", minutes
     )
@@ -637,6 +737,12 @@ def run_module(
             flush=True,
         )
     return score(mod, work, globs, time.monotonic() - t0)
+
+
+def _last_names(work: Path, globs: tuple[str, ...]) -> tuple[str, ...]:
+    """The mutants the last run in ``work`` meant: its sample's, else ``globs``."""
+    meta = work / "sample.json"
+    return tuple(json.loads(meta.read_text())["run"]) if meta.is_file() else globs
 
 
 def score(mod: Module, work: Path, globs: tuple[str, ...], seconds: float) -> dict[str, object]:
@@ -663,9 +769,20 @@ def score(mod: Module, work: Path, globs: tuple[str, ...], seconds: float) -> di
         if (mine := [x for n, x in st.items() if fnmatch.fnmatch(n, e.mutant)])
         and all(x in done for x in mine)
     ]
+    lo, hi = wilson(len(survived), checked)
+    interval = f"95% interval {100 * lo:.1f}-{100 * hi:.1f}%"
+    sampled = ""
+    if (meta := work / "sample.json").is_file():
+        info = json.loads(meta.read_text())
+        sampled = (
+            f"sampled {len(info['drawn'])} of {info['population']} (seed {info['seed']}), "
+            f"{checked} run"
+            + ("" if checked == len(info["drawn"]) else " (the first chunks of a random order)")
+            + "; "
+        )
     lines = [
-        f"# {mod.name}: {len(survived)} of {checked} mutants survived ({share:.1f}%), "
-        f"{len(unexplained)} unexplained",
+        f"# {mod.name}: {sampled}{len(survived)} of {checked} mutants survived ({share:.1f}%, "
+        f"{interval}), {len(unexplained)} unexplained",
         "",
     ]
     for name in unexplained + [n for n in survived if why[n]]:
@@ -686,11 +803,13 @@ def score(mod: Module, work: Path, globs: tuple[str, ...], seconds: float) -> di
         "stale": len(stale),
         "not run": len(other),
         "survived_pct": share,
+        "interval": (100 * lo, 100 * hi),
+        "sampled": sampled,
         "minutes": seconds / 60,
     }
     print(
-        f"{mod.name}: {len(st)} mutants, {len(killed)} killed ({timeouts} by timeout), "
-        f"{len(survived)} survived = {share:.1f}% ({len(unexplained)} unexplained, "
+        f"{mod.name}: {sampled}{len(st)} mutants, {len(killed)} killed ({timeouts} by timeout), "
+        f"{len(survived)} survived = {share:.1f}% ({interval}; {len(unexplained)} unexplained, "
         f"{len(stale)} stale entries), {len(other)} not run, {seconds / 60:.1f} min; "
         f"survivors: {work / 'survivors.md'}",
         flush=True,
@@ -718,6 +837,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="stop each module's run after this long and score the mutants run so far",
     )
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        metavar="K",
+        help="run K of the module's mutants drawn uniformly at random and give the survived "
+        "share with its 95%% interval over the whole module",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=10,
+        help="a sample runs this many mutants per mutmut run (default 10); --minutes keeps "
+        "the chunks run whole",
+    )
     args = p.parse_args(argv)
     # a SIGTERM to this script stops mutmut and its workers too (_mutmut_run's cleanup)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -735,30 +870,50 @@ def main(argv: list[str] | None = None) -> int:
         p.error("name the modules to mutate (or --all, or --list to see them)")
     if args.only and len(chosen) != 1:
         p.error("--only applies to one module at a time")
+    if args.sample is not None and args.sample < 1:
+        p.error("--sample takes a positive number of mutants")
+    if args.sample is not None and args.rescore:
+        p.error("--rescore reads the last run's sample.json; leave --sample out")
     if shutil.which("mutmut") is None and not Path(sys.executable).with_name("mutmut").exists():
         p.error("mutmut is not installed: pip install -e '.[dev]'")
     if args.rescore:
         rows = [
-            score(m, args.work.resolve() / m.name, tuple(args.only) or m.only, math.nan)
+            score(
+                m,
+                args.work.resolve() / m.name,
+                _last_names(args.work.resolve() / m.name, tuple(args.only) or m.only),
+                math.nan,
+            )
             for m in chosen
         ]
     else:
         rows = [
-            run_module(m, tuple(args.only), args.jobs, args.work.resolve(), args.minutes)
+            run_module(
+                m,
+                tuple(args.only),
+                args.jobs,
+                args.work.resolve(),
+                args.minutes,
+                args.sample,
+                args.seed,
+                args.chunk,
+            )
             for m in chosen
         ]
     print(
-        "\n| Module | Mutants | Killed (timeouts) | Survived (unexplained) | Survived % | Minutes "
-        "| Not run |"
+        "\n| Module | Mutants | Killed (timeouts) | Survived (unexplained) | Survived % "
+        "| 95% interval | Minutes | Not run | Sample |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         if "error" in r:
-            print(f"| {r['module']} | mutmut failed (exit {r['error']}) | | | | | |")
+            print(f"| {r['module']} | mutmut failed (exit {r['error']}) | | | | | | | |")
             continue
+        lo, hi = r["interval"]  # type: ignore[misc]
         print(
             f"| {r['module']} | {r['mutants']} | {r['killed']} ({r['timeouts']}) | {r['survived']} "
-            f"({r['unexplained']}) | {r['survived_pct']:.1f}% | {r['minutes']:.0f} | {r['not run']} |"
+            f"({r['unexplained']}) | {r['survived_pct']:.1f}% | {lo:.1f}-{hi:.1f}% "
+            f"| {r['minutes']:.0f} | {r['not run']} | {str(r['sampled']).rstrip('; ')} |"
         )
     if any("error" in r for r in rows):
         return 1

@@ -5,6 +5,7 @@ mutants of a small part of a module."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -109,6 +110,88 @@ def test_every_equivalent_entry_names_a_mutated_module_and_says_why():
     for e in m.EQUIVALENT:
         assert any(e.mutant.startswith(p) for p in prefixes), e.mutant
         assert "__mutmut_" in e.mutant and e.removed and len(e.why) > 10, e
+
+
+def test_the_wilson_interval_against_known_values():
+    m = _script()
+    # published values of the 95% Wilson score interval (e.g. Newcombe 1998, Table I; Agresti &
+    # Coull 1998): 0 of 10, 5 of 10, 1 of 29 ... and the 0-successes closed form z^2 / (n + z^2)
+    for k, n, lo, hi in (
+        (0, 10, 0.0, 0.2775),
+        (5, 10, 0.2366, 0.7634),
+        (10, 10, 0.7225, 1.0),
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 40, 0.0, 0.0876),
+    ):
+        got = m.wilson(k, n)
+        assert got == pytest.approx((lo, hi), abs=5e-5), (k, n, got)
+    # symmetric: k survivors of n mirror n - k
+    lo, hi = m.wilson(3, 50)
+    assert m.wilson(47, 50) == pytest.approx((1 - hi, 1 - lo))
+    # always inside [0, 1] and around the share; wider for fewer draws
+    for k, n in ((0, 1), (1, 1), (1, 3), (7, 100), (99, 100)):
+        lo, hi = m.wilson(k, n)
+        assert 0.0 <= lo <= k / n <= hi <= 1.0
+    assert m.wilson(2, 20)[1] > m.wilson(20, 200)[1]
+    assert m.wilson(0, 0) == (0.0, 1.0)  # nothing run: nothing known
+
+
+def test_the_sample_is_seeded_and_independent_of_the_listing_order():
+    m = _script()
+    names = [f"ablate.x.x_f__mutmut_{i}" for i in range(1, 301)]
+    first = m.draw(names, 40, seed=7)
+    assert len(first) == 40 == len(set(first)) and set(first) <= set(names)
+    assert m.draw(list(reversed(names)), 40, seed=7) == first  # the same draw however listed
+    assert m.draw(set(names), 40, seed=7) == first
+    assert m.draw(names, 40, seed=8) != first  # another seed, another draw
+    assert sorted(m.draw(names, 300, seed=7)) == sorted(names) == sorted(m.draw(names, 999, 1))
+    # in a random order, so that a first part of it (the chunks run before a stop) is uniform too
+    assert first != sorted(first) and m.draw(names, 10, seed=7) == first[:10]
+    # every mutant can be drawn: over seeds, the draws cover the whole population
+    seen = set()
+    for seed in range(60):
+        seen.update(m.draw(names, 40, seed))
+    assert seen == set(names)
+
+
+def test_a_sample_is_scored_over_the_drawn_mutants_only(tmp_path, monkeypatch):
+    m = _script()
+    work = tmp_path / "lock"
+    work.mkdir()
+    drawn = ["ablate.lock.x_a__mutmut_1", "ablate.lock.x_a__mutmut_2", "ablate.lock.x_b__mutmut_1"]
+    meta = {"population": 240, "seed": 3, "drawn": [*drawn, "ablate.lock.x_d__mutmut_1"]}
+    (work / "sample.json").write_text(json.dumps({**meta, "run": drawn}))
+    results = {
+        "ablate.lock.x_a__mutmut_1": "killed",
+        "ablate.lock.x_a__mutmut_2": "survived",
+        "ablate.lock.x_b__mutmut_1": "killed",
+        "ablate.lock.x_c__mutmut_1": "survived",  # not drawn: not counted
+    }
+    monkeypatch.setattr(
+        m, "statuses", lambda w, globs: {n: s for n, s in results.items() if n in globs}
+    )
+    monkeypatch.setattr(m, "diffs", lambda w, names: {n: "-    x = 1\n+    x = 2" for n in names})
+    names = m._last_names(work, ("ignored*",))
+    assert names == tuple(drawn)
+    row = m.score(m.BY_NAME["lock"], work, names, 60.0)
+    assert (row["mutants"], row["killed"], row["survived"], row["unexplained"]) == (3, 2, 1, 1)
+    assert row["sampled"].startswith("sampled 4 of 240 (seed 3), 3 run (the first chunks")
+    lo, hi = row["interval"]
+    assert (lo, hi) == pytest.approx(tuple(100 * x for x in m.wilson(1, 3)))
+    head = (work / "survivors.md").read_text().splitlines()[0]
+    assert "sampled 4 of 240" in head and "95% interval" in head
+
+
+def test_sample_arguments_are_checked(capsys):
+    m = _script()
+    for argv, text in (
+        (["lock", "--sample", "0"], "--sample takes a positive number"),
+        (["lock", "--sample", "5", "--rescore"], "leave --sample out"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            m.main(argv)
+        assert e.value.code == 2 and text in capsys.readouterr().err
 
 
 @pytest.mark.slow
