@@ -427,6 +427,14 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "no bool reaches it: the job readers type every numeric field and refuse a bool "
         "(results/summary.py _as_int and _as_float), leaving NaN",
     ),
+    # matched
+    Equivalent(
+        "ablate.report.matched.x_multiplier_records__mutmut_*",
+        "coll.baseline, coll.target_loss, stats)",
+        "m = matched_work(coll.jobs, coll.curves, coll.order, coll.baseline, None, stats)",
+        "the records read only m.multiplier, which matched_work computes without the target "
+        "(the target sets only the work-to-target numbers)",
+    ),
     # stats: step_stats
     Equivalent(
         "ablate.report.stats.x_step_stats__mutmut_*",

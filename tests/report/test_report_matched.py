@@ -28,8 +28,10 @@ from ablate.report.curves import (
     subset_var,
 )
 from ablate.report.distributions import t_half_quantile
-from ablate.report.matched import _paired, _signed4, matched_work
+from ablate.report.main_table import MULTIPLIER_COLUMNS
+from ablate.report.matched import _paired, _signed4, matched_work, multiplier_records
 from ablate.report.noise import (
+    MIN_WINDOWS,
     RHO_CAP,
     SEEDS_AND_WINDOWS,
     THIS_SEED,
@@ -173,7 +175,11 @@ def test_different_cadences_are_warned(tmp_path):
     _, md = report(tmp_path, jobs)
     w = section(md, "Warnings")
     assert "eval cadences differ (V0: every 6,553,600 tokens; V16: every 3,276,800 tokens" in w
-    assert "Eval cadences differ (see Warnings)" in section(md, "Matched work")
+    head = section(md, "Matched work").strip().split("\n\n")[0]
+    # the cadence note is added to the head's other sentences, never in their place
+    assert head.startswith("Target val loss: ") and head.endswith(
+        " Eval cadences differ (see Warnings): the curves are interpolated between evals."
+    )
     _, md = report(tmp_path / "b", [run("V0"), run("V16")])
     assert "cadences differ" not in md
 
@@ -199,6 +205,57 @@ def test_compute_multiplier_read_off_the_baseline_curve(tmp_path):
     assert agg.loc["V16", "compute_multiplier_tokens_low"] == pytest.approx(mu.low)
     assert not agg.loc["V16", "compute_multiplier_extrapolated"]
     assert math.isnan(agg.loc["V0", "compute_multiplier_tokens"])  # null in json
+
+
+def test_the_multiplier_records_are_the_section_s_multipliers_field_by_field(tmp_path):
+    rng = np.random.default_rng(5)
+    jobs = [run("V0", s) for s in (1, 2, 3)]
+    jobs += [run("V16", s, k=1.5 * math.exp(rng.normal(0, 0.03)), iters=500) for s in (1, 2, 3)]
+    mdir = make_matrix(tmp_path, jobs)
+    # a target of its own: the records follow the collection's matched work whatever the target
+    coll, stats = build([mdir], target_loss=float(law(300 * TPI)))
+    m = matched_work(coll.jobs, coll.curves, coll.order, coll.baseline, coll.target_loss, stats)
+    recs = multiplier_records(coll, stats)
+    assert list(recs) == ["V16"] and list(recs["V16"]) == list(MULTIPLIER_COLUMNS)
+    mu = m.multiplier["V16"]
+    want = [mu.tokens.value, mu.tokens.low, mu.tokens.high]
+    want += [mu.seconds.value, mu.seconds.low, mu.seconds.high]
+    assert all(math.isfinite(x) for x in want) and want[1] < want[0] < want[2]  # ends not swapped
+    assert list(recs["V16"].values()) == [*want, mu.tokens.kind, mu.tokens.extrapolated]
+
+
+@pytest.mark.parametrize("n_windows", [None, 3, MIN_WINDOWS - 1])
+def test_one_run_s_tokens_to_target_count_one_run_with_or_without_an_interval(tmp_path, n_windows):
+    # no windows, or too few for a block standard error (after the periodic 8 or in all): the
+    # run's crossing alone, over one run; several seeds: over each of them
+    rng = np.random.default_rng(6)
+    windows = None if n_windows is None else list(3.8 + rng.normal(0, 0.1, n_windows))
+    m, _ = report(tmp_path, [run("V0", windows=windows), run("V16", k=1.5, windows=windows)])
+    for step in ("V0", "V16"):
+        t = m.reach[step].tokens
+        assert (t.runs, t.kind) == (1, None) and math.isfinite(t.value), (step, t)
+        assert math.isnan(t.low) and math.isnan(t.high)
+    m, _ = report(tmp_path / "seeds", [run(s, seed) for s in ("V0", "V16") for seed in (1, 2, 3)])
+    assert m.reach["V0"].tokens.runs == 3 and m.reach["V16"].tokens.runs == 3
+
+
+def test_the_multiplier_table_s_header_and_a_step_without_a_common_seed(tmp_path):
+    # V17 ran only seed 2, the baseline only seed 1: no pair, so no multiplier, and a dash (never
+    # "NaN") for its final loss, with the reason below the table
+    jobs = [run("V0", 1), run("V16", 1, k=1.5, iters=500), run("V17", 2, k=1.2)]
+    m, md = report(tmp_path, jobs)
+    text = section(md, "Matched work").split("Compute multiplier against the baseline V0:")[1]
+    header = next(line for line in text.splitlines() if line.startswith("| Step "))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "Step",
+        "Final periodic val loss",
+        "Tokens multiplier [95%]",
+        "Train-seconds multiplier [95%]",
+    ]
+    rows = {r[0]: r for r in table_rows(text)}
+    assert rows["V17"][1] == "-" and math.isnan(m.multiplier["V17"].final_loss)
+    assert rows["V16"][1] == f"{m.multiplier['V16'].final_loss:.4f}"
+    assert "- V17: no seed in common" in text and "NaN" not in text and "nan" not in text
 
 
 def test_a_multiplier_beyond_the_baseline_box_is_extrapolated_and_marked(tmp_path):
