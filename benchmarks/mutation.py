@@ -485,6 +485,24 @@ EQUIVALENT: tuple[Equivalent, ...] = (
             'getattr(yaml, "CSAFELOADER", yaml.SafeLoader)',
         )
     ),
+    *(
+        Equivalent(
+            "ablate.results.files.x_atomic_write_json__mutmut_*",
+            "to_json(obj, indent=2)",
+            f'atomic_write_text(path, to_json(obj, {arg}) + "\\n")',
+            "accepted: the indent is layout only; every reader parses the JSON, and "
+            "docs/results-format.md promises no layout",
+        )
+        for arg in ("indent=3", "indent=None", "")
+    ),
+    Equivalent(
+        "ablate.results.files.x_to_json__mutmut_*",
+        "allow_nan=False)",
+        "return json.dumps(_clean(obj), indent=indent, default=_json_default, allow_nan=True)",
+        "a safety net no value reaches: _clean turns every non-finite float (numpy's float64 "
+        "too, a float) into a string first, and _json_default passes what it returns through "
+        "_clean as well, so no NaN or inf reaches the encoder",
+    ),
     # stats
     *(
         Equivalent(

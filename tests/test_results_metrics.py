@@ -419,3 +419,14 @@ def test_a_yaml_file_missing_unreadable_or_corrupt_is_named_with_why(tmp_path):
         read(gone)
     gone.write_text("model:\n  name: ünïcödé\n  n_layer: 4\n")
     assert read(gone) == {"model": {"name": "ünïcödé", "n_layer": 4}}
+
+
+@pytest.mark.parametrize("where", range(4))
+@pytest.mark.parametrize("bad", ["gates/x/attn", "gates/1", "gates/1/attn/extra"])
+def test_a_malformed_gate_key_anywhere_drops_only_itself(bad, where):
+    """Gates by name, each a list by layer number (10 after 2); a malformed key, wherever it sits
+    in the record, is left out and stops nothing after it."""
+    good = [("gates/10/attn", 0.3), ("gates/2/attn", 0.2), ("gates/0/mlp", 0.9)]
+    items = [*good[:where], (bad, 99.0), *good[where:]]
+    rec = {"iter": 1, "kind": "eval", "loss/val": 4.0, **dict(items)}
+    assert M.metrics_facts([rec]).gates == {"attn": [0.2, 0.3], "mlp": [0.9]}
