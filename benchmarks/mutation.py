@@ -789,10 +789,12 @@ def score(mod: Module, work: Path, globs: tuple[str, ...], seconds: float) -> di
     # stale: an entry for a function whose every mutant ran here, matched by no survivor: that
     # mutant is killed now, or its line changed
     done = KILLED | SURVIVED
+    # a sample runs a few of a function's mutants: an entry is stale only once all of them ran
+    every = statuses(work, ()) if (work / "sample.json").is_file() else st
     stale = [
         e
         for e in unused
-        if (mine := [x for n, x in st.items() if fnmatch.fnmatch(n, e.mutant)])
+        if (mine := [x for n, x in every.items() if fnmatch.fnmatch(n, e.mutant)])
         and all(x in done for x in mine)
     ]
     lo, hi = wilson(len(survived), checked)

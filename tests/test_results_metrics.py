@@ -430,3 +430,42 @@ def test_a_malformed_gate_key_anywhere_drops_only_itself(bad, where):
     items = [*good[:where], (bad, 99.0), *good[where:]]
     rec = {"iter": 1, "kind": "eval", "loss/val": 4.0, **dict(items)}
     assert M.metrics_facts([rec]).gates == {"attn": [0.2, 0.3], "mlp": [0.9]}
+
+
+@pytest.mark.parametrize("first", ["eval", "train"])
+@pytest.mark.parametrize("second", ["eval", "train"])
+def test_the_first_non_finite_loss_is_kept_whatever_follows(first, second):
+    key = {"eval": "loss/val", "train": "loss/train"}
+    recs = [
+        {"iter": 1, "kind": "eval", "loss/val": 4.0},
+        {"iter": 2, "kind": first, key[first]: "nan"},
+        {"iter": 3, "kind": "train", "loss/train": 3.9},
+        {"iter": 4, "kind": second, key[second]: "inf"},
+        {"iter": 5, "kind": "eval", "loss/val": 3.8},
+    ]
+    assert M.metrics_facts(recs).nan_iter == 2
+    assert M.metrics_facts(recs[2:]).nan_iter == 4  # the later one, once it is the first
+
+
+def test_the_train_curve_holds_each_train_record_s_numbers():
+    recs = [
+        {"iter": 1, "kind": "train", "tokens_seen": 10, "train_seconds": 0.5, "loss/train": 5.0},
+        {"iter": 2, "kind": "eval", "tokens_seen": 20, "train_seconds": 1.0, "loss/val": 4.6},
+        {"iter": 3, "kind": "train", "tokens_seen": 30, "train_seconds": 1.5, "loss/train": 4.5},
+        {"iter": 4, "kind": "train", "loss/train": None},  # missing numbers read as NaN
+    ]
+    pts = [
+        (p.iter, p.tokens_seen, p.train_seconds, p.train_loss)
+        for p in M.metrics_facts(recs).train_curve
+    ]
+    assert pts[:2] == [(1.0, 10.0, 0.5, 5.0), (3.0, 30.0, 1.5, 4.5)]
+    assert pts[2][0] == 4.0 and all(math.isnan(x) for x in pts[2][1:])
+
+
+def test_a_metrics_writer_creates_the_folders_it_writes_into(tmp_path):
+    path = tmp_path / "matrix" / "job" / "metrics.jsonl"
+    with results.MetricsWriter(path) as w:
+        w.write({"iter": 1, "kind": "eval", "loss/val": 4.0})
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"iter": 1, "kind": "eval", "loss/val": 4.0}
+    ]
