@@ -100,16 +100,47 @@ def test_a_held_lock_is_refused_after_its_retries_never_waited_for(tmp_path, tak
 
 
 def test_a_lock_freed_while_the_taker_retries_is_taken(tmp_path):
-    """A holder that lets go within CONTENTION_S (a status= probe, say) does not refuse anyone."""
+    """A holder that lets go within CONTENTION_S (a status= probe, say) does not refuse anyone,
+    and the taker, polling, gets the lock soon after it is freed, not at the window's end."""
     holder = lock_matrix(tmp_path)
-    threading.Timer(0.3, holder.release).start()
+    freed: list[float] = []
+
+    def release():
+        freed.append(time.monotonic())  # before: the taker may take it at once
+        holder.release()
+
+    threading.Timer(0.1, release).start()
     t0 = time.monotonic()
     taken = lock_job(tmp_path)
+    got = time.monotonic()
     try:
-        assert taken.locked and 0.3 <= time.monotonic() - t0 < L.CONTENTION_S + 5.0
+        assert taken.locked and freed and 0.1 <= got - t0 < L.CONTENTION_S + 5.0
+        # polled every few hundredths of a second: taken well within the window, not at its end
+        assert got - freed[0] < 0.6
         assert read_holder(tmp_path / ".ablate.lock")["pid"] == os.getpid()
     finally:
         taken.release()
+
+
+def test_a_lock_file_deleted_between_open_and_lock_is_taken_again(tmp_path, monkeypatch):
+    """A lock on a file that is no longer at the path would be invisible to the next taker."""
+    real = fcntl.flock
+    calls = []
+
+    def flock_then_delete(fd, op):
+        real(fd, op)
+        if not calls and not os.path.isdir(f"/proc/self/fd/{fd}"):
+            calls.append(fd)
+            os.unlink(tmp_path / L.LOCK_FILE)  # someone deletes the file under our first lock
+
+    monkeypatch.setattr(fcntl, "flock", flock_then_delete)
+    lock = lock_matrix(tmp_path)
+    try:
+        assert calls, "the file lock was never taken"
+        held = os.fstat(lock.fd)
+        assert os.path.samestat(held, os.stat(tmp_path / L.LOCK_FILE))
+    finally:
+        lock.release()
 
 
 # --------------------------------------------------------------------------- the holder

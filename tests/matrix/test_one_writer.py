@@ -99,29 +99,6 @@ def test_a_lock_file_deleted_while_held_lets_no_second_writer_in(tmp_path, kind)
         pass
 
 
-def test_a_lock_file_deleted_between_open_and_lock_is_taken_again(tmp_path, monkeypatch):
-    """A lock on a file that is no longer at the path would be invisible to the next taker."""
-    import fcntl
-
-    real = fcntl.flock
-    calls = []
-
-    def flock_then_delete(fd, op):
-        real(fd, op)
-        if not calls and not os.path.isdir(f"/proc/self/fd/{fd}"):
-            calls.append(fd)
-            os.unlink(tmp_path / results.LOCK)  # someone deletes the file under our first lock
-
-    monkeypatch.setattr(fcntl, "flock", flock_then_delete)
-    lock = lock_matrix(tmp_path)
-    try:
-        assert calls, "the file lock was never taken"
-        held = os.fstat(lock.fd)
-        assert os.path.samestat(held, os.stat(tmp_path / results.LOCK))
-    finally:
-        lock.release()
-
-
 def test_filesystem_without_locks_is_refused_or_warned(tmp_path, monkeypatch, capsys):
     import errno
     import fcntl
