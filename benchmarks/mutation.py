@@ -226,6 +226,13 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "os.ftruncate(fd, 1)",
         "the holder line written at offset 0 right after is longer than 1 byte: the same file",
     ),
+    Equivalent(
+        "ablate.lock.xǁDirLockǁacquire__mutmut_*",
+        "os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC",
+        "dir_fd = os.open(self.directory, os.O_RDONLY & os.O_DIRECTORY | os.O_CLOEXEC)",
+        "O_DIRECTORY only refuses a path that is not a directory, and _open_file has just "
+        "opened the lock file inside self.directory, so it is one; O_CLOEXEC stays",
+    ),
     # config
     *(
         Equivalent(

@@ -99,6 +99,41 @@ def test_a_held_lock_is_refused_after_its_retries_never_waited_for(tmp_path, tak
         assert "in use" in str(result)
 
 
+@pytest.mark.parametrize("take", [lock_matrix, lock_job], ids=["matrix", "job"])
+def test_the_directory_itself_is_locked_so_a_deleted_lock_file_lets_nobody_in(tmp_path, take):
+    """The holder (here another open of ours: it conflicts the same way) keeps the directory
+    locked; deleting .ablate.lock, or putting another file there, gives a taker nothing."""
+    holder = lock_matrix(tmp_path)
+    try:
+        (tmp_path / L.LOCK_FILE).unlink()
+        with pytest.raises(LockHeld, match="lock file was deleted"):
+            take(tmp_path)
+        (tmp_path / L.LOCK_FILE).unlink()
+        (tmp_path / L.LOCK_FILE).write_text("{}")
+        with pytest.raises(LockHeld):
+            take(tmp_path)
+    finally:
+        holder.release()
+    with take(tmp_path):  # the holder is gone: free at once
+        pass
+
+
+def test_a_refused_taker_leaves_no_descriptor_open(tmp_path, monkeypatch):
+    """status= and wait= poll a held matrix: each refusal closes what it opened (the lock file
+    and the directory), or a long wait would run out of descriptors."""
+    monkeypatch.setattr(L, "CONTENTION_S", 0.05)
+    holder = lock_matrix(tmp_path)
+    try:
+        before = sorted(os.listdir("/proc/self/fd"))
+        for take in (lock_matrix, lock_job, lock_matrix):
+            with pytest.raises(LockHeld):
+                take(tmp_path)
+        assert probe(tmp_path) is not None  # the holder still holds it (probe closes too)
+        assert sorted(os.listdir("/proc/self/fd")) == before
+    finally:
+        holder.release()
+
+
 def test_a_lock_freed_while_the_taker_retries_is_taken(tmp_path):
     """A holder that lets go within CONTENTION_S (a status= probe, say) does not refuse anyone,
     and the taker, polling, gets the lock soon after it is freed, not at the window's end."""
