@@ -456,6 +456,13 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "no string reaches it: the reader types resumed as an int or None (JobSummary, "
         "report/load.py), which to_numeric takes without coercing",
     ),
+    Equivalent(
+        "ablate.report.stats.x__seed_order__mutmut_*",
+        "return (1, 0.0, str(seed))",
+        "return (1, 1.0, str(seed))",
+        "every non-numeric seed gets the same middle value, whichever constant: they sort by "
+        "their text after the numeric seeds (group 0) either way",
+    ),
     # results
     *(
         Equivalent(

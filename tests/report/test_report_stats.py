@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from report_factory import Job, make_matrix, section, table_rows
 
@@ -322,3 +323,63 @@ def test_completed_runs_without_a_finite_loss_say_so_unless_a_partial_run_has_on
     jobs = base + [v16(1, None), v16(2, None), v16(3, 3.6, **FAILED)]
     _, stats = build([make_matrix(tmp_path / "b", jobs)])
     assert stats["V16"].flag == "completed/failed" and stats["V16"].n == 1
+
+
+# --------------------------------------------------------------------------- step_stats by hand
+
+
+def _job_rows(*rows: dict) -> pd.DataFrame:
+    """A jobs table as report/load.py builds it, with only what step_stats reads."""
+    base = {
+        "step": "V16",
+        "status": "completed",
+        "val_loss": 3.5,
+        "architecture": "RA",
+        "resumed": 0,
+        "ra_w_rec": None,
+        "rmlp_w_rec": None,
+        "rmlp_w_rec_mean": math.nan,
+        "nan": False,
+        "has_rmlp": False,
+        "final_eval": None,
+        "val_se": math.nan,
+        "best_val_loss": 3.6,
+    }
+    return pd.DataFrame([{**base, "seed": i + 1, **r} for i, r in enumerate(rows)])
+
+
+def test_a_step_s_gates_are_averaged_over_its_runs_layer_by_layer_skipping_missing_values():
+    from ablate.report.stats import step_stats
+
+    nan = math.nan
+    jobs = _job_rows(
+        {"ra_w_rec": [[0.1, 0.2], [0.5]], "rmlp_w_rec": [0.1, 0.3], "rmlp_w_rec_mean": 0.2},
+        {"ra_w_rec": [[0.3, 0.4], [0.7]], "rmlp_w_rec": [0.3, nan], "rmlp_w_rec_mean": nan},
+        {"ra_w_rec": [[nan, 0.6], [0.9], [9.0]], "rmlp_w_rec": [], "rmlp_w_rec_mean": 0.5},
+    )
+    st = step_stats(jobs, ["V16"])["V16"]
+    # each layer's mean over the runs that have it (NaN left out), as many layers as every run has
+    assert [len(x) for x in st.ra_layers] == [2, 1]
+    assert st.ra_layers[0] == pytest.approx([0.2, 0.4]) and st.ra_layers[1] == pytest.approx([0.7])
+    assert st.rmlp_layers == pytest.approx([0.2, 0.3])
+    assert st.rmlp_w_rec == pytest.approx(0.35)  # (0.2 + 0.5) / 2: NaN left out, not zero
+    only_nan = step_stats(_job_rows({"rmlp_w_rec_mean": nan}), ["V16"])["V16"]
+    assert math.isnan(only_nan.rmlp_w_rec) and only_nan.ra_layers is None
+
+
+def test_a_step_s_architecture_names_each_of_its_runs_architectures_once_in_order():
+    from ablate.report.stats import step_stats
+
+    jobs = _job_rows(
+        {"architecture": "RA"}, {"architecture": None}, {"architecture": "RA+RMLP"}, {}
+    )
+    assert step_stats(jobs, ["V16"])["V16"].architecture == "RA / RA+RMLP"
+
+
+def test_a_run_without_a_final_eval_has_none_in_the_step_s_evals():
+    from ablate.report.stats import step_stats
+    from ablate.results import FinalEval
+
+    fe = FinalEval(3.5, np.array([3.4, 3.6]), 32, "ab", 10, 320, 1)
+    jobs = _job_rows({"final_eval": fe}, {"final_eval": math.nan}, {"final_eval": None})
+    assert step_stats(jobs, ["V16"])["V16"].evals == [fe, None, None]
