@@ -446,3 +446,15 @@ def test_eval_cadences_that_differ_are_warned_naming_the_odd_steps(tmp_path):
     apart = [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.60, eval_every=102)]
     coll, _, _ = report(apart, tmp_path / "c")
     assert [w.kind for w in coll.warnings].count("cadence") == 1
+
+
+def test_a_step_whose_seeds_evaluate_at_different_cadences_lists_each_once_in_order(tmp_path):
+    jobs = [
+        Job("V0", "Baseline", 3.75, seed=1),
+        Job("V0", "Baseline", 3.74, seed=2),
+        Job("V16", "RA", 3.60, seed=1, eval_every=50),
+        Job("V16", "RA", 3.61, seed=2),
+    ]
+    coll, _, _ = report(jobs, tmp_path)
+    (w,) = [w for w in coll.warnings if w.kind == "cadence"]
+    assert "V16: every 3,276,800, 6,553,600 tokens" in w.text, w.text
