@@ -32,7 +32,7 @@ from ablate.launch.job import LaunchJob
 from ablate.launch.local import LocalLauncher, torchrun_command
 from ablate.lock import DirLock, lock_matrix
 from ablate.matrix import axes as matrix_axes
-from ablate.matrix import progress, reuse, timing
+from ablate.matrix import progress, resolution, reuse, timing
 from ablate.matrix.plan import format_plan
 from ablate.matrix.preflight import check_path_lengths, describe_failures, preflight
 from ablate.outcome import (
@@ -88,6 +88,8 @@ def run_new(
     if plan:
         reusing = reuse.find(jobs, settings, say=say)
         print(format_plan(jobs, settings, reuse.plan_lines(reusing, jobs, settings)), flush=True)
+        for line in resolution.plan_lines(jobs, settings, reusing.expected or None, say):
+            print(line, flush=True)
         if not settings.preflight:
             print("Preflight: skipped (preflight=false).", flush=True)
             print(NOTHING_RUN, flush=True)
