@@ -23,16 +23,17 @@ CRIPPLED_STEP = """# @package _global_
 step:
   name: Vdrowned
   architecture: V0 with drowned attention
-  description: Attention replaced by a large fixed vector that drowns each token's identity.
+  description: Attention replaced by large fresh noise that drowns each token's identity.
 model:
   attention: drowned
 """
 
 # A step that truly is worse, through the documented plugin path: its attention ignores its input
-# and adds a large fixed vector to the residual stream, so after the LayerNorms each token's own
-# embedding is a 1e-3 part of the signal and the model learns little beyond token frequencies.
-CRIPPLED_MODULE = """import torch
-from torch import nn
+# and adds fresh noise, 150 times the embeddings' scale, to the residual stream in every forward, so
+# the token's identity is buried in noise the model cannot learn to cancel. (A fixed vector in its
+# place is not enough: the LayerNorms let the model read the token past a constant.) The noise is
+# drawn from torch's RNG, which the causality probes and audits seed alike for their compared runs.
+CRIPPLED_MODULE = """from torch import nn
 
 from models import register_attention
 
@@ -41,11 +42,9 @@ from models import register_attention
 class Drowned(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
-        g = torch.Generator().manual_seed(1000 + layer_idx)
-        self.register_buffer("shift", 50.0 * torch.randn(config.n_embd, generator=g))
 
     def forward(self, x):
-        return self.shift.expand_as(x)
+        return 3.0 * x.new_empty(x.shape).normal_()
 """
 
 
@@ -66,6 +65,7 @@ def test_the_verdict_presets_compose_and_are_not_pipeline_checks(preset, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 6 jobs: about 5 minutes on an idle 2-core machine, more under load
 def test_cpu1h_calls_a_crippled_step_worse(tmp_path, capsys):
     steps = tmp_path / "conf" / "step"
     steps.mkdir(parents=True)
@@ -94,9 +94,8 @@ def test_cpu1h_calls_a_crippled_step_worse(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
     mdir = next((tmp_path / "results").glob(f"{results.MATRIX_PREFIX}*"))
-    assert report_main([str(mdir), "--format", "json"]) == 0
+    report_main([str(mdir), "--format", "json"])
     rows = json.loads(capsys.readouterr().out)
-    rows = rows if isinstance(rows, list) else rows.get("rows", rows)
     crippled = next(r for r in rows if r["step"] == "Vdrowned")
     assert crippled["verdict"] == "worse", json.dumps(crippled, indent=1)
     report = (mdir / results.REPORT).read_text()
