@@ -27,8 +27,10 @@ from typing import Any
 from ablate import results
 from ablate.compose import JobSpec
 from ablate.errors import AblateError
+from ablate.matrix import reuse
 from ablate.report.distributions import t_quantile
 from ablate.results.identity import canonical
+from ablate.runs import RunsIndex
 
 SEED_KEY = "seed"
 
@@ -147,9 +149,6 @@ def plan_lines(
 ) -> list[str]:
     """The plan's noise lines; the runs index is opened here (a missing or broken index: one
     line, never an error: the estimate is a convenience)."""
-    from ablate.matrix import reuse
-    from ablate.runs import RunsIndex
-
     try:
         with RunsIndex(note=say, roots=[settings.results_root]) as index:
             index.add_roots([settings.results_root])
