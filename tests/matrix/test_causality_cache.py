@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.plugins import USER_ATTENTION
 from torch import nn
 
 import models
@@ -29,30 +30,7 @@ TINY = [
     "optim.tokens_per_iter=512",
 ]
 
-ATTENTION = '''
-"""A user's attention, in their own folder (a plugin)."""
-import torch
-from torch import nn
-from torch.nn import functional as F
-
-from models import register_attention
-
-
-@register_attention("{name}")
-class UserAttention(nn.Module):
-    def __init__(self, config, layer_idx):
-        super().__init__()
-        self.n_head = config.n_head
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-
-    def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal={causal})
-        return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
-'''
+ATTENTION = USER_ATTENTION
 
 
 @pytest.fixture(autouse=True)
