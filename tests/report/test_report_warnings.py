@@ -11,6 +11,9 @@ from report_factory import Job, make_matrix, section, table_rows
 
 from ablate import results as R
 from ablate.report import aggregate, build, render_markdown
+from ablate.report.main_table import main_records
+from ablate.results.summary import BUDGET_NOTES
+from ablate.train.trainlog import budget_warnings
 
 
 def report(jobs, tmp_path):
@@ -378,6 +381,41 @@ def test_each_warning_s_kind_steps_and_whether_it_takes_the_verdict_away(tmp_pat
     # the Warnings section: one line per warning, in this order
     lines = [ln for ln in section(md, "Warnings").strip().splitlines() if ln.startswith("- ")]
     assert [ln[4:] for ln in lines] == [w.text for w in coll.warnings]
+
+
+# summary.json fields that make the trainer write each of its budget notes (as in test_report_notes)
+_BUDGET_FIELDS = {
+    "box": {"box_seconds": 10.0, "train_seconds": 13.7, "box_overrun_seconds": 3.7},
+    "epochs": {"tokens_seen": 300_000, "epochs": 2.41, "data": {"train_tokens": 124_526}},
+    "schedule": {
+        "schedule": {"clock": "iterations"},
+        "schedule_fraction": 0.25,
+        "iterations": 500,
+        "max_iters": 2000,
+    },
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BUDGET_NOTES))
+def test_each_budget_warning_has_the_kind_of_the_trainer_note_it_stands_for(tmp_path, kind):
+    # Notes drop a trainer note whose kind (results.budget_note_kind) a warning says, and the
+    # main table lists each step's warnings by kind: a budget warning of another kind (or none)
+    # would drop the note while no warning of its kind names the step
+    assert set(_BUDGET_FIELDS) == set(BUDGET_NOTES)  # a new budget note needs its fields here
+    (note,) = budget_warnings(_BUDGET_FIELDS[kind])
+    assert R.budget_note_kind(note) == kind
+    over = {
+        "box_seconds": 7200.0,
+        **_BUDGET_FIELDS[kind],
+        "notes": [note, "only the trainer knows"],
+    }
+    coll, stats, md = report(clean_pair(summary_overrides=over), tmp_path)
+    mine = [w for w in coll.warnings if "V16" in w.steps]
+    assert [w.kind for w in mine] == [kind]
+    notes = section(md, "Notes")  # said once, by that warning
+    assert note not in notes and "- V16: trainer: only the trainer knows" in notes
+    rows = {r.stats.step: r for r in main_records(coll, stats)}
+    assert rows["V16"].warnings == (kind,) and rows["V0"].warnings == ()
 
 
 def test_exactly_three_evals_and_no_box_are_not_warned(tmp_path):
