@@ -142,7 +142,11 @@ MODULES = [
     ),
     Module(
         "causality",
-        ("src/models/causality.py", "src/models/causality_probes.py"),
+        (
+            "src/models/causality.py",
+            "src/models/causality_probes.py",
+            "src/models/causality_inputs.py",
+        ),
         (
             "tests/models/test_models_causality.py",
             "tests/causality/test_zoo.py",
