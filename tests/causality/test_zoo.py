@@ -52,6 +52,14 @@ def test_every_zoo_member_is_refused_at_the_smoke_shapes(name, zoo):
     assert problems and "not causal" in problems[0], (name, problems, record and record["message"])
     assert record["ok"] is False and record["max_leak"] > 0
     assert record["probes_run"] <= record["probes_planned"]  # stops at the first failing probe
+    # a leak is reported at a cut of the rows probed (the message and the record name it there)
+    failed = record["probes"][-1]
+    assert failed["ok"] is False and failed["leaking_positions"], (name, failed)
+    assert all(0 <= t < failed["shape"][1] for t in failed["leaking_positions"]), (name, failed)
+    if failed["method"] == "targets":  # the contract is checked at the last position only
+        assert failed["leaking_positions"] == failed["positions"] == [failed["shape"][1] - 1]
+    if failed["method"] == "gradient":  # exact: any nonzero gradient past a cut is a leak
+        assert failed["threshold"] == 0.0 < failed["max_leak"]
 
 
 @pytest.mark.parametrize(

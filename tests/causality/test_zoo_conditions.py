@@ -85,6 +85,11 @@ def test_logits_that_depend_on_targets_are_refused_in_one_line(zoo):
     assert check_causal(m, targets=False, every_cut=False).ok  # model(idx) never sees targets
     r = check_causal(m, every_cut=False)
     assert not r.ok and r.probes[-1].method == "targets" and len(r.probes) == 1
+    # reported at a position of the rows probed: the contract is checked at the last one
+    T = r.probes[-1].shape[1]
+    assert (
+        r.leaking_positions == r.probes[-1].leaking_positions == r.probes[-1].positions == [T - 1]
+    )
     assert "logits from idx alone" in r.message.replace("compute its logits", "logits")
     assert "\n" not in r.message
 
@@ -100,6 +105,9 @@ def test_a_loss_that_is_not_the_cross_entropy_of_the_logits_is_refused(monkeypat
     m = models.build_model({**TINY, "n_layer": 1, "arch": "extra_loss"})
     r = check_causal(m, every_cut=False)
     assert not r.ok and "cross-entropy of the returned logits" in r.message
+    assert r.message.endswith(
+        ": targets may enter the loss only through the cross-entropy of the logits"
+    )  # what to change, as written
 
 
 def test_a_huge_padded_vocab_bias_cannot_raise_the_threshold_of_other_logits(zoo):

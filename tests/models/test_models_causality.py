@@ -252,6 +252,10 @@ def test_the_record_has_the_documented_keys(make):
         "max_leak",
         "ok",
     } <= set(rec["probes"][0])
+    # the gradient probe is exact: the record says so, and a report's threshold is not raised by it
+    grads = [p for p in rec["probes"] if p["method"] == "gradient"]
+    assert grads and all(p["threshold"] == 0.0 for p in grads), grads
+    assert all(p["threshold_rule"] == "exact (0)" for p in grads)
     import json
 
     json.dumps(rec)  # plain JSON for summary.json
