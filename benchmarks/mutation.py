@@ -532,6 +532,45 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         )
         for cond in ("(ref.values and step.values) or True", "ref.values or step.values")
     ),
+    # causality
+    Equivalent(
+        "models.causality_probes.x_gradient_probe__mutmut_*",
+        "device = tokens.device",
+        "device = None",
+        "accepted: on the CPU (where the fast tests run) device None is the tokens' device; on a "
+        "GPU the mutant's CPU zeros meet CUDA gradients in torch.maximum and the probe raises "
+        "(a device mismatch), never passes a leak",
+    ),
+    Equivalent(
+        "models.causality.x_check_causal__mutmut_*",
+        "EVERY_CUT_FLOPS.get(device.type, EVERY_CUT_FLOPS['cpu'])",
+        "f\"{device.type} (over {EVERY_CUT_FLOPS.get(None, EVERY_CUT_FLOPS['cpu']):.0e}); \"",
+        "accepted: the limit a message states; on the CPU (the fast tests) the default is the "
+        "cpu entry itself; on a GPU the message would state the CPU's limit while "
+        "every_cut_affordable decided by the GPU's (a wrong number in a message, not a check)",
+    ),
+    Equivalent(
+        "models.causality_inputs.x_stream_of__mutmut_*",
+        "random_tokens(batch, length + 1, vocab, seed)",
+        "return random_tokens(batch, length + 2, vocab, seed)",
+        "only a stream's first `length` columns are read (causality._run: tokens = "
+        "stream[:, :length]; targets_of builds y from them), so a longer random stream is "
+        "another seeded uniform draw of the same tokens' distribution",
+    ),
+    Equivalent(
+        "models.causality_probes.x_gradient_probe__mutmut_*",
+        "if after.numel() else 0.0",
+        "worst = float(after.max()) if (after.numel()) or True else 0.0",
+        "cuts are in [0, T-2] (check_causal and cover_sets), so a row always has a position "
+        "after its cut and `after` is never empty",
+    ),
+    Equivalent(
+        "models.causality_probes.x_targets_probe__mutmut_*",
+        "torch.Generator().manual_seed(seed + 3)",
+        "gen = torch.Generator().manual_seed(seed + 4)",
+        "another seeded draw of the replaced targets; y + randint(1, vocab) mod vocab differs "
+        "from y at every position whatever the draw",
+    ),
 )
 
 
