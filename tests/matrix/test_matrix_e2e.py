@@ -63,11 +63,11 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
             assert f.is_file(), f
         s = jd.read_summary()
         assert s["status"] == "completed" and s["step"] == name and s["iterations"] > 0
-        c = s[
-            "causality"
-        ]  # checked by the preflight at the job's shapes and again on the trained weights
+        # checked by the preflight at the job's shapes (its micro-batch of 4, TINY_BATCH) and
+        # again on the trained weights
+        c = s["causality"]
         assert c["checked"] is True and c["init"]["ok"] is True and c["trained"]["ok"] is True
-        assert c["init"]["shapes"] == [[3, 63], [3, 64]] and c["trained"]["weights"] == "trained"
+        assert c["init"]["shapes"] == [[4, 63], [4, 64]] and c["trained"]["weights"] == "trained"
     assert "RA + R-MLP" in (mdir / "V18" / "config.yaml").read_text()
     report = (mdir / results.REPORT).read_text()
     for row in ("| V0", "| V16", "| V17", "| V18"):
