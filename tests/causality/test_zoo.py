@@ -214,10 +214,18 @@ def test_layer_context_and_position_leaks_hide_from_the_old_preflight_shapes(zoo
 # --------------------------------------------------------------------------- the seed's shapes
 
 
+# Issue 22's members the preflight refuses at these shapes without the job's data, batch size or
+# compiled forward (the others need one of those, or every cut, which a CPU preflight of 124M does
+# not cover: tests/causality/test_zoo_conditions.py holds each at tiny shapes).
+SEED_ZOO22 = ("zoo_size384", "zoo_grad_topk", "zoo_targets", "zoo_padded_bias")
+
+
+# One test per member: each costs tens of seconds on a busy 2-core box, all of them together
+# more than the suite's 600 s limit per test.
 @pytest.mark.slow
-def test_every_zoo_member_is_refused_at_the_seed_shapes(zoo):
-    """GPT-2 124M at block 1024: the cheapest failing probe refuses each member (a few seconds each)."""
-    for name, member in zoo.items():
-        problems, record = check_model({**SEED, **member.model}, seed=1)
-        assert problems and "not causal" in problems[0], (name, record and record["message"])
-        assert record["probes_run"] < record["probes_planned"], name
+@pytest.mark.parametrize("name", [m.name for m in ZOO] + list(SEED_ZOO22))
+def test_every_zoo_member_is_refused_at_the_seed_shapes(name, zoo):
+    """GPT-2 124M at block 1024: the cheapest failing probe refuses each member."""
+    problems, record = check_model({**SEED, **zoo[name].model}, seed=1)
+    assert problems and "not causal" in problems[0], (name, record and record["message"])
+    assert record["probes_run"] < record["probes_planned"], name
