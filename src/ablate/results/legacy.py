@@ -31,6 +31,7 @@ MATRIX_SETTINGS_KEYS = (
     "reuse",
     "tune",
     "confirm_jobs",
+    "causality_cache",
 )
 """The matrix-wide settings (ablate.config.MatrixSettings): matrix.json's "settings" since format 3;
 before it, every job's config.yaml carried a copy of them at its top level."""
