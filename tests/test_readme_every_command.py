@@ -126,6 +126,10 @@ def sweep_matrix(tmp_path_factory):
 # Slow: every --plan here times a few training steps of each model (ablate.matrix.timing);
 # tests/test_readme.py keeps the README's commands and names true in the fast tier.
 @pytest.mark.slow
+# Every README command in one sequence, about twenty of them --plan runs with their preflight and
+# timed steps: past the suite's 600 s per test on a loaded 2-core machine (601 s measured at load
+# 2-4 on 2026-12-03, with the cpu1h and gpu1h plans added).
+@pytest.mark.timeout(1800)
 def test_every_readme_block_runs_in_order(seed_matrix, sweep_matrix, tmp_path):
     """YAML blocks are written where the README says (into a copy of conf/), then every command
     after them runs against that copy, as a user pasting the README top to bottom would."""
