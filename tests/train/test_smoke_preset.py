@@ -45,7 +45,7 @@ def run_simulated(tmp_path, monkeypatch, step: str = "V0"):
     monkeypatch.setattr(clock_mod, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
     real = Trainer.train_step
 
-    def train_step(self, it):
+    def train_step(self, it, audit=False):  # the trainer passes whether the step is audited
         out = real(self, it)
         now[0] += RATE
         return out
