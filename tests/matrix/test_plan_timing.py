@@ -64,3 +64,11 @@ def test_a_plan_for_a_gpu_job_on_a_machine_without_one_measures_nothing(monkeypa
         "Time estimates: not measured (the jobs run on CUDA and this machine has no GPU); "
         "the boxes above are the budget."
     )
+
+
+def test_a_plan_whose_jobs_all_reuse_finished_runs_times_nothing_and_says_so():
+    from ablate.matrix import timing
+
+    assert timing.timing_lines([], None) == [  # type: ignore[arg-type]
+        "Time estimates: nothing to time (every job reuses a finished run)."
+    ]

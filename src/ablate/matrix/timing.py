@@ -114,6 +114,8 @@ def timing_lines(
     jobs: list[JobSpec], settings: MatrixSettings, say: Callable[[str], None] | None = None
 ) -> list[str]:
     """The plan's measured estimates: one row per job (each distinct model timed once)."""
+    if not jobs:  # every job reuses a finished run: nothing will train
+        return ["Time estimates: nothing to time (every job reuses a finished run)."]
     devices = {str(j.cfg.hardware.device) for j in jobs}
     device, why = _device_here(next(iter(devices)) if len(devices) == 1 else "auto")
     if device is None:
