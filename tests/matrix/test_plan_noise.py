@@ -123,25 +123,13 @@ def test_runs_of_other_settings_or_unfinished_are_left_out(tmp_path, planned):
     assert r2.runs == 5 and r2.df == 3  # the look-alikes still add nothing
 
 
-def _tampered(jd):
-    rec = json.loads(jd.identity.read_text())
-    rec["components"]["config"]["seed"] = 99  # by hand: the digest no longer fits
-    jd.identity.write_text(json.dumps(rec))
-
-
-def _mixed(jd):
-    rec = json.loads(jd.identity.read_text())
-    rec["mixed"] = True
-    jd.identity.write_text(json.dumps(rec))
-
-
 def _write(text):
     return lambda jd: jd.identity.write_text(text)
 
 
 JUNK = {
-    "tampered": _tampered,
-    "mixed": _mixed,
+    "tampered": craft.tampered("seed", 99),
+    "mixed": craft.mixed,
     "not json": _write("{not json"),
     "empty": _write(""),
     "a list": _write("[1, 2]"),

@@ -4,7 +4,6 @@ matrix predicts, then every way a run can be unfit for reuse is tried."""
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 
@@ -94,16 +93,8 @@ def _causality(kind):
     return edit
 
 
-def _identity_edited(jd):
-    rec = json.loads(jd.identity.read_text())
-    rec["components"]["config"]["optim.lr"] = 1.0  # by hand: the digest no longer fits
-    jd.identity.write_text(json.dumps(rec))
-
-
-def _mixed(jd):
-    rec = json.loads(jd.identity.read_text())
-    rec["mixed"] = True
-    jd.identity.write_text(json.dumps(rec))
+_identity_edited = craft.tampered("optim.lr", 1.0)
+_mixed = craft.mixed
 
 
 def _missing(name):

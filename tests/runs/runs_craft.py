@@ -4,6 +4,7 @@ runner and the trainer write them (no training)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -121,3 +122,23 @@ def matrix(root: Path, stamp: str, jobs: list[dict]) -> Path:
 
 def listed(text: str) -> list[dict]:
     return json.loads(text)
+
+
+def edit_identity(jd: results.JobDir, edit) -> None:
+    """Change a crafted run's identity.json in place by hand (``edit(record)``), as a user or a
+    broken tool would: nothing recomputes its digest."""
+    rec = json.loads(jd.identity.read_text())
+    edit(rec)
+    jd.identity.write_text(json.dumps(rec))
+
+
+def tampered(key: str, value) -> Callable[[results.JobDir], None]:
+    """An editor that sets one config component by hand: the digest no longer fits."""
+    return lambda jd: edit_identity(
+        jd, lambda rec: rec["components"]["config"].__setitem__(key, value)
+    )
+
+
+def mixed(jd: results.JobDir) -> None:
+    """Mark a crafted run as resumed under another identity."""
+    edit_identity(jd, lambda rec: rec.__setitem__("mixed", True))
