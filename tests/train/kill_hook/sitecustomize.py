@@ -35,7 +35,7 @@ def _patch() -> None:
     from ablate.train import checkpoint as ckpt
 
     if POINT == "checkpointed":
-        evals.Evaluator.final = lambda self: _die()
+        evals.Evaluator.final = lambda self, *args, **kwargs: _die()
     elif POINT == "final_eval":
         write = results.write_final_eval
 
@@ -62,7 +62,7 @@ def _patch() -> None:
 
         ckpt.save_final_weights = save_then_die
     elif POINT == "done":
-        results.JobDir.mark_done = lambda self: _die()
+        results.JobDir.mark_done = lambda self, *args, **kwargs: _die()
 
 
 class _AfterTrainerImport(importlib.abc.MetaPathFinder):
