@@ -106,3 +106,21 @@ def test_a_tune_key_of_the_wrong_shape_in_a_matrix_file_is_refused(tmp_path):
 def test_the_named_sizes_form_a_ladder():
     widths = [compose_job([f"model={m}"]).model for m in ("tiny", "small", "gpt2", "medium")]
     assert [(m.n_layer, m.n_embd) for m in widths] == [(4, 128), (6, 384), (12, 768), (24, 1024)]
+
+
+def test_the_plan_gives_the_final_eval_size_the_validation_shard_holds():
+    """The smoke corpus's validation shard holds far fewer tokens than the default 2M budget: the
+    plan's column gives what the job's final eval will score, not the bound."""
+    from ablate.data import final_val_windows, resolve_dataset
+    from ablate.data.config import DEFAULT_VAL_TOKENS
+
+    jobs = build_jobs(["experiment=smoke", "step=V0,V16"], multirun=True)
+    cfg = jobs[0].cfg
+    T = cfg.model.block_size
+    ds = resolve_dataset(cfg.data, cfg.model.vocab_size, T)
+    n, _ = final_val_windows(ds.val_path, T, cfg.data.val_tokens, cfg.data.val_windows)
+    assert n * T < DEFAULT_VAL_TOKENS  # else the bound and the size would agree
+    text = format_plan(jobs, jobs.settings)
+    for step in ("V0", "V16"):
+        row = next(ln for ln in text.splitlines() if ln.startswith(f"| {step} "))
+        assert f"| {n * T:,} (~" in row and "<=" not in row, row

@@ -5,22 +5,42 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ablate.compose import JobSpec
-from ablate.config import MatrixSettings, RunConfig, job_nodes
+from ablate.config import MatrixSettings, RunConfig, job_nodes, to_container
+from ablate.data import final_val_windows, resolve_dataset
 from ablate.data.config import DEFAULT_VAL_TOKENS
+from ablate.errors import AblateError
 from ablate.launch.slurm import describe_submission
 from ablate.matrix.axes import plan_lines
 from ablate.matrix.preflight import world_size
 
 
-def eval_cost(cfg: RunConfig) -> tuple[str, str]:
+def final_windows(cfg: RunConfig) -> int | None:
+    """How many windows the job's final eval will score, read from its validation shard (what the
+    job itself will compute), or None when the data does not resolve here (not prepared yet: the
+    preflight says so in its own line)."""
+    T = cfg.model.block_size
+    try:
+        ds = resolve_dataset(cfg.data, cfg.model.vocab_size, T)
+        n, _ = final_val_windows(ds.val_path, T, cfg.data.val_tokens, cfg.data.val_windows)
+    except AblateError:
+        return None
+    return n
+
+
+def eval_cost(cfg: RunConfig, windows: int | None = None) -> tuple[str, str]:
     """What the evals cost next to training, estimated from FLOPs: an eval token is a forward
     pass only, ~1/3 of a training token (forward + backward). Returns (periodic share of the
-    training time, final eval as tokens and training-iteration equivalents)."""
+    training time, final eval as tokens and training-iteration equivalents). ``windows``: the
+    final eval's windows from the validation shard (final_windows); without it the size is the
+    configured bound (data.val_tokens, or "<=" the default when null)."""
     T = cfg.model.block_size
     tpi = cfg.optim.tokens_per_iter  # >= 1 (ablate.config)
     periodic = cfg.data.val_windows * T
     share = periodic / (3.0 * cfg.budget.eval_interval * tpi)
-    if cfg.data.val_tokens is None:
+    if windows is not None:
+        final = windows * T
+        final_s = f"{final:,}"
+    elif cfg.data.val_tokens is None:
         final = (DEFAULT_VAL_TOKENS // T) * T
         final_s = f"<= {final:,}"
     else:
@@ -28,6 +48,11 @@ def eval_cost(cfg: RunConfig) -> tuple[str, str]:
         final_s = f"{final:,}"
     iters = final / (3.0 * tpi)
     return f"{100 * share:.1f}%", f"{final_s} (~{iters:.0f} iters)"
+
+
+def data_key(cfg: RunConfig) -> str:
+    """Jobs with equal data settings and block size read the same validation shard."""
+    return repr((sorted(to_container(cfg.data).items()), cfg.model.block_size))
 
 
 def warmup_warnings(jobs: list[JobSpec]) -> list[str]:
@@ -53,6 +78,7 @@ def format_plan(
     nodes = job_nodes(settings)
     rows = []
     total_dev_h = 0.0
+    windows: dict[str, int | None] = {}  # one read of each validation shard
     for job in jobs:
         cfg = job.cfg
         ws = world_size(cfg, nodes)
@@ -70,7 +96,7 @@ def format_plan(
                 "-" if box is None else f"{box:.0f}",
                 cfg.budget.max_iters if cfg.budget.max_iters is not None else "-",
                 f"{dev_h:.2f}",
-                *eval_cost(cfg),
+                *eval_cost(cfg, windows.setdefault(data_key(cfg), final_windows(cfg))),
                 " ".join(job.overrides),
             ]
         )
@@ -101,9 +127,9 @@ def format_plan(
         "Evals (outside the box, estimated from FLOPs: an eval token costs ~1/3 of a training token): "
         "periodic evals on data.val_windows windows every budget.eval_interval iterations add the "
         "share shown to the training time; the final eval on the full validation set "
-        "(data.val_tokens; null: up to 2M, or what the validation shard holds: the preflight's "
-        "'data: final eval' line gives its size) costs about as long as the training iterations "
-        "shown."
+        "(data.val_tokens; null: up to 2M, or what the validation shard holds; the size shown is "
+        "read from the shard, or a bound marked <= where the data is not prepared yet) costs "
+        "about as long as the training iterations shown."
     )
     out += list(reuse_lines or [])
     for line in warmup_warnings(jobs):
