@@ -264,7 +264,7 @@ def test_damaged_manifest_entries_are_skipped_with_a_note(tmp_path, capsys):
         "note:" in out
         and "jobs[4]" in out
         and "jobs[5]" in out
-        and "4 job(s) complete, 0 to run" in out
+        and "4 job(s) finished, 0 to run" in out
     )
     assert json.loads((mdir / results.MANIFEST).read_text())["jobs"][-2:] == [
         "V0",

@@ -191,7 +191,7 @@ def test_resume_after_killing_the_runner_reruns_only_unfinished_jobs(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "1 job(s) complete, 1 to run" in proc.stdout
+    assert "1 job(s) finished, 1 to run" in proc.stdout
     assert (mdir / "V0" / "DONE").stat().st_mtime_ns == v0_done
     assert (mdir / "V0" / "metrics.jsonl").read_text() == v0_metrics
     s16 = results.JobDir(mdir / "V16").read_summary()

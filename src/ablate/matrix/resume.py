@@ -26,7 +26,7 @@ def run_resume(path: str) -> int:
     )  # a clear error for a path that is not a matrix, before locking
     if _finished_as_recorded(first):
         # Nothing to run and nothing to repair: read only, not even the lock file is touched.
-        say(f"resuming {first.dir}: {len(first.jobs)} job(s) complete, 0 to run")
+        say(f"resuming {first.dir}: {len(first.jobs)} job(s) finished, 0 to run")
         return _already_finished(first, matrix_settings(first))
     with lock_matrix(path):
         # Read under the lock: what another runner wrote up to its end is what we resume.
@@ -62,7 +62,7 @@ def run_resume(path: str) -> int:
             )  # a plugin gone since the first run: one line, before any job
         check_trackers([c.tracker for c in cfgs.values()])  # one line before any job starts
         done = len(manifest.jobs) - len(cfgs)
-        say(f"resuming {manifest.dir}: {done} job(s) complete, {len(cfgs)} to run")
+        say(f"resuming {manifest.dir}: {done} job(s) finished, {len(cfgs)} to run")
         if not cfgs:
             return _already_finished(manifest, settings, stale=changed)
         return runner._launch_and_report(manifest, cfgs, settings)
@@ -136,5 +136,14 @@ def _already_finished(
         return runner._finish(manifest, {}, settings)
     if report.is_file():
         runner._print_summary(report.read_text(encoding="utf-8"), report)
-    say(f"{len(manifest.jobs)}/{len(manifest.jobs)} job(s) completed; nothing to run")
+    bad = [j["name"] for j in manifest.jobs if j["status"] != results.COMPLETED]
+    n = len(manifest.jobs)
+    say(
+        f"{n - len(bad)}/{n} job(s) completed"
+        + (f"; not completed: {', '.join(bad)}" if bad else "")
+        + "; nothing to run"
+    )
+    if bad:  # every job is DONE here: leaked ones ended for good
+        runner.say_how_to_go_on(manifest, bad)
+        return runner.MATRIX_NOT_COMPLETED
     return 0

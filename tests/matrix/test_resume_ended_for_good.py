@@ -1,0 +1,50 @@
+"""A job that ended for good (DONE but not completed: its model leaked) is never sent to a resume
+that would not run it: the runner's last lines and a resume's say so, and name the way on."""
+
+from __future__ import annotations
+
+import pytest
+from report_factory import Job, make_matrix
+
+from ablate import results as R
+from ablate.matrix import runner
+from ablate.matrix.__main__ import main
+
+
+def _matrix(tmp_path, *extra: Job):
+    jobs = [
+        Job("V0", "baseline", 3.30),
+        Job("V16", "ra", 3.20, status=R.LEAKED, causality="leaked", done=True),
+        *extra,
+    ]
+    return make_matrix(
+        tmp_path, jobs, command=["x"], launcher="local", order=[j.step for j in jobs]
+    )
+
+
+@pytest.mark.parametrize("report", [True, False], ids=["report-written", "report-missing"])
+def test_a_resume_of_a_matrix_whose_unfinished_job_leaked_does_not_send_the_user_round(
+    tmp_path, capsys, report
+):
+    mdir = _matrix(tmp_path)
+    if report:
+        (mdir / R.REPORT).write_text("# report\n")
+    rc = main([f"resume={mdir}"])
+    out = capsys.readouterr().out
+    assert rc == runner.MATRIX_NOT_COMPLETED, out
+    assert "2 job(s) finished, 0 to run" in out
+    assert "1/2 job(s) completed; not completed: V16" in out
+    assert "ended for good: V16 (leaked)" in out
+    assert "resume with" not in out
+
+
+def test_the_way_on_names_only_the_jobs_a_resume_would_run(tmp_path, capsys):
+    mdir = _matrix(tmp_path, Job("V17", "rmlp", None, status=R.INTERRUPTED, write_summary=False))
+    manifest = R.Manifest.load(mdir)
+    runner.say_how_to_go_on(manifest, ["V16", "V17"])
+    out = capsys.readouterr().out
+    assert "ended for good: V16 (leaked)" in out and "V17" not in out.split("resume with")[0]
+    assert f"resume with: python -m ablate.matrix resume={mdir}" in out
+    runner.say_how_to_go_on(manifest, ["V17"])
+    out = capsys.readouterr().out
+    assert "ended for good" not in out and "resume with" in out
