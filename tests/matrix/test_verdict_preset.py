@@ -102,3 +102,16 @@ def test_cpu1h_calls_a_crippled_step_worse(tmp_path, capsys):
     assert not report.startswith("# Pipeline check")
     config = yaml.safe_load(Path(mdir / "V0_seed1" / results.CONFIG).read_text())
     assert config["experiment"] == "cpu1h"
+
+
+def test_gpu1h_proposes_the_data_command_its_comment_gives():
+    """gpu1h's data is the first 200M tokens of FineWebEdu: the "not prepared" fix a user is given
+    is that command, not one that streams the whole 10B sample."""
+    from ablate.data.dataset import prepare_command
+
+    jobs = build_jobs(["experiment=gpu1h", "step=V0"], True)
+    command = prepare_command(jobs[0].cfg.data)
+    assert command == "python -m ablate.data data=finewebedu data.total_tokens=200000000"
+    text = (Path(__file__).resolve().parents[2] / "conf/experiment/gpu1h.yaml").read_text()
+    assert "python -m ablate.data data=finewebedu data.total_tokens=200M" in text
+    assert 200_000_000 == jobs[0].cfg.data.total_tokens
