@@ -182,7 +182,11 @@ def test_running_and_pending_jobs(tmp_path):
 def test_a_job_stopped_after_checkpointing_is_interrupted_not_running(tmp_path):
     jobs = seed_jobs()
     jobs[3].status = R.RUNNING  # the trainer's last summary, written as it checkpointed and stopped
-    jobs[3].summary_overrides = {"stopped_by": "SIGTERM", "exit_code": 3}
+    jobs[3].summary_overrides = {
+        "stopped_by": "SIGTERM",
+        "exit_code": 3,
+        "notes": ["stopped by SIGTERM at iteration 500; checkpointed, resumable"],
+    }
     jobs[3].manifest_status = R.INTERRUPTED
     jobs[
         2
@@ -194,6 +198,7 @@ def test_a_job_stopped_after_checkpointing_is_interrupted_not_running(tmp_path):
     notes = section(md, "Notes")
     assert "V18: interrupted by SIGTERM at iteration 500 after checkpointing" in notes
     assert "resume=" in notes and "still running" not in notes
+    assert notes.count("V18: ") == 1, notes  # the trainer's own "stopped by" note is not repeated
     stab = {r[0]: r for r in table_rows(md, "| Step   | Jobs")}
     assert stab["V18"][4] == "0" and stab["V18"][5] == "1"
 

@@ -423,7 +423,10 @@ def _read_job(
     own_notes.extend(
         f"{label}: trainer: {_last_line(n)}"
         for n in trainer_notes
-        if n and not _repeats_a_warning(str(n), status)
+        if n
+        and not _repeats_a_warning(str(n), status)
+        # an interrupted job's own note above says where it stopped and by what
+        and not (status == R.INTERRUPTED and str(n).startswith("stopped by "))
     )
     if _finite(row["resumed"]) and row["resumed"] > 0:
         own_notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
