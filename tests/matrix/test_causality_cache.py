@@ -208,3 +208,12 @@ def test_a_junk_cache_file_is_one_line_then_probed_and_overwritten(tmp_path, pro
     assert len(junk) == 1 and str(path) in junk[0] and "not JSON" in junk[0]
     _preflight(jobs, plan=True)
     assert len(probed) == 2  # overwritten with the new verdict
+
+
+def test_each_causality_check_says_which_of_how_many_distinct_models_it_is(tmp_path, probed):
+    """Seeds share a model's check; two model sizes are two checks, announced as 1 of 2, 2 of 2."""
+    lines: list[str] = []
+    _preflight(_matrix(tmp_path, ["seed=1,2", "model.n_layer=1,2"]), plan=True, lines=lines)
+    checks = [ln for ln in lines if ln.startswith("causality check of ")]
+    assert len(probed) == 2 and len(checks) == 2, lines
+    assert "(distinct model 1 of 2;" in checks[0] and "(distinct model 2 of 2;" in checks[1]

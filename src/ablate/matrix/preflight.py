@@ -114,6 +114,19 @@ PROBE_WINDOWS = 16
 """Validation windows the causality probes start from (real text: newlines, repeated spans)."""
 
 
+def data_key(cfg: RunConfig) -> str:
+    """Jobs with equal data settings, block size and vocabulary read the same windows."""
+    return repr(
+        (sorted(to_container(cfg.data).items()), cfg.model.block_size, cfg.model.vocab_size)
+    )
+
+
+def model_key(cfg: RunConfig, precisions: list[str], dkey: str) -> str:
+    """Jobs with equal keys get one causality check in a preflight (the first job's)."""
+    model_cfg = to_container(cfg.model)
+    return repr((sorted(model_cfg.items()), cfg.hardware.micro_batch, precisions, dkey))
+
+
 def probe_windows(cfg: RunConfig) -> torch.Tensor | None:
     """The first PROBE_WINDOWS validation windows of the job's data, block_size + 1 tokens each
     (x and its next token), or None when the data cannot be read (check_data says why)."""
@@ -229,6 +242,9 @@ def preflight(
     cache = open_cache(settings, progress) if causality else None
     keys: CausalityKeys | None = None
     out_problems = check_output_dir(results_root, create=create_output_dir)
+    distinct = len(
+        {model_key(j.cfg, job_precisions(j.cfg, gpus, launcher), data_key(j.cfg)) for j in jobs}
+    )
     for job in jobs:
         cfg = job.cfg
         if progress:
@@ -236,9 +252,7 @@ def preflight(
         problems: list[str] = []
         problems += check_hardware(cfg, gpus, launcher)
         problems += check_batch(cfg, world_size(cfg, nodes))
-        dkey = repr(
-            (sorted(to_container(cfg.data).items()), cfg.model.block_size, cfg.model.vocab_size)
-        )
+        dkey = data_key(cfg)
         if dkey not in data_cache:
             data_cache[dkey] = check_data(cfg, progress)
         problems += data_cache[dkey]
@@ -247,7 +261,7 @@ def preflight(
         model_cfg = to_container(cfg.model)
         # the probes run at the job's micro-batch and precisions on its data: part of what is checked
         precisions = job_precisions(cfg, gpus, launcher)
-        key = repr((sorted(model_cfg.items()), cfg.hardware.micro_batch, precisions, dkey))
+        key = model_key(cfg, precisions, dkey)
         if key not in model_cache and not problems:
             probe = probe_arguments(cfg.seed, cfg.hardware.micro_batch, precisions)
             data = probe_windows(cfg) if causality else None
@@ -263,7 +277,9 @@ def preflight(
             else:
                 if progress and causality:
                     progress(
-                        f"causality check of {job.name}'s model ({len(model_cache) + 1} distinct so far)"
+                        f"causality check of {job.name}'s model (distinct model "
+                        f"{len(model_cache) + 1} of {distinct}; each takes seconds to minutes on a "
+                        "CPU, and its verdict is cached)"
                     )
                 model_cache[key] = check_model(
                     model_cfg, causality=causality, data=data, probe=probe
