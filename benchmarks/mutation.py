@@ -150,6 +150,7 @@ MODULES = [
         (
             "tests/models/test_models_causality.py",
             "tests/causality/test_zoo.py",
+            "tests/causality/test_zoo_conditions.py",
             "-m",
             "not slow",
         ),

@@ -281,6 +281,24 @@ def randomized_copy(model: nn.Module, seed: int) -> nn.Module:
     return clone
 
 
+NOT_FINITE = "the logits are not finite (a NaN or an inf counts as a leak)"
+"""Said first in a failing probe's detail when the logits it compared hold a NaN or an inf: the
+probe counts those as changes (a dependence it cannot rule out), and the user should know that the
+leak it reports may be the model's arithmetic."""
+
+
+def _finite(x: torch.Tensor) -> bool:
+    """No NaN or inf in ``x`` (amax and amin propagate NaN: two reductions, no (B, T, V) mask)."""
+    return bool(torch.isfinite(x.amax()) and torch.isfinite(x.amin()))
+
+
+def _with_finite(detail: str, finite: bool) -> str:
+    """``detail`` led by NOT_FINITE when the logits were not finite."""
+    if finite:
+        return detail
+    return f"{NOT_FINITE}: {detail}" if detail else NOT_FINITE
+
+
 def _abs_max_last(x: torch.Tensor) -> torch.Tensor:
     """max |x| over the last dim, with NaN counted as an infinite leak (a NaN is a dependence we
     cannot rule out). amax propagates NaN, so the NaN test runs on the small result only."""
@@ -336,6 +354,7 @@ def gradient_probe(
             logits = call_model(model, tokens, y)[0].float()  # (B, T, V)
     finally:
         handle.remove()
+    finite = _finite(logits.detach())
     if not captured:  # the logits do not come from the token embedding at all: nothing is proven
         return result(
             0.0, [], False,
@@ -378,7 +397,7 @@ def gradient_probe(
             if float(dep[b, : t + 1].max()) == 0.0:
                 sensitive = False
                 detail = detail or f"row {b}: the logits at positions <= {t} depend on no token"
-    return result(max_leak, sorted(leaking), sensitive, detail)
+    return result(max_leak, sorted(leaking), sensitive, _with_finite(detail, finite))
 
 
 def _cut_sets(cuts) -> list[list[int]]:
@@ -454,7 +473,7 @@ def perturbation_probe(
     moved, finite, max_leak, detail = False, True, 0.0, ""
     with ctx[0], ctx[1]:
         base = run(tokens)
-        finite = bool(torch.isfinite(base.amax()) and torch.isfinite(base.amin()))
+        finite = _finite(base)
         for k, set_cuts in enumerate(sets):
             row_kinds = [palette[(b + k * B + k) % len(palette)] for b in range(B)]
             alt = perturb(tokens, set_cuts, row_kinds, vocab, eot, seed + 101 * k, pool)
@@ -474,8 +493,7 @@ def perturbation_probe(
                         )
                 if t + 1 < T and float(raw[b, t + 1 :].max()) > 0.0:
                     moved = True
-    if not finite:
-        detail = detail or "the logits are not finite"
+    detail = _with_finite(detail, finite)
     sensitive = moved or all(t + 1 >= T for s in sets for t in s)
     if not sensitive:
         detail = (
@@ -538,6 +556,7 @@ def targets_probe(
                     "targets may enter the loss only through the cross-entropy of the logits"
                 )
         base = logits.detach().float()
+        finite = _finite(base)
         del logits, loss
         torch.manual_seed(seed)
         other = call_model(fn, tokens, y_alt)[0].detach().float()
@@ -552,6 +571,7 @@ def targets_probe(
         )
     elif loss_problem:
         detail, leaking = loss_problem, [T - 1]
+    detail = _with_finite(detail, finite)
     return ProbeResult(
         "targets", weights, mode, precision, [B, T], [T - 1], max_leak, margin, leaking, True,
         detail, time.perf_counter() - t0, rule=rule,

@@ -153,3 +153,59 @@ def test_the_real_steps_pass_at_the_jobs_conditions(step):
     assert r.ok and r.max_leak == 0.0, r.message
     assert set(range(63)) <= set(r.positions)
     assert {k for p in r.probes for k in p.kinds} >= {"data", "span", "random", "eot", "copy"}
+
+
+class FirstOccurrenceTriggerGPT(leak_zoo._TriggerGPT):
+    """Position p learns that the next token is one of the corpus's own tokens appearing for the
+    first time in the row (a feature an n-gram cache could give): the row's own tokens never
+    trigger it, nor random tokens (almost never one of the corpus's 16), nor EOT."""
+
+    corpus = torch.arange(1000, 1016)
+
+    def trigger(self, idx):
+        nxt = idx[:, 1:]
+        seen = (idx[:, None, :-1] == nxt[:, :, None]) & torch.ones(
+            nxt.shape[1], nxt.shape[1], dtype=torch.bool, device=idx.device
+        ).tril()  # token p + 1 equals a token at a position <= p
+        new = torch.isin(nxt, self.corpus.to(idx.device)) & ~seen.any(dim=-1)
+        out = torch.zeros_like(idx, dtype=torch.bool)
+        out[:, :-1] = new
+        return out
+
+
+def test_data_tokens_come_from_the_whole_dataset_not_the_rows_own_tokens(monkeypatch):
+    """The "data" kind draws its replacements from all of the job's data (``pool``): a token the
+    row has not shown yet is what triggers this leak. Drawn from the row's own earlier tokens,
+    every replacement has occurred already and the leak hides."""
+    monkeypatch.setitem(models.REGISTRY, "zoo_first_occurrence", FirstOccurrenceTriggerGPT)
+    torch.manual_seed(0)
+    m = models.build_model(
+        {**TINY, "n_layer": 1, "vocab_size": 4096, "arch": "zoo_first_occurrence"}
+    )
+    # one token per window, a different one in each: a row's own tokens are all the same
+    data = FirstOccurrenceTriggerGPT.corpus[:, None].repeat(1, 65)
+    kw = dict(
+        batch=MICRO_BATCH, seq_len=64, every_cut=False, randomize=False,
+        methods=("perturbation",), precisions=("fp32",), modes=("eval",),
+    )  # fmt: skip
+    assert check_causal(m, **kw).ok  # random, EOT, copies
+    r = check_causal(m, data=data, **kw)
+    assert not r.ok and "(data)" in r.message, r.message
+
+
+@pytest.mark.parametrize("pool", ["dataset", None, "empty"])
+def test_the_data_kind_draws_from_the_dataset_else_from_the_rows_earlier_tokens(pool):
+    """Replacements after each row's cut, the tokens up to it kept: drawn from ``pool`` (the
+    job's data) when it holds tokens; without data, or with none in it, from the row's own
+    tokens up to the cut (the probe still runs: no error for want of data)."""
+    from models.causality_inputs import perturb
+
+    tokens = torch.arange(4 * 12).view(4, 12)  # every token distinct
+    data = torch.arange(500, 520)
+    given = {"dataset": data, None: None, "empty": data[:0]}[pool]
+    cuts = [0, 3, 6, 10]
+    alt = perturb(tokens, cuts, ["data"] * 4, 4096, 4095, seed=0, pool=given)
+    for b, t in enumerate(cuts):
+        assert torch.equal(alt[b, : t + 1], tokens[b, : t + 1])
+        source = data if pool == "dataset" else tokens[b, : t + 1]
+        assert torch.isin(alt[b, t + 1 :], source).all(), (pool, b, alt[b])

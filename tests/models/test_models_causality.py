@@ -196,6 +196,41 @@ def test_a_model_that_ignores_its_input_does_not_pass():
     assert not report.ok and not report.sensitive and "vacuous" in report.message
 
 
+class ZeroTemperatureGPT(models.GPT):
+    """A softmax temperature of 0 (logits / 0): every logit is +-inf or NaN, in training too."""
+
+    def forward(self, idx, targets=None):
+        logits, _ = super().forward(idx, targets)
+        logits = logits / 0.0
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+
+@pytest.mark.parametrize(
+    "methods,targets,refused_by",
+    [
+        (("perturbation",), True, "targets"),
+        (("gradient",), True, "gradient"),
+        (("perturbation",), False, "perturbation"),
+    ],
+)
+def test_logits_that_are_not_finite_are_refused_saying_so(
+    methods, targets, refused_by, make, monkeypatch
+):
+    """Each probe counts a NaN or an inf as a change (a dependence it cannot rule out); the
+    message says the logits are not finite, so the user looks at the arithmetic, not a mask."""
+    monkeypatch.setitem(models.REGISTRY, "zero_temperature", ZeroTemperatureGPT)
+    m = make("V0", arch="zero_temperature")
+    r = check_causal(m, methods=methods, targets=targets, every_cut=False, randomize=False)
+    assert not r.ok and r.probes[-1].method == refused_by
+    assert r.message.startswith(
+        f"model is not causal: {r.probes[-1].describe()}: the logits are not finite (a NaN or "
+        "an inf counts as a leak): "
+    ), r.message
+    assert "\n" not in r.message
+
+
 def test_positions_and_arguments_are_validated(make):
     m = make()
     with pytest.raises(ValueError, match=r"position -1 must be in \[0, 14\]"):
