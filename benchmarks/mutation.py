@@ -572,6 +572,15 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "another seeded draw of the replaced targets; y + randint(1, vocab) mod vocab differs "
         "from y at every position whatever the draw",
     ),
+    Equivalent(
+        "models.causality.x__run__mutmut_*",
+        "embedding=_embedding_in(target, c.model, c.embedding), seed=c.seed + i,",
+        "embedding=_embedding_in(target, c.model, c.embedding), targets=c.targets,",
+        "accepted: every gradient pass then draws its projection, position weights and dropout "
+        "masks from seed 0 instead of the check's seed + pass (its tokens still differ per pass "
+        "and per seed, stream_of); a nonzero gradient at a forbidden position is orthogonal to "
+        "a Gaussian projection with probability 0, so any one fixed draw sees the same leaks",
+    ),
 )
 
 

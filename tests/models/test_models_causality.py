@@ -74,6 +74,23 @@ def row_leak(shift: int) -> type:
     return type(f"RowLeak{shift:+d}", (RowLeakAttention,), {"shift": shift})
 
 
+class DetachedRowLeakAttention(RowLeakAttention):
+    """The same row leak without a gradient path (the other row's input detached)."""
+
+    def forward(self, x):
+        y = CausalSelfAttention.forward(self, x)
+        s, other = self.shift, torch.zeros_like(x)
+        if s > 0:
+            other[:-s] = x[s:].detach()
+        else:
+            other[-s:] = x[:s].detach()
+        return y + 0.1 * other
+
+
+def row_leak_nograd(shift: int) -> type:
+    return type(f"DetachedRowLeak{shift:+d}", (DetachedRowLeakAttention,), {"shift": shift})
+
+
 class GatedNoGradLeakAttention(CausalSelfAttention):
     """An unmasked path without gradient behind a learnable gate that starts at 0."""
 
@@ -207,6 +224,19 @@ class ZeroTemperatureGPT(models.GPT):
         return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
 
 
+class ExpOverflowGPT(ZeroTemperatureGPT):
+    """exp(1e4 x logits) without the max subtracted: +inf where a logit is above ~0.009, finite
+    (>= 0) elsewhere, so the smallest logit is finite and only the largest is not."""
+
+    def forward(self, idx, targets=None):
+        logits, _ = models.GPT.forward(self, idx, targets)
+        logits = torch.exp(1e4 * logits)
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+
+
+@pytest.mark.parametrize("cls", [ZeroTemperatureGPT, ExpOverflowGPT])
 @pytest.mark.parametrize(
     "methods,targets,refused_by",
     [
@@ -216,12 +246,12 @@ class ZeroTemperatureGPT(models.GPT):
     ],
 )
 def test_logits_that_are_not_finite_are_refused_saying_so(
-    methods, targets, refused_by, make, monkeypatch
+    methods, targets, refused_by, cls, make, monkeypatch
 ):
     """Each probe counts a NaN or an inf as a change (a dependence it cannot rule out); the
     message says the logits are not finite, so the user looks at the arithmetic, not a mask."""
-    monkeypatch.setitem(models.REGISTRY, "zero_temperature", ZeroTemperatureGPT)
-    m = make("V0", arch="zero_temperature")
+    monkeypatch.setitem(models.REGISTRY, "not_finite", cls)
+    m = make("V0", arch="not_finite")
     r = check_causal(m, methods=methods, targets=targets, every_cut=False, randomize=False)
     assert not r.ok and r.probes[-1].method == refused_by
     assert r.message.startswith(
@@ -243,6 +273,40 @@ def test_positions_and_arguments_are_validated(make):
         check_causal(m, precisions=("fp16",))
     r = check_causal(m, positions=[3, 4], seq_len=8)
     assert r.ok and r.positions == [3, 4] and r.shapes == [[3, 8]]
+    r = check_causal(m, seq_len=2)  # the shortest length: one cut, 0
+    assert r.ok and r.positions == [0] and r.shapes == [[3, 2]]
+    with pytest.raises(ValueError, match=r"seq_len=1 must be in \[2, 16\]"):
+        check_causal(m, seq_len=1)
+
+
+def test_priority_cuts_are_distinct_cuts_of_the_length_most_telling_first():
+    from models.causality_probes import cut_positions
+
+    for length in range(2, 300):
+        cuts = cut_positions(length)
+        last = length - 2
+        assert len(set(cuts)) == len(cuts) and all(0 <= c <= last for c in cuts), length
+        head = list(dict.fromkeys([0, last, (length - 1) // 2]))  # start, end, middle
+        assert cuts[: len(head)] == head, (length, cuts)
+        assert {1, last - 1, 2, last - 2} & set(range(last + 1)) <= set(cuts), length
+    assert cut_positions(1) == [] and cut_positions(2) == [0]
+
+
+@pytest.mark.parametrize("probe", ["gradient", "perturbation", "targets"])
+def test_a_probe_called_alone_records_the_given_weights(probe, make, tokens):
+    """A notebook calls a probe without ``weights``: the record says the model's own weights."""
+    from models import causality_probes as cp
+
+    m = make("V0")
+    x = tokens(m, batch=2, seq=8)
+    if probe == "gradient":
+        r = cp.gradient_probe(m, x, [2, 5], mode="eval")
+    elif probe == "perturbation":
+        r = cp.perturbation_probe(m, x, [2, 5], mode="eval", precision="fp32", kinds=["random"])
+    else:
+        r = cp.targets_probe(m, x, mode="eval", precision="fp32")
+    assert r.ok and r.weights == "given" and r.as_dict()["weights"] == "given"
+    assert "(given weights," in r.describe()
 
 
 def test_the_check_leaves_weights_flags_and_the_rng_as_they_were(make):
@@ -290,6 +354,7 @@ def test_the_record_has_the_documented_keys(make):
     # the gradient probe is exact: the record says so, and a report's threshold is not raised by it
     grads = [p for p in rec["probes"] if p["method"] == "gradient"]
     assert grads and all(p["threshold"] == 0.0 for p in grads), grads
+    assert all(p["max_leak"] == 0.0 for p in rec["probes"])  # each probe's own, exact
     assert all(p["threshold_rule"] == "exact (0)" for p in grads)
     import json
 
@@ -312,6 +377,20 @@ def test_a_row_reading_another_row_in_either_direction_is_refused(
         report = check_causal(m, randomize=randomize, methods=methods)
         assert not report.ok and report.leaking_positions, (shift, methods, report.message)
         assert report.message.startswith("model is not causal")
+
+
+@pytest.mark.parametrize("shift", [1, -1])
+def test_a_row_leak_without_gradient_is_refused_by_the_priority_cuts_alone(
+    make, monkeypatch, shift
+):
+    """A model too big to cover every cut gets the priority cuts only: their passes still give
+    each row both the larger and the smaller cut, so a row reading the next or the previous row
+    (detached: only the perturbation probe can see it) is refused."""
+    monkeypatch.setitem(models.ATTENTION, "row_leak_nograd", row_leak_nograd(shift))
+    m = make("V0", attention="row_leak_nograd")
+    assert check_causal(m, methods=("gradient",), every_cut=False).ok  # no gradient to see
+    report = check_causal(m, methods=("perturbation",), every_cut=False, randomize=False)
+    assert not report.ok and report.leaking_positions, (shift, report.message)
 
 
 @pytest.mark.parametrize("batch", [3, 4, 5])
