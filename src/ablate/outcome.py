@@ -205,3 +205,20 @@ def reported_status(
             results.COMPLETED if jd.is_done() else ("unknown" if has_records else results.PENDING)
         )
     return status
+
+
+def how_to_go_on(manifest: results.Manifest, bad: list[str]) -> list[str]:
+    """What to say about the jobs ``bad`` of a matrix that did not complete: a resume runs only
+    the jobs without DONE, so one that ended for good (DONE: leaked, whose training would leak
+    again) is said so, never sent to a resume that would not run it."""
+    out = []
+    final = [n for n in bad if manifest.job_dir(n).is_done()]
+    if final:
+        ended = ", ".join(f"{n} ({manifest.job(n)['status']})" for n in final)
+        out.append(
+            f"ended for good: {ended}; a resume does not run a finished job again: fix the "
+            "cause its train.log and the report give, then run a new matrix"
+        )
+    if len(final) < len(bad):
+        out.append(f"resume with: python -m ablate.matrix resume={manifest.dir}")
+    return out

@@ -9,6 +9,7 @@ from report_factory import Job, make_matrix
 from ablate import results as R
 from ablate.matrix import runner
 from ablate.matrix.__main__ import main
+from ablate.outcome import how_to_go_on
 
 
 def _matrix(tmp_path, *extra: Job):
@@ -38,13 +39,11 @@ def test_a_resume_of_a_matrix_whose_unfinished_job_leaked_does_not_send_the_user
     assert "resume with" not in out
 
 
-def test_the_way_on_names_only_the_jobs_a_resume_would_run(tmp_path, capsys):
+def test_the_way_on_names_only_the_jobs_a_resume_would_run(tmp_path):
     mdir = _matrix(tmp_path, Job("V17", "rmlp", None, status=R.INTERRUPTED, write_summary=False))
     manifest = R.Manifest.load(mdir)
-    runner.say_how_to_go_on(manifest, ["V16", "V17"])
-    out = capsys.readouterr().out
+    out = "\n".join(how_to_go_on(manifest, ["V16", "V17"]))
     assert "ended for good: V16 (leaked)" in out and "V17" not in out.split("resume with")[0]
     assert f"resume with: python -m ablate.matrix resume={mdir}" in out
-    runner.say_how_to_go_on(manifest, ["V17"])
-    out = capsys.readouterr().out
+    out = "\n".join(how_to_go_on(manifest, ["V17"]))
     assert "ended for good" not in out and "resume with" in out

@@ -16,7 +16,7 @@ from ablate.errors import ConfigError
 from ablate.lock import describe_holder, lock_matrix, probe
 from ablate.matrix import runner
 from ablate.matrix.runner import matrix_settings, say
-from ablate.outcome import done_status
+from ablate.outcome import done_status, how_to_go_on
 from ablate.train.tracker_checks import check_trackers
 
 
@@ -144,6 +144,7 @@ def _already_finished(
         + "; nothing to run"
     )
     if bad:  # every job is DONE here: leaked ones ended for good
-        runner.say_how_to_go_on(manifest, bad)
+        for line in how_to_go_on(manifest, bad):
+            say(line)
         return runner.MATRIX_NOT_COMPLETED
     return 0

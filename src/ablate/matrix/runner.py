@@ -40,6 +40,7 @@ from ablate.outcome import (
     MATRIX_NOT_COMPLETED,
     MATRIX_UNFINISHED,
     end_line,
+    how_to_go_on,
     job_outcome,
     record_in_summary,
 )
@@ -365,23 +366,10 @@ def _finish(manifest: results.Manifest, codes: dict[str, int], settings: MatrixS
     )
     if bad:
         interrupted = all(manifest.job(n)["status"] == results.INTERRUPTED for n in bad)
-        say_how_to_go_on(manifest, bad)
+        for line in how_to_go_on(manifest, bad):
+            say(line)
         return MATRIX_UNFINISHED if interrupted else MATRIX_NOT_COMPLETED
     return MATRIX_COMPLETED
-
-
-def say_how_to_go_on(manifest: results.Manifest, bad: list[str]) -> None:
-    """A resume runs only the jobs without DONE. One that ended for good (DONE: leaked, whose
-    training would leak again) is said so, never sent to a resume that would not run it."""
-    final = [n for n in bad if manifest.job_dir(n).is_done()]
-    if final:
-        ended = ", ".join(f"{n} ({manifest.job(n)['status']})" for n in final)
-        say(
-            f"ended for good: {ended}; a resume does not run a finished job again: fix the "
-            "cause its train.log and the report give, then run a new matrix"
-        )
-    if len(final) < len(bad):
-        say(f"resume with: python -m ablate.matrix resume={manifest.dir}")
 
 
 def _print_summary(markdown: str, path: Path) -> None:
