@@ -5,13 +5,13 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from ablate.compose import JobSpec
-from ablate.config import MatrixSettings, RunConfig, job_nodes, to_container
+from ablate.config import MatrixSettings, RunConfig, job_nodes
 from ablate.data import final_val_windows, resolve_dataset
 from ablate.data.config import DEFAULT_VAL_TOKENS
 from ablate.errors import AblateError
 from ablate.launch.slurm import describe_submission
 from ablate.matrix.axes import plan_lines
-from ablate.matrix.preflight import world_size
+from ablate.matrix.preflight import data_key, world_size
 
 
 def final_windows(cfg: RunConfig) -> int | None:
@@ -50,11 +50,6 @@ def eval_cost(cfg: RunConfig, windows: int | None = None) -> tuple[str, str]:
     return f"{100 * share:.1f}%", f"{final_s} (~{iters:.0f} iters)"
 
 
-def data_key(cfg: RunConfig) -> str:
-    """Jobs with equal data settings and block size read the same validation shard."""
-    return repr((sorted(to_container(cfg.data).items()), cfg.model.block_size))
-
-
 def warmup_warnings(jobs: list[JobSpec]) -> list[str]:
     """Jobs whose budget cannot leave warmup, known before running: an iteration budget no longer
     than its optim.warmup_iters. (A warmup_fraction, the only warmup of a time box, is below 1:
@@ -82,6 +77,9 @@ def format_plan(
     for job in jobs:
         cfg = job.cfg
         ws = world_size(cfg, nodes)
+        dkey = data_key(cfg)
+        if dkey not in windows:  # setdefault would read the shard again for every job
+            windows[dkey] = final_windows(cfg)
         box = cfg.budget.box_seconds
         device = cfg.hardware.device
         dev_h = ws * box / 3600 if box is not None else 0.0
@@ -96,7 +94,7 @@ def format_plan(
                 "-" if box is None else f"{box:.0f}",
                 cfg.budget.max_iters if cfg.budget.max_iters is not None else "-",
                 f"{dev_h:.2f}",
-                *eval_cost(cfg, windows.setdefault(data_key(cfg), final_windows(cfg))),
+                *eval_cost(cfg, windows[dkey]),
                 " ".join(job.overrides),
             ]
         )
