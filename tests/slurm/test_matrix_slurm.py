@@ -163,10 +163,14 @@ TIME_LIMIT_TEST = "test_a_job_at_its_time_limit_is_requeued_and_finishes_from_it
 
 @in_background(TIME_LIMIT_TEST)
 def _start_time_limit_job(cluster, tmp_path: Path) -> dict:
-    # Time limit: box 45 s + grace 0 + margin 0, rounded up: 1 minute. USR2 15 s before it, which
-    # slurmctld (checking time limits every 30 s) sends 15-45 s after the start: before the job,
-    # which needs 45 s of training plus its start-up, can finish. Each requeued attempt gets
-    # about 20 s, so the job completes on its second to fourth attempt; max_num_timeout leaves room.
+    # Time limit: box 60 s + grace 0 + margin 1 min: 2 minutes. USR2 60 s before it, which
+    # slurmctld (checking time limits every 30 s) sends 30-60 s after an attempt starts: always
+    # before the first attempt, which needs 60 s of training plus its start-up, can finish. Once
+    # an attempt has ended its training, the work after it (final eval, recheck, records) has at
+    # least the minute of margin before Slurm's kill (a late USR2 is ignored then), so the last
+    # attempt ends COMPLETED, not TIMEOUT, however slow the machine. With no margin, CI's slow
+    # machine ran past the limit after the job had written its results. The job completes on its
+    # second to fourth attempt; max_num_timeout leaves room.
     overrides = {**TINY_D, "budget.eval_interval": "1000", "budget.log_interval": "10"}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -174,12 +178,12 @@ def _start_time_limit_job(cluster, tmp_path: Path) -> dict:
             [
                 "experiment=smoke",
                 "step=V0",
-                "budget.box_seconds=45",
+                "budget.box_seconds=60",
                 "budget.grace_seconds=0",
                 "budget.checkpoint_interval_seconds=100000",
                 "launcher=slurm",
-                "launcher.slurm.time_margin_min=0",
-                "launcher.slurm.signal_delay_s=15",
+                "launcher.slurm.time_margin_min=1",
+                "launcher.slurm.signal_delay_s=60",
                 "launcher.slurm.max_num_timeout=5",
                 "launcher.slurm.wait=false",
                 f"results_root={tmp_path}",
@@ -204,10 +208,10 @@ def test_a_job_at_its_time_limit_is_requeued_and_finishes_from_its_checkpoint(
     assert job["status"] == "completed" and job["exit_code"] == 0 and job["attempts"] == 1, job
     jd = results.JobDir(mdir / "V0")
     sbatch = jd.sbatch.read_text()
-    assert "#SBATCH --time=1\n" in sbatch and "#SBATCH --signal=USR2@15\n" in sbatch, sbatch
+    assert "#SBATCH --time=2\n" in sbatch and "#SBATCH --signal=USR2@60\n" in sbatch, sbatch
     s = jd.read_summary()
     assert s["status"] == "completed" and s["resumed"] >= 1, s
-    assert s["train_seconds"] >= 45 - 1, s  # the whole box was trained, across the attempts
+    assert s["train_seconds"] >= 60 - 1, s  # the whole box was trained, across the attempts
     iters = _train_iters(jd.path)
     assert iters == sorted(set(iters)) and iters[-1] == s["iterations"], (
         "a resumed job must not log an iteration twice"
