@@ -68,8 +68,10 @@ def matrix_file(name: str) -> Path:
         if candidate.is_file():
             return candidate
     known = matrix_names()
+    guess = schema.did_you_mean(name, known)
     raise ConfigError(
-        f"unknown matrix {name!r}; available: {', '.join(known) or 'none'} (files in matrix/)"
+        f"unknown matrix {name!r}{f' (did you mean {guess}?)' if guess else ''}; "
+        f"available: {', '.join(known) or 'none'} (files in matrix/)"
     )
 
 

@@ -31,6 +31,11 @@ MATRIX_NOT_COMPLETED = 1  # a job failed or leaked
 MATRIX_USER_ERROR = 2  # refused before anything ran: one `error:` line says why
 MATRIX_UNFINISHED = 3
 
+MATRIX_STOPPED_BY = "the matrix was stopped by "
+"""The launcher's reason for the jobs it stops when the matrix itself is stopped: the cause the
+user gave ("SIGINT (Ctrl-C)"), since every job sees SIGTERM (the launcher's, and torchrun hands any
+stop to its ranks as SIGTERM)."""
+
 
 def describe_exit(code: int) -> str:
     if code == EXIT_COMPLETED:
@@ -115,7 +120,10 @@ def job_outcome(jd: results.JobDir, code: int, error: str | None) -> tuple[str, 
         return results.FAILED, lines[-1][:500]
     if summary is not None and summary.stopped_by:
         # torchrun reports any worker exit other than 0 as 1, so the trainer's own record decides.
-        return results.INTERRUPTED, f"stopped by {summary.stopped_by} after checkpointing"
+        by = summary.stopped_by
+        if error and error.startswith(MATRIX_STOPPED_BY):
+            by = f"{error[len(MATRIX_STOPPED_BY) :]} to the matrix"
+        return results.INTERRUPTED, f"stopped by {by} after checkpointing"
     if code == EXIT_PREEMPTED or (error and "stopped" in error):
         return results.INTERRUPTED, error or "stopped after checkpointing"
     signum = -code if code < 0 else signal_from_log(jd.path)
@@ -127,6 +135,13 @@ def job_outcome(jd: results.JobDir, code: int, error: str | None) -> tuple[str, 
     if logged:
         return results.FAILED, logged
     return results.FAILED, error or f"exited with code {code} without completing"
+
+
+def interrupted_by(recorded_error: str | None, stopped_by: str | None) -> str | None:
+    """What stopped an interrupted job, as the user saw it: the stop the matrix got ("SIGINT
+    (Ctrl-C) to the matrix", recorded by :func:`job_outcome`), else the job's own signal."""
+    m = re.fullmatch(r"stopped by (.+ to the matrix) after checkpointing", recorded_error or "")
+    return m.group(1) if m else stopped_by
 
 
 def end_line(jd: results.JobDir, name: str, status: str, error: str | None) -> str:

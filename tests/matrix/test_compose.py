@@ -79,7 +79,9 @@ def test_smoke_box_can_be_shortened_by_environment(monkeypatch):
         (["model.n_layr=3"], "model.n_layr is not a config key; did you mean model.n_layer?"),
         (["budget.box_seconds=abc"], "box_seconds"),
         (["step=V0,V16"], "--multirun"),
-        (["matrix=nope"], "unknown matrix 'nope'"),
+        (["matrix=nope"], "unknown matrix 'nope'; available:"),
+        (["matrix=cpu1"], "unknown matrix 'cpu1' (did you mean cpu1h?)"),
+        (["matrix=SMOKE"], "unknown matrix 'SMOKE' (did you mean smoke?)"),
         (["--bogus"], "unknown option --bogus"),
     ],
 )

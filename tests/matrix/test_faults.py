@@ -58,3 +58,21 @@ def test_a_done_job_summary_is_never_rewritten(tmp_path):
 
 
 # A real SIGKILL of a running job: tests/matrix/test_one_writer.py (resume while the original runs).
+
+
+def test_a_job_stopped_with_the_matrix_is_said_to_be_stopped_by_what_stopped_the_matrix(tmp_path):
+    """Ctrl-C reaches only the runner; every job it stops sees SIGTERM (the launcher's, and
+    torchrun's to its ranks). The terminal, matrix.json and the report name the user's Ctrl-C;
+    a job stopped by its own signal keeps that signal's name."""
+    from ablate.outcome import MATRIX_STOPPED_BY, interrupted_by
+
+    jd = _job(tmp_path, "")
+    jd.write_summary({"status": "running", "stopped_by": "SIGTERM", "iterations": 7})
+    status, error = job_outcome(jd, 1, MATRIX_STOPPED_BY + "SIGINT (Ctrl-C)")
+    assert status == results.INTERRUPTED
+    assert error == "stopped by SIGINT (Ctrl-C) to the matrix after checkpointing"
+    assert interrupted_by(error, "SIGTERM") == "SIGINT (Ctrl-C) to the matrix"
+    status, error = job_outcome(jd, 1, None)  # a SIGTERM sent to the job itself
+    assert (status, error) == (results.INTERRUPTED, "stopped by SIGTERM after checkpointing")
+    assert interrupted_by(error, "SIGTERM") == "SIGTERM"
+    assert interrupted_by(None, "SIGUSR1") == "SIGUSR1" and interrupted_by(None, None) is None

@@ -219,6 +219,8 @@ def test_a_stopped_job_checkpoints_and_resume_finishes_it_exactly(tmp_path, refe
     assert "SIGTERM received: stopping with a checkpoint" in train_log
     if how == "runner-sighup":
         assert "SIGHUP: stopping running jobs (they checkpoint)" in out
+        why = "stopped by SIGHUP (the terminal closed) to the matrix after checkpointing"
+        assert entry["error"] == why and f"end V0: interrupted ({why})" in out, entry
         assert "torchrun: stopped by SIGTERM" in train_log
 
     status = _run(f"status={mdir}")

@@ -203,6 +203,17 @@ def test_a_job_stopped_after_checkpointing_is_interrupted_not_running(tmp_path):
     assert stab["V18"][4] == "0" and stab["V18"][5] == "1"
 
 
+def test_a_job_stopped_with_the_matrix_names_the_users_stop_not_the_jobs_sigterm(tmp_path):
+    jobs = seed_jobs()
+    jobs[3].status = R.RUNNING
+    jobs[3].summary_overrides = {"stopped_by": "SIGTERM", "exit_code": 3}
+    jobs[3].manifest_status = R.INTERRUPTED
+    jobs[3].error = "stopped by SIGINT (Ctrl-C) to the matrix after checkpointing"
+    notes = section(report_of(make_matrix(tmp_path, jobs)), "Notes")
+    assert "V18: interrupted by SIGINT (Ctrl-C) to the matrix at iteration 500 after" in notes
+    assert "SIGTERM" not in notes, notes
+
+
 def test_truncated_metrics_line_is_a_note(tmp_path):
     jobs = seed_jobs()
     mdir = make_matrix(tmp_path, jobs)

@@ -34,7 +34,7 @@ from ablate import console
 from ablate.errors import ConfigError
 from ablate.launch.job import LaunchJob
 from ablate.lock import probe
-from ablate.outcome import ATTEMPT_MARK, EXIT_PREEMPTED, describe_exit
+from ablate.outcome import ATTEMPT_MARK, EXIT_PREEMPTED, MATRIX_STOPPED_BY, describe_exit
 from ablate.results import LOG, LOG_CAPTURED_ENV
 
 STOP_GRACE_S = 60.0
@@ -89,11 +89,14 @@ class LocalLauncher:
     stop_grace_s: float = STOP_GRACE_S
     _stopping: bool = field(default=False, init=False)
     _stop_message: str | None = field(default=None, init=False)
+    _stop_cause: str | None = field(default=None, init=False)
 
-    def request_stop(self, message: str | None = None) -> None:
+    def request_stop(self, message: str | None = None, cause: str | None = None) -> None:
         """Stop every job (they checkpoint) and start no other. Safe in a signal handler: the
-        message is printed by the launcher's loop, not here."""
+        message is printed by the launcher's loop, not here. ``cause``: what stopped the matrix
+        ("SIGINT (Ctrl-C)"), the reason given for its jobs (they all see SIGTERM)."""
         self._stop_message = message
+        self._stop_cause = cause
         self._stopping = True
 
     def run(self, jobs: list[LaunchJob]) -> dict[str, int]:
@@ -219,7 +222,7 @@ class LocalLauncher:
     def _enforce_limits(self, r: _Running) -> None:
         now = time.monotonic()
         if self._stopping and r.term_sent is None:
-            self._terminate(r, "the matrix was stopped")
+            self._terminate(r, MATRIX_STOPPED_BY + (self._stop_cause or "a stop request"))
         limit = r.job.wall_seconds
         if limit is not None and r.term_sent is None and now - r.started > limit:
             self._terminate(

@@ -48,6 +48,7 @@ from ablate.report import terminal_summary, write_report
 from ablate.train.tracker_checks import check_trackers
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+SIGNAL_CAUSES = {signal.SIGINT: " (Ctrl-C)", signal.SIGHUP: " (the terminal closed)"}
 """What stops a running matrix cleanly: its jobs checkpoint, matrix.json says interrupted."""
 
 
@@ -307,9 +308,11 @@ def _run_local(
     def stop(signum, frame):
         # SIGTERM/SIGINT/SIGHUP (the terminal or SSH session closed): stop the jobs cleanly (they
         # checkpoint), keep the manifest true. Only a flag here; the launcher's loop prints.
+        name = signal.Signals(signum).name
         launcher.request_stop(
-            f"[ablate] {signal.Signals(signum).name}: stopping running jobs (they checkpoint); "
-            f"resume later with: python -m ablate.matrix resume={manifest.dir}"
+            f"[ablate] {name}: stopping running jobs (they checkpoint); "
+            f"resume later with: python -m ablate.matrix resume={manifest.dir}",
+            cause=name + SIGNAL_CAUSES.get(signum, ""),
         )
 
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}

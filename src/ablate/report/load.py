@@ -22,7 +22,7 @@ import pandas as pd
 
 from ablate import results as R
 from ablate.errors import AblateError
-from ablate.outcome import reported_status
+from ablate.outcome import interrupted_by, reported_status
 from ablate.report.condition_facts import job_conditions
 from ablate.report.noise import block_se
 
@@ -393,7 +393,8 @@ def _read_job(
             f"`python -m ablate.matrix resume={matrix_dir}` runs it"
         )
     elif status == R.INTERRUPTED:
-        by = f" by {s.stopped_by}" if s is not None and s.stopped_by else ""
+        cause = interrupted_by(entry.get("error"), s.stopped_by if s is not None else None)
+        by = f" by {cause}" if cause else ""
         own_notes.append(
             f"{label}: interrupted{by} at iteration {_fmt_int(row['iterations'])} after checkpointing; "
             f"`python -m ablate.matrix resume={matrix_dir}` continues it"
