@@ -230,7 +230,7 @@ def analyse_group(group: Group, analyse: Analyse) -> None:
     group.stats = analyse(group)
 
 
-_DUPLICATE = re.compile(r"^(\S+): step (\S+) seed (\S+) also ran as (\S+); both are counted")
+_DUPLICATE = re.compile(r"^(\S+): step (\S+) seed (\S+) also ran as (\S+); the report takes")
 
 
 def _notes(coll: Collection, group_of: dict[str, GroupKey]) -> list[str]:
@@ -254,7 +254,7 @@ def _duplicate_seed_notes(g: Group) -> list[str]:
         if (step, seed) in seen:
             out.append(
                 f"{key}: step {step} seed {seed} also ran as {seen[(step, seed)]} at "
-                f"{label(g.values)}; both are counted, and equal seeds understate the noise"
+                f"{label(g.values)}; the report takes their mean as the seed's one result"
             )
         seen.setdefault((step, seed), key)
     return out

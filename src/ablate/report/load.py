@@ -641,7 +641,8 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
             if dup in seen_keys and row["seed"] is not None:
                 notes.append(
                     f"{key}: step {row['step']} seed {row['seed']} also ran as {seen_keys[dup]}; "
-                    f"both are counted, and equal seeds understate the noise"
+                    f"the report takes their mean as the seed's one result (a repeated seed "
+                    f"is not a second seed)"
                 )
             seen_keys.setdefault(dup, key)
         experiments += _experiments(mdir, manifest, rows_here, notes)

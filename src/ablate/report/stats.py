@@ -14,16 +14,18 @@ well under 0.1% of relative error).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ablate import results as R
 from ablate.report.distributions import t_cdf, t_quantile
-from ablate.report.noise import Effect, effect
+from ablate.report.noise import Effect, effect, pairable
 
 __all__ = ["StepStats", "step_stats", "Comparison", "compare", "t_cdf", "t_quantile"]
 
@@ -46,7 +48,7 @@ class StepStats:
     rmlp_w_rec: float  # mean over the used jobs of the mean over layers; NaN if none
     rmlp_layers: list[float] | None  # per-layer mean over used jobs
     ra_layers: list[list[float]] | None  # per layer, per head, mean over used jobs
-    seeds: list[Any] = field(default_factory=list)  # seed of each value
+    seeds: list[Any] = field(default_factory=list)  # seed of each value (one value per seed)
     # FinalEval (or None) of each value
     evals: list[R.FinalEval | None] = field(default_factory=list)
     val_se: list[float] = field(default_factory=list)  # eval SE of each value (NaN: unknown)
@@ -132,7 +134,6 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
         out[step] = StepStats(
             step=step,
             architecture=" / ".join(archs) if archs else None,
-            values=[float(v) for v in used["val_loss"]],
             flag=flag,
             n_jobs=len(sub),
             counts=counts,
@@ -143,13 +144,55 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
             rmlp_w_rec=_nanmean(list(rm_src["rmlp_w_rec_mean"])),
             rmlp_layers=_mean_lists([r for r in rm_src["rmlp_w_rec"] if r]),
             ra_layers=ra_layers,
-            seeds=list(used["seed"]),
-            evals=[fe if isinstance(fe, R.FinalEval) else None for fe in used["final_eval"]],
-            val_se=[float(v) for v in used["val_se"]],
-            best_periodic=[float(v) for v in used["best_val_loss"]],
+            **_one_unit_per_seed(used),
             causality=causality,
         )
     return out
+
+
+def _one_unit_per_seed(used: pd.DataFrame) -> dict[str, list[Any]]:
+    """The used runs as StepStats' per-value lists, one value per seed: runs that repeat a seed
+    (two matrices over the same runs, a re-run) are averaged into that seed's one value, window by
+    window where their final evals scored the same windows. A repeat is not a second seed: the
+    step's mean, its spread and every comparison's estimate and interval then read the same units
+    (the first run of a seed paired against means over every run had put an estimate outside its
+    own interval). Runs without a seed stay one value each."""
+    groups: dict[Any, list[int]] = {}
+    for i, seed in enumerate(used["seed"]):
+        groups.setdefault(("seed", seed) if seed is not None else ("run", i), []).append(i)
+    rows = list(used.itertuples(index=False))
+    out: dict[str, list[Any]] = {
+        "values": [],
+        "seeds": [],
+        "evals": [],
+        "val_se": [],
+        "best_periodic": [],
+    }
+    for idx in groups.values():
+        runs = [rows[i] for i in idx]
+        out["values"].append(sum(float(r.val_loss) for r in runs) / len(runs))
+        out["seeds"].append(runs[0].seed)
+        out["evals"].append(_mean_eval([r.final_eval for r in runs]))
+        out["val_se"].append(sum(float(r.val_se) for r in runs) / len(runs))
+        out["best_periodic"].append(sum(float(r.best_val_loss) for r in runs) / len(runs))
+    return out
+
+
+def _mean_eval(evals: list[Any]) -> R.FinalEval | None:
+    """The window-by-window mean of one seed's final evals: None unless every run has one and all
+    scored the same windows (a repeat that cannot be paired leaves the seed without windows)."""
+    if not all(isinstance(e, R.FinalEval) for e in evals):
+        return None
+    first = evals[0]
+    if len(evals) == 1:
+        return first
+    if any(pairable(first, e) is not None for e in evals[1:]):
+        return None
+    windows = np.mean([np.asarray(e.window_losses, dtype=np.float64) for e in evals], axis=0)
+    windows.setflags(write=False)
+    return dataclasses.replace(
+        first, loss=sum(e.loss for e in evals) / len(evals), window_losses=windows
+    )
 
 
 @dataclass
@@ -184,7 +227,7 @@ def compare(step: StepStats, ref: StepStats) -> Comparison:
 
 
 def _by_seed(st: StepStats) -> dict[Any, tuple[float, R.FinalEval | None]]:
-    """seed -> (value, final eval) of the step's used runs; the first run of a repeated seed."""
+    """seed -> (value, final eval) of the step's used runs (a repeated seed is one value)."""
     out: dict[Any, tuple[float, R.FinalEval | None]] = {}
     for i, seed in enumerate(st.seeds):
         if seed is not None and seed not in out:
