@@ -47,3 +47,42 @@ def test_the_way_on_names_only_the_jobs_a_resume_would_run(tmp_path):
     assert f"resume with: python -m ablate.matrix resume={mdir}" in out
     out = "\n".join(how_to_go_on(manifest, ["V17"]))
     assert "ended for good" not in out and "resume with" in out
+
+
+def test_a_resume_queues_the_jobs_it_will_run_before_it_starts_them(tmp_path, monkeypatch):
+    """Jobs a stopped matrix never started (and interrupted ones) are queued again as the resume
+    begins: its live view, its ETA and status= count them from the first moment."""
+    from ablate.matrix import progress
+
+    mdir = _matrix(
+        tmp_path,
+        Job("V17", "rmlp", None, status=R.INTERRUPTED, write_summary=False),
+        Job(
+            "V18",
+            "rmlp2",
+            3.1,
+            status=R.RUNNING,  # its last summary: written as it checkpointed on a signal
+            manifest_status=R.INTERRUPTED,
+            summary_overrides={"stopped_by": "SIGTERM", "exit_code": 3},
+        ),
+    )
+    seen = {}
+
+    def launch(manifest, cfgs, settings):
+        seen["to_run"] = sorted(cfgs)
+        seen["status"] = {j["name"]: j["status"] for j in R.Manifest.load(mdir).jobs}
+        seen["left"] = sorted(
+            j.name for j in progress.read(R.Manifest.load(mdir)).jobs if j.status == R.PENDING
+        )
+        return runner.MATRIX_COMPLETED
+
+    monkeypatch.setattr(runner, "_launch_and_report", launch)
+    assert main([f"resume={mdir}"]) == runner.MATRIX_COMPLETED
+    assert seen["to_run"] == ["V17", "V18"]
+    assert seen["status"] == {
+        "V0": R.COMPLETED,
+        "V16": R.LEAKED,
+        "V17": R.PENDING,
+        "V18": R.PENDING,
+    }
+    assert seen["left"] == ["V17", "V18"]

@@ -65,6 +65,11 @@ def run_resume(path: str) -> int:
         say(f"resuming {manifest.dir}: {done} job(s) finished, {len(cfgs)} to run")
         if not cfgs:
             return _already_finished(manifest, settings, stale=changed)
+        for name in cfgs:
+            # Queued again: status= and the live view count it among the jobs left (its ETA too)
+            # from now, not only once it starts. Its last error stays until it starts.
+            if manifest.job(name)["status"] != results.PENDING:
+                manifest.update_job(name, status=results.PENDING)
         return runner._launch_and_report(manifest, cfgs, settings)
 
 
