@@ -303,7 +303,7 @@ def test_plan_says_the_preflight_passed(tmp_path, capsys):
     assert lines[-1] == "Nothing was trained (--plan)." and out.count("Nothing was") == 1
     # the preflight's verdict, then the estimates timed on this machine, then the end
     assert out.index("Preflight: passed") < out.index("Timed on this machine (cpu")
-    assert lines[-2].startswith("| V17 ")
+    assert lines[-3].startswith("| V17 ") and lines[-2].startswith("Estimated: ~")
     (final,) = [ln for ln in lines if ln.startswith("data: final eval: ")]
     assert out.index("Plan: ") < out.index(final) < out.index("Preflight: passed")
     n, t = int(final.split()[3].replace(",", "")), int(final.split()[8].replace(",", ""))

@@ -4,6 +4,8 @@ measured nothing instead of printing CPU numbers for a GPU job."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ablate.compose import build_jobs
@@ -33,7 +35,7 @@ def test_each_distinct_model_is_timed_once_and_every_job_gets_its_estimate(monke
         return real(job, device)
 
     monkeypatch.setattr(timing, "time_model", counted)
-    head, table = timing.timing_lines(jobs, jobs.settings)
+    head, table, total = timing.timing_lines(jobs, jobs.settings)
     assert calls == ["V0_seed1", "V16_seed1"]  # seeds share their model: timed once per model
     assert head.startswith("Timed on this machine (cpu, ") and "this machine only" in head
     rows = [r.split("|")[1:-1] for r in table.splitlines()[2:]]
@@ -46,6 +48,20 @@ def test_each_distinct_model_is_timed_once_and_every_job_gets_its_estimate(monke
         n_evals, each = r[4].split(" x ")
         assert abs(int(n_evals) - iters / 4) <= 1 and float(each) > 0
         assert float(r[5]) > float(each)  # the final eval scores a superset of the windows
+    # four boxes of 30 s, their evals on top: the total says so, in minutes and seconds
+    m = re.fullmatch(
+        r"Estimated: ~(\d+) min (\d+) s of training and evals for 4 job\(s\) .*", total
+    )
+    assert m and 120 <= 60 * int(m[1]) + int(m[2]) <= 200, total
+
+
+def test_a_box_too_short_for_one_eval_is_a_warning_in_the_plan():  # conftest's fixed timing
+    jobs = build_jobs([*TINY, "step=V0", "budget.eval_interval=1000000"], multirun=True)
+    lines = timing.timing_lines(jobs, jobs.settings)
+    assert len(lines) == 4 and lines[3].startswith("warning: V0 would train too few iterations")
+    assert "lower budget.eval_interval" in lines[3]
+    jobs = build_jobs([*TINY, "step=V0"], multirun=True)
+    assert not any(x.startswith("warning") for x in timing.timing_lines(jobs, jobs.settings))
 
 
 def test_the_iteration_estimate_adds_micro_steps_and_one_optimizer_step():

@@ -123,6 +123,8 @@ def timing_lines(
     nodes = job_nodes(settings)
     timed: dict[str, StepTiming] = {}
     rows = []
+    wall = 0.0  # every job's training plus its evals, one after another
+    no_evals: list[str] = []
     for job in jobs:
         cfg = job.cfg
         key = repr((sorted(to_container(cfg.model).items()), cfg.hardware.micro_batch))
@@ -145,6 +147,10 @@ def timing_lines(
         if cfg.budget.max_iters is not None:
             iters = min(iters, cfg.budget.max_iters) if iters is not None else cfg.budget.max_iters
         evals = int(iters // cfg.budget.eval_interval) if iters is not None else None
+        if evals == 0:
+            no_evals.append(job.name)
+        wall += (iters * it_s if iters is not None else box or 0.0) + (evals or 0) * periodic_s
+        wall += final_s
         rows.append(
             [
                 job.name,
@@ -168,4 +174,26 @@ def timing_lines(
         tablefmt="pipe",
         disable_numparse=True,
     )
-    return [head, table]
+    lines = [
+        head,
+        table,
+        f"Estimated: {_duration(wall)} of training and evals for {len(jobs)} job(s) one after "
+        "another (jobs side by side on more devices take less); each job's start-up, causality "
+        "checks and recheck come on top.",
+    ]
+    if no_evals:
+        lines.append(
+            f"warning: {', '.join(no_evals)} would train too few iterations for one periodic eval "
+            "(iters in box < budget.eval_interval): no learning curve and no tokens-to-target; "
+            "lower budget.eval_interval or lengthen budget.box_seconds."
+        )
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"~{s // 3600} h {(s % 3600) // 60:02d} min"
+    if s >= 60:
+        return f"~{s // 60} min {s % 60:02d} s"
+    return f"~{s} s"
