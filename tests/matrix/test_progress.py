@@ -302,6 +302,12 @@ def test_the_eta_counts_evals_and_checks_once_a_job_has_measured_them(tmp_path):
     assert p.eta_seconds == pytest.approx(50.0 + 130.0, abs=2.0)
     head = progress.render(p)[0]
     assert "| ETA ~3m0" in head and "wall (evals, checks: as 1 done job(s) took)" in head
+    # an 80-column terminal: the ETA gets a line of its own, nothing is cut off
+    narrow = progress.render(p, width=79)
+    assert narrow[0] == "[matrix] 1 done, 1 running, 1 queued of 3"
+    assert narrow[1].startswith("[matrix] ETA ~3m0")
+    assert narrow[1].endswith("wall (evals, checks: as 1 done job(s) took)")
+    assert all(len(line) <= 79 for line in narrow)
     # the training-only estimate, before any job measured the rest, says so
     m.update_job("V0", started=None, ended=None)
     assert progress.render(progress.read(m))[0].endswith("ETA ~2m30s of training (+ evals, checks)")

@@ -232,9 +232,12 @@ def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -
         + (f", {c(results.FAILED)} failed" if c(results.FAILED) else "")
         + (f", {c(results.INTERRUPTED)} interrupted" if c(results.INTERRUPTED) else "")
         + (f", {c(results.LEAKED)} leaked" if c(results.LEAKED) else "")
-        + f" of {len(progress.jobs)} | {_eta(progress)}"
+        + f" of {len(progress.jobs)}"
     )
-    lines = [f"[matrix] {head}"]
+    eta = _eta(progress)
+    one = f"[matrix] {head} | {eta}"
+    # A narrow terminal gets the ETA on a line of its own rather than cut off
+    lines = [one] if len(one) <= width else [f"[matrix] {head}", f"[matrix] {eta}"]
     name_w = max([len(j.name) for j in progress.jobs] + [4])
     for j in progress.jobs:
         if not all_jobs and j.status != results.RUNNING:
