@@ -268,3 +268,26 @@ def test_cfg_job_shows_the_identity(tmp_path, capsys, matrix):
         assert f"# identity: {expected[name]['identity']}" in out
     assert "#   model code  models " in out and "models.reciprocal_attention" in out
     assert "#   hardware    " in out and "(time box)" in out
+
+
+def test_the_plan_says_each_reason_a_job_trains_once_whatever_the_number_of_jobs():
+    """gpu1h's plan without prepared data had printed the same 'data not readable' line for
+    each of its 12 jobs; one line per reason names the jobs instead."""
+    from ablate.compose import build_jobs
+    from ablate.matrix.reuse import ReusePlan, plan_lines
+
+    jobs = build_jobs(["experiment=smoke", "step=V0,V16", "seed=1,2"], multirun=True)
+    unreadable = "data not readable (no shards here)"
+    plan = ReusePlan(
+        why_not={
+            "V0_seed1": unreadable,
+            "V0_seed2": unreadable,
+            "V16_seed1": unreadable,
+            "V16_seed2": "runs of its identity are not usable (a corrupt summary)",
+        }
+    )
+    lines = plan_lines(plan, jobs, jobs.settings)
+    assert lines[1:] == [
+        f"  V0_seed1, V0_seed2, V16_seed1 (3 jobs): train ({unreadable})",
+        "  V16_seed2: trains (runs of its identity are not usable (a corrupt summary))",
+    ]

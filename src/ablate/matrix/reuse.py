@@ -293,8 +293,12 @@ def plan_lines(plan: ReusePlan, jobs: list[JobSpec], settings: MatrixSettings) -
     unmatched = {
         j: why for j, why in plan.why_not.items() if why != "no finished run of its identity"
     }
+    by_why: dict[str, list[str]] = {}
     for job, why in unmatched.items():
-        out.append(f"  {job}: trains ({why})")
+        by_why.setdefault(why, []).append(job)
+    for why, names in by_why.items():  # one line per reason, not one per job
+        who = names[0] if len(names) == 1 else f"{', '.join(names)} ({len(names)} jobs)"
+        out.append(f"  {who}: {'trains' if len(names) == 1 else 'train'} ({why})")
     return out
 
 
