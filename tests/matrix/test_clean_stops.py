@@ -95,6 +95,37 @@ def test_torchrun_endings_are_one_line_with_the_rank_code():
     assert _SIGNAL_LINE.search(line).group(1) == "9"
 
 
+def test_torchrun_s_own_records_of_an_ending_are_left_out_and_its_other_warnings_kept():
+    """The records it writes as a job stops or fails ("Received 15 death signal...") repeat our
+    one line; they are filtered by their format strings, which must still be torch's."""
+    import importlib
+    import inspect
+    import logging
+
+    from ablate.launch import torchrun
+
+    torchrun.quiet_endings()
+    for name in torchrun.ENDING_LOGGERS:
+        source = inspect.getsource(importlib.import_module(name))
+        caught: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: caught.append(record.getMessage())  # type: ignore[method-assign]
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        try:
+            for message in torchrun.ENDING_MESSAGES:
+                if message in source:
+                    logger.warning(message + " ...", 15)
+            logger.warning("some other torchrun warning %s", 1)
+        finally:
+            logger.removeHandler(handler)
+        assert caught == ["some other torchrun warning 1"]
+    sources = "".join(
+        inspect.getsource(importlib.import_module(n)) for n in torchrun.ENDING_LOGGERS
+    )
+    assert all(m in sources for m in torchrun.ENDING_MESSAGES)  # torch still writes them
+
+
 # --------------------------------------------------------------------------- the trainer
 
 
@@ -165,6 +196,7 @@ def test_torchrun_stopped_by_a_signal_is_one_line_and_its_ranks_checkpoint(tmp_p
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
     _no_traceback(out)
     assert "torchrun: stopped by SIGTERM" in out
+    assert "death signal" not in out and "closing signal" not in out, out[-3000:]
     s = summary(job)
     assert s["stopped_by"] == "SIGTERM" and s["exit_code"] == 3
 
@@ -199,6 +231,7 @@ def test_a_diverging_job_fails_in_one_line_without_a_traceback(tmp_path):
     assert rc == 1, out[-3000:]
     _no_traceback(out, log)
     assert "torchrun: rank 0 (PID" in log and "exited with code 1" in log
+    assert "failed (exitcode" not in log, log[-3000:]
     ends = [ln for ln in out.splitlines() if ln.startswith("[ablate] end V0:")]
     assert len(ends) == 1 and "failed (non-finite training loss" in ends[0], out[-3000:]
     entry = results.Manifest.load(mdir).job("V0")

@@ -13,18 +13,47 @@ box when a rank exits non-zero), although nothing went wrong in torchrun itself.
 - torchrun stopped by a signal (it passes the signal to its ranks, which checkpoint):
   ``torchrun: stopped by SIGTERM; ...``, exit code 128 + the signal number.
 
+torchrun's own log lines about those endings ("Received 15 death signal, shutting down workers",
+"Sending process P closing signal SIGTERM", "failed (exitcode: 1) local_rank: 0 ...") are left out
+(:func:`quiet_endings`): the one line above says it; its other warnings stay.
+
 Every rank learns torchrun's PID (``ABLATE_TORCHRUN_PID``) to stop itself when torchrun dies
 (``ablate.train.job.stop_with_torchrun``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 
 from ablate.outcome import EXIT_FAILED
 from ablate.train.job import PARENT_PID_ENV
+
+
+ENDING_LOGGERS = (
+    "torch.distributed.elastic.agent.server.api",
+    "torch.distributed.elastic.multiprocessing.api",
+)
+ENDING_MESSAGES = (
+    "Received %s death signal",
+    "Sending process %s closing signal",
+    "failed (exitcode",
+)
+"""The log records torchrun writes as a job ends, by their format strings: our one line says it."""
+
+
+def _not_an_ending(record: logging.LogRecord) -> bool:
+    return not (isinstance(record.msg, str) and record.msg.startswith(ENDING_MESSAGES))
+
+
+def quiet_endings() -> None:
+    """Leave torchrun's records of a stop or a failed rank out of the log (see the module doc)."""
+    for name in ENDING_LOGGERS:
+        logger = logging.getLogger(name)
+        if _not_an_ending not in logger.filters:
+            logger.addFilter(_not_an_ending)
 
 
 def _say(line: str) -> None:
@@ -61,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from torch.distributed.run import parse_args, run
 
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        quiet_endings()
         try:
             run(args)
         except ChildFailedError as e:
