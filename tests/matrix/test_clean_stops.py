@@ -108,8 +108,12 @@ def test_torchrun_s_own_records_of_an_ending_are_left_out_and_its_other_warnings
     for name in torchrun.ENDING_LOGGERS:
         source = inspect.getsource(importlib.import_module(name))
         caught: list[str] = []
-        handler = logging.Handler()
-        handler.emit = lambda record: caught.append(record.getMessage())  # type: ignore[method-assign]
+
+        class Catch(logging.Handler):
+            def emit(self, record: logging.LogRecord, caught: list[str] = caught) -> None:
+                caught.append(record.getMessage())
+
+        handler = Catch()
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         try:

@@ -31,7 +31,6 @@ import sys
 from ablate.outcome import EXIT_FAILED
 from ablate.train.job import PARENT_PID_ENV
 
-
 ENDING_LOGGERS = (
     "torch.distributed.elastic.agent.server.api",
     "torch.distributed.elastic.multiprocessing.api",

@@ -131,6 +131,7 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
             causality = R.LEAKED
         else:
             causality = next((x for x in used_states or states if x != R.CHECKED), R.CHECKED)
+        units = _one_unit_per_seed(used)
         out[step] = StepStats(
             step=step,
             architecture=" / ".join(archs) if archs else None,
@@ -144,13 +145,28 @@ def step_stats(jobs: pd.DataFrame, order: list[str]) -> dict[str, StepStats]:
             rmlp_w_rec=_nanmean(list(rm_src["rmlp_w_rec_mean"])),
             rmlp_layers=_mean_lists([r for r in rm_src["rmlp_w_rec"] if r]),
             ra_layers=ra_layers,
-            **_one_unit_per_seed(used),
+            values=units.values,
+            seeds=units.seeds,
+            evals=units.evals,
+            val_se=units.val_se,
+            best_periodic=units.best_periodic,
             causality=causality,
         )
     return out
 
 
-def _one_unit_per_seed(used: pd.DataFrame) -> dict[str, list[Any]]:
+@dataclass
+class _Units:
+    """StepStats' per-value lists, one value per seed."""
+
+    values: list[float] = field(default_factory=list)
+    seeds: list[Any] = field(default_factory=list)
+    evals: list[R.FinalEval | None] = field(default_factory=list)
+    val_se: list[float] = field(default_factory=list)
+    best_periodic: list[float] = field(default_factory=list)
+
+
+def _one_unit_per_seed(used: pd.DataFrame) -> _Units:
     """The used runs as StepStats' per-value lists, one value per seed: runs that repeat a seed
     (two matrices over the same runs, a re-run) are averaged into that seed's one value, window by
     window where their final evals scored the same windows. A repeat is not a second seed: the
@@ -161,37 +177,36 @@ def _one_unit_per_seed(used: pd.DataFrame) -> dict[str, list[Any]]:
     for i, seed in enumerate(used["seed"]):
         groups.setdefault(("seed", seed) if seed is not None else ("run", i), []).append(i)
     rows = list(used.itertuples(index=False))
-    out: dict[str, list[Any]] = {
-        "values": [],
-        "seeds": [],
-        "evals": [],
-        "val_se": [],
-        "best_periodic": [],
-    }
+    out = _Units()
     for idx in groups.values():
         runs = [rows[i] for i in idx]
-        out["values"].append(sum(float(r.val_loss) for r in runs) / len(runs))
-        out["seeds"].append(runs[0].seed)
-        out["evals"].append(_mean_eval([r.final_eval for r in runs]))
-        out["val_se"].append(sum(float(r.val_se) for r in runs) / len(runs))
-        out["best_periodic"].append(sum(float(r.best_val_loss) for r in runs) / len(runs))
+        out.values.append(sum(float(r.val_loss) for r in runs) / len(runs))
+        out.seeds.append(runs[0].seed)
+        out.evals.append(
+            _mean_eval(
+                [r.final_eval if isinstance(r.final_eval, R.FinalEval) else None for r in runs]
+            )
+        )
+        out.val_se.append(sum(float(r.val_se) for r in runs) / len(runs))
+        out.best_periodic.append(sum(float(r.best_val_loss) for r in runs) / len(runs))
     return out
 
 
-def _mean_eval(evals: list[Any]) -> R.FinalEval | None:
+def _mean_eval(evals: list[R.FinalEval | None]) -> R.FinalEval | None:
     """The window-by-window mean of one seed's final evals: None unless every run has one and all
     scored the same windows (a repeat that cannot be paired leaves the seed without windows)."""
-    if not all(isinstance(e, R.FinalEval) for e in evals):
+    have = [e for e in evals if e is not None]
+    if len(have) < len(evals) or not have:
         return None
-    first = evals[0]
-    if len(evals) == 1:
+    first = have[0]
+    if len(have) == 1:
         return first
-    if any(pairable(first, e) is not None for e in evals[1:]):
+    if any(pairable(first, e) is not None for e in have[1:]):
         return None
-    windows = np.mean([np.asarray(e.window_losses, dtype=np.float64) for e in evals], axis=0)
+    windows = np.mean([np.asarray(e.window_losses, dtype=np.float64) for e in have], axis=0)
     windows.setflags(write=False)
     return dataclasses.replace(
-        first, loss=sum(e.loss for e in evals) / len(evals), window_losses=windows
+        first, loss=sum(e.loss for e in have) / len(have), window_losses=windows
     )
 
 
