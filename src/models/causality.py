@@ -303,6 +303,7 @@ def check_causal(
     forward: Callable | None = None,
     data: torch.Tensor | None = None,
     every_cut: bool | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> CausalityReport:
     """Run the probes (see the module docstring) on ``model`` in the job's own conditions.
 
@@ -328,6 +329,8 @@ def check_causal(
         cut 0..block_size-2, spread over the rows of several batches. None (default): when
         affordable on the model's device (``every_cut_affordable``), else the priority cuts, and
         the message says so.
+    progress: told "k of n probe passes done, s s" at most every ``PROGRESS_EVERY_S`` seconds
+        (a model's probes can take minutes on a CPU).
     stop_early: stop at the first failing probe.
     The model's weights, train/eval flags and requires_grad flags are left as they were.
     """
@@ -388,7 +391,7 @@ def check_causal(
         else []
     )
     with torch.random.fork_rng(devices=cuda):
-        _run(steps, ctx, stop_early, results)
+        _run(steps, ctx, stop_early, results, progress)
     report = _summarize(results, len(steps), time.perf_counter() - t_start)
     if skipped_cuts and report.ok:
         report.message += (
@@ -417,9 +420,20 @@ class _Context:
     block: int
 
 
-def _run(steps: list[_Step], c: _Context, stop_early: bool, results: list) -> None:
+PROGRESS_EVERY_S = 10.0
+"""check_causal's ``progress``: the least seconds between two of its lines."""
+
+
+def _run(
+    steps: list[_Step],
+    c: _Context,
+    stop_early: bool,
+    results: list,
+    progress: Callable[[str], None] | None = None,
+) -> None:
     random_model: nn.Module | None = None
     pool = c.data.reshape(-1) if c.data is not None else None
+    started = said = time.monotonic()
     try:
         for i, step in enumerate(steps):
             if step.weights == "random" and random_model is None:
@@ -463,6 +477,10 @@ def _run(steps: list[_Step], c: _Context, stop_early: bool, results: list) -> No
             results.append(res)
             if stop_early and not res.ok:
                 break
+            now = time.monotonic()
+            if progress is not None and now - said >= PROGRESS_EVERY_S and i + 1 < len(steps):
+                said = now
+                progress(f"{i + 1} of {len(steps)} probe passes done, {now - started:.0f} s")
     finally:
         del random_model
 

@@ -217,3 +217,21 @@ def test_each_causality_check_says_which_of_how_many_distinct_models_it_is(tmp_p
     checks = [ln for ln in lines if ln.startswith("causality check of ")]
     assert len(probed) == 2 and len(checks) == 2, lines
     assert "(distinct model 1 of 2;" in checks[0] and "(distinct model 2 of 2;" in checks[1]
+
+
+def test_a_long_causality_check_says_how_far_it_is(tmp_path, probed, monkeypatch):
+    """A model's probes can take minutes on a CPU: the preflight passes on their progress, at
+    most one line per PROGRESS_EVERY_S (0 here: one per pass), never one after the last pass."""
+    from models import causality
+
+    monkeypatch.setattr(causality, "PROGRESS_EVERY_S", 0.0)
+    lines: list[str] = []
+    _preflight(_matrix(tmp_path, []), plan=True, lines=lines)
+    steps = [ln for ln in lines if ln.startswith("causality V0: ") and "probe passes done" in ln]
+    counts = [tuple(map(int, ln.split(": ")[1].split(" probe")[0].split(" of "))) for ln in steps]
+    assert len(counts) >= 3, lines
+    n = counts[0][1]
+    assert [k for k, _ in counts] == list(range(1, n)) and all(m == n for _, m in counts)
+    done = next(ln for ln in lines if ln.startswith("causality V0: causal,"))
+    assert lines.index(steps[-1]) < lines.index(done)
+    assert f"{n} probe(s)" in done  # the passes counted are the passes run

@@ -70,19 +70,20 @@ def check_model(
     micro_batch: int = 3,
     data: torch.Tensor | None = None,
     probe: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[list[str], dict | None]:
     """Build the step's model at the job's own shapes and prove it causal (the probes of
     models/causality.py, at the job's micro-batch, called as the trainer calls it, on the job's
     data windows when given). ``probe``: the check_causal arguments (``probe_arguments``;
     default: those of ``seed`` and ``micro_batch``, fp32 and bf16). Returns (problems, causality
-    record or None when not checked)."""
+    record or None when not checked). ``progress``: the probes' progress lines (check_causal)."""
     probe = probe if probe is not None else probe_arguments(seed, micro_batch)
     try:
         torch.manual_seed(probe["seed"])
         model = models.build_model(dict(model_cfg))  # full size: what the job will train
         if not causality:
             return [], None
-        report = models.check_causal(model, data=data, **probe)
+        report = models.check_causal(model, data=data, progress=progress, **probe)
     except models.ModelConfigError as e:
         return [str(e)], None
     except (MemoryError, RuntimeError) as e:

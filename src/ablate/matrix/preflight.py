@@ -282,7 +282,13 @@ def preflight(
                         "CPU, and its verdict is cached)"
                     )
                 model_cache[key] = check_model(
-                    model_cfg, causality=causality, data=data, probe=probe
+                    model_cfg,
+                    causality=causality,
+                    data=data,
+                    probe=probe,
+                    progress=(lambda m, n=job.name: progress(f"causality {n}: {m}"))
+                    if progress
+                    else None,
                 )
                 rec = model_cache[key][1]
                 if cache is not None and inputs is not None and rec is not None:
