@@ -67,8 +67,9 @@ def run_resume(path: str) -> int:
             return _already_finished(manifest, settings, stale=changed)
         for name in cfgs:
             # Queued again: status= and the live view count it among the jobs left (its ETA too)
-            # from now, not only once it starts. Its last error stays until it starts.
-            if manifest.job(name)["status"] != results.PENDING:
+            # from now, not only once it starts. Its last error stays until it starts. A job
+            # recorded running keeps its record (a Slurm job still active is attached, not resubmitted).
+            if manifest.job(name)["status"] not in (results.PENDING, results.RUNNING):
                 manifest.update_job(name, status=results.PENDING)
         return runner._launch_and_report(manifest, cfgs, settings)
 

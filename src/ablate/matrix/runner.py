@@ -48,8 +48,8 @@ from ablate.report import terminal_summary, write_report
 from ablate.train.tracker_checks import check_trackers
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-SIGNAL_CAUSES = {signal.SIGINT: " (Ctrl-C)", signal.SIGHUP: " (the terminal closed)"}
 """What stops a running matrix cleanly: its jobs checkpoint, matrix.json says interrupted."""
+SIGNAL_CAUSES = {signal.SIGINT: " (Ctrl-C)", signal.SIGHUP: " (the terminal closed)"}
 
 
 def say(message: str) -> None:
