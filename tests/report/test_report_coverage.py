@@ -121,3 +121,48 @@ def test_the_uncalibrated_pivot_over_covers_with_2_and_3_seeds(K):
     sc = Scenario(K, 2048, 0.28, 0.1, 1.0, 0.1, "window interaction dominates")
     rng = np.random.default_rng([2025, K])
     assert coverage(sc, R, rng, half=pivot_alone_half_width)["coverage"] > bounds(sc)[1]
+
+
+@pytest.mark.slow  # 1,000 matrices through the report's stats: ~10-20 s
+def test_repeated_seeds_averaged_into_one_unit_keep_the_coverage_and_one_estimate():
+    """Each seed run twice (a re-run, or two matrices reported together): the report averages a
+    seed's runs window by window (stats.step_stats). Its interval then covers Δ (0 here) as the
+    grid's do, and its estimate is the table's difference of step means, exactly."""
+    import math
+
+    import pandas as pd
+    from coverage_sim import ar1
+
+    from ablate import results as R_
+    from ablate.report import noise as N
+    from ablate.report.stats import compare, step_stats
+
+    rng = np.random.default_rng(2026)
+    n, K, reps, matrices = 256, 3, 2, 1000
+
+    def row(step, seed, w):
+        w.setflags(write=False)
+        fe = R_.FinalEval(float(w.mean()), w, 64, "f", 1, 1, None)
+        return dict(
+            step=step, seed=seed, val_loss=float(w.mean()), status=R_.COMPLETED,
+            architecture="a", resumed=0, ra_w_rec=None, rmlp_w_rec=None,
+            rmlp_w_rec_mean=math.nan, has_rmlp=False, nan=False, causality_state=R_.CHECKED,
+            final_eval=fe, val_se=0.0, best_val_loss=float(w.mean()),
+        )  # fmt: skip
+
+    hits = 0
+    for _ in range(matrices):
+        hard = ar1(rng, (), n, 0.3, 0.4)  # the windows' difficulty, common to every run
+        rows = []
+        for step in ("V0", "V16"):
+            a = rng.normal(0, 0.004, K)  # seed effects, shared by a seed's repeats
+            for k in range(K):
+                for _ in range(reps):
+                    rows.append(row(step, k + 1, 3.7 + hard + a[k] + ar1(rng, (), n, 0.3, 0.05)))
+        st = step_stats(pd.DataFrame(rows), ["V0", "V16"])
+        assert st["V0"].n == K and st["V16"].seeds == [1, 2, 3]
+        c = compare(st["V16"], st["V0"])
+        est = float(c.effect.parts.est)
+        assert est == pytest.approx(c.diff, abs=1e-12)  # the table's number is the estimate
+        hits += abs(est) <= float(c.effect.parts.half_width(N.CONFIDENCE))
+    assert 0.93 <= hits / matrices <= 0.97, hits / matrices
