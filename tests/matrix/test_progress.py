@@ -349,3 +349,17 @@ def test_a_stage_left_by_an_earlier_attempt_is_cleared_before_the_job_runs_again
     assert seen == {"stage": None}
     line = progress.render(progress.read(m))[1]
     assert "final eval" not in line
+
+
+def test_status_says_why_a_job_did_not_complete(tmp_path):
+    """A job the stopped matrix never started reads "interrupted (not started: ...)", a failed
+    one its error: what the terminal's end line said; the live view keeps its one line per job."""
+    m = _matrix(tmp_path)
+    m.update_job("V17", status="interrupted", error="not started: the matrix was stopped")
+    m.update_job("V16", status="failed", error="non-finite training loss at iteration 41")
+    lines = progress.render(progress.read(m), width=400, all_jobs=True)
+    (v17,) = [ln for ln in lines if ln.strip().startswith("V17 ")]
+    (v16,) = [ln for ln in lines if ln.strip().startswith("V16 ")]
+    assert v17.endswith("interrupted (not started: the matrix was stopped)"), v17
+    assert "failed" in v16 and v16.endswith("(non-finite training loss at iteration 41)"), v16
+    assert not any("not started" in ln for ln in progress.render(progress.read(m)))

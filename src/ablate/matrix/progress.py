@@ -186,6 +186,12 @@ def read(manifest: results.Manifest, cache: dict[str, Any] | None = None) -> Mat
             job.train_seconds = _float(last.get("train_seconds"))
             job.loss = _float(last.get("loss/train"))
             job.tokens_per_s = _float(last.get("throughput/tokens_per_s")) or job.tokens_per_s
+        if job.status in (results.FAILED, results.INTERRUPTED, results.LEAKED) and entry.get(
+            "error"
+        ):
+            job.note = str(
+                entry["error"]
+            )  # status= says why ("not started: the matrix was stopped")
         if job.status == results.RUNNING:
             stage = results.read_stage(jd)
             if stage is not None:
