@@ -591,3 +591,18 @@ def test_the_default_target_is_the_highest_lowest_loss_of_the_compared_runs():
     assert all(r.hit == r.runs == 2 and not r.why_not for r in m.reach.values())
     none = _grid({"x": ("V17", 1, [100, 400], [4.5, 3.9])})  # no compared step has a curve
     assert none.target is None and none.reach == {} and none.multiplier == {}
+
+
+def test_tokens_and_seconds_to_target_never_read_below_zero():
+    """Two seeds that reached the target at 1.1M and 4.3M tokens: t with 1 df gives a half-width
+    of 20.3M around 2.7M. Nothing reaches a target in negative tokens or seconds: the interval is
+    cut at 0 (every possible truth it covered, it still covers); the upper bound is unchanged."""
+    from ablate.report.curves import over_seeds
+    from ablate.report.matched import _reach_estimate
+
+    plain = over_seeds([1.1e6, 4.3e6])
+    assert plain.low == pytest.approx(-17.63e6, rel=1e-3)  # what the table had printed
+    cut = _reach_estimate([1.1e6, 4.3e6], [], 3.0, None, "V16")
+    assert (cut.value, cut.low, cut.high) == (plain.value, 0.0, plain.high)
+    narrow = _reach_estimate([4.0e6, 4.1e6, 4.2e6], [], 3.0, None, "V16")
+    assert narrow.low == pytest.approx(over_seeds([4.0e6, 4.1e6, 4.2e6]).low) and narrow.low > 0

@@ -165,7 +165,7 @@ def matched_work(
                 len(by_step[s]),
                 len(hit),
                 _reach_estimate([t for _, t in hit], [c for c, _ in hit], target, stats, s),
-                over_seeds([c.at_tokens(c.seconds, t) for c, t in hit]),
+                over_seeds([c.at_tokens(c.seconds, t) for c, t in hit], floor=0.0),
                 float(np.mean([c.at_tokens(c.flops, t) for c, t in hit])) if hit else math.nan,
                 why_not,
             )
@@ -213,7 +213,7 @@ def _reach_estimate(
     """Tokens to the target over the runs that reached it; one run: the crossings of
     target -+ the half-width of its subset's sampling error (from its own final eval)."""
     if len(tokens) != 1:
-        return over_seeds(tokens)
+        return over_seeds(tokens, floor=0.0)
     c = runs[0]
     st = stats.get(step) if stats else None
     fe = None
