@@ -48,11 +48,15 @@ def test_each_distinct_model_is_timed_once_and_every_job_gets_its_estimate(monke
         n_evals, each = r[4].split(" x ")
         assert abs(int(n_evals) - iters / 4) <= 1 and float(each) > 0
         assert float(r[5]) > float(each)  # the final eval scores a superset of the windows
-    # four boxes of 30 s, their evals on top: the total says so, in minutes and seconds
+    # the total is the table's sum: four boxes of 30 s, each job's evals on top (3 significant
+    # digits per cell, so within a few percent), in minutes and seconds
+    expected = sum(
+        30 + int(r[4].split(" x ")[0]) * float(r[4].split(" x ")[1]) + float(r[5]) for r in rows
+    )
     m = re.fullmatch(
         r"Estimated: ~(\d+) min (\d+) s of training and evals for 4 job\(s\) .*", total
     )
-    assert m and 120 <= 60 * int(m[1]) + int(m[2]) <= 200, total
+    assert m and 60 * int(m[1]) + int(m[2]) == pytest.approx(expected, rel=0.03, abs=2), total
 
 
 def test_a_box_too_short_for_one_eval_is_a_warning_in_the_plan():  # conftest's fixed timing

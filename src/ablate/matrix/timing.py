@@ -19,7 +19,7 @@ from tabulate import tabulate
 import models
 from ablate.compose import JobSpec
 from ablate.config import MatrixSettings, job_nodes, to_container
-from ablate.data import final_val_windows, resolve_dataset
+from ablate.matrix.plan import final_windows
 from ablate.matrix.preflight import world_size
 from ablate.train.optim import build_optimizer, grad_accum_for
 
@@ -137,11 +137,10 @@ def timing_lines(
         ws = world_size(cfg, nodes)
         micro = grad_accum_for(cfg.optim.tokens_per_iter, T, cfg.hardware.micro_batch, ws)
         it_s = t.iteration_s(micro)
-        ds = resolve_dataset(cfg.data, cfg.model.vocab_size, T)
-        n_final, _ = final_val_windows(ds.val_path, T, cfg.data.val_tokens, cfg.data.val_windows)
+        n_final = final_windows(cfg)  # what --plan's table shows; None: the data is not here
         # each rank scores its share of the windows
         periodic_s = cfg.data.val_windows * T / ws / t.eval_tokens_per_s
-        final_s = n_final * T / ws / t.eval_tokens_per_s
+        final_s = n_final * T / ws / t.eval_tokens_per_s if n_final is not None else 0.0
         box = cfg.budget.box_seconds
         iters = box / it_s if box else None
         if cfg.budget.max_iters is not None:
@@ -158,7 +157,7 @@ def timing_lines(
                 f"{cfg.optim.tokens_per_iter / it_s:,.0f}",
                 "-" if iters is None else f"~{iters:,.0f}",
                 ("?" if evals is None else f"{evals}") + f" x {periodic_s:.3g}",
-                f"{final_s:.3g}",
+                f"{final_s:.3g}" if n_final is not None else "?",
             ]
         )
     t0 = next(iter(timed.values()))
