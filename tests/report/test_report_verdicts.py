@@ -512,4 +512,4 @@ def test_a_repeated_seed_is_one_unit_so_the_estimate_lies_in_its_interval(tmp_pa
     assert rec["ci_low_pct"] <= rec["estimate_pct"] <= rec["ci_high_pct"], rec
     base = np.mean([np.mean((losses1[("V0", s)] + losses2[("V0", s)]) / 2) for s in (1, 2)])
     assert stats["V0"].mean == pytest.approx(base, abs=1e-9) and stats["V0"].n == 2
-    assert "the report takes their mean as the seed's one result" in md
+    assert "the report takes their mean as that seed's one result" in md

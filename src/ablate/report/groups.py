@@ -254,7 +254,7 @@ def _duplicate_seed_notes(g: Group) -> list[str]:
         if (step, seed) in seen:
             out.append(
                 f"{key}: step {step} seed {seed} also ran as {seen[(step, seed)]} at "
-                f"{label(g.values)}; the report takes their mean as the seed's one result"
+                f"{label(g.values)}; the report takes their mean as that seed's one result"
             )
         seen.setdefault((step, seed), key)
     return out

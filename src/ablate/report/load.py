@@ -641,7 +641,7 @@ def collect(matrix_dirs: list[Path], baseline: str | None = None) -> Collection:
             if dup in seen_keys and row["seed"] is not None:
                 notes.append(
                     f"{key}: step {row['step']} seed {row['seed']} also ran as {seen_keys[dup]}; "
-                    f"the report takes their mean as the seed's one result (a repeated seed "
+                    f"the report takes their mean as that seed's one result (a repeated seed "
                     f"is not a second seed)"
                 )
             seen_keys.setdefault(dup, key)
