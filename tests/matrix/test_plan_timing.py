@@ -53,9 +53,7 @@ def test_each_distinct_model_is_timed_once_and_every_job_gets_its_estimate(monke
     expected = sum(
         30 + int(r[4].split(" x ")[0]) * float(r[4].split(" x ")[1]) + float(r[5]) for r in rows
     )
-    m = re.fullmatch(
-        r"Estimated: ~(\d+) min (\d+) s of training and evals for 4 job\(s\) .*", total
-    )
+    m = re.fullmatch(r"Estimated: ~(\d+)m(\d+)s of training and evals for 4 job\(s\) .*", total)
     assert m and 60 * int(m[1]) + int(m[2]) == pytest.approx(expected, rel=0.03, abs=2), total
 
 

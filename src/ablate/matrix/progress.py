@@ -212,7 +212,8 @@ def _epoch(iso: Any) -> float | None:
         return None
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
+    """Seconds as the CLI writes durations: 45s, 3m20s, 1h05m (? when unknown)."""
     if seconds is None:
         return "?"
     s = int(round(seconds))
@@ -255,7 +256,7 @@ def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -
             parts.append(j.status)
         if j.status == results.RUNNING and j.stage not in (None, TRAINING):
             # past the box (or before it) the bar stands still: say what the job is doing
-            took = f" {_duration(j.stage_seconds)}" if j.stage_seconds is not None else ""
+            took = f" {duration(j.stage_seconds)}" if j.stage_seconds is not None else ""
             parts.append(f"{j.stage}{took}")
         if j.status == results.COMPLETED and j.final_loss is not None:
             parts.append(f"final val loss {j.final_loss:.4f}")
@@ -276,7 +277,7 @@ def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -
 def _eta(progress: MatrixProgress) -> str:
     """The ETA and what it counts: wall time once a job has measured the overhead, else
     training time with the rest said to be unmeasured."""
-    eta = _duration(progress.eta_seconds)
+    eta = duration(progress.eta_seconds)
     n = progress.measured_jobs
     if n:
         return f"ETA ~{eta} wall (evals, checks: as {n} done job(s) took)"

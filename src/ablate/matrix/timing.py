@@ -21,6 +21,7 @@ from ablate.compose import JobSpec
 from ablate.config import MatrixSettings, job_nodes, to_container
 from ablate.matrix.plan import final_windows
 from ablate.matrix.preflight import world_size
+from ablate.matrix.progress import duration
 from ablate.train.optim import build_optimizer, grad_accum_for
 
 WARMUP_STEPS = 1  # the first step pays for allocation and kernel selection
@@ -176,7 +177,7 @@ def timing_lines(
     lines = [
         head,
         table,
-        f"Estimated: {_duration(wall)} of training and evals for {len(jobs)} job(s) one after "
+        f"Estimated: ~{duration(wall)} of training and evals for {len(jobs)} job(s) one after "
         "another (jobs side by side on more devices take less); each job's start-up, causality "
         "checks and recheck come on top.",
     ]
@@ -187,12 +188,3 @@ def timing_lines(
             "lower budget.eval_interval or lengthen budget.box_seconds."
         )
     return lines
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"~{s // 3600} h {(s % 3600) // 60:02d} min"
-    if s >= 60:
-        return f"~{s // 60} min {s % 60:02d} s"
-    return f"~{s} s"
