@@ -67,7 +67,7 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
         # again on the trained weights
         c = s["causality"]
         assert c["checked"] is True and c["init"]["ok"] is True and c["trained"]["ok"] is True
-        assert c["init"]["shapes"] == [[4, 63], [4, 64]] and c["trained"]["weights"] == "trained"
+        assert c["init"]["shapes"] == [[4, 31], [4, 32]] and c["trained"]["weights"] == "trained"
     assert "RA + R-MLP" in (mdir / "V18" / "config.yaml").read_text()
     report = (mdir / results.REPORT).read_text()
     for row in ("| V0", "| V16", "| V17", "| V18"):
