@@ -29,7 +29,7 @@ TINY_D = {
     "model.n_embd": "64",
     "model.block_size": "32",
     "hardware.micro_batch": "4",
-    "optim.tokens_per_iter": "128",
+    "optim.tokens_per_iter": "256",  # one micro-batch per rank at 2 ranks, two at 1
     "data.val_windows": "4",
     "budget.eval_interval": "5",
     "budget.log_interval": "5",
