@@ -17,6 +17,7 @@ TINY = [
     *TINY_MODEL,
     *TINY_BATCH,
     "data.val_windows=4",
+    "data.val_tokens=1024",  # a small validation split: the final eval reads all of it
     "budget.eval_interval=3",
     "budget.log_interval=3",
     "hardware.threads=1",
