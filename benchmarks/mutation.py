@@ -851,13 +851,14 @@ def score(mod: Module, work: Path, globs: tuple[str, ...], seconds: float) -> di
     checked = len(killed) + len(survived)
     share = 100.0 * len(survived) / checked if checked else 0.0
     changed = diffs(work, survived)
-    why, unused = explain(survived, changed)
+    why, unused = explain(survived, changed, EQUIVALENT)
     unexplained = [n for n in survived if not why[n]]
     # stale: an entry for a function whose every mutant ran here, matched by no survivor: that
     # mutant is killed now, or its line changed
     done = KILLED | SURVIVED
-    # a sample runs a few of a function's mutants: an entry is stale only once all of them ran
-    every = statuses(work, ()) if (work / "sample.json").is_file() else st
+    # a sample or --only runs a few of a function's mutants: an entry is stale only once all of
+    # them ran (the others are listed "not checked"), not when the few named ones did
+    every = statuses(work, ()) if globs else st
     stale = [
         e
         for e in unused
