@@ -21,8 +21,10 @@ from ablate.report.verdict import (
     NONE,
     WITHIN,
     WORSE,
+    Verdict,
     decide,
     report_candidates,
+    report_verdicts,
     verdicts,
 )
 
@@ -315,6 +317,12 @@ def test_a_part_of_the_family_is_adjusted_over_the_whole_family(tmp_path):
     for key, v in verdicts(cands, family_size=50).items():
         assert v.family_size == 50 and v.adjusted_confidence == pytest.approx(0.999)
         assert v.low_adj < whole[key].low_adj and v.high_adj > whole[key].high_adj
+    # the report's own path: a collection that is a part carries the whole family's size
+    assert report_verdicts(coll, stats) == whole
+    coll.family_size = 50
+    assert report_verdicts(coll, stats) == verdicts(cands, family_size=50)
+    coll.family_size = None  # computed again, not the answer cached for another family
+    assert report_verdicts(coll, stats) == whole
 
 
 def test_csv_carries_the_same_verdicts(tmp_path):
@@ -451,7 +459,6 @@ def test_a_completed_run_whose_trained_weights_leaked_makes_its_step_leaked(tmp_
 def test_a_verdict_read_the_other_way_round(word, other):
     """V16 against V0 read as V0 against V16 (the verdict text where the reference is the later
     step): sides swapped, the estimate and both intervals mirrored, the word turned."""
-    from ablate.report.verdict import Verdict
 
     v = Verdict(
         step="V16",
@@ -479,6 +486,33 @@ def test_a_verdict_read_the_other_way_round(word, other):
     back = f.flipped()
     assert (back.step, back.ref, back.verdict, back.estimate) == ("V16", "V0", word, 0.05)
     assert back.ref_mean == pytest.approx(3.75) and back.low_adj == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("ref_mean", [0.0, 0, np.float64(0.0), math.nan])
+def test_without_a_reference_mean_there_is_no_percentage(ref_mean):
+    """A reference mean of 0 (or none) gives no percentage: NaN in every percent field, never a
+    division error or an infinity."""
+    v = Verdict(
+        step="V16",
+        ref="V0",
+        verdict=WITHIN,
+        estimate=0.05,
+        ref_mean=ref_mean,
+        low=-0.02,
+        high=0.08,
+        low_adj=-0.03,
+        high_adj=0.09,
+        confidence=0.95,
+        adjusted_confidence=0.99,
+        family_size=5,
+        interval="seeds and windows",
+        seeds=(1, 2),
+        reason=None,
+    )
+    rec = v.record()
+    pct = [k for k in rec if k.endswith("_pct")]
+    assert len(pct) == 5 and all(math.isnan(rec[k]) for k in pct), rec
+    assert math.isnan(v.estimate_pct)
 
 
 # --------------------------------------------------------------------------- repeated seeds
