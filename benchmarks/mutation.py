@@ -392,6 +392,30 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "lrv[sel] = int(length) * means.var(axis=+1, ddof=1)",
         "means is always 2-D here (x[sel] flattens the leading axes): axis 1 is axis -1",
     ),
+    Equivalent(
+        "ablate.report.noise.x_block_length__mutmut_*",
+        "max(2, n // MIN_BLOCKS)",
+        "return np.clip(need, 2, max(2, n / MIN_BLOCKS)).astype(np.int64)",
+        "need is a whole number (np.ceil), so clipping it at n / MIN_BLOCKS and truncating to "
+        "an int gives min(need, n // MIN_BLOCKS), the same",
+    ),
+    *(
+        Equivalent(
+            "ablate.report.noise.x_choose_block_length__mutmut_*",
+            "np.zeros(L.shape, dtype=bool)",
+            f"grow = np.zeros(L.shape, {arg})",
+            "grow is only read as a truth value (grow.any(), np.where), and float zeros with the "
+            "1.0 and 0.0 the comparisons store there read the same",
+        )
+        for arg in ("dtype=None", "")
+    ),
+    Equivalent(
+        "ablate.report.noise.x_lag1__mutmut_*",
+        'np.errstate(invalid="ignore", divide="ignore")',
+        'with np.errstate(invalid="ignore", ):',
+        "nothing divides by zero there (the divisor is den where den > 0, else 1.0); the state "
+        "only silences warnings",
+    ),
     # verdict
     Equivalent(
         "ablate.report.verdict.x_decide__mutmut_*",
