@@ -597,6 +597,12 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "from y at every position whatever the draw",
     ),
     Equivalent(
+        "models.causality_probes.x__plain_float__mutmut_*",
+        'float("inf")',
+        'return float(x) if math.isfinite(x) else float("INF")',
+        "float() reads inf in any letter case: the same infinity",
+    ),
+    Equivalent(
         "models.causality.x__run__mutmut_*",
         "embedding=_embedding_in(target, c.model, c.embedding), seed=c.seed + i,",
         "embedding=_embedding_in(target, c.model, c.embedding), targets=c.targets,",
