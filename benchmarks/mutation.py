@@ -392,6 +392,30 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "lrv[sel] = int(length) * means.var(axis=+1, ddof=1)",
         "means is always 2-D here (x[sel] flattens the leading axes): axis 1 is axis -1",
     ),
+    Equivalent(
+        "ablate.report.noise.x_block_length__mutmut_*",
+        "max(2, n // MIN_BLOCKS)",
+        "return np.clip(need, 2, max(2, n / MIN_BLOCKS)).astype(np.int64)",
+        "need is a whole number (np.ceil), so clipping it at n / MIN_BLOCKS and truncating to "
+        "an int gives min(need, n // MIN_BLOCKS), the same",
+    ),
+    *(
+        Equivalent(
+            "ablate.report.noise.x_choose_block_length__mutmut_*",
+            "np.zeros(L.shape, dtype=bool)",
+            f"grow = np.zeros(L.shape, {arg})",
+            "grow is only read as a truth value (grow.any(), np.where), and float zeros with the "
+            "1.0 and 0.0 the comparisons store there read the same",
+        )
+        for arg in ("dtype=None", "")
+    ),
+    Equivalent(
+        "ablate.report.noise.x_lag1__mutmut_*",
+        'np.errstate(invalid="ignore", divide="ignore")',
+        'with np.errstate(invalid="ignore", ):',
+        "nothing divides by zero there (the divisor is den where den > 0, else 1.0); the state "
+        "only silences warnings",
+    ),
     # verdict
     Equivalent(
         "ablate.report.verdict.x_decide__mutmut_*",
@@ -571,6 +595,12 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "gen = torch.Generator().manual_seed(seed + 4)",
         "another seeded draw of the replaced targets; y + randint(1, vocab) mod vocab differs "
         "from y at every position whatever the draw",
+    ),
+    Equivalent(
+        "models.causality_probes.x__plain_float__mutmut_*",
+        'float("inf")',
+        'return float(x) if math.isfinite(x) else float("INF")',
+        "float() reads inf in any letter case: the same infinity",
     ),
     Equivalent(
         "models.causality.x__run__mutmut_*",
@@ -851,13 +881,14 @@ def score(mod: Module, work: Path, globs: tuple[str, ...], seconds: float) -> di
     checked = len(killed) + len(survived)
     share = 100.0 * len(survived) / checked if checked else 0.0
     changed = diffs(work, survived)
-    why, unused = explain(survived, changed)
+    why, unused = explain(survived, changed, EQUIVALENT)
     unexplained = [n for n in survived if not why[n]]
     # stale: an entry for a function whose every mutant ran here, matched by no survivor: that
     # mutant is killed now, or its line changed
     done = KILLED | SURVIVED
-    # a sample runs a few of a function's mutants: an entry is stale only once all of them ran
-    every = statuses(work, ()) if (work / "sample.json").is_file() else st
+    # a sample or --only runs a few of a function's mutants: an entry is stale only once all of
+    # them ran (the others are listed "not checked"), not when the few named ones did
+    every = statuses(work, ()) if globs else st
     stale = [
         e
         for e in unused

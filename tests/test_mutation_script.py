@@ -4,6 +4,7 @@ mutants of a small part of a module."""
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import json
 import shutil
@@ -181,6 +182,41 @@ def test_a_sample_is_scored_over_the_drawn_mutants_only(tmp_path, monkeypatch):
     assert (lo, hi) == pytest.approx(tuple(100 * x for x in m.wilson(1, 3)))
     head = (work / "survivors.md").read_text().splitlines()[0]
     assert "sampled 4 of 240" in head and "95% interval" in head
+
+
+def test_a_run_of_named_mutants_calls_an_entry_stale_only_once_its_function_ran_whole(
+    tmp_path, monkeypatch
+):
+    m = _script()
+    work = tmp_path / "lock"
+    work.mkdir()
+    results = {  # mutmut's list after `--only` the first two: the others "not checked"
+        "ablate.lock.x_f__mutmut_1": "killed",
+        "ablate.lock.x_g__mutmut_1": "killed",
+        "ablate.lock.x_f__mutmut_2": "not checked",
+    }
+
+    def statuses(w, globs):
+        return {
+            n: s
+            for n, s in results.items()
+            if not globs or any(fnmatch.fnmatch(n, g) for g in globs)
+        }
+
+    monkeypatch.setattr(m, "statuses", statuses)
+    monkeypatch.setattr(m, "diffs", lambda w, names: {n: "-    x = 1\n+    x = 2" for n in names})
+    f_entry = m.Equivalent("ablate.lock.x_f__mutmut_*", "x = 1", "x = 2", "f's survivor, unrun")
+    g_entry = m.Equivalent("ablate.lock.x_g__mutmut_*", "y = 1", "y = 2", "g's, killed now")
+    monkeypatch.setattr(m, "EQUIVALENT", (f_entry, g_entry))
+    only = ("ablate.lock.x_f__mutmut_1", "ablate.lock.x_g__mutmut_1")
+    row = m.score(m.BY_NAME["lock"], work, only, 60.0)
+    # f's entry may excuse its mutant 2, which did not run: not stale; all of g's ran: stale
+    assert (row["mutants"], row["killed"], row["stale"]) == (2, 2, 1)
+    text = (work / "survivors.md").read_text()
+    assert "stale entry: ablate.lock.x_g__mutmut_*" in text and "x_f__mutmut_*" not in text
+    results["ablate.lock.x_f__mutmut_2"] = "killed"  # a run of the whole function
+    row = m.score(m.BY_NAME["lock"], work, (), 60.0)
+    assert (row["mutants"], row["killed"], row["stale"]) == (3, 3, 2)
 
 
 def test_sample_arguments_are_checked(capsys):

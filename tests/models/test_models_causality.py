@@ -341,16 +341,26 @@ def test_the_record_has_the_documented_keys(make):
         and rec["method"] == "targets+gradient+perturbation"
         and rec["max_leak"] == 0.0
     )
-    assert {
+    documented = {  # docs/results-format.md, "probes"
         "method",
         "weights",
         "mode",
         "precision",
         "shape",
         "positions",
+        "kinds",
         "max_leak",
+        "threshold",
+        "threshold_rule",
+        "cut_sets",
+        "forward",
+        "targets",
         "ok",
-    } <= set(rec["probes"][0])
+        "seconds",
+    }
+    for probe in rec["probes"]:
+        assert documented <= set(probe), documented - set(probe)
+        assert isinstance(probe["seconds"], float) and probe["seconds"] >= 0
     # the gradient probe is exact: the record says so, and a report's threshold is not raised by it
     grads = [p for p in rec["probes"] if p["method"] == "gradient"]
     assert grads and all(p["threshold"] == 0.0 for p in grads), grads
@@ -446,5 +456,97 @@ def test_every_cut_where_affordable_else_priority_cuts_said_in_the_message(make,
     some = check_causal(m, seed=0, batch=4, randomize=False, precisions=["fp32"])
     assert some.ok and len(some.positions) < block - 1
     assert "priority cuts only" in some.message and "cpu" in some.message
+    assert some.message.startswith("causal")  # the note is added to the verdict, not put for it
     forced = check_causal(m, seed=0, batch=4, randomize=False, precisions=["fp32"], every_cut=True)
     assert set(range(block - 1)) <= set(forced.positions)  # an explicit True is obeyed
+
+
+def test_a_check_that_probed_nothing_is_not_ok_and_still_writes_its_record():
+    import json
+
+    from models.causality import _summarize
+
+    r = _summarize([], 0, 0.0)
+    assert not r.ok and r.message == "nothing was probed"
+    rec = r.to_record()
+    assert rec["max_leak"] == 0.0 and rec["probes"] == [] and rec["ok"] is False
+    json.dumps(rec)
+
+
+def test_the_job_s_forward_is_what_is_probed_at_its_own_shape_on_the_given_weights(make):
+    """``forward`` (the job's compiled model) is called by every pass on the given weights at
+    the job's length, and only there (another shape would recompile); what it returns is what
+    is judged."""
+    m = make("V0", n_layer=1)
+    T = m.config.block_size
+    shapes = []
+
+    def fwd(idx, targets=None):
+        shapes.append(tuple(idx.shape))
+        return m(idx, targets)
+
+    r = check_causal(m, forward=fwd)
+    assert r.ok, r.message
+    assert shapes and set(shapes) == {(3, T)}
+    for p in r.probes:
+        job = p.weights == "given" and p.method != "gradient" and p.shape[1] == T
+        assert (p.forward == "compiled") == job, p
+        said = f"x {p.shape[1]} tokens" + (", compiled" if job else "") + ", model(x, y))"
+        assert p.describe().endswith(said), p.describe()
+    assert any(p.forward == "compiled" for p in r.probes if p.method == "perturbation")
+
+    def leaky(idx, targets=None):  # each position reads the next token: the module itself is causal
+        return m(torch.roll(idx, -1, dims=1), targets)
+
+    r = check_causal(m, forward=leaky, methods=("perturbation",))
+    assert not r.ok and r.probes[-1].forward == "compiled", r.message
+
+
+class TwoTables(torch.nn.Module):
+    """A causal model with two vocab-sized tables (token embedding, per-token logit bias): which
+    one is the token embedding cannot be guessed, so the user names it."""
+
+    def __init__(self, vocab=32, dim=8, block=8):
+        super().__init__()
+        self.config = models.ModelConfig(block_size=block, vocab_size=vocab)
+        self.tok = torch.nn.Embedding(vocab, dim)
+        self.bias = torch.nn.Embedding(vocab, vocab)
+        self.head = torch.nn.Linear(dim, vocab)
+
+    def forward(self, idx, targets=None):
+        x = self.tok(idx).cumsum(dim=1)  # each position sums the ones up to it
+        logits = self.head(x) + self.bias(idx)
+        if targets is None:
+            return logits, None
+        V = self.config.vocab_size
+        return logits, F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+
+
+def test_the_embedding_the_user_names_is_the_one_every_gradient_pass_hooks():
+    torch.manual_seed(0)
+    m = TwoTables()
+    with pytest.raises(ValueError, match="pass embedding=<module>"):
+        check_causal(m)
+    # found again by name in the randomised copy (the gradient passes then use only that), and
+    # the given module itself when the weights are not re-drawn
+    for randomize, weights in ((True, "random"), (False, "given")):
+        r = check_causal(m, embedding=m.tok, randomize=randomize)
+        assert r.ok and r.max_leak == 0.0, r.message
+        grads = [p for p in r.probes if p.method == "gradient"]
+        assert grads and all(p.weights == weights and p.sensitive for p in grads)
+
+
+def test_after_start_end_and_middle_come_the_cuts_around_every_power_of_two_largest_first():
+    """Block-wise kernels go wrong at block boundaries: the cuts p - 2, p - 1 and p around every
+    power of two p up to the last position (p = length - 1 too: the last pair straddles it) come
+    right after the start, end and middle, largest first."""
+    from models.causality_probes import cut_positions
+
+    for length in range(2, 300):
+        cuts, last = cut_positions(length), length - 2
+        head = list(dict.fromkeys([0, last, (length - 1) // 2]))
+        powers = [2**k for k in range(1, 10) if 2**k <= length - 1]
+        around = {q for p in powers for q in (p - 2, p - 1, p) if 0 <= q <= last} - set(head)
+        want = sorted(around, reverse=True)
+        assert cuts[len(head) : len(head) + len(want)] == want, (length, cuts)
+    assert cut_positions(17)[:4] == [0, 15, 8, 14]  # 14 and 15 are around 16 = length - 1

@@ -26,6 +26,7 @@ from ablate.report.noise import (
     lag1,
     parts_from_seeds,
     parts_from_windows,
+    seeds_and_windows_half_width,
 )
 from ablate.report.stats import t_quantile
 
@@ -271,6 +272,17 @@ def test_effect_uses_the_windows_when_every_seed_pairs():
     assert e.window_se == pytest.approx(math.sqrt(float(p.interaction_var)))
     assert e.n_windows_eff == pytest.approx(float(p.n_eff))
     assert e.block_windows == int(p.block_windows) and isinstance(e.block_windows, int)
+    # the windows after the periodic ones carry their own parts (the periodic subset's window
+    # part comes from them, curves.subset_parts), when they are enough for a block SE
+    rest = parts_from_windows(d[:, 8:])
+    assert e.rest is not None
+    assert (float(e.rest.est), float(e.rest.se)) == (float(rest.est), float(rest.se))
+    for periodic, has_rest in ((0, False), (None, False), (30, True), (31, False)):  # 40 windows
+        again = [(s, v, w, fe(a.window_losses, periodic=periodic), b) for s, v, w, a, b in pairs]
+        got = effect(again)[0].rest
+        assert (got is not None) == has_rest, periodic
+        if got is not None:
+            assert float(got.est) == float(parts_from_windows(d[:, periodic:]).est)
     # one seed: this seed only, from its windows
     e1, why1 = effect(pairs[:1])
     assert why1 is None and e1.kind == THIS_SEED and e1.seed_se is None and e1.seeds == ("a",)
@@ -494,6 +506,21 @@ def test_each_kind_s_half_width_at_another_confidence():
     assert z80 * se < h80 < t_quantile(0.9, 2) * se and z95 * se < h95 < t_quantile(0.975, 2) * se
 
 
+def test_at_95_percent_the_half_width_is_never_narrower_than_the_normal_one():
+    """The calibrated factor takes back the pivot's over-coverage, but the interval never goes
+    below z * SE (both parts known exactly); with 3 seeds and a fifth of the variance from them
+    the factor would go below it, and the floor holds."""
+    z = 1.959963984540054
+    share = np.linspace(0.0, 1.0, 101)
+    for seed_df in (1, 2, 3, 4, 6, 12):
+        for window_df in (4, 30, 1e6):
+            h = seeds_and_windows_half_width(share, seed_df, 1.0 - share, window_df)
+            assert (h >= z * (1 - 1e-12)).all(), (seed_df, window_df)
+    below = pivot_half_width([(0.2, 2), (0.8, 30)], 0.95) * seed_share_factor(0.2, 0.8, 2)
+    assert float(below) < 0.95 * z
+    assert float(seeds_and_windows_half_width(0.2, 2, 0.8, 30)) == pytest.approx(z, rel=1e-12)
+
+
 def test_float32_losses_are_computed_in_float64():
     """Window losses stored at lower precision: every part is computed in float64 from them,
     not in their own precision (a variance of small differences would lose digits)."""
@@ -508,6 +535,10 @@ def test_float32_losses_are_computed_in_float64():
     assert lag1(d32[0]) == lag1(d64[0]) and block_length(np.float32(0.3), 120) == block_length(
         0.3, 120
     )
+    # every float32 autocorrelation on a fine grid, at a long series (where float32 arithmetic
+    # moves a block length by one): the block length of its float64 value
+    r32 = np.linspace(0.0, 0.98, 20001, dtype=np.float32)
+    assert (block_length(r32, 100_000) == block_length(r32.astype(np.float64), 100_000)).all()
     assert batch_means(d32[0], 3)[0] == batch_means(d64[0], 3)[0]
     assert parts_from_seeds(d32[:, 0]).seed_var == parts_from_seeds(d64[:, 0]).seed_var
     est32, est64 = block_se(list(d32[0])), block_se(list(d64[0]))

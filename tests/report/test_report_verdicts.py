@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -21,10 +22,14 @@ from ablate.report.verdict import (
     NONE,
     WITHIN,
     WORSE,
+    Verdict,
     decide,
     report_candidates,
+    report_verdicts,
+    shown_pairs,
     verdicts,
 )
+from ablate.report.warnings import Warn
 
 N = 256  # windows per final eval
 RNG_SEED = 7
@@ -315,6 +320,90 @@ def test_a_part_of_the_family_is_adjusted_over_the_whole_family(tmp_path):
     for key, v in verdicts(cands, family_size=50).items():
         assert v.family_size == 50 and v.adjusted_confidence == pytest.approx(0.999)
         assert v.low_adj < whole[key].low_adj and v.high_adj > whole[key].high_adj
+    # the report's own path: a collection that is a part carries the whole family's size
+    assert report_verdicts(coll, stats) == whole
+    coll.family_size = 50
+    assert report_verdicts(coll, stats) == verdicts(cands, family_size=50)
+    coll.family_size = None  # computed again, not the answer cached for another family
+    assert report_verdicts(coll, stats) == whole
+
+
+@pytest.mark.parametrize("at", [0, 1, 2, 3])
+def test_the_shown_pairs_are_each_step_against_the_previous_and_the_baseline_once(at):
+    """Wherever the baseline stands in the order (--baseline names any step): every step against
+    the one before it and against the baseline, each pair of steps once."""
+    order = ["A", "B", "C", "D"]
+    base = order[at]
+    pairs = shown_pairs(order, base)
+    want = {frozenset(p) for p in zip(order, order[1:])} | {
+        frozenset((s, base)) for s in order if s != base
+    }
+    assert len(pairs) == len(want) and {frozenset(p) for p in pairs} == want
+    # the step is the later one in the order, or the one compared with the baseline
+    for step, ref in pairs:
+        assert ref == base or order.index(ref) == order.index(step) - 1, (step, ref)
+
+
+def test_each_verdict_carries_its_pair_its_effect_s_parts_and_no_adjusted_interval_without_a_verdict(
+    tmp_path,
+):
+    jobs, _ = runs({"V0": 0.0, "V16": 0.03, "V17": 0.0})
+    coll, stats, _, _ = report(tmp_path, jobs)
+    cands = report_candidates(coll, stats)
+    # one comparison blocked (as a warning would): it leaves the family and has no adjusted side
+    blocked = replace(cands[0], blocked="warmup")
+    vs = verdicts([blocked, *cands[1:]])
+    for c in [blocked, *cands[1:]]:
+        v = vs[(c.step, c.ref)]
+        assert (v.step, v.ref) == (c.step, c.ref)
+        e = c.effect
+        assert e is not None and e.block_windows is not None
+        assert (v.seed_se, v.window_se, v.n_windows_eff, v.block_windows) == (
+            e.seed_se,
+            e.window_se,
+            e.n_windows_eff,
+            e.block_windows,
+        )
+        assert (v.low, v.high) == e.interval(0.95)
+        if c is blocked:
+            assert (v.verdict, v.reason, v.family_size) == (NONE, "warmup", len(cands) - 1)
+            assert math.isnan(v.adjusted_confidence)
+            assert math.isnan(v.low_adj) and math.isnan(v.high_adj)
+            rec = v.record()
+            assert math.isnan(rec["ci_adj_confidence"]) and math.isnan(rec["ci_adj_low_pct"])
+        else:
+            assert v.adjusted_confidence == pytest.approx(1 - 0.05 / (len(cands) - 1))
+            assert (v.low_adj, v.high_adj) == e.interval(v.adjusted_confidence)
+    # a verdict's record and a row without one have the same fields, with or without a prefix
+    v = vs[(cands[1].step, cands[1].ref)]
+    assert list(v.record()) == list(Verdict.empty_record()) == list(v.record(""))
+    assert list(v.record("vs_previous_")) == list(Verdict.empty_record("vs_previous_"))
+    assert all(k.startswith("vs_previous_") for k in v.record("vs_previous_"))
+
+
+def test_a_step_without_a_completed_run_says_so_unless_a_warning_blocks_it_first(tmp_path):
+    """No completed run: the comparison's reason is the step's status (its short label too);
+    a warning that takes the verdict away is named instead, and the status stays in the row."""
+    jobs, _ = runs({"V0": 0.0, "V16": 0.03, "V17": 0.0})
+    for j in jobs:
+        if j.step == "V16":
+            j.status, j.done = "failed", False
+    coll, stats, _, _ = report(tmp_path, jobs)
+    vs = report_verdicts(coll, stats)
+    for key in (("V16", "V0"), ("V17", "V16")):
+        v = vs[key]
+        assert v.verdict == NONE and v.family_size == 1, v
+        side = "failed" if key[0] == "V16" else "V16 failed"
+        assert (v.reason, v.label) == (side, side)
+    # the report's verdicts follow its warnings (not an answer cached for other warnings)
+    coll.warnings = [
+        *coll.warnings,
+        Warn("warmup", "V16 warmed up past its box", {"V16"}, blocks_verdict=True),
+    ]
+    vs = report_verdicts(coll, stats)
+    for key in (("V16", "V0"), ("V17", "V16")):
+        assert (vs[key].verdict, vs[key].reason, vs[key].label) == (NONE, "warmup", "warmup")
+    assert vs[("V17", "V0")].family_size == 1
 
 
 def test_csv_carries_the_same_verdicts(tmp_path):
@@ -451,7 +540,6 @@ def test_a_completed_run_whose_trained_weights_leaked_makes_its_step_leaked(tmp_
 def test_a_verdict_read_the_other_way_round(word, other):
     """V16 against V0 read as V0 against V16 (the verdict text where the reference is the later
     step): sides swapped, the estimate and both intervals mirrored, the word turned."""
-    from ablate.report.verdict import Verdict
 
     v = Verdict(
         step="V16",
@@ -479,6 +567,33 @@ def test_a_verdict_read_the_other_way_round(word, other):
     back = f.flipped()
     assert (back.step, back.ref, back.verdict, back.estimate) == ("V16", "V0", word, 0.05)
     assert back.ref_mean == pytest.approx(3.75) and back.low_adj == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("ref_mean", [0.0, 0, np.float64(0.0), math.nan])
+def test_without_a_reference_mean_there_is_no_percentage(ref_mean):
+    """A reference mean of 0 (or none) gives no percentage: NaN in every percent field, never a
+    division error or an infinity."""
+    v = Verdict(
+        step="V16",
+        ref="V0",
+        verdict=WITHIN,
+        estimate=0.05,
+        ref_mean=ref_mean,
+        low=-0.02,
+        high=0.08,
+        low_adj=-0.03,
+        high_adj=0.09,
+        confidence=0.95,
+        adjusted_confidence=0.99,
+        family_size=5,
+        interval="seeds and windows",
+        seeds=(1, 2),
+        reason=None,
+    )
+    rec = v.record()
+    pct = [k for k in rec if k.endswith("_pct")]
+    assert len(pct) == 5 and all(math.isnan(rec[k]) for k in pct), rec
+    assert math.isnan(v.estimate_pct)
 
 
 # --------------------------------------------------------------------------- repeated seeds
