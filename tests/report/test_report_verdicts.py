@@ -534,17 +534,12 @@ def test_a_completed_run_whose_trained_weights_leaked_makes_its_step_leaked(tmp_
     assert records(mdir)["V16"]["verdict"] == NONE
 
 
-@pytest.mark.parametrize(
-    "word,other", [(BETTER, WORSE), (WORSE, BETTER), (WITHIN, WITHIN), (NONE, NONE)]
-)
-def test_a_verdict_read_the_other_way_round(word, other):
-    """V16 against V0 read as V0 against V16 (the verdict text where the reference is the later
-    step): sides swapped, the estimate and both intervals mirrored, the word turned."""
-
-    v = Verdict(
+def _v16_against_v0(**changes) -> Verdict:
+    """V16 against V0 at 95% (Bonferroni 99% over 5), seeds 1 and 2; ``changes`` set fields."""
+    fields = dict(
         step="V16",
         ref="V0",
-        verdict=word,
+        verdict=WITHIN,
         estimate=0.05,
         ref_mean=3.75,
         low=0.02,
@@ -558,6 +553,18 @@ def test_a_verdict_read_the_other_way_round(word, other):
         seeds=(1, 2),
         reason=None,
     )
+    fields.update(changes)
+    return Verdict(**fields)
+
+
+@pytest.mark.parametrize(
+    "word,other", [(BETTER, WORSE), (WORSE, BETTER), (WITHIN, WITHIN), (NONE, NONE)]
+)
+def test_a_verdict_read_the_other_way_round(word, other):
+    """V16 against V0 read as V0 against V16 (the verdict text where the reference is the later
+    step): sides swapped, the estimate and both intervals mirrored, the word turned."""
+
+    v = _v16_against_v0(verdict=word)
     f = v.flipped()
     assert (f.step, f.ref, f.verdict) == ("V0", "V16", other)
     assert f.estimate == -0.05 and f.ref_mean == pytest.approx(3.70)  # V16's mean
@@ -573,23 +580,7 @@ def test_a_verdict_read_the_other_way_round(word, other):
 def test_without_a_reference_mean_there_is_no_percentage(ref_mean):
     """A reference mean of 0 (or none) gives no percentage: NaN in every percent field, never a
     division error or an infinity."""
-    v = Verdict(
-        step="V16",
-        ref="V0",
-        verdict=WITHIN,
-        estimate=0.05,
-        ref_mean=ref_mean,
-        low=-0.02,
-        high=0.08,
-        low_adj=-0.03,
-        high_adj=0.09,
-        confidence=0.95,
-        adjusted_confidence=0.99,
-        family_size=5,
-        interval="seeds and windows",
-        seeds=(1, 2),
-        reason=None,
-    )
+    v = _v16_against_v0(verdict=WITHIN, ref_mean=ref_mean, low=-0.02, low_adj=-0.03)
     rec = v.record()
     pct = [k for k in rec if k.endswith("_pct")]
     assert len(pct) == 5 and all(math.isnan(rec[k]) for k in pct), rec
