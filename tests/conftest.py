@@ -21,8 +21,15 @@ def _data_cache(tmp_path_factory):
 @pytest.fixture(scope="session", autouse=True)
 def _causality_cache(tmp_path_factory):
     """One causality cache for the whole session (never the user's): a model config many tests
-    share is probed once per suite run. A test that counts probes points at its own folder."""
-    os.environ["ABLATE_CAUSALITY_CACHE"] = str(tmp_path_factory.mktemp("causality-cache"))
+    share is probed once per suite run. A test that counts probes points at its own folder.
+    Under pytest-xdist the workers share one folder beside their own (the cache's writes are
+    atomic), so a model is not probed once per worker."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "causality-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("causality-cache")
+    os.environ["ABLATE_CAUSALITY_CACHE"] = str(path)
     yield os.environ["ABLATE_CAUSALITY_CACHE"]
 
 
