@@ -6,8 +6,20 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import tiers
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
+def pytest_collection_modifyitems(config, items) -> None:
+    """The tests in tests/slow_tests.txt are marked slow (``helpers.tiers``); under pytest-xdist
+    the longest start first (every worker collects, and orders, the same list)."""
+    problem = tiers.mark_listed_slow(items, config.args)
+    if problem:
+        raise pytest.UsageError(problem)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        tiers.longest_first(items)
 
 
 @pytest.fixture(scope="session", autouse=True)
