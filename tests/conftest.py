@@ -6,8 +6,20 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import tiers
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
+def pytest_collection_modifyitems(config, items) -> None:
+    """The tests in tests/slow_tests.txt are marked slow (``helpers.tiers``); under pytest-xdist
+    the longest start first (every worker collects, and orders, the same list)."""
+    problem = tiers.mark_listed_slow(items, config.args)
+    if problem:
+        raise pytest.UsageError(problem)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        tiers.longest_first(items)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,8 +33,15 @@ def _data_cache(tmp_path_factory):
 @pytest.fixture(scope="session", autouse=True)
 def _causality_cache(tmp_path_factory):
     """One causality cache for the whole session (never the user's): a model config many tests
-    share is probed once per suite run. A test that counts probes points at its own folder."""
-    os.environ["ABLATE_CAUSALITY_CACHE"] = str(tmp_path_factory.mktemp("causality-cache"))
+    share is probed once per suite run. A test that counts probes points at its own folder.
+    Under pytest-xdist the workers share one folder beside their own (the cache's writes are
+    atomic), so a model is not probed once per worker."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "causality-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("causality-cache")
+    os.environ["ABLATE_CAUSALITY_CACHE"] = str(path)
     yield os.environ["ABLATE_CAUSALITY_CACHE"]
 
 

@@ -15,6 +15,9 @@ from readme_commands import REPO, readme_commands
 pytestmark = pytest.mark.slow
 
 
+# pip into a fresh venv, then 4 smoke jobs: 5 min on an idle 2-core machine, twice that beside
+# another test worker (README's command runs 2).
+@pytest.mark.timeout(1500)
 def test_readme_run_command_from_a_clean_clone(tmp_path):
     run_cmd, _ = readme_commands()
     clone = tmp_path / "ablate"

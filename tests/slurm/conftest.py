@@ -9,9 +9,23 @@ beginning of the session (``slurm_background.py``) so that their waiting overlap
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from slurm_background import Background, registered  # noqa: E402
 from slurm_cluster import slurm_cluster, slurm_two_nodes  # noqa: E402,F401  (session fixtures)
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items) -> None:
+    """Every test in this folder runs on one worker under pytest-xdist (``--dist loadgroup``):
+    a worker's session starts its own clusters, and two clusters on one host at once break each
+    other."""
+    for item in items:
+        if HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 @pytest.fixture(scope="session", autouse=True)
