@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import pytest
-from helpers import tiers
+from helpers import tiers, workers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +24,13 @@ def pytest_collection_modifyitems(config, items) -> None:
         raise pytest.UsageError(problem)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         tiers.longest_first(items)
+
+
+if importlib.util.find_spec("xdist") is not None:
+
+    def pytest_xdist_make_scheduler(config, log):
+        """Under pytest-xdist the real-Slurm tests run in one worker (``helpers.workers``)."""
+        return workers.make_scheduler(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -84,16 +95,60 @@ def _fixed_plan_timing(request, monkeypatch):
     yield
 
 
+def _registries():
+    from models import load_components, registry
+
+    load_components()  # the built-in names are registered once per process: keep them
+    return registry.REGISTRY, registry.ATTENTION, registry.MLPS
+
+
+def _restore_registries(before: list[dict]) -> None:
+    """Back to ``before``; a plugin module whose names leave also leaves ``sys.modules``, so a
+    later test that loads that plugin imports it again and gets its names back."""
+    for table, old in zip(_registries(), before):
+        for name in set(table) - set(old):
+            module = getattr(table[name], "__module__", None) or ""
+            if module.split(".")[0] not in ("models", "ablate"):
+                sys.modules.pop(module, None)
+        table.clear()
+        table.update(old)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _model_registries_per_module():
+    """What a module-scoped fixture registered (a matrix run in-process while the module's
+    fixtures set up loads its plugins) is gone when the module ends."""
+    before = [dict(t) for t in _registries()]
+    yield
+    _restore_registries(before)
+
+
 @pytest.fixture(autouse=True)
 def _model_registries():
     """A test that loads a plugin (its modules register components) leaves the registries as it
     found them, so no other test sees its names (an error lists every registered name)."""
-    from models import load_components, registry
-
-    load_components()  # the built-in names are registered once per process: keep them
-    tables = (registry.REGISTRY, registry.ATTENTION, registry.MLPS)
-    saved = [dict(t) for t in tables]
+    before = [dict(t) for t in _registries()]
     yield
-    for table, before in zip(tables, saved):
-        table.clear()
-        table.update(before)
+    _restore_registries(before)
+
+
+_SIGNALS = [
+    getattr(signal, n)
+    for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, n)
+]
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers():
+    """Handlers a test installs in this process (a job entry point run in-process catches stop
+    signals for good) are undone after it: a later test's worker pool, forked with a handler that
+    only records SIGTERM, could not be terminated."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.getsignal(s) for s in _SIGNALS}
+    yield
+    for s, handler in before.items():
+        if handler is not None and signal.getsignal(s) is not handler:
+            signal.signal(s, handler)

@@ -37,17 +37,23 @@ that is not such an object (truncated, not JSON, wrong types, another key inside
 **Where.** ``causality_cache.dir``, else ``$ABLATE_CAUSALITY_CACHE``, else
 ``$XDG_CACHE_HOME/ablate/causality`` (``~/.cache/ablate/causality``);
 ``causality_cache.enabled=false`` neither reads nor writes it. Deleting the folder is safe.
+
+**At once.** A preflight holds ``<dir>/<key>.lock`` (``CausalityCache.claim``) from its lookup
+until it has stored the verdict: a second preflight of the same model at the same time (two
+matrices started together) waits for that verdict instead of probing the model again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -179,6 +185,38 @@ class CausalityCache:
         record = dict(stored["record"])
         record["cache"] = {"key": key, "stored": stored["stored"], "file": str(path)}
         return record
+
+    @contextlib.contextmanager
+    def claim(self, key: str) -> Iterator[None]:
+        """Held while this process looks ``key`` up and, on a miss, probes the model and stores
+        the verdict: a second process that wants the same model (two matrices started together,
+        test workers) waits for that verdict instead of probing the same model at the same time.
+
+        An advisory ``flock`` on ``<dir>/<key>.lock``, which the kernel drops when the holder's
+        descriptor closes, deaths included: never a stale lock. Where no lock can be taken (an
+        unwritable folder, a filesystem without locks) nothing waits, and the model is probed as
+        without a cache."""
+        lock_path = self.path(key).with_suffix(".lock")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.say(
+                    "causality cache: another process is probing the same model; "
+                    "waiting for its verdict"
+                )
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass  # no locks on this filesystem: probe without waiting
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def put(self, key: str, inputs: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
         """Store a verdict (``record["ok"]`` true or false; anything else is not stored).

@@ -5,6 +5,8 @@ any worker count; resumable after a crash or a SIGKILL."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -299,6 +301,40 @@ def test_total_tokens_change_keeps_common_shards(ref, monkeypatch, tmp_path):
     more = P.prepare(out, spec_for([src], total_tokens=10**9), workers=0, progress=False)
     assert tokenized == [] and more["exhausted"] and more["spec"]["total_tokens"] == 10**9
     assert [s["sha256"] for s in more["shards"]] == [s["sha256"] for s in meta_ref["shards"]]
+
+
+def test_the_worker_pool_ends_under_a_parent_that_only_records_sigterm():
+    """A process that catches SIGTERM to stop gracefully (a job's stop handling does) forks pool
+    workers that inherit the handler; the pool ends its workers with SIGTERM, so they must not keep
+    it, or closing the stream early (and even a normal end) waits forever."""
+    code = textwrap.dedent(
+        """
+        import signal
+        signal.signal(signal.SIGTERM, lambda *a: None)
+        from ablate.data import prepare as P
+        for _ in range(3):
+            stream = P._tokenized((f"document {i}" for i in range(10_000)), workers=1, batch_docs=8)
+            [next(stream) for _ in range(3)]
+            stream.close()
+            out = list(P._tokenized((f"d {i}" for i in range(50)), workers=2, batch_docs=7))
+            assert len(out) == 50
+        print("ended")
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its pool workers too can be killed if it hangs
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # SIGKILL, which no handler keeps
+        proc.communicate()
+        pytest.fail("the worker pool did not end under a parent with a SIGTERM handler")
+    assert proc.returncode == 0 and "ended" in out, err[-2000:]
 
 
 def test_read_ahead_is_bounded():

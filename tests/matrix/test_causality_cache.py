@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -123,6 +125,53 @@ def test_plan_then_run_probes_each_model_once_and_a_replan_probes_none(
     assert len(probed) == 4
     _preflight(_matrix(tmp_path, args), plan=True)
     assert len(probed) == 4
+
+
+def test_two_preflights_of_one_model_at_once_probe_it_once(tmp_path, probed, monkeypatch):
+    """Two matrices started together with one cache (or two test workers): the second waits for
+    the first one's verdict of the model instead of probing it at the same time. The second
+    starts while the first is inside its probe, which lasts a second longer than it would."""
+    probing = threading.Event()
+    counting = models.check_causal
+
+    def slow(*args, **kwargs):
+        probing.set()
+        time.sleep(1.0)
+        return counting(*args, **kwargs)
+
+    monkeypatch.setattr(models, "check_causal", slow)
+    jobs = [_matrix(tmp_path, []), _matrix(tmp_path, [])]
+    said: list[list[str]] = [[], []]
+    out: list = [None, None]
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            out[i] = _preflight(jobs[i], plan=True, lines=said[i])
+        except BaseException as e:  # noqa: BLE001  (reported by the test below)
+            errors.append(e)
+
+    first = threading.Thread(target=run, args=(0,))
+    first.start()
+    assert probing.wait(timeout=120)
+    second = threading.Thread(target=run, args=(1,))
+    second.start()
+    first.join(timeout=300)
+    second.join(timeout=300)
+    assert not errors, errors
+    assert len(probed) == 1, "both preflights probed the model"
+    assert all(c.ok for c in out[0] + out[1])
+    assert "cache" not in out[0][0].causality and out[1][0].causality["cache"]["stored"]
+    assert any("another process is probing the same model" in ln for ln in said[1]), said[1]
+
+
+def test_a_cache_folder_without_locks_or_writes_probes_without_waiting(tmp_path, probed):
+    """No lock can be taken in a folder that cannot be written: nothing waits, and the model is
+    probed as without a cache."""
+    cache = causality_cache.CausalityCache(tmp_path / "absent" / "cache")
+    (tmp_path / "absent").write_text("a file where the folder should be")
+    with cache.claim("0" * 64):
+        assert cache.put("0" * 64, {}, {"ok": True}) is False  # and nothing is stored
 
 
 def test_an_edit_to_any_file_of_the_models_package_probes_every_model_again(

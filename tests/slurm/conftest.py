@@ -5,27 +5,15 @@ selected test needs it: ``slurm_cluster`` (this host as the one node) and ``slur
 The clusters (``tests/slurm_cluster.py``) skip the tests when Slurm is not installed, and fail
 them instead when the environment variable ``CI`` is set. Requeue tests start their jobs at the
 beginning of the session (``slurm_background.py``) so that their waiting overlaps other tests.
+Under pytest-xdist every test of this folder runs in one worker (``tests/helpers/workers.py``):
+a worker's session starts its own clusters, and two clusters on one host at once break each other.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from slurm_background import Background, registered  # noqa: E402
 from slurm_cluster import slurm_cluster, slurm_two_nodes  # noqa: E402,F401  (session fixtures)
-
-HERE = Path(__file__).resolve().parent
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items) -> None:
-    """Every test in this folder runs on one worker under pytest-xdist (``--dist loadgroup``):
-    a worker's session starts its own clusters, and two clusters on one host at once break each
-    other."""
-    for item in items:
-        if HERE in Path(item.path).resolve().parents:
-            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -37,3 +25,15 @@ def background(request, tmp_path_factory) -> Background:
         if name in selected:
             bg.start(name)
     return bg
+
+
+@pytest.fixture(autouse=True)
+def _slurm_conf_of_the_test(request, monkeypatch):
+    """``SLURM_CONF`` names the cluster the test uses (``slurm_cluster`` or ``slurm_two_nodes``,
+    asked for directly or through its fixtures): with both clusters up, ``os.environ`` names the
+    one started last, and the test's matrix would submit to the other one."""
+    for name in ("slurm_cluster", "slurm_two_nodes"):
+        if name in request.fixturenames:
+            cluster = request.getfixturevalue(name)
+            monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
+            break

@@ -41,7 +41,8 @@ class Background:
         tmp = self.tmp_path_factory.mktemp(test_name[:40])
         try:
             cluster = self.request.getfixturevalue("slurm_cluster")
-            self._started[test_name] = (True, _STARTERS[test_name](cluster, tmp))
+            with cluster.active():
+                self._started[test_name] = (True, _STARTERS[test_name](cluster, tmp))
         except (Exception, pytest.skip.Exception, pytest.fail.Exception) as e:
             # reported by the test that needs it (a cluster that cannot start skips or fails it),
             # not by every test

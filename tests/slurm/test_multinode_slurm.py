@@ -69,7 +69,7 @@ def _queue(cluster, root: Path, *overrides: str, read_only_on_node2: bool = True
     if read_only_on_node2:
         cluster.read_only_on(NODE2, root)
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), cluster.active():
         rc = main(
             [
                 "experiment=smoke",

@@ -202,6 +202,10 @@ _ENC = None
 def _init_worker() -> None:
     global _ENC
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent
+    # The pool ends its workers with SIGTERM; a handler inherited through fork (one that only
+    # records the signal, as a job's stop handling does) would leave them running and the pool's
+    # exit waiting on them forever.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _ENC = get_gpt2_encoding()
 
 

@@ -7,6 +7,7 @@ is there and valid, the output directory is writable, and GPUs and batch arithme
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -266,33 +267,40 @@ def preflight(
             probe = probe_arguments(cfg.seed, cfg.hardware.micro_batch, precisions)
             data = probe_windows(cfg) if causality else None
             inputs, hit = None, None
+            claim: contextlib.AbstractContextManager = contextlib.nullcontext()
             if cache is not None:
                 keys = keys or CausalityKeys()
                 inputs, why = keys.inputs(cfg, probe, data)
                 if why and progress:
                     progress(f"causality cache: not used for {job.name}: {why}")
-                hit = cache.get(causality_cache.key_of(inputs)) if inputs is not None else None
-            if hit is not None:
-                model_cache[key] = (verdict_problems(hit), hit)
-            else:
-                if progress and causality:
-                    progress(
-                        f"causality check of {job.name}'s model (distinct model "
-                        f"{len(model_cache) + 1} of {distinct}; each takes seconds to minutes on a "
-                        "CPU, and its verdict is cached)"
+                if inputs is not None:
+                    claim = cache.claim(causality_cache.key_of(inputs))
+            # held from the lookup to the store: a preflight of the same model at the same time
+            # waits for this verdict rather than probing it too
+            with claim:
+                if cache is not None and inputs is not None:
+                    hit = cache.get(causality_cache.key_of(inputs))
+                if hit is not None:
+                    model_cache[key] = (verdict_problems(hit), hit)
+                else:
+                    if progress and causality:
+                        progress(
+                            f"causality check of {job.name}'s model (distinct model "
+                            f"{len(model_cache) + 1} of {distinct}; each takes seconds to minutes "
+                            "on a CPU, and its verdict is cached)"
+                        )
+                    model_cache[key] = check_model(
+                        model_cfg,
+                        causality=causality,
+                        data=data,
+                        probe=probe,
+                        progress=(lambda m, n=job.name: progress(f"causality {n}: {m}"))
+                        if progress
+                        else None,
                     )
-                model_cache[key] = check_model(
-                    model_cfg,
-                    causality=causality,
-                    data=data,
-                    probe=probe,
-                    progress=(lambda m, n=job.name: progress(f"causality {n}: {m}"))
-                    if progress
-                    else None,
-                )
-                rec = model_cache[key][1]
-                if cache is not None and inputs is not None and rec is not None:
-                    cache.put(causality_cache.key_of(inputs), inputs, rec)
+                    rec = model_cache[key][1]
+                    if cache is not None and inputs is not None and rec is not None:
+                        cache.put(causality_cache.key_of(inputs), inputs, rec)
             rec = model_cache[key][1]
             if progress and rec is not None:
                 when = causality_cache.stored_when(rec)

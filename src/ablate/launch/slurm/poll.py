@@ -66,8 +66,9 @@ def _run(cmd: list[str]) -> str | None:
 
 def slurm_states(job_ids: list[str]) -> dict[str, str]:
     """State of each job (``"123"`` or array task ``"123_4"``): squeue for jobs Slurm still has,
-    sacct for ended ones, ``GONE`` when neither knows it. A job missing from the answer could
-    not be asked about (Slurm unreachable); never conclude anything from that."""
+    sacct for ended ones, ``GONE`` when neither says how it ended (sacct is believed about a job
+    slurmctld no longer has only when it names an end state). A job missing from the answer
+    could not be asked about (Slurm unreachable); never conclude anything from that."""
     if not job_ids:
         return {}
     arrays = sorted({j.split("_")[0] for j in job_ids})
@@ -88,7 +89,11 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
         for line in (acct or "").splitlines():
             jid, _, state = line.strip().partition("|")
             if jid in missing and "[" not in jid and state.split():
-                out[jid] = state.split()[0]
+                # squeue (slurmctld itself) no longer has the job, so it ended; accounting reaches
+                # slurmdbd later, and under load sacct can still say PENDING or RUNNING for a
+                # job long finished: that is no state to report, the job directory tells the end.
+                first = state.split()[0]
+                out[jid] = GONE if first in ACTIVE_STATES else first
         for j in missing:
             out.setdefault(j, GONE)
     return {j: out[j] for j in job_ids if j in out}
