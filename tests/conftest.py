@@ -28,6 +28,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 if importlib.util.find_spec("xdist") is not None:
 
+    @pytest.hookimpl(optionalhook=True)  # xdist installed but switched off (-p no:xdist)
     def pytest_xdist_make_scheduler(config, log):
         """Under pytest-xdist the real-Slurm tests run in one worker (``helpers.workers``)."""
         return workers.make_scheduler(config, log)
@@ -102,23 +103,29 @@ def _registries():
     return registry.REGISTRY, registry.ATTENTION, registry.MLPS
 
 
-def _restore_registries(before: list[dict]) -> None:
-    """Back to ``before``; a plugin module whose names leave also leaves ``sys.modules``, so a
-    later test that loads that plugin imports it again and gets its names back."""
-    for table, old in zip(_registries(), before):
+def _restore_registries(before: tuple[list[dict], set[str]]) -> None:
+    """Back to ``before`` (tables, module names); a module imported since then whose names
+    leave also leaves ``sys.modules``, so a later test that loads that plugin imports it again
+    and gets its names back."""
+    tables, modules = before
+    for table, old in zip(_registries(), tables):
         for name in set(table) - set(old):
             module = getattr(table[name], "__module__", None) or ""
-            if module.split(".")[0] not in ("models", "ablate"):
+            if module not in modules and module.split(".")[0] not in ("models", "ablate"):
                 sys.modules.pop(module, None)
         table.clear()
         table.update(old)
+
+
+def _snapshot() -> tuple[list[dict], set[str]]:
+    return [dict(t) for t in _registries()], set(sys.modules)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _model_registries_per_module():
     """What a module-scoped fixture registered (a matrix run in-process while the module's
     fixtures set up loads its plugins) is gone when the module ends."""
-    before = [dict(t) for t in _registries()]
+    before = _snapshot()
     yield
     _restore_registries(before)
 
@@ -127,7 +134,7 @@ def _model_registries_per_module():
 def _model_registries():
     """A test that loads a plugin (its modules register components) leaves the registries as it
     found them, so no other test sees its names (an error lists every registered name)."""
-    before = [dict(t) for t in _registries()]
+    before = _snapshot()
     yield
     _restore_registries(before)
 

@@ -69,6 +69,10 @@ ENV_DIR = "ABLATE_CAUSALITY_CACHE"
 MAX_BYTES = 1 << 20
 """A verdict's file is a few kilobytes; anything larger is not one of ours and is not read."""
 
+CLAIM_WAIT_S = 1800.0
+"""Longest wait for another process' verdict of the same model (GPT-2 124M's probes take
+minutes on a CPU); then this process probes it too."""
+
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -193,30 +197,54 @@ class CausalityCache:
         test workers) waits for that verdict instead of probing the same model at the same time.
 
         An advisory ``flock`` on ``<dir>/<key>.lock``, which the kernel drops when the holder's
-        descriptor closes, deaths included: never a stale lock. Where no lock can be taken (an
-        unwritable folder, a filesystem without locks) nothing waits, and the model is probed as
-        without a cache."""
+        descriptor closes, deaths included: never a stale lock. A holder that neither finishes
+        nor dies (stopped with Ctrl-Z, stuck) is waited for at most ``CLAIM_WAIT_S``; then the
+        model is probed anyway. Where no lock can be taken (an unwritable folder, a filesystem
+        without locks) nothing waits, and the model is probed as without a cache. Not reentrant:
+        one process claims a key once at a time."""
         lock_path = self.path(key).with_suffix(".lock")
-        try:
+        fd = None
+        with contextlib.suppress(OSError):
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError:
+        for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):  # another user's lock file: read-only
+            try:
+                fd = os.open(lock_path, flags | os.O_CLOEXEC, 0o644)
+                break
+            except OSError:
+                continue
+        if fd is None:
             yield
             return
         try:
+            self._lock(fd)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _lock(self, fd: int) -> None:
+        deadline = time.monotonic() + CLAIM_WAIT_S
+        said = False
+        while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
             except BlockingIOError:
+                pass
+            except OSError:
+                return  # no locks on this filesystem: probe without waiting
+            if not said:
                 self.say(
                     "causality cache: another process is probing the same model; "
                     "waiting for its verdict"
                 )
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:
-                pass  # no locks on this filesystem: probe without waiting
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+                said = True
+            if time.monotonic() >= deadline:
+                self.say(
+                    f"causality cache: still held after {CLAIM_WAIT_S:.0f}s; "
+                    "probing the model here too"
+                )
+                return
+            time.sleep(0.2)
 
     def put(self, key: str, inputs: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
         """Store a verdict (``record["ok"]`` true or false; anything else is not stored).

@@ -5,6 +5,8 @@ is another key and is probed again (ablate.causality_cache). Probe runs are coun
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -130,18 +132,20 @@ def test_plan_then_run_probes_each_model_once_and_a_replan_probes_none(
 def test_two_preflights_of_one_model_at_once_probe_it_once(tmp_path, probed, monkeypatch):
     """Two matrices started together with one cache (or two test workers): the second waits for
     the first one's verdict of the model instead of probing it at the same time. The second
-    starts while the first is inside its probe, which lasts a second longer than it would."""
+    starts while the first is inside its probe, which lasts until the second one waits."""
     probing = threading.Event()
     counting = models.check_causal
+    said: list[list[str]] = [[], []]
 
     def slow(*args, **kwargs):
         probing.set()
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60  # until the second one waits (or never does: a bug)
+        while time.monotonic() < deadline and not any("waiting" in ln for ln in said[1]):
+            time.sleep(0.05)
         return counting(*args, **kwargs)
 
     monkeypatch.setattr(models, "check_causal", slow)
     jobs = [_matrix(tmp_path, []), _matrix(tmp_path, [])]
-    said: list[list[str]] = [[], []]
     out: list = [None, None]
     errors: list[BaseException] = []
 
@@ -163,6 +167,67 @@ def test_two_preflights_of_one_model_at_once_probe_it_once(tmp_path, probed, mon
     assert all(c.ok for c in out[0] + out[1])
     assert "cache" not in out[0][0].causality and out[1][0].causality["cache"]["stored"]
     assert any("another process is probing the same model" in ln for ln in said[1]), said[1]
+
+
+def test_a_claim_whose_holder_is_killed_is_free_at_once(tmp_path):
+    """The holder of a model's lock dies by SIGKILL in the middle of its probe: the next
+    preflight neither waits for it nor finds a stale lock."""
+    folder = tmp_path / "cache"
+    code = (
+        "import sys, time\n"
+        "from ablate.causality_cache import CausalityCache\n"
+        f"with CausalityCache({str(folder)!r}).claim('a' * 64):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said: list[str] = []
+        waited = threading.Event()
+
+        def claim_in_thread() -> None:
+            with causality_cache.CausalityCache(folder, say=said.append).claim("a" * 64):
+                waited.set()
+
+        t = threading.Thread(target=claim_in_thread, daemon=True)
+        t.start()
+        assert not waited.wait(timeout=1.0), "a held claim was taken twice"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        assert waited.wait(timeout=10), "the claim of a killed holder was not freed"
+        assert said == [
+            "causality cache: another process is probing the same model; waiting for its verdict"
+        ]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_holder_that_never_ends_is_waited_for_only_so_long(tmp_path, monkeypatch):
+    """A holder stopped (Ctrl-Z) or stuck keeps its lock without dying: after CLAIM_WAIT_S the
+    next preflight probes the model itself, and says so."""
+    folder = tmp_path / "cache"
+    code = (
+        "import time\n"
+        "from ablate.causality_cache import CausalityCache\n"
+        f"with CausalityCache({str(folder)!r}).claim('b' * 64):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(causality_cache, "CLAIM_WAIT_S", 0.5)
+        said: list[str] = []
+        t0 = time.monotonic()
+        with causality_cache.CausalityCache(folder, say=said.append).claim("b" * 64):
+            waited = time.monotonic() - t0
+        assert 0.5 <= waited < 10 and holder.poll() is None
+        assert len(said) == 2 and "probing the model here too" in said[1], said
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_cache_folder_without_locks_or_writes_probes_without_waiting(tmp_path, probed):

@@ -30,10 +30,14 @@ def background(request, tmp_path_factory) -> Background:
 @pytest.fixture(autouse=True)
 def _slurm_conf_of_the_test(request, monkeypatch):
     """``SLURM_CONF`` names the cluster the test uses (``slurm_cluster`` or ``slurm_two_nodes``,
-    asked for directly or through its fixtures): with both clusters up, ``os.environ`` names the
+    asked for directly or through its fixtures, or the one a background job of the test runs
+    on): with both clusters up, ``os.environ`` names the
     one started last, and the test's matrix would submit to the other one."""
-    for name in ("slurm_cluster", "slurm_two_nodes"):
-        if name in request.fixturenames:
-            cluster = request.getfixturevalue(name)
-            monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
-            break
+    names = [n for n in ("slurm_cluster", "slurm_two_nodes") if n in request.fixturenames]
+    if not names and (getattr(request.node, "originalname", None) or request.node.name) in (
+        registered()
+    ):
+        names = ["slurm_cluster"]  # a background test's job runs on the single-node cluster
+    if names:
+        cluster = request.getfixturevalue(names[0])
+        monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
