@@ -4,6 +4,7 @@ is another key and is probed again (ablate.causality_cache). Probe runs are coun
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -169,25 +170,35 @@ def test_two_preflights_of_one_model_at_once_probe_it_once(tmp_path, probed, mon
     assert any("another process is probing the same model" in ln for ln in said[1]), said[1]
 
 
-def test_a_claim_whose_holder_is_killed_is_free_at_once(tmp_path):
-    """The holder of a model's lock dies by SIGKILL in the middle of its probe: the next
-    preflight neither waits for it nor finds a stale lock."""
-    folder = tmp_path / "cache"
+@contextlib.contextmanager
+def _held_elsewhere(folder: Path, key: str):
+    """Another process that holds the claim of ``key`` (and sleeps) until killed."""
     code = (
-        "import sys, time\n"
+        "import time\n"
         "from ablate.causality_cache import CausalityCache\n"
-        f"with CausalityCache({str(folder)!r}).claim('a' * 64):\n"
+        f"with CausalityCache({str(folder)!r}).claim({key!r}):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(600)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_claim_whose_holder_is_killed_is_free_at_once(tmp_path):
+    """The holder of a model's lock dies by SIGKILL in the middle of its probe: the next
+    preflight neither waits for it nor finds a stale lock."""
+    folder, key = tmp_path / "cache", "a" * 64
+    with _held_elsewhere(folder, key) as holder:
         said: list[str] = []
         waited = threading.Event()
 
         def claim_in_thread() -> None:
-            with causality_cache.CausalityCache(folder, say=said.append).claim("a" * 64):
+            with causality_cache.CausalityCache(folder, say=said.append).claim(key):
                 waited.set()
 
         t = threading.Thread(target=claim_in_thread, daemon=True)
@@ -199,35 +210,20 @@ def test_a_claim_whose_holder_is_killed_is_free_at_once(tmp_path):
         assert said == [
             "causality cache: another process is probing the same model; waiting for its verdict"
         ]
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_holder_that_never_ends_is_waited_for_only_so_long(tmp_path, monkeypatch):
     """A holder stopped (Ctrl-Z) or stuck keeps its lock without dying: after CLAIM_WAIT_S the
     next preflight probes the model itself, and says so."""
-    folder = tmp_path / "cache"
-    code = (
-        "import time\n"
-        "from ablate.causality_cache import CausalityCache\n"
-        f"with CausalityCache({str(folder)!r}).claim('b' * 64):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(600)\n"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    folder, key = tmp_path / "cache", "b" * 64
+    with _held_elsewhere(folder, key) as holder:
         monkeypatch.setattr(causality_cache, "CLAIM_WAIT_S", 0.5)
         said: list[str] = []
         t0 = time.monotonic()
-        with causality_cache.CausalityCache(folder, say=said.append).claim("b" * 64):
+        with causality_cache.CausalityCache(folder, say=said.append).claim(key):
             waited = time.monotonic() - t0
         assert 0.5 <= waited < 10 and holder.poll() is None
         assert len(said) == 2 and "probing the model here too" in said[1], said
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_cache_folder_without_locks_or_writes_probes_without_waiting(tmp_path, probed):
