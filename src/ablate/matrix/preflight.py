@@ -266,7 +266,7 @@ def preflight(
         if key not in model_cache and not problems:
             probe = probe_arguments(cfg.seed, cfg.hardware.micro_batch, precisions)
             data = probe_windows(cfg) if causality else None
-            inputs, hit = None, None
+            inputs, hit, ckey = None, None, ""
             claim: contextlib.AbstractContextManager = contextlib.nullcontext()
             if cache is not None:
                 keys = keys or CausalityKeys()
@@ -274,12 +274,13 @@ def preflight(
                 if why and progress:
                     progress(f"causality cache: not used for {job.name}: {why}")
                 if inputs is not None:
-                    claim = cache.claim(causality_cache.key_of(inputs))
+                    ckey = causality_cache.key_of(inputs)
+                    claim = cache.claim(ckey)
             # held from the lookup to the store: a preflight of the same model at the same time
             # waits for this verdict rather than probing it too
             with claim:
                 if cache is not None and inputs is not None:
-                    hit = cache.get(causality_cache.key_of(inputs))
+                    hit = cache.get(ckey)
                 if hit is not None:
                     model_cache[key] = (verdict_problems(hit), hit)
                 else:
@@ -300,7 +301,7 @@ def preflight(
                     )
                     rec = model_cache[key][1]
                     if cache is not None and inputs is not None and rec is not None:
-                        cache.put(causality_cache.key_of(inputs), inputs, rec)
+                        cache.put(ckey, inputs, rec)
             rec = model_cache[key][1]
             if progress and rec is not None:
                 when = causality_cache.stored_when(rec)
