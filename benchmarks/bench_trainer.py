@@ -29,6 +29,7 @@ import torch
 from omegaconf import OmegaConf
 
 import models
+from ablate import heap
 from ablate.config import RunConfig
 from ablate.data import TrainBatches, resolve_dataset
 from ablate.train import grad_accum_for, run_job
@@ -127,6 +128,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--micro-batch", type=int, default=4)
     ap.add_argument("--tokens-per-iter", type=int, default=512)
+    # the trainer sets the heap up (ablate.heap) in this process: the bare loop gets the same heap
+    heap.reuse_freed_memory()
     args = ap.parse_args()
     short, long_ = (int(v) for v in args.iters.split(","))
     if not 0 < short < long_:

@@ -78,6 +78,8 @@ def test_reference_run_writes_the_documented_files(reference):
     got, problem = results.read_final_eval(reference / results.FINAL_EVAL)
     assert problem is None and got.n_windows == 16 and got.fingerprint == fe["val_fingerprint"]
     assert s["gates"] == {}  # V0 has no gates
+    env = json.loads((reference / results.ENV).read_text())
+    assert env["heap"].startswith(("freed blocks reused", "unchanged", "as set by the user"))
     assert s["timed_iters"] == 11  # the first iteration is warm-up, outside the measured time
     assert (reference / "DONE").is_file() and (reference / results.WEIGHTS).is_file()
     assert not (reference / "checkpoint.pt").exists()  # optimizer state is dropped once DONE

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ablate import causality_cache, results
+from ablate import causality_cache, heap, results
 from ablate.compose import JobSpec
 from ablate.config import MatrixSettings, RunConfig, job_nodes, to_container
 from ablate.data import ValWindows, final_val_windows, resolve_dataset
@@ -235,6 +235,8 @@ def preflight(
     to a minute or two per config on CPU at GPT-2 124M shapes)."""
     results_root = Path(settings.results_root)
     launcher = settings.launcher.name
+    if causality:  # the probes allocate as training does (ablate.heap); given back at the end
+        heap.reuse_freed_memory()
     nodes = job_nodes(settings)
     gpus = visible_gpus()
     results: list[PreflightResult] = []
@@ -320,6 +322,7 @@ def preflight(
             if problem:
                 problems.append(problem)
         results.append(PreflightResult(job.name, problems, record))
+    heap.return_freed_memory()  # this process waits for hours holding it otherwise
     return results
 
 

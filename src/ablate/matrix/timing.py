@@ -17,6 +17,7 @@ import torch
 from tabulate import tabulate
 
 import models
+from ablate import heap
 from ablate.compose import JobSpec
 from ablate.config import MatrixSettings, job_nodes, to_container
 from ablate.matrix.plan import final_windows
@@ -56,6 +57,7 @@ def _device_here(cfg_device: str) -> tuple[str | None, str | None]:
 def time_model(job: JobSpec, device: str) -> StepTiming:
     """Build ``job``'s model and time its steps at the job's micro-batch and block size."""
     cfg = job.cfg
+    heap.reuse_freed_memory()  # as the job's process does (ablate.heap): the same step times
     if cfg.hardware.threads and device == "cpu":
         torch.set_num_threads(cfg.hardware.threads)
     torch.manual_seed(cfg.seed)

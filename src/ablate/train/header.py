@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ablate import results
+from ablate import heap, results
 from ablate.errors import AblateError
 from ablate.results import JobDir
 from ablate.train import distributed as dist_mod
@@ -48,6 +48,7 @@ def env_record(
             "resumed": state.resumed,
             "start_iter": state.iter,
             "plugins": f.plugins,
+            "heap": heap.reuse_freed_memory(),
         },
     )
     prev = None
