@@ -35,6 +35,16 @@ if importlib.util.find_spec("xdist") is not None:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _heap():
+    """Each test process allocates as the tool's own processes do (ablate.heap): the probes and
+    jobs that tests run in-process reuse freed memory instead of faulting in fresh pages."""
+    from ablate import heap
+
+    heap.reuse_freed_memory()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _data_cache(tmp_path_factory):
     """Tokenize the embedded corpus once per session, in a temporary cache (never the user's)."""
     if "ABLATE_DATA_CACHE" not in os.environ or os.environ.get("ABLATE_TEST_KEEP_CACHE") != "1":
