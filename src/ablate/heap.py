@@ -17,7 +17,6 @@ and systems: nothing is changed.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -37,7 +36,7 @@ def _libc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return ctypes.CDLL(None)  # the process's own symbols: glibc's mallopt and malloc_trim
     except OSError:
         return None
 
