@@ -71,3 +71,27 @@ def test_a_users_own_malloc_setting_is_kept(env):
     assert said == f"as set by the user ({next(iter(env))})", said
     if "TRIM" not in next(iter(env)):
         assert faults > 30 * 10_000, faults  # their threshold, not ours: every round faults
+
+
+def test_freed_memory_is_given_back_when_asked():
+    """The preflight gives its probes' memory back (return_freed_memory) before the matrix process
+    waits for its jobs: the kept 256 MB leave the process's resident set."""
+    program = """
+import os, torch
+from ablate import heap
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+heap.reuse_freed_memory()
+t = torch.ones(64 << 20)  # 256 MB, every page touched
+del t
+kept = rss_mb()
+heap.return_freed_memory()
+print(kept, rss_mb())
+"""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUN"))}
+    proc = subprocess.run(
+        [sys.executable, "-c", program], env=environ, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    kept, after = (float(v) for v in proc.stdout.split())
+    assert kept - after > 200, (kept, after)
