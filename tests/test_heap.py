@@ -34,8 +34,12 @@ print(heap.reuse_freed_memory() == said or said == "-")
 """
 
 
+# the child's heap is the test's subject: none of the user's malloc or huge-page settings
+_MALLOC_ENV = ("MALLOC_", "GLIBC_TUN", "LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")
+
+
 def _run(mode: str, **env: str) -> tuple[int, str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUN"))}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(_MALLOC_ENV)}
     proc = subprocess.run(
         [sys.executable, "-c", PROGRAM, mode],
         env={**environ, **env},
@@ -51,9 +55,12 @@ def _run(mode: str, **env: str) -> tuple[int, str, str]:
 def test_freed_memory_is_reused_without_new_page_faults():
     plain, _, _ = _run("off")
     reused, said, again = _run("on")
-    # 30 x 64 MB is 480k pages of 4 KiB: each round faults them all in without reuse
-    assert plain > 30 * 10_000, plain
-    assert reused < plain / 20, (reused, plain)
+    if said.startswith("unchanged (glibc refused"):
+        pytest.skip(f"this glibc keeps its own thresholds: {said}")
+    # each round faults its 64 MB in again without reuse (16,384 pages of 4 KiB; fewer with huge
+    # pages): at least one fault per round, and reuse must save 95% of them
+    assert plain >= 30, plain
+    assert reused * 20 < plain, (reused, plain)
     assert said.startswith("freed blocks reused"), said
     assert again == "True"  # a second call changes nothing and says the same
 
@@ -64,13 +71,15 @@ def test_freed_memory_is_reused_without_new_page_faults():
         {"MALLOC_MMAP_THRESHOLD_": "131072"},
         {"MALLOC_TRIM_THRESHOLD_": "131072"},
         {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"},
+        {"LD_PRELOAD": "libjemalloc.so.2"},  # absent here: ld.so says so, glibc's malloc runs
     ],
 )
 def test_a_users_own_malloc_setting_is_kept(env):
     faults, said, _ = _run("on", **env)
     assert said == f"as set by the user ({next(iter(env))})", said
     if "TRIM" not in next(iter(env)):
-        assert faults > 30 * 10_000, faults  # their threshold, not ours: every round faults
+        plain, _, _ = _run("off")
+        assert faults * 2 > plain, (faults, plain)  # their threshold, not ours: every round faults
 
 
 def test_freed_memory_is_given_back_when_asked():
@@ -88,7 +97,7 @@ kept = rss_mb()
 heap.return_freed_memory()
 print(kept, rss_mb())
 """
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUN"))}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(_MALLOC_ENV)}
     proc = subprocess.run(
         [sys.executable, "-c", program], env=environ, capture_output=True, text=True,
         timeout=120, check=True,

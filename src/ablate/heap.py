@@ -6,12 +6,16 @@ and their gradient (batch x block x vocab floats: 103 MB at the smoke shapes) an
 every step, so each step maps new pages and the kernel zeroes them on first touch: on 2 cores a
 third of the CPU time went to page faults, in the kernel (``benchmarks/bench_heap.py`` measures
 it side by side). Raising the mmap and trim thresholds makes freed blocks stay in the heap for the
-next step. The cost: memory a process freed stays counted in its RSS up to ``TRIM_BYTES`` until
-``return_freed_memory`` (the matrix process calls it after its causality probes).
+next step. The cost: memory a process freed stays in its RSS (at the top of the heap up to
+``TRIM_BYTES``; holes below blocks still in use without a limit) until ``return_freed_memory``
+(the matrix process calls it after its causality probes). Only CPU jobs set it: a GPU job's
+large tensors live on the GPU. Blocks over 64 MiB allocated by threads other than the main one
+are still mapped fresh (glibc's thread arenas).
 
 A user who sets glibc's own malloc variables (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
-``GLIBC_TUNABLES`` with a malloc tunable) keeps them: nothing is changed then. Other C libraries
-and systems: nothing is changed.
+``MALLOC_TOP_PAD_``, any ``glibc.malloc.*`` tunable in ``GLIBC_TUNABLES``) or preloads another
+malloc (``LD_PRELOAD``) keeps that: nothing is changed then. Other C libraries and systems, and a
+glibc that refuses the thresholds (older ones cap the mmap threshold at 32 MiB): nothing is changed.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ def _libc() -> ctypes.CDLL | None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
-        return ctypes.CDLL(None)  # the process's own symbols: glibc's mallopt and malloc_trim
-    except OSError:
+        libc = ctypes.CDLL(None)  # the process's own symbols: glibc's mallopt and malloc_trim
+        libc.mallopt, libc.malloc_trim  # noqa: B018  (both must exist)
+    except (OSError, AttributeError):
         return None
+    return libc
 
 
 def _user_chose() -> str | None:
@@ -47,6 +53,8 @@ def _user_chose() -> str | None:
             return name
     if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return "GLIBC_TUNABLES"
+    if "malloc" in os.environ.get("LD_PRELOAD", ""):  # jemalloc, tcmalloc: not glibc's heap
+        return "LD_PRELOAD"
     return None
 
 
@@ -69,6 +77,11 @@ def reuse_freed_memory() -> str:
         done = "unchanged (glibc refused mallopt)"
     _state["done"] = done
     return done
+
+
+def state() -> str:
+    """What ``reuse_freed_memory`` did in this process (for env.json), changing nothing."""
+    return _state.get("done", "unchanged (not asked: a GPU job)")
 
 
 def return_freed_memory() -> None:

@@ -7,6 +7,7 @@ follows elapsed training time, which differs between any two runs.
 from __future__ import annotations
 
 import json
+import platform
 import signal
 import time
 
@@ -79,7 +80,8 @@ def test_reference_run_writes_the_documented_files(reference):
     assert problem is None and got.n_windows == 16 and got.fingerprint == fe["val_fingerprint"]
     assert s["gates"] == {}  # V0 has no gates
     env = json.loads((reference / results.ENV).read_text())
-    assert env["heap"].startswith(("freed blocks reused", "unchanged", "as set by the user"))
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert env["heap"].startswith("freed blocks reused" if glibc else "unchanged"), env["heap"]
     assert s["timed_iters"] == 11  # the first iteration is warm-up, outside the measured time
     assert (reference / "DONE").is_file() and (reference / results.WEIGHTS).is_file()
     assert not (reference / "checkpoint.pt").exists()  # optimizer state is dropped once DONE

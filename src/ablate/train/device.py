@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ablate import heap
 from ablate.errors import ConfigError
 
 # Dense peak FLOP/s for 16-bit (bf16, or fp16 where the chip has no bf16) tensor-core math.
@@ -135,6 +136,8 @@ def setup_device(hw, local_rank: int) -> DeviceSetup:
             "use hardware=cpu (hardware.device=cpu) or run where a GPU is visible"
         )
     use_cuda = has_cuda and want in ("auto", "cuda")
+    if not use_cuda:  # a CPU step frees and re-allocates its logits every iteration (ablate.heap)
+        heap.reuse_freed_memory()
     if hw.threads is not None:
         torch.set_num_threads(hw.threads)
 

@@ -48,7 +48,7 @@ def env_record(
             "resumed": state.resumed,
             "start_iter": state.iter,
             "plugins": f.plugins,
-            "heap": heap.reuse_freed_memory(),
+            "heap": heap.state(),
         },
     )
     prev = None

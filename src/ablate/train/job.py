@@ -20,7 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from ablate import heap, results
+from ablate import results
 from ablate.config import Keep, load_job_config
 from ablate.errors import AblateError, ConfigError, DiskFullError
 from ablate.lock import lock_job
@@ -49,7 +49,6 @@ def run_job(
     summary.json (status failed, traceback tail) and then re-raised: an AblateError means a user
     mistake (exit code 2 at the command line), anything else a failure (exit code 1).
     """
-    heap.reuse_freed_memory()  # a CPU step's logits reuse freed memory, no page faults (ablate.heap)
     jd = JobDir(Path(job_dir))
     dinfo = dist_mod.resolve(rank, world_size, local_rank)
     if not jd.path.is_dir():
