@@ -57,7 +57,8 @@ def _device_here(cfg_device: str) -> tuple[str | None, str | None]:
 def time_model(job: JobSpec, device: str) -> StepTiming:
     """Build ``job``'s model and time its steps at the job's micro-batch and block size."""
     cfg = job.cfg
-    heap.reuse_freed_memory()  # as the job's process does (ablate.heap): the same step times
+    if device == "cpu":  # as a CPU job's process does (ablate.heap): the same step times
+        heap.reuse_freed_memory()
     if cfg.hardware.threads and device == "cpu":
         torch.set_num_threads(cfg.hardware.threads)
     torch.manual_seed(cfg.seed)
