@@ -382,13 +382,24 @@ def test_a_rank_killed_on_the_second_node_ends_the_job_with_its_cause(
         time.sleep(0.2)
 
 
+def _why_not_requeued(cluster, mdir: Path) -> str:
+    """What tells why a time-limited job ended without completing: matrix.json's entry, Slurm's
+    record of every attempt, and the end of rank 0's submitit log (where a failed requeue
+    shows)."""
+    job = results.Manifest.load(mdir).job("V0")
+    jid = str(job.get("slurm_job_id"))
+    err = Path(f"{mdir.parent}.submitit") / f"{jid}_0_log.err"
+    tail = err.read_text()[-2500:] if err.is_file() else f"(no {err})"
+    return f"\nmatrix.json: {job}\nsacct: {_sacct(cluster, jid)}\nrank 0 log:\n{tail}"
+
+
 def test_the_time_limit_signal_stops_both_nodes_and_the_requeued_job_resumes_exactly(
     slurm_two_nodes, references
 ):
     cluster = slurm_two_nodes
     mdir = references["time_limit"]  # queued before the references
     rc, out = _wait(mdir)
-    assert rc == 0, out[-4000:]
+    assert rc == 0, out[-2500:] + _why_not_requeued(cluster, mdir)
     jd = mdir / "V0"
     job = results.Manifest.load(mdir).job("V0")
     assert job["status"] == "completed" and job["attempts"] == 1, job  # submitted once

@@ -5,6 +5,7 @@ environment a Slurm task has."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,8 @@ import textwrap
 import pytest
 
 from ablate import results
+
+REQUEUE_TRIES = re.compile(r"^requeue try \d+$", re.M)
 
 
 def _slurm_env() -> dict:
@@ -94,3 +97,54 @@ def test_only_slurms_signals_are_handed_on_after_a_clean_stop(tmp_path, signame)
         assert proc.returncode == 1 and "the requeue handler ran" in out, out
     else:
         assert proc.returncode == 0 and f"returned after {signame}" in out, out
+
+
+FLAKY_REQUEUE = textwrap.dedent(
+    """\
+    import signal, subprocess, sys
+    from ablate.launch.slurm import task
+
+    failures = int(sys.argv[2])
+    calls = []
+
+    def requeue(*a):  # submitit's USR2 handler, whose `scontrol requeue` fails `failures` times
+        calls.append(1)
+        print("requeue try", len(calls), flush=True)
+        if len(calls) <= failures:
+            raise subprocess.CalledProcessError(1, ["scontrol", "requeue", "7"])
+        sys.exit("the requeue handler ran")
+
+    signal.signal(signal.SIGUSR2, requeue)
+    task.REQUEUE_WAITS_S = (0.01,) * len(task.REQUEUE_WAITS_S)
+    task.run_job = lambda *a, **k: {"status": "running", "stopped_by": "SIGUSR2", "exit_code": 3}
+    task.TrainTask(sys.argv[1])()
+    """
+)
+
+
+@pytest.mark.parametrize("failures", [1, 4, 5])
+def test_a_failed_requeue_is_tried_again_then_its_error_is_raised(tmp_path, failures):
+    """A busy slurmctld that fails `scontrol requeue` for a moment does not end the job: the
+    requeue is tried again, up to 5 times; after the fifth failure its error ends the task."""
+    jd = results.JobDir(tmp_path / "V0")
+    jd.path.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", FLAKY_REQUEUE, str(jd.path), str(failures)],
+        env=_slurm_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    tries = len(REQUEUE_TRIES.findall(proc.stdout))
+    if failures < 5:
+        assert proc.returncode == 1 and "the requeue handler ran" in out, out
+        assert tries == failures + 1, out
+        assert out.count("requeue failed (Command '['scontrol', 'requeue', '7']'") == failures, out
+    else:
+        assert proc.returncode == 1 and tries == 5, out
+        assert "the requeue handler ran" not in out, out
+        assert out.rstrip().endswith(
+            "subprocess.CalledProcessError: Command '['scontrol', 'requeue', '7']' returned "
+            "non-zero exit status 1."
+        ), out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,11 @@ from ablate.train import run_job
 
 HANDED_ON = ("SIGUSR1", "SIGUSR2", "SIGTERM")
 """The stop signals whose handler (submitit's) runs after the trainer checkpointed on one."""
+
+REQUEUE_WAITS_S = (1.0, 2.0, 4.0, 8.0)
+"""Pauses between tries of a requeue whose ``scontrol requeue`` failed: a busy slurmctld answers
+late or not at all for a moment, and a job that is not requeued ends at its time limit (resumable
+by hand, but no longer by itself). 15 s in all, well inside the signal's default 120 s lead."""
 
 
 class TrainTask(Checkpointable):
@@ -52,13 +59,28 @@ class TrainTask(Checkpointable):
             signum = getattr(signal, str(stopped_by), None)
             handler = signal.getsignal(signum) if signum is not None else None
             if callable(handler):
-                handler(signum, None)
+                _hand_on(handler, int(signum))
         return summary
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # The trainer owns the real checkpoint (model, optimizer, RNG, loader position) in the
         # job directory; the requeued task only needs to know which directory to resume.
         return submitit.helpers.DelayedSubmission(TrainTask(self.job_dir))
+
+
+def _hand_on(handler: Any, signum: int) -> None:
+    """Call submitit's handler for the signal; when its ``scontrol requeue`` fails, try again
+    (the handler pickles the same checkpoint each time). The last failure is raised: the job then
+    ends with that error, its checkpoint kept for ``resume=``."""
+    for wait_s in (*REQUEUE_WAITS_S, None):
+        try:
+            handler(signum, None)
+            return
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+            if wait_s is None:
+                raise
+            print(f"requeue failed ({e}); trying again in {wait_s:.0f}s", flush=True)
+            time.sleep(wait_s)
 
 
 def _ignore_late_warning() -> None:
