@@ -15,6 +15,10 @@ from helpers import tiers, workers
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Before anything loads torch: the thread count is read when it loads.
+workers.share_the_cores()
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
 def pytest_collection_modifyitems(config, items) -> None:
     """The tests in tests/slow_tests.txt are marked slow (``helpers.tiers``); under pytest-xdist

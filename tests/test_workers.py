@@ -77,3 +77,67 @@ def test_a_second_worker_that_starts_a_cluster_is_refused(tmp_path: Path, monkey
     assert problem and "gw1" in problem and "gw0" in problem and "workers.py" in problem
     monkeypatch.delenv("PYTEST_XDIST_WORKER")
     assert workers.claim(tmp_path, "slurm-cluster") is None  # no xdist: nothing to check
+
+
+THREADS = """
+import os, subprocess, sys
+from pathlib import Path
+
+def test_threads():
+    job = subprocess.run(  # a job this worker starts: torch reads the share when it loads
+        [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    out = Path(os.environ["RECORD_DIR"]) / os.environ["PYTEST_XDIST_WORKER"]
+    out.write_text(f"{os.environ.get('OMP_NUM_THREADS')} {job}")
+
+test_again = test_threads
+"""
+
+
+@pytest.mark.parametrize("given", [None, "3"])
+def test_each_worker_and_the_jobs_it_starts_get_a_share_of_the_cores(tmp_path: Path, given):
+    suite = tmp_path / "suite"
+    (suite / "tests").mkdir(parents=True)
+    (suite / "conftest.py").write_text("from helpers import workers\nworkers.share_the_cores()\n")
+    (suite / "tests" / "test_threads.py").write_text(THREADS)
+    record = tmp_path / "record"
+    record.mkdir()
+    env = {**os.environ, "RECORD_DIR": str(record), "PYTHONPATH": str(HELPERS_ROOT)}
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "OMP_NUM_THREADS"):
+        env.pop(name, None)
+    if given:
+        env["OMP_NUM_THREADS"] = given  # whoever runs pytest chose: kept
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "xdist", "-p", "no:cacheprovider"],
+        cwd=suite,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ran = {p.name: p.read_text().split() for p in record.iterdir()}
+    assert ran, done.stdout[-3000:]
+    if given:  # kept as given (torch itself caps its threads at the cores)
+        assert all(omp == given for omp, _ in ran.values()), ran
+    else:
+        share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+        assert all(v == [share, share] for v in ran.values()), ran
+
+
+def test_without_workers_the_threads_are_left_alone(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    assert workers.share_the_cores() is None and "OMP_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")
+    assert workers.share_the_cores() is None and "OMP_NUM_THREADS" not in os.environ
+    try:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "64")  # more workers than cores: one each
+        assert workers.share_the_cores() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+        assert torch.get_num_threads() == 1  # torch was loaded already: set there too
+    finally:
+        torch.set_num_threads(before)

@@ -15,6 +15,7 @@ module, instead of failing in munged.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 ONE_WORKER = ("tests/slurm/",)
@@ -63,3 +64,22 @@ def claim(shared: Path, what: str) -> str | None:
     with os.fdopen(fd, "w") as f:
         f.write(worker)
     return None
+
+
+def share_the_cores() -> int | None:
+    """Give this worker its share of the cores; returns the threads set, None if left alone.
+
+    Every worker trains, probes and starts jobs at the same time. torch's default, one thread
+    per core in every process, then oversubscribes the cores, and OpenMP threads that spin-wait
+    on each other run many times slower: the cpu1h verdict test took 155 s alone and 655 s beside
+    a second copy of itself on 2 cores (a fair share would be 310 s). The jobs a worker starts
+    inherit its share through OMP_NUM_THREADS (torch reads it when it loads). A value set by
+    whoever ran pytest is kept, and without xdist (or with one worker) nothing changes."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if count < 2 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    threads = max(1, len(os.sched_getaffinity(0)) // count)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:  # loaded before conftest (by a plugin): set it there as well
+        sys.modules["torch"].set_num_threads(threads)
+    return threads
