@@ -61,9 +61,10 @@ def extra_sections(gc: GroupedCollection) -> dict[str, str]:
     """The sections a grouped report adds after Results: the tuned comparison, the model sizes."""
     out = {}
     plot_files = {name for name, _ in gc.plot_files.get("", [])}
-    if gc.tuning is not None:
+    tuned = _tuned(gc)
+    if tuned is not None:
         names = {k: v for k, v in gc.tuning_plots.items() if v in plot_files}
-        out["Tuned comparison"] = tuning.section(gc, gc.tuning, names)
+        out["Tuned comparison"] = tuning.section(gc, tuned, names)
     keys = sizes.size_keys(gc)
     if keys:
         names = {k: v for k, v in gc.size_plots.items() if v in plot_files}
@@ -160,6 +161,14 @@ def _plots(gc: GroupedCollection) -> list[str]:
     return out
 
 
+def _tuned(gc: GroupedCollection) -> tuning.Tuning | None:
+    """The tuned comparison as report/tuning.py built it (groups.py knows it by a protocol only,
+    so that tuning can import groups and not the reverse)."""
+    if gc.tuning is not None and not isinstance(gc.tuning, tuning.Tuning):
+        raise TypeError(f"a tuned comparison is a tuning.Tuning, not {type(gc.tuning).__name__}")
+    return gc.tuning
+
+
 def write_plots(gc: GroupedCollection, where: Path, write_one: PlotOne) -> list[tuple[str, str]]:
     """Each group's plots (``write_one``: the plots of one collection) in plots/<group>/ beside
     REPORT.md, the tuned comparison's and the model sizes' beside it; every (file, caption)."""
@@ -169,9 +178,10 @@ def write_plots(gc: GroupedCollection, where: Path, write_one: PlotOne) -> list[
         (where / sub).mkdir(parents=True, exist_ok=True)
         gc.plot_files[g.slug] = [(f"{sub}/{n}", c) for n, c in write_one(g, g.stats, where / sub)]
     extra: list[tuple[str, str]] = []
-    if gc.tuning is not None:
-        gc.tuning_plots = tuning.write_plot(gc, gc.tuning, where)
-        caption = f"Loss at every value of {', '.join(gc.tuning.keys)}"
+    tuned = _tuned(gc)
+    if tuned is not None:
+        gc.tuning_plots = tuning.write_plot(gc, tuned, where)
+        caption = f"Loss at every value of {', '.join(tuned.keys)}"
         extra += [(n, caption) for n in gc.tuning_plots.values()]
     keys = sizes.size_keys(gc)
     if keys:

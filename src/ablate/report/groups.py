@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -45,9 +45,6 @@ from ablate.report.load import Collection
 from ablate.report.main_table import MainRow, main_records
 from ablate.report.stats import StepStats
 from ablate.report.verdict import capable, report_candidates
-
-if TYPE_CHECKING:  # tuning builds its groups with this module's Group
-    from ablate.report.tuning import Tuning
 
 Analyse = Callable[[Collection], dict[str, StepStats]]
 """report.build's analysis of one collection: sets its warnings and pipeline check, returns its
@@ -167,6 +164,19 @@ class Group(Collection):
         return R.sanitize_name(base.strip("_") or "all")
 
 
+class TunedComparison(Protocol):
+    """What a grouped report reads of its tuned comparison (report/tuning.py's ``Tuning``, which
+    builds its groups with this module's Group: tuning imports this module, never the reverse)."""
+
+    keys: tuple[str, ...]
+    groups: list[Group]
+    warnings: list[str]
+
+    def chosen(self, group: Group) -> dict[str, dict[str, str]]:
+        """Each step's chosen value of each tuned key in ``group``."""
+        ...
+
+
 @dataclass
 class GroupedCollection(Collection):
     """A report split into groups: every job (for Sources and Notes), the dimensions, the groups."""
@@ -174,8 +184,8 @@ class GroupedCollection(Collection):
     dimensions: list[Dimension] = field(default_factory=list)
     groups: list[Group] = field(default_factory=list)
     """One per key present, the default first, then in the dimensions' value order."""
-    tuning: Tuning | None = None
-    """The tuned comparison (report/tuning.py), when ``--tune`` / ``tune=`` names axes."""
+    tuning: TunedComparison | None = None
+    """The tuned comparison (report/tuning.py's Tuning), when ``--tune`` / ``tune=`` names axes."""
     extra_warnings: list[str] = field(default_factory=list)
     """Warnings of the whole report (the tuned comparison's grid edges)."""
     plot_files: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
