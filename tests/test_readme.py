@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 
+import pytest
 from readme_commands import REPO, readme_commands
 
 
@@ -60,3 +62,41 @@ def test_the_job_directory_names_the_readme_states_are_the_names_jobs_get():
     two = build_jobs(["experiment=smoke", "step=V16", "seed=1,2"], multirun=True)
     assert [j.name for j in one] == ["V16"]
     assert [j.name for j in two] == ["V16_seed1", "V16_seed2"]
+
+
+def _ci_checks() -> list[str]:
+    """.ci/run's lint, format and type lines: after the dev install, before the test command."""
+    lines = (REPO / ".ci" / "run").read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("pip install -q -e")) + 1
+    _, test_cmd = readme_commands()
+    end = lines.index(test_cmd)
+    return [ln for ln in lines[start:end] if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("failing", ["check", "format", "mypy"])
+def test_ci_stops_at_a_lint_format_or_type_finding(tmp_path, failing):
+    """Each check in .ci/run ends the run when it finds something, before the suite starts (under
+    `set -e` a failure on the left of an `&&` list would not)."""
+    import subprocess
+
+    checks = _ci_checks()
+    assert {"ruff check .", "ruff format --check .", "mypy"} <= set(checks), checks
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "calls"
+    for tool in ("ruff", "mypy"):
+        (fake / tool).write_text(
+            f'#!/bin/sh\necho "{tool} $*" >> {log}\n'
+            f'case "{tool} $1" in *"{failing}"*) echo "1 finding"; exit 1;; esac\n'
+        )
+        (fake / tool).chmod(0o755)
+    script = "set -euo pipefail\n" + "\n".join(checks) + "\necho SUITE_WOULD_RUN\n"
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "SUITE_WOULD_RUN" not in proc.stdout, proc.stdout
+    assert log.read_text().splitlines()[-1].startswith("mypy" if failing == "mypy" else "ruff")
