@@ -13,10 +13,11 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
@@ -25,6 +26,36 @@ from ablate.atomic import atomic_open, atomic_write_bytes
 from ablate.errors import AblateError
 
 CHECKPOINT_FORMAT = 1
+
+_NumpyLegacyState = tuple[str, NDArray[np.uint32], int, int, float]
+"""``np.random.get_state()``: (name, keys, pos, has_gauss, cached_gaussian)."""
+
+
+class NumpyRng(TypedDict):
+    """numpy's legacy generator state, its keys as a tensor."""
+
+    name: str
+    keys: torch.Tensor
+    pos: int
+    has_gauss: int
+    cached_gaussian: float
+
+
+class PythonRng(TypedDict):
+    """``random.getstate()`` as plain types."""
+
+    version: int
+    state: list[int]
+    gauss: float | None
+
+
+class RngState(TypedDict):
+    """One rank's RNG states (``capture_rng``); CUDA's is None off CUDA devices."""
+
+    torch: torch.Tensor
+    numpy: NumpyRng
+    python: PythonRng
+    cuda: torch.Tensor | None
 
 
 # --------------------------------------------------------------------------- RNG states
@@ -37,11 +68,13 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def capture_rng(device: torch.device) -> dict:
+def capture_rng(device: torch.device) -> RngState:
     """This process's RNG states as weights_only-loadable types."""
-    np_state = np.random.get_state()
+    # numpy's stubs give the no-argument call the legacy=False overload (a dict); at run time the
+    # default is legacy=True, which returns this tuple.
+    np_state = cast(_NumpyLegacyState, np.random.get_state())
     py_state = random.getstate()
-    state: dict[str, Any] = {
+    state: RngState = {
         "torch": torch.get_rng_state(),
         "numpy": {
             "name": str(np_state[0]),
@@ -62,7 +95,7 @@ def capture_rng(device: torch.device) -> dict:
     return state
 
 
-def restore_rng(state: dict, device: torch.device) -> None:
+def restore_rng(state: RngState, device: torch.device) -> None:
     torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
     npst = state["numpy"]
     np.random.set_state(
@@ -76,20 +109,20 @@ def restore_rng(state: dict, device: torch.device) -> None:
     )
     py = state["python"]
     random.setstate((int(py["version"]), tuple(int(v) for v in py["state"]), py["gauss"]))
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"].to("cpu", torch.uint8), device)
+    if device.type == "cuda" and (cuda := state.get("cuda")) is not None:
+        torch.cuda.set_rng_state(cuda.to("cpu", torch.uint8), device)
 
 
 # --------------------------------------------------------------------------- save / load
 
 
-def save_checkpoint(path: os.PathLike | str, payload: dict) -> None:
+def save_checkpoint(path: os.PathLike[str] | str, payload: dict[str, Any]) -> None:
     """torch.save through ablate.atomic: a crash mid-save leaves the previous checkpoint intact."""
     with atomic_open(path, "wb") as f:
         torch.save({"format": CHECKPOINT_FORMAT, **payload}, f)
 
 
-def load_checkpoint(path: os.PathLike | str) -> dict | None:
+def load_checkpoint(path: os.PathLike[str] | str) -> dict[str, Any] | None:
     """The checkpoint at ``path`` (on CPU), or None when there is none."""
     path = Path(path)
     if not path.is_file():
@@ -108,7 +141,7 @@ def load_checkpoint(path: os.PathLike | str) -> dict | None:
     return ckpt
 
 
-def mismatch_message(path: os.PathLike | str, error: BaseException) -> str:
+def mismatch_message(path: os.PathLike[str] | str, error: BaseException) -> str:
     """One line for a checkpoint whose tensors do not fit the model and optimizer built from the
     job's config.yaml (changed since the checkpoint was written)."""
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
@@ -121,7 +154,7 @@ def mismatch_message(path: os.PathLike | str, error: BaseException) -> str:
     )
 
 
-def checkpoint_state(path: os.PathLike | str) -> dict | None:
+def checkpoint_state(path: os.PathLike[str] | str) -> dict[str, Any] | None:
     """The counters (``RunState``) a checkpoint holds, without reading its tensors into memory
     (``mmap``); None when there is no checkpoint. An unreadable one: the error of
     ``load_checkpoint``."""
@@ -141,7 +174,9 @@ def checkpoint_state(path: os.PathLike | str) -> dict | None:
 WEIGHTS_FORMAT = "ablate-final-weights-1"
 
 
-def save_final_weights(path: os.PathLike | str, model: torch.nn.Module, model_config: dict) -> None:
+def save_final_weights(
+    path: os.PathLike[str] | str, model: torch.nn.Module, model_config: dict[str, Any]
+) -> None:
     """The model's weights as safetensors (atomic), with the model config in the metadata so
     ``load_final_weights`` rebuilds the model through ``models.build_model``.
 
@@ -150,7 +185,7 @@ def save_final_weights(path: os.PathLike | str, model: torch.nn.Module, model_co
     """
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
-    seen: dict[tuple, str] = {}
+    seen: dict[tuple[torch.device, int, int, tuple[int, ...], tuple[int, ...]], str] = {}
     for name, t in model.state_dict().items():
         key = (
             t.device,
@@ -172,7 +207,7 @@ def save_final_weights(path: os.PathLike | str, model: torch.nn.Module, model_co
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
-def load_final_weights(path: os.PathLike | str) -> torch.nn.Module:
+def load_final_weights(path: os.PathLike[str] | str) -> torch.nn.Module:
     """A job's ``model.safetensors`` back as a model (``models.build_model`` + its weights, CPU)."""
     path = Path(path)
     try:

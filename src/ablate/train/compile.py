@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -48,7 +48,7 @@ class CompileResult:
     graphs: int | None = None  # graphs dynamo compiled in the probe (train + eval)
     graph_breaks: int | None = None
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         return {
             "compile": self.compiled,
             "compile_requested": self.requested,
@@ -88,11 +88,11 @@ def _counts() -> tuple[int, int]:
 def compile_model(
     model: torch.nn.Module,
     autocast: Callable[[], Any],
-    train_batch,
-    val_batch,
+    train_batch: tuple[torch.Tensor, torch.Tensor],
+    val_batch: tuple[torch.Tensor, torch.Tensor] | None,
     device: torch.device,
     dinfo: dist_mod.DistInfo,
-    backend: str | Callable | None = None,
+    backend: str | Callable[..., Any] | None = None,
 ) -> tuple[torch.nn.Module, CompileResult]:
     """``(forward module, result)``: the compiled module if the probe passed on every rank, else
     ``model`` itself (eager) with ``result.error`` saying why. ``train_batch`` / ``val_batch`` are
@@ -108,7 +108,7 @@ def compile_model(
     rng = ckpt_mod.capture_rng(device)
     was_training = model.training
     t0 = time.perf_counter()
-    error = None
+    error: str | None = None
     fwd = None
     try:
         fwd = torch.compile(model, backend=backend)
@@ -140,4 +140,8 @@ def compile_model(
     if error is not None:
         torch._dynamo.reset()
         return model, CompileResult(True, False, label, error, seconds)
-    return fwd, CompileResult(True, True, label, None, seconds, g1 - g0, b1 - b0)
+    # torch.compile's stub returns the callable type it is given; given a Module it returns an
+    # OptimizedModule (a Module). With no error the try block ran through, so fwd is set.
+    return cast(torch.nn.Module, fwd), CompileResult(
+        True, True, label, None, seconds, g1 - g0, b1 - b0
+    )

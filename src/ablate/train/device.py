@@ -9,12 +9,17 @@ from __future__ import annotations
 import contextlib
 import platform
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import torch
 
 from ablate import heap
 from ablate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ablate.config import HardwareConfig
 
 # Dense peak FLOP/s for 16-bit (bf16, or fp16 where the chip has no bf16) tensor-core math.
 # Matched by substring of torch.cuda.get_device_name(), first match wins (order matters:
@@ -81,6 +86,14 @@ def cpu_name() -> str:
     return f"cpu ({platform.processor() or platform.machine() or 'unknown'})"
 
 
+class SdpaProbe(TypedDict):
+    """``probe_sdpa``'s answer (env.json's ``sdpa``)."""
+
+    enabled: list[str]
+    flash: bool
+    flash_error: str | None
+
+
 @dataclass
 class DeviceSetup:
     """The device a rank trains on and the numerics it trains with."""
@@ -90,8 +103,8 @@ class DeviceSetup:
     precision: str  # "bf16" | "fp32"
     tf32: bool
     compile: bool
-    warnings: list
-    sdpa: dict | None = None  # see probe_sdpa
+    warnings: list[str]
+    sdpa: SdpaProbe | None = None  # see probe_sdpa
 
     @property
     def is_cuda(self) -> bool:
@@ -120,7 +133,7 @@ class DeviceSetup:
         return torch.cuda.max_memory_allocated(self.device) / 2**20
 
 
-def setup_device(hw, local_rank: int) -> DeviceSetup:
+def setup_device(hw: HardwareConfig, local_rank: int) -> DeviceSetup:
     """Resolve hardware.device / precision / tf32 / compile / threads for this rank.
 
     ``hw`` is the RunConfig's ``hardware`` (a HardwareConfig, its values validated by
@@ -192,7 +205,7 @@ def setup_device(hw, local_rank: int) -> DeviceSetup:
     )
 
 
-def probe_sdpa(dev: DeviceSetup, n_head: int, head_dim: int) -> dict:
+def probe_sdpa(dev: DeviceSetup, n_head: int, head_dim: int) -> SdpaProbe:
     """Which scaled_dot_product_attention kernels are enabled, and whether the flash kernel can
     run at the job's dtype and head dim on this device (one tiny causal call restricted to it).
 
@@ -204,19 +217,20 @@ def probe_sdpa(dev: DeviceSetup, n_head: int, head_dim: int) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     b = torch.backends.cuda
+    # torch leaves the *_sdp_enabled() functions unannotated; each returns a bool.
     enabled = [
         name
         for name, on in (
-            ("flash", b.flash_sdp_enabled()),
-            ("mem_efficient", b.mem_efficient_sdp_enabled()),
-            ("cudnn", b.cudnn_sdp_enabled()),
-            ("math", b.math_sdp_enabled()),
+            ("flash", cast("Callable[[], bool]", b.flash_sdp_enabled)()),
+            ("mem_efficient", cast("Callable[[], bool]", b.mem_efficient_sdp_enabled)()),
+            ("cudnn", cast("Callable[[], bool]", b.cudnn_sdp_enabled)()),
+            ("math", cast("Callable[[], bool]", b.math_sdp_enabled)()),
         )
         if on
     ]
     dtype = dev.autocast_dtype or torch.float32
     q = torch.zeros(1, n_head, 16, head_dim, device=dev.device, dtype=dtype)
-    error = None
+    error: str | None = None
     if "flash" not in enabled:
         error = "the flash kernel is disabled (torch.backends.cuda.enable_flash_sdp(False))"
     else:

@@ -118,10 +118,10 @@ def all_reduce(tensor: torch.Tensor, op: str, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
-def all_gather_object(obj: Any, info: DistInfo) -> list:
+def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
     if not info.enabled:
         return [obj]
-    out: list = [None] * info.world_size
+    out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
 

@@ -8,8 +8,17 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
+
+
+class GitInfo(TypedDict):
+    """env.json's "git": the checkout's HEAD, whether it has uncommitted changes, its root."""
+
+    sha: str | None
+    dirty: bool | None
+    root: str | None
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -24,7 +33,7 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout
 
 
-def git_info(path: Path | None = None) -> dict:
+def git_info(path: Path | None = None) -> GitInfo:
     """SHA and dirty flag of the checkout holding the ablate sources (None outside a checkout)."""
     path = Path(path) if path else Path(__file__).resolve().parent
     sha = _git(["rev-parse", "HEAD"], path)
@@ -40,9 +49,13 @@ def git_info(path: Path | None = None) -> dict:
 
 
 def collect(
-    device_name: str, device_type: str, world_size: int, precision: str, extra: dict | None = None
-) -> dict:
-    info = {
+    device_name: str,
+    device_type: str,
+    world_size: int,
+    precision: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    info: dict[str, Any] = {
         "git": git_info(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,

@@ -19,6 +19,7 @@ import signal
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from ablate import results
 from ablate.config import Keep, load_job_config
@@ -40,7 +41,7 @@ def run_job(
     rank: int | None = None,
     world_size: int | None = None,
     local_rank: int | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Train the job in ``job_dir`` (or resume it from its checkpoint) and return its summary.
 
     The returned dict is what summary.json holds plus ``exit_code``: 0 completed, 1 failed
@@ -69,7 +70,7 @@ def run_job(
             lock.release()
 
 
-def _run_locked(jd: JobDir, dinfo: dist_mod.DistInfo) -> dict:
+def _run_locked(jd: JobDir, dinfo: dist_mod.DistInfo) -> dict[str, Any]:
     if jd.is_done():  # checked again under the lock: a DONE job is never retrained or rewritten
         if dinfo.is_main:
             print(f"{jd.path}: already complete (DONE exists); not retraining", flush=True)
@@ -99,7 +100,7 @@ def _run_locked(jd: JobDir, dinfo: dist_mod.DistInfo) -> dict:
     return trainer.run(jd.path, dinfo)
 
 
-def _already_done(summary: results.JobSummary | None, code: int) -> dict:
+def _already_done(summary: results.JobSummary | None, code: int) -> dict[str, Any]:
     out = summary.to_dict() if summary is not None else {}
     out.update(exit_code=code, already_done=True)
     return out

@@ -30,6 +30,7 @@ only -- never of a measured iteration rate:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -58,7 +59,10 @@ def grad_accum_for(tokens_per_iter: int, block_size: int, micro_batch: int, worl
     return tokens_per_iter // per_micro
 
 
-def param_groups(model, optim_cfg) -> tuple[list[dict], dict]:
+def param_groups(
+    model: Any,  # a models.build_model model: nn.Module types its param_kind as Tensor | Module
+    optim_cfg: OptimConfig,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """AdamW groups for ``model`` and a JSON-able record of what was built.
 
     Returns ``(groups, record)``; ``record`` = {"groups": [{"name", "weight_decay", "kinds",
@@ -72,7 +76,7 @@ def param_groups(model, optim_cfg) -> tuple[list[dict], dict]:
     decay: list[tuple[str, torch.nn.Parameter]] = []
     no_decay: list[tuple[str, torch.nn.Parameter]] = []
     frozen: list[tuple[str, torch.nn.Parameter]] = []
-    kinds_seen: dict[str, set] = {"decay": set(), "no_decay": set()}
+    kinds_seen: dict[str, set[str]] = {"decay": set(), "no_decay": set()}
     for name, p in model.named_parameters():  # tied weights appear once
         if not p.requires_grad:
             frozen.append((name, p))
@@ -89,8 +93,8 @@ def param_groups(model, optim_cfg) -> tuple[list[dict], dict]:
             no_decay.append((name, p))
             kinds_seen["no_decay"].add(kind)
     wd = optim_cfg.weight_decay
-    groups = []
-    record_groups = []
+    groups: list[dict[str, Any]] = []
+    record_groups: list[dict[str, Any]] = []
     for gname, members, gwd in (("decay", decay, wd), ("no_decay", no_decay, 0.0)):
         if not members:
             continue
@@ -105,7 +109,7 @@ def param_groups(model, optim_cfg) -> tuple[list[dict], dict]:
                 "names": [n for n, _ in members],
             }
         )
-    record = {
+    record: dict[str, Any] = {
         "groups": record_groups,
         "frozen": {
             "tensors": len(frozen),
@@ -116,14 +120,18 @@ def param_groups(model, optim_cfg) -> tuple[list[dict], dict]:
     return groups, record
 
 
-def build_optimizer(model, optim_cfg, device_type: str) -> tuple[torch.optim.AdamW, dict]:
+def build_optimizer(
+    model: torch.nn.Module, optim_cfg: OptimConfig, device_type: str
+) -> tuple[torch.optim.AdamW, dict[str, Any]]:
     """Fused AdamW on CUDA and CPU alike (torch >= 2.4 has the CPU kernel), so the CPU tests run
     the optimizer the GPU jobs use. Where torch refuses fused, the for-each implementation runs and
     ``record["optimizer"]`` says so with the reason; ``record["fused"]`` is what was built."""
     groups, record = param_groups(model, optim_cfg)
     if not groups:
         raise ConfigError("the model has no trainable parameters")
-    kwargs = dict(lr=optim_cfg.lr, betas=(optim_cfg.beta1, optim_cfg.beta2), eps=optim_cfg.eps)
+    kwargs: dict[str, Any] = dict(
+        lr=optim_cfg.lr, betas=(optim_cfg.beta1, optim_cfg.beta2), eps=optim_cfg.eps
+    )
     try:
         opt = torch.optim.AdamW(groups, fused=True, **kwargs)
         record["optimizer"], record["fused"] = "AdamW (fused)", True
@@ -137,7 +145,7 @@ def build_optimizer(model, optim_cfg, device_type: str) -> tuple[torch.optim.Ada
     return opt, record
 
 
-def keep_implementation(opt: torch.optim.Optimizer, record: dict) -> None:
+def keep_implementation(opt: torch.optim.Optimizer, record: dict[str, Any]) -> None:
     """After ``opt.load_state_dict``: the loaded groups carry the saving run's fused/foreach flags
     (a checkpoint from before fused CPU AdamW says ``fused: None``); run what ``record`` says."""
     for g in opt.param_groups:
@@ -145,9 +153,9 @@ def keep_implementation(opt: torch.optim.Optimizer, record: dict) -> None:
         g["foreach"] = None if record.get("fused") else True
 
 
-def describe_groups(record: dict) -> list[str]:
+def describe_groups(record: dict[str, Any]) -> list[str]:
     """One line per group for train.log."""
-    lines = []
+    lines: list[str] = []
     for g in record["groups"]:
         lines.append(
             f"optim group {g['name']}: weight_decay={g['weight_decay']} kinds={','.join(g['kinds'])} "
@@ -203,7 +211,7 @@ class Schedule:
         progress = 1.0 if span <= 0 else min(1.0, (p - w) / span)
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         """summary.json's ``schedule``."""
         return {
             "kind": "linear warmup, cosine decay",

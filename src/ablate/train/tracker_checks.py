@@ -11,13 +11,14 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ablate.config import TrackerConfig
 from ablate.errors import ConfigError
 from ablate.train.trackers import check_installed
 
 
-def check_trackers(trackers: list) -> None:
+def check_trackers(trackers: list[TrackerConfig]) -> None:
     """:func:`check_usable` once per distinct tracker setting of a matrix's jobs."""
-    seen = set()
+    seen: set[tuple[str, str | None, str | None]] = set()
     for t in trackers:
         key = (t.name, t.mode, t.uri)
         if key not in seen:
@@ -25,7 +26,7 @@ def check_trackers(trackers: list) -> None:
             check_usable(t)
 
 
-def check_usable(tracker) -> None:
+def check_usable(tracker: TrackerConfig) -> None:
     """One line, before any job starts, when a job's tracker could not start: not installed; W&B
     online without an API key; an MLflow store the installed client cannot open or reach.
     (Without this check each job would train with its tracker switched off.) ``tracker`` is a
@@ -69,7 +70,7 @@ def _netrc_has(url: str) -> bool:
     return any(h and found.authenticators(h) for h in hosts)
 
 
-def _check_wandb(tracker) -> None:
+def _check_wandb(tracker: TrackerConfig) -> None:
     mode, url, settings_key = _wandb_settings()
     mode = tracker.mode or mode
     if mode != "online":  # offline, disabled (or W&B's old dryrun): no server, no key
@@ -91,7 +92,7 @@ def _check_wandb(tracker) -> None:
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
-def _check_mlflow(tracker) -> None:
+def _check_mlflow(tracker: TrackerConfig) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 

@@ -15,6 +15,7 @@ key or offline mode, an MLflow store the installed client can open and reach).
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import importlib.util
@@ -23,13 +24,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal, cast
 
 from ablate import results
-from ablate.config import config_yaml, to_container
+from ablate.config import RunConfig, config_yaml, to_container
 from ablate.errors import ConfigError
 
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+WandbMode = Literal["online", "offline", "disabled"]
+"""tracker.mode's values (ablate.config.WANDB_MODES; TrackerConfig.problems refuses others)."""
 
 
 def check_installed(name: str) -> None:
@@ -43,7 +47,7 @@ def check_installed(name: str) -> None:
         )
 
 
-def values(record: dict) -> Iterator[tuple[str, float]]:
+def values(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
     """The numeric values of one metrics.jsonl record, as (key, value); lists become key/<i>."""
 
     def walk(key: str, v: Any) -> Iterator[tuple[str, float]]:
@@ -74,7 +78,7 @@ class Tracker:
 
 
 class TensorBoardTracker(Tracker):
-    def __init__(self, cfg, jd: results.JobDir, config_yaml: str, start_iter: int):
+    def __init__(self, cfg: RunConfig, jd: results.JobDir, config_yaml: str, start_iter: int):
         from torch.utils.tensorboard import SummaryWriter
 
         matrix = jd.path.parent
@@ -105,7 +109,7 @@ class TensorBoardTracker(Tracker):
 
 
 class WandbTracker(Tracker):
-    def __init__(self, cfg, jd: results.JobDir, config: dict, start_iter: int):
+    def __init__(self, cfg: RunConfig, jd: results.JobDir, config: dict[str, Any], start_iter: int):
         import wandb
 
         matrix = jd.path.parent
@@ -122,7 +126,8 @@ class WandbTracker(Tracker):
             tags=[f"step:{cfg.step.name}", f"seed:{cfg.seed}"],
             config=config,
             dir=str(folder),
-            mode=cfg.tracker.mode,
+            # A str in the config (OmegaConf has no Literal), validated against WANDB_MODES.
+            mode=cast("WandbMode | None", cfg.tracker.mode),
             id=run_id,
             resume="allow",
             settings=wandb.Settings(console="off", silent=True),
@@ -146,7 +151,14 @@ class WandbTracker(Tracker):
 
 
 class MlflowTracker(Tracker):
-    def __init__(self, cfg, jd: results.JobDir, config: dict, config_yaml: str, start_iter: int):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        jd: results.JobDir,
+        config: dict[str, Any],
+        config_yaml: str,
+        start_iter: int,
+    ):
         from mlflow.tracking import MlflowClient
 
         self.client = client = MlflowClient(tracking_uri=cfg.tracker.uri)
@@ -156,7 +168,9 @@ class MlflowTracker(Tracker):
             try:
                 exp_id = client.create_experiment(matrix.name)
             except Exception:  # a parallel job of the same matrix created it first
-                exp_id = client.get_experiment_by_name(matrix.name).experiment_id
+                # None (not created after all) raises AttributeError here: _guard reports it as
+                # the tracker's start failure, as it does any other.
+                exp_id = client.get_experiment_by_name(matrix.name).experiment_id  # type: ignore[union-attr]
         else:
             exp_id = exp.experiment_id
         # One run per job, also across resumes: find it by its job tag.
@@ -194,7 +208,7 @@ class MlflowTracker(Tracker):
         self.client.set_terminated(self.run_id, state)
 
 
-def _flat(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def _flat(d: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
@@ -203,7 +217,13 @@ def _flat(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield key, v
 
 
-_STOP = object()
+class _Stop(enum.Enum):
+    """The worker's stop request (a one-member enum: a sentinel the type checker can narrow)."""
+
+    STOP = enum.auto()
+
+
+_STOP: Final = _Stop.STOP
 
 
 class TrackedMetrics:
@@ -233,10 +253,13 @@ class TrackedMetrics:
         self.tracker: Tracker | None = None
         self._dropped = 0
         self._guard("start", lambda: setattr(self, "tracker", opener()))
-        self._queue: queue.Queue = queue.Queue(maxsize=self.MAX_BACKLOG)
+        self._queue: queue.Queue[tuple[int, dict[str, float]] | threading.Event | _Stop] = (
+            queue.Queue(maxsize=self.MAX_BACKLOG)
+        )
         self._thread: threading.Thread | None = None
         if self.tracker is not None:
-            self._thread = threading.Thread(
+            # mypy keeps self.tracker narrowed to the None above: it cannot see _guard's setattr.
+            self._thread = threading.Thread(  # type: ignore[unreachable]
                 target=self._work, name=f"ablate-tracker-{name}", daemon=True
             )
             self._thread.start()
@@ -273,7 +296,7 @@ class TrackedMetrics:
             if tracker is not None:
                 self._guard(f"iteration {step}", functools.partial(tracker.log, step, vals))
 
-    def write(self, record: dict) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         self.writer.write(record)
         if self.tracker is None:
             return
@@ -337,12 +360,12 @@ class TrackedMetrics:
 
 
 def open_metrics(
-    cfg,
+    cfg: RunConfig,
     jd: results.JobDir,
     writer: results.MetricsWriter,
     start_iter: int,
     warn: Callable[[str], None],
-) -> Any:
+) -> results.MetricsWriter | TrackedMetrics:
     """The metrics sink of rank 0: the writer itself, or the writer plus the configured tracker."""
     name = cfg.tracker.name
     if name == "none":
