@@ -152,7 +152,7 @@ def _documented_keys(section: str) -> set[str]:
     for line in section.splitlines():
         cells = line.split("|")
         if line.startswith("| `") and len(cells) > 2:
-            keys |= set(re.findall(r"`([a-z_]+)`", cells[1]))
+            keys |= set(re.findall(r"`([a-z_][a-z0-9_]*)`", cells[1]))
     return keys
 
 
@@ -165,6 +165,21 @@ def test_summary_keys_are_the_dataclass_fields_and_the_documented_keys():
         f"in the dataclass only: {sorted(set(fields) - documented)}; "
         f"documented only: {sorted(documented - set(fields))}"
     )
+
+
+def test_env_keys_are_the_record_fields_and_the_documented_keys():
+    docs = (REPO / "docs" / "results-format.md").read_text()
+    documented = _documented_keys(_section(docs, "\n## env.json\n", "\n## identity.json\n"))
+    documented -= {"git_sha", "git_dirty", "device_name"}  # early versions' flat keys (legacy)
+    assert documented == set(results.ENV_KEYS), (
+        f"in EnvRecord only: {sorted(set(results.ENV_KEYS) - documented)}; "
+        f"documented only: {sorted(documented - set(results.ENV_KEYS))}"
+    )
+    record = results.EnvRecord(**{k: None for k in results.ENV_KEYS})  # type: ignore[arg-type]
+    assert "previous" not in record.to_dict()  # a first start has no earlier records
+    assert list(dataclasses.replace(record, previous=[{}]).to_dict()) == list(results.ENV_KEYS)
+    with pytest.raises(TypeError):
+        results.EnvRecord(**{k: None for k in results.ENV_KEYS}, hostnmae="x")  # type: ignore[arg-type]
 
 
 def test_a_summary_key_the_dataclass_does_not_have_is_refused_when_building_one():

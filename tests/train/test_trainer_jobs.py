@@ -82,6 +82,7 @@ def test_reference_run_writes_the_documented_files(reference):
     env = json.loads((reference / results.ENV).read_text())
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert env["heap"].startswith("freed blocks reused" if glibc else "unchanged"), env["heap"]
+    assert list(env) == [k for k in results.ENV_KEYS if k != "previous"]  # a first start
     assert s["timed_iters"] == 11  # the first iteration is warm-up, outside the measured time
     assert (reference / "DONE").is_file() and (reference / results.WEIGHTS).is_file()
     assert not (reference / "checkpoint.pt").exists()  # optimizer state is dropped once DONE
@@ -203,6 +204,10 @@ def test_kill9_between_checkpoints_resumes_exactly(reference, tmp_path):
     s = summary(job)
     assert s["resumed"] == 1 and s["status"] == "completed"
     assert s["best_val_loss"] == summary(reference)["best_val_loss"]
+    env = json.loads((job / results.ENV).read_text())  # this start's record, the first one's kept
+    assert list(env) == list(results.ENV_KEYS) and env["resumed"] == 1, list(env)
+    (first,) = env["previous"]
+    assert first["resumed"] == 0 and "previous" not in first and first["start_iter"] == 0
 
 
 # --------------------------------------------------------------------------- failures

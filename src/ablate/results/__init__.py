@@ -7,7 +7,7 @@ Layout (documented for users in docs/results-format.md)::
       REPORT.md, *.png      the report
       <job>/                one directory per job, named after its step and swept values
         config.yaml         resolved config that ran
-        env.json            git SHA/dirty, versions, hostname, device name/count, world size
+        env.json            what it ran on (EnvRecord): git SHA, versions, host, devices, batch
         identity.json       the run's identity: digest and components (ablate.identity)
         reused.json         only in a job filled from an earlier run: where it came from
         metrics.jsonl       one JSON object per line; appended as training goes
@@ -20,7 +20,7 @@ Layout (documented for users in docs/results-format.md)::
 
 Modules: ``names`` (format version, file names, statuses, directory names), ``files`` (JSON/YAML
 reading and atomic writing), ``summary`` (JobSummary: summary.json's keys, defined only there),
-``job`` (JobDir), ``final_eval``, ``metrics``, ``manifest`` (matrix.json, finding directories),
+``env`` (EnvRecord: env.json's keys, defined only there), ``job`` (JobDir), ``final_eval``, ``metrics``, ``manifest`` (matrix.json, finding directories),
 ``causality`` (records and the state a report shows), ``identity`` (identity.json: a run's
 stored identity and what differs between two; reused.json), ``axes`` (which swept keys are axes,
 each job's values), ``legacy`` (the one place that knows older
@@ -56,6 +56,7 @@ from ablate.results.causality import (
     read_causality_init,
     write_causality_init,
 )
+from ablate.results.env import ENV_KEYS, EnvRecord
 from ablate.results.files import (
     PathLike,
     ResultsFormatError,
@@ -182,7 +183,9 @@ __all__ = [
     "WEIGHTS",
     "ConfigFacts",
     "Difference",
+    "ENV_KEYS",
     "EnvFacts",
+    "EnvRecord",
     "EvalPoint",
     "TrainPoint",
     "FinalEval",

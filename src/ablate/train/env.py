@@ -1,16 +1,10 @@
-"""What a job ran on: env.json (git SHA and dirty flag, versions, host, devices, world size)."""
+"""The checkout a job runs from (env.json's "git"; the record itself: ablate.results.env)."""
 
 from __future__ import annotations
 
-import os
-import platform
-import socket
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any, TypedDict
-
-import torch
+from typing import TypedDict
 
 
 class GitInfo(TypedDict):
@@ -46,31 +40,3 @@ def git_info(path: Path | None = None) -> GitInfo:
         "dirty": None if status is None else bool(status.strip()),
         "root": root.strip() if root else None,
     }
-
-
-def collect(
-    device_name: str,
-    device_type: str,
-    world_size: int,
-    precision: str,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "git": git_info(),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(),
-        "device_type": device_type,
-        "device": device_name,
-        "devices_visible": torch.cuda.device_count() if device_type == "cuda" else 1,
-        "world_size": world_size,
-        "precision": precision,
-        "torch_threads": torch.get_num_threads(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "argv": list(sys.argv),
-    }
-    if extra:
-        info.update(extra)
-    return info

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import socket
+import sys
 from typing import Any
 
 import torch
@@ -19,48 +23,65 @@ from ablate.train.trainlog import dtype_name
 
 def env_record(
     jd: JobDir, f: RunFacts, dinfo: dist_mod.DistInfo, state: RunState
-) -> dict[str, Any]:
+) -> results.EnvRecord:
     """env.json: where and how the job runs; earlier starts of the job kept under "previous"."""
     cfg, dev = f.cfg, f.device
     assert cfg is not None and dev is not None
-    env = env_mod.collect(
-        dev.name,
-        dev.device.type,
-        dinfo.world_size,
-        dev.precision,
-        extra={
-            "device_count": f.device_count(),
-            "local_world_size": dinfo.local_world_size,
-            "hostnames": [host for host, _ in f.rank_hosts],
-            "backend": dinfo.backend,
-            "tf32": dev.tf32,
-            **f.compiled.record(),
-            "autocast_dtype": dtype_name(dev.autocast_dtype),
-            "sdpa": dev.sdpa,
-            "grad_accum": f.grad_accum,
-            "micro_batch": cfg.hardware.micro_batch,
-            "tokens_per_iter": cfg.optim.tokens_per_iter,
-            "num_params": f.num_params,
-            "flops_per_token": f.flops_per_token,
-            "peak_flops": dev.peak_flops(),
-            "dataset": describe(f.dataset),
-            "optim_groups": f.optim_record,
-            "resumed": state.resumed,
-            "start_iter": state.iter,
-            "plugins": f.plugins,
-            "heap": heap.state(),
-        },
-    )
+    assert f.num_params is not None and f.flops_per_token is not None
+    c = f.compiled
     prev = None
     if jd.env.is_file():
         try:
             prev = results.read_json(jd.env)
         except AblateError:
             prev = None
+    previous = None
     if prev is not None:
         history = prev.pop("previous", [])
-        env["previous"] = history + [prev]
-    return env
+        previous = (history if isinstance(history, list) else []) + [prev]
+    return results.EnvRecord(
+        git=dict(env_mod.git_info()),
+        python=sys.version.split()[0],
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        hostname=socket.gethostname(),
+        platform=platform.platform(),
+        device_type=dev.device.type,
+        device=dev.name,
+        devices_visible=torch.cuda.device_count() if dev.device.type == "cuda" else 1,
+        world_size=dinfo.world_size,
+        precision=dev.precision,
+        torch_threads=torch.get_num_threads(),
+        slurm_job_id=os.environ.get("SLURM_JOB_ID"),
+        argv=list(sys.argv),
+        device_count=f.device_count(),
+        local_world_size=dinfo.local_world_size,
+        hostnames=[host for host, _ in f.rank_hosts],
+        backend=dinfo.backend,
+        tf32=dev.tf32,
+        compile=c.compiled,
+        compile_requested=c.requested,
+        compile_backend=c.backend,
+        compile_error=c.error,
+        compile_seconds=c.seconds,
+        compile_graphs=c.graphs,
+        compile_graph_breaks=c.graph_breaks,
+        autocast_dtype=dtype_name(dev.autocast_dtype),
+        sdpa=dict(dev.sdpa) if dev.sdpa is not None else None,
+        grad_accum=f.grad_accum,
+        micro_batch=cfg.hardware.micro_batch,
+        tokens_per_iter=cfg.optim.tokens_per_iter,
+        num_params=f.num_params,
+        flops_per_token=f.flops_per_token,
+        peak_flops=dev.peak_flops(),
+        dataset=describe(f.dataset),
+        optim_groups=f.optim_record,
+        resumed=state.resumed,
+        start_iter=state.iter,
+        plugins=f.plugins,
+        heap=heap.state(),
+        previous=previous,
+    )
 
 
 def header_lines(

@@ -441,7 +441,7 @@ class Trainer:
         rec.open_metrics(trackers.open_metrics(cfg, jd, MetricsWriter(jd.metrics), it, rec.warn))
         if it == 0:
             rec.write_batch_record(self.batches.global_fingerprint(0))
-        results.atomic_write_json(jd.env, header.env_record(jd, facts, self.dinfo, st))
+        results.atomic_write_json(jd.env, header.env_record(jd, facts, self.dinfo, st).to_dict())
         assert facts.dataset is not None
         run_identity.write(jd, cfg, facts.dataset, self.dev.name, self.dinfo.world_size, rec.warn)
         for line in header.header_lines(jd, facts, self.dinfo, st, notes_now):
