@@ -236,7 +236,7 @@ def test_shards_too_short_for_one_window_are_not_ready(tmp_path, capsys):
 
 def _done_matrix(tmp_path: Path) -> Path:
 
-    from report_factory import make_matrix, seed_jobs
+    from helpers.report_factory import make_matrix, seed_jobs
 
     return make_matrix(tmp_path, seed_jobs())
 

@@ -359,7 +359,7 @@ def test_help_into_a_closed_pipe_exits_quietly(tmp_path):
 
 
 def test_report_into_a_closed_pipe_exits_quietly(tmp_path):
-    from report_factory import make_matrix, seed_jobs
+    from helpers.report_factory import make_matrix, seed_jobs
 
     mdir = make_matrix(
         tmp_path / "results", seed_jobs(), name="test_matrix_results_20251111_170325"

@@ -186,7 +186,7 @@ def _job_lock_at_done(monkeypatch) -> list:
 
 
 def test_the_job_lock_is_held_until_done_is_written(tmp_path, monkeypatch):
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     from ablate.train import run_job
 
@@ -200,7 +200,7 @@ def test_the_job_lock_is_held_until_done_is_written(tmp_path, monkeypatch):
 
 def test_a_missing_done_is_written_under_the_job_lock(tmp_path, monkeypatch):
     """A job that died between its completed summary and DONE gets DONE on resume, locked."""
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     from ablate.train import run_job
 
@@ -213,7 +213,7 @@ def test_a_missing_done_is_written_under_the_job_lock(tmp_path, monkeypatch):
 
 
 def test_the_job_process_refuses_a_job_another_process_holds(tmp_path):
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     from ablate.train import run_job
 
@@ -269,7 +269,7 @@ def test_resume_never_launches_a_done_job(tmp_path, monkeypatch):
 
 
 def test_the_trainer_never_retrains_a_done_job(tmp_path, monkeypatch):
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     from ablate.train import run_job, trainer
 
@@ -418,12 +418,12 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
 def test_deleting_the_lock_of_a_training_job_lets_no_second_trainer_in(tmp_path):
     """A job trains; its .ablate.lock is deleted; a second trainer of the same directory (by hand,
     a second runner) is refused with one line, and the first trains on to its end."""
-    from train_helpers import run_cli, start_cli, wait_for_iter
+    from helpers.train_helpers import run_cli, start_cli, wait_for_iter
 
     from ablate.train import run_job
 
     job = tmp_path / "job"
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     make_job(tmp_path, "job", budget__max_iters=400, budget__checkpoint_interval_iters=None)
     first = start_cli(job)

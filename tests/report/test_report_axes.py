@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from report_factory import Job, make_matrix, section, table_rows
+from helpers.report_factory import Job, make_matrix, section, table_rows
 
 from ablate import results as R
 from ablate.report import build, render_markdown

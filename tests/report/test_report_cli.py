@@ -10,7 +10,7 @@ import sys
 import pandas as pd
 import pytest
 from helpers.errors import assert_one_error_line
-from report_factory import Job, make_matrix, seed_jobs, table_rows
+from helpers.report_factory import Job, make_matrix, seed_jobs, table_rows
 
 from ablate import results as R
 from ablate.report import write_report

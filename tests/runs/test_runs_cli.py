@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-import runs_craft as craft
+from helpers import runs_craft as craft
 
 from ablate import identity, results
 from ablate.runs import RunsIndex

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-import runs_craft as craft
+from helpers import runs_craft as craft
 
 from ablate.runs import RunsIndex
 from ablate.runs.__main__ import main

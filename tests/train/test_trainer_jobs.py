@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from train_helpers import (
+from helpers.train_helpers import (
     curve,
     make_job,
     records,
