@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+from helpers.tiny import TINY_SHAPE, tiny_shape
 from helpers.train_helpers import (
     curve,
     make_job,
@@ -310,7 +311,7 @@ def test_v18_gates_in_eval_records_and_summary(tmp_path):
     )
     job = make_job(tmp_path, **over)
     s = run_job(job)
-    n_layer, n_head = 2, 2
+    n_layer, n_head = TINY_SHAPE["n_layer"], TINY_SHAPE["n_head"]
     evals = records(job, "eval")
     assert [e["iter"] for e in evals] == [2, 4]
     for e in evals:
@@ -342,9 +343,7 @@ def test_v18_gates_in_eval_records_and_summary(tmp_path):
     assert set(sh) == {"ra_share", "rmlp_share"}
     assert all(len(sh[k]) == n_layer and all(0 < v < 10 for v in sh[k]) for k in sh)
     # the gates trained: they moved away from their initial values
-    init = models.build_model(
-        dict(n_layer=2, n_head=2, n_embd=64, block_size=32, attention="ra", mlp="rmlp")
-    )
+    init = models.build_model(dict(tiny_shape(block_size=32), attention="ra", mlp="rmlp"))
     assert init.gate_stats()["rmlp_w_rec"] != g["rmlp_w_rec"]
     assert init.gate_stats()["ra_w_rec"] != g["ra_w_rec"]
 
