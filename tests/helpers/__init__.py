@@ -10,6 +10,6 @@
 - ``helpers.plugins``: a researcher's attention module as a plugin.
 - ``helpers.tiers`` and ``helpers.workers``: the fast tier and pytest-xdist's scheduling.
 
-The coverage simulations (tests/report/coverage_sim*.py, also run by benchmarks/) and the Slurm
-clusters and jobs (tests/slurm_cluster.py, tests/slurm/) stay next to the only tests that use them.
+The coverage simulations (tests/report/coverage_sim*.py, which benchmarks/bench_coverage.py runs
+too) and the Slurm clusters and jobs (tests/slurm_cluster.py, tests/slurm/) stay next to their tests.
 """

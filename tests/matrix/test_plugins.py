@@ -51,13 +51,13 @@ def make_user_folder(root: Path, step: str, causal: bool = True) -> tuple[Path, 
 
 
 @pytest.fixture
-def clean_imports():
+def clean_imports(monkeypatch):
     from models import registry
 
-    path, mods = list(sys.path), set(sys.modules)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the user's folders go in the copy
+    mods = set(sys.modules)
     tables = [(t, dict(t)) for t in (registry.REGISTRY, registry.ATTENTION, registry.MLPS)]
     yield
-    sys.path[:] = path
     for table, before in tables:  # the user's registrations must not leak into later tests
         table.clear()
         table.update(before)
