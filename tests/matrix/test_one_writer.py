@@ -137,7 +137,7 @@ def test_resume_takes_the_matrix_lock_and_holds_it_while_it_launches(tmp_path, m
         held.release()
     assert e.value.code == 2 and launched == []
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "in use" in err and f"PID {os.getpid()}" in err
+    assert_one_error_line(err, "in use", f"PID {os.getpid()}")
     # a resume that runs holds the matrix lock from before the first launch to after the last
     holders: list = []
     from ablate.launch.local import LocalLauncher
@@ -337,9 +337,7 @@ def test_two_resumes_at_once_one_is_refused_nothing_trains_twice(tmp_path, monke
     codes = sorted([a.returncode, b.returncode])
     assert codes == [0, 2], outs
     refused = outs[[a.returncode, b.returncode].index(2)]
-    assert (
-        refused[1].startswith("error: ") and refused[1].count("\n") == 1 and "in use" in refused[1]
-    )
+    assert_one_error_line(refused[1], "in use")
     job = results.Manifest.load(mdir).job("V0")
     assert job["status"] == "completed" and job["attempts"] == 1
     s = results.JobDir(mdir / "V0").read_summary()
@@ -390,7 +388,7 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
             timeout=300,
         )
         assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert f"PID {original.pid}" in proc.stderr and proc.stderr.count("\n") == 1
+        assert_one_error_line(proc.stderr, f"PID {original.pid}")
         assert "resuming" not in proc.stdout
         os.kill(int(worker), signal.SIGKILL)
         out, _ = original.communicate(timeout=300)

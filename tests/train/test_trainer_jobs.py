@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+from helpers.errors import assert_one_error_line
 from helpers.tiny import TINY_SHAPE, tiny_shape
 from helpers.train_helpers import (
     curve,
@@ -260,8 +261,8 @@ def test_batch_that_does_not_divide_is_a_user_error(tmp_path, capsys):
     code = run_main(job)
     out, err = capsys.readouterr()
     assert code == 2, out[-2000:] + err[-2000:]
-    errors = [line for line in err.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: "), err
+    assert_one_error_line(err)
+    errors = err.splitlines()
     assert (
         "tokens_per_iter=128" in errors[0]
         and "32 x 3 x 1 = 96" in errors[0]
@@ -501,8 +502,8 @@ def test_a_checkpoint_that_does_not_match_the_config_is_one_line(tmp_path, capsy
     code = run_main(job)
     out, err = capsys.readouterr()
     assert code == 2, out[-2000:] + err[-2000:]
-    errors = [line for line in err.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: "), err
+    assert_one_error_line(err)
+    errors = err.splitlines()
     assert "checkpoint.pt does not match the model this job's config.yaml builds" in errors[0]
     assert "size mismatch for" in errors[0] and "delete checkpoint.pt" in errors[0]
     assert "Traceback" not in out + err
