@@ -24,14 +24,12 @@ variable ``CI`` is set, in which case it *fails* (CI must not skip silently).
 
 Using it from pytest
 --------------------
-In a ``conftest.py`` (``tests/conftest.py`` or any sub-folder)::
+In a ``conftest.py`` (``tests/conftest.py`` or any sub-folder; ``tests/`` is on pytest's
+``pythonpath``, pyproject.toml, so no test edits ``sys.path``)::
 
-    import sys, pathlib
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # the tests/ folder
     from slurm_cluster import slurm_cluster  # noqa: F401  (session-scoped fixture)
 
-(from ``tests/conftest.py`` the ``sys.path`` line is unnecessary: pytest puts
-``tests/`` on the path itself).  Then, in a test::
+Then, in a test::
 
     @pytest.mark.slurm
     def test_x(slurm_cluster, tmp_path):

@@ -194,24 +194,125 @@ def test_help_and_a_typo_are_answered_without_importing_torch(argv):
         assert_one_error_line(r.stderr)
 
 
+_LIST_EDITS = frozenset(
+    {"append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse"}
+    | {"__setitem__", "__delitem__", "__iadd__", "__imul__"}
+)
+
+
+def sys_path_edits(source: str) -> list[int]:
+    """The lines of ``source`` that change ``sys.path`` directly: assign it, or a slice or an item
+    of it (``=``, ``+=``, ``[:] =``, ``del``), call a list method that changes it (insert, append,
+    remove, extend, pop, ...), or ``setattr(sys, "path", ...)``; also through ``import sys as s``
+    and ``from sys import path``. pytest's ``monkeypatch`` (``setattr(sys, "path", ...)``,
+    ``syspath_prepend``) puts it back after the test and is the way to change it."""
+    tree = ast.parse(source)
+    sys_names, path_names = {"sys"}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            sys_names |= {a.asname or a.name for a in node.names if a.name == "sys"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "sys":
+            path_names |= {a.asname or a.name for a in node.names if a.name == "path"}
+
+    def is_path(node: ast.AST) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id in path_names
+        return (
+            isinstance(node, ast.Attribute)
+            and node.attr == "path"
+            and isinstance(node.value, ast.Name)
+            and node.value.id in sys_names
+        )
+
+    lines = []
+    for node in ast.walk(tree):
+        stored = isinstance(getattr(node, "ctx", None), (ast.Store, ast.Del))
+        if (
+            (stored and is_path(node))
+            or (stored and isinstance(node, ast.Subscript) and is_path(node.value))
+            or (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in _LIST_EDITS
+                and is_path(node.func.value)
+            )
+            or (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "setattr"
+                and len(node.args) >= 2
+                and isinstance(node.args[0], ast.Name)
+                and node.args[0].id in sys_names
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value == "path"
+            )
+        ):
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "sys.path.insert(0, 'x')",
+        "sys.path.append('x')",
+        "sys.path.extend(['x'])",
+        "sys.path.remove('x')",
+        "sys.path.pop()",
+        "sys.path.clear()",
+        "sys.path = ['x']",
+        "sys.path[:] = saved",
+        "sys.path[:] = [p for p in sys.path if p != 'x']",
+        "sys.path[0] = 'x'",
+        "sys.path += ['x']",
+        "del sys.path[0]",
+        "del sys.path[:1]",
+        "sys.path, other = ['x'], 1",
+        "setattr(sys, 'path', ['x'])",
+        "import sys as s\ns.path.insert(0, 'x')",
+        "from sys import path\npath.append('x')",
+        "from sys import path as p\np[:] = []",
+    ],
+)
+def test_each_direct_edit_of_sys_path_is_found(edit):
+    source = (
+        f"import sys\n\n\ndef test(saved, other):\n    {edit.replace(chr(10), chr(10) + '    ')}\n"
+    )
+    assert sys_path_edits(source), source
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        "monkeypatch.setattr(sys, 'path', [*sys.path, 'x'])",
+        "monkeypatch.syspath_prepend('x')",
+        "saved = list(sys.path)",
+        "first = sys.path[0]",
+        "path = [p for p in sys.path if p]",
+        "script = 'import sys; sys.path.insert(0, \"x\")'",
+        "os.path.join('a', 'b')",
+    ],
+)
+def test_reading_sys_path_or_monkeypatching_it_is_not_an_edit(use):
+    assert sys_path_edits(f"import os\nimport sys\n\n\ndef test(monkeypatch):\n    {use}\n") == []
+
+
 def test_no_test_edits_sys_path():
     """Shared test helpers are found through pyproject.toml's pytest ``pythonpath``: a test that
-    inserts into sys.path makes the import order depend on which test ran first. (Code in a
-    string, such as a script a test runs in a subprocess, is not the test's own path.)"""
+    changes sys.path makes the import order depend on which test ran first, and a test that must
+    (a plugin folder) does it through ``monkeypatch``, which puts it back (``sys_path_edits``).
+    (Code in a string, such as a script a test runs in a subprocess, is not the test's own path.)"""
     tests = Path(__file__).resolve().parent
     found = []
     for path in sorted(tests.rglob("*.py")):
         if "fixtures" in path.parts:
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr in ("insert", "append", "extend")
-                and ast.unparse(node.func.value) == "sys.path"
-            ):
-                found.append(f"{path.relative_to(tests)}:{node.lineno}")
-    assert not found, "sys.path edited in tests (use pyproject's pythonpath):\n" + "\n".join(found)
+        for line in sys_path_edits(path.read_text(encoding="utf-8")):
+            found.append(f"{path.relative_to(tests)}:{line}")
+    assert not found, (
+        "sys.path edited in tests (use pyproject's pythonpath, or monkeypatch):\n"
+        + "\n".join(found)
+    )
 
 
 def _graph() -> dict[str, set[str]]:

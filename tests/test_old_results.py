@@ -107,4 +107,4 @@ def test_the_old_key_in_a_yaml_file_is_refused_with_the_new_name(tmp_path, capsy
         matrix_main(["--config-dir", str(tmp_path / "conf"), "budget=old", "--cfg", "job"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "budget.box_seconds" in err, err
+    assert_one_error_line(err, "budget.box_seconds")

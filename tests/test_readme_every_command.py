@@ -112,7 +112,7 @@ def _python_module_args(command: str) -> list[str]:
 @pytest.fixture(scope="module")
 def seed_matrix(tmp_path_factory):
     """A results/ folder holding one matrix in the documented format, named as the README names it."""
-    from report_factory import make_matrix, seed_jobs
+    from helpers.report_factory import make_matrix, seed_jobs
 
     cwd = tmp_path_factory.mktemp("readme")
     make_matrix(cwd / "results", seed_jobs(), name="test_matrix_results_20251111_170325")
@@ -124,7 +124,7 @@ def sweep_matrix(tmp_path_factory):
     """A results/ folder holding one learning-rate sweep (an axis) with per-window losses, named
     as the README's tuning example names it."""
     import numpy as np
-    from report_factory import Job, make_matrix
+    from helpers.report_factory import Job, make_matrix
 
     rng = np.random.default_rng(0)
     jobs = [

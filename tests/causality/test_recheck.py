@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import leak_zoo
-from train_helpers import make_job  # noqa: E402
+from helpers import leak_zoo
+from helpers.train_helpers import make_job  # noqa: E402
 
 from ablate import results as R
 from ablate.outcome import job_outcome

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from report_factory import Job, make_matrix, section, seed_jobs, table_rows  # noqa: E402
+from helpers.report_factory import Job, make_matrix, section, seed_jobs, table_rows  # noqa: E402
 
 from ablate import results as R
 from ablate.report import aggregate, build, write_report

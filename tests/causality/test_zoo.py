@@ -3,10 +3,10 @@ and each hiding trick really defeats the probe it was built against (so every pr
 
 from __future__ import annotations
 
-import leak_zoo
 import pytest
 import torch
-from leak_zoo import ZOO
+from helpers import leak_zoo
+from helpers.leak_zoo import ZOO
 
 import models
 from ablate.matrix.preflight import check_model

@@ -4,10 +4,10 @@ each difference are refused; each member is also shown to pass the probe it was 
 
 from __future__ import annotations
 
-import leak_zoo
 import pytest
 import torch
-from leak_zoo import ZOO22
+from helpers import leak_zoo
+from helpers.leak_zoo import ZOO22
 
 import models
 from ablate.matrix.preflight import check_model

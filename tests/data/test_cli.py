@@ -275,7 +275,8 @@ def test_val_shard_smaller_than_one_eval_is_refused_after_prepare(src, tmp_path,
     out = tmp_path / "small"
     args = ["-q", "data=files", f"data.data_files={src}", f"data.path={out}"]
     code, _, err = run_main(capsys, *args, "data.shard_tokens=1000")
-    assert code == 2 and err.count("\n") == 1
+    assert code == 2, err
+    assert_one_error_line(err)
     assert err.startswith(
         f"error: {out / 'data_val_000000.bin'}: validation shard has 194 "
         "tokens, one eval of 8 windows x block_size 128 needs 1025"
@@ -305,8 +306,9 @@ def test_a_corpus_all_in_validation_gets_the_share_that_splits_it(tmp_path, caps
     code, _, err = run_main(
         capsys, "data=files", f"data.path={tmp_path / 'a'}", f"data.val_fraction={share}", *common
     )
-    assert code == 2 and err.count("\n") == 1, err
-    assert "all 8 document(s) went to validation" in err and "total_tokens" not in err, err
+    assert code == 2, err
+    assert_one_error_line(err, "all 8 document(s) went to validation")
+    assert "total_tokens" not in err, err
     suggested = shlex.split(err.split("prepare into another folder: ", 1)[1])
     assert suggested[:3] == ["python", "-m", "ablate.data"]
     new_share = float(
@@ -329,8 +331,8 @@ def test_a_corpus_too_small_to_split_says_so_with_its_sizes(tmp_path, capsys):
         f"data.val_fraction={share}",
         "-q",
     )
-    assert code == 2 and err.count("\n") == 1, err
-    assert "the whole corpus holds" in err and "in 3 document(s); one eval needs" in err, err
+    assert code == 2, err
+    assert_one_error_line(err, "the whole corpus holds", "in 3 document(s); one eval needs")
     assert "add documents, or lower data.val_windows or model.block_size" in err
     assert "total_tokens" not in err
 

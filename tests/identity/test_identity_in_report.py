@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import runs_craft as craft  # noqa: E402
+from helpers import runs_craft as craft  # noqa: E402
 
 from ablate import results  # noqa: E402
 from ablate.matrix import reuse  # noqa: E402

@@ -181,7 +181,8 @@ def test_model_code_is_the_modules_the_model_was_built_from_not_the_whole_packag
     assert v18 == v16 | {"models.reciprocal_mlp"}
 
 
-def test_the_same_plugin_in_another_folder_is_the_same_identity(tmp_path):
+def test_the_same_plugin_in_another_folder_is_the_same_identity(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the plugin folders leave it afterwards
     a = tmp_path / "a"
     module, helper, attn = make_plugin(a)
     first = record(plugin_job(a, module, attn))
@@ -190,7 +191,7 @@ def test_the_same_plugin_in_another_folder_is_the_same_identity(tmp_path):
     shutil.copytree(a, b)
     sys.modules.pop(module, None)
     sys.modules.pop(helper, None)
-    sys.path[:] = [p for p in sys.path if p != str(a)]
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(a)])
     second = record(plugin_job(b, module, attn))
     assert second["components"]["config"] == first["components"]["config"]
     assert second["identity"] == first["identity"]

@@ -6,19 +6,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.tiny import TINY_BATCH, tiny_model
 
 from ablate import results
 from ablate.matrix.__main__ import main
 
 pytestmark = pytest.mark.slow
 
-# tests/matrix/test_matrix_e2e.py's TINY, less its depth (the size axis here)
+# the tiny model and batch (helpers.tiny), less its depth (the size axis here)
 TINY = [
-    "model.n_head=2",
-    "model.n_embd=64",
-    "model.block_size=32",
-    "hardware.micro_batch=4",
-    "optim.tokens_per_iter=128",
+    *tiny_model(block_size=32, leave_out=("n_layer",)),
+    *TINY_BATCH,
     "data.val_windows=4",
     "data.val_tokens=2048",
     "budget.eval_interval=5",

@@ -4,6 +4,7 @@ sweep asks for --yes, tuned keys must be swept, the lr matrix file and the size 
 from __future__ import annotations
 
 import pytest
+from helpers.errors import assert_one_error_line
 
 from ablate.compose import build_jobs, compose_job, expand_matrix_file
 from ablate.errors import ConfigError
@@ -46,9 +47,9 @@ def test_a_sweep_over_confirm_jobs_starts_only_with_yes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: this matrix makes 2 step(s)")
-    assert "= 8 job(s), more than confirm_jobs=4" in err[0] and "--yes" in err[0]
+    err = capsys.readouterr().err
+    assert_one_error_line(err, "= 8 job(s), more than confirm_jobs=4", "--yes")
+    assert err.startswith("error: this matrix makes 2 step(s)"), err
     assert not root.exists()  # refused before anything is written
     # --plan says it, and --yes is what lets it start
     assert main([*args, "--plan"]) == 0
@@ -74,8 +75,7 @@ def test_a_tuned_key_must_be_an_axis(args, expected, tmp_path, capsys):
             + ["preflight=false", "--multirun", "--plan"]
         )
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and expected in err and "Traceback" not in err
+    assert_one_error_line(capsys.readouterr().err, expected)
 
 
 def test_the_lr_matrix_file_sweeps_three_learning_rates_tuned():

@@ -64,10 +64,11 @@ def probed(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def user_plugin(tmp_path):
+def user_plugin(tmp_path, monkeypatch):
     """Write a plugin module (causal or not) in a folder outside the repository; the module and
     sys.path are removed again afterwards (the registry is restored by tests/conftest.py)."""
-    path, mods = list(sys.path), set(sys.modules)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the plugin's folder goes in the copy
+    mods = set(sys.modules)
     folder = tmp_path / "mine"
     folder.mkdir()
 
@@ -79,7 +80,6 @@ def user_plugin(tmp_path):
         return folder / f"{module}.py", args
 
     yield write
-    sys.path[:] = path
     for name in set(sys.modules) - mods:
         if name.startswith("cache_attention_"):
             del sys.modules[name]

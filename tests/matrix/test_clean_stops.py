@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers.tiny import tiny_model
-from train_helpers import child_env, make_job, summary, wait_for_iter  # noqa: E402
+from helpers.train_helpers import child_env, make_job, summary, wait_for_iter  # noqa: E402
 
 from ablate import results
 from ablate.launch.job import LaunchJob

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers.errors import assert_one_error_line
 
 from ablate.compose import build_jobs, expand_matrix_file
 from ablate.matrix.__main__ import main, parse_argv
@@ -89,9 +90,7 @@ def test_bad_input_is_one_clear_line(args, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and expected in err
-    assert "Traceback" not in err
+    assert_one_error_line(capsys.readouterr().err, expected)
 
 
 def test_plan_prints_jobs_and_cost_and_runs_nothing(tmp_path, capsys):
@@ -156,7 +155,8 @@ def test_a_time_box_refuses_a_warmup_counted_in_iterations(tmp_path, capsys):
             ]
         )
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1
+    assert e.value.code == 2, err
+    assert_one_error_line(err)
     assert "optim.warmup_iters=100 counts iterations, but this job has a time box" in err
     assert "drop optim.warmup_iters or set budget.max_iters" in err
     (job,) = build_jobs(
@@ -199,8 +199,8 @@ def test_slurm_names_cannot_smuggle_lines_into_the_sbatch_script(value, tmp_path
             ]
         )
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "launcher.slurm.partition=" in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    assert e.value.code == 2, err
+    assert_one_error_line(err, "launcher.slurm.partition=")
 
 
 def test_cfg_job_prints_the_resolved_config(capsys):
@@ -214,7 +214,7 @@ def test_module_entry_point_reports_errors_without_traceback():
         [sys.executable, "-m", "ablate.matrix", "step=V99"], capture_output=True, text=True
     )
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert_one_error_line(proc.stderr)
 
 
 def test_a_slurm_log_folder_with_a_space_is_refused_before_submitting(tmp_path):

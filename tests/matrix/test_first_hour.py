@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.errors import assert_one_error_line
 
 from ablate.compose import build_jobs, group_choices, parse_overrides
 from ablate.errors import ConfigError
@@ -27,7 +28,7 @@ def _error(capsys, *args: str) -> str:
         main(list(args))
     assert exit_info.value.code == 2
     out, err = capsys.readouterr()
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert_one_error_line(err)
     return err
 
 
@@ -87,8 +88,8 @@ def test_an_unknown_model_component_is_refused_by_cfg_job_with_the_nearest_name(
         with pytest.raises(SystemExit) as exit_info:
             main(["experiment=smoke", f"model.{table}={wrong}", "--cfg", "job"])
         out, err = capsys.readouterr()
-        assert exit_info.value.code == 2 and err.count("\n") == 1, err
-        assert f"error: model.{table}={wrong!r} is unknown (allowed: " in err, err
+        assert exit_info.value.code == 2, err
+        assert_one_error_line(err, f"error: model.{table}={wrong!r} is unknown (allowed: ")
         assert f"did you mean {name!r}?" in err, err
         assert "# job" not in out  # nothing printed as if it would run
 
@@ -359,7 +360,7 @@ def test_help_into_a_closed_pipe_exits_quietly(tmp_path):
 
 
 def test_report_into_a_closed_pipe_exits_quietly(tmp_path):
-    from report_factory import make_matrix, seed_jobs
+    from helpers.report_factory import make_matrix, seed_jobs
 
     mdir = make_matrix(
         tmp_path / "results", seed_jobs(), name="test_matrix_results_20251111_170325"
@@ -396,7 +397,7 @@ def test_a_step_file_that_does_not_name_itself_is_refused(body, missing, tmp_pat
         main(["--config-dir", str(tmp_path), "experiment=smoke", "step=V19", "--cfg", "job"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"V19.yaml does not set {missing};" in err, err
+    assert_one_error_line(err, f"V19.yaml does not set {missing};")
 
 
 def test_a_step_file_in_the_group_package_that_names_itself_composes(tmp_path):

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 from helpers.errors import assert_one_error_line
+from helpers.report_factory import make_matrix, seed_jobs  # noqa: E402
 from helpers.tiny import TINY_BATCH, TINY_MODEL
-from report_factory import make_matrix, seed_jobs  # noqa: E402
 
 from ablate import results
 from ablate.errors import DiskFullError

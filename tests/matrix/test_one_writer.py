@@ -137,7 +137,7 @@ def test_resume_takes_the_matrix_lock_and_holds_it_while_it_launches(tmp_path, m
         held.release()
     assert e.value.code == 2 and launched == []
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "in use" in err and f"PID {os.getpid()}" in err
+    assert_one_error_line(err, "in use", f"PID {os.getpid()}")
     # a resume that runs holds the matrix lock from before the first launch to after the last
     holders: list = []
     from ablate.launch.local import LocalLauncher
@@ -186,7 +186,7 @@ def _job_lock_at_done(monkeypatch) -> list:
 
 
 def test_the_job_lock_is_held_until_done_is_written(tmp_path, monkeypatch):
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     from ablate.train import run_job
 
@@ -200,7 +200,7 @@ def test_the_job_lock_is_held_until_done_is_written(tmp_path, monkeypatch):
 
 def test_a_missing_done_is_written_under_the_job_lock(tmp_path, monkeypatch):
     """A job that died between its completed summary and DONE gets DONE on resume, locked."""
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     from ablate.train import run_job
 
@@ -213,7 +213,7 @@ def test_a_missing_done_is_written_under_the_job_lock(tmp_path, monkeypatch):
 
 
 def test_the_job_process_refuses_a_job_another_process_holds(tmp_path):
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     from ablate.train import run_job
 
@@ -269,7 +269,7 @@ def test_resume_never_launches_a_done_job(tmp_path, monkeypatch):
 
 
 def test_the_trainer_never_retrains_a_done_job(tmp_path, monkeypatch):
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     from ablate.train import run_job, trainer
 
@@ -337,9 +337,7 @@ def test_two_resumes_at_once_one_is_refused_nothing_trains_twice(tmp_path, monke
     codes = sorted([a.returncode, b.returncode])
     assert codes == [0, 2], outs
     refused = outs[[a.returncode, b.returncode].index(2)]
-    assert (
-        refused[1].startswith("error: ") and refused[1].count("\n") == 1 and "in use" in refused[1]
-    )
+    assert_one_error_line(refused[1], "in use")
     job = results.Manifest.load(mdir).job("V0")
     assert job["status"] == "completed" and job["attempts"] == 1
     s = results.JobDir(mdir / "V0").read_summary()
@@ -390,7 +388,7 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
             timeout=300,
         )
         assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert f"PID {original.pid}" in proc.stderr and proc.stderr.count("\n") == 1
+        assert_one_error_line(proc.stderr, f"PID {original.pid}")
         assert "resuming" not in proc.stdout
         os.kill(int(worker), signal.SIGKILL)
         out, _ = original.communicate(timeout=300)
@@ -418,12 +416,12 @@ def test_resume_while_the_original_runs_is_refused_and_a_killed_holder_leaves_no
 def test_deleting_the_lock_of_a_training_job_lets_no_second_trainer_in(tmp_path):
     """A job trains; its .ablate.lock is deleted; a second trainer of the same directory (by hand,
     a second runner) is refused with one line, and the first trains on to its end."""
-    from train_helpers import run_cli, start_cli, wait_for_iter
+    from helpers.train_helpers import run_cli, start_cli, wait_for_iter
 
     from ablate.train import run_job
 
     job = tmp_path / "job"
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     make_job(tmp_path, "job", budget__max_iters=400, budget__checkpoint_interval_iters=None)
     first = start_cli(job)

@@ -8,7 +8,7 @@ import json
 import math
 
 import pytest
-import runs_craft as craft
+from helpers import runs_craft as craft
 from helpers.tiny import TINY_MODEL
 
 from ablate import results

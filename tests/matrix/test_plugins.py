@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers.errors import assert_one_error_line
 from helpers.plugins import USER_ATTENTION
 from helpers.tiny import TINY_BATCH, TINY_MODEL
 
@@ -51,13 +52,13 @@ def make_user_folder(root: Path, step: str, causal: bool = True) -> tuple[Path, 
 
 
 @pytest.fixture
-def clean_imports():
+def clean_imports(monkeypatch):
     from models import registry
 
-    path, mods = list(sys.path), set(sys.modules)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the user's folders go in the copy
+    mods = set(sys.modules)
     tables = [(t, dict(t)) for t in (registry.REGISTRY, registry.ATTENTION, registry.MLPS)]
     yield
-    sys.path[:] = path
     for table, before in tables:  # the user's registrations must not leak into later tests
         table.clear()
         table.update(before)
@@ -170,11 +171,10 @@ def test_a_missing_plugin_module_is_one_line_before_any_job(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        "error: plugin module 'no_such_module_xyz' not found"
-    ), lines
-    assert str(tmp_path) in lines[0]  # says where it looked
+    assert_one_error_line(proc.stderr, str(tmp_path))  # says where it looked
+    assert proc.stderr.startswith("error: plugin module 'no_such_module_xyz' not found"), (
+        proc.stderr
+    )
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").glob("test_matrix_results_*"))
 
 

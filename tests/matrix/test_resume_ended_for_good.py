@@ -4,7 +4,7 @@ that would not run it: the runner's last lines and a resume's say so, and name t
 from __future__ import annotations
 
 import pytest
-from report_factory import Job, make_matrix
+from helpers.report_factory import Job, make_matrix
 
 from ablate import results as R
 from ablate.matrix import runner

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-import runs_craft as craft  # noqa: E402
+from helpers import runs_craft as craft  # noqa: E402
 from helpers.tiny import TINY_MODEL  # noqa: E402
 
 from ablate import identity, results  # noqa: E402

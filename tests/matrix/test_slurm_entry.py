@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers.errors import assert_one_error_line
 
 from ablate import results
 from ablate.matrix.__main__ import main
@@ -33,8 +34,4 @@ def test_wait_on_a_matrix_that_did_not_use_slurm_is_one_error_line(tmp_path, cap
         main([f"wait={mdir}"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert (
-        err.startswith("error: ")
-        and "not run with launcher=slurm" in err
-        and "Traceback" not in err
-    )
+    assert_one_error_line(err, "not run with launcher=slurm")

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from helpers.errors import assert_one_error_line
 from helpers.tiny import TINY_MODEL
 
 from ablate.config import TrackerConfig
@@ -116,7 +117,8 @@ def test_the_matrix_refuses_before_creating_anything(bare_home, tmp_path, monkey
         main([*TINY, "tracker=wandb", f"results_root={root}"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: tracker=wandb runs online") and err.count("\n") == 1
+    assert_one_error_line(err)
+    assert err.startswith("error: tracker=wandb runs online"), err
     assert not root.exists() and launched == []
     assert main([*TINY, "tracker=wandb", "tracker.mode=offline", f"results_root={root}"]) == 0
     assert len(launched) == 1

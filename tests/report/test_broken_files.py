@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from report_factory import Job, make_matrix, section, table_rows
+from helpers.report_factory import Job, make_matrix, section, table_rows
 
 from ablate import results as R
 from ablate.report import build, render_markdown

@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-from report_factory import Job, make_matrix, section, table_rows
+from helpers.errors import assert_one_error_line
+from helpers.report_factory import Job, make_matrix, section, table_rows
 
 from ablate import results as R
 from ablate.report import build, render_markdown
@@ -237,7 +238,4 @@ def test_tune_of_a_key_that_is_not_an_axis_is_one_error_line(tmp_path):
             stdin=subprocess.DEVNULL,
         )
         assert proc.returncode == 2
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error:") and "--tune" in lines[0], (
-            proc.stderr
-        )
+        assert_one_error_line(proc.stderr, "--tune")

@@ -11,7 +11,7 @@ from contextlib import redirect_stdout
 
 import numpy as np
 import pytest
-from report_factory import Job, components, make_matrix, section
+from helpers.report_factory import Job, components, make_matrix, section
 
 from ablate.report import build, render_markdown
 from ablate.report.__main__ import main

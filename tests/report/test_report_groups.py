@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from report_factory import Job, make_matrix, section, table_rows
+from helpers.report_factory import Job, make_matrix, section, table_rows
 
 from ablate import report
 from ablate.report import groups as G

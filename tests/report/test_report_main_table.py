@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from report_factory import Job, make_matrix, seed_jobs, table_rows
+from helpers.report_factory import Job, make_matrix, seed_jobs, table_rows
 
 from ablate.report import build, render_markdown
 from ablate.report.__main__ import main

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from report_factory import Job, make_matrix, table_rows
+from helpers.report_factory import Job, make_matrix, table_rows
 
 from ablate.report import build, render_markdown
 from ablate.report.distributions import pivot_half_width, seed_share_factor

@@ -4,7 +4,7 @@ a note that several jobs share."""
 from __future__ import annotations
 
 import pytest
-from report_factory import Job, make_matrix, section
+from helpers.report_factory import Job, make_matrix, section
 
 from ablate import results as R
 from ablate.report import build, render_markdown

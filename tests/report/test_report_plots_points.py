@@ -63,7 +63,7 @@ def test_a_hundred_evals_draw_every_point_without_the_single_eval_note():
 
 
 def _factory_collection(tmp_path):
-    from report_factory import Job, make_matrix
+    from helpers.report_factory import Job, make_matrix
 
     from ablate import results as R
     from ablate.report.load import collect

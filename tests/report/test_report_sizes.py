@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from report_factory import Job, make_matrix, section, table_rows
+from helpers.report_factory import Job, make_matrix, section, table_rows
 
 from ablate.report import build, render_markdown, write_report
 

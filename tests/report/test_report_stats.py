@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from report_factory import Job, make_matrix, section, table_rows
+from helpers.report_factory import Job, make_matrix, section, table_rows
 
 from ablate.report import aggregate, build, render_markdown
 from ablate.report.stats import compare, t_cdf, t_quantile

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from report_factory import Job, make_matrix, section, seed_jobs, table_rows, write_job
+from helpers.report_factory import Job, make_matrix, section, seed_jobs, table_rows, write_job
 
 from ablate import results as R
 from ablate.report import build, render_markdown

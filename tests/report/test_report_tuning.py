@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from report_factory import Job, make_matrix, section, table_rows
+from helpers.report_factory import Job, make_matrix, section, table_rows
 
 from ablate import results as R
 from ablate.report import build, render_markdown, write_report

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from report_factory import Job, make_matrix, section, seed_jobs, table_rows
+from helpers.report_factory import Job, make_matrix, section, seed_jobs, table_rows
 
 from ablate.report import build, render_markdown
 from ablate.report.__main__ import main

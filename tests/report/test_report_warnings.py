@@ -7,7 +7,7 @@ causality record; each test breaks one of those facts.
 from __future__ import annotations
 
 import pytest
-from report_factory import Job, make_matrix, section, table_rows
+from helpers.report_factory import Job, make_matrix, section, table_rows
 
 from ablate import results as R
 from ablate.report import aggregate, build, render_markdown

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.report_factory import Job, make_matrix
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from report_factory import Job, make_matrix
 
 from ablate import results as R
 from ablate.errors import AblateError

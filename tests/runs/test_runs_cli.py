@@ -7,7 +7,8 @@ import json
 import os
 
 import pytest
-import runs_craft as craft
+from helpers import runs_craft as craft
+from helpers.errors import assert_one_error_line
 
 from ablate import identity, results
 from ablate.runs import RunsIndex
@@ -155,9 +156,7 @@ def test_bad_input_is_one_error_line(capsys, root, args, says):
         assert rc == 0 and "identity" in out
         return
     assert rc == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
-    assert "Traceback" not in err
+    assert_one_error_line(err, says)
 
 
 def test_show_names_the_run_its_identity_and_ambiguity(capsys, root):
@@ -240,7 +239,8 @@ def test_a_run_changed_long_after_it_was_indexed_is_read_again(capsys, root):
 def test_an_index_inside_a_results_root_is_refused(capsys, root, monkeypatch):
     monkeypatch.setenv("ABLATE_RUNS_INDEX", str(root / "runs.sqlite"))
     rc, _, err = run_cli(capsys, "list", "--root", root)
-    assert rc == 2 and "lies inside the results root" in err and len(err.strip().splitlines()) == 1
+    assert rc == 2, err
+    assert_one_error_line(err, "lies inside the results root")
     assert not (root / "runs.sqlite").exists()
 
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-import runs_craft as craft
+from helpers import runs_craft as craft
+from helpers.errors import assert_one_error_line
 
 from ablate.runs import RunsIndex
 from ablate.runs.__main__ import main
@@ -117,7 +118,9 @@ def test_an_index_path_that_is_a_directory_is_one_error_line(capsys, tmp_path, m
     (tmp_path / "dir.sqlite").mkdir()
     monkeypatch.setenv("ABLATE_RUNS_INDEX", str(tmp_path / "dir.sqlite"))
     rc, _, err = run_cli(capsys, "list")
-    assert rc == 2 and err.startswith("error: runs index") and len(err.strip().splitlines()) == 1
+    assert rc == 2, err
+    assert_one_error_line(err)
+    assert err.startswith("error: runs index"), err
 
 
 def test_damaged_job_files_cost_values_not_rows(tmp_path, capsys):

@@ -1,12 +1,11 @@
-"""Fixtures of the trainer tests; helpers live in train_helpers.py (importable whatever pytest's
-import mode)."""
+"""Fixtures of the trainer tests; their helpers live in tests/helpers/train_helpers.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from train_helpers import make_job  # noqa: E402
+from helpers.train_helpers import make_job  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.tiny import tiny_model
-from train_helpers import child_env, cli_command, curve, make_job, records, summary
+from helpers.train_helpers import child_env, cli_command, curve, make_job, records, summary
 
 from ablate import results
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.train_helpers import curve, make_job, summary, val_curve
 from safetensors.torch import load_file
-from train_helpers import curve, make_job, summary, val_curve
 
 import models
 from ablate import results as R
@@ -361,7 +361,7 @@ class RankOneLeak(CausalSelfAttention):
 
 @pytest.mark.slow
 def test_each_rank_audits_its_own_micro_batch_and_all_agree_on_the_verdict(tmp_path):
-    from train_helpers import run_cli
+    from helpers.train_helpers import run_cli
 
     (tmp_path / "audit_rank_plugin.py").write_text(RANK_PLUGIN)
     job = _job(

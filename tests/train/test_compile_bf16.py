@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from train_helpers import curve, make_job, summary, val_curve
+from helpers.train_helpers import curve, make_job, summary, val_curve
 
 from ablate.train import compile as compile_mod
 from ablate.train import run_job

@@ -14,7 +14,7 @@ import math
 import time
 
 import pytest
-from train_helpers import make_job, summary, train_records
+from helpers.train_helpers import make_job, summary, train_records
 
 from ablate.train import run_job
 from ablate.train.trainer import Trainer

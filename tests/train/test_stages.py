@@ -3,7 +3,7 @@ does it: the live view and status= show it while a job is past its box."""
 
 from __future__ import annotations
 
-from train_helpers import make_job
+from helpers.train_helpers import make_job
 
 from ablate import results
 

@@ -9,7 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from train_helpers import make_job, records, run_cli, summary
+from helpers.train_helpers import make_job, records, run_cli, summary
 
 from ablate.train import run_job, trackers
 

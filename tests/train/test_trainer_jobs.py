@@ -13,7 +13,9 @@ import time
 
 import pytest
 import torch
-from train_helpers import (
+from helpers.errors import assert_one_error_line
+from helpers.tiny import TINY_SHAPE, tiny_shape
+from helpers.train_helpers import (
     curve,
     make_job,
     records,
@@ -264,8 +266,8 @@ def test_batch_that_does_not_divide_is_a_user_error(tmp_path, capsys):
     code = run_main(job)
     out, err = capsys.readouterr()
     assert code == 2, out[-2000:] + err[-2000:]
-    errors = [line for line in err.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: "), err
+    assert_one_error_line(err)
+    errors = err.splitlines()
     assert (
         "tokens_per_iter=128" in errors[0]
         and "32 x 3 x 1 = 96" in errors[0]
@@ -315,7 +317,7 @@ def test_v18_gates_in_eval_records_and_summary(tmp_path):
     )
     job = make_job(tmp_path, **over)
     s = run_job(job)
-    n_layer, n_head = 2, 2
+    n_layer, n_head = TINY_SHAPE["n_layer"], TINY_SHAPE["n_head"]
     evals = records(job, "eval")
     assert [e["iter"] for e in evals] == [2, 4]
     for e in evals:
@@ -347,9 +349,7 @@ def test_v18_gates_in_eval_records_and_summary(tmp_path):
     assert set(sh) == {"ra_share", "rmlp_share"}
     assert all(len(sh[k]) == n_layer and all(0 < v < 10 for v in sh[k]) for k in sh)
     # the gates trained: they moved away from their initial values
-    init = models.build_model(
-        dict(n_layer=2, n_head=2, n_embd=64, block_size=32, attention="ra", mlp="rmlp")
-    )
+    init = models.build_model(dict(tiny_shape(block_size=32), attention="ra", mlp="rmlp"))
     assert init.gate_stats()["rmlp_w_rec"] != g["rmlp_w_rec"]
     assert init.gate_stats()["ra_w_rec"] != g["ra_w_rec"]
 
@@ -507,8 +507,8 @@ def test_a_checkpoint_that_does_not_match_the_config_is_one_line(tmp_path, capsy
     code = run_main(job)
     out, err = capsys.readouterr()
     assert code == 2, out[-2000:] + err[-2000:]
-    errors = [line for line in err.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: "), err
+    assert_one_error_line(err)
+    errors = err.splitlines()
     assert "checkpoint.pt does not match the model this job's config.yaml builds" in errors[0]
     assert "size mismatch for" in errors[0] and "delete checkpoint.pt" in errors[0]
     assert "Traceback" not in out + err

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.train_helpers import make_job, run_cli, summary
 from omegaconf import DictConfig
-from train_helpers import make_job, run_cli, summary
 
 from ablate.config import (
     BudgetConfig,

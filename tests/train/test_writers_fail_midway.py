@@ -219,7 +219,7 @@ def test_disk_full_during_a_checkpoint_says_so_and_keeps_the_old_one(small_tmpfs
 
 def test_disk_full_in_a_job_is_recorded_with_its_cause(small_tmpfs):
     """A real job on a full filesystem: its summary and exit say 'no space left on device'."""
-    from train_helpers import make_job
+    from helpers.train_helpers import make_job
 
     from ablate.train import run_job
 

@@ -20,14 +20,12 @@ from omegaconf import OmegaConf
 
 from ablate.config import RunConfig
 from ablate.results import JobDir, read_metrics
+from helpers.tiny import tiny_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = {
-    "model.n_layer": 2,
-    "model.n_head": 2,
-    "model.n_embd": 64,
-    "model.block_size": 32,
+    **tiny_overrides(block_size=32),
     "model.dropout": 0.0,
     "data.source": "embedded",
     "data.val_windows": 4,

@@ -1,1 +1,0 @@
-"""Make the leak zoo (leak_zoo.py) importable whatever pytest's import mode."""

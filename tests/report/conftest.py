@@ -1,1 +1,0 @@
-"""Make the test helper module (report_factory) importable whatever pytest's import mode."""
