@@ -9,7 +9,6 @@ env.json and train.log's first lines are in ``header``; train.log's writer and i
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -273,14 +272,24 @@ class Recorder:
 
     # ------------------------------------------------------------------ summary.json
 
-    def summary(self, status: str, **extra: Any) -> dict[str, Any]:
-        """summary.json's content, built as a ``results.JobSummary`` (the one definition of its
-        keys: a key it does not have is a TypeError here, not a silent extra key in the file)."""
+    def summary(
+        self,
+        status: str,
+        *,
+        error: str | None = None,
+        failed_iter: int | None = None,
+        exit_code: int | None = None,
+        stopped_by: str | None = None,
+        post_training_error: str | None = None,
+    ) -> results.JobSummary:
+        """summary.json's content as a ``results.JobSummary`` (the one definition of its keys: a
+        key it does not have is a TypeError here, not a silent extra key in the file)."""
         f, st, dev, cfg = self.facts, self.state, self.facts.device, self.facts.cfg
         tpi = cfg.optim.tokens_per_iter if cfg is not None else None
         rate = self.throughput(st.timed_iters, st.train_seconds)
-        fw = f.final_windows
-        s = results.JobSummary(
+        fw, sched, ds, box, c = f.final_windows, f.schedule, f.dataset, f.box, f.compiled
+        tokens = st.iter * tpi if tpi is not None else None
+        return results.JobSummary(
             step=cfg.step.name if cfg is not None else None,
             architecture=cfg.step.architecture if cfg is not None else None,
             seed=cfg.seed if cfg is not None else None,
@@ -292,14 +301,19 @@ class Recorder:
             final_val_tokens=fw.tokens_per_eval if fw is not None else None,
             val_windows=cfg.data.val_windows if cfg is not None else None,
             final_eval_seconds=self.final_eval_seconds,
-            warmup_end_seconds=(
-                f.schedule.warmup if f.schedule is not None and not f.schedule.by_iters else None
-            ),
-            **self.budget_record(),
+            warmup_end_seconds=(sched.warmup if sched is not None and not sched.by_iters else None),
+            # what the run got of its budget: the schedule and how far it went, tokens seen as
+            # epochs of the training shards, the box overrun, the data's record
+            schedule=sched.record() if sched is not None else None,
+            schedule_fraction=sched.fraction(st.iter, st.train_seconds) if sched else None,
+            epochs=tokens / ds.train_tokens if ds is not None and tokens is not None else None,
+            box_overrun_seconds=box.overrun(st.train_seconds) if box is not None else None,
+            # the final eval's windows (final_eval.json's val_fingerprint) next to the split's record
+            data={**ds.record(), "val_fingerprint": f.val_fingerprint} if ds is not None else None,
             last_train_loss=st.last_train_loss,
             iterations=st.iter,
-            max_iters=f.box.max_iters if f.box is not None else None,
-            box_seconds=f.box.seconds if f.box is not None else None,
+            max_iters=box.max_iters if box is not None else None,
+            box_seconds=box.seconds if box is not None else None,
             tokens_per_iter=tpi,
             tokens_seen=(st.iter * tpi) if tpi else None,
             train_seconds=st.train_seconds,
@@ -320,41 +334,34 @@ class Recorder:
             autocast_dtype=dtype_name(dev.autocast_dtype) if dev else None,
             optimizer=f.optim_record.get("optimizer") if f.optim_record else None,
             sdpa_flash=dev.sdpa["flash"] if dev and dev.sdpa else None,
-            **f.compiled.record(),
+            compile=c.compiled,
+            compile_requested=c.requested,
+            compile_backend=c.backend,
+            compile_error=c.error,
+            compile_seconds=c.seconds,
+            compile_graphs=c.graphs,
+            compile_graph_breaks=c.graph_breaks,
             resumed=st.resumed,
             gates=st.gates,
             gate_shares=self.gate_shares,
             optim_groups=optim_counts(f.optim_record),
-            error=None,
-            failed_iter=None,
+            error=error,
+            failed_iter=failed_iter,
             causality=self.causality,
             notes=list(st.notes),
             updated=results.now_iso(),
+            exit_code=exit_code,
+            stopped_by=stopped_by,
+            post_training_error=post_training_error,
         )
-        return dataclasses.replace(s, **extra).to_dict()
 
-    def write_summary(self, status: str, **extra: Any) -> dict[str, Any]:
-        """summary.json rewritten atomically (rank 0); every rank gets the same record back."""
-        s = self.summary(status, **extra)
+    def write_summary(self, status: str, **ending: Any) -> results.JobSummary:
+        """summary.json rewritten atomically (rank 0; ``results`` turns the record into the
+        file's object); every rank gets the same record back. ``ending``: ``summary``'s keywords."""
+        s = self.summary(status, **ending)
         if self.is_main:
             self.jd.write_summary(s)
         return s
-
-    def budget_record(self) -> dict[str, Any]:
-        """What the run got of its budget, as summary.json records it: the schedule and how far it
-        went, tokens seen as epochs of the training shards, the box overrun, the data's record."""
-        f, st, sched, ds = self.facts, self.state, self.facts.schedule, self.facts.dataset
-        tokens = st.iter * f.cfg.optim.tokens_per_iter if f.cfg is not None else None
-        return {
-            "schedule": sched.record() if sched is not None else None,
-            "schedule_fraction": sched.fraction(st.iter, st.train_seconds) if sched else None,
-            "epochs": tokens / ds.train_tokens if ds is not None and tokens is not None else None,
-            "box_overrun_seconds": f.box.overrun(st.train_seconds) if f.box is not None else None,
-            # the final eval's windows (final_eval.json's val_fingerprint) next to the split's record
-            "data": {**ds.record(), "val_fingerprint": f.val_fingerprint}
-            if ds is not None
-            else None,
-        }
 
     def record_failure(self, error: str, exit_code: int) -> None:
         """Rank 0: a failed run's summary.json, unless a measured result is already final."""

@@ -84,7 +84,7 @@ class End:
     the summary already written."""
 
     why: Literal["budget", "leaked", "stopped"]
-    result: dict[str, Any] | None = None
+    result: results.JobSummary | None = None
 
 
 class Trainer:
@@ -215,7 +215,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def train(self) -> dict[str, Any]:
+    def train(self) -> results.JobSummary:
         """The loop, then what its end calls for; returns the summary written last."""
         st, clock, cadence = self.state, self.clock, self.cadence
         # Read only at sync points: the first iteration with a non-finite loss (0: none yet).
@@ -288,7 +288,7 @@ class Trainer:
         self.clock.next_segment(it)
         return None
 
-    def _finish(self, end: End) -> dict[str, Any]:
+    def _finish(self, end: End) -> results.JobSummary:
         if end.result is not None:
             return end.result
         if end.why == "leaked":
@@ -499,7 +499,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the end
 
-    def _complete(self) -> dict[str, Any]:
+    def _complete(self) -> results.JobSummary:
         """The steps after training, ordered so that a kill at any point restarts into the same
         end state (the job directory's ``python -m ablate.train``, or ``resume=``):
 
@@ -587,7 +587,7 @@ class Trainer:
             f"{self.recheck.message()}"
         )
 
-    def _leaked(self, msg: str) -> dict[str, Any]:
+    def _leaked(self, msg: str) -> results.JobSummary:
         """The model sees the future (the recheck of its weights or an audit in training said
         ``msg``): the run is kept on disk but marked leaked (and DONE, since training it again
         would leak again)."""
@@ -597,7 +597,7 @@ class Trainer:
         self._keep_model_and_mark_done()  # the leaking weights stay inspectable, as budget.keep says
         return result
 
-    def _final_report(self, s: dict[str, Any]) -> None:
+    def _final_report(self, s: results.JobSummary) -> None:
         if self.is_main:
             for line in final_lines(s):
                 self.rec.log(line)
@@ -606,7 +606,7 @@ class Trainer:
 # ---------------------------------------------------------------------- entry
 
 
-def run(job_dir: Path | str, dinfo: dist_mod.DistInfo) -> dict[str, Any]:
+def run(job_dir: Path | str, dinfo: dist_mod.DistInfo) -> results.JobSummary:
     """Set up and train one job; a failure is recorded in summary.json (rank 0) and raised."""
     jd, state = JobDir(Path(job_dir)), RunState()
     rec = Recorder(jd, dinfo, state, RunFacts(dinfo.world_size, dinfo.local_world_size))
