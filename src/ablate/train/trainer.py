@@ -107,7 +107,7 @@ class Trainer:
                 f"preflight causality record unreadable ({e}); reported as unchecked"
             )
         # every value was validated by load_job_config (ablate.config.validate_run)
-        box = self.box = facts.box = Box(cfg.budget.box_seconds, cfg.budget.max_iters)
+        box = facts.box = Box(cfg.budget.box_seconds, cfg.budget.max_iters)
         self.schedule = facts.schedule = Schedule(cfg.optim, box)
         self.clip = cfg.optim.grad_clip
 
