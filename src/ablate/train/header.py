@@ -34,7 +34,7 @@ def env_record(
             "hostnames": [host for host, _ in f.rank_hosts],
             "backend": dinfo.backend,
             "tf32": dev.tf32,
-            **f.compiled.record(),
+            **f.compile_result().record(),
             "autocast_dtype": dtype_name(dev.autocast_dtype),
             "sdpa": dev.sdpa,
             "grad_accum": f.grad_accum,
@@ -88,7 +88,7 @@ def header_lines(
         out.append(
             f"warning: attention cannot use the flash SDPA kernel here, a slower one runs: {dev.sdpa['flash_error']}"
         )
-    c = f.compiled
+    c = f.compile_result()
     if c.error:
         out.append(
             f"warning: torch.compile ({c.backend}) failed for step {cfg.step.name}, running eager: {c.error}"

@@ -9,6 +9,7 @@ env.json and train.log's first lines are in ``header``; train.log's writer and i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,8 +48,7 @@ class RunFacts:
     box: Box | None = None
     schedule: Schedule | None = None
     device: DeviceSetup | None = None
-    compiled: CompileResult = field(default_factory=lambda: CompileResult(False, False))
-    """What runs: compiled or eager (the request until the compile probe ran)."""
+    compiled: CompileResult | None = None  # set once, with the forward: see compile_result
     rank_hosts: list[tuple[str, str | None]] = field(default_factory=list)
     """(hostname, address) by rank: env.json, and the host of a lost rank."""
     grad_accum: int | None = None
@@ -62,6 +62,11 @@ class RunFacts:
     flops_per_token: float | None = None
     optim_record: dict[str, Any] | None = None
     """The AdamW groups built (train.optim.build_optimizer)."""
+
+    def compile_result(self) -> CompileResult:
+        """What runs: ``compiled``, or before the forward is built the request (eager)."""
+        requested = self.cfg is not None and self.cfg.hardware.compile
+        return self.compiled or CompileResult(requested, compiled=False)
 
     def device_count(self) -> int | None:
         if self.device is None:
@@ -81,7 +86,7 @@ class Throughput:
 class Recorder:
     """Writes train rows, eval rows, final_eval.json and summary.json (rank 0; every rank builds
     the same summary). Also holds what only this process start knows: the final eval's seconds,
-    the gate shares, and the causality entry that ``causality.Recheck`` keeps."""
+    the gate shares it is handed, where summary.json's ``causality`` comes from (open_causality)."""
 
     def __init__(
         self, jd: JobDir, dinfo: dist_mod.DistInfo, state: RunState, facts: RunFacts
@@ -92,7 +97,7 @@ class Recorder:
         self.facts = facts
         self.log = TrainLog(None, False)  # train.log: opened by open_log at setup
         self.metrics: MetricsSink | None = None  # metrics.jsonl: opened by open_metrics
-        self.causality: dict[str, Any] = results.causality_entry(None)
+        self._causality: Callable[[], dict[str, Any]] = lambda: results.causality_entry(None)
         self.final_eval_seconds: float | None = None
         self.gate_shares: dict[str, Any] = {}
         self._since_log = (state.train_seconds, state.timed_iters)
@@ -104,6 +109,10 @@ class Recorder:
 
     def open_metrics(self, sink: MetricsSink) -> None:
         self.metrics = sink
+
+    def open_causality(self, section: Callable[[], dict[str, Any]]) -> None:
+        """summary.json's ``causality`` section: ``section()``, called at each write."""
+        self._causality = section
 
     def close(self) -> None:
         if self.metrics is not None:
@@ -211,11 +220,17 @@ class Recorder:
         return " | ".join(parts)
 
     def write_eval(
-        self, val: float, final: FinalEval | None, batch_fingerprint: str | None
+        self,
+        val: float,
+        final: FinalEval | None,
+        batch_fingerprint: str | None,
+        gate_shares: dict[str, Any] | None = None,
     ) -> None:
         """Rank 0: final_eval.json (the final eval), the eval row, then summary.json."""
         if not self.is_main:
             return
+        if gate_shares is not None:
+            self.gate_shares = gate_shares
         st, f = self.state, self.facts
         assert f.cfg is not None and self.metrics is not None
         tokens = st.iter * f.cfg.optim.tokens_per_iter
@@ -287,7 +302,7 @@ class Recorder:
         f, st, dev, cfg = self.facts, self.state, self.facts.device, self.facts.cfg
         tpi = cfg.optim.tokens_per_iter if cfg is not None else None
         rate = self.throughput(st.timed_iters, st.train_seconds)
-        fw, sched, ds, box, c = f.final_windows, f.schedule, f.dataset, f.box, f.compiled
+        fw, sched, ds, box, c = f.final_windows, f.schedule, f.dataset, f.box, f.compile_result()
         tokens = st.iter * tpi if tpi is not None else None
         return results.JobSummary(
             step=cfg.step.name if cfg is not None else None,
@@ -302,8 +317,6 @@ class Recorder:
             val_windows=cfg.data.val_windows if cfg is not None else None,
             final_eval_seconds=self.final_eval_seconds,
             warmup_end_seconds=(sched.warmup if sched is not None and not sched.by_iters else None),
-            # what the run got of its budget: the schedule and how far it went, tokens seen as
-            # epochs of the training shards, the box overrun, the data's record
             schedule=sched.record() if sched is not None else None,
             schedule_fraction=sched.fraction(st.iter, st.train_seconds) if sched else None,
             epochs=tokens / ds.train_tokens if ds is not None and tokens is not None else None,
@@ -347,7 +360,7 @@ class Recorder:
             optim_groups=optim_counts(f.optim_record),
             error=error,
             failed_iter=failed_iter,
-            causality=self.causality,
+            causality=self._causality(),
             notes=list(st.notes),
             updated=results.now_iso(),
             exit_code=exit_code,
