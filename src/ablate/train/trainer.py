@@ -147,8 +147,16 @@ class Trainer:
         # Resume, or seed this rank's dropout RNG.
         ck = ckpt_mod.load_checkpoint(jd.checkpoint)
         self.resumed_this_start = ck is not None
+        saved = ck["state"].get("causality") if ck is not None else None
         if ck is not None:
             self._restore(ck)
+            if isinstance(saved, dict):  # until the causality parts are built (below), a
+                old: dict[str, Any] = saved  # failure records the checkpoint's causality records
+                rec.open_causality(
+                    lambda: results.causality_entry(
+                        init, old.get("trained"), old.get("resume_checks"), old.get("audits")
+                    )
+                )
         else:
             ckpt_mod.seed_all(cfg.seed + dinfo.rank * RANK_SEED_OFFSET)
         if data.val_note and data.val_note not in state.notes:
@@ -164,7 +172,6 @@ class Trainer:
         self.fwd_model, self.train_model = fwd.eval_model, fwd.train_model
         # The causality parts, each owning its records (restored from the checkpoint): the
         # recheck probes the compiled forward when the job compiles; the audit runs the step's.
-        saved = ck["state"].get("causality") if ck is not None else None
         self.recheck = recheck = Recheck(
             model,
             self.fwd_model if dev.compile else None,
