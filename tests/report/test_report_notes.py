@@ -8,6 +8,7 @@ from helpers.report_factory import Job, make_matrix, section
 
 from ablate import results as R
 from ablate.report import build, render_markdown
+from ablate.results import JobSummary
 from ablate.train.trainlog import budget_warnings
 
 
@@ -32,7 +33,7 @@ _SCHEDULE = {
     ("fields", "kind"), [(_BOX, "box"), (_EPOCHS, "epochs"), (_SCHEDULE, "schedule")]
 )
 def test_every_trainer_budget_note_is_known_as_the_warning_it_repeats(fields, kind):
-    (note,) = budget_warnings(fields)
+    (note,) = budget_warnings(JobSummary(**fields))
     assert R.budget_note_kind(note) == kind
     assert R.budget_note_kind("final eval on the whole validation shard: 113 windows") is None
 
@@ -46,7 +47,7 @@ def test_every_trainer_budget_note_is_known_as_the_warning_it_repeats(fields, ki
     ],
 )
 def test_a_trainer_note_that_a_warning_says_is_not_repeated_in_notes(tmp_path, fields, warning):
-    (note,) = budget_warnings(fields)
+    (note,) = budget_warnings(JobSummary(**fields))
     over = {**fields, "notes": [note, "something only the trainer knows"]}
     over["box_seconds"] = over.get("box_seconds", 7200.0)
     jobs = [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.6, summary_overrides=over)]
@@ -58,7 +59,7 @@ def test_a_trainer_note_that_a_warning_says_is_not_repeated_in_notes(tmp_path, f
 
 def test_a_schedule_note_of_a_run_that_did_not_complete_stays(tmp_path):
     # the schedule warning reads completed runs only: the note is then the only place it is said
-    (note,) = budget_warnings(_SCHEDULE)
+    (note,) = budget_warnings(JobSummary(**_SCHEDULE))
     over = {**_SCHEDULE, "notes": [note]}
     jobs = [
         Job("V0", "Baseline", 3.75),

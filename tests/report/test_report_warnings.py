@@ -12,6 +12,7 @@ from helpers.report_factory import Job, make_matrix, section, table_rows
 from ablate import results as R
 from ablate.report import aggregate, build, render_markdown
 from ablate.report.main_table import main_records
+from ablate.results import JobSummary
 from ablate.results.summary import BUDGET_NOTES
 from ablate.train.trainlog import budget_warnings
 
@@ -402,7 +403,7 @@ def test_each_budget_warning_has_the_kind_of_the_trainer_note_it_stands_for(tmp_
     # main table lists each step's warnings by kind: a budget warning of another kind (or none)
     # would drop the note while no warning of its kind names the step
     assert set(_BUDGET_FIELDS) == set(BUDGET_NOTES)  # a new budget note needs its fields here
-    (note,) = budget_warnings(_BUDGET_FIELDS[kind])
+    (note,) = budget_warnings(JobSummary(**_BUDGET_FIELDS[kind]))
     assert R.budget_note_kind(note) == kind
     over = {
         "box_seconds": 7200.0,

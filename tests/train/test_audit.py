@@ -269,7 +269,7 @@ def test_the_audits_are_planned_by_the_seed_and_a_resume_does_not_redo_them():
     model = models.build_model(cfg)
 
     def audit(state: RunState, count: int = 3) -> Audit:
-        return Audit(count, 1, model, _Dev(), None, state, {}, print)  # type: ignore[arg-type]
+        return Audit(count, 1, model, _Dev(), None, state, print)  # type: ignore[arg-type]
 
     st = RunState()
     au = audit(st)

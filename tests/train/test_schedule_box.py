@@ -100,6 +100,7 @@ def test_summary_records_tokens_epochs_and_the_box_overrun(tmp_path):
 
 
 def test_budget_warnings_name_overrun_repeated_data_and_an_unfinished_schedule():
+    from ablate.results import JobSummary
     from ablate.train.trainlog import budget_warnings
 
     base = {
@@ -114,12 +115,16 @@ def test_budget_warnings_name_overrun_repeated_data_and_an_unfinished_schedule()
         "max_iters": None,
         "data": {"train_tokens": 2000},
     }
-    assert budget_warnings(base) == []  # 4% past the box: within the report's tolerance
-    (w,) = budget_warnings({**base, "train_seconds": 13.8, "box_overrun_seconds": 3.8})
+    assert (
+        budget_warnings(JobSummary(**base)) == []
+    )  # 4% past the box: within the report's tolerance
+    (w,) = budget_warnings(
+        JobSummary(**{**base, "train_seconds": 13.8, "box_overrun_seconds": 3.8})
+    )
     assert "trained 13.8 s in a 10 s box: 3.8 s (38%) past it" in w
-    (w,) = budget_warnings({**base, "epochs": 2.5, "tokens_seen": 5000})
+    (w,) = budget_warnings(JobSummary(**{**base, "epochs": 2.5, "tokens_seen": 5000}))
     assert "5,000 tokens seen = 2.50 epochs of the 2,000 training tokens" in w
     cut = {**base, "schedule": {"clock": "iterations"}, "schedule_fraction": 0.3, "max_iters": 40}
-    (w,) = budget_warnings({**cut, "iterations": 12})
+    (w,) = budget_warnings(JobSummary(**{**cut, "iterations": 12}))
     assert "at iteration 12 of budget.max_iters=40: its learning-rate schedule never finished" in w
-    assert budget_warnings({**cut, "schedule_fraction": 1.0}) == []
+    assert budget_warnings(JobSummary(**{**cut, "schedule_fraction": 1.0})) == []

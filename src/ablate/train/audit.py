@@ -95,7 +95,7 @@ class _Local:
 
 class Audit:
     """Plans the audits, runs the copy beside the trainer's forward, compares, agrees on a
-    verdict and records it in summary.json's ``causality`` entry (``audits``)."""
+    verdict and keeps its record in ``records`` (its own: summary.json's ``causality.audits``)."""
 
     def __init__(
         self,
@@ -105,9 +105,12 @@ class Audit:
         dev: DeviceSetup,
         dinfo: dist_mod.DistInfo,
         state: RunState,
-        entry: dict[str, Any],
         log: Callable[[str], None],
+        forward_kind: str = "eager",
+        saved: object = None,
     ):
+        """``forward_kind``: what the step runs ("eager" or "compiled", and " in DDP");
+        ``saved``: a checkpoint's causality entry (its audit records restored)."""
         self.enabled = count > 0
         self.fractions = planned_fractions(count, seed)
         self.seed = seed
@@ -115,26 +118,22 @@ class Audit:
         self.dev = dev
         self.dinfo = dinfo
         self.state = state  # audit_seconds, audit_next, notes
-        self.entry = entry  # summary.json's "causality" (the Recheck's entry, the same dict)
-        self.entry.setdefault("audits", [])
+        self.records: list[dict[str, Any]] = []  # summary.json's causality.audits
+        if isinstance(saved, dict):
+            self.records = list(saved.get("audits") or [])
         self.log = log
         self.margin, self.rule = margin_for(dev.device.type, dev.precision)
         config: Any = raw_model.config  # every registered model has one (models.registry)
         vocab = int(config.vocab_size)
         self.vocab = vocab
         self.eot = EOT_TOKEN if EOT_TOKEN < vocab else vocab - 1
-        self.forward_kind = "eager"
+        self.forward_kind = forward_kind
         self.leak: dict[str, Any] | None = None  # the failing record, once one failed
         self._copy: _Copy | None = None
         self._local = _Local()
         self._seconds = 0.0  # of the audit under way
         self._shape: list[int] = []  # this rank's audited micro-batch, [batch, tokens]
         self.excluded = 0.0  # audit seconds the box's clock has not yet left out
-
-    def restore(self, saved: object) -> None:
-        """The audit records of a checkpoint's causality entry."""
-        if isinstance(saved, dict):
-            self.entry["audits"] = list(saved.get("audits") or [])
 
     def due(self, it: int, fraction: float) -> bool:
         """Whether iteration ``it`` (about to run, at ``fraction`` of the budget) is audited:
@@ -308,7 +307,7 @@ class Audit:
         record["seconds"] = round(self._seconds, 4)
         self._seconds = 0.0
         self._copy, self._shape = None, []
-        self.entry["audits"].append(record)
+        self.records.append(record)
         self.log(f"{record['message']} [{record['seconds']:.2f}s, not counted in the box]")
         if leaked:
             self.leak = record

@@ -1,8 +1,10 @@
 """The causality recheck of the trained weights (at a resume and at the end), outside the box.
 
-``Recheck`` owns summary.json's ``causality`` entry for this process start: the preflight's
-record (read at setup), the trained weights' last verdict and the resume checks (both restored
-from a checkpoint). The recorder and the checkpoint read ``entry``; only ``Recheck`` writes it.
+``Recheck`` owns its records for this process start: the trained weights' last verdict
+(``trained``) and the resume checks (``resume_checks``), both restored from a checkpoint; it is
+the only writer of them. The preflight's record and the audits in training (``audit.Audit``'s
+``records``) are not its: the trainer assembles summary.json's ``causality`` section from the
+three owners when the recorder writes it (``results.causality_entry``).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ class Recheck:
 
     def __init__(
         self,
-        entry: dict[str, Any],
         raw_model: torch.nn.Module,
+        forward: torch.nn.Module | None,
         dev: DeviceSetup,
         dinfo: dist_mod.DistInfo,
         seed: int,
@@ -42,9 +44,17 @@ class Recheck:
         log: Callable[[str], None],
         micro_batch: int,
         val_batches: list[tuple[torch.Tensor, torch.Tensor]],
+        saved: object = None,
     ):
-        self.entry = entry  # summary.json's "causality" (results.causality_entry)
+        """``forward``: the compiled forward when the job compiles (the probes then run what
+        trains), else None; ``saved``: a checkpoint's causality entry (its verdicts restored)."""
+        self.trained: dict[str, Any] | None = None  # the trained weights' last verdict
+        self.resume_checks: list[dict[str, Any]] = []
+        if isinstance(saved, dict):
+            self.trained = saved.get("trained")
+            self.resume_checks = list(saved.get("resume_checks") or [])
         self.raw_model = raw_model
+        self.forward = forward
         self.dev = dev
         self.dinfo = dinfo
         self.seed = seed
@@ -52,18 +62,10 @@ class Recheck:
         self.log = log
         self.micro_batch = micro_batch  # the probes run at the job's own batch
         self.windows = _windows(val_batches)  # the job's own text as the probes' tokens
-        # The compiled forward, once the trainer has built it: the probes then run what trains.
-        self.forward: torch.nn.Module | None = None
-
-    def restore(self, saved: object) -> None:
-        """The trained weights' verdict and the resume checks, from a checkpoint's state."""
-        if isinstance(saved, dict):
-            self.entry["trained"] = saved.get("trained")
-            self.entry["resume_checks"] = list(saved.get("resume_checks") or [])
 
     def message(self) -> str:
         """The last verdict's message ('' before any)."""
-        return str((self.entry.get("trained") or {}).get("message", ""))
+        return str((self.trained or {}).get("message", ""))
 
     def __call__(self, when: str, iteration: int) -> bool:
         """True when the weights passed (or the check could not run: recorded with ``ok: null``,
@@ -102,9 +104,9 @@ class Recheck:
                     tail(f"causality recheck ({when}) could not run: {type(e).__name__}: {e}", 500)
                 )
             record.update(weights="trained", when=when, iteration=iteration)
-            self.entry["trained"] = record
+            self.trained = record
             if when == "resume":
-                self.entry["resume_checks"].append(record)
+                self.resume_checks.append(record)
             self.log(
                 f"causality recheck of the trained weights ({when}, iteration {iteration}): "
                 f"{record['message']} [{record['seconds']:.1f}s, not counted in the box]"

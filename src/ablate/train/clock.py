@@ -97,7 +97,9 @@ class BoxClock:
         return self.first or self.every_iter or due or it >= self.next_sync or self.end(it)
 
     def end(self, it: int) -> bool:
-        return (self.box.max_iters is not None and it >= self.box.max_iters) or (
+        """Iteration ``it`` is the last: the box is spent (``Box.spent``, on the collective
+        elapsed time of the last sync point) or ``it`` is the stop planned at that sync point."""
+        return self.box.spent(it, self.state.train_seconds) or (
             self.box_stop is not None and it >= self.box_stop
         )
 

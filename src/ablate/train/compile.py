@@ -48,17 +48,6 @@ class CompileResult:
     graphs: int | None = None  # graphs dynamo compiled in the probe (train + eval)
     graph_breaks: int | None = None
 
-    def record(self) -> dict[str, Any]:
-        return {
-            "compile": self.compiled,
-            "compile_requested": self.requested,
-            "compile_backend": self.backend,
-            "compile_error": self.error,
-            "compile_seconds": self.seconds,
-            "compile_graphs": self.graphs,
-            "compile_graph_breaks": self.graph_breaks,
-        }
-
 
 def backend_name() -> str:
     return os.environ.get("ABLATE_COMPILE_BACKEND", "").strip() or DEFAULT_BACKEND

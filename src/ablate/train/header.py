@@ -28,7 +28,7 @@ def env_record(
     cfg, dev = f.cfg, f.device
     assert cfg is not None and dev is not None
     assert f.num_params is not None and f.flops_per_token is not None
-    c = f.compiled
+    c = f.compile_result()
     prev = None
     if jd.env.is_file():
         try:
@@ -109,7 +109,7 @@ def header_lines(
         out.append(
             f"warning: attention cannot use the flash SDPA kernel here, a slower one runs: {dev.sdpa['flash_error']}"
         )
-    c = f.compiled
+    c = f.compile_result()
     if c.error:
         out.append(
             f"warning: torch.compile ({c.backend}) failed for step {cfg.step.name}, running eager: {c.error}"

@@ -97,7 +97,7 @@ def _run_locked(jd: JobDir, dinfo: dist_mod.DistInfo) -> dict[str, Any]:
                 jd.mark_done()
             code = EXIT_COMPLETED if summary.status == results.COMPLETED else EXIT_FAILED
             return _already_done(summary, code)
-    return trainer.run(jd.path, dinfo)
+    return trainer.run(jd.path, dinfo).to_dict()  # summary.json's object
 
 
 def _already_done(summary: results.JobSummary | None, code: int) -> dict[str, Any]:

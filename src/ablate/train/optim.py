@@ -175,23 +175,29 @@ class Schedule:
     def __init__(self, optim_cfg: OptimConfig, box: Box):
         self.lr = optim_cfg.lr
         self.min_lr = optim_cfg.min_lr
-        self.max_iters = box.max_iters
+        self.box = box  # the budget is read from the box, never copied
         self.warmup: float
         if box.max_iters is not None:
             warm = optim_cfg.warmup_iters
             self.warmup = (
                 warm if warm is not None else round(optim_cfg.warmup_fraction * box.max_iters)
             )
-            self.budget = float(box.max_iters)
         else:
-            assert box.seconds is not None  # the config refuses a budget with neither
-            self.budget = float(box.seconds)
             self.warmup = optim_cfg.warmup_fraction * self.budget
         self.warmup_fraction = min(1.0, self.warmup / self.budget)
 
     @property
     def by_iters(self) -> bool:
-        return self.max_iters is not None
+        return self.box.max_iters is not None
+
+    @property
+    def budget(self) -> float:
+        """The schedule's length on its clock: ``box.max_iters`` iterations, else
+        ``box.seconds`` training seconds."""
+        if self.box.max_iters is not None:
+            return float(self.box.max_iters)
+        assert self.box.seconds is not None  # the config refuses a budget with neither
+        return float(self.box.seconds)
 
     def position(self, it: int, elapsed: float) -> float:
         """Where the run is on the schedule's clock: the iteration, or the training seconds."""

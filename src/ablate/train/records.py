@@ -9,7 +9,7 @@ env.json and train.log's first lines are in ``header``; train.log's writer and i
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,8 +48,7 @@ class RunFacts:
     box: Box | None = None
     schedule: Schedule | None = None
     device: DeviceSetup | None = None
-    compiled: CompileResult = field(default_factory=lambda: CompileResult(False, False))
-    """What runs: compiled or eager (the request until the compile probe ran)."""
+    compiled: CompileResult | None = None  # set once, with the forward: see compile_result
     rank_hosts: list[tuple[str, str | None]] = field(default_factory=list)
     """(hostname, address) by rank: env.json, and the host of a lost rank."""
     grad_accum: int | None = None
@@ -63,6 +62,11 @@ class RunFacts:
     flops_per_token: float | None = None
     optim_record: dict[str, Any] | None = None
     """The AdamW groups built (train.optim.build_optimizer)."""
+
+    def compile_result(self) -> CompileResult:
+        """What runs: ``compiled``, or before the forward is built the request (eager)."""
+        requested = self.cfg is not None and self.cfg.hardware.compile
+        return self.compiled or CompileResult(requested, compiled=False)
 
     def device_count(self) -> int | None:
         if self.device is None:
@@ -82,7 +86,7 @@ class Throughput:
 class Recorder:
     """Writes train rows, eval rows, final_eval.json and summary.json (rank 0; every rank builds
     the same summary). Also holds what only this process start knows: the final eval's seconds,
-    the gate shares, and the causality entry that ``causality.Recheck`` keeps."""
+    the gate shares it is handed, where summary.json's ``causality`` comes from (open_causality)."""
 
     def __init__(
         self, jd: JobDir, dinfo: dist_mod.DistInfo, state: RunState, facts: RunFacts
@@ -93,7 +97,7 @@ class Recorder:
         self.facts = facts
         self.log = TrainLog(None, False)  # train.log: opened by open_log at setup
         self.metrics: MetricsSink | None = None  # metrics.jsonl: opened by open_metrics
-        self.causality: dict[str, Any] = results.causality_entry(None)
+        self._causality: Callable[[], dict[str, Any]] = lambda: results.causality_entry(None)
         self.final_eval_seconds: float | None = None
         self.gate_shares: dict[str, Any] = {}
         self._since_log = (state.train_seconds, state.timed_iters)
@@ -105,6 +109,10 @@ class Recorder:
 
     def open_metrics(self, sink: MetricsSink) -> None:
         self.metrics = sink
+
+    def open_causality(self, section: Callable[[], dict[str, Any]]) -> None:
+        """summary.json's ``causality`` section: ``section()``, called at each write."""
+        self._causality = section
 
     def close(self) -> None:
         if self.metrics is not None:
@@ -212,11 +220,17 @@ class Recorder:
         return " | ".join(parts)
 
     def write_eval(
-        self, val: float, final: FinalEval | None, batch_fingerprint: str | None
+        self,
+        val: float,
+        final: FinalEval | None,
+        batch_fingerprint: str | None,
+        gate_shares: dict[str, Any] | None = None,
     ) -> None:
         """Rank 0: final_eval.json (the final eval), the eval row, then summary.json."""
         if not self.is_main:
             return
+        if gate_shares is not None:
+            self.gate_shares = gate_shares
         st, f = self.state, self.facts
         assert f.cfg is not None and self.metrics is not None
         tokens = st.iter * f.cfg.optim.tokens_per_iter
@@ -273,14 +287,24 @@ class Recorder:
 
     # ------------------------------------------------------------------ summary.json
 
-    def summary(self, status: str, **extra: Any) -> dict[str, Any]:
-        """summary.json's content, built as a ``results.JobSummary`` (the one definition of its
-        keys: a key it does not have is a TypeError here, not a silent extra key in the file)."""
+    def summary(
+        self,
+        status: str,
+        *,
+        error: str | None = None,
+        failed_iter: int | None = None,
+        exit_code: int | None = None,
+        stopped_by: str | None = None,
+        post_training_error: str | None = None,
+    ) -> results.JobSummary:
+        """summary.json's content as a ``results.JobSummary`` (the one definition of its keys: a
+        key it does not have is a TypeError here, not a silent extra key in the file)."""
         f, st, dev, cfg = self.facts, self.state, self.facts.device, self.facts.cfg
         tpi = cfg.optim.tokens_per_iter if cfg is not None else None
         rate = self.throughput(st.timed_iters, st.train_seconds)
-        fw = f.final_windows
-        s = results.JobSummary(
+        fw, sched, ds, box, c = f.final_windows, f.schedule, f.dataset, f.box, f.compile_result()
+        tokens = st.iter * tpi if tpi is not None else None
+        return results.JobSummary(
             step=cfg.step.name if cfg is not None else None,
             architecture=cfg.step.architecture if cfg is not None else None,
             seed=cfg.seed if cfg is not None else None,
@@ -292,14 +316,17 @@ class Recorder:
             final_val_tokens=fw.tokens_per_eval if fw is not None else None,
             val_windows=cfg.data.val_windows if cfg is not None else None,
             final_eval_seconds=self.final_eval_seconds,
-            warmup_end_seconds=(
-                f.schedule.warmup if f.schedule is not None and not f.schedule.by_iters else None
-            ),
-            **self.budget_record(),
+            warmup_end_seconds=(sched.warmup if sched is not None and not sched.by_iters else None),
+            schedule=sched.record() if sched is not None else None,
+            schedule_fraction=sched.fraction(st.iter, st.train_seconds) if sched else None,
+            epochs=tokens / ds.train_tokens if ds is not None and tokens is not None else None,
+            box_overrun_seconds=box.overrun(st.train_seconds) if box is not None else None,
+            # the final eval's windows (final_eval.json's val_fingerprint) next to the split's record
+            data={**ds.record(), "val_fingerprint": f.val_fingerprint} if ds is not None else None,
             last_train_loss=st.last_train_loss,
             iterations=st.iter,
-            max_iters=f.box.max_iters if f.box is not None else None,
-            box_seconds=f.box.seconds if f.box is not None else None,
+            max_iters=box.max_iters if box is not None else None,
+            box_seconds=box.seconds if box is not None else None,
             tokens_per_iter=tpi,
             tokens_seen=(st.iter * tpi) if tpi else None,
             train_seconds=st.train_seconds,
@@ -320,41 +347,34 @@ class Recorder:
             autocast_dtype=dtype_name(dev.autocast_dtype) if dev else None,
             optimizer=f.optim_record.get("optimizer") if f.optim_record else None,
             sdpa_flash=dev.sdpa["flash"] if dev and dev.sdpa else None,
-            **f.compiled.record(),
+            compile=c.compiled,
+            compile_requested=c.requested,
+            compile_backend=c.backend,
+            compile_error=c.error,
+            compile_seconds=c.seconds,
+            compile_graphs=c.graphs,
+            compile_graph_breaks=c.graph_breaks,
             resumed=st.resumed,
             gates=st.gates,
             gate_shares=self.gate_shares,
             optim_groups=optim_counts(f.optim_record),
-            error=None,
-            failed_iter=None,
-            causality=self.causality,
+            error=error,
+            failed_iter=failed_iter,
+            causality=self._causality(),
             notes=list(st.notes),
             updated=results.now_iso(),
+            exit_code=exit_code,
+            stopped_by=stopped_by,
+            post_training_error=post_training_error,
         )
-        return dataclasses.replace(s, **extra).to_dict()
 
-    def write_summary(self, status: str, **extra: Any) -> dict[str, Any]:
-        """summary.json rewritten atomically (rank 0); every rank gets the same record back."""
-        s = self.summary(status, **extra)
+    def write_summary(self, status: str, **ending: Any) -> results.JobSummary:
+        """summary.json rewritten atomically (rank 0; ``results`` turns the record into the
+        file's object); every rank gets the same record back. ``ending``: ``summary``'s keywords."""
+        s = self.summary(status, **ending)
         if self.is_main:
             self.jd.write_summary(s)
         return s
-
-    def budget_record(self) -> dict[str, Any]:
-        """What the run got of its budget, as summary.json records it: the schedule and how far it
-        went, tokens seen as epochs of the training shards, the box overrun, the data's record."""
-        f, st, sched, ds = self.facts, self.state, self.facts.schedule, self.facts.dataset
-        tokens = st.iter * f.cfg.optim.tokens_per_iter if f.cfg is not None else None
-        return {
-            "schedule": sched.record() if sched is not None else None,
-            "schedule_fraction": sched.fraction(st.iter, st.train_seconds) if sched else None,
-            "epochs": tokens / ds.train_tokens if ds is not None and tokens is not None else None,
-            "box_overrun_seconds": f.box.overrun(st.train_seconds) if f.box is not None else None,
-            # the final eval's windows (final_eval.json's val_fingerprint) next to the split's record
-            "data": {**ds.record(), "val_fingerprint": f.val_fingerprint}
-            if ds is not None
-            else None,
-        }
 
     def record_failure(self, error: str, exit_code: int) -> None:
         """Rank 0: a failed run's summary.json, unless a measured result is already final."""

@@ -84,7 +84,7 @@ class End:
     the summary already written."""
 
     why: Literal["budget", "leaked", "stopped"]
-    result: dict[str, Any] | None = None
+    result: results.JobSummary | None = None
 
 
 class Trainer:
@@ -100,19 +100,20 @@ class Trainer:
         self.rec = rec
         facts = self.facts = rec.facts
         cfg = self.cfg = facts.cfg = load_job_config(jd.config)
+        init: dict[str, Any] | None = None  # the preflight's causality record
         try:
-            rec.causality = results.causality_entry(results.read_causality_init(jd))
+            init = results.read_causality_init(jd)
         except AblateError as e:  # an unreadable preflight record: the job is reported unchecked
             state.notes.append(
                 f"preflight causality record unreadable ({e}); reported as unchecked"
             )
+        rec.open_causality(lambda: results.causality_entry(init))
         # every value was validated by load_job_config (ablate.config.validate_run)
-        box = self.box = facts.box = Box(cfg.budget.box_seconds, cfg.budget.max_iters)
+        box = facts.box = Box(cfg.budget.box_seconds, cfg.budget.max_iters)
         self.schedule = facts.schedule = Schedule(cfg.optim, box)
         self.clip = cfg.optim.grad_clip
 
         dev = self.dev = facts.device = setup_device(cfg.hardware, dinfo.local_rank)
-        facts.compiled = CompileResult(requested=cfg.hardware.compile, compiled=False)
         # Under the local launcher our stdout already goes to train.log: do not write it twice.
         rec.open_log(os.environ.get(results.LOG_CAPTURED_ENV) == "1")
         dist_mod.init(dinfo, dev.device)
@@ -142,9 +143,38 @@ class Trainer:
         facts.flops_per_token = float(model.flops_per_token())  # type: ignore[operator]
         self.optimizer, facts.optim_record = build_optimizer(model, cfg.optim, dev.device.type)
         self.trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.recheck = Recheck(
-            rec.causality,
+
+        # Resume, or seed this rank's dropout RNG.
+        ck = ckpt_mod.load_checkpoint(jd.checkpoint)
+        self.resumed_this_start = ck is not None
+        saved = ck["state"].get("causality") if ck is not None else None
+        if ck is not None:
+            self._restore(ck)
+            if isinstance(saved, dict):  # until the causality parts are built (below), a
+                old: dict[str, Any] = saved  # failure records the checkpoint's causality records
+                rec.open_causality(
+                    lambda: results.causality_entry(
+                        init, old.get("trained"), old.get("resume_checks"), old.get("audits")
+                    )
+                )
+        else:
+            ckpt_mod.seed_all(cfg.seed + dinfo.rank * RANK_SEED_OFFSET)
+        if data.val_note and data.val_note not in state.notes:
+            state.notes.append(data.val_note)
+        # torch.compile (its time is warm-up, not training) and the DDP wrapper.
+        fwd = build_forward(model, dev, dinfo, self.batches, state.iter, data.val_batches)
+        facts.compiled = fwd.compiled or CompileResult(cfg.hardware.compile, compiled=False)
+        if fwd.compiled is not None:
+            state.warmup_seconds += fwd.compile_seconds
+            dev.compile = fwd.compiled.compiled  # from here on: what really runs
+            if fwd.compiled.error:
+                state.notes.append(f"torch.compile failed, ran eager: {fwd.compiled.error}")
+        self.fwd_model, self.train_model = fwd.eval_model, fwd.train_model
+        # The causality parts, each owning its records (restored from the checkpoint): the
+        # recheck probes the compiled forward when the job compiles; the audit runs the step's.
+        self.recheck = recheck = Recheck(
             model,
+            self.fwd_model if dev.compile else None,
             dev,
             dinfo,
             cfg.seed,
@@ -152,45 +182,24 @@ class Trainer:
             rec.log,
             cfg.hardware.micro_batch,
             data.val_batches,
+            saved,
         )
-        self.audit = Audit(
-            cfg.budget.causality_audits,
-            cfg.seed,
-            model,
-            dev,
-            dinfo,
-            state,
-            rec.causality,
-            rec.log,
+        kind = ("compiled" if dev.compile else "eager") + (" in DDP" if dinfo.enabled else "")
+        self.audit = audit = Audit(
+            cfg.budget.causality_audits, cfg.seed, model, dev, dinfo, state, rec.log, kind, saved
         )
 
-        # Resume, or seed this rank's dropout RNG.
-        ck = ckpt_mod.load_checkpoint(jd.checkpoint)
-        self.resumed_this_start = ck is not None
-        if ck is not None:
-            self._restore(ck)
-        else:
-            ckpt_mod.seed_all(cfg.seed + dinfo.rank * RANK_SEED_OFFSET)
-        if data.val_note and data.val_note not in state.notes:
-            state.notes.append(data.val_note)
-        # torch.compile (its time is warm-up, not training) and the DDP wrapper.
-        fwd = build_forward(model, dev, dinfo, self.batches, state.iter, data.val_batches)
-        if fwd.compiled is not None:
-            facts.compiled = fwd.compiled
-            state.warmup_seconds += fwd.compile_seconds
-            dev.compile = fwd.compiled.compiled  # from here on: what really runs
-            if fwd.compiled.error:
-                state.notes.append(f"torch.compile failed, ran eager: {fwd.compiled.error}")
-        self.fwd_model, self.train_model = fwd.eval_model, fwd.train_model
-        self.audit.forward_kind = ("compiled" if dev.compile else "eager") + (
-            " in DDP" if dinfo.enabled else ""
-        )
+        def causality() -> dict[str, Any]:
+            """summary.json's (and the checkpoint's) causality section, from its owners' records."""
+            r = recheck
+            return results.causality_entry(init, r.trained, r.resume_checks, audit.records)
+
+        self.causality = causality
+        rec.open_causality(causality)  # assembled at each write
         if not self.audit.enabled:
             note = "causality audits in training disabled (budget.causality_audits=0)"
             if note not in state.notes:
                 state.notes.append(note)
-        if dev.compile:
-            self.recheck.forward = self.fwd_model
         self.evaluator = Evaluator(
             self.fwd_model,
             dev,
@@ -215,7 +224,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def train(self) -> dict[str, Any]:
+    def train(self) -> results.JobSummary:
         """The loop, then what its end calls for; returns the summary written last."""
         st, clock, cadence = self.state, self.clock, self.cadence
         # Read only at sync points: the first iteration with a non-finite loss (0: none yet).
@@ -288,7 +297,7 @@ class Trainer:
         self.clock.next_segment(it)
         return None
 
-    def _finish(self, end: End) -> dict[str, Any]:
+    def _finish(self, end: End) -> results.JobSummary:
         if end.result is not None:
             return end.result
         if end.why == "leaked":
@@ -409,11 +418,12 @@ class Trainer:
             val = self.evaluator.periodic()
         st.record_eval(val)
         st.gates = gate_stats(self.raw_model) if self.is_main else {}
+        shares = None  # the final eval's gate shares (rank 0), handed to the recorder
         if final and self.is_main and self.gate_inputs is not None:
-            rec.gate_shares = gate_shares(self.raw_model, self.dev, self.gate_inputs)
+            shares = gate_shares(self.raw_model, self.dev, self.gate_inputs)
         if self.is_main:
             fp = self.batches.global_fingerprint(st.iter - 1) if st.iter > 0 else None
-            rec.write_eval(val, result, fp)
+            rec.write_eval(val, result, fp, shares)
         dt = time.perf_counter() - t0
         st.eval_seconds += dt
         rec.eval_done(val, result, dt)
@@ -458,8 +468,6 @@ class Trainer:
         assert self.facts.optim_record is not None  # built before the restore
         keep_implementation(self.optimizer, self.facts.optim_record)
         self.state.load_state_dict(ck["state"])
-        self.recheck.restore(ck["state"].get("causality"))
-        self.audit.restore(ck["state"].get("causality"))
         rngs = ck.get("rng") or []
         if len(rngs) == self.dinfo.world_size:
             ckpt_mod.restore_rng(rngs[self.dinfo.rank], self.dev.device)
@@ -476,7 +484,7 @@ class Trainer:
         if self.is_main:
             state = {
                 **self.state.state_dict(),
-                "causality": self.recheck.entry,
+                "causality": self.causality(),
                 "world_size": self.dinfo.world_size,
                 "seed": self.cfg.seed,
                 "step": self.cfg.step.name,
@@ -499,7 +507,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the end
 
-    def _complete(self) -> dict[str, Any]:
+    def _complete(self) -> results.JobSummary:
         """The steps after training, ordered so that a kill at any point restarts into the same
         end state (the job directory's ``python -m ablate.train``, or ``resume=``):
 
@@ -587,7 +595,7 @@ class Trainer:
             f"{self.recheck.message()}"
         )
 
-    def _leaked(self, msg: str) -> dict[str, Any]:
+    def _leaked(self, msg: str) -> results.JobSummary:
         """The model sees the future (the recheck of its weights or an audit in training said
         ``msg``): the run is kept on disk but marked leaked (and DONE, since training it again
         would leak again)."""
@@ -597,7 +605,7 @@ class Trainer:
         self._keep_model_and_mark_done()  # the leaking weights stay inspectable, as budget.keep says
         return result
 
-    def _final_report(self, s: dict[str, Any]) -> None:
+    def _final_report(self, s: results.JobSummary) -> None:
         if self.is_main:
             for line in final_lines(s):
                 self.rec.log(line)
@@ -606,7 +614,7 @@ class Trainer:
 # ---------------------------------------------------------------------- entry
 
 
-def run(job_dir: Path | str, dinfo: dist_mod.DistInfo) -> dict[str, Any]:
+def run(job_dir: Path | str, dinfo: dist_mod.DistInfo) -> results.JobSummary:
     """Set up and train one job; a failure is recorded in summary.json (rank 0) and raised."""
     jd, state = JobDir(Path(job_dir)), RunState()
     rec = Recorder(jd, dinfo, state, RunFacts(dinfo.world_size, dinfo.local_world_size))

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from ablate.results import JobSummary
+
 
 class TrainLog:
     """train.log plus stdout, rank 0 only (stdout only when the launcher captures it into train.log)."""
@@ -34,47 +36,47 @@ OVERRUN_WARN = 0.05
 """train.log warns when training ran more than this share past its box (the report's tolerance)."""
 
 
-def budget_warnings(s: dict[str, Any]) -> list[str]:
+def budget_warnings(s: JobSummary) -> list[str]:
     """train.log's warnings about an ended run's budget (also kept in summary.json's notes)."""
     out = []
-    sched, box = s.get("schedule") or {}, s.get("box_seconds")
-    if sched.get("clock") == "iterations" and (s.get("schedule_fraction") or 0) < 1.0:
+    sched, box = s.schedule or {}, s.box_seconds
+    if sched.get("clock") == "iterations" and (s.schedule_fraction or 0) < 1.0:
         out.append(
-            f"the box ended the run at iteration {s['iterations']} of budget.max_iters="
-            f"{s['max_iters']}: its learning-rate schedule never finished "
-            f"({100 * s['schedule_fraction']:.0f}% of it; lr never decayed to min_lr); give it "
+            f"the box ended the run at iteration {s.iterations} of budget.max_iters="
+            f"{s.max_iters}: its learning-rate schedule never finished "
+            f"({100 * (s.schedule_fraction or 0):.0f}% of it; lr never decayed to min_lr); give it "
             "more time or fewer iterations, or drop budget.max_iters to decay over the box"
         )
-    over = s.get("box_overrun_seconds")
+    over = s.box_overrun_seconds
     if box and over is not None and over > OVERRUN_WARN * box:
         out.append(
-            f"trained {s['train_seconds']:.1f} s in a {box:g} s box: {over:.1f} s "
+            f"trained {s.train_seconds:.1f} s in a {box:g} s box: {over:.1f} s "
             f"({100 * over / box:.0f}%) past it (an iteration longer than the planned stop "
             "allowed); steps compared with this run had less training time"
         )
-    if (s.get("epochs") or 0) > 1.0:
+    if (s.epochs or 0) > 1.0:
         out.append(
-            f"{s['tokens_seen']:,} tokens seen = {s['epochs']:.2f} epochs of the "
-            f"{(s.get('data') or {}).get('train_tokens', 0):,} training tokens: windows were "
+            f"{s.tokens_seen:,} tokens seen = {s.epochs:.2f} epochs of the "
+            f"{(s.data or {}).get('train_tokens', 0):,} training tokens: windows were "
             "repeated (sampled with replacement), so later losses partly measure memorisation"
         )
     return out
 
 
-def final_lines(s: dict[str, Any]) -> list[str]:
+def final_lines(s: JobSummary) -> list[str]:
     """train.log's last lines, from the completed summary."""
 
     def fmt(v: Any, f: str) -> str:
         return "-" if v is None else format(v, f)
 
     return [
-        f"done: {s['iterations']} iterations, {s['tokens_seen']:,} tokens ({fmt(s.get('epochs'), '.3f')} "
-        f"epochs), train {s['train_seconds']:.1f}s (box overrun {fmt(s.get('box_overrun_seconds'), '+.1f')}s; "
-        f"+ warm-up {s['warmup_seconds']:.1f}s, eval {s['eval_seconds']:.1f}s, checkpoint {s['checkpoint_seconds']:.1f}s, "
-        f"causality audits {s.get('audit_seconds') or 0.0:.1f}s = {100 * (s.get('audit_share') or 0.0):.1f}% of train)",
-        f"final val loss (full set, {s['final_val_tokens']} tokens) {fmt(s['final_val_loss'], '.4f')} | best "
-        f"periodic {fmt(s['best_val_loss'], '.4f')} at iteration {s['best_val_iter']} | {fmt(s['ms_per_iter'], '.1f')} ms/iter | "
-        f"{fmt(s['tokens_per_s'], ',.0f')} tok/s | mfu {fmt(s['mfu'], '.3f')}",
+        f"done: {s.iterations} iterations, {s.tokens_seen:,} tokens ({fmt(s.epochs, '.3f')} "
+        f"epochs), train {s.train_seconds:.1f}s (box overrun {fmt(s.box_overrun_seconds, '+.1f')}s; "
+        f"+ warm-up {s.warmup_seconds:.1f}s, eval {s.eval_seconds:.1f}s, checkpoint {s.checkpoint_seconds:.1f}s, "
+        f"causality audits {s.audit_seconds or 0.0:.1f}s = {100 * (s.audit_share or 0.0):.1f}% of train)",
+        f"final val loss (full set, {s.final_val_tokens} tokens) {fmt(s.final_val_loss, '.4f')} | best "
+        f"periodic {fmt(s.best_val_loss, '.4f')} at iteration {s.best_val_iter} | {fmt(s.ms_per_iter, '.1f')} ms/iter | "
+        f"{fmt(s.tokens_per_s, ',.0f')} tok/s | mfu {fmt(s.mfu, '.3f')}",
     ]
 
 
