@@ -18,6 +18,7 @@ loss, completed in matrix.json and summary.json, DONE, a report, no process left
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import signal
@@ -180,14 +181,39 @@ def test_runner_killed_by_sigkill_its_job_trains_on_and_resume_records_it(tmp_pa
     below = _descendants(runner.pid)
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait(timeout=60)
+    # The orphan is held still until the resume has seen it alive: a fast one could otherwise end
+    # before the resume starts, and the waiting would go untested.
+    for pid in below:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
 
     status = _run(f"status={mdir}")
     assert status.returncode == 3, status.stdout + status.stderr
     assert "runner: not running" in status.stdout and "it trains on" in status.stdout
 
-    resume = _run(f"resume={mdir}")  # waits for the orphan, then finds it DONE
+    out_path = tmp_path / "resume.out"
+    with open(out_path, "w") as out_file:
+        resuming = subprocess.Popen(  # waits for the orphan, then finds it DONE
+            [sys.executable, "-m", "ablate.matrix", f"resume={mdir}"],
+            stdout=out_file,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+    deadline = time.monotonic() + 300
+    while "still being trained by" not in out_path.read_text():
+        assert resuming.poll() is None, out_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, out_path.read_text()[-3000:]
+        time.sleep(0.2)
+    for pid in below:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    _, err = resuming.communicate(timeout=600)
+    resume = subprocess.CompletedProcess(
+        resuming.args, resuming.returncode, out_path.read_text(), err
+    )
     assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
-    assert "still being trained by" in resume.stdout and "0 to run" in resume.stdout
+    assert "0 to run" in resume.stdout, resume.stdout[-3000:]
     _wait_gone(below)
     state = _end_state(mdir)
     assert state == reference
