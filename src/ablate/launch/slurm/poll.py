@@ -35,6 +35,15 @@ GONE = "GONE"  # neither squeue nor sacct knows the job: it ended (and accountin
 
 FILE_POLL_S = 1.0  # job directories and result files: cheap, checked often
 SLURM_POLL_S = 15.0  # squeue/sacct: at most this often (sooner when a task's process just ended)
+CONFIRM_S = 5.0
+"""An end Slurm reports for a job whose directory has no DONE marker is believed only when Slurm
+still says so this much later: a requeued job (time limit, preemption) was once read as ended for a
+moment between two attempts, and its matrix reported it interrupted while it went on."""
+
+
+def ended(state: str | None) -> bool:
+    """Whether a state from ``slurm_states`` says the job has ended (not active, not unknown)."""
+    return state is not None and state not in ACTIVE_STATES and state != "UNKNOWN"
 
 
 def say(message: str) -> None:
@@ -159,6 +168,17 @@ def refresh(manifest: results.Manifest, names: list[str] | None = None) -> dict[
     entries = [j for j in manifest.jobs if names is None or j["name"] in names]
     ids = {j["name"]: str(j["slurm_job_id"]) for j in entries if j.get("slurm_job_id")}
     states = slurm_states(list(ids.values()))
+    unconfirmed = [
+        jid
+        for name, jid in ids.items()
+        if ended(states.get(jid)) and not manifest.job_dir(name).is_done()
+    ]
+    if unconfirmed:  # asked again before an end is recorded (CONFIRM_S)
+        time.sleep(CONFIRM_S)
+        again = slurm_states(unconfirmed)
+        for jid in unconfirmed:
+            if not ended(again.get(jid)):
+                states[jid] = again.get(jid, "UNKNOWN")
     shown: dict[str, str] = {}
     for job in entries:
         name = job["name"]
@@ -202,6 +222,8 @@ def wait_for(manifest: results.Manifest, jobs: dict[str, str]) -> dict[str, int]
     codes: dict[str, int] = {}
     last_slurm = 0.0
     states: dict[str, str] = {}
+    polls = 0  # answers from Slurm so far
+    seen_ended: dict[str, tuple[float, int]] = {}  # name -> (when, poll) Slurm first said ended
     try:
         while len(codes) < len(jobs):
             now = time.monotonic()
@@ -209,8 +231,11 @@ def wait_for(manifest: results.Manifest, jobs: dict[str, str]) -> dict[str, int]
             returned = {n for n, j in open_jobs.items() if (folder / f"{j}_0_result.pkl").is_file()}
             # A returned task without DONE may be requeued (or may have ended): ask Slurm soon.
             soon = any(not manifest.job_dir(n).is_done() for n in returned)
-            if now - last_slurm >= (2.0 if soon else SLURM_POLL_S):
-                states = slurm_states(list(open_jobs.values())) or states
+            interval = min(2.0 if soon else SLURM_POLL_S, CONFIRM_S if seen_ended else SLURM_POLL_S)
+            if now - last_slurm >= interval:
+                answer = slurm_states(list(open_jobs.values()))
+                if answer:
+                    states, polls = answer, polls + 1
                 last_slurm = now
             for name, jid in open_jobs.items():
                 state = states.get(jid, "UNKNOWN")
@@ -218,10 +243,16 @@ def wait_for(manifest: results.Manifest, jobs: dict[str, str]) -> dict[str, int]
                 if state in RUNNING_STATES and entry["status"] == results.PENDING:
                     manifest.update_job(name, status=results.RUNNING, started=results.now_iso())
                     say(f"start {name}: Slurm job {jid} running")
-                done = manifest.job_dir(name).is_done() and name in returned
-                ended = state not in ACTIVE_STATES and state != "UNKNOWN"
-                if not (done or ended):
-                    continue
+                is_done = manifest.job_dir(name).is_done()
+                if not (is_done and name in returned):
+                    if not ended(state):
+                        seen_ended.pop(name, None)
+                        continue
+                    # An end without DONE counts once a later answer, CONFIRM_S on, still says so.
+                    first, at_poll = seen_ended.setdefault(name, (now, polls))
+                    if not is_done and (polls == at_poll or now - first < CONFIRM_S):
+                        continue
+                    seen_ended.pop(name)
                 status, code, error = outcome(manifest, name, jid, state, folder)
                 codes[name] = code
                 if entry.get("started") is None:
