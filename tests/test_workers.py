@@ -130,7 +130,8 @@ def test_without_workers_the_threads_are_left_alone(monkeypatch):
     import torch
 
     before = torch.get_num_threads()
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "x")  # recorded, so that the end of the test restores it
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     assert workers.share_the_cores() is None and "OMP_NUM_THREADS" not in os.environ
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "1")

@@ -99,6 +99,12 @@ def _wait_for_iter(root: Path, proc: subprocess.Popen, iteration: int, timeout=3
     raise AssertionError(f"no iteration {iteration} within {timeout} s")
 
 
+def _signal_all(pids, signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def _descendants(pid: int) -> dict[int, str]:
     """Every process below ``pid`` (torchrun runs its ranks in sessions of their own)."""
     parents: dict[int, int] = {}
@@ -183,31 +189,28 @@ def test_runner_killed_by_sigkill_its_job_trains_on_and_resume_records_it(tmp_pa
     runner.wait(timeout=60)
     # The orphan is held still until the resume has seen it alive: a fast one could otherwise end
     # before the resume starts, and the waiting would go untested.
-    for pid in below:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
+    _signal_all(below, signal.SIGSTOP)
+    try:
+        status = _run(f"status={mdir}")
+        assert status.returncode == 3, status.stdout + status.stderr
+        assert "runner: not running" in status.stdout and "it trains on" in status.stdout
 
-    status = _run(f"status={mdir}")
-    assert status.returncode == 3, status.stdout + status.stderr
-    assert "runner: not running" in status.stdout and "it trains on" in status.stdout
-
-    out_path = tmp_path / "resume.out"
-    with open(out_path, "w") as out_file:
-        resuming = subprocess.Popen(  # waits for the orphan, then finds it DONE
-            [sys.executable, "-m", "ablate.matrix", f"resume={mdir}"],
-            stdout=out_file,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(),
-        )
-    deadline = time.monotonic() + 300
-    while "still being trained by" not in out_path.read_text():
-        assert resuming.poll() is None, out_path.read_text()[-3000:]
-        assert time.monotonic() < deadline, out_path.read_text()[-3000:]
-        time.sleep(0.2)
-    for pid in below:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
+        out_path = tmp_path / "resume.out"
+        with open(out_path, "w") as out_file:
+            resuming = subprocess.Popen(  # waits for the orphan, then finds it DONE
+                [sys.executable, "-m", "ablate.matrix", f"resume={mdir}"],
+                stdout=out_file,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=_env(),
+            )
+        deadline = time.monotonic() + 300
+        while "still being trained by" not in out_path.read_text():
+            assert resuming.poll() is None, out_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, out_path.read_text()[-3000:]
+            time.sleep(0.2)
+    finally:  # never leave stopped trainers behind, whatever failed above
+        _signal_all(below, signal.SIGCONT)
     _, err = resuming.communicate(timeout=600)
     resume = subprocess.CompletedProcess(
         resuming.args, resuming.returncode, out_path.read_text(), err

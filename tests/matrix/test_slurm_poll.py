@@ -123,3 +123,13 @@ def test_an_end_that_lasts_is_recorded(tmp_path, monkeypatch):
     assert poll.wait_for(manifest, {"V0": "7"}) == {"V0": 3}
     assert manifest.job("V0")["status"] == results.INTERRUPTED
     assert poll.CONFIRM_S <= clock[0] - 1000 <= poll.CONFIRM_S + 2 * poll.FILE_POLL_S
+
+
+def test_a_job_already_recorded_as_ended_is_not_asked_again(tmp_path, monkeypatch):
+    """`status=` on a matrix whose job ended long ago: no confirming question, no pause."""
+    from ablate import results
+
+    manifest = _queued_job(tmp_path)
+    manifest.update_job("V0", status=results.INTERRUPTED, exit_code=3)
+    clock = _script(monkeypatch, ["7|TIMEOUT\n"])
+    assert poll.refresh(manifest)["V0"] == "TIMEOUT" and clock[0] == 1000.0

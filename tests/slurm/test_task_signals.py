@@ -110,6 +110,8 @@ FLAKY_REQUEUE = textwrap.dedent(
     def requeue(*a):  # submitit's USR2 handler, whose `scontrol requeue` fails `failures` times
         calls.append(1)
         print("requeue try", len(calls), flush=True)
+        if sys.argv[3] == "timeout":  # scontrol did not answer in 60 s: it may have requeued
+            raise subprocess.TimeoutExpired(["scontrol", "requeue", "7"], 60)
         if len(calls) <= failures:
             raise subprocess.CalledProcessError(1, ["scontrol", "requeue", "7"])
         sys.exit("the requeue handler ran")
@@ -129,7 +131,7 @@ def test_a_failed_requeue_is_tried_again_then_its_error_is_raised(tmp_path, fail
     jd = results.JobDir(tmp_path / "V0")
     jd.path.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-c", FLAKY_REQUEUE, str(jd.path), str(failures)],
+        [sys.executable, "-c", FLAKY_REQUEUE, str(jd.path), str(failures), "fail"],
         env=_slurm_env(),
         capture_output=True,
         text=True,
@@ -148,3 +150,20 @@ def test_a_failed_requeue_is_tried_again_then_its_error_is_raised(tmp_path, fail
             "subprocess.CalledProcessError: Command '['scontrol', 'requeue', '7']' returned "
             "non-zero exit status 1."
         ), out
+
+
+def test_a_requeue_that_timed_out_is_not_tried_again(tmp_path):
+    """`scontrol requeue` that gave no answer in 60 s may have requeued the job, and most of the
+    signal's lead is gone: its error ends the task at once."""
+    jd = results.JobDir(tmp_path / "V0")
+    jd.path.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", FLAKY_REQUEUE, str(jd.path), "0", "timeout"],
+        env=_slurm_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and len(REQUEUE_TRIES.findall(proc.stdout)) == 1, out
+    assert "subprocess.TimeoutExpired" in out and "trying again" not in out, out

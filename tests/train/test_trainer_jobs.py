@@ -190,6 +190,31 @@ def test_signal_checkpoints_exits_3_and_resumes_exactly(reference_dropout, tmp_p
     assert s["best_val_loss"] == summary(reference_dropout)["best_val_loss"]
 
 
+def test_a_resume_that_fails_after_loading_its_state_keeps_the_checkpoints_causality_records(
+    tmp_path, monkeypatch
+):
+    """The checkpoint's causality records (the audits so far) are the job's; a failure while it
+    resumes, before the causality parts are built, still writes them in the failure's summary."""
+    from ablate.train import checkpoint as ckpt_mod
+
+    job = make_job(tmp_path)  # checkpoints at iterations 4 and 8
+    proc = start_cli(job)
+    wait_for_iter(job, proc, 6)
+    proc.kill()
+    proc.wait(timeout=30)
+    saved = torch.load(job / "checkpoint.pt", weights_only=True)["state"]["causality"]
+    assert saved["audits"], "the checkpoint must hold audits for this test to mean anything"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the RNG state could not be restored")
+
+    monkeypatch.setattr(ckpt_mod, "restore_rng", broken)
+    assert run_main(job) != 0
+    s = summary(job)
+    assert s["status"] == "failed" and "RNG state" in s["error"], s
+    assert s["causality"]["audits"] == saved["audits"], s["causality"]
+
+
 def test_kill9_between_checkpoints_resumes_exactly(reference, tmp_path):
     job = make_job(tmp_path)  # checkpoints at iterations 4 and 8
     proc = start_cli(job)

@@ -147,16 +147,9 @@ class Trainer:
         # Resume, or seed this rank's dropout RNG.
         ck = ckpt_mod.load_checkpoint(jd.checkpoint)
         self.resumed_this_start = ck is not None
-        saved = ck["state"].get("causality") if ck is not None else None
+        saved: Any = None  # the checkpoint's causality records, for the parts built below
         if ck is not None:
-            self._restore(ck)
-            if isinstance(saved, dict):  # until the causality parts are built (below), a
-                old: dict[str, Any] = saved  # failure records the checkpoint's causality records
-                rec.open_causality(
-                    lambda: results.causality_entry(
-                        init, old.get("trained"), old.get("resume_checks"), old.get("audits")
-                    )
-                )
+            saved = self._restore(ck, init)
         else:
             ckpt_mod.seed_all(cfg.seed + dinfo.rank * RANK_SEED_OFFSET)
         if data.val_note and data.val_note not in state.notes:
@@ -459,7 +452,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoint
 
-    def _restore(self, ck: dict[str, Any]) -> None:
+    def _restore(self, ck: dict[str, Any], init: dict[str, Any] | None) -> Any:
+        """Model, optimizer, run state and RNG from a checkpoint; returns its causality records.
+        From the run state on, a failure records those records (until the parts own them)."""
         try:
             self.raw_model.load_state_dict(ck["model"])
             self.optimizer.load_state_dict(ck["optimizer"])
@@ -468,6 +463,13 @@ class Trainer:
         assert self.facts.optim_record is not None  # built before the restore
         keep_implementation(self.optimizer, self.facts.optim_record)
         self.state.load_state_dict(ck["state"])
+        saved = ck["state"].get("causality")
+        if isinstance(saved, dict):  # a value of the wrong type is dropped, never a lost summary
+            got = {k: saved.get(k) for k in ("trained", "resume_checks", "audits")}
+            trained = got["trained"] if isinstance(got["trained"], dict) else None
+            resume = got["resume_checks"] if isinstance(got["resume_checks"], list) else None
+            audits = got["audits"] if isinstance(got["audits"], list) else None
+            self.rec.open_causality(lambda: results.causality_entry(init, trained, resume, audits))
         rngs = ck.get("rng") or []
         if len(rngs) == self.dinfo.world_size:
             ckpt_mod.restore_rng(rngs[self.dinfo.rank], self.dev.device)
@@ -477,6 +479,7 @@ class Trainer:
                 f"resumed at iteration {self.state.iter} with world size {self.dinfo.world_size} "
                 f"(checkpoint had {len(rngs)}): dropout RNG reseeded"
             )
+        return saved
 
     def save_checkpoint(self) -> None:
         t0 = time.perf_counter()

@@ -168,10 +168,11 @@ def refresh(manifest: results.Manifest, names: list[str] | None = None) -> dict[
     entries = [j for j in manifest.jobs if names is None or j["name"] in names]
     ids = {j["name"]: str(j["slurm_job_id"]) for j in entries if j.get("slurm_job_id")}
     states = slurm_states(list(ids.values()))
-    unconfirmed = [
+    waiting = {j["name"] for j in entries if j["status"] in (results.PENDING, results.RUNNING)}
+    unconfirmed = [  # only the ends this look would record: jobs still pending or running
         jid
         for name, jid in ids.items()
-        if ended(states.get(jid)) and not manifest.job_dir(name).is_done()
+        if name in waiting and ended(states.get(jid)) and not manifest.job_dir(name).is_done()
     ]
     if unconfirmed:  # asked again before an end is recorded (CONFIRM_S)
         time.sleep(CONFIRM_S)
@@ -222,8 +223,8 @@ def wait_for(manifest: results.Manifest, jobs: dict[str, str]) -> dict[str, int]
     codes: dict[str, int] = {}
     last_slurm = 0.0
     states: dict[str, str] = {}
-    polls = 0  # answers from Slurm so far
-    seen_ended: dict[str, tuple[float, int]] = {}  # name -> (when, poll) Slurm first said ended
+    polls, answered = 0, 0.0  # answers from Slurm so far, and when the last one came
+    seen_ended: dict[str, tuple[float, int]] = {}  # name -> (answer time, poll) first said ended
     try:
         while len(codes) < len(jobs):
             now = time.monotonic()
@@ -235,7 +236,7 @@ def wait_for(manifest: results.Manifest, jobs: dict[str, str]) -> dict[str, int]
             if now - last_slurm >= interval:
                 answer = slurm_states(list(open_jobs.values()))
                 if answer:
-                    states, polls = answer, polls + 1
+                    states, polls, answered = answer, polls + 1, now
                 last_slurm = now
             for name, jid in open_jobs.items():
                 state = states.get(jid, "UNKNOWN")
@@ -249,8 +250,8 @@ def wait_for(manifest: results.Manifest, jobs: dict[str, str]) -> dict[str, int]
                         seen_ended.pop(name, None)
                         continue
                     # An end without DONE counts once a later answer, CONFIRM_S on, still says so.
-                    first, at_poll = seen_ended.setdefault(name, (now, polls))
-                    if not is_done and (polls == at_poll or now - first < CONFIRM_S):
+                    first, at_poll = seen_ended.setdefault(name, (answered, polls))
+                    if not is_done and (polls == at_poll or answered - first < CONFIRM_S):
                         continue
                     seen_ended.pop(name)
                 status, code, error = outcome(manifest, name, jid, state, folder)

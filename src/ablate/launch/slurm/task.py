@@ -20,9 +20,9 @@ HANDED_ON = ("SIGUSR1", "SIGUSR2", "SIGTERM")
 """The stop signals whose handler (submitit's) runs after the trainer checkpointed on one."""
 
 REQUEUE_WAITS_S = (1.0, 2.0, 4.0, 8.0)
-"""Pauses between tries of a requeue whose ``scontrol requeue`` failed: a busy slurmctld answers
-late or not at all for a moment, and a job that is not requeued ends at its time limit (resumable
-by hand, but no longer by itself). 15 s in all, well inside the signal's default 120 s lead."""
+"""Pauses between tries of a requeue whose ``scontrol requeue`` failed (a busy slurmctld refuses
+for a moment, and a job that is not requeued ends at its time limit: resumable by hand, but no
+longer by itself). 15 s of pauses in all, inside the signal's default 120 s lead."""
 
 
 class TrainTask(Checkpointable):
@@ -71,12 +71,13 @@ class TrainTask(Checkpointable):
 def _hand_on(handler: Any, signum: int) -> None:
     """Call submitit's handler for the signal; when its ``scontrol requeue`` fails, try again
     (the handler pickles the same checkpoint each time). The last failure is raised: the job then
-    ends with that error, its checkpoint kept for ``resume=``."""
+    ends with that error, its checkpoint kept for ``resume=``. A requeue that timed out (60 s) is
+    not tried again: it may have been done, and the signal's lead is mostly spent."""
     for wait_s in (*REQUEUE_WAITS_S, None):
         try:
             handler(signum, None)
             return
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        except subprocess.CalledProcessError as e:
             if wait_s is None:
                 raise
             print(f"requeue failed ({e}); trying again in {wait_s:.0f}s", flush=True)
