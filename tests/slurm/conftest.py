@@ -11,6 +11,8 @@ a worker's session starts its own clusters, and two clusters on one host at once
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from slurm_background import Background, registered  # noqa: E402
 from slurm_cluster import slurm_cluster, slurm_two_nodes  # noqa: E402,F401  (session fixtures)
@@ -33,7 +35,10 @@ def _slurm_conf_of_the_test(request, monkeypatch):
     asked for directly or through its fixtures, or the one a background job of the test runs
     on): with both clusters up, ``os.environ`` names the
     one started last, and the test's matrix would submit to the other one."""
-    names = [n for n in ("slurm_cluster", "slurm_two_nodes") if n in request.fixturenames]
+    # The two-node cluster first: ``request.fixturenames`` also lists the fixtures others fetched
+    # during this test's setup, and the session's first test sets up ``background``, which fetches
+    # ``slurm_cluster``; the two-node tests, run first, then got the single-node cluster.
+    names = [n for n in ("slurm_two_nodes", "slurm_cluster") if n in request.fixturenames]
     if not names and (getattr(request.node, "originalname", None) or request.node.name) in (
         registered()
     ):
@@ -41,3 +46,20 @@ def _slurm_conf_of_the_test(request, monkeypatch):
     if names:
         cluster = request.getfixturevalue(names[0])
         monkeypatch.setenv("SLURM_CONF", cluster.env["SLURM_CONF"])
+        request.node.stash[_CONF] = cluster.env["SLURM_CONF"]
+
+
+_CONF = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """The test's own cluster again when its body starts: a cluster that comes up while the
+    test's fixtures are set up points ``os.environ`` at itself. (The two-node time-limit test,
+    run first of the folder, asked the single-node cluster about its job, which that cluster does
+    not have, and recorded it ended while it ran: CI, stop 36.)"""
+    conf = item.stash.get(_CONF, None)
+    if conf is not None and os.environ.get("SLURM_CONF") != conf:
+        print(f"[slurm conftest] SLURM_CONF named {os.environ.get('SLURM_CONF')}; now {conf}")
+        os.environ["SLURM_CONF"] = conf  # monkeypatch's teardown puts the old value back
+    yield

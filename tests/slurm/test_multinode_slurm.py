@@ -397,6 +397,7 @@ def test_the_time_limit_signal_stops_both_nodes_and_the_requeued_job_resumes_exa
     slurm_two_nodes, references
 ):
     cluster = slurm_two_nodes
+    assert os.environ["SLURM_CONF"] == cluster.env["SLURM_CONF"]  # this cluster, not the other
     mdir = references["time_limit"]  # queued before the references
     rc, out = _wait(mdir)
     assert rc == 0, out[-2500:] + _why_not_requeued(cluster, mdir)
