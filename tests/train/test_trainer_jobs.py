@@ -190,6 +190,16 @@ def test_signal_checkpoints_exits_3_and_resumes_exactly(reference_dropout, tmp_p
     assert s["best_val_loss"] == summary(reference_dropout)["best_val_loss"]
 
 
+def _killed_after_iteration_6(tmp_path):
+    """A job killed with SIGKILL once it logged iteration 6 (it checkpoints at 4 and 8)."""
+    job = make_job(tmp_path)
+    proc = start_cli(job)
+    wait_for_iter(job, proc, 6)
+    proc.kill()
+    proc.wait(timeout=30)
+    return job
+
+
 def test_a_resume_that_fails_after_loading_its_state_keeps_the_checkpoints_causality_records(
     tmp_path, monkeypatch
 ):
@@ -197,11 +207,7 @@ def test_a_resume_that_fails_after_loading_its_state_keeps_the_checkpoints_causa
     resumes, before the causality parts are built, still writes them in the failure's summary."""
     from ablate.train import checkpoint as ckpt_mod
 
-    job = make_job(tmp_path)  # checkpoints at iterations 4 and 8
-    proc = start_cli(job)
-    wait_for_iter(job, proc, 6)
-    proc.kill()
-    proc.wait(timeout=30)
+    job = _killed_after_iteration_6(tmp_path)
     saved = torch.load(job / "checkpoint.pt", weights_only=True)["state"]["causality"]
     assert saved["audits"], "the checkpoint must hold audits for this test to mean anything"
 
@@ -216,11 +222,7 @@ def test_a_resume_that_fails_after_loading_its_state_keeps_the_checkpoints_causa
 
 
 def test_kill9_between_checkpoints_resumes_exactly(reference, tmp_path):
-    job = make_job(tmp_path)  # checkpoints at iterations 4 and 8
-    proc = start_cli(job)
-    wait_for_iter(job, proc, 6)
-    proc.kill()
-    proc.wait(timeout=30)
+    job = _killed_after_iteration_6(tmp_path)
     ck_iter = torch.load(job / "checkpoint.pt", weights_only=True)["state"]["iter"]
     logged = max(r["iter"] for r in train_records(job))
     assert ck_iter < logged, "the kill must land between checkpoints for this test to mean anything"
