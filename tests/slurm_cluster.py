@@ -83,6 +83,9 @@ import time
 from pathlib import Path
 
 PREFIX = "ablate-slurm-"
+# A failed session keeps its clusters' state for debugging (KEEP); after this long nobody is
+# debugging it, and the folders would otherwise pile up in /tmp.
+KEEP_DAYS = 7.0
 CLUSTER_NAME = "ablatetest"
 DB_NAME = "slurm_acct_db"
 DB_USER = "slurm"
@@ -321,7 +324,19 @@ def cleanup_stale_runs(base: str | None = None, verbose: bool = True) -> None:
             print(f"[slurm_cluster] killing stale processes {pids} of {d}", file=sys.stderr)
         _terminate(pids, grace=3.0)
         _delete_network(namespaces, bridge)
-        if not os.path.exists(os.path.join(d, "KEEP")):
+        keep = os.path.join(d, "KEEP")
+        try:
+            kept_days = (time.time() - os.stat(keep).st_mtime) / 86400.0
+        except OSError:
+            kept_days = None
+        if kept_days is None:
+            shutil.rmtree(d, ignore_errors=True)
+        elif kept_days > KEEP_DAYS:
+            if verbose:
+                print(
+                    f"[slurm_cluster] removing {d}, kept {kept_days:.0f} days after a failed run",
+                    file=sys.stderr,
+                )
             shutil.rmtree(d, ignore_errors=True)
 
 
