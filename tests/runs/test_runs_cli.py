@@ -177,6 +177,23 @@ def test_show_names_the_run_its_identity_and_ambiguity(capsys, root):
     assert rc == 2 and "matches 2 runs" in err and "MATRIX/JOB" in err
 
 
+def test_one_matrix_job_name_under_two_roots_is_refused_not_picked(capsys, tmp_path):
+    # Two separate trainings of the same config (same identity) that share MATRIX/JOB because
+    # their matrices started in the same second under different roots: the name cannot say
+    # which one the user means, and their losses differ.
+    a, b = tmp_path / "one", tmp_path / "two"
+    craft.matrix(a, "20260110_120000", [{"name": "V0", "loss": 3.1}])
+    craft.matrix(b, "20260110_120000", [{"name": "V0", "loss": 3.9}])
+    run_cli(capsys, "list", "--root", a)
+    run_cli(capsys, "list", "--root", b)
+    rc, out, err = run_cli(capsys, "show", "test_matrix_results_20260110_120000/V0")
+    assert rc == 2, out
+    assert_one_error_line(err, "matches 2 trained runs in different directories")
+    assert str(a) in err and str(b) in err and "give the job directory" in err
+    rc, out, _ = run_cli(capsys, "show", b / "test_matrix_results_20260110_120000" / "V0")
+    assert rc == 0 and str(b) in out
+
+
 def _stored_rows() -> list[dict]:
     """Every column of every row as the index file holds them, but the mtime stamp (0 when a
     directory was read within 2 s of its last write, to read it again)."""

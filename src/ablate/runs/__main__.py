@@ -135,8 +135,17 @@ def _show(args: argparse.Namespace) -> str:
                 "`python -m ablate.runs list`, or an identity prefix"
             )
         idents = {h["identity"] for h in hits}
+        trained = [h for h in hits if not h["reused_from"]]
+        labels = [f"{h['matrix']}/{h['job']}" for h in hits]
+        if len(set(labels)) < len(labels) and len(trained) > 1:
+            # one MATRIX/JOB under several roots: separate trainings the name cannot tell apart
+            paths = ", ".join(h["path"] for h in trained[:5])
+            raise AblateError(
+                f"{args.run!r} matches {len(trained)} trained runs in different directories "
+                f"({paths}{', ...' if len(trained) > 5 else ''}); give the job directory"
+            )
         if len(hits) > 1 and (len(idents) > 1 or None in idents):
-            names = ", ".join(f"{h['matrix']}/{h['job']}" for h in hits[:5])
+            names = ", ".join(labels[:5])
             raise AblateError(
                 f"{args.run!r} matches {len(hits)} runs ({names}{', ...' if len(hits) > 5 else ''}); "
                 "give MATRIX/JOB or the job directory"
