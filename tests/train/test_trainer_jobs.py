@@ -221,6 +221,28 @@ def test_a_resume_that_fails_after_loading_its_state_keeps_the_checkpoints_causa
     assert s["causality"]["audits"] == saved["audits"], s["causality"]
 
 
+def test_the_resume_recheck_is_not_counted_as_warm_up(tmp_path, monkeypatch):
+    from ablate.train import causality as causality_mod
+
+    job = _killed_after_iteration_6(tmp_path)
+    warm_before = torch.load(job / "checkpoint.pt", weights_only=True)["state"]["warmup_seconds"]
+    slow_s = 5.0
+    check = causality_mod.Recheck.__call__
+
+    def slow_recheck(self, when, iteration):
+        if when == "resume":
+            time.sleep(slow_s)
+        return check(self, when, iteration)
+
+    monkeypatch.setattr(causality_mod.Recheck, "__call__", slow_recheck)
+    assert run_main(job) == 0
+    s = summary(job)
+    assert s["resumed"] == 1 and s["status"] == "completed"
+    # this start's warm-up is its first iteration (milliseconds for the tiny model), not the
+    # resume recheck before it
+    assert s["warmup_seconds"] - warm_before < slow_s, (s["warmup_seconds"], warm_before)
+
+
 def test_kill9_between_checkpoints_resumes_exactly(reference, tmp_path):
     job = _killed_after_iteration_6(tmp_path)
     ck_iter = torch.load(job / "checkpoint.pt", weights_only=True)["state"]["iter"]

@@ -225,8 +225,10 @@ class Trainer:
         it_dev = torch.full((), st.iter, dtype=torch.int64, device=self.dev.device)
         self.rec.log_point()
         with StopSignals() as signals:
-            clock.start()
             end = self._at_start()
+            # After the resume recheck: its seconds are the recheck's (causality record), not the
+            # warm-up of the first iteration.
+            clock.start()
             while end is None:
                 lr = self._set_lr(st.iter)
                 audit = self.audit.due(
@@ -387,10 +389,16 @@ class Trainer:
         self.state.notes.append(f"stopped by {name} at iteration {it}; checkpointed, resumable")
         self.rec.log(
             f"{name} received: checkpointed at iteration {it}; exiting with code {EXIT_PREEMPTED} "
-            f"(start the job again to resume)"
+            f"({self._resume_hint()})"
         )
         result = self.rec.write_summary(results.RUNNING, stopped_by=name, exit_code=EXIT_PREEMPTED)
         return End("stopped", result)
+
+    def _resume_hint(self) -> str:
+        matrix = self.jd.path.parent
+        if results.is_matrix_dir(matrix):
+            return f"to resume: python -m ablate.matrix resume={matrix}"
+        return "start the job again to resume"
 
     def _evaluate(self, final: bool) -> bool:
         """An eval (all ranks), its counters, then its records (rank 0); its time is eval time.
