@@ -150,6 +150,9 @@ def test_the_trainer_stops_on_sighup_and_sigint_like_sigterm(tmp_path, signame):
     """A closed terminal (SIGHUP) or Ctrl-C (SIGINT) of a trainer run by hand: a checkpoint, exit
     code 3, resumable; one line, no traceback."""
     job = make_job(tmp_path, budget__max_iters=400, budget__checkpoint_interval_iters=None)
+    in_matrix = signame == "SIGINT"
+    if in_matrix:  # a job of a matrix directory: resuming is the matrix's resume=
+        (job.parent / results.MANIFEST).write_text("{}")
     proc = _start(job)
     wait_for_iter(job, proc, 2, timeout=120)
     proc.send_signal(getattr(signal, signame))
@@ -157,6 +160,12 @@ def test_the_trainer_stops_on_sighup_and_sigint_like_sigterm(tmp_path, signame):
     assert proc.returncode == 3, out[-3000:]
     _no_traceback(out)
     assert f"{signame} received: stopping with a checkpoint" in out
+    hint = (
+        f"to resume: python -m ablate.matrix resume={job.parent}"
+        if in_matrix
+        else ("start the job again to resume")
+    )
+    assert hint in out, out[-2000:]
     s = summary(job)
     assert s["stopped_by"] == signame and s["status"] == "running" and s["exit_code"] == 3
     assert (job / results.CHECKPOINT).is_file()

@@ -105,6 +105,28 @@ def test_wall_clock_limit_stops_a_job(tmp_path):
     assert not (tmp_path / "slow" / "rec.json").exists()
 
 
+def test_a_job_stopped_with_the_matrix_has_the_cause_in_its_log(tmp_path):
+    """The job itself sees SIGTERM whatever stopped the matrix (a Ctrl-C, a hang-up): its log
+    says what, above the job's own "SIGTERM received" line."""
+    import threading
+
+    job = _job(tmp_path, "long", 1, sleep=30)
+    launcher = LocalLauncher(slots=1, echo=False, poll_s=0.05, stop_grace_s=2.0)
+    timer = threading.Timer(1.0, launcher.request_stop, kwargs={"cause": "SIGINT (Ctrl-C)"})
+    timer.start()
+    try:
+        codes = launcher.run([job])
+    finally:
+        timer.cancel()
+    assert codes["long"] != 0
+    log = (tmp_path / "long" / "train.log").read_text()
+    assert "[launcher] sending the job SIGTERM: the matrix was stopped by SIGINT (Ctrl-C)" in log
+    job2 = _job(tmp_path, "limited", 1, sleep=30, limit=1.0)
+    LocalLauncher(slots=1, echo=False, poll_s=0.05, stop_grace_s=2.0).run([job2])
+    log = (tmp_path / "limited" / "train.log").read_text()
+    assert "sending the job SIGTERM: exceeded its wall-clock limit of 1 s" in log
+
+
 def test_output_is_kept_in_the_job_directory(tmp_path):
     d = tmp_path / "echo"
     d.mkdir()

@@ -240,7 +240,18 @@ class LocalLauncher:
             return
         r.reason = reason
         r.term_sent = time.monotonic()
+        # The job sees only SIGTERM; its log says why, so "SIGTERM received" below it is not
+        # read as a signal from somewhere else (a Ctrl-C on the matrix, say).
+        _append_line(r.job.job_dir / LOG, f"[launcher] sending the job SIGTERM: {reason}")
         _killpg(r.proc.pid, signal.SIGTERM)
+
+
+def _append_line(path: Path, line: str) -> None:
+    try:
+        with open(path, "ab") as f:  # O_APPEND: one write, whole, after the job's own lines
+            f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}\n".encode())
+    except OSError:
+        pass  # the log is the job's; the stop itself must not depend on writing to it
 
 
 def _killpg(pgid: int, sig: int) -> None:
