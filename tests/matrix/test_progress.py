@@ -77,7 +77,7 @@ def test_progress_is_read_from_the_files(tmp_path):
     assert p.eta_seconds == pytest.approx(150.0)
     lines = progress.render(p)
     assert lines[0] == (
-        "[matrix] 1 done, 1 running, 1 queued of 3 | ETA ~2m30s of training (+ evals, checks)"
+        "[matrix] 1 done, 1 running, 1 pending of 3 | ETA ~2m30s of training (+ evals, checks)"
     )
     assert len(lines) == 2 and lines[1].split() == [
         "V16",
@@ -123,7 +123,7 @@ def test_status_command_prints_every_job_and_says_it_is_still_running(tmp_path, 
     with lock_matrix(m.dir):  # a live runner holds its matrix
         assert main([f"status={m.dir}"]) == 3
     out = capsys.readouterr().out
-    assert "1 done, 1 running, 1 queued of 3" in out
+    assert "1 done, 1 running, 1 pending of 3" in out
     for name in ("V0", "V16", "V17"):
         assert f"  {name} " in out
     assert f"runner: PID {os.getpid()}" in out
@@ -140,7 +140,7 @@ def test_status_of_a_matrix_whose_runner_died_reads_locks_and_files(tmp_path, ca
     assert main([f"status={m.dir}"]) == 1  # V16: no process, no record of how it ended
     out = capsys.readouterr().out
     assert "runner: not running" in out and f"resume={m.dir}" in out
-    assert "0 running, 1 queued" in out and "1 failed" in out
+    assert "0 running, 1 pending" in out and "1 failed" in out
     assert "its process ended without recording how" in out
 
     (m.dir / "V16" / "summary.json").write_text(
@@ -209,7 +209,7 @@ def test_live_progress_is_drawn_in_a_terminal(tmp_path):
     os.close(master)
     out = b"".join(chunks).decode("utf-8", "replace")
     assert proc.returncode == 0, out[-3000:]
-    assert "[matrix] 0 done, 1 running, 0 queued of 1" in out
+    assert "[matrix] 0 done, 1 running, 0 pending of 1" in out
     running = [ln for ln in out.splitlines() if ln.strip().startswith("V0 ") and "tok/s" in ln]
     assert running and "iter " in running[-1] and "loss " in running[-1] and "%" in running[-1], (
         out[-3000:]
@@ -224,7 +224,7 @@ def test_live_progress_is_drawn_in_a_terminal(tmp_path):
         and any(s in ln for s in ("final eval", "recheck", "writing"))
     ]
     assert after and all(" 100% " in ln for ln in after), out[-3000:]
-    assert "[matrix] 1 done, 0 running, 0 queued of 1" in out  # the final state stays on screen
+    assert "[matrix] 1 done, 0 running, 0 pending of 1" in out  # the final state stays on screen
     assert "[V0] " not in out  # job output is in V0/train.log, not interleaved with the view
     mdir = next(tmp_path.glob("test_matrix_results_*"))
     assert "loss" in (mdir / "V0" / "train.log").read_text()
@@ -305,7 +305,7 @@ def test_the_eta_counts_evals_and_checks_once_a_job_has_measured_them(tmp_path):
     assert "| ETA ~3m0" in head and "wall (evals, checks: as 1 done job(s) took)" in head
     # an 80-column terminal: the ETA gets a line of its own, nothing is cut off
     narrow = progress.render(p, width=79)
-    assert narrow[0] == "[matrix] 1 done, 1 running, 1 queued of 3"
+    assert narrow[0] == "[matrix] 1 done, 1 running, 1 pending of 3"
     assert narrow[1].startswith("[matrix] ETA ~3m0")
     assert narrow[1].endswith("wall (evals, checks: as 1 done job(s) took)")
     assert all(len(line) <= 79 for line in narrow)

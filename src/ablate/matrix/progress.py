@@ -235,7 +235,7 @@ def render(progress: MatrixProgress, width: int = 100, all_jobs: bool = False) -
     """The compact view: one counts line, then one line per running job (every job if all_jobs)."""
     c = progress.count
     head = (
-        f"{c(results.COMPLETED)} done, {c(results.RUNNING)} running, {c(results.PENDING)} queued"
+        f"{c(results.COMPLETED)} done, {c(results.RUNNING)} running, {c(results.PENDING)} pending"
         + (f", {c(results.FAILED)} failed" if c(results.FAILED) else "")
         + (f", {c(results.INTERRUPTED)} interrupted" if c(results.INTERRUPTED) else "")
         + (f", {c(results.LEAKED)} leaked" if c(results.LEAKED) else "")
