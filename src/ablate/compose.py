@@ -240,6 +240,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
                 where = re.match(r"In '(.+)/([^/']+)'", str(e))
                 if where:
                     schema.check_package_headers(repo, groups, {where.group(1): {where.group(2)}})
+                    schema.check_missing_package_header(repo, where.group(1), where.group(2))
                 raise ConfigError(_composition_message(e, groups)) from None
             schema.check_shadowed(repo, cfg.hydra.runtime.choices)
             schema.check_step_file(repo, cfg.hydra.runtime.choices.get("step"))
