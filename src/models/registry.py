@@ -11,6 +11,10 @@
   ``forward(x, attn_out) -> (B, T, C)`` where x is the LayerNorm'd MLP input and attn_out the
   same block's attention output (most MLPs ignore it).
 
+``register_attention`` / ``register_mlp`` refuse a class whose constructor or forward cannot be
+called so (``check_component``, again when a model is built). ``BUILT_IN`` lists our own names,
+so an unknown name is refused without importing the components (models.check_names).
+
 A component class may define ``check_config(config)`` (a classmethod) that raises
 ``ModelConfigError`` for options it cannot build, and ``gate_stats_into(stats, layer_idx)``.
 """

@@ -68,7 +68,7 @@ def machine_load() -> tuple[float, int] | None:
 def busy_machine_line() -> str | None:
     """A caveat for timings taken while the machine was busy: with more runnable processes than
     cores (the 1-minute load average), each timed step waited for a core, and two models with the
-    same FLOPs were seen timed 10x apart. None when the load is within the cores (or unknown)."""
+    same FLOPs were timed 11x apart at load 3.5 on 2 cores. None when the load is within the cores (or unknown)."""
     measured = machine_load()
     if measured is None or measured[0] <= measured[1]:
         return None
