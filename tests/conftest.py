@@ -90,12 +90,14 @@ def _fixed_plan_timing(request, monkeypatch):
     """`--plan` times a few real training steps of each distinct model (ablate.matrix.timing):
     about half of a smoke plan's seconds on 2 cores. A test of anything else gets a fixed timing
     on the device the plan chose; the tests of the timing itself are marked ``real_timing``."""
+    from ablate.matrix import timing
+
+    # an idle machine, whatever the load of the one running the tests (its caveat has its tests)
+    monkeypatch.setattr(timing, "machine_load", lambda: (0.0, 2))
     if request.node.get_closest_marker("real_timing"):
         yield
         return
     import torch
-
-    from ablate.matrix import timing
 
     def fixed(job, device: str) -> timing.StepTiming:
         return timing.StepTiming(

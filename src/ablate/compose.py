@@ -26,6 +26,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+import models
 from ablate import plugins, schema
 from ablate.config import (
     MatrixSettings,
@@ -240,6 +241,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
                 where = re.match(r"In '(.+)/([^/']+)'", str(e))
                 if where:
                     schema.check_package_headers(repo, groups, {where.group(1): {where.group(2)}})
+                    schema.check_missing_package_header(repo, where.group(1), where.group(2))
                 raise ConfigError(_composition_message(e, groups)) from None
             schema.check_shadowed(repo, cfg.hydra.runtime.choices)
             schema.check_step_file(repo, cfg.hydra.runtime.choices.get("step"))
@@ -296,7 +298,9 @@ def build_jobs(args: list[str], multirun: bool) -> Matrix:
     for job in jobs:  # every value checked once, here, before any directory exists
         try:
             validate_run(job.cfg)
-        except ConfigError as e:
+            # after resolve_plugins: the plugins' names are registered; no component is imported
+            models.check_names(job.cfg.model, job.cfg.plugins)
+        except (ConfigError, models.ModelConfigError) as e:
             raise ConfigError(f"{e}" + (f" (job {job.name})" if len(jobs) > 1 else "")) from None
     return Matrix(jobs, settings[0])
 

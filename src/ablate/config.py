@@ -35,7 +35,8 @@ class StepConfig:
     """One architecture step of a matrix (V0, V16, ...): its name and its label in the report."""
 
     name: str = "V0"
-    """Short step id; the job directory and the report's Step column use it."""
+    """Short step id; the job directory and the report's Step column use it. A step file sets it
+    to its own file name (``step/V19.yaml``: ``V19``)."""
     architecture: str = "Baseline"
     """Label for the report's Architecture column, printed exactly as written here."""
     description: str | None = None

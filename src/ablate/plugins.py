@@ -95,6 +95,8 @@ def load(plugins: Iterable[Any] | None, plugin_path: Iterable[Any] | None) -> di
         if folder not in sys.path:
             sys.path.insert(0, folder)
     check_models_package()
+    from models import ModelConfigError  # deferred: after check_models_package(); no torch
+
     loaded: dict[str, dict] = {}
     for name in names:
         if not name or name.split(".")[0] == "models" or name.split(".")[0] == "ablate":
@@ -110,6 +112,10 @@ def load(plugins: Iterable[Any] | None, plugin_path: Iterable[Any] | None) -> di
                     "(set plugin_path=[<your folder>] or check the module name)"
                 ) from None
             raise ConfigError(f"plugin module {name!r} failed to import: {_one_line(e)}") from None
+        except (
+            ModelConfigError
+        ) as e:  # a class it registers breaks the contract: the line says which
+            raise ConfigError(f"plugin module {name!r}: {e}") from None
         except Exception as e:  # the user's module raised while importing: say where
             raise ConfigError(
                 f"plugin module {name!r} failed to import: {type(e).__name__}: {_one_line(e)}"

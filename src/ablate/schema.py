@@ -29,6 +29,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
+import yaml
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -458,6 +459,38 @@ def check_package_headers(
                         )
 
 
+def check_missing_package_header(repo: ConfigRepo, group: str, option: str) -> None:
+    """Refuse a group option file without a ``# @package`` header that sets the config's own
+    top-level keys (``step:``, ``model:``, ``seed:``, as a step or experiment file does): without
+    ``# @package _global_`` Hydra puts them under the group (``step.step``), and its "not a config
+    key" would send the user looking for a typo instead of the missing line. Called when
+    composing that file failed."""
+    keys = schema_keys()
+    top = {k.split(".")[0] for k in keys}
+    own = {k[len(group) + 1 :].split(".")[0] for k in keys if k.startswith(f"{group}.")}
+    for source in repo.get_sources():
+        if source.scheme() != "file":
+            continue
+        for suffix in (".yaml", ".yml"):
+            path = Path(source.path) / group / f"{option}{suffix}"
+            try:
+                text = path.read_text(encoding="utf-8")
+                loaded = yaml.safe_load(text)
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                continue
+            if any(_PACKAGE_LINE.match(line.strip()) for line in text.splitlines()):
+                return  # a header there, misplaced or not: check_package_headers' case
+            misplaced = [
+                k for k in (loaded if isinstance(loaded, dict) else {}) if k in top and k not in own
+            ]
+            if misplaced:
+                raise ConfigError(
+                    f"{path}: line 1 must be '# @package _global_' (without it Hydra puts the "
+                    f"file's keys under '{group}.', e.g. {group}.{misplaced[0]})"
+                )
+            return
+
+
 # --------------------------------------------------------------------------- step files
 
 STEP_IDENTITY = ("name", "architecture")
@@ -501,12 +534,19 @@ def check_step_file(repo: ConfigRepo, choice: str | None) -> None:
     config: Any = result.config  # a DictConfig for a YAML mapping (a ListConfig otherwise)
     node = config.get("step") if package == "_global_" and hasattr(config, "get") else config
     missing = [f"step.{k}" for k in STEP_IDENTITY if not (hasattr(node, "keys") and k in node)]
-    if missing:
-        where = (
-            f"{result.path.removeprefix('file://')}/step/{choice}.yaml"
-            if result.path
-            else f"step/{choice}"
+    where = (
+        f"{result.path.removeprefix('file://')}/step/{choice}.yaml"
+        if result.path
+        else f"step/{choice}"
+    )
+    if not missing and str(node["name"]) != choice:
+        # the job would be named, stored and reported as the other step (and clash with it in a sweep)
+        raise ConfigError(
+            f"{where} sets step.name: {node['name']}, but its file is named {choice}; a step "
+            f"file's step.name is its file name (set step.name: {choice}, or rename the file "
+            f"to {node['name']}.yaml)"
         )
+    if missing:
         raise ConfigError(
             f"{where} does not set {' and '.join(missing)}; a step file names itself "
             f"(step: {{name: {choice}, architecture: <the report's label>}}), otherwise its jobs would run "

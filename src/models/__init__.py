@@ -29,7 +29,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .config import ModelConfig, ModelConfigError, to_model_config, validate_config
-from .registry import register_arch, register_attention, register_mlp
+from .registry import check_component, register_arch, register_attention, register_mlp
 
 if TYPE_CHECKING:
     from torch import nn
@@ -83,6 +83,7 @@ __all__ = [
     "build_model",
     "check_causal",
     "check_config",
+    "check_names",
     "gate_shares",
     "register_arch",
     "register_attention",
@@ -100,6 +101,36 @@ def _choice(key: str, value: str, table: dict) -> None:
         )
 
 
+def check_names(cfg: Any, plugins: list[str] | tuple[str, ...] = ()) -> ModelConfig:
+    """Refuse an arch, attention or MLP name that neither our components nor the plugins
+    imported so far register, without importing the components (and torch): a typo is one line
+    before anything is built. ``plugins``: the job's plugin modules, for the hint of an unknown name."""
+    # deferred: the tables as they are now (their names here are lazy attributes that load the components)
+    from .registry import ATTENTION, BUILT_IN, MLPS, REGISTRY
+
+    config = to_model_config(cfg)
+    for key, table in (("arch", REGISTRY), ("attention", ATTENTION), ("mlp", MLPS)):
+        names = dict.fromkeys([*BUILT_IN[key], *table])
+        try:
+            _choice(key, getattr(config, key), names)
+        except ModelConfigError as e:
+            deco = f"@register_{key}({getattr(config, key)!r})"
+            text = str(e)
+            listed = f"plugins=[{', '.join(plugins)}] do not register it; " if plugins else ""
+            hint = (
+                f"{listed}if the name is your own, list the module that defines it ({deco}) in "
+                + (
+                    "plugins=[...]"
+                    if plugins
+                    else "plugins=[...] (none is listed) and its folder in plugin_path=[...]"
+                )
+            )
+            raise ModelConfigError(
+                f"{text} {hint[0].upper()}{hint[1:]}" if text.endswith("?") else f"{text}; {hint}"
+            ) from None
+    return config
+
+
 def check_config(cfg: Any) -> ModelConfig:
     """Convert cfg (ModelConfig, dict or DictConfig) to a ModelConfig and validate it without
     building anything; raises ModelConfigError naming the first bad key."""
@@ -111,6 +142,9 @@ def check_config(cfg: Any) -> ModelConfig:
     _choice("arch", config.arch, REGISTRY)
     _choice("attention", config.attention, ATTENTION)
     _choice("mlp", config.mlp, MLPS)
+    # a class put in a table by hand (not through the decorators) is held to the contract too
+    check_component("attention", config.attention, ATTENTION[config.attention])
+    check_component("mlp", config.mlp, MLPS[config.mlp])
     for component in (ATTENTION[config.attention], MLPS[config.mlp]):
         check = getattr(component, "check_config", None)
         if check is not None:

@@ -205,6 +205,63 @@ def test_a_step_or_experiment_with_the_header_on_line_2_is_refused_with_the_fix(
     assert (job.cfg.step.name == "V19") if group == "step" else (job.cfg.experiment == "mine")
 
 
+@pytest.mark.parametrize("group", ["step", "experiment"])
+def test_a_step_or_experiment_without_the_header_is_told_line_1_must_be_it(group, tmp_path, capsys):
+    # Without it Hydra puts the keys under the group (step.step), and "step.step is not a config
+    # key" sent the user looking for a typo.
+    (tmp_path / group).mkdir()
+    body = "step:\n  name: NOPKG\n  architecture: x\n" if group == "step" else "seed: 3\n"
+    path = tmp_path / group / "NOPKG.yaml"
+    path.write_text(body)
+    with pytest.raises(SystemExit) as e:
+        main(["--config-dir", str(tmp_path), f"{group}=NOPKG", "--cfg", "job"])
+    assert e.value.code == 2
+    key = "step.step" if group == "step" else "experiment.seed"
+    assert_one_error_line(
+        capsys.readouterr().err, f"{path}: line 1 must be '# @package _global_'", f"e.g. {key}"
+    )
+    # The fix the message gives works.
+    path.write_text("# @package _global_\n" + body)
+    (job,) = build_jobs([f"{group}=NOPKG", searchpath_override([str(tmp_path)])], multirun=False)
+    assert job.cfg.step.name == "NOPKG" if group == "step" else job.cfg.seed == 3
+
+
+def test_a_misspelled_key_of_a_group_file_still_gets_the_nearest_key(tmp_path, capsys):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("n_layr: 3\n")  # no header: the group's keys
+    with pytest.raises(SystemExit):
+        main(["--config-dir", str(tmp_path), "model=mine", "--cfg", "job"])
+    err = capsys.readouterr().err
+    assert "did you mean model.n_layer?" in err and "@package" not in err, err
+
+
+def test_a_step_file_whose_name_is_not_its_file_name_is_refused(tmp_path, capsys):
+    # A user's MINE.yaml with step.name: V16 ran silently as job "V16" (a different model under
+    # V16's name), or clashed with V16 in a sweep as "jobs would share a directory".
+    (tmp_path / "step").mkdir()
+    path = tmp_path / "step" / "MINE.yaml"
+    path.write_text(
+        "# @package _global_\nstep:\n  name: V16\n  architecture: mine\nmodel:\n  attention: ra\n"
+    )
+    for argv in (["step=MINE"], ["step=V16,MINE", "--multirun"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--config-dir", str(tmp_path), "experiment=smoke", *argv, "--cfg", "job"])
+        assert e.value.code == 2
+        assert_one_error_line(
+            capsys.readouterr().err,
+            f"{path} sets step.name: V16, but its file is named MINE;",
+            "set step.name: MINE, or rename the file to V16.yaml",
+        )
+
+
+def test_every_built_in_step_file_is_named_after_its_step():
+    steps = sorted(p.stem for p in (REPO / "conf" / "step").glob("*.yaml"))
+    assert steps
+    for step in steps:
+        (job,) = build_jobs([f"step={step}"], multirun=False)
+        assert job.cfg.step.name == step
+
+
 # --------------------------------------------------------------------------- --help
 
 
@@ -427,6 +484,11 @@ def test_an_option_defined_by_a_config_dir_and_by_ablate_is_refused_naming_both(
     msg = str(info.value)
     assert f"{group}={option} is defined by 2 config folders" in msg, msg
     assert str(mine) in msg and str(REPO / "conf" / group / f"{option}.yaml") in msg, msg
-    # an option only the user's folder defines is theirs, no question asked
-    mine.rename(mine.with_name(f"{option}_mine.yaml"))
+    # an option only the user's folder defines is theirs, no question asked (a step file named
+    # as the message says: step.name is the file's name)
+    renamed = mine.rename(mine.with_name(f"{option}_mine.yaml"))
+    if group == "step":
+        renamed.write_text(
+            renamed.read_text().replace(f"name: {option}\n", f"name: {option}_mine\n")
+        )
     build_jobs([f"{group}={option}_mine", search], multirun=False)

@@ -11,6 +11,8 @@ import pytest
 from ablate.compose import build_jobs
 from ablate.matrix import timing
 
+real_machine_load = timing.machine_load  # before conftest's fixture replaces it with an idle one
+
 TINY = [
     "experiment=smoke",
     "model.n_layer=1",
@@ -90,3 +92,31 @@ def test_a_plan_whose_jobs_all_reuse_finished_runs_times_nothing_and_says_so():
     assert timing.timing_lines([], None) == [  # type: ignore[arg-type]
         "Time estimates: nothing to time (every job reuses a finished run)."
     ]
+
+
+@pytest.mark.parametrize("load, cores", [(3.5, 2), (2.0, 2), (0.4, 16)])
+def test_timings_taken_on_a_busy_machine_say_so_once(load, cores, monkeypatch):
+    # Identical-FLOP models were timed 1.96 s/iter and 0.178 s/iter at load 3.5 on 2 cores.
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (load, 1.0, 1.0))
+    monkeypatch.setattr(timing, "usable_cores", lambda: cores)
+    monkeypatch.setattr(timing, "machine_load", real_machine_load)  # conftest's idle machine undone
+    jobs = build_jobs([*TINY, "step=V0,V16"], multirun=True)  # two models timed: one line
+    lines = timing.timing_lines(jobs, jobs.settings)
+    busy = [line for line in lines if "busy machine" in line]
+    if load <= cores:
+        assert busy == [], busy
+        return
+    assert busy == [
+        f"warning: these timings were taken on a busy machine (load {load:.1f} on {cores} core(s) "
+        "this process may use): they may be several times off; plan again when it is idle."
+    ]
+
+
+def test_the_cores_counted_are_those_this_process_may_run_on(monkeypatch):
+    if not hasattr(timing.os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this system")
+    monkeypatch.setattr(timing.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(timing.os, "cpu_count", lambda: 64)
+    assert timing.usable_cores() == 2
+    monkeypatch.setattr(timing.os, "getloadavg", lambda: (5.0, 1.0, 1.0))
+    assert real_machine_load() == (5.0, 2)

@@ -1,10 +1,12 @@
-"""Reuse end to end, with real training: matrix 1 (V0, V16), then matrix 2 (V0, V18) reuses V0
-without starting its trainer and reports V18 against it; after a one-character edit of the
-baseline's model file (a plugin, so the repository is never edited), matrix 3 trains V0 again.
+"""Reuse end to end, with real training: matrix 1 (base, V16), then matrix 2 (base, V18) reuses
+base without starting its trainer and its report compares V18 with it; after a one-character edit
+of the baseline's model file (a plugin, so the repository is never edited), matrix 3 trains base
+again.
 
-The baseline here is a step file of the user's own folder named V0 whose attention comes from the
-user's plugin module; that module also counts trainer processes: each one that imports it (every
-job process does, before building its model) appends its job directory to a file.
+The baseline here is a step of the user's own folder, base (a step file is named after its step,
+and V0 is ablate's), whose attention comes from the user's plugin module; that module also counts
+trainer processes: each one that imports it (every job process does, before building its model)
+appends its job directory to a file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from helpers.tiny import TINY_BATCH, TINY_MODEL
 
 from ablate import identity, results
 from ablate.matrix.__main__ import main
+from ablate.report import write_report
 from ablate.report.load import collect
 from ablate.runs import RunsIndex
 
@@ -69,7 +72,7 @@ def user_folder(root: Path) -> tuple[Path, str, Path]:
         textwrap.dedent(f"""\
         # @package _global_
         step:
-          name: V0
+          name: base
           architecture: Baseline (plugin)
         model:
           attention: {attn}
@@ -104,59 +107,62 @@ def test_a_finished_baseline_is_reused_until_its_model_file_changes(tmp_path, ca
         return new
 
     m1 = run_matrix("base,V16")
-    assert sorted(trainings(count)) == ["V0", "V16"]
-    m1_v0 = results.JobDir(m1 / "V0")
-    rec1, problem = identity.read_identity(m1_v0)
+    assert sorted(trainings(count)) == ["V16", "base"]
+    m1_base = results.JobDir(m1 / "base")
+    rec1, problem = identity.read_identity(m1_base)
     assert problem is None and rec1["components"]["hardware"]["world_size"] == 1
     assert module in rec1["components"]["model_code"]
 
-    # Matrix 2: V0 is reused (its trainer never starts), V18 trains and is reported against it.
+    # Matrix 2: base is reused (its trainer never starts), V18 trains and is reported against it.
     m2 = run_matrix("base,V18")
-    assert sorted(trainings(count)) == ["V0", "V16", "V18"]
-    entry = results.Manifest.load(m2).job("V0")
-    assert entry["status"] == results.COMPLETED and entry["reused_from"] == str(m1_v0.path)
-    reused, _ = results.read_reused(results.JobDir(m2 / "V0"))
-    assert reused is not None and reused.original == str(m1_v0.path)
-    assert (m2 / "V0" / results.SUMMARY).read_bytes() == m1_v0.summary.read_bytes()
+    assert sorted(trainings(count)) == ["V16", "V18", "base"]
+    entry = results.Manifest.load(m2).job("base")
+    assert entry["status"] == results.COMPLETED and entry["reused_from"] == str(m1_base.path)
+    reused, _ = results.read_reused(results.JobDir(m2 / "base"))
+    assert reused is not None and reused.original == str(m1_base.path)
+    assert (m2 / "base" / results.SUMMARY).read_bytes() == m1_base.summary.read_bytes()
+    # the matrix's own report looks for ablate's baseline, V0, and says it has none: asked for
+    # base, the report compares V18 with the reused run
+    write_report([m2], baseline="base")
     report = (m2 / results.REPORT).read_text()
     v18_row = next(line for line in report.splitlines() if line.startswith("| V18"))
     assert "%" in v18_row  # an improvement over the reused baseline
-    assert f"reused from {m1_v0.path}" in report
+    assert f"reused from {m1_base.path}" in report
 
-    # One character of the baseline's model file changes: matrix 3 trains V0 again.
+    # One character of the baseline's model file changes: matrix 3 trains base again.
     src = folder / f"{module}.py"
     src.write_text(src.read_text().replace("Rev a.", "Rev b."))
     m3 = run_matrix("base")
-    assert sorted(trainings(count)) == ["V0", "V0", "V16", "V18"]
-    assert results.Manifest.load(m3).job("V0").get("reused_from") is None
-    rec3, _ = identity.read_identity(results.JobDir(m3 / "V0"))
+    assert sorted(trainings(count)) == ["V16", "V18", "base", "base"]
+    assert results.Manifest.load(m3).job("base").get("reused_from") is None
+    rec3, _ = identity.read_identity(results.JobDir(m3 / "base"))
     diffs = identity.differences(rec1, rec3)
     assert [(d.component, d.key) for d in diffs] == [("model_code", module)]
 
-    # The report over all three matrices reads both V0 identities (the copy in matrix 2 is the
+    # The report over all three matrices reads both base identities (the copy in matrix 2 is the
     # same run as matrix 1's, counted once) and can name what differs between them.
-    coll = collect([m1, m2, m3])
-    v0_keys = [k for k in coll.jobs["key"] if k.endswith("/V0")]
-    assert v0_keys == [f"{m1.name}/V0", f"{m3.name}/V0"]
-    first, edited = (coll.identities[k] for k in v0_keys)
+    coll = collect([m1, m2, m3], baseline="base")
+    base_keys = [k for k in coll.jobs["key"] if k.endswith("/base")]
+    assert base_keys == [f"{m1.name}/base", f"{m3.name}/base"]
+    first, edited = (coll.identities[k] for k in base_keys)
     assert first.digest == rec1["identity"] and edited.digest == rec3["identity"]
     assert first.describe_differences(edited) == f"model files: {module}"
-    # ... and never averages them: matrices 1 and 2 (V18 against the V0 it reused) are one group,
-    # matrix 3's retrained V0 another, and the report names the edited file.
+    # ... and never averages them: matrices 1 and 2 (V18 against the base it reused) are one group,
+    # matrix 3's retrained base another, and the report names the edited file.
     from ablate.report import build, main_rows
 
-    coll, stats = build([m1, m2, m3])
+    coll, stats = build([m1, m2, m3], baseline="base")
     by_group: dict[str, list[str]] = {}
     for row in main_rows(coll, stats):
         by_group.setdefault(row.group["identity:run identity"], []).append(row.step)
-    assert sorted(by_group.values()) == [["V0"], ["V0", "V16", "V18"]], by_group
+    assert sorted(by_group.values()) == [["base"], ["base", "V16", "V18"]], by_group
     dim = next(d for d in coll.dimensions if d.name == "run identity")
     assert any(f"model files: {module}" in line for line in dim.detail), dim.detail
 
-    # The index lists the three V0 runs: two identities, the copy pointing at the original.
+    # The index lists the three base runs: two identities, the copy pointing at the original.
     with RunsIndex() as index:
         index.refresh()
-        v0 = [r for r in index.rows() if r["step"] == "V0"]
-    assert len(v0) == 3 and len({r["identity"] for r in v0}) == 2
-    assert {r["reused_from"] for r in v0} == {None, str(m1_v0.path)}
-    assert json.loads(json.dumps(v0))  # plain values only
+        base_runs = [r for r in index.rows() if r["step"] == "base"]
+    assert len(base_runs) == 3 and len({r["identity"] for r in base_runs}) == 2
+    assert {r["reused_from"] for r in base_runs} == {None, str(m1_base.path)}
+    assert json.loads(json.dumps(base_runs))  # plain values only

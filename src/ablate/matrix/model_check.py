@@ -7,11 +7,15 @@ and storing the verdict in the causality cache (``ablate.causality_cache``) by i
 from __future__ import annotations
 
 import re
+import sysconfig
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
+import ablate
 import models
 from ablate import causality_cache, provenance
 from ablate.config import MatrixSettings, RunConfig, to_container
@@ -78,6 +82,7 @@ def check_model(
     default: those of ``seed`` and ``micro_batch``, fp32 and bf16). Returns (problems, causality
     record or None when not checked). ``progress``: the probes' progress lines (check_causal)."""
     probe = probe if probe is not None else probe_arguments(seed, micro_batch)
+    model = None
     try:
         torch.manual_seed(probe["seed"])
         model = models.build_model(dict(model_cfg))  # full size: what the job will train
@@ -86,12 +91,47 @@ def check_model(
         report = models.check_causal(model, data=data, progress=progress, **probe)
     except models.ModelConfigError as e:
         return [str(e)], None
-    except (MemoryError, RuntimeError) as e:
-        if not _allocation_failed(e):
+    except Exception as e:
+        if isinstance(e, (MemoryError, RuntimeError)) and _allocation_failed(e):
+            return [_allocation_message(model_cfg, e)], None
+        place = model_code_frame(e)
+        if place is None:  # raised by ablate's own probing, not by model code: a bug, traceback
             raise
-        return [_allocation_message(model_cfg, e)], None
+        what = (
+            "building the model"
+            if model is None
+            else "the causality check's forward and backward passes through the model"
+        )
+        return [f"{what} raised {type(e).__name__}: {_one_line(e)} (at {place})"], None
     record = report.to_record()
     return verdict_problems(record), record
+
+
+# Files whose frames are the machinery around a model, not its code: torch, Python's and other
+# installed libraries, ablate, and the models package's tables and causality probes.
+_MODELS = Path(models.__file__).resolve().parent
+_NOT_MODEL_CODE = {_MODELS / f"{n}.py" for n in ("__init__", "registry", "config")}
+_NOT_MODEL_CODE |= set(_MODELS.glob("causality*.py"))
+_LIBRARIES = [Path(ablate.__file__).resolve().parent, Path(torch.__file__).resolve().parent]
+_LIBRARIES += [Path(p).resolve() for k, p in sysconfig.get_paths().items() if "lib" in k]
+
+
+def model_code_frame(e: BaseException) -> str | None:
+    """``file:line (function)`` of the innermost frame of ``e`` in model code (a component of
+    src/models or a user's plugin module), or None when none of its frames is model code."""
+    for frame in reversed(traceback.extract_tb(e.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if path in _NOT_MODEL_CODE or any(path.is_relative_to(lib) for lib in _LIBRARIES):
+            continue
+        if frame.filename.startswith("<"):  # <frozen ...>, <string>: no file to point at
+            continue
+        return f"{frame.filename}:{frame.lineno} in {frame.name}"
+    return None
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def verdict_problems(record: dict) -> list[str]:

@@ -9,6 +9,7 @@ will run on a device this machine does not have (a CUDA job planned on a laptop)
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,38 @@ class StepTiming:
 
     def iteration_s(self, micro_steps: int) -> float:
         return micro_steps * self.micro_step_s + self.optimizer_s
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS has no affinity call
+        return os.cpu_count() or 1
+
+
+def machine_load() -> tuple[float, int] | None:
+    """(the 1-minute load average, the cores this process may use), or None where the system
+    keeps no load average."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    return load, usable_cores()
+
+
+def busy_machine_line() -> str | None:
+    """A caveat for timings taken while the machine was busy: with more runnable processes than
+    cores (the 1-minute load average), each timed step waited for a core, and two models with the
+    same FLOPs were timed 11x apart at load 3.5 on 2 cores. None when the load is within the cores (or unknown)."""
+    measured = machine_load()
+    if measured is None or measured[0] <= measured[1]:
+        return None
+    load, cores = measured
+    return (
+        f"warning: these timings were taken on a busy machine (load {load:.1f} on {cores} "
+        "core(s) this process may use): they may be several times off; plan again when it is idle."
+    )
 
 
 def _device_here(cfg_device: str) -> tuple[str | None, str | None]:
@@ -184,6 +217,9 @@ def timing_lines(
         "another (jobs side by side on more devices take less); each job's start-up, causality "
         "checks and recheck come on top.",
     ]
+    busy = busy_machine_line()  # after the timing: the load while it ran
+    if busy:
+        lines.append(busy)
     if no_evals:
         lines.append(
             f"warning: {', '.join(no_evals)} would train too few iterations for one periodic eval "
