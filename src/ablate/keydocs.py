@@ -99,6 +99,10 @@ def render() -> str:
         "define each key (their field docstrings); a test keeps this file equal to the code.",
         "Set any key on the command line (`budget.box_seconds=600`) or in a YAML group file;",
         "`python -m ablate.matrix ... --cfg job` prints every key of a job with its value.",
+        "",
+        "The defaults below are the code's. `conf/config.yaml` then picks a preset file per group",
+        "(`conf/<group>/<name>.yaml`, and `experiment=` more), which overrides some of them: a job",
+        "run without overrides does not get every value below; `--cfg job` shows what it gets.",
     ]
     section = None
     for key, kind, default, doc in rows():

@@ -68,6 +68,17 @@ def test_a_box_too_short_for_one_eval_is_a_warning_in_the_plan():  # conftest's 
     assert not any(x.startswith("warning") for x in timing.timing_lines(jobs, jobs.settings))
 
 
+def test_a_box_too_short_for_one_iteration_says_so_and_names_a_preset():  # conftest's timing
+    # GPT-2 scale iterations on the tiny model: what a plan without experiment= got on a CPU
+    jobs = build_jobs([*TINY, "step=V0,V16", "optim.tokens_per_iter=65536"], multirun=True)
+    lines = timing.timing_lines(jobs, jobs.settings)
+    warnings = [x for x in lines if x.startswith("warning")]
+    assert len(warnings) == 1, lines  # not also "too few iterations for one periodic eval"
+    assert warnings[0].startswith("warning: V0 (65,536 tokens at ")
+    assert "V16 (65,536 tokens at " in warnings[0]
+    assert "would not finish one iteration" in warnings[0] and "experiment=smoke" in warnings[0]
+
+
 def test_the_iteration_estimate_adds_micro_steps_and_one_optimizer_step():
     t = timing.StepTiming("cpu", 2, micro_step_s=0.5, optimizer_s=0.1, eval_tokens_per_s=100.0)
     assert t.iteration_s(4) == pytest.approx(2.1)

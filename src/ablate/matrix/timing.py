@@ -162,6 +162,7 @@ def timing_lines(
     rows = []
     wall = 0.0  # every job's training plus its evals, one after another
     no_evals: list[str] = []
+    no_iters: list[str] = []  # boxes that end before one iteration (with what one costs here)
     for job in jobs:
         cfg = job.cfg
         key = repr((sorted(to_container(cfg.model).items()), cfg.hardware.micro_batch))
@@ -183,7 +184,9 @@ def timing_lines(
         if cfg.budget.max_iters is not None:
             iters = min(iters, cfg.budget.max_iters) if iters is not None else cfg.budget.max_iters
         evals = int(iters // cfg.budget.eval_interval) if iters is not None else None
-        if evals == 0:
+        if iters is not None and iters < 1:
+            no_iters.append(f"{job.name} ({cfg.optim.tokens_per_iter:,} tokens at {it_s:.3g} s)")
+        elif evals == 0:
             no_evals.append(job.name)
         wall += (iters * it_s if iters is not None else box or 0.0) + (evals or 0) * periodic_s
         wall += final_s
@@ -220,6 +223,12 @@ def timing_lines(
     busy = busy_machine_line()  # after the timing: the load while it ran
     if busy:
         lines.append(busy)
+    if no_iters:
+        lines.append(
+            f"warning: {', '.join(no_iters)} would not finish one iteration in the box on this "
+            "machine: lower optim.tokens_per_iter or lengthen budget.box_seconds, or start from a "
+            "preset sized for it (on a CPU: experiment=smoke or experiment=cpu1h)."
+        )
     if no_evals:
         lines.append(
             f"warning: {', '.join(no_evals)} would train too few iterations for one periodic eval "
