@@ -77,8 +77,13 @@ def test_prepare_files_subprocess(src, tmp_path, docs, dh):
 
     train = np.concatenate([np.asarray(read_shard(out / s["file"])) for s in meta["shards"][1:]])
     val = np.asarray(read_shard(out / meta["shards"][0]["file"]))
-    assert dh.split_docs(train) == [d for d in docs if not is_val(d, 0.3)]
-    assert set(dh.split_docs(val)) <= {d for d in docs if is_val(d, 0.3)}
+    # training: the documents hashed to it, then the validation ones that share a span with it
+    want = [d for d in docs if not is_val(d, 0.3)]
+    got = dh.split_docs(train)
+    assert got[: len(want)] == want
+    assert sorted(got[len(want) :] + dh.split_docs(val)) == sorted(
+        d for d in docs if is_val(d, 0.3)
+    )
     # a rerun finds it done: same files, nothing rewritten
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
     r = cli(
@@ -215,7 +220,8 @@ def test_missing_data_message_command_prepares_it(src, tmp_path, monkeypatch, ca
     code, out, err = run_main(capsys, "-q", *argv[3:])
     assert code == 0, err
     ds = resolve_dataset(cfg, 50304)
-    assert ds.meta["streamed_tokens"] <= 4 * SHARD and len(ds.train_paths) == 3
+    chunks = [p for p in ds.train_paths if not p.endswith("data_train_moved.bin")]
+    assert ds.meta["streamed_tokens"] <= 4 * SHARD and len(chunks) == 3
     assert ds.meta["spec"]["val_fraction"] == 0.3
 
 
@@ -269,19 +275,53 @@ def test_info(src, tmp_path, capsys):
     assert code == 2 and err.startswith(f"error: {tmp_path / 'bad.bin'}: header says 10 tokens")
 
 
+def suggested_commands(err: str) -> list[list[str]]:
+    """The commands an error line proposes (each between backticks), as argv lists."""
+    return [shlex.split(c) for c in err.split("`")[1::2]]
+
+
+def assert_accepted(argv: list[str]) -> None:
+    """The command's own parser and composition take ``argv`` (run, not just read): the data
+    command's overrides, or the matrix's (composed and checked as the matrix does)."""
+    assert argv[:2] == ["python", "-m"], argv
+    if argv[2] == "ablate.data":
+        from ablate.data.__main__ import compose
+
+        assert not compose(argv[3:]).data.problems()
+    else:
+        from ablate.compose import build_jobs
+        from ablate.matrix.__main__ import parse_argv
+
+        assert argv[2] == "ablate.matrix", argv
+        overrides, multirun, _ = parse_argv(argv[3:])
+        build_jobs(overrides, multirun)
+
+
 def test_val_shard_smaller_than_one_eval_is_refused_after_prepare(src, tmp_path, capsys):
     """The default model (block 128, 8 val windows) needs 1025 validation tokens; the docs at
-    val_fraction 0.1 leave one validation document of 194 tokens."""
+    val_fraction 0.1 leave one validation document of 194 tokens. Every fix printed is a command
+    its own parser accepts; the computed share, run as printed, holds one eval."""
     out = tmp_path / "small"
     args = ["-q", "data=files", f"data.data_files={src}", f"data.path={out}"]
     code, _, err = run_main(capsys, *args, "data.shard_tokens=1000")
     assert code == 2, err
     assert_one_error_line(err)
     assert err.startswith(
-        f"error: {out / 'data_val_000000.bin'}: validation shard has 194 "
-        "tokens, one eval of 8 windows x block_size 128 needs 1025"
-    )
-    assert "data.val_fraction" in err
+        f"error: {out / 'data_val_000000.bin'}: validation holds 194 tokens in 1 document(s); "
+        "one eval of data.val_windows=8 windows x model.block_size=128 needs 1,025"
+    ), err
+    commands = suggested_commands(err)
+    assert [c[2] for c in commands] == ["ablate.data", "ablate.matrix", "ablate.matrix"], err
+    for argv in commands:
+        assert_accepted(argv)
+    assert "data.val_windows=1" in commands[1] and "model.block_size=24" in commands[2]
+    assert "for the matrix" in err.split("`")[2] and "for the matrix" in err.split("`")[4]
+    share = next(a for a in commands[0] if a.startswith("data.val_fraction="))
+    kept = int(err.split("it keeps ", 1)[1].split(" ", 1)[0].replace(",", ""))
+    code, out_text, err = run_main(capsys, "-q", *commands[0][3:])
+    assert code == 0, err
+    meta = json.loads((Path(f"{out}-val{share.split('=')[1]}") / "meta.json").read_text())
+    assert meta["val_tokens"] == kept >= 1025
     code, out_text, err = run_main(capsys, *args, "data.shard_tokens=1000", "data.val_windows=1")
     assert code == 0 and "one eval = 1 windows" in out_text
 

@@ -75,8 +75,9 @@ def test_jsonl_roundtrip(ref, docs, dh):
     assert meta["complete"] and meta["documents"] == len(docs)
     names = [s["file"] for s in meta["shards"]]
     assert names[0] == "data_val_000000.bin" and names[1] == "data_train_000001.bin"
+    assert names[-1] == "data_train_moved.bin"  # these docs have validation near-duplicates
     assert [s["split"] for s in meta["shards"]] == ["val"] + ["train"] * (len(names) - 1)
-    assert all(s["tokens"] == SHARD for s in meta["shards"][1:-1])
+    assert all(s["tokens"] == SHARD for s in meta["shards"][1:-2])
     for s in meta["shards"]:
         f = out / s["file"]
         header = np.fromfile(f, dtype="<i4", count=256)
@@ -87,22 +88,24 @@ def test_jsonl_roundtrip(ref, docs, dh):
     train = train_tokens(out, meta)
     val = np.asarray(read_shard(out / names[0]))
     assert meta["tokens"] == meta["val_tokens"] + meta["train_tokens"] == len(val) + len(train)
+    assert meta["tokens"] == meta["streamed_tokens"]  # nothing left out of both splits
     # whole documents: training holds the documents whose hash is not validation, in input
-    # order; validation holds the others, in input order, less the dropped ones
+    # order, then the validation documents that share a span with it; validation holds the
+    # others, in input order
     want_train = [d for d in docs if not is_val(d, 0.1)]
     want_val = [d for d in docs if is_val(d, 0.1)]
     assert 0 < len(want_val) < len(docs) // 2
-    assert dh.split_docs(train) == want_train
     got_val = dh.split_docs(val)
-    assert got_val == [d for d in want_val if d in got_val]
+    moved = [d for d in want_val if d not in got_val]
+    assert moved and got_val == [d for d in want_val if d in got_val]
+    assert dh.split_docs(train) == want_train + moved
     split = meta["split"]
-    assert (split["val_documents"], split["removed_documents"]) == (
-        len(got_val),
-        len(want_val) - len(got_val),
-    )
-    assert split["train_documents"] == len(want_train)
+    assert (split["val_documents"], split["removed_documents"]) == (len(got_val), len(moved))
+    assert split["train_documents"] == len(want_train) + len(moved)
+    assert split["removed_tokens"] == meta["shards"][-1]["tokens"]
     assert dh.shared_windows(val, [train]) == 0 == meta["val_overlap"]["shared_tokens"]
     assert meta["val_overlap"]["share"] == 0.0 and meta["val_overlap"]["span_tokens"] == 64
+    assert meta["val_overlap"]["train_tokens"] == len(train)
     # meta positions: chunk k starts where chunk k-1 ended
     for a, b in zip(meta["chunks"], meta["chunks"][1:]):
         assert a["end"] == b["start"]
