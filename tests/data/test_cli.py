@@ -395,3 +395,110 @@ def test_workers_0_tokenizes_in_this_process_and_below_0_is_refused(
     code, _, err = run_main(capsys, *args, "data.workers=0")
     assert code == 0, err
     assert json.loads((out / "meta.json").read_text())["tokens"] > 0
+
+
+BOILERPLATE = " ".join(
+    f"Clause {i}: the licensee shall keep this notice, the copyright line and the list of "
+    "conditions in every copy."
+    for i in range(8)
+)
+
+
+def _near_duplicates(folder: Path, val_fraction: float) -> tuple[list[str], list[bool]]:
+    """Ten license-like texts sharing a long clause block, eight texts of their own, as .txt
+    files; salted until some (not all) license texts and no other text hash to validation.
+    Returns (texts, which are license texts)."""
+    from ablate.data.split import is_val
+
+    for salt in range(1000):
+        lic = [
+            f"License {salt}-{i}, version {i}.\n{BOILERPLATE}\nSpecific terms {i}: "
+            + " ".join(f"term{i}x{j}" for j in range(60))
+            for i in range(10)
+        ]
+        own = [
+            f"Note {salt}-{i}.\n" + " ".join(f"word{i}y{j} stands alone" for j in range(80))
+            for i in range(8)
+        ]
+        if 1 <= sum(is_val(t, val_fraction) for t in lic) < 10 and not any(
+            is_val(t, val_fraction) for t in own
+        ):
+            break
+    folder.mkdir()
+    for i, t in enumerate(lic + own):
+        (folder / f"{i:02d}.txt").write_text(t)
+    return lic + own, [True] * len(lic) + [False] * len(own)
+
+
+def test_near_duplicate_validation_moves_to_training_and_the_lines_say_so(tmp_path, capsys):
+    """data=files on text files whose validation documents all share a clause block with
+    training: they move to training (a line says how many, as it happens), the done line and
+    meta.json count every token, and the error that follows names the cause and fixes that the
+    commands they name accept: the computed val_fraction (run: it holds what it claims) and
+    data=textdir on the same folder (resolved: it holds what it claims)."""
+    from ablate.data import get_gpt2_encoding
+    from ablate.data.split import is_val
+
+    texts, licensed = _near_duplicates(tmp_path / "corpus", 0.3)
+    enc = get_gpt2_encoding()
+    sizes = [1 + len(enc.encode_ordinary(t)) for t in texts]
+    total = sum(sizes)
+    moved = [i for i, t in enumerate(texts) if is_val(t, 0.3)]
+    moved_tokens = sum(sizes[i] for i in moved)
+    assert moved and all(licensed[i] for i in moved)
+    r = cli(
+        "data=files",
+        f"data.data_files={tmp_path / 'corpus'}/*.txt",
+        f"data.path={tmp_path / 'out'}",
+        "data.val_fraction=0.3",
+        "data.workers=0",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2, r.stderr[-3000:]
+    lines = r.stderr.splitlines()
+    out = tmp_path / "out"
+    assert any(
+        line.endswith(
+            f"INFO {out}: moved {len(moved)} of {len(moved)} validation documents "
+            f"({moved_tokens} tokens) to training (data_train_moved.bin): each shares a 64-token "
+            "span with training (near-duplicates); validation keeps 0 tokens"
+        )
+        for line in lines
+    ), r.stderr
+    done = next(line for line in lines if f"{out}: done, " in line)
+    assert (
+        f"done, 3 shards, {total} tokens (val 0, train {total}, of which {moved_tokens} moved "
+        "from validation) in "
+    ) in done, done
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["tokens"] == meta["streamed_tokens"] == meta["train_tokens"] == total
+    assert sum(s["tokens"] for s in meta["shards"]) == total
+    assert (meta["split"]["removed_documents"], meta["split"]["removed_tokens"]) == (
+        len(moved),
+        moved_tokens,
+    )
+    err = lines[-1] + "\n"
+    assert_one_error_line(
+        err,
+        f"{out / 'data_val_000000.bin'}: validation holds 0 tokens in 0 document(s); one eval of "
+        "data.val_windows=8 windows x model.block_size=128 needs 1,025; "
+        f"{len(moved)} validation document(s) ({moved_tokens:,} tokens) shared 64-token spans "
+        "with training and are in training; ",
+    )
+    commands = suggested_commands(err)
+    assert [c[:4] for c in commands] == [
+        ["python", "-m", "ablate.data", "data=files"],
+        ["python", "-m", "ablate.data", "data=textdir"],
+    ], err  # 0 validation tokens: no eval size of the matrix fits
+    for argv in commands:
+        assert_accepted(argv)
+    claims = [int(p.split(" ", 1)[0].replace(",", "")) for p in err.split("it keeps ")[1:]]
+    code, _, e = run_main(capsys, "-q", *commands[0][3:])
+    assert code == 0, e
+    share = next(a for a in commands[0] if a.startswith("data.val_fraction=")).split("=")[1]
+    meta = json.loads((Path(f"{out}-val{share}") / "meta.json").read_text())
+    assert meta["val_tokens"] == claims[0] >= 1025 and meta["tokens"] == total
+    textdir = resolve_dataset(
+        DataConfig(source="textdir", path=str(tmp_path / "corpus"), val_fraction=0.3), 50304
+    )
+    assert textdir.val_tokens == claims[1] >= 1025
