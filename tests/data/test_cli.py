@@ -373,8 +373,20 @@ def test_a_corpus_too_small_to_split_says_so_with_its_sizes(tmp_path, capsys):
     )
     assert code == 2, err
     assert_one_error_line(err, "the whole corpus holds", "in 3 document(s); one eval needs")
-    assert "add documents, or lower data.val_windows or model.block_size" in err
+    assert "add documents, or run this command again with a lower data.val_windows" in err
+    assert "model.block_size, an option of python -m ablate.matrix only" in err
     assert "total_tokens" not in err
+    # as said: this command takes data.val_windows, and with 1 window the split is computed
+    code, _, err = run_main(
+        capsys,
+        "data=files",
+        f"data.data_files={tmp_path / 'few.jsonl'}",
+        f"data.path={tmp_path / 'b'}",
+        f"data.val_fraction={share}",
+        "data.val_windows=1",
+        "-q",
+    )
+    assert code == 2 and "prepare into another folder: python -m ablate.data" in err, err
 
 
 def test_workers_0_tokenizes_in_this_process_and_below_0_is_refused(

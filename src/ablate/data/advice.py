@@ -57,8 +57,9 @@ def all_validation_fix(
         return (
             f"{held}: the whole corpus holds {sum(t for _, t in sized):,} tokens in {len(sized)} "
             f"document(s); one eval needs {need:,} tokens of validation ({cfg.val_windows} windows"
-            f"{size}, plus 1) and training needs documents of its own: add documents, or lower "
-            "data.val_windows or model.block_size"
+            f"{size}, plus 1) and training needs documents of its own: add documents, or run this "
+            "command again with a lower data.val_windows (the matrix's eval windows; a smaller "
+            "model.block_size, an option of python -m ablate.matrix only, also needs fewer)"
         )
     low, high = sized[k - 1][0], sized[k][0]  # a share in (low, high] splits the corpus there
     share = math.floor(high * 1000) / 1000
