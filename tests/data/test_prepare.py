@@ -452,3 +452,26 @@ def test_bad_inputs(tmp_path):
         P.prepare(tmp_path / "o3", spec_for([f], shard_tokens=0), workers=0, progress=False)
     with pytest.raises(DataError, match="total_tokens must be positive"):
         P.prepare(tmp_path / "o3", spec_for([f], total_tokens=0), workers=0, progress=False)
+
+
+def test_a_folder_prepared_when_near_duplicates_were_dropped_is_redone_on_rerun(ref, tmp_path):
+    """An earlier ablate dropped validation documents that share a span with training (split
+    ``removed`` says so, no moved shard): rerunning the same command moves them to training,
+    without tokenizing again; a rerun after that rewrites nothing."""
+    import shutil
+
+    src, out_ref, meta_ref = ref
+    out = tmp_path / "old"
+    shutil.copytree(out_ref, out)
+    (out / "data_train_moved.bin").unlink()
+    old = {**meta_ref, "shards": meta_ref["shards"][:-1]}
+    old["split"] = {**meta_ref["split"], "removed": "dropped (their spans are in training already)"}
+    old["train_tokens"] -= meta_ref["split"]["removed_tokens"]
+    old["tokens"] -= meta_ref["split"]["removed_tokens"]
+    P.write_json_atomic(out / "meta.json", old)
+    meta = P.prepare(out, spec_for([src]), workers=0, progress=False)
+    assert meta == meta_ref
+    assert folder_state(out) == folder_state(out_ref)
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
+    P.prepare(out, spec_for([src]), workers=0, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} == before
