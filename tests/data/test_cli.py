@@ -514,3 +514,24 @@ def test_near_duplicate_validation_moves_to_training_and_the_lines_say_so(tmp_pa
         DataConfig(source="textdir", path=str(tmp_path / "corpus"), val_fraction=0.3), 50304
     )
     assert textdir.val_tokens == claims[1] >= 1025
+
+
+def test_a_textdir_validation_smaller_than_one_eval_gets_the_share_that_holds_one(tmp_path, capsys):
+    """Ten text files of 202 tokens: textdir's split holds 1,010 validation tokens, one eval
+    needs 1,025; the share printed, run as printed, holds what it claims, and each fix is a
+    command its parser accepts."""
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"{i}.txt").write_text(" ".join(f"word{i}y{j} alone" for j in range(40)) + "\n")
+    code, _, err = run_main(capsys, "-q", "data=textdir", f"data.path={folder}")
+    assert code == 2, err
+    assert_one_error_line(err, "validation holds 1,010 tokens in 5 document(s)", "needs 1,025")
+    commands = suggested_commands(err)
+    assert [c[2] for c in commands] == ["ablate.data", "ablate.matrix", "ablate.matrix"], err
+    for argv in commands:
+        assert_accepted(argv)
+    claimed = int(err.split("it keeps ", 1)[1].split(" ", 1)[0].replace(",", ""))
+    code, text, err = run_main(capsys, *commands[0][3:])
+    assert code == 0, err
+    assert f"{claimed:,} val tokens" in text and claimed >= 1025

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ablate.data.config import DataConfig
-from ablate.data.corpus import MIN_VAL_TOKENS, textdir_documents
+from ablate.data.corpus import MIN_VAL_TOKENS, embedded_documents, textdir_documents
 from ablate.data.overlap import SPAN_TOKENS
 from ablate.data.shards import read_shard
 from ablate.data.split import doc_key, doc_spans, split_in_memory
@@ -151,8 +151,20 @@ def small_validation_fix(
                     f"share spans and takes others in their place (it keeps {kept:,} validation "
                     f"tokens): `{textdir}`"
                 )
-    else:
-        fixes.append("add documents or use a larger data.val_fraction")
+    elif cfg.source in ("textdir", "embedded"):
+        share = _in_memory_share(cfg, need, block_size)
+        if share is None:
+            fixes.append(
+                f"no data.val_fraction up to 0.9 keeps {need:,} validation tokens and training "
+                "for this corpus: add documents"
+            )
+        else:
+            value, kept = share
+            fixes.append(
+                f"a larger validation share (it keeps {kept:,} validation tokens; give the matrix "
+                f"the same data.val_fraction): "
+                f"`{data_command(overrides, f'data.val_fraction={value:g}')}`"
+            )
     fixes += matrix_fixes(overrides, have, cfg.val_windows, block_size)
     return f"{line}; " + "; or ".join(fixes)
 
@@ -163,13 +175,13 @@ def matrix_fixes(overrides: list[str], have: int, val_windows: int, block_size: 
     windows = (have - 1) // block_size
     if windows >= 1:
         out.append(
-            f"for the matrix (not an option of this command's preparation), evaluate {windows} "
-            f"window(s): `{matrix_command(overrides, f'data.val_windows={windows}')}`"
+            f"for the matrix, evaluate {windows} window(s) (this command only checks "
+            f"data.val_windows): `{matrix_command(overrides, f'data.val_windows={windows}')}`"
         )
     block = (have - 1) // val_windows
     if block >= 1:
         out.append(
-            f"for the matrix (python -m ablate.data does not take model.*), a smaller model: "
+            f"for the matrix, a smaller model (python -m ablate.data takes no model.* option): "
             f"`{matrix_command(overrides, f'model.block_size={block}')}`"
         )
     return out
@@ -178,9 +190,41 @@ def matrix_fixes(overrides: list[str], have: int, val_windows: int, block_size: 
 def matrix_command(overrides: list[str], extra: str) -> str:
     """``python -m ablate.matrix`` with the data command's overrides and ``extra`` (replacing
     an override of the same key: Hydra refuses a key given twice)."""
+    return _command("ablate.matrix", overrides, extra)
+
+
+def data_command(overrides: list[str], extra: str) -> str:
+    """``python -m ablate.data`` with its overrides and ``extra`` in place of the same key."""
+    return _command("ablate.data", overrides, extra)
+
+
+def _command(module: str, overrides: list[str], extra: str) -> str:
     key = extra.split("=", 1)[0]
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
-    return " ".join(["python -m ablate.matrix", *(shlex.quote(o) for o in kept), extra])
+    return " ".join([f"python -m {module}", *(shlex.quote(o) for o in kept), extra])
+
+
+def _in_memory_share(cfg: DataConfig, need: int, block_size: int) -> tuple[float, int] | None:
+    """(the smallest data.val_fraction of a few candidates, from the one that targets ``need``
+    tokens up to 0.9, whose in-memory split (textdir, embedded: ``split_in_memory``) keeps
+    ``need`` validation tokens and a training window; those tokens), or None."""
+    _, texts = (
+        textdir_documents(cfg.path or "") if cfg.source == "textdir" else embedded_documents()
+    )
+    enc = get_gpt2_encoding()
+    docs = [np.asarray([EOT, *ids], dtype=np.uint16) for ids in enc.encode_ordinary_batch(texts)]
+    total = sum(len(d) for d in docs)
+    if not docs or total > SIMULATE_MAX_TOKENS:
+        return None
+    keys = [doc_key(t) for t in texts]
+    share = max(cfg.val_fraction, math.ceil(1000 * need / total) / 1000)
+    while share <= 0.9:
+        val, _ = split_in_memory(docs, keys, share, MIN_VAL_TOKENS)
+        kept = sum(len(docs[i]) for i in val)
+        if kept >= need and total - kept >= block_size + 1:
+            return share, kept
+        share = math.ceil(1000 * share * 1.25) / 1000
+    return None
 
 
 Docs = tuple[np.ndarray, np.ndarray, list[np.ndarray], int, list[np.ndarray]]
