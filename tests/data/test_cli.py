@@ -77,8 +77,13 @@ def test_prepare_files_subprocess(src, tmp_path, docs, dh):
 
     train = np.concatenate([np.asarray(read_shard(out / s["file"])) for s in meta["shards"][1:]])
     val = np.asarray(read_shard(out / meta["shards"][0]["file"]))
-    assert dh.split_docs(train) == [d for d in docs if not is_val(d, 0.3)]
-    assert set(dh.split_docs(val)) <= {d for d in docs if is_val(d, 0.3)}
+    # training: the documents hashed to it, then the validation ones that share a span with it
+    want = [d for d in docs if not is_val(d, 0.3)]
+    got = dh.split_docs(train)
+    assert got[: len(want)] == want
+    assert sorted(got[len(want) :] + dh.split_docs(val)) == sorted(
+        d for d in docs if is_val(d, 0.3)
+    )
     # a rerun finds it done: same files, nothing rewritten
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
     r = cli(
@@ -215,7 +220,8 @@ def test_missing_data_message_command_prepares_it(src, tmp_path, monkeypatch, ca
     code, out, err = run_main(capsys, "-q", *argv[3:])
     assert code == 0, err
     ds = resolve_dataset(cfg, 50304)
-    assert ds.meta["streamed_tokens"] <= 4 * SHARD and len(ds.train_paths) == 3
+    chunks = [p for p in ds.train_paths if not p.endswith("data_train_moved.bin")]
+    assert ds.meta["streamed_tokens"] <= 4 * SHARD and len(chunks) == 3
     assert ds.meta["spec"]["val_fraction"] == 0.3
 
 
@@ -269,19 +275,53 @@ def test_info(src, tmp_path, capsys):
     assert code == 2 and err.startswith(f"error: {tmp_path / 'bad.bin'}: header says 10 tokens")
 
 
+def suggested_commands(err: str) -> list[list[str]]:
+    """The commands an error line proposes (each between backticks), as argv lists."""
+    return [shlex.split(c) for c in err.split("`")[1::2]]
+
+
+def assert_accepted(argv: list[str]) -> None:
+    """The command's own parser and composition take ``argv`` (run, not just read): the data
+    command's overrides, or the matrix's (composed and checked as the matrix does)."""
+    assert argv[:2] == ["python", "-m"], argv
+    if argv[2] == "ablate.data":
+        from ablate.data.__main__ import compose
+
+        assert not compose(argv[3:]).data.problems()
+    else:
+        from ablate.compose import build_jobs
+        from ablate.matrix.__main__ import parse_argv
+
+        assert argv[2] == "ablate.matrix", argv
+        overrides, multirun, _ = parse_argv(argv[3:])
+        build_jobs(overrides, multirun)
+
+
 def test_val_shard_smaller_than_one_eval_is_refused_after_prepare(src, tmp_path, capsys):
     """The default model (block 128, 8 val windows) needs 1025 validation tokens; the docs at
-    val_fraction 0.1 leave one validation document of 194 tokens."""
+    val_fraction 0.1 leave one validation document of 194 tokens. Every fix printed is a command
+    its own parser accepts; the computed share, run as printed, holds one eval."""
     out = tmp_path / "small"
     args = ["-q", "data=files", f"data.data_files={src}", f"data.path={out}"]
     code, _, err = run_main(capsys, *args, "data.shard_tokens=1000")
     assert code == 2, err
     assert_one_error_line(err)
     assert err.startswith(
-        f"error: {out / 'data_val_000000.bin'}: validation shard has 194 "
-        "tokens, one eval of 8 windows x block_size 128 needs 1025"
-    )
-    assert "data.val_fraction" in err
+        f"error: {out / 'data_val_000000.bin'}: validation holds 194 tokens in 1 document(s); "
+        "one eval of data.val_windows=8 windows x model.block_size=128 needs 1,025"
+    ), err
+    commands = suggested_commands(err)
+    assert [c[2] for c in commands] == ["ablate.data", "ablate.matrix", "ablate.matrix"], err
+    for argv in commands:
+        assert_accepted(argv)
+    assert "data.val_windows=1" in commands[1] and "model.block_size=24" in commands[2]
+    assert "for the matrix" in err.split("`")[2] and "for the matrix" in err.split("`")[4]
+    share = next(a for a in commands[0] if a.startswith("data.val_fraction="))
+    kept = int(err.split("it keeps ", 1)[1].split(" ", 1)[0].replace(",", ""))
+    code, out_text, err = run_main(capsys, "-q", *commands[0][3:])
+    assert code == 0, err
+    meta = json.loads((Path(f"{out}-val{share.split('=')[1]}") / "meta.json").read_text())
+    assert meta["val_tokens"] == kept >= 1025
     code, out_text, err = run_main(capsys, *args, "data.shard_tokens=1000", "data.val_windows=1")
     assert code == 0 and "one eval = 1 windows" in out_text
 
@@ -333,8 +373,20 @@ def test_a_corpus_too_small_to_split_says_so_with_its_sizes(tmp_path, capsys):
     )
     assert code == 2, err
     assert_one_error_line(err, "the whole corpus holds", "in 3 document(s); one eval needs")
-    assert "add documents, or lower data.val_windows or model.block_size" in err
+    assert "add documents, or run this command again with a lower data.val_windows" in err
+    assert "model.block_size, an option of python -m ablate.matrix only" in err
     assert "total_tokens" not in err
+    # as said: this command takes data.val_windows, and with 1 window the split is computed
+    code, _, err = run_main(
+        capsys,
+        "data=files",
+        f"data.data_files={tmp_path / 'few.jsonl'}",
+        f"data.path={tmp_path / 'b'}",
+        f"data.val_fraction={share}",
+        "data.val_windows=1",
+        "-q",
+    )
+    assert code == 2 and "prepare into another folder: python -m ablate.data" in err, err
 
 
 def test_workers_0_tokenizes_in_this_process_and_below_0_is_refused(
@@ -355,3 +407,131 @@ def test_workers_0_tokenizes_in_this_process_and_below_0_is_refused(
     code, _, err = run_main(capsys, *args, "data.workers=0")
     assert code == 0, err
     assert json.loads((out / "meta.json").read_text())["tokens"] > 0
+
+
+BOILERPLATE = " ".join(
+    f"Clause {i}: the licensee shall keep this notice, the copyright line and the list of "
+    "conditions in every copy."
+    for i in range(8)
+)
+
+
+def _near_duplicates(folder: Path, val_fraction: float) -> tuple[list[str], list[bool]]:
+    """Ten license-like texts sharing a long clause block, eight texts of their own, as .txt
+    files; salted until some (not all) license texts and no other text hash to validation.
+    Returns (texts, which are license texts)."""
+    from ablate.data.split import is_val
+
+    for salt in range(1000):
+        lic = [
+            f"License {salt}-{i}, version {i}.\n{BOILERPLATE}\nSpecific terms {i}: "
+            + " ".join(f"term{i}x{j}" for j in range(60))
+            for i in range(10)
+        ]
+        own = [
+            f"Note {salt}-{i}.\n" + " ".join(f"word{i}y{j} stands alone" for j in range(80))
+            for i in range(8)
+        ]
+        if 1 <= sum(is_val(t, val_fraction) for t in lic) < 10 and not any(
+            is_val(t, val_fraction) for t in own
+        ):
+            break
+    folder.mkdir()
+    for i, t in enumerate(lic + own):
+        (folder / f"{i:02d}.txt").write_text(t)
+    return lic + own, [True] * len(lic) + [False] * len(own)
+
+
+def test_near_duplicate_validation_moves_to_training_and_the_lines_say_so(tmp_path, capsys):
+    """data=files on text files whose validation documents all share a clause block with
+    training: they move to training (a line says how many, as it happens), the done line and
+    meta.json count every token, and the error that follows names the cause and fixes that the
+    commands they name accept: the computed val_fraction (run: it holds what it claims) and
+    data=textdir on the same folder (resolved: it holds what it claims)."""
+    from ablate.data import get_gpt2_encoding
+    from ablate.data.split import is_val
+
+    texts, licensed = _near_duplicates(tmp_path / "corpus", 0.3)
+    enc = get_gpt2_encoding()
+    sizes = [1 + len(enc.encode_ordinary(t)) for t in texts]
+    total = sum(sizes)
+    moved = [i for i, t in enumerate(texts) if is_val(t, 0.3)]
+    moved_tokens = sum(sizes[i] for i in moved)
+    assert moved and all(licensed[i] for i in moved)
+    r = cli(
+        "data=files",
+        f"data.data_files={tmp_path / 'corpus'}/*.txt",
+        f"data.path={tmp_path / 'out'}",
+        "data.val_fraction=0.3",
+        "data.workers=0",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2, r.stderr[-3000:]
+    lines = r.stderr.splitlines()
+    out = tmp_path / "out"
+    assert any(
+        line.endswith(
+            f"INFO {out}: moved {len(moved)} of {len(moved)} validation documents "
+            f"({moved_tokens} tokens) to training (data_train_moved.bin): each shares a 64-token "
+            "span with training (near-duplicates); validation keeps 0 tokens"
+        )
+        for line in lines
+    ), r.stderr
+    done = next(line for line in lines if f"{out}: done, " in line)
+    assert (
+        f"done, 3 shards, {total} tokens (val 0, train {total}, of which {moved_tokens} moved "
+        "from validation) in "
+    ) in done, done
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["tokens"] == meta["streamed_tokens"] == meta["train_tokens"] == total
+    assert sum(s["tokens"] for s in meta["shards"]) == total
+    assert (meta["split"]["removed_documents"], meta["split"]["removed_tokens"]) == (
+        len(moved),
+        moved_tokens,
+    )
+    err = lines[-1] + "\n"
+    assert_one_error_line(
+        err,
+        f"{out / 'data_val_000000.bin'}: validation holds 0 tokens in 0 document(s); one eval of "
+        "data.val_windows=8 windows x model.block_size=128 needs 1,025; "
+        f"{len(moved)} validation document(s) ({moved_tokens:,} tokens) shared 64-token spans "
+        "with training and are in training; ",
+    )
+    commands = suggested_commands(err)
+    assert [c[:4] for c in commands] == [
+        ["python", "-m", "ablate.data", "data=files"],
+        ["python", "-m", "ablate.data", "data=textdir"],
+    ], err  # 0 validation tokens: no eval size of the matrix fits
+    for argv in commands:
+        assert_accepted(argv)
+    claims = [int(p.split(" ", 1)[0].replace(",", "")) for p in err.split("it keeps ")[1:]]
+    code, _, e = run_main(capsys, "-q", *commands[0][3:])
+    assert code == 0, e
+    share = next(a for a in commands[0] if a.startswith("data.val_fraction=")).split("=")[1]
+    meta = json.loads((Path(f"{out}-val{share}") / "meta.json").read_text())
+    assert meta["val_tokens"] == claims[0] >= 1025 and meta["tokens"] == total
+    textdir = resolve_dataset(
+        DataConfig(source="textdir", path=str(tmp_path / "corpus"), val_fraction=0.3), 50304
+    )
+    assert textdir.val_tokens == claims[1] >= 1025
+
+
+def test_a_textdir_validation_smaller_than_one_eval_gets_the_share_that_holds_one(tmp_path, capsys):
+    """Ten text files of 202 tokens: textdir's split holds 1,010 validation tokens, one eval
+    needs 1,025; the share printed, run as printed, holds what it claims, and each fix is a
+    command its parser accepts."""
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(10):
+        (folder / f"{i}.txt").write_text(" ".join(f"word{i}y{j} alone" for j in range(40)) + "\n")
+    code, _, err = run_main(capsys, "-q", "data=textdir", f"data.path={folder}")
+    assert code == 2, err
+    assert_one_error_line(err, "validation holds 1,010 tokens in 5 document(s)", "needs 1,025")
+    commands = suggested_commands(err)
+    assert [c[2] for c in commands] == ["ablate.data", "ablate.matrix", "ablate.matrix"], err
+    for argv in commands:
+        assert_accepted(argv)
+    claimed = int(err.split("it keeps ", 1)[1].split(" ", 1)[0].replace(",", ""))
+    code, text, err = run_main(capsys, *commands[0][3:])
+    assert code == 0, err
+    assert f"{claimed:,} val tokens" in text and claimed >= 1025

@@ -75,8 +75,9 @@ def test_jsonl_roundtrip(ref, docs, dh):
     assert meta["complete"] and meta["documents"] == len(docs)
     names = [s["file"] for s in meta["shards"]]
     assert names[0] == "data_val_000000.bin" and names[1] == "data_train_000001.bin"
+    assert names[-1] == "data_train_moved.bin"  # these docs have validation near-duplicates
     assert [s["split"] for s in meta["shards"]] == ["val"] + ["train"] * (len(names) - 1)
-    assert all(s["tokens"] == SHARD for s in meta["shards"][1:-1])
+    assert all(s["tokens"] == SHARD for s in meta["shards"][1:-2])
     for s in meta["shards"]:
         f = out / s["file"]
         header = np.fromfile(f, dtype="<i4", count=256)
@@ -87,22 +88,24 @@ def test_jsonl_roundtrip(ref, docs, dh):
     train = train_tokens(out, meta)
     val = np.asarray(read_shard(out / names[0]))
     assert meta["tokens"] == meta["val_tokens"] + meta["train_tokens"] == len(val) + len(train)
+    assert meta["tokens"] == meta["streamed_tokens"]  # nothing left out of both splits
     # whole documents: training holds the documents whose hash is not validation, in input
-    # order; validation holds the others, in input order, less the dropped ones
+    # order, then the validation documents that share a span with it; validation holds the
+    # others, in input order
     want_train = [d for d in docs if not is_val(d, 0.1)]
     want_val = [d for d in docs if is_val(d, 0.1)]
     assert 0 < len(want_val) < len(docs) // 2
-    assert dh.split_docs(train) == want_train
     got_val = dh.split_docs(val)
-    assert got_val == [d for d in want_val if d in got_val]
+    moved = [d for d in want_val if d not in got_val]
+    assert moved and got_val == [d for d in want_val if d in got_val]
+    assert dh.split_docs(train) == want_train + moved
     split = meta["split"]
-    assert (split["val_documents"], split["removed_documents"]) == (
-        len(got_val),
-        len(want_val) - len(got_val),
-    )
-    assert split["train_documents"] == len(want_train)
+    assert (split["val_documents"], split["removed_documents"]) == (len(got_val), len(moved))
+    assert split["train_documents"] == len(want_train) + len(moved)
+    assert split["removed_tokens"] == meta["shards"][-1]["tokens"]
     assert dh.shared_windows(val, [train]) == 0 == meta["val_overlap"]["shared_tokens"]
     assert meta["val_overlap"]["share"] == 0.0 and meta["val_overlap"]["span_tokens"] == 64
+    assert meta["val_overlap"]["train_tokens"] == len(train)
     # meta positions: chunk k starts where chunk k-1 ended
     for a, b in zip(meta["chunks"], meta["chunks"][1:]):
         assert a["end"] == b["start"]
@@ -449,3 +452,26 @@ def test_bad_inputs(tmp_path):
         P.prepare(tmp_path / "o3", spec_for([f], shard_tokens=0), workers=0, progress=False)
     with pytest.raises(DataError, match="total_tokens must be positive"):
         P.prepare(tmp_path / "o3", spec_for([f], total_tokens=0), workers=0, progress=False)
+
+
+def test_a_folder_prepared_when_near_duplicates_were_dropped_is_redone_on_rerun(ref, tmp_path):
+    """An earlier ablate dropped validation documents that share a span with training (split
+    ``removed`` says so, no moved shard): rerunning the same command moves them to training,
+    without tokenizing again; a rerun after that rewrites nothing."""
+    import shutil
+
+    src, out_ref, meta_ref = ref
+    out = tmp_path / "old"
+    shutil.copytree(out_ref, out)
+    (out / "data_train_moved.bin").unlink()
+    old = {**meta_ref, "shards": meta_ref["shards"][:-1]}
+    old["split"] = {**meta_ref["split"], "removed": "dropped (their spans are in training already)"}
+    old["train_tokens"] -= meta_ref["split"]["removed_tokens"]
+    old["tokens"] -= meta_ref["split"]["removed_tokens"]
+    P.write_json_atomic(out / "meta.json", old)
+    meta = P.prepare(out, spec_for([src]), workers=0, progress=False)
+    assert meta == meta_ref
+    assert folder_state(out) == folder_state(out_ref)
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
+    P.prepare(out, spec_for([src]), workers=0, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} == before

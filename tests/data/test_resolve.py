@@ -257,7 +257,14 @@ def _prepared(tmp_path, docs, **kw):
 def test_prepared_files_source(tmp_path, docs):
     out = _prepared(tmp_path, docs)
     ds = resolve_dataset(DataConfig(source="files", path=str(out)), 50304)
-    assert Path(ds.val_path).name == "data_val_000000.bin" and len(ds.train_paths) == 3
+    assert Path(ds.val_path).name == "data_val_000000.bin"
+    # three chunks, then the validation documents moved to training (these docs have some)
+    assert [Path(p).name for p in ds.train_paths] == [
+        "data_train_000001.bin",
+        "data_train_000002.bin",
+        "data_train_000003.bin",
+        "data_train_moved.bin",
+    ]
     assert "local files" in ds.describe()
     # incomplete preparation: refuse, say to resume
     meta = json.loads((out / "meta.json").read_text())

@@ -15,8 +15,8 @@ only data=..., data.<key>=... and experiment=..., and prepares what `data` names
 finewebedu and files stream documents with `datasets`, tokenize them with GPT-2 in worker
 processes (data.workers; a progress bar shows tokens/s), and write llm.c shards plus meta.json
 into data.path. Validation is whole documents chosen by a hash of their text (data.val_fraction
-of them); a validation document that shares a 64-token span with training is dropped (one pass
-over the training shards at the end). Rerun the same command to resume after a stop; a larger
+of them); a validation document that shares a 64-token span with training moves to training (one
+pass over the training shards at the end; a line says how many). Rerun the same command to resume after a stop; a larger
 data.total_tokens extends a prepared folder. Token counts take suffixes: 100M, 10B.
 Every run ends by checking the result as a training job would (headers, token ids < the
 model's vocab_size, one eval fits in the validation shard) and printing it, with the share of
@@ -38,8 +38,9 @@ import textwrap
 from pathlib import Path
 
 from ablate.compose import compose_job, parse_overrides
+from ablate.data.advice import small_validation_fix
 from ablate.data.config import DataConfig
-from ablate.data.dataset import prepare_target, resolve_dataset
+from ablate.data.dataset import prepare_command, prepare_target, resolve_dataset
 from ablate.data.overlap import Overlap
 from ablate.data.overlap_check import dataset_overlap, overlap_lines
 from ablate.data.prepare import prepare
@@ -117,6 +118,19 @@ def run(overrides: list[str], quiet: bool = False) -> str:
         spec, out = prepare_target(data)
         prepare(out, spec, workers=data.workers, progress=not quiet)
     ds = resolve_dataset(data, vocab_size, block_size)
+    if ds.val_tokens < data.val_windows * block_size + 1:  # the loader's check, with the fixes
+        raise DataError(
+            small_validation_fix(
+                data,
+                ds.meta,
+                Path(ds.root or Path(ds.val_path).parent),
+                ds.train_paths,
+                Path(ds.val_path),
+                block_size,
+                normalize_overrides(overrides),
+                prepare_command,
+            )
+        )
     from ablate.data.loader import ValWindows  # deferred: imports torch, not for --help or a typo
 
     ValWindows(ds.val_path, block_size, data.val_windows)

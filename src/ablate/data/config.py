@@ -56,10 +56,15 @@ class DataConfig:
     val_fraction: float = 0.1
     """Share of the documents that is validation, chosen by a hash of each document's text, whole
     documents only, none sharing a 64-token span with training (ablate.data.split).
-    embedded/textdir: documents in hash order until validation holds this share of the tokens (at
-    least 8*1024+1 when the corpus has twice that). files/finewebedu (prepare): a document is
-    validation when its hash is below this share (finewebedu's preset: 0.01, about 100M tokens
-    of 10B). shards: unused (the file with "val" in its name is validation)."""
+    Either way a document that shares such a span stays in (or moves to) training; nothing is
+    dropped. embedded/textdir (the corpus in memory): documents in hash order until validation
+    holds this share of the tokens (at least 8*1024+1 when the corpus has twice that), skipping
+    those that share a span, so others take their place. files/finewebedu (prepare, streamed):
+    a document is validation when its hash is below this share (finewebedu's preset: 0.01, about
+    100M tokens of 10B), decided before any span is known, so validation is not refilled: near-
+    duplicate documents (e.g. license texts sharing clauses) can leave it small, and the data
+    command then prints the share that holds one eval. shards: unused (the file with "val" in
+    its name is validation)."""
 
     # --- prepare (finewebedu / files); also what the "not prepared" error message proposes ---
     hf_path: str = "HuggingFaceFW/fineweb-edu"

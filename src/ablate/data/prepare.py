@@ -5,11 +5,14 @@ Every document is tokenized with GPT-2's encoding (``encode_ordinary``: special-
 a document is ordinary text) and preceded by ``<|endoftext|>`` (50256). Validation is a share of
 whole *documents*, chosen by a hash of their text (``ablate.data.split``: ``val_fraction``;
 identical documents land on the same side): a validation document is never cut, and one that
-shares a 64-token span with training is dropped once training is written.
+shares a 64-token span with training moves to training once training is written (a shard of its
+own, ``<prefix>_train_moved.bin``; ``ablate.data.split.drop_shared``): every token streamed is in
+one split or the other.
 
 Output, in llm.c's shard format: ``<prefix>_train_000001.bin`` ... (the training documents in
 input order, ``shard_tokens`` tokens each, the last may be shorter; a training document may run
-across two training shards, as in llm.c), ``<prefix>_val_000000.bin`` (the validation documents
+across two training shards, as in llm.c), ``<prefix>_train_moved.bin`` (the validation documents
+moved to training, when there are any), ``<prefix>_val_000000.bin`` (the validation documents
 kept) and ``meta.json`` (source, tokenizer, counts, sha256 per shard, the ``split`` and the
 measured ``val_overlap``). ``parts/`` keeps each chunk's validation documents as they came, so
 validation can be rebuilt or extended without reading the input again.
@@ -62,6 +65,9 @@ log = logging.getLogger("ablate.data")
 META = "meta.json"
 META_FORMAT = "ablate-shards-2"  # 2: validation split by document
 PARTS = "parts"  # the validation documents of each chunk, kept to rebuild or extend validation
+# meta.json split.removed: what happened to validation documents that share a span with training
+# (moved, not dropped: a small corpus of near-duplicates lost half its tokens that way)
+MOVED = "moved to training (a shard of their own, after the others)"
 FILE_FORMATS = {
     ".jsonl": "json",
     ".json": "json",
@@ -270,6 +276,10 @@ def _val_name(prefix: str) -> str:
     return f"{prefix}_val_000000.bin"
 
 
+def _moved_name(prefix: str) -> str:
+    return f"{prefix}_train_moved.bin"
+
+
 def _new_meta(spec: PrepareSpec) -> dict:
     return {
         "format": META_FORMAT,
@@ -387,11 +397,13 @@ def _finish(out: Path, meta: dict, exhausted: bool, previous: dict | None, progr
     meta["streamed_tokens"] = chunks[-1]["streamed"]
     meta["exhausted"] = exhausted
     train = [c["train"] for c in chunks if c.get("train")]
+    train_files = {e["file"] for e in train}
     if (
         previous is not None
         and previous.get("chunks") == chunks
         and previous.get("shards")
-        and _intact(out, previous["shards"][0])
+        and (previous.get("split") or {}).get("removed") == MOVED  # older runs dropped them
+        and all(_intact(out, s) for s in previous["shards"] if s["file"] not in train_files)
     ):
         for key in ("shards", "split", "val_overlap", "tokens", "val_tokens", "train_tokens"):
             meta[key] = previous[key]
@@ -403,6 +415,7 @@ def _finish(out: Path, meta: dict, exhausted: bool, previous: dict | None, progr
         keep, covered, seen = drop_shared(val, starts, read, log.info if progress else None)
         bounds = np.append(starts, len(val))
         kept_val = _concat([val[bounds[i] : bounds[i + 1]] for i in np.nonzero(keep)[0]])
+        moved = _concat([val[bounds[i] : bounds[i + 1]] for i in np.nonzero(~keep)[0]])
         kept_covered = sum(
             int(covered[bounds[i] : bounds[i + 1]].sum()) for i in np.nonzero(keep)[0]
         )
@@ -410,24 +423,44 @@ def _finish(out: Path, meta: dict, exhausted: bool, previous: dict | None, progr
         meta["split"] = SplitRecord(
             val_fraction=spec["val_fraction"],
             val_documents=int(keep.sum()),
-            train_documents=meta["documents"] - len(starts),
+            train_documents=meta["documents"] - int(keep.sum()),
             removed_documents=int((~keep).sum()),
-            removed_tokens=int(len(val) - len(kept_val)),
-            removed="dropped (their spans are in training already)",
+            removed_tokens=int(len(moved)),
+            removed=MOVED,
             share_before=float(covered.mean()) if len(val) else 0.0,
         ).record()
         meta["val_overlap"] = Overlap(
             share=kept_covered / len(kept_val) if len(kept_val) else 0.0,
             val_tokens=int(len(kept_val)),
             val_tokens_total=int(len(kept_val)),
-            train_tokens=int(seen),
+            # the moved documents too: a kept one shares no span with them (drop_shared)
+            train_tokens=int(seen + len(moved)),
             shared_tokens=kept_covered,
         ).record()
         val_entry = _shard_entry(out, _val_name(spec["prefix"]), kept_val, split="val")
-        meta["shards"] = [val_entry] + [{**e, "split": "train"} for e in train]
+        train = [{**e, "split": "train"} for e in train]
+        moved_name = _moved_name(spec["prefix"])
+        if len(moved):
+            train.append(_shard_entry(out, moved_name, moved, split="train"))
+        else:
+            (out / moved_name).unlink(missing_ok=True)  # an earlier run's
+        meta["shards"] = [val_entry] + train
         meta["val_tokens"] = val_entry["tokens"]
         meta["train_tokens"] = sum(e["tokens"] for e in train)
         meta["tokens"] = meta["val_tokens"] + meta["train_tokens"]
+        split = meta["split"]
+        if split["removed_documents"]:
+            log.info(
+                "%s: moved %d of %d validation documents (%d tokens) to training (%s): each shares "
+                "a %d-token span with training (near-duplicates); validation keeps %d tokens",
+                out,
+                split["removed_documents"],
+                len(starts),
+                split["removed_tokens"],
+                moved_name,
+                split["span_tokens"],
+                meta["val_tokens"],
+            )
     meta["complete"] = True
     if not (out / META).is_file() or json.loads((out / META).read_text()) != meta:
         write_json_atomic(out / META, meta)
@@ -483,9 +516,11 @@ def prepare(
         for name in stale:
             (out / name).unlink(missing_ok=True)
         log.info("%s: already prepared (%d chunks, %d tokens)", out, len(kept), streamed)
-        return _finish(
+        meta = _finish(
             out, meta, exhausted and (total is None or streamed < total), previous, progress
         )
+        log.info("%s: %s", out, done_line(meta))
+        return meta
 
     get_gpt2_encoding()  # fail early (before any file is written); forked workers inherit it
     doc0, off0 = kept[-1]["end"] if kept else (0, 0)
@@ -597,13 +632,19 @@ def prepare(
         bar.close()
 
     meta = _finish(out, meta, exhausted, None, progress)
-    log.info(
-        "%s: done, %d shards, %d tokens (val %d, train %d) in %.1fs",
-        out,
-        len(meta["shards"]),
-        meta["tokens"],
-        meta["val_tokens"],
-        meta["train_tokens"],
-        time.time() - t0,
-    )
+    log.info("%s: %s in %.1fs", out, done_line(meta), time.time() - t0)
     return meta
+
+
+def done_line(meta: dict) -> str:
+    """The counts written, adding up: every streamed token is in one of the two splits."""
+    split = meta.get("split") or {}
+    moved = (
+        f", of which {split['removed_tokens']} moved from validation"
+        if split.get("removed_tokens")
+        else ""
+    )
+    return (
+        f"done, {len(meta['shards'])} shards, {meta['tokens']} tokens (val {meta['val_tokens']}, "
+        f"train {meta['train_tokens']}{moved})"
+    )

@@ -132,5 +132,5 @@ def check_vocab(path: PathLike, max_id: int, vocab_size: int) -> None:
         raise DataError(
             f"{path}: contains token id {max_id} >= the model's vocab_size "
             f"{vocab_size}; use data tokenized with GPT-2 (ids < 50257) or raise "
-            "model.vocab_size"
+            "model.vocab_size (an option of python -m ablate.matrix)"
         )

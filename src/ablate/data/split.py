@@ -17,8 +17,12 @@ Two ways, one rule:
   shared span by construction, and the overlap is then measured on the written shards anyway.
 - ``drop_shared`` (files, finewebedu: streamed, ``prepare``): a document is validation when its
   key is below ``val_fraction`` (a fixed share, decided before it is tokenized); once all
-  training shards are written, validation documents with a span that occurs in training are
-  dropped (their text is in training already). The overlap before and after is recorded.
+  training shards are written, validation documents with a span that occurs in training move to
+  training (one more training shard: they are near-duplicates of it), and so do those that
+  share a span with a moved one. Nothing is dropped here either, but validation is not refilled:
+  streamed, the share is fixed before any span is known, so a corpus of near-duplicates can end
+  with little validation (``python -m ablate.data`` then computes the ``val_fraction`` that
+  would hold one eval). The overlap before and after is recorded.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import numpy as np
 
 from ablate.data.overlap import (
     SPAN_TOKENS,
+    SpanSet,
     covered_tokens,
     measure_overlap,
     shared_spans,
@@ -63,8 +68,8 @@ class SplitRecord:
     val_documents: int = 0
     train_documents: int = 0
     removed_documents: int = 0
-    """Documents that would have been validation but share a span with training (in memory:
-    they stay in training; streamed: they are dropped)."""
+    """Documents that would have been validation but share a span with training: they are in
+    training (in memory: they stay there; streamed: they are moved to it, a shard of their own)."""
     removed_tokens: int = 0
     removed: str = "kept in training"
     share_before: float | None = None
@@ -74,7 +79,7 @@ class SplitRecord:
         return dict(self.__dict__)
 
 
-def _doc_spans(doc: np.ndarray) -> np.ndarray:
+def doc_spans(doc: np.ndarray) -> np.ndarray:
     """Unique hashes of the spans inside one document's tokens (EOT separator included or not)."""
     h = span_hashes(doc)
     return np.unique(h[valid_spans(doc)])
@@ -93,7 +98,7 @@ def split_in_memory(
     (each with its EOT) and their keys; see the module docstring."""
     n_tokens = sum(len(d) for d in docs)
     target = val_target(n_tokens, val_fraction, min_val)
-    spans = [_doc_spans(d) for d in docs]
+    spans = [doc_spans(d) for d in docs]
     allspans = np.concatenate(spans) if spans else np.zeros(0, dtype=np.uint64)
     uniq, counts = np.unique(allspans, return_counts=True)
     in_train = counts.astype(np.int64)  # documents in training holding each span
@@ -144,12 +149,15 @@ def drop_shared(
     train: Callable[[], Iterable[np.ndarray]],
     progress: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Streamed sources: which validation documents to keep.
+    """Streamed sources: which validation documents to keep; the others go to training.
 
     ``val`` is the validation documents' tokens concatenated, ``starts`` each document's first
     position (ascending, ``starts[0] == 0``). Returns (bool per document: keep; bool per token of
-    ``val``: inside a span that occurs in training; training tokens read). A document is dropped
-    when one of its spans occurs in the training tokens ``train()`` yields."""
+    ``val``: inside a span that occurs in the training tokens ``train()`` yields; training tokens
+    read). A document is not kept when one of its spans occurs in training, or in a document
+    not kept: those go to training (``prepare``), so a kept document that shares a span with
+    one of them would share it with training; this repeats until no kept document does (in
+    memory: validation only)."""
     h = span_hashes(val)
     ok = valid_spans(val)
     found = np.zeros(len(h), dtype=bool)
@@ -159,7 +167,11 @@ def drop_shared(
     else:
         read = sum(len(a) for a in train())
     covered = covered_tokens(found, len(val))
-    hit_doc = np.searchsorted(starts, np.nonzero(found)[0], side="right") - 1
+    doc = np.searchsorted(starts, np.arange(len(h)), side="right") - 1  # each window's document
     keep = np.ones(len(starts), dtype=bool)
-    keep[np.unique(hit_doc)] = False
+    hit = found
+    while hit.any():
+        keep[np.unique(doc[hit])] = False
+        moved = SpanSet(h[ok & ~keep[doc]])
+        hit = ok & keep[doc] & moved.contains(h)
     return keep, covered, read

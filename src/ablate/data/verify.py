@@ -115,7 +115,8 @@ def verify_dataset(
     if usable == 0:
         raise DataError(
             f"{ds.train_paths[0]}: no training shard holds block_size+1 = {block_size + 1} tokens "
-            f"(a training window); use more data or a smaller model.block_size"
+            f"(a training window); add documents, or train with a smaller model.block_size (an "
+            "option of python -m ablate.matrix, not of python -m ablate.data)"
         )
     if short:
         out.notes.append(
