@@ -11,6 +11,7 @@ from helpers.report_factory import Job, make_matrix, section, table_rows
 
 from ablate import results as R
 from ablate.report import aggregate, build, render_markdown
+from ablate.report import warnings as W
 from ablate.report.main_table import main_records
 from ablate.results import JobSummary
 from ablate.results.summary import BUDGET_NOTES
@@ -285,6 +286,37 @@ def test_smoke_preset_is_a_pipeline_check_without_verdicts(tmp_path):
     jobs[0] = Job("V0", "Baseline", 3.75)
     _, _, md = report(jobs, tmp_path / "b")
     assert md.startswith("# Ablation report")
+
+
+@pytest.mark.parametrize("seeds", [(1,), (1, 2)])
+def test_a_pipeline_check_never_advises_seeds_to_settle_a_verdict(tmp_path, seeds):
+    """No number of seeds gives a smoke report a verdict, so it never says seeds would: its
+    seeds warning and the Seeds and noise section name what would (a non-smoke preset); the
+    same matrix of another preset keeps the seeds advice."""
+    jobs = [
+        Job(s, s, 3.75 - 0.1 * k - 0.01 * seed, seed=seed, experiment="smoke")
+        for k, s in enumerate(("V0", "V16"))
+        for seed in seeds
+    ]
+    _, _, md = report(jobs, tmp_path)
+    assert "Add seeds" not in md and "Seeds that would settle it" not in md
+    assert "seed=1,2,3" not in md.replace(W.VERDICT_NEEDS, "")
+    noise = section(md, "Seeds and noise").strip()
+    assert noise.startswith(
+        "No comparison in this report makes a verdict: it is a pipeline check (smoke preset), "
+        "whatever its seeds. A verdict needs a preset other than smoke (e.g. matrix=cpu1h or "
+        "experiment=gpu1h) and at least 2 seeds per step"
+    )
+    if len(seeds) == 1:
+        assert f"validation sampling only. {W.VERDICT_NEEDS}" in section(md, "Warnings")
+    # Another preset: one seed is advised to add seeds, and the cost of settling it is given.
+    for job in jobs:
+        job.experiment = None
+    _, _, md = report(jobs, tmp_path / "b")
+    if len(seeds) == 1:
+        assert "Add seeds (e.g. seed=1,2,3)." in section(md, "Warnings")
+        assert "Seeds that would settle it" in section(md, "Seeds and noise")
+    assert "pipeline check" not in section(md, "Seeds and noise")
 
 
 def _seeded(fingerprints, steps=("V0", "V16", "V17"), seeds=(1, 2, 3)):

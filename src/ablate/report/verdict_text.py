@@ -23,6 +23,7 @@ from ablate.report.verdict import (
     block_reason,
     report_verdicts,
 )
+from ablate.report.warnings import VERDICT_NEEDS
 
 
 def verdicts(coll: Collection, stats: dict[str, StepStats]) -> dict[tuple[str, str], Verdict]:
@@ -161,6 +162,12 @@ def _verdict_cell(v: Verdict | None) -> str:
 def family_sentence(coll: Collection, stats: dict[str, StepStats]) -> str:
     vs = verdicts(coll, stats)
     m = next(iter(vs.values())).family_size if vs else 0
+    if coll.pipeline_check:
+        # No number of seeds gives a smoke run a verdict (verdict.block_reason): say what does.
+        return (
+            "No comparison in this report makes a verdict: it is a pipeline check (smoke preset), "
+            f"whatever its seeds. {VERDICT_NEEDS}"
+        )
     if m == 0:
         return (
             "No comparison in this report can make a verdict (each needs at least 2 seeds of both "
@@ -263,7 +270,10 @@ METHOD = (
 
 def seeds_cost(coll: Collection, stats: dict[str, StepStats]) -> str | None:
     """What it would take to give every comparison with the baseline a verdict: seeds so that each
-    compared step has at least 2 (3 recommended) completed runs, in jobs and device-hours."""
+    compared step has at least 2 (3 recommended) completed runs, in jobs and device-hours. None
+    for a pipeline check: no seeds settle it (family_sentence says what would)."""
+    if coll.pipeline_check:
+        return None
     steps = [s for s in coll.order if stats[s].values and stats[s].causality == R.CHECKED]
     short = [s for s in steps if stats[s].n < 2]
     if not short or len(steps) < 2:

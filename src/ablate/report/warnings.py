@@ -27,6 +27,12 @@ THROUGHPUT_TOLERANCE = (
 )
 SMOKE_EXPERIMENT = "smoke"
 MARK = "⚠"
+VERDICT_NEEDS = (
+    "A verdict needs a preset other than smoke (e.g. matrix=cpu1h or experiment=gpu1h) and at "
+    "least 2 seeds per step (3 recommended, e.g. seed=1,2,3)."
+)
+"""What would give a pipeline check's comparisons a verdict: no number of smoke seeds does
+(report/verdict.py block_reason), so a pipeline check's advice names the preset too."""
 
 
 @dataclass
@@ -65,7 +71,11 @@ def is_pipeline_check(experiments: list[Any]) -> bool:
 
 
 def collect_warnings(
-    jobs: pd.DataFrame, stats: dict[str, Any], order: list[str], curves: pd.DataFrame | None = None
+    jobs: pd.DataFrame,
+    stats: dict[str, Any],
+    order: list[str],
+    curves: pd.DataFrame | None = None,
+    pipeline_check: bool = False,
 ) -> list[Warn]:
     out: list[Warn] = []
     done = jobs[jobs["status"] == R.COMPLETED]
@@ -183,11 +193,13 @@ def collect_warnings(
     if single and len(single) == len(
         [s for s in order if stats.get(s) is not None and stats[s].n >= 1]
     ):
+        # A pipeline check has no verdict to settle with seeds: its advice says what would.
+        advice = VERDICT_NEEDS if pipeline_check else "Add seeds (e.g. seed=1,2,3)."
         out.append(
             Warn(
                 "seeds",
                 "one seed per step: no seed-noise estimate; intervals, where shown, cover "
-                "validation sampling only. Add seeds (e.g. seed=1,2,3).",
+                f"validation sampling only. {advice}",
             )
         )
     elif single:
