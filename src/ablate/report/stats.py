@@ -51,7 +51,8 @@ class StepStats:
     seeds: list[Any] = field(default_factory=list)  # seed of each value (one value per seed)
     # FinalEval (or None) of each value
     evals: list[R.FinalEval | None] = field(default_factory=list)
-    val_se: list[float] = field(default_factory=list)  # eval SE of each value (NaN: unknown)
+    # loss SE of each value, from its per-window losses (NaN: unknown)
+    val_se: list[float] = field(default_factory=list)
     # best periodic val loss of each used run
     best_periodic: list[float] = field(default_factory=list)
     # compare() results (by reference step), and on the baseline report_verdicts' family
@@ -59,7 +60,8 @@ class StepStats:
 
     @property
     def eval_se(self) -> float:
-        """Root mean square of the runs' eval SEs (NaN unless every run has one)."""
+        """Loss SE: root mean square of the runs' standard errors of their final val loss, from
+        their per-window losses (NaN unless every run has one)."""
         if not self.val_se or not all(math.isfinite(x) for x in self.val_se):
             return math.nan
         return math.sqrt(sum(x * x for x in self.val_se) / len(self.val_se))
