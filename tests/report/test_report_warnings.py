@@ -506,9 +506,11 @@ def test_eval_cadences_that_differ_are_warned_naming_the_odd_steps(tmp_path):
     (w,) = [w for w in coll.warnings if w.kind == "cadence"]
     assert w.steps == {"V16"} and not w.blocks_verdict
     assert w.text.startswith(
-        "eval cadences differ (V0: every 6,553,600 tokens; V16: every 3,276,800 tokens; "
-        "V17: every 6,553,600 tokens; budget.eval_interval x optim.tokens_per_iter)"
+        "eval cadences differ (V0: every 100 x 65,536 = 6,553,600 tokens; V16: every 50 x "
+        "65,536 = 3,276,800 tokens; V17: every 100 x 65,536 = 6,553,600 tokens; "
+        "budget.eval_interval x optim.tokens_per_iter, as configured)"
     )
+    assert w.text.endswith("Give every step the same budget.eval_interval.")
     assert "eval cadences differ" in section(md, "Warnings")
     # within CADENCE_TOLERANCE (1%): one cadence
     same = [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.60, eval_every=101)]
@@ -517,6 +519,58 @@ def test_eval_cadences_that_differ_are_warned_naming_the_odd_steps(tmp_path):
     apart = [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.60, eval_every=102)]
     coll, _, _ = report(apart, tmp_path / "c")
     assert [w.kind for w in coll.warnings].count("cadence") == 1
+
+
+def _evals_at(mdir, job, iters):
+    """Rewrite ``job``'s metrics.jsonl with evals at ``iters`` (the trainer's: every
+    budget.eval_interval, plus one where the box ended or the run resumed)."""
+    path = mdir / job.job_name / "metrics.jsonl"
+    path.unlink()
+    with R.MetricsWriter(path) as w:
+        for k, it in enumerate(iters):
+            t = it * job.tokens_per_iter
+            w.write(
+                {
+                    "kind": "eval",
+                    "iter": it,
+                    "tokens_seen": t,
+                    "train_seconds": it * 0.5,
+                    "loss/val": 9.0 - 0.1 * k,
+                }
+            )
+
+
+def test_the_cadence_check_compares_the_configured_cadence_not_end_of_box_evals(tmp_path):
+    """The user's resumed smoke matrix: every run has budget.eval_interval 20 at 512 tokens per
+    iteration, and its last eval came where the box ended (iteration 37, 22, 158, 23): the gaps
+    between recorded evals differ, the cadence does not, so nothing is warned."""
+    evals = {
+        (1, "V0"): [20, 37],
+        (2, "V0"): [20, 22],
+        (2, "V16"): [20, 23],
+        (1, "V16"): [20, 40, 60, 80, 100, 120, 140, 158],
+    }
+    jobs = [
+        Job(s, s, 3.75 - 0.01 * k, seed=seed, eval_every=20, evals=2, tokens_per_iter=512)
+        for k, s in enumerate(("V0", "V16"))
+        for seed in (1, 2)
+    ]
+    mdir = make_matrix(tmp_path, jobs)
+    for job in jobs:
+        _evals_at(mdir, job, evals[job.seed, job.step])
+    coll, stats = build([mdir])
+    assert not [w for w in coll.warnings if w.kind == "cadence"]
+    assert "cadences differ" not in render_markdown(coll, stats, mdir, None)
+    # Equal budget.eval_interval, other optim.tokens_per_iter: the advice names the setting that
+    # differs, never the equal one.
+    jobs = [
+        Job("V0", "B", 3.75, eval_every=20),
+        Job("V16", "X", 3.7, eval_every=20, tokens_per_iter=32768),
+    ]
+    coll, _, _ = report(jobs, tmp_path / "b")
+    (w,) = [w for w in coll.warnings if w.kind == "cadence"]
+    assert "V0: every 20 x 65,536 = 1,310,720 tokens; V16: every 20 x 32,768 = 655,360" in w.text
+    assert w.text.endswith("Give every step the same optim.tokens_per_iter.")
 
 
 def test_a_step_whose_seeds_evaluate_at_different_cadences_lists_each_once_in_order(tmp_path):
@@ -528,4 +582,4 @@ def test_a_step_whose_seeds_evaluate_at_different_cadences_lists_each_once_in_or
     ]
     coll, _, _ = report(jobs, tmp_path)
     (w,) = [w for w in coll.warnings if w.kind == "cadence"]
-    assert "V16: every 3,276,800, 6,553,600 tokens" in w.text, w.text
+    assert "V16: every 50 x 65,536 = 3,276,800, 100 x 65,536 = 6,553,600 tokens" in w.text

@@ -66,9 +66,7 @@ def _analyse(coll: Collection) -> dict[str, StepStats]:
     """Per-step statistics, the pipeline-check flag and the warnings of one collection."""
     stats = step_stats(coll.jobs, coll.order)
     coll.pipeline_check = W.is_pipeline_check(coll.experiments)
-    coll.warnings = W.collect_warnings(
-        coll.jobs, stats, coll.order, coll.curves, coll.pipeline_check
-    )
+    coll.warnings = W.collect_warnings(coll.jobs, stats, coll.order, coll.pipeline_check)
     coll.warnings += CN.condition_warnings(coll)  # every unequal condition of a comparison
     return stats
 
