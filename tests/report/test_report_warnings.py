@@ -483,6 +483,46 @@ def test_every_unchecked_reason_is_named_with_its_runs(tmp_path):
     assert w.steps == {"V16", "V17", "V18"}
 
 
+def test_an_unfinished_run_s_causality_is_read_from_the_preflight_s_record(tmp_path):
+    """An interrupted matrix: V16 stopped before the trainer wrote summary.json, V17 after; both
+    passed the preflight (causality.json). Both read as checked before training, trained weights
+    not yet, and are described alike; a run with no record at all stays "no causality record",
+    and a damaged causality.json is a problem, not a crash."""
+    rec = {"ok": True, "method": "gradient+perturbation", "max_leak": 0.0, "seconds": 3.0}
+    jobs = [
+        Job("V0", "B", 3.75),
+        Job("V16", "X", None, status=R.INTERRUPTED, write_summary=False, write_metrics=False),
+        Job("V17", "Y", 3.9, status=R.INTERRUPTED, causality=R.causality_entry(rec)),
+        Job("V18", "Z", None, status=R.INTERRUPTED, write_summary=False, write_metrics=False),
+    ]
+    mdir = make_matrix(tmp_path, jobs)
+    for name in ("V16", "V17"):
+        R.write_causality_init(R.JobDir(mdir / name), rec)
+    coll, stats = build([mdir])
+    md = render_markdown(coll, stats, mdir, None)
+    state = dict(zip(coll.jobs["key"], coll.jobs["causality_state"]))
+    assert state == {
+        "V0": R.CHECKED,
+        "V16": R.TRAINED_UNCHECKED,
+        "V17": R.TRAINED_UNCHECKED,
+        "V18": R.UNRECORDED,
+    }
+    improvement = {r[0]: r[3] for r in table_rows(md)}
+    assert improvement["V16"] == "not shown (V16 interrupted, trained weights unchecked)"
+    assert improvement["V17"] == "not shown (V17 interrupted, trained weights unchecked)"
+    causality = {r[0]: r[2:5] for r in table_rows(section(md, "Causality"), "| Checked job ")}
+    assert causality["V16"] == causality["V17"] == ["trained weights unchecked", "ok", "not run"]
+    # unfinished: their missing recheck is their status, not a warning
+    assert not [w for w in coll.warnings if w.kind == "causality"]
+    # the summary's record wins over causality.json; a damaged causality.json costs its record
+    (mdir / "V18" / "causality.json").write_text("{not json")
+    job = R.read_job(R.JobDir(mdir / "V18"))
+    assert job.causality is None and job.causality_state == R.UNRECORDED
+    assert job.problems and "causality.json" in job.problems[0]
+    R.write_causality_init(R.JobDir(mdir / "V17"), None)  # preflight=false, but the summary says
+    assert R.read_job(R.JobDir(mdir / "V17")).causality_state == R.TRAINED_UNCHECKED
+
+
 @pytest.mark.parametrize("n,tail", [(8, ""), (9, " and 1 more"), (11, " and 3 more")])
 def test_long_lists_name_eight_and_count_the_rest(tmp_path, n, tail):
     jobs = [Job("V0", "B", 3.75)] + [

@@ -264,10 +264,19 @@ def _seed_list(seeds: Iterable[Any]) -> str:
     return ", ".join(str(s) for s in seeds) or "none"
 
 
+def _unchecked(s: StepStats) -> str:
+    """Why a side is not causality-checked. A step with no completed run (``flag``: its runs'
+    statuses) had no trained weights to recheck yet: its status leads, so every unfinished step
+    reads alike, whether its runs wrote a summary or only the preflight's causality.json."""
+    if s.causality == R.TRAINED_UNCHECKED and s.flag is not None:
+        return f"{s.step} {s.flag}, {s.causality}"
+    return f"{s.step} {s.causality}"
+
+
 def _compare(step: StepStats, ref: StepStats) -> Comparison:
     """An improvement is a result only between causality-checked steps: otherwise it is withheld
     (NaN, no effect) and ``withheld`` says why."""
-    blocked = [f"{s.step} {s.causality}" for s in (step, ref) if s.causality != R.CHECKED]
+    blocked = [_unchecked(s) for s in (step, ref) if s.causality != R.CHECKED]
     if blocked:
         return Comparison(
             step.step, ref.step, ref.mean, math.nan, math.nan, None, None, "; ".join(blocked)

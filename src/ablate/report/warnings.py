@@ -333,9 +333,11 @@ def _configured_cadence(r: dict[str, Any]) -> tuple[float, float] | None:
     if not isinstance(values, dict):
         return None
     every, tokens = values.get(INTERVAL), values.get(TOKENS)
-    if _finite(every) and _finite(tokens) and every > 0 and tokens > 0:
-        return float(every), float(tokens)
-    return None
+    if not (_finite(every) and _finite(tokens)):
+        return None
+    assert isinstance(every, numbers.Real) and isinstance(tokens, numbers.Real)  # _finite
+    e, t = float(every), float(tokens)
+    return (e, t) if e > 0 and t > 0 else None
 
 
 def _cadence(done_rows: list[dict[str, Any]], order: list[str]) -> Warn | None:
