@@ -412,6 +412,8 @@ def _read_job(
             f"(interrupted while finishing?)"
         )
     trainer_notes = s.notes if s is not None else []
+    # the final eval ran: its per-window file, or the loss the trainer recorded from it
+    final_ran = job.final_eval is not None or (s is not None and _finite(s.final_val_loss))
     if (
         s is not None
         and s.post_training_error
@@ -428,6 +430,8 @@ def _read_job(
         and not _repeats_a_warning(str(n), status)
         # an interrupted job's own note above says where it stopped and by what
         and not (status == R.INTERRUPTED and str(n).startswith("stopped by "))
+        # an older trainer noted the final eval at its start: not of a run that never had one
+        and not (R.describes_the_final_eval(str(n)) and not final_ran)
     )
     if _finite(row["resumed"]) and row["resumed"] > 0:
         own_notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
