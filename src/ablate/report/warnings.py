@@ -26,12 +26,11 @@ THROUGHPUT_TOLERANCE = (
 )
 SMOKE_EXPERIMENT = "smoke"
 MARK = "⚠"
+# What gives a pipeline check a verdict: no number of smoke seeds does (verdict.block_reason).
 VERDICT_NEEDS = (
     "A verdict needs a preset other than smoke (e.g. matrix=cpu1h or experiment=gpu1h) and at "
     "least 2 seeds per step (3 recommended, e.g. seed=1,2,3)."
 )
-"""What would give a pipeline check's comparisons a verdict: no number of smoke seeds does
-(report/verdict.py block_reason), so a pipeline check's advice names the preset too."""
 
 
 @dataclass
@@ -329,9 +328,7 @@ INTERVAL, TOKENS = "budget.eval_interval", "optim.tokens_per_iter"
 def _configured_cadence(r: dict[str, Any]) -> tuple[float, float] | None:
     """(budget.eval_interval, optim.tokens_per_iter) from the run's config.yaml; None when it
     does not record both."""
-    values = r.get("config_values")
-    if not isinstance(values, dict):
-        return None
+    values: dict[str, Any] = r.get("config_values") or {}
     every, tokens = values.get(INTERVAL), values.get(TOKENS)
     if not (_finite(every) and _finite(tokens)):
         return None
