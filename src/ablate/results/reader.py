@@ -216,7 +216,7 @@ class JobRecord:
     """reused.json (modes "report" and "index"): the run these files came from, for a job that
     was not trained here. None: trained here (or a damaged file, then a problem)."""
     preflight: dict[str, Any] | None = None
-    """causality.json (modes "report" and "index"): the preflight's record the matrix runner left
+    """causality.json (mode "report"): the preflight's record the matrix runner left
     before the job started (``{"init", "preflight"}``, results.write_causality_init). None: no
     file, or a damaged one (then a problem)."""
     gates: dict[str, list[Any]] = field(default_factory=dict)
@@ -492,8 +492,7 @@ def read_job(jd: JobDir, mode: ReadMode = "report", config: ConfigFacts | None =
     """Read one job directory; never raises for what is in its files.
 
     ``mode``: "report" reads every file, metrics.jsonl whole (curve, fallbacks); "index" (the runs
-    index, thousands of jobs) config.yaml, summary.json, env.json, identity.json, reused.json and
-    causality.json,
+    index, thousands of jobs) config.yaml, summary.json, env.json, identity.json and reused.json,
     not metrics.jsonl or final_eval.json; "progress" (the live view, every second) config.yaml,
     summary.json and the last train record from the tail of metrics.jsonl; "summary" (the outcome
     rules) summary.json only. ``config``: facts read before, so config.yaml is not read again."""
@@ -529,7 +528,7 @@ def read_job(jd: JobDir, mode: ReadMode = "report", config: ConfigFacts | None =
 
 
 def _read_env_and_identity(rec: JobRecord) -> None:
-    """env.json, identity.json, reused.json and causality.json (modes "report" and "index")."""
+    """env.json, identity.json and reused.json (modes "report" and "index")."""
     jd = rec.jd
     env = _read(read_json, jd.env, rec._problems(ENV))
     if env is not None:
@@ -540,11 +539,10 @@ def _read_env_and_identity(rec: JobRecord) -> None:
     rec.reused, reused_problem = read_reused(jd)
     if reused_problem:
         rec._problems(REUSED).append(reused_problem)
-    rec.preflight = _read(read_json, jd.causality, rec._problems(CAUSALITY))
 
 
 def _read_the_rest(rec: JobRecord) -> None:
-    """metrics.jsonl and final_eval.json (mode "report")."""
+    """metrics.jsonl, final_eval.json and causality.json (mode "report")."""
     jd = rec.jd
     if jd.metrics.is_file():
         records, metric_problems = read_metrics(jd.metrics)
@@ -554,6 +552,7 @@ def _read_the_rest(rec: JobRecord) -> None:
     if fe_problem:
         rec._problems(FINAL_EVAL).append(fe_problem)
     rec.final_eval = fe
+    rec.preflight = _read(read_json, jd.causality, rec._problems(CAUSALITY))
 
 
 def _cross_check(rec: JobRecord) -> None:
