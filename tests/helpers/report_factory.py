@@ -105,7 +105,7 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
         "mlp": "rmlp" if job.rmlp_w_rec is not None else "standard",
     }
     model.update(job.model or {})
-    optim: dict[str, Any] = {"lr": 6e-4}
+    optim: dict[str, Any] = {"lr": 6e-4, "tokens_per_iter": job.tokens_per_iter}
     if job.warmup_iters is not None:
         optim["warmup_iters"] = job.warmup_iters
     config = {
@@ -113,7 +113,7 @@ def write_job(mdir: Path, job: Job) -> R.JobDir:
         "seed": job.seed,
         "model": model,
         "optim": optim,
-        "budget": {"box_seconds": job.box},
+        "budget": {"box_seconds": job.box, "eval_interval": job.eval_every},
         "experiment": job.experiment,
     }
     for key, value in job.axes.items():  # a dotted axis is a config value: store it there too

@@ -161,3 +161,23 @@ def test_cli_subprocess_error_has_no_traceback(tmp_path):
     assert_one_error_line(proc.stderr)
     assert proc.stderr.startswith("error: no directory matches"), proc.stderr
     assert proc.stdout == ""
+
+
+def test_the_help_states_the_target_loss_the_report_uses_by_default(tmp_path, capsys):
+    """--help's default for --target-loss is what the code computes and REPORT.md says: the
+    highest of the compared runs' lowest periodic val losses (not the baseline's final one)."""
+    jobs = [
+        Job("V0", "B", 3.5, val_curve=[4.0, 3.6, 3.5, 3.55]),  # final periodic 3.55, lowest 3.5
+        Job("V16", "X", 3.4, val_curve=[4.1, 3.7, 3.45, 3.4]),
+    ]
+    mdir = make_matrix(tmp_path, jobs)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    default = (
+        "the highest of the compared runs' lowest periodic val losses, so every run reaches it"
+    )
+    assert f"(default: {default})" in help_text
+    main([str(mdir), "--no-write", "--no-plots"])
+    md = capsys.readouterr().out
+    assert f"Target val loss: 3.5000 ({default})" in md  # max(3.5, 3.4), not V0's final 3.55

@@ -209,6 +209,25 @@ def test_tokens_seen_beyond_the_tolerance_are_named(tmp_path):
     assert "V16_seed2: 45,875,200" in warnings and "V16: 32,768,000" in warnings
 
 
+def test_the_tokens_seen_line_shows_both_sides_of_the_comparison(tmp_path):
+    """The user's TEMP vs V0: V0's two seeds saw 24,576 and 6,144 tokens in one box. The line
+    says where the difference is (among V0's runs) and shows every run of both steps, TEMP's
+    too; only V0, whose runs differ, is marked."""
+    seen = {("V0", 1): 24_576, ("V0", 2): 6_144, ("TEMP", 1): 20_480, ("TEMP", 2): 19_968}
+    jobs = runs(steps=("V0", "TEMP"), seeds=(1, 2))
+    for j in jobs:
+        j.summary_overrides = {"tokens_seen": seen[j.step, j.seed]}
+    coll, md = report(tmp_path, make_matrix(tmp_path, jobs))
+    (w,) = [w for w in coll.warnings if "tokens seen" in w.text]
+    assert w.text == (
+        "unequal conditions in TEMP vs V0: tokens seen differ by more than 5% among the runs of "
+        "V0 (one model, one time box) (V0: 24,576; V0_seed2: 6,144; TEMP: 20,480; "
+        "TEMP_seed2: 19,968) (equal time or iterations was not equal work)."
+    )
+    assert w.steps == {"V0"}
+    assert w.text in section(md, "Warnings")
+
+
 def test_tokens_seen_within_the_tolerance_are_not_named(tmp_path):
     jobs = runs()
     for j in jobs:

@@ -174,7 +174,10 @@ def test_different_cadences_are_warned(tmp_path):
     jobs = [run("V0", every=100), run("V16", every=50)]
     _, md = report(tmp_path, jobs)
     w = section(md, "Warnings")
-    assert "eval cadences differ (V0: every 6,553,600 tokens; V16: every 3,276,800 tokens" in w
+    assert (
+        "eval cadences differ (V0: every 100 x 65,536 = 6,553,600 tokens; "
+        "V16: every 50 x 65,536 = 3,276,800 tokens" in w
+    )
     head = section(md, "Matched work").strip().split("\n\n")[0]
     # the cadence note is added to the head's other sentences, never in their place
     assert head.startswith("Target val loss: ") and head.endswith(

@@ -178,6 +178,32 @@ def test_job_eval_se_in_the_runs_table(tmp_path):
     assert runs["V0"][5:7] == [f"{est.se:.4f}", "262,144"]
 
 
+def test_a_run_s_loss_se_and_a_comparison_s_windows_se_are_named_apart(tmp_path):
+    """Windows that differ a lot in difficulty, shared by both steps: a run's loss SE (of its
+    mean over windows) is large, the paired difference's SE small. The two never share a name:
+    Loss SE in the tables, windows SE in the Noise column, each the quantity it says."""
+    rng = np.random.default_rng(7)
+    hard = 3.75 + 1.5 * ar1(rng, 256, 0.8)  # the windows' difficulty, common to both steps
+    base = list(hard)
+    step = list(hard - 0.05 + 0.02 * ar1(rng, 256, 0.3))
+    mdir = make_matrix(
+        tmp_path,
+        [Job("V0", "B", None, window_losses=base), Job("V16", "X", None, window_losses=step)],
+    )
+    coll, stats = build([mdir])
+    md = render_markdown(coll, stats, mdir, None)
+    loss_se, diff_se = block_se(base).se, block_se(np.subtract(step, base)).se
+    assert loss_se > 20 * diff_se
+    head = md.split("| Step   | n ")[1].split("\n")[0]
+    assert "| Loss SE " in head and "Eval SE" not in md and "eval SE" not in md
+    rows = {r[0]: r for r in table_rows(md.split("## Seeds and noise")[1])}
+    assert rows["V0"][3] == f"{loss_se:.4f}"
+    assert rows["V16"][9].startswith(f"windows SE {diff_se:.4f}, seeds unknown (1 seed)")
+    runs = {r[0]: r for r in table_rows(md, "| Job ")}
+    assert runs["V0"][5] == f"{loss_se:.4f}"
+    assert "Loss SE: the standard error of a run's val loss" in md
+
+
 def slow(rng, n, sd=0.4, size=()):
     """Short-range noise plus a slow drift (AR(1), rho 0.98): correlation lag 1 barely shows."""
     return ar1(rng, n, 0.2, size) + sd * ar1(rng, n, 0.98, size)

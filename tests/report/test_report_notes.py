@@ -3,6 +3,7 @@ a note that several jobs share."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from helpers.report_factory import Job, make_matrix, section
 
@@ -81,3 +82,28 @@ def test_a_note_that_several_jobs_share_is_one_line_naming_them(tmp_path):
     assert lines == [f"- V0, V0_seed2, V16, V16_seed2, V17, V17_seed2: trainer: {shared}"]
     # notes that differ stay one per job
     assert sum(ln.startswith("- ") and "trainer: own " in ln for ln in notes.splitlines()) == 6
+
+
+def test_a_note_about_the_final_eval_is_not_shown_for_a_run_that_never_had_one(tmp_path):
+    """Trainers before the fix noted the final eval's windows at their start: a run stopped at
+    iteration 6 (no final eval: no final_eval.json, no final_val_loss) must not show it; a run
+    that had its final eval keeps it."""
+    from ablate.data.loader import final_val_windows
+    from ablate.data.shards import write_shard
+
+    val = tmp_path / "val.bin"
+    write_shard(str(val), np.zeros(14_464, dtype=np.uint16))
+    _, note = final_val_windows(str(val), 128, None, 8)
+    assert note is not None and R.describes_the_final_eval(note)  # the trainer's own text
+    stopped = {
+        "notes": [note, "stopped by SIGTERM at iteration 6; checkpointed, resumable"],
+        "final_val_loss": None,
+        "iterations": 6,
+    }
+    jobs = [
+        Job("V0", "Baseline", 3.75, summary_overrides={"notes": [note]}, window_losses=[3.75] * 16),
+        Job("V16", "RA", 3.9, status=R.INTERRUPTED, summary_overrides=stopped),
+    ]
+    notes = section(_report(jobs, tmp_path / "m"), "Notes")
+    assert f"- V0: trainer: {note}" in notes
+    assert "V16: trainer: final eval" not in notes and "V16, " not in notes

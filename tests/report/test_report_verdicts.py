@@ -123,7 +123,7 @@ def test_the_r_mlp_table_with_one_seed_is_this_seed_only_and_not_bold(tmp_path, 
 
 
 def test_two_seeds_that_each_look_decisive_alone_are_within_noise_together(tmp_path):
-    # The real runs: each seed's paired difference is measured precisely (tiny eval SE)
+    # The real runs: each seed's paired difference is measured precisely (tiny windows SE)
     # but the two seeds disagree (seed effects): alone each looks decisive, together it is noise.
     rng = np.random.default_rng(3)
     hard = stream(rng)

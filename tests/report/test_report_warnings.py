@@ -11,6 +11,7 @@ from helpers.report_factory import Job, make_matrix, section, table_rows
 
 from ablate import results as R
 from ablate.report import aggregate, build, render_markdown
+from ablate.report import warnings as W
 from ablate.report.main_table import main_records
 from ablate.results import JobSummary
 from ablate.results.summary import BUDGET_NOTES
@@ -287,6 +288,37 @@ def test_smoke_preset_is_a_pipeline_check_without_verdicts(tmp_path):
     assert md.startswith("# Ablation report")
 
 
+@pytest.mark.parametrize("seeds", [(1,), (1, 2)])
+def test_a_pipeline_check_never_advises_seeds_to_settle_a_verdict(tmp_path, seeds):
+    """No number of seeds gives a smoke report a verdict, so it never says seeds would: its
+    seeds warning and the Seeds and noise section name what would (a non-smoke preset); the
+    same matrix of another preset keeps the seeds advice."""
+    jobs = [
+        Job(s, s, 3.75 - 0.1 * k - 0.01 * seed, seed=seed, experiment="smoke")
+        for k, s in enumerate(("V0", "V16"))
+        for seed in seeds
+    ]
+    _, _, md = report(jobs, tmp_path)
+    assert "Add seeds" not in md and "Seeds that would settle it" not in md
+    assert "seed=1,2,3" not in md.replace(W.VERDICT_NEEDS, "")
+    noise = section(md, "Seeds and noise").strip()
+    assert noise.startswith(
+        "No comparison in this report makes a verdict: it is a pipeline check (smoke preset), "
+        "whatever its seeds. A verdict needs a preset other than smoke (e.g. matrix=cpu1h or "
+        "experiment=gpu1h) and at least 2 seeds per step"
+    )
+    if len(seeds) == 1:
+        assert f"validation sampling only. {W.VERDICT_NEEDS}" in section(md, "Warnings")
+    # Another preset: one seed is advised to add seeds, and the cost of settling it is given.
+    for job in jobs:
+        job.experiment = None
+    _, _, md = report(jobs, tmp_path / "b")
+    if len(seeds) == 1:
+        assert "Add seeds (e.g. seed=1,2,3)." in section(md, "Warnings")
+        assert "Seeds that would settle it" in section(md, "Seeds and noise")
+    assert "pipeline check" not in section(md, "Seeds and noise")
+
+
 def _seeded(fingerprints, steps=("V0", "V16", "V17"), seeds=(1, 2, 3)):
     """One job per step and seed; ``fingerprints(step, seed)`` gives its 6 batch fingerprints."""
     return [
@@ -451,6 +483,46 @@ def test_every_unchecked_reason_is_named_with_its_runs(tmp_path):
     assert w.steps == {"V16", "V17", "V18"}
 
 
+def test_an_unfinished_run_s_causality_is_read_from_the_preflight_s_record(tmp_path):
+    """An interrupted matrix: V16 stopped before the trainer wrote summary.json, V17 after; both
+    passed the preflight (causality.json). Both read as checked before training, trained weights
+    not yet, and are described alike; a run with no record at all stays "no causality record",
+    and a damaged causality.json is a problem, not a crash."""
+    rec = {"ok": True, "method": "gradient+perturbation", "max_leak": 0.0, "seconds": 3.0}
+    jobs = [
+        Job("V0", "B", 3.75),
+        Job("V16", "X", None, status=R.INTERRUPTED, write_summary=False, write_metrics=False),
+        Job("V17", "Y", 3.9, status=R.INTERRUPTED, causality=R.causality_entry(rec)),
+        Job("V18", "Z", None, status=R.INTERRUPTED, write_summary=False, write_metrics=False),
+    ]
+    mdir = make_matrix(tmp_path, jobs)
+    for name in ("V16", "V17"):
+        R.write_causality_init(R.JobDir(mdir / name), rec)
+    coll, stats = build([mdir])
+    md = render_markdown(coll, stats, mdir, None)
+    state = dict(zip(coll.jobs["key"], coll.jobs["causality_state"]))
+    assert state == {
+        "V0": R.CHECKED,
+        "V16": R.TRAINED_UNCHECKED,
+        "V17": R.TRAINED_UNCHECKED,
+        "V18": R.UNRECORDED,
+    }
+    improvement = {r[0]: r[3] for r in table_rows(md)}
+    assert improvement["V16"] == "not shown (V16 interrupted, trained weights unchecked)"
+    assert improvement["V17"] == "not shown (V17 interrupted, trained weights unchecked)"
+    causality = {r[0]: r[2:5] for r in table_rows(section(md, "Causality"), "| Checked job ")}
+    assert causality["V16"] == causality["V17"] == ["trained weights unchecked", "ok", "not run"]
+    # unfinished: their missing recheck is their status, not a warning
+    assert not [w for w in coll.warnings if w.kind == "causality"]
+    # the summary's record wins over causality.json; a damaged causality.json costs its record
+    (mdir / "V18" / "causality.json").write_text("{not json")
+    job = R.read_job(R.JobDir(mdir / "V18"))
+    assert job.causality is None and job.causality_state == R.UNRECORDED
+    assert job.problems and "causality.json" in job.problems[0]
+    R.write_causality_init(R.JobDir(mdir / "V17"), None)  # preflight=false, but the summary says
+    assert R.read_job(R.JobDir(mdir / "V17")).causality_state == R.TRAINED_UNCHECKED
+
+
 @pytest.mark.parametrize("n,tail", [(8, ""), (9, " and 1 more"), (11, " and 3 more")])
 def test_long_lists_name_eight_and_count_the_rest(tmp_path, n, tail):
     jobs = [Job("V0", "B", 3.75)] + [
@@ -474,9 +546,11 @@ def test_eval_cadences_that_differ_are_warned_naming_the_odd_steps(tmp_path):
     (w,) = [w for w in coll.warnings if w.kind == "cadence"]
     assert w.steps == {"V16"} and not w.blocks_verdict
     assert w.text.startswith(
-        "eval cadences differ (V0: every 6,553,600 tokens; V16: every 3,276,800 tokens; "
-        "V17: every 6,553,600 tokens; budget.eval_interval x optim.tokens_per_iter)"
+        "eval cadences differ (V0: every 100 x 65,536 = 6,553,600 tokens; V16: every 50 x "
+        "65,536 = 3,276,800 tokens; V17: every 100 x 65,536 = 6,553,600 tokens; "
+        "budget.eval_interval x optim.tokens_per_iter, as configured)"
     )
+    assert w.text.endswith("Give every step the same budget.eval_interval.")
     assert "eval cadences differ" in section(md, "Warnings")
     # within CADENCE_TOLERANCE (1%): one cadence
     same = [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.60, eval_every=101)]
@@ -485,6 +559,58 @@ def test_eval_cadences_that_differ_are_warned_naming_the_odd_steps(tmp_path):
     apart = [Job("V0", "Baseline", 3.75), Job("V16", "RA", 3.60, eval_every=102)]
     coll, _, _ = report(apart, tmp_path / "c")
     assert [w.kind for w in coll.warnings].count("cadence") == 1
+
+
+def _evals_at(mdir, job, iters):
+    """Rewrite ``job``'s metrics.jsonl with evals at ``iters`` (the trainer's: every
+    budget.eval_interval, plus one where the box ended or the run resumed)."""
+    path = mdir / job.job_name / "metrics.jsonl"
+    path.unlink()
+    with R.MetricsWriter(path) as w:
+        for k, it in enumerate(iters):
+            t = it * job.tokens_per_iter
+            w.write(
+                {
+                    "kind": "eval",
+                    "iter": it,
+                    "tokens_seen": t,
+                    "train_seconds": it * 0.5,
+                    "loss/val": 9.0 - 0.1 * k,
+                }
+            )
+
+
+def test_the_cadence_check_compares_the_configured_cadence_not_end_of_box_evals(tmp_path):
+    """The user's resumed smoke matrix: every run has budget.eval_interval 20 at 512 tokens per
+    iteration, and its last eval came where the box ended (iteration 37, 22, 158, 23): the gaps
+    between recorded evals differ, the cadence does not, so nothing is warned."""
+    evals = {
+        (1, "V0"): [20, 37],
+        (2, "V0"): [20, 22],
+        (2, "V16"): [20, 23],
+        (1, "V16"): [20, 40, 60, 80, 100, 120, 140, 158],
+    }
+    jobs = [
+        Job(s, s, 3.75 - 0.01 * k, seed=seed, eval_every=20, evals=2, tokens_per_iter=512)
+        for k, s in enumerate(("V0", "V16"))
+        for seed in (1, 2)
+    ]
+    mdir = make_matrix(tmp_path, jobs)
+    for job in jobs:
+        _evals_at(mdir, job, evals[job.seed, job.step])
+    coll, stats = build([mdir])
+    assert not [w for w in coll.warnings if w.kind == "cadence"]
+    assert "cadences differ" not in render_markdown(coll, stats, mdir, None)
+    # Equal budget.eval_interval, other optim.tokens_per_iter: the advice names the setting that
+    # differs, never the equal one.
+    jobs = [
+        Job("V0", "B", 3.75, eval_every=20),
+        Job("V16", "X", 3.7, eval_every=20, tokens_per_iter=32768),
+    ]
+    coll, _, _ = report(jobs, tmp_path / "b")
+    (w,) = [w for w in coll.warnings if w.kind == "cadence"]
+    assert "V0: every 20 x 65,536 = 1,310,720 tokens; V16: every 20 x 32,768 = 655,360" in w.text
+    assert w.text.endswith("Give every step the same optim.tokens_per_iter.")
 
 
 def test_a_step_whose_seeds_evaluate_at_different_cadences_lists_each_once_in_order(tmp_path):
@@ -496,4 +622,4 @@ def test_a_step_whose_seeds_evaluate_at_different_cadences_lists_each_once_in_or
     ]
     coll, _, _ = report(jobs, tmp_path)
     (w,) = [w for w in coll.warnings if w.kind == "cadence"]
-    assert "V16: every 3,276,800, 6,553,600 tokens" in w.text, w.text
+    assert "V16: every 50 x 65,536 = 3,276,800, 100 x 65,536 = 6,553,600 tokens" in w.text

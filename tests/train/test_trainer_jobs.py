@@ -190,6 +190,25 @@ def test_signal_checkpoints_exits_3_and_resumes_exactly(reference_dropout, tmp_p
     assert s["best_val_loss"] == summary(reference_dropout)["best_val_loss"]
 
 
+def test_the_final_eval_s_note_is_written_once_it_ran_never_for_a_run_stopped_before(tmp_path):
+    """The whole validation shard is fewer windows than the default: the trainer notes what the
+    final eval scores. A run stopped at iteration 3 never had one, so its summary.json does not
+    say it; the resumed run's final eval does, once."""
+    job = make_job(tmp_path, data__val_tokens=None)
+    proc = start_cli(job)
+    wait_for_iter(job, proc, 3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out[-3000:]
+    s = summary(job)
+    assert s["final_val_loss"] is None and any(n.startswith("stopped by") for n in s["notes"])
+    assert not [n for n in s["notes"] if results.describes_the_final_eval(n)], s["notes"]
+    assert run_main(job) == 0
+    s = summary(job)
+    (note,) = [n for n in s["notes"] if results.describes_the_final_eval(n)]
+    assert note.startswith(f"final eval on the whole validation shard: {s['final_val_windows']} ")
+
+
 def _killed_after_iteration_6(tmp_path):
     """A job killed with SIGKILL once it logged iteration 6 (it checkpoints at 4 and 8)."""
     job = make_job(tmp_path)

@@ -66,7 +66,7 @@ def _analyse(coll: Collection) -> dict[str, StepStats]:
     """Per-step statistics, the pipeline-check flag and the warnings of one collection."""
     stats = step_stats(coll.jobs, coll.order)
     coll.pipeline_check = W.is_pipeline_check(coll.experiments)
-    coll.warnings = W.collect_warnings(coll.jobs, stats, coll.order, coll.curves)
+    coll.warnings = W.collect_warnings(coll.jobs, stats, coll.order, coll.pipeline_check)
     coll.warnings += CN.condition_warnings(coll)  # every unequal condition of a comparison
     return stats
 
@@ -159,8 +159,8 @@ def render_markdown(
         "",
         T.runs_table(coll),
         "",
-        "Final val loss: the final eval on the full validation set (Val tokens scored; Eval SE from "
-        "its per-window losses); the main table compares it. Best periodic val loss: the lowest of the "
+        "Final val loss: the final eval on the full validation set (Val tokens scored; Loss SE: its "
+        "standard error, from its per-window losses); the main table compares it. Best periodic val loss: the lowest of the "
         "periodic evals on the small fixed subset (data.val_windows), biased low (a minimum over noisy "
         "evals) and shown for reference only. "
         "Iterations, tokens seen and train seconds are as recorded at the run's last summary or "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ablate import results as R
 from ablate.errors import AblateError, die
+from ablate.report.matched import DEFAULT_TARGET
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="LOSS",
         help="val loss for the matched-work section's tokens/time to target "
-        "(default: the baseline's final periodic val loss)",
+        f"(default: {DEFAULT_TARGET})",
     )
     p.add_argument(
         "--tune",

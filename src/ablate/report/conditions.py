@@ -93,6 +93,9 @@ class _Found:
     pairs: list[tuple[str, str]] = field(default_factory=list)
     rows: dict[str, Row] = field(default_factory=dict)
     note: str = ""
+    shown: dict[str, Row] = field(default_factory=dict)
+    """Tokens seen: every run of the comparisons, so the line shows both sides of what it
+    compares, not only the runs that differ (``rows``)."""
 
 
 def _tokens_differ(rows: Sequence[Row]) -> bool:
@@ -147,22 +150,43 @@ def condition_warnings(coll: Collection) -> list[Warn]:
             f = found.setdefault(key, _Found(key, kind, blocks, note=note))
             f.pairs.append((step, ref))
             f.rows.update((str(r["key"]), r) for r in rows)
+            if key == TOKENS:
+                f.shown.update((str(r["key"]), r) for r in a + b)
             if blocks is None:  # the same data elsewhere in one comparison: a warning only
                 f.blocks = None
     rank = {s: i for i, s in enumerate(coll.order)}
     for f in found.values():  # values in matrix order of their jobs, the baseline's first
         f.rows = dict(sorted(f.rows.items(), key=lambda kv: rank.get(kv[1]["step"], len(rank))))
+        f.shown = dict(sorted(f.shown.items(), key=lambda kv: rank.get(kv[1]["step"], len(rank))))
     return [_warn(f) for f in found.values()]
+
+
+def _tokens_text(differ: list[Row], shown: list[Row]) -> str:
+    """Where tokens seen differ (_pair_findings: within a step in a time box, else among all the
+    comparison's runs), then every run of both sides with its tokens."""
+    steps = list(dict.fromkeys(str(r["step"]) for r in differ))
+    boxed = any(_finite(r["box_seconds"]) and r["box_seconds"] > 0 for r in shown)
+    where = (
+        f"among the runs of {' and of '.join(steps)} (one model, one time box)"
+        if boxed
+        else "among the compared runs"
+    )
+    values = "; ".join(
+        f"{r['key']}: {float(r['tokens_seen']):,.0f}"
+        if _finite(r["tokens_seen"])
+        else f"{r['key']}: ?"
+        for r in shown
+    )
+    return (
+        f"tokens seen differ by more than {100 * TOKENS_TOLERANCE:.0f}% {where} ({values})"
+        " (equal time or iterations was not equal work)"
+    )
 
 
 def _warn(f: _Found) -> Warn:
     rows = list(f.rows.values())
     if f.key == TOKENS:
-        values = "; ".join(f"{r['key']}: {float(r['tokens_seen']):,.0f}" for r in rows)
-        what = (
-            f"tokens seen differ by more than {100 * TOKENS_TOLERANCE:.0f}% ({values})"
-            " (equal time or iterations was not equal work)"
-        )
+        what = _tokens_text(rows, list(f.shown.values()))
     else:
         what = f"`{f.key}` ({f.kind.name}) differs: {values_text(rows, f.key)}{f.note}"
     pairs = ", ".join(f"{s} vs {r}" for s, r in f.pairs)

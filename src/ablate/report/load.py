@@ -369,7 +369,7 @@ def _read_job(
         else None
     )
     # Issue 11's record: {"init": {...}|None, "trained": {...}|None, "checked": bool}; absent = none.
-    row["causality"] = s.causality if s is not None else None
+    row["causality"] = job.causality
     row["experiment"] = config.experiment if config else None
 
     row["identity"] = job.run_identity.digest if job.run_identity is not None else None
@@ -412,6 +412,8 @@ def _read_job(
             f"(interrupted while finishing?)"
         )
     trainer_notes = s.notes if s is not None else []
+    # the final eval ran: its per-window file, or the loss the trainer recorded from it
+    final_ran = job.final_eval is not None or (s is not None and _finite(s.final_val_loss))
     if (
         s is not None
         and s.post_training_error
@@ -428,11 +430,13 @@ def _read_job(
         and not _repeats_a_warning(str(n), status)
         # an interrupted job's own note above says where it stopped and by what
         and not (status == R.INTERRUPTED and str(n).startswith("stopped by "))
+        # an older trainer noted the final eval at its start: not of a run that never had one
+        and not (R.describes_the_final_eval(str(n)) and not final_ran)
     )
     if _finite(row["resumed"]) and row["resumed"] > 0:
         own_notes.append(f"{label}: resumed from a checkpoint {int(row['resumed'])} time(s)")
 
-    _causality_columns(row, s, label, own_notes)
+    _causality_columns(row, job, label, own_notes)
     if job.broken:  # not compared: no numbers shown as if they were its results, no curve
         for name in (*_NUMERIC, "val_loss", "val_se", "final_val_tokens"):
             row[name] = math.nan
@@ -485,12 +489,11 @@ def _verdict(record: Any) -> str:
     return "ok" if ok is True else "leaked" if ok is False else "error"
 
 
-def _causality_columns(
-    row: dict[str, Any], summary: R.JobSummary | None, label: str, notes: list[str]
-) -> None:
-    """The job's causality state (ablate.results.causality_state) and its two records."""
-    state = R.causality_state(summary)
-    c = summary.causality if summary is not None and summary.causality else {}
+def _causality_columns(row: dict[str, Any], job: R.JobRecord, label: str, notes: list[str]) -> None:
+    """The job's causality state and its two records (``JobRecord.causality``: summary.json's,
+    else the preflight's causality.json for a job stopped before its first summary)."""
+    state = job.causality_state
+    c = job.causality or {}
     records = R.causality_records(c)
     row["causality_state"] = state
     row["causality_init"] = _verdict(c.get("init")) if c else "-"

@@ -215,7 +215,8 @@ COLUMNS = {
     "final_val_loss_std": "sample standard deviation over runs (n-1)",
     "final_val_loss_min": "lowest run",
     "final_val_loss_max": "highest run",
-    "eval_se": "root mean square of the runs' eval standard errors (final_eval.json)",
+    "eval_se": "Loss SE: root mean square of the runs' standard errors of their final val loss "
+    "(from final_eval.json's per-window losses)",
     "best_periodic_val_loss_mean": "mean over runs of the best periodic val loss (biased low)",
     "improvement_pct": "(baseline - step) / baseline, percent, from the means over all runs "
     "(markdown: Improvement)",

@@ -96,6 +96,12 @@ class Matched:
     multiplier: dict[str, Multiplier]  # step -> Multiplier
 
 
+DEFAULT_TARGET = (
+    "the highest of the compared runs' lowest periodic val losses, so every run reaches it"
+)
+"""The target without ``--target-loss`` (REPORT.md says it, and so does ``--help``)."""
+
+
 def matched_work(
     jobs: pd.DataFrame,
     curves: pd.DataFrame,
@@ -145,9 +151,7 @@ def matched_work(
     target, source = target_loss, "--target-loss"
     if target is None and steps:
         target = max(float(c.loss.min()) for s in steps for c in by_step[s])
-        source = (
-            "the highest of the compared runs' lowest periodic val losses, so every run reaches it"
-        )
+        source = DEFAULT_TARGET
     reach: dict[str, Reach] = {}
     if target is not None:
         for s in steps:

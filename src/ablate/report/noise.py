@@ -406,7 +406,7 @@ class Effect:
     @property
     def window_se(self) -> float | None:
         """The step-by-window interaction's share (sqrt of Var(b̄)); with one seed, the whole
-        eval SE of the pair (interaction and run noise cannot be told apart)."""
+        standard error of the pair's window-by-window difference (interaction and run noise cannot be told apart)."""
         v = self._float(self.parts.interaction_var)
         return None if v is None else math.sqrt(v)
 

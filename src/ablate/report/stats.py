@@ -51,7 +51,8 @@ class StepStats:
     seeds: list[Any] = field(default_factory=list)  # seed of each value (one value per seed)
     # FinalEval (or None) of each value
     evals: list[R.FinalEval | None] = field(default_factory=list)
-    val_se: list[float] = field(default_factory=list)  # eval SE of each value (NaN: unknown)
+    # loss SE of each value, from its per-window losses (NaN: unknown)
+    val_se: list[float] = field(default_factory=list)
     # best periodic val loss of each used run
     best_periodic: list[float] = field(default_factory=list)
     # compare() results (by reference step), and on the baseline report_verdicts' family
@@ -59,7 +60,8 @@ class StepStats:
 
     @property
     def eval_se(self) -> float:
-        """Root mean square of the runs' eval SEs (NaN unless every run has one)."""
+        """Loss SE: root mean square of the runs' standard errors of their final val loss, from
+        their per-window losses (NaN unless every run has one)."""
         if not self.val_se or not all(math.isfinite(x) for x in self.val_se):
             return math.nan
         return math.sqrt(sum(x * x for x in self.val_se) / len(self.val_se))
@@ -262,10 +264,19 @@ def _seed_list(seeds: Iterable[Any]) -> str:
     return ", ".join(str(s) for s in seeds) or "none"
 
 
+def _unchecked(s: StepStats) -> str:
+    """Why a side is not causality-checked. A step with no completed run (``flag``: its runs'
+    statuses) had no trained weights to recheck yet: its status leads, so every unfinished step
+    reads alike, whether its runs wrote a summary or only the preflight's causality.json."""
+    if s.causality == R.TRAINED_UNCHECKED and s.flag is not None:
+        return f"{s.step} {s.flag}, {s.causality}"
+    return f"{s.step} {s.causality}"
+
+
 def _compare(step: StepStats, ref: StepStats) -> Comparison:
     """An improvement is a result only between causality-checked steps: otherwise it is withheld
     (NaN, no effect) and ``withheld`` says why."""
-    blocked = [f"{s.step} {s.causality}" for s in (step, ref) if s.causality != R.CHECKED]
+    blocked = [_unchecked(s) for s in (step, ref) if s.causality != R.CHECKED]
     if blocked:
         return Comparison(
             step.step, ref.step, ref.mean, math.nan, math.nan, None, None, "; ".join(blocked)

@@ -110,7 +110,7 @@ def runs_table(coll: Collection) -> str:
             "Seed",
             "Status",
             "Final val loss",
-            "Eval SE",
+            "Loss SE",
             "Val tokens",
             "Best periodic val loss",
             "Iterations",

@@ -274,7 +274,7 @@ def choose(
 
 
 def _report_half(runs: pd.DataFrame) -> pd.DataFrame:
-    """The chosen runs as the tuned group sees them: final eval, val loss and eval SE of the
+    """The chosen runs as the tuned group sees them: final eval, val loss and loss SE of the
     report half. Runs without per-window losses stay out (they cannot be split)."""
     rows = runs[runs["final_eval"].map(lambda fe: isinstance(fe, R.FinalEval))].copy()
     evals = [half(fe, REPORT) for fe in rows["final_eval"]]

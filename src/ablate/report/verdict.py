@@ -59,7 +59,8 @@ class Verdict:
     reason: str | None  # why there is no verdict, in full
     label: str | None = None  # the same in a few words, for table cells
     seed_se: float | None = None  # the seeds' share of the SE
-    window_se: float | None = None  # the step x window interaction's share (one seed: eval SE)
+    # the step x window interaction's share (one seed: the paired difference's whole SE)
+    window_se: float | None = None
     n_windows_eff: float | None = None  # effective windows of the window series
     block_windows: int | None = None  # windows per block (batch means)
 

@@ -23,6 +23,7 @@ from ablate.report.verdict import (
     block_reason,
     report_verdicts,
 )
+from ablate.report.warnings import VERDICT_NEEDS
 
 
 def verdicts(coll: Collection, stats: dict[str, StepStats]) -> dict[tuple[str, str], Verdict]:
@@ -142,7 +143,7 @@ def _noise(v: Verdict) -> str:
     # each kind of interval sets the parts it names (noise.Effect, report/verdict.py)
     if v.interval == THIS_SEED:
         assert v.window_se is not None
-        return f"eval SE {rounded(v.window_se, 4)}, seeds unknown (1 seed){eff}"
+        return f"windows SE {rounded(v.window_se, 4)}, seeds unknown (1 seed){eff}"
     assert v.seed_se is not None
     if v.interval == SEEDS_ONLY:
         return f"seeds SE {rounded(v.seed_se, 4)}, windows unknown"
@@ -161,6 +162,12 @@ def _verdict_cell(v: Verdict | None) -> str:
 def family_sentence(coll: Collection, stats: dict[str, StepStats]) -> str:
     vs = verdicts(coll, stats)
     m = next(iter(vs.values())).family_size if vs else 0
+    if coll.pipeline_check:
+        # No number of seeds gives a smoke run a verdict (verdict.block_reason): say what does.
+        return (
+            "No comparison in this report makes a verdict: it is a pipeline check (smoke preset), "
+            f"whatever its seeds. {VERDICT_NEEDS}"
+        )
     if m == 0:
         return (
             "No comparison in this report can make a verdict (each needs at least 2 seeds of both "
@@ -218,7 +225,7 @@ def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
             "Step",
             "n",
             "Mean val loss",
-            "Eval SE",
+            "Loss SE",
             "Std",
             "Seeds compared",
             f"Improvement vs {coll.baseline}",
@@ -242,17 +249,20 @@ def seeds_section(coll: Collection, stats: dict[str, StepStats]) -> str:
 
 
 METHOD = (
-    "n: completed runs with a finite loss; the val loss is the final full-set eval. Eval SE: a "
-    "run's standard error from its per-window losses (batch means over blocks of consecutive "
-    "windows, the block length chosen from the windows' autocorrelation); root mean square over "
-    "the step's runs. Std: sample standard deviation over seeds. The comparison with the baseline "
+    "n: completed runs with a finite loss; the val loss is the final full-set eval. Loss SE: the "
+    "standard error of a run's val loss (the mean of its per-window losses, by batch means over "
+    "blocks of consecutive windows, the block length chosen from the windows' autocorrelation); "
+    "root mean square over the step's runs. It holds how much the windows differ in difficulty, "
+    "which a comparison pairs away: the Noise column's windows SE is the standard error of the "
+    "window-by-window difference of two steps, far smaller. Std: sample standard deviation over seeds. The comparison with the baseline "
     "uses the seeds both steps completed (Seeds compared): per seed the window-by-window "
     "difference of their final evals. What is estimated: the expected difference in final val "
     "loss over seeds and over the validation distribution. Its variance has a seed part (from the "
     "spread of the per-seed differences, seeds - 1 degrees of freedom) and a window part (a "
     "step helping some windows more than others, common to every seed: from the blocks of the "
     "seed-averaged differences, less the run noise they hold); the interval is the generalized "
-    "pivot of their sum (Noise: each part's standard error, and the effective number of windows). "
+    "pivot of their sum (Noise: each part's standard error, seeds SE and windows SE, and the "
+    "effective number of windows; with one seed, the windows SE holds the run noise too). "
     "Adjusted interval: the one the verdict reads (see above); 95% interval alone: the same "
     'comparison at 95% on its own. "this seed only": one seed in common, so the interval covers '
     "validation sampling of that seed's runs, not seed-to-seed variation, and there is no verdict; "
@@ -263,7 +273,10 @@ METHOD = (
 
 def seeds_cost(coll: Collection, stats: dict[str, StepStats]) -> str | None:
     """What it would take to give every comparison with the baseline a verdict: seeds so that each
-    compared step has at least 2 (3 recommended) completed runs, in jobs and device-hours."""
+    compared step has at least 2 (3 recommended) completed runs, in jobs and device-hours. None
+    for a pipeline check: no seeds settle it (family_sentence says what would)."""
+    if coll.pipeline_check:
+        return None
     steps = [s for s in coll.order if stats[s].values and stats[s].causality == R.CHECKED]
     short = [s for s in steps if stats[s].n < 2]
     if not short or len(steps) < 2:

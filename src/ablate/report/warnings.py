@@ -14,7 +14,6 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ablate import results as R
@@ -27,6 +26,11 @@ THROUGHPUT_TOLERANCE = (
 )
 SMOKE_EXPERIMENT = "smoke"
 MARK = "⚠"
+# What gives a pipeline check a verdict: no number of smoke seeds does (verdict.block_reason).
+VERDICT_NEEDS = (
+    "A verdict needs a preset other than smoke (e.g. matrix=cpu1h or experiment=gpu1h) and at "
+    "least 2 seeds per step (3 recommended, e.g. seed=1,2,3)."
+)
 
 
 @dataclass
@@ -65,7 +69,10 @@ def is_pipeline_check(experiments: list[Any]) -> bool:
 
 
 def collect_warnings(
-    jobs: pd.DataFrame, stats: dict[str, Any], order: list[str], curves: pd.DataFrame | None = None
+    jobs: pd.DataFrame,
+    stats: dict[str, Any],
+    order: list[str],
+    pipeline_check: bool = False,
 ) -> list[Warn]:
     out: list[Warn] = []
     done = jobs[jobs["status"] == R.COMPLETED]
@@ -127,10 +134,9 @@ def collect_warnings(
     w = _throughput(done, order)
     if w is not None:
         out.append(w)
-    if curves is not None:
-        w = _cadence(done, curves, order)
-        if w is not None:
-            out.append(w)
+    w = _cadence(done_rows, order)
+    if w is not None:
+        out.append(w)
     out += _batches(rows, order)
 
     # A run that has not finished has no trained-weights recheck and maybe no summary yet: that
@@ -183,11 +189,13 @@ def collect_warnings(
     if single and len(single) == len(
         [s for s in order if stats.get(s) is not None and stats[s].n >= 1]
     ):
+        # A pipeline check has no verdict to settle with seeds: its advice says what would.
+        advice = VERDICT_NEEDS if pipeline_check else "Add seeds (e.g. seed=1,2,3)."
         out.append(
             Warn(
                 "seeds",
                 "one seed per step: no seed-noise estimate; intervals, where shown, cover "
-                "validation sampling only. Add seeds (e.g. seed=1,2,3).",
+                f"validation sampling only. {advice}",
             )
         )
     elif single:
@@ -314,40 +322,63 @@ def _throughput(done: pd.DataFrame, order: list[str]) -> Warn | None:
 
 
 CADENCE_TOLERANCE = 0.01
+INTERVAL, TOKENS = "budget.eval_interval", "optim.tokens_per_iter"
 
 
-def _cadence(done: pd.DataFrame, curves: pd.DataFrame, order: list[str]) -> Warn | None:
-    """Completed runs evaluated at different token intervals: a coarser cadence reads a target's
-    crossing later (matched work interpolates between evals, which makes that small, not 0)."""
-    c = curves[curves["key"].isin(set(done["key"]))]
-    per_step: dict[str, set[float]] = {}
-    for _, g in c.groupby("key", sort=False):
-        gaps = np.diff(np.unique(pd.to_numeric(g["tokens_seen"], errors="coerce").dropna()))
-        if gaps.size:
-            per_step.setdefault(str(g["step"].iloc[0]), set()).add(float(np.median(gaps)))
-    flat = sorted({x for xs in per_step.values() for x in xs})
+def _configured_cadence(r: dict[str, Any]) -> tuple[float, float] | None:
+    """(budget.eval_interval, optim.tokens_per_iter) from the run's config.yaml; None when it
+    does not record both."""
+    values: dict[str, Any] = r.get("config_values") or {}
+    every, tokens = values.get(INTERVAL), values.get(TOKENS)
+    if not (_finite(every) and _finite(tokens)):
+        return None
+    assert isinstance(every, numbers.Real) and isinstance(tokens, numbers.Real)  # _finite
+    e, t = float(every), float(tokens)
+    return (e, t) if e > 0 and t > 0 else None
+
+
+def _cadence(done_rows: list[dict[str, Any]], order: list[str]) -> Warn | None:
+    """Completed runs configured to evaluate at different token intervals (budget.eval_interval x
+    optim.tokens_per_iter): a coarser cadence reads a target's crossing later (matched work
+    interpolates between evals, which makes that small, not 0). The configured cadence, not the
+    gaps between recorded evals: the eval at the box's end (and one at a resume or a stop) falls
+    between the periodic ones, so measured gaps differ between runs of equal settings."""
+    per_step: dict[str, set[tuple[float, float]]] = {}
+    for r in done_rows:
+        c = _configured_cadence(r)
+        if c is not None:
+            per_step.setdefault(str(r["step"]), set()).add(c)
+    flat = sorted({e * t for cs in per_step.values() for e, t in cs})
     if len(flat) < 2 or flat[-1] <= (1 + CADENCE_TOLERANCE) * flat[0]:
         return None
     counts: dict[float, int] = {}
-    for xs in per_step.values():
-        for x in xs:
+    for cs in per_step.values():
+        for x in {e * t for e, t in cs}:
             counts[x] = counts.get(x, 0) + 1
     common = max(counts, key=lambda x: counts[x])
     odd = {
         s
-        for s, xs in per_step.items()
-        if any(abs(x - common) > CADENCE_TOLERANCE * common for x in xs)
+        for s, cs in per_step.items()
+        if any(abs(e * t - common) > CADENCE_TOLERANCE * common for e, t in cs)
     }
     text = "; ".join(
-        f"{s}: every {', '.join(f'{x:,.0f}' for x in sorted(per_step[s]))} tokens"
+        f"{s}: every "
+        + ", ".join(f"{e:,.0f} x {t:,.0f} = {e * t:,.0f}" for e, t in sorted(per_step[s]))
+        + " tokens"
         for s in order
         if s in per_step
     )
+    # Name only the setting that differs: the advice must not blame one that is equal.
+    differ = [
+        key
+        for key, i in ((INTERVAL, 0), (TOKENS, 1))
+        if len({c[i] for cs in per_step.values() for c in cs}) > 1
+    ]
     return Warn(
         "cadence",
-        f"eval cadences differ ({text}; budget.eval_interval x optim.tokens_per_iter): matched "
-        "work interpolates between evals, but a coarser cadence still resolves a target's "
-        "crossing less well. Give every step the same budget.eval_interval.",
+        f"eval cadences differ ({text}; {INTERVAL} x {TOKENS}, as configured): matched work "
+        "interpolates between evals, but a coarser cadence still resolves a target's crossing "
+        f"less well. Give every step the same {' and '.join(differ)}.",
         odd,
     )
 

@@ -136,7 +136,13 @@ from ablate.results.names import (
 )
 from ablate.results.reader import COMPARED_FILES, ConfigFacts, EnvFacts, JobRecord, read_job
 from ablate.results.stage import STAGES, Stage, read_stage, write_stage
-from ablate.results.summary import SUMMARY_KEYS, JobSummary, budget_note_kind, load_summary
+from ablate.results.summary import (
+    SUMMARY_KEYS,
+    JobSummary,
+    budget_note_kind,
+    describes_the_final_eval,
+    load_summary,
+)
 
 __all__ = [
     "canonical",
@@ -224,6 +230,7 @@ __all__ = [
     "read_stage",
     "write_stage",
     "budget_note_kind",
+    "describes_the_final_eval",
     "matrix_axes",
     "metrics_facts",
     "new_matrix_dir",

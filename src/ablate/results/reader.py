@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
+from ablate.results.causality import causality_entry, causality_state
 from ablate.results.files import ResultsFormatError, read_json
 from ablate.results.final_eval import FinalEval, read_final_eval
 from ablate.results.identity import (
@@ -38,7 +39,16 @@ from ablate.results.metrics import (
     metrics_facts,
     read_metrics,
 )
-from ablate.results.names import CONFIG, ENV, FINAL_EVAL, IDENTITY, METRICS, REUSED, SUMMARY
+from ablate.results.names import (
+    CAUSALITY,
+    CONFIG,
+    ENV,
+    FINAL_EVAL,
+    IDENTITY,
+    METRICS,
+    REUSED,
+    SUMMARY,
+)
 from ablate.results.summary import JobSummary, load_summary
 
 Problems = list[str]
@@ -205,6 +215,10 @@ class JobRecord:
     reused: ReusedFrom | None = None
     """reused.json (modes "report" and "index"): the run these files came from, for a job that
     was not trained here. None: trained here (or a damaged file, then a problem)."""
+    preflight: dict[str, Any] | None = None
+    """causality.json (mode "report"): the preflight's record the matrix runner left
+    before the job started (``{"init", "preflight"}``, results.write_causality_init). None: no
+    file, or a damaged one (then a problem)."""
     gates: dict[str, list[Any]] = field(default_factory=dict)
     """Final gate values (mode "report"): summary.json's, else the last eval record's; per layer
     (and per head for ``ra_*``), each number a float. A gate of another shape is left out."""
@@ -260,6 +274,28 @@ class JobRecord:
         if self.run_identity is None or other.run_identity is None:
             return None
         return self.run_identity.differences(other.run_identity)
+
+    # ------------------------------------------------------------------ causality
+
+    @property
+    def causality(self) -> dict[str, Any] | None:
+        """summary.json's "causality" entry; for a job whose summary has none (stopped before
+        the trainer wrote its first summary.json, which starts from the same record), the entry
+        of the preflight's record in causality.json: checked before training, the trained
+        weights not (yet). None: neither file records one."""
+        s = self.summary
+        if s is not None and isinstance(s.causality, dict) and s.causality:
+            return s.causality
+        if self.preflight is None:
+            return None
+        init = self.preflight.get("init")
+        return causality_entry(init if isinstance(init, dict) else None)
+
+    @property
+    def causality_state(self) -> str:
+        """One of results.CAUSALITY_STATES, from ``causality`` (a leaked status wins)."""
+        status = self.summary.status if self.summary is not None else None
+        return causality_state({"status": status, "causality": self.causality})
 
     @property
     def trained_in(self) -> Path:
@@ -506,7 +542,7 @@ def _read_env_and_identity(rec: JobRecord) -> None:
 
 
 def _read_the_rest(rec: JobRecord) -> None:
-    """metrics.jsonl and final_eval.json (mode "report")."""
+    """metrics.jsonl, final_eval.json and causality.json (mode "report")."""
     jd = rec.jd
     if jd.metrics.is_file():
         records, metric_problems = read_metrics(jd.metrics)
@@ -516,6 +552,7 @@ def _read_the_rest(rec: JobRecord) -> None:
     if fe_problem:
         rec._problems(FINAL_EVAL).append(fe_problem)
     rec.final_eval = fe
+    rec.preflight = _read(read_json, jd.causality, rec._problems(CAUSALITY))
 
 
 def _cross_check(rec: JobRecord) -> None:

@@ -202,6 +202,17 @@ BUDGET_NOTES = {
 }
 
 
+FINAL_EVAL_NOTE = re.compile(r"^final eval on the whole validation shard: ")
+"""The trainer's note on how many windows the final eval scores (ablate.data.loader's
+final_val_windows). Trainers before 2026-12-04 wrote it at their start, so a run stopped before
+its final eval may hold it."""
+
+
+def describes_the_final_eval(note: str) -> bool:
+    """Whether a trainer note is about the final eval (only true of a run that had one)."""
+    return FINAL_EVAL_NOTE.match(note) is not None
+
+
 def budget_note_kind(note: str) -> str | None:
     """Which budget warning of the report a trainer note repeats ("box", "epochs", "schedule"),
     or None."""

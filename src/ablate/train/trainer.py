@@ -152,8 +152,8 @@ class Trainer:
             saved = self._restore(ck, init)
         else:
             ckpt_mod.seed_all(cfg.seed + dinfo.rank * RANK_SEED_OFFSET)
-        if data.val_note and data.val_note not in state.notes:
-            state.notes.append(data.val_note)
+        # What the final eval scores: noted once it ran (_complete), never for a run stopped before.
+        self.val_note = data.val_note
         # torch.compile (its time is warm-up, not training) and the DDP wrapper.
         fwd = build_forward(model, dev, dinfo, self.batches, state.iter, data.val_batches)
         facts.compiled = fwd.compiled or CompileResult(cfg.hardware.compile, compiled=False)
@@ -540,6 +540,8 @@ class Trainer:
         for w in budget_warnings(rec.summary(results.COMPLETED)):
             if w not in self.state.notes:  # schedule cut short, box overrun, repeated data
                 rec.warn(w)
+        if self.val_note and self.val_note not in self.state.notes:
+            self.state.notes.append(self.val_note)
         # The measured result goes to disk first; nothing after this may lose it.
         result = rec.write_summary(results.COMPLETED, exit_code=EXIT_COMPLETED)
         self.set_stage(stages.RECHECK)
