@@ -43,7 +43,6 @@ def probe_arguments(
         "seq_len": None,
         "tol": None,
         "randomize": True,
-        "targets": True,
     }
 
 
