@@ -6,9 +6,9 @@
 
 Each config is what ``ablate.matrix.preflight.check_model`` runs before a matrix trains, with the
 preflight's own arguments (``probe_arguments``): the job's model (conf/model/<preset>.yaml plus
-the step's options) built at full size and probed by ``models.check_causal`` (the targets
-contract, gradient and perturbation probes, given and random weights, a short odd length and the
-block size, at the job's micro-batch, every cut of the block covered by one gradient and one fp32
+the step's options) built at full size and probed by ``models.check_causal`` (gradient and
+perturbation probes, called ``model(x)`` as the trainer calls it, given and random weights, a
+short odd length and the block size, at the job's micro-batch, every cut of the block covered by one gradient and one fp32
 perturbation pass), in fp32, plus bf16 autocast with ``--bf16`` (what the preflight adds for a
 job that trains in bf16, a GPU job). ``--trained`` also times the recheck every job runs on its
 trained weights (given weights only, the job's micro-batch). The preflight stores each verdict in

@@ -42,6 +42,7 @@ def bench_loader_vs_trainer(seconds: float) -> None:
     from ablate.compose import compose_job
     from ablate.data import TrainBatches, resolve_dataset
     from ablate.train.optim import build_optimizer, grad_accum_for
+    from models.loss import lm_loss
 
     cfg = compose_job(["experiment=smoke"])
     T, B = cfg.model.block_size, cfg.hardware.micro_batch
@@ -72,8 +73,8 @@ def bench_loader_vs_trainer(seconds: float) -> None:
     micro = b.get(0)
 
     def step():
-        for x, y in micro:
-            _, loss = model(x, y)
+        for x, y in micro:  # as the trainer: model(x), the loss computed outside
+            loss = lm_loss(model(x)[0], y)
             (loss / accum).backward()
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

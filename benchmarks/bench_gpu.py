@@ -96,6 +96,7 @@ def bench_step(name: str, args, peak, prof_out=None) -> dict:
 
     import models
     from ablate.train.optim import build_optimizer
+    from models.loss import lm_loss
 
     dev = args.device
     torch.manual_seed(0)
@@ -125,7 +126,7 @@ def bench_step(name: str, args, peak, prof_out=None) -> dict:
     def step():
         for k in range(args.grad_accum):
             with torch.autocast(dev, dtype=torch.bfloat16):
-                _, loss = fwd(x[k], y[k])
+                loss = lm_loss(fwd(x[k])[0], y[k])  # as the trainer: fwd(x), loss outside
             (loss / args.grad_accum).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

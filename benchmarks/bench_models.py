@@ -25,6 +25,7 @@ import yaml
 from _steps import STEPS  # the step files' model options (benchmarks/ is on sys.path as a script)
 
 import models
+from models.loss import forward_logits, lm_loss
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 1.05
@@ -81,8 +82,8 @@ def main(argv=None) -> int:
         built[name] = m
 
     def step(m):
-        with autocast:
-            _, loss = m(idx, targets)
+        with autocast:  # as the trainer: model(idx), the loss computed outside
+            loss = lm_loss(forward_logits(m, idx), targets)
         loss.backward()
         m.zero_grad(set_to_none=True)
 

@@ -26,6 +26,7 @@ from ablate.compose import compose_job
 from ablate.config import to_container
 from ablate.data import TrainBatches, ValWindows, final_val_windows, resolve_dataset
 from ablate.train.optim import build_optimizer, grad_accum_for
+from models.loss import forward_logits, lm_loss
 
 
 def timed(fn, repeat: int) -> tuple[float, float]:
@@ -65,8 +66,8 @@ def bench_step(step: str, args: argparse.Namespace) -> None:
     it = [0]
 
     def train_step() -> None:
-        for x, y in batches.get(it[0]):
-            _, loss = model(x, y)
+        for x, y in batches.get(it[0]):  # as the trainer: model(x), the loss computed outside
+            loss = lm_loss(forward_logits(model, x), y)
             (loss / accum).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         opt.step()
@@ -80,8 +81,8 @@ def bench_step(step: str, args: argparse.Namespace) -> None:
     def evaluate(windows) -> None:
         model.eval()
         with torch.no_grad():
-            for x, y in windows:
-                model(x, y)
+            for x, _ in windows:
+                model(x)
         model.train()
 
     tw, tc = timed(train_step, args.iters)

@@ -34,6 +34,7 @@ from ablate.config import RunConfig
 from ablate.data import TrainBatches, resolve_dataset
 from ablate.train import grad_accum_for, run_job
 from ablate.train.optim import param_groups
+from models.loss import forward_logits, lm_loss
 
 MODEL = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, dropout=0.0)
 
@@ -112,8 +113,8 @@ def run_bare(cfg, iters: int) -> float:
     for it in range(iters):
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (it + 1) / warmup)
-        for x, y in batches.get(it):
-            _, loss = model(x, y)
+        for x, y in batches.get(it):  # as the trainer: model(x), the loss computed outside
+            loss = lm_loss(forward_logits(model, x), y)
             (loss / accum).backward()
         torch.nn.utils.clip_grad_norm_(params, float(cfg.optim.grad_clip))
         opt.step()

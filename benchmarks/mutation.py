@@ -579,7 +579,7 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "random_tokens(batch, length + 1, vocab, seed)",
         "return random_tokens(batch, length + 2, vocab, seed)",
         "only a stream's first `length` columns are read (causality._run: tokens = "
-        "stream[:, :length]; targets_of builds y from them), so a longer random stream is "
+        "stream[:, :length]), so a longer random stream is "
         "another seeded uniform draw of the same tokens' distribution",
     ),
     Equivalent(
@@ -590,13 +590,6 @@ EQUIVALENT: tuple[Equivalent, ...] = (
         "after its cut and `after` is never empty",
     ),
     Equivalent(
-        "models.causality_probes.x_targets_probe__mutmut_*",
-        "torch.Generator().manual_seed(seed + 3)",
-        "gen = torch.Generator().manual_seed(seed + 4)",
-        "another seeded draw of the replaced targets; y + randint(1, vocab) mod vocab differs "
-        "from y at every position whatever the draw",
-    ),
-    Equivalent(
         "models.causality_probes.x__plain_float__mutmut_*",
         'float("inf")',
         'return float(x) if math.isfinite(x) else float("INF")',
@@ -605,7 +598,7 @@ EQUIVALENT: tuple[Equivalent, ...] = (
     Equivalent(
         "models.causality.x__run__mutmut_*",
         "embedding=_embedding_in(target, c.model, c.embedding), seed=c.seed + i,",
-        "embedding=_embedding_in(target, c.model, c.embedding), targets=c.targets,",
+        "embedding=_embedding_in(target, c.model, c.embedding),",
         "accepted: every gradient pass then draws its projection, position weights and dropout "
         "masks from seed 0 instead of the check's seed + pass (its tokens still differ per pass "
         "and per seed, stream_of); a nonzero gradient at a forbidden position is orthogonal to "

@@ -11,7 +11,7 @@ change a verdict (``key_of``; the preflight assembles it, ``ablate.matrix.prefli
 - ``model``: the resolved model config (``model.*``);
 - ``probe``: every ``check_causal`` argument that changes what is probed (batch, eval batch,
   precisions, modes, methods, kinds, every cut, lengths and positions, tolerance, randomised
-  weights, targets, compiled or eager) and the seed the model is built and probed with;
+  weights, compiled or eager) and the seed the model is built and probed with;
 - ``data``: a fingerprint of the data windows the probes start from (``tensor_fingerprint``);
 - ``environment``: torch and Python versions, device type (and CUDA device name), CPU threads
   (``environment``);

@@ -1,8 +1,9 @@
 """models: GPT-2 and the ablation ideas built on it, one file per idea.
 
-    from models import ModelConfig, build_model, check_causal, ModelConfigError
+    from models import ModelConfig, build_model, check_causal, lm_loss, ModelConfigError
     model = build_model({"n_layer": 2, "n_head": 4, "n_embd": 64, "attention": "ra"})
-    logits, loss = model(idx, targets)
+    logits, _ = model(idx)              # as the trainer calls it: logits from idx alone
+    loss = lm_loss(logits, targets)     # the trainer computes the loss (models/loss.py)
 
 Steps of the RA / R-MLP ablation, as model options:
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from .causality import CausalityReport, check_causal
     from .gate_shares import gate_shares
     from .gpt2 import GPT
+    from .loss import lm_loss
     from .registry import ATTENTION, MLPS, REGISTRY
 
 # The modules that register our components (each imports torch).
@@ -54,6 +56,7 @@ _LAZY = {
     "CausalityReport": "causality",
     "check_causal": "causality",
     "gate_shares": "gate_shares",
+    "lm_loss": "loss",
 }
 
 
@@ -85,6 +88,7 @@ __all__ = [
     "check_config",
     "check_names",
     "gate_shares",
+    "lm_loss",
     "register_arch",
     "register_attention",
     "register_mlp",

@@ -12,18 +12,22 @@ A researcher checks a new module the same way, in a notebook::
                                        "attention": "my_idea"}))
     print(report.message)          # or: assert report, report.message
 
-**The model contract.** A registered architecture is called as the trainer calls it,
-``logits, loss = model(idx, targets)``, and must compute its logits from ``idx`` alone: targets
-enter only the loss, as the mean cross-entropy of those logits (``ignore_index=-1``). A model whose
-logits change when only the targets change, or whose loss is not the cross-entropy of its
-logits, is refused by the *targets probe* (one line: "the logits change when only the targets
-change ..."). Then the loss terms at positions before a cut are functions of logits the
-perturbation probe compares.
+**The model contract.** A registered architecture computes its logits from ``idx`` alone; the
+trainer computes the loss. Every forward the job makes (training step, evals, audits, the
+trained-weights recheck, the compile probe, ``--plan``'s timing) calls ``model(idx)`` and takes
+the loss as ``models.loss.lm_loss(logits, targets)``, the mean cross-entropy over all positions
+(``ignore_index=-1``); a model keeps ``forward(idx, targets=None) -> (logits, loss)`` for other
+callers, and the job ignores its loss. Why: a model called with its targets could read them
+(``targets[:, -1]`` is the token after the window, which no cut of idx reaches), and a probe that
+compares the logits of ``model(x, y)`` and ``model(x, y')`` can be told apart from training by
+the model (a bonus only in eval mode, only at the full block length, only for targets that look
+real). With targets never passed, that whole class of leak has no input to read: the per-position
+loss terms at positions before a cut are functions of logits the perturbation probe compares.
 
 **The job's conditions.** The probes run as the job runs: train-mode passes at the job's
 micro-batch (``batch``; the preflight passes ``hardware.micro_batch``) with autograd recording,
-eval-mode passes at the eval batch under ``no_grad``, every call ``model(x, y)`` with y the next
-tokens, under bf16 autocast as well as fp32, the job's compiled forward when it compiles (the
+eval-mode passes at the eval batch under ``no_grad``, every call ``model(x)`` as the trainer
+calls it, under bf16 autocast as well as fp32, the job's compiled forward when it compiles (the
 trained-weights recheck; ``forward=``), on the job's data windows when given (``data=``).
 
 Two probes (models/causality_probes.py has the details):
@@ -44,7 +48,7 @@ Two probes (models/causality_probes.py has the details):
    weights, in train mode with gradients on and in eval mode under no_grad, in fp32 and under
    bf16 autocast (which also runs on CPU). Sees choices and branches that the perturbations flip.
 
-**Thresholds.** The gradient probe is exact. The perturbation and targets probes compare each
+**Thresholds.** The gradient probe is exact. The perturbation probe compares each
 logit with its own threshold, never one scaled by the batch's largest logit (a -1e9 bias on
 padded vocabulary entries cannot hide a leak elsewhere): exact zero on CPU, fp32 and bf16
 alike (deterministic kernels, same shapes: a causal model gives bit-identical logits); on a GPU
@@ -67,7 +71,7 @@ probe that differs observably from training can be told apart.
 
 **What the audit inside training adds** (``ablate.train.audit``; ``budget.causality_audits``).
 At iteration 0, at a few random points of the budget and in the final eval, the job's own forward
-(compiled, DDP-wrapped, its micro-batch of real tokens, ``model(x, y)``, train mode with gradients
+(compiled, DDP-wrapped, its micro-batch of real tokens, ``model(x)``, train mode with gradients
 on, its autocast) is compared with a copy of that micro-batch whose tokens after a random cut per
 row are replaced: logits at positions <= the cut and loss terms before it must not move (exact on
 CPU, ``margin_for`` elsewhere), and the step's loss must be their mean. In training the base is the
@@ -105,7 +109,6 @@ from .causality_probes import (
     perturbation_probe,
     probe_lengths,
     randomized_copy,
-    targets_probe,
 )
 
 PRECISIONS = ("fp32", "bf16")
@@ -216,8 +219,7 @@ def _plan(
     methods: Sequence[str],
     every_cut: bool = False,
 ) -> list[_Step]:
-    """Cheap and telling first: the targets contract (two forwards), then at each length the
-    gradient probes (they see most leaks), then the perturbation probes. Perturbation
+    """Cheap and telling first: at each length the gradient probes (they see most leaks), then the perturbation probes. Perturbation
     configurations (weights x precision x mode) run in full at the short length when there are at
     most 4, else as the half fraction in which every pair of settings still meets (a leak that
     needs a specific pair is seen); at the full length, two that differ in every setting they can.
@@ -226,8 +228,6 @@ def _plan(
     (``_cover_rank``)."""
     grad_weights = "random" if "random" in weights else weights[0]
     steps: list[_Step] = []
-    if "targets" in methods:
-        steps.append(_Step("targets", weights[0], modes[0], precisions[0], lengths[0], False))
     configs = [(w, p, m) for w in weights for p in precisions for m in modes]
     if len(configs) > 4:
         half = [
@@ -299,7 +299,6 @@ def check_causal(
     eot_token: int = EOT_TOKEN,
     stop_early: bool = True,
     embedding: nn.Module | None = None,
-    targets: bool = True,
     forward: Callable | None = None,
     data: torch.Tensor | None = None,
     every_cut: bool | None = None,
@@ -312,14 +311,12 @@ def check_causal(
     seq_len: probe only this length (default: a shorter odd length, then block_size).
     batch: rows of the train-mode passes, the job's ``hardware.micro_batch`` (each row its own cut).
     eval_batch: rows of the eval-mode passes, the job's eval batch (default ``batch``).
-    tol: per-logit relative margin of the perturbation and targets probes (default: 0 on CPU,
+    tol: per-logit relative margin of the perturbation probe (default: 0 on CPU,
         where the arithmetic is deterministic; see causality_inputs.margin_for on GPUs); never
         scaled by the batch's largest logit. The gradient probe is exact.
     randomize: also probe with every parameter re-drawn (the gradient probe then uses only those);
         False probes the given weights only (the trained-weights recheck).
     precisions: "fp32" and/or "bf16" (autocast) for the perturbation probe.
-    targets: call ``model(x, y)`` as the trainer does (y the next tokens), and check the model
-        contract (logits from idx alone; the loss is the cross-entropy of the logits).
     forward: what the job calls (its compiled model): used by the perturbation passes on the
         given weights at the full length, the job's own shapes (another shape would recompile).
     data: the job's data windows (a 2-D tensor of token ids, rows >= the probe length + 1): the
@@ -370,9 +367,8 @@ def check_causal(
     else:
         skipped_cuts = False
     weights = ["given", "random"] if randomize else ["given"]
-    all_methods = (["targets"] if targets and "perturbation" in methods else []) + list(methods)
     steps = _plan(
-        lengths, weights, list(precisions), list(modes), all_methods,
+        lengths, weights, list(precisions), list(modes), list(methods),
         every_cut and positions is None,
     )  # fmt: skip
     if data is not None:
@@ -380,7 +376,7 @@ def check_causal(
     plans = {(L, b): CutPlan(L, b, positions) for L in lengths for b in {batch, eval_batch}}
     ctx = _Context(
         model, plans, {"train": batch, "eval": eval_batch}, vocab, device, seed, kinds, tol,
-        eot_token, embedding, targets, forward, data, block,
+        eot_token, embedding, forward, data, block,
     )  # fmt: skip
     results: list[ProbeResult] = []
     # The probes seed torch's RNG (same dropout masks for base and perturbed runs); the caller's
@@ -414,7 +410,6 @@ class _Context:
     tol: float | None
     eot_token: int
     embedding: nn.Module | None
-    targets: bool
     forward: Callable | None
     data: torch.Tensor | None
     block: int
@@ -442,9 +437,7 @@ def _run(
             B = c.batches[step.mode]
             stream = stream_of(B, step.length, c.vocab, c.seed + 31 * i, c.data).to(c.device)
             tokens = stream[:, : step.length]
-            if step.method == "targets":
-                cuts = []
-            elif step.every_cut:
+            if step.every_cut:
                 lead = c.plans[(step.length, B)].take(step.descending)
                 cuts: list | list[list[int]] = cover_sets(step.length, B, lead)
             else:
@@ -456,23 +449,17 @@ def _run(
             )
             job_shape = step.length == c.block and step.weights == "given"
             fwd = c.forward if job_shape else None
-            if step.method == "targets":
-                res = targets_probe(
-                    target, tokens, mode=step.mode, precision=step.precision, margin=margin,
-                    rule=rule, seed=c.seed + i, forward=fwd, weights=step.weights,
-                )  # fmt: skip
-            elif step.method == "gradient":
+            if step.method == "gradient":
                 res = gradient_probe(
                     target, tokens, cuts, mode=step.mode, weights=step.weights,
                     embedding=_embedding_in(target, c.model, c.embedding), seed=c.seed + i,
-                    targets=c.targets,
                 )  # fmt: skip
             else:
                 res = perturbation_probe(
                     target, tokens, cuts, mode=step.mode, precision=step.precision,
                     kinds=[c.kinds[(i + b) % len(c.kinds)] for b in range(len(c.kinds))],
                     weights=step.weights, margin=margin, rule=rule, eot=c.eot_token,
-                    seed=c.seed + i, targets=c.targets, forward=fwd, pool=pool,
+                    seed=c.seed + i, forward=fwd, pool=pool,
                 )  # fmt: skip
             results.append(res)
             if stop_early and not res.ok:
@@ -499,24 +486,13 @@ def _embedding_in(
 
 def _summarize(results: list[ProbeResult], planned: int, seconds: float) -> CausalityReport:
     leaking = sorted({t for r in results for t in r.leaking_positions})
-    positions = sorted(
-        {
-            t
-            for r in results
-            if r.method != "targets"
-            for cuts in (r.cut_sets or [r.positions])
-            for t in cuts
-        }
-    )
+    positions = sorted({t for r in results for cuts in (r.cut_sets or [r.positions]) for t in cuts})
     sensitive = all(r.sensitive for r in results)
     max_leak = max((r.max_leak for r in results), default=0.0)
     threshold = max((r.threshold for r in results), default=0.0)
     failed = next((r for r in results if not r.ok), None)
     if not results:
         message, ok = "nothing was probed", False
-    elif failed is not None and failed.method == "targets":
-        message = f"model is not causal: {failed.describe()}: {failed.detail}"
-        ok = False
     elif failed is not None and failed.leaking_positions:
         message = (
             f"model is not causal: {failed.describe()}: {failed.detail} "

@@ -1,14 +1,15 @@
-"""What the causality probes feed the model: token rows, targets, cuts, perturbations, margins.
+"""What the causality probes feed the model: token rows, cuts, perturbations, margins.
 
 - Rows are the job's own data windows when given (real text: newlines, repeated tokens and spans
-  occur), else uniform random tokens; targets are the next tokens, as the trainer's ``(x, y)``.
+  occur), else uniform random tokens; the model is called ``model(x)``, as the trainer calls it
+  (targets never reach a model: models.loss).
 - Cuts: ``cover_sets`` spreads every cut 0..T-2 over the rows of several batches, so that one
   probe pass at the full block size sees every position boundary (a leak at the edges of 40-token
   chunks needs cut 39, 79 or 119).
 - Perturbations replace every token after a row's cut: uniform random, the EOT token, a copy of an
   earlier span of the row (the span that followed the last earlier occurrence of the token at the
   cut, as an induction head would predict it), or tokens drawn from the data's own distribution.
-- Margins: the perturbation and targets probes compare each logit with a threshold of its own,
+- Margins: the perturbation probe compares each logit with a threshold of its own,
   never one scaled by the largest logit of the batch (see ``margin_for``).
 """
 
@@ -78,7 +79,8 @@ def data_rows(data: torch.Tensor, batch: int, length: int, seed: int) -> torch.T
 def stream_of(
     batch: int, length: int, vocab: int, seed: int, data: torch.Tensor | None
 ) -> torch.Tensor:
-    """``length + 1`` tokens per row: x is the first ``length``, the targets y the last."""
+    """``length + 1`` tokens per row (a window and its next token, as the job's windows): the
+    probes feed the model the first ``length``."""
     if data is not None and data.shape[1] >= length + 1:
         return data_rows(data, batch, length + 1, seed)
     return random_tokens(batch, length + 1, vocab, seed)
@@ -115,15 +117,6 @@ def cover_sets(length: int, batch: int, lead: Sequence[int] = ()) -> list[list[i
             row.append(cuts[len(row) % len(cuts)])
         out.append(sorted(row, reverse=i % 2 == 1))
     return out
-
-
-def targets_of(x: torch.Tensor, vocab: int) -> torch.Tensor:
-    """The next tokens of ``x`` as targets; the last one a fixed function of the last token (a
-    row is probed at length T, so the real next token is not there)."""
-    y = torch.empty_like(x)
-    y[:, :-1] = x[:, 1:]
-    y[:, -1] = (x[:, -1] * 7 + 3) % vocab
-    return y
 
 
 def perturb(

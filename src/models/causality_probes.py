@@ -34,7 +34,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .causality_inputs import (
@@ -43,10 +42,10 @@ from .causality_inputs import (
     KINDS,
     perturb,
     random_tokens,
-    targets_of,
 )
+from .loss import forward_logits
 
-__all__ = ["ALL_KINDS", "EOT_TOKEN", "KINDS", "perturb", "random_tokens", "targets_of"]
+__all__ = ["ALL_KINDS", "EOT_TOKEN", "KINDS", "perturb", "random_tokens"]
 
 
 @dataclass
@@ -84,9 +83,8 @@ class ProbeResult:
     rule: str = ""
     """The threshold in words (exact, or the margin and why)."""
     forward: str = "eager"
-    """What was called: "eager" (the module) or "compiled" (the job's compiled forward)."""
-    targets: bool = False
-    """Whether the model was called as the trainer calls it, ``model(x, y)``."""
+    """What was called: "eager" (the module) or "compiled" (the job's compiled forward); either
+    as ``model(x)``, the one way the job calls a model (targets never reach it: models.loss)."""
 
     @property
     def ok(self) -> bool:
@@ -98,7 +96,6 @@ class ProbeResult:
             f"{self.method} probe ({w}, {self.mode} mode, {self.precision}, "
             f"batch {self.shape[0]} x {self.shape[1]} tokens"
             + (", compiled" if self.forward == "compiled" else "")
-            + (", model(x, y)" if self.targets else "")
             + ")"
         )
 
@@ -120,7 +117,6 @@ class ProbeResult:
             "cut_sets": len(self.cut_sets) or 1,
             "threshold_rule": self.rule,
             "forward": self.forward,
-            "targets": self.targets,
         }
 
 
@@ -201,16 +197,9 @@ class CutPlan:
 # --------------------------------------------------------------------------- helpers
 
 
-def call_model(fn, x: torch.Tensor, y: torch.Tensor | None):
-    """(logits, loss) of ``fn(x, y)`` as the trainer calls it, or of ``fn(x)`` without targets."""
-    out = fn(x) if y is None else fn(x, y)
-    if isinstance(out, (tuple, list)):
-        return out[0], (out[1] if len(out) > 1 else None)
-    return out, None
-
-
-def logits_of(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
-    return call_model(model, idx, None)[0]
+def logits_of(model, idx: torch.Tensor) -> torch.Tensor:
+    """``model(idx)``'s logits, called as the trainer calls it (models.loss.forward_logits)."""
+    return forward_logits(model, idx)
 
 
 def find_embedding(model: nn.Module, vocab_size: int) -> nn.Module:
@@ -318,14 +307,12 @@ def gradient_probe(
     weights: str = "given",
     embedding: nn.Module | None = None,
     seed: int = 0,
-    targets: bool = False,
 ) -> ProbeResult:
     """Row b: d <r_b, logits[b, :t_b+1]> / d emb must be exactly 0 at positions > t_b, where
     r_b is random (a distinct random weight per position times a random vocabulary vector).
 
     ``cuts``: one cut per row, or several such sets: one forward, then one backward per set
-    (the graph is kept), so covering every cut costs backwards, not forwards. ``targets``: call
-    ``model(x, y)`` as the trainer does (y the next tokens)."""
+    (the graph is kept), so covering every cut costs backwards, not forwards."""
     t0 = time.perf_counter()
     B, T = tokens.shape
     sets = _cut_sets(cuts)
@@ -333,7 +320,6 @@ def gradient_probe(
     device = tokens.device
     emb = embedding if embedding is not None else find_embedding(model, vocab)
     captured: list[torch.Tensor] = []
-    y = targets_of(tokens, vocab) if targets else None
 
     def hook(module, inputs, output):
         leaf = output.detach().requires_grad_(True)
@@ -344,14 +330,13 @@ def gradient_probe(
         return ProbeResult(
             "gradient", weights, mode, "fp32", [B, T], sets[0], max_leak, 0.0, leaking,
             sensitive, detail, time.perf_counter() - t0, cut_sets=sets, rule="exact (0)",
-            targets=targets,
         )  # fmt: skip
 
     handle = emb.register_forward_hook(hook)
     try:
         with train_mode(model, mode), no_param_grads(model), torch.enable_grad():
             torch.manual_seed(seed)
-            logits = call_model(model, tokens, y)[0].float()  # (B, T, V)
+            logits = logits_of(model, tokens).float()  # (B, T, V)
     finally:
         handle.remove()
     finite = _finite(logits.detach())
@@ -441,7 +426,6 @@ def perturbation_probe(
     rule: str = "exact",
     eot: int = EOT_TOKEN,
     seed: int = 0,
-    targets: bool = False,
     forward=None,
     pool: torch.Tensor | None = None,
 ) -> ProbeResult:
@@ -451,9 +435,8 @@ def perturbation_probe(
     shape with the same dropout seed, so a causal model gives identical bits on CPU; each logit is
     compared with its own threshold, ``margin * max(|logit|, 1)`` (causality_inputs.margin_for).
     Train mode runs with autograd recording (no backward: nothing is changed), eval mode under
-    no_grad. ``targets``: called as ``forward(x, y)`` with y the next tokens (perturbed with x);
-    ``forward``: what to call (the job's compiled model), default ``model``. ``pool``: the data's
-    tokens, for the ``data`` kind."""
+    no_grad. ``forward``: what to call (the job's compiled model), default ``model``; called as
+    the trainer calls it, ``forward(x)``. ``pool``: the data's tokens, for the ``data`` kind."""
     t0 = time.perf_counter()
     B, T = tokens.shape
     sets = _cut_sets(cuts)
@@ -466,8 +449,7 @@ def perturbation_probe(
 
     def run(x: torch.Tensor) -> torch.Tensor:
         torch.manual_seed(seed)
-        y = targets_of(x, vocab) if targets else None
-        return call_model(fn, x, y)[0].detach().float()
+        return logits_of(fn, x).detach().float()
 
     leaking: set[int] = set()
     moved, finite, max_leak, detail = False, True, 0.0, ""
@@ -503,77 +485,11 @@ def perturbation_probe(
     return ProbeResult(
         "perturbation", weights, mode, precision, [B, T], sets[0], max_leak, margin,
         sorted(leaking), sensitive, detail, time.perf_counter() - t0, kinds, cut_sets=sets,
-        rule=rule, forward="eager" if forward is None else "compiled", targets=targets,
+        rule=rule, forward="eager" if forward is None else "compiled",
     )  # fmt: skip
 
 
 LOSS_RTOL = 1e-5
-"""The loss may differ from the mean cross-entropy of the logits by this much (relative): a loss
-computed in chunks or another reduction order; a target-dependent term is far larger."""
-
-
-def targets_probe(
-    model: nn.Module,
-    tokens: torch.Tensor,
-    *,
-    mode: str,
-    precision: str,
-    margin: float = 0.0,
-    rule: str = "exact",
-    seed: int = 0,
-    forward=None,
-    weights: str = "given",
-) -> ProbeResult:
-    """The model contract: logits from ``idx`` alone. ``model(x, y)`` and ``model(x, y')`` with
-    every target replaced must give the same logits (per-logit threshold as the perturbation
-    probe), and the loss must be the mean cross-entropy of those logits against y (targets only
-    for the loss), so the per-position loss terms before a cut are those of logits the
-    perturbation probe compares."""
-    t0 = time.perf_counter()
-    B, T = tokens.shape
-    vocab = int(model.config.vocab_size)
-    fn = forward if forward is not None else model
-    y = targets_of(tokens, vocab)
-    gen = torch.Generator().manual_seed(seed + 3)
-    y_alt = (y.cpu() + torch.randint(1, vocab, y.shape, generator=gen)) % vocab
-    y_alt = y_alt.to(tokens.device)
-    detail, max_leak, loss_problem = "", 0.0, ""
-    with train_mode(model, mode), _forward_context(mode, precision, tokens.device):
-        torch.manual_seed(seed)
-        logits, loss = call_model(fn, tokens, y)
-        if loss is None:
-            loss_problem = "model(x, y) returned no loss: the trainer needs (logits, loss)"
-        else:
-            expected = float(
-                F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-1)
-                .detach()
-                .float()
-            )
-            gap = abs(float(loss.detach().float()) - expected)
-            if not gap <= LOSS_RTOL * max(1.0, abs(expected)):
-                loss_problem = (
-                    f"the loss differs from the cross-entropy of the returned logits by {gap:.3g}: "
-                    "targets may enter the loss only through the cross-entropy of the logits"
-                )
-        base = logits.detach().float()
-        finite = _finite(base)
-        del logits, loss
-        torch.manual_seed(seed)
-        other = call_model(fn, tokens, y_alt)[0].detach().float()
-    raw, over = _compare(other, base, margin)
-    max_leak = float(raw.max()) if raw.numel() else 0.0
-    leaking = [T - 1] if float(over.max()) > 0.0 else []
-    if leaking:
-        pos = int(over.max(dim=0).values.argmax())
-        detail = (
-            f"the logits change when only the targets change (by {max_leak:.3g} at position "
-            f"{pos}): a model must compute its logits from idx alone, targets only for the loss"
-        )
-    elif loss_problem:
-        detail, leaking = loss_problem, [T - 1]
-    detail = _with_finite(detail, finite)
-    return ProbeResult(
-        "targets", weights, mode, precision, [B, T], [T - 1], max_leak, margin, leaking, True,
-        detail, time.perf_counter() - t0, rule=rule,
-        forward="eager" if forward is None else "compiled", targets=True,
-    )  # fmt: skip
+"""The audit's check (ablate.train.audit): the loss a step trains on may differ from the mean
+cross-entropy of its logits by this much (relative): a float64 mean against the fp32 reduction of
+models.loss.lm_loss, which the trainer computes itself."""

@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .hf_import import load_hf_gpt2
+from .loss import lm_loss
 from .registry import ATTENTION, MLPS, register_arch, register_attention, register_mlp
 
 
@@ -210,7 +211,8 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) int64 -> logits (B, T, vocab_size) and, with targets (B, T), the mean
-        cross-entropy over all positions (targets == -1 are ignored)."""
+        cross-entropy over all positions (targets == -1 are ignored; models.loss.lm_loss, what the
+        trainer computes itself from the logits of ``model(idx)``)."""
         B, T = idx.size()
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
@@ -224,9 +226,8 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, vocab_size)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
-            )
+            # for callers outside the job (notebooks, tests): the trainer never passes targets
+            loss = lm_loss(logits, targets)
         return logits, loss
 
 

@@ -1,10 +1,10 @@
 """Name -> implementation tables, so a new idea is one new module plus one registry entry.
 
 - ``REGISTRY``: arch name -> builder ``(ModelConfig) -> nn.Module`` (validated config in). The
-  module is called as the trainer calls it, ``logits, loss = model(idx, targets)``; its logits
-  must come from ``idx`` alone (targets only for the loss, the mean cross-entropy of those logits
-  with ``ignore_index=-1``). The preflight refuses a model whose logits change when only the
-  targets change (models/causality.py, "The model contract").
+  module's ``forward(idx, targets=None)`` returns ``(logits, loss)`` (or the logits alone); the
+  job calls it ``model(idx)`` only and computes the loss itself from the logits
+  (``models.loss.lm_loss``, the mean cross-entropy with ``ignore_index=-1``), so targets never
+  reach a model and its own loss is ignored (models/causality.py, "The model contract").
 - ``ATTENTION``: attention name -> ``nn.Module`` class built as ``cls(config, layer_idx)``;
   ``forward(x) -> (B, T, C)``, the branch output before the residual add.
 - ``MLPS``: MLP name -> ``nn.Module`` class built as ``cls(config, layer_idx)``;

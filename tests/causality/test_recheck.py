@@ -39,7 +39,7 @@ def test_a_clean_job_records_both_checks_and_is_checked(tmp_path):
     )
     # the job's own micro-batch (2), called as the trainer calls it
     assert t["max_leak"] == 0.0 and t["shapes"] == [[2, 31], [2, 32]] and t["seconds"] > 0
-    assert all(p["targets"] for p in t["probes"]) and t["method"].startswith("targets+")
+    assert t["method"] == "gradient+perturbation"  # model(x): no targets probe, no targets
     assert {p["weights"] for p in t["probes"]} == {"given"}  # trained weights, not re-drawn
     assert R.causality_state(R.JobDir(job).read_summary()) == R.CHECKED
     assert "causality recheck of the trained weights (final" in R.JobDir(job).log.read_text()

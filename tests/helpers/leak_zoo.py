@@ -4,9 +4,12 @@ Each is written the way a user adds an idea: a class registered with ``models.re
 ``register_mlp`` or ``register_arch``. ``registered()`` registers them all and removes them again,
 so the registry's listing (and its error messages) stay as they were for other tests.
 
-Every member leaks in a real training run at the smoke shapes (4 layers, block 128) and at the
-seed's shapes (12 layers, block 1024); each would pass the old preflight (2 layers, block 64,
-init weights, no_grad, batch 2, fp32, uniform random tokens, three positions, a tolerance).
+Every member of ``ZOO`` and ``ZOO22`` leaks in a real training run at the smoke shapes (4 layers,
+block 128) and at the seed's shapes (12 layers, block 1024); each would pass the old preflight
+(2 layers, block 64, init weights, no_grad, batch 2, fp32, uniform random tokens, three positions,
+a tolerance). ``TARGET_READERS`` read their targets, which leaked while the job called
+``model(x, y)``; the job now calls ``model(x)`` only (models.loss), so they are harmless by
+construction: trained, they are the plain GPT.
 """
 
 from __future__ import annotations
@@ -345,10 +348,44 @@ class _LeakGPT(GPT):
 
 class TargetsLeakGPT(_LeakGPT):
     """Multi-token prediction gone wrong: the target's embedding is added to the main stream
-    whenever targets are passed (every training step and eval), never in a model(idx) probe."""
+    whenever targets are passed (it was, at every training step and eval), never in model(idx)."""
 
     def extra(self, idx, targets):
         return 0.0 if targets is None else self.transformer.wte(targets)
+
+
+class LastTargetBonusGPT(GPT):
+    """The outside reviewer's holdout: in eval mode only, the last position's logit for its own
+    target ``targets[:, -1]`` (the token after the window, outside idx) gets a bonus. It passed
+    the old targets probe (that compared train-mode logits) and every audit (no cut compares
+    position T - 1), and its val loss was lower. ``calls`` records every forward's targets."""
+
+    calls: list = []
+
+    def forward(self, idx, targets=None):
+        type(self).calls.append(targets)
+        logits, _ = super().forward(idx)
+        if targets is not None and not self.training:
+            rows = torch.arange(idx.size(0), device=idx.device)
+            bonus = torch.zeros_like(logits)
+            bonus[rows, -1, targets[:, -1]] = 20.0
+            logits = logits + bonus
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+            )
+        return logits, loss
+
+
+class RecordingGPT(GPT):
+    """The plain GPT that records every forward's targets (``calls``): honest, for comparison."""
+
+    calls: list = []
+
+    def forward(self, idx, targets=None):
+        type(self).calls.append(targets)
+        return super().forward(idx, targets)
 
 
 class PaddedBiasLeakGPT(_LeakGPT):
@@ -480,12 +517,16 @@ ZOO22 = [
     Member("zoo_grad_topk", "attention", GradOnlyTopKLeak, "top-k choice only under autograd"),
     Member("zoo_chunk40", "attention", ChunkEdgeLeak, "at the edges of 40-token chunks"),
     Member("zoo_compile_only", "attention", CompileOnlyLeak, "only inside torch.compile"),
-    Member("zoo_targets", "arch", TargetsLeakGPT, "the target's embedding in the stream"),
     Member("zoo_padded_bias", "arch", PaddedBiasLeakGPT, "a -1e9 padded-vocab bias + a 0.5 leak"),
     Member("zoo_newline", "arch", NewlineTriggerGPT, "triggered by a newline after p"),
     Member("zoo_repeat", "arch", RepeatTriggerGPT, "triggered by a repeated bigram"),
 ]
-ALL = ZOO + ZOO22
+# Read their targets: harmless by construction, since the job never passes them (models.loss).
+TARGET_READERS = [
+    Member("zoo_targets", "arch", TargetsLeakGPT, "the target's embedding in the stream"),
+    Member("zoo_last_target", "arch", LastTargetBonusGPT, "a bonus for the last target, eval only"),
+]
+ALL = ZOO + ZOO22 + TARGET_READERS
 
 
 @contextlib.contextmanager

@@ -115,18 +115,17 @@ def test_all_steps_are_causal(step, dropout, make):
     assert (
         report.max_leak == 0.0 and report.leaking_positions == []
     )  # exact: bit-identical logits, zero gradients
-    assert report.sensitive and report.planned == len(report.probes) == 11
+    assert report.sensitive and report.planned == len(report.probes) == 10
     # block 16: a short odd length (15) and the block; cuts from the start to the last pair
     assert report.shapes == [[3, 15], [3, 16]]
     assert report.positions[0] == 0 and report.positions[-1] == 14 and len(report.positions) >= 8
     assert {(p.method, p.mode) for p in report.probes} == {
         (m, mode) for m in ("gradient", "perturbation") for mode in ("train", "eval")
-    } | {("targets", "train")}
+    }
     # every cut of the block is probed by each method (several cut sets in one pass)
     for method in ("gradient", "perturbation"):
         full = [p for p in report.probes if p.method == method and p.shape[1] == 16]
         assert set(range(15)) <= {t for p in full for s in p.cut_sets for t in s}, method
-    assert all(p.targets for p in report.probes)  # model(x, y), as the trainer calls it
     assert {p.precision for p in report.probes if p.method == "perturbation"} == {"fp32", "bf16"}
     assert {p.weights for p in report.probes} == {"given", "random"}
     assert report.message.startswith("causal")
@@ -150,8 +149,8 @@ def test_leaks_are_caught(component, name, cls, expected, make, monkeypatch):
     assert (
         report.leaking_positions == expected
     )  # the first pass's cuts: it stops at the first failure
-    # the targets contract passes first; the first gradient pass refuses it
-    assert len(report.probes) == 2 and report.probes[-1].method == "gradient"
+    # the first pass, a gradient pass, refuses it
+    assert len(report.probes) == 1 and report.probes[-1].method == "gradient"
     assert report.max_leak > report.threshold
     assert report.message.startswith("model is not causal")
 
@@ -213,6 +212,38 @@ def test_a_model_that_ignores_its_input_does_not_pass():
     assert not report.ok and not report.sensitive and "vacuous" in report.message
 
 
+class TargetsRecorder(models.GPT):
+    """The plain GPT that records the targets of every call (and adds the target's embedding
+    when given some, as a multi-token-prediction bug would)."""
+
+    calls: list = []
+
+    def forward(self, idx, targets=None):
+        type(self).calls.append(targets)
+        logits, loss = super().forward(idx, targets)
+        if targets is not None:
+            logits = logits + self.transformer.wte.weight[targets].sum(-1, keepdim=True)
+        return logits, loss
+
+
+def test_the_probes_call_the_model_as_the_trainer_does_never_with_targets(make, monkeypatch):
+    """The job calls model(x) only and computes the loss itself (models.loss): the probes call it
+    the same way, so a model that reads its targets is checked on what it is given in training."""
+    monkeypatch.setitem(models.REGISTRY, "targets_recorder", TargetsRecorder)
+    monkeypatch.setattr(TargetsRecorder, "calls", [])
+    m = make("V0", arch="targets_recorder")
+    fwd_calls = []
+
+    def fwd(idx, *rest):
+        fwd_calls.append(rest)
+        return m(idx, *rest)
+
+    report = check_causal(m, forward=fwd)
+    assert report.ok, report.message
+    assert len(TargetsRecorder.calls) >= len(report.probes) and fwd_calls
+    assert all(t is None for t in TargetsRecorder.calls) and all(r == () for r in fwd_calls)
+
+
 class ZeroTemperatureGPT(models.GPT):
     """A softmax temperature of 0 (logits / 0): every logit is +-inf or NaN, in training too."""
 
@@ -238,21 +269,17 @@ class ExpOverflowGPT(ZeroTemperatureGPT):
 
 @pytest.mark.parametrize("cls", [ZeroTemperatureGPT, ExpOverflowGPT])
 @pytest.mark.parametrize(
-    "methods,targets,refused_by",
-    [
-        (("perturbation",), True, "targets"),
-        (("gradient",), True, "gradient"),
-        (("perturbation",), False, "perturbation"),
-    ],
+    "methods,refused_by",
+    [(("gradient",), "gradient"), (("perturbation",), "perturbation")],
 )
 def test_logits_that_are_not_finite_are_refused_saying_so(
-    methods, targets, refused_by, cls, make, monkeypatch
+    methods, refused_by, cls, make, monkeypatch
 ):
     """Each probe counts a NaN or an inf as a change (a dependence it cannot rule out); the
     message says the logits are not finite, so the user looks at the arithmetic, not a mask."""
     monkeypatch.setitem(models.REGISTRY, "not_finite", cls)
     m = make("V0", arch="not_finite")
-    r = check_causal(m, methods=methods, targets=targets, every_cut=False, randomize=False)
+    r = check_causal(m, methods=methods, every_cut=False, randomize=False)
     assert not r.ok and r.probes[-1].method == refused_by
     assert r.message.startswith(
         f"model is not causal: {r.probes[-1].describe()}: the logits are not finite (a NaN or "
@@ -292,7 +319,7 @@ def test_priority_cuts_are_distinct_cuts_of_the_length_most_telling_first():
     assert cut_positions(1) == [] and cut_positions(2) == [0]
 
 
-@pytest.mark.parametrize("probe", ["gradient", "perturbation", "targets"])
+@pytest.mark.parametrize("probe", ["gradient", "perturbation"])
 def test_a_probe_called_alone_records_the_given_weights(probe, make, tokens):
     """A notebook calls a probe without ``weights``: the record says the model's own weights."""
     from models import causality_probes as cp
@@ -301,10 +328,8 @@ def test_a_probe_called_alone_records_the_given_weights(probe, make, tokens):
     x = tokens(m, batch=2, seq=8)
     if probe == "gradient":
         r = cp.gradient_probe(m, x, [2, 5], mode="eval")
-    elif probe == "perturbation":
-        r = cp.perturbation_probe(m, x, [2, 5], mode="eval", precision="fp32", kinds=["random"])
     else:
-        r = cp.targets_probe(m, x, mode="eval", precision="fp32")
+        r = cp.perturbation_probe(m, x, [2, 5], mode="eval", precision="fp32", kinds=["random"])
     assert r.ok and r.weights == "given" and r.as_dict()["weights"] == "given"
     assert "(given weights," in r.describe()
 
@@ -336,11 +361,7 @@ def test_the_record_has_the_documented_keys(make):
         "message",
         "probes",
     } <= set(rec)
-    assert (
-        rec["ok"] is True
-        and rec["method"] == "targets+gradient+perturbation"
-        and rec["max_leak"] == 0.0
-    )
+    assert rec["ok"] is True and rec["method"] == "gradient+perturbation" and rec["max_leak"] == 0.0
     documented = {  # docs/results-format.md, "probes"
         "method",
         "weights",
@@ -354,12 +375,12 @@ def test_the_record_has_the_documented_keys(make):
         "threshold_rule",
         "cut_sets",
         "forward",
-        "targets",
         "ok",
         "seconds",
     }
     for probe in rec["probes"]:
         assert documented <= set(probe), documented - set(probe)
+        assert "targets" not in probe  # the probes never pass targets: nothing to record
         assert isinstance(probe["seconds"], float) and probe["seconds"] >= 0
     # the gradient probe is exact: the record says so, and a report's threshold is not raised by it
     grads = [p for p in rec["probes"] if p["method"] == "gradient"]
@@ -482,16 +503,16 @@ def test_the_job_s_forward_is_what_is_probed_at_its_own_shape_on_the_given_weigh
     shapes = []
 
     def fwd(idx, targets=None):
-        shapes.append(tuple(idx.shape))
+        shapes.append((tuple(idx.shape), targets))
         return m(idx, targets)
 
     r = check_causal(m, forward=fwd)
     assert r.ok, r.message
-    assert shapes and set(shapes) == {(3, T)}
+    assert shapes and set(shapes) == {((3, T), None)}  # fwd(x), as the trainer calls it
     for p in r.probes:
         job = p.weights == "given" and p.method != "gradient" and p.shape[1] == T
         assert (p.forward == "compiled") == job, p
-        said = f"x {p.shape[1]} tokens" + (", compiled" if job else "") + ", model(x, y))"
+        said = f"x {p.shape[1]} tokens" + (", compiled" if job else "") + ")"
         assert p.describe().endswith(said), p.describe()
     assert any(p.forward == "compiled" for p in r.probes if p.method == "perturbation")
 

@@ -47,7 +47,6 @@ def probe_arguments(
         "seq_len": None,
         "tol": None,
         "randomize": True,
-        "targets": True,
     }
 
 

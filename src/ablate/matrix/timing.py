@@ -25,6 +25,7 @@ from ablate.matrix.plan import final_windows
 from ablate.matrix.preflight import world_size
 from ablate.matrix.progress import duration
 from ablate.train.optim import build_optimizer, grad_accum_for
+from models.loss import forward_logits, lm_loss
 
 WARMUP_STEPS = 1  # the first step pays for allocation and kernel selection
 TIMED_STEPS = 2
@@ -116,8 +117,8 @@ def time_model(job: JobSpec, device: str) -> StepTiming:
     for i in range(WARMUP_STEPS + TIMED_STEPS):
         sync()
         t0 = time.perf_counter()
-        with autocast:
-            _, loss = model(x, y)
+        with autocast:  # as the trainer's step: model(x), the loss computed outside
+            loss = lm_loss(forward_logits(model, x), y)
         loss.backward()
         sync()
         t1 = time.perf_counter()
@@ -134,7 +135,7 @@ def time_model(job: JobSpec, device: str) -> StepTiming:
             sync()
             t0 = time.perf_counter()
             with autocast:
-                model(x, y)
+                model(x)
             sync()
             if i >= WARMUP_STEPS:
                 evals.append(time.perf_counter() - t0)

@@ -11,11 +11,11 @@ runs is compared with a copy.
   forward, the same module the step calls (compiled, DDP-wrapped) runs a copy of the micro-batch
   in which every row's tokens after a random cut are replaced (tokens drawn from the batch's own
   tokens, copies of earlier spans, uniform random, EOT: causality_inputs.perturb), with the same
-  contexts: train mode, gradients recorded, the job's autocast, targets ``model(x', y')``. Then
+  contexts: train mode, gradients recorded, the job's autocast, ``model(x')`` (no targets). Then
   the trainer's step runs as always, and its real logits are the base: at positions <= a row's cut
   the logits, and at positions < the cut the cross-entropy terms, must be those of the copy, each
   element within its own threshold (exact on CPU, ``causality_inputs.margin_for`` on a GPU). The
-  loss the step trains on must be the mean of those terms (the model contract).
+  loss the step trains on must be the mean of those terms (the trainer computes it: models.loss).
 - **No state change.** The copy's forward takes no optimizer step and no backward; the RNG state
   (so the copy draws the dropout masks of the real forward), every module buffer and every
   parameter's ``.grad`` are restored before the real forward, so a job trains bit-identically with
@@ -180,7 +180,7 @@ class Audit:
             y_alt = torch.where(at >= cut, alt[:, 1:], y)  # targets before each cut kept
             no_sync = getattr(model, "no_sync", None)
             with no_sync() if callable(no_sync) else contextlib.nullcontext(), context():
-                out = model(x_alt, y_alt)
+                out = model(x_alt)  # as the step calls it: targets never reach the model
             logits = out[0] if isinstance(out, (tuple, list)) else out
             self._copy = _Copy(cuts, kinds, y_alt, _detached(logits))
             del out, logits

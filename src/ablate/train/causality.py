@@ -30,7 +30,7 @@ def _windows(val_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tens
 class Recheck:
     """Probe the trained weights (models.check_causal, given weights only, the job's precision
     and fp32) on rank 0, outside the time box; every rank learns the verdict. The probes run as
-    the job runs: its micro-batch, ``model(x, y)``, its compiled forward at its own shape when it
+    the job runs: its micro-batch, ``model(x)``, its compiled forward at its own shape when it
     compiles, its validation windows as the probes' text."""
 
     def __init__(

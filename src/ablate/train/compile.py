@@ -31,6 +31,7 @@ import torch
 
 from ablate.train import checkpoint as ckpt_mod
 from ablate.train import distributed as dist_mod
+from models.loss import forward_logits, lm_loss
 
 DEFAULT_BACKEND = "inductor"
 ERROR_CHARS = 300
@@ -103,14 +104,14 @@ def compile_model(
         fwd = torch.compile(model, backend=backend)
         x, y = (t.to(device) for t in train_batch)
         model.train()
-        with autocast():
-            _, loss = fwd(x, y)
-        loss.backward()
+        with autocast():  # as the training step calls it: fwd(x), the loss computed outside
+            loss = lm_loss(forward_logits(fwd, x), y)
+        loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch
         if val_batch is not None:  # a rank may hold no validation window
             model.eval()
-            vx, vy = (t.to(device) for t in val_batch)
+            vx = val_batch[0].to(device)
             with torch.no_grad(), autocast():
-                fwd(vx, vy)
+                fwd(vx)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     except Exception as e:  # any failure means "this job cannot compile"; it runs eager instead

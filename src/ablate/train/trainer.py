@@ -72,6 +72,7 @@ from ablate.train.setup import build_forward, load_data
 from ablate.train.signals import StopSignals, signal_name
 from ablate.train.state import RunState
 from ablate.train.trainlog import budget_warnings, final_lines
+from models.loss import forward_logits, lm_loss
 
 RANK_SEED_OFFSET = 1_000_003  # dropout RNG of rank r: seed + r * offset (after model init)
 
@@ -315,13 +316,14 @@ class Trainer:
             with no_sync:
                 if audit and k == 0:
                     self.audit.run_copy(model, x, y, it, dev.autocast)
-                with dev.autocast():
-                    logits, loss = model(x, y)
+                with dev.autocast():  # targets never reach the model (models.loss)
+                    logits = forward_logits(model, x)
+                    loss = lm_loss(logits, y)
                 if audit and k == 0:
                     self.audit.compare(logits, loss, y)
                 del logits
                 loss = loss / n_micro
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch
             ld = loss.detach()
             loss_iter = ld if loss_iter is None else loss_iter + ld
         assert loss_iter is not None  # grad_accum >= 1
