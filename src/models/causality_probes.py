@@ -445,9 +445,10 @@ def perturbation_probe(
     forward=None,
     pool: torch.Tensor | None = None,
 ) -> ProbeResult:
-    """Logits at positions <= t_b must be unchanged when the tokens after t_b change.
+    """Logits at positions <= t_b must be unchanged when the tokens after t_b change, and every
+    other row's logits when one row is replaced entirely (position 0 included: ``whole_rows``).
 
-    One base forward, then one perturbed forward per cut set. Base and perturbed run at the same
+    One base forward, then one perturbed forward per cut set and one per whole row. Base and perturbed run at the same
     shape with the same dropout seed, so a causal model gives identical bits on CPU; each logit is
     compared with its own threshold, ``margin * max(|logit|, 1)`` (causality_inputs.margin_for).
     Train mode runs with autograd recording (no backward: nothing is changed), eval mode under
@@ -493,6 +494,23 @@ def perturbation_probe(
                         )
                 if t + 1 < T and float(raw[b, t + 1 :].max()) > 0.0:
                     moved = True
+        for r in whole_rows(B):  # the rows' own position 0 is never replaced above
+            alt = replace_row(tokens, r, vocab, seed + 977 + r)
+            raw, over = _compare(run(alt), base, margin)
+            raw, over = raw.cpu(), over.cpu()
+            for b in range(B):
+                if b == r:
+                    continue
+                max_leak = max(max_leak, float(raw[b].max()))
+                if float(over[b].max()) > 0.0:
+                    leaking.add(sets[0][b])
+                    if not detail:
+                        pos = int(over[b].argmax())
+                        detail = (
+                            f"replacing every token of row {r} changed the logits of row {b} at "
+                            f"position {pos} by {float(raw[b].max()):.3g} (threshold: {rule}): "
+                            "a row may not read another row"
+                        )
     detail = _with_finite(detail, finite)
     sensitive = moved or all(t + 1 >= T for s in sets for t in s)
     if not sensitive:
@@ -505,6 +523,21 @@ def perturbation_probe(
         sorted(leaking), sensitive, detail, time.perf_counter() - t0, kinds, cut_sets=sets,
         rule=rule, forward="eager" if forward is None else "compiled", targets=targets,
     )  # fmt: skip
+
+
+def whole_rows(batch: int) -> list[int]:
+    """The rows the perturbation probe replaces entirely, one forward each: the last and the
+    first (a row reading the next row, or the previous one, is seen); none in a batch of one."""
+    return [] if batch < 2 else sorted({batch - 1, 0}, reverse=True)
+
+
+def replace_row(tokens: torch.Tensor, row: int, vocab: int, seed: int) -> torch.Tensor:
+    """``tokens`` with every token of ``row`` replaced by another one, position 0 included."""
+    gen = torch.Generator().manual_seed(seed)
+    alt = tokens.clone()
+    shift = torch.randint(1, vocab, (tokens.shape[1],), generator=gen).to(tokens.device)
+    alt[row] = (tokens[row] + shift) % vocab
+    return alt
 
 
 LOSS_RTOL = 1e-5
