@@ -247,19 +247,6 @@ def train_mode(model: nn.Module, mode: str) -> Iterator[None]:
             m.training = flag
 
 
-@contextlib.contextmanager
-def no_param_grads(model: nn.Module) -> Iterator[None]:
-    """Only the input embedding needs a gradient: skipping weight gradients halves the backward."""
-    saved = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in saved:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
-
-
 def autocast_context(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -349,7 +336,10 @@ def gradient_probe(
 
     handle = emb.register_forward_hook(hook)
     try:
-        with train_mode(model, mode), no_param_grads(model), torch.enable_grad():
+        # Parameters keep their requires_grad flags (a module could tell a probe by them);
+        # torch.autograd.grad below asks only for the embedding output's gradient, so no weight
+        # gradient is computed or accumulated.
+        with train_mode(model, mode), torch.enable_grad():
             torch.manual_seed(seed)
             logits = call_model(model, tokens, y)[0].float()  # (B, T, V)
     finally:

@@ -593,3 +593,19 @@ def test_a_row_reading_another_rows_first_token_is_refused_at_preflight(tiny_cfg
     monkeypatch.setattr(cp, "whole_rows", lambda batch: [])
     r = cp.perturbation_probe(m, x, [3, 9], mode="eval", precision="fp32", kinds=["random"])
     assert r.ok
+
+
+def test_the_gradient_probe_leaves_requires_grad_as_the_training_step_has_it(make, tokens):
+    # A module must not be able to tell the gradient probe from a training step by its
+    # parameters' flags (the probe used to set requires_grad False on every parameter).
+    from models import causality_probes as cp
+
+    m = make("V0")
+    seen: list[bool] = []
+    hook = m.transformer.h[0].register_forward_hook(
+        lambda mod, inp, out: seen.extend(p.requires_grad for p in mod.parameters())
+    )
+    r = cp.gradient_probe(m, tokens(m, batch=2), [3, 9], mode="train")
+    hook.remove()
+    assert r.ok and seen and all(seen)
+    assert all(p.grad is None for p in m.parameters())  # no weight gradient accumulated
