@@ -10,18 +10,24 @@ runs is compared with a copy.
 - **Training audits.** In the audited iteration's first micro-batch, before the trainer's own
   forward, the same module the step calls (compiled, DDP-wrapped) runs a copy of the micro-batch
   in which every row's tokens after a random cut are replaced (tokens drawn from the batch's own
-  tokens, copies of earlier spans, uniform random, EOT: causality_inputs.perturb), with the same
+  tokens, copies of earlier spans, uniform random, EOT: causality_inputs.perturb) and, in a batch
+  of two or more, one random row is replaced whole, position 0 included (its cut is recorded as
+  -1, its kind ``whole row``: a row reading another row's tokens moves), with the same
   contexts: train mode, gradients recorded, the job's autocast, targets ``model(x', y')``. Then
   the trainer's step runs as always, and its real logits are the base: at positions <= a row's cut
   the logits, and at positions < the cut the cross-entropy terms, must be those of the copy, each
   element within its own threshold (exact on CPU, ``causality_inputs.margin_for`` on a GPU). The
   loss the step trains on must be the mean of those terms (the model contract).
 - **No state change.** The copy's forward takes no optimizer step and no backward; the RNG state
-  (so the copy draws the dropout masks of the real forward), every module buffer and every
+  (so the copy draws the dropout masks of the real forward), every module buffer the copy wrote
+  (its ``_version`` moved; the eval state check, train.evalstate, sees such a write) and every
   parameter's ``.grad`` are restored before the real forward, so a job trains bit-identically with
   and without audits (tests/train/test_audit.py). DDP: the copy runs under ``no_sync``.
-- **The final eval's audit** is the same around the evaluator's own forward of each rank's first
-  final-eval batch (eval mode, ``no_grad``, the eval forward): ``Evaluator.final(audit)``.
+- **The final eval's audit** is the same around the evaluator's own forward of one final-eval
+  batch of each rank, chosen by the job's seed (``final_batch``; not always the first: a module
+  that reads across rows only when a batch continues the previous call would pass the first),
+  eval mode, ``no_grad``, the eval forward: ``Evaluator.final(audit)``. A failing eval state
+  check is recorded here too (``state_changed``, ``check: "eval state"``).
 - **Verdict.** Each rank audits its own micro-batch; one all_reduce at the audit gives every rank
   the verdict (no host sync in iterations that are not audited). A leak ends the job ``leaked`` at
   once (no optimizer step on that iteration), summary.json ``causality.audits`` says where.

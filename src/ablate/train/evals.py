@@ -2,7 +2,9 @@
 
 ``Evaluator`` computes and returns; it writes no file and changes no counter. Both evals run on
 every rank (each scores its share of the windows; the results are reduced); the trainer times
-them (``RunState.eval_seconds``, never the box) and hands the results to the ``Recorder``.
+them (``RunState.eval_seconds``, never the box) and hands the results to the ``Recorder``. Every
+eval batch has ``micro_batch`` rows (the last filled with the rank's first windows, dropped), and
+every eval is checked to leave the model's parameters and buffers unchanged (train.evalstate).
 """
 
 from __future__ import annotations
