@@ -66,10 +66,12 @@ precision the probes did not run, a code path taken only on another device type 
 kernel is checked when the job rechecks its trained weights on that device), a trigger more
 specific than any probe input (a token sequence the probes never write), and a module that
 detects that it is being probed (inspecting its caller, the call stack, or counting calls): any
-probe that differs observably from training can be told apart. Tells known and left: the probes
-reseed torch's global RNG for their dropout masks (``torch.initial_seed()`` changes inside them,
-restored after), and the randomised copy's vector parameters are N(0, 1) (a LayerNorm gain far from
-1 says "probe"). (The gradient probe no longer sets ``requires_grad`` False on parameters.)
+probe that differs observably from training can be told apart. Tells found and closed: the
+gradient and perturbation probes no longer reseed torch (they put the RNG state back between
+forwards, so ``torch.initial_seed()`` stays the caller's), and the gradient probe no longer sets
+``requires_grad`` False on parameters. Tells left: the targets probe still reseeds torch with
+its own seed, and the randomised copy's vector parameters are N(0, 1) (a LayerNorm gain far from 1
+says "random weights"; its given-weights passes do not have this tell).
 
 **What the audit inside training adds** (``ablate.train.audit``; ``budget.causality_audits``).
 At iteration 0, at a few random points of the budget and in the final eval (on a batch chosen by
@@ -398,8 +400,8 @@ def check_causal(
         eot_token, embedding, targets, forward, data, block,
     )  # fmt: skip
     results: list[ProbeResult] = []
-    # The probes seed torch's RNG (same dropout masks for base and perturbed runs); the caller's
-    # RNG stream is restored, so a job that rechecks its weights on resume trains on identically.
+    # The probes put torch's RNG state back between a pass's forwards (same dropout masks for
+    # base and perturbed runs, never a reseed); the caller's RNG stream is restored, so a job that rechecks its weights on resume trains on identically.
     cuda = (
         [device.index if device.index is not None else torch.cuda.current_device()]
         if device.type == "cuda"

@@ -15,7 +15,7 @@ on any token of another row. Each row of a probe batch carries its own cut, so o
   branches, integer masks computed from token ids.
 - ``perturbation_probe``: the tokens after t_b are replaced (random tokens, the EOT token, or
   copies of earlier tokens) and the logits at positions <= t_b must not move. Base and perturbed
-  batches have the same shape and run with the same dropout seed, so a causal model gives
+  batches have the same shape and draw the same dropout masks (``SameDraws``), so a causal model gives
   bit-identical logits there (every row of every kernel sees identical inputs). It sees selection
   and branch leaks; it cannot see a leak smaller than its tolerance, nor a branch the chosen
   perturbations do not flip.
@@ -247,6 +247,22 @@ def train_mode(model: nn.Module, mode: str) -> Iterator[None]:
             m.training = flag
 
 
+class SameDraws:
+    """Torch's global RNG state when made (CPU, and the device's CUDA generator); ``reset`` puts
+    it back, so that every forward of a probe draws the same dropout masks. Never a reseed: a
+    module that reads ``torch.initial_seed()`` sees the caller's seed, as in training."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def reset(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+
+
 def autocast_context(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -340,7 +356,6 @@ def gradient_probe(
         # torch.autograd.grad below asks only for the embedding output's gradient, so no weight
         # gradient is computed or accumulated.
         with train_mode(model, mode), torch.enable_grad():
-            torch.manual_seed(seed)
             logits = call_model(model, tokens, y)[0].float()  # (B, T, V)
     finally:
         handle.remove()
@@ -439,7 +454,7 @@ def perturbation_probe(
     other row's logits when one row is replaced entirely (position 0 included: ``whole_rows``).
 
     One base forward, then one perturbed forward per cut set and one per whole row. Base and perturbed run at the same
-    shape with the same dropout seed, so a causal model gives identical bits on CPU; each logit is
+    shape with the same dropout masks, so a causal model gives identical bits on CPU; each logit is
     compared with its own threshold, ``margin * max(|logit|, 1)`` (causality_inputs.margin_for).
     Train mode runs with autograd recording (no backward: nothing is changed), eval mode under
     no_grad. ``targets``: called as ``forward(x, y)`` with y the next tokens (perturbed with x);
@@ -454,9 +469,10 @@ def perturbation_probe(
     eot = eot if 0 <= eot < vocab else vocab - 1
     fn = forward if forward is not None else model
     ctx = (train_mode(model, mode), _forward_context(mode, precision, tokens.device))
+    draws = SameDraws(tokens.device)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        torch.manual_seed(seed)
+        draws.reset()
         y = targets_of(x, vocab) if targets else None
         return call_model(fn, x, y)[0].detach().float()
 

@@ -609,3 +609,22 @@ def test_the_gradient_probe_leaves_requires_grad_as_the_training_step_has_it(mak
     hook.remove()
     assert r.ok and seen and all(seen)
     assert all(p.grad is None for p in m.parameters())  # no weight gradient accumulated
+
+
+def test_the_gradient_and_perturbation_probes_do_not_reseed_torch(make, tokens):
+    # A module reading torch.initial_seed() sees the caller's seed inside the probes, as in
+    # training (they used to call torch.manual_seed(seed) before each forward); dropout masks
+    # are still the same in base and perturbed forwards (a causal model with dropout passes).
+    from models import causality_probes as cp
+
+    m = make("V0", dropout=0.2)
+    seeds: list[int] = []
+    hook = m.transformer.h[0].register_forward_hook(
+        lambda mod, inp, out: seeds.append(torch.initial_seed())
+    )
+    torch.manual_seed(4242)
+    x = tokens(m, batch=2)
+    g = cp.gradient_probe(m, x, [3, 9], mode="train")
+    p = cp.perturbation_probe(m, x, [3, 9], mode="train", precision="fp32", kinds=["random"])
+    hook.remove()
+    assert g.ok and p.ok and seeds and set(seeds) == {4242}
