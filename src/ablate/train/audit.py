@@ -207,7 +207,9 @@ class Audit:
         rng = ckpt_mod.capture_rng(self.dev.device)
         # (buffer, its version, a copy): restored only where the copy wrote (an untouched buffer
         # keeps its version, so the eval state check sees only the model's own writes)
-        buffers = [(b, b._version, b.detach().clone()) for b in self.raw_model.buffers()]
+        buffers = [
+            (b, (b._version, b.data_ptr()), b.detach().clone()) for b in self.raw_model.buffers()
+        ]
         grads = [(p, p.grad) for p in self.raw_model.parameters()]
         try:
             stream = torch.cat([x, y[:, -1:]], dim=1)  # x and its next tokens: T + 1 per row
@@ -237,8 +239,8 @@ class Audit:
             self._copy = _Copy(cuts, kinds, y, None, f"{type(e).__name__}: {e}")
         finally:
             with torch.no_grad():
-                for b, version, saved in buffers:
-                    if b._version != version:
+                for b, mark, saved in buffers:
+                    if (b._version, b.data_ptr()) != mark:
                         b.copy_(saved)
             for p, g in grads:
                 p.grad = g
