@@ -42,7 +42,11 @@ What it cannot see: a leak active only between audits (a random audit finds a le
 a share f of training with probability 1 - (1 - f)^k, and the trained-weights recheck sees one that
 is still on at the end), a trigger no real batch holds, and a module that tells the extra forward
 apart by Python-side state of its own (a call counter kept in an attribute rather than a buffer,
-a forward not followed by a backward).
+a forward not followed by a backward), and a cross-row read in a final-eval batch it did not take.
+
+Why this file is over 400 lines: this docstring is the reference for what the audit sees and
+misses, and the code is one flow (plan, copy, compare, verdict, time) over one state; split
+apart, each part would reach into the others' fields.
 """
 
 from __future__ import annotations
