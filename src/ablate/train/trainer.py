@@ -80,8 +80,8 @@ RANK_SEED_OFFSET = 1_000_003  # dropout RNG of rank r: seed + r * offset (after 
 class End:
     """Why the loop ended. ``budget``: the budget is spent (or was, at a restart), the steps after
     training follow; ``leaked``: the resume recheck failed, or an audit in training or the
-    state check of a periodic eval (then ``result`` is the summary already written); ``stopped``: failed or preempted, ``result`` is
-    the summary already written."""
+    state check of a periodic eval (then ``result`` is the summary already written);
+    ``stopped``: failed or preempted, ``result`` is the summary already written."""
 
     why: Literal["budget", "leaked", "stopped"]
     result: results.JobSummary | None = None
