@@ -47,6 +47,9 @@ Two probes (models/causality_probes.py has the details):
    at positions <= t must not move, at the given (initial or trained) and at the randomised
    weights, in train mode with gradients on and in eval mode under no_grad, in fp32 and under
    bf16 autocast (which also runs on CPU). Sees choices and branches that the perturbations flip.
+   Each pass also replaces the first and the last row whole (position 0 included, which no cut
+   reaches) and requires every other row's logits to stay (bit-identical on CPU, the margin on a
+   GPU): a row that reads another row's token ids (no gradient) is seen.
 
 **Thresholds.** The gradient probe is exact. The perturbation probe compares each
 logit with its own threshold, never one scaled by the batch's largest logit (a -1e9 bias on
@@ -67,14 +70,24 @@ precision the probes did not run, a code path taken only on another device type 
 kernel is checked when the job rechecks its trained weights on that device), a trigger more
 specific than any probe input (a token sequence the probes never write), and a module that
 detects that it is being probed (inspecting its caller, the call stack, or counting calls): any
-probe that differs observably from training can be told apart.
+probe that differs observably from training can be told apart. Tells found and closed: the
+gradient and perturbation probes no longer reseed torch (they put the RNG state back between
+forwards, so ``torch.initial_seed()`` stays the caller's), and the gradient probe no longer sets
+``requires_grad`` False on parameters. Tell left: the randomised copy's vector parameters are N(0, 1) (a LayerNorm gain far from 1
+says "random weights"; its given-weights passes do not have this tell).
 
 **What the audit inside training adds** (``ablate.train.audit``; ``budget.causality_audits``).
-At iteration 0, at a few random points of the budget and in the final eval, the job's own forward
-(compiled, DDP-wrapped, its micro-batch of real tokens, ``model(x)``, train mode with gradients
-on, its autocast) is compared with a copy of that micro-batch whose tokens after a random cut per
-row are replaced: logits at positions <= the cut and loss terms before it must not move (exact on
-CPU, ``margin_for`` elsewhere), and the step's loss must be their mean. In training the base is the
+At iteration 0, at a few random points of the budget and in the final eval (on a batch chosen by
+the seed, not always the first), the job's own forward (compiled, DDP-wrapped, its micro-batch of
+real tokens, ``model(x)``, train mode with gradients on, its autocast) is compared with a copy of
+that micro-batch whose tokens after a random cut per row are replaced and one random row replaced
+whole (position 0 included): logits at positions <= the cut of every other row and loss terms
+before it must not move (exact on CPU, ``margin_for`` elsewhere), and the step's loss must be their
+mean. Around every eval, periodic and final, each parameter and buffer of the model (persistent
+or not) is fingerprinted (object, storage, shape, ``_version``: torch's in-place write counter),
+and any change ends the job leaked (``ablate.train.evalstate``): a module cannot carry what one
+eval call saw into a later one through registered state. Every eval batch has the job's
+micro-batch of rows (the last one filled, its extra rows dropped), the batch size the probes ran. In training the base is the
 step's real forward (in the final eval, the evaluator's), so a path switched on after some steps, a batch size, a compiled-only path, a
 trigger in the audited batch, and a module that turns causal whenever a probe or the audit is on
 its call stack (its real forward still leaks) are seen. RNG, buffers and gradients are restored
@@ -84,7 +97,10 @@ and no optimizer step is taken, so the audit cannot change the run it audits.
 for a share f of training with probability 1 - (1 - f)^k; the recheck sees one still on at the
 end); a trigger no audited batch holds; a module that tells the copy apart by state of its own
 that is not a buffer (it counts its calls, or sees a forward without a backward) and makes the
-copy reproduce the leak it reads from the real batch.
+copy reproduce the leak it reads from the real batch; a module that keeps memory outside
+registered tensors (a Python attribute or a global, e.g. of the windows an earlier eval showed
+it) is not caught by the eval state check; a cross-row read in a batch the final eval's one audit
+did not take.
 
 Why this file is over 400 lines: this docstring is the reference for what the checks see and
 miss; the code is check_causal's plan, run and summary, one flow.
@@ -379,8 +395,8 @@ def check_causal(
         eot_token, embedding, forward, data, block,
     )  # fmt: skip
     results: list[ProbeResult] = []
-    # The probes seed torch's RNG (same dropout masks for base and perturbed runs); the caller's
-    # RNG stream is restored, so a job that rechecks its weights on resume trains on identically.
+    # The probes put torch's RNG state back between a pass's forwards (same dropout masks for
+    # base and perturbed runs, never a reseed); the caller's RNG stream is restored, so a job that rechecks its weights on resume trains on identically.
     cuda = (
         [device.index if device.index is not None else torch.cuda.current_device()]
         if device.type == "cuda"

@@ -15,7 +15,7 @@ on any token of another row. Each row of a probe batch carries its own cut, so o
   branches, integer masks computed from token ids.
 - ``perturbation_probe``: the tokens after t_b are replaced (random tokens, the EOT token, or
   copies of earlier tokens) and the logits at positions <= t_b must not move. Base and perturbed
-  batches have the same shape and run with the same dropout seed, so a causal model gives
+  batches have the same shape and draw the same dropout masks (``SameDraws``), so a causal model gives
   bit-identical logits there (every row of every kernel sees identical inputs). It sees selection
   and branch leaks; it cannot see a leak smaller than its tolerance, nor a branch the chosen
   perturbations do not flip.
@@ -236,17 +236,20 @@ def train_mode(model: nn.Module, mode: str) -> Iterator[None]:
             m.training = flag
 
 
-@contextlib.contextmanager
-def no_param_grads(model: nn.Module) -> Iterator[None]:
-    """Only the input embedding needs a gradient: skipping weight gradients halves the backward."""
-    saved = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in saved:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
+class SameDraws:
+    """Torch's global RNG state when made (CPU, and the device's CUDA generator); ``reset`` puts
+    it back, so that every forward of a probe draws the same dropout masks. Never a reseed: a
+    module that reads ``torch.initial_seed()`` sees the caller's seed, as in training."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def reset(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -334,8 +337,10 @@ def gradient_probe(
 
     handle = emb.register_forward_hook(hook)
     try:
-        with train_mode(model, mode), no_param_grads(model), torch.enable_grad():
-            torch.manual_seed(seed)
+        # Parameters keep their requires_grad flags (a module could tell a probe by them);
+        # torch.autograd.grad below asks only for the embedding output's gradient, so no weight
+        # gradient is computed or accumulated.
+        with train_mode(model, mode), torch.enable_grad():
             logits = logits_of(model, tokens).float()  # (B, T, V)
     finally:
         handle.remove()
@@ -429,10 +434,11 @@ def perturbation_probe(
     forward=None,
     pool: torch.Tensor | None = None,
 ) -> ProbeResult:
-    """Logits at positions <= t_b must be unchanged when the tokens after t_b change.
+    """Logits at positions <= t_b must be unchanged when the tokens after t_b change, and every
+    other row's logits when one row is replaced entirely (position 0 included: ``whole_rows``).
 
-    One base forward, then one perturbed forward per cut set. Base and perturbed run at the same
-    shape with the same dropout seed, so a causal model gives identical bits on CPU; each logit is
+    One base forward, then one perturbed forward per cut set and one per whole row. Base and perturbed run at the same
+    shape with the same dropout masks, so a causal model gives identical bits on CPU; each logit is
     compared with its own threshold, ``margin * max(|logit|, 1)`` (causality_inputs.margin_for).
     Train mode runs with autograd recording (no backward: nothing is changed), eval mode under
     no_grad. ``forward``: what to call (the job's compiled model), default ``model``; called as
@@ -446,9 +452,10 @@ def perturbation_probe(
     eot = eot if 0 <= eot < vocab else vocab - 1
     fn = forward if forward is not None else model
     ctx = (train_mode(model, mode), _forward_context(mode, precision, tokens.device))
+    draws = SameDraws(tokens.device)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        torch.manual_seed(seed)
+        draws.reset()
         return logits_of(fn, x).detach().float()
 
     leaking: set[int] = set()
@@ -475,6 +482,23 @@ def perturbation_probe(
                         )
                 if t + 1 < T and float(raw[b, t + 1 :].max()) > 0.0:
                     moved = True
+        for r in whole_rows(B):  # the rows' own position 0 is never replaced above
+            alt = replace_row(tokens, r, vocab, seed + 977 + r)
+            raw, over = _compare(run(alt), base, margin)
+            raw, over = raw.cpu(), over.cpu()
+            for b in range(B):
+                if b == r:
+                    continue
+                max_leak = max(max_leak, float(raw[b].max()))
+                if float(over[b].max()) > 0.0:
+                    leaking.add(sets[0][b])
+                    if not detail:
+                        pos = int(over[b].argmax())
+                        detail = (
+                            f"replacing every token of row {r} changed the logits of row {b} at "
+                            f"position {pos} by {float(raw[b].max()):.3g} (threshold: {rule}): "
+                            "a row may not read another row"
+                        )
     detail = _with_finite(detail, finite)
     sensitive = moved or all(t + 1 >= T for s in sets for t in s)
     if not sensitive:
@@ -487,6 +511,21 @@ def perturbation_probe(
         sorted(leaking), sensitive, detail, time.perf_counter() - t0, kinds, cut_sets=sets,
         rule=rule, forward="eager" if forward is None else "compiled",
     )  # fmt: skip
+
+
+def whole_rows(batch: int) -> list[int]:
+    """The rows the perturbation probe replaces entirely, one forward each: the last and the
+    first (a row reading the next row, or the previous one, is seen); none in a batch of one."""
+    return [] if batch < 2 else sorted({batch - 1, 0}, reverse=True)
+
+
+def replace_row(tokens: torch.Tensor, row: int, vocab: int, seed: int) -> torch.Tensor:
+    """``tokens`` with every token of ``row`` replaced by another one, position 0 included."""
+    gen = torch.Generator().manual_seed(seed)
+    alt = tokens.clone()
+    shift = torch.randint(1, vocab, (tokens.shape[1],), generator=gen).to(tokens.device)
+    alt[row] = (tokens[row] + shift) % vocab
+    return alt
 
 
 LOSS_RTOL = 1e-5

@@ -157,16 +157,25 @@ def test_a_batch_row_leak_hides_at_batch_2_and_from_equal_cuts(zoo):
 @pytest.mark.parametrize(
     "name,seen_by", [("zoo_nextrow", "decreasing"), ("zoo_prevrow", "increasing")]
 )
-def test_a_row_reading_a_neighbour_hides_from_cuts_in_one_order(zoo, name, seen_by):
+def test_a_row_reading_a_neighbour_hides_from_cuts_in_one_order(zoo, name, seen_by, monkeypatch):
     """Row b reading row b + 1 shows only where cut_b > cut_b+1, row b - 1 only where
-    cut_b > cut_b-1: a check needs passes with the cuts in both orders."""
+    cut_b > cut_b-1: a check needs passes with the cuts in both orders. The perturbation
+    probe's whole-row passes (the first and the last row replaced whole) see it in either."""
+    from models import causality_probes
+
     m = _build(zoo, name, vocab_size=512)
     idx = random_tokens(3, 97, 512, 0)
     for cuts, order in (([0, 40, 90], "increasing"), ([90, 40, 0], "decreasing")):
         seen = order == seen_by
         assert gradient_probe(m, idx, cuts, mode="train").ok != seen, order
         res = perturbation_probe(m, idx, cuts, mode="eval", precision="fp32", kinds=["random"])
-        assert res.ok != seen, order
+        assert not res.ok, order
+        if not seen:
+            assert "a row may not read another row" in res.detail
+    monkeypatch.setattr(causality_probes, "whole_rows", lambda batch: [])
+    for cuts, order in (([0, 40, 90], "increasing"), ([90, 40, 0], "decreasing")):
+        res = perturbation_probe(m, idx, cuts, mode="eval", precision="fp32", kinds=["random"])
+        assert res.ok != (order == seen_by), order
 
 
 def test_a_no_gradient_leak_behind_a_gate_at_zero_needs_the_perturbation_of_random_weights(zoo):

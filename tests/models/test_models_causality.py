@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import models
 from models import check_causal
-from models.gpt2 import MLP, CausalSelfAttention
+from models.gpt2 import GPT, MLP, CausalSelfAttention
 
 
 class BidirectionalAttention(CausalSelfAttention):
@@ -571,3 +571,81 @@ def test_after_start_end_and_middle_come_the_cuts_around_every_power_of_two_larg
         want = sorted(around, reverse=True)
         assert cuts[len(head) : len(head) + len(want)] == want, (length, cuts)
     assert cut_positions(17)[:4] == [0, 15, 8, 14]  # 14 and 15 are around 16 = length - 1
+
+
+class NextRowFirstTokenGPT(GPT):
+    """Row b adds a bonus from row b + 1's first token (through the token ids: no gradient path):
+    in the job's contiguous eval windows, the next token of row b's last position."""
+
+    def forward(self, idx, targets=None):
+        nxt = torch.zeros(idx.shape[0], device=idx.device)
+        nxt[:-1] = (idx[1:, 0] % 7 + 1).float()
+        B, T = idx.shape
+        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(T, device=idx.device))
+        x = x + nxt[:, None, None]
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
+            )
+        return logits, loss
+
+
+def test_a_row_reading_another_rows_first_token_is_refused_at_preflight(tiny_cfg, monkeypatch):
+    from ablate.matrix.model_check import check_model, probe_arguments
+
+    monkeypatch.setitem(models.REGISTRY, "next_row_token", NextRowFirstTokenGPT)
+    problems, record = check_model(
+        tiny_cfg("V0", arch="next_row_token"), probe=probe_arguments(0, 2, ["fp32"])
+    )
+    assert record is not None and record["ok"] is False and problems
+    failed = record["probes"][-1]
+    assert failed["method"] == "perturbation" and not failed["ok"]
+    assert "replacing every token of row 1 changed the logits of row 0" in record["message"]
+    assert "a row may not read another row" in record["message"]
+    # the bonus is the next row's first token only: the cut perturbations never touch it
+    m = models.build_model(tiny_cfg("V0", arch="next_row_token"))
+    x = torch.randint(0, 64, (2, 16))
+    from models import causality_probes as cp
+
+    monkeypatch.setattr(cp, "whole_rows", lambda batch: [])
+    r = cp.perturbation_probe(m, x, [3, 9], mode="eval", precision="fp32", kinds=["random"])
+    assert r.ok
+
+
+def test_the_gradient_probe_leaves_requires_grad_as_the_training_step_has_it(make, tokens):
+    # A module must not be able to tell the gradient probe from a training step by its
+    # parameters' flags (the probe used to set requires_grad False on every parameter).
+    from models import causality_probes as cp
+
+    m = make("V0")
+    seen: list[bool] = []
+    hook = m.transformer.h[0].register_forward_hook(
+        lambda mod, inp, out: seen.extend(p.requires_grad for p in mod.parameters())
+    )
+    r = cp.gradient_probe(m, tokens(m, batch=2), [3, 9], mode="train")
+    hook.remove()
+    assert r.ok and seen and all(seen)
+    assert all(p.grad is None for p in m.parameters())  # no weight gradient accumulated
+
+
+def test_the_gradient_and_perturbation_probes_do_not_reseed_torch(make, tokens):
+    # A module reading torch.initial_seed() sees the caller's seed inside the probes, as in
+    # training (they used to call torch.manual_seed(seed) before each forward); dropout masks
+    # are still the same in base and perturbed forwards (a causal model with dropout passes).
+    from models import causality_probes as cp
+
+    m = make("V0", dropout=0.2)
+    seeds: list[int] = []
+    hook = m.transformer.h[0].register_forward_hook(
+        lambda mod, inp, out: seeds.append(torch.initial_seed())
+    )
+    torch.manual_seed(4242)
+    x = tokens(m, batch=2)
+    g = cp.gradient_probe(m, x, [3, 9], mode="train")
+    p = cp.perturbation_probe(m, x, [3, 9], mode="train", precision="fp32", kinds=["random"])
+    hook.remove()
+    assert g.ok and p.ok and seeds and set(seeds) == {4242}

@@ -291,3 +291,17 @@ class ValWindows:
             )
             for i in range(0, self.n_local, micro_batch)
         ]
+
+    def filled_batches(self, micro_batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's windows as (x, y) batches of exactly ``micro_batch`` windows, the evals'
+        batches: the last batch is filled with the rank's first windows (cyclically, when the rank
+        has fewer than ``micro_batch``), whose results the caller drops (the first ``n_local``
+        rows, in order, are the windows). So every forward runs at one batch size, the one the
+        causality probes ran (a model that behaves otherwise at a batch of 1 is never called so)."""
+        _positive(micro_batch=micro_batch)
+        n = self.n_local
+        out = []
+        for i in range(0, n, micro_batch):
+            rows = np.arange(i, i + micro_batch) % n
+            out.append((torch.from_numpy(self._x[rows]), torch.from_numpy(self._y[rows])))
+        return out

@@ -10,18 +10,24 @@ runs is compared with a copy.
 - **Training audits.** In the audited iteration's first micro-batch, before the trainer's own
   forward, the same module the step calls (compiled, DDP-wrapped) runs a copy of the micro-batch
   in which every row's tokens after a random cut are replaced (tokens drawn from the batch's own
-  tokens, copies of earlier spans, uniform random, EOT: causality_inputs.perturb), with the same
+  tokens, copies of earlier spans, uniform random, EOT: causality_inputs.perturb) and, in a batch
+  of two or more, one random row is replaced whole, position 0 included (its cut is recorded as
+  -1, its kind ``whole row``: a row reading another row's tokens moves), with the same
   contexts: train mode, gradients recorded, the job's autocast, ``model(x')`` (no targets). Then
   the trainer's step runs as always, and its real logits are the base: at positions <= a row's cut
   the logits, and at positions < the cut the cross-entropy terms, must be those of the copy, each
   element within its own threshold (exact on CPU, ``causality_inputs.margin_for`` on a GPU). The
   loss the step trains on must be the mean of those terms (the trainer computes it: models.loss).
 - **No state change.** The copy's forward takes no optimizer step and no backward; the RNG state
-  (so the copy draws the dropout masks of the real forward), every module buffer and every
+  (so the copy draws the dropout masks of the real forward), every module buffer the copy wrote
+  (its ``_version`` moved; the eval state check, train.evalstate, sees such a write) and every
   parameter's ``.grad`` are restored before the real forward, so a job trains bit-identically with
   and without audits (tests/train/test_audit.py). DDP: the copy runs under ``no_sync``.
-- **The final eval's audit** is the same around the evaluator's own forward of each rank's first
-  final-eval batch (eval mode, ``no_grad``, the eval forward): ``Evaluator.final(audit)``.
+- **The final eval's audit** is the same around the evaluator's own forward of one final-eval
+  batch of each rank, chosen by the job's seed (``final_batch``; not always the first: a module
+  that reads across rows only when a batch continues the previous call would pass the first),
+  eval mode, ``no_grad``, the eval forward: ``Evaluator.final(audit)``. A failing eval state
+  check is recorded here too (``state_changed``, ``check: "eval state"``).
 - **Verdict.** Each rank audits its own micro-batch; one all_reduce at the audit gives every rank
   the verdict (no host sync in iterations that are not audited). A leak ends the job ``leaked`` at
   once (no optimizer step on that iteration), summary.json ``causality.audits`` says where.
@@ -36,7 +42,11 @@ What it cannot see: a leak active only between audits (a random audit finds a le
 a share f of training with probability 1 - (1 - f)^k, and the trained-weights recheck sees one that
 is still on at the end), a trigger no real batch holds, and a module that tells the extra forward
 apart by Python-side state of its own (a call counter kept in an attribute rather than a buffer,
-a forward not followed by a backward).
+a forward not followed by a backward), and a cross-row read in a final-eval batch it did not take.
+
+Why this file is over 400 lines: this docstring is the reference for what the audit sees and
+misses, and the code is one flow (plan, copy, compare, verdict, time) over one state; split
+apart, each part would reach into the others' fields.
 """
 
 from __future__ import annotations
@@ -59,6 +69,10 @@ from ablate.train.plain import tail
 from ablate.train.state import RunState
 from models.causality_inputs import EOT_TOKEN, margin_for, perturb
 from models.causality_probes import LOSS_RTOL
+
+WHOLE_ROW = "whole row"
+"""The kind of the one row (of a batch of two or more) replaced entirely, position 0 included:
+every other row's logits before its cut must not move (a row that reads another row is seen)."""
 
 AUDIT_KINDS = ("data", "span", "random", "eot", "copy")
 """Replacement kinds, one per row in turn: ``data`` (tokens drawn from the batch's own tokens)
@@ -146,6 +160,31 @@ class Audit:
             hit = hit or it > 0
         return hit
 
+    def final_batch(self, n_batches: int) -> int:
+        """Which of this rank's ``n_batches`` final-eval batches is audited: a function of the
+        job's seed (Python's own generator), any batch, not always the first (a module that leaks
+        only in later batches, continuing the previous call, would pass an audit of the first)."""
+        return random.Random(f"final-eval-audit-{self.seed}").randrange(max(n_batches, 1))
+
+    def state_changed(self, when: str, it: int, message: str) -> str:
+        """Record the eval state check's failure (train.evalstate) as a failing record of
+        ``causality.audits`` (``check: "eval state"``); returns the job's leak message."""
+        record: dict[str, Any] = {
+            "ok": False,
+            "check": "eval state",
+            "when": when,
+            "iteration": it,
+            "mode": "eval",
+            "grad": False,
+            "ranks": self.dinfo.world_size,
+            "message": f"eval state check ({when}, iteration {it}): {message}",
+            "seconds": 0.0,
+        }
+        self.records.append(record)
+        self.leak = record
+        self.log(record["message"])
+        return str(record["message"])
+
     # ------------------------------------------------------------------ the copy
 
     def run_copy(
@@ -166,14 +205,30 @@ class Audit:
         self._shape = [B, T]
         cuts = [int(c) for c in torch.randint(0, max(T - 1, 1), (B,), generator=gen)]
         kinds = [AUDIT_KINDS[(b + it) % len(AUDIT_KINDS)] for b in range(B)]
+        whole = int(torch.randint(0, B, (1,), generator=gen)) if B > 1 else -1
+        if whole >= 0:  # one row replaced entirely, position 0 included: no other row may move
+            cuts[whole], kinds[whole] = -1, WHOLE_ROW
         rng = ckpt_mod.capture_rng(self.dev.device)
-        buffers = [(b, b.detach().clone()) for b in self.raw_model.buffers()]
+        # (buffer, its version, a copy): restored only where the copy wrote (an untouched buffer
+        # keeps its version, so the eval state check sees only the model's own writes)
+        buffers = [
+            (b, (b._version, b.data_ptr()), b.detach().clone()) for b in self.raw_model.buffers()
+        ]
         grads = [(p, p.grad) for p in self.raw_model.parameters()]
         try:
             stream = torch.cat([x, y[:, -1:]], dim=1)  # x and its next tokens: T + 1 per row
             alt = perturb(
-                stream, cuts, kinds, self.vocab, self.eot, self.seed + it, stream.reshape(-1)
+                stream,
+                [max(c, 0) for c in cuts],
+                [AUDIT_KINDS[0] if k == WHOLE_ROW else k for k in kinds],
+                self.vocab,
+                self.eot,
+                self.seed + it,
+                stream.reshape(-1),
             )
+            if whole >= 0:  # every token of the row changed (another token at each position)
+                shift = torch.randint(1, self.vocab, (T + 1,), generator=gen).to(alt.device)
+                alt[whole] = (stream[whole] + shift) % self.vocab
             at = torch.arange(T, device=x.device)[None, :]
             cut = torch.tensor(cuts, device=x.device)[:, None]
             x_alt = alt[:, :T].contiguous()
@@ -188,8 +243,9 @@ class Audit:
             self._copy = _Copy(cuts, kinds, y, None, f"{type(e).__name__}: {e}")
         finally:
             with torch.no_grad():
-                for b, saved in buffers:
-                    b.copy_(saved)
+                for b, mark, saved in buffers:
+                    if (b._version, b.data_ptr()) != mark:
+                        b.copy_(saved)
             for p, g in grads:
                 p.grad = g
             ckpt_mod.restore_rng(rng, self.dev.device)
@@ -214,31 +270,37 @@ class Audit:
         if base is None or copy.logits is None or base.shape != copy.logits.shape:
             return _Local(error="the forward returned no logits of shape (batch, tokens, vocab)")
         out = _Local()
-        changes, firsts = [], []
+        changes, firsts, rows = [], [], []
         ce_sum = torch.zeros((), dtype=torch.float64, device=base.device)
         count = 0
         with torch.no_grad():
             for b, t in enumerate(copy.cuts):
                 real, alt = base[b].float(), copy.logits[b].float()
-                raw, over = _excess(alt[: t + 1], real[: t + 1], self.margin)  # (t + 1,)
                 ce_real = F.cross_entropy(real, y[b], ignore_index=-1, reduction="none")
+                ce_sum += ce_real.double().sum()
+                count += int((y[b] != -1).sum())
+                if t < 0:  # the row replaced whole: its own logits may move, nothing to compare
+                    continue
+                raw, over = _excess(alt[: t + 1], real[: t + 1], self.margin)  # (t + 1,)
                 ce_alt = F.cross_entropy(alt[:t], copy.y[b, :t], ignore_index=-1, reduction="none")
                 raw_ce, over_ce = _excess(ce_alt[:t, None], ce_real[:t, None], self.margin)
                 changes.append(torch.cat([raw, raw_ce]).amax())
                 firsts.append(torch.stack([_first_over(over), _first_over(over_ce)]))
-                ce_sum += ce_real.double().sum()
-                count += int((y[b] != -1).sum())
-            found = torch.stack(firsts).cpu()  # (B, 2): first leaking position, -1 for none
+                rows.append(b)
+            found = torch.stack(firsts).cpu()  # (rows, 2): first leaking position, -1 for none
             out.max_change = float(torch.stack(changes).amax().cpu())
-        for b, t in enumerate(copy.cuts):
-            pos, pos_ce = int(found[b, 0]), int(found[b, 1])
+        whole = [b for b, t in enumerate(copy.cuts) if t < 0]
+        also = f" and replacing every token of row {whole[0]}" if whole else ""
+        for k, b in enumerate(rows):
+            t = copy.cuts[b]
+            pos, pos_ce = int(found[k, 0]), int(found[k, 1])
             if pos >= 0 or pos_ce >= 0:
                 what = "logits" if pos >= 0 else "loss terms"
                 p = pos if pos >= 0 else pos_ce
                 out.where = {"row": b, "cut": t, "position": p, "compared": what}
                 out.leak = (
-                    f"replacing the tokens after position {t} of row {b} ({copy.kinds[b]}) changed "
-                    f"the {what} at position {p} (threshold: {self.rule})"
+                    f"replacing the tokens after position {t} of row {b} ({copy.kinds[b]}){also} "
+                    f"changed the {what} of row {b} at position {p} (threshold: {self.rule})"
                 )
                 return out
         if loss is not None and count:

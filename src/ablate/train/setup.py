@@ -24,7 +24,10 @@ class Data:
     batches: TrainBatches
     """The global batch of iteration i, this rank's share (a pure function of seed and i)."""
     val_batches: list[Batch]
-    """This rank's periodic validation windows, in micro-batches."""
+    """This rank's periodic validation windows, in micro-batches of exactly ``micro_batch`` rows
+    (``ValWindows.filled_batches``: the last one filled with the first windows)."""
+    val_count: int
+    """This rank's periodic windows: the first rows of ``val_batches``; the rest fill."""
     final_windows: ValWindows
     """The final eval's windows: a superset of the periodic ones, sized by data.val_tokens."""
     val_note: str | None
@@ -41,12 +44,13 @@ def load_data(cfg: RunConfig, dinfo: dist_mod.DistInfo, dev: DeviceSetup, grad_a
         ds = resolve_dataset(cfg.data, cfg.model.vocab_size)
     T, micro = cfg.model.block_size, cfg.hardware.micro_batch
     batches = TrainBatches(ds.train_paths, T, micro, grad_accum, ws, rank, cfg.seed)
-    val_batches = ValWindows(ds.val_path, T, cfg.data.val_windows, ws, rank).batches(micro)
+    periodic = ValWindows(ds.val_path, T, cfg.data.val_windows, ws, rank)
+    val_batches = periodic.filled_batches(micro)
     if dev.is_cuda:
         val_batches = [(x.pin_memory(), y.pin_memory()) for x, y in val_batches]
     n_final, val_note = final_val_windows(ds.val_path, T, cfg.data.val_tokens, cfg.data.val_windows)
     final_windows = ValWindows(ds.val_path, T, n_final, ws, rank)
-    return Data(ds, batches, val_batches, final_windows, val_note)
+    return Data(ds, batches, val_batches, periodic.n_local, final_windows, val_note)
 
 
 @dataclass(frozen=True)

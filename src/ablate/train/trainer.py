@@ -80,9 +80,9 @@ RANK_SEED_OFFSET = 1_000_003  # dropout RNG of rank r: seed + r * offset (after 
 @dataclass(frozen=True)
 class End:
     """Why the loop ended. ``budget``: the budget is spent (or was, at a restart), the steps after
-    training follow; ``leaked``: the resume recheck failed, or an audit in training (then
-    ``result`` is the summary already written); ``stopped``: failed or preempted, ``result`` is
-    the summary already written."""
+    training follow; ``leaked``: the resume recheck failed, or an audit in training or the
+    state check of a periodic eval (then ``result`` is the summary already written);
+    ``stopped``: failed or preempted, ``result`` is the summary already written."""
 
     why: Literal["budget", "leaked", "stopped"]
     result: results.JobSummary | None = None
@@ -202,6 +202,8 @@ class Trainer:
             data.final_windows,
             cfg.hardware.micro_batch,
             cfg.data.val_windows,
+            data.val_count,
+            model,
         )
         self.gate_inputs = data.val_batches[0][0] if data.val_batches else None
         b = cfg.budget
@@ -281,7 +283,9 @@ class Trainer:
         if is_log or end:
             self._log_progress(it, loss, lr, grad_norm)
         if is_eval and not end:  # evals and checkpoints stay out of the box
-            self._evaluate(final=False)  # (the final eval: _complete, after a checkpoint)
+            leak = self._evaluate(final=False)  # (the final eval: _complete, after a checkpoint)
+            if leak is not None:  # the model changed its state during the eval
+                return End("leaked", self._leaked(leak))
         if sync.signal and not end:
             return self._stop_on_signal(it, sync.signal)
         if not end and self.cadence.checkpoint_now(is_ck, sync.since_checkpoint):
@@ -402,23 +406,27 @@ class Trainer:
             return f"to resume: python -m ablate.matrix resume={matrix}"
         return "start the job again to resume"
 
-    def _evaluate(self, final: bool) -> bool:
+    def _evaluate(self, final: bool) -> str | None:
         """An eval (all ranks), its counters, then its records (rank 0); its time is eval time.
-        The final eval is audited (train.audit): False, and nothing recorded, when it leaked."""
-        st, rec = self.state, self.rec
+        The final eval is audited (train.audit), and every eval is checked for a change of the
+        model's state (train.evalstate): the leak's message, and nothing of the eval recorded,
+        when either failed; None when it was recorded."""
+        st, rec, evaluator = self.state, self.rec, self.evaluator
         t0 = time.perf_counter()
         audit = self.audit if final and self.audit.enabled else None
-        result: FinalEval | None = self.evaluator.final(audit) if final else None
+        result: FinalEval | None = evaluator.final(audit) if final else None
+        val = result.periodic_loss if result is not None else evaluator.periodic()
         if audit is not None:
             audited = audit.verdict("final eval", st.iter, "eval")
             t0 += audit.take_excluded()  # audit time is not eval time
             if not audited:
-                return False
-        if result is not None:
-            val = result.periodic_loss  # the periodic windows come first: one curve
+                assert audit.leak is not None
+                return str(audit.leak["message"])
+        if evaluator.changed is not None:
+            when = "final eval" if final else "periodic eval"
+            return self.audit.state_changed(when, st.iter, evaluator.changed)
+        if result is not None:  # the periodic windows come first: one curve
             st.final_val_loss = result.loss
-        else:
-            val = self.evaluator.periodic()
         st.record_eval(val)
         st.gates = gate_stats(self.raw_model) if self.is_main else {}
         shares = None  # the final eval's gate shares (rank 0), handed to the recorder
@@ -430,7 +438,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         st.eval_seconds += dt
         rec.eval_done(val, result, dt)
-        return True
+        return None
 
     # ------------------------------------------------------------------ setup
 
@@ -536,9 +544,9 @@ class Trainer:
             self.state.trained = True
             self.save_checkpoint()  # all ranks
         self.set_stage(stages.FINAL_EVAL)
-        if not self._evaluate(final=True):  # its audit found a leak: nothing of it is recorded
-            assert self.audit.leak is not None
-            return self._leaked(self.audit.leak["message"])
+        leak = self._evaluate(final=True)
+        if leak is not None:  # its audit or the state check failed: nothing of it is recorded
+            return self._leaked(leak)
         for w in budget_warnings(rec.summary(results.COMPLETED)):
             if w not in self.state.notes:  # schedule cut short, box overrun, repeated data
                 rec.warn(w)
