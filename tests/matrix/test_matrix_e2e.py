@@ -104,7 +104,9 @@ def test_smoke_matrix_runs_four_steps_and_reports(tmp_path, capsys):
     after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in mdir.rglob("*") if p.is_file()}
     assert after == before
     assert "| V18" in capsys.readouterr().out  # the summary is printed again
-    assert "causality V0: causal, 11 probe(s)" in out  # the preflight prints each config's cost
+    # the preflight prints each config's cost; 10 probes since the targets probe went (targets never
+    # reach the model)
+    assert "causality V0: causal, 10 probe(s)" in out
 
 
 def test_a_failing_job_is_isolated_and_the_matrix_exits_nonzero(tmp_path, capsys):
