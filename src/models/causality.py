@@ -77,8 +77,9 @@ forwards, so ``torch.initial_seed()`` stays the caller's), and the gradient prob
 says "random weights"; its given-weights passes do not have this tell).
 
 **What the audit inside training adds** (``ablate.train.audit``; ``budget.causality_audits``).
-At iteration 0, at a few random points of the budget and in the final eval (on a batch chosen by
-the seed, not always the first), the job's own forward (compiled, DDP-wrapped, its micro-batch of
+At iteration 0, at a few random points of the budget and in the final eval (its first batch and
+as many more as the audits' budget, 1% of the training time, still pays for, at least one drawn by the seed: every batch at
+the GPT-2 preset's sizes, so a leak that moves the reported loss there is seen), the job's own forward (compiled, DDP-wrapped, its micro-batch of
 real tokens, ``model(x)``, train mode with gradients on, its autocast) is compared with a copy of
 that micro-batch whose tokens after a random cut per row are replaced and one random row replaced
 whole (position 0 included): logits at positions <= the cut of every other row and loss terms
@@ -99,8 +100,8 @@ end); a trigger no audited batch holds; a module that tells the copy apart by st
 that is not a buffer (it counts its calls, or sees a forward without a backward) and makes the
 copy reproduce the leak it reads from the real batch; a module that keeps memory outside
 registered tensors (a Python attribute or a global, e.g. of the windows an earlier eval showed
-it) is not caught by the eval state check; a cross-row read in a batch the final eval's one audit
-did not take.
+it) is not caught by the eval state check; a leak in a final-eval batch its audit did not take
+(only where its budget does not pay for every batch: the smoke preset's).
 
 Why this file is over 400 lines: this docstring is the reference for what the checks see and
 miss; the code is check_causal's plan, run and summary, one flow.

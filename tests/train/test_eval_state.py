@@ -1,6 +1,6 @@
 """What an eval may not do: change the model's state (train/evalstate.py), run at a batch size the
 probes did not run (ValWindows.filled_batches), or let a row read another row unseen by the audit
-(train/audit.py's whole-row replacement, on a batch of the final eval chosen by the seed)."""
+(train/audit.py's whole-row replacement, on the final eval's batches that its budget pays for)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from helpers.train_helpers import make_job
 import models
 from ablate import results as R
 from ablate.data import ValWindows
+from ablate.train import audit as audit_mod
 from ablate.train import evalstate, run_job
-from ablate.train.audit import Audit
+from ablate.train.audit import FinalPlan
 from ablate.train.checkpoint import load_final_weights
 
 # --------------------------------------------------------------------------- adversaries
@@ -98,7 +99,7 @@ class LaterBatchRowReaderGPT(_LeakGPT):
         if not IN_FINAL_EVAL["on"] or self.training or idx.shape[0] < 2:
             return 0.0
         IN_FINAL_EVAL["calls"] += 1
-        if IN_FINAL_EVAL["calls"] < 2:
+        if IN_FINAL_EVAL["calls"] < 3:  # the first batch, and its audit's copy, read nothing
             return 0.0
         return _bonus(self, idx, torch.ones(idx.shape[0], dtype=torch.bool))
 
@@ -261,14 +262,13 @@ def test_filled_batches_hold_every_window_first_and_fill_with_the_first_ones(tmp
 
 
 def test_a_row_reader_in_later_eval_batches_is_ended_by_the_final_eval_audit(
-    tmp_path, final_eval_trigger
+    tmp_path, final_eval_trigger, monkeypatch
 ):
-    # seed 5: the audited final-eval batch is a later one (of 8), and the row replaced whole is row
-    # 1, not row 0 (the only row that reads another). Before the final eval's audit
-    # took a batch chosen by the seed, it audited the first batch, where this model does not read,
-    # and the job completed: nothing else sees it (no registered state changes, and the probes
-    # never hold its trigger), as the job without audits shows.
-    assert Audit.final_batch(_AuditSeed(5), 8) > 0
+    # Auditing only the first batch, where this model does not read, the job completed: nothing
+    # else sees it (no registered state changes, and the probes never hold its trigger), as the
+    # job without audits shows. With a budget for every batch, each later batch replaces one row
+    # whole: a row before it reads it.
+    monkeypatch.setattr(audit_mod, "FINAL_EVAL_SHARE", 1e9)
     with registered():
         job = _job(tmp_path, "ROWS", "evalstate_later_rows", budget__max_iters=3, seed=5)
         s = run_job(job)
@@ -284,6 +284,7 @@ def test_a_row_reader_in_later_eval_batches_is_ended_by_the_final_eval_audit(
     assert s["status"] == R.LEAKED, s["error"]
     record = s["causality"]["audits"][-1]
     assert record["when"] == "final eval" and record["ok"] is False
+    assert record["batches"] >= 2 and "whole row" in record["kinds"]
     assert all(a["ok"] for a in s["causality"]["audits"][:-1])  # training was causal
     assert s_unaudited["status"] == R.COMPLETED, s_unaudited["error"]
     assert s_unaudited["causality"]["trained"]["ok"] is True
@@ -301,8 +302,18 @@ def test_a_row_reading_the_next_rows_first_token_is_ended_by_the_first_audit(tmp
     assert f"and replacing every token of row {whole}" in record["message"]
 
 
-class _AuditSeed:
-    """What ``Audit.final_batch`` reads of an audit: its seed."""
+def test_the_final_eval_audits_its_first_batch_and_as_many_more_as_the_budget_pays_for():
+    def chosen(n: int, seed: int, budget: float, first: float) -> list[int]:
+        plan = FinalPlan(n, seed, budget)
+        plan.first_cost(first)
+        plan.first_cost(99.0)  # sized once: a later call changes nothing
+        return sorted(i for i in range(n) if plan.due(i))
 
-    def __init__(self, seed: int):
-        self.seed = seed
+    assert chosen(0, 1, 1.0, 0.1) == [] and chosen(1, 1, 0.0, 0.1) == [0]
+    small = [chosen(40, seed, 0.0, 0.1) for seed in range(30)]  # no budget: the first and one
+    assert all(len(c) == 2 and c[0] == 0 for c in small)
+    assert len({c[1] for c in small}) > 10  # the other drawn by the seed, over the later batches
+    assert chosen(40, 3, 0.0, 0.1) == chosen(40, 3, 0.0, 0.1)
+    assert len(chosen(40, 3, 1.0, 0.1)) == 10  # 1 s pays for the first and 9 more of 0.1 s
+    assert chosen(40, 3, 100.0, 0.1) == list(range(40))  # every batch
+    assert chosen(40, 3, 1.0, 0.0) == list(range(40))  # a cost too small to time: every batch

@@ -23,15 +23,21 @@ runs is compared with a copy.
   (its ``_version`` moved; the eval state check, train.evalstate, sees such a write) and every
   parameter's ``.grad`` are restored before the real forward, so a job trains bit-identically with
   and without audits (tests/train/test_audit.py). DDP: the copy runs under ``no_sync``.
-- **The final eval's audit** is the same around the evaluator's own forward of one final-eval
-  batch of each rank, chosen by the job's seed (``final_batch``; not always the first: a module
-  that reads across rows only when a batch continues the previous call would pass the first),
-  eval mode, ``no_grad``, the eval forward: ``Evaluator.final(audit)``. A failing eval state
-  check is recorded here too (``state_changed``, ``check: "eval state"``).
+- **The final eval's audit** is the same around the evaluator's own forwards of the final-eval
+  batches (eval mode, ``no_grad``, the eval forward: ``Evaluator.final(audit)``): the final
+  eval's loss is the number the report compares, and a leak that lowers it must fire in these
+  batches. Each rank audits its first batch; its cost sets how many more the budget pays for
+  (``FINAL_EVAL_SHARE`` of the job's training time, less what the training audits took, so that
+  all audits together stay within it where they can), at least one, drawn by the job's seed
+  (``FinalPlan``; not only the first: a module that reads across rows only when a batch
+  continues the previous call would pass the first). At the GPT-2 preset's sizes (a 2-hour box,
+  64 batches of 8 x 1,024 tokens per rank) that is every batch; at the smoke preset's, a few.
+  One verdict covers them all. A failing eval state check is recorded here too
+  (``state_changed``, ``check: "eval state"``).
 - **Verdict.** Each rank audits its own micro-batch; one all_reduce at the audit gives every rank
   the verdict (no host sync in iterations that are not audited). A leak ends the job ``leaked`` at
   once (no optimizer step on that iteration), summary.json ``causality.audits`` says where.
-- **Cost.** One extra forward of one micro-batch per audit (two in the final eval) plus the
+- **Cost.** One extra forward of one micro-batch per audited batch plus the
   comparison, about a fifth of that forward (an iteration is ``grad_accum`` forwards and
   backwards); timed between device syncs and kept out of the box like an eval. summary.json states
   ``audit_seconds`` and ``audit_share`` (of ``train_seconds``). Measured at the smoke shapes on
@@ -42,7 +48,8 @@ What it cannot see: a leak active only between audits (a random audit finds a le
 a share f of training with probability 1 - (1 - f)^k, and the trained-weights recheck sees one that
 is still on at the end), a trigger no real batch holds, and a module that tells the extra forward
 apart by Python-side state of its own (a call counter kept in an attribute rather than a buffer,
-a forward not followed by a backward), and a cross-row read in a final-eval batch it did not take.
+a forward not followed by a backward), and a leak in a final-eval batch it did not take (none
+when the budget covers them all).
 
 Why this file is over 400 lines: this docstring is the reference for what the audit sees and
 misses, and the code is one flow (plan, copy, compare, verdict, time) over one state; split
@@ -70,6 +77,11 @@ from ablate.train.state import RunState
 from models.causality_inputs import EOT_TOKEN, margin_for, perturb
 from models.causality_probes import LOSS_RTOL
 
+FINAL_EVAL_SHARE = 0.01
+"""The audits' budget, a share of the job's training time: the final eval audits as many of its
+batches as what the training audits left of it pays for (each batch's audit costs about one
+eval forward); its first batch and one more at the least."""
+
 WHOLE_ROW = "whole row"
 """The kind of the one row (of a batch of two or more) replaced entirely, position 0 included:
 every other row's logits before its cut must not move (a row that reads another row is seen)."""
@@ -84,6 +96,33 @@ def planned_fractions(count: int, seed: int) -> list[float]:
     job's seed only (Python's own generator: torch's RNG stream is not touched)."""
     gen = random.Random(f"causality-audit-{seed}")
     return sorted(1.0 - gen.random() for _ in range(max(0, count)))
+
+
+class FinalPlan:
+    """The final-eval batches one rank audits: the first always (the measured cost of its audit
+    sizes the rest), then as many of the others as ``budget_s`` pays for, at least one, drawn by
+    the job's seed (Python's own generator: torch's RNG stream is not touched)."""
+
+    def __init__(self, n_batches: int, seed: int, budget_s: float):
+        self.n = max(0, n_batches)
+        self.seed = seed
+        self.budget_s = budget_s
+        self.chosen: set[int] = {0} if self.n else set()
+        self.sized = self.n <= 1
+
+    def due(self, i: int) -> bool:
+        return i in self.chosen
+
+    def first_cost(self, seconds: float) -> None:
+        """The first batch's audit took ``seconds``: choose the others."""
+        if self.sized:
+            return
+        self.sized = True
+        rest = self.n - 1
+        fits = rest if seconds <= 0 else math.floor((self.budget_s - seconds) / seconds + 1e-9)
+        more = min(rest, max(1, fits))
+        drawn = random.Random(f"final-eval-audit-{self.seed}").sample(range(rest), more)
+        self.chosen.update(1 + k for k in drawn)
 
 
 @dataclass
@@ -105,6 +144,8 @@ class _Local:
     leak: str = ""
     where: dict[str, Any] | None = None
     error: str | None = None
+    batches: int = 0
+    """Batches compared (the final eval's verdict covers several)."""
 
 
 class Audit:
@@ -144,6 +185,7 @@ class Audit:
         self.forward_kind = forward_kind
         self.leak: dict[str, Any] | None = None  # the failing record, once one failed
         self._copy: _Copy | None = None
+        self._shown: _Copy | None = None  # the compared copy the record shows (a leaking one)
         self._local = _Local()
         self._seconds = 0.0  # of the audit under way
         self._shape: list[int] = []  # this rank's audited micro-batch, [batch, tokens]
@@ -160,11 +202,17 @@ class Audit:
             hit = hit or it > 0
         return hit
 
-    def final_batch(self, n_batches: int) -> int:
-        """Which of this rank's ``n_batches`` final-eval batches is audited: a function of the
-        job's seed (Python's own generator), any batch, not always the first (a module that leaks
-        only in later batches, continuing the previous call, would pass an audit of the first)."""
-        return random.Random(f"final-eval-audit-{self.seed}").randrange(max(n_batches, 1))
+    def final_plan(self, n_batches: int) -> FinalPlan:
+        """Which of this rank's ``n_batches`` final-eval batches are audited (``FinalPlan``)."""
+        st = self.state
+        return FinalPlan(
+            n_batches, self.seed, FINAL_EVAL_SHARE * st.train_seconds - st.audit_seconds
+        )
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of the audit under way (its copies and comparisons so far)."""
+        return self._seconds
 
     def state_changed(self, when: str, it: int, message: str) -> str:
         """Record the eval state check's failure (train.evalstate) as a failing record of
@@ -194,17 +242,19 @@ class Audit:
         y: torch.Tensor,
         it: int,
         context: Callable[[], contextlib.AbstractContextManager[Any]],
+        batch: int = 0,
     ) -> None:
         """The copy of micro-batch (x, y) through ``model`` under ``context`` (the step's own
-        autocast and grad mode), leaving RNG, buffers and gradients as they were."""
+        autocast and grad mode), leaving RNG, buffers and gradients as they were. ``batch``: its
+        index among the batches one verdict covers (the final eval's), so each has its own cuts."""
         t0 = self._start()
-        self._local = _Local()
         self._copy = None
-        gen = torch.Generator().manual_seed(self.seed * 7919 + it)
+        salt = it + 1_000_003 * batch
+        gen = torch.Generator().manual_seed(self.seed * 7919 + salt)
         B, T = x.shape
         self._shape = [B, T]
         cuts = [int(c) for c in torch.randint(0, max(T - 1, 1), (B,), generator=gen)]
-        kinds = [AUDIT_KINDS[(b + it) % len(AUDIT_KINDS)] for b in range(B)]
+        kinds = [AUDIT_KINDS[(b + it + batch) % len(AUDIT_KINDS)] for b in range(B)]
         whole = int(torch.randint(0, B, (1,), generator=gen)) if B > 1 else -1
         if whole >= 0:  # one row replaced entirely, position 0 included: no other row may move
             cuts[whole], kinds[whole] = -1, WHOLE_ROW
@@ -223,7 +273,7 @@ class Audit:
                 [AUDIT_KINDS[0] if k == WHOLE_ROW else k for k in kinds],
                 self.vocab,
                 self.eot,
-                self.seed + it,
+                self.seed + salt,
                 stream.reshape(-1),
             )
             if whole >= 0:  # every token of the row changed (another token at each position)
@@ -252,12 +302,21 @@ class Audit:
             self._stop(t0)
 
     def compare(self, logits: Any, loss: Any, y: torch.Tensor) -> None:
-        """The trainer's own forward (``logits, loss`` of the real micro-batch) against the copy."""
+        """The trainer's own forward (``logits, loss`` of the real micro-batch) against the copy;
+        the verdict sees the first leak (or error) of the batches compared since the last one."""
         t0 = self._start()
         try:
-            self._local = self._compare(logits, loss, y)
+            found = self._compare(logits, loss, y)
         except Exception as e:
-            self._local = _Local(error=f"{type(e).__name__}: {e}")
+            found = _Local(error=f"{type(e).__name__}: {e}")
+        loc = self._local
+        loc.max_change = max(loc.max_change, found.max_change)
+        loc.batches += 1
+        if not (loc.leak or loc.error) and (found.leak or found.error):
+            loc.leak, loc.where, loc.error = found.leak, found.where, found.error
+            self._shown = self._copy  # the record shows the leaking batch's cuts
+        if self._shown is None:
+            self._shown = self._copy
         self._stop(t0)
 
     def _compare(self, logits: Any, loss: Any, y: torch.Tensor) -> _Local:
@@ -319,7 +378,7 @@ class Audit:
     def verdict(self, when: str, it: int, mode: str) -> bool:
         """Every rank: agree on the audit (one all_reduce), record it; False when it leaked."""
         t0 = self._start()
-        loc, copy = self._local, self._copy
+        loc, copy = self._local, self._shown or self._copy
         vec = torch.tensor(
             [
                 1.0 if loc.leak else 0.0,
@@ -342,6 +401,7 @@ class Audit:
             "cuts": copy.cuts if copy is not None else [],
             "kinds": copy.kinds if copy is not None else [],
             "ranks": self.dinfo.world_size,
+            "batches": loc.batches,
             "max_change": max_change if math.isfinite(max_change) else None,
             "threshold": self.margin,
             "threshold_rule": self.rule,
@@ -368,7 +428,7 @@ class Audit:
         self._stop(t0)
         record["seconds"] = round(self._seconds, 4)
         self._seconds = 0.0
-        self._copy, self._shape = None, []
+        self._copy, self._shown, self._shape, self._local = None, None, [], _Local()
         self.records.append(record)
         self.log(f"{record['message']} [{record['seconds']:.2f}s, not counted in the box]")
         if leaked:

@@ -91,24 +91,26 @@ class Evaluator:
         audit: Audit | None = None,
     ) -> torch.Tensor:
         """Mean cross-entropy of each of this rank's first ``count`` windows (float64, on the
-        device; the rows past ``count`` fill the last batch and are dropped). ``audit``: one
-        batch's forward (``audit.final_batch``) is also run on a perturbed copy and compared
+        device; the rows past ``count`` fill the last batch and are dropped). ``audit``: the
+        batches of ``audit.final_plan`` are also run on a perturbed copy and compared
         (train.audit). Sets ``changed`` (all ranks agree) when the model's parameters or buffers
         changed during the eval (train.evalstate)."""
         dev, model = self.dev, self.fwd_model
         before = evalstate.fingerprint(self.raw_model)
-        audited = audit.final_batch(len(batches)) if audit is not None else -1
+        plan = audit.final_plan(len(batches)) if audit is not None else None
         model.eval()
         out = []
         for i, (x, y) in enumerate(batches):
             x = x.to(dev.device, non_blocking=True)
             y = y.to(dev.device, non_blocking=True)
-            if audit is not None and i == audited:
-                audit.run_copy(model, x, y, audit.state.iter, dev.autocast)
+            au = audit if plan is not None and plan.due(i) else None
+            if au is not None:
+                au.run_copy(model, x, y, au.state.iter, dev.autocast, batch=i)
             with dev.autocast():
                 logits = forward_logits(model, x)  # targets never reach the model (models.loss)
-            if audit is not None and i == audited:
-                audit.compare(logits, None, y)  # the window losses below are computed from them
+            if au is not None and plan is not None:
+                au.compare(logits, None, y)  # the window losses below are computed from them
+                plan.first_cost(au.seconds)
             ce = torch.nn.functional.cross_entropy(
                 logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none"
             )
@@ -138,8 +140,8 @@ class Evaluator:
         return float(total_all / count_all)
 
     def final(self, audit: Audit | None = None) -> FinalEval:
-        """Every final-eval window's loss, in window order (on every rank); ``audit``: audit one
-        batch of this rank, chosen by the seed (the caller then asks for the verdict)."""
+        """Every final-eval window's loss, in window order (on every rank); ``audit``: audit this
+        rank's batches of ``audit.final_plan`` (the caller then asks for the verdict)."""
         windows = self.final_windows
         batches = windows.filled_batches(self.micro_batch)
         local = self.window_losses(batches, windows.n_local, "final eval", audit)
