@@ -85,7 +85,8 @@ def main(argv=None) -> int:
     )
     ok = True
     for preset in args.presets.split(","):
-        base = yaml.safe_load((REPO / "conf" / "model" / f"{preset}.yaml").read_text())
+        # a preset that only comments on the defaults (gpt2.yaml: ModelConfig's) loads as None
+        base = yaml.safe_load((REPO / "conf" / "model" / f"{preset}.yaml").read_text()) or {}
         for step in args.steps.split(","):
             t0 = time.perf_counter()
             torch.manual_seed(1)
