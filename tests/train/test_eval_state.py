@@ -285,6 +285,7 @@ def test_a_row_reader_in_later_eval_batches_is_ended_by_the_final_eval_audit(
     record = s["causality"]["audits"][-1]
     assert record["when"] == "final eval" and record["ok"] is False
     assert record["batches"] >= 2 and "whole row" in record["kinds"]
+    assert record["batch"] >= 1 and f"in final-eval batch {record['batch']}: " in record["message"]
     assert all(a["ok"] for a in s["causality"]["audits"][:-1])  # training was causal
     assert s_unaudited["status"] == R.COMPLETED, s_unaudited["error"]
     assert s_unaudited["causality"]["trained"]["ok"] is True

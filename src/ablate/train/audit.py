@@ -186,6 +186,7 @@ class Audit:
         self.leak: dict[str, Any] | None = None  # the failing record, once one failed
         self._copy: _Copy | None = None
         self._shown: _Copy | None = None  # the compared copy the record shows (a leaking one)
+        self._batch = 0  # the index of the batch under way among those one verdict covers
         self._local = _Local()
         self._seconds = 0.0  # of the audit under way
         self._shape: list[int] = []  # this rank's audited micro-batch, [batch, tokens]
@@ -249,6 +250,7 @@ class Audit:
         index among the batches one verdict covers (the final eval's), so each has its own cuts."""
         t0 = self._start()
         self._copy = None
+        self._batch = batch
         salt = it + 1_000_003 * batch
         gen = torch.Generator().manual_seed(self.seed * 7919 + salt)
         B, T = x.shape
@@ -314,6 +316,10 @@ class Audit:
         loc.batches += 1
         if not (loc.leak or loc.error) and (found.leak or found.error):
             loc.leak, loc.where, loc.error = found.leak, found.where, found.error
+            if loc.where is not None:
+                loc.where["batch"] = self._batch
+            if loc.leak and self._batch:
+                loc.leak = f"in final-eval batch {self._batch}: {loc.leak}"
             self._shown = self._copy  # the record shows the leaking batch's cuts
         if self._shown is None:
             self._shown = self._copy
