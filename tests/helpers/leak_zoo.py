@@ -25,6 +25,7 @@ from torch import nn
 
 import models
 from models.gpt2 import GPT, MLP, CausalSelfAttention
+from models.loss import lm_loss
 from models.reciprocal_attention import ReciprocalAttention
 
 EOT = 50256
@@ -224,6 +225,15 @@ class FutureMixingMLP(MLP):
         return super().forward(x) + torch.roll(attn_out, shifts=-1, dims=1)
 
 
+def gpt_tail(model: GPT, x: torch.Tensor, targets=None, head=lambda logits: logits):
+    """The rest of a GPT forward from the residual stream ``x`` (B, T, C): the blocks, the final
+    norm, the head (then ``head``), and the loss as GPT computes it when ``targets`` are given."""
+    for block in model.transformer.h:
+        x = block(x)
+    logits = head(model.lm_head(model.transformer.ln_f(x)))
+    return logits, lm_loss(logits, targets) if targets is not None else None
+
+
 class EotPositionsGPT(GPT):
     """Packed documents with position ids restarting at each EOT, computed backwards: the position
     id of token i is its distance to the *next* EOT. Integer ids have no gradient, and only a
@@ -237,15 +247,7 @@ class EotPositionsGPT(GPT):
         )  # next EOT at or after i
         pos = torch.where(nxt < T, nxt - ar, ar).clamp(max=self.config.block_size - 1)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
-            )
-        return logits, loss
+        return gpt_tail(self, x, targets)
 
 
 def build_eot_positions(config):
@@ -334,16 +336,7 @@ class _LeakGPT(GPT):
         B, T = idx.size()
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos) + self.extra(idx, targets)
-        x = self.transformer.drop(x)
-        for block in self.transformer.h:
-            x = block(x)
-        logits = self.head(self.lm_head(self.transformer.ln_f(x)))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
-            )
-        return logits, loss
+        return gpt_tail(self, self.transformer.drop(x), targets, self.head)
 
 
 class TargetsLeakGPT(_LeakGPT):
@@ -370,12 +363,7 @@ class LastTargetBonusGPT(GPT):
             bonus = torch.zeros_like(logits)
             bonus[rows, -1, targets[:, -1]] = 20.0
             logits = logits + bonus
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
-            )
-        return logits, loss
+        return logits, lm_loss(logits, targets) if targets is not None else None
 
 
 class RecordingGPT(GPT):

@@ -8,6 +8,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.leak_zoo import gpt_tail
 
 import models
 from models import check_causal
@@ -580,18 +581,10 @@ class NextRowFirstTokenGPT(GPT):
     def forward(self, idx, targets=None):
         nxt = torch.zeros(idx.shape[0], device=idx.device)
         nxt[:-1] = (idx[1:, 0] % 7 + 1).float()
-        B, T = idx.shape
-        x = self.transformer.wte(idx) + self.transformer.wpe(torch.arange(T, device=idx.device))
-        x = x + nxt[:, None, None]
-        for block in self.transformer.h:
-            x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1
-            )
-        return logits, loss
+        x = self.transformer.wte(idx) + self.transformer.wpe(
+            torch.arange(idx.shape[1], device=idx.device)
+        )
+        return gpt_tail(self, x + nxt[:, None, None], targets)
 
 
 def test_a_row_reading_another_rows_first_token_is_refused_at_preflight(tiny_cfg, monkeypatch):
